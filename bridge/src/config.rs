@@ -1,0 +1,144 @@
+//! Bridge settings.
+//!
+//! [`BridgeConfig`] is read in layers: built-in defaults, then a TOML file (`--config`), then
+//! `TAPGATE_*` environment variables, then command-line flags. Unknown keys in the file are
+//! refused, so a typo is an error rather than a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tapgate_protocol::Topics;
+
+/// Everything the bridge can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `redis://:password@host:6379/0`.
+    pub redis: String,
+    /// Redis password, if not given in the URL.
+    pub redis_password: Option<String>,
+    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`).
+    pub mqtt: String,
+    /// MQTT username.
+    pub mqtt_username: Option<String>,
+    /// MQTT password.
+    pub mqtt_password: Option<String>,
+    /// MQTT client id. Keep it stable: the broker keeps this session's queued taps while the
+    /// bridge is down and hands them over when it returns.
+    pub client_id: String,
+    /// Topic prefix shared with the devices.
+    pub prefix: String,
+    /// Shared-subscription group (`$share/{group}/...`) so several bridges split the work.
+    /// Unset: an ordinary subscription.
+    pub shared_group: Option<String>,
+    /// How long a two-hour pass stays valid after its first entry.
+    #[serde(with = "humantime_serde")]
+    pub two_hour_duration: Duration,
+    /// How long a terminal waits for the next step of a sale before abandoning it.
+    #[serde(with = "humantime_serde")]
+    pub sale_timeout: Duration,
+    /// How long a decision is remembered so a redelivered message gets the same answer.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// Approximate length the `tapgate:events` stream is trimmed to.
+    pub stream_maxlen: u64,
+    /// Address for the Prometheus `/metrics` endpoint; unset: no endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Longest wait between reconnect attempts to Redis or the broker.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            redis: "redis://127.0.0.1:6379".into(),
+            redis_password: None,
+            mqtt: "mqtt://127.0.0.1:1883".into(),
+            mqtt_username: None,
+            mqtt_password: None,
+            client_id: "tapgate-bridge".into(),
+            prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
+            shared_group: None,
+            two_hour_duration: Duration::from_secs(2 * 60 * 60),
+            sale_timeout: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            stream_maxlen: 1_000_000,
+            metrics_addr: None,
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or a layer could not be read or parsed.
+    #[error("cannot load settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range or malformed.
+    #[error("invalid setting `{field}`: {why}")]
+    Invalid {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl BridgeConfig {
+    /// Layers defaults, the optional TOML file and `overrides` (environment and flags, already
+    /// merged by the caller in that order) and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(&'static str, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.as_str())?;
+        }
+        let cfg: BridgeConfig = builder.build()?.try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, why: &str| ConfigError::Invalid {
+            field,
+            why: why.to_owned(),
+        };
+        Topics::new(self.prefix.as_str()).map_err(|e| invalid("prefix", &e.to_string()))?;
+        if self.two_hour_duration.is_zero() {
+            return Err(invalid("two_hour_duration", "must be longer than zero"));
+        }
+        if self.sale_timeout < Duration::from_millis(100) {
+            return Err(invalid("sale_timeout", "must be at least 100ms"));
+        }
+        if self.idempotency_ttl < Duration::from_secs(1) {
+            return Err(invalid("idempotency_ttl", "must be at least 1s"));
+        }
+        if self.stream_maxlen == 0 {
+            return Err(invalid("stream_maxlen", "must be at least 1"));
+        }
+        if self.client_id.is_empty() || self.client_id.len() > 128 {
+            return Err(invalid("client_id", "must be 1-128 characters"));
+        }
+        if let Some(g) = &self.shared_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                return Err(invalid(
+                    "shared_group",
+                    "must be non-empty without '/', '+' or '#'",
+                ));
+            }
+        }
+        crate::mqtt::parse_mqtt_url(&self.mqtt)
+            .map_err(|e| invalid("mqtt", &e.to_string()))?;
+        Ok(())
+    }
+}

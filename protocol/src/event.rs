@@ -1,0 +1,187 @@
+//! Events for monitors.
+//!
+//! Every decision that changes or refuses something produces an [`Event`]. The bridge appends it
+//! to the Redis stream [`crate::keys::EVENTS_STREAM`] (field [`STREAM_FIELD`], exactly once, in
+//! the same atomic step as the decision) and publishes it on `{prefix}/events/{kind}[/{TYPE}]`
+//! with `seq` set to the stream entry id (at least once: a redelivered tap republishes the same
+//! `seq`, so subscribers can drop repeats).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
+use crate::message::{DenyReason, PassInfo, PassType};
+
+/// The stream entry field that holds the event JSON.
+pub const STREAM_FIELD: &str = "event";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A terminal put a pass on a card. Topic `events/pass-issued/{TYPE}`.
+    PassIssued,
+    /// A gate let a card in on its pass. Topic `events/pass-used/{TYPE}`.
+    PassUsed,
+    /// A two-hour pass's first entry started its window. Topic `events/pass-activated/TWO_HOUR`.
+    PassActivated,
+    /// A gate or terminal said no to a card. Topic `events/pass-denied`.
+    PassDenied,
+    /// A device message broke the contract. Topic `events/rejected`.
+    Rejected,
+    /// An operator put a card on the deny list. Topic `events/card-blocked`.
+    CardBlocked,
+    /// An operator took a card off the deny list. Topic `events/card-unblocked`.
+    CardUnblocked,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 7] = [
+        EventKind::PassIssued,
+        EventKind::PassUsed,
+        EventKind::PassActivated,
+        EventKind::PassDenied,
+        EventKind::Rejected,
+        EventKind::CardBlocked,
+        EventKind::CardUnblocked,
+    ];
+
+    /// The wire name, e.g. `pass-used`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::PassIssued => "pass-issued",
+            EventKind::PassUsed => "pass-used",
+            EventKind::PassActivated => "pass-activated",
+            EventKind::PassDenied => "pass-denied",
+            EventKind::Rejected => "rejected",
+            EventKind::CardBlocked => "card-blocked",
+            EventKind::CardUnblocked => "card-unblocked",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the topic ends with the pass type.
+    pub const fn has_pass_segment(self) -> bool {
+        matches!(
+            self,
+            EventKind::PassIssued | EventKind::PassUsed | EventKind::PassActivated
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event, as stored in the stream and published over MQTT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub event: EventKind,
+    /// When, Unix time in milliseconds (the bridge's clock at decision time).
+    pub time: u64,
+    /// The device involved, if any (operator actions have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
+    /// Its kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_kind: Option<DeviceKind>,
+    /// The device's message id this event answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<MessageId>,
+    /// The card involved, when valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardId>,
+    /// The pass after the event (trips and time remaining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<PassInfo>,
+    /// `pass-denied`: the deny reason; `rejected`: the reject reason; blocks: the operator's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `rejected`: what was wrong; blocks: the operator who acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// MQTT only: the stream entry id of this event, for de-duplication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<String>,
+}
+
+impl Event {
+    /// An event of `event` at `time` with every optional field empty.
+    pub fn new(event: EventKind, time: u64) -> Self {
+        Self {
+            event,
+            time,
+            device: None,
+            device_kind: None,
+            id: None,
+            card: None,
+            pass: None,
+            reason: None,
+            detail: None,
+            seq: None,
+        }
+    }
+
+    /// The pass type this event is about, for the topic suffix.
+    pub fn pass_type(&self) -> Option<PassType> {
+        self.pass.as_ref().map(|p| p.pass_type)
+    }
+
+    /// The deny reason of a `pass-denied` event.
+    pub fn deny_reason(&self) -> Option<DenyReason> {
+        self.reason.as_deref().and_then(DenyReason::parse)
+    }
+
+    /// Serialises to JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Parses an event from JSON (unknown fields are ignored, for forward compatibility).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        let mut e = Event::new(EventKind::PassUsed, 1_700_000_000_000);
+        e.device = DeviceId::new("g1").ok();
+        e.device_kind = Some(DeviceKind::Gate);
+        e.card = CardId::new("42").ok();
+        e.pass = Some(PassInfo {
+            pass_type: PassType::TenTrip,
+            trips_remaining: Some(3),
+            expires_at: None,
+            remaining_ms: None,
+        });
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"event": "pass-used", "time": 1_700_000_000_000u64, "device": "g1",
+                "device_kind": "gate", "card": "42", "pass": {"type": "TEN_TRIP", "trips_remaining": 3}})
+        );
+        assert_eq!(Event::from_json(e.to_json().as_bytes()).expect("parse"), e);
+        assert_eq!(e.pass_type(), Some(PassType::TenTrip));
+    }
+
+    #[test]
+    fn kinds() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Validated identifiers.
+//!
+//! Each identifier is a newtype that can only be built from a string that passes its rule, so a
+//! value of these types is always safe to put in a topic, a Redis key or a log line.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The string is empty.
+    #[error("{what} is empty")]
+    Empty {
+        /// Which identifier was being parsed.
+        what: &'static str,
+    },
+    /// The string is longer than the identifier allows.
+    #[error("{what} is {len} characters long, at most {max} allowed")]
+    TooLong {
+        /// Which identifier was being parsed.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum length.
+        max: usize,
+    },
+    /// The string holds a character outside the identifier's alphabet.
+    #[error("{what} holds {found:?}; allowed: {allowed}")]
+    BadChar {
+        /// Which identifier was being parsed.
+        what: &'static str,
+        /// The first offending character.
+        found: char,
+        /// A description of the allowed alphabet.
+        allowed: &'static str,
+    },
+}
+
+fn check(
+    s: &str,
+    what: &'static str,
+    max: usize,
+    allowed: &'static str,
+    ok: fn(char) -> bool,
+) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    if let Some(found) = s.chars().find(|c| !ok(*c)) {
+        return Err(IdError::BadChar {
+            what,
+            found,
+            allowed,
+        });
+    }
+    if s.len() > max {
+        return Err(IdError::TooLong {
+            what,
+            len: s.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:literal, $ok:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Longest accepted value, in characters.
+            pub const MAX_LEN: usize = $max;
+
+            /// Validates `s` and wraps it.
+            pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                check(&s, $what, $max, $allowed, $ok)?;
+                Ok(Self(s))
+            }
+
+            /// The identifier as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A device name: 1–64 of `[A-Za-z0-9_-]`. It is also the device's MQTT client id.
+    DeviceId,
+    "device id",
+    64,
+    "A-Z a-z 0-9 _ -",
+    |c| c.is_ascii_alphanumeric() || c == '_' || c == '-'
+);
+
+id_type!(
+    /// A card number: 1–32 of `[0-9A-Za-z]`, so both the decimal serials an MFRC522 prints and hex
+    /// UIDs fit.
+    CardId,
+    "card",
+    32,
+    "A-Z a-z 0-9",
+    |c| c.is_ascii_alphanumeric()
+);
+
+id_type!(
+    /// A message id chosen by the device: 1–64 of `[A-Za-z0-9._:-]`, unique per device. A
+    /// redelivered message carries the same id and gets the same decision.
+    MessageId,
+    "id",
+    64,
+    "A-Z a-z 0-9 . _ : -",
+    |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+);
+
+/// The two kinds of device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// An entry gate: card reader and traffic lights.
+    Gate,
+    /// A ticket sales terminal: card reader and three pass buttons.
+    Terminal,
+}
+
+impl DeviceKind {
+    /// Both kinds, for iteration.
+    pub const ALL: [DeviceKind; 2] = [DeviceKind::Gate, DeviceKind::Terminal];
+
+    /// The kind as it appears in topics and keys.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Gate => "gate",
+            DeviceKind::Terminal => "terminal",
+        }
+    }
+
+    /// Parses the topic segment; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "gate" => Some(DeviceKind::Gate),
+            "terminal" => Some(DeviceKind::Terminal),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids() {
+        assert!(DeviceId::new("g1").is_ok());
+        assert!(DeviceId::new("gate_north-2").is_ok());
+        assert!(DeviceId::new("a".repeat(64)).is_ok());
+        assert_eq!(
+            DeviceId::new("a".repeat(65)),
+            Err(IdError::TooLong {
+                what: "device id",
+                len: 65,
+                max: 64
+            })
+        );
+        assert_eq!(DeviceId::new(""), Err(IdError::Empty { what: "device id" }));
+        for bad in ["g/1", "g+", "#", "g 1", "g.1", "gé"] {
+            assert!(
+                matches!(DeviceId::new(bad), Err(IdError::BadChar { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn card_ids() {
+        assert!(CardId::new("123456789012").is_ok());
+        assert!(CardId::new("04A1B2C3D4E5F6").is_ok());
+        assert!(CardId::new("1".repeat(32)).is_ok());
+        assert!(CardId::new("1".repeat(33)).is_err());
+        for bad in ["12-34", "<script>", "12 34", "", "a_b"] {
+            assert!(CardId::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn message_ids() {
+        assert!(MessageId::new("g1:1700000000000:42").is_ok());
+        assert!(MessageId::new("a.b_c-d:e").is_ok());
+        assert!(MessageId::new("x".repeat(64)).is_ok());
+        assert!(MessageId::new("x".repeat(65)).is_err());
+        for bad in ["a/b", "a b", "", "a\"b", "a\nb"] {
+            assert!(MessageId::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn serde_validates() {
+        let ok: Result<CardId, _> = serde_json::from_str("\"ABC123\"");
+        assert!(ok.is_ok());
+        let bad: Result<CardId, _> = serde_json::from_str("\"AB-C\"");
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn kinds() {
+        for k in DeviceKind::ALL {
+            assert_eq!(DeviceKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(DeviceKind::parse("bus"), None);
+    }
+}

@@ -1,0 +1,105 @@
+//! Redis key names.
+//!
+//! The counters, the event stream and the device presence keys are read by the monitor and by
+//! Grafana dashboards, so their names are part of the contract. Card keys carry the card in a
+//! `{...}` hash tag so that all of one card's keys share a Redis Cluster slot.
+//!
+//! | key | type | written by | content |
+//! |---|---|---|---|
+//! | `tapgate:counters:issued` | hash | bridge | pass type → passes issued |
+//! | `tapgate:counters:entries` | hash | bridge | pass type → entries granted |
+//! | `tapgate:counters:denied` | hash | bridge | deny reason → denials |
+//! | `tapgate:counters:rejected` | hash | bridge | reject reason → refused messages |
+//! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected` |
+//! | `tapgate:events` | stream | bridge, monitor | field `event`: [`crate::Event`] JSON |
+//! | `tapgate:card:{CARD}:pass` | hash | bridge | `type`, `trips`, `expires_at`, `issued_at` |
+//! | `tapgate:card:{CARD}:blocked` | hash | monitor | `reason`, `by`, `at` |
+//! | `tapgate:card:{CARD}:recent` | list | bridge | the card's latest events, newest first |
+//! | `tapgate:blocked` | hash | monitor | card → reason, an index of blocked cards |
+//! | `tapgate:sale:{DEVICE}` | hash | bridge | `state`, `card`, `pass`, `started_at` |
+//! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | stored result, for redeliveries |
+//! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s` |
+//! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen |
+
+use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
+
+/// Passes issued, by pass type.
+pub const COUNTERS_ISSUED: &str = "tapgate:counters:issued";
+/// Entries granted, by pass type.
+pub const COUNTERS_ENTRIES: &str = "tapgate:counters:entries";
+/// Denials, by deny reason.
+pub const COUNTERS_DENIED: &str = "tapgate:counters:denied";
+/// Refused device messages, by reject reason.
+pub const COUNTERS_REJECTED: &str = "tapgate:counters:rejected";
+/// Prefix of the per-device counter hashes.
+pub const COUNTERS_DEVICE_PREFIX: &str = "tapgate:counters:device:";
+/// Fields of a per-device counter hash.
+pub const DEVICE_COUNTER_FIELDS: [&str; 4] = ["granted", "denied", "issued", "rejected"];
+/// The event log stream.
+pub const EVENTS_STREAM: &str = "tapgate:events";
+/// Index of blocked cards: card → reason.
+pub const BLOCKED_INDEX: &str = "tapgate:blocked";
+/// Set of `{kind}/{device}` for every device the bridge has heard from.
+pub const DEVICES: &str = "tapgate:devices";
+/// How many events [`card_recent`] keeps per card.
+pub const CARD_RECENT_LEN: usize = 20;
+
+/// Per-device counters: `tapgate:counters:device:{device}`.
+pub fn device_counters(device: &DeviceId) -> String {
+    format!("{COUNTERS_DEVICE_PREFIX}{device}")
+}
+
+/// The card's pass: `tapgate:card:{CARD}:pass`.
+pub fn pass(card: &CardId) -> String {
+    format!("tapgate:card:{{{card}}}:pass")
+}
+
+/// The card's deny-list entry: `tapgate:card:{CARD}:blocked`.
+pub fn blocked(card: &CardId) -> String {
+    format!("tapgate:card:{{{card}}}:blocked")
+}
+
+/// The card's latest events, newest first: `tapgate:card:{CARD}:recent`.
+pub fn card_recent(card: &CardId) -> String {
+    format!("tapgate:card:{{{card}}}:recent")
+}
+
+/// A terminal's sale in progress: `tapgate:sale:{DEVICE}`.
+pub fn sale(terminal: &DeviceId) -> String {
+    format!("tapgate:sale:{{{terminal}}}")
+}
+
+/// The stored result of a device message, for redeliveries.
+pub fn seen(kind: DeviceKind, device: &DeviceId, id: &MessageId) -> String {
+    format!("tapgate:seen:{{{kind}:{device}}}:{id}")
+}
+
+/// A device's presence hash: `tapgate:device:{kind}:{device}`.
+pub fn device(kind: DeviceKind, device: &DeviceId) -> String {
+    format!("tapgate:device:{kind}:{device}")
+}
+
+/// The member naming a device in [`DEVICES`]: `{kind}/{device}`.
+pub fn device_member(kind: DeviceKind, device: &DeviceId) -> String {
+    format!("{kind}/{device}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let card = CardId::new("0412AB").expect("card");
+        let dev = DeviceId::new("g1").expect("dev");
+        let id = MessageId::new("g1-1").expect("id");
+        assert_eq!(pass(&card), "tapgate:card:{0412AB}:pass");
+        assert_eq!(blocked(&card), "tapgate:card:{0412AB}:blocked");
+        assert_eq!(card_recent(&card), "tapgate:card:{0412AB}:recent");
+        assert_eq!(sale(&dev), "tapgate:sale:{g1}");
+        assert_eq!(seen(DeviceKind::Gate, &dev, &id), "tapgate:seen:{gate:g1}:g1-1");
+        assert_eq!(device_counters(&dev), "tapgate:counters:device:g1");
+        assert_eq!(device(DeviceKind::Terminal, &dev), "tapgate:device:terminal:g1");
+        assert_eq!(device_member(DeviceKind::Gate, &dev), "gate/g1");
+    }
+}

@@ -1,0 +1,27 @@
+//! The tapgate wire contract.
+//!
+//! Everything two tapgate components must agree on lives here, and only here:
+//!
+//! - [`ids`]: validated identifiers (device, card, message id) and device kinds.
+//! - [`topic`]: MQTT topic names, subscription filters and topic parsing.
+//! - [`message`]: device → bridge payloads (taps, button presses) and bridge → device decisions.
+//! - [`validate`]: turning raw device payloads into typed messages, or a specific refusal.
+//! - [`event`]: events the bridge publishes for monitors and appends to the event stream.
+//! - [`status`]: device presence (retained status, last will, heartbeat).
+//! - [`keys`]: Redis key names that other tools (monitor, Grafana) read.
+//!
+//! `docs/protocol.md` at the repository root documents the same contract with examples.
+
+pub mod event;
+pub mod ids;
+pub mod keys;
+pub mod message;
+pub mod status;
+pub mod topic;
+pub mod validate;
+
+pub use event::{Event, EventKind};
+pub use ids::{CardId, DeviceId, DeviceKind, IdError, MessageId};
+pub use message::{Button, DenyReason, Decision, Outcome, PassInfo, PassType, Tap};
+pub use topic::{InboundTopic, MessageKind, TopicError, Topics};
+pub use validate::{RejectReason, Rejection, MAX_PAYLOAD_BYTES};

@@ -1,0 +1,332 @@
+//! Payloads between devices and the bridge.
+//!
+//! Device → bridge: [`Tap`] and [`Button`]. Bridge → device: [`Decision`], always
+//! `{"id": <the id it answers>, "outcome": "...", ...}`. Device payloads are parsed with
+//! [`crate::validate`], which refuses anything outside the contract with a specific reason.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CardId, MessageId};
+use crate::validate::RejectReason;
+
+/// The three kinds of pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PassType {
+    /// One entry; never expires until used.
+    SingleUse,
+    /// Ten entries.
+    TenTrip,
+    /// Unlimited entries until two hours after the first entry.
+    TwoHour,
+}
+
+impl PassType {
+    /// Every pass type, in button order (buttons 1, 2, 3).
+    pub const ALL: [PassType; 3] = [PassType::SingleUse, PassType::TenTrip, PassType::TwoHour];
+
+    /// Entries a new ten-trip pass holds.
+    pub const TEN_TRIP_ENTRIES: u32 = 10;
+
+    /// The wire name, e.g. `TEN_TRIP`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PassType::SingleUse => "SINGLE_USE",
+            PassType::TenTrip => "TEN_TRIP",
+            PassType::TwoHour => "TWO_HOUR",
+        }
+    }
+
+    /// Parses the wire name; `None` for anything else (case-sensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        PassType::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// What a rider hears: "single trip", "ten trip", "two hour".
+    pub const fn spoken(self) -> &'static str {
+        match self {
+            PassType::SingleUse => "single trip",
+            PassType::TenTrip => "ten trip",
+            PassType::TwoHour => "two hour",
+        }
+    }
+}
+
+impl fmt::Display for PassType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A card tap: `{"id": "...", "card": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tap {
+    /// Unique per device, never reused; redeliveries repeat it.
+    pub id: MessageId,
+    /// The card that was tapped.
+    pub card: CardId,
+}
+
+/// A pass button press at a terminal: `{"id": "...", "pass": "TEN_TRIP"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Button {
+    /// Unique per device, never reused; redeliveries repeat it.
+    pub id: MessageId,
+    /// The pass the rider chose.
+    pub pass: PassType,
+}
+
+/// A pass as reported in decisions and events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassInfo {
+    /// The pass type.
+    #[serde(rename = "type")]
+    pub pass_type: PassType,
+    /// Ten-trip only: entries left (after this entry, in a gate decision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trips_remaining: Option<u32>,
+    /// Two-hour only, once activated: end of the window, Unix time in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// Two-hour only, once activated: milliseconds left at decision time, so a device without a
+    /// synchronised clock can show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_ms: Option<u64>,
+}
+
+impl PassInfo {
+    /// A pass as just issued.
+    pub fn new(pass_type: PassType) -> Self {
+        Self {
+            pass_type,
+            trips_remaining: (pass_type == PassType::TenTrip).then_some(PassType::TEN_TRIP_ENTRIES),
+            expires_at: None,
+            remaining_ms: None,
+        }
+    }
+}
+
+/// Why a gate (or a terminal, for a blocked card) said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// The card holds no pass.
+    NoPass,
+    /// The card's two-hour pass has run out (the pass is removed; the card may buy again).
+    Expired,
+    /// An operator put the card on the deny list.
+    Blocked,
+}
+
+impl DenyReason {
+    /// Every reason.
+    pub const ALL: [DenyReason; 3] = [DenyReason::NoPass, DenyReason::Expired, DenyReason::Blocked];
+
+    /// The wire name, also the counter field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NoPass => "no_pass",
+            DenyReason::Expired => "expired",
+            DenyReason::Blocked => "blocked",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        DenyReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the bridge decided. Serialised flat into [`Decision`] with an `"outcome"` tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Gate: open. Carries the pass after this entry.
+    Granted {
+        /// The pass after this entry.
+        pass: PassInfo,
+    },
+    /// Gate (or terminal, for a blocked card): no.
+    Denied {
+        /// Why.
+        reason: DenyReason,
+    },
+    /// Terminal: the card has no pass; choose one with a button.
+    SelectPass,
+    /// Terminal: the card already holds a pass; nothing sold.
+    AlreadyHasPass {
+        /// The pass it holds.
+        pass: PassInfo,
+    },
+    /// Terminal: a pass was chosen; tap the same card to confirm.
+    TapToConfirm {
+        /// The chosen pass type.
+        selected: PassType,
+    },
+    /// Terminal: the pass is on the card.
+    PassIssued {
+        /// The new pass.
+        pass: PassInfo,
+    },
+    /// Terminal: the confirming tap was another card; the sale is void, nothing issued.
+    CardMismatch,
+    /// Terminal: a button was pressed with no sale in progress; tap a card first.
+    TapCardFirst,
+    /// Any device: the message broke the contract and was not acted on.
+    Rejected {
+        /// Which rule it broke.
+        reason: RejectReason,
+        /// A human-readable explanation.
+        detail: String,
+    },
+}
+
+impl Outcome {
+    /// The `"outcome"` value, e.g. `granted`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Outcome::Granted { .. } => "granted",
+            Outcome::Denied { .. } => "denied",
+            Outcome::SelectPass => "select_pass",
+            Outcome::AlreadyHasPass { .. } => "already_has_pass",
+            Outcome::TapToConfirm { .. } => "tap_to_confirm",
+            Outcome::PassIssued { .. } => "pass_issued",
+            Outcome::CardMismatch => "card_mismatch",
+            Outcome::TapCardFirst => "tap_card_first",
+            Outcome::Rejected { .. } => "rejected",
+        }
+    }
+
+    /// Every outcome name, for metrics and dashboards.
+    pub const NAMES: [&'static str; 9] = [
+        "granted",
+        "denied",
+        "select_pass",
+        "already_has_pass",
+        "tap_to_confirm",
+        "pass_issued",
+        "card_mismatch",
+        "tap_card_first",
+        "rejected",
+    ];
+}
+
+/// The bridge's answer on `{prefix}/{kind}/{device}/decision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The id of the message answered; `null` when it could not be read from a refused payload.
+    pub id: Option<MessageId>,
+    /// What was decided.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+impl Decision {
+    /// Serialises to the wire format.
+    pub fn to_json(&self) -> String {
+        // A Decision holds only strings, integers and enums: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Parses a decision as a device receives it.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id(s: &str) -> Option<MessageId> {
+        Some(MessageId::new(s).expect("id"))
+    }
+
+    #[test]
+    fn decision_wire_format() {
+        let d = Decision {
+            id: id("g1-7"),
+            outcome: Outcome::Granted {
+                pass: PassInfo {
+                    pass_type: PassType::TenTrip,
+                    trips_remaining: Some(9),
+                    expires_at: None,
+                    remaining_ms: None,
+                },
+            },
+        };
+        let v: serde_json::Value = serde_json::from_str(&d.to_json()).expect("json");
+        assert_eq!(
+            v,
+            json!({"id": "g1-7", "outcome": "granted", "pass": {"type": "TEN_TRIP", "trips_remaining": 9}})
+        );
+        assert_eq!(Decision::from_json(d.to_json().as_bytes()).expect("parse"), d);
+
+        let r = Decision {
+            id: None,
+            outcome: Outcome::Rejected {
+                reason: RejectReason::MalformedJson,
+                detail: "x".into(),
+            },
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("json");
+        assert_eq!(
+            v,
+            json!({"id": null, "outcome": "rejected", "reason": "malformed_json", "detail": "x"})
+        );
+        assert_eq!(Decision::from_json(r.to_json().as_bytes()).expect("parse"), r);
+    }
+
+    #[test]
+    fn every_outcome_round_trips() {
+        let pass = PassInfo::new(PassType::TwoHour);
+        let all = [
+            Outcome::Granted { pass: pass.clone() },
+            Outcome::Denied {
+                reason: DenyReason::Expired,
+            },
+            Outcome::SelectPass,
+            Outcome::AlreadyHasPass { pass: pass.clone() },
+            Outcome::TapToConfirm {
+                selected: PassType::SingleUse,
+            },
+            Outcome::PassIssued { pass },
+            Outcome::CardMismatch,
+            Outcome::TapCardFirst,
+            Outcome::Rejected {
+                reason: RejectReason::UnknownField,
+                detail: "d".into(),
+            },
+        ];
+        for (o, name) in all.into_iter().zip(Outcome::NAMES) {
+            assert_eq!(o.name(), name);
+            let d = Decision { id: id("x"), outcome: o };
+            let back = Decision::from_json(d.to_json().as_bytes()).expect("parse");
+            assert_eq!(back, d);
+            assert!(d.to_json().contains(&format!("\"outcome\":\"{name}\"")));
+        }
+    }
+
+    #[test]
+    fn pass_types() {
+        for p in PassType::ALL {
+            assert_eq!(PassType::parse(p.as_str()), Some(p));
+            let s = serde_json::to_string(&p).expect("json");
+            assert_eq!(s, format!("\"{p}\""));
+        }
+        assert_eq!(PassType::parse("single_use"), None);
+        assert_eq!(PassInfo::new(PassType::TenTrip).trips_remaining, Some(10));
+        assert_eq!(PassInfo::new(PassType::SingleUse).trips_remaining, None);
+    }
+}

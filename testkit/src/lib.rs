@@ -1,0 +1,18 @@
+//! Test harness for tapgate: real servers, never mocks.
+//!
+//! - [`server`]: the process guard shared by both servers (free port, log file, kill on drop).
+//! - [`redis`]: [`RedisServer`], a real `redis-server` on a free port.
+//! - [`mosquitto`]: [`Mosquitto`], a real `mosquitto` broker on a free port.
+//! - [`probe`]: [`MqttProbe`], an MQTT client that publishes and collects messages in tests.
+//!
+//! A missing binary is a test failure that names the package to install, never a silent skip.
+
+pub mod mosquitto;
+pub mod probe;
+pub mod redis;
+pub mod server;
+
+pub use mosquitto::Mosquitto;
+pub use probe::MqttProbe;
+pub use redis::RedisServer;
+pub use server::free_port;

@@ -1,0 +1,126 @@
+//! A real `mosquitto` broker on a free port.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use crate::server::{find_binary, free_port, Process};
+
+/// A `mosquitto` broker on 127.0.0.1 with `TCP_NODELAY` on, killed on drop. Its log is printed
+/// when the test that owns it fails. Sessions persist across [`Mosquitto::restart`] so queued QoS 1
+/// messages survive a broker restart, as they would in production.
+pub struct Mosquitto {
+    port: u16,
+    dir: TempDir,
+    extra: String,
+    process: Option<Process>,
+    binary: PathBuf,
+}
+
+impl Mosquitto {
+    /// Starts an anonymous broker on a free port. Panics, naming the package, if `mosquitto` is
+    /// missing.
+    pub fn start() -> Self {
+        Self::with_config("allow_anonymous true\n")
+    }
+
+    /// Starts a broker with extra configuration lines for its listener (e.g. `password_file`,
+    /// `acl_file`, `allow_anonymous false`). Paths may point into [`Mosquitto::dir`] as written
+    /// before the call by [`Mosquitto::prepare_dir`].
+    pub fn with_config(extra: &str) -> Self {
+        Self::with_dir_and_config(Self::prepare_dir(), extra)
+    }
+
+    /// A fresh temporary folder for a broker's files, to write a password or ACL file into before
+    /// [`Mosquitto::with_dir_and_config`].
+    pub fn prepare_dir() -> TempDir {
+        tempfile::Builder::new()
+            .prefix("tapgate-mosquitto-")
+            .tempdir()
+            .expect("temp dir")
+    }
+
+    /// Starts a broker whose files live in `dir`, with extra configuration lines.
+    pub fn with_dir_and_config(dir: TempDir, extra: &str) -> Self {
+        let binary = find_binary("mosquitto", "mosquitto");
+        let mut broker = Self {
+            port: free_port(),
+            dir,
+            extra: extra.to_owned(),
+            process: None,
+            binary,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let log = dir.join("mosquitto.log");
+        let conf = dir.join("mosquitto.conf");
+        let body = format!(
+            "# written by tapgate-testkit\n\
+             user root\n\
+             per_listener_settings false\n\
+             persistence true\n\
+             persistence_location {dir}/\n\
+             autosave_interval 1\n\
+             max_queued_messages 100000\n\
+             max_inflight_messages 100\n\
+             set_tcp_nodelay true\n\
+             log_dest file {log}\n\
+             log_type error\n\
+             log_type warning\n\
+             log_type notice\n\
+             log_type information\n\
+             connection_messages true\n\
+             listener {port} 127.0.0.1\n\
+             {extra}\n",
+            dir = dir.display(),
+            log = log.display(),
+            port = self.port,
+            extra = self.extra,
+        );
+        std::fs::write(&conf, body).expect("write mosquitto.conf");
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("-c").arg(&conf);
+        self.process = Some(Process::spawn("mosquitto", cmd, &log, self.port));
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mqtt://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The folder holding its config, log and persistence file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the broker cleanly (SIGTERM): persistent sessions and their queued messages are saved.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.terminate();
+        }
+    }
+
+    /// Starts it again on the same port, with the same persistence file.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Everything the broker logged so far.
+    pub fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(Process::log_text)
+            .unwrap_or_else(|| "(mosquitto not running)".into())
+    }
+}

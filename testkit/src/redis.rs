@@ -1,0 +1,82 @@
+//! A real `redis-server` on a free port.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use crate::server::{find_binary, free_port, Process};
+
+/// A `redis-server` on 127.0.0.1 with no persistence, killed on drop. Its log is printed when the
+/// test that owns it fails.
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    process: Option<Process>,
+    binary: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port. Panics, naming the package, if `redis-server` is missing.
+    pub fn start() -> Self {
+        let binary = find_binary("redis-server", "redis-server");
+        let dir = tempfile::Builder::new()
+            .prefix("tapgate-redis-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            process: None,
+            binary,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = self.dir.path().join("redis.log");
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log);
+        self.process = Some(Process::spawn("redis-server", cmd, &log, self.port));
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its data is gone: it keeps nothing on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts it again on the same port after [`RedisServer::stop`].
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(Process::log_text)
+            .unwrap_or_else(|| "(redis-server not running)".into())
+    }
+}
