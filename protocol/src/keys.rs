@@ -97,9 +97,15 @@ mod tests {
         assert_eq!(blocked(&card), "tapgate:card:{0412AB}:blocked");
         assert_eq!(card_recent(&card), "tapgate:card:{0412AB}:recent");
         assert_eq!(sale(&dev), "tapgate:sale:{g1}");
-        assert_eq!(seen(DeviceKind::Gate, &dev, &id), "tapgate:seen:{gate:g1}:g1-1");
+        assert_eq!(
+            seen(DeviceKind::Gate, &dev, &id),
+            "tapgate:seen:{gate:g1}:g1-1"
+        );
         assert_eq!(device_counters(&dev), "tapgate:counters:device:g1");
-        assert_eq!(device(DeviceKind::Terminal, &dev), "tapgate:device:terminal:g1");
+        assert_eq!(
+            device(DeviceKind::Terminal, &dev),
+            "tapgate:device:terminal:g1"
+        );
         assert_eq!(device_member(DeviceKind::Gate, &dev), "gate/g1");
     }
 }

@@ -6,6 +6,7 @@
 //! - [`topic`]: MQTT topic names, subscription filters and topic parsing.
 //! - [`message`]: device → bridge payloads (taps, button presses) and bridge → device decisions.
 //! - [`validate`]: turning raw device payloads into typed messages, or a specific refusal.
+//! - [`rules`]: the pass rules as a pure function, the reference model of the bridge's script.
 //! - [`event`]: events the bridge publishes for monitors and appends to the event stream.
 //! - [`status`]: device presence (retained status, last will, heartbeat).
 //! - [`keys`]: Redis key names that other tools (monitor, Grafana) read.
@@ -16,12 +17,13 @@ pub mod event;
 pub mod ids;
 pub mod keys;
 pub mod message;
+pub mod rules;
 pub mod status;
 pub mod topic;
 pub mod validate;
 
 pub use event::{Event, EventKind};
 pub use ids::{CardId, DeviceId, DeviceKind, IdError, MessageId};
-pub use message::{Button, DenyReason, Decision, Outcome, PassInfo, PassType, Tap};
+pub use message::{Button, Decision, DenyReason, Outcome, PassInfo, PassType, Tap};
 pub use topic::{InboundTopic, MessageKind, TopicError, Topics};
 pub use validate::{RejectReason, Rejection, MAX_PAYLOAD_BYTES};

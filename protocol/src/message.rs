@@ -271,7 +271,10 @@ mod tests {
             v,
             json!({"id": "g1-7", "outcome": "granted", "pass": {"type": "TEN_TRIP", "trips_remaining": 9}})
         );
-        assert_eq!(Decision::from_json(d.to_json().as_bytes()).expect("parse"), d);
+        assert_eq!(
+            Decision::from_json(d.to_json().as_bytes()).expect("parse"),
+            d
+        );
 
         let r = Decision {
             id: None,
@@ -285,7 +288,10 @@ mod tests {
             v,
             json!({"id": null, "outcome": "rejected", "reason": "malformed_json", "detail": "x"})
         );
-        assert_eq!(Decision::from_json(r.to_json().as_bytes()).expect("parse"), r);
+        assert_eq!(
+            Decision::from_json(r.to_json().as_bytes()).expect("parse"),
+            r
+        );
     }
 
     #[test]
@@ -311,7 +317,10 @@ mod tests {
         ];
         for (o, name) in all.into_iter().zip(Outcome::NAMES) {
             assert_eq!(o.name(), name);
-            let d = Decision { id: id("x"), outcome: o };
+            let d = Decision {
+                id: id("x"),
+                outcome: o,
+            };
             let back = Decision::from_json(d.to_json().as_bytes()).expect("parse");
             assert_eq!(back, d);
             assert!(d.to_json().contains(&format!("\"outcome\":\"{name}\"")));

@@ -135,7 +135,9 @@ impl Default for Topics {
 
 /// Why a topic prefix is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("topic prefix {0:?} must be non-empty, without wildcards (+ #), NUL or leading/trailing '/'")]
+#[error(
+    "topic prefix {0:?} must be non-empty, without wildcards (+ #), NUL or leading/trailing '/'"
+)]
 pub struct BadPrefix(pub String);
 
 impl Topics {
@@ -277,7 +279,10 @@ mod tests {
             t.event(EventKind::PassDenied, Some(PassType::TenTrip)),
             "tapgate/events/pass-denied"
         );
-        assert_eq!(t.event(EventKind::Rejected, None), "tapgate/events/rejected");
+        assert_eq!(
+            t.event(EventKind::Rejected, None),
+            "tapgate/events/rejected"
+        );
         assert_eq!(t.events_filter(), "tapgate/events/#");
     }
 
@@ -285,7 +290,11 @@ mod tests {
     fn round_trips() {
         let t = Topics::new("site-a/tapgate").expect("prefix");
         for kind in DeviceKind::ALL {
-            for m in [MessageKind::Tap, MessageKind::Status, MessageKind::Heartbeat] {
+            for m in [
+                MessageKind::Tap,
+                MessageKind::Status,
+                MessageKind::Heartbeat,
+            ] {
                 let topic = t.device(kind, &dev("d-1"), m);
                 assert_eq!(
                     t.parse(&topic),
@@ -312,7 +321,10 @@ mod tests {
             Err(TopicError::ForeignPrefix { .. })
         ));
         assert_eq!(t.parse("tapgate/gate/g1"), Err(TopicError::WrongShape));
-        assert_eq!(t.parse("tapgate/gate/g1/tap/x"), Err(TopicError::WrongShape));
+        assert_eq!(
+            t.parse("tapgate/gate/g1/tap/x"),
+            Err(TopicError::WrongShape)
+        );
         assert_eq!(
             t.parse("tapgate/bus/g1/tap"),
             Err(TopicError::UnknownKind("bus".into()))

@@ -164,19 +164,21 @@ fn object_with_id(
             ),
         ));
     }
-    let text = std::str::from_utf8(payload).map_err(|e| {
-        Rejection::new(
-            RejectReason::NotUtf8,
-            format!("payload is not UTF-8: {e}"),
-        )
-    })?;
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| Rejection::new(RejectReason::NotUtf8, format!("payload is not UTF-8: {e}")))?;
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        Rejection::new(RejectReason::MalformedJson, format!("payload is not JSON: {e}"))
+        Rejection::new(
+            RejectReason::MalformedJson,
+            format!("payload is not JSON: {e}"),
+        )
     })?;
     let Value::Object(obj) = value else {
         return Err(Rejection::new(
             RejectReason::NotAnObject,
-            format!("payload is a JSON {}, expected an object", type_name(&value)),
+            format!(
+                "payload is a JSON {}, expected an object",
+                type_name(&value)
+            ),
         ));
     };
     // Read the id first so that every later refusal can be answered with it.
@@ -290,8 +292,14 @@ mod tests {
         assert_eq!(reason_of(parse_tap(br#"{"id":"a"}"#)), MissingField);
         assert_eq!(reason_of(parse_tap(br#"{"id":5,"card":"1"}"#)), WrongType);
         assert_eq!(reason_of(parse_tap(br#"{"id":"a","card":1}"#)), WrongType);
-        assert_eq!(reason_of(parse_tap(br#"{"id":"a b","card":"1"}"#)), InvalidId);
-        assert_eq!(reason_of(parse_tap(br#"{"id":"a","card":"<script>"}"#)), InvalidCard);
+        assert_eq!(
+            reason_of(parse_tap(br#"{"id":"a b","card":"1"}"#)),
+            InvalidId
+        );
+        assert_eq!(
+            reason_of(parse_tap(br#"{"id":"a","card":"<script>"}"#)),
+            InvalidCard
+        );
         assert_eq!(
             reason_of(parse_tap(br#"{"id":"a","card":"1","device":"g2"}"#)),
             UnknownField

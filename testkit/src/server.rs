@@ -92,7 +92,11 @@ impl Process {
     /// Everything the server logged so far.
     pub(crate) fn log_text(&self) -> String {
         let body = fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"));
-        format!("----- {} log ({}) -----\n{body}-----", self.name, self.log.display())
+        format!(
+            "----- {} log ({}) -----\n{body}-----",
+            self.name,
+            self.log.display()
+        )
     }
 
     /// Asks the server to stop (SIGTERM, so it saves its state), then kills it after 5 s.

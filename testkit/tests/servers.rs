@@ -8,7 +8,8 @@ use tapgate_testkit::{Mosquitto, MqttProbe, RedisServer};
 
 fn redis_ping(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
     s.write_all(b"PING\r\n").expect("write");
     let mut buf = [0u8; 16];
     let n = s.read(&mut buf).expect("read");
@@ -23,7 +24,11 @@ fn redis_answers_and_restarts() {
     redis.restart();
     assert_eq!(redis.port(), port);
     assert_eq!(redis_ping(port), "+PONG\r\n");
-    assert!(redis.log().contains("Ready to accept connections"), "{}", redis.log());
+    assert!(
+        redis.log().contains("Ready to accept connections"),
+        "{}",
+        redis.log()
+    );
 }
 
 #[tokio::test]

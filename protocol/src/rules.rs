@@ -1,0 +1,589 @@
+//! The pass rules, as a pure function.
+//!
+//! [`decide`] takes one device input, the state it touches (the card's pass, whether the card is
+//! blocked, the terminal's sale in progress) and the time, and returns the decision and the new
+//! state. It does no I/O. The bridge applies the same rules inside one atomic Redis script; this
+//! function is the reference model that the script is tested against, and the rider simulator
+//! uses it to predict decisions.
+//!
+//! Rules:
+//! - Single-use: one entry, never expires until used. Ten-trip: ten entries, the decision reports
+//!   the trips left after the entry; the pass is gone after the tenth. Two-hour: the first entry
+//!   starts the window (`pass-activated`); unlimited entries while `now < expires_at`; denied
+//!   `expired` after, and the pass is removed. Unused passes never expire.
+//! - One pass per card; once it is used up the card may buy again.
+//! - A blocked card is denied (`blocked`) at gates and terminals.
+//! - Sales, per terminal: tap → `select_pass` (or `already_has_pass`); button → `tap_to_confirm`;
+//!   same card → `pass_issued` if the card still has no pass; another card → `card_mismatch`
+//!   (sale void); button without a sale → `tap_card_first`. A sale not advanced within the sale
+//!   timeout is abandoned.
+
+use crate::ids::CardId;
+use crate::message::{DenyReason, Outcome, PassInfo, PassType};
+
+/// A pass on a card, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// Its type.
+    pub pass_type: PassType,
+    /// Ten-trip: entries left. Others: 0.
+    pub trips: u32,
+    /// Two-hour, once activated: end of the window (Unix ms).
+    pub expires_at: Option<u64>,
+    /// When it was issued (Unix ms).
+    pub issued_at: u64,
+}
+
+impl Pass {
+    /// A freshly issued pass.
+    pub fn issue(pass_type: PassType, now: u64) -> Self {
+        Self {
+            pass_type,
+            trips: if pass_type == PassType::TenTrip {
+                PassType::TEN_TRIP_ENTRIES
+            } else {
+                0
+            },
+            expires_at: None,
+            issued_at: now,
+        }
+    }
+
+    /// Whether the pass can still be used at `now` (an activated two-hour pass past its window
+    /// cannot).
+    pub fn is_live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+    }
+
+    /// The pass as reported to devices and monitors at `now`.
+    pub fn info(&self, now: u64) -> PassInfo {
+        PassInfo {
+            pass_type: self.pass_type,
+            trips_remaining: (self.pass_type == PassType::TenTrip).then_some(self.trips),
+            expires_at: self.expires_at,
+            remaining_ms: self.expires_at.map(|e| e.saturating_sub(now)),
+        }
+    }
+}
+
+/// A terminal's sale in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sale {
+    /// The card that started it.
+    pub card: CardId,
+    /// The pass chosen with a button, once one was pressed.
+    pub selected: Option<PassType>,
+    /// When the sale is abandoned unless advanced (Unix ms).
+    pub expires_at: u64,
+}
+
+/// What a device sent, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A card tap at a gate.
+    GateTap(CardId),
+    /// A card tap at a sales terminal.
+    TerminalTap(CardId),
+    /// A pass button at a sales terminal.
+    Button(PassType),
+}
+
+/// Timing settings of the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Length of a two-hour pass's window, ms.
+    pub two_hour_ms: u64,
+    /// How long a sale waits for its next step, ms.
+    pub sale_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            two_hour_ms: 2 * 60 * 60 * 1000,
+            sale_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The state one input can touch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct State {
+    /// The tapped card's pass (for a button: the sale card's pass; unused).
+    pub pass: Option<Pass>,
+    /// Whether the tapped card is on the deny list.
+    pub blocked: bool,
+    /// The terminal's sale (terminal inputs only).
+    pub sale: Option<Sale>,
+}
+
+/// The result of one input: the decision and the state after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// What the device is told.
+    pub outcome: Outcome,
+    /// The tapped card's pass afterwards.
+    pub pass: Option<Pass>,
+    /// The terminal's sale afterwards.
+    pub sale: Option<Sale>,
+    /// A two-hour pass was activated by this entry.
+    pub activated: bool,
+}
+
+/// Applies the rules to one input. Pure: same arguments, same verdict.
+pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Verdict {
+    // Expired state is as good as absent.
+    let pass = state.pass.clone().filter(|p| p.is_live(now));
+    let sale = state.sale.clone().filter(|s| now <= s.expires_at);
+    let verdict = |outcome, pass, sale| Verdict {
+        outcome,
+        pass,
+        sale,
+        activated: false,
+    };
+    let denied = |reason| Outcome::Denied { reason };
+    match input {
+        Input::GateTap(_) => {
+            if state.blocked {
+                return verdict(denied(DenyReason::Blocked), state.pass.clone(), None);
+            }
+            let Some(mut p) = state.pass.clone() else {
+                return verdict(denied(DenyReason::NoPass), None, None);
+            };
+            if !p.is_live(now) {
+                return verdict(denied(DenyReason::Expired), None, None);
+            }
+            let mut activated = false;
+            match p.pass_type {
+                PassType::SingleUse => {}
+                PassType::TenTrip => p.trips = p.trips.saturating_sub(1),
+                PassType::TwoHour => {
+                    if p.expires_at.is_none() {
+                        p.expires_at = Some(now + settings.two_hour_ms);
+                        activated = true;
+                    }
+                }
+            }
+            let info = p.info(now);
+            let used_up = match p.pass_type {
+                PassType::SingleUse => true,
+                PassType::TenTrip => p.trips == 0,
+                PassType::TwoHour => false,
+            };
+            Verdict {
+                outcome: Outcome::Granted { pass: info },
+                pass: (!used_up).then_some(p),
+                sale: None,
+                activated,
+            }
+        }
+        Input::TerminalTap(card) => {
+            let next = |selected| Sale {
+                card: card.clone(),
+                selected,
+                expires_at: now + settings.sale_timeout_ms,
+            };
+            match sale {
+                Some(Sale {
+                    card: sale_card,
+                    selected: Some(selected),
+                    ..
+                }) => {
+                    if &sale_card != card {
+                        verdict(Outcome::CardMismatch, state.pass.clone(), None)
+                    } else if state.blocked {
+                        verdict(denied(DenyReason::Blocked), state.pass.clone(), None)
+                    } else if let Some(p) = pass {
+                        let info = p.info(now);
+                        verdict(Outcome::AlreadyHasPass { pass: info }, Some(p), None)
+                    } else {
+                        let p = Pass::issue(selected, now);
+                        let info = p.info(now);
+                        verdict(Outcome::PassIssued { pass: info }, Some(p), None)
+                    }
+                }
+                _ => {
+                    if state.blocked {
+                        verdict(denied(DenyReason::Blocked), state.pass.clone(), None)
+                    } else if let Some(p) = pass {
+                        let info = p.info(now);
+                        verdict(Outcome::AlreadyHasPass { pass: info }, Some(p), None)
+                    } else {
+                        verdict(Outcome::SelectPass, None, Some(next(None)))
+                    }
+                }
+            }
+        }
+        Input::Button(selected) => match sale {
+            Some(s) => {
+                let after = Sale {
+                    selected: Some(*selected),
+                    expires_at: now + settings.sale_timeout_ms,
+                    ..s
+                };
+                verdict(
+                    Outcome::TapToConfirm {
+                        selected: *selected,
+                    },
+                    state.pass.clone(),
+                    Some(after),
+                )
+            }
+            None => verdict(Outcome::TapCardFirst, state.pass.clone(), None),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_000_000;
+    const S: Settings = Settings {
+        two_hour_ms: 7_200_000,
+        sale_timeout_ms: 30_000,
+    };
+
+    fn card(s: &str) -> CardId {
+        CardId::new(s).expect("card")
+    }
+
+    fn with_pass(p: Pass) -> State {
+        State {
+            pass: Some(p),
+            ..State::default()
+        }
+    }
+
+    fn gate(state: &State, now: u64) -> Verdict {
+        decide(&Input::GateTap(card("1")), state, now, S)
+    }
+
+    #[test]
+    fn single_use_is_one_entry() {
+        let v = gate(&with_pass(Pass::issue(PassType::SingleUse, 0)), NOW);
+        assert_eq!(
+            v.outcome,
+            Outcome::Granted {
+                pass: PassInfo::new(PassType::SingleUse)
+            }
+        );
+        assert_eq!(v.pass, None);
+        assert!(!v.activated);
+        // Years later, still good: unused passes never expire.
+        let v = gate(
+            &with_pass(Pass::issue(PassType::SingleUse, 0)),
+            u64::MAX / 2,
+        );
+        assert!(matches!(v.outcome, Outcome::Granted { .. }));
+    }
+
+    #[test]
+    fn ten_trip_counts_down_to_zero() {
+        let mut state = with_pass(Pass::issue(PassType::TenTrip, 0));
+        for expected in (0..10).rev() {
+            let v = gate(&state, NOW);
+            match &v.outcome {
+                Outcome::Granted { pass } => assert_eq!(pass.trips_remaining, Some(expected)),
+                other => panic!("entry {expected}: {other:?}"),
+            }
+            state.pass = v.pass;
+        }
+        assert_eq!(state.pass, None, "gone after the tenth");
+        let v = gate(&state, NOW);
+        assert_eq!(
+            v.outcome,
+            Outcome::Denied {
+                reason: DenyReason::NoPass
+            }
+        );
+    }
+
+    #[test]
+    fn two_hour_window() {
+        let state = with_pass(Pass::issue(PassType::TwoHour, 0));
+        let v = gate(&state, NOW);
+        assert!(v.activated);
+        let after = v.pass.clone().expect("kept");
+        assert_eq!(after.expires_at, Some(NOW + S.two_hour_ms));
+        match v.outcome {
+            Outcome::Granted { pass } => {
+                assert_eq!(pass.expires_at, Some(NOW + S.two_hour_ms));
+                assert_eq!(pass.remaining_ms, Some(S.two_hour_ms));
+            }
+            other => panic!("{other:?}"),
+        }
+        let state = with_pass(after);
+        // Inside the window: unlimited entries, no new activation.
+        for t in [NOW + 1, NOW + S.two_hour_ms / 2, NOW + S.two_hour_ms - 1] {
+            let v = gate(&state, t);
+            assert!(matches!(v.outcome, Outcome::Granted { .. }), "{t}");
+            assert!(!v.activated);
+            assert_eq!(v.pass, state.pass);
+        }
+        // At and after the end: denied, pass removed.
+        for t in [NOW + S.two_hour_ms, NOW + S.two_hour_ms + 1] {
+            let v = gate(&state, t);
+            assert_eq!(
+                v.outcome,
+                Outcome::Denied {
+                    reason: DenyReason::Expired
+                }
+            );
+            assert_eq!(v.pass, None);
+        }
+    }
+
+    #[test]
+    fn blocked_card_denied_and_untouched() {
+        let state = State {
+            pass: Some(Pass::issue(PassType::TenTrip, 0)),
+            blocked: true,
+            sale: None,
+        };
+        let v = gate(&state, NOW);
+        assert_eq!(
+            v.outcome,
+            Outcome::Denied {
+                reason: DenyReason::Blocked
+            }
+        );
+        assert_eq!(v.pass, state.pass);
+        let v = decide(&Input::TerminalTap(card("1")), &state, NOW, S);
+        assert_eq!(
+            v.outcome,
+            Outcome::Denied {
+                reason: DenyReason::Blocked
+            }
+        );
+        assert_eq!(v.sale, None);
+    }
+
+    fn sale(c: &str, selected: Option<PassType>) -> Option<Sale> {
+        Some(Sale {
+            card: card(c),
+            selected,
+            expires_at: NOW + 10,
+        })
+    }
+
+    #[test]
+    fn full_sale() {
+        let tap = Input::TerminalTap(card("7"));
+        let v = decide(&tap, &State::default(), NOW, S);
+        assert_eq!(v.outcome, Outcome::SelectPass);
+        let started = v.sale.clone().expect("sale");
+        assert_eq!(started.selected, None);
+        assert_eq!(started.expires_at, NOW + S.sale_timeout_ms);
+
+        let state = State {
+            sale: v.sale,
+            ..State::default()
+        };
+        let v = decide(&Input::Button(PassType::TenTrip), &state, NOW + 1, S);
+        assert_eq!(
+            v.outcome,
+            Outcome::TapToConfirm {
+                selected: PassType::TenTrip
+            }
+        );
+        let state = State {
+            sale: v.sale,
+            ..State::default()
+        };
+        let v = decide(&tap, &state, NOW + 2, S);
+        assert_eq!(
+            v.outcome,
+            Outcome::PassIssued {
+                pass: PassInfo::new(PassType::TenTrip)
+            }
+        );
+        assert_eq!(v.pass, Some(Pass::issue(PassType::TenTrip, NOW + 2)));
+        assert_eq!(v.sale, None);
+    }
+
+    #[test]
+    fn button_can_change_the_choice() {
+        let state = State {
+            sale: sale("7", Some(PassType::TenTrip)),
+            ..State::default()
+        };
+        let v = decide(&Input::Button(PassType::TwoHour), &state, NOW, S);
+        assert_eq!(v.sale.and_then(|s| s.selected), Some(PassType::TwoHour));
+    }
+
+    #[test]
+    fn mismatch_voids_the_sale() {
+        let state = State {
+            sale: sale("7", Some(PassType::SingleUse)),
+            ..State::default()
+        };
+        let v = decide(&Input::TerminalTap(card("8")), &state, NOW, S);
+        assert_eq!(v.outcome, Outcome::CardMismatch);
+        assert_eq!(v.sale, None);
+        assert_eq!(v.pass, None);
+    }
+
+    #[test]
+    fn pass_bought_meanwhile_is_not_doubled() {
+        let state = State {
+            pass: Some(Pass::issue(PassType::SingleUse, 0)),
+            blocked: false,
+            sale: sale("7", Some(PassType::TenTrip)),
+        };
+        let v = decide(&Input::TerminalTap(card("7")), &state, NOW, S);
+        assert!(matches!(v.outcome, Outcome::AlreadyHasPass { .. }));
+        assert_eq!(v.pass, state.pass);
+        assert_eq!(v.sale, None);
+    }
+
+    #[test]
+    fn already_has_pass_and_rebuy_after_use() {
+        let state = with_pass(Pass::issue(PassType::TwoHour, 0));
+        let v = decide(&Input::TerminalTap(card("7")), &state, NOW, S);
+        assert_eq!(
+            v.outcome,
+            Outcome::AlreadyHasPass {
+                pass: PassInfo::new(PassType::TwoHour)
+            }
+        );
+        // An expired two-hour pass counts as none: the card may buy again.
+        let mut expired = Pass::issue(PassType::TwoHour, 0);
+        expired.expires_at = Some(NOW - 1);
+        let v = decide(&Input::TerminalTap(card("7")), &with_pass(expired), NOW, S);
+        assert_eq!(v.outcome, Outcome::SelectPass);
+        assert_eq!(v.pass, None);
+    }
+
+    #[test]
+    fn button_without_sale() {
+        let v = decide(
+            &Input::Button(PassType::SingleUse),
+            &State::default(),
+            NOW,
+            S,
+        );
+        assert_eq!(v.outcome, Outcome::TapCardFirst);
+        assert_eq!(v.sale, None);
+        // An abandoned sale is no sale.
+        let state = State {
+            sale: Some(Sale {
+                card: card("7"),
+                selected: None,
+                expires_at: NOW - 1,
+            }),
+            ..State::default()
+        };
+        let v = decide(&Input::Button(PassType::SingleUse), &state, NOW, S);
+        assert_eq!(v.outcome, Outcome::TapCardFirst);
+        let state = State {
+            sale: Some(Sale {
+                card: card("7"),
+                selected: Some(PassType::SingleUse),
+                expires_at: NOW - 1,
+            }),
+            ..State::default()
+        };
+        let v = decide(&Input::TerminalTap(card("7")), &state, NOW, S);
+        assert_eq!(v.outcome, Outcome::SelectPass, "timed-out sale starts over");
+    }
+
+    /// Every combination of input, pass, block and sale: the invariants that must always hold.
+    #[test]
+    fn exhaustive_invariants() {
+        let mut passes = vec![None];
+        for t in PassType::ALL {
+            passes.push(Some(Pass::issue(t, 0)));
+        }
+        for trips in [1, 2] {
+            let mut p = Pass::issue(PassType::TenTrip, 0);
+            p.trips = trips;
+            passes.push(Some(p));
+        }
+        for end in [NOW + 1, NOW, NOW - 1] {
+            let mut p = Pass::issue(PassType::TwoHour, 0);
+            p.expires_at = Some(end);
+            passes.push(Some(p));
+        }
+        let mut sales = vec![None];
+        for c in ["1", "2"] {
+            for sel in [None, Some(PassType::SingleUse), Some(PassType::TwoHour)] {
+                for end in [NOW, NOW - 1] {
+                    sales.push(Some(Sale {
+                        card: card(c),
+                        selected: sel,
+                        expires_at: end,
+                    }));
+                }
+            }
+        }
+        let mut inputs = vec![Input::GateTap(card("1")), Input::TerminalTap(card("1"))];
+        inputs.extend(PassType::ALL.map(Input::Button));
+        let mut seen = std::collections::HashSet::new();
+        for input in &inputs {
+            for pass in &passes {
+                for blocked in [false, true] {
+                    for sale in &sales {
+                        let state = State {
+                            pass: pass.clone(),
+                            blocked,
+                            sale: sale.clone(),
+                        };
+                        let v = decide(input, &state, NOW, S);
+                        seen.insert(v.outcome.name());
+                        check_invariants(input, &state, &v);
+                        assert_eq!(v, decide(input, &state, NOW, S), "deterministic");
+                    }
+                }
+            }
+        }
+        let mut all: Vec<_> = Outcome::NAMES.to_vec();
+        all.retain(|n| *n != "rejected");
+        for name in all {
+            assert!(seen.contains(name), "never produced {name}");
+        }
+    }
+
+    fn check_invariants(input: &Input, state: &State, v: &Verdict) {
+        let ctx = format!("{input:?} {state:?} -> {v:?}");
+        let live = state.pass.as_ref().filter(|p| p.is_live(NOW));
+        // A blocked card never gets in, never buys, and its pass is untouched.
+        if state.blocked && !matches!(input, Input::Button(_)) {
+            let mismatch = matches!(v.outcome, Outcome::CardMismatch);
+            assert!(
+                mismatch
+                    || v.outcome
+                        == Outcome::Denied {
+                            reason: DenyReason::Blocked
+                        },
+                "{ctx}"
+            );
+            assert_eq!(v.pass, state.pass, "{ctx}");
+        }
+        match &v.outcome {
+            Outcome::Granted { .. } => {
+                assert!(matches!(input, Input::GateTap(_)), "{ctx}");
+                assert!(live.is_some() && !state.blocked, "{ctx}");
+            }
+            Outcome::PassIssued { pass } => {
+                assert!(live.is_none(), "one pass per card: {ctx}");
+                assert_eq!(v.pass.as_ref().map(|p| p.pass_type), Some(pass.pass_type));
+            }
+            Outcome::Denied { reason } => {
+                assert_eq!(*reason == DenyReason::Blocked, state.blocked, "{ctx}");
+            }
+            _ => {}
+        }
+        // Only a gate entry or a sale changes a live pass.
+        if !matches!(
+            v.outcome,
+            Outcome::Granted { .. } | Outcome::PassIssued { .. } | Outcome::Denied { .. }
+        ) && live.is_some()
+        {
+            assert_eq!(v.pass.as_ref(), live, "{ctx}");
+        }
+        if matches!(input, Input::GateTap(_)) {
+            assert_eq!(v.sale, None, "{ctx}");
+        }
+    }
+}
