@@ -137,8 +137,7 @@ impl BridgeConfig {
                 ));
             }
         }
-        crate::mqtt::parse_mqtt_url(&self.mqtt)
-            .map_err(|e| invalid("mqtt", &e.to_string()))?;
+        crate::mqtt::parse_mqtt_url(&self.mqtt).map_err(|e| invalid("mqtt", &e.to_string()))?;
         Ok(())
     }
 }

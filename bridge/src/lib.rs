@@ -1,1 +1,182 @@
-//! Work in progress.
+//! The tapgate bridge: decides device taps and button presses against Redis, atomically, over MQTT.
+//!
+//! - [`config`]: settings, layered defaults → file → environment → flags.
+//! - [`mqtt`]: broker connection, start-up handshake, the task that owns the event loop.
+//! - [`dispatch`]: per-device ordering with a fixed set of worker shards.
+//! - [`process`]: one message: validate, decide, answer, acknowledge.
+//! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.
+//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//!
+//! [`start`] connects (failing fast with the address of whatever is unreachable), subscribes and
+//! returns a [`BridgeHandle`]; [`run`] does the same and waits until `shutdown` is cancelled.
+
+pub mod config;
+pub mod dispatch;
+pub mod metrics;
+pub mod mqtt;
+pub mod process;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use tapgate_protocol::Topics;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::{BridgeConfig, ConfigError};
+pub use metrics::Metrics;
+pub use mqtt::MqttError;
+pub use store::{Store, StoreError};
+
+/// Number of worker shards: messages of one device are handled in order by one shard.
+const SHARDS: usize = 64;
+
+/// Why the bridge could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Redis failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The broker failed.
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running bridge.
+pub struct BridgeHandle {
+    shutdown: CancellationToken,
+    stop_loop: CancellationToken,
+    client: rumqttc::AsyncClient,
+    workers: TaskTracker,
+    event_loop: JoinHandle<()>,
+    metrics: Metrics,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl BridgeHandle {
+    /// The bridge's counters (also served on `/metrics` when configured).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The address `/metrics` is served on, if any (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Waits for the shutdown token, then stops cleanly: workers finish the message in hand,
+    /// queued acks are flushed, and the client disconnects. Unacknowledged messages stay with the
+    /// broker for the next start.
+    pub async fn join(self) -> Result<(), BridgeError> {
+        self.shutdown.cancelled().await;
+        self.workers.close();
+        self.workers.wait().await;
+        let _ = self.client.try_disconnect();
+        self.stop_loop.cancel();
+        let _ = self.event_loop.await;
+        info!("Bridge stopped");
+        Ok(())
+    }
+}
+
+/// Connects to Redis and the broker, subscribes, and starts deciding. Returns once subscribed;
+/// fails fast with the unreachable address.
+pub async fn start(
+    config: BridgeConfig,
+    shutdown: CancellationToken,
+) -> Result<BridgeHandle, BridgeError> {
+    config.validate()?;
+    let topics = Topics::new(config.prefix.as_str()).map_err(|e| ConfigError::Invalid {
+        field: "prefix",
+        why: e.to_string(),
+    })?;
+    let settings = store::StoreSettings {
+        two_hour_ms: millis(config.two_hour_duration),
+        sale_timeout_ms: millis(config.sale_timeout),
+        seen_ttl_s: config.idempotency_ttl.as_secs().max(1),
+        stream_maxlen: config.stream_maxlen,
+    };
+    let store = Store::connect(
+        &config.redis,
+        config.redis_password.as_deref(),
+        config.max_backoff,
+        settings,
+    )
+    .await?;
+    info!(redis = %store::redacted(&config.redis), "Connected to Redis");
+
+    let metrics = Metrics::default();
+    let mut metrics_addr = None;
+    let workers = TaskTracker::new();
+    if let Some(addr) = config.metrics_addr {
+        let listener = metrics::bind(addr)
+            .await
+            .map_err(|source| BridgeError::Metrics { addr, source })?;
+        metrics_addr = listener.local_addr().ok();
+        workers.spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
+    }
+
+    let opts = mqtt::options(&config)?;
+    let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
+    let (client, mut eventloop) = mqtt::client(opts);
+    let processor = process::Processor {
+        store,
+        client: client.clone(),
+        topics: topics.clone(),
+        metrics: metrics.clone(),
+        max_backoff: config.max_backoff,
+        shutdown: shutdown.clone(),
+    };
+    let dispatcher = dispatch::Dispatcher::start(
+        SHARDS,
+        processor,
+        metrics.clone(),
+        &workers,
+        shutdown.clone(),
+    );
+    let filters = mqtt::filters(&config, &topics);
+    mqtt::handshake(&mut eventloop, &client, &filters, &broker, &dispatcher).await?;
+    info!(%broker, client_id = %config.client_id, filters = ?filters, "Subscribed; deciding");
+
+    let stop_loop = CancellationToken::new();
+    let event_loop = tokio::spawn(mqtt::drive(
+        eventloop,
+        client.clone(),
+        filters,
+        dispatcher,
+        metrics.clone(),
+        config.max_backoff,
+        stop_loop.clone(),
+    ));
+    Ok(BridgeHandle {
+        shutdown,
+        stop_loop,
+        client,
+        workers,
+        event_loop,
+        metrics,
+        metrics_addr,
+    })
+}
+
+/// [`start`], then wait until `shutdown` is cancelled and stop cleanly.
+pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<(), BridgeError> {
+    start(config, shutdown).await?.join().await
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,146 @@
+//! `tapgate-bridge`: parses settings, sets up logging, and runs the bridge until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tapgate_bridge::BridgeConfig;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Decides tapgate device taps and button presses against Redis, atomically, over MQTT.
+///
+/// Settings come from built-in defaults, then the TOML file given with --config, then TAPGATE_*
+/// environment variables, then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "tapgate-bridge", version)]
+struct Cli {
+    /// TOML settings file (keys as the long flags, with underscores: two_hour_duration = "2h").
+    #[arg(long, env = "TAPGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Redis URL [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "TAPGATE_REDIS")]
+    redis: Option<String>,
+    /// Redis password, if not in the URL.
+    #[arg(long, env = "TAPGATE_REDIS_PASSWORD", hide_env_values = true)]
+    redis_password: Option<String>,
+    /// MQTT broker URL, mqtt://host:port [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "TAPGATE_MQTT")]
+    mqtt: Option<String>,
+    /// MQTT username.
+    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
+    mqtt_username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
+    mqtt_password: Option<String>,
+    /// MQTT client id; keep it stable so the broker keeps taps queued while the bridge is down
+    /// [default: tapgate-bridge].
+    #[arg(long, env = "TAPGATE_CLIENT_ID")]
+    client_id: Option<String>,
+    /// Topic prefix shared with the devices [default: tapgate].
+    #[arg(long, env = "TAPGATE_PREFIX")]
+    prefix: Option<String>,
+    /// Shared-subscription group so several bridges split the work [default: none].
+    #[arg(long, env = "TAPGATE_SHARED_GROUP")]
+    shared_group: Option<String>,
+    /// Validity of a two-hour pass after its first entry, e.g. 2h or 3s [default: 2h].
+    #[arg(long, env = "TAPGATE_TWO_HOUR_DURATION")]
+    two_hour_duration: Option<String>,
+    /// How long a terminal's sale waits for its next step [default: 30s].
+    #[arg(long, env = "TAPGATE_SALE_TIMEOUT")]
+    sale_timeout: Option<String>,
+    /// How long decisions are remembered for redeliveries [default: 24h].
+    #[arg(long, env = "TAPGATE_IDEMPOTENCY_TTL")]
+    idempotency_ttl: Option<String>,
+    /// Approximate length of the tapgate:events stream [default: 1000000].
+    #[arg(long, env = "TAPGATE_STREAM_MAXLEN")]
+    stream_maxlen: Option<u64>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 [default: off].
+    #[arg(long, env = "TAPGATE_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Longest wait between reconnect attempts [default: 10s].
+    #[arg(long, env = "TAPGATE_MAX_BACKOFF")]
+    max_backoff: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "TAPGATE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Cli {
+    fn overrides(&self) -> Vec<(&'static str, String)> {
+        let mut o = Vec::new();
+        let mut put = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push((k, v));
+            }
+        };
+        put("redis", self.redis.clone());
+        put("redis_password", self.redis_password.clone());
+        put("mqtt", self.mqtt.clone());
+        put("mqtt_username", self.mqtt_username.clone());
+        put("mqtt_password", self.mqtt_password.clone());
+        put("client_id", self.client_id.clone());
+        put("prefix", self.prefix.clone());
+        put("shared_group", self.shared_group.clone());
+        put("two_hour_duration", self.two_hour_duration.clone());
+        put("sale_timeout", self.sale_timeout.clone());
+        put("idempotency_ttl", self.idempotency_ttl.clone());
+        put("stream_maxlen", self.stream_maxlen.map(|v| v.to_string()));
+        put("metrics_addr", self.metrics_addr.map(|v| v.to_string()));
+        put("max_backoff", self.max_backoff.clone());
+        o
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let config =
+        BridgeConfig::load(cli.config.as_deref(), &cli.overrides()).context("invalid settings")?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal(shutdown.clone()));
+    tapgate_bridge::run(config, shutdown)
+        .await
+        .context("bridge failed")
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+async fn signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("Shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,294 @@
+//! The MQTT connection: options, start-up handshake and the task that owns the event loop.
+//!
+//! One task owns the rumqttc event loop and never blocks: it hands each incoming publish to the
+//! dispatcher and goes straight back to polling. Workers hold clones of the client to publish
+//! decisions and acknowledge messages (manual acks: a message is acknowledged only after its
+//! decision is stored and published). A lost connection is retried with exponential backoff; the
+//! persistent session (clean session off) means the broker keeps and redelivers what arrived
+//! meanwhile.
+
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing,
+    Packet, QoS, SubscribeFilter, SubscribeReasonCode,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::BridgeConfig;
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+
+/// Why the MQTT side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The broker URL is not `mqtt://host[:port]` or `tcp://host[:port]`.
+    #[error("invalid MQTT URL {url:?}: {why}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// No connection at start-up.
+    #[error("cannot connect to MQTT broker at {url}: {reason}")]
+    Connect {
+        /// host:port.
+        url: String,
+        /// The cause.
+        reason: String,
+    },
+    /// The broker refused a subscription (usually an ACL).
+    #[error("MQTT broker at {url} refused the subscription to {filter}")]
+    SubscribeRefused {
+        /// host:port.
+        url: String,
+        /// The filter refused.
+        filter: String,
+    },
+}
+
+/// Host and port from `mqtt://host[:port]` (also `tcp://`; default port 1883). Credentials in the
+/// URL (`mqtt://user:pass@host`) are returned too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Username and password from the URL, if any.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Parses a broker URL.
+pub fn parse_mqtt_url(url: &str) -> Result<MqttUrl, MqttError> {
+    let bad = |why| MqttError::Url {
+        url: url.to_owned(),
+        why,
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| bad("expected mqtt://host[:port] (TLS is not built in)"))?;
+    let rest = rest.trim_end_matches('/');
+    let (credentials, hostport) = match rest.rsplit_once('@') {
+        Some((cred, hp)) => {
+            let (u, p) = cred.split_once(':').unwrap_or((cred, ""));
+            (Some((u.to_owned(), p.to_owned())), hp)
+        }
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| bad("port is not a number 1-65535"))?,
+        ),
+        _ => (hostport, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') {
+        return Err(bad("missing host"));
+    }
+    if port == 0 {
+        return Err(bad("port is not a number 1-65535"));
+    }
+    Ok(MqttUrl {
+        host: host.to_owned(),
+        port,
+        credentials,
+    })
+}
+
+/// The MQTT options the bridge uses: persistent session, manual acks, credentials.
+pub fn options(cfg: &BridgeConfig) -> Result<MqttOptions, MqttError> {
+    let url = parse_mqtt_url(&cfg.mqtt)?;
+    let mut opts = MqttOptions::new(cfg.client_id.clone(), url.host, url.port);
+    opts.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(15))
+        .set_max_packet_size(64 * 1024, 64 * 1024)
+        .set_inflight(200);
+    let creds = match (&cfg.mqtt_username, url.credentials) {
+        (Some(u), _) => Some((u.clone(), cfg.mqtt_password.clone().unwrap_or_default())),
+        (None, c) => c,
+    };
+    if let Some((u, p)) = creds {
+        opts.set_credentials(u, p);
+    }
+    Ok(opts)
+}
+
+/// The subscription filters, wrapped in `$share/{group}/` when a shared group is set.
+pub fn filters(cfg: &BridgeConfig, topics: &tapgate_protocol::Topics) -> Vec<String> {
+    topics
+        .bridge_filters()
+        .into_iter()
+        .map(|f| match &cfg.shared_group {
+            Some(g) => format!("$share/{g}/{f}"),
+            None => f,
+        })
+        .collect()
+}
+
+/// Creates the client and event loop with TCP_NODELAY on (without it a loopback round trip costs
+/// ~40 ms of Nagle delay).
+pub fn client(opts: MqttOptions) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(opts, 4096);
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(5);
+    eventloop.set_network_options(net);
+    (client, eventloop)
+}
+
+fn subscribe(client: &AsyncClient, filters: &[String]) -> Result<(), rumqttc::ClientError> {
+    client.try_subscribe_many(
+        filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+    )
+}
+
+/// Connects and subscribes, failing fast with the broker's address if either fails. Messages
+/// that arrive meanwhile (queued for this session) are dispatched, not lost.
+pub async fn handshake(
+    eventloop: &mut EventLoop,
+    client: &AsyncClient,
+    filters: &[String],
+    url: &str,
+    dispatcher: &Dispatcher,
+) -> Result<(), MqttError> {
+    let fail = |reason: String| MqttError::Connect {
+        url: url.to_owned(),
+        reason,
+    };
+    let wait = async {
+        let mut subscribed = false;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    if ack.code != ConnectReturnCode::Success {
+                        return Err(fail(format!("broker refused: {:?}", ack.code)));
+                    }
+                    if !subscribed {
+                        subscribe(client, filters).map_err(|e| fail(e.to_string()))?;
+                        subscribed = true;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    for (code, filter) in ack.return_codes.iter().zip(filters) {
+                        if *code == SubscribeReasonCode::Failure {
+                            return Err(MqttError::SubscribeRefused {
+                                url: url.to_owned(),
+                                filter: filter.clone(),
+                            });
+                        }
+                    }
+                    return Ok(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p),
+                Ok(_) => {}
+                Err(e) => return Err(fail(e.to_string())),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .map_err(|_| fail("no answer within 10 s".into()))?
+}
+
+/// Polls the event loop until `stop` is cancelled, dispatching every publish and reconnecting
+/// with exponential backoff. After `stop`, keeps polling briefly so queued acks and the
+/// DISCONNECT reach the broker.
+pub async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    dispatcher: Dispatcher,
+    metrics: Metrics,
+    max_backoff: Duration,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p),
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    backoff = Duration::from_millis(100);
+                    info!(session_present = ack.session_present, "Reconnected to MQTT broker");
+                    if let Err(e) = subscribe(&client, &filters) {
+                        warn!(error = %e, "Cannot resubscribe");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+                        warn!(codes = ?ack.return_codes, "Broker refused a subscription");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    metrics.mqtt_reconnect();
+                    warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+    }
+    // Flush what workers queued (decisions, acks) and the DISCONNECT, for at most 2 s.
+    let flush = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    // Not acknowledged: the broker redelivers it to the next session.
+                    debug!(topic = %p.topic, "Left for redelivery at shutdown");
+                }
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_mqtt_url("mqtt://127.0.0.1:1883").expect("url");
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 1883));
+        let u = parse_mqtt_url("tcp://broker").expect("url");
+        assert_eq!((u.host.as_str(), u.port), ("broker", 1883));
+        let u = parse_mqtt_url("mqtt://bridge:s3cret@emqx:1884/").expect("url");
+        assert_eq!(u.credentials, Some(("bridge".into(), "s3cret".into())));
+        assert_eq!((u.host.as_str(), u.port), ("emqx", 1884));
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:x",
+            "mqtt://h:0",
+            "mqtts://h",
+        ] {
+            assert!(parse_mqtt_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shared_filters() {
+        let cfg = BridgeConfig {
+            shared_group: Some("g".into()),
+            ..BridgeConfig::default()
+        };
+        let f = filters(&cfg, &tapgate_protocol::Topics::default());
+        assert_eq!(f[0], "$share/g/tapgate/+/+/tap");
+    }
+}

@@ -1,0 +1,280 @@
+//! Redis side of the bridge: applies decisions atomically and records refusals and presence.
+//!
+//! Every decision is one `EVALSHA` of `decide.lua`, which reads and writes the pass, deny list,
+//! sale, counters, event stream and idempotency record in one atomic step. This module only
+//! moves data in and out of the scripts; the rules themselves are in the script and, as the
+//! reference model, in `tapgate_protocol::rules`.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, Script};
+use serde::Deserialize;
+use tapgate_protocol::rules::Input;
+use tapgate_protocol::{keys, CardId, Decision, DeviceId, DeviceKind, Event, MessageId};
+
+/// What went wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL does not parse.
+    #[error("invalid Redis URL {url}: {source}")]
+    Url {
+        /// The URL as given (password removed).
+        url: String,
+        /// Why it does not parse.
+        source: redis::RedisError,
+    },
+    /// Could not reach Redis at start-up.
+    #[error("cannot connect to Redis at {url}: {source}")]
+    Connect {
+        /// The URL (password removed).
+        url: String,
+        /// The cause.
+        source: redis::RedisError,
+    },
+    /// A command failed.
+    #[error("Redis command failed: {0}")]
+    Command(#[from] redis::RedisError),
+    /// A script returned something this bridge does not understand (a version mismatch).
+    #[error("unexpected script result: {0}")]
+    BadResult(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (connection trouble), as opposed to a bug.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Command(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Rule timings and retention, from the bridge config.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// Two-hour window, ms.
+    pub two_hour_ms: u64,
+    /// Sale timeout, ms.
+    pub sale_timeout_ms: u64,
+    /// Idempotency record lifetime, s.
+    pub seen_ttl_s: u64,
+    /// Approximate event stream length.
+    pub stream_maxlen: u64,
+}
+
+/// A decision as stored: the answer and the events it produced (with their stream ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// True when this message was decided before (a redelivery): nothing changed this time.
+    pub replayed: bool,
+    /// The answer for the device.
+    pub decision: Decision,
+    /// Events appended to the stream, with `seq` set.
+    pub events: Vec<Event>,
+}
+
+#[derive(Deserialize)]
+struct ScriptResult {
+    decision: Decision,
+    #[serde(default)]
+    events: Vec<ScriptEvent>,
+}
+
+#[derive(Deserialize)]
+struct ScriptEvent {
+    seq: String,
+    event: Event,
+}
+
+/// One device message to decide.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// Device kind.
+    pub kind: DeviceKind,
+    /// Device.
+    pub device: &'a DeviceId,
+    /// Message id.
+    pub id: &'a MessageId,
+    /// What was sent.
+    pub input: &'a Input,
+    /// Decision time, Unix ms.
+    pub now_ms: u64,
+}
+
+/// Handle to Redis with the scripts loaded. Cheap to clone; reconnects by itself.
+#[derive(Clone)]
+pub struct Store {
+    con: ConnectionManager,
+    decide: Script,
+    reject: Script,
+    settings: StoreSettings,
+}
+
+/// The URL with any password replaced, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Connects (failing fast if Redis is unreachable) and prepares the scripts.
+    pub async fn connect(
+        url: &str,
+        password: Option<&str>,
+        max_backoff: Duration,
+        settings: StoreSettings,
+    ) -> Result<Self, StoreError> {
+        let shown = redacted(url);
+        let mut info = url
+            .into_connection_info()
+            .map_err(|source| StoreError::Url {
+                url: shown.clone(),
+                source,
+            })?;
+        if let Some(pw) = password {
+            let redis = info.redis_settings().clone().set_password(pw);
+            info = info.set_redis_settings(redis);
+        }
+        let client = redis::Client::open(info).map_err(|source| StoreError::Url {
+            url: shown.clone(),
+            source,
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(max_backoff)
+            .set_number_of_retries(6);
+        let mut con = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut con)
+            .await
+            .map_err(|source| StoreError::Connect { url: shown, source })?;
+        let store = Self {
+            con,
+            decide: Script::new(include_str!("decide.lua")),
+            reject: Script::new(include_str!("reject.lua")),
+            settings,
+        };
+        // Load both scripts now so a Redis that refuses scripting fails at start-up.
+        let mut con = store.con.clone();
+        store.decide.prepare_invoke().load_async(&mut con).await?;
+        store.reject.prepare_invoke().load_async(&mut con).await?;
+        Ok(store)
+    }
+
+    /// Decides one message in one atomic script run. A redelivered (device, id) returns the
+    /// stored result with `replayed` set and changes nothing.
+    pub async fn decide(&self, req: &Request<'_>) -> Result<Decided, StoreError> {
+        let (op, card, chosen): (&str, Option<&CardId>, &str) = match req.input {
+            Input::GateTap(c) => ("gate", Some(c), ""),
+            Input::TerminalTap(c) => ("terminal", Some(c), ""),
+            Input::Button(p) => ("button", None, p.as_str()),
+        };
+        let mut inv = self.decide.prepare_invoke();
+        inv.key(keys::seen(req.kind, req.device, req.id))
+            .key(keys::sale(req.device))
+            .key(keys::EVENTS_STREAM)
+            .key(keys::COUNTERS_ISSUED)
+            .key(keys::COUNTERS_ENTRIES)
+            .key(keys::COUNTERS_DENIED)
+            .key(keys::device_counters(req.device));
+        if let Some(c) = card {
+            inv.key(keys::pass(c))
+                .key(keys::blocked(c))
+                .key(keys::card_recent(c));
+        }
+        inv.arg(op)
+            .arg(req.now_ms)
+            .arg(req.device.as_str())
+            .arg(req.kind.as_str())
+            .arg(req.id.as_str())
+            .arg(card.map(CardId::as_str).unwrap_or(""))
+            .arg(chosen)
+            .arg(self.settings.two_hour_ms)
+            .arg(self.settings.sale_timeout_ms)
+            .arg(self.settings.seen_ttl_s)
+            .arg(self.settings.stream_maxlen)
+            .arg(keys::CARD_RECENT_LEN);
+        let mut con = self.con.clone();
+        let (replayed, json): (i64, String) = inv.invoke_async(&mut con).await?;
+        let parsed: ScriptResult = serde_json::from_str(&json)
+            .map_err(|e| StoreError::BadResult(format!("{e}: {json}")))?;
+        let events = parsed
+            .events
+            .into_iter()
+            .map(|e| Event {
+                seq: Some(e.seq),
+                ..e.event
+            })
+            .collect();
+        Ok(Decided {
+            replayed: replayed == 1,
+            decision: parsed.decision,
+            events,
+        })
+    }
+
+    /// Records a refused message: counter by reason, per-device counter when the device is known,
+    /// and the `rejected` event. Returns the event with `seq` set.
+    pub async fn reject(&self, mut event: Event, reason: &str) -> Result<Event, StoreError> {
+        let mut inv = self.reject.prepare_invoke();
+        inv.key(keys::EVENTS_STREAM).key(keys::COUNTERS_REJECTED);
+        if let Some(device) = &event.device {
+            inv.key(keys::device_counters(device));
+        }
+        inv.arg(reason)
+            .arg(event.to_json())
+            .arg(self.settings.stream_maxlen);
+        let mut con = self.con.clone();
+        let seq: String = inv.invoke_async(&mut con).await?;
+        event.seq = Some(seq);
+        Ok(event)
+    }
+
+    /// Records a device's presence: online state, last seen and uptime.
+    pub async fn presence(
+        &self,
+        kind: DeviceKind,
+        device: &DeviceId,
+        online: Option<bool>,
+        uptime_s: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = keys::device(kind, device);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.hset(&key, "last_seen", now_ms).ignore();
+        if let Some(online) = online {
+            pipe.hset(&key, "online", u8::from(online)).ignore();
+        }
+        if let Some(up) = uptime_s {
+            // A heartbeat means the device is up, whatever the last status said.
+            pipe.hset(&key, "uptime_s", up).ignore();
+            pipe.hset(&key, "online", 1u8).ignore();
+        }
+        pipe.sadd(keys::DEVICES, keys::device_member(kind, device))
+            .ignore();
+        let mut con = self.con.clone();
+        pipe.query_async::<()>(&mut con).await?;
+        Ok(())
+    }
+}
