@@ -65,13 +65,23 @@ fn parse(topics: &Topics, publish: &Publish) -> Parsed {
     let payload: &[u8] = &publish.payload;
     let here = Some((topic.kind, topic.device.clone()));
     match topic.message {
-        MessageKind::Tap | MessageKind::Button if publish.retain => Parsed::Refuse(
-            here,
-            Rejection::new(
-                tapgate_protocol::RejectReason::Retained,
-                "taps and button presses must not be retained",
-            ),
-        ),
+        MessageKind::Tap | MessageKind::Button if publish.retain => {
+            // Answer with the message's id when it has a readable one.
+            let id = match topic.message {
+                MessageKind::Tap => parse_tap(payload).ok().map(|t| t.id),
+                _ => parse_button(payload).ok().map(|b| b.id),
+            };
+            Parsed::Refuse(
+                here,
+                Rejection {
+                    id,
+                    ..Rejection::new(
+                        tapgate_protocol::RejectReason::Retained,
+                        "taps and button presses must not be retained",
+                    )
+                },
+            )
+        }
         MessageKind::Tap => match parse_tap(payload) {
             Ok(tap) => {
                 let input = match topic.kind {
