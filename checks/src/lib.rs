@@ -1,1 +1,33 @@
-//! Work in progress.
+//! Checks of tapgate's deployment files.
+//!
+//! Deployment is configuration rather than code, so this crate turns each file into data and
+//! holds it against the contract in `tapgate-protocol` and against the other files. The tests in
+//! `tests/` run these checks on the repository's files, and run the real services (mosquitto,
+//! the bridge) where this machine has them.
+//!
+//! - [`access`] — the broker access policy as a table, run against EMQX's rules and a real
+//!   mosquitto.
+//! - [`repo`] — the repository root and reading files from it, with the path in every error.
+//! - [`keys`] — every Redis key a dashboard may name: the protocol's keys and the EMQX rule
+//!   engine counters ([`keys::EMQX_KEYS`]).
+//! - [`compose`] — `docker-compose.yml`: the Dockerfiles, variables and files it refers to.
+//! - [`envfile`] — `.env` files (`NAME=value` lines).
+//! - [`emqx`] — EMQX configuration (HOCON, read with the `hocon` crate) and its `acl.conf`
+//!   (Erlang terms, read by [`erlterm`]).
+//! - [`erlterm`] — a small reader for the Erlang terms of EMQX's `acl.conf`.
+//! - [`grafana`] — the Redis keys and Prometheus metrics the dashboards name.
+//! - [`promtext`] — a strict reader of the Prometheus text exposition format.
+//! - [`promconfig`] — `prometheus.yml`.
+
+pub mod access;
+pub mod compose;
+pub mod emqx;
+pub mod envfile;
+pub mod erlterm;
+pub mod grafana;
+pub mod keys;
+pub mod promconfig;
+pub mod promtext;
+pub mod repo;
+
+pub use repo::{CheckError, Finding};

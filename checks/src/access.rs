@@ -1,0 +1,299 @@
+//! The broker access policy as a table of cases.
+//!
+//! Both brokers enforce the same policy: EMQX with `emqx/etc/acl.conf`, mosquitto with
+//! `mosquitto/acl`. [`cases`] lists what each kind of client may and may not do; the tests
+//! evaluate the table against EMQX's rules ([`crate::emqx::Acl`]) and run it against a real
+//! mosquitto with the real ACL file. Topics come from [`Topics`], never written by hand.
+
+use tapgate_protocol::{DeviceId, DeviceKind, EventKind, PassType, Topics};
+
+use crate::emqx::Action;
+
+/// Broker user of the devices (every device, identified by its client id = device id).
+pub const DEVICE_USER: &str = "device";
+/// Broker user of the bridge.
+pub const BRIDGE_USER: &str = "bridge";
+/// Broker user of the monitor.
+pub const MONITOR_USER: &str = "monitor";
+/// Client id of the bridge in these cases.
+pub const BRIDGE_CLIENT: &str = "tapgate-bridge";
+/// Client id of the monitor in these cases.
+pub const MONITOR_CLIENT: &str = "tapgate-monitor";
+/// The bridge's shared subscription group in compose.
+pub const SHARED_GROUP: &str = "tapgate-bridge";
+
+/// One access question and its expected answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// Broker user name.
+    pub username: &'static str,
+    /// MQTT client id.
+    pub clientid: String,
+    /// Publish or subscribe.
+    pub action: Action,
+    /// The topic published, or the filter subscribed.
+    pub topic: String,
+    /// For a subscription: a topic the filter covers, to publish on and see whether it arrives.
+    /// Chosen so that no allowed subscription of the same client also covers it.
+    pub probe_topic: String,
+    /// Whether the policy allows it.
+    pub allowed: bool,
+    /// Why, for failure messages.
+    pub why: &'static str,
+}
+
+fn dev(s: &str) -> DeviceId {
+    DeviceId::new(s).unwrap_or_else(|_| unreachable!("constant device ids are valid"))
+}
+
+/// Every case of the policy, under `topics`' prefix.
+pub fn cases(topics: &Topics) -> Vec<Case> {
+    use DeviceKind::{Gate, Terminal};
+    let (g1, g2, t1, t2) = (dev("g1"), dev("g2"), dev("t1"), dev("t2"));
+    let used = topics.event(EventKind::PassUsed, Some(PassType::TenTrip));
+    let rejected = topics.event(EventKind::Rejected, None);
+    let mut out = Vec::new();
+    let mut publish = |username, clientid: &str, topic: String, allowed, why| {
+        out.push(Case {
+            username,
+            clientid: clientid.to_owned(),
+            action: Action::Publish,
+            probe_topic: topic.clone(),
+            topic,
+            allowed,
+            why,
+        });
+    };
+    // Devices publish only on their own topics.
+    publish(DEVICE_USER, "g1", topics.tap(Gate, &g1), true, "own tap");
+    publish(
+        DEVICE_USER,
+        "g1",
+        topics.status(Gate, &g1),
+        true,
+        "own status",
+    );
+    publish(
+        DEVICE_USER,
+        "g1",
+        topics.heartbeat(Gate, &g1),
+        true,
+        "own heartbeat",
+    );
+    publish(
+        DEVICE_USER,
+        "t1",
+        topics.tap(Terminal, &t1),
+        true,
+        "own tap",
+    );
+    publish(DEVICE_USER, "t1", topics.button(&t1), true, "own button");
+    publish(
+        DEVICE_USER,
+        "g1",
+        topics.tap(Gate, &g2),
+        false,
+        "another gate's tap",
+    );
+    publish(
+        DEVICE_USER,
+        "g1",
+        topics.status(Gate, &g2),
+        false,
+        "another gate's status",
+    );
+    publish(
+        DEVICE_USER,
+        "t1",
+        topics.button(&t2),
+        false,
+        "another terminal's button",
+    );
+    publish(
+        DEVICE_USER,
+        "g1",
+        topics.tap(Terminal, &t1),
+        false,
+        "a terminal's tap",
+    );
+    publish(
+        DEVICE_USER,
+        "g1",
+        topics.decision(Gate, &g1),
+        false,
+        "its own decision",
+    );
+    publish(
+        DEVICE_USER,
+        "g1",
+        topics.decision(Gate, &g2),
+        false,
+        "another's decision",
+    );
+    publish(DEVICE_USER, "g1", used.clone(), false, "an event");
+    publish(DEVICE_USER, "t1", rejected.clone(), false, "an event");
+    // The bridge answers and publishes events, and cannot pose as a device.
+    publish(
+        BRIDGE_USER,
+        BRIDGE_CLIENT,
+        topics.decision(Gate, &g1),
+        true,
+        "a decision",
+    );
+    publish(
+        BRIDGE_USER,
+        BRIDGE_CLIENT,
+        topics.decision(Terminal, &t1),
+        true,
+        "a decision",
+    );
+    publish(BRIDGE_USER, BRIDGE_CLIENT, used.clone(), true, "an event");
+    publish(
+        BRIDGE_USER,
+        BRIDGE_CLIENT,
+        rejected.clone(),
+        true,
+        "an event",
+    );
+    publish(
+        BRIDGE_USER,
+        BRIDGE_CLIENT,
+        topics.tap(Gate, &g1),
+        false,
+        "a device's tap",
+    );
+    // The monitor publishes nothing.
+    publish(
+        MONITOR_USER,
+        MONITOR_CLIENT,
+        used.clone(),
+        false,
+        "an event",
+    );
+    publish(
+        MONITOR_USER,
+        MONITOR_CLIENT,
+        topics.decision(Gate, &g1),
+        false,
+        "a decision",
+    );
+    publish(
+        MONITOR_USER,
+        MONITOR_CLIENT,
+        topics.tap(Gate, &g1),
+        false,
+        "a tap",
+    );
+
+    let mut subscribe = |username, clientid: &str, filter: String, probe: String, allowed, why| {
+        out.push(Case {
+            username,
+            clientid: clientid.to_owned(),
+            action: Action::Subscribe,
+            topic: filter,
+            probe_topic: probe,
+            allowed,
+            why,
+        });
+    };
+    let d = topics.decision(Gate, &g1);
+    subscribe(DEVICE_USER, "g1", d.clone(), d, true, "own decision");
+    let d = topics.decision(Terminal, &t1);
+    subscribe(DEVICE_USER, "t1", d.clone(), d, true, "own decision");
+    let d = topics.decision(Gate, &g2);
+    subscribe(DEVICE_USER, "g1", d.clone(), d, false, "another's decision");
+    let wildcard = format!("{}/+/+/{}", topics.prefix(), "decision");
+    subscribe(
+        DEVICE_USER,
+        "t1",
+        wildcard,
+        topics.decision(Terminal, &t2),
+        false,
+        "every decision",
+    );
+    subscribe(
+        DEVICE_USER,
+        "g1",
+        topics.events_filter(),
+        rejected.clone(),
+        false,
+        "events",
+    );
+    subscribe(
+        DEVICE_USER,
+        "g1",
+        topics.tap(Gate, &g2),
+        topics.tap(Gate, &g2),
+        false,
+        "another's taps",
+    );
+    let devices = [(Gate, &g1), (Terminal, &t1)];
+    for (filter, (kind, device)) in topics
+        .bridge_filters()
+        .into_iter()
+        .zip(devices.iter().cycle())
+    {
+        let probe = probe_for(topics, &filter, *kind, device);
+        subscribe(
+            BRIDGE_USER,
+            BRIDGE_CLIENT,
+            filter,
+            probe,
+            true,
+            "device messages",
+        );
+    }
+    subscribe(
+        BRIDGE_USER,
+        BRIDGE_CLIENT,
+        topics.events_filter(),
+        rejected.clone(),
+        false,
+        "events (it only writes them)",
+    );
+    subscribe(
+        MONITOR_USER,
+        MONITOR_CLIENT,
+        topics.events_filter(),
+        used,
+        true,
+        "events",
+    );
+    subscribe(
+        MONITOR_USER,
+        MONITOR_CLIENT,
+        topics.decision(Gate, &g2),
+        topics.decision(Gate, &g2),
+        false,
+        "decisions",
+    );
+    subscribe(
+        MONITOR_USER,
+        MONITOR_CLIENT,
+        topics.tap(Gate, &g2),
+        topics.tap(Gate, &g2),
+        false,
+        "taps",
+    );
+    out
+}
+
+/// The same filters as [`Topics::bridge_filters`] with the shared group in front.
+pub fn shared_bridge_filters(topics: &Topics) -> Vec<String> {
+    topics
+        .bridge_filters()
+        .into_iter()
+        .map(|f| format!("$share/{SHARED_GROUP}/{f}"))
+        .collect()
+}
+
+/// A concrete topic the bridge filter `filter` covers.
+pub fn probe_for(topics: &Topics, filter: &str, kind: DeviceKind, device: &DeviceId) -> String {
+    let last = filter.rsplit('/').next().unwrap_or_default();
+    match last {
+        "button" => topics.button(device),
+        "status" => topics.status(kind, device),
+        "heartbeat" => topics.heartbeat(kind, device),
+        _ => topics.tap(kind, device),
+    }
+}

@@ -1,0 +1,282 @@
+//! `docker-compose.yml`: the Dockerfiles, variables, mounted files and start order it names.
+//!
+//! No Docker engine is needed: the file is read as YAML and every reference is followed in the
+//! repository. Variables (`${NAME}`, `${NAME:-default}`, `${NAME:?message}`, `$NAME`) must be
+//! listed in `.env.example`; a secret-looking setting (password, cookie, secret, token) must come
+//! from a variable, never be written in the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::repo::{self, CheckError, Finding};
+
+/// A variable reference in the compose text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarRef {
+    /// Its name.
+    pub name: String,
+    /// The `:-` / `-` default, if any.
+    pub default: Option<String>,
+}
+
+/// Every variable the text refers to (`$$` is an escaped dollar, not a reference).
+pub fn variables(text: &str) -> Vec<VarRef> {
+    let mut out = Vec::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'$') => i += 2,
+            Some(b'{') => {
+                let Some(end) = text[i..].find('}') else {
+                    break;
+                };
+                let inner = &text[i + 2..i + end];
+                let name_len = inner.bytes().take_while(|c| ident(*c)).count();
+                let (name, rest) = inner.split_at(name_len);
+                let default = rest
+                    .strip_prefix(":-")
+                    .or_else(|| rest.strip_prefix('-'))
+                    .map(str::to_owned);
+                out.push(VarRef {
+                    name: name.to_owned(),
+                    default,
+                });
+                i += end + 1;
+            }
+            Some(c) if ident(*c) => {
+                let len = b[i + 1..].iter().take_while(|c| ident(**c)).count();
+                out.push(VarRef {
+                    name: text[i + 1..i + 1 + len].to_owned(),
+                    default: None,
+                });
+                i += 1 + len;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// Replaces `${NAME...}` references with `vars[NAME]`, or the reference's default.
+pub fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let refs = variables(&rest[start..start + end + 1]);
+        if let Some(r) = refs.first() {
+            match vars.get(&r.name).filter(|v| !v.is_empty()) {
+                Some(v) => out.push_str(v),
+                None => out.push_str(r.default.as_deref().unwrap_or_default()),
+            }
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn map<'a>(v: &'a Value, key: &str) -> Option<&'a Mapping> {
+    v.get(key).and_then(Value::as_mapping)
+}
+
+fn str_of(v: &Value) -> Option<&str> {
+    v.as_str()
+}
+
+/// Checks the compose file `rel` against the env file `env_rel`. Mounted paths are checked with
+/// both the compose defaults and the env file's values.
+pub fn check(rel: &str, env_rel: &str) -> Result<Vec<Finding>, CheckError> {
+    let text = repo::read(rel)?;
+    let env = crate::envfile::load(env_rel)?;
+    let doc: Value = serde_yaml_ng::from_str(&text).map_err(|source| CheckError::Yaml {
+        path: rel.into(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    let mut finding = |what: String| out.push(Finding::new(rel, what));
+
+    let Some(top) = doc.as_mapping() else {
+        finding("the file is not a mapping".into());
+        return Ok(out);
+    };
+    for key in top.keys() {
+        let k = key.as_str().unwrap_or_default();
+        if ![
+            "name", "services", "volumes", "networks", "secrets", "configs",
+        ]
+        .contains(&k)
+            && !k.starts_with("x-")
+        {
+            finding(format!("unknown top-level key {k:?}"));
+        }
+    }
+
+    // Variables.
+    let used: BTreeSet<String> = variables(&text).into_iter().map(|v| v.name).collect();
+    for name in &used {
+        if !env.contains_key(name) {
+            finding(format!("variable {name} is not listed in {env_rel}"));
+        }
+    }
+    for name in env.keys() {
+        if !used.contains(name) {
+            finding(format!(
+                "{env_rel} lists {name}, which the compose file never uses"
+            ));
+        }
+    }
+
+    let no_defaults = BTreeMap::new();
+    let declared_volumes: BTreeSet<String> = map(&doc, "volumes")
+        .map(|m| m.keys().filter_map(str_of).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let Some(services) = map(&doc, "services") else {
+        finding("no services".into());
+        return Ok(out);
+    };
+    let names: BTreeSet<&str> = services.keys().filter_map(str_of).collect();
+    for (name, svc) in services {
+        let name = name.as_str().unwrap_or("?");
+        // Image or build.
+        match (svc.get("image"), svc.get("build")) {
+            (None, None) => finding(format!("service {name}: neither image nor build")),
+            (_, Some(build)) => {
+                let context = build.get("context").and_then(str_of).unwrap_or(".");
+                match build.get("dockerfile").and_then(str_of) {
+                    Some(dockerfile) => {
+                        let path = std::path::Path::new(context).join(dockerfile);
+                        if !repo::is_file(&path) {
+                            finding(format!(
+                                "service {name}: Dockerfile {} does not exist",
+                                path.display()
+                            ));
+                        }
+                        let ignore = format!("{}.dockerignore", path.display());
+                        if !repo::is_file(&ignore) {
+                            finding(format!(
+                                "service {name}: no {ignore}, so the whole checkout (target/ too) is sent to the builder"
+                            ));
+                        }
+                    }
+                    None => finding(format!(
+                        "service {name}: build without an explicit dockerfile"
+                    )),
+                }
+            }
+            _ => {}
+        }
+        // Mounts.
+        let volumes = svc
+            .get("volumes")
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default();
+        for v in &volumes {
+            let Some(spec) = v.as_str() else {
+                finding(format!(
+                    "service {name}: use the short volume syntax (source:target[:ro])"
+                ));
+                continue;
+            };
+            let source = spec.split(':').next().unwrap_or_default();
+            if source.starts_with('.') || source.starts_with('/') {
+                for vars in [&no_defaults, &env] {
+                    let path = interpolate(source, vars);
+                    let path = path.trim_start_matches("./");
+                    if !repo::root().join(path).exists() {
+                        finding(format!("service {name}: mounted {path} does not exist"));
+                    }
+                }
+            } else if !declared_volumes.contains(source) {
+                finding(format!(
+                    "service {name}: volume {source} is not declared under volumes:"
+                ));
+            }
+        }
+        // Start order.
+        match svc.get("depends_on") {
+            None => {}
+            Some(Value::Mapping(deps)) => {
+                for (dep, cond) in deps {
+                    let dep = dep.as_str().unwrap_or("?");
+                    if !names.contains(dep) {
+                        finding(format!("service {name} depends on unknown service {dep}"));
+                        continue;
+                    }
+                    let condition = cond.get("condition").and_then(str_of);
+                    if condition == Some("service_healthy")
+                        && services
+                            .get(dep)
+                            .and_then(|d| d.get("healthcheck"))
+                            .is_none()
+                    {
+                        finding(format!("service {name} waits for {dep} to be healthy, but {dep} has no healthcheck"));
+                    }
+                    if condition.is_none() {
+                        finding(format!(
+                            "service {name}: depends_on {dep} without a condition"
+                        ));
+                    }
+                }
+            }
+            Some(_) => finding(format!(
+                "service {name}: depends_on must be a mapping with conditions, not a list"
+            )),
+        }
+        // Secrets only from variables.
+        if let Some(envs) = map(svc, "environment") {
+            for (k, v) in envs {
+                let k = k.as_str().unwrap_or_default();
+                let secretish = ["PASSWORD", "SECRET", "COOKIE", "TOKEN"]
+                    .iter()
+                    .any(|s| k.to_ascii_uppercase().contains(s));
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => format!("{other:?}"),
+                };
+                if secretish && !value.is_empty() && !value.contains('$') {
+                    finding(format!(
+                        "service {name}: {k} is written in the file; take it from a variable"
+                    ));
+                }
+            }
+        } else if svc.get("environment").is_some() {
+            finding(format!("service {name}: environment must be a mapping"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_variables() {
+        let v = variables("a: ${A}\nb: ${B:-x}\nc: $$NOT\nd: $D e ${E:?need E}\nf: ${F-y}");
+        let names: Vec<_> = v.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["A", "B", "D", "E", "F"]);
+        assert_eq!(v[1].default.as_deref(), Some("x"));
+        assert_eq!(v[4].default.as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn interpolates() {
+        let mut vars = BTreeMap::new();
+        vars.insert("A".to_owned(), "one".to_owned());
+        assert_eq!(interpolate("./x/${A:-d}/${B:-two}", &vars), "./x/one/two");
+    }
+}

@@ -1,0 +1,295 @@
+//! What the Grafana dashboards read: Redis keys and Prometheus metrics.
+//!
+//! [`scan`] walks a dashboard (panels, rows, template variables) and collects every query,
+//! resolving each to the provisioned data source it uses. Redis queries come in three forms in
+//! the `redis-datasource` plugin: a command with `keyName` (`"type": "command"`), a command line
+//! in `query` (`"type": "cli"`), and a template variable's `query` string; all three name keys
+//! that [`check_keys`] compares with the documented list.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::keys::{match_key, KeyPattern};
+use crate::repo::{self, CheckError, Finding};
+
+/// The plugin id of the Redis data source.
+pub const REDIS_TYPE: &str = "redis-datasource";
+/// The plugin id of the Prometheus data source.
+pub const PROMETHEUS_TYPE: &str = "prometheus";
+
+/// Read-only Redis commands a dashboard may run, each with a key as first argument.
+pub const REDIS_READS: [&str; 14] = [
+    "hgetall",
+    "hget",
+    "hmget",
+    "hkeys",
+    "hvals",
+    "hlen",
+    "smembers",
+    "scard",
+    "xrange",
+    "xrevrange",
+    "xlen",
+    "lrange",
+    "llen",
+    "get",
+];
+
+/// A provisioned data source.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DataSource {
+    /// Display name.
+    pub name: String,
+    /// Plugin id.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Stable id dashboards refer to.
+    pub uid: String,
+    /// Where it connects.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DataSourceFile {
+    #[serde(rename = "apiVersion")]
+    _api_version: u32,
+    datasources: Vec<DataSource>,
+}
+
+/// Reads a data source provisioning file.
+pub fn load_datasources(rel: &str) -> Result<Vec<DataSource>, CheckError> {
+    let text = repo::read(rel)?;
+    let file: DataSourceFile =
+        serde_yaml_ng::from_str(&text).map_err(|source| CheckError::Yaml {
+            path: rel.into(),
+            source,
+        })?;
+    Ok(file.datasources)
+}
+
+/// Everything a dashboard queries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Queries {
+    /// (where, Redis key).
+    pub redis_keys: Vec<(String, String)>,
+    /// (where, PromQL expression).
+    pub prom_exprs: Vec<(String, String)>,
+}
+
+fn datasource_uid(v: &Value) -> Option<&str> {
+    match v.get("datasource")? {
+        Value::Object(o) => o.get("uid")?.as_str(),
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn redis_query_keys(
+    place: &str,
+    command_line: &str,
+    out: &mut Vec<Finding>,
+    file: &str,
+) -> Option<String> {
+    let mut words = command_line.split_whitespace();
+    let command = words.next()?.to_ascii_lowercase();
+    if !REDIS_READS.contains(&command.as_str()) {
+        out.push(Finding::new(
+            file,
+            format!("{place}: Redis command {command:?} is not one of the read commands {REDIS_READS:?}"),
+        ));
+        return None;
+    }
+    match words.next() {
+        Some(key) => Some(key.to_owned()),
+        None => {
+            out.push(Finding::new(
+                file,
+                format!("{place}: {command_line:?} names no key"),
+            ));
+            None
+        }
+    }
+}
+
+/// Collects the queries of dashboard `dash` (file `file`), given the provisioned data sources.
+/// Findings: queries whose data source is unknown, Redis commands that are not plain reads.
+pub fn scan(file: &str, dash: &Value, sources: &[DataSource]) -> (Queries, Vec<Finding>) {
+    let mut queries = Queries::default();
+    let mut findings = Vec::new();
+    let kind_of = |uid: Option<&str>| -> Option<&str> {
+        let uid = uid?;
+        sources
+            .iter()
+            .find(|s| s.uid == uid)
+            .map(|s| s.kind.as_str())
+    };
+
+    let mut panels: Vec<&Value> = Vec::new();
+    let mut stack: Vec<&Value> = dash
+        .get("panels")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    while let Some(p) = stack.pop() {
+        if let Some(inner) = p.get("panels").and_then(Value::as_array) {
+            stack.extend(inner);
+        }
+        panels.push(p);
+    }
+    for panel in panels {
+        let title = panel
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or("(untitled)");
+        let panel_uid = datasource_uid(panel);
+        let Some(targets) = panel.get("targets").and_then(Value::as_array) else {
+            continue;
+        };
+        for (i, target) in targets.iter().enumerate() {
+            let place = format!("panel {title:?} target {i}");
+            let uid = datasource_uid(target).or(panel_uid);
+            match kind_of(uid) {
+                Some(REDIS_TYPE) => {
+                    let ty = target.get("type").and_then(Value::as_str).unwrap_or("command");
+                    let key = match ty {
+                        "command" => {
+                            let command = target
+                                .get("command")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default();
+                            let key = target.get("keyName").and_then(Value::as_str).unwrap_or_default();
+                            redis_query_keys(&place, &format!("{command} {key}"), &mut findings, file)
+                        }
+                        "cli" => {
+                            let q = target.get("query").and_then(Value::as_str).unwrap_or_default();
+                            redis_query_keys(&place, q, &mut findings, file)
+                        }
+                        other => {
+                            findings.push(Finding::new(file, format!("{place}: unsupported Redis query type {other:?}")));
+                            None
+                        }
+                    };
+                    if let Some(key) = key {
+                        queries.redis_keys.push((place, key));
+                    }
+                }
+                Some(PROMETHEUS_TYPE) => {
+                    match target.get("expr").and_then(Value::as_str) {
+                        Some(expr) if !expr.trim().is_empty() => {
+                            queries.prom_exprs.push((place, expr.to_owned()))
+                        }
+                        _ => findings.push(Finding::new(file, format!("{place}: empty PromQL expression"))),
+                    }
+                }
+                _ => findings.push(Finding::new(
+                    file,
+                    format!("{place}: data source {uid:?} is not a provisioned Redis or Prometheus source"),
+                )),
+            }
+        }
+    }
+    let vars = dash
+        .pointer("/templating/list")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for var in &vars {
+        if var.get("type").and_then(Value::as_str) != Some("query") {
+            continue;
+        }
+        let name = var.get("name").and_then(Value::as_str).unwrap_or("?");
+        let place = format!("variable {name:?}");
+        let query = match var.get("query") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Object(o)) => o
+                .get("query")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            _ => String::new(),
+        };
+        match kind_of(datasource_uid(var)) {
+            Some(REDIS_TYPE) => {
+                if let Some(key) = redis_query_keys(&place, &query, &mut findings, file) {
+                    queries.redis_keys.push((place, key));
+                }
+            }
+            Some(PROMETHEUS_TYPE) => queries.prom_exprs.push((place, query)),
+            _ => findings.push(Finding::new(file, format!("{place}: unknown data source"))),
+        }
+    }
+    (queries, findings)
+}
+
+/// Every Redis key in `queries` that names no documented key.
+pub fn check_keys(file: &str, queries: &Queries, documented: &[KeyPattern]) -> Vec<Finding> {
+    queries
+        .redis_keys
+        .iter()
+        .filter(|(_, key)| match_key(key, documented).is_none())
+        .map(|(place, key)| {
+            Finding::new(
+                file,
+                format!("{place}: Redis key {key:?} is not written by the bridge, the monitor or the EMQX rules"),
+            )
+        })
+        .collect()
+}
+
+/// The `tapgate_*` metric names an expression uses.
+pub fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("tapgate_") {
+        let before_ok = rest[..at]
+            .chars()
+            .last()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        if before_ok {
+            out.push(tail[..len].to_owned());
+        }
+        rest = &tail[len..];
+    }
+    out
+}
+
+/// Every `tapgate_*` sample name the expressions use that is not in `known` (sample names as
+/// exposed, e.g. `tapgate_decision_latency_seconds_bucket`).
+pub fn check_metrics(file: &str, queries: &Queries, known: &[String]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (place, expr) in &queries.prom_exprs {
+        for name in metric_names(expr) {
+            if !known.contains(&name) {
+                out.push(Finding::new(
+                    file,
+                    format!("{place}: metric {name} is not exposed by the bridge"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_in_expressions() {
+        assert_eq!(
+            metric_names(
+                "histogram_quantile(0.99, sum by (le) (rate(tapgate_decision_latency_seconds_bucket[5m])))"
+            ),
+            vec!["tapgate_decision_latency_seconds_bucket"]
+        );
+        assert_eq!(
+            metric_names("sum(rate(tapgate_messages_total{message=\"tap\"}[1m])) + x_tapgate_y"),
+            vec!["tapgate_messages_total"]
+        );
+    }
+}
