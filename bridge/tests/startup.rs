@@ -1,0 +1,190 @@
+//! Start-up and operations: fail-fast errors naming the unreachable address, every setting in
+//! `--help`, config layering, and a real scrape of `/metrics`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use support::Stack;
+use tapgate_bridge::BridgeConfig;
+use tapgate_protocol::DeviceKind;
+use tapgate_testkit::{free_port, RedisServer};
+
+fn bridge() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tapgate-bridge"));
+    c.env_clear().env("RUST_LOG", "warn");
+    c
+}
+
+fn run_to_exit(mut cmd: Command) -> (bool, String) {
+    let out = cmd.output().expect("run tapgate-bridge");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn unreachable_redis_fails_naming_the_url() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut cmd = bridge();
+    cmd.args(["--redis", &url, "--mqtt", "mqtt://127.0.0.1:1"]);
+    let (ok, text) = run_to_exit(cmd);
+    assert!(!ok, "must exit non-zero: {text}");
+    assert!(text.contains(&url), "{text}");
+    assert!(text.contains("cannot connect to Redis"), "{text}");
+}
+
+#[test]
+fn unreachable_broker_fails_naming_the_address() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let mut cmd = bridge();
+    cmd.args([
+        "--redis",
+        &redis.url(),
+        "--mqtt",
+        &format!("mqtt://127.0.0.1:{port}"),
+    ]);
+    let (ok, text) = run_to_exit(cmd);
+    assert!(!ok, "must exit non-zero: {text}");
+    assert!(
+        text.contains(&format!(
+            "cannot connect to MQTT broker at 127.0.0.1:{port}"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_setting_is_in_help() {
+    let mut cmd = bridge();
+    cmd.arg("--help");
+    let (ok, help) = run_to_exit(cmd);
+    assert!(ok, "{help}");
+    let settings = serde_json::to_value(BridgeConfig::default()).expect("json");
+    for key in settings.as_object().expect("object").keys() {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let env = format!("TAPGATE_{}", key.to_uppercase());
+        assert!(help.contains(&flag), "{flag} missing from --help:\n{help}");
+        assert!(help.contains(&env), "{env} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn config_layers_and_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("bridge.toml");
+    std::fs::write(&file, "two_hour_duration = \"90m\"\nprefix = \"site-a\"\n").expect("write");
+    let cfg = BridgeConfig::load(Some(&file), &[("prefix", "site-b".into())]).expect("load");
+    assert_eq!(cfg.two_hour_duration, Duration::from_secs(90 * 60));
+    assert_eq!(cfg.prefix, "site-b", "flags and env override the file");
+
+    std::fs::write(&file, "two_hour_durration = \"90m\"\n").expect("write");
+    let err = BridgeConfig::load(Some(&file), &[]).expect_err("typo refused");
+    assert!(err.to_string().contains("two_hour_durration"), "{err}");
+
+    let err = BridgeConfig::load(None, &[("prefix", "a/+".into())]).expect_err("bad prefix");
+    assert!(err.to_string().contains("prefix"), "{err}");
+    let err = BridgeConfig::load(None, &[("mqtt", "http://x".into())]).expect_err("bad url");
+    assert!(err.to_string().contains("mqtt"), "{err}");
+
+    let mut cmd = bridge();
+    cmd.args(["--config", file.to_str().expect("path")]);
+    let (ok, text) = run_to_exit(cmd);
+    assert!(!ok && text.contains("two_hour_durration"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_prometheus_text() {
+    let stack = Stack::start(|c| c.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"))).await;
+    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    assert_eq!(g.tap("1").await["reason"], "no_pass");
+    g.send(support::MessageTopic::Tap, b"nope".to_vec()).await;
+    g.decision_for(None).await;
+
+    let addr = stack.metrics_addr.expect("metrics address");
+    let body = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    })
+    .await
+    .expect("scrape");
+    let (head, text) = body.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            assert!(
+                line.starts_with("# HELP tapgate_") || line.starts_with("# TYPE tapgate_"),
+                "{line}"
+            );
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').expect("sample line");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        assert!(name.starts_with("tapgate_"), "{line}");
+        samples.insert(name.to_owned(), value);
+    }
+    assert_eq!(
+        samples[r#"tapgate_decisions_total{device_kind="gate",outcome="denied"}"#],
+        1.0
+    );
+    assert_eq!(
+        samples[r#"tapgate_rejected_total{reason="malformed_json"}"#],
+        1.0
+    );
+    assert_eq!(samples[r#"tapgate_messages_total{message="tap"}"#], 1.0);
+    assert_eq!(samples["tapgate_decision_latency_seconds_count"], 2.0);
+    assert_eq!(
+        samples[r#"tapgate_decision_latency_seconds_bucket{le="+Inf"}"#],
+        2.0
+    );
+    assert!(samples.contains_key("tapgate_inflight_messages"));
+    assert!(!text.contains("card="), "no card labels");
+}
+
+#[tokio::test]
+async fn reconnects_after_broker_restart() {
+    let mut stack = Stack::start(|c| c.max_backoff = Duration::from_millis(500)).await;
+    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    assert_eq!(g.tap("1").await["reason"], "no_pass");
+    stack.broker.restart();
+    drop(g);
+    // Give the bridge's backoff a moment, then a new device session.
+    let mut g = support::Device::connect(stack.broker.port(), DeviceKind::Gate, "g1").await;
+    assert_eq!(g.tap("1").await["reason"], "no_pass");
+    let metrics = stack.metrics.as_ref().expect("metrics").render();
+    assert!(
+        !metrics.contains("tapgate_mqtt_reconnects_total 0\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn keeps_deciding_after_redis_restart() {
+    let mut stack = Stack::start(|c| c.max_backoff = Duration::from_millis(500)).await;
+    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    assert_eq!(g.tap("1").await["reason"], "no_pass");
+    stack.redis.restart();
+    // The first call after the restart may fail and be retried; the tap is still decided.
+    assert_eq!(g.tap("1").await["reason"], "no_pass");
+    assert_eq!(
+        stack
+            .counter(tapgate_protocol::keys::COUNTERS_DENIED, "no_pass")
+            .await,
+        1,
+        "counted in the new (empty) Redis"
+    );
+}
