@@ -1,1 +1,20 @@
-//! Work in progress.
+//! The tapgate monitor: what operators see.
+//!
+//! - [`stream`]: reading the `tapgate:events` stream: history, and following it across Redis
+//!   restarts without gaps or repeats.
+//! - [`format`]: stream entries as coloured terminal lines or JSON lines (pure functions).
+//! - [`tail`]: `tapgate-monitor tail`, replay then follow, into any writer.
+//! - [`config`]: settings of the web dashboard.
+//! - [`password`]: argon2 hashes of operator passwords.
+//! - [`web`]: `tapgate-monitor serve`, the live dashboard: counters, feed, charts, card lookup,
+//!   deny list, logins.
+
+pub mod config;
+pub mod format;
+pub mod password;
+pub mod stream;
+pub mod tail;
+pub mod web;
+
+pub use config::{ConfigError, Operator, ServeConfig};
+pub use tail::{TailConfig, TailError};

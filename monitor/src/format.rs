@@ -1,0 +1,440 @@
+//! Turning stream entries into terminal lines and JSON lines.
+//!
+//! Pure functions: an [`Entry`] goes in, a line comes out. Colours follow what operators expect:
+//! passes issued yellow, two-hour activations magenta, journeys started blue with a ten-trip's
+//! "N of 10 trips remaining" in yellow, denials red, rejected input dim red, blocks bold red and
+//! unblocks green. Text that came from a device or an operator is stripped of control characters,
+//! so an event cannot move the cursor or recolour the terminal.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use tapgate_protocol::{DeviceId, DeviceKind, Event, EventKind, PassInfo, PassType};
+
+use crate::stream::Entry;
+
+/// A colour (SGR attributes) for one piece of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paint {
+    /// No colour.
+    Plain,
+    /// Dim, for secondary text.
+    Dim,
+    /// Passes issued; ten-trip trips left.
+    Yellow,
+    /// Two-hour pass activated.
+    Magenta,
+    /// Journey started (pass used).
+    Blue,
+    /// Denied.
+    Red,
+    /// Rejected input.
+    DimRed,
+    /// Card blocked.
+    BoldRed,
+    /// Card unblocked.
+    Green,
+}
+
+impl Paint {
+    const fn sgr(self) -> &'static str {
+        match self {
+            Paint::Plain => "",
+            Paint::Dim => "2",
+            Paint::Yellow => "33",
+            Paint::Magenta => "35",
+            Paint::Blue => "34",
+            Paint::Red => "31",
+            Paint::DimRed => "2;31",
+            Paint::BoldRed => "1;31",
+            Paint::Green => "32",
+        }
+    }
+}
+
+/// A line as coloured pieces.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Line(pub Vec<(Paint, String)>);
+
+impl Line {
+    fn push(&mut self, paint: Paint, text: impl Into<String>) {
+        self.0.push((paint, text.into()));
+    }
+
+    /// The line with ANSI colours (`color`) or as plain text.
+    pub fn render(&self, color: bool) -> String {
+        let mut out = String::new();
+        for (paint, text) in &self.0 {
+            if color && *paint != Paint::Plain {
+                out.push_str("\x1b[");
+                out.push_str(paint.sgr());
+                out.push('m');
+                out.push_str(text);
+                out.push_str("\x1b[0m");
+            } else {
+                out.push_str(text);
+            }
+        }
+        out
+    }
+}
+
+/// Replaces control characters (escape sequences, newlines) with visible escapes.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// `2026-11-22T02:33:16Z` for Unix milliseconds.
+pub fn format_time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// `1h 05m`, `4m 10s`, `12s` for a remaining duration in milliseconds.
+pub fn format_remaining(ms: u64) -> String {
+    let s = ms / 1000;
+    let (h, m, sec) = (s / 3600, (s / 60) % 60, s % 60);
+    if h > 0 {
+        format!("{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{m}m {sec:02}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+fn place(kind: Option<DeviceKind>, device: Option<&DeviceId>) -> String {
+    match (kind, device) {
+        (Some(k), Some(d)) => format!(" at {k} {d}"),
+        (None, Some(d)) => format!(" at {d}"),
+        _ => String::new(),
+    }
+}
+
+fn card(e: &Event) -> String {
+    e.card
+        .as_ref()
+        .map_or_else(|| "card ?".to_owned(), |c| format!("card {c}"))
+}
+
+fn spoken(p: Option<&PassInfo>) -> &'static str {
+    p.map_or("unknown", |p| p.pass_type.spoken())
+}
+
+fn remaining(p: &PassInfo) -> Option<String> {
+    p.remaining_ms.map(format_remaining)
+}
+
+/// The coloured line for one event.
+pub fn event_line(e: &Event) -> Line {
+    let mut line = Line::default();
+    line.push(Paint::Dim, format_time(e.time));
+    line.push(Paint::Plain, "  ");
+    let at = place(e.device_kind, e.device.as_ref());
+    let reason = e.reason.as_deref().map(sanitize);
+    let detail = e.detail.as_deref().map(sanitize);
+    match e.event {
+        EventKind::PassIssued => {
+            let mut text = format!(
+                "ISSUED     {} pass for {}{at}",
+                spoken(e.pass.as_ref()),
+                card(e)
+            );
+            if let Some(n) = e.pass.as_ref().and_then(|p| p.trips_remaining) {
+                text.push_str(&format!(" ({n} trips)"));
+            }
+            line.push(Paint::Yellow, text);
+        }
+        EventKind::PassActivated => {
+            let mut text = format!("ACTIVATED  two hour pass started by {}{at}", card(e));
+            if let Some(left) = e.pass.as_ref().and_then(remaining) {
+                text.push_str(&format!(", {left} left"));
+            }
+            line.push(Paint::Magenta, text);
+        }
+        EventKind::PassUsed => {
+            line.push(
+                Paint::Blue,
+                format!(
+                    "ENTRY      journey started: {}{at}, {} pass",
+                    card(e),
+                    spoken(e.pass.as_ref())
+                ),
+            );
+            if let Some(p) = e.pass.as_ref() {
+                match (p.pass_type, p.trips_remaining) {
+                    (PassType::TenTrip, Some(n)) => {
+                        line.push(Paint::Plain, ", ");
+                        line.push(
+                            Paint::Yellow,
+                            format!("{n} of {} trips remaining", PassType::TEN_TRIP_ENTRIES),
+                        );
+                    }
+                    (PassType::TwoHour, _) => {
+                        if let Some(left) = remaining(p) {
+                            line.push(Paint::Plain, format!(", {left} left"));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        EventKind::PassDenied => {
+            line.push(
+                Paint::Red,
+                format!(
+                    "DENIED     {}{at}: {}",
+                    card(e),
+                    reason.as_deref().unwrap_or("no reason given")
+                ),
+            );
+        }
+        EventKind::Rejected => {
+            let who = match (e.device_kind, e.device.as_ref()) {
+                (Some(k), Some(d)) => format!("{k} {d}"),
+                (None, Some(d)) => d.to_string(),
+                _ => "unknown device".to_owned(),
+            };
+            let id =
+                e.id.as_ref()
+                    .map_or_else(String::new, |i| format!(" message {i}"));
+            let mut text = format!(
+                "REJECTED   {who}{id}: {}",
+                reason.as_deref().unwrap_or("no reason given")
+            );
+            if let Some(d) = detail.as_deref() {
+                text.push_str(&format!(" ({d})"));
+            }
+            line.push(Paint::DimRed, text);
+        }
+        EventKind::CardBlocked => {
+            let by = detail.map_or_else(String::new, |d| format!(" by {d}"));
+            line.push(
+                Paint::BoldRed,
+                format!(
+                    "BLOCKED    {}: {}{by}",
+                    card(e),
+                    reason.as_deref().unwrap_or("no reason given")
+                ),
+            );
+        }
+        EventKind::CardUnblocked => {
+            let by = detail.map_or_else(String::new, |d| format!(" by {d}"));
+            line.push(Paint::Green, format!("UNBLOCKED  {}{by}", card(e)));
+        }
+    }
+    line
+}
+
+/// The line for a stream entry: its event, or `unreadable event <id>` with why.
+pub fn entry_line(entry: &Entry) -> Line {
+    match &entry.event {
+        Ok(e) => event_line(e),
+        Err(why) => {
+            let mut line = Line::default();
+            line.push(Paint::Dim, format_time(entry.id.ms));
+            line.push(Paint::Plain, "  ");
+            line.push(
+                Paint::Plain,
+                format!(
+                    "unreadable event {} ({})",
+                    entry.id,
+                    sanitize(&why.to_string())
+                ),
+            );
+            line
+        }
+    }
+}
+
+/// A stream entry as JSON: the event with `seq` set to the stream id, or
+/// `{"seq": id, "unreadable": why}`.
+pub fn entry_value(entry: &Entry) -> serde_json::Value {
+    let unreadable =
+        |why: String| serde_json::json!({"seq": entry.id.to_string(), "unreadable": why});
+    match &entry.event {
+        Ok(e) => {
+            let mut e = e.clone();
+            e.seq = Some(entry.id.to_string());
+            serde_json::to_value(&e).unwrap_or_else(|err| unreadable(err.to_string()))
+        }
+        Err(why) => unreadable(why.to_string()),
+    }
+}
+
+/// [`entry_value`] as one line of JSON.
+pub fn entry_json(entry: &Entry) -> String {
+    entry_value(entry).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{StreamId, Unreadable};
+    use tapgate_protocol::{CardId, MessageId};
+
+    const T: u64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
+
+    fn ev(kind: EventKind, pass: Option<PassInfo>) -> Event {
+        let mut e = Event::new(kind, T);
+        e.device = DeviceId::new("g1").ok();
+        e.device_kind = Some(DeviceKind::Gate);
+        e.card = CardId::new("0412AB").ok();
+        e.pass = pass;
+        e
+    }
+
+    fn pass(t: PassType, trips: Option<u32>, left: Option<u64>) -> Option<PassInfo> {
+        Some(PassInfo {
+            pass_type: t,
+            trips_remaining: trips,
+            expires_at: left.map(|l| T + l),
+            remaining_ms: left,
+        })
+    }
+
+    #[test]
+    fn each_kind_reads_as_a_sentence() {
+        let mut issued = ev(
+            EventKind::PassIssued,
+            pass(PassType::TenTrip, Some(10), None),
+        );
+        issued.device = DeviceId::new("t1").ok();
+        issued.device_kind = Some(DeviceKind::Terminal);
+        assert_eq!(
+            event_line(&issued).render(false),
+            "2023-11-14T22:13:20Z  ISSUED     ten trip pass for card 0412AB at terminal t1 (10 trips)"
+        );
+        let act = ev(
+            EventKind::PassActivated,
+            pass(PassType::TwoHour, None, Some(7_200_000)),
+        );
+        assert_eq!(
+            event_line(&act).render(false),
+            "2023-11-14T22:13:20Z  ACTIVATED  two hour pass started by card 0412AB at gate g1, 2h 00m left"
+        );
+        let used = ev(EventKind::PassUsed, pass(PassType::TenTrip, Some(9), None));
+        assert_eq!(
+            event_line(&used).render(false),
+            "2023-11-14T22:13:20Z  ENTRY      journey started: card 0412AB at gate g1, ten trip pass, 9 of 10 trips remaining"
+        );
+        let single = ev(EventKind::PassUsed, pass(PassType::SingleUse, None, None));
+        assert!(event_line(&single)
+            .render(false)
+            .ends_with("single trip pass"));
+        let two = ev(
+            EventKind::PassUsed,
+            pass(PassType::TwoHour, None, Some(61_000)),
+        );
+        assert!(event_line(&two)
+            .render(false)
+            .ends_with("two hour pass, 1m 01s left"));
+        let mut denied = ev(EventKind::PassDenied, None);
+        denied.reason = Some("no_pass".into());
+        assert_eq!(
+            event_line(&denied).render(false),
+            "2023-11-14T22:13:20Z  DENIED     card 0412AB at gate g1: no_pass"
+        );
+        let mut rej = ev(EventKind::Rejected, None);
+        rej.card = None;
+        rej.id = MessageId::new("m7").ok();
+        rej.reason = Some("unknown_field".into());
+        rej.detail = Some("field \"x\" is not allowed".into());
+        assert_eq!(
+            event_line(&rej).render(false),
+            "2023-11-14T22:13:20Z  REJECTED   gate g1 message m7: unknown_field (field \"x\" is not allowed)"
+        );
+        let mut blocked = Event::new(EventKind::CardBlocked, T);
+        blocked.card = CardId::new("77").ok();
+        blocked.reason = Some("stolen".into());
+        blocked.detail = Some("alice".into());
+        assert_eq!(
+            event_line(&blocked).render(false),
+            "2023-11-14T22:13:20Z  BLOCKED    card 77: stolen by alice"
+        );
+        blocked.event = EventKind::CardUnblocked;
+        assert_eq!(
+            event_line(&blocked).render(false),
+            "2023-11-14T22:13:20Z  UNBLOCKED  card 77 by alice"
+        );
+    }
+
+    #[test]
+    fn colours_as_expected() {
+        let colour_of = |e: &Event| event_line(e).0[2].0;
+        assert_eq!(colour_of(&ev(EventKind::PassIssued, None)), Paint::Yellow);
+        assert_eq!(
+            colour_of(&ev(EventKind::PassActivated, None)),
+            Paint::Magenta
+        );
+        assert_eq!(colour_of(&ev(EventKind::PassUsed, None)), Paint::Blue);
+        assert_eq!(colour_of(&ev(EventKind::PassDenied, None)), Paint::Red);
+        assert_eq!(colour_of(&ev(EventKind::Rejected, None)), Paint::DimRed);
+        assert_eq!(colour_of(&ev(EventKind::CardBlocked, None)), Paint::BoldRed);
+        assert_eq!(colour_of(&ev(EventKind::CardUnblocked, None)), Paint::Green);
+        let ten = event_line(&ev(
+            EventKind::PassUsed,
+            pass(PassType::TenTrip, Some(3), None),
+        ));
+        assert_eq!(
+            ten.0[4],
+            (Paint::Yellow, "3 of 10 trips remaining".to_owned())
+        );
+        let coloured = ten.render(true);
+        assert!(coloured.contains("\x1b[34mENTRY"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[33m3 of 10 trips remaining\x1b[0m"));
+        assert!(!ten.render(false).contains('\x1b'));
+    }
+
+    #[test]
+    fn device_text_cannot_drive_the_terminal() {
+        let mut e = ev(EventKind::PassDenied, None);
+        e.reason = Some("x\x1b[2J\ny".into());
+        let line = event_line(&e).render(false);
+        assert!(!line.contains('\x1b') && !line.contains('\n'), "{line:?}");
+        assert!(line.ends_with("x\\u{1b}[2J\\ny"), "{line:?}");
+    }
+
+    #[test]
+    fn unreadable_entries_are_shown() {
+        let entry = Entry {
+            id: StreamId { ms: T, seq: 3 },
+            event: Err(Unreadable::MissingField),
+        };
+        assert_eq!(
+            entry_line(&entry).render(false),
+            "2023-11-14T22:13:20Z  unreadable event 1700000000000-3 (no `event` field)"
+        );
+        let v: serde_json::Value = serde_json::from_str(&entry_json(&entry)).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"seq": "1700000000000-3", "unreadable": "no `event` field"})
+        );
+    }
+
+    #[test]
+    fn json_carries_the_stream_id() {
+        let entry = Entry {
+            id: StreamId { ms: T, seq: 0 },
+            event: Ok(ev(EventKind::PassDenied, None)),
+        };
+        let v: serde_json::Value = serde_json::from_str(&entry_json(&entry)).expect("json");
+        assert_eq!(v["seq"], "1700000000000-0");
+        assert_eq!(v["event"], "pass-denied");
+        assert_eq!(v["card"], "0412AB");
+    }
+
+    #[test]
+    fn remaining_times() {
+        assert_eq!(format_remaining(0), "0s");
+        assert_eq!(format_remaining(59_999), "59s");
+        assert_eq!(format_remaining(60_000), "1m 00s");
+        assert_eq!(format_remaining(3_723_000), "1h 02m");
+    }
+}

@@ -1,0 +1,232 @@
+//! `tapgate-monitor`: parses flags and config, sets up logging, and runs a subcommand from the
+//! library.
+
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tapgate_monitor::tail::{self, Replay, TailConfig};
+use tapgate_monitor::{password, web, ServeConfig};
+use tokio_util::sync::CancellationToken;
+
+/// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print events as they happen: replays recent history, then follows live.
+    Tail(TailArgs),
+    /// Serve the operators' web dashboard.
+    Serve(Box<ServeArgs>),
+    /// Read a password from stdin and print its argon2 hash for the config file.
+    HashPassword,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ColorChoice {
+    /// Colour when stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+#[derive(Parser, Debug)]
+struct TailArgs {
+    /// Redis URL.
+    #[arg(long, env = "TAPGATE_REDIS", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Replay from here: a stream id (1700000000000-0), an RFC 3339 time
+    /// (2026-11-22T08:00:00Z) or a duration ago (10m, 2h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Replay at most the newest N events (default 10 when --since is not given).
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
+    /// One JSON object per line (the event, with `seq` = its stream id).
+    #[arg(long)]
+    json: bool,
+    /// When to colour the output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Parser, Debug)]
+struct ServeArgs {
+    /// TOML config file (operators, settings); env variables and flags override it.
+    #[arg(long, env = "TAPGATE_MONITOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Redis URL [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "TAPGATE_REDIS")]
+    redis: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TAPGATE_MONITOR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Let anyone view the dashboard without logging in [default: false].
+    #[arg(long, env = "TAPGATE_MONITOR_PUBLIC_READ_ONLY")]
+    public_read_only: Option<bool>,
+    /// How long a login lasts, e.g. 8h [default: 8h].
+    #[arg(long, env = "TAPGATE_MONITOR_SESSION_TTL", value_parser = humantime::parse_duration)]
+    session_ttl: Option<Duration>,
+    /// Mark cookies Secure (behind an HTTPS proxy) [default: false].
+    #[arg(long, env = "TAPGATE_MONITOR_SECURE_COOKIES")]
+    secure_cookies: Option<bool>,
+    /// Failed logins allowed per name and address within the login window [default: 5].
+    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS")]
+    login_attempts: Option<u32>,
+    /// Window for counting failed logins, e.g. 5m [default: 5m].
+    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_WINDOW", value_parser = humantime::parse_duration)]
+    login_window: Option<Duration>,
+    /// Events shown in the feed on page load [default: 100].
+    #[arg(long, env = "TAPGATE_MONITOR_HISTORY")]
+    history: Option<usize>,
+    /// Largest request body accepted, in bytes [default: 16384].
+    #[arg(long, env = "TAPGATE_MONITOR_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+}
+
+impl ServeArgs {
+    /// File, then env and flags (clap has already put env under flags).
+    fn load(self) -> anyhow::Result<ServeConfig> {
+        let mut c: ServeConfig = match &self.config {
+            Some(path) => config::Config::builder()
+                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+                .build()
+                .and_then(|c| c.try_deserialize())
+                .with_context(|| format!("reading {}", path.display()))?,
+            None => ServeConfig::default(),
+        };
+        if let Some(v) = self.redis {
+            c.redis = v;
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.public_read_only {
+            c.public_read_only = v;
+        }
+        if let Some(v) = self.session_ttl {
+            c.session_ttl = v;
+        }
+        if let Some(v) = self.secure_cookies {
+            c.secure_cookies = v;
+        }
+        if let Some(v) = self.login_attempts {
+            c.login_attempts = v;
+        }
+        if let Some(v) = self.login_window {
+            c.login_window = v;
+        }
+        if let Some(v) = self.history {
+            c.history = v;
+        }
+        if let Some(v) = self.max_body_bytes {
+            c.max_body_bytes = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        t.cancel();
+    });
+    token
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::HashPassword => {
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading the password from stdin")?;
+            let pw = input.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!pw.is_empty(), "empty password on stdin");
+            println!("{}", password::hash(pw)?);
+            Ok(())
+        }
+        Command::Tail(args) => {
+            init_tracing();
+            let since = args
+                .since
+                .as_deref()
+                .map(|s| tail::parse_since(s, tail::now_ms()))
+                .transpose()?;
+            let last = match (since, args.last) {
+                (None, None) => Some(10),
+                (_, last) => last,
+            };
+            let color = match args.color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => {
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
+            };
+            let config = TailConfig {
+                redis: args.redis,
+                replay: Replay { since, last },
+                json: args.json,
+                color,
+            };
+            let shutdown = shutdown_on_signal();
+            match tail::run(config, std::io::stdout().lock(), shutdown).await {
+                Err(tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Ok(())
+                }
+                r => Ok(r?),
+            }
+        }
+        Command::Serve(args) => {
+            init_tracing();
+            let config = args.load()?;
+            let shutdown = shutdown_on_signal();
+            web::run(config, shutdown).await?;
+            Ok(())
+        }
+    }
+}

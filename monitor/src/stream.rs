@@ -1,0 +1,492 @@
+//! Reading the event stream.
+//!
+//! [`StreamId`] is a parsed stream entry id, ordered as Redis orders them. [`Entry`] is one entry:
+//! its id and either the [`Event`] it holds or why it could not be read, so an entry that breaks
+//! the contract is still shown, never dropped. [`latest`] and [`range_page`] read history;
+//! [`Follower`] follows the stream with `XREAD BLOCK` from a cursor and survives Redis restarts by
+//! reconnecting with backoff and resuming after the last id it returned.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Value};
+use tapgate_protocol::event::STREAM_FIELD;
+use tapgate_protocol::keys::EVENTS_STREAM;
+use tapgate_protocol::Event;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A stream entry id, `{ms}-{seq}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamId {
+    /// Milliseconds part: the Redis server's clock when the entry was added.
+    pub ms: u64,
+    /// Sequence within that millisecond.
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// The smallest id, `0-0`: reading after it reads everything.
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
+    /// The first possible id of millisecond `ms`.
+    pub const fn at(ms: u64) -> Self {
+        Self { ms, seq: 0 }
+    }
+
+    /// The id just before this one, so that reading after it includes this one.
+    pub const fn pred(self) -> Self {
+        if self.seq > 0 {
+            Self {
+                ms: self.ms,
+                seq: self.seq - 1,
+            }
+        } else if self.ms > 0 {
+            Self {
+                ms: self.ms - 1,
+                seq: u64::MAX,
+            }
+        } else {
+            Self::ZERO
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Why a string is not a stream id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a stream id (expected MS-SEQ, e.g. 1700000000000-0)")]
+pub struct BadStreamId(pub String);
+
+impl FromStr for StreamId {
+    type Err = BadStreamId;
+
+    /// Parses `ms-seq` or a bare `ms` (sequence 0).
+    fn from_str(s: &str) -> Result<Self, BadStreamId> {
+        let bad = || BadStreamId(s.to_owned());
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        if !digits(ms) || !digits(seq) {
+            return Err(bad());
+        }
+        Ok(Self {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Why a stream entry could not be read as an [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    /// The entry has no `event` field.
+    #[error("no `event` field")]
+    MissingField,
+    /// The `event` field is not text.
+    #[error("`event` field is not text")]
+    NotText,
+    /// The `event` field is not an event's JSON.
+    #[error("not an event: {0}")]
+    BadJson(String),
+    /// The entry itself is not shaped like a stream entry.
+    #[error("not a stream entry")]
+    BadShape,
+}
+
+/// One stream entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its stream id.
+    pub id: StreamId,
+    /// The event, or why it could not be read.
+    pub event: Result<Event, Unreadable>,
+}
+
+/// Errors reading the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Redis failed or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis answered with something that is not a stream reply.
+    #[error("unexpected reply from redis: {0}")]
+    Reply(String),
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn field_pairs(v: &Value) -> Option<Vec<(&Value, &Value)>> {
+    match v {
+        Value::Array(items) => Some(
+            items
+                .chunks(2)
+                .filter_map(|c| match c {
+                    [k, v] => Some((k, v)),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Value::Map(pairs) => Some(pairs.iter().map(|(k, v)| (k, v)).collect()),
+        _ => None,
+    }
+}
+
+/// Parses one `[id, [field, value, ...]]` entry. `None` only when even the id is unreadable.
+fn parse_entry(v: &Value) -> Option<Entry> {
+    let Value::Array(parts) = v else { return None };
+    let id: StreamId = parts.first().and_then(text)?.parse().ok()?;
+    let event = match parts.get(1).and_then(field_pairs) {
+        None => Err(Unreadable::BadShape),
+        Some(pairs) => match pairs
+            .into_iter()
+            .find(|(k, _)| text(k).as_deref() == Some(STREAM_FIELD))
+        {
+            None => Err(Unreadable::MissingField),
+            Some((_, value)) => match value {
+                Value::BulkString(b) => {
+                    Event::from_json(b).map_err(|e| Unreadable::BadJson(e.to_string()))
+                }
+                _ => Err(Unreadable::NotText),
+            },
+        },
+    };
+    Some(Entry { id, event })
+}
+
+/// Parses an `XRANGE`/`XREVRANGE` reply.
+pub fn parse_range(v: &Value) -> Result<Vec<Entry>, StreamError> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| parse_entry(i).ok_or_else(|| StreamError::Reply(format!("{i:?}"))))
+            .collect(),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(StreamError::Reply(format!("{other:?}"))),
+    }
+}
+
+/// Parses an `XREAD` reply for the one stream read.
+pub fn parse_read(v: &Value) -> Result<Vec<Entry>, StreamError> {
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => match streams.first() {
+            None => Ok(Vec::new()),
+            Some(Value::Array(kv)) => kv.get(1).map(parse_range).unwrap_or_else(|| Ok(Vec::new())),
+            Some(other) => Err(StreamError::Reply(format!("{other:?}"))),
+        },
+        Value::Map(pairs) => pairs
+            .first()
+            .map(|(_, entries)| parse_range(entries))
+            .unwrap_or_else(|| Ok(Vec::new())),
+        other => Err(StreamError::Reply(format!("{other:?}"))),
+    }
+}
+
+/// Opens a connection whose replies may take `response_timeout` (longer than any `BLOCK`).
+pub async fn connect(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> Result<MultiplexedConnection, redis::RedisError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// The newest `count` entries with id ≥ `from`, oldest first.
+pub async fn latest(
+    conn: &mut impl ConnectionLike,
+    from: Option<StreamId>,
+    count: usize,
+) -> Result<Vec<Entry>, StreamError> {
+    let start = from.map_or_else(|| "-".to_owned(), |f| f.to_string());
+    let v: Value = redis::cmd("XREVRANGE")
+        .arg(EVENTS_STREAM)
+        .arg("+")
+        .arg(start)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    let mut entries = parse_range(&v)?;
+    entries.reverse();
+    Ok(entries)
+}
+
+/// Up to `count` entries with id ≥ `from` (or > `from` when `exclusive`), oldest first.
+pub async fn range_page(
+    conn: &mut impl ConnectionLike,
+    from: StreamId,
+    exclusive: bool,
+    end: Option<StreamId>,
+    count: usize,
+) -> Result<Vec<Entry>, StreamError> {
+    let start = if exclusive {
+        format!("({from}")
+    } else {
+        from.to_string()
+    };
+    let end = end.map_or_else(|| "+".to_owned(), |e| e.to_string());
+    let v: Value = redis::cmd("XRANGE")
+        .arg(EVENTS_STREAM)
+        .arg(start)
+        .arg(end)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    parse_range(&v)
+}
+
+/// Up to `count` entries with id > `cursor`, waiting up to `block` for the first one.
+pub async fn read_after(
+    conn: &mut impl ConnectionLike,
+    cursor: StreamId,
+    block: Duration,
+    count: usize,
+) -> Result<Vec<Entry>, StreamError> {
+    let v: Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX))
+        .arg("STREAMS")
+        .arg(EVENTS_STREAM)
+        .arg(cursor.to_string())
+        .query_async(conn)
+        .await?;
+    parse_read(&v)
+}
+
+/// Exponential backoff between reconnection attempts.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `first`, doubles up to `max`.
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The delay before the next attempt; doubles the one after.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    /// Back to the first delay, after a success.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
+/// Follows the stream after a cursor, across lost connections and Redis restarts.
+pub struct Follower {
+    client: redis::Client,
+    conn: Option<MultiplexedConnection>,
+    cursor: StreamId,
+    block: Duration,
+    backoff: Backoff,
+    lost: bool,
+}
+
+impl Follower {
+    /// Follows entries after `cursor`. `conn`, if given, is used until it fails.
+    pub fn new(
+        client: redis::Client,
+        conn: Option<MultiplexedConnection>,
+        cursor: StreamId,
+    ) -> Self {
+        Self {
+            client,
+            conn,
+            cursor,
+            block: Duration::from_secs(5),
+            backoff: Backoff::default(),
+            lost: false,
+        }
+    }
+
+    /// The id of the last entry returned (or the starting cursor).
+    pub fn cursor(&self) -> StreamId {
+        self.cursor
+    }
+
+    /// The next entries after the cursor, in order. Waits as long as it takes, reconnecting with
+    /// backoff when Redis is gone; `None` once `shutdown` is cancelled.
+    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<Vec<Entry>> {
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let result = match self.conn.as_mut() {
+                Some(conn) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        r = read_after(conn, self.cursor, self.block, 500) => r,
+                    }
+                }
+                None => {
+                    let timeout = self.block + Duration::from_secs(5);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        c = connect(&self.client, timeout) => match c {
+                            Ok(c) => {
+                                if self.lost {
+                                    info!(cursor = %self.cursor, "Reconnected to redis, resuming");
+                                    self.lost = false;
+                                }
+                                self.conn = Some(c);
+                                continue;
+                            }
+                            Err(e) => Err(StreamError::Redis(e)),
+                        },
+                    }
+                }
+            };
+            match result {
+                Ok(entries) if entries.is_empty() => {
+                    self.backoff.reset();
+                }
+                Ok(entries) => {
+                    self.backoff.reset();
+                    if let Some(last) = entries.last() {
+                        self.cursor = last.id;
+                    }
+                    return Some(entries);
+                }
+                Err(e) => {
+                    let delay = self.backoff.next_delay();
+                    if !self.lost {
+                        warn!(error = %e, cursor = %self.cursor, "Lost the event stream, reconnecting");
+                    }
+                    self.lost = true;
+                    self.conn = None;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_and_order() {
+        let a: StreamId = "1700000000000-5".parse().expect("id");
+        assert_eq!(
+            a,
+            StreamId {
+                ms: 1_700_000_000_000,
+                seq: 5
+            }
+        );
+        assert_eq!(a.to_string(), "1700000000000-5");
+        assert_eq!("42".parse::<StreamId>(), Ok(StreamId::at(42)));
+        assert!(StreamId::at(2) > StreamId { ms: 1, seq: 9 });
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "a-1",
+            "1-2-3",
+            "1 -2",
+            "99999999999999999999",
+        ] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn predecessor() {
+        assert_eq!(
+            StreamId { ms: 5, seq: 3 }.pred(),
+            StreamId { ms: 5, seq: 2 }
+        );
+        assert_eq!(
+            StreamId::at(5).pred(),
+            StreamId {
+                ms: 4,
+                seq: u64::MAX
+            }
+        );
+        assert_eq!(StreamId::ZERO.pred(), StreamId::ZERO);
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn entries_parse_or_say_why_not() {
+        let good = tapgate_protocol::Event::new(tapgate_protocol::EventKind::PassDenied, 1);
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("event"), bulk(&good.to_json())]),
+            ]),
+            Value::Array(vec![
+                bulk("2-0"),
+                Value::Array(vec![bulk("other"), bulk("x")]),
+            ]),
+            Value::Array(vec![
+                bulk("3-0"),
+                Value::Array(vec![bulk("event"), bulk("{not json")]),
+            ]),
+            Value::Array(vec![bulk("4-0"), Value::Int(3)]),
+        ]);
+        let entries = parse_range(&reply).expect("parse");
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[0].event, Ok(good));
+        assert_eq!(entries[1].event, Err(Unreadable::MissingField));
+        assert!(matches!(entries[2].event, Err(Unreadable::BadJson(_))));
+        assert_eq!(entries[3].event, Err(Unreadable::BadShape));
+        assert!(parse_range(&Value::Array(vec![Value::Int(1)])).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_to_max() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let seq: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(seq, [100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+}

@@ -1,0 +1,82 @@
+//! The JSON read routes. Each admits a [`Viewer`] and answers from [`super::data`].
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Viewer;
+use super::data;
+use super::error::WebError;
+use super::AppState;
+use crate::tail::now_ms;
+
+/// `GET /api/session`: who is looking, the CSRF token for their requests, and whether they may
+/// change anything.
+pub async fn session(State(state): State<AppState>, Viewer(s): Viewer) -> Json<Value> {
+    Json(match s {
+        Some(s) => json!({"operator": s.operator, "csrf": s.csrf, "read_only": false}),
+        None => json!({"operator": null, "csrf": null, "read_only": true,
+                       "public": state.config.public_read_only}),
+    })
+}
+
+/// `GET /api/counters`.
+pub async fn counters(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
+    Ok(Json(data::counters(&mut state.redis.clone()).await?))
+}
+
+/// Query of `GET /api/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// How many of the newest events (1..=1000; default: the configured history).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/events?limit=N`: the newest events, oldest first.
+pub async fn events(
+    State(state): State<AppState>,
+    _: Viewer,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<Value>, WebError> {
+    let Query(q) = q.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let n = q.limit.unwrap_or(state.config.history);
+    if !(1..=1000).contains(&n) {
+        return Err(WebError::BadRequest("limit must be 1..=1000".into()));
+    }
+    let (events, last) = data::history(&mut state.redis.clone(), n).await?;
+    Ok(Json(
+        json!({"events": events, "last": last.map(|l| l.to_string())}),
+    ))
+}
+
+/// `GET /api/charts/minutes`: per-minute entries and denials over the last hour.
+pub async fn minutes(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
+    Ok(Json(
+        data::minutes(&mut state.redis.clone(), now_ms()).await?,
+    ))
+}
+
+/// `GET /api/devices`: presence and counters per device.
+pub async fn devices(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
+    Ok(Json(data::devices(&mut state.redis.clone()).await?))
+}
+
+/// `GET /api/cards/{card}`: the card's pass, block and recent events.
+pub async fn card(
+    State(state): State<AppState>,
+    _: Viewer,
+    Path(card): Path<String>,
+) -> Result<Json<Value>, WebError> {
+    let card = data::card_id(&card)?;
+    Ok(Json(
+        data::card(&mut state.redis.clone(), &card, now_ms()).await?,
+    ))
+}
+
+/// `GET /api/blocked`: the deny list.
+pub async fn blocked(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
+    Ok(Json(data::blocked(&mut state.redis.clone()).await?))
+}

@@ -1,0 +1,162 @@
+//! The deny list: operators block and unblock cards.
+//!
+//! Blocking writes the card's `tapgate:card:{CARD}:blocked` hash (`reason`, `by`, `at`), its
+//! entry in the `tapgate:blocked` index and a `card-blocked` event on the stream, in one Lua
+//! script, so a reader never sees one without the others. Unblocking removes both keys and
+//! appends `card-unblocked` the same way. The bridge reads the same keys in its own script and
+//! denies a blocked card with reason `blocked`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tapgate_protocol::event::STREAM_FIELD;
+use tapgate_protocol::{keys, CardId, Event, EventKind};
+use tracing::info;
+
+use super::auth::Operator;
+use super::data::card_id;
+use super::error::WebError;
+use super::AppState;
+use crate::tail::now_ms;
+
+/// Approximate cap on the stream length when appending.
+pub const STREAM_MAXLEN: u64 = 1_000_000;
+
+/// Why an operator blocks a card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockReason {
+    /// The rider lost the card.
+    Lost,
+    /// The card was stolen.
+    Stolen,
+    /// The card is being misused.
+    Fraud,
+}
+
+impl BlockReason {
+    /// The stored name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BlockReason::Lost => "lost",
+            BlockReason::Stolen => "stolen",
+            BlockReason::Fraud => "fraud",
+        }
+    }
+}
+
+/// Body of `POST /api/cards/{card}/block`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    /// Why: `lost`, `stolen` or `fraud`.
+    pub reason: BlockReason,
+}
+
+const BLOCK: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+redis.call('HSET', KEYS[1], 'reason', ARGV[2], 'by', ARGV[3], 'at', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', ARGV[7], ARGV[5])
+";
+
+const UNBLOCK: &str = r"
+local reason = redis.call('HGET', KEYS[1], 'reason')
+if not reason then return false end
+if reason ~= ARGV[2] then return {'changed'} end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', ARGV[5], ARGV[3])
+";
+
+fn event(kind: EventKind, card: &CardId, reason: &str, by: &str, at: u64) -> Event {
+    let mut e = Event::new(kind, at);
+    e.card = Some(card.clone());
+    e.reason = Some(reason.to_owned());
+    e.detail = Some(by.to_owned());
+    e
+}
+
+/// `POST /api/cards/{card}/block` with `{"reason": "lost"|"stolen"|"fraud"}`.
+pub async fn block(
+    State(state): State<AppState>,
+    Operator(s): Operator,
+    Path(card): Path<String>,
+    body: Result<Json<BlockRequest>, JsonRejection>,
+) -> Result<Json<Value>, WebError> {
+    let card = card_id(&card)?;
+    let Json(req) = body?;
+    let reason = req.reason.as_str();
+    let at = now_ms();
+    let ev = event(EventKind::CardBlocked, &card, reason, &s.operator, at);
+    let seq: Option<String> = redis::Script::new(BLOCK)
+        .key(keys::blocked(&card))
+        .key(keys::BLOCKED_INDEX)
+        .key(keys::EVENTS_STREAM)
+        .arg(card.as_str())
+        .arg(reason)
+        .arg(&s.operator)
+        .arg(at)
+        .arg(ev.to_json())
+        .arg(STREAM_MAXLEN)
+        .arg(STREAM_FIELD)
+        .invoke_async(&mut state.redis.clone())
+        .await?;
+    let seq = seq.ok_or_else(|| WebError::Conflict(format!("card {card} is already blocked")))?;
+    info!(operator = %s.operator, %card, reason, "Card blocked");
+    Ok(Json(
+        json!({"card": card, "blocked": true, "reason": reason, "by": s.operator, "at": at, "seq": seq}),
+    ))
+}
+
+/// `POST /api/cards/{card}/unblock`.
+pub async fn unblock(
+    State(state): State<AppState>,
+    Operator(s): Operator,
+    Path(card): Path<String>,
+) -> Result<Json<Value>, WebError> {
+    let card = card_id(&card)?;
+    let mut redis = state.redis.clone();
+    // The event repeats the reason the card was blocked for; the script checks it is unchanged.
+    for _ in 0..3 {
+        let reason: Option<String> = redis::cmd("HGET")
+            .arg(keys::blocked(&card))
+            .arg("reason")
+            .query_async(&mut redis)
+            .await?;
+        let reason =
+            reason.ok_or_else(|| WebError::NotFound(format!("card {card} is not blocked")))?;
+        let at = now_ms();
+        let ev = event(EventKind::CardUnblocked, &card, &reason, &s.operator, at);
+        let reply: redis::Value = redis::Script::new(UNBLOCK)
+            .key(keys::blocked(&card))
+            .key(keys::BLOCKED_INDEX)
+            .key(keys::EVENTS_STREAM)
+            .arg(card.as_str())
+            .arg(&reason)
+            .arg(ev.to_json())
+            .arg(STREAM_MAXLEN)
+            .arg(STREAM_FIELD)
+            .invoke_async(&mut redis)
+            .await?;
+        match reply {
+            redis::Value::Nil => {
+                return Err(WebError::NotFound(format!("card {card} is not blocked")))
+            }
+            redis::Value::Array(_) => continue,
+            other => {
+                let seq: String = redis::from_redis_value(other)
+                    .map_err(|e| WebError::Internal(e.to_string()))?;
+                info!(operator = %s.operator, %card, "Card unblocked");
+                return Ok(Json(
+                    json!({"card": card, "blocked": false, "by": s.operator, "at": at, "seq": seq}),
+                ));
+            }
+        }
+    }
+    Err(WebError::Conflict(format!(
+        "card {card} changed while unblocking; try again"
+    )))
+}

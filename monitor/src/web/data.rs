@@ -1,0 +1,253 @@
+//! What the dashboard reads from Redis.
+//!
+//! Counters from the `tapgate:counters:*` hashes (every known field present, zero when unset),
+//! recent history and per-minute buckets from the event stream, devices from `tapgate:devices`
+//! with their presence and per-device counters, a card's pass, deny-list entry and recent
+//! events, and the deny list itself. Every function returns JSON ready to send.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redis::aio::ConnectionLike;
+use serde_json::{json, Value};
+use tapgate_protocol::keys;
+use tapgate_protocol::{CardId, DenyReason, DeviceId, DeviceKind, Event, PassType, RejectReason};
+
+use crate::format::entry_value;
+use crate::stream::{self, StreamError, StreamId};
+
+use super::error::WebError;
+
+impl From<StreamError> for WebError {
+    fn from(e: StreamError) -> Self {
+        match e {
+            StreamError::Redis(r) => WebError::Redis(r),
+            StreamError::Reply(s) => WebError::Internal(s),
+        }
+    }
+}
+
+type Hash = HashMap<String, String>;
+
+fn numbers(h: &Hash, known: &[&str]) -> BTreeMap<String, i64> {
+    let mut out: BTreeMap<String, i64> = known.iter().map(|k| ((*k).to_owned(), 0)).collect();
+    for (k, v) in h {
+        if let Ok(n) = v.parse::<i64>() {
+            out.insert(k.clone(), n);
+        }
+    }
+    out
+}
+
+/// `{issued: {TYPE: n}, entries: {TYPE: n}, denied: {reason: n}, rejected: {reason: n}}`.
+pub async fn counters(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+    let (issued, entries, denied, rejected): (Hash, Hash, Hash, Hash) = redis::pipe()
+        .hgetall(keys::COUNTERS_ISSUED)
+        .hgetall(keys::COUNTERS_ENTRIES)
+        .hgetall(keys::COUNTERS_DENIED)
+        .hgetall(keys::COUNTERS_REJECTED)
+        .query_async(conn)
+        .await?;
+    let passes: Vec<&str> = PassType::ALL.iter().map(|p| p.as_str()).collect();
+    let deny: Vec<&str> = DenyReason::ALL.iter().map(|r| r.as_str()).collect();
+    let reject: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+    Ok(json!({
+        "issued": numbers(&issued, &passes),
+        "entries": numbers(&entries, &passes),
+        "denied": numbers(&denied, &deny),
+        "rejected": numbers(&rejected, &reject),
+    }))
+}
+
+/// The newest `n` events, oldest first, and the id of the newest (the feed's resume point).
+pub async fn history(
+    conn: &mut impl ConnectionLike,
+    n: usize,
+) -> Result<(Vec<Value>, Option<StreamId>), WebError> {
+    let entries = stream::latest(conn, None, n).await?;
+    let last = entries.last().map(|e| e.id);
+    Ok((entries.iter().map(entry_value).collect(), last))
+}
+
+/// Entries and denials per minute over the hour up to `now_ms`, bucketed by stream id time.
+pub async fn minutes(conn: &mut impl ConnectionLike, now_ms: u64) -> Result<Value, WebError> {
+    const MINUTES: usize = 60;
+    const MAX_SCAN: usize = 500_000;
+    let end_minute = now_ms / 60_000;
+    let start = (end_minute + 1 - MINUTES as u64) * 60_000;
+    let mut entries = vec![0u64; MINUTES];
+    let mut denials = vec![0u64; MINUTES];
+    let mut issued = vec![0u64; MINUTES];
+    let mut cursor = StreamId::at(start);
+    let mut exclusive = false;
+    let mut scanned = 0;
+    loop {
+        let page = stream::range_page(conn, cursor, exclusive, None, 1000).await?;
+        for e in &page {
+            let slot = usize::try_from((e.id.ms.saturating_sub(start)) / 60_000).unwrap_or(MINUTES);
+            let Some(kind) = e.event.as_ref().ok().map(|ev| ev.event) else {
+                continue;
+            };
+            let bucket = match kind {
+                tapgate_protocol::EventKind::PassUsed => &mut entries,
+                tapgate_protocol::EventKind::PassDenied => &mut denials,
+                tapgate_protocol::EventKind::PassIssued => &mut issued,
+                _ => continue,
+            };
+            if let Some(b) = bucket.get_mut(slot) {
+                *b += 1;
+            }
+        }
+        scanned += page.len();
+        match page.last() {
+            Some(last) if page.len() == 1000 && scanned < MAX_SCAN => {
+                cursor = last.id;
+                exclusive = true;
+            }
+            _ => break,
+        }
+    }
+    Ok(json!({
+        "start": start,
+        "minute_ms": 60_000,
+        "entries": entries,
+        "denials": denials,
+        "issued": issued,
+    }))
+}
+
+fn num(h: &Hash, k: &str) -> Option<i64> {
+    h.get(k).and_then(|v| v.parse().ok())
+}
+
+/// Every device the bridge has seen: presence and per-device counters, sorted by kind and name.
+pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::DEVICES)
+        .query_async(conn)
+        .await?;
+    let mut devices: Vec<(DeviceKind, DeviceId)> = members
+        .iter()
+        .filter_map(|m| {
+            let (k, d) = m.split_once('/')?;
+            Some((DeviceKind::parse(k)?, DeviceId::new(d).ok()?))
+        })
+        .collect();
+    devices.sort();
+    if devices.is_empty() {
+        return Ok(json!([]));
+    }
+    let mut pipe = redis::pipe();
+    for (kind, dev) in &devices {
+        pipe.hgetall(keys::device(*kind, dev))
+            .hgetall(keys::device_counters(dev));
+    }
+    let hashes: Vec<Hash> = pipe.query_async(conn).await?;
+    let out: Vec<Value> = devices
+        .iter()
+        .zip(hashes.chunks(2))
+        .map(|((kind, dev), h)| {
+            let empty = Hash::new();
+            let presence = h.first().unwrap_or(&empty);
+            let counts = h.get(1).unwrap_or(&empty);
+            json!({
+                "kind": kind,
+                "device": dev,
+                "online": presence.get("online").map(|v| v == "1"),
+                "last_seen": num(presence, "last_seen"),
+                "uptime_s": num(presence, "uptime_s"),
+                "granted": num(counts, "granted").unwrap_or(0),
+                "denied": num(counts, "denied").unwrap_or(0),
+                "issued": num(counts, "issued").unwrap_or(0),
+                "rejected": num(counts, "rejected").unwrap_or(0),
+            })
+        })
+        .collect();
+    Ok(Value::Array(out))
+}
+
+/// Parses a card number from a path, or says why not.
+pub fn card_id(s: &str) -> Result<CardId, WebError> {
+    CardId::new(s).map_err(|e| WebError::BadRequest(format!("invalid card number: {e}")))
+}
+
+/// A card's pass (with time left at `now_ms`), deny-list entry and recent events.
+pub async fn card(
+    conn: &mut impl ConnectionLike,
+    card: &CardId,
+    now_ms: u64,
+) -> Result<Value, WebError> {
+    let (pass, blocked, recent): (Hash, Hash, Vec<String>) = redis::pipe()
+        .hgetall(keys::pass(card))
+        .hgetall(keys::blocked(card))
+        .lrange(
+            keys::card_recent(card),
+            0,
+            keys::CARD_RECENT_LEN as isize - 1,
+        )
+        .query_async(conn)
+        .await?;
+    let pass = if pass.is_empty() {
+        Value::Null
+    } else {
+        let expires_at = num(&pass, "expires_at").filter(|e| *e > 0);
+        json!({
+            "type": pass.get("type"),
+            "trips_remaining": num(&pass, "trips"),
+            "issued_at": num(&pass, "issued_at"),
+            "expires_at": expires_at,
+            "time_left_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),
+        })
+    };
+    let blocked = if blocked.is_empty() {
+        Value::Null
+    } else {
+        json!({"reason": blocked.get("reason"), "by": blocked.get("by"), "at": num(&blocked, "at")})
+    };
+    let recent: Vec<Value> = recent
+        .iter()
+        .map(|r| match Event::from_json(r.as_bytes()) {
+            Ok(e) => serde_json::to_value(e).unwrap_or(Value::Null),
+            Err(e) => json!({"unreadable": e.to_string()}),
+        })
+        .collect();
+    Ok(json!({"card": card, "pass": pass, "blocked": blocked, "recent": recent}))
+}
+
+/// The deny list: `[{card, reason, by, at}]`, sorted by card.
+pub async fn blocked(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+    let index: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::BLOCKED_INDEX)
+        .query_async(conn)
+        .await?;
+    let cards: Vec<(String, String, Option<CardId>)> = index
+        .into_iter()
+        .map(|(c, r)| {
+            let id = CardId::new(c.as_str()).ok();
+            (c, r, id)
+        })
+        .collect();
+    let mut pipe = redis::pipe();
+    for (_, _, id) in &cards {
+        if let Some(id) = id {
+            pipe.hgetall(keys::blocked(id));
+        }
+    }
+    let details: Vec<Hash> = if pipe.cmd_iter().next().is_some() {
+        pipe.query_async(conn).await?
+    } else {
+        Vec::new()
+    };
+    let mut details = details.into_iter();
+    let out: Vec<Value> = cards
+        .into_iter()
+        .map(|(card, reason, id)| {
+            let d = if id.is_some() {
+                details.next().unwrap_or_default()
+            } else {
+                Hash::new()
+            };
+            json!({"card": card, "reason": reason, "by": d.get("by"), "at": num(&d, "at")})
+        })
+        .collect();
+    Ok(Value::Array(out))
+}

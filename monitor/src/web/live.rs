@@ -1,0 +1,183 @@
+//! Live updates: one follower, every browser.
+//!
+//! [`follow`] is the only reader of the live stream: it follows `tapgate:events` with
+//! `XREAD BLOCK` (reconnecting across Redis restarts) and, for each batch, broadcasts the events,
+//! then the counters re-read from Redis, then the devices. Every few seconds it also pushes the
+//! devices, so presence changes show without an event. [`sse`] serves `GET /api/live`: it
+//! subscribes first, then sends a snapshot (latest history, counters, devices), then forwards
+//! broadcast events newer than the snapshot, so a browser sees every event exactly once and
+//! every browser sees the same numbers. The browser never polls.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use redis::aio::ConnectionManager;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::auth::Viewer;
+use super::data;
+use super::error::WebError;
+use super::AppState;
+use crate::format::entry_value;
+use crate::stream::{self as events, Backoff, Follower, StreamId};
+
+/// How often devices are pushed when nothing happens.
+const DEVICES_EVERY: Duration = Duration::from_secs(5);
+
+/// One broadcast update.
+#[derive(Debug)]
+pub enum LiveMsg {
+    /// New stream entries, oldest first, with their ids.
+    Events(Vec<(StreamId, Value)>),
+    /// The counters after them.
+    Counters(Value),
+    /// Devices' presence and counters.
+    Devices(Value),
+}
+
+/// The broadcast point between the follower and the browsers.
+#[derive(Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<LiveMsg>>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    /// A hub whose browser streams end when `shutdown` is cancelled.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        Self { tx, shutdown }
+    }
+
+    fn send(&self, msg: LiveMsg) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.tx.send(Arc::new(msg));
+    }
+
+    /// A new receiver of every update from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMsg>> {
+        self.tx.subscribe()
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+async fn follow_stream(client: redis::Client, redis: ConnectionManager, hub: Hub) {
+    let shutdown = hub.shutdown.clone();
+    let mut conn = redis.clone();
+    let mut backoff = Backoff::default();
+    let cursor = loop {
+        match events::latest(&mut conn, None, 1).await {
+            Ok(last) => break last.last().map_or(StreamId::ZERO, |e| e.id),
+            Err(e) => {
+                debug!(error = %e, "Waiting for redis");
+                if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+                    return;
+                }
+            }
+        }
+    };
+    let mut follower = Follower::new(client, None, cursor);
+    while let Some(entries) = follower.next(&shutdown).await {
+        hub.send(LiveMsg::Events(
+            entries.iter().map(|e| (e.id, entry_value(e))).collect(),
+        ));
+        if let Ok(c) = data::counters(&mut conn).await {
+            hub.send(LiveMsg::Counters(c));
+        }
+        if let Ok(d) = data::devices(&mut conn).await {
+            hub.send(LiveMsg::Devices(d));
+        }
+    }
+}
+
+async fn push_devices(redis: ConnectionManager, hub: Hub) {
+    let mut conn = redis;
+    while sleep_or_cancel(DEVICES_EVERY, &hub.shutdown).await {
+        if hub.tx.receiver_count() == 0 {
+            continue;
+        }
+        if let Ok(d) = data::devices(&mut conn).await {
+            hub.send(LiveMsg::Devices(d));
+        }
+    }
+}
+
+/// Follows the stream and pushes updates to `hub` until its shutdown token is cancelled.
+pub async fn follow(client: redis::Client, redis: ConnectionManager, hub: Hub) {
+    tokio::join!(
+        follow_stream(client, redis.clone(), hub.clone()),
+        push_devices(redis, hub)
+    );
+}
+
+fn sse_json(name: &str, data: &Value) -> SseEvent {
+    SseEvent::default().event(name).data(data.to_string())
+}
+
+/// `GET /api/live`: server-sent events `snapshot`, then `events`, `counters`, `devices`.
+pub async fn sse(
+    State(state): State<AppState>,
+    _: Viewer,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
+    let rx = state.live.subscribe();
+    let mut redis = state.redis.clone();
+    let (history, last) = data::history(&mut redis, state.config.history).await?;
+    let counters = data::counters(&mut redis).await?;
+    let devices = data::devices(&mut redis).await?;
+    let snapshot = sse_json(
+        "snapshot",
+        &json!({"events": history, "counters": counters, "devices": devices,
+                "last": last.map(|l| l.to_string())}),
+    );
+    let shutdown = state.live.shutdown.clone();
+    let cursor = last.unwrap_or(StreamId::ZERO);
+    let updates = stream::unfold((rx, cursor), move |(mut rx, mut cursor)| {
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    m = rx.recv() => m,
+                };
+                // A browser too slow to keep up is closed; EventSource reconnects and gets a
+                // fresh snapshot, so it misses nothing.
+                let msg = msg.ok()?;
+                let event = match msg.as_ref() {
+                    LiveMsg::Events(entries) => {
+                        let fresh: Vec<&Value> = entries
+                            .iter()
+                            .filter(|(id, _)| *id > cursor)
+                            .map(|(_, v)| v)
+                            .collect();
+                        let Some((newest, _)) = entries.last() else {
+                            continue;
+                        };
+                        if fresh.is_empty() {
+                            continue;
+                        }
+                        cursor = cursor.max(*newest);
+                        sse_json("events", &json!(fresh))
+                    }
+                    LiveMsg::Counters(c) => sse_json("counters", c),
+                    LiveMsg::Devices(d) => sse_json("devices", d),
+                };
+                return Some((Ok(event), (rx, cursor)));
+            }
+        }
+    });
+    let all = stream::once(async move { Ok(snapshot) }).chain(updates);
+    Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
