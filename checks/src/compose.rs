@@ -193,7 +193,8 @@ pub fn check(rel: &str, env_rel: &str) -> Result<Vec<Finding>, CheckError> {
             let source = spec.split(':').next().unwrap_or_default();
             if source.starts_with('.') || source.starts_with('/') {
                 for vars in [&no_defaults, &env] {
-                    let path = interpolate(source, vars);
+                    let spec = interpolate(spec, vars);
+                    let path = spec.split(':').next().unwrap_or_default();
                     let path = path.trim_start_matches("./");
                     if !repo::root().join(path).exists() {
                         finding(format!("service {name}: mounted {path} does not exist"));

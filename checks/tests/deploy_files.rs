@@ -1,0 +1,337 @@
+//! The deployment files, checked statically: compose, EMQX, Grafana, Prometheus.
+//!
+//! No Docker engine runs these tests; every file is parsed and every reference between files
+//! followed. Each check is also shown to refuse a broken input, so it cannot pass vacuously.
+
+use serde_json::Value;
+use tapgate_checks::access;
+use tapgate_checks::emqx::{self, Acl, Action};
+use tapgate_checks::grafana;
+use tapgate_checks::keys;
+use tapgate_checks::promconfig;
+use tapgate_checks::repo::{self, report};
+use tapgate_checks::{compose, envfile};
+use tapgate_protocol::Topics;
+
+#[test]
+fn compose_file_refers_only_to_what_exists() {
+    let findings = compose::check("docker-compose.yml", ".env.example").expect("compose parses");
+    assert!(
+        findings.is_empty(),
+        "docker-compose.yml:\n{}",
+        report(&findings)
+    );
+}
+
+#[test]
+fn compose_check_refuses_broken_references() {
+    let dir = tempfile::tempdir_in(repo::root().join("checks")).expect("temp dir");
+    let rel = |name: &str| {
+        dir.path()
+            .join(name)
+            .strip_prefix(repo::root())
+            .expect("inside the repository")
+            .display()
+            .to_string()
+    };
+    std::fs::write(dir.path().join("env"), "A=1\nUNUSED=2\n").expect("write env");
+    std::fs::write(
+        dir.path().join("compose.yml"),
+        "services:\n  a:\n    build:\n      context: .\n      dockerfile: docker/missing.Dockerfile\n    \
+         volumes:\n      - ./no/such/file:/x:ro\n      - undeclared:/data\n    \
+         environment:\n      SOME_PASSWORD: hunter2\n      B: ${B}\n    \
+         depends_on:\n      b:\n        condition: service_healthy\n  b:\n    image: x\n",
+    )
+    .expect("write compose");
+    let findings = compose::check(&rel("compose.yml"), &rel("env")).expect("parses");
+    let text = report(&findings);
+    for expected in [
+        "docker/missing.Dockerfile does not exist",
+        "no/such/file does not exist",
+        "volume undeclared is not declared",
+        "SOME_PASSWORD is written in the file",
+        "variable B is not listed",
+        "lists UNUSED, which the compose file never uses",
+        "b has no healthcheck",
+    ] {
+        assert!(
+            text.contains(expected),
+            "expected {expected:?} among:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn env_example_has_no_real_secrets() {
+    let vars = envfile::load(".env.example").expect(".env.example");
+    for (name, value) in &vars {
+        if name.contains("PASSWORD") || name.contains("COOKIE") {
+            assert!(
+                value.contains("change-me") || value.contains("REPLACEME"),
+                "{name} in .env.example must be an obvious placeholder, not {value:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn emqx_config_parses_as_hocon_and_sets_the_policy() {
+    let text = repo::read("emqx/etc/emqx.conf").expect("emqx.conf");
+    let conf = emqx::load_hocon("emqx/etc/emqx.conf").expect("emqx.conf is HOCON");
+    let findings = emqx::check_broker("emqx/etc/emqx.conf", &conf);
+    assert!(findings.is_empty(), "{}", report(&findings));
+    // The rules file is included by its container path, which compose mounts.
+    assert_eq!(includes_of(&text), ["/opt/emqx/etc/tapgate-rules.hocon"]);
+    let compose_text = repo::read("docker-compose.yml").expect("compose");
+    assert!(compose_text.contains(":/opt/emqx/etc/tapgate-rules.hocon:ro"));
+    // Both rules files parse; the full one writes every documented counter.
+    let rules = emqx::load_hocon("emqx/etc/tapgate-rules.hocon").expect("rules are HOCON");
+    let findings = emqx::check_rules("emqx/etc/tapgate-rules.hocon", &rules);
+    assert!(findings.is_empty(), "{}", report(&findings));
+    emqx::load_hocon("emqx/etc/tapgate-rules-none.hocon").expect("empty rules are HOCON");
+}
+
+fn includes_of(text: &str) -> Vec<String> {
+    emqx::includes(text)
+}
+
+#[test]
+fn emqx_checks_refuse_broken_config() {
+    let dir = tempfile::tempdir_in(repo::root().join("checks")).expect("temp dir");
+    let write = |name: &str, body: &str| {
+        std::fs::write(dir.path().join(name), body).expect("write");
+        dir.path()
+            .join(name)
+            .strip_prefix(repo::root())
+            .expect("inside")
+            .display()
+            .to_string()
+    };
+    assert!(emqx::load_hocon(&write("a.conf", "a {\n b = 1\n")).is_err());
+    assert!(emqx::load_hocon(&write("b.conf", "a = ${missing}\n")).is_err());
+    let weak = emqx::load_hocon(&write(
+        "c.conf",
+        "authorization { no_match = allow, sources = [] }\n",
+    ))
+    .expect("parses");
+    let text = report(&emqx::check_broker("c.conf", &weak));
+    assert!(text.contains("no_match must be deny"), "{text}");
+    assert!(text.contains("nodelay"), "{text}");
+    let rules = emqx::load_hocon(&write(
+        "d.conf",
+        "actions.redis.x { connector = nope, parameters.command_template = [\"SET\", \"k\", \"v\"] }\n\
+         rule_engine.rules.r { sql = \"SELECT * FROM \\\"t/#\\\"\", actions = [\"redis:y\"] }\n",
+    ))
+    .expect("parses");
+    let text = report(&emqx::check_rules("d.conf", &rules));
+    for expected in [
+        "undefined connector",
+        "must be [HINCRBY",
+        "no action writes tapgate:emqx:authz",
+        "reads none of",
+    ] {
+        assert!(
+            text.contains(expected),
+            "expected {expected:?} among:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn emqx_acl_enforces_the_same_policy_as_mosquitto() {
+    let text = repo::read("emqx/etc/acl.conf").expect("acl.conf");
+    let acl = Acl::parse("emqx/etc/acl.conf", &text).expect("acl.conf parses");
+    assert!(
+        !acl.has_allow_all(),
+        "acl.conf must not end in {{allow, all}}"
+    );
+    let topics = Topics::default();
+    let mut cases = access::cases(&topics);
+    // The bridge subscribes through its shared group in compose.
+    for f in access::shared_bridge_filters(&topics) {
+        cases.push(access::Case {
+            username: access::BRIDGE_USER,
+            clientid: access::BRIDGE_CLIENT.to_owned(),
+            action: Action::Subscribe,
+            probe_topic: f.clone(),
+            topic: f,
+            allowed: true,
+            why: "shared subscription",
+        });
+    }
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter(|c| {
+            // no_match = deny: no rule means refused.
+            acl.check(c.username, &c.clientid, c.action, &c.topic)
+                .unwrap_or(false)
+                != c.allowed
+        })
+        .map(|c| {
+            format!(
+                "  - {} as {} {:?} {}: expected allowed={} ({})",
+                c.clientid, c.username, c.action, c.topic, c.allowed, c.why
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "emqx/etc/acl.conf disagrees with the policy:\n{}",
+        wrong.join("\n")
+    );
+    // An unknown user is refused everything.
+    assert_eq!(
+        acl.check("intruder", "g1", Action::Publish, &topics.events_filter()),
+        Some(false)
+    );
+}
+
+fn dashboards() -> Vec<(String, Value)> {
+    let dir = repo::root().join("grafana/dashboards");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("grafana/dashboards") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let rel = format!(
+                "grafana/dashboards/{}",
+                path.file_name().expect("name").to_string_lossy()
+            );
+            let text = repo::read(&rel).expect("read dashboard");
+            let json: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel} is not JSON: {e}"));
+            out.push((rel, json));
+        }
+    }
+    assert!(!out.is_empty(), "no dashboards in grafana/dashboards");
+    out
+}
+
+#[test]
+fn grafana_dashboards_read_only_documented_keys() {
+    let sources = grafana::load_datasources("grafana/provisioning/datasources/tapgate.yml")
+        .expect("data sources");
+    assert!(sources.iter().any(|s| s.kind == grafana::REDIS_TYPE));
+    assert!(sources.iter().any(|s| s.kind == grafana::PROMETHEUS_TYPE));
+    let documented = keys::documented();
+    let mut seen_keys = Vec::new();
+    for (file, dash) in dashboards() {
+        let (queries, mut findings) = grafana::scan(&file, &dash, &sources);
+        findings.extend(grafana::check_keys(&file, &queries, &documented));
+        findings.extend(grafana::check_metrics(
+            &file,
+            &queries,
+            &documented_metrics(),
+        ));
+        assert!(findings.is_empty(), "{}", report(&findings));
+        seen_keys.extend(queries.redis_keys.into_iter().map(|(_, k)| k));
+        assert!(
+            !queries.prom_exprs.is_empty(),
+            "{file}: no Prometheus panels"
+        );
+    }
+    // Everything the brief of the dashboard promises is on it.
+    for key in [
+        tapgate_protocol::keys::COUNTERS_ISSUED,
+        tapgate_protocol::keys::COUNTERS_ENTRIES,
+        tapgate_protocol::keys::COUNTERS_DENIED,
+        tapgate_protocol::keys::DEVICES,
+        keys::EMQX_DISCONNECTS,
+        keys::EMQX_AUTHZ,
+        keys::EMQX_DROPPED,
+        keys::EMQX_DROPPED_TOPICS,
+    ] {
+        assert!(seen_keys.iter().any(|k| k == key), "no panel reads {key}");
+    }
+}
+
+/// The bridge's metric samples as documented (the real scrape test checks them against a
+/// running bridge).
+fn documented_metrics() -> Vec<String> {
+    [
+        "tapgate_messages_total",
+        "tapgate_decisions_total",
+        "tapgate_rejected_total",
+        "tapgate_replays_total",
+        "tapgate_decision_latency_seconds_bucket",
+        "tapgate_decision_latency_seconds_sum",
+        "tapgate_decision_latency_seconds_count",
+        "tapgate_redis_reconnects_total",
+        "tapgate_mqtt_reconnects_total",
+        "tapgate_inflight_messages",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn grafana_check_refuses_an_unknown_key() {
+    let sources = grafana::load_datasources("grafana/provisioning/datasources/tapgate.yml")
+        .expect("data sources");
+    let dash = serde_json::json!({
+        "panels": [{"title": "typo", "datasource": {"uid": "tapgate-redis"},
+            "targets": [{"type": "command", "command": "hgetall", "keyName": "tapgate:counters:issue"},
+                        {"type": "cli", "query": "HGETALL tapgate:emqx:disconnect"},
+                        {"type": "cli", "query": "DEL tapgate:counters:issued"},
+                        {"datasource": {"uid": "nope"}, "expr": "x"},
+                        {"datasource": {"uid": "tapgate-prometheus"}, "expr": "rate(tapgate_taps_total[1m])"}]}],
+        "templating": {"list": [{"type": "query", "name": "v", "datasource": {"uid": "tapgate-redis"},
+            "query": "SMEMBERS tapgate:device"}]}
+    });
+    let (queries, mut findings) = grafana::scan("x.json", &dash, &sources);
+    findings.extend(grafana::check_keys("x.json", &queries, &keys::documented()));
+    findings.extend(grafana::check_metrics(
+        "x.json",
+        &queries,
+        &documented_metrics(),
+    ));
+    let text = report(&findings);
+    for expected in [
+        "\"tapgate:counters:issue\" is not written",
+        "\"tapgate:emqx:disconnect\" is not written",
+        "\"tapgate:device\" is not written",
+        "\"del\" is not one of the read commands",
+        "data source Some(\"nope\")",
+        "tapgate_taps_total is not exposed",
+    ] {
+        assert!(
+            text.contains(expected),
+            "expected {expected:?} among:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn grafana_provisioning_is_valid() {
+    let text = repo::read("grafana/provisioning/dashboards/tapgate.yml").expect("provider");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("provider YAML");
+    assert_eq!(
+        v["providers"][0]["options"]["path"].as_str(),
+        Some("/var/lib/grafana/dashboards"),
+        "dashboards provider path must be where compose mounts grafana/dashboards"
+    );
+    let compose_text = repo::read("docker-compose.yml").expect("compose");
+    assert!(compose_text.contains("./grafana/dashboards:/var/lib/grafana/dashboards:ro"));
+    assert!(compose_text.contains("GF_INSTALL_PLUGINS: redis-datasource"));
+}
+
+#[test]
+fn prometheus_config_scrapes_the_bridge() {
+    let (config, findings) =
+        promconfig::load("prometheus/prometheus.yml").expect("prometheus.yml parses");
+    assert!(findings.is_empty(), "{}", report(&findings));
+    let bridge = config
+        .scrape_configs
+        .iter()
+        .find(|j| {
+            j.static_configs
+                .iter()
+                .any(|s| s.targets.iter().any(|t| t == "bridge:9464"))
+        })
+        .expect("a job scrapes bridge:9464");
+    assert_eq!(
+        bridge.metrics_path.as_deref().unwrap_or("/metrics"),
+        "/metrics"
+    );
+    let compose_text = repo::read("docker-compose.yml").expect("compose");
+    assert!(compose_text.contains("TAPGATE_METRICS_ADDR: 0.0.0.0:9464"));
+}

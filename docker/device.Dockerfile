@@ -1,0 +1,17 @@
+# syntax=docker/dockerfile:1
+# tapgate-device: built from the whole workspace (Cargo.lock pinned), run as a non-root user
+# with nothing but the binary. Build context: the repository root (see docker-compose.yml).
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p tapgate-device \
+    && cp target/release/tapgate-device /usr/local/bin/tapgate-device
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin tapgate
+COPY --from=build /usr/local/bin/tapgate-device /usr/local/bin/tapgate-device
+USER tapgate
+ENTRYPOINT ["/usr/local/bin/tapgate-device"]
