@@ -1,0 +1,493 @@
+// tapgate monitor dashboard. Builds every piece of DOM with textContent (never innerHTML), so
+// anything a device or a card sends shows as text. Live data arrives by server-sent events from
+// /api/live; the page never polls the server.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const SVG = 'http://www.w3.org/2000/svg';
+const FEED_MAX = 200;
+const PASSES = { SINGLE_USE: 'Single trip', TEN_TRIP: 'Ten trip', TWO_HOUR: 'Two hour' };
+
+let csrf = null;
+let readOnly = true;
+let feed = [];
+let minutes = null;
+let devices = [];
+let currentCard = null;
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
+
+function svg(tag, attrs) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  return e;
+}
+
+function clear(node) {
+  while (node.firstChild) node.removeChild(node.firstChild);
+}
+
+async function api(path, options) {
+  const opts = Object.assign({ credentials: 'same-origin', headers: {} }, options || {});
+  if (opts.method && opts.method !== 'GET') {
+    opts.headers['X-CSRF-Token'] = csrf || '';
+    if (opts.body !== undefined) opts.headers['Content-Type'] = 'application/json';
+  }
+  const resp = await fetch(path, opts);
+  let body = null;
+  try { body = await resp.json(); } catch (_) { body = null; }
+  if (resp.status === 401 && !readOnly) {
+    window.location.assign('/login');
+  }
+  if (!resp.ok) {
+    const msg = body && body.message ? body.message : 'request failed (' + resp.status + ')';
+    throw new Error(msg);
+  }
+  return body;
+}
+
+function pad(n) { return String(n).padStart(2, '0'); }
+
+function clock(ms) {
+  const d = new Date(ms);
+  return pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());
+}
+
+function dateTime(ms) {
+  const d = new Date(ms);
+  return d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' + clock(ms);
+}
+
+function duration(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60, sec = s % 60;
+  if (h > 0) return h + 'h ' + pad(m) + 'm';
+  if (m > 0) return m + 'm ' + pad(sec) + 's';
+  return sec + 's';
+}
+
+function ago(ms) {
+  if (!ms) return 'never';
+  return duration(Date.now() - ms) + ' ago';
+}
+
+function spoken(pass) {
+  return pass && PASSES[pass.type] ? PASSES[pass.type].toLowerCase() : 'unknown';
+}
+
+function seqTime(seq) {
+  const ms = Number(String(seq || '').split('-')[0]);
+  return Number.isFinite(ms) ? ms : 0;
+}
+
+// --- counters --------------------------------------------------------------------------------
+
+function renderCounterGroup(name, values, labels) {
+  const list = $(name + '-list');
+  clear(list);
+  let total = 0;
+  const entries = Object.entries(values || {});
+  for (const [, v] of entries) total += Number(v) || 0;
+  $(name + '-total').textContent = total.toLocaleString();
+  entries.sort((a, b) => (b[1] - a[1]) || a[0].localeCompare(b[0]));
+  const shown = name === 'rejected' ? entries.filter(([, v]) => v > 0).slice(0, 6) : entries;
+  for (const [k, v] of shown) {
+    const li = el('li', v > 0 ? '' : 'zero');
+    li.dataset.counter = name + '.' + k;
+    li.appendChild(el('span', '', labels && labels[k] ? labels[k] : k.replace(/_/g, ' ')));
+    li.appendChild(el('b', '', Number(v).toLocaleString()));
+    list.appendChild(li);
+  }
+  if (shown.length === 0) list.appendChild(el('li', 'zero', 'none'));
+}
+
+function renderCounters(c) {
+  renderCounterGroup('issued', c.issued, PASSES);
+  renderCounterGroup('entries', c.entries, PASSES);
+  renderCounterGroup('denied', c.denied);
+  renderCounterGroup('rejected', c.rejected);
+}
+
+// --- event feed ------------------------------------------------------------------------------
+
+const LABELS = {
+  'pass-issued': 'ISSUED', 'pass-activated': 'ACTIVATED', 'pass-used': 'ENTRY',
+  'pass-denied': 'DENIED', 'rejected': 'REJECTED', 'card-blocked': 'BLOCKED',
+  'card-unblocked': 'UNBLOCKED',
+};
+
+function where(e) {
+  if (!e.device) return '';
+  return ' at ' + (e.device_kind ? e.device_kind + ' ' : '') + e.device;
+}
+
+function describe(e) {
+  const card = 'card ' + (e.card || '?');
+  const p = e.pass || null;
+  switch (e.event) {
+    case 'pass-issued':
+      return [spoken(p) + ' pass for ' + card + where(e) + (p && p.trips_remaining != null ? ' (' + p.trips_remaining + ' trips)' : '')];
+    case 'pass-activated':
+      return ['two hour pass started by ' + card + where(e) + (p && p.remaining_ms != null ? ', ' + duration(p.remaining_ms) + ' left' : '')];
+    case 'pass-used': {
+      const text = 'journey started: ' + card + where(e) + ', ' + spoken(p) + ' pass';
+      if (p && p.type === 'TEN_TRIP' && p.trips_remaining != null) {
+        return [text + ', ', p.trips_remaining + ' of 10 trips remaining'];
+      }
+      if (p && p.type === 'TWO_HOUR' && p.remaining_ms != null) {
+        return [text + ', ' + duration(p.remaining_ms) + ' left'];
+      }
+      return [text];
+    }
+    case 'pass-denied':
+      return [card + where(e) + ': ' + (e.reason || 'no reason given')];
+    case 'rejected':
+      return [(e.device ? (e.device_kind ? e.device_kind + ' ' : '') + e.device : 'unknown device') +
+        (e.id ? ' message ' + e.id : '') + ': ' + (e.reason || 'no reason given') +
+        (e.detail ? ' (' + e.detail + ')' : '')];
+    case 'card-blocked':
+      return [card + ': ' + (e.reason || 'no reason given') + (e.detail ? ' by ' + e.detail : '')];
+    case 'card-unblocked':
+      return [card + (e.detail ? ' by ' + e.detail : '')];
+    default:
+      return ['unknown event ' + String(e.event)];
+  }
+}
+
+function feedItem(e, fresh) {
+  const unreadable = e.unreadable !== undefined;
+  const kind = unreadable ? 'unreadable' : String(e.event);
+  const li = el('li', 'k-' + kind.replace(/[^a-z-]/g, '') + (fresh ? ' fresh' : ''));
+  li.dataset.seq = e.seq || '';
+  li.appendChild(el('span', 'when', clock(unreadable ? seqTime(e.seq) : e.time)));
+  if (unreadable) {
+    li.appendChild(el('span', 'label', '?'));
+    li.appendChild(el('span', 'text', 'unreadable event ' + e.seq + ' (' + e.unreadable + ')'));
+    return li;
+  }
+  li.appendChild(el('span', 'label', LABELS[e.event] || String(e.event).toUpperCase()));
+  const parts = describe(e);
+  li.appendChild(el('span', 'text', parts[0]));
+  if (parts[1]) li.appendChild(el('span', 'trips', parts[1]));
+  return li;
+}
+
+function renderFeed() {
+  const list = $('feed');
+  clear(list);
+  for (let i = feed.length - 1; i >= 0; i--) list.appendChild(feedItem(feed[i], false));
+  $('feed-count').textContent = feed.length ? 'latest ' + feed.length : 'no events yet';
+}
+
+function addEvents(events) {
+  const list = $('feed');
+  for (const e of events) {
+    feed.push(e);
+    list.insertBefore(feedItem(e, true), list.firstChild);
+    countMinute(e);
+    if (e.event === 'card-blocked' || e.event === 'card-unblocked') {
+      loadBlocked();
+      if (currentCard && e.card === currentCard) lookup(currentCard);
+    } else if (currentCard && e.card === currentCard) {
+      lookup(currentCard);
+    }
+  }
+  while (feed.length > FEED_MAX) {
+    feed.shift();
+    list.removeChild(list.lastChild);
+  }
+  $('feed-count').textContent = 'latest ' + feed.length;
+  renderMinutes();
+}
+
+// --- charts ----------------------------------------------------------------------------------
+
+function countMinute(e) {
+  if (!minutes || e.unreadable !== undefined) return;
+  const key = e.event === 'pass-used' ? 'entries' : e.event === 'pass-denied' ? 'denials' : null;
+  if (!key) return;
+  shiftMinutes(Date.now());
+  const slot = Math.floor((seqTime(e.seq) - minutes.start) / minutes.minute_ms);
+  if (slot >= 0 && slot < minutes[key].length) minutes[key][slot] += 1;
+}
+
+function shiftMinutes(now) {
+  if (!minutes) return;
+  const n = minutes.entries.length;
+  const wantStart = (Math.floor(now / minutes.minute_ms) + 1 - n) * minutes.minute_ms;
+  let steps = Math.round((wantStart - minutes.start) / minutes.minute_ms);
+  if (steps <= 0) return;
+  steps = Math.min(steps, n);
+  for (let i = 0; i < steps; i++) {
+    minutes.entries.shift(); minutes.entries.push(0);
+    minutes.denials.shift(); minutes.denials.push(0);
+  }
+  minutes.start = wantStart;
+}
+
+function renderMinutes() {
+  const box = $('minutes-chart');
+  if (!minutes) return;
+  shiftMinutes(Date.now());
+  clear(box);
+  const W = 720, H = 200, L = 34, B = 22, T = 8;
+  const n = minutes.entries.length;
+  const max = Math.max(1, ...minutes.entries, ...minutes.denials);
+  const s = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': 'entries and denials per minute' });
+  const plotH = H - B - T;
+  const step = (W - L - 4) / n;
+  for (const f of [0, 0.5, 1]) {
+    const y = T + plotH - f * plotH;
+    s.appendChild(svg('line', { x1: L, x2: W, y1: y, y2: y, class: 'grid-line' }));
+    const t = svg('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' });
+    t.textContent = String(Math.round(f * max));
+    s.appendChild(t);
+  }
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const x = L + i * step;
+    const eh = (minutes.entries[i] / max) * plotH;
+    const dh = (minutes.denials[i] / max) * plotH;
+    total += minutes.entries[i] + minutes.denials[i];
+    const w = Math.max(1, step / 2 - 1);
+    if (eh > 0) s.appendChild(svg('rect', { x: x + 1, y: T + plotH - eh, width: w, height: eh, class: 'bar-entry' }));
+    if (dh > 0) s.appendChild(svg('rect', { x: x + 1 + w, y: T + plotH - dh, width: w, height: dh, class: 'bar-deny' }));
+  }
+  const labels = [[0, '−60 min'], [n / 2, '−30 min'], [n, 'now']];
+  for (const [i, label] of labels) {
+    const t = svg('text', { x: Math.min(W - 2, L + i * step), y: H - 6, 'text-anchor': i === 0 ? 'start' : i === n ? 'end' : 'middle' });
+    t.textContent = label;
+    s.appendChild(t);
+  }
+  box.appendChild(s);
+  box.dataset.total = String(total);
+}
+
+function renderGates() {
+  const box = $('gates-chart');
+  clear(box);
+  const gates = devices.filter((d) => d.kind === 'gate');
+  if (gates.length === 0) {
+    box.appendChild(el('div', 'empty', 'No gates have reported yet.'));
+    return;
+  }
+  const rowH = 26, W = 360, L = 90;
+  const H = gates.length * rowH + 6;
+  const max = Math.max(1, ...gates.map((g) => g.granted + g.denied));
+  const s = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': 'granted and denied per gate' });
+  gates.forEach((g, i) => {
+    const y = 4 + i * rowH;
+    const name = svg('text', { x: L - 8, y: y + 15, 'text-anchor': 'end' });
+    name.textContent = g.device;
+    s.appendChild(name);
+    const span = W - L - 60;
+    const gw = (g.granted / max) * span, dw = (g.denied / max) * span;
+    s.appendChild(svg('rect', { x: L, y: y + 3, width: Math.max(gw, 0), height: 16, class: 'bar-grant' }));
+    s.appendChild(svg('rect', { x: L + gw, y: y + 3, width: Math.max(dw, 0), height: 16, class: 'bar-deny' }));
+    const v = svg('text', { x: L + gw + dw + 6, y: y + 15 });
+    v.textContent = g.granted + ' / ' + g.denied;
+    s.appendChild(v);
+  });
+  box.appendChild(s);
+}
+
+// --- devices ---------------------------------------------------------------------------------
+
+function renderDevices() {
+  const body = $('devices-body');
+  clear(body);
+  let online = 0;
+  for (const d of devices) {
+    const tr = el('tr');
+    tr.dataset.device = d.kind + '/' + d.device;
+    tr.appendChild(el('td', '', d.kind + ' ' + d.device));
+    const st = el('td');
+    const silent = d.online && d.last_seen && Date.now() - d.last_seen > 90000;
+    const dot = el('span', 'dot ' + (d.online ? (silent ? 'stale' : 'on') : 'off'));
+    st.appendChild(dot);
+    st.appendChild(document.createTextNode(d.online == null ? 'unknown' : d.online ? (silent ? 'silent' : 'online') : 'offline'));
+    if (d.online) online += 1;
+    tr.appendChild(st);
+    tr.appendChild(el('td', '', ago(d.last_seen)));
+    tr.appendChild(el('td', 'num', d.granted));
+    tr.appendChild(el('td', 'num', d.denied));
+    tr.appendChild(el('td', 'num', d.issued));
+    body.appendChild(tr);
+  }
+  if (devices.length === 0) {
+    const tr = el('tr');
+    const td = el('td', 'empty', 'No devices yet.');
+    td.colSpan = 6;
+    tr.appendChild(td);
+    body.appendChild(tr);
+  }
+  $('devices-summary').textContent = devices.length ? online + ' of ' + devices.length + ' online' : '';
+  renderGates();
+}
+
+// --- card lookup and deny list ---------------------------------------------------------------
+
+function message(text, ok) {
+  const m = $('card-message');
+  m.textContent = text;
+  m.className = 'message ' + (ok ? 'ok' : 'err');
+}
+
+function dlRow(dl, k, v, cls) {
+  dl.appendChild(el('dt', '', k));
+  dl.appendChild(el('dd', cls || '', v));
+}
+
+async function lookup(card) {
+  const box = $('card-result');
+  try {
+    const r = await api('/api/cards/' + encodeURIComponent(card));
+    currentCard = r.card;
+    clear(box);
+    box.className = 'card-result';
+    const dl = el('dl');
+    dl.id = 'card-details';
+    dlRow(dl, 'Card', r.card);
+    if (r.pass) {
+      dlRow(dl, 'Pass', PASSES[r.pass.type] || String(r.pass.type));
+      if (r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining + ' of 10');
+      if (r.pass.time_left_ms != null) dlRow(dl, 'Time left', r.pass.time_left_ms > 0 ? duration(r.pass.time_left_ms) : 'expired');
+      else if (r.pass.type === 'TWO_HOUR') dlRow(dl, 'Time left', 'not started');
+    } else {
+      dlRow(dl, 'Pass', 'none');
+    }
+    if (r.blocked) {
+      dlRow(dl, 'Blocked', (r.blocked.reason || '?') + (r.blocked.by ? ' by ' + r.blocked.by : '') + (r.blocked.at ? ', ' + dateTime(r.blocked.at) : ''), 'badge-blocked');
+    } else {
+      dlRow(dl, 'Blocked', 'no');
+    }
+    box.appendChild(dl);
+    const ol = el('ol');
+    for (const e of r.recent) {
+      if (e.unreadable !== undefined) { ol.appendChild(el('li', '', 'unreadable event')); continue; }
+      const parts = describe(e);
+      ol.appendChild(el('li', '', clock(e.time) + ' ' + (LABELS[e.event] || e.event) + ' ' + parts.join('')));
+    }
+    if (r.recent.length) box.appendChild(ol);
+    $('block-controls').hidden = readOnly;
+    $('block-btn').hidden = !!r.blocked;
+    $('unblock-btn').hidden = !r.blocked;
+  } catch (err) {
+    currentCard = null;
+    clear(box);
+    box.className = 'card-result error';
+    box.textContent = err.message;
+    $('block-controls').hidden = true;
+  }
+}
+
+async function loadBlocked() {
+  try {
+    const list = await api('/api/blocked');
+    const body = $('blocked-body');
+    clear(body);
+    for (const b of list) {
+      const tr = el('tr');
+      tr.dataset.card = b.card;
+      tr.appendChild(el('td', '', b.card));
+      tr.appendChild(el('td', 'badge-blocked', b.reason));
+      tr.appendChild(el('td', '', b.by || ''));
+      tr.appendChild(el('td', '', b.at ? dateTime(b.at) : ''));
+      tr.addEventListener('click', () => { $('card-input').value = b.card; lookup(b.card); });
+      body.appendChild(tr);
+    }
+    if (list.length === 0) {
+      const tr = el('tr');
+      const td = el('td', 'empty', 'No blocked cards.');
+      td.colSpan = 4;
+      tr.appendChild(td);
+      body.appendChild(tr);
+    }
+    $('blocked-count').textContent = list.length ? list.length + ' blocked' : '';
+  } catch (_) { /* shown again on the next change */ }
+}
+
+async function changeBlock(block) {
+  if (!currentCard) return;
+  const card = currentCard;
+  try {
+    if (block) {
+      await api('/api/cards/' + encodeURIComponent(card) + '/block', {
+        method: 'POST', body: JSON.stringify({ reason: $('block-reason').value }),
+      });
+      message('Card ' + card + ' blocked.', true);
+    } else {
+      await api('/api/cards/' + encodeURIComponent(card) + '/unblock', { method: 'POST' });
+      message('Card ' + card + ' unblocked.', true);
+    }
+  } catch (err) {
+    message(err.message, false);
+  }
+  await lookup(card);
+  await loadBlocked();
+}
+
+// --- live connection -------------------------------------------------------------------------
+
+function connect() {
+  const status = $('live-status');
+  const es = new EventSource('/api/live');
+  es.addEventListener('open', () => { status.textContent = 'live'; status.className = 'pill pill-live'; });
+  es.addEventListener('error', () => { status.textContent = 'reconnecting…'; status.className = 'pill pill-down'; });
+  es.addEventListener('snapshot', (m) => {
+    const s = JSON.parse(m.data);
+    feed = s.events.slice(-FEED_MAX);
+    renderFeed();
+    renderCounters(s.counters);
+    devices = s.devices;
+    renderDevices();
+    loadMinutes();
+    loadBlocked();
+  });
+  es.addEventListener('events', (m) => addEvents(JSON.parse(m.data)));
+  es.addEventListener('counters', (m) => renderCounters(JSON.parse(m.data)));
+  es.addEventListener('devices', (m) => { devices = JSON.parse(m.data); renderDevices(); });
+}
+
+async function loadMinutes() {
+  try {
+    minutes = await api('/api/charts/minutes');
+    renderMinutes();
+  } catch (_) { /* the chart stays as it was */ }
+}
+
+async function start() {
+  let s;
+  try {
+    s = await api('/api/session');
+  } catch (_) {
+    window.location.assign('/login');
+    return;
+  }
+  csrf = s.csrf;
+  readOnly = s.read_only;
+  $('operator').textContent = s.operator ? 'signed in as ' + s.operator : 'read-only view';
+  $('logout').hidden = !s.operator;
+  $('login-link').hidden = !!s.operator;
+  $('logout').addEventListener('click', async () => {
+    try { await api('/logout', { method: 'POST' }); } catch (_) { /* go to the login page anyway */ }
+    window.location.assign('/login');
+  });
+  $('card-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    message('', true);
+    lookup($('card-input').value.trim());
+  });
+  $('block-btn').addEventListener('click', () => changeBlock(true));
+  $('unblock-btn').addEventListener('click', () => changeBlock(false));
+  connect();
+  // Redraw relative times ("12s ago") and slide the chart window; no server requests.
+  setInterval(() => { renderDevices(); renderMinutes(); }, 5000);
+}
+
+document.addEventListener('DOMContentLoaded', start);

@@ -1,0 +1,380 @@
+//! Shared test helpers: a real dashboard on 127.0.0.1:0 against a real Redis, a tiny HTTP/1.1
+//! client (so tests can send exactly the bytes they mean, oversized or forged), event writers,
+//! and a writer that collects `tail` output.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use tapgate_monitor::web::{self, ServerHandle};
+use tapgate_monitor::{Operator, ServeConfig};
+use tapgate_protocol::event::STREAM_FIELD;
+use tapgate_protocol::keys::EVENTS_STREAM;
+use tapgate_protocol::Event;
+use tapgate_testkit::RedisServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Operator names and passwords every test server knows.
+pub const ALICE: (&str, &str) = ("alice", "correct horse battery");
+pub const BOB: (&str, &str) = ("bob", "staple");
+
+/// Password hashes are slow to make: make them once per test binary.
+fn hashes() -> &'static (String, String) {
+    static H: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    H.get_or_init(|| {
+        (
+            tapgate_monitor::password::hash(ALICE.1).expect("hash"),
+            tapgate_monitor::password::hash(BOB.1).expect("hash"),
+        )
+    })
+}
+
+/// A dashboard config for `redis` with alice and bob.
+pub fn config(redis: &str) -> ServeConfig {
+    let (a, b) = hashes().clone();
+    ServeConfig {
+        redis: redis.to_owned(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        operators: vec![
+            Operator {
+                name: ALICE.0.into(),
+                password_hash: a,
+            },
+            Operator {
+                name: BOB.0.into(),
+                password_hash: b,
+            },
+        ],
+        ..ServeConfig::default()
+    }
+}
+
+/// A running dashboard; stops when dropped.
+pub struct Dashboard {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: Option<ServerHandle>,
+}
+
+impl Dashboard {
+    pub async fn start(config: ServeConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let handle = web::start(config, shutdown.clone())
+            .await
+            .expect("dashboard starts");
+        Self {
+            addr: handle.addr(),
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops it and waits (fails the test if it does not stop within 10 s).
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(10), h.join())
+                .await
+                .expect("dashboard stops within 10 s")
+                .expect("dashboard stops cleanly");
+        }
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A Redis connection for the test itself.
+pub async fn redis(server: &RedisServer) -> MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection")
+}
+
+/// Appends `event` to the stream (with an explicit id, or `*`); returns the id.
+pub async fn xadd(conn: &mut MultiplexedConnection, id: &str, event: &Event) -> String {
+    redis::cmd("XADD")
+        .arg(EVENTS_STREAM)
+        .arg(id)
+        .arg(STREAM_FIELD)
+        .arg(event.to_json())
+        .query_async(conn)
+        .await
+        .expect("XADD")
+}
+
+/// Every id in the stream, in order.
+pub async fn all_ids(conn: &mut MultiplexedConnection) -> Vec<String> {
+    let v: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(EVENTS_STREAM)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .expect("XRANGE");
+    v.into_iter().map(|(id, _)| id).collect()
+}
+
+/// A writer that keeps everything written, for reading `tail` output.
+#[derive(Clone, Default)]
+pub struct Collected(Arc<Mutex<Vec<u8>>>);
+
+impl Collected {
+    pub fn lines(&self) -> Vec<String> {
+        let buf = self.0.lock().expect("lock").clone();
+        String::from_utf8(buf)
+            .expect("utf-8 output")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until at least `n` lines were written, or fails after `within`.
+    pub async fn wait_lines(&self, n: usize, within: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let lines = self.lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("expected {n} lines within {within:?}, got {}:\n{}", lines.len(), lines.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Write for Collected {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    /// The value of cookie `name` set by this response.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers_named("set-cookie")
+            .into_iter()
+            .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or("").to_owned()))
+    }
+}
+
+fn decode_chunked(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(pos) = body.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&body[..pos]).unwrap_or("0").trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        let start = pos + 2;
+        out.extend_from_slice(&body[start..(start + size).min(body.len())]);
+        body = &body[(start + size + 2).min(body.len())..];
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole response.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.expect("write head");
+    // A server may answer (e.g. 413) before reading the body; ignore a failed body write.
+    let _ = s.write_all(body).await;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("response within 10 s");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Resp {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
+        body = decode_chunked(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A logged-in operator: the session cookie and the CSRF token.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl Login {
+    pub fn cookie_header(&self) -> String {
+        format!("tapgate_session={}", self.cookie)
+    }
+}
+
+/// Fetches the login form: (login cookie, form token).
+pub async fn login_form(addr: SocketAddr) -> (String, String) {
+    let page = request(addr, "GET", "/login", &[], b"").await;
+    assert_eq!(page.status, 200);
+    let cookie = page.cookie("tapgate_login").expect("login cookie");
+    let marker = "name=\"csrf\" value=\"";
+    let at = page.body.find(marker).expect("csrf field") + marker.len();
+    let token = page.body[at..at + 64].to_owned();
+    (cookie, token)
+}
+
+/// Posts the login form with `name` and `password`.
+pub async fn post_login(addr: SocketAddr, name: &str, password: &str) -> Resp {
+    let (cookie, token) = login_form(addr).await;
+    let body = format!(
+        "name={}&password={}&csrf={token}",
+        urlencode(name),
+        urlencode(password)
+    );
+    request(
+        addr,
+        "POST",
+        "/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &format!("tapgate_login={cookie}")),
+        ],
+        body.as_bytes(),
+    )
+    .await
+}
+
+/// Logs in and returns the session.
+pub async fn login(addr: SocketAddr, who: (&str, &str)) -> Login {
+    let resp = post_login(addr, who.0, who.1).await;
+    assert_eq!(resp.status, 303, "login failed: {}", resp.body);
+    let cookie = resp.cookie("tapgate_session").expect("session cookie");
+    let s = request(
+        addr,
+        "GET",
+        "/api/session",
+        &[("Cookie", &format!("tapgate_session={cookie}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let csrf = s.json()["csrf"].as_str().expect("csrf").to_owned();
+    Login { cookie, csrf }
+}
+
+/// Percent-encodes a form value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// GET `path` as `login`.
+pub async fn get(addr: SocketAddr, login: &Login, path: &str) -> Resp {
+    request(addr, "GET", path, &[("Cookie", &login.cookie_header())], b"").await
+}
+
+/// POST JSON `body` to `path` as `login`, with its CSRF token.
+pub async fn post_json(addr: SocketAddr, login: &Login, path: &str, body: &str) -> Resp {
+    request(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Cookie", &login.cookie_header()),
+            ("X-CSRF-Token", &login.csrf),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+}
