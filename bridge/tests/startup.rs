@@ -188,3 +188,67 @@ async fn keeps_deciding_after_redis_restart() {
         "counted in the new (empty) Redis"
     );
 }
+
+#[tokio::test]
+async fn redis_password_is_used() {
+    let redis = RedisServer::with_args(&["--requirepass", "s3cret"]);
+    let broker = tapgate_testkit::Mosquitto::start();
+    let mut config = BridgeConfig {
+        redis: redis.url(),
+        mqtt: broker.url(),
+        ..BridgeConfig::default()
+    };
+    let refused = tapgate_bridge::start(config.clone(), tokio_util::sync::CancellationToken::new())
+        .await
+        .err()
+        .expect("no password: refused");
+    assert!(refused.to_string().contains(&redis.url()), "{refused}");
+    config.redis_password = Some("s3cret".into());
+    let token = tokio_util::sync::CancellationToken::new();
+    let handle = tapgate_bridge::start(config, token.clone())
+        .await
+        .expect("with the password it starts");
+    token.cancel();
+    handle.join().await.expect("stops");
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let redis = RedisServer::start();
+    let broker = tapgate_testkit::Mosquitto::start();
+    let mut child = bridge()
+        .args(["--redis", &redis.url(), "--mqtt", &broker.url()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until it is subscribed (its log says so), then ask it to stop.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stdout.read_to_string(&mut all);
+        all
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = reader.join().expect("log");
+    assert!(exit.success(), "exit {exit}: {log}");
+    assert!(log.contains("Subscribed; deciding"), "{log}");
+    assert!(log.contains("Bridge stopped"), "{log}");
+}

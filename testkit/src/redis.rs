@@ -14,11 +14,17 @@ pub struct RedisServer {
     dir: TempDir,
     process: Option<Process>,
     binary: PathBuf,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port. Panics, naming the package, if `redis-server` is missing.
     pub fn start() -> Self {
+        Self::with_args(&[])
+    }
+
+    /// Starts a server with extra command-line settings, e.g. `["--requirepass", "secret"]`.
+    pub fn with_args(extra: &[&str]) -> Self {
         let binary = find_binary("redis-server", "redis-server");
         let dir = tempfile::Builder::new()
             .prefix("tapgate-redis-")
@@ -29,6 +35,7 @@ impl RedisServer {
             dir,
             process: None,
             binary,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         server.spawn();
         server
@@ -45,7 +52,8 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
-            .arg(&log);
+            .arg(&log)
+            .args(&self.extra);
         self.process = Some(Process::spawn("redis-server", cmd, &log, self.port));
     }
 

@@ -153,6 +153,32 @@ impl Store {
             url: shown.clone(),
             source,
         })?;
+        // One direct attempt first, so an unreachable Redis fails start-up at once instead of
+        // after the connection manager's retries.
+        let mut probe = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| StoreError::Connect {
+            url: shown.clone(),
+            source: redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within 5 s",
+            )),
+        })?
+        .map_err(|source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut probe)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
+        drop(probe);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)))
