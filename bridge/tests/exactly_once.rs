@@ -235,3 +235,40 @@ async fn sigkilled_bridge_loses_nothing_and_charges_nothing_twice() {
     );
     assert_eq!(stack.stream_len().await, CARDS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bridges_in_a_shared_group_decide_each_tap_once() {
+    let stack = Stack::start(|c| c.shared_group = Some("bridges".into())).await;
+    let mut second = stack.config.clone();
+    second.client_id = format!("{}-b", second.client_id);
+    let token = tokio_util::sync::CancellationToken::new();
+    let other = tapgate_bridge::start(second, token.clone())
+        .await
+        .expect("second bridge");
+    let mut gates = Vec::new();
+    for i in 0..10 {
+        gates.push(stack.device(DeviceKind::Gate, &format!("s{i}")).await);
+    }
+    for gate in &mut gates {
+        for n in 0..10 {
+            let d = gate.tap(&format!("{n}")).await;
+            assert_eq!(d["reason"], "no_pass", "{d}");
+        }
+    }
+    let mut extra = 0;
+    for gate in &mut gates {
+        extra += gate
+            .decisions_within(Duration::from_millis(100))
+            .await
+            .len();
+    }
+    assert_eq!(extra, 0, "no tap answered twice");
+    assert_eq!(stack.counter(keys::COUNTERS_DENIED, "no_pass").await, 100);
+    let shared = other.metrics().render();
+    assert!(
+        !shared.contains("tapgate_decisions_total{device_kind=\"gate\",outcome=\"denied\"} 0\n"),
+        "the second bridge took part of the work"
+    );
+    token.cancel();
+    other.join().await.expect("stop");
+}
