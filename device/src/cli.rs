@@ -1,0 +1,341 @@
+//! The command line: `tapgate-device gate|terminal|simulate`, and what each runs.
+//!
+//! Every setting is a flag with a `TAPGATE_*` environment variable, and can also come from a TOML
+//! file given with `--config`; flags and environment win over the file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tapgate_protocol::DeviceKind;
+use tokio::io::BufReader;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DeviceConfig, HardwareKind, SoundKind};
+use crate::hw::console::{run_console, sim_hardware, ConsoleLights, HELP};
+use crate::hw::speaker::TextSpeaker;
+use crate::hw::Speaker;
+use crate::logic::OfflinePolicy;
+use crate::prompt::Sound;
+use crate::runtime::{run_gate, run_terminal, DeviceError};
+use crate::sim::{SimArgs, SimError};
+
+/// tapgate devices: entry gates, sales terminals and a rider simulator.
+#[derive(Debug, Parser)]
+#[command(name = "tapgate-device", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: CliCommand,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `tapgate_device=debug`.
+    #[arg(long, env = "TAPGATE_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "TAPGATE_LOG_JSON", global = true)]
+    pub log_json: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run an entry gate: card reader, traffic light, speaker.
+    Gate(DeviceArgs),
+    /// Run a sales terminal: card reader, three pass buttons, speaker.
+    Terminal(DeviceArgs),
+    /// Act out many riders on many simulated devices against a running bridge and check every
+    /// decision against the pass rules.
+    Simulate(SimArgs),
+}
+
+/// Settings of a gate or terminal.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// TOML file with settings (keys as the long flags, with `_` for `-`; pins in `[pins]`).
+    #[arg(long, env = "TAPGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Device name (A-Z a-z 0-9 _ -, at most 64); also the MQTT client id.
+    #[arg(long, env = "TAPGATE_ID")]
+    pub id: Option<String>,
+    /// MQTT broker URL [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "TAPGATE_MQTT")]
+    pub mqtt: Option<String>,
+    /// MQTT username.
+    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// Topic prefix [default: tapgate].
+    #[arg(long, env = "TAPGATE_PREFIX")]
+    pub prefix: Option<String>,
+    /// How long to wait for a decision [default: 1.5s].
+    #[arg(long, env = "TAPGATE_DECISION_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub decision_timeout: Option<Duration>,
+    /// Gate: when no decision arrives in time, `fail-closed` (deny, "service unavailable") or
+    /// `fail-open` (let in; the tap is charged when the bridge returns) [default: fail-closed].
+    #[arg(long, env = "TAPGATE_OFFLINE_POLICY")]
+    pub offline_policy: Option<OfflinePolicy>,
+    /// The same card seen again within this window is one tap [default: 2s].
+    #[arg(long, env = "TAPGATE_CARD_HOLD", value_parser = humantime::parse_duration)]
+    pub card_hold: Option<Duration>,
+    /// Gate: how long green stays on after a grant [default: 5s].
+    #[arg(long, env = "TAPGATE_GREEN_FOR", value_parser = humantime::parse_duration)]
+    pub green_for: Option<Duration>,
+    /// Most messages queued while the broker is unreachable [default: 1000].
+    #[arg(long, env = "TAPGATE_QUEUE_LIMIT")]
+    pub queue_limit: Option<usize>,
+    /// MQTT keep-alive [default: 5s].
+    #[arg(long, env = "TAPGATE_KEEP_ALIVE", value_parser = humantime::parse_duration)]
+    pub keep_alive: Option<Duration>,
+    /// Hardware: `console` (simulated, type card numbers and 1/2/3) or `rpi` [default: console].
+    #[arg(long, env = "TAPGATE_HARDWARE")]
+    pub hardware: Option<String>,
+    /// Sound: `text` (printed) or `audio` (ALSA, needs the `audio` feature) [default: text].
+    #[arg(long, env = "TAPGATE_SOUND")]
+    pub sound: Option<String>,
+    /// How often the card reader is polled [default: 50ms].
+    #[arg(long, env = "TAPGATE_READER_POLL", value_parser = humantime::parse_duration)]
+    pub reader_poll: Option<Duration>,
+    /// How long a button contact must hold still to count [default: 30ms].
+    #[arg(long, env = "TAPGATE_BUTTON_SETTLE", value_parser = humantime::parse_duration)]
+    pub button_settle: Option<Duration>,
+    /// BCM pin of the MFRC522 reset line [default: 25].
+    #[arg(long, env = "TAPGATE_PIN_RESET")]
+    pub pin_reset: Option<u8>,
+    /// BCM pin of the red LED [default: 19].
+    #[arg(long, env = "TAPGATE_PIN_RED")]
+    pub pin_red: Option<u8>,
+    /// BCM pin of the amber LED [default: 13].
+    #[arg(long, env = "TAPGATE_PIN_AMBER")]
+    pub pin_amber: Option<u8>,
+    /// BCM pin of the green LED [default: 26].
+    #[arg(long, env = "TAPGATE_PIN_GREEN")]
+    pub pin_green: Option<u8>,
+    /// BCM pin of the single-trip button [default: 19].
+    #[arg(long, env = "TAPGATE_PIN_SINGLE")]
+    pub pin_single: Option<u8>,
+    /// BCM pin of the ten-trip button [default: 13].
+    #[arg(long, env = "TAPGATE_PIN_TEN_TRIP")]
+    pub pin_ten_trip: Option<u8>,
+    /// BCM pin of the two-hour button [default: 26].
+    #[arg(long, env = "TAPGATE_PIN_TWO_HOUR")]
+    pub pin_two_hour: Option<u8>,
+    /// SPI clock of the MFRC522, Hz [default: 1000000].
+    #[arg(long, env = "TAPGATE_SPI_HZ")]
+    pub spi_hz: Option<u32>,
+}
+
+impl DeviceArgs {
+    /// The flags (and environment) that were given, as config keys and values.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut o = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push((k.to_owned(), v));
+            }
+        };
+        let dur = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
+        put("id", self.id.clone());
+        put("mqtt", self.mqtt.clone());
+        put("mqtt_username", self.mqtt_username.clone());
+        put("mqtt_password", self.mqtt_password.clone());
+        put("prefix", self.prefix.clone());
+        put("decision_timeout", dur(self.decision_timeout));
+        put("offline_policy", self.offline_policy.map(|p| p.to_string()));
+        put("card_hold", dur(self.card_hold));
+        put("green_for", dur(self.green_for));
+        put("queue_limit", self.queue_limit.map(|v| v.to_string()));
+        put("keep_alive", dur(self.keep_alive));
+        put("hardware", self.hardware.clone());
+        put("sound", self.sound.clone());
+        put("reader_poll", dur(self.reader_poll));
+        put("button_settle", dur(self.button_settle));
+        put("pins.reset", self.pin_reset.map(|v| v.to_string()));
+        put("pins.red", self.pin_red.map(|v| v.to_string()));
+        put("pins.amber", self.pin_amber.map(|v| v.to_string()));
+        put("pins.green", self.pin_green.map(|v| v.to_string()));
+        put("pins.single", self.pin_single.map(|v| v.to_string()));
+        put("pins.ten_trip", self.pin_ten_trip.map(|v| v.to_string()));
+        put("pins.two_hour", self.pin_two_hour.map(|v| v.to_string()));
+        put("pins.spi_hz", self.spi_hz.map(|v| v.to_string()));
+        o
+    }
+
+    /// Loads and validates the layered settings.
+    pub fn load(&self) -> Result<DeviceConfig, DeviceError> {
+        Ok(DeviceConfig::load(
+            self.config.as_deref(),
+            &self.overrides(),
+        )?)
+    }
+}
+
+/// Why `tapgate-device` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A gate or terminal failed.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The simulator failed.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+/// A speaker chosen at run time.
+enum AnySpeaker {
+    Text(TextSpeaker),
+    #[cfg(feature = "audio")]
+    Audio(crate::hw::speaker::audio::AudioSpeaker),
+}
+
+/// Why the chosen speaker failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SpeakerError(String);
+
+impl Speaker for AnySpeaker {
+    type Error = SpeakerError;
+    fn play(&mut self, sound: Sound) -> Result<(), SpeakerError> {
+        match self {
+            AnySpeaker::Text(s) => s.play(sound).map_err(|e| SpeakerError(e.to_string())),
+            #[cfg(feature = "audio")]
+            AnySpeaker::Audio(s) => s.play(sound).map_err(|e| SpeakerError(e.to_string())),
+        }
+    }
+}
+
+fn speaker(kind: SoundKind) -> Result<AnySpeaker, DeviceError> {
+    match kind {
+        SoundKind::Text => Ok(AnySpeaker::Text(TextSpeaker::stdout())),
+        #[cfg(feature = "audio")]
+        SoundKind::Audio => crate::hw::speaker::audio::AudioSpeaker::open()
+            .map(AnySpeaker::Audio)
+            .map_err(|e| DeviceError::Hardware(e.to_string())),
+        #[cfg(not(feature = "audio"))]
+        SoundKind::Audio => Err(DeviceError::Hardware(
+            "sound = audio needs a build with `--features audio`".into(),
+        )),
+    }
+}
+
+/// Runs a gate or terminal with the hardware its settings name, until `shutdown`.
+pub async fn run_device(
+    kind: DeviceKind,
+    cfg: DeviceConfig,
+    shutdown: CancellationToken,
+) -> Result<(), DeviceError> {
+    let speaker = speaker(cfg.sound)?;
+    match cfg.hardware {
+        HardwareKind::Console => {
+            let (inputs, reader, buttons) = sim_hardware();
+            println!("{HELP}");
+            let console = tokio::spawn(run_console(
+                BufReader::new(tokio::io::stdin()),
+                inputs,
+                shutdown.clone(),
+            ));
+            let result = match kind {
+                DeviceKind::Gate => {
+                    run_gate(
+                        &cfg,
+                        reader,
+                        ConsoleLights::stdout(),
+                        speaker,
+                        shutdown.clone(),
+                    )
+                    .await
+                }
+                DeviceKind::Terminal => {
+                    run_terminal(&cfg, reader, buttons, speaker, shutdown.clone()).await
+                }
+            };
+            console.abort();
+            result
+        }
+        #[cfg(feature = "rpi")]
+        HardwareKind::Rpi => {
+            use crate::hw::rpi;
+            let hw = |e: rpi::RpiError| DeviceError::Hardware(e.to_string());
+            let (reader, _reset) = rpi::card_reader(&cfg.pins).map_err(hw)?;
+            match kind {
+                DeviceKind::Gate => {
+                    let lights = rpi::lights(&cfg.pins).map_err(hw)?;
+                    run_gate(&cfg, reader, lights, speaker, shutdown).await
+                }
+                DeviceKind::Terminal => {
+                    let buttons = rpi::buttons(&cfg.pins, cfg.button_settle).map_err(hw)?;
+                    run_terminal(&cfg, reader, buttons, speaker, shutdown).await
+                }
+            }
+        }
+        #[cfg(not(feature = "rpi"))]
+        HardwareKind::Rpi => Err(DeviceError::Hardware(
+            "hardware = rpi needs a build with `--features rpi`".into(),
+        )),
+    }
+}
+
+/// Runs what the command line asks for, until it finishes or `shutdown`.
+pub async fn run(command: CliCommand, shutdown: CancellationToken) -> Result<(), CliError> {
+    match command {
+        CliCommand::Gate(args) => Ok(run_device(DeviceKind::Gate, args.load()?, shutdown).await?),
+        CliCommand::Terminal(args) => {
+            Ok(run_device(DeviceKind::Terminal, args.load()?, shutdown).await?)
+        }
+        CliCommand::Simulate(args) => {
+            let cfg = args.load().map_err(SimError::from)?;
+            let summary = crate::sim::run(cfg.clone(), shutdown).await?;
+            crate::sim::finish(&cfg, &summary)?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_helpful() {
+        Cli::command().debug_assert();
+        let help = Cli::command()
+            .find_subcommand_mut("gate")
+            .expect("gate")
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--offline-policy",
+            "--decision-timeout",
+            "--pin-red",
+            "TAPGATE_MQTT",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from gate --help");
+        }
+    }
+
+    #[test]
+    fn flags_become_settings() {
+        let cli = Cli::try_parse_from([
+            "tapgate-device",
+            "gate",
+            "--id",
+            "g1",
+            "--offline-policy",
+            "fail-open",
+            "--decision-timeout",
+            "800ms",
+            "--pin-green",
+            "21",
+        ])
+        .expect("parse");
+        let CliCommand::Gate(args) = cli.command else {
+            panic!("not a gate");
+        };
+        let cfg = args.load().expect("load");
+        assert_eq!(cfg.offline_policy, OfflinePolicy::FailOpen);
+        assert_eq!(cfg.decision_timeout, Duration::from_millis(800));
+        assert_eq!(cfg.pins.green, 21);
+        assert!(Cli::try_parse_from(["tapgate-device", "gate", "--offline-policy", "x"]).is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! Device settings.
+//!
+//! [`DeviceConfig`] is read in layers: built-in defaults, then a TOML file (`--config`), then
+//! `TAPGATE_*` environment variables, then command-line flags (clap merges the last two). Unknown
+//! keys in the file are refused, so a typo is an error rather than a silently ignored setting.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tapgate_protocol::{DeviceId, Topics};
+
+use crate::logic::gate::GateSettings;
+use crate::logic::terminal::TerminalSettings;
+use crate::logic::OfflinePolicy;
+
+/// Which hardware a device drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HardwareKind {
+    /// Simulated: type card numbers and 1/2/3 on the terminal; lights as coloured blocks.
+    #[default]
+    Console,
+    /// Raspberry Pi: MFRC522 on SPI0, buttons and LEDs on GPIO (build with `--features rpi`).
+    Rpi,
+}
+
+/// How a device makes sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SoundKind {
+    /// Print each sound and prompt as a line of text.
+    #[default]
+    Text,
+    /// Play through ALSA (build with `--features audio`).
+    Audio,
+}
+
+/// BCM pin numbers of a Raspberry Pi device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pins {
+    /// MFRC522 reset (RST), held high while running.
+    pub reset: u8,
+    /// Gate: red LED.
+    pub red: u8,
+    /// Gate: amber LED.
+    pub amber: u8,
+    /// Gate: green LED.
+    pub green: u8,
+    /// Terminal: single-trip button (to ground, pull-up on).
+    pub single: u8,
+    /// Terminal: ten-trip button.
+    pub ten_trip: u8,
+    /// Terminal: two-hour button.
+    pub two_hour: u8,
+    /// SPI clock for the MFRC522, Hz.
+    pub spi_hz: u32,
+}
+
+impl Default for Pins {
+    fn default() -> Self {
+        Self {
+            reset: 25,
+            red: 19,
+            amber: 13,
+            green: 26,
+            single: 19,
+            ten_trip: 13,
+            two_hour: 26,
+            spi_hz: 1_000_000,
+        }
+    }
+}
+
+/// Everything a gate or terminal can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// The device's name (1–64 of A-Z a-z 0-9 _ -); also its MQTT client id.
+    pub id: String,
+    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`).
+    pub mqtt: String,
+    /// MQTT username.
+    pub mqtt_username: Option<String>,
+    /// MQTT password.
+    pub mqtt_password: Option<String>,
+    /// Topic prefix shared with the bridge.
+    pub prefix: String,
+    /// How long to wait for a decision before the offline policy applies.
+    #[serde(with = "humantime_serde")]
+    pub decision_timeout: Duration,
+    /// Gate: what to do when no decision arrives in time (`fail-closed` or `fail-open`).
+    pub offline_policy: OfflinePolicy,
+    /// The same card seen again within this window is the same tap (reader-level debounce).
+    #[serde(with = "humantime_serde")]
+    pub card_hold: Duration,
+    /// Gate: how long green stays on after a grant.
+    #[serde(with = "humantime_serde")]
+    pub green_for: Duration,
+    /// Most messages kept for sending while the broker is unreachable; more are dropped and
+    /// counted.
+    pub queue_limit: usize,
+    /// MQTT keep-alive: how soon a dead broker connection is noticed.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Which hardware to drive (`console` or `rpi`).
+    pub hardware: HardwareKind,
+    /// How to make sound (`text` or `audio`).
+    pub sound: SoundKind,
+    /// How often the card reader is polled.
+    #[serde(with = "humantime_serde")]
+    pub reader_poll: Duration,
+    /// How long a button contact must hold still to count.
+    #[serde(with = "humantime_serde")]
+    pub button_settle: Duration,
+    /// Raspberry Pi pin numbers (BCM).
+    pub pins: Pins,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            mqtt: "mqtt://127.0.0.1:1883".into(),
+            mqtt_username: None,
+            mqtt_password: None,
+            prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
+            decision_timeout: Duration::from_millis(1500),
+            offline_policy: OfflinePolicy::FailClosed,
+            card_hold: Duration::from_secs(2),
+            green_for: Duration::from_secs(5),
+            queue_limit: 1000,
+            keep_alive: Duration::from_secs(5),
+            hardware: HardwareKind::Console,
+            sound: SoundKind::Text,
+            reader_poll: Duration::from_millis(50),
+            button_settle: crate::hw::buttons::DEFAULT_SETTLE,
+            pins: Pins::default(),
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or a layer could not be read or parsed.
+    #[error("cannot load settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range or malformed.
+    #[error("invalid setting `{field}`: {why}")]
+    Invalid {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Layers defaults, the optional TOML file and `overrides` (environment and flags, already
+/// merged by the caller) into `T`.
+pub fn load_layers<T: DeserializeOwned>(
+    file: Option<&Path>,
+    overrides: &[(String, String)],
+) -> Result<T, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    for (key, value) in overrides {
+        builder = builder.set_override(key.as_str(), value.as_str())?;
+    }
+    Ok(builder.build()?.try_deserialize()?)
+}
+
+pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        why: why.into(),
+    }
+}
+
+impl DeviceConfig {
+    /// Loads and validates the layers (see [`load_layers`]).
+    pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Self, ConfigError> {
+        let cfg: DeviceConfig = load_layers(file, overrides)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.device_id()?;
+        self.topics()?;
+        crate::link::parse_mqtt_url(&self.mqtt).map_err(|e| invalid("mqtt", e.to_string()))?;
+        if self.decision_timeout < Duration::from_millis(50) {
+            return Err(invalid("decision_timeout", "must be at least 50ms"));
+        }
+        if self.queue_limit == 0 {
+            return Err(invalid("queue_limit", "must be at least 1"));
+        }
+        if self.keep_alive < Duration::from_secs(1) {
+            return Err(invalid("keep_alive", "must be at least 1s"));
+        }
+        if self.reader_poll.is_zero() {
+            return Err(invalid("reader_poll", "must be longer than zero"));
+        }
+        Ok(())
+    }
+
+    /// The validated device id.
+    pub fn device_id(&self) -> Result<DeviceId, ConfigError> {
+        if self.id.is_empty() {
+            return Err(invalid("id", "a device id is required (--id)"));
+        }
+        DeviceId::new(self.id.as_str()).map_err(|e| invalid("id", e.to_string()))
+    }
+
+    /// The topics under the configured prefix.
+    pub fn topics(&self) -> Result<Topics, ConfigError> {
+        Topics::new(self.prefix.as_str()).map_err(|e| invalid("prefix", e.to_string()))
+    }
+
+    /// The gate logic's settings.
+    pub fn gate_settings(&self) -> GateSettings {
+        GateSettings {
+            decision_timeout: self.decision_timeout,
+            offline_policy: self.offline_policy,
+            green_for: self.green_for,
+            card_hold: self.card_hold,
+            ..GateSettings::default()
+        }
+    }
+
+    /// The terminal logic's settings.
+    pub fn terminal_settings(&self) -> TerminalSettings {
+        TerminalSettings {
+            decision_timeout: self.decision_timeout,
+            card_hold: self.card_hold,
+            ..TerminalSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn layers_and_validation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("gate.toml");
+        std::fs::write(
+            &file,
+            "id = \"g1\"\noffline_policy = \"fail-open\"\ndecision_timeout = \"2s\"\n[pins]\nred = 5\n",
+        )
+        .expect("write");
+        let cfg = DeviceConfig::load(Some(&file), &[o("decision_timeout", "750ms")]).expect("load");
+        assert_eq!(cfg.id, "g1");
+        assert_eq!(cfg.offline_policy, OfflinePolicy::FailOpen);
+        assert_eq!(
+            cfg.decision_timeout,
+            Duration::from_millis(750),
+            "flags win"
+        );
+        assert_eq!(cfg.pins.red, 5);
+        assert_eq!(cfg.pins.green, 26);
+
+        std::fs::write(&file, "id = \"g1\"\ncolour = \"red\"\n").expect("write");
+        assert!(matches!(
+            DeviceConfig::load(Some(&file), &[]),
+            Err(ConfigError::Load(_))
+        ));
+        let bad = [
+            vec![],
+            vec![o("id", "g/1")],
+            vec![o("id", "g1"), o("prefix", "a/#")],
+            vec![o("id", "g1"), o("mqtt", "http://x")],
+            vec![o("id", "g1"), o("queue_limit", "0")],
+            vec![o("id", "g1"), o("offline_policy", "maybe")],
+        ];
+        for overrides in bad {
+            assert!(
+                DeviceConfig::load(None, &overrides).is_err(),
+                "{overrides:?}"
+            );
+        }
+        let cfg = DeviceConfig::load(None, &[o("id", "t1"), o("pins.two_hour", "6")]).expect("ok");
+        assert_eq!(cfg.pins.two_hour, 6);
+    }
+}

@@ -1,0 +1,362 @@
+//! The device's MQTT link.
+//!
+//! One task owns the rumqttc event loop. The device connects with a persistent session
+//! (`clean_session = false`, client id = device id) and a retained last will `offline` on its
+//! status topic; on every CONNACK it subscribes to its decision topic (QoS 1) and publishes
+//! `online`, retained. While connected it sends a heartbeat with its uptime every
+//! [`tapgate_protocol::status::HEARTBEAT_INTERVAL_SECS`] seconds. Taps and buttons are
+//! published at QoS 1; while the broker is unreachable they wait in a bounded queue and go out on
+//! reconnect (overflow is logged and counted). Every message stays in an outbox until its
+//! decision arrives; if the broker comes back without the session, the outbox is published again
+//! with the same ids, which the bridge answers without charging twice. Malformed decisions are
+//! logged and dropped. On shutdown the link publishes `offline` and disconnects cleanly.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tapgate_protocol::status::{Heartbeat, HEARTBEAT_INTERVAL_SECS, OFFLINE, ONLINE};
+use tapgate_protocol::{Decision, DeviceId, DeviceKind, MessageId, Topics};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::logic::Outbound;
+
+/// Why the link could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The broker URL is not `mqtt://host[:port]` or `tcp://host[:port]`.
+    #[error("invalid MQTT URL {url:?}: {why}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// Splits `mqtt://host:port` (or `tcp://`) into host and port (default 1883).
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), LinkError> {
+    let bad = |why| LinkError::BadUrl {
+        url: url.to_owned(),
+        why,
+    };
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| bad("expected mqtt://host:port"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
+        None => (rest, 1883),
+    };
+    if host.is_empty() || host.contains(['/', '@', ' ']) {
+        return Err(bad("bad host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Settings of a link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Broker URL.
+    pub mqtt: String,
+    /// Username, if the broker wants one.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Topics.
+    pub topics: Topics,
+    /// Gate or terminal.
+    pub kind: DeviceKind,
+    /// The device (also the client id).
+    pub device: DeviceId,
+    /// Most messages waiting while the broker is unreachable.
+    pub queue_limit: usize,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+}
+
+/// Counters of a link, for logs and tests.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Messages handed to the client.
+    pub published: AtomicU64,
+    /// Messages dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Messages published again after the broker lost the session.
+    pub republished: AtomicU64,
+    /// Decisions received and forwarded.
+    pub decisions: AtomicU64,
+    /// Decision payloads that could not be parsed.
+    pub malformed: AtomicU64,
+    /// Connections made (CONNACKs).
+    pub connects: AtomicU64,
+    /// Whether the link is connected now.
+    pub connected: AtomicBool,
+}
+
+/// Messages awaiting their decision, oldest first, bounded.
+#[derive(Debug, Default)]
+struct Outbox {
+    limit: usize,
+    items: VecDeque<(MessageId, String, Vec<u8>)>,
+}
+
+/// The sending side of a running link; cheap to clone.
+#[derive(Clone)]
+pub struct Link {
+    client: AsyncClient,
+    topics: Topics,
+    kind: DeviceKind,
+    device: DeviceId,
+    outbox: Arc<Mutex<Outbox>>,
+    stats: Arc<LinkStats>,
+}
+
+impl Link {
+    /// Starts the link task. Returns the link, the stream of decisions for this device, and the
+    /// task (which ends after `shutdown`, once `offline` is sent).
+    pub fn start(
+        cfg: LinkConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(Link, mpsc::Receiver<Decision>, JoinHandle<()>), LinkError> {
+        let (host, port) = parse_mqtt_url(&cfg.mqtt)?;
+        let status = cfg.topics.status(cfg.kind, &cfg.device);
+        let mut opts = MqttOptions::new(cfg.device.as_str(), host, port);
+        opts.set_keep_alive(cfg.keep_alive);
+        opts.set_clean_session(false);
+        opts.set_last_will(LastWill::new(&status, OFFLINE, QoS::AtLeastOnce, true));
+        if let Some(user) = &cfg.username {
+            opts.set_credentials(user, cfg.password.clone().unwrap_or_default());
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, cfg.queue_limit + 16);
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        eventloop.set_network_options(net);
+        let link = Link {
+            client,
+            topics: cfg.topics.clone(),
+            kind: cfg.kind,
+            device: cfg.device.clone(),
+            outbox: Arc::new(Mutex::new(Outbox {
+                limit: cfg.queue_limit,
+                items: VecDeque::new(),
+            })),
+            stats: Arc::new(LinkStats::default()),
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let task = tokio::spawn(drive(link.clone(), eventloop, tx, shutdown));
+        Ok((link, rx, task))
+    }
+
+    /// The link's counters.
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
+    /// Publishes a tap or button at QoS 1 (queued while the broker is unreachable).
+    pub fn publish(&self, msg: &Outbound) {
+        let (topic, payload) = match msg {
+            Outbound::Tap(t) => (self.topics.tap(self.kind, &self.device), json(t)),
+            Outbound::Button(b) => (self.topics.button(&self.device), json(b)),
+        };
+        {
+            let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            if outbox.items.len() >= outbox.limit {
+                if let Some((old, _, _)) = outbox.items.pop_front() {
+                    warn!(id = %old, "Outbox full; forgetting the oldest undecided message");
+                }
+            }
+            outbox
+                .items
+                .push_back((msg.id().clone(), topic.clone(), payload.clone()));
+        }
+        self.send(topic, payload, msg.id());
+    }
+
+    fn send(&self, topic: String, payload: Vec<u8>, id: &MessageId) {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        {
+            Ok(()) => {
+                self.stats.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(%id, dropped_total = dropped, error = %e, "Send queue full; message dropped");
+            }
+        }
+    }
+
+    fn decided(&self, id: &MessageId) {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        outbox.items.retain(|(i, _, _)| i != id);
+    }
+
+    fn republish(&self) {
+        let items: Vec<_> = {
+            let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            outbox.items.iter().cloned().collect()
+        };
+        if items.is_empty() {
+            return;
+        }
+        warn!(
+            count = items.len(),
+            "Broker lost the session; publishing undecided messages again"
+        );
+        for (id, topic, payload) in items {
+            self.stats.republished.fetch_add(1, Ordering::Relaxed);
+            self.send(topic, payload, &id);
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Taps and buttons hold only validated strings: serialisation cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+async fn drive(
+    link: Link,
+    mut eventloop: EventLoop,
+    decisions: mpsc::Sender<Decision>,
+    shutdown: CancellationToken,
+) {
+    let status = link.topics.status(link.kind, &link.device);
+    let decision_topic = link.topics.decision(link.kind, &link.device);
+    let heartbeat_topic = link.topics.heartbeat(link.kind, &link.device);
+    let started = Instant::now();
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_INTERVAL_SECS));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Duration::from_millis(100);
+    let mut ever_connected = false;
+    let mut outage_logged = false;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = heartbeat.tick() => {
+                if link.stats.connected.load(Ordering::Relaxed) {
+                    let hb = Heartbeat { uptime_s: started.elapsed().as_secs() };
+                    if let Err(e) = link.client.try_publish(
+                        heartbeat_topic.as_str(), QoS::AtLeastOnce, false, json(&hb)) {
+                        debug!(error = %e, "Heartbeat not queued");
+                    }
+                }
+                continue;
+            }
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                link.stats.connected.store(true, Ordering::Relaxed);
+                link.stats.connects.fetch_add(1, Ordering::Relaxed);
+                backoff = Duration::from_millis(100);
+                outage_logged = false;
+                info!(device = %link.device, session_present = ack.session_present, "Connected to the broker");
+                if let Err(e) = link
+                    .client
+                    .try_subscribe(decision_topic.as_str(), QoS::AtLeastOnce)
+                {
+                    warn!(error = %e, "Cannot subscribe to decisions");
+                }
+                if let Err(e) =
+                    link.client
+                        .try_publish(status.as_str(), QoS::AtLeastOnce, true, ONLINE)
+                {
+                    warn!(error = %e, "Cannot publish online status");
+                }
+                if ever_connected && !ack.session_present {
+                    link.republish();
+                }
+                ever_connected = true;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if p.topic != decision_topic {
+                    debug!(topic = %p.topic, "Ignoring a message on another topic");
+                    continue;
+                }
+                match Decision::from_json(&p.payload) {
+                    Ok(d) => {
+                        if let Some(id) = &d.id {
+                            link.decided(id);
+                        }
+                        link.stats.decisions.fetch_add(1, Ordering::Relaxed);
+                        if decisions.try_send(d).is_err() {
+                            warn!("Decision dropped: the device is not keeping up");
+                        }
+                    }
+                    Err(e) => {
+                        link.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        warn!(error = %e, bytes = p.payload.len(), "Malformed decision ignored");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                link.stats.connected.store(false, Ordering::Relaxed);
+                if !outage_logged {
+                    warn!(device = %link.device, error = %e, "Broker unreachable; retrying");
+                    outage_logged = true;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // Clean stop: say offline (retained), then disconnect and let the event loop flush both.
+    if link.stats.connected.load(Ordering::Relaxed) {
+        let _ = link
+            .client
+            .try_publish(status.as_str(), QoS::AtLeastOnce, true, OFFLINE);
+        let _ = link.client.try_disconnect();
+        let flush = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    }
+    link.stats.connected.store(false, Ordering::Relaxed);
+    info!(device = %link.device, "Link stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1884").expect("ok"),
+            ("127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            parse_mqtt_url("tcp://broker").expect("ok"),
+            ("broker".into(), 1883)
+        );
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:port",
+            "mqtt://h:99999",
+            "x",
+        ] {
+            assert!(parse_mqtt_url(bad).is_err(), "{bad}");
+        }
+    }
+}

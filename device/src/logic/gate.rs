@@ -1,0 +1,368 @@
+//! The entry gate as a pure state machine.
+//!
+//! Idle shows red. A new tap is published and the light turns red + amber while the gate waits
+//! for the decision with that tap's id. Granted: green for [`GateSettings::green_for`], chime,
+//! "access granted" and what is left on the pass. Denied (or anything else that is not a grant):
+//! red flashes [`GateSettings::denied_flashes`] times, buzzer, "access denied". No decision by
+//! the deadline: the [`OfflinePolicy`] decides. Decisions for other ids, late decisions and taps
+//! while a decision is pending are ignored with a log line. Green is shown only for a `granted`
+//! decision answering the pending tap, or by an explicit fail-open timeout.
+
+use std::time::Duration;
+
+use tapgate_protocol::{CardId, Decision, MessageId, Outcome, Tap};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{Command, OfflinePolicy, Outbound, TapDebouncer, TapIds};
+use crate::prompt::{describe_denial, describe_pass, LightPattern, Prompt, Sound};
+
+/// Timing and policy of a gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateSettings {
+    /// How long to wait for a decision.
+    pub decision_timeout: Duration,
+    /// What to do when none arrives in time.
+    pub offline_policy: OfflinePolicy,
+    /// How long green stays on after a grant.
+    pub green_for: Duration,
+    /// How many times red flashes after a denial.
+    pub denied_flashes: u32,
+    /// Reader-level debounce: the same card within this window is the same tap.
+    pub card_hold: Duration,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        Self {
+            decision_timeout: Duration::from_millis(1500),
+            offline_policy: OfflinePolicy::FailClosed,
+            green_for: Duration::from_secs(5),
+            denied_flashes: 4,
+            card_hold: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    id: MessageId,
+    deadline: Instant,
+}
+
+/// An entry gate's logic.
+#[derive(Debug)]
+pub struct Gate {
+    settings: GateSettings,
+    ids: TapIds,
+    debounce: TapDebouncer,
+    pending: Option<Pending>,
+}
+
+impl Gate {
+    /// A gate whose process started at `boot_ms` (Unix ms, for tap ids), and the commands that
+    /// set up its idle state.
+    pub fn new(settings: GateSettings, boot_ms: u64) -> (Self, Vec<Command>) {
+        let gate = Self {
+            settings,
+            ids: TapIds::new(boot_ms),
+            debounce: TapDebouncer::new(settings.card_hold),
+            pending: None,
+        };
+        (gate, vec![Command::Lights(LightPattern::Idle)])
+    }
+
+    /// The id of the tap awaiting a decision, if any.
+    pub fn pending(&self) -> Option<&MessageId> {
+        self.pending.as_ref().map(|p| &p.id)
+    }
+
+    /// When [`Gate::tick`] must next be called.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.deadline)
+    }
+
+    /// The reader saw `card` at `now`.
+    pub fn card(&mut self, card: CardId, now: Instant) -> Vec<Command> {
+        if !self.debounce.is_new_tap(&card, now) {
+            return Vec::new();
+        }
+        if let Some(p) = &self.pending {
+            info!(pending = %p.id, "Tap ignored: still waiting for the previous decision");
+            return Vec::new();
+        }
+        let id = self.ids.next_id();
+        info!(%id, "Card tapped");
+        self.pending = Some(Pending {
+            id: id.clone(),
+            deadline: now + self.settings.decision_timeout,
+        });
+        vec![
+            Command::Publish(Outbound::Tap(Tap { id, card })),
+            Command::Lights(LightPattern::Checking),
+        ]
+    }
+
+    /// A decision arrived on the gate's decision topic.
+    pub fn decision(&mut self, decision: &Decision) -> Vec<Command> {
+        let outcome = decision.outcome.name();
+        let matches = match (&self.pending, &decision.id) {
+            (Some(p), Some(id)) => &p.id == id,
+            _ => false,
+        };
+        if !matches {
+            let id = decision
+                .id
+                .as_ref()
+                .map(MessageId::as_str)
+                .unwrap_or("null");
+            info!(id, outcome, "Decision ignored: not for the pending tap");
+            return Vec::new();
+        }
+        self.pending = None;
+        match &decision.outcome {
+            Outcome::Granted { pass } => self.grant(describe_pass(pass)),
+            Outcome::Denied { reason } => self.deny(describe_denial(*reason).into(), false),
+            Outcome::Rejected { reason, detail } => {
+                warn!(%reason, detail, "Tap rejected by the bridge");
+                self.deny(format!("rejected: {reason}"), false)
+            }
+            other => {
+                warn!(
+                    outcome = other.name(),
+                    "Unexpected outcome at a gate; denying"
+                );
+                self.deny("not allowed here".into(), false)
+            }
+        }
+    }
+
+    /// Time passed: applies the offline policy to a tap whose decision is overdue.
+    pub fn tick(&mut self, now: Instant) -> Vec<Command> {
+        let Some(p) = &self.pending else {
+            return Vec::new();
+        };
+        if now < p.deadline {
+            return Vec::new();
+        }
+        let id = p.id.clone();
+        self.pending = None;
+        let policy = self.settings.offline_policy;
+        warn!(%id, %policy, "No decision in time");
+        match policy {
+            OfflinePolicy::FailClosed => self.deny("service unavailable".into(), true),
+            OfflinePolicy::FailOpen => self.grant("offline entry".into()),
+        }
+    }
+
+    fn grant(&self, line: String) -> Vec<Command> {
+        vec![
+            Command::Lights(LightPattern::Granted(self.settings.green_for)),
+            Command::Play(Sound::Chime),
+            Command::Play(Sound::Say(Prompt::AccessGranted)),
+            Command::Show(line),
+        ]
+    }
+
+    fn deny(&self, line: String, unavailable: bool) -> Vec<Command> {
+        let prompt = if unavailable {
+            Prompt::ServiceUnavailable
+        } else {
+            Prompt::AccessDenied
+        };
+        vec![
+            Command::Lights(LightPattern::Denied(self.settings.denied_flashes)),
+            Command::Play(Sound::Buzzer),
+            Command::Play(Sound::Say(prompt)),
+            Command::Show(line),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapgate_protocol::{DenyReason, PassInfo, PassType, RejectReason};
+
+    fn card(s: &str) -> CardId {
+        CardId::new(s).expect("card")
+    }
+
+    fn start(policy: OfflinePolicy) -> (Gate, Instant) {
+        let settings = GateSettings {
+            offline_policy: policy,
+            ..GateSettings::default()
+        };
+        let (gate, init) = Gate::new(settings, 1000);
+        assert_eq!(init, vec![Command::Lights(LightPattern::Idle)]);
+        (gate, Instant::now())
+    }
+
+    fn tap(gate: &mut Gate, c: &str, now: Instant) -> MessageId {
+        let cmds = gate.card(card(c), now);
+        let Some(Command::Publish(Outbound::Tap(t))) = cmds.first() else {
+            panic!("no publish: {cmds:?}");
+        };
+        assert_eq!(t.card, card(c));
+        assert_eq!(cmds[1], Command::Lights(LightPattern::Checking));
+        t.id.clone()
+    }
+
+    fn decision(id: Option<&MessageId>, outcome: Outcome) -> Decision {
+        Decision {
+            id: id.cloned(),
+            outcome,
+        }
+    }
+
+    fn granted(trips: u32) -> Outcome {
+        let mut pass = PassInfo::new(PassType::TenTrip);
+        pass.trips_remaining = Some(trips);
+        Outcome::Granted { pass }
+    }
+
+    fn shows_green(cmds: &[Command]) -> bool {
+        cmds.iter()
+            .any(|c| matches!(c, Command::Lights(LightPattern::Granted(_))))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn granted_sequence() {
+        let (mut gate, now) = start(OfflinePolicy::FailClosed);
+        let id = tap(&mut gate, "C1", now);
+        assert_eq!(id.as_str(), "1000-1");
+        assert_eq!(gate.deadline(), Some(now + Duration::from_millis(1500)));
+        let cmds = gate.decision(&decision(Some(&id), granted(9)));
+        assert_eq!(
+            cmds,
+            vec![
+                Command::Lights(LightPattern::Granted(Duration::from_secs(5))),
+                Command::Play(Sound::Chime),
+                Command::Play(Sound::Say(Prompt::AccessGranted)),
+                Command::Show("ten trip pass: 9 trips left".into()),
+            ]
+        );
+        assert_eq!(gate.pending(), None);
+        assert!(gate.tick(now + Duration::from_secs(10)).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn denied_sequence_for_every_reason() {
+        for reason in DenyReason::ALL {
+            let (mut gate, now) = start(OfflinePolicy::FailOpen);
+            let id = tap(&mut gate, "C1", now);
+            let cmds = gate.decision(&decision(Some(&id), Outcome::Denied { reason }));
+            assert_eq!(
+                cmds[..3],
+                [
+                    Command::Lights(LightPattern::Denied(4)),
+                    Command::Play(Sound::Buzzer),
+                    Command::Play(Sound::Say(Prompt::AccessDenied)),
+                ]
+            );
+            assert_eq!(cmds[3], Command::Show(describe_denial(reason).into()));
+        }
+    }
+
+    /// Every outcome other than `granted`, answering the pending tap, is a denial: never green.
+    #[tokio::test(start_paused = true)]
+    async fn only_granted_shows_green() {
+        let pass = PassInfo::new(PassType::SingleUse);
+        let others = [
+            Outcome::SelectPass,
+            Outcome::AlreadyHasPass { pass: pass.clone() },
+            Outcome::TapToConfirm {
+                selected: PassType::TwoHour,
+            },
+            Outcome::PassIssued { pass },
+            Outcome::CardMismatch,
+            Outcome::TapCardFirst,
+            Outcome::Rejected {
+                reason: RejectReason::InvalidCard,
+                detail: "x".into(),
+            },
+        ];
+        for outcome in others {
+            let (mut gate, now) = start(OfflinePolicy::FailOpen);
+            let id = tap(&mut gate, "C1", now);
+            let cmds = gate.decision(&decision(Some(&id), outcome.clone()));
+            assert!(!shows_green(&cmds), "{outcome:?}");
+            assert_eq!(
+                cmds[0],
+                Command::Lights(LightPattern::Denied(4)),
+                "{outcome:?}"
+            );
+            assert_eq!(gate.pending(), None);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn foreign_and_late_decisions_are_ignored() {
+        let (mut gate, now) = start(OfflinePolicy::FailClosed);
+        // Nothing pending: a grant changes nothing.
+        let stray = MessageId::new("other-1").expect("id");
+        assert!(gate
+            .decision(&decision(Some(&stray), granted(5)))
+            .is_empty());
+        let id = tap(&mut gate, "C1", now);
+        // Another id, or no id at all: ignored, still pending.
+        assert!(gate
+            .decision(&decision(Some(&stray), granted(5)))
+            .is_empty());
+        assert!(gate.decision(&decision(None, granted(5))).is_empty());
+        assert_eq!(gate.pending(), Some(&id));
+        // Timeout (fail-closed), then the real grant arrives late: ignored.
+        let cmds = gate.tick(now + Duration::from_millis(1500));
+        assert!(!shows_green(&cmds));
+        assert!(gate.decision(&decision(Some(&id), granted(5))).is_empty());
+        // A repeated decision for an answered tap is ignored too.
+        let id2 = tap(&mut gate, "C2", now + Duration::from_secs(3));
+        assert_eq!(gate.decision(&decision(Some(&id2), granted(4))).len(), 4);
+        assert!(gate.decision(&decision(Some(&id2), granted(4))).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offline_policies() {
+        let (mut gate, now) = start(OfflinePolicy::FailClosed);
+        tap(&mut gate, "C1", now);
+        assert!(gate.tick(now + Duration::from_millis(1499)).is_empty());
+        let cmds = gate.tick(now + Duration::from_millis(1500));
+        assert_eq!(
+            cmds,
+            vec![
+                Command::Lights(LightPattern::Denied(4)),
+                Command::Play(Sound::Buzzer),
+                Command::Play(Sound::Say(Prompt::ServiceUnavailable)),
+                Command::Show("service unavailable".into()),
+            ]
+        );
+
+        let (mut gate, now) = start(OfflinePolicy::FailOpen);
+        tap(&mut gate, "C1", now);
+        let cmds = gate.tick(now + Duration::from_secs(2));
+        assert_eq!(
+            cmds[0],
+            Command::Lights(LightPattern::Granted(Duration::from_secs(5)))
+        );
+        assert_eq!(cmds[2], Command::Play(Sound::Say(Prompt::AccessGranted)));
+        assert_eq!(gate.deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_card_and_busy_gate() {
+        let (mut gate, now) = start(OfflinePolicy::FailClosed);
+        let id = tap(&mut gate, "C1", now);
+        // Same card still on the reader: nothing.
+        assert!(gate
+            .card(card("C1"), now + Duration::from_millis(100))
+            .is_empty());
+        // Another card while waiting: ignored.
+        assert!(gate
+            .card(card("C2"), now + Duration::from_millis(200))
+            .is_empty());
+        gate.decision(&decision(Some(&id), granted(3)));
+        // C1 lifted and tapped again after the hold window: a new tap with a new id.
+        let id2 = tap(&mut gate, "C1", now + Duration::from_secs(3));
+        assert_ne!(id, id2);
+    }
+}

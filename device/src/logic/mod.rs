@@ -1,0 +1,192 @@
+//! Device logic as pure state machines: inputs and decisions in, commands out.
+//!
+//! - [`gate`]: an entry gate (card reader, traffic light, speaker).
+//! - [`terminal`]: a sales terminal (card reader, three pass buttons, speaker).
+//! - this module: what both share — the [`Command`]s they emit, the reader-level
+//!   [`TapDebouncer`], the never-reused message ids ([`TapIds`]) and the [`OfflinePolicy`].
+//!
+//! Nothing here does I/O or reads a clock: time comes in as an argument, so every behaviour is
+//! tested with plain `#[test]`s. The runtime in [`crate::runtime`] connects the machines to the
+//! hardware traits and the MQTT link.
+
+pub mod gate;
+pub mod terminal;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tapgate_protocol::{Button, CardId, MessageId, Tap};
+use tokio::time::Instant;
+
+use crate::prompt::{LightPattern, Sound};
+
+/// A message for the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// A card tap.
+    Tap(Tap),
+    /// A pass button (terminal only).
+    Button(Button),
+}
+
+impl Outbound {
+    /// The message id.
+    pub fn id(&self) -> &MessageId {
+        match self {
+            Outbound::Tap(t) => &t.id,
+            Outbound::Button(b) => &b.id,
+        }
+    }
+}
+
+/// What a state machine asks the edges to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send a message to the bridge.
+    Publish(Outbound),
+    /// Show a light pattern (gate only).
+    Lights(LightPattern),
+    /// Play a sound or prompt.
+    Play(Sound),
+    /// Show a line of text to the rider (display or console).
+    Show(String),
+}
+
+/// What a gate does when no decision arrives in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OfflinePolicy {
+    /// Deny, saying the service is unavailable.
+    #[default]
+    FailClosed,
+    /// Let the rider in; the tap stays queued and is charged when the bridge returns.
+    FailOpen,
+}
+
+impl OfflinePolicy {
+    /// The setting's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OfflinePolicy::FailClosed => "fail-closed",
+            OfflinePolicy::FailOpen => "fail-open",
+        }
+    }
+}
+
+impl fmt::Display for OfflinePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OfflinePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fail-closed" => Ok(OfflinePolicy::FailClosed),
+            "fail-open" => Ok(OfflinePolicy::FailOpen),
+            other => Err(format!(
+                "unknown offline policy {other:?}; expected fail-closed or fail-open"
+            )),
+        }
+    }
+}
+
+/// Reader-level debounce: a card held on the reader is one tap, not many.
+///
+/// A card counts as a new tap unless the same card was seen less than `hold` ago. Every
+/// sighting restarts the window, so a card resting on the reader stays one tap however long it
+/// rests; a different card is always a new tap.
+#[derive(Debug, Clone)]
+pub struct TapDebouncer {
+    hold: Duration,
+    last: Option<(CardId, Instant)>,
+}
+
+impl TapDebouncer {
+    /// A debouncer with the given hold window.
+    pub fn new(hold: Duration) -> Self {
+        Self { hold, last: None }
+    }
+
+    /// Records a sighting of `card` at `now`; true when it is a new tap.
+    pub fn is_new_tap(&mut self, card: &CardId, now: Instant) -> bool {
+        let repeat = matches!(&self.last, Some((c, at)) if c == card
+            && now.saturating_duration_since(*at) < self.hold);
+        self.last = Some((card.clone(), now));
+        !repeat
+    }
+}
+
+/// Message ids that are unique per device and never reused after a restart:
+/// `{boot-epoch-ms}-{counter}`. A restart takes a new boot time, so ids differ as long as the
+/// clock does not go back across a restart.
+#[derive(Debug, Clone)]
+pub struct TapIds {
+    boot_ms: u64,
+    next: u64,
+}
+
+impl TapIds {
+    /// Ids for a process that started at `boot_ms` (Unix ms).
+    pub fn new(boot_ms: u64) -> Self {
+        Self { boot_ms, next: 1 }
+    }
+
+    /// The next id.
+    pub fn next_id(&mut self) -> MessageId {
+        let n = self.next;
+        self.next = self.next.saturating_add(1);
+        // Digits and one '-', at most 41 characters: always a valid id.
+        MessageId::new(format!("{}-{}", self.boot_ms, n)).expect("numeric ids are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(s: &str) -> CardId {
+        CardId::new(s).expect("card")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_card_is_one_tap() {
+        let mut d = TapDebouncer::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        assert!(d.is_new_tap(&card("A1"), t0));
+        // Resting on the reader: seen every 50 ms for 10 s, never a new tap.
+        for i in 1..200 {
+            assert!(!d.is_new_tap(&card("A1"), t0 + Duration::from_millis(50 * i)));
+        }
+        // Taken away for 2 s, back again: a new tap.
+        let back = t0 + Duration::from_millis(50 * 199) + Duration::from_secs(2);
+        assert!(d.is_new_tap(&card("A1"), back));
+        // Another card is always new.
+        assert!(d.is_new_tap(&card("B2"), back));
+        assert!(d.is_new_tap(&card("A1"), back));
+    }
+
+    #[test]
+    fn ids_are_unique_and_valid() {
+        let mut ids = TapIds::new(1_700_000_000_000);
+        assert_eq!(ids.next_id().as_str(), "1700000000000-1");
+        assert_eq!(ids.next_id().as_str(), "1700000000000-2");
+        let mut after_restart = TapIds::new(1_700_000_005_000);
+        assert_eq!(after_restart.next_id().as_str(), "1700000005000-1");
+        let mut big = TapIds::new(u64::MAX);
+        big.next = u64::MAX;
+        assert!(big.next_id().as_str().len() <= MessageId::MAX_LEN);
+    }
+
+    #[test]
+    fn policies_parse() {
+        for p in [OfflinePolicy::FailClosed, OfflinePolicy::FailOpen] {
+            assert_eq!(p.as_str().parse::<OfflinePolicy>(), Ok(p));
+        }
+        assert!("open".parse::<OfflinePolicy>().is_err());
+        assert_eq!(OfflinePolicy::default(), OfflinePolicy::FailClosed);
+    }
+}

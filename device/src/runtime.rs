@@ -1,0 +1,224 @@
+//! The device runtime: hardware and the MQTT link around a pure state machine.
+//!
+//! [`run_gate`] and [`run_terminal`] start the [`Link`], poll the card reader on a thread of its
+//! own, sample the buttons, play light patterns, and feed every input, decision and deadline to
+//! the state machine, carrying out the [`Command`]s it returns. On `shutdown` the lights go off,
+//! the link says `offline`, and every task is awaited.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tapgate_protocol::{CardId, DeviceKind, PassType};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{ConfigError, DeviceConfig};
+use crate::hw::{buttons, lights, Buttons, CardReader, Lights, Speaker};
+use crate::link::{Link, LinkConfig, LinkError};
+use crate::logic::gate::Gate;
+use crate::logic::terminal::Terminal;
+use crate::logic::Command;
+use crate::prompt::LightPattern;
+
+/// Why a device stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A setting cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The MQTT link could not start.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The hardware could not be opened.
+    #[error("hardware: {0}")]
+    Hardware(String),
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn link_config(cfg: &DeviceConfig, kind: DeviceKind) -> Result<LinkConfig, DeviceError> {
+    Ok(LinkConfig {
+        mqtt: cfg.mqtt.clone(),
+        username: cfg.mqtt_username.clone(),
+        password: cfg.mqtt_password.clone(),
+        topics: cfg.topics()?,
+        kind,
+        device: cfg.device_id()?,
+        queue_limit: cfg.queue_limit,
+        keep_alive: cfg.keep_alive,
+    })
+}
+
+/// Polls `reader` every `period` on a thread of its own, sending each card seen.
+fn spawn_reader<R: CardReader>(
+    mut reader: R,
+    period: Duration,
+    cards: mpsc::Sender<CardId>,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("card-reader".into())
+        .spawn(move || {
+            let mut failing = false;
+            while !shutdown.is_cancelled() {
+                match reader.poll() {
+                    Ok(Some(card)) => {
+                        failing = false;
+                        if cards.blocking_send(card).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => failing = false,
+                    Err(e) => {
+                        if !failing {
+                            warn!(error = %e, "Card reader failing");
+                        }
+                        failing = true;
+                    }
+                }
+                std::thread::sleep(period);
+            }
+        })
+}
+
+struct Outputs<S: Speaker> {
+    link: Link,
+    speaker: S,
+    lights: Option<mpsc::Sender<LightPattern>>,
+}
+
+impl<S: Speaker> Outputs<S> {
+    fn run(&mut self, commands: Vec<Command>) {
+        for c in commands {
+            match c {
+                Command::Publish(msg) => self.link.publish(&msg),
+                Command::Lights(p) => {
+                    if let Some(tx) = &self.lights {
+                        if tx.try_send(p).is_err() {
+                            warn!("Light pattern dropped");
+                        }
+                    }
+                }
+                Command::Play(sound) => {
+                    if let Err(e) = self.speaker.play(sound) {
+                        warn!(error = %e, %sound, "Cannot play sound");
+                    }
+                }
+                Command::Show(line) => {
+                    info!(line, "Display");
+                    println!("  display: {line}");
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs an entry gate until `shutdown`.
+pub async fn run_gate<R: CardReader, L: Lights, S: Speaker>(
+    cfg: &DeviceConfig,
+    reader: R,
+    lights: L,
+    speaker: S,
+    shutdown: CancellationToken,
+) -> Result<(), DeviceError> {
+    cfg.validate()?;
+    let tasks = shutdown.child_token();
+    let (link, mut decisions, link_task) =
+        Link::start(link_config(cfg, DeviceKind::Gate)?, tasks.clone())?;
+    let (card_tx, mut cards) = mpsc::channel(16);
+    let reader_thread = spawn_reader(reader, cfg.reader_poll, card_tx, tasks.clone())
+        .map_err(|e| DeviceError::Hardware(e.to_string()))?;
+    let (light_tx, light_rx) = mpsc::channel(16);
+    let light_task = tokio::spawn(lights::play(lights, light_rx, tasks.clone()));
+    let mut out = Outputs {
+        link,
+        speaker,
+        lights: Some(light_tx),
+    };
+    let (mut gate, init) = Gate::new(cfg.gate_settings(), now_ms());
+    out.run(init);
+    info!(device = %cfg.id, policy = %cfg.offline_policy, "Gate running");
+    loop {
+        let cmds = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(card) = cards.recv() => gate.card(card, Instant::now()),
+            Some(d) = decisions.recv() => gate.decision(&d),
+            _ = sleep_until(gate.deadline()) => gate.tick(Instant::now()),
+        };
+        out.run(cmds);
+    }
+    drop(cards);
+    finish(tasks, link_task, reader_thread).await;
+    let _ = light_task.await;
+    Ok(())
+}
+
+/// Runs a sales terminal until `shutdown`.
+pub async fn run_terminal<R: CardReader, B: Buttons, S: Speaker>(
+    cfg: &DeviceConfig,
+    reader: R,
+    buttons: B,
+    speaker: S,
+    shutdown: CancellationToken,
+) -> Result<(), DeviceError> {
+    cfg.validate()?;
+    let tasks = shutdown.child_token();
+    let (link, mut decisions, link_task) =
+        Link::start(link_config(cfg, DeviceKind::Terminal)?, tasks.clone())?;
+    let (card_tx, mut cards) = mpsc::channel(16);
+    let reader_thread = spawn_reader(reader, cfg.reader_poll, card_tx, tasks.clone())
+        .map_err(|e| DeviceError::Hardware(e.to_string()))?;
+    let (press_tx, mut presses) = mpsc::channel::<PassType>(16);
+    let button_task = tokio::spawn(buttons::watch(
+        buttons,
+        buttons::DEFAULT_SAMPLE,
+        press_tx,
+        tasks.clone(),
+    ));
+    let mut out = Outputs {
+        link,
+        speaker,
+        lights: None,
+    };
+    let mut terminal = Terminal::new(cfg.terminal_settings(), now_ms());
+    info!(device = %cfg.id, "Terminal running");
+    loop {
+        let cmds = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(card) = cards.recv() => terminal.card(card, Instant::now()),
+            Some(pass) = presses.recv() => terminal.button(pass, Instant::now()),
+            Some(d) = decisions.recv() => terminal.decision(&d),
+            _ = sleep_until(terminal.deadline()) => terminal.tick(Instant::now()),
+        };
+        out.run(cmds);
+    }
+    drop(cards);
+    finish(tasks, link_task, reader_thread).await;
+    let _ = button_task.await;
+    Ok(())
+}
+
+async fn finish(
+    tasks: CancellationToken,
+    link_task: tokio::task::JoinHandle<()>,
+    reader_thread: std::thread::JoinHandle<()>,
+) {
+    tasks.cancel();
+    let _ = link_task.await;
+    let _ = tokio::task::spawn_blocking(move || reader_thread.join()).await;
+    info!("Device stopped");
+}

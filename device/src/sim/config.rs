@@ -1,0 +1,247 @@
+//! Simulator settings: flags, `TAPGATE_SIM_*` environment, or a TOML file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{invalid, load_layers, ConfigError};
+
+/// Everything the rider simulator can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// MQTT broker URL.
+    pub mqtt: String,
+    /// MQTT username.
+    pub mqtt_username: Option<String>,
+    /// MQTT password.
+    pub mqtt_password: Option<String>,
+    /// Topic prefix shared with the bridge.
+    pub prefix: String,
+    /// Simulated gates.
+    pub gates: usize,
+    /// Simulated sales terminals.
+    pub terminals: usize,
+    /// Riders (one card each).
+    pub riders: usize,
+    /// Messages per second, on a fixed schedule (open loop).
+    pub rate: f64,
+    /// How long to send.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// How long to wait for outstanding decisions after sending stops.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Random seed (0: from the clock). Card and device names include it.
+    pub seed: u64,
+    /// Write the summary as JSON to this file.
+    pub json: Option<PathBuf>,
+    /// The bridge's two-hour pass length (must match the bridge).
+    #[serde(with = "humantime_serde")]
+    pub two_hour_duration: Duration,
+    /// The bridge's sale timeout (must match the bridge).
+    #[serde(with = "humantime_serde")]
+    pub sale_timeout: Duration,
+    /// Drop one gate's connection this often (0s: never).
+    #[serde(with = "humantime_serde")]
+    pub drop_every: Duration,
+    /// How long a dropped connection stays down.
+    #[serde(with = "humantime_serde")]
+    pub drop_for: Duration,
+    /// Share of slots that send a garbage payload.
+    pub garbage: f64,
+    /// Chance a rider without a pass tries a gate anyway.
+    pub no_pass: f64,
+    /// Chance a sale is confirmed by a different card.
+    pub mismatch: f64,
+    /// Chance a buyer presses a button before tapping.
+    pub button_first: f64,
+    /// Chance a rider with a pass tries to buy another.
+    pub rebuy: f64,
+    /// Fail (exit status 1) when any decision mismatched or was lost.
+    pub strict: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            mqtt: "mqtt://127.0.0.1:1883".into(),
+            mqtt_username: None,
+            mqtt_password: None,
+            prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
+            gates: 50,
+            terminals: 5,
+            riders: 2000,
+            rate: 500.0,
+            duration: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+            seed: 0,
+            json: None,
+            two_hour_duration: Duration::from_secs(2 * 60 * 60),
+            sale_timeout: Duration::from_secs(30),
+            drop_every: Duration::from_secs(5),
+            drop_for: Duration::from_secs(1),
+            garbage: 0.01,
+            no_pass: 0.05,
+            mismatch: 0.05,
+            button_first: 0.03,
+            rebuy: 0.03,
+            strict: false,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::link::parse_mqtt_url(&self.mqtt).map_err(|e| invalid("mqtt", e.to_string()))?;
+        tapgate_protocol::Topics::new(self.prefix.as_str())
+            .map_err(|e| invalid("prefix", e.to_string()))?;
+        if self.gates == 0 || self.terminals == 0 || self.riders == 0 {
+            return Err(invalid(
+                "gates",
+                "gates, terminals and riders must be at least 1",
+            ));
+        }
+        if !(self.rate > 0.0 && self.rate <= 100_000.0) {
+            return Err(invalid("rate", "must be above 0 and at most 100000"));
+        }
+        for (name, p) in [
+            ("garbage", self.garbage),
+            ("no_pass", self.no_pass),
+            ("mismatch", self.mismatch),
+            ("button_first", self.button_first),
+            ("rebuy", self.rebuy),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(invalid(
+                    "garbage",
+                    format!("{name} must be between 0 and 1"),
+                ));
+            }
+        }
+        if self.two_hour_duration.is_zero() || self.sale_timeout.is_zero() {
+            return Err(invalid(
+                "two_hour_duration",
+                "durations must be longer than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Flags of `tapgate-device simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// TOML file with settings (keys as the long flags, with `_` for `-`).
+    #[arg(long, env = "TAPGATE_SIM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// MQTT broker URL [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "TAPGATE_MQTT")]
+    pub mqtt: Option<String>,
+    /// MQTT username.
+    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// Topic prefix [default: tapgate].
+    #[arg(long, env = "TAPGATE_PREFIX")]
+    pub prefix: Option<String>,
+    /// Simulated gates, one MQTT client each [default: 50].
+    #[arg(long, env = "TAPGATE_SIM_GATES")]
+    pub gates: Option<usize>,
+    /// Simulated sales terminals, one MQTT client each [default: 5].
+    #[arg(long, env = "TAPGATE_SIM_TERMINALS")]
+    pub terminals: Option<usize>,
+    /// Riders, one card each [default: 2000].
+    #[arg(long, env = "TAPGATE_SIM_RIDERS")]
+    pub riders: Option<usize>,
+    /// Messages per second on a fixed schedule [default: 500].
+    #[arg(long, env = "TAPGATE_SIM_RATE")]
+    pub rate: Option<f64>,
+    /// How long to send, e.g. 60s [default: 60s].
+    #[arg(long, env = "TAPGATE_SIM_DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Wait this long for outstanding decisions at the end [default: 10s].
+    #[arg(long, env = "TAPGATE_SIM_GRACE", value_parser = humantime::parse_duration)]
+    pub grace: Option<Duration>,
+    /// Random seed; 0 takes one from the clock [default: 0].
+    #[arg(long, env = "TAPGATE_SIM_SEED")]
+    pub seed: Option<u64>,
+    /// Write the summary as JSON to this file.
+    #[arg(long, env = "TAPGATE_SIM_JSON")]
+    pub json: Option<PathBuf>,
+    /// The bridge's two-hour pass length [default: 2h].
+    #[arg(long, env = "TAPGATE_TWO_HOUR_DURATION", value_parser = humantime::parse_duration)]
+    pub two_hour_duration: Option<Duration>,
+    /// The bridge's sale timeout [default: 30s].
+    #[arg(long, env = "TAPGATE_SALE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub sale_timeout: Option<Duration>,
+    /// Drop one gate's connection this often; 0s never [default: 5s].
+    #[arg(long, env = "TAPGATE_SIM_DROP_EVERY", value_parser = humantime::parse_duration)]
+    pub drop_every: Option<Duration>,
+    /// How long a dropped connection stays down [default: 1s].
+    #[arg(long, env = "TAPGATE_SIM_DROP_FOR", value_parser = humantime::parse_duration)]
+    pub drop_for: Option<Duration>,
+    /// Share of slots that send a garbage payload [default: 0.01].
+    #[arg(long, env = "TAPGATE_SIM_GARBAGE")]
+    pub garbage: Option<f64>,
+    /// Chance a rider without a pass tries a gate anyway [default: 0.05].
+    #[arg(long, env = "TAPGATE_SIM_NO_PASS")]
+    pub no_pass: Option<f64>,
+    /// Chance a sale is confirmed by a different card [default: 0.05].
+    #[arg(long, env = "TAPGATE_SIM_MISMATCH")]
+    pub mismatch: Option<f64>,
+    /// Chance a buyer presses a button before tapping [default: 0.03].
+    #[arg(long, env = "TAPGATE_SIM_BUTTON_FIRST")]
+    pub button_first: Option<f64>,
+    /// Chance a rider with a pass tries to buy another [default: 0.03].
+    #[arg(long, env = "TAPGATE_SIM_REBUY")]
+    pub rebuy: Option<f64>,
+    /// Exit with an error when any decision mismatched or was lost.
+    #[arg(long, env = "TAPGATE_SIM_STRICT")]
+    pub strict: bool,
+}
+
+impl SimArgs {
+    /// Loads and validates the layered settings.
+    pub fn load(&self) -> Result<SimConfig, ConfigError> {
+        let mut o: Vec<(String, String)> = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push((k.to_owned(), v));
+            }
+        };
+        let dur = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
+        put("mqtt", self.mqtt.clone());
+        put("mqtt_username", self.mqtt_username.clone());
+        put("mqtt_password", self.mqtt_password.clone());
+        put("prefix", self.prefix.clone());
+        put("gates", self.gates.map(|v| v.to_string()));
+        put("terminals", self.terminals.map(|v| v.to_string()));
+        put("riders", self.riders.map(|v| v.to_string()));
+        put("rate", self.rate.map(|v| v.to_string()));
+        put("duration", dur(self.duration));
+        put("grace", dur(self.grace));
+        put("seed", self.seed.map(|v| v.to_string()));
+        put("json", self.json.as_ref().map(|p| p.display().to_string()));
+        put("two_hour_duration", dur(self.two_hour_duration));
+        put("sale_timeout", dur(self.sale_timeout));
+        put("drop_every", dur(self.drop_every));
+        put("drop_for", dur(self.drop_for));
+        put("garbage", self.garbage.map(|v| v.to_string()));
+        put("no_pass", self.no_pass.map(|v| v.to_string()));
+        put("mismatch", self.mismatch.map(|v| v.to_string()));
+        put("button_first", self.button_first.map(|v| v.to_string()));
+        put("rebuy", self.rebuy.map(|v| v.to_string()));
+        if self.strict {
+            put("strict", Some("true".into()));
+        }
+        let cfg: SimConfig = load_layers(self.config.as_deref(), &o)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,662 @@
+//! The rider simulator: `tapgate-device simulate`.
+//!
+//! One MQTT client per simulated device ([`fleet`]). Riders buy passes at terminals through the
+//! full sales flow and ride by tapping gates; some tap with no pass, press a button before
+//! tapping, or have their sale confirmed by a stranger's card; some slots send garbage; now and
+//! then a gate's connection is dropped and restored. Messages go out on a fixed schedule (open
+//! loop). Every decision is checked against [`tapgate_protocol::rules::decide`] through the
+//! [`model`]; a card is never in flight twice and a terminal serves one sale at a time, so
+//! predictions are deterministic. Progress goes to stderr once a second; the [`report`] ends the
+//! run.
+//!
+//! - [`config`]: settings. - [`fleet`]: the MQTT clients. - [`model`]: predictions.
+//! - [`report`]: counters, histogram, summary. - [`rng`]: seeded randomness.
+
+pub mod config;
+pub mod fleet;
+pub mod model;
+pub mod report;
+pub mod rng;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use tapgate_protocol::rules::{Input, Sale, Settings};
+use tapgate_protocol::{CardId, Decision, DeviceId, DeviceKind, MessageId, Outcome, PassType};
+use tapgate_protocol::{RejectReason, Topics};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{SimArgs, SimConfig};
+use fleet::{Device, FleetConfig, FleetEvent};
+use model::{check, CardModel, Check};
+use report::{Summary, Tally};
+use rng::Rng;
+
+use crate::config::ConfigError;
+use crate::runtime::now_ms;
+
+/// Why a simulation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A setting cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Not every simulated device could connect.
+    #[error(
+        "only {up} of {total} simulated devices connected within 20s; is the broker at {url}?"
+    )]
+    Connect {
+        /// Devices connected.
+        up: usize,
+        /// Devices started.
+        total: usize,
+        /// The broker URL.
+        url: String,
+    },
+    /// The summary could not be written.
+    #[error("cannot write the summary to {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Strict mode: mismatches or lost decisions.
+    #[error("{mismatches} mismatched and {lost} lost decisions")]
+    Failed {
+        /// Mismatches.
+        mismatches: u64,
+        /// Lost decisions.
+        lost: u64,
+    },
+}
+
+/// One step of a rider's plan at its terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Tap the rider's card.
+    Tap,
+    /// Press a button.
+    Button(PassType),
+    /// A stranger's card confirms: the sale is void.
+    StrangerTap,
+}
+
+#[derive(Debug)]
+struct Rider {
+    card: CardId,
+    model: CardModel,
+    busy: bool,
+    terminal: Option<usize>,
+    plan: VecDeque<Step>,
+}
+
+/// What a message was, to check its decision.
+#[derive(Debug, Clone)]
+enum Sent {
+    Rider { rider: usize, input: Input },
+    Garbage(RejectReason),
+}
+
+#[derive(Debug)]
+struct Inflight {
+    sent: Sent,
+    scheduled: Instant,
+    sent_ms: u64,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    settings: Settings,
+    rng: Rng,
+    run: String,
+    devices: Vec<Device>,
+    gates: Vec<usize>,
+    terminals: Vec<usize>,
+    sales: Vec<Option<Sale>>,
+    terminal_owner: Vec<Option<usize>>,
+    riders: Vec<Rider>,
+    urgent: VecDeque<usize>,
+    ready: VecDeque<usize>,
+    pending: HashMap<(usize, MessageId), Inflight>,
+    answered: HashMap<(usize, MessageId), ()>,
+    null_expected: Vec<VecDeque<Instant>>,
+    next_id: u64,
+    strangers: u64,
+    tally: Tally,
+}
+
+impl Sim {
+    fn message_id(&mut self) -> MessageId {
+        self.next_id += 1;
+        MessageId::new(format!("s{}", self.next_id)).expect("numeric ids are valid")
+    }
+
+    fn publish(&mut self, dev: usize, topic: String, payload: Vec<u8>) -> bool {
+        let d = &self.devices[dev];
+        let Some(client) = &d.client else {
+            return false;
+        };
+        d.requested.fetch_add(1, Ordering::SeqCst);
+        match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+            Ok(()) => true,
+            Err(e) => {
+                d.requested.fetch_sub(1, Ordering::SeqCst);
+                warn!(device = %d.id, error = %e, "Simulated device refused a message");
+                self.tally.send_failures += 1;
+                false
+            }
+        }
+    }
+
+    fn free_gate(&mut self) -> Option<usize> {
+        let n = self.gates.len();
+        let start = self.rng.below(n);
+        (0..n)
+            .map(|i| self.gates[(start + i) % n])
+            .find(|&g| self.devices[g].up)
+    }
+
+    fn free_terminal(&mut self) -> Option<usize> {
+        let n = self.terminals.len();
+        let start = self.rng.below(n);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&t| self.terminal_owner[t].is_none() && self.devices[self.terminals[t]].up)
+    }
+
+    /// One schedule slot: send something, or count the slot as skipped.
+    fn slot(&mut self, scheduled: Instant) {
+        if self.rng.chance(self.cfg.garbage) && self.send_garbage(scheduled) {
+            return;
+        }
+        if let Some(r) = self.urgent.pop_front() {
+            if self.act(r, scheduled) {
+                return;
+            }
+            self.urgent.push_back(r);
+        }
+        for _ in 0..16 {
+            let Some(r) = self.ready.pop_front() else {
+                break;
+            };
+            if self.act(r, scheduled) {
+                return;
+            }
+            self.ready.push_back(r);
+        }
+        self.tally.skipped_slots += 1;
+    }
+
+    fn send_garbage(&mut self, scheduled: Instant) -> bool {
+        let Some(gate) = self.free_gate() else {
+            return false;
+        };
+        let id = self.message_id();
+        let (payload, reason, has_id) = match self.rng.below(4) {
+            0 => (
+                format!(r#"{{"id":"{id}","card":"not a card!"}}"#),
+                RejectReason::InvalidCard,
+                true,
+            ),
+            1 => (
+                format!(r#"{{"id":"{id}","card":"ABC123","colour":"red"}}"#),
+                RejectReason::UnknownField,
+                true,
+            ),
+            2 => (
+                format!(r#"{{"id":"{id}","card":12345}}"#),
+                RejectReason::WrongType,
+                true,
+            ),
+            _ => (
+                format!(r#"{{"id":"{id}","card":"#),
+                RejectReason::MalformedJson,
+                false,
+            ),
+        };
+        let topic = self.devices[gate].tap_topic.clone();
+        if !self.publish(gate, topic, payload.into_bytes()) {
+            return false;
+        }
+        self.tally.garbage_sent += 1;
+        if has_id {
+            self.pending.insert(
+                (gate, id),
+                Inflight {
+                    sent: Sent::Garbage(reason),
+                    scheduled,
+                    sent_ms: now_ms(),
+                },
+            );
+        } else {
+            self.null_expected[gate].push_back(scheduled);
+        }
+        true
+    }
+
+    /// The rider's next move; false if it cannot move now.
+    fn act(&mut self, r: usize, scheduled: Instant) -> bool {
+        if self.riders[r].plan.is_empty() {
+            self.plan(r);
+        }
+        let step = self.riders[r].plan.front().copied();
+        let card = self.riders[r].card.clone();
+        let (dev, topic, payload, input, is_tap) = match (step, self.riders[r].terminal) {
+            (None, _) => {
+                let Some(gate) = self.free_gate() else {
+                    return false;
+                };
+                let topic = self.devices[gate].tap_topic.clone();
+                (gate, topic, None, Input::GateTap(card), true)
+            }
+            (Some(step), Some(t)) => {
+                let dev = self.terminals[t];
+                let d = &self.devices[dev];
+                if !d.up {
+                    return false;
+                }
+                match step {
+                    Step::Tap => (
+                        dev,
+                        d.tap_topic.clone(),
+                        None,
+                        Input::TerminalTap(card),
+                        true,
+                    ),
+                    Step::StrangerTap => {
+                        self.strangers += 1;
+                        let stranger = CardId::new(format!("{}X{}", self.run, self.strangers))
+                            .expect("alphanumeric");
+                        let topic = d.tap_topic.clone();
+                        (dev, topic, None, Input::TerminalTap(stranger), true)
+                    }
+                    Step::Button(p) => (
+                        dev,
+                        d.button_topic.clone(),
+                        Some(p),
+                        Input::Button(p),
+                        false,
+                    ),
+                }
+            }
+            (Some(_), None) => {
+                self.riders[r].plan.clear();
+                return false;
+            }
+        };
+        let id = self.message_id();
+        let body = match (&input, payload) {
+            (_, Some(p)) => serde_json::json!({"id": id, "pass": p}),
+            (Input::GateTap(c) | Input::TerminalTap(c), None) => {
+                serde_json::json!({"id": id, "card": c})
+            }
+            (Input::Button(p), None) => serde_json::json!({"id": id, "pass": p}),
+        };
+        if !self.publish(dev, topic, body.to_string().into_bytes()) {
+            return false;
+        }
+        if is_tap {
+            self.tally.taps_sent += 1;
+        } else {
+            self.tally.buttons_sent += 1;
+        }
+        self.riders[r].busy = true;
+        self.pending.insert(
+            (dev, id),
+            Inflight {
+                sent: Sent::Rider { rider: r, input },
+                scheduled,
+                sent_ms: now_ms(),
+            },
+        );
+        true
+    }
+
+    /// Chooses what an idle rider does next: ride, or buy at a free terminal.
+    fn plan(&mut self, r: usize) {
+        let has_pass = self.riders[r].model.pass.is_some();
+        let buy = if has_pass {
+            self.rng.chance(self.cfg.rebuy)
+        } else {
+            !self.rng.chance(self.cfg.no_pass)
+        };
+        if !buy {
+            return; // an empty plan is a gate tap
+        }
+        let Some(t) = self.free_terminal() else {
+            return;
+        };
+        self.terminal_owner[t] = Some(r);
+        let rider = &mut self.riders[r];
+        rider.terminal = Some(t);
+        if has_pass {
+            rider.plan.push_back(Step::Tap); // expect already_has_pass
+            return;
+        }
+        let pass = PassType::ALL[self.rng.below(3)];
+        if self.rng.chance(self.cfg.button_first) {
+            rider.plan.push_back(Step::Button(pass)); // expect tap_card_first
+        }
+        rider.plan.push_back(Step::Tap);
+        rider.plan.push_back(Step::Button(pass));
+        if self.rng.chance(self.cfg.mismatch) {
+            rider.plan.push_back(Step::StrangerTap);
+        } else {
+            rider.plan.push_back(Step::Tap);
+        }
+    }
+
+    fn release(&mut self, r: usize) {
+        let rider = &mut self.riders[r];
+        rider.plan.clear();
+        if let Some(t) = rider.terminal.take() {
+            self.terminal_owner[t] = None;
+        }
+    }
+
+    fn on_decision(&mut self, dev: usize, payload: &[u8], at: Instant) {
+        let decision = match Decision::from_json(payload) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(device = %self.devices[dev].id, error = %e, "Unparseable decision");
+                self.tally.unexpected += 1;
+                return;
+            }
+        };
+        let Some(id) = decision.id.clone() else {
+            match (&decision.outcome, self.null_expected[dev].pop_front()) {
+                (Outcome::Rejected { .. }, Some(scheduled)) => {
+                    self.count(&decision.outcome);
+                    self.tally.record_latency(at - scheduled);
+                }
+                _ => self.tally.unexpected += 1,
+            }
+            return;
+        };
+        let key = (dev, id);
+        let Some(inflight) = self.pending.remove(&key) else {
+            if self.answered.contains_key(&key) {
+                self.tally.duplicates += 1;
+            } else {
+                self.tally.unexpected += 1;
+            }
+            return;
+        };
+        self.answered.insert(key, ());
+        self.tally.record_latency(at - inflight.scheduled);
+        self.count(&decision.outcome);
+        let recv_ms = now_ms();
+        match inflight.sent {
+            Sent::Garbage(reason) => {
+                let ok = matches!(&decision.outcome, Outcome::Rejected { reason: r, .. } if *r == reason);
+                if !ok {
+                    self.tally.mismatch(format!(
+                        "garbage expecting rejected {reason}: got {}",
+                        decision.outcome.name()
+                    ));
+                }
+            }
+            Sent::Rider { rider: r, input } => {
+                let terminal = self.riders[r].terminal;
+                let mut stranger = CardModel::default();
+                let mut no_sale = None;
+                let is_stranger =
+                    matches!(&input, Input::TerminalTap(c) if *c != self.riders[r].card);
+                let sale = match (&input, terminal) {
+                    (Input::GateTap(_), _) | (_, None) => &mut no_sale,
+                    (_, Some(t)) => &mut self.sales[t],
+                };
+                let card = if is_stranger {
+                    &mut stranger
+                } else {
+                    &mut self.riders[r].model
+                };
+                let result = check(
+                    &input,
+                    card,
+                    sale,
+                    &decision.outcome,
+                    inflight.sent_ms,
+                    recv_ms,
+                    self.settings,
+                );
+                let rider = &mut self.riders[r];
+                rider.busy = false;
+                match result {
+                    Check::Match => {
+                        rider.plan.pop_front();
+                    }
+                    Check::Mismatch(why) => {
+                        self.tally.mismatch(format!("rider {r}: {why}"));
+                        self.release(r);
+                    }
+                }
+                if self.riders[r].plan.is_empty() {
+                    self.release(r);
+                    self.ready.push_back(r);
+                } else {
+                    self.urgent.push_back(r);
+                }
+            }
+        }
+    }
+
+    fn count(&mut self, outcome: &Outcome) {
+        *self
+            .tally
+            .outcomes
+            .entry(outcome.name().to_owned())
+            .or_default() += 1;
+    }
+
+    fn inflight(&self) -> usize {
+        self.pending.len() + self.null_expected.iter().map(VecDeque::len).sum::<usize>()
+    }
+
+    fn drop_a_gate(&mut self) {
+        let Some(g) = self.free_gate() else {
+            return;
+        };
+        let d = &mut self.devices[g];
+        if d.control.try_send(self.cfg.drop_for).is_ok() {
+            d.up = false;
+            d.client = None;
+            self.tally.connection_drops += 1;
+            info!(device = %d.id, "Dropping a gate's connection");
+        }
+    }
+
+    fn on_fleet(&mut self, event: FleetEvent) {
+        match event {
+            FleetEvent::Decision(dev, payload, at) => self.on_decision(dev, &payload, at),
+            FleetEvent::Up(dev, client) => {
+                let d = &mut self.devices[dev];
+                d.client = Some(client);
+                d.up = true;
+            }
+            FleetEvent::Down(_) => {}
+        }
+    }
+}
+
+/// Runs a simulation until its duration (plus grace) has passed or `shutdown`.
+pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary, SimError> {
+    cfg.validate()?;
+    let (host, port) = crate::link::parse_mqtt_url(&cfg.mqtt)
+        .map_err(|e| crate::config::invalid("mqtt", e.to_string()))?;
+    let topics = Topics::new(cfg.prefix.as_str())
+        .map_err(|e| crate::config::invalid("prefix", e.to_string()))?;
+    let seed = if cfg.seed == 0 { now_ms() } else { cfg.seed };
+    let run = format!("S{seed:x}").to_uppercase();
+    info!(seed, run, "Simulation starting");
+    let fleet_cfg = FleetConfig {
+        host,
+        port,
+        username: cfg.mqtt_username.clone(),
+        password: cfg.mqtt_password.clone(),
+        topics,
+    };
+    let fleet_stop = CancellationToken::new();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut devices = Vec::new();
+    let mut gates = Vec::new();
+    let mut terminals = Vec::new();
+    let lower = run.to_lowercase();
+    for (kind, count) in [
+        (DeviceKind::Gate, cfg.gates),
+        (DeviceKind::Terminal, cfg.terminals),
+    ] {
+        for n in 0..count {
+            let letter = if kind == DeviceKind::Gate { 'g' } else { 't' };
+            let id = DeviceId::new(format!("sim-{lower}-{letter}{n}"))
+                .map_err(|e| crate::config::invalid("seed", e.to_string()))?;
+            let index = devices.len();
+            match kind {
+                DeviceKind::Gate => gates.push(index),
+                DeviceKind::Terminal => terminals.push(index),
+            }
+            devices.push(fleet::spawn(
+                &fleet_cfg,
+                index,
+                kind,
+                id,
+                events_tx.clone(),
+                fleet_stop.clone(),
+            ));
+        }
+    }
+    let riders = (0..cfg.riders)
+        .map(|n| Rider {
+            card: CardId::new(format!("{run}R{n}")).expect("alphanumeric"),
+            model: CardModel::default(),
+            busy: false,
+            terminal: None,
+            plan: VecDeque::new(),
+        })
+        .collect();
+    let n_devices = devices.len();
+    let mut sim = Sim {
+        settings: Settings {
+            two_hour_ms: cfg.two_hour_duration.as_millis() as u64,
+            sale_timeout_ms: cfg.sale_timeout.as_millis() as u64,
+        },
+        rng: Rng::new(seed),
+        run,
+        sales: vec![None; terminals.len()],
+        terminal_owner: vec![None; terminals.len()],
+        gates,
+        terminals,
+        devices,
+        riders,
+        urgent: VecDeque::new(),
+        ready: (0..cfg.riders).collect(),
+        pending: HashMap::new(),
+        answered: HashMap::new(),
+        null_expected: vec![VecDeque::new(); n_devices],
+        next_id: 0,
+        strangers: 0,
+        tally: Tally::default(),
+        cfg,
+    };
+
+    // Wait until every device is connected.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sim.devices.iter().any(|d| !d.up) {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                let up = sim.devices.iter().filter(|d| d.up).count();
+                fleet_stop.cancel();
+                return Err(SimError::Connect { up, total: n_devices, url: sim.cfg.mqtt.clone() });
+            }
+            Some(e) = events.recv() => sim.on_fleet(e),
+        }
+    }
+    eprintln!(
+        "simulating {} riders on {} gates and {} terminals at {}/s for {:?}",
+        sim.cfg.riders,
+        sim.gates.len(),
+        sim.terminals.len(),
+        sim.cfg.rate,
+        sim.cfg.duration
+    );
+
+    let start = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / sim.cfg.rate);
+    let end = start + sim.cfg.duration;
+    let mut slot_n: u32 = 0;
+    let mut next_slot = start;
+    let mut progress =
+        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let drop_every = sim.cfg.drop_every;
+    let mut next_drop = (!drop_every.is_zero()).then(|| start + drop_every);
+    let mut sending = true;
+    let mut sending_time = sim.cfg.duration;
+    loop {
+        if sending && next_slot >= end {
+            sending = false;
+            sending_time = start.elapsed();
+        }
+        if !sending && sim.inflight() == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                if sending {
+                    sending_time = start.elapsed();
+                }
+                break;
+            }
+            Some(e) = events.recv() => sim.on_fleet(e),
+            _ = tokio::time::sleep_until(next_slot), if sending => {
+                sim.slot(next_slot);
+                slot_n += 1;
+                next_slot = start + period * slot_n;
+            }
+            _ = progress.tick() => {
+                eprintln!("{}", sim.tally.progress(start.elapsed(), sim.inflight()));
+            }
+            _ = async { tokio::time::sleep_until(next_drop.unwrap_or(end)).await }, if sending && next_drop.is_some() => {
+                sim.drop_a_gate();
+                next_drop = next_drop.map(|t| t + drop_every);
+            }
+            _ = tokio::time::sleep_until(end + sim.cfg.grace), if !sending => break,
+        }
+    }
+    let lost = sim.inflight() as u64;
+    if lost > 0 {
+        for ((dev, id), f) in sim.pending.iter().take(10) {
+            warn!(device = %sim.devices[*dev].id, %id, sent = ?f.sent, "No decision");
+        }
+    }
+    fleet_stop.cancel();
+    // Let the devices say offline and disconnect.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(Summary::new(&sim.tally, sending_time, sim.cfg.rate, lost))
+}
+
+/// Prints the summary, writes it as JSON if asked, and applies `strict`.
+pub fn finish(cfg: &SimConfig, summary: &Summary) -> Result<(), SimError> {
+    println!("{}", summary.render());
+    if let Some(path) = &cfg.json {
+        let body = serde_json::to_string_pretty(summary).unwrap_or_default();
+        std::fs::write(path, body).map_err(|source| SimError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    if cfg.strict && (summary.mismatches > 0 || summary.lost > 0) {
+        return Err(SimError::Failed {
+            mismatches: summary.mismatches,
+            lost: summary.lost,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! What the simulator expects: a model of every card and terminal, fed through
+//! [`tapgate_protocol::rules::decide`].
+//!
+//! A card is never in flight on two devices at once and a terminal serves one rider's sale at a
+//! time, so the state a decision sees is the state the model holds. Time is the only race: the
+//! prediction is made at both the send time and the receive time, and either is accepted — which
+//! is the leniency needed at two-hour (and sale-timeout) boundaries. After a match the model
+//! takes the verdict's state, with a two-hour window's end taken from the decision itself.
+
+use tapgate_protocol::rules::{self, Input, Pass, Sale, Settings, State, Verdict};
+use tapgate_protocol::{Outcome, PassInfo};
+
+/// The model of one card.
+#[derive(Debug, Clone, Default)]
+pub struct CardModel {
+    /// Its pass, as the bridge should hold it.
+    pub pass: Option<Pass>,
+}
+
+/// Outcomes compared for what matters: the kind, pass type, trips, reasons, selection.
+pub fn same_outcome(actual: &Outcome, expected: &Outcome) -> bool {
+    let pass_eq = |a: &PassInfo, b: &PassInfo| {
+        a.pass_type == b.pass_type && a.trips_remaining == b.trips_remaining
+    };
+    match (actual, expected) {
+        (Outcome::Granted { pass: a }, Outcome::Granted { pass: b })
+        | (Outcome::AlreadyHasPass { pass: a }, Outcome::AlreadyHasPass { pass: b })
+        | (Outcome::PassIssued { pass: a }, Outcome::PassIssued { pass: b }) => pass_eq(a, b),
+        (Outcome::Denied { reason: a }, Outcome::Denied { reason: b }) => a == b,
+        (Outcome::TapToConfirm { selected: a }, Outcome::TapToConfirm { selected: b }) => a == b,
+        (Outcome::Rejected { reason: a, .. }, Outcome::Rejected { reason: b, .. }) => a == b,
+        (a, b) => a.name() == b.name(),
+    }
+}
+
+/// The result of checking one decision.
+#[derive(Debug)]
+pub enum Check {
+    /// As predicted; the model is updated.
+    Match,
+    /// Not as predicted; the model follows the actual outcome as far as it can.
+    Mismatch(String),
+}
+
+/// Predicts `input` on `card`'s and `sale`'s state at `sent_ms` and `recv_ms`, compares with
+/// `actual`, and updates `card` and `sale` (the tapped card's model; the terminal's sale).
+pub fn check(
+    input: &Input,
+    card: &mut CardModel,
+    sale: &mut Option<Sale>,
+    actual: &Outcome,
+    sent_ms: u64,
+    recv_ms: u64,
+    settings: Settings,
+) -> Check {
+    let state = State {
+        pass: card.pass.clone(),
+        blocked: false,
+        sale: sale.clone(),
+    };
+    let early = rules::decide(input, &state, sent_ms, settings);
+    let late = rules::decide(input, &state, recv_ms, settings);
+    let chosen: Option<Verdict> = [early.clone(), late]
+        .into_iter()
+        .find(|v| same_outcome(actual, &v.outcome));
+    match chosen {
+        Some(v) => {
+            apply(v, card, sale, actual);
+            Check::Match
+        }
+        None => {
+            let why = format!(
+                "{input:?} with {state:?}: expected {}, got {}",
+                early.outcome.name(),
+                serde_json::to_string(actual).unwrap_or_default()
+            );
+            // Follow reality so one mismatch does not cascade.
+            match actual {
+                Outcome::PassIssued { .. } | Outcome::Granted { .. } => {
+                    if let Outcome::Granted { pass } | Outcome::PassIssued { pass } = actual {
+                        card.pass = follow(pass, sent_ms);
+                    }
+                    *sale = None;
+                }
+                Outcome::SelectPass | Outcome::TapToConfirm { .. } => {}
+                _ => *sale = None,
+            }
+            Check::Mismatch(why)
+        }
+    }
+}
+
+fn apply(v: Verdict, card: &mut CardModel, sale: &mut Option<Sale>, actual: &Outcome) {
+    let mut pass = v.pass;
+    if let (Some(p), Outcome::Granted { pass: info }) = (pass.as_mut(), actual) {
+        if info.expires_at.is_some() {
+            p.expires_at = info.expires_at;
+        }
+    }
+    card.pass = pass;
+    *sale = v.sale;
+}
+
+/// A model pass matching what the bridge reported (after a mismatch).
+fn follow(info: &PassInfo, now: u64) -> Option<Pass> {
+    let mut p = Pass::issue(info.pass_type, now);
+    if let Some(t) = info.trips_remaining {
+        if t == 0 {
+            return None;
+        }
+        p.trips = t;
+    }
+    p.expires_at = info.expires_at;
+    Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapgate_protocol::{CardId, DenyReason, PassType};
+
+    fn card(s: &str) -> CardId {
+        CardId::new(s).expect("card")
+    }
+
+    #[test]
+    fn two_hour_boundary_is_lenient_either_way() {
+        let s = Settings {
+            two_hour_ms: 1000,
+            sale_timeout_ms: 30_000,
+        };
+        let mut pass = Pass::issue(PassType::TwoHour, 0);
+        pass.expires_at = Some(5000);
+        let input = Input::GateTap(card("A"));
+        // Sent just before the end, decided just after: both answers are right.
+        for actual in [
+            Outcome::Granted {
+                pass: PassInfo {
+                    pass_type: PassType::TwoHour,
+                    trips_remaining: None,
+                    expires_at: Some(5000),
+                    remaining_ms: Some(1),
+                },
+            },
+            Outcome::Denied {
+                reason: DenyReason::Expired,
+            },
+        ] {
+            let mut m = CardModel {
+                pass: Some(pass.clone()),
+            };
+            let mut sale = None;
+            assert!(matches!(
+                check(&input, &mut m, &mut sale, &actual, 4999, 5001, s),
+                Check::Match
+            ));
+        }
+        // Well inside the window, a denial is a mismatch.
+        let mut m = CardModel { pass: Some(pass) };
+        let denied = Outcome::Denied {
+            reason: DenyReason::Expired,
+        };
+        assert!(matches!(
+            check(&input, &mut m, &mut None, &denied, 100, 200, s),
+            Check::Mismatch(_)
+        ));
+    }
+
+    #[test]
+    fn ten_trip_counts_must_match() {
+        let s = Settings::default();
+        let mut m = CardModel {
+            pass: Some(Pass::issue(PassType::TenTrip, 0)),
+        };
+        let mut info = PassInfo::new(PassType::TenTrip);
+        info.trips_remaining = Some(8);
+        let wrong = Outcome::Granted { pass: info.clone() };
+        let input = Input::GateTap(card("A"));
+        assert!(matches!(
+            check(&input, &mut m, &mut None, &wrong, 1, 2, s),
+            Check::Mismatch(_)
+        ));
+        // The model followed reality: 8 left, so the next entry leaves 7.
+        info.trips_remaining = Some(7);
+        let next = Outcome::Granted { pass: info };
+        assert!(matches!(
+            check(&input, &mut m, &mut None, &next, 3, 4, s),
+            Check::Match
+        ));
+    }
+}
