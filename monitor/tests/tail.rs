@@ -90,16 +90,29 @@ async fn replay_hands_over_to_follow_without_gap_or_repeat() {
         .query_async(&mut conn)
         .await
         .expect("XLEN");
-    assert!(len_at_start < 1601, "events must still be arriving when the tail starts");
+    assert!(
+        len_at_start < 1601,
+        "events must still be arriving when the tail starts"
+    );
     adder.await.expect("adder");
     let expected = all_ids(&mut conn).await;
     assert_eq!(expected.len(), 1601);
-    let lines = out.wait_lines(expected.len(), Duration::from_secs(20)).await;
+    let lines = out
+        .wait_lines(expected.len(), Duration::from_secs(20))
+        .await;
     // Give a duplicate the chance to show up.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let lines_after = out.lines();
-    assert_eq!(lines_after.len(), lines.len(), "extra lines after the last event");
-    assert_eq!(seqs(&lines_after), expected, "every entry exactly once, in order");
+    assert_eq!(
+        lines_after.len(),
+        lines.len(),
+        "extra lines after the last event"
+    );
+    assert_eq!(
+        seqs(&lines_after),
+        expected,
+        "every entry exactly once, in order"
+    );
     let junk: Vec<_> = lines_after
         .iter()
         .filter(|l| l.contains("\"unreadable\""))
@@ -125,7 +138,10 @@ async fn last_n_then_live_in_text() {
         false,
     );
     let lines = out.wait_lines(5, Duration::from_secs(5)).await;
-    assert!(lines[0].ends_with("DENIED     card C15 at gate g1: no_pass"), "{lines:?}");
+    assert!(
+        lines[0].ends_with("DENIED     card C15 at gate g1: no_pass"),
+        "{lines:?}"
+    );
     assert!(lines[4].contains("card C19 "), "{lines:?}");
     let mut ev = Event::new(EventKind::PassUsed, 1_700_000_000_000);
     ev.card = CardId::new("ABC").ok();
@@ -150,7 +166,10 @@ async fn last_n_then_live_in_text() {
         "{lines:?}"
     );
     assert!(lines[6].contains("unreadable event "), "{lines:?}");
-    assert!(lines.iter().all(|l| !l.contains('\x1b')), "no colour when asked for none");
+    assert!(
+        lines.iter().all(|l| !l.contains('\x1b')),
+        "no colour when asked for none"
+    );
     shutdown.cancel();
     task.await.expect("tail stops");
 }

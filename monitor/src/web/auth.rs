@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
@@ -112,8 +112,12 @@ pub async fn login(
             resp
         }
         Err(e) => {
-            let status = e.status();
-            login_form(&state, status, Some(&e.to_string()))
+            let mut resp = login_form(&state, e.status(), Some(&e.to_string()));
+            if let WebError::TooManyAttempts(secs) = e {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            resp
         }
     }
 }

@@ -23,20 +23,24 @@ use tokio_util::sync::CancellationToken;
 pub const ALICE: (&str, &str) = ("alice", "correct horse battery");
 pub const BOB: (&str, &str) = ("bob", "staple");
 
-/// Password hashes are slow to make: make them once per test binary.
-fn hashes() -> &'static (String, String) {
-    static H: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
-    H.get_or_init(|| {
-        (
-            tapgate_monitor::password::hash(ALICE.1).expect("hash"),
-            tapgate_monitor::password::hash(BOB.1).expect("hash"),
-        )
-    })
+/// A real argon2id PHC hash with small parameters, so logins in unoptimised test builds are
+/// quick; the server verifies with whatever parameters the hash names.
+pub fn cheap_hash(password: &str) -> String {
+    use argon2::password_hash::PasswordHasher;
+    let params = argon2::Params::new(1024, 1, 1, None).expect("params");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes())
+        .expect("hash")
+        .to_string()
+}
+
+fn hashes() -> (String, String) {
+    (cheap_hash(ALICE.1), cheap_hash(BOB.1))
 }
 
 /// A dashboard config for `redis` with alice and bob.
 pub fn config(redis: &str) -> ServeConfig {
-    let (a, b) = hashes().clone();
+    let (a, b) = hashes();
     ServeConfig {
         redis: redis.to_owned(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -152,7 +156,11 @@ impl Collected {
                 return lines;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("expected {n} lines within {within:?}, got {}:\n{}", lines.len(), lines.join("\n"));
+                panic!(
+                    "expected {n} lines within {within:?}, got {}:\n{}",
+                    lines.len(),
+                    lines.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -200,9 +208,10 @@ impl Resp {
 
     /// The value of cookie `name` set by this response.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.headers_named("set-cookie")
-            .into_iter()
-            .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or("").to_owned()))
+        self.headers_named("set-cookie").into_iter().find_map(|c| {
+            c.strip_prefix(&format!("{name}="))
+                .map(|r| r.split(';').next().unwrap_or("").to_owned())
+        })
     }
 }
 
@@ -212,11 +221,9 @@ fn decode_chunked(mut body: &[u8]) -> Vec<u8> {
         let Some(pos) = body.windows(2).position(|w| w == b"\r\n") else {
             return out;
         };
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&body[..pos]).unwrap_or("0").trim(),
-            16,
-        )
-        .unwrap_or(0);
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&body[..pos]).unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
         if size == 0 {
             return out;
         }
@@ -360,7 +367,14 @@ pub fn urlencode(s: &str) -> String {
 
 /// GET `path` as `login`.
 pub async fn get(addr: SocketAddr, login: &Login, path: &str) -> Resp {
-    request(addr, "GET", path, &[("Cookie", &login.cookie_header())], b"").await
+    request(
+        addr,
+        "GET",
+        path,
+        &[("Cookie", &login.cookie_header())],
+        b"",
+    )
+    .await
 }
 
 /// POST JSON `body` to `path` as `login`, with its CSRF token.

@@ -1,0 +1,664 @@
+//! The dashboard server over real HTTP against a real Redis: logins, the failed-login limit,
+//! CSRF, session expiry, the deny list's keys and events, refusals of bad input, escaping, and
+//! live pushes to several browsers at once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use support::*;
+use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, Event, EventKind};
+use tapgate_testkit::RedisServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn stream_len(conn: &mut redis::aio::MultiplexedConnection) -> usize {
+    redis::cmd("XLEN")
+        .arg(keys::EVENTS_STREAM)
+        .query_async(conn)
+        .await
+        .expect("XLEN")
+}
+
+fn assert_security_headers(r: &Resp) {
+    let csp = r.header("content-security-policy").expect("CSP");
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_logout_and_what_needs_a_login() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let addr = dash.addr;
+
+    let anon = request(addr, "GET", "/", &[], b"").await;
+    assert_eq!(anon.status, 303);
+    assert_eq!(anon.header("location"), Some("/login"));
+    let api = request(addr, "GET", "/api/counters", &[], b"").await;
+    assert_eq!(api.status, 401);
+    assert_eq!(api.json()["error"], "login_required");
+
+    let wrong = post_login(addr, ALICE.0, "nope").await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("wrong name or password"));
+    assert!(wrong.cookie("tapgate_session").is_none());
+    let unknown = post_login(addr, "mallory", ALICE.1).await;
+    assert_eq!(unknown.status, 401);
+
+    let ok = post_login(addr, ALICE.0, ALICE.1).await;
+    assert_eq!(ok.status, 303);
+    assert_eq!(ok.header("location"), Some("/"));
+    let set = ok
+        .headers_named("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("tapgate_session="))
+        .expect("session cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let token = ok.cookie("tapgate_session").expect("token");
+    assert_eq!(token.len(), 64, "256-bit token");
+    let cookie = format!("tapgate_session={token}");
+
+    let page = request(addr, "GET", "/", &[("Cookie", &cookie)], b"").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<script src=\"/assets/app.js\""));
+    assert_security_headers(&page);
+    let s = request(addr, "GET", "/api/session", &[("Cookie", &cookie)], b"").await;
+    assert_eq!(s.json()["operator"], "alice");
+    let csrf = s.json()["csrf"].as_str().expect("csrf").to_owned();
+
+    let mut conn = redis(&server).await;
+    let ttl: i64 = conn
+        .ttl(format!("tapgate:monitor:session:{token}"))
+        .await
+        .expect("TTL");
+    assert!(
+        (8 * 3600 - 5..=8 * 3600).contains(&ttl),
+        "session expires with the TTL: {ttl}"
+    );
+
+    // Logout needs the CSRF token too.
+    let forged = request(addr, "POST", "/logout", &[("Cookie", &cookie)], b"").await;
+    assert_eq!(forged.status, 403);
+    let out = request(
+        addr,
+        "POST",
+        "/logout",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status, 200);
+    assert!(out
+        .headers_named("set-cookie")
+        .iter()
+        .any(|c| c.starts_with("tapgate_session=;") && c.contains("Max-Age=0")));
+    let after = request(addr, "GET", "/api/session", &[("Cookie", &cookie)], b"").await;
+    assert_eq!(after.status, 401, "the session is gone from Redis");
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_rate_limited_per_name_and_address() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    for _ in 0..5 {
+        assert_eq!(post_login(dash.addr, ALICE.0, "guess").await.status, 401);
+    }
+    // The sixth attempt is refused even with the right password.
+    let limited = post_login(dash.addr, ALICE.0, ALICE.1).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    let wait: u64 = limited
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=300).contains(&wait), "{wait}");
+    assert!(limited.cookie("tapgate_session").is_none());
+    // Another operator is not affected.
+    assert_eq!(post_login(dash.addr, BOB.0, BOB.1).await.status, 303);
+    let mut conn = redis(&server).await;
+    let key = "tapgate:monitor:login-failures:alice:127.0.0.1";
+    let ttl: i64 = conn.ttl(key).await.expect("TTL");
+    assert!((1..=300).contains(&ttl), "the count expires: {ttl}");
+    // Once the window is over, alice may log in again.
+    conn.del::<_, ()>(key).await.expect("DEL");
+    assert_eq!(post_login(dash.addr, ALICE.0, ALICE.1).await.status, 303);
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_form_must_come_from_this_site() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let body = format!(
+        "name=alice&password={}&csrf={}",
+        urlencode(ALICE.1),
+        "a".repeat(64)
+    );
+    let r = request(
+        dash.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.cookie("tapgate_session").is_none());
+    let missing = request(
+        dash.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"name=alice",
+    )
+    .await;
+    assert!(
+        missing.status == 400 || missing.status == 422,
+        "{}",
+        missing.status
+    );
+    assert!(missing.body.contains("<form"), "the form is shown again");
+    dash.stop().await;
+}
+
+async fn blocked_state(
+    conn: &mut redis::aio::MultiplexedConnection,
+    card: &str,
+) -> (std::collections::HashMap<String, String>, Option<String>) {
+    let card = CardId::new(card).expect("card");
+    let hash: std::collections::HashMap<String, String> =
+        conn.hgetall(keys::blocked(&card)).await.expect("HGETALL");
+    let index: Option<String> = conn
+        .hget(keys::BLOCKED_INDEX, card.as_str())
+        .await
+        .expect("HGET");
+    (hash, index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csrf_and_expired_sessions_change_nothing() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut conn = redis(&server).await;
+    let path = "/api/cards/0412AB/block";
+    let body = br#"{"reason":"stolen"}"#;
+    let cookie = me.cookie_header();
+    let no_token = request(
+        dash.addr,
+        "POST",
+        path,
+        &[("Cookie", &cookie), ("Content-Type", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(no_token.status, 403);
+    assert_eq!(no_token.json()["error"], "forbidden");
+    let forged = request(
+        dash.addr,
+        "POST",
+        path,
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/json"),
+            ("X-CSRF-Token", &"0".repeat(64)),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    // Another operator's token does not work with this session either.
+    let bob = login(dash.addr, BOB).await;
+    let swapped = request(
+        dash.addr,
+        "POST",
+        path,
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/json"),
+            ("X-CSRF-Token", &bob.csrf),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(swapped.status, 403);
+    assert_eq!(
+        blocked_state(&mut conn, "0412AB").await,
+        (Default::default(), None)
+    );
+    assert_eq!(stream_len(&mut conn).await, 0);
+
+    // Expire the session the way Redis would.
+    let _: () = conn
+        .pexpire(format!("tapgate:monitor:session:{}", me.cookie), 1)
+        .await
+        .expect("PEXPIRE");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let expired = post_json(dash.addr, &me, path, r#"{"reason":"stolen"}"#).await;
+    assert_eq!(expired.status, 401);
+    assert_eq!(expired.json()["error"], "login_required");
+    let page = request(dash.addr, "GET", "/", &[("Cookie", &cookie)], b"").await;
+    assert_eq!(
+        page.status, 303,
+        "an expired session goes back to the login page"
+    );
+    assert_eq!(
+        blocked_state(&mut conn, "0412AB").await,
+        (Default::default(), None)
+    );
+    assert_eq!(stream_len(&mut conn).await, 0);
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_and_unblock_write_keys_and_events_together() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut conn = redis(&server).await;
+
+    let r = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/0412AB/block",
+        r#"{"reason":"stolen"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (hash, index) = blocked_state(&mut conn, "0412AB").await;
+    assert_eq!(hash.get("reason").map(String::as_str), Some("stolen"));
+    assert_eq!(hash.get("by").map(String::as_str), Some("alice"));
+    assert!(hash.get("at").and_then(|a| a.parse::<u64>().ok()).is_some());
+    assert_eq!(index.as_deref(), Some("stolen"));
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(keys::EVENTS_STREAM)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .expect("XRANGE");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(r.json()["seq"], entries[0].0);
+    let ev = Event::from_json(entries[0].1[0].1.as_bytes()).expect("event");
+    assert_eq!(entries[0].1[0].0, "event");
+    assert_eq!(ev.event, EventKind::CardBlocked);
+    assert_eq!(ev.card.as_ref().map(CardId::as_str), Some("0412AB"));
+    assert_eq!(ev.reason.as_deref(), Some("stolen"));
+    assert_eq!(ev.detail.as_deref(), Some("alice"));
+
+    let again = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/0412AB/block",
+        r#"{"reason":"lost"}"#,
+    )
+    .await;
+    assert_eq!(again.status, 409);
+    let bad_reason = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/77/block",
+        r#"{"reason":"<script>"}"#,
+    )
+    .await;
+    assert_eq!(bad_reason.status, 422, "{}", bad_reason.body);
+    let extra = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/77/block",
+        r#"{"reason":"lost","by":"root"}"#,
+    )
+    .await;
+    assert_eq!(extra.status, 422);
+    let bad_card = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/AB-1/block",
+        r#"{"reason":"lost"}"#,
+    )
+    .await;
+    assert_eq!(bad_card.status, 400);
+    assert!(bad_card.json()["message"]
+        .as_str()
+        .expect("msg")
+        .contains("card"));
+    assert_eq!(stream_len(&mut conn).await, 1, "refusals append nothing");
+
+    let list = get(dash.addr, &me, "/api/blocked").await.json();
+    assert_eq!(list[0]["card"], "0412AB");
+    assert_eq!(list[0]["reason"], "stolen");
+    assert_eq!(list[0]["by"], "alice");
+    let card = get(dash.addr, &me, "/api/cards/0412AB").await.json();
+    assert_eq!(card["blocked"]["reason"], "stolen");
+
+    let bob = login(dash.addr, BOB).await;
+    let un = post_json(dash.addr, &bob, "/api/cards/0412AB/unblock", "").await;
+    assert_eq!(un.status, 200, "{}", un.body);
+    assert_eq!(
+        blocked_state(&mut conn, "0412AB").await,
+        (Default::default(), None)
+    );
+    let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(keys::EVENTS_STREAM)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .expect("XREVRANGE");
+    let ev = Event::from_json(last[0].1[0].1.as_bytes()).expect("event");
+    assert_eq!(ev.event, EventKind::CardUnblocked);
+    assert_eq!(ev.reason.as_deref(), Some("stolen"));
+    assert_eq!(ev.detail.as_deref(), Some("bob"));
+    let twice = post_json(dash.addr, &bob, "/api/cards/0412AB/unblock", "").await;
+    assert_eq!(twice.status, 404);
+    assert_eq!(stream_len(&mut conn).await, 2);
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_refusals() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut conn = redis(&server).await;
+
+    let huge = format!(r#"{{"reason":"lost","pad":"{}"}}"#, "x".repeat(20_000));
+    let big = post_json(dash.addr, &me, "/api/cards/77/block", &huge).await;
+    assert_eq!(big.status, 413);
+    assert_eq!(big.json()["error"], "too_large");
+    let big_login = request(
+        dash.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        huge.as_bytes(),
+    )
+    .await;
+    assert_eq!(big_login.status, 413);
+    assert!(big_login.body.contains("<html"), "pages get a page");
+
+    let page = request(dash.addr, "GET", "/no/such/page", &[], b"").await;
+    assert_eq!(page.status, 404);
+    assert!(page
+        .header("content-type")
+        .expect("type")
+        .starts_with("text/html"));
+    assert_security_headers(&page);
+    let api = get(dash.addr, &me, "/api/nothing").await;
+    assert_eq!(api.status, 404);
+    assert_eq!(api.json()["error"], "not_found");
+    let method = request(dash.addr, "DELETE", "/api/counters", &[], b"").await;
+    assert_eq!(method.status, 405);
+    let asset = request(dash.addr, "GET", "/assets/secret.txt", &[], b"").await;
+    assert_eq!(asset.status, 404);
+    let not_json = request(
+        dash.addr,
+        "POST",
+        "/api/cards/77/block",
+        &[
+            ("Cookie", &me.cookie_header()),
+            ("X-CSRF-Token", &me.csrf),
+            ("Content-Type", "text/plain"),
+        ],
+        b"reason=lost",
+    )
+    .await;
+    assert_eq!(not_json.status, 415);
+    let broken = post_json(dash.addr, &me, "/api/cards/77/block", "{\"reason\":").await;
+    assert_eq!(broken.status, 400);
+    let limit = get(dash.addr, &me, "/api/events?limit=0").await;
+    assert_eq!(limit.status, 400);
+    let unknown_q = get(dash.addr, &me, "/api/events?limt=5").await;
+    assert_eq!(unknown_q.status, 400);
+    assert_eq!(stream_len(&mut conn).await, 0, "nothing changed");
+    let blocked: usize = conn.hlen(keys::BLOCKED_INDEX).await.expect("HLEN");
+    assert_eq!(blocked, 0);
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_text_comes_back_as_json_strings_and_escaped_pages() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut conn = redis(&server).await;
+    let xss = "<script>alert(1)</script>";
+    let mut ev = Event::new(EventKind::Rejected, 1_700_000_000_000);
+    ev.device = DeviceId::new("g1").ok();
+    ev.device_kind = Some(DeviceKind::Gate);
+    ev.reason = Some(xss.into());
+    ev.detail = Some(format!("field {xss:?} is not allowed"));
+    xadd(&mut conn, "*", &ev).await;
+    let _: () = conn
+        .hset(keys::BLOCKED_INDEX, "99", xss)
+        .await
+        .expect("HSET");
+
+    let events = get(dash.addr, &me, "/api/events").await;
+    assert!(events
+        .header("content-type")
+        .expect("type")
+        .starts_with("application/json"));
+    let v = events.json();
+    assert_eq!(v["events"][0]["reason"], xss, "kept as data, a JSON string");
+    let blocked = get(dash.addr, &me, "/api/blocked").await.json();
+    assert_eq!(blocked[0]["reason"], xss);
+    // The only server-rendered text echoes go through the HTML escaper.
+    let err = request(dash.addr, "GET", "/assets/%3Cscript%3E", &[], b"").await;
+    assert_eq!(err.status, 404);
+    assert!(!err.body.contains("<script"), "{}", err.body);
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_counters_charts_devices_and_cards() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut conn = redis(&server).await;
+    let card = CardId::new("0412AB").expect("card");
+    let g1 = DeviceId::new("g1").expect("dev");
+    let now = tapgate_monitor::tail::now_ms();
+    let _: () = redis::pipe()
+        .hincr(keys::COUNTERS_ENTRIES, "TEN_TRIP", 3)
+        .hincr(keys::COUNTERS_DENIED, "no_pass", 2)
+        .hset_multiple(
+            keys::pass(&card),
+            &[("type", "TEN_TRIP"), ("trips", "7"), ("issued_at", "1")],
+        )
+        .sadd(keys::DEVICES, keys::device_member(DeviceKind::Gate, &g1))
+        .sadd(keys::DEVICES, "gate/bad id")
+        .hset_multiple(
+            keys::device(DeviceKind::Gate, &g1),
+            &[("online", "1"), ("last_seen", &now.to_string())],
+        )
+        .hset_multiple(
+            keys::device_counters(&g1),
+            &[("granted", "3"), ("denied", "2")],
+        )
+        .query_async(&mut conn)
+        .await
+        .expect("seed");
+    let mut used = Event::new(EventKind::PassUsed, now);
+    used.card = Some(card.clone());
+    let _: () = conn
+        .lpush(keys::card_recent(&card), used.to_json())
+        .await
+        .expect("LPUSH");
+    // An entry older than an hour is not counted.
+    xadd(&mut conn, "1000-0", &used).await;
+    for _ in 0..3 {
+        xadd(&mut conn, "*", &used).await;
+    }
+    xadd(&mut conn, "*", &Event::new(EventKind::PassDenied, now)).await;
+
+    let c = get(dash.addr, &me, "/api/counters").await.json();
+    assert_eq!(c["entries"]["TEN_TRIP"], 3);
+    assert_eq!(
+        c["entries"]["SINGLE_USE"], 0,
+        "known fields are zero-filled"
+    );
+    assert_eq!(c["denied"]["no_pass"], 2);
+    assert_eq!(c["rejected"]["unknown_field"], 0);
+
+    let m = get(dash.addr, &me, "/api/charts/minutes").await.json();
+    let sum = |k: &str| {
+        m[k].as_array()
+            .expect("array")
+            .iter()
+            .map(|v| v.as_u64().expect("n"))
+            .sum::<u64>()
+    };
+    assert_eq!(m["entries"].as_array().expect("a").len(), 60);
+    assert_eq!(sum("entries"), 3);
+    assert_eq!(sum("denials"), 1);
+
+    let d = get(dash.addr, &me, "/api/devices").await.json();
+    assert_eq!(
+        d.as_array().expect("devices").len(),
+        1,
+        "invalid members are skipped"
+    );
+    assert_eq!(d[0]["device"], "g1");
+    assert_eq!(d[0]["online"], true);
+    assert_eq!(d[0]["granted"], 3);
+    assert_eq!(d[0]["denied"], 2);
+
+    let r = get(dash.addr, &me, "/api/cards/0412AB").await.json();
+    assert_eq!(r["pass"]["type"], "TEN_TRIP");
+    assert_eq!(r["pass"]["trips_remaining"], 7);
+    assert_eq!(r["blocked"], serde_json::Value::Null);
+    assert_eq!(r["recent"][0]["event"], "pass-used");
+    let none = get(dash.addr, &me, "/api/cards/55").await.json();
+    assert_eq!(none["pass"], serde_json::Value::Null);
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_read_only_reads_but_never_writes() {
+    let server = RedisServer::start();
+    let mut cfg = config(&server.url());
+    cfg.public_read_only = true;
+    let dash = Dashboard::start(cfg).await;
+    assert_eq!(request(dash.addr, "GET", "/", &[], b"").await.status, 200);
+    let s = request(dash.addr, "GET", "/api/session", &[], b"")
+        .await
+        .json();
+    assert_eq!(s["read_only"], true);
+    assert_eq!(
+        request(dash.addr, "GET", "/api/counters", &[], b"")
+            .await
+            .status,
+        200
+    );
+    let r = request(
+        dash.addr,
+        "POST",
+        "/api/cards/77/block",
+        &[("Content-Type", "application/json")],
+        br#"{"reason":"lost"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    dash.stop().await;
+}
+
+/// Reads server-sent events from one connection.
+struct SseClient {
+    stream: tokio::net::TcpStream,
+    buf: String,
+}
+
+impl SseClient {
+    async fn open(addr: std::net::SocketAddr, login: &Login) -> Self {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "GET /api/live HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nAccept: text/event-stream\r\n\r\n",
+            login.cookie_header()
+        );
+        stream.write_all(req.as_bytes()).await.expect("write");
+        Self {
+            stream,
+            buf: String::new(),
+        }
+    }
+
+    /// The data of the next SSE event called `name` (others are skipped).
+    async fn next(&mut self, name: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let marker = format!("event: {name}\ndata: ");
+            if let Some(at) = self.buf.find(&marker) {
+                let start = at + marker.len();
+                if let Some(end) = self.buf[start..].find('\n') {
+                    let data = self.buf[start..start + end].to_owned();
+                    self.buf.drain(..start + end);
+                    return serde_json::from_str(&data).expect("SSE data is JSON");
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no `{name}` event within 5 s; got:\n{}", self.buf))
+                .expect("read");
+            assert!(n > 0, "stream closed; got:\n{}", self.buf);
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_updates_reach_every_browser_with_the_same_numbers() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let mut conn = redis(&server).await;
+    let mut old = Event::new(EventKind::PassIssued, 1);
+    old.card = CardId::new("1").ok();
+    let first = xadd(&mut conn, "*", &old).await;
+    let alice = login(dash.addr, ALICE).await;
+    let bob = login(dash.addr, BOB).await;
+    let mut a = SseClient::open(dash.addr, &alice).await;
+    let mut b = SseClient::open(dash.addr, &bob).await;
+    let snap_a = a.next("snapshot").await;
+    let snap_b = b.next("snapshot").await;
+    assert_eq!(snap_a["events"][0]["seq"], first, "history on load");
+    assert_eq!(snap_a["counters"], snap_b["counters"]);
+
+    let mut used = Event::new(EventKind::PassUsed, tapgate_monitor::tail::now_ms());
+    used.card = CardId::new("0412AB").ok();
+    let sent = Instant::now();
+    let _: () = conn
+        .hincr(keys::COUNTERS_ENTRIES, "SINGLE_USE", 1)
+        .await
+        .expect("HINCRBY");
+    let id = xadd(&mut conn, "*", &used).await;
+    let ev_a = a.next("events").await;
+    let latency = sent.elapsed();
+    let ev_b = b.next("events").await;
+    assert_eq!(ev_a[0]["seq"], id);
+    assert_eq!(ev_a, ev_b);
+    assert_eq!(
+        ev_a.as_array().expect("array").len(),
+        1,
+        "history is not repeated"
+    );
+    let c_a = a.next("counters").await;
+    let c_b = b.next("counters").await;
+    assert_eq!(c_a["entries"]["SINGLE_USE"], 1);
+    assert_eq!(c_a, c_b, "both browsers show the same numbers");
+    println!(
+        "event pushed to the browser {} ms after XADD",
+        latency.as_millis()
+    );
+    dash.stop().await;
+}
