@@ -230,6 +230,17 @@ function shiftMinutes(now) {
   minutes.start = wantStart;
 }
 
+// The smallest of 2, 4, 10, 20, 40, 100, ... at or above n, so axis ticks are whole numbers.
+function niceMax(n) {
+  let base = 1;
+  for (;;) {
+    for (const m of [2, 4, 10]) {
+      if (n <= m * base) return m * base;
+    }
+    base *= 10;
+  }
+}
+
 function renderMinutes() {
   const box = $('minutes-chart');
   if (!minutes) return;
@@ -237,15 +248,15 @@ function renderMinutes() {
   clear(box);
   const W = 720, H = 200, L = 34, B = 22, T = 8;
   const n = minutes.entries.length;
-  const max = Math.max(1, ...minutes.entries, ...minutes.denials);
+  const max = niceMax(Math.max(...minutes.entries, ...minutes.denials));
   const s = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': 'entries and denials per minute' });
   const plotH = H - B - T;
   const step = (W - L - 4) / n;
-  for (const f of [0, 0.5, 1]) {
+  for (const f of max % 2 === 0 ? [0, 0.5, 1] : [0, 1]) {
     const y = T + plotH - f * plotH;
     s.appendChild(svg('line', { x1: L, x2: W, y1: y, y2: y, class: 'grid-line' }));
     const t = svg('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' });
-    t.textContent = String(Math.round(f * max));
+    t.textContent = String(f * max);
     s.appendChild(t);
   }
   let total = 0;

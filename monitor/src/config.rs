@@ -207,6 +207,19 @@ mod tests {
     }
 
     #[test]
+    fn example_file_matches_the_defaults() {
+        let c = toml_like(include_str!("../monitor.example.toml"));
+        assert_eq!(
+            ServeConfig {
+                operators: Vec::new(),
+                ..c.clone()
+            },
+            ServeConfig::default()
+        );
+        assert_eq!(c.operators.len(), 1);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let r = config::Config::builder()
             .add_source(config::File::from_str(

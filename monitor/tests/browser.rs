@@ -1,0 +1,402 @@
+//! The dashboard in real headless Chromium (via chromedriver), against a real Redis, a real
+//! mosquitto and the real bridge: two operators watch the same counters change live as devices
+//! tap over MQTT, one blocks a card and the next tap at the gate is denied, a device's hostile
+//! text shows as text, and logging out ends the session. Saves a screenshot of the dashboard to
+//! `docs/dashboard.png`.
+//!
+//! Needs `chromium` and `chromedriver` (Debian: `apt-get install -y chromium chromium-driver`);
+//! without them the test fails saying so.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use support::{config, Dashboard, ALICE, BOB};
+use tapgate_bridge::BridgeConfig;
+use tapgate_protocol::{DeviceId, DeviceKind, Topics};
+use tapgate_testkit::{free_port, Mosquitto, MqttProbe, RedisServer};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn find(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([
+        PathBuf::from("/usr/bin"),
+        PathBuf::from("/usr/lib/chromium"),
+    ]) {
+        for name in names {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// A chromedriver process on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let bin = find(&["chromedriver"]).unwrap_or_else(|| {
+            panic!("`chromedriver` is not installed: this test drives real Chromium. Install it with `apt-get install -y chromium chromium-driver`.")
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("chromedriver.log");
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// A new browser with its own fresh profile.
+    async fn browser(&self, profile: &std::path::Path) -> Client {
+        let chromium = find(&["chromium", "chromium-browser", "google-chrome"]).unwrap_or_else(|| {
+            panic!("`chromium` is not installed: install it with `apt-get install -y chromium chromium-driver`.")
+        });
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--window-size=1440,1300", "--hide-scrollbars",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start Chromium through chromedriver: {e}\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            })
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the text of `css` satisfies `ok`; returns it.
+async fn wait_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if let Ok(t) = e.text().await {
+                if ok(&t) {
+                    return t;
+                }
+                last = t;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{css}` never matched; last text: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn log_in(c: &Client, dash: &Dashboard, who: (&str, &str)) {
+    c.goto(&dash.url("/")).await.expect("open dashboard");
+    let url = c.current_url().await.expect("url");
+    assert_eq!(
+        url.path(),
+        "/login",
+        "not logged in: sent to the login page"
+    );
+    c.find(Locator::Css("#name"))
+        .await
+        .expect("name field")
+        .send_keys(who.0)
+        .await
+        .expect("type name");
+    c.find(Locator::Css("#password"))
+        .await
+        .expect("password field")
+        .send_keys(who.1)
+        .await
+        .expect("type password");
+    c.find(Locator::Css("#login-submit"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click");
+    wait_text(c, "#live-status", |t| t == "live").await;
+    wait_text(c, "#operator", |t| t.contains(who.0)).await;
+}
+
+/// A simulated device on the broker.
+struct Device {
+    probe: MqttProbe,
+    kind: DeviceKind,
+    id: DeviceId,
+    topics: Topics,
+    n: u32,
+}
+
+impl Device {
+    async fn connect(port: u16, kind: DeviceKind, id: &str) -> Self {
+        let probe = MqttProbe::connect(port, id).await;
+        let id = DeviceId::new(id).expect("device id");
+        let topics = Topics::default();
+        probe.subscribe(&topics.decision(kind, &id)).await;
+        probe
+            .publish_retained(&topics.status(kind, &id), "online")
+            .await;
+        Self {
+            probe,
+            kind,
+            id,
+            topics,
+            n: 0,
+        }
+    }
+
+    async fn send(&mut self, topic: String, payload: String) -> Value {
+        self.probe.publish(&topic, payload).await;
+        let decision = self.topics.decision(self.kind, &self.id);
+        self.probe.expect_on(&decision, WAIT).await.json()
+    }
+
+    async fn tap(&mut self, card: &str) -> Value {
+        self.n += 1;
+        let payload = json!({"id": format!("{}-{}", self.id, self.n), "card": card}).to_string();
+        let topic = self.topics.tap(self.kind, &self.id);
+        self.send(topic, payload).await
+    }
+
+    async fn button(&mut self, pass: &str) -> Value {
+        self.n += 1;
+        let payload = json!({"id": format!("{}-{}", self.id, self.n), "pass": pass}).to_string();
+        let topic = self.topics.button(&self.id);
+        self.send(topic, payload).await
+    }
+}
+
+async fn buy(t: &mut Device, card: &str, pass: &str) {
+    assert_eq!(t.tap(card).await["outcome"], "select_pass");
+    assert_eq!(t.button(pass).await["outcome"], "tap_to_confirm");
+    assert_eq!(t.tap(card).await["outcome"], "pass_issued");
+}
+
+fn screenshot_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_watch_live_block_a_card_and_log_out() {
+    let redis = RedisServer::start();
+    let broker = Mosquitto::start();
+    let bridge_stop = CancellationToken::new();
+    let bridge = tapgate_bridge::start(
+        BridgeConfig {
+            redis: redis.url(),
+            mqtt: broker.url(),
+            client_id: format!("bridge-{}", broker.port()),
+            ..BridgeConfig::default()
+        },
+        bridge_stop.clone(),
+    )
+    .await
+    .expect("bridge starts");
+    let dash = Dashboard::start(config(&redis.url())).await;
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().expect("profiles");
+    let a = driver.browser(&profiles.path().join("a")).await;
+    let b = driver.browser(&profiles.path().join("b")).await;
+
+    log_in(&a, &dash, ALICE).await;
+    log_in(&b, &dash, BOB).await;
+    for c in [&a, &b] {
+        wait_text(c, "#entries-total", |t| t == "0").await;
+    }
+
+    let mut t1 = Device::connect(broker.port(), DeviceKind::Terminal, "t1").await;
+    let mut g1 = Device::connect(broker.port(), DeviceKind::Gate, "g1").await;
+    let mut g2 = Device::connect(broker.port(), DeviceKind::Gate, "g2").await;
+
+    // A sale at the terminal shows up in both browsers.
+    buy(&mut t1, "0412AB", "TEN_TRIP").await;
+    for c in [&a, &b] {
+        wait_text(c, "#issued-total", |t| t == "1").await;
+    }
+
+    // An entry: both browsers show the same new count, pushed (the page never polls).
+    let sent = Instant::now();
+    let d = g1.tap("0412AB").await;
+    assert_eq!(d["outcome"], "granted");
+    wait_text(&a, "#entries-total", |t| t == "1").await;
+    println!(
+        "entry visible in the browser {} ms after the tap was published",
+        sent.elapsed().as_millis()
+    );
+    wait_text(&b, "#entries-total", |t| t == "1").await;
+    for c in [&a, &b] {
+        wait_text(c, "#feed li:first-child", |t| {
+            t.contains("ENTRY") && t.contains("9 of 10 trips remaining")
+        })
+        .await;
+    }
+
+    // More traffic for the charts and the screenshot.
+    buy(&mut t1, "77F0", "TWO_HOUR").await;
+    buy(&mut t1, "5150", "SINGLE_USE").await;
+    assert_eq!(g2.tap("77F0").await["outcome"], "granted");
+    assert_eq!(g2.tap("5150").await["outcome"], "granted");
+    assert_eq!(g2.tap("5150").await["outcome"], "denied");
+    assert_eq!(g1.tap("9999").await["outcome"], "denied");
+    for c in [&a, &b] {
+        wait_text(c, "#entries-total", |t| t == "3").await;
+        wait_text(c, "#denied-total", |t| t == "2").await;
+    }
+
+    // Alice looks the card up and blocks it; Bob's deny list updates live.
+    a.find(Locator::Css("#card-input"))
+        .await
+        .expect("card input")
+        .send_keys("0412AB")
+        .await
+        .expect("type card");
+    a.find(Locator::Css("#card-lookup"))
+        .await
+        .expect("lookup")
+        .click()
+        .await
+        .expect("click");
+    wait_text(&a, "#card-details", |t| {
+        t.contains("Ten trip") && t.contains("9 of 10")
+    })
+    .await;
+    a.find(Locator::Css("#block-reason"))
+        .await
+        .expect("reason")
+        .select_by_value("stolen")
+        .await
+        .expect("select");
+    a.find(Locator::Css("#block-btn"))
+        .await
+        .expect("block")
+        .click()
+        .await
+        .expect("click");
+    wait_text(&a, "#card-message", |t| t.contains("blocked")).await;
+    wait_text(&b, "#blocked-body", |t| {
+        t.contains("0412AB") && t.contains("stolen")
+    })
+    .await;
+
+    // The next tap of that card is denied by the bridge, and both browsers see it.
+    let d = g1.tap("0412AB").await;
+    assert_eq!(d["outcome"], "denied");
+    assert_eq!(d["reason"], "blocked");
+    for c in [&a, &b] {
+        wait_text(c, "[data-counter='denied.blocked'] b", |t| t == "1").await;
+        wait_text(c, "#feed li:first-child", |t| {
+            t.contains("DENIED") && t.contains("0412AB") && t.contains("blocked")
+        })
+        .await;
+    }
+
+    // A device sends markup; it is shown as text, never run or parsed.
+    let xss = "<img src=x onerror=alert(1)>";
+    g1.n += 1;
+    let payload = format!(r#"{{"id":"g1-x","card":"1","{xss}":1}}"#);
+    let topic = g1.topics.tap(DeviceKind::Gate, &g1.id);
+    let d = g1.send(topic, payload).await;
+    assert_eq!(d["outcome"], "rejected");
+    for c in [&a, &b] {
+        let text = wait_text(c, "#feed li:first-child", |t| t.contains("REJECTED")).await;
+        assert!(text.contains(xss), "markup shown as text: {text:?}");
+        let imgs = c.find_all(Locator::Css("#feed img")).await.expect("find");
+        assert!(imgs.is_empty(), "device markup became an element");
+    }
+
+    // Device table and gate chart.
+    wait_text(&a, "#devices-body", |t| {
+        t.contains("gate g1") && t.contains("online")
+    })
+    .await;
+    wait_text(&a, "#devices-summary", |t| t == "3 of 3 online").await;
+
+    let png = a.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(screenshot_path(), &png).expect("write docs/dashboard.png");
+
+    // Logging out ends Alice's session; Bob stays.
+    a.find(Locator::Css("#logout"))
+        .await
+        .expect("logout")
+        .click()
+        .await
+        .expect("click");
+    let deadline = Instant::now() + WAIT;
+    while a.current_url().await.expect("url").path() != "/login" {
+        assert!(Instant::now() < deadline, "not sent to the login page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.goto(&dash.url("/")).await.expect("open");
+    assert_eq!(a.current_url().await.expect("url").path(), "/login");
+    assert_eq!(
+        b.find(Locator::Css("#live-status"))
+            .await
+            .expect("status")
+            .text()
+            .await
+            .expect("text"),
+        "live"
+    );
+
+    a.close().await.expect("close a");
+    b.close().await.expect("close b");
+    dash.stop().await;
+    bridge_stop.cancel();
+    bridge.join().await.expect("bridge stops");
+}
