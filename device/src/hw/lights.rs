@@ -105,7 +105,8 @@ pub fn steps(pattern: LightPattern) -> Vec<(Lamps, Option<Duration>)> {
 }
 
 /// Plays patterns from `patterns` on `lights` until `shutdown` (or the sender is gone), then
-/// switches every lamp off. Returns the lights.
+/// switches every lamp off. Returns the lights. Starts idle (red); a lamp state equal to the one
+/// shown is not written again.
 pub async fn play<L: Lights>(
     mut lights: L,
     mut patterns: mpsc::Receiver<LightPattern>,
@@ -113,7 +114,12 @@ pub async fn play<L: Lights>(
 ) -> L {
     let mut queue = steps(LightPattern::Idle).into_iter();
     let mut hold: Option<Duration> = None;
-    let set = |lights: &mut L, lamps| {
+    let mut shown: Option<Lamps> = None;
+    let mut set = |lights: &mut L, lamps| {
+        if shown == Some(lamps) {
+            return;
+        }
+        shown = Some(lamps);
         if let Err(e) = lights.set(lamps) {
             warn!(error = %e, "Lamp failure");
         }
@@ -216,7 +222,6 @@ mod tests {
             expected.push((at(6000 + i * 500), Lamps::OFF));
             expected.push((at(6250 + i * 500), Lamps::RED));
         }
-        expected.push((at(8000), Lamps::RED)); // holds steady: no pin changes
         expected.push((at(9000), Lamps::OFF));
         assert_eq!(log, expected);
     }

@@ -1,0 +1,215 @@
+//! Shared test stack for device tests: real redis-server and mosquitto on free ports, the bridge
+//! in-process, and gates or terminals running on recording fake hardware.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use tapgate_bridge::{BridgeConfig, BridgeHandle};
+use tapgate_device::config::DeviceConfig;
+use tapgate_device::hw::console::{sim_hardware, RecordingLights, RecordingSpeaker, SimInputs};
+use tapgate_device::prompt::{Lamps, Sound};
+use tapgate_device::runtime::{run_gate, run_terminal};
+use tapgate_protocol::{CardId, PassType};
+use tapgate_testkit::{Mosquitto, RedisServer};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Redis + broker + bridge.
+pub struct Stack {
+    pub redis: RedisServer,
+    pub broker: Mosquitto,
+    pub config: BridgeConfig,
+    bridge: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl Stack {
+    /// Starts Redis, the broker and a bridge with `tweak` applied to its default config.
+    pub async fn start(tweak: impl FnOnce(&mut BridgeConfig)) -> Self {
+        let redis = RedisServer::start();
+        let broker = Mosquitto::start();
+        let mut config = BridgeConfig {
+            redis: redis.url(),
+            mqtt: broker.url(),
+            client_id: format!("bridge-{}", broker.port()),
+            ..BridgeConfig::default()
+        };
+        tweak(&mut config);
+        let mut stack = Self {
+            redis,
+            broker,
+            config,
+            bridge: None,
+        };
+        stack.start_bridge().await;
+        stack
+    }
+
+    /// Starts the bridge (again).
+    pub async fn start_bridge(&mut self) {
+        assert!(self.bridge.is_none(), "bridge already running");
+        let token = CancellationToken::new();
+        let handle: BridgeHandle = tapgate_bridge::start(self.config.clone(), token.clone())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "bridge failed to start: {e}\n{}\n{}",
+                    self.redis.log(),
+                    self.broker.log()
+                )
+            });
+        let join = tokio::spawn(async move {
+            handle.join().await.expect("bridge stopped with an error");
+        });
+        self.bridge = Some((token, join));
+    }
+
+    /// Stops the bridge cleanly and waits for it.
+    pub async fn stop_bridge(&mut self) {
+        if let Some((token, join)) = self.bridge.take() {
+            token.cancel();
+            tokio::time::timeout(Duration::from_secs(10), join)
+                .await
+                .expect("bridge did not stop within 10 s")
+                .expect("bridge task panicked");
+        }
+    }
+
+    /// Settings for a device on this stack's broker, with test-friendly timings.
+    pub fn device_config(&self, id: &str) -> DeviceConfig {
+        DeviceConfig {
+            id: id.into(),
+            mqtt: self.broker.url(),
+            reader_poll: Duration::from_millis(5),
+            card_hold: Duration::from_millis(100),
+            green_for: Duration::from_millis(300),
+            keep_alive: Duration::from_secs(2),
+            ..DeviceConfig::default()
+        }
+    }
+}
+
+/// A gate or terminal running on fake hardware.
+pub struct Rig {
+    pub inputs: SimInputs,
+    pub lights: RecordingLights,
+    pub sounds: mpsc::UnboundedReceiver<Sound>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Rig {
+    /// Starts a gate with `cfg`.
+    pub async fn gate(cfg: DeviceConfig) -> Self {
+        let (inputs, reader, _buttons) = sim_hardware();
+        let lights = RecordingLights::default();
+        let (tx, sounds) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let (l, s) = (lights.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            run_gate(&cfg, reader, l, RecordingSpeaker(tx), s)
+                .await
+                .expect("gate failed");
+        });
+        let rig = Self {
+            inputs,
+            lights,
+            sounds,
+            shutdown,
+            task,
+        };
+        rig.settle().await;
+        rig
+    }
+
+    /// Starts a terminal with `cfg`.
+    pub async fn terminal(cfg: DeviceConfig) -> Self {
+        let (inputs, reader, buttons) = sim_hardware();
+        let (tx, sounds) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move {
+            run_terminal(&cfg, reader, buttons, RecordingSpeaker(tx), s)
+                .await
+                .expect("terminal failed");
+        });
+        let rig = Self {
+            inputs,
+            lights: RecordingLights::default(),
+            sounds,
+            shutdown,
+            task,
+        };
+        rig.settle().await;
+        rig
+    }
+
+    /// Gives the link time to connect and subscribe.
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+
+    /// Taps `card` once.
+    pub fn tap(&self, card: &str) {
+        self.inputs.tap(CardId::new(card).expect("card"));
+    }
+
+    /// Presses a button.
+    pub fn press(&self, pass: PassType) {
+        self.inputs.press(pass);
+    }
+
+    /// The next `n` sounds; panics if they do not come within [`WAIT`].
+    pub async fn sounds(&mut self, n: usize) -> Vec<Sound> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match tokio::time::timeout(WAIT, self.sounds.recv()).await {
+                Ok(Some(s)) => out.push(s),
+                _ => panic!("expected {n} sounds, heard {out:?}"),
+            }
+        }
+        out
+    }
+
+    /// Sounds that arrive within `window` (expecting none, usually).
+    pub async fn quiet_for(&mut self, window: Duration) -> Vec<Sound> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(s)) = tokio::time::timeout_at(deadline, self.sounds.recv()).await {
+            out.push(s);
+        }
+        out
+    }
+
+    /// The lamp states shown so far, in order.
+    pub fn lamps(&self) -> Vec<Lamps> {
+        self.lights.changes().into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Stops the device and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("device did not stop")
+            .expect("device task panicked");
+    }
+}
+
+/// Sells `card` a `pass` at a terminal rig, checking the prompts of the full sales flow.
+pub async fn buy(terminal: &mut Rig, card: &str, pass: PassType) {
+    use tapgate_device::prompt::Prompt;
+    terminal.tap(card);
+    assert_eq!(terminal.sounds(1).await, vec![Sound::Say(Prompt::SelectPass)]);
+    terminal.press(pass);
+    assert_eq!(terminal.sounds(1).await, vec![Sound::Say(Prompt::TapToConfirm)]);
+    tokio::time::sleep(Duration::from_millis(150)).await; // lift the card: past the hold window
+    terminal.tap(card);
+    assert_eq!(
+        terminal.sounds(2).await,
+        vec![Sound::Chime, Sound::Say(Prompt::ThankYou(pass))]
+    );
+}
