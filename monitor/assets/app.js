@@ -449,7 +449,13 @@ function connect() {
   const status = $('live-status');
   const es = new EventSource('/api/live');
   es.addEventListener('open', () => { status.textContent = 'live'; status.className = 'pill pill-live'; });
-  es.addEventListener('error', () => { status.textContent = 'reconnecting…'; status.className = 'pill pill-down'; });
+  es.addEventListener('error', () => {
+    status.textContent = 'reconnecting…';
+    status.className = 'pill pill-down';
+    // EventSource retries dropped streams by itself, but gives up after an error status (e.g.
+    // while Redis is down): then open a new one shortly. A fresh snapshot replaces everything.
+    if (es.readyState === EventSource.CLOSED) setTimeout(reconnect, 3000);
+  });
   es.addEventListener('snapshot', (m) => {
     const s = JSON.parse(m.data);
     feed = s.events.slice(-FEED_MAX);
@@ -463,6 +469,17 @@ function connect() {
   es.addEventListener('events', (m) => addEvents(JSON.parse(m.data)));
   es.addEventListener('counters', (m) => renderCounters(JSON.parse(m.data)));
   es.addEventListener('devices', (m) => { devices = JSON.parse(m.data); renderDevices(); });
+}
+
+// After the live stream was refused: back to the login page if the session ended (api() does
+// that on 401), otherwise open the stream again.
+async function reconnect() {
+  try {
+    await api('/api/session');
+    connect();
+  } catch (_) {
+    setTimeout(reconnect, 5000);
+  }
 }
 
 async function loadMinutes() {

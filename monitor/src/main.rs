@@ -200,13 +200,17 @@ async fn main() -> anyhow::Result<()> {
                 (None, None) => Some(10),
                 (_, last) => last,
             };
-            let color = match args.color {
-                ColorChoice::Always => true,
-                ColorChoice::Never => false,
-                ColorChoice::Auto => {
-                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-                }
+            let forced = match args.color {
+                ColorChoice::Always => Some(true),
+                ColorChoice::Never => Some(false),
+                ColorChoice::Auto => None,
             };
+            let no_color = std::env::var_os("NO_COLOR");
+            let color = tail::use_color(
+                forced,
+                std::io::stdout().is_terminal(),
+                no_color.as_ref().map(|v| v.to_str().unwrap_or("1")),
+            );
             let config = TailConfig {
                 redis: args.redis,
                 replay: Replay { since, last },

@@ -81,6 +81,12 @@ pub fn parse_since(s: &str, now_ms: u64) -> Result<StreamId, BadSince> {
     Err(BadSince(s.to_owned()))
 }
 
+/// Whether to colour: `forced` (`--color always|never`) wins; otherwise only when stdout is a
+/// terminal and `NO_COLOR` is unset or empty (<https://no-color.org>).
+pub fn use_color(forced: Option<bool>, stdout_is_terminal: bool, no_color: Option<&str>) -> bool {
+    forced.unwrap_or(stdout_is_terminal && no_color.is_none_or(str::is_empty))
+}
+
 /// Unix time now, in milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -170,6 +176,22 @@ pub async fn run<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_for_terminals_without_no_color() {
+        assert!(use_color(None, true, None));
+        assert!(!use_color(None, false, None), "piped output is plain");
+        assert!(
+            !use_color(None, true, Some("1")),
+            "NO_COLOR turns colour off"
+        );
+        assert!(
+            use_color(None, true, Some("")),
+            "an empty NO_COLOR does not"
+        );
+        assert!(use_color(Some(true), false, Some("1")), "--color always");
+        assert!(!use_color(Some(false), true, None), "--color never");
+    }
 
     #[test]
     fn since_forms() {

@@ -236,3 +236,22 @@ async fn resumes_after_redis_restart_from_last_id_printed() {
         .expect("tail stops on shutdown")
         .expect("tail task");
 }
+
+#[tokio::test]
+async fn fails_fast_when_redis_is_unreachable_at_start() {
+    let port = tapgate_testkit::free_port();
+    let config = TailConfig {
+        redis: format!("redis://127.0.0.1:{port}"),
+        replay: Replay {
+            since: None,
+            last: Some(10),
+        },
+        json: false,
+        color: false,
+    };
+    let r = tail::run(config, Collected::default(), CancellationToken::new()).await;
+    assert!(
+        matches!(r, Err(tail::TailError::Stream(_))),
+        "start-up failure is an error, not a retry loop: {r:?}"
+    );
+}

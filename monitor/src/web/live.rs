@@ -19,7 +19,7 @@ use redis::aio::ConnectionManager;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::auth::Viewer;
 use super::data;
@@ -74,6 +74,27 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
+/// Runs a Redis read, retrying twice when Redis fails (the connection manager reconnects in the
+/// background after a failure, e.g. across a Redis restart).
+pub async fn retry<T, F, Fut>(mut f: F) -> Result<T, WebError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, WebError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..2 {
+        match f().await {
+            Err(WebError::Redis(e)) => {
+                debug!(error = %e, "Redis read failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            r => return r,
+        }
+    }
+    f().await
+}
+
 async fn follow_stream(client: redis::Client, redis: ConnectionManager, hub: Hub) {
     let shutdown = hub.shutdown.clone();
     let mut conn = redis.clone();
@@ -94,11 +115,23 @@ async fn follow_stream(client: redis::Client, redis: ConnectionManager, hub: Hub
         hub.send(LiveMsg::Events(
             entries.iter().map(|e| (e.id, entry_value(e))).collect(),
         ));
-        if let Ok(c) = data::counters(&mut conn).await {
-            hub.send(LiveMsg::Counters(c));
+        match retry(|| {
+            let mut c = conn.clone();
+            async move { data::counters(&mut c).await }
+        })
+        .await
+        {
+            Ok(c) => hub.send(LiveMsg::Counters(c)),
+            Err(e) => warn!(error = %e, "Cannot read counters"),
         }
-        if let Ok(d) = data::devices(&mut conn).await {
-            hub.send(LiveMsg::Devices(d));
+        match retry(|| {
+            let mut c = conn.clone();
+            async move { data::devices(&mut c).await }
+        })
+        .await
+        {
+            Ok(d) => hub.send(LiveMsg::Devices(d)),
+            Err(e) => warn!(error = %e, "Cannot read devices"),
         }
     }
 }
@@ -133,10 +166,23 @@ pub async fn sse(
     _: Viewer,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
     let rx = state.live.subscribe();
-    let mut redis = state.redis.clone();
-    let (history, last) = data::history(&mut redis, state.config.history).await?;
-    let counters = data::counters(&mut redis).await?;
-    let devices = data::devices(&mut redis).await?;
+    let redis = state.redis.clone();
+    let n = state.config.history;
+    let (history, last) = retry(|| {
+        let mut c = redis.clone();
+        async move { data::history(&mut c, n).await }
+    })
+    .await?;
+    let counters = retry(|| {
+        let mut c = redis.clone();
+        async move { data::counters(&mut c).await }
+    })
+    .await?;
+    let devices = retry(|| {
+        let mut c = redis.clone();
+        async move { data::devices(&mut c).await }
+    })
+    .await?;
     let snapshot = sse_json(
         "snapshot",
         &json!({"events": history, "counters": counters, "devices": devices,
