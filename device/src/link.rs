@@ -234,25 +234,14 @@ async fn drive(
     let status = link.topics.status(link.kind, &link.device);
     let decision_topic = link.topics.decision(link.kind, &link.device);
     let heartbeat_topic = link.topics.heartbeat(link.kind, &link.device);
-    let started = Instant::now();
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_INTERVAL_SECS));
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The heartbeat runs beside the event loop: `poll` must not be cancelled mid-connect.
+    let heartbeat = tokio::spawn(beat(link.clone(), heartbeat_topic, shutdown.clone()));
     let mut backoff = Duration::from_millis(100);
     let mut ever_connected = false;
     let mut outage_logged = false;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = heartbeat.tick() => {
-                if link.stats.connected.load(Ordering::Relaxed) {
-                    let hb = Heartbeat { uptime_s: started.elapsed().as_secs() };
-                    if let Err(e) = link.client.try_publish(
-                        heartbeat_topic.as_str(), QoS::AtLeastOnce, false, json(&hb)) {
-                        debug!(error = %e, "Heartbeat not queued");
-                    }
-                }
-                continue;
-            }
             e = eventloop.poll() => e,
         };
         match event {
@@ -332,7 +321,32 @@ async fn drive(
         let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
     }
     link.stats.connected.store(false, Ordering::Relaxed);
+    let _ = heartbeat.await;
     info!(device = %link.device, "Link stopped");
+}
+
+/// Publishes `{"uptime_s": N}` every heartbeat interval while connected.
+async fn beat(link: Link, topic: String, shutdown: CancellationToken) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(HEARTBEAT_INTERVAL_SECS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if link.stats.connected.load(Ordering::Relaxed) {
+            let hb = Heartbeat {
+                uptime_s: started.elapsed().as_secs(),
+            };
+            if let Err(e) = link
+                .client
+                .try_publish(topic.as_str(), QoS::AtLeastOnce, false, json(&hb))
+            {
+                debug!(error = %e, "Heartbeat not queued");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

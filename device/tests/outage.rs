@@ -1,0 +1,91 @@
+//! Taps made while the broker is down are queued by the device and arrive after it returns, with
+//! their original ids; the device says online/offline on its retained status topic.
+
+mod support;
+
+use std::time::Duration;
+
+use rumqttc::MqttOptions;
+use support::{Rig, Stack};
+use tapgate_device::prompt::{Prompt, Sound};
+use tapgate_protocol::{DeviceId, DeviceKind, Topics};
+use tapgate_testkit::MqttProbe;
+
+#[tokio::test]
+async fn taps_queued_while_the_broker_is_down_keep_their_ids() {
+    let mut stack = Stack::start(|_| {}).await;
+    let topics = Topics::default();
+    let g1 = DeviceId::new("g1").expect("id");
+    // A watcher with a persistent session, so it keeps its subscription across the restart.
+    let mut opts = MqttOptions::new("watch-taps", "127.0.0.1", stack.broker.port());
+    opts.set_clean_session(false);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let mut watch = MqttProbe::connect_with(opts).await;
+    watch.subscribe(&topics.tap(DeviceKind::Gate, &g1)).await;
+    watch.subscribe(&topics.status(DeviceKind::Gate, &g1)).await;
+
+    let mut cfg = stack.device_config("g1");
+    cfg.decision_timeout = Duration::from_millis(300);
+    let mut gate = Rig::gate(cfg).await;
+    let online = watch
+        .expect_on(&topics.status(DeviceKind::Gate, &g1), Duration::from_secs(5))
+        .await;
+    assert_eq!(online.text(), "online", "{}", stack.broker.log());
+    assert!(online.retain || watch.drain_for(Duration::ZERO).await.is_empty());
+
+    // One tap while everything is up, to learn the id scheme.
+    gate.tap("FIRST1");
+    let first = watch
+        .expect_on(&topics.tap(DeviceKind::Gate, &g1), Duration::from_secs(5))
+        .await
+        .json();
+    assert_eq!(gate.sounds(2).await[1], Sound::Say(Prompt::AccessDenied));
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    let (boot, n) = first_id.rsplit_once('-').expect("boot-counter id");
+    assert_eq!(n, "1");
+
+    // Broker down: three taps, each denied as unavailable (fail-closed) but kept for sending.
+    stack.broker.stop();
+    for card in ["QUEUED1", "QUEUED2", "QUEUED3"] {
+        gate.tap(card);
+        assert_eq!(
+            gate.sounds(2).await,
+            vec![Sound::Buzzer, Sound::Say(Prompt::ServiceUnavailable)]
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stack.broker.restart();
+
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while got.len() < 3 && tokio::time::Instant::now() < deadline {
+        if let Some(m) = watch.recv_timeout(Duration::from_millis(200)).await {
+            if m.topic == topics.tap(DeviceKind::Gate, &g1) {
+                let v = m.json();
+                let pair = (v["id"].as_str().unwrap_or("").to_owned(), v["card"].clone());
+                if !got.contains(&pair) {
+                    got.push(pair);
+                }
+            }
+        }
+    }
+    let expected: Vec<(String, serde_json::Value)> = ["QUEUED1", "QUEUED2", "QUEUED3"]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("{boot}-{}", i + 2), serde_json::json!(c)))
+        .collect();
+    assert_eq!(got, expected, "queued taps arrive in order with their ids");
+
+    // A clean stop says offline, retained.
+    // (An `online` from the reconnect may still be ahead of it.)
+    gate.stop().await;
+    let status_topic = topics.status(DeviceKind::Gate, &g1);
+    let mut last = String::new();
+    for _ in 0..3 {
+        last = watch.expect_on(&status_topic, Duration::from_secs(5)).await.text();
+        if last == "offline" {
+            break;
+        }
+    }
+    assert_eq!(last, "offline");
+}
