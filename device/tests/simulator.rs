@@ -1,0 +1,66 @@
+//! The rider simulator against a real stack (redis-server, mosquitto, the bridge): every decision
+//! matches the pass rules and none is lost. Latency figures are printed, not asserted.
+
+mod support;
+
+use std::time::Duration;
+
+use support::Stack;
+use tapgate_device::sim::{self, SimConfig};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_taps_a_second_for_twenty_seconds() {
+    // A short two-hour window so passes expire during the run and riders buy again.
+    let two_hour = Duration::from_secs(4);
+    let stack = Stack::start(|c| c.two_hour_duration = two_hour).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("summary.json");
+    let cfg = SimConfig {
+        mqtt: stack.broker.url(),
+        gates: 20,
+        terminals: 4,
+        riders: 400,
+        rate: 200.0,
+        duration: Duration::from_secs(20),
+        grace: Duration::from_secs(10),
+        seed: 42,
+        json: Some(json.clone()),
+        two_hour_duration: two_hour,
+        drop_every: Duration::from_secs(4),
+        drop_for: Duration::from_millis(500),
+        ..SimConfig::default()
+    };
+    let summary = sim::run(cfg.clone(), CancellationToken::new())
+        .await
+        .expect("simulation ran");
+    sim::finish(&cfg, &summary).expect("summary printed and written");
+
+    assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
+    assert_eq!(summary.lost, 0, "decisions lost");
+    assert_eq!(summary.unexpected, 0);
+    let sent = summary.taps_sent + summary.buttons_sent + summary.garbage_sent;
+    assert!(sent >= 3_500, "sent only {sent}");
+    let decided: u64 = summary.decisions.values().sum();
+    assert_eq!(decided, sent, "one decision per message");
+    for outcome in [
+        "granted",
+        "denied",
+        "select_pass",
+        "tap_to_confirm",
+        "pass_issued",
+        "card_mismatch",
+        "rejected",
+    ] {
+        assert!(
+            summary.decisions.get(outcome).copied().unwrap_or(0) > 0,
+            "no {outcome} in {:?}",
+            summary.decisions
+        );
+    }
+    assert!(summary.connection_drops >= 3);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json file")).expect("json");
+    assert_eq!(written["lost"], 0);
+    assert!(written["latency"]["p99_ms"].as_f64().is_some());
+}
