@@ -299,6 +299,14 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     }
 
     // Alice looks the card up and blocks it; Bob's deny list updates live.
+    let controls = a
+        .find(Locator::Css("#block-controls"))
+        .await
+        .expect("controls");
+    assert!(
+        !controls.is_displayed().await.expect("displayed"),
+        "no block buttons before a card is looked up"
+    );
     a.find(Locator::Css("#card-input"))
         .await
         .expect("card input")
@@ -315,6 +323,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
         t.contains("Ten trip") && t.contains("9 of 10")
     })
     .await;
+    assert!(controls.is_displayed().await.expect("displayed"));
     a.find(Locator::Css("#block-reason"))
         .await
         .expect("reason")
