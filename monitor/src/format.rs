@@ -430,6 +430,23 @@ mod tests {
         assert_eq!(v["card"], "0412AB");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_device_text_renders_on_one_clean_line(reason in "\\PC*|[\\x00-\\x1f\\x7f]*", detail in ".*") {
+            let mut e = ev(EventKind::Rejected, None);
+            e.reason = Some(reason);
+            e.detail = Some(detail);
+            let plain = event_line(&e).render(false);
+            proptest::prop_assert!(!plain.chars().any(char::is_control), "{:?}", plain);
+            let coloured = event_line(&e).render(true);
+            // The only escapes are the ones we add: ESC always followed by our SGR codes.
+            for (i, _) in coloured.match_indices('\x1b') {
+                let rest = &coloured[i..];
+                proptest::prop_assert!(rest.starts_with("\x1b[2;31m") || rest.starts_with("\x1b[0m") || rest.starts_with("\x1b[2m"), "{:?}", rest);
+            }
+        }
+    }
+
     #[test]
     fn remaining_times() {
         assert_eq!(format_remaining(0), "0s");

@@ -481,6 +481,19 @@ mod tests {
         assert!(parse_range(&Value::Array(vec![Value::Int(1)])).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn ids_round_trip_and_order_like_redis(a: (u64, u64), b: (u64, u64)) {
+            let (x, y) = (StreamId { ms: a.0, seq: a.1 }, StreamId { ms: b.0, seq: b.1 });
+            proptest::prop_assert_eq!(x.to_string().parse::<StreamId>(), Ok(x));
+            proptest::prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            if x > StreamId::ZERO {
+                proptest::prop_assert!(x.pred() < x);
+                proptest::prop_assert!(!(x.pred() < y && y < x), "nothing between pred and id");
+            }
+        }
+    }
+
     #[test]
     fn backoff_doubles_to_max() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
