@@ -1,0 +1,243 @@
+//! The real bridge behind the real mosquitto policy, and what it exposes to the dashboards.
+//!
+//! One rider buys a ten-trip pass at a terminal and enters at a gate, every message going
+//! through mosquitto with the repository's ACL and the bridge logged in as `bridge`. Then:
+//! the bridge's `/metrics` is scraped for real and parsed strictly, every metric the Grafana
+//! dashboards query must be in it, and every Redis key the bridge wrote must be a documented
+//! key (so the documented list the dashboard check relies on is complete).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tapgate_bridge::BridgeConfig;
+use tapgate_checks::access::{self, BRIDGE_USER, DEVICE_USER, MONITOR_CLIENT, MONITOR_USER};
+use tapgate_checks::grafana;
+use tapgate_checks::keys;
+use tapgate_checks::promtext::{self, Kind};
+use tapgate_checks::repo::{self, report};
+use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, PassType, Tap, Topics};
+use tapgate_testkit::{MqttProbe, RedisServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn tap(id: &str, card: &str) -> String {
+    serde_json::to_string(&Tap {
+        id: MessageId::new(id).expect("id"),
+        card: CardId::new(card).expect("card"),
+    })
+    .expect("json")
+}
+
+fn outcome(m: &tapgate_testkit::probe::Received) -> String {
+    m.json()["outcome"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to /metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bridge\r\n\r\n")
+        .await
+        .expect("send request");
+    let mut body = String::new();
+    stream
+        .read_to_string(&mut body)
+        .await
+        .expect("read response");
+    let (head, body) = body
+        .split_once("\r\n\r\n")
+        .expect("HTTP response with a body");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200"),
+        "status: {head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "Prometheus text needs text/plain: {head}"
+    );
+    body.to_owned()
+}
+
+#[tokio::test]
+async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
+    let redis = RedisServer::start();
+    let broker = support::broker();
+    let topics = Topics::default();
+    let config = BridgeConfig {
+        redis: redis.url(),
+        mqtt: broker.url(),
+        mqtt_username: Some(BRIDGE_USER.into()),
+        mqtt_password: Some(support::password(BRIDGE_USER)),
+        client_id: access::BRIDGE_CLIENT.into(),
+        shared_group: Some(access::SHARED_GROUP.into()),
+        metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..BridgeConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let bridge = tapgate_bridge::start(config, shutdown.clone())
+        .await
+        .unwrap_or_else(|e| panic!("bridge did not start: {e}\n{}", broker.log()));
+    let metrics_addr = bridge.metrics_addr().expect("metrics address");
+
+    let mut monitor = support::client(broker.port(), MONITOR_USER, MONITOR_CLIENT).await;
+    monitor.subscribe(&topics.events_filter()).await;
+    let t1 = DeviceId::new("t1").expect("id");
+    let g1 = DeviceId::new("g1").expect("id");
+    let mut terminal: MqttProbe = support::client(broker.port(), DEVICE_USER, "t1").await;
+    terminal
+        .subscribe(&topics.decision(DeviceKind::Terminal, &t1))
+        .await;
+    let mut gate = support::client(broker.port(), DEVICE_USER, "g1").await;
+    gate.subscribe(&topics.decision(DeviceKind::Gate, &g1))
+        .await;
+
+    // Buy a ten-trip pass: tap, choose, tap again.
+    let t_decision = topics.decision(DeviceKind::Terminal, &t1);
+    terminal
+        .publish(
+            &topics.tap(DeviceKind::Terminal, &t1),
+            tap("t1-1", "0412AB"),
+        )
+        .await;
+    let d = terminal.expect_on(&t_decision, WAIT).await;
+    assert_eq!(outcome(&d), "select_pass", "{}", d.text());
+    let button = Button {
+        id: MessageId::new("t1-2").expect("id"),
+        pass: PassType::TenTrip,
+    };
+    terminal
+        .publish(
+            &topics.button(&t1),
+            serde_json::to_string(&button).expect("json"),
+        )
+        .await;
+    let d = terminal.expect_on(&t_decision, WAIT).await;
+    assert_eq!(outcome(&d), "tap_to_confirm", "{}", d.text());
+    terminal
+        .publish(
+            &topics.tap(DeviceKind::Terminal, &t1),
+            tap("t1-3", "0412AB"),
+        )
+        .await;
+    let d = terminal.expect_on(&t_decision, WAIT).await;
+    assert_eq!(outcome(&d), "pass_issued", "{}", d.text());
+    // Enter at the gate; the monitor sees the events.
+    gate.publish(&topics.tap(DeviceKind::Gate, &g1), tap("g1-1", "0412AB"))
+        .await;
+    let d = gate
+        .expect_on(&topics.decision(DeviceKind::Gate, &g1), WAIT)
+        .await;
+    assert_eq!(outcome(&d), "granted", "{}", d.text());
+    let events: Vec<String> = monitor
+        .drain_for(Duration::from_millis(500))
+        .await
+        .iter()
+        .map(|m| m.topic.clone())
+        .collect();
+    for kind in [
+        tapgate_protocol::EventKind::PassIssued,
+        tapgate_protocol::EventKind::PassUsed,
+    ] {
+        let topic = topics.event(kind, Some(PassType::TenTrip));
+        assert!(
+            events.contains(&topic),
+            "monitor saw {events:?}, not {topic}"
+        );
+    }
+
+    // /metrics, for real.
+    let text = scrape(metrics_addr).await;
+    let exposition = promtext::parse(&text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{text}"));
+    let taps: f64 = exposition["tapgate_messages_total"]
+        .samples
+        .iter()
+        .filter(|s| s.label("message") == Some("tap"))
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(taps, 3.0, "three taps counted\n{text}");
+    let latency = &exposition["tapgate_decision_latency_seconds"];
+    assert_eq!(latency.kind, Kind::Histogram);
+    let count = latency
+        .samples
+        .iter()
+        .find(|s| s.name == "tapgate_decision_latency_seconds_count")
+        .map(|s| s.value);
+    assert_eq!(count, Some(4.0), "four decisions timed\n{text}");
+    for (family, kind) in [
+        ("tapgate_messages_total", Kind::Counter),
+        ("tapgate_decisions_total", Kind::Counter),
+        ("tapgate_rejected_total", Kind::Counter),
+        ("tapgate_replays_total", Kind::Counter),
+        ("tapgate_redis_reconnects_total", Kind::Counter),
+        ("tapgate_mqtt_reconnects_total", Kind::Counter),
+        ("tapgate_inflight_messages", Kind::Gauge),
+    ] {
+        assert_eq!(
+            exposition.get(family).map(|f| f.kind),
+            Some(kind),
+            "{family}\n{text}"
+        );
+    }
+    for family in exposition.values() {
+        for s in &family.samples {
+            assert!(
+                s.labels.iter().all(|(k, _)| k != "card" && k != "device"),
+                "no card or device labels: {s:?}"
+            );
+        }
+    }
+    // Every metric the dashboards query is exposed.
+    let exposed: Vec<String> = exposition
+        .values()
+        .flat_map(|f| f.samples.iter().map(|s| s.name.clone()))
+        .collect();
+    let sources = grafana::load_datasources("grafana/provisioning/datasources/tapgate.yml")
+        .expect("data sources");
+    for entry in std::fs::read_dir(repo::root().join("grafana/dashboards")).expect("dashboards") {
+        let path = entry.expect("entry").path();
+        let rel = format!(
+            "grafana/dashboards/{}",
+            path.file_name().expect("name").to_string_lossy()
+        );
+        let dash: Value = serde_json::from_str(&repo::read(&rel).expect("read")).expect("json");
+        let (queries, _) = grafana::scan(&rel, &dash, &sources);
+        let findings = grafana::check_metrics(&rel, &queries, &exposed);
+        assert!(findings.is_empty(), "{}", report(&findings));
+    }
+
+    // Every key the bridge wrote is documented.
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let written: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .expect("KEYS");
+    assert!(written.len() >= 5, "the bridge wrote keys: {written:?}");
+    let documented = keys::documented();
+    let unknown: Vec<&String> = written
+        .iter()
+        .filter(|k| keys::match_key(k, &documented).is_none())
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "keys written but not documented: {unknown:?}"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, bridge.join())
+        .await
+        .expect("bridge stops within 10 s")
+        .expect("bridge stops cleanly");
+}
