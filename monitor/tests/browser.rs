@@ -1,8 +1,8 @@
 //! The dashboard in real headless Chromium (via chromedriver), against a real Redis, a real
 //! mosquitto and the real bridge: two operators watch the same counters change live as devices
 //! tap over MQTT, one blocks a card and the next tap at the gate is denied, a device's hostile
-//! text shows as text, and logging out ends the session. Saves a screenshot of the dashboard to
-//! `docs/dashboard.png`.
+//! text shows as text, and logging out ends the session. Saves a screenshot of the dashboard
+//! (to `docs/dashboard.png` with `TAPGATE_UPDATE_SCREENSHOT=1`).
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install -y chromium chromium-driver`);
 //! without them the test fails saying so.
@@ -227,8 +227,14 @@ async fn buy(t: &mut Device, card: &str, pass: &str) {
     assert_eq!(t.tap(card).await["outcome"], "pass_issued");
 }
 
+/// Where the dashboard screenshot goes: `docs/dashboard.png` when `TAPGATE_UPDATE_SCREENSHOT=1`
+/// (so ordinary test runs leave the working tree alone), else the temp folder.
 fn screenshot_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png")
+    if std::env::var_os("TAPGATE_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png")
+    } else {
+        std::env::temp_dir().join("tapgate-dashboard.png")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +383,9 @@ async fn operators_watch_live_block_a_card_and_log_out() {
 
     let png = a.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    std::fs::write(screenshot_path(), &png).expect("write docs/dashboard.png");
+    let path = screenshot_path();
+    std::fs::write(&path, &png).expect("write the screenshot");
+    println!("dashboard screenshot: {}", path.display());
 
     // Logging out ends Alice's session; Bob stays.
     a.find(Locator::Css("#logout"))
