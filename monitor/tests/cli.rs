@@ -1,0 +1,164 @@
+//! The `tapgate-monitor` binary: `tail` into a pipe is plain text, `hash-password` makes a hash
+//! the server accepts, and `serve` layers its settings file → environment → flags.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{redis, xadd};
+use tapgate_protocol::{CardId, Event, EventKind, PassInfo, PassType};
+use tapgate_testkit::{free_port, RedisServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tapgate-monitor");
+
+/// Kills the child on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn listening(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_into_a_pipe_is_plain_text() {
+    let server = RedisServer::start();
+    let mut conn = redis(&server).await;
+    let mut e = Event::new(EventKind::PassUsed, 1_700_000_000_000);
+    e.card = CardId::new("0412AB").ok();
+    e.pass = Some(PassInfo {
+        pass_type: PassType::TenTrip,
+        trips_remaining: Some(2),
+        expires_at: None,
+        remaining_ms: None,
+    });
+    xadd(&mut conn, "*", &e).await;
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["tail", "--redis", &server.url()])
+            .env_remove("NO_COLOR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run tail"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        line
+    })
+    .await
+    .expect("reader");
+    assert_eq!(
+        line.trim_end(),
+        "2023-11-14T22:13:20Z  ENTRY      journey started: card 0412AB, ten trip pass, 2 of 10 trips remaining"
+    );
+}
+
+#[test]
+fn hash_password_output_is_accepted_by_serve() {
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"s3cret\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    let hash = hash.trim();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(tapgate_monitor::password::verify("s3cret", hash));
+    let empty = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!empty.status.success(), "an empty password is refused");
+}
+
+#[test]
+fn serve_settings_layer_file_then_env_then_flags() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let toml = dir.path().join("monitor.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "listen = \"127.0.0.1:{file_port}\"\nredis = \"{}\"\npublic_read_only = true\n",
+            redis.url()
+        ),
+    )
+    .expect("write config");
+    let serve = |env: Option<u16>, flag: Option<u16>| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&toml)
+            .env_remove("TAPGATE_MONITOR_LISTEN")
+            .env_remove("TAPGATE_REDIS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = env {
+            cmd.env("TAPGATE_MONITOR_LISTEN", format!("127.0.0.1:{p}"));
+        }
+        if let Some(p) = flag {
+            cmd.arg("--listen").arg(format!("127.0.0.1:{p}"));
+        }
+        Running(cmd.spawn().expect("run serve"))
+    };
+    {
+        let _s = serve(None, None);
+        assert!(
+            listening(file_port, Duration::from_secs(10)),
+            "file setting"
+        );
+    }
+    {
+        let _s = serve(Some(env_port), None);
+        assert!(
+            listening(env_port, Duration::from_secs(10)),
+            "env beats file"
+        );
+    }
+    {
+        let _s = serve(Some(env_port), Some(flag_port));
+        assert!(
+            listening(flag_port, Duration::from_secs(10)),
+            "flag beats env"
+        );
+    }
+    std::fs::write(&toml, "listen_on = \"127.0.0.1:1\"\n").expect("write");
+    let bad = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&toml)
+        .output()
+        .expect("run");
+    assert!(!bad.status.success(), "unknown settings are refused");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("listen_on"), "{err}");
+}
