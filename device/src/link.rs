@@ -339,9 +339,9 @@ async fn beat(link: Link, topic: String, shutdown: CancellationToken) {
             let hb = Heartbeat {
                 uptime_s: started.elapsed().as_secs(),
             };
-            if let Err(e) = link
-                .client
-                .try_publish(topic.as_str(), QoS::AtLeastOnce, false, json(&hb))
+            if let Err(e) =
+                link.client
+                    .try_publish(topic.as_str(), QoS::AtLeastOnce, false, json(&hb))
             {
                 debug!(error = %e, "Heartbeat not queued");
             }

@@ -12,7 +12,10 @@ use tapgate_protocol::{DeviceId, DeviceKind, PassType, Topics};
 use tapgate_testkit::MqttProbe;
 
 fn flashes(lamps: &[Lamps]) -> usize {
-    lamps.windows(2).filter(|w| w[0] == Lamps::OFF && w[1] == Lamps::RED).count()
+    lamps
+        .windows(2)
+        .filter(|w| w[0] == Lamps::OFF && w[1] == Lamps::RED)
+        .count()
 }
 
 #[tokio::test]
@@ -68,7 +71,9 @@ async fn offline_policies_with_the_bridge_stopped() {
     let topics = Topics::default();
     let gopen = DeviceId::new("gopen").expect("id");
     let mut watch = MqttProbe::connect(stack.broker.port(), "watch-gopen").await;
-    watch.subscribe(&topics.decision(DeviceKind::Gate, &gopen)).await;
+    watch
+        .subscribe(&topics.decision(DeviceKind::Gate, &gopen))
+        .await;
 
     stack.stop_bridge().await;
 
@@ -92,7 +97,10 @@ async fn offline_policies_with_the_bridge_stopped() {
     // ignored by the gates (no sound).
     stack.start_bridge().await;
     let d = watch
-        .expect_on(&topics.decision(DeviceKind::Gate, &gopen), Duration::from_secs(10))
+        .expect_on(
+            &topics.decision(DeviceKind::Gate, &gopen),
+            Duration::from_secs(10),
+        )
         .await
         .json();
     assert_eq!(d["outcome"], "granted", "{d}");
@@ -109,10 +117,16 @@ async fn offline_policies_with_the_bridge_stopped() {
         vec![Sound::Chime, Sound::Say(Prompt::AccessGranted)]
     );
     let d = watch
-        .expect_on(&topics.decision(DeviceKind::Gate, &gopen), Duration::from_secs(5))
+        .expect_on(
+            &topics.decision(DeviceKind::Gate, &gopen),
+            Duration::from_secs(5),
+        )
         .await
         .json();
-    assert_eq!(d["pass"]["trips_remaining"], 7, "both offline taps were charged: {d}");
+    assert_eq!(
+        d["pass"]["trips_remaining"], 7,
+        "both offline taps were charged: {d}"
+    );
     open.stop().await;
     closed.stop().await;
 }

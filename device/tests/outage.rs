@@ -28,7 +28,10 @@ async fn taps_queued_while_the_broker_is_down_keep_their_ids() {
     cfg.decision_timeout = Duration::from_millis(300);
     let mut gate = Rig::gate(cfg).await;
     let online = watch
-        .expect_on(&topics.status(DeviceKind::Gate, &g1), Duration::from_secs(5))
+        .expect_on(
+            &topics.status(DeviceKind::Gate, &g1),
+            Duration::from_secs(5),
+        )
         .await;
     assert_eq!(online.text(), "online", "{}", stack.broker.log());
     assert!(online.retain || watch.drain_for(Duration::ZERO).await.is_empty());
@@ -82,7 +85,10 @@ async fn taps_queued_while_the_broker_is_down_keep_their_ids() {
     let status_topic = topics.status(DeviceKind::Gate, &g1);
     let mut last = String::new();
     for _ in 0..3 {
-        last = watch.expect_on(&status_topic, Duration::from_secs(5)).await.text();
+        last = watch
+            .expect_on(&status_topic, Duration::from_secs(5))
+            .await
+            .text();
         if last == "offline" {
             break;
         }

@@ -203,9 +203,15 @@ impl Rig {
 pub async fn buy(terminal: &mut Rig, card: &str, pass: PassType) {
     use tapgate_device::prompt::Prompt;
     terminal.tap(card);
-    assert_eq!(terminal.sounds(1).await, vec![Sound::Say(Prompt::SelectPass)]);
+    assert_eq!(
+        terminal.sounds(1).await,
+        vec![Sound::Say(Prompt::SelectPass)]
+    );
     terminal.press(pass);
-    assert_eq!(terminal.sounds(1).await, vec![Sound::Say(Prompt::TapToConfirm)]);
+    assert_eq!(
+        terminal.sounds(1).await,
+        vec![Sound::Say(Prompt::TapToConfirm)]
+    );
     tokio::time::sleep(Duration::from_millis(150)).await; // lift the card: past the hold window
     terminal.tap(card);
     assert_eq!(
