@@ -592,6 +592,26 @@ impl SseClient {
         }
     }
 
+    /// Waits until the server ends the stream (the chunked body's last chunk, or EOF).
+    async fn closed(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.buf.ends_with("0\r\n\r\n") {
+                return;
+            }
+            let mut chunk = [0u8; 8192];
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("stream still open after 10 s; got:\n{}", self.buf))
+                .expect("read");
+            if n == 0 {
+                return;
+            }
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+
     /// The data of the next SSE event called `name` (others are skipped).
     async fn next(&mut self, name: &str) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -686,5 +706,32 @@ async fn live_feed_survives_a_redis_restart() {
         counters["denied"]["no_pass"], 0,
         "counters re-read from the new Redis"
     );
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stream_ends_with_the_session() {
+    let server = RedisServer::start();
+    let mut cfg = config(&server.url());
+    cfg.session_ttl = Duration::from_secs(1);
+    let dash = Dashboard::start(cfg).await;
+    let me = login(dash.addr, ALICE).await;
+    let started = Instant::now();
+    let mut live = SseClient::open(dash.addr, &me).await;
+    live.next("snapshot").await;
+    live.closed().await;
+    println!(
+        "live stream closed {} ms after opening with a 1 s session",
+        started.elapsed().as_millis()
+    );
+    let again = request(
+        dash.addr,
+        "GET",
+        "/api/live",
+        &[("Cookie", &me.cookie_header())],
+        b"",
+    )
+    .await;
+    assert_eq!(again.status, 401, "the reconnect is refused");
     dash.stop().await;
 }

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use super::auth::Viewer;
 use super::data;
 use super::error::WebError;
+use super::session;
 use super::AppState;
 use crate::format::entry_value;
 use crate::stream::{self as events, Backoff, Follower, StreamId};
@@ -163,8 +164,27 @@ fn sse_json(name: &str, data: &Value) -> SseEvent {
 /// `GET /api/live`: server-sent events `snapshot`, then `events`, `counters`, `devices`.
 pub async fn sse(
     State(state): State<AppState>,
-    _: Viewer,
+    Viewer(viewer): Viewer,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
+    // An operator's stream ends when the session does; the browser then reconnects, is refused,
+    // and goes back to the login page.
+    let ends_at = match &viewer {
+        Some(s) => {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(session::session_key(&s.token))
+                .query_async(&mut state.redis.clone())
+                .await?;
+            match ttl {
+                -2 => return Err(WebError::LoginRequired),
+                t if t >= 0 => Some(
+                    tokio::time::Instant::now()
+                        + Duration::from_millis(u64::try_from(t).unwrap_or(0)),
+                ),
+                _ => None,
+            }
+        }
+        None => None,
+    };
     let rx = state.live.subscribe();
     let redis = state.redis.clone();
     let n = state.config.history;
@@ -194,8 +214,15 @@ pub async fn sse(
         let shutdown = shutdown.clone();
         async move {
             loop {
+                let expiry = async {
+                    match ends_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let msg = tokio::select! {
                     _ = shutdown.cancelled() => return None,
+                    _ = expiry => return None,
                     m = rx.recv() => m,
                 };
                 // A browser too slow to keep up is closed; EventSource reconnects and gets a
