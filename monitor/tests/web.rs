@@ -120,8 +120,23 @@ async fn failed_logins_are_rate_limited_per_name_and_address() {
         .expect("seconds");
     assert!((1..=300).contains(&wait), "{wait}");
     assert!(limited.cookie("tapgate_session").is_none());
-    // Another operator is not affected.
+    // Another operator is not affected, nor is alice from another address.
     assert_eq!(post_login(dash.addr, BOB.0, BOB.1).await.status, 303);
+    let (cookie, token) = login_form(dash.addr).await;
+    let body = format!("name=alice&password={}&csrf={token}", urlencode(ALICE.1));
+    let elsewhere = request_from(
+        [127, 0, 0, 2],
+        dash.addr,
+        "POST",
+        "/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &format!("tapgate_login={cookie}")),
+        ],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(elsewhere.status, 303, "the limit is per name and address");
     let mut conn = redis(&server).await;
     let key = "tapgate:monitor:login-failures:alice:127.0.0.1";
     let ttl: i64 = conn.ttl(key).await.expect("TTL");

@@ -16,7 +16,6 @@ use tapgate_protocol::keys::EVENTS_STREAM;
 use tapgate_protocol::Event;
 use tapgate_testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// Operator names and passwords every test server knows.
@@ -241,7 +240,23 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
+    request_from([127, 0, 0, 1], addr, method, path, headers, body).await
+}
+
+/// [`request`] from another loopback address (127.0.0.0/8), as a different client.
+pub async fn request_from(
+    from: [u8; 4],
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind client address");
+    let mut s = socket.connect(addr).await.expect("connect");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
