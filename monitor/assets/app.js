@@ -266,8 +266,16 @@ function renderMinutes() {
     const dh = (minutes.denials[i] / max) * plotH;
     total += minutes.entries[i] + minutes.denials[i];
     const w = Math.max(1, step / 2 - 1);
-    if (eh > 0) s.appendChild(svg('rect', { x: x + 1, y: T + plotH - eh, width: w, height: eh, class: 'bar-entry' }));
-    if (dh > 0) s.appendChild(svg('rect', { x: x + 1 + w, y: T + plotH - dh, width: w, height: dh, class: 'bar-deny' }));
+    const at = clock(minutes.start + i * minutes.minute_ms).slice(0, 5);
+    const bar = (attrs, text) => {
+      const r = svg('rect', attrs);
+      const tip = svg('title');
+      tip.textContent = text;
+      r.appendChild(tip);
+      s.appendChild(r);
+    };
+    if (eh > 0) bar({ x: x + 1, y: T + plotH - eh, width: w, height: eh, class: 'bar-entry' }, at + ': ' + minutes.entries[i] + ' entries');
+    if (dh > 0) bar({ x: x + 1 + w, y: T + plotH - dh, width: w, height: dh, class: 'bar-deny' }, at + ': ' + minutes.denials[i] + ' denials');
   }
   const labels = [[0, '−60 min'], [n / 2, '−30 min'], [n, 'now']];
   for (const [i, label] of labels) {
