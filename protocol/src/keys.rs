@@ -20,6 +20,8 @@
 //! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | stored result, for redeliveries |
 //! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s` |
 //! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen |
+//! | `tapgate:monitor:session:{TOKEN}` | hash | monitor | operator, csrf, created; expires |
+//! | `tapgate:monitor:login-failures:{NAME}:{IP}` | string | monitor | failed logins in the window |
 
 use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
 
