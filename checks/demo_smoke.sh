@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Smoke test of scripts/demo, run by .ci/checks.d/deploy.sh: start the demo on spare ports in a
+# temporary state folder, wait for the dashboard to answer, log in, see taps counted, check that
+# a second demo refuses to start, send SIGINT, and check that every process the demo started is
+# gone. Nothing is skipped: a missing binary or subcommand fails the test with its name.
+set -euo pipefail
+set -m # background jobs get their own process group and keep SIGINT (as under a terminal)
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$(mktemp -d /tmp/tapgate-demo-test.XXXXXX)"
+OUT="$STATE.out"
+export TAPGATE_DEMO_DIR="$STATE"
+export TAPGATE_DEMO_REDIS_PORT="${TAPGATE_DEMO_REDIS_PORT:-26379}"
+export TAPGATE_DEMO_MQTT_PORT="${TAPGATE_DEMO_MQTT_PORT:-21883}"
+export TAPGATE_DEMO_HTTP_PORT="${TAPGATE_DEMO_HTTP_PORT:-28080}"
+export TAPGATE_DEMO_METRICS_PORT="${TAPGATE_DEMO_METRICS_PORT:-29464}"
+export TAPGATE_DEMO_PASSWORD="smoke-test-pw"
+export TAPGATE_DEMO_NO_INSTALL=1
+URL="http://127.0.0.1:$TAPGATE_DEMO_HTTP_PORT"
+
+passed=0
+failed=0
+demo_pid=""
+fail() {
+  echo "FAIL: $*"
+  echo "----- demo output -----"; cat "$OUT" 2>/dev/null || true
+  for f in "$STATE"/*.log; do [ -e "$f" ] && { echo "----- $f (last 30 lines) -----"; tail -n 30 "$f"; }; done
+  failed=$((failed + 1))
+  finish
+}
+ok() { echo "ok: $*"; passed=$((passed + 1)); }
+finish() {
+  if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
+    kill -INT "$demo_pid" 2>/dev/null || true
+    sleep 5
+    kill -KILL "$demo_pid" 2>/dev/null || true
+  fi
+  # Anything still listed is killed by pid (only what this demo started).
+  if [ -f "$STATE/pids" ]; then
+    while read -r _ pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$STATE/pids"
+  fi
+  echo "demo: $passed passed, $failed failed"
+  rm -rf "$STATE" "$OUT"
+  [ "$failed" = 0 ]
+  exit
+}
+
+command -v curl >/dev/null || { echo "FAIL: curl is needed (apt-get install -y curl)"; exit 1; }
+
+"$ROOT/scripts/demo" >"$OUT" 2>&1 &
+demo_pid=$!
+
+# The first run builds in release mode: allow it time.
+deadline=$((SECONDS + 1500))
+until grep -q "Dashboard:" "$OUT" 2>/dev/null; do
+  kill -0 "$demo_pid" 2>/dev/null || fail "the demo exited before printing the dashboard URL"
+  [ $SECONDS -lt $deadline ] || fail "no dashboard URL within 25 minutes"
+  sleep 2
+done
+grep -q "Dashboard:  $URL/" "$OUT" || fail "the demo printed another dashboard URL"
+ok "the demo printed $URL/"
+
+code="$(curl -s -o /dev/null -w '%{http_code}' "$URL/login")"
+[ "$code" = 200 ] || fail "GET $URL/login answered $code"
+ok "the dashboard answers ($URL/login: 200)"
+
+# Log in as the demo operator with the printed password.
+grep -q "Login:      demo / $TAPGATE_DEMO_PASSWORD" "$OUT" || fail "the demo did not print the login"
+jar="$STATE/cookies"
+page="$(curl -s -c "$jar" "$URL/login")"
+csrf="$(sed -n 's/.*name="csrf"[^>]*value="\([^"]*\)".*/\1/p' <<<"$page" | head -n 1)"
+[ -n "$csrf" ] || fail "no csrf token in the login page"
+code="$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -c "$jar" \
+  --data-urlencode "name=demo" --data-urlencode "password=$TAPGATE_DEMO_PASSWORD" \
+  --data-urlencode "csrf=$csrf" "$URL/login")"
+case "$code" in 200|302|303) ;; *) fail "login answered $code" ;; esac
+code="$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" "$URL/api/counters")"
+[ "$code" = 200 ] || fail "GET /api/counters after login answered $code"
+ok "logged in as demo; /api/counters answers 200"
+
+# Every process is listed, and the simulator runs (so riders are tapping).
+for name in redis mosquitto bridge monitor simulator; do
+  grep -q "^$name " "$STATE/pids" || fail "the demo did not start $name (pids: $(tr '\n' ' ' <"$STATE/pids"))"
+done
+ok "the demo started redis, mosquitto, bridge, monitor and simulator"
+
+deadline=$((SECONDS + 60))
+taps=0
+until [ "${taps%.*}" -gt 0 ] 2>/dev/null; do
+  taps="$(curl -s "http://127.0.0.1:$TAPGATE_DEMO_METRICS_PORT/metrics" \
+    | awk '/^tapgate_messages_total\{message="tap"\}/ {print $2}')"
+  taps="${taps:-0}"
+  [ $SECONDS -lt $deadline ] || fail "no tap reached the bridge within 60 s"
+  sleep 1
+done
+ok "simulated riders' taps reach the bridge through mosquitto (tapgate_messages_total{message=\"tap\"} = $taps)"
+
+# A second demo refuses to start.
+if out2="$("$ROOT/scripts/demo" 2>&1)"; then
+  fail "a second demo started while one runs"
+fi
+grep -q "already running" <<<"$out2" || fail "a second demo did not say one is already running: $out2"
+ok "a second demo says one is already running"
+
+# Ctrl-C stops everything it started.
+started="$(cat "$STATE/pids")"
+kill -INT "$demo_pid"
+deadline=$((SECONDS + 20))
+while kill -0 "$demo_pid" 2>/dev/null; do
+  [ $SECONDS -lt $deadline ] || fail "the demo did not exit within 20 s of SIGINT"
+  sleep 0.2
+done
+wait "$demo_pid" 2>/dev/null || true
+demo_pid=""
+left=""
+while read -r name pid; do
+  kill -0 "$pid" 2>/dev/null && left="$left $name($pid)"
+done <<<"$started"
+[ -z "$left" ] || fail "still running after SIGINT:$left"
+ok "SIGINT stopped every process the demo started: $(awk '{print $1}' <<<"$started" | tr '\n' ' ')"
+grep -q "demo: stopped" "$OUT" || fail "the demo did not report stopping"
+if [ -s "$STATE/simulator.log" ]; then
+  echo "----- simulator output (last 10 lines) -----"
+  tail -n 10 "$STATE/simulator.log"
+fi
+finish
