@@ -335,3 +335,51 @@ fn prometheus_config_scrapes_the_bridge() {
     let compose_text = repo::read("docker-compose.yml").expect("compose");
     assert!(compose_text.contains("TAPGATE_METRICS_ADDR: 0.0.0.0:9464"));
 }
+
+#[test]
+fn dockerfiles_build_locked_and_run_only_the_binary_as_a_user() {
+    for (file, krate) in [
+        ("docker/bridge.Dockerfile", "tapgate-bridge"),
+        ("docker/monitor.Dockerfile", "tapgate-monitor"),
+        ("docker/device.Dockerfile", "tapgate-device"),
+    ] {
+        let text = repo::read(file).expect("Dockerfile");
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
+        assert_eq!(
+            froms,
+            [
+                &"FROM rust:1-bookworm AS build",
+                &"FROM debian:bookworm-slim"
+            ],
+            "{file}: build on rust:1-bookworm, run on debian:bookworm-slim"
+        );
+        assert!(
+            text.contains(&format!("cargo build --release --locked -p {krate}")),
+            "{file}: cargo build --release --locked -p {krate}"
+        );
+        let runtime = &text[text
+            .find("FROM debian:bookworm-slim")
+            .expect("runtime stage")..];
+        let copies: Vec<&str> = runtime.lines().filter(|l| l.starts_with("COPY")).collect();
+        assert_eq!(
+            copies,
+            [format!("COPY --from=build /usr/local/bin/{krate} /usr/local/bin/{krate}").as_str()],
+            "{file}: the runtime stage copies only the binary"
+        );
+        let user = runtime
+            .lines()
+            .filter_map(|l| l.strip_prefix("USER "))
+            .last()
+            .expect("USER in the runtime stage");
+        assert!(user != "root" && user != "0", "{file}: runs as {user}");
+        assert!(
+            repo::is_file(format!("{file}.dockerignore")),
+            "{file}: needs {file}.dockerignore"
+        );
+    }
+}
