@@ -130,3 +130,30 @@ async fn offline_policies_with_the_bridge_stopped() {
     open.stop().await;
     closed.stop().await;
 }
+
+#[tokio::test]
+async fn stray_and_malformed_decisions_never_show_green() {
+    let stack = Stack::start(|_| {}).await;
+    let mut g = Rig::gate(stack.device_config("g9")).await;
+    let topics = Topics::default();
+    let g9 = DeviceId::new("g9").expect("id");
+    let decisions = topics.decision(DeviceKind::Gate, &g9);
+    let probe = MqttProbe::connect(stack.broker.port(), "intruder").await;
+    let grant = r#"{"id":"someone-else-1","outcome":"granted","pass":{"type":"SINGLE_USE"}}"#;
+    probe.publish(&decisions, grant).await;
+    probe.publish(&decisions, "{not json").await;
+    probe
+        .publish(&decisions, r#"{"id":"x","outcome":"teleport"}"#)
+        .await;
+    assert_eq!(g.quiet_for(Duration::from_millis(500)).await, vec![]);
+    assert_eq!(g.lamps(), vec![Lamps::RED]);
+
+    // The gate still works: an unknown card is denied by the bridge.
+    g.tap("NOBODY1");
+    assert_eq!(
+        g.sounds(2).await,
+        vec![Sound::Buzzer, Sound::Say(Prompt::AccessDenied)]
+    );
+    assert!(!g.lamps().contains(&Lamps::GREEN));
+    g.stop().await;
+}
