@@ -16,6 +16,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}"
 fi
 
-if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
-  rustup target add aarch64-unknown-linux-gnu
-fi
+for attempt in 1 2 3; do
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu && break
+  rustup target add aarch64-unknown-linux-gnu || sleep $((attempt * 5))
+done
+rustup target list --installed | grep -qx aarch64-unknown-linux-gnu
