@@ -21,6 +21,7 @@ URL="http://127.0.0.1:$TAPGATE_DEMO_HTTP_PORT"
 passed=0
 failed=0
 demo_pid=""
+prom_pid=""
 fail() {
   echo "FAIL: $*"
   echo "----- demo output -----"; cat "$OUT" 2>/dev/null || true
@@ -30,6 +31,7 @@ fail() {
 }
 ok() { echo "ok: $*"; passed=$((passed + 1)); }
 finish() {
+  [ -n "$prom_pid" ] && kill "$prom_pid" 2>/dev/null
   if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
     kill -INT "$demo_pid" 2>/dev/null || true
     sleep 5
@@ -94,6 +96,47 @@ until [ "${taps%.*}" -gt 0 ] 2>/dev/null; do
   sleep 1
 done
 ok "simulated riders' taps reach the bridge through mosquitto (tapgate_messages_total{message=\"tap\"} = $taps)"
+
+# A real Prometheus scrapes the demo's bridge, and every PromQL expression of the Grafana
+# dashboards runs against it; the tap rate and the latency percentiles must return data.
+PROM_PORT="${TAPGATE_DEMO_PROM_PORT:-29090}"
+command -v prometheus >/dev/null || fail "prometheus is missing (apt-get install -y prometheus; .ci/setup.d/deploy.sh does it)"
+cat >"$STATE/prometheus.yml" <<PROM
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: tapgate-bridge
+    static_configs:
+      - targets: ["127.0.0.1:$TAPGATE_DEMO_METRICS_PORT"]
+PROM
+prometheus --config.file="$STATE/prometheus.yml" --storage.tsdb.path="$STATE/prom" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" >"$STATE/prometheus.log" 2>&1 &
+prom_pid=$!
+deadline=$((SECONDS + 30))
+until curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null; do
+  kill -0 "$prom_pid" 2>/dev/null || fail "prometheus exited: $(tail -n 5 "$STATE/prometheus.log")"
+  [ $SECONDS -lt $deadline ] || fail "prometheus not ready within 30 s"
+  sleep 0.5
+done
+sleep 8 # a few scrapes, so rate() has points
+exprs=()
+while IFS= read -r e; do exprs+=("$e"); done < <(sed -n 's/^ *"expr": "\(.*\)",\{0,1\}$/\1/p' "$ROOT"/grafana/dashboards/*.json)
+[ ${#exprs[@]} -ge 5 ] || { fail "found only ${#exprs[@]} PromQL expressions in the dashboards"; }
+for e in "${exprs[@]}"; do
+  answer="$(curl -s -G "http://127.0.0.1:$PROM_PORT/api/v1/query" --data-urlencode "query=$e")"
+  grep -q '"status":"success"' <<<"$answer" || { fail "Prometheus refused the dashboard query $e: $answer"; }
+  case "$e" in
+    *tapgate_messages_total*|*"histogram_quantile(0.99"*)
+      grep -q '"result":\[{' <<<"$answer" || { fail "no data for $e: $answer"; } ;;
+  esac
+done
+p99="$(curl -s -G "http://127.0.0.1:$PROM_PORT/api/v1/query" \
+  --data-urlencode 'query=histogram_quantile(0.99, sum by (le) (rate(tapgate_decision_latency_seconds_bucket[5m])))' \
+  | sed -n 's/.*"value":\[[^,]*,"\([^"]*\)"\].*/\1/p')"
+kill "$prom_pid"
+wait "$prom_pid" 2>/dev/null || true
+prom_pid=""
+ok "a real Prometheus ran all ${#exprs[@]} dashboard queries against the demo bridge (decision latency p99 ${p99:-?} s)"
 
 # A second demo refuses to start.
 if out2="$("$ROOT/scripts/demo" 2>&1)"; then

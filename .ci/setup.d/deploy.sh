@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Setup for the deployment checks: curl for the demo smoke test (redis-server and mosquitto,
-# which ships mosquitto_passwd, are installed by .ci/run).
+# Setup for the deployment checks: curl for the demo smoke test, and Debian's prometheus package
+# for promtool and a real Prometheus that runs the dashboards' queries against the demo. Redis and
+# mosquitto (which ships mosquitto_passwd) are installed by .ci/run.
 set -euo pipefail
-if ! command -v curl >/dev/null 2>&1; then
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq curl
+  apt-get install -y -qq "${need[@]}"
 fi
 command -v mosquitto_passwd >/dev/null 2>&1 || { echo "mosquitto_passwd missing (apt-get install -y mosquitto)"; exit 1; }
