@@ -373,4 +373,49 @@ mod tests {
             assert!(parse_mqtt_url(bad).is_err(), "{bad}");
         }
     }
+
+    /// With no broker, messages wait in the bounded queue; beyond it they are dropped and
+    /// counted, and the outbox keeps only the newest `queue_limit` undecided messages.
+    #[tokio::test]
+    async fn overflow_is_counted_while_the_broker_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let cfg = LinkConfig {
+            mqtt: format!("mqtt://127.0.0.1:{port}"),
+            username: None,
+            password: None,
+            topics: Topics::default(),
+            kind: DeviceKind::Gate,
+            device: DeviceId::new("g1").expect("id"),
+            queue_limit: 4,
+            keep_alive: Duration::from_secs(5),
+        };
+        let shutdown = CancellationToken::new();
+        let (link, _decisions, task) = Link::start(cfg, shutdown.clone()).expect("start");
+        let mut ids = crate::logic::TapIds::new(1);
+        for _ in 0..30 {
+            let tap = tapgate_protocol::Tap {
+                id: ids.next_id(),
+                card: tapgate_protocol::CardId::new("C1").expect("card"),
+            };
+            link.publish(&Outbound::Tap(tap));
+        }
+        // The client's queue holds queue_limit + 16 (room for status and subscriptions).
+        assert_eq!(link.stats().published.load(Ordering::Relaxed), 20);
+        assert_eq!(link.stats().dropped.load(Ordering::Relaxed), 10);
+        assert!(!link.stats().connected.load(Ordering::Relaxed));
+        let kept: Vec<String> = link
+            .outbox
+            .lock()
+            .expect("outbox")
+            .items
+            .iter()
+            .map(|(id, _, _)| id.to_string())
+            .collect();
+        assert_eq!(kept, ["1-27", "1-28", "1-29", "1-30"]);
+        shutdown.cancel();
+        task.await.expect("link task");
+    }
 }

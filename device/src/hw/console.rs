@@ -86,11 +86,12 @@ pub struct ConsoleLights<W: Write + Send + 'static = std::io::Stdout> {
 }
 
 impl ConsoleLights {
-    /// Draws on stdout, in colour.
+    /// Draws on stdout: in colour on a terminal, as letters (`[R A .]`) when piped or logged.
     pub fn stdout() -> Self {
+        use std::io::IsTerminal;
         Self {
             out: std::io::stdout(),
-            colour: true,
+            colour: std::io::stdout().is_terminal(),
         }
     }
 }
