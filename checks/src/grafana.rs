@@ -68,11 +68,39 @@ pub fn load_datasources(rel: &str) -> Result<Vec<DataSource>, CheckError> {
     Ok(file.datasources)
 }
 
+/// One Redis query of a dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisQuery {
+    /// Where it is (panel and target, or variable).
+    pub place: String,
+    /// The command, lower case (`hgetall`, `hmget`, ...).
+    pub command: String,
+    /// The key, possibly with Grafana variables.
+    pub key: String,
+    /// `hmget` / `hget` fields, in order.
+    pub fields: Vec<String>,
+}
+
+/// A template variable that lists values with a Redis query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisVariable {
+    /// Its name (`gate` for `$gate`).
+    pub name: String,
+    /// The command line it runs.
+    pub query: String,
+    /// Its regex (Grafana keeps the first capture group).
+    pub regex: String,
+}
+
 /// Everything a dashboard queries.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Queries {
     /// (where, Redis key).
     pub redis_keys: Vec<(String, String)>,
+    /// Every Redis query of a panel, with its command and fields.
+    pub redis_queries: Vec<RedisQuery>,
+    /// Template variables filled from Redis.
+    pub redis_variables: Vec<RedisVariable>,
     /// (where, PromQL expression).
     pub prom_exprs: Vec<(String, String)>,
 }
@@ -171,6 +199,28 @@ pub fn scan(file: &str, dash: &Value, sources: &[DataSource]) -> (Queries, Vec<F
                         }
                     };
                     if let Some(key) = key {
+                        let command = match ty {
+                            "cli" => target
+                                .get("query")
+                                .and_then(Value::as_str)
+                                .and_then(|q| q.split_whitespace().next())
+                                .unwrap_or_default(),
+                            _ => target.get("command").and_then(Value::as_str).unwrap_or_default(),
+                        }
+                        .to_ascii_lowercase();
+                        let fields = target
+                            .get("field")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .split_whitespace()
+                            .map(str::to_owned)
+                            .collect();
+                        queries.redis_queries.push(RedisQuery {
+                            place: place.clone(),
+                            command,
+                            key: key.clone(),
+                            fields,
+                        });
                         queries.redis_keys.push((place, key));
                     }
                 }
@@ -214,6 +264,15 @@ pub fn scan(file: &str, dash: &Value, sources: &[DataSource]) -> (Queries, Vec<F
                 if let Some(key) = redis_query_keys(&place, &query, &mut findings, file) {
                     queries.redis_keys.push((place, key));
                 }
+                queries.redis_variables.push(RedisVariable {
+                    name: name.to_owned(),
+                    query: query.clone(),
+                    regex: var
+                        .get("regex")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                });
             }
             Some(PROMETHEUS_TYPE) => queries.prom_exprs.push((place, query)),
             _ => findings.push(Finding::new(file, format!("{place}: unknown data source"))),

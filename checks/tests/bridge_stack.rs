@@ -152,6 +152,61 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
         );
     }
 
+    // Presence and a denial, so every dashboard panel has data.
+    for (kind, id, probe) in [
+        (DeviceKind::Gate, &g1, &gate),
+        (DeviceKind::Terminal, &t1, &terminal),
+    ] {
+        probe
+            .publish_retained(&topics.status(kind, id), tapgate_protocol::status::ONLINE)
+            .await;
+        let hb = tapgate_protocol::status::Heartbeat { uptime_s: 42 };
+        probe
+            .publish(
+                &topics.heartbeat(kind, id),
+                serde_json::to_string(&hb).expect("json"),
+            )
+            .await;
+    }
+    gate.publish(&topics.tap(DeviceKind::Gate, &g1), tap("g1-2", "99"))
+        .await;
+    let d = gate
+        .expect_on(&topics.decision(DeviceKind::Gate, &g1), WAIT)
+        .await;
+    assert_eq!(outcome(&d), "denied", "{}", d.text());
+    gate.publish(&topics.tap(DeviceKind::Gate, &g1), "not json")
+        .await;
+    let d = gate
+        .expect_on(&topics.decision(DeviceKind::Gate, &g1), WAIT)
+        .await;
+    assert_eq!(outcome(&d), "rejected", "{}", d.text());
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    // Heartbeats are not answered: wait until both presence hashes have their uptime.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for (kind, id) in [(DeviceKind::Gate, &g1), (DeviceKind::Terminal, &t1)] {
+        let key = tapgate_protocol::keys::device(kind, id);
+        loop {
+            let up: Option<String> = redis::cmd("HGET")
+                .arg(&key)
+                .arg("uptime_s")
+                .query_async(&mut con)
+                .await
+                .expect("HGET");
+            if up.is_some() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no heartbeat in {key}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     // /metrics, for real.
     let text = scrape(metrics_addr).await;
     let exposition = promtext::parse(&text)
@@ -162,7 +217,7 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
         .filter(|s| s.label("message") == Some("tap"))
         .map(|s| s.value)
         .sum();
-    assert_eq!(taps, 3.0, "three taps counted\n{text}");
+    assert!(taps >= 4.0, "at least the four valid taps counted\n{text}");
     let latency = &exposition["tapgate_decision_latency_seconds"];
     assert_eq!(latency.kind, Kind::Histogram);
     let count = latency
@@ -170,7 +225,10 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
         .iter()
         .find(|s| s.name == "tapgate_decision_latency_seconds_count")
         .map(|s| s.value);
-    assert_eq!(count, Some(4.0), "four decisions timed\n{text}");
+    assert!(
+        count >= Some(5.0),
+        "at least the five decisions on valid messages timed\n{text}"
+    );
     for (family, kind) in [
         ("tapgate_messages_total", Kind::Counter),
         ("tapgate_decisions_total", Kind::Counter),
@@ -213,12 +271,10 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
         assert!(findings.is_empty(), "{}", report(&findings));
     }
 
+    // Every Redis query of the dashboards runs against what the bridge wrote.
+    run_dashboard_queries(&mut con, &sources).await;
+
     // Every key the bridge wrote is documented.
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let mut con = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
     let written: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query_async(&mut con)
@@ -240,4 +296,112 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
         .await
         .expect("bridge stops within 10 s")
         .expect("bridge stops cleanly");
+}
+
+/// Runs every Redis query of the dashboards against the bridge's data, with each template
+/// variable filled from its own query: no type errors, data for every key the bridge writes,
+/// and `HMGET` fields that exist. The `tapgate:emqx:*` keys need EMQX, which does not run here.
+async fn run_dashboard_queries(
+    con: &mut redis::aio::MultiplexedConnection,
+    sources: &[grafana::DataSource],
+) {
+    let mut problems = Vec::new();
+    for entry in std::fs::read_dir(repo::root().join("grafana/dashboards")).expect("dashboards") {
+        let path = entry.expect("entry").path();
+        let rel = format!(
+            "grafana/dashboards/{}",
+            path.file_name().expect("name").to_string_lossy()
+        );
+        let dash: Value = serde_json::from_str(&repo::read(&rel).expect("read")).expect("json");
+        let (queries, _) = grafana::scan(&rel, &dash, sources);
+        // Variable values, from the variables' own queries and regexes (`/^kind\/(.+)$/`).
+        let mut values: Vec<(String, String)> = Vec::new();
+        for var in &queries.redis_variables {
+            let mut words = var.query.split_whitespace();
+            let (Some(cmd), Some(key)) = (words.next(), words.next()) else {
+                problems.push(format!("{rel}: variable {} has no command", var.name));
+                continue;
+            };
+            let members: Vec<String> = redis::cmd(cmd)
+                .arg(key)
+                .query_async(con)
+                .await
+                .expect("variable query");
+            let Some(kind) = var
+                .regex
+                .strip_prefix("/^")
+                .and_then(|r| r.strip_suffix("\\/(.+)$/"))
+            else {
+                problems.push(format!(
+                    "{rel}: variable {} regex {:?} has an unexpected shape",
+                    var.name, var.regex
+                ));
+                continue;
+            };
+            match members
+                .iter()
+                .find_map(|m| m.strip_prefix(&format!("{kind}/")))
+            {
+                Some(v) => values.push((var.name.clone(), v.to_owned())),
+                None => problems.push(format!(
+                    "{rel}: variable {} finds nothing in {members:?}",
+                    var.name
+                )),
+            }
+        }
+        for q in &queries.redis_queries {
+            if q.key.starts_with("tapgate:emqx:") {
+                continue;
+            }
+            let mut key = q.key.clone();
+            for (name, value) in &values {
+                key = key.replace(&format!("${name}"), value);
+            }
+            let mut cmd = redis::cmd(&q.command);
+            cmd.arg(&key);
+            match q.command.as_str() {
+                "xrevrange" => {
+                    cmd.arg("+").arg("-").arg("COUNT").arg(20);
+                }
+                "xrange" => {
+                    cmd.arg("-").arg("+").arg("COUNT").arg(20);
+                }
+                _ => {
+                    for f in &q.fields {
+                        cmd.arg(f);
+                    }
+                }
+            }
+            let answer: Result<redis::Value, _> = cmd.query_async(con).await;
+            let place = format!("{rel} {} ({} {key} {:?})", q.place, q.command, q.fields);
+            let empty = |v: &redis::Value| match v {
+                redis::Value::Array(items) | redis::Value::Set(items) => items.is_empty(),
+                redis::Value::Map(items) => items.is_empty(),
+                redis::Value::Nil => true,
+                _ => false,
+            };
+            match answer {
+                Err(e) => problems.push(format!("{place}: {e}")),
+                Ok(v) if empty(&v) => problems.push(format!("{place}: no data")),
+                Ok(redis::Value::Array(items)) if q.command == "hmget" => {
+                    if items.iter().all(|v| *v == redis::Value::Nil) {
+                        problems.push(format!("{place}: none of the fields exist"));
+                    }
+                }
+                Ok(_) => {}
+            }
+            if key.starts_with(tapgate_protocol::keys::COUNTERS_DEVICE_PREFIX) {
+                for f in &q.fields {
+                    if !tapgate_protocol::keys::DEVICE_COUNTER_FIELDS.contains(&f.as_str()) {
+                        problems.push(format!("{place}: {f} is not a device counter field"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "dashboard Redis queries on real data:\n{}",
+        problems.join("\n")
+    );
 }

@@ -373,8 +373,9 @@ fn dockerfiles_build_locked_and_run_only_the_binary_as_a_user() {
         );
         let user = runtime
             .lines()
+            .rev()
             .filter_map(|l| l.strip_prefix("USER "))
-            .last()
+            .next()
             .expect("USER in the runtime stage");
         assert!(user != "root" && user != "0", "{file}: runs as {user}");
         assert!(
