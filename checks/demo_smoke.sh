@@ -97,6 +97,19 @@ until [ "${taps%.*}" -gt 0 ] 2>/dev/null; do
 done
 ok "simulated riders' taps reach the bridge through mosquitto (tapgate_messages_total{message=\"tap\"} = $taps)"
 
+# The compose health checks of the bridge and the monitor, run against the demo's processes
+# (same binaries; only the port differs).
+for spec in "9464:$TAPGATE_DEMO_METRICS_PORT:bridge" "8080:$TAPGATE_DEMO_HTTP_PORT:monitor"; do
+  IFS=: read -r inside here name <<<"$spec"
+  check="$(sed -n "s|^ *- \(exec 3<>/dev/tcp/127.0.0.1/$inside .*\)$|\1|p" "$ROOT/docker-compose.yml")"
+  [ -n "$check" ] || fail "no /dev/tcp health check for $name in docker-compose.yml"
+  check="${check//\/$inside /\/$here }"
+  bash -c "$check" || fail "the compose health check of $name fails against the demo: $check"
+  # And it fails when nothing listens there, so it can tell.
+  if bash -c "${check//\/$here /\/1 }" 2>/dev/null; then fail "the $name health check passes with nothing listening"; fi
+done
+ok "the compose health checks of bridge and monitor pass against the real binaries"
+
 # A real Prometheus scrapes the demo's bridge, and every PromQL expression of the Grafana
 # dashboards runs against it; the tap rate and the latency percentiles must return data.
 PROM_PORT="${TAPGATE_DEMO_PROM_PORT:-29090}"
