@@ -137,7 +137,8 @@ impl BridgeConfig {
                 ));
             }
         }
-        crate::mqtt::parse_mqtt_url(&self.mqtt).map_err(|e| invalid("mqtt", &e.to_string()))?;
+        tapgate_protocol::broker::BrokerUrl::parse(&self.mqtt)
+            .map_err(|e| invalid("mqtt", &e.to_string()))?;
         Ok(())
     }
 }

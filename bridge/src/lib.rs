@@ -116,7 +116,7 @@ pub async fn start(
         settings,
     )
     .await?;
-    info!(redis = %store::redacted(&config.redis), "Connected to Redis");
+    info!(redis = %tapgate_protocol::broker::redact(&config.redis), "Connected to Redis");
 
     let metrics = Metrics::default();
     let mut metrics_addr = None;

@@ -16,6 +16,8 @@ use rumqttc::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use tapgate_protocol::broker::{BrokerUrl, BrokerUrlError};
+
 use crate::config::BridgeConfig;
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
@@ -24,13 +26,8 @@ use crate::metrics::Metrics;
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     /// The broker URL is not `mqtt://host[:port]` or `tcp://host[:port]`.
-    #[error("invalid MQTT URL {url:?}: {why}")]
-    Url {
-        /// The URL as given.
-        url: String,
-        /// What is wrong.
-        why: &'static str,
-    },
+    #[error(transparent)]
+    Url(#[from] BrokerUrlError),
     /// No connection at start-up.
     #[error("cannot connect to MQTT broker at {url}: {reason}")]
     Connect {
@@ -49,61 +46,9 @@ pub enum MqttError {
     },
 }
 
-/// Host and port from `mqtt://host[:port]` (also `tcp://`; default port 1883). Credentials in the
-/// URL (`mqtt://user:pass@host`) are returned too.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttUrl {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Username and password from the URL, if any.
-    pub credentials: Option<(String, String)>,
-}
-
-/// Parses a broker URL.
-pub fn parse_mqtt_url(url: &str) -> Result<MqttUrl, MqttError> {
-    let bad = |why| MqttError::Url {
-        url: url.to_owned(),
-        why,
-    };
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| bad("expected mqtt://host[:port] (TLS is not built in)"))?;
-    let rest = rest.trim_end_matches('/');
-    let (credentials, hostport) = match rest.rsplit_once('@') {
-        Some((cred, hp)) => {
-            let (u, p) = cred.split_once(':').unwrap_or((cred, ""));
-            (Some((u.to_owned(), p.to_owned())), hp)
-        }
-        None => (None, rest),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| bad("port is not a number 1-65535"))?,
-        ),
-        _ => (hostport, 1883),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') {
-        return Err(bad("missing host"));
-    }
-    if port == 0 {
-        return Err(bad("port is not a number 1-65535"));
-    }
-    Ok(MqttUrl {
-        host: host.to_owned(),
-        port,
-        credentials,
-    })
-}
-
 /// The MQTT options the bridge uses: persistent session, manual acks, credentials.
 pub fn options(cfg: &BridgeConfig) -> Result<MqttOptions, MqttError> {
-    let url = parse_mqtt_url(&cfg.mqtt)?;
+    let url = BrokerUrl::parse(&cfg.mqtt)?;
     let mut opts = MqttOptions::new(cfg.client_id.clone(), url.host, url.port);
     opts.set_clean_session(false)
         .set_manual_acks(true)
@@ -261,26 +206,6 @@ pub async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        let u = parse_mqtt_url("mqtt://127.0.0.1:1883").expect("url");
-        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 1883));
-        let u = parse_mqtt_url("tcp://broker").expect("url");
-        assert_eq!((u.host.as_str(), u.port), ("broker", 1883));
-        let u = parse_mqtt_url("mqtt://bridge:s3cret@emqx:1884/").expect("url");
-        assert_eq!(u.credentials, Some(("bridge".into(), "s3cret".into())));
-        assert_eq!((u.host.as_str(), u.port), ("emqx", 1884));
-        for bad in [
-            "http://x",
-            "mqtt://",
-            "mqtt://h:x",
-            "mqtt://h:0",
-            "mqtts://h",
-        ] {
-            assert!(parse_mqtt_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn shared_filters() {

@@ -193,7 +193,8 @@ impl DeviceConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.device_id()?;
         self.topics()?;
-        crate::link::parse_mqtt_url(&self.mqtt).map_err(|e| invalid("mqtt", e.to_string()))?;
+        tapgate_protocol::broker::BrokerUrl::parse(&self.mqtt)
+            .map_err(|e| invalid("mqtt", e.to_string()))?;
         if self.decision_timeout < Duration::from_millis(50) {
             return Err(invalid("decision_timeout", "must be at least 50ms"));
         }

@@ -31,34 +31,8 @@ use crate::logic::Outbound;
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     /// The broker URL is not `mqtt://host[:port]` or `tcp://host[:port]`.
-    #[error("invalid MQTT URL {url:?}: {why}")]
-    BadUrl {
-        /// The URL given.
-        url: String,
-        /// What is wrong.
-        why: &'static str,
-    },
-}
-
-/// Splits `mqtt://host:port` (or `tcp://`) into host and port (default 1883).
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), LinkError> {
-    let bad = |why| LinkError::BadUrl {
-        url: url.to_owned(),
-        why,
-    };
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| bad("expected mqtt://host:port"))?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
-        None => (rest, 1883),
-    };
-    if host.is_empty() || host.contains(['/', '@', ' ']) {
-        return Err(bad("bad host"));
-    }
-    Ok((host.to_owned(), port))
+    #[error(transparent)]
+    BadUrl(#[from] tapgate_protocol::broker::BrokerUrlError),
 }
 
 /// Settings of a link.
@@ -126,14 +100,18 @@ impl Link {
         cfg: LinkConfig,
         shutdown: CancellationToken,
     ) -> Result<(Link, mpsc::Receiver<Decision>, JoinHandle<()>), LinkError> {
-        let (host, port) = parse_mqtt_url(&cfg.mqtt)?;
+        let url = tapgate_protocol::broker::BrokerUrl::parse(&cfg.mqtt)?;
+        let (host, port) = (url.host, url.port);
         let status = cfg.topics.status(cfg.kind, &cfg.device);
         let mut opts = MqttOptions::new(cfg.device.as_str(), host, port);
         opts.set_keep_alive(cfg.keep_alive);
         opts.set_clean_session(false);
         opts.set_last_will(LastWill::new(&status, OFFLINE, QoS::AtLeastOnce, true));
+        let from_url = url.credentials;
         if let Some(user) = &cfg.username {
             opts.set_credentials(user, cfg.password.clone().unwrap_or_default());
+        } else if let Some((user, password)) = from_url {
+            opts.set_credentials(user, password);
         }
         let (client, mut eventloop) = AsyncClient::new(opts, cfg.queue_limit + 16);
         let mut net = rumqttc::NetworkOptions::new();
@@ -352,27 +330,6 @@ async fn beat(link: Link, topic: String, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            parse_mqtt_url("mqtt://127.0.0.1:1884").expect("ok"),
-            ("127.0.0.1".into(), 1884)
-        );
-        assert_eq!(
-            parse_mqtt_url("tcp://broker").expect("ok"),
-            ("broker".into(), 1883)
-        );
-        for bad in [
-            "http://x",
-            "mqtt://",
-            "mqtt://h:port",
-            "mqtt://h:99999",
-            "x",
-        ] {
-            assert!(parse_mqtt_url(bad).is_err(), "{bad}");
-        }
-    }
 
     /// With no broker, messages wait in the bounded queue; beyond it they are dropped and
     /// counted, and the outbox keeps only the newest `queue_limit` undecided messages.

@@ -2,6 +2,7 @@
 //!
 //! Everything two tapgate components must agree on lives here, and only here:
 //!
+//! - [`broker`]: the broker URL every component is configured with.
 //! - [`ids`]: validated identifiers (device, card, message id) and device kinds.
 //! - [`topic`]: MQTT topic names, subscription filters and topic parsing.
 //! - [`message`]: device → bridge payloads (taps, button presses) and bridge → device decisions.
@@ -13,6 +14,7 @@
 //!
 //! `docs/protocol.md` at the repository root documents the same contract with examples.
 
+pub mod broker;
 pub mod event;
 pub mod ids;
 pub mod keys;

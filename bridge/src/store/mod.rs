@@ -119,17 +119,6 @@ pub struct Store {
     settings: StoreSettings,
 }
 
-/// The URL with any password replaced, for logs and errors.
-pub fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 impl Store {
     /// Connects (failing fast if Redis is unreachable) and prepares the scripts.
     pub async fn connect(
@@ -138,7 +127,7 @@ impl Store {
         max_backoff: Duration,
         settings: StoreSettings,
     ) -> Result<Self, StoreError> {
-        let shown = redacted(url);
+        let shown = tapgate_protocol::broker::redact(url);
         let mut info = url
             .into_connection_info()
             .map_err(|source| StoreError::Url {

@@ -96,7 +96,8 @@ impl Default for SimConfig {
 impl SimConfig {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::link::parse_mqtt_url(&self.mqtt).map_err(|e| invalid("mqtt", e.to_string()))?;
+        tapgate_protocol::broker::BrokerUrl::parse(&self.mqtt)
+            .map_err(|e| invalid("mqtt", e.to_string()))?;
         tapgate_protocol::Topics::new(self.prefix.as_str())
             .map_err(|e| invalid("prefix", e.to_string()))?;
         if self.gates == 0 || self.terminals == 0 || self.riders == 0 {

@@ -488,8 +488,9 @@ impl Sim {
 /// Runs a simulation until its duration (plus grace) has passed or `shutdown`.
 pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary, SimError> {
     cfg.validate()?;
-    let (host, port) = crate::link::parse_mqtt_url(&cfg.mqtt)
+    let url = tapgate_protocol::broker::BrokerUrl::parse(&cfg.mqtt)
         .map_err(|e| crate::config::invalid("mqtt", e.to_string()))?;
+    let (host, port) = (url.host, url.port);
     let topics = Topics::new(cfg.prefix.as_str())
         .map_err(|e| crate::config::invalid("prefix", e.to_string()))?;
     let seed = if cfg.seed == 0 { now_ms() } else { cfg.seed };
