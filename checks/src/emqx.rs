@@ -1,52 +1,30 @@
 //! EMQX configuration: the HOCON files and the file authorization rules.
 //!
-//! [`load_hocon`] reads a HOCON file with the `hocon` crate in strict mode (a substitution
-//! that resolves to nothing is an error). [`check_broker`] and [`check_rules`] hold the parsed
+//! [`load_hocon`] reads a HOCON file with the strict subset reader in [`crate::hocon`]. [`check_broker`] and [`check_rules`] hold the parsed
 //! configuration against what tapgate needs, and [`Acl`] evaluates `acl.conf` the way EMQX does
 //! (first matching rule wins, `${clientid}` and `${username}` substituted), so the same
 //! permission table can be run against EMQX's rules here and against mosquitto for real.
 
 use std::path::PathBuf;
 
-use hocon::{Hocon, HoconLoader};
-
 use crate::erlterm::{self, Term};
+use crate::hocon::{self, Document, Value as Hocon};
 use crate::keys::EMQX_KEYS;
 use crate::repo::{self, CheckError, Finding};
 
-/// Reads the HOCON file `rel` (relative to the repository root). Includes of absolute container
-/// paths are not followed here: check the included files separately.
-pub fn load_hocon(rel: &str) -> Result<Hocon, CheckError> {
-    let path = repo::root().join(rel);
-    let hocon_error = |source| CheckError::Hocon {
+/// Reads the HOCON file `rel` (relative to the repository root). Includes are recorded in the
+/// document, not followed: check the included files separately.
+pub fn load_hocon(rel: &str) -> Result<Document, CheckError> {
+    let text = repo::read(rel)?;
+    hocon::parse(&text).map_err(|e| CheckError::Syntax {
         path: PathBuf::from(rel),
-        source,
-    };
-    HoconLoader::new()
-        .no_system()
-        .strict()
-        .load_file(&path)
-        .and_then(|l| l.hocon())
-        .map_err(hocon_error)
-}
-
-/// The files a HOCON file includes (`include "..."` lines).
-pub fn includes(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("include "))
-        .map(|rest| rest.trim().trim_matches('"').to_owned())
-        .collect()
+        line: e.line,
+        why: e.why,
+    })
 }
 
 fn get<'a>(h: &'a Hocon, path: &str) -> Option<&'a Hocon> {
-    let mut cur = h;
-    for part in path.split('.') {
-        match cur {
-            Hocon::Hash(map) => cur = map.get(part)?,
-            _ => return None,
-        }
-    }
-    Some(cur)
+    h.get(path)
 }
 
 fn string<'a>(h: &'a Hocon, path: &str) -> Option<&'a str> {
@@ -58,14 +36,14 @@ fn string<'a>(h: &'a Hocon, path: &str) -> Option<&'a str> {
 
 fn boolean(h: &Hocon, path: &str) -> Option<bool> {
     match get(h, path)? {
-        Hocon::Boolean(b) => Some(*b),
+        Hocon::Bool(b) => Some(*b),
         _ => None,
     }
 }
 
 fn entries<'a>(h: &'a Hocon, path: &str) -> Vec<(&'a String, &'a Hocon)> {
     match get(h, path) {
-        Some(Hocon::Hash(map)) => {
+        Some(Hocon::Object(map)) => {
             let mut v: Vec<_> = map.iter().collect();
             v.sort_by(|a, b| a.0.cmp(b.0));
             v

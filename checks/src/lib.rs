@@ -12,8 +12,9 @@
 //!   engine counters ([`keys::EMQX_KEYS`]).
 //! - [`compose`] — `docker-compose.yml`: the Dockerfiles, variables and files it refers to.
 //! - [`envfile`] — `.env` files (`NAME=value` lines).
-//! - [`emqx`] — EMQX configuration (HOCON, read with the `hocon` crate) and its `acl.conf`
-//!   (Erlang terms, read by [`erlterm`]).
+//! - [`emqx`] — EMQX configuration (HOCON, read by [`hocon`]) and its `acl.conf` (Erlang
+//!   terms, read by [`erlterm`]).
+//! - [`hocon`] — a strict reader for the HOCON subset EMQX files use.
 //! - [`erlterm`] — a small reader for the Erlang terms of EMQX's `acl.conf`.
 //! - [`grafana`] — the Redis keys and Prometheus metrics the dashboards name.
 //! - [`promtext`] — a strict reader of the Prometheus text exposition format.
@@ -25,6 +26,7 @@ pub mod emqx;
 pub mod envfile;
 pub mod erlterm;
 pub mod grafana;
+pub mod hocon;
 pub mod keys;
 pub mod promconfig;
 pub mod promtext;

@@ -34,14 +34,6 @@ pub enum CheckError {
         /// The parser's message.
         source: serde_json::Error,
     },
-    /// The file is not valid HOCON.
-    #[error("{path} is not valid HOCON: {source}")]
-    Hocon {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message.
-        source: hocon::Error,
-    },
     /// The file does not follow its format (line and reason given).
     #[error("{path}:{line}: {why}")]
     Syntax {

@@ -76,23 +76,18 @@ fn env_example_has_no_real_secrets() {
 
 #[test]
 fn emqx_config_parses_as_hocon_and_sets_the_policy() {
-    let text = repo::read("emqx/etc/emqx.conf").expect("emqx.conf");
     let conf = emqx::load_hocon("emqx/etc/emqx.conf").expect("emqx.conf is HOCON");
-    let findings = emqx::check_broker("emqx/etc/emqx.conf", &conf);
+    let findings = emqx::check_broker("emqx/etc/emqx.conf", &conf.root);
     assert!(findings.is_empty(), "{}", report(&findings));
     // The rules file is included by its container path, which compose mounts.
-    assert_eq!(includes_of(&text), ["/opt/emqx/etc/tapgate-rules.hocon"]);
+    assert_eq!(conf.includes, ["/opt/emqx/etc/tapgate-rules.hocon"]);
     let compose_text = repo::read("docker-compose.yml").expect("compose");
     assert!(compose_text.contains(":/opt/emqx/etc/tapgate-rules.hocon:ro"));
     // Both rules files parse; the full one writes every documented counter.
     let rules = emqx::load_hocon("emqx/etc/tapgate-rules.hocon").expect("rules are HOCON");
-    let findings = emqx::check_rules("emqx/etc/tapgate-rules.hocon", &rules);
+    let findings = emqx::check_rules("emqx/etc/tapgate-rules.hocon", &rules.root);
     assert!(findings.is_empty(), "{}", report(&findings));
     emqx::load_hocon("emqx/etc/tapgate-rules-none.hocon").expect("empty rules are HOCON");
-}
-
-fn includes_of(text: &str) -> Vec<String> {
-    emqx::includes(text)
 }
 
 #[test]
@@ -114,7 +109,7 @@ fn emqx_checks_refuse_broken_config() {
         "authorization { no_match = allow, sources = [] }\n",
     ))
     .expect("parses");
-    let text = report(&emqx::check_broker("c.conf", &weak));
+    let text = report(&emqx::check_broker("c.conf", &weak.root));
     assert!(text.contains("no_match must be deny"), "{text}");
     assert!(text.contains("nodelay"), "{text}");
     let rules = emqx::load_hocon(&write(
@@ -123,7 +118,7 @@ fn emqx_checks_refuse_broken_config() {
          rule_engine.rules.r { sql = \"SELECT * FROM \\\"t/#\\\"\", actions = [\"redis:y\"] }\n",
     ))
     .expect("parses");
-    let text = report(&emqx::check_rules("d.conf", &rules));
+    let text = report(&emqx::check_rules("d.conf", &rules.root));
     for expected in [
         "undefined connector",
         "must be [HINCRBY",
