@@ -379,3 +379,52 @@ fn dockerfiles_build_locked_and_run_only_the_binary_as_a_user() {
         );
     }
 }
+
+#[test]
+fn grafana_dashboards_are_well_formed() {
+    for (file, dash) in dashboards() {
+        assert!(
+            dash["uid"].as_str().is_some_and(|u| !u.is_empty()),
+            "{file}: uid"
+        );
+        let vars: Vec<&str> = dash
+            .pointer("/templating/list")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(|v| v["name"].as_str()).collect())
+            .unwrap_or_default();
+        let mut ids = std::collections::BTreeSet::new();
+        for panel in dash["panels"].as_array().expect("panels") {
+            let title = panel["title"].as_str().unwrap_or("?");
+            let id = panel["id"].as_u64().expect("panel id");
+            assert!(ids.insert(id), "{file}: panel id {id} used twice");
+            let (x, w) = (
+                panel["gridPos"]["x"].as_u64().expect("x"),
+                panel["gridPos"]["w"].as_u64().expect("w"),
+            );
+            assert!(
+                x + w <= 24,
+                "{file}: panel {title:?} is wider than the grid"
+            );
+            if let Some(var) = panel["repeat"].as_str() {
+                assert!(
+                    vars.contains(&var),
+                    "{file}: panel {title:?} repeats unknown ${var}"
+                );
+            }
+            // Every variable a panel uses is defined.
+            let text = panel.to_string();
+            for v in text.split('$').skip(1) {
+                let name: String = v
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && !name.starts_with("__") {
+                    assert!(
+                        vars.contains(&name.as_str()),
+                        "{file}: panel {title:?} uses unknown ${name}"
+                    );
+                }
+            }
+        }
+    }
+}
