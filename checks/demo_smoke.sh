@@ -97,6 +97,30 @@ until [ "${taps%.*}" -gt 0 ] 2>/dev/null; do
 done
 ok "simulated riders' taps reach the bridge through mosquitto (tapgate_messages_total{message=\"tap\"} = $taps)"
 
+# Every TAPGATE_* variable and flag docker-compose.yml gives the bridge, the monitor and the
+# simulator is one the real binary knows (its --help lists it).
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
+settings="$(cd "$ROOT" && cargo run -q --example compose_settings -p tapgate-checks)" \
+  || fail "cannot list the compose settings"
+checked=0
+while IFS=$'\t' read -r service what name; do
+  case "$service" in
+    bridge) help="$("$BIN/tapgate-bridge" --help)" ;;
+    monitor) help="$("$BIN/tapgate-monitor" serve --help)" ;;
+    simulator) help="$("$BIN/tapgate-device" simulate --help)" ;;
+    *) continue ;;
+  esac
+  case "$what" in
+    env) grep -q -- "\[env: $name[]=]" <<<"$help" || fail "compose gives $service $name, which its --help does not list" ;;
+    flag) grep -q -- "^ *$name " <<<"$help" || grep -q -- " $name " <<<"$help" || fail "compose gives $service $name, which its --help does not list" ;;
+    subcommand) ;;
+  esac
+  checked=$((checked + 1))
+done <<<"$settings"
+[ "$checked" -ge 10 ] || fail "only $checked compose settings found for the tapgate services"
+ok "all $checked TAPGATE_* variables and flags compose gives bridge, monitor and simulator are in their --help"
+
 # The compose health checks of the bridge and the monitor, run against the demo's processes
 # (same binaries; only the port differs).
 for spec in "9464:$TAPGATE_DEMO_METRICS_PORT:bridge" "8080:$TAPGATE_DEMO_HTTP_PORT:monitor"; do

@@ -261,6 +261,50 @@ pub fn check(rel: &str, env_rel: &str) -> Result<Vec<Finding>, CheckError> {
     Ok(out)
 }
 
+/// What a service tells its program: `TAPGATE_*` environment variables and `--flags` of its
+/// command, to hold against the program's `--help`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// The service name.
+    pub service: String,
+    /// `TAPGATE_*` variables in its environment.
+    pub env: Vec<String>,
+    /// The words of its command (subcommand and flags).
+    pub command: Vec<String>,
+}
+
+/// The settings of every service in compose file `rel`.
+pub fn service_settings(rel: &str) -> Result<Vec<ServiceSettings>, CheckError> {
+    let text = repo::read(rel)?;
+    let doc: Value = serde_yaml_ng::from_str(&text).map_err(|source| CheckError::Yaml {
+        path: rel.into(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (name, svc) in map(&doc, "services").into_iter().flatten() {
+        let env = map(svc, "environment")
+            .map(|m| {
+                m.keys()
+                    .filter_map(str_of)
+                    .filter(|k| k.starts_with("TAPGATE_"))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let command = svc
+            .get("command")
+            .and_then(Value::as_sequence)
+            .map(|c| c.iter().filter_map(str_of).map(str::to_owned).collect())
+            .unwrap_or_default();
+        out.push(ServiceSettings {
+            service: name.as_str().unwrap_or_default().to_owned(),
+            env,
+            command,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
