@@ -1,7 +1,7 @@
 //! Every Redis key a dashboard may name.
 //!
 //! The bridge and the monitor write the keys in [`tapgate_protocol::keys`]; the EMQX rule engine
-//! (emqx/etc/tapgate-rules.hocon) writes the four client-event counters below. A dashboard query
+//! (emqx/etc/tapgate-rules.hocon) writes the four client-event counters in `keys::EMQX_KEYS`. A dashboard query
 //! that names any other key shows nothing, silently, so [`match_key`] refuses it.
 //!
 //! Keys with a per-device or per-card part are turned into patterns by building the real key
@@ -12,21 +12,9 @@
 use tapgate_protocol::ids::{CardId, DeviceId, DeviceKind, MessageId};
 use tapgate_protocol::keys;
 
-/// EMQX rule counter: client disconnections, field = disconnect reason.
-pub const EMQX_DISCONNECTS: &str = "tapgate:emqx:disconnects";
-/// EMQX rule counter: authorization checks, field = result (`allow` / `deny`).
-pub const EMQX_AUTHZ: &str = "tapgate:emqx:authz";
-/// EMQX rule counter: dropped messages, field = drop reason.
-pub const EMQX_DROPPED: &str = "tapgate:emqx:dropped";
-/// EMQX rule counter: dropped messages, field = topic.
-pub const EMQX_DROPPED_TOPICS: &str = "tapgate:emqx:dropped_topics";
-/// The keys the EMQX rule engine writes, all hashes incremented with HINCRBY.
-pub const EMQX_KEYS: [&str; 4] = [
-    EMQX_DISCONNECTS,
-    EMQX_AUTHZ,
-    EMQX_DROPPED,
-    EMQX_DROPPED_TOPICS,
-];
+pub use tapgate_protocol::keys::{
+    EMQX_AUTHZ, EMQX_DISCONNECTS, EMQX_DROPPED, EMQX_DROPPED_TOPICS, EMQX_KEYS,
+};
 
 const DEVICE_SENTINEL: &str = "SENTINELDEVICE";
 const CARD_SENTINEL: &str = "SENTINELCARD";

@@ -20,6 +20,10 @@
 //! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | stored result, for redeliveries |
 //! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s` |
 //! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen |
+//! | `tapgate:emqx:disconnects` | hash | EMQX rule | disconnect reason → count |
+//! | `tapgate:emqx:authz` | hash | EMQX rule | authorization result → count |
+//! | `tapgate:emqx:dropped` | hash | EMQX rule | drop reason → count |
+//! | `tapgate:emqx:dropped_topics` | hash | EMQX rule | topic → dropped messages |
 //! | `tapgate:monitor:session:{TOKEN}` | hash | monitor | operator, csrf, created; expires |
 //! | `tapgate:monitor:login-failures:{NAME}:{IP}` | string | monitor | failed logins in the window |
 
@@ -43,6 +47,22 @@ pub const EVENTS_STREAM: &str = "tapgate:events";
 pub const BLOCKED_INDEX: &str = "tapgate:blocked";
 /// Set of `{kind}/{device}` for every device the bridge has heard from.
 pub const DEVICES: &str = "tapgate:devices";
+/// EMQX rule counter: client disconnections, field = disconnect reason.
+pub const EMQX_DISCONNECTS: &str = "tapgate:emqx:disconnects";
+/// EMQX rule counter: authorization checks, field = result (`allow` / `deny`).
+pub const EMQX_AUTHZ: &str = "tapgate:emqx:authz";
+/// EMQX rule counter: dropped messages, field = drop reason.
+pub const EMQX_DROPPED: &str = "tapgate:emqx:dropped";
+/// EMQX rule counter: dropped messages, field = topic.
+pub const EMQX_DROPPED_TOPICS: &str = "tapgate:emqx:dropped_topics";
+/// The keys the EMQX rule engine (`emqx/etc/tapgate-rules.hocon`) writes, all hashes
+/// incremented with `HINCRBY`.
+pub const EMQX_KEYS: [&str; 4] = [
+    EMQX_DISCONNECTS,
+    EMQX_AUTHZ,
+    EMQX_DROPPED,
+    EMQX_DROPPED_TOPICS,
+];
 /// How many events [`card_recent`] keeps per card.
 pub const CARD_RECENT_LEN: usize = 20;
 
