@@ -6,6 +6,7 @@
 //! - [`process`]: one message: validate, decide, answer, acknowledge.
 //! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - `testing` (feature `testing`): a real Redis + broker + bridge stack for integration tests.
 //!
 //! [`start`] connects (failing fast with the address of whatever is unreachable), subscribes and
 //! returns a [`BridgeHandle`]; [`run`] does the same and waits until `shutdown` is cancelled.
@@ -16,6 +17,8 @@ pub mod metrics;
 pub mod mqtt;
 pub mod process;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::net::SocketAddr;
 

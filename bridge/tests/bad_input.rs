@@ -25,7 +25,7 @@ async fn refused(
 #[tokio::test]
 async fn each_bad_payload_is_refused_with_its_reason_and_touches_nothing() {
     let stack = Stack::start(|_| {}).await;
-    let mut t = stack.device(DeviceKind::Terminal, "t1").await;
+    let mut t = support::device(&stack, DeviceKind::Terminal, "t1").await;
     // A sale in progress must survive all the garbage below.
     assert_eq!(t.tap("4242").await["outcome"], "select_pass");
 
@@ -150,7 +150,7 @@ async fn spoofed_and_foreign_topics_are_refused() {
     let stack = Stack::start(|_| {}).await;
     let mut events = MqttProbe::connect(stack.broker.port(), "ev").await;
     events.subscribe("tapgate/events/rejected").await;
-    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    let mut g = support::device(&stack, DeviceKind::Gate, "g1").await;
     let rogue = MqttProbe::connect(stack.broker.port(), "rogue").await;
 
     // A gate has no buttons: refused and answered on the gate's decision topic.
@@ -212,7 +212,7 @@ async fn retained_tap_seen_on_subscribe_is_refused() {
     rogue
         .publish_retained("tapgate/gate/g2/tap", r#"{"id":"r2","card":"1"}"#)
         .await;
-    let mut g = stack.device(DeviceKind::Gate, "g2").await;
+    let mut g = support::device(&stack, DeviceKind::Gate, "g2").await;
     stack.config.client_id = "another-bridge".into();
     stack.start_bridge().await;
     let d = g.decision_for(Some("r2")).await;

@@ -30,7 +30,7 @@ async fn give_pass(stack: &Stack, card: &str, pass_type: &str, trips: u32) {
 async fn tap_from_many_gates(stack: &Stack, n: usize, card: &str) -> Vec<serde_json::Value> {
     let mut gates = Vec::new();
     for i in 0..n {
-        gates.push(stack.device(DeviceKind::Gate, &format!("g{i}")).await);
+        gates.push(support::device(stack, DeviceKind::Gate, &format!("g{i}")).await);
     }
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(n));
     let mut set = JoinSet::new();
@@ -85,8 +85,8 @@ async fn ten_trip_under_thirty_way_contention_exactly_ten() {
 #[tokio::test]
 async fn redelivery_gets_the_same_decision_and_one_charge() {
     let stack = Stack::start(|_| {}).await;
-    let mut t = stack.device(DeviceKind::Terminal, "t1").await;
-    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    let mut t = support::device(&stack, DeviceKind::Terminal, "t1").await;
+    let mut g = support::device(&stack, DeviceKind::Gate, "g1").await;
     buy(&mut t, "7777", "TEN_TRIP").await;
     let first = g.tap_with_id("g1-boot1-1", "7777").await;
     assert_eq!(first["pass"]["trips_remaining"], 9);
@@ -102,7 +102,7 @@ async fn redelivery_gets_the_same_decision_and_one_charge() {
     // issued + one pass-used
     assert_eq!(stack.stream_len().await, 2);
     // The same id from another device is another message.
-    let mut g2 = stack.device(DeviceKind::Gate, "g2").await;
+    let mut g2 = support::device(&stack, DeviceKind::Gate, "g2").await;
     assert_eq!(
         g2.tap_with_id("g1-boot1-1", "7777").await["pass"]["trips_remaining"],
         8
@@ -124,7 +124,7 @@ async fn redelivery_gets_the_same_decision_and_one_charge() {
 async fn clean_restart_mid_stream_decides_each_tap_once_in_order() {
     let mut stack = Stack::start(|_| {}).await;
     give_pass(&stack, "1010", "TEN_TRIP", 10).await;
-    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    let mut g = support::device(&stack, DeviceKind::Gate, "g1").await;
     let mut seen = Vec::new();
     for i in 1..=4 {
         seen.push(g.tap_with_id(&format!("a{i}"), "1010").await);
@@ -247,7 +247,7 @@ async fn two_bridges_in_a_shared_group_decide_each_tap_once() {
         .expect("second bridge");
     let mut gates = Vec::new();
     for i in 0..10 {
-        gates.push(stack.device(DeviceKind::Gate, &format!("s{i}")).await);
+        gates.push(support::device(&stack, DeviceKind::Gate, &format!("s{i}")).await);
     }
     for gate in &mut gates {
         for n in 0..10 {

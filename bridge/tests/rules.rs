@@ -13,8 +13,8 @@ const TERMINAL: DeviceKind = DeviceKind::Terminal;
 #[tokio::test]
 async fn single_use_admits_once() {
     let stack = Stack::start(|_| {}).await;
-    let mut t = stack.device(TERMINAL, "t1").await;
-    let mut g = stack.device(GATE, "g1").await;
+    let mut t = support::device(&stack, TERMINAL, "t1").await;
+    let mut g = support::device(&stack, GATE, "g1").await;
     let issued = buy(&mut t, "1001", "SINGLE_USE").await;
     assert_eq!(issued["pass"], serde_json::json!({"type": "SINGLE_USE"}));
 
@@ -45,8 +45,8 @@ async fn single_use_admits_once() {
 #[tokio::test]
 async fn ten_trip_counts_down_and_card_can_buy_again() {
     let stack = Stack::start(|_| {}).await;
-    let mut t = stack.device(TERMINAL, "t1").await;
-    let mut g = stack.device(GATE, "g1").await;
+    let mut t = support::device(&stack, TERMINAL, "t1").await;
+    let mut g = support::device(&stack, GATE, "g1").await;
     let issued = buy(&mut t, "2002", "TEN_TRIP").await;
     assert_eq!(issued["pass"]["trips_remaining"], 10);
     for left in (0..10).rev() {
@@ -64,8 +64,8 @@ async fn ten_trip_counts_down_and_card_can_buy_again() {
 #[tokio::test]
 async fn two_hour_window_with_short_duration() {
     let stack = Stack::start(|c| c.two_hour_duration = Duration::from_millis(1500)).await;
-    let mut t = stack.device(TERMINAL, "t1").await;
-    let mut g = stack.device(GATE, "g1").await;
+    let mut t = support::device(&stack, TERMINAL, "t1").await;
+    let mut g = support::device(&stack, GATE, "g1").await;
     let mut events = tapgate_testkit::MqttProbe::connect(stack.broker.port(), "ev").await;
     events.subscribe("tapgate/events/#").await;
     let issued = buy(&mut t, "3003", "TWO_HOUR").await;
@@ -105,14 +105,14 @@ async fn two_hour_window_with_short_duration() {
 #[tokio::test]
 async fn unused_passes_do_not_expire_and_one_pass_per_card() {
     let stack = Stack::start(|c| c.two_hour_duration = Duration::from_millis(200)).await;
-    let mut t = stack.device(TERMINAL, "t1").await;
+    let mut t = support::device(&stack, TERMINAL, "t1").await;
     buy(&mut t, "4004", "TWO_HOUR").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Longer than the window, but never entered: still held.
     let d = t.tap("4004").await;
     assert_eq!(d["outcome"], "already_has_pass", "{d}");
     assert_eq!(d["pass"]["type"], "TWO_HOUR");
-    let mut g = stack.device(GATE, "g1").await;
+    let mut g = support::device(&stack, GATE, "g1").await;
     let d = g.tap("4004").await;
     assert_eq!(d["outcome"], "granted", "{d}");
 }
@@ -120,7 +120,7 @@ async fn unused_passes_do_not_expire_and_one_pass_per_card() {
 #[tokio::test]
 async fn sale_paths() {
     let stack = Stack::start(|c| c.sale_timeout = Duration::from_millis(600)).await;
-    let mut t = stack.device(TERMINAL, "t1").await;
+    let mut t = support::device(&stack, TERMINAL, "t1").await;
 
     // Button with no sale.
     let d = t.button("SINGLE_USE").await;
@@ -152,7 +152,7 @@ async fn sale_paths() {
     assert_eq!(t.button("SINGLE_USE").await["outcome"], "tap_card_first");
 
     // Sales are per terminal: another terminal's sale is independent.
-    let mut t2 = stack.device(TERMINAL, "t2").await;
+    let mut t2 = support::device(&stack, TERMINAL, "t2").await;
     assert_eq!(t.tap("8008").await["outcome"], "select_pass");
     assert_eq!(t2.button("SINGLE_USE").await["outcome"], "tap_card_first");
     assert_eq!(t.button("SINGLE_USE").await["outcome"], "tap_to_confirm");
@@ -161,8 +161,8 @@ async fn sale_paths() {
 #[tokio::test]
 async fn pass_bought_elsewhere_during_a_sale_is_not_doubled() {
     let stack = Stack::start(|_| {}).await;
-    let mut t1 = stack.device(TERMINAL, "t1").await;
-    let mut t2 = stack.device(TERMINAL, "t2").await;
+    let mut t1 = support::device(&stack, TERMINAL, "t1").await;
+    let mut t2 = support::device(&stack, TERMINAL, "t2").await;
     assert_eq!(t1.tap("9009").await["outcome"], "select_pass");
     assert_eq!(t1.button("TEN_TRIP").await["outcome"], "tap_to_confirm");
     buy(&mut t2, "9009", "SINGLE_USE").await;
@@ -175,8 +175,8 @@ async fn pass_bought_elsewhere_during_a_sale_is_not_doubled() {
 #[tokio::test]
 async fn blocked_card_is_denied_everywhere_and_not_sold() {
     let stack = Stack::start(|_| {}).await;
-    let mut t = stack.device(TERMINAL, "t1").await;
-    let mut g = stack.device(GATE, "g1").await;
+    let mut t = support::device(&stack, TERMINAL, "t1").await;
+    let mut g = support::device(&stack, GATE, "g1").await;
     buy(&mut t, "1111", "TEN_TRIP").await;
     let card = tapgate_protocol::CardId::new("1111").expect("card");
     let mut con = stack.redis().await;
@@ -216,8 +216,8 @@ async fn events_are_published_and_streamed_once() {
     let stack = Stack::start(|_| {}).await;
     let mut events = tapgate_testkit::MqttProbe::connect(stack.broker.port(), "ev").await;
     events.subscribe("tapgate/events/#").await;
-    let mut t = stack.device(TERMINAL, "t1").await;
-    let mut g = stack.device(GATE, "g1").await;
+    let mut t = support::device(&stack, TERMINAL, "t1").await;
+    let mut g = support::device(&stack, GATE, "g1").await;
     buy(&mut t, "1212", "TEN_TRIP").await;
     g.tap("1212").await;
     g.tap("3434").await;

@@ -103,7 +103,7 @@ fn config_layers_and_refuses_unknown_keys() {
 #[tokio::test]
 async fn metrics_endpoint_serves_prometheus_text() {
     let stack = Stack::start(|c| c.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"))).await;
-    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    let mut g = support::device(&stack, DeviceKind::Gate, "g1").await;
     assert_eq!(g.tap("1").await["reason"], "no_pass");
     g.send(support::MessageTopic::Tap, b"nope".to_vec()).await;
     g.decision_for(None).await;
@@ -158,7 +158,7 @@ async fn metrics_endpoint_serves_prometheus_text() {
 #[tokio::test]
 async fn reconnects_after_broker_restart() {
     let mut stack = Stack::start(|c| c.max_backoff = Duration::from_millis(500)).await;
-    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    let mut g = support::device(&stack, DeviceKind::Gate, "g1").await;
     assert_eq!(g.tap("1").await["reason"], "no_pass");
     stack.broker.restart();
     drop(g);
@@ -175,7 +175,7 @@ async fn reconnects_after_broker_restart() {
 #[tokio::test]
 async fn keeps_deciding_after_redis_restart() {
     let mut stack = Stack::start(|c| c.max_backoff = Duration::from_millis(500)).await;
-    let mut g = stack.device(DeviceKind::Gate, "g1").await;
+    let mut g = support::device(&stack, DeviceKind::Gate, "g1").await;
     assert_eq!(g.tap("1").await["reason"], "no_pass");
     stack.redis.restart();
     // The first call after the restart may fail and be retried; the tap is still decided.

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{buy, Rig, Stack};
+use support::{buy, DeviceStack, Rig, Stack};
 use tapgate_device::logic::OfflinePolicy;
 use tapgate_device::prompt::{Lamps, Prompt, Sound};
 use tapgate_protocol::{DeviceId, DeviceKind, PassType, Topics};

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use rumqttc::MqttOptions;
-use support::{Rig, Stack};
+use support::{DeviceStack, Rig, Stack};
 use tapgate_device::prompt::{Prompt, Sound};
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
 use tapgate_testkit::MqttProbe;

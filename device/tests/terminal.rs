@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{buy, Rig, Stack};
+use support::{buy, DeviceStack, Rig, Stack};
 use tapgate_device::prompt::{Prompt, Sound};
 use tapgate_protocol::PassType;
 

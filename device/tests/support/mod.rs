@@ -4,13 +4,11 @@
 
 use std::time::Duration;
 
-use tapgate_bridge::{BridgeConfig, BridgeHandle};
 use tapgate_device::config::DeviceConfig;
 use tapgate_device::hw::console::{sim_hardware, RecordingLights, RecordingSpeaker, SimInputs};
 use tapgate_device::prompt::{Lamps, Sound};
 use tapgate_device::runtime::{run_gate, run_terminal};
 use tapgate_protocol::{CardId, PassType};
-use tapgate_testkit::{Mosquitto, RedisServer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,68 +16,16 @@ use tokio_util::sync::CancellationToken;
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// Redis + broker + bridge.
-pub struct Stack {
-    pub redis: RedisServer,
-    pub broker: Mosquitto,
-    pub config: BridgeConfig,
-    bridge: Option<(CancellationToken, JoinHandle<()>)>,
+pub use tapgate_bridge::testing::Stack;
+
+/// Device settings for a [`Stack`].
+pub trait DeviceStack {
+    /// Settings for a device on this stack's broker, with test-friendly timings.
+    fn device_config(&self, id: &str) -> DeviceConfig;
 }
 
-impl Stack {
-    /// Starts Redis, the broker and a bridge with `tweak` applied to its default config.
-    pub async fn start(tweak: impl FnOnce(&mut BridgeConfig)) -> Self {
-        let redis = RedisServer::start();
-        let broker = Mosquitto::start();
-        let mut config = BridgeConfig {
-            redis: redis.url(),
-            mqtt: broker.url(),
-            client_id: format!("bridge-{}", broker.port()),
-            ..BridgeConfig::default()
-        };
-        tweak(&mut config);
-        let mut stack = Self {
-            redis,
-            broker,
-            config,
-            bridge: None,
-        };
-        stack.start_bridge().await;
-        stack
-    }
-
-    /// Starts the bridge (again).
-    pub async fn start_bridge(&mut self) {
-        assert!(self.bridge.is_none(), "bridge already running");
-        let token = CancellationToken::new();
-        let handle: BridgeHandle = tapgate_bridge::start(self.config.clone(), token.clone())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "bridge failed to start: {e}\n{}\n{}",
-                    self.redis.log(),
-                    self.broker.log()
-                )
-            });
-        let join = tokio::spawn(async move {
-            handle.join().await.expect("bridge stopped with an error");
-        });
-        self.bridge = Some((token, join));
-    }
-
-    /// Stops the bridge cleanly and waits for it.
-    pub async fn stop_bridge(&mut self) {
-        if let Some((token, join)) = self.bridge.take() {
-            token.cancel();
-            tokio::time::timeout(Duration::from_secs(10), join)
-                .await
-                .expect("bridge did not stop within 10 s")
-                .expect("bridge task panicked");
-        }
-    }
-
-    /// Settings for a device on this stack's broker, with test-friendly timings.
-    pub fn device_config(&self, id: &str) -> DeviceConfig {
+impl DeviceStack for Stack {
+    fn device_config(&self, id: &str) -> DeviceConfig {
         DeviceConfig {
             id: id.into(),
             mqtt: self.broker.url(),
