@@ -135,13 +135,8 @@ pub async fn run_gate<R: CardReader, L: Lights, S: Speaker>(
     speaker: S,
     shutdown: CancellationToken,
 ) -> Result<(), DeviceError> {
-    cfg.validate()?;
-    let tasks = shutdown.child_token();
-    let (link, mut decisions, link_task) =
-        Link::start(link_config(cfg, DeviceKind::Gate)?, tasks.clone())?;
-    let (card_tx, mut cards) = mpsc::channel(16);
-    let reader_thread = spawn_reader(reader, cfg.reader_poll, card_tx, tasks.clone())
-        .map_err(|e| DeviceError::Hardware(e.to_string()))?;
+    let (link, mut io) = Common::start(cfg, DeviceKind::Gate, reader, &shutdown)?;
+    let tasks = io.tasks.clone();
     let (light_tx, light_rx) = mpsc::channel(16);
     let light_task = tokio::spawn(lights::play(lights, light_rx, tasks.clone()));
     let mut out = Outputs {
@@ -155,14 +150,13 @@ pub async fn run_gate<R: CardReader, L: Lights, S: Speaker>(
     loop {
         let cmds = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(card) = cards.recv() => gate.card(card, Instant::now()),
-            Some(d) = decisions.recv() => gate.decision(&d),
+            Some(card) = io.cards.recv() => gate.card(card, Instant::now()),
+            Some(d) = io.decisions.recv() => gate.decision(&d),
             _ = sleep_until(gate.deadline()) => gate.tick(Instant::now()),
         };
         out.run(cmds);
     }
-    drop(cards);
-    finish(tasks, link_task, reader_thread).await;
+    io.finish().await;
     let _ = light_task.await;
     Ok(())
 }
@@ -175,13 +169,8 @@ pub async fn run_terminal<R: CardReader, B: Buttons, S: Speaker>(
     speaker: S,
     shutdown: CancellationToken,
 ) -> Result<(), DeviceError> {
-    cfg.validate()?;
-    let tasks = shutdown.child_token();
-    let (link, mut decisions, link_task) =
-        Link::start(link_config(cfg, DeviceKind::Terminal)?, tasks.clone())?;
-    let (card_tx, mut cards) = mpsc::channel(16);
-    let reader_thread = spawn_reader(reader, cfg.reader_poll, card_tx, tasks.clone())
-        .map_err(|e| DeviceError::Hardware(e.to_string()))?;
+    let (link, mut io) = Common::start(cfg, DeviceKind::Terminal, reader, &shutdown)?;
+    let tasks = io.tasks.clone();
     let (press_tx, mut presses) = mpsc::channel::<PassType>(16);
     let button_task = tokio::spawn(buttons::watch(
         buttons,
@@ -199,26 +188,61 @@ pub async fn run_terminal<R: CardReader, B: Buttons, S: Speaker>(
     loop {
         let cmds = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(card) = cards.recv() => terminal.card(card, Instant::now()),
+            Some(card) = io.cards.recv() => terminal.card(card, Instant::now()),
             Some(pass) = presses.recv() => terminal.button(pass, Instant::now()),
-            Some(d) = decisions.recv() => terminal.decision(&d),
+            Some(d) = io.decisions.recv() => terminal.decision(&d),
             _ = sleep_until(terminal.deadline()) => terminal.tick(Instant::now()),
         };
         out.run(cmds);
     }
-    drop(cards);
-    finish(tasks, link_task, reader_thread).await;
+    io.finish().await;
     let _ = button_task.await;
     Ok(())
 }
 
-async fn finish(
+/// What a gate and a terminal both run: the MQTT link and the card reader thread.
+struct Common {
+    /// Cancels the device's own tasks (a child of the caller's shutdown token).
     tasks: CancellationToken,
+    decisions: mpsc::Receiver<tapgate_protocol::Decision>,
+    cards: mpsc::Receiver<CardId>,
     link_task: tokio::task::JoinHandle<()>,
     reader_thread: std::thread::JoinHandle<()>,
-) {
-    tasks.cancel();
-    let _ = link_task.await;
-    let _ = tokio::task::spawn_blocking(move || reader_thread.join()).await;
-    info!("Device stopped");
+}
+
+impl Common {
+    /// Validates `cfg`, starts the link and the reader thread.
+    fn start<R: CardReader>(
+        cfg: &DeviceConfig,
+        kind: DeviceKind,
+        reader: R,
+        shutdown: &CancellationToken,
+    ) -> Result<(Link, Self), DeviceError> {
+        cfg.validate()?;
+        let tasks = shutdown.child_token();
+        let (link, decisions, link_task) = Link::start(link_config(cfg, kind)?, tasks.clone())?;
+        let (card_tx, cards) = mpsc::channel(16);
+        let reader_thread = spawn_reader(reader, cfg.reader_poll, card_tx, tasks.clone())
+            .map_err(|e| DeviceError::Hardware(e.to_string()))?;
+        Ok((
+            link,
+            Self {
+                tasks,
+                decisions,
+                cards,
+                link_task,
+                reader_thread,
+            },
+        ))
+    }
+
+    /// Stops the link (it sends `offline` first) and the reader thread, and waits for both.
+    async fn finish(self) {
+        drop(self.cards);
+        self.tasks.cancel();
+        let _ = self.link_task.await;
+        let reader_thread = self.reader_thread;
+        let _ = tokio::task::spawn_blocking(move || reader_thread.join()).await;
+        info!("Device stopped");
+    }
 }
