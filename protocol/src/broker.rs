@@ -1,10 +1,13 @@
 //! Broker addresses.
 //!
-//! Every component reaches the MQTT broker with a URL of the same form, `mqtt://host[:port]` (also
-//! `tcp://`; default port 1883), optionally with `user:password@`. TLS is not built in.
+//! Every component reaches the MQTT broker with a URL of the same form: `mqtt://host[:port]` (also
+//! `tcp://`; default port 1883) in the clear, or `mqtts://host[:port]` (also `ssl://`; default port
+//! 8883) over TLS, optionally with `user:password@`.
 
 /// Default MQTT port.
 pub const DEFAULT_PORT: u16 = 1883;
+/// Default MQTT-over-TLS port.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
 
 /// A parsed broker URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +18,8 @@ pub struct BrokerUrl {
     pub port: u16,
     /// Username and password from the URL, if any.
     pub credentials: Option<(String, String)>,
+    /// `mqtts://`: the connection is TLS.
+    pub tls: bool,
 }
 
 /// Why a broker URL is unusable.
@@ -28,16 +33,27 @@ pub struct BrokerUrlError {
 }
 
 impl BrokerUrl {
-    /// Parses `mqtt://[user:password@]host[:port]` or the same with `tcp://`.
+    /// Parses `mqtt://[user:password@]host[:port]` (also `tcp://`), or `mqtts://…` (also
+    /// `ssl://`) for TLS.
     pub fn parse(url: &str) -> Result<Self, BrokerUrlError> {
         let bad = |why| BrokerUrlError {
             url: redact(url),
             why,
         };
-        let rest = url
+        let (tls, rest) = if let Some(r) = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| bad("expected mqtt://host[:port] (TLS is not built in)"))?;
+        {
+            (false, r)
+        } else if let Some(r) = url
+            .strip_prefix("mqtts://")
+            .or_else(|| url.strip_prefix("ssl://"))
+        {
+            (true, r)
+        } else {
+            return Err(bad("expected mqtt://host[:port] or mqtts://host[:port]"));
+        };
+        let default_port = if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
         let rest = rest.trim_end_matches('/');
         let (credentials, hostport) = match rest.rsplit_once('@') {
             Some((cred, hp)) => {
@@ -51,13 +67,13 @@ impl BrokerUrl {
             let (h, after) = inner.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
             match after.strip_prefix(':') {
                 Some(p) => (h, p.parse::<u16>().map_err(|_| bad("port is not 1-65535"))?),
-                None if after.is_empty() => (h, DEFAULT_PORT),
+                None if after.is_empty() => (h, default_port),
                 None => return Err(bad("unexpected text after ']'")),
             }
         } else {
             match hostport.rsplit_once(':') {
                 Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("port is not 1-65535"))?),
-                None => (hostport, DEFAULT_PORT),
+                None => (hostport, default_port),
             }
         };
         if host.is_empty() || host.contains(['/', '@', ' ']) {
@@ -70,6 +86,7 @@ impl BrokerUrl {
             host: host.to_owned(),
             port,
             credentials,
+            tls,
         })
     }
 }
@@ -103,6 +120,14 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("emqx", 1884));
         let u = BrokerUrl::parse("mqtt://[::1]:1885").expect("url");
         assert_eq!((u.host.as_str(), u.port), ("::1", 1885));
+        assert!(!u.tls);
+        let u = BrokerUrl::parse("mqtts://g7:pw@broker.example").expect("url");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("broker.example", 8883, true)
+        );
+        let u = BrokerUrl::parse("ssl://broker:9883").expect("url");
+        assert_eq!((u.port, u.tls), (9883, true));
     }
 
     #[test]
@@ -112,7 +137,8 @@ mod tests {
             "mqtt://",
             "mqtt://h:x",
             "mqtt://h:0",
-            "mqtts://h",
+            "mqtts://",
+            "https://h",
             "mqtt://[::1",
             "mqtt://a b",
         ] {

@@ -1,0 +1,23 @@
+//! How every tapgate program starts and keeps running, written once.
+//!
+//! - [`shutdown`]: a cancellation token cancelled on SIGINT or SIGTERM.
+//! - [`logging`]: `tracing` set-up: text or JSON on stderr, colour only on a terminal.
+//! - [`clock`]: Unix time in milliseconds, and a clock tests can set.
+//! - [`backoff`]: exponential reconnect delays.
+//! - [`secret`]: refusing secrets that were never changed from the examples.
+//! - [`mqtt`]: the broker connection from one typed URL: credentials, client id, TLS (with
+//!   optional client certificate), TCP_NODELAY and packet limits.
+//!
+//! A binary's `main` parses its settings, calls [`logging::init`], takes a token from
+//! [`shutdown::on_signals`] and hands both to its library's `run(config, shutdown)`.
+
+pub mod backoff;
+pub mod clock;
+pub mod logging;
+pub mod mqtt;
+pub mod secret;
+pub mod shutdown;
+
+pub use backoff::Backoff;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use mqtt::{BrokerSettings, MqttSetupError, TlsFiles};
