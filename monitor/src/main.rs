@@ -10,7 +10,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tapgate_monitor::tail::{self, Replay, TailConfig};
 use tapgate_monitor::{password, web, ServeConfig};
-use tokio_util::sync::CancellationToken;
 
 /// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
 #[derive(Parser, Debug)]
@@ -137,42 +136,9 @@ impl ServeArgs {
     }
 }
 
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        t.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        t.cancel();
-    });
-    token
-}
-
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+fn init_tracing() -> anyhow::Result<()> {
+    tapgate_runtime::logging::init(tapgate_runtime::logging::LogFormat::Text, "info")?;
+    Ok(())
 }
 
 #[tokio::main]
@@ -190,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tail(args) => {
-            init_tracing();
+            init_tracing()?;
             let since = args
                 .since
                 .as_deref()
@@ -217,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
                 json: args.json,
                 color,
             };
-            let shutdown = shutdown_on_signal();
+            let shutdown = tapgate_runtime::shutdown::on_signals();
             match tail::run(config, std::io::stdout().lock(), shutdown).await {
                 Err(tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     Ok(())
@@ -226,9 +192,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Serve(args) => {
-            init_tracing();
+            init_tracing()?;
             let config = args.load()?;
-            let shutdown = shutdown_on_signal();
+            let shutdown = tapgate_runtime::shutdown::on_signals();
             web::run(config, shutdown).await?;
             Ok(())
         }

@@ -6,7 +6,7 @@
 //! printed. Lines go to an injected writer, so tests read exactly what a terminal would.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -87,13 +87,7 @@ pub fn use_color(forced: Option<bool>, stdout_is_terminal: bool, no_color: Optio
     forced.unwrap_or(stdout_is_terminal && no_color.is_none_or(str::is_empty))
 }
 
-/// Unix time now, in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use tapgate_runtime::clock::now_ms;
 
 /// Writes entries as lines, remembering the last id written.
 struct Printer<W> {
