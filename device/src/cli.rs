@@ -27,7 +27,8 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: CliCommand,
-    /// Log filter (tracing env-filter syntax), e.g. `info` or `tapgate_device=debug`.
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `tapgate_device=debug`; `RUST_LOG`
+    /// wins when set.
     #[arg(long, env = "TAPGATE_LOG", default_value = "info", global = true)]
     pub log: String,
     /// Log as JSON lines instead of text.
@@ -56,15 +57,25 @@ pub struct DeviceArgs {
     /// Device name (A-Z a-z 0-9 _ -, at most 64); also the MQTT client id.
     #[arg(long, env = "TAPGATE_ID")]
     pub id: Option<String>,
-    /// MQTT broker URL [default: mqtt://127.0.0.1:1883].
-    #[arg(long, env = "TAPGATE_MQTT")]
+    /// MQTT broker URL, mqtt://host:port or mqtts://host:port for TLS
+    /// [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
     pub mqtt: Option<String>,
-    /// MQTT username.
+    /// MQTT username (a provisioned device logs in with its id).
     #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
     /// MQTT password.
     #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
     pub mqtt_password: Option<String>,
+    /// CA certificate (PEM) for mqtts:// [default: the system's roots].
+    #[arg(long, env = "TAPGATE_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mqtts://, e.g. one whose CN is the device id.
+    #[arg(long, env = "TAPGATE_MQTT_CERT")]
+    pub mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TAPGATE_MQTT_KEY")]
+    pub mqtt_key: Option<PathBuf>,
     /// Topic prefix [default: tapgate].
     #[arg(long, env = "TAPGATE_PREFIX")]
     pub prefix: Option<String>,
@@ -139,6 +150,10 @@ impl DeviceArgs {
         put("mqtt", self.mqtt.clone());
         put("mqtt_username", self.mqtt_username.clone());
         put("mqtt_password", self.mqtt_password.clone());
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        put("mqtt_ca", path(&self.mqtt_ca));
+        put("mqtt_cert", path(&self.mqtt_cert));
+        put("mqtt_key", path(&self.mqtt_key));
         put("prefix", self.prefix.clone());
         put("decision_timeout", dur(self.decision_timeout));
         put("offline_policy", self.offline_policy.map(|p| p.to_string()));

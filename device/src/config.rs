@@ -4,12 +4,14 @@
 //! `TAPGATE_*` environment variables, then command-line flags (clap merges the last two). Unknown
 //! keys in the file are refused, so a typo is an error rather than a silently ignored setting.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::{DeviceId, Topics};
+use tapgate_runtime::mqtt::{BrokerSettings, TlsFiles};
+use tapgate_runtime::secret::{refuse_placeholder, url_password};
 
 use crate::logic::gate::GateSettings;
 use crate::logic::terminal::TerminalSettings;
@@ -78,14 +80,20 @@ impl Default for Pins {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeviceConfig {
-    /// The device's name (1–64 of A-Z a-z 0-9 _ -); also its MQTT client id.
+    /// The device's name (1–64 of A-Z a-z 0-9 _ -); also its MQTT client id and username.
     pub id: String,
-    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`).
+    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`), or `mqtts://host:port` for TLS.
     pub mqtt: String,
-    /// MQTT username.
+    /// MQTT username (the device id, for a provisioned device).
     pub mqtt_username: Option<String>,
     /// MQTT password.
     pub mqtt_password: Option<String>,
+    /// CA certificate (PEM) the broker's TLS certificate must chain to; unset: system roots.
+    pub mqtt_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present over TLS, e.g. one whose CN is the device id.
+    pub mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub mqtt_key: Option<PathBuf>,
     /// Topic prefix shared with the bridge.
     pub prefix: String,
     /// How long to wait for a decision before the offline policy applies.
@@ -126,6 +134,9 @@ impl Default for DeviceConfig {
             mqtt: "mqtt://127.0.0.1:1883".into(),
             mqtt_username: None,
             mqtt_password: None,
+            mqtt_ca: None,
+            mqtt_cert: None,
+            mqtt_key: None,
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             decision_timeout: Duration::from_millis(1500),
             offline_policy: OfflinePolicy::FailClosed,
@@ -174,6 +185,27 @@ pub fn load_layers<T: DeserializeOwned>(
     Ok(builder.build()?.try_deserialize()?)
 }
 
+/// Broker settings from the `mqtt*` settings shared by devices and the simulator: the URL parsed
+/// once, TLS files checked, placeholder passwords refused.
+pub(crate) fn broker_settings(
+    url: &str,
+    username: Option<String>,
+    password: Option<String>,
+    tls: TlsFiles,
+) -> Result<BrokerSettings, ConfigError> {
+    refuse_placeholder("mqtt_password", password.as_deref())
+        .and_then(|()| refuse_placeholder("mqtt", url_password(url)))
+        .map_err(|e| invalid("mqtt_password", e.to_string()))?;
+    let settings = BrokerSettings::new(url)
+        .map_err(|e| invalid("mqtt", e.to_string()))?
+        .with_credentials(username, password)
+        .with_tls(tls);
+    settings
+        .validate()
+        .map_err(|e| invalid("mqtt", e.to_string()))?;
+    Ok(settings)
+}
+
 pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field,
@@ -193,8 +225,7 @@ impl DeviceConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.device_id()?;
         self.topics()?;
-        tapgate_protocol::broker::BrokerUrl::parse(&self.mqtt)
-            .map_err(|e| invalid("mqtt", e.to_string()))?;
+        self.broker()?;
         if self.decision_timeout < Duration::from_millis(50) {
             return Err(invalid("decision_timeout", "must be at least 50ms"));
         }
@@ -216,6 +247,21 @@ impl DeviceConfig {
             return Err(invalid("id", "a device id is required (--id)"));
         }
         DeviceId::new(self.id.as_str()).map_err(|e| invalid("id", e.to_string()))
+    }
+
+    /// The broker connection: URL, credentials, TLS files and keep-alive, checked.
+    pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
+        broker_settings(
+            &self.mqtt,
+            self.mqtt_username.clone(),
+            self.mqtt_password.clone(),
+            TlsFiles {
+                ca: self.mqtt_ca.clone(),
+                cert: self.mqtt_cert.clone(),
+                key: self.mqtt_key.clone(),
+            },
+        )
+        .map(|b| b.with_keep_alive(self.keep_alive))
     }
 
     /// The topics under the configured prefix.
@@ -282,6 +328,13 @@ mod tests {
             vec![o("id", "g/1")],
             vec![o("id", "g1"), o("prefix", "a/#")],
             vec![o("id", "g1"), o("mqtt", "http://x")],
+            vec![o("id", "g1"), o("mqtt_password", "change-me-device")],
+            vec![o("id", "g1"), o("mqtt_ca", "/nonexistent/ca.pem")],
+            vec![
+                o("id", "g1"),
+                o("mqtt", "mqtts://broker"),
+                o("mqtt_ca", "/nonexistent/ca.pem"),
+            ],
             vec![o("id", "g1"), o("queue_limit", "0")],
             vec![o("id", "g1"), o("offline_policy", "maybe")],
         ];

@@ -1,9 +1,9 @@
 //! The device's MQTT link.
 //!
 //! One task owns the rumqttc event loop. The device connects with a persistent session
-//! (`clean_session = false`, client id = device id) and a retained last will `offline` on its
-//! status topic; on every CONNACK it subscribes to its decision topic (QoS 1) and publishes
-//! `online`, retained. While connected it sends a heartbeat with its uptime every
+//! (`clean_session = false`, client id = device id) and a last will `offline` on its status topic;
+//! on every CONNACK it subscribes to its decision topic (QoS 1) and publishes `online`. Nothing is
+//! retained: brokers refuse retained messages, so a retained tap can never exist. While connected it sends a heartbeat with its uptime every
 //! [`tapgate_protocol::status::HEARTBEAT_INTERVAL_SECS`] seconds. Taps and buttons are
 //! published at QoS 1; while the broker is unreachable they wait in a bounded queue and go out on
 //! reconnect (overflow is logged and counted). Every message stays in an outbox until its
@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 use tapgate_protocol::status::{Heartbeat, HEARTBEAT_INTERVAL_SECS, OFFLINE, ONLINE};
 use tapgate_protocol::{Decision, DeviceId, DeviceKind, MessageId, Topics};
+use tapgate_runtime::mqtt::{BrokerSettings, MqttSetupError};
+use tapgate_runtime::Backoff;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -30,20 +32,16 @@ use crate::logic::Outbound;
 /// Why the link could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    /// The broker URL is not `mqtt://host[:port]` or `tcp://host[:port]`.
+    /// The broker settings cannot work (URL, TLS files).
     #[error(transparent)]
-    BadUrl(#[from] tapgate_protocol::broker::BrokerUrlError),
+    Broker(#[from] MqttSetupError),
 }
 
 /// Settings of a link.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// Broker URL.
-    pub mqtt: String,
-    /// Username, if the broker wants one.
-    pub username: Option<String>,
-    /// Password.
-    pub password: Option<String>,
+    /// Broker URL, credentials, TLS and keep-alive.
+    pub broker: BrokerSettings,
     /// Topics.
     pub topics: Topics,
     /// Gate or terminal.
@@ -52,8 +50,6 @@ pub struct LinkConfig {
     pub device: DeviceId,
     /// Most messages waiting while the broker is unreachable.
     pub queue_limit: usize,
-    /// MQTT keep-alive.
-    pub keep_alive: Duration,
 }
 
 /// Counters of a link, for logs and tests.
@@ -100,24 +96,11 @@ impl Link {
         cfg: LinkConfig,
         shutdown: CancellationToken,
     ) -> Result<(Link, mpsc::Receiver<Decision>, JoinHandle<()>), LinkError> {
-        let url = tapgate_protocol::broker::BrokerUrl::parse(&cfg.mqtt)?;
-        let (host, port) = (url.host, url.port);
         let status = cfg.topics.status(cfg.kind, &cfg.device);
-        let mut opts = MqttOptions::new(cfg.device.as_str(), host, port);
-        opts.set_keep_alive(cfg.keep_alive);
+        let mut opts = cfg.broker.options(cfg.device.as_str())?;
         opts.set_clean_session(false);
-        opts.set_last_will(LastWill::new(&status, OFFLINE, QoS::AtLeastOnce, true));
-        let from_url = url.credentials;
-        if let Some(user) = &cfg.username {
-            opts.set_credentials(user, cfg.password.clone().unwrap_or_default());
-        } else if let Some((user, password)) = from_url {
-            opts.set_credentials(user, password);
-        }
-        let (client, mut eventloop) = AsyncClient::new(opts, cfg.queue_limit + 16);
-        let mut net = rumqttc::NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(5);
-        eventloop.set_network_options(net);
+        opts.set_last_will(LastWill::new(&status, OFFLINE, QoS::AtLeastOnce, false));
+        let (client, eventloop) = tapgate_runtime::mqtt::client(opts, cfg.queue_limit + 16);
         let link = Link {
             client,
             topics: cfg.topics.clone(),
@@ -214,7 +197,7 @@ async fn drive(
     let heartbeat_topic = link.topics.heartbeat(link.kind, &link.device);
     // The heartbeat runs beside the event loop: `poll` must not be cancelled mid-connect.
     let heartbeat = tokio::spawn(beat(link.clone(), heartbeat_topic, shutdown.clone()));
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut ever_connected = false;
     let mut outage_logged = false;
     loop {
@@ -226,7 +209,7 @@ async fn drive(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 link.stats.connected.store(true, Ordering::Relaxed);
                 link.stats.connects.fetch_add(1, Ordering::Relaxed);
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 outage_logged = false;
                 info!(device = %link.device, session_present = ack.session_present, "Connected to the broker");
                 if let Err(e) = link
@@ -237,7 +220,7 @@ async fn drive(
                 }
                 if let Err(e) =
                     link.client
-                        .try_publish(status.as_str(), QoS::AtLeastOnce, true, ONLINE)
+                        .try_publish(status.as_str(), QoS::AtLeastOnce, false, ONLINE)
                 {
                     warn!(error = %e, "Cannot publish online status");
                 }
@@ -276,17 +259,16 @@ async fn drive(
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
-    // Clean stop: say offline (retained), then disconnect and let the event loop flush both.
+    // Clean stop: say offline, then disconnect and let the event loop flush both.
     if link.stats.connected.load(Ordering::Relaxed) {
         let _ = link
             .client
-            .try_publish(status.as_str(), QoS::AtLeastOnce, true, OFFLINE);
+            .try_publish(status.as_str(), QoS::AtLeastOnce, false, OFFLINE);
         let _ = link.client.try_disconnect();
         let flush = async {
             loop {
@@ -340,14 +322,11 @@ mod tests {
             .expect("port")
             .port();
         let cfg = LinkConfig {
-            mqtt: format!("mqtt://127.0.0.1:{port}"),
-            username: None,
-            password: None,
+            broker: BrokerSettings::new(&format!("mqtt://127.0.0.1:{port}")).expect("url"),
             topics: Topics::default(),
             kind: DeviceKind::Gate,
             device: DeviceId::new("g1").expect("id"),
             queue_limit: 4,
-            keep_alive: Duration::from_secs(5),
         };
         let shutdown = CancellationToken::new();
         let (link, _decisions, task) = Link::start(cfg, shutdown.clone()).expect("start");
@@ -371,7 +350,8 @@ mod tests {
             .iter()
             .map(|(id, _, _)| id.to_string())
             .collect();
-        assert_eq!(kept, ["1-27", "1-28", "1-29", "1-30"]);
+        let counters: Vec<&str> = kept.iter().filter_map(|id| id.split('-').nth(1)).collect();
+        assert_eq!(counters, ["27", "28", "29", "30"]);
         shutdown.cancel();
         task.await.expect("link task");
     }

@@ -5,7 +5,7 @@
 //! the state machine, carrying out the [`Command`]s it returns. On `shutdown` the lights go off,
 //! the link says `offline`, and every task is awaited.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tapgate_protocol::{CardId, DeviceKind, PassType};
 use tokio::sync::mpsc;
@@ -35,24 +35,15 @@ pub enum DeviceError {
     Hardware(String),
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use tapgate_runtime::clock::now_ms;
 
 fn link_config(cfg: &DeviceConfig, kind: DeviceKind) -> Result<LinkConfig, DeviceError> {
     Ok(LinkConfig {
-        mqtt: cfg.mqtt.clone(),
-        username: cfg.mqtt_username.clone(),
-        password: cfg.mqtt_password.clone(),
+        broker: cfg.broker()?,
         topics: cfg.topics()?,
         kind,
         device: cfg.device_id()?,
         queue_limit: cfg.queue_limit,
-        keep_alive: cfg.keep_alive,
     })
 }
 

@@ -120,9 +120,10 @@ impl TapDebouncer {
     }
 }
 
-/// Message ids that are unique per device and never reused after a restart:
-/// `{boot-epoch-ms}-{counter}`. A restart takes a new boot time, so ids differ as long as the
-/// clock does not go back across a restart.
+/// Message ids that are unique per device, never reused after a restart, and cannot be guessed:
+/// `{boot-epoch-ms}-{counter}-{64 random bits in hex}`. The boot time and counter keep them
+/// unique and readable in logs; the random part means nobody can prepare an answer for a
+/// device's next id in advance.
 #[derive(Debug, Clone)]
 pub struct TapIds {
     boot_ms: u64,
@@ -139,8 +140,10 @@ impl TapIds {
     pub fn next_id(&mut self) -> MessageId {
         let n = self.next;
         self.next = self.next.saturating_add(1);
-        // Digits and one '-', at most 41 characters: always a valid id.
-        MessageId::new(format!("{}-{}", self.boot_ms, n)).expect("numeric ids are valid")
+        // The OS generator only fails on a broken system; the counter still keeps ids unique.
+        let tag = getrandom::u64().unwrap_or(0);
+        // Digits, hex and two '-', at most 58 characters: always a valid id.
+        MessageId::new(format!("{}-{}-{tag:016x}", self.boot_ms, n)).expect("ids are valid")
     }
 }
 
@@ -170,12 +173,21 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_unique_and_valid() {
+    fn ids_are_unique_valid_and_unpredictable() {
         let mut ids = TapIds::new(1_700_000_000_000);
-        assert_eq!(ids.next_id().as_str(), "1700000000000-1");
-        assert_eq!(ids.next_id().as_str(), "1700000000000-2");
+        let a = ids.next_id();
+        let b = ids.next_id();
+        assert!(a.as_str().starts_with("1700000000000-1-"), "{a}");
+        assert!(b.as_str().starts_with("1700000000000-2-"), "{b}");
+        // The random parts differ, so knowing one id does not give the next.
+        let tag = |id: &MessageId| id.as_str().rsplit('-').next().map(str::to_owned);
+        assert_ne!(tag(&a), tag(&b));
+        assert_eq!(tag(&a).map(|t| t.len()), Some(16));
         let mut after_restart = TapIds::new(1_700_000_005_000);
-        assert_eq!(after_restart.next_id().as_str(), "1700000005000-1");
+        assert!(after_restart
+            .next_id()
+            .as_str()
+            .starts_with("1700000005000-1-"));
         let mut big = TapIds::new(u64::MAX);
         big.next = u64::MAX;
         assert!(big.next_id().as_str().len() <= MessageId::MAX_LEN);

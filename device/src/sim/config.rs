@@ -6,18 +6,30 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{invalid, load_layers, ConfigError};
+use tapgate_runtime::mqtt::{BrokerSettings, TlsFiles};
+
+use crate::config::{broker_settings, invalid, load_layers, ConfigError};
 
 /// Everything the rider simulator can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
-    /// MQTT broker URL.
+    /// MQTT broker URL (`mqtt://` or `mqtts://`; `user:password@` in it is used).
     pub mqtt: String,
-    /// MQTT username.
+    /// MQTT username shared by every simulated device (without `devices`).
     pub mqtt_username: Option<String>,
     /// MQTT password.
     pub mqtt_password: Option<String>,
+    /// CA certificate (PEM) for `mqtts://`; unset: the system's roots.
+    pub mqtt_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for `mqtts://`.
+    pub mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub mqtt_key: Option<PathBuf>,
+    /// TOML file of provisioned devices (`[[devices]]` with `id`, `kind`, `password`): the
+    /// simulator runs exactly these, each logging in as itself; `gates` and `terminals` are then
+    /// ignored.
+    pub devices: Option<PathBuf>,
     /// Topic prefix shared with the bridge.
     pub prefix: String,
     /// Simulated gates.
@@ -70,6 +82,10 @@ impl Default for SimConfig {
             mqtt: "mqtt://127.0.0.1:1883".into(),
             mqtt_username: None,
             mqtt_password: None,
+            mqtt_ca: None,
+            mqtt_cert: None,
+            mqtt_key: None,
+            devices: None,
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             gates: 50,
             terminals: 5,
@@ -94,10 +110,23 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
+    /// The broker connection shared by the simulated devices, checked.
+    pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
+        broker_settings(
+            &self.mqtt,
+            self.mqtt_username.clone(),
+            self.mqtt_password.clone(),
+            TlsFiles {
+                ca: self.mqtt_ca.clone(),
+                cert: self.mqtt_cert.clone(),
+                key: self.mqtt_key.clone(),
+            },
+        )
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        tapgate_protocol::broker::BrokerUrl::parse(&self.mqtt)
-            .map_err(|e| invalid("mqtt", e.to_string()))?;
+        self.broker()?;
         tapgate_protocol::Topics::new(self.prefix.as_str())
             .map_err(|e| invalid("prefix", e.to_string()))?;
         if self.gates == 0 || self.terminals == 0 || self.riders == 0 {
@@ -139,15 +168,28 @@ pub struct SimArgs {
     /// TOML file with settings (keys as the long flags, with `_` for `-`).
     #[arg(long, env = "TAPGATE_SIM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// MQTT broker URL [default: mqtt://127.0.0.1:1883].
-    #[arg(long, env = "TAPGATE_MQTT")]
+    /// MQTT broker URL, mqtt:// or mqtts:// [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
     pub mqtt: Option<String>,
-    /// MQTT username.
+    /// MQTT username shared by every simulated device (without --devices).
     #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
     /// MQTT password.
     #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
     pub mqtt_password: Option<String>,
+    /// CA certificate (PEM) for mqtts:// [default: the system's roots].
+    #[arg(long, env = "TAPGATE_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mqtts://.
+    #[arg(long, env = "TAPGATE_MQTT_CERT")]
+    pub mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TAPGATE_MQTT_KEY")]
+    pub mqtt_key: Option<PathBuf>,
+    /// Provisioned devices to run, each logging in as itself: a TOML file of [[devices]] with
+    /// id, kind and password (see `tapgate-admin device add`); --gates and --terminals are then ignored.
+    #[arg(long, env = "TAPGATE_SIM_DEVICES")]
+    pub devices: Option<PathBuf>,
     /// Topic prefix [default: tapgate].
     #[arg(long, env = "TAPGATE_PREFIX")]
     pub prefix: Option<String>,
@@ -220,6 +262,11 @@ impl SimArgs {
         put("mqtt", self.mqtt.clone());
         put("mqtt_username", self.mqtt_username.clone());
         put("mqtt_password", self.mqtt_password.clone());
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        put("mqtt_ca", path(&self.mqtt_ca));
+        put("mqtt_cert", path(&self.mqtt_cert));
+        put("mqtt_key", path(&self.mqtt_key));
+        put("devices", path(&self.devices));
         put("prefix", self.prefix.clone());
         put("gates", self.gates.map(|v| v.to_string()));
         put("terminals", self.terminals.map(|v| v.to_string()));

@@ -14,6 +14,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tapgate_protocol::status::{OFFLINE, ONLINE};
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
+use tapgate_runtime::mqtt::{BrokerSettings, MqttSetupError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -52,41 +53,45 @@ pub enum FleetEvent {
 /// Connection settings shared by all simulated devices.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Username, if any.
-    pub username: Option<String>,
-    /// Password.
-    pub password: Option<String>,
+    /// Broker URL, shared credentials and TLS.
+    pub broker: BrokerSettings,
     /// Topics.
     pub topics: Topics,
 }
 
-fn options(cfg: &FleetConfig, kind: DeviceKind, id: &DeviceId) -> MqttOptions {
-    let mut opts = MqttOptions::new(id.as_str(), cfg.host.clone(), cfg.port);
-    opts.set_keep_alive(Duration::from_secs(10));
+/// A simulated device's own login, when the broker gives every device one.
+pub type Login = Option<String>;
+
+fn options(
+    cfg: &FleetConfig,
+    kind: DeviceKind,
+    id: &DeviceId,
+    password: &Login,
+) -> Result<MqttOptions, MqttSetupError> {
+    let broker = match password {
+        // A provisioned device logs in as itself.
+        Some(pw) => cfg
+            .broker
+            .clone()
+            .with_credentials(Some(id.to_string()), Some(pw.clone())),
+        None => cfg.broker.clone(),
+    };
+    let mut opts = broker
+        .with_keep_alive(Duration::from_secs(10))
+        .options(id.as_str())?;
     opts.set_clean_session(false);
     opts.set_inflight(200);
     opts.set_last_will(LastWill::new(
         cfg.topics.status(kind, id),
         OFFLINE,
         QoS::AtLeastOnce,
-        true,
+        false,
     ));
-    if let Some(user) = &cfg.username {
-        opts.set_credentials(user, cfg.password.clone().unwrap_or_default());
-    }
-    opts
+    Ok(opts)
 }
 
 fn connect(opts: &MqttOptions) -> (AsyncClient, EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(opts.clone(), 10_000);
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    eventloop.set_network_options(net);
-    (client, eventloop)
+    tapgate_runtime::mqtt::client(opts.clone(), 10_000)
 }
 
 /// Starts a device task; returns the scheduler's handle.
@@ -95,9 +100,11 @@ pub fn spawn(
     index: usize,
     kind: DeviceKind,
     id: DeviceId,
+    login: &Login,
     events: mpsc::UnboundedSender<FleetEvent>,
     shutdown: CancellationToken,
-) -> Device {
+) -> Result<Device, MqttSetupError> {
+    let opts = options(cfg, kind, &id, login)?;
     let (control_tx, control_rx) = mpsc::channel(4);
     let requested = Arc::new(AtomicU64::new(0));
     let device = Device {
@@ -112,7 +119,7 @@ pub fn spawn(
     };
     let task = DeviceTask {
         index,
-        opts: options(cfg, kind, &id),
+        opts,
         status: cfg.topics.status(kind, &id),
         decision: cfg.topics.decision(kind, &id),
         requested,
@@ -121,7 +128,7 @@ pub fn spawn(
         events,
     };
     tokio::spawn(task.run(control_rx, shutdown));
-    device
+    Ok(device)
 }
 
 struct DeviceTask {
@@ -162,7 +169,7 @@ impl DeviceTask {
                         let _ = client.try_publish(
                             self.status.as_str(),
                             QoS::AtLeastOnce,
-                            true,
+                            false,
                             ONLINE,
                         );
                         if !announced {
@@ -223,7 +230,7 @@ impl DeviceTask {
     }
 
     async fn stop(&mut self, client: &AsyncClient, eventloop: &mut EventLoop) {
-        let _ = client.try_publish(self.status.as_str(), QoS::AtLeastOnce, true, OFFLINE);
+        let _ = client.try_publish(self.status.as_str(), QoS::AtLeastOnce, false, OFFLINE);
         let _ = client.try_disconnect();
         let flush = async {
             loop {

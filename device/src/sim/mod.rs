@@ -9,10 +9,12 @@
 //! predictions are deterministic. Progress goes to stderr once a second; the [`report`] ends the
 //! run.
 //!
-//! - [`config`]: settings. - [`fleet`]: the MQTT clients. - [`model`]: predictions.
-//! - [`report`]: counters, histogram, summary. - [`rng`]: seeded randomness.
+//! - [`config`]: settings. - [`devices`]: provisioned device logins. - [`fleet`]: the MQTT
+//!   clients. - [`model`]: predictions. - [`report`]: counters, histogram, summary. - [`rng`]:
+//!   seeded randomness.
 
 pub mod config;
+pub mod devices;
 pub mod fleet;
 pub mod model;
 pub mod report;
@@ -488,49 +490,60 @@ impl Sim {
 /// Runs a simulation until its duration (plus grace) has passed or `shutdown`.
 pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary, SimError> {
     cfg.validate()?;
-    let url = tapgate_protocol::broker::BrokerUrl::parse(&cfg.mqtt)
-        .map_err(|e| crate::config::invalid("mqtt", e.to_string()))?;
-    let (host, port) = (url.host, url.port);
     let topics = Topics::new(cfg.prefix.as_str())
         .map_err(|e| crate::config::invalid("prefix", e.to_string()))?;
     let seed = if cfg.seed == 0 { now_ms() } else { cfg.seed };
     let run = format!("S{seed:x}").to_uppercase();
     info!(seed, run, "Simulation starting");
     let fleet_cfg = FleetConfig {
-        host,
-        port,
-        username: cfg.mqtt_username.clone(),
-        password: cfg.mqtt_password.clone(),
+        broker: cfg.broker()?,
         topics,
+    };
+    // Provisioned devices log in as themselves; otherwise invent ids and share one login.
+    let roster: Vec<(DeviceKind, DeviceId, fleet::Login)> = match &cfg.devices {
+        Some(path) => devices::load(path)?
+            .into_iter()
+            .map(|d| (d.kind, d.id, Some(d.password)))
+            .collect(),
+        None => {
+            let lower = run.to_lowercase();
+            let mut list = Vec::new();
+            for (kind, count) in [
+                (DeviceKind::Gate, cfg.gates),
+                (DeviceKind::Terminal, cfg.terminals),
+            ] {
+                for n in 0..count {
+                    let letter = if kind == DeviceKind::Gate { 'g' } else { 't' };
+                    let id = DeviceId::new(format!("sim-{lower}-{letter}{n}"))
+                        .map_err(|e| crate::config::invalid("seed", e.to_string()))?;
+                    list.push((kind, id, None));
+                }
+            }
+            list
+        }
     };
     let fleet_stop = CancellationToken::new();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut devices = Vec::new();
     let mut gates = Vec::new();
     let mut terminals = Vec::new();
-    let lower = run.to_lowercase();
-    for (kind, count) in [
-        (DeviceKind::Gate, cfg.gates),
-        (DeviceKind::Terminal, cfg.terminals),
-    ] {
-        for n in 0..count {
-            let letter = if kind == DeviceKind::Gate { 'g' } else { 't' };
-            let id = DeviceId::new(format!("sim-{lower}-{letter}{n}"))
-                .map_err(|e| crate::config::invalid("seed", e.to_string()))?;
-            let index = devices.len();
-            match kind {
-                DeviceKind::Gate => gates.push(index),
-                DeviceKind::Terminal => terminals.push(index),
-            }
-            devices.push(fleet::spawn(
-                &fleet_cfg,
-                index,
-                kind,
-                id,
-                events_tx.clone(),
-                fleet_stop.clone(),
-            ));
+    for (kind, id, login) in roster {
+        let index = devices.len();
+        match kind {
+            DeviceKind::Gate => gates.push(index),
+            DeviceKind::Terminal => terminals.push(index),
         }
+        let device = fleet::spawn(
+            &fleet_cfg,
+            index,
+            kind,
+            id,
+            &login,
+            events_tx.clone(),
+            fleet_stop.clone(),
+        )
+        .map_err(|e| crate::config::invalid("mqtt", e.to_string()))?;
+        devices.push(device);
     }
     let riders = (0..cfg.riders)
         .map(|n| Rider {
@@ -574,7 +587,8 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
             _ = tokio::time::sleep_until(deadline) => {
                 let up = sim.devices.iter().filter(|d| d.up).count();
                 fleet_stop.cancel();
-                return Err(SimError::Connect { up, total: n_devices, url: sim.cfg.mqtt.clone() });
+                let url = tapgate_protocol::broker::redact(&sim.cfg.mqtt);
+                return Err(SimError::Connect { up, total: n_devices, url });
             }
             Some(e) = events.recv() => sim.on_fleet(e),
         }
