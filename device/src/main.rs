@@ -1,11 +1,17 @@
 //! `tapgate-device`: parses the command line, sets up logging and signals, and runs.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use tapgate_device::cli::{run, Cli};
 use tapgate_runtime::logging::{self, LogFormat};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    tapgate_runtime::exit::report(start().await)
+}
+
+async fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let format = if cli.log_json {
         LogFormat::Json

@@ -142,7 +142,11 @@ fn init_tracing() -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    tapgate_runtime::exit::report(start().await)
+}
+
+async fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::HashPassword => {

@@ -5,14 +5,17 @@
 //! - [`clock`]: Unix time in milliseconds, and a clock tests can set.
 //! - [`backoff`]: exponential reconnect delays.
 //! - [`secret`]: refusing secrets that were never changed from the examples.
+//! - [`exit`]: one clear `error: …` line and an exit status, never a backtrace for a user error.
 //! - [`mqtt`]: the broker connection from one typed URL: credentials, client id, TLS (with
 //!   optional client certificate), TCP_NODELAY and packet limits.
 //!
 //! A binary's `main` parses its settings, calls [`logging::init`], takes a token from
-//! [`shutdown::on_signals`] and hands both to its library's `run(config, shutdown)`.
+//! [`shutdown::on_signals`], hands both to its library's `run(config, shutdown)` and ends with
+//! [`exit::report`].
 
 pub mod backoff;
 pub mod clock;
+pub mod exit;
 pub mod logging;
 pub mod mqtt;
 pub mod secret;
