@@ -40,15 +40,98 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Run an entry gate: card reader, traffic light, speaker.
-    Gate(DeviceArgs),
+    Gate(GateArgs),
     /// Run a sales terminal: card reader, three pass buttons, speaker.
-    Terminal(DeviceArgs),
+    Terminal(TerminalArgs),
     /// Act out many riders on many simulated devices against a running bridge and check every
     /// decision against the pass rules.
     Simulate(SimArgs),
 }
 
-/// Settings of a gate or terminal.
+/// Settings of a gate: the shared device settings, its offline policy and its lights.
+#[derive(Debug, Clone, Args)]
+pub struct GateArgs {
+    /// Settings every device has.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// When no decision arrives in time, `fail-closed` (deny, "service unavailable") or
+    /// `fail-open` (let in; the tap is charged when the bridge returns) [default: fail-closed].
+    #[arg(long, env = "TAPGATE_OFFLINE_POLICY")]
+    pub offline_policy: Option<OfflinePolicy>,
+    /// How long green stays on after a grant [default: 5s].
+    #[arg(long, env = "TAPGATE_GREEN_FOR", value_parser = humantime::parse_duration)]
+    pub green_for: Option<Duration>,
+    /// BCM pin of the red LED [default: 19].
+    #[arg(long, env = "TAPGATE_PIN_RED")]
+    pub pin_red: Option<u8>,
+    /// BCM pin of the amber LED [default: 13].
+    #[arg(long, env = "TAPGATE_PIN_AMBER")]
+    pub pin_amber: Option<u8>,
+    /// BCM pin of the green LED [default: 26].
+    #[arg(long, env = "TAPGATE_PIN_GREEN")]
+    pub pin_green: Option<u8>,
+}
+
+impl GateArgs {
+    /// Loads and validates the layered settings.
+    pub fn load(&self) -> Result<DeviceConfig, DeviceError> {
+        let mut o = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push((k.to_owned(), v));
+            }
+        };
+        put("offline_policy", self.offline_policy.map(|p| p.to_string()));
+        put("green_for", dur(self.green_for));
+        put("pins.red", self.pin_red.map(|v| v.to_string()));
+        put("pins.amber", self.pin_amber.map(|v| v.to_string()));
+        put("pins.green", self.pin_green.map(|v| v.to_string()));
+        self.device.load_with(o)
+    }
+}
+
+/// Settings of a sales terminal: the shared device settings and its buttons.
+#[derive(Debug, Clone, Args)]
+pub struct TerminalArgs {
+    /// Settings every device has.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// How long a button contact must hold still to count [default: 30ms].
+    #[arg(long, env = "TAPGATE_BUTTON_SETTLE", value_parser = humantime::parse_duration)]
+    pub button_settle: Option<Duration>,
+    /// BCM pin of the single-trip button [default: 19].
+    #[arg(long, env = "TAPGATE_PIN_SINGLE")]
+    pub pin_single: Option<u8>,
+    /// BCM pin of the ten-trip button [default: 13].
+    #[arg(long, env = "TAPGATE_PIN_TEN_TRIP")]
+    pub pin_ten_trip: Option<u8>,
+    /// BCM pin of the two-hour button [default: 26].
+    #[arg(long, env = "TAPGATE_PIN_TWO_HOUR")]
+    pub pin_two_hour: Option<u8>,
+}
+
+impl TerminalArgs {
+    /// Loads and validates the layered settings.
+    pub fn load(&self) -> Result<DeviceConfig, DeviceError> {
+        let mut o = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                o.push((k.to_owned(), v));
+            }
+        };
+        put("button_settle", dur(self.button_settle));
+        put("pins.single", self.pin_single.map(|v| v.to_string()));
+        put("pins.ten_trip", self.pin_ten_trip.map(|v| v.to_string()));
+        put("pins.two_hour", self.pin_two_hour.map(|v| v.to_string()));
+        self.device.load_with(o)
+    }
+}
+
+fn dur(d: Option<Duration>) -> Option<String> {
+    d.map(|d| humantime::format_duration(d).to_string())
+}
+
+/// Settings every device has.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArgs {
     /// TOML file with settings (keys as the long flags, with `_` for `-`; pins in `[pins]`).
@@ -82,16 +165,9 @@ pub struct DeviceArgs {
     /// How long to wait for a decision [default: 1.5s].
     #[arg(long, env = "TAPGATE_DECISION_TIMEOUT", value_parser = humantime::parse_duration)]
     pub decision_timeout: Option<Duration>,
-    /// Gate: when no decision arrives in time, `fail-closed` (deny, "service unavailable") or
-    /// `fail-open` (let in; the tap is charged when the bridge returns) [default: fail-closed].
-    #[arg(long, env = "TAPGATE_OFFLINE_POLICY")]
-    pub offline_policy: Option<OfflinePolicy>,
     /// The same card seen again within this window is one tap [default: 2s].
     #[arg(long, env = "TAPGATE_CARD_HOLD", value_parser = humantime::parse_duration)]
     pub card_hold: Option<Duration>,
-    /// Gate: how long green stays on after a grant [default: 5s].
-    #[arg(long, env = "TAPGATE_GREEN_FOR", value_parser = humantime::parse_duration)]
-    pub green_for: Option<Duration>,
     /// Most messages queued while the broker is unreachable [default: 1000].
     #[arg(long, env = "TAPGATE_QUEUE_LIMIT")]
     pub queue_limit: Option<usize>,
@@ -107,30 +183,9 @@ pub struct DeviceArgs {
     /// How often the card reader is polled [default: 50ms].
     #[arg(long, env = "TAPGATE_READER_POLL", value_parser = humantime::parse_duration)]
     pub reader_poll: Option<Duration>,
-    /// How long a button contact must hold still to count [default: 30ms].
-    #[arg(long, env = "TAPGATE_BUTTON_SETTLE", value_parser = humantime::parse_duration)]
-    pub button_settle: Option<Duration>,
     /// BCM pin of the MFRC522 reset line [default: 25].
     #[arg(long, env = "TAPGATE_PIN_RESET")]
     pub pin_reset: Option<u8>,
-    /// BCM pin of the red LED [default: 19].
-    #[arg(long, env = "TAPGATE_PIN_RED")]
-    pub pin_red: Option<u8>,
-    /// BCM pin of the amber LED [default: 13].
-    #[arg(long, env = "TAPGATE_PIN_AMBER")]
-    pub pin_amber: Option<u8>,
-    /// BCM pin of the green LED [default: 26].
-    #[arg(long, env = "TAPGATE_PIN_GREEN")]
-    pub pin_green: Option<u8>,
-    /// BCM pin of the single-trip button [default: 19].
-    #[arg(long, env = "TAPGATE_PIN_SINGLE")]
-    pub pin_single: Option<u8>,
-    /// BCM pin of the ten-trip button [default: 13].
-    #[arg(long, env = "TAPGATE_PIN_TEN_TRIP")]
-    pub pin_ten_trip: Option<u8>,
-    /// BCM pin of the two-hour button [default: 26].
-    #[arg(long, env = "TAPGATE_PIN_TWO_HOUR")]
-    pub pin_two_hour: Option<u8>,
     /// SPI clock of the MFRC522, Hz [default: 1000000].
     #[arg(long, env = "TAPGATE_SPI_HZ")]
     pub spi_hz: Option<u32>,
@@ -145,7 +200,6 @@ impl DeviceArgs {
                 o.push((k.to_owned(), v));
             }
         };
-        let dur = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
         put("id", self.id.clone());
         put("mqtt", self.mqtt.clone());
         put("mqtt_username", self.mqtt_username.clone());
@@ -156,32 +210,22 @@ impl DeviceArgs {
         put("mqtt_key", path(&self.mqtt_key));
         put("prefix", self.prefix.clone());
         put("decision_timeout", dur(self.decision_timeout));
-        put("offline_policy", self.offline_policy.map(|p| p.to_string()));
         put("card_hold", dur(self.card_hold));
-        put("green_for", dur(self.green_for));
         put("queue_limit", self.queue_limit.map(|v| v.to_string()));
         put("keep_alive", dur(self.keep_alive));
         put("hardware", self.hardware.clone());
         put("sound", self.sound.clone());
         put("reader_poll", dur(self.reader_poll));
-        put("button_settle", dur(self.button_settle));
         put("pins.reset", self.pin_reset.map(|v| v.to_string()));
-        put("pins.red", self.pin_red.map(|v| v.to_string()));
-        put("pins.amber", self.pin_amber.map(|v| v.to_string()));
-        put("pins.green", self.pin_green.map(|v| v.to_string()));
-        put("pins.single", self.pin_single.map(|v| v.to_string()));
-        put("pins.ten_trip", self.pin_ten_trip.map(|v| v.to_string()));
-        put("pins.two_hour", self.pin_two_hour.map(|v| v.to_string()));
         put("pins.spi_hz", self.spi_hz.map(|v| v.to_string()));
         o
     }
 
-    /// Loads and validates the layered settings.
-    pub fn load(&self) -> Result<DeviceConfig, DeviceError> {
-        Ok(DeviceConfig::load(
-            self.config.as_deref(),
-            &self.overrides(),
-        )?)
+    /// Loads and validates these settings plus a kind's own (`extra`).
+    fn load_with(&self, extra: Vec<(String, String)>) -> Result<DeviceConfig, DeviceError> {
+        let mut o = self.overrides();
+        o.extend(extra);
+        Ok(DeviceConfig::load(self.config.as_deref(), &o)?)
     }
 }
 
@@ -323,9 +367,28 @@ mod tests {
             "--offline-policy",
             "--decision-timeout",
             "--pin-red",
+            "--mqtt-ca",
             "TAPGATE_MQTT",
         ] {
             assert!(help.contains(flag), "{flag} missing from gate --help");
+        }
+        // Each kind lists only its own hardware.
+        for flag in ["--pin-single", "--pin-ten-trip", "--button-settle"] {
+            assert!(!help.contains(flag), "{flag} in gate --help");
+        }
+        let terminal = Cli::command()
+            .find_subcommand_mut("terminal")
+            .expect("terminal")
+            .render_long_help()
+            .to_string();
+        for flag in ["--pin-single", "--button-settle", "--decision-timeout"] {
+            assert!(
+                terminal.contains(flag),
+                "{flag} missing from terminal --help"
+            );
+        }
+        for flag in ["--offline-policy", "--pin-red", "--green-for"] {
+            assert!(!terminal.contains(flag), "{flag} in terminal --help");
         }
     }
 
