@@ -5,14 +5,15 @@
 //! simulator drops a device's connection — abruptly, so the broker publishes its last will —
 //! decisions published meanwhile are queued by the broker and delivered on reconnect. A drop
 //! waits until every message the device was asked to send has been acknowledged by the broker,
-//! so no tap is lost on the device side.
+//! so no tap is lost on the device side. Like a real device, each sends a heartbeat with its
+//! uptime every [`HEARTBEAT_INTERVAL_SECS`] while connected.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
-use tapgate_protocol::status::{OFFLINE, ONLINE};
+use tapgate_protocol::status::{Heartbeat, HEARTBEAT_INTERVAL_SECS, OFFLINE, ONLINE};
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
 use tapgate_runtime::mqtt::{BrokerSettings, MqttSetupError};
 use tokio::sync::mpsc;
@@ -121,6 +122,7 @@ pub fn spawn(
         index,
         opts,
         status: cfg.topics.status(kind, &id),
+        heartbeat: cfg.topics.heartbeat(kind, &id),
         decision: cfg.topics.decision(kind, &id),
         requested,
         written: 0,
@@ -135,6 +137,7 @@ struct DeviceTask {
     index: usize,
     opts: MqttOptions,
     status: String,
+    heartbeat: String,
     decision: String,
     requested: Arc<AtomicU64>,
     written: u64,
@@ -144,6 +147,9 @@ struct DeviceTask {
 
 impl DeviceTask {
     async fn run(mut self, mut control: mpsc::Receiver<Duration>, shutdown: CancellationToken) {
+        let started = Instant::now();
+        let mut beat = tokio::time::interval(Duration::from_secs(HEARTBEAT_INTERVAL_SECS));
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (client, mut eventloop) = connect(&self.opts);
             self.written = 0;
@@ -160,6 +166,17 @@ impl DeviceTask {
                         Some(d) => break d,
                         None => return,
                     },
+                    _ = beat.tick(), if announced => {
+                        let hb = Heartbeat { uptime_s: started.elapsed().as_secs() };
+                        let body = serde_json::to_vec(&hb).unwrap_or_default();
+                        if client
+                            .try_publish(self.heartbeat.as_str(), QoS::AtLeastOnce, false, body)
+                            .is_ok()
+                        {
+                            self.requested.fetch_add(1, Ordering::SeqCst);
+                        }
+                        continue;
+                    }
                     e = eventloop.poll() => e,
                 };
                 match event {

@@ -434,6 +434,10 @@ impl Sim {
                     Check::Match => {
                         rider.plan.pop_front();
                     }
+                    Check::OperatorAction => {
+                        self.tally.operator_actions += 1;
+                        rider.plan.pop_front();
+                    }
                     Check::Mismatch(why) => {
                         self.tally.mismatch(format!("rider {r}: {why}"));
                         self.release(r);

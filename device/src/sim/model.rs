@@ -6,6 +6,10 @@
 //! prediction is made at both the send time and the receive time, and either is accepted — which
 //! is the leniency needed at two-hour (and sale-timeout) boundaries. After a match the model
 //! takes the verdict's state, with a two-hour window's end taken from the decision itself.
+//!
+//! The simulator never blocks a card, but an operator may, on the dashboard, while it runs. A
+//! decision that matches only with the card's deny-list state flipped is an operator's action,
+//! not a rules error: the model follows it and it is counted apart from mismatches.
 
 use tapgate_protocol::rules::{self, Input, Pass, Sale, Settings, State, Verdict};
 use tapgate_protocol::{Outcome, PassInfo};
@@ -15,6 +19,8 @@ use tapgate_protocol::{Outcome, PassInfo};
 pub struct CardModel {
     /// Its pass, as the bridge should hold it.
     pub pass: Option<Pass>,
+    /// Whether an operator has put it on the deny list (as far as decisions have shown).
+    pub blocked: bool,
 }
 
 /// Outcomes compared for what matters: the kind, pass type, trips, reasons, selection.
@@ -38,6 +44,9 @@ pub fn same_outcome(actual: &Outcome, expected: &Outcome) -> bool {
 pub enum Check {
     /// As predicted; the model is updated.
     Match,
+    /// As predicted once an operator's block or unblock of the card is taken into account; the
+    /// model now holds the card's new deny-list state.
+    OperatorAction,
     /// Not as predicted; the model follows the actual outcome as far as it can.
     Mismatch(String),
 }
@@ -55,7 +64,7 @@ pub fn check(
 ) -> Check {
     let state = State {
         pass: card.pass.clone(),
-        blocked: false,
+        blocked: card.blocked,
         sale: sale.clone(),
     };
     let early = rules::decide(input, &state, sent_ms, settings);
@@ -63,12 +72,29 @@ pub fn check(
     let chosen: Option<Verdict> = [early.clone(), late]
         .into_iter()
         .find(|v| same_outcome(actual, &v.outcome));
-    match chosen {
-        Some(v) => {
+    // Only a card tap can show the deny list; then try the card as an operator may have left it.
+    let card_tap = matches!(input, Input::GateTap(_) | Input::TerminalTap(_));
+    let flipped = State {
+        blocked: !card.blocked,
+        ..state.clone()
+    };
+    let operator = || {
+        [sent_ms, recv_ms]
+            .into_iter()
+            .map(|t| rules::decide(input, &flipped, t, settings))
+            .find(|v| same_outcome(actual, &v.outcome))
+    };
+    match (chosen, card_tap.then(operator).flatten()) {
+        (Some(v), _) => {
             apply(v, card, sale, actual);
             Check::Match
         }
-        None => {
+        (None, Some(v)) => {
+            card.blocked = flipped.blocked;
+            apply(v, card, sale, actual);
+            Check::OperatorAction
+        }
+        (None, None) => {
             let why = format!(
                 "{input:?} with {state:?}: expected {}, got {}",
                 early.outcome.name(),
@@ -148,6 +174,7 @@ mod tests {
         ] {
             let mut m = CardModel {
                 pass: Some(pass.clone()),
+                ..CardModel::default()
             };
             let mut sale = None;
             assert!(matches!(
@@ -156,7 +183,10 @@ mod tests {
             ));
         }
         // Well inside the window, a denial is a mismatch.
-        let mut m = CardModel { pass: Some(pass) };
+        let mut m = CardModel {
+            pass: Some(pass),
+            ..CardModel::default()
+        };
         let denied = Outcome::Denied {
             reason: DenyReason::Expired,
         };
@@ -167,10 +197,58 @@ mod tests {
     }
 
     #[test]
+    fn an_operators_block_and_unblock_are_followed_not_mismatched() {
+        let s = Settings::default();
+        let mut m = CardModel {
+            pass: Some(Pass::issue(PassType::TenTrip, 0)),
+            ..CardModel::default()
+        };
+        let input = Input::GateTap(card("A"));
+        let blocked = Outcome::Denied {
+            reason: DenyReason::Blocked,
+        };
+        assert!(matches!(
+            check(&input, &mut m, &mut None, &blocked, 1, 2, s),
+            Check::OperatorAction
+        ));
+        assert!(m.blocked);
+        // Still blocked: as predicted now.
+        assert!(matches!(
+            check(&input, &mut m, &mut None, &blocked, 3, 4, s),
+            Check::Match
+        ));
+        // Unblocked: the pass is intact (a denial used no trip).
+        let mut info = PassInfo::new(PassType::TenTrip);
+        info.trips_remaining = Some(9);
+        assert!(matches!(
+            check(
+                &input,
+                &mut m,
+                &mut None,
+                &Outcome::Granted { pass: info },
+                5,
+                6,
+                s
+            ),
+            Check::OperatorAction
+        ));
+        assert!(!m.blocked);
+        // A denial for another reason is still a mismatch.
+        let no_pass = Outcome::Denied {
+            reason: DenyReason::NoPass,
+        };
+        assert!(matches!(
+            check(&input, &mut m, &mut None, &no_pass, 7, 8, s),
+            Check::Mismatch(_)
+        ));
+    }
+
+    #[test]
     fn ten_trip_counts_must_match() {
         let s = Settings::default();
         let mut m = CardModel {
             pass: Some(Pass::issue(PassType::TenTrip, 0)),
+            ..CardModel::default()
         };
         let mut info = PassInfo::new(PassType::TenTrip);
         info.trips_remaining = Some(8);

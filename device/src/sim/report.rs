@@ -25,6 +25,8 @@ pub struct Tally {
     pub mismatches: u64,
     /// The first few mismatches, explained.
     pub mismatch_examples: Vec<String>,
+    /// Decisions explained by an operator blocking or unblocking the card meanwhile.
+    pub operator_actions: u64,
     /// Decisions for ids already answered (QoS 1 redelivery).
     pub duplicates: u64,
     /// Decisions for ids never sent, or unparseable decisions.
@@ -48,6 +50,7 @@ impl Default for Tally {
             outcomes: BTreeMap::new(),
             mismatches: 0,
             mismatch_examples: Vec::new(),
+            operator_actions: 0,
             duplicates: 0,
             unexpected: 0,
             skipped_slots: 0,
@@ -145,6 +148,8 @@ pub struct Summary {
     pub mismatches: u64,
     /// Examples of mismatches.
     pub mismatch_examples: Vec<String>,
+    /// Decisions explained by an operator's block or unblock (not mismatches).
+    pub operator_actions: u64,
     /// Redelivered decisions.
     pub duplicates: u64,
     /// Decisions nobody asked for.
@@ -182,6 +187,7 @@ impl Summary {
             lost,
             mismatches: tally.mismatches,
             mismatch_examples: tally.mismatch_examples.clone(),
+            operator_actions: tally.operator_actions,
             duplicates: tally.duplicates,
             unexpected: tally.unexpected,
             skipped_slots: tally.skipped_slots,
@@ -221,9 +227,10 @@ impl Summary {
             .collect();
         line(format!("decisions: {}", outcomes.join(", ")));
         line(format!(
-            "lost {} | mismatches {} | duplicates {} | unexpected {} | skipped slots {} | send failures {} | connection drops {}",
+            "lost {} | mismatches {} | operator blocks/unblocks seen {} | duplicates {} | unexpected {} | skipped slots {} | send failures {} | connection drops {}",
             self.lost,
             self.mismatches,
+            self.operator_actions,
             self.duplicates,
             self.unexpected,
             self.skipped_slots,
