@@ -4,15 +4,18 @@
 //! - [`redis`]: [`RedisServer`], a real `redis-server` on a free port.
 //! - [`mosquitto`]: [`Mosquitto`], a real `mosquitto` broker on a free port.
 //! - [`probe`]: [`MqttProbe`], an MQTT client that publishes and collects messages in tests.
+//! - [`sentinel`]: [`SentinelGroup`], a primary, a replica and three `redis-server --sentinel`.
 //!
 //! A missing binary is a test failure that names the package to install, never a silent skip.
 
 pub mod mosquitto;
 pub mod probe;
 pub mod redis;
+pub mod sentinel;
 pub mod server;
 
 pub use mosquitto::Mosquitto;
 pub use probe::MqttProbe;
 pub use redis::RedisServer;
+pub use sentinel::SentinelGroup;
 pub use server::free_port;

@@ -41,3 +41,17 @@ async fn mosquitto_round_trip() {
     let got = sub.expect_on("t/1", Duration::from_secs(5)).await;
     assert_eq!(got.json()["a"], 1);
 }
+
+#[test]
+fn sentinels_promote_the_replica_when_the_primary_dies() {
+    let mut group = tapgate_testkit::SentinelGroup::start();
+    assert_eq!(
+        group.sentinels[0].primary_port(),
+        Some(group.primary.port())
+    );
+    assert!(group.url().starts_with("redis+sentinel://127.0.0.1:"));
+    group.primary.stop();
+    group.wait_for_promotion(std::time::Duration::from_secs(30));
+    let role = tapgate_testkit::sentinel::redis_cli(group.replica.port(), &["ROLE"]);
+    assert!(role.starts_with("master"), "{role}");
+}
