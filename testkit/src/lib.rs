@@ -11,6 +11,7 @@ pub mod mosquitto;
 pub mod probe;
 pub mod redis;
 pub mod server;
+pub mod session;
 
 pub use mosquitto::Mosquitto;
 pub use probe::MqttProbe;
