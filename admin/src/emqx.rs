@@ -31,6 +31,11 @@ pub struct Emqx {
     topics: Topics,
 }
 
+/// The rule objects `device add` writes for a device, as the API takes them.
+pub fn device_rule_objects(topics: &Topics, kind: DeviceKind, id: &DeviceId) -> Vec<Value> {
+    emqx_rules(&policy::device_rules(topics, kind, id), false)
+}
+
 /// EMQX rule objects for `rules`. The bridge's subscriptions are also allowed behind `$share/`.
 fn emqx_rules(rules: &[Rule], shared: bool) -> Vec<Value> {
     let mut out = Vec::new();
@@ -122,7 +127,7 @@ impl Emqx {
         kind: DeviceKind,
         password: &str,
     ) -> Result<(), AdminError> {
-        let rules = emqx_rules(&policy::device_rules(&self.topics, kind, id), false);
+        let rules = device_rule_objects(&self.topics, kind, id);
         self.create(id.as_str(), password, rules).await
     }
 
