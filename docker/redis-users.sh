@@ -47,11 +47,13 @@ tmp="$out.tmp.$$"
 {
   echo "user default off resetkeys resetchannels -@all"
   echo "user tapgate-admin on #$(hash "$REDIS_PASSWORD") ~* &* +@all"
-  # Keys of protocol/src/keys.rs the bridge writes, and the block list it only reads.
+  # Keys of protocol/src/keys.rs the bridge uses. A card's blocked hash is only read, but it is
+  # a declared key of the bridge's script, and Redis asks write access for every key EVAL
+  # declares; the block index and the monitor's keys stay out of reach.
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
     "~tapgate:counters:* ~tapgate:events ~tapgate:card:*:pass ~tapgate:card:*:recent" \
     "~tapgate:sale:* ~tapgate:seen:* ~tapgate:device:* ~tapgate:devices" \
-    "%R~tapgate:card:*:blocked %R~tapgate:blocked" \
+    "~tapgate:card:*:blocked %R~tapgate:blocked" \
     "-@all +@read +@write +@scripting +@transaction +@connection $never"
   # Reads every tapgate key; writes the block list (a Lua script), its events and its sessions.
   echo "user tapgate-monitor on #$(hash "$REDIS_MONITOR_PASSWORD") resetkeys resetchannels" \
