@@ -49,8 +49,13 @@ pub async fn admin(broker: &Mosquitto) -> Broker {
 /// Starts mosquitto with the repository's policy and the plugin, and provisions the devices of
 /// [`DEVICES`], the bridge and the monitor through `tapgate-admin`.
 pub async fn broker() -> Mosquitto {
+    broker_with("").await
+}
+
+/// [`broker`] with extra configuration lines after the policy (e.g. a TLS listener).
+pub async fn broker_with(extra: &str) -> Mosquitto {
     let policy = repo::read("mosquitto/tapgate.conf").expect("mosquitto/tapgate.conf");
-    let broker = Mosquitto::with_dynsec(ADMIN_USER, ADMIN_PASSWORD, &policy);
+    let broker = Mosquitto::with_dynsec(ADMIN_USER, ADMIN_PASSWORD, &format!("{policy}\n{extra}"));
     let mut admin = admin(&broker).await;
     for (kind, id) in DEVICES {
         provision(&mut admin, kind, id).await;
