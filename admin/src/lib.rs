@@ -42,8 +42,8 @@ pub struct Login {
 /// The broker in use.
 #[derive(Debug)]
 pub enum Broker {
-    /// mosquitto with the dynamic-security plugin.
-    Mosquitto(dynsec::Dynsec),
+    /// mosquitto with the dynamic-security plugin (boxed: it holds the MQTT event loop).
+    Mosquitto(Box<dynsec::Dynsec>),
     /// EMQX 5.
     Emqx(emqx::Emqx),
 }
@@ -56,9 +56,9 @@ impl Broker {
             why: e.to_string(),
         })?;
         match settings.backend {
-            Backend::Mosquitto => Ok(Self::Mosquitto(
+            Backend::Mosquitto => Ok(Self::Mosquitto(Box::new(
                 dynsec::Dynsec::connect(settings, topics).await?,
-            )),
+            ))),
             Backend::Emqx => Ok(Self::Emqx(emqx::Emqx::new(settings, topics)?)),
         }
     }
@@ -136,7 +136,7 @@ impl Broker {
     /// Closes the connection to the broker, if there is one.
     pub async fn close(self) {
         if let Self::Mosquitto(b) = self {
-            b.close().await;
+            (*b).close().await;
         }
     }
 }
