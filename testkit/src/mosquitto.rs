@@ -96,13 +96,22 @@ impl Mosquitto {
         let dir = Self::prepare_dir();
         let file = dir.path().join("dynamic-security.json");
         let ctrl = find_binary("mosquitto_ctrl", "mosquitto-clients");
-        let out = Command::new(&ctrl)
+        // The password goes in on stdin, as an operator would type it.
+        let mut child = Command::new(&ctrl)
             .args(["dynsec", "init"])
             .arg(&file)
             .arg(admin_user)
-            .arg(admin_password)
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run mosquitto_ctrl");
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            write!(stdin, "{admin_password}\n{admin_password}\n")
+                .expect("password to mosquitto_ctrl");
+        }
+        let out = child.wait_with_output().expect("mosquitto_ctrl finishes");
         assert!(
             out.status.success() && file.is_file(),
             "mosquitto_ctrl dynsec init failed: {}{}",
