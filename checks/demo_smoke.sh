@@ -121,10 +121,13 @@ while IFS=$'\t' read -r service what name; do
     bridge) help="$("$BIN/tapgate-bridge" --help)" ;;
     monitor) help="$("$BIN/tapgate-monitor" serve --help)" ;;
     simulator) help="$("$BIN/tapgate-device" simulate --help)" ;;
+    # The provisioning job: tapgate-admin's settings, or docker/provision.sh's own.
+    provision) help="$("$BIN/tapgate-admin" --help; sed 's/\${\([A-Z_]*\)[:}].*/[env: \1]/' "$ROOT/docker/provision.sh")" ;;
     *) continue ;;
   esac
   case "$what" in
-    env) grep -q -- "\[env: $name[]=]" <<<"$help" || fail "compose gives $service $name, which its --help does not list" ;;
+    env) { grep -q -- "\[env: $name[]=]" <<<"$help" || grep -q -- "^  $name " <<<"$help"; } \
+      || fail "compose gives $service $name, which its --help does not list" ;;
     flag) grep -q -- "^ *$name " <<<"$help" || grep -q -- " $name " <<<"$help" || fail "compose gives $service $name, which its --help does not list" ;;
     subcommand) ;;
   esac

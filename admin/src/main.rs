@@ -14,7 +14,13 @@ use tapgate_protocol::{DeviceId, DeviceKind};
 /// Settings come from built-in defaults, then the TOML file given with --config, then TAPGATE_*
 /// environment variables, then these flags.
 #[derive(Debug, Parser)]
-#[command(name = "tapgate-admin", version)]
+#[command(
+    name = "tapgate-admin",
+    version,
+    after_help = "Secrets are read from the environment only, never from flags:\n  \
+                  TAPGATE_ADMIN_PASSWORD    mosquitto: the dynamic-security administrator's password\n  \
+                  TAPGATE_EMQX_API_SECRET   EMQX: the API key's secret"
+)]
 struct Cli {
     /// TOML settings file (keys as the long flags, with underscores).
     #[arg(long, env = "TAPGATE_ADMIN_CONFIG")]
