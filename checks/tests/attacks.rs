@@ -233,6 +233,36 @@ async fn a_device_subscribes_only_to_its_own_decisions() {
             stack.broker.log()
         );
     }
+    // Nor do the services reach beyond their job, or into $CONTROL and $SYS.
+    for user in [MONITOR_USER, OTHER_BRIDGE] {
+        let mut s = connect(&stack.broker, user, user).await;
+        for filter in [
+            "#".to_owned(),
+            "$SYS/#".to_owned(),
+            "$CONTROL/#".to_owned(),
+            "$CONTROL/dynamic-security/v1/response".to_owned(),
+            format!("{p}/#"),
+            format!("$share/x/{p}/#"),
+        ] {
+            assert_eq!(
+                s.subscribe(&filter).await,
+                Ok(false),
+                "{user} must not subscribe to {filter}"
+            );
+        }
+    }
+    let mut monitor = connect(&stack.broker, MONITOR_USER, MONITOR_USER).await;
+    for filter in [
+        stack.topics.decision(DeviceKind::Gate, &dev("g1")),
+        format!("{p}/+/+/tap"),
+        format!("{p}/+/+/button"),
+    ] {
+        assert_eq!(
+            monitor.subscribe(&filter).await,
+            Ok(false),
+            "the monitor must not read {filter}"
+        );
+    }
     // g1's decisions go to g1 only.
     stack.tap_decided(ONE_SECOND).await;
     let leaked = g2.messages_for(Duration::from_millis(200)).await;
