@@ -86,6 +86,18 @@ for name in redis mosquitto bridge monitor simulator; do
 done
 ok "the demo started redis, mosquitto, bridge, monitor and simulator"
 
+# Every simulated device has its own login, in a file only this user can read.
+[ "$(stat -c %a "$STATE/devices.toml")" = 600 ] || fail "devices.toml is not private (mode $(stat -c %a "$STATE/devices.toml"))"
+n="$(grep -c '^\[\[devices\]\]' "$STATE/devices.toml")"
+[ "$n" = 5 ] || fail "devices.toml lists $n devices, not 3 gates and 2 terminals"
+ok "the demo provisioned 5 devices with their own logins (devices.toml, mode 600)"
+# Redis has no default login: without a user, nothing is allowed.
+if command -v redis-cli >/dev/null; then
+  reply="$(redis-cli -p "$TAPGATE_DEMO_REDIS_PORT" get tapgate:events 2>&1 || true)"
+  case "$reply" in *NOAUTH*|*NOPERM*|*"Authentication required"*) ;; *) fail "Redis answered a client without a login: $reply" ;; esac
+  ok "Redis refuses a client without a login"
+fi
+
 deadline=$((SECONDS + 60))
 taps=0
 until [ "${taps%.*}" -gt 0 ] 2>/dev/null; do
@@ -109,10 +121,13 @@ while IFS=$'\t' read -r service what name; do
     bridge) help="$("$BIN/tapgate-bridge" --help)" ;;
     monitor) help="$("$BIN/tapgate-monitor" serve --help)" ;;
     simulator) help="$("$BIN/tapgate-device" simulate --help)" ;;
+    # The provisioning job: tapgate-admin's settings, or docker/provision.sh's own.
+    provision) help="$("$BIN/tapgate-admin" --help; sed 's/\${\([A-Z_]*\)[:}].*/[env: \1]/' "$ROOT/docker/provision.sh")" ;;
     *) continue ;;
   esac
   case "$what" in
-    env) grep -q -- "\[env: $name[]=]" <<<"$help" || fail "compose gives $service $name, which its --help does not list" ;;
+    env) { grep -q -- "\[env: $name[]=]" <<<"$help" || grep -q -- "^  $name " <<<"$help"; } \
+      || fail "compose gives $service $name, which its --help does not list" ;;
     flag) grep -q -- "^ *$name " <<<"$help" || grep -q -- " $name " <<<"$help" || fail "compose gives $service $name, which its --help does not list" ;;
     subcommand) ;;
   esac

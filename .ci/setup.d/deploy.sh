@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Setup for the deployment checks: curl for the demo smoke test, and Debian's prometheus package
 # for promtool and a real Prometheus that runs the dashboards' queries against the demo. Redis and
-# mosquitto (which ships mosquitto_passwd) are installed by .ci/run.
+# mosquitto (which ships mosquitto_ctrl and the dynamic-security plugin) are installed by .ci/run.
 set -euo pipefail
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
@@ -11,4 +11,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
 fi
-command -v mosquitto_passwd >/dev/null 2>&1 || { echo "mosquitto_passwd missing (apt-get install -y mosquitto)"; exit 1; }
+command -v mosquitto_ctrl >/dev/null 2>&1 || { echo "mosquitto_ctrl missing (apt-get install -y mosquitto)"; exit 1; }
+ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null | grep -q . \
+  || { echo "mosquitto's dynamic-security plugin is missing (apt-get install -y mosquitto)"; exit 1; }
+command -v openssl >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq openssl; }

@@ -1,24 +1,31 @@
 //! The broker access policy as a table of cases.
 //!
-//! Both brokers enforce the same policy: EMQX with `emqx/etc/acl.conf`, mosquitto with
-//! `mosquitto/acl`. [`cases`] lists what each kind of client may and may not do; the tests
-//! evaluate the table against EMQX's rules ([`crate::emqx::Acl`]) and run it against a real
-//! mosquitto with the real ACL file. Topics come from [`Topics`], never written by hand.
+//! Both brokers enforce the same policy: every device has its own login (username = client id =
+//! device id) whose rules `tapgate-admin` writes (mosquitto: the dynamic-security plugin; EMQX:
+//! the built-in authorization database), and the service logins have fixed rules. [`cases`] lists
+//! what each kind of client may and may not do; the tests evaluate the table against EMQX's rules
+//! ([`crate::emqx::Authz`]) and run it against a real mosquitto provisioned by `tapgate-admin`.
+//! Topics come from [`Topics`], never written by hand.
 
 use tapgate_protocol::{DeviceId, DeviceKind, EventKind, PassType, Topics};
 
 use crate::emqx::Action;
 
-/// Broker user of the devices (every device, identified by its client id = device id).
-pub const DEVICE_USER: &str = "device";
-/// Broker user of the bridge.
-pub const BRIDGE_USER: &str = "bridge";
-/// Broker user of the monitor.
-pub const MONITOR_USER: &str = "monitor";
-/// Client id of the bridge in these cases.
-pub const BRIDGE_CLIENT: &str = "tapgate-bridge";
-/// Client id of the monitor in these cases.
-pub const MONITOR_CLIENT: &str = "tapgate-monitor";
+/// Devices of the cases: (kind, id). A device's username and client id are its id.
+pub const DEVICES: [(DeviceKind, &str); 4] = [
+    (DeviceKind::Gate, "g1"),
+    (DeviceKind::Gate, "g2"),
+    (DeviceKind::Terminal, "t1"),
+    (DeviceKind::Terminal, "t2"),
+];
+/// Broker user of the bridge (its client id is the same).
+pub const BRIDGE_USER: &str = "tapgate-bridge";
+/// Broker user of the monitor (its client id is the same).
+pub const MONITOR_USER: &str = "tapgate-monitor";
+/// Client id of the bridge: its username.
+pub const BRIDGE_CLIENT: &str = BRIDGE_USER;
+/// Client id of the monitor: its username.
+pub const MONITOR_CLIENT: &str = MONITOR_USER;
 /// The bridge's shared subscription group in compose.
 pub const SHARED_GROUP: &str = "tapgate-bridge";
 
@@ -65,73 +72,61 @@ pub fn cases(topics: &Topics) -> Vec<Case> {
         });
     };
     // Devices publish only on their own topics.
-    publish(DEVICE_USER, "g1", topics.tap(Gate, &g1), true, "own tap");
+    publish("g1", "g1", topics.tap(Gate, &g1), true, "own tap");
+    publish("g1", "g1", topics.status(Gate, &g1), true, "own status");
     publish(
-        DEVICE_USER,
         "g1",
-        topics.status(Gate, &g1),
-        true,
-        "own status",
-    );
-    publish(
-        DEVICE_USER,
         "g1",
         topics.heartbeat(Gate, &g1),
         true,
         "own heartbeat",
     );
+    publish("t1", "t1", topics.tap(Terminal, &t1), true, "own tap");
+    publish("t1", "t1", topics.button(&t1), true, "own button");
     publish(
-        DEVICE_USER,
-        "t1",
-        topics.tap(Terminal, &t1),
-        true,
-        "own tap",
-    );
-    publish(DEVICE_USER, "t1", topics.button(&t1), true, "own button");
-    publish(
-        DEVICE_USER,
+        "g1",
         "g1",
         topics.tap(Gate, &g2),
         false,
         "another gate's tap",
     );
     publish(
-        DEVICE_USER,
+        "g1",
         "g1",
         topics.status(Gate, &g2),
         false,
         "another gate's status",
     );
     publish(
-        DEVICE_USER,
+        "t1",
         "t1",
         topics.button(&t2),
         false,
         "another terminal's button",
     );
     publish(
-        DEVICE_USER,
+        "g1",
         "g1",
         topics.tap(Terminal, &t1),
         false,
         "a terminal's tap",
     );
     publish(
-        DEVICE_USER,
+        "g1",
         "g1",
         topics.decision(Gate, &g1),
         false,
         "its own decision",
     );
     publish(
-        DEVICE_USER,
+        "g1",
         "g1",
         topics.decision(Gate, &g2),
         false,
         "another's decision",
     );
-    publish(DEVICE_USER, "g1", used.clone(), false, "an event");
-    publish(DEVICE_USER, "t1", rejected.clone(), false, "an event");
+    publish("g1", "g1", used.clone(), false, "an event");
+    publish("t1", "t1", rejected.clone(), false, "an event");
     // The bridge answers and publishes events, and cannot pose as a device.
     publish(
         BRIDGE_USER,
@@ -197,14 +192,14 @@ pub fn cases(topics: &Topics) -> Vec<Case> {
         });
     };
     let d = topics.decision(Gate, &g1);
-    subscribe(DEVICE_USER, "g1", d.clone(), d, true, "own decision");
+    subscribe("g1", "g1", d.clone(), d, true, "own decision");
     let d = topics.decision(Terminal, &t1);
-    subscribe(DEVICE_USER, "t1", d.clone(), d, true, "own decision");
+    subscribe("t1", "t1", d.clone(), d, true, "own decision");
     let d = topics.decision(Gate, &g2);
-    subscribe(DEVICE_USER, "g1", d.clone(), d, false, "another's decision");
+    subscribe("g1", "g1", d.clone(), d, false, "another's decision");
     let wildcard = format!("{}/+/+/{}", topics.prefix(), "decision");
     subscribe(
-        DEVICE_USER,
+        "t1",
         "t1",
         wildcard,
         topics.decision(Terminal, &t2),
@@ -212,7 +207,7 @@ pub fn cases(topics: &Topics) -> Vec<Case> {
         "every decision",
     );
     subscribe(
-        DEVICE_USER,
+        "g1",
         "g1",
         topics.events_filter(),
         rejected.clone(),
@@ -220,7 +215,7 @@ pub fn cases(topics: &Topics) -> Vec<Case> {
         "events",
     );
     subscribe(
-        DEVICE_USER,
+        "g1",
         "g1",
         topics.tap(Gate, &g2),
         topics.tap(Gate, &g2),

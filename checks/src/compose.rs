@@ -200,6 +200,9 @@ pub fn check(rel: &str, env_rel: &str) -> Result<Vec<Finding>, CheckError> {
                         finding(format!("service {name}: mounted {path} does not exist"));
                     }
                 }
+            } else if source.starts_with('$') {
+                // A folder the operator chooses (e.g. TLS certificates): it lives outside the
+                // repository, so only the variable is checked (listed in .env.example, above).
             } else if !declared_volumes.contains(source) {
                 finding(format!(
                     "service {name}: volume {source} is not declared under volumes:"

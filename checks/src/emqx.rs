@@ -89,8 +89,29 @@ pub fn check_broker(file: &str, conf: &Hocon) -> Vec<Finding> {
         "authorization.sources must hold the file source /opt/emqx/etc/acl.conf",
     );
     need(
-        sources.len() == 1,
-        "authorization.sources must hold only the file source",
+        sources.len() == 2 && string(&sources[0], "type") == Some("built_in_database"),
+        "authorization.sources must be the built-in database (per-device rules of tapgate-admin) \
+         then the file",
+    );
+    need(
+        string(conf, "mqtt.max_packet_size") == Some("8KB"),
+        "mqtt.max_packet_size must be 8KB (below the bridge's 64 KiB)",
+    );
+    need(
+        boolean(conf, "mqtt.retain_available") == Some(false),
+        "mqtt.retain_available must be false (no retained taps)",
+    );
+    need(
+        boolean(conf, "mqtt.use_username_as_clientid") == Some(true),
+        "mqtt.use_username_as_clientid must be true (a device's client id is its login)",
+    );
+    need(
+        string(conf, "listeners.ssl.default.bind") == Some("0.0.0.0:8883"),
+        "listeners.ssl.default.bind must be 0.0.0.0:8883 (devices use TLS)",
+    );
+    need(
+        string(conf, "api_key.bootstrap_file").is_some(),
+        "api_key.bootstrap_file must be set (tapgate-admin provisions devices over the API)",
     );
     let authn = array(conf, "authentication");
     need(
@@ -228,6 +249,7 @@ enum Who {
     Username(String),
     UsernameRe(String),
     ClientId(String),
+    ClientIdRe(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +283,12 @@ fn who(term: &Term) -> Option<Who> {
             }
             [Term::Atom(k), Term::Str(v)] if k == "clientid" || k == "client" => {
                 Some(Who::ClientId(v.clone()))
+            }
+            [Term::Atom(k), Term::Tuple(re)] if k == "clientid" || k == "client" => {
+                match re.as_slice() {
+                    [Term::Atom(r), Term::Str(v)] if r == "re" => Some(Who::ClientIdRe(v.clone())),
+                    _ => None,
+                }
             }
             _ => None,
         },
@@ -357,6 +385,7 @@ impl Acl {
                 Who::Username(u) => u == username,
                 Who::UsernameRe(re) => simple_re(re, username),
                 Who::ClientId(c) => c == clientid,
+                Who::ClientIdRe(re) => simple_re(re, clientid),
             };
             let act = match action {
                 Action::Publish => rule.publish,
@@ -380,8 +409,23 @@ impl Acl {
     }
 }
 
-/// The only regular expression shape acl.conf uses: `^prefix(-.+)?$`.
+/// The regular expression shapes acl.conf uses: `^prefix(-.+)?$`, `^name$`, and a character
+/// class `[...]` of literal characters (matches when the text holds any of them). Any other
+/// shape matches nothing, so a rule this evaluator cannot read never allows anything here.
 fn simple_re(re: &str, s: &str) -> bool {
+    if let Some(class) = re.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return !class.is_empty()
+            && !class.contains(['^', '-', '\\', '['])
+            && s.chars().any(|c| class.contains(c));
+    }
+    if let Some(name) = re.strip_prefix('^').and_then(|r| r.strip_suffix('$')) {
+        if name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return s == name;
+        }
+    }
     match re.strip_prefix('^').and_then(|r| r.strip_suffix("(-.+)?$")) {
         Some(prefix) => {
             s == prefix
@@ -425,6 +469,19 @@ mod tests {
     }
 
     #[test]
+    fn regex_classes_and_names() {
+        assert!(simple_re("[+#]", "+"));
+        assert!(simple_re("[+#]", "a#b"));
+        assert!(!simple_re("[+#]", "g1"));
+        assert!(simple_re("^tapgate-monitor$", "tapgate-monitor"));
+        assert!(!simple_re("^tapgate-monitor$", "tapgate-monitor-2"));
+        assert!(
+            !simple_re("[a-z]", "b"),
+            "ranges are not read, so they match nothing"
+        );
+    }
+
+    #[test]
     fn regex_shape() {
         assert!(simple_re("^device(-.+)?$", "device"));
         assert!(simple_re("^device(-.+)?$", "device-g1"));
@@ -451,4 +508,45 @@ mod tests {
         assert!(Acl::parse("acl.conf", "{allow, all, publish, []}.").is_err());
         assert!(Acl::parse("acl.conf", "{maybe, all}.").is_err());
     }
+}
+
+/// One rule of EMQX's built-in authorization database, as `tapgate-admin` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DbRule {
+    /// Topic or filter (no placeholders are substituted in this source).
+    pub topic: String,
+    /// `allow` or `deny`.
+    pub permission: String,
+    /// `publish`, `subscribe` or `all`.
+    pub action: String,
+}
+
+/// EMQX's authorization chain as emqx/etc/emqx.conf sets it up: the built-in database's rules of
+/// the username, then the file rules, then `no_match = deny`; with `use_username_as_clientid`,
+/// the client id the rules see is the username whatever the client sent.
+pub fn authorize(
+    db: &[DbRule],
+    acl: &Acl,
+    use_username_as_clientid: bool,
+    username: &str,
+    clientid: &str,
+    action: Action,
+    topic: &str,
+) -> bool {
+    let clientid = if use_username_as_clientid {
+        username
+    } else {
+        clientid
+    };
+    for r in db {
+        let act = match action {
+            Action::Publish => r.action == "publish" || r.action == "all",
+            Action::Subscribe => r.action == "subscribe" || r.action == "all",
+        };
+        if act && filter_matches(&r.topic, topic) {
+            return r.permission == "allow";
+        }
+    }
+    acl.check(username, clientid, action, topic)
+        .unwrap_or(false)
 }

@@ -1,7 +1,7 @@
 //! The real bridge behind the real mosquitto policy, and what it exposes to the dashboards.
 //!
 //! One rider buys a ten-trip pass at a terminal and enters at a gate, every message going
-//! through mosquitto with the repository's ACL and the bridge logged in as `bridge`. Then:
+//! through mosquitto with the repository's policy and the bridge logged in with its own login. Then:
 //! the bridge's `/metrics` is scraped for real and parsed strictly, every metric the Grafana
 //! dashboards query must be in it, and every Redis key the bridge wrote must be a documented
 //! key (so the documented list the dashboard check relies on is complete).
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tapgate_bridge::BridgeConfig;
-use tapgate_checks::access::{self, BRIDGE_USER, DEVICE_USER, MONITOR_CLIENT, MONITOR_USER};
+use tapgate_checks::access::{self, BRIDGE_USER, MONITOR_CLIENT, MONITOR_USER};
 use tapgate_checks::grafana;
 use tapgate_checks::keys;
 use tapgate_checks::promtext::{self, Kind};
@@ -68,7 +68,7 @@ async fn scrape(addr: SocketAddr) -> String {
 #[tokio::test]
 async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
     let redis = RedisServer::start();
-    let broker = support::broker();
+    let broker = support::broker().await;
     let topics = Topics::default();
     let config = BridgeConfig {
         redis: redis.url(),
@@ -90,11 +90,11 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
     monitor.subscribe(&topics.events_filter()).await;
     let t1 = DeviceId::new("t1").expect("id");
     let g1 = DeviceId::new("g1").expect("id");
-    let mut terminal: MqttProbe = support::client(broker.port(), DEVICE_USER, "t1").await;
+    let mut terminal: MqttProbe = support::client(broker.port(), "t1", "t1").await;
     terminal
         .subscribe(&topics.decision(DeviceKind::Terminal, &t1))
         .await;
-    let mut gate = support::client(broker.port(), DEVICE_USER, "g1").await;
+    let mut gate = support::client(broker.port(), "g1", "g1").await;
     gate.subscribe(&topics.decision(DeviceKind::Gate, &g1))
         .await;
 
@@ -158,7 +158,7 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
         (DeviceKind::Terminal, &t1, &terminal),
     ] {
         probe
-            .publish_retained(&topics.status(kind, id), tapgate_protocol::status::ONLINE)
+            .publish(&topics.status(kind, id), tapgate_protocol::status::ONLINE)
             .await;
         let hb = tapgate_protocol::status::Heartbeat { uptime_s: 42 };
         probe

@@ -65,10 +65,14 @@ fn compose_check_refuses_broken_references() {
 fn env_example_has_no_real_secrets() {
     let vars = envfile::load(".env.example").expect(".env.example");
     for (name, value) in &vars {
-        if name.contains("PASSWORD") || name.contains("COOKIE") {
+        if ["PASSWORD", "COOKIE", "SECRET", "API_KEY", "TOKEN"]
+            .iter()
+            .any(|s| name.contains(s))
+        {
             assert!(
-                value.contains("change-me") || value.contains("REPLACEME"),
-                "{name} in .env.example must be an obvious placeholder, not {value:?}"
+                value.starts_with("change-me"),
+                "{name} in .env.example must be a placeholder starting with change-me (which the \
+                 services refuse), not {value:?}"
             );
         }
     }
@@ -132,6 +136,19 @@ fn emqx_checks_refuse_broken_config() {
     }
 }
 
+/// The built-in database rules `tapgate-admin device add` writes for each device of the cases.
+fn db_rules(topics: &Topics, username: &str) -> Vec<emqx::DbRule> {
+    access::DEVICES
+        .iter()
+        .filter(|(_, id)| *id == username)
+        .flat_map(|(kind, id)| {
+            let dev = tapgate_protocol::DeviceId::new(*id).expect("id");
+            tapgate_admin::emqx::device_rule_objects(topics, *kind, &dev)
+        })
+        .map(|v| serde_json::from_value(v).expect("rule object"))
+        .collect()
+}
+
 #[test]
 fn emqx_acl_enforces_the_same_policy_as_mosquitto() {
     let text = repo::read("emqx/etc/acl.conf").expect("acl.conf");
@@ -140,9 +157,21 @@ fn emqx_acl_enforces_the_same_policy_as_mosquitto() {
         !acl.has_allow_all(),
         "acl.conf must not end in {{allow, all}}"
     );
+    let rules_only = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('%'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !rules_only.contains("${clientid}"),
+        "acl.conf must key on ${{username}}, never on the client id"
+    );
+    let conf = emqx::load_hocon("emqx/etc/emqx.conf").expect("emqx.conf");
+    let findings = emqx::check_broker("emqx/etc/emqx.conf", &conf.root);
+    assert!(findings.is_empty(), "{}", report(&findings));
     let topics = Topics::default();
     let mut cases = access::cases(&topics);
-    // The bridge subscribes through its shared group in compose.
+    // The bridges subscribe through a shared group in compose.
     for f in access::shared_bridge_filters(&topics) {
         cases.push(access::Case {
             username: access::BRIDGE_USER,
@@ -154,29 +183,90 @@ fn emqx_acl_enforces_the_same_policy_as_mosquitto() {
             why: "shared subscription",
         });
     }
-    let wrong: Vec<String> = cases
-        .iter()
-        .filter(|c| {
-            // no_match = deny: no rule means refused.
-            acl.check(c.username, &c.clientid, c.action, &c.topic)
-                .unwrap_or(false)
-                != c.allowed
-        })
-        .map(|c| {
-            format!(
-                "  - {} as {} {:?} {}: expected allowed={} ({})",
-                c.clientid, c.username, c.action, c.topic, c.allowed, c.why
-            )
-        })
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "emqx/etc/acl.conf disagrees with the policy:\n{}",
-        wrong.join("\n")
-    );
-    // An unknown user is refused everything.
+    // Client ids an attacker picks: wildcards, another device's id, control characters.
+    let g1_decisions = format!("{}/gate/+/decision", topics.prefix());
+    for clientid in ["+", "#", "g2", "g1\u{1b}", "+/#"] {
+        for (action, topic, why) in [
+            (
+                Action::Subscribe,
+                g1_decisions.clone(),
+                "every gate's decisions",
+            ),
+            (Action::Subscribe, "#".to_owned(), "everything"),
+            (
+                Action::Subscribe,
+                format!("{}/gate/g2/decision", topics.prefix()),
+                "g2's decisions",
+            ),
+            (
+                Action::Publish,
+                format!("{}/gate/g2/tap", topics.prefix()),
+                "g2's taps",
+            ),
+        ] {
+            cases.push(access::Case {
+                username: "g1",
+                clientid: clientid.to_owned(),
+                action,
+                probe_topic: topic.clone(),
+                topic,
+                allowed: false,
+                why,
+            });
+        }
+    }
+    // Evaluate with use_username_as_clientid (as configured) and without it: the rules must not
+    // depend on the client id either way.
+    for use_username in [true, false] {
+        let wrong: Vec<String> = cases
+            .iter()
+            .filter(|c| {
+                emqx::authorize(
+                    &db_rules(&topics, c.username),
+                    &acl,
+                    use_username,
+                    c.username,
+                    &c.clientid,
+                    c.action,
+                    &c.topic,
+                ) != c.allowed
+            })
+            .map(|c| {
+                format!(
+                    "  - {:?} as {} {:?} {}: expected allowed={} ({})",
+                    c.clientid, c.username, c.action, c.topic, c.allowed, c.why
+                )
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "EMQX's rules (use_username_as_clientid={use_username}) disagree with the policy:\n{}",
+            wrong.join("\n")
+        );
+    }
+    // An unknown user, or a device's id used as a username with no database rules, gets nothing.
+    for user in ["intruder", "g9", "device"] {
+        assert!(!emqx::authorize(
+            &[],
+            &acl,
+            true,
+            user,
+            user,
+            Action::Publish,
+            &topics.tap(
+                tapgate_protocol::DeviceKind::Gate,
+                &tapgate_protocol::DeviceId::new("g9").expect("id")
+            ),
+        ));
+    }
+    // The guards: a wildcard client id gets nothing from the file rules, even a service's.
     assert_eq!(
-        acl.check("intruder", "g1", Action::Publish, &topics.events_filter()),
+        acl.check(
+            access::MONITOR_USER,
+            "+",
+            Action::Subscribe,
+            &topics.events_filter()
+        ),
         Some(false)
     );
 }

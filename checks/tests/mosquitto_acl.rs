@@ -1,4 +1,5 @@
-//! The mosquitto policy (mosquitto/tapgate.conf, mosquitto/acl), run for real.
+//! The mosquitto policy (mosquitto/tapgate.conf and the logins `tapgate-admin` makes in the
+//! dynamic-security plugin), run for real.
 //!
 //! Every case of `tapgate_checks::access::cases` is tried against a real mosquitto: each
 //! client subscribes only to what it may read, publishes what the case says, and the test
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, Packet};
 use tapgate_checks::access::{
-    self, Case, BRIDGE_CLIENT, BRIDGE_USER, DEVICE_USER, MONITOR_CLIENT, MONITOR_USER,
+    self, Case, BRIDGE_CLIENT, BRIDGE_USER, MONITOR_CLIENT, MONITOR_USER,
 };
 use tapgate_checks::emqx::Action;
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
@@ -21,14 +22,14 @@ use tapgate_testkit::MqttProbe;
 /// Who may write a topic under the policy: the device it names, or the bridge.
 fn writer_for(topics: &Topics, topic: &str) -> (&'static str, String) {
     match topics.parse(topic) {
-        Ok(inbound) => (DEVICE_USER, inbound.device.to_string()),
+        Ok(inbound) => ("device", inbound.device.to_string()),
         Err(_) => (BRIDGE_USER, BRIDGE_CLIENT.to_owned()),
     }
 }
 
 #[tokio::test]
 async fn policy_table_holds_on_a_real_mosquitto() {
-    let broker = support::broker();
+    let broker = support::broker().await;
     let port = broker.port();
     let topics = Topics::default();
     let cases = access::cases(&topics);
@@ -49,7 +50,7 @@ async fn policy_table_holds_on_a_real_mosquitto() {
         (DeviceKind::Terminal, "t1"),
         (DeviceKind::Terminal, "t2"),
     ] {
-        let device = support::client(port, DEVICE_USER, id).await;
+        let device = support::client(port, id, id).await;
         let dev = DeviceId::new(id).expect("id");
         device.subscribe(&topics.decision(kind, &dev)).await;
         clients.insert(id.to_owned(), device);
@@ -134,16 +135,27 @@ fn describe(case: &Case, got: &[&(String, String, String)]) -> String {
 
 #[tokio::test]
 async fn bridges_share_device_messages_through_a_shared_group() {
-    let broker = support::broker();
+    let broker = support::broker().await;
     let port = broker.port();
     let topics = Topics::default();
-    let mut a = support::client(port, BRIDGE_USER, "tapgate-bridge-a").await;
-    let mut b = support::client(port, BRIDGE_USER, "tapgate-bridge-b").await;
+    // A second bridge has a login of its own: a client id is bound to one login.
+    let mut admin = support::admin(&broker).await;
+    admin
+        .add_service(
+            "tapgate-bridge-2",
+            tapgate_admin::ServiceRole::Bridge,
+            &support::password("tapgate-bridge-2"),
+        )
+        .await
+        .expect("second bridge login");
+    admin.close().await;
+    let mut a = support::client(port, BRIDGE_USER, BRIDGE_CLIENT).await;
+    let mut b = support::client(port, "tapgate-bridge-2", "tapgate-bridge-2").await;
     for f in access::shared_bridge_filters(&topics) {
         a.subscribe(&f).await;
         b.subscribe(&f).await;
     }
-    let g1 = support::client(port, DEVICE_USER, "g1").await;
+    let g1 = support::client(port, "g1", "g1").await;
     let dev = DeviceId::new("g1").expect("id");
     let n = 20;
     for i in 0..n {
@@ -209,21 +221,21 @@ async fn try_connect(opts: rumqttc::MqttOptions) -> Result<(), String> {
 
 #[tokio::test]
 async fn only_known_users_with_their_password_connect() {
-    let broker = support::broker();
+    let broker = support::broker().await;
     let port = broker.port();
     let anonymous = rumqttc::MqttOptions::new("g1", "127.0.0.1", port);
     assert!(
         try_connect(anonymous).await.is_err(),
         "anonymous login refused"
     );
-    let mut wrong = support::options(port, DEVICE_USER, "g1");
-    wrong.set_credentials(DEVICE_USER, "not-the-password");
+    let mut wrong = support::options(port, "g1", "g1");
+    wrong.set_credentials("g1", "not-the-password");
     assert!(try_connect(wrong).await.is_err(), "wrong password refused");
-    let mut unknown = support::options(port, DEVICE_USER, "g1");
+    let mut unknown = support::options(port, "g1", "g1");
     unknown.set_credentials("intruder", support::password("intruder"));
     assert!(try_connect(unknown).await.is_err(), "unknown user refused");
     for (user, id) in [
-        (DEVICE_USER, "g1"),
+        ("g1", "g1"),
         (BRIDGE_USER, BRIDGE_CLIENT),
         (MONITOR_USER, MONITOR_CLIENT),
     ] {

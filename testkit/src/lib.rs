@@ -13,6 +13,7 @@ pub mod probe;
 pub mod redis;
 pub mod sentinel;
 pub mod server;
+pub mod session;
 
 pub use mosquitto::Mosquitto;
 pub use probe::MqttProbe;

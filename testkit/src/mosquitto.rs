@@ -88,6 +88,45 @@ impl Mosquitto {
         self.process = Some(Process::spawn("mosquitto", cmd, &log, self.port));
     }
 
+    /// Starts a broker with mosquitto's dynamic-security plugin, initialised with one
+    /// administrator `admin_user` / `admin_password` (`mosquitto_ctrl dynsec init`), and extra
+    /// configuration lines (e.g. the repository's policy). The plugin's file is
+    /// `dir()/dynamic-security.json`.
+    pub fn with_dynsec(admin_user: &str, admin_password: &str, extra: &str) -> Self {
+        let dir = Self::prepare_dir();
+        let file = dir.path().join("dynamic-security.json");
+        let ctrl = find_binary("mosquitto_ctrl", "mosquitto-clients");
+        // The password goes in on stdin, as an operator would type it.
+        let mut child = Command::new(&ctrl)
+            .args(["dynsec", "init"])
+            .arg(&file)
+            .arg(admin_user)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run mosquitto_ctrl");
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            write!(stdin, "{admin_password}\n{admin_password}\n")
+                .expect("password to mosquitto_ctrl");
+        }
+        let out = child.wait_with_output().expect("mosquitto_ctrl finishes");
+        assert!(
+            out.status.success() && file.is_file(),
+            "mosquitto_ctrl dynsec init failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plugin = dynsec_plugin();
+        let extra = format!(
+            "{extra}\nplugin {}\nplugin_opt_config_file {}\n",
+            plugin.display(),
+            file.display()
+        );
+        Self::with_dir_and_config(dir, &extra)
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
@@ -123,4 +162,27 @@ impl Mosquitto {
             .map(Process::log_text)
             .unwrap_or_else(|| "(mosquitto not running)".into())
     }
+}
+
+/// Where the dynamic-security plugin is installed (Debian/Ubuntu's `mosquitto` package, or the
+/// path in `TAPGATE_DYNSEC_PLUGIN`). Panics, naming the package, when it is missing.
+pub fn dynsec_plugin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TAPGATE_DYNSEC_PLUGIN") {
+        return PathBuf::from(p);
+    }
+    [
+        "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so",
+        "/usr/local/lib/mosquitto_dynamic_security.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| {
+        panic!(
+            "mosquitto's dynamic-security plugin is not installed; it ships with mosquitto \
+             (apt-get install -y mosquitto), or set TAPGATE_DYNSEC_PLUGIN"
+        )
+    })
 }

@@ -1,64 +1,85 @@
 //! Shared helpers of the checks' integration tests: a real mosquitto configured exactly like the
-//! native demo (mosquitto/tapgate.conf and mosquitto/acl), with a password file made by
-//! `mosquitto_passwd`.
+//! native demo (mosquitto/tapgate.conf and the dynamic-security plugin), with its logins made by
+//! `tapgate-admin`: devices g1, g2 (gates), t1, t2 (terminals), the bridge and the monitor.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use rumqttc::MqttOptions;
-use tapgate_checks::access::{BRIDGE_USER, DEVICE_USER, MONITOR_USER};
+use tapgate_admin::{Broker, ServiceRole, Settings};
+use tapgate_checks::access::{BRIDGE_USER, DEVICES, MONITOR_USER};
 use tapgate_checks::repo;
+use tapgate_protocol::{DeviceId, DeviceKind};
 use tapgate_testkit::{Mosquitto, MqttProbe};
+
+/// The dynamic-security administrator of the test broker.
+pub const ADMIN_USER: &str = "admin";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "admin-pw-for-tests-7c1e";
 
 /// The password of `user` in the test broker.
 pub fn password(user: &str) -> String {
-    format!("pw-{user}-3f9a")
+    format!("pw-{user}-3f9a-for-tests")
 }
 
-fn find(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
+/// Settings of `tapgate-admin` for `broker`.
+pub fn admin_settings(broker: &Mosquitto) -> Settings {
+    Settings {
+        mqtt: broker.url(),
+        admin_username: ADMIN_USER.into(),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        timeout: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
+/// `tapgate-admin`'s connection to `broker`.
+pub async fn admin(broker: &Mosquitto) -> Broker {
+    Broker::connect(&admin_settings(broker))
+        .await
+        .unwrap_or_else(|e| {
             panic!(
-                "`{name}` is not installed; it ships with mosquitto: apt-get install -y mosquitto"
+                "tapgate-admin cannot reach the broker: {e}\n{}",
+                broker.log()
             )
         })
 }
 
-/// Starts mosquitto with the repository's policy and ACL, and users device, bridge and monitor.
-pub fn broker() -> Mosquitto {
-    let dir = Mosquitto::prepare_dir();
-    let passwd = dir.path().join("passwd");
-    let tool = find("mosquitto_passwd");
-    for (i, user) in [DEVICE_USER, BRIDGE_USER, MONITOR_USER].iter().enumerate() {
-        let mut cmd = Command::new(&tool);
-        cmd.arg("-b");
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let status = cmd
-            .arg(&passwd)
-            .arg(user)
-            .arg(password(user))
-            .status()
-            .expect("run mosquitto_passwd");
-        assert!(status.success(), "mosquitto_passwd failed for {user}");
-    }
+/// Starts mosquitto with the repository's policy and the plugin, and provisions the devices of
+/// [`DEVICES`], the bridge and the monitor through `tapgate-admin`.
+pub async fn broker() -> Mosquitto {
+    broker_with("").await
+}
+
+/// [`broker`] with extra configuration lines after the policy (e.g. a TLS listener).
+pub async fn broker_with(extra: &str) -> Mosquitto {
     let policy = repo::read("mosquitto/tapgate.conf").expect("mosquitto/tapgate.conf");
-    // The testkit already writes persistence, logging and the listener; keep the policy lines
-    // that do not repeat its path settings.
-    let extra = format!(
-        "{policy}\npassword_file {}\nacl_file {}\n",
-        passwd.display(),
-        repo::root().join("mosquitto/acl").display()
-    );
-    Mosquitto::with_dir_and_config(dir, &extra)
+    let broker = Mosquitto::with_dynsec(ADMIN_USER, ADMIN_PASSWORD, &format!("{policy}\n{extra}"));
+    let mut admin = admin(&broker).await;
+    for (kind, id) in DEVICES {
+        provision(&mut admin, kind, id).await;
+    }
+    for (name, role) in [
+        (BRIDGE_USER, ServiceRole::Bridge),
+        (MONITOR_USER, ServiceRole::Monitor),
+    ] {
+        admin
+            .add_service(name, role, &password(name))
+            .await
+            .unwrap_or_else(|e| panic!("service add {name}: {e}"));
+    }
+    admin.close().await;
+    broker
+}
+
+/// Adds one device with its test password.
+pub async fn provision(admin: &mut Broker, kind: DeviceKind, id: &str) {
+    let dev = DeviceId::new(id).expect("device id");
+    admin
+        .add_device(&dev, kind, &password(id))
+        .await
+        .unwrap_or_else(|e| panic!("device add {id}: {e}"));
 }
 
 /// Options for `client_id` logged in as `user` with its password.

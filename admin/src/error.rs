@@ -1,0 +1,90 @@
+//! The one error type of the library.
+
+use crate::policy::LoginKind;
+
+/// Why a provisioning step failed. Each variant says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A setting is missing or unusable.
+    #[error("setting {field}: {why}")]
+    Settings {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// The settings could not be read.
+    #[error("reading settings: {0}")]
+    Config(#[from] config::ConfigError),
+    /// The device id breaks the protocol's rule.
+    #[error("bad device id: {0}")]
+    DeviceId(#[from] tapgate_protocol::IdError),
+    /// A service login name is unusable.
+    #[error("bad service name {name:?}: {why}")]
+    ServiceName {
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A password given on the command line is unusable.
+    #[error("bad password: {0}")]
+    Password(&'static str),
+    /// The system could not supply random bytes.
+    #[error("no randomness for a password: {0}")]
+    Random(String),
+    /// No such login.
+    #[error("no login {username:?} in the broker")]
+    NotFound {
+        /// The username asked for.
+        username: String,
+    },
+    /// The login exists but is of another kind.
+    #[error("{username:?} is a {is} login, not a {expected}")]
+    WrongKind {
+        /// The username.
+        username: String,
+        /// What it is.
+        is: LoginKind,
+        /// What the command was for.
+        expected: &'static str,
+    },
+    /// The login already exists.
+    #[error("{username:?} already exists in the broker; remove it first to change it")]
+    Exists {
+        /// The username.
+        username: String,
+    },
+    /// The broker could not be reached or the connection broke.
+    #[error("broker at {address}: {why}")]
+    Connect {
+        /// Where.
+        address: String,
+        /// What happened.
+        why: String,
+    },
+    /// The broker did not answer in time.
+    #[error("the broker did not answer {what} within {secs} s")]
+    Timeout {
+        /// The request.
+        what: String,
+        /// The timeout in seconds.
+        secs: u64,
+    },
+    /// The broker refused a command; its own message is kept.
+    #[error("the broker refused {command}: {message}")]
+    Refused {
+        /// The command or request.
+        command: String,
+        /// The broker's message.
+        message: String,
+    },
+    /// The broker answered something this tool cannot read.
+    #[error("unexpected answer to {command}: {why}")]
+    Protocol {
+        /// The command or request.
+        command: String,
+        /// What was wrong with the answer.
+        why: String,
+    },
+}

@@ -1,0 +1,238 @@
+//! `tapgate-admin`: parses flags and settings, runs one provisioning command, prints its result.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tapgate_admin::output::{self, Format};
+use tapgate_admin::{secret, Backend, Broker, Expect, ServiceRole, Settings};
+use tapgate_protocol::{DeviceId, DeviceKind};
+
+/// Creates, lists and revokes tapgate's broker logins: one per device, bound to its id and kind,
+/// and one per bridge or monitor.
+///
+/// Settings come from built-in defaults, then the TOML file given with --config, then TAPGATE_*
+/// environment variables, then these flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tapgate-admin",
+    version,
+    after_help = "Secrets are read from the environment only, never from flags:\n  \
+                  TAPGATE_ADMIN_PASSWORD    mosquitto: the dynamic-security administrator's password\n  \
+                  TAPGATE_EMQX_API_SECRET   EMQX: the API key's secret"
+)]
+struct Cli {
+    /// TOML settings file (keys as the long flags, with underscores).
+    #[arg(long, env = "TAPGATE_ADMIN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Which broker holds the logins [default: mosquitto].
+    #[arg(long, env = "TAPGATE_ADMIN_BROKER")]
+    backend: Option<Backend>,
+    /// mosquitto: broker URL, mqtt://host:port [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "TAPGATE_MQTT")]
+    mqtt: Option<String>,
+    /// mosquitto: dynamic-security administrator [default: admin].
+    #[arg(long, env = "TAPGATE_ADMIN_USERNAME")]
+    admin_username: Option<String>,
+    /// mosquitto: the administrator's password (environment only, so it stays off the command
+    /// line).
+    #[arg(skip)]
+    admin_password: Option<String>,
+    /// EMQX: HTTP API base URL [default: http://127.0.0.1:18083].
+    #[arg(long, env = "TAPGATE_EMQX_API")]
+    emqx_api: Option<String>,
+    /// EMQX: API key.
+    #[arg(long, env = "TAPGATE_EMQX_API_KEY")]
+    emqx_api_key: Option<String>,
+    /// Topic prefix [default: tapgate].
+    #[arg(long, env = "TAPGATE_PREFIX")]
+    prefix: Option<String>,
+    /// How long to wait for each answer of the broker, e.g. 10s [default: 10s].
+    #[arg(long, env = "TAPGATE_ADMIN_TIMEOUT")]
+    timeout: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Devices: gates and terminals.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Service logins: bridges and the monitor.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Creates the device's login and prints its settings as TOML.
+    Add {
+        /// Device id: its username and MQTT client id.
+        id: String,
+        /// Gate or terminal; fixed for the life of the login.
+        #[arg(long)]
+        kind: Kind,
+        /// Password; a strong random one is generated when omitted.
+        #[arg(long, env = "TAPGATE_DEVICE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// What to print: the device's settings, or a [[devices]] entry for the simulator.
+        #[arg(long, value_enum, default_value = "device")]
+        format: Format,
+    },
+    /// Deletes the device's login; a connected device is disconnected at once.
+    Remove {
+        /// Device id.
+        id: String,
+    },
+    /// Lists the provisioned devices.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Creates a bridge's or the monitor's login; its MQTT client id must equal NAME.
+    Add {
+        /// Username and client id, e.g. bridge-1.
+        name: String,
+        /// What the login may do.
+        #[arg(long, value_enum)]
+        role: ServiceRole,
+        /// Password; a strong random one is generated (and printed) when omitted.
+        #[arg(long, env = "TAPGATE_SERVICE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Deletes a service login and disconnects it.
+    Remove {
+        /// Username.
+        name: String,
+    },
+    /// Lists the service logins.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Gate,
+    Terminal,
+}
+
+impl From<Kind> for DeviceKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Gate => DeviceKind::Gate,
+            Kind::Terminal => DeviceKind::Terminal,
+        }
+    }
+}
+
+impl Cli {
+    fn overrides(&self) -> Vec<(&'static str, String)> {
+        let mut o = Vec::new();
+        let backend = self.backend.map(|b| match b {
+            Backend::Mosquitto => "mosquitto".to_owned(),
+            Backend::Emqx => "emqx".to_owned(),
+        });
+        for (k, v) in [
+            ("backend", backend),
+            ("mqtt", self.mqtt.clone()),
+            ("admin_username", self.admin_username.clone()),
+            ("admin_password", self.admin_password.clone()),
+            ("emqx_api", self.emqx_api.clone()),
+            ("emqx_api_key", self.emqx_api_key.clone()),
+            (
+                "emqx_api_secret",
+                std::env::var("TAPGATE_EMQX_API_SECRET").ok(),
+            ),
+            ("prefix", self.prefix.clone()),
+            ("timeout", self.timeout.clone()),
+        ] {
+            if let Some(v) = v {
+                o.push((k, v));
+            }
+        }
+        o
+    }
+}
+
+fn password(given: Option<String>) -> anyhow::Result<String> {
+    match given {
+        Some(p) => {
+            secret::check(&p)?;
+            Ok(p)
+        }
+        None => Ok(secret::generate()?),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    cli.admin_password = std::env::var("TAPGATE_ADMIN_PASSWORD").ok();
+    let settings = Settings::load(cli.config.as_deref(), &cli.overrides())?;
+    // Check what the operator typed before touching the broker.
+    let mut prepared = None;
+    match &cli.command {
+        Command::Device(DeviceCommand::Add {
+            id, password: p, ..
+        }) => {
+            let id = DeviceId::new(id.as_str()).map_err(tapgate_admin::AdminError::from)?;
+            prepared = Some((id, password(p.clone())?));
+        }
+        Command::Service(ServiceCommand::Add {
+            name, password: p, ..
+        }) => {
+            tapgate_admin::policy::check_service_name(name)?;
+            prepared = Some((DeviceId::new("x").context("id")?, password(p.clone())?));
+        }
+        Command::Device(DeviceCommand::Remove { id }) => {
+            DeviceId::new(id.as_str()).map_err(tapgate_admin::AdminError::from)?;
+        }
+        _ => {}
+    }
+    let mut broker = Broker::connect(&settings).await?;
+    let result = run(&mut broker, cli.command, prepared).await;
+    broker.close().await;
+    result
+}
+
+async fn run(
+    broker: &mut Broker,
+    command: Command,
+    prepared: Option<(DeviceId, String)>,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Device(DeviceCommand::Add { kind, format, .. }) => {
+            let (id, pw) = prepared.context("device id and password were checked")?;
+            broker.add_device(&id, kind.into(), &pw).await?;
+            print!("{}", output::render(format, &id, kind.into(), &pw));
+        }
+        Command::Device(DeviceCommand::Remove { id }) => {
+            broker.remove(&id, Expect::Device).await?;
+            eprintln!("Removed device {id}; it was disconnected if it was connected.");
+        }
+        Command::Device(DeviceCommand::List) => {
+            for l in broker.list().await?.iter().filter(|l| l.kind.is_device()) {
+                println!("{}\t{}", l.username, l.kind);
+            }
+        }
+        Command::Service(ServiceCommand::Add { name, role, .. }) => {
+            let (_, pw) = prepared.context("password was checked")?;
+            broker.add_service(&name, role, &pw).await?;
+            println!(
+                "# tapgate {} login: username = client id = {name}\nmqtt_username = \"{name}\"\nmqtt_password = \"{pw}\"",
+                role.as_str()
+            );
+        }
+        Command::Service(ServiceCommand::Remove { name }) => {
+            broker.remove(&name, Expect::Service).await?;
+            eprintln!("Removed service login {name}.");
+        }
+        Command::Service(ServiceCommand::List) => {
+            for l in broker.list().await?.iter().filter(|l| l.kind.is_service()) {
+                println!("{}\t{}", l.username, l.kind);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! Redis least privilege: one user per component, written by docker/redis-users.sh (the file
+//! compose and scripts/demo use), on a real redis-server.
+//!
+//! The bridge runs for real under its user behind the real mosquitto policy and decides a sale,
+//! an entry, a refusal and presence; the monitor's reads and writes (including its block-list
+//! script) run under its user; then each user tries what it must not do.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tapgate_bridge::BridgeConfig;
+use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER};
+use tapgate_checks::repo;
+use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, PassType, Tap, Topics};
+use tapgate_testkit::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// (environment variable, Redis user, password) of every component.
+const USERS: [(&str, &str, &str); 5] = [
+    ("REDIS_PASSWORD", "tapgate-admin", "admin-pw-0123456789"),
+    (
+        "REDIS_BRIDGE_PASSWORD",
+        "tapgate-bridge",
+        "bridge-pw-0123456789",
+    ),
+    (
+        "REDIS_MONITOR_PASSWORD",
+        "tapgate-monitor",
+        "monitor-pw-0123456789",
+    ),
+    (
+        "REDIS_EMQX_PASSWORD",
+        "tapgate-emqx",
+        "emqx-pw-0123456789ab",
+    ),
+    (
+        "REDIS_GRAFANA_PASSWORD",
+        "tapgate-grafana",
+        "grafana-pw-0123456789",
+    ),
+];
+
+fn password(user: &str) -> &'static str {
+    USERS
+        .iter()
+        .find(|u| u.1 == user)
+        .map(|u| u.2)
+        .unwrap_or_else(|| panic!("no user {user}"))
+}
+
+/// Runs docker/redis-users.sh with `env` into `out`; its exit status and stderr.
+fn write_users(out: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new("sh");
+    cmd.arg(repo::root().join("docker/redis-users.sh")).arg(out);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("run sh");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn server() -> (RedisServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acl: PathBuf = dir.path().join("users.acl");
+    let env: Vec<(&str, &str)> = USERS.iter().map(|(k, _, v)| (*k, *v)).collect();
+    let (ok, err) = write_users(&acl, &env);
+    assert!(ok, "redis-users.sh failed: {err}");
+    let path = acl.to_string_lossy().into_owned();
+    (RedisServer::with_args(&["--aclfile", &path]), dir)
+}
+
+async fn login(redis: &RedisServer, user: &str) -> redis::aio::MultiplexedConnection {
+    let url = format!(
+        "redis://{user}:{}@127.0.0.1:{}",
+        password(user),
+        redis.port()
+    );
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{user} cannot log in: {e}\n{}", redis.log()))
+}
+
+/// Runs `args` and returns the error text, or `None` if Redis accepted it.
+async fn refused(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> Option<String> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query_async::<redis::Value>(con).await {
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+fn tap(id: &str, card: &str) -> String {
+    serde_json::to_string(&Tap {
+        id: MessageId::new(id).expect("id"),
+        card: CardId::new(card).expect("card"),
+    })
+    .expect("json")
+}
+
+/// The monitor's block-list script, in the shape the monitor runs it: the card's hash, the index
+/// and an event, from Lua, so Redis checks the script's keys against the caller's rights.
+const BLOCK: &str = "redis.call('HSET', KEYS[1], 'reason', ARGV[1], 'by', 'op', 'at', '1') \
+                     redis.call('HSET', KEYS[2], ARGV[2], ARGV[1]) \
+                     return redis.call('XADD', KEYS[3], '*', 'event', '{}')";
+
+#[tokio::test]
+async fn the_bridge_and_the_monitor_work_under_their_own_users() {
+    let (redis, _dir) = server();
+    let broker = support::broker().await;
+    let topics = Topics::default();
+    let config = BridgeConfig {
+        redis: format!("redis://{BRIDGE_USER}@127.0.0.1:{}", redis.port()),
+        redis_password: Some(password("tapgate-bridge").into()),
+        mqtt: broker.url(),
+        mqtt_username: Some(BRIDGE_USER.into()),
+        mqtt_password: Some(support::password(BRIDGE_USER)),
+        client_id: BRIDGE_CLIENT.into(),
+        ..BridgeConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let bridge = tapgate_bridge::start(config, shutdown.clone())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "bridge did not start under its Redis user: {e}\n{}",
+                redis.log()
+            )
+        });
+    let (t1, g1) = (
+        DeviceId::new("t1").expect("id"),
+        DeviceId::new("g1").expect("id"),
+    );
+    let mut terminal = support::client(broker.port(), "t1", "t1").await;
+    let t_dec = topics.decision(DeviceKind::Terminal, &t1);
+    terminal.subscribe(&t_dec).await;
+    let mut gate = support::client(broker.port(), "g1", "g1").await;
+    let g_dec = topics.decision(DeviceKind::Gate, &g1);
+    gate.subscribe(&g_dec).await;
+    let outcome = |m: &tapgate_testkit::probe::Received| {
+        m.json()["outcome"].as_str().unwrap_or_default().to_owned()
+    };
+
+    // A sale, an entry, a refusal, presence: every Lua path and the pipeline.
+    terminal
+        .publish(
+            &topics.tap(DeviceKind::Terminal, &t1),
+            tap("t1-1", "04AB01"),
+        )
+        .await;
+    assert_eq!(
+        outcome(&terminal.expect_on(&t_dec, WAIT).await),
+        "select_pass"
+    );
+    let button = Button {
+        id: MessageId::new("t1-2").expect("id"),
+        pass: PassType::TenTrip,
+    };
+    terminal
+        .publish(
+            &topics.button(&t1),
+            serde_json::to_string(&button).expect("json"),
+        )
+        .await;
+    assert_eq!(
+        outcome(&terminal.expect_on(&t_dec, WAIT).await),
+        "tap_to_confirm"
+    );
+    terminal
+        .publish(
+            &topics.tap(DeviceKind::Terminal, &t1),
+            tap("t1-3", "04AB01"),
+        )
+        .await;
+    assert_eq!(
+        outcome(&terminal.expect_on(&t_dec, WAIT).await),
+        "pass_issued"
+    );
+    gate.publish(&topics.tap(DeviceKind::Gate, &g1), tap("g1-1", "04AB01"))
+        .await;
+    assert_eq!(outcome(&gate.expect_on(&g_dec, WAIT).await), "granted");
+    gate.publish(&topics.tap(DeviceKind::Gate, &g1), "not json")
+        .await;
+    assert_eq!(outcome(&gate.expect_on(&g_dec, WAIT).await), "rejected");
+    gate.publish(
+        &topics.heartbeat(DeviceKind::Gate, &g1),
+        r#"{"uptime_s":7}"#,
+    )
+    .await;
+
+    // The monitor: its reads, its sessions and login throttle, and its block-list script.
+    let mut monitor = login(&redis, "tapgate-monitor").await;
+    let device_key = tapgate_protocol::keys::device(DeviceKind::Gate, &g1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let up: Option<String> = redis::cmd("HGET")
+            .arg(&device_key)
+            .arg("uptime_s")
+            .query_async(&mut monitor)
+            .await
+            .expect("HGET presence");
+        if up.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no heartbeat stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let card = CardId::new("04AB01").expect("card");
+    for args in [
+        vec!["HGETALL", tapgate_protocol::keys::COUNTERS_ENTRIES],
+        vec!["SMEMBERS", tapgate_protocol::keys::DEVICES],
+        vec![
+            "XREVRANGE",
+            tapgate_protocol::keys::EVENTS_STREAM,
+            "+",
+            "-",
+            "COUNT",
+            "5",
+        ],
+        vec![
+            "XREAD",
+            "COUNT",
+            "5",
+            "BLOCK",
+            "10",
+            "STREAMS",
+            tapgate_protocol::keys::EVENTS_STREAM,
+            "0",
+        ],
+        vec!["PTTL", "tapgate:sale:t1"],
+        vec![
+            "HSET",
+            "tapgate:monitor:session:abc",
+            "operator",
+            "op",
+            "csrf",
+            "x",
+        ],
+        vec!["EXPIRE", "tapgate:monitor:session:abc", "60"],
+        vec!["INCR", "tapgate:monitor:login-failures:op:127.0.0.1"],
+        vec!["DEL", "tapgate:monitor:session:abc"],
+    ] {
+        assert_eq!(
+            refused(&mut monitor, &args).await,
+            None,
+            "monitor: {args:?}"
+        );
+    }
+    let pass_key = tapgate_protocol::keys::pass(&card);
+    let all: Vec<String> = redis::cmd("HGETALL")
+        .arg(&pass_key)
+        .query_async(&mut monitor)
+        .await
+        .expect("monitor reads a pass");
+    assert!(!all.is_empty(), "the pass the bridge issued");
+    let blocked = tapgate_protocol::keys::blocked(&card);
+    let r = refused(
+        &mut monitor,
+        &[
+            "EVAL",
+            BLOCK,
+            "3",
+            &blocked,
+            tapgate_protocol::keys::BLOCKED_INDEX,
+            tapgate_protocol::keys::EVENTS_STREAM,
+            "lost",
+            "04AB01",
+        ],
+    )
+    .await;
+    assert_eq!(r, None, "the monitor blocks a card");
+    // The bridge reads the block under its own user: the next entry is denied.
+    gate.publish(&topics.tap(DeviceKind::Gate, &g1), tap("g1-2", "04AB01"))
+        .await;
+    let d = gate.expect_on(&g_dec, WAIT).await;
+    assert_eq!(outcome(&d), "denied", "{}", d.text());
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, bridge.join())
+        .await
+        .expect("bridge stops")
+        .expect("cleanly");
+}
+
+#[tokio::test]
+async fn each_redis_user_is_refused_what_is_not_its_job() {
+    let (redis, _dir) = server();
+    let card = CardId::new("04CD02").expect("card");
+    let pass = tapgate_protocol::keys::pass(&card);
+    let write_pass = "redis.call('HSET', KEYS[1], 'type', 'ten_trip', 'trips', '99') return 1";
+    let mut admin = login(&redis, "tapgate-admin").await;
+    assert_eq!(
+        refused(
+            &mut admin,
+            &["HSET", &pass, "type", "ten_trip", "trips", "1"]
+        )
+        .await,
+        None
+    );
+
+    let everyone_refused: [&[&str]; 7] = [
+        &["FLUSHALL"],
+        &["FLUSHDB"],
+        &["CONFIG", "GET", "requirepass"],
+        &["CONFIG", "SET", "appendonly", "no"],
+        &["KEYS", "*"],
+        &["DEBUG", "SLEEP", "0"],
+        &["ACL", "LIST"],
+    ];
+    let mut wrong = Vec::new();
+    for user in [
+        "tapgate-bridge",
+        "tapgate-monitor",
+        "tapgate-emqx",
+        "tapgate-grafana",
+    ] {
+        let mut con = login(&redis, user).await;
+        for args in everyone_refused {
+            if refused(&mut con, args).await.is_none() {
+                wrong.push(format!("{user} may {args:?}"));
+            }
+        }
+    }
+    let mut monitor = login(&redis, "tapgate-monitor").await;
+    let counters = tapgate_protocol::keys::COUNTERS_ENTRIES;
+    for args in [
+        vec!["HSET", pass.as_str(), "trips", "99"],
+        vec!["DEL", pass.as_str()],
+        vec!["HINCRBY", counters, "ten_trip", "1"],
+        vec!["SET", "tapgate:seen:{gate:g1}:x", "granted"],
+        vec!["EVAL", write_pass, "1", pass.as_str()],
+        vec!["EVAL", "return redis.call('FLUSHALL')", "0"],
+        vec!["SCRIPT", "FLUSH"],
+        vec!["FUNCTION", "FLUSH"],
+        vec!["HSET", "other:key", "a", "b"],
+    ] {
+        if refused(&mut monitor, &args).await.is_none() {
+            wrong.push(format!("tapgate-monitor may {args:?}"));
+        }
+    }
+    let mut grafana = login(&redis, "tapgate-grafana").await;
+    assert_eq!(
+        refused(&mut grafana, &["HGETALL", &pass]).await,
+        None,
+        "grafana reads"
+    );
+    for args in [
+        vec!["HSET", pass.as_str(), "trips", "99"],
+        vec!["HINCRBY", counters, "ten_trip", "1"],
+        vec![
+            "XADD",
+            tapgate_protocol::keys::EVENTS_STREAM,
+            "*",
+            "event",
+            "{}",
+        ],
+        vec!["DEL", counters],
+        vec!["EVAL", "return 1", "0"],
+        vec!["HGETALL", "other:key"],
+    ] {
+        if refused(&mut grafana, &args).await.is_none() {
+            wrong.push(format!("tapgate-grafana may {args:?}"));
+        }
+    }
+    let mut emqx = login(&redis, "tapgate-emqx").await;
+    assert_eq!(
+        refused(&mut emqx, &["HINCRBY", "tapgate:emqx:authz", "allow", "1"]).await,
+        None,
+        "emqx counts"
+    );
+    for args in [
+        vec!["HGETALL", pass.as_str()],
+        vec!["HINCRBY", counters, "ten_trip", "1"],
+        vec!["HGET", "tapgate:emqx:authz", "allow"],
+        vec!["EVAL", "return 1", "0"],
+    ] {
+        if refused(&mut emqx, &args).await.is_none() {
+            wrong.push(format!("tapgate-emqx may {args:?}"));
+        }
+    }
+    let mut bridge = login(&redis, "tapgate-bridge").await;
+    for args in [
+        // A card's blocked hash is a declared key of the bridge's script, so the bridge has
+        // write access to it (see docker/redis-users.sh); the block index it has not.
+        vec!["HDEL", tapgate_protocol::keys::BLOCKED_INDEX, "04CD02"],
+        vec!["HSET", "tapgate:monitor:session:x", "operator", "me"],
+        vec!["INCR", "tapgate:monitor:login-failures:op:127.0.0.1"],
+        vec!["HINCRBY", "tapgate:emqx:authz", "allow", "1"],
+        vec!["SCRIPT", "FLUSH"],
+    ] {
+        if refused(&mut bridge, &args).await.is_none() {
+            wrong.push(format!("tapgate-bridge may {args:?}"));
+        }
+    }
+    // The default user is off: no login without a user name.
+    let anon = redis::Client::open(redis.url()).expect("url");
+    // (Connecting may already fail; if it succeeds, the first command must be refused.)
+    if let Ok(mut c) = anon.get_multiplexed_async_connection().await {
+        if refused(&mut c, &["GET", "tapgate:events"]).await.is_none() {
+            wrong.push("the default user reads".into());
+        }
+    }
+    let pass_after: Vec<String> = redis::cmd("HGETALL")
+        .arg(&pass)
+        .query_async(&mut admin)
+        .await
+        .expect("HGETALL");
+    assert!(
+        pass_after.contains(&"1".to_owned()),
+        "the pass is unchanged: {pass_after:?}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "Redis users may do more than their job:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_users_script_refuses_placeholders_and_weak_passwords() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("users.acl");
+    let good: Vec<(&str, &str)> = USERS.iter().map(|(k, _, v)| (*k, *v)).collect();
+    for (name, bad) in [
+        ("REDIS_BRIDGE_PASSWORD", "change-me-redis-bridge"),
+        ("REDIS_MONITOR_PASSWORD", ""),
+        ("REDIS_GRAFANA_PASSWORD", "short"),
+        ("REDIS_EMQX_PASSWORD", "has a space in it, long"),
+    ] {
+        let env: Vec<(&str, &str)> = good
+            .iter()
+            .map(|(k, v)| if *k == name { (*k, bad) } else { (*k, *v) })
+            .collect();
+        let (ok, err) = write_users(&out, &env);
+        assert!(!ok, "{name}={bad:?} was accepted");
+        assert!(err.contains(name), "the refusal names {name}: {err}");
+    }
+    let (ok, err) = write_users(&out, &good);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&out).expect("acl");
+    for (_, _, pw) in USERS {
+        assert!(
+            !text.contains(pw),
+            "the ACL file holds hashes, not passwords"
+        );
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&out).expect("meta").permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the ACL file is private: {mode:o}");
+}
