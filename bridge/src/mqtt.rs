@@ -46,6 +46,17 @@ pub enum MqttError {
     },
 }
 
+/// Largest MQTT packet the bridge reads, 1 MiB.
+///
+/// A packet above the client's limit is a protocol error to rumqttc: the connection drops, and
+/// the persistent session redelivers the same packet on reconnect, forever. So this limit must be
+/// above anything the broker will deliver. Brokers are configured to refuse packets above 8 KiB
+/// (mosquitto `max_packet_size`, EMQX `mqtt.max_packet_size`); 1 MiB leaves a wide margin for a
+/// broker left at a larger limit (payloads above the 1 KiB contract are still refused one by one,
+/// as `payload_too_large`), while one packet in hand costs at most 1 MiB of memory, whose bytes
+/// are dropped before the message is queued.
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+
 /// The MQTT options the bridge uses: persistent session, manual acks, credentials.
 pub fn options(cfg: &BridgeConfig) -> Result<MqttOptions, MqttError> {
     let url = BrokerUrl::parse(&cfg.mqtt)?;
@@ -53,7 +64,7 @@ pub fn options(cfg: &BridgeConfig) -> Result<MqttOptions, MqttError> {
     opts.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(15))
-        .set_max_packet_size(64 * 1024, 64 * 1024)
+        .set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024)
         .set_inflight(200);
     let creds = match (&cfg.mqtt_username, url.credentials) {
         (Some(u), _) => Some((u.clone(), cfg.mqtt_password.clone().unwrap_or_default())),
@@ -78,9 +89,10 @@ pub fn filters(cfg: &BridgeConfig, topics: &tapgate_protocol::Topics) -> Vec<Str
 }
 
 /// Creates the client and event loop with TCP_NODELAY on (without it a loopback round trip costs
-/// ~40 ms of Nagle delay).
-pub fn client(opts: MqttOptions) -> (AsyncClient, EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(opts, 4096);
+/// ~40 ms of Nagle delay). `requests` is the capacity of the channel from client to event loop;
+/// see [`crate::dispatch::request_capacity`] for why it must cover every queued message.
+pub fn client(opts: MqttOptions, requests: usize) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(opts, requests);
     let mut net = NetworkOptions::new();
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(5);
@@ -133,7 +145,7 @@ pub async fn handshake(
                     }
                     return Ok(());
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p),
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p).await,
                 Ok(_) => {}
                 Err(e) => return Err(fail(e.to_string())),
             }
@@ -161,7 +173,8 @@ pub async fn drive(
         tokio::select! {
             _ = stop.cancelled() => break,
             event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p),
+                // QoS 1 waits here while its shard is full: backpressure (see `dispatch`).
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p).await,
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
                     info!(session_present = ack.session_present, "Reconnected to MQTT broker");
