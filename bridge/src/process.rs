@@ -165,10 +165,9 @@ impl Processor {
                     Ok(()) => true,
                     Err(GaveUp::Shutdown) => false,
                     Err(GaveUp::Permanent(e)) => {
-                        error!(device = %topic.device, kind = %topic.kind, error = %e,
-                            "Cannot record presence; refusing the message");
                         let here = Some((topic.kind, topic.device.clone()));
-                        self.refuse(&inbound, here, internal(&e, None), received)
+                        let raw = &inbound.publish.topic;
+                        self.record_refusal(raw, here, internal(&e, None), received, Some(&e))
                             .await
                     }
                 }
@@ -210,14 +209,16 @@ impl Processor {
                     "this id was already used for a different message; its first decision stands",
                 )
                 .with_id(Some(id.clone()));
-                return self.refuse_decided(topic, here, rejection, received).await;
+                return self
+                    .refuse_decided(topic, here, rejection, received, None)
+                    .await;
             }
             Err(GaveUp::Shutdown) => return false,
             Err(GaveUp::Permanent(e)) => {
-                error!(device = %topic.device, kind = %topic.kind, id = %id, error = %e,
-                    "Cannot decide; refusing the message");
                 let rejection = internal(&e, Some(id.clone()));
-                return self.refuse_decided(topic, here, rejection, received).await;
+                return self
+                    .refuse_decided(topic, here, rejection, received, Some(&e))
+                    .await;
             }
         };
         if decided.replayed {
@@ -247,9 +248,11 @@ impl Processor {
         device: Option<(DeviceKind, DeviceId)>,
         rejection: Rejection,
         received: Instant,
+        cause: Option<&StoreError>,
     ) -> bool {
         let raw = self.topics.device(topic.kind, &topic.device, topic.message);
-        self.record_refusal(&raw, device, rejection, received).await
+        self.record_refusal(&raw, device, rejection, received, cause)
+            .await
     }
 
     async fn refuse(
@@ -259,28 +262,40 @@ impl Processor {
         rejection: Rejection,
         received: Instant,
     ) -> bool {
-        self.record_refusal(&inbound.publish.topic, device, rejection, received)
+        self.record_refusal(&inbound.publish.topic, device, rejection, received, None)
             .await
     }
 
-    /// Counts, logs, records and answers a refusal. Returns false only at shutdown (the message
-    /// is then left for redelivery); a refusal that cannot be recorded is still answered.
+    /// Counts, logs (once; with the store error that caused it, if any), records and answers a
+    /// refusal. Returns false only at shutdown (the message is then left for redelivery); a
+    /// refusal that cannot be recorded is still answered.
     async fn record_refusal(
         &self,
         raw_topic: &str,
         device: Option<(DeviceKind, DeviceId)>,
         rejection: Rejection,
         received: Instant,
+        cause: Option<&StoreError>,
     ) -> bool {
         self.metrics.rejected(rejection.reason);
         let shown_topic = escape_untrusted(raw_topic, 200);
-        warn!(
-            topic = ?shown_topic,
-            reason = %rejection.reason,
-            detail = ?rejection.detail,
-            id = ?rejection.id.as_ref().map(MessageId::as_str),
-            "Refused device message"
-        );
+        let id = rejection.id.as_ref().map(MessageId::as_str);
+        match cause {
+            None => warn!(
+                topic = ?shown_topic,
+                reason = %rejection.reason,
+                detail = ?rejection.detail,
+                id = ?id,
+                "Refused device message"
+            ),
+            Some(e) => error!(
+                topic = ?shown_topic,
+                reason = %rejection.reason,
+                id = ?id,
+                error = %e,
+                "Cannot handle device message; refused it"
+            ),
+        }
         let mut event = Event::new(EventKind::Rejected, now_ms());
         event.device_kind = device.as_ref().map(|(k, _)| *k);
         event.device = device.as_ref().map(|(_, d)| d.clone());

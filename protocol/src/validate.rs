@@ -335,9 +335,14 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Keeps quoted device text short and escaped whatever a device sent.
+/// Keeps quoted device text short whatever a device sent (quote it with `{:?}`; the whole detail is
+/// escaped by [`Rejection::new`]).
 fn truncate(s: &str) -> String {
-    escape_untrusted(s, 40)
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 /// JSON parsing that refuses an object naming a field twice, at any depth. (`serde_json`'s own
