@@ -284,7 +284,8 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
                     body.len()
                 )
             } else {
-                debug!(%peer, %line, "Metrics: not found");
+                let line = tapgate_protocol::text::escape_untrusted(line, 200);
+                debug!(%peer, line = ?line, "Metrics: not found");
                 let body = "only GET /metrics is served here\n";
                 format!(
                     "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -207,7 +207,8 @@ pub async fn drive(
                 Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // Not acknowledged: the broker redelivers it to the next session.
-                    debug!(topic = %p.topic, "Left for redelivery at shutdown");
+                    let topic = tapgate_protocol::text::escape_untrusted(&p.topic, 200);
+                    debug!(topic = ?topic, "Left for redelivery at shutdown");
                 }
                 Ok(_) => {}
             }
