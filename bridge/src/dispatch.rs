@@ -10,15 +10,24 @@
 //! payload larger than [`MAX_PAYLOAD_BYTES`] (refused anyway) is dropped on arrival, keeping only
 //! its size, and so is a topic longer than [`MAX_TOPIC_BYTES`]. When a shard's queue is full:
 //!
-//! - a QoS 0 message is dropped and counted (`tapgate_dropped_total`): QoS 0 promises nothing;
-//! - a QoS 1 message waits: the task that owns the MQTT event loop stops reading from the broker
-//!   until the shard has room, so the broker holds the rest (backpressure). This cannot deadlock
-//!   against the workers' own publishes and acks, which also go through the event loop: while it
-//!   waits, the workers can only work through what is already queued or in hand, at most
-//!   `shards × (shard_queue + 1)` messages of at most [`REQUESTS_PER_MESSAGE`] requests each, and
-//!   the client's request channel is sized to hold all of them ([`request_capacity`]). So a
-//!   worker never blocks on the channel, the full shard drains, and the event loop resumes.
+//! - a QoS 0 message is dropped and counted (`tapgate_dropped_total{qos="0"}`): QoS 0 promises
+//!   nothing;
+//! - a QoS 1 message waits in a [`Pending`] line until its shard has room. The task that owns the
+//!   MQTT event loop never waits for a shard itself: it must keep polling, because the workers'
+//!   decisions and acknowledgements go out through that same loop (waiting there deadlocks: the
+//!   shard's worker waits for the loop to take its publishes, the loop waits for the shard). The
+//!   line is bounded by the broker, which sends no more unacknowledged QoS 1 messages than its
+//!   in-flight window (mosquitto `max_inflight_messages`, EMQX `max_inflight`), and the bridge
+//!   acknowledges only after deciding: that is the backpressure. Whatever the broker's settings,
+//!   MQTT itself caps unacknowledged QoS 1 messages at 65,535 (one packet identifier each), so
+//!   the line cannot grow past that. (Dropping a QoS 1 message unacknowledged instead would not
+//!   help: it would hold a slot of the broker's window until the next connection, and enough of
+//!   them stop delivery altogether.)
+//!
+//! A device's QoS 1 messages keep their order: once one waits in the line, the device's later
+//! ones queue behind it. QoS 0 messages have no order relative to QoS 1 ones.
 
+use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -34,15 +43,6 @@ use crate::process::Processor;
 /// Longest topic the bridge keeps; a longer one is refused as `bad_topic` (device topics are at
 /// most about 100 bytes even with a long prefix).
 pub const MAX_TOPIC_BYTES: usize = 512;
-
-/// Most client requests one message can cause: a decision, two events and an ack.
-pub const REQUESTS_PER_MESSAGE: usize = 4;
-
-/// Request channel capacity that lets every queued and in-hand message be answered while the
-/// event loop is waiting for room in a shard (see the module documentation).
-pub const fn request_capacity(shards: usize, shard_queue: usize) -> usize {
-    REQUESTS_PER_MESSAGE * shards * (shard_queue + 1) + 1024
-}
 
 /// A publish as queued: oversized parts already dropped, their sizes kept for the refusal.
 #[derive(Debug)]
@@ -110,31 +110,76 @@ impl Dispatcher {
         }
     }
 
-    /// Queues a publish on its device's shard: QoS 0 is dropped (and counted) if the shard is
-    /// full, QoS 1 waits for room.
-    pub async fn dispatch(&self, publish: Publish) {
-        let inbound = Inbound::new(publish);
+    fn shard(&self, inbound: &Inbound) -> &mpsc::Sender<Inbound> {
         let mut h = DefaultHasher::new();
         device_part(&inbound.publish.topic).hash(&mut h);
         let idx = (h.finish() % self.shards.len() as u64) as usize;
-        let shard = &self.shards[idx];
-        self.metrics.inflight_add(1);
-        let sent = if inbound.publish.qos == QoS::AtMostOnce {
-            match shard.try_send(inbound) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.metrics.dropped();
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        } else {
-            // Shutting down if closed: unacknowledged, so the broker redelivers it next time.
-            shard.send(inbound).await.is_ok()
-        };
-        if !sent {
-            self.metrics.inflight_add(-1);
+        &self.shards[idx]
+    }
+
+    /// Queues a publish on its device's shard without waiting: a QoS 0 message is dropped (and
+    /// counted) if the shard is full; a QoS 1 message goes to the `pending` line if the shard is
+    /// full or the line is not empty.
+    pub fn offer(&self, publish: Publish, pending: &mut Pending) {
+        let inbound = Inbound::new(publish);
+        let qos0 = inbound.publish.qos == QoS::AtMostOnce;
+        if !qos0 && !pending.items.is_empty() {
+            self.wait(inbound, pending);
+            return;
         }
+        match self.shard(&inbound).try_send(inbound) {
+            Ok(()) => self.metrics.inflight_add(1),
+            Err(mpsc::error::TrySendError::Full(inbound)) if !qos0 => self.wait(inbound, pending),
+            Err(mpsc::error::TrySendError::Full(_)) => self.metrics.dropped(),
+            // Shutting down: unacknowledged, so the broker redelivers it next time.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn wait(&self, inbound: Inbound, pending: &mut Pending) {
+        pending.items.push_back(inbound);
+    }
+
+    /// Waits for room in the shard of the oldest pending message (cancel-safe: nothing is taken
+    /// from the line until [`Dispatcher::hand_over`]). Never resolves while the line is empty.
+    pub fn room(&self, pending: &Pending) -> impl std::future::Future<Output = Option<Permit>> {
+        let tx = pending.items.front().map(|i| self.shard(i).clone());
+        async move {
+            match tx {
+                Some(tx) => tx.reserve_owned().await.ok().map(Permit),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Moves the oldest pending message into the shard `permit` reserved room in.
+    pub fn hand_over(&self, permit: Permit, pending: &mut Pending) {
+        if let Some(inbound) = pending.items.pop_front() {
+            permit.0.send(inbound);
+            self.metrics.inflight_add(1);
+        }
+    }
+}
+
+/// Room reserved in a shard's queue.
+pub struct Permit(mpsc::OwnedPermit<Inbound>);
+
+/// QoS 1 messages waiting for room in their shard, oldest first. Bounded by the broker's
+/// in-flight window (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Pending {
+    items: VecDeque<Inbound>,
+}
+
+impl Pending {
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
     }
 }
 
@@ -188,10 +233,5 @@ mod tests {
         assert!(i.publish.topic.is_empty());
         assert_eq!(i.topic_len, MAX_TOPIC_BYTES + 1);
         assert_eq!(&i.publish.payload[..], b"{}");
-    }
-
-    #[test]
-    fn request_channel_covers_every_queued_message() {
-        assert!(request_capacity(64, 64) >= REQUESTS_PER_MESSAGE * 64 * 65);
     }
 }

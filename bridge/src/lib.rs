@@ -145,8 +145,7 @@ pub async fn start(
 
     let opts = mqtt::options(&config)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
-    let requests = dispatch::request_capacity(SHARDS, config.shard_queue);
-    let (client, mut eventloop) = mqtt::client(opts, requests);
+    let (client, mut eventloop) = mqtt::client(opts);
     let processor = process::Processor {
         store,
         client: client.clone(),
@@ -169,7 +168,16 @@ pub async fn start(
         shutdown.clone(),
     );
     let filters = mqtt::filters(&config, &topics);
-    mqtt::handshake(&mut eventloop, &client, &filters, &broker, &dispatcher).await?;
+    let mut pending = dispatch::Pending::default();
+    mqtt::handshake(
+        &mut eventloop,
+        &client,
+        &filters,
+        &broker,
+        &dispatcher,
+        &mut pending,
+    )
+    .await?;
     info!(%broker, client_id = %config.client_id, filters = ?filters, "Subscribed; deciding");
 
     let stop_loop = CancellationToken::new();
@@ -178,6 +186,7 @@ pub async fn start(
         client.clone(),
         filters,
         dispatcher,
+        pending,
         metrics.clone(),
         config.max_backoff,
         stop_loop.clone(),

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use tapgate_protocol::broker::{BrokerUrl, BrokerUrlError};
 
 use crate::config::BridgeConfig;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Pending};
 use crate::metrics::Metrics;
 
 /// Why the MQTT side failed.
@@ -89,10 +89,9 @@ pub fn filters(cfg: &BridgeConfig, topics: &tapgate_protocol::Topics) -> Vec<Str
 }
 
 /// Creates the client and event loop with TCP_NODELAY on (without it a loopback round trip costs
-/// ~40 ms of Nagle delay). `requests` is the capacity of the channel from client to event loop;
-/// see [`crate::dispatch::request_capacity`] for why it must cover every queued message.
-pub fn client(opts: MqttOptions, requests: usize) -> (AsyncClient, EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(opts, requests);
+/// ~40 ms of Nagle delay).
+pub fn client(opts: MqttOptions) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(opts, 4096);
     let mut net = NetworkOptions::new();
     net.set_tcp_nodelay(true);
     net.set_connection_timeout(5);
@@ -116,6 +115,7 @@ pub async fn handshake(
     filters: &[String],
     url: &str,
     dispatcher: &Dispatcher,
+    pending: &mut Pending,
 ) -> Result<(), MqttError> {
     let fail = |reason: String| MqttError::Connect {
         url: url.to_owned(),
@@ -145,7 +145,7 @@ pub async fn handshake(
                     }
                     return Ok(());
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p).await,
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p, pending),
                 Ok(_) => {}
                 Err(e) => return Err(fail(e.to_string())),
             }
@@ -157,24 +157,28 @@ pub async fn handshake(
 }
 
 /// Polls the event loop until `stop` is cancelled, dispatching every publish and reconnecting
-/// with exponential backoff. After `stop`, keeps polling briefly so queued acks and the
-/// DISCONNECT reach the broker.
+/// with exponential backoff. It never waits for anything but the event loop and room for the
+/// oldest `pending` message (see [`crate::dispatch`]). After `stop`, keeps polling briefly so
+/// queued acks and the DISCONNECT reach the broker.
+#[allow(clippy::too_many_arguments)]
 pub async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
     dispatcher: Dispatcher,
+    mut pending: Pending,
     metrics: Metrics,
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        let room = dispatcher.room(&pending);
         tokio::select! {
             _ = stop.cancelled() => break,
+            Some(permit) = room => dispatcher.hand_over(permit, &mut pending),
             event = eventloop.poll() => match event {
-                // QoS 1 waits here while its shard is full: backpressure (see `dispatch`).
-                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p).await,
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p, &mut pending),
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
                     info!(session_present = ack.session_present, "Reconnected to MQTT broker");
