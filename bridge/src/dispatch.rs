@@ -12,11 +12,12 @@
 //!
 //! - a QoS 0 message is dropped and counted (`tapgate_dropped_total{qos="0"}`): QoS 0 promises
 //!   nothing;
-//! - a QoS 1 message waits in a [`Pending`] line until its shard has room. The task that owns the
-//!   MQTT event loop never waits for a shard itself: it must keep polling, because the workers'
-//!   decisions and acknowledgements go out through that same loop (waiting there deadlocks: the
-//!   shard's worker waits for the loop to take its publishes, the loop waits for the shard). The
-//!   line is bounded by the broker, which sends no more unacknowledged QoS 1 messages than its
+//! - a QoS 1 message waits in a line, in arrival order, for a feeder task to hand it to its shard
+//!   when the shard has room. The task that owns the MQTT event loop never waits for a shard: it
+//!   must keep polling, because the workers' decisions and acknowledgements go out through that
+//!   same loop (waiting there deadlocks: the shard's worker waits for the loop to take its
+//!   publishes, the loop waits for the shard), and it must never drop a half-done poll either.
+//!   The line is bounded by the broker, which sends no more unacknowledged QoS 1 messages than its
 //!   in-flight window (mosquitto `max_inflight_messages`, EMQX `max_inflight`), and the bridge
 //!   acknowledges only after deciding: that is the backpressure. Whatever the broker's settings,
 //!   MQTT itself caps unacknowledged QoS 1 messages at 65,535 (one packet identifier each), so
@@ -24,11 +25,11 @@
 //!   help: it would hold a slot of the broker's window until the next connection, and enough of
 //!   them stop delivery altogether.)
 //!
-//! A device's QoS 1 messages keep their order: once one waits in the line, the device's later
-//! ones queue behind it. QoS 0 messages have no order relative to QoS 1 ones.
+//! A device's QoS 1 messages keep their order: while any message waits in the line, every new QoS 1
+//! message queues behind it. QoS 0 messages have no order relative to QoS 1 ones.
 
-use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rumqttc::{Publish, QoS};
@@ -78,6 +79,9 @@ impl Inbound {
 #[derive(Clone)]
 pub struct Dispatcher {
     shards: Arc<Vec<mpsc::Sender<Inbound>>>,
+    /// The line of QoS 1 messages waiting for room, and how many are in it or being handed over.
+    line: mpsc::UnboundedSender<Inbound>,
+    waiting: Arc<AtomicUsize>,
     metrics: Metrics,
 }
 
@@ -104,10 +108,15 @@ impl Dispatcher {
                 tx
             })
             .collect();
-        Self {
+        let (line, line_rx) = mpsc::unbounded_channel();
+        let dispatcher = Self {
             shards: Arc::new(senders),
+            line,
+            waiting: Arc::new(AtomicUsize::new(0)),
             metrics,
-        }
+        };
+        tracker.spawn(feeder(line_rx, dispatcher.clone(), shutdown));
+        dispatcher
     }
 
     fn shard(&self, inbound: &Inbound) -> &mpsc::Sender<Inbound> {
@@ -118,68 +127,58 @@ impl Dispatcher {
     }
 
     /// Queues a publish on its device's shard without waiting: a QoS 0 message is dropped (and
-    /// counted) if the shard is full; a QoS 1 message goes to the `pending` line if the shard is
-    /// full or the line is not empty.
-    pub fn offer(&self, publish: Publish, pending: &mut Pending) {
+    /// counted) if the shard is full; a QoS 1 message joins the line if the shard is full or the
+    /// line is not empty.
+    pub fn offer(&self, publish: Publish) {
         let inbound = Inbound::new(publish);
         let qos0 = inbound.publish.qos == QoS::AtMostOnce;
-        if !qos0 && !pending.items.is_empty() {
-            self.wait(inbound, pending);
+        if !qos0 && self.waiting.load(Ordering::Acquire) > 0 {
+            self.wait(inbound);
             return;
         }
         match self.shard(&inbound).try_send(inbound) {
             Ok(()) => self.metrics.inflight_add(1),
-            Err(mpsc::error::TrySendError::Full(inbound)) if !qos0 => self.wait(inbound, pending),
+            Err(mpsc::error::TrySendError::Full(inbound)) if !qos0 => self.wait(inbound),
             Err(mpsc::error::TrySendError::Full(_)) => self.metrics.dropped(),
             // Shutting down: unacknowledged, so the broker redelivers it next time.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    fn wait(&self, inbound: Inbound, pending: &mut Pending) {
-        pending.items.push_back(inbound);
+    fn wait(&self, inbound: Inbound) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        if self.line.send(inbound).is_err() {
+            // Shutting down: unacknowledged, so the broker redelivers it next time.
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
     }
+}
 
-    /// Waits for room in the shard of the oldest pending message (cancel-safe: nothing is taken
-    /// from the line until [`Dispatcher::hand_over`]). Never resolves while the line is empty.
-    pub fn room(&self, pending: &Pending) -> impl std::future::Future<Output = Option<Permit>> {
-        let tx = pending.items.front().map(|i| self.shard(i).clone());
-        async move {
-            match tx {
-                Some(tx) => tx.reserve_owned().await.ok().map(Permit),
-                None => std::future::pending().await,
+/// Hands the line's messages to their shards in order, waiting for room as needed. A message
+/// counts as waiting until it is in its shard, so nothing overtakes it meanwhile.
+async fn feeder(
+    mut line: mpsc::UnboundedReceiver<Inbound>,
+    dispatcher: Dispatcher,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let inbound = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = line.recv() => match next {
+                Some(inbound) => inbound,
+                None => return,
+            },
+        };
+        let shard = dispatcher.shard(&inbound).clone();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            sent = shard.send(inbound) => {
+                if sent.is_ok() {
+                    dispatcher.metrics.inflight_add(1);
+                }
             }
         }
-    }
-
-    /// Moves the oldest pending message into the shard `permit` reserved room in.
-    pub fn hand_over(&self, permit: Permit, pending: &mut Pending) {
-        if let Some(inbound) = pending.items.pop_front() {
-            permit.0.send(inbound);
-            self.metrics.inflight_add(1);
-        }
-    }
-}
-
-/// Room reserved in a shard's queue.
-pub struct Permit(mpsc::OwnedPermit<Inbound>);
-
-/// QoS 1 messages waiting for room in their shard, oldest first. Bounded by the broker's
-/// in-flight window (see the module documentation).
-#[derive(Debug, Default)]
-pub struct Pending {
-    items: VecDeque<Inbound>,
-}
-
-impl Pending {
-    /// Messages waiting.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether none is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        dispatcher.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

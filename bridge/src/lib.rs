@@ -168,16 +168,7 @@ pub async fn start(
         shutdown.clone(),
     );
     let filters = mqtt::filters(&config, &topics);
-    let mut pending = dispatch::Pending::default();
-    mqtt::handshake(
-        &mut eventloop,
-        &client,
-        &filters,
-        &broker,
-        &dispatcher,
-        &mut pending,
-    )
-    .await?;
+    mqtt::handshake(&mut eventloop, &client, &filters, &broker, &dispatcher).await?;
     info!(%broker, client_id = %config.client_id, filters = ?filters, "Subscribed; deciding");
 
     let stop_loop = CancellationToken::new();
@@ -186,7 +177,6 @@ pub async fn start(
         client.clone(),
         filters,
         dispatcher,
-        pending,
         metrics.clone(),
         config.max_backoff,
         stop_loop.clone(),

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use tapgate_protocol::broker::{BrokerUrl, BrokerUrlError};
 
 use crate::config::BridgeConfig;
-use crate::dispatch::{Dispatcher, Pending};
+use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 
 /// Why the MQTT side failed.
@@ -115,7 +115,6 @@ pub async fn handshake(
     filters: &[String],
     url: &str,
     dispatcher: &Dispatcher,
-    pending: &mut Pending,
 ) -> Result<(), MqttError> {
     let fail = |reason: String| MqttError::Connect {
         url: url.to_owned(),
@@ -145,7 +144,7 @@ pub async fn handshake(
                     }
                     return Ok(());
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p, pending),
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p),
                 Ok(_) => {}
                 Err(e) => return Err(fail(e.to_string())),
             }
@@ -157,28 +156,23 @@ pub async fn handshake(
 }
 
 /// Polls the event loop until `stop` is cancelled, dispatching every publish and reconnecting
-/// with exponential backoff. It never waits for anything but the event loop and room for the
-/// oldest `pending` message (see [`crate::dispatch`]). After `stop`, keeps polling briefly so
-/// queued acks and the DISCONNECT reach the broker.
-#[allow(clippy::too_many_arguments)]
+/// with exponential backoff. It waits for nothing but the event loop (see [`crate::dispatch`]).
+/// After `stop`, keeps polling briefly so queued acks and the DISCONNECT reach the broker.
 pub async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
     dispatcher: Dispatcher,
-    mut pending: Pending,
     metrics: Metrics,
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let room = dispatcher.room(&pending);
         tokio::select! {
             _ = stop.cancelled() => break,
-            Some(permit) = room => dispatcher.hand_over(permit, &mut pending),
             event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p, &mut pending),
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p),
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
                     info!(session_present = ack.session_present, "Reconnected to MQTT broker");

@@ -240,11 +240,35 @@ async fn qos1_flood_with_one_slot_queues_is_all_decided() {
     // still be decided, none dropped, nothing deadlocked.
     const TAPS: u64 = 5_000;
     let stack = Stack::start(|c| c.shard_queue = 1).await;
+    let mut con = stack.redis().await;
+    let _: () = redis::cmd("HSET")
+        .arg(keys::pass(&CardId::new("7777").expect("card")))
+        .arg("type")
+        .arg("TEN_TRIP")
+        .arg("trips")
+        .arg(10)
+        .arg("issued_at")
+        .arg(0)
+        .query_async(&mut con)
+        .await
+        .expect("HSET pass");
+    let mut ordered = support::device(&stack, DeviceKind::Gate, "ordered").await;
     let flooder = MqttProbe::connect(stack.broker.port(), "flooder").await;
     for n in 0..TAPS {
         let topic = format!("tapgate/gate/q{}/tap", n % 200);
         let payload = format!(r#"{{"id":"q{n}","card":"{}"}}"#, n % 300);
         flooder.publish(&topic, payload).await;
+        if n % 500 == 0 {
+            // One device's taps in the middle of the flood, sent without waiting for answers.
+            let id = format!("o{}", n / 500);
+            let payload = serde_json::json!({"id": id, "card": "7777"}).to_string();
+            ordered.send(support::MessageTopic::Tap, payload).await;
+        }
+    }
+    // Decided in the order sent: each tap took the next trip.
+    for i in 0..10u64 {
+        let d = ordered.decision_for(Some(&format!("o{i}"))).await;
+        assert_eq!(d["pass"]["trips_remaining"], 9 - i, "o{i}: {d}");
     }
     let metrics = stack.metrics.clone().expect("metrics");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -268,6 +292,7 @@ async fn qos1_flood_with_one_slot_queues_is_all_decided() {
         stack.counter(keys::COUNTERS_DENIED, "no_pass").await,
         TAPS as i64
     );
+    assert_eq!(stack.counter(keys::COUNTERS_ENTRIES, "TEN_TRIP").await, 10);
     let mut g = support::device(&stack, DeviceKind::Gate, "after").await;
     assert_eq!(g.tap("1").await["reason"], "no_pass");
 }
