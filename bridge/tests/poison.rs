@@ -278,3 +278,37 @@ async fn duplicate_keys_and_hostile_text_are_refused_and_escaped() {
     );
     assert_eq!(g.tap("1234").await["reason"], "no_pass");
 }
+
+#[tokio::test]
+async fn a_redis_error_that_retrying_cannot_fix_is_refused_once() {
+    let stack = Stack::start(|_| {}).await;
+    let mut t = support::device(&stack, DeviceKind::Terminal, "t1").await;
+    let mut g1 = support::device(&stack, DeviceKind::Gate, "g1").await;
+    let mut g2 = support::device(&stack, DeviceKind::Gate, "g2").await;
+    buy(&mut t, "4444", "SINGLE_USE").await;
+    // The deny counter is no longer a hash: every denial now fails inside Redis (WRONGTYPE).
+    let mut con = stack.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(keys::COUNTERS_DENIED)
+        .arg("oops")
+        .query_async(&mut con)
+        .await
+        .expect("SET");
+    let started = Instant::now();
+    let d = g1.tap_with_id("w1", "5555").await;
+    assert_eq!(d["outcome"], "rejected", "{d}");
+    assert_eq!(d["reason"], "internal_error", "{d}");
+    assert!(started.elapsed() < SECOND, "{:?}", started.elapsed());
+    answered_once(&mut g1).await;
+    // Other devices, and the same device, still get decisions that do not hit the broken key.
+    let started = Instant::now();
+    assert_eq!(g2.tap("4444").await["outcome"], "granted");
+    assert!(started.elapsed() < SECOND, "{:?}", started.elapsed());
+    assert_eq!(g1.tap("5555").await["reason"], "internal_error");
+    assert_eq!(
+        stack
+            .counter(keys::COUNTERS_REJECTED, "internal_error")
+            .await,
+        2
+    );
+}
