@@ -44,6 +44,16 @@ pub struct BridgeConfig {
     pub idempotency_ttl: Duration,
     /// Approximate length the `tapgate:events` stream is trimmed to.
     pub stream_maxlen: u64,
+    /// How long a card's recent-events list is kept after the card's last event.
+    #[serde(with = "humantime_serde")]
+    pub card_recent_ttl: Duration,
+    /// How long a device's presence (`tapgate:device:…`, its `tapgate:devices` membership) and
+    /// its counters are kept after it was last heard from.
+    #[serde(with = "humantime_serde")]
+    pub device_ttl: Duration,
+    /// Messages each of the 64 worker shards may hold waiting. Beyond it QoS 1 messages wait at
+    /// the broker (backpressure) and QoS 0 messages are dropped and counted.
+    pub shard_queue: usize,
     /// Address for the Prometheus `/metrics` endpoint; unset: no endpoint.
     pub metrics_addr: Option<SocketAddr>,
     /// Longest wait between reconnect attempts to Redis or the broker.
@@ -66,6 +76,9 @@ impl Default for BridgeConfig {
             sale_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             stream_maxlen: 1_000_000,
+            card_recent_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            device_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            shard_queue: 64,
             metrics_addr: None,
             max_backoff: Duration::from_secs(10),
         }
@@ -125,6 +138,15 @@ impl BridgeConfig {
         }
         if self.stream_maxlen == 0 {
             return Err(invalid("stream_maxlen", "must be at least 1"));
+        }
+        if self.card_recent_ttl < Duration::from_secs(1) {
+            return Err(invalid("card_recent_ttl", "must be at least 1s"));
+        }
+        if self.device_ttl < Duration::from_secs(60) {
+            return Err(invalid("device_ttl", "must be at least 60s"));
+        }
+        if !(1..=4096).contains(&self.shard_queue) {
+            return Err(invalid("shard_queue", "must be 1-4096"));
         }
         if self.client_id.is_empty() || self.client_id.len() > 128 {
             return Err(invalid("client_id", "must be 1-128 characters"));

@@ -111,6 +111,8 @@ pub async fn start(
         sale_timeout_ms: millis(config.sale_timeout),
         seen_ttl_s: config.idempotency_ttl.as_secs().max(1),
         stream_maxlen: config.stream_maxlen,
+        recent_ttl_s: config.card_recent_ttl.as_secs().max(1),
+        device_ttl_s: config.device_ttl.as_secs().max(1),
     };
     let store = Store::connect(
         &config.redis,
@@ -120,6 +122,15 @@ pub async fn start(
     )
     .await?;
     info!(redis = %tapgate_protocol::broker::redact(&config.redis), "Connected to Redis");
+    let migration = store.migrate_card_keys().await?;
+    if migration != store::Migration::default() {
+        info!(
+            moved = migration.moved,
+            dropped = migration.dropped,
+            conflicts = ?migration.conflicts,
+            "Moved card keys to canonical (upper-case) card ids"
+        );
+    }
 
     let metrics = Metrics::default();
     let mut metrics_addr = None;
@@ -143,8 +154,14 @@ pub async fn start(
         max_backoff: config.max_backoff,
         shutdown: shutdown.clone(),
     };
+    workers.spawn(prune_devices(
+        processor.store.clone(),
+        config.device_ttl,
+        shutdown.clone(),
+    ));
     let dispatcher = dispatch::Dispatcher::start(
         SHARDS,
+        config.shard_queue,
         processor,
         metrics.clone(),
         &workers,
@@ -178,6 +195,29 @@ pub async fn start(
 /// [`start`], then wait until `shutdown` is cancelled and stop cleanly.
 pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<(), BridgeError> {
     start(config, shutdown).await?.join().await
+}
+
+/// Drops devices whose presence expired from the device set, every tenth of the device TTL (at
+/// least every minute, at most every hour).
+async fn prune_devices(store: Store, ttl: std::time::Duration, shutdown: CancellationToken) {
+    let every = (ttl / 10).clamp(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3600),
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match store.prune_devices().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                removed = n,
+                "Pruned devices not heard from within the device TTL"
+            ),
+            Err(e) => tracing::warn!(error = %e, "Cannot prune devices; will try again"),
+        }
+    }
 }
 
 fn millis(d: std::time::Duration) -> u64 {

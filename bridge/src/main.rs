@@ -56,6 +56,17 @@ struct Cli {
     /// Approximate length of the tapgate:events stream [default: 1000000].
     #[arg(long, env = "TAPGATE_STREAM_MAXLEN")]
     stream_maxlen: Option<u64>,
+    /// How long a card's recent-events list is kept after its last event [default: 30days].
+    #[arg(long, env = "TAPGATE_CARD_RECENT_TTL")]
+    card_recent_ttl: Option<String>,
+    /// How long a device's presence and counters are kept after it was last heard from
+    /// [default: 30days].
+    #[arg(long, env = "TAPGATE_DEVICE_TTL")]
+    device_ttl: Option<String>,
+    /// Messages each worker shard may hold waiting; beyond it QoS 0 messages are dropped
+    /// [default: 64].
+    #[arg(long, env = "TAPGATE_SHARD_QUEUE")]
+    shard_queue: Option<usize>,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, env = "TAPGATE_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -93,6 +104,9 @@ impl Cli {
         put("sale_timeout", self.sale_timeout.clone());
         put("idempotency_ttl", self.idempotency_ttl.clone());
         put("stream_maxlen", self.stream_maxlen.map(|v| v.to_string()));
+        put("card_recent_ttl", self.card_recent_ttl.clone());
+        put("device_ttl", self.device_ttl.clone());
+        put("shard_queue", self.shard_queue.map(|v| v.to_string()));
         put("metrics_addr", self.metrics_addr.map(|v| v.to_string()));
         put("max_backoff", self.max_backoff.clone());
         o

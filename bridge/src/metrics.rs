@@ -38,6 +38,7 @@ struct Inner {
     latency_sum_us: AtomicU64,
     redis_reconnects: AtomicU64,
     mqtt_reconnects: AtomicU64,
+    dropped: AtomicU64,
     inflight: AtomicI64,
 }
 
@@ -101,6 +102,21 @@ impl Metrics {
     /// The MQTT connection dropped and is being re-established.
     pub fn mqtt_reconnect(&self) {
         self.0.mqtt_reconnects.fetch_add(1, Relaxed);
+    }
+
+    /// A QoS 0 message was dropped because its shard's queue was full.
+    pub fn dropped(&self) {
+        self.0.dropped.fetch_add(1, Relaxed);
+    }
+
+    /// QoS 0 messages dropped so far.
+    pub fn dropped_total(&self) -> u64 {
+        self.0.dropped.load(Relaxed)
+    }
+
+    /// MQTT connection losses so far.
+    pub fn mqtt_reconnects_total(&self) -> u64 {
+        self.0.mqtt_reconnects.load(Relaxed)
     }
 
     /// Messages received but not yet acknowledged.
@@ -205,6 +221,17 @@ impl Metrics {
         );
         header(
             &mut text,
+            "tapgate_dropped_total",
+            "counter",
+            "QoS 0 messages dropped because their worker shard's queue was full.",
+        );
+        let _ = writeln!(
+            text,
+            "tapgate_dropped_total{{qos=\"0\"}} {}",
+            m.dropped.load(Relaxed)
+        );
+        header(
+            &mut text,
             "tapgate_inflight_messages",
             "gauge",
             "Messages received and not yet acknowledged.",
@@ -257,7 +284,8 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
                     body.len()
                 )
             } else {
-                debug!(%peer, %line, "Metrics: not found");
+                let line = tapgate_protocol::text::escape_untrusted(line, 200);
+                debug!(%peer, line = ?line, "Metrics: not found");
                 let body = "only GET /metrics is served here\n";
                 format!(
                     "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -284,7 +312,9 @@ mod tests {
             Duration::from_millis(3),
         );
         m.rejected(RejectReason::UnknownField);
+        m.dropped();
         let text = m.render();
+        assert!(text.contains("tapgate_dropped_total{qos=\"0\"} 1"));
         assert!(text.contains("tapgate_messages_total{message=\"tap\"} 1"));
         assert!(text
             .contains("tapgate_decisions_total{device_kind=\"gate\",outcome=\"card_mismatch\"} 1"));

@@ -46,6 +46,17 @@ pub enum MqttError {
     },
 }
 
+/// Largest MQTT packet the bridge reads, 1 MiB.
+///
+/// A packet above the client's limit is a protocol error to rumqttc: the connection drops, and
+/// the persistent session redelivers the same packet on reconnect, forever. So this limit must be
+/// above anything the broker will deliver. Brokers are configured to refuse packets above 8 KiB
+/// (mosquitto `max_packet_size`, EMQX `mqtt.max_packet_size`); 1 MiB leaves a wide margin for a
+/// broker left at a larger limit (payloads above the 1 KiB contract are still refused one by one,
+/// as `payload_too_large`), while one packet in hand costs at most 1 MiB of memory, whose bytes
+/// are dropped before the message is queued.
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+
 /// The MQTT options the bridge uses: persistent session, manual acks, credentials.
 pub fn options(cfg: &BridgeConfig) -> Result<MqttOptions, MqttError> {
     let url = BrokerUrl::parse(&cfg.mqtt)?;
@@ -53,7 +64,7 @@ pub fn options(cfg: &BridgeConfig) -> Result<MqttOptions, MqttError> {
     opts.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(15))
-        .set_max_packet_size(64 * 1024, 64 * 1024)
+        .set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024)
         .set_inflight(200);
     let creds = match (&cfg.mqtt_username, url.credentials) {
         (Some(u), _) => Some((u.clone(), cfg.mqtt_password.clone().unwrap_or_default())),
@@ -133,7 +144,7 @@ pub async fn handshake(
                     }
                     return Ok(());
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p),
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p),
                 Ok(_) => {}
                 Err(e) => return Err(fail(e.to_string())),
             }
@@ -145,8 +156,8 @@ pub async fn handshake(
 }
 
 /// Polls the event loop until `stop` is cancelled, dispatching every publish and reconnecting
-/// with exponential backoff. After `stop`, keeps polling briefly so queued acks and the
-/// DISCONNECT reach the broker.
+/// with exponential backoff. It waits for nothing but the event loop (see [`crate::dispatch`]).
+/// After `stop`, keeps polling briefly so queued acks and the DISCONNECT reach the broker.
 pub async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -161,7 +172,7 @@ pub async fn drive(
         tokio::select! {
             _ = stop.cancelled() => break,
             event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.dispatch(p),
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p),
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
                     info!(session_present = ack.session_present, "Reconnected to MQTT broker");
@@ -194,7 +205,8 @@ pub async fn drive(
                 Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // Not acknowledged: the broker redelivers it to the next session.
-                    debug!(topic = %p.topic, "Left for redelivery at shutdown");
+                    let topic = tapgate_protocol::text::escape_untrusted(&p.topic, 200);
+                    debug!(topic = ?topic, "Left for redelivery at shutdown");
                 }
                 Ok(_) => {}
             }

@@ -3,23 +3,29 @@
 //! The order matters for "exactly once": the decision is stored (atomically, with its effects) and
 //! published before the message is acknowledged. A crash in between means the broker redelivers
 //! the message, and the stored decision is published again without a second charge.
+//!
+//! No message can stall a shard: Redis connection failures are retried (Redis down must not lose
+//! taps), but anything else the bridge cannot handle (a payload or topic it refuses, a stored
+//! record or script result it cannot read, a Redis error that retrying cannot fix) is answered
+//! `rejected`, counted, logged once and acknowledged.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::{AsyncClient, QoS};
 use tapgate_protocol::rules::Input;
-use tapgate_protocol::status::{parse_status, Heartbeat};
+use tapgate_protocol::text::escape_untrusted;
 use tapgate_protocol::topic::MessageKind;
-use tapgate_protocol::validate::{parse_button, parse_tap};
+use tapgate_protocol::validate::{parse_button, parse_heartbeat, parse_status_payload, parse_tap};
 use tapgate_protocol::{
-    Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, Outcome, Rejection, Topics,
-    MAX_PAYLOAD_BYTES,
+    Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Outcome,
+    RejectReason, Rejection, Topics, MAX_PAYLOAD_BYTES,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::dispatch::{Inbound, MAX_TOPIC_BYTES};
 use crate::metrics::Metrics;
-use crate::store::{Request, Store, StoreError};
+use crate::store::{Answer, Request, Store, StoreError};
 
 /// Everything a worker needs to handle messages. Cheap to clone.
 #[derive(Clone)]
@@ -48,13 +54,41 @@ pub fn now_ms() -> u64 {
 
 /// What a message turned out to be.
 enum Parsed {
-    Decide(InboundTopic, tapgate_protocol::MessageId, Input),
+    Decide(InboundTopic, MessageId, Input),
     Presence(InboundTopic, Option<bool>, Option<u64>),
     Refuse(Option<(DeviceKind, DeviceId)>, Rejection),
     Ignore,
 }
 
-fn parse(topics: &Topics, publish: &Publish) -> Parsed {
+/// Why a store operation gave up.
+enum GaveUp {
+    /// Shutting down: leave the message unacknowledged for redelivery.
+    Shutdown,
+    /// Retrying cannot help.
+    Permanent(StoreError),
+}
+
+fn too_large(len: usize) -> Rejection {
+    Rejection::new(
+        RejectReason::PayloadTooLarge,
+        format!("payload is {len} bytes, at most {MAX_PAYLOAD_BYTES} allowed"),
+    )
+}
+
+fn parse(topics: &Topics, inbound: &Inbound) -> Parsed {
+    let publish = &inbound.publish;
+    if inbound.topic_len > MAX_TOPIC_BYTES {
+        return Parsed::Refuse(
+            None,
+            Rejection::new(
+                RejectReason::BadTopic,
+                format!(
+                    "topic is {} bytes, at most {MAX_TOPIC_BYTES} allowed",
+                    inbound.topic_len
+                ),
+            ),
+        );
+    }
     let topic = match topics.parse(&publish.topic) {
         Ok(t) => t,
         Err(e) => {
@@ -63,6 +97,7 @@ fn parse(topics: &Topics, publish: &Publish) -> Parsed {
         }
     };
     let payload: &[u8] = &publish.payload;
+    let oversized = inbound.payload_len > MAX_PAYLOAD_BYTES;
     let here = Some((topic.kind, topic.device.clone()));
     match topic.message {
         MessageKind::Tap | MessageKind::Button if publish.retain => {
@@ -73,15 +108,14 @@ fn parse(topics: &Topics, publish: &Publish) -> Parsed {
             };
             Parsed::Refuse(
                 here,
-                Rejection {
-                    id,
-                    ..Rejection::new(
-                        tapgate_protocol::RejectReason::Retained,
-                        "taps and button presses must not be retained",
-                    )
-                },
+                Rejection::new(
+                    RejectReason::Retained,
+                    "taps and button presses must not be retained",
+                )
+                .with_id(id),
             )
         }
+        _ if oversized => Parsed::Refuse(here, too_large(inbound.payload_len)),
         MessageKind::Tap => match parse_tap(payload) {
             Ok(tap) => {
                 let input = match topic.kind {
@@ -98,61 +132,53 @@ fn parse(topics: &Topics, publish: &Publish) -> Parsed {
         },
         // A retained status cleared with an empty payload: nothing to record.
         MessageKind::Status if payload.is_empty() => Parsed::Ignore,
-        MessageKind::Status => match parse_status(payload) {
-            Some(online) => Parsed::Presence(topic, Some(online), None),
-            None => Parsed::Refuse(
-                None,
-                Rejection::new(
-                    tapgate_protocol::RejectReason::MalformedJson,
-                    "status must be \"online\" or \"offline\"",
-                ),
-            ),
+        MessageKind::Status => match parse_status_payload(payload) {
+            Ok(online) => Parsed::Presence(topic, Some(online), None),
+            Err(r) => Parsed::Refuse(here, r),
         },
-        MessageKind::Heartbeat => {
-            if payload.len() > MAX_PAYLOAD_BYTES {
-                return Parsed::Ignore;
-            }
-            match serde_json::from_slice::<Heartbeat>(payload) {
-                Ok(h) => Parsed::Presence(topic, None, Some(h.uptime_s)),
-                Err(e) => Parsed::Refuse(
-                    None,
-                    Rejection::new(
-                        tapgate_protocol::RejectReason::MalformedJson,
-                        format!("bad heartbeat: {e}"),
-                    ),
-                ),
-            }
-        }
+        MessageKind::Heartbeat => match parse_heartbeat(payload) {
+            Ok(h) => Parsed::Presence(topic, None, Some(h.uptime_s)),
+            Err(r) => Parsed::Refuse(here, r),
+        },
         MessageKind::Decision => Parsed::Ignore,
     }
 }
 
 impl Processor {
     /// Handles one publish to completion (or until shutdown), then acknowledges it.
-    pub async fn handle(&self, publish: Publish) {
+    pub async fn handle(&self, inbound: Inbound) {
         let received = Instant::now();
-        let done = match parse(&self.topics, &publish) {
+        let done = match parse(&self.topics, &inbound) {
             Parsed::Decide(topic, id, input) => {
                 self.metrics.message(topic.message);
                 self.decide(&topic, &id, &input, received).await
             }
             Parsed::Presence(topic, online, uptime) => {
                 self.metrics.message(topic.message);
-                self.retry("presence", || {
-                    self.store
-                        .presence(topic.kind, &topic.device, online, uptime, now_ms())
-                })
-                .await
-                .is_some()
+                let stored = self
+                    .retry("presence", || {
+                        self.store
+                            .presence(topic.kind, &topic.device, online, uptime, now_ms())
+                    })
+                    .await;
+                match stored {
+                    Ok(()) => true,
+                    Err(GaveUp::Shutdown) => false,
+                    Err(GaveUp::Permanent(e)) => {
+                        let here = Some((topic.kind, topic.device.clone()));
+                        let raw = &inbound.publish.topic;
+                        self.record_refusal(raw, here, internal(&e, None), received, Some(&e))
+                            .await
+                    }
+                }
             }
             Parsed::Refuse(device, rejection) => {
-                self.refuse(&publish.topic, device, rejection, received)
-                    .await
+                self.refuse(&inbound, device, rejection, received).await
             }
             Parsed::Ignore => true,
         };
         if done {
-            if let Err(e) = self.client.ack(&publish).await {
+            if let Err(e) = self.client.ack(&inbound.publish).await {
                 debug!(error = %e, "Ack not sent (shutting down)");
             }
         }
@@ -162,7 +188,7 @@ impl Processor {
     async fn decide(
         &self,
         topic: &InboundTopic,
-        id: &tapgate_protocol::MessageId,
+        id: &MessageId,
         input: &Input,
         received: Instant,
     ) -> bool {
@@ -174,8 +200,26 @@ impl Processor {
             input,
             now_ms: now,
         };
-        let Some(decided) = self.retry("decide", || self.store.decide(&req)).await else {
-            return false;
+        let here = Some((topic.kind, topic.device.clone()));
+        let decided = match self.retry("decide", || self.store.decide(&req)).await {
+            Ok(Answer::Decided(d)) => d,
+            Ok(Answer::IdReused) => {
+                let rejection = Rejection::new(
+                    RejectReason::IdReused,
+                    "this id was already used for a different message; its first decision stands",
+                )
+                .with_id(Some(id.clone()));
+                return self
+                    .refuse_decided(topic, here, rejection, received, None)
+                    .await;
+            }
+            Err(GaveUp::Shutdown) => return false,
+            Err(GaveUp::Permanent(e)) => {
+                let rejection = internal(&e, Some(id.clone()));
+                return self
+                    .refuse_decided(topic, here, rejection, received, Some(&e))
+                    .await;
+            }
         };
         if decided.replayed {
             self.metrics.replay();
@@ -197,21 +241,61 @@ impl Processor {
         true
     }
 
+    /// [`Processor::refuse`] for a message whose topic was valid.
+    async fn refuse_decided(
+        &self,
+        topic: &InboundTopic,
+        device: Option<(DeviceKind, DeviceId)>,
+        rejection: Rejection,
+        received: Instant,
+        cause: Option<&StoreError>,
+    ) -> bool {
+        let raw = self.topics.device(topic.kind, &topic.device, topic.message);
+        self.record_refusal(&raw, device, rejection, received, cause)
+            .await
+    }
+
     async fn refuse(
+        &self,
+        inbound: &Inbound,
+        device: Option<(DeviceKind, DeviceId)>,
+        rejection: Rejection,
+        received: Instant,
+    ) -> bool {
+        self.record_refusal(&inbound.publish.topic, device, rejection, received, None)
+            .await
+    }
+
+    /// Counts, logs (once; with the store error that caused it, if any), records and answers a
+    /// refusal. Returns false only at shutdown (the message is then left for redelivery); a
+    /// refusal that cannot be recorded is still answered.
+    async fn record_refusal(
         &self,
         raw_topic: &str,
         device: Option<(DeviceKind, DeviceId)>,
         rejection: Rejection,
         received: Instant,
+        cause: Option<&StoreError>,
     ) -> bool {
         self.metrics.rejected(rejection.reason);
-        let shown_topic: String = raw_topic.chars().take(200).collect();
-        warn!(
-            topic = %shown_topic,
-            reason = %rejection.reason,
-            detail = %rejection.detail,
-            "Refused device message"
-        );
+        let shown_topic = escape_untrusted(raw_topic, 200);
+        let id = rejection.id.as_ref().map(MessageId::as_str);
+        match cause {
+            None => warn!(
+                topic = ?shown_topic,
+                reason = %rejection.reason,
+                detail = ?rejection.detail,
+                id = ?id,
+                "Refused device message"
+            ),
+            Some(e) => error!(
+                topic = ?shown_topic,
+                reason = %rejection.reason,
+                id = ?id,
+                error = %e,
+                "Cannot handle device message; refused it"
+            ),
+        }
         let mut event = Event::new(EventKind::Rejected, now_ms());
         event.device_kind = device.as_ref().map(|(k, _)| *k);
         event.device = device.as_ref().map(|(_, d)| d.clone());
@@ -219,11 +303,16 @@ impl Processor {
         event.reason = Some(rejection.reason.as_str().to_owned());
         event.detail = Some(rejection.detail.clone());
         let reason = rejection.reason.as_str();
-        let Some(event) = self
+        let recorded = match self
             .retry("reject", || self.store.reject(event.clone(), reason))
             .await
-        else {
-            return false;
+        {
+            Ok(event) => Some(event),
+            Err(GaveUp::Shutdown) => return false,
+            Err(GaveUp::Permanent(e)) => {
+                error!(error = %e, reason, "Cannot record a refusal; answering it anyway");
+                None
+            }
         };
         if let Some((kind, device)) = &device {
             let decision = Decision {
@@ -235,7 +324,9 @@ impl Processor {
             };
             self.answer(*kind, device, &decision, received).await;
         }
-        self.publish_event(&event).await;
+        if let Some(event) = recorded {
+            self.publish_event(&event).await;
+        }
         true
     }
 
@@ -269,9 +360,9 @@ impl Processor {
         }
     }
 
-    /// Runs `op` until it succeeds, retrying connection failures with backoff. Returns `None` at
-    /// shutdown or on a permanent error (logged), leaving the message unacknowledged.
-    async fn retry<T, F, Fut>(&self, what: &'static str, mut op: F) -> Option<T>
+    /// Runs `op` until it succeeds, retrying connection failures with backoff (Redis down must
+    /// not lose taps). Gives up at shutdown, or at once on an error retrying cannot fix.
+    async fn retry<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T, GaveUp>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -279,24 +370,31 @@ impl Processor {
         let mut backoff = Duration::from_millis(50);
         loop {
             match op().await {
-                Ok(v) => return Some(v),
+                Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() => {
                     self.metrics.redis_reconnect();
                     warn!(error = %e, op = what, retry_in = ?backoff, "Redis unavailable, retrying");
                 }
-                Err(e) => {
-                    // Not transient (e.g. a script error): retrying the same input cannot help,
-                    // but the message must not be lost either; keep trying slowly so an operator
-                    // can fix Redis, and say so loudly.
-                    warn!(error = %e, op = what, "Redis refused the operation; will retry");
-                    backoff = backoff.max(Duration::from_secs(1));
-                }
+                Err(e) => return Err(GaveUp::Permanent(e)),
             }
             tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
+                _ = self.shutdown.cancelled() => return Err(GaveUp::Shutdown),
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(self.max_backoff);
         }
     }
+}
+
+/// The refusal for a message the bridge could not handle.
+fn internal(e: &StoreError, id: Option<MessageId>) -> Rejection {
+    let why = match e {
+        StoreError::BadResult(_) => "its stored record or result cannot be read",
+        _ => "Redis refused the operation",
+    };
+    Rejection::new(
+        RejectReason::InternalError,
+        format!("the bridge could not decide this message: {why}; an operator has been alerted"),
+    )
+    .with_id(id)
 }

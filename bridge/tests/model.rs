@@ -1,13 +1,14 @@
-//! The real Redis script against the pure reference model (`tapgate_protocol::rules::decide`):
-//! random sequences of taps, buttons, blocks and clock jumps must give the same decisions and
-//! leave the same passes.
+//! The real Redis script against the pure reference model (`tapgate_protocol::rules::decide`,
+//! `decide_stored` for corrupt pass records): random sequences of taps, buttons, blocks, corrupted
+//! pass records, redeliveries, reused ids and clock jumps must give the same decisions and leave
+//! the same passes.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tapgate_bridge::store::{Request, Store, StoreSettings};
-use tapgate_protocol::rules::{decide, Input, Pass, Sale, Settings, State};
+use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
+use tapgate_protocol::rules::{decide_stored, Input, Pass, Sale, Settings, State};
 use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, MessageId, Outcome, PassType};
 use tapgate_testkit::RedisServer;
 
@@ -26,7 +27,21 @@ enum Op {
     Advance(u64),
     Block(usize),
     Unblock(usize),
+    /// Overwrites the card's pass record with one of the garbled forms.
+    Corrupt(usize, usize),
+    /// Sends an earlier message again, same id and content (a redelivery).
+    Redeliver(usize),
+    /// Sends an earlier message's id from the same device with a gate or terminal tap of a card.
+    Reuse(usize, usize),
 }
+
+/// Pass records the script cannot read: an unknown type, and known types with garbled fields.
+const GARBLED: [&[(&str, &str)]; 4] = [
+    &[("type", "MONTHLY"), ("trips", "0"), ("issued_at", "0")],
+    &[("type", "TEN_TRIP"), ("trips", "lots"), ("issued_at", "0")],
+    &[("type", "TWO_HOUR"), ("trips", "0"), ("expires_at", "soon")],
+    &[("trips", "3")],
+];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -38,6 +53,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(Op::Advance),
         1 => (0..CARDS.len()).prop_map(Op::Block),
         1 => (0..CARDS.len()).prop_map(Op::Unblock),
+        1 => (0..CARDS.len(), 0..GARBLED.len()).prop_map(|(c, g)| Op::Corrupt(c, g)),
+        1 => any::<usize>().prop_map(Op::Redeliver),
+        1 => (any::<usize>(), 0..CARDS.len()).prop_map(|(n, c)| Op::Reuse(n, c)),
     ]
 }
 
@@ -46,6 +64,17 @@ struct Model {
     passes: HashMap<usize, Pass>,
     sales: HashMap<usize, Sale>,
     blocked: HashSet<usize>,
+    corrupt: HashSet<usize>,
+}
+
+/// A message the model sent, for redeliveries and reused ids.
+#[derive(Debug, Clone)]
+struct Sent {
+    kind: DeviceKind,
+    device: &'static str,
+    id: MessageId,
+    input: Input,
+    outcome: Outcome,
 }
 
 fn card(i: usize) -> CardId {
@@ -78,9 +107,87 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
         .await
         .expect("FLUSHALL");
     let mut model = Model::default();
+    let mut sent: Vec<Sent> = Vec::new();
     let mut now: u64 = 1_700_000_000_000;
     for (n, op) in ops.iter().enumerate() {
         let (kind, device, input, card_i, term_i) = match op {
+            Op::Corrupt(c, g) => {
+                let key = keys::pass(&card(*c));
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(&key);
+                for (f, v) in GARBLED[*g] {
+                    cmd.arg(*f).arg(*v);
+                }
+                let _: () = redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async(&mut con)
+                    .await
+                    .expect("DEL");
+                let _: () = cmd.query_async(&mut con).await.expect("corrupt");
+                model.corrupt.insert(*c);
+                model.passes.remove(c);
+                continue;
+            }
+            Op::Redeliver(k) | Op::Reuse(k, _) if sent.is_empty() => {
+                let _ = k;
+                continue;
+            }
+            Op::Redeliver(k) => {
+                let s = sent[k % sent.len()].clone();
+                let device = DeviceId::new(s.device).expect("device");
+                let got = store
+                    .decide(&Request {
+                        kind: s.kind,
+                        device: &device,
+                        id: &s.id,
+                        input: &s.input,
+                        now_ms: now,
+                    })
+                    .await
+                    .expect("script");
+                let Answer::Decided(got) = got else {
+                    return Err(TestCaseError::fail(format!("op {n}: redelivery refused")));
+                };
+                prop_assert!(got.replayed, "op {} {:?}", n, op);
+                prop_assert_eq!(&got.decision.outcome, &s.outcome, "op {} {:?}", n, op);
+                continue;
+            }
+            Op::Reuse(k, c) => {
+                let s = sent[k % sent.len()].clone();
+                let input = match s.kind {
+                    DeviceKind::Gate => Input::GateTap(card(*c)),
+                    DeviceKind::Terminal => Input::TerminalTap(card(*c)),
+                };
+                let device = DeviceId::new(s.device).expect("device");
+                let got = store
+                    .decide(&Request {
+                        kind: s.kind,
+                        device: &device,
+                        id: &s.id,
+                        input: &input,
+                        now_ms: now,
+                    })
+                    .await
+                    .expect("script");
+                match got {
+                    Answer::Decided(d) => {
+                        prop_assert_eq!(&input, &s.input, "op {}: other content replayed", n);
+                        prop_assert!(d.replayed);
+                        prop_assert_eq!(&d.decision.outcome, &s.outcome);
+                    }
+                    Answer::IdReused => {
+                        prop_assert_ne!(&input, &s.input, "op {}: same content refused", n);
+                    }
+                }
+                // Either way nothing changed: the passes still match the model.
+                for c in 0..CARDS.len() {
+                    if !model.corrupt.contains(&c) {
+                        let stored = read_pass(&mut con, c).await;
+                        prop_assert_eq!(stored.as_ref(), model.passes.get(&c), "op {}", n);
+                    }
+                }
+                continue;
+            }
             Op::Advance(ms) => {
                 now += ms;
                 continue;
@@ -132,19 +239,31 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
             blocked: card_i.is_some_and(|c| model.blocked.contains(&c)),
             sale: term_i.and_then(|t| model.sales.get(&t).cloned()),
         };
-        let expected = decide(&input, &state, now, SETTINGS);
-        let device = DeviceId::new(device).expect("device");
+        let corrupt = card_i.is_some_and(|c| model.corrupt.contains(&c));
+        let expected = decide_stored(&input, &state, corrupt, now, SETTINGS);
+        let device_id = DeviceId::new(device).expect("device");
         let id = MessageId::new(format!("m{n}")).expect("id");
         let got = store
             .decide(&Request {
                 kind,
-                device: &device,
+                device: &device_id,
                 id: &id,
                 input: &input,
                 now_ms: now,
             })
             .await
             .expect("script");
+        let Answer::Decided(got) = got else {
+            return Err(TestCaseError::fail(format!("op {n}: fresh id refused")));
+        };
+        prop_assert!(!got.replayed);
+        sent.push(Sent {
+            kind,
+            device,
+            id: id.clone(),
+            input: input.clone(),
+            outcome: got.decision.outcome.clone(),
+        });
         prop_assert_eq!(
             &got.decision.outcome,
             &expected.outcome,
@@ -153,7 +272,15 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
             op,
             state
         );
-        if let Some(c) = card_i {
+        if let Some(c) = card_i.filter(|c| model.corrupt.contains(c)) {
+            // Never granted, sold over or rewritten: still the garbled record.
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(keys::pass(&card(c)))
+                .query_async(&mut con)
+                .await
+                .expect("EXISTS");
+            prop_assert!(exists, "op {} {:?}: corrupt record removed", n, op);
+        } else if let Some(c) = card_i {
             match &expected.pass {
                 Some(p) => model.passes.insert(c, p.clone()),
                 None => model.passes.remove(&c),
@@ -198,6 +325,8 @@ fn script_matches_reference_model() {
                 sale_timeout_ms: SETTINGS.sale_timeout_ms,
                 seen_ttl_s: 3600,
                 stream_maxlen: 10_000,
+                recent_ttl_s: 3600,
+                device_ttl_s: 3600,
             },
         ))
         .expect("store");

@@ -66,7 +66,7 @@ fn check(
 }
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:literal, $ok:expr) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:literal, $ok:expr, $canon:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -76,11 +76,12 @@ macro_rules! id_type {
             /// Longest accepted value, in characters.
             pub const MAX_LEN: usize = $max;
 
-            /// Validates `s` and wraps it.
+            /// Validates `s` and wraps it in its canonical form.
             pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
                 check(&s, $what, $max, $allowed, $ok)?;
-                Ok(Self(s))
+                let canon: fn(String) -> String = $canon;
+                Ok(Self(canon(s)))
             }
 
             /// The identifier as a string slice.
@@ -129,17 +130,24 @@ id_type!(
     "device id",
     64,
     "A-Z a-z 0-9 _ -",
-    |c| c.is_ascii_alphanumeric() || c == '_' || c == '-'
+    |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
+    |s| s
 );
 
 id_type!(
     /// A card number: 1–32 of `[0-9A-Za-z]`, so both the decimal serials an MFRC522 prints and hex
-    /// UIDs fit.
+    /// UIDs fit. Card numbers are case-insensitive: the canonical form is upper case, and this
+    /// constructor is the only way in (taps, the deny list, card lookups), so `04ab` and `04AB`
+    /// are the same card everywhere.
     CardId,
     "card",
     32,
     "A-Z a-z 0-9",
-    |c| c.is_ascii_alphanumeric()
+    |c| c.is_ascii_alphanumeric(),
+    |mut s| {
+        s.make_ascii_uppercase();
+        s
+    }
 );
 
 id_type!(
@@ -149,7 +157,8 @@ id_type!(
     "id",
     64,
     "A-Z a-z 0-9 . _ : -",
-    |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
+    |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'),
+    |s| s
 );
 
 /// The two kinds of device.
@@ -225,6 +234,19 @@ mod tests {
         for bad in ["12-34", "<script>", "12 34", "", "a_b"] {
             assert!(CardId::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn card_ids_are_canonical_upper_case() {
+        let lower = CardId::new("04ab").expect("card");
+        assert_eq!(lower.as_str(), "04AB");
+        assert_eq!(lower, CardId::new("04AB").expect("card"));
+        assert_eq!(lower, CardId::new("04aB").expect("card"));
+        let parsed: CardId = serde_json::from_str("\"04ab\"").expect("json");
+        assert_eq!(parsed, lower);
+        // Device and message ids keep their case.
+        assert_eq!(DeviceId::new("g1").expect("dev").as_str(), "g1");
+        assert_eq!(MessageId::new("a-B").expect("id").as_str(), "a-B");
     }
 
     #[test]

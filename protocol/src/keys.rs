@@ -2,7 +2,8 @@
 //!
 //! The counters, the event stream and the device presence keys are read by the monitor and by
 //! Grafana dashboards, so their names are part of the contract. Card keys carry the card in a
-//! `{...}` hash tag so that all of one card's keys share a Redis Cluster slot.
+//! `{...}` hash tag so that all of one card's keys share a Redis Cluster slot; the card is always
+//! in its canonical upper-case form ([`CardId::new`]).
 //!
 //! | key | type | written by | content |
 //! |---|---|---|---|
@@ -10,16 +11,16 @@
 //! | `tapgate:counters:entries` | hash | bridge | pass type → entries granted |
 //! | `tapgate:counters:denied` | hash | bridge | deny reason → denials |
 //! | `tapgate:counters:rejected` | hash | bridge | reject reason → refused messages |
-//! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected` |
+//! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected`; expires with the device |
 //! | `tapgate:events` | stream | bridge, monitor | field `event`: [`crate::Event`] JSON |
 //! | `tapgate:card:{CARD}:pass` | hash | bridge | `type`, `trips`, `expires_at`, `issued_at` |
 //! | `tapgate:card:{CARD}:blocked` | hash | monitor | `reason`, `by`, `at` |
-//! | `tapgate:card:{CARD}:recent` | list | bridge | the card's latest events, newest first |
+//! | `tapgate:card:{CARD}:recent` | list | bridge | the card's latest events, newest first; expires |
 //! | `tapgate:blocked` | hash | monitor | card → reason, an index of blocked cards |
 //! | `tapgate:sale:{DEVICE}` | hash | bridge | `state`, `card`, `pass`, `started_at` |
-//! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | stored result, for redeliveries |
-//! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s` |
-//! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen |
+//! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | `op:CARD:PASS` fingerprint, newline, stored result |
+//! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s`; expires |
+//! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen, pruned on expiry |
 //! | `tapgate:emqx:disconnects` | hash | EMQX rule | disconnect reason → count |
 //! | `tapgate:emqx:authz` | hash | EMQX rule | authorization result → count |
 //! | `tapgate:emqx:dropped` | hash | EMQX rule | drop reason → count |
@@ -116,6 +117,8 @@ mod tests {
         let dev = DeviceId::new("g1").expect("dev");
         let id = MessageId::new("g1-1").expect("id");
         assert_eq!(pass(&card), "tapgate:card:{0412AB}:pass");
+        let lower = CardId::new("0412ab").expect("card");
+        assert_eq!(blocked(&lower), "tapgate:card:{0412AB}:blocked");
         assert_eq!(blocked(&card), "tapgate:card:{0412AB}:blocked");
         assert_eq!(card_recent(&card), "tapgate:card:{0412AB}:recent");
         assert_eq!(sale(&dev), "tapgate:sale:{g1}");

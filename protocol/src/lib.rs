@@ -11,6 +11,7 @@
 //! - [`event`]: events the bridge publishes for monitors and appends to the event stream.
 //! - [`status`]: device presence (retained status, last will, heartbeat).
 //! - [`keys`]: Redis key names that other tools (monitor, Grafana) read.
+//! - [`text`]: escaping untrusted device text before it reaches a log, an event or a terminal.
 //!
 //! `docs/protocol.md` at the repository root documents the same contract with examples.
 
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod message;
 pub mod rules;
 pub mod status;
+pub mod text;
 pub mod topic;
 pub mod validate;
 

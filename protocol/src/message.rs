@@ -120,11 +120,19 @@ pub enum DenyReason {
     Expired,
     /// An operator put the card on the deny list.
     Blocked,
+    /// The card's stored pass cannot be read (an unknown type or a garbled field): nothing is
+    /// granted or sold on it until an operator repairs or removes it.
+    CorruptPass,
 }
 
 impl DenyReason {
     /// Every reason.
-    pub const ALL: [DenyReason; 3] = [DenyReason::NoPass, DenyReason::Expired, DenyReason::Blocked];
+    pub const ALL: [DenyReason; 4] = [
+        DenyReason::NoPass,
+        DenyReason::Expired,
+        DenyReason::Blocked,
+        DenyReason::CorruptPass,
+    ];
 
     /// The wire name, also the counter field.
     pub const fn as_str(self) -> &'static str {
@@ -132,6 +140,7 @@ impl DenyReason {
             DenyReason::NoPass => "no_pass",
             DenyReason::Expired => "expired",
             DenyReason::Blocked => "blocked",
+            DenyReason::CorruptPass => "corrupt_pass",
         }
     }
 

@@ -13,6 +13,9 @@
 //!   `expired` after, and the pass is removed. Unused passes never expire.
 //! - One pass per card; once it is used up the card may buy again.
 //! - A blocked card is denied (`blocked`) at gates and terminals.
+//! - A card whose stored pass cannot be read (unknown type, garbled field) is denied
+//!   (`corrupt_pass`) at gates and terminals and the record is left for an operator; see
+//!   [`decide_stored`].
 //! - Sales, per terminal: tap → `select_pass` (or `already_has_pass`); button → `tap_to_confirm`;
 //!   same card → `pass_issued` if the card still has no pass; another card → `card_mismatch`
 //!   (sale void); button without a sale → `tap_card_first`. A sale not advanced within the sale
@@ -234,6 +237,42 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
     }
 }
 
+/// [`decide`] for a card whose stored pass record may be unreadable (`pass_corrupt`): such a card
+/// is never granted and never sold a pass over the bad record. A block still wins, and so does a
+/// sale's card mismatch (the other card's record is not read). Nothing is changed but the sale.
+pub fn decide_stored(
+    input: &Input,
+    state: &State,
+    pass_corrupt: bool,
+    now: u64,
+    settings: Settings,
+) -> Verdict {
+    let corrupt = Verdict {
+        outcome: Outcome::Denied {
+            reason: DenyReason::CorruptPass,
+        },
+        pass: state.pass.clone(),
+        sale: None,
+        activated: false,
+    };
+    if !pass_corrupt || state.blocked {
+        return decide(input, state, now, settings);
+    }
+    match input {
+        Input::Button(_) => decide(input, state, now, settings),
+        Input::GateTap(_) => corrupt,
+        Input::TerminalTap(card) => {
+            let sale = state.sale.as_ref().filter(|s| now <= s.expires_at);
+            match sale {
+                Some(s) if s.selected.is_some() && &s.card != card => {
+                    decide(input, state, now, settings)
+                }
+                _ => corrupt,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +404,38 @@ mod tests {
             selected,
             expires_at: NOW + 10,
         })
+    }
+
+    #[test]
+    fn corrupt_pass_is_never_granted_or_sold_over() {
+        let state = State::default();
+        let corrupt = Outcome::Denied {
+            reason: DenyReason::CorruptPass,
+        };
+        let v = decide_stored(&Input::GateTap(card("1")), &state, true, NOW, S);
+        assert_eq!(v.outcome, corrupt);
+        let started = State {
+            sale: sale("1", Some(PassType::TenTrip)),
+            ..State::default()
+        };
+        let v = decide_stored(&Input::TerminalTap(card("1")), &started, true, NOW, S);
+        assert_eq!(v.outcome, corrupt);
+        assert_eq!(v.sale, None, "the sale is void");
+        let v = decide_stored(&Input::TerminalTap(card("2")), &started, true, NOW, S);
+        assert_eq!(v.outcome, Outcome::CardMismatch);
+        let blocked = State {
+            blocked: true,
+            ..State::default()
+        };
+        let v = decide_stored(&Input::GateTap(card("1")), &blocked, true, NOW, S);
+        assert_eq!(
+            v.outcome,
+            Outcome::Denied {
+                reason: DenyReason::Blocked
+            }
+        );
+        let v = decide_stored(&Input::Button(PassType::SingleUse), &started, true, NOW, S);
+        assert!(matches!(v.outcome, Outcome::TapToConfirm { .. }));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Device presence.
 //!
 //! A device connects with a last will of [`OFFLINE`] on its status topic, then publishes
-//! [`ONLINE`] there, retained, and a [`Heartbeat`] every [`HEARTBEAT_INTERVAL_SECS`] seconds. The
-//! bridge records both in Redis (see [`crate::keys::device`]).
+//! [`ONLINE`] there and a [`Heartbeat`] every [`HEARTBEAT_INTERVAL_SECS`] seconds. The bridge
+//! records both in Redis (see [`crate::keys::device`]); it parses them with
+//! [`crate::validate::parse_status_payload`] and [`crate::validate::parse_heartbeat`], which refuse
+//! anything else with an escaped, specific reason. Status messages need not be retained (the
+//! bridge accepts both).
 
 use serde::{Deserialize, Serialize};
 
-/// Status payload while connected (retained).
+/// Status payload while connected.
 pub const ONLINE: &str = "online";
 /// Status payload after a clean stop or as the broker-sent last will.
 pub const OFFLINE: &str = "offline";

@@ -8,7 +8,7 @@
 //! {prefix}/terminal/{device}/tap        device → bridge   a card tap at a sales terminal
 //! {prefix}/terminal/{device}/button     device → bridge   a pass button pressed
 //! {prefix}/{kind}/{device}/decision     bridge → device   the answer to a tap or button
-//! {prefix}/{kind}/{device}/status       device (retained) `online`, or `offline` as last will
+//! {prefix}/{kind}/{device}/status       device            `online`, or `offline` as last will
 //! {prefix}/{kind}/{device}/heartbeat    device            uptime, every 30 s
 //! {prefix}/events/...                   bridge → anyone   see [`crate::event`]
 //! ```
@@ -29,7 +29,7 @@ pub enum MessageKind {
     Tap,
     /// A pass button (terminal only).
     Button,
-    /// Presence: `online` / `offline`, retained.
+    /// Presence: `online` / `offline`.
     Status,
     /// Periodic liveness with uptime.
     Heartbeat,
@@ -181,7 +181,7 @@ impl Topics {
         self.device(kind, device, MessageKind::Decision)
     }
 
-    /// The device's retained presence topic (also its last will).
+    /// The device's presence topic (also its last will).
     pub fn status(&self, kind: DeviceKind, device: &DeviceId) -> String {
         self.device(kind, device, MessageKind::Status)
     }

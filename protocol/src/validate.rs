@@ -11,10 +11,15 @@ use serde_json::{Map, Value};
 
 use crate::ids::{CardId, IdError, MessageId};
 use crate::message::{Button, PassType, Tap};
+use crate::status::Heartbeat;
+use crate::text::escape_untrusted;
 use crate::topic::TopicError;
 
 /// Largest payload accepted from a device, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1024;
+
+/// Longest refusal detail, in characters (after escaping).
+pub const MAX_DETAIL_CHARS: usize = 200;
 
 /// Which rule a refused message broke. The wire name is also the counter field in
 /// `tapgate:counters:rejected`.
@@ -47,11 +52,19 @@ pub enum RejectReason {
     UnsupportedMessage,
     /// A tap or button published with the retain flag: it would fire again for every subscriber.
     Retained,
+    /// A JSON object names the same field twice (which one would count is ambiguous).
+    DuplicateField,
+    /// The device reused a message id it had already sent with different content; the stored
+    /// decision for that id stands and nothing changed.
+    IdReused,
+    /// The bridge could not decide the message (a stored record it cannot read, or Redis refused
+    /// the operation). It is answered once and not retried; an operator has to look.
+    InternalError,
 }
 
 impl RejectReason {
     /// Every reason, for dashboards and tests.
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::PayloadTooLarge,
         RejectReason::NotUtf8,
         RejectReason::MalformedJson,
@@ -65,6 +78,9 @@ impl RejectReason {
         RejectReason::BadTopic,
         RejectReason::UnsupportedMessage,
         RejectReason::Retained,
+        RejectReason::DuplicateField,
+        RejectReason::IdReused,
+        RejectReason::InternalError,
     ];
 
     /// The wire name, e.g. `unknown_field`.
@@ -83,6 +99,9 @@ impl RejectReason {
             RejectReason::BadTopic => "bad_topic",
             RejectReason::UnsupportedMessage => "unsupported_message",
             RejectReason::Retained => "retained",
+            RejectReason::DuplicateField => "duplicate_field",
+            RejectReason::IdReused => "id_reused",
+            RejectReason::InternalError => "internal_error",
         }
     }
 }
@@ -106,13 +125,19 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    /// A rejection without a known id.
-    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+    /// A rejection without a known id. The detail is escaped and capped
+    /// ([`MAX_DETAIL_CHARS`]): it may quote what a device sent.
+    pub fn new(reason: RejectReason, detail: impl AsRef<str>) -> Self {
         Self {
             reason,
-            detail: detail.into(),
+            detail: escape_untrusted(detail.as_ref(), MAX_DETAIL_CHARS),
             id: None,
         }
+    }
+
+    /// The same rejection, answering message `id`.
+    pub fn with_id(self, id: Option<MessageId>) -> Self {
+        Self { id, ..self }
     }
 }
 
@@ -138,49 +163,100 @@ pub fn parse_tap(payload: &[u8]) -> Result<Tap, Rejection> {
 pub fn parse_button(payload: &[u8]) -> Result<Button, Rejection> {
     let (obj, id) = object_with_id(payload, &["id", "pass"])?;
     let pass = string_field(&obj, "pass", &id)?;
-    let pass = PassType::parse(pass).ok_or_else(|| Rejection {
-        reason: RejectReason::UnknownPassType,
-        detail: format!(
-            "unknown pass type {:?}; expected one of SINGLE_USE, TEN_TRIP, TWO_HOUR",
-            truncate(pass)
-        ),
-        id: Some(id.clone()),
+    let pass = PassType::parse(pass).ok_or_else(|| {
+        Rejection::new(
+            RejectReason::UnknownPassType,
+            format!(
+                "unknown pass type {:?}; expected one of SINGLE_USE, TEN_TRIP, TWO_HOUR",
+                truncate(pass)
+            ),
+        )
+        .with_id(Some(id.clone()))
     })?;
     Ok(Button { id, pass })
 }
 
-/// Checks size, encoding, JSON syntax, object shape, field names and the id; returns the object
-/// and the id so the caller can read the remaining fields.
+/// Parses a heartbeat payload: `{"uptime_s": <non-negative integer>}` and nothing else.
+pub fn parse_heartbeat(payload: &[u8]) -> Result<Heartbeat, Rejection> {
+    let obj = object(payload)?;
+    unknown_fields(&obj, &["uptime_s"], None)?;
+    match obj.get("uptime_s") {
+        None => Err(Rejection::new(
+            RejectReason::MissingField,
+            "missing field \"uptime_s\"",
+        )),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(|uptime_s| Heartbeat { uptime_s })
+            .ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::WrongType,
+                    "field \"uptime_s\" is not a non-negative integer",
+                )
+            }),
+        Some(other) => Err(Rejection::new(
+            RejectReason::WrongType,
+            format!(
+                "field \"uptime_s\" is a {}, expected a number",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+/// Parses a status payload: `online` (true) or `offline` (false), nothing else.
+pub fn parse_status_payload(payload: &[u8]) -> Result<bool, Rejection> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(too_large(payload.len()));
+    }
+    crate::status::parse_status(payload).ok_or_else(|| {
+        Rejection::new(
+            RejectReason::MalformedJson,
+            "status must be \"online\" or \"offline\"",
+        )
+    })
+}
+
+fn too_large(len: usize) -> Rejection {
+    Rejection::new(
+        RejectReason::PayloadTooLarge,
+        format!("payload is {len} bytes, at most {MAX_PAYLOAD_BYTES} allowed"),
+    )
+}
+
+/// Checks size, encoding, JSON syntax (refusing duplicate keys at any depth) and object shape.
+fn object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(too_large(payload.len()));
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| Rejection::new(RejectReason::NotUtf8, format!("payload is not UTF-8: {e}")))?;
+    let value = strict::parse(text).map_err(|e| match e {
+        strict::Error::Duplicate(detail) => Rejection::new(RejectReason::DuplicateField, detail),
+        strict::Error::Json(e) => Rejection::new(
+            RejectReason::MalformedJson,
+            format!("payload is not JSON: {e}"),
+        ),
+    })?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        other => Err(Rejection::new(
+            RejectReason::NotAnObject,
+            format!(
+                "payload is a JSON {}, expected an object",
+                type_name(&other)
+            ),
+        )),
+    }
+}
+
+/// [`object`], then the id and the field names; returns the object and the id so the caller can
+/// read the remaining fields.
 fn object_with_id(
     payload: &[u8],
     fields: &[&'static str],
 ) -> Result<(Map<String, Value>, MessageId), Rejection> {
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        return Err(Rejection::new(
-            RejectReason::PayloadTooLarge,
-            format!(
-                "payload is {} bytes, at most {MAX_PAYLOAD_BYTES} allowed",
-                payload.len()
-            ),
-        ));
-    }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| Rejection::new(RejectReason::NotUtf8, format!("payload is not UTF-8: {e}")))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        Rejection::new(
-            RejectReason::MalformedJson,
-            format!("payload is not JSON: {e}"),
-        )
-    })?;
-    let Value::Object(obj) = value else {
-        return Err(Rejection::new(
-            RejectReason::NotAnObject,
-            format!(
-                "payload is a JSON {}, expected an object",
-                type_name(&value)
-            ),
-        ));
-    };
+    let obj = object(payload)?;
     // Read the id first so that every later refusal can be answered with it.
     let id = match obj.get("id") {
         None => {
@@ -198,18 +274,27 @@ fn object_with_id(
             ))
         }
     };
-    if let Some(unknown) = obj.keys().find(|k| !fields.contains(&k.as_str())) {
-        return Err(Rejection {
-            reason: RejectReason::UnknownField,
-            detail: format!(
+    unknown_fields(&obj, fields, Some(&id))?;
+    Ok((obj, id))
+}
+
+fn unknown_fields(
+    obj: &Map<String, Value>,
+    fields: &[&'static str],
+    id: Option<&MessageId>,
+) -> Result<(), Rejection> {
+    match obj.keys().find(|k| !fields.contains(&k.as_str())) {
+        Some(unknown) => Err(Rejection::new(
+            RejectReason::UnknownField,
+            format!(
                 "unknown field {:?}; allowed: {}",
                 truncate(unknown),
                 fields.join(", ")
             ),
-            id: Some(id),
-        });
+        )
+        .with_id(id.cloned())),
+        None => Ok(()),
     }
-    Ok((obj, id))
 }
 
 fn string_field<'a>(
@@ -219,28 +304,24 @@ fn string_field<'a>(
 ) -> Result<&'a str, Rejection> {
     match obj.get(name) {
         Some(Value::String(s)) => Ok(s),
-        None => Err(Rejection {
-            reason: RejectReason::MissingField,
-            detail: format!("missing field {name:?}"),
-            id: Some(id.clone()),
-        }),
-        Some(other) => Err(Rejection {
-            reason: RejectReason::WrongType,
-            detail: format!(
+        None => Err(Rejection::new(
+            RejectReason::MissingField,
+            format!("missing field {name:?}"),
+        )
+        .with_id(Some(id.clone()))),
+        Some(other) => Err(Rejection::new(
+            RejectReason::WrongType,
+            format!(
                 "field {name:?} is a {}, expected a string",
                 type_name(other)
             ),
-            id: Some(id.clone()),
-        }),
+        )
+        .with_id(Some(id.clone()))),
     }
 }
 
 fn invalid(reason: RejectReason, e: IdError, id: &MessageId) -> Rejection {
-    Rejection {
-        reason,
-        detail: e.to_string(),
-        id: Some(id.clone()),
-    }
+    Rejection::new(reason, e.to_string()).with_id(Some(id.clone()))
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -254,12 +335,104 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Keeps refusal texts short whatever a device sent.
+/// Keeps quoted device text short whatever a device sent (quote it with `{:?}`; the whole detail is
+/// escaped by [`Rejection::new`]).
 fn truncate(s: &str) -> String {
     const MAX: usize = 40;
     match s.char_indices().nth(MAX) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
+    }
+}
+
+/// JSON parsing that refuses an object naming a field twice, at any depth. (`serde_json`'s own
+/// `Value` keeps the last of duplicate keys, so `{"card":"x","card":"D0"}` would read as `D0`.)
+mod strict {
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+
+    const DUPLICATE: &str = "duplicate field ";
+
+    pub(super) enum Error {
+        /// An object names a field twice; the text names the field and where.
+        Duplicate(String),
+        /// Any other reason the text is not JSON.
+        Json(serde_json::Error),
+    }
+
+    pub(super) fn parse(text: &str) -> Result<Value, Error> {
+        match serde_json::from_str::<Strict>(text) {
+            Ok(Strict(v)) => Ok(v),
+            Err(e) if e.is_data() && e.to_string().starts_with(DUPLICATE) => {
+                Err(Error::Duplicate(e.to_string()))
+            }
+            Err(e) => Err(Error::Json(e)),
+        }
+    }
+
+    struct Strict(Value);
+
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(StrictVisitor).map(Strict)
+        }
+    }
+
+    struct StrictVisitor;
+
+    impl<'de> Visitor<'de> for StrictVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Strict(v)) = seq.next_element()? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(de::Error::custom(format_args!(
+                        "{DUPLICATE}{:?}",
+                        super::truncate(&key)
+                    )));
+                }
+                let Strict(v) = map.next_value()?;
+                out.insert(key, v);
+            }
+            Ok(Value::Object(out))
+        }
     }
 }
 
@@ -312,6 +485,84 @@ mod tests {
     }
 
     #[test]
+    fn refuses_duplicate_keys_at_any_depth() {
+        let e = parse_tap(br#"{"id":"a","card":"not a card!","card":"D0"}"#).expect_err("dup");
+        assert_eq!(e.reason, RejectReason::DuplicateField);
+        assert!(e.detail.contains("\"card\""), "{}", e.detail);
+        let e = parse_tap(br#"{"id":"a","id":"b","card":"D0"}"#).expect_err("dup id");
+        assert_eq!(e.reason, RejectReason::DuplicateField);
+        let e = parse_heartbeat(br#"{"uptime_s":1,"uptime_s":2}"#).expect_err("dup hb");
+        assert_eq!(e.reason, RejectReason::DuplicateField);
+        // Nested objects are checked too, before any field rule.
+        let e = parse_tap(br#"{"id":"a","card":"1","x":{"k":1,"k":2}}"#).expect_err("nested");
+        assert_eq!(e.reason, RejectReason::DuplicateField);
+        let e = parse_tap(br#"{"id":"a","card":"1","x":[{"k":1,"k":2}]}"#).expect_err("in array");
+        assert_eq!(e.reason, RejectReason::DuplicateField);
+        // Same key in sibling objects is fine (then refused for the unknown field only).
+        let e = parse_tap(br#"{"id":"a","card":"1","x":[{"k":1},{"k":2}]}"#).expect_err("x");
+        assert_eq!(e.reason, RejectReason::UnknownField);
+    }
+
+    #[test]
+    fn heartbeats_and_status() {
+        assert_eq!(
+            parse_heartbeat(br#"{"uptime_s":5}"#).expect("hb").uptime_s,
+            5
+        );
+        let reason = |p: &[u8]| parse_heartbeat(p).expect_err("refused").reason;
+        assert_eq!(
+            reason(br#"{"uptime_s":5,"x":1}"#),
+            RejectReason::UnknownField
+        );
+        assert_eq!(reason(br#"{}"#), RejectReason::MissingField);
+        assert_eq!(reason(br#"{"uptime_s":-1}"#), RejectReason::WrongType);
+        assert_eq!(reason(br#"{"uptime_s":"5"}"#), RejectReason::WrongType);
+        assert_eq!(reason(b"5"), RejectReason::NotAnObject);
+        assert_eq!(reason(&[b' '; 2000]), RejectReason::PayloadTooLarge);
+        assert_eq!(parse_status_payload(b"online"), Ok(true));
+        assert_eq!(parse_status_payload(b"offline"), Ok(false));
+        assert_eq!(
+            parse_status_payload(&[b'x'; 70 * 1024])
+                .expect_err("big")
+                .reason,
+            RejectReason::PayloadTooLarge
+        );
+    }
+
+    #[test]
+    fn details_never_carry_control_characters() {
+        let hostile = r#"{"id":"a","card":"1","\u001b]0;pwned\u0007\u001b[2J\u202e":1}"#;
+        let e = parse_tap(hostile.as_bytes()).expect_err("unknown");
+        assert_eq!(e.reason, RejectReason::UnknownField);
+        assert!(
+            !e.detail.chars().any(crate::text::is_unsafe),
+            "{:?}",
+            e.detail
+        );
+        assert!(e.detail.contains("\\u{1b}"), "{:?}", e.detail);
+        let e = parse_heartbeat(hostile.replace(r#""id":"a","card":"1","#, "").as_bytes())
+            .expect_err("hb");
+        assert!(
+            !e.detail.chars().any(crate::text::is_unsafe),
+            "{:?}",
+            e.detail
+        );
+        let e = parse_button(br#"{"id":"a","pass":"\u001b[31mX"}"#).expect_err("pass");
+        assert!(
+            !e.detail.chars().any(crate::text::is_unsafe),
+            "{:?}",
+            e.detail
+        );
+        // A raw control byte inside a JSON string is a syntax error; its message quotes nothing.
+        let e = parse_tap(b"{\"id\":\"a\",\"card\":\"\x1b\"}").expect_err("raw");
+        assert!(
+            !e.detail.chars().any(crate::text::is_unsafe),
+            "{:?}",
+            e.detail
+        );
+    }
+
+    #[test]
     fn keeps_id_when_readable() {
         let e = parse_tap(br#"{"id":"g1-9","card":"x-y"}"#).expect_err("bad card");
         assert_eq!(e.id.map(String::from), Some("g1-9".to_owned()));
@@ -344,8 +595,13 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1100)) {
-            let _ = parse_tap(&bytes);
-            let _ = parse_button(&bytes);
+            for r in [parse_tap(&bytes).err(), parse_button(&bytes).err(), parse_heartbeat(&bytes).err()]
+                .into_iter()
+                .flatten()
+            {
+                proptest::prop_assert!(!r.detail.chars().any(crate::text::is_unsafe));
+                proptest::prop_assert!(r.detail.chars().count() <= MAX_DETAIL_CHARS);
+            }
         }
     }
 }

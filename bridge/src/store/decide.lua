@@ -13,22 +13,46 @@
 --
 -- ARGV: op (gate|terminal|button), now_ms, device, device_kind, id, card ('' for buttons),
 --       selected pass type ('' for taps), two_hour_ms, sale_timeout_ms, seen_ttl_s,
---       stream_maxlen, recent_len
+--       stream_maxlen, recent_len, recent_ttl_s, device_ttl_s
 --
--- Returns {replayed (0|1), result JSON {"decision": {...}, "events": [{"seq": id, "event": {...}}]}}.
+-- Returns {0, result JSON} for a new decision, {1, stored result JSON} for a redelivery of the
+-- same content, {2, ''} for an id already used with other content (nothing changed). The result
+-- JSON is {"decision": {...}, "events": [{"seq": id, "event": {...}}]}.
+--
+-- The seen record is "<fingerprint>\n<result JSON>", the fingerprint being "op:card:pass" of
+-- the message (at most ~50 bytes). A record from before fingerprints (starting with '{') is
+-- replayed as it is.
 
 local op, now = ARGV[1], tonumber(ARGV[2])
 local device, kind, id, card, chosen = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local two_hour, sale_timeout = tonumber(ARGV[8]), tonumber(ARGV[9])
 local seen_ttl, maxlen, recent_len = ARGV[10], ARGV[11], tonumber(ARGV[12])
+local recent_ttl, device_ttl = ARGV[13], ARGV[14]
 -- Expired passes and sales are judged by their stored deadline against `now`; Redis expiry is only
 -- garbage collection, set this much later so it never decides anything.
 local GC_MS = 60000
 
+local fingerprint = op .. ':' .. card .. ':' .. chosen
 local stored = redis.call('GET', KEYS[1])
 if stored then
-  return {1, stored}
+  if string.sub(stored, 1, 1) == '{' then
+    return {1, stored}
+  end
+  local nl = string.find(stored, '\n', 1, true)
+  if nl and string.sub(stored, 1, nl - 1) == fingerprint then
+    return {1, string.sub(stored, nl + 1)}
+  end
+  if not nl then
+    -- Neither format: hand it back so the bridge refuses it as unreadable.
+    return {1, stored}
+  end
+  return {2, ''}
 end
+
+local PASS_TYPES = {SINGLE_USE = true, TEN_TRIP = true, TWO_HOUR = true}
+local OUTCOMES = {granted = true, denied = true, select_pass = true, already_has_pass = true,
+  tap_to_confirm = true, pass_issued = true, card_mismatch = true, tap_card_first = true}
+local DENY_REASONS = {no_pass = true, expired = true, blocked = true, corrupt_pass = true}
 
 local function int(n)
   return string.format('%d', n)
@@ -36,14 +60,27 @@ end
 
 local events = {}
 
+-- Whether a decision is one the bridge can read; checked before it is stored for redeliveries.
+local function valid_decision(d)
+  if not OUTCOMES[d.outcome] then return false end
+  if d.pass and not PASS_TYPES[d.pass.type] then return false end
+  if d.outcome == 'denied' and not DENY_REASONS[d.reason] then return false end
+  if d.outcome == 'tap_to_confirm' and not PASS_TYPES[d.selected] then return false end
+  return true
+end
+
 local function finish(decision)
   decision.id = id
+  if not valid_decision(decision) then
+    return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
+  end
   local result = {decision = decision}
   if #events > 0 then
     result.events = events
   end
   local json = cjson.encode(result)
-  redis.call('SET', KEYS[1], json, 'EX', seen_ttl)
+  redis.call('SET', KEYS[1], fingerprint .. '\n' .. json, 'EX', seen_ttl)
+  redis.call('EXPIRE', KEYS[7], device_ttl)
   return {0, json}
 end
 
@@ -57,29 +94,44 @@ local function emit(name, pass_info, reason)
   if card ~= '' then
     redis.call('LPUSH', KEYS[10], json)
     redis.call('LTRIM', KEYS[10], 0, recent_len - 1)
+    redis.call('EXPIRE', KEYS[10], recent_ttl)
   end
   events[#events + 1] = {seq = seq, event = e}
 end
 
+-- An integer field: nil when absent, false when present but not a non-negative integer.
+local function int_field(v)
+  if not v then return nil end
+  local n = tonumber(v)
+  if not n or n < 0 or n ~= math.floor(n) then return false end
+  return n
+end
+
+-- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (an
+-- unknown type or a garbled field). A corrupt record is never granted, sold over or rewritten.
 local function load_pass()
+  if redis.call('EXISTS', KEYS[8]) == 0 then return nil end
   local f = redis.call('HMGET', KEYS[8], 'type', 'trips', 'expires_at', 'issued_at')
-  if not f[1] then return nil end
-  return {type = f[1], trips = tonumber(f[2]) or 0, expires_at = tonumber(f[3]),
-          issued_at = tonumber(f[4]) or 0}
+  local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
+  if not PASS_TYPES[f[1]] or trips == false or expires_at == false or issued_at == false then
+    return nil, true
+  end
+  if f[1] == 'TEN_TRIP' and (trips == nil or trips > 10) then return nil, true end
+  return {type = f[1], trips = trips or 0, expires_at = expires_at, issued_at = issued_at or 0}
 end
 
 local function live(p)
   return p.expires_at == nil or now < p.expires_at
 end
 
--- The card's pass if it can still be used; an expired one is removed.
+-- The card's pass if it can still be used; an expired one is removed. Second value: corrupt.
 local function live_pass()
-  local p = load_pass()
+  local p, corrupt = load_pass()
   if p and not live(p) then
     redis.call('DEL', KEYS[8])
     return nil
   end
-  return p
+  return p, corrupt
 end
 
 local function info(p)
@@ -111,7 +163,8 @@ local function load_sale()
   end
   local selected = f[2]
   if selected == '' then selected = nil end
-  return {card = f[1], selected = selected}
+  -- Card ids are upper case; a sale started before that rule compares the same way.
+  return {card = string.upper(f[1]), selected = selected}
 end
 
 local function save_sale(sale_card, selected)
@@ -133,7 +186,8 @@ end
 
 if op == 'gate' then
   if blocked() then return deny('blocked') end
-  local p = load_pass()
+  local p, corrupt = load_pass()
+  if corrupt then return deny('corrupt_pass') end
   if not p then return deny('no_pass') end
   if not live(p) then
     redis.call('DEL', KEYS[8])
@@ -167,9 +221,13 @@ if op == 'terminal' then
       return finish({outcome = 'card_mismatch'})
     end
     if blocked() then return deny('blocked') end
-    local p = live_pass()
+    local p, corrupt = live_pass()
+    if corrupt then return deny('corrupt_pass') end
     if p then
       return finish({outcome = 'already_has_pass', pass = info(p)})
+    end
+    if not PASS_TYPES[sale.selected] then
+      return redis.error_reply('tapgate: sale holds an unknown pass type')
     end
     p = {type = sale.selected, trips = 0, issued_at = now}
     if p.type == 'TEN_TRIP' then p.trips = 10 end
@@ -182,7 +240,8 @@ if op == 'terminal' then
   end
   redis.call('DEL', KEYS[2])
   if blocked() then return deny('blocked') end
-  local p = live_pass()
+  local p, corrupt = live_pass()
+  if corrupt then return deny('corrupt_pass') end
   if p then
     return finish({outcome = 'already_has_pass', pass = info(p)})
   end

@@ -52,6 +52,10 @@ impl StoreError {
                     || e.is_unrecoverable_error()
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain)
+                    // A failover in progress, or a script still running: both pass.
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+                    || e.code() == Some("BUSY")
             }
             _ => false,
         }
@@ -69,6 +73,19 @@ pub struct StoreSettings {
     pub seen_ttl_s: u64,
     /// Approximate event stream length.
     pub stream_maxlen: u64,
+    /// Lifetime of a card's recent-events list after its last event, s.
+    pub recent_ttl_s: u64,
+    /// Lifetime of a device's presence hash and counters after it was last heard from, s.
+    pub device_ttl_s: u64,
+}
+
+/// What the script made of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Decided now, or earlier with the same content (a redelivery).
+    Decided(Decided),
+    /// The device already used this id for different content: nothing changed.
+    IdReused,
 }
 
 /// A decision as stored: the answer and the events it produced (with their stream ids).
@@ -196,9 +213,10 @@ impl Store {
         Ok(store)
     }
 
-    /// Decides one message in one atomic script run. A redelivered (device, id) returns the
-    /// stored result with `replayed` set and changes nothing.
-    pub async fn decide(&self, req: &Request<'_>) -> Result<Decided, StoreError> {
+    /// Decides one message in one atomic script run. A redelivered (device, id) with the same
+    /// content returns the stored result with `replayed` set; with other content,
+    /// [`Answer::IdReused`]. Either way nothing changes.
+    pub async fn decide(&self, req: &Request<'_>) -> Result<Answer, StoreError> {
         let (op, card, chosen): (&str, Option<&CardId>, &str) = match req.input {
             Input::GateTap(c) => ("gate", Some(c), ""),
             Input::TerminalTap(c) => ("terminal", Some(c), ""),
@@ -228,11 +246,20 @@ impl Store {
             .arg(self.settings.sale_timeout_ms)
             .arg(self.settings.seen_ttl_s)
             .arg(self.settings.stream_maxlen)
-            .arg(keys::CARD_RECENT_LEN);
+            .arg(keys::CARD_RECENT_LEN)
+            .arg(self.settings.recent_ttl_s)
+            .arg(self.settings.device_ttl_s);
         let mut con = self.con.clone();
-        let (replayed, json): (i64, String) = inv.invoke_async(&mut con).await?;
-        let parsed: ScriptResult = serde_json::from_str(&json)
-            .map_err(|e| StoreError::BadResult(format!("{e}: {json}")))?;
+        let (code, json): (i64, String) = inv.invoke_async(&mut con).await?;
+        if code == 2 {
+            return Ok(Answer::IdReused);
+        }
+        let parsed: ScriptResult = serde_json::from_str(&json).map_err(|e| {
+            StoreError::BadResult(format!(
+                "{e}: {:?}",
+                tapgate_protocol::text::escape_untrusted(&json, 200)
+            ))
+        })?;
         let events = parsed
             .events
             .into_iter()
@@ -241,11 +268,11 @@ impl Store {
                 ..e.event
             })
             .collect();
-        Ok(Decided {
-            replayed: replayed == 1,
+        Ok(Answer::Decided(Decided {
+            replayed: code == 1,
             decision: parsed.decision,
             events,
-        })
+        }))
     }
 
     /// Records a refused message: counter by reason, per-device counter when the device is known,
@@ -258,7 +285,8 @@ impl Store {
         }
         inv.arg(reason)
             .arg(event.to_json())
-            .arg(self.settings.stream_maxlen);
+            .arg(self.settings.stream_maxlen)
+            .arg(self.settings.device_ttl_s);
         let mut con = self.con.clone();
         let seq: String = inv.invoke_async(&mut con).await?;
         event.seq = Some(seq);
@@ -286,10 +314,208 @@ impl Store {
             pipe.hset(&key, "uptime_s", up).ignore();
             pipe.hset(&key, "online", 1u8).ignore();
         }
+        pipe.expire(&key, ttl_secs(self.settings.device_ttl_s))
+            .ignore();
         pipe.sadd(keys::DEVICES, keys::device_member(kind, device))
             .ignore();
         let mut con = self.con.clone();
         pipe.query_async::<()>(&mut con).await?;
         Ok(())
+    }
+
+    /// Removes from [`keys::DEVICES`] every device whose presence hash has expired (not heard
+    /// from for the device TTL). Returns how many were removed.
+    pub async fn prune_devices(&self) -> Result<usize, StoreError> {
+        let mut con = self.con.clone();
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        let prune = Script::new(PRUNE_DEVICE);
+        loop {
+            let (next, members): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(keys::DEVICES)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut con)
+                .await?;
+            for member in members {
+                let Some(key) = member_key(&member) else {
+                    // Not a device this bridge would write: drop it.
+                    let _: i64 = redis::cmd("SREM")
+                        .arg(keys::DEVICES)
+                        .arg(&member)
+                        .query_async(&mut con)
+                        .await?;
+                    removed += 1;
+                    continue;
+                };
+                let n: i64 = prune
+                    .key(key)
+                    .key(keys::DEVICES)
+                    .arg(&member)
+                    .invoke_async(&mut con)
+                    .await?;
+                removed += usize::try_from(n).unwrap_or(0);
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Moves card keys written before card ids were canonical (`tapgate:card:{04ab}:…`) to their
+    /// upper-case names, and the deny-list index's fields likewise, so a card blocked as `04ab`
+    /// is denied when read as `04AB`. Idempotent; run at start-up before any tap is decided.
+    /// Where both names exist, the canonical key wins for the deny list and recent events (the
+    /// legacy one is dropped); two passes are both kept and reported, for an operator to settle.
+    pub async fn migrate_card_keys(&self) -> Result<Migration, StoreError> {
+        let mut con = self.con.clone();
+        let mut report = Migration::default();
+        let script = Script::new(MIGRATE_KEY);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("tapgate:card:{*}:*")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await?;
+            for key in found {
+                let Some((legacy_card, suffix)) = legacy_card_key(&key) else {
+                    continue;
+                };
+                let Ok(card) = CardId::new(legacy_card) else {
+                    continue;
+                };
+                let canonical = format!("tapgate:card:{{{card}}}:{suffix}");
+                let merge = if suffix == "pass" { "keep" } else { "drop" };
+                let result: String = script
+                    .key(&key)
+                    .key(&canonical)
+                    .arg(merge)
+                    .invoke_async(&mut con)
+                    .await?;
+                match result.as_str() {
+                    "moved" => report.moved += 1,
+                    "dropped" => report.dropped += 1,
+                    _ => report.conflicts.push(key),
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let index = Script::new(MIGRATE_INDEX_FIELD);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, pairs): (u64, Vec<String>) = redis::cmd("HSCAN")
+                .arg(keys::BLOCKED_INDEX)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await?;
+            for field in pairs.iter().step_by(2) {
+                let Ok(card) = CardId::new(field.as_str()) else {
+                    continue;
+                };
+                if card.as_str() != field {
+                    let _: i64 = index
+                        .key(keys::BLOCKED_INDEX)
+                        .arg(field)
+                        .arg(card.as_str())
+                        .invoke_async(&mut con)
+                        .await?;
+                    report.moved += 1;
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(report);
+            }
+        }
+    }
+}
+
+/// What [`Store::migrate_card_keys`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Migration {
+    /// Keys (and index fields) renamed to their canonical card id.
+    pub moved: usize,
+    /// Legacy keys dropped because the canonical one already existed.
+    pub dropped: usize,
+    /// Legacy pass keys left in place because the card also has a canonical pass.
+    pub conflicts: Vec<String>,
+}
+
+/// Removes a device from the set if its presence hash is gone. KEYS: presence hash, devices set.
+const PRUNE_DEVICE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+return redis.call('SREM', KEYS[2], ARGV[1])
+";
+
+/// Renames a legacy card key to its canonical name. KEYS: legacy, canonical; ARGV: what to do
+/// when both exist (`keep` both, or `drop` the legacy one).
+const MIGRATE_KEY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'moved' end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  return 'moved'
+end
+if ARGV[1] == 'keep' then return 'kept' end
+redis.call('DEL', KEYS[1])
+return 'dropped'
+";
+
+/// Moves a deny-list index field to its canonical card id. KEYS: index; ARGV: legacy, canonical.
+const MIGRATE_INDEX_FIELD: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+redis.call('HSETNX', KEYS[1], ARGV[2], v)
+return redis.call('HDEL', KEYS[1], ARGV[1])
+";
+
+/// `tapgate:card:{04ab}:blocked` → `("04ab", "blocked")` when the card part is not upper case.
+fn legacy_card_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("tapgate:card:{")?;
+    let (card, suffix) = rest.split_once("}:")?;
+    (card.bytes().any(|b| b.is_ascii_lowercase())).then_some((card, suffix))
+}
+
+/// The presence hash of a `{kind}/{device}` member of [`keys::DEVICES`].
+fn member_key(member: &str) -> Option<String> {
+    let (kind, device) = member.split_once('/')?;
+    let kind = DeviceKind::parse(kind)?;
+    let device = DeviceId::new(device).ok()?;
+    Some(keys::device(kind, &device))
+}
+
+fn ttl_secs(s: u64) -> i64 {
+    i64::try_from(s.max(1)).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_keys() {
+        assert_eq!(
+            legacy_card_key("tapgate:card:{04ab}:blocked"),
+            Some(("04ab", "blocked"))
+        );
+        assert_eq!(legacy_card_key("tapgate:card:{04AB}:blocked"), None);
+        assert_eq!(legacy_card_key("tapgate:card:{123}:pass"), None);
+        assert_eq!(legacy_card_key("tapgate:sale:{t1}"), None);
+        assert_eq!(
+            member_key("gate/g1").as_deref(),
+            Some("tapgate:device:gate:g1")
+        );
+        assert_eq!(member_key("bus/g1"), None);
+        assert_eq!(member_key("gate"), None);
     }
 }
