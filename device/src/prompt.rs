@@ -187,6 +187,7 @@ pub fn describe_denial(reason: DenyReason) -> &'static str {
         DenyReason::NoPass => "no pass on this card",
         DenyReason::Expired => "pass expired",
         DenyReason::Blocked => "card blocked",
+        DenyReason::CorruptPass => "card needs service: ask staff",
     }
 }
 
