@@ -5,11 +5,13 @@
 //! refused, so a typo is an error rather than a silently ignored setting.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::Topics;
+use tapgate_runtime::mqtt::{BrokerSettings, TlsFiles};
+use tapgate_runtime::secret::{refuse_placeholder, url_password};
 
 /// Everything the bridge can be told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,12 +21,18 @@ pub struct BridgeConfig {
     pub redis: String,
     /// Redis password, if not given in the URL.
     pub redis_password: Option<String>,
-    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`).
+    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`), or `mqtts://host:port` for TLS.
     pub mqtt: String,
     /// MQTT username.
     pub mqtt_username: Option<String>,
     /// MQTT password.
     pub mqtt_password: Option<String>,
+    /// CA certificate (PEM) the broker's TLS certificate must chain to; unset: system roots.
+    pub mqtt_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present over TLS.
+    pub mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub mqtt_key: Option<PathBuf>,
     /// MQTT client id. Keep it stable: the broker keeps this session's queued taps while the
     /// bridge is down and hands them over when it returns.
     pub client_id: String,
@@ -69,6 +77,9 @@ impl Default for BridgeConfig {
             mqtt: "mqtt://127.0.0.1:1883".into(),
             mqtt_username: None,
             mqtt_password: None,
+            mqtt_ca: None,
+            mqtt_cert: None,
+            mqtt_key: None,
             client_id: "tapgate-bridge".into(),
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             shared_group: None,
@@ -120,6 +131,24 @@ impl BridgeConfig {
         Ok(cfg)
     }
 
+    /// The broker connection: URL, credentials and TLS files, checked.
+    pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
+        let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid {
+            field: "mqtt",
+            why: e.to_string(),
+        };
+        let settings = BrokerSettings::new(&self.mqtt)
+            .map_err(|e| invalid(&e))?
+            .with_credentials(self.mqtt_username.clone(), self.mqtt_password.clone())
+            .with_tls(TlsFiles {
+                ca: self.mqtt_ca.clone(),
+                cert: self.mqtt_cert.clone(),
+                key: self.mqtt_key.clone(),
+            });
+        settings.validate().map_err(|e| invalid(&e))?;
+        Ok(settings)
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, why: &str| ConfigError::Invalid {
@@ -127,6 +156,15 @@ impl BridgeConfig {
             why: why.to_owned(),
         };
         Topics::new(self.prefix.as_str()).map_err(|e| invalid("prefix", &e.to_string()))?;
+        for (field, secret) in [
+            ("redis_password", self.redis_password.as_deref()),
+            ("redis", url_password(&self.redis)),
+            ("mqtt_password", self.mqtt_password.as_deref()),
+            ("mqtt", url_password(&self.mqtt)),
+        ] {
+            refuse_placeholder(field, secret).map_err(|e| invalid(field, &e.to_string()))?;
+        }
+        self.broker()?;
         if self.two_hour_duration.is_zero() {
             return Err(invalid("two_hour_duration", "must be longer than zero"));
         }
@@ -159,8 +197,6 @@ impl BridgeConfig {
                 ));
             }
         }
-        tapgate_protocol::broker::BrokerUrl::parse(&self.mqtt)
-            .map_err(|e| invalid("mqtt", &e.to_string()))?;
         Ok(())
     }
 }

@@ -143,7 +143,7 @@ pub async fn start(
         workers.spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
     }
 
-    let opts = mqtt::options(&config)?;
+    let opts = mqtt::options(&config.broker()?, &config.client_id)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
     let (client, mut eventloop) = mqtt::client(opts);
     let processor = process::Processor {

@@ -2,12 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use tapgate_bridge::BridgeConfig;
-use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tapgate_runtime::logging::LogFormat;
 
 /// Decides tapgate device taps and button presses against Redis, atomically, over MQTT.
 ///
@@ -20,13 +20,14 @@ struct Cli {
     #[arg(long, env = "TAPGATE_CONFIG")]
     config: Option<PathBuf>,
     /// Redis URL [default: redis://127.0.0.1:6379].
-    #[arg(long, env = "TAPGATE_REDIS")]
+    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// Redis password, if not in the URL.
     #[arg(long, env = "TAPGATE_REDIS_PASSWORD", hide_env_values = true)]
     redis_password: Option<String>,
-    /// MQTT broker URL, mqtt://host:port [default: mqtt://127.0.0.1:1883].
-    #[arg(long, env = "TAPGATE_MQTT")]
+    /// MQTT broker URL, mqtt://host:port or mqtts://host:port for TLS
+    /// [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
     mqtt: Option<String>,
     /// MQTT username.
     #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
@@ -34,6 +35,15 @@ struct Cli {
     /// MQTT password.
     #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
     mqtt_password: Option<String>,
+    /// CA certificate (PEM) for mqtts:// [default: the system's roots].
+    #[arg(long, env = "TAPGATE_MQTT_CA")]
+    mqtt_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mqtts://.
+    #[arg(long, env = "TAPGATE_MQTT_CERT")]
+    mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TAPGATE_MQTT_KEY")]
+    mqtt_key: Option<PathBuf>,
     /// MQTT client id; keep it stable so the broker keeps taps queued while the bridge is down
     /// [default: tapgate-bridge].
     #[arg(long, env = "TAPGATE_CLIENT_ID")]
@@ -78,12 +88,6 @@ struct Cli {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 impl Cli {
     fn overrides(&self) -> Vec<(&'static str, String)> {
         let mut o = Vec::new();
@@ -97,6 +101,10 @@ impl Cli {
         put("mqtt", self.mqtt.clone());
         put("mqtt_username", self.mqtt_username.clone());
         put("mqtt_password", self.mqtt_password.clone());
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        put("mqtt_ca", path(&self.mqtt_ca));
+        put("mqtt_cert", path(&self.mqtt_cert));
+        put("mqtt_key", path(&self.mqtt_key));
         put("client_id", self.client_id.clone());
         put("prefix", self.prefix.clone());
         put("shared_group", self.shared_group.clone());
@@ -114,47 +122,17 @@ impl Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    tapgate_runtime::exit::report(start().await)
+}
+
+async fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-    }
+    tapgate_runtime::logging::init(cli.log_format, "info")?;
     let config =
         BridgeConfig::load(cli.config.as_deref(), &cli.overrides()).context("invalid settings")?;
-
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal(shutdown.clone()));
+    let shutdown = tapgate_runtime::shutdown::on_signals();
     tapgate_bridge::run(config, shutdown)
         .await
         .context("bridge failed")
-}
-
-/// Cancels `shutdown` on SIGINT or SIGTERM.
-async fn signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("Shutting down");
-    shutdown.cancel();
 }

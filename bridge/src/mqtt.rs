@@ -10,13 +10,13 @@
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing,
-    Packet, QoS, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeFilter, SubscribeReasonCode,
 };
+use tapgate_runtime::mqtt::{BrokerSettings, MqttSetupError, MAX_PACKET_BYTES};
+use tapgate_runtime::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-use tapgate_protocol::broker::{BrokerUrl, BrokerUrlError};
 
 use crate::config::BridgeConfig;
 use crate::dispatch::Dispatcher;
@@ -25,9 +25,9 @@ use crate::metrics::Metrics;
 /// Why the MQTT side failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    /// The broker URL is not `mqtt://host[:port]` or `tcp://host[:port]`.
+    /// The broker settings cannot work (URL, TLS files).
     #[error(transparent)]
-    Url(#[from] BrokerUrlError),
+    Setup(#[from] MqttSetupError),
     /// No connection at start-up.
     #[error("cannot connect to MQTT broker at {url}: {reason}")]
     Connect {
@@ -57,22 +57,14 @@ pub enum MqttError {
 /// are dropped before the message is queued.
 pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 
-/// The MQTT options the bridge uses: persistent session, manual acks, credentials.
-pub fn options(cfg: &BridgeConfig) -> Result<MqttOptions, MqttError> {
-    let url = BrokerUrl::parse(&cfg.mqtt)?;
-    let mut opts = MqttOptions::new(cfg.client_id.clone(), url.host, url.port);
+/// The MQTT options the bridge uses: the shared broker settings (credentials, TLS), a persistent
+/// session, manual acks and the incoming packet limit above.
+pub fn options(broker: &BrokerSettings, client_id: &str) -> Result<MqttOptions, MqttError> {
+    let mut opts = broker.options(client_id)?;
     opts.set_clean_session(false)
         .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(15))
-        .set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_PACKET_BYTES)
         .set_inflight(200);
-    let creds = match (&cfg.mqtt_username, url.credentials) {
-        (Some(u), _) => Some((u.clone(), cfg.mqtt_password.clone().unwrap_or_default())),
-        (None, c) => c,
-    };
-    if let Some((u, p)) = creds {
-        opts.set_credentials(u, p);
-    }
     Ok(opts)
 }
 
@@ -88,15 +80,9 @@ pub fn filters(cfg: &BridgeConfig, topics: &tapgate_protocol::Topics) -> Vec<Str
         .collect()
 }
 
-/// Creates the client and event loop with TCP_NODELAY on (without it a loopback round trip costs
-/// ~40 ms of Nagle delay).
+/// Creates the client and event loop (TCP_NODELAY on, through the shared runtime).
 pub fn client(opts: MqttOptions) -> (AsyncClient, EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(opts, 4096);
-    let mut net = NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    net.set_connection_timeout(5);
-    eventloop.set_network_options(net);
-    (client, eventloop)
+    tapgate_runtime::mqtt::client(opts, 4096)
 }
 
 fn subscribe(client: &AsyncClient, filters: &[String]) -> Result<(), rumqttc::ClientError> {
@@ -167,14 +153,14 @@ pub async fn drive(
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), max_backoff);
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p),
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     info!(session_present = ack.session_present, "Reconnected to MQTT broker");
                     if let Err(e) = subscribe(&client, &filters) {
                         warn!(error = %e, "Cannot resubscribe");
@@ -188,12 +174,12 @@ pub async fn drive(
                 Ok(_) => {}
                 Err(e) => {
                     metrics.mqtt_reconnect();
-                    warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
+                    let delay = backoff.next_delay();
+                    warn!(error = %e, retry_in = ?delay, "MQTT connection lost");
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(max_backoff);
                 }
             }
         }

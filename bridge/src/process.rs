@@ -9,7 +9,7 @@
 //! record or script result it cannot read, a Redis error that retrying cannot fix) is answered
 //! `rejected`, counted, logged once and acknowledged.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, QoS};
 use tapgate_protocol::rules::Input;
@@ -20,6 +20,7 @@ use tapgate_protocol::{
     Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Outcome,
     RejectReason, Rejection, Topics, MAX_PAYLOAD_BYTES,
 };
+use tapgate_runtime::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -44,13 +45,7 @@ pub struct Processor {
     pub shutdown: CancellationToken,
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use tapgate_runtime::clock::now_ms;
 
 /// What a message turned out to be.
 enum Parsed {
@@ -367,21 +362,22 @@ impl Processor {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), self.max_backoff);
         loop {
-            match op().await {
+            let delay = match op().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() => {
                     self.metrics.redis_reconnect();
-                    warn!(error = %e, op = what, retry_in = ?backoff, "Redis unavailable, retrying");
+                    let delay = backoff.next_delay();
+                    warn!(error = %e, op = what, retry_in = ?delay, "Redis unavailable, retrying");
+                    delay
                 }
                 Err(e) => return Err(GaveUp::Permanent(e)),
-            }
+            };
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(GaveUp::Shutdown),
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(self.max_backoff);
         }
     }
 }
