@@ -14,6 +14,7 @@ use tapgate_protocol::{CardId, DenyReason, DeviceId, DeviceKind, Event, PassType
 
 use crate::format::entry_value;
 use crate::stream::{self, StreamError, StreamId};
+use crate::text::{escape_json, escape_untrusted};
 
 use super::error::WebError;
 
@@ -115,6 +116,12 @@ pub async fn minutes(conn: &mut impl ConnectionLike, now_ms: u64) -> Result<Valu
     }))
 }
 
+fn escape_hash(h: Hash) -> Hash {
+    h.into_iter()
+        .map(|(k, v)| (escape_untrusted(&k, 64), escape_untrusted(&v, 256)))
+        .collect()
+}
+
 fn num(h: &Hash, k: &str) -> Option<i64> {
     h.get(k).and_then(|v| v.parse().ok())
 }
@@ -165,9 +172,15 @@ pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
     Ok(Value::Array(out))
 }
 
-/// Parses a card number from a path, or says why not.
+/// Parses a card number from a path into its canonical (upper-case) form, or says why not.
+/// Every card key the dashboard reads or writes is built from the result.
 pub fn card_id(s: &str) -> Result<CardId, WebError> {
-    CardId::new(s).map_err(|e| WebError::BadRequest(format!("invalid card number: {e}")))
+    CardId::new(s.to_ascii_uppercase()).map_err(|e| {
+        WebError::BadRequest(format!(
+            "invalid card number: {}",
+            escape_untrusted(&e.to_string(), 200)
+        ))
+    })
 }
 
 /// A card's pass (with time left at `now_ms`), deny-list entry and recent events.
@@ -186,6 +199,7 @@ pub async fn card(
         )
         .query_async(conn)
         .await?;
+    let (pass, blocked) = (escape_hash(pass), escape_hash(blocked));
     let pass = if pass.is_empty() {
         Value::Null
     } else {
@@ -209,6 +223,7 @@ pub async fn card(
             Ok(e) => serde_json::to_value(e).unwrap_or(Value::Null),
             Err(e) => json!({"unreadable": e.to_string()}),
         })
+        .map(escape_json)
         .collect();
     Ok(json!({"card": card, "pass": pass, "blocked": blocked, "recent": recent}))
 }
@@ -246,7 +261,11 @@ pub async fn blocked(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
             } else {
                 Hash::new()
             };
-            json!({"card": card, "reason": reason, "by": d.get("by"), "at": num(&d, "at")})
+            let card = id
+                .as_ref()
+                .map_or_else(|| escape_untrusted(&card, 64), |i| i.to_string());
+            json!({"card": card, "reason": escape_untrusted(&reason, 64),
+                   "by": d.get("by").map(|b| escape_untrusted(b, 64)), "at": num(&d, "at")})
         })
         .collect();
     Ok(Value::Array(out))

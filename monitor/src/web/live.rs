@@ -29,6 +29,9 @@ use super::AppState;
 use crate::format::entry_value;
 use crate::stream::{self as events, Backoff, Follower, StreamId};
 
+/// How often an operator's live stream re-checks that the session is still valid.
+pub const SESSION_CHECK: Duration = Duration::from_secs(2);
+
 /// How often devices are pushed when nothing happens.
 const DEVICES_EVERY: Duration = Duration::from_secs(5);
 
@@ -166,25 +169,10 @@ pub async fn sse(
     State(state): State<AppState>,
     Viewer(viewer): Viewer,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
-    // An operator's stream ends when the session does; the browser then reconnects, is refused,
-    // and goes back to the login page.
-    let ends_at = match &viewer {
-        Some(s) => {
-            let ttl: i64 = redis::cmd("PTTL")
-                .arg(session::session_key(&s.token))
-                .query_async(&mut state.redis.clone())
-                .await?;
-            match ttl {
-                -2 => return Err(WebError::LoginRequired),
-                t if t >= 0 => Some(
-                    tokio::time::Instant::now()
-                        + Duration::from_millis(u64::try_from(t).unwrap_or(0)),
-                ),
-                _ => None,
-            }
-        }
-        None => None,
-    };
+    // An operator's stream is re-checked every few seconds and ends when the session does
+    // (logout, logout everywhere, expiry, operator removed); the browser then reconnects, is
+    // refused, and goes back to the login page.
+    let token = viewer.as_ref().map(|s| s.token.clone());
     let rx = state.live.subscribe();
     let redis = state.redis.clone();
     let n = state.config.history;
@@ -210,47 +198,60 @@ pub async fn sse(
     );
     let shutdown = state.live.shutdown.clone();
     let cursor = last.unwrap_or(StreamId::ZERO);
-    let updates = stream::unfold((rx, cursor), move |(mut rx, mut cursor)| {
-        let shutdown = shutdown.clone();
-        async move {
-            loop {
-                let expiry = async {
-                    match ends_at {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let msg = tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = expiry => return None,
-                    m = rx.recv() => m,
-                };
-                // A browser too slow to keep up is closed; EventSource reconnects and gets a
-                // fresh snapshot, so it misses nothing.
-                let msg = msg.ok()?;
-                let event = match msg.as_ref() {
-                    LiveMsg::Events(entries) => {
-                        let fresh: Vec<&Value> = entries
-                            .iter()
-                            .filter(|(id, _)| *id > cursor)
-                            .map(|(_, v)| v)
-                            .collect();
-                        let Some((newest, _)) = entries.last() else {
-                            continue;
-                        };
-                        if fresh.is_empty() {
-                            continue;
+    let mut check = tokio::time::interval(SESSION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let session_state = state.clone();
+    let updates = stream::unfold(
+        (rx, cursor, check),
+        move |(mut rx, mut cursor, mut check)| {
+            let shutdown = shutdown.clone();
+            let token = token.clone();
+            let state = session_state.clone();
+            async move {
+                loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = check.tick(), if token.is_some() => {
+                            let token = token.as_deref().unwrap_or_default();
+                            match session::load(&mut state.redis.clone(), token, &state.operators).await {
+                                Ok(Some(_)) => continue,
+                                Ok(None) => return None,
+                                // Redis is briefly away: keep the stream, check again next tick.
+                                Err(e) => {
+                                    debug!(error = %e, "Cannot re-check a live session");
+                                    continue;
+                                }
+                            }
                         }
-                        cursor = cursor.max(*newest);
-                        sse_json("events", &json!(fresh))
-                    }
-                    LiveMsg::Counters(c) => sse_json("counters", c),
-                    LiveMsg::Devices(d) => sse_json("devices", d),
-                };
-                return Some((Ok(event), (rx, cursor)));
+                        m = rx.recv() => m,
+                    };
+                    // A browser too slow to keep up is closed; EventSource reconnects and gets a
+                    // fresh snapshot, so it misses nothing.
+                    let msg = msg.ok()?;
+                    let event = match msg.as_ref() {
+                        LiveMsg::Events(entries) => {
+                            let fresh: Vec<&Value> = entries
+                                .iter()
+                                .filter(|(id, _)| *id > cursor)
+                                .map(|(_, v)| v)
+                                .collect();
+                            let Some((newest, _)) = entries.last() else {
+                                continue;
+                            };
+                            if fresh.is_empty() {
+                                continue;
+                            }
+                            cursor = cursor.max(*newest);
+                            sse_json("events", &json!(fresh))
+                        }
+                        LiveMsg::Counters(c) => sse_json("counters", c),
+                        LiveMsg::Devices(d) => sse_json("devices", d),
+                    };
+                    return Some((Ok(event), (rx, cursor, check)));
+                }
             }
-        }
-    });
+        },
+    );
     let all = stream::once(async move { Ok(snapshot) }).chain(updates);
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -325,7 +325,8 @@ pub async fn login_form(addr: SocketAddr) -> (String, String) {
     let cookie = page.cookie("tapgate_login").expect("login cookie");
     let marker = "name=\"csrf\" value=\"";
     let at = page.body.find(marker).expect("csrf field") + marker.len();
-    let token = page.body[at..at + 64].to_owned();
+    let len = page.body[at..].find('"').expect("end of csrf field");
+    let token = page.body[at..at + len].to_owned();
     (cookie, token)
 }
 
