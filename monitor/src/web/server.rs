@@ -24,6 +24,9 @@ use tracing::{debug, info, warn};
 
 use super::client::{self, Cidr};
 
+/// How long shutdown waits for open connections (a request in flight) to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Limits on connections.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -131,8 +134,8 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(10)) => {
-            info!("Closing connections still open after 10 s");
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            info!("Leaving connections still open after the grace period");
         }
     }
     Ok(())
