@@ -84,7 +84,8 @@ pub async fn append(conn: &mut impl ConnectionLike, r: &Record<'_>) -> redis::Re
         .arg("action")
         .arg(r.action.as_str())
         .arg("operator")
-        .arg(escape_untrusted(r.operator, 64));
+        // Stored as sent, only capped; escaped whenever it is shown.
+        .arg(r.operator.chars().take(64).collect::<String>());
     if let Some(from) = &r.from {
         cmd.arg("from").arg(from);
     }

@@ -10,7 +10,6 @@ use redis::AsyncCommands;
 use support::*;
 use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, Event, EventKind};
 use tapgate_testkit::RedisServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn stream_len(conn: &mut redis::aio::MultiplexedConnection) -> usize {
     redis::cmd("XLEN")
@@ -639,5 +638,142 @@ async fn live_stream_ends_with_the_session() {
     )
     .await;
     assert_eq!(again.status, 401, "the reconnect is refused");
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_blocked_in_lower_case_is_stored_and_shown_canonical() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut conn = redis(&server).await;
+    let r = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/04ab/block",
+        r#"{"reason":"lost"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["card"], "04AB");
+    let (hash, index) = blocked_state(&mut conn, "04AB").await;
+    assert_eq!(hash.get("reason").map(String::as_str), Some("lost"));
+    assert_eq!(index.as_deref(), Some("lost"));
+    let lower: bool = conn
+        .exists("tapgate:card:{04ab}:blocked")
+        .await
+        .expect("EXISTS");
+    assert!(!lower, "no key under the raw spelling");
+    let list = get(dash.addr, &me, "/api/blocked").await.json();
+    assert_eq!(list[0]["card"], "04AB");
+    let card = get(dash.addr, &me, "/api/cards/04aB").await.json();
+    assert_eq!(card["card"], "04AB");
+    assert_eq!(card["blocked"]["reason"], "lost");
+    let again = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/04AB/block",
+        r#"{"reason":"lost"}"#,
+    )
+    .await;
+    assert_eq!(again.status, 409, "the same card, whatever its spelling");
+    let un = post_json(dash.addr, &me, "/api/cards/04ab/unblock", "").await;
+    assert_eq!(un.status, 200, "{}", un.body);
+    assert_eq!(un.json()["card"], "04AB");
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_says_who_did_what_when_and_from_where() {
+    let server = RedisServer::start();
+    let mut cfg = config(&server.url());
+    cfg.public_read_only = true;
+    let dash = Dashboard::start(cfg).await;
+    let started = tapgate_monitor::tail::now_ms();
+    let failed = post_login_from([127, 0, 0, 9], dash.addr, "mal\u{202e}lory", "x", &[]).await;
+    assert_eq!(failed.status, 401);
+    let wrong = post_login_from([127, 0, 0, 9], dash.addr, ALICE.0, "x", &[]).await;
+    assert_eq!(wrong.status, 401);
+    let me = login(dash.addr, ALICE).await;
+    assert_eq!(
+        post_json(
+            dash.addr,
+            &me,
+            "/api/cards/77/block",
+            r#"{"reason":"fraud"}"#
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        post_json(dash.addr, &me, "/api/cards/77/unblock", "")
+            .await
+            .status,
+        200
+    );
+    let public = request(dash.addr, "GET", "/api/audit", &[], b"").await;
+    assert_eq!(public.status, 401, "the public never sees the audit trail");
+    let trail = get(dash.addr, &me, "/api/audit").await.json();
+    let rows: Vec<(String, String, String)> = trail
+        .as_array()
+        .expect("records")
+        .iter()
+        .rev()
+        .map(|r| {
+            assert!(r["at"].as_u64().expect("at") >= started);
+            (
+                r["action"].as_str().unwrap_or("").to_owned(),
+                r["operator"].as_str().unwrap_or("").to_owned(),
+                r["from"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expect = |a: &str, o: &str, f: &str| (a.to_owned(), o.to_owned(), f.to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            expect("failed-login", "mal\\u{202e}lory", "127.0.0.9"),
+            expect("failed-login", "alice", "127.0.0.9"),
+            expect("login", "alice", "127.0.0.1"),
+            expect("block", "alice", "127.0.0.1"),
+            expect("unblock", "alice", "127.0.0.1"),
+        ]
+    );
+    assert_eq!(trail[1]["card"], "77");
+    assert_eq!(trail[1]["reason"], "fraud");
+
+    // `tail --audit` prints the same, then follows.
+    let out = Collected::default();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (url, writer, stop) = (server.url(), out.clone(), shutdown.clone());
+    let task = tokio::spawn(async move {
+        tapgate_monitor::tail::run_audit(&url, 10, false, false, writer, stop).await
+    });
+    let lines = out.wait_lines(5, Duration::from_secs(10)).await;
+    assert!(
+        lines[0].ends_with("AUDIT      failed login as \"mal\\\\u{202e}lory\" from 127.0.0.9"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[3].ends_with("AUDIT      block card 77 (fraud) by alice from 127.0.0.1"),
+        "{lines:?}"
+    );
+    let logout = request(
+        dash.addr,
+        "POST",
+        "/logout",
+        &[("Cookie", &me.cookie_header()), ("X-CSRF-Token", &me.csrf)],
+        b"",
+    )
+    .await;
+    assert_eq!(logout.status, 200);
+    let lines = out.wait_lines(6, Duration::from_secs(10)).await;
+    assert!(
+        lines[5].ends_with("AUDIT      logout alice from 127.0.0.1"),
+        "{lines:?}"
+    );
+    shutdown.cancel();
+    task.await.expect("task").expect("tail --audit");
     dash.stop().await;
 }
