@@ -192,15 +192,11 @@ async fn try_login(
     let hash = known
         .as_ref()
         .map_or_else(|| decoy_hash().to_owned(), |c| c.hash.clone());
-    let pw = form.password.clone();
     // The slot is held until the check is done, even if the client goes away meanwhile.
-    let ok = tokio::task::spawn_blocking(move || {
-        let ok = password::verify(&pw, &hash);
-        drop(slot);
-        ok
-    })
-    .await
-    .map_err(|e| WebError::Internal(e.to_string()))?;
+    let ok = state
+        .checks
+        .verify(slot, form.password.clone(), hash)
+        .await?;
     let Some(cred) = known.filter(|_| ok) else {
         throttle::failed(
             &mut redis,

@@ -2,7 +2,9 @@
 //!
 //! - A global bound on password checks running at once ([`PasswordChecks`]): each argon2 check
 //!   takes ~19 MiB and tens of milliseconds, so a flood of logins could otherwise exhaust memory.
-//!   When every slot is busy a login is refused at once (503 with `Retry-After`), never queued.
+//!   Checks run on a fixed set of threads, one per slot (so the allocator keeps at most one
+//!   check's memory per thread, not per blocking-pool thread); when every slot is busy a login
+//!   is refused at once (503 with `Retry-After`), never queued.
 //! - Failed logins per client address bucket (an IPv4 address or an IPv6 /64) in
 //!   `tapgate:monitor:login-failures:addr:{bucket}`: past the limit, that address is refused
 //!   until the window ends. Only the attacker's own address suffers.
@@ -22,6 +24,7 @@ use tapgate_runtime::clock::Clock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::WebError;
+use crate::password;
 
 /// Redis key counting failed logins from an address bucket.
 pub fn address_key(bucket: &str) -> String {
@@ -33,21 +36,76 @@ pub fn name_key(name: &str) -> String {
     format!("tapgate:monitor:login-failures:name:{name}")
 }
 
-/// The bound on password checks running at once.
+struct Job {
+    password: String,
+    hash: String,
+    slot: OwnedSemaphorePermit,
+    answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The bound on password checks running at once, and the threads that run them.
 #[derive(Clone)]
-pub struct PasswordChecks(Arc<Semaphore>);
+pub struct PasswordChecks {
+    slots: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
 
 impl PasswordChecks {
-    /// Allows `n` at once.
+    /// Allows `n` at once, on `n` threads that end when the last clone is dropped.
     pub fn new(n: usize) -> Self {
-        Self(Arc::new(Semaphore::new(n.max(1))))
+        let n = n.max(1);
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..n {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let guard = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        guard.recv()
+                    };
+                    let Ok(job) = job else { return };
+                    let ok = password::verify(&job.password, &job.hash);
+                    drop(job.slot);
+                    // The login may have gone away meanwhile; nobody to tell then.
+                    let _ = job.answer.send(ok);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "Cannot start a password-check thread");
+            }
+        }
+        Self {
+            slots: Arc::new(Semaphore::new(n)),
+            jobs,
+        }
     }
 
     /// A slot, or [`WebError::Busy`] at once when all are taken.
     pub fn try_slot(&self) -> Result<OwnedSemaphorePermit, WebError> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.slots)
             .try_acquire_owned()
             .map_err(|_| WebError::Busy(1))
+    }
+
+    /// Whether `password` matches `hash`, checked on a password-check thread holding `slot`.
+    pub async fn verify(
+        &self,
+        slot: OwnedSemaphorePermit,
+        password: String,
+        hash: String,
+    ) -> Result<bool, WebError> {
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job {
+                password,
+                hash,
+                slot,
+                answer,
+            })
+            .map_err(|_| WebError::Internal("no password-check thread".into()))?;
+        rx.await
+            .map_err(|_| WebError::Internal("a password check failed".into()))
     }
 }
 
@@ -200,5 +258,22 @@ mod tests {
         assert!(matches!(checks.try_slot(), Err(WebError::Busy(_))));
         drop(a);
         assert!(checks.try_slot().is_ok(), "a finished check frees its slot");
+    }
+
+    #[tokio::test]
+    async fn checks_run_and_give_their_slot_back() {
+        let checks = PasswordChecks::new(1);
+        let hash = password::hash("pw").expect("hash");
+        let slot = checks.try_slot().expect("slot");
+        assert!(matches!(checks.try_slot(), Err(WebError::Busy(_))));
+        assert!(checks
+            .verify(slot, "pw".into(), hash.clone())
+            .await
+            .expect("check"));
+        let slot = checks.try_slot().expect("slot is back");
+        assert!(!checks
+            .verify(slot, "nope".into(), hash)
+            .await
+            .expect("check"));
     }
 }
