@@ -777,3 +777,68 @@ async fn the_audit_trail_says_who_did_what_when_and_from_where() {
     task.await.expect("task").expect("tail --audit");
     dash.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_pushes_device_changes_and_drops_expired_devices() {
+    let server = RedisServer::start();
+    let mut conn = redis(&server).await;
+    let now = tapgate_monitor::tail::now_ms();
+    let g1 = DeviceId::new("g1").expect("dev");
+    let g2 = DeviceId::new("g2").expect("dev");
+    for g in [&g1, &g2] {
+        let _: () = redis::pipe()
+            .sadd(keys::DEVICES, keys::device_member(DeviceKind::Gate, g))
+            .hset_multiple(
+                keys::device(DeviceKind::Gate, g),
+                &[("online", "1"), ("last_seen", &now.to_string())],
+            )
+            .query_async(&mut conn)
+            .await
+            .expect("seed");
+    }
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut live = SseClient::open(dash.addr, &me).await;
+    let snap = live.next("snapshot").await;
+    assert_eq!(snap["devices"].as_array().expect("devices").len(), 2);
+
+    // A tap at g1: only g1's row is pushed.
+    let _: () = conn
+        .hincr(keys::device_counters(&g1), "granted", 1)
+        .await
+        .expect("HINCRBY");
+    let mut used = Event::new(EventKind::PassUsed, now);
+    used.device = Some(g1.clone());
+    used.device_kind = Some(DeviceKind::Gate);
+    xadd(&mut conn, "*", &used).await;
+    let changes = live.next("device-changes").await;
+    assert_eq!(
+        changes["changed"].as_array().expect("changed").len(),
+        1,
+        "{changes}"
+    );
+    assert_eq!(changes["changed"][0]["device"], "g1");
+    assert_eq!(changes["changed"][0]["granted"], 1);
+    assert_eq!(changes["removed"], serde_json::json!([]));
+
+    // The bridge lets g2's presence expire: the dashboard drops it.
+    let _: () = conn
+        .del(keys::device(DeviceKind::Gate, &g2))
+        .await
+        .expect("DEL");
+    let started = Instant::now();
+    let changes = live.next("device-changes").await;
+    assert_eq!(
+        changes["removed"],
+        serde_json::json!(["gate/g2"]),
+        "{changes}"
+    );
+    assert_eq!(changes["changed"], serde_json::json!([]));
+    println!(
+        "expired device dropped {} ms after its presence went",
+        started.elapsed().as_millis()
+    );
+    let list = get(dash.addr, &me, "/api/devices").await.json();
+    assert_eq!(list.as_array().expect("devices").len(), 1);
+    dash.stop().await;
+}

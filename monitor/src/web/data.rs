@@ -126,13 +126,19 @@ fn num(h: &Hash, k: &str) -> Option<i64> {
     h.get(k).and_then(|v| v.parse().ok())
 }
 
-/// Every device the bridge has seen: presence and per-device counters, sorted by kind and name.
-pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+/// Most devices the dashboard lists.
+pub const MAX_DEVICES: usize = 5_000;
+
+/// A device as the dashboard names it: `{kind}/{device}`.
+pub type DeviceKey = (DeviceKind, DeviceId);
+
+/// The devices in the `tapgate:devices` set, valid names only, sorted, at most [`MAX_DEVICES`].
+pub async fn device_members(conn: &mut impl ConnectionLike) -> Result<Vec<DeviceKey>, WebError> {
     let members: Vec<String> = redis::cmd("SMEMBERS")
         .arg(keys::DEVICES)
         .query_async(conn)
         .await?;
-    let mut devices: Vec<(DeviceKind, DeviceId)> = members
+    let mut devices: Vec<DeviceKey> = members
         .iter()
         .filter_map(|m| {
             let (k, d) = m.split_once('/')?;
@@ -140,23 +146,36 @@ pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
         })
         .collect();
     devices.sort();
+    devices.truncate(MAX_DEVICES);
+    Ok(devices)
+}
+
+/// The dashboard row of each device: presence and counters, or `None` when it has no presence
+/// record (the bridge let it expire), so it is not shown.
+pub async fn device_rows(
+    conn: &mut impl ConnectionLike,
+    devices: &[DeviceKey],
+) -> Result<Vec<Option<Value>>, WebError> {
     if devices.is_empty() {
-        return Ok(json!([]));
+        return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
-    for (kind, dev) in &devices {
+    for (kind, dev) in devices {
         pipe.hgetall(keys::device(*kind, dev))
             .hgetall(keys::device_counters(dev));
     }
     let hashes: Vec<Hash> = pipe.query_async(conn).await?;
-    let out: Vec<Value> = devices
+    Ok(devices
         .iter()
         .zip(hashes.chunks(2))
         .map(|((kind, dev), h)| {
             let empty = Hash::new();
             let presence = h.first().unwrap_or(&empty);
             let counts = h.get(1).unwrap_or(&empty);
-            json!({
+            if presence.is_empty() {
+                return None;
+            }
+            Some(json!({
                 "kind": kind,
                 "device": dev,
                 "online": presence.get("online").map(|v| v == "1"),
@@ -166,10 +185,17 @@ pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
                 "denied": num(counts, "denied").unwrap_or(0),
                 "issued": num(counts, "issued").unwrap_or(0),
                 "rejected": num(counts, "rejected").unwrap_or(0),
-            })
+            }))
         })
-        .collect();
-    Ok(Value::Array(out))
+        .collect())
+}
+
+/// Every device the bridge has seen and still has presence for: presence and per-device
+/// counters, sorted by kind and name.
+pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+    let members = device_members(conn).await?;
+    let rows = device_rows(conn, &members).await?;
+    Ok(Value::Array(rows.into_iter().flatten().collect()))
 }
 
 /// Parses a card number from a path into its canonical (upper-case) form, or says why not.
