@@ -28,20 +28,22 @@ const HEADERS: [(HeaderName, &str); 5] = [
     (header::CONTENT_SECURITY_POLICY, CSP),
     (header::X_FRAME_OPTIONS, "DENY"),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (header::REFERRER_POLICY, "no-referrer"),
+    // Not `no-referrer`: with it, browsers send `Origin: null` on the page's own posts.
+    (header::REFERRER_POLICY, "same-origin"),
     (
         HeaderName::from_static("cross-origin-opener-policy"),
         "same-origin",
     ),
 ];
 
-/// Why a `POST` is refused as cross-site, if it is.
+/// Why a `POST` is refused as cross-site, if it is. `Sec-Fetch-Site`, which only the browser
+/// can set, decides when present; otherwise `Origin`, when present, must name the same host
+/// and port as `Host` (`null`, sent for sandboxed or privacy-stripped requests, never does).
 pub fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = get("sec-fetch-site") {
-        if !matches!(site, "same-origin" | "none") {
-            return Some("the request came from another site (Sec-Fetch-Site)");
-        }
+        return (!matches!(site, "same-origin" | "none"))
+            .then_some("the request came from another site (Sec-Fetch-Site)");
     }
     if let Some(origin) = get("origin") {
         let authority = origin
@@ -130,6 +132,12 @@ mod tests {
         ]))
         .is_some());
         assert!(cross_site(&headers(&[("host", "a:1"), ("origin", "http://evil:1")])).is_some());
+        assert!(cross_site(&headers(&[
+            ("host", "a:1"),
+            ("origin", "http://evil:1"),
+            ("sec-fetch-site", "cross-site")
+        ]))
+        .is_some());
         assert!(cross_site(&headers(&[("host", "a:1"), ("origin", "null")])).is_some());
         assert!(
             cross_site(&headers(&[("origin", "http://a:1")])).is_some(),
