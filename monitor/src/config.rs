@@ -181,6 +181,11 @@ impl ServeConfig {
                 "login_attempts_per_address and max_connections_per_address must be at least 1",
             ));
         }
+        if self.password_checks > 256 {
+            return Err(ConfigError::Range(
+                "password_checks must be at most 256 (0: twice the CPU cores)",
+            ));
+        }
         if self.header_timeout < Duration::from_millis(100) {
             return Err(ConfigError::Range("header_timeout must be at least 100ms"));
         }

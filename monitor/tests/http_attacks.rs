@@ -43,6 +43,27 @@ async fn headers_that_never_end_are_cut_off() {
     let (_, took) = until_closed(&mut s).await;
     println!("unfinished headers cut off after {} ms", took.as_millis());
     assert!(took < Duration::from_secs(5), "{took:?}");
+    // A connection that never sends a byte fares the same.
+    let mut silent = connect_from([127, 0, 0, 2], dash.addr).await;
+    let (_, took) = until_closed(&mut silent).await;
+    println!("silent connection cut off after {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // And so does a kept-alive connection that goes quiet after its first request.
+    let mut kept = connect_from([127, 0, 0, 2], dash.addr).await;
+    kept.write_all(format!("GET /login HTTP/1.1\r\nHost: {}\r\n\r\n", dash.addr).as_bytes())
+        .await
+        .expect("write");
+    let (got, took) = until_closed(&mut kept).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    println!(
+        "idle kept-alive connection cut off after {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
     // The server still answers everyone else.
     assert_eq!(
         request(dash.addr, "GET", "/login", &[], b"").await.status,
