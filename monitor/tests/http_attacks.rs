@@ -154,6 +154,18 @@ async fn off_loopback_cookies_are_secure_and_host_prefixed() {
         "{set:?}"
     );
     let token = page.cookie("__Host-tapgate_login").expect("cookie");
+    // A browser on plain HTTP drops Secure cookies: the refusal says why.
+    let body = format!("name=alice&password={}&csrf={token}", urlencode(ALICE.1));
+    let dropped = request(
+        addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(dropped.status, 403);
+    assert!(dropped.body.contains("HTTPS"), "{}", dropped.body);
     let body = format!("name=alice&password={}&csrf={token}", urlencode(ALICE.1));
     let ok = request(
         addr,

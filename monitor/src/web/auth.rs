@@ -147,6 +147,13 @@ async fn try_login(
     let secure = state.config.cookies_secure();
     let cookie = session::cookie(headers, session::login_cookie(secure)).unwrap_or_default();
     let now = state.clock.now_ms();
+    if cookie.is_empty() && secure {
+        return Err(WebError::Forbidden(
+            "the browser sent no login cookie; cookies are marked Secure, so serve the dashboard \
+             over HTTPS (or set secure_cookies = false on a trusted plain-HTTP network)"
+                .into(),
+        ));
+    }
     if !state.form_key.verify(&form.csrf, now) || !session::tokens_match(cookie, &form.csrf) {
         return Err(WebError::Forbidden(
             "the login form expired or was not sent from this site; try again".into(),

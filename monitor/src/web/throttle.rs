@@ -14,6 +14,10 @@
 //!   attacker failing with an operator's name slows guessing of that name but cannot keep its
 //!   owner out.
 //!
+//! The per-name check and the recording of a failure are two steps, so a burst of attempts of
+//! one name arriving at the same instant can all pass the check; the bound on password checks
+//! caps such a burst at `password_checks` guesses.
+//!
 //! Time comes from the injected [`Clock`], so the delays are tested without sleeping.
 
 use std::sync::Arc;
