@@ -256,6 +256,19 @@ async fn foreign_host_names_are_refused() {
     let by_ip = request(dash.addr, "GET", "/api/counters", &[], b"").await;
     assert_eq!(by_ip.status, 421);
     assert_eq!(by_ip.json()["error"], "wrong_host");
+    // A health check speaking HTTP/1.0 without a Host header is still answered.
+    let mut s = tokio::net::TcpStream::connect(dash.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /login HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let (got, _) = until_closed(&mut s).await;
+    assert!(
+        got.starts_with(b"HTTP/1.0 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     dash.stop().await;
 }
 

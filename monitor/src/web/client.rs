@@ -142,13 +142,14 @@ pub fn host_name(value: &str) -> Option<String> {
 
 /// Whether a request naming `host` may be answered. `allowed` empty: any host, unless the
 /// server listens on loopback, when only loopback names are answered (a web page elsewhere
-/// must not reach a local dashboard by pointing its own name at 127.0.0.1).
+/// must not reach a local dashboard by pointing its own name at 127.0.0.1). A request with no
+/// `Host` at all (HTTP/1.0, a health check) is answered: browsers always send one, so it cannot
+/// be a page on another site.
 pub fn host_allowed(headers: &HeaderMap, allowed: &[String], loopback: bool) -> bool {
-    let Some(host) = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(host_name)
-    else {
+    let Some(value) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Some(host) = value.to_str().ok().and_then(host_name) else {
         return false;
     };
     if !allowed.is_empty() {
@@ -265,7 +266,14 @@ mod tests {
         let allowed = vec!["dash.example.org".to_owned()];
         assert!(host_allowed(&host("dash.example.org:443"), &allowed, false));
         assert!(!host_allowed(&host("evil.example"), &allowed, false));
-        assert!(!host_allowed(&HeaderMap::new(), &allowed, false));
+        assert!(
+            host_allowed(&HeaderMap::new(), &allowed, false),
+            "HTTP/1.0 health checks"
+        );
+        assert!(
+            !host_allowed(&host("[::1"), &allowed, false),
+            "unreadable Host"
+        );
         assert!(host_allowed(&host("127.0.0.1:8080"), &[], true));
         assert!(host_allowed(&host("localhost:8080"), &[], true));
         assert!(host_allowed(&host("[::1]:8080"), &[], true));
