@@ -136,7 +136,10 @@ impl Stored {
         let action = self.get("action").unwrap_or("?");
         let who = self.get("operator").unwrap_or("?");
         let mut text = match action {
-            "failed-login" => format!("AUDIT      failed login as {who:?}"),
+            "failed-login" => format!(
+                "AUDIT      failed login as \"{}\"",
+                who.replace('"', "\\\"")
+            ),
             "block" | "unblock" => format!(
                 "AUDIT      {action} card {}{} by {who}",
                 self.get("card").unwrap_or("?"),
@@ -321,9 +324,23 @@ mod tests {
         let line = r[0].line().render(false);
         assert_eq!(
             line,
-            "2023-11-14T22:13:20Z  AUDIT      failed login as \"mal\\\\u{202e}lory\\\\u{1b}[2J\" from 192.0.2.1"
+            "2023-11-14T22:13:20Z  AUDIT      failed login as \"mal\\u{202e}lory\\u{1b}[2J\" from 192.0.2.1"
         );
         assert!(!line.chars().any(crate::text::is_unsafe));
+        let quoted = Stored {
+            id: StreamId::ZERO,
+            fields: vec![
+                ("action".into(), "failed-login".into()),
+                ("operator".into(), "x\" from 10.0.0.1".into()),
+            ],
+        };
+        assert!(
+            quoted
+                .line()
+                .render(false)
+                .ends_with("failed login as \"x\\\" from 10.0.0.1\""),
+            "a name cannot close its own quotes"
+        );
         let v = r[0].to_json();
         assert_eq!(v["action"], "failed-login");
         assert_eq!(v["at"], 1_700_000_000_000u64);
