@@ -192,6 +192,7 @@ function addEvents(events) {
     countMinute(e);
     if (e.event === 'card-blocked' || e.event === 'card-unblocked') {
       loadBlocked();
+      loadAudit();
       if (currentCard && e.card === currentCard) lookup(currentCard);
     } else if (currentCard && e.card === currentCard) {
       lookup(currentCard);
@@ -473,10 +474,58 @@ function connect() {
     renderDevices();
     loadMinutes();
     loadBlocked();
+    loadAudit();
   });
   es.addEventListener('events', (m) => addEvents(JSON.parse(m.data)));
   es.addEventListener('counters', (m) => renderCounters(JSON.parse(m.data)));
-  es.addEventListener('devices', (m) => { devices = JSON.parse(m.data); renderDevices(); });
+  es.addEventListener('device-changes', (m) => applyDeviceChanges(JSON.parse(m.data)));
+}
+
+// The server pushes only changed rows and the names of devices that are gone.
+function deviceKey(d) { return d.kind + '/' + d.device; }
+
+function applyDeviceChanges(c) {
+  const byKey = new Map(devices.map((d) => [deviceKey(d), d]));
+  for (const k of c.removed || []) byKey.delete(k);
+  for (const d of c.changed || []) byKey.set(deviceKey(d), d);
+  devices = Array.from(byKey.values()).sort((a, b) =>
+    a.kind.localeCompare(b.kind) || a.device.localeCompare(b.device));
+  renderDevices();
+}
+
+// --- audit trail -----------------------------------------------------------------------------
+
+const AUDIT_LABELS = {
+  'login': 'logged in', 'failed-login': 'failed login as', 'logout': 'logged out',
+  'logout-everywhere': 'logged out everywhere', 'block': 'blocked', 'unblock': 'unblocked',
+  'sessions-revoked': 'sessions ended for',
+};
+
+async function loadAudit() {
+  if (readOnly) return;
+  try {
+    const list = await api('/api/audit');
+    const body = $('audit-body');
+    clear(body);
+    for (const r of list.slice(0, 50)) {
+      const tr = el('tr');
+      tr.dataset.action = r.action || '';
+      tr.appendChild(el('td', '', r.at ? dateTime(r.at) : ''));
+      tr.appendChild(el('td', r.action === 'failed-login' ? 'badge-blocked' : '', AUDIT_LABELS[r.action] || r.action));
+      tr.appendChild(el('td', '', r.operator || ''));
+      const what = r.card ? 'card ' + r.card + (r.reason ? ' (' + r.reason + ')' : '') : '';
+      tr.appendChild(el('td', '', what));
+      tr.appendChild(el('td', '', r.from || ''));
+      body.appendChild(tr);
+    }
+    if (list.length === 0) {
+      const tr = el('tr');
+      const td = el('td', 'empty', 'Nothing recorded yet.');
+      td.colSpan = 5;
+      tr.appendChild(td);
+      body.appendChild(tr);
+    }
+  } catch (_) { /* shown again on the next change */ }
 }
 
 // After the live stream was refused: back to the login page if the session ended (api() does
@@ -509,9 +558,15 @@ async function start() {
   readOnly = s.read_only;
   $('operator').textContent = s.operator ? 'signed in as ' + s.operator : 'read-only view';
   $('logout').hidden = !s.operator;
+  $('logout-everywhere').hidden = !s.operator;
+  $('audit-card').hidden = !s.operator;
   $('login-link').hidden = !!s.operator;
   $('logout').addEventListener('click', async () => {
     try { await api('/logout', { method: 'POST' }); } catch (_) { /* go to the login page anyway */ }
+    window.location.assign('/login');
+  });
+  $('logout-everywhere').addEventListener('click', async () => {
+    try { await api('/logout-everywhere', { method: 'POST' }); } catch (_) { /* as above */ }
     window.location.assign('/login');
   });
   $('card-form').addEventListener('submit', (ev) => {

@@ -35,13 +35,37 @@ pub struct ServeConfig {
     /// How long a login lasts.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
-    /// Mark cookies `Secure` (turn on when the dashboard is served over HTTPS by a proxy).
-    pub secure_cookies: bool,
-    /// Failed logins allowed per name and address within `login_window`.
+    /// Mark cookies `Secure` and give them the `__Host-` prefix. Unset: on, unless the dashboard
+    /// listens on a loopback address (a local browser talks plain HTTP to it).
+    pub secure_cookies: Option<bool>,
+    /// Failed logins of one name (from anywhere) before each further attempt of that name must
+    /// wait: 1 s, then 2 s, 4 s … up to `login_max_delay`. A delay, never a lockout, so nobody
+    /// can lock an operator out by failing with their name.
     pub login_attempts: u32,
+    /// Longest wait between attempts of one name.
+    #[serde(with = "humantime_serde")]
+    pub login_max_delay: Duration,
+    /// Failed logins allowed from one client address (IPv6: one /64) within `login_window`;
+    /// further attempts from there are refused until the window ends.
+    pub login_attempts_per_address: u32,
     /// Window for counting failed logins.
     #[serde(with = "humantime_serde")]
     pub login_window: Duration,
+    /// Password checks allowed to run at once; more are refused at once with 503 and
+    /// `Retry-After`. 0: twice the number of CPU cores.
+    pub password_checks: usize,
+    /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`, `::1`) whose `X-Forwarded-For` is
+    /// believed. The client address is the right-most address in it that is not one of them.
+    pub trusted_proxies: Vec<String>,
+    /// Host names (the `Host` header, without port) the dashboard answers to. Empty: any, except
+    /// that a dashboard listening on loopback answers only to `localhost` and loopback addresses.
+    pub allowed_hosts: Vec<String>,
+    /// Longest time a client may take to send a request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Open connections allowed from one client address (IPv6: one /64); trusted proxies are
+    /// not limited.
+    pub max_connections_per_address: usize,
     /// Events shown in the feed when a page loads.
     pub history: usize,
     /// Largest request body accepted, in bytes.
@@ -57,9 +81,16 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_read_only: false,
             session_ttl: Duration::from_secs(8 * 3600),
-            secure_cookies: false,
+            secure_cookies: None,
             login_attempts: 5,
+            login_max_delay: Duration::from_secs(30),
+            login_attempts_per_address: 20,
             login_window: Duration::from_secs(300),
+            password_checks: 0,
+            trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            max_connections_per_address: 32,
             history: 100,
             max_body_bytes: 16 * 1024,
             operators: Vec::new(),
@@ -92,6 +123,15 @@ pub enum ConfigError {
     /// A numeric setting is out of range.
     #[error("{0}")]
     Range(&'static str),
+    /// A trusted proxy is not an address or CIDR block.
+    #[error("trusted_proxies: {0:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8)")]
+    BadProxy(String),
+    /// An allowed host is not a host name.
+    #[error("allowed_hosts: {0:?} is not a host name or address (no port, no scheme)")]
+    BadHost(String),
+    /// The Redis URL still holds the example placeholder password.
+    #[error(transparent)]
+    Placeholder(#[from] tapgate_runtime::secret::PlaceholderSecret),
 }
 
 /// Whether `name` is a valid operator name.
@@ -136,7 +176,51 @@ impl ServeConfig {
         if self.history == 0 || self.history > 10_000 {
             return Err(ConfigError::Range("history must be 1..=10000"));
         }
+        if self.login_attempts_per_address == 0 || self.max_connections_per_address == 0 {
+            return Err(ConfigError::Range(
+                "login_attempts_per_address and max_connections_per_address must be at least 1",
+            ));
+        }
+        if self.password_checks > 256 {
+            return Err(ConfigError::Range(
+                "password_checks must be at most 256 (0: twice the CPU cores)",
+            ));
+        }
+        if self.header_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Range("header_timeout must be at least 100ms"));
+        }
+        if self.login_max_delay < Duration::from_secs(1) {
+            return Err(ConfigError::Range("login_max_delay must be at least 1s"));
+        }
+        for p in &self.trusted_proxies {
+            crate::web::client::Cidr::parse(p).ok_or_else(|| ConfigError::BadProxy(p.clone()))?;
+        }
+        for h in &self.allowed_hosts {
+            if !crate::web::client::valid_host(h) {
+                return Err(ConfigError::BadHost(h.clone()));
+            }
+        }
+        tapgate_runtime::secret::refuse_placeholder(
+            "redis",
+            tapgate_runtime::secret::url_password(&self.redis),
+        )?;
         Ok(())
+    }
+
+    /// Whether cookies are marked `Secure` (and named with `__Host-`): as set, or on unless
+    /// listening on loopback.
+    pub fn cookies_secure(&self) -> bool {
+        self.secure_cookies
+            .unwrap_or(!self.listen.ip().is_loopback())
+    }
+
+    /// How many password checks may run at once.
+    pub fn password_check_limit(&self) -> usize {
+        if self.password_checks > 0 {
+            self.password_checks
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+        }
     }
 }
 
@@ -171,6 +255,30 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         c.login_attempts = 0;
         assert!(matches!(c.validate(), Err(ConfigError::Range(_))));
+        c.login_attempts = 5;
+        c.trusted_proxies = vec!["10.0.0.0/33".into()];
+        assert!(matches!(c.validate(), Err(ConfigError::BadProxy(_))));
+        c.trusted_proxies = vec!["10.0.0.0/8".into(), "::1".into()];
+        assert_eq!(c.validate(), Ok(()));
+        c.allowed_hosts = vec!["https://x".into()];
+        assert!(matches!(c.validate(), Err(ConfigError::BadHost(_))));
+        c.allowed_hosts = vec!["dash.example.org".into()];
+        c.redis = "redis://:change-me-redis@redis:6379".into();
+        let e = c.validate().expect_err("placeholder refused");
+        assert!(e.to_string().contains("redis"), "{e}");
+    }
+
+    #[test]
+    fn cookies_are_secure_unless_on_loopback() {
+        let mut c = ServeConfig::default();
+        assert!(!c.cookies_secure(), "127.0.0.1");
+        c.listen = "0.0.0.0:8080".parse().expect("addr");
+        assert!(c.cookies_secure());
+        c.secure_cookies = Some(false);
+        assert!(!c.cookies_secure());
+        c.listen = "[::1]:8080".parse().expect("addr");
+        c.secure_cookies = Some(true);
+        assert!(c.cookies_secure());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use tapgate_protocol::{DeviceId, DeviceKind, Event, EventKind, PassInfo, PassType};
 
 use crate::stream::Entry;
+use crate::text::{escape_json, escape_untrusted, MAX_TEXT};
 
 /// A colour (SGR attributes) for one piece of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +57,8 @@ impl Paint {
 pub struct Line(pub Vec<(Paint, String)>);
 
 impl Line {
-    fn push(&mut self, paint: Paint, text: impl Into<String>) {
+    /// Appends a piece.
+    pub fn push(&mut self, paint: Paint, text: impl Into<String>) {
         self.0.push((paint, text.into()));
     }
 
@@ -78,17 +80,9 @@ impl Line {
     }
 }
 
-/// Replaces control characters (escape sequences, newlines) with visible escapes.
+/// Device text for a terminal line: controls and bidi characters escaped, length capped.
 pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    escape_untrusted(s, MAX_TEXT)
 }
 
 /// `2026-11-22T02:33:16Z` for Unix milliseconds.
@@ -262,9 +256,9 @@ pub fn entry_value(entry: &Entry) -> serde_json::Value {
         Ok(e) => {
             let mut e = e.clone();
             e.seq = Some(entry.id.to_string());
-            serde_json::to_value(&e).unwrap_or_else(|err| unreadable(err.to_string()))
+            escape_json(serde_json::to_value(&e).unwrap_or_else(|err| unreadable(err.to_string())))
         }
-        Err(why) => unreadable(why.to_string()),
+        Err(why) => escape_json(unreadable(why.to_string())),
     }
 }
 
@@ -398,7 +392,33 @@ mod tests {
         e.reason = Some("x\x1b[2J\ny".into());
         let line = event_line(&e).render(false);
         assert!(!line.contains('\x1b') && !line.contains('\n'), "{line:?}");
-        assert!(line.ends_with("x\\u{1b}[2J\\ny"), "{line:?}");
+        assert!(line.ends_with("x\\u{1b}[2J\\u{a}y"), "{line:?}");
+    }
+
+    #[test]
+    fn json_and_text_escape_c1_del_and_bidi() {
+        let mut e = ev(EventKind::Rejected, None);
+        e.reason = Some("a\u{9b}2Jb\x7f".into());
+        e.detail = Some("evil\u{202e}txt.exe\u{2066}".into());
+        let entry = Entry {
+            id: StreamId { ms: T, seq: 0 },
+            event: Ok(e.clone()),
+        };
+        let json = entry_json(&entry);
+        assert!(!json.chars().any(crate::text::is_unsafe), "{json:?}");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(v["reason"], "a\\u{9b}2Jb\\u{7f}");
+        assert_eq!(v["detail"], "evil\\u{202e}txt.exe\\u{2066}");
+        let line = event_line(&e).render(true);
+        assert!(
+            !line.contains('\u{202e}') && !line.contains('\u{9b}'),
+            "{line:?}"
+        );
+        e.detail = Some("x".repeat(10_000));
+        assert!(
+            event_line(&e).render(false).chars().count() < 700,
+            "length capped"
+        );
     }
 
     #[test]

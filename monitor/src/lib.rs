@@ -2,18 +2,23 @@
 //!
 //! - [`stream`]: reading the `tapgate:events` stream: history, and following it across Redis
 //!   restarts without gaps or repeats.
+//! - [`text`]: untrusted text made inert: controls and bidi characters escaped, length capped.
 //! - [`format`]: stream entries as coloured terminal lines or JSON lines (pure functions).
 //! - [`tail`]: `tapgate-monitor tail`, replay then follow, into any writer.
+//! - [`audit`]: the audit trail of operator actions (`tapgate:monitor:audit`), shown by the
+//!   dashboard and `tail --audit`.
 //! - [`config`]: settings of the web dashboard.
 //! - [`password`]: argon2 hashes of operator passwords.
 //! - [`web`]: `tapgate-monitor serve`, the live dashboard: counters, feed, charts, card lookup,
 //!   deny list, logins.
 
+pub mod audit;
 pub mod config;
 pub mod format;
 pub mod password;
 pub mod stream;
 pub mod tail;
+pub mod text;
 pub mod web;
 
 pub use config::{ConfigError, Operator, ServeConfig};

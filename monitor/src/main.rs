@@ -41,8 +41,13 @@ enum ColorChoice {
 
 #[derive(Parser, Debug)]
 struct TailArgs {
-    /// Redis URL.
-    #[arg(long, env = "TAPGATE_REDIS", default_value = "redis://127.0.0.1:6379")]
+    /// Redis URL (may hold a password: its value is never shown here).
+    #[arg(
+        long,
+        env = "TAPGATE_REDIS",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     redis: String,
     /// Replay from here: a stream id (1700000000000-0), an RFC 3339 time
     /// (2026-11-22T08:00:00Z) or a duration ago (10m, 2h).
@@ -57,6 +62,10 @@ struct TailArgs {
     /// When to colour the output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// Print the dashboard's audit trail (logins, failed logins, logouts, blocks, unblocks)
+    /// instead of the event stream: the newest --last records (default 10), then new ones.
+    #[arg(long, conflicts_with = "since")]
+    audit: bool,
 }
 
 #[derive(Parser, Debug)]
@@ -64,8 +73,9 @@ struct ServeArgs {
     /// TOML config file (operators, settings); env variables and flags override it.
     #[arg(long, env = "TAPGATE_MONITOR_CONFIG")]
     config: Option<PathBuf>,
-    /// Redis URL [default: redis://127.0.0.1:6379].
-    #[arg(long, env = "TAPGATE_REDIS")]
+    /// Redis URL [default: redis://127.0.0.1:6379] (may hold a password: its value is never
+    /// shown here).
+    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "TAPGATE_MONITOR_LISTEN")]
@@ -76,12 +86,37 @@ struct ServeArgs {
     /// How long a login lasts, e.g. 8h [default: 8h].
     #[arg(long, env = "TAPGATE_MONITOR_SESSION_TTL", value_parser = humantime::parse_duration)]
     session_ttl: Option<Duration>,
-    /// Mark cookies Secure (behind an HTTPS proxy) [default: false].
+    /// Mark cookies Secure and name them __Host-… [default: on, unless listening on loopback].
     #[arg(long, env = "TAPGATE_MONITOR_SECURE_COOKIES")]
     secure_cookies: Option<bool>,
-    /// Failed logins allowed per name and address within the login window [default: 5].
+    /// Failed logins of one name before each further attempt waits 1 s, 2 s, 4 s … [default: 5].
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS")]
     login_attempts: Option<u32>,
+    /// Longest wait between attempts of one name, e.g. 30s [default: 30s].
+    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_MAX_DELAY", value_parser = humantime::parse_duration)]
+    login_max_delay: Option<Duration>,
+    /// Failed logins allowed from one client address (IPv6: one /64) within the login window
+    /// [default: 20].
+    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS_PER_ADDRESS")]
+    login_attempts_per_address: Option<u32>,
+    /// Password checks running at once; more get 503 + Retry-After; 0 = twice the CPU cores
+    /// [default: 0].
+    #[arg(long, env = "TAPGATE_MONITOR_PASSWORD_CHECKS")]
+    password_checks: Option<usize>,
+    /// Proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks
+    /// [default: none].
+    #[arg(long, env = "TAPGATE_MONITOR_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
+    /// Host names the dashboard answers to, comma-separated [default: any; on loopback only
+    /// loopback names].
+    #[arg(long, env = "TAPGATE_MONITOR_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Option<Vec<String>>,
+    /// Longest time a client may take to send its request headers [default: 10s].
+    #[arg(long, env = "TAPGATE_MONITOR_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    header_timeout: Option<Duration>,
+    /// Open connections allowed per client address (IPv6: one /64) [default: 32].
+    #[arg(long, env = "TAPGATE_MONITOR_MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: Option<usize>,
     /// Window for counting failed logins, e.g. 5m [default: 5m].
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_WINDOW", value_parser = humantime::parse_duration)]
     login_window: Option<Duration>,
@@ -117,10 +152,31 @@ impl ServeArgs {
             c.session_ttl = v;
         }
         if let Some(v) = self.secure_cookies {
-            c.secure_cookies = v;
+            c.secure_cookies = Some(v);
         }
         if let Some(v) = self.login_attempts {
             c.login_attempts = v;
+        }
+        if let Some(v) = self.login_max_delay {
+            c.login_max_delay = v;
+        }
+        if let Some(v) = self.login_attempts_per_address {
+            c.login_attempts_per_address = v;
+        }
+        if let Some(v) = self.password_checks {
+            c.password_checks = v;
+        }
+        if let Some(v) = self.trusted_proxies {
+            c.trusted_proxies = v.into_iter().filter(|p| !p.trim().is_empty()).collect();
+        }
+        if let Some(v) = self.allowed_hosts {
+            c.allowed_hosts = v.into_iter().filter(|h| !h.trim().is_empty()).collect();
+        }
+        if let Some(v) = self.header_timeout {
+            c.header_timeout = v;
+        }
+        if let Some(v) = self.max_connections_per_address {
+            c.max_connections_per_address = v;
         }
         if let Some(v) = self.login_window {
             c.login_window = v;
@@ -181,6 +237,30 @@ async fn start() -> anyhow::Result<()> {
                 std::io::stdout().is_terminal(),
                 no_color.as_ref().map(|v| v.to_str().unwrap_or("1")),
             );
+            tapgate_runtime::secret::refuse_placeholder(
+                "redis",
+                tapgate_runtime::secret::url_password(&args.redis),
+            )?;
+            if args.audit {
+                let shutdown = tapgate_runtime::shutdown::on_signals();
+                return match tail::run_audit(
+                    &args.redis,
+                    last.unwrap_or(10),
+                    args.json,
+                    color,
+                    std::io::stdout().lock(),
+                    shutdown,
+                )
+                .await
+                {
+                    Err(tail::TailError::Output(e))
+                        if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                    {
+                        Ok(())
+                    }
+                    r => Ok(r?),
+                };
+            }
             let config = TailConfig {
                 redis: args.redis,
                 replay: Replay { since, last },

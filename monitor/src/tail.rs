@@ -167,6 +167,30 @@ pub async fn run<W: Write>(
     Ok(())
 }
 
+/// `tail --audit`: prints the newest `last` audit records, then follows new ones until
+/// `shutdown`.
+pub async fn run_audit<W: Write>(
+    redis: &str,
+    last: usize,
+    json: bool,
+    color: bool,
+    mut out: W,
+    shutdown: CancellationToken,
+) -> Result<(), TailError> {
+    let client = redis::Client::open(redis).map_err(TailError::Url)?;
+    crate::audit::follow(&client, last, &shutdown, |records| {
+        for r in records {
+            if json {
+                writeln!(out, "{}", r.to_json())?;
+            } else {
+                writeln!(out, "{}", r.line().render(color))?;
+            }
+        }
+        out.flush()
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,10 +135,15 @@ async fn wait_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
                 last = t;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "`{css}` never matched; last text: {last:?}"
-        );
+        if Instant::now() >= deadline {
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let source = c.source().await.unwrap_or_default();
+            panic!("`{css}` never matched; last text: {last:?}\nat {url}:\n{source}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -347,6 +352,11 @@ async fn operators_watch_live_block_a_card_and_log_out() {
         t.contains("0412AB") && t.contains("stolen")
     })
     .await;
+    // Both operators see who did it in the audit trail.
+    wait_text(&b, "#audit-body", |t| {
+        t.contains("blocked") && t.contains("alice") && t.contains("card 0412AB (stolen)")
+    })
+    .await;
 
     // The next tap of that card is denied by the bridge, and both browsers see it.
     let d = g1.tap("0412AB").await;
@@ -386,6 +396,27 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     let path = screenshot_path();
     std::fs::write(&path, &png).expect("write the screenshot");
     println!("dashboard screenshot: {}", path.display());
+
+    // Bob ends every session of his: his page goes back to the login page.
+    let bob_two = driver.browser(&profiles.path().join("b2")).await;
+    log_in(&bob_two, &dash, BOB).await;
+    bob_two
+        .find(Locator::Css("#logout-everywhere"))
+        .await
+        .expect("logout everywhere")
+        .click()
+        .await
+        .expect("click");
+    let deadline = Instant::now() + WAIT;
+    while b.current_url().await.expect("url").path() != "/login" {
+        assert!(
+            Instant::now() < deadline,
+            "bob's other browser still shows the dashboard"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bob_two.close().await.expect("close b2");
+    log_in(&b, &dash, BOB).await;
 
     // Logging out ends Alice's session; Bob stays.
     a.find(Locator::Css("#logout"))

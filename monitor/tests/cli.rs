@@ -162,3 +162,50 @@ fn serve_settings_layer_file_then_env_then_flags() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("listen_on"), "{err}");
 }
+
+#[test]
+fn help_never_shows_the_redis_password() {
+    for sub in ["serve", "tail"] {
+        let out = Command::new(BIN)
+            .args([sub, "--help"])
+            .env("TAPGATE_REDIS", "redis://monitor:hunter2-secret@redis:6379")
+            .output()
+            .expect("run --help");
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("TAPGATE_REDIS"), "{text}");
+        assert!(
+            !text.contains("hunter2"),
+            "{sub} --help shows the secret:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn placeholder_redis_passwords_are_refused_at_start() {
+    let url = "redis://monitor:change-me-redis-monitor@127.0.0.1:1";
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = dir.path().join("monitor.toml");
+    std::fs::write(&toml, "public_read_only = true\n").expect("write");
+    for args in [
+        vec!["serve", "--config", toml.to_str().expect("path")],
+        vec!["tail"],
+        vec!["tail", "--audit"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("TAPGATE_REDIS", url)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} started with a placeholder");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("placeholder") && err.contains("redis"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("change-me-redis-monitor"),
+            "the secret is not echoed: {err}"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! The dashboard server over real HTTP against a real Redis: logins, the failed-login limit,
+//! The dashboard server over real HTTP against a real Redis: logins,
 //! CSRF, session expiry, the deny list's keys and events, refusals of bad input, escaping, and
 //! live pushes to several browsers at once.
 
@@ -10,7 +10,6 @@ use redis::AsyncCommands;
 use support::*;
 use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, Event, EventKind};
 use tapgate_testkit::RedisServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn stream_len(conn: &mut redis::aio::MultiplexedConnection) -> usize {
     redis::cmd("XLEN")
@@ -100,50 +99,6 @@ async fn login_logout_and_what_needs_a_login() {
         .any(|c| c.starts_with("tapgate_session=;") && c.contains("Max-Age=0")));
     let after = request(addr, "GET", "/api/session", &[("Cookie", &cookie)], b"").await;
     assert_eq!(after.status, 401, "the session is gone from Redis");
-    dash.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_logins_are_rate_limited_per_name_and_address() {
-    let server = RedisServer::start();
-    let dash = Dashboard::start(config(&server.url())).await;
-    for _ in 0..5 {
-        assert_eq!(post_login(dash.addr, ALICE.0, "guess").await.status, 401);
-    }
-    // The sixth attempt is refused even with the right password.
-    let limited = post_login(dash.addr, ALICE.0, ALICE.1).await;
-    assert_eq!(limited.status, 429, "{}", limited.body);
-    let wait: u64 = limited
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("seconds");
-    assert!((1..=300).contains(&wait), "{wait}");
-    assert!(limited.cookie("tapgate_session").is_none());
-    // Another operator is not affected, nor is alice from another address.
-    assert_eq!(post_login(dash.addr, BOB.0, BOB.1).await.status, 303);
-    let (cookie, token) = login_form(dash.addr).await;
-    let body = format!("name=alice&password={}&csrf={token}", urlencode(ALICE.1));
-    let elsewhere = request_from(
-        [127, 0, 0, 2],
-        dash.addr,
-        "POST",
-        "/login",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", &format!("tapgate_login={cookie}")),
-        ],
-        body.as_bytes(),
-    )
-    .await;
-    assert_eq!(elsewhere.status, 303, "the limit is per name and address");
-    let mut conn = redis(&server).await;
-    let key = "tapgate:monitor:login-failures:alice:127.0.0.1";
-    let ttl: i64 = conn.ttl(key).await.expect("TTL");
-    assert!((1..=300).contains(&ttl), "the count expires: {ttl}");
-    // Once the window is over, alice may log in again.
-    conn.del::<_, ()>(key).await.expect("DEL");
-    assert_eq!(post_login(dash.addr, ALICE.0, ALICE.1).await.status, 303);
     dash.stop().await;
 }
 
@@ -587,71 +542,6 @@ async fn public_read_only_reads_but_never_writes() {
     dash.stop().await;
 }
 
-/// Reads server-sent events from one connection.
-struct SseClient {
-    stream: tokio::net::TcpStream,
-    buf: String,
-}
-
-impl SseClient {
-    async fn open(addr: std::net::SocketAddr, login: &Login) -> Self {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let req = format!(
-            "GET /api/live HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nAccept: text/event-stream\r\n\r\n",
-            login.cookie_header()
-        );
-        stream.write_all(req.as_bytes()).await.expect("write");
-        Self {
-            stream,
-            buf: String::new(),
-        }
-    }
-
-    /// Waits until the server ends the stream (the chunked body's last chunk, or EOF).
-    async fn closed(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if self.buf.ends_with("0\r\n\r\n") {
-                return;
-            }
-            let mut chunk = [0u8; 8192];
-            let left = deadline.saturating_duration_since(Instant::now());
-            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| panic!("stream still open after 10 s; got:\n{}", self.buf))
-                .expect("read");
-            if n == 0 {
-                return;
-            }
-            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    }
-
-    /// The data of the next SSE event called `name` (others are skipped).
-    async fn next(&mut self, name: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let marker = format!("event: {name}\ndata: ");
-            if let Some(at) = self.buf.find(&marker) {
-                let start = at + marker.len();
-                if let Some(end) = self.buf[start..].find('\n') {
-                    let data = self.buf[start..start + end].to_owned();
-                    self.buf.drain(..start + end);
-                    return serde_json::from_str(&data).expect("SSE data is JSON");
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let left = deadline.saturating_duration_since(Instant::now());
-            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| panic!("no `{name}` event within 10 s; got:\n{}", self.buf))
-                .expect("read");
-            assert!(n > 0, "stream closed; got:\n{}", self.buf);
-            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_updates_reach_every_browser_with_the_same_numbers() {
     let server = RedisServer::start();
@@ -748,5 +638,207 @@ async fn live_stream_ends_with_the_session() {
     )
     .await;
     assert_eq!(again.status, 401, "the reconnect is refused");
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_blocked_in_lower_case_is_stored_and_shown_canonical() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut conn = redis(&server).await;
+    let r = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/04ab/block",
+        r#"{"reason":"lost"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["card"], "04AB");
+    let (hash, index) = blocked_state(&mut conn, "04AB").await;
+    assert_eq!(hash.get("reason").map(String::as_str), Some("lost"));
+    assert_eq!(index.as_deref(), Some("lost"));
+    let lower: bool = conn
+        .exists("tapgate:card:{04ab}:blocked")
+        .await
+        .expect("EXISTS");
+    assert!(!lower, "no key under the raw spelling");
+    let list = get(dash.addr, &me, "/api/blocked").await.json();
+    assert_eq!(list[0]["card"], "04AB");
+    let card = get(dash.addr, &me, "/api/cards/04aB").await.json();
+    assert_eq!(card["card"], "04AB");
+    assert_eq!(card["blocked"]["reason"], "lost");
+    let again = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/04AB/block",
+        r#"{"reason":"lost"}"#,
+    )
+    .await;
+    assert_eq!(again.status, 409, "the same card, whatever its spelling");
+    let un = post_json(dash.addr, &me, "/api/cards/04ab/unblock", "").await;
+    assert_eq!(un.status, 200, "{}", un.body);
+    assert_eq!(un.json()["card"], "04AB");
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_says_who_did_what_when_and_from_where() {
+    let server = RedisServer::start();
+    let mut cfg = config(&server.url());
+    cfg.public_read_only = true;
+    let dash = Dashboard::start(cfg).await;
+    let started = tapgate_monitor::tail::now_ms();
+    let failed = post_login_from([127, 0, 0, 9], dash.addr, "mal\u{202e}lory", "x", &[]).await;
+    assert_eq!(failed.status, 401);
+    let wrong = post_login_from([127, 0, 0, 9], dash.addr, ALICE.0, "x", &[]).await;
+    assert_eq!(wrong.status, 401);
+    let me = login(dash.addr, ALICE).await;
+    assert_eq!(
+        post_json(
+            dash.addr,
+            &me,
+            "/api/cards/77/block",
+            r#"{"reason":"fraud"}"#
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        post_json(dash.addr, &me, "/api/cards/77/unblock", "")
+            .await
+            .status,
+        200
+    );
+    let public = request(dash.addr, "GET", "/api/audit", &[], b"").await;
+    assert_eq!(public.status, 401, "the public never sees the audit trail");
+    let trail = get(dash.addr, &me, "/api/audit").await.json();
+    let rows: Vec<(String, String, String)> = trail
+        .as_array()
+        .expect("records")
+        .iter()
+        .rev()
+        .map(|r| {
+            assert!(r["at"].as_u64().expect("at") >= started);
+            (
+                r["action"].as_str().unwrap_or("").to_owned(),
+                r["operator"].as_str().unwrap_or("").to_owned(),
+                r["from"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expect = |a: &str, o: &str, f: &str| (a.to_owned(), o.to_owned(), f.to_owned());
+    assert_eq!(
+        rows,
+        vec![
+            expect("failed-login", "mal\\u{202e}lory", "127.0.0.9"),
+            expect("failed-login", "alice", "127.0.0.9"),
+            expect("login", "alice", "127.0.0.1"),
+            expect("block", "alice", "127.0.0.1"),
+            expect("unblock", "alice", "127.0.0.1"),
+        ]
+    );
+    assert_eq!(trail[1]["card"], "77");
+    assert_eq!(trail[1]["reason"], "fraud");
+
+    // `tail --audit` prints the same, then follows.
+    let out = Collected::default();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (url, writer, stop) = (server.url(), out.clone(), shutdown.clone());
+    let task = tokio::spawn(async move {
+        tapgate_monitor::tail::run_audit(&url, 10, false, false, writer, stop).await
+    });
+    let lines = out.wait_lines(5, Duration::from_secs(10)).await;
+    assert!(
+        lines[0].ends_with("AUDIT      failed login as \"mal\\u{202e}lory\" from 127.0.0.9"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[3].ends_with("AUDIT      block card 77 (fraud) by alice from 127.0.0.1"),
+        "{lines:?}"
+    );
+    let logout = request(
+        dash.addr,
+        "POST",
+        "/logout",
+        &[("Cookie", &me.cookie_header()), ("X-CSRF-Token", &me.csrf)],
+        b"",
+    )
+    .await;
+    assert_eq!(logout.status, 200);
+    let lines = out.wait_lines(6, Duration::from_secs(10)).await;
+    assert!(
+        lines[5].ends_with("AUDIT      logout alice from 127.0.0.1"),
+        "{lines:?}"
+    );
+    shutdown.cancel();
+    task.await.expect("task").expect("tail --audit");
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_pushes_device_changes_and_drops_expired_devices() {
+    let server = RedisServer::start();
+    let mut conn = redis(&server).await;
+    let now = tapgate_monitor::tail::now_ms();
+    let g1 = DeviceId::new("g1").expect("dev");
+    let g2 = DeviceId::new("g2").expect("dev");
+    for g in [&g1, &g2] {
+        let _: () = redis::pipe()
+            .sadd(keys::DEVICES, keys::device_member(DeviceKind::Gate, g))
+            .hset_multiple(
+                keys::device(DeviceKind::Gate, g),
+                &[("online", "1"), ("last_seen", &now.to_string())],
+            )
+            .query_async(&mut conn)
+            .await
+            .expect("seed");
+    }
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut live = SseClient::open(dash.addr, &me).await;
+    let snap = live.next("snapshot").await;
+    assert_eq!(snap["devices"].as_array().expect("devices").len(), 2);
+
+    // A tap at g1: only g1's row is pushed.
+    let _: () = conn
+        .hincr(keys::device_counters(&g1), "granted", 1)
+        .await
+        .expect("HINCRBY");
+    let mut used = Event::new(EventKind::PassUsed, now);
+    used.device = Some(g1.clone());
+    used.device_kind = Some(DeviceKind::Gate);
+    xadd(&mut conn, "*", &used).await;
+    let changes = live.next("device-changes").await;
+    assert_eq!(
+        changes["changed"].as_array().expect("changed").len(),
+        1,
+        "{changes}"
+    );
+    assert_eq!(changes["changed"][0]["device"], "g1");
+    assert_eq!(changes["changed"][0]["granted"], 1);
+    assert_eq!(changes["removed"], serde_json::json!([]));
+
+    // The bridge lets g2's presence expire: the dashboard drops it.
+    let _: () = conn
+        .del(keys::device(DeviceKind::Gate, &g2))
+        .await
+        .expect("DEL");
+    let started = Instant::now();
+    let changes = live.next("device-changes").await;
+    assert_eq!(
+        changes["removed"],
+        serde_json::json!(["gate/g2"]),
+        "{changes}"
+    );
+    assert_eq!(changes["changed"], serde_json::json!([]));
+    println!(
+        "expired device dropped {} ms after its presence went",
+        started.elapsed().as_millis()
+    );
+    let list = get(dash.addr, &me, "/api/devices").await.json();
+    assert_eq!(list.as_array().expect("devices").len(), 1);
     dash.stop().await;
 }

@@ -80,3 +80,18 @@ pub async fn card(
 pub async fn blocked(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
     Ok(Json(data::blocked(&mut state.redis.clone()).await?))
 }
+
+/// `GET /api/audit`: the newest 100 audit records, newest first (operators only, never the
+/// public).
+pub async fn audit(
+    State(state): State<AppState>,
+    Viewer(viewer): Viewer,
+) -> Result<Json<Value>, WebError> {
+    if viewer.is_none() {
+        return Err(WebError::LoginRequired);
+    }
+    let records = crate::audit::latest(&mut state.redis.clone(), 100).await?;
+    Ok(Json(Value::Array(
+        records.iter().map(crate::audit::Stored::to_json).collect(),
+    )))
+}

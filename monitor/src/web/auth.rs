@@ -2,30 +2,31 @@
 //!
 //! [`Viewer`] admits a logged-in operator, or anyone when the dashboard is public read-only.
 //! [`Operator`] admits only a logged-in operator whose request carries the session's CSRF token;
-//! every state-changing route takes it. The login form is protected by a double-submit token
-//! (cookie + hidden field) since no session exists yet, and failed logins are rate-limited per
-//! name and client address.
+//! every state-changing route takes it. The login form carries a token only this server can
+//! make ([`super::form_token`]), also set as a cookie. A login is refused before any password is
+//! checked when its address or name must wait ([`super::throttle`]) or when every password-check
+//! slot is busy; every login, failure and logout goes to the audit trail.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::error::WebError;
 use super::pages::login_form;
-use super::session::{self, Session, CSRF_HEADER, LOGIN_COOKIE, SESSION_COOKIE};
-use super::AppState;
+use super::session::{self, Session, CSRF_HEADER};
+use super::{client, throttle, AppState};
+use crate::audit::{self, Action, Record};
 use crate::config::valid_name;
 use crate::password;
-use crate::tail::now_ms;
 
 /// Whoever may read: `Some(session)` for an operator, `None` for the public (only when the
 /// config allows public read-only access).
@@ -34,9 +35,14 @@ pub struct Viewer(pub Option<Session>);
 /// A logged-in operator whose request carries the session's CSRF token.
 pub struct Operator(pub Session);
 
-async fn session_of(parts: &Parts, state: &AppState) -> Result<Option<Session>, WebError> {
-    match session::cookie(&parts.headers, SESSION_COOKIE) {
-        Some(token) => session::load(&mut state.redis.clone(), token).await,
+/// The session a request's cookie names, if it is still valid.
+pub async fn session_of(
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<Option<Session>, WebError> {
+    let name = session::session_cookie(state.config.cookies_secure());
+    match session::cookie(headers, name) {
+        Some(token) => session::load(&mut state.redis.clone(), token, &state.operators).await,
         None => Ok(None),
     }
 }
@@ -45,7 +51,7 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = WebError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
-        match session_of(parts, state).await? {
+        match session_of(&parts.headers, state).await? {
             Some(s) => Ok(Viewer(Some(s))),
             None if state.config.public_read_only => Ok(Viewer(None)),
             None => Err(WebError::LoginRequired),
@@ -57,7 +63,7 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = WebError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
-        let s = session_of(parts, state)
+        let s = session_of(&parts.headers, state)
             .await?
             .ok_or(WebError::LoginRequired)?;
         let given = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
@@ -67,6 +73,18 @@ impl FromRequestParts<AppState> for Operator {
             ));
         }
         Ok(Operator(s))
+    }
+}
+
+/// The client address of a request (see [`client::client_ip`]).
+pub fn client_of(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    client::client_ip(peer, headers, &state.proxies)
+}
+
+/// Appends to the audit trail; a failure is logged, never shown to the operator as theirs.
+pub async fn audit(state: &AppState, record: Record<'_>) {
+    if let Err(e) = audit::append(&mut state.redis.clone(), &record).await {
+        warn!(error = %e, action = record.action.as_str(), "Cannot write the audit trail");
     }
 }
 
@@ -95,28 +113,25 @@ pub async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    let secure = state.config.cookies_secure();
     match try_login(&state, peer, &headers, form).await {
         Ok(session) => {
             let ttl = state.config.session_ttl;
-            let secure = state.config.secure_cookies;
             let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
             let h = resp.headers_mut();
             h.append(
                 header::SET_COOKIE,
-                session::set_cookie(SESSION_COOKIE, &session.token, ttl, secure),
+                session::set_cookie(session::session_cookie(secure), &session.token, ttl, secure),
             );
             h.append(
                 header::SET_COOKIE,
-                session::set_cookie(LOGIN_COOKIE, "", Duration::ZERO, secure),
+                session::set_cookie(session::login_cookie(secure), "", Duration::ZERO, secure),
             );
             resp
         }
         Err(e) => {
             let mut resp = login_form(&state, e.status(), Some(&e.to_string()));
-            if let WebError::TooManyAttempts(secs) = e {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
+            e.retry_after(&mut resp);
             resp
         }
     }
@@ -129,66 +144,167 @@ async fn try_login(
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Session, WebError> {
     let Form(form) = form?;
-    let cookie = session::cookie(headers, LOGIN_COOKIE).unwrap_or_default();
-    if !session::valid_token(cookie) || !session::tokens_match(cookie, &form.csrf) {
+    let secure = state.config.cookies_secure();
+    let cookie = session::cookie(headers, session::login_cookie(secure)).unwrap_or_default();
+    let now = state.clock.now_ms();
+    if cookie.is_empty() && secure {
+        return Err(WebError::Forbidden(
+            "the browser sent no login cookie; cookies are marked Secure, so serve the dashboard \
+             over HTTPS (or set secure_cookies = false on a trusted plain-HTTP network)"
+                .into(),
+        ));
+    }
+    if !state.form_key.verify(&form.csrf, now) || !session::tokens_match(cookie, &form.csrf) {
         return Err(WebError::Forbidden(
             "the login form expired or was not sent from this site; try again".into(),
         ));
     }
+    let ip = client_of(state, peer, headers);
+    let bucket = client::bucket(ip);
+    let from = Some(ip.to_string());
+    let mut redis = state.redis.clone();
+    let limits = state.limits();
     if !valid_name(&form.name) || form.password.len() > 1024 {
+        throttle::failed(&mut redis, state.clock.as_ref(), limits, "", &bucket).await?;
+        audit(
+            state,
+            Record {
+                action: Action::FailedLogin,
+                operator: &form.name,
+                from,
+                card: None,
+                reason: None,
+            },
+        )
+        .await;
         return Err(WebError::BadCredentials);
     }
-    let mut redis = state.redis.clone();
-    let ip = peer.ip();
-    session::count_attempt(
+    throttle::check(
         &mut redis,
+        state.clock.as_ref(),
+        limits,
         &form.name,
-        ip,
-        state.config.login_attempts,
-        state.config.login_window,
+        &bucket,
     )
     .await
     .inspect_err(|e| {
         if matches!(e, WebError::TooManyAttempts(_)) {
-            info!(name = %form.name, %ip, "Login refused: too many attempts");
+            info!(name = ?form.name, %ip, "Login refused: too many attempts");
         }
     })?;
-    let hash = state
-        .operators
-        .get(&form.name)
-        .cloned()
-        .unwrap_or_else(|| decoy_hash().to_owned());
-    let known = state.operators.contains_key(&form.name);
-    let pw = form.password.clone();
-    let ok = tokio::task::spawn_blocking(move || password::verify(&pw, &hash))
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    if !(ok && known) {
-        info!(name = %form.name, %ip, "Login failed");
+    let slot = state.checks.try_slot().inspect_err(|_| {
+        info!(name = ?form.name, %ip, "Login refused: every password check is busy");
+    })?;
+    let known = state.operators.get(&form.name).cloned();
+    let hash = known
+        .as_ref()
+        .map_or_else(|| decoy_hash().to_owned(), |c| c.hash.clone());
+    // The slot is held until the check is done, even if the client goes away meanwhile.
+    let ok = state
+        .checks
+        .verify(slot, form.password.clone(), hash)
+        .await?;
+    let Some(cred) = known.filter(|_| ok) else {
+        throttle::failed(
+            &mut redis,
+            state.clock.as_ref(),
+            limits,
+            &form.name,
+            &bucket,
+        )
+        .await?;
+        info!(name = ?form.name, %ip, "Login failed");
+        audit(
+            state,
+            Record {
+                action: Action::FailedLogin,
+                operator: &form.name,
+                from,
+                card: None,
+                reason: None,
+            },
+        )
+        .await;
         return Err(WebError::BadCredentials);
-    }
-    session::clear_attempts(&mut redis, &form.name, ip).await?;
-    let s = session::create(&mut redis, &form.name, state.config.session_ttl, now_ms()).await?;
+    };
+    throttle::succeeded(&mut redis, &form.name).await?;
+    let s = session::create(&mut redis, &form.name, &cred, state.config.session_ttl, now).await?;
     info!(operator = %s.operator, %ip, "Operator logged in");
+    audit(
+        state,
+        Record {
+            action: Action::Login,
+            operator: &s.operator,
+            from,
+            card: None,
+            reason: None,
+        },
+    )
+    .await;
     Ok(s)
 }
 
+fn cleared_cookie(state: &AppState) -> Response {
+    let secure = state.config.cookies_secure();
+    let mut resp = Json(serde_json::json!({"ok": true})).into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(session::session_cookie(secure), "", Duration::ZERO, secure),
+    );
+    resp
+}
+
 /// `POST /logout`: ends the session (CSRF-checked) and clears the cookie.
-pub async fn logout(State(state): State<AppState>, Operator(s): Operator) -> Response {
-    match session::destroy(&mut state.redis.clone(), &s.token).await {
+pub async fn logout(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Operator(s): Operator,
+) -> Response {
+    match session::destroy(&mut state.redis.clone(), &s).await {
         Ok(()) => {
-            info!(operator = %s.operator, "Operator logged out");
-            let mut resp = Json(serde_json::json!({"ok": true})).into_response();
-            resp.headers_mut().append(
-                header::SET_COOKIE,
-                session::set_cookie(
-                    SESSION_COOKIE,
-                    "",
-                    Duration::ZERO,
-                    state.config.secure_cookies,
-                ),
-            );
-            resp
+            let ip = client_of(&state, peer, &headers);
+            info!(operator = %s.operator, %ip, "Operator logged out");
+            audit(
+                &state,
+                Record {
+                    action: Action::Logout,
+                    operator: &s.operator,
+                    from: Some(ip.to_string()),
+                    card: None,
+                    reason: None,
+                },
+            )
+            .await;
+            cleared_cookie(&state)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /logout-everywhere`: ends every session of the operator (CSRF-checked), this one too.
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Operator(s): Operator,
+) -> Response {
+    match session::end_all(&mut state.redis.clone(), &s.operator).await {
+        Ok(n) => {
+            let ip = client_of(&state, peer, &headers);
+            info!(operator = %s.operator, %ip, sessions = n, "Operator logged out everywhere");
+            audit(
+                &state,
+                Record {
+                    action: Action::LogoutEverywhere,
+                    operator: &s.operator,
+                    from: Some(ip.to_string()),
+                    card: None,
+                    reason: None,
+                },
+            )
+            .await;
+            cleared_cookie(&state)
         }
         Err(e) => e.into_response(),
     }

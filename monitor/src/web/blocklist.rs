@@ -6,8 +6,11 @@
 //! appends `card-unblocked` the same way. The bridge reads the same keys in its own script and
 //! denies a blocked card with reason `blocked`.
 
+use std::net::SocketAddr;
+
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,10 +18,11 @@ use tapgate_protocol::event::STREAM_FIELD;
 use tapgate_protocol::{keys, CardId, Event, EventKind};
 use tracing::info;
 
-use super::auth::Operator;
+use super::auth::{audit, client_of, Operator};
 use super::data::card_id;
 use super::error::WebError;
 use super::AppState;
+use crate::audit::{Action, Record};
 use crate::tail::now_ms;
 
 /// Approximate cap on the stream length when appending.
@@ -82,6 +86,8 @@ fn event(kind: EventKind, card: &CardId, reason: &str, by: &str, at: u64) -> Eve
 /// `POST /api/cards/{card}/block` with `{"reason": "lost"|"stolen"|"fraud"}`.
 pub async fn block(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Operator(s): Operator,
     Path(card): Path<String>,
     body: Result<Json<BlockRequest>, JsonRejection>,
@@ -105,7 +111,19 @@ pub async fn block(
         .invoke_async(&mut state.redis.clone())
         .await?;
     let seq = seq.ok_or_else(|| WebError::Conflict(format!("card {card} is already blocked")))?;
-    info!(operator = %s.operator, %card, reason, "Card blocked");
+    let ip = client_of(&state, peer, &headers);
+    info!(operator = %s.operator, %card, reason, %ip, "Card blocked");
+    audit(
+        &state,
+        Record {
+            action: Action::Block,
+            operator: &s.operator,
+            from: Some(ip.to_string()),
+            card: Some(card.as_str()),
+            reason: Some(reason),
+        },
+    )
+    .await;
     Ok(Json(
         json!({"card": card, "blocked": true, "reason": reason, "by": s.operator, "at": at, "seq": seq}),
     ))
@@ -114,6 +132,8 @@ pub async fn block(
 /// `POST /api/cards/{card}/unblock`.
 pub async fn unblock(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Operator(s): Operator,
     Path(card): Path<String>,
 ) -> Result<Json<Value>, WebError> {
@@ -149,7 +169,19 @@ pub async fn unblock(
             other => {
                 let seq: String = redis::from_redis_value(other)
                     .map_err(|e| WebError::Internal(e.to_string()))?;
-                info!(operator = %s.operator, %card, "Card unblocked");
+                let ip = client_of(&state, peer, &headers);
+                info!(operator = %s.operator, %card, %ip, "Card unblocked");
+                audit(
+                    &state,
+                    Record {
+                        action: Action::Unblock,
+                        operator: &s.operator,
+                        from: Some(ip.to_string()),
+                        card: Some(card.as_str()),
+                        reason: Some(&reason),
+                    },
+                )
+                .await;
                 return Ok(Json(
                     json!({"card": card, "blocked": false, "by": s.operator, "at": at, "seq": seq}),
                 ));

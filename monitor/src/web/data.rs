@@ -14,6 +14,7 @@ use tapgate_protocol::{CardId, DenyReason, DeviceId, DeviceKind, Event, PassType
 
 use crate::format::entry_value;
 use crate::stream::{self, StreamError, StreamId};
+use crate::text::{escape_json, escape_untrusted};
 
 use super::error::WebError;
 
@@ -115,17 +116,29 @@ pub async fn minutes(conn: &mut impl ConnectionLike, now_ms: u64) -> Result<Valu
     }))
 }
 
+fn escape_hash(h: Hash) -> Hash {
+    h.into_iter()
+        .map(|(k, v)| (escape_untrusted(&k, 64), escape_untrusted(&v, 256)))
+        .collect()
+}
+
 fn num(h: &Hash, k: &str) -> Option<i64> {
     h.get(k).and_then(|v| v.parse().ok())
 }
 
-/// Every device the bridge has seen: presence and per-device counters, sorted by kind and name.
-pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+/// Most devices the dashboard lists.
+pub const MAX_DEVICES: usize = 5_000;
+
+/// A device as the dashboard names it: `{kind}/{device}`.
+pub type DeviceKey = (DeviceKind, DeviceId);
+
+/// The devices in the `tapgate:devices` set, valid names only, sorted, at most [`MAX_DEVICES`].
+pub async fn device_members(conn: &mut impl ConnectionLike) -> Result<Vec<DeviceKey>, WebError> {
     let members: Vec<String> = redis::cmd("SMEMBERS")
         .arg(keys::DEVICES)
         .query_async(conn)
         .await?;
-    let mut devices: Vec<(DeviceKind, DeviceId)> = members
+    let mut devices: Vec<DeviceKey> = members
         .iter()
         .filter_map(|m| {
             let (k, d) = m.split_once('/')?;
@@ -133,23 +146,36 @@ pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
         })
         .collect();
     devices.sort();
+    devices.truncate(MAX_DEVICES);
+    Ok(devices)
+}
+
+/// The dashboard row of each device: presence and counters, or `None` when it has no presence
+/// record (the bridge let it expire), so it is not shown.
+pub async fn device_rows(
+    conn: &mut impl ConnectionLike,
+    devices: &[DeviceKey],
+) -> Result<Vec<Option<Value>>, WebError> {
     if devices.is_empty() {
-        return Ok(json!([]));
+        return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
-    for (kind, dev) in &devices {
+    for (kind, dev) in devices {
         pipe.hgetall(keys::device(*kind, dev))
             .hgetall(keys::device_counters(dev));
     }
     let hashes: Vec<Hash> = pipe.query_async(conn).await?;
-    let out: Vec<Value> = devices
+    Ok(devices
         .iter()
         .zip(hashes.chunks(2))
         .map(|((kind, dev), h)| {
             let empty = Hash::new();
             let presence = h.first().unwrap_or(&empty);
             let counts = h.get(1).unwrap_or(&empty);
-            json!({
+            if presence.is_empty() {
+                return None;
+            }
+            Some(json!({
                 "kind": kind,
                 "device": dev,
                 "online": presence.get("online").map(|v| v == "1"),
@@ -159,15 +185,28 @@ pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
                 "denied": num(counts, "denied").unwrap_or(0),
                 "issued": num(counts, "issued").unwrap_or(0),
                 "rejected": num(counts, "rejected").unwrap_or(0),
-            })
+            }))
         })
-        .collect();
-    Ok(Value::Array(out))
+        .collect())
 }
 
-/// Parses a card number from a path, or says why not.
+/// Every device the bridge has seen and still has presence for: presence and per-device
+/// counters, sorted by kind and name.
+pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+    let members = device_members(conn).await?;
+    let rows = device_rows(conn, &members).await?;
+    Ok(Value::Array(rows.into_iter().flatten().collect()))
+}
+
+/// Parses a card number from a path into its canonical (upper-case) form, or says why not.
+/// Every card key the dashboard reads or writes is built from the result.
 pub fn card_id(s: &str) -> Result<CardId, WebError> {
-    CardId::new(s).map_err(|e| WebError::BadRequest(format!("invalid card number: {e}")))
+    CardId::new(s.to_ascii_uppercase()).map_err(|e| {
+        WebError::BadRequest(format!(
+            "invalid card number: {}",
+            escape_untrusted(&e.to_string(), 200)
+        ))
+    })
 }
 
 /// A card's pass (with time left at `now_ms`), deny-list entry and recent events.
@@ -186,6 +225,7 @@ pub async fn card(
         )
         .query_async(conn)
         .await?;
+    let (pass, blocked) = (escape_hash(pass), escape_hash(blocked));
     let pass = if pass.is_empty() {
         Value::Null
     } else {
@@ -209,6 +249,7 @@ pub async fn card(
             Ok(e) => serde_json::to_value(e).unwrap_or(Value::Null),
             Err(e) => json!({"unreadable": e.to_string()}),
         })
+        .map(escape_json)
         .collect();
     Ok(json!({"card": card, "pass": pass, "blocked": blocked, "recent": recent}))
 }
@@ -246,7 +287,11 @@ pub async fn blocked(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
             } else {
                 Hash::new()
             };
-            json!({"card": card, "reason": reason, "by": d.get("by"), "at": num(&d, "at")})
+            let card = id
+                .as_ref()
+                .map_or_else(|| escape_untrusted(&card, 64), |i| i.to_string());
+            json!({"card": card, "reason": escape_untrusted(&reason, 64),
+                   "by": d.get("by").map(|b| escape_untrusted(b, 64)), "at": num(&d, "at")})
         })
         .collect();
     Ok(Value::Array(out))

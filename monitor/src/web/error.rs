@@ -37,6 +37,12 @@ pub enum WebError {
     /// Too many failed logins.
     #[error("too many failed logins; try again in {0} s")]
     TooManyAttempts(u64),
+    /// Every password-check slot is busy; try again in this many seconds.
+    #[error("the server is busy checking other logins; try again in {0} s")]
+    Busy(u64),
+    /// The request named a host this dashboard does not answer to.
+    #[error("this dashboard does not answer to that host name")]
+    WrongHost,
     /// The method is not allowed on this route.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -67,6 +73,8 @@ impl WebError {
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            WebError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::WrongHost => StatusCode::MISDIRECTED_REQUEST,
             WebError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             WebError::Unprocessable { status, .. } => *status,
             WebError::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +93,8 @@ impl WebError {
             WebError::Conflict(_) => "conflict",
             WebError::TooLarge(_) => "too_large",
             WebError::TooManyAttempts(_) => "too_many_attempts",
+            WebError::Busy(_) => "busy",
+            WebError::WrongHost => "wrong_host",
             WebError::MethodNotAllowed => "method_not_allowed",
             WebError::Unprocessable { .. } => "bad_body",
             WebError::Redis(_) => "unavailable",
@@ -98,8 +108,9 @@ impl WebError {
         }
     }
 
-    fn retry_after(&self, resp: &mut Response) {
-        if let WebError::TooManyAttempts(s) = self {
+    /// Adds `Retry-After` to the refusals that have one.
+    pub fn retry_after(&self, resp: &mut Response) {
+        if let WebError::TooManyAttempts(s) | WebError::Busy(s) = self {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -2,14 +2,19 @@
 //!
 //! [`follow`] is the only reader of the live stream: it follows `tapgate:events` with
 //! `XREAD BLOCK` (reconnecting across Redis restarts) and, for each batch, broadcasts the events,
-//! then the counters re-read from Redis, then the devices. Every few seconds it also pushes the
-//! devices, so presence changes show without an event. [`sse`] serves `GET /api/live`: it
-//! subscribes first, then sends a snapshot (latest history, counters, devices), then forwards
-//! broadcast events newer than the snapshot, so a browser sees every event exactly once and
-//! every browser sees the same numbers. The browser never polls.
+//! then the counters re-read from Redis, then the rows of just the devices those events name.
+//! Every few seconds, while anyone watches, it re-reads the device list and pushes only what
+//! changed: new or changed rows, and devices that are gone (their presence expired). The hub
+//! keeps the device table every browser was sent, so changes are computed against it. [`sse`]
+//! serves `GET /api/live`: it subscribes first, then sends a snapshot (latest history, counters,
+//! the device table), then forwards broadcast events newer than the snapshot, so a browser sees
+//! every event exactly once and every browser sees the same numbers. An operator's stream
+//! re-checks its session every [`SESSION_CHECK`] and ends when the session does. The browser
+//! never polls.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -21,6 +26,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use tapgate_protocol::keys;
+
 use super::auth::Viewer;
 use super::data;
 use super::error::WebError;
@@ -28,6 +35,9 @@ use super::session;
 use super::AppState;
 use crate::format::entry_value;
 use crate::stream::{self as events, Backoff, Follower, StreamId};
+
+/// How often an operator's live stream re-checks that the session is still valid.
+pub const SESSION_CHECK: Duration = Duration::from_secs(2);
 
 /// How often devices are pushed when nothing happens.
 const DEVICES_EVERY: Duration = Duration::from_secs(5);
@@ -39,8 +49,64 @@ pub enum LiveMsg {
     Events(Vec<(StreamId, Value)>),
     /// The counters after them.
     Counters(Value),
-    /// Devices' presence and counters.
-    Devices(Value),
+    /// Devices whose row changed, and devices that are gone.
+    DeviceChanges(DeviceChanges),
+}
+
+/// What changed in the device table.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct DeviceChanges {
+    /// New or changed rows.
+    pub changed: Vec<Value>,
+    /// `{kind}/{device}` of devices no longer shown.
+    pub removed: Vec<String>,
+}
+
+impl DeviceChanges {
+    fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// The device table: `{kind}/{device}` → row.
+pub type DeviceTable = BTreeMap<String, Value>;
+
+/// Applies fresh `rows` (`None`: no longer shown) to `table` and says what changed. With
+/// `complete`, `rows` name every device, and any other in the table is gone.
+pub fn apply_rows(
+    table: &mut DeviceTable,
+    rows: Vec<(String, Option<Value>)>,
+    complete: bool,
+) -> DeviceChanges {
+    let mut changes = DeviceChanges::default();
+    if complete {
+        let named: std::collections::HashSet<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+        let gone: Vec<String> = table
+            .keys()
+            .filter(|k| !named.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for k in gone {
+            table.remove(&k);
+            changes.removed.push(k);
+        }
+    }
+    for (key, row) in rows {
+        match row {
+            Some(row) => {
+                if table.get(&key) != Some(&row) {
+                    table.insert(key, row.clone());
+                    changes.changed.push(row);
+                }
+            }
+            None => {
+                if table.remove(&key).is_some() {
+                    changes.removed.push(key);
+                }
+            }
+        }
+    }
+    changes
 }
 
 /// The broadcast point between the follower and the browsers.
@@ -48,13 +114,40 @@ pub enum LiveMsg {
 pub struct Hub {
     tx: broadcast::Sender<Arc<LiveMsg>>,
     shutdown: CancellationToken,
+    devices: Arc<Mutex<DeviceTable>>,
 }
 
 impl Hub {
     /// A hub whose browser streams end when `shutdown` is cancelled.
     pub fn new(shutdown: CancellationToken) -> Self {
         let (tx, _) = broadcast::channel(1024);
-        Self { tx, shutdown }
+        Self {
+            tx,
+            shutdown,
+            devices: Arc::default(),
+        }
+    }
+
+    /// Applies fresh device rows and broadcasts what changed, under one lock, so a browser's
+    /// snapshot is either before both or after both.
+    fn update_devices(&self, rows: Vec<(String, Option<Value>)>, complete: bool) {
+        let mut table = self
+            .devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changes = apply_rows(&mut table, rows, complete);
+        if !changes.is_empty() {
+            self.send(LiveMsg::DeviceChanges(changes));
+        }
+    }
+
+    /// The device table as every browser has it now.
+    pub fn devices(&self) -> Value {
+        let table = self
+            .devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Value::Array(table.values().cloned().collect())
     }
 
     fn send(&self, msg: LiveMsg) {
@@ -125,26 +218,55 @@ async fn follow_stream(client: redis::Client, redis: ConnectionManager, hub: Hub
             Ok(c) => hub.send(LiveMsg::Counters(c)),
             Err(e) => warn!(error = %e, "Cannot read counters"),
         }
+        let mut named: Vec<data::DeviceKey> = entries
+            .iter()
+            .filter_map(|e| e.event.as_ref().ok())
+            .filter_map(|e| Some((e.device_kind?, e.device.clone()?)))
+            .collect();
+        named.sort();
+        named.dedup();
+        if named.is_empty() {
+            continue;
+        }
         match retry(|| {
             let mut c = conn.clone();
-            async move { data::devices(&mut c).await }
+            let named = named.clone();
+            async move { data::device_rows(&mut c, &named).await }
         })
         .await
         {
-            Ok(d) => hub.send(LiveMsg::Devices(d)),
+            Ok(rows) => hub.update_devices(keyed(&named, rows), false),
             Err(e) => warn!(error = %e, "Cannot read devices"),
         }
     }
 }
 
+fn keyed(devices: &[data::DeviceKey], rows: Vec<Option<Value>>) -> Vec<(String, Option<Value>)> {
+    devices
+        .iter()
+        .map(|(k, d)| keys::device_member(*k, d))
+        .zip(rows)
+        .collect()
+}
+
+async fn refresh_devices(conn: &mut ConnectionManager, hub: &Hub) -> Result<(), WebError> {
+    let members = data::device_members(conn).await?;
+    let rows = data::device_rows(conn, &members).await?;
+    hub.update_devices(keyed(&members, rows), true);
+    Ok(())
+}
+
 async fn push_devices(redis: ConnectionManager, hub: Hub) {
     let mut conn = redis;
+    if let Err(e) = refresh_devices(&mut conn, &hub).await {
+        debug!(error = %e, "Cannot read devices yet");
+    }
     while sleep_or_cancel(DEVICES_EVERY, &hub.shutdown).await {
         if hub.tx.receiver_count() == 0 {
             continue;
         }
-        if let Ok(d) = data::devices(&mut conn).await {
-            hub.send(LiveMsg::Devices(d));
+        if let Err(e) = refresh_devices(&mut conn, &hub).await {
+            debug!(error = %e, "Cannot read devices");
         }
     }
 }
@@ -161,30 +283,16 @@ fn sse_json(name: &str, data: &Value) -> SseEvent {
     SseEvent::default().event(name).data(data.to_string())
 }
 
-/// `GET /api/live`: server-sent events `snapshot`, then `events`, `counters`, `devices`.
+/// `GET /api/live`: server-sent events `snapshot`, then `events`, `counters`,
+/// `device-changes`.
 pub async fn sse(
     State(state): State<AppState>,
     Viewer(viewer): Viewer,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {
-    // An operator's stream ends when the session does; the browser then reconnects, is refused,
-    // and goes back to the login page.
-    let ends_at = match &viewer {
-        Some(s) => {
-            let ttl: i64 = redis::cmd("PTTL")
-                .arg(session::session_key(&s.token))
-                .query_async(&mut state.redis.clone())
-                .await?;
-            match ttl {
-                -2 => return Err(WebError::LoginRequired),
-                t if t >= 0 => Some(
-                    tokio::time::Instant::now()
-                        + Duration::from_millis(u64::try_from(t).unwrap_or(0)),
-                ),
-                _ => None,
-            }
-        }
-        None => None,
-    };
+    // An operator's stream is re-checked every few seconds and ends when the session does
+    // (logout, logout everywhere, expiry, operator removed); the browser then reconnects, is
+    // refused, and goes back to the login page.
+    let token = viewer.as_ref().map(|s| s.token.clone());
     let rx = state.live.subscribe();
     let redis = state.redis.clone();
     let n = state.config.history;
@@ -198,11 +306,7 @@ pub async fn sse(
         async move { data::counters(&mut c).await }
     })
     .await?;
-    let devices = retry(|| {
-        let mut c = redis.clone();
-        async move { data::devices(&mut c).await }
-    })
-    .await?;
+    let devices = state.live.devices();
     let snapshot = sse_json(
         "snapshot",
         &json!({"events": history, "counters": counters, "devices": devices,
@@ -210,47 +314,92 @@ pub async fn sse(
     );
     let shutdown = state.live.shutdown.clone();
     let cursor = last.unwrap_or(StreamId::ZERO);
-    let updates = stream::unfold((rx, cursor), move |(mut rx, mut cursor)| {
-        let shutdown = shutdown.clone();
-        async move {
-            loop {
-                let expiry = async {
-                    match ends_at {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let msg = tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = expiry => return None,
-                    m = rx.recv() => m,
-                };
-                // A browser too slow to keep up is closed; EventSource reconnects and gets a
-                // fresh snapshot, so it misses nothing.
-                let msg = msg.ok()?;
-                let event = match msg.as_ref() {
-                    LiveMsg::Events(entries) => {
-                        let fresh: Vec<&Value> = entries
-                            .iter()
-                            .filter(|(id, _)| *id > cursor)
-                            .map(|(_, v)| v)
-                            .collect();
-                        let Some((newest, _)) = entries.last() else {
-                            continue;
-                        };
-                        if fresh.is_empty() {
-                            continue;
+    let mut check = tokio::time::interval(SESSION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let session_state = state.clone();
+    let updates = stream::unfold(
+        (rx, cursor, check),
+        move |(mut rx, mut cursor, mut check)| {
+            let shutdown = shutdown.clone();
+            let token = token.clone();
+            let state = session_state.clone();
+            async move {
+                loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = check.tick(), if token.is_some() => {
+                            let token = token.as_deref().unwrap_or_default();
+                            match session::load(&mut state.redis.clone(), token, &state.operators).await {
+                                Ok(Some(_)) => continue,
+                                Ok(None) => return None,
+                                // Redis is briefly away: keep the stream, check again next tick.
+                                Err(e) => {
+                                    debug!(error = %e, "Cannot re-check a live session");
+                                    continue;
+                                }
+                            }
                         }
-                        cursor = cursor.max(*newest);
-                        sse_json("events", &json!(fresh))
-                    }
-                    LiveMsg::Counters(c) => sse_json("counters", c),
-                    LiveMsg::Devices(d) => sse_json("devices", d),
-                };
-                return Some((Ok(event), (rx, cursor)));
+                        m = rx.recv() => m,
+                    };
+                    // A browser too slow to keep up is closed; EventSource reconnects and gets a
+                    // fresh snapshot, so it misses nothing.
+                    let msg = msg.ok()?;
+                    let event = match msg.as_ref() {
+                        LiveMsg::Events(entries) => {
+                            let fresh: Vec<&Value> = entries
+                                .iter()
+                                .filter(|(id, _)| *id > cursor)
+                                .map(|(_, v)| v)
+                                .collect();
+                            let Some((newest, _)) = entries.last() else {
+                                continue;
+                            };
+                            if fresh.is_empty() {
+                                continue;
+                            }
+                            cursor = cursor.max(*newest);
+                            sse_json("events", &json!(fresh))
+                        }
+                        LiveMsg::Counters(c) => sse_json("counters", c),
+                        LiveMsg::DeviceChanges(d) => sse_json("device-changes", &json!(d)),
+                    };
+                    return Some((Ok(event), (rx, cursor, check)));
+                }
             }
-        }
-    });
+        },
+    );
     let all = stream::once(async move { Ok(snapshot) }).chain(updates);
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, granted: u64) -> (String, Option<Value>) {
+        (
+            format!("gate/{name}"),
+            Some(json!({"kind": "gate", "device": name, "granted": granted})),
+        )
+    }
+
+    #[test]
+    fn only_changes_are_pushed() {
+        let mut table = DeviceTable::new();
+        let c = apply_rows(&mut table, vec![row("g1", 0), row("g2", 0)], true);
+        assert_eq!((c.changed.len(), c.removed.len()), (2, 0));
+        let c = apply_rows(&mut table, vec![row("g1", 0), row("g2", 0)], true);
+        assert_eq!(c, DeviceChanges::default(), "nothing changed, nothing sent");
+        let c = apply_rows(&mut table, vec![row("g2", 5)], false);
+        assert_eq!(c.changed, vec![row("g2", 5).1.expect("row")]);
+        assert!(
+            c.removed.is_empty(),
+            "a partial update removes nothing else"
+        );
+        let c = apply_rows(&mut table, vec![("gate/g2".into(), None)], false);
+        assert_eq!(c.removed, vec!["gate/g2".to_owned()], "presence expired");
+        let c = apply_rows(&mut table, vec![], true);
+        assert_eq!(c.removed, vec!["gate/g1".to_owned()], "left the set");
+        assert!(table.is_empty());
+    }
 }

@@ -1,8 +1,13 @@
 //! `tapgate-monitor serve`: the operators' live dashboard.
 //!
 //! - [`error`]: [`WebError`], every refusal as a 4xx/5xx JSON body (API) or page (browser).
-//! - [`security`]: response headers (strict CSP, no framing, nosniff) and the body size guard.
-//! - [`session`]: logins: sessions in Redis, cookies, CSRF tokens, failed-login rate limit.
+//! - [`security`]: the `Host` allow-list, cross-site `POST` refusal, the body size guard and
+//!   response headers (strict CSP, no framing, nosniff).
+//! - [`client`]: the client address (trusted proxies, IPv6 /64 buckets) and host names.
+//! - [`server`]: the HTTP/1 accept loop: header-read timeout, connections per address.
+//! - [`session`]: sessions in Redis, cookies, CSRF tokens, and how sessions end.
+//! - [`form_token`]: the login form's token, bound to this server.
+//! - [`throttle`]: the bound on password checks and the failed-login limits.
 //! - [`auth`]: the login and logout routes and the extractors that guard every other route.
 //! - [`data`]: reads from Redis: counters, history, per-minute charts, devices, cards, deny list.
 //! - [`api`]: the JSON routes built on [`data`].
@@ -15,14 +20,17 @@
 pub mod api;
 pub mod auth;
 pub mod blocklist;
+pub mod client;
 pub mod data;
 pub mod error;
+pub mod form_token;
 pub mod live;
 pub mod pages;
 pub mod security;
+pub mod server;
 pub mod session;
+pub mod throttle;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,12 +39,15 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use redis::aio::ConnectionManager;
+use tapgate_runtime::clock::{Clock, SystemClock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::audit::{Action, Record};
 use crate::config::ServeConfig;
 pub use error::WebError;
+use session::{Credential, Credentials};
 
 /// Shared state of every request.
 #[derive(Clone)]
@@ -45,10 +56,30 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     /// Redis for request handlers (reconnects by itself).
     pub redis: ConnectionManager,
-    /// Operator name → password hash.
-    pub operators: Arc<HashMap<String, String>>,
+    /// Operator name → password hash and its fingerprint.
+    pub operators: Arc<Credentials>,
     /// Live updates for every open browser.
     pub live: live::Hub,
+    /// The time login delays and tokens are judged by.
+    pub clock: Arc<dyn Clock>,
+    /// The bound on password checks running at once.
+    pub checks: throttle::PasswordChecks,
+    /// The key login form tokens are made with.
+    pub form_key: form_token::FormKey,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub proxies: Arc<Vec<client::Cidr>>,
+}
+
+impl AppState {
+    /// The login limits from the settings.
+    pub fn limits(&self) -> throttle::Limits {
+        throttle::Limits {
+            free_failures: self.config.login_attempts,
+            max_delay: self.config.login_max_delay,
+            per_address: self.config.login_attempts_per_address,
+            window: self.config.login_window,
+        }
+    }
 }
 
 /// Why the server could not start or stopped.
@@ -71,6 +102,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Serve(std::io::Error),
+    /// Something the server needs at start-up failed.
+    #[error("start-up: {0}")]
+    Startup(#[from] WebError),
     /// A server task panicked.
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -104,6 +138,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::dashboard))
         .route("/login", get(pages::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
+        .route("/logout-everywhere", post(auth::logout_everywhere))
         .route("/assets/{name}", get(pages::asset))
         .route("/api/session", get(api::session))
         .route("/api/counters", get(api::counters))
@@ -114,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cards/{card}/block", post(blocklist::block))
         .route("/api/cards/{card}/unblock", post(blocklist::unblock))
         .route("/api/blocked", get(api::blocked))
+        .route("/api/audit", get(api::audit))
         .route("/api/live", get(live::sse))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
@@ -130,13 +166,40 @@ pub async fn start(
     config: ServeConfig,
     shutdown: CancellationToken,
 ) -> Result<ServerHandle, ServeError> {
+    start_with_clock(config, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`start`] with the clock login delays and form tokens are judged by.
+pub async fn start_with_clock(
+    config: ServeConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<ServerHandle, ServeError> {
     config.validate()?;
     let client = redis::Client::open(config.redis.as_str())?;
     let manager_config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(2);
-    let redis = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+    let mut redis = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+    let operators: Credentials = config
+        .operators
+        .iter()
+        .map(|o| (o.name.clone(), Credential::new(&o.password_hash)))
+        .collect();
+    for name in session::sweep(&mut redis, &operators).await? {
+        warn!(operator = %name, "Ended the sessions of a removed operator or changed password");
+        let record = Record {
+            action: Action::SessionsRevoked,
+            operator: &name,
+            from: None,
+            card: None,
+            reason: None,
+        };
+        if let Err(e) = crate::audit::append(&mut redis, &record).await {
+            warn!(error = %e, "Cannot write the audit trail");
+        }
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -144,24 +207,32 @@ pub async fn start(
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
-    let operators = config
-        .operators
+    let proxies: Vec<client::Cidr> = config
+        .trusted_proxies
         .iter()
-        .map(|o| (o.name.clone(), o.password_hash.clone()))
+        .filter_map(|p| client::Cidr::parse(p))
         .collect();
     let hub = live::Hub::new(shutdown.clone());
     let follower = tokio::spawn(live::follow(client, redis.clone(), hub.clone()));
+    let limits = server::Limits {
+        header_timeout: config.header_timeout,
+        per_address: config.max_connections_per_address,
+        trusted: proxies.clone(),
+    };
     let state = AppState {
+        checks: throttle::PasswordChecks::new(config.password_check_limit()),
         config: Arc::new(config),
         redis,
         operators: Arc::new(operators),
         live: hub,
+        clock,
+        form_key: form_token::FormKey::random()?,
+        proxies: Arc::new(proxies),
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state);
     info!(%addr, "Dashboard listening");
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+        server::serve(listener, app, limits, shutdown)
             .await
             .map_err(ServeError::Serve)
     });

@@ -5,14 +5,14 @@
 //! server-rendered page, the login form, escapes every value it inserts. All assets are compiled
 //! into the binary; the page loads nothing from elsewhere.
 
-use std::time::Duration;
-
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
+use super::auth::session_of;
 use super::error::WebError;
-use super::session::{self, LOGIN_COOKIE, SESSION_COOKIE};
+use super::form_token::FORM_TOKEN_TTL;
+use super::session;
 use super::AppState;
 
 const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
@@ -40,8 +40,7 @@ pub fn escape(s: &str) -> String {
 /// `GET /`: the dashboard, or a redirect to the login page.
 pub async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !state.config.public_read_only {
-        let token = session::cookie(&headers, SESSION_COOKIE).unwrap_or_default();
-        match session::load(&mut state.redis.clone(), token).await {
+        match session_of(&headers, &state).await {
             Ok(Some(_)) => {}
             Ok(None) => return Redirect::to("/login").into_response(),
             Err(e) => return e.into_page(),
@@ -57,7 +56,7 @@ pub async fn login_page(State(state): State<AppState>) -> Response {
 
 /// The login form with a fresh anti-forgery token (also set as a cookie) and an optional message.
 pub fn login_form(state: &AppState, status: StatusCode, message: Option<&str>) -> Response {
-    let token = match session::new_token() {
+    let token = match state.form_key.issue(state.clock.now_ms()) {
         Ok(t) => t,
         Err(e) => return e.into_page(),
     };
@@ -71,13 +70,14 @@ pub fn login_form(state: &AppState, status: StatusCode, message: Option<&str>) -
         .replace("{{csrf}}", &token)
         .replace("{{message}}", &message);
     let mut resp = (status, Html(body)).into_response();
+    let secure = state.config.cookies_secure();
     resp.headers_mut().append(
         header::SET_COOKIE,
         session::set_cookie(
-            LOGIN_COOKIE,
+            session::login_cookie(secure),
             &token,
-            Duration::from_secs(3600),
-            state.config.secure_cookies,
+            FORM_TOKEN_TTL,
+            secure,
         ),
     );
     resp

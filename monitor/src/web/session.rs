@@ -1,39 +1,93 @@
-//! Sessions, cookies, CSRF tokens and the failed-login limit.
+//! Sessions, cookies and CSRF tokens, and how sessions end.
 //!
 //! A login creates a random 256-bit session token and a separate 256-bit CSRF token. The session
-//! lives in Redis as a hash `tapgate:monitor:session:{token}` (`operator`, `csrf`, `created`)
-//! that expires after the session TTL, so logging out or expiry anywhere ends it everywhere. The
-//! browser holds the token in an `HttpOnly; SameSite=Strict` cookie; state-changing requests must
-//! also carry the CSRF token (header `X-CSRF-Token` or form field `csrf`), compared in constant
-//! time. Failed logins are counted per name and client address in
-//! `tapgate:monitor:login-failures:{name}:{ip}`, expiring after the login window.
+//! lives in Redis as a hash `tapgate:monitor:session:{token}` (`operator`, `csrf`, `cred`,
+//! `created`) that expires after the session TTL. `cred` fingerprints the operator's password
+//! hash at login, so a session is honoured only while its operator is still configured with the
+//! same password: removing an operator or changing a password ends every session they had. Each
+//! operator's tokens are also kept in `tapgate:monitor:operator:{name}:sessions`, so "log out
+//! everywhere" and the start-up [`sweep`] end them all at once. The browser holds the token in an
+//! `HttpOnly; SameSite=Strict` cookie (`Secure` and `__Host-` prefixed unless served on
+//! loopback); state-changing requests must also carry the CSRF token (header `X-CSRF-Token`),
+//! compared in constant time.
 //!
 //! These keys belong to the monitor alone, so their names live here rather than in the protocol.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue};
+use blake2::{Blake2b512, Digest};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::error::WebError;
 
-/// The session cookie.
+/// The session cookie on plain HTTP (loopback).
 pub const SESSION_COOKIE: &str = "tapgate_session";
-/// The login form's anti-forgery cookie (double submit, before any session exists).
+/// The login form's anti-forgery cookie on plain HTTP (loopback).
 pub const LOGIN_COOKIE: &str = "tapgate_login";
 /// The header carrying the CSRF token on API requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The session cookie's name: `__Host-` prefixed when `secure`, so the browser only accepts it
+/// from this exact host over HTTPS.
+pub const fn session_cookie(secure: bool) -> &'static str {
+    if secure {
+        "__Host-tapgate_session"
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The login form cookie's name (see [`session_cookie`]).
+pub const fn login_cookie(secure: bool) -> &'static str {
+    if secure {
+        "__Host-tapgate_login"
+    } else {
+        LOGIN_COOKIE
+    }
+}
 
 /// Redis key of a session.
 pub fn session_key(token: &str) -> String {
     format!("tapgate:monitor:session:{token}")
 }
 
-/// Redis key counting failed logins of `name` from `ip`.
-pub fn failures_key(name: &str, ip: IpAddr) -> String {
-    format!("tapgate:monitor:login-failures:{name}:{ip}")
+/// Redis key of the set of an operator's session tokens.
+pub fn operator_sessions_key(operator: &str) -> String {
+    format!("tapgate:monitor:operator:{operator}:sessions")
+}
+
+/// Redis hash of operator name → credential fingerprint, as of the last start-up.
+pub const OPERATORS_KEY: &str = "tapgate:monitor:operators";
+
+/// A configured operator as the server checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The argon2 PHC hash of their password.
+    pub hash: String,
+    /// A fingerprint of `hash`: sessions carry it and end when it changes.
+    pub fingerprint: String,
+}
+
+impl Credential {
+    /// The credential for a password hash.
+    pub fn new(hash: &str) -> Self {
+        let digest = Blake2b512::digest(hash.as_bytes());
+        Self {
+            hash: hash.to_owned(),
+            fingerprint: hex(&digest[..16]),
+        }
+    }
+}
+
+/// Operator name → credential.
+pub type Credentials = HashMap<String, Credential>;
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fresh random 256-bit token, as 64 lowercase hex digits.
@@ -69,7 +123,8 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, whole site, `max_age` (zero deletes).
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, whole site, `max_age` (zero deletes),
+/// `Secure` when `secure`.
 pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     let s = format!(
@@ -98,10 +153,23 @@ impl Session {
     }
 }
 
-/// Starts a session for `operator`, expiring after `ttl`.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Drops the tokens of sessions that have expired from an operator's set.
+const PRUNE: &str = r"
+for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. t) == 0 then redis.call('SREM', KEYS[1], t) end
+end
+return 0
+";
+
+/// Starts a session for `operator` (whose credential is `cred`), expiring after `ttl`.
 pub async fn create(
     redis: &mut ConnectionManager,
     operator: &str,
+    cred: &Credential,
     ttl: Duration,
     now_ms: u64,
 ) -> Result<Session, WebError> {
@@ -111,7 +179,12 @@ pub async fn create(
         csrf: new_token()?,
     };
     let key = session_key(&session.token);
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let set = operator_sessions_key(operator);
+    redis::Script::new(PRUNE)
+        .key(&set)
+        .arg(session_key(""))
+        .invoke_async::<()>(redis)
+        .await?;
     redis::pipe()
         .atomic()
         .hset_multiple(
@@ -119,79 +192,104 @@ pub async fn create(
             &[
                 ("operator", session.operator.as_str()),
                 ("csrf", session.csrf.as_str()),
+                ("cred", cred.fingerprint.as_str()),
                 ("created", &now_ms.to_string()),
             ],
         )
         .ignore()
-        .pexpire(&key, i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+        .pexpire(&key, ms(ttl))
+        .ignore()
+        .sadd(&set, &session.token)
+        .ignore()
+        // The set lives as long as the newest session in it.
+        .pexpire(&set, ms(ttl))
         .ignore()
         .query_async::<()>(redis)
         .await?;
     Ok(session)
 }
 
-/// The session for `token`, if it exists and has not expired.
-pub async fn load(redis: &mut ConnectionManager, token: &str) -> Result<Option<Session>, WebError> {
+/// The session for `token`, if it exists, has not expired, and its operator is still configured
+/// with the credential they logged in with. A session failing that check is ended.
+pub async fn load(
+    redis: &mut ConnectionManager,
+    token: &str,
+    operators: &Credentials,
+) -> Result<Option<Session>, WebError> {
     if !valid_token(token) {
         return Ok(None);
     }
-    let fields: std::collections::HashMap<String, String> =
-        redis.hgetall(session_key(token)).await?;
-    match (fields.get("operator"), fields.get("csrf")) {
-        (Some(operator), Some(csrf)) => Ok(Some(Session {
-            token: token.to_owned(),
-            operator: operator.clone(),
-            csrf: csrf.clone(),
-        })),
-        _ => Ok(None),
+    let fields: HashMap<String, String> = redis.hgetall(session_key(token)).await?;
+    let (Some(operator), Some(csrf)) = (fields.get("operator"), fields.get("csrf")) else {
+        return Ok(None);
+    };
+    let current = operators.get(operator);
+    if current.is_none_or(|c| fields.get("cred") != Some(&c.fingerprint)) {
+        end(redis, operator, token).await?;
+        return Ok(None);
     }
+    Ok(Some(Session {
+        token: token.to_owned(),
+        operator: operator.clone(),
+        csrf: csrf.clone(),
+    }))
 }
 
-/// Ends the session for `token`.
-pub async fn destroy(redis: &mut ConnectionManager, token: &str) -> Result<(), WebError> {
-    if valid_token(token) {
-        redis.del::<_, ()>(session_key(token)).await?;
-    }
-    Ok(())
-}
-
-/// Counts a login attempt of `name` from `ip`. Refuses with the seconds to wait once more than
-/// `limit` attempts were made in the window; a successful login calls [`clear_attempts`].
-pub async fn count_attempt(
-    redis: &mut ConnectionManager,
-    name: &str,
-    ip: IpAddr,
-    limit: u32,
-    window: Duration,
-) -> Result<(), WebError> {
-    let key = failures_key(name, ip);
-    let (count, ttl): (u64, i64) = redis::pipe()
-        .atomic()
-        .incr(&key, 1u64)
-        .cmd("EXPIRE")
-        .arg(&key)
-        .arg(window.as_secs().max(1))
-        .arg("NX")
+async fn end(redis: &mut ConnectionManager, operator: &str, token: &str) -> Result<(), WebError> {
+    redis::pipe()
+        .del(session_key(token))
         .ignore()
-        .ttl(&key)
-        .query_async(redis)
+        .srem(operator_sessions_key(operator), token)
+        .ignore()
+        .query_async::<()>(redis)
         .await?;
-    if count > u64::from(limit) {
-        return Err(WebError::TooManyAttempts(
-            u64::try_from(ttl).unwrap_or(1).max(1),
-        ));
-    }
     Ok(())
 }
 
-/// Forgets the attempts of `name` from `ip`, after a successful login.
-pub async fn clear_attempts(
+/// Ends the session `s`.
+pub async fn destroy(redis: &mut ConnectionManager, s: &Session) -> Result<(), WebError> {
+    end(redis, &s.operator, &s.token).await
+}
+
+/// Ends every session of `operator`; returns how many there were.
+pub async fn end_all(redis: &mut ConnectionManager, operator: &str) -> Result<usize, WebError> {
+    let set = operator_sessions_key(operator);
+    let tokens: Vec<String> = redis.smembers(&set).await?;
+    let mut pipe = redis::pipe();
+    for t in tokens.iter().filter(|t| valid_token(t)) {
+        pipe.del(session_key(t)).ignore();
+    }
+    pipe.del(&set).ignore();
+    pipe.query_async::<()>(redis).await?;
+    Ok(tokens.len())
+}
+
+/// At start-up: ends every session of operators who were removed from the config or whose
+/// password changed since the last start, then records the current operators. Returns the
+/// operators whose sessions were ended.
+pub async fn sweep(
     redis: &mut ConnectionManager,
-    name: &str,
-    ip: IpAddr,
-) -> Result<(), WebError> {
-    redis.del::<_, ()>(failures_key(name, ip)).await?;
-    Ok(())
+    operators: &Credentials,
+) -> Result<Vec<String>, WebError> {
+    let known: HashMap<String, String> = redis.hgetall(OPERATORS_KEY).await?;
+    let mut ended = Vec::new();
+    for (name, fingerprint) in &known {
+        if operators
+            .get(name)
+            .is_none_or(|c| &c.fingerprint != fingerprint)
+        {
+            end_all(redis, name).await?;
+            ended.push(name.clone());
+        }
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic().del(OPERATORS_KEY).ignore();
+    for (name, c) in operators {
+        pipe.hset(OPERATORS_KEY, name, &c.fingerprint).ignore();
+    }
+    pipe.query_async::<()>(redis).await?;
+    ended.sort();
+    Ok(ended)
 }
 
 #[cfg(test)]
@@ -243,8 +341,13 @@ mod tests {
     fn key_names() {
         assert_eq!(session_key("ab"), "tapgate:monitor:session:ab");
         assert_eq!(
-            failures_key("alice", IpAddr::from([127, 0, 0, 1])),
-            "tapgate:monitor:login-failures:alice:127.0.0.1"
+            operator_sessions_key("alice"),
+            "tapgate:monitor:operator:alice:sessions"
         );
+        assert_eq!(session_cookie(true), "__Host-tapgate_session");
+        assert_eq!(login_cookie(false), "tapgate_login");
+        let a = Credential::new("$argon2id$a");
+        assert_eq!(a.fingerprint.len(), 32);
+        assert_ne!(a.fingerprint, Credential::new("$argon2id$b").fingerprint);
     }
 }

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use tapgate_monitor::web::{self, ServerHandle};
@@ -66,8 +66,19 @@ pub struct Dashboard {
 
 impl Dashboard {
     pub async fn start(config: ServeConfig) -> Self {
+        Self::start_with_clock(
+            config,
+            std::sync::Arc::new(tapgate_runtime::clock::SystemClock),
+        )
+        .await
+    }
+
+    pub async fn start_with_clock(
+        config: ServeConfig,
+        clock: std::sync::Arc<dyn tapgate_runtime::clock::Clock>,
+    ) -> Self {
         let shutdown = CancellationToken::new();
-        let handle = web::start(config, shutdown.clone())
+        let handle = web::start_with_clock(config, clock, shutdown.clone())
             .await
             .expect("dashboard starts");
         Self {
@@ -252,12 +263,26 @@ pub async fn request_from(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
+    let host = addr.to_string();
+    request_as(from, &host, addr, method, path, headers, body).await
+}
+
+/// [`request_from`] naming `host` in the `Host` header.
+pub async fn request_as(
+    from: [u8; 4],
+    host: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::from((from, 0)))
         .expect("bind client address");
     let mut s = socket.connect(addr).await.expect("connect");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -325,29 +350,37 @@ pub async fn login_form(addr: SocketAddr) -> (String, String) {
     let cookie = page.cookie("tapgate_login").expect("login cookie");
     let marker = "name=\"csrf\" value=\"";
     let at = page.body.find(marker).expect("csrf field") + marker.len();
-    let token = page.body[at..at + 64].to_owned();
+    let len = page.body[at..].find('"').expect("end of csrf field");
+    let token = page.body[at..at + len].to_owned();
     (cookie, token)
 }
 
 /// Posts the login form with `name` and `password`.
 pub async fn post_login(addr: SocketAddr, name: &str, password: &str) -> Resp {
+    post_login_from([127, 0, 0, 1], addr, name, password, &[]).await
+}
+
+/// Posts the login form from client address `from`, with extra `headers`.
+pub async fn post_login_from(
+    from: [u8; 4],
+    addr: SocketAddr,
+    name: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
     let (cookie, token) = login_form(addr).await;
     let body = format!(
         "name={}&password={}&csrf={token}",
         urlencode(name),
         urlencode(password)
     );
-    request(
-        addr,
-        "POST",
-        "/login",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", &format!("tapgate_login={cookie}")),
-        ],
-        body.as_bytes(),
-    )
-    .await
+    let cookie = format!("tapgate_login={cookie}");
+    let mut all = vec![
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Cookie", cookie.as_str()),
+    ];
+    all.extend_from_slice(headers);
+    request_from(from, addr, "POST", "/login", &all, body.as_bytes()).await
 }
 
 /// Logs in and returns the session.
@@ -406,4 +439,69 @@ pub async fn post_json(addr: SocketAddr, login: &Login, path: &str, body: &str) 
         body.as_bytes(),
     )
     .await
+}
+
+/// Reads server-sent events from one connection.
+pub struct SseClient {
+    stream: tokio::net::TcpStream,
+    buf: String,
+}
+
+impl SseClient {
+    pub async fn open(addr: std::net::SocketAddr, login: &Login) -> Self {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "GET /api/live HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nAccept: text/event-stream\r\n\r\n",
+            login.cookie_header()
+        );
+        stream.write_all(req.as_bytes()).await.expect("write");
+        Self {
+            stream,
+            buf: String::new(),
+        }
+    }
+
+    /// Waits until the server ends the stream (the chunked body's last chunk, or EOF).
+    pub async fn closed(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.buf.ends_with("0\r\n\r\n") {
+                return;
+            }
+            let mut chunk = [0u8; 8192];
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("stream still open after 10 s; got:\n{}", self.buf))
+                .expect("read");
+            if n == 0 {
+                return;
+            }
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+
+    /// The data of the next SSE event called `name` (others are skipped).
+    pub async fn next(&mut self, name: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let marker = format!("event: {name}\ndata: ");
+            if let Some(at) = self.buf.find(&marker) {
+                let start = at + marker.len();
+                if let Some(end) = self.buf[start..].find('\n') {
+                    let data = self.buf[start..start + end].to_owned();
+                    self.buf.drain(..start + end);
+                    return serde_json::from_str(&data).expect("SSE data is JSON");
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, self.stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no `{name}` event within 10 s; got:\n{}", self.buf))
+                .expect("read");
+            assert!(n > 0, "stream closed; got:\n{}", self.buf);
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
 }
