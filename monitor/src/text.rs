@@ -5,54 +5,10 @@
 //! turns every such character into a visible `\u{…}` escape and caps the length, so the result
 //! is one inert line in a terminal, a log or a page. Every device-supplied string the monitor
 //! shows or prints goes through it; [`escape_json`] applies it to every string in a JSON value.
+//! The escaping is the protocol crate's, the same as the bridge's: it leaves backslashes alone,
+//! so text the bridge already escaped reads the same after a second pass.
 
-/// Whether `c` must not reach a terminal or a page raw: C0 and C1 controls, DEL, and the Unicode
-/// bidi controls (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069).
-pub fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-        )
-}
-
-/// `s` with every unsafe character written as `\u{hex}` (and `\` itself doubled, so an escape
-/// can never be forged), cut to at most `max_chars` characters of output, ending in `…` when
-/// cut.
-pub fn escape_untrusted(s: &str, max_chars: usize) -> String {
-    let piece = |c: char| -> String {
-        if is_unsafe(c) {
-            format!("\\u{{{:x}}}", u32::from(c))
-        } else if c == '\\' {
-            "\\\\".to_owned()
-        } else {
-            c.to_string()
-        }
-    };
-    let mut out = String::with_capacity(s.len().min(max_chars.saturating_mul(4)));
-    let mut used = 0usize;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        let p = piece(c);
-        let n = p.chars().count();
-        let last = chars.peek().is_none();
-        // The last piece may fill the cap; any other leaves room for the ellipsis.
-        let room = if last {
-            max_chars
-        } else {
-            max_chars.saturating_sub(1)
-        };
-        if used + n > room {
-            if max_chars > 0 {
-                out.push('…');
-            }
-            return out;
-        }
-        out.push_str(&p);
-        used += n;
-    }
-    out
-}
+pub use tapgate_protocol::text::{escape_untrusted, is_unsafe};
 
 /// Most characters of any one untrusted string shown or printed by the monitor.
 pub const MAX_TEXT: usize = 512;
@@ -90,10 +46,11 @@ mod tests {
             escape_untrusted("\u{2066}\u{061C}", 100),
             "\\u{2066}\\u{61c}"
         );
+        let once = escape_untrusted("a\x1bb", 100);
         assert_eq!(
-            escape_untrusted("a\\u{1b}", 100),
-            "a\\\\u{1b}",
-            "no forged escapes"
+            escape_untrusted(&once, 100),
+            once,
+            "escaping twice changes nothing"
         );
     }
 
