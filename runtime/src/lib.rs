@@ -6,6 +6,8 @@
 //! - [`backoff`]: exponential reconnect delays.
 //! - [`secret`]: refusing secrets that were never changed from the examples.
 //! - [`exit`]: one clear `error: …` line and an exit status, never a backtrace for a user error.
+//! - [`redis`]: the Redis connection, one server or the primary Sentinel names, followed
+//!   through a failover.
 //! - [`mqtt`]: the broker connection from one typed URL: credentials, client id, TLS (with
 //!   optional client certificate), TCP_NODELAY and packet limits.
 //!
@@ -18,6 +20,7 @@ pub mod clock;
 pub mod exit;
 pub mod logging;
 pub mod mqtt;
+pub mod redis;
 pub mod secret;
 pub mod shutdown;
 
