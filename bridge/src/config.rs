@@ -21,6 +21,13 @@ pub struct BridgeConfig {
     pub redis: String,
     /// Redis password, if not given in the URL.
     pub redis_password: Option<String>,
+    /// Replicas that must hold a decision's writes before it is confirmed to the device (`WAIT`).
+    /// Unset: 1 with a `redis+sentinel://` URL (a replica exists), 0 otherwise.
+    pub wait_replicas: Option<u32>,
+    /// How long to wait for those replicas; a decision not replicated in time is not confirmed
+    /// and the message is tried again.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
     /// MQTT broker URL: `mqtt://host:port` (also `tcp://`), or `mqtts://host:port` for TLS.
     pub mqtt: String,
     /// MQTT username.
@@ -74,6 +81,8 @@ impl Default for BridgeConfig {
         Self {
             redis: "redis://127.0.0.1:6379".into(),
             redis_password: None,
+            wait_replicas: None,
+            wait_timeout: Duration::from_millis(500),
             mqtt: "mqtt://127.0.0.1:1883".into(),
             mqtt_username: None,
             mqtt_password: None,
@@ -131,6 +140,12 @@ impl BridgeConfig {
         Ok(cfg)
     }
 
+    /// Replicas a decision must reach before it is confirmed (see `wait_replicas`).
+    pub fn redis_wait_replicas(&self) -> u32 {
+        self.wait_replicas
+            .unwrap_or(u32::from(self.redis.starts_with("redis+sentinel://")))
+    }
+
     /// The broker connection: URL, credentials and TLS files, checked.
     pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
         let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid {
@@ -165,6 +180,9 @@ impl BridgeConfig {
             refuse_placeholder(field, secret).map_err(|e| invalid(field, &e.to_string()))?;
         }
         self.broker()?;
+        if self.wait_timeout < Duration::from_millis(1) {
+            return Err(invalid("wait_timeout", "must be at least 1ms"));
+        }
         if self.two_hour_duration.is_zero() {
             return Err(invalid("two_hour_duration", "must be longer than zero"));
         }

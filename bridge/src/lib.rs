@@ -114,14 +114,15 @@ pub async fn start(
         recent_ttl_s: config.card_recent_ttl.as_secs().max(1),
         device_ttl_s: config.device_ttl.as_secs().max(1),
     };
-    let store = Store::connect(
-        &config.redis,
-        config.redis_password.as_deref(),
-        config.max_backoff,
-        settings,
-    )
-    .await?;
-    info!(redis = %tapgate_protocol::broker::redact(&config.redis), "Connected to Redis");
+    let store = Store::connect(&config.redis, config.redis_password.as_deref(), settings)
+        .await?
+        .with_replication(config.redis_wait_replicas(), config.wait_timeout);
+    info!(
+        redis = %store.link().url(),
+        node = ?store.link().address(),
+        wait_replicas = config.redis_wait_replicas(),
+        "Connected to Redis"
+    );
     let migration = store.migrate_card_keys().await?;
     if migration != store::Migration::default() {
         info!(

@@ -19,9 +19,18 @@ struct Cli {
     /// TOML settings file (keys as the long flags, with underscores: two_hour_duration = "2h").
     #[arg(long, env = "TAPGATE_CONFIG")]
     config: Option<PathBuf>,
-    /// Redis URL [default: redis://127.0.0.1:6379].
+    /// Redis URL: redis://[user:password@]host:port, or
+    /// redis+sentinel://host:port,host:port,host:port/primary-name to follow Sentinel failovers
+    /// [default: redis://127.0.0.1:6379].
     #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
     redis: Option<String>,
+    /// Replicas that must hold a decision before it is confirmed (Redis WAIT)
+    /// [default: 1 with a redis+sentinel:// URL, else 0].
+    #[arg(long, env = "TAPGATE_WAIT_REPLICAS")]
+    wait_replicas: Option<u32>,
+    /// How long to wait for those replicas before trying the message again [default: 500ms].
+    #[arg(long, env = "TAPGATE_WAIT_TIMEOUT")]
+    wait_timeout: Option<String>,
     /// Redis password, if not in the URL.
     #[arg(long, env = "TAPGATE_REDIS_PASSWORD", hide_env_values = true)]
     redis_password: Option<String>,
@@ -98,6 +107,8 @@ impl Cli {
         };
         put("redis", self.redis.clone());
         put("redis_password", self.redis_password.clone());
+        put("wait_replicas", self.wait_replicas.map(|v| v.to_string()));
+        put("wait_timeout", self.wait_timeout.clone());
         put("mqtt", self.mqtt.clone());
         put("mqtt_username", self.mqtt_username.clone());
         put("mqtt_password", self.mqtt_password.clone());

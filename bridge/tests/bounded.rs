@@ -68,7 +68,6 @@ async fn recent_lists_presence_and_device_counters_expire() {
     let store = Store::connect(
         &stack.redis.url(),
         None,
-        Duration::from_secs(1),
         StoreSettings {
             two_hour_ms: 1,
             sale_timeout_ms: 1,

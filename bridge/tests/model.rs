@@ -4,7 +4,6 @@
 //! the same passes.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use proptest::prelude::*;
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
@@ -319,7 +318,6 @@ fn script_matches_reference_model() {
         .block_on(Store::connect(
             &redis.url(),
             None,
-            Duration::from_secs(1),
             StoreSettings {
                 two_hour_ms: SETTINGS.two_hour_ms,
                 sale_timeout_ms: SETTINGS.sale_timeout_ms,

@@ -223,14 +223,24 @@ fn sigterm_stops_cleanly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    // Wait until it is subscribed (its log says so), then ask it to stop.
-    let mut stdout = child.stdout.take().expect("stdout");
+    // Wait until it is subscribed (its log, on stderr, says so), then ask it to stop.
+    let stderr = child.stderr.take().expect("stderr");
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
         let mut all = String::new();
-        let _ = stdout.read_to_string(&mut all);
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Subscribed; deciding") {
+                let _ = subscribed_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
         all
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the bridge did not subscribe within 10 s");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -68,16 +68,18 @@ impl RedisTarget {
             why: why.to_owned(),
         };
         let Some(rest) = url.strip_prefix("redis+sentinel://") else {
-            let mut info = url.into_connection_info().map_err(|e| bad(&e.to_string()))?;
+            let mut info = url
+                .into_connection_info()
+                .map_err(|e| bad(&e.to_string()))?;
             if let Some(pw) = password {
                 let settings = info.redis_settings().clone().set_password(pw);
                 info = info.set_redis_settings(settings);
             }
             return Ok(Self::Direct(info));
         };
-        let (authority, path) = rest.split_once('/').ok_or_else(|| {
-            bad("expected redis+sentinel://host:port,host:port/primary-name")
-        })?;
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("expected redis+sentinel://host:port,host:port/primary-name"))?;
         let (creds, hosts) = match authority.rsplit_once('@') {
             Some((c, h)) => (Some(c), h),
             None => (None, authority),
@@ -103,7 +105,9 @@ impl RedisTarget {
         }
         let mut node = RedisConnectionInfo::default();
         if let Some(db) = parts.next() {
-            let db: i64 = db.parse().map_err(|_| bad("the database is not a number"))?;
+            let db: i64 = db
+                .parse()
+                .map_err(|_| bad("the database is not a number"))?;
             node = node.set_db(db);
         }
         if parts.next().is_some() {
@@ -199,8 +203,13 @@ impl RedisLink {
             } => {
                 let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
                 Resolver::Sentinel(Box::new(
-                    SentinelClient::build(sentinels, primary, Some(node), SentinelServerType::Master)
-                        .map_err(fail)?,
+                    SentinelClient::build(
+                        sentinels,
+                        primary,
+                        Some(node),
+                        SentinelServerType::Master,
+                    )
+                    .map_err(fail)?,
                 ))
             }
         };
@@ -268,7 +277,11 @@ impl RedisLink {
         }
         let address = client.get_connection_info().addr().to_string();
         tracing::info!(redis = %self.inner.shown, node = %address, generation, "Connected to Redis");
-        *self.inner.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Current {
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Current {
             generation,
             connection: connection.clone(),
             address,
@@ -281,7 +294,11 @@ impl RedisLink {
         if !is_connection_error(e) {
             return;
         }
-        let mut guard = self.inner.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if guard.as_ref().is_some_and(|c| c.generation == generation) {
             tracing::warn!(redis = %self.inner.shown, error = %e, "Redis connection lost; reconnecting");
             *guard = None;
@@ -360,8 +377,8 @@ mod tests {
         assert_eq!(node.db(), 2);
         assert_eq!(node.username(), Some("tapgate-bridge"));
         assert_eq!(node.password(), Some("pw"));
-        let t = RedisTarget::parse("redis+sentinel://h1/tapgate", Some("from-setting"))
-            .expect("url");
+        let t =
+            RedisTarget::parse("redis+sentinel://h1/tapgate", Some("from-setting")).expect("url");
         let RedisTarget::Sentinel { node, .. } = t else {
             panic!("not sentinel");
         };

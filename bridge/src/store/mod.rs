@@ -7,30 +7,31 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script};
+use redis::Script;
 use serde::Deserialize;
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::{keys, CardId, Decision, DeviceId, DeviceKind, Event, MessageId};
+use tapgate_runtime::redis::{RedisConnectError, RedisLink, RedisTarget, RedisUrlError};
 
 /// What went wrong talking to Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL does not parse.
-    #[error("invalid Redis URL {url}: {source}")]
-    Url {
-        /// The URL as given (password removed).
-        url: String,
-        /// Why it does not parse.
-        source: redis::RedisError,
-    },
+    #[error(transparent)]
+    Url(#[from] RedisUrlError),
     /// Could not reach Redis at start-up.
-    #[error("cannot connect to Redis at {url}: {source}")]
-    Connect {
-        /// The URL (password removed).
-        url: String,
-        /// The cause.
-        source: redis::RedisError,
+    #[error(transparent)]
+    Connect(#[from] RedisConnectError),
+    /// A decision's writes did not reach enough replicas in time (`WAIT`): not confirmed, so the
+    /// message is retried (the idempotency record makes that safe).
+    #[error("the decision reached {acked} of {wanted} replicas within {timeout_ms} ms")]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: u64,
+        /// Replicas wanted.
+        wanted: u32,
+        /// How long the bridge waited.
+        timeout_ms: u64,
     },
     /// A command failed.
     #[error("Redis command failed: {0}")]
@@ -44,6 +45,7 @@ impl StoreError {
     /// Whether retrying later may succeed (connection trouble), as opposed to a bug.
     pub fn is_transient(&self) -> bool {
         match self {
+            StoreError::NotReplicated { .. } => true,
             StoreError::Command(e) => {
                 e.is_io_error()
                     || e.is_connection_dropped()
@@ -127,90 +129,98 @@ pub struct Request<'a> {
     pub now_ms: u64,
 }
 
-/// Handle to Redis with the scripts loaded. Cheap to clone; reconnects by itself.
+/// Handle to Redis with the scripts loaded. Cheap to clone; reconnects by itself and follows a
+/// Sentinel failover.
 #[derive(Clone)]
 pub struct Store {
-    con: ConnectionManager,
+    con: RedisLink,
     decide: Script,
     reject: Script,
     settings: StoreSettings,
+    wait: Option<Wait>,
+}
+
+/// How many replicas must hold a decision before it is confirmed, and for how long to wait.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    replicas: u32,
+    timeout_ms: u64,
 }
 
 impl Store {
-    /// Connects (failing fast if Redis is unreachable) and prepares the scripts.
+    /// Connects (failing fast if Redis is unreachable) and prepares the scripts. `url` is
+    /// `redis://…` or `redis+sentinel://host:port,…/primary`; `password`, when given, replaces
+    /// the URL's.
     pub async fn connect(
         url: &str,
         password: Option<&str>,
-        max_backoff: Duration,
         settings: StoreSettings,
     ) -> Result<Self, StoreError> {
-        let shown = tapgate_protocol::broker::redact(url);
-        let mut info = url
-            .into_connection_info()
-            .map_err(|source| StoreError::Url {
-                url: shown.clone(),
-                source,
-            })?;
-        if let Some(pw) = password {
-            let redis = info.redis_settings().clone().set_password(pw);
-            info = info.set_redis_settings(redis);
-        }
-        let client = redis::Client::open(info).map_err(|source| StoreError::Url {
-            url: shown.clone(),
-            source,
-        })?;
-        // One direct attempt first, so an unreachable Redis fails start-up at once instead of
-        // after the connection manager's retries.
-        let mut probe = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| StoreError::Connect {
-            url: shown.clone(),
-            source: redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer within 5 s",
-            )),
-        })?
-        .map_err(|source| StoreError::Connect {
-            url: shown.clone(),
-            source,
-        })?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut probe)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: shown.clone(),
-                source,
-            })?;
-        drop(probe);
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(max_backoff)
-            .set_number_of_retries(6);
-        let mut con = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: shown.clone(),
-                source,
-            })?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut con)
-            .await
-            .map_err(|source| StoreError::Connect { url: shown, source })?;
+        let target = RedisTarget::parse(url, password)?;
+        let con = RedisLink::connect(url, target).await?;
         let store = Self {
             con,
             decide: Script::new(include_str!("decide.lua")),
             reject: Script::new(include_str!("reject.lua")),
             settings,
+            wait: None,
         };
         // Load both scripts now so a Redis that refuses scripting fails at start-up.
         let mut con = store.con.clone();
         store.decide.prepare_invoke().load_async(&mut con).await?;
         store.reject.prepare_invoke().load_async(&mut con).await?;
         Ok(store)
+    }
+
+    /// Confirms a decision only once `replicas` replicas hold its writes (`WAIT`, pipelined with
+    /// the script), waiting at most `timeout`.
+    pub fn with_replication(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait = (replicas > 0).then(|| Wait {
+            replicas,
+            timeout_ms: u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        });
+        self
+    }
+
+    /// The Redis connection (for its address and reconnect count).
+    pub fn link(&self) -> &RedisLink {
+        &self.con
+    }
+
+    /// Runs the decide script, then `WAIT` in the same round trip when replication is required.
+    /// A new primary after a failover has not seen the script: it is loaded and run again.
+    async fn run_decide(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<(i64, String), StoreError> {
+        let mut con = self.con.clone();
+        let Some(wait) = self.wait else {
+            return Ok(inv.invoke_async(&mut con).await?);
+        };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(inv)
+            .cmd("WAIT")
+            .arg(wait.replicas)
+            .arg(wait.timeout_ms);
+        let result: Result<((i64, String), u64), redis::RedisError> =
+            pipe.query_async(&mut con).await;
+        let ((code, json), acked) = match result {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                inv.load_async(&mut con).await?;
+                pipe.query_async(&mut con).await?
+            }
+            other => other?,
+        };
+        if acked < u64::from(wait.replicas) {
+            return Err(StoreError::NotReplicated {
+                acked,
+                wanted: wait.replicas,
+                timeout_ms: wait.timeout_ms,
+            });
+        }
+        Ok((code, json))
     }
 
     /// Decides one message in one atomic script run. A redelivered (device, id) with the same
@@ -249,8 +259,7 @@ impl Store {
             .arg(keys::CARD_RECENT_LEN)
             .arg(self.settings.recent_ttl_s)
             .arg(self.settings.device_ttl_s);
-        let mut con = self.con.clone();
-        let (code, json): (i64, String) = inv.invoke_async(&mut con).await?;
+        let (code, json) = self.run_decide(&inv).await?;
         if code == 2 {
             return Ok(Answer::IdReused);
         }
