@@ -134,6 +134,9 @@ pub fn service_rules(topics: &Topics, role: ServiceRole) -> Vec<Rule> {
                 rules.push(Rule::publish(format!("{p}/{kind}/+/decision")));
             }
             rules.push(Rule::publish(topics.events_filter()));
+            // The start-up check that the broker really shares `$share/<group>/…`.
+            rules.push(Rule::publish(topics.bridge_probe_filter()));
+            rules.push(Rule::subscribe(topics.bridge_probe_filter()));
             rules
         }
         ServiceRole::Monitor => vec![

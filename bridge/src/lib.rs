@@ -170,6 +170,17 @@ pub async fn start(
     );
     let filters = mqtt::filters(&config, &topics);
     mqtt::handshake(&mut eventloop, &client, &filters, &broker, &dispatcher).await?;
+    if let Some(group) = &config.shared_group {
+        mqtt::verify_sharing(
+            &mut eventloop,
+            &client,
+            &topics,
+            group,
+            &broker,
+            &dispatcher,
+        )
+        .await?;
+    }
     info!(%broker, client_id = %config.client_id, filters = ?filters, "Subscribed; deciding");
 
     let stop_loop = CancellationToken::new();

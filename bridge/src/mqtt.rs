@@ -44,6 +44,90 @@ pub enum MqttError {
         /// The filter refused.
         filter: String,
     },
+    /// `--shared-group` is set, but the broker does not deliver through `$share/{group}/…`.
+    #[error(
+        "MQTT broker at {url} accepted the shared subscription {filter} but delivered nothing \
+         through it within {secs} s: it does not support shared subscriptions (some brokers, \
+         e.g. RabbitMQ's MQTT plugin before 3.13 or NATS, take $share/... as a plain topic). \
+         Run a single bridge without --shared-group, or use a broker that shares (mosquitto 2, EMQX)"
+    )]
+    SharingUnsupported {
+        /// host:port.
+        url: String,
+        /// The shared probe filter.
+        filter: String,
+        /// How long the bridge waited.
+        secs: u64,
+    },
+}
+
+/// How long the start-up check waits for its probe to come back through the shared group.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
+
+/// Checks that the broker delivers through `$share/{group}/…`: subscribes to a fresh probe topic
+/// through the group, publishes one message to it and waits for it. A broker that takes
+/// `$share/…` as a plain topic never delivers it, and the bridge would silently receive no tap;
+/// it stops instead, naming the broker's limitation. Other messages arriving meanwhile are
+/// dispatched as usual.
+pub async fn verify_sharing(
+    eventloop: &mut EventLoop,
+    client: &AsyncClient,
+    topics: &tapgate_protocol::Topics,
+    group: &str,
+    url: &str,
+    dispatcher: &Dispatcher,
+) -> Result<(), MqttError> {
+    let nonce = format!("{:016x}", getrandom::u64().unwrap_or_else(|_| now_nanos()));
+    let topic = topics.bridge_probe(&nonce);
+    let filter = format!("$share/{group}/{topic}");
+    let fail = |reason: String| MqttError::Connect {
+        url: url.to_owned(),
+        reason,
+    };
+    client
+        .try_subscribe(filter.as_str(), QoS::AtLeastOnce)
+        .map_err(|e| fail(e.to_string()))?;
+    let wait = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+                        return Err(MqttError::SubscribeRefused {
+                            url: url.to_owned(),
+                            filter: filter.clone(),
+                        });
+                    }
+                    client
+                        .try_publish(topic.as_str(), QoS::AtLeastOnce, false, nonce.as_bytes())
+                        .map_err(|e| fail(e.to_string()))?;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => {
+                    let _ = client.try_ack(&p);
+                    return Ok(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p),
+                Ok(_) => {}
+                Err(e) => return Err(fail(e.to_string())),
+            }
+        }
+    };
+    let result = match tokio::time::timeout(PROBE_WAIT, wait).await {
+        Ok(r) => r,
+        Err(_) => Err(MqttError::SharingUnsupported {
+            url: url.to_owned(),
+            filter: filter.clone(),
+            secs: PROBE_WAIT.as_secs(),
+        }),
+    };
+    let _ = client.try_unsubscribe(filter.as_str());
+    result
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos().into())
+        .unwrap_or(0)
 }
 
 /// Largest MQTT packet the bridge reads, 1 MiB.

@@ -229,7 +229,10 @@ fn sigterm_stops_cleanly() {
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if line.contains("Subscribed; deciding") {
                 let _ = subscribed_tx.send(());
             }

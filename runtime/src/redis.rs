@@ -262,15 +262,19 @@ impl RedisLink {
         if let Some((g, c, _)) = self.read_current() {
             return Ok((g, c));
         }
+        // Whatever stops a connection now (no primary named yet during a failover, a node that
+        // refuses) is connection trouble: the caller retries, it is never the message's fault.
         let client = tokio::time::timeout(TIMEOUT, resolver.client())
             .await
-            .map_err(|_| timed_out("asking the sentinels for the primary"))??;
+            .map_err(|_| timed_out("asking the sentinels for the primary"))?
+            .map_err(not_connected)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
         let connection = client
             .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+            .await
+            .map_err(not_connected)?;
         let generation = self.inner.generations.fetch_add(1, Ordering::SeqCst) + 1;
         if generation > 1 {
             self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -304,6 +308,17 @@ impl RedisLink {
             *guard = None;
         }
     }
+}
+
+/// A failure to connect, as an I/O error so every caller sees connection trouble.
+fn not_connected(e: RedisError) -> RedisError {
+    if is_connection_error(&e) {
+        return e;
+    }
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        format!("no usable Redis primary yet: {e}"),
+    ))
 }
 
 fn timed_out(what: &str) -> RedisError {

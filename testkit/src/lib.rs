@@ -4,11 +4,13 @@
 //! - [`redis`]: [`RedisServer`], a real `redis-server` on a free port.
 //! - [`mosquitto`]: [`Mosquitto`], a real `mosquitto` broker on a free port.
 //! - [`probe`]: [`MqttProbe`], an MQTT client that publishes and collects messages in tests.
+//! - [`nats`]: [`NatsMqtt`], `nats-server`'s MQTT gateway, a second real broker.
 //! - [`sentinel`]: [`SentinelGroup`], a primary, a replica and three `redis-server --sentinel`.
 //!
 //! A missing binary is a test failure that names the package to install, never a silent skip.
 
 pub mod mosquitto;
+pub mod nats;
 pub mod probe;
 pub mod redis;
 pub mod sentinel;
@@ -16,6 +18,7 @@ pub mod server;
 pub mod session;
 
 pub use mosquitto::Mosquitto;
+pub use nats::NatsMqtt;
 pub use probe::MqttProbe;
 pub use redis::RedisServer;
 pub use sentinel::SentinelGroup;

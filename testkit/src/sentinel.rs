@@ -86,38 +86,49 @@ impl Sentinel {
     }
 }
 
-/// A primary, one replica and three sentinels (quorum 2).
+/// A primary, its replicas and three sentinels (quorum 2).
 pub struct SentinelGroup {
     /// The primary at start.
     pub primary: RedisServer,
-    /// Its replica.
-    pub replica: RedisServer,
+    /// Its replicas.
+    pub replicas: Vec<RedisServer>,
     /// The sentinels.
     pub sentinels: Vec<Sentinel>,
 }
 
 impl SentinelGroup {
-    /// Starts the primary, a replica of it, and three sentinels; waits until the replica is in
-    /// sync and every sentinel knows the replica.
+    /// A primary, one replica and three sentinels.
     pub fn start() -> Self {
+        Self::with_replicas(1)
+    }
+
+    /// Starts the primary, `replicas` replicas of it, and three sentinels; waits until every
+    /// replica is in sync and every sentinel knows every replica.
+    pub fn with_replicas(replicas: usize) -> Self {
         let primary = RedisServer::start();
         let port = primary.port().to_string();
-        let replica = RedisServer::with_args(&["--replicaof", "127.0.0.1", &port]);
+        let replicas = (0..replicas)
+            .map(|_| RedisServer::with_args(&["--replicaof", "127.0.0.1", &port]))
+            .collect();
         let group = Self {
             sentinels: (0..3).map(|_| Sentinel::start(primary.port(), 2)).collect(),
             primary,
-            replica,
+            replicas,
         };
-        group.wait_for("the replica to sync", Duration::from_secs(20), |g| {
-            redis_cli(g.replica.port(), &["INFO", "replication"]).contains("master_link_status:up")
+        group.wait_for("the replicas to sync", Duration::from_secs(20), |g| {
+            g.replicas.iter().all(|r| {
+                redis_cli(r.port(), &["INFO", "replication"]).contains("master_link_status:up")
+            })
         });
         group.wait_for(
-            "sentinels to see the replica",
+            "sentinels to see the replicas",
             Duration::from_secs(20),
             |g| {
                 g.sentinels.iter().all(|s| {
-                    redis_cli(s.port(), &["SENTINEL", "replicas", MASTER_NAME])
-                        .contains(&g.replica.port().to_string())
+                    let known = redis_cli(s.port(), &["SENTINEL", "replicas", MASTER_NAME]);
+                    g.replicas
+                        .iter()
+                        .all(|r| known.contains(&r.port().to_string()))
                 })
             },
         );
@@ -130,14 +141,18 @@ impl SentinelGroup {
         format!("redis+sentinel://{}/{MASTER_NAME}", hosts.join(","))
     }
 
-    /// Waits until the sentinels agree that the replica is the primary.
-    pub fn wait_for_promotion(&self, within: Duration) {
-        let replica = self.replica.port();
-        self.wait_for("the replica's promotion", within, |g| {
-            g.sentinels
-                .iter()
-                .all(|s| s.primary_port() == Some(replica))
-        });
+    /// Waits until the sentinels agree on a primary other than the first one; returns its port.
+    pub fn wait_for_promotion(&self, within: Duration) -> u16 {
+        let old = self.primary.port();
+        let agreed = |g: &Self| {
+            let ports: Vec<Option<u16>> = g.sentinels.iter().map(Sentinel::primary_port).collect();
+            match ports.first() {
+                Some(Some(p)) if *p != old && ports.iter().all(|q| *q == Some(*p)) => Some(*p),
+                _ => None,
+            }
+        };
+        self.wait_for("a replica's promotion", within, |g| agreed(g).is_some());
+        agreed(self).unwrap_or(old)
     }
 
     fn wait_for(&self, what: &str, within: Duration, ok: impl Fn(&Self) -> bool) {
@@ -145,10 +160,11 @@ impl SentinelGroup {
         while !ok(self) {
             if Instant::now() > deadline {
                 let logs: Vec<String> = self.sentinels.iter().map(Sentinel::log).collect();
+                let replicas: Vec<String> = self.replicas.iter().map(RedisServer::log).collect();
                 panic!(
                     "timed out waiting for {what}\n{}\n{}\n{}",
                     self.primary.log(),
-                    self.replica.log(),
+                    replicas.join("\n"),
                     logs.join("\n")
                 );
             }

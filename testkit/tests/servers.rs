@@ -51,7 +51,8 @@ fn sentinels_promote_the_replica_when_the_primary_dies() {
     );
     assert!(group.url().starts_with("redis+sentinel://127.0.0.1:"));
     group.primary.stop();
-    group.wait_for_promotion(std::time::Duration::from_secs(30));
-    let role = tapgate_testkit::sentinel::redis_cli(group.replica.port(), &["ROLE"]);
+    let promoted = group.wait_for_promotion(std::time::Duration::from_secs(30));
+    assert_eq!(promoted, group.replicas[0].port());
+    let role = tapgate_testkit::sentinel::redis_cli(promoted, &["ROLE"]);
     assert!(role.starts_with("master"), "{role}");
 }

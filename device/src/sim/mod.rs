@@ -110,7 +110,18 @@ struct Inflight {
     sent: Sent,
     scheduled: Instant,
     sent_ms: u64,
+    /// Where and what was published, to publish it again.
+    topic: String,
+    payload: Vec<u8>,
+    /// When it was last published.
+    last_sent: Instant,
 }
+
+/// How long a message may wait for its decision before the device publishes it again (same id,
+/// so the bridge answers it without charging twice). A broker can drop a message it had
+/// acknowledged: mosquitto 2.0 does not keep shared subscriptions across a restart, so what a
+/// device publishes before the bridges subscribe again reaches nobody.
+const RETRY_AFTER: Duration = Duration::from_secs(3);
 
 struct Sim {
     cfg: SimConfig,
@@ -223,7 +234,8 @@ impl Sim {
             ),
         };
         let topic = self.devices[gate].tap_topic.clone();
-        if !self.publish(gate, topic, payload.into_bytes()) {
+        let payload = payload.into_bytes();
+        if !self.publish(gate, topic.clone(), payload.clone()) {
             return false;
         }
         self.tally.garbage_sent += 1;
@@ -234,6 +246,9 @@ impl Sim {
                     sent: Sent::Garbage(reason),
                     scheduled,
                     sent_ms: now_ms(),
+                    topic,
+                    payload,
+                    last_sent: Instant::now(),
                 },
             );
         } else {
@@ -300,7 +315,8 @@ impl Sim {
             }
             (Input::Button(p), None) => serde_json::json!({"id": id, "pass": p}),
         };
-        if !self.publish(dev, topic, body.to_string().into_bytes()) {
+        let payload = body.to_string().into_bytes();
+        if !self.publish(dev, topic.clone(), payload.clone()) {
             return false;
         }
         if is_tap {
@@ -315,9 +331,32 @@ impl Sim {
                 sent: Sent::Rider { rider: r, input },
                 scheduled,
                 sent_ms: now_ms(),
+                topic,
+                payload,
+                last_sent: Instant::now(),
             },
         );
         true
+    }
+
+    /// Publishes again, with the same id, every message that has waited [`RETRY_AFTER`] for its
+    /// decision, as a device's outbox does.
+    fn retry_undecided(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(usize, String, Vec<u8>)> = self
+            .pending
+            .iter_mut()
+            .filter(|(_, f)| now.duration_since(f.last_sent) >= RETRY_AFTER)
+            .map(|((dev, _), f)| {
+                f.last_sent = now;
+                (*dev, f.topic.clone(), f.payload.clone())
+            })
+            .collect();
+        for (dev, topic, payload) in due {
+            if self.devices[dev].up && self.publish(dev, topic, payload) {
+                self.tally.republished += 1;
+            }
+        }
     }
 
     /// Chooses what an idle rider does next: ride, or buy at a free terminal.
@@ -641,6 +680,7 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
             }
             _ = progress.tick() => {
                 eprintln!("{}", sim.tally.progress(start.elapsed(), sim.inflight()));
+                sim.retry_undecided();
             }
             _ = async { tokio::time::sleep_until(next_drop.unwrap_or(end)).await }, if sending && next_drop.is_some() => {
                 sim.drop_a_gate();

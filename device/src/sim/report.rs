@@ -27,6 +27,8 @@ pub struct Tally {
     pub mismatch_examples: Vec<String>,
     /// Decisions explained by an operator blocking or unblocking the card meanwhile.
     pub operator_actions: u64,
+    /// Messages published again (same id) after waiting too long for their decision.
+    pub republished: u64,
     /// Decisions for ids already answered (QoS 1 redelivery).
     pub duplicates: u64,
     /// Decisions for ids never sent, or unparseable decisions.
@@ -51,6 +53,7 @@ impl Default for Tally {
             mismatches: 0,
             mismatch_examples: Vec::new(),
             operator_actions: 0,
+            republished: 0,
             duplicates: 0,
             unexpected: 0,
             skipped_slots: 0,
@@ -150,6 +153,8 @@ pub struct Summary {
     pub mismatch_examples: Vec<String>,
     /// Decisions explained by an operator's block or unblock (not mismatches).
     pub operator_actions: u64,
+    /// Messages published again after waiting too long for a decision.
+    pub republished: u64,
     /// Redelivered decisions.
     pub duplicates: u64,
     /// Decisions nobody asked for.
@@ -188,6 +193,7 @@ impl Summary {
             mismatches: tally.mismatches,
             mismatch_examples: tally.mismatch_examples.clone(),
             operator_actions: tally.operator_actions,
+            republished: tally.republished,
             duplicates: tally.duplicates,
             unexpected: tally.unexpected,
             skipped_slots: tally.skipped_slots,
@@ -227,10 +233,11 @@ impl Summary {
             .collect();
         line(format!("decisions: {}", outcomes.join(", ")));
         line(format!(
-            "lost {} | mismatches {} | operator blocks/unblocks seen {} | duplicates {} | unexpected {} | skipped slots {} | send failures {} | connection drops {}",
+            "lost {} | mismatches {} | operator blocks/unblocks seen {} | republished {} | duplicates {} | unexpected {} | skipped slots {} | send failures {} | connection drops {}",
             self.lost,
             self.mismatches,
             self.operator_actions,
+            self.republished,
             self.duplicates,
             self.unexpected,
             self.skipped_slots,
