@@ -11,7 +11,8 @@ set -eu
 : "${TAPGATE_EMQX_API_SECRET:?set TAPGATE_EMQX_API_SECRET}"
 
 for name in TAPGATE_MQTT_BRIDGE_PASSWORD TAPGATE_MQTT_MONITOR_PASSWORD TAPGATE_EMQX_API_KEY \
-    TAPGATE_EMQX_API_SECRET REDIS_EMQX_PASSWORD EMQX_NODE__COOKIE EMQX_DASHBOARD__DEFAULT_PASSWORD; do
+    TAPGATE_EMQX_API_SECRET REDIS_EMQX_PASSWORD EMQX_NODE__COOKIE EMQX_DASHBOARD__DEFAULT_PASSWORD \
+    TAPGATE_MQTT_BRIDGE2_PASSWORD TAPGATE_MQTT_BRIDGE3_PASSWORD; do
   eval "value=\${$name:-}"
   case "$value" in
     change-me*) echo "tapgate: $name is still the change-me placeholder of .env.example; set a real secret" >&2; exit 1 ;;
@@ -25,6 +26,10 @@ users=/opt/emqx/data/tapgate-users.csv
   echo "user_id,password,is_superuser"
   echo "tapgate-bridge,${TAPGATE_MQTT_BRIDGE_PASSWORD},false"
   echo "tapgate-monitor,${TAPGATE_MQTT_MONITOR_PASSWORD},false"
+  # More bridges, each with its own login (docker-compose.ha.yml).
+  [ -n "${TAPGATE_MQTT_BRIDGE2_PASSWORD:-}" ] && echo "tapgate-bridge-2,${TAPGATE_MQTT_BRIDGE2_PASSWORD},false"
+  [ -n "${TAPGATE_MQTT_BRIDGE3_PASSWORD:-}" ] && echo "tapgate-bridge-3,${TAPGATE_MQTT_BRIDGE3_PASSWORD},false"
+  true
 } > "$users"
 # key:secret:role, read by api_key.bootstrap_file.
 echo "${TAPGATE_EMQX_API_KEY}:${TAPGATE_EMQX_API_SECRET}:administrator" > /opt/emqx/data/tapgate-api-keys

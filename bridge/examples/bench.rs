@@ -29,6 +29,14 @@ async fn main() {
         .await
         .expect("bridge starts");
 
+    let used_memory = || {
+        let info = tapgate_testkit::sentinel::redis_cli(redis.port(), &["INFO", "memory"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let memory_before = used_memory();
     let topics = Topics::default();
     let mut tasks = Vec::new();
     let started = Instant::now();
@@ -77,6 +85,13 @@ async fn main() {
         pct(0.99),
         pct(0.999),
         all[all.len() - 1]
+    );
+    let retained = used_memory() - memory_before;
+    println!(
+        "  Redis memory retained: {} bytes for {} taps = {} bytes per tap (default TTLs)",
+        retained,
+        all.len(),
+        retained / all.len().max(1) as i64
     );
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         for line in status

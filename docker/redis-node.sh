@@ -1,0 +1,22 @@
+#!/bin/sh
+# tapgate: starts one Redis node of a replicated set (docker-compose.ha.yml). Writes the ACL file
+# (docker/redis-users.sh) and the node's settings: docker/redis.conf, the login it replicates
+# with (tapgate-admin, password from the environment, never on a command line) and, for a node
+# that starts as a replica, whom it follows. Sentinel moves the primary later; a node keeps the
+# settings Sentinel rewrote in /data/node.conf across restarts.
+#
+# Usage: redis-node.sh [PRIMARY_HOST]   (no argument: start as the primary)
+set -eu
+sh /tapgate/redis-users.sh /data/users.acl
+conf=/data/node.conf
+if [ ! -f "$conf" ]; then
+  umask 077
+  {
+    echo "include /tapgate/redis.conf"
+    echo "masteruser tapgate-admin"
+    echo "masterauth ${REDIS_PASSWORD}"
+    echo "replica-announce-ip $(hostname)"
+    if [ -n "${1:-}" ]; then echo "replicaof $1 6379"; fi
+  } >"$conf"
+fi
+exec docker-entrypoint.sh redis-server "$conf"
