@@ -257,7 +257,10 @@ mod tests {
         }
         for k in NoticeKind::ALL {
             assert_eq!(NoticeKind::parse(k.as_str()), Some(k));
-            assert!(EventKind::parse(k.as_str()).is_none(), "{k} is a notice only");
+            assert!(
+                EventKind::parse(k.as_str()).is_none(),
+                "{k} is a notice only"
+            );
         }
     }
 

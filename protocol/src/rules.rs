@@ -352,7 +352,10 @@ pub fn decide_timed(
                     outcome: Outcome::UnpaidEntry { reason },
                     ..v
                 },
-                other => Verdict { outcome: other, ..v },
+                other => Verdict {
+                    outcome: other,
+                    ..v
+                },
             }
         }
         TapMode::Online if now.saturating_sub(at) > time.decision_window_ms => {
@@ -692,15 +695,27 @@ mod tests {
     };
 
     fn timed(state: &State, stamp: Option<Stamp>, now: u64, skew: Option<i64>) -> Timed {
-        decide_timed(&Input::GateTap(card("1")), state, false, stamp, now, skew, S, T)
-            .expect("not refused")
+        decide_timed(
+            &Input::GateTap(card("1")),
+            state,
+            false,
+            stamp,
+            now,
+            skew,
+            S,
+            T,
+        )
+        .expect("not refused")
     }
 
     #[test]
     fn stale_waiting_tap_charges_nothing() {
         let state = with_pass(Pass::issue(PassType::TenTrip, 0));
         let t = timed(&state, Some(Stamp::online(NOW)), NOW + 1_500, None);
-        assert!(matches!(t.verdict.outcome, Outcome::Granted { .. }), "inside the window");
+        assert!(
+            matches!(t.verdict.outcome, Outcome::Granted { .. }),
+            "inside the window"
+        );
         let t = timed(&state, Some(Stamp::online(NOW)), NOW + 1_501, None);
         assert_eq!(t.verdict.outcome, Outcome::Stale);
         assert_eq!(t.verdict.pass, state.pass, "nothing charged");
@@ -720,7 +735,11 @@ mod tests {
         let Outcome::EntrySettled { pass } = &t.verdict.outcome else {
             panic!("{t:?}");
         };
-        assert_eq!(pass.expires_at, Some(eight + S.two_hour_ms), "window from the entry");
+        assert_eq!(
+            pass.expires_at,
+            Some(eight + S.two_hour_ms),
+            "window from the entry"
+        );
         assert!(t.verdict.activated);
         // Ten trips: each offline entry takes one.
         let mut state = with_pass(Pass::issue(PassType::TenTrip, 0));
@@ -733,7 +752,12 @@ mod tests {
             state.pass = t.verdict.pass;
         }
         // No pass, or blocked: an unpaid entry, never a denial; nothing changes.
-        let t = timed(&State::default(), Some(Stamp::offline(NOW)), NOW + 60_000, None);
+        let t = timed(
+            &State::default(),
+            Some(Stamp::offline(NOW)),
+            NOW + 60_000,
+            None,
+        );
         assert_eq!(
             t.verdict.outcome,
             Outcome::UnpaidEntry {
@@ -771,7 +795,12 @@ mod tests {
         assert_eq!(r, Err(RejectReason::TimeInFuture));
         // A device ten minutes fast, flagged: its stamps are corrected by the skew.
         let fast: u64 = 600_000;
-        let t = timed(&state, Some(Stamp::online(NOW + fast)), NOW + 100, Some(600_000));
+        let t = timed(
+            &state,
+            Some(Stamp::online(NOW + fast)),
+            NOW + 100,
+            Some(600_000),
+        );
         assert_eq!((t.at, t.clock), (NOW, ClockSource::Bridge));
         assert!(matches!(t.verdict.outcome, Outcome::Granted { .. }));
         // Within the allowed skew, the stamp is taken as sent.

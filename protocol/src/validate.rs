@@ -211,7 +211,8 @@ pub fn parse_button_stamped(payload: &[u8]) -> Result<(Button, Option<Stamp>), R
 
 /// The `time` and `mode` fields: both or neither.
 fn stamp(obj: &Map<String, Value>, id: &MessageId) -> Result<Option<Stamp>, Rejection> {
-    let refuse = |reason, detail: String| Err(Rejection::new(reason, detail).with_id(Some(id.clone())));
+    let refuse =
+        |reason, detail: String| Err(Rejection::new(reason, detail).with_id(Some(id.clone())));
     let time = match obj.get("time") {
         None => None,
         Some(Value::Number(n)) => match n.as_u64() {
@@ -250,7 +251,10 @@ fn stamp(obj: &Map<String, Value>, id: &MessageId) -> Result<Option<Stamp>, Reje
         Some(other) => {
             return refuse(
                 RejectReason::WrongType,
-                format!("field \"mode\" is a {}, expected a string", type_name(other)),
+                format!(
+                    "field \"mode\" is a {}, expected a string",
+                    type_name(other)
+                ),
             )
         }
     };
@@ -706,23 +710,46 @@ mod tests {
         assert_eq!(stamp, None);
         let refused = |p: &[u8]| parse_tap_stamped(p).expect_err("refused");
         for (payload, reason) in [
-            (&br#"{"id":"g-1","card":"AB","time":5}"#[..], RejectReason::MissingField),
-            (br#"{"id":"g-1","card":"AB","mode":"online"}"#, RejectReason::MissingField),
-            (br#"{"id":"g-1","card":"AB","time":-1,"mode":"online"}"#, RejectReason::WrongType),
-            (br#"{"id":"g-1","card":"AB","time":1.5,"mode":"online"}"#, RejectReason::WrongType),
-            (br#"{"id":"g-1","card":"AB","time":"5","mode":"online"}"#, RejectReason::WrongType),
-            (br#"{"id":"g-1","card":"AB","time":5,"mode":"late"}"#, RejectReason::WrongType),
-            (br#"{"id":"g-1","card":"AB","time":5,"mode":1}"#, RejectReason::WrongType),
+            (
+                &br#"{"id":"g-1","card":"AB","time":5}"#[..],
+                RejectReason::MissingField,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","mode":"online"}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":-1,"mode":"online"}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":1.5,"mode":"online"}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":"5","mode":"online"}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":5,"mode":"late"}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":5,"mode":1}"#,
+                RejectReason::WrongType,
+            ),
         ] {
             let r = refused(payload);
             assert_eq!(r.reason, reason, "{r}");
             assert_eq!(r.id.as_ref().map(MessageId::as_str), Some("g-1"));
         }
-        let (_, stamp) = parse_button_stamped(br#"{"id":"t-1","pass":"TWO_HOUR","time":9,"mode":"online"}"#)
-            .expect("button");
+        let (_, stamp) =
+            parse_button_stamped(br#"{"id":"t-1","pass":"TWO_HOUR","time":9,"mode":"online"}"#)
+                .expect("button");
         assert_eq!(stamp, Some(Stamp::online(9)));
-        let r = parse_button_stamped(br#"{"id":"t-1","pass":"TWO_HOUR","time":9,"mode":"offline"}"#)
-            .expect_err("offline button");
+        let r =
+            parse_button_stamped(br#"{"id":"t-1","pass":"TWO_HOUR","time":9,"mode":"offline"}"#)
+                .expect_err("offline button");
         assert_eq!(r.reason, RejectReason::OfflineNotAllowed);
         let (h, clock) = parse_heartbeat_clock(br#"{"uptime_s":3,"clock_ms":42}"#).expect("hb");
         assert_eq!((h.uptime_s, clock), (3, Some(42)));
