@@ -393,7 +393,7 @@ impl Store {
         let Some((seq, json)) = out.split_once('\n') else {
             return Ok(None);
         };
-        let notice = Notice::from_json(json.as_bytes()).map_err(|e| {
+        let notice = Notice::notice_from_json(json.as_bytes()).map_err(|e| {
             StoreError::BadResult(format!(
                 "{e}: {:?}",
                 tapgate_protocol::text::escape_untrusted(json, 200)
