@@ -235,6 +235,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn messages_are_stamped_and_stale_answers_sell_nothing() {
+        let wall = super::super::ManualClock::at(1_700_000_000_000);
+        let mut t = Terminal::new(TerminalSettings::default(), 7)
+            .with_clock(std::sync::Arc::new(wall.clone()));
+        let now = Instant::now();
+        let cmds = t.card(card("C1"), now);
+        let [Command::Publish(tap)] = cmds.as_slice() else {
+            panic!("{cmds:?}");
+        };
+        assert_eq!(tap.stamp(), Stamp::online(1_700_000_000_000));
+        wall.advance(250);
+        let cmds = t.button(PassType::TenTrip, now);
+        let [Command::Publish(press)] = cmds.as_slice() else {
+            panic!("{cmds:?}");
+        };
+        assert_eq!(press.stamp(), Stamp::online(1_700_000_000_250));
+        // Too late at the bridge: nothing was done; the rider hears the service is unavailable.
+        let cmds = answer(&mut t, tap.id(), Outcome::Stale);
+        assert_eq!(prompts(&cmds), vec![Prompt::ServiceUnavailable]);
+        assert!(!cmds
+            .iter()
+            .any(|c| matches!(c, Command::Play(Sound::Chime))));
+        // Already answered: a repeat is ignored.
+        assert!(answer(&mut t, tap.id(), Outcome::Stale).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn full_sale_prompts_in_order() {
         let mut t = Terminal::new(TerminalSettings::default(), 7);
         let now = Instant::now();
