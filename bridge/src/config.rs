@@ -75,8 +75,8 @@ pub struct BridgeConfig {
     /// (`time_in_future`).
     #[serde(with = "humantime_serde")]
     pub max_time_ahead: Duration,
-    /// A device whose heartbeat clock is off by more than this is flagged (`clock-skew`), and its
-    /// stamps are corrected by the measured skew.
+    /// A device whose heartbeat clock is off by more than this is flagged (`clock-skew`). Best
+    /// kept below `decision_window`: a clock running behind is never corrected.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
     /// Refuse taps and buttons without `time` and `mode` (`missing_field`). Off during the
@@ -109,7 +109,7 @@ impl Default for BridgeConfig {
             max_backoff: Duration::from_secs(10),
             decision_window: Duration::from_millis(1500),
             max_time_ahead: Duration::from_secs(5),
-            max_clock_skew: Duration::from_secs(30),
+            max_clock_skew: Duration::from_secs(1),
             require_stamp: false,
         }
     }

@@ -90,8 +90,7 @@ struct Cli {
     /// Refuse message times further ahead of the bridge's clock than this [default: 5s].
     #[arg(long, env = "TAPGATE_MAX_TIME_AHEAD")]
     max_time_ahead: Option<String>,
-    /// Flag a device whose clock is off by more than this, and correct its stamps
-    /// [default: 30s].
+    /// Flag a device whose clock is off by more than this [default: 1s].
     #[arg(long, env = "TAPGATE_MAX_CLOCK_SKEW")]
     max_clock_skew: Option<String>,
     /// Refuse taps and buttons without time and mode [default: false].

@@ -160,10 +160,11 @@ impl<T: Serialize> Stamped<'_, T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClockSource {
-    /// The device's stamp, trusted.
+    /// The device's stamp, trusted (less the device's small measured lead, if its clock runs
+    /// ahead within the allowed skew).
     Device,
     /// The bridge's own clock: the message had no stamp, or the device's clock is flagged as
-    /// off and its stamp was corrected by the measured skew.
+    /// running ahead and its stamp was corrected by the measured skew.
     Bridge,
 }
 

@@ -24,9 +24,10 @@
 //! Time ([`decide_timed`]): a device message carries a [`Stamp`] — when it happened on the device's
 //! clock and whether the device waits for the answer (`online`) or already let the rider through
 //! (`offline`, fail-open gates only).
-//! - The stamp is read on the bridge's clock ([`resolve_time`]): as sent when the device's clock is
-//!   trusted; corrected by the measured skew when the device is flagged (its clock is off by more
-//!   than `max_skew_ms`); the bridge's `now` for a message without a stamp. A time more than
+//! - The stamp is read on the bridge's clock ([`resolve_time`]): less the device's measured lead
+//!   when its clock runs ahead (flagged, and said so, beyond `max_skew_ms`); as sent when it runs
+//!   behind (a late heartbeat looks the same, and a slow stamp can only make a tap stale, never
+//!   charge a late one); the bridge's `now` for a message without a stamp. A time more than
 //!   `max_future_ms` ahead of `now` is refused (`time_in_future`); `offline` anywhere but a gate tap
 //!   is refused (`offline_not_allowed`). Refusals change nothing.
 //! - A waiting message older than `decision_window_ms` is `stale`: the device has already given
@@ -261,8 +262,8 @@ pub struct TimeSettings {
     pub decision_window_ms: u64,
     /// An event time further ahead of the bridge's clock than this is refused.
     pub max_future_ms: u64,
-    /// A device whose measured clock skew exceeds this is flagged, and its stamps are corrected
-    /// by the skew.
+    /// A device whose measured clock skew exceeds this is flagged (a lead is corrected whatever
+    /// its size; a lag never is).
     pub max_skew_ms: u64,
 }
 
@@ -271,7 +272,7 @@ impl Default for TimeSettings {
         Self {
             decision_window_ms: 1_500,
             max_future_ms: 5_000,
-            max_skew_ms: 30_000,
+            max_skew_ms: 1_000,
         }
     }
 }
@@ -292,12 +293,18 @@ pub fn resolve_time(
     let Some(stamp) = stamp else {
         return Ok((now, ClockSource::Bridge));
     };
-    let (at, clock) = match skew_ms.filter(|s| skew_flagged(*s, settings)) {
-        Some(skew) => (
-            stamp.time.saturating_add_signed(skew.saturating_neg()),
-            ClockSource::Bridge,
-        ),
-        None => (stamp.time, ClockSource::Device),
+    // A clock running ahead is corrected by its measured lead, whatever its size: a heartbeat's
+    // delay can only make the lead look smaller, so the correction never makes a tap look older
+    // than it is. A clock behind is never corrected: a heartbeat the bridge reads late (queued at
+    // the broker while the bridge was away) looks exactly like a slow clock, and correcting by it
+    // would make late taps look fresh and charge them; a slow stamp can at worst make a waiting
+    // tap stale. A stamp is "bridge" time once the device is flagged fast.
+    let lead = skew_ms.unwrap_or(0).max(0);
+    let at = stamp.time.saturating_sub(lead.unsigned_abs());
+    let clock = if skew_flagged(lead, settings) {
+        ClockSource::Bridge
+    } else {
+        ClockSource::Device
     };
     if at > now.saturating_add(settings.max_future_ms) {
         return Err(RejectReason::TimeInFuture);
@@ -803,9 +810,19 @@ mod tests {
         );
         assert_eq!((t.at, t.clock), (NOW, ClockSource::Bridge));
         assert!(matches!(t.verdict.outcome, Outcome::Granted { .. }));
-        // Within the allowed skew, the stamp is taken as sent.
-        let t = timed(&state, Some(Stamp::online(NOW)), NOW, Some(29_000));
+        // Within the allowed skew, a lead is still taken off; the clock counts as the device's.
+        let t = timed(&state, Some(Stamp::online(NOW + 900)), NOW, Some(900));
         assert_eq!((t.at, t.clock), (NOW, ClockSource::Device));
+        // Flagged slow (or a heartbeat read late after an outage): never corrected forward, so
+        // a late tap stays stale.
+        let t = timed(
+            &state,
+            Some(Stamp::online(NOW)),
+            NOW + 10_000,
+            Some(-600_000),
+        );
+        assert_eq!((t.at, t.clock), (NOW, ClockSource::Device));
+        assert_eq!(t.verdict.outcome, Outcome::Stale);
         // Offline only at gates.
         let r = decide_timed(
             &Input::TerminalTap(card("1")),

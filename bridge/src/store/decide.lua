@@ -213,14 +213,15 @@ local function blocked()
   return redis.call('EXISTS', KEYS[12]) == 1
 end
 
--- Time (rules::resolve_time): the stamp as sent from a trusted clock; corrected by the measured
--- skew from a flagged one; the bridge's clock without a stamp.
+-- Time (rules::resolve_time): the stamp less the device's measured lead when its clock runs
+-- ahead ('bridge' time once that lead is flagged); as sent when it runs behind (a heartbeat read
+-- late after an outage looks slow, and correcting by it would make late taps look fresh); the
+-- bridge's clock without a stamp.
 if stamp_time then
-  at, clock = stamp_time, 'device'
-  local skew = tonumber(redis.call('HGET', KEYS[8], 'clock_skew_ms'))
-  if skew and math.abs(skew) > max_skew then
-    at, clock = math.max(stamp_time - skew, 0), 'bridge'
-  end
+  local skew = tonumber(redis.call('HGET', KEYS[8], 'clock_skew_ms')) or 0
+  local lead = math.max(skew, 0)
+  at, clock = math.max(stamp_time - lead, 0), 'device'
+  if lead > max_skew then clock = 'bridge' end
   if at > now + max_future then
     return {3, 'time_in_future'}
   end
