@@ -74,6 +74,21 @@ pub struct BridgeConfig {
     /// Longest wait between reconnect attempts to Redis or the broker.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// A waiting tap or button older than this when the bridge decides it is answered `stale`
+    /// and charged nothing. Keep it at most the devices' decision timeout (1.5s by default).
+    #[serde(with = "humantime_serde")]
+    pub decision_window: Duration,
+    /// A message time further ahead of the bridge's clock than this is refused
+    /// (`time_in_future`).
+    #[serde(with = "humantime_serde")]
+    pub max_time_ahead: Duration,
+    /// A device whose heartbeat clock is off by more than this is flagged (`clock-skew`). Best
+    /// kept below `decision_window`: a clock running behind is never corrected.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Refuse taps and buttons without `time` and `mode` (`missing_field`). Off during the
+    /// transition: such messages are decided on the bridge's clock as waiting ones.
+    pub require_stamp: bool,
 }
 
 impl Default for BridgeConfig {
@@ -101,6 +116,10 @@ impl Default for BridgeConfig {
             shard_queue: 64,
             metrics_addr: None,
             max_backoff: Duration::from_secs(10),
+            decision_window: Duration::from_millis(1500),
+            max_time_ahead: Duration::from_secs(5),
+            max_clock_skew: Duration::from_secs(1),
+            require_stamp: false,
         }
     }
 }
@@ -164,6 +183,16 @@ impl BridgeConfig {
         Ok(settings)
     }
 
+    /// The rules' time settings.
+    pub fn time_settings(&self) -> tapgate_protocol::rules::TimeSettings {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        tapgate_protocol::rules::TimeSettings {
+            decision_window_ms: ms(self.decision_window),
+            max_future_ms: ms(self.max_time_ahead),
+            max_skew_ms: ms(self.max_clock_skew),
+        }
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, why: &str| ConfigError::Invalid {
@@ -200,6 +229,12 @@ impl BridgeConfig {
         }
         if self.device_ttl < Duration::from_secs(60) {
             return Err(invalid("device_ttl", "must be at least 60s"));
+        }
+        if self.decision_window < Duration::from_millis(100) {
+            return Err(invalid("decision_window", "must be at least 100ms"));
+        }
+        if self.max_clock_skew < Duration::from_millis(100) {
+            return Err(invalid("max_clock_skew", "must be at least 100ms"));
         }
         if !(1..=4096).contains(&self.shard_queue) {
             return Err(invalid("shard_queue", "must be 1-4096"));

@@ -113,6 +113,7 @@ pub async fn start(
         stream_maxlen: config.stream_maxlen,
         recent_ttl_s: config.card_recent_ttl.as_secs().max(1),
         device_ttl_s: config.device_ttl.as_secs().max(1),
+        time: config.time_settings(),
     };
     let store = Store::connect(&config.redis, config.redis_password.as_deref(), settings)
         .await?
@@ -153,6 +154,7 @@ pub async fn start(
         topics: topics.clone(),
         metrics: metrics.clone(),
         max_backoff: config.max_backoff,
+        require_stamp: config.require_stamp,
         shutdown: shutdown.clone(),
     };
     workers.spawn(prune_devices(

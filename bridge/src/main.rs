@@ -92,6 +92,19 @@ struct Cli {
     /// Longest wait between reconnect attempts [default: 10s].
     #[arg(long, env = "TAPGATE_MAX_BACKOFF")]
     max_backoff: Option<String>,
+    /// A waiting tap older than this is answered `stale` and charged nothing; at most the
+    /// devices' decision timeout [default: 1500ms].
+    #[arg(long, env = "TAPGATE_DECISION_WINDOW")]
+    decision_window: Option<String>,
+    /// Refuse message times further ahead of the bridge's clock than this [default: 5s].
+    #[arg(long, env = "TAPGATE_MAX_TIME_AHEAD")]
+    max_time_ahead: Option<String>,
+    /// Flag a device whose clock is off by more than this [default: 1s].
+    #[arg(long, env = "TAPGATE_MAX_CLOCK_SKEW")]
+    max_clock_skew: Option<String>,
+    /// Refuse taps and buttons without time and mode [default: false].
+    #[arg(long, env = "TAPGATE_REQUIRE_STAMP")]
+    require_stamp: Option<bool>,
     /// Log format: text or json.
     #[arg(long, env = "TAPGATE_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -128,6 +141,10 @@ impl Cli {
         put("shard_queue", self.shard_queue.map(|v| v.to_string()));
         put("metrics_addr", self.metrics_addr.map(|v| v.to_string()));
         put("max_backoff", self.max_backoff.clone());
+        put("decision_window", self.decision_window.clone());
+        put("max_time_ahead", self.max_time_ahead.clone());
+        put("max_clock_skew", self.max_clock_skew.clone());
+        put("require_stamp", self.require_stamp.map(|v| v.to_string()));
         o
     }
 }

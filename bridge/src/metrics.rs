@@ -33,6 +33,8 @@ struct Inner {
     decisions: [[AtomicU64; Outcome::NAMES.len()]; 2],
     rejected: [AtomicU64; RejectReason::ALL.len()],
     replays: AtomicU64,
+    clock_flags: [AtomicU64; 2],
+    unstamped: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -92,6 +94,16 @@ impl Metrics {
     /// A redelivered message was answered from its stored decision.
     pub fn replay(&self) {
         self.0.replays.fetch_add(1, Relaxed);
+    }
+
+    /// A device's clock was flagged as off (`true`) or cleared (`false`).
+    pub fn clock_flag(&self, flagged: bool) {
+        self.0.clock_flags[usize::from(!flagged)].fetch_add(1, Relaxed);
+    }
+
+    /// A tap or button without `time` and `mode` was decided on the bridge's clock.
+    pub fn unstamped(&self) {
+        self.0.unstamped.fetch_add(1, Relaxed);
     }
 
     /// A Redis call failed on the connection and is being retried.
@@ -176,6 +188,30 @@ impl Metrics {
             "Redelivered messages answered with their stored decision.",
         );
         let _ = writeln!(text, "tapgate_replays_total {}", m.replays.load(Relaxed));
+        header(
+            &mut text,
+            "tapgate_clock_skew_flags_total",
+            "counter",
+            "Device clocks flagged as off by more than max_clock_skew, or cleared again.",
+        );
+        for (i, change) in ["flagged", "cleared"].iter().enumerate() {
+            let _ = writeln!(
+                text,
+                "tapgate_clock_skew_flags_total{{change=\"{change}\"}} {}",
+                m.clock_flags[i].load(Relaxed)
+            );
+        }
+        header(
+            &mut text,
+            "tapgate_unstamped_messages_total",
+            "counter",
+            "Taps and buttons without time and mode, decided on the bridge's clock (transition).",
+        );
+        let _ = writeln!(
+            text,
+            "tapgate_unstamped_messages_total {}",
+            m.unstamped.load(Relaxed)
+        );
         header(
             &mut text,
             "tapgate_decision_latency_seconds",

@@ -15,10 +15,13 @@ use rumqttc::{AsyncClient, QoS};
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::text::escape_untrusted;
 use tapgate_protocol::topic::MessageKind;
-use tapgate_protocol::validate::{parse_button, parse_heartbeat, parse_status_payload, parse_tap};
+use tapgate_protocol::validate::{
+    parse_button, parse_button_stamped, parse_heartbeat_clock, parse_status_payload, parse_tap,
+    parse_tap_stamped,
+};
 use tapgate_protocol::{
-    Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Outcome,
-    RejectReason, Rejection, Topics, MAX_PAYLOAD_BYTES,
+    Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Notice, Outcome,
+    RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
 };
 use tapgate_runtime::Backoff;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +44,8 @@ pub struct Processor {
     pub metrics: Metrics,
     /// Longest pause between Redis retries.
     pub max_backoff: Duration,
+    /// Refuse taps and buttons without `time` and `mode` (after the transition).
+    pub require_stamp: bool,
     /// Stops retries at shutdown (the message is then left unacknowledged for redelivery).
     pub shutdown: CancellationToken,
 }
@@ -49,8 +54,9 @@ pub use tapgate_runtime::clock::now_ms;
 
 /// What a message turned out to be.
 enum Parsed {
-    Decide(InboundTopic, MessageId, Input),
-    Presence(InboundTopic, Option<bool>, Option<u64>),
+    Decide(InboundTopic, MessageId, Input, Option<Stamp>),
+    /// Status (online flag) or heartbeat (uptime, device clock).
+    Presence(InboundTopic, Option<bool>, Option<u64>, Option<u64>),
     Refuse(Option<(DeviceKind, DeviceId)>, Rejection),
     Ignore,
 }
@@ -70,7 +76,16 @@ fn too_large(len: usize) -> Rejection {
     )
 }
 
-fn parse(topics: &Topics, inbound: &Inbound) -> Parsed {
+/// The refusal of a tap or button without a stamp, once stamps are required.
+fn unstamped(id: MessageId) -> Rejection {
+    Rejection::new(
+        RejectReason::MissingField,
+        "missing fields \"time\" and \"mode\": this bridge requires every tap and button to say when it happened",
+    )
+    .with_id(Some(id))
+}
+
+fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool) -> Parsed {
     let publish = &inbound.publish;
     if inbound.topic_len > MAX_TOPIC_BYTES {
         return Parsed::Refuse(
@@ -111,28 +126,30 @@ fn parse(topics: &Topics, inbound: &Inbound) -> Parsed {
             )
         }
         _ if oversized => Parsed::Refuse(here, too_large(inbound.payload_len)),
-        MessageKind::Tap => match parse_tap(payload) {
-            Ok(tap) => {
+        MessageKind::Tap => match parse_tap_stamped(payload) {
+            Ok((tap, None)) if require_stamp => Parsed::Refuse(here, unstamped(tap.id)),
+            Ok((tap, stamp)) => {
                 let input = match topic.kind {
                     DeviceKind::Gate => Input::GateTap(tap.card),
                     DeviceKind::Terminal => Input::TerminalTap(tap.card),
                 };
-                Parsed::Decide(topic, tap.id, input)
+                Parsed::Decide(topic, tap.id, input, stamp)
             }
             Err(r) => Parsed::Refuse(here, r),
         },
-        MessageKind::Button => match parse_button(payload) {
-            Ok(b) => Parsed::Decide(topic, b.id, Input::Button(b.pass)),
+        MessageKind::Button => match parse_button_stamped(payload) {
+            Ok((b, None)) if require_stamp => Parsed::Refuse(here, unstamped(b.id)),
+            Ok((b, stamp)) => Parsed::Decide(topic, b.id, Input::Button(b.pass), stamp),
             Err(r) => Parsed::Refuse(here, r),
         },
         // A retained status cleared with an empty payload: nothing to record.
         MessageKind::Status if payload.is_empty() => Parsed::Ignore,
         MessageKind::Status => match parse_status_payload(payload) {
-            Ok(online) => Parsed::Presence(topic, Some(online), None),
+            Ok(online) => Parsed::Presence(topic, Some(online), None, None),
             Err(r) => Parsed::Refuse(here, r),
         },
-        MessageKind::Heartbeat => match parse_heartbeat(payload) {
-            Ok(h) => Parsed::Presence(topic, None, Some(h.uptime_s)),
+        MessageKind::Heartbeat => match parse_heartbeat_clock(payload) {
+            Ok((h, clock)) => Parsed::Presence(topic, None, Some(h.uptime_s), clock),
             Err(r) => Parsed::Refuse(here, r),
         },
         MessageKind::Decision => Parsed::Ignore,
@@ -143,19 +160,37 @@ impl Processor {
     /// Handles one publish to completion (or until shutdown), then acknowledges it.
     pub async fn handle(&self, inbound: Inbound) {
         let received = Instant::now();
-        let done = match parse(&self.topics, &inbound) {
-            Parsed::Decide(topic, id, input) => {
+        let done = match parse(&self.topics, &inbound, self.require_stamp) {
+            Parsed::Decide(topic, id, input, stamp) => {
                 self.metrics.message(topic.message);
-                self.decide(&topic, &id, &input, received).await
+                if stamp.is_none() {
+                    self.metrics.unstamped();
+                }
+                self.decide(&topic, &id, &input, stamp, received).await
             }
-            Parsed::Presence(topic, online, uptime) => {
+            Parsed::Presence(topic, online, uptime, clock) => {
                 self.metrics.message(topic.message);
-                let stored = self
+                let now = now_ms();
+                let mut stored = self
                     .retry("presence", || {
                         self.store
-                            .presence(topic.kind, &topic.device, online, uptime, now_ms())
+                            .presence(topic.kind, &topic.device, online, uptime, now)
                     })
                     .await;
+                if let (Ok(()), Some(clock)) = (&stored, clock) {
+                    stored = match self
+                        .retry("clock", || {
+                            self.store.clock(topic.kind, &topic.device, clock, now)
+                        })
+                        .await
+                    {
+                        Ok(notice) => {
+                            self.clock_checked(&topic, clock, now, notice).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    };
+                }
                 match stored {
                     Ok(()) => true,
                     Err(GaveUp::Shutdown) => false,
@@ -180,11 +215,35 @@ impl Processor {
         self.metrics.inflight_add(-1);
     }
 
+    /// After a heartbeat's clock was measured: logs, counts and publishes a change of the
+    /// device's clock flag.
+    async fn clock_checked(
+        &self,
+        topic: &InboundTopic,
+        clock: u64,
+        now: u64,
+        notice: Option<Notice>,
+    ) {
+        let Some(notice) = notice else {
+            return;
+        };
+        let flagged = notice.reason.as_deref() == Some("clock_off");
+        self.metrics.clock_flag(flagged);
+        let skew_ms = i128::from(clock) - i128::from(now);
+        if flagged {
+            warn!(device = %topic.device, kind = %topic.kind, skew_ms, "Device clock is off; correcting its stamps by the measured skew");
+        } else {
+            info!(device = %topic.device, kind = %topic.kind, skew_ms, "Device clock is back within the allowed skew");
+        }
+        self.publish_notice(&notice).await;
+    }
+
     async fn decide(
         &self,
         topic: &InboundTopic,
         id: &MessageId,
         input: &Input,
+        stamp: Option<Stamp>,
         received: Instant,
     ) -> bool {
         let now = now_ms();
@@ -194,6 +253,7 @@ impl Processor {
             id,
             input,
             now_ms: now,
+            stamp,
         };
         let here = Some((topic.kind, topic.device.clone()));
         let decided = match self.retry("decide", || self.store.decide(&req)).await {
@@ -204,6 +264,21 @@ impl Processor {
                     "this id was already used for a different message; its first decision stands",
                 )
                 .with_id(Some(id.clone()));
+                return self
+                    .refuse_decided(topic, here, rejection, received, None)
+                    .await;
+            }
+            Ok(Answer::Refused(reason)) => {
+                let detail = match reason {
+                    RejectReason::TimeInFuture => {
+                        "the message's time is too far ahead of the bridge's clock; check the device's clock"
+                    }
+                    RejectReason::OfflineNotAllowed => {
+                        "only a gate's tap can be an offline entry; a terminal always waits for its answer"
+                    }
+                    _ => "the message's time cannot be used",
+                };
+                let rejection = Rejection::new(reason, detail).with_id(Some(id.clone()));
                 return self
                     .refuse_decided(topic, here, rejection, received, None)
                     .await;
@@ -232,6 +307,9 @@ impl Processor {
             .await;
         for event in &decided.events {
             self.publish_event(event).await;
+        }
+        for notice in &decided.notices {
+            self.publish_notice(notice).await;
         }
         true
     }
@@ -352,6 +430,17 @@ impl Processor {
             .await
         {
             warn!(error = %e, "Cannot publish event");
+        }
+    }
+
+    async fn publish_notice(&self, notice: &Notice) {
+        let topic = self.topics.notice(notice.event);
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, notice.to_json())
+            .await
+        {
+            warn!(error = %e, "Cannot publish notice");
         }
     }
 

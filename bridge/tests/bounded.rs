@@ -75,6 +75,7 @@ async fn recent_lists_presence_and_device_counters_expire() {
             stream_maxlen: 1,
             recent_ttl_s: 1,
             device_ttl_s: 1,
+            time: tapgate_protocol::rules::TimeSettings::default(),
         },
     )
     .await

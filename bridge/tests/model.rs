@@ -1,28 +1,46 @@
 //! The real Redis script against the pure reference model (`tapgate_protocol::rules::decide`,
 //! `decide_stored` for corrupt pass records): random sequences of taps, buttons, blocks, corrupted
 //! pass records, redeliveries, reused ids and clock jumps must give the same decisions and leave
-//! the same passes.
+//! the same passes. With time (`decide_timed`): stamped and unstamped messages, waiting ones inside
+//! and past the decision window, offline entries hours old, times too far ahead, and devices
+//! whose measured clock skew is within or beyond the limit.
 
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
-use tapgate_protocol::rules::{decide_stored, Input, Pass, Sale, Settings, State};
-use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, MessageId, Outcome, PassType};
+use tapgate_protocol::rules::{decide_timed, Input, Pass, Sale, Settings, State, TimeSettings};
+use tapgate_protocol::{
+    keys, CardId, DeviceId, DeviceKind, MessageId, Outcome, PassType, Stamp, TapMode,
+};
 use tapgate_testkit::RedisServer;
 
 const SETTINGS: Settings = Settings {
     two_hour_ms: 10_000,
     sale_timeout_ms: 3_000,
 };
+const TIME: TimeSettings = TimeSettings {
+    decision_window_ms: 1_500,
+    max_future_ms: 5_000,
+    max_skew_ms: 30_000,
+};
 const CARDS: [&str; 3] = ["11", "22", "33"];
 const TERMINALS: [&str; 2] = ["t1", "t2"];
 
+/// A message's stamp: none (a payload from before stamps), or the event this many ms before the
+/// device's `now` (negative: ahead), waiting or offline.
+type StampOp = Option<(i64, TapMode)>;
+
+/// Device clock skews the model sets (device minus bridge, ms).
+const SKEWS: [i64; 4] = [0, 20_000, 600_000, -600_000];
+
 #[derive(Debug, Clone)]
 enum Op {
-    Gate(usize),
-    TerminalTap(usize, usize),
-    Button(usize, PassType),
+    Gate(usize, StampOp),
+    TerminalTap(usize, usize, StampOp),
+    Button(usize, PassType, StampOp),
+    /// Sets the measured clock skew of the gate (`None`) or a terminal.
+    Skew(Option<usize>, usize),
     Advance(u64),
     Block(usize),
     Unblock(usize),
@@ -42,12 +60,26 @@ const GARBLED: [&[(&str, &str)]; 4] = [
     &[("trips", "3")],
 ];
 
+fn stamp() -> impl Strategy<Value = StampOp> {
+    prop_oneof![
+        1 => Just(None),
+        3 => (
+            prop::sample::select(vec![0i64, 1_000, 1_500, 1_501, 4_000, 3_600_000, -4_999, -5_001]),
+            prop::sample::select(vec![TapMode::Online, TapMode::Offline]),
+        )
+            .prop_map(Some),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..CARDS.len()).prop_map(Op::Gate),
-        3 => (0..TERMINALS.len(), 0..CARDS.len()).prop_map(|(t, c)| Op::TerminalTap(t, c)),
-        3 => (0..TERMINALS.len(), prop::sample::select(PassType::ALL.to_vec()))
-            .prop_map(|(t, p)| Op::Button(t, p)),
+        3 => (0..CARDS.len(), stamp()).prop_map(|(c, s)| Op::Gate(c, s)),
+        3 => (0..TERMINALS.len(), 0..CARDS.len(), stamp())
+            .prop_map(|(t, c, s)| Op::TerminalTap(t, c, s)),
+        3 => (0..TERMINALS.len(), prop::sample::select(PassType::ALL.to_vec()), stamp())
+            .prop_map(|(t, p, s)| Op::Button(t, p, s)),
+        1 => (prop::option::of(0..TERMINALS.len()), 0..SKEWS.len())
+            .prop_map(|(t, k)| Op::Skew(t, k)),
         1 => prop::sample::select(vec![1u64, 500, 2_999, 3_001, 9_999, 10_001])
             .prop_map(Op::Advance),
         1 => (0..CARDS.len()).prop_map(Op::Block),
@@ -64,6 +96,8 @@ struct Model {
     sales: HashMap<usize, Sale>,
     blocked: HashSet<usize>,
     corrupt: HashSet<usize>,
+    /// Measured skew by device name.
+    skews: HashMap<&'static str, i64>,
 }
 
 /// A message the model sent, for redeliveries and reused ids.
@@ -73,6 +107,7 @@ struct Sent {
     device: &'static str,
     id: MessageId,
     input: Input,
+    stamp: Option<Stamp>,
     outcome: Outcome,
 }
 
@@ -141,6 +176,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                         id: &s.id,
                         input: &s.input,
                         now_ms: now,
+                        stamp: s.stamp,
                     })
                     .await
                     .expect("script");
@@ -165,6 +201,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                         id: &s.id,
                         input: &input,
                         now_ms: now,
+                        stamp: s.stamp,
                     })
                     .await
                     .expect("script");
@@ -176,6 +213,9 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                     }
                     Answer::IdReused => {
                         prop_assert_ne!(&input, &s.input, "op {}: same content refused", n);
+                    }
+                    Answer::Refused(r) => {
+                        return Err(TestCaseError::fail(format!("op {n}: reuse refused {r}")));
                     }
                 }
                 // Either way nothing changed: the passes still match the model.
@@ -211,21 +251,37 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                 model.blocked.remove(c);
                 continue;
             }
-            Op::Gate(c) => (
+            Op::Skew(t, k) => {
+                let (kind, device) = match t {
+                    None => (DeviceKind::Gate, "g1"),
+                    Some(t) => (DeviceKind::Terminal, TERMINALS[*t]),
+                };
+                let device_id = DeviceId::new(device).expect("device");
+                let _: () = redis::cmd("HSET")
+                    .arg(keys::device(kind, &device_id))
+                    .arg(keys::FIELD_CLOCK_SKEW)
+                    .arg(SKEWS[*k])
+                    .query_async(&mut con)
+                    .await
+                    .expect("skew");
+                model.skews.insert(device, SKEWS[*k]);
+                continue;
+            }
+            Op::Gate(c, _) => (
                 DeviceKind::Gate,
                 "g1",
                 Input::GateTap(card(*c)),
                 Some(*c),
                 None,
             ),
-            Op::TerminalTap(t, c) => (
+            Op::TerminalTap(t, c, _) => (
                 DeviceKind::Terminal,
                 TERMINALS[*t],
                 Input::TerminalTap(card(*c)),
                 Some(*c),
                 Some(*t),
             ),
-            Op::Button(t, p) => (
+            Op::Button(t, p, _) => (
                 DeviceKind::Terminal,
                 TERMINALS[*t],
                 Input::Button(*p),
@@ -233,13 +289,29 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                 Some(*t),
             ),
         };
+        let stamp_op = match op {
+            Op::Gate(_, s) | Op::TerminalTap(_, _, s) | Op::Button(_, _, s) => *s,
+            _ => None,
+        };
+        let skew = model.skews.get(device).copied();
+        // The device's clock runs `skew` ahead of the bridge's.
+        let stamp = stamp_op.map(|(age, mode)| Stamp {
+            time: now
+                .saturating_add_signed(skew.unwrap_or(0))
+                .saturating_add_signed(-age),
+            mode,
+        });
+        if matches!(input, Input::Button(_)) && stamp.is_some_and(|s| s.mode == TapMode::Offline) {
+            // Refused by validation before the script; nothing to compare.
+            continue;
+        }
         let state = State {
             pass: card_i.and_then(|c| model.passes.get(&c).cloned()),
             blocked: card_i.is_some_and(|c| model.blocked.contains(&c)),
             sale: term_i.and_then(|t| model.sales.get(&t).cloned()),
         };
         let corrupt = card_i.is_some_and(|c| model.corrupt.contains(&c));
-        let expected = decide_stored(&input, &state, corrupt, now, SETTINGS);
+        let timed = decide_timed(&input, &state, corrupt, stamp, now, skew, SETTINGS, TIME);
         let device_id = DeviceId::new(device).expect("device");
         let id = MessageId::new(format!("m{n}")).expect("id");
         let got = store
@@ -249,18 +321,38 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                 id: &id,
                 input: &input,
                 now_ms: now,
+                stamp,
             })
             .await
             .expect("script");
-        let Answer::Decided(got) = got else {
-            return Err(TestCaseError::fail(format!("op {n}: fresh id refused")));
+        let expected = match (timed, got) {
+            (Err(want), Answer::Refused(reason)) => {
+                prop_assert_eq!(reason, want, "op {} {:?}", n, op);
+                // Refused: nothing changed.
+                for c in 0..CARDS.len() {
+                    if !model.corrupt.contains(&c) {
+                        let stored = read_pass(&mut con, c).await;
+                        prop_assert_eq!(stored.as_ref(), model.passes.get(&c), "op {}", n);
+                    }
+                }
+                continue;
+            }
+            (Ok(timed), Answer::Decided(got)) => (timed, got),
+            (want, got) => {
+                return Err(TestCaseError::fail(format!(
+                    "op {n} {op:?}: model {want:?}, script {got:?}"
+                )))
+            }
         };
+        let (timed, got) = expected;
+        let expected = timed.verdict;
         prop_assert!(!got.replayed);
         sent.push(Sent {
             kind,
             device,
             id: id.clone(),
             input: input.clone(),
+            stamp,
             outcome: got.decision.outcome.clone(),
         });
         prop_assert_eq!(
@@ -294,15 +386,28 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
             };
         }
         // Events follow the outcome.
-        let kinds: Vec<_> = got.events.iter().map(|e| e.event.as_str()).collect();
+        let mut kinds: Vec<_> = got.events.iter().map(|e| e.event.as_str()).collect();
+        kinds.extend(got.notices.iter().map(|e| e.event.as_str()));
         let want: Vec<&str> = match &expected.outcome {
-            Outcome::Granted { .. } if expected.activated => vec!["pass-activated", "pass-used"],
-            Outcome::Granted { .. } => vec!["pass-used"],
+            Outcome::Granted { .. } | Outcome::EntrySettled { .. } if expected.activated => {
+                vec!["pass-activated", "pass-used"]
+            }
+            Outcome::Granted { .. } | Outcome::EntrySettled { .. } => vec!["pass-used"],
             Outcome::Denied { .. } => vec!["pass-denied"],
             Outcome::PassIssued { .. } => vec!["pass-issued"],
+            Outcome::Stale => vec!["tap-stale"],
+            Outcome::UnpaidEntry { .. } => vec!["unpaid-entry"],
             _ => vec![],
         };
         prop_assert_eq!(kinds, want);
+        // Stamped events say when the tap happened and on which clock.
+        for e in &got.events {
+            if stamp.is_some() {
+                prop_assert_eq!(e.tap_time, Some(timed.at), "op {}", n);
+                prop_assert_eq!(e.clock, Some(timed.clock), "op {}", n);
+            }
+            prop_assert_eq!(e.time, now, "events are on the bridge's clock");
+        }
     }
     Ok(())
 }
@@ -325,6 +430,7 @@ fn script_matches_reference_model() {
                 stream_maxlen: 10_000,
                 recent_ttl_s: 3600,
                 device_ttl_s: 3600,
+                time: TIME,
             },
         ))
         .expect("store");

@@ -3,7 +3,7 @@
 //! One task owns the rumqttc event loop. The device connects with a persistent session
 //! (`clean_session = false`, client id = device id) and a last will `offline` on its status topic;
 //! on every CONNACK it subscribes to its decision topic (QoS 1) and publishes `online`. Nothing is
-//! retained: brokers refuse retained messages, so a retained tap can never exist. While connected it sends a heartbeat with its uptime every
+//! retained: brokers refuse retained messages, so a retained tap can never exist. While connected it sends a heartbeat with its uptime and wall clock every
 //! [`tapgate_protocol::status::HEARTBEAT_INTERVAL_SECS`] seconds. Taps and buttons are
 //! published at QoS 1; while the broker is unreachable they wait in a bounded queue and go out on
 //! reconnect (overflow is logged and counted). Every message stays in an outbox until its
@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
-use tapgate_protocol::status::{Heartbeat, HEARTBEAT_INTERVAL_SECS, OFFLINE, ONLINE};
-use tapgate_protocol::{Decision, DeviceId, DeviceKind, MessageId, Topics};
+use tapgate_protocol::status::{ClockHeartbeat, HEARTBEAT_INTERVAL_SECS, OFFLINE, ONLINE};
+use tapgate_protocol::{Decision, DeviceId, DeviceKind, MessageId, Stamped, Topics};
 use tapgate_runtime::mqtt::{BrokerSettings, MqttSetupError};
 use tapgate_runtime::Backoff;
 use tokio::sync::mpsc;
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::logic::Outbound;
+use crate::logic::{Outbound, WallClock};
 
 /// Why the link could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum LinkError {
 }
 
 /// Settings of a link.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkConfig {
     /// Broker URL, credentials, TLS and keep-alive.
     pub broker: BrokerSettings,
@@ -50,6 +50,20 @@ pub struct LinkConfig {
     pub device: DeviceId,
     /// Most messages waiting while the broker is unreachable.
     pub queue_limit: usize,
+    /// The wall clock reported in heartbeats.
+    pub clock: WallClock,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("broker", &self.broker)
+            .field("topics", &self.topics)
+            .field("kind", &self.kind)
+            .field("device", &self.device)
+            .field("queue_limit", &self.queue_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters of a link, for logs and tests.
@@ -87,6 +101,7 @@ pub struct Link {
     device: DeviceId,
     outbox: Arc<Mutex<Outbox>>,
     stats: Arc<LinkStats>,
+    clock: WallClock,
 }
 
 impl Link {
@@ -111,6 +126,7 @@ impl Link {
                 items: VecDeque::new(),
             })),
             stats: Arc::new(LinkStats::default()),
+            clock: cfg.clock.clone(),
         };
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(drive(link.clone(), eventloop, tx, shutdown));
@@ -125,8 +141,20 @@ impl Link {
     /// Publishes a tap or button at QoS 1 (queued while the broker is unreachable).
     pub fn publish(&self, msg: &Outbound) {
         let (topic, payload) = match msg {
-            Outbound::Tap(t) => (self.topics.tap(self.kind, &self.device), json(t)),
-            Outbound::Button(b) => (self.topics.button(&self.device), json(b)),
+            Outbound::Tap(t, stamp) => (
+                self.topics.tap(self.kind, &self.device),
+                json(&Stamped {
+                    message: t,
+                    stamp: *stamp,
+                }),
+            ),
+            Outbound::Button(b, stamp) => (
+                self.topics.button(&self.device),
+                json(&Stamped {
+                    message: b,
+                    stamp: *stamp,
+                }),
+            ),
         };
         {
             let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
@@ -285,7 +313,8 @@ async fn drive(
     info!(device = %link.device, "Link stopped");
 }
 
-/// Publishes `{"uptime_s": N}` every heartbeat interval while connected.
+/// Publishes `{"uptime_s": N, "clock_ms": T}` every heartbeat interval while connected, so the
+/// bridge can measure this device's clock skew.
 async fn beat(link: Link, topic: String, shutdown: CancellationToken) {
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(HEARTBEAT_INTERVAL_SECS));
@@ -296,8 +325,9 @@ async fn beat(link: Link, topic: String, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         if link.stats.connected.load(Ordering::Relaxed) {
-            let hb = Heartbeat {
+            let hb = ClockHeartbeat {
                 uptime_s: started.elapsed().as_secs(),
+                clock_ms: link.clock.now_ms(),
             };
             if let Err(e) =
                 link.client
@@ -327,6 +357,7 @@ mod tests {
             kind: DeviceKind::Gate,
             device: DeviceId::new("g1").expect("id"),
             queue_limit: 4,
+            clock: crate::logic::system_clock(),
         };
         let shutdown = CancellationToken::new();
         let (link, _decisions, task) = Link::start(cfg, shutdown.clone()).expect("start");
@@ -336,7 +367,7 @@ mod tests {
                 id: ids.next_id(),
                 card: tapgate_protocol::CardId::new("C1").expect("card"),
             };
-            link.publish(&Outbound::Tap(tap));
+            link.publish(&Outbound::Tap(tap, tapgate_protocol::Stamp::online(1)));
         }
         // The client's queue holds queue_limit + 16 (room for status and subscriptions).
         assert_eq!(link.stats().published.load(Ordering::Relaxed), 20);

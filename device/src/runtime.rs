@@ -44,6 +44,7 @@ fn link_config(cfg: &DeviceConfig, kind: DeviceKind) -> Result<LinkConfig, Devic
         kind,
         device: cfg.device_id()?,
         queue_limit: cfg.queue_limit,
+        clock: crate::logic::system_clock(),
     })
 }
 

@@ -64,3 +64,45 @@ async fn two_hundred_taps_a_second_for_twenty_seconds() {
     assert_eq!(written["lost"], 0);
     assert!(written["latency"]["p99_ms"].as_f64().is_some());
 }
+
+/// Outage mode: taps made during a bridge outage arrive late at fail-closed and fail-open gates;
+/// every outcome matches the rules model with time (no charge for a late waiting tap, one charge
+/// for each offline entry, two-hour windows from the entry's time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_mode_matches_the_timed_model() {
+    let two_hour = Duration::from_secs(30);
+    let stack = Stack::start(|c| c.two_hour_duration = two_hour).await;
+    let cfg = SimConfig {
+        mqtt: stack.broker.url(),
+        gates: 6,
+        terminals: 3,
+        riders: 60,
+        rate: 100.0,
+        duration: Duration::from_secs(8),
+        grace: Duration::from_secs(10),
+        seed: 7,
+        two_hour_duration: two_hour,
+        drop_every: Duration::ZERO,
+        outage: 0.3,
+        outage_age: Duration::from_secs(20),
+        no_pass: 0.2,
+        ..SimConfig::default()
+    };
+    let summary = sim::run(cfg.clone(), CancellationToken::new())
+        .await
+        .expect("simulation ran");
+    sim::finish(&cfg, &summary).expect("summary printed");
+    assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
+    assert_eq!(summary.lost, 0, "decisions lost");
+    assert_eq!(summary.unexpected, 0);
+    let sent = summary.taps_sent + summary.buttons_sent + summary.garbage_sent;
+    let decided: u64 = summary.decisions.values().sum();
+    assert_eq!(decided, sent, "one decision per message");
+    for outcome in ["stale", "entry_settled", "unpaid_entry", "granted"] {
+        assert!(
+            summary.decisions.get(outcome).copied().unwrap_or(0) > 0,
+            "no {outcome} in {:?}",
+            summary.decisions
+        );
+    }
+}

@@ -5,13 +5,18 @@
 //! the same atomic step as the decision) and publishes it on `{prefix}/events/{kind}[/{TYPE}]`
 //! with `seq` set to the stream entry id (at least once: a redelivered tap republishes the same
 //! `seq`, so subscribers can drop repeats).
+//!
+//! Events about tap time — a stale tap, an unpaid offline entry, a device clock flagged as off —
+//! are [`Notice`]s: the same shape with a [`NoticeKind`], in the same stream and under the same
+//! topic prefix. They are a kind of their own so that consumers matching every [`EventKind`] keep
+//! working; a consumer that parses them as [`Event`] sees an unknown kind.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
-use crate::message::{DenyReason, PassInfo, PassType};
+use crate::message::{ClockSource, DenyReason, PassInfo, PassType, TapMode};
 
 /// The stream entry field that holds the event JSON.
 pub const STREAM_FIELD: &str = "event";
@@ -81,11 +86,58 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// What happened, for events about tap time. Topic `events/{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoticeKind {
+    /// A waiting tap or button arrived after the decision window: nothing decided or charged.
+    /// `tap_time` is when it happened; `reason` is `stale`.
+    TapStale,
+    /// A fail-open gate let a card through that could not pay. `reason` is the deny reason;
+    /// `tap_time` is when the rider went through.
+    UnpaidEntry,
+    /// A device's clock is off by more than the bridge allows (or came back within it:
+    /// `reason` `clock_ok`). `skew_ms` is the device's clock minus the bridge's.
+    ClockSkew,
+}
+
+impl NoticeKind {
+    /// Every kind.
+    pub const ALL: [NoticeKind; 3] = [
+        NoticeKind::TapStale,
+        NoticeKind::UnpaidEntry,
+        NoticeKind::ClockSkew,
+    ];
+
+    /// The wire name, e.g. `unpaid-entry`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::TapStale => "tap-stale",
+            NoticeKind::UnpaidEntry => "unpaid-entry",
+            NoticeKind::ClockSkew => "clock-skew",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        NoticeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for NoticeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event about tap time: [`Event`]'s shape with a [`NoticeKind`].
+pub type Notice = Event<NoticeKind>;
+
 /// One event, as stored in the stream and published over MQTT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
+pub struct Event<K = EventKind> {
     /// What happened.
-    pub event: EventKind,
+    pub event: K,
     /// When, Unix time in milliseconds (the bridge's clock at decision time).
     pub time: u64,
     /// The device involved, if any (operator actions have none).
@@ -109,14 +161,27 @@ pub struct Event {
     /// `rejected`: what was wrong; blocks: the operator who acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// When the tap behind this event happened (Unix ms), when it was stamped; on the bridge's
+    /// clock when `clock` is `bridge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_time: Option<u64>,
+    /// The stamped tap's mode: `offline` for an entry a fail-open gate already allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TapMode>,
+    /// Which clock `tap_time` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockSource>,
+    /// `clock-skew`: the device's clock minus the bridge's, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_ms: Option<i64>,
     /// MQTT only: the stream entry id of this event, for de-duplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<String>,
 }
 
-impl Event {
+impl<K: Serialize> Event<K> {
     /// An event of `event` at `time` with every optional field empty.
-    pub fn new(event: EventKind, time: u64) -> Self {
+    pub fn new(event: K, time: u64) -> Self {
         Self {
             event,
             time,
@@ -127,6 +192,10 @@ impl Event {
             pass: None,
             reason: None,
             detail: None,
+            tap_time: None,
+            mode: None,
+            clock: None,
+            skew_ms: None,
             seq: None,
         }
     }
@@ -145,9 +214,18 @@ impl Event {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
+}
 
+impl Event {
     /// Parses an event from JSON (unknown fields are ignored, for forward compatibility).
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+impl Notice {
+    /// Parses a notice from JSON (unknown fields are ignored, for forward compatibility).
+    pub fn notice_from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
 }
@@ -183,5 +261,32 @@ mod tests {
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
+        for k in NoticeKind::ALL {
+            assert_eq!(NoticeKind::parse(k.as_str()), Some(k));
+            assert!(
+                EventKind::parse(k.as_str()).is_none(),
+                "{k} is a notice only"
+            );
+        }
+    }
+
+    #[test]
+    fn notice_wire_format() {
+        let mut n = Notice::new(NoticeKind::UnpaidEntry, 2_000);
+        n.reason = Some("no_pass".into());
+        n.tap_time = Some(1_000);
+        n.mode = Some(TapMode::Offline);
+        n.clock = Some(ClockSource::Device);
+        let v: serde_json::Value = serde_json::from_str(&n.to_json()).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"event": "unpaid-entry", "time": 2000, "reason": "no_pass",
+                "tap_time": 1000, "mode": "offline", "clock": "device"})
+        );
+        assert_eq!(
+            Notice::notice_from_json(n.to_json().as_bytes()).expect("parse"),
+            n
+        );
+        assert!(Event::from_json(n.to_json().as_bytes()).is_err());
     }
 }

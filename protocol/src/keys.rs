@@ -11,7 +11,10 @@
 //! | `tapgate:counters:entries` | hash | bridge | pass type → entries granted |
 //! | `tapgate:counters:denied` | hash | bridge | deny reason → denials |
 //! | `tapgate:counters:rejected` | hash | bridge | reject reason → refused messages |
-//! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected`; expires with the device |
+//! | `tapgate:counters:unpaid` | hash | bridge | deny reason → offline entries that could not be charged |
+//! | `tapgate:counters:stale` | hash | bridge | device kind → waiting messages answered `stale` |
+//! | `tapgate:counters:clock` | hash | bridge | `flagged`, `cleared` → device clock-skew flag changes |
+//! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected`, and `unpaid`, `stale`; expires with the device |
 //! | `tapgate:events` | stream | bridge, monitor | field `event`: [`crate::Event`] JSON |
 //! | `tapgate:card:{CARD}:pass` | hash | bridge | `type`, `trips`, `expires_at`, `issued_at` |
 //! | `tapgate:card:{CARD}:blocked` | hash | monitor | `reason`, `by`, `at` |
@@ -19,7 +22,7 @@
 //! | `tapgate:blocked` | hash | monitor | card → reason, an index of blocked cards |
 //! | `tapgate:sale:{DEVICE}` | hash | bridge | `state`, `card`, `pass`, `started_at` |
 //! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | `op:CARD:PASS` fingerprint, newline, stored result |
-//! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s`; expires |
+//! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s`, `clock_skew_ms`, `clock_flagged`, `clock_checked_at`; expires |
 //! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen, pruned on expiry |
 //! | `tapgate:emqx:disconnects` | hash | EMQX rule | disconnect reason → count |
 //! | `tapgate:emqx:authz` | hash | EMQX rule | authorization result → count |
@@ -36,6 +39,24 @@ pub const COUNTERS_ISSUED: &str = "tapgate:counters:issued";
 pub const COUNTERS_ENTRIES: &str = "tapgate:counters:entries";
 /// Denials, by deny reason.
 pub const COUNTERS_DENIED: &str = "tapgate:counters:denied";
+/// Offline entries that could not be charged, by deny reason.
+pub const COUNTERS_UNPAID: &str = "tapgate:counters:unpaid";
+/// Waiting messages answered `stale`, by device kind.
+pub const COUNTERS_STALE: &str = "tapgate:counters:stale";
+/// Device clock-skew flag changes: fields [`CLOCK_FLAGGED`] and [`CLOCK_CLEARED`].
+pub const COUNTERS_CLOCK: &str = "tapgate:counters:clock";
+/// [`COUNTERS_CLOCK`] field: a device's clock was flagged as off.
+pub const CLOCK_FLAGGED: &str = "flagged";
+/// [`COUNTERS_CLOCK`] field: a flagged device's clock came back within the limit.
+pub const CLOCK_CLEARED: &str = "cleared";
+/// Per-device counter fields for tap time, next to [`DEVICE_COUNTER_FIELDS`].
+pub const DEVICE_TIME_COUNTER_FIELDS: [&str; 2] = ["unpaid", "stale"];
+/// Presence hash field: the device's clock minus the bridge's at its last heartbeat, ms.
+pub const FIELD_CLOCK_SKEW: &str = "clock_skew_ms";
+/// Presence hash field: `1` while the device's clock is flagged as off, else `0`.
+pub const FIELD_CLOCK_FLAGGED: &str = "clock_flagged";
+/// Presence hash field: when the skew was last measured (bridge clock, Unix ms).
+pub const FIELD_CLOCK_CHECKED_AT: &str = "clock_checked_at";
 /// Refused device messages, by reject reason.
 pub const COUNTERS_REJECTED: &str = "tapgate:counters:rejected";
 /// Prefix of the per-device counter hashes.

@@ -26,8 +26,11 @@ pub mod text;
 pub mod topic;
 pub mod validate;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, Notice, NoticeKind};
 pub use ids::{CardId, DeviceId, DeviceKind, IdError, MessageId};
-pub use message::{Button, Decision, DenyReason, Outcome, PassInfo, PassType, Tap};
+pub use message::{
+    Button, ClockSource, Decision, DenyReason, Outcome, PassInfo, PassType, Stamp, Stamped, Tap,
+    TapMode,
+};
 pub use topic::{InboundTopic, MessageKind, TopicError, Topics};
 pub use validate::{RejectReason, Rejection, MAX_PAYLOAD_BYTES};

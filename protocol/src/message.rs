@@ -1,6 +1,8 @@
 //! Payloads between devices and the bridge.
 //!
-//! Device → bridge: [`Tap`] and [`Button`]. Bridge → device: [`Decision`], always
+//! Device → bridge: [`Tap`] and [`Button`], each with a [`Stamp`] (`"time"`, `"mode"`): when the
+//! event happened on the device's clock, and whether the device waits for the answer or already let
+//! the rider through. Bridge → device: [`Decision`], always
 //! `{"id": <the id it answers>, "outcome": "...", ...}`. Device payloads are parsed with
 //! [`crate::validate`], which refuses anything outside the contract with a specific reason.
 
@@ -68,6 +70,112 @@ pub struct Tap {
     pub id: MessageId,
     /// The card that was tapped.
     pub card: CardId,
+}
+
+/// What the device does with the answer to a tap or button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TapMode {
+    /// The device waits for the decision (a gate keeps the rider at the barrier). An answer the
+    /// bridge cannot give within its decision window is `stale` and charges nothing.
+    Online,
+    /// Gates only: the gate already let the rider through under the fail-open policy; the bridge
+    /// settles the entry at the time it happened and the answer is for the record.
+    Offline,
+}
+
+impl TapMode {
+    /// Both modes.
+    pub const ALL: [TapMode; 2] = [TapMode::Online, TapMode::Offline];
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TapMode::Online => "online",
+            TapMode::Offline => "offline",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        TapMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl fmt::Display for TapMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When a tap or button press happened and what the device does with the answer: the `"time"`
+/// and `"mode"` fields of its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The device's clock at the event, Unix time in milliseconds.
+    pub time: u64,
+    /// Waiting for the answer, or already let through.
+    pub mode: TapMode,
+}
+
+impl Stamp {
+    /// A waiting event at `time`.
+    pub const fn online(time: u64) -> Self {
+        Self {
+            time,
+            mode: TapMode::Online,
+        }
+    }
+
+    /// An entry already allowed at `time` (fail-open).
+    pub const fn offline(time: u64) -> Self {
+        Self {
+            time,
+            mode: TapMode::Offline,
+        }
+    }
+}
+
+/// A device message with its [`Stamp`], as published: the message's fields plus `"time"` and
+/// `"mode"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stamped<'a, T> {
+    /// The tap or button.
+    #[serde(flatten)]
+    pub message: &'a T,
+    /// When and how.
+    #[serde(flatten)]
+    pub stamp: Stamp,
+}
+
+impl<T: Serialize> Stamped<'_, T> {
+    /// The payload.
+    pub fn to_json(&self) -> String {
+        // Ids, cards, pass types and integers only: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// Which clock a decision's event time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockSource {
+    /// The device's stamp, trusted (less the device's small measured lead, if its clock runs
+    /// ahead within the allowed skew).
+    Device,
+    /// The bridge's own clock: the message had no stamp, or the device's clock is flagged as
+    /// running ahead and its stamp was corrected by the measured skew.
+    Bridge,
+}
+
+impl ClockSource {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ClockSource::Device => "device",
+            ClockSource::Bridge => "bridge",
+        }
+    }
 }
 
 /// A pass button press at a terminal: `{"id": "...", "pass": "TEN_TRIP"}`.
@@ -191,6 +299,20 @@ pub enum Outcome {
     CardMismatch,
     /// Terminal: a button was pressed with no sale in progress; tap a card first.
     TapCardFirst,
+    /// A waiting tap or button that reached the bridge after its decision window: the device has
+    /// already given up on it, so nothing was decided or charged.
+    Stale,
+    /// Gate, offline entry: charged against the card's pass at the time it happened.
+    EntrySettled {
+        /// The pass after this entry.
+        pass: PassInfo,
+    },
+    /// Gate, offline entry: the rider went through but the card could not pay (no pass, expired,
+    /// blocked, unreadable). Recorded for revenue protection; never a late denial.
+    UnpaidEntry {
+        /// Why it could not be charged.
+        reason: DenyReason,
+    },
     /// Any device: the message broke the contract and was not acted on.
     Rejected {
         /// Which rule it broke.
@@ -212,12 +334,15 @@ impl Outcome {
             Outcome::PassIssued { .. } => "pass_issued",
             Outcome::CardMismatch => "card_mismatch",
             Outcome::TapCardFirst => "tap_card_first",
+            Outcome::Stale => "stale",
+            Outcome::EntrySettled { .. } => "entry_settled",
+            Outcome::UnpaidEntry { .. } => "unpaid_entry",
             Outcome::Rejected { .. } => "rejected",
         }
     }
 
     /// Every outcome name, for metrics and dashboards.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 12] = [
         "granted",
         "denied",
         "select_pass",
@@ -226,6 +351,9 @@ impl Outcome {
         "pass_issued",
         "card_mismatch",
         "tap_card_first",
+        "stale",
+        "entry_settled",
+        "unpaid_entry",
         "rejected",
     ];
 }
@@ -319,6 +447,13 @@ mod tests {
             Outcome::PassIssued { pass },
             Outcome::CardMismatch,
             Outcome::TapCardFirst,
+            Outcome::Stale,
+            Outcome::EntrySettled {
+                pass: PassInfo::new(PassType::TenTrip),
+            },
+            Outcome::UnpaidEntry {
+                reason: DenyReason::NoPass,
+            },
             Outcome::Rejected {
                 reason: RejectReason::UnknownField,
                 detail: "d".into(),
@@ -334,6 +469,28 @@ mod tests {
             assert_eq!(back, d);
             assert!(d.to_json().contains(&format!("\"outcome\":\"{name}\"")));
         }
+    }
+
+    #[test]
+    fn stamped_payload() {
+        let tap = Tap {
+            id: MessageId::new("g1-1").expect("id"),
+            card: CardId::new("04AB").expect("card"),
+        };
+        let json = Stamped {
+            message: &tap,
+            stamp: Stamp::offline(1_700_000_000_000),
+        }
+        .to_json();
+        let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(
+            v,
+            json!({"id": "g1-1", "card": "04AB", "time": 1_700_000_000_000u64, "mode": "offline"})
+        );
+        for m in TapMode::ALL {
+            assert_eq!(TapMode::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(TapMode::parse("OFFLINE"), None);
     }
 
     #[test]

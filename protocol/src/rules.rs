@@ -20,9 +20,26 @@
 //!   same card → `pass_issued` if the card still has no pass; another card → `card_mismatch`
 //!   (sale void); button without a sale → `tap_card_first`. A sale not advanced within the sale
 //!   timeout is abandoned.
+//!
+//! Time ([`decide_timed`]): a device message carries a [`Stamp`] — when it happened on the device's
+//! clock and whether the device waits for the answer (`online`) or already let the rider through
+//! (`offline`, fail-open gates only).
+//! - The stamp is read on the bridge's clock ([`resolve_time`]): less the device's measured lead
+//!   when its clock runs ahead (flagged, and said so, beyond `max_skew_ms`); as sent when it runs
+//!   behind (a late heartbeat looks the same, and a slow stamp can only make a tap stale, never
+//!   charge a late one); the bridge's `now` for a message without a stamp. A time more than
+//!   `max_future_ms` ahead of `now` is refused (`time_in_future`); `offline` anywhere but a gate tap
+//!   is refused (`offline_not_allowed`). Refusals change nothing.
+//! - A waiting message older than `decision_window_ms` is `stale`: the device has already given
+//!   up on it; nothing is decided or charged.
+//! - An offline entry is settled at the time it happened: the pass rules run at that time (a
+//!   two-hour window starts then, a ten-trip pass loses a trip) and the answer is
+//!   `entry_settled`; a card that could not pay (no pass, expired, blocked, unreadable) is an
+//!   `unpaid_entry` with the deny reason, and nothing changes.
 
 use crate::ids::CardId;
-use crate::message::{DenyReason, Outcome, PassInfo, PassType};
+use crate::message::{ClockSource, DenyReason, Outcome, PassInfo, PassType, Stamp, TapMode};
+use crate::validate::RejectReason;
 
 /// A pass on a card, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +252,125 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
             None => verdict(Outcome::TapCardFirst, state.pass.clone(), None),
         },
     }
+}
+
+/// Time settings of the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSettings {
+    /// A waiting message older than this (bridge time minus event time) is `stale`. Agreed with
+    /// the devices' decision timeout: a device has given up on an answer by then.
+    pub decision_window_ms: u64,
+    /// An event time further ahead of the bridge's clock than this is refused.
+    pub max_future_ms: u64,
+    /// A device whose measured clock skew exceeds this is flagged (a lead is corrected whatever
+    /// its size; a lag never is).
+    pub max_skew_ms: u64,
+}
+
+impl Default for TimeSettings {
+    fn default() -> Self {
+        Self {
+            decision_window_ms: 1_500,
+            max_future_ms: 5_000,
+            max_skew_ms: 1_000,
+        }
+    }
+}
+
+/// Whether a measured skew (device clock minus bridge clock, ms) is beyond `max_skew_ms`.
+pub fn skew_flagged(skew_ms: i64, settings: TimeSettings) -> bool {
+    skew_ms.unsigned_abs() > settings.max_skew_ms
+}
+
+/// When a message happened, on the bridge's clock, and which clock that came from; or why its
+/// time is refused. `skew_ms` is the device's last measured skew, if any.
+pub fn resolve_time(
+    stamp: Option<Stamp>,
+    now: u64,
+    skew_ms: Option<i64>,
+    settings: TimeSettings,
+) -> Result<(u64, ClockSource), RejectReason> {
+    let Some(stamp) = stamp else {
+        return Ok((now, ClockSource::Bridge));
+    };
+    // A clock running ahead is corrected by its measured lead, whatever its size: a heartbeat's
+    // delay can only make the lead look smaller, so the correction never makes a tap look older
+    // than it is. A clock behind is never corrected: a heartbeat the bridge reads late (queued at
+    // the broker while the bridge was away) looks exactly like a slow clock, and correcting by it
+    // would make late taps look fresh and charge them; a slow stamp can at worst make a waiting
+    // tap stale. A stamp is "bridge" time once the device is flagged fast.
+    let lead = skew_ms.unwrap_or(0).max(0);
+    let at = stamp.time.saturating_sub(lead.unsigned_abs());
+    let clock = if skew_flagged(lead, settings) {
+        ClockSource::Bridge
+    } else {
+        ClockSource::Device
+    };
+    if at > now.saturating_add(settings.max_future_ms) {
+        return Err(RejectReason::TimeInFuture);
+    }
+    Ok((at, clock))
+}
+
+/// The result of [`decide_timed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timed {
+    /// The decision and the state after it (unchanged for `stale` and `unpaid_entry`).
+    pub verdict: Verdict,
+    /// When the message happened, on the bridge's clock.
+    pub at: u64,
+    /// Which clock `at` came from.
+    pub clock: ClockSource,
+}
+
+/// [`decide_stored`] with time: staleness, offline entries settled at the time they happened, and
+/// the device's clock trust. `Err` is a refusal; nothing changes.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_timed(
+    input: &Input,
+    state: &State,
+    pass_corrupt: bool,
+    stamp: Option<Stamp>,
+    now: u64,
+    skew_ms: Option<i64>,
+    settings: Settings,
+    time: TimeSettings,
+) -> Result<Timed, RejectReason> {
+    let (at, clock) = resolve_time(stamp, now, skew_ms, time)?;
+    let mode = stamp.map_or(TapMode::Online, |s| s.mode);
+    let unchanged = |outcome| Verdict {
+        outcome,
+        pass: state.pass.clone(),
+        sale: state.sale.clone(),
+        activated: false,
+    };
+    let verdict = match mode {
+        TapMode::Offline => {
+            if !matches!(input, Input::GateTap(_)) {
+                return Err(RejectReason::OfflineNotAllowed);
+            }
+            let v = decide_stored(input, state, pass_corrupt, at, settings);
+            match v.outcome {
+                Outcome::Granted { pass } => Verdict {
+                    outcome: Outcome::EntrySettled { pass },
+                    ..v
+                },
+                Outcome::Denied { reason } => Verdict {
+                    outcome: Outcome::UnpaidEntry { reason },
+                    ..v
+                },
+                other => Verdict {
+                    outcome: other,
+                    ..v
+                },
+            }
+        }
+        TapMode::Online if now.saturating_sub(at) > time.decision_window_ms => {
+            unchanged(Outcome::Stale)
+        }
+        TapMode::Online => decide_stored(input, state, pass_corrupt, now, settings),
+    };
+    Ok(Timed { verdict, at, clock })
 }
 
 /// [`decide`] for a card whose stored pass record may be unreadable (`pass_corrupt`): such a card
@@ -559,6 +695,148 @@ mod tests {
         assert_eq!(v.outcome, Outcome::SelectPass, "timed-out sale starts over");
     }
 
+    const T: TimeSettings = TimeSettings {
+        decision_window_ms: 1_500,
+        max_future_ms: 5_000,
+        max_skew_ms: 30_000,
+    };
+
+    fn timed(state: &State, stamp: Option<Stamp>, now: u64, skew: Option<i64>) -> Timed {
+        decide_timed(
+            &Input::GateTap(card("1")),
+            state,
+            false,
+            stamp,
+            now,
+            skew,
+            S,
+            T,
+        )
+        .expect("not refused")
+    }
+
+    #[test]
+    fn stale_waiting_tap_charges_nothing() {
+        let state = with_pass(Pass::issue(PassType::TenTrip, 0));
+        let t = timed(&state, Some(Stamp::online(NOW)), NOW + 1_500, None);
+        assert!(
+            matches!(t.verdict.outcome, Outcome::Granted { .. }),
+            "inside the window"
+        );
+        let t = timed(&state, Some(Stamp::online(NOW)), NOW + 1_501, None);
+        assert_eq!(t.verdict.outcome, Outcome::Stale);
+        assert_eq!(t.verdict.pass, state.pass, "nothing charged");
+        assert_eq!((t.at, t.clock), (NOW, ClockSource::Device));
+        // Without a stamp the bridge's clock is all there is: never stale.
+        let t = timed(&state, None, NOW, None);
+        assert_eq!(t.clock, ClockSource::Bridge);
+        assert!(matches!(t.verdict.outcome, Outcome::Granted { .. }));
+    }
+
+    #[test]
+    fn offline_entries_settle_at_their_time() {
+        let eight = 8 * 3_600_000;
+        let half_past = eight + 1_800_000;
+        let state = with_pass(Pass::issue(PassType::TwoHour, 0));
+        let t = timed(&state, Some(Stamp::offline(eight)), half_past, None);
+        let Outcome::EntrySettled { pass } = &t.verdict.outcome else {
+            panic!("{t:?}");
+        };
+        assert_eq!(
+            pass.expires_at,
+            Some(eight + S.two_hour_ms),
+            "window from the entry"
+        );
+        assert!(t.verdict.activated);
+        // Ten trips: each offline entry takes one.
+        let mut state = with_pass(Pass::issue(PassType::TenTrip, 0));
+        for left in [9, 8, 7] {
+            let t = timed(&state, Some(Stamp::offline(NOW)), NOW + 60_000, None);
+            let Outcome::EntrySettled { pass } = &t.verdict.outcome else {
+                panic!("{t:?}");
+            };
+            assert_eq!(pass.trips_remaining, Some(left));
+            state.pass = t.verdict.pass;
+        }
+        // No pass, or blocked: an unpaid entry, never a denial; nothing changes.
+        let t = timed(
+            &State::default(),
+            Some(Stamp::offline(NOW)),
+            NOW + 60_000,
+            None,
+        );
+        assert_eq!(
+            t.verdict.outcome,
+            Outcome::UnpaidEntry {
+                reason: DenyReason::NoPass
+            }
+        );
+        let blocked = State {
+            blocked: true,
+            ..with_pass(Pass::issue(PassType::SingleUse, 0))
+        };
+        let t = timed(&blocked, Some(Stamp::offline(NOW)), NOW, None);
+        assert_eq!(
+            t.verdict.outcome,
+            Outcome::UnpaidEntry {
+                reason: DenyReason::Blocked
+            }
+        );
+        assert_eq!(t.verdict.pass, blocked.pass);
+    }
+
+    #[test]
+    fn clock_trust() {
+        let state = with_pass(Pass::issue(PassType::TenTrip, 0));
+        // Too far ahead: refused.
+        let r = decide_timed(
+            &Input::GateTap(card("1")),
+            &state,
+            false,
+            Some(Stamp::online(NOW + 5_001)),
+            NOW,
+            None,
+            S,
+            T,
+        );
+        assert_eq!(r, Err(RejectReason::TimeInFuture));
+        // A device ten minutes fast, flagged: its stamps are corrected by the skew.
+        let fast: u64 = 600_000;
+        let t = timed(
+            &state,
+            Some(Stamp::online(NOW + fast)),
+            NOW + 100,
+            Some(600_000),
+        );
+        assert_eq!((t.at, t.clock), (NOW, ClockSource::Bridge));
+        assert!(matches!(t.verdict.outcome, Outcome::Granted { .. }));
+        // Within the allowed skew, a lead is still taken off; the clock counts as the device's.
+        let t = timed(&state, Some(Stamp::online(NOW + 900)), NOW, Some(900));
+        assert_eq!((t.at, t.clock), (NOW, ClockSource::Device));
+        // Flagged slow (or a heartbeat read late after an outage): never corrected forward, so
+        // a late tap stays stale.
+        let t = timed(
+            &state,
+            Some(Stamp::online(NOW)),
+            NOW + 10_000,
+            Some(-600_000),
+        );
+        assert_eq!((t.at, t.clock), (NOW, ClockSource::Device));
+        assert_eq!(t.verdict.outcome, Outcome::Stale);
+        // Offline only at gates.
+        let r = decide_timed(
+            &Input::TerminalTap(card("1")),
+            &state,
+            false,
+            Some(Stamp::offline(NOW)),
+            NOW,
+            None,
+            S,
+            T,
+        );
+        assert_eq!(r, Err(RejectReason::OfflineNotAllowed));
+    }
+
     /// Every combination of input, pass, block and sale: the invariants that must always hold.
     #[test]
     fn exhaustive_invariants() {
@@ -609,7 +887,8 @@ mod tests {
             }
         }
         let mut all: Vec<_> = Outcome::NAMES.to_vec();
-        all.retain(|n| *n != "rejected");
+        // Time outcomes come from decide_timed, tested above.
+        all.retain(|n| !["rejected", "stale", "entry_settled", "unpaid_entry"].contains(n));
         for name in all {
             assert!(seen.contains(name), "never produced {name}");
         }

@@ -24,6 +24,17 @@ pub struct Heartbeat {
     pub uptime_s: u64,
 }
 
+/// Heartbeat payload with the device's clock: `{"uptime_s": 1234, "clock_ms": 1700000000000}`.
+/// The bridge measures the device's clock skew from `clock_ms` (see `docs/protocol.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockHeartbeat {
+    /// Seconds since the device process started.
+    pub uptime_s: u64,
+    /// The device's clock when it sent the heartbeat, Unix time in milliseconds.
+    pub clock_ms: u64,
+}
+
 /// Whether a status payload says online (`Some(true)`), offline (`Some(false)`), or neither.
 pub fn parse_status(payload: &[u8]) -> Option<bool> {
     match payload {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::ids::{CardId, IdError, MessageId};
-use crate::message::{Button, PassType, Tap};
+use crate::message::{Button, PassType, Stamp, Tap, TapMode};
 use crate::status::Heartbeat;
 use crate::text::escape_untrusted;
 use crate::topic::TopicError;
@@ -60,11 +60,17 @@ pub enum RejectReason {
     /// The bridge could not decide the message (a stored record it cannot read, or Redis refused
     /// the operation). It is answered once and not retried; an operator has to look.
     InternalError,
+    /// The message's `"time"` is further ahead of the bridge's clock than the bridge allows: the
+    /// device's clock cannot be trusted for it. Nothing was decided or charged.
+    TimeInFuture,
+    /// `"mode": "offline"` on a message that cannot be an entry already made: a terminal tap or a
+    /// button press. Nothing was decided or charged.
+    OfflineNotAllowed,
 }
 
 impl RejectReason {
     /// Every reason, for dashboards and tests.
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::PayloadTooLarge,
         RejectReason::NotUtf8,
         RejectReason::MalformedJson,
@@ -81,6 +87,8 @@ impl RejectReason {
         RejectReason::DuplicateField,
         RejectReason::IdReused,
         RejectReason::InternalError,
+        RejectReason::TimeInFuture,
+        RejectReason::OfflineNotAllowed,
     ];
 
     /// The wire name, e.g. `unknown_field`.
@@ -102,6 +110,8 @@ impl RejectReason {
             RejectReason::DuplicateField => "duplicate_field",
             RejectReason::IdReused => "id_reused",
             RejectReason::InternalError => "internal_error",
+            RejectReason::TimeInFuture => "time_in_future",
+            RejectReason::OfflineNotAllowed => "offline_not_allowed",
         }
     }
 }
@@ -151,17 +161,32 @@ impl From<&TopicError> for Rejection {
     }
 }
 
-/// Parses a tap payload: `{"id": "...", "card": "..."}` and nothing else.
+/// Parses a tap payload: `{"id": "...", "card": "...", "time": <Unix ms>, "mode": "online" |
+/// "offline"}`, where `time` and `mode` come together or not at all (a payload from before
+/// stamps; see [`parse_tap_stamped`]).
 pub fn parse_tap(payload: &[u8]) -> Result<Tap, Rejection> {
-    let (obj, id) = object_with_id(payload, &["id", "card"])?;
-    let card = string_field(&obj, "card", &id)?;
-    let card = CardId::new(card).map_err(|e| invalid(RejectReason::InvalidCard, e, &id))?;
-    Ok(Tap { id, card })
+    parse_tap_stamped(payload).map(|(tap, _)| tap)
 }
 
-/// Parses a button payload: `{"id": "...", "pass": "SINGLE_USE" | "TEN_TRIP" | "TWO_HOUR"}`.
+/// [`parse_tap`], with the stamp when the payload has one.
+pub fn parse_tap_stamped(payload: &[u8]) -> Result<(Tap, Option<Stamp>), Rejection> {
+    let (obj, id) = object_with_id(payload, &["id", "card", "time", "mode"])?;
+    let card = string_field(&obj, "card", &id)?;
+    let card = CardId::new(card).map_err(|e| invalid(RejectReason::InvalidCard, e, &id))?;
+    let stamp = stamp(&obj, &id)?;
+    Ok((Tap { id, card }, stamp))
+}
+
+/// Parses a button payload: `{"id": "...", "pass": "SINGLE_USE" | "TEN_TRIP" | "TWO_HOUR",
+/// "time": <Unix ms>, "mode": "online"}` (`time` and `mode` together or not at all; a button is
+/// never offline).
 pub fn parse_button(payload: &[u8]) -> Result<Button, Rejection> {
-    let (obj, id) = object_with_id(payload, &["id", "pass"])?;
+    parse_button_stamped(payload).map(|(button, _)| button)
+}
+
+/// [`parse_button`], with the stamp when the payload has one.
+pub fn parse_button_stamped(payload: &[u8]) -> Result<(Button, Option<Stamp>), Rejection> {
+    let (obj, id) = object_with_id(payload, &["id", "pass", "time", "mode"])?;
     let pass = string_field(&obj, "pass", &id)?;
     let pass = PassType::parse(pass).ok_or_else(|| {
         Rejection::new(
@@ -173,14 +198,109 @@ pub fn parse_button(payload: &[u8]) -> Result<Button, Rejection> {
         )
         .with_id(Some(id.clone()))
     })?;
-    Ok(Button { id, pass })
+    let stamp = stamp(&obj, &id)?;
+    if stamp.is_some_and(|s| s.mode == TapMode::Offline) {
+        return Err(Rejection::new(
+            RejectReason::OfflineNotAllowed,
+            "a button press is never an offline entry; send \"mode\": \"online\"",
+        )
+        .with_id(Some(id)));
+    }
+    Ok((Button { id, pass }, stamp))
 }
 
-/// Parses a heartbeat payload: `{"uptime_s": <non-negative integer>}` and nothing else.
+/// The `time` and `mode` fields: both or neither.
+fn stamp(obj: &Map<String, Value>, id: &MessageId) -> Result<Option<Stamp>, Rejection> {
+    let refuse =
+        |reason, detail: String| Err(Rejection::new(reason, detail).with_id(Some(id.clone())));
+    let time = match obj.get("time") {
+        None => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(t) => Some(t),
+            None => {
+                return refuse(
+                    RejectReason::WrongType,
+                    "field \"time\" is not a non-negative integer (Unix ms)".into(),
+                )
+            }
+        },
+        Some(other) => {
+            return refuse(
+                RejectReason::WrongType,
+                format!(
+                    "field \"time\" is a {}, expected a number (Unix ms)",
+                    type_name(other)
+                ),
+            )
+        }
+    };
+    let mode = match obj.get("mode") {
+        None => None,
+        Some(Value::String(m)) => match TapMode::parse(m) {
+            Some(mode) => Some(mode),
+            None => {
+                return refuse(
+                    RejectReason::WrongType,
+                    format!(
+                        "unknown mode {:?}; expected \"online\" or \"offline\"",
+                        truncate(m)
+                    ),
+                )
+            }
+        },
+        Some(other) => {
+            return refuse(
+                RejectReason::WrongType,
+                format!(
+                    "field \"mode\" is a {}, expected a string",
+                    type_name(other)
+                ),
+            )
+        }
+    };
+    match (time, mode) {
+        (Some(time), Some(mode)) => Ok(Some(Stamp { time, mode })),
+        (None, None) => Ok(None),
+        (Some(_), None) => refuse(
+            RejectReason::MissingField,
+            "missing field \"mode\" (\"time\" and \"mode\" come together)".into(),
+        ),
+        (None, Some(_)) => refuse(
+            RejectReason::MissingField,
+            "missing field \"time\" (\"time\" and \"mode\" come together)".into(),
+        ),
+    }
+}
+
+/// Parses a heartbeat payload: `{"uptime_s": <non-negative integer>, "clock_ms": <Unix ms>}`
+/// (`clock_ms` optional) and nothing else.
 pub fn parse_heartbeat(payload: &[u8]) -> Result<Heartbeat, Rejection> {
+    parse_heartbeat_clock(payload).map(|(h, _)| h)
+}
+
+/// [`parse_heartbeat`], with the device's clock when the heartbeat reports it.
+pub fn parse_heartbeat_clock(payload: &[u8]) -> Result<(Heartbeat, Option<u64>), Rejection> {
     let obj = object(payload)?;
-    unknown_fields(&obj, &["uptime_s"], None)?;
-    match obj.get("uptime_s") {
+    unknown_fields(&obj, &["uptime_s", "clock_ms"], None)?;
+    let clock = match obj.get("clock_ms") {
+        None => None,
+        Some(Value::Number(n)) => Some(n.as_u64().ok_or_else(|| {
+            Rejection::new(
+                RejectReason::WrongType,
+                "field \"clock_ms\" is not a non-negative integer (Unix ms)",
+            )
+        })?),
+        Some(other) => {
+            return Err(Rejection::new(
+                RejectReason::WrongType,
+                format!(
+                    "field \"clock_ms\" is a {}, expected a number",
+                    type_name(other)
+                ),
+            ))
+        }
+    };
+    let heartbeat = match obj.get("uptime_s") {
         None => Err(Rejection::new(
             RejectReason::MissingField,
             "missing field \"uptime_s\"",
@@ -201,7 +321,8 @@ pub fn parse_heartbeat(payload: &[u8]) -> Result<Heartbeat, Rejection> {
                 type_name(other)
             ),
         )),
-    }
+    }?;
+    Ok((heartbeat, clock))
 }
 
 /// Parses a status payload: `online` (true) or `offline` (false), nothing else.
@@ -576,6 +697,68 @@ mod tests {
         let payload = format!(r#"{{"id":"a","card":"1","{key}":1}}"#);
         let e = parse_tap(payload.as_bytes()).expect_err("unknown");
         assert!(e.detail.len() < 120, "{}", e.detail);
+    }
+
+    #[test]
+    fn stamps() {
+        let (tap, stamp) =
+            parse_tap_stamped(br#"{"id":"g-1","card":"AB","time":1700000000000,"mode":"offline"}"#)
+                .expect("stamped");
+        assert_eq!(tap.card.as_str(), "AB");
+        assert_eq!(stamp, Some(Stamp::offline(1_700_000_000_000)));
+        let (_, stamp) = parse_tap_stamped(br#"{"id":"g-1","card":"AB"}"#).expect("legacy");
+        assert_eq!(stamp, None);
+        let refused = |p: &[u8]| parse_tap_stamped(p).expect_err("refused");
+        for (payload, reason) in [
+            (
+                &br#"{"id":"g-1","card":"AB","time":5}"#[..],
+                RejectReason::MissingField,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","mode":"online"}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":-1,"mode":"online"}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":1.5,"mode":"online"}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":"5","mode":"online"}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":5,"mode":"late"}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":5,"mode":1}"#,
+                RejectReason::WrongType,
+            ),
+        ] {
+            let r = refused(payload);
+            assert_eq!(r.reason, reason, "{r}");
+            assert_eq!(r.id.as_ref().map(MessageId::as_str), Some("g-1"));
+        }
+        let (_, stamp) =
+            parse_button_stamped(br#"{"id":"t-1","pass":"TWO_HOUR","time":9,"mode":"online"}"#)
+                .expect("button");
+        assert_eq!(stamp, Some(Stamp::online(9)));
+        let r =
+            parse_button_stamped(br#"{"id":"t-1","pass":"TWO_HOUR","time":9,"mode":"offline"}"#)
+                .expect_err("offline button");
+        assert_eq!(r.reason, RejectReason::OfflineNotAllowed);
+        let (h, clock) = parse_heartbeat_clock(br#"{"uptime_s":3,"clock_ms":42}"#).expect("hb");
+        assert_eq!((h.uptime_s, clock), (3, Some(42)));
+        assert_eq!(
+            parse_heartbeat_clock(br#"{"uptime_s":3,"clock_ms":"x"}"#)
+                .expect_err("bad clock")
+                .reason,
+            RejectReason::WrongType
+        );
     }
 
     #[test]

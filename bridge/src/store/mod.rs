@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use redis::Script;
 use serde::Deserialize;
-use tapgate_protocol::rules::Input;
-use tapgate_protocol::{keys, CardId, Decision, DeviceId, DeviceKind, Event, MessageId};
+use tapgate_protocol::rules::{Input, TimeSettings};
+use tapgate_protocol::{
+    keys, CardId, Decision, DeviceId, DeviceKind, Event, MessageId, Notice, RejectReason, Stamp,
+};
 use tapgate_runtime::redis::{RedisConnectError, RedisLink, RedisTarget, RedisUrlError};
 
 /// What went wrong talking to Redis.
@@ -79,6 +81,8 @@ pub struct StoreSettings {
     pub recent_ttl_s: u64,
     /// Lifetime of a device's presence hash and counters after it was last heard from, s.
     pub device_ttl_s: u64,
+    /// Decision window, future limit and allowed clock skew.
+    pub time: TimeSettings,
 }
 
 /// What the script made of a message.
@@ -88,6 +92,8 @@ pub enum Answer {
     Decided(Decided),
     /// The device already used this id for different content: nothing changed.
     IdReused,
+    /// The message's time is refused (`time_in_future`, `offline_not_allowed`): nothing changed.
+    Refused(RejectReason),
 }
 
 /// A decision as stored: the answer and the events it produced (with their stream ids).
@@ -99,6 +105,8 @@ pub struct Decided {
     pub decision: Decision,
     /// Events appended to the stream, with `seq` set.
     pub events: Vec<Event>,
+    /// Notices (stale taps, unpaid entries) appended to the stream, with `seq` set.
+    pub notices: Vec<Notice>,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +119,14 @@ struct ScriptResult {
 #[derive(Deserialize)]
 struct ScriptEvent {
     seq: String,
-    event: Event,
+    event: AnyEvent,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AnyEvent {
+    Event(Event),
+    Notice(Notice),
 }
 
 /// One device message to decide.
@@ -127,6 +142,9 @@ pub struct Request<'a> {
     pub input: &'a Input,
     /// Decision time, Unix ms.
     pub now_ms: u64,
+    /// When the message happened and whether the device waits; `None` for a payload from before
+    /// stamps.
+    pub stamp: Option<Stamp>,
 }
 
 /// Handle to Redis with the scripts loaded. Cheap to clone; reconnects by itself and follows a
@@ -239,7 +257,10 @@ impl Store {
             .key(keys::COUNTERS_ISSUED)
             .key(keys::COUNTERS_ENTRIES)
             .key(keys::COUNTERS_DENIED)
-            .key(keys::device_counters(req.device));
+            .key(keys::device_counters(req.device))
+            .key(keys::device(req.kind, req.device))
+            .key(keys::COUNTERS_UNPAID)
+            .key(keys::COUNTERS_STALE);
         if let Some(c) = card {
             inv.key(keys::pass(c))
                 .key(keys::blocked(c))
@@ -258,10 +279,23 @@ impl Store {
             .arg(self.settings.stream_maxlen)
             .arg(keys::CARD_RECENT_LEN)
             .arg(self.settings.recent_ttl_s)
-            .arg(self.settings.device_ttl_s);
+            .arg(self.settings.device_ttl_s)
+            .arg(req.stamp.map(|s| s.time.to_string()).unwrap_or_default())
+            .arg(req.stamp.map(|s| s.mode.as_str()).unwrap_or(""))
+            .arg(self.settings.time.decision_window_ms)
+            .arg(self.settings.time.max_future_ms)
+            .arg(self.settings.time.max_skew_ms);
         let (code, json) = self.run_decide(&inv).await?;
-        if code == 2 {
-            return Ok(Answer::IdReused);
+        match code {
+            2 => return Ok(Answer::IdReused),
+            3 => {
+                return RejectReason::ALL
+                    .into_iter()
+                    .find(|r| r.as_str() == json)
+                    .map(Answer::Refused)
+                    .ok_or_else(|| StoreError::BadResult(format!("unknown refusal {json:?}")))
+            }
+            _ => {}
         }
         let parsed: ScriptResult = serde_json::from_str(&json).map_err(|e| {
             StoreError::BadResult(format!(
@@ -269,18 +303,25 @@ impl Store {
                 tapgate_protocol::text::escape_untrusted(&json, 200)
             ))
         })?;
-        let events = parsed
-            .events
-            .into_iter()
-            .map(|e| Event {
-                seq: Some(e.seq),
-                ..e.event
-            })
-            .collect();
+        let mut events = Vec::new();
+        let mut notices = Vec::new();
+        for e in parsed.events {
+            match e.event {
+                AnyEvent::Event(ev) => events.push(Event {
+                    seq: Some(e.seq),
+                    ..ev
+                }),
+                AnyEvent::Notice(n) => notices.push(Notice {
+                    seq: Some(e.seq),
+                    ..n
+                }),
+            }
+        }
         Ok(Answer::Decided(Decided {
             replayed: code == 1,
             decision: parsed.decision,
             events,
+            notices,
         }))
     }
 
@@ -330,6 +371,47 @@ impl Store {
         let mut con = self.con.clone();
         pipe.query_async::<()>(&mut con).await?;
         Ok(())
+    }
+
+    /// Records the skew of a device's clock (`clock_ms`, from its heartbeat, against the bridge's
+    /// `now_ms`) in its presence hash. When the device's flag changes (off by more than the
+    /// allowed skew, or back within it), counts it and appends a `clock-skew` notice, returned
+    /// with `seq` set.
+    pub async fn clock(
+        &self,
+        kind: DeviceKind,
+        device: &DeviceId,
+        clock_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<Notice>, StoreError> {
+        let script = Script::new(include_str!("clock.lua"));
+        let mut con = self.con.clone();
+        let out: String = script
+            .key(keys::device(kind, device))
+            .key(keys::EVENTS_STREAM)
+            .key(keys::COUNTERS_CLOCK)
+            .arg(now_ms)
+            .arg(clock_ms)
+            .arg(self.settings.time.max_skew_ms)
+            .arg(device.as_str())
+            .arg(kind.as_str())
+            .arg(self.settings.stream_maxlen)
+            .arg(self.settings.device_ttl_s)
+            .invoke_async(&mut con)
+            .await?;
+        let Some((seq, json)) = out.split_once('\n') else {
+            return Ok(None);
+        };
+        let notice = Notice::notice_from_json(json.as_bytes()).map_err(|e| {
+            StoreError::BadResult(format!(
+                "{e}: {:?}",
+                tapgate_protocol::text::escape_untrusted(json, 200)
+            ))
+        })?;
+        Ok(Some(Notice {
+            seq: Some(seq.to_owned()),
+            ..notice
+        }))
     }
 
     /// Removes from [`keys::DEVICES`] every device whose presence hash has expired (not heard

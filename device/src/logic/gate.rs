@@ -7,14 +7,21 @@
 //! the deadline: the [`OfflinePolicy`] decides. Decisions for other ids, late decisions and taps
 //! while a decision is pending are ignored with a log line. Green is shown only for a `granted`
 //! decision answering the pending tap, or by an explicit fail-open timeout.
+//!
+//! Every tap is stamped with the wall clock's time and `online` (the gate waits). Under
+//! fail-open, a tap whose decision did not come in time lets the rider through and is sent again,
+//! with a new id, as an `offline` entry stamped with the original tap's time: the bridge settles
+//! it at that time, and answers the original waiting tap `stale` (charging nothing) when it
+//! finally sees it. Answers to offline entries and `stale` answers are only logged: the gate has
+//! already shown its light.
 
 use std::time::Duration;
 
-use tapgate_protocol::{CardId, Decision, MessageId, Outcome, Tap};
+use tapgate_protocol::{CardId, Decision, MessageId, Outcome, Stamp, Tap};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Command, OfflinePolicy, Outbound, TapDebouncer, TapIds};
+use super::{system_clock, Command, OfflinePolicy, Outbound, TapDebouncer, TapIds, WallClock};
 use crate::prompt::{describe_denial, describe_pass, LightPattern, Prompt, Sound};
 
 /// Timing and policy of a gate.
@@ -48,15 +55,27 @@ impl Default for GateSettings {
 struct Pending {
     id: MessageId,
     deadline: Instant,
+    card: CardId,
+    /// Wall-clock time of the tap, Unix ms.
+    at: u64,
 }
 
 /// An entry gate's logic.
-#[derive(Debug)]
 pub struct Gate {
     settings: GateSettings,
     ids: TapIds,
     debounce: TapDebouncer,
     pending: Option<Pending>,
+    clock: WallClock,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("settings", &self.settings)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gate {
@@ -68,8 +87,15 @@ impl Gate {
             ids: TapIds::new(boot_ms),
             debounce: TapDebouncer::new(settings.card_hold),
             pending: None,
+            clock: system_clock(),
         };
         (gate, vec![Command::Lights(LightPattern::Idle)])
+    }
+
+    /// The same gate stamping its taps with `clock`.
+    pub fn with_clock(mut self, clock: WallClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The id of the tap awaiting a decision, if any.
@@ -92,13 +118,16 @@ impl Gate {
             return Vec::new();
         }
         let id = self.ids.next_id();
+        let at = self.clock.now_ms();
         info!(%id, "Card tapped");
         self.pending = Some(Pending {
             id: id.clone(),
             deadline: now + self.settings.decision_timeout,
+            card: card.clone(),
+            at,
         });
         vec![
-            Command::Publish(Outbound::Tap(Tap { id, card })),
+            Command::Publish(Outbound::Tap(Tap { id, card }, Stamp::online(at))),
             Command::Lights(LightPattern::Checking),
         ]
     }
@@ -118,6 +147,13 @@ impl Gate {
                 .unwrap_or("null");
             info!(id, outcome, "Decision ignored: not for the pending tap");
             return Vec::new();
+        }
+        if matches!(decision.outcome, Outcome::Stale) {
+            // The bridge saw the tap too late; the gate has not given up yet, but a stale tap is
+            // never charged, so the rider cannot go through on it.
+            self.pending = None;
+            warn!(outcome, "Tap reached the bridge too late; denying");
+            return self.deny("service unavailable".into(), true);
         }
         self.pending = None;
         match &decision.outcome {
@@ -146,12 +182,27 @@ impl Gate {
             return Vec::new();
         }
         let id = p.id.clone();
-        self.pending = None;
+        let Some(p) = self.pending.take() else {
+            return Vec::new();
+        };
         let policy = self.settings.offline_policy;
         warn!(%id, %policy, "No decision in time");
         match policy {
             OfflinePolicy::FailClosed => self.deny("service unavailable".into(), true),
-            OfflinePolicy::FailOpen => self.grant("offline entry".into()),
+            OfflinePolicy::FailOpen => {
+                // The rider goes through now; the bridge settles the entry at the tap's time.
+                let entry = self.ids.next_id();
+                info!(%entry, waited_for = %id, "Queued an offline entry");
+                let mut cmds = vec![Command::Publish(Outbound::Tap(
+                    Tap {
+                        id: entry,
+                        card: p.card,
+                    },
+                    Stamp::offline(p.at),
+                ))];
+                cmds.extend(self.grant("offline entry".into()));
+                cmds
+            }
         }
     }
 
@@ -200,9 +251,10 @@ mod tests {
 
     fn tap(gate: &mut Gate, c: &str, now: Instant) -> MessageId {
         let cmds = gate.card(card(c), now);
-        let Some(Command::Publish(Outbound::Tap(t))) = cmds.first() else {
+        let Some(Command::Publish(Outbound::Tap(t, stamp))) = cmds.first() else {
             panic!("no publish: {cmds:?}");
         };
+        assert_eq!(stamp.mode, tapgate_protocol::TapMode::Online);
         assert_eq!(t.card, card(c));
         assert_eq!(cmds[1], Command::Lights(LightPattern::Checking));
         t.id.clone()
@@ -340,12 +392,85 @@ mod tests {
         let (mut gate, now) = start(OfflinePolicy::FailOpen);
         tap(&mut gate, "C1", now);
         let cmds = gate.tick(now + Duration::from_secs(2));
+        assert!(matches!(cmds[0], Command::Publish(Outbound::Tap(..))));
         assert_eq!(
-            cmds[0],
+            cmds[1],
             Command::Lights(LightPattern::Granted(Duration::from_secs(5)))
         );
-        assert_eq!(cmds[2], Command::Play(Sound::Say(Prompt::AccessGranted)));
+        assert_eq!(cmds[3], Command::Play(Sound::Say(Prompt::AccessGranted)));
         assert_eq!(gate.deadline(), None);
+    }
+
+    fn clocked(policy: OfflinePolicy, wall: &super::super::ManualClock) -> (Gate, Instant) {
+        let (gate, now) = start(policy);
+        (gate.with_clock(std::sync::Arc::new(wall.clone())), now)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn taps_carry_their_wall_time() {
+        let wall = super::super::ManualClock::at(1_700_000_000_000);
+        let (mut gate, now) = clocked(OfflinePolicy::FailClosed, &wall);
+        let cmds = gate.card(card("C1"), now);
+        assert_eq!(
+            cmds[0],
+            Command::Publish(Outbound::Tap(
+                Tap {
+                    id: gate.pending().cloned().expect("pending"),
+                    card: card("C1")
+                },
+                Stamp::online(1_700_000_000_000)
+            ))
+        );
+        // Fail-closed: the timeout publishes nothing more; the waiting tap will be stale.
+        wall.advance(1500);
+        let cmds = gate.tick(now + Duration::from_millis(1500));
+        assert!(!cmds.iter().any(|c| matches!(c, Command::Publish(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fail_open_timeout_queues_an_offline_entry() {
+        let wall = super::super::ManualClock::at(1_700_000_000_000);
+        let (mut gate, now) = clocked(OfflinePolicy::FailOpen, &wall);
+        let waiting = tap(&mut gate, "C1", now);
+        wall.advance(1500);
+        let cmds = gate.tick(now + Duration::from_millis(1500));
+        let Some(Command::Publish(Outbound::Tap(entry, stamp))) = cmds.first() else {
+            panic!("no offline entry: {cmds:?}");
+        };
+        assert_ne!(
+            entry.id, waiting,
+            "a new message, not the waiting tap again"
+        );
+        assert_eq!(entry.card, card("C1"));
+        assert_eq!(
+            *stamp,
+            Stamp::offline(1_700_000_000_000),
+            "stamped with the tap's time"
+        );
+        assert!(shows_green(&cmds));
+        // Answers to either are only logged: the light was already shown.
+        assert!(gate
+            .decision(&decision(Some(&waiting), Outcome::Stale))
+            .is_empty());
+        let settled = Outcome::EntrySettled {
+            pass: PassInfo::new(PassType::TenTrip),
+        };
+        assert!(gate
+            .decision(&decision(Some(&entry.id), settled))
+            .is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_answer_never_opens() {
+        let (mut gate, now) = start(OfflinePolicy::FailOpen);
+        let id = tap(&mut gate, "C1", now);
+        let cmds = gate.decision(&decision(Some(&id), Outcome::Stale));
+        assert!(!shows_green(&cmds));
+        assert_eq!(
+            cmds[2],
+            Command::Play(Sound::Say(Prompt::ServiceUnavailable))
+        );
+        assert_eq!(gate.pending(), None);
     }
 
     #[tokio::test(start_paused = true)]

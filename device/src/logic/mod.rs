@@ -5,8 +5,9 @@
 //! - this module: what both share — the [`Command`]s they emit, the reader-level
 //!   [`TapDebouncer`], the never-reused message ids ([`TapIds`]) and the [`OfflinePolicy`].
 //!
-//! Nothing here does I/O or reads a clock: time comes in as an argument, so every behaviour is
-//! tested with plain `#[test]`s. The runtime in [`crate::runtime`] connects the machines to the
+//! Nothing here does I/O: time comes in as an argument (an `Instant` for timeouts) or through an
+//! injected [`Clock`] (the wall clock that stamps taps and buttons with when they happened), so
+//! every behaviour is tested with plain `#[test]`s and a `ManualClock`. The runtime in [`crate::runtime`] connects the machines to the
 //! hardware traits and the MQTT link.
 
 pub mod gate;
@@ -16,27 +17,45 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use tapgate_protocol::{Button, CardId, MessageId, Tap};
+use tapgate_protocol::{Button, CardId, MessageId, Stamp, Tap};
+pub use tapgate_runtime::clock::{Clock, ManualClock, SystemClock};
 use tokio::time::Instant;
 
 use crate::prompt::{LightPattern, Sound};
 
-/// A message for the bridge.
+/// The wall clock a state machine stamps its messages with.
+pub type WallClock = Arc<dyn Clock>;
+
+/// The system clock, as a [`WallClock`].
+pub fn system_clock() -> WallClock {
+    Arc::new(SystemClock)
+}
+
+/// A message for the bridge, with when it happened and whether the device waits for the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
     /// A card tap.
-    Tap(Tap),
+    Tap(Tap, Stamp),
     /// A pass button (terminal only).
-    Button(Button),
+    Button(Button, Stamp),
 }
 
 impl Outbound {
     /// The message id.
     pub fn id(&self) -> &MessageId {
         match self {
-            Outbound::Tap(t) => &t.id,
-            Outbound::Button(b) => &b.id,
+            Outbound::Tap(t, _) => &t.id,
+            Outbound::Button(b, _) => &b.id,
+        }
+    }
+
+    /// The stamp.
+    pub fn stamp(&self) -> Stamp {
+        match self {
+            Outbound::Tap(_, s) | Outbound::Button(_, s) => *s,
         }
     }
 }

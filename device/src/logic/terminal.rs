@@ -6,15 +6,17 @@
 //! … pass", `already_has_pass`, `card_mismatch` ("different card — transaction cancelled"),
 //! `tap_card_first` (a button with no sale) and `denied` (a blocked card). A message without a
 //! decision by its deadline gets "service unavailable". Decisions for ids the terminal is not
-//! waiting for are ignored with a log line.
+//! waiting for are ignored with a log line, and so is a `stale` answer (the message reached the
+//! bridge after its decision window; nothing was done). Every message is stamped with the wall
+//! clock's time and `online`: a terminal always waits for its answer.
 
 use std::time::Duration;
 
-use tapgate_protocol::{Button, CardId, Decision, MessageId, Outcome, PassType, Tap};
+use tapgate_protocol::{Button, CardId, Decision, MessageId, Outcome, PassType, Stamp, Tap};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Command, Outbound, TapDebouncer, TapIds};
+use super::{system_clock, Command, Outbound, TapDebouncer, TapIds, WallClock};
 use crate::prompt::{describe_denial, describe_pass, Prompt, Sound};
 
 /// Timing of a terminal.
@@ -39,12 +41,21 @@ impl Default for TerminalSettings {
 }
 
 /// A sales terminal's logic.
-#[derive(Debug)]
 pub struct Terminal {
     settings: TerminalSettings,
     ids: TapIds,
     debounce: TapDebouncer,
     pending: Vec<(MessageId, Instant)>,
+    clock: WallClock,
+}
+
+impl std::fmt::Debug for Terminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Terminal")
+            .field("settings", &self.settings)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Terminal {
@@ -55,7 +66,14 @@ impl Terminal {
             ids: TapIds::new(boot_ms),
             debounce: TapDebouncer::new(settings.card_hold),
             pending: Vec::new(),
+            clock: system_clock(),
         }
+    }
+
+    /// The same terminal stamping its messages with `clock`.
+    pub fn with_clock(mut self, clock: WallClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Ids awaiting a decision, oldest first.
@@ -75,14 +93,19 @@ impl Terminal {
         }
         let id = self.track(now);
         info!(%id, "Card tapped");
-        vec![Command::Publish(Outbound::Tap(Tap { id, card }))]
+        let stamp = Stamp::online(self.clock.now_ms());
+        vec![Command::Publish(Outbound::Tap(Tap { id, card }, stamp))]
     }
 
     /// A pass button was pressed at `now`.
     pub fn button(&mut self, pass: PassType, now: Instant) -> Vec<Command> {
         let id = self.track(now);
         info!(%id, %pass, "Button pressed");
-        vec![Command::Publish(Outbound::Button(Button { id, pass }))]
+        let stamp = Stamp::online(self.clock.now_ms());
+        vec![Command::Publish(Outbound::Button(
+            Button { id, pass },
+            stamp,
+        ))]
     }
 
     fn track(&mut self, now: Instant) -> MessageId {
@@ -143,7 +166,16 @@ impl Terminal {
                     Command::Show(format!("rejected: {reason}")),
                 ]
             }
-            Outcome::Granted { .. } => {
+            Outcome::Stale => {
+                warn!(
+                    outcome,
+                    "Message reached the bridge too late; nothing was done"
+                );
+                vec![Command::Play(Sound::Say(Prompt::ServiceUnavailable))]
+            }
+            Outcome::Granted { .. }
+            | Outcome::EntrySettled { .. }
+            | Outcome::UnpaidEntry { .. } => {
                 warn!(outcome, "Unexpected outcome at a terminal");
                 vec![Command::Play(Sound::Buzzer)]
             }
@@ -203,6 +235,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn messages_are_stamped_and_stale_answers_sell_nothing() {
+        let wall = super::super::ManualClock::at(1_700_000_000_000);
+        let mut t = Terminal::new(TerminalSettings::default(), 7)
+            .with_clock(std::sync::Arc::new(wall.clone()));
+        let now = Instant::now();
+        let cmds = t.card(card("C1"), now);
+        let [Command::Publish(tap)] = cmds.as_slice() else {
+            panic!("{cmds:?}");
+        };
+        assert_eq!(tap.stamp(), Stamp::online(1_700_000_000_000));
+        wall.advance(250);
+        let cmds = t.button(PassType::TenTrip, now);
+        let [Command::Publish(press)] = cmds.as_slice() else {
+            panic!("{cmds:?}");
+        };
+        assert_eq!(press.stamp(), Stamp::online(1_700_000_000_250));
+        // Too late at the bridge: nothing was done; the rider hears the service is unavailable.
+        let cmds = answer(&mut t, tap.id(), Outcome::Stale);
+        assert_eq!(prompts(&cmds), vec![Prompt::ServiceUnavailable]);
+        assert!(!cmds
+            .iter()
+            .any(|c| matches!(c, Command::Play(Sound::Chime))));
+        // Already answered: a repeat is ignored.
+        assert!(answer(&mut t, tap.id(), Outcome::Stale).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn full_sale_prompts_in_order() {
         let mut t = Terminal::new(TerminalSettings::default(), 7);
         let now = Instant::now();
@@ -211,10 +270,16 @@ mod tests {
         let cmds = t.button(PassType::TenTrip, now);
         assert!(matches!(
             &cmds[0],
-            Command::Publish(Outbound::Button(Button {
-                pass: PassType::TenTrip,
-                ..
-            }))
+            Command::Publish(Outbound::Button(
+                Button {
+                    pass: PassType::TenTrip,
+                    ..
+                },
+                Stamp {
+                    mode: tapgate_protocol::TapMode::Online,
+                    ..
+                }
+            ))
         ));
         let b = published(&cmds);
         heard.extend(prompts(&answer(

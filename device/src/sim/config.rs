@@ -72,6 +72,16 @@ pub struct SimConfig {
     pub button_first: f64,
     /// Chance a rider with a pass tries to buy another.
     pub rebuy: f64,
+    /// Outage mode: share of gate rides whose tap was made during a bridge outage and arrives
+    /// `outage_age` late, half at fail-closed gates (the waiting tap only: `stale`, no charge) and
+    /// half at fail-open gates (the waiting tap and its offline entry, settled at the tap's time).
+    pub outage: f64,
+    /// How old an outage tap is when it arrives; longer than the bridge's decision window.
+    #[serde(with = "humantime_serde")]
+    pub outage_age: Duration,
+    /// The bridge's decision window (must match the bridge).
+    #[serde(with = "humantime_serde")]
+    pub decision_window: Duration,
     /// Fail (exit status 1) when any decision mismatched or was lost.
     pub strict: bool,
 }
@@ -104,6 +114,9 @@ impl Default for SimConfig {
             mismatch: 0.05,
             button_first: 0.03,
             rebuy: 0.03,
+            outage: 0.0,
+            outage_age: Duration::from_secs(10),
+            decision_window: Duration::from_millis(1500),
             strict: false,
         }
     }
@@ -144,6 +157,7 @@ impl SimConfig {
             ("mismatch", self.mismatch),
             ("button_first", self.button_first),
             ("rebuy", self.rebuy),
+            ("outage", self.outage),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(invalid(
@@ -151,6 +165,12 @@ impl SimConfig {
                     format!("{name} must be between 0 and 1"),
                 ));
             }
+        }
+        if self.outage > 0.0 && self.outage_age <= self.decision_window * 2 {
+            return Err(invalid(
+                "outage_age",
+                "must be more than twice the decision window, so outage taps are clearly late",
+            ));
         }
         if self.two_hour_duration.is_zero() || self.sale_timeout.is_zero() {
             return Err(invalid(
@@ -244,6 +264,16 @@ pub struct SimArgs {
     /// Chance a rider with a pass tries to buy another [default: 0.03].
     #[arg(long, env = "TAPGATE_SIM_REBUY")]
     pub rebuy: Option<f64>,
+    /// Outage mode: share of gate rides tapped during a bridge outage, arriving late under
+    /// both offline policies [default: 0].
+    #[arg(long, env = "TAPGATE_SIM_OUTAGE")]
+    pub outage: Option<f64>,
+    /// How late an outage tap arrives [default: 10s].
+    #[arg(long, env = "TAPGATE_SIM_OUTAGE_AGE", value_parser = humantime::parse_duration)]
+    pub outage_age: Option<Duration>,
+    /// The bridge's decision window [default: 1500ms].
+    #[arg(long, env = "TAPGATE_SIM_DECISION_WINDOW", value_parser = humantime::parse_duration)]
+    pub decision_window: Option<Duration>,
     /// Exit with an error when any decision mismatched or was lost.
     #[arg(long, env = "TAPGATE_SIM_STRICT")]
     pub strict: bool,
@@ -285,6 +315,9 @@ impl SimArgs {
         put("mismatch", self.mismatch.map(|v| v.to_string()));
         put("button_first", self.button_first.map(|v| v.to_string()));
         put("rebuy", self.rebuy.map(|v| v.to_string()));
+        put("outage", self.outage.map(|v| v.to_string()));
+        put("outage_age", dur(self.outage_age));
+        put("decision_window", dur(self.decision_window));
         if self.strict {
             put("strict", Some("true".into()));
         }

@@ -4,9 +4,15 @@
 //! full sales flow and ride by tapping gates; some tap with no pass, press a button before
 //! tapping, or have their sale confirmed by a stranger's card; some slots send garbage; now and
 //! then a gate's connection is dropped and restored. Messages go out on a fixed schedule (open
-//! loop). Every decision is checked against [`tapgate_protocol::rules::decide`] through the
-//! [`model`]; a card is never in flight twice and a terminal serves one sale at a time, so
-//! predictions are deterministic. Progress goes to stderr once a second; the [`report`] ends the
+//! loop). Every message is stamped with when it happened and every decision is checked against
+//! [`tapgate_protocol::rules::decide_timed`] through the [`model`]; a card is never in flight twice
+//! and a terminal serves one sale at a time, so predictions are deterministic.
+//!
+//! Outage mode (`outage` > 0): some gate rides happened during a bridge outage and arrive
+//! `outage_age` late. At a fail-closed gate only the waiting tap arrives: it must be `stale` and
+//! charge nothing. At a fail-open gate the waiting tap (`stale`) and the offline entry the gate
+//! queued arrive: the entry must be settled at the tap's time — one trip off a ten-trip pass, a
+//! two-hour window from the tap, an `unpaid_entry` for a card that could not pay. Progress goes to stderr once a second; the [`report`] ends the
 //! run.
 //!
 //! - [`config`]: settings. - [`devices`]: provisioned device logins. - [`fleet`]: the MQTT
@@ -25,8 +31,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::QoS;
-use tapgate_protocol::rules::{Input, Sale, Settings};
-use tapgate_protocol::{CardId, Decision, DeviceId, DeviceKind, MessageId, Outcome, PassType};
+use tapgate_protocol::rules::{Input, Sale, Settings, TimeSettings};
+use tapgate_protocol::{
+    CardId, Decision, DeviceId, DeviceKind, MessageId, Outcome, PassType, Stamp,
+};
 use tapgate_protocol::{RejectReason, Topics};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -35,7 +43,7 @@ use tracing::{info, warn};
 
 pub use config::{SimArgs, SimConfig};
 use fleet::{Device, FleetConfig, FleetEvent};
-use model::{check, CardModel, Check};
+use model::{check, CardModel, Check, Timing};
 use report::{Summary, Tally};
 use rng::Rng;
 
@@ -101,8 +109,13 @@ struct Rider {
 /// What a message was, to check its decision.
 #[derive(Debug, Clone)]
 enum Sent {
-    Rider { rider: usize, input: Input },
+    Rider {
+        rider: usize,
+        input: Input,
+    },
     Garbage(RejectReason),
+    /// A waiting tap made during an outage, arriving after the decision window.
+    LateWaiting,
 }
 
 #[derive(Debug)]
@@ -110,11 +123,19 @@ struct Inflight {
     sent: Sent,
     scheduled: Instant,
     sent_ms: u64,
+    stamp: Option<Stamp>,
     /// Where and what was published, to publish it again.
     topic: String,
     payload: Vec<u8>,
     /// When it was last published.
     last_sent: Instant,
+}
+
+/// A message payload with its stamp.
+fn stamped(mut body: serde_json::Value, stamp: Stamp) -> String {
+    body["time"] = stamp.time.into();
+    body["mode"] = stamp.mode.as_str().into();
+    body.to_string()
 }
 
 /// How long a message may wait for its decision before the device publishes it again (same id,
@@ -126,6 +147,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(3);
 struct Sim {
     cfg: SimConfig,
     settings: Settings,
+    time: TimeSettings,
     rng: Rng,
     run: String,
     devices: Vec<Device>,
@@ -246,6 +268,7 @@ impl Sim {
                     sent: Sent::Garbage(reason),
                     scheduled,
                     sent_ms: now_ms(),
+                    stamp: None,
                     topic,
                     payload,
                     last_sent: Instant::now(),
@@ -307,6 +330,40 @@ impl Sim {
                 return false;
             }
         };
+        let mut stamp = Stamp::online(now_ms());
+        if matches!(input, Input::GateTap(_))
+            && self.cfg.outage > 0.0
+            && self.rng.chance(self.cfg.outage)
+        {
+            let at = now_ms().saturating_sub(self.cfg.outage_age.as_millis() as u64);
+            // The waiting tap, queued at the broker while the bridge was away.
+            let late = self.message_id();
+            let body = serde_json::json!({"id": late, "card": card_of(&input)});
+            let payload = stamped(body, Stamp::online(at)).into_bytes();
+            if !self.publish(dev, topic.clone(), payload.clone()) {
+                return false;
+            }
+            self.tally.taps_sent += 1;
+            self.pending.insert(
+                (dev, late),
+                Inflight {
+                    sent: Sent::LateWaiting,
+                    scheduled,
+                    sent_ms: now_ms(),
+                    stamp: Some(Stamp::online(at)),
+                    topic: topic.clone(),
+                    payload,
+                    last_sent: Instant::now(),
+                },
+            );
+            if self.rng.chance(0.5) {
+                // Fail-closed: the rider was turned away; nothing else is sent.
+                self.ready.push_back(r);
+                return true;
+            }
+            // Fail-open: the rider went through; the gate queued the entry.
+            stamp = Stamp::offline(at);
+        }
         let id = self.message_id();
         let body = match (&input, payload) {
             (_, Some(p)) => serde_json::json!({"id": id, "pass": p}),
@@ -315,7 +372,7 @@ impl Sim {
             }
             (Input::Button(p), None) => serde_json::json!({"id": id, "pass": p}),
         };
-        let payload = body.to_string().into_bytes();
+        let payload = stamped(body, stamp).into_bytes();
         if !self.publish(dev, topic.clone(), payload.clone()) {
             return false;
         }
@@ -331,6 +388,7 @@ impl Sim {
                 sent: Sent::Rider { rider: r, input },
                 scheduled,
                 sent_ms: now_ms(),
+                stamp: Some(stamp),
                 topic,
                 payload,
                 last_sent: Instant::now(),
@@ -443,6 +501,15 @@ impl Sim {
                     ));
                 }
             }
+            Sent::LateWaiting => {
+                if !matches!(decision.outcome, Outcome::Stale) {
+                    self.tally.mismatch(format!(
+                        "a waiting tap {} ms late: expected stale, got {}",
+                        recv_ms.saturating_sub(inflight.stamp.map_or(recv_ms, |s| s.time)),
+                        serde_json::to_string(&decision.outcome).unwrap_or_default()
+                    ));
+                }
+            }
             Sent::Rider { rider: r, input } => {
                 let terminal = self.riders[r].terminal;
                 let mut stranger = CardModel::default();
@@ -465,7 +532,11 @@ impl Sim {
                     &decision.outcome,
                     inflight.sent_ms,
                     recv_ms,
-                    self.settings,
+                    Timing {
+                        settings: self.settings,
+                        time: self.time,
+                        stamp: inflight.stamp,
+                    },
                 );
                 let rider = &mut self.riders[r];
                 rider.busy = false;
@@ -527,6 +598,14 @@ impl Sim {
             }
             FleetEvent::Down(_) => {}
         }
+    }
+}
+
+/// The card of a tap.
+fn card_of(input: &Input) -> Option<&CardId> {
+    match input {
+        Input::GateTap(c) | Input::TerminalTap(c) => Some(c),
+        Input::Button(_) => None,
     }
 }
 
@@ -602,6 +681,10 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
         settings: Settings {
             two_hour_ms: cfg.two_hour_duration.as_millis() as u64,
             sale_timeout_ms: cfg.sale_timeout.as_millis() as u64,
+        },
+        time: TimeSettings {
+            decision_window_ms: cfg.decision_window.as_millis() as u64,
+            ..TimeSettings::default()
         },
         rng: Rng::new(seed),
         run,

@@ -1,5 +1,7 @@
 //! What the simulator expects: a model of every card and terminal, fed through
-//! [`tapgate_protocol::rules::decide`].
+//! [`tapgate_protocol::rules::decide_timed`] with each message's stamp: a waiting message late
+//! past the decision window is `stale` and changes nothing; an offline entry is settled at the
+//! time it happened.
 //!
 //! A card is never in flight on two devices at once and a terminal serves one rider's sale at a
 //! time, so the state a decision sees is the state the model holds. Time is the only race: the
@@ -11,8 +13,8 @@
 //! decision that matches only with the card's deny-list state flipped is an operator's action,
 //! not a rules error: the model follows it and it is counted apart from mismatches.
 
-use tapgate_protocol::rules::{self, Input, Pass, Sale, Settings, State, Verdict};
-use tapgate_protocol::{Outcome, PassInfo};
+use tapgate_protocol::rules::{self, Input, Pass, Sale, Settings, State, TimeSettings, Verdict};
+use tapgate_protocol::{Outcome, PassInfo, Stamp};
 
 /// The model of one card.
 #[derive(Debug, Clone, Default)]
@@ -29,10 +31,15 @@ pub fn same_outcome(actual: &Outcome, expected: &Outcome) -> bool {
         a.pass_type == b.pass_type && a.trips_remaining == b.trips_remaining
     };
     match (actual, expected) {
+        // An offline entry's time is the device's stamp, not a race: its window is exact.
+        (Outcome::EntrySettled { pass: a }, Outcome::EntrySettled { pass: b }) => {
+            pass_eq(a, b) && a.expires_at == b.expires_at
+        }
         (Outcome::Granted { pass: a }, Outcome::Granted { pass: b })
         | (Outcome::AlreadyHasPass { pass: a }, Outcome::AlreadyHasPass { pass: b })
         | (Outcome::PassIssued { pass: a }, Outcome::PassIssued { pass: b }) => pass_eq(a, b),
-        (Outcome::Denied { reason: a }, Outcome::Denied { reason: b }) => a == b,
+        (Outcome::Denied { reason: a }, Outcome::Denied { reason: b })
+        | (Outcome::UnpaidEntry { reason: a }, Outcome::UnpaidEntry { reason: b }) => a == b,
         (Outcome::TapToConfirm { selected: a }, Outcome::TapToConfirm { selected: b }) => a == b,
         (Outcome::Rejected { reason: a, .. }, Outcome::Rejected { reason: b, .. }) => a == b,
         (a, b) => a.name() == b.name(),
@@ -51,6 +58,45 @@ pub enum Check {
     Mismatch(String),
 }
 
+/// The rules' settings, and the message's stamp.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Pass rules.
+    pub settings: Settings,
+    /// Decision window and clock limits.
+    pub time: TimeSettings,
+    /// The message's stamp (`None`: decided on the bridge's clock).
+    pub stamp: Option<Stamp>,
+}
+
+impl Timing {
+    /// The verdict for `input` on `state` with the bridge's clock at `now`; a refusal of the
+    /// message's time is a `rejected` outcome that changes nothing.
+    pub fn decide(&self, input: &Input, state: &State, now: u64) -> Verdict {
+        match rules::decide_timed(
+            input,
+            state,
+            false,
+            self.stamp,
+            now,
+            None,
+            self.settings,
+            self.time,
+        ) {
+            Ok(t) => t.verdict,
+            Err(reason) => Verdict {
+                outcome: Outcome::Rejected {
+                    reason,
+                    detail: String::new(),
+                },
+                pass: state.pass.clone(),
+                sale: state.sale.clone(),
+                activated: false,
+            },
+        }
+    }
+}
+
 /// Predicts `input` on `card`'s and `sale`'s state at `sent_ms` and `recv_ms`, compares with
 /// `actual`, and updates `card` and `sale` (the tapped card's model; the terminal's sale).
 pub fn check(
@@ -60,15 +106,15 @@ pub fn check(
     actual: &Outcome,
     sent_ms: u64,
     recv_ms: u64,
-    settings: Settings,
+    timing: Timing,
 ) -> Check {
     let state = State {
         pass: card.pass.clone(),
         blocked: card.blocked,
         sale: sale.clone(),
     };
-    let early = rules::decide(input, &state, sent_ms, settings);
-    let late = rules::decide(input, &state, recv_ms, settings);
+    let early = timing.decide(input, &state, sent_ms);
+    let late = timing.decide(input, &state, recv_ms);
     let chosen: Option<Verdict> = [early.clone(), late]
         .into_iter()
         .find(|v| same_outcome(actual, &v.outcome));
@@ -81,7 +127,7 @@ pub fn check(
     let operator = || {
         [sent_ms, recv_ms]
             .into_iter()
-            .map(|t| rules::decide(input, &flipped, t, settings))
+            .map(|t| timing.decide(input, &flipped, t))
             .find(|v| same_outcome(actual, &v.outcome))
     };
     match (chosen, card_tap.then(operator).flatten()) {
@@ -102,8 +148,13 @@ pub fn check(
             );
             // Follow reality so one mismatch does not cascade.
             match actual {
-                Outcome::PassIssued { .. } | Outcome::Granted { .. } => {
-                    if let Outcome::Granted { pass } | Outcome::PassIssued { pass } = actual {
+                Outcome::PassIssued { .. }
+                | Outcome::Granted { .. }
+                | Outcome::EntrySettled { .. } => {
+                    if let Outcome::Granted { pass }
+                    | Outcome::PassIssued { pass }
+                    | Outcome::EntrySettled { pass } = actual
+                    {
                         card.pass = follow(pass, sent_ms);
                     }
                     *sale = None;
@@ -118,7 +169,9 @@ pub fn check(
 
 fn apply(v: Verdict, card: &mut CardModel, sale: &mut Option<Sale>, actual: &Outcome) {
     let mut pass = v.pass;
-    if let (Some(p), Outcome::Granted { pass: info }) = (pass.as_mut(), actual) {
+    if let (Some(p), Outcome::Granted { pass: info } | Outcome::EntrySettled { pass: info }) =
+        (pass.as_mut(), actual)
+    {
         if info.expires_at.is_some() {
             p.expires_at = info.expires_at;
         }
@@ -154,6 +207,11 @@ mod tests {
         let s = Settings {
             two_hour_ms: 1000,
             sale_timeout_ms: 30_000,
+        };
+        let s = Timing {
+            settings: s,
+            time: TimeSettings::default(),
+            stamp: None,
         };
         let mut pass = Pass::issue(PassType::TwoHour, 0);
         pass.expires_at = Some(5000);
@@ -199,6 +257,11 @@ mod tests {
     #[test]
     fn an_operators_block_and_unblock_are_followed_not_mismatched() {
         let s = Settings::default();
+        let s = Timing {
+            settings: s,
+            time: TimeSettings::default(),
+            stamp: None,
+        };
         let mut m = CardModel {
             pass: Some(Pass::issue(PassType::TenTrip, 0)),
             ..CardModel::default()
@@ -246,6 +309,11 @@ mod tests {
     #[test]
     fn ten_trip_counts_must_match() {
         let s = Settings::default();
+        let s = Timing {
+            settings: s,
+            time: TimeSettings::default(),
+            stamp: None,
+        };
         let mut m = CardModel {
             pass: Some(Pass::issue(PassType::TenTrip, 0)),
             ..CardModel::default()
