@@ -4,7 +4,6 @@
 
 mod support;
 
-
 use serde_json::{json, Value};
 use support::{device, Device, MessageTopic, Stack, WAIT};
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};

@@ -89,8 +89,25 @@ pub struct LinkStats {
 #[derive(Debug, Default)]
 struct Outbox {
     limit: usize,
-    items: VecDeque<(MessageId, String, Vec<u8>)>,
+    items: VecDeque<Waiting>,
 }
+
+/// One message awaiting its decision.
+#[derive(Debug, Clone)]
+struct Waiting {
+    id: MessageId,
+    topic: String,
+    payload: Vec<u8>,
+    /// When it was last handed to the client.
+    sent: Instant,
+}
+
+/// How long a message may wait for its decision, while connected, before it is published again
+/// with the same id. A broker can lose a message it acknowledged (mosquitto forgets shared
+/// subscriptions at a restart, so what arrives before the bridges subscribe again reaches
+/// nobody); the bridge answers a repeat without charging twice, and a waiting tap that comes back
+/// too late is answered `stale`.
+pub const RETRY_AFTER: Duration = Duration::from_secs(3);
 
 /// The sending side of a running link; cheap to clone.
 #[derive(Clone)]
@@ -159,13 +176,16 @@ impl Link {
         {
             let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
             if outbox.items.len() >= outbox.limit {
-                if let Some((old, _, _)) = outbox.items.pop_front() {
-                    warn!(id = %old, "Outbox full; forgetting the oldest undecided message");
+                if let Some(old) = outbox.items.pop_front() {
+                    warn!(id = %old.id, "Outbox full; forgetting the oldest undecided message");
                 }
             }
-            outbox
-                .items
-                .push_back((msg.id().clone(), topic.clone(), payload.clone()));
+            outbox.items.push_back(Waiting {
+                id: msg.id().clone(),
+                topic: topic.clone(),
+                payload: payload.clone(),
+                sent: Instant::now(),
+            });
         }
         self.send(topic, payload, msg.id());
     }
@@ -187,25 +207,30 @@ impl Link {
 
     fn decided(&self, id: &MessageId) {
         let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        outbox.items.retain(|(i, _, _)| i != id);
+        outbox.items.retain(|w| w.id != *id);
     }
 
-    fn republish(&self) {
-        let items: Vec<_> = {
-            let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-            outbox.items.iter().cloned().collect()
+    /// Publishes again the undecided messages last sent before `older_than` (all of them with
+    /// `None`).
+    fn republish(&self, older_than: Option<Instant>) -> usize {
+        let items: Vec<Waiting> = {
+            let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            outbox
+                .items
+                .iter_mut()
+                .filter(|w| older_than.is_none_or(|t| w.sent <= t))
+                .map(|w| {
+                    w.sent = now;
+                    w.clone()
+                })
+                .collect()
         };
-        if items.is_empty() {
-            return;
-        }
-        warn!(
-            count = items.len(),
-            "Broker lost the session; publishing undecided messages again"
-        );
-        for (id, topic, payload) in items {
+        for w in &items {
             self.stats.republished.fetch_add(1, Ordering::Relaxed);
-            self.send(topic, payload, &id);
+            self.send(w.topic.clone(), w.payload.clone(), &w.id);
         }
+        items.len()
     }
 }
 
@@ -225,6 +250,7 @@ async fn drive(
     let heartbeat_topic = link.topics.heartbeat(link.kind, &link.device);
     // The heartbeat runs beside the event loop: `poll` must not be cancelled mid-connect.
     let heartbeat = tokio::spawn(beat(link.clone(), heartbeat_topic, shutdown.clone()));
+    let retry = tokio::spawn(retry_undecided(link.clone(), shutdown.clone()));
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut ever_connected = false;
     let mut outage_logged = false;
@@ -253,7 +279,13 @@ async fn drive(
                     warn!(error = %e, "Cannot publish online status");
                 }
                 if ever_connected && !ack.session_present {
-                    link.republish();
+                    let count = link.republish(None);
+                    if count > 0 {
+                        warn!(
+                            count,
+                            "Broker lost the session; publishing undecided messages again"
+                        );
+                    }
                 }
                 ever_connected = true;
             }
@@ -310,7 +342,30 @@ async fn drive(
     }
     link.stats.connected.store(false, Ordering::Relaxed);
     let _ = heartbeat.await;
+    let _ = retry.await;
     info!(device = %link.device, "Link stopped");
+}
+
+/// While connected, publishes again every message that has waited [`RETRY_AFTER`] for its
+/// decision.
+async fn retry_undecided(link: Link, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !link.stats.connected.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Some(due) = Instant::now().checked_sub(RETRY_AFTER) {
+            let count = link.republish(Some(due));
+            if count > 0 {
+                debug!(count, "Undecided messages published again");
+            }
+        }
+    }
 }
 
 /// Publishes `{"uptime_s": N, "clock_ms": T}` every heartbeat interval while connected, so the
@@ -379,7 +434,7 @@ mod tests {
             .expect("outbox")
             .items
             .iter()
-            .map(|(id, _, _)| id.to_string())
+            .map(|w| w.id.to_string())
             .collect();
         let counters: Vec<&str> = kept.iter().filter_map(|id| id.split('-').nth(1)).collect();
         assert_eq!(counters, ["27", "28", "29", "30"]);

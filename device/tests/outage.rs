@@ -104,3 +104,62 @@ async fn taps_queued_while_the_broker_is_down_keep_their_ids() {
     }
     assert_eq!(last, "offline");
 }
+
+/// A broker may acknowledge a tap and still deliver it to nobody (mosquitto forgets shared
+/// subscriptions at a restart, until the bridges subscribe again). The device publishes an
+/// undecided message again, with the same id, so a bridge that subscribes late still gets it.
+#[tokio::test]
+async fn a_tap_that_reached_nobody_is_published_again_with_its_id() {
+    use tapgate_device::link::{Link, LinkConfig, RETRY_AFTER};
+    use tapgate_device::logic::{system_clock, Outbound, TapIds};
+    use tapgate_runtime::mqtt::BrokerSettings;
+
+    let broker = tapgate_testkit::Mosquitto::start();
+    let topics = Topics::default();
+    let g1 = DeviceId::new("g1").expect("id");
+    let cfg = LinkConfig {
+        broker: BrokerSettings::new(&broker.url()).expect("url"),
+        topics: topics.clone(),
+        kind: DeviceKind::Gate,
+        device: g1.clone(),
+        queue_limit: 10,
+        clock: system_clock(),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (link, _decisions, task) = Link::start(cfg, shutdown.clone()).expect("link");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !link
+        .stats()
+        .connected
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{}", broker.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Nobody subscribes to taps yet: this one reaches nobody.
+    let tap = tapgate_protocol::Tap {
+        id: TapIds::new(1).next_id(),
+        card: tapgate_protocol::CardId::new("LOST1").expect("card"),
+    };
+    let id = tap.id.to_string();
+    link.publish(&Outbound::Tap(tap, tapgate_protocol::Stamp::online(1)));
+
+    // A bridge subscribes late, as after a broker restart.
+    let mut late = MqttProbe::connect(broker.port(), "late-bridge").await;
+    let tap_topic = topics.tap(DeviceKind::Gate, &g1);
+    late.subscribe(&tap_topic).await;
+    let again = late
+        .expect_on(&tap_topic, RETRY_AFTER + Duration::from_secs(3))
+        .await
+        .json();
+    assert_eq!(again["id"], id.as_str(), "the same message, the same id");
+    assert!(
+        link.stats()
+            .republished
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    shutdown.cancel();
+    task.await.expect("link task");
+}
