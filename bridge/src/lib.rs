@@ -6,6 +6,7 @@
 //! - [`process`]: one message: validate, decide, answer, acknowledge.
 //! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`summary`]: one INFO line a minute instead of one per decision.
 //! - `testing` (feature `testing`): a real Redis + broker + bridge stack for integration tests.
 //!
 //! [`start`] connects (failing fast with the address of whatever is unreachable), subscribes and
@@ -17,10 +18,12 @@ pub mod metrics;
 pub mod mqtt;
 pub mod process;
 pub mod store;
+pub mod summary;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tapgate_protocol::Topics;
 use tokio::task::JoinHandle;
@@ -144,6 +147,11 @@ pub async fn start(
         metrics_addr = listener.local_addr().ok();
         workers.spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
     }
+    workers.spawn(summary::run(
+        metrics.clone(),
+        Duration::from_secs(60),
+        shutdown.clone(),
+    ));
 
     let opts = mqtt::options(&config.broker()?, &config.client_id)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);

@@ -71,6 +71,43 @@ impl Metrics {
         self.latency(latency);
     }
 
+    /// Decisions so far, by outcome name (both device kinds together).
+    pub fn decisions_by_outcome(&self) -> Vec<(&'static str, u64)> {
+        Outcome::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let n = self.0.decisions.iter().map(|k| k[i].load(Relaxed)).sum();
+                (*name, n)
+            })
+            .collect()
+    }
+
+    /// The smallest latency bucket bound (seconds) that holds at least `q` of all decisions
+    /// counted since `since` (bucket counts taken earlier by [`Metrics::latency_buckets`]).
+    pub fn latency_quantile_since(&self, since: &[u64], q: f64) -> Option<f64> {
+        let now = self.latency_buckets();
+        let total = now.last().copied().unwrap_or(0) - since.last().copied().unwrap_or(0);
+        if total == 0 {
+            return None;
+        }
+        let want = (total as f64 * q).ceil() as u64;
+        BUCKETS
+            .iter()
+            .zip(now.iter().zip(since))
+            .find(|(_, (n, s))| **n - **s >= want)
+            .map(|(bound, _)| *bound)
+    }
+
+    /// Cumulative latency bucket counts (the last one holds every decision up to 10 s).
+    pub fn latency_buckets(&self) -> Vec<u64> {
+        self.0
+            .latency_buckets
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .collect()
+    }
+
     /// Records a decision latency.
     pub fn latency(&self, latency: Duration) {
         let secs = latency.as_secs_f64();

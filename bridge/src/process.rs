@@ -295,7 +295,8 @@ impl Processor {
             self.metrics.replay();
         }
         let outcome = decided.decision.outcome.name();
-        info!(
+        // One line per decision only at DEBUG; INFO gets a summary a minute (see `summary`).
+        debug!(
             device = %topic.device,
             kind = %topic.kind,
             id = %id,
