@@ -4,11 +4,13 @@
 //!
 //! `cargo run --release -p tapgate-bridge --example bench -- [gates] [taps-per-gate]`
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Instant;
+
+use common::{closed_loop, pct};
 use tapgate_bridge::BridgeConfig;
-use tapgate_protocol::{DeviceId, DeviceKind, Topics};
-use tapgate_testkit::{Mosquitto, MqttProbe, RedisServer};
+use tapgate_testkit::{Mosquitto, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -37,40 +39,10 @@ async fn main() {
             .unwrap_or(0)
     };
     let memory_before = used_memory();
-    let topics = Topics::default();
-    let mut tasks = Vec::new();
     let started = Instant::now();
-    for g in 0..gates {
-        let port = broker.port();
-        let topics = topics.clone();
-        tasks.push(tokio::spawn(async move {
-            let device = DeviceId::new(format!("bench{g}")).expect("device");
-            let mut probe = MqttProbe::connect(port, &format!("bench-gate-{g}")).await;
-            probe
-                .subscribe(&topics.decision(DeviceKind::Gate, &device))
-                .await;
-            let tap_topic = topics.tap(DeviceKind::Gate, &device);
-            let mut latencies = Vec::with_capacity(per_gate);
-            for i in 0..per_gate {
-                let payload = format!(r#"{{"id":"{g}-{i}","card":"{}"}}"#, 1000 + i % 97);
-                let sent = Instant::now();
-                probe.publish(&tap_topic, payload).await;
-                probe
-                    .recv_timeout(Duration::from_secs(10))
-                    .await
-                    .expect("decision within 10 s");
-                latencies.push(sent.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("gate task"));
-    }
+    let all = closed_loop(&broker, "bench", gates, per_gate).await;
     let elapsed = started.elapsed();
-    all.sort_unstable();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    let pct = |p: f64| pct(&all, p);
     println!("bridge bench: {gates} gates x {per_gate} taps, closed loop, loopback");
     println!(
         "  decisions: {}  in {:.2?}  = {:.0} decisions/s",

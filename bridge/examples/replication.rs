@@ -4,58 +4,14 @@
 //!
 //! `cargo run --release -p tapgate-bridge --example replication -- [gates] [taps-per-gate]`
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{closed_loop, pct};
 use tapgate_bridge::BridgeConfig;
-use tapgate_protocol::{DeviceId, DeviceKind, Topics};
-use tapgate_testkit::{Mosquitto, MqttProbe, RedisServer};
+use tapgate_testkit::{Mosquitto, RedisServer};
 use tokio_util::sync::CancellationToken;
-
-/// Round trips of `gates` gates tapping `per_gate` times each, one tap in flight per gate.
-async fn closed_loop(
-    broker: &Mosquitto,
-    run: &str,
-    gates: usize,
-    per_gate: usize,
-) -> Vec<Duration> {
-    let topics = Topics::default();
-    let mut tasks = Vec::new();
-    for g in 0..gates {
-        let port = broker.port();
-        let topics = topics.clone();
-        let run = run.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let device = DeviceId::new(format!("{run}{g}")).expect("device");
-            let mut probe = MqttProbe::connect(port, &format!("{run}-gate-{g}")).await;
-            probe
-                .subscribe(&topics.decision(DeviceKind::Gate, &device))
-                .await;
-            let tap_topic = topics.tap(DeviceKind::Gate, &device);
-            let mut latencies = Vec::with_capacity(per_gate);
-            for i in 0..per_gate {
-                let payload = format!(r#"{{"id":"{g}-{i}","card":"{run}{}"}}"#, i % 97);
-                let sent = Instant::now();
-                probe.publish(&tap_topic, payload).await;
-                probe
-                    .recv_timeout(Duration::from_secs(10))
-                    .await
-                    .expect("decision within 10 s");
-                latencies.push(sent.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("gate task"));
-    }
-    all.sort_unstable();
-    all
-}
-
-fn pct(all: &[Duration], p: f64) -> Duration {
-    all[((all.len() as f64 * p) as usize).min(all.len() - 1)]
-}
 
 #[tokio::main]
 async fn main() {
