@@ -167,20 +167,20 @@ impl BridgeConfig {
 
     /// The broker connection: URL, credentials and TLS files, checked.
     pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
-        let invalid = |e: &dyn std::fmt::Display| ConfigError::Invalid {
-            field: "mqtt",
-            why: e.to_string(),
-        };
-        let settings = BrokerSettings::new(&self.mqtt)
-            .map_err(|e| invalid(&e))?
-            .with_credentials(self.mqtt_username.clone(), self.mqtt_password.clone())
-            .with_tls(TlsFiles {
+        BrokerSettings::from_settings(
+            &self.mqtt,
+            self.mqtt_username.clone(),
+            self.mqtt_password.clone(),
+            TlsFiles {
                 ca: self.mqtt_ca.clone(),
                 cert: self.mqtt_cert.clone(),
                 key: self.mqtt_key.clone(),
-            });
-        settings.validate().map_err(|e| invalid(&e))?;
-        Ok(settings)
+            },
+        )
+        .map_err(|e| ConfigError::Invalid {
+            field: "mqtt",
+            why: e.to_string(),
+        })
     }
 
     /// The rules' time settings.
@@ -203,8 +203,6 @@ impl BridgeConfig {
         for (field, secret) in [
             ("redis_password", self.redis_password.as_deref()),
             ("redis", url_password(&self.redis)),
-            ("mqtt_password", self.mqtt_password.as_deref()),
-            ("mqtt", url_password(&self.mqtt)),
         ] {
             refuse_placeholder(field, secret).map_err(|e| invalid(field, &e.to_string()))?;
         }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tapgate_bridge::BridgeConfig;
 use tapgate_runtime::logging::LogFormat;
+use tapgate_runtime::mqtt::MqttArgs;
 
 /// Decides tapgate device taps and button presses against Redis, atomically, over MQTT.
 ///
@@ -34,25 +35,9 @@ struct Cli {
     /// Redis password, if not in the URL.
     #[arg(long, env = "TAPGATE_REDIS_PASSWORD", hide_env_values = true)]
     redis_password: Option<String>,
-    /// MQTT broker URL, mqtt://host:port or mqtts://host:port for TLS
-    /// [default: mqtt://127.0.0.1:1883].
-    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
-    mqtt: Option<String>,
-    /// MQTT username.
-    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
-    mqtt_username: Option<String>,
-    /// MQTT password.
-    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
-    mqtt_password: Option<String>,
-    /// CA certificate (PEM) for mqtts:// [default: the system's roots].
-    #[arg(long, env = "TAPGATE_MQTT_CA")]
-    mqtt_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mqtts://.
-    #[arg(long, env = "TAPGATE_MQTT_CERT")]
-    mqtt_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, env = "TAPGATE_MQTT_KEY")]
-    mqtt_key: Option<PathBuf>,
+    /// Broker URL, login and TLS files.
+    #[command(flatten)]
+    broker: MqttArgs,
     /// MQTT client id; keep it stable so the broker keeps taps queued while the bridge is down
     /// [default: tapgate-bridge].
     #[arg(long, env = "TAPGATE_CLIENT_ID")]
@@ -122,13 +107,6 @@ impl Cli {
         put("redis_password", self.redis_password.clone());
         put("wait_replicas", self.wait_replicas.map(|v| v.to_string()));
         put("wait_timeout", self.wait_timeout.clone());
-        put("mqtt", self.mqtt.clone());
-        put("mqtt_username", self.mqtt_username.clone());
-        put("mqtt_password", self.mqtt_password.clone());
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        put("mqtt_ca", path(&self.mqtt_ca));
-        put("mqtt_cert", path(&self.mqtt_cert));
-        put("mqtt_key", path(&self.mqtt_key));
         put("client_id", self.client_id.clone());
         put("prefix", self.prefix.clone());
         put("shared_group", self.shared_group.clone());
@@ -145,6 +123,7 @@ impl Cli {
         put("max_time_ahead", self.max_time_ahead.clone());
         put("max_clock_skew", self.max_clock_skew.clone());
         put("require_stamp", self.require_stamp.map(|v| v.to_string()));
+        o.extend(self.broker.overrides());
         o
     }
 }

@@ -11,6 +11,8 @@ use tapgate_protocol::DeviceKind;
 use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
+use tapgate_runtime::mqtt::MqttArgs;
+
 use crate::config::{DeviceConfig, HardwareKind, SoundKind};
 use crate::hw::console::{run_console, sim_hardware, ConsoleLights, HELP};
 use crate::hw::speaker::TextSpeaker;
@@ -140,25 +142,9 @@ pub struct DeviceArgs {
     /// Device name (A-Z a-z 0-9 _ -, at most 64); also the MQTT client id.
     #[arg(long, env = "TAPGATE_ID")]
     pub id: Option<String>,
-    /// MQTT broker URL, mqtt://host:port or mqtts://host:port for TLS
-    /// [default: mqtt://127.0.0.1:1883].
-    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
-    pub mqtt: Option<String>,
-    /// MQTT username (a provisioned device logs in with its id).
-    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
-    pub mqtt_username: Option<String>,
-    /// MQTT password.
-    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
-    pub mqtt_password: Option<String>,
-    /// CA certificate (PEM) for mqtts:// [default: the system's roots].
-    #[arg(long, env = "TAPGATE_MQTT_CA")]
-    pub mqtt_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mqtts://, e.g. one whose CN is the device id.
-    #[arg(long, env = "TAPGATE_MQTT_CERT")]
-    pub mqtt_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, env = "TAPGATE_MQTT_KEY")]
-    pub mqtt_key: Option<PathBuf>,
+    /// Broker URL, login and TLS files.
+    #[command(flatten)]
+    pub broker: MqttArgs,
     /// Topic prefix [default: tapgate].
     #[arg(long, env = "TAPGATE_PREFIX")]
     pub prefix: Option<String>,
@@ -201,13 +187,9 @@ impl DeviceArgs {
             }
         };
         put("id", self.id.clone());
-        put("mqtt", self.mqtt.clone());
-        put("mqtt_username", self.mqtt_username.clone());
-        put("mqtt_password", self.mqtt_password.clone());
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        put("mqtt_ca", path(&self.mqtt_ca));
-        put("mqtt_cert", path(&self.mqtt_cert));
-        put("mqtt_key", path(&self.mqtt_key));
+        for (k, v) in self.broker.overrides() {
+            put(k, Some(v));
+        }
         put("prefix", self.prefix.clone());
         put("decision_timeout", dur(self.decision_timeout));
         put("card_hold", dur(self.card_hold));

@@ -11,7 +11,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::{DeviceId, Topics};
 use tapgate_runtime::mqtt::{BrokerSettings, TlsFiles};
-use tapgate_runtime::secret::{refuse_placeholder, url_password};
 
 use crate::logic::gate::GateSettings;
 use crate::logic::terminal::TerminalSettings;
@@ -185,25 +184,15 @@ pub fn load_layers<T: DeserializeOwned>(
     Ok(builder.build()?.try_deserialize()?)
 }
 
-/// Broker settings from the `mqtt*` settings shared by devices and the simulator: the URL parsed
-/// once, TLS files checked, placeholder passwords refused.
+/// Broker settings from the `mqtt*` settings shared by devices and the simulator.
 pub(crate) fn broker_settings(
     url: &str,
     username: Option<String>,
     password: Option<String>,
     tls: TlsFiles,
 ) -> Result<BrokerSettings, ConfigError> {
-    refuse_placeholder("mqtt_password", password.as_deref())
-        .and_then(|()| refuse_placeholder("mqtt", url_password(url)))
-        .map_err(|e| invalid("mqtt_password", e.to_string()))?;
-    let settings = BrokerSettings::new(url)
-        .map_err(|e| invalid("mqtt", e.to_string()))?
-        .with_credentials(username, password)
-        .with_tls(tls);
-    settings
-        .validate()
-        .map_err(|e| invalid("mqtt", e.to_string()))?;
-    Ok(settings)
+    BrokerSettings::from_settings(url, username, password, tls)
+        .map_err(|e| invalid("mqtt", e.to_string()))
 }
 
 pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> ConfigError {

@@ -231,6 +231,81 @@ fn system_roots() -> Result<RootCertStore, MqttSetupError> {
     Ok(roots)
 }
 
+/// The broker flags every program takes, defined once: URL, login and TLS files, each also a
+/// `TAPGATE_MQTT*` variable. Programs flatten this into their own command line and layer
+/// [`MqttArgs::overrides`] over their settings file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MqttArgs {
+    /// MQTT broker URL: mqtt://host:port, or mqtts://host:port for TLS; user:password@ in it is
+    /// used when no --mqtt-username is given [default: mqtt://127.0.0.1:1883].
+    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
+    pub mqtt: Option<String>,
+    /// MQTT username (a provisioned device logs in with its id).
+    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// MQTT password.
+    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// CA certificate (PEM) the broker's certificate must chain to, for mqtts://
+    /// [default: the system's roots].
+    #[arg(long, env = "TAPGATE_MQTT_CA")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present over mqtts://, e.g. one whose CN is the device id.
+    #[arg(long, env = "TAPGATE_MQTT_CERT")]
+    pub mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TAPGATE_MQTT_KEY")]
+    pub mqtt_key: Option<PathBuf>,
+}
+
+impl MqttArgs {
+    /// The flags (and variables) that were given, as settings keys and values.
+    pub fn overrides(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            ("mqtt", self.mqtt.clone()),
+            ("mqtt_username", self.mqtt_username.clone()),
+            ("mqtt_password", self.mqtt_password.clone()),
+            ("mqtt_ca", path(&self.mqtt_ca)),
+            ("mqtt_cert", path(&self.mqtt_cert)),
+            ("mqtt_key", path(&self.mqtt_key)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// Why the broker settings of a program cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerConfigError {
+    /// A password is still an example placeholder.
+    #[error(transparent)]
+    Placeholder(#[from] crate::secret::PlaceholderSecret),
+    /// The URL or TLS files cannot work.
+    #[error(transparent)]
+    Setup(#[from] MqttSetupError),
+}
+
+impl BrokerSettings {
+    /// Settings from a program's `mqtt*` settings: the URL parsed once, placeholder passwords
+    /// refused (in the setting or in the URL), TLS files checked.
+    pub fn from_settings(
+        url: &str,
+        username: Option<String>,
+        password: Option<String>,
+        tls: TlsFiles,
+    ) -> Result<Self, BrokerConfigError> {
+        crate::secret::refuse_placeholder("mqtt_password", password.as_deref())?;
+        crate::secret::refuse_placeholder("mqtt", crate::secret::url_password(url))?;
+        let settings = Self::new(url)?
+            .with_credentials(username, password)
+            .with_tls(tls);
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
 /// Creates the client and its event loop with TCP_NODELAY on and a 5 s connection timeout.
 /// `capacity` bounds the requests (publishes, acks) waiting for the event loop.
 pub fn client(opts: MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use tapgate_runtime::mqtt::{BrokerSettings, TlsFiles};
+use tapgate_runtime::mqtt::{BrokerSettings, MqttArgs, TlsFiles};
 
 use crate::config::{broker_settings, invalid, load_layers, ConfigError};
 
@@ -188,24 +188,9 @@ pub struct SimArgs {
     /// TOML file with settings (keys as the long flags, with `_` for `-`).
     #[arg(long, env = "TAPGATE_SIM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// MQTT broker URL, mqtt:// or mqtts:// [default: mqtt://127.0.0.1:1883].
-    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
-    pub mqtt: Option<String>,
-    /// MQTT username shared by every simulated device (without --devices).
-    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
-    pub mqtt_username: Option<String>,
-    /// MQTT password.
-    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
-    pub mqtt_password: Option<String>,
-    /// CA certificate (PEM) for mqtts:// [default: the system's roots].
-    #[arg(long, env = "TAPGATE_MQTT_CA")]
-    pub mqtt_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mqtts://.
-    #[arg(long, env = "TAPGATE_MQTT_CERT")]
-    pub mqtt_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, env = "TAPGATE_MQTT_KEY")]
-    pub mqtt_key: Option<PathBuf>,
+    /// Broker URL, login (shared by every simulated device without --devices) and TLS files.
+    #[command(flatten)]
+    pub broker: MqttArgs,
     /// Provisioned devices to run, each logging in as itself: a TOML file of [[devices]] with
     /// id, kind and password (see `tapgate-admin device add`); --gates and --terminals are then ignored.
     #[arg(long, env = "TAPGATE_SIM_DEVICES")]
@@ -289,14 +274,13 @@ impl SimArgs {
             }
         };
         let dur = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
-        put("mqtt", self.mqtt.clone());
-        put("mqtt_username", self.mqtt_username.clone());
-        put("mqtt_password", self.mqtt_password.clone());
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        put("mqtt_ca", path(&self.mqtt_ca));
-        put("mqtt_cert", path(&self.mqtt_cert));
-        put("mqtt_key", path(&self.mqtt_key));
-        put("devices", path(&self.devices));
+        for (k, v) in self.broker.overrides() {
+            put(k, Some(v));
+        }
+        put(
+            "devices",
+            self.devices.as_ref().map(|p| p.display().to_string()),
+        );
         put("prefix", self.prefix.clone());
         put("gates", self.gates.map(|v| v.to_string()));
         put("terminals", self.terminals.map(|v| v.to_string()));
