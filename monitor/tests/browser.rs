@@ -1,7 +1,8 @@
 //! The dashboard in real headless Chromium (via chromedriver), against a real Redis, a real
 //! mosquitto and the real bridge: two operators watch the same counters change live as devices
 //! tap over MQTT, one blocks a card and the next tap at the gate is denied, a device's hostile
-//! text shows as text, and logging out ends the session. Saves a screenshot of the dashboard
+//! text shows as text, a two-hour pass shows no trip count, a gate whose heartbeats are late but
+//! whose taps are being decided shows online, and logging out ends the session. Saves a screenshot of the dashboard
 //! (to `docs/dashboard.png` with `TAPGATE_UPDATE_SCREENSHOT=1`).
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install -y chromium chromium-driver`);
@@ -396,6 +397,55 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     let path = screenshot_path();
     std::fs::write(&path, &png).expect("write the screenshot");
     println!("dashboard screenshot: {}", path.display());
+
+    // A two-hour pass has no trips: the lookup shows its time, never "Trips left".
+    let input = a
+        .find(Locator::Css("#card-input"))
+        .await
+        .expect("card input");
+    input.clear().await.expect("clear");
+    input.send_keys("77F0").await.expect("type card");
+    a.find(Locator::Css("#card-lookup"))
+        .await
+        .expect("lookup")
+        .click()
+        .await
+        .expect("click");
+    let details = wait_text(&a, "#card-details", |t| {
+        t.contains("77F0") && t.contains("Two hour")
+    })
+    .await;
+    assert!(
+        details.contains("Time left"),
+        "a two-hour pass shows its time: {details:?}"
+    );
+    assert!(
+        !details.contains("Trips left"),
+        "a two-hour pass shows no trip count: {details:?}"
+    );
+
+    // A gate whose last heartbeat is long past turns "silent"; as soon as its taps are being
+    // decided it shows online again, with a fresh "last seen".
+    let mut g3 = Device::connect(broker.port(), DeviceKind::Gate, "g3").await;
+    let row = "tr[data-device='gate/g3']";
+    wait_text(&a, row, |t| t.contains("online")).await;
+    let long_ago = tapgate_runtime::clock::now_ms() - 10 * 60 * 1000;
+    let mut conn = support::redis(&redis).await;
+    let () = redis::cmd("HSET")
+        .arg(tapgate_protocol::keys::device(DeviceKind::Gate, &g3.id))
+        .arg("last_seen")
+        .arg(long_ago)
+        .query_async(&mut conn)
+        .await
+        .expect("HSET last_seen");
+    let t = wait_text(&a, row, |t| t.contains("silent")).await;
+    assert!(t.contains("10m ago"), "last seen 10 minutes ago: {t:?}");
+    assert_eq!(g3.tap("9999").await["outcome"], "denied");
+    let t = wait_text(&a, row, |t| t.contains("online")).await;
+    assert!(
+        t.contains("s ago") && !t.contains("m ago"),
+        "last seen at its tap: {t:?}"
+    );
 
     // Bob ends every session of his: his page goes back to the login page.
     let bob_two = driver.browser(&profiles.path().join("b2")).await;
