@@ -4,7 +4,8 @@
 //! `XREAD BLOCK` (reconnecting across Redis restarts) and, for each batch, broadcasts the events,
 //! then the counters re-read from Redis, then the rows of just the devices those events name.
 //! Every few seconds, while anyone watches, it re-reads the device list and pushes only what
-//! changed: new or changed rows, and devices that are gone (their presence expired). The hub
+//! changed: new or changed rows, and devices that are gone (their presence expired); a browser
+//! that connects refreshes the table first, so its snapshot is current. The hub
 //! keeps the device table every browser was sent, so changes are computed against it. A device
 //! whose messages are being decided is alive whether or not it sends heartbeats: the hub also
 //! keeps the time of each device's latest event, and a row's `last_seen` is the newer of its
@@ -390,6 +391,12 @@ pub async fn sse(
     // (logout, logout everywhere, expiry, operator removed); the browser then reconnects, is
     // refused, and goes back to the login page.
     let token = viewer.as_ref().map(|s| s.token.clone());
+    // Nobody may have watched for a while (the periodic refresh only runs while someone
+    // does): bring the device table up to date first, so the snapshot shows every device as it
+    // is now. Before subscribing, so this browser gets the result in its snapshot, not twice.
+    if let Err(e) = refresh_devices(&mut state.redis.clone(), &state.live).await {
+        debug!(error = %e, "Cannot refresh devices for a new browser");
+    }
     let rx = state.live.subscribe();
     let redis = state.redis.clone();
     let n = state.config.history;
