@@ -300,11 +300,19 @@ grep -q "already running" <<<"$out2" || fail "a second demo did not say one is a
 grep -q "kill -TERM $demo_pid\$" <<<"$out2" || fail "the second demo does not say kill -TERM $demo_pid: $out2"
 ok "a second demo says one is already running and how to stop it (kill -TERM $demo_pid)"
 
+# The blocked rider has tapped since, and the bridge denied it as blocked.
+deadline=$((SECONDS + 90))
+until curl -s -b "$jar" "$URL/api/cards/$rider" | grep -q '"reason":"blocked"'; do
+  [ $SECONDS -lt $deadline ] || fail "the blocked card $rider was not denied as blocked within 90 s"
+  sleep 1
+done
+ok "the blocked card $rider was denied as blocked"
+
 # Ctrl-C in the terminal stops everything it started, and shows the simulator's summary.
 stop_demo int-group
 ok "Ctrl-C (SIGINT to the terminal's process group) stopped every process the demo started"
 grep -q "the simulator's summary" "$OUT" || fail "the demo did not show the simulator's summary"
-grep -qE "^    lost [0-9]+ \| mismatches 0 " "$OUT" || fail "the simulator's summary shows mismatches: $(grep -E '^    ' "$OUT")"
+grep -qE "^    lost [0-9]+ \| mismatches 0 \| operator blocks/unblocks seen [1-9]" "$OUT" || fail "the simulator's summary shows mismatches, or no operator action: $(grep -E '^    ' "$OUT")"
 ok "the demo showed the simulator's summary, 0 mismatches with a blocked card: $(grep -E '^    lost ' "$OUT" | cut -c5-90)"
 
 # Started from a terminal again, with --reset: fresh secrets; stopped by SIGTERM.
