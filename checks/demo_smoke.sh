@@ -61,6 +61,7 @@ finish() {
 }
 
 command -v curl >/dev/null || { echo "FAIL: curl is needed (apt-get install -y curl)"; exit 1; }
+command -v redis-cli >/dev/null || { echo "FAIL: redis-cli is needed (apt-get install -y redis-tools)"; exit 1; }
 env --default-signal=INT true 2>/dev/null || { echo "FAIL: env --default-signal is needed (GNU coreutils 8.31 or later)"; exit 1; }
 
 # start_demo terminal|script|script-int [demo arguments]: starts the demo as described at the top,
@@ -110,6 +111,16 @@ stop_demo() {
   [ ! -e "$STATE/demo.pid" ] || fail "the demo left $STATE/demo.pid behind after $how"
 }
 
+# Passes sold so far, read from the demo's Redis as its admin user (password from the state
+# folder, passed in the environment).
+issued_total() {
+  (
+    . "$STATE/credentials"
+    REDISCLI_AUTH="$REDIS_ADMIN_PASSWORD" redis-cli -p "$TAPGATE_DEMO_REDIS_PORT" --user tapgate-admin \
+      hvals tapgate:counters:issued 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
+  )
+}
+
 start_demo terminal
 grep -q "Dashboard:  $URL/" "$OUT" || fail "the demo printed another dashboard URL"
 ok "the demo printed $URL/"
@@ -144,11 +155,11 @@ n="$(grep -c '^\[\[devices\]\]' "$STATE/devices.toml")"
 [ "$n" = 5 ] || fail "devices.toml lists $n devices, not 3 gates and 2 terminals"
 ok "the demo provisioned 5 devices with their own logins (devices.toml, mode 600)"
 # Redis has no default login: without a user, nothing is allowed.
-if command -v redis-cli >/dev/null; then
+{
   reply="$(redis-cli -p "$TAPGATE_DEMO_REDIS_PORT" get tapgate:events 2>&1 || true)"
   case "$reply" in *NOAUTH*|*NOPERM*|*"Authentication required"*) ;; *) fail "Redis answered a client without a login: $reply" ;; esac
   ok "Redis refuses a client without a login"
-fi
+}
 
 deadline=$((SECONDS + 60))
 taps=0
@@ -322,12 +333,21 @@ new_pw="$(sed -n 's/^BRIDGE_PASSWORD=//p' "$STATE/credentials")"
 [ -n "$new_pw" ] && [ "$new_pw" != "$old_pw" ] || fail "--reset kept the old credentials"
 grep -q "checking the build" "$OUT" || fail "the second start did not say it only checks the build"
 if grep -q "first build" "$OUT"; then fail "the second start said the first build takes minutes"; fi
+# Some passes sold, so there is state to keep.
+deadline=$((SECONDS + 60))
+until [ "$(issued_total)" -ge 3 ]; do
+  [ $SECONDS -lt $deadline ] || fail "fewer than 3 passes sold within 60 s of the restart"
+  sleep 1
+done
+sold="$(issued_total)"
 stop_demo term
-ok "--reset started afresh (new credentials, no 'first build' line); SIGTERM stopped it"
+ok "--reset started afresh (new credentials, no 'first build' line); SIGTERM stopped it after $sold passes were sold"
 
 # Started in the background by a script: SIGINT is ignored there, so the command the
-# "already running" message gives must work.
+# "already running" message gives must work. The state of the last run is all there.
 start_demo script
+[ "$(issued_total)" -ge "$sold" ] || fail "the restarted demo counts $(issued_total) passes sold, not the $sold sold before"
+ok "the restarted demo kept its state: at least the $sold passes sold before"
 out2="$("$ROOT/scripts/demo" 2>&1 || true)"
 stop_cmd="$(grep -o 'kill -TERM [0-9]*$' <<<"$out2" || true)"
 [ "$stop_cmd" = "kill -TERM $demo_pid" ] || fail "no kill -TERM $demo_pid in: $out2"
