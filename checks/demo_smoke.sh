@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Smoke test of scripts/demo, run by .ci/checks.d/deploy.sh: start the demo on spare ports in a
-# temporary state folder, wait for the dashboard to answer, log in, see taps counted, check that
-# a second demo refuses to start, send SIGINT, and check that every process the demo started is
-# gone. Nothing is skipped: a missing binary or subcommand fails the test with its name.
+# temporary state folder, wait for the dashboard to answer, log in, see taps counted, run the tail
+# command the banner prints, check that a second demo refuses to start, stop it, and check that
+# every process the demo started is gone. Nothing is skipped: a missing binary or subcommand
+# fails the test with its name.
+#
+# The demo must stop however it was started, so it is started and stopped four ways (the build
+# happens once, in the first):
+#   terminal  own process group with SIGINT at its default, as a shell prompt starts it:
+#             stopped by Ctrl-C (SIGINT to the whole group), and by SIGTERM
+#   script    started with & from a non-interactive script, where bash ignores SIGINT in the
+#             child and the demo cannot trap it: stopped by the command its "already running"
+#             message gives (kill -TERM), and, started through env --default-signal=INT, by SIGINT
+# This test may itself run with SIGINT ignored (a CI runner's background shell): env
+# --default-signal=INT gives the terminal cases a SIGINT they can receive whatever the parent did.
 set -euo pipefail
-set -m # background jobs get their own process group and keep SIGINT (as under a terminal)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$(mktemp -d /tmp/tapgate-demo-test.XXXXXX)"
@@ -22,6 +32,7 @@ passed=0
 failed=0
 demo_pid=""
 prom_pid=""
+tail_pid=""
 fail() {
   echo "FAIL: $*"
   echo "----- demo output -----"; cat "$OUT" 2>/dev/null || true
@@ -32,9 +43,11 @@ fail() {
 ok() { echo "ok: $*"; passed=$((passed + 1)); }
 finish() {
   [ -n "$prom_pid" ] && kill "$prom_pid" 2>/dev/null
+  [ -n "$tail_pid" ] && kill -TERM -- "-$tail_pid" 2>/dev/null
   if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
-    kill -INT "$demo_pid" 2>/dev/null || true
-    sleep 5
+    kill -TERM "$demo_pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$demo_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
     kill -KILL "$demo_pid" 2>/dev/null || true
   fi
   # Anything still listed is killed by pid (only what this demo started).
@@ -48,17 +61,67 @@ finish() {
 }
 
 command -v curl >/dev/null || { echo "FAIL: curl is needed (apt-get install -y curl)"; exit 1; }
+command -v redis-cli >/dev/null || { echo "FAIL: redis-cli is needed (apt-get install -y redis-tools)"; exit 1; }
+env --default-signal=INT true 2>/dev/null || { echo "FAIL: env --default-signal is needed (GNU coreutils 8.31 or later)"; exit 1; }
 
-"$ROOT/scripts/demo" >"$OUT" 2>&1 &
-demo_pid=$!
+# start_demo terminal|script|script-int [demo arguments]: starts the demo as described at the top,
+# sets demo_pid, and waits for its banner (the first start builds in release mode: allow time).
+start_demo() {
+  local how="$1"
+  shift
+  : >"$OUT"
+  case "$how" in
+    terminal) set -m; env --default-signal=INT "$ROOT/scripts/demo" "$@" >"$OUT" 2>&1 & demo_pid=$!; set +m ;;
+    script) "$ROOT/scripts/demo" "$@" >"$OUT" 2>&1 & demo_pid=$! ;;
+    script-int) env --default-signal=INT "$ROOT/scripts/demo" "$@" >"$OUT" 2>&1 & demo_pid=$! ;;
+  esac
+  local deadline=$((SECONDS + 1500))
+  until grep -q "Press Ctrl-C" "$OUT" 2>/dev/null; do
+    kill -0 "$demo_pid" 2>/dev/null || fail "the demo ($how) exited before printing its banner"
+    [ $SECONDS -lt $deadline ] || fail "no banner within 25 minutes ($how)"
+    sleep 1
+  done
+}
 
-# The first run builds in release mode: allow it time.
-deadline=$((SECONDS + 1500))
-until grep -q "Dashboard:" "$OUT" 2>/dev/null; do
-  kill -0 "$demo_pid" 2>/dev/null || fail "the demo exited before printing the dashboard URL"
-  [ $SECONDS -lt $deadline ] || fail "no dashboard URL within 25 minutes"
-  sleep 2
-done
+# stop_demo HOW: sends the signal (int-group: SIGINT to the demo's whole process group, as Ctrl-C
+# in a terminal; int, term: to the demo alone; or a command given as the argument) and checks that
+# the demo and every process it started are gone within 30 s.
+stop_demo() {
+  local how="$1" started
+  started="$(cat "$STATE/pids")"
+  case "$how" in
+    int-group) kill -INT -- "-$demo_pid" ;;
+    int) kill -INT "$demo_pid" ;;
+    term) kill -TERM "$demo_pid" ;;
+    *) bash -c "$how" ;;
+  esac
+  local deadline=$((SECONDS + 30))
+  while kill -0 "$demo_pid" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || fail "the demo did not exit within 30 s of $how"
+    sleep 0.2
+  done
+  wait "$demo_pid" 2>/dev/null || true
+  demo_pid=""
+  local left=""
+  while read -r name pid; do
+    kill -0 "$pid" 2>/dev/null && left="$left $name($pid)"
+  done <<<"$started"
+  [ -z "$left" ] || fail "still running after $how:$left"
+  grep -q "demo: stopped" "$OUT" || fail "the demo did not report stopping after $how"
+  [ ! -e "$STATE/demo.pid" ] || fail "the demo left $STATE/demo.pid behind after $how"
+}
+
+# Passes sold so far, read from the demo's Redis as its admin user (password from the state
+# folder, passed in the environment).
+issued_total() {
+  (
+    . "$STATE/credentials"
+    REDISCLI_AUTH="$REDIS_ADMIN_PASSWORD" redis-cli -p "$TAPGATE_DEMO_REDIS_PORT" --user tapgate-admin \
+      hvals tapgate:counters:issued 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
+  )
+}
+
+start_demo terminal
 grep -q "Dashboard:  $URL/" "$OUT" || fail "the demo printed another dashboard URL"
 ok "the demo printed $URL/"
 
@@ -92,11 +155,11 @@ n="$(grep -c '^\[\[devices\]\]' "$STATE/devices.toml")"
 [ "$n" = 5 ] || fail "devices.toml lists $n devices, not 3 gates and 2 terminals"
 ok "the demo provisioned 5 devices with their own logins (devices.toml, mode 600)"
 # Redis has no default login: without a user, nothing is allowed.
-if command -v redis-cli >/dev/null; then
+{
   reply="$(redis-cli -p "$TAPGATE_DEMO_REDIS_PORT" get tapgate:events 2>&1 || true)"
   case "$reply" in *NOAUTH*|*NOPERM*|*"Authentication required"*) ;; *) fail "Redis answered a client without a login: $reply" ;; esac
   ok "Redis refuses a client without a login"
-fi
+}
 
 deadline=$((SECONDS + 60))
 taps=0
@@ -108,6 +171,21 @@ until [ "${taps%.*}" -gt 0 ] 2>/dev/null; do
   sleep 1
 done
 ok "simulated riders' taps reach the bridge through mosquitto (tapgate_messages_total{message=\"tap\"} = $taps)"
+
+# An operator blocks a rider's card from the dashboard. The simulator sees the bridge deny it as
+# blocked; that is an operator's action, not a rules mismatch (checked in its summary at the end).
+deadline=$((SECONDS + 30))
+rider=""
+until [ -n "$rider" ]; do
+  rider="$(curl -s -b "$jar" "$URL/api/events" | grep -o '"card":"[0-9A-Z]*R[0-9]*"' | head -n 1 | cut -d'"' -f4 || true)"
+  [ -n "$rider" ] || [ $SECONDS -lt $deadline ] || fail "no rider's card in /api/events within 30 s"
+  [ -n "$rider" ] || sleep 1
+done
+csrf="$(curl -s -b "$jar" "$URL/api/session" | sed -n 's/.*"csrf":"\([^"]*\)".*/\1/p')"
+code="$(curl -s -o /dev/null -w '%{http_code}' -b "$jar" -H "X-CSRF-Token: $csrf" \
+  -H 'Content-Type: application/json' --data '{"reason":"lost"}' "$URL/api/cards/$rider/block")"
+case "$code" in 200|204) ;; *) fail "blocking $rider answered $code" ;; esac
+ok "blocked rider card $rider from the dashboard's API"
 
 # Every TAPGATE_* variable and flag docker-compose.yml gives the bridge, the monitor and the
 # simulator is one the real binary knows (its --help lists it).
@@ -190,32 +268,93 @@ wait "$prom_pid" 2>/dev/null || true
 prom_pid=""
 ok "a real Prometheus ran all ${#exprs[@]} dashboard queries against the demo bridge (decision latency p99 ${p99:-?} s)"
 
-# A second demo refuses to start.
+# The two-hour window is short, and the bridge and the simulator (which checks every decision
+# against the rules) use the same one.
+grep -q "Two-hour:   passes last 5m" "$OUT" || fail "the banner does not say how long a two-hour pass lasts"
+bridge_pid="$(awk '$1 == "bridge" {print $2}' "$STATE/pids")"
+sim_pid="$(awk '$1 == "simulator" {print $2}' "$STATE/pids")"
+tr '\0' '\n' <"/proc/$bridge_pid/environ" | grep -qx "TAPGATE_TWO_HOUR_DURATION=5m" \
+  || fail "the bridge does not run with TAPGATE_TWO_HOUR_DURATION=5m"
+tr '\0' ' ' <"/proc/$sim_pid/cmdline" | grep -q -- "--two-hour-duration 5m " \
+  || fail "the simulator does not run with --two-hour-duration 5m: $(tr '\0' ' ' <"/proc/$sim_pid/cmdline")"
+ok "two-hour passes last 5m in the bridge and the simulator, and the banner says so"
+
+# The tail command the banner prints works as printed: it logs in as tapgate-monitor and shows
+# the latest events, and no password appears on the banner or on any command line.
+tail_cmd="$(sed -n 's/^  Tail:       //p' "$OUT")"
+[ -n "$tail_cmd" ] || fail "the banner prints no tail command"
+grep -q "REDIS_MONITOR_PASSWORD=" "$STATE/credentials" || fail "no Redis password for tapgate-monitor in the credentials"
+monitor_pw="$(sed -n 's/^REDIS_MONITOR_PASSWORD=//p' "$STATE/credentials")"
+if grep -qF "$monitor_pw" "$OUT"; then fail "the banner shows the Redis password"; fi
+set -m
+bash -c "$tail_cmd" >"$STATE/tail.out" 2>"$STATE/tail.err" &
+tail_pid=$!
+set +m
+deadline=$((SECONDS + 15))
+until grep -qE 'ENTRY|ISSUED|DENIED' "$STATE/tail.out"; do
+  kill -0 "$tail_pid" 2>/dev/null || fail "the printed tail command exited: $(cat "$STATE/tail.err")"
+  [ $SECONDS -lt $deadline ] || fail "the printed tail command showed no event within 15 s: $(cat "$STATE/tail.out" "$STATE/tail.err")"
+  sleep 0.2
+done
+if pgrep -a -g "$tail_pid" | grep -qF "$monitor_pw"; then fail "the Redis password is on a command line"; fi
+kill -TERM -- "-$tail_pid"
+wait "$tail_pid" 2>/dev/null || true
+tail_pid=""
+ok "the printed tail command shows events: $(head -n 1 "$STATE/tail.out" | cut -c1-80)"
+
+# A second demo refuses to start, and names a command that stops the first however it was
+# started.
 if out2="$("$ROOT/scripts/demo" 2>&1)"; then
   fail "a second demo started while one runs"
 fi
 grep -q "already running" <<<"$out2" || fail "a second demo did not say one is already running: $out2"
-ok "a second demo says one is already running"
+grep -q "kill -TERM $demo_pid\$" <<<"$out2" || fail "the second demo does not say kill -TERM $demo_pid: $out2"
+ok "a second demo says one is already running and how to stop it (kill -TERM $demo_pid)"
 
-# Ctrl-C stops everything it started.
-started="$(cat "$STATE/pids")"
-kill -INT "$demo_pid"
-deadline=$((SECONDS + 20))
-while kill -0 "$demo_pid" 2>/dev/null; do
-  [ $SECONDS -lt $deadline ] || fail "the demo did not exit within 20 s of SIGINT"
-  sleep 0.2
+# The blocked rider has tapped since, and the bridge denied it as blocked.
+deadline=$((SECONDS + 90))
+until curl -s -b "$jar" "$URL/api/cards/$rider" | grep -q '"reason":"blocked"'; do
+  [ $SECONDS -lt $deadline ] || fail "the blocked card $rider was not denied as blocked within 90 s"
+  sleep 1
 done
-wait "$demo_pid" 2>/dev/null || true
-demo_pid=""
-left=""
-while read -r name pid; do
-  kill -0 "$pid" 2>/dev/null && left="$left $name($pid)"
-done <<<"$started"
-[ -z "$left" ] || fail "still running after SIGINT:$left"
-ok "SIGINT stopped every process the demo started: $(awk '{print $1}' <<<"$started" | tr '\n' ' ')"
-grep -q "demo: stopped" "$OUT" || fail "the demo did not report stopping"
-if [ -s "$STATE/simulator.log" ]; then
-  echo "----- simulator output (last 10 lines) -----"
-  tail -n 10 "$STATE/simulator.log"
-fi
+ok "the blocked card $rider was denied as blocked"
+
+# Ctrl-C in the terminal stops everything it started, and shows the simulator's summary.
+stop_demo int-group
+ok "Ctrl-C (SIGINT to the terminal's process group) stopped every process the demo started"
+grep -q "the simulator's summary" "$OUT" || fail "the demo did not show the simulator's summary"
+grep -qE "^    lost [0-9]+ \| mismatches 0 \| operator blocks/unblocks seen [1-9]" "$OUT" || fail "the simulator's summary shows mismatches, or no operator action: $(grep -E '^    ' "$OUT")"
+ok "the demo showed the simulator's summary, 0 mismatches with a blocked card: $(grep -E '^    lost ' "$OUT" | cut -c5-90)"
+
+# Started from a terminal again, with --reset: fresh secrets; stopped by SIGTERM.
+old_pw="$(sed -n 's/^BRIDGE_PASSWORD=//p' "$STATE/credentials")"
+start_demo terminal --reset
+new_pw="$(sed -n 's/^BRIDGE_PASSWORD=//p' "$STATE/credentials")"
+[ -n "$new_pw" ] && [ "$new_pw" != "$old_pw" ] || fail "--reset kept the old credentials"
+grep -q "checking the build" "$OUT" || fail "the second start did not say it only checks the build"
+if grep -q "first build" "$OUT"; then fail "the second start said the first build takes minutes"; fi
+# Some passes sold, so there is state to keep.
+deadline=$((SECONDS + 60))
+until [ "$(issued_total)" -ge 3 ]; do
+  [ $SECONDS -lt $deadline ] || fail "fewer than 3 passes sold within 60 s of the restart"
+  sleep 1
+done
+sold="$(issued_total)"
+stop_demo term
+ok "--reset started afresh (new credentials, no 'first build' line); SIGTERM stopped it after $sold passes were sold"
+
+# Started in the background by a script: SIGINT is ignored there, so the command the
+# "already running" message gives must work. The state of the last run is all there.
+start_demo script
+[ "$(issued_total)" -ge "$sold" ] || fail "the restarted demo counts $(issued_total) passes sold, not the $sold sold before"
+ok "the restarted demo kept its state: at least the $sold passes sold before"
+out2="$("$ROOT/scripts/demo" 2>&1 || true)"
+stop_cmd="$(grep -o 'kill -TERM [0-9]*$' <<<"$out2" || true)"
+[ "$stop_cmd" = "kill -TERM $demo_pid" ] || fail "no kill -TERM $demo_pid in: $out2"
+stop_demo "$stop_cmd"
+ok "started by a script in the background: '$stop_cmd', as the demo says, stopped it"
+
+start_demo script-int
+stop_demo int
+ok "started by a script with SIGINT restored (env --default-signal=INT): SIGINT stopped it"
 finish

@@ -71,9 +71,26 @@ function duration(ms) {
   return sec + 's';
 }
 
+// "12s ago", "5m ago", "3h ago": short enough to stay on one line in the device table.
 function ago(ms) {
   if (!ms) return 'never';
-  return duration(Date.now() - ms) + ' ago';
+  const s = Math.max(0, Math.floor((Date.now() - ms) / 1000));
+  if (s < 60) return s + 's ago';
+  if (s < 3600) return Math.floor(s / 60) + 'm ago';
+  if (s < 172800) return Math.floor(s / 3600) + 'h ago';
+  return Math.floor(s / 86400) + 'd ago';
+}
+
+// Cuts `text` to at most `max` characters with an ellipsis.
+function cut(text, max) {
+  const t = String(text);
+  return t.length > max ? t.slice(0, Math.max(1, max - 1)) + '\u2026' : t;
+}
+
+// The width a chart is drawn at: its box's, so 11px axis text stays 11px on any screen.
+function chartWidth(box, fallback) {
+  const w = Math.floor(box.clientWidth || 0);
+  return w >= 200 ? w : fallback;
 }
 
 function spoken(pass) {
@@ -177,11 +194,17 @@ function feedItem(e, fresh) {
   return li;
 }
 
+function feedCount() {
+  const c = $('feed-count');
+  c.textContent = feed.length ? 'newest first · last ' + feed.length + (feed.length === 1 ? ' event' : ' events') : 'no events yet';
+  c.title = 'The stream\'s latest events, newest at the top; the feed keeps the last ' + FEED_MAX + '.';
+}
+
 function renderFeed() {
   const list = $('feed');
   clear(list);
   for (let i = feed.length - 1; i >= 0; i--) list.appendChild(feedItem(feed[i], false));
-  $('feed-count').textContent = feed.length ? 'latest ' + feed.length : 'no events yet';
+  feedCount();
 }
 
 function addEvents(events) {
@@ -202,7 +225,7 @@ function addEvents(events) {
     feed.shift();
     list.removeChild(list.lastChild);
   }
-  $('feed-count').textContent = 'latest ' + feed.length;
+  feedCount();
   renderMinutes();
 }
 
@@ -247,10 +270,10 @@ function renderMinutes() {
   if (!minutes) return;
   shiftMinutes(Date.now());
   clear(box);
-  const W = 720, H = 200, L = 34, B = 22, T = 8;
+  const W = chartWidth(box, 720), H = 200, L = 34, B = 22, T = 8;
   const n = minutes.entries.length;
   const max = niceMax(Math.max(...minutes.entries, ...minutes.denials));
-  const s = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': 'entries and denials per minute' });
+  const s = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, role: 'img', 'aria-label': 'entries and denials per minute' });
   const plotH = H - B - T;
   const step = (W - L - 4) / n;
   for (const f of max % 2 === 0 ? [0, 0.5, 1] : [0, 1]) {
@@ -296,16 +319,24 @@ function renderGates() {
     box.appendChild(el('div', 'empty', 'No gates have reported yet.'));
     return;
   }
-  const rowH = 26, W = 360, L = 90;
+  // Names get the room the longest needs, up to a third of the width; longer ones end in an
+  // ellipsis and show in full on hover.
+  const rowH = 26, W = chartWidth(box, 360), CHAR = 6.6;
+  const longest = Math.max(...gates.map((g) => String(g.device).length));
+  const L = Math.round(Math.min(W / 3, Math.max(40, longest * CHAR + 14)));
+  const fits = Math.max(3, Math.floor((L - 12) / CHAR));
   const H = gates.length * rowH + 6;
   const max = Math.max(1, ...gates.map((g) => g.granted + g.denied));
-  const s = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': 'granted and denied per gate' });
+  const s = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, role: 'img', 'aria-label': 'granted and denied per gate' });
   gates.forEach((g, i) => {
     const y = 4 + i * rowH;
-    const name = svg('text', { x: L - 8, y: y + 15, 'text-anchor': 'end' });
-    name.textContent = g.device;
+    const name = svg('text', { x: L - 8, y: y + 15, 'text-anchor': 'end', class: 'gate-name' });
+    name.textContent = cut(g.device, fits);
+    const tip = svg('title');
+    tip.textContent = 'gate ' + g.device + ': ' + g.granted + ' granted, ' + g.denied + ' denied';
+    name.appendChild(tip);
     s.appendChild(name);
-    const span = W - L - 60;
+    const span = Math.max(40, W - L - 70);
     const gw = (g.granted / max) * span, dw = (g.denied / max) * span;
     s.appendChild(svg('rect', { x: L, y: y + 3, width: Math.max(gw, 0), height: 16, class: 'bar-grant' }));
     s.appendChild(svg('rect', { x: L + gw, y: y + 3, width: Math.max(dw, 0), height: 16, class: 'bar-deny' }));
@@ -325,15 +356,21 @@ function renderDevices() {
   for (const d of devices) {
     const tr = el('tr');
     tr.dataset.device = d.kind + '/' + d.device;
-    tr.appendChild(el('td', '', d.kind + ' ' + d.device));
-    const st = el('td');
+    const name = el('td', 'device-name');
+    name.appendChild(el('span', 'muted', d.kind + ' '));
+    name.appendChild(el('span', '', d.device));
+    name.title = d.kind + ' ' + d.device;
+    tr.appendChild(name);
+    const st = el('td', 'nowrap');
     const silent = d.online && d.last_seen && Date.now() - d.last_seen > 90000;
     const dot = el('span', 'dot ' + (d.online ? (silent ? 'stale' : 'on') : 'off'));
     st.appendChild(dot);
     st.appendChild(document.createTextNode(d.online == null ? 'unknown' : d.online ? (silent ? 'silent' : 'online') : 'offline'));
     if (d.online) online += 1;
     tr.appendChild(st);
-    tr.appendChild(el('td', '', ago(d.last_seen)));
+    const seen = el('td', 'nowrap', ago(d.last_seen));
+    if (d.last_seen) seen.title = dateTime(d.last_seen);
+    tr.appendChild(seen);
     tr.appendChild(el('td', 'num', d.granted));
     tr.appendChild(el('td', 'num', d.denied));
     tr.appendChild(el('td', 'num', d.issued));
@@ -375,7 +412,7 @@ async function lookup(card) {
     dlRow(dl, 'Card', r.card);
     if (r.pass) {
       dlRow(dl, 'Pass', PASSES[r.pass.type] || String(r.pass.type));
-      if (r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining + ' of 10');
+      if (r.pass.type === 'TEN_TRIP' && r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining + ' of 10');
       if (r.pass.time_left_ms != null) dlRow(dl, 'Time left', r.pass.time_left_ms > 0 ? duration(r.pass.time_left_ms) : 'expired');
       else if (r.pass.type === 'TWO_HOUR') dlRow(dl, 'Time left', 'not started');
     } else {
@@ -579,6 +616,12 @@ async function start() {
   connect();
   // Redraw relative times ("12s ago") and slide the chart window; no server requests.
   setInterval(() => { renderDevices(); renderMinutes(); }, 5000);
+  // Charts are drawn at their box's width: redraw when it changes.
+  let resized = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(resized);
+    resized = setTimeout(() => { renderGates(); renderMinutes(); }, 150);
+  });
 }
 
 document.addEventListener('DOMContentLoaded', start);

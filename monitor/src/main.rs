@@ -268,7 +268,14 @@ async fn start() -> anyhow::Result<()> {
                 color,
             };
             let shutdown = tapgate_runtime::shutdown::on_signals();
-            match tail::run(config, std::io::stdout().lock(), shutdown).await {
+            match tail::run(
+                config,
+                std::io::stdout().lock(),
+                std::io::stderr(),
+                shutdown,
+            )
+            .await
+            {
                 Err(tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     Ok(())
                 }

@@ -3,7 +3,9 @@
 //! First replays history (the last N entries, or everything since a time or stream id), then
 //! follows live from the last id it printed, so nothing is missed or printed twice at the
 //! hand-over. When Redis goes away it reconnects with backoff and resumes after the last id
-//! printed. Lines go to an injected writer, so tests read exactly what a terminal would.
+//! printed. Lines go to an injected writer, so tests read exactly what a terminal would; notes
+//! for the person watching ("waiting for events on …" when there is nothing to replay) go to a
+//! second one (stderr), so piped or `--json` output stays pure.
 
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
@@ -143,10 +145,13 @@ async fn replay<W: Write>(
     }
 }
 
-/// Replays, then follows until `shutdown`. Fails only at start-up or when `out` fails.
-pub async fn run<W: Write>(
+/// Replays, then follows until `shutdown`. Fails only at start-up or when `out` fails. When
+/// the replay printed nothing, says on `notes` where it waits, so an empty or missing stream is
+/// not mistaken for a hang.
+pub async fn run<W: Write, N: Write>(
     config: TailConfig,
     out: W,
+    mut notes: N,
     shutdown: CancellationToken,
 ) -> Result<(), TailError> {
     let client = redis::Client::open(config.redis.as_str()).map_err(TailError::Url)?;
@@ -158,13 +163,34 @@ pub async fn run<W: Write>(
         json: config.json,
         color: config.color,
     };
+    let floor = config.replay.since.map_or(StreamId::ZERO, StreamId::pred);
     let cursor = replay(&mut conn, config.replay, &mut printer).await?;
+    if cursor == floor {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(tapgate_protocol::keys::EVENTS_STREAM)
+            .query_async(&mut conn)
+            .await
+            .map_err(StreamError::from)?;
+        let _ = writeln!(notes, "{}", waiting_note(&client, len));
+    }
     let mut follower = Follower::new(client, None, cursor);
     drop(conn);
     while let Some(entries) = follower.next(&shutdown).await {
         printer.print(&entries)?;
     }
     Ok(())
+}
+
+/// "waiting for events on 127.0.0.1:6379 (tapgate:events is empty)": where `tail` waits, without
+/// the URL's user or password.
+fn waiting_note(client: &redis::Client, stream_len: u64) -> String {
+    let addr = client.get_connection_info().addr();
+    let stream = tapgate_protocol::keys::EVENTS_STREAM;
+    if stream_len == 0 {
+        format!("waiting for events on {addr} ({stream} is empty)")
+    } else {
+        format!("waiting for new events on {addr} ({stream})")
+    }
 }
 
 /// `tail --audit`: prints the newest `last` audit records, then follows new ones until

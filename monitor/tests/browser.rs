@@ -1,7 +1,8 @@
 //! The dashboard in real headless Chromium (via chromedriver), against a real Redis, a real
 //! mosquitto and the real bridge: two operators watch the same counters change live as devices
 //! tap over MQTT, one blocks a card and the next tap at the gate is denied, a device's hostile
-//! text shows as text, and logging out ends the session. Saves a screenshot of the dashboard
+//! text shows as text, a two-hour pass shows no trip count, a gate whose heartbeats are late but
+//! whose taps are being decided shows online, and logging out ends the session. Saves a screenshot of the dashboard
 //! (to `docs/dashboard.png` with `TAPGATE_UPDATE_SCREENSHOT=1`).
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install -y chromium chromium-driver`);
@@ -396,6 +397,126 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     let path = screenshot_path();
     std::fs::write(&path, &png).expect("write the screenshot");
     println!("dashboard screenshot: {}", path.display());
+
+    // A two-hour pass has no trips: the lookup shows its time, never "Trips left".
+    let input = a
+        .find(Locator::Css("#card-input"))
+        .await
+        .expect("card input");
+    input.clear().await.expect("clear");
+    input.send_keys("77F0").await.expect("type card");
+    a.find(Locator::Css("#card-lookup"))
+        .await
+        .expect("lookup")
+        .click()
+        .await
+        .expect("click");
+    let details = wait_text(&a, "#card-details", |t| {
+        t.contains("77F0") && t.contains("Two hour")
+    })
+    .await;
+    assert!(
+        details.contains("Time left"),
+        "a two-hour pass shows its time: {details:?}"
+    );
+    assert!(
+        !details.contains("Trips left"),
+        "a two-hour pass shows no trip count: {details:?}"
+    );
+
+    // A gate whose last heartbeat is long past turns "silent"; as soon as its taps are being
+    // decided it shows online again, with a fresh "last seen".
+    let mut g3 = Device::connect(broker.port(), DeviceKind::Gate, "g3").await;
+    let row = "tr[data-device='gate/g3']";
+    wait_text(&a, row, |t| t.contains("online")).await;
+    let long_ago = tapgate_runtime::clock::now_ms() - 10 * 60 * 1000;
+    let mut conn = support::redis(&redis).await;
+    let () = redis::cmd("HSET")
+        .arg(tapgate_protocol::keys::device(DeviceKind::Gate, &g3.id))
+        .arg("last_seen")
+        .arg(long_ago)
+        .query_async(&mut conn)
+        .await
+        .expect("HSET last_seen");
+    let t = wait_text(&a, row, |t| t.contains("silent")).await;
+    assert!(t.contains("10m ago"), "last seen 10 minutes ago: {t:?}");
+    assert_eq!(g3.tap("9999").await["outcome"], "denied");
+    let t = wait_text(&a, row, |t| t.contains("online")).await;
+    assert!(
+        t.contains("s ago") && !t.contains("m ago"),
+        "last seen at its tap: {t:?}"
+    );
+
+    // A long device name: one line in the device table (cut, full name on hover), and an
+    // ellipsis in the gate chart with the full name in its tooltip.
+    let long = "north-concourse-entrance-gate-12";
+    let mut north = Device::connect(broker.port(), DeviceKind::Gate, long).await;
+    assert_eq!(north.tap("9999").await["outcome"], "denied");
+    let row = format!("tr[data-device='gate/{long}']");
+    wait_text(&a, &row, |t| t.contains("online")).await;
+    let shape = a
+        .execute(
+            "const r = document.querySelector(arguments[0]);
+             const name = r.querySelector('td.device-name');
+             const line = parseFloat(getComputedStyle(r.querySelector('td')).lineHeight);
+             return [r.getBoundingClientRect().height, line, name.title];",
+            vec![json!(row)],
+        )
+        .await
+        .expect("row shape");
+    let (height, line) = (
+        shape[0].as_f64().unwrap_or(f64::MAX),
+        shape[1].as_f64().unwrap_or(0.0),
+    );
+    assert!(
+        height < 2.0 * line + 12.0,
+        "the row stays on one line: {height}px with {line}px lines"
+    );
+    assert_eq!(shape[2], format!("gate {long}"), "full name on hover");
+    let names = a
+        .execute(
+            "return Array.from(document.querySelectorAll('#gates-chart text.gate-name'))
+               .map((t) => [t.firstChild.nodeValue, t.querySelector('title').textContent]);",
+            vec![],
+        )
+        .await
+        .expect("gate names");
+    let cut = names
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n[1].as_str().is_some_and(|t| t.contains(long)))
+        .unwrap_or_else(|| panic!("no gate chart label for {long}: {names}"));
+    let shown = cut[0].as_str().unwrap_or_default();
+    assert!(
+        shown.ends_with('\u{2026}') && long.starts_with(shown.trim_end_matches('\u{2026}')),
+        "the chart cuts the name with an ellipsis: {shown:?}"
+    );
+
+    // On a phone-sized window the charts are redrawn at their width, so axis text keeps its
+    // size instead of shrinking with the picture.
+    a.set_window_size(420, 1300).await.expect("narrow window");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ratio = a
+            .execute(
+                "const s = document.querySelector('#minutes-chart svg');
+                 return s.getBoundingClientRect().width / s.viewBox.baseVal.width;",
+                vec![],
+            )
+            .await
+            .expect("chart scale");
+        let ratio = ratio.as_f64().unwrap_or(0.0);
+        if (ratio - 1.0).abs() < 0.02 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chart is drawn at {ratio} of its size on a narrow screen"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.set_window_size(1440, 1300).await.expect("wide window");
 
     // Bob ends every session of his: his page goes back to the login page.
     let bob_two = driver.browser(&profiles.path().join("b2")).await;

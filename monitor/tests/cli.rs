@@ -1,5 +1,5 @@
-//! The `tapgate-monitor` binary: `tail` into a pipe is plain text, `hash-password` makes a hash
-//! the server accepts, and `serve` layers its settings file → environment → flags.
+//! The `tapgate-monitor` binary: `tail` into a pipe is plain text, on an empty Redis it says
+//! where it waits, `hash-password` makes a hash the server accepts, and `serve` layers its settings file → environment → flags.
 
 mod support;
 
@@ -68,6 +68,56 @@ async fn tail_into_a_pipe_is_plain_text() {
     assert_eq!(
         line.trim_end(),
         "2023-11-14T22:13:20Z  ENTRY      journey started: card 0412AB, ten trip pass, 2 of 10 trips remaining"
+    );
+}
+
+/// The first line of the child's stderr that satisfies `ok`, or all of it when none does.
+async fn stderr_line(child: &mut Running, ok: fn(&str) -> bool) -> Result<String, String> {
+    let stderr = child.0.stderr.take().expect("stderr");
+    tokio::task::spawn_blocking(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            if ok(&line) {
+                return Ok(line);
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        Err(seen)
+    })
+    .await
+    .expect("reader")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_on_an_empty_redis_says_where_it_waits() {
+    let server = RedisServer::start();
+    let port = server
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut child = Running(
+        Command::new(BIN)
+            .args(["tail", "--redis", &server.url()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run tail"),
+    );
+    // When the note never comes, the child is killed on drop and the reader ends.
+    let line = tokio::time::timeout(
+        Duration::from_secs(10),
+        stderr_line(&mut child, |l| l.contains("waiting for")),
+    )
+    .await
+    .expect("tail said where it waits within 10 s")
+    .unwrap_or_else(|seen| panic!("tail never said it waits; stderr:\n{seen}"));
+    assert_eq!(
+        line,
+        format!("waiting for events on 127.0.0.1:{port} (tapgate:events is empty)")
     );
 }
 

@@ -153,7 +153,9 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
         color: false,
     };
     let (writer, s) = (lines.clone(), stop.clone());
-    let tail = tokio::spawn(async move { tapgate_monitor::tail::run(config, writer, s).await });
+    let tail = tokio::spawn(async move {
+        tapgate_monitor::tail::run(config, writer, std::io::sink(), s).await
+    });
     lines.wait_lines(2, Duration::from_secs(10)).await;
     let audit = Collected::default();
     let (writer, s, u) = (audit.clone(), stop.clone(), url.clone());

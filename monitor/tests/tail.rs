@@ -45,7 +45,9 @@ fn start_tail(
     };
     let (o, s) = (out.clone(), shutdown.clone());
     let task = tokio::spawn(async move {
-        tail::run(config, o, s).await.expect("tail runs");
+        tail::run(config, o, std::io::sink(), s)
+            .await
+            .expect("tail runs");
     });
     (out, shutdown, task)
 }
@@ -249,7 +251,13 @@ async fn fails_fast_when_redis_is_unreachable_at_start() {
         json: false,
         color: false,
     };
-    let r = tail::run(config, Collected::default(), CancellationToken::new()).await;
+    let r = tail::run(
+        config,
+        Collected::default(),
+        std::io::sink(),
+        CancellationToken::new(),
+    )
+    .await;
     assert!(
         matches!(r, Err(tail::TailError::Stream(_))),
         "start-up failure is an error, not a retry loop: {r:?}"

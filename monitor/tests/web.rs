@@ -842,3 +842,36 @@ async fn the_dashboard_pushes_device_changes_and_drops_expired_devices() {
     assert_eq!(list.as_array().expect("devices").len(), 1);
     dash.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_connects_sees_each_device_as_it_is_now() {
+    let server = RedisServer::start();
+    let mut conn = redis(&server).await;
+    let now = tapgate_monitor::tail::now_ms();
+    let g1 = DeviceId::new("g1").expect("dev");
+    let presence = keys::device(DeviceKind::Gate, &g1);
+    let old = now - 10 * 60 * 1000;
+    let _: () = redis::pipe()
+        .sadd(keys::DEVICES, keys::device_member(DeviceKind::Gate, &g1))
+        .hset_multiple(
+            &presence,
+            &[("online", "1"), ("last_seen", &old.to_string())],
+        )
+        .query_async(&mut conn)
+        .await
+        .expect("seed");
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut first = SseClient::open(dash.addr, &me).await;
+    let snap = first.next("snapshot").await;
+    assert_eq!(snap["devices"][0]["last_seen"], old, "{snap}");
+    drop(first);
+
+    // A heartbeat while nobody watches: the next browser's snapshot has it at once, without
+    // waiting for the periodic refresh.
+    let _: () = conn.hset(&presence, "last_seen", now).await.expect("HSET");
+    let mut second = SseClient::open(dash.addr, &me).await;
+    let snap = second.next("snapshot").await;
+    assert_eq!(snap["devices"][0]["last_seen"], now, "{snap}");
+    dash.stop().await;
+}

@@ -61,7 +61,11 @@ pub async fn minutes(State(state): State<AppState>, _: Viewer) -> Result<Json<Va
 
 /// `GET /api/devices`: presence and counters per device.
 pub async fn devices(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
-    Ok(Json(data::devices(&mut state.redis.clone()).await?))
+    let mut rows = data::devices(&mut state.redis.clone()).await?;
+    if let Value::Array(rows) = &mut rows {
+        state.live.freshen(rows);
+    }
+    Ok(Json(rows))
 }
 
 /// `GET /api/cards/{card}`: the card's pass, block and recent events.

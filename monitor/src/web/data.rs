@@ -230,9 +230,11 @@ pub async fn card(
         Value::Null
     } else {
         let expires_at = num(&pass, "expires_at").filter(|e| *e > 0);
+        // Only a ten-trip pass counts trips; the store keeps `trips 0` for the other types.
+        let ten_trip = pass.get("type").map(String::as_str) == Some(PassType::TenTrip.as_str());
         json!({
             "type": pass.get("type"),
-            "trips_remaining": num(&pass, "trips"),
+            "trips_remaining": num(&pass, "trips").filter(|_| ten_trip),
             "issued_at": num(&pass, "issued_at"),
             "expires_at": expires_at,
             "time_left_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),

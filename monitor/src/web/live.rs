@@ -4,8 +4,12 @@
 //! `XREAD BLOCK` (reconnecting across Redis restarts) and, for each batch, broadcasts the events,
 //! then the counters re-read from Redis, then the rows of just the devices those events name.
 //! Every few seconds, while anyone watches, it re-reads the device list and pushes only what
-//! changed: new or changed rows, and devices that are gone (their presence expired). The hub
-//! keeps the device table every browser was sent, so changes are computed against it. [`sse`]
+//! changed: new or changed rows, and devices that are gone (their presence expired); a browser
+//! that connects refreshes the table first, so its snapshot is current. The hub
+//! keeps the device table every browser was sent, so changes are computed against it. A device
+//! whose messages are being decided is alive whether or not it sends heartbeats: the hub also
+//! keeps the time of each device's latest event, and a row's `last_seen` is the newer of its
+//! presence record and that event ([`Activity`]). [`sse`]
 //! serves `GET /api/live`: it subscribes first, then sends a snapshot (latest history, counters,
 //! the device table), then forwards broadcast events newer than the snapshot, so a browser sees
 //! every event exactly once and every browser sees the same numbers. An operator's stream
@@ -38,6 +42,9 @@ use crate::stream::{self as events, Backoff, Follower, StreamId};
 
 /// How often an operator's live stream re-checks that the session is still valid.
 pub const SESSION_CHECK: Duration = Duration::from_secs(2);
+
+/// How many of the latest events are read at start-up to learn which devices are active.
+const RECENT_ACTIVITY: usize = 1000;
 
 /// How often devices are pushed when nothing happens.
 const DEVICES_EVERY: Duration = Duration::from_secs(5);
@@ -109,12 +116,60 @@ pub fn apply_rows(
     changes
 }
 
+/// When each device (`{kind}/{device}`) last had an event in the stream, Unix ms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity(BTreeMap<String, u64>);
+
+impl Activity {
+    /// Most devices remembered; beyond it the longest-quiet one is forgotten.
+    const MAX: usize = data::MAX_DEVICES * 2;
+
+    /// Notes the events of `entries` (their stream id time), keeping the newest per device.
+    pub fn note(&mut self, entries: &[events::Entry]) {
+        for e in entries {
+            let Some((kind, device)) = e
+                .event
+                .as_ref()
+                .ok()
+                .and_then(|ev| Some((ev.device_kind?, ev.device.as_ref()?)))
+            else {
+                continue;
+            };
+            let at = self.0.entry(keys::device_member(kind, device)).or_default();
+            *at = (*at).max(e.id.ms);
+        }
+        while self.0.len() > Self::MAX {
+            let Some(oldest) = self
+                .0
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.0.remove(&oldest);
+        }
+    }
+
+    /// Sets a device row's `last_seen` to the newer of its presence and its latest event.
+    pub fn freshen(&self, key: &str, row: &mut Value) {
+        let Some(&at) = self.0.get(key) else {
+            return;
+        };
+        let seen = row.get("last_seen").and_then(Value::as_u64).unwrap_or(0);
+        if at > seen {
+            row["last_seen"] = json!(at);
+        }
+    }
+}
+
 /// The broadcast point between the follower and the browsers.
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<LiveMsg>>,
     shutdown: CancellationToken,
     devices: Arc<Mutex<DeviceTable>>,
+    activity: Arc<Mutex<Activity>>,
 }
 
 impl Hub {
@@ -125,12 +180,50 @@ impl Hub {
             tx,
             shutdown,
             devices: Arc::default(),
+            activity: Arc::default(),
+        }
+    }
+
+    /// Notes which devices the events of `entries` came from.
+    pub fn note_activity(&self, entries: &[events::Entry]) {
+        self.activity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(entries);
+    }
+
+    /// Sets each row's `last_seen` to the newer of its presence and its latest event.
+    pub fn freshen(&self, rows: &mut [Value]) {
+        let activity = self
+            .activity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for row in rows {
+            let key = match (
+                row.get("kind").and_then(Value::as_str),
+                row.get("device").and_then(Value::as_str),
+            ) {
+                (Some(k), Some(d)) => format!("{k}/{d}"),
+                _ => continue,
+            };
+            activity.freshen(&key, row);
         }
     }
 
     /// Applies fresh device rows and broadcasts what changed, under one lock, so a browser's
     /// snapshot is either before both or after both.
-    fn update_devices(&self, rows: Vec<(String, Option<Value>)>, complete: bool) {
+    fn update_devices(&self, mut rows: Vec<(String, Option<Value>)>, complete: bool) {
+        {
+            let activity = self
+                .activity
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (key, row) in &mut rows {
+                if let Some(row) = row {
+                    activity.freshen(key, row);
+                }
+            }
+        }
         let mut table = self
             .devices
             .lock()
@@ -194,8 +287,12 @@ async fn follow_stream(client: redis::Client, redis: ConnectionManager, hub: Hub
     let mut conn = redis.clone();
     let mut backoff = Backoff::default();
     let cursor = loop {
-        match events::latest(&mut conn, None, 1).await {
-            Ok(last) => break last.last().map_or(StreamId::ZERO, |e| e.id),
+        // The latest events also say which devices were active just before the monitor started.
+        match events::latest(&mut conn, None, RECENT_ACTIVITY).await {
+            Ok(last) => {
+                hub.note_activity(&last);
+                break last.last().map_or(StreamId::ZERO, |e| e.id);
+            }
             Err(e) => {
                 debug!(error = %e, "Waiting for redis");
                 if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
@@ -206,6 +303,7 @@ async fn follow_stream(client: redis::Client, redis: ConnectionManager, hub: Hub
     };
     let mut follower = Follower::new(client, None, cursor);
     while let Some(entries) = follower.next(&shutdown).await {
+        hub.note_activity(&entries);
         hub.send(LiveMsg::Events(
             entries.iter().map(|e| (e.id, entry_value(e))).collect(),
         ));
@@ -293,6 +391,12 @@ pub async fn sse(
     // (logout, logout everywhere, expiry, operator removed); the browser then reconnects, is
     // refused, and goes back to the login page.
     let token = viewer.as_ref().map(|s| s.token.clone());
+    // Nobody may have watched for a while (the periodic refresh only runs while someone
+    // does): bring the device table up to date first, so the snapshot shows every device as it
+    // is now. Before subscribing, so this browser gets the result in its snapshot, not twice.
+    if let Err(e) = refresh_devices(&mut state.redis.clone(), &state.live).await {
+        debug!(error = %e, "Cannot refresh devices for a new browser");
+    }
     let rx = state.live.subscribe();
     let redis = state.redis.clone();
     let n = state.config.history;
@@ -375,6 +479,7 @@ pub async fn sse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tapgate_protocol::DeviceKind;
 
     fn row(name: &str, granted: u64) -> (String, Option<Value>) {
         (
@@ -401,5 +506,35 @@ mod tests {
         let c = apply_rows(&mut table, vec![], true);
         assert_eq!(c.removed, vec!["gate/g1".to_owned()], "left the set");
         assert!(table.is_empty());
+    }
+
+    fn entry(ms: u64, kind: DeviceKind, device: &str) -> events::Entry {
+        let mut e = tapgate_protocol::Event::new(tapgate_protocol::EventKind::PassUsed, ms);
+        e.device_kind = Some(kind);
+        e.device = tapgate_protocol::DeviceId::new(device).ok();
+        events::Entry {
+            id: StreamId::at(ms),
+            event: Ok(e),
+        }
+    }
+
+    #[test]
+    fn a_device_deciding_taps_was_seen_at_its_latest_event() {
+        let mut activity = Activity::default();
+        activity.note(&[
+            entry(5_000, DeviceKind::Gate, "g1"),
+            entry(9_000, DeviceKind::Gate, "g1"),
+            entry(7_000, DeviceKind::Terminal, "g1"),
+        ]);
+        activity.note(&[entry(8_000, DeviceKind::Gate, "g1")]);
+        let mut stale = json!({"kind": "gate", "device": "g1", "last_seen": 1_000});
+        activity.freshen("gate/g1", &mut stale);
+        assert_eq!(stale["last_seen"], 9_000, "the newest event wins");
+        let mut fresh = json!({"kind": "terminal", "device": "g1", "last_seen": 20_000});
+        activity.freshen("terminal/g1", &mut fresh);
+        assert_eq!(fresh["last_seen"], 20_000, "a newer heartbeat wins");
+        let mut never = json!({"kind": "gate", "device": "g2", "last_seen": null});
+        activity.freshen("gate/g2", &mut never);
+        assert_eq!(never["last_seen"], Value::Null, "no events, no change");
     }
 }
