@@ -435,7 +435,7 @@ impl Processor {
     }
 
     async fn publish_notice(&self, notice: &Notice) {
-        let topic = self.topics.notice(notice.event);
+        let topic = self.topics.event(notice.event, None);
         if let Err(e) = self
             .client
             .publish(topic, QoS::AtLeastOnce, false, notice.to_json())

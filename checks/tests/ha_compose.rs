@@ -144,6 +144,12 @@ fn no_single_point_of_failure_is_left() {
         );
     }
     assert_eq!(logins.len(), 3, "each bridge has its own login: {logins:?}");
+    // The monitor finds the primary through the sentinels too.
+    let monitor = env_of(&doc, "monitor", "TAPGATE_REDIS").unwrap_or_default();
+    assert!(
+        monitor.starts_with("redis+sentinel://tapgate-monitor:"),
+        "{monitor}"
+    );
     assert_eq!(brokers.len(), 2, "bridges on both brokers: {brokers:?}");
     // EMQX creates those logins, and allows bridge logins by the name pattern.
     let entry = repo::read("emqx/entrypoint.sh").expect("entrypoint");

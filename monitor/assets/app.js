@@ -127,6 +127,7 @@ function renderCounters(c) {
   renderCounterGroup('issued', c.issued, PASSES);
   renderCounterGroup('entries', c.entries, PASSES);
   renderCounterGroup('denied', c.denied);
+  renderCounterGroup('unpaid', c.unpaid);
   renderCounterGroup('rejected', c.rejected);
 }
 
@@ -135,12 +136,18 @@ function renderCounters(c) {
 const LABELS = {
   'pass-issued': 'ISSUED', 'pass-activated': 'ACTIVATED', 'pass-used': 'ENTRY',
   'pass-denied': 'DENIED', 'rejected': 'REJECTED', 'card-blocked': 'BLOCKED',
-  'card-unblocked': 'UNBLOCKED',
+  'card-unblocked': 'UNBLOCKED', 'tap-stale': 'STALE', 'unpaid-entry': 'UNPAID',
+  'clock-skew': 'CLOCK',
 };
 
 function where(e) {
   if (!e.device) return '';
   return ' at ' + (e.device_kind ? e.device_kind + ' ' : '') + e.device;
+}
+
+function tapped(e) {
+  if (e.tap_time == null) return '';
+  return ' (tapped ' + clock(e.tap_time) + (e.clock === 'bridge' ? ' on the bridge clock' : '') + ')';
 }
 
 function describe(e) {
@@ -171,6 +178,13 @@ function describe(e) {
       return [card + ': ' + (e.reason || 'no reason given') + (e.detail ? ' by ' + e.detail : '')];
     case 'card-unblocked':
       return [card + (e.detail ? ' by ' + e.detail : '')];
+    case 'tap-stale':
+      return [card + where(e) + ': answered too late' + tapped(e) + ', nothing charged'];
+    case 'unpaid-entry':
+      return [card + where(e) + ' let in offline' + tapped(e) + ': ' + (e.reason || 'no reason given')];
+    case 'clock-skew':
+      return ['device clock ' + (e.reason === 'clock_ok' ? 'back in step' : 'off') + where(e) +
+        (e.skew_ms != null ? ' (' + (e.skew_ms > 0 ? '+' : '') + e.skew_ms + ' ms)' : '')];
     default:
       return ['unknown event ' + String(e.event)];
   }

@@ -243,7 +243,7 @@ async fn read_after(
 /// Prints the newest `last` records, then follows new ones until `shutdown`, reconnecting with
 /// backoff when Redis goes away. `print` gets records oldest first.
 pub async fn follow(
-    client: &redis::Client,
+    client: &tapgate_runtime::redis::RedisSource,
     last: usize,
     shutdown: &CancellationToken,
     mut print: impl FnMut(&[Stored]) -> std::io::Result<()>,

@@ -222,8 +222,55 @@ pub fn event_line(e: &Event) -> Line {
             let by = detail.map_or_else(String::new, |d| format!(" by {d}"));
             line.push(Paint::Green, format!("UNBLOCKED  {}{by}", card(e)));
         }
+        EventKind::TapStale => {
+            line.push(
+                Paint::Dim,
+                format!(
+                    "STALE      {}{at}: answered too late{}, nothing charged",
+                    card(e),
+                    tapped(e)
+                ),
+            );
+        }
+        EventKind::UnpaidEntry => {
+            line.push(
+                Paint::BoldRed,
+                format!(
+                    "UNPAID     {}{at} let in offline{}: {}",
+                    card(e),
+                    tapped(e),
+                    reason.as_deref().unwrap_or("no reason given")
+                ),
+            );
+        }
+        EventKind::ClockSkew => {
+            let who = place(e.device_kind, e.device.as_ref());
+            let skew = e
+                .skew_ms
+                .map_or_else(String::new, |s| format!(" ({s:+} ms)"));
+            let text = if reason.as_deref() == Some("clock_ok") {
+                format!("CLOCK      device clock back in step{who}{skew}")
+            } else {
+                format!("CLOCK      device clock off{who}{skew}")
+            };
+            line.push(Paint::Magenta, text);
+        }
     }
     line
+}
+
+/// ` (tapped 08:00:00Z on the device clock)` for an event that carries when its tap happened.
+fn tapped(e: &Event) -> String {
+    e.tap_time.map_or_else(String::new, |t| {
+        let clock = e.clock.map_or("", |c| {
+            if matches!(c, tapgate_protocol::message::ClockSource::Bridge) {
+                " on the bridge clock"
+            } else {
+                ""
+            }
+        });
+        format!(" (tapped {}{clock})", format_time(t))
+    })
 }
 
 /// The line for a stream entry: its event, or `unreadable event <id>` with why.

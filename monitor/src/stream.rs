@@ -11,10 +11,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 use tapgate_protocol::event::STREAM_FIELD;
 use tapgate_protocol::keys::EVENTS_STREAM;
 use tapgate_protocol::Event;
+use tapgate_runtime::redis::RedisSource;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -196,17 +197,13 @@ pub fn parse_read(v: &Value) -> Result<Vec<Entry>, StreamError> {
     }
 }
 
-/// Opens a connection whose replies may take `response_timeout` (longer than any `BLOCK`).
+/// Opens a connection to the node in use now (the primary, with Sentinel) whose replies may take
+/// `response_timeout` (longer than any `BLOCK`).
 pub async fn connect(
-    client: &redis::Client,
+    source: &RedisSource,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, redis::RedisError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(response_timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+    source.connect(response_timeout).await
 }
 
 /// The newest `count` entries with id ≥ `from`, oldest first.
@@ -313,7 +310,7 @@ impl Default for Backoff {
 
 /// Follows the stream after a cursor, across lost connections and Redis restarts.
 pub struct Follower {
-    client: redis::Client,
+    client: RedisSource,
     conn: Option<MultiplexedConnection>,
     cursor: StreamId,
     block: Duration,
@@ -323,11 +320,7 @@ pub struct Follower {
 
 impl Follower {
     /// Follows entries after `cursor`. `conn`, if given, is used until it fails.
-    pub fn new(
-        client: redis::Client,
-        conn: Option<MultiplexedConnection>,
-        cursor: StreamId,
-    ) -> Self {
+    pub fn new(client: RedisSource, conn: Option<MultiplexedConnection>, cursor: StreamId) -> Self {
         Self {
             client,
             conn,

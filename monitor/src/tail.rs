@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
+use tapgate_runtime::redis::RedisSource;
 
 use tokio_util::sync::CancellationToken;
 
@@ -44,8 +45,8 @@ pub struct TailConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
     /// The Redis URL is unusable.
-    #[error("bad redis url: {0}")]
-    Url(redis::RedisError),
+    #[error(transparent)]
+    Url(#[from] tapgate_runtime::redis::RedisUrlError),
     /// Redis could not be read at start-up (later losses are retried, not errors).
     #[error("cannot read the event stream: {0}")]
     Stream(#[from] StreamError),
@@ -154,7 +155,7 @@ pub async fn run<W: Write, N: Write>(
     mut notes: N,
     shutdown: CancellationToken,
 ) -> Result<(), TailError> {
-    let client = redis::Client::open(config.redis.as_str()).map_err(TailError::Url)?;
+    let client = RedisSource::new(config.redis.as_str(), None)?;
     let mut conn = stream::connect(&client, Duration::from_secs(10))
         .await
         .map_err(StreamError::from)?;
@@ -171,7 +172,12 @@ pub async fn run<W: Write, N: Write>(
             .query_async(&mut conn)
             .await
             .map_err(StreamError::from)?;
-        let _ = writeln!(notes, "{}", waiting_note(&client, len));
+        let addr = client
+            .client()
+            .await
+            .map(|c| c.get_connection_info().addr().to_string())
+            .unwrap_or_else(|_| client.url().to_owned());
+        let _ = writeln!(notes, "{}", waiting_note(&addr, len));
     }
     let mut follower = Follower::new(client, None, cursor);
     drop(conn);
@@ -183,8 +189,7 @@ pub async fn run<W: Write, N: Write>(
 
 /// "waiting for events on 127.0.0.1:6379 (tapgate:events is empty)": where `tail` waits, without
 /// the URL's user or password.
-fn waiting_note(client: &redis::Client, stream_len: u64) -> String {
-    let addr = client.get_connection_info().addr();
+fn waiting_note(addr: &str, stream_len: u64) -> String {
     let stream = tapgate_protocol::keys::EVENTS_STREAM;
     if stream_len == 0 {
         format!("waiting for events on {addr} ({stream} is empty)")
@@ -203,7 +208,7 @@ pub async fn run_audit<W: Write>(
     mut out: W,
     shutdown: CancellationToken,
 ) -> Result<(), TailError> {
-    let client = redis::Client::open(redis).map_err(TailError::Url)?;
+    let client = RedisSource::new(redis, None)?;
     crate::audit::follow(&client, last, &shutdown, |records| {
         for r in records {
             if json {

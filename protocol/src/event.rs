@@ -7,9 +7,8 @@
 //! `seq`, so subscribers can drop repeats).
 //!
 //! Events about tap time — a stale tap, an unpaid offline entry, a device clock flagged as off —
-//! are [`Notice`]s: the same shape with a [`NoticeKind`], in the same stream and under the same
-//! topic prefix. They are a kind of their own so that consumers matching every [`EventKind`] keep
-//! working; a consumer that parses them as [`Event`] sees an unknown kind.
+//! are events like the others (kinds `tap-stale`, `unpaid-entry`, `clock-skew`), in the same
+//! stream and under the same topic prefix; the bridge calls them [`Notice`]s where it makes them.
 
 use std::fmt;
 
@@ -39,11 +38,20 @@ pub enum EventKind {
     CardBlocked,
     /// An operator took a card off the deny list. Topic `events/card-unblocked`.
     CardUnblocked,
+    /// A waiting tap or button arrived after the decision window: nothing decided or charged.
+    /// `tap_time` is when it happened; `reason` is `stale`. Topic `events/tap-stale`.
+    TapStale,
+    /// A fail-open gate let a card through that could not pay. `reason` is the deny reason;
+    /// `tap_time` is when the rider went through. Topic `events/unpaid-entry`.
+    UnpaidEntry,
+    /// A device's clock is off by more than the bridge allows (or came back within it: `reason`
+    /// `clock_ok`). `skew_ms` is the device's clock minus the bridge's. Topic `events/clock-skew`.
+    ClockSkew,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::PassIssued,
         EventKind::PassUsed,
         EventKind::PassActivated,
@@ -51,6 +59,9 @@ impl EventKind {
         EventKind::Rejected,
         EventKind::CardBlocked,
         EventKind::CardUnblocked,
+        EventKind::TapStale,
+        EventKind::UnpaidEntry,
+        EventKind::ClockSkew,
     ];
 
     /// The wire name, e.g. `pass-used`.
@@ -63,6 +74,9 @@ impl EventKind {
             EventKind::Rejected => "rejected",
             EventKind::CardBlocked => "card-blocked",
             EventKind::CardUnblocked => "card-unblocked",
+            EventKind::TapStale => "tap-stale",
+            EventKind::UnpaidEntry => "unpaid-entry",
+            EventKind::ClockSkew => "clock-skew",
         }
     }
 
@@ -86,58 +100,15 @@ impl fmt::Display for EventKind {
     }
 }
 
-/// What happened, for events about tap time. Topic `events/{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NoticeKind {
-    /// A waiting tap or button arrived after the decision window: nothing decided or charged.
-    /// `tap_time` is when it happened; `reason` is `stale`.
-    TapStale,
-    /// A fail-open gate let a card through that could not pay. `reason` is the deny reason;
-    /// `tap_time` is when the rider went through.
-    UnpaidEntry,
-    /// A device's clock is off by more than the bridge allows (or came back within it:
-    /// `reason` `clock_ok`). `skew_ms` is the device's clock minus the bridge's.
-    ClockSkew,
-}
-
-impl NoticeKind {
-    /// Every kind.
-    pub const ALL: [NoticeKind; 3] = [
-        NoticeKind::TapStale,
-        NoticeKind::UnpaidEntry,
-        NoticeKind::ClockSkew,
-    ];
-
-    /// The wire name, e.g. `unpaid-entry`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            NoticeKind::TapStale => "tap-stale",
-            NoticeKind::UnpaidEntry => "unpaid-entry",
-            NoticeKind::ClockSkew => "clock-skew",
-        }
-    }
-
-    /// Parses the wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        NoticeKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl fmt::Display for NoticeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An event about tap time: [`Event`]'s shape with a [`NoticeKind`].
-pub type Notice = Event<NoticeKind>;
+/// An event about tap time (stale taps, unpaid entries, clock skew): the same [`Event`], named
+/// apart where the bridge produces them.
+pub type Notice = Event;
 
 /// One event, as stored in the stream and published over MQTT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event<K = EventKind> {
+pub struct Event {
     /// What happened.
-    pub event: K,
+    pub event: EventKind,
     /// When, Unix time in milliseconds (the bridge's clock at decision time).
     pub time: u64,
     /// The device involved, if any (operator actions have none).
@@ -179,9 +150,9 @@ pub struct Event<K = EventKind> {
     pub seq: Option<String>,
 }
 
-impl<K: Serialize> Event<K> {
+impl Event {
     /// An event of `event` at `time` with every optional field empty.
-    pub fn new(event: K, time: u64) -> Self {
+    pub fn new(event: EventKind, time: u64) -> Self {
         Self {
             event,
             time,
@@ -214,18 +185,9 @@ impl<K: Serialize> Event<K> {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
-}
 
-impl Event {
     /// Parses an event from JSON (unknown fields are ignored, for forward compatibility).
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-}
-
-impl Notice {
-    /// Parses a notice from JSON (unknown fields are ignored, for forward compatibility).
-    pub fn notice_from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
 }
@@ -261,18 +223,11 @@ mod tests {
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
         }
-        for k in NoticeKind::ALL {
-            assert_eq!(NoticeKind::parse(k.as_str()), Some(k));
-            assert!(
-                EventKind::parse(k.as_str()).is_none(),
-                "{k} is a notice only"
-            );
-        }
     }
 
     #[test]
     fn notice_wire_format() {
-        let mut n = Notice::new(NoticeKind::UnpaidEntry, 2_000);
+        let mut n = Notice::new(EventKind::UnpaidEntry, 2_000);
         n.reason = Some("no_pass".into());
         n.tap_time = Some(1_000);
         n.mode = Some(TapMode::Offline);
@@ -283,10 +238,6 @@ mod tests {
             serde_json::json!({"event": "unpaid-entry", "time": 2000, "reason": "no_pass",
                 "tap_time": 1000, "mode": "offline", "clock": "device"})
         );
-        assert_eq!(
-            Notice::notice_from_json(n.to_json().as_bytes()).expect("parse"),
-            n
-        );
-        assert!(Event::from_json(n.to_json().as_bytes()).is_err());
+        assert_eq!(Event::from_json(n.to_json().as_bytes()).expect("parse"), n);
     }
 }

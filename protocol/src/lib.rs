@@ -26,7 +26,7 @@ pub mod text;
 pub mod topic;
 pub mod validate;
 
-pub use event::{Event, EventKind, Notice, NoticeKind};
+pub use event::{Event, EventKind, Notice};
 pub use ids::{CardId, DeviceId, DeviceKind, IdError, MessageId};
 pub use message::{
     Button, ClockSource, Decision, DenyReason, Outcome, PassInfo, PassType, Stamp, Stamped, Tap,

@@ -199,11 +199,6 @@ impl Topics {
         }
     }
 
-    /// Topic of a [`crate::Notice`]: `{prefix}/events/{kind}`.
-    pub fn notice(&self, kind: crate::NoticeKind) -> String {
-        format!("{}/events/{}", self.prefix, kind)
-    }
-
     /// Subscription filters the bridge uses: every device's taps, buttons, status and heartbeat.
     /// The kind segment is a wildcard so that topics with a wrong kind are seen and refused.
     pub fn bridge_filters(&self) -> Vec<String> {

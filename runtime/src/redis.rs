@@ -153,6 +153,82 @@ impl Resolver {
     }
 }
 
+/// Where to find the node to talk to now: one server, or whatever the sentinels name as primary
+/// at the moment of asking. Cheap to clone. For a program that opens connections of its own
+/// (blocking stream reads); [`RedisLink`] uses it to reconnect.
+#[derive(Clone)]
+pub struct RedisSource {
+    shown: String,
+    resolver: Arc<tokio::sync::Mutex<Resolver>>,
+}
+
+impl RedisSource {
+    /// Parses `url` (see [`RedisTarget::parse`]); `password`, when given, replaces the URL's.
+    pub fn new(url: &str, password: Option<&str>) -> Result<Self, RedisUrlError> {
+        let target = RedisTarget::parse(url, password)?;
+        Self::from_target(url, target)
+    }
+
+    /// A source for an already parsed target; `url` is only shown (password removed).
+    pub fn from_target(url: &str, target: RedisTarget) -> Result<Self, RedisUrlError> {
+        let shown = tapgate_protocol::broker::redact(url);
+        let bad = |e: RedisError| RedisUrlError {
+            url: shown.clone(),
+            why: e.to_string(),
+        };
+        let resolver = match target {
+            RedisTarget::Direct(info) => Resolver::Direct(Client::open(info).map_err(bad)?),
+            RedisTarget::Sentinel {
+                sentinels,
+                primary,
+                node,
+            } => {
+                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+                Resolver::Sentinel(Box::new(
+                    SentinelClient::build(
+                        sentinels,
+                        primary,
+                        Some(node),
+                        SentinelServerType::Master,
+                    )
+                    .map_err(bad)?,
+                ))
+            }
+        };
+        Ok(Self {
+            shown,
+            resolver: Arc::new(tokio::sync::Mutex::new(resolver)),
+        })
+    }
+
+    /// The URL as shown in logs (password removed).
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    /// A client for the node to use now (for Sentinel: the primary the sentinels name now).
+    /// Failing to find one is connection trouble, never the caller's fault.
+    pub async fn client(&self) -> RedisResult<Client> {
+        let mut resolver = self.resolver.lock().await;
+        tokio::time::timeout(TIMEOUT, resolver.client())
+            .await
+            .map_err(|_| timed_out("asking the sentinels for the primary"))?
+            .map_err(not_connected)
+    }
+
+    /// A new connection to the node to use now, whose answers may take `response_timeout`.
+    pub async fn connect(&self, response_timeout: Duration) -> RedisResult<MultiplexedConnection> {
+        let client = self.client().await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(response_timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(not_connected)
+    }
+}
+
 struct Current {
     generation: u64,
     connection: MultiplexedConnection,
@@ -160,8 +236,9 @@ struct Current {
 }
 
 struct Inner {
-    shown: String,
-    resolver: tokio::sync::Mutex<Resolver>,
+    source: RedisSource,
+    /// Held while connecting, so one caller connects and the others wait for it.
+    connecting: tokio::sync::Mutex<()>,
     current: RwLock<Option<Current>>,
     generations: AtomicU64,
     reconnects: AtomicU64,
@@ -189,34 +266,20 @@ impl RedisLink {
     /// Connects now (asking the sentinels first, for a Sentinel target) and PINGs, failing with
     /// the URL (password removed) if that does not work within [`TIMEOUT`].
     pub async fn connect(url: &str, target: RedisTarget) -> Result<Self, RedisConnectError> {
-        let shown = tapgate_protocol::broker::redact(url);
-        let fail = |source| RedisConnectError {
-            url: shown.clone(),
-            source,
-        };
-        let resolver = match target {
-            RedisTarget::Direct(info) => Resolver::Direct(Client::open(info).map_err(fail)?),
-            RedisTarget::Sentinel {
-                sentinels,
-                primary,
-                node,
-            } => {
-                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
-                Resolver::Sentinel(Box::new(
-                    SentinelClient::build(
-                        sentinels,
-                        primary,
-                        Some(node),
-                        SentinelServerType::Master,
-                    )
-                    .map_err(fail)?,
-                ))
-            }
-        };
+        let source = RedisSource::from_target(url, target).map_err(|e| RedisConnectError {
+            url: e.url.clone(),
+            source: RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.why)),
+        })?;
+        Self::open(source).await
+    }
+
+    /// Connects to what `source` names now and PINGs.
+    pub async fn open(source: RedisSource) -> Result<Self, RedisConnectError> {
+        let url = source.url().to_owned();
         let link = Self {
             inner: Arc::new(Inner {
-                shown: shown.clone(),
-                resolver: tokio::sync::Mutex::new(resolver),
+                source,
+                connecting: tokio::sync::Mutex::new(()),
                 current: RwLock::new(None),
                 generations: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
@@ -226,13 +289,18 @@ impl RedisLink {
         let _: String = redis::cmd("PING")
             .query_async(&mut probe)
             .await
-            .map_err(fail)?;
+            .map_err(|source| RedisConnectError { url, source })?;
         Ok(link)
+    }
+
+    /// Where the link finds its node (to open connections of one's own).
+    pub fn source(&self) -> &RedisSource {
+        &self.inner.source
     }
 
     /// The URL as shown in logs (password removed).
     pub fn url(&self) -> &str {
-        &self.inner.shown
+        self.inner.source.url()
     }
 
     /// `host:port` of the node in use, if connected.
@@ -257,17 +325,12 @@ impl RedisLink {
         if let Some((g, c, _)) = self.read_current() {
             return Ok((g, c));
         }
-        let mut resolver = self.inner.resolver.lock().await;
+        let _connecting = self.inner.connecting.lock().await;
         // Someone else may have connected while this one waited.
         if let Some((g, c, _)) = self.read_current() {
             return Ok((g, c));
         }
-        // Whatever stops a connection now (no primary named yet during a failover, a node that
-        // refuses) is connection trouble: the caller retries, it is never the message's fault.
-        let client = tokio::time::timeout(TIMEOUT, resolver.client())
-            .await
-            .map_err(|_| timed_out("asking the sentinels for the primary"))?
-            .map_err(not_connected)?;
+        let client = self.inner.source.client().await?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
@@ -280,7 +343,7 @@ impl RedisLink {
             self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         let address = client.get_connection_info().addr().to_string();
-        tracing::info!(redis = %self.inner.shown, node = %address, generation, "Connected to Redis");
+        tracing::info!(redis = %self.inner.source.url(), node = %address, generation, "Connected to Redis");
         *self
             .inner
             .current
@@ -304,7 +367,7 @@ impl RedisLink {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         if guard.as_ref().is_some_and(|c| c.generation == generation) {
-            tracing::warn!(redis = %self.inner.shown, error = %e, "Redis connection lost; reconnecting");
+            tracing::warn!(redis = %self.inner.source.url(), error = %e, "Redis connection lost; reconnecting");
             *guard = None;
         }
     }

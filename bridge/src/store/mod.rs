@@ -11,7 +11,8 @@ use redis::Script;
 use serde::Deserialize;
 use tapgate_protocol::rules::{Input, TimeSettings};
 use tapgate_protocol::{
-    keys, CardId, Decision, DeviceId, DeviceKind, Event, MessageId, Notice, RejectReason, Stamp,
+    keys, CardId, Decision, DeviceId, DeviceKind, Event, EventKind, MessageId, Notice,
+    RejectReason, Stamp,
 };
 use tapgate_runtime::redis::{RedisConnectError, RedisLink, RedisTarget, RedisUrlError};
 
@@ -119,14 +120,15 @@ struct ScriptResult {
 #[derive(Deserialize)]
 struct ScriptEvent {
     seq: String,
-    event: AnyEvent,
+    event: Event,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum AnyEvent {
-    Event(Event),
-    Notice(Notice),
+/// Whether an event is about tap time (stale taps, unpaid entries, clock skew).
+fn is_notice(e: &Event) -> bool {
+    matches!(
+        e.event,
+        EventKind::TapStale | EventKind::UnpaidEntry | EventKind::ClockSkew
+    )
 }
 
 /// One device message to decide.
@@ -306,15 +308,14 @@ impl Store {
         let mut events = Vec::new();
         let mut notices = Vec::new();
         for e in parsed.events {
-            match e.event {
-                AnyEvent::Event(ev) => events.push(Event {
-                    seq: Some(e.seq),
-                    ..ev
-                }),
-                AnyEvent::Notice(n) => notices.push(Notice {
-                    seq: Some(e.seq),
-                    ..n
-                }),
+            let ev = Event {
+                seq: Some(e.seq),
+                ..e.event
+            };
+            if is_notice(&ev) {
+                notices.push(ev);
+            } else {
+                events.push(ev);
             }
         }
         Ok(Answer::Decided(Decided {
@@ -402,7 +403,7 @@ impl Store {
         let Some((seq, json)) = out.split_once('\n') else {
             return Ok(None);
         };
-        let notice = Notice::notice_from_json(json.as_bytes()).map_err(|e| {
+        let notice = Notice::from_json(json.as_bytes()).map_err(|e| {
             StoreError::BadResult(format!(
                 "{e}: {:?}",
                 tapgate_protocol::text::escape_untrusted(json, 200)

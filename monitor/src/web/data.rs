@@ -39,12 +39,15 @@ fn numbers(h: &Hash, known: &[&str]) -> BTreeMap<String, i64> {
     out
 }
 
-/// `{issued: {TYPE: n}, entries: {TYPE: n}, denied: {reason: n}, rejected: {reason: n}}`.
+/// `{issued: {TYPE: n}, entries: {TYPE: n}, denied: {reason: n}, unpaid: {reason: n},
+/// rejected: {reason: n}}`. Unpaid entries are riders a fail-open gate let through offline whose
+/// card could not pay, by deny reason.
 pub async fn counters(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
-    let (issued, entries, denied, rejected): (Hash, Hash, Hash, Hash) = redis::pipe()
+    let (issued, entries, denied, unpaid, rejected): (Hash, Hash, Hash, Hash, Hash) = redis::pipe()
         .hgetall(keys::COUNTERS_ISSUED)
         .hgetall(keys::COUNTERS_ENTRIES)
         .hgetall(keys::COUNTERS_DENIED)
+        .hgetall(keys::COUNTERS_UNPAID)
         .hgetall(keys::COUNTERS_REJECTED)
         .query_async(conn)
         .await?;
@@ -55,6 +58,7 @@ pub async fn counters(conn: &mut impl ConnectionLike) -> Result<Value, WebError>
         "issued": numbers(&issued, &passes),
         "entries": numbers(&entries, &passes),
         "denied": numbers(&denied, &deny),
+        "unpaid": numbers(&unpaid, &deny),
         "rejected": numbers(&rejected, &reject),
     }))
 }

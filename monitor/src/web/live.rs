@@ -24,8 +24,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
-use redis::aio::ConnectionManager;
 use serde_json::{json, Value};
+use tapgate_runtime::redis::RedisLink;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -282,7 +282,7 @@ where
     f().await
 }
 
-async fn follow_stream(client: redis::Client, redis: ConnectionManager, hub: Hub) {
+async fn follow_stream(client: tapgate_runtime::redis::RedisSource, redis: RedisLink, hub: Hub) {
     let shutdown = hub.shutdown.clone();
     let mut conn = redis.clone();
     let mut backoff = Backoff::default();
@@ -347,14 +347,14 @@ fn keyed(devices: &[data::DeviceKey], rows: Vec<Option<Value>>) -> Vec<(String, 
         .collect()
 }
 
-async fn refresh_devices(conn: &mut ConnectionManager, hub: &Hub) -> Result<(), WebError> {
+async fn refresh_devices(conn: &mut RedisLink, hub: &Hub) -> Result<(), WebError> {
     let members = data::device_members(conn).await?;
     let rows = data::device_rows(conn, &members).await?;
     hub.update_devices(keyed(&members, rows), true);
     Ok(())
 }
 
-async fn push_devices(redis: ConnectionManager, hub: Hub) {
+async fn push_devices(redis: RedisLink, hub: Hub) {
     let mut conn = redis;
     if let Err(e) = refresh_devices(&mut conn, &hub).await {
         debug!(error = %e, "Cannot read devices yet");
@@ -370,7 +370,7 @@ async fn push_devices(redis: ConnectionManager, hub: Hub) {
 }
 
 /// Follows the stream and pushes updates to `hub` until its shutdown token is cancelled.
-pub async fn follow(client: redis::Client, redis: ConnectionManager, hub: Hub) {
+pub async fn follow(client: tapgate_runtime::redis::RedisSource, redis: RedisLink, hub: Hub) {
     tokio::join!(
         follow_stream(client, redis.clone(), hub.clone()),
         push_devices(redis, hub)

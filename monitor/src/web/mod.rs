@@ -33,13 +33,12 @@ pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use redis::aio::ConnectionManager;
 use tapgate_runtime::clock::{Clock, SystemClock};
+use tapgate_runtime::redis::{RedisLink, RedisSource};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -55,7 +54,7 @@ pub struct AppState {
     /// The validated settings.
     pub config: Arc<ServeConfig>,
     /// Redis for request handlers (reconnects by itself).
-    pub redis: ConnectionManager,
+    pub redis: RedisLink,
     /// Operator name → password hash and its fingerprint.
     pub operators: Arc<Credentials>,
     /// Live updates for every open browser.
@@ -91,6 +90,12 @@ pub enum ServeError {
     /// Redis could not be reached at start-up.
     #[error("redis at start-up: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The Redis URL cannot work.
+    #[error(transparent)]
+    RedisUrl(#[from] tapgate_runtime::redis::RedisUrlError),
+    /// Redis could not be reached at start-up.
+    #[error(transparent)]
+    RedisConnect(#[from] tapgate_runtime::redis::RedisConnectError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -176,12 +181,9 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
 ) -> Result<ServerHandle, ServeError> {
     config.validate()?;
-    let client = redis::Client::open(config.redis.as_str())?;
-    let manager_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2);
-    let mut redis = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+    // One server, or the primary Redis Sentinel names, followed through a failover.
+    let client = RedisSource::new(config.redis.as_str(), None)?;
+    let mut redis = RedisLink::open(client.clone()).await?;
     let operators: Credentials = config
         .operators
         .iter()

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use blake2::{Blake2b512, Digest};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+use tapgate_runtime::redis::RedisLink;
 
 use super::error::WebError;
 
@@ -167,7 +167,7 @@ return 0
 
 /// Starts a session for `operator` (whose credential is `cred`), expiring after `ttl`.
 pub async fn create(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisLink,
     operator: &str,
     cred: &Credential,
     ttl: Duration,
@@ -212,7 +212,7 @@ pub async fn create(
 /// The session for `token`, if it exists, has not expired, and its operator is still configured
 /// with the credential they logged in with. A session failing that check is ended.
 pub async fn load(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisLink,
     token: &str,
     operators: &Credentials,
 ) -> Result<Option<Session>, WebError> {
@@ -235,7 +235,7 @@ pub async fn load(
     }))
 }
 
-async fn end(redis: &mut ConnectionManager, operator: &str, token: &str) -> Result<(), WebError> {
+async fn end(redis: &mut RedisLink, operator: &str, token: &str) -> Result<(), WebError> {
     redis::pipe()
         .del(session_key(token))
         .ignore()
@@ -247,12 +247,12 @@ async fn end(redis: &mut ConnectionManager, operator: &str, token: &str) -> Resu
 }
 
 /// Ends the session `s`.
-pub async fn destroy(redis: &mut ConnectionManager, s: &Session) -> Result<(), WebError> {
+pub async fn destroy(redis: &mut RedisLink, s: &Session) -> Result<(), WebError> {
     end(redis, &s.operator, &s.token).await
 }
 
 /// Ends every session of `operator`; returns how many there were.
-pub async fn end_all(redis: &mut ConnectionManager, operator: &str) -> Result<usize, WebError> {
+pub async fn end_all(redis: &mut RedisLink, operator: &str) -> Result<usize, WebError> {
     let set = operator_sessions_key(operator);
     let tokens: Vec<String> = redis.smembers(&set).await?;
     let mut pipe = redis::pipe();
@@ -268,7 +268,7 @@ pub async fn end_all(redis: &mut ConnectionManager, operator: &str) -> Result<us
 /// password changed since the last start, then records the current operators. Returns the
 /// operators whose sessions were ended.
 pub async fn sweep(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisLink,
     operators: &Credentials,
 ) -> Result<Vec<String>, WebError> {
     let known: HashMap<String, String> = redis.hgetall(OPERATORS_KEY).await?;

@@ -23,8 +23,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tapgate_runtime::clock::Clock;
+use tapgate_runtime::redis::RedisLink;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::WebError;
@@ -145,7 +145,7 @@ fn whole_secs(d: Duration) -> u64 {
 
 /// Refuses an attempt of `name` from `bucket` that must wait; `Ok` when it may go ahead.
 pub async fn check(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisLink,
     clock: &dyn Clock,
     limits: Limits,
     name: &str,
@@ -180,7 +180,7 @@ pub async fn check(
 /// Counts a failed login of `name` (empty: a name that breaks the name rule, counted against
 /// the address only) from `bucket`.
 pub async fn failed(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisLink,
     clock: &dyn Clock,
     limits: Limits,
     name: &str,
@@ -211,7 +211,7 @@ pub async fn failed(
 }
 
 /// Forgets the failures of `name`, after it logged in.
-pub async fn succeeded(redis: &mut ConnectionManager, name: &str) -> Result<(), WebError> {
+pub async fn succeeded(redis: &mut RedisLink, name: &str) -> Result<(), WebError> {
     redis::cmd("DEL")
         .arg(name_key(name))
         .query_async::<()>(redis)
