@@ -16,6 +16,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}"
 fi
 command -v mosquitto_ctrl >/dev/null 2>&1 || { echo "mosquitto_ctrl missing (apt-get install -y mosquitto)"; exit 1; }
-ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null | grep -q . \
-  || { echo "mosquitto's dynamic-security plugin is missing (apt-get install -y mosquitto)"; exit 1; }
+plugin=""
+for f in /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so; do
+  [ -e "$f" ] && plugin="$f"
+done
+[ -n "$plugin" ] || { echo "mosquitto's dynamic-security plugin is missing (apt-get install -y mosquitto)"; exit 1; }
 command -v openssl >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq openssl; }
