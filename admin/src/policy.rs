@@ -215,10 +215,14 @@ mod tests {
             for r in service_rules(&topics, role) {
                 if r.access == Access::Publish {
                     assert!(
-                        r.topic.ends_with("/decision") || r.topic.starts_with("tapgate/events/"),
+                        r.topic.ends_with("/decision")
+                            || r.topic.starts_with("tapgate/events/")
+                            || r.topic == topics.bridge_probe_filter(),
                         "{role:?} publishes {}",
                         r.topic
                     );
+                    // Whatever a service publishes is never a device topic.
+                    assert!(topics.parse(&r.topic.replace('+', "x")).is_err(), "{}", r.topic);
                 }
             }
         }

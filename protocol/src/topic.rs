@@ -218,15 +218,16 @@ impl Topics {
         format!("{}/events/#", self.prefix)
     }
 
-    /// `{prefix}/bridge/probe/{nonce}`: where a bridge with a shared-subscription group checks at
-    /// start-up that the broker really delivers through `$share/{group}/…`.
+    /// `{prefix}/bridge-probe/{nonce}`: where a bridge with a shared-subscription group checks at
+    /// start-up that the broker really delivers through `$share/{group}/…`. Three levels, so it
+    /// can never look like a device topic.
     pub fn bridge_probe(&self, nonce: &str) -> String {
-        format!("{}/bridge/probe/{nonce}", self.prefix)
+        format!("{}/bridge-probe/{nonce}", self.prefix)
     }
 
-    /// `{prefix}/bridge/probe/+`: every bridge probe topic, for the bridge logins' broker rights.
+    /// `{prefix}/bridge-probe/+`: every bridge probe topic, for the bridge logins' broker rights.
     pub fn bridge_probe_filter(&self) -> String {
-        format!("{}/bridge/probe/+", self.prefix)
+        format!("{}/bridge-probe/+", self.prefix)
     }
 
     /// Parses a device topic the bridge received.
