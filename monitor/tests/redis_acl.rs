@@ -48,6 +48,8 @@ const MONITOR_ACL: &[&str] = &[
     "+evalsha",
     "+eval",
     "+script|load",
+    // The connection's check at start-up.
+    "+ping",
     "%RW~tapgate:events",
     "%R~tapgate:counters:*",
     "%R~tapgate:devices",
