@@ -34,6 +34,8 @@
 -- the bridge's clock (if any) plus the decision window plus max_future_ms, the latter covering
 -- bridges whose clocks differ by up to that much. An offline entry, or a message without a stamp,
 -- has no such bound and is kept for seen_ttl_s (--idempotency-ttl).
+-- A key per message rather than one hash per device: each record needs its own expiry, and
+-- per-field expiry (HEXPIRE) needs Redis 7.4; with records living seconds, few exist at a time.
 
 local op, now = ARGV[1], tonumber(ARGV[2])
 local device, kind, id, card, chosen = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
