@@ -357,3 +357,132 @@ async fn offline_is_for_gates_and_unstamped_taps_are_accepted_until_required() {
     let d = stamped_tap(&mut g, "C1", now_ms(), TapMode::Online).await;
     assert_eq!(d["reason"], "no_pass", "{d}");
 }
+
+/// A waiting tap's idempotency record lives only until a redelivery would be `stale` anyway; an
+/// offline entry's and an unstamped tap's for the configured lifetime. A redelivery after the
+/// record has gone is answered `stale` and charges nothing.
+#[tokio::test]
+async fn seen_records_live_as_long_as_a_redelivery_can_be_decided() {
+    let redis = RedisServer::start();
+    let time = TimeSettings::default();
+    let store = Store::connect(
+        &redis.url(),
+        None,
+        StoreSettings {
+            two_hour_ms: 2 * HOUR,
+            sale_timeout_ms: 30_000,
+            seen_ttl_s: 3600,
+            stream_maxlen: 1000,
+            recent_ttl_s: 3600,
+            device_ttl_s: 3600,
+            time,
+        },
+    )
+    .await
+    .expect("store");
+    let card = CardId::new("TEN").expect("card");
+    let mut con = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let _: () = redis::cmd("HSET")
+        .arg(keys::pass(&card))
+        .arg("type")
+        .arg("TEN_TRIP")
+        .arg("trips")
+        .arg(10)
+        .arg("issued_at")
+        .arg(0)
+        .query_async(&mut con)
+        .await
+        .expect("HSET");
+    let g1 = DeviceId::new("g1").expect("device");
+    let input = Input::GateTap(card.clone());
+    let now = now_ms();
+    let decide = |id: &'static str, stamp: Option<Stamp>, now: u64| {
+        let store = store.clone();
+        let input = input.clone();
+        let g1 = g1.clone();
+        async move {
+            let id = MessageId::new(id).expect("id");
+            match store
+                .decide(&Request {
+                    kind: DeviceKind::Gate,
+                    device: &g1,
+                    id: &id,
+                    input: &input,
+                    now_ms: now,
+                    stamp,
+                })
+                .await
+                .expect("script")
+            {
+                Answer::Decided(d) => d,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let pttl = |id: &'static str| {
+        let key = keys::seen(DeviceKind::Gate, &g1, &MessageId::new(id).expect("id"));
+        let mut con = con.clone();
+        async move {
+            let ms: i64 = redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .expect("PTTL");
+            ms
+        }
+    };
+    let bound = i64::try_from(time.decision_window_ms + time.max_future_ms).expect("ms");
+
+    decide("online", Some(Stamp::online(now)), now).await;
+    let ttl = pttl("online").await;
+    assert!(ttl > 0 && ttl <= bound, "online tap kept {ttl} ms");
+    // A stamp ahead of the bridge's clock is kept that much longer.
+    decide("ahead", Some(Stamp::online(now + 2000)), now).await;
+    let ttl = pttl("ahead").await;
+    assert!(
+        ttl > bound && ttl <= bound + 2000,
+        "tap 2 s ahead kept {ttl} ms"
+    );
+    decide("offline", Some(Stamp::offline(now - 1000)), now).await;
+    assert!(pttl("offline").await > 3_000_000);
+    decide("unstamped", None, now).await;
+    assert!(pttl("unstamped").await > 3_000_000);
+
+    // Within the record's life a redelivery is replayed; once it has gone, the tap is stale.
+    let again = decide("online", Some(Stamp::online(now)), now + 10).await;
+    assert!(again.replayed);
+    let _: () = redis::cmd("DEL")
+        .arg(keys::seen(
+            DeviceKind::Gate,
+            &g1,
+            &MessageId::new("online").expect("id"),
+        ))
+        .query_async(&mut con)
+        .await
+        .expect("DEL");
+    let late = decide(
+        "online",
+        Some(Stamp::online(now)),
+        now + u64::try_from(bound).expect("ms"),
+    )
+    .await;
+    assert_eq!(late.decision.outcome, Outcome::Stale);
+    assert_eq!(
+        pass_trips(&mut con, &card).await,
+        10 - 4,
+        "four taps charged, no more"
+    );
+}
+
+async fn pass_trips(con: &mut redis::aio::MultiplexedConnection, card: &CardId) -> u64 {
+    redis::cmd("HGET")
+        .arg(keys::pass(card))
+        .arg("trips")
+        .query_async(con)
+        .await
+        .expect("HGET")
+}

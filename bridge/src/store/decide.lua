@@ -21,11 +21,21 @@
 -- Returns {0, result JSON} for a new decision, {1, stored result JSON} for a redelivery of the
 -- same content, {2, ''} for an id already used with other content, {3, reason} for a message
 -- whose time is refused (time_in_future, offline_not_allowed). The last two change nothing. The
--- result JSON is {"decision": {...}, "events": [{"seq": id, "event": {...}}]}.
+-- result JSON is {"decision": {...}, "events": [{"seq": id, "event": {...}}]}; each event is
+-- JSON-encoded once, for the stream, and the result is assembled from those strings.
 --
 -- The seen record is "<fingerprint>\n<result JSON>", the fingerprint being "op:card:pass" of
 -- the message, and ":time:mode" after it for a stamped one (at most ~80 bytes). A record from
 -- before fingerprints (starting with '{') is replayed as it is.
+--
+-- How long the seen record lives: only as long as a redelivery can still change something. A
+-- waiting message (stamp mode 'online') redelivered once its time is older than the decision window
+-- is answered 'stale' and charges nothing, so its record is kept until then: the stamp's lead over
+-- the bridge's clock (if any) plus the decision window plus max_future_ms, the latter covering
+-- bridges whose clocks differ by up to that much. An offline entry, or a message without a stamp,
+-- has no such bound and is kept for seen_ttl_s (--idempotency-ttl).
+-- A key per message rather than one hash per device: each record needs its own expiry, and
+-- per-field expiry (HEXPIRE) needs Redis 7.4; with records living seconds, few exist at a time.
 
 local op, now = ARGV[1], tonumber(ARGV[2])
 local device, kind, id, card, chosen = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -43,6 +53,12 @@ local bridge_now = now
 local fingerprint = op .. ':' .. card .. ':' .. chosen
 if stamp_time then
   fingerprint = fingerprint .. ':' .. ARGV[15] .. ':' .. mode
+end
+-- Seen record lifetime, see above: PX for a waiting stamped message, EX otherwise.
+local seen_unit, seen_for = 'EX', seen_ttl
+if stamp_time and mode ~= 'offline' then
+  seen_unit = 'PX'
+  seen_for = string.format('%d', math.max(stamp_time - now, 0) + window + max_future)
 end
 local stored = redis.call('GET', KEYS[1])
 if stored then
@@ -70,6 +86,7 @@ local function int(n)
   return string.format('%d', n)
 end
 
+-- Events of this call: {seq, JSON} each.
 local events = {}
 
 -- Whether a decision is one the bridge can read; checked before it is stored for redeliveries.
@@ -88,12 +105,18 @@ local function finish(decision)
   if not valid_decision(decision) then
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
-  local result = {decision = decision}
+  local parts = {'{"decision":', cjson.encode(decision)}
   if #events > 0 then
-    result.events = events
+    parts[#parts + 1] = ',"events":['
+    for n, e in ipairs(events) do
+      if n > 1 then parts[#parts + 1] = ',' end
+      parts[#parts + 1] = '{"seq":"' .. e[1] .. '","event":' .. e[2] .. '}'
+    end
+    parts[#parts + 1] = ']'
   end
-  local json = cjson.encode(result)
-  redis.call('SET', KEYS[1], fingerprint .. '\n' .. json, 'EX', seen_ttl)
+  parts[#parts + 1] = '}'
+  local json = table.concat(parts)
+  redis.call('SET', KEYS[1], fingerprint .. '\n' .. json, seen_unit, seen_for)
   redis.call('EXPIRE', KEYS[7], device_ttl)
   return {0, json}
 end
@@ -114,11 +137,12 @@ local function emit(name, pass_info, reason)
   local json = cjson.encode(e)
   local seq = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'event', json)
   if card ~= '' then
-    redis.call('LPUSH', KEYS[13], json)
-    redis.call('LTRIM', KEYS[13], 0, recent_len - 1)
+    if redis.call('LPUSH', KEYS[13], json) > recent_len then
+      redis.call('LTRIM', KEYS[13], 0, recent_len - 1)
+    end
     redis.call('EXPIRE', KEYS[13], recent_ttl)
   end
-  events[#events + 1] = {seq = seq, event = e}
+  events[#events + 1] = {seq, json}
 end
 
 -- An integer field: nil when absent, false when present but not a non-negative integer.
@@ -132,8 +156,12 @@ end
 -- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (an
 -- unknown type or a garbled field). A corrupt record is never granted, sold over or rewritten.
 local function load_pass()
-  if redis.call('EXISTS', KEYS[11]) == 0 then return nil end
   local f = redis.call('HMGET', KEYS[11], 'type', 'trips', 'expires_at', 'issued_at')
+  if not (f[1] or f[2] or f[3] or f[4]) then
+    -- No pass, or (rarely) a record without any of its fields: corrupt.
+    if redis.call('EXISTS', KEYS[11]) == 0 then return nil end
+    return nil, true
+  end
   local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
   if not PASS_TYPES[f[1]] or trips == false or expires_at == false or issued_at == false then
     return nil, true
@@ -166,12 +194,17 @@ local function info(p)
   return i
 end
 
+-- One HSET: a pass is only written over itself (a ten-trip's count, a two-hour's activation) or
+-- where there is none (issued where load_pass found nothing or deleted an expired one), so no
+-- field of an older record can be left behind.
 local function save_pass(p)
-  redis.call('DEL', KEYS[11])
-  redis.call('HSET', KEYS[11], 'type', p.type, 'trips', int(p.trips), 'issued_at', int(p.issued_at))
   if p.expires_at then
-    redis.call('HSET', KEYS[11], 'expires_at', int(p.expires_at))
+    redis.call('HSET', KEYS[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
+      int(p.issued_at), 'expires_at', int(p.expires_at))
     redis.call('PEXPIRE', KEYS[11], int(math.max(p.expires_at - bridge_now, 0) + GC_MS))
+  else
+    redis.call('HSET', KEYS[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
+      int(p.issued_at))
   end
 end
 

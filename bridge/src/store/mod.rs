@@ -74,7 +74,9 @@ pub struct StoreSettings {
     pub two_hour_ms: u64,
     /// Sale timeout, ms.
     pub sale_timeout_ms: u64,
-    /// Idempotency record lifetime, s.
+    /// Idempotency record lifetime of an offline entry or an unstamped message, s. A waiting
+    /// stamped message's record lives only until a redelivery would be answered `stale` (the
+    /// decision window plus `max_future_ms`, see `decide.lua`).
     pub seen_ttl_s: u64,
     /// Approximate event stream length.
     pub stream_maxlen: u64,
