@@ -222,7 +222,11 @@ mod tests {
                         r.topic
                     );
                     // Whatever a service publishes is never a device topic.
-                    assert!(topics.parse(&r.topic.replace('+', "x")).is_err(), "{}", r.topic);
+                    assert!(
+                        topics.parse(&r.topic.replace('+', "x")).is_err(),
+                        "{}",
+                        r.topic
+                    );
                 }
             }
         }
