@@ -17,8 +17,9 @@
 //! - [`hocon`] — a strict reader for the HOCON subset EMQX files use.
 //! - [`erlterm`] — a small reader for the Erlang terms of EMQX's `acl.conf`.
 //! - [`grafana`] — the Redis keys and Prometheus metrics the dashboards name.
-//! - [`promtext`] — a strict reader of the Prometheus text exposition format.
-//! - [`promconfig`] — `prometheus.yml`.
+//! - [`promtool`] — `promtool check metrics` and `promtool check config`, and the names a valid
+//!   exposition holds.
+//! - [`tool`] — running the real tools CI installs, failing with the package to install.
 
 pub mod access;
 pub mod compose;
@@ -28,8 +29,8 @@ pub mod erlterm;
 pub mod grafana;
 pub mod hocon;
 pub mod keys;
-pub mod promconfig;
-pub mod promtext;
+pub mod promtool;
 pub mod repo;
+pub mod tool;
 
 pub use repo::{CheckError, Finding};
