@@ -366,3 +366,55 @@ mod tests {
         assert!(text.contains("tapgate_decision_latency_seconds_count 1"));
     }
 }
+
+#[cfg(test)]
+mod endpoint {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    async fn request(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(raw).await.expect("send");
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.expect("read to end");
+        out
+    }
+
+    /// The compose health check: an HTTP/1.0 request without a Host header, the reply read to
+    /// the end of the stream and grepped for `^tapgate_inflight_messages`.
+    #[tokio::test]
+    async fn answers_the_compose_health_check_and_closes() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Metrics::default(), shutdown.clone()));
+        let reply = request(addr, b"GET /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(
+            reply.lines().next().unwrap_or_default().contains(" 200 "),
+            "{reply}"
+        );
+        assert!(
+            reply
+                .lines()
+                .any(|l| l.starts_with("tapgate_inflight_messages")),
+            "{reply}"
+        );
+        let reply = request(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(
+            reply.lines().next().unwrap_or_default().contains(" 200 "),
+            "{reply}"
+        );
+        let reply = request(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(
+            reply.lines().next().unwrap_or_default().contains(" 404 "),
+            "{reply}"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("stops on shutdown")
+            .expect("server task");
+    }
+}
