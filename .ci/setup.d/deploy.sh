@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Setup for the deployment checks: curl, pgrep and setsid for the demo smoke test, and Debian's prometheus package
-# for promtool and a real Prometheus that runs the dashboards' queries against the demo. Redis and
-# mosquitto (which ships mosquitto_ctrl and the dynamic-security plugin) are installed by .ci/run.
+# Setup for the deployment checks: curl, pgrep and setsid for the demo smoke test, erlang-base for
+# erl, and Debian's prometheus package for promtool and a real Prometheus that runs the
+# dashboards' queries against the demo. Redis and mosquitto (which ships mosquitto_ctrl and the
+# dynamic-security plugin) are installed by .ci/run.
 set -euo pipefail
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# erl reads EMQX's acl.conf for the policy checks (file:consult, as EMQX does).
+command -v erl >/dev/null 2>&1 || need+=(erlang-base)
 # The smoke test lists a process group's command lines (pgrep) and starts the demo in its own
 # session (setsid) with SIGINT restored (env --default-signal, coreutils 8.31 or later).
 command -v pgrep >/dev/null 2>&1 || need+=(procps)

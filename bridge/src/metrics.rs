@@ -1,20 +1,25 @@
-//! Prometheus metrics: counters kept in atomics and a tiny `/metrics` HTTP endpoint.
+//! Prometheus metrics, kept by the `prometheus` crate and served on `GET /metrics` by axum.
 //!
 //! Labels are low-cardinality enums (message kind, device kind, outcome, reason): never a card or
-//! device id.
+//! device id. Every label value is created up front, so a scrape shows each series from zero.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::core::Metric as _;
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use tapgate_protocol::topic::MessageKind;
 use tapgate_protocol::{DeviceKind, Outcome, RejectReason};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{info, warn};
 
 /// Upper bounds of the decision latency histogram, seconds.
 const BUCKETS: [f64; 14] = [
@@ -26,47 +31,150 @@ const MESSAGES: [MessageKind; 4] = [
     MessageKind::Status,
     MessageKind::Heartbeat,
 ];
+/// The values of `change` on `tapgate_clock_skew_flags_total`.
+const CLOCK_CHANGES: [&str; 2] = ["flagged", "cleared"];
 
-#[derive(Default)]
 struct Inner {
-    messages: [AtomicU64; 4],
-    decisions: [[AtomicU64; Outcome::NAMES.len()]; 2],
-    rejected: [AtomicU64; RejectReason::ALL.len()],
-    replays: AtomicU64,
-    clock_flags: [AtomicU64; 2],
-    unstamped: AtomicU64,
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
-    redis_reconnects: AtomicU64,
-    mqtt_reconnects: AtomicU64,
-    dropped: AtomicU64,
-    inflight: AtomicI64,
+    registry: Registry,
+    messages: IntCounterVec,
+    decisions: IntCounterVec,
+    rejected: IntCounterVec,
+    replays: IntCounter,
+    clock_flags: IntCounterVec,
+    unstamped: IntCounter,
+    latency: Histogram,
+    redis_reconnects: IntCounter,
+    mqtt_reconnects: IntCounter,
+    dropped: IntCounter,
+    inflight: IntGauge,
 }
 
 /// The bridge's counters. Cheap to clone; all clones share the same values.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
 
-fn kind_index(kind: DeviceKind) -> usize {
-    match kind {
-        DeviceKind::Gate => 0,
-        DeviceKind::Terminal => 1,
+impl Default for Metrics {
+    fn default() -> Self {
+        // The definitions below are constants: a failure here is a programming error.
+        const VALID: &str = "metric definitions are valid and registered once";
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect(VALID);
+            registry.register(Box::new(c.clone())).expect(VALID);
+            c
+        };
+        let family = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect(VALID);
+            registry.register(Box::new(c.clone())).expect(VALID);
+            c
+        };
+        let messages = family(
+            "tapgate_messages_total",
+            "Device messages received, by message kind.",
+            &["message"],
+        );
+        for kind in MESSAGES {
+            messages.with_label_values(&[kind.to_string()]);
+        }
+        let decisions = family(
+            "tapgate_decisions_total",
+            "Decisions published, by device kind and outcome.",
+            &["device_kind", "outcome"],
+        );
+        for kind in DeviceKind::ALL {
+            for outcome in Outcome::NAMES {
+                decisions.with_label_values(&[kind.to_string().as_str(), outcome]);
+            }
+        }
+        let rejected = family(
+            "tapgate_rejected_total",
+            "Device messages refused, by reason.",
+            &["reason"],
+        );
+        for reason in RejectReason::ALL {
+            rejected.with_label_values(&[reason.to_string()]);
+        }
+        let replays = counter(
+            "tapgate_replays_total",
+            "Redelivered messages answered with their stored decision.",
+        );
+        let clock_flags = family(
+            "tapgate_clock_skew_flags_total",
+            "Device clocks flagged as off by more than max_clock_skew, or cleared again.",
+            &["change"],
+        );
+        for change in CLOCK_CHANGES {
+            clock_flags.with_label_values(&[change]);
+        }
+        let unstamped = counter(
+            "tapgate_unstamped_messages_total",
+            "Taps and buttons without time and mode, decided on the bridge's clock (transition).",
+        );
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "tapgate_decision_latency_seconds",
+                "Time from receiving a message to publishing its decision.",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .expect(VALID);
+        registry.register(Box::new(latency.clone())).expect(VALID);
+        let redis_reconnects = counter(
+            "tapgate_redis_reconnects_total",
+            "Redis calls retried after a connection failure.",
+        );
+        let mqtt_reconnects = counter(
+            "tapgate_mqtt_reconnects_total",
+            "MQTT connection losses followed by a reconnect attempt.",
+        );
+        let dropped = IntCounter::with_opts(
+            Opts::new(
+                "tapgate_dropped_total",
+                "QoS 0 messages dropped because their worker shard's queue was full.",
+            )
+            .const_label("qos", "0"),
+        )
+        .expect(VALID);
+        registry.register(Box::new(dropped.clone())).expect(VALID);
+        let inflight = IntGauge::new(
+            "tapgate_inflight_messages",
+            "Messages received and not yet acknowledged.",
+        )
+        .expect(VALID);
+        registry.register(Box::new(inflight.clone())).expect(VALID);
+        Self(Arc::new(Inner {
+            registry,
+            messages,
+            decisions,
+            rejected,
+            replays,
+            clock_flags,
+            unstamped,
+            latency,
+            redis_reconnects,
+            mqtt_reconnects,
+            dropped,
+            inflight,
+        }))
     }
 }
 
 impl Metrics {
     /// A message arrived on a device topic of this kind.
     pub fn message(&self, kind: MessageKind) {
-        if let Some(i) = MESSAGES.iter().position(|m| *m == kind) {
-            self.0.messages[i].fetch_add(1, Relaxed);
+        if MESSAGES.contains(&kind) {
+            self.0.messages.with_label_values(&[kind.to_string()]).inc();
         }
     }
 
     /// A decision was published, `latency` after the message arrived.
     pub fn decision(&self, kind: DeviceKind, outcome: &Outcome, latency: Duration) {
-        if let Some(i) = Outcome::NAMES.iter().position(|n| *n == outcome.name()) {
-            self.0.decisions[kind_index(kind)][i].fetch_add(1, Relaxed);
+        let name = outcome.name();
+        if Outcome::NAMES.contains(&name) {
+            self.0
+                .decisions
+                .with_label_values(&[kind.to_string().as_str(), name])
+                .inc();
         }
         self.latency(latency);
     }
@@ -75,9 +183,16 @@ impl Metrics {
     pub fn decisions_by_outcome(&self) -> Vec<(&'static str, u64)> {
         Outcome::NAMES
             .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let n = self.0.decisions.iter().map(|k| k[i].load(Relaxed)).sum();
+            .map(|name| {
+                let n = DeviceKind::ALL
+                    .iter()
+                    .map(|kind| {
+                        self.0
+                            .decisions
+                            .with_label_values(&[kind.to_string().as_str(), name])
+                            .get()
+                    })
+                    .sum();
                 (*name, n)
             })
             .collect()
@@ -102,224 +217,85 @@ impl Metrics {
     /// Cumulative latency bucket counts (the last one holds every decision up to 10 s).
     pub fn latency_buckets(&self) -> Vec<u64> {
         self.0
-            .latency_buckets
+            .latency
+            .metric()
+            .get_histogram()
+            .get_bucket()
             .iter()
-            .map(|b| b.load(Relaxed))
+            .map(|b| b.cumulative_count())
             .collect()
     }
 
     /// Records a decision latency.
     pub fn latency(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.0.latency_buckets[i].fetch_add(1, Relaxed);
-            }
-        }
-        self.0.latency_count.fetch_add(1, Relaxed);
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.0.latency_sum_us.fetch_add(us, Relaxed);
+        self.0.latency.observe(latency.as_secs_f64());
     }
 
     /// A message was refused.
     pub fn rejected(&self, reason: RejectReason) {
-        if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
-            self.0.rejected[i].fetch_add(1, Relaxed);
+        if RejectReason::ALL.contains(&reason) {
+            self.0
+                .rejected
+                .with_label_values(&[reason.to_string()])
+                .inc();
         }
     }
 
     /// A redelivered message was answered from its stored decision.
     pub fn replay(&self) {
-        self.0.replays.fetch_add(1, Relaxed);
+        self.0.replays.inc();
     }
 
     /// A device's clock was flagged as off (`true`) or cleared (`false`).
     pub fn clock_flag(&self, flagged: bool) {
-        self.0.clock_flags[usize::from(!flagged)].fetch_add(1, Relaxed);
+        let change = CLOCK_CHANGES[usize::from(!flagged)];
+        self.0.clock_flags.with_label_values(&[change]).inc();
     }
 
     /// A tap or button without `time` and `mode` was decided on the bridge's clock.
     pub fn unstamped(&self) {
-        self.0.unstamped.fetch_add(1, Relaxed);
+        self.0.unstamped.inc();
     }
 
     /// A Redis call failed on the connection and is being retried.
     pub fn redis_reconnect(&self) {
-        self.0.redis_reconnects.fetch_add(1, Relaxed);
+        self.0.redis_reconnects.inc();
     }
 
     /// The MQTT connection dropped and is being re-established.
     pub fn mqtt_reconnect(&self) {
-        self.0.mqtt_reconnects.fetch_add(1, Relaxed);
+        self.0.mqtt_reconnects.inc();
     }
 
     /// A QoS 0 message was dropped because its shard's queue was full.
     pub fn dropped(&self) {
-        self.0.dropped.fetch_add(1, Relaxed);
+        self.0.dropped.inc();
     }
 
     /// QoS 0 messages dropped so far.
     pub fn dropped_total(&self) -> u64 {
-        self.0.dropped.load(Relaxed)
+        self.0.dropped.get()
     }
 
     /// MQTT connection losses so far.
     pub fn mqtt_reconnects_total(&self) -> u64 {
-        self.0.mqtt_reconnects.load(Relaxed)
+        self.0.mqtt_reconnects.get()
     }
 
     /// Messages received but not yet acknowledged.
     pub fn inflight_add(&self, delta: i64) {
-        self.0.inflight.fetch_add(delta, Relaxed);
+        self.0.inflight.add(delta);
     }
 
-    /// Prometheus text exposition format.
+    /// Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let m = &self.0;
-        let mut text = String::with_capacity(4096);
-        header(
-            &mut text,
-            "tapgate_messages_total",
-            "counter",
-            "Device messages received, by message kind.",
-        );
-        for (i, kind) in MESSAGES.iter().enumerate() {
-            let _ = writeln!(
-                text,
-                "tapgate_messages_total{{message=\"{kind}\"}} {}",
-                m.messages[i].load(Relaxed)
-            );
-        }
-        header(
-            &mut text,
-            "tapgate_decisions_total",
-            "counter",
-            "Decisions published, by device kind and outcome.",
-        );
-        for kind in DeviceKind::ALL {
-            for (i, outcome) in Outcome::NAMES.iter().enumerate() {
-                let _ = writeln!(
-                    text,
-                    "tapgate_decisions_total{{device_kind=\"{kind}\",outcome=\"{outcome}\"}} {}",
-                    m.decisions[kind_index(kind)][i].load(Relaxed)
-                );
-            }
-        }
-        header(
-            &mut text,
-            "tapgate_rejected_total",
-            "counter",
-            "Device messages refused, by reason.",
-        );
-        for (i, reason) in RejectReason::ALL.iter().enumerate() {
-            let _ = writeln!(
-                text,
-                "tapgate_rejected_total{{reason=\"{reason}\"}} {}",
-                m.rejected[i].load(Relaxed)
-            );
-        }
-        header(
-            &mut text,
-            "tapgate_replays_total",
-            "counter",
-            "Redelivered messages answered with their stored decision.",
-        );
-        let _ = writeln!(text, "tapgate_replays_total {}", m.replays.load(Relaxed));
-        header(
-            &mut text,
-            "tapgate_clock_skew_flags_total",
-            "counter",
-            "Device clocks flagged as off by more than max_clock_skew, or cleared again.",
-        );
-        for (i, change) in ["flagged", "cleared"].iter().enumerate() {
-            let _ = writeln!(
-                text,
-                "tapgate_clock_skew_flags_total{{change=\"{change}\"}} {}",
-                m.clock_flags[i].load(Relaxed)
-            );
-        }
-        header(
-            &mut text,
-            "tapgate_unstamped_messages_total",
-            "counter",
-            "Taps and buttons without time and mode, decided on the bridge's clock (transition).",
-        );
-        let _ = writeln!(
-            text,
-            "tapgate_unstamped_messages_total {}",
-            m.unstamped.load(Relaxed)
-        );
-        header(
-            &mut text,
-            "tapgate_decision_latency_seconds",
-            "histogram",
-            "Time from receiving a message to publishing its decision.",
-        );
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                text,
-                "tapgate_decision_latency_seconds_bucket{{le=\"{bound}\"}} {}",
-                m.latency_buckets[i].load(Relaxed)
-            );
-        }
-        let count = m.latency_count.load(Relaxed);
-        let _ = writeln!(
-            text,
-            "tapgate_decision_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let sum = m.latency_sum_us.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(text, "tapgate_decision_latency_seconds_sum {sum}");
-        let _ = writeln!(text, "tapgate_decision_latency_seconds_count {count}");
-        header(
-            &mut text,
-            "tapgate_redis_reconnects_total",
-            "counter",
-            "Redis calls retried after a connection failure.",
-        );
-        let _ = writeln!(
-            text,
-            "tapgate_redis_reconnects_total {}",
-            m.redis_reconnects.load(Relaxed)
-        );
-        header(
-            &mut text,
-            "tapgate_mqtt_reconnects_total",
-            "counter",
-            "MQTT connection losses followed by a reconnect attempt.",
-        );
-        let _ = writeln!(
-            text,
-            "tapgate_mqtt_reconnects_total {}",
-            m.mqtt_reconnects.load(Relaxed)
-        );
-        header(
-            &mut text,
-            "tapgate_dropped_total",
-            "counter",
-            "QoS 0 messages dropped because their worker shard's queue was full.",
-        );
-        let _ = writeln!(
-            text,
-            "tapgate_dropped_total{{qos=\"0\"}} {}",
-            m.dropped.load(Relaxed)
-        );
-        header(
-            &mut text,
-            "tapgate_inflight_messages",
-            "gauge",
-            "Messages received and not yet acknowledged.",
-        );
-        let _ = writeln!(
-            text,
-            "tapgate_inflight_messages {}",
-            m.inflight.load(Relaxed)
-        );
-        text
+        TextEncoder::new()
+            .encode_to_string(&self.0.registry.gather())
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "Metrics could not be encoded");
+                String::new()
+            })
     }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// Binds the metrics endpoint (failing fast if the address is taken).
@@ -327,48 +303,41 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves `GET /metrics` until `shutdown`.
+/// Serves `GET /metrics` until `shutdown`. Each response closes its connection, so a scraper
+/// that reads to the end of the stream gets the whole body and shutdown never waits on an idle
+/// keep-alive connection.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "Serving metrics on /metrics");
     }
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(s) => s,
-                Err(e) => { debug!(error = %e, "Metrics accept failed"); continue; }
-            },
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let line = request.lines().next().unwrap_or_default();
-            let response = if line.starts_with("GET /metrics ") || line == "GET /metrics" {
-                let body = metrics.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                let line = tapgate_protocol::text::escape_untrusted(line, 200);
-                debug!(%peer, line = ?line, "Metrics: not found");
-                let body = "only GET /metrics is served here\n";
-                format!(
-                    "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .fallback(not_found)
+        .with_state(metrics);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        warn!(error = %e, "Metrics endpoint stopped");
     }
+}
+
+async fn scrape(axum::extract::State(metrics): axum::extract::State<Metrics>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, prometheus::TEXT_FORMAT),
+            (header::CONNECTION, "close"),
+        ],
+        metrics.render(),
+    )
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONNECTION, "close")],
+        "only GET /metrics is served here\n",
+    )
 }
 
 #[cfg(test)]
@@ -395,5 +364,57 @@ mod tests {
         assert!(text.contains("tapgate_decision_latency_seconds_bucket{le=\"0.002\"} 0"));
         assert!(text.contains("tapgate_decision_latency_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("tapgate_decision_latency_seconds_count 1"));
+    }
+}
+
+#[cfg(test)]
+mod endpoint {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    async fn request(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(raw).await.expect("send");
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.expect("read to end");
+        out
+    }
+
+    /// The compose health check: an HTTP/1.0 request without a Host header, the reply read to
+    /// the end of the stream and grepped for `^tapgate_inflight_messages`.
+    #[tokio::test]
+    async fn answers_the_compose_health_check_and_closes() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Metrics::default(), shutdown.clone()));
+        let reply = request(addr, b"GET /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(
+            reply.lines().next().unwrap_or_default().contains(" 200 "),
+            "{reply}"
+        );
+        assert!(
+            reply
+                .lines()
+                .any(|l| l.starts_with("tapgate_inflight_messages")),
+            "{reply}"
+        );
+        let reply = request(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(
+            reply.lines().next().unwrap_or_default().contains(" 200 "),
+            "{reply}"
+        );
+        let reply = request(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(
+            reply.lines().next().unwrap_or_default().contains(" 404 "),
+            "{reply}"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("stops on shutdown")
+            .expect("server task");
     }
 }

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::erlterm::{self, Term};
+use crate::erl::{self, Term};
 use crate::hocon::{self, Document, Value as Hocon};
 use crate::keys::EMQX_KEYS;
 use crate::repo::{self, CheckError, Finding};
@@ -300,7 +300,7 @@ impl Acl {
     /// Reads `acl.conf` text. Refuses rule shapes this evaluator does not understand, so it
     /// never silently misjudges a rule.
     pub fn parse(file: &str, text: &str) -> Result<Self, CheckError> {
-        let terms = erlterm::parse(file, text)?;
+        let terms = erl::consult(file, text)?;
         let bad = |i: usize, why: &str| CheckError::Syntax {
             path: PathBuf::from(file),
             line: 0,

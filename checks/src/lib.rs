@@ -13,23 +13,24 @@
 //! - [`compose`] — `docker-compose.yml`: the Dockerfiles, variables and files it refers to.
 //! - [`envfile`] — `.env` files (`NAME=value` lines).
 //! - [`emqx`] — EMQX configuration (HOCON, read by [`hocon`]) and its `acl.conf` (Erlang
-//!   terms, read by [`erlterm`]).
+//!   terms, read by [`erl`]).
 //! - [`hocon`] — a strict reader for the HOCON subset EMQX files use.
-//! - [`erlterm`] — a small reader for the Erlang terms of EMQX's `acl.conf`.
+//! - [`erl`] — the Erlang terms of EMQX's `acl.conf`, read by `erl` (`file:consult/1`).
 //! - [`grafana`] — the Redis keys and Prometheus metrics the dashboards name.
-//! - [`promtext`] — a strict reader of the Prometheus text exposition format.
-//! - [`promconfig`] — `prometheus.yml`.
+//! - [`promtool`] — `promtool check metrics` and `promtool check config`, and the names a valid
+//!   exposition holds.
+//! - [`tool`] — running the real tools CI installs, failing with the package to install.
 
 pub mod access;
 pub mod compose;
 pub mod emqx;
 pub mod envfile;
-pub mod erlterm;
+pub mod erl;
 pub mod grafana;
 pub mod hocon;
 pub mod keys;
-pub mod promconfig;
-pub mod promtext;
+pub mod promtool;
 pub mod repo;
+pub mod tool;
 
 pub use repo::{CheckError, Finding};

@@ -34,6 +34,9 @@ pub enum CheckError {
         /// The parser's message.
         source: serde_json::Error,
     },
+    /// A tool that reads the file is missing or could not be run.
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
     /// The file does not follow its format (line and reason given).
     #[error("{path}:{line}: {why}")]
     Syntax {

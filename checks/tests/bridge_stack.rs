@@ -2,7 +2,7 @@
 //!
 //! One rider buys a ten-trip pass at a terminal and enters at a gate, every message going
 //! through mosquitto with the repository's policy and the bridge logged in with its own login. Then:
-//! the bridge's `/metrics` is scraped for real and parsed strictly, every metric the Grafana
+//! the bridge's `/metrics` is scraped for real and checked by `promtool check metrics`, every metric the Grafana
 //! dashboards query must be in it, and every Redis key the bridge wrote must be a documented
 //! key (so the documented list the dashboard check relies on is complete).
 
@@ -16,7 +16,7 @@ use tapgate_bridge::BridgeConfig;
 use tapgate_checks::access::{self, BRIDGE_USER, MONITOR_CLIENT, MONITOR_USER};
 use tapgate_checks::grafana;
 use tapgate_checks::keys;
-use tapgate_checks::promtext::{self, Kind};
+use tapgate_checks::promtool;
 use tapgate_checks::repo::{self, report};
 use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, PassType, Tap, Topics};
 use tapgate_testkit::{MqttProbe, RedisServer};
@@ -209,19 +209,23 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
 
     // /metrics, for real.
     let text = scrape(metrics_addr).await;
-    let exposition = promtext::parse(&text)
-        .unwrap_or_else(|e| panic!("/metrics is not valid Prometheus text: {e}\n{text}"));
-    let taps: f64 = exposition["tapgate_messages_total"]
-        .samples
+    promtool::check_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let samples = promtool::samples(&text);
+    let taps: f64 = samples
         .iter()
-        .filter(|s| s.label("message") == Some("tap"))
+        .filter(|s| s.name == "tapgate_messages_total" && s.label("message") == Some("tap"))
         .map(|s| s.value)
         .sum();
     assert!(taps >= 4.0, "at least the four valid taps counted\n{text}");
-    let latency = &exposition["tapgate_decision_latency_seconds"];
-    assert_eq!(latency.kind, Kind::Histogram);
-    let count = latency
-        .samples
+    let types = promtool::types(&text);
+    assert_eq!(
+        types
+            .get("tapgate_decision_latency_seconds")
+            .map(String::as_str),
+        Some("histogram"),
+        "{text}"
+    );
+    let count = samples
         .iter()
         .find(|s| s.name == "tapgate_decision_latency_seconds_count")
         .map(|s| s.value);
@@ -230,33 +234,28 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
         "at least the five decisions on valid messages timed\n{text}"
     );
     for (family, kind) in [
-        ("tapgate_messages_total", Kind::Counter),
-        ("tapgate_decisions_total", Kind::Counter),
-        ("tapgate_rejected_total", Kind::Counter),
-        ("tapgate_replays_total", Kind::Counter),
-        ("tapgate_redis_reconnects_total", Kind::Counter),
-        ("tapgate_mqtt_reconnects_total", Kind::Counter),
-        ("tapgate_inflight_messages", Kind::Gauge),
+        ("tapgate_messages_total", "counter"),
+        ("tapgate_decisions_total", "counter"),
+        ("tapgate_rejected_total", "counter"),
+        ("tapgate_replays_total", "counter"),
+        ("tapgate_redis_reconnects_total", "counter"),
+        ("tapgate_mqtt_reconnects_total", "counter"),
+        ("tapgate_inflight_messages", "gauge"),
     ] {
         assert_eq!(
-            exposition.get(family).map(|f| f.kind),
+            types.get(family).map(String::as_str),
             Some(kind),
             "{family}\n{text}"
         );
     }
-    for family in exposition.values() {
-        for s in &family.samples {
-            assert!(
-                s.labels.iter().all(|(k, _)| k != "card" && k != "device"),
-                "no card or device labels: {s:?}"
-            );
-        }
+    for s in &samples {
+        assert!(
+            s.labels.iter().all(|(k, _)| k != "card" && k != "device"),
+            "no card or device labels: {s:?}"
+        );
     }
     // Every metric the dashboards query is exposed.
-    let exposed: Vec<String> = exposition
-        .values()
-        .flat_map(|f| f.samples.iter().map(|s| s.name.clone()))
-        .collect();
+    let exposed: Vec<String> = samples.iter().map(|s| s.name.clone()).collect();
     let sources = grafana::load_datasources("grafana/provisioning/datasources/tapgate.yml")
         .expect("data sources");
     for entry in std::fs::read_dir(repo::root().join("grafana/dashboards")).expect("dashboards") {

@@ -8,7 +8,6 @@ use tapgate_checks::access;
 use tapgate_checks::emqx::{self, Acl, Action};
 use tapgate_checks::grafana;
 use tapgate_checks::keys;
-use tapgate_checks::promconfig;
 use tapgate_checks::repo::{self, report};
 use tapgate_checks::{compose, envfile};
 use tapgate_protocol::Topics;
@@ -397,28 +396,6 @@ fn grafana_provisioning_is_valid() {
     let compose_text = repo::read("docker-compose.yml").expect("compose");
     assert!(compose_text.contains("./grafana/dashboards:/var/lib/grafana/dashboards:ro"));
     assert!(compose_text.contains("GF_INSTALL_PLUGINS: redis-datasource"));
-}
-
-#[test]
-fn prometheus_config_scrapes_the_bridge() {
-    let (config, findings) =
-        promconfig::load("prometheus/prometheus.yml").expect("prometheus.yml parses");
-    assert!(findings.is_empty(), "{}", report(&findings));
-    let bridge = config
-        .scrape_configs
-        .iter()
-        .find(|j| {
-            j.static_configs
-                .iter()
-                .any(|s| s.targets.iter().any(|t| t == "bridge:9464"))
-        })
-        .expect("a job scrapes bridge:9464");
-    assert_eq!(
-        bridge.metrics_path.as_deref().unwrap_or("/metrics"),
-        "/metrics"
-    );
-    let compose_text = repo::read("docker-compose.yml").expect("compose");
-    assert!(compose_text.contains("TAPGATE_METRICS_ADDR: 0.0.0.0:9464"));
 }
 
 #[test]
