@@ -207,7 +207,7 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
         terminals: 4,
         riders: 800,
         rate: 400.0,
-        duration: Duration::from_secs(64),
+        duration: Duration::from_secs(80),
         grace: Duration::from_secs(40),
         seed: 11,
         two_hour_duration: Duration::from_secs(8),

@@ -100,14 +100,22 @@ struct Waiting {
     payload: Vec<u8>,
     /// When it was last handed to the client.
     sent: Instant,
+    /// How often it was published again.
+    retries: u32,
 }
 
 /// How long a message may wait for its decision, while connected, before it is published again
-/// with the same id. A broker can lose a message it acknowledged (mosquitto forgets shared
+/// with the same id (doubling after each try, see [`retry_delay`]). A broker can lose a message it acknowledged (mosquitto forgets shared
 /// subscriptions at a restart, so what arrives before the bridges subscribe again reaches
 /// nobody); the bridge answers a repeat without charging twice, and a waiting tap that comes back
 /// too late is answered `stale`.
 pub const RETRY_AFTER: Duration = Duration::from_secs(3);
+
+/// How long to wait before the next try of a message already published again `retries` times:
+/// [`RETRY_AFTER`], doubling with each try, at most a minute.
+pub fn retry_delay(retries: u32) -> Duration {
+    (RETRY_AFTER * 2u32.saturating_pow(retries.min(5))).min(Duration::from_secs(60))
+}
 
 /// The sending side of a running link; cheap to clone.
 #[derive(Clone)]
@@ -185,6 +193,7 @@ impl Link {
                 topic: topic.clone(),
                 payload: payload.clone(),
                 sent: Instant::now(),
+                retries: 0,
             });
         }
         self.send(topic, payload, msg.id());
@@ -210,18 +219,18 @@ impl Link {
         outbox.items.retain(|w| w.id != *id);
     }
 
-    /// Publishes again the undecided messages last sent before `older_than` (all of them with
-    /// `None`).
-    fn republish(&self, older_than: Option<Instant>) -> usize {
+    /// Publishes again the undecided messages whose retry is due (all of them with `all`).
+    fn republish(&self, all: bool) -> usize {
         let items: Vec<Waiting> = {
             let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             outbox
                 .items
                 .iter_mut()
-                .filter(|w| older_than.is_none_or(|t| w.sent <= t))
+                .filter(|w| all || now.duration_since(w.sent) >= retry_delay(w.retries))
                 .map(|w| {
                     w.sent = now;
+                    w.retries += 1;
                     w.clone()
                 })
                 .collect()
@@ -279,7 +288,7 @@ async fn drive(
                     warn!(error = %e, "Cannot publish online status");
                 }
                 if ever_connected && !ack.session_present {
-                    let count = link.republish(None);
+                    let count = link.republish(true);
                     if count > 0 {
                         warn!(
                             count,
@@ -359,11 +368,9 @@ async fn retry_undecided(link: Link, shutdown: CancellationToken) {
         if !link.stats.connected.load(Ordering::Relaxed) {
             continue;
         }
-        if let Some(due) = Instant::now().checked_sub(RETRY_AFTER) {
-            let count = link.republish(Some(due));
-            if count > 0 {
-                debug!(count, "Undecided messages published again");
-            }
+        let count = link.republish(false);
+        if count > 0 {
+            debug!(count, "Undecided messages published again");
         }
     }
 }
@@ -397,6 +404,12 @@ async fn beat(link: Link, topic: String, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off() {
+        let secs: Vec<u64> = (0..8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [3, 6, 12, 24, 48, 60, 60, 60]);
+    }
 
     /// With no broker, messages wait in the bounded queue; beyond it they are dropped and
     /// counted, and the outbox keeps only the newest `queue_limit` undecided messages.

@@ -129,6 +129,8 @@ struct Inflight {
     payload: Vec<u8>,
     /// When it was last published.
     last_sent: Instant,
+    /// How often it was published again.
+    retries: u32,
 }
 
 /// A message payload with its stamp.
@@ -137,12 +139,6 @@ fn stamped(mut body: serde_json::Value, stamp: Stamp) -> String {
     body["mode"] = stamp.mode.as_str().into();
     body.to_string()
 }
-
-/// How long a message may wait for its decision before the device publishes it again (same id,
-/// so the bridge answers it without charging twice). A broker can drop a message it had
-/// acknowledged: mosquitto 2.0 does not keep shared subscriptions across a restart, so what a
-/// device publishes before the bridges subscribe again reaches nobody.
-const RETRY_AFTER: Duration = Duration::from_secs(3);
 
 struct Sim {
     cfg: SimConfig,
@@ -272,6 +268,7 @@ impl Sim {
                     topic,
                     payload,
                     last_sent: Instant::now(),
+                    retries: 0,
                 },
             );
         } else {
@@ -354,6 +351,7 @@ impl Sim {
                     topic: topic.clone(),
                     payload,
                     last_sent: Instant::now(),
+                    retries: 0,
                 },
             );
             if self.rng.chance(0.5) {
@@ -392,21 +390,24 @@ impl Sim {
                 topic,
                 payload,
                 last_sent: Instant::now(),
+                retries: 0,
             },
         );
         true
     }
 
-    /// Publishes again, with the same id, every message that has waited [`RETRY_AFTER`] for its
-    /// decision, as a device's outbox does.
+    /// Publishes again, with the same id, every message that has waited too long for its
+    /// decision ([`crate::link::retry_delay`]), as a device's outbox does: a broker can drop a
+    /// message it acknowledged (mosquitto 2.0 forgets shared subscriptions at a restart).
     fn retry_undecided(&mut self) {
         let now = Instant::now();
         let due: Vec<(usize, String, Vec<u8>)> = self
             .pending
             .iter_mut()
-            .filter(|(_, f)| now.duration_since(f.last_sent) >= RETRY_AFTER)
+            .filter(|(_, f)| now.duration_since(f.last_sent) >= crate::link::retry_delay(f.retries))
             .map(|((dev, _), f)| {
                 f.last_sent = now;
+                f.retries += 1;
                 (*dev, f.topic.clone(), f.payload.clone())
             })
             .collect();
