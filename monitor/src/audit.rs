@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::format::{format_time, Line, Paint};
-use crate::stream::{Backoff, StreamError, StreamId};
+use crate::stream::{StreamError, StreamId};
 use crate::text::{escape_untrusted, MAX_TEXT};
 
 /// The stream holding the audit trail.
@@ -262,7 +262,7 @@ pub async fn follow(
             .first()
             .map_or(StreamId::ZERO, |r| r.id);
     }
-    let mut backoff = Backoff::default();
+    let mut backoff = crate::stream::reconnect_backoff();
     let mut conn = Some(conn);
     loop {
         let result = match conn.as_mut() {

@@ -16,6 +16,7 @@ use tapgate_protocol::event::STREAM_FIELD;
 use tapgate_protocol::keys::EVENTS_STREAM;
 use tapgate_protocol::Event;
 use tapgate_runtime::redis::RedisSource;
+use tapgate_runtime::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -271,41 +272,9 @@ pub async fn read_after(
     parse_read(&v)
 }
 
-/// Exponential backoff between reconnection attempts.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Starts at `first`, doubles up to `max`.
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Self {
-            first,
-            max,
-            next: first,
-        }
-    }
-
-    /// The delay before the next attempt; doubles the one after.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    /// Back to the first delay, after a success.
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new(Duration::from_millis(100), Duration::from_secs(5))
-    }
+/// The delays between reconnection attempts: 100 ms, doubling up to 5 s.
+pub fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// Follows the stream after a cursor, across lost connections and Redis restarts.
@@ -326,7 +295,7 @@ impl Follower {
             conn,
             cursor,
             block: Duration::from_secs(5),
-            backoff: Backoff::default(),
+            backoff: reconnect_backoff(),
             lost: false,
         }
     }
@@ -485,14 +454,5 @@ mod tests {
                 proptest::prop_assert!(!(x.pred() < y && y < x), "nothing between pred and id");
             }
         }
-    }
-
-    #[test]
-    fn backoff_doubles_to_max() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let seq: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(seq, [100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
     }
 }

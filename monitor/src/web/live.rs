@@ -38,7 +38,7 @@ use super::error::WebError;
 use super::session;
 use super::AppState;
 use crate::format::entry_value;
-use crate::stream::{self as events, Backoff, Follower, StreamId};
+use crate::stream::{self as events, Follower, StreamId};
 
 /// How often an operator's live stream re-checks that the session is still valid.
 pub const SESSION_CHECK: Duration = Duration::from_secs(2);
@@ -285,7 +285,7 @@ where
 async fn follow_stream(client: tapgate_runtime::redis::RedisSource, redis: RedisLink, hub: Hub) {
     let shutdown = hub.shutdown.clone();
     let mut conn = redis.clone();
-    let mut backoff = Backoff::default();
+    let mut backoff = crate::stream::reconnect_backoff();
     let cursor = loop {
         // The latest events also say which devices were active just before the monitor started.
         match events::latest(&mut conn, None, RECENT_ACTIVITY).await {
