@@ -5,7 +5,7 @@
 //! refused, so a typo is an error rather than a silently ignored setting.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,12 +34,9 @@ pub struct BridgeConfig {
     pub mqtt_username: Option<String>,
     /// MQTT password.
     pub mqtt_password: Option<String>,
-    /// CA certificate (PEM) the broker's TLS certificate must chain to; unset: system roots.
-    pub mqtt_ca: Option<PathBuf>,
-    /// Client certificate (PEM) to present over TLS.
-    pub mqtt_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub mqtt_key: Option<PathBuf>,
+    /// TLS files for `mqtts://`: `mqtt_ca`, `mqtt_cert`, `mqtt_key`.
+    #[serde(flatten)]
+    pub mqtt_tls: TlsFiles,
     /// MQTT client id. Keep it stable: the broker keeps this session's queued taps while the
     /// bridge is down and hands them over when it returns.
     pub client_id: String,
@@ -101,9 +98,7 @@ impl Default for BridgeConfig {
             mqtt: "mqtt://127.0.0.1:1883".into(),
             mqtt_username: None,
             mqtt_password: None,
-            mqtt_ca: None,
-            mqtt_cert: None,
-            mqtt_key: None,
+            mqtt_tls: TlsFiles::default(),
             client_id: "tapgate-bridge".into(),
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             shared_group: None,
@@ -147,14 +142,8 @@ impl BridgeConfig {
         file: Option<&Path>,
         overrides: &[(&'static str, String)],
     ) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-        }
-        for (key, value) in overrides {
-            builder = builder.set_override(*key, value.as_str())?;
-        }
-        let cfg: BridgeConfig = builder.build()?.try_deserialize()?;
+        let cfg: BridgeConfig =
+            tapgate_runtime::settings::load(file, overrides.iter().map(|(k, v)| (*k, v.as_str())))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -171,11 +160,7 @@ impl BridgeConfig {
             &self.mqtt,
             self.mqtt_username.clone(),
             self.mqtt_password.clone(),
-            TlsFiles {
-                ca: self.mqtt_ca.clone(),
-                cert: self.mqtt_cert.clone(),
-                key: self.mqtt_key.clone(),
-            },
+            self.mqtt_tls.clone(),
         )
         .map_err(|e| ConfigError::Invalid {
             field: "mqtt",

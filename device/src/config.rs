@@ -4,7 +4,7 @@
 //! `TAPGATE_*` environment variables, then command-line flags (clap merges the last two). Unknown
 //! keys in the file are refused, so a typo is an error rather than a silently ignored setting.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -87,12 +87,9 @@ pub struct DeviceConfig {
     pub mqtt_username: Option<String>,
     /// MQTT password.
     pub mqtt_password: Option<String>,
-    /// CA certificate (PEM) the broker's TLS certificate must chain to; unset: system roots.
-    pub mqtt_ca: Option<PathBuf>,
-    /// Client certificate (PEM) to present over TLS, e.g. one whose CN is the device id.
-    pub mqtt_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub mqtt_key: Option<PathBuf>,
+    /// TLS files for `mqtts://`: `mqtt_ca`, `mqtt_cert`, `mqtt_key`.
+    #[serde(flatten)]
+    pub mqtt_tls: TlsFiles,
     /// Topic prefix shared with the bridge.
     pub prefix: String,
     /// How long to wait for a decision before the offline policy applies.
@@ -133,9 +130,7 @@ impl Default for DeviceConfig {
             mqtt: "mqtt://127.0.0.1:1883".into(),
             mqtt_username: None,
             mqtt_password: None,
-            mqtt_ca: None,
-            mqtt_cert: None,
-            mqtt_key: None,
+            mqtt_tls: TlsFiles::default(),
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             decision_timeout: Duration::from_millis(1500),
             offline_policy: OfflinePolicy::FailClosed,
@@ -174,14 +169,10 @@ pub fn load_layers<T: DeserializeOwned>(
     file: Option<&Path>,
     overrides: &[(String, String)],
 ) -> Result<T, ConfigError> {
-    let mut builder = config::Config::builder();
-    if let Some(path) = file {
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-    }
-    for (key, value) in overrides {
-        builder = builder.set_override(key.as_str(), value.as_str())?;
-    }
-    Ok(builder.build()?.try_deserialize()?)
+    Ok(tapgate_runtime::settings::load(
+        file,
+        overrides.iter().map(|(k, v)| (k, v.as_str())),
+    )?)
 }
 
 /// Broker settings from the `mqtt*` settings shared by devices and the simulator.
@@ -244,11 +235,7 @@ impl DeviceConfig {
             &self.mqtt,
             self.mqtt_username.clone(),
             self.mqtt_password.clone(),
-            TlsFiles {
-                ca: self.mqtt_ca.clone(),
-                cert: self.mqtt_cert.clone(),
-                key: self.mqtt_key.clone(),
-            },
+            self.mqtt_tls.clone(),
         )
         .map(|b| b.with_keep_alive(self.keep_alive))
     }

@@ -8,6 +8,8 @@
 //! - [`exit`]: one clear `error: …` line and an exit status, never a backtrace for a user error.
 //! - [`redis`]: the Redis connection, one server or the primary Sentinel names, followed
 //!   through a failover.
+//! - [`settings`]: one way to read a program's settings: defaults, TOML file, environment,
+//!   flags.
 //! - [`mqtt`]: the broker connection from one typed URL: credentials, client id, TLS (with
 //!   optional client certificate), TCP_NODELAY and packet limits.
 //!
@@ -22,6 +24,7 @@ pub mod logging;
 pub mod mqtt;
 pub mod redis;
 pub mod secret;
+pub mod settings;
 pub mod shutdown;
 
 pub use backoff::Backoff;

@@ -25,13 +25,21 @@ use tapgate_protocol::broker::{BrokerUrl, BrokerUrlError};
 pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 
 /// TLS files, all optional and PEM-encoded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// In a program's settings these are the keys `mqtt_ca`, `mqtt_cert` and `mqtt_key`, side by
+/// side with the others: settings structs take them with `#[serde(flatten)]` (the flags are
+/// [`MqttArgs`]'s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TlsFiles {
     /// CA certificate(s) the broker's certificate must chain to; unset: the system's roots.
+    #[serde(rename = "mqtt_ca")]
     pub ca: Option<PathBuf>,
-    /// Client certificate (chain) to present.
+    /// Client certificate (chain) to present, e.g. one whose CN is the device id.
+    #[serde(rename = "mqtt_cert")]
     pub cert: Option<PathBuf>,
     /// The client certificate's private key.
+    #[serde(rename = "mqtt_key")]
     pub key: Option<PathBuf>,
 }
 

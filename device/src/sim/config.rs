@@ -20,12 +20,9 @@ pub struct SimConfig {
     pub mqtt_username: Option<String>,
     /// MQTT password.
     pub mqtt_password: Option<String>,
-    /// CA certificate (PEM) for `mqtts://`; unset: the system's roots.
-    pub mqtt_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for `mqtts://`.
-    pub mqtt_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub mqtt_key: Option<PathBuf>,
+    /// TLS files for `mqtts://`: `mqtt_ca`, `mqtt_cert`, `mqtt_key`.
+    #[serde(flatten)]
+    pub mqtt_tls: TlsFiles,
     /// TOML file of provisioned devices (`[[devices]]` with `id`, `kind`, `password`): the
     /// simulator runs exactly these, each logging in as itself; `gates` and `terminals` are then
     /// ignored.
@@ -92,9 +89,7 @@ impl Default for SimConfig {
             mqtt: "mqtt://127.0.0.1:1883".into(),
             mqtt_username: None,
             mqtt_password: None,
-            mqtt_ca: None,
-            mqtt_cert: None,
-            mqtt_key: None,
+            mqtt_tls: TlsFiles::default(),
             devices: None,
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             gates: 50,
@@ -129,11 +124,7 @@ impl SimConfig {
             &self.mqtt,
             self.mqtt_username.clone(),
             self.mqtt_password.clone(),
-            TlsFiles {
-                ca: self.mqtt_ca.clone(),
-                cert: self.mqtt_cert.clone(),
-                key: self.mqtt_key.clone(),
-            },
+            self.mqtt_tls.clone(),
         )
     }
 
