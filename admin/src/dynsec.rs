@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use tapgate_protocol::broker::BrokerUrl;
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
 
 use crate::policy::{self, Access, LoginKind, Rule, ServiceRole};
@@ -106,10 +105,7 @@ impl std::fmt::Debug for Dynsec {
 impl Dynsec {
     /// Logs in as the administrator and subscribes to the plugin's answers.
     pub async fn connect(settings: &Settings, topics: Topics) -> Result<Self, AdminError> {
-        let url = BrokerUrl::parse(&settings.mqtt).map_err(|e| AdminError::Settings {
-            field: "mqtt",
-            why: e.to_string(),
-        })?;
+        let url = &settings.mqtt;
         let address = format!("{}:{}", url.host, url.port);
         let mut pid = [0u8; 6];
         getrandom::fill(&mut pid).map_err(|e| AdminError::Random(e.to_string()))?;

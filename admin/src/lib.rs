@@ -28,7 +28,7 @@ pub use error::AdminError;
 pub use policy::{LoginKind, Rule, ServiceRole};
 pub use settings::{Backend, Settings};
 
-use tapgate_protocol::{DeviceId, DeviceKind, Topics};
+use tapgate_protocol::{DeviceId, DeviceKind};
 
 /// One login the broker knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +51,7 @@ pub enum Broker {
 impl Broker {
     /// Connects to the broker named by `settings`.
     pub async fn connect(settings: &Settings) -> Result<Self, AdminError> {
-        let topics = Topics::new(settings.prefix.as_str()).map_err(|e| AdminError::Settings {
-            field: "prefix",
-            why: e.to_string(),
-        })?;
+        let topics = settings.prefix.clone();
         match settings.backend {
             Backend::Mosquitto => Ok(Self::Mosquitto(Box::new(
                 dynsec::Dynsec::connect(settings, topics).await?,

@@ -1,12 +1,14 @@
 //! `tapgate-admin`: parses flags and settings, runs one provisioning command, prints its result.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tapgate_admin::output::{self, Format};
 use tapgate_admin::{secret, Backend, Broker, Expect, ServiceRole, Settings};
 use tapgate_protocol::{DeviceId, DeviceKind};
+use tapgate_runtime::settings::Overrides;
 
 /// Creates, lists and revokes tapgate's broker logins: one per device, bound to its id and kind,
 /// and one per bridge or monitor.
@@ -34,10 +36,6 @@ struct Cli {
     /// mosquitto: dynamic-security administrator [default: admin].
     #[arg(long, env = "TAPGATE_ADMIN_USERNAME")]
     admin_username: Option<String>,
-    /// mosquitto: the administrator's password (environment only, so it stays off the command
-    /// line).
-    #[arg(skip)]
-    admin_password: Option<String>,
     /// EMQX: HTTP API base URL [default: http://127.0.0.1:18083].
     #[arg(long, env = "TAPGATE_EMQX_API")]
     emqx_api: Option<String>,
@@ -127,30 +125,24 @@ impl From<Kind> for DeviceKind {
 }
 
 impl Cli {
-    fn overrides(&self) -> Vec<(&'static str, String)> {
-        let mut o = Vec::new();
-        let backend = self.backend.map(|b| match b {
-            Backend::Mosquitto => "mosquitto".to_owned(),
-            Backend::Emqx => "emqx".to_owned(),
-        });
-        for (k, v) in [
-            ("backend", backend),
-            ("mqtt", self.mqtt.clone()),
-            ("admin_username", self.admin_username.clone()),
-            ("admin_password", self.admin_password.clone()),
-            ("emqx_api", self.emqx_api.clone()),
-            ("emqx_api_key", self.emqx_api_key.clone()),
-            (
-                "emqx_api_secret",
-                std::env::var("TAPGATE_EMQX_API_SECRET").ok(),
-            ),
-            ("prefix", self.prefix.clone()),
-            ("timeout", self.timeout.clone()),
-        ] {
-            if let Some(v) = v {
-                o.push((k, v));
-            }
-        }
+    /// The flags and variables that were given, as settings keys and values; the two secrets
+    /// come from the environment only.
+    fn overrides(&self) -> Overrides {
+        let secret = |name| std::env::var(name).ok();
+        let backend = self
+            .backend
+            .and_then(|b| b.to_possible_value())
+            .map(|v| v.get_name().to_owned());
+        let mut o = Overrides::new();
+        o.put("backend", backend)
+            .put("mqtt", self.mqtt.clone())
+            .put("admin_username", self.admin_username.clone())
+            .put("admin_password", secret("TAPGATE_ADMIN_PASSWORD"))
+            .put("emqx_api", self.emqx_api.clone())
+            .put("emqx_api_key", self.emqx_api_key.clone())
+            .put("emqx_api_secret", secret("TAPGATE_EMQX_API_SECRET"))
+            .put("prefix", self.prefix.clone())
+            .put("timeout", self.timeout.clone());
         o
     }
 }
@@ -166,10 +158,13 @@ fn password(given: Option<String>) -> anyhow::Result<String> {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    let mut cli = Cli::parse();
-    cli.admin_password = std::env::var("TAPGATE_ADMIN_PASSWORD").ok();
-    let settings = Settings::load(cli.config.as_deref(), &cli.overrides())?;
+async fn main() -> ExitCode {
+    tapgate_runtime::exit::report(start().await)
+}
+
+async fn start() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref(), cli.overrides())?;
     // Check what the operator typed before touching the broker.
     let mut prepared = None;
     match &cli.command {

@@ -1,12 +1,16 @@
 //! The admin tool's own settings: which broker, where, and its administrator credential.
 //!
 //! Built-in defaults, then the TOML file given with `--config`, then `TAPGATE_*` environment
-//! variables, then flags (the caller merges the last two into overrides, as the bridge does).
+//! variables, then flags: [`tapgate_runtime::settings::load`], as every tapgate program reads its
+//! settings.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tapgate_protocol::broker::BrokerUrl;
+use tapgate_protocol::Topics;
+use tapgate_runtime::secret::refuse_placeholder;
 
 use crate::AdminError;
 
@@ -22,86 +26,60 @@ pub enum Backend {
 
 /// Settings of `tapgate-admin`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Which broker holds the logins.
-    #[serde(default = "default_backend")]
     pub backend: Backend,
     /// mosquitto: broker URL, `mqtt://host:port`.
-    #[serde(default = "default_mqtt")]
-    pub mqtt: String,
+    #[serde(deserialize_with = "tapgate_runtime::settings::broker_url")]
+    pub mqtt: BrokerUrl,
     /// mosquitto: the dynamic-security administrator's username.
-    #[serde(default = "default_admin_username")]
     pub admin_username: String,
-    /// mosquitto: the administrator's password.
-    #[serde(default)]
+    /// mosquitto: the administrator's password (environment only: `TAPGATE_ADMIN_PASSWORD`).
     pub admin_password: Option<String>,
     /// EMQX: base URL of the HTTP API, `http://host:18083`.
-    #[serde(default = "default_emqx_api")]
     pub emqx_api: String,
     /// EMQX: API key (made in the dashboard, System → API Keys).
-    #[serde(default)]
     pub emqx_api_key: Option<String>,
-    /// EMQX: the API key's secret.
-    #[serde(default)]
+    /// EMQX: the API key's secret (environment only: `TAPGATE_EMQX_API_SECRET`).
     pub emqx_api_secret: Option<String>,
     /// Topic prefix shared with the devices and the bridge.
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
+    #[serde(deserialize_with = "tapgate_runtime::settings::topics")]
+    pub prefix: Topics,
     /// How long to wait for each answer of the broker.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-}
-
-fn default_backend() -> Backend {
-    Backend::Mosquitto
-}
-fn default_mqtt() -> String {
-    "mqtt://127.0.0.1:1883".into()
-}
-fn default_admin_username() -> String {
-    "admin".into()
-}
-fn default_emqx_api() -> String {
-    "http://127.0.0.1:18083".into()
-}
-fn default_prefix() -> String {
-    "tapgate".into()
-}
-const fn default_timeout() -> Duration {
-    Duration::from_secs(10)
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            backend: default_backend(),
-            mqtt: default_mqtt(),
-            admin_username: default_admin_username(),
+            backend: Backend::Mosquitto,
+            mqtt: BrokerUrl {
+                host: "127.0.0.1".into(),
+                port: tapgate_protocol::broker::DEFAULT_PORT,
+                credentials: None,
+                tls: false,
+            },
+            admin_username: "admin".into(),
             admin_password: None,
-            emqx_api: default_emqx_api(),
+            emqx_api: "http://127.0.0.1:18083".into(),
             emqx_api_key: None,
             emqx_api_secret: None,
-            prefix: default_prefix(),
-            timeout: default_timeout(),
+            prefix: Topics::default(),
+            timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl Settings {
-    /// Layers the TOML file and `overrides` over the defaults and validates the result.
-    pub fn load(
+    /// Layers the TOML file and `overrides` over the defaults (see
+    /// [`tapgate_runtime::settings::load`]) and validates the result.
+    pub fn load<K: AsRef<str>, V: Into<config::Value>>(
         file: Option<&Path>,
-        overrides: &[(&'static str, String)],
+        overrides: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, AdminError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
-        }
-        for (key, value) in overrides {
-            builder = builder.set_override(*key, value.as_str())?;
-        }
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let settings: Settings = tapgate_runtime::settings::load(file, overrides)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -112,12 +90,8 @@ impl Settings {
             field,
             why: why.to_owned(),
         };
-        let placeholder = |field, v: &Option<String>| match v {
-            Some(s) if s.starts_with("change-me") => Err(missing(
-                field,
-                "still the change-me placeholder of .env.example; set a real secret",
-            )),
-            _ => Ok(()),
+        let placeholder = |field, v: &Option<String>| {
+            refuse_placeholder(field, v.as_deref()).map_err(|e| missing(field, &e.to_string()))
         };
         if self.timeout < Duration::from_millis(100) {
             return Err(missing("timeout", "must be at least 100ms"));
@@ -179,15 +153,20 @@ mod tests {
     fn overrides_layer_over_defaults() {
         let s = Settings::load(
             None,
-            &[
-                ("admin_password", "pw".into()),
-                ("mqtt", "mqtt://127.0.0.1:11883".into()),
-                ("timeout", "2s".into()),
+            [
+                ("admin_password", "pw"),
+                ("mqtt", "mqtt://127.0.0.1:11883"),
+                ("timeout", "2s"),
             ],
         )
         .expect("settings");
-        assert_eq!(s.mqtt, "mqtt://127.0.0.1:11883");
+        assert_eq!((s.mqtt.host.as_str(), s.mqtt.port), ("127.0.0.1", 11883));
+        assert_eq!(s.prefix.prefix(), "tapgate");
         assert_eq!(s.timeout, Duration::from_secs(2));
         assert_eq!(s.backend, Backend::Mosquitto);
+        for (key, bad) in [("mqtt", "http://b"), ("prefix", "a/#"), ("backned", "emqx")] {
+            let r = Settings::load(None, [("admin_password", "pw"), (key, bad)]);
+            assert!(matches!(r, Err(AdminError::Config(_))), "{key} = {bad}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tapgate_monitor::tail::{self, Replay, TailConfig};
 use tapgate_monitor::{password, web, ServeConfig};
+use tapgate_runtime::settings::Overrides;
 
 /// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
 #[derive(Parser, Debug)]
@@ -129,67 +130,58 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// File, then env and flags (clap has already put env under flags).
-    fn load(self) -> anyhow::Result<ServeConfig> {
-        let mut c: ServeConfig = match &self.config {
-            Some(path) => config::Config::builder()
-                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
-                .build()
-                .and_then(|c| c.try_deserialize())
-                .with_context(|| format!("reading {}", path.display()))?,
-            None => ServeConfig::default(),
+    /// The flags (and variables) that were given, as settings keys and values.
+    fn overrides(self) -> Overrides {
+        let list = |v: Option<Vec<String>>| {
+            v.map(|v| {
+                v.into_iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .collect::<Vec<_>>()
+            })
         };
-        if let Some(v) = self.redis {
-            c.redis = v;
-        }
-        if let Some(v) = self.listen {
-            c.listen = v;
-        }
-        if let Some(v) = self.public_read_only {
-            c.public_read_only = v;
-        }
-        if let Some(v) = self.session_ttl {
-            c.session_ttl = v;
-        }
-        if let Some(v) = self.secure_cookies {
-            c.secure_cookies = Some(v);
-        }
-        if let Some(v) = self.login_attempts {
-            c.login_attempts = v;
-        }
-        if let Some(v) = self.login_max_delay {
-            c.login_max_delay = v;
-        }
-        if let Some(v) = self.login_attempts_per_address {
-            c.login_attempts_per_address = v;
-        }
-        if let Some(v) = self.password_checks {
-            c.password_checks = v;
-        }
-        if let Some(v) = self.trusted_proxies {
-            c.trusted_proxies = v.into_iter().filter(|p| !p.trim().is_empty()).collect();
-        }
-        if let Some(v) = self.allowed_hosts {
-            c.allowed_hosts = v.into_iter().filter(|h| !h.trim().is_empty()).collect();
-        }
-        if let Some(v) = self.header_timeout {
-            c.header_timeout = v;
-        }
-        if let Some(v) = self.max_connections_per_address {
-            c.max_connections_per_address = v;
-        }
-        if let Some(v) = self.login_window {
-            c.login_window = v;
-        }
-        if let Some(v) = self.history {
-            c.history = v;
-        }
-        if let Some(v) = self.max_body_bytes {
-            c.max_body_bytes = v;
-        }
+        let mut o = Overrides::new();
+        o.put("redis", self.redis)
+            .put("listen", self.listen.map(|a| a.to_string()))
+            .put("public_read_only", self.public_read_only)
+            .put_duration("session_ttl", self.session_ttl)
+            .put("secure_cookies", self.secure_cookies)
+            .put("login_attempts", self.login_attempts)
+            .put_duration("login_max_delay", self.login_max_delay)
+            .put(
+                "login_attempts_per_address",
+                self.login_attempts_per_address,
+            )
+            .put("password_checks", self.password_checks.map(count))
+            .put("trusted_proxies", list(self.trusted_proxies))
+            .put("allowed_hosts", list(self.allowed_hosts))
+            .put_duration("header_timeout", self.header_timeout)
+            .put(
+                "max_connections_per_address",
+                self.max_connections_per_address.map(count),
+            )
+            .put_duration("login_window", self.login_window)
+            .put("history", self.history.map(count))
+            .put("max_body_bytes", self.max_body_bytes.map(count));
+        o
+    }
+
+    /// Defaults, then the file, then environment and flags (clap has already put the
+    /// environment under the flags); validated.
+    fn load(self) -> anyhow::Result<ServeConfig> {
+        let file = self.config.clone();
+        let c: ServeConfig = tapgate_runtime::settings::load(file.as_deref(), self.overrides())
+            .with_context(|| match &file {
+                Some(path) => format!("reading {}", path.display()),
+                None => "reading the settings".to_owned(),
+            })?;
         c.validate()?;
         Ok(c)
     }
+}
+
+/// A count as a settings value (`config` holds integers as `i64`).
+fn count(n: usize) -> String {
+    n.to_string()
 }
 
 fn init_tracing() -> anyhow::Result<()> {
