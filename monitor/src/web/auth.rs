@@ -18,6 +18,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
+use tapgate_runtime::redis::RedisLink;
 use tracing::{info, warn};
 
 use super::error::WebError;
@@ -164,20 +165,15 @@ async fn try_login(
     let from = Some(ip.to_string());
     let mut redis = state.redis.clone();
     let limits = state.limits();
+    let refused = Refused {
+        name: &form.name,
+        ip,
+        bucket: &bucket,
+        from: from.clone(),
+    };
     if !valid_name(&form.name) || form.password.len() > 1024 {
-        throttle::failed(&mut redis, state.clock.as_ref(), limits, "", &bucket).await?;
-        audit(
-            state,
-            Record {
-                action: Action::FailedLogin,
-                operator: &form.name,
-                from,
-                card: None,
-                reason: None,
-            },
-        )
-        .await;
-        return Err(WebError::BadCredentials);
+        // A name that cannot exist is counted against the address only.
+        return Err(refused.count(state, &mut redis, "").await);
     }
     throttle::check(
         &mut redis,
@@ -205,27 +201,7 @@ async fn try_login(
         .verify(slot, form.password.clone(), hash)
         .await?;
     let Some(cred) = known.filter(|_| ok) else {
-        throttle::failed(
-            &mut redis,
-            state.clock.as_ref(),
-            limits,
-            &form.name,
-            &bucket,
-        )
-        .await?;
-        info!(name = ?form.name, %ip, "Login failed");
-        audit(
-            state,
-            Record {
-                action: Action::FailedLogin,
-                operator: &form.name,
-                from,
-                card: None,
-                reason: None,
-            },
-        )
-        .await;
-        return Err(WebError::BadCredentials);
+        return Err(refused.count(state, &mut redis, &form.name).await);
     };
     throttle::succeeded(&mut redis, &form.name).await?;
     let s = session::create(&mut redis, &form.name, &cred, state.config.session_ttl, now).await?;
@@ -242,6 +218,41 @@ async fn try_login(
     )
     .await;
     Ok(s)
+}
+
+/// A login attempt that failed: by whom and from where.
+struct Refused<'a> {
+    name: &'a str,
+    ip: IpAddr,
+    bucket: &'a str,
+    from: Option<String>,
+}
+
+impl Refused<'_> {
+    /// Counts the failure against `throttled` (the name tried, or `""` for the address only)
+    /// and the client's address, logs and audits it, and gives the answer: bad credentials (or
+    /// the Redis failure that kept it from being counted).
+    async fn count(self, state: &AppState, redis: &mut RedisLink, throttled: &str) -> WebError {
+        let limits = state.limits();
+        if let Err(e) =
+            throttle::failed(redis, state.clock.as_ref(), limits, throttled, self.bucket).await
+        {
+            return e;
+        }
+        info!(name = ?self.name, ip = %self.ip, "Login failed");
+        audit(
+            state,
+            Record {
+                action: Action::FailedLogin,
+                operator: self.name,
+                from: self.from,
+                card: None,
+                reason: None,
+            },
+        )
+        .await;
+        WebError::BadCredentials
+    }
 }
 
 fn cleared_cookie(state: &AppState) -> Response {
