@@ -6,7 +6,9 @@
 const $ = (id) => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
 const FEED_MAX = 200;
-const PASSES = { SINGLE_USE: 'Single trip', TEN_TRIP: 'Ten trip', TWO_HOUR: 'Two hour' };
+// Pass names, a new ten-trip pass's trips and when an online device counts as silent: sent by
+// the server with the session (`wording`), so the page holds no copy of them.
+let wording = { passes: {}, ten_trip_entries: null, silent_after_ms: null };
 
 let csrf = null;
 let readOnly = true;
@@ -93,10 +95,6 @@ function chartWidth(box, fallback) {
   return w >= 200 ? w : fallback;
 }
 
-function spoken(pass) {
-  return pass && PASSES[pass.type] ? PASSES[pass.type].toLowerCase() : 'unknown';
-}
-
 function seqTime(seq) {
   const ms = Number(String(seq || '').split('-')[0]);
   return Number.isFinite(ms) ? ms : 0;
@@ -124,8 +122,8 @@ function renderCounterGroup(name, values, labels) {
 }
 
 function renderCounters(c) {
-  renderCounterGroup('issued', c.issued, PASSES);
-  renderCounterGroup('entries', c.entries, PASSES);
+  renderCounterGroup('issued', c.issued, wording.passes);
+  renderCounterGroup('entries', c.entries, wording.passes);
   renderCounterGroup('denied', c.denied);
   renderCounterGroup('unpaid', c.unpaid);
   renderCounterGroup('rejected', c.rejected);
@@ -133,61 +131,16 @@ function renderCounters(c) {
 
 // --- event feed ------------------------------------------------------------------------------
 
-const LABELS = {
-  'pass-issued': 'ISSUED', 'pass-activated': 'ACTIVATED', 'pass-used': 'ENTRY',
-  'pass-denied': 'DENIED', 'rejected': 'REJECTED', 'card-blocked': 'BLOCKED',
-  'card-unblocked': 'UNBLOCKED', 'tap-stale': 'STALE', 'unpaid-entry': 'UNPAID',
-  'clock-skew': 'CLOCK',
-};
-
-function where(e) {
-  if (!e.device) return '';
-  return ' at ' + (e.device_kind ? e.device_kind + ' ' : '') + e.device;
-}
-
-function tapped(e) {
-  if (e.tap_time == null) return '';
-  return ' (tapped ' + clock(e.tap_time) + (e.clock === 'bridge' ? ' on the bridge clock' : '') + ')';
+// Every event arrives with its description (`described`: label, text, trips) written by the
+// server, the same words the terminal tail prints.
+function label(e) {
+  return e.described ? e.described.label : String(e.event).toUpperCase();
 }
 
 function describe(e) {
-  const card = 'card ' + (e.card || '?');
-  const p = e.pass || null;
-  switch (e.event) {
-    case 'pass-issued':
-      return [spoken(p) + ' pass for ' + card + where(e) + (p && p.trips_remaining != null ? ' (' + p.trips_remaining + ' trips)' : '')];
-    case 'pass-activated':
-      return ['two hour pass started by ' + card + where(e) + (p && p.remaining_ms != null ? ', ' + duration(p.remaining_ms) + ' left' : '')];
-    case 'pass-used': {
-      const text = 'journey started: ' + card + where(e) + ', ' + spoken(p) + ' pass';
-      if (p && p.type === 'TEN_TRIP' && p.trips_remaining != null) {
-        return [text + ', ', p.trips_remaining + ' of 10 trips remaining'];
-      }
-      if (p && p.type === 'TWO_HOUR' && p.remaining_ms != null) {
-        return [text + ', ' + duration(p.remaining_ms) + ' left'];
-      }
-      return [text];
-    }
-    case 'pass-denied':
-      return [card + where(e) + ': ' + (e.reason || 'no reason given')];
-    case 'rejected':
-      return [(e.device ? (e.device_kind ? e.device_kind + ' ' : '') + e.device : 'unknown device') +
-        (e.id ? ' message ' + e.id : '') + ': ' + (e.reason || 'no reason given') +
-        (e.detail ? ' (' + e.detail + ')' : '')];
-    case 'card-blocked':
-      return [card + ': ' + (e.reason || 'no reason given') + (e.detail ? ' by ' + e.detail : '')];
-    case 'card-unblocked':
-      return [card + (e.detail ? ' by ' + e.detail : '')];
-    case 'tap-stale':
-      return [card + where(e) + ': answered too late' + tapped(e) + ', nothing charged'];
-    case 'unpaid-entry':
-      return [card + where(e) + ' let in offline' + tapped(e) + ': ' + (e.reason || 'no reason given')];
-    case 'clock-skew':
-      return ['device clock ' + (e.reason === 'clock_ok' ? 'back in step' : 'off') + where(e) +
-        (e.skew_ms != null ? ' (' + (e.skew_ms > 0 ? '+' : '') + e.skew_ms + ' ms)' : '')];
-    default:
-      return ['unknown event ' + String(e.event)];
-  }
+  const d = e.described;
+  if (!d) return ['unknown event ' + String(e.event)];
+  return d.trips ? [d.text, d.trips] : [d.text];
 }
 
 function feedItem(e, fresh) {
@@ -201,7 +154,7 @@ function feedItem(e, fresh) {
     li.appendChild(el('span', 'text', 'unreadable event ' + e.seq + ' (' + e.unreadable + ')'));
     return li;
   }
-  li.appendChild(el('span', 'label', LABELS[e.event] || String(e.event).toUpperCase()));
+  li.appendChild(el('span', 'label', label(e)));
   const parts = describe(e);
   li.appendChild(el('span', 'text', parts[0]));
   if (parts[1]) li.appendChild(el('span', 'trips', parts[1]));
@@ -376,7 +329,8 @@ function renderDevices() {
     name.title = d.kind + ' ' + d.device;
     tr.appendChild(name);
     const st = el('td', 'nowrap');
-    const silent = d.online && d.last_seen && Date.now() - d.last_seen > 90000;
+    const silent = d.online && d.last_seen && wording.silent_after_ms != null &&
+      Date.now() - d.last_seen > wording.silent_after_ms;
     const dot = el('span', 'dot ' + (d.online ? (silent ? 'stale' : 'on') : 'off'));
     st.appendChild(dot);
     st.appendChild(document.createTextNode(d.online == null ? 'unknown' : d.online ? (silent ? 'silent' : 'online') : 'offline'));
@@ -425,8 +379,8 @@ async function lookup(card) {
     dl.id = 'card-details';
     dlRow(dl, 'Card', r.card);
     if (r.pass) {
-      dlRow(dl, 'Pass', PASSES[r.pass.type] || String(r.pass.type));
-      if (r.pass.type === 'TEN_TRIP' && r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining + ' of 10');
+      dlRow(dl, 'Pass', wording.passes[r.pass.type] || String(r.pass.type));
+      if (r.pass.type === 'TEN_TRIP' && r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining + ' of ' + wording.ten_trip_entries);
       if (r.pass.time_left_ms != null) dlRow(dl, 'Time left', r.pass.time_left_ms > 0 ? duration(r.pass.time_left_ms) : 'expired');
       else if (r.pass.type === 'TWO_HOUR') dlRow(dl, 'Time left', 'not started');
     } else {
@@ -442,7 +396,7 @@ async function lookup(card) {
     for (const e of r.recent) {
       if (e.unreadable !== undefined) { ol.appendChild(el('li', '', 'unreadable event')); continue; }
       const parts = describe(e);
-      ol.appendChild(el('li', '', clock(e.time) + ' ' + (LABELS[e.event] || e.event) + ' ' + parts.join('')));
+      ol.appendChild(el('li', '', clock(e.time) + ' ' + label(e) + ' ' + parts.join('')));
     }
     if (r.recent.length) box.appendChild(ol);
     $('block-controls').hidden = readOnly;
@@ -607,6 +561,7 @@ async function start() {
   }
   csrf = s.csrf;
   readOnly = s.read_only;
+  if (s.wording) wording = s.wording;
   $('operator').textContent = s.operator ? 'signed in as ' + s.operator : 'read-only view';
   $('logout').hidden = !s.operator;
   $('logout-everywhere').hidden = !s.operator;

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use tapgate_protocol::status::HEARTBEAT_INTERVAL_SECS;
 use tapgate_protocol::{DeviceId, DeviceKind, Event, EventKind, PassInfo, PassType};
 
 use crate::stream::Entry;
@@ -125,28 +126,92 @@ fn remaining(p: &PassInfo) -> Option<String> {
     p.remaining_ms.map(format_remaining)
 }
 
-/// The coloured line for one event.
+/// The short label of an event kind: `ISSUED`, `ENTRY`, `DENIED` …
+pub const fn label(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::PassIssued => "ISSUED",
+        EventKind::PassActivated => "ACTIVATED",
+        EventKind::PassUsed => "ENTRY",
+        EventKind::PassDenied => "DENIED",
+        EventKind::Rejected => "REJECTED",
+        EventKind::CardBlocked => "BLOCKED",
+        EventKind::CardUnblocked => "UNBLOCKED",
+        EventKind::TapStale => "STALE",
+        EventKind::UnpaidEntry => "UNPAID",
+        EventKind::ClockSkew => "CLOCK",
+    }
+}
+
+/// The coloured line for one event: time, label, then [`describe`]; the label takes the colour
+/// of the words after it.
 pub fn event_line(e: &Event) -> Line {
     let mut line = Line::default();
     line.push(Paint::Dim, format_time(e.time));
     line.push(Paint::Plain, "  ");
+    let mut words = describe(e).0.into_iter();
+    if let Some((paint, text)) = words.next() {
+        line.push(paint, format!("{:<11}{text}", label(e.event)));
+    }
+    line.0.extend(words);
+    line
+}
+
+/// The description of an event for the dashboard: `label`, `text`, and `trips` (a ten-trip's
+/// "N of 10 trips remaining", shown highlighted) when there is one.
+pub fn described(e: &Event) -> serde_json::Value {
+    let mut text = String::new();
+    let mut trips = None;
+    for (i, (paint, piece)) in describe(e).0.into_iter().enumerate() {
+        if i > 0 && paint == Paint::Yellow {
+            trips = Some(piece);
+        } else {
+            text.push_str(&piece);
+        }
+    }
+    serde_json::json!({"label": label(e.event), "text": text, "trips": trips})
+}
+
+/// The facts the dashboard shows that the monitor holds: pass names, a new ten-trip pass's
+/// trips, and how long an online device may stay unheard before it shows as silent.
+pub fn wording() -> serde_json::Value {
+    let passes: serde_json::Map<String, serde_json::Value> = PassType::ALL
+        .into_iter()
+        .map(|p| (p.as_str().to_owned(), capitalised(p.spoken()).into()))
+        .collect();
+    serde_json::json!({
+        "passes": passes,
+        "ten_trip_entries": PassType::TEN_TRIP_ENTRIES,
+        "silent_after_ms": SILENT_AFTER.as_millis(),
+    })
+}
+
+/// An online device not heard from for this long (three missed heartbeats) shows as silent.
+pub const SILENT_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT_INTERVAL_SECS);
+
+fn capitalised(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map_or_else(String::new, |c| {
+        c.to_uppercase().chain(chars).collect::<String>()
+    })
+}
+
+/// The words for one event after its label, as coloured pieces: the one description the tail
+/// prints and the dashboard shows. Device and operator text in it is sanitized.
+pub fn describe(e: &Event) -> Line {
+    let mut line = Line::default();
     let at = place(e.device_kind, e.device.as_ref());
     let reason = e.reason.as_deref().map(sanitize);
     let detail = e.detail.as_deref().map(sanitize);
     match e.event {
         EventKind::PassIssued => {
-            let mut text = format!(
-                "ISSUED     {} pass for {}{at}",
-                spoken(e.pass.as_ref()),
-                card(e)
-            );
+            let mut text = format!("{} pass for {}{at}", spoken(e.pass.as_ref()), card(e));
             if let Some(n) = e.pass.as_ref().and_then(|p| p.trips_remaining) {
                 text.push_str(&format!(" ({n} trips)"));
             }
             line.push(Paint::Yellow, text);
         }
         EventKind::PassActivated => {
-            let mut text = format!("ACTIVATED  two hour pass started by {}{at}", card(e));
+            let mut text = format!("two hour pass started by {}{at}", card(e));
             if let Some(left) = e.pass.as_ref().and_then(remaining) {
                 text.push_str(&format!(", {left} left"));
             }
@@ -156,7 +221,7 @@ pub fn event_line(e: &Event) -> Line {
             line.push(
                 Paint::Blue,
                 format!(
-                    "ENTRY      journey started: {}{at}, {} pass",
+                    "journey started: {}{at}, {} pass",
                     card(e),
                     spoken(e.pass.as_ref())
                 ),
@@ -183,7 +248,7 @@ pub fn event_line(e: &Event) -> Line {
             line.push(
                 Paint::Red,
                 format!(
-                    "DENIED     {}{at}: {}",
+                    "{}{at}: {}",
                     card(e),
                     reason.as_deref().unwrap_or("no reason given")
                 ),
@@ -199,7 +264,7 @@ pub fn event_line(e: &Event) -> Line {
                 e.id.as_ref()
                     .map_or_else(String::new, |i| format!(" message {i}"));
             let mut text = format!(
-                "REJECTED   {who}{id}: {}",
+                "{who}{id}: {}",
                 reason.as_deref().unwrap_or("no reason given")
             );
             if let Some(d) = detail.as_deref() {
@@ -212,7 +277,7 @@ pub fn event_line(e: &Event) -> Line {
             line.push(
                 Paint::BoldRed,
                 format!(
-                    "BLOCKED    {}: {}{by}",
+                    "{}: {}{by}",
                     card(e),
                     reason.as_deref().unwrap_or("no reason given")
                 ),
@@ -220,13 +285,13 @@ pub fn event_line(e: &Event) -> Line {
         }
         EventKind::CardUnblocked => {
             let by = detail.map_or_else(String::new, |d| format!(" by {d}"));
-            line.push(Paint::Green, format!("UNBLOCKED  {}{by}", card(e)));
+            line.push(Paint::Green, format!("{}{by}", card(e)));
         }
         EventKind::TapStale => {
             line.push(
                 Paint::Dim,
                 format!(
-                    "STALE      {}{at}: answered too late{}, nothing charged",
+                    "{}{at}: answered too late{}, nothing charged",
                     card(e),
                     tapped(e)
                 ),
@@ -236,7 +301,7 @@ pub fn event_line(e: &Event) -> Line {
             line.push(
                 Paint::BoldRed,
                 format!(
-                    "UNPAID     {}{at} let in offline{}: {}",
+                    "{}{at} let in offline{}: {}",
                     card(e),
                     tapped(e),
                     reason.as_deref().unwrap_or("no reason given")
@@ -249,9 +314,9 @@ pub fn event_line(e: &Event) -> Line {
                 .skew_ms
                 .map_or_else(String::new, |s| format!(" ({s:+} ms)"));
             let text = if reason.as_deref() == Some("clock_ok") {
-                format!("CLOCK      device clock back in step{who}{skew}")
+                format!("device clock back in step{who}{skew}")
             } else {
-                format!("CLOCK      device clock off{who}{skew}")
+                format!("device clock off{who}{skew}")
             };
             line.push(Paint::Magenta, text);
         }
@@ -294,9 +359,19 @@ pub fn entry_line(entry: &Entry) -> Line {
     }
 }
 
+/// A stream entry as the dashboard reads it: [`event_value`] with the event's description
+/// ([`described`]) under `described`.
+pub fn entry_value(entry: &Entry) -> serde_json::Value {
+    let mut v = event_value(entry);
+    if let (Ok(e), Some(map)) = (&entry.event, v.as_object_mut()) {
+        map.insert("described".into(), described(e));
+    }
+    v
+}
+
 /// A stream entry as JSON: the event with `seq` set to the stream id, or
 /// `{"seq": id, "unreadable": why}`.
-pub fn entry_value(entry: &Entry) -> serde_json::Value {
+pub fn event_value(entry: &Entry) -> serde_json::Value {
     let unreadable =
         |why: String| serde_json::json!({"seq": entry.id.to_string(), "unreadable": why});
     match &entry.event {
@@ -309,9 +384,9 @@ pub fn entry_value(entry: &Entry) -> serde_json::Value {
     }
 }
 
-/// [`entry_value`] as one line of JSON.
+/// [`event_value`] as one line of JSON, for `tail --json`.
 pub fn entry_json(entry: &Entry) -> String {
-    entry_value(entry).to_string()
+    event_value(entry).to_string()
 }
 
 #[cfg(test)]
@@ -495,6 +570,46 @@ mod tests {
         assert_eq!(v["seq"], "1700000000000-0");
         assert_eq!(v["event"], "pass-denied");
         assert_eq!(v["card"], "0412AB");
+    }
+
+    #[test]
+    fn the_dashboard_gets_the_tails_words() {
+        let mut used = ev(EventKind::PassUsed, pass(PassType::TenTrip, Some(3), None));
+        used.seq = None;
+        let entry = Entry {
+            id: StreamId { ms: T, seq: 1 },
+            event: Ok(used.clone()),
+        };
+        let v = entry_value(&entry);
+        let d = &v["described"];
+        assert_eq!(d["label"], "ENTRY");
+        assert_eq!(
+            d["text"],
+            "journey started: card 0412AB at gate g1, ten trip pass, "
+        );
+        assert_eq!(d["trips"], "3 of 10 trips remaining");
+        let line = event_line(&used).render(false);
+        assert!(
+            line.ends_with(&format!(
+                "ENTRY      {}{}",
+                d["text"].as_str().expect("text"),
+                d["trips"].as_str().expect("trips")
+            )),
+            "{line}"
+        );
+        let plain: serde_json::Value = serde_json::from_str(&entry_json(&entry)).expect("json");
+        assert!(
+            plain.get("described").is_none(),
+            "tail --json stays the event"
+        );
+        let denied = described(&ev(EventKind::PassDenied, None));
+        assert_eq!(denied["trips"], serde_json::Value::Null);
+
+        let w = wording();
+        assert_eq!(w["passes"]["SINGLE_USE"], "Single trip");
+        assert_eq!(w["passes"]["TWO_HOUR"], "Two hour");
+        assert_eq!(w["ten_trip_entries"], 10);
+        assert_eq!(w["silent_after_ms"], 90_000);
     }
 
     proptest::proptest! {

@@ -69,6 +69,10 @@ async fn login_logout_and_what_needs_a_login() {
     assert_security_headers(&page);
     let s = request(addr, "GET", "/api/session", &[("Cookie", &cookie)], b"").await;
     assert_eq!(s.json()["operator"], "alice");
+    let wording = &s.json()["wording"];
+    assert_eq!(wording["passes"]["TEN_TRIP"], "Ten trip", "{wording}");
+    assert_eq!(wording["ten_trip_entries"], 10);
+    assert_eq!(wording["silent_after_ms"], 90_000);
     let csrf = s.json()["csrf"].as_str().expect("csrf").to_owned();
 
     let mut conn = redis(&server).await;
@@ -305,8 +309,24 @@ async fn block_and_unblock_write_keys_and_events_together() {
     assert_eq!(list[0]["card"], "0412AB");
     assert_eq!(list[0]["reason"], "stolen");
     assert_eq!(list[0]["by"], "alice");
+    // A card's recent events come with the same words as the feed.
+    let id = CardId::new("0412AB").expect("card");
+    let mut used = Event::new(EventKind::PassUsed, 1_700_000_000_000);
+    used.card = Some(id.clone());
+    used.device = DeviceId::new("g1").ok();
+    used.device_kind = Some(DeviceKind::Gate);
+    let _: () = conn
+        .lpush(keys::card_recent(&id), used.to_json())
+        .await
+        .expect("LPUSH");
     let card = get(dash.addr, &me, "/api/cards/0412AB").await.json();
     assert_eq!(card["blocked"]["reason"], "stolen");
+    let recent = &card["recent"][0]["described"];
+    assert_eq!(recent["label"], "ENTRY", "{card}");
+    assert_eq!(
+        recent["text"],
+        "journey started: card 0412AB at gate g1, unknown pass"
+    );
 
     let bob = login(dash.addr, BOB).await;
     let un = post_json(dash.addr, &bob, "/api/cards/0412AB/unblock", "").await;
@@ -420,6 +440,13 @@ async fn device_text_comes_back_as_json_strings_and_escaped_pages() {
         .starts_with("application/json"));
     let v = events.json();
     assert_eq!(v["events"][0]["reason"], xss, "kept as data, a JSON string");
+    let described = &v["events"][0]["described"];
+    assert_eq!(described["label"], "REJECTED", "{described}");
+    assert_eq!(
+        described["text"],
+        format!("gate g1: {xss} (field {xss:?} is not allowed)"),
+        "the server writes the words, the page only shows them"
+    );
     let blocked = get(dash.addr, &me, "/api/blocked").await.json();
     assert_eq!(blocked[0]["reason"], xss);
     // The only server-rendered text echoes go through the HTML escaper.

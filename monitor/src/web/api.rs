@@ -10,16 +10,20 @@ use super::auth::Viewer;
 use super::data;
 use super::error::WebError;
 use super::AppState;
+use crate::format;
 use crate::tail::now_ms;
+use tapgate_protocol::Event;
 
-/// `GET /api/session`: who is looking, the CSRF token for their requests, and whether they may
-/// change anything.
+/// `GET /api/session`: who is looking, the CSRF token for their requests, whether they may
+/// change anything, and the dashboard's wording ([`format::wording`]).
 pub async fn session(State(state): State<AppState>, Viewer(s): Viewer) -> Json<Value> {
-    Json(match s {
+    let mut v = match s {
         Some(s) => json!({"operator": s.operator, "csrf": s.csrf, "read_only": false}),
         None => json!({"operator": null, "csrf": null, "read_only": true,
                        "public": state.config.public_read_only}),
-    })
+    };
+    v["wording"] = format::wording();
+    Json(v)
 }
 
 /// `GET /api/counters`.
@@ -75,9 +79,21 @@ pub async fn card(
     Path(card): Path<String>,
 ) -> Result<Json<Value>, WebError> {
     let card = data::card_id(&card)?;
-    Ok(Json(
-        data::card(&mut state.redis.clone(), &card, now_ms()).await?,
-    ))
+    let mut v = data::card(&mut state.redis.clone(), &card, now_ms()).await?;
+    if let Some(recent) = v.get_mut("recent").and_then(Value::as_array_mut) {
+        for item in recent {
+            describe(item);
+        }
+    }
+    Ok(Json(v))
+}
+
+/// Adds an event's description (`described`, as in the feed) to its JSON; unreadable entries
+/// stay as they are.
+fn describe(item: &mut Value) {
+    if let Ok(e) = serde_json::from_value::<Event>(item.clone()) {
+        item["described"] = format::described(&e);
+    }
 }
 
 /// `GET /api/blocked`: the deny list.
