@@ -255,6 +255,22 @@ impl Refused<'_> {
     }
 }
 
+/// Audits a logout (`action`) and answers with the session cookie cleared.
+async fn logged_out(state: &AppState, action: Action, operator: &str, ip: IpAddr) -> Response {
+    audit(
+        state,
+        Record {
+            action,
+            operator,
+            from: Some(ip.to_string()),
+            card: None,
+            reason: None,
+        },
+    )
+    .await;
+    cleared_cookie(state)
+}
+
 fn cleared_cookie(state: &AppState) -> Response {
     let secure = state.config.cookies_secure();
     let mut resp = Json(serde_json::json!({"ok": true})).into_response();
@@ -276,18 +292,7 @@ pub async fn logout(
         Ok(()) => {
             let ip = client_of(&state, peer, &headers);
             info!(operator = %s.operator, %ip, "Operator logged out");
-            audit(
-                &state,
-                Record {
-                    action: Action::Logout,
-                    operator: &s.operator,
-                    from: Some(ip.to_string()),
-                    card: None,
-                    reason: None,
-                },
-            )
-            .await;
-            cleared_cookie(&state)
+            logged_out(&state, Action::Logout, &s.operator, ip).await
         }
         Err(e) => e.into_response(),
     }
@@ -304,18 +309,7 @@ pub async fn logout_everywhere(
         Ok(n) => {
             let ip = client_of(&state, peer, &headers);
             info!(operator = %s.operator, %ip, sessions = n, "Operator logged out everywhere");
-            audit(
-                &state,
-                Record {
-                    action: Action::LogoutEverywhere,
-                    operator: &s.operator,
-                    from: Some(ip.to_string()),
-                    card: None,
-                    reason: None,
-                },
-            )
-            .await;
-            cleared_cookie(&state)
+            logged_out(&state, Action::LogoutEverywhere, &s.operator, ip).await
         }
         Err(e) => e.into_response(),
     }
