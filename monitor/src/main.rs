@@ -283,3 +283,72 @@ async fn start() -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["tapgate-monitor", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parse").command {
+            Command::Serve(a) => *a,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_keep_their_types() {
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("tmp");
+        let text = "public_read_only = true\nhistory = 7\nsession_ttl = '1h'\n\
+                    trusted_proxies = ['10.0.0.0/8']\nallowed_hosts = ['a.example']\n";
+        file.write_all(text.as_bytes()).expect("write");
+        let path = file.path().to_str().expect("utf-8 path");
+        let c = serve_args(&["--config", path]).load().expect("file only");
+        assert_eq!((c.history, c.session_ttl), (7, Duration::from_secs(3600)));
+        assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
+
+        let c = serve_args(&[
+            "--config",
+            path,
+            "--history",
+            "9",
+            "--session-ttl",
+            "90m",
+            "--secure-cookies",
+            "true",
+            "--trusted-proxies",
+            "::1, ,192.168.0.0/16",
+            "--allowed-hosts",
+            "",
+            "--listen",
+            "0.0.0.0:9000",
+            "--max-body-bytes",
+            "4096",
+        ])
+        .load()
+        .expect("flags");
+        assert_eq!(c.history, 9);
+        assert_eq!(c.session_ttl, Duration::from_secs(90 * 60));
+        assert_eq!(c.secure_cookies, Some(true));
+        assert_eq!(
+            c.trusted_proxies,
+            ["::1", "192.168.0.0/16"],
+            "blanks dropped"
+        );
+        assert!(c.allowed_hosts.is_empty(), "an empty flag empties the list");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_body_bytes, 4096);
+        assert!(c.public_read_only, "what no flag names stays from the file");
+
+        let e = serve_args(&["--public-read-only", "true", "--history", "0"])
+            .load()
+            .expect_err("validated");
+        assert!(e.to_string().contains("history"), "{e}");
+    }
+}
