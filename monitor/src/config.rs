@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::password;
 
+/// Where Redis is unless told otherwise, for `serve` and `tail`.
+pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+
 /// An operator who may log in.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,7 +80,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            redis: "redis://127.0.0.1:6379".into(),
+            redis: DEFAULT_REDIS.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_read_only: false,
             session_ttl: Duration::from_secs(8 * 3600),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tapgate_monitor::config::DEFAULT_REDIS;
 use tapgate_monitor::tail::{self, Replay, TailConfig};
 use tapgate_monitor::{password, web, ServeConfig};
 use tapgate_runtime::settings::Overrides;
@@ -47,7 +48,7 @@ struct TailArgs {
         long,
         env = "TAPGATE_REDIS",
         hide_env_values = true,
-        default_value = "redis://127.0.0.1:6379"
+        default_value = DEFAULT_REDIS
     )]
     redis: String,
     /// Replay from here: a stream id (1700000000000-0), an RFC 3339 time
