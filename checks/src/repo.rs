@@ -13,15 +13,12 @@ pub enum CheckError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The file is not valid YAML, or not of the expected shape.
     #[error("{path} is not valid YAML of the expected shape: {source}")]
     Yaml {
-        /// The file.
         path: PathBuf,
         /// The parser's message.
         source: serde_yaml_ng::Error,
@@ -29,7 +26,6 @@ pub enum CheckError {
     /// The file is not valid JSON.
     #[error("{path} is not valid JSON: {source}")]
     Json {
-        /// The file.
         path: PathBuf,
         /// The parser's message.
         source: serde_json::Error,
@@ -40,7 +36,6 @@ pub enum CheckError {
     /// The file does not follow its format (line and reason given).
     #[error("{path}:{line}: {why}")]
     Syntax {
-        /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,

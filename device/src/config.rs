@@ -85,7 +85,6 @@ pub struct DeviceConfig {
     pub mqtt: String,
     /// MQTT username (the device id, for a provisioned device).
     pub mqtt_username: Option<String>,
-    /// MQTT password.
     pub mqtt_password: Option<String>,
     /// CA certificate (PEM) the broker's TLS certificate must chain to; unset: system roots.
     pub mqtt_ca: Option<PathBuf>,

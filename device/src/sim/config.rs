@@ -18,7 +18,6 @@ pub struct SimConfig {
     pub mqtt: String,
     /// MQTT username shared by every simulated device (without `devices`).
     pub mqtt_username: Option<String>,
-    /// MQTT password.
     pub mqtt_password: Option<String>,
     /// CA certificate (PEM) for `mqtts://`; unset: the system's roots.
     pub mqtt_ca: Option<PathBuf>,
