@@ -94,3 +94,32 @@ pub fn read(rel: impl AsRef<Path>) -> Result<String, CheckError> {
 pub fn is_file(rel: impl AsRef<Path>) -> bool {
     root().join(rel.as_ref()).is_file()
 }
+
+/// A scratch folder inside the repository, for checks run on files a test writes: the checks
+/// take paths relative to the root, as they do for the repository's own files. Removed on drop.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A new empty folder under `checks/`.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir_in(root().join("checks"))?,
+        })
+    }
+
+    /// Writes `name` in the folder.
+    pub fn write(&self, name: &str, text: &str) -> std::io::Result<()> {
+        std::fs::write(self.dir.path().join(name), text)
+    }
+
+    /// `name` in the folder, relative to the repository root.
+    pub fn rel(&self, name: &str) -> String {
+        let path = self.dir.path().join(name);
+        path.strip_prefix(root())
+            .unwrap_or(&path)
+            .display()
+            .to_string()
+    }
+}
