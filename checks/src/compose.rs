@@ -14,7 +14,6 @@ use crate::repo::{self, CheckError, Finding};
 /// A variable reference in the compose text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VarRef {
-    /// Its name.
     pub name: String,
     /// The `:-` / `-` default, if any.
     pub default: Option<String>,
@@ -268,7 +267,6 @@ pub fn check(rel: &str, env_rel: &str) -> Result<Vec<Finding>, CheckError> {
 /// command, to hold against the program's `--help`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSettings {
-    /// The service name.
     pub service: String,
     /// `TAPGATE_*` variables in its environment.
     pub env: Vec<String>,

@@ -52,7 +52,6 @@ impl Value {
 /// A parsed file: its root object and the files it includes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
-    /// The root object.
     pub root: Value,
     /// `include "..."` targets, in order.
     pub includes: Vec<String>,

@@ -27,11 +27,9 @@ pub fn check_config(rel: &str) -> Result<(), ToolError> {
 /// One sample line of an exposition promtool has accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    /// The metric name.
     pub name: String,
     /// Label names and values, in the order written.
     pub labels: Vec<(String, String)>,
-    /// The value.
     pub value: f64,
 }
 

@@ -13,15 +13,12 @@ pub enum CheckError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The file is not valid YAML, or not of the expected shape.
     #[error("{path} is not valid YAML of the expected shape: {source}")]
     Yaml {
-        /// The file.
         path: PathBuf,
         /// The parser's message.
         source: serde_yaml_ng::Error,
@@ -29,7 +26,6 @@ pub enum CheckError {
     /// The file is not valid JSON.
     #[error("{path} is not valid JSON: {source}")]
     Json {
-        /// The file.
         path: PathBuf,
         /// The parser's message.
         source: serde_json::Error,
@@ -40,7 +36,6 @@ pub enum CheckError {
     /// The file does not follow its format (line and reason given).
     #[error("{path}:{line}: {why}")]
     Syntax {
-        /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
@@ -98,4 +93,33 @@ pub fn read(rel: impl AsRef<Path>) -> Result<String, CheckError> {
 /// Whether `rel` (relative to [`root`]) is an existing file.
 pub fn is_file(rel: impl AsRef<Path>) -> bool {
     root().join(rel.as_ref()).is_file()
+}
+
+/// A scratch folder inside the repository, for checks run on files a test writes: the checks
+/// take paths relative to the root, as they do for the repository's own files. Removed on drop.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A new empty folder under `checks/`.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir_in(root().join("checks"))?,
+        })
+    }
+
+    /// Writes `name` in the folder.
+    pub fn write(&self, name: &str, text: &str) -> std::io::Result<()> {
+        std::fs::write(self.dir.path().join(name), text)
+    }
+
+    /// `name` in the folder, relative to the repository root.
+    pub fn rel(&self, name: &str) -> String {
+        let path = self.dir.path().join(name);
+        path.strip_prefix(root())
+            .unwrap_or(&path)
+            .display()
+            .to_string()
+    }
 }

@@ -14,7 +14,6 @@ pub enum ToolError {
         "`{tool}` is not installed: apt-get install -y {package} (.ci/setup.d/deploy.sh does)"
     )]
     Missing {
-        /// The command.
         tool: &'static str,
         /// The Debian package that ships it.
         package: &'static str,
@@ -22,15 +21,12 @@ pub enum ToolError {
     /// The tool could not be run or fed.
     #[error("cannot run `{tool}`: {source}")]
     Io {
-        /// The command.
         tool: &'static str,
-        /// Why.
         source: std::io::Error,
     },
     /// The tool ran and refused the input.
     #[error("`{tool}` refused {what}:\n{output}")]
     Refused {
-        /// The command.
         tool: &'static str,
         /// What it was given.
         what: String,
@@ -42,7 +38,6 @@ pub enum ToolError {
 /// A command-line tool and the Debian package that ships it.
 #[derive(Debug, Clone, Copy)]
 pub struct Tool {
-    /// The command.
     pub name: &'static str,
     /// The Debian package that ships it.
     pub package: &'static str,

@@ -24,25 +24,17 @@ fn compose_file_refers_only_to_what_exists() {
 
 #[test]
 fn compose_check_refuses_broken_references() {
-    let dir = tempfile::tempdir_in(repo::root().join("checks")).expect("temp dir");
-    let rel = |name: &str| {
-        dir.path()
-            .join(name)
-            .strip_prefix(repo::root())
-            .expect("inside the repository")
-            .display()
-            .to_string()
-    };
-    std::fs::write(dir.path().join("env"), "A=1\nUNUSED=2\n").expect("write env");
-    std::fs::write(
-        dir.path().join("compose.yml"),
+    let dir = repo::Scratch::new().expect("scratch folder");
+    dir.write("env", "A=1\nUNUSED=2\n").expect("write env");
+    dir.write(
+        "compose.yml",
         "services:\n  a:\n    build:\n      context: .\n      dockerfile: docker/missing.Dockerfile\n    \
          volumes:\n      - ./no/such/file:/x:ro\n      - undeclared:/data\n    \
          environment:\n      SOME_PASSWORD: hunter2\n      B: ${B}\n    \
          depends_on:\n      b:\n        condition: service_healthy\n  b:\n    image: x\n",
     )
     .expect("write compose");
-    let findings = compose::check(&rel("compose.yml"), &rel("env")).expect("parses");
+    let findings = compose::check(&dir.rel("compose.yml"), &dir.rel("env")).expect("parses");
     let text = report(&findings);
     for expected in [
         "docker/missing.Dockerfile does not exist",
@@ -95,15 +87,10 @@ fn emqx_config_parses_as_hocon_and_sets_the_policy() {
 
 #[test]
 fn emqx_checks_refuse_broken_config() {
-    let dir = tempfile::tempdir_in(repo::root().join("checks")).expect("temp dir");
+    let dir = repo::Scratch::new().expect("scratch folder");
     let write = |name: &str, body: &str| {
-        std::fs::write(dir.path().join(name), body).expect("write");
-        dir.path()
-            .join(name)
-            .strip_prefix(repo::root())
-            .expect("inside")
-            .display()
-            .to_string()
+        dir.write(name, body).expect("write");
+        dir.rel(name)
     };
     assert!(emqx::load_hocon(&write("a.conf", "a {\n b = 1\n")).is_err());
     assert!(emqx::load_hocon(&write("b.conf", "a = ${missing}\n")).is_err());

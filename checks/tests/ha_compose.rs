@@ -58,24 +58,16 @@ fn env_of<'a>(doc: &'a Value, service: &str, var: &str) -> Option<&'a str> {
 
 #[test]
 fn merged_ha_stack_refers_only_to_what_exists() {
-    let dir = tempfile::tempdir_in(repo::root().join("checks")).expect("temp dir");
-    let rel = |name: &str| {
-        dir.path()
-            .join(name)
-            .strip_prefix(repo::root())
-            .expect("inside the repository")
-            .display()
-            .to_string()
-    };
+    let dir = repo::Scratch::new().expect("scratch folder");
     let env = format!(
         "{}\n{}",
         repo::read(".env.example").expect(".env.example"),
         repo::read(".env.ha.example").expect(".env.ha.example")
     );
-    std::fs::write(dir.path().join("env"), env).expect("write env");
+    dir.write("env", &env).expect("write env");
     let text = serde_yaml_ng::to_string(&merged()).expect("yaml");
-    std::fs::write(dir.path().join("compose.yml"), text).expect("write merged");
-    let findings = compose::check(&rel("compose.yml"), &rel("env")).expect("parses");
+    dir.write("compose.yml", &text).expect("write merged");
+    let findings = compose::check(&dir.rel("compose.yml"), &dir.rel("env")).expect("parses");
     assert!(
         findings.is_empty(),
         "merged HA stack:\n{}",

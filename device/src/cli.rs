@@ -38,7 +38,6 @@ pub struct Cli {
     pub log_json: bool,
 }
 
-/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Run an entry gate: card reader, traffic light, speaker.

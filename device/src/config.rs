@@ -85,7 +85,6 @@ pub struct DeviceConfig {
     pub mqtt: String,
     /// MQTT username (the device id, for a provisioned device).
     pub mqtt_username: Option<String>,
-    /// MQTT password.
     pub mqtt_password: Option<String>,
     /// TLS files for `mqtts://`: `mqtt_ca`, `mqtt_cert`, `mqtt_key`.
     #[serde(flatten)]

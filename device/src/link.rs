@@ -42,7 +42,6 @@ pub enum LinkError {
 pub struct LinkConfig {
     /// Broker URL, credentials, TLS and keep-alive.
     pub broker: BrokerSettings,
-    /// Topics.
     pub topics: Topics,
     /// Gate or terminal.
     pub kind: DeviceKind,

@@ -9,11 +9,13 @@
 //! - [`validate`]: turning raw device payloads into typed messages, or a specific refusal.
 //! - [`rules`]: the pass rules as a pure function, the reference model of the bridge's script.
 //! - [`event`]: events the bridge publishes for monitors and appends to the event stream.
-//! - [`status`]: device presence (retained status, last will, heartbeat).
+//! - [`status`]: device presence (status, last will and heartbeat, sent unretained).
 //! - [`keys`]: Redis key names that other tools (monitor, Grafana) read.
 //! - [`text`]: escaping untrusted device text before it reaches a log, an event or a terminal.
 //!
 //! `docs/protocol.md` at the repository root documents the same contract with examples.
+
+#![warn(missing_docs)]
 
 pub mod broker;
 pub mod event;

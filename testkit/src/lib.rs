@@ -9,6 +9,8 @@
 //!
 //! A missing binary is a test failure that names the package to install, never a silent skip.
 
+#![warn(missing_docs)]
+
 pub mod mosquitto;
 pub mod nats;
 pub mod probe;

@@ -68,7 +68,6 @@ impl Debouncer {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the {pass} button: {source}")]
 pub struct ButtonError {
-    /// Which button.
     pub pass: PassType,
     /// The pin's error.
     pub source: Box<dyn std::error::Error + Send + Sync>,

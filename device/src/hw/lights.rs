@@ -23,7 +23,6 @@ pub const FLASH: Duration = Duration::from_millis(250);
 #[derive(Debug, thiserror::Error)]
 #[error("cannot switch the {lamp} lamp: {source}")]
 pub struct LampError {
-    /// Which lamp.
     pub lamp: &'static str,
     /// The pin's error.
     pub source: Box<dyn std::error::Error + Send + Sync>,

@@ -44,7 +44,6 @@ pub enum Outbound {
 }
 
 impl Outbound {
-    /// The message id.
     pub fn id(&self) -> &MessageId {
         match self {
             Outbound::Tap(t, _) => &t.id,
@@ -52,7 +51,6 @@ impl Outbound {
         }
     }
 
-    /// The stamp.
     pub fn stamp(&self) -> Stamp {
         match self {
             Outbound::Tap(_, s) | Outbound::Button(_, s) => *s,
@@ -155,7 +153,6 @@ impl TapIds {
         Self { boot_ms, next: 1 }
     }
 
-    /// The next id.
     pub fn next_id(&mut self) -> MessageId {
         let n = self.next;
         self.next = self.next.saturating_add(1);

@@ -18,7 +18,6 @@ pub struct SimConfig {
     pub mqtt: String,
     /// MQTT username shared by every simulated device (without `devices`).
     pub mqtt_username: Option<String>,
-    /// MQTT password.
     pub mqtt_password: Option<String>,
     /// TLS files for `mqtts://`: `mqtt_ca`, `mqtt_cert`, `mqtt_key`.
     #[serde(flatten)]

@@ -29,7 +29,6 @@ pub struct ProvisionedDevice {
     pub id: DeviceId,
     /// Gate or terminal.
     pub kind: DeviceKind,
-    /// Its MQTT password.
     pub password: String,
 }
 

@@ -56,7 +56,6 @@ pub enum FleetEvent {
 pub struct FleetConfig {
     /// Broker URL, shared credentials and TLS.
     pub broker: BrokerSettings,
-    /// Topics.
     pub topics: Topics,
 }
 

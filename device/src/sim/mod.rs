@@ -65,21 +65,17 @@ pub enum SimError {
         up: usize,
         /// Devices started.
         total: usize,
-        /// The broker URL.
         url: String,
     },
     /// The summary could not be written.
     #[error("cannot write the summary to {path}: {source}")]
     Write {
-        /// The file.
         path: String,
-        /// Why.
         source: std::io::Error,
     },
     /// Strict mode: mismatches or lost decisions.
     #[error("{mismatches} mismatched and {lost} lost decisions")]
     Failed {
-        /// Mismatches.
         mismatches: u64,
         /// Lost decisions.
         lost: u64,

@@ -202,17 +202,30 @@ mod tests {
         CardId::new(s).expect("card")
     }
 
+    /// Decided on the bridge's clock with the default time limits.
+    fn unstamped(settings: Settings) -> Timing {
+        Timing {
+            settings,
+            time: TimeSettings::default(),
+            stamp: None,
+        }
+    }
+
+    /// A card holding a fresh ten-trip pass.
+    fn ten_trip_card() -> CardModel {
+        CardModel {
+            pass: Some(Pass::issue(PassType::TenTrip, 0)),
+            ..CardModel::default()
+        }
+    }
+
     #[test]
     fn two_hour_boundary_is_lenient_either_way() {
         let s = Settings {
             two_hour_ms: 1000,
             sale_timeout_ms: 30_000,
         };
-        let s = Timing {
-            settings: s,
-            time: TimeSettings::default(),
-            stamp: None,
-        };
+        let s = unstamped(s);
         let mut pass = Pass::issue(PassType::TwoHour, 0);
         pass.expires_at = Some(5000);
         let input = Input::GateTap(card("A"));
@@ -256,16 +269,8 @@ mod tests {
 
     #[test]
     fn an_operators_block_and_unblock_are_followed_not_mismatched() {
-        let s = Settings::default();
-        let s = Timing {
-            settings: s,
-            time: TimeSettings::default(),
-            stamp: None,
-        };
-        let mut m = CardModel {
-            pass: Some(Pass::issue(PassType::TenTrip, 0)),
-            ..CardModel::default()
-        };
+        let s = unstamped(Settings::default());
+        let mut m = ten_trip_card();
         let input = Input::GateTap(card("A"));
         let blocked = Outcome::Denied {
             reason: DenyReason::Blocked,
@@ -308,16 +313,8 @@ mod tests {
 
     #[test]
     fn ten_trip_counts_must_match() {
-        let s = Settings::default();
-        let s = Timing {
-            settings: s,
-            time: TimeSettings::default(),
-            stamp: None,
-        };
-        let mut m = CardModel {
-            pass: Some(Pass::issue(PassType::TenTrip, 0)),
-            ..CardModel::default()
-        };
+        let s = unstamped(Settings::default());
+        let mut m = ten_trip_card();
         let mut info = PassInfo::new(PassType::TenTrip);
         info.trips_remaining = Some(8);
         let wrong = Outcome::Granted { pass: info.clone() };
