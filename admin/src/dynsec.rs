@@ -105,7 +105,7 @@ impl std::fmt::Debug for Dynsec {
 impl Dynsec {
     /// Logs in as the administrator and subscribes to the plugin's answers.
     pub async fn connect(settings: &Settings, topics: Topics) -> Result<Self, AdminError> {
-        let url = settings.broker_url()?;
+        let url = &settings.mqtt;
         let address = format!("{}:{}", url.host, url.port);
         let mut pid = [0u8; 6];
         getrandom::fill(&mut pid).map_err(|e| AdminError::Random(e.to_string()))?;

@@ -30,8 +30,9 @@ pub enum Backend {
 pub struct Settings {
     /// Which broker holds the logins.
     pub backend: Backend,
-    /// mosquitto: broker URL, `mqtt://host:port` (checked when the settings are read).
-    pub mqtt: String,
+    /// mosquitto: broker URL, `mqtt://host:port`.
+    #[serde(deserialize_with = "tapgate_runtime::settings::broker_url")]
+    pub mqtt: BrokerUrl,
     /// mosquitto: the dynamic-security administrator's username.
     pub admin_username: String,
     /// mosquitto: the administrator's password (environment only: `TAPGATE_ADMIN_PASSWORD`).
@@ -54,7 +55,12 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             backend: Backend::Mosquitto,
-            mqtt: "mqtt://127.0.0.1:1883".into(),
+            mqtt: BrokerUrl {
+                host: "127.0.0.1".into(),
+                port: tapgate_protocol::broker::DEFAULT_PORT,
+                credentials: None,
+                tls: false,
+            },
             admin_username: "admin".into(),
             admin_password: None,
             emqx_api: "http://127.0.0.1:18083".into(),
@@ -78,14 +84,6 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The broker URL, parsed.
-    pub fn broker_url(&self) -> Result<BrokerUrl, AdminError> {
-        BrokerUrl::parse(&self.mqtt).map_err(|e| AdminError::Settings {
-            field: "mqtt",
-            why: e.to_string(),
-        })
-    }
-
     /// Refuses settings that cannot work for the chosen backend.
     pub fn validate(&self) -> Result<(), AdminError> {
         let missing = |field, why: &str| AdminError::Settings {
@@ -100,7 +98,6 @@ impl Settings {
         }
         match self.backend {
             Backend::Mosquitto => {
-                self.broker_url()?;
                 if self
                     .admin_password
                     .as_deref()
@@ -163,16 +160,13 @@ mod tests {
             ],
         )
         .expect("settings");
-        let url = s.broker_url().expect("url");
-        assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 11883));
+        assert_eq!((s.mqtt.host.as_str(), s.mqtt.port), ("127.0.0.1", 11883));
         assert_eq!(s.prefix.prefix(), "tapgate");
         assert_eq!(s.timeout, Duration::from_secs(2));
         assert_eq!(s.backend, Backend::Mosquitto);
-        for (key, bad) in [("prefix", "a/#"), ("backned", "emqx")] {
+        for (key, bad) in [("mqtt", "http://b"), ("prefix", "a/#"), ("backned", "emqx")] {
             let r = Settings::load(None, [("admin_password", "pw"), (key, bad)]);
             assert!(matches!(r, Err(AdminError::Config(_))), "{key} = {bad}");
         }
-        let r = Settings::load(None, [("admin_password", "pw"), ("mqtt", "http://b")]);
-        assert!(matches!(r, Err(AdminError::Settings { field: "mqtt", .. })));
     }
 }

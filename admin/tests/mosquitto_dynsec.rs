@@ -22,7 +22,7 @@ fn broker() -> Mosquitto {
 
 fn settings(broker: &Mosquitto) -> Settings {
     Settings {
-        mqtt: broker.url(),
+        mqtt: tapgate_protocol::broker::BrokerUrl::parse(&broker.url()).expect("url"),
         admin_password: Some(ADMIN_PW.into()),
         timeout: Duration::from_secs(5),
         ..Settings::default()

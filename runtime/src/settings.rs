@@ -18,6 +18,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use tapgate_protocol::broker::BrokerUrl;
 use tapgate_protocol::Topics;
 
 /// Layers `file` (TOML, when given) and then `overrides` over the defaults of `T` and
@@ -87,6 +88,13 @@ impl IntoIterator for Overrides {
     }
 }
 
+/// Reads a broker URL setting as a [`BrokerUrl`], so it is parsed once, where it is read:
+/// `#[serde(deserialize_with = "tapgate_runtime::settings::broker_url")]`.
+pub fn broker_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BrokerUrl, D::Error> {
+    let text = String::deserialize(d)?;
+    BrokerUrl::parse(&text).map_err(serde::de::Error::custom)
+}
+
 /// Reads a topic prefix setting as its [`Topics`]:
 /// `#[serde(deserialize_with = "tapgate_runtime::settings::topics")]`.
 pub fn topics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Topics, D::Error> {
@@ -96,7 +104,6 @@ pub fn topics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Topics, D::Error
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -131,13 +138,11 @@ mod tests {
 
     #[test]
     fn defaults_then_file_then_overrides() {
-        let mut file = tempfile::Builder::new()
-            .suffix(".toml")
-            .tempfile()
-            .expect("tmp");
-        writeln!(
-            file,
-            "name = 'file'\ncount = 3\nwait = '2s'\nmqtt_ca = '/ca.pem'"
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "name = \"file\"\ncount = 3\nwait = \"2s\"\nmqtt_ca = \"/ca.pem\"\n",
         )
         .expect("write");
         let none: [(&str, &str); 0] = [];
@@ -151,7 +156,7 @@ mod tests {
             .put("list", Some(vec!["a", "b"]))
             .put("mqtt_key", Some("/key.pem"))
             .put("name", None::<String>);
-        let s: Sample = load(Some(file.path()), o).expect("layers");
+        let s: Sample = load(Some(&file), o).expect("layers");
         assert_eq!(s.name, "file", "the file wins over the default");
         assert_eq!(s.count, 7, "text overrides are typed by the struct");
         assert_eq!(s.on, Some(true));
@@ -165,17 +170,36 @@ mod tests {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Typed {
+        #[serde(deserialize_with = "broker_url")]
+        mqtt: BrokerUrl,
         #[serde(deserialize_with = "topics")]
         prefix: Topics,
     }
 
     #[test]
     fn typed_fields_are_parsed_where_they_are_read() {
-        let t: Typed = load(None, [("prefix", "site/tg")]).expect("typed");
+        let t: Typed = load(
+            None,
+            [("mqtt", "mqtts://u:p@b:8884"), ("prefix", "site/tg")],
+        )
+        .expect("typed");
+        assert_eq!(
+            (t.mqtt.host.as_str(), t.mqtt.port, t.mqtt.tls),
+            ("b", 8884, true)
+        );
         assert_eq!(t.prefix.prefix(), "site/tg");
-        let r: Result<Typed, _> = load(None, [("prefix", "a/#")]);
-        let e = r.expect_err("refused").to_string();
-        assert!(e.contains("prefix"), "{e}");
+        for (mqtt, prefix) in [("http://b", "tg"), ("mqtt://b", "a/#")] {
+            let r: Result<Typed, _> = load(None, [("mqtt", mqtt), ("prefix", prefix)]);
+            let e = r.expect_err("refused").to_string();
+            assert!(
+                e.contains(if mqtt.starts_with("http") {
+                    "MQTT URL"
+                } else {
+                    "prefix"
+                }),
+                "{e}"
+            );
+        }
     }
 
     #[test]

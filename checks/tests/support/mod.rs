@@ -26,7 +26,7 @@ pub fn password(user: &str) -> String {
 /// Settings of `tapgate-admin` for `broker`.
 pub fn admin_settings(broker: &Mosquitto) -> Settings {
     Settings {
-        mqtt: broker.url(),
+        mqtt: tapgate_protocol::broker::BrokerUrl::parse(&broker.url()).expect("broker url"),
         admin_username: ADMIN_USER.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         timeout: Duration::from_secs(5),
