@@ -1,8 +1,8 @@
 //! What one decision costs Redis, with nothing else running: gate taps pipelined straight into an
 //! idle redis-server, the decide function as it is now (`FCALL` of the bridge's function library)
-//! against the script as it was (`decide_main.lua`, `EVALSHA`, kept here to be measured in the
-//! same run), then a day of taps with shortened lifetimes to show that Redis memory comes back to
-//! where it started.
+//! against the baseline, the script as it was before the idempotency records were made lean
+//! (`decide_main.lua`, `EVALSHA`, kept here to be measured in the same run); then, for both, a
+//! day of taps with shortened lifetimes to show that Redis memory comes back to where it started.
 //!
 //! `cargo run --release -p tapgate-bridge --example script_cost -- [taps] [cards] [day-taps] [rounds]`
 //!
@@ -368,7 +368,7 @@ async fn main() {
     let mut old = Vec::new();
     let mut new = Vec::new();
     for _ in 0..rounds {
-        old.push(cost("as on main", Version::Old, taps, cards).await);
+        old.push(cost("baseline", Version::Old, taps, cards).await);
         new.push(cost("now", Version::New, taps, cards).await);
     }
     let least = |v: &[Cost]| {
@@ -378,7 +378,7 @@ async fn main() {
     };
     let (o, n) = (least(&old), least(&new));
     println!(
-        "  least of {rounds} rounds: as on main {o:.1} µs/call, now {n:.1} µs/call; ratio now / main: CPU per call {:.2}, memory per tap right after {:.2}, 8 s later {:.2}",
+        "  least of {rounds} rounds: baseline {o:.1} µs/call, now {n:.1} µs/call; ratio now / baseline: CPU per call {:.2}, memory per tap right after {:.2}, 8 s later {:.2}",
         n / o,
         new[0].bytes_now / old[0].bytes_now,
         new[0].bytes_later / old[0].bytes_later
@@ -387,7 +387,7 @@ async fn main() {
         "memory over a day, lifetimes shortened (seen 1 s, recent 2 s, device 2 s, stream ~1000):"
     );
     if day_taps > 0 {
-        day("as on main", Version::Old, day_taps, cards).await;
+        day("baseline", Version::Old, day_taps, cards).await;
         day("now", Version::New, day_taps, cards).await;
     }
 }
