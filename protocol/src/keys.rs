@@ -95,7 +95,8 @@ pub const EMQX_KEYS: [&str; 4] = [
     EMQX_DROPPED,
     EMQX_DROPPED_TOPICS,
 ];
-/// How many events [`card_recent`] keeps per card (their stream ids).
+/// How many of a card's latest events are shown. [`card_recent`] holds their stream ids and is
+/// trimmed back to this many once it holds twice as many.
 pub const CARD_RECENT_LEN: usize = 20;
 
 /// Per-device counters: `tapgate:counters:device:{device}`.
