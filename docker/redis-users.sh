@@ -50,13 +50,15 @@ tmp="$out.tmp.$$"
   echo "user default off ~* &* +@all"
   echo "user tapgate-admin on #$(hash "$REDIS_PASSWORD") ~* &* +@all"
   # Keys of protocol/src/keys.rs the bridge uses. A card's blocked hash is only read, but it is
-  # a declared key of the bridge's script, and Redis asks write access for every key EVAL
-  # declares; the block index and the monitor's keys stay out of reach.
+  # a declared key of the bridge's decide function, and Redis asks write access for every key
+  # FCALL declares; the block index and the monitor's keys stay out of reach. FUNCTION LOAD
+  # installs the bridge's function library at start-up (FCALL is in @scripting); no other
+  # FUNCTION subcommand (FLUSH, DELETE, RESTORE, KILL).
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
     "~tapgate:counters:* ~tapgate:events ~tapgate:card:*:pass ~tapgate:card:*:recent" \
     "~tapgate:sale:* ~tapgate:seen:* ~tapgate:device:* ~tapgate:devices" \
     "~tapgate:card:*:blocked %R~tapgate:blocked" \
-    "-@all +@read +@write +@scripting +@transaction +@connection $never"
+    "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load"
   # Reads every tapgate key; writes the block list (a Lua script), its events and its sessions.
   echo "user tapgate-monitor on #$(hash "$REDIS_MONITOR_PASSWORD") resetkeys resetchannels" \
     "%R~tapgate:* ~tapgate:card:*:blocked ~tapgate:blocked ~tapgate:events ~tapgate:monitor:*" \

@@ -93,11 +93,11 @@ fn main() {
         loop {
             let procs = [child.id(), broker_pid, redis_pid];
             let cpu0 = procs.map(cpu_ticks);
-            let (calls0, usec0) = evalsha(redis.port());
+            let (calls0, usec0) = decide_calls(redis.port());
             let mem0 = used_memory(redis.port());
             let r = rt.block_on(load.run(rate, Duration::from_secs(secs)));
             let cpu1 = procs.map(cpu_ticks);
-            let (calls1, usec1) = evalsha(redis.port());
+            let (calls1, usec1) = decide_calls(redis.port());
             let mem1 = used_memory(redis.port());
             let per_tap = |i: usize| (cpu1[i] - cpu0[i]) as f64 * 1e6 / tick / r.sent.max(1) as f64;
             let calls = calls1 - calls0;
@@ -436,13 +436,10 @@ fn used_memory(port: u16) -> i64 {
     info_field(&redis_info(port, "memory"), "used_memory:").expect("used_memory")
 }
 
-/// `evalsha` calls and µs so far.
-fn evalsha(port: u16) -> (u64, u64) {
+/// Decide calls (`FCALL` of the bridge's function library) and µs so far.
+fn decide_calls(port: u16) -> (u64, u64) {
     let info = redis_info(port, "commandstats");
-    let Some(line) = info
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
-    else {
+    let Some(line) = info.lines().find_map(|l| l.strip_prefix("cmdstat_fcall:")) else {
         return (0, 0);
     };
     let field = |name: &str| {

@@ -1,22 +1,44 @@
 //! What one decision costs Redis, with nothing else running: gate taps pipelined straight into an
-//! idle redis-server through the decide script, the script as it is now against the script as it
-//! was (`decide_main.lua`, kept here to be measured in the same run), then a day of taps with
-//! shortened lifetimes to show that Redis memory comes back to where it started.
+//! idle redis-server, the decide function as it is now (`FCALL` of the bridge's function library)
+//! against the baseline, the script as it was before the idempotency records were made lean
+//! (`decide_main.lua`, `EVALSHA`, kept here to be measured in the same run); then, for both, a
+//! day of taps with shortened lifetimes to show that Redis memory comes back to where it started.
 //!
 //! `cargo run --release -p tapgate-bridge --example script_cost -- [taps] [cards] [day-taps] [rounds]`
 //!
-//! Per script: Redis CPU per call (`INFO commandstats`, `evalsha`), Redis memory retained per tap
-//! right after the taps (`used_memory` delta) and once the idempotency records have expired.
+//! Per version: Redis CPU per call (`INFO commandstats`, `fcall` or `evalsha`), Redis memory
+//! retained per tap right after the taps (`used_memory` delta) and once the idempotency records
+//! have expired.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 use redis::Script;
+use tapgate_bridge::store::library::{Function, Library};
+use tapgate_bridge::store::StoreSettings;
+use tapgate_protocol::rules::TimeSettings;
 use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, MessageId};
 use tapgate_testkit::RedisServer;
 
-const NEW: &str = include_str!("../src/store/decide.lua");
 const OLD: &str = include_str!("decide_main.lua");
+
+/// The decide code measured: the library as now, or the script as it was.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Old,
+    New,
+}
+
+impl Version {
+    /// The `INFO commandstats` entry its calls are counted under.
+    fn stat(self) -> &'static str {
+        match self {
+            Version::Old => "cmdstat_evalsha:",
+            Version::New => "cmdstat_fcall:",
+        }
+    }
+}
 const GATES: usize = 50;
 
 /// Settings handed to the script, as the bridge hands them (defaults unless shortened).
@@ -28,6 +50,35 @@ struct Settings {
     device_ttl_s: u64,
     window_ms: u64,
     max_future_ms: u64,
+}
+
+impl Settings {
+    /// The bridge's settings with these lifetimes.
+    fn store(self) -> StoreSettings {
+        StoreSettings {
+            two_hour_ms: 2 * 3600 * 1000,
+            sale_timeout_ms: 30_000,
+            seen_ttl_s: self.seen_ttl_s,
+            stream_maxlen: self.stream_maxlen,
+            recent_ttl_s: self.recent_ttl_s,
+            device_ttl_s: self.device_ttl_s,
+            time: TimeSettings {
+                decision_window_ms: self.window_ms,
+                max_future_ms: self.max_future_ms,
+                max_skew_ms: 1000,
+            },
+        }
+    }
+}
+
+fn library() -> &'static Library {
+    static LIBRARY: LazyLock<Library> = LazyLock::new(Library::new);
+    &LIBRARY
+}
+
+fn old_script() -> &'static Script {
+    static OLD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(OLD));
+    &OLD_SCRIPT
 }
 
 const DEFAULTS: Settings = Settings {
@@ -57,7 +108,7 @@ fn card(n: usize) -> CardId {
 /// passes.
 fn tap(
     pipe: &mut redis::Pipeline,
-    script: &Script,
+    version: Version,
     s: Settings,
     n: usize,
     cards: usize,
@@ -67,20 +118,40 @@ fn tap(
     let id = MessageId::new(format!("{run}{n}")).expect("id");
     let c = card(n % cards);
     let now = now_ms();
-    let mut inv = script.prepare_invoke();
-    inv.key(keys::seen(DeviceKind::Gate, &device, &id))
-        .key(keys::sale(&device))
-        .key(keys::EVENTS_STREAM)
-        .key(keys::COUNTERS_ISSUED)
-        .key(keys::COUNTERS_ENTRIES)
-        .key(keys::COUNTERS_DENIED)
-        .key(keys::device_counters(&device))
-        .key(keys::device(DeviceKind::Gate, &device))
-        .key(keys::COUNTERS_UNPAID)
-        .key(keys::COUNTERS_STALE)
-        .key(keys::pass(&c))
-        .key(keys::blocked(&c))
-        .key(keys::card_recent(&c));
+    let k = [
+        keys::seen(DeviceKind::Gate, &device, &id),
+        keys::sale(&device),
+        keys::EVENTS_STREAM.to_owned(),
+        keys::COUNTERS_ISSUED.to_owned(),
+        keys::COUNTERS_ENTRIES.to_owned(),
+        keys::COUNTERS_DENIED.to_owned(),
+        keys::device_counters(&device),
+        keys::device(DeviceKind::Gate, &device),
+        keys::COUNTERS_UNPAID.to_owned(),
+        keys::COUNTERS_STALE.to_owned(),
+        keys::pass(&c),
+        keys::blocked(&c),
+        keys::card_recent(&c),
+    ];
+    if version == Version::New {
+        let mut call = library().call(Function::Decide, &k);
+        call.arg("gate")
+            .arg(now)
+            .arg(device.as_str())
+            .arg("gate")
+            .arg(id.as_str())
+            .arg(c.as_str())
+            .arg("")
+            .arg(now.to_string())
+            .arg("online")
+            .arg(s.store().decide_arg());
+        pipe.add_command(call).ignore();
+        return;
+    }
+    let mut inv = old_script().prepare_invoke();
+    for key in &k {
+        inv.key(key);
+    }
     inv.arg("gate")
         .arg(now)
         .arg(device.as_str())
@@ -119,13 +190,10 @@ async fn used_memory(con: &mut MultiplexedConnection) -> i64 {
         .expect("used_memory")
 }
 
-/// `evalsha` calls and µs so far.
-async fn evalsha(con: &mut MultiplexedConnection) -> (u64, u64) {
+/// Calls of `version` and µs so far.
+async fn calls(con: &mut MultiplexedConnection, version: Version) -> (u64, u64) {
     let info = info(con, "commandstats").await;
-    let Some(line) = info
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
-    else {
+    let Some(line) = info.lines().find_map(|l| l.strip_prefix(version.stat())) else {
         return (0, 0);
     };
     let field = |name: &str| {
@@ -137,10 +205,10 @@ async fn evalsha(con: &mut MultiplexedConnection) -> (u64, u64) {
     (field("calls="), field("usec="))
 }
 
-/// Runs `taps` taps through `script` in pipelines of 1,000.
+/// Runs `taps` taps through `version` in pipelines of 1,000.
 async fn push(
     con: &mut MultiplexedConnection,
-    script: &Script,
+    version: Version,
     s: Settings,
     taps: usize,
     cards: usize,
@@ -150,7 +218,7 @@ async fn push(
     while n < taps {
         let mut pipe = redis::pipe();
         for _ in 0..1000.min(taps - n) {
-            tap(&mut pipe, script, s, n, cards, run);
+            tap(&mut pipe, version, s, n, cards, run);
             n += 1;
         }
         pipe.query_async::<()>(con).await.expect("pipeline");
@@ -159,7 +227,7 @@ async fn push(
 
 /// A fresh Redis with `cards` two-hour passes, each already activated by one tap.
 async fn prepared(
-    script: &Script,
+    version: Version,
     s: Settings,
     cards: usize,
 ) -> (RedisServer, MultiplexedConnection) {
@@ -170,11 +238,16 @@ async fn prepared(
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .expect("connect");
-    script
-        .prepare_invoke()
-        .load_async(&mut con)
-        .await
-        .expect("load");
+    match version {
+        Version::Old => {
+            old_script()
+                .prepare_invoke()
+                .load_async(&mut con)
+                .await
+                .expect("load");
+        }
+        Version::New => library().load(&mut con).await.expect("load"),
+    }
     let mut pipe = redis::pipe();
     for n in 0..cards {
         pipe.hset_multiple(
@@ -184,7 +257,7 @@ async fn prepared(
         .ignore();
     }
     pipe.query_async::<()>(&mut con).await.expect("passes");
-    push(&mut con, script, s, cards, cards, "warm").await;
+    push(&mut con, version, s, cards, cards, "warm").await;
     (redis, con)
 }
 
@@ -194,20 +267,19 @@ struct Cost {
     bytes_later: f64,
 }
 
-async fn cost(name: &str, src: &str, taps: usize, cards: usize) -> Cost {
-    let script = Script::new(src);
-    let (_redis, mut con) = prepared(&script, DEFAULTS, cards).await;
+async fn cost(name: &str, version: Version, taps: usize, cards: usize) -> Cost {
+    let (_redis, mut con) = prepared(version, DEFAULTS, cards).await;
     // Let the warm-up's idempotency records expire so the baseline holds only passes.
     tokio::time::sleep(Duration::from_millis(
         DEFAULTS.window_ms + DEFAULTS.max_future_ms + 500,
     ))
     .await;
     let base = used_memory(&mut con).await;
-    let (calls0, usec0) = evalsha(&mut con).await;
+    let (calls0, usec0) = calls(&mut con, version).await;
     let started = Instant::now();
-    push(&mut con, &script, DEFAULTS, taps, cards, "t").await;
+    push(&mut con, version, DEFAULTS, taps, cards, "t").await;
     let elapsed = started.elapsed();
-    let (calls1, usec1) = evalsha(&mut con).await;
+    let (calls1, usec1) = calls(&mut con, version).await;
     let now = used_memory(&mut con).await;
     tokio::time::sleep(Duration::from_millis(
         DEFAULTS.window_ms + DEFAULTS.max_future_ms + 1500,
@@ -232,7 +304,7 @@ async fn cost(name: &str, src: &str, taps: usize, cards: usize) -> Cost {
 
 /// A day of taps with every lifetime shortened: memory must come back to the baseline (plus
 /// the capped stream).
-async fn day(taps: usize, cards: usize) {
+async fn day(name: &str, version: Version, taps: usize, cards: usize) {
     let s = Settings {
         seen_ttl_s: 1,
         stream_maxlen: 1000,
@@ -241,8 +313,7 @@ async fn day(taps: usize, cards: usize) {
         window_ms: 200,
         max_future_ms: 200,
     };
-    let script = Script::new(NEW);
-    let (_redis, mut con) = prepared(&script, s, cards).await;
+    let (_redis, mut con) = prepared(version, s, cards).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let base = used_memory(&mut con).await;
     let keys_before: u64 = redis::cmd("DBSIZE")
@@ -250,10 +321,10 @@ async fn day(taps: usize, cards: usize) {
         .await
         .expect("dbsize");
     let started = Instant::now();
-    push(&mut con, &script, s, taps, cards, "d").await;
+    push(&mut con, version, s, taps, cards, "d").await;
     let peak = used_memory(&mut con).await;
     println!(
-        "  {taps} taps on {cards} cards in {:.1?}: baseline {base} B ({keys_before} keys), right after {peak} B (+{})",
+        "  {name:<10} {taps} taps on {cards} cards in {:.1?}: baseline {base} B ({keys_before} keys), right after {peak} B (+{})",
         started.elapsed(),
         peak - base
     );
@@ -271,7 +342,7 @@ async fn day(taps: usize, cards: usize) {
             .expect("xlen");
         if keys <= keys_before {
             println!(
-                "  after {:.0?}: {m} B ({:+} B against the baseline), {keys} keys, stream {stream} entries (capped at ~{})",
+                "  {name:<10} after {:.0?}: {m} B ({:+} B against the baseline), {keys} keys, stream {stream} entries (capped at ~{})",
                 started.elapsed(),
                 m - base,
                 s.stream_maxlen
@@ -279,7 +350,7 @@ async fn day(taps: usize, cards: usize) {
             return;
         }
     }
-    println!("  memory did not come back within 30 s");
+    println!("  {name:<10} memory did not come back within 30 s");
 }
 
 #[tokio::main]
@@ -297,8 +368,8 @@ async fn main() {
     let mut old = Vec::new();
     let mut new = Vec::new();
     for _ in 0..rounds {
-        old.push(cost("as on main", OLD, taps, cards).await);
-        new.push(cost("now", NEW, taps, cards).await);
+        old.push(cost("baseline", Version::Old, taps, cards).await);
+        new.push(cost("now", Version::New, taps, cards).await);
     }
     let least = |v: &[Cost]| {
         v.iter()
@@ -307,7 +378,7 @@ async fn main() {
     };
     let (o, n) = (least(&old), least(&new));
     println!(
-        "  least of {rounds} rounds: as on main {o:.1} µs/call, now {n:.1} µs/call; ratio now / main: CPU per call {:.2}, memory per tap right after {:.2}, 8 s later {:.2}",
+        "  least of {rounds} rounds: baseline {o:.1} µs/call, now {n:.1} µs/call; ratio now / baseline: CPU per call {:.2}, memory per tap right after {:.2}, 8 s later {:.2}",
         n / o,
         new[0].bytes_now / old[0].bytes_now,
         new[0].bytes_later / old[0].bytes_later
@@ -315,5 +386,8 @@ async fn main() {
     println!(
         "memory over a day, lifetimes shortened (seen 1 s, recent 2 s, device 2 s, stream ~1000):"
     );
-    day(day_taps, cards).await;
+    if day_taps > 0 {
+        day("baseline", Version::Old, day_taps, cards).await;
+        day("now", Version::New, day_taps, cards).await;
+    }
 }

@@ -115,9 +115,13 @@ async fn count_events(link: &mut tapgate_runtime::redis::RedisLink) -> HashMap<S
             .expect("XRANGE");
         let Some(last) = page.ids.last() else { break };
         for entry in &page.ids {
-            let json: String = entry.get("event").unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-            let kind = v["event"].as_str().unwrap_or("?").to_owned();
+            let fields: std::collections::BTreeMap<String, String> = entry
+                .map
+                .keys()
+                .filter_map(|k| Some((k.clone(), entry.get::<String>(k)?)))
+                .collect();
+            let kind = tapgate_protocol::Event::from_stream_map(&fields)
+                .map_or_else(|_| "?".to_owned(), |e| e.event.as_str().to_owned());
             *counts.entry(kind).or_insert(0) += 1;
         }
         start = format!("({}", last.id);

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
 use tapgate_protocol::rules::{decide_timed, Input, Pass, Sale, Settings, State, TimeSettings};
 use tapgate_protocol::{
-    keys, CardId, DeviceId, DeviceKind, MessageId, Outcome, PassType, Stamp, TapMode,
+    fields, keys, CardId, DeviceId, DeviceKind, MessageId, Outcome, PassType, Stamp, TapMode,
 };
 use tapgate_testkit::RedisServer;
 
@@ -121,12 +121,16 @@ async fn read_pass(con: &mut redis::aio::MultiplexedConnection, c: usize) -> Opt
         .query_async(con)
         .await
         .expect("HGETALL");
-    let t = f.get("type")?;
+    let t = f.get(fields::pass::TYPE)?;
+    let num = |name: &str| f.get(name).and_then(|v| v.parse::<u64>().ok());
     Some(Pass {
         pass_type: PassType::parse(t).expect("type"),
-        trips: f.get("trips").and_then(|v| v.parse().ok()).unwrap_or(0),
-        expires_at: f.get("expires_at").and_then(|v| v.parse().ok()),
-        issued_at: f.get("issued_at").and_then(|v| v.parse().ok()).unwrap_or(0),
+        trips: f
+            .get(fields::pass::TRIPS)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        expires_at: num(fields::pass::EXPIRES_AT),
+        issued_at: num(fields::pass::ISSUED_AT).unwrap_or(0),
     })
 }
 

@@ -242,7 +242,7 @@ async fn events_are_published_and_streamed_once() {
     );
     assert_eq!(got[2].json()["reason"], "no_pass");
     assert_eq!(stack.stream_len().await, 3);
-    // The card's recent events, newest first.
+    // The card's recent events, newest first, as stream ids.
     let mut con = stack.redis().await;
     let recent: Vec<String> = redis::cmd("LRANGE")
         .arg("tapgate:card:{1212}:recent")
@@ -251,8 +251,28 @@ async fn events_are_published_and_streamed_once() {
         .query_async(&mut con)
         .await
         .expect("LRANGE");
-    assert_eq!(recent.len(), 2);
-    assert!(recent[0].contains("pass-used"), "{recent:?}");
+    assert_eq!(
+        recent,
+        [&used["seq"], &got[0].json()["seq"]].map(|s| s.as_str().unwrap_or_default().to_owned())
+    );
+    // The stream entry holds the event as published, a field per event field.
+    let entry: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(keys::EVENTS_STREAM)
+        .arg(&recent[0])
+        .arg(&recent[0])
+        .query_async(&mut con)
+        .await
+        .expect("XRANGE");
+    let fields: std::collections::BTreeMap<String, String> = entry.ids[0]
+        .map
+        .keys()
+        .filter_map(|k| Some((k.clone(), entry.ids[0].get::<String>(k)?)))
+        .collect();
+    let mut streamed = tapgate_protocol::Event::from_stream_map(&fields).expect("event");
+    streamed.seq = Some(recent[0].clone());
+    assert_eq!(serde_json::to_value(&streamed).expect("json"), used);
+    assert_eq!(fields["event"], "pass-used");
+    assert_eq!(fields["trips"], "9");
 }
 
 #[tokio::test]

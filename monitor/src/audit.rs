@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
+use redis::streams::{self, StreamRangeReply, StreamReadReply};
 use redis::Value;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -169,30 +170,23 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn parse_entries(v: &Value) -> Vec<Stored> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|item| {
-            let Value::Array(parts) = item else {
-                return None;
-            };
-            let id: StreamId = parts.first().and_then(text)?.parse().ok()?;
-            let fields = match parts.get(1) {
-                Some(Value::Array(kv)) => kv
-                    .chunks(2)
-                    .filter_map(|c| match c {
-                        [k, v] => Some((
-                            escape_untrusted(&text(k)?, 32),
-                            escape_untrusted(&text(v)?, MAX_TEXT),
-                        )),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
+/// The records of a stream reply, fields sorted by name; an entry whose id does not parse is
+/// left out.
+fn records(ids: &[streams::StreamId]) -> Vec<Stored> {
+    ids.iter()
+        .filter_map(|entry| {
+            let id: StreamId = entry.id.parse().ok()?;
+            let mut fields: Vec<(String, String)> = entry
+                .map
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        escape_untrusted(k, 32),
+                        escape_untrusted(&text(v)?, MAX_TEXT),
+                    ))
+                })
+                .collect();
+            fields.sort();
             Some(Stored { id, fields })
         })
         .collect()
@@ -200,7 +194,7 @@ fn parse_entries(v: &Value) -> Vec<Stored> {
 
 /// The newest `n` records, newest first.
 pub async fn latest(conn: &mut impl ConnectionLike, n: usize) -> Result<Vec<Stored>, StreamError> {
-    let v: Value = redis::cmd("XREVRANGE")
+    let v: StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(AUDIT_STREAM)
         .arg("+")
         .arg("-")
@@ -208,14 +202,14 @@ pub async fn latest(conn: &mut impl ConnectionLike, n: usize) -> Result<Vec<Stor
         .arg(n)
         .query_async(conn)
         .await?;
-    Ok(parse_entries(&v))
+    Ok(records(&v.ids))
 }
 
 async fn read_after(
     conn: &mut impl ConnectionLike,
     cursor: StreamId,
 ) -> Result<Vec<Stored>, StreamError> {
-    let v: Value = redis::cmd("XREAD")
+    let v: StreamReadReply = redis::cmd("XREAD")
         .arg("COUNT")
         .arg(500)
         .arg("BLOCK")
@@ -225,19 +219,7 @@ async fn read_after(
         .arg(cursor.to_string())
         .query_async(conn)
         .await?;
-    let Value::Array(streams) = &v else {
-        return match v {
-            Value::Map(pairs) => Ok(pairs
-                .first()
-                .map(|(_, e)| parse_entries(e))
-                .unwrap_or_default()),
-            _ => Ok(Vec::new()),
-        };
-    };
-    Ok(match streams.first() {
-        Some(Value::Array(kv)) => kv.get(1).map(parse_entries).unwrap_or_default(),
-        _ => Vec::new(),
-    })
+    Ok(v.keys.first().map(|k| records(&k.ids)).unwrap_or_default())
 }
 
 /// Prints the newest `last` records, then follows new ones until `shutdown`, reconnecting with
@@ -319,7 +301,8 @@ mod tests {
                 bulk("192.0.2.1"),
             ]),
         ])]);
-        let r = parse_entries(&reply);
+        let reply: StreamRangeReply = redis::from_redis_value(reply).expect("range reply");
+        let r = records(&reply.ids);
         assert_eq!(r.len(), 1);
         let line = r[0].line().render(false);
         assert_eq!(

@@ -3,6 +3,7 @@
 //! [`StreamId`] is a parsed stream entry id, ordered as Redis orders them. [`Entry`] is one entry:
 //! its id and either the [`Event`] it holds or why it could not be read, so an entry that breaks
 //! the contract is still shown, never dropped. [`latest`] and [`range_page`] read history;
+//! [`by_ids`] reads entries by id (a card's recent list);
 //! [`Follower`] follows the stream with `XREAD BLOCK` from a cursor and survives Redis restarts by
 //! reconnecting with backoff and resuming after the last id it returned.
 
@@ -11,8 +12,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::streams::{self, StreamRangeReply, StreamReadReply};
 use redis::Value;
-use tapgate_protocol::event::STREAM_FIELD;
 use tapgate_protocol::keys::EVENTS_STREAM;
 use tapgate_protocol::Event;
 use tapgate_runtime::redis::RedisSource;
@@ -86,21 +87,7 @@ impl FromStr for StreamId {
 }
 
 /// Why a stream entry could not be read as an [`Event`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unreadable {
-    /// The entry has no `event` field.
-    #[error("no `event` field")]
-    MissingField,
-    /// The `event` field is not text.
-    #[error("`event` field is not text")]
-    NotText,
-    /// The `event` field is not an event's JSON.
-    #[error("not an event: {0}")]
-    BadJson(String),
-    /// The entry itself is not shaped like a stream entry.
-    #[error("not a stream entry")]
-    BadShape,
-}
+pub use tapgate_protocol::stream::EntryError as Unreadable;
 
 /// One stream entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,80 +109,67 @@ pub enum StreamError {
     Reply(String),
 }
 
-fn text(v: &Value) -> Option<String> {
+fn text(v: &Value) -> Option<&str> {
     match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::VerbatimString { text, .. } => Some(text),
         _ => None,
     }
 }
 
-fn field_pairs(v: &Value) -> Option<Vec<(&Value, &Value)>> {
-    match v {
-        Value::Array(items) => Some(
-            items
-                .chunks(2)
-                .filter_map(|c| match c {
-                    [k, v] => Some((k, v)),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Value::Map(pairs) => Some(pairs.iter().map(|(k, v)| (k, v)).collect()),
-        _ => None,
-    }
-}
-
-/// Parses one `[id, [field, value, ...]]` entry. `None` only when even the id is unreadable.
-fn parse_entry(v: &Value) -> Option<Entry> {
-    let Value::Array(parts) = v else { return None };
-    let id: StreamId = parts.first().and_then(text)?.parse().ok()?;
-    let event = match parts.get(1).and_then(field_pairs) {
-        None => Err(Unreadable::BadShape),
-        Some(pairs) => match pairs
-            .into_iter()
-            .find(|(k, _)| text(k).as_deref() == Some(STREAM_FIELD))
-        {
-            None => Err(Unreadable::MissingField),
-            Some((_, value)) => match value {
-                Value::BulkString(b) => {
-                    Event::from_json(b).map_err(|e| Unreadable::BadJson(e.to_string()))
-                }
-                _ => Err(Unreadable::NotText),
-            },
-        },
+/// Reads one entry's event (either layout, see [`tapgate_protocol::stream`]). `None` only when
+/// even the id is unreadable.
+fn entry(raw: &streams::StreamId) -> Option<Entry> {
+    let id: StreamId = raw.id.parse().ok()?;
+    let event = match raw.map.iter().find(|(_, v)| text(v).is_none()) {
+        Some((field, _)) => Err(Unreadable::NotText(field.clone())),
+        None => Event::from_stream(|name| raw.map.get(name).and_then(text)),
     };
     Some(Entry { id, event })
 }
 
-/// Parses an `XRANGE`/`XREVRANGE` reply.
-pub fn parse_range(v: &Value) -> Result<Vec<Entry>, StreamError> {
-    match v {
-        Value::Array(items) => items
-            .iter()
-            .map(|i| parse_entry(i).ok_or_else(|| StreamError::Reply(format!("{i:?}"))))
-            .collect(),
-        Value::Nil => Ok(Vec::new()),
-        other => Err(StreamError::Reply(format!("{other:?}"))),
-    }
+fn entries(ids: &[streams::StreamId]) -> Result<Vec<Entry>, StreamError> {
+    ids.iter()
+        .map(|i| entry(i).ok_or_else(|| StreamError::Reply(format!("stream id {:?}", i.id))))
+        .collect()
 }
 
-/// Parses an `XREAD` reply for the one stream read.
-pub fn parse_read(v: &Value) -> Result<Vec<Entry>, StreamError> {
-    match v {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(streams) => match streams.first() {
-            None => Ok(Vec::new()),
-            Some(Value::Array(kv)) => kv.get(1).map(parse_range).unwrap_or_else(|| Ok(Vec::new())),
-            Some(other) => Err(StreamError::Reply(format!("{other:?}"))),
-        },
-        Value::Map(pairs) => pairs
-            .first()
-            .map(|(_, entries)| parse_range(entries))
-            .unwrap_or_else(|| Ok(Vec::new())),
-        other => Err(StreamError::Reply(format!("{other:?}"))),
+/// The entries of an `XRANGE`/`XREVRANGE` reply, in reply order.
+pub fn parse_range(reply: &StreamRangeReply) -> Result<Vec<Entry>, StreamError> {
+    entries(&reply.ids)
+}
+
+/// The entries of an `XREAD` reply for the one stream read.
+pub fn parse_read(reply: &StreamReadReply) -> Result<Vec<Entry>, StreamError> {
+    reply
+        .keys
+        .first()
+        .map_or_else(|| Ok(Vec::new()), |k| entries(&k.ids))
+}
+
+/// The entries with the given ids, in that order; ids no longer in the stream (trimmed) are
+/// left out.
+pub async fn by_ids(
+    conn: &mut impl ConnectionLike,
+    ids: &[StreamId],
+) -> Result<Vec<Entry>, StreamError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("XRANGE")
+            .arg(EVENTS_STREAM)
+            .arg(id.to_string())
+            .arg(id.to_string());
+    }
+    let replies: Vec<StreamRangeReply> = pipe.query_async(conn).await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for r in &replies {
+        out.extend(parse_range(r)?);
+    }
+    Ok(out)
 }
 
 /// Opens a connection to the node in use now (the primary, with Sentinel) whose replies may take
@@ -214,7 +188,7 @@ pub async fn latest(
     count: usize,
 ) -> Result<Vec<Entry>, StreamError> {
     let start = from.map_or_else(|| "-".to_owned(), |f| f.to_string());
-    let v: Value = redis::cmd("XREVRANGE")
+    let v: StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(EVENTS_STREAM)
         .arg("+")
         .arg(start)
@@ -241,7 +215,7 @@ pub async fn range_page(
         from.to_string()
     };
     let end = end.map_or_else(|| "+".to_owned(), |e| e.to_string());
-    let v: Value = redis::cmd("XRANGE")
+    let v: StreamRangeReply = redis::cmd("XRANGE")
         .arg(EVENTS_STREAM)
         .arg(start)
         .arg(end)
@@ -259,7 +233,7 @@ pub async fn read_after(
     block: Duration,
     count: usize,
 ) -> Result<Vec<Entry>, StreamError> {
-    let v: Value = redis::cmd("XREAD")
+    let v: StreamReadReply = redis::cmd("XREAD")
         .arg("COUNT")
         .arg(count)
         .arg("BLOCK")
@@ -416,31 +390,60 @@ mod tests {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
+    fn range(v: Value) -> Result<Vec<Entry>, StreamError> {
+        let reply: StreamRangeReply = redis::from_redis_value(v).expect("a range reply");
+        parse_range(&reply)
+    }
+
     #[test]
     fn entries_parse_or_say_why_not() {
         let good = tapgate_protocol::Event::new(tapgate_protocol::EventKind::PassDenied, 1);
+        let mut fields = Vec::new();
+        for (k, v) in good.stream_fields() {
+            fields.extend([bulk(k), bulk(&v)]);
+        }
         let reply = Value::Array(vec![
+            Value::Array(vec![bulk("1-0"), Value::Array(fields)]),
             Value::Array(vec![
-                bulk("1-0"),
+                bulk("2-0"),
                 Value::Array(vec![bulk("event"), bulk(&good.to_json())]),
             ]),
             Value::Array(vec![
-                bulk("2-0"),
+                bulk("3-0"),
                 Value::Array(vec![bulk("other"), bulk("x")]),
             ]),
             Value::Array(vec![
-                bulk("3-0"),
+                bulk("4-0"),
                 Value::Array(vec![bulk("event"), bulk("{not json")]),
             ]),
-            Value::Array(vec![bulk("4-0"), Value::Int(3)]),
+            Value::Array(vec![
+                bulk("5-0"),
+                Value::Array(vec![bulk("event"), Value::Int(3)]),
+            ]),
         ]);
-        let entries = parse_range(&reply).expect("parse");
-        assert_eq!(entries.len(), 4);
-        assert_eq!(entries[0].event, Ok(good));
-        assert_eq!(entries[1].event, Err(Unreadable::MissingField));
-        assert!(matches!(entries[2].event, Err(Unreadable::BadJson(_))));
-        assert_eq!(entries[3].event, Err(Unreadable::BadShape));
-        assert!(parse_range(&Value::Array(vec![Value::Int(1)])).is_err());
+        let entries = range(reply).expect("parse");
+        assert_eq!(entries.len(), 5);
+        assert_eq!(
+            entries[0].event,
+            Ok(good.clone()),
+            "a field per event field"
+        );
+        assert_eq!(
+            entries[1].event,
+            Ok(good),
+            "an entry of the older JSON layout"
+        );
+        assert_eq!(entries[2].event, Err(Unreadable::MissingField));
+        assert!(matches!(entries[3].event, Err(Unreadable::BadEvent(_))));
+        assert_eq!(entries[4].event, Err(Unreadable::NotText("event".into())));
+        let bad_id = Value::Array(vec![Value::Array(vec![
+            bulk("soon"),
+            Value::Array(vec![bulk("event"), bulk("x")]),
+        ])]);
+        assert!(range(bad_id).is_err());
+        assert!(
+            redis::from_redis_value::<StreamRangeReply>(Value::Array(vec![Value::Int(1)])).is_err()
+        );
     }
 
     proptest::proptest! {

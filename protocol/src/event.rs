@@ -1,9 +1,9 @@
 //! Events for monitors.
 //!
 //! Every decision that changes or refuses something produces an [`Event`]. The bridge appends it
-//! to the Redis stream [`crate::keys::EVENTS_STREAM`] (field [`STREAM_FIELD`], exactly once, in
-//! the same atomic step as the decision) and publishes it on `{prefix}/events/{kind}[/{TYPE}]`
-//! with `seq` set to the stream entry id (at least once: a redelivered tap republishes the same
+//! to the Redis stream [`crate::keys::EVENTS_STREAM`] (a stream field per event field, see
+//! [`crate::stream`]; exactly once, in the same atomic step as the decision) and publishes it on
+//! `{prefix}/events/{kind}[/{TYPE}]` with `seq` set to the stream entry id (at least once: a redelivered tap republishes the same
 //! `seq`, so subscribers can drop repeats).
 //!
 //! Events about tap time — a stale tap, an unpaid offline entry, a device clock flagged as off —
@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
 use crate::message::{ClockSource, DenyReason, PassInfo, PassType, TapMode};
 
-/// The stream entry field that holds the event JSON.
-pub const STREAM_FIELD: &str = "event";
+/// The stream entry field that holds the event kind (in entries from before
+/// [`crate::stream`]'s layout, the event's JSON).
+pub const STREAM_FIELD: &str = crate::stream::EVENT;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

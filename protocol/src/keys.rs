@@ -3,7 +3,8 @@
 //! The counters, the event stream and the device presence keys are read by the monitor and by
 //! Grafana dashboards, so their names are part of the contract. Card keys carry the card in a
 //! `{...}` hash tag so that all of one card's keys share a Redis Cluster slot; the card is always
-//! in its canonical upper-case form ([`CardId::new`]).
+//! in its canonical upper-case form ([`CardId::new`]). The hashes' field names are in
+//! [`crate::fields`].
 //!
 //! | key | type | written by | content |
 //! |---|---|---|---|
@@ -15,13 +16,13 @@
 //! | `tapgate:counters:stale` | hash | bridge | device kind → waiting messages answered `stale` |
 //! | `tapgate:counters:clock` | hash | bridge | `flagged`, `cleared` → device clock-skew flag changes |
 //! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected`, and `unpaid`, `stale`; expires with the device |
-//! | `tapgate:events` | stream | bridge, monitor | field `event`: [`crate::Event`] JSON |
+//! | `tapgate:events` | stream | bridge, monitor | one [`crate::Event`] per entry, a field per event field ([`crate::stream`]; older entries: field `event`, the JSON) |
 //! | `tapgate:card:{CARD}:pass` | hash | bridge | `type`, `trips`, `expires_at`, `issued_at` |
 //! | `tapgate:card:{CARD}:blocked` | hash | monitor | `reason`, `by`, `at` |
-//! | `tapgate:card:{CARD}:recent` | list | bridge | the card's latest events, newest first; expires |
+//! | `tapgate:card:{CARD}:recent` | list | bridge | stream ids of the card's latest events, newest first (older lists: the events' JSON); expires |
 //! | `tapgate:blocked` | hash | monitor | card → reason, an index of blocked cards |
-//! | `tapgate:sale:{DEVICE}` | hash | bridge | `state`, `card`, `pass`, `started_at` |
-//! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | `op:CARD:PASS` fingerprint, newline, stored result |
+//! | `tapgate:sale:{DEVICE}` | hash | bridge | `card`, `selected` (empty until a button), `expires_at` |
+//! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | `op:CARD:PASS` fingerprint, newline, the stored result (compact, see `decide.lua`) |
 //! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s`, `clock_skew_ms`, `clock_flagged`, `clock_checked_at`; expires |
 //! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen, pruned on expiry |
 //! | `tapgate:emqx:disconnects` | hash | EMQX rule | disconnect reason → count |
@@ -31,6 +32,7 @@
 //! | `tapgate:monitor:session:{TOKEN}` | hash | monitor | operator, csrf, created; expires |
 //! | `tapgate:monitor:login-failures:{NAME}:{IP}` | string | monitor | failed logins in the window |
 
+use crate::fields;
 use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
 
 /// Passes issued, by pass type.
@@ -46,23 +48,31 @@ pub const COUNTERS_STALE: &str = "tapgate:counters:stale";
 /// Device clock-skew flag changes: fields [`CLOCK_FLAGGED`] and [`CLOCK_CLEARED`].
 pub const COUNTERS_CLOCK: &str = "tapgate:counters:clock";
 /// [`COUNTERS_CLOCK`] field: a device's clock was flagged as off.
-pub const CLOCK_FLAGGED: &str = "flagged";
+pub const CLOCK_FLAGGED: &str = fields::clock_counters::FLAGGED;
 /// [`COUNTERS_CLOCK`] field: a flagged device's clock came back within the limit.
-pub const CLOCK_CLEARED: &str = "cleared";
+pub const CLOCK_CLEARED: &str = fields::clock_counters::CLEARED;
 /// Per-device counter fields for tap time, next to [`DEVICE_COUNTER_FIELDS`].
-pub const DEVICE_TIME_COUNTER_FIELDS: [&str; 2] = ["unpaid", "stale"];
+pub const DEVICE_TIME_COUNTER_FIELDS: [&str; 2] = [
+    fields::device_counters::UNPAID,
+    fields::device_counters::STALE,
+];
 /// Presence hash field: the device's clock minus the bridge's at its last heartbeat, ms.
-pub const FIELD_CLOCK_SKEW: &str = "clock_skew_ms";
+pub const FIELD_CLOCK_SKEW: &str = fields::presence::CLOCK_SKEW_MS;
 /// Presence hash field: `1` while the device's clock is flagged as off, else `0`.
-pub const FIELD_CLOCK_FLAGGED: &str = "clock_flagged";
+pub const FIELD_CLOCK_FLAGGED: &str = fields::presence::CLOCK_FLAGGED;
 /// Presence hash field: when the skew was last measured (bridge clock, Unix ms).
-pub const FIELD_CLOCK_CHECKED_AT: &str = "clock_checked_at";
+pub const FIELD_CLOCK_CHECKED_AT: &str = fields::presence::CLOCK_CHECKED_AT;
 /// Refused device messages, by reject reason.
 pub const COUNTERS_REJECTED: &str = "tapgate:counters:rejected";
 /// Prefix of the per-device counter hashes.
 pub const COUNTERS_DEVICE_PREFIX: &str = "tapgate:counters:device:";
 /// Fields of a per-device counter hash.
-pub const DEVICE_COUNTER_FIELDS: [&str; 4] = ["granted", "denied", "issued", "rejected"];
+pub const DEVICE_COUNTER_FIELDS: [&str; 4] = [
+    fields::device_counters::GRANTED,
+    fields::device_counters::DENIED,
+    fields::device_counters::ISSUED,
+    fields::device_counters::REJECTED,
+];
 /// The event log stream.
 pub const EVENTS_STREAM: &str = "tapgate:events";
 /// Index of blocked cards: card → reason.
@@ -85,7 +95,8 @@ pub const EMQX_KEYS: [&str; 4] = [
     EMQX_DROPPED,
     EMQX_DROPPED_TOPICS,
 ];
-/// How many events [`card_recent`] keeps per card.
+/// How many of a card's latest events are shown. [`card_recent`] holds their stream ids and is
+/// trimmed back to this many once it holds twice as many.
 pub const CARD_RECENT_LEN: usize = 20;
 
 /// Per-device counters: `tapgate:counters:device:{device}`.
@@ -103,7 +114,7 @@ pub fn blocked(card: &CardId) -> String {
     format!("tapgate:card:{{{card}}}:blocked")
 }
 
-/// The card's latest events, newest first: `tapgate:card:{CARD}:recent`.
+/// The stream ids of the card's latest events, newest first: `tapgate:card:{CARD}:recent`.
 pub fn card_recent(card: &CardId) -> String {
     format!("tapgate:card:{{{card}}}:recent")
 }

@@ -11,6 +11,8 @@
 //! - [`event`]: events the bridge publishes for monitors and appends to the event stream.
 //! - [`status`]: device presence (status, last will and heartbeat, sent unretained).
 //! - [`keys`]: Redis key names that other tools (monitor, Grafana) read.
+//! - [`fields`]: the field names of those keys' hashes.
+//! - [`stream`]: events as entries of the event stream, a stream field per event field.
 //! - [`text`]: escaping untrusted device text before it reaches a log, an event or a terminal.
 //!
 //! `docs/protocol.md` at the repository root documents the same contract with examples.
@@ -19,11 +21,13 @@
 
 pub mod broker;
 pub mod event;
+pub mod fields;
 pub mod ids;
 pub mod keys;
 pub mod message;
 pub mod rules;
 pub mod status;
+pub mod stream;
 pub mod text;
 pub mod topic;
 pub mod validate;

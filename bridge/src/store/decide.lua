@@ -1,32 +1,46 @@
 -- tapgate: decide one device message atomically.
 --
 -- Mirrors tapgate_protocol::rules::decide_timed (the reference model it is tested against).
--- Everything a decision reads and writes happens in this one script: idempotency record, pass, deny
+-- Everything a decision reads and writes happens in this one call: idempotency record, pass, deny
 -- list, sale, counters and event stream. No read-then-write crosses a round trip.
 --
--- KEYS[1] seen key (stored result for redeliveries)
--- KEYS[2] sale key of the terminal (unused for gates)
--- KEYS[3] event stream               KEYS[4] counters:issued
--- KEYS[5] counters:entries           KEYS[6] counters:denied
--- KEYS[7] counters:device:{device}   KEYS[8] device presence (read: clock_skew_ms)
--- KEYS[9] counters:unpaid            KEYS[10] counters:stale
--- KEYS[11] card pass   KEYS[12] card blocked   KEYS[13] card recent   (taps only)
+-- This file is a chunk of the bridge's function library (see library.rs): it runs once when the
+-- library is loaded and returns the function registered as the decide function, so its tables
+-- and helpers are built once, not on every call. Per-call values live in the locals below,
+-- assigned at the start of each call (a function runs alone, start to end).
 --
--- ARGV: op (gate|terminal|button), now_ms, device, device_kind, id, card ('' for buttons),
---       selected pass type ('' for taps), two_hour_ms, sale_timeout_ms, seen_ttl_s,
---       stream_maxlen, recent_len, recent_ttl_s, device_ttl_s,
---       stamp time ('' without a stamp), stamp mode ('' without), decision_window_ms,
---       max_future_ms, max_skew_ms
+-- keys[1] seen key (stored result for redeliveries)
+-- keys[2] sale key of the terminal (unused for gates)
+-- keys[3] event stream               keys[4] counters:issued
+-- keys[5] counters:entries           keys[6] counters:denied
+-- keys[7] counters:device:{device}   keys[8] device presence (read: clock_skew_ms)
+-- keys[9] counters:unpaid            keys[10] counters:stale
+-- keys[11] card pass   keys[12] card blocked   keys[13] card recent   (taps only)
 --
--- Returns {0, result JSON} for a new decision, {1, stored result JSON} for a redelivery of the
--- same content, {2, ''} for an id already used with other content, {3, reason} for a message
--- whose time is refused (time_in_future, offline_not_allowed). The last two change nothing. The
--- result JSON is {"decision": {...}, "events": [{"seq": id, "event": {...}}]}; each event is
--- JSON-encoded once, for the stream, and the result is assembled from those strings.
+-- args: op (gate|terminal|button), now_ms, device, device_kind, id, card ('' for buttons),
+--       selected pass type ('' for taps), stamp time ('' without a stamp), stamp mode ('' without),
+--       settings: "two_hour_ms sale_timeout_ms seen_ttl_s stream_maxlen recent_len recent_ttl_s
+--       device_ttl_s decision_window_ms max_future_ms max_skew_ms" (parsed once while unchanged)
 --
--- The seen record is "<fingerprint>\n<result JSON>", the fingerprint being "op:card:pass" of
--- the message, and ":time:mode" after it for a stamped one (at most ~80 bytes). A record from
--- before fingerprints (starting with '{') is replayed as it is.
+-- Returns {0, result} for a new decision, {1, stored result} for a redelivery of the same
+-- content, {2, ''} for an id already used with other content, {3, reason} for a message whose
+-- time is refused (time_in_future, offline_not_allowed). The last two change nothing.
+--
+-- The result is one line of tab-separated fields (store/result.rs reads it):
+--   outcome, reason, selected, pass type, trips left (ten-trip only), expires_at, time (the
+--   bridge's clock), tap_time, clock ('' for both without a stamp), then per event appended to
+--   the stream: its kind, stream id and reason.
+-- An event carries the decision's pass when its kind is one with a pass in the topic
+-- (pass-issued, pass-used, pass-activated), and the decision's device, id, card and mode.
+--
+-- Stream entries: the fields of tapgate_protocol::stream::DECIDE_FIELDS, always all of them and
+-- in that order, so Redis keeps their names once per stream node. The card's recent list holds
+-- the entries' stream ids, newest first: readers use the first recent_len; it is trimmed back to
+-- that once it holds twice as many, and expires recent_ttl_s after its last event.
+--
+-- The seen record is "<fingerprint>\n<result>", the fingerprint being "op:card:pass" of the
+-- message, and ":time:mode" after it for a stamped one. A record from before this layout (JSON,
+-- starting with '{' or after the newline) is handed back as it is; the bridge reads both.
 --
 -- How long the seen record lives: only as long as a redelivery can still change something. A
 -- waiting message (stamp mode 'online') redelivered once its time is older than the decision window
@@ -37,112 +51,90 @@
 -- A key per message rather than one hash per device: each record needs its own expiry, and
 -- per-field expiry (HEXPIRE) needs Redis 7.4; with records living seconds, few exist at a time.
 
-local op, now = ARGV[1], tonumber(ARGV[2])
-local device, kind, id, card, chosen = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local two_hour, sale_timeout = tonumber(ARGV[8]), tonumber(ARGV[9])
-local seen_ttl, maxlen, recent_len = ARGV[10], ARGV[11], tonumber(ARGV[12])
-local recent_ttl, device_ttl = ARGV[13], ARGV[14]
-local stamp_time, mode = tonumber(ARGV[15]), ARGV[16]
-local window, max_future, max_skew = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
+local PASS_TYPES = {SINGLE_USE = true, TEN_TRIP = true, TWO_HOUR = true}
+local DENY_REASONS = {no_pass = true, expired = true, blocked = true, corrupt_pass = true}
 -- Expired passes and sales are judged by their stored deadline against `now`; Redis expiry is only
 -- garbage collection, set this much later so it never decides anything.
 local GC_MS = 60000
--- The bridge's clock: events and records are stamped with it, whatever time the rules run at.
-local bridge_now = now
 
-local fingerprint = op .. ':' .. card .. ':' .. chosen
-if stamp_time then
-  fingerprint = fingerprint .. ':' .. ARGV[15] .. ':' .. mode
-end
--- Seen record lifetime, see above: PX for a waiting stamped message, EX otherwise.
-local seen_unit, seen_for = 'EX', seen_ttl
-if stamp_time and mode ~= 'offline' then
-  seen_unit = 'PX'
-  seen_for = string.format('%d', math.max(stamp_time - now, 0) + window + max_future)
-end
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  if string.sub(stored, 1, 1) == '{' then
-    return {1, stored}
-  end
-  local nl = string.find(stored, '\n', 1, true)
-  if nl and string.sub(stored, 1, nl - 1) == fingerprint then
-    return {1, string.sub(stored, nl + 1)}
-  end
-  if not nl then
-    -- Neither format: hand it back so the bridge refuses it as unreadable.
-    return {1, stored}
-  end
-  return {2, ''}
+-- Settings, parsed when the settings argument changes.
+local settings_text
+local two_hour, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_ttl
+local window, max_future, max_skew
+
+local function load_settings(text)
+  local v = {}
+  for n in string.gmatch(text, '%d+') do v[#v + 1] = tonumber(n) end
+  two_hour, sale_timeout, seen_ttl, maxlen = v[1], v[2], v[3], v[4]
+  recent_len, recent_ttl, device_ttl = v[5], v[6], v[7]
+  window, max_future, max_skew = v[8], v[9], v[10]
+  settings_text = text
 end
 
-local PASS_TYPES = {SINGLE_USE = true, TEN_TRIP = true, TWO_HOUR = true}
-local OUTCOMES = {granted = true, denied = true, select_pass = true, already_has_pass = true,
-  tap_to_confirm = true, pass_issued = true, card_mismatch = true, tap_card_first = true,
-  stale = true, entry_settled = true, unpaid_entry = true}
-local DENY_REASONS = {no_pass = true, expired = true, blocked = true, corrupt_pass = true}
+-- This call's message and keys.
+local K, op, now, bridge_now, device, kind, id, card, chosen, stamp_time, stamp_text, mode
+local fingerprint, seen_unit, seen_for
+-- When the message happened on the bridge's clock, and which clock that is.
+local at, clock
+-- Events of this call: kind, stream id and reason of each, flattened.
+local events
 
 local function int(n)
   return string.format('%d', n)
 end
 
--- Events of this call: {seq, JSON} each.
-local events = {}
-
--- Whether a decision is one the bridge can read; checked before it is stored for redeliveries.
-local function valid_decision(d)
-  if not OUTCOMES[d.outcome] then return false end
-  if d.pass and not PASS_TYPES[d.pass.type] then return false end
-  if (d.outcome == 'denied' or d.outcome == 'unpaid_entry') and not DENY_REASONS[d.reason] then
-    return false
+-- Counts one `field` of this device's counters. The hash gets its lifetime when a count starts
+-- (a new hash, or one that expired); heartbeats renew it (Store::presence), so it expires with
+-- the device without an EXPIRE on every call.
+local function count_device(field)
+  if redis.call('HINCRBY', K[7], field, 1) == 1 then
+    redis.call('EXPIRE', K[7], device_ttl)
   end
-  if d.outcome == 'tap_to_confirm' and not PASS_TYPES[d.selected] then return false end
-  return true
 end
 
-local function finish(decision)
-  decision.id = id
-  if not valid_decision(decision) then
+-- The result line; stored for redeliveries, then returned.
+local function finish(outcome, reason, selected, p)
+  local ptype, trips, expires = '', '', ''
+  if p then
+    ptype = p.type
+    if p.type == 'TEN_TRIP' then trips = int(p.trips) end
+    if p.expires_at then expires = int(p.expires_at) end
+  end
+  if (outcome == 'denied' or outcome == 'unpaid_entry') and not DENY_REASONS[reason] then
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
-  local parts = {'{"decision":', cjson.encode(decision)}
-  if #events > 0 then
-    parts[#parts + 1] = ',"events":['
-    for n, e in ipairs(events) do
-      if n > 1 then parts[#parts + 1] = ',' end
-      parts[#parts + 1] = '{"seq":"' .. e[1] .. '","event":' .. e[2] .. '}'
-    end
-    parts[#parts + 1] = ']'
-  end
-  parts[#parts + 1] = '}'
-  local json = table.concat(parts)
-  redis.call('SET', KEYS[1], fingerprint .. '\n' .. json, seen_unit, seen_for)
-  redis.call('EXPIRE', KEYS[7], device_ttl)
-  return {0, json}
+  local tap_time, clock_name = '', ''
+  if stamp_time then tap_time, clock_name = int(at), clock end
+  local result = outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t' .. ptype
+    .. '\t' .. trips .. '\t' .. expires .. '\t' .. int(bridge_now) .. '\t' .. tap_time .. '\t'
+    .. clock_name .. '\t' .. table.concat(events, '\t')
+  redis.call('SET', K[1], fingerprint .. '\n' .. result, seen_unit, seen_for)
+  return {0, result}
 end
 
--- When the message happened on the bridge's clock, and which clock that is; set below.
-local at, clock = now, 'bridge'
-
-local function emit(name, pass_info, reason)
-  local e = {event = name, time = bridge_now, device = device, device_kind = kind, id = id}
-  if card ~= '' then e.card = card end
-  if pass_info then e.pass = pass_info end
-  if reason then e.reason = reason end
-  if stamp_time then
-    e.tap_time = at
-    e.mode = mode
-    e.clock = clock
+-- Appends an event to the stream (and the card's recent list); `p` is the pass it reports.
+local function emit(name, p, reason)
+  local ptype, trips, expires = '', '', ''
+  if p then
+    ptype = p.type
+    if p.type == 'TEN_TRIP' then trips = p.trips end
+    if p.expires_at then expires = p.expires_at end
   end
-  local json = cjson.encode(e)
-  local seq = redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'event', json)
+  local tap_time, clock_name = '', ''
+  if stamp_time then tap_time, clock_name = at, clock end
+  local seq = redis.call('XADD', K[3], 'MAXLEN', '~', maxlen, '*', 'event', name,
+    'time', bridge_now, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
+    'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
+    'tap_time', tap_time, 'mode', mode, 'clock', clock_name)
   if card ~= '' then
-    if redis.call('LPUSH', KEYS[13], json) > recent_len then
-      redis.call('LTRIM', KEYS[13], 0, recent_len - 1)
+    -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
+    if redis.call('LPUSH', K[13], seq) > 2 * recent_len then
+      redis.call('LTRIM', K[13], 0, recent_len - 1)
     end
-    redis.call('EXPIRE', KEYS[13], recent_ttl)
+    redis.call('EXPIRE', K[13], recent_ttl)
   end
-  events[#events + 1] = {seq, json}
+  local n = #events
+  events[n + 1], events[n + 2], events[n + 3] = name, seq, reason or ''
 end
 
 -- An integer field: nil when absent, false when present but not a non-negative integer.
@@ -156,10 +148,10 @@ end
 -- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (an
 -- unknown type or a garbled field). A corrupt record is never granted, sold over or rewritten.
 local function load_pass()
-  local f = redis.call('HMGET', KEYS[11], 'type', 'trips', 'expires_at', 'issued_at')
+  local f = redis.call('HMGET', K[11], 'type', 'trips', 'expires_at', 'issued_at')
   if not (f[1] or f[2] or f[3] or f[4]) then
     -- No pass, or (rarely) a record without any of its fields: corrupt.
-    if redis.call('EXISTS', KEYS[11]) == 0 then return nil end
+    if redis.call('EXISTS', K[11]) == 0 then return nil end
     return nil, true
   end
   local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
@@ -178,20 +170,10 @@ end
 local function live_pass()
   local p, corrupt = load_pass()
   if p and not live(p) then
-    redis.call('DEL', KEYS[11])
+    redis.call('DEL', K[11])
     return nil
   end
   return p, corrupt
-end
-
-local function info(p)
-  local i = {type = p.type}
-  if p.type == 'TEN_TRIP' then i.trips_remaining = p.trips end
-  if p.expires_at then
-    i.expires_at = p.expires_at
-    i.remaining_ms = math.max(p.expires_at - now, 0)
-  end
-  return i
 end
 
 -- One HSET: a pass is only written over itself (a ten-trip's count, a two-hour's activation) or
@@ -199,21 +181,21 @@ end
 -- field of an older record can be left behind.
 local function save_pass(p)
   if p.expires_at then
-    redis.call('HSET', KEYS[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
+    redis.call('HSET', K[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
       int(p.issued_at), 'expires_at', int(p.expires_at))
-    redis.call('PEXPIRE', KEYS[11], int(math.max(p.expires_at - bridge_now, 0) + GC_MS))
+    redis.call('PEXPIRE', K[11], int(math.max(p.expires_at - bridge_now, 0) + GC_MS))
   else
-    redis.call('HSET', KEYS[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
+    redis.call('HSET', K[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
       int(p.issued_at))
   end
 end
 
 local function load_sale()
-  local f = redis.call('HMGET', KEYS[2], 'card', 'selected', 'expires_at')
+  local f = redis.call('HMGET', K[2], 'card', 'selected', 'expires_at')
   if not f[1] then return nil end
   local expires_at = tonumber(f[3]) or 0
   if now > expires_at then
-    redis.call('DEL', KEYS[2])
+    redis.call('DEL', K[2])
     return nil
   end
   local selected = f[2]
@@ -223,63 +205,36 @@ local function load_sale()
 end
 
 local function save_sale(sale_card, selected)
-  redis.call('HSET', KEYS[2], 'card', sale_card, 'selected', selected or '',
+  redis.call('HSET', K[2], 'card', sale_card, 'selected', selected or '',
     'expires_at', int(now + sale_timeout))
-  redis.call('PEXPIRE', KEYS[2], int(sale_timeout + GC_MS))
+  redis.call('PEXPIRE', K[2], int(sale_timeout + GC_MS))
 end
 
 local function deny(reason)
   if mode == 'offline' then
     -- The rider is through already: record what could not be charged, never a late denial.
-    redis.call('HINCRBY', KEYS[9], reason, 1)
-    redis.call('HINCRBY', KEYS[7], 'unpaid', 1)
+    redis.call('HINCRBY', K[9], reason, 1)
+    count_device('unpaid')
     emit('unpaid-entry', nil, reason)
-    return finish({outcome = 'unpaid_entry', reason = reason})
+    return finish('unpaid_entry', reason)
   end
-  redis.call('HINCRBY', KEYS[6], reason, 1)
-  redis.call('HINCRBY', KEYS[7], 'denied', 1)
+  redis.call('HINCRBY', K[6], reason, 1)
+  count_device('denied')
   emit('pass-denied', nil, reason)
-  return finish({outcome = 'denied', reason = reason})
+  return finish('denied', reason)
 end
 
 local function blocked()
-  return redis.call('EXISTS', KEYS[12]) == 1
+  return redis.call('EXISTS', K[12]) == 1
 end
 
--- Time (rules::resolve_time): the stamp less the device's measured lead when its clock runs
--- ahead ('bridge' time once that lead is flagged); as sent when it runs behind (a heartbeat read
--- late after an outage looks slow, and correcting by it would make late taps look fresh); the
--- bridge's clock without a stamp.
-if stamp_time then
-  local skew = tonumber(redis.call('HGET', KEYS[8], 'clock_skew_ms')) or 0
-  local lead = math.max(skew, 0)
-  at, clock = math.max(stamp_time - lead, 0), 'device'
-  if lead > max_skew then clock = 'bridge' end
-  if at > now + max_future then
-    return {3, 'time_in_future'}
-  end
-  if mode == 'offline' and op ~= 'gate' then
-    return {3, 'offline_not_allowed'}
-  end
-  if mode == 'offline' then
-    -- Settled at the time it happened: the rules run at `at`.
-    now = at
-  elseif now - at > window then
-    -- The device gave up waiting: nothing decided, nothing charged.
-    redis.call('HINCRBY', KEYS[10], kind, 1)
-    redis.call('HINCRBY', KEYS[7], 'stale', 1)
-    emit('tap-stale', nil, 'stale')
-    return finish({outcome = 'stale'})
-  end
-end
-
-if op == 'gate' then
+local function gate()
   if blocked() then return deny('blocked') end
   local p, corrupt = load_pass()
   if corrupt then return deny('corrupt_pass') end
   if not p then return deny('no_pass') end
   if not live(p) then
-    redis.call('DEL', KEYS[11])
+    redis.call('DEL', K[11])
     return deny('expired')
   end
   local activated = false
@@ -289,34 +244,33 @@ if op == 'gate' then
     p.expires_at = now + two_hour
     activated = true
   end
-  local i = info(p)
   if p.type == 'SINGLE_USE' or (p.type == 'TEN_TRIP' and p.trips == 0) then
-    redis.call('DEL', KEYS[11])
+    redis.call('DEL', K[11])
   elseif p.type == 'TEN_TRIP' or activated then
     save_pass(p)
   end
-  redis.call('HINCRBY', KEYS[5], p.type, 1)
-  redis.call('HINCRBY', KEYS[7], 'granted', 1)
-  if activated then emit('pass-activated', i) end
-  emit('pass-used', i)
+  redis.call('HINCRBY', K[5], p.type, 1)
+  count_device('granted')
+  if activated then emit('pass-activated', p) end
+  emit('pass-used', p)
   if mode == 'offline' then
-    return finish({outcome = 'entry_settled', pass = i})
+    return finish('entry_settled', nil, nil, p)
   end
-  return finish({outcome = 'granted', pass = i})
+  return finish('granted', nil, nil, p)
 end
 
-if op == 'terminal' then
+local function terminal()
   local sale = load_sale()
   if sale and sale.selected then
-    redis.call('DEL', KEYS[2])
+    redis.call('DEL', K[2])
     if sale.card ~= card then
-      return finish({outcome = 'card_mismatch'})
+      return finish('card_mismatch')
     end
     if blocked() then return deny('blocked') end
     local p, corrupt = live_pass()
     if corrupt then return deny('corrupt_pass') end
     if p then
-      return finish({outcome = 'already_has_pass', pass = info(p)})
+      return finish('already_has_pass', nil, nil, p)
     end
     if not PASS_TYPES[sale.selected] then
       return redis.error_reply('tapgate: sale holds an unknown pass type')
@@ -324,30 +278,99 @@ if op == 'terminal' then
     p = {type = sale.selected, trips = 0, issued_at = now}
     if p.type == 'TEN_TRIP' then p.trips = 10 end
     save_pass(p)
-    local i = info(p)
-    redis.call('HINCRBY', KEYS[4], p.type, 1)
-    redis.call('HINCRBY', KEYS[7], 'issued', 1)
-    emit('pass-issued', i)
-    return finish({outcome = 'pass_issued', pass = i})
+    redis.call('HINCRBY', K[4], p.type, 1)
+    count_device('issued')
+    emit('pass-issued', p)
+    return finish('pass_issued', nil, nil, p)
   end
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', K[2])
   if blocked() then return deny('blocked') end
   local p, corrupt = live_pass()
   if corrupt then return deny('corrupt_pass') end
   if p then
-    return finish({outcome = 'already_has_pass', pass = info(p)})
+    return finish('already_has_pass', nil, nil, p)
   end
   save_sale(card, nil)
-  return finish({outcome = 'select_pass'})
+  return finish('select_pass')
 end
 
-if op == 'button' then
+local function button()
   local sale = load_sale()
   if not sale then
-    return finish({outcome = 'tap_card_first'})
+    return finish('tap_card_first')
+  end
+  if not PASS_TYPES[chosen] then
+    return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
   save_sale(sale.card, chosen)
-  return finish({outcome = 'tap_to_confirm', selected = chosen})
+  return finish('tap_to_confirm', nil, chosen)
 end
 
-return redis.error_reply('tapgate: unknown op ' .. tostring(op))
+return function(keys, args)
+  K, op, now = keys, args[1], tonumber(args[2])
+  bridge_now = now
+  device, kind, id, card, chosen = args[3], args[4], args[5], args[6], args[7]
+  stamp_text, mode = args[8], args[9]
+  stamp_time = tonumber(stamp_text)
+  if args[10] ~= settings_text then load_settings(args[10]) end
+  events = {}
+  at, clock = now, 'bridge'
+
+  fingerprint = op .. ':' .. card .. ':' .. chosen
+  if stamp_time then
+    fingerprint = fingerprint .. ':' .. stamp_text .. ':' .. mode
+  end
+  -- Seen record lifetime, see above: PX for a waiting stamped message, EX otherwise.
+  seen_unit, seen_for = 'EX', seen_ttl
+  if stamp_time and mode ~= 'offline' then
+    seen_unit = 'PX'
+    seen_for = math.max(stamp_time - now, 0) + window + max_future
+  end
+  local stored = redis.call('GET', K[1])
+  if stored then
+    if string.sub(stored, 1, 1) == '{' then
+      return {1, stored}
+    end
+    local nl = string.find(stored, '\n', 1, true)
+    if nl and string.sub(stored, 1, nl - 1) == fingerprint then
+      return {1, string.sub(stored, nl + 1)}
+    end
+    if not nl then
+      -- Neither format: hand it back so the bridge refuses it as unreadable.
+      return {1, stored}
+    end
+    return {2, ''}
+  end
+
+  -- Time (rules::resolve_time): the stamp less the device's measured lead when its clock runs
+  -- ahead ('bridge' time once that lead is flagged); as sent when it runs behind (a heartbeat read
+  -- late after an outage looks slow, and correcting by it would make late taps look fresh); the
+  -- bridge's clock without a stamp.
+  if stamp_time then
+    local skew = tonumber(redis.call('HGET', K[8], 'clock_skew_ms')) or 0
+    local lead = math.max(skew, 0)
+    at, clock = math.max(stamp_time - lead, 0), 'device'
+    if lead > max_skew then clock = 'bridge' end
+    if at > now + max_future then
+      return {3, 'time_in_future'}
+    end
+    if mode == 'offline' and op ~= 'gate' then
+      return {3, 'offline_not_allowed'}
+    end
+    if mode == 'offline' then
+      -- Settled at the time it happened: the rules run at `at`.
+      now = at
+    elseif now - at > window then
+      -- The device gave up waiting: nothing decided, nothing charged.
+      redis.call('HINCRBY', K[10], kind, 1)
+      count_device('stale')
+      emit('tap-stale', nil, 'stale')
+      return finish('stale')
+    end
+  end
+
+  if op == 'gate' then return gate() end
+  if op == 'terminal' then return terminal() end
+  if op == 'button' then return button() end
+  return redis.error_reply('tapgate: unknown op ' .. tostring(op))
+end

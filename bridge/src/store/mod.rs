@@ -1,20 +1,27 @@
 //! Redis side of the bridge: applies decisions atomically and records refusals and presence.
 //!
-//! Every decision is one `EVALSHA` of `decide.lua`, which reads and writes the pass, deny list,
-//! sale, counters, event stream and idempotency record in one atomic step. This module only
-//! moves data in and out of the scripts; the rules themselves are in the script and, as the
-//! reference model, in `tapgate_protocol::rules`.
+//! Every decision is one `FCALL` of the library's decide function (`decide.lua`, see
+//! [`library`]), which reads and writes the pass, deny list, sale, counters, event stream and
+//! idempotency record in one atomic step. This module only moves data in and out of the
+//! functions; the rules themselves are in the script and, as the reference model, in
+//! `tapgate_protocol::rules`.
 
+pub mod library;
+pub mod result;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::Script;
-use serde::Deserialize;
 use tapgate_protocol::rules::{Input, TimeSettings};
 use tapgate_protocol::{
-    keys, CardId, Decision, DeviceId, DeviceKind, Event, EventKind, MessageId, Notice,
+    fields, keys, CardId, Decision, DeviceId, DeviceKind, Event, EventKind, MessageId, Notice,
     RejectReason, Stamp,
 };
 use tapgate_runtime::redis::{RedisConnectError, RedisLink, RedisTarget, RedisUrlError};
+
+use library::{Function, Library};
+use std::sync::Arc;
 
 /// What went wrong talking to Redis.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +95,27 @@ pub struct StoreSettings {
     pub time: TimeSettings,
 }
 
+impl StoreSettings {
+    /// The settings argument of the decide function: its numbers, space-separated, in the
+    /// order `decide.lua` reads them.
+    pub fn decide_arg(&self) -> String {
+        [
+            self.two_hour_ms,
+            self.sale_timeout_ms,
+            self.seen_ttl_s,
+            self.stream_maxlen,
+            keys::CARD_RECENT_LEN as u64,
+            self.recent_ttl_s,
+            self.device_ttl_s,
+            self.time.decision_window_ms,
+            self.time.max_future_ms,
+            self.time.max_skew_ms,
+        ]
+        .map(|n| n.to_string())
+        .join(" ")
+    }
+}
+
 /// What the script made of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -110,19 +138,6 @@ pub struct Decided {
     pub events: Vec<Event>,
     /// Notices (stale taps, unpaid entries) appended to the stream, with `seq` set.
     pub notices: Vec<Notice>,
-}
-
-#[derive(Deserialize)]
-struct ScriptResult {
-    decision: Decision,
-    #[serde(default)]
-    events: Vec<ScriptEvent>,
-}
-
-#[derive(Deserialize)]
-struct ScriptEvent {
-    seq: String,
-    event: Event,
 }
 
 /// Whether an event is about tap time (stale taps, unpaid entries, clock skew).
@@ -156,8 +171,9 @@ pub struct Request<'a> {
 #[derive(Clone)]
 pub struct Store {
     con: RedisLink,
-    decide: Script,
-    reject: Script,
+    library: Arc<Library>,
+    /// The settings argument of every decide call (see `decide.lua`).
+    settings_arg: Arc<str>,
     settings: StoreSettings,
     wait: Option<Wait>,
 }
@@ -182,15 +198,14 @@ impl Store {
         let con = RedisLink::connect(url, target).await?;
         let store = Self {
             con,
-            decide: Script::new(include_str!("decide.lua")),
-            reject: Script::new(include_str!("reject.lua")),
+            library: Arc::new(Library::new()),
+            settings_arg: settings.decide_arg().into(),
             settings,
             wait: None,
         };
-        // Load both scripts now so a Redis that refuses scripting fails at start-up.
+        // Load the library now so a Redis that refuses functions fails at start-up.
         let mut con = store.con.clone();
-        store.decide.prepare_invoke().load_async(&mut con).await?;
-        store.reject.prepare_invoke().load_async(&mut con).await?;
+        store.library.load(&mut con).await?;
         Ok(store)
     }
 
@@ -211,30 +226,21 @@ impl Store {
         &self.con
     }
 
-    /// Runs the decide script, then `WAIT` in the same round trip when replication is required.
-    /// A new primary after a failover has not seen the script: it is loaded and run again.
-    async fn run_decide(
-        &self,
-        inv: &redis::ScriptInvocation<'_>,
-    ) -> Result<(i64, String), StoreError> {
+    /// Runs the decide function, then `WAIT` in the same round trip when replication is
+    /// required. A Redis that lost the library (restarted without persistence) has it loaded
+    /// again and the call repeated.
+    async fn run_decide(&self, call: redis::Cmd) -> Result<(i64, String), StoreError> {
         let mut con = self.con.clone();
         let Some(wait) = self.wait else {
-            return Ok(inv.invoke_async(&mut con).await?);
+            return Ok(self.library.query(&mut con, &call).await?);
         };
         let mut pipe = redis::pipe();
-        pipe.invoke_script(inv)
+        pipe.add_command(call)
             .cmd("WAIT")
             .arg(wait.replicas)
             .arg(wait.timeout_ms);
-        let result: Result<((i64, String), u64), redis::RedisError> =
-            pipe.query_async(&mut con).await;
-        let ((code, json), acked) = match result {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                inv.load_async(&mut con).await?;
-                pipe.query_async(&mut con).await?
-            }
-            other => other?,
-        };
+        let ((code, json), acked): ((i64, String), u64) =
+            self.library.query_pipe(&mut con, &pipe).await?;
         if acked < u64::from(wait.replicas) {
             return Err(StoreError::NotReplicated {
                 acked,
@@ -254,42 +260,33 @@ impl Store {
             Input::TerminalTap(c) => ("terminal", Some(c), ""),
             Input::Button(p) => ("button", None, p.as_str()),
         };
-        let mut inv = self.decide.prepare_invoke();
-        inv.key(keys::seen(req.kind, req.device, req.id))
-            .key(keys::sale(req.device))
-            .key(keys::EVENTS_STREAM)
-            .key(keys::COUNTERS_ISSUED)
-            .key(keys::COUNTERS_ENTRIES)
-            .key(keys::COUNTERS_DENIED)
-            .key(keys::device_counters(req.device))
-            .key(keys::device(req.kind, req.device))
-            .key(keys::COUNTERS_UNPAID)
-            .key(keys::COUNTERS_STALE);
+        let mut k = vec![
+            keys::seen(req.kind, req.device, req.id),
+            keys::sale(req.device),
+            keys::EVENTS_STREAM.to_owned(),
+            keys::COUNTERS_ISSUED.to_owned(),
+            keys::COUNTERS_ENTRIES.to_owned(),
+            keys::COUNTERS_DENIED.to_owned(),
+            keys::device_counters(req.device),
+            keys::device(req.kind, req.device),
+            keys::COUNTERS_UNPAID.to_owned(),
+            keys::COUNTERS_STALE.to_owned(),
+        ];
         if let Some(c) = card {
-            inv.key(keys::pass(c))
-                .key(keys::blocked(c))
-                .key(keys::card_recent(c));
+            k.extend([keys::pass(c), keys::blocked(c), keys::card_recent(c)]);
         }
-        inv.arg(op)
+        let mut call = self.library.call(Function::Decide, &k);
+        call.arg(op)
             .arg(req.now_ms)
             .arg(req.device.as_str())
             .arg(req.kind.as_str())
             .arg(req.id.as_str())
             .arg(card.map(CardId::as_str).unwrap_or(""))
             .arg(chosen)
-            .arg(self.settings.two_hour_ms)
-            .arg(self.settings.sale_timeout_ms)
-            .arg(self.settings.seen_ttl_s)
-            .arg(self.settings.stream_maxlen)
-            .arg(keys::CARD_RECENT_LEN)
-            .arg(self.settings.recent_ttl_s)
-            .arg(self.settings.device_ttl_s)
             .arg(req.stamp.map(|s| s.time.to_string()).unwrap_or_default())
             .arg(req.stamp.map(|s| s.mode.as_str()).unwrap_or(""))
-            .arg(self.settings.time.decision_window_ms)
-            .arg(self.settings.time.max_future_ms)
-            .arg(self.settings.time.max_skew_ms);
-        let (code, json) = self.run_decide(&inv).await?;
+            .arg(&*self.settings_arg);
+        let (code, json) = self.run_decide(call).await?;
         match code {
             2 => return Ok(Answer::IdReused),
             3 => {
@@ -301,19 +298,17 @@ impl Store {
             }
             _ => {}
         }
-        let parsed: ScriptResult = serde_json::from_str(&json).map_err(|e| {
-            StoreError::BadResult(format!(
-                "{e}: {:?}",
-                tapgate_protocol::text::escape_untrusted(&json, 200)
-            ))
-        })?;
+        let asked = result::Asked {
+            kind: req.kind,
+            device: req.device,
+            id: req.id,
+            card: card.map(CardId::as_str),
+            stamp: req.stamp,
+        };
+        let parsed = result::parse(&json, &asked).map_err(|e| StoreError::BadResult(e.0))?;
         let mut events = Vec::new();
         let mut notices = Vec::new();
-        for e in parsed.events {
-            let ev = Event {
-                seq: Some(e.seq),
-                ..e.event
-            };
+        for ev in parsed.events {
             if is_notice(&ev) {
                 notices.push(ev);
             } else {
@@ -331,22 +326,28 @@ impl Store {
     /// Records a refused message: counter by reason, per-device counter when the device is known,
     /// and the `rejected` event. Returns the event with `seq` set.
     pub async fn reject(&self, mut event: Event, reason: &str) -> Result<Event, StoreError> {
-        let mut inv = self.reject.prepare_invoke();
-        inv.key(keys::EVENTS_STREAM).key(keys::COUNTERS_REJECTED);
+        let mut k = vec![
+            keys::EVENTS_STREAM.to_owned(),
+            keys::COUNTERS_REJECTED.to_owned(),
+        ];
         if let Some(device) = &event.device {
-            inv.key(keys::device_counters(device));
+            k.push(keys::device_counters(device));
         }
-        inv.arg(reason)
-            .arg(event.to_json())
+        let mut call = self.library.call(Function::Reject, &k);
+        call.arg(reason)
             .arg(self.settings.stream_maxlen)
             .arg(self.settings.device_ttl_s);
+        for (field, value) in event.stream_fields() {
+            call.arg(field).arg(value);
+        }
         let mut con = self.con.clone();
-        let seq: String = inv.invoke_async(&mut con).await?;
+        let seq: String = self.library.query(&mut con, &call).await?;
         event.seq = Some(seq);
         Ok(event)
     }
 
-    /// Records a device's presence: online state, last seen and uptime.
+    /// Records a device's presence: online state, last seen and uptime; renews the lifetime of
+    /// its presence hash and counters.
     pub async fn presence(
         &self,
         kind: DeviceKind,
@@ -358,17 +359,26 @@ impl Store {
         let key = keys::device(kind, device);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.hset(&key, "last_seen", now_ms).ignore();
+        pipe.hset(&key, fields::presence::LAST_SEEN, now_ms)
+            .ignore();
         if let Some(online) = online {
-            pipe.hset(&key, "online", u8::from(online)).ignore();
+            pipe.hset(&key, fields::presence::ONLINE, u8::from(online))
+                .ignore();
         }
         if let Some(up) = uptime_s {
             // A heartbeat means the device is up, whatever the last status said.
-            pipe.hset(&key, "uptime_s", up).ignore();
-            pipe.hset(&key, "online", 1u8).ignore();
+            pipe.hset(&key, fields::presence::UPTIME_S, up).ignore();
+            pipe.hset(&key, fields::presence::ONLINE, 1u8).ignore();
         }
         pipe.expire(&key, ttl_secs(self.settings.device_ttl_s))
             .ignore();
+        // The device's counters live as long as its presence (the decide function gives them
+        // their first lifetime but does not renew it).
+        pipe.expire(
+            keys::device_counters(device),
+            ttl_secs(self.settings.device_ttl_s),
+        )
+        .ignore();
         pipe.sadd(keys::DEVICES, keys::device_member(kind, device))
             .ignore();
         let mut con = self.con.clone();
@@ -387,32 +397,38 @@ impl Store {
         clock_ms: u64,
         now_ms: u64,
     ) -> Result<Option<Notice>, StoreError> {
-        let script = Script::new(include_str!("clock.lua"));
-        let mut con = self.con.clone();
-        let out: String = script
-            .key(keys::device(kind, device))
-            .key(keys::EVENTS_STREAM)
-            .key(keys::COUNTERS_CLOCK)
-            .arg(now_ms)
+        let mut call = self.library.call(
+            Function::Clock,
+            &[
+                keys::device(kind, device),
+                keys::EVENTS_STREAM.to_owned(),
+                keys::COUNTERS_CLOCK.to_owned(),
+            ],
+        );
+        call.arg(now_ms)
             .arg(clock_ms)
             .arg(self.settings.time.max_skew_ms)
             .arg(device.as_str())
             .arg(kind.as_str())
             .arg(self.settings.stream_maxlen)
-            .arg(self.settings.device_ttl_s)
-            .invoke_async(&mut con)
-            .await?;
-        let Some((seq, json)) = out.split_once('\n') else {
+            .arg(self.settings.device_ttl_s);
+        let mut con = self.con.clone();
+        let out: Vec<String> = self.library.query(&mut con, &call).await?;
+        let Some((seq, pairs)) = out.split_first() else {
             return Ok(None);
         };
-        let notice = Notice::from_json(json.as_bytes()).map_err(|e| {
+        let entry: BTreeMap<String, String> = pairs
+            .chunks_exact(2)
+            .map(|kv| (kv[0].clone(), kv[1].clone()))
+            .collect();
+        let notice = Notice::from_stream_map(&entry).map_err(|e| {
             StoreError::BadResult(format!(
                 "{e}: {:?}",
-                tapgate_protocol::text::escape_untrusted(json, 200)
+                tapgate_protocol::text::escape_untrusted(&format!("{out:?}"), 200)
             ))
         })?;
         Ok(Some(Notice {
-            seq: Some(seq.to_owned()),
+            seq: Some(seq.clone()),
             ..notice
         }))
     }

@@ -1,12 +1,17 @@
 -- tapgate: record a refused device message atomically.
 --
--- KEYS[1] event stream   KEYS[2] counters:rejected   KEYS[3] counters:device:{device} (optional)
--- ARGV: reason, event JSON, stream_maxlen, device_ttl_s
+-- A chunk of the bridge's function library (see library.rs), returning the reject function.
+--
+-- keys[1] event stream   keys[2] counters:rejected   keys[3] counters:device:{device} (optional)
+-- args: reason, stream_maxlen, device_ttl_s, then the event's stream fields and values
+--       (tapgate_protocol::stream)
 -- Returns the stream entry id of the `rejected` event.
 
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-if KEYS[3] then
-  redis.call('HINCRBY', KEYS[3], 'rejected', 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
+return function(keys, args)
+  redis.call('HINCRBY', keys[2], args[1], 1)
+  if keys[3] then
+    redis.call('HINCRBY', keys[3], 'rejected', 1)
+    redis.call('EXPIRE', keys[3], args[3])
+  end
+  return redis.call('XADD', keys[1], 'MAXLEN', '~', args[2], '*', unpack(args, 4))
 end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[2])

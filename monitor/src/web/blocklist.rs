@@ -1,6 +1,7 @@
 //! The deny list: operators block and unblock cards.
 //!
-//! Blocking writes the card's `tapgate:card:{CARD}:blocked` hash (`reason`, `by`, `at`), its
+//! Blocking writes the card's `tapgate:card:{CARD}:blocked` hash (`reason`, `by`, `at`, the
+//! names of `tapgate_protocol::fields::blocked`), its
 //! entry in the `tapgate:blocked` index and a `card-blocked` event on the stream, in one Lua
 //! script, so a reader never sees one without the others. Unblocking removes both keys and
 //! appends `card-unblocked` the same way. The bridge reads the same keys in its own script and
@@ -14,8 +15,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tapgate_protocol::event::STREAM_FIELD;
-use tapgate_protocol::{keys, CardId, Event, EventKind};
+use tapgate_protocol::{fields, keys, CardId, Event, EventKind};
 use tracing::info;
 
 use super::auth::{audit, client_of, Operator};
@@ -59,20 +59,24 @@ pub struct BlockRequest {
     pub reason: BlockReason,
 }
 
+/// KEYS: blocked hash, index, stream. ARGV: card, reason, operator, at, stream_maxlen, then the
+/// event's stream fields and values.
 const BLOCK: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 redis.call('HSET', KEYS[1], 'reason', ARGV[2], 'by', ARGV[3], 'at', ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', ARGV[7], ARGV[5])
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
 ";
 
+/// KEYS: blocked hash, index, stream. ARGV: card, the reason it was blocked for, stream_maxlen,
+/// then the event's stream fields and values.
 const UNBLOCK: &str = r"
 local reason = redis.call('HGET', KEYS[1], 'reason')
 if not reason then return false end
 if reason ~= ARGV[2] then return {'changed'} end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', ARGV[5], ARGV[3])
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
 ";
 
 fn event(kind: EventKind, card: &CardId, reason: &str, by: &str, at: u64) -> Event {
@@ -97,19 +101,18 @@ pub async fn block(
     let reason = req.reason.as_str();
     let at = now_ms();
     let ev = event(EventKind::CardBlocked, &card, reason, &s.operator, at);
-    let seq: Option<String> = redis::Script::new(BLOCK)
-        .key(keys::blocked(&card))
+    let script = redis::Script::new(BLOCK);
+    let mut inv = script.prepare_invoke();
+    inv.key(keys::blocked(&card))
         .key(keys::BLOCKED_INDEX)
         .key(keys::EVENTS_STREAM)
         .arg(card.as_str())
         .arg(reason)
         .arg(&s.operator)
         .arg(at)
-        .arg(ev.to_json())
         .arg(STREAM_MAXLEN)
-        .arg(STREAM_FIELD)
-        .invoke_async(&mut state.redis.clone())
-        .await?;
+        .arg(ev.stream_fields());
+    let seq: Option<String> = inv.invoke_async(&mut state.redis.clone()).await?;
     let seq = seq.ok_or_else(|| WebError::Conflict(format!("card {card} is already blocked")))?;
     let ip = client_of(&state, peer, &headers);
     info!(operator = %s.operator, %card, reason, %ip, "Card blocked");
@@ -143,24 +146,23 @@ pub async fn unblock(
     for _ in 0..3 {
         let reason: Option<String> = redis::cmd("HGET")
             .arg(keys::blocked(&card))
-            .arg("reason")
+            .arg(fields::blocked::REASON)
             .query_async(&mut redis)
             .await?;
         let reason =
             reason.ok_or_else(|| WebError::NotFound(format!("card {card} is not blocked")))?;
         let at = now_ms();
         let ev = event(EventKind::CardUnblocked, &card, &reason, &s.operator, at);
-        let reply: redis::Value = redis::Script::new(UNBLOCK)
-            .key(keys::blocked(&card))
+        let script = redis::Script::new(UNBLOCK);
+        let mut inv = script.prepare_invoke();
+        inv.key(keys::blocked(&card))
             .key(keys::BLOCKED_INDEX)
             .key(keys::EVENTS_STREAM)
             .arg(card.as_str())
             .arg(&reason)
-            .arg(ev.to_json())
             .arg(STREAM_MAXLEN)
-            .arg(STREAM_FIELD)
-            .invoke_async(&mut redis)
-            .await?;
+            .arg(ev.stream_fields());
+        let reply: redis::Value = inv.invoke_async(&mut redis).await?;
         match reply {
             redis::Value::Nil => {
                 return Err(WebError::NotFound(format!("card {card} is not blocked")))

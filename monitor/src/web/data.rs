@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use redis::aio::ConnectionLike;
 use serde_json::{json, Value};
-use tapgate_protocol::keys;
+use tapgate_protocol::{fields, keys};
 use tapgate_protocol::{CardId, DenyReason, DeviceId, DeviceKind, Event, PassType, RejectReason};
 
 use crate::format::entry_value;
@@ -182,13 +182,13 @@ pub async fn device_rows(
             Some(json!({
                 "kind": kind,
                 "device": dev,
-                "online": presence.get("online").map(|v| v == "1"),
-                "last_seen": num(presence, "last_seen"),
-                "uptime_s": num(presence, "uptime_s"),
-                "granted": num(counts, "granted").unwrap_or(0),
-                "denied": num(counts, "denied").unwrap_or(0),
-                "issued": num(counts, "issued").unwrap_or(0),
-                "rejected": num(counts, "rejected").unwrap_or(0),
+                "online": presence.get(fields::presence::ONLINE).map(|v| v == "1"),
+                "last_seen": num(presence, fields::presence::LAST_SEEN),
+                "uptime_s": num(presence, fields::presence::UPTIME_S),
+                "granted": num(counts, fields::device_counters::GRANTED).unwrap_or(0),
+                "denied": num(counts, fields::device_counters::DENIED).unwrap_or(0),
+                "issued": num(counts, fields::device_counters::ISSUED).unwrap_or(0),
+                "rejected": num(counts, fields::device_counters::REJECTED).unwrap_or(0),
             }))
         })
         .collect())
@@ -233,13 +233,14 @@ pub async fn card(
     let pass = if pass.is_empty() {
         Value::Null
     } else {
-        let expires_at = num(&pass, "expires_at").filter(|e| *e > 0);
+        let expires_at = num(&pass, fields::pass::EXPIRES_AT).filter(|e| *e > 0);
         // Only a ten-trip pass counts trips; the store keeps `trips 0` for the other types.
-        let ten_trip = pass.get("type").map(String::as_str) == Some(PassType::TenTrip.as_str());
+        let ten_trip =
+            pass.get(fields::pass::TYPE).map(String::as_str) == Some(PassType::TenTrip.as_str());
         json!({
-            "type": pass.get("type"),
-            "trips_remaining": num(&pass, "trips").filter(|_| ten_trip),
-            "issued_at": num(&pass, "issued_at"),
+            "type": pass.get(fields::pass::TYPE),
+            "trips_remaining": num(&pass, fields::pass::TRIPS).filter(|_| ten_trip),
+            "issued_at": num(&pass, fields::pass::ISSUED_AT),
             "expires_at": expires_at,
             "time_left_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),
         })
@@ -247,13 +248,30 @@ pub async fn card(
     let blocked = if blocked.is_empty() {
         Value::Null
     } else {
-        json!({"reason": blocked.get("reason"), "by": blocked.get("by"), "at": num(&blocked, "at")})
+        json!({
+            "reason": blocked.get(fields::blocked::REASON),
+            "by": blocked.get(fields::blocked::BY),
+            "at": num(&blocked, fields::blocked::AT),
+        })
     };
+    // Stream ids of the card's events, newest first; a list from before holds the events' JSON.
+    let ids: Vec<StreamId> = recent.iter().filter_map(|r| r.parse().ok()).collect();
+    let mut found: HashMap<StreamId, Result<Event, stream::Unreadable>> =
+        stream::by_ids(conn, &ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e.event))
+            .collect();
     let recent: Vec<Value> = recent
         .iter()
-        .map(|r| match Event::from_json(r.as_bytes()) {
+        .filter_map(|r| match r.parse::<StreamId>() {
+            // An event trimmed from the stream since is no longer shown.
+            Ok(id) => found.remove(&id).map(|e| e.map_err(|e| e.to_string())),
+            Err(_) => Some(Event::from_json(r.as_bytes()).map_err(|e| e.to_string())),
+        })
+        .map(|e| match e {
             Ok(e) => serde_json::to_value(e).unwrap_or(Value::Null),
-            Err(e) => json!({"unreadable": e.to_string()}),
+            Err(e) => json!({"unreadable": e}),
         })
         .map(escape_json)
         .collect();

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use tapgate_monitor::web::{self, ServerHandle};
 use tapgate_monitor::{Operator, ServeConfig};
-use tapgate_protocol::event::STREAM_FIELD;
 use tapgate_protocol::keys::EVENTS_STREAM;
 use tapgate_protocol::Event;
 use tapgate_testkit::RedisServer;
@@ -119,13 +118,13 @@ pub async fn redis(server: &RedisServer) -> MultiplexedConnection {
         .expect("redis connection")
 }
 
-/// Appends `event` to the stream (with an explicit id, or `*`); returns the id.
+/// Appends `event` to the stream as the bridge does, a field per event field (with an explicit
+/// id, or `*`); returns the id.
 pub async fn xadd(conn: &mut MultiplexedConnection, id: &str, event: &Event) -> String {
     redis::cmd("XADD")
         .arg(EVENTS_STREAM)
         .arg(id)
-        .arg(STREAM_FIELD)
-        .arg(event.to_json())
+        .arg(event.stream_fields())
         .query_async(conn)
         .await
         .expect("XADD")

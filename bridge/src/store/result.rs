@@ -1,0 +1,244 @@
+//! Reading what the decide function returns: the decision and the events it appended, as one
+//! line of tab-separated fields (layout in `decide.lua`), or, for a redelivery of a message
+//! decided before that layout, the JSON stored then.
+//!
+//! Events are rebuilt through [`Event::from_stream`] from the same fields the stream entry
+//! holds, so what the bridge publishes and what a reader of the stream sees are one thing.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tapgate_protocol::stream;
+use tapgate_protocol::{Decision, DeviceId, DeviceKind, Event, MessageId, Stamp};
+
+/// Why a result cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadResult(pub String);
+
+/// The message a result answers: what the stream entries repeat from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// Device kind.
+    pub kind: DeviceKind,
+    /// Device.
+    pub device: &'a DeviceId,
+    /// Message id.
+    pub id: &'a MessageId,
+    /// The card, for taps.
+    pub card: Option<&'a str>,
+    /// The stamp, if any.
+    pub stamp: Option<Stamp>,
+}
+
+/// A decision with its events (with `seq` set), in the order appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// The answer.
+    pub decision: Decision,
+    /// The events.
+    pub events: Vec<Event>,
+}
+
+/// Fixed fields before the events.
+const FIXED: usize = 9;
+
+/// Reads a result line (or an older JSON result).
+pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
+    if text.starts_with('{') {
+        return parse_json(text);
+    }
+    let fields: Vec<&str> = text.split('\t').collect();
+    let bad = |why: &str| {
+        BadResult(format!(
+            "{why}: {:?}",
+            tapgate_protocol::text::escape_untrusted(text, 200)
+        ))
+    };
+    let (fixed, rest) = fields
+        .split_at_checked(FIXED)
+        .ok_or_else(|| bad("too few fields"))?;
+    let [outcome, reason, selected, pass, trips, expires_at, time, tap_time, clock] = fixed else {
+        return Err(bad("too few fields"));
+    };
+    let number = |v: &str| -> Result<Option<u64>, BadResult> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|_| bad("not a number"))
+    };
+    let time_ms = number(time)?.ok_or_else(|| bad("no time"))?;
+    let tap_ms = number(tap_time)?;
+    let mut d = Map::new();
+    d.insert("id".into(), json!(asked.id));
+    d.insert("outcome".into(), json!(outcome));
+    if !reason.is_empty() {
+        d.insert("reason".into(), json!(reason));
+    }
+    if !selected.is_empty() {
+        d.insert("selected".into(), json!(selected));
+    }
+    if !pass.is_empty() {
+        let mut p = Map::new();
+        p.insert("type".into(), json!(pass));
+        if let Some(t) = number(trips)? {
+            p.insert("trips_remaining".into(), json!(t));
+        }
+        if let Some(e) = number(expires_at)? {
+            let at = stream::rules_time(time_ms, tap_ms, asked.stamp.map(|s| s.mode));
+            p.insert("expires_at".into(), json!(e));
+            p.insert("remaining_ms".into(), json!(e.saturating_sub(at)));
+        }
+        d.insert("pass".into(), Value::Object(p));
+    }
+    let decision: Decision =
+        serde_json::from_value(Value::Object(d)).map_err(|e| bad(&e.to_string()))?;
+    let rest: &[&str] = if rest == [""] { &[] } else { rest };
+    if rest.len() % 3 != 0 {
+        return Err(bad("events do not come in threes"));
+    }
+    let mode = asked.stamp.map(|s| s.mode.as_str()).unwrap_or("");
+    let mut events = Vec::with_capacity(rest.len() / 3);
+    for e in rest.chunks_exact(3) {
+        let [kind, seq, ev_reason] = e else {
+            continue;
+        };
+        let with_pass = tapgate_protocol::EventKind::parse(kind)
+            .is_some_and(tapgate_protocol::EventKind::has_pass_segment);
+        let get = |name: &str| -> Option<&str> {
+            Some(match name {
+                stream::EVENT => kind,
+                stream::TIME => time,
+                stream::DEVICE => asked.device.as_str(),
+                stream::DEVICE_KIND => asked.kind.as_str(),
+                stream::ID => asked.id.as_str(),
+                stream::CARD => asked.card.unwrap_or(""),
+                stream::PASS if with_pass => pass,
+                stream::TRIPS if with_pass => trips,
+                stream::EXPIRES_AT if with_pass => expires_at,
+                stream::REASON => ev_reason,
+                stream::TAP_TIME => tap_time,
+                stream::MODE if !tap_time.is_empty() => mode,
+                stream::CLOCK => clock,
+                _ => return None,
+            })
+        };
+        let mut event = Event::from_stream(get).map_err(|e| bad(&e.to_string()))?;
+        event.seq = Some((*seq).to_owned());
+        events.push(event);
+    }
+    Ok(Parsed { decision, events })
+}
+
+#[derive(Deserialize)]
+struct JsonResult {
+    decision: Decision,
+    #[serde(default)]
+    events: Vec<JsonEvent>,
+}
+
+#[derive(Deserialize)]
+struct JsonEvent {
+    seq: String,
+    event: Event,
+}
+
+/// A result stored as JSON, before the tab-separated layout.
+fn parse_json(text: &str) -> Result<Parsed, BadResult> {
+    let r: JsonResult = serde_json::from_str(text).map_err(|e| {
+        BadResult(format!(
+            "{e}: {:?}",
+            tapgate_protocol::text::escape_untrusted(text, 200)
+        ))
+    })?;
+    Ok(Parsed {
+        decision: r.decision,
+        events: r
+            .events
+            .into_iter()
+            .map(|e| Event {
+                seq: Some(e.seq),
+                ..e.event
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapgate_protocol::{ClockSource, EventKind, Outcome, PassInfo, PassType, TapMode};
+
+    fn asked<'a>(device: &'a DeviceId, id: &'a MessageId, stamp: Option<Stamp>) -> Asked<'a> {
+        Asked {
+            kind: DeviceKind::Gate,
+            device,
+            id,
+            card: Some("04AB"),
+            stamp,
+        }
+    }
+
+    #[test]
+    fn activation_with_two_events() {
+        let (device, id) = (
+            DeviceId::new("g1").expect("device"),
+            MessageId::new("m1").expect("id"),
+        );
+        let stamp = Stamp {
+            time: 990,
+            mode: TapMode::Online,
+        };
+        let line = "granted\t\t\tTWO_HOUR\t\t8000\t1000\t990\tdevice\tpass-activated\t1-0\t\tpass-used\t1-1\t";
+        let p = parse(line, &asked(&device, &id, Some(stamp))).expect("parse");
+        let pass = PassInfo {
+            pass_type: PassType::TwoHour,
+            trips_remaining: None,
+            expires_at: Some(8000),
+            remaining_ms: Some(7000),
+        };
+        assert_eq!(
+            p.decision,
+            Decision {
+                id: Some(id.clone()),
+                outcome: Outcome::Granted { pass: pass.clone() }
+            }
+        );
+        assert_eq!(p.events.len(), 2);
+        let used = &p.events[1];
+        assert_eq!(used.event, EventKind::PassUsed);
+        assert_eq!(used.seq.as_deref(), Some("1-1"));
+        assert_eq!(used.pass, Some(pass));
+        assert_eq!(used.tap_time, Some(990));
+        assert_eq!(used.mode, Some(TapMode::Online));
+        assert_eq!(used.clock, Some(ClockSource::Device));
+        assert_eq!(used.card.as_ref().map(|c| c.as_str()), Some("04AB"));
+    }
+
+    #[test]
+    fn denial_without_stamp_and_no_events() {
+        let (device, id) = (
+            DeviceId::new("g1").expect("device"),
+            MessageId::new("m1").expect("id"),
+        );
+        let p = parse(
+            "denied\tno_pass\t\t\t\t\t5\t\t\tpass-denied\t2-0\tno_pass",
+            &asked(&device, &id, None),
+        )
+        .expect("parse");
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.events[0].reason.as_deref(), Some("no_pass"));
+        assert_eq!(p.events[0].pass, None);
+        assert_eq!(p.events[0].mode, None);
+        let p = parse("select_pass\t\t\t\t\t\t5\t\t\t", &asked(&device, &id, None)).expect("p");
+        assert_eq!(p.decision.outcome, Outcome::SelectPass);
+        assert!(p.events.is_empty());
+        for bad in [
+            "",
+            "granted\t\t",
+            "nonsense\t\t\t\t\t\t5\t\t\t",
+            "denied\tno_pass\t\t\t\t\t5\t\t\tx",
+        ] {
+            assert!(parse(bad, &asked(&device, &id, None)).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Field names of the Redis hashes in [`crate::keys`].
+//!
+//! The bridge's Lua scripts (`bridge/src/store/*.lua`) write these names as literals; a test in
+//! the bridge reads the scripts and checks that they use exactly the names listed here for each
+//! hash, and no others.
+
+/// Fields of a card's pass hash, [`crate::keys::pass`].
+pub mod pass {
+    /// The pass type (`SINGLE_USE`, `TEN_TRIP`, `TWO_HOUR`).
+    pub const TYPE: &str = "type";
+    /// Ten-trip: entries left; `0` for the other types.
+    pub const TRIPS: &str = "trips";
+    /// Two-hour, once activated: end of the window, Unix ms.
+    pub const EXPIRES_AT: &str = "expires_at";
+    /// When the pass was sold, Unix ms.
+    pub const ISSUED_AT: &str = "issued_at";
+    /// Every field.
+    pub const ALL: [&str; 4] = [TYPE, TRIPS, EXPIRES_AT, ISSUED_AT];
+}
+
+/// Fields of a terminal's sale hash, [`crate::keys::sale`].
+pub mod sale {
+    /// The card that started the sale.
+    pub const CARD: &str = "card";
+    /// The pass type chosen with a button; empty until one is.
+    pub const SELECTED: &str = "selected";
+    /// When the sale lapses, Unix ms.
+    pub const EXPIRES_AT: &str = "expires_at";
+    /// Every field.
+    pub const ALL: [&str; 3] = [CARD, SELECTED, EXPIRES_AT];
+}
+
+/// Fields of a device's presence hash, [`crate::keys::device`].
+pub mod presence {
+    /// `1` while the device says it is online, `0` after its last will or an offline status.
+    pub const ONLINE: &str = "online";
+    /// When the bridge last heard from the device, Unix ms.
+    pub const LAST_SEEN: &str = "last_seen";
+    /// The device's uptime at its last heartbeat, s.
+    pub const UPTIME_S: &str = "uptime_s";
+    /// The device's clock minus the bridge's at its last heartbeat, ms.
+    pub const CLOCK_SKEW_MS: &str = "clock_skew_ms";
+    /// `1` while the device's clock is flagged as off, else `0`.
+    pub const CLOCK_FLAGGED: &str = "clock_flagged";
+    /// When the skew was last measured (bridge clock, Unix ms).
+    pub const CLOCK_CHECKED_AT: &str = "clock_checked_at";
+    /// The fields the clock script writes.
+    pub const CLOCK: [&str; 3] = [CLOCK_SKEW_MS, CLOCK_FLAGGED, CLOCK_CHECKED_AT];
+    /// Every field.
+    pub const ALL: [&str; 6] = [
+        ONLINE,
+        LAST_SEEN,
+        UPTIME_S,
+        CLOCK_SKEW_MS,
+        CLOCK_FLAGGED,
+        CLOCK_CHECKED_AT,
+    ];
+}
+
+/// Fields of a card's deny-list hash, [`crate::keys::blocked`] (written by the monitor).
+pub mod blocked {
+    /// Why the card was blocked (`lost`, `stolen`, `fraud`).
+    pub const REASON: &str = "reason";
+    /// The operator who blocked it.
+    pub const BY: &str = "by";
+    /// When, Unix ms.
+    pub const AT: &str = "at";
+    /// Every field.
+    pub const ALL: [&str; 3] = [REASON, BY, AT];
+}
+
+/// Fields of a per-device counter hash, [`crate::keys::device_counters`].
+pub mod device_counters {
+    /// Entries granted (online and settled offline).
+    pub const GRANTED: &str = "granted";
+    /// Taps denied.
+    pub const DENIED: &str = "denied";
+    /// Passes issued.
+    pub const ISSUED: &str = "issued";
+    /// Messages refused.
+    pub const REJECTED: &str = "rejected";
+    /// Offline entries that could not be charged.
+    pub const UNPAID: &str = "unpaid";
+    /// Waiting messages answered `stale`.
+    pub const STALE: &str = "stale";
+    /// Every field.
+    pub const ALL: [&str; 6] = [GRANTED, DENIED, ISSUED, REJECTED, UNPAID, STALE];
+}
+
+/// Fields of [`crate::keys::COUNTERS_CLOCK`].
+pub mod clock_counters {
+    /// A device's clock was flagged as off.
+    pub const FLAGGED: &str = "flagged";
+    /// A flagged device's clock came back within the limit.
+    pub const CLEARED: &str = "cleared";
+    /// Every field.
+    pub const ALL: [&str; 2] = [FLAGGED, CLEARED];
+}
