@@ -547,8 +547,16 @@ async fn reads_counters_charts_devices_and_cards() {
     assert_eq!(r["blocked"], serde_json::Value::Null);
     let mut streamed = used.clone();
     streamed.seq = None;
+    let mut recent = r["recent"].clone();
+    for e in recent.as_array_mut().expect("recent") {
+        let described = e
+            .as_object_mut()
+            .and_then(|o| o.remove("described"))
+            .expect("each recent event carries its wording");
+        assert_eq!(described["label"], "ENTRY");
+    }
     assert_eq!(
-        r["recent"],
+        recent,
         serde_json::json!([streamed, used]),
         "the entry the id names, then the older JSON entry"
     );
