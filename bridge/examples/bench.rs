@@ -182,12 +182,20 @@ fn bridge_binary() -> PathBuf {
     bin
 }
 
-/// The null bridge: answers every gate tap with a fixed `granted`, touching nothing else.
+/// The null bridge: answers every gate tap with a fixed `granted`, touching nothing else. It does
+/// the MQTT work the bridge must do and no more: a persistent QoS 1 subscription, the answer at
+/// QoS 1, and the tap acknowledged only after its answer is handed to the client (manual acks),
+/// on the same single-threaded runtime as the bridge.
 fn echo(port: u16) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let mut opts = MqttOptions::new("bench-null-bridge", "127.0.0.1", port);
         opts.set_inflight(200)
+            .set_clean_session(false)
+            .set_manual_acks(true)
             .set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = tapgate_runtime::mqtt::client(opts, 65_536);
         client
@@ -202,22 +210,16 @@ fn echo(port: u16) {
             let Event::Incoming(Packet::Publish(p)) = event else {
                 continue;
             };
-            let Some(device) = p.topic.split('/').nth(2) else {
-                continue;
-            };
-            let Ok(tap) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
-                continue;
-            };
-            let Some(id) = tap.get("id").and_then(|v| v.as_str()) else {
-                continue;
-            };
-            let answer = serde_json::json!({"id": id, "outcome": "granted"}).to_string();
-            let _ = client.try_publish(
-                format!("tapgate/gate/{device}/decision"),
-                QoS::AtLeastOnce,
-                false,
-                answer,
-            );
+            let answer = p.topic.split('/').nth(2).and_then(|device| {
+                let tap = serde_json::from_slice::<serde_json::Value>(&p.payload).ok()?;
+                let id = tap.get("id")?.as_str()?;
+                let answer = serde_json::json!({"id": id, "outcome": "granted"}).to_string();
+                Some((format!("tapgate/gate/{device}/decision"), answer))
+            });
+            if let Some((topic, answer)) = answer {
+                let _ = client.try_publish(topic, QoS::AtLeastOnce, false, answer);
+            }
+            let _ = client.try_ack(&p);
         }
     });
 }
