@@ -9,6 +9,7 @@
 //! record or script result it cannot read, a Redis error that retrying cannot fix) is answered
 //! `rejected`, counted, logged once and acknowledged.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, QoS};
@@ -23,6 +24,7 @@ use tapgate_protocol::{
     Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Notice, Outcome,
     RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
 };
+use tapgate_runtime::clock::Clock;
 use tapgate_runtime::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -46,11 +48,11 @@ pub struct Processor {
     pub max_backoff: Duration,
     /// Refuse taps and buttons without `time` and `mode` (after the transition).
     pub require_stamp: bool,
+    /// The bridge's time: decisions, presence and refusals are stamped with it.
+    pub clock: Arc<dyn Clock>,
     /// Stops retries at shutdown (the message is then left unacknowledged for redelivery).
     pub shutdown: CancellationToken,
 }
-
-pub use tapgate_runtime::clock::now_ms;
 
 /// What a message turned out to be.
 enum Parsed {
@@ -170,7 +172,7 @@ impl Processor {
             }
             Parsed::Presence(topic, online, uptime, clock) => {
                 self.metrics.message(topic.message);
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let mut stored = self
                     .retry("presence", || {
                         self.store
@@ -246,7 +248,7 @@ impl Processor {
         stamp: Option<Stamp>,
         received: Instant,
     ) -> bool {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let req = Request {
             kind: topic.kind,
             device: &topic.device,
@@ -370,7 +372,7 @@ impl Processor {
                 "Cannot handle device message; refused it"
             ),
         }
-        let mut event = Event::new(EventKind::Rejected, now_ms());
+        let mut event = Event::new(EventKind::Rejected, self.clock.now_ms());
         event.device_kind = device.as_ref().map(|(k, _)| *k);
         event.device = device.as_ref().map(|(_, d)| d.clone());
         event.id = rejection.id.clone();
