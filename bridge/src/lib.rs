@@ -170,9 +170,11 @@ pub async fn start_with_clock(
     let opts = mqtt::options(&config.broker()?, &config.client_id)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
     let (client, mut eventloop) = mqtt::client(opts);
+    let (events, event_queue) = mqtt::event_path();
     let processor = process::Processor {
         store,
         client: client.clone(),
+        events,
         topics: topics.clone(),
         metrics: metrics.clone(),
         max_backoff: config.max_backoff,
@@ -214,6 +216,7 @@ pub async fn start_with_clock(
         client.clone(),
         filters,
         dispatcher,
+        event_queue,
         metrics.clone(),
         config.max_backoff,
         stop_loop.clone(),

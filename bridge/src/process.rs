@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{Inbound, MAX_TOPIC_BYTES};
 use crate::metrics::Metrics;
+use crate::mqtt::EventSender;
 use crate::store::{Answer, Request, Store, StoreError};
 
 /// Everything a worker needs to handle messages. Cheap to clone.
@@ -38,8 +39,10 @@ use crate::store::{Answer, Request, Store, StoreError};
 pub struct Processor {
     /// Redis.
     pub store: Store,
-    /// MQTT client for decisions, events and acks.
+    /// MQTT client for decisions and acks.
     pub client: AsyncClient,
+    /// Events and notices, published at QoS 0 along with the next decision or ack.
+    pub events: EventSender,
     /// Topic names.
     pub topics: Topics,
     /// Counters.
@@ -237,7 +240,7 @@ impl Processor {
         } else {
             info!(device = %topic.device, kind = %topic.kind, skew_ms, "Device clock is back within the allowed skew");
         }
-        self.publish_notice(&notice).await;
+        self.publish_notice(&notice);
     }
 
     async fn decide(
@@ -309,10 +312,10 @@ impl Processor {
         self.answer(topic.kind, &topic.device, &decided.decision, received)
             .await;
         for event in &decided.events {
-            self.publish_event(event).await;
+            self.publish_event(event);
         }
         for notice in &decided.notices {
-            self.publish_notice(notice).await;
+            self.publish_notice(notice);
         }
         true
     }
@@ -401,7 +404,7 @@ impl Processor {
             self.answer(*kind, device, &decision, received).await;
         }
         if let Some(event) = recorded {
-            self.publish_event(&event).await;
+            self.publish_event(&event);
         }
         true
     }
@@ -425,26 +428,16 @@ impl Processor {
             .decision(kind, &decision.outcome, received.elapsed());
     }
 
-    async fn publish_event(&self, event: &Event) {
+    /// Publishes an event (at QoS 0, see [`crate::mqtt`]); the Redis stream already holds it.
+    fn publish_event(&self, event: &Event) {
         let topic = self.topics.event(event.event, event.pass_type());
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, event.to_json())
-            .await
-        {
-            warn!(error = %e, "Cannot publish event");
-        }
+        self.events.publish(topic, event.to_json().into());
     }
 
-    async fn publish_notice(&self, notice: &Notice) {
+    /// Publishes a notice (at QoS 0, see [`crate::mqtt`]); the Redis stream already holds it.
+    fn publish_notice(&self, notice: &Notice) {
         let topic = self.topics.event(notice.event, None);
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, notice.to_json())
-            .await
-        {
-            warn!(error = %e, "Cannot publish notice");
-        }
+        self.events.publish(topic, notice.to_json().into());
     }
 
     /// Runs `op` until it succeeds, retrying connection failures with backoff (Redis down must
