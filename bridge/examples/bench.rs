@@ -7,6 +7,9 @@
 //!
 //! `cargo run --release -p tapgate-bridge --example bench -- [seconds-per-rate] [first-rate] [step]`
 //!
+//! `TAPGATE_BENCH_BRIDGE=/path/to/tapgate-bridge` benchmarks that binary instead (to compare two
+//! builds against the same null bridge).
+//!
 //! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process, mosquitto
 //! and redis-server (`/proc/PID/stat`), Redis µs per script call (`INFO commandstats`) and Redis
 //! bytes per tap retained (`used_memory` before and after the rate's taps).
@@ -160,8 +163,11 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// `target/release/tapgate-bridge`, built when missing.
+/// `$TAPGATE_BENCH_BRIDGE`, else `target/release/tapgate-bridge`, built when missing.
 fn bridge_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TAPGATE_BENCH_BRIDGE") {
+        return bin.into();
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = root.join("target/release/tapgate-bridge");
     if !bin.exists() {
