@@ -12,7 +12,8 @@
 //!
 //! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process, mosquitto
 //! and redis-server (`/proc/PID/stat`), Redis µs per script call (`INFO commandstats`) and Redis
-//! bytes per tap retained (`used_memory` before and after the rate's taps).
+//! bytes per tap retained (`used_memory` before and after the rate's taps); at the end, the
+//! bridge's CPU per tap over the null bridge's at every rate both passed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,8 @@ fn main() {
     );
     let exe = std::env::current_exe().expect("own path");
     let mut best = HashMap::new();
+    // CPU µs per tap of the answering process at each rate it passed, by name.
+    let mut cpu: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
     for name in ["null bridge", "bridge"] {
         let mut child = if name == "bridge" {
             Command::new(&bridge_bin)
@@ -142,6 +145,7 @@ fn main() {
             }
             retried = false;
             highest = rate;
+            cpu.entry(name).or_default().push((rate, per_tap(0)));
             rate += step;
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -150,6 +154,15 @@ fn main() {
         let _ = child.wait();
         drop(rt);
         std::thread::sleep(Duration::from_millis(500));
+    }
+    let null_cpu = cpu.remove("null bridge").unwrap_or_default();
+    for (rate, bridge) in cpu.remove("bridge").unwrap_or_default() {
+        if let Some((_, null)) = null_cpu.iter().find(|(r, _)| *r == rate) {
+            println!(
+                "at {rate}/s: bridge {bridge:.1} µs CPU per tap, null bridge {null:.1} ({:.2} x)",
+                bridge / null.max(f64::MIN_POSITIVE)
+            );
+        }
     }
     let null = best["null bridge"].max(1);
     println!(
