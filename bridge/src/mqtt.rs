@@ -13,6 +13,8 @@
 //! publish through the client costs one write each; this way a tap costs two (decision, ack)
 //! instead of three or four.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
@@ -76,18 +78,36 @@ const EVENT_QUEUE: usize = 4096;
 const EVENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Hands events to the task that owns the event loop, which publishes them at QoS 0 (see the
-/// module docs). Cheap to clone.
+/// module docs), and counts the acknowledgements handed to the client. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct EventSender(mpsc::Sender<Publish>);
+pub struct EventSender {
+    tx: mpsc::Sender<Publish>,
+    acks_queued: Arc<AtomicU64>,
+}
 
 /// The receiving end of [`EventSender`], for [`drive`].
 #[derive(Debug)]
-pub struct EventQueue(mpsc::Receiver<Publish>);
+pub struct EventQueue {
+    rx: mpsc::Receiver<Publish>,
+    acks_queued: Arc<AtomicU64>,
+    /// Acknowledgements the loop wrote (counted from its `Outgoing::PubAck` events).
+    acks_written: u64,
+}
 
 /// A side path for events: the sender for workers, the queue for [`drive`].
 pub fn event_path() -> (EventSender, EventQueue) {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    (EventSender(tx), EventQueue(rx))
+    let acks_queued = Arc::new(AtomicU64::new(0));
+    let sender = EventSender {
+        tx,
+        acks_queued: acks_queued.clone(),
+    };
+    let queue = EventQueue {
+        rx,
+        acks_queued,
+        acks_written: 0,
+    };
+    (sender, queue)
 }
 
 impl EventSender {
@@ -95,21 +115,51 @@ impl EventSender {
     /// or the loop has stopped.
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
         let publish = Publish::new(topic, QoS::AtMostOnce, payload);
-        if let Err(e) = self.0.try_send(publish) {
+        if let Err(e) = self.tx.try_send(publish) {
             debug!(error = %e, "Event not published over MQTT (in the stream only)");
+        }
+    }
+
+    /// Call before handing an acknowledgement to the client: while one waits there, the loop
+    /// leaves queued events for that acknowledgement's write to carry.
+    pub fn ack_queued(&self) {
+        self.acks_queued.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl EventQueue {
+    /// Whether an acknowledgement handed to the client has not been written yet: its write will
+    /// carry whatever is in the buffer.
+    fn ack_pending(&self) -> bool {
+        self.acks_queued.load(Ordering::Relaxed) > self.acks_written
+    }
+
+    /// Counts the loop's writes of acknowledgements; after a reconnect, assumes none is pending
+    /// (so events are flushed on their own rather than left waiting for an ack that was lost).
+    fn observe(&mut self, event: &Event) {
+        match event {
+            // Never ahead of the count queued (acks left over from before a reconnect).
+            Event::Outgoing(Outgoing::PubAck(_)) => {
+                self.acks_written =
+                    (self.acks_written + 1).min(self.acks_queued.load(Ordering::Relaxed));
+            }
+            Event::Incoming(Packet::ConnAck(_)) => {
+                self.acks_written = self.acks_queued.load(Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 }
 
-/// Puts the queued events in the connection's write buffer. Flushes them only when `flush`: after
-/// the loop wrote a decision its acknowledgement follows, and its write carries them.
+/// Puts the queued events in the connection's write buffer. Flushes them only when `flush`:
+/// otherwise the write of a decision's acknowledgement still to come carries them.
 async fn write_events(eventloop: &mut EventLoop, queue: &mut EventQueue, flush: bool) {
     let Some(network) = eventloop.network.as_mut() else {
         return;
     };
     let write = async {
         let mut wrote = false;
-        while let Ok(publish) = queue.0.try_recv() {
+        while let Ok(publish) = queue.rx.try_recv() {
             network.write(Packet::Publish(publish)).await?;
             wrote = true;
         }
@@ -310,10 +360,13 @@ pub async fn drive(
             _ = stop.cancelled() => break,
             event = eventloop.poll() => event,
         };
-        if event.is_ok() {
-            // After a decision went out its acknowledgement follows and carries the events.
-            let decision = matches!(event, Ok(Event::Outgoing(Outgoing::Publish(_))));
-            write_events(&mut eventloop, &mut events, !decision).await;
+        if let Ok(event) = &event {
+            events.observe(event);
+            // A decision just written or an acknowledgement waiting in the client: its write
+            // carries the events.
+            let decision = matches!(event, Event::Outgoing(Outgoing::Publish(_)));
+            let carried = decision || events.ack_pending();
+            write_events(&mut eventloop, &mut events, !carried).await;
         }
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => dispatcher.offer(p),

@@ -213,6 +213,7 @@ impl Processor {
             Parsed::Ignore => true,
         };
         if done {
+            self.events.ack_queued();
             if let Err(e) = self.client.ack(&inbound.publish).await {
                 debug!(error = %e, "Ack not sent (shutting down)");
             }
