@@ -7,9 +7,13 @@
 //!
 //! `cargo run --release -p tapgate-bridge --example bench -- [seconds-per-rate] [first-rate] [step]`
 //!
+//! `TAPGATE_BENCH_BRIDGE=/path/to/tapgate-bridge` benchmarks that binary instead (to compare two
+//! builds against the same null bridge).
+//!
 //! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process, mosquitto
 //! and redis-server (`/proc/PID/stat`), Redis µs per script call (`INFO commandstats`) and Redis
-//! bytes per tap retained (`used_memory` before and after the rate's taps).
+//! bytes per tap retained (`used_memory` before and after the rate's taps); at the end, the
+//! bridge's CPU per tap over the null bridge's at every rate both passed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +69,8 @@ fn main() {
     );
     let exe = std::env::current_exe().expect("own path");
     let mut best = HashMap::new();
+    // CPU µs per tap of the answering process at each rate it passed, by name.
+    let mut cpu: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
     for name in ["null bridge", "bridge"] {
         let mut child = if name == "bridge" {
             Command::new(&bridge_bin)
@@ -139,6 +145,7 @@ fn main() {
             }
             retried = false;
             highest = rate;
+            cpu.entry(name).or_default().push((rate, per_tap(0)));
             rate += step;
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -147,6 +154,15 @@ fn main() {
         let _ = child.wait();
         drop(rt);
         std::thread::sleep(Duration::from_millis(500));
+    }
+    let null_cpu = cpu.remove("null bridge").unwrap_or_default();
+    for (rate, bridge) in cpu.remove("bridge").unwrap_or_default() {
+        if let Some((_, null)) = null_cpu.iter().find(|(r, _)| *r == rate) {
+            println!(
+                "at {rate}/s: bridge {bridge:.1} µs CPU per tap, null bridge {null:.1} ({:.2} x)",
+                bridge / null.max(f64::MIN_POSITIVE)
+            );
+        }
     }
     let null = best["null bridge"].max(1);
     println!(
@@ -160,8 +176,11 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// `target/release/tapgate-bridge`, built when missing.
+/// `$TAPGATE_BENCH_BRIDGE`, else `target/release/tapgate-bridge`, built when missing.
 fn bridge_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TAPGATE_BENCH_BRIDGE") {
+        return bin.into();
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = root.join("target/release/tapgate-bridge");
     if !bin.exists() {
@@ -182,12 +201,20 @@ fn bridge_binary() -> PathBuf {
     bin
 }
 
-/// The null bridge: answers every gate tap with a fixed `granted`, touching nothing else.
+/// The null bridge: answers every gate tap with a fixed `granted`, touching nothing else. It does
+/// the MQTT work the bridge must do and no more: a persistent QoS 1 subscription, the answer at
+/// QoS 1, and the tap acknowledged only after its answer is handed to the client (manual acks),
+/// on the same single-threaded runtime as the bridge.
 fn echo(port: u16) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let mut opts = MqttOptions::new("bench-null-bridge", "127.0.0.1", port);
         opts.set_inflight(200)
+            .set_clean_session(false)
+            .set_manual_acks(true)
             .set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = tapgate_runtime::mqtt::client(opts, 65_536);
         client
@@ -202,22 +229,16 @@ fn echo(port: u16) {
             let Event::Incoming(Packet::Publish(p)) = event else {
                 continue;
             };
-            let Some(device) = p.topic.split('/').nth(2) else {
-                continue;
-            };
-            let Ok(tap) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
-                continue;
-            };
-            let Some(id) = tap.get("id").and_then(|v| v.as_str()) else {
-                continue;
-            };
-            let answer = serde_json::json!({"id": id, "outcome": "granted"}).to_string();
-            let _ = client.try_publish(
-                format!("tapgate/gate/{device}/decision"),
-                QoS::AtLeastOnce,
-                false,
-                answer,
-            );
+            let answer = p.topic.split('/').nth(2).and_then(|device| {
+                let tap = serde_json::from_slice::<serde_json::Value>(&p.payload).ok()?;
+                let id = tap.get("id")?.as_str()?;
+                let answer = serde_json::json!({"id": id, "outcome": "granted"}).to_string();
+                Some((format!("tapgate/gate/{device}/decision"), answer))
+            });
+            if let Some((topic, answer)) = answer {
+                let _ = client.try_publish(topic, QoS::AtLeastOnce, false, answer);
+            }
+            let _ = client.try_ack(&p);
         }
     });
 }

@@ -10,7 +10,9 @@
 //! - `testing` (feature `testing`): a real Redis + broker + bridge stack for integration tests.
 //!
 //! [`start`] connects (failing fast with the address of whatever is unreachable), subscribes and
-//! returns a [`BridgeHandle`]; [`run`] does the same and waits until `shutdown` is cancelled.
+//! returns a [`BridgeHandle`]; [`run`] does the same and waits until `shutdown` is cancelled. Both
+//! decide by the system clock; [`start_with_clock`] takes any [`Clock`] (tests move a
+//! `ManualClock` instead of sleeping until a pass or sale expires).
 
 pub mod config;
 pub mod dispatch;
@@ -23,9 +25,11 @@ pub mod summary;
 pub mod testing;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tapgate_protocol::Topics;
+use tapgate_runtime::clock::{Clock, SystemClock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -98,10 +102,20 @@ impl BridgeHandle {
     }
 }
 
-/// Connects to Redis and the broker, subscribes, and starts deciding. Returns once subscribed;
-/// fails fast with the unreachable address.
+/// Connects to Redis and the broker, subscribes, and starts deciding by the system clock. Returns
+/// once subscribed; fails fast with the unreachable address.
 pub async fn start(
     config: BridgeConfig,
+    shutdown: CancellationToken,
+) -> Result<BridgeHandle, BridgeError> {
+    start_with_clock(config, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`start`], deciding by `clock`: the time every decision, presence record and refusal is
+/// stamped with, and against which passes, sales and waiting taps expire.
+pub async fn start_with_clock(
+    config: BridgeConfig,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<BridgeHandle, BridgeError> {
     config.validate()?;
@@ -156,13 +170,16 @@ pub async fn start(
     let opts = mqtt::options(&config.broker()?, &config.client_id)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
     let (client, mut eventloop) = mqtt::client(opts);
+    let (events, event_queue) = mqtt::event_path();
     let processor = process::Processor {
         store,
         client: client.clone(),
+        events,
         topics: topics.clone(),
         metrics: metrics.clone(),
         max_backoff: config.max_backoff,
         require_stamp: config.require_stamp,
+        clock,
         shutdown: shutdown.clone(),
     };
     workers.spawn(prune_devices(
@@ -199,6 +216,7 @@ pub async fn start(
         client.clone(),
         filters,
         dispatcher,
+        event_queue,
         metrics.clone(),
         config.max_backoff,
         stop_loop.clone(),

@@ -128,7 +128,12 @@ impl Cli {
     }
 }
 
-#[tokio::main]
+/// One thread runs every task. Per tap the bridge's tasks hand work to each other several times
+/// (MQTT loop, shard worker, Redis connection, back to the MQTT loop); on one thread a hand-over is
+/// a queue push, while between threads it is often a futex wake-up and a context switch, which
+/// costs more than the work handed over. One core is also more than Redis, single-threaded, can
+/// keep busy with decisions.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tapgate_runtime::exit::report(start().await)
 }

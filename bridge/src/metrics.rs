@@ -1,7 +1,8 @@
 //! Prometheus metrics, kept by the `prometheus` crate and served on `GET /metrics` by axum.
 //!
 //! Labels are low-cardinality enums (message kind, device kind, outcome, reason): never a card or
-//! device id. Every label value is created up front, so a scrape shows each series from zero.
+//! device id. Every label value is created up front, so a scrape shows each series from zero, and
+//! its handle is kept: counting a message is an index and an atomic add, with no label lookup.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,11 +37,15 @@ const CLOCK_CHANGES: [&str; 2] = ["flagged", "cleared"];
 
 struct Inner {
     registry: Registry,
-    messages: IntCounterVec,
-    decisions: IntCounterVec,
-    rejected: IntCounterVec,
+    /// By position in [`MESSAGES`].
+    messages: Vec<IntCounter>,
+    /// By position in [`DeviceKind::ALL`], then in [`Outcome::NAMES`].
+    decisions: Vec<Vec<IntCounter>>,
+    /// By position in [`RejectReason::ALL`].
+    rejected: Vec<IntCounter>,
     replays: IntCounter,
-    clock_flags: IntCounterVec,
+    /// By position in [`CLOCK_CHANGES`].
+    clock_flags: Vec<IntCounter>,
     unstamped: IntCounter,
     latency: Histogram,
     redis_reconnects: IntCounter,
@@ -73,27 +78,34 @@ impl Default for Metrics {
             "Device messages received, by message kind.",
             &["message"],
         );
-        for kind in MESSAGES {
-            messages.with_label_values(&[kind.to_string()]);
-        }
+        let messages = MESSAGES
+            .iter()
+            .map(|kind| messages.with_label_values(&[kind.to_string()]))
+            .collect();
         let decisions = family(
             "tapgate_decisions_total",
             "Decisions published, by device kind and outcome.",
             &["device_kind", "outcome"],
         );
-        for kind in DeviceKind::ALL {
-            for outcome in Outcome::NAMES {
-                decisions.with_label_values(&[kind.to_string().as_str(), outcome]);
-            }
-        }
+        let decisions = DeviceKind::ALL
+            .iter()
+            .map(|kind| {
+                let kind = kind.to_string();
+                Outcome::NAMES
+                    .iter()
+                    .map(|outcome| decisions.with_label_values(&[kind.as_str(), outcome]))
+                    .collect()
+            })
+            .collect();
         let rejected = family(
             "tapgate_rejected_total",
             "Device messages refused, by reason.",
             &["reason"],
         );
-        for reason in RejectReason::ALL {
-            rejected.with_label_values(&[reason.to_string()]);
-        }
+        let rejected = RejectReason::ALL
+            .iter()
+            .map(|reason| rejected.with_label_values(&[reason.to_string()]))
+            .collect();
         let replays = counter(
             "tapgate_replays_total",
             "Redelivered messages answered with their stored decision.",
@@ -103,9 +115,10 @@ impl Default for Metrics {
             "Device clocks flagged as off by more than max_clock_skew, or cleared again.",
             &["change"],
         );
-        for change in CLOCK_CHANGES {
-            clock_flags.with_label_values(&[change]);
-        }
+        let clock_flags = CLOCK_CHANGES
+            .iter()
+            .map(|change| clock_flags.with_label_values(&[change]))
+            .collect();
         let unstamped = counter(
             "tapgate_unstamped_messages_total",
             "Taps and buttons without time and mode, decided on the bridge's clock (transition).",
@@ -162,21 +175,22 @@ impl Default for Metrics {
 impl Metrics {
     /// A message arrived on a device topic of this kind.
     pub fn message(&self, kind: MessageKind) {
-        if MESSAGES.contains(&kind) {
-            self.0.messages.with_label_values(&[kind.to_string()]).inc();
+        if let Some(c) = position(&MESSAGES, &kind).and_then(|i| self.0.messages.get(i)) {
+            c.inc();
         }
     }
 
     /// A decision was published, `latency` after the message arrived.
     pub fn decision(&self, kind: DeviceKind, outcome: &Outcome, latency: Duration) {
-        let name = outcome.name();
-        if Outcome::NAMES.contains(&name) {
-            self.0
-                .decisions
-                .with_label_values(&[kind.to_string().as_str(), name])
-                .inc();
+        if let Some(c) = self.decision_counter(kind, outcome.name()) {
+            c.inc();
         }
         self.latency(latency);
+    }
+
+    fn decision_counter(&self, kind: DeviceKind, name: &str) -> Option<&IntCounter> {
+        let by_kind = self.0.decisions.get(position(&DeviceKind::ALL, &kind)?)?;
+        by_kind.get(Outcome::NAMES.iter().position(|n| *n == name)?)
     }
 
     /// Decisions so far, by outcome name (both device kinds together).
@@ -186,12 +200,8 @@ impl Metrics {
             .map(|name| {
                 let n = DeviceKind::ALL
                     .iter()
-                    .map(|kind| {
-                        self.0
-                            .decisions
-                            .with_label_values(&[kind.to_string().as_str(), name])
-                            .get()
-                    })
+                    .filter_map(|kind| self.decision_counter(*kind, name))
+                    .map(IntCounter::get)
                     .sum();
                 (*name, n)
             })
@@ -233,11 +243,9 @@ impl Metrics {
 
     /// A message was refused.
     pub fn rejected(&self, reason: RejectReason) {
-        if RejectReason::ALL.contains(&reason) {
-            self.0
-                .rejected
-                .with_label_values(&[reason.to_string()])
-                .inc();
+        if let Some(c) = position(&RejectReason::ALL, &reason).and_then(|i| self.0.rejected.get(i))
+        {
+            c.inc();
         }
     }
 
@@ -248,8 +256,9 @@ impl Metrics {
 
     /// A device's clock was flagged as off (`true`) or cleared (`false`).
     pub fn clock_flag(&self, flagged: bool) {
-        let change = CLOCK_CHANGES[usize::from(!flagged)];
-        self.0.clock_flags.with_label_values(&[change]).inc();
+        if let Some(c) = self.0.clock_flags.get(usize::from(!flagged)) {
+            c.inc();
+        }
     }
 
     /// A tap or button without `time` and `mode` was decided on the bridge's clock.
@@ -296,6 +305,11 @@ impl Metrics {
                 String::new()
             })
     }
+}
+
+/// Where `item` is in `all`.
+fn position<T: PartialEq>(all: &[T], item: &T) -> Option<usize> {
+    all.iter().position(|x| x == item)
 }
 
 /// Binds the metrics endpoint (failing fast if the address is taken).

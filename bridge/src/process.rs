@@ -9,6 +9,7 @@
 //! record or script result it cannot read, a Redis error that retrying cannot fix) is answered
 //! `rejected`, counted, logged once and acknowledged.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, QoS};
@@ -23,12 +24,14 @@ use tapgate_protocol::{
     Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Notice, Outcome,
     RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
 };
+use tapgate_runtime::clock::Clock;
 use tapgate_runtime::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{Inbound, MAX_TOPIC_BYTES};
 use crate::metrics::Metrics;
+use crate::mqtt::EventSender;
 use crate::store::{Answer, Request, Store, StoreError};
 
 /// Everything a worker needs to handle messages. Cheap to clone.
@@ -36,8 +39,10 @@ use crate::store::{Answer, Request, Store, StoreError};
 pub struct Processor {
     /// Redis.
     pub store: Store,
-    /// MQTT client for decisions, events and acks.
+    /// MQTT client for decisions and acks.
     pub client: AsyncClient,
+    /// Events and notices, published at QoS 0 along with the next decision or ack.
+    pub events: EventSender,
     /// Topic names.
     pub topics: Topics,
     /// Counters.
@@ -46,11 +51,11 @@ pub struct Processor {
     pub max_backoff: Duration,
     /// Refuse taps and buttons without `time` and `mode` (after the transition).
     pub require_stamp: bool,
+    /// The bridge's time: decisions, presence and refusals are stamped with it.
+    pub clock: Arc<dyn Clock>,
     /// Stops retries at shutdown (the message is then left unacknowledged for redelivery).
     pub shutdown: CancellationToken,
 }
-
-pub use tapgate_runtime::clock::now_ms;
 
 /// What a message turned out to be.
 enum Parsed {
@@ -170,7 +175,7 @@ impl Processor {
             }
             Parsed::Presence(topic, online, uptime, clock) => {
                 self.metrics.message(topic.message);
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 let mut stored = self
                     .retry("presence", || {
                         self.store
@@ -208,6 +213,7 @@ impl Processor {
             Parsed::Ignore => true,
         };
         if done {
+            self.events.ack_queued();
             if let Err(e) = self.client.ack(&inbound.publish).await {
                 debug!(error = %e, "Ack not sent (shutting down)");
             }
@@ -235,7 +241,7 @@ impl Processor {
         } else {
             info!(device = %topic.device, kind = %topic.kind, skew_ms, "Device clock is back within the allowed skew");
         }
-        self.publish_notice(&notice).await;
+        self.publish_notice(&notice);
     }
 
     async fn decide(
@@ -246,7 +252,7 @@ impl Processor {
         stamp: Option<Stamp>,
         received: Instant,
     ) -> bool {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let req = Request {
             kind: topic.kind,
             device: &topic.device,
@@ -307,10 +313,10 @@ impl Processor {
         self.answer(topic.kind, &topic.device, &decided.decision, received)
             .await;
         for event in &decided.events {
-            self.publish_event(event).await;
+            self.publish_event(event);
         }
         for notice in &decided.notices {
-            self.publish_notice(notice).await;
+            self.publish_notice(notice);
         }
         true
     }
@@ -370,7 +376,7 @@ impl Processor {
                 "Cannot handle device message; refused it"
             ),
         }
-        let mut event = Event::new(EventKind::Rejected, now_ms());
+        let mut event = Event::new(EventKind::Rejected, self.clock.now_ms());
         event.device_kind = device.as_ref().map(|(k, _)| *k);
         event.device = device.as_ref().map(|(_, d)| d.clone());
         event.id = rejection.id.clone();
@@ -399,7 +405,7 @@ impl Processor {
             self.answer(*kind, device, &decision, received).await;
         }
         if let Some(event) = recorded {
-            self.publish_event(&event).await;
+            self.publish_event(&event);
         }
         true
     }
@@ -423,26 +429,16 @@ impl Processor {
             .decision(kind, &decision.outcome, received.elapsed());
     }
 
-    async fn publish_event(&self, event: &Event) {
+    /// Publishes an event (at QoS 0, see [`crate::mqtt`]); the Redis stream already holds it.
+    fn publish_event(&self, event: &Event) {
         let topic = self.topics.event(event.event, event.pass_type());
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, event.to_json())
-            .await
-        {
-            warn!(error = %e, "Cannot publish event");
-        }
+        self.events.publish(topic, event.to_json().into());
     }
 
-    async fn publish_notice(&self, notice: &Notice) {
+    /// Publishes a notice (at QoS 0, see [`crate::mqtt`]); the Redis stream already holds it.
+    fn publish_notice(&self, notice: &Notice) {
         let topic = self.topics.event(notice.event, None);
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, notice.to_json())
-            .await
-        {
-            warn!(error = %e, "Cannot publish notice");
-        }
+        self.events.publish(topic, notice.to_json().into());
     }
 
     /// Runs `op` until it succeeds, retrying connection failures with backoff (Redis down must

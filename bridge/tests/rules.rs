@@ -61,9 +61,12 @@ async fn ten_trip_counts_down_and_card_can_buy_again() {
     buy(&mut t, "2002", "SINGLE_USE").await;
 }
 
+/// Two hours, the default window.
+const TWO_HOURS: Duration = Duration::from_secs(2 * 60 * 60);
+
 #[tokio::test]
-async fn two_hour_window_with_short_duration() {
-    let stack = Stack::start(|c| c.two_hour_duration = Duration::from_millis(1500)).await;
+async fn two_hour_window_opens_at_first_entry_and_closes_two_hours_later() {
+    let stack = Stack::start_manual(|_| {}).await;
     let mut t = support::device(&stack, TERMINAL, "t1").await;
     let mut g = support::device(&stack, GATE, "g1").await;
     let mut events = tapgate_testkit::MqttProbe::connect(stack.broker.port(), "ev").await;
@@ -77,7 +80,8 @@ async fn two_hour_window_with_short_duration() {
     let first = g.tap("3003").await;
     assert_eq!(first["outcome"], "granted", "{first}");
     let expires = first["pass"]["expires_at"].as_u64().expect("expires_at");
-    assert!(first["pass"]["remaining_ms"].as_u64().expect("remaining") <= 1500);
+    assert_eq!(first["pass"]["remaining_ms"], 7_200_000, "{first}");
+    assert_eq!(expires, stack.now_ms() + 7_200_000, "{first}");
     let activated = events
         .expect_on("tapgate/events/pass-activated/TWO_HOUR", support::WAIT)
         .await
@@ -86,6 +90,7 @@ async fn two_hour_window_with_short_duration() {
     assert_eq!(activated["pass"]["expires_at"], expires);
 
     for _ in 0..3 {
+        stack.advance(Duration::from_secs(30 * 60));
         let d = g.tap("3003").await;
         assert_eq!(d["outcome"], "granted", "unlimited inside the window: {d}");
         assert_eq!(
@@ -93,7 +98,12 @@ async fn two_hour_window_with_short_duration() {
             "window does not move: {d}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    // The last millisecond of the window still lets the card in; the next one does not.
+    stack.advance(Duration::from_secs(30 * 60) - Duration::from_millis(1));
+    let d = g.tap("3003").await;
+    assert_eq!(d["outcome"], "granted", "{d}");
+    assert_eq!(d["pass"]["remaining_ms"], 1, "{d}");
+    stack.advance(Duration::from_millis(1));
     let d = g.tap("3003").await;
     assert_eq!(d["outcome"], "denied", "{d}");
     assert_eq!(d["reason"], "expired");
@@ -104,10 +114,10 @@ async fn two_hour_window_with_short_duration() {
 
 #[tokio::test]
 async fn unused_passes_do_not_expire_and_one_pass_per_card() {
-    let stack = Stack::start(|c| c.two_hour_duration = Duration::from_millis(200)).await;
+    let stack = Stack::start_manual(|_| {}).await;
     let mut t = support::device(&stack, TERMINAL, "t1").await;
     buy(&mut t, "4004", "TWO_HOUR").await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    stack.advance(TWO_HOURS * 12);
     // Longer than the window, but never entered: still held.
     let d = t.tap("4004").await;
     assert_eq!(d["outcome"], "already_has_pass", "{d}");
@@ -119,7 +129,7 @@ async fn unused_passes_do_not_expire_and_one_pass_per_card() {
 
 #[tokio::test]
 async fn sale_paths() {
-    let stack = Stack::start(|c| c.sale_timeout = Duration::from_millis(600)).await;
+    let stack = Stack::start_manual(|_| {}).await;
     let mut t = support::device(&stack, TERMINAL, "t1").await;
 
     // Button with no sale.
@@ -146,9 +156,12 @@ async fn sale_paths() {
     assert_eq!(d["outcome"], "already_has_pass", "{d}");
     assert_eq!(t.button("SINGLE_USE").await["outcome"], "tap_card_first");
 
-    // Abandoned sale: after the timeout a button finds no sale.
+    // Abandoned sale: at the timeout (30 s by default) it still stands, a moment later a button
+    // finds no sale.
     assert_eq!(t.tap("7007").await["outcome"], "select_pass");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    stack.advance(Duration::from_secs(30));
+    assert_eq!(t.button("TEN_TRIP").await["outcome"], "tap_to_confirm");
+    stack.advance(Duration::from_secs(30) + Duration::from_millis(1));
     assert_eq!(t.button("SINGLE_USE").await["outcome"], "tap_card_first");
 
     // Sales are per terminal: another terminal's sale is independent.

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use support::{device, Device, MessageTopic, Stack, WAIT};
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
@@ -89,6 +91,28 @@ async fn waiting_tap_older_than_the_window_is_stale_and_free() {
         1
     );
     assert_eq!(stack.counter(keys::COUNTERS_ENTRIES, "TEN_TRIP").await, 1);
+}
+
+#[tokio::test]
+async fn the_decision_window_ends_to_the_millisecond_on_the_bridge_clock() {
+    let stack = Stack::start_manual(|_| {}).await;
+    give_pass(&stack, "C1", PassType::TenTrip).await;
+    let mut g = device(&stack, DeviceKind::Gate, "g1").await;
+
+    // Decided exactly at the end of the window (default 1.5 s): charged.
+    let tapped = stack.now_ms();
+    stack.advance(Duration::from_millis(1_500));
+    let d = stamped_tap(&mut g, "C1", tapped, TapMode::Online).await;
+    assert_eq!(d["outcome"], "granted", "{d}");
+    assert_eq!(d["pass"]["trips_remaining"], 9, "{d}");
+
+    // One millisecond later: stale, nothing charged.
+    let tapped = stack.now_ms();
+    stack.advance(Duration::from_millis(1_501));
+    let d = stamped_tap(&mut g, "C1", tapped, TapMode::Online).await;
+    assert_eq!(d["outcome"], "stale", "{d}");
+    assert_eq!(pass_field(&stack, "C1", "trips").await, Some(9));
+    assert_eq!(stack.counter(keys::COUNTERS_STALE, "gate").await, 1);
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 //! Every decision that changes or refuses something produces an [`Event`]. The bridge appends it
 //! to the Redis stream [`crate::keys::EVENTS_STREAM`] (a stream field per event field, see
 //! [`crate::stream`]; exactly once, in the same atomic step as the decision) and publishes it on
-//! `{prefix}/events/{kind}[/{TYPE}]` with `seq` set to the stream entry id (at least once: a redelivered tap republishes the same
-//! `seq`, so subscribers can drop repeats).
+//! `{prefix}/events/{kind}[/{TYPE}]` with `seq` set to the stream entry id. Over MQTT events are
+//! a live feed at QoS 0: a subscriber that misses some reads them from the stream, and a
+//! redelivered tap republishes the same `seq`, so subscribers can drop repeats.
 //!
 //! Events about tap time — a stale tap, an unpaid offline entry, a device clock flagged as off —
 //! are events like the others (kinds `tap-stale`, `unpaid-entry`, `clock-skew`), in the same
