@@ -22,7 +22,6 @@ pub enum AdminError {
     /// A service login name is unusable.
     #[error("bad service name {name:?}: {why}")]
     ServiceName {
-        /// The name given.
         name: String,
         /// What is wrong.
         why: &'static str,
@@ -42,7 +41,6 @@ pub enum AdminError {
     /// The login exists but is of another kind.
     #[error("{username:?} is a {is} login, not a {expected}")]
     WrongKind {
-        /// The username.
         username: String,
         /// What it is.
         is: LoginKind,
@@ -51,22 +49,13 @@ pub enum AdminError {
     },
     /// The login already exists.
     #[error("{username:?} already exists in the broker; remove it first to change it")]
-    Exists {
-        /// The username.
-        username: String,
-    },
+    Exists { username: String },
     /// The broker could not be reached or the connection broke.
     #[error("broker at {address}: {why}")]
-    Connect {
-        /// Where.
-        address: String,
-        /// What happened.
-        why: String,
-    },
+    Connect { address: String, why: String },
     /// The broker did not answer in time.
     #[error("the broker did not answer {what} within {secs} s")]
     Timeout {
-        /// The request.
         what: String,
         /// The timeout in seconds.
         secs: u64,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{closed_loop, pct};
 use tapgate_bridge::BridgeConfig;
+use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::{Mosquitto, RedisServer};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +38,7 @@ async fn main() {
     for (run, replicas) in [("nowait", 0u32), ("wait", 1u32)] {
         let config = BridgeConfig {
             redis: primary.url(),
-            mqtt: broker.url(),
+            broker: BrokerConfig::url(broker.url()),
             client_id: format!("bridge-{run}"),
             wait_replicas: Some(replicas),
             ..BridgeConfig::default()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::Topics;
-use tapgate_runtime::mqtt::{BrokerSettings, TlsFiles};
+use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings};
 use tapgate_runtime::secret::{refuse_placeholder, url_password};
 
 /// Everything the bridge can be told.
@@ -28,15 +28,9 @@ pub struct BridgeConfig {
     /// and the message is tried again.
     #[serde(with = "humantime_serde")]
     pub wait_timeout: Duration,
-    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`), or `mqtts://host:port` for TLS.
-    pub mqtt: String,
-    /// MQTT username.
-    pub mqtt_username: Option<String>,
-    /// MQTT password.
-    pub mqtt_password: Option<String>,
-    /// TLS files for `mqtts://`: `mqtt_ca`, `mqtt_cert`, `mqtt_key`.
+    /// The broker: keys `mqtt`, `mqtt_username`, `mqtt_password` and the TLS files.
     #[serde(flatten)]
-    pub mqtt_tls: TlsFiles,
+    pub broker: BrokerConfig,
     /// MQTT client id. Keep it stable: the broker keeps this session's queued taps while the
     /// bridge is down and hands them over when it returns.
     pub client_id: String,
@@ -95,10 +89,7 @@ impl Default for BridgeConfig {
             redis_password: None,
             wait_replicas: None,
             wait_timeout: Duration::from_millis(500),
-            mqtt: "mqtt://127.0.0.1:1883".into(),
-            mqtt_username: None,
-            mqtt_password: None,
-            mqtt_tls: TlsFiles::default(),
+            broker: BrokerConfig::default(),
             client_id: "tapgate-bridge".into(),
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             shared_group: None,
@@ -156,13 +147,7 @@ impl BridgeConfig {
 
     /// The broker connection: URL, credentials and TLS files, checked.
     pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
-        BrokerSettings::from_settings(
-            &self.mqtt,
-            self.mqtt_username.clone(),
-            self.mqtt_password.clone(),
-            self.mqtt_tls.clone(),
-        )
-        .map_err(|e| ConfigError::Invalid {
+        self.broker.settings().map_err(|e| ConfigError::Invalid {
             field: "mqtt",
             why: e.to_string(),
         })

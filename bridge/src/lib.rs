@@ -58,9 +58,7 @@ pub enum BridgeError {
     /// The metrics address could not be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
-        /// The address.
         addr: SocketAddr,
-        /// The cause.
         source: std::io::Error,
     },
 }

@@ -42,7 +42,6 @@ pub enum MqttError {
     Connect {
         /// host:port.
         url: String,
-        /// The cause.
         reason: String,
     },
     /// The broker refused a subscription (usually an ACL).
@@ -50,7 +49,6 @@ pub enum MqttError {
     SubscribeRefused {
         /// host:port.
         url: String,
-        /// The filter refused.
         filter: String,
     },
     /// `--shared-group` is set, but the broker does not deliver through `$share/{group}/…`.

@@ -37,15 +37,12 @@ use crate::store::{Answer, Request, Store, StoreError};
 /// Everything a worker needs to handle messages. Cheap to clone.
 #[derive(Clone)]
 pub struct Processor {
-    /// Redis.
     pub store: Store,
     /// MQTT client for decisions and acks.
     pub client: AsyncClient,
     /// Events and notices, published at QoS 0 along with the next decision or ack.
     pub events: EventSender,
-    /// Topic names.
     pub topics: Topics,
-    /// Counters.
     pub metrics: Metrics,
     /// Longest pause between Redis retries.
     pub max_backoff: Duration,

@@ -13,6 +13,7 @@ use tapgate_testkit::{Mosquitto, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 use crate::{BridgeConfig, BridgeHandle, Metrics};
+use tapgate_runtime::mqtt::BrokerConfig;
 
 /// Redis + broker + bridge.
 pub struct Stack {
@@ -52,7 +53,7 @@ impl Stack {
         let broker = Mosquitto::start();
         let mut config = BridgeConfig {
             redis: redis.url(),
-            mqtt: broker.url(),
+            broker: BrokerConfig::url(broker.url()),
             client_id: format!("bridge-{}", broker.port()),
             ..BridgeConfig::default()
         };

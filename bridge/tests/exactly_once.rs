@@ -165,7 +165,7 @@ impl BridgeProcess {
     fn spawn(stack: &Stack) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_tapgate-bridge"))
             .args(["--redis", &stack.config.redis])
-            .args(["--mqtt", &stack.config.mqtt])
+            .args(["--mqtt", &stack.config.broker.mqtt])
             .args(["--client-id", &stack.config.client_id])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

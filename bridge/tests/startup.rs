@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::Stack;
 use tapgate_bridge::BridgeConfig;
 use tapgate_protocol::DeviceKind;
+use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::{free_port, RedisServer};
 
 fn bridge() -> Command {
@@ -195,7 +196,7 @@ async fn redis_password_is_used() {
     let broker = tapgate_testkit::Mosquitto::start();
     let mut config = BridgeConfig {
         redis: redis.url(),
-        mqtt: broker.url(),
+        broker: BrokerConfig::url(broker.url()),
         ..BridgeConfig::default()
     };
     let refused = tapgate_bridge::start(config.clone(), tokio_util::sync::CancellationToken::new())

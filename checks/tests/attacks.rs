@@ -19,6 +19,7 @@ use rumqttc::QoS;
 use tapgate_bridge::BridgeConfig;
 use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER, MONITOR_USER};
 use tapgate_protocol::{CardId, DeviceId, DeviceKind, MessageId, Tap, Topics};
+use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::session::{self, MqttSession};
 use tapgate_testkit::{Mosquitto, RedisServer};
 use tokio_util::sync::CancellationToken;
@@ -78,9 +79,8 @@ impl Stack {
         let topics = Topics::default();
         let config = BridgeConfig {
             redis: redis.url(),
-            mqtt: broker.url(),
-            mqtt_username: Some(BRIDGE_USER.into()),
-            mqtt_password: Some(support::password(BRIDGE_USER)),
+            broker: BrokerConfig::url(broker.url())
+                .login(BRIDGE_USER, support::password(BRIDGE_USER)),
             client_id: BRIDGE_CLIENT.into(),
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..BridgeConfig::default()

@@ -19,6 +19,7 @@ use tapgate_checks::keys;
 use tapgate_checks::promtool;
 use tapgate_checks::repo::{self, report};
 use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, PassType, Tap, Topics};
+use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::{MqttProbe, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -72,9 +73,7 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
     let topics = Topics::default();
     let config = BridgeConfig {
         redis: redis.url(),
-        mqtt: broker.url(),
-        mqtt_username: Some(BRIDGE_USER.into()),
-        mqtt_password: Some(support::password(BRIDGE_USER)),
+        broker: BrokerConfig::url(broker.url()).login(BRIDGE_USER, support::password(BRIDGE_USER)),
         client_id: access::BRIDGE_CLIENT.into(),
         shared_group: Some(access::SHARED_GROUP.into()),
         metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),

@@ -15,6 +15,7 @@ use tapgate_bridge::BridgeConfig;
 use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER};
 use tapgate_checks::repo;
 use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, PassType, Tap, Topics};
+use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
@@ -126,9 +127,7 @@ async fn the_bridge_and_the_monitor_work_under_their_own_users() {
     let config = BridgeConfig {
         redis: format!("redis://{BRIDGE_USER}@127.0.0.1:{}", redis.port()),
         redis_password: Some(password("tapgate-bridge").into()),
-        mqtt: broker.url(),
-        mqtt_username: Some(BRIDGE_USER.into()),
-        mqtt_password: Some(support::password(BRIDGE_USER)),
+        broker: BrokerConfig::url(broker.url()).login(BRIDGE_USER, support::password(BRIDGE_USER)),
         client_id: BRIDGE_CLIENT.into(),
         ..BridgeConfig::default()
     };

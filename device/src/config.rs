@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::{DeviceId, Topics};
-use tapgate_runtime::mqtt::{BrokerSettings, TlsFiles};
+use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings};
 
 use crate::logic::gate::GateSettings;
 use crate::logic::terminal::TerminalSettings;
@@ -81,14 +81,10 @@ impl Default for Pins {
 pub struct DeviceConfig {
     /// The device's name (1–64 of A-Z a-z 0-9 _ -); also its MQTT client id and username.
     pub id: String,
-    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`), or `mqtts://host:port` for TLS.
-    pub mqtt: String,
-    /// MQTT username (the device id, for a provisioned device).
-    pub mqtt_username: Option<String>,
-    pub mqtt_password: Option<String>,
-    /// TLS files for `mqtts://`: `mqtt_ca`, `mqtt_cert`, `mqtt_key`.
+    /// The broker: keys `mqtt`, `mqtt_username` (the device id, for a provisioned device),
+    /// `mqtt_password` and the TLS files.
     #[serde(flatten)]
-    pub mqtt_tls: TlsFiles,
+    pub broker: BrokerConfig,
     /// Topic prefix shared with the bridge.
     pub prefix: String,
     /// How long to wait for a decision before the offline policy applies.
@@ -126,10 +122,7 @@ impl Default for DeviceConfig {
     fn default() -> Self {
         Self {
             id: String::new(),
-            mqtt: "mqtt://127.0.0.1:1883".into(),
-            mqtt_username: None,
-            mqtt_password: None,
-            mqtt_tls: TlsFiles::default(),
+            broker: BrokerConfig::default(),
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             decision_timeout: Duration::from_millis(1500),
             offline_policy: OfflinePolicy::FailClosed,
@@ -175,13 +168,9 @@ pub fn load_layers<T: DeserializeOwned>(
 }
 
 /// Broker settings from the `mqtt*` settings shared by devices and the simulator.
-pub(crate) fn broker_settings(
-    url: &str,
-    username: Option<String>,
-    password: Option<String>,
-    tls: TlsFiles,
-) -> Result<BrokerSettings, ConfigError> {
-    BrokerSettings::from_settings(url, username, password, tls)
+pub(crate) fn broker_settings(broker: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
+    broker
+        .settings()
         .map_err(|e| invalid("mqtt", e.to_string()))
 }
 
@@ -230,13 +219,7 @@ impl DeviceConfig {
 
     /// The broker connection: URL, credentials, TLS files and keep-alive, checked.
     pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
-        broker_settings(
-            &self.mqtt,
-            self.mqtt_username.clone(),
-            self.mqtt_password.clone(),
-            self.mqtt_tls.clone(),
-        )
-        .map(|b| b.with_keep_alive(self.keep_alive))
+        broker_settings(&self.broker).map(|b| b.with_keep_alive(self.keep_alive))
     }
 
     /// The topics under the configured prefix.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tapgate_bridge::BridgeConfig;
 use tapgate_device::sim::{self, SimConfig, SimError};
+use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::{Mosquitto, RedisServer};
 use tokio_util::sync::CancellationToken;
 
@@ -40,9 +41,7 @@ async fn start_bridge(redis: &RedisServer, broker: &Mosquitto) -> CancellationTo
     let token = CancellationToken::new();
     let cfg = BridgeConfig {
         redis: redis.url(),
-        mqtt: broker.url(),
-        mqtt_username: Some("bridge".into()),
-        mqtt_password: Some("bridge-pw".into()),
+        broker: BrokerConfig::url(broker.url()).login("bridge", "bridge-pw"),
         client_id: format!("bridge-{}", broker.port()),
         ..BridgeConfig::default()
     };
@@ -56,7 +55,7 @@ async fn start_bridge(redis: &RedisServer, broker: &Mosquitto) -> CancellationTo
 /// A short run; each `seed` names its own cards, so runs on one Redis do not meet.
 fn short_run(mqtt: String, seed: u64) -> SimConfig {
     SimConfig {
-        mqtt,
+        broker: BrokerConfig::url(mqtt),
         gates: 2,
         terminals: 1,
         riders: 20,

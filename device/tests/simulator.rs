@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use support::Stack;
 use tapgate_device::sim::{self, SimConfig};
+use tapgate_runtime::mqtt::BrokerConfig;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +18,7 @@ async fn two_hundred_taps_a_second_for_twenty_seconds() {
     let dir = tempfile::tempdir().expect("tmp");
     let json = dir.path().join("summary.json");
     let cfg = SimConfig {
-        mqtt: stack.broker.url(),
+        broker: BrokerConfig::url(stack.broker.url()),
         gates: 20,
         terminals: 4,
         riders: 400,
@@ -73,7 +74,7 @@ async fn outage_mode_matches_the_timed_model() {
     let two_hour = Duration::from_secs(30);
     let stack = Stack::start(|c| c.two_hour_duration = two_hour).await;
     let cfg = SimConfig {
-        mqtt: stack.broker.url(),
+        broker: BrokerConfig::url(stack.broker.url()),
         gates: 6,
         terminals: 3,
         riders: 60,

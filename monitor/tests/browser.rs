@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use support::{config, Dashboard, ALICE, BOB};
 use tapgate_bridge::BridgeConfig;
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
+use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::{free_port, Mosquitto, MqttProbe, RedisServer};
 use tokio_util::sync::CancellationToken;
 
@@ -251,7 +252,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     let bridge = tapgate_bridge::start(
         BridgeConfig {
             redis: redis.url(),
-            mqtt: broker.url(),
+            broker: BrokerConfig::url(broker.url()),
             client_id: format!("bridge-{}", broker.port()),
             ..BridgeConfig::default()
         },

@@ -4,36 +4,14 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use support::{redis, xadd};
+use support::{listening, redis, xadd, Running};
 use tapgate_protocol::{CardId, Event, EventKind, PassInfo, PassType};
 use tapgate_testkit::{free_port, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tapgate-monitor");
-
-/// Kills the child on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn listening(port: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_into_a_pipe_is_plain_text() {

@@ -6,22 +6,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{cheap_hash, login, request, urlencode, ALICE};
+use support::{cheap_hash, login, request, urlencode, Running, ALICE};
 use tapgate_testkit::{free_port, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tapgate-monitor");
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `VmRSS` and `VmHWM` (peak) of `pid`, in kB.
 fn rss_kb(pid: u32) -> (u64, u64) {

@@ -67,7 +67,6 @@ pub enum MqttSetupError {
     /// A TLS file could not be read or holds no usable PEM item.
     #[error("cannot use TLS file {path}: {why}")]
     TlsFile {
-        /// The file.
         path: PathBuf,
         /// What is wrong.
         why: String,
@@ -295,20 +294,70 @@ pub enum BrokerConfigError {
     Setup(#[from] MqttSetupError),
 }
 
-impl BrokerSettings {
-    /// Settings from a program's `mqtt*` settings: the URL parsed once, placeholder passwords
-    /// refused (in the setting or in the URL), TLS files checked.
-    pub fn from_settings(
-        url: &str,
-        username: Option<String>,
-        password: Option<String>,
-        tls: TlsFiles,
-    ) -> Result<Self, BrokerConfigError> {
-        crate::secret::refuse_placeholder("mqtt_password", password.as_deref())?;
-        crate::secret::refuse_placeholder("mqtt", crate::secret::url_password(url))?;
-        let settings = Self::new(url)?
-            .with_credentials(username, password)
-            .with_tls(tls);
+/// The broker settings every program's settings file holds, defined once: the keys `mqtt`,
+/// `mqtt_username`, `mqtt_password`, `mqtt_ca`, `mqtt_cert` and `mqtt_key`, side by side with the
+/// program's own keys (settings structs take this with `#[serde(flatten)]`; the flags are
+/// [`MqttArgs`]'s). Its fields are plain, not flattened again: serde cannot refuse unknown keys
+/// through two levels of flattening.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct BrokerConfig {
+    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`), or `mqtts://host:port` for TLS.
+    pub mqtt: String,
+    /// MQTT username (a provisioned device logs in with its id); wins over one in the URL.
+    pub mqtt_username: Option<String>,
+    /// Password for `mqtt_username`.
+    pub mqtt_password: Option<String>,
+    /// CA certificate(s) the broker's certificate must chain to, for `mqtts://`; unset: the
+    /// system's roots.
+    pub mqtt_ca: Option<PathBuf>,
+    /// Client certificate (chain) to present over `mqtts://`, e.g. one whose CN is the device id.
+    pub mqtt_cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub mqtt_key: Option<PathBuf>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self::url(format!(
+            "mqtt://127.0.0.1:{}",
+            tapgate_protocol::broker::DEFAULT_PORT
+        ))
+    }
+}
+
+impl BrokerConfig {
+    /// The broker at `url`, with no login beyond the URL's and no TLS files.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            mqtt: url.into(),
+            mqtt_username: None,
+            mqtt_password: None,
+            mqtt_ca: None,
+            mqtt_cert: None,
+            mqtt_key: None,
+        }
+    }
+
+    /// The same broker, logged in as `username` with `password`.
+    pub fn login(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.mqtt_username = Some(username.into());
+        self.mqtt_password = Some(password.into());
+        self
+    }
+
+    /// Checked settings: the URL parsed once, placeholder passwords refused (in the setting or
+    /// in the URL), TLS files checked.
+    pub fn settings(&self) -> Result<BrokerSettings, BrokerConfigError> {
+        crate::secret::refuse_placeholder("mqtt_password", self.mqtt_password.as_deref())?;
+        crate::secret::refuse_placeholder("mqtt", crate::secret::url_password(&self.mqtt))?;
+        let settings = BrokerSettings::new(&self.mqtt)?
+            .with_credentials(self.mqtt_username.clone(), self.mqtt_password.clone())
+            .with_tls(TlsFiles {
+                ca: self.mqtt_ca.clone(),
+                cert: self.mqtt_cert.clone(),
+                key: self.mqtt_key.clone(),
+            });
         settings.validate()?;
         Ok(settings)
     }
@@ -328,6 +377,37 @@ pub fn client(opts: MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Program {
+        #[serde(flatten)]
+        broker: BrokerConfig,
+        name: String,
+    }
+
+    #[test]
+    fn broker_keys_sit_beside_a_programs_own_and_unknown_ones_are_refused() {
+        let p: Program = crate::settings::load(
+            None,
+            [
+                ("mqtt", "mqtts://b:8883"),
+                ("mqtt_username", "g1"),
+                ("mqtt_ca", "/ca.pem"),
+                ("name", "x"),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(p.name, "x");
+        assert_eq!(p.broker.mqtt, "mqtts://b:8883");
+        assert_eq!(p.broker.mqtt_username.as_deref(), Some("g1"));
+        assert_eq!(p.broker.mqtt_ca, Some(PathBuf::from("/ca.pem")));
+        let typo = crate::settings::load::<Program, _, _>(
+            None,
+            [("mqtt_cafile", "/ca.pem"), ("name", "x")],
+        );
+        assert!(typo.is_err(), "{typo:?}");
+    }
 
     #[test]
     fn settings_credentials_win_over_the_url() {

@@ -55,7 +55,6 @@ pub struct RedisUrlError {
 pub struct RedisConnectError {
     /// The URL with any password removed.
     pub url: String,
-    /// The cause.
     pub source: RedisError,
 }
 

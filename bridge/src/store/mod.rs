@@ -151,11 +151,8 @@ fn is_notice(e: &Event) -> bool {
 /// One device message to decide.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
-    /// Device kind.
     pub kind: DeviceKind,
-    /// Device.
     pub device: &'a DeviceId,
-    /// Message id.
     pub id: &'a MessageId,
     /// What was sent.
     pub input: &'a Input,

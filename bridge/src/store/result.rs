@@ -18,11 +18,8 @@ pub struct BadResult(pub String);
 /// The message a result answers: what the stream entries repeat from it.
 #[derive(Debug, Clone, Copy)]
 pub struct Asked<'a> {
-    /// Device kind.
     pub kind: DeviceKind,
-    /// Device.
     pub device: &'a DeviceId,
-    /// Message id.
     pub id: &'a MessageId,
     /// The card, for taps.
     pub card: Option<&'a str>,

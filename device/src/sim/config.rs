@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use tapgate_runtime::mqtt::{BrokerSettings, MqttArgs, TlsFiles};
+use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings, MqttArgs};
 
 use crate::config::{broker_settings, invalid, load_layers, ConfigError};
 
@@ -14,14 +14,10 @@ use crate::config::{broker_settings, invalid, load_layers, ConfigError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
-    /// MQTT broker URL (`mqtt://` or `mqtts://`; `user:password@` in it is used).
-    pub mqtt: String,
-    /// MQTT username shared by every simulated device (without `devices`).
-    pub mqtt_username: Option<String>,
-    pub mqtt_password: Option<String>,
-    /// TLS files for `mqtts://`: `mqtt_ca`, `mqtt_cert`, `mqtt_key`.
+    /// The broker: keys `mqtt`, `mqtt_username` and `mqtt_password` (shared by every simulated
+    /// device without `devices`) and the TLS files.
     #[serde(flatten)]
-    pub mqtt_tls: TlsFiles,
+    pub broker: BrokerConfig,
     /// TOML file of provisioned devices (`[[devices]]` with `id`, `kind`, `password`): the
     /// simulator runs exactly these, each logging in as itself; `gates` and `terminals` are then
     /// ignored.
@@ -85,10 +81,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            mqtt: "mqtt://127.0.0.1:1883".into(),
-            mqtt_username: None,
-            mqtt_password: None,
-            mqtt_tls: TlsFiles::default(),
+            broker: BrokerConfig::default(),
             devices: None,
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             gates: 50,
@@ -119,12 +112,7 @@ impl Default for SimConfig {
 impl SimConfig {
     /// The broker connection shared by the simulated devices, checked.
     pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
-        broker_settings(
-            &self.mqtt,
-            self.mqtt_username.clone(),
-            self.mqtt_password.clone(),
-            self.mqtt_tls.clone(),
-        )
+        broker_settings(&self.broker)
     }
 
     /// Checks values that parse but cannot work.

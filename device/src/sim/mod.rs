@@ -710,7 +710,7 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
             _ = tokio::time::sleep_until(deadline) => {
                 let up = sim.devices.iter().filter(|d| d.up).count();
                 fleet_stop.cancel();
-                let url = tapgate_protocol::broker::redact(&sim.cfg.mqtt);
+                let url = tapgate_protocol::broker::redact(&sim.cfg.broker.mqtt);
                 return Err(SimError::Connect { up, total: n_devices, url });
             }
             Some(e) = events.recv() => sim.on_fleet(e),

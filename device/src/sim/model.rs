@@ -114,9 +114,10 @@ pub fn check(
         sale: sale.clone(),
     };
     let early = timing.decide(input, &state, sent_ms);
-    let late = timing.decide(input, &state, recv_ms);
-    let chosen: Option<Verdict> = [early.clone(), late]
-        .into_iter()
+    let times = decision_times(&state, sent_ms, recv_ms, timing);
+    let chosen: Option<Verdict> = times
+        .iter()
+        .map(|&t| timing.decide(input, &state, t))
         .find(|v| same_outcome(actual, &v.outcome));
     // Only a card tap can show the deny list; then try the card as an operator may have left it.
     let card_tap = matches!(input, Input::GateTap(_) | Input::TerminalTap(_));
@@ -125,9 +126,9 @@ pub fn check(
         ..state.clone()
     };
     let operator = || {
-        [sent_ms, recv_ms]
-            .into_iter()
-            .map(|t| timing.decide(input, &flipped, t))
+        times
+            .iter()
+            .map(|&t| timing.decide(input, &flipped, t))
             .find(|v| same_outcome(actual, &v.outcome))
     };
     match (chosen, card_tap.then(operator).flatten()) {
@@ -165,6 +166,28 @@ pub fn check(
             Check::Mismatch(why)
         }
     }
+}
+
+/// The bridge decided somewhere between sending and receiving: the times at which the rules can
+/// give a different answer are the two ends and, inside, the pass's expiry and the last moment
+/// before a waiting message turns stale. A tap sent before a two-hour pass ends and decided just
+/// after, still inside the decision window, is rightly `expired`, though it was `granted` when
+/// sent and would be `stale` by the time its answer arrived.
+fn decision_times(state: &State, sent_ms: u64, recv_ms: u64, timing: Timing) -> Vec<u64> {
+    let mut times = vec![sent_ms, recv_ms];
+    let inside = |t: u64| t > sent_ms && t < recv_ms;
+    if let Some(end) = state.pass.as_ref().and_then(|p| p.expires_at) {
+        times.extend(
+            [end.saturating_sub(1), end]
+                .into_iter()
+                .filter(|&t| inside(t)),
+        );
+    }
+    if let Some(stamp) = timing.stamp {
+        let last_fresh = stamp.time.saturating_add(timing.time.decision_window_ms);
+        times.extend(Some(last_fresh).filter(|&t| inside(t)));
+    }
+    times
 }
 
 fn apply(v: Verdict, card: &mut CardModel, sale: &mut Option<Sale>, actual: &Outcome) {
@@ -307,6 +330,56 @@ mod tests {
         };
         assert!(matches!(
             check(&input, &mut m, &mut None, &no_pass, 7, 8, s),
+            Check::Mismatch(_)
+        ));
+    }
+
+    #[test]
+    fn expired_inside_the_decision_window_is_a_match() {
+        let stamp = Stamp::online(1_000);
+        let s = Timing {
+            stamp: Some(stamp),
+            ..unstamped(Settings::default())
+        };
+        let mut pass = Pass::issue(PassType::TwoHour, 0);
+        pass.expires_at = Some(1_500);
+        let mut m = CardModel {
+            pass: Some(pass),
+            ..CardModel::default()
+        };
+        let expired = Outcome::Denied {
+            reason: DenyReason::Expired,
+        };
+        // Sent at 1,000 (granted then), answered at 4,000 (stale by then): decided at 2,000.
+        assert!(matches!(
+            check(
+                &Input::GateTap(card("A")),
+                &mut m,
+                &mut None,
+                &expired,
+                1_000,
+                4_000,
+                s
+            ),
+            Check::Match
+        ));
+        // Expired is impossible when the pass outlived the whole interval.
+        let mut pass = Pass::issue(PassType::TwoHour, 0);
+        pass.expires_at = Some(10_000);
+        let mut m = CardModel {
+            pass: Some(pass),
+            ..CardModel::default()
+        };
+        assert!(matches!(
+            check(
+                &Input::GateTap(card("A")),
+                &mut m,
+                &mut None,
+                &expired,
+                1_000,
+                4_000,
+                s
+            ),
             Check::Mismatch(_)
         ));
     }

@@ -9,6 +9,7 @@ use tapgate_device::hw::console::{sim_hardware, RecordingLights, RecordingSpeake
 use tapgate_device::prompt::{Lamps, Sound};
 use tapgate_device::runtime::{run_gate, run_terminal};
 use tapgate_protocol::{CardId, PassType};
+use tapgate_runtime::mqtt::BrokerConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +29,7 @@ impl DeviceStack for Stack {
     fn device_config(&self, id: &str) -> DeviceConfig {
         DeviceConfig {
             id: id.into(),
-            mqtt: self.broker.url(),
+            broker: BrokerConfig::url(self.broker.url()),
             reader_poll: Duration::from_millis(5),
             card_hold: Duration::from_millis(100),
             green_for: Duration::from_millis(300),
