@@ -336,52 +336,28 @@ mod tests {
 
     #[test]
     fn expired_inside_the_decision_window_is_a_match() {
-        let stamp = Stamp::online(1_000);
         let s = Timing {
-            stamp: Some(stamp),
+            stamp: Some(Stamp::online(1_000)),
             ..unstamped(Settings::default())
-        };
-        let mut pass = Pass::issue(PassType::TwoHour, 0);
-        pass.expires_at = Some(1_500);
-        let mut m = CardModel {
-            pass: Some(pass),
-            ..CardModel::default()
         };
         let expired = Outcome::Denied {
             reason: DenyReason::Expired,
         };
-        // Sent at 1,000 (granted then), answered at 4,000 (stale by then): decided at 2,000.
-        assert!(matches!(
-            check(
-                &Input::GateTap(card("A")),
-                &mut m,
-                &mut None,
-                &expired,
-                1_000,
-                4_000,
-                s
-            ),
-            Check::Match
-        ));
-        // Expired is impossible when the pass outlived the whole interval.
-        let mut pass = Pass::issue(PassType::TwoHour, 0);
-        pass.expires_at = Some(10_000);
-        let mut m = CardModel {
-            pass: Some(pass),
-            ..CardModel::default()
+        // Sent at 1,000 and answered at 4,000 by a two-hour pass ending at `end`.
+        let judge = |end: u64| {
+            let mut pass = Pass::issue(PassType::TwoHour, 0);
+            pass.expires_at = Some(end);
+            let mut m = CardModel {
+                pass: Some(pass),
+                ..CardModel::default()
+            };
+            let input = Input::GateTap(card("A"));
+            check(&input, &mut m, &mut None, &expired, 1_000, 4_000, s)
         };
-        assert!(matches!(
-            check(
-                &Input::GateTap(card("A")),
-                &mut m,
-                &mut None,
-                &expired,
-                1_000,
-                4_000,
-                s
-            ),
-            Check::Mismatch(_)
-        ));
+        // Granted when sent, stale when answered, expired if decided between 1,500 and 2,500.
+        assert!(matches!(judge(1_500), Check::Match));
+        // Expired is impossible when the pass outlived the whole interval.
+        assert!(matches!(judge(10_000), Check::Mismatch(_)));
     }
 
     #[test]

@@ -194,3 +194,28 @@ pub async fn unblock(
         "card {card} changed while unblocking; try again"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The quoted names after `KEYS[1],` in `script`: the fields it writes and reads in the
+    /// card's deny-list hash.
+    fn hash_fields(script: &str) -> Vec<String> {
+        script
+            .lines()
+            .filter_map(|l| l.split_once("KEYS[1], ").map(|(_, args)| args))
+            .flat_map(|args| args.split(", "))
+            .filter_map(|a| {
+                let a = a.trim_end_matches(')');
+                a.strip_prefix('\'')?.strip_suffix('\'').map(str::to_owned)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scripts_use_the_protocols_field_names() {
+        assert_eq!(hash_fields(BLOCK), fields::blocked::ALL);
+        assert_eq!(hash_fields(UNBLOCK), [fields::blocked::REASON]);
+    }
+}
