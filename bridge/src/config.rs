@@ -110,31 +110,17 @@ impl Default for BridgeConfig {
     }
 }
 
-/// A setting that cannot work.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file or a layer could not be read or parsed.
-    #[error("cannot load settings: {0}")]
-    Load(#[from] config::ConfigError),
-    /// A value is out of range or malformed.
-    #[error("invalid setting `{field}`: {why}")]
-    Invalid {
-        /// The setting's name.
-        field: &'static str,
-        /// What is wrong with it.
-        why: String,
-    },
-}
+/// A setting that cannot work (the runtime's, shared by every program).
+pub use tapgate_runtime::settings::SettingsError as ConfigError;
 
 impl BridgeConfig {
     /// Layers defaults, the optional TOML file and `overrides` (environment and flags, already
     /// merged by the caller in that order) and validates the result.
-    pub fn load(
+    pub fn load<K: AsRef<str>, V: Into<config::Value>>(
         file: Option<&Path>,
-        overrides: &[(&'static str, String)],
+        overrides: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
-        let cfg: BridgeConfig =
-            tapgate_runtime::settings::load(file, overrides.iter().map(|(k, v)| (*k, v.as_str())))?;
+        let cfg: BridgeConfig = tapgate_runtime::settings::load(file, overrides)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -9,6 +9,7 @@ use clap::Parser;
 use tapgate_bridge::BridgeConfig;
 use tapgate_runtime::logging::LogFormat;
 use tapgate_runtime::mqtt::MqttArgs;
+use tapgate_runtime::settings::Overrides;
 
 /// Decides tapgate device taps and button presses against Redis, atomically, over MQTT.
 ///
@@ -96,33 +97,28 @@ struct Cli {
 }
 
 impl Cli {
-    fn overrides(&self) -> Vec<(&'static str, String)> {
-        let mut o = Vec::new();
-        let mut put = |k: &'static str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push((k, v));
-            }
-        };
-        put("redis", self.redis.clone());
-        put("redis_password", self.redis_password.clone());
-        put("wait_replicas", self.wait_replicas.map(|v| v.to_string()));
-        put("wait_timeout", self.wait_timeout.clone());
-        put("client_id", self.client_id.clone());
-        put("prefix", self.prefix.clone());
-        put("shared_group", self.shared_group.clone());
-        put("two_hour_duration", self.two_hour_duration.clone());
-        put("sale_timeout", self.sale_timeout.clone());
-        put("idempotency_ttl", self.idempotency_ttl.clone());
-        put("stream_maxlen", self.stream_maxlen.map(|v| v.to_string()));
-        put("card_recent_ttl", self.card_recent_ttl.clone());
-        put("device_ttl", self.device_ttl.clone());
-        put("shard_queue", self.shard_queue.map(|v| v.to_string()));
-        put("metrics_addr", self.metrics_addr.map(|v| v.to_string()));
-        put("max_backoff", self.max_backoff.clone());
-        put("decision_window", self.decision_window.clone());
-        put("max_time_ahead", self.max_time_ahead.clone());
-        put("max_clock_skew", self.max_clock_skew.clone());
-        put("require_stamp", self.require_stamp.map(|v| v.to_string()));
+    fn overrides(&self) -> Overrides {
+        let mut o = Overrides::new();
+        o.put("redis", self.redis.clone());
+        o.put("redis_password", self.redis_password.clone());
+        o.put("wait_replicas", self.wait_replicas.map(|v| v.to_string()));
+        o.put("wait_timeout", self.wait_timeout.clone());
+        o.put("client_id", self.client_id.clone());
+        o.put("prefix", self.prefix.clone());
+        o.put("shared_group", self.shared_group.clone());
+        o.put("two_hour_duration", self.two_hour_duration.clone());
+        o.put("sale_timeout", self.sale_timeout.clone());
+        o.put("idempotency_ttl", self.idempotency_ttl.clone());
+        o.put("stream_maxlen", self.stream_maxlen.map(|v| v.to_string()));
+        o.put("card_recent_ttl", self.card_recent_ttl.clone());
+        o.put("device_ttl", self.device_ttl.clone());
+        o.put("shard_queue", self.shard_queue.map(|v| v.to_string()));
+        o.put("metrics_addr", self.metrics_addr.map(|v| v.to_string()));
+        o.put("max_backoff", self.max_backoff.clone());
+        o.put("decision_window", self.decision_window.clone());
+        o.put("max_time_ahead", self.max_time_ahead.clone());
+        o.put("max_clock_skew", self.max_clock_skew.clone());
+        o.put("require_stamp", self.require_stamp.map(|v| v.to_string()));
         o.extend(self.broker.overrides());
         o
     }
@@ -142,7 +138,7 @@ async fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tapgate_runtime::logging::init(cli.log_format, "info")?;
     let config =
-        BridgeConfig::load(cli.config.as_deref(), &cli.overrides()).context("invalid settings")?;
+        BridgeConfig::load(cli.config.as_deref(), cli.overrides()).context("invalid settings")?;
     let shutdown = tapgate_runtime::shutdown::on_signals();
     tapgate_bridge::run(config, shutdown)
         .await

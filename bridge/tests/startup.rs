@@ -82,17 +82,18 @@ fn config_layers_and_refuses_unknown_keys() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("bridge.toml");
     std::fs::write(&file, "two_hour_duration = \"90m\"\nprefix = \"site-a\"\n").expect("write");
-    let cfg = BridgeConfig::load(Some(&file), &[("prefix", "site-b".into())]).expect("load");
+    let cfg = BridgeConfig::load(Some(&file), [("prefix", "site-b")]).expect("load");
     assert_eq!(cfg.two_hour_duration, Duration::from_secs(90 * 60));
     assert_eq!(cfg.prefix, "site-b", "flags and env override the file");
 
     std::fs::write(&file, "two_hour_durration = \"90m\"\n").expect("write");
-    let err = BridgeConfig::load(Some(&file), &[]).expect_err("typo refused");
+    let err =
+        BridgeConfig::load(Some(&file), Vec::<(&str, &str)>::new()).expect_err("typo refused");
     assert!(err.to_string().contains("two_hour_durration"), "{err}");
 
-    let err = BridgeConfig::load(None, &[("prefix", "a/+".into())]).expect_err("bad prefix");
+    let err = BridgeConfig::load(None, [("prefix", "a/+")]).expect_err("bad prefix");
     assert!(err.to_string().contains("prefix"), "{err}");
-    let err = BridgeConfig::load(None, &[("mqtt", "http://x".into())]).expect_err("bad url");
+    let err = BridgeConfig::load(None, [("mqtt", "http://x")]).expect_err("bad url");
     assert!(err.to_string().contains("mqtt"), "{err}");
 
     let mut cmd = bridge();

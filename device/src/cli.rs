@@ -12,6 +12,7 @@ use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
 use tapgate_runtime::mqtt::MqttArgs;
+use tapgate_runtime::settings::Overrides;
 
 use crate::config::{DeviceConfig, HardwareKind, SoundKind};
 use crate::hw::console::{run_console, sim_hardware, ConsoleLights, HELP};
@@ -76,17 +77,12 @@ pub struct GateArgs {
 impl GateArgs {
     /// Loads and validates the layered settings.
     pub fn load(&self) -> Result<DeviceConfig, DeviceError> {
-        let mut o = Vec::new();
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push((k.to_owned(), v));
-            }
-        };
-        put("offline_policy", self.offline_policy.map(|p| p.to_string()));
-        put("green_for", dur(self.green_for));
-        put("pins.red", self.pin_red.map(|v| v.to_string()));
-        put("pins.amber", self.pin_amber.map(|v| v.to_string()));
-        put("pins.green", self.pin_green.map(|v| v.to_string()));
+        let mut o = Overrides::new();
+        o.put("offline_policy", self.offline_policy.map(|p| p.to_string()));
+        o.put("green_for", dur(self.green_for));
+        o.put("pins.red", self.pin_red.map(|v| v.to_string()));
+        o.put("pins.amber", self.pin_amber.map(|v| v.to_string()));
+        o.put("pins.green", self.pin_green.map(|v| v.to_string()));
         self.device.load_with(o)
     }
 }
@@ -114,16 +110,11 @@ pub struct TerminalArgs {
 impl TerminalArgs {
     /// Loads and validates the layered settings.
     pub fn load(&self) -> Result<DeviceConfig, DeviceError> {
-        let mut o = Vec::new();
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push((k.to_owned(), v));
-            }
-        };
-        put("button_settle", dur(self.button_settle));
-        put("pins.single", self.pin_single.map(|v| v.to_string()));
-        put("pins.ten_trip", self.pin_ten_trip.map(|v| v.to_string()));
-        put("pins.two_hour", self.pin_two_hour.map(|v| v.to_string()));
+        let mut o = Overrides::new();
+        o.put("button_settle", dur(self.button_settle));
+        o.put("pins.single", self.pin_single.map(|v| v.to_string()));
+        o.put("pins.ten_trip", self.pin_ten_trip.map(|v| v.to_string()));
+        o.put("pins.two_hour", self.pin_two_hour.map(|v| v.to_string()));
         self.device.load_with(o)
     }
 }
@@ -178,35 +169,28 @@ pub struct DeviceArgs {
 
 impl DeviceArgs {
     /// The flags (and environment) that were given, as config keys and values.
-    pub fn overrides(&self) -> Vec<(String, String)> {
-        let mut o = Vec::new();
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push((k.to_owned(), v));
-            }
-        };
-        put("id", self.id.clone());
-        for (k, v) in self.broker.overrides() {
-            put(k, Some(v));
-        }
-        put("prefix", self.prefix.clone());
-        put("decision_timeout", dur(self.decision_timeout));
-        put("card_hold", dur(self.card_hold));
-        put("queue_limit", self.queue_limit.map(|v| v.to_string()));
-        put("keep_alive", dur(self.keep_alive));
-        put("hardware", self.hardware.clone());
-        put("sound", self.sound.clone());
-        put("reader_poll", dur(self.reader_poll));
-        put("pins.reset", self.pin_reset.map(|v| v.to_string()));
-        put("pins.spi_hz", self.spi_hz.map(|v| v.to_string()));
+    pub fn overrides(&self) -> Overrides {
+        let mut o = Overrides::new();
+        o.put("id", self.id.clone());
+        o.extend(self.broker.overrides());
+        o.put("prefix", self.prefix.clone());
+        o.put("decision_timeout", dur(self.decision_timeout));
+        o.put("card_hold", dur(self.card_hold));
+        o.put("queue_limit", self.queue_limit.map(|v| v.to_string()));
+        o.put("keep_alive", dur(self.keep_alive));
+        o.put("hardware", self.hardware.clone());
+        o.put("sound", self.sound.clone());
+        o.put("reader_poll", dur(self.reader_poll));
+        o.put("pins.reset", self.pin_reset.map(|v| v.to_string()));
+        o.put("pins.spi_hz", self.spi_hz.map(|v| v.to_string()));
         o
     }
 
     /// Loads and validates these settings plus a kind's own (`extra`).
-    fn load_with(&self, extra: Vec<(String, String)>) -> Result<DeviceConfig, DeviceError> {
+    fn load_with(&self, extra: Overrides) -> Result<DeviceConfig, DeviceError> {
         let mut o = self.overrides();
         o.extend(extra);
-        Ok(DeviceConfig::load(self.config.as_deref(), &o)?)
+        Ok(DeviceConfig::load(self.config.as_deref(), o)?)
     }
 }
 

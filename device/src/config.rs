@@ -139,32 +139,16 @@ impl Default for DeviceConfig {
     }
 }
 
-/// A setting that cannot work.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file or a layer could not be read or parsed.
-    #[error("cannot load settings: {0}")]
-    Load(#[from] config::ConfigError),
-    /// A value is out of range or malformed.
-    #[error("invalid setting `{field}`: {why}")]
-    Invalid {
-        /// The setting's name.
-        field: &'static str,
-        /// What is wrong with it.
-        why: String,
-    },
-}
+/// A setting that cannot work (the runtime's, shared by every program).
+pub use tapgate_runtime::settings::SettingsError as ConfigError;
 
 /// Layers defaults, the optional TOML file and `overrides` (environment and flags, already
 /// merged by the caller) into `T`.
-pub fn load_layers<T: DeserializeOwned>(
+pub fn load_layers<T: DeserializeOwned, K: AsRef<str>, V: Into<config::Value>>(
     file: Option<&Path>,
-    overrides: &[(String, String)],
+    overrides: impl IntoIterator<Item = (K, V)>,
 ) -> Result<T, ConfigError> {
-    Ok(tapgate_runtime::settings::load(
-        file,
-        overrides.iter().map(|(k, v)| (k, v.as_str())),
-    )?)
+    Ok(tapgate_runtime::settings::load(file, overrides)?)
 }
 
 /// Broker settings from the `mqtt*` settings shared by devices and the simulator.
@@ -175,15 +159,15 @@ pub(crate) fn broker_settings(broker: &BrokerConfig) -> Result<BrokerSettings, C
 }
 
 pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        why: why.into(),
-    }
+    ConfigError::invalid(field, why)
 }
 
 impl DeviceConfig {
     /// Loads and validates the layers (see [`load_layers`]).
-    pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Self, ConfigError> {
+    pub fn load<K: AsRef<str>, V: Into<config::Value>>(
+        file: Option<&Path>,
+        overrides: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError> {
         let cfg: DeviceConfig = load_layers(file, overrides)?;
         cfg.validate()?;
         Ok(cfg)
@@ -265,7 +249,7 @@ mod tests {
             "id = \"g1\"\noffline_policy = \"fail-open\"\ndecision_timeout = \"2s\"\n[pins]\nred = 5\n",
         )
         .expect("write");
-        let cfg = DeviceConfig::load(Some(&file), &[o("decision_timeout", "750ms")]).expect("load");
+        let cfg = DeviceConfig::load(Some(&file), [o("decision_timeout", "750ms")]).expect("load");
         assert_eq!(cfg.id, "g1");
         assert_eq!(cfg.offline_policy, OfflinePolicy::FailOpen);
         assert_eq!(
@@ -278,7 +262,7 @@ mod tests {
 
         std::fs::write(&file, "id = \"g1\"\ncolour = \"red\"\n").expect("write");
         assert!(matches!(
-            DeviceConfig::load(Some(&file), &[]),
+            DeviceConfig::load(Some(&file), Vec::<(String, String)>::new()),
             Err(ConfigError::Load(_))
         ));
         let bad = [
@@ -298,11 +282,11 @@ mod tests {
         ];
         for overrides in bad {
             assert!(
-                DeviceConfig::load(None, &overrides).is_err(),
+                DeviceConfig::load(None, overrides.clone()).is_err(),
                 "{overrides:?}"
             );
         }
-        let cfg = DeviceConfig::load(None, &[o("id", "t1"), o("pins.two_hour", "6")]).expect("ok");
+        let cfg = DeviceConfig::load(None, [o("id", "t1"), o("pins.two_hour", "6")]).expect("ok");
         assert_eq!(cfg.pins.two_hour, 6);
     }
 }

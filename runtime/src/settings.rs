@@ -95,6 +95,32 @@ pub fn broker_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BrokerUrl, D
     BrokerUrl::parse(&text).map_err(serde::de::Error::custom)
 }
 
+/// A program's settings that cannot work: the programs' settings errors, defined once.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file or a layer could not be read or parsed.
+    #[error("cannot load settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range or malformed.
+    #[error("invalid setting `{field}`: {why}")]
+    Invalid {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+impl SettingsError {
+    /// `field` cannot work, because `why`.
+    pub fn invalid(field: &'static str, why: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            why: why.into(),
+        }
+    }
+}
+
 /// Reads a topic prefix setting as its [`Topics`]:
 /// `#[serde(deserialize_with = "tapgate_runtime::settings::topics")]`.
 pub fn topics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Topics, D::Error> {

@@ -7,6 +7,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings, MqttArgs};
+use tapgate_runtime::settings::Overrides;
 
 use crate::config::{broker_settings, invalid, load_layers, ConfigError};
 
@@ -245,45 +246,38 @@ pub struct SimArgs {
 impl SimArgs {
     /// Loads and validates the layered settings.
     pub fn load(&self) -> Result<SimConfig, ConfigError> {
-        let mut o: Vec<(String, String)> = Vec::new();
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                o.push((k.to_owned(), v));
-            }
-        };
+        let mut o = Overrides::new();
         let dur = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
-        for (k, v) in self.broker.overrides() {
-            put(k, Some(v));
-        }
-        put(
+        o.extend(self.broker.overrides());
+        o.put(
             "devices",
             self.devices.as_ref().map(|p| p.display().to_string()),
         );
-        put("prefix", self.prefix.clone());
-        put("gates", self.gates.map(|v| v.to_string()));
-        put("terminals", self.terminals.map(|v| v.to_string()));
-        put("riders", self.riders.map(|v| v.to_string()));
-        put("rate", self.rate.map(|v| v.to_string()));
-        put("duration", dur(self.duration));
-        put("grace", dur(self.grace));
-        put("seed", self.seed.map(|v| v.to_string()));
-        put("json", self.json.as_ref().map(|p| p.display().to_string()));
-        put("two_hour_duration", dur(self.two_hour_duration));
-        put("sale_timeout", dur(self.sale_timeout));
-        put("drop_every", dur(self.drop_every));
-        put("drop_for", dur(self.drop_for));
-        put("garbage", self.garbage.map(|v| v.to_string()));
-        put("no_pass", self.no_pass.map(|v| v.to_string()));
-        put("mismatch", self.mismatch.map(|v| v.to_string()));
-        put("button_first", self.button_first.map(|v| v.to_string()));
-        put("rebuy", self.rebuy.map(|v| v.to_string()));
-        put("outage", self.outage.map(|v| v.to_string()));
-        put("outage_age", dur(self.outage_age));
-        put("decision_window", dur(self.decision_window));
+        o.put("prefix", self.prefix.clone());
+        o.put("gates", self.gates.map(|v| v.to_string()));
+        o.put("terminals", self.terminals.map(|v| v.to_string()));
+        o.put("riders", self.riders.map(|v| v.to_string()));
+        o.put("rate", self.rate.map(|v| v.to_string()));
+        o.put("duration", dur(self.duration));
+        o.put("grace", dur(self.grace));
+        o.put("seed", self.seed.map(|v| v.to_string()));
+        o.put("json", self.json.as_ref().map(|p| p.display().to_string()));
+        o.put("two_hour_duration", dur(self.two_hour_duration));
+        o.put("sale_timeout", dur(self.sale_timeout));
+        o.put("drop_every", dur(self.drop_every));
+        o.put("drop_for", dur(self.drop_for));
+        o.put("garbage", self.garbage.map(|v| v.to_string()));
+        o.put("no_pass", self.no_pass.map(|v| v.to_string()));
+        o.put("mismatch", self.mismatch.map(|v| v.to_string()));
+        o.put("button_first", self.button_first.map(|v| v.to_string()));
+        o.put("rebuy", self.rebuy.map(|v| v.to_string()));
+        o.put("outage", self.outage.map(|v| v.to_string()));
+        o.put("outage_age", dur(self.outage_age));
+        o.put("decision_window", dur(self.decision_window));
         if self.strict {
-            put("strict", Some("true".into()));
+            o.put("strict", Some("true"));
         }
-        let cfg: SimConfig = load_layers(self.config.as_deref(), &o)?;
+        let cfg: SimConfig = load_layers(self.config.as_deref(), o)?;
         cfg.validate()?;
         Ok(cfg)
     }
