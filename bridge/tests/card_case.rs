@@ -5,7 +5,7 @@
 mod support;
 
 use support::{buy, Stack};
-use tapgate_protocol::{keys, CardId, DeviceKind};
+use tapgate_protocol::{fields, keys, CardId, DeviceKind};
 
 /// Blocks a card the way the monitor does (`monitor/src/web/blocklist.rs`): the card id from the
 /// operator's request through `CardId::new`, then the card's blocked hash and the index field.
@@ -14,11 +14,11 @@ async fn block_like_the_monitor(stack: &Stack, typed: &str) {
     let mut con = stack.redis().await;
     let _: () = redis::cmd("HSET")
         .arg(keys::blocked(&card))
-        .arg("reason")
+        .arg(fields::blocked::REASON)
         .arg("stolen")
-        .arg("by")
+        .arg(fields::blocked::BY)
         .arg("alice")
-        .arg("at")
+        .arg(fields::blocked::AT)
         .arg(0)
         .query_async(&mut con)
         .await
@@ -37,7 +37,7 @@ async fn legacy_block(stack: &Stack, raw: &str) {
     let mut con = stack.redis().await;
     let _: () = redis::cmd("HSET")
         .arg(format!("tapgate:card:{{{raw}}}:blocked"))
-        .arg("reason")
+        .arg(fields::blocked::REASON)
         .arg("lost")
         .query_async(&mut con)
         .await

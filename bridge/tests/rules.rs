@@ -5,6 +5,8 @@ mod support;
 use std::time::Duration;
 
 use support::{buy, Stack};
+use tapgate_protocol::fields::{self, presence};
+use tapgate_protocol::stream;
 use tapgate_protocol::{keys, DeviceKind};
 
 const GATE: DeviceKind = DeviceKind::Gate;
@@ -29,11 +31,21 @@ async fn single_use_admits_once() {
     assert_eq!(stack.counter(keys::COUNTERS_ENTRIES, "SINGLE_USE").await, 1);
     assert_eq!(stack.counter(keys::COUNTERS_DENIED, "no_pass").await, 1);
     assert_eq!(
-        stack.counter("tapgate:counters:device:g1", "granted").await,
+        stack
+            .counter(
+                "tapgate:counters:device:g1",
+                fields::device_counters::GRANTED
+            )
+            .await,
         1
     );
     assert_eq!(
-        stack.counter("tapgate:counters:device:g1", "denied").await,
+        stack
+            .counter(
+                "tapgate:counters:device:g1",
+                fields::device_counters::DENIED
+            )
+            .await,
         1
     );
     assert_eq!(
@@ -195,7 +207,7 @@ async fn blocked_card_is_denied_everywhere_and_not_sold() {
     let mut con = stack.redis().await;
     let _: () = redis::cmd("HSET")
         .arg(keys::blocked(&card))
-        .arg("reason")
+        .arg(fields::blocked::REASON)
         .arg("stolen")
         .query_async(&mut con)
         .await
@@ -210,7 +222,7 @@ async fn blocked_card_is_denied_everywhere_and_not_sold() {
     // The pass itself is untouched while blocked.
     let trips: Option<u32> = redis::cmd("HGET")
         .arg(keys::pass(&card))
-        .arg("trips")
+        .arg(fields::pass::TRIPS)
         .query_async(&mut con)
         .await
         .expect("HGET");
@@ -276,16 +288,16 @@ async fn events_are_published_and_streamed_once() {
         .query_async(&mut con)
         .await
         .expect("XRANGE");
-    let fields: std::collections::BTreeMap<String, String> = entry.ids[0]
+    let values: std::collections::BTreeMap<String, String> = entry.ids[0]
         .map
         .keys()
         .filter_map(|k| Some((k.clone(), entry.ids[0].get::<String>(k)?)))
         .collect();
-    let mut streamed = tapgate_protocol::Event::from_stream_map(&fields).expect("event");
+    let mut streamed = tapgate_protocol::Event::from_stream_map(&values).expect("event");
     streamed.seq = Some(recent[0].clone());
     assert_eq!(serde_json::to_value(&streamed).expect("json"), used);
-    assert_eq!(fields["event"], "pass-used");
-    assert_eq!(fields["trips"], "9");
+    assert_eq!(values[stream::EVENT], "pass-used");
+    assert_eq!(values[stream::TRIPS], "9");
 }
 
 #[tokio::test]
@@ -299,36 +311,36 @@ async fn device_presence_is_recorded() {
         .publish("tapgate/gate/g7/heartbeat", r#"{"uptime_s":42}"#)
         .await;
     let mut con = stack.redis().await;
-    let mut fields = std::collections::HashMap::<String, String>::new();
+    let mut hash = std::collections::HashMap::<String, String>::new();
     for _ in 0..50 {
-        fields = redis::cmd("HGETALL")
+        hash = redis::cmd("HGETALL")
             .arg("tapgate:device:gate:g7")
             .query_async(&mut con)
             .await
             .expect("HGETALL");
-        if fields.get("uptime_s").map(String::as_str) == Some("42") {
+        if hash.get(presence::UPTIME_S).map(String::as_str) == Some("42") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        fields.get("online").map(String::as_str),
+        hash.get(presence::ONLINE).map(String::as_str),
         Some("1"),
-        "{fields:?}"
+        "{hash:?}"
     );
     assert_eq!(
-        fields.get("uptime_s").map(String::as_str),
+        hash.get(presence::UPTIME_S).map(String::as_str),
         Some("42"),
-        "{fields:?}"
+        "{hash:?}"
     );
-    assert!(fields.contains_key("last_seen"));
+    assert!(hash.contains_key(presence::LAST_SEEN));
     probe
         .publish_retained("tapgate/gate/g7/status", "offline")
         .await;
     for _ in 0..50 {
         let online: Option<String> = redis::cmd("HGET")
             .arg("tapgate:device:gate:g7")
-            .arg("online")
+            .arg(presence::ONLINE)
             .query_async(&mut con)
             .await
             .expect("HGET");
