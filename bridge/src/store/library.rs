@@ -27,6 +27,10 @@ pub enum Function {
 impl Function {
     const ALL: [Function; 3] = [Function::Decide, Function::Clock, Function::Reject];
 
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn stem(self) -> &'static str {
         match self {
             Function::Decide => "decide",
@@ -49,7 +53,8 @@ impl Function {
 #[derive(Debug, Clone)]
 pub struct Library {
     text: String,
-    version: String,
+    /// The registered name of each function, by [`Function::index`]: built once, not per call.
+    names: [String; 3],
 }
 
 impl Default for Library {
@@ -72,15 +77,16 @@ impl Library {
         // The hash of the chunks names this version: 16 hex digits of their SHA-1.
         let hash = Script::new(&body).get_hash().to_owned();
         let version = hash.get(..16).unwrap_or(&hash).to_owned();
+        let names = Function::ALL.map(|f| format!("tapgate_{}_{version}", f.stem()));
         let mut text = format!("#!lua name=tapgate_{version}\n{body}");
         for f in Function::ALL {
             text.push_str(&format!(
-                "redis.register_function('tapgate_{}_{version}', {})\n",
-                f.stem(),
+                "redis.register_function('{}', {})\n",
+                names[f.index()],
                 f.stem()
             ));
         }
-        Self { text, version }
+        Self { text, names }
     }
 
     /// The library's source, as loaded.
@@ -89,8 +95,8 @@ impl Library {
     }
 
     /// The name `function` is registered under.
-    pub fn name(&self, function: Function) -> String {
-        format!("tapgate_{}_{}", function.stem(), self.version)
+    pub fn name(&self, function: Function) -> &str {
+        &self.names[function.index()]
     }
 
     /// `FCALL` of `function` with `keys`; add the arguments to the command returned.
