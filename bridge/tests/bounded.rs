@@ -241,17 +241,13 @@ async fn qos1_flood_with_one_slot_queues_is_all_decided() {
     const TAPS: u64 = 5_000;
     let stack = Stack::start(|c| c.shard_queue = 1).await;
     let mut con = stack.redis().await;
-    let _: () = redis::cmd("HSET")
-        .arg(keys::pass(&CardId::new("7777").expect("card")))
-        .arg("type")
-        .arg("TEN_TRIP")
-        .arg("trips")
-        .arg(10)
-        .arg("issued_at")
-        .arg(0)
-        .query_async(&mut con)
-        .await
-        .expect("HSET pass");
+    support::put_pass(
+        &mut con,
+        &CardId::new("7777").expect("card"),
+        "TEN_TRIP",
+        10,
+    )
+    .await;
     let mut ordered = support::device(&stack, DeviceKind::Gate, "ordered").await;
     let flooder = MqttProbe::connect(stack.broker.port(), "flooder").await;
     for n in 0..TAPS {

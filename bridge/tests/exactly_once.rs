@@ -12,18 +12,8 @@ use tokio::task::JoinSet;
 
 async fn give_pass(stack: &Stack, card: &str, pass_type: &str, trips: u32) {
     let mut con = stack.redis().await;
-    let key = keys::pass(&CardId::new(card).expect("card"));
-    let _: () = redis::cmd("HSET")
-        .arg(key)
-        .arg("type")
-        .arg(pass_type)
-        .arg("trips")
-        .arg(trips)
-        .arg("issued_at")
-        .arg(0)
-        .query_async(&mut con)
-        .await
-        .expect("HSET pass");
+    let card = CardId::new(card).expect("card");
+    support::put_pass(&mut con, &card, pass_type, trips).await;
 }
 
 /// Connects `n` gates and has each tap `card` once, all at the same moment.

@@ -2,26 +2,16 @@
 //! gets it back on the next call of each function, and a redelivery decided before the library
 //! (a seen record holding the older JSON result) still gets its stored answer.
 
-use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
-use tapgate_protocol::rules::{Input, TimeSettings};
+mod support;
+
+use tapgate_bridge::store::{Answer, Request, Store};
+use tapgate_protocol::rules::Input;
 use tapgate_protocol::{
     keys, CardId, DeviceId, DeviceKind, Event, EventKind, MessageId, Outcome, PassType,
 };
 use tapgate_testkit::RedisServer;
 
 const NOW: u64 = 1_700_000_000_000;
-
-fn settings() -> StoreSettings {
-    StoreSettings {
-        two_hour_ms: 7_200_000,
-        sale_timeout_ms: 30_000,
-        seen_ttl_s: 3600,
-        stream_maxlen: 1000,
-        recent_ttl_s: 3600,
-        device_ttl_s: 3600,
-        time: TimeSettings::default(),
-    }
-}
 
 async fn admin(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
@@ -58,7 +48,7 @@ async fn gate_tap(store: &Store, device: &DeviceId, id: &str, card: &CardId) -> 
 #[tokio::test]
 async fn functions_lost_by_redis_are_loaded_again() {
     let redis = RedisServer::start();
-    let store = Store::connect(&redis.url(), None, settings())
+    let store = Store::connect(&redis.url(), None, support::store_settings())
         .await
         .expect("store");
     let mut con = admin(&redis).await;
@@ -101,7 +91,7 @@ async fn functions_lost_by_redis_are_loaded_again() {
 #[tokio::test]
 async fn a_result_stored_as_json_is_replayed() {
     let redis = RedisServer::start();
-    let store = Store::connect(&redis.url(), None, settings())
+    let store = Store::connect(&redis.url(), None, support::store_settings())
         .await
         .expect("store");
     let mut con = admin(&redis).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{device, Device, MessageTopic, Stack, WAIT};
-use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
+use tapgate_bridge::store::{Answer, Request, Store};
 use tapgate_protocol::rules::{Input, TimeSettings};
 use tapgate_protocol::{
     keys, CardId, DeviceId, DeviceKind, MessageId, Outcome, PassType, Stamp, TapMode,
@@ -26,17 +26,8 @@ async fn give_pass(stack: &Stack, card: &str, pass_type: PassType) {
     } else {
         0
     };
-    let _: () = redis::cmd("HSET")
-        .arg(keys::pass(&CardId::new(card).expect("card")))
-        .arg("type")
-        .arg(pass_type.as_str())
-        .arg("trips")
-        .arg(trips)
-        .arg("issued_at")
-        .arg(0)
-        .query_async(&mut con)
-        .await
-        .expect("HSET");
+    let card = CardId::new(card).expect("card");
+    support::put_pass(&mut con, &card, pass_type.as_str(), trips).await;
 }
 
 async fn pass_field(stack: &Stack, card: &str, field: &str) -> Option<u64> {
@@ -202,38 +193,16 @@ async fn two_hour_window_starts_at_the_offline_entry() {
 #[tokio::test]
 async fn offline_two_hour_entry_at_eight_settled_at_half_past_expires_at_ten() {
     let redis = RedisServer::start();
-    let store = Store::connect(
-        &redis.url(),
-        None,
-        StoreSettings {
-            two_hour_ms: 2 * HOUR,
-            sale_timeout_ms: 30_000,
-            seen_ttl_s: 3600,
-            stream_maxlen: 1000,
-            recent_ttl_s: 3600,
-            device_ttl_s: 3600,
-            time: TimeSettings::default(),
-        },
-    )
-    .await
-    .expect("store");
+    let store = Store::connect(&redis.url(), None, support::store_settings())
+        .await
+        .expect("store");
     let card = CardId::new("TWO").expect("card");
     let mut con = redis::Client::open(redis.url())
         .expect("client")
         .get_multiplexed_async_connection()
         .await
         .expect("connection");
-    let _: () = redis::cmd("HSET")
-        .arg(keys::pass(&card))
-        .arg("type")
-        .arg("TWO_HOUR")
-        .arg("trips")
-        .arg(0)
-        .arg("issued_at")
-        .arg(0)
-        .query_async(&mut con)
-        .await
-        .expect("HSET");
+    support::put_pass(&mut con, &card, "TWO_HOUR", 0).await;
     // 2026-12-01 08:00 UTC.
     let eight = 1_796_112_000_000;
     let g1 = DeviceId::new("g1").expect("device");
@@ -389,38 +358,16 @@ async fn offline_is_for_gates_and_unstamped_taps_are_accepted_until_required() {
 async fn seen_records_live_as_long_as_a_redelivery_can_be_decided() {
     let redis = RedisServer::start();
     let time = TimeSettings::default();
-    let store = Store::connect(
-        &redis.url(),
-        None,
-        StoreSettings {
-            two_hour_ms: 2 * HOUR,
-            sale_timeout_ms: 30_000,
-            seen_ttl_s: 3600,
-            stream_maxlen: 1000,
-            recent_ttl_s: 3600,
-            device_ttl_s: 3600,
-            time,
-        },
-    )
-    .await
-    .expect("store");
+    let store = Store::connect(&redis.url(), None, support::store_settings())
+        .await
+        .expect("store");
     let card = CardId::new("TEN").expect("card");
     let mut con = redis::Client::open(redis.url())
         .expect("client")
         .get_multiplexed_async_connection()
         .await
         .expect("connection");
-    let _: () = redis::cmd("HSET")
-        .arg(keys::pass(&card))
-        .arg("type")
-        .arg("TEN_TRIP")
-        .arg("trips")
-        .arg(10)
-        .arg("issued_at")
-        .arg(0)
-        .query_async(&mut con)
-        .await
-        .expect("HSET");
+    support::put_pass(&mut con, &card, "TEN_TRIP", 10).await;
     let g1 = DeviceId::new("g1").expect("device");
     let input = Input::GateTap(card.clone());
     let now = now_ms();

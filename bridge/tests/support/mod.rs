@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
+use redis::aio::ConnectionLike;
 use serde_json::Value;
+use tapgate_bridge::store::StoreSettings;
 pub use tapgate_bridge::testing::Stack;
-use tapgate_protocol::{DeviceId, DeviceKind, Topics};
+use tapgate_protocol::rules::TimeSettings;
+use tapgate_protocol::{fields, keys, CardId, DeviceId, DeviceKind, Topics};
 use tapgate_testkit::MqttProbe;
 
 /// How long a test waits for a decision before failing.
@@ -126,4 +129,33 @@ pub async fn buy(terminal: &mut Device, card: &str, pass: &str) -> Value {
     let d = terminal.tap(card).await;
     assert_eq!(d["outcome"], "pass_issued", "{d}");
     d
+}
+
+/// Store settings for tests that call the store directly: two-hour passes of two hours, 30 s
+/// sales, records and history kept an hour, a stream of 1,000, default time limits.
+pub fn store_settings() -> StoreSettings {
+    StoreSettings {
+        two_hour_ms: 2 * 3_600_000,
+        sale_timeout_ms: 30_000,
+        seen_ttl_s: 3600,
+        stream_maxlen: 1000,
+        recent_ttl_s: 3600,
+        device_ttl_s: 3600,
+        time: TimeSettings::default(),
+    }
+}
+
+/// Writes a pass on `card` the way the decide function stores a fresh one (issued at 0).
+pub async fn put_pass(con: &mut impl ConnectionLike, card: &CardId, pass_type: &str, trips: u32) {
+    let _: () = redis::cmd("HSET")
+        .arg(keys::pass(card))
+        .arg(fields::pass::TYPE)
+        .arg(pass_type)
+        .arg(fields::pass::TRIPS)
+        .arg(trips)
+        .arg(fields::pass::ISSUED_AT)
+        .arg(0)
+        .query_async(con)
+        .await
+        .expect("HSET pass");
 }
