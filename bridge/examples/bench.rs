@@ -15,6 +15,8 @@
 //! bytes per tap retained (`used_memory` before and after the rate's taps); at the end, the
 //! bridge's CPU per tap over the null bridge's at every rate both passed.
 
+mod stats;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -459,17 +461,7 @@ fn used_memory(port: u16) -> i64 {
 
 /// Decide calls (`FCALL` of the bridge's function library) and µs so far.
 fn decide_calls(port: u16) -> (u64, u64) {
-    let info = redis_info(port, "commandstats");
-    let Some(line) = info.lines().find_map(|l| l.strip_prefix("cmdstat_fcall:")) else {
-        return (0, 0);
-    };
-    let field = |name: &str| {
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("calls="), field("usec="))
+    stats::command_calls(&redis_info(port, "commandstats"), "fcall")
 }
 
 /// The mosquitto process whose command line names its directory.

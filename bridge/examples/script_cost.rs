@@ -10,6 +10,8 @@
 //! retained per tap right after the taps (`used_memory` delta) and once the idempotency records
 //! have expired.
 
+mod stats;
+
 use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,10 +34,10 @@ enum Version {
 
 impl Version {
     /// The `INFO commandstats` entry its calls are counted under.
-    fn stat(self) -> &'static str {
+    fn command(self) -> &'static str {
         match self {
-            Version::Old => "cmdstat_evalsha:",
-            Version::New => "cmdstat_fcall:",
+            Version::Old => "evalsha",
+            Version::New => "fcall",
         }
     }
 }
@@ -192,17 +194,7 @@ async fn used_memory(con: &mut MultiplexedConnection) -> i64 {
 
 /// Calls of `version` and µs so far.
 async fn calls(con: &mut MultiplexedConnection, version: Version) -> (u64, u64) {
-    let info = info(con, "commandstats").await;
-    let Some(line) = info.lines().find_map(|l| l.strip_prefix(version.stat())) else {
-        return (0, 0);
-    };
-    let field = |name: &str| {
-        line.split(',')
-            .find_map(|kv| kv.strip_prefix(name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("calls="), field("usec="))
+    stats::command_calls(&info(con, "commandstats").await, version.command())
 }
 
 /// Runs `taps` taps through `version` in pipelines of 1,000.
