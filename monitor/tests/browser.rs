@@ -150,6 +150,16 @@ async fn wait_text(c: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// Clicks the element `css` names.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
 async fn log_in(c: &Client, dash: &Dashboard, who: (&str, &str)) {
     c.goto(&dash.url("/")).await.expect("open dashboard");
     let url = c.current_url().await.expect("url");
@@ -170,12 +180,7 @@ async fn log_in(c: &Client, dash: &Dashboard, who: (&str, &str)) {
         .send_keys(who.1)
         .await
         .expect("type password");
-    c.find(Locator::Css("#login-submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(c, "#login-submit").await;
     wait_text(c, "#live-status", |t| t == "live").await;
     wait_text(c, "#operator", |t| t.contains(who.0)).await;
 }
@@ -326,12 +331,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
         .send_keys("0412AB")
         .await
         .expect("type card");
-    a.find(Locator::Css("#card-lookup"))
-        .await
-        .expect("lookup")
-        .click()
-        .await
-        .expect("click");
+    click(&a, "#card-lookup").await;
     wait_text(&a, "#card-details", |t| {
         t.contains("Ten trip") && t.contains("9 of 10")
     })
@@ -343,12 +343,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
         .select_by_value("stolen")
         .await
         .expect("select");
-    a.find(Locator::Css("#block-btn"))
-        .await
-        .expect("block")
-        .click()
-        .await
-        .expect("click");
+    click(&a, "#block-btn").await;
     wait_text(&a, "#card-message", |t| t.contains("blocked")).await;
     wait_text(&b, "#blocked-body", |t| {
         t.contains("0412AB") && t.contains("stolen")
@@ -406,12 +401,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
         .expect("card input");
     input.clear().await.expect("clear");
     input.send_keys("77F0").await.expect("type card");
-    a.find(Locator::Css("#card-lookup"))
-        .await
-        .expect("lookup")
-        .click()
-        .await
-        .expect("click");
+    click(&a, "#card-lookup").await;
     let details = wait_text(&a, "#card-details", |t| {
         t.contains("77F0") && t.contains("Two hour")
     })
@@ -522,13 +512,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     // Bob ends every session of his: his page goes back to the login page.
     let bob_two = driver.browser(&profiles.path().join("b2")).await;
     log_in(&bob_two, &dash, BOB).await;
-    bob_two
-        .find(Locator::Css("#logout-everywhere"))
-        .await
-        .expect("logout everywhere")
-        .click()
-        .await
-        .expect("click");
+    click(&bob_two, "#logout-everywhere").await;
     let deadline = Instant::now() + WAIT;
     while b.current_url().await.expect("url").path() != "/login" {
         assert!(
@@ -541,12 +525,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     log_in(&b, &dash, BOB).await;
 
     // Logging out ends Alice's session; Bob stays.
-    a.find(Locator::Css("#logout"))
-        .await
-        .expect("logout")
-        .click()
-        .await
-        .expect("click");
+    click(&a, "#logout").await;
     let deadline = Instant::now() + WAIT;
     while a.current_url().await.expect("url").path() != "/login" {
         assert!(Instant::now() < deadline, "not sent to the login page");
