@@ -238,7 +238,7 @@ impl Processor {
         } else {
             info!(device = %topic.device, kind = %topic.kind, skew_ms, "Device clock is back within the allowed skew");
         }
-        self.publish_notice(&notice);
+        self.publish_event(&notice);
     }
 
     async fn decide(
@@ -313,7 +313,7 @@ impl Processor {
             self.publish_event(event);
         }
         for notice in &decided.notices {
-            self.publish_notice(notice);
+            self.publish_event(notice);
         }
         true
     }
@@ -426,16 +426,11 @@ impl Processor {
             .decision(kind, &decision.outcome, received.elapsed());
     }
 
-    /// Publishes an event (at QoS 0, see [`crate::mqtt`]); the Redis stream already holds it.
+    /// Publishes an event or notice (at QoS 0, see [`crate::mqtt`]); the Redis stream already
+    /// holds it. Only pass events carry a pass segment in their topic.
     fn publish_event(&self, event: &Event) {
         let topic = self.topics.event(event.event, event.pass_type());
         self.events.publish(topic, event.to_json().into());
-    }
-
-    /// Publishes a notice (at QoS 0, see [`crate::mqtt`]); the Redis stream already holds it.
-    fn publish_notice(&self, notice: &Notice) {
-        let topic = self.topics.event(notice.event, None);
-        self.events.publish(topic, notice.to_json().into());
     }
 
     /// Runs `op` until it succeeds, retrying connection failures with backoff (Redis down must
