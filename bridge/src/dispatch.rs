@@ -54,11 +54,14 @@ pub struct Inbound {
     pub payload_len: usize,
     /// The topic's length as received, bytes.
     pub topic_len: usize,
+    /// The connection it came in on (its acknowledgement is only good there).
+    pub session: u64,
 }
 
 impl Inbound {
-    /// Drops the parts of `publish` no handler will read, so a queued message stays small.
-    pub fn new(mut publish: Publish) -> Self {
+    /// Drops the parts of `publish` (received on connection `session`) no handler will read, so
+    /// a queued message stays small.
+    pub fn new(mut publish: Publish, session: u64) -> Self {
         let payload_len = publish.payload.len();
         let topic_len = publish.topic.len();
         if payload_len > MAX_PAYLOAD_BYTES {
@@ -71,6 +74,7 @@ impl Inbound {
             publish,
             payload_len,
             topic_len,
+            session,
         }
     }
 }
@@ -128,9 +132,9 @@ impl Dispatcher {
 
     /// Queues a publish on its device's shard without waiting: a QoS 0 message is dropped (and
     /// counted) if the shard is full; a QoS 1 message joins the line if the shard is full or the
-    /// line is not empty.
-    pub fn offer(&self, publish: Publish) {
-        let inbound = Inbound::new(publish);
+    /// line is not empty. `session` is the connection it came in on.
+    pub fn offer(&self, publish: Publish, session: u64) {
+        let inbound = Inbound::new(publish, session);
         let qos0 = inbound.publish.qos == QoS::AtMostOnce;
         if !qos0 && self.waiting.load(Ordering::Acquire) > 0 {
             self.wait(inbound);
@@ -223,12 +227,12 @@ mod tests {
             QoS::AtLeastOnce,
             vec![b'x'; 70 * 1024],
         );
-        let i = Inbound::new(p);
+        let i = Inbound::new(p, 0);
         assert_eq!(i.payload_len, 70 * 1024);
         assert!(i.publish.payload.is_empty());
         assert_eq!(i.publish.topic, "tapgate/gate/g1/tap");
         let p = Publish::new("t".repeat(MAX_TOPIC_BYTES + 1), QoS::AtMostOnce, "{}");
-        let i = Inbound::new(p);
+        let i = Inbound::new(p, 0);
         assert!(i.publish.topic.is_empty());
         assert_eq!(i.topic_len, MAX_TOPIC_BYTES + 1);
         assert_eq!(&i.publish.payload[..], b"{}");

@@ -15,9 +15,11 @@
 //! `ManualClock` instead of sleeping until a pass or sale expires).
 
 pub mod config;
+pub mod connection;
 pub mod dispatch;
 pub mod metrics;
 pub mod mqtt;
+pub mod outbox;
 pub mod process;
 pub mod store;
 pub mod summary;
@@ -67,7 +69,6 @@ pub enum BridgeError {
 pub struct BridgeHandle {
     shutdown: CancellationToken,
     stop_loop: CancellationToken,
-    client: rumqttc::AsyncClient,
     workers: TaskTracker,
     event_loop: JoinHandle<()>,
     metrics: Metrics,
@@ -86,13 +87,12 @@ impl BridgeHandle {
     }
 
     /// Waits for the shutdown token, then stops cleanly: workers finish the message in hand,
-    /// queued acks are flushed, and the client disconnects. Unacknowledged messages stay with the
+    /// what they queued is written, and the connection closes. Unacknowledged messages stay with the
     /// broker for the next start.
     pub async fn join(self) -> Result<(), BridgeError> {
         self.shutdown.cancelled().await;
         self.workers.close();
         self.workers.wait().await;
-        let _ = self.client.try_disconnect();
         self.stop_loop.cancel();
         let _ = self.event_loop.await;
         info!("Bridge stopped");
@@ -168,11 +168,10 @@ pub async fn start_with_clock(
     let opts = mqtt::options(&config.broker()?, &config.client_id)?;
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
     let (client, mut eventloop) = mqtt::client(opts);
-    let (events, event_queue) = mqtt::event_path();
+    let (out, mut line) = outbox::line();
     let processor = process::Processor {
         store,
-        client: client.clone(),
-        events,
+        out,
         topics: topics.clone(),
         metrics: metrics.clone(),
         max_backoff: config.max_backoff,
@@ -194,7 +193,15 @@ pub async fn start_with_clock(
         shutdown.clone(),
     );
     let filters = mqtt::filters(&config, &topics);
-    mqtt::handshake(&mut eventloop, &client, &filters, &broker, &dispatcher).await?;
+    mqtt::handshake(
+        &mut eventloop,
+        &client,
+        &filters,
+        &broker,
+        &dispatcher,
+        &mut line,
+    )
+    .await?;
     if let Some(group) = &config.shared_group {
         mqtt::verify_sharing(
             &mut eventloop,
@@ -203,26 +210,29 @@ pub async fn start_with_clock(
             group,
             &broker,
             &dispatcher,
+            &mut line,
         )
         .await?;
     }
     info!(%broker, client_id = %config.client_id, filters = ?filters, "Subscribed; deciding");
 
     let stop_loop = CancellationToken::new();
-    let event_loop = tokio::spawn(mqtt::drive(
+    // The client served the handshake; from here the connection task reads and writes itself.
+    drop(client);
+    let event_loop = tokio::spawn(connection::drive(
         eventloop,
-        client.clone(),
-        filters,
-        dispatcher,
-        event_queue,
-        metrics.clone(),
-        config.max_backoff,
+        connection::Drive {
+            filters,
+            dispatcher,
+            line,
+            metrics: metrics.clone(),
+            max_backoff: config.max_backoff,
+        },
         stop_loop.clone(),
     ));
     Ok(BridgeHandle {
         shutdown,
         stop_loop,
-        client,
         workers,
         event_loop,
         metrics,

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, QoS};
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::text::escape_untrusted;
 use tapgate_protocol::topic::MessageKind;
@@ -31,17 +30,15 @@ use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{Inbound, MAX_TOPIC_BYTES};
 use crate::metrics::Metrics;
-use crate::mqtt::EventSender;
+use crate::outbox::Outbox;
 use crate::store::{Answer, Request, Store, StoreError};
 
 /// Everything a worker needs to handle messages. Cheap to clone.
 #[derive(Clone)]
 pub struct Processor {
     pub store: Store,
-    /// MQTT client for decisions and acks.
-    pub client: AsyncClient,
-    /// Events and notices, published at QoS 0 along with the next decision or ack.
-    pub events: EventSender,
+    /// Decisions, events and acknowledgements go out through it, in that order.
+    pub out: Outbox,
     pub topics: Topics,
     pub metrics: Metrics,
     /// Longest pause between Redis retries.
@@ -209,11 +206,8 @@ impl Processor {
             }
             Parsed::Ignore => true,
         };
-        if done {
-            self.events.ack_queued();
-            if let Err(e) = self.client.ack(&inbound.publish).await {
-                debug!(error = %e, "Ack not sent (shutting down)");
-            }
+        if done && !self.out.ack(&inbound.publish, inbound.session).await {
+            debug!("Ack not sent (shutting down)");
         }
         self.metrics.inflight_add(-1);
     }
@@ -415,12 +409,8 @@ impl Processor {
         received: Instant,
     ) {
         let topic = self.topics.decision(kind, device);
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, false, decision.to_json())
-            .await
-        {
-            warn!(error = %e, %device, "Cannot publish decision");
+        if !self.out.decision(topic, decision.to_json().into()).await {
+            debug!(%device, "Decision not sent (shutting down)");
         }
         self.metrics
             .decision(kind, &decision.outcome, received.elapsed());
@@ -430,7 +420,7 @@ impl Processor {
     /// holds it. Only pass events carry a pass segment in their topic.
     fn publish_event(&self, event: &Event) {
         let topic = self.topics.event(event.event, event.pass_type());
-        self.events.publish(topic, event.to_json().into());
+        self.out.event(topic, event.to_json().into());
     }
 
     /// Runs `op` until it succeeds, retrying connection failures with backoff (Redis down must
