@@ -281,10 +281,10 @@ fn dispatch(state: &mut rumqttc::MqttState, drive: &Drive) {
     for event in state.events.drain(..) {
         match event {
             Event::Incoming(Packet::Publish(p)) => drive.dispatcher.offer(p, session),
-            Event::Incoming(Packet::SubAck(ack)) => {
-                if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
-                    warn!(codes = ?ack.return_codes, "Broker refused a subscription");
-                }
+            Event::Incoming(Packet::SubAck(ack))
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) =>
+            {
+                warn!(codes = ?ack.return_codes, "Broker refused a subscription");
             }
             _ => {}
         }
