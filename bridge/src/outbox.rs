@@ -219,7 +219,7 @@ mod tests {
         queue(&out, 2, 0).await;
         line.take_ready();
         let mut state = MqttState::new(10, true);
-        let packets = line.writable(&mut state, 10).unwrap();
+        let packets = line.writable(&mut state, 10).expect("writable");
         assert_eq!(
             names(&packets),
             ["d/0:1", "e/0:0", "ack:1", "d/1:1", "e/1:0", "ack:2"]
@@ -234,18 +234,18 @@ mod tests {
         queue(&out, 3, 0).await;
         line.take_ready();
         let mut state = MqttState::new(2, true);
-        let packets = line.writable(&mut state, 2).unwrap();
+        let packets = line.writable(&mut state, 2).expect("writable");
         // Two decisions fill the window: the third, its event and its ack wait.
         assert_eq!(
             names(&packets),
             ["d/0:1", "e/0:0", "ack:1", "d/1:1", "e/1:0", "ack:2"]
         );
         assert!(line.holding());
-        assert!(line.writable(&mut state, 2).unwrap().is_empty());
+        assert!(line.writable(&mut state, 2).expect("writable").is_empty());
         // The broker acknowledges the first decision: the rest goes.
         let first = rumqttc::Incoming::PubAck(rumqttc::PubAck::new(1));
-        state.handle_incoming_packet(first).unwrap();
-        let packets = line.writable(&mut state, 2).unwrap();
+        state.handle_incoming_packet(first).expect("puback");
+        let packets = line.writable(&mut state, 2).expect("writable");
         assert_eq!(names(&packets), ["d/2:1", "e/2:0", "ack:3"]);
         assert!(!line.holding());
     }
@@ -258,7 +258,7 @@ mod tests {
         queue(&out, 1, line.session()).await;
         line.take_ready();
         let mut state = MqttState::new(10, true);
-        let packets = line.writable(&mut state, 10).unwrap();
+        let packets = line.writable(&mut state, 10).expect("writable");
         assert_eq!(
             names(&packets),
             ["d/0:1", "e/0:0", "d/0:1", "e/0:0", "ack:1"]
