@@ -18,8 +18,9 @@
 //! new connection, the bridge answers it again from its stored decision and acknowledges it
 //! there.
 //!
-//! Memory: decisions and acknowledgements wait for room in the line (at most [`LINE`] items),
-//! and there are at most as many as messages in hand, which the dispatcher bounds. Events never
+//! Memory: decisions and acknowledgements wait for room in the line (at most [`LINE`] items, and
+//! at most [`BATCH`] more taken from it), and there are at most as many as messages in hand,
+//! which the dispatcher bounds. Events never
 //! wait: one that finds the line full is dropped (QoS 0 promises nothing, and every event is in
 //! the Redis stream).
 
@@ -35,7 +36,7 @@ use tracing::debug;
 pub const LINE: usize = 8192;
 
 /// Most items taken from the line per wake-up.
-const BATCH: usize = 1024;
+pub const BATCH: usize = 1024;
 
 /// One item to send.
 #[derive(Debug)]
@@ -135,8 +136,12 @@ impl Line {
         true
     }
 
-    /// Takes what is in the line now into hand, without waiting.
+    /// Takes what is in the line now into hand, without waiting; nothing while items in hand
+    /// wait for the in-flight window (so at most [`BATCH`] are in hand).
     pub fn take_ready(&mut self) {
+        if self.holding() {
+            return;
+        }
         for _ in 0..BATCH {
             match self.rx.try_recv() {
                 Ok(item) => self.held.push_back(item),
