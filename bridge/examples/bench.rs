@@ -10,8 +10,8 @@
 //! `TAPGATE_BENCH_BRIDGE=/path/to/tapgate-bridge` benchmarks that binary instead (to compare two
 //! builds against the same null bridge).
 //!
-//! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process, mosquitto
-//! and redis-server (`/proc/PID/stat`), Redis µs per script call (`INFO commandstats`) and Redis
+//! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process and its write
+//! system calls per tap (`/proc/PID/io`), CPU µs per tap of mosquitto and redis-server (`/proc/PID/stat`), Redis µs per script call (`INFO commandstats`) and Redis
 //! bytes per tap retained (`used_memory` before and after the rate's taps); at the end, the
 //! bridge's CPU per tap over the null bridge's at every rate both passed.
 
@@ -55,7 +55,7 @@ fn main() {
         "open loop, {GATES} gates, {CARDS} cards with two-hour passes, {secs} s per rate, loopback; p99 limit {P99_LIMIT:?}"
     );
     println!(
-        "{:<12} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "{:<12} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10}",
         "answered by",
         "rate",
         "achieved",
@@ -64,6 +64,7 @@ fn main() {
         "p99.9 ms",
         "lost",
         "µs/tap",
+        "writes",
         "broker",
         "redis",
         "redis/call",
@@ -101,10 +102,12 @@ fn main() {
         loop {
             let procs = [child.id(), broker_pid, redis_pid];
             let cpu0 = procs.map(cpu_ticks);
+            let writes0 = writes(child.id());
             let (calls0, usec0) = decide_calls(redis.port());
             let mem0 = used_memory(redis.port());
             let r = rt.block_on(load.run(rate, Duration::from_secs(secs)));
             let cpu1 = procs.map(cpu_ticks);
+            let writes_per_tap = (writes(child.id()) - writes0) as f64 / r.sent.max(1) as f64;
             let (calls1, usec1) = decide_calls(redis.port());
             let mem1 = used_memory(redis.port());
             let per_tap = |i: usize| (cpu1[i] - cpu0[i]) as f64 * 1e6 / tick / r.sent.max(1) as f64;
@@ -120,7 +123,7 @@ fn main() {
                 "-".into()
             };
             println!(
-                "{:<12} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>10}",
+                "{:<12} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1} {:>8.2} {:>9.1} {:>9.1} {:>10} {:>10}",
                 name,
                 rate,
                 r.achieved,
@@ -129,6 +132,7 @@ fn main() {
                 ms(r.hist.value_at_quantile(0.999)),
                 r.sent - r.answered,
                 per_tap(0),
+                writes_per_tap,
                 per_tap(1),
                 per_tap(2),
                 script,
@@ -497,6 +501,16 @@ fn cpu_ticks(pid: u32) -> u64 {
     };
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
     num(11) + num(12)
+}
+
+/// Write system calls made by `pid` so far (`syscw` in `/proc/PID/io`): one per flush to a
+/// socket, so per tap it shows how well the process batches its writes.
+fn writes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn clock_ticks() -> f64 {
