@@ -1,7 +1,10 @@
 //! The tapgate bridge: decides device taps and button presses against Redis, atomically, over MQTT.
 //!
 //! - [`config`]: settings, layered defaults → file → environment → flags.
-//! - [`mqtt`]: broker connection, start-up handshake, the task that owns the event loop.
+//! - [`mqtt`]: broker options, subscription filters, start-up handshake, sharing check.
+//! - [`connection`]: the task that owns the connection once it is up: reads, batched writes,
+//!   keep-alive, reconnects.
+//! - [`outbox`]: the one line of decisions, events and acknowledgements the workers queue.
 //! - [`dispatch`]: per-device ordering with a fixed set of worker shards.
 //! - [`process`]: one message: validate, decide, answer, acknowledge.
 //! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.

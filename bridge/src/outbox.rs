@@ -2,7 +2,7 @@
 //! line and written in batches.
 //!
 //! Workers put what a message produced in the line, in order: its decision (QoS 1), its events
-//! (QoS 0), then its acknowledgement. The task that owns the connection ([`crate::mqtt::drive`])
+//! (QoS 0), then its acknowledgement. The task that owns the connection ([`crate::connection::drive`])
 //! takes whatever is in the line whenever it wakes and writes all of it with one flush: under
 //! load, the answers to many taps leave in one write, where a publish through rumqttc's client
 //! costs a write of its own (two or more per tap). Because the line keeps each message's order, a
