@@ -57,22 +57,29 @@ local DENY_REASONS = {no_pass = true, expired = true, blocked = true, corrupt_pa
 -- garbage collection, set this much later so it never decides anything.
 local GC_MS = 60000
 
--- Settings, parsed when the settings argument changes.
+-- Settings, parsed when the settings argument changes. Those only ever handed to Redis are kept
+-- as text: a Lua number passed to redis.call is formatted as a float ("%.17g") on every call,
+-- the costliest step of a call after the commands themselves, so everything handed to Redis
+-- below is a string (`int` formats an integer once, where it is computed).
 local settings_text
 local two_hour, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_ttl
 local window, max_future, max_skew
+local recent_keep
 
 local function load_settings(text)
-  local v = {}
-  for n in string.gmatch(text, '%d+') do v[#v + 1] = tonumber(n) end
-  two_hour, sale_timeout, seen_ttl, maxlen = v[1], v[2], v[3], v[4]
-  recent_len, recent_ttl, device_ttl = v[5], v[6], v[7]
+  local v, t = {}, {}
+  for n in string.gmatch(text, '%d+') do
+    v[#v + 1], t[#t + 1] = tonumber(n), n
+  end
+  two_hour, sale_timeout, seen_ttl, maxlen = v[1], v[2], t[3], t[4]
+  recent_len, recent_ttl, device_ttl = v[5], t[6], t[7]
   window, max_future, max_skew = v[8], v[9], v[10]
+  recent_keep = tostring(recent_len - 1)
   settings_text = text
 end
 
 -- This call's message and keys.
-local K, op, now, bridge_now, device, kind, id, card, chosen, stamp_time, stamp_text, mode
+local K, op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_time, stamp_text, mode
 local fingerprint, seen_unit, seen_for
 -- When the message happened on the bridge's clock, and which clock that is.
 local at, clock
@@ -87,7 +94,7 @@ end
 -- (a new hash, or one that expired); heartbeats renew it (Store::presence), so it expires with
 -- the device without an EXPIRE on every call.
 local function count_device(field)
-  if redis.call('HINCRBY', K[7], field, 1) == 1 then
+  if redis.call('HINCRBY', K[7], field, '1') == 1 then
     redis.call('EXPIRE', K[7], device_ttl)
   end
 end
@@ -106,7 +113,7 @@ local function finish(outcome, reason, selected, p)
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = int(at), clock end
   local result = outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t' .. ptype
-    .. '\t' .. trips .. '\t' .. expires .. '\t' .. int(bridge_now) .. '\t' .. tap_time .. '\t'
+    .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
     .. clock_name .. '\t' .. table.concat(events, '\t')
   redis.call('SET', K[1], fingerprint .. '\n' .. result, seen_unit, seen_for)
   return {0, result}
@@ -117,19 +124,19 @@ local function emit(name, p, reason)
   local ptype, trips, expires = '', '', ''
   if p then
     ptype = p.type
-    if p.type == 'TEN_TRIP' then trips = p.trips end
-    if p.expires_at then expires = p.expires_at end
+    if p.type == 'TEN_TRIP' then trips = int(p.trips) end
+    if p.expires_at then expires = int(p.expires_at) end
   end
   local tap_time, clock_name = '', ''
-  if stamp_time then tap_time, clock_name = at, clock end
+  if stamp_time then tap_time, clock_name = int(at), clock end
   local seq = redis.call('XADD', K[3], 'MAXLEN', '~', maxlen, '*', 'event', name,
-    'time', bridge_now, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
+    'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
     'tap_time', tap_time, 'mode', mode, 'clock', clock_name)
   if card ~= '' then
     -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
     if redis.call('LPUSH', K[13], seq) > 2 * recent_len then
-      redis.call('LTRIM', K[13], 0, recent_len - 1)
+      redis.call('LTRIM', K[13], '0', recent_keep)
     end
     redis.call('EXPIRE', K[13], recent_ttl)
   end
@@ -213,12 +220,12 @@ end
 local function deny(reason)
   if mode == 'offline' then
     -- The rider is through already: record what could not be charged, never a late denial.
-    redis.call('HINCRBY', K[9], reason, 1)
+    redis.call('HINCRBY', K[9], reason, '1')
     count_device('unpaid')
     emit('unpaid-entry', nil, reason)
     return finish('unpaid_entry', reason)
   end
-  redis.call('HINCRBY', K[6], reason, 1)
+  redis.call('HINCRBY', K[6], reason, '1')
   count_device('denied')
   emit('pass-denied', nil, reason)
   return finish('denied', reason)
@@ -249,7 +256,7 @@ local function gate()
   elseif p.type == 'TEN_TRIP' or activated then
     save_pass(p)
   end
-  redis.call('HINCRBY', K[5], p.type, 1)
+  redis.call('HINCRBY', K[5], p.type, '1')
   count_device('granted')
   if activated then emit('pass-activated', p) end
   emit('pass-used', p)
@@ -278,7 +285,7 @@ local function terminal()
     p = {type = sale.selected, trips = 0, issued_at = now}
     if p.type == 'TEN_TRIP' then p.trips = 10 end
     save_pass(p)
-    redis.call('HINCRBY', K[4], p.type, 1)
+    redis.call('HINCRBY', K[4], p.type, '1')
     count_device('issued')
     emit('pass-issued', p)
     return finish('pass_issued', nil, nil, p)
@@ -307,7 +314,8 @@ local function button()
 end
 
 return function(keys, args)
-  K, op, now = keys, args[1], tonumber(args[2])
+  K, op, now_text = keys, args[1], args[2]
+  now = tonumber(now_text)
   bridge_now = now
   device, kind, id, card, chosen = args[3], args[4], args[5], args[6], args[7]
   stamp_text, mode = args[8], args[9]
@@ -324,7 +332,7 @@ return function(keys, args)
   seen_unit, seen_for = 'EX', seen_ttl
   if stamp_time and mode ~= 'offline' then
     seen_unit = 'PX'
-    seen_for = math.max(stamp_time - now, 0) + window + max_future
+    seen_for = int(math.max(stamp_time - now, 0) + window + max_future)
   end
   local stored = redis.call('GET', K[1])
   if stored then
@@ -362,7 +370,7 @@ return function(keys, args)
       now = at
     elseif now - at > window then
       -- The device gave up waiting: nothing decided, nothing charged.
-      redis.call('HINCRBY', K[10], kind, 1)
+      redis.call('HINCRBY', K[10], kind, '1')
       count_device('stale')
       emit('tap-stale', nil, 'stale')
       return finish('stale')
