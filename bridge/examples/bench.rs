@@ -1,9 +1,11 @@
 //! Open-loop bridge benchmark that explains itself: real redis-server and mosquitto on free
 //! ports, then on the same schedule a null bridge (a minimal MQTT client answering every tap with
-//! a fixed decision, no Redis) and the real bridge (`target/release/tapgate-bridge`, built first
-//! if missing), both as child processes. Taps go out at a fixed rate whatever the answers do;
-//! latency is measured from each tap's scheduled send time (HdrHistogram). Rates rise until p99
-//! passes 10 ms or a tap goes unanswered, twice in a row at the same rate.
+//! a fixed decision, no Redis), the same client doing the bridge's per-tap I/O as well
+//! (`null+redis`: one Redis round trip and one event per tap, one write per message) and the real
+//! bridge (`target/release/tapgate-bridge`, built first if missing), all as child processes. Taps
+//! go out at a fixed rate whatever the answers do; latency is measured from each tap's scheduled
+//! send time (HdrHistogram). Rates rise until p99 passes 10 ms or a tap goes unanswered, twice in
+//! a row at the same rate.
 //!
 //! `cargo run --release -p tapgate-bridge --example bench -- [seconds-per-rate] [first-rate] [step]`
 //!
@@ -11,9 +13,10 @@
 //! builds against the same null bridge).
 //!
 //! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process and its write
-//! system calls per tap (`/proc/PID/io`), CPU µs per tap of mosquitto and redis-server (`/proc/PID/stat`), Redis µs per script call (`INFO commandstats`) and Redis
-//! bytes per tap retained (`used_memory` before and after the rate's taps); at the end, the
-//! bridge's CPU per tap over the null bridge's at every rate both passed.
+//! system calls per tap (`/proc/PID/io`), CPU µs per tap of mosquitto and redis-server
+//! (`/proc/PID/stat`), Redis µs per script call (`INFO commandstats`) and Redis bytes per tap
+//! retained (`used_memory` before and after the rate's taps); at the end, the bridge's CPU per tap
+//! over each other process's at every rate both passed.
 
 mod stats;
 
@@ -25,18 +28,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, Topics};
+use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, EventKind, PassType, Topics};
 use tapgate_testkit::{Mosquitto, RedisServer};
 
 const GATES: usize = 50;
 const CARDS: usize = 500;
 const P99_LIMIT: Duration = Duration::from_millis(10);
 
+/// The answering processes, in the order they are measured.
+const NULL: &str = "null bridge";
+const FLOOR: &str = "null+redis";
+const BRIDGE: &str = "bridge";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("echo") {
         let port: u16 = args[1].parse().expect("port");
-        echo(port);
+        echo(port, args.get(2).cloned());
         return;
     }
     let secs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(4);
@@ -74,8 +82,8 @@ fn main() {
     let mut best = HashMap::new();
     // CPU µs per tap of the answering process at each rate it passed, by name.
     let mut cpu: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
-    for name in ["null bridge", "bridge"] {
-        let mut child = if name == "bridge" {
+    for name in [NULL, FLOOR, BRIDGE] {
+        let mut child = if name == BRIDGE {
             Command::new(&bridge_bin)
                 .arg("--redis")
                 .arg(redis.url())
@@ -86,11 +94,12 @@ fn main() {
                 .spawn()
                 .expect("bridge starts")
         } else {
-            Command::new(&exe)
-                .arg("echo")
-                .arg(broker.port().to_string())
-                .spawn()
-                .expect("echo starts")
+            let mut echo = Command::new(&exe);
+            echo.arg("echo").arg(broker.port().to_string());
+            if name == FLOOR {
+                echo.arg(redis.url());
+            }
+            echo.spawn().expect("echo starts")
         };
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let load = rt.block_on(Load::connect(broker.port(), name));
@@ -161,20 +170,25 @@ fn main() {
         drop(rt);
         std::thread::sleep(Duration::from_millis(500));
     }
-    let null_cpu = cpu.remove("null bridge").unwrap_or_default();
-    for (rate, bridge) in cpu.remove("bridge").unwrap_or_default() {
-        if let Some((_, null)) = null_cpu.iter().find(|(r, _)| *r == rate) {
-            println!(
-                "at {rate}/s: bridge {bridge:.1} µs CPU per tap, null bridge {null:.1} ({:.2} x)",
-                bridge / null.max(f64::MIN_POSITIVE)
-            );
+    let bridge_cpu = cpu.remove(BRIDGE).unwrap_or_default();
+    for other in [NULL, FLOOR] {
+        let other_cpu = cpu.remove(other).unwrap_or_default();
+        for (rate, bridge) in &bridge_cpu {
+            if let Some((_, cost)) = other_cpu.iter().find(|(r, _)| r == rate) {
+                println!(
+                    "at {rate}/s: bridge {bridge:.1} µs CPU per tap, {other} {cost:.1} ({:.2} x)",
+                    bridge / cost.max(f64::MIN_POSITIVE)
+                );
+            }
         }
     }
-    let null = best["null bridge"].max(1);
+    let null = best[NULL].max(1);
     println!(
-        "highest rate with p99 <= {P99_LIMIT:?} and nothing lost: null bridge {null}/s, bridge {}/s ({:.2} x)",
-        best["bridge"],
-        best["bridge"] as f64 / null as f64
+        "highest rate with p99 <= {P99_LIMIT:?} and nothing lost: {NULL} {null}/s, {FLOOR} {}/s ({:.2} x), {BRIDGE} {}/s ({:.2} x)",
+        best[FLOOR],
+        best[FLOOR] as f64 / null as f64,
+        best[BRIDGE],
+        best[BRIDGE] as f64 / null as f64
     );
 }
 
@@ -211,12 +225,29 @@ fn bridge_binary() -> PathBuf {
 /// the MQTT work the bridge must do and no more: a persistent QoS 1 subscription, the answer at
 /// QoS 1, and the tap acknowledged only after its answer is handed to the client (manual acks),
 /// on the same single-threaded runtime as the bridge.
-fn echo(port: u16) {
+///
+/// Given a Redis URL it is the floor under the bridge instead (`null+redis`): per tap, also one
+/// Redis round trip (`PING` on one multiplexed connection, concurrent taps pipelined) before the
+/// answer, and one event published at QoS 0 after it, as the bridge publishes `pass-used`. What
+/// the bridge costs beyond this is its own work: checking the tap, the decide call's arguments
+/// and result, building the answer and the event.
+fn echo(port: u16, redis_url: Option<String>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async move {
+        let redis = match redis_url {
+            Some(url) => Some(
+                redis::Client::open(url)
+                    .expect("redis url")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("redis connects"),
+            ),
+            None => None,
+        };
+        let event_topic = Topics::default().event(EventKind::PassUsed, Some(PassType::TwoHour));
         let mut opts = MqttOptions::new("bench-null-bridge", "127.0.0.1", port);
         opts.set_inflight(200)
             .set_clean_session(false)
@@ -241,10 +272,23 @@ fn echo(port: u16) {
                 let answer = serde_json::json!({"id": id, "outcome": "granted"}).to_string();
                 Some((format!("tapgate/gate/{device}/decision"), answer))
             });
-            if let Some((topic, answer)) = answer {
-                let _ = client.try_publish(topic, QoS::AtLeastOnce, false, answer);
-            }
-            let _ = client.try_ack(&p);
+            let Some(mut conn) = redis.clone() else {
+                if let Some((topic, answer)) = answer {
+                    let _ = client.try_publish(topic, QoS::AtLeastOnce, false, answer);
+                }
+                let _ = client.try_ack(&p);
+                continue;
+            };
+            let (client, event_topic) = (client.clone(), event_topic.clone());
+            tokio::spawn(async move {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
+                if let (Ok(_), Some((topic, answer))) = (pong, answer) {
+                    let _ = client.try_publish(topic, QoS::AtLeastOnce, false, answer.clone());
+                    let _ = client.try_publish(event_topic, QoS::AtMostOnce, false, answer);
+                }
+                let _ = client.try_ack(&p);
+            });
         }
     });
 }
