@@ -3,9 +3,10 @@
 //! script reads or writes is one the protocol lists for that key, and every name the protocol
 //! lists for a key the scripts own is one a script uses.
 //!
-//! The scripts are read as text: each `redis.call(...)` is split into its arguments, the key
-//! argument says which key it is (`K[11]` is the pass in `decide.lua`, see the key list at the
-//! top of each script), and the quoted literals in field positions are the names used.
+//! The scripts are read as text: each `redis.call(...)` (or `call(...)`, the local `decide.lua`
+//! binds to it) is split into its arguments, the key argument says which key it is (`K[11]` is
+//! the pass in `decide.lua`, see the key list at the top of each script), and the quoted literals
+//! in field positions are the names used.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +35,15 @@ fn calls<'a>(src: &'a str, name: &str) -> Vec<&'a str> {
     let mut rest = src;
     while let Some(at) = rest.find(name) {
         let start = at + name.len();
+        // `call(` is `redis.call(` or the local bound to it, not `pcall(` or `mycall(`.
+        let word = rest[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        if word {
+            rest = &rest[start..];
+            continue;
+        }
         let body = &rest[start..];
         let (mut depth, mut quote, mut end) = (1usize, None::<char>, None);
         for (i, c) in body.char_indices() {
@@ -98,7 +108,7 @@ fn used() -> BTreeMap<(&'static str, String), Vec<String>> {
                 .or_default()
                 .extend(names);
         };
-        for call in calls(src, "redis.call(") {
+        for call in calls(src, "call(") {
             let a = args(call);
             let (Some(cmd), Some(key)) = (a.first(), a.get(1)) else {
                 continue;

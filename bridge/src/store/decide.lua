@@ -51,6 +51,17 @@
 -- A key per message rather than one hash per device: each record needs its own expiry, and
 -- per-field expiry (HEXPIRE) needs Redis 7.4; with records living seconds, few exist at a time.
 
+-- Library functions as locals (upvalues), bound on the first call: a global and a table lookup
+-- on every use add up over a call, and none of them can be reached while the library loads.
+-- `redis.call` is taken afresh at the start of every call.
+local tonumber, tostring, format, sub, find, upper, max, floor, call
+
+local function bind()
+  tonumber, tostring, format = _G.tonumber, _G.tostring, _G.string.format
+  sub, find, upper = _G.string.sub, _G.string.find, _G.string.upper
+  max, floor = _G.math.max, _G.math.floor
+end
+
 local PASS_TYPES = {SINGLE_USE = true, TEN_TRIP = true, TWO_HOUR = true}
 local DENY_REASONS = {no_pass = true, expired = true, blocked = true, corrupt_pass = true}
 -- Expired passes and sales are judged by their stored deadline against `now`; Redis expiry is only
@@ -83,82 +94,93 @@ local K, op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_ti
 local fingerprint, seen_unit, seen_for
 -- When the message happened on the bridge's clock, and which clock that is.
 local at, clock
--- Events of this call: kind, stream id and reason of each, flattened.
+-- Events of this call: kind, stream id and reason of each, tab-separated, as the result ends.
 local events
 
 local function int(n)
-  return string.format('%d', n)
+  return format('%d', n)
+end
+
+-- Texts formatted at most once per call (each int() is a sprintf): the decision's time...
+local at_string
+local function at_text()
+  if not at_string then at_string = int(at) end
+  return at_string
+end
+
+-- ...and a pass's trips left (ten-trip only, else '') and expiry ('' if none), once the pass is
+-- final for this call (after gate() has counted the trip or activated it).
+local function pass_texts(p)
+  if not p.texts then
+    local trips, expires = '', ''
+    if p.type == 'TEN_TRIP' then trips = int(p.trips) end
+    if p.expires_at then expires = int(p.expires_at) end
+    p.trips_text, p.expires_text, p.texts = trips, expires, true
+  end
+  return p.trips_text, p.expires_text
 end
 
 -- Counts one `field` of this device's counters. The hash gets its lifetime when a count starts
 -- (a new hash, or one that expired); heartbeats renew it (Store::presence), so it expires with
 -- the device without an EXPIRE on every call.
 local function count_device(field)
-  if redis.call('HINCRBY', K[7], field, '1') == 1 then
-    redis.call('EXPIRE', K[7], device_ttl)
+  if call('HINCRBY', K[7], field, '1') == 1 then
+    call('EXPIRE', K[7], device_ttl)
   end
 end
 
 -- The result line; stored for redeliveries, then returned.
 local function finish(outcome, reason, selected, p)
   local ptype, trips, expires = '', '', ''
-  if p then
-    ptype = p.type
-    if p.type == 'TEN_TRIP' then trips = int(p.trips) end
-    if p.expires_at then expires = int(p.expires_at) end
-  end
+  if p then ptype, trips, expires = p.type, pass_texts(p) end
   if (outcome == 'denied' or outcome == 'unpaid_entry') and not DENY_REASONS[reason] then
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
   local tap_time, clock_name = '', ''
-  if stamp_time then tap_time, clock_name = int(at), clock end
+  if stamp_time then tap_time, clock_name = at_text(), clock end
   local result = outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t' .. ptype
     .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
-    .. clock_name .. '\t' .. table.concat(events, '\t')
-  redis.call('SET', K[1], fingerprint .. '\n' .. result, seen_unit, seen_for)
+    .. clock_name .. '\t' .. events
+  call('SET', K[1], fingerprint .. '\n' .. result, seen_unit, seen_for)
   return {0, result}
 end
 
 -- Appends an event to the stream (and the card's recent list); `p` is the pass it reports.
 local function emit(name, p, reason)
   local ptype, trips, expires = '', '', ''
-  if p then
-    ptype = p.type
-    if p.type == 'TEN_TRIP' then trips = int(p.trips) end
-    if p.expires_at then expires = int(p.expires_at) end
-  end
+  if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
-  if stamp_time then tap_time, clock_name = int(at), clock end
-  local seq = redis.call('XADD', K[3], 'MAXLEN', '~', maxlen, '*', 'event', name,
+  if stamp_time then tap_time, clock_name = at_text(), clock end
+  local seq = call('XADD', K[3], 'MAXLEN', '~', maxlen, '*', 'event', name,
     'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
     'tap_time', tap_time, 'mode', mode, 'clock', clock_name)
   if card ~= '' then
     -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
-    if redis.call('LPUSH', K[13], seq) > 2 * recent_len then
-      redis.call('LTRIM', K[13], '0', recent_keep)
+    if call('LPUSH', K[13], seq) > 2 * recent_len then
+      call('LTRIM', K[13], '0', recent_keep)
     end
-    redis.call('EXPIRE', K[13], recent_ttl)
+    call('EXPIRE', K[13], recent_ttl)
   end
-  local n = #events
-  events[n + 1], events[n + 2], events[n + 3] = name, seq, reason or ''
+  local entry = name .. '\t' .. seq .. '\t' .. (reason or '')
+  if events == '' then events = entry else events = events .. '\t' .. entry end
 end
 
 -- An integer field: nil when absent, false when present but not a non-negative integer.
 local function int_field(v)
   if not v then return nil end
   local n = tonumber(v)
-  if not n or n < 0 or n ~= math.floor(n) then return false end
+  if not n or n < 0 or n ~= floor(n) then return false end
   return n
 end
 
 -- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (an
 -- unknown type or a garbled field). A corrupt record is never granted, sold over or rewritten.
 local function load_pass()
-  local f = redis.call('HMGET', K[11], 'type', 'trips', 'expires_at', 'issued_at')
+  local f = call('HMGET', K[11], 'type', 'trips', 'expires_at', 'issued_at')
   if not (f[1] or f[2] or f[3] or f[4]) then
     -- No pass, or (rarely) a record without any of its fields: corrupt.
-    if redis.call('EXISTS', K[11]) == 0 then return nil end
+    if call('EXISTS', K[11]) == 0 then return nil end
     return nil, true
   end
   local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
@@ -177,7 +199,7 @@ end
 local function live_pass()
   local p, corrupt = load_pass()
   if p and not live(p) then
-    redis.call('DEL', K[11])
+    call('DEL', K[11])
     return nil
   end
   return p, corrupt
@@ -188,51 +210,51 @@ end
 -- field of an older record can be left behind.
 local function save_pass(p)
   if p.expires_at then
-    redis.call('HSET', K[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
+    call('HSET', K[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
       int(p.issued_at), 'expires_at', int(p.expires_at))
-    redis.call('PEXPIRE', K[11], int(math.max(p.expires_at - bridge_now, 0) + GC_MS))
+    call('PEXPIRE', K[11], int(max(p.expires_at - bridge_now, 0) + GC_MS))
   else
-    redis.call('HSET', K[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
+    call('HSET', K[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
       int(p.issued_at))
   end
 end
 
 local function load_sale()
-  local f = redis.call('HMGET', K[2], 'card', 'selected', 'expires_at')
+  local f = call('HMGET', K[2], 'card', 'selected', 'expires_at')
   if not f[1] then return nil end
   local expires_at = tonumber(f[3]) or 0
   if now > expires_at then
-    redis.call('DEL', K[2])
+    call('DEL', K[2])
     return nil
   end
   local selected = f[2]
   if selected == '' then selected = nil end
   -- Card ids are upper case; a sale started before that rule compares the same way.
-  return {card = string.upper(f[1]), selected = selected}
+  return {card = upper(f[1]), selected = selected}
 end
 
 local function save_sale(sale_card, selected)
-  redis.call('HSET', K[2], 'card', sale_card, 'selected', selected or '',
+  call('HSET', K[2], 'card', sale_card, 'selected', selected or '',
     'expires_at', int(now + sale_timeout))
-  redis.call('PEXPIRE', K[2], int(sale_timeout + GC_MS))
+  call('PEXPIRE', K[2], int(sale_timeout + GC_MS))
 end
 
 local function deny(reason)
   if mode == 'offline' then
     -- The rider is through already: record what could not be charged, never a late denial.
-    redis.call('HINCRBY', K[9], reason, '1')
+    call('HINCRBY', K[9], reason, '1')
     count_device('unpaid')
     emit('unpaid-entry', nil, reason)
     return finish('unpaid_entry', reason)
   end
-  redis.call('HINCRBY', K[6], reason, '1')
+  call('HINCRBY', K[6], reason, '1')
   count_device('denied')
   emit('pass-denied', nil, reason)
   return finish('denied', reason)
 end
 
 local function blocked()
-  return redis.call('EXISTS', K[12]) == 1
+  return call('EXISTS', K[12]) == 1
 end
 
 local function gate()
@@ -241,22 +263,22 @@ local function gate()
   if corrupt then return deny('corrupt_pass') end
   if not p then return deny('no_pass') end
   if not live(p) then
-    redis.call('DEL', K[11])
+    call('DEL', K[11])
     return deny('expired')
   end
   local activated = false
   if p.type == 'TEN_TRIP' then
-    p.trips = math.max(p.trips - 1, 0)
+    p.trips = max(p.trips - 1, 0)
   elseif p.type == 'TWO_HOUR' and not p.expires_at then
     p.expires_at = now + two_hour
     activated = true
   end
   if p.type == 'SINGLE_USE' or (p.type == 'TEN_TRIP' and p.trips == 0) then
-    redis.call('DEL', K[11])
+    call('DEL', K[11])
   elseif p.type == 'TEN_TRIP' or activated then
     save_pass(p)
   end
-  redis.call('HINCRBY', K[5], p.type, '1')
+  call('HINCRBY', K[5], p.type, '1')
   count_device('granted')
   if activated then emit('pass-activated', p) end
   emit('pass-used', p)
@@ -269,7 +291,7 @@ end
 local function terminal()
   local sale = load_sale()
   if sale and sale.selected then
-    redis.call('DEL', K[2])
+    call('DEL', K[2])
     if sale.card ~= card then
       return finish('card_mismatch')
     end
@@ -285,12 +307,12 @@ local function terminal()
     p = {type = sale.selected, trips = 0, issued_at = now}
     if p.type == 'TEN_TRIP' then p.trips = 10 end
     save_pass(p)
-    redis.call('HINCRBY', K[4], p.type, '1')
+    call('HINCRBY', K[4], p.type, '1')
     count_device('issued')
     emit('pass-issued', p)
     return finish('pass_issued', nil, nil, p)
   end
-  redis.call('DEL', K[2])
+  call('DEL', K[2])
   if blocked() then return deny('blocked') end
   local p, corrupt = live_pass()
   if corrupt then return deny('corrupt_pass') end
@@ -314,6 +336,8 @@ local function button()
 end
 
 return function(keys, args)
+  if not format then bind() end
+  call = redis.call
   K, op, now_text = keys, args[1], args[2]
   now = tonumber(now_text)
   bridge_now = now
@@ -321,8 +345,8 @@ return function(keys, args)
   stamp_text, mode = args[8], args[9]
   stamp_time = tonumber(stamp_text)
   if args[10] ~= settings_text then load_settings(args[10]) end
-  events = {}
-  at, clock = now, 'bridge'
+  events = ''
+  at, clock, at_string = now, 'bridge', nil
 
   fingerprint = op .. ':' .. card .. ':' .. chosen
   if stamp_time then
@@ -332,16 +356,16 @@ return function(keys, args)
   seen_unit, seen_for = 'EX', seen_ttl
   if stamp_time and mode ~= 'offline' then
     seen_unit = 'PX'
-    seen_for = int(math.max(stamp_time - now, 0) + window + max_future)
+    seen_for = int(max(stamp_time - now, 0) + window + max_future)
   end
-  local stored = redis.call('GET', K[1])
+  local stored = call('GET', K[1])
   if stored then
-    if string.sub(stored, 1, 1) == '{' then
+    if sub(stored, 1, 1) == '{' then
       return {1, stored}
     end
-    local nl = string.find(stored, '\n', 1, true)
-    if nl and string.sub(stored, 1, nl - 1) == fingerprint then
-      return {1, string.sub(stored, nl + 1)}
+    local nl = find(stored, '\n', 1, true)
+    if nl and sub(stored, 1, nl - 1) == fingerprint then
+      return {1, sub(stored, nl + 1)}
     end
     if not nl then
       -- Neither format: hand it back so the bridge refuses it as unreadable.
@@ -355,9 +379,11 @@ return function(keys, args)
   -- late after an outage looks slow, and correcting by it would make late taps look fresh); the
   -- bridge's clock without a stamp.
   if stamp_time then
-    local skew = tonumber(redis.call('HGET', K[8], 'clock_skew_ms')) or 0
-    local lead = math.max(skew, 0)
-    at, clock = math.max(stamp_time - lead, 0), 'device'
+    local skew = tonumber(call('HGET', K[8], 'clock_skew_ms')) or 0
+    local lead = max(skew, 0)
+    at, clock = max(stamp_time - lead, 0), 'device'
+    -- The bridge sends the stamp as integer digits: as it is when nothing was taken off.
+    if lead == 0 then at_string = stamp_text end
     if lead > max_skew then clock = 'bridge' end
     if at > now + max_future then
       return {3, 'time_in_future'}
@@ -370,7 +396,7 @@ return function(keys, args)
       now = at
     elseif now - at > window then
       -- The device gave up waiting: nothing decided, nothing charged.
-      redis.call('HINCRBY', K[10], kind, '1')
+      call('HINCRBY', K[10], kind, '1')
       count_device('stale')
       emit('tap-stale', nil, 'stale')
       return finish('stale')
