@@ -22,9 +22,11 @@
 --       settings: "two_hour_ms sale_timeout_ms seen_ttl_s stream_maxlen recent_len recent_ttl_s
 --       device_ttl_s decision_window_ms max_future_ms max_skew_ms" (parsed once while unchanged)
 --
--- Returns {0, result} for a new decision, {1, stored result} for a redelivery of the same
--- content, {2, ''} for an id already used with other content, {3, reason} for a message whose
--- time is refused (time_in_future, offline_not_allowed). The last two change nothing.
+-- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
+-- the stored result for a redelivery of the same content, '2' alone for an id already used with
+-- other content, '3' and the reason for a message whose time is refused (time_in_future,
+-- offline_not_allowed). The last two change nothing. (A string, not a {code, text} table: Redis
+-- converts a table reply with a dozen lookups, a string with none.)
 --
 -- The result is one line of tab-separated fields (store/result.rs reads it):
 --   outcome, reason, selected, pass type, trips left (ten-trip only), expires_at, time (the
@@ -142,7 +144,7 @@ local function finish(outcome, reason, selected, p)
     .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
     .. clock_name .. '\t' .. events
   call('SET', K[1], fingerprint .. '\n' .. result, seen_unit, seen_for)
-  return {0, result}
+  return '0' .. result
 end
 
 -- Appends an event to the stream (and the card's recent list); `p` is the pass it reports.
@@ -361,17 +363,17 @@ return function(keys, args)
   local stored = call('GET', K[1])
   if stored then
     if sub(stored, 1, 1) == '{' then
-      return {1, stored}
+      return '1' .. stored
     end
     local nl = find(stored, '\n', 1, true)
     if nl and sub(stored, 1, nl - 1) == fingerprint then
-      return {1, sub(stored, nl + 1)}
+      return '1' .. sub(stored, nl + 1)
     end
     if not nl then
       -- Neither format: hand it back so the bridge refuses it as unreadable.
-      return {1, stored}
+      return '1' .. stored
     end
-    return {2, ''}
+    return '2'
   end
 
   -- Time (rules::resolve_time): the stamp less the device's measured lead when its clock runs
@@ -386,10 +388,10 @@ return function(keys, args)
     if lead == 0 then at_string = stamp_text end
     if lead > max_skew then clock = 'bridge' end
     if at > now + max_future then
-      return {3, 'time_in_future'}
+      return '3time_in_future'
     end
     if mode == 'offline' and op ~= 'gate' then
-      return {3, 'offline_not_allowed'}
+      return '3offline_not_allowed'
     end
     if mode == 'offline' then
       -- Settled at the time it happened: the rules run at `at`.

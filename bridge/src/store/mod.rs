@@ -226,18 +226,17 @@ impl Store {
     /// Runs the decide function, then `WAIT` in the same round trip when replication is
     /// required. A Redis that lost the library (restarted without persistence) has it loaded
     /// again and the call repeated.
-    async fn run_decide(&self, call: redis::Cmd) -> Result<(i64, String), StoreError> {
+    async fn run_decide(&self, call: redis::Cmd) -> Result<(u8, String), StoreError> {
         let mut con = self.con.clone();
         let Some(wait) = self.wait else {
-            return Ok(self.library.query(&mut con, &call).await?);
+            return split_reply(self.library.query(&mut con, &call).await?);
         };
         let mut pipe = redis::pipe();
         pipe.add_command(call)
             .cmd("WAIT")
             .arg(wait.replicas)
             .arg(wait.timeout_ms);
-        let ((code, json), acked): ((i64, String), u64) =
-            self.library.query_pipe(&mut con, &pipe).await?;
+        let (reply, acked): (String, u64) = self.library.query_pipe(&mut con, &pipe).await?;
         if acked < u64::from(wait.replicas) {
             return Err(StoreError::NotReplicated {
                 acked,
@@ -245,7 +244,7 @@ impl Store {
                 timeout_ms: wait.timeout_ms,
             });
         }
-        Ok((code, json))
+        split_reply(reply)
     }
 
     /// Decides one message in one atomic script run. A redelivered (device, id) with the same
@@ -565,6 +564,21 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 return redis.call('SREM', KEYS[2], ARGV[1])
 ";
 
+/// The decide function's reply: its leading digit (the kind of answer, see `decide.lua`) and the
+/// text after it.
+fn split_reply(mut reply: String) -> Result<(u8, String), StoreError> {
+    match reply.as_bytes().first() {
+        Some(&c @ b'0'..=b'3') => {
+            reply.remove(0);
+            Ok((c - b'0', reply))
+        }
+        _ => Err(StoreError::BadResult(format!(
+            "decide reply without its code: {:?}",
+            tapgate_protocol::text::escape_untrusted(&reply, 200)
+        ))),
+    }
+}
+
 /// Renames a legacy card key to its canonical name. KEYS: legacy, canonical; ARGV: what to do
 /// when both exist (`keep` both, or `drop` the legacy one).
 const MIGRATE_KEY: &str = r"
@@ -608,6 +622,25 @@ fn ttl_secs(s: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decide_reply_is_split_at_its_code() {
+        assert_eq!(
+            split_reply("0granted\t".into()).ok(),
+            Some((0, "granted\t".to_owned()))
+        );
+        assert_eq!(split_reply("2".into()).ok(), Some((2, String::new())));
+        assert_eq!(
+            split_reply("3time_in_future".into()).ok(),
+            Some((3, "time_in_future".to_owned()))
+        );
+        for bad in ["", "4x", "granted", "é"] {
+            assert!(
+                matches!(split_reply(bad.into()), Err(StoreError::BadResult(_))),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn legacy_keys() {
