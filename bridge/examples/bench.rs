@@ -182,13 +182,20 @@ fn main() {
             }
         }
     }
-    let null = best[NULL].max(1);
+    let null = best[NULL];
+    let ratio = |n: u64| {
+        if null == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", n as f64 / null as f64)
+        }
+    };
     println!(
-        "highest rate with p99 <= {P99_LIMIT:?} and nothing lost: {NULL} {null}/s, {FLOOR} {}/s ({:.2} x), {BRIDGE} {}/s ({:.2} x)",
+        "highest rate with p99 <= {P99_LIMIT:?} and nothing lost: {NULL} {null}/s, {FLOOR} {}/s (x {}), {BRIDGE} {}/s (x {})",
         best[FLOOR],
-        best[FLOOR] as f64 / null as f64,
+        ratio(best[FLOOR]),
         best[BRIDGE],
-        best[BRIDGE] as f64 / null as f64
+        ratio(best[BRIDGE])
     );
 }
 
