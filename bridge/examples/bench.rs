@@ -4,8 +4,11 @@
 //! (`null+redis`: one Redis round trip and one event per tap, one write per message) and the real
 //! bridge (`target/release/tapgate-bridge`, built first if missing), all as child processes. Taps
 //! go out at a fixed rate whatever the answers do; latency is measured from each tap's scheduled
-//! send time (HdrHistogram). Rates rise until p99 passes 10 ms or a tap goes unanswered, twice in
-//! a row at the same rate.
+//! send time (HdrHistogram). The three run side by side, each on its own topic prefix, and each
+//! rate is measured for one after the other, so that all three meet the machine as it is within
+//! seconds (its speed drifts over minutes on a shared host). Each first gets one unmeasured run
+//! at the first rate; then rates rise, a process dropping out once p99 passes 10 ms or a tap goes
+//! unanswered twice in a row at the same rate.
 //!
 //! `cargo run --release -p tapgate-bridge --example bench -- [seconds-per-rate] [first-rate] [step]`
 //!
@@ -40,11 +43,21 @@ const NULL: &str = "null bridge";
 const FLOOR: &str = "null+redis";
 const BRIDGE: &str = "bridge";
 
+/// Each answering process has its own topic prefix, so all three run side by side and each rate
+/// is measured for all three within seconds (the machine's speed drifts over minutes).
+fn prefix(name: &str) -> &'static str {
+    match name {
+        NULL => "bench-null",
+        FLOOR => "bench-floor",
+        _ => "bench-bridge",
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("echo") {
         let port: u16 = args[1].parse().expect("port");
-        echo(port, args.get(2).cloned());
+        echo(port, &args[2], args.get(3).cloned());
         return;
     }
     let secs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(4);
@@ -79,97 +92,123 @@ fn main() {
         "redis B/tap"
     );
     let exe = std::env::current_exe().expect("own path");
-    let mut best = HashMap::new();
-    // CPU µs per tap of the answering process at each rate it passed, by name.
-    let mut cpu: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
-    for name in [NULL, FLOOR, BRIDGE] {
-        let mut child = if name == BRIDGE {
-            Command::new(&bridge_bin)
-                .arg("--redis")
-                .arg(redis.url())
-                .arg("--mqtt")
-                .arg(broker.url())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("bridge starts")
-        } else {
-            let mut echo = Command::new(&exe);
-            echo.arg("echo").arg(broker.port().to_string());
-            if name == FLOOR {
-                echo.arg(redis.url());
-            }
-            echo.spawn().expect("echo starts")
-        };
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let load = rt.block_on(Load::connect(broker.port(), name));
-        // Until the answering side is subscribed, taps would be lost: wait for a first answer.
-        rt.block_on(load.warm_up());
-        let mut rate = first;
-        let mut highest = 0;
-        let mut retried = false;
-        loop {
-            let procs = [child.id(), broker_pid, redis_pid];
-            let cpu0 = procs.map(cpu_ticks);
-            let writes0 = writes(child.id());
-            let (calls0, usec0) = decide_calls(redis.port());
-            let mem0 = used_memory(redis.port());
-            let r = rt.block_on(load.run(rate, Duration::from_secs(secs)));
-            let cpu1 = procs.map(cpu_ticks);
-            let writes_per_tap = (writes(child.id()) - writes0) as f64 / r.sent.max(1) as f64;
-            let (calls1, usec1) = decide_calls(redis.port());
-            let mem1 = used_memory(redis.port());
-            let per_tap = |i: usize| (cpu1[i] - cpu0[i]) as f64 * 1e6 / tick / r.sent.max(1) as f64;
-            let calls = calls1 - calls0;
-            let script = if calls > 0 {
-                format!("{:.1}", (usec1 - usec0) as f64 / calls as f64)
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut procs: Vec<Answerer> = [NULL, FLOOR, BRIDGE]
+        .into_iter()
+        .map(|name| {
+            let child = if name == BRIDGE {
+                Command::new(&bridge_bin)
+                    .arg("--redis")
+                    .arg(redis.url())
+                    .arg("--mqtt")
+                    .arg(broker.url())
+                    .arg("--prefix")
+                    .arg(prefix(name))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("bridge starts")
             } else {
-                "-".into()
+                let mut echo = Command::new(&exe);
+                echo.arg("echo")
+                    .arg(broker.port().to_string())
+                    .arg(prefix(name));
+                if name == FLOOR {
+                    echo.arg(redis.url());
+                }
+                echo.spawn().expect("echo starts")
             };
-            let retained = if calls > 0 {
-                format!("{:.0}", (mem1 - mem0) as f64 / r.sent.max(1) as f64)
-            } else {
-                "-".into()
-            };
-            println!(
-                "{:<12} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1} {:>8.2} {:>9.1} {:>9.1} {:>10} {:>10}",
+            let load = rt.block_on(Load::connect(broker.port(), name));
+            Answerer {
                 name,
-                rate,
-                r.achieved,
-                ms(r.hist.value_at_quantile(0.5)),
-                ms(r.hist.value_at_quantile(0.99)),
-                ms(r.hist.value_at_quantile(0.999)),
-                r.sent - r.answered,
-                per_tap(0),
-                writes_per_tap,
-                per_tap(1),
-                per_tap(2),
-                script,
-                retained
-            );
-            let ok = r.sent == r.answered
-                && Duration::from_micros(r.hist.value_at_quantile(0.99)) <= P99_LIMIT;
-            if !ok {
-                // The machine is shared: a rate fails only when it fails twice in a row.
-                if retried {
+                child,
+                load,
+                highest: 0,
+                retried: false,
+                done: false,
+                cpu: Vec::new(),
+            }
+        })
+        .collect();
+    for p in &procs {
+        // Until the answering side is subscribed, taps would be lost: wait for a first answer.
+        rt.block_on(p.load.warm_up());
+        // One unmeasured run at the first rate, so that no process is measured cold.
+        rt.block_on(p.load.run(first, Duration::from_secs(secs)));
+    }
+    let mut rate = first;
+    while procs.iter().any(|p| !p.done) {
+        for p in procs.iter_mut().filter(|p| !p.done) {
+            // The machine is shared: a rate fails only when it fails twice in a row.
+            loop {
+                let pids = [p.child.id(), broker_pid, redis_pid];
+                let cpu0 = pids.map(cpu_ticks);
+                let writes0 = writes(p.child.id());
+                let (calls0, usec0) = decide_calls(redis.port());
+                let mem0 = used_memory(redis.port());
+                let r = rt.block_on(p.load.run(rate, Duration::from_secs(secs)));
+                let cpu1 = pids.map(cpu_ticks);
+                let writes_per_tap = (writes(p.child.id()) - writes0) as f64 / r.sent.max(1) as f64;
+                let (calls1, usec1) = decide_calls(redis.port());
+                let mem1 = used_memory(redis.port());
+                let per_tap =
+                    |i: usize| (cpu1[i] - cpu0[i]) as f64 * 1e6 / tick / r.sent.max(1) as f64;
+                let calls = calls1 - calls0;
+                let script = if calls > 0 {
+                    format!("{:.1}", (usec1 - usec0) as f64 / calls as f64)
+                } else {
+                    "-".into()
+                };
+                let retained = if calls > 0 {
+                    format!("{:.0}", (mem1 - mem0) as f64 / r.sent.max(1) as f64)
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "{:<12} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1} {:>8.2} {:>9.1} {:>9.1} {:>10} {:>10}",
+                    p.name,
+                    rate,
+                    r.achieved,
+                    ms(r.hist.value_at_quantile(0.5)),
+                    ms(r.hist.value_at_quantile(0.99)),
+                    ms(r.hist.value_at_quantile(0.999)),
+                    r.sent - r.answered,
+                    per_tap(0),
+                    writes_per_tap,
+                    per_tap(1),
+                    per_tap(2),
+                    script,
+                    retained
+                );
+                std::thread::sleep(Duration::from_millis(500));
+                let ok = r.sent == r.answered
+                    && Duration::from_micros(r.hist.value_at_quantile(0.99)) <= P99_LIMIT;
+                if ok {
+                    p.retried = false;
+                    p.highest = rate;
+                    p.cpu.push((rate, per_tap(0)));
                     break;
                 }
-                retried = true;
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
+                // What it still owes is answered before anything else is measured.
+                std::thread::sleep(Duration::from_secs(3));
+                if p.retried {
+                    p.done = true;
+                    break;
+                }
+                p.retried = true;
             }
-            retried = false;
-            highest = rate;
-            cpu.entry(name).or_default().push((rate, per_tap(0)));
-            rate += step;
-            std::thread::sleep(Duration::from_millis(500));
         }
-        best.insert(name, highest);
-        let _ = child.kill();
-        let _ = child.wait();
-        drop(rt);
-        std::thread::sleep(Duration::from_millis(500));
+        rate += step;
     }
+    let mut best = HashMap::new();
+    let mut cpu: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
+    for mut p in procs {
+        best.insert(p.name, p.highest);
+        cpu.insert(p.name, std::mem::take(&mut p.cpu));
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+    drop(rt);
     let bridge_cpu = cpu.remove(BRIDGE).unwrap_or_default();
     for other in [NULL, FLOOR] {
         let other_cpu = cpu.remove(other).unwrap_or_default();
@@ -238,7 +277,7 @@ fn bridge_binary() -> PathBuf {
 /// answer, and one event published at QoS 0 after it, as the bridge publishes `pass-used`. What
 /// the bridge costs beyond this is its own work: checking the tap, the decide call's arguments
 /// and result, building the answer and the event.
-fn echo(port: u16, redis_url: Option<String>) {
+fn echo(port: u16, prefix: &str, redis_url: Option<String>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -254,15 +293,16 @@ fn echo(port: u16, redis_url: Option<String>) {
             ),
             None => None,
         };
-        let event_topic = Topics::default().event(EventKind::PassUsed, Some(PassType::TwoHour));
-        let mut opts = MqttOptions::new("bench-null-bridge", "127.0.0.1", port);
+        let topics = Topics::new(prefix).expect("prefix");
+        let event_topic = topics.event(EventKind::PassUsed, Some(PassType::TwoHour));
+        let mut opts = MqttOptions::new(prefix, "127.0.0.1", port);
         opts.set_inflight(200)
             .set_clean_session(false)
             .set_manual_acks(true)
             .set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = tapgate_runtime::mqtt::client(opts, 65_536);
         client
-            .subscribe("tapgate/gate/+/tap", QoS::AtLeastOnce)
+            .subscribe(format!("{prefix}/gate/+/tap"), QoS::AtLeastOnce)
             .await
             .expect("subscribe");
         loop {
@@ -274,10 +314,11 @@ fn echo(port: u16, redis_url: Option<String>) {
                 continue;
             };
             let answer = p.topic.split('/').nth(2).and_then(|device| {
+                let device = DeviceId::new(device).ok()?;
                 let tap = serde_json::from_slice::<serde_json::Value>(&p.payload).ok()?;
                 let id = tap.get("id")?.as_str()?;
                 let answer = serde_json::json!({"id": id, "outcome": "granted"}).to_string();
-                Some((format!("tapgate/gate/{device}/decision"), answer))
+                Some((topics.decision(DeviceKind::Gate, &device), answer))
             });
             let Some(mut conn) = redis.clone() else {
                 if let Some((topic, answer)) = answer {
@@ -298,6 +339,21 @@ fn echo(port: u16, redis_url: Option<String>) {
             });
         }
     });
+}
+
+/// One answering process and how far it got.
+struct Answerer {
+    name: &'static str,
+    child: std::process::Child,
+    load: Load,
+    /// Highest rate passed so far.
+    highest: u64,
+    /// The last run failed once already.
+    retried: bool,
+    /// Failed twice in a row: no higher rates.
+    done: bool,
+    /// CPU µs per tap at each rate it passed.
+    cpu: Vec<(u64, f64)>,
 }
 
 /// What one rate gave.
@@ -328,16 +384,15 @@ struct Load {
 
 impl Load {
     async fn connect(port: u16, name: &str) -> Self {
-        let mut opts = MqttOptions::new(
-            format!("bench-gates-{}", name.replace(' ', "-")),
-            "127.0.0.1",
-            port,
-        );
+        let mut opts = MqttOptions::new(format!("{}-gates", prefix(name)), "127.0.0.1", port);
         opts.set_inflight(u16::MAX)
             .set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = tapgate_runtime::mqtt::client(opts, 1 << 20);
         client
-            .subscribe("tapgate/gate/+/decision", QoS::AtLeastOnce)
+            .subscribe(
+                format!("{}/gate/+/decision", prefix(name)),
+                QoS::AtLeastOnce,
+            )
             .await
             .expect("subscribe");
         let state = Arc::new(Mutex::new(RunState {
@@ -388,10 +443,11 @@ impl Load {
                 s.last = now;
             }
         });
+        let scheme = Topics::new(prefix(name)).expect("prefix");
         let topics = (0..GATES)
             .map(|g| {
                 let device = DeviceId::new(format!("g{g}")).expect("device");
-                Topics::default().tap(DeviceKind::Gate, &device)
+                scheme.tap(DeviceKind::Gate, &device)
             })
             .collect();
         Self {
