@@ -131,7 +131,9 @@ pub fn service_rules(topics: &Topics, role: ServiceRole) -> Vec<Rule> {
                 .map(Rule::subscribe)
                 .collect();
             for kind in DeviceKind::ALL {
-                rules.push(Rule::publish(format!("{p}/{kind}/+/decision")));
+                rules.push(Rule::publish(
+                    topics.every_device(kind, MessageKind::Decision),
+                ));
             }
             rules.push(Rule::publish(topics.events_filter()));
             // The start-up check that the broker really shares `$share/<group>/…`.

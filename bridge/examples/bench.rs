@@ -31,7 +31,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, EventKind, PassType, Topics};
+use tapgate_protocol::{
+    keys, CardId, DeviceId, DeviceKind, EventKind, MessageKind, PassType, Topics,
+};
 use tapgate_testkit::{Mosquitto, RedisServer};
 
 const GATES: usize = 50;
@@ -302,7 +304,10 @@ fn echo(port: u16, prefix: &str, redis_url: Option<String>) {
             .set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = tapgate_runtime::mqtt::client(opts, 65_536);
         client
-            .subscribe(format!("{prefix}/gate/+/tap"), QoS::AtLeastOnce)
+            .subscribe(
+                topics.every_device(DeviceKind::Gate, MessageKind::Tap),
+                QoS::AtLeastOnce,
+            )
             .await
             .expect("subscribe");
         loop {
@@ -313,12 +318,11 @@ fn echo(port: u16, prefix: &str, redis_url: Option<String>) {
             let Event::Incoming(Packet::Publish(p)) = event else {
                 continue;
             };
-            let answer = p.topic.split('/').nth(2).and_then(|device| {
-                let device = DeviceId::new(device).ok()?;
+            let answer = topics.parse(&p.topic).ok().and_then(|inbound| {
                 let tap = serde_json::from_slice::<serde_json::Value>(&p.payload).ok()?;
                 let id = tap.get("id")?.as_str()?;
                 let answer = serde_json::json!({"id": id, "outcome": "granted"}).to_string();
-                Some((topics.decision(DeviceKind::Gate, &device), answer))
+                Some((topics.decision(inbound.kind, &inbound.device), answer))
             });
             let Some(mut conn) = redis.clone() else {
                 if let Some((topic, answer)) = answer {
@@ -384,13 +388,14 @@ struct Load {
 
 impl Load {
     async fn connect(port: u16, name: &str) -> Self {
+        let scheme = Topics::new(prefix(name)).expect("prefix");
         let mut opts = MqttOptions::new(format!("{}-gates", prefix(name)), "127.0.0.1", port);
         opts.set_inflight(u16::MAX)
             .set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = tapgate_runtime::mqtt::client(opts, 1 << 20);
         client
             .subscribe(
-                format!("{}/gate/+/decision", prefix(name)),
+                scheme.every_device(DeviceKind::Gate, MessageKind::Decision),
                 QoS::AtLeastOnce,
             )
             .await
@@ -443,7 +448,6 @@ impl Load {
                 s.last = now;
             }
         });
-        let scheme = Topics::new(prefix(name)).expect("prefix");
         let topics = (0..GATES)
             .map(|g| {
                 let device = DeviceId::new(format!("g{g}")).expect("device");

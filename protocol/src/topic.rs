@@ -191,6 +191,12 @@ impl Topics {
         self.device(kind, device, MessageKind::Heartbeat)
     }
 
+    /// `{prefix}/{kind}/+/{message}`: one kind of message of every device of a kind (every gate's
+    /// decisions, say), for subscriptions and broker rights.
+    pub fn every_device(&self, kind: DeviceKind, message: MessageKind) -> String {
+        format!("{}/{}/+/{}", self.prefix, kind, message)
+    }
+
     /// The topic an event is published on, e.g. `tapgate/events/pass-used/TEN_TRIP`.
     pub fn event(&self, kind: EventKind, pass: Option<PassType>) -> String {
         match (kind.has_pass_segment(), pass) {
@@ -364,6 +370,12 @@ mod tests {
                 "tapgate/+/+/status",
                 "tapgate/+/+/heartbeat"
             ]
+        );
+        assert_eq!(
+            Topics::new("site/tg")
+                .expect("prefix")
+                .every_device(DeviceKind::Gate, MessageKind::Decision),
+            "site/tg/gate/+/decision"
         );
     }
 }

@@ -113,11 +113,10 @@ end
 -- ...and a pass's trips left (ten-trip only, else '') and expiry ('' if none), once the pass is
 -- final for this call (after gate() has counted the trip or activated it).
 local function pass_texts(p)
-  if not p.texts then
-    local trips, expires = '', ''
-    if p.type == 'TEN_TRIP' then trips = int(p.trips) end
-    if p.expires_at then expires = int(p.expires_at) end
-    p.trips_text, p.expires_text, p.texts = trips, expires, true
+  if not p.trips_text then
+    p.trips_text, p.expires_text = '', ''
+    if p.type == 'TEN_TRIP' then p.trips_text = int(p.trips) end
+    if p.expires_at then p.expires_text = int(p.expires_at) end
   end
   return p.trips_text, p.expires_text
 end
