@@ -353,7 +353,8 @@ async fn offline_is_for_gates_and_unstamped_taps_are_accepted_until_required() {
 
 /// A waiting tap's idempotency record lives only until a redelivery would be `stale` anyway; an
 /// offline entry's and an unstamped tap's for the configured lifetime. A redelivery after the
-/// record has gone is answered `stale` and charges nothing.
+/// record has gone charges nothing: it is answered with the decision the card's history shows
+/// (its first answer may never have reached the device), or `stale` if it was never decided.
 #[tokio::test]
 async fn seen_records_live_as_long_as_a_redelivery_can_be_decided() {
     let redis = RedisServer::start();
@@ -423,7 +424,8 @@ async fn seen_records_live_as_long_as_a_redelivery_can_be_decided() {
     decide("unstamped", None, now).await;
     assert!(pttl("unstamped").await > 3_000_000);
 
-    // Within the record's life a redelivery is replayed; once it has gone, the tap is stale.
+    // Within the record's life a redelivery is replayed from it; once it has gone, from the
+    // card's history: the same answer, nothing charged.
     let again = decide("online", Some(Stamp::online(now)), now + 10).await;
     assert!(again.replayed);
     let _: () = redis::cmd("DEL")
@@ -441,7 +443,22 @@ async fn seen_records_live_as_long_as_a_redelivery_can_be_decided() {
         now + u64::try_from(bound).expect("ms"),
     )
     .await;
-    assert_eq!(late.decision.outcome, Outcome::Stale);
+    assert!(late.replayed, "{late:?}");
+    assert!(
+        matches!(&late.decision.outcome, Outcome::Granted { pass } if pass.trips_remaining == Some(9)),
+        "{late:?}"
+    );
+    // Answer, events (their times and stream ids): as the seen record gave them.
+    assert_eq!(late, again);
+    // A tap as old that was never decided is stale.
+    let never = decide(
+        "never",
+        Some(Stamp::online(now)),
+        now + u64::try_from(bound).expect("ms"),
+    )
+    .await;
+    assert_eq!(never.decision.outcome, Outcome::Stale);
+    assert!(!never.replayed);
     assert_eq!(
         pass_trips(&mut con, &card).await,
         10 - 4,

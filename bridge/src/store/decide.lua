@@ -46,10 +46,11 @@
 --
 -- How long the seen record lives: only as long as a redelivery can still change something. A
 -- waiting message (stamp mode 'online') redelivered once its time is older than the decision window
--- is answered 'stale' and charges nothing, so its record is kept until then: the stamp's lead over
--- the bridge's clock (if any) plus the decision window plus max_future_ms, the latter covering
--- bridges whose clocks differ by up to that much. An offline entry, or a message without a stamp,
--- has no such bound and is kept for seen_ttl_s (--idempotency-ttl).
+-- charges nothing, so its record is kept until then: the stamp's lead over the bridge's clock (if
+-- any) plus the decision window plus max_future_ms, the latter covering bridges whose clocks
+-- differ by up to that much. After that, a redelivery is answered from the card's history if the
+-- first delivery left events there (decided_before), else 'stale'. An offline entry, or a message
+-- without a stamp, has no such bound and is kept for seen_ttl_s (--idempotency-ttl).
 -- A key per message rather than one hash per device: each record needs its own expiry, and
 -- per-field expiry (HEXPIRE) needs Redis 7.4; with records living seconds, few exist at a time.
 
@@ -258,6 +259,38 @@ local function blocked()
   return call('EXISTS', K[12]) == 1
 end
 
+-- The answer this message got, rebuilt from the card's history, for a waiting tap redelivered
+-- after its seen record has gone (see "How long the seen record lives"). Its first delivery may
+-- have been decided and charged while its answer was lost (a bridge killed between the two);
+-- answering `stale` now would tell the device nothing was done. The card's recent list names its
+-- last events: those of this device and id, oldest first, are the decision's events, and the
+-- last of them says what the answer was. Nil when none is there (never decided, decided without
+-- an event, or trimmed from the stream): then `stale` is the truth. Read only on this rare path.
+local REPLAYED = {['pass-used'] = 'granted', ['pass-issued'] = 'pass_issued',
+  ['pass-denied'] = 'denied', ['tap-stale'] = 'stale'}
+local function decided_before()
+  local seqs = call('LRANGE', K[13], '0', recent_keep)
+  local found, last = '', nil
+  for i = 1, #seqs do
+    local entry = call('XRANGE', K[3], seqs[i], seqs[i])[1]
+    if entry then
+      local f, e = entry[2], {}
+      for j = 1, #f - 1, 2 do e[f[j]] = f[j + 1] end
+      if e.device == device and e.device_kind == kind and e.id == id and e.mode == mode then
+        local item = e.event .. '\t' .. seqs[i] .. '\t' .. (e.reason or '')
+        if found == '' then found, last = item, e else found = item .. '\t' .. found end
+      end
+    end
+  end
+  local outcome = last and REPLAYED[last.event]
+  if not outcome then return nil end
+  local reason = ''
+  if outcome == 'denied' then reason = last.reason end
+  return outcome .. '\t' .. reason .. '\t\t' .. (last.pass or '') .. '\t' .. (last.trips or '')
+    .. '\t' .. (last.expires_at or '') .. '\t' .. (last.time or '') .. '\t'
+    .. (last.tap_time or '') .. '\t' .. (last.clock or '') .. '\t' .. found
+end
+
 local function gate()
   if blocked() then return deny('blocked') end
   local p, corrupt = load_pass()
@@ -396,6 +429,10 @@ return function(keys, args)
       -- Settled at the time it happened: the rules run at `at`.
       now = at
     elseif now - at > window then
+      if card ~= '' then
+        local earlier = decided_before()
+        if earlier then return '1' .. earlier end
+      end
       -- The device gave up waiting: nothing decided, nothing charged.
       call('HINCRBY', K[10], kind, '1')
       count_device('stale')
