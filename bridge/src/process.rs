@@ -53,7 +53,14 @@ pub struct Processor {
 
 /// What a message turned out to be.
 enum Parsed {
-    Decide(InboundTopic, MessageId, Input, Option<Stamp>),
+    /// Decide: the topic, message id, input, stamp and (offline entries) the tap it replaces.
+    Decide(
+        InboundTopic,
+        MessageId,
+        Input,
+        Option<Stamp>,
+        Option<MessageId>,
+    ),
     /// Status (online flag) or heartbeat (uptime, device clock).
     Presence(InboundTopic, Option<bool>, Option<u64>, Option<u64>),
     Refuse(Option<(DeviceKind, DeviceId)>, Rejection),
@@ -132,13 +139,13 @@ fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool) -> Parsed {
                     DeviceKind::Gate => Input::GateTap(tap.card),
                     DeviceKind::Terminal => Input::TerminalTap(tap.card),
                 };
-                Parsed::Decide(topic, tap.id, input, stamp)
+                Parsed::Decide(topic, tap.id, input, stamp, tap.replaces)
             }
             Err(r) => Parsed::Refuse(here, r),
         },
         MessageKind::Button => match parse_button_stamped(payload) {
             Ok((b, None)) if require_stamp => Parsed::Refuse(here, unstamped(b.id)),
-            Ok((b, stamp)) => Parsed::Decide(topic, b.id, Input::Button(b.pass), stamp),
+            Ok((b, stamp)) => Parsed::Decide(topic, b.id, Input::Button(b.pass), stamp, None),
             Err(r) => Parsed::Refuse(here, r),
         },
         // A retained status cleared with an empty payload: nothing to record.
@@ -160,12 +167,13 @@ impl Processor {
     pub async fn handle(&self, inbound: Inbound) {
         let received = Instant::now();
         let done = match parse(&self.topics, &inbound, self.require_stamp) {
-            Parsed::Decide(topic, id, input, stamp) => {
+            Parsed::Decide(topic, id, input, stamp, replaces) => {
                 self.metrics.message(topic.message);
                 if stamp.is_none() {
                     self.metrics.unstamped();
                 }
-                self.decide(&topic, &id, &input, stamp, received).await
+                self.decide(&topic, &id, &input, stamp, replaces.as_ref(), received)
+                    .await
             }
             Parsed::Presence(topic, online, uptime, clock) => {
                 self.metrics.message(topic.message);
@@ -241,6 +249,7 @@ impl Processor {
         id: &MessageId,
         input: &Input,
         stamp: Option<Stamp>,
+        replaces: Option<&MessageId>,
         received: Instant,
     ) -> bool {
         let now = self.clock.now_ms();
@@ -251,6 +260,7 @@ impl Processor {
             input,
             now_ms: now,
             stamp,
+            replaces,
         };
         let here = Some((topic.kind, topic.device.clone()));
         let decided = match self.retry("decide", || self.store.decide(&req)).await {

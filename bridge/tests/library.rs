@@ -40,6 +40,7 @@ async fn gate_tap(store: &Store, device: &DeviceId, id: &str, card: &CardId) -> 
             input: &input,
             now_ms: NOW,
             stamp: None,
+            replaces: None,
         })
         .await
         .expect("decide")

@@ -181,6 +181,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                         input: &s.input,
                         now_ms: now,
                         stamp: s.stamp,
+                        replaces: None,
                     })
                     .await
                     .expect("script");
@@ -206,6 +207,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                         input: &input,
                         now_ms: now,
                         stamp: s.stamp,
+                        replaces: None,
                     })
                     .await
                     .expect("script");
@@ -326,6 +328,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                 input: &input,
                 now_ms: now,
                 stamp,
+                replaces: None,
             })
             .await
             .expect("script");

@@ -221,6 +221,7 @@ async fn offline_two_hour_entry_at_eight_settled_at_half_past_expires_at_ten() {
                     input: &input,
                     now_ms: now,
                     stamp: Some(Stamp::offline(at)),
+                    replaces: None,
                 })
                 .await
                 .expect("script");
@@ -386,6 +387,7 @@ async fn seen_records_live_as_long_as_a_redelivery_can_be_decided() {
                     input: &input,
                     now_ms: now,
                     stamp,
+                    replaces: None,
                 })
                 .await
                 .expect("script")
@@ -473,4 +475,138 @@ async fn pass_trips(con: &mut redis::aio::MultiplexedConnection, card: &CardId) 
         .query_async(con)
         .await
         .expect("HGET")
+}
+
+/// A fail-open gate's offline entry names the waiting tap it replaces, and the ride is charged
+/// once whichever the bridge decides first: a waiting tap granted in time whose answer came late
+/// or was lost settles the entry (from its seen record, or from the card's history once that has
+/// gone); an entry decided first leaves the waiting tap `stale`. An entry naming a tap of another
+/// time is charged as usual.
+#[tokio::test]
+async fn an_offline_entry_and_the_waiting_tap_it_replaces_charge_once() {
+    let redis = RedisServer::start();
+    let store = Store::connect(&redis.url(), None, support::store_settings())
+        .await
+        .expect("store");
+    let card = CardId::new("TEN").expect("card");
+    let mut con = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    support::put_pass(&mut con, &card, "TEN_TRIP", 10).await;
+    let g1 = DeviceId::new("g1").expect("device");
+    let input = Input::GateTap(card.clone());
+    let decide = |id: &'static str, stamp: Stamp, replaces: Option<&'static str>, now: u64| {
+        let (store, input, g1) = (store.clone(), input.clone(), g1.clone());
+        async move {
+            let id = MessageId::new(id).expect("id");
+            let replaces = replaces.map(|r| MessageId::new(r).expect("id"));
+            match store
+                .decide(&Request {
+                    kind: DeviceKind::Gate,
+                    device: &g1,
+                    id: &id,
+                    input: &input,
+                    now_ms: now,
+                    stamp: Some(stamp),
+                    replaces: replaces.as_ref(),
+                })
+                .await
+                .expect("script")
+            {
+                Answer::Decided(d) => d,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let trips_left = |d: &tapgate_bridge::store::Decided| match &d.decision.outcome {
+        Outcome::Granted { pass } | Outcome::EntrySettled { pass } => pass.trips_remaining,
+        _ => None,
+    };
+    let settled = |d: &tapgate_bridge::store::Decided| {
+        matches!(d.decision.outcome, Outcome::EntrySettled { .. })
+    };
+    let t = now_ms();
+
+    // Granted in time, answer lost; the gate gave up and sent its entry: settled by that charge.
+    let w1 = decide("w1", Stamp::online(t), None, t + 100).await;
+    assert_eq!(trips_left(&w1), Some(9), "{w1:?}");
+    let e1 = decide("e1", Stamp::offline(t), Some("w1"), t + 2_000).await;
+    assert!(settled(&e1) && trips_left(&e1) == Some(9), "{e1:?}");
+    assert!(e1.events.is_empty(), "no second entry event: {e1:?}");
+    assert_eq!(pass_trips(&mut con, &card).await, 9);
+    // Its redelivery is the same answer.
+    let again = decide("e1", Stamp::offline(t), Some("w1"), t + 3_000).await;
+    assert!(again.replayed && trips_left(&again) == Some(9), "{again:?}");
+
+    // The same, with the waiting tap's seen record gone: found in the card's history.
+    let t2 = t + 10_000;
+    let w2 = decide("w2", Stamp::online(t2), None, t2 + 100).await;
+    assert_eq!(trips_left(&w2), Some(8));
+    del_seen(&mut con, &g1, "w2").await;
+    let e2 = decide("e2", Stamp::offline(t2), Some("w2"), t2 + 60_000).await;
+    assert!(settled(&e2) && trips_left(&e2) == Some(8), "{e2:?}");
+    assert_eq!(pass_trips(&mut con, &card).await, 8);
+
+    // The entry first (the waiting tap still queued): charged, and the waiting tap, arriving
+    // inside its window after all, is stale.
+    let t3 = t + 20_000;
+    let e3 = decide("e3", Stamp::offline(t3), Some("w3"), t3 + 1_600).await;
+    assert!(settled(&e3) && trips_left(&e3) == Some(7), "{e3:?}");
+    let w3 = decide("w3", Stamp::online(t3), None, t3 + 1_000).await;
+    assert_eq!(w3.decision.outcome, Outcome::Stale, "{w3:?}");
+    assert_eq!(pass_trips(&mut con, &card).await, 7);
+
+    // A waiting tap that was denied or stale charged nothing: the entry is settled as usual.
+    let t4 = t + 30_000;
+    let w4 = decide("w4", Stamp::online(t4), None, t4 + 5_000).await;
+    assert_eq!(w4.decision.outcome, Outcome::Stale);
+    let e4 = decide("e4", Stamp::offline(t4), Some("w4"), t4 + 5_100).await;
+    assert!(settled(&e4) && trips_left(&e4) == Some(6), "{e4:?}");
+
+    // Naming a granted tap of another time (a second ride, or a lie) settles nothing for free:
+    // with the seen record, and from the card's history.
+    let t5 = t + 40_000;
+    let e5 = decide("e5", Stamp::offline(t5), Some("w1"), t5).await;
+    assert!(settled(&e5) && trips_left(&e5) == Some(5), "{e5:?}");
+    let e6 = decide("e6", Stamp::offline(t5 + 5_000), Some("w2"), t5 + 5_000).await;
+    assert!(settled(&e6) && trips_left(&e6) == Some(4), "{e6:?}");
+    assert_eq!(pass_trips(&mut con, &card).await, 4, "six rides, six trips");
+
+    // Another gate naming this gate's granted tap, same card and time: its own ride.
+    let g2 = DeviceId::new("g2").expect("device");
+    let (e7, w1) = (
+        MessageId::new("e7").expect("id"),
+        MessageId::new("w1").expect("id"),
+    );
+    let Answer::Decided(e7) = store
+        .decide(&Request {
+            kind: DeviceKind::Gate,
+            device: &g2,
+            id: &e7,
+            input: &input,
+            now_ms: t + 2_000,
+            stamp: Some(Stamp::offline(t)),
+            replaces: Some(&w1),
+        })
+        .await
+        .expect("script")
+    else {
+        panic!("not decided");
+    };
+    assert!(settled(&e7) && trips_left(&e7) == Some(3), "{e7:?}");
+    assert_eq!(pass_trips(&mut con, &card).await, 3, "seven rides");
+}
+
+async fn del_seen(con: &mut redis::aio::MultiplexedConnection, device: &DeviceId, id: &str) {
+    let _: () = redis::cmd("DEL")
+        .arg(keys::seen(
+            DeviceKind::Gate,
+            device,
+            &MessageId::new(id).expect("id"),
+        ))
+        .query_async(con)
+        .await
+        .expect("DEL");
 }

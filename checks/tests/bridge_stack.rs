@@ -27,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn tap(id: &str, card: &str) -> String {
-    serde_json::to_string(&Tap {
-        id: MessageId::new(id).expect("id"),
-        card: CardId::new(card).expect("card"),
-    })
+    serde_json::to_string(&Tap::new(
+        MessageId::new(id).expect("id"),
+        CardId::new(card).expect("card"),
+    ))
     .expect("json")
 }
 

@@ -106,10 +106,10 @@ async fn refused(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> 
 }
 
 fn tap(id: &str, card: &str) -> String {
-    serde_json::to_string(&Tap {
-        id: MessageId::new(id).expect("id"),
-        card: CardId::new(card).expect("card"),
-    })
+    serde_json::to_string(&Tap::new(
+        MessageId::new(id).expect("id"),
+        CardId::new(card).expect("card"),
+    ))
     .expect("json")
 }
 

@@ -430,10 +430,10 @@ mod tests {
         let (link, _decisions, task) = Link::start(cfg, shutdown.clone()).expect("start");
         let mut ids = crate::logic::TapIds::new(1);
         for _ in 0..30 {
-            let tap = tapgate_protocol::Tap {
-                id: ids.next_id(),
-                card: tapgate_protocol::CardId::new("C1").expect("card"),
-            };
+            let tap = tapgate_protocol::Tap::new(
+                ids.next_id(),
+                tapgate_protocol::CardId::new("C1").expect("card"),
+            );
             link.publish(&Outbound::Tap(tap, tapgate_protocol::Stamp::online(1)));
         }
         // The client's queue holds queue_limit + 16 (room for status and subscriptions).

@@ -138,10 +138,10 @@ async fn a_tap_that_reached_nobody_is_published_again_with_its_id() {
     }
 
     // Nobody subscribes to taps yet: this one reaches nobody.
-    let tap = tapgate_protocol::Tap {
-        id: TapIds::new(1).next_id(),
-        card: tapgate_protocol::CardId::new("LOST1").expect("card"),
-    };
+    let tap = tapgate_protocol::Tap::new(
+        TapIds::new(1).next_id(),
+        tapgate_protocol::CardId::new("LOST1").expect("card"),
+    );
     let id = tap.id.to_string();
     link.publish(&Outbound::Tap(tap, tapgate_protocol::Stamp::online(1)));
 

@@ -125,3 +125,41 @@ async fn fail_open_offline_entries_take_exactly_one_trip_each() {
     assert_eq!(stack.counter(keys::COUNTERS_STALE, "gate").await, 3);
     g.stop().await;
 }
+
+/// The other order: the waiting tap is still decided inside the bridge's window, but its answer
+/// comes after the fail-open gate gave up and let the rider through. The gate's offline entry
+/// names that tap, so the ride is charged once, by the waiting tap.
+#[tokio::test]
+async fn fail_open_entry_for_a_tap_decided_late_is_not_charged_again() {
+    // A window the bridge's restart fits in; a gate that gives up well before it.
+    let mut stack = Stack::start(|c| c.decision_window = Duration::from_secs(5)).await;
+    let mut events = MqttProbe::connect(stack.broker.port(), "watch").await;
+    events.subscribe("tapgate/events/#").await;
+    ten_trip(&stack, "TEN").await;
+    let mut cfg = stack.device_config("g1");
+    cfg.decision_timeout = Duration::from_millis(100);
+    cfg.offline_policy = OfflinePolicy::FailOpen;
+    let mut g = Rig::gate(cfg).await;
+
+    stack.stop_bridge().await;
+    g.tap("TEN");
+    assert_eq!(
+        g.sounds(2).await,
+        vec![Sound::Chime, Sound::Say(Prompt::AccessGranted)]
+    );
+    stack.start_bridge().await;
+
+    // The waiting tap is granted (fresh), and the entry settled by that grant: one trip.
+    let seen = await_events(&mut events, &[("pass-used", 1)]).await;
+    assert_eq!(seen.get("tap-stale"), None, "{seen:?}");
+    let late: Vec<_> = events
+        .drain_for(Duration::from_millis(500))
+        .await
+        .into_iter()
+        .map(|m| m.json()["event"].clone())
+        .collect();
+    assert!(late.is_empty(), "{late:?}");
+    assert_eq!(trips(&stack, "TEN").await, 9);
+    assert_eq!(stack.counter(keys::COUNTERS_ENTRIES, "TEN_TRIP").await, 1);
+    g.stop().await;
+}

@@ -62,7 +62,8 @@ impl fmt::Display for PassType {
     }
 }
 
-/// A card tap: `{"id": "...", "card": "..."}`.
+/// A card tap: `{"id": "...", "card": "..."}`, and on a fail-open gate's offline entry
+/// `"replaces"`: the id of the waiting tap whose answer did not come in time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tap {
@@ -70,6 +71,22 @@ pub struct Tap {
     pub id: MessageId,
     /// The card that was tapped.
     pub card: CardId,
+    /// Offline entries only: the waiting tap this entry stands for. The bridge charges the ride
+    /// once, whichever of the two it decides first (the waiting tap may have been decided and
+    /// charged while its answer was late or lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<MessageId>,
+}
+
+impl Tap {
+    /// A tap of `card` with message id `id`.
+    pub fn new(id: MessageId, card: CardId) -> Self {
+        Self {
+            id,
+            card,
+            replaces: None,
+        }
+    }
 }
 
 /// What the device does with the answer to a tap or button.
@@ -473,10 +490,10 @@ mod tests {
 
     #[test]
     fn stamped_payload() {
-        let tap = Tap {
-            id: MessageId::new("g1-1").expect("id"),
-            card: CardId::new("04AB").expect("card"),
-        };
+        let tap = Tap::new(
+            MessageId::new("g1-1").expect("id"),
+            CardId::new("04AB").expect("card"),
+        );
         let json = Stamped {
             message: &tap,
             stamp: Stamp::offline(1_700_000_000_000),

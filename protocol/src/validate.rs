@@ -163,18 +163,46 @@ impl From<&TopicError> for Rejection {
 
 /// Parses a tap payload: `{"id": "...", "card": "...", "time": <Unix ms>, "mode": "online" |
 /// "offline"}`, where `time` and `mode` come together or not at all (a payload from before
-/// stamps; see [`parse_tap_stamped`]).
+/// stamps; see [`parse_tap_stamped`]). An offline entry may add `"replaces": "<id>"`, the waiting
+/// tap it stands for ([`Tap::replaces`]); on any other tap that field is refused.
 pub fn parse_tap(payload: &[u8]) -> Result<Tap, Rejection> {
     parse_tap_stamped(payload).map(|(tap, _)| tap)
 }
 
 /// [`parse_tap`], with the stamp when the payload has one.
 pub fn parse_tap_stamped(payload: &[u8]) -> Result<(Tap, Option<Stamp>), Rejection> {
-    let (obj, id) = object_with_id(payload, &["id", "card", "time", "mode"])?;
+    let (obj, id) = object_with_id(payload, &["id", "card", "time", "mode", "replaces"])?;
     let card = string_field(&obj, "card", &id)?;
     let card = CardId::new(card).map_err(|e| invalid(RejectReason::InvalidCard, e, &id))?;
     let stamp = stamp(&obj, &id)?;
-    Ok((Tap { id, card }, stamp))
+    let replaces = match obj.get("replaces") {
+        None => None,
+        Some(_) if stamp.is_none_or(|s| s.mode != TapMode::Offline) => {
+            return Err(Rejection::new(
+                RejectReason::UnknownField,
+                "field \"replaces\" names the waiting tap an offline entry stands for; \
+                 it is only allowed with \"mode\": \"offline\"",
+            )
+            .with_id(Some(id)))
+        }
+        Some(_) => {
+            let named = string_field(&obj, "replaces", &id)?;
+            let named = MessageId::new(named).map_err(|e| {
+                Rejection::new(RejectReason::InvalidId, format!("field \"replaces\": {e}"))
+                    .with_id(Some(id.clone()))
+            })?;
+            if named == id {
+                return Err(Rejection::new(
+                    RejectReason::InvalidId,
+                    "field \"replaces\" names the entry itself; it names the waiting tap the \
+                     entry stands for",
+                )
+                .with_id(Some(id)));
+            }
+            Some(named)
+        }
+    };
+    Ok((Tap { id, card, replaces }, stamp))
 }
 
 /// Parses a button payload: `{"id": "...", "pass": "SINGLE_USE" | "TEN_TRIP" | "TWO_HOUR",
@@ -706,6 +734,12 @@ mod tests {
                 .expect("stamped");
         assert_eq!(tap.card.as_str(), "AB");
         assert_eq!(stamp, Some(Stamp::offline(1_700_000_000_000)));
+        assert_eq!(tap.replaces, None);
+        let (tap, _) = parse_tap_stamped(
+            br#"{"id":"g-2","card":"AB","time":5,"mode":"offline","replaces":"g-1"}"#,
+        )
+        .expect("an offline entry naming its waiting tap");
+        assert_eq!(tap.replaces.as_ref().map(MessageId::as_str), Some("g-1"));
         let (_, stamp) = parse_tap_stamped(br#"{"id":"g-1","card":"AB"}"#).expect("legacy");
         assert_eq!(stamp, None);
         let refused = |p: &[u8]| parse_tap_stamped(p).expect_err("refused");
@@ -737,6 +771,27 @@ mod tests {
             (
                 br#"{"id":"g-1","card":"AB","time":5,"mode":1}"#,
                 RejectReason::WrongType,
+            ),
+            // `replaces` only on an offline entry, naming another message of the device.
+            (
+                br#"{"id":"g-1","card":"AB","time":5,"mode":"online","replaces":"g-0"}"#,
+                RejectReason::UnknownField,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","replaces":"g-0"}"#,
+                RejectReason::UnknownField,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":5,"mode":"offline","replaces":7}"#,
+                RejectReason::WrongType,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":5,"mode":"offline","replaces":"a b"}"#,
+                RejectReason::InvalidId,
+            ),
+            (
+                br#"{"id":"g-1","card":"AB","time":5,"mode":"offline","replaces":"g-1"}"#,
+                RejectReason::InvalidId,
             ),
         ] {
             let r = refused(payload);

@@ -16,11 +16,13 @@
 -- keys[7] counters:device:{device}   keys[8] device presence (read: clock_skew_ms)
 -- keys[9] counters:unpaid            keys[10] counters:stale
 -- keys[11] card pass   keys[12] card blocked   keys[13] card recent   (taps only)
+-- keys[14] seen key of the waiting tap an offline entry replaces (only with args[11])
 --
 -- args: op (gate|terminal|button), now_ms, device, device_kind, id, card ('' for buttons),
 --       selected pass type ('' for taps), stamp time ('' without a stamp), stamp mode ('' without),
 --       settings: "two_hour_ms sale_timeout_ms seen_ttl_s stream_maxlen recent_len recent_ttl_s
---       device_ttl_s decision_window_ms max_future_ms max_skew_ms" (parsed once while unchanged)
+--       device_ttl_s decision_window_ms max_future_ms max_skew_ms" (parsed once while unchanged),
+--       the id of the waiting tap an offline entry replaces ('' or absent otherwise)
 --
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
 -- the stored result for a redelivery of the same content, '2' alone for an id already used with
@@ -41,7 +43,8 @@
 -- that once it holds twice as many, and expires recent_ttl_s after its last event.
 --
 -- The seen record is "<fingerprint>\n<result>", the fingerprint being "op:card:pass" of the
--- message, and ":time:mode" after it for a stamped one. A record from before this layout (JSON,
+-- message, ":time:mode" after it for a stamped one, and ":<id>" after that for an offline entry
+-- naming the waiting tap it replaces. A record from before this layout (JSON,
 -- starting with '{' or after the newline) is handed back as it is; the bridge reads both.
 --
 -- How long the seen record lives: only as long as a redelivery can still change something. A
@@ -94,6 +97,7 @@ end
 
 -- This call's message and keys.
 local K, op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_time, stamp_text, mode
+local replaces
 local fingerprint, seen_unit, seen_for
 -- When the message happened on the bridge's clock, and which clock that is.
 local at, clock
@@ -259,16 +263,18 @@ local function blocked()
   return call('EXISTS', K[12]) == 1
 end
 
--- The answer this message got, rebuilt from the card's history, for a waiting tap redelivered
--- after its seen record has gone (see "How long the seen record lives"). Its first delivery may
--- have been decided and charged while its answer was lost (a bridge killed between the two);
--- answering `stale` now would tell the device nothing was done. The card's recent list names its
--- last events: those of this device and id, oldest first, are the decision's events, and the
--- last of them says what the answer was. Nil when none is there (never decided, decided without
--- an event, or trimmed from the stream): then `stale` is the truth. Read only on this rare path.
+-- The answer a message of this device got, rebuilt from the card's history: for a waiting tap
+-- redelivered after its seen record has gone (see "How long the seen record lives"), and for the
+-- waiting tap an offline entry replaces (settle_replaced; `near`: its time, within max_skew).
+-- A first delivery may have been decided and charged while its answer was lost (a bridge killed
+-- between the two); answering `stale` now would tell the device nothing was done. The card's
+-- recent list names its last events: those of this device and id, oldest first, are the
+-- decision's events, and the last of them says what the answer was. Nil when none is there (never
+-- decided, decided without an event, or trimmed from the stream): then nothing was charged. Read
+-- only on these rare paths.
 local REPLAYED = {['pass-used'] = 'granted', ['pass-issued'] = 'pass_issued',
   ['pass-denied'] = 'denied', ['tap-stale'] = 'stale'}
-local function decided_before()
+local function decided_before(msg_id, msg_mode, near)
   local seqs = call('LRANGE', K[13], '0', recent_keep)
   local found, last = '', nil
   for i = 1, #seqs do
@@ -276,7 +282,9 @@ local function decided_before()
     if entry then
       local f, e = entry[2], {}
       for j = 1, #f - 1, 2 do e[f[j]] = f[j + 1] end
-      if e.device == device and e.device_kind == kind and e.id == id and e.mode == mode then
+      local t = near and tonumber(e.tap_time)
+      if e.device == device and e.device_kind == kind and e.id == msg_id and e.mode == msg_mode
+          and (not near or (t and t - near <= max_skew and near - t <= max_skew)) then
         local item = e.event .. '\t' .. seqs[i] .. '\t' .. (e.reason or '')
         if found == '' then found, last = item, e else found = item .. '\t' .. found end
       end
@@ -289,6 +297,38 @@ local function decided_before()
   return outcome .. '\t' .. reason .. '\t\t' .. (last.pass or '') .. '\t' .. (last.trips or '')
     .. '\t' .. (last.expires_at or '') .. '\t' .. (last.time or '') .. '\t'
     .. (last.tap_time or '') .. '\t' .. (last.clock or '') .. '\t' .. found
+end
+
+-- An offline entry naming the waiting tap it stands for (same device, card and time): the ride is
+-- charged once. That tap granted (its answer late or lost): the entry is settled by that charge,
+-- with no new charge or event. Answered otherwise (denied, stale): the entry is settled as usual.
+-- Not decided yet: a record answering it `stale` is left where its seen record would be, for as
+-- long as it could still be decided, so it charges nothing when it comes.
+local function settle_replaced()
+  local waiting = 'gate:' .. card .. '::' .. stamp_text .. ':online'
+  local line
+  local stored = call('GET', K[14])
+  if stored then
+    local nl = find(stored, '\n', 1, true)
+    if not nl or sub(stored, 1, nl - 1) ~= waiting then return nil end
+    line = sub(stored, nl + 1)
+  else
+    line = decided_before(replaces, 'online', at)
+    if not line then
+      call('SET', K[14], waiting .. '\nstale\t\t\t\t\t\t' .. now_text .. '\t' .. at_text() .. '\t'
+        .. clock .. '\t', 'PX', int(window + max_future))
+      return nil
+    end
+  end
+  local f, pos = {}, 1
+  while #f < 6 do
+    local tab = find(line, '\t', pos, true)
+    if not tab then return nil end
+    f[#f + 1], pos = sub(line, pos, tab - 1), tab + 1
+  end
+  if f[1] ~= 'granted' or not PASS_TYPES[f[4]] then return nil end
+  return finish('entry_settled', nil, nil,
+    {type = f[4], trips = tonumber(f[5]) or 0, expires_at = tonumber(f[6]), issued_at = 0})
 end
 
 local function gate()
@@ -377,6 +417,7 @@ return function(keys, args)
   bridge_now = now
   device, kind, id, card, chosen = args[3], args[4], args[5], args[6], args[7]
   stamp_text, mode = args[8], args[9]
+  replaces = args[11] or ''
   stamp_time = tonumber(stamp_text)
   if args[10] ~= settings_text then load_settings(args[10]) end
   events = ''
@@ -386,6 +427,7 @@ return function(keys, args)
   if stamp_time then
     fingerprint = fingerprint .. ':' .. stamp_text .. ':' .. mode
   end
+  if replaces ~= '' then fingerprint = fingerprint .. ':' .. replaces end
   -- Seen record lifetime, see above: PX for a waiting stamped message, EX otherwise.
   seen_unit, seen_for = 'EX', seen_ttl
   if stamp_time and mode ~= 'offline' then
@@ -428,9 +470,13 @@ return function(keys, args)
     if mode == 'offline' then
       -- Settled at the time it happened: the rules run at `at`.
       now = at
+      if replaces ~= '' and card ~= '' then
+        local settled = settle_replaced()
+        if settled then return settled end
+      end
     elseif now - at > window then
       if card ~= '' then
-        local earlier = decided_before()
+        local earlier = decided_before(id, mode)
         if earlier then return '1' .. earlier end
       end
       -- The device gave up waiting: nothing decided, nothing charged.

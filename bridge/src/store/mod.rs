@@ -161,6 +161,8 @@ pub struct Request<'a> {
     /// When the message happened and whether the device waits; `None` for a payload from before
     /// stamps.
     pub stamp: Option<Stamp>,
+    /// An offline entry's waiting tap (same device), whose charge the entry must not repeat.
+    pub replaces: Option<&'a MessageId>,
 }
 
 /// Handle to Redis with the scripts loaded. Cheap to clone; reconnects by itself and follows a
@@ -270,6 +272,9 @@ impl Store {
         ];
         if let Some(c) = card {
             k.extend([keys::pass(c), keys::blocked(c), keys::card_recent(c)]);
+            if let Some(waiting) = req.replaces {
+                k.push(keys::seen(req.kind, req.device, waiting));
+            }
         }
         let mut call = self.library.call(Function::Decide, &k);
         call.arg(op)
@@ -281,7 +286,8 @@ impl Store {
             .arg(chosen)
             .arg(req.stamp.map(|s| s.time.to_string()).unwrap_or_default())
             .arg(req.stamp.map(|s| s.mode.as_str()).unwrap_or(""))
-            .arg(&*self.settings_arg);
+            .arg(&*self.settings_arg)
+            .arg(req.replaces.map(MessageId::as_str).unwrap_or(""));
         let (code, json) = self.run_decide(call).await?;
         match code {
             2 => return Ok(Answer::IdReused),

@@ -10,9 +10,10 @@
 //!
 //! Every tap is stamped with the wall clock's time and `online` (the gate waits). Under
 //! fail-open, a tap whose decision did not come in time lets the rider through and is sent again,
-//! with a new id, as an `offline` entry stamped with the original tap's time: the bridge settles
-//! it at that time, and answers the original waiting tap `stale` (charging nothing) when it
-//! finally sees it. Answers to offline entries and `stale` answers are only logged: the gate has
+//! with a new id, as an `offline` entry stamped with the original tap's time and naming the
+//! waiting tap (`replaces`): the bridge charges the ride once, by whichever of the two it decides
+//! first (a waiting tap decided in time whose answer came late or was lost settles the entry; a
+//! waiting tap arriving after the entry is `stale`). Answers to offline entries and `stale` answers are only logged: the gate has
 //! already shown its light.
 
 use std::time::Duration;
@@ -127,7 +128,7 @@ impl Gate {
             at,
         });
         vec![
-            Command::Publish(Outbound::Tap(Tap { id, card }, Stamp::online(at))),
+            Command::Publish(Outbound::Tap(Tap::new(id, card), Stamp::online(at))),
             Command::Lights(LightPattern::Checking),
         ]
     }
@@ -190,13 +191,15 @@ impl Gate {
         match policy {
             OfflinePolicy::FailClosed => self.deny("service unavailable".into(), true),
             OfflinePolicy::FailOpen => {
-                // The rider goes through now; the bridge settles the entry at the tap's time.
+                // The rider goes through now; the bridge settles the entry at the tap's time,
+                // once with the waiting tap it replaces (which may have been charged already).
                 let entry = self.ids.next_id();
                 info!(%entry, waited_for = %id, "Queued an offline entry");
                 let mut cmds = vec![Command::Publish(Outbound::Tap(
                     Tap {
                         id: entry,
                         card: p.card,
+                        replaces: Some(id),
                     },
                     Stamp::offline(p.at),
                 ))];
@@ -414,10 +417,7 @@ mod tests {
         assert_eq!(
             cmds[0],
             Command::Publish(Outbound::Tap(
-                Tap {
-                    id: gate.pending().cloned().expect("pending"),
-                    card: card("C1")
-                },
+                Tap::new(gate.pending().cloned().expect("pending"), card("C1")),
                 Stamp::online(1_700_000_000_000)
             ))
         );
@@ -442,6 +442,11 @@ mod tests {
             "a new message, not the waiting tap again"
         );
         assert_eq!(entry.card, card("C1"));
+        assert_eq!(
+            entry.replaces.as_ref(),
+            Some(&waiting),
+            "names the waiting tap, so the ride is charged once"
+        );
         assert_eq!(
             *stamp,
             Stamp::offline(1_700_000_000_000),

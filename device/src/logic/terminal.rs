@@ -94,7 +94,7 @@ impl Terminal {
         let id = self.track(now);
         info!(%id, "Card tapped");
         let stamp = Stamp::online(self.clock.now_ms());
-        vec![Command::Publish(Outbound::Tap(Tap { id, card }, stamp))]
+        vec![Command::Publish(Outbound::Tap(Tap::new(id, card), stamp))]
     }
 
     /// A pass button was pressed at `now`.

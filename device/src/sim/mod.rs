@@ -11,7 +11,8 @@
 //! Outage mode (`outage` > 0): some gate rides happened during a bridge outage and arrive
 //! `outage_age` late. At a fail-closed gate only the waiting tap arrives: it must be `stale` and
 //! charge nothing. At a fail-open gate the waiting tap (`stale`) and the offline entry the gate
-//! queued arrive: the entry must be settled at the tap's time — one trip off a ten-trip pass, a
+//! queued, naming it (`replaces`), arrive in either order: the entry must be settled at the tap's
+//! time — one trip off a ten-trip pass, a
 //! two-hour window from the tap, an `unpaid_entry` for a card that could not pay. Progress goes to stderr once a second; the [`report`] ends the
 //! run.
 //!
@@ -324,6 +325,7 @@ impl Sim {
             }
         };
         let mut stamp = Stamp::online(now_ms());
+        let mut replaces = None;
         if matches!(input, Input::GateTap(_))
             && self.cfg.outage > 0.0
             && self.rng.chance(self.cfg.outage)
@@ -338,7 +340,7 @@ impl Sim {
             }
             self.tally.taps_sent += 1;
             self.pending.insert(
-                (dev, late),
+                (dev, late.clone()),
                 Inflight {
                     sent: Sent::LateWaiting,
                     scheduled,
@@ -355,15 +357,17 @@ impl Sim {
                 self.ready.push_back(r);
                 return true;
             }
-            // Fail-open: the rider went through; the gate queued the entry.
+            // Fail-open: the rider went through; the gate queued the entry, naming the tap.
             stamp = Stamp::offline(at);
+            replaces = Some(late);
         }
         let id = self.message_id();
         let body = match (&input, payload) {
             (_, Some(p)) => serde_json::json!({"id": id, "pass": p}),
-            (Input::GateTap(c) | Input::TerminalTap(c), None) => {
-                serde_json::json!({"id": id, "card": c})
-            }
+            (Input::GateTap(c) | Input::TerminalTap(c), None) => match replaces {
+                Some(waiting) => serde_json::json!({"id": id, "card": c, "replaces": waiting}),
+                None => serde_json::json!({"id": id, "card": c}),
+            },
             (Input::Button(p), None) => serde_json::json!({"id": id, "pass": p}),
         };
         let payload = stamped(body, stamp).into_bytes();
