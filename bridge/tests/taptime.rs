@@ -425,6 +425,35 @@ async fn seen_records_live_as_long_as_a_redelivery_can_be_decided() {
     assert!(pttl("offline").await > 3_000_000);
     decide("unstamped", None, now).await;
     assert!(pttl("unstamped").await > 3_000_000);
+    // A terminal's tap starts a sale, which no event records: its record outlives the sale.
+    let t1 = DeviceId::new("t1").expect("device");
+    let sale_tap = MessageId::new("sale").expect("id");
+    let started = store
+        .decide(&Request {
+            kind: DeviceKind::Terminal,
+            device: &t1,
+            id: &sale_tap,
+            input: &Input::TerminalTap(CardId::new("NEW").expect("card")),
+            now_ms: now,
+            stamp: Some(Stamp::online(now)),
+            replaces: None,
+        })
+        .await
+        .expect("script");
+    assert!(
+        matches!(&started, Answer::Decided(d) if d.decision.outcome == Outcome::SelectPass),
+        "{started:?}"
+    );
+    let sale_ms = i64::try_from(support::store_settings().sale_timeout_ms).expect("ms");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(keys::seen(DeviceKind::Terminal, &t1, &sale_tap))
+        .query_async(&mut con)
+        .await
+        .expect("PTTL");
+    assert!(
+        ttl > bound + sale_ms - 1_000 && ttl <= bound + sale_ms,
+        "terminal tap kept {ttl} ms"
+    );
 
     // Within the record's life a redelivery is replayed from it; once it has gone, from the
     // card's history: the same answer, nothing charged.

@@ -51,8 +51,10 @@
 -- waiting message (stamp mode 'online') redelivered once its time is older than the decision window
 -- charges nothing, so its record is kept until then: the stamp's lead over the bridge's clock (if
 -- any) plus the decision window plus max_future_ms, the latter covering bridges whose clocks
--- differ by up to that much. After that, a redelivery is answered from the card's history if the
--- first delivery left events there (decided_before), else 'stale'. An offline entry, or a message
+-- differ by up to that much; a terminal's message (tap or button) the sale timeout longer, as it
+-- may have started or changed a sale, which leaves no event, and a sale outlives the window.
+-- After that, a redelivery is answered from the card's history if the first delivery left events
+-- there (decided_before), else 'stale' (a sale it touched has expired by then). An offline entry, or a message
 -- without a stamp, has no such bound and is kept for seen_ttl_s (--idempotency-ttl).
 -- A key per message rather than one hash per device: each record needs its own expiry, and
 -- per-field expiry (HEXPIRE) needs Redis 7.4; with records living seconds, few exist at a time.
@@ -432,7 +434,11 @@ return function(keys, args)
   seen_unit, seen_for = 'EX', seen_ttl
   if stamp_time and mode ~= 'offline' then
     seen_unit = 'PX'
-    seen_for = int(max(stamp_time - now, 0) + window + max_future)
+    local life = max(stamp_time - now, 0) + window + max_future
+    -- A terminal's message may start or change a sale, which no event records: its record
+    -- outlives the sale it could have touched.
+    if op ~= 'gate' then life = life + sale_timeout end
+    seen_for = int(life)
   end
   local stored = call('GET', K[1])
   if stored then
