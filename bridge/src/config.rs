@@ -66,7 +66,8 @@ pub struct BridgeConfig {
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// A waiting tap or button older than this when the bridge decides it is answered `stale`
-    /// and charged nothing. Keep it at most the devices' decision timeout (1.5s by default).
+    /// and charged nothing. Keep it shorter than the devices' decision timeout (2s by default) by
+    /// the time an answer takes to reach them.
     #[serde(with = "humantime_serde")]
     pub decision_window: Duration,
     /// A message time further ahead of the bridge's clock than this is refused

@@ -78,8 +78,8 @@ struct Cli {
     /// Longest wait between reconnect attempts [default: 10s].
     #[arg(long, env = "TAPGATE_MAX_BACKOFF")]
     max_backoff: Option<String>,
-    /// A waiting tap older than this is answered `stale` and charged nothing; at most the
-    /// devices' decision timeout [default: 1500ms].
+    /// A waiting tap older than this is answered `stale` and charged nothing; shorter than the
+    /// devices' decision timeout (2s) by an answer's trip [default: 1500ms].
     #[arg(long, env = "TAPGATE_DECISION_WINDOW")]
     decision_window: Option<String>,
     /// Refuse message times further ahead of the bridge's clock than this [default: 5s].

@@ -138,7 +138,8 @@ pub struct DeviceArgs {
     /// Topic prefix [default: tapgate].
     #[arg(long, env = "TAPGATE_PREFIX")]
     pub prefix: Option<String>,
-    /// How long to wait for a decision [default: 1.5s].
+    /// How long to wait for a decision; longer than the bridge's decision window
+    /// [default: 2s].
     #[arg(long, env = "TAPGATE_DECISION_TIMEOUT", value_parser = humantime::parse_duration)]
     pub decision_timeout: Option<Duration>,
     /// The same card seen again within this window is one tap [default: 2s].

@@ -87,7 +87,9 @@ pub struct DeviceConfig {
     pub broker: BrokerConfig,
     /// Topic prefix shared with the bridge.
     pub prefix: String,
-    /// How long to wait for a decision before the offline policy applies.
+    /// How long to wait for a decision before the offline policy applies. Longer than the
+    /// bridge's decision window (1.5 s by default) by the time an answer takes to come back, so
+    /// that a tap the bridge decides at the end of its window is not also given up on.
     #[serde(with = "humantime_serde")]
     pub decision_timeout: Duration,
     /// Gate: what to do when no decision arrives in time (`fail-closed` or `fail-open`).
@@ -124,7 +126,7 @@ impl Default for DeviceConfig {
             id: String::new(),
             broker: BrokerConfig::default(),
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
-            decision_timeout: Duration::from_millis(1500),
+            decision_timeout: Duration::from_millis(2000),
             offline_policy: OfflinePolicy::FailClosed,
             card_hold: Duration::from_secs(2),
             green_for: Duration::from_secs(5),

@@ -257,8 +257,9 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
 /// Time settings of the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeSettings {
-    /// A waiting message older than this (bridge time minus event time) is `stale`. Agreed with
-    /// the devices' decision timeout: a device has given up on an answer by then.
+    /// A waiting message older than this (bridge time minus event time) is `stale`. Shorter than
+    /// the devices' decision timeout by the time an answer takes to reach them: a device has
+    /// given up on an answer by then.
     pub decision_window_ms: u64,
     /// An event time further ahead of the bridge's clock than this is refused.
     pub max_future_ms: u64,
