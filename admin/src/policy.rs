@@ -122,7 +122,6 @@ pub fn device_rules(topics: &Topics, kind: DeviceKind, id: &DeviceId) -> Vec<Rul
 /// What a service login may do. Subscriptions are wildcard filters; a `$share/<group>/` prefix in
 /// front of them is allowed by the brokers' own rules (see the backends).
 pub fn service_rules(topics: &Topics, role: ServiceRole) -> Vec<Rule> {
-    let p = topics.prefix();
     match role {
         ServiceRole::Bridge => {
             let mut rules: Vec<Rule> = topics
@@ -143,8 +142,8 @@ pub fn service_rules(topics: &Topics, role: ServiceRole) -> Vec<Rule> {
         }
         ServiceRole::Monitor => vec![
             Rule::subscribe(topics.events_filter()),
-            Rule::subscribe(format!("{p}/+/+/{}", MessageKind::Status)),
-            Rule::subscribe(format!("{p}/+/+/{}", MessageKind::Heartbeat)),
+            Rule::subscribe(topics.every_kind(MessageKind::Status)),
+            Rule::subscribe(topics.every_kind(MessageKind::Heartbeat)),
         ],
     }
 }

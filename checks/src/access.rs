@@ -7,6 +7,7 @@
 //! ([`crate::emqx::Authz`]) and run it against a real mosquitto provisioned by `tapgate-admin`.
 //! Topics come from [`Topics`], never written by hand.
 
+use tapgate_protocol::topic::MessageKind;
 use tapgate_protocol::{DeviceId, DeviceKind, EventKind, PassType, Topics};
 
 use crate::emqx::Action;
@@ -197,7 +198,7 @@ pub fn cases(topics: &Topics) -> Vec<Case> {
     subscribe("t1", "t1", d.clone(), d, true, "own decision");
     let d = topics.decision(Gate, &g2);
     subscribe("g1", "g1", d.clone(), d, false, "another's decision");
-    let wildcard = format!("{}/+/+/{}", topics.prefix(), "decision");
+    let wildcard = topics.every_kind(MessageKind::Decision);
     subscribe(
         "t1",
         "t1",

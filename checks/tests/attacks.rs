@@ -18,6 +18,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 use tapgate_bridge::BridgeConfig;
 use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER, MONITOR_USER};
+use tapgate_protocol::topic::MessageKind;
 use tapgate_protocol::{CardId, DeviceId, DeviceKind, MessageId, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::session::{self, MqttSession};
@@ -218,7 +219,7 @@ async fn a_device_subscribes_only_to_its_own_decisions() {
         "$CONTROL/#".to_owned(),
         "$CONTROL/dynamic-security/v1/response".to_owned(),
         stack.topics.decision(DeviceKind::Gate, &dev("g1")),
-        format!("{p}/+/+/decision"),
+        stack.topics.every_kind(MessageKind::Decision),
         format!("{p}/gate/+/decision"),
         format!("{p}/gate/g2/#"),
         format!("{p}/#"),

@@ -205,6 +205,12 @@ impl Topics {
         }
     }
 
+    /// `{prefix}/+/+/{message}`: one kind of message of every device of every kind (a wrong kind
+    /// included), for subscriptions and broker rights.
+    pub fn every_kind(&self, message: MessageKind) -> String {
+        format!("{}/+/+/{}", self.prefix, message)
+    }
+
     /// Subscription filters the bridge uses: every device's taps, buttons, status and heartbeat.
     /// The kind segment is a wildcard so that topics with a wrong kind are seen and refused.
     pub fn bridge_filters(&self) -> Vec<String> {
@@ -214,9 +220,8 @@ impl Topics {
             MessageKind::Status,
             MessageKind::Heartbeat,
         ]
-        .iter()
-        .map(|m| format!("{}/+/+/{}", self.prefix, m))
-        .collect()
+        .map(|m| self.every_kind(m))
+        .to_vec()
     }
 
     /// Filter matching every event (`{prefix}/events/#`).
