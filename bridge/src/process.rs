@@ -252,18 +252,25 @@ impl Processor {
         replaces: Option<&MessageId>,
         received: Instant,
     ) -> bool {
-        let now = self.clock.now_ms();
-        let req = Request {
-            kind: topic.kind,
-            device: &topic.device,
-            id,
-            input,
-            now_ms: now,
-            stamp,
-            replaces,
+        // Each attempt is decided at its own time: a call whose reply was lost may have been
+        // carried out, and its seen record lives by Redis's clock from then. A retry that keeps
+        // the first attempt's time would still be inside the decision window after that record
+        // has gone, and charge again; at its own time it is `stale` and answered from the card's
+        // history instead.
+        let attempt = || {
+            let req = Request {
+                kind: topic.kind,
+                device: &topic.device,
+                id,
+                input,
+                now_ms: self.clock.now_ms(),
+                stamp,
+                replaces,
+            };
+            async move { self.store.decide(&req).await }
         };
         let here = Some((topic.kind, topic.device.clone()));
-        let decided = match self.retry("decide", || self.store.decide(&req)).await {
+        let decided = match self.retry("decide", attempt).await {
             Ok(Answer::Decided(d)) => d,
             Ok(Answer::IdReused) => {
                 let rejection = Rejection::new(
