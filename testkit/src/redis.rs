@@ -74,6 +74,21 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): commands sent to it wait, unanswered, until
+    /// [`RedisServer::resume`].
+    pub fn pause(&self) {
+        if let Some(p) = &self.process {
+            p.signal("STOP");
+        }
+    }
+
+    /// Lets a paused server go on (SIGCONT); it then runs what waited.
+    pub fn resume(&self) {
+        if let Some(p) = &self.process {
+            p.signal("CONT");
+        }
+    }
+
     /// Starts it again on the same port after [`RedisServer::stop`].
     pub fn restart(&mut self) {
         self.stop();
