@@ -93,8 +93,10 @@ async fn offline_policies_with_the_bridge_stopped() {
     );
     assert!(open.lamps().contains(&Lamps::GREEN));
 
-    // The bridge returns: both queued taps are decided (charged), and the late decisions are
-    // ignored by the gates (no sound).
+    // The bridge returns: the queued waiting taps are decided (charged if still inside the
+    // decision window: the fail-open one is), and the late decisions are ignored by the gates
+    // (no sound). The fail-open gate's offline entry names its waiting tap: settled by that
+    // charge, not charged again.
     stack.start_bridge().await;
     let d = watch
         .expect_on(
@@ -106,6 +108,18 @@ async fn offline_policies_with_the_bridge_stopped() {
     assert_eq!(d["outcome"], "granted", "{d}");
     let left = d["pass"]["trips_remaining"].as_u64().expect("trips");
     assert!(left == 8 || left == 9, "{d}");
+    let entry = watch
+        .expect_on(
+            &topics.decision(DeviceKind::Gate, &gopen),
+            Duration::from_secs(5),
+        )
+        .await
+        .json();
+    assert_eq!(entry["outcome"], "entry_settled", "{entry}");
+    assert_eq!(
+        entry["pass"]["trips_remaining"], left,
+        "the entry is settled by the waiting tap's charge: {entry}"
+    );
     assert_eq!(open.quiet_for(Duration::from_millis(500)).await, vec![]);
     assert_eq!(closed.quiet_for(Duration::from_millis(100)).await, vec![]);
 
@@ -124,8 +138,9 @@ async fn offline_policies_with_the_bridge_stopped() {
         .await
         .json();
     assert_eq!(
-        d["pass"]["trips_remaining"], 7,
-        "both offline taps were charged: {d}"
+        d["pass"]["trips_remaining"],
+        left - 1,
+        "the fail-open ride was charged once: {d}"
     );
     open.stop().await;
     closed.stop().await;
