@@ -111,6 +111,13 @@ async fn each_bad_payload_is_refused_with_its_reason_and_touches_nothing() {
             Some("b8"),
             "unknown_field",
         ),
+        // Only an offline entry may name a waiting tap it replaces.
+        (
+            MessageTopic::Tap,
+            br#"{"id":"b9","card":"4242","time":1,"mode":"online","replaces":"b1"}"#.to_vec(),
+            Some("b9"),
+            "unknown_field",
+        ),
     ];
     for (which, payload, id, reason) in &cases {
         let d = refused(&mut t, *which, payload, *id).await;
@@ -121,15 +128,15 @@ async fn each_bad_payload_is_refused_with_its_reason_and_touches_nothing() {
             String::from_utf8_lossy(payload)
         );
     }
-    for reason in [
-        "malformed_json",
-        "unknown_field",
-        "unknown_pass_type",
-        "missing_field",
+    for (reason, n) in [
+        ("malformed_json", 2),
+        ("unknown_field", 3),
+        ("unknown_pass_type", 2),
+        ("missing_field", 2),
     ] {
         assert_eq!(
             stack.counter(keys::COUNTERS_REJECTED, reason).await,
-            2,
+            n,
             "{reason}"
         );
     }
