@@ -47,6 +47,32 @@ async fn await_events(probe: &mut MqttProbe, want: &[(&str, usize)]) -> HashMap<
     seen
 }
 
+/// Nothing more arrives within half a second: no second charge.
+async fn no_more_events(probe: &mut MqttProbe) {
+    let late: Vec<_> = probe
+        .drain_for(Duration::from_millis(500))
+        .await
+        .into_iter()
+        .map(|m| m.json()["event"].clone())
+        .collect();
+    assert!(late.is_empty(), "{late:?}");
+}
+
+/// Stops the bridge, taps `card` at `g` (after lifting any card: past the hold window), checks
+/// what the gate played, and starts the bridge again.
+async fn tap_while_the_bridge_is_down(
+    stack: &mut Stack,
+    g: &mut Rig,
+    card: &str,
+    heard: [Sound; 2],
+) {
+    stack.stop_bridge().await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    g.tap(card);
+    assert_eq!(g.sounds(2).await, heard.to_vec());
+    stack.start_bridge().await;
+}
+
 async fn gate(stack: &Stack, policy: OfflinePolicy) -> Rig {
     let mut cfg = stack.device_config("g1");
     cfg.decision_timeout = WINDOW;
@@ -69,14 +95,8 @@ async fn fail_closed_tap_during_an_outage_is_not_charged() {
     assert_eq!(trips(&stack, "C1").await, 9);
     await_events(&mut events, &[("pass-used", 1)]).await;
 
-    stack.stop_bridge().await;
-    tokio::time::sleep(Duration::from_millis(150)).await; // lift the card: past the hold window
-    g.tap("C1");
-    assert_eq!(
-        g.sounds(2).await,
-        vec![Sound::Buzzer, Sound::Say(Prompt::ServiceUnavailable)]
-    );
-    stack.start_bridge().await;
+    let unavailable = [Sound::Buzzer, Sound::Say(Prompt::ServiceUnavailable)];
+    tap_while_the_bridge_is_down(&mut stack, &mut g, "C1", unavailable).await;
 
     // The queued tap arrives after the window: answered stale, recorded, not charged.
     let seen = await_events(&mut events, &[("tap-stale", 1)]).await;
@@ -113,13 +133,7 @@ async fn fail_open_offline_entries_take_exactly_one_trip_each() {
     assert_eq!(seen.get("pass-denied"), None, "{seen:?}");
     assert_eq!(trips(&stack, "TEN").await, 7);
     // Nothing more arrives: no second charge.
-    let late: Vec<_> = events
-        .drain_for(Duration::from_millis(500))
-        .await
-        .into_iter()
-        .map(|m| m.json()["event"].clone())
-        .collect();
-    assert!(late.is_empty(), "{late:?}");
+    no_more_events(&mut events).await;
     assert_eq!(trips(&stack, "TEN").await, 7);
     assert_eq!(stack.counter(keys::COUNTERS_ENTRIES, "TEN_TRIP").await, 3);
     assert_eq!(stack.counter(keys::COUNTERS_STALE, "gate").await, 3);
@@ -141,24 +155,13 @@ async fn fail_open_entry_for_a_tap_decided_late_is_not_charged_again() {
     cfg.offline_policy = OfflinePolicy::FailOpen;
     let mut g = Rig::gate(cfg).await;
 
-    stack.stop_bridge().await;
-    g.tap("TEN");
-    assert_eq!(
-        g.sounds(2).await,
-        vec![Sound::Chime, Sound::Say(Prompt::AccessGranted)]
-    );
-    stack.start_bridge().await;
+    let let_in = [Sound::Chime, Sound::Say(Prompt::AccessGranted)];
+    tap_while_the_bridge_is_down(&mut stack, &mut g, "TEN", let_in).await;
 
     // The waiting tap is granted (fresh), and the entry settled by that grant: one trip.
     let seen = await_events(&mut events, &[("pass-used", 1)]).await;
     assert_eq!(seen.get("tap-stale"), None, "{seen:?}");
-    let late: Vec<_> = events
-        .drain_for(Duration::from_millis(500))
-        .await
-        .into_iter()
-        .map(|m| m.json()["event"].clone())
-        .collect();
-    assert!(late.is_empty(), "{late:?}");
+    no_more_events(&mut events).await;
     assert_eq!(trips(&stack, "TEN").await, 9);
     assert_eq!(stack.counter(keys::COUNTERS_ENTRIES, "TEN_TRIP").await, 1);
     g.stop().await;

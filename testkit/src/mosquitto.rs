@@ -152,16 +152,12 @@ impl Mosquitto {
     /// Freezes the broker (SIGSTOP), as a host that stops scheduling it would: connections stay
     /// open, nothing is read or sent, keep-alives lapse. [`Mosquitto::resume`] lets it go on.
     pub fn pause(&self) {
-        if let Some(p) = &self.process {
-            p.signal("STOP");
-        }
+        crate::server::signal(self.process.as_ref(), "STOP");
     }
 
     /// Lets a paused broker go on (SIGCONT).
     pub fn resume(&self) {
-        if let Some(p) = &self.process {
-            p.signal("CONT");
-        }
+        crate::server::signal(self.process.as_ref(), "CONT");
     }
 
     /// Starts it again on the same port, with the same persistence file.

@@ -77,16 +77,12 @@ impl RedisServer {
     /// Freezes the server (SIGSTOP): commands sent to it wait, unanswered, until
     /// [`RedisServer::resume`].
     pub fn pause(&self) {
-        if let Some(p) = &self.process {
-            p.signal("STOP");
-        }
+        crate::server::signal(self.process.as_ref(), "STOP");
     }
 
     /// Lets a paused server go on (SIGCONT); it then runs what waited.
     pub fn resume(&self) {
-        if let Some(p) = &self.process {
-            p.signal("CONT");
-        }
+        crate::server::signal(self.process.as_ref(), "CONT");
     }
 
     /// Starts it again on the same port after [`RedisServer::stop`].

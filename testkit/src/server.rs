@@ -117,26 +117,26 @@ impl Process {
         self.kill();
     }
 
-    /// Sends `signal` (a `kill` signal name: `STOP`, `CONT`, …) to the server.
-    pub(crate) fn signal(&self, signal: &str) {
-        if let Some(child) = self.child.as_ref() {
-            let status = Command::new("kill")
-                .args([&format!("-{signal}"), &child.id().to_string()])
-                .status();
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "cannot send {signal} to {}",
-                self.name
-            );
-        }
-    }
-
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// Sends `signal` (a `kill` signal name: `STOP`, `CONT`, …) to a running server's process.
+pub(crate) fn signal(process: Option<&Process>, signal: &str) {
+    let Some((name, child)) = process.and_then(|p| Some((p.name, p.child.as_ref()?))) else {
+        return;
+    };
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "cannot send {signal} to {name}"
+    );
 }
 
 impl Drop for Process {
