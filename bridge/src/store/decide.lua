@@ -42,10 +42,8 @@
 -- the entries' stream ids, newest first: readers use the first recent_len; it is trimmed back to
 -- that once it holds twice as many, and expires recent_ttl_s after its last event.
 --
--- The seen record is "<fingerprint>\n<result>", the fingerprint being "op:card:pass" of the
--- message, ":time:mode" after it for a stamped one, and ":<id>" after that for an offline entry
--- naming the waiting tap it replaces. A record from before this layout (JSON,
--- starting with '{' or after the newline) is handed back as it is; the bridge reads both.
+-- The seen record is "<fingerprint>\n<result>" (fingerprint_of). A record from before this layout
+-- (JSON, starting with '{' or after the newline) is handed back as it is; the bridge reads both.
 --
 -- How long the seen record lives: only as long as a redelivery can still change something. A
 -- waiting message (stamp mode 'online') redelivered once its time is older than the decision window
@@ -54,8 +52,9 @@
 -- differ by up to that much; a terminal's message (tap or button) the sale timeout longer, as it
 -- may have started or changed a sale, which leaves no event, and a sale outlives the window.
 -- After that, a redelivery is answered from the card's history if the first delivery left events
--- there (decided_before), else 'stale' (a sale it touched has expired by then). An offline entry, or a message
--- without a stamp, has no such bound and is kept for seen_ttl_s (--idempotency-ttl).
+-- there (decided_before), else 'stale' (a sale it touched has expired by then). An offline
+-- entry, or a message without a stamp, has no such bound and is kept for seen_ttl_s
+-- (--idempotency-ttl).
 -- A key per message rather than one hash per device: each record needs its own expiry, and
 -- per-field expiry (HEXPIRE) needs Redis 7.4; with records living seconds, few exist at a time.
 
@@ -137,18 +136,32 @@ local function count_device(field)
   end
 end
 
--- The result line; stored for redeliveries, then returned.
-local function finish(outcome, reason, selected, p)
+-- A message's fingerprint: "op:card:pass", ":time:mode" after it for a stamped one, and
+-- ":<id>" after that for an offline entry naming the waiting tap it replaces.
+local function fingerprint_of(m_op, m_card, m_chosen, m_stamp, m_mode, m_replaces)
+  local f = m_op .. ':' .. m_card .. ':' .. m_chosen
+  if m_stamp ~= '' then f = f .. ':' .. m_stamp .. ':' .. m_mode end
+  if m_replaces ~= '' then f = f .. ':' .. m_replaces end
+  return f
+end
+
+-- The result line of this call's decision (its events so far at the end).
+local function result_line(outcome, reason, selected, p)
   local ptype, trips, expires = '', '', ''
   if p then ptype, trips, expires = p.type, pass_texts(p) end
+  local tap_time, clock_name = '', ''
+  if stamp_time then tap_time, clock_name = at_text(), clock end
+  return outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t' .. ptype
+    .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
+    .. clock_name .. '\t' .. events
+end
+
+-- The result line; stored for redeliveries, then returned.
+local function finish(outcome, reason, selected, p)
   if (outcome == 'denied' or outcome == 'unpaid_entry') and not DENY_REASONS[reason] then
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
-  local tap_time, clock_name = '', ''
-  if stamp_time then tap_time, clock_name = at_text(), clock end
-  local result = outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t' .. ptype
-    .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
-    .. clock_name .. '\t' .. events
+  local result = result_line(outcome, reason, selected, p)
   call('SET', K[1], fingerprint .. '\n' .. result, seen_unit, seen_for)
   return '0' .. result
 end
@@ -307,7 +320,7 @@ end
 -- Not decided yet: a record answering it `stale` is left where its seen record would be, for as
 -- long as it could still be decided, so it charges nothing when it comes.
 local function settle_replaced()
-  local waiting = 'gate:' .. card .. '::' .. stamp_text .. ':online'
+  local waiting = fingerprint_of('gate', card, '', stamp_text, 'online', '')
   local line
   local stored = call('GET', K[14])
   if stored then
@@ -317,8 +330,7 @@ local function settle_replaced()
   else
     line = decided_before(replaces, 'online', at)
     if not line then
-      call('SET', K[14], waiting .. '\nstale\t\t\t\t\t\t' .. now_text .. '\t' .. at_text() .. '\t'
-        .. clock .. '\t', 'PX', int(window + max_future))
+      call('SET', K[14], waiting .. '\n' .. result_line('stale'), 'PX', int(window + max_future))
       return nil
     end
   end
@@ -425,11 +437,7 @@ return function(keys, args)
   events = ''
   at, clock, at_string = now, 'bridge', nil
 
-  fingerprint = op .. ':' .. card .. ':' .. chosen
-  if stamp_time then
-    fingerprint = fingerprint .. ':' .. stamp_text .. ':' .. mode
-  end
-  if replaces ~= '' then fingerprint = fingerprint .. ':' .. replaces end
+  fingerprint = fingerprint_of(op, card, chosen, stamp_time and stamp_text or '', mode, replaces)
   -- Seen record lifetime, see above: PX for a waiting stamped message, EX otherwise.
   seen_unit, seen_for = 'EX', seen_ttl
   if stamp_time and mode ~= 'offline' then
