@@ -13,8 +13,8 @@
 //! with a new id, as an `offline` entry stamped with the original tap's time and naming the
 //! waiting tap (`replaces`): the bridge charges the ride once, by whichever of the two it decides
 //! first (a waiting tap decided in time whose answer came late or was lost settles the entry; a
-//! waiting tap arriving after the entry is `stale`). Answers to offline entries and `stale` answers are only logged: the gate has
-//! already shown its light.
+//! waiting tap arriving after the entry is `stale`). Answers to offline entries and `stale`
+//! answers are only logged: the gate has already shown its light.
 
 use std::time::Duration;
 

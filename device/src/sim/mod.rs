@@ -12,9 +12,8 @@
 //! `outage_age` late. At a fail-closed gate only the waiting tap arrives: it must be `stale` and
 //! charge nothing. At a fail-open gate the waiting tap (`stale`) and the offline entry the gate
 //! queued, naming it (`replaces`), arrive in either order: the entry must be settled at the tap's
-//! time — one trip off a ten-trip pass, a
-//! two-hour window from the tap, an `unpaid_entry` for a card that could not pay. Progress goes to stderr once a second; the [`report`] ends the
-//! run.
+//! time — one trip off a ten-trip pass, a two-hour window from the tap, an `unpaid_entry` for a
+//! card that could not pay. Progress goes to stderr once a second; the [`report`] ends the run.
 //!
 //! - [`config`]: settings. - [`devices`]: provisioned device logins. - [`fleet`]: the MQTT
 //!   clients. - [`model`]: predictions. - [`report`]: counters, histogram, summary. - [`rng`]:
@@ -36,7 +35,7 @@ use tapgate_protocol::rules::{Input, Sale, Settings, TimeSettings};
 use tapgate_protocol::{
     CardId, Decision, DeviceId, DeviceKind, MessageId, Outcome, PassType, Stamp,
 };
-use tapgate_protocol::{RejectReason, Topics};
+use tapgate_protocol::{RejectReason, Tap, Topics};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -364,10 +363,12 @@ impl Sim {
         let id = self.message_id();
         let body = match (&input, payload) {
             (_, Some(p)) => serde_json::json!({"id": id, "pass": p}),
-            (Input::GateTap(c) | Input::TerminalTap(c), None) => match replaces {
-                Some(waiting) => serde_json::json!({"id": id, "card": c, "replaces": waiting}),
-                None => serde_json::json!({"id": id, "card": c}),
-            },
+            (Input::GateTap(c) | Input::TerminalTap(c), None) => serde_json::to_value(Tap {
+                id: id.clone(),
+                card: c.clone(),
+                replaces,
+            })
+            .expect("a tap serialises"),
             (Input::Button(p), None) => serde_json::json!({"id": id, "pass": p}),
         };
         let payload = stamped(body, stamp).into_bytes();
