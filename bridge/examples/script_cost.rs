@@ -17,10 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 use redis::Script;
-use tapgate_bridge::store::library::{Function, Library};
-use tapgate_bridge::store::StoreSettings;
-use tapgate_protocol::rules::TimeSettings;
-use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, MessageId};
+use tapgate_bridge::store::library::Library;
+use tapgate_bridge::store::{decide_command, Request, StoreSettings};
+use tapgate_protocol::rules::{Input, TimeSettings};
+use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, MessageId, Stamp};
 use tapgate_testkit::RedisServer;
 
 const OLD: &str = include_str!("decide_main.lua");
@@ -120,6 +120,22 @@ fn tap(
     let id = MessageId::new(format!("{run}{n}")).expect("id");
     let c = card(n % cards);
     let now = now_ms();
+    if version == Version::New {
+        let input = Input::GateTap(c.clone());
+        let req = Request {
+            kind: DeviceKind::Gate,
+            device: &device,
+            id: &id,
+            input: &input,
+            now_ms: now,
+            stamp: Some(Stamp::online(now)),
+            replaces: None,
+        };
+        pipe.add_command(decide_command(library(), &s.store().decide_arg(), &req))
+            .ignore();
+        return;
+    }
+    // The baseline script's keys, in its order.
     let k = [
         keys::seen(DeviceKind::Gate, &device, &id),
         keys::sale(&device),
@@ -135,21 +151,6 @@ fn tap(
         keys::blocked(&c),
         keys::card_recent(&c),
     ];
-    if version == Version::New {
-        let mut call = library().call(Function::Decide, &k);
-        call.arg("gate")
-            .arg(now)
-            .arg(device.as_str())
-            .arg("gate")
-            .arg(id.as_str())
-            .arg(c.as_str())
-            .arg("")
-            .arg(now.to_string())
-            .arg("online")
-            .arg(s.store().decide_arg());
-        pipe.add_command(call).ignore();
-        return;
-    }
     let mut inv = old_script().prepare_invoke();
     for key in &k {
         inv.key(key);

@@ -4,8 +4,9 @@
 //! lists for a key the scripts own is one a script uses.
 //!
 //! The scripts are read as text: each `redis.call(...)` (or `call(...)`, the local `decide.lua`
-//! binds to it) is split into its arguments, the key argument says which key it is (`K[11]` is
-//! the pass in `decide.lua`, see the key list at the top of each script), and the quoted literals
+//! binds to it) is split into its arguments, the key argument says which key it is (`k_pass` is
+//! the pass in `decide.lua`, `keys[1]` the presence hash in `clock.lua`: see the key list at
+//! the top of each script), and the quoted literals
 //! in field positions are the names used.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,11 +19,11 @@ const REJECT: &str = include_str!("../src/store/reject.lua");
 
 /// The keys whose field names are checked, by script and key expression.
 const KEYS: [(&str, &str, &str); 9] = [
-    ("decide", "K[11]", "pass"),
-    ("decide", "K[2]", "sale"),
-    ("decide", "K[8]", "presence"),
-    ("decide", "K[7]", "device counters"),
-    ("decide", "K[3]", "stream"),
+    ("decide", "k_pass", "pass"),
+    ("decide", "k_sale", "sale"),
+    ("decide", "k_presence", "presence"),
+    ("decide", "k_device", "device counters"),
+    ("decide", "k_stream", "stream"),
     ("clock", "keys[1]", "presence"),
     ("clock", "keys[3]", "clock counters"),
     ("clock", "keys[2]", "stream"),
@@ -143,7 +144,7 @@ fn used() -> BTreeMap<(&'static str, String), Vec<String>> {
         // decide.lua counts per-device fields through a helper.
         for call in calls(src, "count_device(") {
             if let Some(field) = args(call).first() {
-                add("K[7]", literals(field));
+                add("k_device", literals(field));
             }
         }
     }
@@ -186,7 +187,7 @@ fn scripts_use_exactly_the_protocol_field_names() {
         "clock counters"
     );
     let decide_stream = used
-        .get(&("decide", "K[3]".to_owned()))
+        .get(&("decide", "k_stream".to_owned()))
         .expect("decide appends events");
     assert_eq!(
         decide_stream.chunks(stream::DECIDE_FIELDS.len()).next(),

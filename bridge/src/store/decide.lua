@@ -9,20 +9,23 @@
 -- and helpers are built once, not on every call. Per-call values live in the locals below,
 -- assigned at the start of each call (a function runs alone, start to end).
 --
--- keys[1] seen key (stored result for redeliveries)
--- keys[2] sale key of the terminal (unused for gates)
--- keys[3] event stream               keys[4] counters:issued
--- keys[5] counters:entries           keys[6] counters:denied
--- keys[7] counters:device:{device}   keys[8] device presence (read: clock_skew_ms)
--- keys[9] counters:unpaid            keys[10] counters:stale
--- keys[11] card pass   keys[12] card blocked   keys[13] card recent   (taps only)
--- keys[14] seen key of the waiting tap an offline entry replaces (only with args[11])
+-- Keys, by position. Every message: [1] its seen key (stored result for redeliveries), [2] the
+-- event stream, [3] counters:device:{device}, [4] device presence (read: clock_skew_ms),
+-- [5] counters:stale, [6] counters:denied; then, by op:
+--   gate tap:      [7] card pass, [8] card blocked, [9] card recent, [10] counters:entries,
+--                  [11] counters:unpaid, [12] seen key of the waiting tap an offline entry
+--                  replaces (only with args[9])
+--   terminal tap:  [7] card pass, [8] card blocked, [9] card recent, [10] counters:issued,
+--                  [11] sale key of the terminal
+--   button:        [7] sale key of the terminal
+-- Only the keys a message can touch are passed: each costs Redis a string and a table slot.
 --
--- args: op (gate|terminal|button), now_ms, device, device_kind, id, card ('' for buttons),
---       selected pass type ('' for taps), stamp time ('' without a stamp), stamp mode ('' without),
---       settings: "two_hour_ms sale_timeout_ms seen_ttl_s stream_maxlen recent_len recent_ttl_s
---       device_ttl_s decision_window_ms max_future_ms max_skew_ms" (parsed once while unchanged),
---       the id of the waiting tap an offline entry replaces ('' or absent otherwise)
+-- Args: [1] op (gate|terminal|button; the device kind follows from it: gate taps come from gates,
+-- terminal taps and buttons from terminals), [2] now_ms, [3] device, [4] id, [5] the card for a
+-- tap, the selected pass type for a button, [6] stamp time ('' without a stamp), [7] stamp mode
+-- ('' without), [8] settings: "two_hour_ms sale_timeout_ms seen_ttl_s stream_maxlen recent_len
+-- recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms" (parsed once while
+-- unchanged), [9] the id of the waiting tap an offline entry replaces (absent otherwise).
 --
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
 -- the stored result for a redelivery of the same content, '2' alone for an id already used with
@@ -97,7 +100,9 @@ local function load_settings(text)
 end
 
 -- This call's message and keys.
-local K, op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_time, stamp_text, mode
+local op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_time, stamp_text, mode
+local k_seen, k_stream, k_device, k_presence, k_stale, k_denied
+local k_pass, k_blocked, k_recent, k_entries, k_unpaid, k_replaced, k_issued, k_sale
 local replaces
 local fingerprint, seen_unit, seen_for
 -- When the message happened on the bridge's clock, and which clock that is.
@@ -131,8 +136,8 @@ end
 -- (a new hash, or one that expired); heartbeats renew it (Store::presence), so it expires with
 -- the device without an EXPIRE on every call.
 local function count_device(field)
-  if call('HINCRBY', K[7], field, '1') == 1 then
-    call('EXPIRE', K[7], device_ttl)
+  if call('HINCRBY', k_device, field, '1') == 1 then
+    call('EXPIRE', k_device, device_ttl)
   end
 end
 
@@ -162,7 +167,7 @@ local function finish(outcome, reason, selected, p)
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
   local result = result_line(outcome, reason, selected, p)
-  call('SET', K[1], fingerprint .. '\n' .. result, seen_unit, seen_for)
+  call('SET', k_seen, fingerprint .. '\n' .. result, seen_unit, seen_for)
   return '0' .. result
 end
 
@@ -172,16 +177,16 @@ local function emit(name, p, reason)
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
-  local seq = call('XADD', K[3], 'MAXLEN', '~', maxlen, '*', 'event', name,
+  local seq = call('XADD', k_stream, 'MAXLEN', '~', maxlen, '*', 'event', name,
     'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
     'tap_time', tap_time, 'mode', mode, 'clock', clock_name)
   if card ~= '' then
     -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
-    if call('LPUSH', K[13], seq) > 2 * recent_len then
-      call('LTRIM', K[13], '0', recent_keep)
+    if call('LPUSH', k_recent, seq) > 2 * recent_len then
+      call('LTRIM', k_recent, '0', recent_keep)
     end
-    call('EXPIRE', K[13], recent_ttl)
+    call('EXPIRE', k_recent, recent_ttl)
   end
   local entry = name .. '\t' .. seq .. '\t' .. (reason or '')
   if events == '' then events = entry else events = events .. '\t' .. entry end
@@ -198,10 +203,10 @@ end
 -- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (an
 -- unknown type or a garbled field). A corrupt record is never granted, sold over or rewritten.
 local function load_pass()
-  local f = call('HMGET', K[11], 'type', 'trips', 'expires_at', 'issued_at')
+  local f = call('HMGET', k_pass, 'type', 'trips', 'expires_at', 'issued_at')
   if not (f[1] or f[2] or f[3] or f[4]) then
     -- No pass, or (rarely) a record without any of its fields: corrupt.
-    if call('EXISTS', K[11]) == 0 then return nil end
+    if call('EXISTS', k_pass) == 0 then return nil end
     return nil, true
   end
   local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
@@ -220,7 +225,7 @@ end
 local function live_pass()
   local p, corrupt = load_pass()
   if p and not live(p) then
-    call('DEL', K[11])
+    call('DEL', k_pass)
     return nil
   end
   return p, corrupt
@@ -231,21 +236,21 @@ end
 -- field of an older record can be left behind.
 local function save_pass(p)
   if p.expires_at then
-    call('HSET', K[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
+    call('HSET', k_pass, 'type', p.type, 'trips', int(p.trips), 'issued_at',
       int(p.issued_at), 'expires_at', int(p.expires_at))
-    call('PEXPIRE', K[11], int(max(p.expires_at - bridge_now, 0) + GC_MS))
+    call('PEXPIRE', k_pass, int(max(p.expires_at - bridge_now, 0) + GC_MS))
   else
-    call('HSET', K[11], 'type', p.type, 'trips', int(p.trips), 'issued_at',
+    call('HSET', k_pass, 'type', p.type, 'trips', int(p.trips), 'issued_at',
       int(p.issued_at))
   end
 end
 
 local function load_sale()
-  local f = call('HMGET', K[2], 'card', 'selected', 'expires_at')
+  local f = call('HMGET', k_sale, 'card', 'selected', 'expires_at')
   if not f[1] then return nil end
   local expires_at = tonumber(f[3]) or 0
   if now > expires_at then
-    call('DEL', K[2])
+    call('DEL', k_sale)
     return nil
   end
   local selected = f[2]
@@ -255,27 +260,27 @@ local function load_sale()
 end
 
 local function save_sale(sale_card, selected)
-  call('HSET', K[2], 'card', sale_card, 'selected', selected or '',
+  call('HSET', k_sale, 'card', sale_card, 'selected', selected or '',
     'expires_at', int(now + sale_timeout))
-  call('PEXPIRE', K[2], int(sale_timeout + GC_MS))
+  call('PEXPIRE', k_sale, int(sale_timeout + GC_MS))
 end
 
 local function deny(reason)
   if mode == 'offline' then
     -- The rider is through already: record what could not be charged, never a late denial.
-    call('HINCRBY', K[9], reason, '1')
+    call('HINCRBY', k_unpaid, reason, '1')
     count_device('unpaid')
     emit('unpaid-entry', nil, reason)
     return finish('unpaid_entry', reason)
   end
-  call('HINCRBY', K[6], reason, '1')
+  call('HINCRBY', k_denied, reason, '1')
   count_device('denied')
   emit('pass-denied', nil, reason)
   return finish('denied', reason)
 end
 
 local function blocked()
-  return call('EXISTS', K[12]) == 1
+  return call('EXISTS', k_blocked) == 1
 end
 
 -- The answer a message of this device got, rebuilt from the card's history: for a waiting tap
@@ -290,10 +295,10 @@ end
 local REPLAYED = {['pass-used'] = 'granted', ['pass-issued'] = 'pass_issued',
   ['pass-denied'] = 'denied', ['tap-stale'] = 'stale'}
 local function decided_before(msg_id, msg_mode, near)
-  local seqs = call('LRANGE', K[13], '0', recent_keep)
+  local seqs = call('LRANGE', k_recent, '0', recent_keep)
   local found, last = '', nil
   for i = 1, #seqs do
-    local entry = call('XRANGE', K[3], seqs[i], seqs[i])[1]
+    local entry = call('XRANGE', k_stream, seqs[i], seqs[i])[1]
     if entry then
       local f, e = entry[2], {}
       for j = 1, #f - 1, 2 do e[f[j]] = f[j + 1] end
@@ -322,7 +327,7 @@ end
 local function settle_replaced()
   local waiting = fingerprint_of('gate', card, '', stamp_text, 'online', '')
   local line
-  local stored = call('GET', K[14])
+  local stored = call('GET', k_replaced)
   if stored then
     local nl = find(stored, '\n', 1, true)
     if not nl or sub(stored, 1, nl - 1) ~= waiting then return nil end
@@ -330,7 +335,8 @@ local function settle_replaced()
   else
     line = decided_before(replaces, 'online', at)
     if not line then
-      call('SET', K[14], waiting .. '\n' .. result_line('stale'), 'PX', int(window + max_future))
+      call('SET', k_replaced, waiting .. '\n' .. result_line('stale'), 'PX',
+        int(window + max_future))
       return nil
     end
   end
@@ -351,7 +357,7 @@ local function gate()
   if corrupt then return deny('corrupt_pass') end
   if not p then return deny('no_pass') end
   if not live(p) then
-    call('DEL', K[11])
+    call('DEL', k_pass)
     return deny('expired')
   end
   local activated = false
@@ -362,11 +368,11 @@ local function gate()
     activated = true
   end
   if p.type == 'SINGLE_USE' or (p.type == 'TEN_TRIP' and p.trips == 0) then
-    call('DEL', K[11])
+    call('DEL', k_pass)
   elseif p.type == 'TEN_TRIP' or activated then
     save_pass(p)
   end
-  call('HINCRBY', K[5], p.type, '1')
+  call('HINCRBY', k_entries, p.type, '1')
   count_device('granted')
   if activated then emit('pass-activated', p) end
   emit('pass-used', p)
@@ -379,7 +385,7 @@ end
 local function terminal()
   local sale = load_sale()
   if sale and sale.selected then
-    call('DEL', K[2])
+    call('DEL', k_sale)
     if sale.card ~= card then
       return finish('card_mismatch')
     end
@@ -395,12 +401,12 @@ local function terminal()
     p = {type = sale.selected, trips = 0, issued_at = now}
     if p.type == 'TEN_TRIP' then p.trips = 10 end
     save_pass(p)
-    call('HINCRBY', K[4], p.type, '1')
+    call('HINCRBY', k_issued, p.type, '1')
     count_device('issued')
     emit('pass-issued', p)
     return finish('pass_issued', nil, nil, p)
   end
-  call('DEL', K[2])
+  call('DEL', k_sale)
   if blocked() then return deny('blocked') end
   local p, corrupt = live_pass()
   if corrupt then return deny('corrupt_pass') end
@@ -426,14 +432,30 @@ end
 return function(keys, args)
   if not format then bind() end
   call = redis.call
-  K, op, now_text = keys, args[1], args[2]
+  op, now_text = args[1], args[2]
   now = tonumber(now_text)
   bridge_now = now
-  device, kind, id, card, chosen = args[3], args[4], args[5], args[6], args[7]
-  stamp_text, mode = args[8], args[9]
-  replaces = args[11] or ''
+  device, id = args[3], args[4]
+  stamp_text, mode = args[6], args[7]
+  replaces = args[9] or ''
   stamp_time = tonumber(stamp_text)
-  if args[10] ~= settings_text then load_settings(args[10]) end
+  if args[8] ~= settings_text then load_settings(args[8]) end
+  k_seen, k_stream, k_device, k_presence, k_stale, k_denied =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  if op == 'button' then
+    kind, card, chosen = 'terminal', '', args[5]
+    k_sale = keys[7]
+  else
+    card, chosen = args[5], ''
+    k_pass, k_blocked, k_recent = keys[7], keys[8], keys[9]
+    if op == 'gate' then
+      kind = 'gate'
+      k_entries, k_unpaid, k_replaced = keys[10], keys[11], keys[12]
+    else
+      kind = 'terminal'
+      k_issued, k_sale = keys[10], keys[11]
+    end
+  end
   events = ''
   at, clock, at_string = now, 'bridge', nil
 
@@ -448,7 +470,7 @@ return function(keys, args)
     if op ~= 'gate' then life = life + sale_timeout end
     seen_for = int(life)
   end
-  local stored = call('GET', K[1])
+  local stored = call('GET', k_seen)
   if stored then
     if sub(stored, 1, 1) == '{' then
       return '1' .. stored
@@ -469,7 +491,7 @@ return function(keys, args)
   -- late after an outage looks slow, and correcting by it would make late taps look fresh); the
   -- bridge's clock without a stamp.
   if stamp_time then
-    local skew = tonumber(call('HGET', K[8], 'clock_skew_ms')) or 0
+    local skew = tonumber(call('HGET', k_presence, 'clock_skew_ms')) or 0
     local lead = max(skew, 0)
     at, clock = max(stamp_time - lead, 0), 'device'
     -- The bridge sends the stamp as integer digits: as it is when nothing was taken off.
@@ -494,7 +516,7 @@ return function(keys, args)
         if earlier then return '1' .. earlier end
       end
       -- The device gave up waiting: nothing decided, nothing charged.
-      call('HINCRBY', K[10], kind, '1')
+      call('HINCRBY', k_stale, kind, '1')
       count_device('stale')
       emit('tap-stale', nil, 'stale')
       return finish('stale')

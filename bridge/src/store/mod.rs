@@ -7,7 +7,10 @@
 //! `tapgate_protocol::rules`.
 
 pub mod library;
+mod request;
 pub mod result;
+
+pub use request::{decide_command, Request};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,8 +18,7 @@ use std::time::Duration;
 use redis::Script;
 use tapgate_protocol::rules::{Input, TimeSettings};
 use tapgate_protocol::{
-    fields, keys, CardId, Decision, DeviceId, DeviceKind, Event, EventKind, MessageId, Notice,
-    RejectReason, Stamp,
+    fields, keys, CardId, Decision, DeviceId, DeviceKind, Event, EventKind, Notice, RejectReason,
 };
 use tapgate_runtime::redis::{RedisConnectError, RedisLink, RedisTarget, RedisUrlError};
 
@@ -148,23 +150,6 @@ fn is_notice(e: &Event) -> bool {
     )
 }
 
-/// One device message to decide.
-#[derive(Debug, Clone)]
-pub struct Request<'a> {
-    pub kind: DeviceKind,
-    pub device: &'a DeviceId,
-    pub id: &'a MessageId,
-    /// What was sent.
-    pub input: &'a Input,
-    /// Decision time, Unix ms.
-    pub now_ms: u64,
-    /// When the message happened and whether the device waits; `None` for a payload from before
-    /// stamps.
-    pub stamp: Option<Stamp>,
-    /// An offline entry's waiting tap (same device), whose charge the entry must not repeat.
-    pub replaces: Option<&'a MessageId>,
-}
-
 /// Handle to Redis with the scripts loaded. Cheap to clone; reconnects by itself and follows a
 /// Sentinel failover.
 #[derive(Clone)]
@@ -253,41 +238,11 @@ impl Store {
     /// content returns the stored result with `replayed` set; with other content,
     /// [`Answer::IdReused`]. Either way nothing changes.
     pub async fn decide(&self, req: &Request<'_>) -> Result<Answer, StoreError> {
-        let (op, card, chosen): (&str, Option<&CardId>, &str) = match req.input {
-            Input::GateTap(c) => ("gate", Some(c), ""),
-            Input::TerminalTap(c) => ("terminal", Some(c), ""),
-            Input::Button(p) => ("button", None, p.as_str()),
+        let call = request::decide_command(&self.library, &self.settings_arg, req);
+        let card = match req.input {
+            Input::GateTap(c) | Input::TerminalTap(c) => Some(c),
+            Input::Button(_) => None,
         };
-        let mut k = vec![
-            keys::seen(req.kind, req.device, req.id),
-            keys::sale(req.device),
-            keys::EVENTS_STREAM.to_owned(),
-            keys::COUNTERS_ISSUED.to_owned(),
-            keys::COUNTERS_ENTRIES.to_owned(),
-            keys::COUNTERS_DENIED.to_owned(),
-            keys::device_counters(req.device),
-            keys::device(req.kind, req.device),
-            keys::COUNTERS_UNPAID.to_owned(),
-            keys::COUNTERS_STALE.to_owned(),
-        ];
-        if let Some(c) = card {
-            k.extend([keys::pass(c), keys::blocked(c), keys::card_recent(c)]);
-            if let Some(waiting) = req.replaces {
-                k.push(keys::seen(req.kind, req.device, waiting));
-            }
-        }
-        let mut call = self.library.call(Function::Decide, &k);
-        call.arg(op)
-            .arg(req.now_ms)
-            .arg(req.device.as_str())
-            .arg(req.kind.as_str())
-            .arg(req.id.as_str())
-            .arg(card.map(CardId::as_str).unwrap_or(""))
-            .arg(chosen)
-            .arg(req.stamp.map(|s| s.time.to_string()).unwrap_or_default())
-            .arg(req.stamp.map(|s| s.mode.as_str()).unwrap_or(""))
-            .arg(&*self.settings_arg)
-            .arg(req.replaces.map(MessageId::as_str).unwrap_or(""));
         let (code, json) = self.run_decide(call).await?;
         match code {
             2 => return Ok(Answer::IdReused),

@@ -1,0 +1,143 @@
+//! One device message as the decide function takes it: the keys it may touch and its arguments,
+//! in the order `decide.lua` reads them (its header lists them).
+//!
+//! Only the keys a message can touch are passed (a gate tap never reads a sale, a button never a
+//! pass), and no argument the script can work out itself (the device kind follows from the op):
+//! Redis turns each key and argument into a Lua string and a table slot on every call, about a
+//! thousand instructions each.
+
+use redis::Cmd;
+use tapgate_protocol::rules::Input;
+use tapgate_protocol::{keys, DeviceId, DeviceKind, MessageId, Stamp};
+
+use super::library::{Function, Library};
+
+/// One device message to decide.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub kind: DeviceKind,
+    pub device: &'a DeviceId,
+    pub id: &'a MessageId,
+    /// What was sent.
+    pub input: &'a Input,
+    /// Decision time, Unix ms.
+    pub now_ms: u64,
+    /// When the message happened and whether the device waits; `None` for a payload from before
+    /// stamps.
+    pub stamp: Option<Stamp>,
+    /// An offline entry's waiting tap (same device), whose charge the entry must not repeat.
+    pub replaces: Option<&'a MessageId>,
+}
+
+/// The op argument of each input. A gate tap's op is its device kind, and a terminal's messages
+/// come from terminals: the script takes the device kind from the op.
+fn op(input: &Input) -> &'static str {
+    match input {
+        Input::GateTap(_) => DeviceKind::Gate.as_str(),
+        Input::TerminalTap(_) => DeviceKind::Terminal.as_str(),
+        Input::Button(_) => "button",
+    }
+}
+
+/// The `FCALL` deciding `req`; `settings` is [`super::StoreSettings::decide_arg`].
+pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> Cmd {
+    let mut k = Vec::with_capacity(12);
+    k.extend([
+        keys::seen(req.kind, req.device, req.id),
+        keys::EVENTS_STREAM.to_owned(),
+        keys::device_counters(req.device),
+        keys::device(req.kind, req.device),
+        keys::COUNTERS_STALE.to_owned(),
+        keys::COUNTERS_DENIED.to_owned(),
+    ]);
+    let mut replaces = None;
+    let subject = match req.input {
+        Input::GateTap(c) => {
+            k.extend([
+                keys::pass(c),
+                keys::blocked(c),
+                keys::card_recent(c),
+                keys::COUNTERS_ENTRIES.to_owned(),
+                keys::COUNTERS_UNPAID.to_owned(),
+            ]);
+            if let Some(waiting) = req.replaces {
+                k.push(keys::seen(req.kind, req.device, waiting));
+                replaces = Some(waiting);
+            }
+            c.as_str()
+        }
+        Input::TerminalTap(c) => {
+            k.extend([
+                keys::pass(c),
+                keys::blocked(c),
+                keys::card_recent(c),
+                keys::COUNTERS_ISSUED.to_owned(),
+                keys::sale(req.device),
+            ]);
+            c.as_str()
+        }
+        Input::Button(p) => {
+            k.push(keys::sale(req.device));
+            p.as_str()
+        }
+    };
+    let mut call = library.call(Function::Decide, &k);
+    call.arg(op(req.input))
+        .arg(req.now_ms)
+        .arg(req.device.as_str())
+        .arg(req.id.as_str())
+        .arg(subject)
+        .arg(req.stamp.map(|s| s.time.to_string()).unwrap_or_default())
+        .arg(req.stamp.map(|s| s.mode.as_str()).unwrap_or(""))
+        .arg(settings);
+    if let Some(waiting) = replaces {
+        call.arg(waiting.as_str());
+    }
+    call
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapgate_protocol::{CardId, PassType};
+
+    fn args(cmd: &Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect()
+    }
+
+    /// The script reads the kind from the op: a kind the op does not name would be recorded
+    /// wrongly in events and counters.
+    #[test]
+    fn each_op_names_its_device_kind() {
+        let device = DeviceId::new("d1").expect("device");
+        let id = MessageId::new("m1").expect("id");
+        let card = CardId::new("04AB").expect("card");
+        let cases = [
+            (DeviceKind::Gate, Input::GateTap(card.clone()), 11),
+            (DeviceKind::Terminal, Input::TerminalTap(card), 11),
+            (DeviceKind::Terminal, Input::Button(PassType::TenTrip), 7),
+        ];
+        for (kind, input, nkeys) in cases {
+            let req = Request {
+                kind,
+                device: &device,
+                id: &id,
+                input: &input,
+                now_ms: 1,
+                stamp: None,
+                replaces: None,
+            };
+            let a = args(&decide_command(&Library::new(), "s", &req));
+            assert_eq!(a[2], nkeys.to_string(), "{input:?}");
+            let op = &a[3 + nkeys];
+            let script_kind = if op == "button" { "terminal" } else { op };
+            assert_eq!(script_kind, kind.as_str(), "{input:?}");
+            assert_eq!(a.len(), 3 + nkeys + 8, "{input:?}: no replaces argument");
+        }
+    }
+}
