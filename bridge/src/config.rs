@@ -50,7 +50,8 @@ pub struct BridgeConfig {
     pub idempotency_ttl: Duration,
     /// Approximate length the `tapgate:events` stream is trimmed to.
     pub stream_maxlen: u64,
-    /// How long a card's recent-events list is kept after the card's last event.
+    /// How long a card's recent-events list is kept after the card's last event (renewed at
+    /// most every sixteenth of this: it goes between 15/16 and all of it after the last event).
     #[serde(with = "humantime_serde")]
     pub card_recent_ttl: Duration,
     /// How long a device's presence (`tapgate:device:…`, its `tapgate:devices` membership) and

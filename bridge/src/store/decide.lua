@@ -43,7 +43,8 @@
 -- Stream entries: the fields of tapgate_protocol::stream::DECIDE_FIELDS, always all of them and
 -- in that order, so Redis keeps their names once per stream node. The card's recent list holds
 -- the entries' stream ids, newest first: readers use the first recent_len; it is trimmed back to
--- that once it holds twice as many, and expires recent_ttl_s after its last event.
+-- that once it holds twice as many, and expires recent_ttl_s after its last event (to within a
+-- sixteenth of that: see "Upkeep" below). The stream is capped at about stream_maxlen entries.
 --
 -- The seen record is "<fingerprint>\n<result>" (fingerprint_of). A record from before this layout
 -- (JSON, starting with '{' or after the newline) is handed back as it is; the bridge reads both.
@@ -87,6 +88,24 @@ local two_hour, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_t
 local window, max_future, max_skew
 local recent_keep
 
+-- Upkeep done every so often rather than on every call. It lives in this Redis's Lua VM, not in
+-- Redis: a restart, a failover or a library reload starts it afresh, and the work is then done on
+-- the first call that needs it (it is replicated as the commands it runs, like every write here).
+--
+-- The stream is trimmed (XTRIM MAXLEN ~ stream_maxlen) once every TRIM_EVERY events rather than
+-- by each XADD: trimming on every XADD costs three arguments and a trim check per event. Between
+-- trims it holds at most TRIM_EVERY entries more, plus the part of a stream node that approximate
+-- trimming leaves.
+local TRIM_EVERY = 64
+local since_trim = TRIM_EVERY
+-- A card's recent list expires recent_ttl_s after its last event. Renewing that on every event
+-- is an EXPIRE per tap; it is renewed instead when the list is new or this VM has not renewed
+-- it for a sixteenth of recent_ttl_s, so it expires between 15/16 and all of recent_ttl_s after
+-- the card's last event. Renewal times are kept for at most RENEWED_MAX cards (about 100 bytes
+-- each), then all forgotten at once: a card not found is renewed, as before.
+local RENEWED_MAX = 10000
+local renewed, renewed_count, renew_every = {}, 0, 0
+
 local function load_settings(text)
   local v, t = {}, {}
   for n in string.gmatch(text, '%d+') do
@@ -96,6 +115,7 @@ local function load_settings(text)
   recent_len, recent_ttl, device_ttl = v[5], t[6], t[7]
   window, max_future, max_skew = v[8], v[9], v[10]
   recent_keep = tostring(recent_len - 1)
+  renewed, renewed_count, renew_every = {}, 0, v[6] * 1000 / 16
   settings_text = text
 end
 
@@ -177,16 +197,30 @@ local function emit(name, p, reason)
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
-  local seq = call('XADD', k_stream, 'MAXLEN', '~', maxlen, '*', 'event', name,
+  local seq = call('XADD', k_stream, '*', 'event', name,
     'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
     'tap_time', tap_time, 'mode', mode, 'clock', clock_name)
+  since_trim = since_trim + 1
+  if since_trim >= TRIM_EVERY then
+    call('XTRIM', k_stream, 'MAXLEN', '~', maxlen)
+    since_trim = 0
+  end
   if card ~= '' then
     -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
-    if call('LPUSH', k_recent, seq) > 2 * recent_len then
+    local n = call('LPUSH', k_recent, seq)
+    if n > 2 * recent_len then
       call('LTRIM', k_recent, '0', recent_keep)
     end
-    call('EXPIRE', k_recent, recent_ttl)
+    local last = renewed[k_recent]
+    if n == 1 or not last or bridge_now - last >= renew_every or bridge_now < last then
+      call('EXPIRE', k_recent, recent_ttl)
+      if not last then
+        if renewed_count >= RENEWED_MAX then renewed, renewed_count = {}, 0 end
+        renewed_count = renewed_count + 1
+      end
+      renewed[k_recent] = bridge_now
+    end
   end
   local entry = name .. '\t' .. seq .. '\t' .. (reason or '')
   if events == '' then events = entry else events = events .. '\t' .. entry end

@@ -1,0 +1,157 @@
+//! The decide function's upkeep, done every so often rather than on every call (`decide.lua`,
+//! "Upkeep"): the event stream stays capped near `stream_maxlen`, and a card's recent list keeps
+//! expiring `recent_ttl_s` after its last event (to within a sixteenth of that), renewed when it
+//! is new or its renewal is due.
+
+mod support;
+
+use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
+use tapgate_protocol::rules::Input;
+use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, MessageId};
+use tapgate_testkit::RedisServer;
+
+const NOW: u64 = 1_700_000_000_000;
+
+async fn admin(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
+/// An unstamped gate tap decided at `now_ms` (a denial without a pass: it still leaves an
+/// event).
+async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: u64) {
+    let id = MessageId::new(id).expect("id");
+    let input = Input::GateTap(card.clone());
+    let answer = store
+        .decide(&Request {
+            kind: DeviceKind::Gate,
+            device,
+            id: &id,
+            input: &input,
+            now_ms,
+            stamp: None,
+            replaces: None,
+        })
+        .await
+        .expect("decide");
+    assert!(matches!(answer, Answer::Decided(_)), "{answer:?}");
+}
+
+async fn pttl(con: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query_async(con)
+        .await
+        .expect("PTTL")
+}
+
+#[tokio::test]
+async fn the_stream_stays_near_its_cap() {
+    let redis = RedisServer::start();
+    let maxlen = 300;
+    let store = Store::connect(
+        &redis.url(),
+        None,
+        StoreSettings {
+            stream_maxlen: maxlen,
+            ..support::store_settings()
+        },
+    )
+    .await
+    .expect("store");
+    let mut con = admin(&redis).await;
+    let g1 = DeviceId::new("g1").expect("device");
+    let mut longest = 0;
+    for n in 0..3000 {
+        let card = CardId::new(format!("C{:04}", n % 50)).expect("card");
+        tap(&store, &g1, &format!("t{n}"), &card, NOW + n).await;
+        let len: u64 = redis::cmd("XLEN")
+            .arg(keys::EVENTS_STREAM)
+            .query_async(&mut con)
+            .await
+            .expect("XLEN");
+        longest = longest.max(len);
+    }
+    let len: u64 = redis::cmd("XLEN")
+        .arg(keys::EVENTS_STREAM)
+        .query_async(&mut con)
+        .await
+        .expect("XLEN");
+    // Trimmed every 64 events, by whole stream nodes (100 entries by default).
+    assert!(
+        longest <= maxlen + 64 + 100,
+        "the stream reached {longest} entries"
+    );
+    assert!(len >= maxlen, "trimmed below the cap: {len} entries");
+}
+
+#[tokio::test]
+async fn recent_lists_are_renewed_when_due() {
+    let redis = RedisServer::start();
+    // A sixteenth of 160 s: renewed at most every 10 s.
+    let store = Store::connect(
+        &redis.url(),
+        None,
+        StoreSettings {
+            recent_ttl_s: 160,
+            ..support::store_settings()
+        },
+    )
+    .await
+    .expect("store");
+    let mut con = admin(&redis).await;
+    let g1 = DeviceId::new("g1").expect("device");
+    let card = CardId::new("04AB").expect("card");
+    let recent = keys::card_recent(&card);
+    let full = 160_000;
+
+    tap(&store, &g1, "t1", &card, NOW).await;
+    assert!(pttl(&mut con, &recent).await > full - 5_000, "a new list");
+
+    // As if it had aged: not renewed by an event within 10 s of the last renewal...
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&recent)
+        .arg(50_000)
+        .query_async(&mut con)
+        .await
+        .expect("PEXPIRE");
+    tap(&store, &g1, "t2", &card, NOW + 9_999).await;
+    let t = pttl(&mut con, &recent).await;
+    assert!(t <= 50_000, "renewed early: {t} ms left");
+    // ...renewed by the first one after.
+    tap(&store, &g1, "t3", &card, NOW + 10_000).await;
+    assert!(
+        pttl(&mut con, &recent).await > full - 5_000,
+        "renewed when due"
+    );
+
+    // A list that went away (deleted, or expired) is renewed by the event that starts it again,
+    // however recently it was renewed before.
+    let _: () = redis::cmd("DEL")
+        .arg(&recent)
+        .query_async(&mut con)
+        .await
+        .expect("DEL");
+    tap(&store, &g1, "t4", &card, NOW + 10_001).await;
+    assert!(
+        pttl(&mut con, &recent).await > full - 5_000,
+        "a list started again"
+    );
+
+    // An event from a bridge whose clock is behind the last renewal's renews it too, so a clock
+    // running ahead cannot put renewals off.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&recent)
+        .arg(50_000)
+        .query_async(&mut con)
+        .await
+        .expect("PEXPIRE");
+    tap(&store, &g1, "t5", &card, NOW + 5_000).await;
+    assert!(
+        pttl(&mut con, &recent).await > full - 5_000,
+        "renewed from behind"
+    );
+}
