@@ -193,6 +193,13 @@ impl ClockSource {
             ClockSource::Bridge => "bridge",
         }
     }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [ClockSource::Device, ClockSource::Bridge]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
 }
 
 /// A pass button press at a terminal: `{"id": "...", "pass": "TEN_TRIP"}`.
@@ -358,6 +365,36 @@ impl Outcome {
         }
     }
 
+    /// The outcome named `name` (a [`Outcome::name`]) from its parts as text, as the decide
+    /// function reports them: `reason` for a denial or an unpaid entry, `selected` for a chosen
+    /// pass type, `pass` for the outcomes that carry one. `None` when a part the outcome needs
+    /// is missing or unreadable, or the name is unknown. Not for `rejected`, which the bridge
+    /// builds itself.
+    pub fn from_parts(
+        name: &str,
+        reason: &str,
+        selected: &str,
+        pass: Option<PassInfo>,
+    ) -> Option<Outcome> {
+        let deny = || DenyReason::parse(reason);
+        Some(match name {
+            "granted" => Outcome::Granted { pass: pass? },
+            "denied" => Outcome::Denied { reason: deny()? },
+            "select_pass" => Outcome::SelectPass,
+            "already_has_pass" => Outcome::AlreadyHasPass { pass: pass? },
+            "tap_to_confirm" => Outcome::TapToConfirm {
+                selected: PassType::parse(selected)?,
+            },
+            "pass_issued" => Outcome::PassIssued { pass: pass? },
+            "card_mismatch" => Outcome::CardMismatch,
+            "tap_card_first" => Outcome::TapCardFirst,
+            "stale" => Outcome::Stale,
+            "entry_settled" => Outcome::EntrySettled { pass: pass? },
+            "unpaid_entry" => Outcome::UnpaidEntry { reason: deny()? },
+            _ => return None,
+        })
+    }
+
     /// Every outcome name, for metrics and dashboards.
     pub const NAMES: [&'static str; 12] = [
         "granted",
@@ -405,6 +442,46 @@ mod tests {
 
     fn id(s: &str) -> Option<MessageId> {
         Some(MessageId::new(s).expect("id"))
+    }
+
+    /// Every outcome the decide function reports comes back from its parts as the same value
+    /// serde reads from its JSON, and a part it needs that is missing or unknown gives `None`.
+    #[test]
+    fn outcomes_from_parts_match_their_json() {
+        let pass = PassInfo {
+            pass_type: PassType::TwoHour,
+            trips_remaining: None,
+            expires_at: Some(9),
+            remaining_ms: Some(4),
+        };
+        let pass_json = json!({"type": "TWO_HOUR", "expires_at": 9, "remaining_ms": 4});
+        for name in Outcome::NAMES {
+            if name == "rejected" {
+                assert_eq!(Outcome::from_parts(name, "", "", None), None);
+                continue;
+            }
+            let built = Outcome::from_parts(name, "expired", "TEN_TRIP", Some(pass.clone()))
+                .unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(built.name(), name);
+            let mut v = json!({"outcome": name});
+            match name {
+                "denied" | "unpaid_entry" => v["reason"] = json!("expired"),
+                "tap_to_confirm" => v["selected"] = json!("TEN_TRIP"),
+                "granted" | "already_has_pass" | "pass_issued" | "entry_settled" => {
+                    v["pass"] = pass_json.clone();
+                }
+                _ => {}
+            }
+            assert_eq!(
+                serde_json::from_value::<Outcome>(v).expect("json"),
+                built,
+                "{name}"
+            );
+        }
+        assert_eq!(Outcome::from_parts("granted", "", "", None), None);
+        assert_eq!(Outcome::from_parts("denied", "late", "", None), None);
+        assert_eq!(Outcome::from_parts("tap_to_confirm", "", "DAY", None), None);
+        assert_eq!(Outcome::from_parts("GRANTED", "", "", Some(pass)), None);
     }
 
     #[test]

@@ -12,10 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Number, Value};
-
-use crate::event::Event;
-use crate::message::TapMode;
+use crate::event::{Event, EventKind};
+use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
+use crate::message::{ClockSource, PassInfo, PassType, TapMode};
 
 /// The event kind (`pass-used`, …); in an entry from before this layout, the whole event's JSON.
 pub const EVENT: &str = "event";
@@ -155,52 +154,55 @@ impl Event {
                 .map_err(|e| EntryError::BadEvent(e.to_string()));
         }
         let text = |name: &str| get(name).filter(|v| !v.is_empty());
-        let number = |name: &'static str| -> Result<Option<Value>, EntryError> {
-            match text(name) {
-                None => Ok(None),
-                Some(v) => {
-                    let n = if v.starts_with('-') {
-                        v.parse::<i64>().map(Number::from).ok()
-                    } else {
-                        v.parse::<u64>().map(Number::from).ok()
-                    };
-                    n.map(|n| Some(Value::Number(n)))
-                        .ok_or(EntryError::NotNumber(name))
-                }
-            }
+        let number = |name: &'static str| -> Result<Option<u64>, EntryError> {
+            text(name)
+                .map(|v| v.parse::<u64>().map_err(|_| EntryError::NotNumber(name)))
+                .transpose()
         };
-        let mut obj = Map::new();
-        obj.insert(EVENT.into(), Value::String(kind.to_owned()));
-        for name in [DEVICE, DEVICE_KIND, ID, CARD, REASON, DETAIL, MODE, CLOCK] {
-            if let Some(v) = text(name) {
-                obj.insert(name.into(), Value::String(v.to_owned()));
-            }
-        }
-        for name in [TIME, TAP_TIME, SKEW_MS] {
-            if let Some(v) = number(name)? {
-                obj.insert(name.into(), v);
-            }
-        }
+        // A value that does not name one of its type's values.
+        let unknown = |name: &str, v: &str| {
+            EntryError::BadEvent(format!(
+                "{name} {:?} is not known",
+                crate::text::escape_untrusted(v, 80)
+            ))
+        };
+        let id = |e: crate::ids::IdError| EntryError::BadEvent(e.to_string());
+        let event = EventKind::parse(kind).ok_or_else(|| unknown(EVENT, kind))?;
+        let time = number(TIME)?.ok_or_else(|| EntryError::BadEvent("no `time`".into()))?;
+        let mut e = Event::new(event, time);
+        e.device = text(DEVICE).map(DeviceId::new).transpose().map_err(id)?;
+        e.device_kind = text(DEVICE_KIND)
+            .map(|v| DeviceKind::parse(v).ok_or_else(|| unknown(DEVICE_KIND, v)))
+            .transpose()?;
+        e.id = text(ID).map(MessageId::new).transpose().map_err(id)?;
+        e.card = text(CARD).map(CardId::new).transpose().map_err(id)?;
+        e.reason = text(REASON).map(str::to_owned);
+        e.detail = text(DETAIL).map(str::to_owned);
+        e.tap_time = number(TAP_TIME)?;
+        e.mode = text(MODE)
+            .map(|v| TapMode::parse(v).ok_or_else(|| unknown(MODE, v)))
+            .transpose()?;
+        e.clock = text(CLOCK)
+            .map(|v| ClockSource::parse(v).ok_or_else(|| unknown(CLOCK, v)))
+            .transpose()?;
+        e.skew_ms = text(SKEW_MS)
+            .map(|v| v.parse::<i64>().map_err(|_| EntryError::NotNumber(SKEW_MS)))
+            .transpose()?;
         if let Some(t) = text(PASS) {
-            let mut pass = Map::new();
-            pass.insert("type".into(), Value::String(t.to_owned()));
-            if let Some(v) = number(TRIPS)? {
-                pass.insert("trips_remaining".into(), v);
-            }
-            if let Some(Value::Number(e)) = number(EXPIRES_AT)? {
-                let time = number(TIME)?.and_then(|v| v.as_u64()).unwrap_or(0);
-                let tap_time = number(TAP_TIME)?.and_then(|v| v.as_u64());
-                let mode = text(MODE).and_then(TapMode::parse);
-                let at = rules_time(time, tap_time, mode);
-                let left = e.as_u64().map(|e| e.saturating_sub(at));
-                pass.insert("expires_at".into(), Value::Number(e));
-                if let Some(left) = left {
-                    pass.insert("remaining_ms".into(), Value::from(left));
-                }
-            }
-            obj.insert(PASS.into(), Value::Object(pass));
+            let pass_type = PassType::parse(t).ok_or_else(|| unknown(PASS, t))?;
+            let trips_remaining = text(TRIPS)
+                .map(|v| v.parse::<u32>().map_err(|_| EntryError::NotNumber(TRIPS)))
+                .transpose()?;
+            let expires_at = number(EXPIRES_AT)?;
+            let at = rules_time(e.time, e.tap_time, e.mode);
+            e.pass = Some(PassInfo {
+                pass_type,
+                trips_remaining,
+                expires_at,
+                remaining_ms: expires_at.map(|x| x.saturating_sub(at)),
+            });
         }
-        serde_json::from_value(Value::Object(obj)).map_err(|e| EntryError::BadEvent(e.to_string()))
+        Ok(e)
     }
 
     /// [`Event::from_stream`] over a map of field names to values.
@@ -312,6 +314,46 @@ mod tests {
             ])),
             Err(EntryError::BadEvent(_))
         ));
+        for (field, value) in [
+            (DEVICE_KIND, "kiosk"),
+            (MODE, "later"),
+            (CLOCK, "sundial"),
+            (PASS, "DAY"),
+            (DEVICE, "g 1"),
+        ] {
+            assert!(
+                matches!(
+                    Event::from_stream_map(&map(&[
+                        (EVENT, "pass-used"),
+                        (TIME, "1"),
+                        (field, value)
+                    ])),
+                    Err(EntryError::BadEvent(_))
+                ),
+                "{field}"
+            );
+        }
+        for (field, value) in [(TAP_TIME, "-5"), (SKEW_MS, "x"), (EXPIRES_AT, "1e3")] {
+            assert_eq!(
+                Event::from_stream_map(&map(&[
+                    (EVENT, "pass-used"),
+                    (TIME, "1"),
+                    (PASS, "TWO_HOUR"),
+                    (field, value)
+                ])),
+                Err(EntryError::NotNumber(field)),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            Event::from_stream_map(&map(&[
+                (EVENT, "pass-used"),
+                (TIME, "1"),
+                (PASS, "TEN_TRIP"),
+                (TRIPS, "-1")
+            ])),
+            Err(EntryError::NotNumber(TRIPS))
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! holds, so what the bridge publishes and what a reader of the stream sees are one thing.
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
 use tapgate_protocol::stream;
-use tapgate_protocol::{Decision, DeviceId, DeviceKind, Event, MessageId, Stamp};
+use tapgate_protocol::{
+    Decision, DeviceId, DeviceKind, Event, MessageId, Outcome, PassInfo, PassType, Stamp,
+};
 
 /// Why a result cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,30 +66,29 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     };
     let time_ms = number(time)?.ok_or_else(|| bad("no time"))?;
     let tap_ms = number(tap_time)?;
-    let mut d = Map::new();
-    d.insert("id".into(), json!(asked.id));
-    d.insert("outcome".into(), json!(outcome));
-    if !reason.is_empty() {
-        d.insert("reason".into(), json!(reason));
-    }
-    if !selected.is_empty() {
-        d.insert("selected".into(), json!(selected));
-    }
-    if !pass.is_empty() {
-        let mut p = Map::new();
-        p.insert("type".into(), json!(pass));
-        if let Some(t) = number(trips)? {
-            p.insert("trips_remaining".into(), json!(t));
-        }
-        if let Some(e) = number(expires_at)? {
-            let at = stream::rules_time(time_ms, tap_ms, asked.stamp.map(|s| s.mode));
-            p.insert("expires_at".into(), json!(e));
-            p.insert("remaining_ms".into(), json!(e.saturating_sub(at)));
-        }
-        d.insert("pass".into(), Value::Object(p));
-    }
-    let decision: Decision =
-        serde_json::from_value(Value::Object(d)).map_err(|e| bad(&e.to_string()))?;
+    let pass_info = if pass.is_empty() {
+        None
+    } else {
+        let pass_type = PassType::parse(pass).ok_or_else(|| bad("unknown pass type"))?;
+        let trips_remaining = number(trips)?
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| bad("trips out of range"))?;
+        let expires_at = number(expires_at)?;
+        let at = stream::rules_time(time_ms, tap_ms, asked.stamp.map(|s| s.mode));
+        Some(PassInfo {
+            pass_type,
+            trips_remaining,
+            expires_at,
+            remaining_ms: expires_at.map(|e| e.saturating_sub(at)),
+        })
+    };
+    let outcome = Outcome::from_parts(outcome, reason, selected, pass_info)
+        .ok_or_else(|| bad("not a decision"))?;
+    let decision = Decision {
+        id: Some(asked.id.clone()),
+        outcome,
+    };
     let rest: &[&str] = if rest == [""] { &[] } else { rest };
     if rest.len() % 3 != 0 {
         return Err(bad("events do not come in threes"));
