@@ -134,6 +134,17 @@ fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool) -> Parsed {
         _ if oversized => Parsed::Refuse(here, too_large(inbound.payload_len)),
         MessageKind::Tap => match parse_tap_stamped(payload) {
             Ok((tap, None)) if require_stamp => Parsed::Refuse(here, unstamped(tap.id)),
+            Ok((tap, _)) if topic.kind == DeviceKind::Terminal && tap.replaces.is_some() => {
+                Parsed::Refuse(
+                    here,
+                    Rejection::new(
+                        RejectReason::UnknownField,
+                        "field \"replaces\" names the waiting tap a gate's offline entry or \
+                         retap replaces; a terminal's tap has none",
+                    )
+                    .with_id(Some(tap.id)),
+                )
+            }
             Ok((tap, stamp)) => {
                 let input = match topic.kind {
                     DeviceKind::Gate => Input::GateTap(tap.card),

@@ -111,11 +111,17 @@ async fn each_bad_payload_is_refused_with_its_reason_and_touches_nothing() {
             Some("b8"),
             "unknown_field",
         ),
-        // Only an offline entry may name a waiting tap it replaces.
+        // Only a gate's stamped tap may name a waiting tap it replaces (this is a terminal).
         (
             MessageTopic::Tap,
             br#"{"id":"b9","card":"4242","time":1,"mode":"online","replaces":"b1"}"#.to_vec(),
             Some("b9"),
+            "unknown_field",
+        ),
+        (
+            MessageTopic::Tap,
+            br#"{"id":"b10","card":"4242","replaces":"b1"}"#.to_vec(),
+            Some("b10"),
             "unknown_field",
         ),
     ];
@@ -130,7 +136,7 @@ async fn each_bad_payload_is_refused_with_its_reason_and_touches_nothing() {
     }
     for (reason, n) in [
         ("malformed_json", 2),
-        ("unknown_field", 3),
+        ("unknown_field", 4),
         ("unknown_pass_type", 2),
         ("missing_field", 2),
     ] {

@@ -1,6 +1,7 @@
 //! Redeliveries, late answers and offline entries at the decide function itself, with the
 //! bridge's clock given: how long a message's seen record lives, what a redelivery is answered
-//! once it has gone, and an offline entry charged once with the waiting tap it replaces.
+//! once it has gone, and an offline entry or a retap charged once with the waiting tap it
+//! replaces.
 
 mod support;
 
@@ -138,6 +139,15 @@ impl At {
         Self {
             now,
             stamp: Some(Stamp::offline(time)),
+            replaces: Some(waiting),
+        }
+    }
+
+    /// A retap at `time` (a waiting tap), decided at `now`, naming waiting tap `waiting`.
+    fn retap(time: u64, waiting: &'static str, now: u64) -> Self {
+        Self {
+            now,
+            stamp: Some(Stamp::online(time)),
             replaces: Some(waiting),
         }
     }
@@ -315,4 +325,90 @@ async fn an_offline_entry_and_the_waiting_tap_it_replaces_charge_once() {
     let e7 = s.gate("g2", "e7", At::entry(t, "w1", t + 2_000)).await;
     assert!(settled(&e7) && trips_left(&e7) == Some(3), "{e7:?}");
     assert_eq!(s.trips().await, 3, "seven rides, seven trips");
+}
+
+/// A fail-closed gate turned the rider away when a tap's answer did not come; the card's next
+/// tap there names it. Charged once: a retap after a granted tap is granted on that charge.
+#[tokio::test]
+async fn a_retap_and_the_waiting_tap_it_follows_charge_once() {
+    let mut s = Script::start("TEN", "TEN_TRIP", 10).await;
+    let online = |t: u64, now: u64| At::new(now, Some(Stamp::online(t)));
+    let granted_on_it = |d: &Decided, trips: u32| {
+        matches!(d.decision.outcome, Outcome::Granted { .. })
+            && trips_left(d) == Some(trips)
+            && d.events.is_empty()
+    };
+    let t = now_ms();
+
+    // Granted in time, answer lost; the rider taps again 5 s later: granted, no second charge.
+    let w1 = s.gate("g1", "w1", online(t, t + 100)).await;
+    assert_eq!(trips_left(&w1), Some(9), "{w1:?}");
+    let r1 = s
+        .gate("g1", "r1", At::retap(t + 5_000, "w1", t + 5_050))
+        .await;
+    assert!(granted_on_it(&r1, 9), "{r1:?}");
+    assert_eq!(s.trips().await, 9);
+    let again = s
+        .gate("g1", "r1", At::retap(t + 5_000, "w1", t + 5_500))
+        .await;
+    assert!(again.replayed && granted_on_it(&again, 9), "{again:?}");
+    // Its answer lost too: the next retap, 40 s later, names it and is granted on it as well.
+    let r1b = s
+        .gate("g1", "r1b", At::retap(t + 45_000, "r1", t + 45_050))
+        .await;
+    assert!(granted_on_it(&r1b, 9), "{r1b:?}");
+
+    // The waiting tap's seen record gone: found in the card's history.
+    let t2 = t + 100_000;
+    let w2 = s.gate("g1", "w2", online(t2, t2 + 100)).await;
+    assert_eq!(trips_left(&w2), Some(8));
+    s.forget("g1", "w2").await;
+    let r2 = s
+        .gate("g1", "r2", At::retap(t2 + 20_000, "w2", t2 + 20_050))
+        .await;
+    assert!(granted_on_it(&r2, 8), "{r2:?}");
+    assert_eq!(s.trips().await, 8);
+
+    // The retap first (the waiting tap still queued somewhere): charged, and the waiting tap,
+    // arriving inside its window after all, is stale.
+    let t3 = t + 200_000;
+    let r3 = s
+        .gate("g1", "r3", At::retap(t3 + 3_000, "w3", t3 + 3_050))
+        .await;
+    assert_eq!(trips_left(&r3), Some(7), "{r3:?}");
+    assert_eq!(r3.events.len(), 1, "charged: {r3:?}");
+    let w3 = s.gate("g1", "w3", online(t3 + 3_000, t3 + 3_100)).await;
+    assert_eq!(w3.decision.outcome, Outcome::Stale, "{w3:?}");
+    assert_eq!(s.trips().await, 7);
+
+    // A waiting tap that was denied or stale charged nothing: the retap is decided as usual.
+    let t4 = t + 300_000;
+    let w4 = s.gate("g1", "w4", online(t4, t4 + 5_000)).await;
+    assert_eq!(w4.decision.outcome, Outcome::Stale);
+    let r4 = s
+        .gate("g1", "r4", At::retap(t4 + 6_000, "w4", t4 + 6_050))
+        .await;
+    assert_eq!(trips_left(&r4), Some(6), "{r4:?}");
+
+    // Naming a granted tap from over a minute before (a second ride, or a lie) is a ride of its
+    // own: with the seen record, and from the card's history.
+    let t5 = t + 400_000;
+    let w5 = s.gate("g1", "w5", online(t5, t5 + 100)).await;
+    assert_eq!(trips_left(&w5), Some(5));
+    let r5 = s
+        .gate("g1", "r5", At::retap(t5 + 60_001, "w5", t5 + 60_050))
+        .await;
+    assert_eq!(trips_left(&r5), Some(4), "{r5:?}");
+    let r6 = s
+        .gate("g1", "r6", At::retap(t5 + 90_000, "w1", t5 + 90_050))
+        .await;
+    assert_eq!(trips_left(&r6), Some(3), "{r6:?}");
+    // Another gate naming this gate's granted tap: its own ride.
+    let w7 = s.gate("g1", "w7", online(t5 + 100_000, t5 + 100_100)).await;
+    assert_eq!(trips_left(&w7), Some(2));
+    let r7 = s
+        .gate("g2", "r7", At::retap(t5 + 102_000, "w7", t5 + 102_050))
+        .await;
+    assert_eq!(trips_left(&r7), Some(1), "{r7:?}");
+    assert_eq!(s.trips().await, 1, "nine rides, nine trips");
 }

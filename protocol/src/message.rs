@@ -62,7 +62,7 @@ impl fmt::Display for PassType {
     }
 }
 
-/// A card tap: `{"id": "...", "card": "..."}`, and on a fail-open gate's offline entry
+/// A card tap: `{"id": "...", "card": "..."}`, and on a gate's offline entry or retap
 /// `"replaces"`: the id of the waiting tap whose answer did not come in time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,9 +71,11 @@ pub struct Tap {
     pub id: MessageId,
     /// The card that was tapped.
     pub card: CardId,
-    /// Offline entries only: the waiting tap this entry stands for. The bridge charges the ride
-    /// once, whichever of the two it decides first (the waiting tap may have been decided and
-    /// charged while its answer was late or lost).
+    /// A gate's waiting tap whose answer did not come in time, which this one replaces: named by
+    /// a fail-open gate's offline entry (standing for it) and by a fail-closed gate's next tap of
+    /// the same card (a retap, the rider having been turned away). The bridge charges the ride
+    /// once (the waiting tap may have been decided and charged while its answer was late or
+    /// lost).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<MessageId>,
 }

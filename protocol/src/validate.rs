@@ -163,8 +163,8 @@ impl From<&TopicError> for Rejection {
 
 /// Parses a tap payload: `{"id": "...", "card": "...", "time": <Unix ms>, "mode": "online" |
 /// "offline"}`, where `time` and `mode` come together or not at all (a payload from before
-/// stamps; see [`parse_tap_stamped`]). An offline entry may add `"replaces": "<id>"`, the waiting
-/// tap it stands for ([`Tap::replaces`]); on any other tap that field is refused.
+/// stamps; see [`parse_tap_stamped`]). A stamped tap may add `"replaces": "<id>"`, the waiting tap
+/// it replaces ([`Tap::replaces`]); on an unstamped tap that field is refused.
 pub fn parse_tap(payload: &[u8]) -> Result<Tap, Rejection> {
     parse_tap_stamped(payload).map(|(tap, _)| tap)
 }
@@ -177,11 +177,11 @@ pub fn parse_tap_stamped(payload: &[u8]) -> Result<(Tap, Option<Stamp>), Rejecti
     let stamp = stamp(&obj, &id)?;
     let replaces = match obj.get("replaces") {
         None => None,
-        Some(_) if stamp.is_none_or(|s| s.mode != TapMode::Offline) => {
+        Some(_) if stamp.is_none() => {
             return Err(Rejection::new(
                 RejectReason::UnknownField,
-                "field \"replaces\" names the waiting tap an offline entry stands for; \
-                 it is only allowed with \"mode\": \"offline\"",
+                "field \"replaces\" names the waiting tap an offline entry or a retap \
+                 replaces; it is only allowed with \"time\" and \"mode\"",
             )
             .with_id(Some(id)))
         }
@@ -194,8 +194,8 @@ pub fn parse_tap_stamped(payload: &[u8]) -> Result<(Tap, Option<Stamp>), Rejecti
             if named == id {
                 return Err(Rejection::new(
                     RejectReason::InvalidId,
-                    "field \"replaces\" names the entry itself; it names the waiting tap the \
-                     entry stands for",
+                    "field \"replaces\" names the tap itself; it names the waiting tap this \
+                     one replaces",
                 )
                 .with_id(Some(id)));
             }
@@ -740,6 +740,11 @@ mod tests {
         )
         .expect("an offline entry naming its waiting tap");
         assert_eq!(tap.replaces.as_ref().map(MessageId::as_str), Some("g-1"));
+        let (tap, _) = parse_tap_stamped(
+            br#"{"id":"g-3","card":"AB","time":9,"mode":"online","replaces":"g-1"}"#,
+        )
+        .expect("a retap naming the tap it follows");
+        assert_eq!(tap.replaces.as_ref().map(MessageId::as_str), Some("g-1"));
         let (_, stamp) = parse_tap_stamped(br#"{"id":"g-1","card":"AB"}"#).expect("legacy");
         assert_eq!(stamp, None);
         let refused = |p: &[u8]| parse_tap_stamped(p).expect_err("refused");
@@ -772,11 +777,7 @@ mod tests {
                 br#"{"id":"g-1","card":"AB","time":5,"mode":1}"#,
                 RejectReason::WrongType,
             ),
-            // `replaces` only on an offline entry, naming another message of the device.
-            (
-                br#"{"id":"g-1","card":"AB","time":5,"mode":"online","replaces":"g-0"}"#,
-                RejectReason::UnknownField,
-            ),
+            // `replaces` only on a stamped tap, naming another message of the device.
             (
                 br#"{"id":"g-1","card":"AB","replaces":"g-0"}"#,
                 RejectReason::UnknownField,

@@ -13,8 +13,8 @@
 -- event stream, [3] counters:device:{device}, [4] device presence (read: clock_skew_ms),
 -- [5] counters:stale, [6] counters:denied; then, by op:
 --   gate tap:      [7] card pass, [8] card blocked, [9] card recent, [10] counters:entries,
---                  [11] counters:unpaid, [12] seen key of the waiting tap an offline entry
---                  replaces (only with args[9])
+--                  [11] counters:unpaid, [12] seen key of the waiting tap an offline entry or
+--                  a retap replaces (only with args[9])
 --   terminal tap:  [7] card pass, [8] card blocked, [9] card recent, [10] counters:issued,
 --                  [11] sale key of the terminal
 --   button:        [7] sale key of the terminal
@@ -25,7 +25,8 @@
 -- tap, the selected pass type for a button, [6] stamp time ('' without a stamp), [7] stamp mode
 -- ('' without), [8] settings: "two_hour_ms sale_timeout_ms seen_ttl_s stream_maxlen recent_len
 -- recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms" (parsed once while
--- unchanged), [9] the id of the waiting tap an offline entry replaces (absent otherwise).
+-- unchanged), [9] the id of the waiting tap an offline entry or a retap replaces (absent
+-- otherwise; see settle_replaced).
 --
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
 -- the stored result for a redelivery of the same content, '2' alone for an id already used with
@@ -65,11 +66,11 @@
 -- Library functions as locals (upvalues), bound on the first call: a global and a table lookup
 -- on every use add up over a call, and none of them can be reached while the library loads.
 -- `redis.call` is taken afresh at the start of every call.
-local tonumber, tostring, format, sub, find, upper, max, floor, call
+local tonumber, tostring, format, sub, find, match, upper, max, floor, call
 
 local function bind()
   tonumber, tostring, format = _G.tonumber, _G.tostring, _G.string.format
-  sub, find, upper = _G.string.sub, _G.string.find, _G.string.upper
+  sub, find, match, upper = _G.string.sub, _G.string.find, _G.string.match, _G.string.upper
   max, floor = _G.math.max, _G.math.floor
 end
 
@@ -319,7 +320,9 @@ end
 
 -- The answer a message of this device got, rebuilt from the card's history: for a waiting tap
 -- redelivered after its seen record has gone (see "How long the seen record lives"), and for the
--- waiting tap an offline entry replaces (settle_replaced; `near`: its time, within max_skew).
+-- waiting tap an offline entry or a retap replaces (settle_replaced; `near`: the replacing
+-- message's time, which the waiting tap's may precede by up to `before` ms and follow by up to
+-- max_skew).
 -- A first delivery may have been decided and charged while its answer was lost (a bridge killed
 -- between the two); answering `stale` now would tell the device nothing was done. The card's
 -- recent list names its last events: those of this device and id, oldest first, are the
@@ -328,7 +331,7 @@ end
 -- only on these rare paths.
 local REPLAYED = {['pass-used'] = 'granted', ['pass-issued'] = 'pass_issued',
   ['pass-denied'] = 'denied', ['tap-stale'] = 'stale'}
-local function decided_before(msg_id, msg_mode, near)
+local function decided_before(msg_id, msg_mode, near, before)
   local seqs = call('LRANGE', k_recent, '0', recent_keep)
   local found, last = '', nil
   for i = 1, #seqs do
@@ -338,7 +341,7 @@ local function decided_before(msg_id, msg_mode, near)
       for j = 1, #f - 1, 2 do e[f[j]] = f[j + 1] end
       local t = near and tonumber(e.tap_time)
       if e.device == device and e.device_kind == kind and e.id == msg_id and e.mode == msg_mode
-          and (not near or (t and t - near <= max_skew and near - t <= max_skew)) then
+          and (not near or (t and t - near <= max_skew and near - t <= before)) then
         local item = e.event .. '\t' .. seqs[i] .. '\t' .. (e.reason or '')
         if found == '' then found, last = item, e else found = item .. '\t' .. found end
       end
@@ -353,22 +356,50 @@ local function decided_before(msg_id, msg_mode, near)
     .. (last.tap_time or '') .. '\t' .. (last.clock or '') .. '\t' .. found
 end
 
--- An offline entry naming the waiting tap it stands for (same device, card and time): the ride is
--- charged once. That tap granted (its answer late or lost): the entry is settled by that charge,
--- with no new charge or event. Answered otherwise (denied, stale): the entry is settled as usual.
--- Not decided yet: a record answering it `stale` is left where its seen record would be, for as
--- long as it could still be decided, so it charges nothing when it comes.
+-- How long after a waiting tap a retap naming it is taken as its retry: a fail-closed gate names
+-- the tap it gave up on only on the same card's next tap, within 30 s of giving up.
+local RETAP_MS = 60000
+
+-- A gate's message naming the waiting tap it replaces (same device and card): the ride is charged
+-- once.
+-- - An offline entry (a fail-open gate let the rider through when that tap's answer did not
+--   come) stands for that tap and has its time. That tap granted (its answer late or lost): the
+--   entry is `entry_settled` by that charge, with no new charge or event.
+-- - A retap (a waiting tap: a fail-closed gate turned the rider away when that tap's answer did
+--   not come, and the rider tapped again) follows it by up to RETAP_MS. That tap granted: the
+--   retap is `granted` by that charge, with no new charge or event; the rider goes through now.
+-- Answered otherwise (denied, stale): the message is decided as usual. Not decided yet: a record
+-- answering that tap `stale` is left where its seen record would be, for as long as it could
+-- still be decided, so it charges nothing when it comes. Nil: decide as usual.
 local function settle_replaced()
-  local waiting = fingerprint_of('gate', card, '', stamp_text, 'online', '')
+  local retap = mode == 'online'
   local line
   local stored = call('GET', k_replaced)
   if stored then
     local nl = find(stored, '\n', 1, true)
-    if not nl or sub(stored, 1, nl - 1) ~= waiting then return nil end
+    if not nl then return nil end
+    local f = sub(stored, 1, nl - 1)
+    if retap then
+      -- "gate:<card>::<time>:online", ":<id>" after it if it was a retap itself, its time
+      -- within RETAP_MS before this one's.
+      local head = fingerprint_of('gate', card, '', '', '', '') .. ':'
+      local digits = sub(f, 1, #head) == head and match(sub(f, #head + 1), '^(%d+):online')
+      local t = digits and tonumber(digits)
+      if not t or at - t > RETAP_MS or t - at > max_skew then return nil end
+    elseif f ~= fingerprint_of('gate', card, '', stamp_text, 'online', '') then
+      return nil
+    end
     line = sub(stored, nl + 1)
   else
-    line = decided_before(replaces, 'online', at)
+    if retap then
+      line = decided_before(replaces, 'online', at, RETAP_MS)
+    else
+      line = decided_before(replaces, 'online', at, max_skew)
+    end
     if not line then
+      -- The waiting tap's record, answering `stale`: for an offline entry, its fingerprint (it
+      -- has the entry's time); for a retap, whose waiting tap's time is not known, any time.
+      local waiting = fingerprint_of('gate', card, '', retap and '*' or stamp_text, 'online', '')
       call('SET', k_replaced, waiting .. '\n' .. result_line('stale'), 'PX',
         int(window + max_future))
       return nil
@@ -381,7 +412,12 @@ local function settle_replaced()
     f[#f + 1], pos = sub(line, pos, tab - 1), tab + 1
   end
   if f[1] ~= 'granted' or not PASS_TYPES[f[4]] then return nil end
-  return finish('entry_settled', nil, nil,
+  if retap then
+    -- Granted on that charge, with no event to find it by: its record is kept until a retap
+    -- naming it could no longer come, should its answer be lost too.
+    seen_unit, seen_for = 'PX', int(RETAP_MS + window + max_future)
+  end
+  return finish(retap and 'granted' or 'entry_settled', nil, nil,
     {type = f[4], trips = tonumber(f[5]) or 0, expires_at = tonumber(f[6]), issued_at = 0})
 end
 
@@ -517,6 +553,11 @@ return function(keys, args)
       -- Neither format: hand it back so the bridge refuses it as unreadable.
       return '1' .. stored
     end
+    -- Left by a retap decided first (settle_replaced), for this tap at whatever time.
+    if stamp_time and op == 'gate' and mode == 'online'
+        and sub(stored, 1, nl - 1) == fingerprint_of(op, card, '', '*', mode, '') then
+      return '1' .. sub(stored, nl + 1)
+    end
     return '2'
   end
 
@@ -554,6 +595,9 @@ return function(keys, args)
       count_device('stale')
       emit('tap-stale', nil, 'stale')
       return finish('stale')
+    elseif replaces ~= '' and op == 'gate' and card ~= '' then
+      local settled = settle_replaced()
+      if settled then return settled end
     end
   end
 
