@@ -140,6 +140,49 @@ async fn fail_open_offline_entries_take_exactly_one_trip_each() {
     g.stop().await;
 }
 
+/// A fail-closed gate's tap decided and charged inside the bridge's window, its answer coming after
+/// the gate gave up and turned the rider away: the rider taps again, the retap names the tap the
+/// gate gave up on, and it is granted on that charge. One ride, one trip.
+#[tokio::test]
+async fn fail_closed_retap_after_a_late_answer_is_not_charged_again() {
+    // A window the bridge's restart fits in; a gate that gives up well before it.
+    let mut stack = Stack::start(|c| c.decision_window = Duration::from_secs(5)).await;
+    let mut events = MqttProbe::connect(stack.broker.port(), "watch").await;
+    events.subscribe("tapgate/events/#").await;
+    ten_trip(&stack, "TEN").await;
+    let mut cfg = stack.device_config("g1");
+    cfg.decision_timeout = Duration::from_secs(1);
+    cfg.offline_policy = OfflinePolicy::FailClosed;
+    let mut g = Rig::gate(cfg).await;
+
+    let unavailable = [Sound::Buzzer, Sound::Say(Prompt::ServiceUnavailable)];
+    tap_while_the_bridge_is_down(&mut stack, &mut g, "TEN", unavailable).await;
+    // The waiting tap is decided when the bridge is back: granted, charged, its answer too late.
+    await_events(&mut events, &[("pass-used", 1)]).await;
+    assert_eq!(trips(&stack, "TEN").await, 9);
+    assert_eq!(g.quiet_for(Duration::from_millis(300)).await, vec![]);
+
+    // The rider taps again: let in, on the charge already made.
+    g.tap("TEN");
+    assert_eq!(
+        g.sounds(2).await,
+        vec![Sound::Chime, Sound::Say(Prompt::AccessGranted)]
+    );
+    no_more_events(&mut events).await;
+    assert_eq!(trips(&stack, "TEN").await, 9);
+    assert_eq!(stack.counter(keys::COUNTERS_ENTRIES, "TEN_TRIP").await, 1);
+
+    // The next ride is charged as usual.
+    tokio::time::sleep(Duration::from_millis(150)).await; // lift the card
+    g.tap("TEN");
+    assert_eq!(
+        g.sounds(2).await,
+        vec![Sound::Chime, Sound::Say(Prompt::AccessGranted)]
+    );
+    assert_eq!(trips(&stack, "TEN").await, 8);
+    g.stop().await;
+}
+
 /// The other order: the waiting tap is still decided inside the bridge's window, but its answer
 /// comes after the fail-open gate gave up and let the rider through. The gate's offline entry
 /// names that tap, so the ride is charged once, by the waiting tap.

@@ -14,7 +14,10 @@
 //! waiting tap (`replaces`): the bridge charges the ride once, by whichever of the two it decides
 //! first (a waiting tap decided in time whose answer came late or was lost settles the entry; a
 //! waiting tap arriving after the entry is `stale`). Answers to offline entries and `stale`
-//! answers are only logged: the gate has already shown its light.
+//! answers are only logged: the gate has already shown its light. Under fail-closed, the rider
+//! is turned away, and the same card's next tap within [`RETAP_WITHIN`] (a retap) names the tap
+//! the gate gave up on (`replaces`): if that tap was decided and charged while its answer was
+//! late or lost, the bridge grants the retap on that charge.
 
 use std::time::Duration;
 
@@ -61,12 +64,27 @@ struct Pending {
     at: u64,
 }
 
+/// How long after a fail-closed gate gave up on a tap the same card's next tap names it (a
+/// retap): the rider was turned away and tries again. The bridge takes a retap as one within
+/// 60 s of the tap it names.
+pub const RETAP_WITHIN: Duration = Duration::from_secs(30);
+
+/// A tap a fail-closed gate gave up on.
+#[derive(Debug, Clone)]
+struct Unanswered {
+    id: MessageId,
+    card: CardId,
+    /// Until when the same card's next tap names it.
+    until: Instant,
+}
+
 /// An entry gate's logic.
 pub struct Gate {
     settings: GateSettings,
     ids: TapIds,
     debounce: TapDebouncer,
     pending: Option<Pending>,
+    unanswered: Option<Unanswered>,
     clock: WallClock,
 }
 
@@ -88,6 +106,7 @@ impl Gate {
             ids: TapIds::new(boot_ms),
             debounce: TapDebouncer::new(settings.card_hold),
             pending: None,
+            unanswered: None,
             clock: system_clock(),
         };
         (gate, vec![Command::Lights(LightPattern::Idle)])
@@ -120,15 +139,22 @@ impl Gate {
         }
         let id = self.ids.next_id();
         let at = self.clock.now_ms();
-        info!(%id, "Card tapped");
+        // A retap of the card whose last tap went unanswered names that tap: if it was decided
+        // and charged (its answer lost), the bridge grants this one on that charge.
+        let replaces = self
+            .unanswered
+            .take_if(|u| u.card == card && now < u.until)
+            .map(|u| u.id);
+        info!(%id, retap_of = ?replaces, "Card tapped");
         self.pending = Some(Pending {
             id: id.clone(),
             deadline: now + self.settings.decision_timeout,
             card: card.clone(),
             at,
         });
+        let tap = Tap { id, card, replaces };
         vec![
-            Command::Publish(Outbound::Tap(Tap::new(id, card), Stamp::online(at))),
+            Command::Publish(Outbound::Tap(tap, Stamp::online(at))),
             Command::Lights(LightPattern::Checking),
         ]
     }
@@ -189,7 +215,16 @@ impl Gate {
         let policy = self.settings.offline_policy;
         warn!(%id, %policy, "No decision in time");
         match policy {
-            OfflinePolicy::FailClosed => self.deny("service unavailable".into(), true),
+            OfflinePolicy::FailClosed => {
+                // The card's next tap names this one (a retap unanswered too included: the
+                // bridge keeps a retap granted on an earlier charge long enough to be named).
+                self.unanswered = Some(Unanswered {
+                    id,
+                    card: p.card,
+                    until: now + RETAP_WITHIN,
+                });
+                self.deny("service unavailable".into(), true)
+            }
             OfflinePolicy::FailOpen => {
                 // The rider goes through now; the bridge settles the entry at the tap's time,
                 // once with the waiting tap it replaces (which may have been charged already).
@@ -463,6 +498,54 @@ mod tests {
         assert!(gate
             .decision(&decision(Some(&entry.id), settled))
             .is_empty());
+    }
+
+    /// A tap a fail-closed gate gave up on is named by the same card's next tap there (a retap),
+    /// within RETAP_WITHIN; other cards' taps name nothing, and the retap's own timeout is named
+    /// by the one after.
+    #[tokio::test(start_paused = true)]
+    async fn fail_closed_retap_names_the_unanswered_tap() {
+        let replaces = |cmds: &[Command]| match cmds.first() {
+            Some(Command::Publish(Outbound::Tap(t, stamp))) => {
+                assert_eq!(stamp.mode, tapgate_protocol::TapMode::Online);
+                (t.id.clone(), t.replaces.clone())
+            }
+            other => panic!("no tap: {other:?}"),
+        };
+        let (mut gate, now) = start(OfflinePolicy::FailClosed);
+        let timeout = Duration::from_millis(1500);
+        let first = tap(&mut gate, "C1", now);
+        assert!(!shows_green(&gate.tick(now + timeout)));
+
+        // Another card first: names nothing, and answered in time.
+        let t = now + Duration::from_secs(3);
+        let (other, named) = replaces(&gate.card(card("C2"), t));
+        assert_eq!(named, None);
+        gate.decision(&decision(Some(&other), granted(3)));
+
+        // The rider taps again: the retap names the unanswered tap.
+        let t = now + Duration::from_secs(6);
+        let (retap, named) = replaces(&gate.card(card("C1"), t));
+        assert_eq!(named, Some(first.clone()));
+        // Unanswered too: the next tap names the retap, once only.
+        assert!(!shows_green(&gate.tick(t + timeout)));
+        let t = t + Duration::from_secs(4);
+        let (third, named) = replaces(&gate.card(card("C1"), t));
+        assert_eq!(named, Some(retap));
+        assert!(shows_green(
+            &gate.decision(&decision(Some(&third), granted(8)))
+        ));
+        let t = t + Duration::from_secs(4);
+        let (fourth, named) = replaces(&gate.card(card("C1"), t));
+        assert_eq!(named, None, "answered: nothing left to name");
+        gate.decision(&decision(Some(&fourth), granted(7)));
+
+        // Past RETAP_WITHIN the next tap is a tap of its own.
+        let t = t + Duration::from_secs(4);
+        let late = tap(&mut gate, "C1", t);
+        assert!(!shows_green(&gate.tick(t + timeout)));
+        let (_, named) = replaces(&gate.card(card("C1"), t + timeout + RETAP_WITHIN));
+        assert_eq!(named, None, "{late} is too long ago");
     }
 
     #[tokio::test(start_paused = true)]
