@@ -411,4 +411,23 @@ async fn a_retap_and_the_waiting_tap_it_follows_charge_once() {
         .await;
     assert_eq!(trips_left(&r7), Some(1), "{r7:?}");
     assert_eq!(s.trips().await, 1, "nine rides, nine trips");
+
+    // Another card at the same gate naming a granted tap (a card passed back): its own ride.
+    let other = CardId::new("OTHER").expect("card");
+    support::put_pass(&mut s.con, &other, "TEN_TRIP", 10).await;
+    let t8 = t5 + 110_000;
+    let w8 = s.gate("g1", "w8", online(t8, t8 + 100)).await;
+    assert_eq!(trips_left(&w8), Some(0));
+    let input = Input::GateTap(other.clone());
+    let r8 = s
+        .decide(
+            DeviceKind::Gate,
+            "g1",
+            "r8",
+            &input,
+            At::retap(t8 + 3_000, "w8", t8 + 3_050),
+        )
+        .await;
+    assert_eq!(trips_left(&r8), Some(9), "{r8:?}");
+    assert_eq!(r8.events.len(), 1, "charged: {r8:?}");
 }
