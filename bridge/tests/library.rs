@@ -13,14 +13,6 @@ use tapgate_testkit::RedisServer;
 
 const NOW: u64 = 1_700_000_000_000;
 
-async fn admin(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect")
-}
-
 async fn flush_functions(con: &mut redis::aio::MultiplexedConnection) {
     let _: () = redis::cmd("FUNCTION")
         .arg("FLUSH")
@@ -52,7 +44,7 @@ async fn functions_lost_by_redis_are_loaded_again() {
     let store = Store::connect(&redis.url(), None, support::store_settings())
         .await
         .expect("store");
-    let mut con = admin(&redis).await;
+    let mut con = support::admin(&redis).await;
     let g1 = DeviceId::new("g1").expect("device");
     let card = CardId::new("04AB").expect("card");
 
@@ -95,7 +87,7 @@ async fn a_result_stored_as_json_is_replayed() {
     let store = Store::connect(&redis.url(), None, support::store_settings())
         .await
         .expect("store");
-    let mut con = admin(&redis).await;
+    let mut con = support::admin(&redis).await;
     let g1 = DeviceId::new("g1").expect("device");
     let card = CardId::new("04AB").expect("card");
     let id = MessageId::new("g1-9").expect("id");

@@ -12,14 +12,6 @@ use tapgate_testkit::RedisServer;
 
 const NOW: u64 = 1_700_000_000_000;
 
-async fn admin(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect")
-}
-
 /// An unstamped gate tap decided at `now_ms` (a denial without a pass: it still leaves an
 /// event).
 async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: u64) {
@@ -48,6 +40,16 @@ async fn pttl(con: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
         .expect("PTTL")
 }
 
+/// Leaves `key` 50 s to live, as if it had aged.
+async fn age(con: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(key)
+        .arg(50_000)
+        .query_async(con)
+        .await
+        .expect("PEXPIRE");
+}
+
 #[tokio::test]
 async fn the_stream_stays_near_its_cap() {
     let redis = RedisServer::start();
@@ -62,7 +64,7 @@ async fn the_stream_stays_near_its_cap() {
     )
     .await
     .expect("store");
-    let mut con = admin(&redis).await;
+    let mut con = support::admin(&redis).await;
     let g1 = DeviceId::new("g1").expect("device");
     let mut longest = 0;
     for n in 0..3000 {
@@ -102,31 +104,26 @@ async fn recent_lists_are_renewed_when_due() {
     )
     .await
     .expect("store");
-    let mut con = admin(&redis).await;
+    let mut con = support::admin(&redis).await;
     let g1 = DeviceId::new("g1").expect("device");
     let card = CardId::new("04AB").expect("card");
     let recent = keys::card_recent(&card);
     let full = 160_000;
+    let fresh = |t: i64| t > full - 5_000;
 
     tap(&store, &g1, "t1", &card, NOW).await;
-    assert!(pttl(&mut con, &recent).await > full - 5_000, "a new list");
+    let t = pttl(&mut con, &recent).await;
+    assert!(fresh(t), "a new list: {t} ms left");
 
     // As if it had aged: not renewed by an event within 10 s of the last renewal...
-    let _: () = redis::cmd("PEXPIRE")
-        .arg(&recent)
-        .arg(50_000)
-        .query_async(&mut con)
-        .await
-        .expect("PEXPIRE");
+    age(&mut con, &recent).await;
     tap(&store, &g1, "t2", &card, NOW + 9_999).await;
     let t = pttl(&mut con, &recent).await;
     assert!(t <= 50_000, "renewed early: {t} ms left");
     // ...renewed by the first one after.
     tap(&store, &g1, "t3", &card, NOW + 10_000).await;
-    assert!(
-        pttl(&mut con, &recent).await > full - 5_000,
-        "renewed when due"
-    );
+    let t = pttl(&mut con, &recent).await;
+    assert!(fresh(t), "renewed when due: {t} ms left");
 
     // A list that went away (deleted, or expired) is renewed by the event that starts it again,
     // however recently it was renewed before.
@@ -136,22 +133,13 @@ async fn recent_lists_are_renewed_when_due() {
         .await
         .expect("DEL");
     tap(&store, &g1, "t4", &card, NOW + 10_001).await;
-    assert!(
-        pttl(&mut con, &recent).await > full - 5_000,
-        "a list started again"
-    );
+    let t = pttl(&mut con, &recent).await;
+    assert!(fresh(t), "a list started again: {t} ms left");
 
     // An event from a bridge whose clock is behind the last renewal's renews it too, so a clock
     // running ahead cannot put renewals off.
-    let _: () = redis::cmd("PEXPIRE")
-        .arg(&recent)
-        .arg(50_000)
-        .query_async(&mut con)
-        .await
-        .expect("PEXPIRE");
+    age(&mut con, &recent).await;
     tap(&store, &g1, "t5", &card, NOW + 5_000).await;
-    assert!(
-        pttl(&mut con, &recent).await > full - 5_000,
-        "renewed from behind"
-    );
+    let t = pttl(&mut con, &recent).await;
+    assert!(fresh(t), "renewed from behind: {t} ms left");
 }

@@ -140,20 +140,28 @@ async fn fail_open_offline_entries_take_exactly_one_trip_each() {
     g.stop().await;
 }
 
+/// A stack whose decision window (5 s) a bridge restart fits in, a card "TEN" with a ten-trip
+/// pass, an event watcher, and gate g1 with `policy`, giving up after `timeout` (well before the
+/// window ends).
+async fn late_answer_stack(policy: OfflinePolicy, timeout: Duration) -> (Stack, MqttProbe, Rig) {
+    let stack = Stack::start(|c| c.decision_window = Duration::from_secs(5)).await;
+    let events = MqttProbe::connect(stack.broker.port(), "watch").await;
+    events.subscribe("tapgate/events/#").await;
+    ten_trip(&stack, "TEN").await;
+    let mut cfg = stack.device_config("g1");
+    cfg.decision_timeout = timeout;
+    cfg.offline_policy = policy;
+    let g = Rig::gate(cfg).await;
+    (stack, events, g)
+}
+
 /// A fail-closed gate's tap decided and charged inside the bridge's window, its answer coming after
 /// the gate gave up and turned the rider away: the rider taps again, the retap names the tap the
 /// gate gave up on, and it is granted on that charge. One ride, one trip.
 #[tokio::test]
 async fn fail_closed_retap_after_a_late_answer_is_not_charged_again() {
-    // A window the bridge's restart fits in; a gate that gives up well before it.
-    let mut stack = Stack::start(|c| c.decision_window = Duration::from_secs(5)).await;
-    let mut events = MqttProbe::connect(stack.broker.port(), "watch").await;
-    events.subscribe("tapgate/events/#").await;
-    ten_trip(&stack, "TEN").await;
-    let mut cfg = stack.device_config("g1");
-    cfg.decision_timeout = Duration::from_secs(1);
-    cfg.offline_policy = OfflinePolicy::FailClosed;
-    let mut g = Rig::gate(cfg).await;
+    let (mut stack, mut events, mut g) =
+        late_answer_stack(OfflinePolicy::FailClosed, Duration::from_secs(1)).await;
 
     let unavailable = [Sound::Buzzer, Sound::Say(Prompt::ServiceUnavailable)];
     tap_while_the_bridge_is_down(&mut stack, &mut g, "TEN", unavailable).await;
@@ -188,15 +196,8 @@ async fn fail_closed_retap_after_a_late_answer_is_not_charged_again() {
 /// names that tap, so the ride is charged once, by the waiting tap.
 #[tokio::test]
 async fn fail_open_entry_for_a_tap_decided_late_is_not_charged_again() {
-    // A window the bridge's restart fits in; a gate that gives up well before it.
-    let mut stack = Stack::start(|c| c.decision_window = Duration::from_secs(5)).await;
-    let mut events = MqttProbe::connect(stack.broker.port(), "watch").await;
-    events.subscribe("tapgate/events/#").await;
-    ten_trip(&stack, "TEN").await;
-    let mut cfg = stack.device_config("g1");
-    cfg.decision_timeout = Duration::from_millis(100);
-    cfg.offline_policy = OfflinePolicy::FailOpen;
-    let mut g = Rig::gate(cfg).await;
+    let (mut stack, mut events, mut g) =
+        late_answer_stack(OfflinePolicy::FailOpen, Duration::from_millis(100)).await;
 
     let let_in = [Sound::Chime, Sound::Say(Prompt::AccessGranted)];
     tap_while_the_bridge_is_down(&mut stack, &mut g, "TEN", let_in).await;

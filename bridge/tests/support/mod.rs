@@ -131,6 +131,15 @@ pub async fn buy(terminal: &mut Device, card: &str, pass: &str) -> Value {
     d
 }
 
+/// A plain connection to `redis`, for setting up and reading what the store wrote.
+pub async fn admin(redis: &tapgate_testkit::RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
 /// Store settings for tests that call the store directly: two-hour passes of two hours, 30 s
 /// sales, records and history kept an hour, a stream of 1,000, default time limits.
 pub fn store_settings() -> StoreSettings {
