@@ -254,6 +254,15 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
     }
 }
 
+/// A fail-closed gate that gave up on a tap names it (`replaces`) in the same card's next tap
+/// there within this long, ms: a *retap*, the rider turned away trying again.
+pub const RETAP_NAMED_WITHIN_MS: u64 = 30_000;
+
+/// The bridge grants a retap on the charge of the tap it names only when that tap is at most
+/// this much older, ms: the gate's own bound and the time the rider took to tap again, with room
+/// to spare. Naming an older tap is a ride of its own.
+pub const RETAP_ACCEPTED_WITHIN_MS: u64 = 60_000;
+
 /// Time settings of the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeSettings {

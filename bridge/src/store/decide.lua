@@ -24,8 +24,8 @@
 -- terminal taps and buttons from terminals), [2] now_ms, [3] device, [4] id, [5] the card for a
 -- tap, the selected pass type for a button, [6] stamp time ('' without a stamp), [7] stamp mode
 -- ('' without), [8] settings: "two_hour_ms sale_timeout_ms seen_ttl_s stream_maxlen recent_len
--- recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms" (parsed once while
--- unchanged), [9] the id of the waiting tap an offline entry or a retap replaces (absent
+-- recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms retap_ms" (parsed once
+-- while unchanged), [9] the id of the waiting tap an offline entry or a retap replaces (absent
 -- otherwise; see settle_replaced).
 --
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
@@ -86,7 +86,7 @@ local GC_MS = 60000
 -- below is a string (`int` formats an integer once, where it is computed).
 local settings_text
 local two_hour, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_ttl
-local window, max_future, max_skew
+local window, max_future, max_skew, retap_ms
 local recent_keep
 
 -- Upkeep done every so often rather than on every call. It lives in this Redis's Lua VM, not in
@@ -114,7 +114,7 @@ local function load_settings(text)
   end
   two_hour, sale_timeout, seen_ttl, maxlen = v[1], v[2], t[3], t[4]
   recent_len, recent_ttl, device_ttl = v[5], t[6], t[7]
-  window, max_future, max_skew = v[8], v[9], v[10]
+  window, max_future, max_skew, retap_ms = v[8], v[9], v[10], v[11]
   recent_keep = tostring(recent_len - 1)
   renewed, renewed_count, renew_every = {}, 0, v[6] * 1000 / 16
   settings_text = text
@@ -356,18 +356,15 @@ local function decided_before(msg_id, msg_mode, near, before)
     .. (last.tap_time or '') .. '\t' .. (last.clock or '') .. '\t' .. found
 end
 
--- How long after a waiting tap a retap naming it is taken as its retry: a fail-closed gate names
--- the tap it gave up on only on the same card's next tap, within 30 s of giving up.
-local RETAP_MS = 60000
-
 -- A gate's message naming the waiting tap it replaces (same device and card): the ride is charged
 -- once.
 -- - An offline entry (a fail-open gate let the rider through when that tap's answer did not
 --   come) stands for that tap and has its time. That tap granted (its answer late or lost): the
 --   entry is `entry_settled` by that charge, with no new charge or event.
 -- - A retap (a waiting tap: a fail-closed gate turned the rider away when that tap's answer did
---   not come, and the rider tapped again) follows it by up to RETAP_MS. That tap granted: the
---   retap is `granted` by that charge, with no new charge or event; the rider goes through now.
+--   not come, and the rider tapped again) follows it by up to retap_ms (the settings' last
+--   number, rules::RETAP_ACCEPTED_WITHIN_MS). That tap granted: the retap is `granted` by that
+--   charge, with no new charge or event; the rider goes through now.
 -- Answered otherwise (denied, stale): the message is decided as usual. Not decided yet: a record
 -- answering that tap `stale` is left where its seen record would be, for as long as it could
 -- still be decided, so it charges nothing when it comes. Nil: decide as usual.
@@ -381,21 +378,17 @@ local function settle_replaced()
     local f = sub(stored, 1, nl - 1)
     if retap then
       -- "gate:<card>::<time>:online", ":<id>" after it if it was a retap itself, its time
-      -- within RETAP_MS before this one's.
+      -- within retap_ms before this one's.
       local head = fingerprint_of('gate', card, '', '', '', '') .. ':'
       local digits = sub(f, 1, #head) == head and match(sub(f, #head + 1), '^(%d+):online')
       local t = digits and tonumber(digits)
-      if not t or at - t > RETAP_MS or t - at > max_skew then return nil end
+      if not t or at - t > retap_ms or t - at > max_skew then return nil end
     elseif f ~= fingerprint_of('gate', card, '', stamp_text, 'online', '') then
       return nil
     end
     line = sub(stored, nl + 1)
   else
-    if retap then
-      line = decided_before(replaces, 'online', at, RETAP_MS)
-    else
-      line = decided_before(replaces, 'online', at, max_skew)
-    end
+    line = decided_before(replaces, 'online', at, retap and retap_ms or max_skew)
     if not line then
       -- The waiting tap's record, answering `stale`: for an offline entry, its fingerprint (it
       -- has the entry's time); for a retap, whose waiting tap's time is not known, any time.
@@ -415,7 +408,7 @@ local function settle_replaced()
   if retap then
     -- Granted on that charge, with no event to find it by: its record is kept until a retap
     -- naming it could no longer come, should its answer be lost too.
-    seen_unit, seen_for = 'PX', int(RETAP_MS + window + max_future)
+    seen_unit, seen_for = 'PX', int(retap_ms + window + max_future)
   end
   return finish(retap and 'granted' or 'entry_settled', nil, nil,
     {type = f[4], trips = tonumber(f[5]) or 0, expires_at = tonumber(f[6]), issued_at = 0})
@@ -512,14 +505,17 @@ return function(keys, args)
   if args[8] ~= settings_text then load_settings(args[8]) end
   k_seen, k_stream, k_device, k_presence, k_stale, k_denied =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  -- Every per-op key is assigned on every call (nil where the op has none), so none is left
+  -- over from an earlier call.
+  k_entries, k_unpaid, k_replaced, k_issued = nil, nil, nil, nil
   if op == 'button' then
     kind, card, chosen = 'terminal', '', args[5]
-    k_sale = keys[7]
+    k_sale, k_pass, k_blocked, k_recent = keys[7], nil, nil, nil
   else
     card, chosen = args[5], ''
     k_pass, k_blocked, k_recent = keys[7], keys[8], keys[9]
     if op == 'gate' then
-      kind = 'gate'
+      kind, k_sale = 'gate', nil
       k_entries, k_unpaid, k_replaced = keys[10], keys[11], keys[12]
     else
       kind = 'terminal'

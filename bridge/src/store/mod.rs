@@ -112,6 +112,7 @@ impl StoreSettings {
             self.time.decision_window_ms,
             self.time.max_future_ms,
             self.time.max_skew_ms,
+            tapgate_protocol::rules::RETAP_ACCEPTED_WITHIN_MS,
         ]
         .map(|n| n.to_string())
         .join(" ")

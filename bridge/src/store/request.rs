@@ -25,7 +25,8 @@ pub struct Request<'a> {
     /// When the message happened and whether the device waits; `None` for a payload from before
     /// stamps.
     pub stamp: Option<Stamp>,
-    /// An offline entry's waiting tap (same device), whose charge the entry must not repeat.
+    /// The waiting tap (same device) an offline entry stands for or a retap follows, whose charge
+    /// it must not repeat.
     pub replaces: Option<&'a MessageId>,
 }
 

@@ -65,9 +65,9 @@ struct Pending {
 }
 
 /// How long after a fail-closed gate gave up on a tap the same card's next tap names it (a
-/// retap): the rider was turned away and tries again. The bridge takes a retap as one within
-/// 60 s of the tap it names.
-pub const RETAP_WITHIN: Duration = Duration::from_secs(30);
+/// retap): the rider was turned away and tries again.
+pub const RETAP_WITHIN: Duration =
+    Duration::from_millis(tapgate_protocol::rules::RETAP_NAMED_WITHIN_MS);
 
 /// A tap a fail-closed gate gave up on.
 #[derive(Debug, Clone)]
