@@ -12,9 +12,10 @@ use crate::server::{find_binary, free_port, Process};
 /// messages survive a broker restart, as they would in production.
 pub struct Mosquitto {
     port: u16,
+    // Before `dir`: fields drop in order, and the process prints its log (in `dir`) on drop.
+    process: Option<Process>,
     dir: TempDir,
     extra: String,
-    process: Option<Process>,
     binary: PathBuf,
 }
 

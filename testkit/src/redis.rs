@@ -11,8 +11,9 @@ use crate::server::{find_binary, free_port, Process};
 /// test that owns it fails.
 pub struct RedisServer {
     port: u16,
-    dir: TempDir,
+    // Before `dir`: fields drop in order, and the process prints its log (in `dir`) on drop.
     process: Option<Process>,
+    dir: TempDir,
     binary: PathBuf,
     extra: Vec<String>,
 }

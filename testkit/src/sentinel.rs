@@ -15,8 +15,9 @@ pub const MASTER_NAME: &str = "tapgate";
 /// One `redis-server --sentinel`, killed on drop.
 pub struct Sentinel {
     port: u16,
-    _dir: TempDir,
+    // Before `_dir`: fields drop in order, and the process prints its log (in `_dir`) on drop.
     process: Option<Process>,
+    _dir: TempDir,
 }
 
 impl Sentinel {

@@ -1,17 +1,28 @@
 //! A spawned server process: free port, log file, readiness wait, kill on drop.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, and not handed out before in this process:
+/// tests run in parallel threads, and the system may offer a port again once the probe that
+/// found it has closed, before the server it was meant for has bound it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on 127.0.0.1");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Finds `name` on `PATH` (and the sbin folders Debian puts servers in).
@@ -66,7 +77,15 @@ impl Process {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // A connection to itself (its ephemeral port chosen equal to `port`, which loopback
+            // allows) is not the server; nor is anything while the server has exited.
+            let connected = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok());
+            let running = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+            if connected && running {
                 return;
             }
             if let Some(child) = self.child.as_mut() {
