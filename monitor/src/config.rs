@@ -55,7 +55,8 @@ pub struct ServeConfig {
     #[serde(with = "humantime_serde")]
     pub login_window: Duration,
     /// Password checks allowed to run at once; more are refused at once with 503 and
-    /// `Retry-After`. 0: twice the number of CPU cores.
+    /// `Retry-After`. 0: one fewer than the CPU cores, at least one, so that a flood of logins
+    /// never takes the core that serves the dashboard.
     pub password_checks: usize,
     /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`, `::1`) whose `X-Forwarded-For` is
     /// believed. The client address is the right-most address in it that is not one of them.
@@ -186,7 +187,7 @@ impl ServeConfig {
         }
         if self.password_checks > 256 {
             return Err(ConfigError::Range(
-                "password_checks must be at most 256 (0: twice the CPU cores)",
+                "password_checks must be at most 256 (0: one fewer than the CPU cores)",
             ));
         }
         if self.header_timeout < Duration::from_millis(100) {
@@ -222,7 +223,7 @@ impl ServeConfig {
         if self.password_checks > 0 {
             self.password_checks
         } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
         }
     }
 }
