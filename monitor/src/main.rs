@@ -101,7 +101,8 @@ struct ServeArgs {
     /// [default: 20].
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS_PER_ADDRESS")]
     login_attempts_per_address: Option<u32>,
-    /// Password checks running at once; more get 503 + Retry-After; 0 = one fewer than the CPU cores (at least 1)
+    /// Password checks running at once; a login finding none free waits up to 1 s, then gets
+    /// 503 + Retry-After; 0 = one fewer than the CPU cores (at least 1)
     /// [default: 0].
     #[arg(long, env = "TAPGATE_MONITOR_PASSWORD_CHECKS")]
     password_checks: Option<usize>,

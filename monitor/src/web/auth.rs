@@ -188,7 +188,7 @@ async fn try_login(
             info!(name = ?form.name, %ip, "Login refused: too many attempts");
         }
     })?;
-    let slot = state.checks.try_slot().inspect_err(|_| {
+    let slot = state.checks.slot().await.inspect_err(|_| {
         info!(name = ?form.name, %ip, "Login refused: every password check is busy");
     })?;
     let known = state.operators.get(&form.name).cloned();

@@ -3,8 +3,10 @@
 //! - A global bound on password checks running at once ([`PasswordChecks`]): each argon2 check
 //!   takes ~19 MiB and tens of milliseconds, so a flood of logins could otherwise exhaust memory.
 //!   Checks run on a fixed set of threads, one per slot (so the allocator keeps at most one
-//!   check's memory per thread, not per blocking-pool thread); when every slot is busy a login
-//!   is refused at once (503 with `Retry-After`), never queued.
+//!   check's memory per thread, not per blocking-pool thread). A login that finds every slot
+//!   busy waits for one, first come first served, for at most [`SLOT_WAIT`] (so two operators
+//!   logging in at once are both served), then is refused (503 with `Retry-After`). Waiting holds
+//!   no check memory.
 //! - Failed logins per client address bucket (an IPv4 address or an IPv6 /64) in
 //!   `tapgate:monitor:login-failures:addr:{bucket}`: past the limit, that address is refused
 //!   until the window ends. Only the attacker's own address suffers.
@@ -39,6 +41,9 @@ pub fn address_key(bucket: &str) -> String {
 pub fn name_key(name: &str) -> String {
     format!("tapgate:monitor:login-failures:name:{name}")
 }
+
+/// Longest a login waits for a password-check slot before it is refused.
+pub const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 struct Job {
     password: String,
@@ -85,11 +90,12 @@ impl PasswordChecks {
         }
     }
 
-    /// A slot, or [`WebError::Busy`] at once when all are taken.
-    pub fn try_slot(&self) -> Result<OwnedSemaphorePermit, WebError> {
-        Arc::clone(&self.slots)
-            .try_acquire_owned()
-            .map_err(|_| WebError::Busy(1))
+    /// A slot, waiting up to [`SLOT_WAIT`] for one; [`WebError::Busy`] if none frees by then.
+    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, WebError> {
+        match tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(WebError::Busy(SLOT_WAIT.as_secs().max(1))),
+        }
     }
 
     /// Whether `password` matches `hash`, checked on a password-check thread holding `slot`.
@@ -254,27 +260,38 @@ mod tests {
         }
     }
 
-    #[test]
-    fn slots_fail_fast_when_full() {
+    #[tokio::test(start_paused = true)]
+    async fn a_login_waits_for_a_slot_then_is_refused() {
         let checks = PasswordChecks::new(2);
-        let a = checks.try_slot().expect("first");
-        let _b = checks.try_slot().expect("second");
-        assert!(matches!(checks.try_slot(), Err(WebError::Busy(_))));
+        let a = checks.slot().await.expect("first");
+        let _b = checks.slot().await.expect("second");
+        let asked = tokio::time::Instant::now();
+        assert!(matches!(checks.slot().await, Err(WebError::Busy(1))));
+        assert_eq!(asked.elapsed(), SLOT_WAIT, "refused once the wait is over");
+        // A slot freed within the wait goes to the login waiting for it.
+        let waiting = tokio::spawn({
+            let checks = checks.clone();
+            async move { checks.slot().await.is_ok() }
+        });
+        tokio::time::sleep(SLOT_WAIT / 2).await;
         drop(a);
-        assert!(checks.try_slot().is_ok(), "a finished check frees its slot");
+        assert!(
+            waiting.await.expect("task"),
+            "a finished check frees its slot"
+        );
     }
 
     #[tokio::test]
     async fn checks_run_and_give_their_slot_back() {
         let checks = PasswordChecks::new(1);
         let hash = password::hash("pw").expect("hash");
-        let slot = checks.try_slot().expect("slot");
-        assert!(matches!(checks.try_slot(), Err(WebError::Busy(_))));
+        let slot = checks.slot().await.expect("slot");
+        assert!(checks.slots.available_permits() == 0, "the slot is taken");
         assert!(checks
             .verify(slot, "pw".into(), hash.clone())
             .await
             .expect("check"));
-        let slot = checks.try_slot().expect("slot is back");
+        let slot = checks.slot().await.expect("slot is back");
         assert!(!checks
             .verify(slot, "nope".into(), hash)
             .await
