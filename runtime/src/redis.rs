@@ -304,7 +304,8 @@ impl RedisLink {
 
     /// `host:port` of the node in use, if connected.
     pub fn address(&self) -> Option<String> {
-        self.read_current().map(|(_, _, a)| a)
+        let guard = self.inner.current.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|c| c.address.clone())
     }
 
     /// Connections made after the first: how often the link had to reconnect.
@@ -312,22 +313,21 @@ impl RedisLink {
         self.inner.reconnects.load(Ordering::Relaxed)
     }
 
-    fn read_current(&self) -> Option<(u64, MultiplexedConnection, String)> {
+    /// The connection in use and its generation (every command asks: no allocation here).
+    fn read_current(&self) -> Option<(u64, MultiplexedConnection)> {
         let guard = self.inner.current.read().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .map(|c| (c.generation, c.connection.clone(), c.address.clone()))
+        guard.as_ref().map(|c| (c.generation, c.connection.clone()))
     }
 
     /// The connection in use, connecting (and asking the sentinels) when there is none.
     async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        if let Some((g, c, _)) = self.read_current() {
-            return Ok((g, c));
+        if let Some(current) = self.read_current() {
+            return Ok(current);
         }
         let _connecting = self.inner.connecting.lock().await;
         // Someone else may have connected while this one waited.
-        if let Some((g, c, _)) = self.read_current() {
-            return Ok((g, c));
+        if let Some(current) = self.read_current() {
+            return Ok(current);
         }
         let client = self.inner.source.client().await?;
         let config = AsyncConnectionConfig::new()
