@@ -5,7 +5,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-use crate::server::{find_binary, free_port, Process};
+use crate::server::{find_binary, on_free_port, NotReady, Process};
 
 /// A `mosquitto` broker on 127.0.0.1 with `TCP_NODELAY` on, killed on drop. Its log is printed
 /// when the test that owns it fails. Sessions persist across [`Mosquitto::restart`] so queued QoS 1
@@ -46,17 +46,26 @@ impl Mosquitto {
     pub fn with_dir_and_config(dir: TempDir, extra: &str) -> Self {
         let binary = find_binary("mosquitto", "mosquitto");
         let mut broker = Self {
-            port: free_port(),
+            port: 0,
             dir,
             extra: extra.to_owned(),
             process: None,
             binary,
         };
-        broker.spawn();
+        broker.port = on_free_port(|port| {
+            broker.port = port;
+            broker.try_spawn()
+        });
         broker
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{}", e.text);
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), NotReady> {
         let dir = self.dir.path();
         let log = dir.join("mosquitto.log");
         let conf = dir.join("mosquitto.conf");
@@ -86,7 +95,8 @@ impl Mosquitto {
         std::fs::write(&conf, body).expect("write mosquitto.conf");
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-c").arg(&conf);
-        self.process = Some(Process::spawn("mosquitto", cmd, &log, self.port));
+        self.process = Some(Process::try_spawn("mosquitto", cmd, &log, self.port)?);
+        Ok(())
     }
 
     /// Starts a broker with mosquitto's dynamic-security plugin, initialised with one

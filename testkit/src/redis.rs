@@ -5,7 +5,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-use crate::server::{find_binary, free_port, Process};
+use crate::server::{find_binary, on_free_port, NotReady, Process};
 
 /// A `redis-server` on 127.0.0.1 with no persistence, killed on drop. Its log is printed when the
 /// test that owns it fails.
@@ -32,17 +32,26 @@ impl RedisServer {
             .tempdir()
             .expect("temp dir");
         let mut server = Self {
-            port: free_port(),
+            port: 0,
             dir,
             process: None,
             binary,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
-        server.spawn();
+        server.port = on_free_port(|port| {
+            server.port = port;
+            server.try_spawn()
+        });
         server
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{}", e.text);
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), NotReady> {
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new(&self.binary);
         cmd.args(["--port", &self.port.to_string()])
@@ -55,7 +64,8 @@ impl RedisServer {
             .arg("--logfile")
             .arg(&log)
             .args(&self.extra);
-        self.process = Some(Process::spawn("redis-server", cmd, &log, self.port));
+        self.process = Some(Process::try_spawn("redis-server", cmd, &log, self.port)?);
+        Ok(())
     }
 
     /// The port it listens on.

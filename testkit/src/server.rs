@@ -25,6 +25,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Starts a server for the first time: `attempt(port)` on a [`free_port`], and on another one if
+/// the server exited before listening (another process may bind a free port before the server
+/// does), up to three ports. Returns the port it listens on; panics with its log otherwise.
+pub(crate) fn on_free_port(mut attempt: impl FnMut(u16) -> Result<(), NotReady>) -> u16 {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let port = free_port();
+        match attempt(port) {
+            Ok(()) => return port,
+            Err(e) if e.exited && tries < 3 => {
+                eprintln!("{}\n(trying another port)", e.text);
+            }
+            Err(e) => panic!("{}", e.text),
+        }
+    }
+}
+
 /// Finds `name` on `PATH` (and the sbin folders Debian puts servers in).
 pub(crate) fn find_binary(name: &str, package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -50,8 +68,62 @@ pub(crate) struct Process {
     log: PathBuf,
 }
 
+/// Whether process `pid` holds a listening TCP socket on `port`; `None` where `/proc` cannot
+/// tell (not Linux). A connection alone does not say whose listener answered: another test's
+/// server may have bound the port in the moment between [`free_port`] and this server's bind.
+fn listens(pid: u32, port: u16) -> Option<bool> {
+    let mut sockets = Vec::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        // Columns: sl local_address rem_address st … inode (the tenth).
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && local_port == Some(port) {
+                sockets.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if !readable {
+        return None;
+    }
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        fs::read_link(fd.path())
+            .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
+    }))
+}
+
+/// Why a server did not come up.
+#[derive(Debug)]
+pub(crate) struct NotReady {
+    /// It exited first (a port another process took meanwhile, a bad setting): what it said.
+    pub exited: bool,
+    pub text: String,
+}
+
 impl Process {
-    pub(crate) fn spawn(name: &'static str, mut cmd: Command, log: &Path, port: u16) -> Self {
+    /// Starts `cmd` and waits until it listens on `port`; panics with its log if it does not.
+    pub(crate) fn spawn(name: &'static str, cmd: Command, log: &Path, port: u16) -> Self {
+        Self::try_spawn(name, cmd, log, port).unwrap_or_else(|e| panic!("{}", e.text))
+    }
+
+    /// [`Process::spawn`], saying why it did not come up instead of panicking.
+    pub(crate) fn try_spawn(
+        name: &'static str,
+        mut cmd: Command,
+        log: &Path,
+        port: u16,
+    ) -> Result<Self, NotReady> {
         cmd.stdin(Stdio::null());
         // Servers write their own log file; whatever else they print goes there too.
         let out = fs::OpenOptions::new()
@@ -69,40 +141,50 @@ impl Process {
             child: Some(child),
             log: log.to_owned(),
         };
-        process.wait_ready(port);
-        process
+        process.wait_ready(port)?;
+        Ok(process)
     }
 
-    fn wait_ready(&mut self, port: u16) {
+    fn wait_ready(&mut self, port: u16) -> Result<(), NotReady> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // A connection to itself (its ephemeral port chosen equal to `port`, which loopback
-            // allows) is not the server; nor is anything while the server has exited.
+            // allows) is not the server; nor is another process's listener; nor is anything
+            // while the server has exited.
             let connected = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
                 .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok());
+            let pid = self.child.as_ref().map(Child::id);
+            let its_own = pid.and_then(|pid| listens(pid, port)).unwrap_or(true);
             let running = self
                 .child
                 .as_mut()
                 .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-            if connected && running {
-                return;
+            if connected && its_own && running {
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "{} exited with {status} before accepting connections on port {port}\n{}",
-                        self.name,
-                        self.log_text()
-                    );
+                    self.child = None;
+                    return Err(NotReady {
+                        exited: true,
+                        text: format!(
+                            "{} exited with {status} before accepting connections on port {port}\n{}",
+                            self.name,
+                            self.log_text()
+                        ),
+                    });
                 }
             }
             if Instant::now() > deadline {
-                panic!(
-                    "{} did not accept connections on port {port} within 10 s\n{}",
-                    self.name,
-                    self.log_text()
-                );
+                return Err(NotReady {
+                    exited: false,
+                    text: format!(
+                        "{} did not accept connections on port {port} within 10 s\n{}",
+                        self.name,
+                        self.log_text()
+                    ),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -164,5 +246,43 @@ impl Drop for Process {
         if std::thread::panicking() {
             eprintln!("{}", self.log_text());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_counts_only_for_the_process_holding_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let me = std::process::id();
+        if listens(me, port).is_none() {
+            return; // no /proc here: readiness falls back to connecting
+        }
+        assert_eq!(listens(me, port), Some(true));
+        let mut other = Command::new("sleep").arg("5").spawn().expect("sleep");
+        assert_eq!(listens(other.id(), port), Some(false));
+        let _ = other.kill();
+        let _ = other.wait();
+        drop(listener);
+        assert_eq!(listens(me, port), Some(false));
+    }
+
+    /// Another process listening on the port is not the server coming up.
+    #[test]
+    fn a_server_is_not_ready_on_someone_elses_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        if listens(std::process::id(), port).is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("0.3");
+        let outcome = Process::try_spawn("sleep", cmd, &dir.path().join("log"), port);
+        let e = outcome.err().expect("not ready");
+        assert!(e.exited, "{}", e.text);
     }
 }
