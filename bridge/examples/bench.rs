@@ -99,7 +99,7 @@ fn main() {
     let mut procs: Vec<Answerer> = [NULL, FLOOR, BRIDGE]
         .into_iter()
         .map(|name| {
-            let child = if name == BRIDGE {
+            let child = Reaped(if name == BRIDGE {
                 Command::new(&bridge_bin)
                     .arg("--redis")
                     .arg(redis.url())
@@ -120,7 +120,7 @@ fn main() {
                     echo.arg(redis.url());
                 }
                 echo.spawn().expect("echo starts")
-            };
+            });
             let load = rt.block_on(Load::connect(broker.port(), name));
             Answerer {
                 name,
@@ -144,14 +144,15 @@ fn main() {
         for p in procs.iter_mut().filter(|p| !p.done) {
             // The machine is shared: a rate fails only when it fails twice in a row.
             loop {
-                let pids = [p.child.id(), broker_pid, redis_pid];
+                let pids = [p.child.0.id(), broker_pid, redis_pid];
                 let cpu0 = pids.map(cpu_ticks);
-                let writes0 = writes(p.child.id());
+                let writes0 = writes(p.child.0.id());
                 let (calls0, usec0) = decide_calls(redis.port());
                 let mem0 = used_memory(redis.port());
                 let r = rt.block_on(p.load.run(rate, Duration::from_secs(secs)));
                 let cpu1 = pids.map(cpu_ticks);
-                let writes_per_tap = (writes(p.child.id()) - writes0) as f64 / r.sent.max(1) as f64;
+                let writes_per_tap =
+                    (writes(p.child.0.id()) - writes0) as f64 / r.sent.max(1) as f64;
                 let (calls1, usec1) = decide_calls(redis.port());
                 let mem1 = used_memory(redis.port());
                 let per_tap =
@@ -208,8 +209,6 @@ fn main() {
     for mut p in procs {
         best.insert(p.name, p.highest);
         cpu.insert(p.name, std::mem::take(&mut p.cpu));
-        let _ = p.child.kill();
-        let _ = p.child.wait();
     }
     drop(rt);
     let none = Vec::new();
@@ -348,10 +347,21 @@ fn echo(port: u16, prefix: &str, redis_url: Option<String>) {
     });
 }
 
+/// A child process killed when dropped, so that a benchmark that stops early (a panic) leaves no
+/// bridge or null bridge running after it.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One answering process and how far it got.
 struct Answerer {
     name: &'static str,
-    child: std::process::Child,
+    child: Reaped,
     load: Load,
     /// Highest rate passed so far.
     highest: u64,
