@@ -55,8 +55,8 @@ pub struct ServeConfig {
     #[serde(with = "humantime_serde")]
     pub login_window: Duration,
     /// Password checks allowed to run at once; a login that finds none free waits up to 1 s,
-    /// then is refused with 503 and `Retry-After`. 0: one fewer than the CPU cores, at least one, so that a flood of logins
-    /// never takes the core that serves the dashboard.
+    /// then is refused with 503 and `Retry-After`. 0: one fewer than the CPU cores, at least
+    /// one, so that a flood of logins never takes the core that serves the dashboard.
     pub password_checks: usize,
     /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`, `::1`) whose `X-Forwarded-For` is
     /// believed. The client address is the right-most address in it that is not one of them.

@@ -286,7 +286,7 @@ mod tests {
         let checks = PasswordChecks::new(1);
         let hash = password::hash("pw").expect("hash");
         let slot = checks.slot().await.expect("slot");
-        assert!(checks.slots.available_permits() == 0, "the slot is taken");
+        assert_eq!(checks.slots.available_permits(), 0, "the slot is taken");
         assert!(checks
             .verify(slot, "pw".into(), hash.clone())
             .await
