@@ -52,7 +52,7 @@ impl Mosquitto {
             process: None,
             binary,
         };
-        broker.port = on_free_port(|port| {
+        on_free_port(|port| {
             broker.port = port;
             broker.try_spawn()
         });

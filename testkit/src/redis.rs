@@ -38,7 +38,7 @@ impl RedisServer {
             binary,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
-        server.port = on_free_port(|port| {
+        on_free_port(|port| {
             server.port = port;
             server.try_spawn()
         });

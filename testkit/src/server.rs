@@ -27,14 +27,14 @@ pub fn free_port() -> u16 {
 
 /// Starts a server for the first time: `attempt(port)` on a [`free_port`], and on another one if
 /// the server exited before listening (another process may bind a free port before the server
-/// does), up to three ports. Returns the port it listens on; panics with its log otherwise.
-pub(crate) fn on_free_port(mut attempt: impl FnMut(u16) -> Result<(), NotReady>) -> u16 {
+/// does), up to three ports. Panics with its log if none works.
+pub(crate) fn on_free_port(mut attempt: impl FnMut(u16) -> Result<(), NotReady>) {
     let mut tries = 0;
     loop {
         tries += 1;
         let port = free_port();
         match attempt(port) {
-            Ok(()) => return port,
+            Ok(()) => return,
             Err(e) if e.exited && tries < 3 => {
                 eprintln!("{}\n(trying another port)", e.text);
             }
