@@ -7,7 +7,7 @@
 #   REDIS_MONITOR_PASSWORD  tapgate-monitor: reads everything tapgate keeps, writes only the block
 #                           list, its events and its own sessions
 #   REDIS_EMQX_PASSWORD     tapgate-emqx: EMQX's rules, HINCRBY on tapgate:emqx:* only
-#   REDIS_GRAFANA_PASSWORD  tapgate-grafana: read-only
+#   REDIS_GRAFANA_PASSWORD  tapgate-grafana: reads only the keys the Grafana dashboards show
 #
 # Usage: redis-users.sh OUTPUT_FILE (Redis ACL files hold no comments). Only SHA-256 hashes of the passwords are written; the file
 # is made readable by its owner only. The default user is switched off. Placeholders that start
@@ -65,7 +65,12 @@ tmp="$out.tmp.$$"
     "-@all +@read +@write +@scripting +@transaction +@connection +@blocking $never"
   echo "user tapgate-emqx on #$(hash "$REDIS_EMQX_PASSWORD") resetkeys resetchannels" \
     "~tapgate:emqx:* -@all +@connection $never +hincrby +select +ping"
+  # Reads what the Grafana dashboards show (grafana/dashboards/*.json) and nothing else: never
+  # tapgate:monitor:* (sessions, operators, the audit trail) nor a card's keys. Redis ACLs have
+  # no "all but" pattern, so the allowed keys are listed. SCAN and RANDOMKEY are refused: key
+  # patterns do not confine them, and key names hold card numbers.
   echo "user tapgate-grafana on #$(hash "$REDIS_GRAFANA_PASSWORD") resetkeys resetchannels" \
-    "%R~tapgate:* -@all +@read +@connection $never +info"
+    "%R~tapgate:counters:* %R~tapgate:devices %R~tapgate:device:* %R~tapgate:events" \
+    "%R~tapgate:emqx:* -@all +@read +@connection $never +info -scan -randomkey"
 } >"$tmp"
 mv "$tmp" "$out"

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::Value;
 use tapgate_bridge::BridgeConfig;
 use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER};
-use tapgate_checks::repo;
+use tapgate_checks::{grafana, repo};
 use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, PassType, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::RedisServer;
@@ -355,12 +356,30 @@ async fn each_redis_user_is_refused_what_is_not_its_job() {
         }
     }
     let mut grafana = login(&redis, "tapgate-grafana").await;
-    assert_eq!(
-        refused(&mut grafana, &["HGETALL", &pass]).await,
-        None,
-        "grafana reads"
-    );
     for args in [
+        vec!["HGETALL", counters],
+        vec!["SMEMBERS", tapgate_protocol::keys::DEVICES],
+        vec!["HMGET", "tapgate:device:gate:g1", "online"],
+        vec!["XREVRANGE", tapgate_protocol::keys::EVENTS_STREAM, "+", "-"],
+        vec!["HGETALL", "tapgate:emqx:authz"],
+    ] {
+        assert_eq!(
+            refused(&mut grafana, &args).await,
+            None,
+            "grafana reads {args:?}"
+        );
+    }
+    // Only what its dashboards show: not a card, not the monitor's sessions, operators and
+    // audit trail, and no listing of key names (which hold card numbers).
+    for args in [
+        vec!["HGETALL", pass.as_str()],
+        vec!["HGETALL", "tapgate:monitor:session:abc"],
+        vec!["SMEMBERS", "tapgate:monitor:operator:op:sessions"],
+        vec!["HGETALL", "tapgate:monitor:operators"],
+        vec!["XRANGE", "tapgate:monitor:audit", "-", "+"],
+        vec!["GET", "tapgate:monitor:login-failures:op:127.0.0.1"],
+        vec!["SCAN", "0"],
+        vec!["RANDOMKEY"],
         vec!["HSET", pass.as_str(), "trips", "99"],
         vec!["HINCRBY", counters, "ten_trip", "1"],
         vec![
@@ -433,6 +452,85 @@ async fn each_redis_user_is_refused_what_is_not_its_job() {
     assert!(
         wrong.is_empty(),
         "Redis users may do more than their job:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// A dashboard key with its template variables (`$gate`, `${gate}`, `[[gate]]`) filled in.
+fn filled(key: &str, variables: &[grafana::RedisVariable]) -> String {
+    let mut key = key.to_owned();
+    for v in variables {
+        for form in [
+            format!("${{{}}}", v.name),
+            format!("[[{}]]", v.name),
+            format!("${}", v.name),
+        ] {
+            key = key.replace(&form, "x1");
+        }
+    }
+    key
+}
+
+#[tokio::test]
+async fn grafana_may_run_every_query_of_its_dashboards() {
+    let (redis, _dir) = server();
+    let mut admin = login(&redis, "tapgate-admin").await;
+    let sources = grafana::load_datasources("grafana/provisioning/datasources/tapgate.yml")
+        .expect("data sources");
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for entry in std::fs::read_dir(repo::root().join("grafana/dashboards")).expect("dashboards") {
+        let path = entry.expect("entry").path();
+        let rel = format!(
+            "grafana/dashboards/{}",
+            path.file_name().expect("name").to_string_lossy()
+        );
+        let dash: Value = serde_json::from_str(&repo::read(&rel).expect("read")).expect("json");
+        let (queries, _) = grafana::scan(&rel, &dash, &sources);
+        for q in &queries.redis_queries {
+            let mut words = vec![q.command.clone(), filled(&q.key, &queries.redis_variables)];
+            match q.command.as_str() {
+                "xrevrange" => words.extend(["+", "-", "COUNT", "20"].map(String::from)),
+                "xrange" => words.extend(["-", "+", "COUNT", "20"].map(String::from)),
+                _ => words.extend(q.fields.iter().cloned()),
+            }
+            commands.push(words);
+        }
+        for v in &queries.redis_variables {
+            commands.push(v.query.split_whitespace().map(str::to_owned).collect());
+        }
+    }
+    assert!(
+        commands.len() >= 10,
+        "the dashboards' queries: {commands:?}"
+    );
+    let mut wrong = Vec::new();
+    for words in &commands {
+        // Redis answers whether the user may run the command, without running it.
+        let answer: String = redis::cmd("ACL")
+            .arg("DRYRUN")
+            .arg("tapgate-grafana")
+            .arg(words)
+            .query_async(&mut admin)
+            .await
+            .expect("ACL DRYRUN");
+        if answer != "OK" {
+            wrong.push(format!("{}: {answer}", words.join(" ")));
+        }
+    }
+    let control: String = redis::cmd("ACL")
+        .arg("DRYRUN")
+        .arg("tapgate-grafana")
+        .arg(&["HGETALL", "tapgate:monitor:operators"])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL DRYRUN");
+    assert_ne!(
+        control, "OK",
+        "the dry run refuses what the user may not do"
+    );
+    assert!(
+        wrong.is_empty(),
+        "tapgate-grafana may not run what its dashboards query:\n{}",
         wrong.join("\n")
     );
 }
