@@ -7,9 +7,9 @@ cargo build -q -p tapgate-monitor
 bin="${CARGO_TARGET_DIR:-target}/debug/tapgate-monitor"
 
 help="$("$bin" serve --help)"
-for flag in --config --redis --listen --public-read-only --session-ttl --secure-cookies \
-            --login-attempts --login-max-delay --login-attempts-per-address --login-window \
-            --password-checks --trusted-proxies --allowed-hosts --header-timeout \
+for flag in --config --redis --listen --public-read-only --session-ttl --session-key-file \
+            --secure-cookies --login-attempts --login-max-delay --login-attempts-per-address \
+            --login-window --password-checks --trusted-proxies --allowed-hosts --header-timeout \
             --max-connections-per-address --history --max-body-bytes; do
   grep -q -- "$flag" <<<"$help" || { echo "serve --help lacks $flag"; exit 1; }
 done

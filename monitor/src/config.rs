@@ -5,6 +5,7 @@
 //! and the validation. Operators and their argon2 password hashes live only in the file.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,6 +39,12 @@ pub struct ServeConfig {
     /// How long a login lasts.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// File holding the key session ids and CSRF tokens are made with: 64 hex digits. Redis holds
+    /// a session only under its id, a MAC of the browser's token under this key. Created with a
+    /// random key, readable by its owner only, when it does not exist; protect it like a
+    /// password. Unset: a random key for each start, so every session ends when the monitor
+    /// restarts.
+    pub session_key_file: Option<PathBuf>,
     /// Mark cookies `Secure` and give them the `__Host-` prefix. Unset: on, unless the dashboard
     /// listens on a loopback address (a local browser talks plain HTTP to it).
     pub secure_cookies: Option<bool>,
@@ -85,6 +92,7 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_read_only: false,
             session_ttl: Duration::from_secs(8 * 3600),
+            session_key_file: None,
             secure_cookies: None,
             login_attempts: 5,
             login_max_delay: Duration::from_secs(30),

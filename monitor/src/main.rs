@@ -88,6 +88,11 @@ struct ServeArgs {
     /// How long a login lasts, e.g. 8h [default: 8h].
     #[arg(long, env = "TAPGATE_MONITOR_SESSION_TTL", value_parser = humantime::parse_duration)]
     session_ttl: Option<Duration>,
+    /// File with the key session ids and CSRF tokens are made with (64 hex digits; created with
+    /// a random key if missing) [default: none: a new key each start, so sessions end on
+    /// restart].
+    #[arg(long, env = "TAPGATE_MONITOR_SESSION_KEY_FILE")]
+    session_key_file: Option<PathBuf>,
     /// Mark cookies Secure and name them __Host-… [default: on, unless listening on loopback].
     #[arg(long, env = "TAPGATE_MONITOR_SECURE_COOKIES")]
     secure_cookies: Option<bool>,
@@ -146,6 +151,10 @@ impl ServeArgs {
             .put("listen", self.listen.map(|a| a.to_string()))
             .put("public_read_only", self.public_read_only)
             .put_duration("session_ttl", self.session_ttl)
+            .put(
+                "session_key_file",
+                self.session_key_file.map(|p| p.display().to_string()),
+            )
             .put("secure_cookies", self.secure_cookies)
             .put("login_attempts", self.login_attempts)
             .put_duration("login_max_delay", self.login_max_delay)
@@ -332,6 +341,8 @@ mod tests {
             "0.0.0.0:9000",
             "--max-body-bytes",
             "4096",
+            "--session-key-file",
+            "/var/lib/tapgate-monitor/session.key",
         ])
         .load()
         .expect("flags");
@@ -346,6 +357,10 @@ mod tests {
         assert!(c.allowed_hosts.is_empty(), "an empty flag empties the list");
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.max_body_bytes, 4096);
+        assert_eq!(
+            c.session_key_file,
+            Some(PathBuf::from("/var/lib/tapgate-monitor/session.key"))
+        );
         assert!(c.public_read_only, "what no flag names stays from the file");
 
         let e = serve_args(&["--public-read-only", "true", "--history", "0"])

@@ -237,3 +237,89 @@ fn placeholder_redis_passwords_are_refused_at_start() {
         );
     }
 }
+
+#[test]
+fn serve_makes_its_session_key_file_once_and_refuses_a_bad_one() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = dir.path().join("monitor.toml");
+    std::fs::write(&toml, "public_read_only = true\n").expect("write config");
+    let key = dir.path().join("session.key");
+    // Each run logs into its own file, read while it runs.
+    let run = std::cell::Cell::new(0);
+    let serve = |key_file: Option<&std::path::Path>| {
+        let port = free_port();
+        run.set(run.get() + 1);
+        let log = dir.path().join(format!("serve-{}.log", run.get()));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&toml)
+            .args(["--redis", &redis.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("TAPGATE_MONITOR_SESSION_KEY_FILE")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(k) = key_file {
+            cmd.env("TAPGATE_MONITOR_SESSION_KEY_FILE", k);
+        }
+        (Running(cmd.spawn().expect("run serve")), port, log)
+    };
+    let said = |log: &std::path::Path, what: &str| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(what)) {
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve never said {what:?}; it said:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let (first, port, log) = serve(Some(&key));
+    let line = said(&log, "Session key file created");
+    assert!(line.contains(&key.display().to_string()), "{line}");
+    assert!(listening(port, Duration::from_secs(10)));
+    drop(first);
+    let made = std::fs::read_to_string(&key).expect("the key file exists");
+    assert_eq!(made.trim().len(), 64, "64 hex digits");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("meta").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "only its owner reads it: {mode:o}");
+
+    let (again, _, log) = serve(Some(&key));
+    said(&log, "Session key read");
+    drop(again);
+    assert_eq!(std::fs::read_to_string(&key).expect("read"), made, "kept");
+
+    let (none, _, log) = serve(None);
+    let warning = said(&log, "No session_key_file");
+    assert!(
+        warning.contains("WARN") && warning.contains("restarts"),
+        "{warning}"
+    );
+    drop(none);
+
+    std::fs::write(&key, "0123abcd\n").expect("write");
+    let bad = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&toml)
+        .args(["--redis", &redis.url()])
+        .arg("--session-key-file")
+        .arg(&key)
+        .output()
+        .expect("run");
+    assert!(!bad.status.success(), "a short key is refused");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains(&key.display().to_string()) && err.contains("64 hex digits"),
+        "{err}"
+    );
+    assert!(!err.contains("0123abcd"), "the key is not echoed: {err}");
+}

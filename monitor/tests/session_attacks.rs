@@ -1,9 +1,11 @@
 //! Attacks on sessions, against the real server and a real Redis: a live stream kept open after
 //! logout, sessions left behind on other machines, sessions of an operator who was removed or
-//! whose password changed, and a tampered session record.
+//! whose password changed, a tampered session record, and every Redis user of the deployment
+//! (`docker/redis-users.sh`) trying what it can read as a session cookie and CSRF token.
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -157,12 +159,14 @@ async fn a_session_whose_credential_no_longer_matches_is_refused_and_ended() {
     // Without a restart: a session record written for another password (as one left from
     // before a password change would be) is refused on its next use and deleted.
     let server = RedisServer::start();
-    let dash = Dashboard::start(config(&server.url())).await;
+    let mut cfg = config(&server.url());
+    let (session_key, _key_dir) = known_session_key(&mut cfg);
+    let dash = Dashboard::start(cfg).await;
     let me = login(dash.addr, ALICE).await;
     let mut live = SseClient::open(dash.addr, &me).await;
     live.next("snapshot").await;
     let mut conn = redis(&server).await;
-    let key = format!("tapgate:monitor:session:{}", me.cookie);
+    let key = session_redis_key(&session_key, &me.cookie);
     let _: () = conn.hset(&key, "cred", "0".repeat(32)).await.expect("HSET");
     live.closed().await;
     assert_eq!(block(&dash, &me, "77").await.status, 401);
@@ -170,8 +174,280 @@ async fn a_session_whose_credential_no_longer_matches_is_refused_and_ended() {
     assert!(!gone, "the stale session is deleted");
     // A session naming an operator the server does not know fares the same.
     let other = login(dash.addr, BOB).await;
-    let key = format!("tapgate:monitor:session:{}", other.cookie);
+    let key = session_redis_key(&session_key, &other.cookie);
     let _: () = conn.hset(&key, "operator", "mallory").await.expect("HSET");
     assert_eq!(get(dash.addr, &other, "/api/session").await.status, 401);
     dash.stop().await;
+}
+
+/// (environment variable, Redis user, password) of every user `docker/redis-users.sh` writes,
+/// the ACL file compose and `scripts/demo` start Redis with.
+const USERS: [(&str, &str, &str); 5] = [
+    ("REDIS_PASSWORD", "tapgate-admin", "admin-pw-0123456789"),
+    (
+        "REDIS_BRIDGE_PASSWORD",
+        "tapgate-bridge",
+        "bridge-pw-0123456789",
+    ),
+    (
+        "REDIS_MONITOR_PASSWORD",
+        "tapgate-monitor",
+        "monitor-pw-0123456789",
+    ),
+    (
+        "REDIS_EMQX_PASSWORD",
+        "tapgate-emqx",
+        "emqx-pw-0123456789ab",
+    ),
+    (
+        "REDIS_GRAFANA_PASSWORD",
+        "tapgate-grafana",
+        "grafana-pw-0123456789",
+    ),
+];
+
+/// A Redis with the deployment's users, and the folder holding its ACL file.
+fn redis_with_users() -> (RedisServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acl = dir.path().join("users.acl");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/redis-users.sh");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(&script)
+        .arg(&acl)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (var, _, password) in USERS {
+        cmd.env(var, password);
+    }
+    let out = cmd.output().expect("run redis-users.sh");
+    assert!(
+        out.status.success(),
+        "redis-users.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = acl.to_string_lossy().into_owned();
+    (RedisServer::with_args(&["--aclfile", &path]), dir)
+}
+
+fn url_of(server: &RedisServer, user: &str) -> String {
+    let (_, _, password) = USERS
+        .iter()
+        .find(|u| u.1 == user)
+        .unwrap_or_else(|| panic!("no user {user}"));
+    format!("redis://{user}:{password}@127.0.0.1:{}", server.port())
+}
+
+async fn connect_as(server: &RedisServer, user: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url_of(server, user))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{user} cannot log in: {e}\n{}", server.log()))
+}
+
+/// Every string in a Redis answer.
+fn strings(v: &redis::Value, out: &mut Vec<String>) {
+    match v {
+        redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => out.push(s.clone()),
+        redis::Value::Int(n) => out.push(n.to_string()),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            for i in items {
+                strings(i, out);
+            }
+        }
+        redis::Value::Map(pairs) => {
+            for (k, v) in pairs {
+                strings(k, out);
+                strings(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What `user` can find: every key name `SCAN` lists and every field, member and value of those
+/// keys it may read, each whole and cut at every character that is not a letter or digit (key
+/// name parts, JSON values). Refused commands are skipped, as an attacker would.
+async fn loot(con: &mut redis::aio::MultiplexedConnection) -> BTreeSet<String> {
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await;
+        let Ok((next, found)) = page else { break };
+        keys.extend(found);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let mut found: Vec<String> = keys.clone();
+    for key in &keys {
+        for read in [
+            &["HGETALL"][..],
+            &["SMEMBERS"],
+            &["GET"],
+            &["LRANGE", "0", "-1"],
+            &["XRANGE", "-", "+"],
+            &["ZRANGE", "0", "-1", "WITHSCORES"],
+        ] {
+            let mut cmd = redis::cmd(read[0]);
+            cmd.arg(key);
+            for a in &read[1..] {
+                cmd.arg(*a);
+            }
+            if let Ok(v) = cmd.query_async::<redis::Value>(con).await {
+                strings(&v, &mut found);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    for s in found {
+        out.extend(
+            s.split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        );
+        out.insert(s);
+    }
+    out
+}
+
+/// A value a client could send as a cookie or header value.
+fn sendable(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 512 && s.bytes().all(|b| b.is_ascii_graphic() && b != b';')
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_redis_reader_finds_is_a_session_or_csrf_token() {
+    let (server, _acl) = redis_with_users();
+    let dash = Dashboard::start(config(&url_of(&server, "tapgate-monitor"))).await;
+    let alice = login(dash.addr, ALICE).await;
+    let bob = login(dash.addr, BOB).await;
+    // The victim works normally: a block, so the stream and the audit trail name her too.
+    assert_eq!(
+        block(&dash, &alice, "88").await.status,
+        200,
+        "the harness blocks"
+    );
+
+    let mut admin = connect_as(&server, "tapgate-admin").await;
+    let mut breaches = Vec::new();
+    let (mut tried_cookies, mut tried_pairs) = (BTreeSet::new(), BTreeSet::new());
+    for user in [
+        "tapgate-grafana",
+        "tapgate-bridge",
+        "tapgate-monitor",
+        "tapgate-emqx",
+    ] {
+        let mut con = connect_as(&server, user).await;
+        let found = loot(&mut con).await;
+        for secret in [&alice.cookie, &alice.csrf, &bob.cookie, &bob.csrf] {
+            if found.contains(secret.as_str()) {
+                breaches.push(format!("{user} reads a live session's secret {secret}"));
+            }
+        }
+        let found: Vec<String> = found.into_iter().filter(|s| sendable(s)).collect();
+        // Every value as a session cookie.
+        for c in found.iter().filter(|c| tried_cookies.insert((*c).clone())) {
+            let r = request(
+                dash.addr,
+                "GET",
+                "/api/session",
+                &[("Cookie", &format!("tapgate_session={c}"))],
+                b"",
+            )
+            .await;
+            if r.status != 401 {
+                breaches.push(format!(
+                    "{user}: {c:?} as a session cookie: {} {}",
+                    r.status, r.body
+                ));
+            }
+        }
+        // Every token-shaped value as a cookie with every value as its CSRF token, and every
+        // value as the CSRF token of the victim's own cookie (a forged cross-site request).
+        let cookies = found
+            .iter()
+            .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+            .chain([&alice.cookie]);
+        for c in cookies {
+            for t in &found {
+                if !tried_pairs.insert((c.clone(), t.clone())) {
+                    continue;
+                }
+                let forged = Login {
+                    cookie: c.clone(),
+                    csrf: t.clone(),
+                };
+                let r = block(&dash, &forged, "77").await;
+                if r.status != 401 && r.status != 403 {
+                    breaches.push(format!(
+                        "{user}: cookie {c:?} with CSRF token {t:?} passes: {} {}",
+                        r.status, r.body
+                    ));
+                }
+            }
+        }
+    }
+    // Grafana may not read the monitor's keys at all.
+    let mut grafana = connect_as(&server, "tapgate-grafana").await;
+    let monitor_keys: Vec<String> = admin.keys("tapgate:monitor:*").await.expect("KEYS");
+    assert!(
+        monitor_keys
+            .iter()
+            .any(|k| k.starts_with("tapgate:monitor:session:")),
+        "{monitor_keys:?}"
+    );
+    for key in &monitor_keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(key)
+            .query_async(&mut admin)
+            .await
+            .expect("TYPE");
+        let read = match kind.as_str() {
+            "hash" => "HGETALL",
+            "set" => "SMEMBERS",
+            "stream" => "XLEN",
+            "list" => "LLEN",
+            _ => "GET",
+        };
+        let r: redis::RedisResult<redis::Value> =
+            redis::cmd(read).arg(key).query_async(&mut grafana).await;
+        match r {
+            Err(e) if e.code() == Some("NOPERM") => {}
+            other => breaches.push(format!("tapgate-grafana: {read} {key}: {other:?}")),
+        }
+    }
+    assert!(
+        breaches.is_empty(),
+        "what Redis users read gives away sessions ({} values, {} pairs tried; {} breaches, the \
+         first 20):\n{}",
+        tried_cookies.len(),
+        tried_pairs.len(),
+        breaches.len(),
+        breaches[..breaches.len().min(20)].join("\n")
+    );
+    assert!(
+        !is_blocked_as(&mut admin, "77").await,
+        "the card stays unblocked"
+    );
+    assert_eq!(
+        get(dash.addr, &alice, "/api/session").await.status,
+        200,
+        "alice is still in"
+    );
+    dash.stop().await;
+}
+
+async fn is_blocked_as(admin: &mut redis::aio::MultiplexedConnection, card: &str) -> bool {
+    admin
+        .exists(keys::blocked(&CardId::new(card).expect("card")))
+        .await
+        .expect("EXISTS")
 }

@@ -30,7 +30,9 @@ fn assert_security_headers(r: &Resp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_logout_and_what_needs_a_login() {
     let server = RedisServer::start();
-    let dash = Dashboard::start(config(&server.url())).await;
+    let mut cfg = config(&server.url());
+    let (key, _key_dir) = known_session_key(&mut cfg);
+    let dash = Dashboard::start(cfg).await;
     let addr = dash.addr;
 
     let anon = request(addr, "GET", "/", &[], b"").await;
@@ -77,7 +79,7 @@ async fn login_logout_and_what_needs_a_login() {
 
     let mut conn = redis(&server).await;
     let ttl: i64 = conn
-        .ttl(format!("tapgate:monitor:session:{token}"))
+        .ttl(session_redis_key(&key, &token))
         .await
         .expect("TTL");
     assert!(
@@ -159,7 +161,9 @@ async fn blocked_state(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csrf_and_expired_sessions_change_nothing() {
     let server = RedisServer::start();
-    let dash = Dashboard::start(config(&server.url())).await;
+    let mut cfg = config(&server.url());
+    let (key, _key_dir) = known_session_key(&mut cfg);
+    let dash = Dashboard::start(cfg).await;
     let me = login(dash.addr, ALICE).await;
     let mut conn = redis(&server).await;
     let path = "/api/cards/0412AB/block";
@@ -211,7 +215,7 @@ async fn csrf_and_expired_sessions_change_nothing() {
 
     // Expire the session the way Redis would.
     let _: () = conn
-        .pexpire(format!("tapgate:monitor:session:{}", me.cookie), 1)
+        .pexpire(session_redis_key(&key, &me.cookie), 1)
         .await
         .expect("PEXPIRE");
     tokio::time::sleep(Duration::from_millis(20)).await;

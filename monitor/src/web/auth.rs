@@ -43,7 +43,10 @@ pub async fn session_of(
 ) -> Result<Option<Session>, WebError> {
     let name = session::session_cookie(state.config.cookies_secure());
     match session::cookie(headers, name) {
-        Some(token) => session::load(&mut state.redis.clone(), token, &state.operators).await,
+        Some(token) => {
+            let mut redis = state.redis.clone();
+            session::load(&mut redis, &state.session_key, token, &state.operators).await
+        }
         None => Ok(None),
     }
 }
@@ -116,13 +119,13 @@ pub async fn login(
 ) -> Response {
     let secure = state.config.cookies_secure();
     match try_login(&state, peer, &headers, form).await {
-        Ok(session) => {
+        Ok(token) => {
             let ttl = state.config.session_ttl;
             let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
             let h = resp.headers_mut();
             h.append(
                 header::SET_COOKIE,
-                session::set_cookie(session::session_cookie(secure), &session.token, ttl, secure),
+                session::set_cookie(session::session_cookie(secure), &token, ttl, secure),
             );
             h.append(
                 header::SET_COOKIE,
@@ -138,12 +141,13 @@ pub async fn login(
     }
 }
 
+/// Checks a login; the new session's token for the cookie.
 async fn try_login(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
-) -> Result<Session, WebError> {
+) -> Result<String, WebError> {
     let Form(form) = form?;
     let secure = state.config.cookies_secure();
     let cookie = session::cookie(headers, session::login_cookie(secure)).unwrap_or_default();
@@ -204,7 +208,15 @@ async fn try_login(
         return Err(refused.count(state, &mut redis, &form.name).await);
     };
     throttle::succeeded(&mut redis, &form.name).await?;
-    let s = session::create(&mut redis, &form.name, &cred, state.config.session_ttl, now).await?;
+    let (token, s) = session::create(
+        &mut redis,
+        &state.session_key,
+        &form.name,
+        &cred,
+        state.config.session_ttl,
+        now,
+    )
+    .await?;
     info!(operator = %s.operator, %ip, "Operator logged in");
     audit(
         state,
@@ -217,7 +229,7 @@ async fn try_login(
         },
     )
     .await;
-    Ok(s)
+    Ok(token)
 }
 
 /// A login attempt that failed: by whom and from where.

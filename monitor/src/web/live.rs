@@ -390,7 +390,7 @@ pub async fn sse(
     // An operator's stream is re-checked every few seconds and ends when the session does
     // (logout, logout everywhere, expiry, operator removed); the browser then reconnects, is
     // refused, and goes back to the login page.
-    let token = viewer.as_ref().map(|s| s.token.clone());
+    let id = viewer.as_ref().map(|s| s.id.clone());
     // Nobody may have watched for a while (the periodic refresh only runs while someone
     // does): bring the device table up to date first, so the snapshot shows every device as it
     // is now. Before subscribing, so this browser gets the result in its snapshot, not twice.
@@ -425,15 +425,15 @@ pub async fn sse(
         (rx, cursor, check),
         move |(mut rx, mut cursor, mut check)| {
             let shutdown = shutdown.clone();
-            let token = token.clone();
+            let id = id.clone();
             let state = session_state.clone();
             async move {
                 loop {
                     let msg = tokio::select! {
                         _ = shutdown.cancelled() => return None,
-                        _ = check.tick(), if token.is_some() => {
-                            let token = token.as_deref().unwrap_or_default();
-                            match session::load(&mut state.redis.clone(), token, &state.operators).await {
+                        _ = check.tick(), if id.is_some() => {
+                            let id = id.as_deref().unwrap_or_default();
+                            match session::operator_of(&mut state.redis.clone(), id, &state.operators).await {
                                 Ok(Some(_)) => continue,
                                 Ok(None) => return None,
                                 // Redis is briefly away: keep the stream, check again next tick.

@@ -6,6 +6,7 @@
 //! - [`client`]: the client address (trusted proxies, IPv6 /64 buckets) and host names.
 //! - [`server`]: the HTTP/1 accept loop: header-read timeout, connections per address.
 //! - [`session`]: sessions in Redis, cookies, CSRF tokens, and how sessions end.
+//! - [`session_key`]: the server secret that session ids and CSRF tokens are MACs under.
 //! - [`form_token`]: the login form's token, bound to this server.
 //! - [`throttle`]: the bound on password checks and the failed-login limits.
 //! - [`auth`]: the login and logout routes and the extractors that guard every other route.
@@ -29,6 +30,7 @@ pub mod pages;
 pub mod security;
 pub mod server;
 pub mod session;
+pub mod session_key;
 pub mod throttle;
 
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub struct AppState {
     pub checks: throttle::PasswordChecks,
     /// The key login form tokens are made with.
     pub form_key: form_token::FormKey,
+    /// The key session ids and CSRF tokens are made with.
+    pub session_key: session_key::SessionKey,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub proxies: Arc<Vec<client::Cidr>>,
 }
@@ -108,6 +112,9 @@ pub enum ServeError {
     /// Something the server needs at start-up failed.
     #[error("start-up: {0}")]
     Startup(#[from] WebError),
+    /// The session key cannot be read or made.
+    #[error(transparent)]
+    SessionKey(#[from] session_key::SessionKeyError),
     /// A server task panicked.
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -179,6 +186,7 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
 ) -> Result<ServerHandle, ServeError> {
     config.validate()?;
+    let session_key = load_session_key(&config)?;
     // One server, or the primary Redis Sentinel names, followed through a failover.
     let client = RedisSource::new(config.redis.as_str(), None)?;
     let mut redis = RedisLink::open(client.clone()).await?;
@@ -227,6 +235,7 @@ pub async fn start_with_clock(
         live: hub,
         clock,
         form_key: form_token::FormKey::random()?,
+        session_key,
         proxies: Arc::new(proxies),
     };
     let app = router(state);
@@ -241,6 +250,26 @@ pub async fn start_with_clock(
         server,
         follower,
     })
+}
+
+/// The session key the settings name, logging where it came from.
+fn load_session_key(config: &ServeConfig) -> Result<session_key::SessionKey, ServeError> {
+    let (key, source) = session_key::SessionKey::from_setting(config.session_key_file.as_deref())?;
+    match source {
+        session_key::KeySource::Read(path) => {
+            info!(path = %path.display(), "Session key read");
+        }
+        session_key::KeySource::Created(path) => {
+            info!(path = %path.display(), "Session key file created with a new random key");
+        }
+        session_key::KeySource::Random => {
+            warn!(
+                "No session_key_file: sessions are bound to a key of this process and end when \
+                 the monitor restarts"
+            );
+        }
+    }
+    Ok(key)
 }
 
 /// Serves until `shutdown` is cancelled.

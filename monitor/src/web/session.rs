@@ -1,15 +1,24 @@
 //! Sessions, cookies and CSRF tokens, and how sessions end.
 //!
-//! A login creates a random 256-bit session token and a separate 256-bit CSRF token. The session
-//! lives in Redis as a hash `tapgate:monitor:session:{token}` (`operator`, `csrf`, `cred`,
-//! `created`) that expires after the session TTL. `cred` fingerprints the operator's password
-//! hash at login, so a session is honoured only while its operator is still configured with the
-//! same password: removing an operator or changing a password ends every session they had. Each
-//! operator's tokens are also kept in `tapgate:monitor:operator:{name}:sessions`, so "log out
-//! everywhere" and the start-up [`sweep`] end them all at once. The browser holds the token in an
+//! A login creates a random 256-bit session token, which only the browser keeps, in an
 //! `HttpOnly; SameSite=Strict` cookie (`Secure` and `__Host-` prefixed unless served on
-//! loopback); state-changing requests must also carry the CSRF token (header `X-CSRF-Token`),
-//! compared in constant time.
+//! loopback). Redis never sees it: the session lives as a hash `tapgate:monitor:session:{id}`
+//! (`operator`, `cred`, `created`) that expires after the session TTL, where `id` is a MAC of
+//! the token under the server's session key ([`super::session_key`]). The CSRF token that
+//! state-changing requests must carry (header `X-CSRF-Token`, compared in constant time) is
+//! another MAC of the token, made on demand and never stored. So what Redis holds, and the key
+//! names anyone with `SCAN` can list, are worth nothing without the key.
+//!
+//! `cred` fingerprints the operator's password hash at login, so a session is honoured only while
+//! its operator is still configured with the same password: removing an operator or changing a
+//! password ends every session they had. Each operator's session ids are also kept in
+//! `tapgate:monitor:operator:{name}:sessions`, so "log out everywhere" and the start-up [`sweep`]
+//! end them all at once.
+//!
+//! Sessions an earlier version stored under their token (with a `csrf` field) are never found by
+//! a token's id, so they stopped working with the upgrade and expire with their TTL; until then
+//! their tokens may still be listed in an operator's set, where "log out everywhere" deletes
+//! them too.
 //!
 //! These keys belong to the monitor alone, so their names live here rather than in the protocol.
 
@@ -22,6 +31,7 @@ use redis::AsyncCommands;
 use tapgate_runtime::redis::RedisLink;
 
 use super::error::WebError;
+use super::session_key::SessionKey;
 
 /// The session cookie on plain HTTP (loopback).
 pub const SESSION_COOKIE: &str = "tapgate_session";
@@ -49,12 +59,12 @@ pub const fn login_cookie(secure: bool) -> &'static str {
     }
 }
 
-/// Redis key of a session.
-pub fn session_key(token: &str) -> String {
-    format!("tapgate:monitor:session:{token}")
+/// Redis key of the session with id `id` ([`SessionKey::session_id`] of its token).
+pub fn session_key(id: &str) -> String {
+    format!("tapgate:monitor:session:{id}")
 }
 
-/// Redis key of the set of an operator's session tokens.
+/// Redis key of the set of an operator's session ids.
 pub fn operator_sessions_key(operator: &str) -> String {
     format!("tapgate:monitor:operator:{operator}:sessions")
 }
@@ -97,7 +107,7 @@ pub fn new_token() -> Result<String, WebError> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Whether `s` looks like a token this server made (so nothing else reaches a Redis key).
+/// Whether `s` looks like a token or id this server made (so nothing else reaches a Redis key).
 pub fn valid_token(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -138,11 +148,11 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> H
 /// A logged-in operator's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// The session token (cookie value).
-    pub token: String,
+    /// Its id in Redis ([`SessionKey::session_id`] of the cookie's token).
+    pub id: String,
     /// Who logged in.
     pub operator: String,
-    /// The CSRF token bound to this session.
+    /// The CSRF token bound to this session ([`SessionKey::csrf`] of the cookie's token).
     pub csrf: String,
 }
 
@@ -157,7 +167,7 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Drops the tokens of sessions that have expired from an operator's set.
+/// Drops the ids of sessions that have expired from an operator's set.
 const PRUNE: &str = r"
 for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. t) == 0 then redis.call('SREM', KEYS[1], t) end
@@ -165,20 +175,23 @@ end
 return 0
 ";
 
-/// Starts a session for `operator` (whose credential is `cred`), expiring after `ttl`.
+/// Starts a session for `operator` (whose credential is `cred`), expiring after `ttl`. Returns
+/// the token for the cookie, which is stored nowhere, and the session.
 pub async fn create(
     redis: &mut RedisLink,
+    key: &SessionKey,
     operator: &str,
     cred: &Credential,
     ttl: Duration,
     now_ms: u64,
-) -> Result<Session, WebError> {
+) -> Result<(String, Session), WebError> {
+    let token = new_token()?;
     let session = Session {
-        token: new_token()?,
+        id: key.session_id(&token),
         operator: operator.to_owned(),
-        csrf: new_token()?,
+        csrf: key.csrf(&token),
     };
-    let key = session_key(&session.token);
+    let hash = session_key(&session.id);
     let set = operator_sessions_key(operator);
     redis::Script::new(PRUNE)
         .key(&set)
@@ -188,58 +201,72 @@ pub async fn create(
     redis::pipe()
         .atomic()
         .hset_multiple(
-            &key,
+            &hash,
             &[
                 ("operator", session.operator.as_str()),
-                ("csrf", session.csrf.as_str()),
                 ("cred", cred.fingerprint.as_str()),
                 ("created", &now_ms.to_string()),
             ],
         )
         .ignore()
-        .pexpire(&key, ms(ttl))
+        .pexpire(&hash, ms(ttl))
         .ignore()
-        .sadd(&set, &session.token)
+        .sadd(&set, &session.id)
         .ignore()
         // The set lives as long as the newest session in it.
         .pexpire(&set, ms(ttl))
         .ignore()
         .query_async::<()>(redis)
         .await?;
-    Ok(session)
+    Ok((token, session))
 }
 
-/// The session for `token`, if it exists, has not expired, and its operator is still configured
-/// with the credential they logged in with. A session failing that check is ended.
+/// The session whose cookie holds `token`, if it exists, has not expired, and its operator is
+/// still configured with the credential they logged in with. A session failing that check is
+/// ended.
 pub async fn load(
     redis: &mut RedisLink,
+    key: &SessionKey,
     token: &str,
     operators: &Credentials,
 ) -> Result<Option<Session>, WebError> {
     if !valid_token(token) {
         return Ok(None);
     }
-    let fields: HashMap<String, String> = redis.hgetall(session_key(token)).await?;
-    let (Some(operator), Some(csrf)) = (fields.get("operator"), fields.get("csrf")) else {
+    let id = key.session_id(token);
+    Ok(operator_of(redis, &id, operators)
+        .await?
+        .map(|operator| Session {
+            id,
+            operator,
+            csrf: key.csrf(token),
+        }))
+}
+
+/// The operator of the session with id `id`, under the same conditions as [`load`] (a session
+/// failing them is ended): how an open live stream re-checks its session.
+pub async fn operator_of(
+    redis: &mut RedisLink,
+    id: &str,
+    operators: &Credentials,
+) -> Result<Option<String>, WebError> {
+    let fields: HashMap<String, String> = redis.hgetall(session_key(id)).await?;
+    let Some(operator) = fields.get("operator") else {
         return Ok(None);
     };
     let current = operators.get(operator);
     if current.is_none_or(|c| fields.get("cred") != Some(&c.fingerprint)) {
-        end(redis, operator, token).await?;
+        end(redis, operator, id).await?;
         return Ok(None);
     }
-    Ok(Some(Session {
-        token: token.to_owned(),
-        operator: operator.clone(),
-        csrf: csrf.clone(),
-    }))
+    Ok(Some(operator.clone()))
 }
 
-async fn end(redis: &mut RedisLink, operator: &str, token: &str) -> Result<(), WebError> {
+async fn end(redis: &mut RedisLink, operator: &str, id: &str) -> Result<(), WebError> {
     redis::pipe()
-        .del(session_key(token))
+        .del(session_key(id))
         .ignore()
-        .srem(operator_sessions_key(operator), token)
+        .srem(operator_sessions_key(operator), id)
         .ignore()
         .query_async::<()>(redis)
         .await?;
@@ -248,20 +275,20 @@ async fn end(redis: &mut RedisLink, operator: &str, token: &str) -> Result<(), W
 
 /// Ends the session `s`.
 pub async fn destroy(redis: &mut RedisLink, s: &Session) -> Result<(), WebError> {
-    end(redis, &s.operator, &s.token).await
+    end(redis, &s.operator, &s.id).await
 }
 
 /// Ends every session of `operator`; returns how many there were.
 pub async fn end_all(redis: &mut RedisLink, operator: &str) -> Result<usize, WebError> {
     let set = operator_sessions_key(operator);
-    let tokens: Vec<String> = redis.smembers(&set).await?;
+    let ids: Vec<String> = redis.smembers(&set).await?;
     let mut pipe = redis::pipe();
-    for t in tokens.iter().filter(|t| valid_token(t)) {
-        pipe.del(session_key(t)).ignore();
+    for id in ids.iter().filter(|id| valid_token(id)) {
+        pipe.del(session_key(id)).ignore();
     }
     pipe.del(&set).ignore();
     pipe.query_async::<()>(redis).await?;
-    Ok(tokens.len())
+    Ok(ids.len())
 }
 
 /// At start-up: ends every session of operators who were removed from the config or whose
@@ -310,7 +337,7 @@ mod tests {
     #[test]
     fn csrf_comparison() {
         let s = Session {
-            token: "t".into(),
+            id: "i".into(),
             operator: "alice".into(),
             csrf: "abc123".into(),
         };

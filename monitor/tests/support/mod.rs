@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
+use tapgate_monitor::web::session_key::SessionKey;
 use tapgate_monitor::web::{self, ServerHandle};
 use tapgate_monitor::{Operator, ServeConfig};
 use tapgate_protocol::keys::EVENTS_STREAM;
@@ -54,6 +55,21 @@ pub fn config(redis: &str) -> ServeConfig {
         ],
         ..ServeConfig::default()
     }
+}
+
+/// Gives `config` a session key file the test knows the key of; the folder holding it must
+/// live as long as the dashboard.
+pub fn known_session_key(config: &mut ServeConfig) -> (SessionKey, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("session.key");
+    std::fs::write(&path, "5e".repeat(32)).expect("write the session key");
+    config.session_key_file = Some(path);
+    (SessionKey::from_bytes(&[0x5e; 32]).expect("key"), dir)
+}
+
+/// The Redis key of the session whose cookie holds `token`, under `key`.
+pub fn session_redis_key(key: &SessionKey, token: &str) -> String {
+    format!("tapgate:monitor:session:{}", key.session_id(token))
 }
 
 /// A running dashboard; stops when dropped.
