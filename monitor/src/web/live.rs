@@ -433,7 +433,8 @@ pub async fn sse(
                         _ = shutdown.cancelled() => return None,
                         _ = check.tick(), if id.is_some() => {
                             let id = id.as_deref().unwrap_or_default();
-                            match session::operator_of(&mut state.redis.clone(), id, &state.operators).await {
+                            let mut redis = state.redis.clone();
+                            match session::operator_of(&mut redis, id, &state.operators).await {
                                 Ok(Some(_)) => continue,
                                 Ok(None) => return None,
                                 // Redis is briefly away: keep the stream, check again next tick.

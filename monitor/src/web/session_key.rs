@@ -74,7 +74,10 @@ pub enum SessionKeyError {
         source: std::io::Error,
     },
     /// The file does not exist and cannot be created.
-    #[error("session_key_file {}: it does not exist and cannot be created: {source}", path.display())]
+    #[error(
+        "session_key_file {}: it does not exist and cannot be created: {source}",
+        path.display()
+    )]
     Create {
         /// The file.
         path: PathBuf,
