@@ -1,6 +1,6 @@
 //! The `tapgate-monitor` binary: `tail` into a pipe is plain text (a sale with its price), on an
-//! empty Redis it says
-//! where it waits, `hash-password` makes a hash the server accepts, and `serve` layers its settings file → environment → flags.
+//! empty Redis it says where it waits, `hash-password` makes a hash the server accepts, and
+//! `serve` layers its settings file → environment → flags.
 
 mod support;
 
