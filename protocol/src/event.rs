@@ -15,9 +15,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
 use crate::fares::Currency;
 use crate::ids::ProductId;
+use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
 use crate::message::{ClockSource, DenyReason, PassInfo, TapMode};
 
 /// The stream entry field that holds the event kind (in entries from before

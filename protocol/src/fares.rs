@@ -235,6 +235,12 @@ pub struct ServiceDay {
 }
 
 impl ServiceDay {
+    /// 1970-01-01, ending at once: what a caller that was given no day falls back to.
+    pub const EPOCH: ServiceDay = ServiceDay {
+        date: Date::constant(1970, 1, 1),
+        ends_at_ms: 0,
+    };
+
     /// The date as `YYYY-MM-DD`, as revenue keys and reports name it.
     pub fn label(&self) -> String {
         self.date.to_string()
@@ -743,7 +749,11 @@ validity = "service_day"
         let ids: Vec<_> = c.products.iter().map(Product::id).collect();
         assert_eq!(
             ids,
-            [ProductId::SINGLE_USE, ProductId::TEN_TRIP, ProductId::TWO_HOUR]
+            [
+                ProductId::SINGLE_USE,
+                ProductId::TEN_TRIP,
+                ProductId::TWO_HOUR
+            ]
         );
         assert!(c.products.iter().all(|p| p.terms.price == 0));
         let two = c.product(ProductId::TWO_HOUR).expect("two hour");

@@ -200,7 +200,10 @@ impl ProductId {
     /// A product id known when compiling; a bad one fails the build.
     pub const fn from_static(s: &'static str) -> Self {
         let src = s.as_bytes();
-        assert!(!src.is_empty() && src.len() <= Self::MAX_LEN, "product id length");
+        assert!(
+            !src.is_empty() && src.len() <= Self::MAX_LEN,
+            "product id length"
+        );
         let mut bytes = [0u8; Self::MAX_LEN];
         let mut i = 0;
         while i < src.len() {

@@ -509,10 +509,7 @@ mod tests {
         assert_eq!(v.pass, None);
         assert!(!v.activated);
         // Years later, still good: unused passes never expire.
-        let v = gate(
-            &with_pass(issue(ProductId::SINGLE_USE, 0)),
-            u64::MAX / 2,
-        );
+        let v = gate(&with_pass(issue(ProductId::SINGLE_USE, 0)), u64::MAX / 2);
         assert!(matches!(v.outcome, Outcome::Granted { .. }));
     }
 
@@ -661,7 +658,13 @@ mod tests {
                 reason: DenyReason::Blocked
             }
         );
-        let v = decide_stored(&Input::Button(terms(ProductId::SINGLE_USE)), &started, true, NOW, S);
+        let v = decide_stored(
+            &Input::Button(terms(ProductId::SINGLE_USE)),
+            &started,
+            true,
+            NOW,
+            S,
+        );
         assert!(matches!(v.outcome, Outcome::TapToConfirm { .. }));
     }
 
@@ -678,7 +681,12 @@ mod tests {
             sale: v.sale,
             ..State::default()
         };
-        let v = decide(&Input::Button(terms(ProductId::TEN_TRIP)), &state, NOW + 1, S);
+        let v = decide(
+            &Input::Button(terms(ProductId::TEN_TRIP)),
+            &state,
+            NOW + 1,
+            S,
+        );
         assert_eq!(
             v.outcome,
             Outcome::TapToConfirm {
@@ -1029,7 +1037,11 @@ mod tests {
                 assert!(live.is_none(), "one pass per card: {ctx}");
                 let sold = v.pass.as_ref().map(|p| p.terms);
                 assert_eq!(sold.map(|t| t.product), Some(pass.pass_type), "{ctx}");
-                assert_eq!(sold.map(|t| t.price), Some(*price), "charged its price: {ctx}");
+                assert_eq!(
+                    sold.map(|t| t.price),
+                    Some(*price),
+                    "charged its price: {ctx}"
+                );
             }
             Outcome::Denied { reason } => {
                 assert_eq!(*reason == DenyReason::Blocked, state.blocked, "{ctx}");

@@ -13,9 +13,9 @@
 use std::collections::BTreeMap;
 
 use crate::event::{Event, EventKind};
-use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
 use crate::fares::Currency;
 use crate::ids::ProductId;
+use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
 use crate::message::{ClockSource, PassInfo, TapMode};
 
 /// The event kind (`pass-used`, …); in an entry from before this layout, the whole event's JSON.

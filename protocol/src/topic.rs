@@ -16,8 +16,8 @@
 use std::fmt;
 
 use crate::event::EventKind;
-use crate::ids::{DeviceId, DeviceKind, IdError};
 use crate::ids::ProductId;
+use crate::ids::{DeviceId, DeviceKind, IdError};
 
 /// The default topic prefix.
 pub const DEFAULT_PREFIX: &str = "tapgate";

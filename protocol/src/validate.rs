@@ -9,8 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::ids::{CardId, IdError, MessageId};
 use crate::ids::ProductId;
+use crate::ids::{CardId, IdError, MessageId};
 use crate::message::{Button, Stamp, Tap, TapMode};
 use crate::status::Heartbeat;
 use crate::text::escape_untrusted;
