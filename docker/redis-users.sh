@@ -55,7 +55,7 @@ tmp="$out.tmp.$$"
   # installs the bridge's function library at start-up (FCALL is in @scripting); no other
   # FUNCTION subcommand (FLUSH, DELETE, RESTORE, KILL).
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
-    "~tapgate:counters:* ~tapgate:events ~tapgate:card:*:pass ~tapgate:card:*:recent" \
+    "~tapgate:counters:* ~tapgate:revenue:* ~tapgate:events ~tapgate:card:*:pass ~tapgate:card:*:recent" \
     "~tapgate:sale:* ~tapgate:seen:* ~tapgate:device:* ~tapgate:devices" \
     "~tapgate:card:*:blocked %R~tapgate:blocked" \
     "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load"

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tapgate_protocol::{
-    keys, CardId, DeviceId, DeviceKind, EventKind, MessageKind, PassType, Topics,
+    keys, CardId, DeviceId, DeviceKind, EventKind, MessageKind, ProductId, Topics,
 };
 use tapgate_testkit::{Mosquitto, RedisServer};
 
@@ -298,7 +298,7 @@ fn echo(port: u16, prefix: &str, redis_url: Option<String>) {
             None => None,
         };
         let topics = Topics::new(prefix).expect("prefix");
-        let event_topic = topics.event(EventKind::PassUsed, Some(PassType::TwoHour));
+        let event_topic = topics.event(EventKind::PassUsed, Some(ProductId::TWO_HOUR));
         let mut opts = MqttOptions::new(prefix, "127.0.0.1", port);
         opts.set_inflight(200)
             .set_clean_session(false)

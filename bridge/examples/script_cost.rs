@@ -58,7 +58,7 @@ impl Settings {
     /// The bridge's settings with these lifetimes.
     fn store(self) -> StoreSettings {
         StoreSettings {
-            two_hour_ms: 2 * 3600 * 1000,
+            legacy_period_ms: 2 * 3600 * 1000,
             sale_timeout_ms: 30_000,
             seen_ttl_s: self.seen_ttl_s,
             stream_maxlen: self.stream_maxlen,
@@ -130,6 +130,7 @@ fn tap(
             now_ms: now,
             stamp: Some(Stamp::online(now)),
             replaces: None,
+            day: None,
         };
         pipe.add_command(decide_command(library(), &s.store().decide_arg(), &req))
             .ignore();

@@ -39,7 +39,11 @@ pub struct BridgeConfig {
     /// Shared-subscription group (`$share/{group}/...`) so several bridges split the work.
     /// Unset: an ordinary subscription.
     pub shared_group: Option<String>,
-    /// How long a two-hour pass stays valid after its first entry.
+    /// The fare catalogue (TOML: currency, time zone, service day start, products with prices).
+    /// Unset: the built-in catalogue, today's three products at price 0. Reloaded on SIGHUP.
+    pub fares: Option<std::path::PathBuf>,
+    /// How long the built-in catalogue's two-hour pass stays valid after its first entry (and a
+    /// two-hour pass stored before passes kept their terms).
     #[serde(with = "humantime_serde")]
     pub two_hour_duration: Duration,
     /// How long a terminal waits for the next step of a sale before abandoning it.
@@ -95,6 +99,7 @@ impl Default for BridgeConfig {
             client_id: "tapgate-bridge".into(),
             prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
             shared_group: None,
+            fares: None,
             two_hour_duration: Duration::from_secs(2 * 60 * 60),
             sale_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),

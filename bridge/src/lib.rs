@@ -1,6 +1,7 @@
 //! The tapgate bridge: decides device taps and button presses against Redis, atomically, over MQTT.
 //!
 //! - [`config`]: settings, layered defaults → file → environment → flags.
+//! - [`fares`]: the fare catalogue in force, reloaded on SIGHUP.
 //! - [`mqtt`]: broker options, subscription filters, start-up handshake, sharing check.
 //! - [`connection`]: the task that owns the connection once it is up: reads, batched writes,
 //!   keep-alive, reconnects.
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod connection;
 pub mod dispatch;
+pub mod fares;
 pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
@@ -60,6 +62,9 @@ pub enum BridgeError {
     /// The broker failed.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The fares file cannot be read or is refused (its line and field are named).
+    #[error("fare catalogue refused: {0}")]
+    Fares(#[from] tapgate_protocol::fares::FaresError),
     /// The metrics address could not be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -124,8 +129,19 @@ pub async fn start_with_clock(
         field: "prefix",
         why: e.to_string(),
     })?;
+    let fares = fares::Fares::load(config.fares.clone(), millis(config.two_hour_duration))?;
+    {
+        let c = fares.current();
+        info!(
+            file = ?config.fares,
+            version = %c.version,
+            currency = %c.currency,
+            products = %c.ids(),
+            "Fare catalogue in force"
+        );
+    }
     let settings = store::StoreSettings {
-        two_hour_ms: millis(config.two_hour_duration),
+        legacy_period_ms: millis(config.two_hour_duration),
         sale_timeout_ms: millis(config.sale_timeout),
         seen_ttl_s: config.idempotency_ttl.as_secs().max(1),
         stream_maxlen: config.stream_maxlen,
@@ -180,8 +196,10 @@ pub async fn start_with_clock(
         max_backoff: config.max_backoff,
         require_stamp: config.require_stamp,
         clock,
+        fares: fares.clone(),
         shutdown: shutdown.clone(),
     };
+    workers.spawn(fares::reload_on_hangup(fares, shutdown.clone()));
     workers.spawn(prune_devices(
         processor.store.clone(),
         config.device_ttl,

@@ -49,7 +49,12 @@ struct Cli {
     /// Shared-subscription group so several bridges split the work [default: none].
     #[arg(long, env = "TAPGATE_SHARED_GROUP")]
     shared_group: Option<String>,
-    /// Validity of a two-hour pass after its first entry, e.g. 2h or 3s [default: 2h].
+    /// Fare catalogue, a TOML file of products and prices (reloaded on SIGHUP)
+    /// [default: built-in: SINGLE_USE, TEN_TRIP, TWO_HOUR at price 0].
+    #[arg(long, env = "TAPGATE_FARES")]
+    fares: Option<PathBuf>,
+    /// Validity of the built-in catalogue's two-hour pass after its first entry, e.g. 2h or 3s
+    /// [default: 2h].
     #[arg(long, env = "TAPGATE_TWO_HOUR_DURATION")]
     two_hour_duration: Option<String>,
     /// How long a terminal's sale waits for its next step [default: 30s].
@@ -106,6 +111,10 @@ impl Cli {
         o.put("client_id", self.client_id.clone());
         o.put("prefix", self.prefix.clone());
         o.put("shared_group", self.shared_group.clone());
+        o.put(
+            "fares",
+            self.fares.as_ref().map(|p| p.display().to_string()),
+        );
         o.put("two_hour_duration", self.two_hour_duration.clone());
         o.put("sale_timeout", self.sale_timeout.clone());
         o.put("idempotency_ttl", self.idempotency_ttl.clone());

@@ -20,8 +20,8 @@ use tapgate_protocol::validate::{
     parse_tap_stamped,
 };
 use tapgate_protocol::{
-    Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Notice, Outcome,
-    RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
+    Catalogue, Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Notice,
+    Offer, Outcome, RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
 };
 use tapgate_runtime::clock::Clock;
 use tapgate_runtime::Backoff;
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{Inbound, MAX_TOPIC_BYTES};
+use crate::fares::Fares;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::store::{Answer, Request, Store, StoreError};
@@ -47,6 +48,9 @@ pub struct Processor {
     pub require_stamp: bool,
     /// The bridge's time: decisions, presence and refusals are stamped with it.
     pub clock: Arc<dyn Clock>,
+    /// The fare catalogue: a button's product is looked up in it, a terminal's first answer
+    /// lists it.
+    pub fares: Fares,
     /// Stops retries at shutdown (the message is then left unacknowledged for redelivery).
     pub shutdown: CancellationToken,
 }
@@ -82,6 +86,20 @@ fn too_large(len: usize) -> Rejection {
     )
 }
 
+/// The products a terminal may sell, as its first answer lists them.
+fn offers(fares: &Catalogue) -> Vec<Offer> {
+    fares
+        .products
+        .iter()
+        .map(|p| Offer {
+            id: p.id(),
+            name: p.name.clone(),
+            price: p.terms.price,
+            currency: p.terms.currency,
+        })
+        .collect()
+}
+
 /// The refusal of a tap or button without a stamp, once stamps are required.
 fn unstamped(id: MessageId) -> Rejection {
     Rejection::new(
@@ -91,7 +109,7 @@ fn unstamped(id: MessageId) -> Rejection {
     .with_id(Some(id))
 }
 
-fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool) -> Parsed {
+fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool, fares: &Catalogue) -> Parsed {
     let publish = &inbound.publish;
     if inbound.topic_len > MAX_TOPIC_BYTES {
         return Parsed::Refuse(
@@ -156,7 +174,21 @@ fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool) -> Parsed {
         },
         MessageKind::Button => match parse_button_stamped(payload) {
             Ok((b, None)) if require_stamp => Parsed::Refuse(here, unstamped(b.id)),
-            Ok((b, stamp)) => Parsed::Decide(topic, b.id, Input::Button(b.pass), stamp, None),
+            Ok((b, stamp)) => match fares.product(b.pass) {
+                Some(p) => Parsed::Decide(topic, b.id, Input::Button(p.terms), stamp, None),
+                None => Parsed::Refuse(
+                    here,
+                    Rejection::new(
+                        RejectReason::UnknownPassType,
+                        format!(
+                            "no product {} in the fare catalogue; on sale: {}",
+                            b.pass,
+                            fares.ids()
+                        ),
+                    )
+                    .with_id(Some(b.id)),
+                ),
+            },
             Err(r) => Parsed::Refuse(here, r),
         },
         // A retained status cleared with an empty payload: nothing to record.
@@ -177,14 +209,23 @@ impl Processor {
     /// Handles one publish to completion (or until shutdown), then acknowledges it.
     pub async fn handle(&self, inbound: Inbound) {
         let received = Instant::now();
-        let done = match parse(&self.topics, &inbound, self.require_stamp) {
+        let fares = self.fares.current();
+        let done = match parse(&self.topics, &inbound, self.require_stamp, &fares) {
             Parsed::Decide(topic, id, input, stamp, replaces) => {
                 self.metrics.message(topic.message);
                 if stamp.is_none() {
                     self.metrics.unstamped();
                 }
-                self.decide(&topic, &id, &input, stamp, replaces.as_ref(), received)
-                    .await
+                self.decide(
+                    &topic,
+                    &id,
+                    &input,
+                    stamp,
+                    replaces.as_ref(),
+                    &fares,
+                    received,
+                )
+                .await
             }
             Parsed::Presence(topic, online, uptime, clock) => {
                 self.metrics.message(topic.message);
@@ -254,6 +295,7 @@ impl Processor {
         self.publish_event(&notice);
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn decide(
         &self,
         topic: &InboundTopic,
@@ -261,6 +303,7 @@ impl Processor {
         input: &Input,
         stamp: Option<Stamp>,
         replaces: Option<&MessageId>,
+        fares: &Catalogue,
         received: Instant,
     ) -> bool {
         // Each attempt is decided at its own time: a call whose reply was lost may have been
@@ -269,19 +312,21 @@ impl Processor {
         // has gone, and charge again; at its own time it is `stale` and answered from the card's
         // history instead.
         let attempt = || {
+            let now_ms = self.clock.now_ms();
             let req = Request {
                 kind: topic.kind,
                 device: &topic.device,
                 id,
                 input,
-                now_ms: self.clock.now_ms(),
+                now_ms,
                 stamp,
                 replaces,
+                day: matches!(input, Input::TerminalTap(_)).then(|| fares.service_day(now_ms)),
             };
             async move { self.store.decide(&req).await }
         };
         let here = Some((topic.kind, topic.device.clone()));
-        let decided = match self.retry("decide", attempt).await {
+        let mut decided = match self.retry("decide", attempt).await {
             Ok(Answer::Decided(d)) => d,
             Ok(Answer::IdReused) => {
                 let rejection = Rejection::new(
@@ -318,6 +363,9 @@ impl Processor {
         };
         if decided.replayed {
             self.metrics.replay();
+        }
+        if let Outcome::SelectPass { products } = &mut decided.decision.outcome {
+            *products = offers(fares);
         }
         let outcome = decided.decision.outcome.name();
         // One line per decision only at DEBUG; INFO gets a summary a minute (see `summary`).

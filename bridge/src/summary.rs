@@ -57,7 +57,9 @@ mod tests {
         for _ in 0..100 {
             m.decision(
                 DeviceKind::Gate,
-                &Outcome::SelectPass,
+                &Outcome::SelectPass {
+                    products: Vec::new(),
+                },
                 Duration::from_millis(30),
             );
         }

@@ -69,7 +69,7 @@ async fn recent_lists_presence_and_device_counters_expire() {
         &stack.redis.url(),
         None,
         StoreSettings {
-            two_hour_ms: 1,
+            legacy_period_ms: 1,
             sale_timeout_ms: 1,
             seen_ttl_s: 1,
             stream_maxlen: 1,

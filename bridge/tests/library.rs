@@ -7,7 +7,7 @@ mod support;
 use tapgate_bridge::store::{Answer, Request, Store};
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::{
-    keys, CardId, DeviceId, DeviceKind, Event, EventKind, MessageId, Outcome, PassType,
+    keys, CardId, DeviceId, DeviceKind, Event, EventKind, MessageId, Outcome, ProductId,
 };
 use tapgate_testkit::RedisServer;
 
@@ -33,6 +33,7 @@ async fn gate_tap(store: &Store, device: &DeviceId, id: &str, card: &CardId) -> 
             now_ms: NOW,
             stamp: None,
             replaces: None,
+            day: None,
         })
         .await
         .expect("decide")
@@ -110,7 +111,7 @@ async fn a_result_stored_as_json_is_replayed() {
     let Outcome::Granted { pass } = &d.decision.outcome else {
         panic!("granted: {:?}", d.decision);
     };
-    assert_eq!(pass.pass_type, PassType::TenTrip);
+    assert_eq!(pass.pass_type, ProductId::TEN_TRIP);
     assert_eq!(pass.trips_remaining, Some(4));
     assert_eq!(d.events.len(), 1);
     assert_eq!(d.events[0].seq.as_deref(), Some("5-0"));

@@ -3,7 +3,10 @@
 //! pass records, redeliveries, reused ids and clock jumps must give the same decisions and leave
 //! the same passes. With time (`decide_timed`): stamped and unstamped messages, waiting ones inside
 //! and past the decision window, offline entries hours old, times too far ahead, and devices
-//! whose measured clock skew is within or beyond the limit.
+//! whose measured clock skew is within or beyond the limit. Each case draws its own fare
+//! catalogue (products of every validity, with their trips, periods and prices, written as a fares
+//! file and parsed as the bridge parses it), sells from it across service days, and checks that the
+//! day's revenue counters equal the prices of the sales the model made.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,14 +14,15 @@ use proptest::prelude::*;
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
 use tapgate_protocol::rules::{decide_timed, Input, Pass, Sale, Settings, State, TimeSettings};
 use tapgate_protocol::{
-    fields, keys, CardId, DeviceId, DeviceKind, MessageId, Outcome, PassType, Stamp, TapMode,
+    fields, keys, CardId, Catalogue, Currency, DeviceId, DeviceKind, MessageId, Outcome, ProductId,
+    Stamp, TapMode, Validity,
 };
 use tapgate_testkit::RedisServer;
 
-const SETTINGS: Settings = Settings {
-    two_hour_ms: 10_000,
-    sale_timeout_ms: 3_000,
-};
+const SALE_TIMEOUT_MS: u64 = 3_000;
+/// The period of a pass stored before terms were (a `TWO_HOUR` record without them).
+const LEGACY_PERIOD_MS: u64 = 10_000;
+const DAY_MS: u64 = 86_400_000;
 const TIME: TimeSettings = TimeSettings {
     decision_window_ms: 1_500,
     max_future_ms: 5_000,
@@ -38,7 +42,8 @@ const SKEWS: [i64; 4] = [0, 20_000, 600_000, -600_000];
 enum Op {
     Gate(usize, StampOp),
     TerminalTap(usize, usize, StampOp),
-    Button(usize, PassType, StampOp),
+    /// A terminal's button for the catalogue's product at this index (modulo its length).
+    Button(usize, usize, StampOp),
     /// Sets the measured clock skew of the gate (`None`) or a terminal.
     Skew(Option<usize>, usize),
     Advance(u64),
@@ -52,13 +57,49 @@ enum Op {
     Reuse(usize, usize),
 }
 
-/// Pass records the script cannot read: an unknown type, and known types with garbled fields.
-const GARBLED: [&[(&str, &str)]; 4] = [
+/// Pass records the script cannot read: a type without terms that no earlier version wrote,
+/// known types with garbled fields, an unknown validity, and terms missing what they need.
+const GARBLED: [&[(&str, &str)]; 7] = [
     &[("type", "MONTHLY"), ("trips", "0"), ("issued_at", "0")],
     &[("type", "TEN_TRIP"), ("trips", "lots"), ("issued_at", "0")],
     &[("type", "TWO_HOUR"), ("trips", "0"), ("expires_at", "soon")],
     &[("trips", "3")],
+    &[("type", "DAY"), ("validity", "forever"), ("issued_at", "0")],
+    &[("type", "DAY"), ("validity", "period"), ("issued_at", "0")],
+    &[
+        ("type", "TEN"),
+        ("validity", "trips"),
+        ("price", "-5"),
+        ("trips", "2"),
+    ],
 ];
+
+/// A random fare catalogue as a fares file: one to five products of any validity.
+fn catalogue() -> impl Strategy<Value = String> {
+    let product = (
+        prop::sample::select(Validity::ALL.to_vec()),
+        1u32..4,
+        prop::sample::select(vec![60_000u64, 120_000, 3_600_000]),
+        prop::sample::select(vec![0u64, 1, 250, 750, 2_000]),
+    );
+    prop::collection::vec(product, 1..5).prop_map(|products| {
+        let mut f = String::from(
+            "currency = \"EUR\"\ntime_zone = \"UTC\"\nservice_day_starts = \"04:00\"\n",
+        );
+        for (i, (validity, trips, duration_ms, price)) in products.into_iter().enumerate() {
+            f += &format!(
+                "\n[[product]]\nid = \"P{i}\"\nname = \"Product {i}\"\nprice = {price}\n\
+                 validity = \"{validity}\"\n"
+            );
+            match validity {
+                Validity::Trips => f += &format!("trips = {trips}\n"),
+                Validity::Period => f += &format!("duration = \"{}s\"\n", duration_ms / 1000),
+                _ => {}
+            }
+        }
+        f
+    })
+}
 
 fn stamp() -> impl Strategy<Value = StampOp> {
     prop_oneof![
@@ -76,11 +117,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..CARDS.len(), stamp()).prop_map(|(c, s)| Op::Gate(c, s)),
         3 => (0..TERMINALS.len(), 0..CARDS.len(), stamp())
             .prop_map(|(t, c, s)| Op::TerminalTap(t, c, s)),
-        3 => (0..TERMINALS.len(), prop::sample::select(PassType::ALL.to_vec()), stamp())
+        3 => (0..TERMINALS.len(), 0..5usize, stamp())
             .prop_map(|(t, p, s)| Op::Button(t, p, s)),
         1 => (prop::option::of(0..TERMINALS.len()), 0..SKEWS.len())
             .prop_map(|(t, k)| Op::Skew(t, k)),
-        1 => prop::sample::select(vec![1u64, 500, 2_999, 3_001, 9_999, 10_001])
+        1 => prop::sample::select(vec![1u64, 500, 2_999, 3_001, 9_999, 10_001, 60_001, DAY_MS / 3])
             .prop_map(Op::Advance),
         1 => (0..CARDS.len()).prop_map(Op::Block),
         1 => (0..CARDS.len()).prop_map(Op::Unblock),
@@ -115,7 +156,34 @@ fn card(i: usize) -> CardId {
     CardId::new(CARDS[i]).expect("card")
 }
 
-async fn read_pass(con: &mut redis::aio::MultiplexedConnection, c: usize) -> Option<Pass> {
+/// What a stored pass holds: product, validity, trips left, period, price, currency, expiry,
+/// issue time. (A record keeps the trips left, not how many the product had.)
+type PassView = (
+    ProductId,
+    Validity,
+    u32,
+    u64,
+    u64,
+    Currency,
+    Option<u64>,
+    u64,
+);
+
+fn view(p: &Pass) -> PassView {
+    let t = p.terms;
+    (
+        t.product,
+        t.validity,
+        p.trips,
+        t.duration_ms,
+        t.price,
+        t.currency,
+        p.expires_at,
+        p.issued_at,
+    )
+}
+
+async fn read_pass(con: &mut redis::aio::MultiplexedConnection, c: usize) -> Option<PassView> {
     let f: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(keys::pass(&card(c)))
         .query_async(con)
@@ -123,18 +191,41 @@ async fn read_pass(con: &mut redis::aio::MultiplexedConnection, c: usize) -> Opt
         .expect("HGETALL");
     let t = f.get(fields::pass::TYPE)?;
     let num = |name: &str| f.get(name).and_then(|v| v.parse::<u64>().ok());
-    Some(Pass {
-        pass_type: PassType::parse(t).expect("type"),
-        trips: f
-            .get(fields::pass::TRIPS)
-            .and_then(|v| v.parse().ok())
+    let text = |name: &str| f.get(name).map(String::as_str).unwrap_or("");
+    Some((
+        ProductId::parse(t).expect("type"),
+        Validity::parse(text(fields::pass::VALIDITY)).expect("validity"),
+        num(fields::pass::TRIPS)
+            .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0),
-        expires_at: num(fields::pass::EXPIRES_AT),
-        issued_at: num(fields::pass::ISSUED_AT).unwrap_or(0),
-    })
+        num(fields::pass::DURATION).unwrap_or(0),
+        num(fields::pass::PRICE).unwrap_or(0),
+        Currency::parse(text(fields::pass::CURRENCY)).expect("currency"),
+        num(fields::pass::EXPIRES_AT),
+        num(fields::pass::ISSUED_AT).unwrap_or(0),
+    ))
 }
 
-async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// A service day's revenue hash.
+async fn read_revenue(
+    con: &mut redis::aio::MultiplexedConnection,
+    day: &str,
+) -> HashMap<String, i64> {
+    redis::cmd("HGETALL")
+        .arg(keys::revenue(day))
+        .query_async(con)
+        .await
+        .expect("HGETALL")
+}
+
+async fn run_case(
+    redis: &RedisServer,
+    store: &Store,
+    fares: String,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let catalogue = Catalogue::parse("drawn.toml", &fares).expect("a drawn catalogue parses");
+
     let mut con = redis::Client::open(redis.url())
         .expect("client")
         .get_multiplexed_async_connection()
@@ -147,6 +238,8 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
     let mut model = Model::default();
     let mut sent: Vec<Sent> = Vec::new();
     let mut now: u64 = 1_700_000_000_000;
+    // Expected revenue by service day: sales, amount, and amount by product and by terminal.
+    let mut revenue: HashMap<String, HashMap<String, i64>> = HashMap::new();
     for (n, op) in ops.iter().enumerate() {
         let (kind, device, input, card_i, term_i) = match op {
             Op::Corrupt(c, g) => {
@@ -182,6 +275,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                         now_ms: now,
                         stamp: s.stamp,
                         replaces: None,
+                        day: Some(catalogue.service_day(now)),
                     })
                     .await
                     .expect("script");
@@ -208,6 +302,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                         now_ms: now,
                         stamp: s.stamp,
                         replaces: None,
+                        day: Some(catalogue.service_day(now)),
                     })
                     .await
                     .expect("script");
@@ -228,7 +323,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                 for c in 0..CARDS.len() {
                     if !model.corrupt.contains(&c) {
                         let stored = read_pass(&mut con, c).await;
-                        prop_assert_eq!(stored.as_ref(), model.passes.get(&c), "op {}", n);
+                        prop_assert_eq!(stored, model.passes.get(&c).map(view), "op {}", n);
                     }
                 }
                 continue;
@@ -290,7 +385,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
             Op::Button(t, p, _) => (
                 DeviceKind::Terminal,
                 TERMINALS[*t],
-                Input::Button(*p),
+                Input::Button(catalogue.products[p % catalogue.products.len()].terms),
                 None,
                 Some(*t),
             ),
@@ -317,7 +412,12 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
             sale: term_i.and_then(|t| model.sales.get(&t).cloned()),
         };
         let corrupt = card_i.is_some_and(|c| model.corrupt.contains(&c));
-        let timed = decide_timed(&input, &state, corrupt, stamp, now, skew, SETTINGS, TIME);
+        let day = catalogue.service_day(now);
+        let settings = Settings {
+            sale_timeout_ms: SALE_TIMEOUT_MS,
+            day_ends_at: day.ends_at_ms,
+        };
+        let timed = decide_timed(&input, &state, corrupt, stamp, now, skew, settings, TIME);
         let device_id = DeviceId::new(device).expect("device");
         let id = MessageId::new(format!("m{n}")).expect("id");
         let got = store
@@ -329,6 +429,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                 now_ms: now,
                 stamp,
                 replaces: None,
+                day: Some(day),
             })
             .await
             .expect("script");
@@ -339,7 +440,7 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                 for c in 0..CARDS.len() {
                     if !model.corrupt.contains(&c) {
                         let stored = read_pass(&mut con, c).await;
-                        prop_assert_eq!(stored.as_ref(), model.passes.get(&c), "op {}", n);
+                        prop_assert_eq!(stored, model.passes.get(&c).map(view), "op {}", n);
                     }
                 }
                 continue;
@@ -384,7 +485,36 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
                 None => model.passes.remove(&c),
             };
             let stored = read_pass(&mut con, c).await;
-            prop_assert_eq!(&stored, &expected.pass, "pass after op {} {:?}", n, op);
+            prop_assert_eq!(
+                stored,
+                expected.pass.as_ref().map(view),
+                "pass after op {} {:?}",
+                n,
+                op
+            );
+        }
+        if let Outcome::PassIssued { pass, price, .. } = &expected.outcome {
+            let price = i64::try_from(*price).expect("price");
+            let day_revenue = revenue.entry(day.label()).or_default();
+            for (field, by) in [
+                (fields::revenue::SALES.to_owned(), 1),
+                (fields::revenue::AMOUNT.to_owned(), price),
+                (fields::revenue::product_sales(pass.pass_type.as_str()), 1),
+                (
+                    fields::revenue::product_amount(pass.pass_type.as_str()),
+                    price,
+                ),
+                (fields::revenue::terminal_sales(device), 1),
+                (fields::revenue::terminal_amount(device), price),
+            ] {
+                *day_revenue.entry(field).or_default() += by;
+            }
+            // The sale's event carries what it took.
+            let issued = got
+                .events
+                .iter()
+                .find(|e| e.event.as_str() == "pass-issued");
+            prop_assert_eq!(issued.and_then(|e| e.price), Some(price.unsigned_abs()));
         }
         if let Some(t) = term_i {
             match &expected.sale {
@@ -416,6 +546,11 @@ async fn run_case(redis: &RedisServer, store: &Store, ops: Vec<Op>) -> Result<()
             prop_assert_eq!(e.time, now, "events are on the bridge's clock");
         }
     }
+    // Every sale is counted on its service day, by product and by terminal, at its price.
+    for (day, want) in &revenue {
+        let stored = read_revenue(&mut con, day).await;
+        prop_assert_eq!(&stored, want, "revenue of {}", day);
+    }
     Ok(())
 }
 
@@ -431,8 +566,8 @@ fn script_matches_reference_model() {
             &redis.url(),
             None,
             StoreSettings {
-                two_hour_ms: SETTINGS.two_hour_ms,
-                sale_timeout_ms: SETTINGS.sale_timeout_ms,
+                legacy_period_ms: LEGACY_PERIOD_MS,
+                sale_timeout_ms: SALE_TIMEOUT_MS,
                 seen_ttl_s: 3600,
                 stream_maxlen: 10_000,
                 recent_ttl_s: 3600,
@@ -445,7 +580,7 @@ fn script_matches_reference_model() {
         cases: 150,
         ..ProptestConfig::default()
     };
-    proptest!(config, |(ops in prop::collection::vec(op(), 1..60))| {
-        rt.block_on(run_case(&redis, &store, ops))?;
+    proptest!(config, |(fares in catalogue(), ops in prop::collection::vec(op(), 1..60))| {
+        rt.block_on(run_case(&redis, &store, fares, ops))?;
     });
 }

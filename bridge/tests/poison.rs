@@ -150,7 +150,7 @@ async fn unreadable_stored_result_is_refused_once() {
         ("x1", "garbage\u{1b}]0;pwned\u{7}"),
         (
             "x2",
-            "{\"decision\":{\"outcome\":\"granted\",\"pass\":{\"type\":\"MONTHLY\"}}}",
+            "{\"decision\":{\"outcome\":\"granted\",\"pass\":{\"type\":\"monthly pass\"}}}",
         ),
         ("x3", "gate:5555:\n{not json"),
     ] {

@@ -65,6 +65,7 @@ impl Script {
                 now_ms: at.now,
                 stamp: at.stamp,
                 replaces: replaces.as_ref(),
+                day: None,
             })
             .await
             .expect("script")
@@ -239,7 +240,10 @@ async fn seen_records_live_as_long_as_a_redelivery_can_be_decided() {
             online(now, now),
         )
         .await;
-    assert_eq!(started.decision.outcome, Outcome::SelectPass);
+    assert!(matches!(
+        started.decision.outcome,
+        Outcome::SelectPass { .. }
+    ));
     let sale_ms = i64::try_from(support::store_settings().sale_timeout_ms).expect("ms");
     let ttl = s.seen_ttl(DeviceKind::Terminal, "t1", "sale").await;
     assert!(

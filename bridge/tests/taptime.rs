@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{device, Device, MessageTopic, Stack, WAIT};
-use tapgate_protocol::{keys, CardId, DeviceKind, PassType, TapMode};
+use tapgate_protocol::{keys, CardId, DeviceKind, ProductId, TapMode};
 use tapgate_runtime::clock::now_ms;
 use tapgate_testkit::MqttProbe;
 
 const HOUR: u64 = 3_600_000;
 
 /// Puts a fresh pass of `pass_type` on `card`, as a terminal sale would.
-async fn give_pass(stack: &Stack, card: &str, pass_type: PassType) {
+async fn give_pass(stack: &Stack, card: &str, pass_type: ProductId) {
     let mut con = stack.redis().await;
-    let trips = if pass_type == PassType::TenTrip {
+    let trips = if pass_type == ProductId::TEN_TRIP {
         10
     } else {
         0
@@ -55,7 +55,7 @@ async fn waiting_tap_older_than_the_window_is_stale_and_free() {
     let stack = Stack::start(|_| {}).await;
     let mut events = MqttProbe::connect(stack.broker.port(), "watch-stale").await;
     events.subscribe("tapgate/events/#").await;
-    give_pass(&stack, "C1", PassType::TenTrip).await;
+    give_pass(&stack, "C1", ProductId::TEN_TRIP).await;
     let mut g = device(&stack, DeviceKind::Gate, "g1").await;
 
     // Inside the window (default 1.5 s): decided and charged.
@@ -83,7 +83,7 @@ async fn waiting_tap_older_than_the_window_is_stale_and_free() {
 #[tokio::test]
 async fn the_decision_window_ends_to_the_millisecond_on_the_bridge_clock() {
     let stack = Stack::start_manual(|_| {}).await;
-    give_pass(&stack, "C1", PassType::TenTrip).await;
+    give_pass(&stack, "C1", ProductId::TEN_TRIP).await;
     let mut g = device(&stack, DeviceKind::Gate, "g1").await;
 
     // Decided exactly at the end of the window (default 1.5 s): charged.
@@ -107,7 +107,7 @@ async fn offline_entries_settle_at_their_time_and_once() {
     let stack = Stack::start(|_| {}).await;
     let mut events = MqttProbe::connect(stack.broker.port(), "watch-unpaid").await;
     events.subscribe("tapgate/events/#").await;
-    give_pass(&stack, "TEN", PassType::TenTrip).await;
+    give_pass(&stack, "TEN", ProductId::TEN_TRIP).await;
     let mut g = device(&stack, DeviceKind::Gate, "g1").await;
     let now = now_ms();
 
@@ -167,7 +167,7 @@ async fn offline_entries_settle_at_their_time_and_once() {
 #[tokio::test]
 async fn two_hour_window_starts_at_the_offline_entry() {
     let stack = Stack::start(|_| {}).await;
-    give_pass(&stack, "TWO", PassType::TwoHour).await;
+    give_pass(&stack, "TWO", ProductId::TWO_HOUR).await;
     let mut g = device(&stack, DeviceKind::Gate, "g1").await;
     let entry = now_ms() - HOUR / 2;
     let d = stamped_tap(&mut g, "TWO", entry, TapMode::Offline).await;
@@ -189,7 +189,7 @@ async fn device_clock_ten_minutes_fast_is_flagged_and_corrected() {
     let stack = Stack::start(|_| {}).await;
     let mut events = MqttProbe::connect(stack.broker.port(), "watch-clock").await;
     events.subscribe("tapgate/events/#").await;
-    give_pass(&stack, "C1", PassType::TenTrip).await;
+    give_pass(&stack, "C1", ProductId::TEN_TRIP).await;
     let mut g = device(&stack, DeviceKind::Gate, "g1").await;
     let heartbeat = g.topics.heartbeat(DeviceKind::Gate, &g.id);
     let fast = 10 * 60_000;

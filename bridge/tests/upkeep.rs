@@ -26,6 +26,7 @@ async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: 
             now_ms,
             stamp: None,
             replaces: None,
+            day: None,
         })
         .await
         .expect("decide");

@@ -8,7 +8,7 @@
 //! Topics come from [`Topics`], never written by hand.
 
 use tapgate_protocol::topic::MessageKind;
-use tapgate_protocol::{DeviceId, DeviceKind, EventKind, PassType, Topics};
+use tapgate_protocol::{DeviceId, DeviceKind, EventKind, ProductId, Topics};
 
 use crate::emqx::Action;
 
@@ -58,7 +58,7 @@ fn dev(s: &str) -> DeviceId {
 pub fn cases(topics: &Topics) -> Vec<Case> {
     use DeviceKind::{Gate, Terminal};
     let (g1, g2, t1, t2) = (dev("g1"), dev("g2"), dev("t1"), dev("t2"));
-    let used = topics.event(EventKind::PassUsed, Some(PassType::TenTrip));
+    let used = topics.event(EventKind::PassUsed, Some(ProductId::TEN_TRIP));
     let rejected = topics.event(EventKind::Rejected, None);
     let mut out = Vec::new();
     let mut publish = |username, clientid: &str, topic: String, allowed, why| {

@@ -19,6 +19,7 @@ pub use tapgate_protocol::keys::{
 const DEVICE_SENTINEL: &str = "SENTINELDEVICE";
 const CARD_SENTINEL: &str = "SENTINELCARD";
 const ID_SENTINEL: &str = "SENTINELID";
+const DAY_SENTINEL: &str = "SENTINELDAY";
 
 /// What a hole in a key pattern stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub enum Hole {
     Card,
     /// A device message id.
     Id,
+    /// A service day, `YYYY-MM-DD`.
+    Day,
 }
 
 impl Hole {
@@ -37,6 +40,7 @@ impl Hole {
             Hole::Device => "{device}",
             Hole::Card => "{card}",
             Hole::Id => "{id}",
+            Hole::Day => "{day}",
         }
     }
 
@@ -45,6 +49,17 @@ impl Hole {
             Hole::Device => DeviceId::new(literal).is_ok(),
             Hole::Card => CardId::new(literal).is_ok(),
             Hole::Id => MessageId::new(literal).is_ok(),
+            Hole::Day => {
+                let b = literal.as_bytes();
+                b.len() == 10
+                    && b.iter().enumerate().all(|(i, c)| {
+                        if i == 4 || i == 7 {
+                            *c == b'-'
+                        } else {
+                            c.is_ascii_digit()
+                        }
+                    })
+            }
         }
     }
 }
@@ -73,6 +88,7 @@ impl KeyPattern {
             (DEVICE_SENTINEL, Hole::Device),
             (CARD_SENTINEL, Hole::Card),
             (ID_SENTINEL, Hole::Id),
+            (DAY_SENTINEL, Hole::Day),
         ];
         loop {
             let next = sentinels
@@ -137,6 +153,7 @@ pub fn documented() -> Vec<KeyPattern> {
         keys::blocked(&card),
         keys::card_recent(&card),
         keys::sale(&device),
+        keys::revenue(DAY_SENTINEL),
     ]);
     for kind in DeviceKind::ALL {
         built.push(keys::seen(kind, &device, &id));
@@ -241,6 +258,7 @@ mod tests {
             "tapgate:card:{{card}}:pass",
             "tapgate:seen:{gate:{device}}:{id}",
             "tapgate:emqx:dropped_topics",
+            "tapgate:revenue:{day}",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

@@ -18,7 +18,7 @@ use tapgate_checks::grafana;
 use tapgate_checks::keys;
 use tapgate_checks::promtool;
 use tapgate_checks::repo::{self, report};
-use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, PassType, Tap, Topics};
+use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, ProductId, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::{MqttProbe, RedisServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -109,7 +109,7 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
     assert_eq!(outcome(&d), "select_pass", "{}", d.text());
     let button = Button {
         id: MessageId::new("t1-2").expect("id"),
-        pass: PassType::TenTrip,
+        pass: ProductId::TEN_TRIP,
     };
     terminal
         .publish(
@@ -144,7 +144,7 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
         tapgate_protocol::EventKind::PassIssued,
         tapgate_protocol::EventKind::PassUsed,
     ] {
-        let topic = topics.event(kind, Some(PassType::TenTrip));
+        let topic = topics.event(kind, Some(ProductId::TEN_TRIP));
         assert!(
             events.contains(&topic),
             "monitor saw {events:?}, not {topic}"

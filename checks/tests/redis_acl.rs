@@ -15,7 +15,7 @@ use serde_json::Value;
 use tapgate_bridge::BridgeConfig;
 use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER};
 use tapgate_checks::{grafana, repo};
-use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, PassType, Tap, Topics};
+use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, ProductId, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
@@ -168,7 +168,7 @@ async fn the_bridge_and_the_monitor_work_under_their_own_users() {
     );
     let button = Button {
         id: MessageId::new("t1-2").expect("id"),
-        pass: PassType::TenTrip,
+        pass: ProductId::TEN_TRIP,
     };
     terminal
         .publish(

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tapgate_protocol::DeviceKind;
+use tapgate_protocol::{DeviceKind, ProductId};
 use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run an entry gate: card reader, traffic light, speaker.
     Gate(GateArgs),
-    /// Run a sales terminal: card reader, three pass buttons, speaker.
+    /// Run a sales terminal: card reader, product buttons, speaker.
     Terminal(TerminalArgs),
     /// Act out many riders on many simulated devices against a running bridge and check every
     /// decision against the pass rules.
@@ -96,15 +96,15 @@ pub struct TerminalArgs {
     /// How long a button contact must hold still to count [default: 30ms].
     #[arg(long, env = "TAPGATE_BUTTON_SETTLE", value_parser = humantime::parse_duration)]
     pub button_settle: Option<Duration>,
-    /// BCM pin of the single-trip button [default: 19].
-    #[arg(long, env = "TAPGATE_PIN_SINGLE")]
-    pub pin_single: Option<u8>,
-    /// BCM pin of the ten-trip button [default: 13].
-    #[arg(long, env = "TAPGATE_PIN_TEN_TRIP")]
-    pub pin_ten_trip: Option<u8>,
-    /// BCM pin of the two-hour button [default: 26].
-    #[arg(long, env = "TAPGATE_PIN_TWO_HOUR")]
-    pub pin_two_hour: Option<u8>,
+    /// The product each button sells, comma-separated, button 1 first: product ids of the
+    /// bridge's fare catalogue; as many as the hardware has buttons (the console: 1 to 9)
+    /// [default: SINGLE_USE,TEN_TRIP,TWO_HOUR].
+    #[arg(long, env = "TAPGATE_BUTTONS", value_delimiter = ',')]
+    pub buttons: Option<Vec<ProductId>>,
+    /// BCM pins of the buttons, comma-separated, one per product of --buttons, in the same order
+    /// [default: 19,13,26].
+    #[arg(long, env = "TAPGATE_PIN_BUTTONS", value_delimiter = ',')]
+    pub pin_buttons: Option<Vec<u8>>,
 }
 
 impl TerminalArgs {
@@ -112,15 +112,21 @@ impl TerminalArgs {
     pub fn load(&self) -> Result<DeviceConfig, DeviceError> {
         let mut o = Overrides::new();
         o.put("button_settle", dur(self.button_settle));
-        o.put("pins.single", self.pin_single.map(|v| v.to_string()));
-        o.put("pins.ten_trip", self.pin_ten_trip.map(|v| v.to_string()));
-        o.put("pins.two_hour", self.pin_two_hour.map(|v| v.to_string()));
-        self.device.load_with(o)
+        o.put("buttons", list(self.buttons.as_deref()));
+        o.put("pins.buttons", list(self.pin_buttons.as_deref()));
+        let cfg = self.device.load_with(o)?;
+        cfg.validate_terminal()?;
+        Ok(cfg)
     }
 }
 
 fn dur(d: Option<Duration>) -> Option<String> {
     d.map(|d| humantime::format_duration(d).to_string())
+}
+
+/// A comma-separated flag's values, as a settings list.
+fn list<T: ToString>(values: Option<&[T]>) -> Option<Vec<String>> {
+    values.map(|v| v.iter().map(ToString::to_string).collect())
 }
 
 /// Settings every device has.
@@ -151,7 +157,8 @@ pub struct DeviceArgs {
     /// MQTT keep-alive [default: 5s].
     #[arg(long, env = "TAPGATE_KEEP_ALIVE", value_parser = humantime::parse_duration)]
     pub keep_alive: Option<Duration>,
-    /// Hardware: `console` (simulated, type card numbers and 1/2/3) or `rpi` [default: console].
+    /// Hardware: `console` (simulated, type card numbers and 1 to 9 for buttons) or `rpi`
+    /// [default: console].
     #[arg(long, env = "TAPGATE_HARDWARE")]
     pub hardware: Option<String>,
     /// Sound: `text` (printed) or `audio` (ALSA, needs the `audio` feature) [default: text].
@@ -339,7 +346,7 @@ mod tests {
             assert!(help.contains(flag), "{flag} missing from gate --help");
         }
         // Each kind lists only its own hardware.
-        for flag in ["--pin-single", "--pin-ten-trip", "--button-settle"] {
+        for flag in ["--buttons", "--pin-buttons", "--button-settle"] {
             assert!(!help.contains(flag), "{flag} in gate --help");
         }
         let terminal = Cli::command()
@@ -347,7 +354,15 @@ mod tests {
             .expect("terminal")
             .render_long_help()
             .to_string();
-        for flag in ["--pin-single", "--button-settle", "--decision-timeout"] {
+        for flag in [
+            "--buttons",
+            "TAPGATE_BUTTONS",
+            "--pin-buttons",
+            "TAPGATE_PIN_BUTTONS",
+            "SINGLE_USE,TEN_TRIP,TWO_HOUR",
+            "--button-settle",
+            "--decision-timeout",
+        ] {
             assert!(
                 terminal.contains(flag),
                 "{flag} missing from terminal --help"
@@ -381,5 +396,37 @@ mod tests {
         assert_eq!(cfg.decision_timeout, Duration::from_millis(800));
         assert_eq!(cfg.pins.green, 21);
         assert!(Cli::try_parse_from(["tapgate-device", "gate", "--offline-policy", "x"]).is_err());
+    }
+
+    #[test]
+    fn terminal_buttons_arrive_in_order() {
+        let terminal = |extra: &[&str]| -> Result<DeviceConfig, String> {
+            let args = ["tapgate-device", "terminal", "--id", "t1"];
+            let cli = Cli::try_parse_from(args.iter().chain(extra)).map_err(|e| e.to_string())?;
+            let CliCommand::Terminal(args) = cli.command else {
+                panic!("not a terminal");
+            };
+            args.load().map_err(|e| e.to_string())
+        };
+        let cfg = terminal(&[
+            "--buttons",
+            "DAY,TEN_TRIP,WEEK,SINGLE_USE",
+            "--pin-buttons",
+            "5,6,12,16",
+            "--hardware",
+            "rpi",
+        ])
+        .expect("four buttons");
+        let ids: Vec<&str> = cfg.buttons.iter().map(ProductId::as_str).collect();
+        assert_eq!(ids, ["DAY", "TEN_TRIP", "WEEK", "SINGLE_USE"]);
+        assert_eq!(cfg.pins.buttons, [5, 6, 12, 16]);
+        assert_eq!(
+            terminal(&[]).expect("defaults").buttons,
+            DeviceConfig::default().buttons
+        );
+        let e = terminal(&["--buttons", "day-pass"]).expect_err("not a product id");
+        assert!(e.contains("--buttons"), "{e}");
+        let e = terminal(&["--buttons", "DAY,WEEK", "--hardware", "rpi"]).expect_err("3 pins");
+        assert!(e.contains("pins.buttons"), "{e}");
     }
 }

@@ -9,18 +9,20 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tapgate_protocol::{DeviceId, Topics};
+use tapgate_protocol::{DeviceId, ProductId, Topics};
 use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings};
 
+use crate::hw::console::CONSOLE_BUTTONS;
 use crate::logic::gate::GateSettings;
-use crate::logic::terminal::TerminalSettings;
+use crate::logic::terminal::{TerminalSettings, DEFAULT_BUTTONS};
 use crate::logic::OfflinePolicy;
 
 /// Which hardware a device drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HardwareKind {
-    /// Simulated: type card numbers and 1/2/3 on the terminal; lights as coloured blocks.
+    /// Simulated: type card numbers, and 1 to 9 for the terminal's buttons; lights as coloured
+    /// blocks.
     #[default]
     Console,
     /// Raspberry Pi: MFRC522 on SPI0, buttons and LEDs on GPIO (build with `--features rpi`).
@@ -39,7 +41,7 @@ pub enum SoundKind {
 }
 
 /// BCM pin numbers of a Raspberry Pi device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pins {
     /// MFRC522 reset (RST), held high while running.
@@ -50,12 +52,9 @@ pub struct Pins {
     pub amber: u8,
     /// Gate: green LED.
     pub green: u8,
-    /// Terminal: single-trip button (to ground, pull-up on).
-    pub single: u8,
-    /// Terminal: ten-trip button.
-    pub ten_trip: u8,
-    /// Terminal: two-hour button.
-    pub two_hour: u8,
+    /// Terminal: the buttons (to ground, pull-up on), one per product of `buttons`, in the same
+    /// order.
+    pub buttons: Vec<u8>,
     /// SPI clock for the MFRC522, Hz.
     pub spi_hz: u32,
 }
@@ -67,9 +66,7 @@ impl Default for Pins {
             red: 19,
             amber: 13,
             green: 26,
-            single: 19,
-            ten_trip: 13,
-            two_hour: 26,
+            buttons: vec![19, 13, 26],
             spi_hz: 1_000_000,
         }
     }
@@ -116,6 +113,10 @@ pub struct DeviceConfig {
     /// How long a button contact must hold still to count.
     #[serde(with = "humantime_serde")]
     pub button_settle: Duration,
+    /// Terminal: the product each button sells, button 1 first: product ids of the bridge's
+    /// fare catalogue. As many as the hardware has buttons: the console has keys 1 to 9, a
+    /// Raspberry Pi one pin per product (`pins.buttons`). Names and prices come from the bridge.
+    pub buttons: Vec<ProductId>,
     /// Raspberry Pi pin numbers (BCM).
     pub pins: Pins,
 }
@@ -136,6 +137,7 @@ impl Default for DeviceConfig {
             sound: SoundKind::Text,
             reader_poll: Duration::from_millis(50),
             button_settle: crate::hw::buttons::DEFAULT_SETTLE,
+            buttons: DEFAULT_BUTTONS.to_vec(),
             pins: Pins::default(),
         }
     }
@@ -195,6 +197,29 @@ impl DeviceConfig {
         Ok(())
     }
 
+    /// Checks what only a terminal uses: a product for every button the hardware has, and no
+    /// more.
+    pub fn validate_terminal(&self) -> Result<(), ConfigError> {
+        let n = self.buttons.len();
+        if n == 0 {
+            return Err(invalid("buttons", "a terminal needs at least one button"));
+        }
+        match self.hardware {
+            HardwareKind::Console if n > CONSOLE_BUTTONS => Err(invalid(
+                "buttons",
+                format!("the console has keys for {CONSOLE_BUTTONS} buttons, not {n}"),
+            )),
+            HardwareKind::Rpi if self.pins.buttons.len() != n => Err(invalid(
+                "pins.buttons",
+                format!(
+                    "one pin per button: {n} products in `buttons`, {} pins",
+                    self.pins.buttons.len()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The validated device id.
     pub fn device_id(&self) -> Result<DeviceId, ConfigError> {
         if self.id.is_empty() {
@@ -229,6 +254,7 @@ impl DeviceConfig {
         TerminalSettings {
             decision_timeout: self.decision_timeout,
             card_hold: self.card_hold,
+            buttons: self.buttons.clone(),
             ..TerminalSettings::default()
         }
     }
@@ -288,7 +314,62 @@ mod tests {
                 "{overrides:?}"
             );
         }
-        let cfg = DeviceConfig::load(None, [o("id", "t1"), o("pins.two_hour", "6")]).expect("ok");
-        assert_eq!(cfg.pins.two_hour, 6);
+        let cfg = DeviceConfig::load(None, [o("id", "t1"), o("pins.green", "6")]).expect("ok");
+        assert_eq!(cfg.pins.green, 6);
+    }
+
+    #[test]
+    fn buttons_are_products_and_pins_in_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("terminal.toml");
+        std::fs::write(
+            &file,
+            "id = \"t1\"\nhardware = \"rpi\"\nbuttons = [\"DAY\", \"TEN_TRIP\"]\n[pins]\nbuttons = [5, 6]\n",
+        )
+        .expect("write");
+        let none = Vec::<(String, String)>::new();
+        let cfg = DeviceConfig::load(Some(&file), none.clone()).expect("load");
+        assert_eq!(
+            cfg.buttons,
+            [ProductId::from_static("DAY"), ProductId::TEN_TRIP]
+        );
+        assert_eq!(cfg.pins.buttons, [5, 6]);
+        cfg.validate_terminal().expect("two buttons, two pins");
+        assert_eq!(cfg.terminal_settings().buttons, cfg.buttons);
+
+        // The default: the built-in catalogue's three, on the three pins of old.
+        let cfg = DeviceConfig::default();
+        assert_eq!(
+            cfg.buttons,
+            [
+                ProductId::SINGLE_USE,
+                ProductId::TEN_TRIP,
+                ProductId::TWO_HOUR
+            ]
+        );
+        assert_eq!(cfg.pins.buttons, [19, 13, 26]);
+
+        std::fs::write(&file, "id = \"t1\"\nbuttons = [\"day\"]\n").expect("write");
+        assert!(
+            DeviceConfig::load(Some(&file), none.clone()).is_err(),
+            "not a product id"
+        );
+        let refused = |cfg: DeviceConfig| cfg.validate_terminal().expect_err("refused").to_string();
+        let mut cfg = DeviceConfig {
+            hardware: HardwareKind::Rpi,
+            ..DeviceConfig::default()
+        };
+        cfg.pins.buttons.pop();
+        assert!(refused(cfg).contains("pins.buttons"));
+        let cfg = DeviceConfig {
+            buttons: vec![ProductId::TEN_TRIP; 10],
+            ..DeviceConfig::default()
+        };
+        assert!(refused(cfg).contains("9 buttons"));
+        let cfg = DeviceConfig {
+            buttons: Vec::new(),
+            ..DeviceConfig::default()
+        };
+        assert!(refused(cfg).contains("at least one"));
     }
 }

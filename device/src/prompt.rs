@@ -3,22 +3,60 @@
 //! [`Prompt`] is every spoken prompt, with its text (printed when there is no audio) and the
 //! file name of its recording in `device/assets/` (made by `device/assets/generate.sh`).
 //! [`Sound`] adds the two tones. [`LightPattern`] names what the traffic light shows; the light
-//! player in [`crate::hw::lights`] turns a pattern into timed lamp changes.
+//! player in [`crate::hw::lights`] turns a pattern into timed lamp changes. [`pass_left`],
+//! [`describe_denial`] and [`price_line`] are the lines shown to riders.
+//!
+//! Products are data: a terminal learns their names and prices from the bridge and shows them;
+//! what it speaks is a recorded prompt. [`THANKS`] lists the products with a thank-you recorded
+//! for them (the built-in catalogue's); any other product is thanked with the generic
+//! [`Prompt::ThankYou`], so selling a product never needs code or a recording.
 
 use std::fmt;
 use std::time::Duration;
 
-use tapgate_protocol::{DenyReason, PassInfo, PassType};
+use tapgate_protocol::{Currency, DenyReason, PassInfo, ProductId};
+
+/// A thank-you recorded for one product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Thanks {
+    /// The product it thanks for.
+    pub product: ProductId,
+    /// Its words.
+    pub words: &'static str,
+    /// Its recording in `device/assets/`.
+    pub file: &'static str,
+}
+
+/// The products with a thank-you of their own: the built-in catalogue's three.
+pub const THANKS: [Thanks; 3] = [
+    Thanks {
+        product: ProductId::SINGLE_USE,
+        words: "thank you for your single trip pass",
+        file: "thank_you_single_trip.wav",
+    },
+    Thanks {
+        product: ProductId::TEN_TRIP,
+        words: "thank you for your ten trip pass",
+        file: "thank_you_ten_trip.wav",
+    },
+    Thanks {
+        product: ProductId::TWO_HOUR,
+        words: "thank you for your two hour pass",
+        file: "thank_you_two_hour.wav",
+    },
+];
 
 /// A spoken prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Prompt {
     /// Terminal: the card has no pass; press a button.
     SelectPass,
-    /// Terminal: a pass was chosen; tap the same card.
+    /// Terminal: a product was chosen; tap the same card.
     TapToConfirm,
-    /// Terminal: the pass is on the card.
-    ThankYou(PassType),
+    /// Terminal: the pass is on the card (any product).
+    ThankYou,
+    /// Terminal: the pass is on the card, for a product with a thank-you of its own.
+    ThankYouFor(Thanks),
     /// Terminal: nothing sold, the card holds a pass.
     AlreadyHasPass,
     /// Terminal: another card confirmed; the sale is void.
@@ -34,13 +72,11 @@ pub enum Prompt {
 }
 
 impl Prompt {
-    /// Every prompt, for generating and checking the recordings.
-    pub const ALL: [Prompt; 11] = [
+    /// Every prompt that needs no product.
+    pub const GENERAL: [Prompt; 9] = [
         Prompt::SelectPass,
         Prompt::TapToConfirm,
-        Prompt::ThankYou(PassType::SingleUse),
-        Prompt::ThankYou(PassType::TenTrip),
-        Prompt::ThankYou(PassType::TwoHour),
+        Prompt::ThankYou,
         Prompt::AlreadyHasPass,
         Prompt::CardMismatch,
         Prompt::AccessGranted,
@@ -49,18 +85,34 @@ impl Prompt {
         Prompt::ServiceUnavailable,
     ];
 
+    /// Every prompt, for generating and checking the recordings.
+    pub fn all() -> impl Iterator<Item = Prompt> {
+        Prompt::GENERAL
+            .into_iter()
+            .chain(THANKS.into_iter().map(Prompt::ThankYouFor))
+    }
+
+    /// The thanks for a pass of `product`: its own recording if it has one, else the generic.
+    pub fn thank_you(product: ProductId) -> Prompt {
+        THANKS
+            .into_iter()
+            .find(|t| t.product == product)
+            .map_or(Prompt::ThankYou, Prompt::ThankYouFor)
+    }
+
     /// The words, as spoken and as printed.
-    pub fn text(self) -> String {
+    pub const fn text(self) -> &'static str {
         match self {
-            Prompt::SelectPass => "select a pass".into(),
-            Prompt::TapToConfirm => "tap your card to confirm".into(),
-            Prompt::ThankYou(p) => format!("thank you for your {} pass", p.spoken()),
-            Prompt::AlreadyHasPass => "this card already has a pass".into(),
-            Prompt::CardMismatch => "different card — transaction cancelled".into(),
-            Prompt::AccessGranted => "access granted".into(),
-            Prompt::AccessDenied => "access denied".into(),
-            Prompt::TapCardFirst => "tap your card first".into(),
-            Prompt::ServiceUnavailable => "service unavailable".into(),
+            Prompt::SelectPass => "select a pass",
+            Prompt::TapToConfirm => "tap your card to confirm",
+            Prompt::ThankYou => "thank you for your pass",
+            Prompt::ThankYouFor(t) => t.words,
+            Prompt::AlreadyHasPass => "this card already has a pass",
+            Prompt::CardMismatch => "different card — transaction cancelled",
+            Prompt::AccessGranted => "access granted",
+            Prompt::AccessDenied => "access denied",
+            Prompt::TapCardFirst => "tap your card first",
+            Prompt::ServiceUnavailable => "service unavailable",
         }
     }
 
@@ -69,9 +121,8 @@ impl Prompt {
         match self {
             Prompt::SelectPass => "select_pass.wav",
             Prompt::TapToConfirm => "tap_to_confirm.wav",
-            Prompt::ThankYou(PassType::SingleUse) => "thank_you_single_trip.wav",
-            Prompt::ThankYou(PassType::TenTrip) => "thank_you_ten_trip.wav",
-            Prompt::ThankYou(PassType::TwoHour) => "thank_you_two_hour.wav",
+            Prompt::ThankYou => "thank_you.wav",
+            Prompt::ThankYouFor(t) => t.file,
             Prompt::AlreadyHasPass => "already_has_pass.wav",
             Prompt::CardMismatch => "card_mismatch.wav",
             Prompt::AccessGranted => "access_granted.wav",
@@ -84,7 +135,7 @@ impl Prompt {
 
 impl fmt::Display for Prompt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text())
+        f.write_str(self.text())
     }
 }
 
@@ -162,23 +213,32 @@ impl Lamps {
     };
 }
 
-/// One line for the rider about a pass: what is left on it.
-pub fn describe_pass(pass: &PassInfo) -> String {
-    match pass.pass_type {
-        PassType::SingleUse => "single trip pass used".into(),
-        PassType::TenTrip => match pass.trips_remaining {
-            Some(1) => "ten trip pass: 1 trip left".into(),
-            Some(n) => format!("ten trip pass: {n} trips left"),
-            None => "ten trip pass".into(),
-        },
-        PassType::TwoHour => match pass.remaining_ms {
-            Some(ms) => {
-                let mins = ms.div_ceil(60_000);
-                format!("two hour pass: {}h {:02}m left", mins / 60, mins % 60)
-            }
-            None => "two hour pass: starts at the first gate".into(),
-        },
+/// What is left on a pass, as its decision reports it: trips when it counts them, time when it
+/// has an end; `None` when it reports neither (a single ride, or a period not yet started).
+pub fn pass_left(pass: &PassInfo) -> Option<String> {
+    if let Some(n) = pass.trips_remaining {
+        return Some(match n {
+            1 => "1 trip left".into(),
+            n => format!("{n} trips left"),
+        });
     }
+    let mins = pass.remaining_ms?.div_ceil(60_000);
+    let (days, hours, mins) = (mins / 1440, mins / 60 % 24, mins % 60);
+    Some(if days > 0 {
+        format!("{days}d {hours:02}h {mins:02}m left")
+    } else {
+        format!("{hours}h {mins:02}m left")
+    })
+}
+
+/// A price as shown to riders: `Day pass, 7.50 EUR`.
+pub fn price_line(name: &str, price: u64, currency: Currency) -> String {
+    format!("{name}, {}", money(price, currency))
+}
+
+/// An amount in minor units of `currency`, as people read it: `7.50 EUR`.
+pub fn money(price: u64, currency: Currency) -> String {
+    currency.format(i64::try_from(price).unwrap_or(i64::MAX))
 }
 
 /// One line for the rider about a refusal.
@@ -197,12 +257,18 @@ mod tests {
 
     #[test]
     fn prompts_have_distinct_files_and_text() {
-        let files: std::collections::HashSet<_> =
-            Prompt::ALL.iter().map(|p| p.file_name()).collect();
-        assert_eq!(files.len(), Prompt::ALL.len());
+        let all: Vec<Prompt> = Prompt::all().collect();
+        let files: std::collections::HashSet<_> = all.iter().map(|p| p.file_name()).collect();
+        let texts: std::collections::HashSet<_> = all.iter().map(|p| p.text()).collect();
+        assert_eq!(files.len(), all.len());
+        assert_eq!(texts.len(), all.len());
         assert_eq!(
-            Prompt::ThankYou(PassType::TenTrip).text(),
+            Prompt::thank_you(ProductId::TEN_TRIP).text(),
             "thank you for your ten trip pass"
+        );
+        assert_eq!(
+            Prompt::thank_you(ProductId::from_static("DAY")),
+            Prompt::ThankYou
         );
         assert_eq!(
             Sound::Say(Prompt::AccessGranted).to_string(),
@@ -212,20 +278,36 @@ mod tests {
 
     #[test]
     fn pass_lines() {
-        let mut p = PassInfo::new(PassType::TenTrip);
-        p.trips_remaining = Some(9);
-        assert_eq!(describe_pass(&p), "ten trip pass: 9 trips left");
-        p.trips_remaining = Some(1);
-        assert_eq!(describe_pass(&p), "ten trip pass: 1 trip left");
-        let mut t = PassInfo::new(PassType::TwoHour);
-        assert_eq!(describe_pass(&t), "two hour pass: starts at the first gate");
-        t.remaining_ms = Some(7_200_000);
-        assert_eq!(describe_pass(&t), "two hour pass: 2h 00m left");
-        t.remaining_ms = Some(61_000);
-        assert_eq!(describe_pass(&t), "two hour pass: 0h 02m left");
+        let pass = |trips, remaining| PassInfo {
+            pass_type: ProductId::from_static("ANY"),
+            trips_remaining: trips,
+            expires_at: remaining,
+            remaining_ms: remaining,
+        };
         assert_eq!(
-            describe_pass(&PassInfo::new(PassType::SingleUse)),
-            "single trip pass used"
+            pass_left(&pass(Some(9), None)).as_deref(),
+            Some("9 trips left")
+        );
+        assert_eq!(
+            pass_left(&pass(Some(1), None)).as_deref(),
+            Some("1 trip left")
+        );
+        assert_eq!(
+            pass_left(&pass(None, Some(7_200_000))).as_deref(),
+            Some("2h 00m left")
+        );
+        assert_eq!(
+            pass_left(&pass(None, Some(61_000))).as_deref(),
+            Some("0h 02m left")
+        );
+        assert_eq!(
+            pass_left(&pass(None, Some(30 * 3_600_000))).as_deref(),
+            Some("1d 06h 00m left")
+        );
+        assert_eq!(pass_left(&pass(None, None)), None);
+        assert_eq!(
+            price_line("Day pass", 750, Currency::EUR),
+            "Day pass, 7.50 EUR"
         );
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use tapgate_protocol::{CardId, DeviceKind, PassType};
+use tapgate_protocol::{CardId, DeviceKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -161,9 +161,10 @@ pub async fn run_terminal<R: CardReader, B: Buttons, S: Speaker>(
     speaker: S,
     shutdown: CancellationToken,
 ) -> Result<(), DeviceError> {
+    cfg.validate_terminal()?;
     let (link, mut io) = Common::start(cfg, DeviceKind::Terminal, reader, &shutdown)?;
     let tasks = io.tasks.clone();
-    let (press_tx, mut presses) = mpsc::channel::<PassType>(16);
+    let (press_tx, mut presses) = mpsc::channel::<usize>(16);
     let button_task = tokio::spawn(buttons::watch(
         buttons,
         buttons::DEFAULT_SAMPLE,
@@ -176,12 +177,12 @@ pub async fn run_terminal<R: CardReader, B: Buttons, S: Speaker>(
         lights: None,
     };
     let mut terminal = Terminal::new(cfg.terminal_settings(), now_ms());
-    info!(device = %cfg.id, "Terminal running");
+    info!(device = %cfg.id, buttons = ?cfg.buttons, "Terminal running");
     loop {
         let cmds = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(card) = io.cards.recv() => terminal.card(card, Instant::now()),
-            Some(pass) = presses.recv() => terminal.button(pass, Instant::now()),
+            Some(button) = presses.recv() => terminal.press(button, Instant::now()),
             Some(d) = io.decisions.recv() => terminal.decision(&d),
             _ = sleep_until(terminal.deadline()) => terminal.tick(Instant::now()),
         };

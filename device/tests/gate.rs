@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::{buy, DeviceStack, Rig, Stack};
 use tapgate_device::logic::OfflinePolicy;
 use tapgate_device::prompt::{Lamps, Prompt, Sound};
-use tapgate_protocol::{DeviceId, DeviceKind, PassType, Topics};
+use tapgate_protocol::{DeviceId, DeviceKind, ProductId, Topics};
 use tapgate_testkit::MqttProbe;
 
 fn flashes(lamps: &[Lamps]) -> usize {
@@ -23,7 +23,7 @@ async fn granted_and_denied_sequences() {
     let stack = Stack::start(|_| {}).await;
     let mut t = Rig::terminal(stack.device_config("t1")).await;
     let mut g = Rig::gate(stack.device_config("g1")).await;
-    buy(&mut t, "RIDER1", PassType::SingleUse).await;
+    buy(&mut t, "RIDER1", ProductId::SINGLE_USE).await;
 
     // Granted: checking (red + amber), then green only, then back to red after green_for.
     g.tap("RIDER1");
@@ -58,7 +58,7 @@ async fn granted_and_denied_sequences() {
 async fn offline_policies_with_the_bridge_stopped() {
     let mut stack = Stack::start(|_| {}).await;
     let mut t = Rig::terminal(stack.device_config("t1")).await;
-    buy(&mut t, "RIDER2", PassType::TenTrip).await;
+    buy(&mut t, "RIDER2", ProductId::TEN_TRIP).await;
     t.stop().await;
 
     let mut closed_cfg = stack.device_config("gclosed");

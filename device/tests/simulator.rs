@@ -1,5 +1,6 @@
 //! The rider simulator against a real stack (redis-server, mosquitto, the bridge): every decision
-//! matches the pass rules and none is lost. Latency figures are printed, not asserted.
+//! matches the pass rules and none is lost, with the built-in catalogue and with a fares file.
+//! Latency figures are printed, not asserted.
 
 mod support;
 
@@ -100,6 +101,77 @@ async fn outage_mode_matches_the_timed_model() {
     let decided: u64 = summary.decisions.values().sum();
     assert_eq!(decided, sent, "one decision per message");
     for outcome in ["stale", "entry_settled", "unpaid_entry", "granted"] {
+        assert!(
+            summary.decisions.get(outcome).copied().unwrap_or(0) > 0,
+            "no {outcome} in {:?}",
+            summary.decisions
+        );
+    }
+}
+
+/// The bridge and the simulator read the same fares file: riders buy its products (each kind of
+/// validity, at its price) and every listing, price and pass matches the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fares_file_is_sold_as_the_model_predicts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fares = dir.path().join("fares.toml");
+    std::fs::write(
+        &fares,
+        r#"
+currency = "EUR"
+time_zone = "Europe/Dublin"
+service_day_starts = "04:00"
+
+[[product]]
+id = "SINGLE"
+name = "Single trip"
+price = 250
+validity = "single"
+
+[[product]]
+id = "FIVE"
+name = "Five trips"
+price = 1100
+validity = "trips"
+trips = 5
+
+[[product]]
+id = "HOUR"
+name = "Hour pass"
+price = 300
+validity = "period"
+duration = "1m"
+
+[[product]]
+id = "TODAY"
+name = "Today"
+price = 600
+validity = "service_day"
+"#,
+    )
+    .expect("write the fares");
+    let stack = Stack::start(|c| c.fares = Some(fares.clone())).await;
+    let cfg = SimConfig {
+        broker: BrokerConfig::url(stack.broker.url()),
+        gates: 6,
+        terminals: 3,
+        riders: 80,
+        rate: 100.0,
+        duration: Duration::from_secs(8),
+        grace: Duration::from_secs(10),
+        seed: 11,
+        fares: Some(fares),
+        drop_every: Duration::ZERO,
+        ..SimConfig::default()
+    };
+    let summary = sim::run(cfg.clone(), CancellationToken::new())
+        .await
+        .expect("simulation ran");
+    sim::finish(&cfg, &summary).expect("summary printed");
+    assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
+    assert_eq!(summary.lost, 0, "decisions lost");
+    assert_eq!(summary.unexpected, 0);
+    for outcome in ["select_pass", "tap_to_confirm", "pass_issued", "granted"] {
         assert!(
             summary.decisions.get(outcome).copied().unwrap_or(0) > 0,
             "no {outcome} in {:?}",

@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::{DeviceStack, Rig, Stack, WAIT};
 use tapgate_device::logic::OfflinePolicy;
 use tapgate_device::prompt::{Prompt, Sound};
-use tapgate_protocol::{keys, CardId, PassType};
+use tapgate_protocol::{keys, CardId, ProductId};
 use tapgate_testkit::MqttProbe;
 
 const WINDOW: Duration = Duration::from_millis(500);
@@ -19,7 +19,7 @@ const WINDOW: Duration = Duration::from_millis(500);
 /// Sells `card` a ten-trip pass at a terminal.
 async fn ten_trip(stack: &Stack, card: &str) {
     let mut t = Rig::terminal(stack.device_config("t1")).await;
-    support::buy(&mut t, card, PassType::TenTrip).await;
+    support::buy(&mut t, card, ProductId::TEN_TRIP).await;
     t.stop().await;
 }
 

@@ -6,9 +6,9 @@
 const $ = (id) => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
 const FEED_MAX = 200;
-// Pass names, a new ten-trip pass's trips and when an online device counts as silent: sent by
-// the server with the session (`wording`), so the page holds no copy of them.
-let wording = { passes: {}, ten_trip_entries: null, silent_after_ms: null };
+// When an online device counts as silent: sent by the server with the session (`wording`), so
+// the page holds no copy of it. Products are shown by their id, as events name them.
+let wording = { silent_after_ms: null };
 
 let csrf = null;
 let readOnly = true;
@@ -102,7 +102,8 @@ function seqTime(seq) {
 
 // --- counters --------------------------------------------------------------------------------
 
-function renderCounterGroup(name, values, labels) {
+// `byProduct`: the keys are product ids, shown as they are; other keys are reasons, shown as words.
+function renderCounterGroup(name, values, byProduct) {
   const list = $(name + '-list');
   clear(list);
   let total = 0;
@@ -114,7 +115,7 @@ function renderCounterGroup(name, values, labels) {
   for (const [k, v] of shown) {
     const li = el('li', v > 0 ? '' : 'zero');
     li.dataset.counter = name + '.' + k;
-    li.appendChild(el('span', '', labels && labels[k] ? labels[k] : k.replace(/_/g, ' ')));
+    li.appendChild(el('span', '', byProduct ? k : k.replace(/_/g, ' ')));
     li.appendChild(el('b', '', Number(v).toLocaleString()));
     list.appendChild(li);
   }
@@ -122,8 +123,8 @@ function renderCounterGroup(name, values, labels) {
 }
 
 function renderCounters(c) {
-  renderCounterGroup('issued', c.issued, wording.passes);
-  renderCounterGroup('entries', c.entries, wording.passes);
+  renderCounterGroup('issued', c.issued, true);
+  renderCounterGroup('entries', c.entries, true);
   renderCounterGroup('denied', c.denied);
   renderCounterGroup('unpaid', c.unpaid);
   renderCounterGroup('rejected', c.rejected);
@@ -131,16 +132,19 @@ function renderCounters(c) {
 
 // --- event feed ------------------------------------------------------------------------------
 
-// Every event arrives with its description (`described`: label, text, trips) written by the
-// server, the same words the terminal tail prints.
+// Every event arrives with its description (`described`: label, text, and the highlighted trips
+// left or price of a sale) written by the server, the same words the terminal tail prints.
 function label(e) {
   return e.described ? e.described.label : String(e.event).toUpperCase();
 }
 
+// [text, highlight, its class]: the highlight is a pass's trips left or what a sale took.
 function describe(e) {
   const d = e.described;
   if (!d) return ['unknown event ' + String(e.event)];
-  return d.trips ? [d.text, d.trips] : [d.text];
+  if (d.price) return [d.text, d.price, 'price'];
+  if (d.trips) return [d.text, d.trips, 'trips'];
+  return [d.text];
 }
 
 function feedItem(e, fresh) {
@@ -157,7 +161,7 @@ function feedItem(e, fresh) {
   li.appendChild(el('span', 'label', label(e)));
   const parts = describe(e);
   li.appendChild(el('span', 'text', parts[0]));
-  if (parts[1]) li.appendChild(el('span', 'trips', parts[1]));
+  if (parts[1]) li.appendChild(el('span', parts[2], parts[1]));
   return li;
 }
 
@@ -379,10 +383,9 @@ async function lookup(card) {
     dl.id = 'card-details';
     dlRow(dl, 'Card', r.card);
     if (r.pass) {
-      dlRow(dl, 'Pass', wording.passes[r.pass.type] || String(r.pass.type));
-      if (r.pass.type === 'TEN_TRIP' && r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining + ' of ' + wording.ten_trip_entries);
+      dlRow(dl, 'Pass', String(r.pass.type));
+      if (r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining);
       if (r.pass.time_left_ms != null) dlRow(dl, 'Time left', r.pass.time_left_ms > 0 ? duration(r.pass.time_left_ms) : 'expired');
-      else if (r.pass.type === 'TWO_HOUR') dlRow(dl, 'Time left', 'not started');
     } else {
       dlRow(dl, 'Pass', 'none');
     }
@@ -396,7 +399,7 @@ async function lookup(card) {
     for (const e of r.recent) {
       if (e.unreadable !== undefined) { ol.appendChild(el('li', '', 'unreadable event')); continue; }
       const parts = describe(e);
-      ol.appendChild(el('li', '', clock(e.time) + ' ' + label(e) + ' ' + parts.join('')));
+      ol.appendChild(el('li', '', clock(e.time) + ' ' + label(e) + ' ' + parts.slice(0, 2).join('')));
     }
     if (r.recent.length) box.appendChild(ol);
     $('block-controls').hidden = readOnly;

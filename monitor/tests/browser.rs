@@ -1,9 +1,10 @@
 //! The dashboard in real headless Chromium (via chromedriver), against a real Redis, a real
-//! mosquitto and the real bridge: two operators watch the same counters change live as devices
-//! tap over MQTT, one blocks a card and the next tap at the gate is denied, a device's hostile
-//! text shows as text, a two-hour pass shows no trip count, a gate whose heartbeats are late but
-//! whose taps are being decided shows online, and logging out ends the session. Saves a screenshot of the dashboard
-//! (to `docs/dashboard.png` with `TAPGATE_UPDATE_SCREENSHOT=1`).
+//! mosquitto and the real bridge selling from a fares file: two operators watch the same counters
+//! change live as devices tap over MQTT, a sale shows its product and price in the feed, one
+//! blocks a card and the next tap at the gate is denied, a device's hostile text shows as text, a
+//! pass that counts no trips shows no trip count, a gate whose heartbeats are late but whose taps
+//! are being decided shows online, and logging out ends the session. Saves a screenshot of the
+//! dashboard (to `docs/dashboard.png` with `TAPGATE_UPDATE_SCREENSHOT=1`).
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install -y chromium chromium-driver`);
 //! without them the test fails saying so.
@@ -25,6 +26,39 @@ use tapgate_testkit::{free_port, Mosquitto, MqttProbe, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The operator's products: the three the bridge has built in, priced, and a day pass only this
+/// file knows.
+const FARES: &str = r#"
+currency = "EUR"
+time_zone = "UTC"
+
+[[product]]
+id = "TEN_TRIP"
+name = "Ten trip"
+price = 1800
+validity = "trips"
+trips = 10
+
+[[product]]
+id = "TWO_HOUR"
+name = "Two hour"
+price = 350
+validity = "period"
+duration = "2h"
+
+[[product]]
+id = "SINGLE_USE"
+name = "Single trip"
+price = 200
+validity = "single"
+
+[[product]]
+id = "DAY"
+name = "Day pass"
+price = 750
+validity = "service_day"
+"#;
 
 fn find(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -253,12 +287,16 @@ fn screenshot_path() -> PathBuf {
 async fn operators_watch_live_block_a_card_and_log_out() {
     let redis = RedisServer::start();
     let broker = Mosquitto::start();
+    let fares_dir = tempfile::tempdir().expect("fares dir");
+    let fares = fares_dir.path().join("fares.toml");
+    std::fs::write(&fares, FARES).expect("write fares");
     let bridge_stop = CancellationToken::new();
     let bridge = tapgate_bridge::start(
         BridgeConfig {
             redis: redis.url(),
             broker: BrokerConfig::url(broker.url()),
             client_id: format!("bridge-{}", broker.port()),
+            fares: Some(fares),
             ..BridgeConfig::default()
         },
         bridge_stop.clone(),
@@ -281,10 +319,19 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     let mut g1 = Device::connect(broker.port(), DeviceKind::Gate, "g1").await;
     let mut g2 = Device::connect(broker.port(), DeviceKind::Gate, "g2").await;
 
-    // A sale at the terminal shows up in both browsers.
+    // A sale at the terminal shows up in both browsers, with its product and price.
     buy(&mut t1, "0412AB", "TEN_TRIP").await;
     for c in [&a, &b] {
         wait_text(c, "#issued-total", |t| t == "1").await;
+        wait_text(c, "[data-counter='issued.TEN_TRIP']", |t| {
+            t.contains("TEN_TRIP") && t.ends_with('1')
+        })
+        .await;
+        wait_text(c, "#feed li:first-child", |t| {
+            t.contains("ISSUED") && t.contains("TEN_TRIP pass for card 0412AB")
+        })
+        .await;
+        wait_text(c, "#feed li:first-child .price", |t| t == "18.00 EUR").await;
     }
 
     // An entry: both browsers show the same new count, pushed (the page never polls).
@@ -299,7 +346,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     wait_text(&b, "#entries-total", |t| t == "1").await;
     for c in [&a, &b] {
         wait_text(c, "#feed li:first-child", |t| {
-            t.contains("ENTRY") && t.contains("9 of 10 trips remaining")
+            t.contains("ENTRY") && t.contains("TEN_TRIP pass, 9 trips remaining")
         })
         .await;
     }
@@ -307,6 +354,14 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     // More traffic for the charts and the screenshot.
     buy(&mut t1, "77F0", "TWO_HOUR").await;
     buy(&mut t1, "5150", "SINGLE_USE").await;
+    // A product only the fares file knows is sold and shown like any other.
+    buy(&mut t1, "D4", "DAY").await;
+    for c in [&a, &b] {
+        wait_text(c, "#feed li:first-child", |t| {
+            t.contains("ISSUED") && t.contains("DAY pass for card D4") && t.contains("7.50 EUR")
+        })
+        .await;
+    }
     assert_eq!(g2.tap("77F0").await["outcome"], "granted");
     assert_eq!(g2.tap("5150").await["outcome"], "granted");
     assert_eq!(g2.tap("5150").await["outcome"], "denied");
@@ -332,10 +387,11 @@ async fn operators_watch_live_block_a_card_and_log_out() {
         .await
         .expect("type card");
     click(&a, "#card-lookup").await;
-    wait_text(&a, "#card-details", |t| {
-        t.contains("Ten trip") && t.contains("9 of 10")
+    let details = wait_text(&a, "#card-details", |t| {
+        t.contains("TEN_TRIP") && t.contains("Trips left")
     })
     .await;
+    assert!(details.contains("Trips left\n9"), "{details:?}");
     assert!(controls.is_displayed().await.expect("displayed"));
     a.find(Locator::Css("#block-reason"))
         .await
@@ -394,7 +450,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     std::fs::write(&path, &png).expect("write the screenshot");
     println!("dashboard screenshot: {}", path.display());
 
-    // A two-hour pass has no trips: the lookup shows its time, never "Trips left".
+    // A period pass counts no trips: the lookup shows its time, never "Trips left".
     let input = a
         .find(Locator::Css("#card-input"))
         .await
@@ -403,16 +459,16 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     input.send_keys("77F0").await.expect("type card");
     click(&a, "#card-lookup").await;
     let details = wait_text(&a, "#card-details", |t| {
-        t.contains("77F0") && t.contains("Two hour")
+        t.contains("77F0") && t.contains("TWO_HOUR")
     })
     .await;
     assert!(
         details.contains("Time left"),
-        "a two-hour pass shows its time: {details:?}"
+        "an activated period pass shows its time: {details:?}"
     );
     assert!(
         !details.contains("Trips left"),
-        "a two-hour pass shows no trip count: {details:?}"
+        "a period pass shows no trip count: {details:?}"
     );
 
     // A gate whose last heartbeat is long past turns "silent"; as soon as its taps are being

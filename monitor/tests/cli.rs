@@ -1,5 +1,6 @@
-//! The `tapgate-monitor` binary: `tail` into a pipe is plain text, on an empty Redis it says
-//! where it waits, `hash-password` makes a hash the server accepts, and `serve` layers its settings file → environment → flags.
+//! The `tapgate-monitor` binary: `tail` into a pipe is plain text (a sale with its price), on an
+//! empty Redis it says where it waits, `hash-password` makes a hash the server accepts, and
+//! `serve` layers its settings file → environment → flags.
 
 mod support;
 
@@ -8,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{listening, redis, xadd, Running};
-use tapgate_protocol::{CardId, Event, EventKind, PassInfo, PassType};
+use tapgate_protocol::{
+    CardId, Currency, DeviceId, DeviceKind, Event, EventKind, PassInfo, ProductId,
+};
 use tapgate_testkit::{free_port, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tapgate-monitor");
@@ -20,12 +23,25 @@ async fn tail_into_a_pipe_is_plain_text() {
     let mut e = Event::new(EventKind::PassUsed, 1_700_000_000_000);
     e.card = CardId::new("0412AB").ok();
     e.pass = Some(PassInfo {
-        pass_type: PassType::TenTrip,
+        pass_type: ProductId::TEN_TRIP,
         trips_remaining: Some(2),
         expires_at: None,
         remaining_ms: None,
     });
     xadd(&mut conn, "*", &e).await;
+    let mut sale = Event::new(EventKind::PassIssued, 1_700_000_001_000);
+    sale.card = CardId::new("04AB").ok();
+    sale.device = DeviceId::new("t1").ok();
+    sale.device_kind = Some(DeviceKind::Terminal);
+    sale.pass = Some(PassInfo {
+        pass_type: ProductId::from_static("DAY"),
+        trips_remaining: None,
+        expires_at: None,
+        remaining_ms: None,
+    });
+    sale.price = Some(750);
+    sale.currency = Some(Currency::EUR);
+    xadd(&mut conn, "*", &sale).await;
     let mut child = Running(
         Command::new(BIN)
             .args(["tail", "--redis", &server.url()])
@@ -36,16 +52,23 @@ async fn tail_into_a_pipe_is_plain_text() {
             .expect("run tail"),
     );
     let stdout = child.0.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read");
-        line
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut out = BufReader::new(stdout);
+        let mut lines = [String::new(), String::new()];
+        for line in &mut lines {
+            out.read_line(line).expect("read");
+        }
+        lines
     })
     .await
     .expect("reader");
     assert_eq!(
-        line.trim_end(),
-        "2023-11-14T22:13:20Z  ENTRY      journey started: card 0412AB, ten trip pass, 2 of 10 trips remaining"
+        lines[0].trim_end(),
+        "2023-11-14T22:13:20Z  ENTRY      journey started: card 0412AB, TEN_TRIP pass, 2 trips remaining"
+    );
+    assert_eq!(
+        lines[1].trim_end(),
+        "2023-11-14T22:13:21Z  ISSUED     DAY pass for card 04AB at terminal t1, 7.50 EUR"
     );
 }
 

@@ -1,5 +1,6 @@
 //! `tail` against a real Redis: replay-then-follow hand-over while events keep arriving, `--last`
-//! and `--since`, unreadable entries, and resuming after a Redis restart.
+//! and `--since`, a sale's price in text and JSON, unreadable entries, and resuming after a Redis
+//! restart.
 
 mod support;
 
@@ -7,7 +8,9 @@ use std::time::Duration;
 
 use support::{all_ids, redis, xadd, Collected};
 use tapgate_monitor::tail::{self, Replay, TailConfig};
-use tapgate_protocol::{CardId, DeviceId, DeviceKind, Event, EventKind};
+use tapgate_protocol::{
+    CardId, Currency, DeviceId, DeviceKind, Event, EventKind, PassInfo, ProductId,
+};
 use tapgate_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
@@ -147,8 +150,8 @@ async fn last_n_then_live_in_text() {
     assert!(lines[4].contains("card C19 "), "{lines:?}");
     let mut ev = Event::new(EventKind::PassUsed, 1_700_000_000_000);
     ev.card = CardId::new("ABC").ok();
-    ev.pass = Some(tapgate_protocol::PassInfo {
-        pass_type: tapgate_protocol::PassType::TenTrip,
+    ev.pass = Some(PassInfo {
+        pass_type: ProductId::TEN_TRIP,
         trips_remaining: Some(4),
         expires_at: None,
         remaining_ms: None,
@@ -164,7 +167,7 @@ async fn last_n_then_live_in_text() {
         .expect("XADD");
     let lines = out.wait_lines(7, Duration::from_secs(5)).await;
     assert!(
-        lines[5].ends_with("journey started: card ABC, ten trip pass, 4 of 10 trips remaining"),
+        lines[5].ends_with("journey started: card ABC, TEN_TRIP pass, 4 trips remaining"),
         "{lines:?}"
     );
     assert!(lines[6].contains("unreadable event "), "{lines:?}");
@@ -172,6 +175,55 @@ async fn last_n_then_live_in_text() {
         lines.iter().all(|l| !l.contains('\x1b')),
         "no colour when asked for none"
     );
+    shutdown.cancel();
+    task.await.expect("tail stops");
+}
+
+/// A day pass sold at terminal t1 for 7.50 EUR.
+fn sale() -> Event {
+    let mut e = Event::new(EventKind::PassIssued, 1_700_000_000_000);
+    e.device = DeviceId::new("t1").ok();
+    e.device_kind = Some(DeviceKind::Terminal);
+    e.card = CardId::new("04AB").ok();
+    e.pass = Some(PassInfo {
+        pass_type: ProductId::from_static("DAY"),
+        trips_remaining: None,
+        expires_at: None,
+        remaining_ms: None,
+    });
+    e.price = Some(750);
+    e.currency = Some(Currency::EUR);
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_shows_its_product_and_price_in_text_and_json() {
+    let server = RedisServer::start();
+    let mut conn = redis(&server).await;
+    let seq = xadd(&mut conn, "*", &sale()).await;
+    let last = Replay {
+        since: None,
+        last: Some(1),
+    };
+    let (out, shutdown, task) = start_tail(server.url(), last, false);
+    let lines = out.wait_lines(1, Duration::from_secs(5)).await;
+    assert_eq!(
+        lines[0],
+        "2023-11-14T22:13:20Z  ISSUED     DAY pass for card 04AB at terminal t1, 7.50 EUR"
+    );
+    shutdown.cancel();
+    task.await.expect("tail stops");
+
+    let (out, shutdown, task) = start_tail(server.url(), last, true);
+    let lines = out.wait_lines(1, Duration::from_secs(5)).await;
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON line");
+    let mut expected = serde_json::to_value(sale()).expect("event");
+    expected["seq"] = seq.into();
+    assert_eq!(
+        v, expected,
+        "the event as stored, price and currency included"
+    );
+    assert_eq!((&v["price"], &v["currency"]), (&750.into(), &"EUR".into()));
     shutdown.cancel();
     task.await.expect("tail stops");
 }

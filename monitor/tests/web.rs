@@ -1,6 +1,6 @@
 //! The dashboard server over real HTTP against a real Redis: logins,
-//! CSRF, session expiry, the deny list's keys and events, refusals of bad input, escaping, and
-//! live pushes to several browsers at once.
+//! CSRF, session expiry, the deny list's keys and events, refusals of bad input, escaping, a
+//! sale's price in the feed, and live pushes to several browsers at once.
 
 mod support;
 
@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use support::*;
-use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, Event, EventKind};
+use tapgate_protocol::{
+    keys, CardId, Currency, DeviceId, DeviceKind, Event, EventKind, PassInfo, ProductId,
+};
 use tapgate_testkit::RedisServer;
 
 async fn stream_len(conn: &mut redis::aio::MultiplexedConnection) -> usize {
@@ -72,9 +74,11 @@ async fn login_logout_and_what_needs_a_login() {
     let s = request(addr, "GET", "/api/session", &[("Cookie", &cookie)], b"").await;
     assert_eq!(s.json()["operator"], "alice");
     let wording = &s.json()["wording"];
-    assert_eq!(wording["passes"]["TEN_TRIP"], "Ten trip", "{wording}");
-    assert_eq!(wording["ten_trip_entries"], 10);
-    assert_eq!(wording["silent_after_ms"], 90_000);
+    assert_eq!(
+        wording,
+        &serde_json::json!({"silent_after_ms": 90_000}),
+        "products need no wording: events name them"
+    );
     let csrf = s.json()["csrf"].as_str().expect("csrf").to_owned();
 
     let mut conn = redis(&server).await;
@@ -472,14 +476,26 @@ async fn reads_counters_charts_devices_and_cards() {
     let me = login(dash.addr, ALICE).await;
     let mut conn = redis(&server).await;
     let card = CardId::new("0412AB").expect("card");
+    let day_card = CardId::new("D4").expect("card");
     let g1 = DeviceId::new("g1").expect("dev");
     let now = tapgate_monitor::tail::now_ms();
     let _: () = redis::pipe()
         .hincr(keys::COUNTERS_ENTRIES, "TEN_TRIP", 3)
+        .hincr(keys::COUNTERS_ENTRIES, "DAY", 1)
+        .hincr(keys::COUNTERS_ENTRIES, "not a product", 5)
         .hincr(keys::COUNTERS_DENIED, "no_pass", 2)
         .hset_multiple(
             keys::pass(&card),
             &[("type", "TEN_TRIP"), ("trips", "7"), ("issued_at", "1")],
+        )
+        .hset_multiple(
+            keys::pass(&day_card),
+            &[
+                ("type", "DAY"),
+                ("trips", "0"),
+                ("issued_at", "1"),
+                ("expires_at", &(now + 3_600_000).to_string()),
+            ],
         )
         .sadd(keys::DEVICES, keys::device_member(DeviceKind::Gate, &g1))
         .sadd(keys::DEVICES, "gate/bad id")
@@ -514,11 +530,12 @@ async fn reads_counters_charts_devices_and_cards() {
         .expect("LPUSH");
 
     let c = get(dash.addr, &me, "/api/counters").await.json();
-    assert_eq!(c["entries"]["TEN_TRIP"], 3);
     assert_eq!(
-        c["entries"]["SINGLE_USE"], 0,
-        "known fields are zero-filled"
+        c["entries"],
+        serde_json::json!({"DAY": 1, "TEN_TRIP": 3}),
+        "the products counted, whatever they are; a field that is no product id is not shown"
     );
+    assert_eq!(c["issued"], serde_json::json!({}));
     assert_eq!(c["denied"]["no_pass"], 2);
     assert_eq!(c["rejected"]["unknown_field"], 0);
 
@@ -564,8 +581,76 @@ async fn reads_counters_charts_devices_and_cards() {
         serde_json::json!([streamed, used]),
         "the entry the id names, then the older JSON entry"
     );
+    // A pass that does not count trips shows none, and its time left when it expires.
+    let day = get(dash.addr, &me, "/api/cards/D4").await.json();
+    assert_eq!(day["pass"]["type"], "DAY");
+    assert_eq!(day["pass"]["trips_remaining"], serde_json::Value::Null);
+    let left = day["pass"]["time_left_ms"].as_i64().expect("time left");
+    assert!((3_500_000..=3_600_000).contains(&left), "{left}");
     let none = get(dash.addr, &me, "/api/cards/55").await.json();
     assert_eq!(none["pass"], serde_json::Value::Null);
+    dash.stop().await;
+}
+
+/// A day pass sold at terminal t1 for 7.50 EUR.
+fn sale(time: u64) -> Event {
+    let mut e = Event::new(EventKind::PassIssued, time);
+    e.device = DeviceId::new("t1").ok();
+    e.device_kind = Some(DeviceKind::Terminal);
+    e.card = CardId::new("04AB").ok();
+    e.pass = Some(PassInfo {
+        pass_type: ProductId::from_static("DAY"),
+        trips_remaining: None,
+        expires_at: None,
+        remaining_ms: None,
+    });
+    e.price = Some(750);
+    e.currency = Some(Currency::EUR);
+    e
+}
+
+/// Checks a feed item is the sale of [`sale`]: its fields and the words the page shows.
+fn assert_sale_item(item: &serde_json::Value) {
+    assert_eq!(item["event"], "pass-issued", "{item}");
+    assert_eq!(item["pass"]["type"], "DAY", "{item}");
+    assert_eq!(
+        (&item["price"], &item["currency"]),
+        (&750.into(), &"EUR".into())
+    );
+    let described = &item["described"];
+    assert_eq!(described["label"], "ISSUED", "{described}");
+    assert_eq!(described["text"], "DAY pass for card 04AB at terminal t1, ");
+    assert_eq!(described["price"], "7.50 EUR", "{described}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_shows_its_price_in_the_feed() {
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let me = login(dash.addr, ALICE).await;
+    let mut conn = redis(&server).await;
+    let first = xadd(&mut conn, "*", &sale(1_700_000_000_000)).await;
+
+    let events = get(dash.addr, &me, "/api/events").await.json();
+    assert_eq!(events["events"][0]["seq"], first);
+    assert_sale_item(&events["events"][0]);
+
+    let mut live = SseClient::open(dash.addr, &me).await;
+    let snap = live.next("snapshot").await;
+    assert_sale_item(&snap["events"][0]);
+    let next = xadd(&mut conn, "*", &sale(tapgate_monitor::tail::now_ms())).await;
+    let pushed = live.next("events").await;
+    assert_eq!(pushed[0]["seq"], next);
+    assert_sale_item(&pushed[0]);
+
+    // The card's recent events carry the same words.
+    let card = CardId::new("04AB").expect("card");
+    let _: () = conn
+        .lpush(keys::card_recent(&card), &next)
+        .await
+        .expect("LPUSH");
+    let r = get(dash.addr, &me, "/api/cards/04AB").await.json();
+    assert_eq!(r["recent"][0]["described"]["price"], "7.50 EUR", "{r}");
     dash.stop().await;
 }
 

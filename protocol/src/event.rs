@@ -15,8 +15,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fares::Currency;
+use crate::ids::ProductId;
 use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
-use crate::message::{ClockSource, DenyReason, PassInfo, PassType, TapMode};
+use crate::message::{ClockSource, DenyReason, PassInfo, TapMode};
 
 /// The stream entry field that holds the event kind (in entries from before
 /// [`crate::stream`]'s layout, the event's JSON).
@@ -26,11 +28,12 @@ pub const STREAM_FIELD: &str = crate::stream::EVENT;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
-    /// A terminal put a pass on a card. Topic `events/pass-issued/{TYPE}`.
+    /// A terminal sold a pass: `price` and `currency` say what it took. Topic
+    /// `events/pass-issued/{PRODUCT}`.
     PassIssued,
-    /// A gate let a card in on its pass. Topic `events/pass-used/{TYPE}`.
+    /// A gate let a card in on its pass. Topic `events/pass-used/{PRODUCT}`.
     PassUsed,
-    /// A two-hour pass's first entry started its window. Topic `events/pass-activated/TWO_HOUR`.
+    /// A `period` pass's first entry started its window. Topic `events/pass-activated/{PRODUCT}`.
     PassActivated,
     /// A gate or terminal said no to a card. Topic `events/pass-denied`.
     PassDenied,
@@ -87,7 +90,7 @@ impl EventKind {
         EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Whether the topic ends with the pass type.
+    /// Whether the topic ends with the product.
     pub const fn has_pass_segment(self) -> bool {
         matches!(
             self,
@@ -147,6 +150,12 @@ pub struct Event {
     /// `clock-skew`: the device's clock minus the bridge's, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skew_ms: Option<i64>,
+    /// `pass-issued`: what the sale took, minor units of `currency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<u64>,
+    /// The currency of `price`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
     /// MQTT only: the stream entry id of this event, for de-duplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<String>,
@@ -169,12 +178,14 @@ impl Event {
             mode: None,
             clock: None,
             skew_ms: None,
+            price: None,
+            currency: None,
             seq: None,
         }
     }
 
-    /// The pass type this event is about, for the topic suffix.
-    pub fn pass_type(&self) -> Option<PassType> {
+    /// The product this event is about, for the topic suffix.
+    pub fn pass_type(&self) -> Option<ProductId> {
         self.pass.as_ref().map(|p| p.pass_type)
     }
 
@@ -205,7 +216,7 @@ mod tests {
         e.device_kind = Some(DeviceKind::Gate);
         e.card = CardId::new("42").ok();
         e.pass = Some(PassInfo {
-            pass_type: PassType::TenTrip,
+            pass_type: ProductId::TEN_TRIP,
             trips_remaining: Some(3),
             expires_at: None,
             remaining_ms: None,
@@ -217,7 +228,7 @@ mod tests {
                 "device_kind": "gate", "card": "42", "pass": {"type": "TEN_TRIP", "trips_remaining": 3}})
         );
         assert_eq!(Event::from_json(e.to_json().as_bytes()).expect("parse"), e);
-        assert_eq!(e.pass_type(), Some(PassType::TenTrip));
+        assert_eq!(e.pass_type(), Some(ProductId::TEN_TRIP));
     }
 
     #[test]

@@ -4,30 +4,77 @@
 //! the bridge reads the scripts and checks that they use exactly the names listed here for each
 //! hash, and no others.
 
-/// Fields of a card's pass hash, [`crate::keys::pass`].
+/// Fields of a card's pass hash, [`crate::keys::pass`]: the product and the terms it was sold on
+/// ([`crate::fares::Terms`]), and its state. A record from before terms were stored has only
+/// `type`, `trips`, `expires_at` and `issued_at`, its type one of `SINGLE_USE`, `TEN_TRIP`,
+/// `TWO_HOUR`, read on those types' terms.
 pub mod pass {
-    /// The pass type (`SINGLE_USE`, `TEN_TRIP`, `TWO_HOUR`).
+    /// The product sold.
     pub const TYPE: &str = "type";
-    /// Ten-trip: entries left; `0` for the other types.
+    /// Its validity (`single`, `trips`, `period`, `service_day`).
+    pub const VALIDITY: &str = "validity";
+    /// A `trips` pass: entries left; `0` for the others.
     pub const TRIPS: &str = "trips";
-    /// Two-hour, once activated: end of the window, Unix ms.
+    /// A `period` pass: its length from the first entry, ms; `0` for the others.
+    pub const DURATION: &str = "duration";
+    /// What it was sold for, minor units of `currency`.
+    pub const PRICE: &str = "price";
+    /// The price's currency.
+    pub const CURRENCY: &str = "currency";
+    /// A `period` pass once activated, a `service_day` pass from its sale: when it stops being
+    /// valid, Unix ms.
     pub const EXPIRES_AT: &str = "expires_at";
     /// When the pass was sold, Unix ms.
     pub const ISSUED_AT: &str = "issued_at";
     /// Every field.
-    pub const ALL: [&str; 4] = [TYPE, TRIPS, EXPIRES_AT, ISSUED_AT];
+    pub const ALL: [&str; 8] = [
+        TYPE, VALIDITY, TRIPS, DURATION, PRICE, CURRENCY, EXPIRES_AT, ISSUED_AT,
+    ];
+}
+
+/// Fields of a service day's revenue hash, [`crate::keys::revenue`], each incremented in the
+/// same atomic step as the sale it counts. Amounts are minor units of the catalogue's currency.
+pub mod revenue {
+    /// Passes sold that day.
+    pub const SALES: &str = "sales";
+    /// What they took.
+    pub const AMOUNT: &str = "amount";
+    /// The fixed fields.
+    pub const ALL: [&str; 2] = [SALES, AMOUNT];
+
+    /// Passes of `product` sold: `product:{PRODUCT}:sales`.
+    pub fn product_sales(product: &str) -> String {
+        format!("product:{product}:sales")
+    }
+
+    /// What `product` took: `product:{PRODUCT}:amount`.
+    pub fn product_amount(product: &str) -> String {
+        format!("product:{product}:amount")
+    }
+
+    /// Passes sold at `terminal`: `terminal:{DEVICE}:sales`.
+    pub fn terminal_sales(terminal: &str) -> String {
+        format!("terminal:{terminal}:sales")
+    }
+
+    /// What `terminal` took: `terminal:{DEVICE}:amount`.
+    pub fn terminal_amount(terminal: &str) -> String {
+        format!("terminal:{terminal}:amount")
+    }
 }
 
 /// Fields of a terminal's sale hash, [`crate::keys::sale`].
 pub mod sale {
     /// The card that started the sale.
     pub const CARD: &str = "card";
-    /// The pass type chosen with a button; empty until one is.
+    /// The product chosen with a button; empty until one is.
     pub const SELECTED: &str = "selected";
+    /// The chosen product's terms when the button was pressed ([`crate::fares::Terms::to_words`]).
+    pub const TERMS: &str = "terms";
     /// When the sale lapses, Unix ms.
     pub const EXPIRES_AT: &str = "expires_at";
     /// Every field.
-    pub const ALL: [&str; 3] = [CARD, SELECTED, EXPIRES_AT];
+    pub const ALL: [&str; 4] = [CARD, SELECTED, TERMS, EXPIRES_AT];
 }
 
 /// Fields of a device's presence hash, [`crate::keys::device`].

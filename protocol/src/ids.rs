@@ -161,6 +161,124 @@ id_type!(
     |s| s
 );
 
+/// A fare product's id, from the operator's catalogue (`[[product]] id`): 1–32 of `[A-Z0-9_]`,
+/// exactly as a terminal's button sends it in `pass`. Held inline, so it is `Copy` like the
+/// small value it is; the built-in catalogue's three ids are constants.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProductId {
+    len: u8,
+    bytes: [u8; ProductId::MAX_LEN],
+}
+
+impl ProductId {
+    /// Longest accepted value, in characters.
+    pub const MAX_LEN: usize = 32;
+    /// The built-in catalogue's single-use ticket.
+    pub const SINGLE_USE: ProductId = ProductId::from_static("SINGLE_USE");
+    /// The built-in catalogue's ten-trip ticket.
+    pub const TEN_TRIP: ProductId = ProductId::from_static("TEN_TRIP");
+    /// The built-in catalogue's two-hour pass.
+    pub const TWO_HOUR: ProductId = ProductId::from_static("TWO_HOUR");
+
+    const fn allowed(b: u8) -> bool {
+        b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'
+    }
+
+    /// Validates `s` (case-sensitive: `day` is not `DAY`).
+    pub fn new(s: &str) -> Result<Self, IdError> {
+        check(s, "product id", Self::MAX_LEN, "A-Z 0-9 _", |c| {
+            c.is_ascii() && Self::allowed(c as u8)
+        })?;
+        let mut bytes = [0u8; Self::MAX_LEN];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Self {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    /// A product id known when compiling; a bad one fails the build.
+    pub const fn from_static(s: &'static str) -> Self {
+        let src = s.as_bytes();
+        assert!(
+            !src.is_empty() && src.len() <= Self::MAX_LEN,
+            "product id length"
+        );
+        let mut bytes = [0u8; Self::MAX_LEN];
+        let mut i = 0;
+        while i < src.len() {
+            assert!(Self::allowed(src[i]), "product id character");
+            bytes[i] = src[i];
+            i += 1;
+        }
+        Self {
+            len: src.len() as u8,
+            bytes,
+        }
+    }
+
+    /// Parses a product id; `None` for anything outside the rule.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::new(s).ok()
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII bytes are ever stored, so this cannot fail.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl PartialOrd for ProductId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ProductId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Debug for ProductId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProductId({})", self.as_str())
+    }
+}
+
+impl fmt::Display for ProductId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProductId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::new(s)
+    }
+}
+
+impl AsRef<str> for ProductId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Serialize for ProductId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProductId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The two kinds of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -266,6 +384,22 @@ mod tests {
         assert!(ok.is_ok());
         let bad: Result<CardId, _> = serde_json::from_str("\"AB-C\"");
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn product_ids() {
+        let day = ProductId::new("DAY_2").expect("id");
+        assert_eq!(day.as_str(), "DAY_2");
+        assert_eq!(ProductId::new("TEN_TRIP"), Ok(ProductId::TEN_TRIP));
+        assert!(ProductId::new(&"A".repeat(32)).is_ok());
+        assert!(ProductId::new(&"A".repeat(33)).is_err());
+        for bad in ["", "day", "DAY-1", "DAY 1", "É", "\u{1b}[31m"] {
+            assert!(ProductId::new(bad).is_err(), "{bad:?}");
+        }
+        let json: ProductId = serde_json::from_str("\"DAY\"").expect("json");
+        assert_eq!(serde_json::to_string(&json).expect("json"), "\"DAY\"");
+        assert!(serde_json::from_str::<ProductId>("\"day\"").is_err());
+        assert!(ProductId::SINGLE_USE < ProductId::TWO_HOUR);
     }
 
     #[test]

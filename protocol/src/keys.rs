@@ -8,8 +8,8 @@
 //!
 //! | key | type | written by | content |
 //! |---|---|---|---|
-//! | `tapgate:counters:issued` | hash | bridge | pass type → passes issued |
-//! | `tapgate:counters:entries` | hash | bridge | pass type → entries granted |
+//! | `tapgate:counters:issued` | hash | bridge | product → passes issued |
+//! | `tapgate:counters:entries` | hash | bridge | product → entries granted |
 //! | `tapgate:counters:denied` | hash | bridge | deny reason → denials |
 //! | `tapgate:counters:rejected` | hash | bridge | reject reason → refused messages |
 //! | `tapgate:counters:unpaid` | hash | bridge | deny reason → offline entries that could not be charged |
@@ -17,11 +17,12 @@
 //! | `tapgate:counters:clock` | hash | bridge | `flagged`, `cleared` → device clock-skew flag changes |
 //! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected`, and `unpaid`, `stale`; expires with the device |
 //! | `tapgate:events` | stream | bridge, monitor | one [`crate::Event`] per entry, a field per event field ([`crate::stream`]; older entries: field `event`, the JSON) |
-//! | `tapgate:card:{CARD}:pass` | hash | bridge | `type`, `trips`, `expires_at`, `issued_at` |
+//! | `tapgate:card:{CARD}:pass` | hash | bridge | `type` (the product), `validity`, `trips`, `duration`, `price`, `currency`, `expires_at`, `issued_at` |
 //! | `tapgate:card:{CARD}:blocked` | hash | monitor | `reason`, `by`, `at` |
 //! | `tapgate:card:{CARD}:recent` | list | bridge | stream ids of the card's latest events, newest first (older lists: the events' JSON); expires |
 //! | `tapgate:blocked` | hash | monitor | card → reason, an index of blocked cards |
-//! | `tapgate:sale:{DEVICE}` | hash | bridge | `card`, `selected` (empty until a button), `expires_at` |
+//! | `tapgate:sale:{DEVICE}` | hash | bridge | `card`, `selected` (the product; empty until a button), `terms`, `expires_at` |
+//! | `tapgate:revenue:{DAY}` | hash | bridge | sales and amounts of a service day (`YYYY-MM-DD`): [`crate::fields::revenue`] |
 //! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | `op:CARD:PASS` fingerprint, newline, the stored result (compact, see `decide.lua`) |
 //! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s`, `clock_skew_ms`, `clock_flagged`, `clock_checked_at`; expires |
 //! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen, pruned on expiry |
@@ -29,15 +30,15 @@
 //! | `tapgate:emqx:authz` | hash | EMQX rule | authorization result → count |
 //! | `tapgate:emqx:dropped` | hash | EMQX rule | drop reason → count |
 //! | `tapgate:emqx:dropped_topics` | hash | EMQX rule | topic → dropped messages |
-//! | `tapgate:monitor:session:{TOKEN}` | hash | monitor | operator, csrf, created; expires |
+//! | `tapgate:monitor:session:{ID}` | hash | monitor | operator, cred, created; expires. `{ID}` is a keyed MAC of the session token (the monitor's key file), never the token |
 //! | `tapgate:monitor:login-failures:{NAME}:{IP}` | string | monitor | failed logins in the window |
 
 use crate::fields;
 use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
 
-/// Passes issued, by pass type.
+/// Passes issued, by product.
 pub const COUNTERS_ISSUED: &str = "tapgate:counters:issued";
-/// Entries granted, by pass type.
+/// Entries granted, by product.
 pub const COUNTERS_ENTRIES: &str = "tapgate:counters:entries";
 /// Denials, by deny reason.
 pub const COUNTERS_DENIED: &str = "tapgate:counters:denied";
@@ -102,6 +103,15 @@ pub const CARD_RECENT_LEN: usize = 20;
 /// Per-device counters: `tapgate:counters:device:{device}`.
 pub fn device_counters(device: &DeviceId) -> String {
     format!("{COUNTERS_DEVICE_PREFIX}{device}")
+}
+
+/// Prefix of the revenue hashes, one per service day.
+pub const REVENUE_PREFIX: &str = "tapgate:revenue:";
+
+/// A service day's revenue: `tapgate:revenue:{YYYY-MM-DD}` (the day's
+/// [`crate::fares::ServiceDay::label`]); fields in [`crate::fields::revenue`].
+pub fn revenue(day: &str) -> String {
+    format!("{REVENUE_PREFIX}{day}")
 }
 
 /// The card's pass: `tapgate:card:{CARD}:pass`.

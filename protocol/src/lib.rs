@@ -7,6 +7,7 @@
 //! - [`topic`]: MQTT topic names, subscription filters and topic parsing.
 //! - [`message`]: device → bridge payloads (taps, button presses) and bridge → device decisions.
 //! - [`validate`]: turning raw device payloads into typed messages, or a specific refusal.
+//! - [`fares`]: the operator's fare catalogue: products, prices, validity, service days.
 //! - [`rules`]: the pass rules as a pure function, the reference model of the bridge's script.
 //! - [`event`]: events the bridge publishes for monitors and appends to the event stream.
 //! - [`status`]: device presence (status, last will and heartbeat, sent unretained).
@@ -21,6 +22,7 @@
 
 pub mod broker;
 pub mod event;
+pub mod fares;
 pub mod fields;
 pub mod ids;
 pub mod keys;
@@ -33,9 +35,10 @@ pub mod topic;
 pub mod validate;
 
 pub use event::{Event, EventKind, Notice};
-pub use ids::{CardId, DeviceId, DeviceKind, IdError, MessageId};
+pub use fares::{Catalogue, Currency, Terms, Validity};
+pub use ids::{CardId, DeviceId, DeviceKind, IdError, MessageId, ProductId};
 pub use message::{
-    Button, ClockSource, Decision, DenyReason, Outcome, PassInfo, PassType, Stamp, Stamped, Tap,
+    Button, ClockSource, Decision, DenyReason, Offer, Outcome, PassInfo, Stamp, Stamped, Tap,
     TapMode,
 };
 pub use topic::{InboundTopic, MessageKind, TopicError, Topics};

@@ -10,57 +10,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{CardId, MessageId};
+use crate::fares::{Currency, Terms, Validity};
+use crate::ids::{CardId, MessageId, ProductId};
 use crate::validate::RejectReason;
-
-/// The three kinds of pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PassType {
-    /// One entry; never expires until used.
-    SingleUse,
-    /// Ten entries.
-    TenTrip,
-    /// Unlimited entries until two hours after the first entry.
-    TwoHour,
-}
-
-impl PassType {
-    /// Every pass type, in button order (buttons 1, 2, 3).
-    pub const ALL: [PassType; 3] = [PassType::SingleUse, PassType::TenTrip, PassType::TwoHour];
-
-    /// Entries a new ten-trip pass holds.
-    pub const TEN_TRIP_ENTRIES: u32 = 10;
-
-    /// The wire name, e.g. `TEN_TRIP`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PassType::SingleUse => "SINGLE_USE",
-            PassType::TenTrip => "TEN_TRIP",
-            PassType::TwoHour => "TWO_HOUR",
-        }
-    }
-
-    /// Parses the wire name; `None` for anything else (case-sensitive).
-    pub fn parse(s: &str) -> Option<Self> {
-        PassType::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-
-    /// What a rider hears: "single trip", "ten trip", "two hour".
-    pub const fn spoken(self) -> &'static str {
-        match self {
-            PassType::SingleUse => "single trip",
-            PassType::TenTrip => "ten trip",
-            PassType::TwoHour => "two hour",
-        }
-    }
-}
-
-impl fmt::Display for PassType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A card tap: `{"id": "...", "card": "..."}`, and on a gate's offline entry or retap
 /// `"replaces"`: the id of the waiting tap whose answer did not come in time.
@@ -204,44 +156,60 @@ impl ClockSource {
     }
 }
 
-/// A pass button press at a terminal: `{"id": "...", "pass": "TEN_TRIP"}`.
+/// A product button press at a terminal: `{"id": "...", "pass": "TEN_TRIP"}`; `pass` is a
+/// product id of the bridge's fare catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Button {
     /// Unique per device, never reused; redeliveries repeat it.
     pub id: MessageId,
-    /// The pass the rider chose.
-    pub pass: PassType,
+    /// The product the rider chose.
+    pub pass: ProductId,
 }
 
 /// A pass as reported in decisions and events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassInfo {
-    /// The pass type.
+    /// The product it was sold as.
     #[serde(rename = "type")]
-    pub pass_type: PassType,
-    /// Ten-trip only: entries left (after this entry, in a gate decision).
+    pub pass_type: ProductId,
+    /// A `trips` product only: entries left (after this entry, in a gate decision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trips_remaining: Option<u32>,
-    /// Two-hour only, once activated: end of the window, Unix time in milliseconds.
+    /// A `period` product once activated, or a `service_day` product: when it stops being valid,
+    /// Unix time in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
-    /// Two-hour only, once activated: milliseconds left at decision time, so a device without a
-    /// synchronised clock can show it.
+    /// With `expires_at`: milliseconds left at decision time, so a device without a synchronised
+    /// clock can show it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_ms: Option<u64>,
 }
 
 impl PassInfo {
-    /// A pass as just issued.
-    pub fn new(pass_type: PassType) -> Self {
+    /// A pass as just issued on `terms`, valid until `expires_at` if that is fixed at the sale
+    /// (a `service_day` product), at `now`.
+    pub fn new(terms: &Terms, expires_at: Option<u64>, now: u64) -> Self {
         Self {
-            pass_type,
-            trips_remaining: (pass_type == PassType::TenTrip).then_some(PassType::TEN_TRIP_ENTRIES),
-            expires_at: None,
-            remaining_ms: None,
+            pass_type: terms.product,
+            trips_remaining: (terms.validity == Validity::Trips).then_some(terms.trips),
+            expires_at,
+            remaining_ms: expires_at.map(|e| e.saturating_sub(now)),
         }
     }
+}
+
+/// A product a terminal may sell, as its first answer lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// What its button sends as `pass`.
+    pub id: ProductId,
+    /// What to show and say.
+    pub name: String,
+    /// Its price in minor units of `currency`.
+    pub price: u64,
+    /// The price's currency.
+    pub currency: Currency,
 }
 
 /// Why a gate (or a terminal, for a blocked card) said no.
@@ -304,22 +272,34 @@ pub enum Outcome {
         /// Why.
         reason: DenyReason,
     },
-    /// Terminal: the card has no pass; choose one with a button.
-    SelectPass,
+    /// Terminal: the card has no pass; choose one with a button. Lists the products on sale.
+    SelectPass {
+        /// The catalogue's products, in its order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        products: Vec<Offer>,
+    },
     /// Terminal: the card already holds a pass; nothing sold.
     AlreadyHasPass {
         /// The pass it holds.
         pass: PassInfo,
     },
-    /// Terminal: a pass was chosen; tap the same card to confirm.
+    /// Terminal: a product was chosen; tap the same card to confirm and pay `price`.
     TapToConfirm {
-        /// The chosen pass type.
-        selected: PassType,
+        /// The chosen product.
+        selected: ProductId,
+        /// What it costs, minor units of `currency`.
+        price: u64,
+        /// The price's currency.
+        currency: Currency,
     },
-    /// Terminal: the pass is on the card.
+    /// Terminal: the pass is on the card and `price` is taken.
     PassIssued {
         /// The new pass.
         pass: PassInfo,
+        /// What it cost, minor units of `currency`.
+        price: u64,
+        /// The price's currency.
+        currency: Currency,
     },
     /// Terminal: the confirming tap was another card; the sale is void, nothing issued.
     CardMismatch,
@@ -354,7 +334,7 @@ impl Outcome {
         match self {
             Outcome::Granted { .. } => "granted",
             Outcome::Denied { .. } => "denied",
-            Outcome::SelectPass => "select_pass",
+            Outcome::SelectPass { .. } => "select_pass",
             Outcome::AlreadyHasPass { .. } => "already_has_pass",
             Outcome::TapToConfirm { .. } => "tap_to_confirm",
             Outcome::PassIssued { .. } => "pass_issued",
@@ -369,25 +349,35 @@ impl Outcome {
 
     /// The outcome named `name` (a [`Outcome::name`]) from its parts as text, as the decide
     /// function reports them: `reason` for a denial or an unpaid entry, `selected` for a chosen
-    /// pass type, `pass` for the outcomes that carry one. `None` when a part the outcome needs
-    /// is missing or unreadable, or the name is unknown. Not for `rejected`, which the bridge
-    /// builds itself.
+    /// product, `pass` for the outcomes that carry one, `price` (price and currency) for a chosen
+    /// or sold product. `None` when a part the outcome needs is missing or unreadable, or the
+    /// name is unknown. Not for `rejected`, which the bridge builds itself; `select_pass` comes
+    /// without its product list, which the bridge adds from its catalogue.
     pub fn from_parts(
         name: &str,
         reason: &str,
         selected: &str,
         pass: Option<PassInfo>,
+        price: Option<(u64, Currency)>,
     ) -> Option<Outcome> {
         let deny = || DenyReason::parse(reason);
         Some(match name {
             "granted" => Outcome::Granted { pass: pass? },
             "denied" => Outcome::Denied { reason: deny()? },
-            "select_pass" => Outcome::SelectPass,
+            "select_pass" => Outcome::SelectPass {
+                products: Vec::new(),
+            },
             "already_has_pass" => Outcome::AlreadyHasPass { pass: pass? },
             "tap_to_confirm" => Outcome::TapToConfirm {
-                selected: PassType::parse(selected)?,
+                selected: ProductId::parse(selected)?,
+                price: price?.0,
+                currency: price?.1,
             },
-            "pass_issued" => Outcome::PassIssued { pass: pass? },
+            "pass_issued" => Outcome::PassIssued {
+                pass: pass?,
+                price: price?.0,
+                currency: price?.1,
+            },
             "card_mismatch" => Outcome::CardMismatch,
             "tap_card_first" => Outcome::TapCardFirst,
             "stale" => Outcome::Stale,
@@ -440,6 +430,7 @@ impl Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fares::Catalogue;
     use serde_json::json;
 
     fn id(s: &str) -> Option<MessageId> {
@@ -451,7 +442,7 @@ mod tests {
     #[test]
     fn outcomes_from_parts_match_their_json() {
         let pass = PassInfo {
-            pass_type: PassType::TwoHour,
+            pass_type: ProductId::TWO_HOUR,
             trips_remaining: None,
             expires_at: Some(9),
             remaining_ms: Some(4),
@@ -459,17 +450,32 @@ mod tests {
         let pass_json = json!({"type": "TWO_HOUR", "expires_at": 9, "remaining_ms": 4});
         for name in Outcome::NAMES {
             if name == "rejected" {
-                assert_eq!(Outcome::from_parts(name, "", "", None), None);
+                assert_eq!(Outcome::from_parts(name, "", "", None, None), None);
                 continue;
             }
-            let built = Outcome::from_parts(name, "expired", "TEN_TRIP", Some(pass.clone()))
-                .unwrap_or_else(|| panic!("{name}"));
+            let built = Outcome::from_parts(
+                name,
+                "expired",
+                "TEN_TRIP",
+                Some(pass.clone()),
+                Some((750, Currency::EUR)),
+            )
+            .unwrap_or_else(|| panic!("{name}"));
             assert_eq!(built.name(), name);
             let mut v = json!({"outcome": name});
             match name {
                 "denied" | "unpaid_entry" => v["reason"] = json!("expired"),
-                "tap_to_confirm" => v["selected"] = json!("TEN_TRIP"),
-                "granted" | "already_has_pass" | "pass_issued" | "entry_settled" => {
+                "tap_to_confirm" => {
+                    v["selected"] = json!("TEN_TRIP");
+                    v["price"] = json!(750);
+                    v["currency"] = json!("EUR");
+                }
+                "pass_issued" => {
+                    v["pass"] = pass_json.clone();
+                    v["price"] = json!(750);
+                    v["currency"] = json!("EUR");
+                }
+                "granted" | "already_has_pass" | "entry_settled" => {
                     v["pass"] = pass_json.clone();
                 }
                 _ => {}
@@ -480,10 +486,24 @@ mod tests {
                 "{name}"
             );
         }
-        assert_eq!(Outcome::from_parts("granted", "", "", None), None);
-        assert_eq!(Outcome::from_parts("denied", "late", "", None), None);
-        assert_eq!(Outcome::from_parts("tap_to_confirm", "", "DAY", None), None);
-        assert_eq!(Outcome::from_parts("GRANTED", "", "", Some(pass)), None);
+        assert_eq!(Outcome::from_parts("granted", "", "", None, None), None);
+        assert_eq!(Outcome::from_parts("denied", "late", "", None, None), None);
+        assert_eq!(
+            Outcome::from_parts("tap_to_confirm", "", "day", None, Some((1, Currency::EUR))),
+            None
+        );
+        assert_eq!(
+            Outcome::from_parts("tap_to_confirm", "", "DAY", None, None),
+            None
+        );
+        assert_eq!(
+            Outcome::from_parts("pass_issued", "", "", Some(pass.clone()), None),
+            None
+        );
+        assert_eq!(
+            Outcome::from_parts("GRANTED", "", "", Some(pass), None),
+            None
+        );
     }
 
     #[test]
@@ -492,7 +512,7 @@ mod tests {
             id: id("g1-7"),
             outcome: Outcome::Granted {
                 pass: PassInfo {
-                    pass_type: PassType::TenTrip,
+                    pass_type: ProductId::TEN_TRIP,
                     trips_remaining: Some(9),
                     expires_at: None,
                     remaining_ms: None,
@@ -529,23 +549,38 @@ mod tests {
 
     #[test]
     fn every_outcome_round_trips() {
-        let pass = PassInfo::new(PassType::TwoHour);
+        let two = Catalogue::builtin(7_200_000);
+        let terms = |id| two.product(id).expect("builtin").terms;
+        let pass = PassInfo::new(&terms(ProductId::TWO_HOUR), None, 0);
         let all = [
             Outcome::Granted { pass: pass.clone() },
             Outcome::Denied {
                 reason: DenyReason::Expired,
             },
-            Outcome::SelectPass,
+            Outcome::SelectPass {
+                products: vec![Offer {
+                    id: ProductId::SINGLE_USE,
+                    name: "Single".into(),
+                    price: 250,
+                    currency: Currency::EUR,
+                }],
+            },
             Outcome::AlreadyHasPass { pass: pass.clone() },
             Outcome::TapToConfirm {
-                selected: PassType::SingleUse,
+                selected: ProductId::SINGLE_USE,
+                price: 250,
+                currency: Currency::EUR,
             },
-            Outcome::PassIssued { pass },
+            Outcome::PassIssued {
+                pass,
+                price: 0,
+                currency: Currency::EUR,
+            },
             Outcome::CardMismatch,
             Outcome::TapCardFirst,
             Outcome::Stale,
             Outcome::EntrySettled {
-                pass: PassInfo::new(PassType::TenTrip),
+                pass: PassInfo::new(&terms(ProductId::TEN_TRIP), None, 0),
             },
             Outcome::UnpaidEntry {
                 reason: DenyReason::NoPass,
@@ -590,14 +625,16 @@ mod tests {
     }
 
     #[test]
-    fn pass_types() {
-        for p in PassType::ALL {
-            assert_eq!(PassType::parse(p.as_str()), Some(p));
-            let s = serde_json::to_string(&p).expect("json");
-            assert_eq!(s, format!("\"{p}\""));
-        }
-        assert_eq!(PassType::parse("single_use"), None);
-        assert_eq!(PassInfo::new(PassType::TenTrip).trips_remaining, Some(10));
-        assert_eq!(PassInfo::new(PassType::SingleUse).trips_remaining, None);
+    fn passes_as_issued() {
+        let c = Catalogue::builtin(7_200_000);
+        let terms = |id| c.product(id).expect("builtin").terms;
+        let ten = PassInfo::new(&terms(ProductId::TEN_TRIP), None, 0);
+        assert_eq!(ten.trips_remaining, Some(10));
+        let single = PassInfo::new(&terms(ProductId::SINGLE_USE), None, 0);
+        assert_eq!(single.trips_remaining, None);
+        let day = PassInfo::new(&terms(ProductId::SINGLE_USE), Some(50), 20);
+        assert_eq!((day.expires_at, day.remaining_ms), (Some(50), Some(30)));
+        let json = serde_json::to_value(&ten).expect("json");
+        assert_eq!(json, json!({"type": "TEN_TRIP", "trips_remaining": 10}));
     }
 }

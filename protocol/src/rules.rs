@@ -6,18 +6,21 @@
 //! function is the reference model that the script is tested against, and the rider simulator
 //! uses it to predict decisions.
 //!
-//! Rules:
-//! - Single-use: one entry, never expires until used. Ten-trip: ten entries, the decision reports
-//!   the trips left after the entry; the pass is gone after the tenth. Two-hour: the first entry
-//!   starts the window (`pass-activated`); unlimited entries while `now < expires_at`; denied
-//!   `expired` after, and the pass is removed. Unused passes never expire.
+//! Rules, read from the [`Terms`] a pass was sold on (no product is named here):
+//! - `single`: one entry, never expires until used. `trips`: that many entries, the decision
+//!   reports the trips left after the entry; the pass is gone after the last. `period`: the first
+//!   entry starts the window (`pass-activated`); unlimited entries while `now < expires_at`;
+//!   denied `expired` after, and the pass is removed. `service_day`: unlimited entries until the
+//!   end of the service day it was sold in, then `expired` like a period. Unused `single`,
+//!   `trips` and `period` passes never expire.
 //! - One pass per card; once it is used up the card may buy again.
 //! - A blocked card is denied (`blocked`) at gates and terminals.
 //! - A card whose stored pass cannot be read (unknown type, garbled field) is denied
 //!   (`corrupt_pass`) at gates and terminals and the record is left for an operator; see
 //!   [`decide_stored`].
-//! - Sales, per terminal: tap → `select_pass` (or `already_has_pass`); button → `tap_to_confirm`;
-//!   same card → `pass_issued` if the card still has no pass; another card → `card_mismatch`
+//! - Sales, per terminal: tap → `select_pass` (or `already_has_pass`); button → `tap_to_confirm`
+//!   with the product's terms and price (the bridge looks the product up in its catalogue);
+//!   same card → `pass_issued` at that price if the card still has no pass; another card → `card_mismatch`
 //!   (sale void); button without a sale → `tap_card_first`. A sale not advanced within the sale
 //!   timeout is abandoned.
 //!
@@ -37,40 +40,42 @@
 //!   `entry_settled`; a card that could not pay (no pass, expired, blocked, unreadable) is an
 //!   `unpaid_entry` with the deny reason, and nothing changes.
 
+use crate::fares::{Terms, Validity};
 use crate::ids::CardId;
-use crate::message::{ClockSource, DenyReason, Outcome, PassInfo, PassType, Stamp, TapMode};
+use crate::message::{ClockSource, DenyReason, Outcome, PassInfo, Stamp, TapMode};
 use crate::validate::RejectReason;
 
 /// A pass on a card, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pass {
-    /// Its type.
-    pub pass_type: PassType,
-    /// Ten-trip: entries left. Others: 0.
+    /// What it was sold as: product, validity, trips, duration, price.
+    pub terms: Terms,
+    /// `trips`: entries left. Others: 0.
     pub trips: u32,
-    /// Two-hour, once activated: end of the window (Unix ms).
+    /// A `period` pass once activated, a `service_day` pass from its sale: when it stops being
+    /// valid (Unix ms).
     pub expires_at: Option<u64>,
     /// When it was issued (Unix ms).
     pub issued_at: u64,
 }
 
 impl Pass {
-    /// A freshly issued pass.
-    pub fn issue(pass_type: PassType, now: u64) -> Self {
+    /// A pass sold on `terms` at `now`; `day_ends_at` is the end of the service day `now` is in
+    /// (a `service_day` pass is valid until then).
+    pub fn issue(terms: Terms, now: u64, day_ends_at: u64) -> Self {
         Self {
-            pass_type,
-            trips: if pass_type == PassType::TenTrip {
-                PassType::TEN_TRIP_ENTRIES
+            terms,
+            trips: if terms.validity == Validity::Trips {
+                terms.trips
             } else {
                 0
             },
-            expires_at: None,
+            expires_at: (terms.validity == Validity::ServiceDay).then_some(day_ends_at),
             issued_at: now,
         }
     }
 
-    /// Whether the pass can still be used at `now` (an activated two-hour pass past its window
-    /// cannot).
+    /// Whether the pass can still be used at `now` (one past its `expires_at` cannot).
     pub fn is_live(&self, now: u64) -> bool {
         self.expires_at.is_none_or(|e| now < e)
     }
@@ -78,8 +83,8 @@ impl Pass {
     /// The pass as reported to devices and monitors at `now`.
     pub fn info(&self, now: u64) -> PassInfo {
         PassInfo {
-            pass_type: self.pass_type,
-            trips_remaining: (self.pass_type == PassType::TenTrip).then_some(self.trips),
+            pass_type: self.terms.product,
+            trips_remaining: (self.terms.validity == Validity::Trips).then_some(self.trips),
             expires_at: self.expires_at,
             remaining_ms: self.expires_at.map(|e| e.saturating_sub(now)),
         }
@@ -91,8 +96,8 @@ impl Pass {
 pub struct Sale {
     /// The card that started it.
     pub card: CardId,
-    /// The pass chosen with a button, once one was pressed.
-    pub selected: Option<PassType>,
+    /// The product chosen with a button, on the terms it had then, once one was pressed.
+    pub selected: Option<Terms>,
     /// When the sale is abandoned unless advanced (Unix ms).
     pub expires_at: u64,
 }
@@ -104,24 +109,25 @@ pub enum Input {
     GateTap(CardId),
     /// A card tap at a sales terminal.
     TerminalTap(CardId),
-    /// A pass button at a sales terminal.
-    Button(PassType),
+    /// A product button at a sales terminal, with the product's terms from the catalogue.
+    Button(Terms),
 }
 
-/// Timing settings of the rules.
+/// Settings of the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// Length of a two-hour pass's window, ms.
-    pub two_hour_ms: u64,
     /// How long a sale waits for its next step, ms.
     pub sale_timeout_ms: u64,
+    /// The end of the service day the decision's time is in (Unix ms): a `service_day` product
+    /// sold now is valid until then. [`crate::fares::Catalogue::service_day`] gives it.
+    pub day_ends_at: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            two_hour_ms: 2 * 60 * 60 * 1000,
             sale_timeout_ms: 30_000,
+            day_ends_at: u64::MAX,
         }
     }
 }
@@ -146,7 +152,7 @@ pub struct Verdict {
     pub pass: Option<Pass>,
     /// The terminal's sale afterwards.
     pub sale: Option<Sale>,
-    /// A two-hour pass was activated by this entry.
+    /// A `period` pass was activated by this entry.
     pub activated: bool,
 }
 
@@ -174,21 +180,21 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
                 return verdict(denied(DenyReason::Expired), None, None);
             }
             let mut activated = false;
-            match p.pass_type {
-                PassType::SingleUse => {}
-                PassType::TenTrip => p.trips = p.trips.saturating_sub(1),
-                PassType::TwoHour => {
+            match p.terms.validity {
+                Validity::Single | Validity::ServiceDay => {}
+                Validity::Trips => p.trips = p.trips.saturating_sub(1),
+                Validity::Period => {
                     if p.expires_at.is_none() {
-                        p.expires_at = Some(now + settings.two_hour_ms);
+                        p.expires_at = Some(now.saturating_add(p.terms.duration_ms));
                         activated = true;
                     }
                 }
             }
             let info = p.info(now);
-            let used_up = match p.pass_type {
-                PassType::SingleUse => true,
-                PassType::TenTrip => p.trips == 0,
-                PassType::TwoHour => false,
+            let used_up = match p.terms.validity {
+                Validity::Single => true,
+                Validity::Trips => p.trips == 0,
+                Validity::Period | Validity::ServiceDay => false,
             };
             Verdict {
                 outcome: Outcome::Granted { pass: info },
@@ -217,9 +223,14 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
                         let info = p.info(now);
                         verdict(Outcome::AlreadyHasPass { pass: info }, Some(p), None)
                     } else {
-                        let p = Pass::issue(selected, now);
+                        let p = Pass::issue(selected, now, settings.day_ends_at);
                         let info = p.info(now);
-                        verdict(Outcome::PassIssued { pass: info }, Some(p), None)
+                        let sold = Outcome::PassIssued {
+                            pass: info,
+                            price: selected.price,
+                            currency: selected.currency,
+                        };
+                        verdict(sold, Some(p), None)
                     }
                 }
                 _ => {
@@ -229,7 +240,10 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
                         let info = p.info(now);
                         verdict(Outcome::AlreadyHasPass { pass: info }, Some(p), None)
                     } else {
-                        verdict(Outcome::SelectPass, None, Some(next(None)))
+                        let select = Outcome::SelectPass {
+                            products: Vec::new(),
+                        };
+                        verdict(select, None, Some(next(None)))
                     }
                 }
             }
@@ -243,7 +257,9 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
                 };
                 verdict(
                     Outcome::TapToConfirm {
-                        selected: *selected,
+                        selected: selected.product,
+                        price: selected.price,
+                        currency: selected.currency,
                     },
                     state.pass.clone(),
                     Some(after),
@@ -422,12 +438,49 @@ pub fn decide_stored(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fares::{Catalogue, Currency};
+    use crate::ids::ProductId;
 
     const NOW: u64 = 1_000_000;
+    const TWO_HOUR_MS: u64 = 7_200_000;
+    const DAY_END: u64 = NOW + 50_000;
     const S: Settings = Settings {
-        two_hour_ms: 7_200_000,
         sale_timeout_ms: 30_000,
+        day_ends_at: DAY_END,
     };
+    const TODAY: ProductId = ProductId::from_static("TODAY");
+
+    /// The terms of a built-in product, or of `TODAY`, a service-day pass at 600.
+    fn terms(id: ProductId) -> Terms {
+        if id == TODAY {
+            return Terms {
+                product: TODAY,
+                validity: Validity::ServiceDay,
+                trips: 0,
+                duration_ms: 0,
+                price: 600,
+                currency: Currency::EUR,
+            };
+        }
+        Catalogue::builtin(TWO_HOUR_MS)
+            .product(id)
+            .expect("built-in product")
+            .terms
+    }
+
+    fn issue(id: ProductId, now: u64) -> Pass {
+        Pass::issue(terms(id), now, DAY_END)
+    }
+
+    fn info(id: ProductId) -> PassInfo {
+        PassInfo::new(&terms(id), None, NOW)
+    }
+
+    fn select() -> Outcome {
+        Outcome::SelectPass {
+            products: Vec::new(),
+        }
+    }
 
     fn card(s: &str) -> CardId {
         CardId::new(s).expect("card")
@@ -446,26 +499,23 @@ mod tests {
 
     #[test]
     fn single_use_is_one_entry() {
-        let v = gate(&with_pass(Pass::issue(PassType::SingleUse, 0)), NOW);
+        let v = gate(&with_pass(issue(ProductId::SINGLE_USE, 0)), NOW);
         assert_eq!(
             v.outcome,
             Outcome::Granted {
-                pass: PassInfo::new(PassType::SingleUse)
+                pass: info(ProductId::SINGLE_USE)
             }
         );
         assert_eq!(v.pass, None);
         assert!(!v.activated);
         // Years later, still good: unused passes never expire.
-        let v = gate(
-            &with_pass(Pass::issue(PassType::SingleUse, 0)),
-            u64::MAX / 2,
-        );
+        let v = gate(&with_pass(issue(ProductId::SINGLE_USE, 0)), u64::MAX / 2);
         assert!(matches!(v.outcome, Outcome::Granted { .. }));
     }
 
     #[test]
     fn ten_trip_counts_down_to_zero() {
-        let mut state = with_pass(Pass::issue(PassType::TenTrip, 0));
+        let mut state = with_pass(issue(ProductId::TEN_TRIP, 0));
         for expected in (0..10).rev() {
             let v = gate(&state, NOW);
             match &v.outcome {
@@ -486,28 +536,28 @@ mod tests {
 
     #[test]
     fn two_hour_window() {
-        let state = with_pass(Pass::issue(PassType::TwoHour, 0));
+        let state = with_pass(issue(ProductId::TWO_HOUR, 0));
         let v = gate(&state, NOW);
         assert!(v.activated);
         let after = v.pass.clone().expect("kept");
-        assert_eq!(after.expires_at, Some(NOW + S.two_hour_ms));
+        assert_eq!(after.expires_at, Some(NOW + TWO_HOUR_MS));
         match v.outcome {
             Outcome::Granted { pass } => {
-                assert_eq!(pass.expires_at, Some(NOW + S.two_hour_ms));
-                assert_eq!(pass.remaining_ms, Some(S.two_hour_ms));
+                assert_eq!(pass.expires_at, Some(NOW + TWO_HOUR_MS));
+                assert_eq!(pass.remaining_ms, Some(TWO_HOUR_MS));
             }
             other => panic!("{other:?}"),
         }
         let state = with_pass(after);
         // Inside the window: unlimited entries, no new activation.
-        for t in [NOW + 1, NOW + S.two_hour_ms / 2, NOW + S.two_hour_ms - 1] {
+        for t in [NOW + 1, NOW + TWO_HOUR_MS / 2, NOW + TWO_HOUR_MS - 1] {
             let v = gate(&state, t);
             assert!(matches!(v.outcome, Outcome::Granted { .. }), "{t}");
             assert!(!v.activated);
             assert_eq!(v.pass, state.pass);
         }
         // At and after the end: denied, pass removed.
-        for t in [NOW + S.two_hour_ms, NOW + S.two_hour_ms + 1] {
+        for t in [NOW + TWO_HOUR_MS, NOW + TWO_HOUR_MS + 1] {
             let v = gate(&state, t);
             assert_eq!(
                 v.outcome,
@@ -520,9 +570,37 @@ mod tests {
     }
 
     #[test]
+    fn service_day_pass_lasts_until_the_day_ends() {
+        let tap = Input::TerminalTap(card("5"));
+        let state = State {
+            sale: sale("5", Some(terms(TODAY))),
+            ..State::default()
+        };
+        let v = decide(&tap, &state, NOW, S);
+        let Outcome::PassIssued { pass, price, .. } = &v.outcome else {
+            panic!("{v:?}");
+        };
+        assert_eq!((pass.expires_at, *price), (Some(DAY_END), 600));
+        let state = with_pass(v.pass.clone().expect("sold"));
+        for t in [NOW + 1, DAY_END - 1] {
+            let v = gate(&state, t);
+            assert!(matches!(v.outcome, Outcome::Granted { .. }), "{t}");
+            assert!(!v.activated);
+            assert_eq!(v.pass, state.pass, "unlimited entries");
+        }
+        let v = gate(&state, DAY_END);
+        assert_eq!(
+            v.outcome,
+            Outcome::Denied {
+                reason: DenyReason::Expired
+            }
+        );
+    }
+
+    #[test]
     fn blocked_card_denied_and_untouched() {
         let state = State {
-            pass: Some(Pass::issue(PassType::TenTrip, 0)),
+            pass: Some(issue(ProductId::TEN_TRIP, 0)),
             blocked: true,
             sale: None,
         };
@@ -544,7 +622,7 @@ mod tests {
         assert_eq!(v.sale, None);
     }
 
-    fn sale(c: &str, selected: Option<PassType>) -> Option<Sale> {
+    fn sale(c: &str, selected: Option<Terms>) -> Option<Sale> {
         Some(Sale {
             card: card(c),
             selected,
@@ -561,7 +639,7 @@ mod tests {
         let v = decide_stored(&Input::GateTap(card("1")), &state, true, NOW, S);
         assert_eq!(v.outcome, corrupt);
         let started = State {
-            sale: sale("1", Some(PassType::TenTrip)),
+            sale: sale("1", Some(terms(ProductId::TEN_TRIP))),
             ..State::default()
         };
         let v = decide_stored(&Input::TerminalTap(card("1")), &started, true, NOW, S);
@@ -580,7 +658,13 @@ mod tests {
                 reason: DenyReason::Blocked
             }
         );
-        let v = decide_stored(&Input::Button(PassType::SingleUse), &started, true, NOW, S);
+        let v = decide_stored(
+            &Input::Button(terms(ProductId::SINGLE_USE)),
+            &started,
+            true,
+            NOW,
+            S,
+        );
         assert!(matches!(v.outcome, Outcome::TapToConfirm { .. }));
     }
 
@@ -588,7 +672,7 @@ mod tests {
     fn full_sale() {
         let tap = Input::TerminalTap(card("7"));
         let v = decide(&tap, &State::default(), NOW, S);
-        assert_eq!(v.outcome, Outcome::SelectPass);
+        assert_eq!(v.outcome, select());
         let started = v.sale.clone().expect("sale");
         assert_eq!(started.selected, None);
         assert_eq!(started.expires_at, NOW + S.sale_timeout_ms);
@@ -597,11 +681,18 @@ mod tests {
             sale: v.sale,
             ..State::default()
         };
-        let v = decide(&Input::Button(PassType::TenTrip), &state, NOW + 1, S);
+        let v = decide(
+            &Input::Button(terms(ProductId::TEN_TRIP)),
+            &state,
+            NOW + 1,
+            S,
+        );
         assert_eq!(
             v.outcome,
             Outcome::TapToConfirm {
-                selected: PassType::TenTrip
+                selected: ProductId::TEN_TRIP,
+                price: 0,
+                currency: Currency::EUR,
             }
         );
         let state = State {
@@ -612,27 +703,32 @@ mod tests {
         assert_eq!(
             v.outcome,
             Outcome::PassIssued {
-                pass: PassInfo::new(PassType::TenTrip)
+                pass: info(ProductId::TEN_TRIP),
+                price: 0,
+                currency: Currency::EUR,
             }
         );
-        assert_eq!(v.pass, Some(Pass::issue(PassType::TenTrip, NOW + 2)));
+        assert_eq!(v.pass, Some(issue(ProductId::TEN_TRIP, NOW + 2)));
         assert_eq!(v.sale, None);
     }
 
     #[test]
     fn button_can_change_the_choice() {
         let state = State {
-            sale: sale("7", Some(PassType::TenTrip)),
+            sale: sale("7", Some(terms(ProductId::TEN_TRIP))),
             ..State::default()
         };
-        let v = decide(&Input::Button(PassType::TwoHour), &state, NOW, S);
-        assert_eq!(v.sale.and_then(|s| s.selected), Some(PassType::TwoHour));
+        let v = decide(&Input::Button(terms(ProductId::TWO_HOUR)), &state, NOW, S);
+        assert_eq!(
+            v.sale.and_then(|s| s.selected).map(|t| t.product),
+            Some(ProductId::TWO_HOUR)
+        );
     }
 
     #[test]
     fn mismatch_voids_the_sale() {
         let state = State {
-            sale: sale("7", Some(PassType::SingleUse)),
+            sale: sale("7", Some(terms(ProductId::SINGLE_USE))),
             ..State::default()
         };
         let v = decide(&Input::TerminalTap(card("8")), &state, NOW, S);
@@ -644,9 +740,9 @@ mod tests {
     #[test]
     fn pass_bought_meanwhile_is_not_doubled() {
         let state = State {
-            pass: Some(Pass::issue(PassType::SingleUse, 0)),
+            pass: Some(issue(ProductId::SINGLE_USE, 0)),
             blocked: false,
-            sale: sale("7", Some(PassType::TenTrip)),
+            sale: sale("7", Some(terms(ProductId::TEN_TRIP))),
         };
         let v = decide(&Input::TerminalTap(card("7")), &state, NOW, S);
         assert!(matches!(v.outcome, Outcome::AlreadyHasPass { .. }));
@@ -656,26 +752,26 @@ mod tests {
 
     #[test]
     fn already_has_pass_and_rebuy_after_use() {
-        let state = with_pass(Pass::issue(PassType::TwoHour, 0));
+        let state = with_pass(issue(ProductId::TWO_HOUR, 0));
         let v = decide(&Input::TerminalTap(card("7")), &state, NOW, S);
         assert_eq!(
             v.outcome,
             Outcome::AlreadyHasPass {
-                pass: PassInfo::new(PassType::TwoHour)
+                pass: info(ProductId::TWO_HOUR)
             }
         );
         // An expired two-hour pass counts as none: the card may buy again.
-        let mut expired = Pass::issue(PassType::TwoHour, 0);
+        let mut expired = issue(ProductId::TWO_HOUR, 0);
         expired.expires_at = Some(NOW - 1);
         let v = decide(&Input::TerminalTap(card("7")), &with_pass(expired), NOW, S);
-        assert_eq!(v.outcome, Outcome::SelectPass);
+        assert_eq!(v.outcome, select());
         assert_eq!(v.pass, None);
     }
 
     #[test]
     fn button_without_sale() {
         let v = decide(
-            &Input::Button(PassType::SingleUse),
+            &Input::Button(terms(ProductId::SINGLE_USE)),
             &State::default(),
             NOW,
             S,
@@ -691,18 +787,18 @@ mod tests {
             }),
             ..State::default()
         };
-        let v = decide(&Input::Button(PassType::SingleUse), &state, NOW, S);
+        let v = decide(&Input::Button(terms(ProductId::SINGLE_USE)), &state, NOW, S);
         assert_eq!(v.outcome, Outcome::TapCardFirst);
         let state = State {
             sale: Some(Sale {
                 card: card("7"),
-                selected: Some(PassType::SingleUse),
+                selected: Some(terms(ProductId::SINGLE_USE)),
                 expires_at: NOW - 1,
             }),
             ..State::default()
         };
         let v = decide(&Input::TerminalTap(card("7")), &state, NOW, S);
-        assert_eq!(v.outcome, Outcome::SelectPass, "timed-out sale starts over");
+        assert_eq!(v.outcome, select(), "timed-out sale starts over");
     }
 
     const T: TimeSettings = TimeSettings {
@@ -727,7 +823,7 @@ mod tests {
 
     #[test]
     fn stale_waiting_tap_charges_nothing() {
-        let state = with_pass(Pass::issue(PassType::TenTrip, 0));
+        let state = with_pass(issue(ProductId::TEN_TRIP, 0));
         let t = timed(&state, Some(Stamp::online(NOW)), NOW + 1_500, None);
         assert!(
             matches!(t.verdict.outcome, Outcome::Granted { .. }),
@@ -747,19 +843,19 @@ mod tests {
     fn offline_entries_settle_at_their_time() {
         let eight = 8 * 3_600_000;
         let half_past = eight + 1_800_000;
-        let state = with_pass(Pass::issue(PassType::TwoHour, 0));
+        let state = with_pass(issue(ProductId::TWO_HOUR, 0));
         let t = timed(&state, Some(Stamp::offline(eight)), half_past, None);
         let Outcome::EntrySettled { pass } = &t.verdict.outcome else {
             panic!("{t:?}");
         };
         assert_eq!(
             pass.expires_at,
-            Some(eight + S.two_hour_ms),
+            Some(eight + TWO_HOUR_MS),
             "window from the entry"
         );
         assert!(t.verdict.activated);
         // Ten trips: each offline entry takes one.
-        let mut state = with_pass(Pass::issue(PassType::TenTrip, 0));
+        let mut state = with_pass(issue(ProductId::TEN_TRIP, 0));
         for left in [9, 8, 7] {
             let t = timed(&state, Some(Stamp::offline(NOW)), NOW + 60_000, None);
             let Outcome::EntrySettled { pass } = &t.verdict.outcome else {
@@ -783,7 +879,7 @@ mod tests {
         );
         let blocked = State {
             blocked: true,
-            ..with_pass(Pass::issue(PassType::SingleUse, 0))
+            ..with_pass(issue(ProductId::SINGLE_USE, 0))
         };
         let t = timed(&blocked, Some(Stamp::offline(NOW)), NOW, None);
         assert_eq!(
@@ -797,7 +893,7 @@ mod tests {
 
     #[test]
     fn clock_trust() {
-        let state = with_pass(Pass::issue(PassType::TenTrip, 0));
+        let state = with_pass(issue(ProductId::TEN_TRIP, 0));
         // Too far ahead: refused.
         let r = decide_timed(
             &Input::GateTap(card("1")),
@@ -851,22 +947,32 @@ mod tests {
     #[test]
     fn exhaustive_invariants() {
         let mut passes = vec![None];
-        for t in PassType::ALL {
-            passes.push(Some(Pass::issue(t, 0)));
+        for t in [
+            ProductId::SINGLE_USE,
+            ProductId::TEN_TRIP,
+            ProductId::TWO_HOUR,
+            TODAY,
+        ] {
+            passes.push(Some(issue(t, 0)));
         }
         for trips in [1, 2] {
-            let mut p = Pass::issue(PassType::TenTrip, 0);
+            let mut p = issue(ProductId::TEN_TRIP, 0);
             p.trips = trips;
             passes.push(Some(p));
         }
         for end in [NOW + 1, NOW, NOW - 1] {
-            let mut p = Pass::issue(PassType::TwoHour, 0);
+            let mut p = issue(ProductId::TWO_HOUR, 0);
             p.expires_at = Some(end);
             passes.push(Some(p));
         }
         let mut sales = vec![None];
         for c in ["1", "2"] {
-            for sel in [None, Some(PassType::SingleUse), Some(PassType::TwoHour)] {
+            for sel in [
+                None,
+                Some(terms(ProductId::SINGLE_USE)),
+                Some(terms(ProductId::TWO_HOUR)),
+                Some(terms(TODAY)),
+            ] {
                 for end in [NOW, NOW - 1] {
                     sales.push(Some(Sale {
                         card: card(c),
@@ -877,7 +983,9 @@ mod tests {
             }
         }
         let mut inputs = vec![Input::GateTap(card("1")), Input::TerminalTap(card("1"))];
-        inputs.extend(PassType::ALL.map(Input::Button));
+        inputs.extend(
+            [ProductId::SINGLE_USE, ProductId::TEN_TRIP, TODAY].map(|p| Input::Button(terms(p))),
+        );
         let mut seen = std::collections::HashSet::new();
         for input in &inputs {
             for pass in &passes {
@@ -925,9 +1033,15 @@ mod tests {
                 assert!(matches!(input, Input::GateTap(_)), "{ctx}");
                 assert!(live.is_some() && !state.blocked, "{ctx}");
             }
-            Outcome::PassIssued { pass } => {
+            Outcome::PassIssued { pass, price, .. } => {
                 assert!(live.is_none(), "one pass per card: {ctx}");
-                assert_eq!(v.pass.as_ref().map(|p| p.pass_type), Some(pass.pass_type));
+                let sold = v.pass.as_ref().map(|p| p.terms);
+                assert_eq!(sold.map(|t| t.product), Some(pass.pass_type), "{ctx}");
+                assert_eq!(
+                    sold.map(|t| t.price),
+                    Some(*price),
+                    "charged its price: {ctx}"
+                );
             }
             Outcome::Denied { reason } => {
                 assert_eq!(*reason == DenyReason::Blocked, state.blocked, "{ctx}");

@@ -13,8 +13,10 @@
 use std::collections::BTreeMap;
 
 use crate::event::{Event, EventKind};
+use crate::fares::Currency;
+use crate::ids::ProductId;
 use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
-use crate::message::{ClockSource, PassInfo, PassType, TapMode};
+use crate::message::{ClockSource, PassInfo, TapMode};
 
 /// The event kind (`pass-used`, …); in an entry from before this layout, the whole event's JSON.
 pub const EVENT: &str = "event";
@@ -28,9 +30,9 @@ pub const DEVICE_KIND: &str = "device_kind";
 pub const ID: &str = "id";
 /// [`Event::card`].
 pub const CARD: &str = "card";
-/// The pass type of [`Event::pass`].
+/// The product of [`Event::pass`].
 pub const PASS: &str = "pass";
-/// Ten-trip passes: `trips_remaining` of [`Event::pass`].
+/// A `trips` pass: `trips_remaining` of [`Event::pass`].
 pub const TRIPS: &str = "trips";
 /// `expires_at` of [`Event::pass`], Unix ms.
 pub const EXPIRES_AT: &str = "expires_at";
@@ -46,9 +48,13 @@ pub const MODE: &str = "mode";
 pub const CLOCK: &str = "clock";
 /// [`Event::skew_ms`].
 pub const SKEW_MS: &str = "skew_ms";
+/// [`Event::price`], minor units.
+pub const PRICE: &str = "price";
+/// [`Event::currency`].
+pub const CURRENCY: &str = "currency";
 
 /// Every field an entry may have, in the order writers use.
-pub const FIELDS: [&str; 15] = [
+pub const FIELDS: [&str; 17] = [
     EVENT,
     TIME,
     DEVICE,
@@ -64,10 +70,12 @@ pub const FIELDS: [&str; 15] = [
     MODE,
     CLOCK,
     SKEW_MS,
+    PRICE,
+    CURRENCY,
 ];
 
 /// The fields the decide script writes on every entry, in this order, empty when unused.
-pub const DECIDE_FIELDS: [&str; 13] = [
+pub const DECIDE_FIELDS: [&str; 15] = [
     EVENT,
     TIME,
     DEVICE,
@@ -81,6 +89,8 @@ pub const DECIDE_FIELDS: [&str; 13] = [
     TAP_TIME,
     MODE,
     CLOCK,
+    PRICE,
+    CURRENCY,
 ];
 
 /// Why a stream entry is not an event.
@@ -141,6 +151,8 @@ impl Event {
         put(MODE, self.mode.map(|m| m.as_str().to_owned()));
         put(CLOCK, self.clock.map(|c| c.as_str().to_owned()));
         put(SKEW_MS, self.skew_ms.map(|s| s.to_string()));
+        put(PRICE, self.price.map(|p| p.to_string()));
+        put(CURRENCY, self.currency.map(|c| c.as_str().to_owned()));
         out
     }
 
@@ -188,8 +200,12 @@ impl Event {
         e.skew_ms = text(SKEW_MS)
             .map(|v| v.parse::<i64>().map_err(|_| EntryError::NotNumber(SKEW_MS)))
             .transpose()?;
+        e.price = number(PRICE)?;
+        e.currency = text(CURRENCY)
+            .map(|v| Currency::parse(v).ok_or_else(|| unknown(CURRENCY, v)))
+            .transpose()?;
         if let Some(t) = text(PASS) {
-            let pass_type = PassType::parse(t).ok_or_else(|| unknown(PASS, t))?;
+            let pass_type = ProductId::parse(t).ok_or_else(|| unknown(PASS, t))?;
             let trips_remaining = text(TRIPS)
                 .map(|v| v.parse::<u32>().map_err(|_| EntryError::NotNumber(TRIPS)))
                 .transpose()?;
@@ -216,7 +232,7 @@ mod tests {
     use super::*;
     use crate::event::EventKind;
     use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
-    use crate::message::{ClockSource, PassInfo, PassType};
+    use crate::message::{ClockSource, PassInfo};
 
     fn round_trip(e: &Event) -> Event {
         let map: BTreeMap<String, String> = e
@@ -238,7 +254,7 @@ mod tests {
         e.clock = mode.map(|_| ClockSource::Device);
         let at = rules_time(10_000, tap_time, mode);
         e.pass = Some(PassInfo {
-            pass_type: PassType::TwoHour,
+            pass_type: ProductId::TWO_HOUR,
             trips_remaining: None,
             expires_at: Some(12_000),
             remaining_ms: Some(12_000 - at),
@@ -256,7 +272,11 @@ mod tests {
             assert_eq!(round_trip(&e), e);
         }
         let mut ten = Event::new(EventKind::PassIssued, 5);
-        ten.pass = Some(PassInfo::new(PassType::TenTrip));
+        let builtin = crate::fares::Catalogue::builtin(1);
+        let terms = builtin.product(ProductId::TEN_TRIP).expect("ten").terms;
+        ten.pass = Some(PassInfo::new(&terms, None, 5));
+        ten.price = Some(2_000);
+        ten.currency = Some(Currency::EUR);
         assert_eq!(round_trip(&ten), ten);
         let mut skew = Event::new(EventKind::ClockSkew, 5);
         skew.reason = Some("clock_off".into());
@@ -318,7 +338,8 @@ mod tests {
             (DEVICE_KIND, "kiosk"),
             (MODE, "later"),
             (CLOCK, "sundial"),
-            (PASS, "DAY"),
+            (PASS, "day pass"),
+            (CURRENCY, "euro"),
             (DEVICE, "g 1"),
         ] {
             assert!(

@@ -16,8 +16,8 @@
 use std::fmt;
 
 use crate::event::EventKind;
+use crate::ids::ProductId;
 use crate::ids::{DeviceId, DeviceKind, IdError};
-use crate::message::PassType;
 
 /// The default topic prefix.
 pub const DEFAULT_PREFIX: &str = "tapgate";
@@ -198,7 +198,7 @@ impl Topics {
     }
 
     /// The topic an event is published on, e.g. `tapgate/events/pass-used/TEN_TRIP`.
-    pub fn event(&self, kind: EventKind, pass: Option<PassType>) -> String {
+    pub fn event(&self, kind: EventKind, pass: Option<ProductId>) -> String {
         match (kind.has_pass_segment(), pass) {
             (true, Some(pass)) => format!("{}/events/{}/{}", self.prefix, kind, pass),
             _ => format!("{}/events/{}", self.prefix, kind),
@@ -295,11 +295,11 @@ mod tests {
             "tapgate/terminal/t1/decision"
         );
         assert_eq!(
-            t.event(EventKind::PassUsed, Some(PassType::TenTrip)),
+            t.event(EventKind::PassUsed, Some(ProductId::TEN_TRIP)),
             "tapgate/events/pass-used/TEN_TRIP"
         );
         assert_eq!(
-            t.event(EventKind::PassDenied, Some(PassType::TenTrip)),
+            t.event(EventKind::PassDenied, Some(ProductId::TEN_TRIP)),
             "tapgate/events/pass-denied"
         );
         assert_eq!(

@@ -9,8 +9,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ids::ProductId;
 use crate::ids::{CardId, IdError, MessageId};
-use crate::message::{Button, PassType, Stamp, Tap, TapMode};
+use crate::message::{Button, Stamp, Tap, TapMode};
 use crate::status::Heartbeat;
 use crate::text::escape_untrusted;
 use crate::topic::TopicError;
@@ -44,7 +45,8 @@ pub enum RejectReason {
     InvalidId,
     /// `card` breaks the card rule.
     InvalidCard,
-    /// `pass` is not one of the pass types.
+    /// `pass` is not a product id (1–32 of `A-Z 0-9 _`), or names no product of the bridge's
+    /// catalogue.
     UnknownPassType,
     /// The topic is not a device topic of the contract.
     BadTopic,
@@ -205,7 +207,7 @@ pub fn parse_tap_stamped(payload: &[u8]) -> Result<(Tap, Option<Stamp>), Rejecti
     Ok((Tap { id, card, replaces }, stamp))
 }
 
-/// Parses a button payload: `{"id": "...", "pass": "SINGLE_USE" | "TEN_TRIP" | "TWO_HOUR",
+/// Parses a button payload: `{"id": "...", "pass": "<product id>",
 /// "time": <Unix ms>, "mode": "online"}` (`time` and `mode` together or not at all; a button is
 /// never offline).
 pub fn parse_button(payload: &[u8]) -> Result<Button, Rejection> {
@@ -216,12 +218,12 @@ pub fn parse_button(payload: &[u8]) -> Result<Button, Rejection> {
 pub fn parse_button_stamped(payload: &[u8]) -> Result<(Button, Option<Stamp>), Rejection> {
     let (obj, id) = object_with_id(payload, &["id", "pass", "time", "mode"])?;
     let pass = string_field(&obj, "pass", &id)?;
-    let pass = PassType::parse(pass).ok_or_else(|| {
+    let pass = ProductId::new(pass).map_err(|e| {
         Rejection::new(
             RejectReason::UnknownPassType,
             format!(
-                "unknown pass type {:?}; expected one of SINGLE_USE, TEN_TRIP, TWO_HOUR",
-                truncate(pass)
+                "pass {:?} is not a product id: {e}",
+                crate::text::escape_untrusted(&truncate(pass), 80)
             ),
         )
         .with_id(Some(id.clone()))
@@ -598,7 +600,7 @@ mod tests {
         let t = parse_tap(br#"{"id":"g1-1","card":"123456"}"#).expect("tap");
         assert_eq!(t.card.as_str(), "123456");
         let b = parse_button(br#"{"pass":"TWO_HOUR","id":"t1-1"}"#).expect("button");
-        assert_eq!(b.pass, PassType::TwoHour);
+        assert_eq!(b.pass, ProductId::TWO_HOUR);
     }
 
     #[test]
@@ -626,7 +628,7 @@ mod tests {
             reason_of(parse_tap(br#"{"id":"a","card":"1","device":"g2"}"#)),
             UnknownField
         );
-        let e = parse_button(br#"{"id":"a","pass":"MONTHLY"}"#).expect_err("pass");
+        let e = parse_button(br#"{"id":"a","pass":"monthly"}"#).expect_err("pass");
         assert_eq!(e.reason, UnknownPassType);
         assert_eq!(e.id.as_ref().map(MessageId::as_str), Some("a"));
         let e = parse_button(br#"{"id":"a","card":"1"}"#).expect_err("button with card");

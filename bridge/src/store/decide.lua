@@ -16,17 +16,25 @@
 --                  [11] counters:unpaid, [12] seen key of the waiting tap an offline entry or
 --                  a retap replaces (only with args[9])
 --   terminal tap:  [7] card pass, [8] card blocked, [9] card recent, [10] counters:issued,
---                  [11] sale key of the terminal
+--                  [11] sale key of the terminal, [12] revenue of the current service day
 --   button:        [7] sale key of the terminal
 -- Only the keys a message can touch are passed: each costs Redis a string and a table slot.
 --
 -- Args: [1] op (gate|terminal|button; the device kind follows from it: gate taps come from gates,
 -- terminal taps and buttons from terminals), [2] now_ms, [3] device, [4] id, [5] the card for a
--- tap, the selected pass type for a button, [6] stamp time ('' without a stamp), [7] stamp mode
--- ('' without), [8] settings: "two_hour_ms sale_timeout_ms seen_ttl_s stream_maxlen recent_len
--- recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms retap_ms" (parsed once
--- while unchanged), [9] the id of the waiting tap an offline entry or a retap replaces (absent
--- otherwise; see settle_replaced).
+-- tap, the selected product for a button, [6] stamp time ('' without a stamp), [7] stamp mode
+-- ('' without), [8] settings: "legacy_period_ms sale_timeout_ms seen_ttl_s stream_maxlen
+-- recent_len recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms retap_ms"
+-- (parsed once while unchanged), [9] by op: gate, the id of the waiting tap an offline entry or a
+-- retap replaces (absent otherwise; see settle_replaced); button, the product's terms from the
+-- bridge's fare catalogue, "validity trips duration_ms price currency" (tapgate_protocol::fares::
+-- Terms::to_words); terminal tap, when the current service day ends (Unix ms: a service_day
+-- product sold now is valid until then).
+--
+-- Products are data: the script never names one. A pass record keeps the terms it was sold on
+-- (validity, trips, duration, price, currency), so a catalogue change never alters a pass sold
+-- before it. A record from before terms were stored (type SINGLE_USE, TEN_TRIP or TWO_HOUR and no
+-- validity) is read on the terms those types had, a TWO_HOUR's period being legacy_period_ms.
 --
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
 -- the stored result for a redelivery of the same content, '2' alone for an id already used with
@@ -35,9 +43,10 @@
 -- converts a table reply with a dozen lookups, a string with none.)
 --
 -- The result is one line of tab-separated fields (store/result.rs reads it):
---   outcome, reason, selected, pass type, trips left (ten-trip only), expires_at, time (the
---   bridge's clock), tap_time, clock ('' for both without a stamp), then per event appended to
---   the stream: its kind, stream id and reason.
+--   outcome, reason, selected, pass product, trips left (trips products only), expires_at, time
+--   (the bridge's clock), tap_time, clock ('' for both without a stamp), price and currency (of a
+--   chosen or sold product, else ''), then per event appended to the stream: its kind, stream id
+--   and reason.
 -- An event carries the decision's pass when its kind is one with a pass in the topic
 -- (pass-issued, pass-used, pass-activated), and the decision's device, id, card and mode.
 --
@@ -74,7 +83,10 @@ local function bind()
   max, floor = _G.math.max, _G.math.floor
 end
 
-local PASS_TYPES = {SINGLE_USE = true, TEN_TRIP = true, TWO_HOUR = true}
+local VALIDITIES = {single = true, trips = true, period = true, service_day = true}
+-- Records from before terms were stored: their type's terms (a TWO_HOUR's period is the
+-- settings' legacy_period_ms).
+local LEGACY = {SINGLE_USE = 'single', TEN_TRIP = 'trips', TWO_HOUR = 'period'}
 local DENY_REASONS = {no_pass = true, expired = true, blocked = true, corrupt_pass = true}
 -- Expired passes and sales are judged by their stored deadline against `now`; Redis expiry is only
 -- garbage collection, set this much later so it never decides anything.
@@ -85,7 +97,7 @@ local GC_MS = 60000
 -- the costliest step of a call after the commands themselves, so everything handed to Redis
 -- below is a string (`int` formats an integer once, where it is computed).
 local settings_text
-local two_hour, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_ttl
+local legacy_period, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_ttl
 local window, max_future, max_skew, retap_ms
 local recent_keep
 
@@ -112,7 +124,7 @@ local function load_settings(text)
   for n in string.gmatch(text, '%d+') do
     v[#v + 1], t[#t + 1] = tonumber(n), n
   end
-  two_hour, sale_timeout, seen_ttl, maxlen = v[1], v[2], t[3], t[4]
+  legacy_period, sale_timeout, seen_ttl, maxlen = v[1], v[2], t[3], t[4]
   recent_len, recent_ttl, device_ttl = v[5], t[6], t[7]
   window, max_future, max_skew, retap_ms = v[8], v[9], v[10], v[11]
   recent_keep = tostring(recent_len - 1)
@@ -123,8 +135,8 @@ end
 -- This call's message and keys.
 local op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_time, stamp_text, mode
 local k_seen, k_stream, k_device, k_presence, k_stale, k_denied
-local k_pass, k_blocked, k_recent, k_entries, k_unpaid, k_replaced, k_issued, k_sale
-local replaces
+local k_pass, k_blocked, k_recent, k_entries, k_unpaid, k_replaced, k_issued, k_sale, k_revenue
+local replaces, chosen_terms, day_end
 local fingerprint, seen_unit, seen_for
 -- When the message happened on the bridge's clock, and which clock that is.
 local at, clock
@@ -142,12 +154,12 @@ local function at_text()
   return at_string
 end
 
--- ...and a pass's trips left (ten-trip only, else '') and expiry ('' if none), once the pass is
--- final for this call (after gate() has counted the trip or activated it).
+-- ...and a pass's trips left (trips products only, else '') and expiry ('' if none), once the
+-- pass is final for this call (after gate() has counted the trip or activated it).
 local function pass_texts(p)
   if not p.trips_text then
     p.trips_text, p.expires_text = '', ''
-    if p.type == 'TEN_TRIP' then p.trips_text = int(p.trips) end
+    if p.validity == 'trips' then p.trips_text = int(p.trips) end
     if p.expires_at then p.expires_text = int(p.expires_at) end
   end
   return p.trips_text, p.expires_text
@@ -171,37 +183,42 @@ local function fingerprint_of(m_op, m_card, m_chosen, m_stamp, m_mode, m_replace
   return f
 end
 
--- The result line of this call's decision (its events so far at the end).
-local function result_line(outcome, reason, selected, p)
+-- The result line of this call's decision (its events so far at the end). `price` is the price
+-- and currency of a chosen or sold product, "price\tcurrency".
+local function result_line(outcome, reason, selected, p, price)
   local ptype, trips, expires = '', '', ''
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
   return outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t' .. ptype
     .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
-    .. clock_name .. '\t' .. events
+    .. clock_name .. '\t' .. (price or '\t') .. '\t' .. events
 end
 
 -- The result line; stored for redeliveries, then returned.
-local function finish(outcome, reason, selected, p)
+local function finish(outcome, reason, selected, p, price)
   if (outcome == 'denied' or outcome == 'unpaid_entry') and not DENY_REASONS[reason] then
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
-  local result = result_line(outcome, reason, selected, p)
+  local result = result_line(outcome, reason, selected, p, price)
   call('SET', k_seen, fingerprint .. '\n' .. result, seen_unit, seen_for)
   return '0' .. result
 end
 
--- Appends an event to the stream (and the card's recent list); `p` is the pass it reports.
-local function emit(name, p, reason)
+-- Appends an event to the stream (and the card's recent list); `p` is the pass it reports, and
+-- for a sale (`sold`) the price it was sold at.
+local function emit(name, p, reason, sold)
   local ptype, trips, expires = '', '', ''
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
+  local price, currency = '', ''
+  if sold then price, currency = int(p.price), p.currency end
   local seq = call('XADD', k_stream, '*', 'event', name,
     'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
-    'tap_time', tap_time, 'mode', mode, 'clock', clock_name)
+    'tap_time', tap_time, 'mode', mode, 'clock', clock_name, 'price', price,
+    'currency', currency)
   since_trim = since_trim + 1
   if since_trim >= TRIM_EVERY then
     call('XTRIM', k_stream, 'MAXLEN', '~', maxlen)
@@ -235,21 +252,37 @@ local function int_field(v)
   return n
 end
 
--- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (an
--- unknown type or a garbled field). A corrupt record is never granted, sold over or rewritten.
+-- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (a
+-- garbled field, an unknown validity, a type without terms that no earlier version wrote). A
+-- corrupt record is never granted, sold over or rewritten.
 local function load_pass()
-  local f = call('HMGET', k_pass, 'type', 'trips', 'expires_at', 'issued_at')
+  local f = call('HMGET', k_pass, 'type', 'trips', 'expires_at', 'issued_at', 'validity',
+    'duration', 'price', 'currency')
   if not (f[1] or f[2] or f[3] or f[4]) then
     -- No pass, or (rarely) a record without any of its fields: corrupt.
     if call('EXISTS', k_pass) == 0 then return nil end
     return nil, true
   end
   local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
-  if not PASS_TYPES[f[1]] or trips == false or expires_at == false or issued_at == false then
+  local validity, duration, price = f[5], int_field(f[6]), int_field(f[7])
+  if not f[1] or find(f[1], '^[A-Z0-9_]+$') == nil or trips == false or expires_at == false
+      or issued_at == false or duration == false or price == false then
     return nil, true
   end
-  if f[1] == 'TEN_TRIP' and (trips == nil or trips > 10) then return nil, true end
-  return {type = f[1], trips = trips or 0, expires_at = expires_at, issued_at = issued_at or 0}
+  if not validity then
+    -- Written before terms were stored.
+    validity = LEGACY[f[1]]
+    if not validity then return nil, true end
+    if validity == 'period' then duration = legacy_period end
+    if validity == 'trips' and (trips == nil or trips > 10) then return nil, true end
+  elseif not VALIDITIES[validity] then
+    return nil, true
+  end
+  if validity == 'trips' and trips == nil then return nil, true end
+  if validity == 'period' and not duration then return nil, true end
+  if validity == 'service_day' and not expires_at then return nil, true end
+  return {type = f[1], validity = validity, trips = trips or 0, duration = duration or 0,
+    price = price or 0, currency = f[8] or '', expires_at = expires_at, issued_at = issued_at or 0}
 end
 
 local function live(p)
@@ -266,22 +299,36 @@ local function live_pass()
   return p, corrupt
 end
 
--- One HSET: a pass is only written over itself (a ten-trip's count, a two-hour's activation) or
+-- A pass as it is stored once its count or activation changes (the whole record: an older
+-- record's fields are all rewritten, its terms with them). A pass is only written over itself or
 -- where there is none (issued where load_pass found nothing or deleted an expired one), so no
 -- field of an older record can be left behind.
 local function save_pass(p)
   if p.expires_at then
-    call('HSET', k_pass, 'type', p.type, 'trips', int(p.trips), 'issued_at',
-      int(p.issued_at), 'expires_at', int(p.expires_at))
+    call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
+      'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
+      'issued_at', int(p.issued_at), 'expires_at', int(p.expires_at))
     call('PEXPIRE', k_pass, int(max(p.expires_at - bridge_now, 0) + GC_MS))
   else
-    call('HSET', k_pass, 'type', p.type, 'trips', int(p.trips), 'issued_at',
-      int(p.issued_at))
+    call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
+      'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
+      'issued_at', int(p.issued_at))
   end
 end
 
+-- Terms as the bridge passes them and a sale stores them: "validity trips duration price
+-- currency". Nil when unreadable.
+local function read_terms(text)
+  if not text then return nil end
+  local v, trips, duration, price, currency =
+    match(text, '^(%l[%l_]*) (%d+) (%d+) (%d+) (%u%u%u)$')
+  if not v or not VALIDITIES[v] then return nil end
+  return {validity = v, trips = tonumber(trips), duration = tonumber(duration),
+    price = tonumber(price), currency = currency, text = text}
+end
+
 local function load_sale()
-  local f = call('HMGET', k_sale, 'card', 'selected', 'expires_at')
+  local f = call('HMGET', k_sale, 'card', 'selected', 'expires_at', 'terms')
   if not f[1] then return nil end
   local expires_at = tonumber(f[3]) or 0
   if now > expires_at then
@@ -291,12 +338,12 @@ local function load_sale()
   local selected = f[2]
   if selected == '' then selected = nil end
   -- Card ids are upper case; a sale started before that rule compares the same way.
-  return {card = upper(f[1]), selected = selected}
+  return {card = upper(f[1]), selected = selected, terms = read_terms(f[4])}
 end
 
-local function save_sale(sale_card, selected)
+local function save_sale(sale_card, selected, terms_text)
   call('HSET', k_sale, 'card', sale_card, 'selected', selected or '',
-    'expires_at', int(now + sale_timeout))
+    'terms', terms_text or '', 'expires_at', int(now + sale_timeout))
   call('PEXPIRE', k_sale, int(sale_timeout + GC_MS))
 end
 
@@ -353,7 +400,8 @@ local function decided_before(msg_id, msg_mode, near, before)
   if outcome == 'denied' then reason = last.reason end
   return outcome .. '\t' .. reason .. '\t\t' .. (last.pass or '') .. '\t' .. (last.trips or '')
     .. '\t' .. (last.expires_at or '') .. '\t' .. (last.time or '') .. '\t'
-    .. (last.tap_time or '') .. '\t' .. (last.clock or '') .. '\t' .. found
+    .. (last.tap_time or '') .. '\t' .. (last.clock or '') .. '\t' .. (last.price or '')
+    .. '\t' .. (last.currency or '') .. '\t' .. found
 end
 
 -- A gate's message naming the waiting tap it replaces (same device and card): the ride is charged
@@ -404,14 +452,18 @@ local function settle_replaced()
     if not tab then return nil end
     f[#f + 1], pos = sub(line, pos, tab - 1), tab + 1
   end
-  if f[1] ~= 'granted' or not PASS_TYPES[f[4]] then return nil end
+  if f[1] ~= 'granted' or f[4] == '' then return nil end
   if retap then
     -- Granted on that charge, with no event to find it by: its record is kept until a retap
     -- naming it could no longer come, should its answer be lost too.
     seen_unit, seen_for = 'PX', int(retap_ms + window + max_future)
   end
+  -- The pass as that answer reported it: trips left are reported only for a trips product.
+  local validity = 'single'
+  if f[5] ~= '' then validity = 'trips' end
   return finish(retap and 'granted' or 'entry_settled', nil, nil,
-    {type = f[4], trips = tonumber(f[5]) or 0, expires_at = tonumber(f[6]), issued_at = 0})
+    {type = f[4], validity = validity, trips = tonumber(f[5]) or 0,
+      expires_at = tonumber(f[6]), issued_at = 0})
 end
 
 local function gate()
@@ -424,15 +476,15 @@ local function gate()
     return deny('expired')
   end
   local activated = false
-  if p.type == 'TEN_TRIP' then
+  if p.validity == 'trips' then
     p.trips = max(p.trips - 1, 0)
-  elseif p.type == 'TWO_HOUR' and not p.expires_at then
-    p.expires_at = now + two_hour
+  elseif p.validity == 'period' and not p.expires_at then
+    p.expires_at = now + p.duration
     activated = true
   end
-  if p.type == 'SINGLE_USE' or (p.type == 'TEN_TRIP' and p.trips == 0) then
+  if p.validity == 'single' or (p.validity == 'trips' and p.trips == 0) then
     call('DEL', k_pass)
-  elseif p.type == 'TEN_TRIP' or activated then
+  elseif p.validity == 'trips' or activated then
     save_pass(p)
   end
   call('HINCRBY', k_entries, p.type, '1')
@@ -458,16 +510,27 @@ local function terminal()
     if p then
       return finish('already_has_pass', nil, nil, p)
     end
-    if not PASS_TYPES[sale.selected] then
-      return redis.error_reply('tapgate: sale holds an unknown pass type')
+    local t = sale.terms
+    if not t or find(sale.selected, '^[A-Z0-9_]+$') == nil then
+      return redis.error_reply('tapgate: sale holds an unreadable product or terms')
     end
-    p = {type = sale.selected, trips = 0, issued_at = now}
-    if p.type == 'TEN_TRIP' then p.trips = 10 end
+    p = {type = sale.selected, validity = t.validity, trips = 0, duration = t.duration,
+      price = t.price, currency = t.currency, issued_at = now}
+    if t.validity == 'trips' then p.trips = t.trips end
+    if t.validity == 'service_day' then p.expires_at = day_end end
     save_pass(p)
     call('HINCRBY', k_issued, p.type, '1')
     count_device('issued')
-    emit('pass-issued', p)
-    return finish('pass_issued', nil, nil, p)
+    -- Revenue of the service day, by product and by terminal, in the same step as the sale.
+    local price = int(p.price)
+    call('HINCRBY', k_revenue, 'sales', '1')
+    call('HINCRBY', k_revenue, 'amount', price)
+    call('HINCRBY', k_revenue, 'product:' .. p.type .. ':sales', '1')
+    call('HINCRBY', k_revenue, 'product:' .. p.type .. ':amount', price)
+    call('HINCRBY', k_revenue, 'terminal:' .. device .. ':sales', '1')
+    call('HINCRBY', k_revenue, 'terminal:' .. device .. ':amount', price)
+    emit('pass-issued', p, nil, true)
+    return finish('pass_issued', nil, nil, p, price .. '\t' .. p.currency)
   end
   call('DEL', k_sale)
   if blocked() then return deny('blocked') end
@@ -485,43 +548,50 @@ local function button()
   if not sale then
     return finish('tap_card_first')
   end
-  if not PASS_TYPES[chosen] then
+  local t = read_terms(chosen_terms)
+  if find(chosen, '^[A-Z0-9_]+$') == nil or not t then
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
-  save_sale(sale.card, chosen)
-  return finish('tap_to_confirm', nil, chosen)
+  save_sale(sale.card, chosen, t.text)
+  return finish('tap_to_confirm', nil, chosen, nil, int(t.price) .. '\t' .. t.currency)
 end
 
-return function(keys, args)
-  if not format then bind() end
-  call = redis.call
+-- This call's message, keys and arguments, into the locals above. Apart from the function below
+-- because Lua allows a function at most 60 upvalues.
+local function take(keys, args)
   op, now_text = args[1], args[2]
   now = tonumber(now_text)
   bridge_now = now
   device, id = args[3], args[4]
   stamp_text, mode = args[6], args[7]
-  replaces = args[9] or ''
+  replaces, chosen_terms, day_end = '', nil, nil
   stamp_time = tonumber(stamp_text)
   if args[8] ~= settings_text then load_settings(args[8]) end
   k_seen, k_stream, k_device, k_presence, k_stale, k_denied =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
   -- Every per-op key is assigned on every call (nil where the op has none), so none is left
   -- over from an earlier call.
-  k_entries, k_unpaid, k_replaced, k_issued = nil, nil, nil, nil
+  k_entries, k_unpaid, k_replaced, k_issued, k_revenue = nil, nil, nil, nil, nil
   if op == 'button' then
-    kind, card, chosen = 'terminal', '', args[5]
+    kind, card, chosen, chosen_terms = 'terminal', '', args[5], args[9]
     k_sale, k_pass, k_blocked, k_recent = keys[7], nil, nil, nil
   else
     card, chosen = args[5], ''
     k_pass, k_blocked, k_recent = keys[7], keys[8], keys[9]
     if op == 'gate' then
-      kind, k_sale = 'gate', nil
+      kind, k_sale, replaces = 'gate', nil, args[9] or ''
       k_entries, k_unpaid, k_replaced = keys[10], keys[11], keys[12]
     else
-      kind = 'terminal'
-      k_issued, k_sale = keys[10], keys[11]
+      kind, day_end = 'terminal', tonumber(args[9])
+      k_issued, k_sale, k_revenue = keys[10], keys[11], keys[12]
     end
   end
+end
+
+return function(keys, args)
+  if not format then bind() end
+  call = redis.call
+  take(keys, args)
   events = ''
   at, clock, at_string = now, 'bridge', nil
 

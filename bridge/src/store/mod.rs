@@ -79,8 +79,8 @@ impl StoreError {
 /// Rule timings and retention, from the bridge config.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreSettings {
-    /// Two-hour window, ms.
-    pub two_hour_ms: u64,
+    /// The period of a pass stored before passes kept their terms (type `TWO_HOUR`), ms.
+    pub legacy_period_ms: u64,
     /// Sale timeout, ms.
     pub sale_timeout_ms: u64,
     /// Idempotency record lifetime of an offline entry or an unstamped message, s. A waiting
@@ -102,7 +102,7 @@ impl StoreSettings {
     /// order `decide.lua` reads them.
     pub fn decide_arg(&self) -> String {
         [
-            self.two_hour_ms,
+            self.legacy_period_ms,
             self.sale_timeout_ms,
             self.seen_ttl_s,
             self.stream_maxlen,

@@ -7,6 +7,7 @@
 //! thousand instructions each.
 
 use redis::Cmd;
+use tapgate_protocol::fares::ServiceDay;
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::{keys, DeviceId, DeviceKind, MessageId, Stamp};
 
@@ -28,6 +29,9 @@ pub struct Request<'a> {
     /// The waiting tap (same device) an offline entry stands for or a retap follows, whose charge
     /// it must not repeat.
     pub replaces: Option<&'a MessageId>,
+    /// The service day `now_ms` is in, for a terminal's tap (a sale counts its revenue there and
+    /// a `service_day` product is valid until it ends).
+    pub day: Option<ServiceDay>,
 }
 
 /// The op argument of each input. A gate tap's op is its device kind, and a terminal's messages
@@ -51,7 +55,7 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
         keys::COUNTERS_STALE.to_owned(),
         keys::COUNTERS_DENIED.to_owned(),
     ]);
-    let mut replaces = None;
+    let mut last = None;
     let subject = match req.input {
         Input::GateTap(c) => {
             k.extend([
@@ -63,7 +67,7 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
             ]);
             if let Some(waiting) = req.replaces {
                 k.push(keys::seen(req.kind, req.device, waiting));
-                replaces = Some(waiting);
+                last = Some(waiting.as_str().to_owned());
             }
             c.as_str()
         }
@@ -75,11 +79,17 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
                 keys::COUNTERS_ISSUED.to_owned(),
                 keys::sale(req.device),
             ]);
+            // Without a day (never from the bridge) a sale counts on the epoch's day and a
+            // service-day pass sold now expires at once: loud in tests, harmless otherwise.
+            let day = req.day.unwrap_or(ServiceDay::EPOCH);
+            k.push(keys::revenue(&day.label()));
+            last = Some(day.ends_at_ms.to_string());
             c.as_str()
         }
-        Input::Button(p) => {
+        Input::Button(t) => {
             k.push(keys::sale(req.device));
-            p.as_str()
+            last = Some(t.to_words());
+            t.product.as_str()
         }
     };
     let mut call = library.call(Function::Decide, &k);
@@ -91,8 +101,8 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
         .arg(req.stamp.map(|s| s.time.to_string()).unwrap_or_default())
         .arg(req.stamp.map(|s| s.mode.as_str()).unwrap_or(""))
         .arg(settings);
-    if let Some(waiting) = replaces {
-        call.arg(waiting.as_str());
+    if let Some(last) = last {
+        call.arg(last);
     }
     call
 }
@@ -100,7 +110,7 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapgate_protocol::{CardId, PassType};
+    use tapgate_protocol::{CardId, Catalogue, ProductId};
 
     fn args(cmd: &Cmd) -> Vec<String> {
         cmd.args_iter()
@@ -118,12 +128,16 @@ mod tests {
         let device = DeviceId::new("d1").expect("device");
         let id = MessageId::new("m1").expect("id");
         let card = CardId::new("04AB").expect("card");
+        let terms = Catalogue::builtin(1)
+            .product(ProductId::TEN_TRIP)
+            .expect("ten trip")
+            .terms;
         let cases = [
-            (DeviceKind::Gate, Input::GateTap(card.clone()), 11),
-            (DeviceKind::Terminal, Input::TerminalTap(card), 11),
-            (DeviceKind::Terminal, Input::Button(PassType::TenTrip), 7),
+            (DeviceKind::Gate, Input::GateTap(card.clone()), 11, 8),
+            (DeviceKind::Terminal, Input::TerminalTap(card), 12, 9),
+            (DeviceKind::Terminal, Input::Button(terms), 7, 9),
         ];
-        for (kind, input, nkeys) in cases {
+        for (kind, input, nkeys, nargs) in cases {
             let req = Request {
                 kind,
                 device: &device,
@@ -132,13 +146,18 @@ mod tests {
                 now_ms: 1,
                 stamp: None,
                 replaces: None,
+                day: None,
             };
             let a = args(&decide_command(&Library::new(), "s", &req));
             assert_eq!(a[2], nkeys.to_string(), "{input:?}");
             let op = &a[3 + nkeys];
             let script_kind = if op == "button" { "terminal" } else { op };
             assert_eq!(script_kind, kind.as_str(), "{input:?}");
-            assert_eq!(a.len(), 3 + nkeys + 8, "{input:?}: no replaces argument");
+            assert_eq!(
+                a.len(),
+                3 + nkeys + nargs,
+                "{input:?}: no replaces argument"
+            );
         }
     }
 }

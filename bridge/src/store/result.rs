@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use tapgate_protocol::stream;
 use tapgate_protocol::{
-    Decision, DeviceId, DeviceKind, Event, MessageId, Outcome, PassInfo, PassType, Stamp,
+    Currency, Decision, DeviceId, DeviceKind, Event, MessageId, Outcome, PassInfo, ProductId, Stamp,
 };
 
 /// Why a result cannot be read.
@@ -38,14 +38,25 @@ pub struct Parsed {
 }
 
 /// Fixed fields before the events.
-const FIXED: usize = 9;
+const FIXED: usize = 11;
+/// Fixed fields of a line stored before prices (no price and currency). Such a line has ten
+/// fields when it has no events (the last one empty), else its tenth is an event kind, never a
+/// price's digits nor empty.
+const FIXED_BEFORE_PRICES: usize = 9;
 
 /// Reads a result line (or an older JSON result).
 pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     if text.starts_with('{') {
         return parse_json(text);
     }
-    let fields: Vec<&str> = text.split('\t').collect();
+    let mut fields: Vec<&str> = text.split('\t').collect();
+    let before_prices = fields.len() == FIXED_BEFORE_PRICES + 1
+        || fields
+            .get(FIXED_BEFORE_PRICES)
+            .is_some_and(|f| !f.is_empty() && !f.bytes().all(|b| b.is_ascii_digit()));
+    if before_prices {
+        fields.splice(FIXED_BEFORE_PRICES..FIXED_BEFORE_PRICES, ["", ""]);
+    }
     let bad = |why: &str| {
         BadResult(format!(
             "{why}: {:?}",
@@ -55,7 +66,9 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     let (fixed, rest) = fields
         .split_at_checked(FIXED)
         .ok_or_else(|| bad("too few fields"))?;
-    let [outcome, reason, selected, pass, trips, expires_at, time, tap_time, clock] = fixed else {
+    let [outcome, reason, selected, pass, trips, expires_at, time, tap_time, clock, price, currency] =
+        fixed
+    else {
         return Err(bad("too few fields"));
     };
     let number = |v: &str| -> Result<Option<u64>, BadResult> {
@@ -69,7 +82,7 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     let pass_info = if pass.is_empty() {
         None
     } else {
-        let pass_type = PassType::parse(pass).ok_or_else(|| bad("unknown pass type"))?;
+        let pass_type = ProductId::parse(pass).ok_or_else(|| bad("unknown product"))?;
         let trips_remaining = number(trips)?
             .map(u32::try_from)
             .transpose()
@@ -83,7 +96,15 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
             remaining_ms: expires_at.map(|e| e.saturating_sub(at)),
         })
     };
-    let outcome = Outcome::from_parts(outcome, reason, selected, pass_info)
+    let sold = match (number(price)?, *currency) {
+        (None, "") => None,
+        (Some(p), c) => Some((
+            p,
+            Currency::parse(c).ok_or_else(|| bad("unknown currency"))?,
+        )),
+        (None, _) => return Err(bad("a currency without a price")),
+    };
+    let outcome = Outcome::from_parts(outcome, reason, selected, pass_info, sold)
         .ok_or_else(|| bad("not a decision"))?;
     let decision = Decision {
         id: Some(asked.id.clone()),
@@ -116,6 +137,8 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
                 stream::TAP_TIME => tap_time,
                 stream::MODE if !tap_time.is_empty() => mode,
                 stream::CLOCK => clock,
+                stream::PRICE if *kind == "pass-issued" => price,
+                stream::CURRENCY if *kind == "pass-issued" => currency,
                 _ => return None,
             })
         };
@@ -163,7 +186,7 @@ fn parse_json(text: &str) -> Result<Parsed, BadResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapgate_protocol::{ClockSource, EventKind, Outcome, PassInfo, PassType, TapMode};
+    use tapgate_protocol::{ClockSource, EventKind, Outcome, PassInfo, ProductId, TapMode};
 
     fn asked<'a>(device: &'a DeviceId, id: &'a MessageId, stamp: Option<Stamp>) -> Asked<'a> {
         Asked {
@@ -185,10 +208,10 @@ mod tests {
             time: 990,
             mode: TapMode::Online,
         };
-        let line = "granted\t\t\tTWO_HOUR\t\t8000\t1000\t990\tdevice\tpass-activated\t1-0\t\tpass-used\t1-1\t";
+        let line = "granted\t\t\tTWO_HOUR\t\t8000\t1000\t990\tdevice\t\t\tpass-activated\t1-0\t\tpass-used\t1-1\t";
         let p = parse(line, &asked(&device, &id, Some(stamp))).expect("parse");
         let pass = PassInfo {
-            pass_type: PassType::TwoHour,
+            pass_type: ProductId::TWO_HOUR,
             trips_remaining: None,
             expires_at: Some(8000),
             remaining_ms: Some(7000),
@@ -217,23 +240,35 @@ mod tests {
             DeviceId::new("g1").expect("device"),
             MessageId::new("m1").expect("id"),
         );
-        let p = parse(
+        // Stored before prices (nine fixed fields) and after (eleven): both read.
+        for line in [
             "denied\tno_pass\t\t\t\t\t5\t\t\tpass-denied\t2-0\tno_pass",
-            &asked(&device, &id, None),
-        )
-        .expect("parse");
-        assert_eq!(p.events.len(), 1);
-        assert_eq!(p.events[0].reason.as_deref(), Some("no_pass"));
-        assert_eq!(p.events[0].pass, None);
-        assert_eq!(p.events[0].mode, None);
-        let p = parse("select_pass\t\t\t\t\t\t5\t\t\t", &asked(&device, &id, None)).expect("p");
-        assert_eq!(p.decision.outcome, Outcome::SelectPass);
-        assert!(p.events.is_empty());
+            "denied\tno_pass\t\t\t\t\t5\t\t\t\t\tpass-denied\t2-0\tno_pass",
+        ] {
+            let p = parse(line, &asked(&device, &id, None)).expect("parse");
+            assert_eq!(p.events.len(), 1, "{line:?}");
+            assert_eq!(p.events[0].reason.as_deref(), Some("no_pass"));
+            assert_eq!(p.events[0].pass, None);
+            assert_eq!(p.events[0].mode, None);
+        }
+        for line in [
+            "select_pass\t\t\t\t\t\t5\t\t\t",
+            "select_pass\t\t\t\t\t\t5\t\t\t\t\t",
+        ] {
+            let p = parse(line, &asked(&device, &id, None)).expect("p");
+            let select = Outcome::SelectPass {
+                products: Vec::new(),
+            };
+            assert_eq!(p.decision.outcome, select, "{line:?}");
+            assert!(p.events.is_empty());
+        }
         for bad in [
             "",
             "granted\t\t",
-            "nonsense\t\t\t\t\t\t5\t\t\t",
-            "denied\tno_pass\t\t\t\t\t5\t\t\tx",
+            "nonsense\t\t\t\t\t\t5\t\t\t\t\t",
+            "denied\tno_pass\t\t\t\t\t5\t\t\t\t\tx",
+            "tap_to_confirm\t\tDAY\t\t\t\t5\t\t\t750\teuro\t",
+            "tap_to_confirm\t\tDAY\t\t\t\t5\t\t\t\tEUR\t",
         ] {
             assert!(parse(bad, &asked(&device, &id, None)).is_err(), "{bad:?}");
         }

@@ -144,7 +144,7 @@ pub async fn admin(redis: &tapgate_testkit::RedisServer) -> redis::aio::Multiple
 /// sales, records and history kept an hour, a stream of 1,000, default time limits.
 pub fn store_settings() -> StoreSettings {
     StoreSettings {
-        two_hour_ms: 2 * 3_600_000,
+        legacy_period_ms: 2 * 3_600_000,
         sale_timeout_ms: 30_000,
         seen_ttl_s: 3600,
         stream_maxlen: 1000,

@@ -3,14 +3,14 @@
 //! Arcade buttons are wired between the pin and ground with the pin's pull-up on, so a pressed
 //! button reads low. A contact bounces for a few milliseconds; [`Debouncer`] accepts a level only
 //! after it has held for the settle time, and reports a press on the stable high → low edge.
-//! [`PinButtons`] samples three pins (single, ten-trip, two-hour) through their debouncers.
+//! [`PinButtons`] samples any number of pins, one per button, through their debouncers; a press
+//! is reported by the button's position (which product it sells is the terminal's setting).
 //! [`watch`] polls any [`Buttons`] on a timer and forwards presses; it runs on tokio time, so
 //! tests drive it with `tokio::time::pause()`.
 
 use std::time::Duration;
 
 use embedded_hal::digital::InputPin;
-use tapgate_protocol::PassType;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -66,30 +66,29 @@ impl Debouncer {
 
 /// Why the buttons could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the {pass} button: {source}")]
+#[error("cannot read button {}: {source}", .button + 1)]
 pub struct ButtonError {
-    pub pass: PassType,
+    /// The button's position, from 0.
+    pub button: usize,
     /// The pin's error.
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// Three active-low buttons, one per pass type, in [`PassType::ALL`] order.
+/// Active-low buttons, known by their position in the list of pins.
 pub struct PinButtons<P> {
-    pins: [P; 3],
-    debouncers: [Debouncer; 3],
+    pins: Vec<P>,
+    debouncers: Vec<Debouncer>,
 }
 
 impl<P: InputPin> PinButtons<P> {
-    /// Buttons on `pins` (single, ten-trip, two-hour), each debounced with `settle`.
-    pub fn new(pins: [P; 3], settle: Duration) -> Self {
-        Self {
-            pins,
-            debouncers: std::array::from_fn(|_| Debouncer::new(settle)),
-        }
+    /// Buttons on `pins` (button 0 first), each debounced with `settle`.
+    pub fn new(pins: Vec<P>, settle: Duration) -> Self {
+        let debouncers = pins.iter().map(|_| Debouncer::new(settle)).collect();
+        Self { pins, debouncers }
     }
 
     /// Releases the pins.
-    pub fn release(self) -> [P; 3] {
+    pub fn release(self) -> Vec<P> {
         self.pins
     }
 }
@@ -101,32 +100,33 @@ where
 {
     type Error = ButtonError;
 
-    fn poll(&mut self, now: Instant) -> Result<Option<PassType>, ButtonError> {
+    fn poll(&mut self, now: Instant) -> Result<Option<usize>, ButtonError> {
         let mut pressed = None;
-        for ((pin, debouncer), pass) in self
+        for (button, (pin, debouncer)) in self
             .pins
             .iter_mut()
             .zip(self.debouncers.iter_mut())
-            .zip(PassType::ALL)
+            .enumerate()
         {
             let low = pin.is_low().map_err(|e| ButtonError {
-                pass,
+                button,
                 source: Box::new(e),
             })?;
             if debouncer.sample(low, now) && pressed.is_none() {
-                pressed = Some(pass);
+                pressed = Some(button);
             }
         }
         Ok(pressed)
     }
 }
 
-/// Samples `buttons` every `period` and sends each press to `presses` until `shutdown`.
+/// Samples `buttons` every `period` and sends each press (the button's position) to `presses`
+/// until `shutdown`.
 /// Read errors are logged (once per run of failures) and sampling goes on.
 pub async fn watch<B: Buttons>(
     mut buttons: B,
     period: Duration,
-    presses: mpsc::Sender<PassType>,
+    presses: mpsc::Sender<usize>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(period);
@@ -138,8 +138,8 @@ pub async fn watch<B: Buttons>(
             _ = tick.tick() => {}
         }
         match buttons.poll(Instant::now()) {
-            Ok(Some(pass)) => {
-                if presses.send(pass).await.is_err() {
+            Ok(Some(button)) => {
+                if presses.send(button).await.is_err() {
                     return;
                 }
                 failing = false;
@@ -164,8 +164,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn bouncy_press_counts_once() {
-        // Samples every 5 ms on the ten-trip button: released, a bouncy press, held, a bouncy
-        // release, released. The other two buttons stay released.
+        // Samples every 5 ms on the second of three buttons: released, a bouncy press, held, a
+        // bouncy release, released. The other two buttons stay released.
         let ten: Vec<bool> = [
             vec![false, false],
             vec![true, false, true, false, true], // bounce, never 30 ms stable
@@ -177,7 +177,7 @@ mod tests {
         let level = |pressed: bool| if pressed { State::Low } else { State::High };
         let idle: Vec<T> = ten.iter().map(|_| T::get(State::High)).collect();
         let active: Vec<T> = ten.iter().map(|p| T::get(level(*p))).collect();
-        let mut mocks = [Mock::new(&idle), Mock::new(&active), Mock::new(&idle)];
+        let mut mocks = vec![Mock::new(&idle), Mock::new(&active), Mock::new(&idle)];
         let mut buttons = PinButtons::new(mocks.clone(), DEFAULT_SETTLE);
         let start = Instant::now();
         let mut presses = Vec::new();
@@ -189,10 +189,7 @@ mod tests {
         }
         // Low and stable from the 7th sample (35 ms); after 30 ms of it the press is reported,
         // at 65 ms, once.
-        assert_eq!(
-            presses,
-            vec![(PassType::TenTrip, Duration::from_millis(65))]
-        );
+        assert_eq!(presses, vec![(1, Duration::from_millis(65))]);
         for m in &mut mocks {
             m.done();
         }
@@ -230,8 +227,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn watcher_forwards_one_press_per_push() {
-        let pins: [Injected; 3] = std::array::from_fn(|_| Injected(Arc::default()));
-        let two_hour = pins[2].0.clone();
+        // Five buttons: a terminal has as many as its products.
+        let pins: Vec<Injected> = (0..5).map(|_| Injected(Arc::default())).collect();
+        let fifth = pins[4].0.clone();
         let (tx, mut rx) = mpsc::channel(8);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(watch(
@@ -241,9 +239,9 @@ mod tests {
             shutdown.clone(),
         ));
         for _ in 0..2 {
-            two_hour.store(true, Ordering::SeqCst);
+            fifth.store(true, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            two_hour.store(false, Ordering::SeqCst);
+            fifth.store(false, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         shutdown.cancel();
@@ -252,6 +250,6 @@ mod tests {
         while let Ok(p) = rx.try_recv() {
             got.push(p);
         }
-        assert_eq!(got, vec![PassType::TwoHour, PassType::TwoHour]);
+        assert_eq!(got, vec![4, 4]);
     }
 }

@@ -1,12 +1,13 @@
 //! Simulated hardware for a laptop, and the fakes tests use.
 //!
-//! A person types a card number to tap it and `1`, `2` or `3` for the pass buttons; the traffic
-//! light is drawn as coloured blocks and prompts are printed. The same commands can be piped in
-//! on stdin as a script:
+//! A person types a card number to tap it and `1` to `9` for the terminal's buttons (button N
+//! sells the Nth product of the terminal's `buttons` setting); the traffic light is drawn as
+//! coloured blocks and prompts are printed. The same commands can be piped in on stdin as a
+//! script:
 //!
 //! ```text
 //! tap 04A1B2C3      # or just: 04A1B2C3   (a card on the reader)
-//! 2                 # or: press ten       (button 1 single, 2 ten-trip, 3 two-hour)
+//! 2                 # or: press 2         (button 2)
 //! wait 2s           # pause the script
 //! quit              # stop the device
 //! ```
@@ -19,7 +20,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tapgate_protocol::{CardId, PassType};
+use tapgate_protocol::CardId;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,7 +34,7 @@ use crate::prompt::{Lamps, Sound};
 #[derive(Clone)]
 pub struct SimInputs {
     cards: std::sync::mpsc::Sender<CardId>,
-    buttons: std::sync::mpsc::Sender<PassType>,
+    buttons: std::sync::mpsc::Sender<usize>,
 }
 
 impl SimInputs {
@@ -42,9 +43,9 @@ impl SimInputs {
         let _ = self.cards.send(card);
     }
 
-    /// Presses a button.
-    pub fn press(&self, pass: PassType) {
-        let _ = self.buttons.send(pass);
+    /// Presses the button at `position` (from 0).
+    pub fn press(&self, position: usize) {
+        let _ = self.buttons.send(position);
     }
 }
 
@@ -52,7 +53,7 @@ impl SimInputs {
 pub struct SimReader(std::sync::mpsc::Receiver<CardId>);
 
 /// Simulated buttons: presses come from [`SimInputs::press`], already clean.
-pub struct SimButtons(std::sync::mpsc::Receiver<PassType>);
+pub struct SimButtons(std::sync::mpsc::Receiver<usize>);
 
 /// A simulated reader and buttons, and the handle that drives them.
 pub fn sim_hardware() -> (SimInputs, SimReader, SimButtons) {
@@ -74,7 +75,7 @@ impl CardReader for SimReader {
 
 impl Buttons for SimButtons {
     type Error = Infallible;
-    fn poll(&mut self, _now: Instant) -> Result<Option<PassType>, Infallible> {
+    fn poll(&mut self, _now: Instant) -> Result<Option<usize>, Infallible> {
         Ok(self.0.try_recv().ok())
     }
 }
@@ -165,8 +166,8 @@ impl Speaker for RecordingSpeaker {
 pub enum ConsoleCommand {
     /// A card on the reader.
     Tap(CardId),
-    /// A button.
-    Press(PassType),
+    /// A button, by its position from 0 (typed as its number, from 1).
+    Press(usize),
     /// Pause the script.
     Wait(Duration),
     /// Stop the device.
@@ -178,8 +179,11 @@ pub enum ConsoleCommand {
 }
 
 /// The console's help text.
-pub const HELP: &str = "commands: CARD or `tap CARD` (a card on the reader), 1/2/3 or \
-`press single|ten|two` (buttons), `wait 2s`, `quit`";
+pub const HELP: &str = "commands: CARD or `tap CARD` (a card on the reader), 1 to 9 or \
+`press N` (button N), `wait 2s`, `quit`";
+
+/// Buttons the console can press: one key each, `1` to `9`.
+pub const CONSOLE_BUTTONS: usize = 9;
 
 /// Parses one line of console input.
 pub fn parse_line(line: &str) -> Result<ConsoleCommand, String> {
@@ -192,10 +196,8 @@ pub fn parse_line(line: &str) -> Result<ConsoleCommand, String> {
             Err(format!("too many words in {line:?}; {HELP}"))
         };
     };
-    let button = |w: &str| match w {
-        "1" | "single" => Some(PassType::SingleUse),
-        "2" | "ten" => Some(PassType::TenTrip),
-        "3" | "two" => Some(PassType::TwoHour),
+    let button = |w: &str| match w.as_bytes() {
+        [d @ b'1'..=b'9'] => Some(usize::from(d - b'1')),
         _ => None,
     };
     let card = |w: &str| CardId::new(w).map_err(|e| format!("not a card number: {e}"));
@@ -205,7 +207,7 @@ pub fn parse_line(line: &str) -> Result<ConsoleCommand, String> {
         ("tap", Some(c)) => card(c).map(ConsoleCommand::Tap),
         ("press", Some(b)) => button(b)
             .map(ConsoleCommand::Press)
-            .ok_or_else(|| format!("no button {b:?}; use 1, 2, 3 or single, ten, two")),
+            .ok_or_else(|| format!("no button {b:?}; use 1 to {CONSOLE_BUTTONS}")),
         ("wait", Some(d)) => humantime::parse_duration(d)
             .map(ConsoleCommand::Wait)
             .map_err(|e| format!("bad duration {d:?}: {e}")),
@@ -265,14 +267,8 @@ mod tests {
         let card = |s: &str| ConsoleCommand::Tap(CardId::new(s).expect("card"));
         assert_eq!(parse_line("tap 04A1"), Ok(card("04A1")));
         assert_eq!(parse_line("  04A1  # a comment"), Ok(card("04A1")));
-        assert_eq!(
-            parse_line("2"),
-            Ok(ConsoleCommand::Press(PassType::TenTrip))
-        );
-        assert_eq!(
-            parse_line("press two"),
-            Ok(ConsoleCommand::Press(PassType::TwoHour))
-        );
+        assert_eq!(parse_line("1"), Ok(ConsoleCommand::Press(0)));
+        assert_eq!(parse_line("press 9"), Ok(ConsoleCommand::Press(8)));
         assert_eq!(
             parse_line("wait 250ms"),
             Ok(ConsoleCommand::Wait(Duration::from_millis(250)))
@@ -282,7 +278,9 @@ mod tests {
         assert_eq!(parse_line("# only a comment"), Ok(ConsoleCommand::Nothing));
         for bad in [
             "tap 04-A1",
-            "press 4",
+            "press 0",
+            "press 10",
+            "press two",
             "wait soon",
             "tap a b",
             "ca rd",
@@ -316,9 +314,6 @@ mod tests {
             Some("C2".into())
         );
         assert_eq!(reader.poll().expect("poll"), None, "nothing after quit");
-        assert_eq!(
-            buttons.poll(Instant::now()).expect("poll"),
-            Some(PassType::TenTrip)
-        );
+        assert_eq!(buttons.poll(Instant::now()).expect("poll"), Some(1));
     }
 }

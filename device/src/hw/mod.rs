@@ -6,7 +6,7 @@
 //! - [`lights`]: a traffic light on any embedded-hal output pins, and the player that turns a
 //!   [`LightPattern`](crate::prompt::LightPattern) into timed lamp changes.
 //! - [`speaker`]: prompts printed as text, or (feature `audio`) played through ALSA.
-//! - [`console`]: simulated hardware for a laptop: type card numbers and 1/2/3, see the lights as
+//! - [`console`]: simulated hardware for a laptop: type card numbers and 1–9, see the lights as
 //!   coloured blocks; also scriptable from stdin.
 //! - `rpi` (feature `rpi`): the Raspberry Pi constructors, the only code that touches `rppal`.
 //!
@@ -21,7 +21,7 @@ pub mod mfrc522;
 pub mod rpi;
 pub mod speaker;
 
-use tapgate_protocol::{CardId, PassType};
+use tapgate_protocol::CardId;
 use tokio::time::Instant;
 
 use crate::prompt::{Lamps, Sound};
@@ -36,14 +36,15 @@ pub trait CardReader: Send + 'static {
     fn poll(&mut self) -> Result<Option<CardId>, Self::Error>;
 }
 
-/// The three pass buttons of a terminal, sampled.
+/// A terminal's product buttons, sampled. A button is known by its position (from 0); which
+/// product it sells is the terminal's setting, not the hardware's.
 pub trait Buttons: Send + 'static {
     /// Why the buttons could not be read.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Samples the buttons at `now`: a press that has just become certain, if any. Debouncing
-    /// is the implementation's job.
-    fn poll(&mut self, now: Instant) -> Result<Option<PassType>, Self::Error>;
+    /// Samples the buttons at `now`: the position of a press that has just become certain, if
+    /// any. Debouncing is the implementation's job.
+    fn poll(&mut self, now: Instant) -> Result<Option<usize>, Self::Error>;
 }
 
 /// A traffic light.

@@ -1,7 +1,7 @@
 //! Raspberry Pi hardware (feature `rpi`): the only code that uses `rppal`.
 //!
 //! - Card reader: MFRC522 on SPI0, chip select CE0, reset (RST) on a GPIO held high.
-//! - Terminal buttons: three GPIO inputs with pull-ups (buttons switch to ground).
+//! - Terminal buttons: one GPIO input per button, with pull-ups (buttons switch to ground).
 //! - Gate lights: three GPIO outputs (LED + resistor to ground).
 //!
 //! Pin numbers are BCM and come from [`Pins`]. The drivers themselves are the generic ones in
@@ -45,14 +45,15 @@ pub fn card_reader(
     Ok((reader, reset))
 }
 
-/// The three pass buttons (single, ten-trip, two-hour) with pull-ups.
+/// The product buttons, in the order of `pins.buttons`, with pull-ups.
 pub fn buttons(pins: &Pins, settle: std::time::Duration) -> Result<PinButtons<InputPin>, RpiError> {
     let gpio = Gpio::new()?;
-    let pin = |n: u8| -> Result<InputPin, RpiError> { Ok(gpio.get(n)?.into_input_pullup()) };
-    Ok(PinButtons::new(
-        [pin(pins.single)?, pin(pins.ten_trip)?, pin(pins.two_hour)?],
-        settle,
-    ))
+    let inputs = pins
+        .buttons
+        .iter()
+        .map(|&n| Ok(gpio.get(n)?.into_input_pullup()))
+        .collect::<Result<Vec<InputPin>, RpiError>>()?;
+    Ok(PinButtons::new(inputs, settle))
 }
 
 /// The traffic light (red, amber, green), all off to start.

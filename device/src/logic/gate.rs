@@ -2,11 +2,12 @@
 //!
 //! Idle shows red. A new tap is published and the light turns red + amber while the gate waits
 //! for the decision with that tap's id. Granted: green for [`GateSettings::green_for`], chime,
-//! "access granted" and what is left on the pass. Denied (or anything else that is not a grant):
-//! red flashes [`GateSettings::denied_flashes`] times, buzzer, "access denied". No decision by
-//! the deadline: the [`OfflinePolicy`] decides. Decisions for other ids, late decisions and taps
-//! while a decision is pending are ignored with a log line. Green is shown only for a `granted`
-//! decision answering the pending tap, or by an explicit fail-open timeout.
+//! "access granted" and what is left on the pass (trips, or time), whatever its product. Denied
+//! (or anything else that is not a grant): red flashes [`GateSettings::denied_flashes`] times,
+//! buzzer, "access denied". No decision by the deadline: the [`OfflinePolicy`] decides. Decisions
+//! for other ids, late decisions and taps while a decision is pending are ignored with a log line.
+//! Green is shown only for a `granted` decision answering the pending tap, or by an explicit
+//! fail-open timeout.
 //!
 //! Every tap is stamped with the wall clock's time and `online` (the gate waits). Under
 //! fail-open, a tap whose decision did not come in time lets the rider through and is sent again,
@@ -26,7 +27,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{system_clock, Command, OfflinePolicy, Outbound, TapDebouncer, TapIds, WallClock};
-use crate::prompt::{describe_denial, describe_pass, LightPattern, Prompt, Sound};
+use crate::prompt::{describe_denial, pass_left, LightPattern, Prompt, Sound};
 
 /// Timing and policy of a gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +185,9 @@ impl Gate {
         }
         self.pending = None;
         match &decision.outcome {
-            Outcome::Granted { pass } => self.grant(describe_pass(pass)),
+            Outcome::Granted { pass } => {
+                self.grant(pass_left(pass).unwrap_or_else(|| "have a good trip".into()))
+            }
             Outcome::Denied { reason } => self.deny(describe_denial(*reason).into(), false),
             Outcome::Rejected { reason, detail } => {
                 warn!(%reason, detail, "Tap rejected by the bridge");
@@ -271,7 +274,16 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapgate_protocol::{DenyReason, PassInfo, PassType, RejectReason};
+    use tapgate_protocol::{Currency, DenyReason, PassInfo, ProductId, RejectReason};
+
+    fn pass(trips: Option<u32>, remaining_ms: Option<u64>) -> PassInfo {
+        PassInfo {
+            pass_type: ProductId::from_static("ANY_PRODUCT"),
+            trips_remaining: trips,
+            expires_at: remaining_ms.map(|ms| 1_000 + ms),
+            remaining_ms,
+        }
+    }
 
     fn card(s: &str) -> CardId {
         CardId::new(s).expect("card")
@@ -306,9 +318,9 @@ mod tests {
     }
 
     fn granted(trips: u32) -> Outcome {
-        let mut pass = PassInfo::new(PassType::TenTrip);
-        pass.trips_remaining = Some(trips);
-        Outcome::Granted { pass }
+        Outcome::Granted {
+            pass: pass(Some(trips), None),
+        }
     }
 
     fn shows_green(cmds: &[Command]) -> bool {
@@ -329,11 +341,27 @@ mod tests {
                 Command::Lights(LightPattern::Granted(Duration::from_secs(5))),
                 Command::Play(Sound::Chime),
                 Command::Play(Sound::Say(Prompt::AccessGranted)),
-                Command::Show("ten trip pass: 9 trips left".into()),
+                Command::Show("9 trips left".into()),
             ]
         );
         assert_eq!(gate.pending(), None);
         assert!(gate.tick(now + Duration::from_secs(10)).is_empty());
+    }
+
+    /// What the gate shows comes from the decision's pass, never from a product's name: trips
+    /// when it counts them, time when it has an end.
+    #[tokio::test(start_paused = true)]
+    async fn granted_shows_what_is_left() {
+        for (left, line) in [
+            (pass(Some(1), None), "1 trip left"),
+            (pass(None, Some(90 * 60_000)), "1h 30m left"),
+            (pass(None, None), "have a good trip"),
+        ] {
+            let (mut gate, now) = start(OfflinePolicy::FailClosed);
+            let id = tap(&mut gate, "C1", now);
+            let cmds = gate.decision(&decision(Some(&id), Outcome::Granted { pass: left }));
+            assert_eq!(cmds[3], Command::Show(line.into()));
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -357,14 +385,22 @@ mod tests {
     /// Every outcome other than `granted`, answering the pending tap, is a denial: never green.
     #[tokio::test(start_paused = true)]
     async fn only_granted_shows_green() {
-        let pass = PassInfo::new(PassType::SingleUse);
+        let held = pass(None, None);
         let others = [
-            Outcome::SelectPass,
-            Outcome::AlreadyHasPass { pass: pass.clone() },
-            Outcome::TapToConfirm {
-                selected: PassType::TwoHour,
+            Outcome::SelectPass {
+                products: Vec::new(),
             },
-            Outcome::PassIssued { pass },
+            Outcome::AlreadyHasPass { pass: held.clone() },
+            Outcome::TapToConfirm {
+                selected: ProductId::TWO_HOUR,
+                price: 0,
+                currency: Currency::EUR,
+            },
+            Outcome::PassIssued {
+                pass: held,
+                price: 0,
+                currency: Currency::EUR,
+            },
             Outcome::CardMismatch,
             Outcome::TapCardFirst,
             Outcome::Rejected {
@@ -493,7 +529,7 @@ mod tests {
             .decision(&decision(Some(&waiting), Outcome::Stale))
             .is_empty());
         let settled = Outcome::EntrySettled {
-            pass: PassInfo::new(PassType::TenTrip),
+            pass: pass(Some(9), None),
         };
         assert!(gate
             .decision(&decision(Some(&entry.id), settled))

@@ -1,7 +1,7 @@
 //! Device logic as pure state machines: inputs and decisions in, commands out.
 //!
 //! - [`gate`]: an entry gate (card reader, traffic light, speaker).
-//! - [`terminal`]: a sales terminal (card reader, three pass buttons, speaker).
+//! - [`terminal`]: a sales terminal (card reader, product buttons, speaker).
 //! - this module: what both share — the [`Command`]s they emit, the reader-level
 //!   [`TapDebouncer`], the never-reused message ids ([`TapIds`]) and the [`OfflinePolicy`].
 //!
@@ -39,7 +39,7 @@ pub fn system_clock() -> WallClock {
 pub enum Outbound {
     /// A card tap.
     Tap(Tap, Stamp),
-    /// A pass button (terminal only).
+    /// A product button (terminal only).
     Button(Button, Stamp),
 }
 

@@ -3,24 +3,40 @@
 //! The bridge keeps the sale; the terminal publishes every new tap and every button press and
 //! plays the prompt for each decision of the sales flow: `select_pass` → "select a pass",
 //! `tap_to_confirm` → "tap your card to confirm", `pass_issued` → chime and "thank you for your
-//! … pass", `already_has_pass`, `card_mismatch` ("different card — transaction cancelled"),
+//! pass", `already_has_pass`, `card_mismatch` ("different card — transaction cancelled"),
 //! `tap_card_first` (a button with no sale) and `denied` (a blocked card). A message without a
 //! decision by its deadline gets "service unavailable". Decisions for ids the terminal is not
 //! waiting for are ignored with a log line, and so is a `stale` answer (the message reached the
 //! bridge after its decision window; nothing was done). Every message is stamped with the wall
 //! clock's time and `online`: a terminal always waits for its answer.
+//!
+//! Products are data. A button is known by its position; [`TerminalSettings::buttons`] says which
+//! product it sells. The terminal learns the products' names and prices from the `select_pass`
+//! answer and shows them: the menu of its buttons, the chosen product and its price, what was
+//! paid. A product with a thank-you recorded for it hears that one; any other the generic.
 
 use std::time::Duration;
 
-use tapgate_protocol::{Button, CardId, Decision, MessageId, Outcome, PassType, Stamp, Tap};
+use tapgate_protocol::fares::MAX_NAME_CHARS;
+use tapgate_protocol::text::escape_untrusted;
+use tapgate_protocol::{
+    Button, CardId, Decision, MessageId, Offer, Outcome, PassInfo, ProductId, Stamp, Tap,
+};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{system_clock, Command, Outbound, TapDebouncer, TapIds, WallClock};
-use crate::prompt::{describe_denial, describe_pass, Prompt, Sound};
+use crate::prompt::{describe_denial, money, pass_left, price_line, Prompt, Sound};
 
-/// Timing of a terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The buttons of a terminal not told otherwise: the built-in catalogue's products, in its order.
+pub const DEFAULT_BUTTONS: [ProductId; 3] = [
+    ProductId::SINGLE_USE,
+    ProductId::TEN_TRIP,
+    ProductId::TWO_HOUR,
+];
+
+/// Timing and buttons of a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TerminalSettings {
     /// How long to wait for a decision.
     pub decision_timeout: Duration,
@@ -28,6 +44,8 @@ pub struct TerminalSettings {
     pub card_hold: Duration,
     /// Most messages awaiting a decision at once; older ones are given up.
     pub max_pending: usize,
+    /// The product each button sells, by the button's position.
+    pub buttons: Vec<ProductId>,
 }
 
 impl Default for TerminalSettings {
@@ -36,6 +54,7 @@ impl Default for TerminalSettings {
             decision_timeout: Duration::from_millis(1500),
             card_hold: Duration::from_secs(2),
             max_pending: 16,
+            buttons: DEFAULT_BUTTONS.to_vec(),
         }
     }
 }
@@ -47,6 +66,8 @@ pub struct Terminal {
     debounce: TapDebouncer,
     pending: Vec<(MessageId, Instant)>,
     clock: WallClock,
+    /// The products on sale, as the last `select_pass` listed them (names made safe to show).
+    offers: Vec<Offer>,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -54,6 +75,7 @@ impl std::fmt::Debug for Terminal {
         f.debug_struct("Terminal")
             .field("settings", &self.settings)
             .field("pending", &self.pending)
+            .field("offers", &self.offers)
             .finish_non_exhaustive()
     }
 }
@@ -62,11 +84,12 @@ impl Terminal {
     /// A terminal whose process started at `boot_ms` (Unix ms, for message ids).
     pub fn new(settings: TerminalSettings, boot_ms: u64) -> Self {
         Self {
-            settings,
             ids: TapIds::new(boot_ms),
             debounce: TapDebouncer::new(settings.card_hold),
+            settings,
             pending: Vec::new(),
             clock: system_clock(),
+            offers: Vec::new(),
         }
     }
 
@@ -97,10 +120,19 @@ impl Terminal {
         vec![Command::Publish(Outbound::Tap(Tap::new(id, card), stamp))]
     }
 
-    /// A pass button was pressed at `now`.
-    pub fn button(&mut self, pass: PassType, now: Instant) -> Vec<Command> {
+    /// The button at `position` (from 0) was pressed at `now`: it asks for the product the
+    /// settings give it. A button beyond the settings sells nothing.
+    pub fn press(&mut self, position: usize, now: Instant) -> Vec<Command> {
+        let Some(&pass) = self.settings.buttons.get(position) else {
+            warn!(
+                button = position + 1,
+                buttons = self.settings.buttons.len(),
+                "Button ignored: no product is set for it"
+            );
+            return Vec::new();
+        };
         let id = self.track(now);
-        info!(%id, %pass, "Button pressed");
+        info!(%id, button = position + 1, %pass, "Button pressed");
         let stamp = Stamp::online(self.clock.now_ms());
         vec![Command::Publish(Outbound::Button(
             Button { id, pass },
@@ -138,19 +170,36 @@ impl Terminal {
         self.pending.remove(pos);
         let say = |p| Command::Play(Sound::Say(p));
         match &decision.outcome {
-            Outcome::SelectPass => vec![say(Prompt::SelectPass)],
-            Outcome::TapToConfirm { selected } => vec![
+            Outcome::SelectPass { products } => {
+                self.learn(products);
+                let mut cmds = vec![say(Prompt::SelectPass)];
+                cmds.extend(self.menu().map(Command::Show));
+                cmds
+            }
+            Outcome::TapToConfirm {
+                selected,
+                price,
+                currency,
+            } => vec![
                 say(Prompt::TapToConfirm),
-                Command::Show(format!("{} pass selected", selected.spoken())),
+                Command::Show(format!(
+                    "{}: tap the same card to pay",
+                    price_line(&self.name_of(*selected), *price, *currency)
+                )),
             ],
-            Outcome::PassIssued { pass } => vec![
+            Outcome::PassIssued {
+                pass,
+                price,
+                currency,
+            } => vec![
                 Command::Play(Sound::Chime),
-                say(Prompt::ThankYou(pass.pass_type)),
-                Command::Show(describe_pass(pass)),
+                say(Prompt::thank_you(pass.pass_type)),
+                Command::Show(format!("Paid {}", money(*price, *currency))),
+                Command::Show(self.describe(pass)),
             ],
             Outcome::AlreadyHasPass { pass } => vec![
                 say(Prompt::AlreadyHasPass),
-                Command::Show(describe_pass(pass)),
+                Command::Show(self.describe(pass)),
             ],
             Outcome::CardMismatch => vec![Command::Play(Sound::Buzzer), say(Prompt::CardMismatch)],
             Outcome::TapCardFirst => vec![say(Prompt::TapCardFirst)],
@@ -182,6 +231,63 @@ impl Terminal {
         }
     }
 
+    /// Keeps the products a `select_pass` listed (an answer without a list keeps what was known).
+    fn learn(&mut self, products: &[Offer]) {
+        if products.is_empty() {
+            return;
+        }
+        self.offers = products
+            .iter()
+            .map(|o| Offer {
+                name: escape_untrusted(o.name.trim(), MAX_NAME_CHARS),
+                ..o.clone()
+            })
+            .collect();
+        for (n, pass) in self.settings.buttons.iter().enumerate() {
+            if !self.offers.iter().any(|o| o.id == *pass) {
+                warn!(button = n + 1, %pass, "Button sells a product the bridge does not offer");
+            }
+        }
+    }
+
+    /// The buttons and what they sell, as one line: `1 Single 2.50 EUR  2 Day pass 7.50 EUR`.
+    /// Before the products are known, the buttons' product ids; a product not on offer is left
+    /// out. `None` when no button sells anything on offer.
+    pub fn menu(&self) -> Option<String> {
+        let items: Vec<String> = self
+            .settings
+            .buttons
+            .iter()
+            .enumerate()
+            .filter_map(|(n, pass)| {
+                let n = n + 1;
+                if self.offers.is_empty() {
+                    return Some(format!("{n} {pass}"));
+                }
+                let o = self.offers.iter().find(|o| o.id == *pass)?;
+                Some(format!("{n} {} {}", o.name, money(o.price, o.currency)))
+            })
+            .collect();
+        (!items.is_empty()).then(|| items.join("  "))
+    }
+
+    /// A product's name as the bridge listed it, or its id.
+    fn name_of(&self, product: ProductId) -> String {
+        self.offers
+            .iter()
+            .find(|o| o.id == product)
+            .map_or_else(|| product.to_string(), |o| o.name.clone())
+    }
+
+    /// A pass in one line: its product's name and what is left on it.
+    fn describe(&self, pass: &PassInfo) -> String {
+        let name = self.name_of(pass.pass_type);
+        match pass_left(pass) {
+            Some(left) => format!("{name}: {left}"),
+            None => name,
+        }
+    }
+
     /// Time passed: messages whose decision is overdue get "service unavailable" (once).
     pub fn tick(&mut self, now: Instant) -> Vec<Command> {
         let before = self.pending.len();
@@ -205,7 +311,9 @@ impl Terminal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapgate_protocol::{DenyReason, PassInfo, RejectReason};
+    use tapgate_protocol::{Currency, DenyReason, RejectReason};
+
+    const DAY: ProductId = ProductId::from_static("DAY");
 
     fn card(s: &str) -> CardId {
         CardId::new(s).expect("card")
@@ -234,6 +342,37 @@ mod tests {
             .collect()
     }
 
+    fn shown(cmds: &[Command]) -> Vec<&str> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Show(line) => Some(line.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn offer(id: ProductId, name: &str, price: u64) -> Offer {
+        Offer {
+            id,
+            name: name.into(),
+            price,
+            currency: Currency::EUR,
+        }
+    }
+
+    fn select(products: Vec<Offer>) -> Outcome {
+        Outcome::SelectPass { products }
+    }
+
+    fn pass(id: ProductId, trips: Option<u32>) -> PassInfo {
+        PassInfo {
+            pass_type: id,
+            trips_remaining: trips,
+            expires_at: None,
+            remaining_ms: None,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn messages_are_stamped_and_stale_answers_sell_nothing() {
         let wall = super::super::ManualClock::at(1_700_000_000_000);
@@ -246,7 +385,7 @@ mod tests {
         };
         assert_eq!(tap.stamp(), Stamp::online(1_700_000_000_000));
         wall.advance(250);
-        let cmds = t.button(PassType::TenTrip, now);
+        let cmds = t.press(1, now);
         let [Command::Publish(press)] = cmds.as_slice() else {
             panic!("{cmds:?}");
         };
@@ -266,13 +405,13 @@ mod tests {
         let mut t = Terminal::new(TerminalSettings::default(), 7);
         let now = Instant::now();
         let a = published(&t.card(card("C1"), now));
-        let mut heard = prompts(&answer(&mut t, &a, Outcome::SelectPass));
-        let cmds = t.button(PassType::TenTrip, now);
+        let mut heard = prompts(&answer(&mut t, &a, select(Vec::new())));
+        let cmds = t.press(1, now);
         assert!(matches!(
             &cmds[0],
             Command::Publish(Outbound::Button(
                 Button {
-                    pass: PassType::TenTrip,
+                    pass: ProductId::TEN_TRIP,
                     ..
                 },
                 Stamp {
@@ -286,7 +425,9 @@ mod tests {
             &mut t,
             &b,
             Outcome::TapToConfirm {
-                selected: PassType::TenTrip,
+                selected: ProductId::TEN_TRIP,
+                price: 0,
+                currency: Currency::EUR,
             },
         )));
         let c = published(&t.card(card("C1"), now + Duration::from_secs(3)));
@@ -294,33 +435,145 @@ mod tests {
             &mut t,
             &c,
             Outcome::PassIssued {
-                pass: PassInfo::new(PassType::TenTrip),
+                pass: pass(ProductId::TEN_TRIP, Some(10)),
+                price: 0,
+                currency: Currency::EUR,
             },
         );
         assert_eq!(issued[0], Command::Play(Sound::Chime));
-        assert_eq!(
-            issued[2],
-            Command::Show("ten trip pass: 10 trips left".into())
-        );
+        assert_eq!(shown(&issued), ["Paid 0.00 EUR", "TEN_TRIP: 10 trips left"]);
         heard.extend(prompts(&issued));
         assert_eq!(
             heard,
             vec![
                 Prompt::SelectPass,
                 Prompt::TapToConfirm,
-                Prompt::ThankYou(PassType::TenTrip)
+                Prompt::thank_you(ProductId::TEN_TRIP)
             ]
         );
+        assert_eq!(heard[2].file_name(), "thank_you_ten_trip.wav");
         assert_eq!(t.pending().count(), 0);
         assert_eq!(t.deadline(), None);
     }
 
+    /// A product only the catalogue knows: its button sends its id, the terminal shows its name
+    /// and price from the bridge's list and thanks with the generic prompt.
+    #[tokio::test(start_paused = true)]
+    async fn sells_a_product_it_learns_from_the_bridge() {
+        let settings = TerminalSettings {
+            buttons: vec![ProductId::SINGLE_USE, DAY, ProductId::TWO_HOUR],
+            ..TerminalSettings::default()
+        };
+        let mut t = Terminal::new(settings, 7);
+        let now = Instant::now();
+        assert_eq!(
+            t.menu().as_deref(),
+            Some("1 SINGLE_USE  2 DAY  3 TWO_HOUR"),
+            "before the bridge lists them: the ids"
+        );
+        let a = published(&t.card(card("C1"), now));
+        let listed = answer(
+            &mut t,
+            &a,
+            select(vec![
+                offer(ProductId::SINGLE_USE, "Single trip", 250),
+                offer(DAY, "Day pass", 750),
+                offer(ProductId::TEN_TRIP, "Ten trips", 2000),
+            ]),
+        );
+        assert_eq!(prompts(&listed), [Prompt::SelectPass]);
+        // Button 3 sells a product not on offer: left out of the menu.
+        assert_eq!(
+            shown(&listed),
+            ["1 Single trip 2.50 EUR  2 Day pass 7.50 EUR"]
+        );
+
+        let cmds = t.press(1, now);
+        let Some(Command::Publish(Outbound::Button(b, _))) = cmds.first() else {
+            panic!("{cmds:?}");
+        };
+        assert_eq!(b.pass, DAY);
+        let chosen = answer(
+            &mut t,
+            &b.id.clone(),
+            Outcome::TapToConfirm {
+                selected: DAY,
+                price: 750,
+                currency: Currency::EUR,
+            },
+        );
+        assert_eq!(prompts(&chosen), [Prompt::TapToConfirm]);
+        assert_eq!(
+            shown(&chosen),
+            ["Day pass, 7.50 EUR: tap the same card to pay"]
+        );
+
+        let c = published(&t.card(card("C1"), now + Duration::from_secs(3)));
+        let mut day = pass(DAY, None);
+        day.remaining_ms = Some(24 * 3_600_000);
+        let issued = answer(
+            &mut t,
+            &c,
+            Outcome::PassIssued {
+                pass: day.clone(),
+                price: 750,
+                currency: Currency::EUR,
+            },
+        );
+        assert_eq!(prompts(&issued), [Prompt::ThankYou]);
+        assert_eq!(
+            shown(&issued),
+            ["Paid 7.50 EUR", "Day pass: 1d 00h 00m left"]
+        );
+
+        // Already holding it: named as the bridge names it.
+        let d = published(&t.card(card("C1"), now + Duration::from_secs(6)));
+        let held = answer(&mut t, &d, Outcome::AlreadyHasPass { pass: day });
+        assert_eq!(shown(&held), ["Day pass: 1d 00h 00m left"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn names_from_the_bridge_are_shown_as_data() {
+        let mut t = Terminal::new(TerminalSettings::default(), 7);
+        let a = published(&t.card(card("C1"), Instant::now()));
+        let sneaky = offer(ProductId::SINGLE_USE, "Single\u{1b}[2J\u{202e}", 250);
+        let listed = answer(&mut t, &a, select(vec![sneaky]));
+        let [line] = shown(&listed)[..] else {
+            panic!("{listed:?}");
+        };
+        assert!(
+            !line.chars().any(tapgate_protocol::text::is_unsafe),
+            "{line:?}"
+        );
+        assert!(line.starts_with("1 Single\\u{1b}[2J"), "{line:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_number_of_buttons() {
+        let ids = ["A", "B", "C", "D", "E"].map(|s| ProductId::new(s).expect("id"));
+        let settings = TerminalSettings {
+            buttons: ids.to_vec(),
+            ..TerminalSettings::default()
+        };
+        let mut t = Terminal::new(settings, 7);
+        for (n, id) in ids.iter().enumerate() {
+            let cmds = t.press(n, Instant::now());
+            let Some(Command::Publish(Outbound::Button(b, _))) = cmds.first() else {
+                panic!("{cmds:?}");
+            };
+            assert_eq!(b.pass, *id);
+        }
+        // No product for a sixth button: nothing is sent.
+        assert!(t.press(5, Instant::now()).is_empty());
+        assert_eq!(t.pending().count(), 5);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn every_outcome_has_its_prompt() {
-        let pass = PassInfo::new(PassType::TwoHour);
+        let held = pass(ProductId::TWO_HOUR, None);
         let cases = [
             (
-                Outcome::AlreadyHasPass { pass },
+                Outcome::AlreadyHasPass { pass: held },
                 vec![Prompt::AlreadyHasPass],
             ),
             (Outcome::CardMismatch, vec![Prompt::CardMismatch]),
@@ -341,7 +594,7 @@ mod tests {
         ];
         for (outcome, expected) in cases {
             let mut t = Terminal::new(TerminalSettings::default(), 7);
-            let id = published(&t.button(PassType::SingleUse, Instant::now()));
+            let id = published(&t.press(0, Instant::now()));
             assert_eq!(
                 prompts(&answer(&mut t, &id, outcome.clone())),
                 expected,
@@ -355,15 +608,15 @@ mod tests {
         let mut t = Terminal::new(TerminalSettings::default(), 7);
         let now = Instant::now();
         let stray = MessageId::new("x-1").expect("id");
-        assert!(answer(&mut t, &stray, Outcome::SelectPass).is_empty());
+        assert!(answer(&mut t, &stray, select(Vec::new())).is_empty());
         let a = published(&t.card(card("C1"), now));
-        let b = published(&t.button(PassType::TwoHour, now + Duration::from_millis(500)));
+        let b = published(&t.press(2, now + Duration::from_millis(500)));
         assert_eq!(t.deadline(), Some(now + Duration::from_millis(1500)));
         // The first times out alone: one "service unavailable".
         let cmds = t.tick(now + Duration::from_millis(1600));
         assert_eq!(prompts(&cmds), vec![Prompt::ServiceUnavailable]);
         assert_eq!(t.pending().collect::<Vec<_>>(), vec![&b]);
-        assert!(answer(&mut t, &a, Outcome::SelectPass).is_empty(), "late");
+        assert!(answer(&mut t, &a, select(Vec::new())).is_empty(), "late");
         assert_eq!(
             prompts(&answer(&mut t, &b, Outcome::TapCardFirst)),
             vec![Prompt::TapCardFirst]
@@ -383,8 +636,8 @@ mod tests {
         assert!(t
             .card(card("C1"), now + Duration::from_millis(50))
             .is_empty());
-        published(&t.button(PassType::SingleUse, now));
-        published(&t.button(PassType::TenTrip, now));
+        published(&t.press(0, now));
+        published(&t.press(1, now));
         assert_eq!(t.pending().count(), 2);
     }
 }

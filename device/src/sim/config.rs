@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use tapgate_protocol::Catalogue;
 
 use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings, MqttArgs};
 use tapgate_runtime::settings::Overrides;
@@ -43,7 +44,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// Write the summary as JSON to this file.
     pub json: Option<PathBuf>,
-    /// The bridge's two-hour pass length (must match the bridge).
+    /// The bridge's fares file (the same TOML it reads): the products riders buy, and the terms
+    /// and service days the model decides by. Without it, the built-in catalogue with
+    /// `two_hour_duration`.
+    pub fares: Option<PathBuf>,
+    /// The bridge's two-hour pass length, for the built-in catalogue (must match the bridge).
     #[serde(with = "humantime_serde")]
     pub two_hour_duration: Duration,
     /// The bridge's sale timeout (must match the bridge).
@@ -93,6 +98,7 @@ impl Default for SimConfig {
             grace: Duration::from_secs(10),
             seed: 0,
             json: None,
+            fares: None,
             two_hour_duration: Duration::from_secs(2 * 60 * 60),
             sale_timeout: Duration::from_secs(30),
             drop_every: Duration::from_secs(5),
@@ -116,9 +122,20 @@ impl SimConfig {
         broker_settings(&self.broker)
     }
 
+    /// The fare catalogue riders buy from: the fares file, or the built-in catalogue.
+    pub fn catalogue(&self) -> Result<Catalogue, ConfigError> {
+        match &self.fares {
+            Some(path) => Catalogue::load(path).map_err(|e| invalid("fares", e.to_string())),
+            None => Ok(Catalogue::builtin(
+                u64::try_from(self.two_hour_duration.as_millis()).unwrap_or(u64::MAX),
+            )),
+        }
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.broker()?;
+        self.catalogue()?;
         tapgate_protocol::Topics::new(self.prefix.as_str())
             .map_err(|e| invalid("prefix", e.to_string()))?;
         if self.gates == 0 || self.terminals == 0 || self.riders == 0 {
@@ -201,7 +218,11 @@ pub struct SimArgs {
     /// Write the summary as JSON to this file.
     #[arg(long, env = "TAPGATE_SIM_JSON")]
     pub json: Option<PathBuf>,
-    /// The bridge's two-hour pass length [default: 2h].
+    /// The bridge's fares file (the same TOML): the products riders buy, each as likely
+    /// [default: the built-in catalogue, with --two-hour-duration].
+    #[arg(long, env = "TAPGATE_FARES")]
+    pub fares: Option<PathBuf>,
+    /// The bridge's two-hour pass length, for the built-in catalogue [default: 2h].
     #[arg(long, env = "TAPGATE_TWO_HOUR_DURATION", value_parser = humantime::parse_duration)]
     pub two_hour_duration: Option<Duration>,
     /// The bridge's sale timeout [default: 30s].
@@ -262,6 +283,10 @@ impl SimArgs {
         o.put("grace", dur(self.grace));
         o.put("seed", self.seed.map(|v| v.to_string()));
         o.put("json", self.json.as_ref().map(|p| p.display().to_string()));
+        o.put(
+            "fares",
+            self.fares.as_ref().map(|p| p.display().to_string()),
+        );
         o.put("two_hour_duration", dur(self.two_hour_duration));
         o.put("sale_timeout", dur(self.sale_timeout));
         o.put("drop_every", dur(self.drop_every));
@@ -280,5 +305,51 @@ impl SimArgs {
         let cfg: SimConfig = load_layers(self.config.as_deref(), o)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use tapgate_protocol::ProductId;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    fn load(args: &[&str]) -> Result<SimConfig, ConfigError> {
+        let cmd = Cmd::try_parse_from(std::iter::once(&"simulate").chain(args)).expect("parse");
+        cmd.sim.load()
+    }
+
+    #[test]
+    fn riders_buy_from_the_fares_file_or_the_builtin_catalogue() {
+        let builtin = load(&["--two-hour-duration", "90s"])
+            .expect("defaults")
+            .catalogue()
+            .expect("builtin");
+        let two = builtin.product(ProductId::TWO_HOUR).expect("two hour");
+        assert_eq!(two.terms.duration_ms, 90_000);
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let fares = dir.path().join("fares.toml");
+        std::fs::write(
+            &fares,
+            "currency = \"EUR\"\ntime_zone = \"UTC\"\n[[product]]\nid = \"DAY\"\n\
+             name = \"Day pass\"\nprice = 750\nvalidity = \"period\"\nduration = \"24h\"\n",
+        )
+        .expect("write");
+        let path = fares.display().to_string();
+        let cfg = load(&["--fares", &path]).expect("fares");
+        assert_eq!(cfg.fares.as_deref(), Some(fares.as_path()));
+        let c = cfg.catalogue().expect("catalogue");
+        assert_eq!(c.ids(), "DAY");
+
+        std::fs::write(&fares, "currency = \"EUR\"\n").expect("write");
+        let e = load(&["--fares", &path]).expect_err("refused").to_string();
+        assert!(e.contains("fares") && e.contains("time_zone"), "{e}");
     }
 }

@@ -3,7 +3,10 @@
 //! One MQTT client per simulated device ([`fleet`]). Riders buy passes at terminals through the
 //! full sales flow and ride by tapping gates; some tap with no pass, press a button before
 //! tapping, or have their sale confirmed by a stranger's card; some slots send garbage; now and
-//! then a gate's connection is dropped and restored. Messages go out on a fixed schedule (open
+//! then a gate's connection is dropped and restored. Riders buy the products of the bridge's
+//! fare catalogue (`--fares`, the same file; the built-in catalogue without one), each product
+//! as likely as any other; a rider whose card is refused as blocked (an operator's doing) stops
+//! using it and carries on with a new card. Messages go out on a fixed schedule (open
 //! loop). Every message is stamped with when it happened and every decision is checked against
 //! [`tapgate_protocol::rules::decide_timed`] through the [`model`]; a card is never in flight twice
 //! and a terminal serves one sale at a time, so predictions are deterministic.
@@ -12,7 +15,7 @@
 //! `outage_age` late. At a fail-closed gate only the waiting tap arrives: it must be `stale` and
 //! charge nothing. At a fail-open gate the waiting tap (`stale`) and the offline entry the gate
 //! queued, naming it (`replaces`), arrive in either order: the entry must be settled at the tap's
-//! time — one trip off a ten-trip pass, a two-hour window from the tap, an `unpaid_entry` for a
+//! time — one trip off a trips pass, a period's window from the tap, an `unpaid_entry` for a
 //! card that could not pay. Progress goes to stderr once a second; the [`report`] ends the run.
 //!
 //! - [`config`]: settings. - [`devices`]: provisioned device logins. - [`fleet`]: the MQTT
@@ -31,9 +34,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::QoS;
-use tapgate_protocol::rules::{Input, Sale, Settings, TimeSettings};
+use tapgate_protocol::rules::{Input, Sale, TimeSettings};
 use tapgate_protocol::{
-    CardId, Decision, DeviceId, DeviceKind, MessageId, Outcome, PassType, Stamp,
+    CardId, Catalogue, Decision, DenyReason, DeviceId, DeviceKind, MessageId, Outcome, Stamp, Terms,
 };
 use tapgate_protocol::{RejectReason, Tap, Topics};
 use tokio::sync::mpsc;
@@ -87,8 +90,8 @@ pub enum SimError {
 enum Step {
     /// Tap the rider's card.
     Tap,
-    /// Press a button.
-    Button(PassType),
+    /// Press the button of a product, on the catalogue's terms.
+    Button(Terms),
     /// A stranger's card confirms: the sale is void.
     StrangerTap,
 }
@@ -138,7 +141,10 @@ fn stamped(mut body: serde_json::Value, stamp: Stamp) -> String {
 
 struct Sim {
     cfg: SimConfig,
-    settings: Settings,
+    /// The bridge's fare catalogue: what riders buy, and the terms the model sells it on.
+    catalogue: Catalogue,
+    /// The bridge's sale timeout, ms.
+    sale_timeout_ms: u64,
     time: TimeSettings,
     rng: Rng,
     run: String,
@@ -155,6 +161,8 @@ struct Sim {
     null_expected: Vec<VecDeque<Instant>>,
     next_id: u64,
     strangers: u64,
+    /// Cards handed out to replace blocked ones.
+    new_cards: u64,
     tally: Tally,
 }
 
@@ -280,13 +288,13 @@ impl Sim {
         }
         let step = self.riders[r].plan.front().copied();
         let card = self.riders[r].card.clone();
-        let (dev, topic, payload, input, is_tap) = match (step, self.riders[r].terminal) {
+        let (dev, topic, input) = match (step, self.riders[r].terminal) {
             (None, _) => {
                 let Some(gate) = self.free_gate() else {
                     return false;
                 };
                 let topic = self.devices[gate].tap_topic.clone();
-                (gate, topic, None, Input::GateTap(card), true)
+                (gate, topic, Input::GateTap(card))
             }
             (Some(step), Some(t)) => {
                 let dev = self.terminals[t];
@@ -295,27 +303,15 @@ impl Sim {
                     return false;
                 }
                 match step {
-                    Step::Tap => (
-                        dev,
-                        d.tap_topic.clone(),
-                        None,
-                        Input::TerminalTap(card),
-                        true,
-                    ),
+                    Step::Tap => (dev, d.tap_topic.clone(), Input::TerminalTap(card)),
                     Step::StrangerTap => {
                         self.strangers += 1;
                         let stranger = CardId::new(format!("{}X{}", self.run, self.strangers))
                             .expect("alphanumeric");
                         let topic = d.tap_topic.clone();
-                        (dev, topic, None, Input::TerminalTap(stranger), true)
+                        (dev, topic, Input::TerminalTap(stranger))
                     }
-                    Step::Button(p) => (
-                        dev,
-                        d.button_topic.clone(),
-                        Some(p),
-                        Input::Button(p),
-                        false,
-                    ),
+                    Step::Button(terms) => (dev, d.button_topic.clone(), Input::Button(terms)),
                 }
             }
             (Some(_), None) => {
@@ -361,15 +357,16 @@ impl Sim {
             replaces = Some(late);
         }
         let id = self.message_id();
-        let body = match (&input, payload) {
-            (_, Some(p)) => serde_json::json!({"id": id, "pass": p}),
-            (Input::GateTap(c) | Input::TerminalTap(c), None) => serde_json::to_value(Tap {
+        let is_tap = !matches!(input, Input::Button(_));
+        let body = match &input {
+            Input::GateTap(c) | Input::TerminalTap(c) => serde_json::to_value(Tap {
                 id: id.clone(),
                 card: c.clone(),
                 replaces,
             })
             .expect("a tap serialises"),
-            (Input::Button(p), None) => serde_json::json!({"id": id, "pass": p}),
+            // The button sends the product's id; the bridge looks its terms up.
+            Input::Button(terms) => serde_json::json!({"id": id, "pass": terms.product}),
         };
         let payload = stamped(body, stamp).into_bytes();
         if !self.publish(dev, topic.clone(), payload.clone()) {
@@ -440,17 +437,30 @@ impl Sim {
             rider.plan.push_back(Step::Tap); // expect already_has_pass
             return;
         }
-        let pass = PassType::ALL[self.rng.below(3)];
+        let products = &self.catalogue.products;
+        let terms = products[self.rng.below(products.len())].terms;
         if self.rng.chance(self.cfg.button_first) {
-            rider.plan.push_back(Step::Button(pass)); // expect tap_card_first
+            rider.plan.push_back(Step::Button(terms)); // expect tap_card_first
         }
         rider.plan.push_back(Step::Tap);
-        rider.plan.push_back(Step::Button(pass));
+        rider.plan.push_back(Step::Button(terms));
         if self.rng.chance(self.cfg.mismatch) {
             rider.plan.push_back(Step::StrangerTap);
         } else {
             rider.plan.push_back(Step::Tap);
         }
+    }
+
+    /// A rider whose card was refused as blocked stops using it: whatever they were doing at a
+    /// terminal is dropped, and they carry on with a new card holding no pass.
+    fn new_card(&mut self, r: usize) {
+        self.release(r);
+        self.new_cards += 1;
+        let card = CardId::new(format!("{}N{}", self.run, self.new_cards)).expect("alphanumeric");
+        let rider = &mut self.riders[r];
+        info!(rider = r, blocked = %rider.card, new = %card, "Rider stops using a blocked card");
+        rider.card = card;
+        rider.model = CardModel::default();
     }
 
     fn release(&mut self, r: usize) {
@@ -535,7 +545,8 @@ impl Sim {
                     inflight.sent_ms,
                     recv_ms,
                     Timing {
-                        settings: self.settings,
+                        catalogue: &self.catalogue,
+                        sale_timeout_ms: self.sale_timeout_ms,
                         time: self.time,
                         stamp: inflight.stamp,
                     },
@@ -554,6 +565,17 @@ impl Sim {
                         self.tally.mismatch(format!("rider {r}: {why}"));
                         self.release(r);
                     }
+                }
+                let refused_blocked = matches!(
+                    decision.outcome,
+                    Outcome::Denied {
+                        reason: DenyReason::Blocked
+                    } | Outcome::UnpaidEntry {
+                        reason: DenyReason::Blocked
+                    }
+                );
+                if refused_blocked && !is_stranger {
+                    self.new_card(r);
                 }
                 if self.riders[r].plan.is_empty() {
                     self.release(r);
@@ -679,11 +701,15 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
         })
         .collect();
     let n_devices = devices.len();
+    let catalogue = cfg.catalogue()?;
+    info!(
+        products = %catalogue.ids(),
+        version = %catalogue.version,
+        "Riders buy from the fare catalogue"
+    );
     let mut sim = Sim {
-        settings: Settings {
-            two_hour_ms: cfg.two_hour_duration.as_millis() as u64,
-            sale_timeout_ms: cfg.sale_timeout.as_millis() as u64,
-        },
+        catalogue,
+        sale_timeout_ms: u64::try_from(cfg.sale_timeout.as_millis()).unwrap_or(u64::MAX),
         time: TimeSettings {
             decision_window_ms: cfg.decision_window.as_millis() as u64,
             ..TimeSettings::default()
@@ -703,6 +729,7 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
         null_expected: vec![VecDeque::new(); n_devices],
         next_id: 0,
         strangers: 0,
+        new_cards: 0,
         tally: Tally::default(),
         cfg,
     };

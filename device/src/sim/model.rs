@@ -1,20 +1,22 @@
 //! What the simulator expects: a model of every card and terminal, fed through
 //! [`tapgate_protocol::rules::decide_timed`] with each message's stamp: a waiting message late
 //! past the decision window is `stale` and changes nothing; an offline entry is settled at the
-//! time it happened.
+//! time it happened. The products, their terms and the service days come from the same fare
+//! catalogue the bridge reads, so the model agrees with the bridge for any catalogue: a button
+//! is the product's terms, a `select_pass` lists the catalogue, a sale is at its price.
 //!
 //! A card is never in flight on two devices at once and a terminal serves one rider's sale at a
 //! time, so the state a decision sees is the state the model holds. Time is the only race: the
 //! prediction is made at both the send time and the receive time, and either is accepted — which
-//! is the leniency needed at two-hour (and sale-timeout) boundaries. After a match the model
-//! takes the verdict's state, with a two-hour window's end taken from the decision itself.
+//! is the leniency needed at a pass's expiry (and sale-timeout) boundaries. After a match the
+//! model takes the verdict's state, with a pass's end taken from the decision itself.
 //!
 //! The simulator never blocks a card, but an operator may, on the dashboard, while it runs. A
 //! decision that matches only with the card's deny-list state flipped is an operator's action,
 //! not a rules error: the model follows it and it is counted apart from mismatches.
 
 use tapgate_protocol::rules::{self, Input, Pass, Sale, Settings, State, TimeSettings, Verdict};
-use tapgate_protocol::{Outcome, PassInfo, Stamp};
+use tapgate_protocol::{Catalogue, Offer, Outcome, PassInfo, Stamp};
 
 /// The model of one card.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +27,8 @@ pub struct CardModel {
     pub blocked: bool,
 }
 
-/// Outcomes compared for what matters: the kind, pass type, trips, reasons, selection.
+/// Outcomes compared for what matters: the kind, pass type, trips, reasons, selection, prices
+/// and the products on sale.
 pub fn same_outcome(actual: &Outcome, expected: &Outcome) -> bool {
     let pass_eq = |a: &PassInfo, b: &PassInfo| {
         a.pass_type == b.pass_type && a.trips_remaining == b.trips_remaining
@@ -36,11 +39,36 @@ pub fn same_outcome(actual: &Outcome, expected: &Outcome) -> bool {
             pass_eq(a, b) && a.expires_at == b.expires_at
         }
         (Outcome::Granted { pass: a }, Outcome::Granted { pass: b })
-        | (Outcome::AlreadyHasPass { pass: a }, Outcome::AlreadyHasPass { pass: b })
-        | (Outcome::PassIssued { pass: a }, Outcome::PassIssued { pass: b }) => pass_eq(a, b),
+        | (Outcome::AlreadyHasPass { pass: a }, Outcome::AlreadyHasPass { pass: b }) => {
+            pass_eq(a, b)
+        }
+        (
+            Outcome::PassIssued {
+                pass: a,
+                price: pa,
+                currency: ca,
+            },
+            Outcome::PassIssued {
+                pass: b,
+                price: pb,
+                currency: cb,
+            },
+        ) => pass_eq(a, b) && (pa, ca) == (pb, cb),
+        (Outcome::SelectPass { products: a }, Outcome::SelectPass { products: b }) => a == b,
         (Outcome::Denied { reason: a }, Outcome::Denied { reason: b })
         | (Outcome::UnpaidEntry { reason: a }, Outcome::UnpaidEntry { reason: b }) => a == b,
-        (Outcome::TapToConfirm { selected: a }, Outcome::TapToConfirm { selected: b }) => a == b,
+        (
+            Outcome::TapToConfirm {
+                selected: a,
+                price: pa,
+                currency: ca,
+            },
+            Outcome::TapToConfirm {
+                selected: b,
+                price: pb,
+                currency: cb,
+            },
+        ) => (a, pa, ca) == (b, pb, cb),
         (Outcome::Rejected { reason: a, .. }, Outcome::Rejected { reason: b, .. }) => a == b,
         (a, b) => a.name() == b.name(),
     }
@@ -58,20 +86,46 @@ pub enum Check {
     Mismatch(String),
 }
 
-/// The rules' settings, and the message's stamp.
+/// The rules' settings, the fare catalogue, and the message's stamp.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    /// Pass rules.
-    pub settings: Settings,
+pub struct Timing<'a> {
+    /// The bridge's fare catalogue: products on sale and service days.
+    pub catalogue: &'a Catalogue,
+    /// How long a sale waits for its next step, ms (the bridge's setting).
+    pub sale_timeout_ms: u64,
     /// Decision window and clock limits.
     pub time: TimeSettings,
     /// The message's stamp (`None`: decided on the bridge's clock).
     pub stamp: Option<Stamp>,
 }
 
-impl Timing {
+impl Timing<'_> {
+    /// The rules' settings for a decision at `now`: a service-day pass sold then lasts until the
+    /// end of the catalogue's service day.
+    pub fn settings(&self, now: u64) -> Settings {
+        Settings {
+            sale_timeout_ms: self.sale_timeout_ms,
+            day_ends_at: self.catalogue.service_day(now).ends_at_ms,
+        }
+    }
+
+    /// The catalogue's products as a `select_pass` lists them.
+    pub fn offers(&self) -> Vec<Offer> {
+        self.catalogue
+            .products
+            .iter()
+            .map(|p| Offer {
+                id: p.id(),
+                name: p.name.clone(),
+                price: p.terms.price,
+                currency: p.terms.currency,
+            })
+            .collect()
+    }
+
     /// The verdict for `input` on `state` with the bridge's clock at `now`; a refusal of the
-    /// message's time is a `rejected` outcome that changes nothing.
+    /// message's time is a `rejected` outcome that changes nothing. A `select_pass` lists the
+    /// catalogue, as the bridge fills it in.
     pub fn decide(&self, input: &Input, state: &State, now: u64) -> Verdict {
         match rules::decide_timed(
             input,
@@ -80,10 +134,18 @@ impl Timing {
             self.stamp,
             now,
             None,
-            self.settings,
+            self.settings(now),
             self.time,
         ) {
-            Ok(t) => t.verdict,
+            Ok(t) => match t.verdict.outcome {
+                Outcome::SelectPass { .. } => Verdict {
+                    outcome: Outcome::SelectPass {
+                        products: self.offers(),
+                    },
+                    ..t.verdict
+                },
+                _ => t.verdict,
+            },
             Err(reason) => Verdict {
                 outcome: Outcome::Rejected {
                     reason,
@@ -106,7 +168,7 @@ pub fn check(
     actual: &Outcome,
     sent_ms: u64,
     recv_ms: u64,
-    timing: Timing,
+    timing: Timing<'_>,
 ) -> Check {
     let state = State {
         pass: card.pass.clone(),
@@ -149,18 +211,13 @@ pub fn check(
             );
             // Follow reality so one mismatch does not cascade.
             match actual {
-                Outcome::PassIssued { .. }
-                | Outcome::Granted { .. }
-                | Outcome::EntrySettled { .. } => {
-                    if let Outcome::Granted { pass }
-                    | Outcome::PassIssued { pass }
-                    | Outcome::EntrySettled { pass } = actual
-                    {
-                        card.pass = follow(pass, sent_ms);
-                    }
+                Outcome::PassIssued { pass, .. }
+                | Outcome::Granted { pass }
+                | Outcome::EntrySettled { pass } => {
+                    card.pass = follow(pass, sent_ms, timing);
                     *sale = None;
                 }
-                Outcome::SelectPass | Outcome::TapToConfirm { .. } => {}
+                Outcome::SelectPass { .. } | Outcome::TapToConfirm { .. } => {}
                 _ => *sale = None,
             }
             Check::Mismatch(why)
@@ -173,7 +230,7 @@ pub fn check(
 /// before a waiting message turns stale. A tap sent before a two-hour pass ends and decided just
 /// after, still inside the decision window, is rightly `expired`, though it was `granted` when
 /// sent and would be `stale` by the time its answer arrived.
-fn decision_times(state: &State, sent_ms: u64, recv_ms: u64, timing: Timing) -> Vec<u64> {
+fn decision_times(state: &State, sent_ms: u64, recv_ms: u64, timing: Timing<'_>) -> Vec<u64> {
     let mut times = vec![sent_ms, recv_ms];
     let inside = |t: u64| t > sent_ms && t < recv_ms;
     if let Some(end) = state.pass.as_ref().and_then(|p| p.expires_at) {
@@ -192,8 +249,13 @@ fn decision_times(state: &State, sent_ms: u64, recv_ms: u64, timing: Timing) -> 
 
 fn apply(v: Verdict, card: &mut CardModel, sale: &mut Option<Sale>, actual: &Outcome) {
     let mut pass = v.pass;
-    if let (Some(p), Outcome::Granted { pass: info } | Outcome::EntrySettled { pass: info }) =
-        (pass.as_mut(), actual)
+    // The bridge's own time decides where a window or a service day ends.
+    if let (
+        Some(p),
+        Outcome::Granted { pass: info }
+        | Outcome::EntrySettled { pass: info }
+        | Outcome::PassIssued { pass: info, .. },
+    ) = (pass.as_mut(), actual)
     {
         if info.expires_at.is_some() {
             p.expires_at = info.expires_at;
@@ -203,9 +265,11 @@ fn apply(v: Verdict, card: &mut CardModel, sale: &mut Option<Sale>, actual: &Out
     *sale = v.sale;
 }
 
-/// A model pass matching what the bridge reported (after a mismatch).
-fn follow(info: &PassInfo, now: u64) -> Option<Pass> {
-    let mut p = Pass::issue(info.pass_type, now);
+/// A model pass matching what the bridge reported (after a mismatch); none for a product the
+/// catalogue does not have.
+fn follow(info: &PassInfo, now: u64, timing: Timing<'_>) -> Option<Pass> {
+    let terms = timing.catalogue.product(info.pass_type)?.terms;
+    let mut p = Pass::issue(terms, now, timing.settings(now).day_ends_at);
     if let Some(t) = info.trips_remaining {
         if t == 0 {
             return None;
@@ -219,44 +283,93 @@ fn follow(info: &PassInfo, now: u64) -> Option<Pass> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapgate_protocol::{CardId, DenyReason, PassType};
+    use tapgate_protocol::{CardId, Currency, DenyReason, ProductId};
+
+    const DAY: ProductId = ProductId::from_static("DAY");
+    const TODAY: ProductId = ProductId::from_static("TODAY");
 
     fn card(s: &str) -> CardId {
         CardId::new(s).expect("card")
     }
 
+    /// The built-in catalogue with a two-hour pass of `two_hour_ms`.
+    fn builtin(two_hour_ms: u64) -> Catalogue {
+        Catalogue::builtin(two_hour_ms)
+    }
+
+    /// A catalogue of products only a fares file knows, with service days from 04:00 UTC.
+    fn fares() -> Catalogue {
+        Catalogue::parse(
+            "fares.toml",
+            r#"
+currency = "EUR"
+time_zone = "UTC"
+service_day_starts = "04:00"
+
+[[product]]
+id = "DAY"
+name = "Day pass"
+price = 750
+validity = "period"
+duration = "24h"
+
+[[product]]
+id = "TODAY"
+name = "Today"
+price = 600
+validity = "service_day"
+"#,
+        )
+        .expect("fares")
+    }
+
     /// Decided on the bridge's clock with the default time limits.
-    fn unstamped(settings: Settings) -> Timing {
+    fn unstamped(catalogue: &Catalogue) -> Timing<'_> {
         Timing {
-            settings,
+            catalogue,
+            sale_timeout_ms: 30_000,
             time: TimeSettings::default(),
             stamp: None,
         }
     }
 
+    fn terms(catalogue: &Catalogue, id: ProductId) -> tapgate_protocol::Terms {
+        catalogue.product(id).expect("product").terms
+    }
+
     /// A card holding a fresh ten-trip pass.
     fn ten_trip_card() -> CardModel {
         CardModel {
-            pass: Some(Pass::issue(PassType::TenTrip, 0)),
+            pass: Some(Pass::issue(
+                terms(&builtin(7_200_000), ProductId::TEN_TRIP),
+                0,
+                u64::MAX,
+            )),
             ..CardModel::default()
+        }
+    }
+
+    fn ten_trip_info(left: u32) -> PassInfo {
+        PassInfo {
+            pass_type: ProductId::TEN_TRIP,
+            trips_remaining: Some(left),
+            expires_at: None,
+            remaining_ms: None,
         }
     }
 
     #[test]
     fn two_hour_boundary_is_lenient_either_way() {
-        let s = Settings {
-            two_hour_ms: 1000,
-            sale_timeout_ms: 30_000,
-        };
-        let s = unstamped(s);
-        let mut pass = Pass::issue(PassType::TwoHour, 0);
+        let c = builtin(1000);
+        let s = unstamped(&c);
+        let mut pass = Pass::issue(terms(&c, ProductId::TWO_HOUR), 0, u64::MAX);
         pass.expires_at = Some(5000);
         let input = Input::GateTap(card("A"));
         // Sent just before the end, decided just after: both answers are right.
         for actual in [
             Outcome::Granted {
                 pass: PassInfo {
-                    pass_type: PassType::TwoHour,
+                    pass_type: ProductId::TWO_HOUR,
                     trips_remaining: None,
                     expires_at: Some(5000),
                     remaining_ms: Some(1),
@@ -292,7 +405,8 @@ mod tests {
 
     #[test]
     fn an_operators_block_and_unblock_are_followed_not_mismatched() {
-        let s = unstamped(Settings::default());
+        let c = builtin(7_200_000);
+        let s = unstamped(&c);
         let mut m = ten_trip_card();
         let input = Input::GateTap(card("A"));
         let blocked = Outcome::Denied {
@@ -309,14 +423,14 @@ mod tests {
             Check::Match
         ));
         // Unblocked: the pass is intact (a denial used no trip).
-        let mut info = PassInfo::new(PassType::TenTrip);
-        info.trips_remaining = Some(9);
         assert!(matches!(
             check(
                 &input,
                 &mut m,
                 &mut None,
-                &Outcome::Granted { pass: info },
+                &Outcome::Granted {
+                    pass: ten_trip_info(9)
+                },
                 5,
                 6,
                 s
@@ -336,16 +450,17 @@ mod tests {
 
     #[test]
     fn expired_inside_the_decision_window_is_a_match() {
+        let c = builtin(7_200_000);
         let s = Timing {
             stamp: Some(Stamp::online(1_000)),
-            ..unstamped(Settings::default())
+            ..unstamped(&c)
         };
         let expired = Outcome::Denied {
             reason: DenyReason::Expired,
         };
         // Sent at 1,000 and answered at 4,000 by a two-hour pass ending at `end`.
         let judge = |end: u64| {
-            let mut pass = Pass::issue(PassType::TwoHour, 0);
+            let mut pass = Pass::issue(terms(&c, ProductId::TWO_HOUR), 0, u64::MAX);
             pass.expires_at = Some(end);
             let mut m = CardModel {
                 pass: Some(pass),
@@ -362,22 +477,115 @@ mod tests {
 
     #[test]
     fn ten_trip_counts_must_match() {
-        let s = unstamped(Settings::default());
+        let c = builtin(7_200_000);
+        let s = unstamped(&c);
         let mut m = ten_trip_card();
-        let mut info = PassInfo::new(PassType::TenTrip);
-        info.trips_remaining = Some(8);
-        let wrong = Outcome::Granted { pass: info.clone() };
+        let wrong = Outcome::Granted {
+            pass: ten_trip_info(8),
+        };
         let input = Input::GateTap(card("A"));
         assert!(matches!(
             check(&input, &mut m, &mut None, &wrong, 1, 2, s),
             Check::Mismatch(_)
         ));
         // The model followed reality: 8 left, so the next entry leaves 7.
-        info.trips_remaining = Some(7);
-        let next = Outcome::Granted { pass: info };
+        let next = Outcome::Granted {
+            pass: ten_trip_info(7),
+        };
         assert!(matches!(
             check(&input, &mut m, &mut None, &next, 3, 4, s),
             Check::Match
         ));
+    }
+
+    /// A sale of a product only the fares file knows: the listing, the price at the button and
+    /// at the sale must be the catalogue's; a service-day pass ends where the bridge says.
+    #[test]
+    fn sales_follow_the_catalogue() {
+        let c = fares();
+        let s = unstamped(&c);
+        let now = 1_800_000_000_000;
+        let buyer = card("B");
+        let mut m = CardModel::default();
+        let mut sale = None;
+        let tap = Input::TerminalTap(buyer.clone());
+        let listed = Outcome::SelectPass {
+            products: vec![
+                Offer {
+                    id: DAY,
+                    name: "Day pass".into(),
+                    price: 750,
+                    currency: Currency::EUR,
+                },
+                Offer {
+                    id: TODAY,
+                    name: "Today".into(),
+                    price: 600,
+                    currency: Currency::EUR,
+                },
+            ],
+        };
+        // A bridge listing other products, or none, disagrees with this catalogue.
+        let Outcome::SelectPass { products } = &listed else {
+            unreachable!("a listing")
+        };
+        for fewer in [Vec::new(), products[..1].to_vec()] {
+            let short = Outcome::SelectPass { products: fewer };
+            assert!(!same_outcome(&short, &listed));
+        }
+        assert!(matches!(
+            check(&tap, &mut m, &mut sale, &listed, now, now + 5, s),
+            Check::Match
+        ));
+        let button = Input::Button(terms(&c, TODAY));
+        let confirm = |price| Outcome::TapToConfirm {
+            selected: TODAY,
+            price,
+            currency: Currency::EUR,
+        };
+        let mut wrong_sale = sale.clone();
+        assert!(matches!(
+            check(
+                &button,
+                &mut m,
+                &mut wrong_sale,
+                &confirm(0),
+                now + 10,
+                now + 15,
+                s
+            ),
+            Check::Mismatch(_)
+        ));
+        assert!(matches!(
+            check(
+                &button,
+                &mut m,
+                &mut sale,
+                &confirm(600),
+                now + 10,
+                now + 15,
+                s
+            ),
+            Check::Match
+        ));
+        let day_end = c.service_day(now + 20).ends_at_ms;
+        let issued = Outcome::PassIssued {
+            pass: PassInfo {
+                pass_type: TODAY,
+                trips_remaining: None,
+                expires_at: Some(day_end),
+                remaining_ms: Some(day_end - now - 20),
+            },
+            price: 600,
+            currency: Currency::EUR,
+        };
+        assert!(matches!(
+            check(&tap, &mut m, &mut sale, &issued, now + 20, now + 25, s),
+            Check::Match
+        ));
+        let pass = m.pass.as_ref().expect("sold");
+        assert_eq!(pass.terms.product, TODAY);
+        assert_eq!(pass.expires_at, Some(day_end));
+        assert_eq!(sale, None);
     }
 }

@@ -8,7 +8,7 @@ use tapgate_device::config::DeviceConfig;
 use tapgate_device::hw::console::{sim_hardware, RecordingLights, RecordingSpeaker, SimInputs};
 use tapgate_device::prompt::{Lamps, Sound};
 use tapgate_device::runtime::{run_gate, run_terminal};
-use tapgate_protocol::{CardId, PassType};
+use tapgate_protocol::{CardId, ProductId};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -42,6 +42,8 @@ impl DeviceStack for Stack {
 /// A gate or terminal running on fake hardware.
 pub struct Rig {
     pub inputs: SimInputs,
+    /// A terminal's buttons: the product each sells (empty for a gate).
+    pub buttons: Vec<ProductId>,
     pub lights: RecordingLights,
     pub sounds: mpsc::UnboundedReceiver<Sound>,
     shutdown: CancellationToken,
@@ -63,6 +65,7 @@ impl Rig {
         });
         let rig = Self {
             inputs,
+            buttons: Vec::new(),
             lights,
             sounds,
             shutdown,
@@ -78,6 +81,7 @@ impl Rig {
         let (tx, sounds) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
+        let products = cfg.buttons.clone();
         let task = tokio::spawn(async move {
             run_terminal(&cfg, reader, buttons, RecordingSpeaker(tx), s)
                 .await
@@ -85,6 +89,7 @@ impl Rig {
         });
         let rig = Self {
             inputs,
+            buttons: products,
             lights: RecordingLights::default(),
             sounds,
             shutdown,
@@ -104,9 +109,14 @@ impl Rig {
         self.inputs.tap(CardId::new(card).expect("card"));
     }
 
-    /// Presses a button.
-    pub fn press(&self, pass: PassType) {
-        self.inputs.press(pass);
+    /// Presses the terminal's button for `product`; panics if it has none.
+    pub fn press(&self, product: ProductId) {
+        let position = self
+            .buttons
+            .iter()
+            .position(|p| *p == product)
+            .unwrap_or_else(|| panic!("no button for {product} in {:?}", self.buttons));
+        self.inputs.press(position);
     }
 
     /// The next `n` sounds; panics if they do not come within [`WAIT`].
@@ -146,15 +156,16 @@ impl Rig {
     }
 }
 
-/// Sells `card` a `pass` at a terminal rig, checking the prompts of the full sales flow.
-pub async fn buy(terminal: &mut Rig, card: &str, pass: PassType) {
+/// Sells `card` a pass of `product` at a terminal rig, checking the prompts of the full sales
+/// flow (a product with a recorded thank-you hears it; any other the generic).
+pub async fn buy(terminal: &mut Rig, card: &str, product: ProductId) {
     use tapgate_device::prompt::Prompt;
     terminal.tap(card);
     assert_eq!(
         terminal.sounds(1).await,
         vec![Sound::Say(Prompt::SelectPass)]
     );
-    terminal.press(pass);
+    terminal.press(product);
     assert_eq!(
         terminal.sounds(1).await,
         vec![Sound::Say(Prompt::TapToConfirm)]
@@ -163,6 +174,6 @@ pub async fn buy(terminal: &mut Rig, card: &str, pass: PassType) {
     terminal.tap(card);
     assert_eq!(
         terminal.sounds(2).await,
-        vec![Sound::Chime, Sound::Say(Prompt::ThankYou(pass))]
+        vec![Sound::Chime, Sound::Say(Prompt::thank_you(product))]
     );
 }

@@ -1,6 +1,7 @@
 //! What the dashboard reads from Redis.
 //!
-//! Counters from the `tapgate:counters:*` hashes (every known field present, zero when unset),
+//! Counters from the `tapgate:counters:*` hashes (every known reason present, zero when unset;
+//! products as the bridge counted them, since the catalogue is the bridge's),
 //! recent history and per-minute buckets from the event stream, devices from `tapgate:devices`
 //! with their presence and per-device counters, a card's pass, deny-list entry and recent
 //! events, and the deny list itself. Every function returns JSON ready to send.
@@ -10,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use redis::aio::ConnectionLike;
 use serde_json::{json, Value};
 use tapgate_protocol::{fields, keys};
-use tapgate_protocol::{CardId, DenyReason, DeviceId, DeviceKind, Event, PassType, RejectReason};
+use tapgate_protocol::{CardId, DenyReason, DeviceId, DeviceKind, Event, ProductId, RejectReason};
 
 use crate::format::entry_value;
 use crate::stream::{self, StreamError, StreamId};
@@ -39,7 +40,15 @@ fn numbers(h: &Hash, known: &[&str]) -> BTreeMap<String, i64> {
     out
 }
 
-/// `{issued: {TYPE: n}, entries: {TYPE: n}, denied: {reason: n}, unpaid: {reason: n},
+/// Per product: the fields of a counter hash that are product ids, with their counts. The
+/// catalogue is the bridge's, so a product shows once it has been counted.
+fn per_product(h: &Hash) -> BTreeMap<String, i64> {
+    h.iter()
+        .filter_map(|(k, v)| Some((ProductId::parse(k)?.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// `{issued: {PRODUCT: n}, entries: {PRODUCT: n}, denied: {reason: n}, unpaid: {reason: n},
 /// rejected: {reason: n}}`. Unpaid entries are riders a fail-open gate let through offline whose
 /// card could not pay, by deny reason.
 pub async fn counters(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
@@ -51,12 +60,11 @@ pub async fn counters(conn: &mut impl ConnectionLike) -> Result<Value, WebError>
         .hgetall(keys::COUNTERS_REJECTED)
         .query_async(conn)
         .await?;
-    let passes: Vec<&str> = PassType::ALL.iter().map(|p| p.as_str()).collect();
     let deny: Vec<&str> = DenyReason::ALL.iter().map(|r| r.as_str()).collect();
     let reject: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
     Ok(json!({
-        "issued": numbers(&issued, &passes),
-        "entries": numbers(&entries, &passes),
+        "issued": per_product(&issued),
+        "entries": per_product(&entries),
         "denied": numbers(&denied, &deny),
         "unpaid": numbers(&unpaid, &deny),
         "rejected": numbers(&rejected, &reject),
@@ -234,12 +242,11 @@ pub async fn card(
         Value::Null
     } else {
         let expires_at = num(&pass, fields::pass::EXPIRES_AT).filter(|e| *e > 0);
-        // Only a ten-trip pass counts trips; the store keeps `trips 0` for the other types.
-        let ten_trip =
-            pass.get(fields::pass::TYPE).map(String::as_str) == Some(PassType::TenTrip.as_str());
+        // The store keeps `trips 0` for a pass that does not count trips, and removes one that
+        // counts them with its last trip: a pass has trips left exactly when it counts them.
         json!({
             "type": pass.get(fields::pass::TYPE),
-            "trips_remaining": num(&pass, fields::pass::TRIPS).filter(|_| ten_trip),
+            "trips_remaining": num(&pass, fields::pass::TRIPS).filter(|n| *n > 0),
             "issued_at": num(&pass, fields::pass::ISSUED_AT),
             "expires_at": expires_at,
             "time_left_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),
