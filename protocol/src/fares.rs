@@ -370,12 +370,9 @@ impl Catalogue {
         };
         let form: FileForm = toml::from_str(text).map_err(|e| {
             let field = e
-                .message()
-                .split('`')
-                .nth(1)
-                .filter(|_| e.message().contains("field"))
-                .unwrap_or("file")
-                .to_owned();
+                .span()
+                .and_then(|at| field_at(text, at.start))
+                .unwrap_or_else(|| "file".to_owned());
             err(e.span(), &field, e.message().trim().to_owned())
         })?;
         let currency = Currency::parse(form.currency.get_ref()).ok_or_else(|| {
@@ -596,6 +593,29 @@ impl Catalogue {
     }
 }
 
+/// The field written at byte `at` of a fares file, as errors name it: the key on that line,
+/// `product[N].` before it inside the N-th `[[product]]`.
+fn field_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = &text[start..];
+    let line = &line[..line.find('\n').unwrap_or(line.len())];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return None;
+    }
+    let product = text[..start]
+        .lines()
+        .filter(|l| l.trim() == "[[product]]")
+        .count();
+    Some(if product == 0 {
+        key.to_owned()
+    } else {
+        format!("product[{product}].{key}")
+    })
+}
+
 /// `HH:MM` as a time of day.
 fn parse_hh_mm(s: &str) -> Option<Time> {
     let (h, m) = s.split_once(':')?;
@@ -713,8 +733,11 @@ validity = "service_day"
         assert_eq!(e.field, "product[4].name");
 
         let e = refused(&GOOD.replace("price = 600", "price = 600\ncolour = \"red\""));
-        assert_eq!(e.line, 30, "{e}");
+        assert_eq!((e.line, e.field.as_str()), (30, "product[4].colour"), "{e}");
         assert!(e.message.contains("colour"), "{e}");
+
+        let e = refused(&GOOD.replace("price = 750", "price = 7.50"));
+        assert_eq!((e.line, e.field.as_str()), (22, "product[3].price"), "{e}");
 
         let e = refused("currency = \"EUR\"\ntime_zone = \"UTC\"\n");
         assert_eq!(e.field, "product");
