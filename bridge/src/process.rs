@@ -21,7 +21,7 @@ use tapgate_protocol::validate::{
 };
 use tapgate_protocol::{
     Catalogue, Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Notice,
-    Offer, Outcome, RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
+    Outcome, RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
 };
 use tapgate_runtime::clock::Clock;
 use tapgate_runtime::Backoff;
@@ -84,20 +84,6 @@ fn too_large(len: usize) -> Rejection {
         RejectReason::PayloadTooLarge,
         format!("payload is {len} bytes, at most {MAX_PAYLOAD_BYTES} allowed"),
     )
-}
-
-/// The products a terminal may sell, as its first answer lists them.
-fn offers(fares: &Catalogue) -> Vec<Offer> {
-    fares
-        .products
-        .iter()
-        .map(|p| Offer {
-            id: p.id(),
-            name: p.name.clone(),
-            price: p.terms.price,
-            currency: p.terms.currency,
-        })
-        .collect()
 }
 
 /// The refusal of a tap or button without a stamp, once stamps are required.
@@ -365,7 +351,7 @@ impl Processor {
             self.metrics.replay();
         }
         if let Outcome::SelectPass { products } = &mut decided.decision.outcome {
-            *products = offers(fares);
+            *products = fares.offers();
         }
         let outcome = decided.decision.outcome.name();
         // One line per decision only at DEBUG; INFO gets a summary a minute (see `summary`).

@@ -562,6 +562,19 @@ impl Catalogue {
         self.products.iter().find(|p| p.id() == id)
     }
 
+    /// The products as a terminal's first answer (`select_pass`) lists them, in order.
+    pub fn offers(&self) -> Vec<crate::message::Offer> {
+        self.products
+            .iter()
+            .map(|p| crate::message::Offer {
+                id: p.id(),
+                name: p.name.clone(),
+                price: p.terms.price,
+                currency: p.terms.currency,
+            })
+            .collect()
+    }
+
     /// The ids of every product, in order, for messages that list them.
     pub fn ids(&self) -> String {
         self.products

@@ -111,16 +111,7 @@ impl Timing<'_> {
 
     /// The catalogue's products as a `select_pass` lists them.
     pub fn offers(&self) -> Vec<Offer> {
-        self.catalogue
-            .products
-            .iter()
-            .map(|p| Offer {
-                id: p.id(),
-                name: p.name.clone(),
-                price: p.terms.price,
-                currency: p.terms.currency,
-            })
-            .collect()
+        self.catalogue.offers()
     }
 
     /// The verdict for `input` on `state` with the bridge's clock at `now`; a refusal of the
