@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,77 +15,18 @@ use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER};
 use tapgate_checks::{grafana, repo};
 use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, ProductId, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
+use tapgate_testkit::redis_users::{self, password, write_users, USERS};
 use tapgate_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// (environment variable, Redis user, password) of every component.
-const USERS: [(&str, &str, &str); 5] = [
-    ("REDIS_PASSWORD", "tapgate-admin", "admin-pw-0123456789"),
-    (
-        "REDIS_BRIDGE_PASSWORD",
-        "tapgate-bridge",
-        "bridge-pw-0123456789",
-    ),
-    (
-        "REDIS_MONITOR_PASSWORD",
-        "tapgate-monitor",
-        "monitor-pw-0123456789",
-    ),
-    (
-        "REDIS_EMQX_PASSWORD",
-        "tapgate-emqx",
-        "emqx-pw-0123456789ab",
-    ),
-    (
-        "REDIS_GRAFANA_PASSWORD",
-        "tapgate-grafana",
-        "grafana-pw-0123456789",
-    ),
-];
-
-fn password(user: &str) -> &'static str {
-    USERS
-        .iter()
-        .find(|u| u.1 == user)
-        .map(|u| u.2)
-        .unwrap_or_else(|| panic!("no user {user}"))
-}
-
-/// Runs docker/redis-users.sh with `env` into `out`; its exit status and stderr.
-fn write_users(out: &Path, env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new("sh");
-    cmd.arg(repo::root().join("docker/redis-users.sh")).arg(out);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().expect("run sh");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 fn server() -> (RedisServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let acl: PathBuf = dir.path().join("users.acl");
-    let env: Vec<(&str, &str)> = USERS.iter().map(|(k, _, v)| (*k, *v)).collect();
-    let (ok, err) = write_users(&acl, &env);
-    assert!(ok, "redis-users.sh failed: {err}");
-    let path = acl.to_string_lossy().into_owned();
-    (RedisServer::with_args(&["--aclfile", &path]), dir)
+    redis_users::redis_with_users()
 }
 
 async fn login(redis: &RedisServer, user: &str) -> redis::aio::MultiplexedConnection {
-    let url = format!(
-        "redis://{user}:{}@127.0.0.1:{}",
-        password(user),
-        redis.port()
-    );
-    redis::Client::open(url)
+    redis::Client::open(redis_users::url_as(redis, user))
         .expect("url")
         .get_multiplexed_async_connection()
         .await

@@ -12,6 +12,7 @@ use redis::AsyncCommands;
 use support::*;
 use tapgate_monitor::Operator;
 use tapgate_protocol::{keys, CardId};
+use tapgate_testkit::redis_users::{self, redis_with_users};
 use tapgate_testkit::RedisServer;
 
 async fn block(dash: &Dashboard, who: &Login, card: &str) -> Resp {
@@ -180,61 +181,8 @@ async fn a_session_whose_credential_no_longer_matches_is_refused_and_ended() {
     dash.stop().await;
 }
 
-/// (environment variable, Redis user, password) of every user `docker/redis-users.sh` writes,
-/// the ACL file compose and `scripts/demo` start Redis with.
-const USERS: [(&str, &str, &str); 5] = [
-    ("REDIS_PASSWORD", "tapgate-admin", "admin-pw-0123456789"),
-    (
-        "REDIS_BRIDGE_PASSWORD",
-        "tapgate-bridge",
-        "bridge-pw-0123456789",
-    ),
-    (
-        "REDIS_MONITOR_PASSWORD",
-        "tapgate-monitor",
-        "monitor-pw-0123456789",
-    ),
-    (
-        "REDIS_EMQX_PASSWORD",
-        "tapgate-emqx",
-        "emqx-pw-0123456789ab",
-    ),
-    (
-        "REDIS_GRAFANA_PASSWORD",
-        "tapgate-grafana",
-        "grafana-pw-0123456789",
-    ),
-];
-
-/// A Redis with the deployment's users, and the folder holding its ACL file.
-fn redis_with_users() -> (RedisServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let acl = dir.path().join("users.acl");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/redis-users.sh");
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg(&script)
-        .arg(&acl)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (var, _, password) in USERS {
-        cmd.env(var, password);
-    }
-    let out = cmd.output().expect("run redis-users.sh");
-    assert!(
-        out.status.success(),
-        "redis-users.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = acl.to_string_lossy().into_owned();
-    (RedisServer::with_args(&["--aclfile", &path]), dir)
-}
-
 fn url_of(server: &RedisServer, user: &str) -> String {
-    let (_, _, password) = USERS
-        .iter()
-        .find(|u| u.1 == user)
-        .unwrap_or_else(|| panic!("no user {user}"));
-    format!("redis://{user}:{password}@127.0.0.1:{}", server.port())
+    redis_users::url_as(server, user)
 }
 
 async fn connect_as(server: &RedisServer, user: &str) -> redis::aio::MultiplexedConnection {

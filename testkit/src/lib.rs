@@ -6,6 +6,7 @@
 //! - [`probe`]: [`MqttProbe`], an MQTT client that publishes and collects messages in tests.
 //! - [`nats`]: [`NatsMqtt`], `nats-server`'s MQTT gateway, a second real broker.
 //! - [`sentinel`]: [`SentinelGroup`], a primary, a replica and three `redis-server --sentinel`.
+//! - [`redis_users`]: a Redis with the deployment's ACL users (`docker/redis-users.sh`).
 //!
 //! A missing binary is a test failure that names the package to install, never a silent skip.
 
@@ -15,6 +16,7 @@ pub mod mosquitto;
 pub mod nats;
 pub mod probe;
 pub mod redis;
+pub mod redis_users;
 pub mod sentinel;
 pub mod server;
 pub mod session;
