@@ -7,9 +7,34 @@ mod support;
 use std::time::Duration;
 
 use support::Stack;
+use tapgate_device::sim::report::Summary;
 use tapgate_device::sim::{self, SimConfig};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tokio_util::sync::CancellationToken;
+
+/// Runs the simulation and prints (and writes, where asked) its summary: every decision matched
+/// the model, none was lost and none was unexpected.
+async fn run_clean(cfg: &SimConfig) -> Summary {
+    let summary = sim::run(cfg.clone(), CancellationToken::new())
+        .await
+        .expect("simulation ran");
+    sim::finish(cfg, &summary).expect("summary printed and written");
+    assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
+    assert_eq!(summary.lost, 0, "decisions lost");
+    assert_eq!(summary.unexpected, 0);
+    summary
+}
+
+/// Each of `outcomes` was decided at least once.
+fn saw_each(summary: &Summary, outcomes: &[&str]) {
+    for outcome in outcomes {
+        assert!(
+            summary.decisions.get(*outcome).copied().unwrap_or(0) > 0,
+            "no {outcome} in {:?}",
+            summary.decisions
+        );
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_taps_a_second_for_twenty_seconds() {
@@ -33,33 +58,23 @@ async fn two_hundred_taps_a_second_for_twenty_seconds() {
         drop_for: Duration::from_millis(500),
         ..SimConfig::default()
     };
-    let summary = sim::run(cfg.clone(), CancellationToken::new())
-        .await
-        .expect("simulation ran");
-    sim::finish(&cfg, &summary).expect("summary printed and written");
-
-    assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
-    assert_eq!(summary.lost, 0, "decisions lost");
-    assert_eq!(summary.unexpected, 0);
+    let summary = run_clean(&cfg).await;
     let sent = summary.taps_sent + summary.buttons_sent + summary.garbage_sent;
     assert!(sent >= 3_500, "sent only {sent}");
     let decided: u64 = summary.decisions.values().sum();
     assert_eq!(decided, sent, "one decision per message");
-    for outcome in [
-        "granted",
-        "denied",
-        "select_pass",
-        "tap_to_confirm",
-        "pass_issued",
-        "card_mismatch",
-        "rejected",
-    ] {
-        assert!(
-            summary.decisions.get(outcome).copied().unwrap_or(0) > 0,
-            "no {outcome} in {:?}",
-            summary.decisions
-        );
-    }
+    saw_each(
+        &summary,
+        &[
+            "granted",
+            "denied",
+            "select_pass",
+            "tap_to_confirm",
+            "pass_issued",
+            "card_mismatch",
+            "rejected",
+        ],
+    );
     assert!(summary.connection_drops >= 3);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json file")).expect("json");
@@ -90,23 +105,14 @@ async fn outage_mode_matches_the_timed_model() {
         no_pass: 0.2,
         ..SimConfig::default()
     };
-    let summary = sim::run(cfg.clone(), CancellationToken::new())
-        .await
-        .expect("simulation ran");
-    sim::finish(&cfg, &summary).expect("summary printed");
-    assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
-    assert_eq!(summary.lost, 0, "decisions lost");
-    assert_eq!(summary.unexpected, 0);
+    let summary = run_clean(&cfg).await;
     let sent = summary.taps_sent + summary.buttons_sent + summary.garbage_sent;
     let decided: u64 = summary.decisions.values().sum();
     assert_eq!(decided, sent, "one decision per message");
-    for outcome in ["stale", "entry_settled", "unpaid_entry", "granted"] {
-        assert!(
-            summary.decisions.get(outcome).copied().unwrap_or(0) > 0,
-            "no {outcome} in {:?}",
-            summary.decisions
-        );
-    }
+    saw_each(
+        &summary,
+        &["stale", "entry_settled", "unpaid_entry", "granted"],
+    );
 }
 
 /// The bridge and the simulator read the same fares file: riders buy its products (each kind of
@@ -164,18 +170,9 @@ validity = "service_day"
         drop_every: Duration::ZERO,
         ..SimConfig::default()
     };
-    let summary = sim::run(cfg.clone(), CancellationToken::new())
-        .await
-        .expect("simulation ran");
-    sim::finish(&cfg, &summary).expect("summary printed");
-    assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
-    assert_eq!(summary.lost, 0, "decisions lost");
-    assert_eq!(summary.unexpected, 0);
-    for outcome in ["select_pass", "tap_to_confirm", "pass_issued", "granted"] {
-        assert!(
-            summary.decisions.get(outcome).copied().unwrap_or(0) > 0,
-            "no {outcome} in {:?}",
-            summary.decisions
-        );
-    }
+    let summary = run_clean(&cfg).await;
+    saw_each(
+        &summary,
+        &["select_pass", "tap_to_confirm", "pass_issued", "granted"],
+    );
 }
