@@ -6,11 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{all_ids, redis, xadd, Collected};
+use support::{all_ids, redis, sale, xadd, Collected};
 use tapgate_monitor::tail::{self, Replay, TailConfig};
-use tapgate_protocol::{
-    CardId, Currency, DeviceId, DeviceKind, Event, EventKind, PassInfo, ProductId,
-};
+use tapgate_protocol::{CardId, DeviceId, DeviceKind, Event, EventKind, PassInfo, ProductId};
 use tapgate_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
@@ -179,28 +177,11 @@ async fn last_n_then_live_in_text() {
     task.await.expect("tail stops");
 }
 
-/// A day pass sold at terminal t1 for 7.50 EUR.
-fn sale() -> Event {
-    let mut e = Event::new(EventKind::PassIssued, 1_700_000_000_000);
-    e.device = DeviceId::new("t1").ok();
-    e.device_kind = Some(DeviceKind::Terminal);
-    e.card = CardId::new("04AB").ok();
-    e.pass = Some(PassInfo {
-        pass_type: ProductId::from_static("DAY"),
-        trips_remaining: None,
-        expires_at: None,
-        remaining_ms: None,
-    });
-    e.price = Some(750);
-    e.currency = Some(Currency::EUR);
-    e
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_shows_its_product_and_price_in_text_and_json() {
     let server = RedisServer::start();
     let mut conn = redis(&server).await;
-    let seq = xadd(&mut conn, "*", &sale()).await;
+    let seq = xadd(&mut conn, "*", &sale(1_700_000_000_000)).await;
     let last = Replay {
         since: None,
         last: Some(1),
@@ -217,7 +198,7 @@ async fn a_sale_shows_its_product_and_price_in_text_and_json() {
     let (out, shutdown, task) = start_tail(server.url(), last, true);
     let lines = out.wait_lines(1, Duration::from_secs(5)).await;
     let v: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON line");
-    let mut expected = serde_json::to_value(sale()).expect("event");
+    let mut expected = serde_json::to_value(sale(1_700_000_000_000)).expect("event");
     expected["seq"] = seq.into();
     assert_eq!(
         v, expected,

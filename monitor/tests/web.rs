@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use support::*;
-use tapgate_protocol::{
-    keys, CardId, Currency, DeviceId, DeviceKind, Event, EventKind, PassInfo, ProductId,
-};
+use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, Event, EventKind};
 use tapgate_testkit::RedisServer;
 
 async fn stream_len(conn: &mut redis::aio::MultiplexedConnection) -> usize {
@@ -590,23 +588,6 @@ async fn reads_counters_charts_devices_and_cards() {
     let none = get(dash.addr, &me, "/api/cards/55").await.json();
     assert_eq!(none["pass"], serde_json::Value::Null);
     dash.stop().await;
-}
-
-/// A day pass sold at terminal t1 for 7.50 EUR.
-fn sale(time: u64) -> Event {
-    let mut e = Event::new(EventKind::PassIssued, time);
-    e.device = DeviceId::new("t1").ok();
-    e.device_kind = Some(DeviceKind::Terminal);
-    e.card = CardId::new("04AB").ok();
-    e.pass = Some(PassInfo {
-        pass_type: ProductId::from_static("DAY"),
-        trips_remaining: None,
-        expires_at: None,
-        remaining_ms: None,
-    });
-    e.price = Some(750);
-    e.currency = Some(Currency::EUR);
-    e
 }
 
 /// Checks a feed item is the sale of [`sale`]: its fields and the words the page shows.

@@ -13,7 +13,9 @@ use tapgate_monitor::web::session_key::SessionKey;
 use tapgate_monitor::web::{self, ServerHandle};
 use tapgate_monitor::{Operator, ServeConfig};
 use tapgate_protocol::keys::EVENTS_STREAM;
-use tapgate_protocol::Event;
+use tapgate_protocol::{
+    CardId, Currency, DeviceId, DeviceKind, Event, EventKind, PassInfo, ProductId,
+};
 use tapgate_testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -541,4 +543,21 @@ pub fn listening(port: u16, within: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// A day pass sold at terminal t1 for 7.50 EUR, at `time`.
+pub fn sale(time: u64) -> Event {
+    let mut e = Event::new(EventKind::PassIssued, time);
+    e.device = DeviceId::new("t1").ok();
+    e.device_kind = Some(DeviceKind::Terminal);
+    e.card = CardId::new("04AB").ok();
+    e.pass = Some(PassInfo {
+        pass_type: ProductId::from_static("DAY"),
+        trips_remaining: None,
+        expires_at: None,
+        remaining_ms: None,
+    });
+    e.price = Some(750);
+    e.currency = Some(Currency::EUR);
+    e
 }
