@@ -68,6 +68,29 @@ pub fn load_datasources(rel: &str) -> Result<Vec<DataSource>, CheckError> {
     Ok(file.datasources)
 }
 
+/// Every dashboard in `grafana/dashboards/` (by its path from the repository root) with its
+/// queries, read against `sources`.
+pub fn dashboards(sources: &[DataSource]) -> Result<Vec<(String, Queries)>, CheckError> {
+    let dir = repo::root().join("grafana/dashboards");
+    let io = |source| CheckError::Io {
+        path: dir.clone(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let rel = format!("grafana/dashboards/{}", name.to_string_lossy());
+        let dash: Value =
+            serde_json::from_str(&repo::read(&rel)?).map_err(|source| CheckError::Json {
+                path: rel.clone().into(),
+                source,
+            })?;
+        let (queries, _) = scan(&rel, &dash, sources);
+        out.push((rel, queries));
+    }
+    Ok(out)
+}
+
 /// One Redis query of a dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisQuery {

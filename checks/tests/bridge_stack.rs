@@ -11,13 +11,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
 use tapgate_bridge::BridgeConfig;
 use tapgate_checks::access::{self, BRIDGE_USER, MONITOR_CLIENT, MONITOR_USER};
 use tapgate_checks::grafana;
 use tapgate_checks::keys;
 use tapgate_checks::promtool;
-use tapgate_checks::repo::{self, report};
+use tapgate_checks::repo::report;
 use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, ProductId, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::{MqttProbe, RedisServer};
@@ -257,14 +256,7 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
     let exposed: Vec<String> = samples.iter().map(|s| s.name.clone()).collect();
     let sources = grafana::load_datasources("grafana/provisioning/datasources/tapgate.yml")
         .expect("data sources");
-    for entry in std::fs::read_dir(repo::root().join("grafana/dashboards")).expect("dashboards") {
-        let path = entry.expect("entry").path();
-        let rel = format!(
-            "grafana/dashboards/{}",
-            path.file_name().expect("name").to_string_lossy()
-        );
-        let dash: Value = serde_json::from_str(&repo::read(&rel).expect("read")).expect("json");
-        let (queries, _) = grafana::scan(&rel, &dash, &sources);
+    for (rel, queries) in grafana::dashboards(&sources).expect("dashboards") {
         let findings = grafana::check_metrics(&rel, &queries, &exposed);
         assert!(findings.is_empty(), "{}", report(&findings));
     }
@@ -304,14 +296,7 @@ async fn run_dashboard_queries(
     sources: &[grafana::DataSource],
 ) {
     let mut problems = Vec::new();
-    for entry in std::fs::read_dir(repo::root().join("grafana/dashboards")).expect("dashboards") {
-        let path = entry.expect("entry").path();
-        let rel = format!(
-            "grafana/dashboards/{}",
-            path.file_name().expect("name").to_string_lossy()
-        );
-        let dash: Value = serde_json::from_str(&repo::read(&rel).expect("read")).expect("json");
-        let (queries, _) = grafana::scan(&rel, &dash, sources);
+    for (rel, queries) in grafana::dashboards(sources).expect("dashboards") {
         // Variable values, from the variables' own queries and regexes (`/^kind\/(.+)$/`).
         let mut values: Vec<(String, String)> = Vec::new();
         for var in &queries.redis_variables {

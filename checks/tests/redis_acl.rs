@@ -9,10 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tapgate_bridge::BridgeConfig;
 use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER};
-use tapgate_checks::{grafana, repo};
+use tapgate_checks::grafana;
 use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, ProductId, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_testkit::redis_users::{self, password, write_users, USERS};
@@ -417,14 +416,7 @@ async fn grafana_may_run_every_query_of_its_dashboards() {
     let sources = grafana::load_datasources("grafana/provisioning/datasources/tapgate.yml")
         .expect("data sources");
     let mut commands: Vec<Vec<String>> = Vec::new();
-    for entry in std::fs::read_dir(repo::root().join("grafana/dashboards")).expect("dashboards") {
-        let path = entry.expect("entry").path();
-        let rel = format!(
-            "grafana/dashboards/{}",
-            path.file_name().expect("name").to_string_lossy()
-        );
-        let dash: Value = serde_json::from_str(&repo::read(&rel).expect("read")).expect("json");
-        let (queries, _) = grafana::scan(&rel, &dash, &sources);
+    for (_, queries) in grafana::dashboards(&sources).expect("dashboards") {
         for q in &queries.redis_queries {
             let mut words = vec![q.command.clone(), filled(&q.key, &queries.redis_variables)];
             match q.command.as_str() {
