@@ -136,6 +136,7 @@ pub async fn start_with_clock(
             file = ?config.fares,
             version = %c.version,
             currency = %c.currency,
+            time_zone = c.time_zone.iana_name().unwrap_or("fixed offset"),
             products = %c.ids(),
             "Fare catalogue in force"
         );
