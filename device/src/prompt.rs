@@ -238,7 +238,7 @@ pub fn price_line(name: &str, price: u64, currency: Currency) -> String {
 
 /// An amount in minor units of `currency`, as people read it: `7.50 EUR`.
 pub fn money(price: u64, currency: Currency) -> String {
-    currency.format(i64::try_from(price).unwrap_or(i64::MAX))
+    currency.format(price)
 }
 
 /// One line for the rider about a refusal.

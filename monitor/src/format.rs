@@ -141,7 +141,7 @@ fn trips(n: u32) -> String {
 /// What a sale took, as people read it (`7.50 EUR`), when the event says.
 fn price(e: &Event) -> Option<String> {
     let (minor, currency) = e.price.zip(e.currency)?;
-    Some(currency.format(i64::try_from(minor).unwrap_or(i64::MAX)))
+    Some(currency.format(minor))
 }
 
 /// The short label of an event kind: `ISSUED`, `ENTRY`, `DENIED` …

@@ -123,15 +123,17 @@ impl Currency {
         }
     }
 
-    /// An amount in minor units as people read it: `7.50 EUR`, `-2.00 EUR`, `300 JPY`.
-    pub fn format(&self, minor: i64) -> String {
+    /// An amount in minor units (a price, or a signed amount) as people read it: `7.50 EUR`,
+    /// `-2.00 EUR`, `300 JPY`.
+    pub fn format(&self, minor: impl Into<i128>) -> String {
+        let minor: i128 = minor.into();
         let d = self.decimals();
         let sign = if minor < 0 { "-" } else { "" };
         let abs = minor.unsigned_abs();
         if d == 0 {
             return format!("{sign}{abs} {}", self.as_str());
         }
-        let unit = 10u64.pow(d);
+        let unit = 10u128.pow(d);
         format!(
             "{sign}{}.{:0width$} {}",
             abs / unit,
@@ -799,6 +801,7 @@ validity = "service_day"
     fn prices_read_as_money() {
         assert_eq!(Currency::EUR.format(750), "7.50 EUR");
         assert_eq!(Currency::EUR.format(-5), "-0.05 EUR");
+        assert_eq!(Currency::EUR.format(u64::MAX), "184467440737095516.15 EUR");
         let jpy = Currency::parse("JPY").expect("jpy");
         assert_eq!(jpy.format(300), "300 JPY");
         let kwd = Currency::parse("KWD").expect("kwd");
