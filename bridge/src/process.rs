@@ -55,16 +55,20 @@ pub struct Processor {
     pub shutdown: CancellationToken,
 }
 
+/// A tap or button to decide.
+struct ToDecide {
+    topic: InboundTopic,
+    id: MessageId,
+    input: Input,
+    stamp: Option<Stamp>,
+    /// A gate's offline entry or retap: the waiting tap it replaces.
+    replaces: Option<MessageId>,
+}
+
 /// What a message turned out to be.
 enum Parsed {
-    /// Decide: the topic, message id, input, stamp and (offline entries) the tap it replaces.
-    Decide(
-        InboundTopic,
-        MessageId,
-        Input,
-        Option<Stamp>,
-        Option<MessageId>,
-    ),
+    /// Decide it.
+    Decide(ToDecide),
     /// Status (online flag) or heartbeat (uptime, device clock).
     Presence(InboundTopic, Option<bool>, Option<u64>, Option<u64>),
     Refuse(Option<(DeviceKind, DeviceId)>, Rejection),
@@ -154,14 +158,26 @@ fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool, fares: &Catalo
                     DeviceKind::Gate => Input::GateTap(tap.card),
                     DeviceKind::Terminal => Input::TerminalTap(tap.card),
                 };
-                Parsed::Decide(topic, tap.id, input, stamp, tap.replaces)
+                Parsed::Decide(ToDecide {
+                    topic,
+                    id: tap.id,
+                    input,
+                    stamp,
+                    replaces: tap.replaces,
+                })
             }
             Err(r) => Parsed::Refuse(here, r),
         },
         MessageKind::Button => match parse_button_stamped(payload) {
             Ok((b, None)) if require_stamp => Parsed::Refuse(here, unstamped(b.id)),
             Ok((b, stamp)) => match fares.product(b.pass) {
-                Some(p) => Parsed::Decide(topic, b.id, Input::Button(p.terms), stamp, None),
+                Some(p) => Parsed::Decide(ToDecide {
+                    topic,
+                    id: b.id,
+                    input: Input::Button(p.terms),
+                    stamp,
+                    replaces: None,
+                }),
                 None => Parsed::Refuse(
                     here,
                     Rejection::new(
@@ -197,21 +213,12 @@ impl Processor {
         let received = Instant::now();
         let fares = self.fares.current();
         let done = match parse(&self.topics, &inbound, self.require_stamp, &fares) {
-            Parsed::Decide(topic, id, input, stamp, replaces) => {
-                self.metrics.message(topic.message);
-                if stamp.is_none() {
+            Parsed::Decide(m) => {
+                self.metrics.message(m.topic.message);
+                if m.stamp.is_none() {
                     self.metrics.unstamped();
                 }
-                self.decide(
-                    &topic,
-                    &id,
-                    &input,
-                    stamp,
-                    replaces.as_ref(),
-                    &fares,
-                    received,
-                )
-                .await
+                self.decide(&m, &fares, received).await
             }
             Parsed::Presence(topic, online, uptime, clock) => {
                 self.metrics.message(topic.message);
@@ -281,17 +288,9 @@ impl Processor {
         self.publish_event(&notice);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn decide(
-        &self,
-        topic: &InboundTopic,
-        id: &MessageId,
-        input: &Input,
-        stamp: Option<Stamp>,
-        replaces: Option<&MessageId>,
-        fares: &Catalogue,
-        received: Instant,
-    ) -> bool {
+    async fn decide(&self, m: &ToDecide, fares: &Catalogue, received: Instant) -> bool {
+        let (topic, id, input, stamp) = (&m.topic, &m.id, &m.input, m.stamp);
+        let replaces = m.replaces.as_ref();
         // Each attempt is decided at its own time: a call whose reply was lost may have been
         // carried out, and its seen record lives by Redis's clock from then. A retry that keeps
         // the first attempt's time would still be inside the decision window after that record
