@@ -131,6 +131,7 @@ fn tap(
             stamp: Some(Stamp::online(now)),
             replaces: None,
             day: None,
+            catalogue: "bench",
         };
         pipe.add_command(decide_command(library(), &s.store().decide_arg(), &req))
             .ignore();

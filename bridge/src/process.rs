@@ -307,6 +307,7 @@ impl Processor {
                 stamp,
                 replaces,
                 day: matches!(input, Input::TerminalTap(_)).then(|| fares.service_day(now_ms)),
+                catalogue: &fares.version,
             };
             async move { self.store.decide(&req).await }
         };

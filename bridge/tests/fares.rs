@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::{buy, Stack};
 use tapgate_bridge::BridgeError;
-use tapgate_protocol::{fields, keys, Catalogue, DeviceKind};
+use tapgate_protocol::{fields, keys, stream, CardId, Catalogue, DeviceKind};
 
 const FARES: &str = r#"
 currency = "EUR"
@@ -89,12 +89,33 @@ async fn a_product_only_the_fares_file_knows_is_sold_priced_counted_and_honoured
     assert_eq!((&d["price"], &d["currency"]), (&json!(750), &json!("EUR")));
     assert_eq!(d["pass"], json!({"type": "DAY"}));
 
+    // The record keeps what a void needs: who sold it, the day it was counted on, the catalogue
+    // it was sold from, and no first use yet.
+    let pass_record = || async {
+        let f: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(keys::pass(&CardId::new("7001").expect("card")))
+            .query_async(&mut stack.redis().await)
+            .await
+            .expect("HGETALL");
+        f
+    };
+    let sold_day = catalogue.service_day(stack.now_ms()).label();
+    let f = pass_record().await;
+    assert_eq!(f.get(fields::pass::SOLD_BY).map(String::as_str), Some("t1"));
+    assert_eq!(f.get(fields::pass::DAY), Some(&sold_day));
+    assert_eq!(f.get(fields::pass::CATALOGUE), Some(&catalogue.version));
+    assert_eq!(f.get(fields::pass::USED_AT), None, "{f:?}");
+
     // Honoured at a gate: the first entry opens a day of travel.
     let first = stack.now_ms();
     let d = g.tap("7001").await;
     assert_eq!(d["outcome"], "granted", "{d}");
     assert_eq!(d["pass"]["type"], "DAY");
     assert_eq!(d["pass"]["expires_at"], first + 24 * 3_600_000);
+    assert_eq!(
+        pass_record().await.get(fields::pass::USED_AT),
+        Some(&first.to_string())
+    );
     stack.advance(Duration::from_secs(23 * 3600));
     assert_eq!(g.tap("7001").await["outcome"], "granted");
     stack.advance(Duration::from_secs(3600));
@@ -129,6 +150,7 @@ async fn a_product_only_the_fares_file_knows_is_sold_priced_counted_and_honoured
     assert_eq!(sold.len(), 1);
     assert_eq!(sold[0].1.get("price").map(String::as_str), Some("750"));
     assert_eq!(sold[0].1.get("currency").map(String::as_str), Some("EUR"));
+    assert_eq!(sold[0].1.get(stream::DAY), Some(&day));
 }
 
 #[tokio::test]

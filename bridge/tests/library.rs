@@ -34,6 +34,7 @@ async fn gate_tap(store: &Store, device: &DeviceId, id: &str, card: &CardId) -> 
             stamp: None,
             replaces: None,
             day: None,
+            catalogue: "test",
         })
         .await
         .expect("decide")

@@ -157,7 +157,7 @@ fn card(i: usize) -> CardId {
 }
 
 /// What a stored pass holds: product, validity, trips left, period, price, currency, expiry,
-/// issue time. (A record keeps the trips left, not how many the product had.)
+/// issue time, first use. (A record keeps the trips left, not how many the product had.)
 type PassView = (
     ProductId,
     Validity,
@@ -167,6 +167,7 @@ type PassView = (
     Currency,
     Option<u64>,
     u64,
+    Option<u64>,
 );
 
 fn view(p: &Pass) -> PassView {
@@ -180,6 +181,7 @@ fn view(p: &Pass) -> PassView {
         t.currency,
         p.expires_at,
         p.issued_at,
+        p.used_at,
     )
 }
 
@@ -203,6 +205,7 @@ async fn read_pass(con: &mut redis::aio::MultiplexedConnection, c: usize) -> Opt
         Currency::parse(text(fields::pass::CURRENCY)).expect("currency"),
         num(fields::pass::EXPIRES_AT),
         num(fields::pass::ISSUED_AT).unwrap_or(0),
+        num(fields::pass::USED_AT),
     ))
 }
 
@@ -276,6 +279,7 @@ async fn run_case(
                         stamp: s.stamp,
                         replaces: None,
                         day: Some(catalogue.service_day(now)),
+                        catalogue: &catalogue.version,
                     })
                     .await
                     .expect("script");
@@ -303,6 +307,7 @@ async fn run_case(
                         stamp: s.stamp,
                         replaces: None,
                         day: Some(catalogue.service_day(now)),
+                        catalogue: &catalogue.version,
                     })
                     .await
                     .expect("script");
@@ -430,6 +435,7 @@ async fn run_case(
                 stamp,
                 replaces: None,
                 day: Some(day),
+                catalogue: &catalogue.version,
             })
             .await
             .expect("script");

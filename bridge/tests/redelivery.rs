@@ -66,6 +66,7 @@ impl Script {
                 stamp: at.stamp,
                 replaces: replaces.as_ref(),
                 day: None,
+                catalogue: "test",
             })
             .await
             .expect("script")

@@ -27,6 +27,7 @@ async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: 
             stamp: None,
             replaces: None,
             day: None,
+            catalogue: "test",
         })
         .await
         .expect("decide");

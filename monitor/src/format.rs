@@ -148,6 +148,7 @@ fn price(e: &Event) -> Option<String> {
 pub const fn label(kind: EventKind) -> &'static str {
     match kind {
         EventKind::PassIssued => "ISSUED",
+        EventKind::PassVoided => "VOIDED",
         EventKind::PassActivated => "ACTIVATED",
         EventKind::PassUsed => "ENTRY",
         EventKind::PassDenied => "DENIED",
@@ -256,6 +257,17 @@ fn pieces(e: &Event) -> Vec<(Paint, Mark, String)> {
             if let Some(p) = price(e) {
                 line.push(Paint::Plain, ", ");
                 line.mark(Paint::Yellow, Mark::Price, p);
+            }
+        }
+        EventKind::PassVoided => {
+            let by = detail.as_deref().unwrap_or("an operator");
+            line.push(
+                Paint::Red,
+                format!("{} pass of {}{at} voided by {by}", product(pass), card(e)),
+            );
+            if let Some(p) = price(e) {
+                line.push(Paint::Plain, ", ");
+                line.mark(Paint::Red, Mark::Price, format!("-{p}"));
             }
         }
         EventKind::PassActivated => {

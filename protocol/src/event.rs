@@ -31,6 +31,10 @@ pub enum EventKind {
     /// A terminal sold a pass: `price` and `currency` say what it took. Topic
     /// `events/pass-issued/{PRODUCT}`.
     PassIssued,
+    /// An operator voided a sale made in error: the unused pass is gone and its revenue is taken
+    /// off its service day (`day`); `price`, `currency` and `device` (the terminal that sold it)
+    /// are the sale's, `detail` names the operator. Topic `events/pass-voided/{PRODUCT}`.
+    PassVoided,
     /// A gate let a card in on its pass. Topic `events/pass-used/{PRODUCT}`.
     PassUsed,
     /// A `period` pass's first entry started its window. Topic `events/pass-activated/{PRODUCT}`.
@@ -56,8 +60,9 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::PassIssued,
+        EventKind::PassVoided,
         EventKind::PassUsed,
         EventKind::PassActivated,
         EventKind::PassDenied,
@@ -73,6 +78,7 @@ impl EventKind {
     pub const fn as_str(self) -> &'static str {
         match self {
             EventKind::PassIssued => "pass-issued",
+            EventKind::PassVoided => "pass-voided",
             EventKind::PassUsed => "pass-used",
             EventKind::PassActivated => "pass-activated",
             EventKind::PassDenied => "pass-denied",
@@ -94,7 +100,10 @@ impl EventKind {
     pub const fn has_pass_segment(self) -> bool {
         matches!(
             self,
-            EventKind::PassIssued | EventKind::PassUsed | EventKind::PassActivated
+            EventKind::PassIssued
+                | EventKind::PassVoided
+                | EventKind::PassUsed
+                | EventKind::PassActivated
         )
     }
 }
@@ -150,12 +159,15 @@ pub struct Event {
     /// `clock-skew`: the device's clock minus the bridge's, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skew_ms: Option<i64>,
-    /// `pass-issued`: what the sale took, minor units of `currency`.
+    /// `pass-issued`, `pass-voided`: what the sale took, minor units of `currency`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<u64>,
     /// The currency of `price`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<Currency>,
+    /// `pass-issued`, `pass-voided`: the service day whose revenue the sale counts on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<jiff::civil::Date>,
     /// MQTT only: the stream entry id of this event, for de-duplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<String>,
@@ -180,6 +192,7 @@ impl Event {
             skew_ms: None,
             price: None,
             currency: None,
+            day: None,
             seq: None,
         }
     }

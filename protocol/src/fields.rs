@@ -26,9 +26,19 @@ pub mod pass {
     pub const EXPIRES_AT: &str = "expires_at";
     /// When the pass was sold, Unix ms.
     pub const ISSUED_AT: &str = "issued_at";
+    /// The terminal that sold it (absent on records from before sales kept it).
+    pub const SOLD_BY: &str = "sold_by";
+    /// The service day its sale was counted on, `YYYY-MM-DD` (the revenue key a void reverses).
+    pub const DAY: &str = "day";
+    /// The fare catalogue's version when it was sold ([`crate::fares::Catalogue::version`]).
+    pub const CATALOGUE: &str = "catalogue";
+    /// When it was first used at a gate, Unix ms; absent while unused (only an unused pass can
+    /// be voided).
+    pub const USED_AT: &str = "used_at";
     /// Every field.
-    pub const ALL: [&str; 8] = [
-        TYPE, VALIDITY, TRIPS, DURATION, PRICE, CURRENCY, EXPIRES_AT, ISSUED_AT,
+    pub const ALL: [&str; 12] = [
+        TYPE, VALIDITY, TRIPS, DURATION, PRICE, CURRENCY, EXPIRES_AT, ISSUED_AT, SOLD_BY, DAY,
+        CATALOGUE, USED_AT,
     ];
 }
 
@@ -39,8 +49,13 @@ pub mod revenue {
     pub const SALES: &str = "sales";
     /// What they took.
     pub const AMOUNT: &str = "amount";
+    /// Sales voided by an operator. A void also takes its sale off `sales`, `amount` and its
+    /// product's and terminal's fields, so those are always net of voids.
+    pub const VOIDS: &str = "voids";
+    /// What the voided sales had taken.
+    pub const VOIDED: &str = "voided";
     /// The fixed fields.
-    pub const ALL: [&str; 2] = [SALES, AMOUNT];
+    pub const ALL: [&str; 4] = [SALES, AMOUNT, VOIDS, VOIDED];
 
     /// Passes of `product` sold: `product:{PRODUCT}:sales`.
     pub fn product_sales(product: &str) -> String {

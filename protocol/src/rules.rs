@@ -57,6 +57,9 @@ pub struct Pass {
     pub expires_at: Option<u64>,
     /// When it was issued (Unix ms).
     pub issued_at: u64,
+    /// When it was first used at a gate (Unix ms); `None` while unused, the only state in which
+    /// an operator may void its sale.
+    pub used_at: Option<u64>,
 }
 
 impl Pass {
@@ -72,6 +75,7 @@ impl Pass {
             },
             expires_at: (terms.validity == Validity::ServiceDay).then_some(day_ends_at),
             issued_at: now,
+            used_at: None,
         }
     }
 
@@ -180,6 +184,7 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
                 return verdict(denied(DenyReason::Expired), None, None);
             }
             let mut activated = false;
+            p.used_at.get_or_insert(now);
             match p.terms.validity {
                 Validity::Single | Validity::ServiceDay => {}
                 Validity::Trips => p.trips = p.trips.saturating_sub(1),
@@ -586,7 +591,9 @@ mod tests {
             let v = gate(&state, t);
             assert!(matches!(v.outcome, Outcome::Granted { .. }), "{t}");
             assert!(!v.activated);
-            assert_eq!(v.pass, state.pass, "unlimited entries");
+            let mut used = state.pass.clone().expect("pass");
+            used.used_at = Some(t);
+            assert_eq!(v.pass, Some(used), "unlimited entries, first use recorded");
         }
         let v = gate(&state, DAY_END);
         assert_eq!(

@@ -52,9 +52,11 @@ pub const SKEW_MS: &str = "skew_ms";
 pub const PRICE: &str = "price";
 /// [`Event::currency`].
 pub const CURRENCY: &str = "currency";
+/// [`Event::day`], `YYYY-MM-DD`.
+pub const DAY: &str = "day";
 
 /// Every field an entry may have, in the order writers use.
-pub const FIELDS: [&str; 17] = [
+pub const FIELDS: [&str; 18] = [
     EVENT,
     TIME,
     DEVICE,
@@ -72,10 +74,11 @@ pub const FIELDS: [&str; 17] = [
     SKEW_MS,
     PRICE,
     CURRENCY,
+    DAY,
 ];
 
 /// The fields the decide script writes on every entry, in this order, empty when unused.
-pub const DECIDE_FIELDS: [&str; 15] = [
+pub const DECIDE_FIELDS: [&str; 16] = [
     EVENT,
     TIME,
     DEVICE,
@@ -91,6 +94,7 @@ pub const DECIDE_FIELDS: [&str; 15] = [
     CLOCK,
     PRICE,
     CURRENCY,
+    DAY,
 ];
 
 /// Why a stream entry is not an event.
@@ -153,6 +157,7 @@ impl Event {
         put(SKEW_MS, self.skew_ms.map(|s| s.to_string()));
         put(PRICE, self.price.map(|p| p.to_string()));
         put(CURRENCY, self.currency.map(|c| c.as_str().to_owned()));
+        put(DAY, self.day.map(|d| d.to_string()));
         out
     }
 
@@ -203,6 +208,9 @@ impl Event {
         e.price = number(PRICE)?;
         e.currency = text(CURRENCY)
             .map(|v| Currency::parse(v).ok_or_else(|| unknown(CURRENCY, v)))
+            .transpose()?;
+        e.day = text(DAY)
+            .map(|v| v.parse::<jiff::civil::Date>().map_err(|_| unknown(DAY, v)))
             .transpose()?;
         if let Some(t) = text(PASS) {
             let pass_type = ProductId::parse(t).ok_or_else(|| unknown(PASS, t))?;
@@ -385,5 +393,22 @@ mod tests {
             .filter(|f| DECIDE_FIELDS.contains(f))
             .collect();
         assert_eq!(order, DECIDE_FIELDS);
+    }
+
+    #[test]
+    fn a_sale_and_its_void_keep_their_service_day() {
+        for kind in [EventKind::PassIssued, EventKind::PassVoided] {
+            let mut e = Event::new(kind, 10_000);
+            e.price = Some(750);
+            e.currency = Currency::parse("EUR");
+            e.day = "2026-12-06".parse().ok();
+            e.detail = (kind == EventKind::PassVoided).then(|| "alice".to_owned());
+            assert_eq!(round_trip(&e), e);
+        }
+        let mut map = BTreeMap::new();
+        map.insert(EVENT.to_owned(), "pass-issued".to_owned());
+        map.insert(TIME.to_owned(), "1".to_owned());
+        map.insert(DAY.to_owned(), "2026-13-40".to_owned());
+        assert!(Event::from_stream_map(&map).is_err());
     }
 }

@@ -17,6 +17,7 @@
 --                  a retap replaces (only with args[9])
 --   terminal tap:  [7] card pass, [8] card blocked, [9] card recent, [10] counters:issued,
 --                  [11] sale key of the terminal, [12] revenue of the current service day
+--                  (args[10] names that day)
 --   button:        [7] sale key of the terminal
 -- Only the keys a message can touch are passed: each costs Redis a string and a table slot.
 --
@@ -28,12 +29,15 @@
 -- (parsed once while unchanged), [9] by op: gate, the id of the waiting tap an offline entry or a
 -- retap replaces (absent otherwise; see settle_replaced); button, the product's terms from the
 -- bridge's fare catalogue, "validity trips duration_ms price currency" (tapgate_protocol::fares::
--- Terms::to_words); terminal tap, when the current service day ends (Unix ms: a service_day
--- product sold now is valid until then).
+-- Terms::to_words) and the catalogue's version as a sixth word; terminal tap, when the current
+-- service day ends (Unix ms: a service_day product sold now is valid until then), and [10] that
+-- day as YYYY-MM-DD.
 --
 -- Products are data: the script never names one. A pass record keeps the terms it was sold on
--- (validity, trips, duration, price, currency), so a catalogue change never alters a pass sold
--- before it. A record from before terms were stored (type SINGLE_USE, TEN_TRIP or TWO_HOUR and no
+-- (validity, trips, duration, price, currency, the catalogue's version), so a catalogue change
+-- never alters a pass sold before it, and what an operator's void needs: the terminal that sold
+-- it, the service day its revenue was counted on, and when it was first used (never, for a pass
+-- that may be voided). A record from before terms were stored (type SINGLE_USE, TEN_TRIP or TWO_HOUR and no
 -- validity) is read on the terms those types had, a TWO_HOUR's period being legacy_period_ms.
 --
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
@@ -46,7 +50,7 @@
 --   outcome, reason, selected, pass product, trips left (trips products only), expires_at, time
 --   (the bridge's clock), tap_time, clock ('' for both without a stamp), price and currency (of a
 --   chosen or sold product, else ''), then per event appended to the stream: its kind, stream id
---   and reason.
+--   and reason (for a pass-issued event, which has none, the service day it was counted on).
 -- An event carries the decision's pass when its kind is one with a pass in the topic
 -- (pass-issued, pass-used, pass-activated), and the decision's device, id, card and mode.
 --
@@ -75,12 +79,12 @@
 -- Library functions as locals (upvalues), bound on the first call: a global and a table lookup
 -- on every use add up over a call, and none of them can be reached while the library loads.
 -- `redis.call` is taken afresh at the start of every call.
-local tonumber, tostring, format, sub, find, match, upper, max, floor, call
+local tonumber, tostring, format, sub, find, match, upper, max, floor, unpack, call
 
 local function bind()
   tonumber, tostring, format = _G.tonumber, _G.tostring, _G.string.format
   sub, find, match, upper = _G.string.sub, _G.string.find, _G.string.match, _G.string.upper
-  max, floor = _G.math.max, _G.math.floor
+  max, floor, unpack = _G.math.max, _G.math.floor, _G.unpack
 end
 
 local VALIDITIES = {single = true, trips = true, period = true, service_day = true}
@@ -136,7 +140,7 @@ end
 local op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_time, stamp_text, mode
 local k_seen, k_stream, k_device, k_presence, k_stale, k_denied
 local k_pass, k_blocked, k_recent, k_entries, k_unpaid, k_replaced, k_issued, k_sale, k_revenue
-local replaces, chosen_terms, day_end
+local replaces, chosen_terms, day_end, day_label
 local fingerprint, seen_unit, seen_for
 -- When the message happened on the bridge's clock, and which clock that is.
 local at, clock
@@ -212,13 +216,13 @@ local function emit(name, p, reason, sold)
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
-  local price, currency = '', ''
-  if sold then price, currency = int(p.price), p.currency end
+  local price, currency, day = '', '', ''
+  if sold then price, currency, day = int(p.price), p.currency, p.day or '' end
   local seq = call('XADD', k_stream, '*', 'event', name,
     'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
     'tap_time', tap_time, 'mode', mode, 'clock', clock_name, 'price', price,
-    'currency', currency)
+    'currency', currency, 'day', day)
   since_trim = since_trim + 1
   if since_trim >= TRIM_EVERY then
     call('XTRIM', k_stream, 'MAXLEN', '~', maxlen)
@@ -240,6 +244,8 @@ local function emit(name, p, reason, sold)
       renewed[k_recent] = bridge_now
     end
   end
+  -- A sale has no reason; its slot carries the service day it was counted on.
+  if sold then reason = day end
   local entry = name .. '\t' .. seq .. '\t' .. (reason or '')
   if events == '' then events = entry else events = events .. '\t' .. entry end
 end
@@ -257,7 +263,7 @@ end
 -- corrupt record is never granted, sold over or rewritten.
 local function load_pass()
   local f = call('HMGET', k_pass, 'type', 'trips', 'expires_at', 'issued_at', 'validity',
-    'duration', 'price', 'currency')
+    'duration', 'price', 'currency', 'sold_by', 'day', 'catalogue', 'used_at')
   if not (f[1] or f[2] or f[3] or f[4]) then
     -- No pass, or (rarely) a record without any of its fields: corrupt.
     if call('EXISTS', k_pass) == 0 then return nil end
@@ -265,8 +271,9 @@ local function load_pass()
   end
   local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
   local validity, duration, price = f[5], int_field(f[6]), int_field(f[7])
+  local used_at = int_field(f[12])
   if not f[1] or find(f[1], '^[A-Z0-9_]+$') == nil or trips == false or expires_at == false
-      or issued_at == false or duration == false or price == false then
+      or issued_at == false or duration == false or price == false or used_at == false then
     return nil, true
   end
   if not validity then
@@ -282,7 +289,8 @@ local function load_pass()
   if validity == 'period' and not duration then return nil, true end
   if validity == 'service_day' and not expires_at then return nil, true end
   return {type = f[1], validity = validity, trips = trips or 0, duration = duration or 0,
-    price = price or 0, currency = f[8] or '', expires_at = expires_at, issued_at = issued_at or 0}
+    price = price or 0, currency = f[8] or '', expires_at = expires_at, issued_at = issued_at or 0,
+    sold_by = f[9], day = f[10], catalogue = f[11], used_at = used_at}
 end
 
 local function live(p)
@@ -304,27 +312,34 @@ end
 -- where there is none (issued where load_pass found nothing or deleted an expired one), so no
 -- field of an older record can be left behind.
 local function save_pass(p)
+  local f = {'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
+    'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
+    'issued_at', int(p.issued_at)}
+  -- Absent on records sold before they were kept.
+  if p.sold_by then f[#f + 1], f[#f + 2] = 'sold_by', p.sold_by end
+  if p.day then f[#f + 1], f[#f + 2] = 'day', p.day end
+  if p.catalogue then f[#f + 1], f[#f + 2] = 'catalogue', p.catalogue end
+  if p.used_at then f[#f + 1], f[#f + 2] = 'used_at', int(p.used_at) end
   if p.expires_at then
-    call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
-      'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
-      'issued_at', int(p.issued_at), 'expires_at', int(p.expires_at))
+    f[#f + 1], f[#f + 2] = 'expires_at', int(p.expires_at)
+    call('HSET', k_pass, unpack(f))
     call('PEXPIRE', k_pass, int(max(p.expires_at - bridge_now, 0) + GC_MS))
   else
-    call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
-      'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
-      'issued_at', int(p.issued_at))
+    call('HSET', k_pass, unpack(f))
   end
 end
 
 -- Terms as the bridge passes them and a sale stores them: "validity trips duration price
--- currency". Nil when unreadable.
+-- currency version" (a sale stored before versions were passed has no version). Nil when
+-- unreadable.
 local function read_terms(text)
   if not text then return nil end
-  local v, trips, duration, price, currency =
-    match(text, '^(%l[%l_]*) (%d+) (%d+) (%d+) (%u%u%u)$')
+  local v, trips, duration, price, currency, version =
+    match(text, '^(%l[%l_]*) (%d+) (%d+) (%d+) (%u%u%u) ?([%w%-]*)$')
   if not v or not VALIDITIES[v] then return nil end
+  if version == '' then version = nil end
   return {validity = v, trips = tonumber(trips), duration = tonumber(duration),
-    price = tonumber(price), currency = currency, text = text}
+    price = tonumber(price), currency = currency, version = version, text = text}
 end
 
 local function load_sale()
@@ -475,7 +490,8 @@ local function gate()
     call('DEL', k_pass)
     return deny('expired')
   end
-  local activated = false
+  local activated, first_use = false, not p.used_at
+  if first_use then p.used_at = now end
   if p.validity == 'trips' then
     p.trips = max(p.trips - 1, 0)
   elseif p.validity == 'period' and not p.expires_at then
@@ -486,6 +502,8 @@ local function gate()
     call('DEL', k_pass)
   elseif p.validity == 'trips' or activated then
     save_pass(p)
+  elseif first_use then
+    call('HSET', k_pass, 'used_at', int(now))
   end
   call('HINCRBY', k_entries, p.type, '1')
   count_device('granted')
@@ -515,7 +533,8 @@ local function terminal()
       return redis.error_reply('tapgate: sale holds an unreadable product or terms')
     end
     p = {type = sale.selected, validity = t.validity, trips = 0, duration = t.duration,
-      price = t.price, currency = t.currency, issued_at = now}
+      price = t.price, currency = t.currency, issued_at = now, sold_by = device,
+      day = day_label, catalogue = t.version}
     if t.validity == 'trips' then p.trips = t.trips end
     if t.validity == 'service_day' then p.expires_at = day_end end
     save_pass(p)
@@ -564,7 +583,7 @@ local function take(keys, args)
   bridge_now = now
   device, id = args[3], args[4]
   stamp_text, mode = args[6], args[7]
-  replaces, chosen_terms, day_end = '', nil, nil
+  replaces, chosen_terms, day_end, day_label = '', nil, nil, nil
   stamp_time = tonumber(stamp_text)
   if args[8] ~= settings_text then load_settings(args[8]) end
   k_seen, k_stream, k_device, k_presence, k_stale, k_denied =
@@ -582,7 +601,7 @@ local function take(keys, args)
       kind, k_sale, replaces = 'gate', nil, args[9] or ''
       k_entries, k_unpaid, k_replaced = keys[10], keys[11], keys[12]
     else
-      kind, day_end = 'terminal', tonumber(args[9])
+      kind, day_end, day_label = 'terminal', tonumber(args[9]), args[10]
       k_issued, k_sale, k_revenue = keys[10], keys[11], keys[12]
     end
   end

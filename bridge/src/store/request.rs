@@ -32,6 +32,9 @@ pub struct Request<'a> {
     /// The service day `now_ms` is in, for a terminal's tap (a sale counts its revenue there and
     /// a `service_day` product is valid until it ends).
     pub day: Option<ServiceDay>,
+    /// The fare catalogue's version ([`tapgate_protocol::Catalogue::version`]), stored with a
+    /// sale when a button chooses its product.
+    pub catalogue: &'a str,
 }
 
 /// The op argument of each input. A gate tap's op is its device kind, and a terminal's messages
@@ -55,7 +58,7 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
         keys::COUNTERS_STALE.to_owned(),
         keys::COUNTERS_DENIED.to_owned(),
     ]);
-    let mut last = None;
+    let (mut last, mut after) = (None, None);
     let subject = match req.input {
         Input::GateTap(c) => {
             k.extend([
@@ -82,13 +85,15 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
             // Without a day (never from the bridge) a sale counts on the epoch's day and a
             // service-day pass sold now expires at once: loud in tests, harmless otherwise.
             let day = req.day.unwrap_or(ServiceDay::EPOCH);
-            k.push(keys::revenue(&day.label()));
+            let label = day.label();
+            k.push(keys::revenue(&label));
             last = Some(day.ends_at_ms.to_string());
+            after = Some(label);
             c.as_str()
         }
         Input::Button(t) => {
             k.push(keys::sale(req.device));
-            last = Some(t.to_words());
+            last = Some(format!("{} {}", t.to_words(), req.catalogue));
             t.product.as_str()
         }
     };
@@ -101,9 +106,7 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
         .arg(req.stamp.map(|s| s.time.to_string()).unwrap_or_default())
         .arg(req.stamp.map(|s| s.mode.as_str()).unwrap_or(""))
         .arg(settings);
-    if let Some(last) = last {
-        call.arg(last);
-    }
+    call.arg(last).arg(after);
     call
 }
 
@@ -134,7 +137,7 @@ mod tests {
             .terms;
         let cases = [
             (DeviceKind::Gate, Input::GateTap(card.clone()), 11, 8),
-            (DeviceKind::Terminal, Input::TerminalTap(card), 12, 9),
+            (DeviceKind::Terminal, Input::TerminalTap(card), 12, 10),
             (DeviceKind::Terminal, Input::Button(terms), 7, 9),
         ];
         for (kind, input, nkeys, nargs) in cases {
@@ -147,6 +150,7 @@ mod tests {
                 stamp: None,
                 replaces: None,
                 day: None,
+                catalogue: "c1",
             };
             let a = args(&decide_command(&Library::new(), "s", &req));
             assert_eq!(a[2], nkeys.to_string(), "{input:?}");

@@ -122,6 +122,7 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
         };
         let with_pass = tapgate_protocol::EventKind::parse(kind)
             .is_some_and(tapgate_protocol::EventKind::has_pass_segment);
+        let sold_event = *kind == tapgate_protocol::EventKind::PassIssued.as_str();
         let get = |name: &str| -> Option<&str> {
             Some(match name {
                 stream::EVENT => kind,
@@ -133,12 +134,14 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
                 stream::PASS if with_pass => pass,
                 stream::TRIPS if with_pass => trips,
                 stream::EXPIRES_AT if with_pass => expires_at,
-                stream::REASON => ev_reason,
+                // A sale's reason slot holds its service day.
+                stream::REASON if !sold_event => ev_reason,
+                stream::DAY if sold_event => ev_reason,
                 stream::TAP_TIME => tap_time,
                 stream::MODE if !tap_time.is_empty() => mode,
                 stream::CLOCK => clock,
-                stream::PRICE if *kind == "pass-issued" => price,
-                stream::CURRENCY if *kind == "pass-issued" => currency,
+                stream::PRICE if sold_event => price,
+                stream::CURRENCY if sold_event => currency,
                 _ => return None,
             })
         };
@@ -272,5 +275,36 @@ mod tests {
         ] {
             assert!(parse(bad, &asked(&device, &id, None)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_sale_carries_its_price_and_service_day() {
+        let (device, id) = (
+            DeviceId::new("t1").expect("device"),
+            MessageId::new("m1").expect("id"),
+        );
+        let asked = Asked {
+            kind: DeviceKind::Terminal,
+            ..asked(&device, &id, None)
+        };
+        // Stored since sales kept their day (in the event's reason slot), and before.
+        for (line, day) in [
+            (
+                "pass_issued\t\t\tDAY\t\t\t5\t\t\t750\tEUR\tpass-issued\t3-0\t2026-12-06",
+                Some("2026-12-06"),
+            ),
+            (
+                "pass_issued\t\t\tDAY\t\t\t5\t\t\t750\tEUR\tpass-issued\t3-0\t",
+                None,
+            ),
+        ] {
+            let p = parse(line, &asked).expect("parse");
+            let sold = &p.events[0];
+            assert_eq!(sold.event, EventKind::PassIssued);
+            assert_eq!((sold.price, sold.reason.as_deref()), (Some(750), None));
+            assert_eq!(sold.day.map(|d| d.to_string()).as_deref(), day, "{line:?}");
+        }
+        let bad = "pass_issued\t\t\tDAY\t\t\t5\t\t\t750\tEUR\tpass-issued\t3-0\tsoon";
+        assert!(parse(bad, &asked).is_err());
     }
 }
