@@ -3,6 +3,7 @@
 //! - [`logic`]: the gate and terminal as pure state machines (inputs and decisions in, light,
 //!   sound, prompt and publish commands out), plus reader debounce and message ids.
 //! - [`prompt`]: spoken prompts, sounds, light patterns, and the lines shown to riders.
+//! - [`words`]: prices as spoken words, from a small set of recorded words.
 //! - [`hw`]: hardware traits (card reader, buttons, lights, speaker) and their implementations:
 //!   generic embedded-hal drivers, Raspberry Pi constructors (feature `rpi`), audio (feature
 //!   `audio`), and simulated console hardware.
@@ -21,3 +22,4 @@ pub mod logic;
 pub mod prompt;
 pub mod runtime;
 pub mod sim;
+pub mod words;
