@@ -4,7 +4,9 @@
 //!   sound, prompt and publish commands out), plus reader debounce and message ids.
 //! - [`prompt`]: spoken prompts, sounds, light patterns, and the lines shown to riders.
 //! - [`words`]: prices as spoken words, from a small set of recorded words.
-//! - [`hw`]: hardware traits (card reader, buttons, lights, speaker) and their implementations:
+//! - [`digits`]: what the four-digit display shows (a price, trips or time left) and its
+//!   seven-segment encoding.
+//! - [`hw`]: hardware traits (card reader, buttons, lights, speaker, display) and their implementations:
 //!   generic embedded-hal drivers, Raspberry Pi constructors (feature `rpi`), audio (feature
 //!   `audio`), and simulated console hardware.
 //! - [`link`]: the MQTT link (QoS 1, persistent session, status and heartbeat, outage queue).
@@ -16,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod digits;
 pub mod hw;
 pub mod link;
 pub mod logic;

@@ -2,7 +2,8 @@
 //!
 //! A person types a card number to tap it and `1` to `9` for the terminal's buttons (button N
 //! sells the Nth product of the terminal's `buttons` setting); the traffic light is drawn as
-//! coloured blocks and prompts are printed. The same commands can be piped in on stdin as a
+//! coloured blocks, the four-digit display as its text in brackets (`display: [ 2.50]`), and
+//! prompts are printed. The same commands can be piped in on stdin as a
 //! script:
 //!
 //! ```text
@@ -12,8 +13,8 @@
 //! quit              # stop the device
 //! ```
 //!
-//! [`SimReader`] and [`SimButtons`] are fed through [`SimInputs`]; [`RecordingLights`] and
-//! [`RecordingSpeaker`] keep what they were asked to do, for tests.
+//! [`SimReader`] and [`SimButtons`] are fed through [`SimInputs`]; [`RecordingLights`],
+//! [`RecordingDisplay`] and [`RecordingSpeaker`] keep what they were asked to do, for tests.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -27,7 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Buttons, CardReader, Lights, Speaker};
+use super::{Buttons, CardReader, Display, Lights, Speaker};
+use crate::digits::DisplayText;
 use crate::prompt::{Lamps, Sound};
 
 /// Feeds simulated cards and button presses.
@@ -146,6 +148,57 @@ impl Lights for RecordingLights {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((Instant::now(), lamps));
+        Ok(())
+    }
+}
+
+/// Prints the four-digit display as its text in brackets: `  display: [ 2.50]`.
+pub struct ConsoleDisplay<W: Write + Send + 'static = std::io::Stdout> {
+    out: W,
+}
+
+impl ConsoleDisplay {
+    /// Prints to stdout.
+    pub fn stdout() -> Self {
+        Self {
+            out: std::io::stdout(),
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> ConsoleDisplay<W> {
+    /// Prints to `out`.
+    pub fn new(out: W) -> Self {
+        Self { out }
+    }
+}
+
+impl<W: Write + Send + 'static> Display for ConsoleDisplay<W> {
+    type Error = std::io::Error;
+    fn show(&mut self, text: DisplayText) -> Result<(), std::io::Error> {
+        writeln!(self.out, "  display: [{text}]")?;
+        self.out.flush()
+    }
+}
+
+/// A display that remembers everything shown with its time, for tests.
+#[derive(Clone, Default)]
+pub struct RecordingDisplay(pub Arc<Mutex<Vec<(Instant, DisplayText)>>>);
+
+impl RecordingDisplay {
+    /// Everything shown so far.
+    pub fn changes(&self) -> Vec<(Instant, DisplayText)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Display for RecordingDisplay {
+    type Error = Infallible;
+    fn show(&mut self, text: DisplayText) -> Result<(), Infallible> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((Instant::now(), text));
         Ok(())
     }
 }
@@ -296,6 +349,18 @@ mod tests {
         assert_eq!(draw(Lamps::RED_AMBER, false), "[R A .]");
         assert_eq!(draw(Lamps::GREEN, false), "[. . G]");
         assert!(draw(Lamps::GREEN, true).contains("\x1b[42m"));
+    }
+
+    #[test]
+    fn prints_the_display() {
+        let mut d = ConsoleDisplay::new(Vec::new());
+        d.show(DisplayText::price(250, tapgate_protocol::Currency::EUR))
+            .expect("show");
+        d.show(DisplayText::BLANK).expect("show");
+        assert_eq!(
+            String::from_utf8(d.out).expect("utf8"),
+            "  display: [ 2.50]\n  display: [    ]\n"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,13 +1,16 @@
 //! Hardware behind small traits, each with its own `Error`.
 //!
-//! - [`CardReader`], [`Buttons`], [`Lights`], [`Speaker`]: what the device logic needs.
+//! - [`CardReader`], [`Buttons`], [`Lights`], [`Speaker`], [`Display`]: what the device logic
+//!   needs.
 //! - [`mfrc522`]: a card reader on any embedded-hal 1.0 SPI device (the MFRC522 chip).
 //! - [`buttons`]: debounced push buttons on any embedded-hal input pins.
 //! - [`lights`]: a traffic light on any embedded-hal output pins, and the player that turns a
 //!   [`LightPattern`](crate::prompt::LightPattern) into timed lamp changes.
+//! - [`tm1637`]: a four-digit seven-segment display on any two embedded-hal output pins.
+//! - [`display`]: the player that shows a [`DisplayText`] for a while, then blanks the display.
 //! - [`speaker`]: prompts printed as text, or (feature `audio`) played through ALSA.
 //! - [`console`]: simulated hardware for a laptop: type card numbers and 1–9, see the lights as
-//!   coloured blocks; also scriptable from stdin.
+//!   coloured blocks and the display as a bracketed line; also scriptable from stdin.
 //! - `rpi` (feature `rpi`): the Raspberry Pi constructors, the only code that touches `rppal`.
 //!
 //! The drivers are generic over embedded-hal traits so they build and are tested against mock
@@ -15,15 +18,18 @@
 
 pub mod buttons;
 pub mod console;
+pub mod display;
 pub mod lights;
 pub mod mfrc522;
 #[cfg(feature = "rpi")]
 pub mod rpi;
 pub mod speaker;
+pub mod tm1637;
 
 use tapgate_protocol::CardId;
 use tokio::time::Instant;
 
+use crate::digits::DisplayText;
 use crate::prompt::{Lamps, Sound};
 
 /// A contactless card reader, polled.
@@ -63,4 +69,25 @@ pub trait Speaker: Send + 'static {
 
     /// Starts playing `sound` after whatever is already playing; returns at once.
     fn play(&mut self, sound: Sound) -> Result<(), Self::Error>;
+}
+
+/// A four-digit display (on a console, a printed line).
+pub trait Display: Send + 'static {
+    /// Why the display could not be written.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Shows `text` until the next call.
+    fn show(&mut self, text: DisplayText) -> Result<(), Self::Error>;
+}
+
+/// A display that may not be fitted: `None` shows nothing.
+impl<D: Display> Display for Option<D> {
+    type Error = D::Error;
+
+    fn show(&mut self, text: DisplayText) -> Result<(), D::Error> {
+        match self {
+            Some(d) => d.show(text),
+            None => Ok(()),
+        }
+    }
 }
