@@ -15,7 +15,7 @@ use tapgate_runtime::mqtt::MqttArgs;
 use tapgate_runtime::settings::Overrides;
 
 use crate::config::{DeviceConfig, HardwareKind, SoundKind};
-use crate::hw::console::{run_console, sim_hardware, ConsoleLights, HELP};
+use crate::hw::console::{run_console, sim_hardware, ConsoleDisplay, ConsoleLights, HELP};
 use crate::hw::speaker::TextSpeaker;
 use crate::hw::Speaker;
 use crate::logic::OfflinePolicy;
@@ -173,6 +173,12 @@ pub struct DeviceArgs {
     /// SPI clock of the MFRC522, Hz [default: 1000000].
     #[arg(long, env = "TAPGATE_SPI_HZ")]
     pub spi_hz: Option<u32>,
+    /// BCM pin of the TM1637 display's CLK; with --pin-display-dio [default: no display].
+    #[arg(long, env = "TAPGATE_PIN_DISPLAY_CLK")]
+    pub pin_display_clk: Option<u8>,
+    /// BCM pin of the TM1637 display's DIO; with --pin-display-clk [default: no display].
+    #[arg(long, env = "TAPGATE_PIN_DISPLAY_DIO")]
+    pub pin_display_dio: Option<u8>,
 }
 
 impl DeviceArgs {
@@ -191,6 +197,14 @@ impl DeviceArgs {
         o.put("reader_poll", dur(self.reader_poll));
         o.put("pins.reset", self.pin_reset.map(|v| v.to_string()));
         o.put("pins.spi_hz", self.spi_hz.map(|v| v.to_string()));
+        o.put(
+            "pins.display_clk",
+            self.pin_display_clk.map(|v| v.to_string()),
+        );
+        o.put(
+            "pins.display_dio",
+            self.pin_display_dio.map(|v| v.to_string()),
+        );
         o
     }
 
@@ -272,13 +286,15 @@ pub async fn run_device(
                         &cfg,
                         reader,
                         ConsoleLights::stdout(),
+                        ConsoleDisplay::stdout(),
                         speaker,
                         shutdown.clone(),
                     )
                     .await
                 }
                 DeviceKind::Terminal => {
-                    run_terminal(&cfg, reader, buttons, speaker, shutdown.clone()).await
+                    let display = ConsoleDisplay::stdout();
+                    run_terminal(&cfg, reader, buttons, display, speaker, shutdown.clone()).await
                 }
             };
             console.abort();
@@ -289,14 +305,15 @@ pub async fn run_device(
             use crate::hw::rpi;
             let hw = |e: rpi::RpiError| DeviceError::Hardware(e.to_string());
             let (reader, _reset) = rpi::card_reader(&cfg.pins).map_err(hw)?;
+            let display = rpi::display(&cfg.pins).map_err(hw)?;
             match kind {
                 DeviceKind::Gate => {
                     let lights = rpi::lights(&cfg.pins).map_err(hw)?;
-                    run_gate(&cfg, reader, lights, speaker, shutdown).await
+                    run_gate(&cfg, reader, lights, display, speaker, shutdown).await
                 }
                 DeviceKind::Terminal => {
                     let buttons = rpi::buttons(&cfg.pins, cfg.button_settle).map_err(hw)?;
-                    run_terminal(&cfg, reader, buttons, speaker, shutdown).await
+                    run_terminal(&cfg, reader, buttons, display, speaker, shutdown).await
                 }
             }
         }
@@ -395,7 +412,32 @@ mod tests {
         assert_eq!(cfg.offline_policy, OfflinePolicy::FailOpen);
         assert_eq!(cfg.decision_timeout, Duration::from_millis(800));
         assert_eq!(cfg.pins.green, 21);
+        assert_eq!(
+            cfg.pins.display().ok(),
+            Some(None),
+            "no display unless its pins are set"
+        );
         assert!(Cli::try_parse_from(["tapgate-device", "gate", "--offline-policy", "x"]).is_err());
+        for kind in ["gate", "terminal"] {
+            let cli = Cli::try_parse_from([
+                "tapgate-device",
+                kind,
+                "--id",
+                "d1",
+                "--pin-display-clk",
+                "23",
+                "--pin-display-dio",
+                "24",
+            ])
+            .expect("parse");
+            let cfg = match cli.command {
+                CliCommand::Gate(args) => args.load(),
+                CliCommand::Terminal(args) => args.load(),
+                CliCommand::Simulate(_) => panic!("not a device"),
+            }
+            .expect("load");
+            assert_eq!(cfg.pins.display().ok(), Some(Some((23, 24))), "{kind}");
+        }
     }
 
     #[test]

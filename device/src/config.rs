@@ -57,6 +57,32 @@ pub struct Pins {
     pub buttons: Vec<u8>,
     /// SPI clock for the MFRC522, Hz.
     pub spi_hz: u32,
+    /// TM1637 four-digit display: its clock (CLK). No display unless both of its pins are set.
+    pub display_clk: Option<u8>,
+    /// TM1637 four-digit display: its data line (DIO).
+    pub display_dio: Option<u8>,
+}
+
+impl Pins {
+    /// The display's CLK and DIO pins, if one is fitted; both or neither must be set.
+    pub fn display(&self) -> Result<Option<(u8, u8)>, ConfigError> {
+        match (self.display_clk, self.display_dio) {
+            (None, None) => Ok(None),
+            (Some(clk), Some(dio)) if clk != dio => Ok(Some((clk, dio))),
+            (Some(_), Some(_)) => Err(invalid(
+                "pins.display_dio",
+                "the display's CLK and DIO need two different pins",
+            )),
+            (Some(_), None) => Err(invalid(
+                "pins.display_dio",
+                "set with pins.display_clk: a display needs both",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "pins.display_clk",
+                "set with pins.display_dio: a display needs both",
+            )),
+        }
+    }
 }
 
 impl Default for Pins {
@@ -68,6 +94,8 @@ impl Default for Pins {
             green: 26,
             buttons: vec![19, 13, 26],
             spi_hz: 1_000_000,
+            display_clk: None,
+            display_dio: None,
         }
     }
 }
@@ -194,6 +222,7 @@ impl DeviceConfig {
         if self.reader_poll.is_zero() {
             return Err(invalid("reader_poll", "must be longer than zero"));
         }
+        self.pins.display()?;
         Ok(())
     }
 
@@ -316,6 +345,35 @@ mod tests {
         }
         let cfg = DeviceConfig::load(None, [o("id", "t1"), o("pins.green", "6")]).expect("ok");
         assert_eq!(cfg.pins.green, 6);
+    }
+
+    #[test]
+    fn display_pins_come_in_pairs() {
+        let load = |pins: &[(&str, &str)]| {
+            let mut overrides = vec![o("id", "g1")];
+            overrides.extend(pins.iter().map(|(k, v)| o(k, v)));
+            DeviceConfig::load(None, overrides)
+        };
+        assert_eq!(load(&[]).expect("none").pins.display().ok(), Some(None));
+        let cfg = load(&[("pins.display_clk", "5"), ("pins.display_dio", "6")]).expect("both");
+        assert_eq!(cfg.pins.display().ok(), Some(Some((5, 6))));
+        for half in [
+            vec![("pins.display_clk", "5")],
+            vec![("pins.display_dio", "6")],
+            vec![("pins.display_clk", "5"), ("pins.display_dio", "5")],
+        ] {
+            let e = load(&half).expect_err("refused").to_string();
+            assert!(e.contains("pins.display_"), "{e}");
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("gate.toml");
+        std::fs::write(
+            &file,
+            "id = \"g1\"\n[pins]\ndisplay_clk = 23\ndisplay_dio = 24\n",
+        )
+        .expect("write");
+        let cfg = DeviceConfig::load(Some(&file), Vec::<(String, String)>::new()).expect("file");
+        assert_eq!(cfg.pins.display().ok(), Some(Some((23, 24))));
     }
 
     #[test]

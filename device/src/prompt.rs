@@ -2,12 +2,13 @@
 //!
 //! [`Prompt`] is every spoken prompt, with its text (printed when there is no audio) and the
 //! file name of its recording in `device/assets/` (made by `device/assets/generate.sh`).
-//! [`Sound`] adds the two tones. [`LightPattern`] names what the traffic light shows; the light
+//! [`Sound`] adds the two tones and a product's name and price ([`Sound::Price`]). [`LightPattern`] names what the traffic light shows; the light
 //! player in [`crate::hw::lights`] turns a pattern into timed lamp changes. [`pass_left`],
 //! [`describe_denial`] and [`price_line`] are the lines shown to riders.
 //!
-//! Products are data: a terminal learns their names and prices from the bridge and shows them;
-//! what it speaks is a recorded prompt. [`THANKS`] lists the products with a thank-you recorded
+//! Products are data: a terminal learns their names and prices from the bridge, shows them and
+//! speaks them: the price in recorded words ([`crate::words`]), the name as text (printed, or
+//! synthesised where the device can). [`THANKS`] lists the products with a thank-you recorded
 //! for them (the built-in catalogue's); any other product is thanked with the generic
 //! [`Prompt::ThankYou`], so selling a product never needs code or a recording.
 
@@ -140,7 +141,7 @@ impl fmt::Display for Prompt {
 }
 
 /// Something the speaker plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Sound {
     /// A short rising two-tone: yes.
     Chime,
@@ -148,6 +149,26 @@ pub enum Sound {
     Buzzer,
     /// A spoken prompt.
     Say(Prompt),
+    /// A product's name and a price: "Day pass, seven euros fifty cents".
+    Price {
+        /// The product's name, as the bridge lists it (made safe to show).
+        name: String,
+        /// The price in minor units of `currency`.
+        price: u64,
+        /// Its currency.
+        currency: Currency,
+    },
+}
+
+impl Sound {
+    /// A product's name and price.
+    pub fn price(name: impl Into<String>, price: u64, currency: Currency) -> Self {
+        Sound::Price {
+            name: name.into(),
+            price,
+            currency,
+        }
+    }
 }
 
 impl fmt::Display for Sound {
@@ -156,6 +177,15 @@ impl fmt::Display for Sound {
             Sound::Chime => f.write_str("(chime)"),
             Sound::Buzzer => f.write_str("(buzzer)"),
             Sound::Say(p) => write!(f, "\"{p}\""),
+            Sound::Price {
+                name,
+                price,
+                currency,
+            } => write!(
+                f,
+                "\"{name}, {}\"",
+                crate::words::sentence(&crate::words::amount(*price, *currency))
+            ),
         }
     }
 }
@@ -273,6 +303,10 @@ mod tests {
         assert_eq!(
             Sound::Say(Prompt::AccessGranted).to_string(),
             "\"access granted\""
+        );
+        assert_eq!(
+            Sound::price("Day pass", 750, Currency::EUR).to_string(),
+            "\"Day pass, seven euros fifty cents\""
         );
     }
 

@@ -1,9 +1,10 @@
 //! The device runtime: hardware and the MQTT link around a pure state machine.
 //!
 //! [`run_gate`] and [`run_terminal`] start the [`Link`], poll the card reader on a thread of its
-//! own, sample the buttons, play light patterns, and feed every input, decision and deadline to
-//! the state machine, carrying out the [`Command`]s it returns. On `shutdown` the lights go off,
-//! the link says `offline`, and every task is awaited.
+//! own, sample the buttons, play light patterns, show readouts on the four-digit display, and feed
+//! every input, decision and deadline to the state machine, carrying out the [`Command`]s it
+//! returns. On `shutdown` the lights go off, the display goes blank, the link says `offline`, and
+//! every task is awaited.
 
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, DeviceConfig};
-use crate::hw::{buttons, lights, Buttons, CardReader, Lights, Speaker};
+use crate::digits::Readout;
+use crate::hw::{buttons, display, lights, Buttons, CardReader, Display, Lights, Speaker};
 use crate::link::{Link, LinkConfig, LinkError};
 use crate::logic::gate::Gate;
 use crate::logic::terminal::Terminal;
@@ -84,6 +86,7 @@ struct Outputs<S: Speaker> {
     link: Link,
     speaker: S,
     lights: Option<mpsc::Sender<LightPattern>>,
+    display: mpsc::Sender<Readout>,
 }
 
 impl<S: Speaker> Outputs<S> {
@@ -99,13 +102,18 @@ impl<S: Speaker> Outputs<S> {
                     }
                 }
                 Command::Play(sound) => {
-                    if let Err(e) = self.speaker.play(sound) {
+                    if let Err(e) = self.speaker.play(sound.clone()) {
                         warn!(error = %e, %sound, "Cannot play sound");
                     }
                 }
                 Command::Show(line) => {
                     info!(line, "Display");
                     println!("  display: {line}");
+                }
+                Command::Display(readout) => {
+                    if self.display.try_send(readout).is_err() {
+                        warn!(text = %readout.text, "Display readout dropped");
+                    }
                 }
             }
         }
@@ -120,10 +128,11 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Runs an entry gate until `shutdown`.
-pub async fn run_gate<R: CardReader, L: Lights, S: Speaker>(
+pub async fn run_gate<R: CardReader, L: Lights, D: Display, S: Speaker>(
     cfg: &DeviceConfig,
     reader: R,
     lights: L,
+    display: D,
     speaker: S,
     shutdown: CancellationToken,
 ) -> Result<(), DeviceError> {
@@ -131,10 +140,13 @@ pub async fn run_gate<R: CardReader, L: Lights, S: Speaker>(
     let tasks = io.tasks.clone();
     let (light_tx, light_rx) = mpsc::channel(16);
     let light_task = tokio::spawn(lights::play(lights, light_rx, tasks.clone()));
+    let (display_tx, display_rx) = mpsc::channel(16);
+    let display_task = tokio::spawn(display::play(display, display_rx, tasks.clone()));
     let mut out = Outputs {
         link,
         speaker,
         lights: Some(light_tx),
+        display: display_tx,
     };
     let (mut gate, init) = Gate::new(cfg.gate_settings(), now_ms());
     out.run(init);
@@ -150,14 +162,16 @@ pub async fn run_gate<R: CardReader, L: Lights, S: Speaker>(
     }
     io.finish().await;
     let _ = light_task.await;
+    let _ = display_task.await;
     Ok(())
 }
 
 /// Runs a sales terminal until `shutdown`.
-pub async fn run_terminal<R: CardReader, B: Buttons, S: Speaker>(
+pub async fn run_terminal<R: CardReader, B: Buttons, D: Display, S: Speaker>(
     cfg: &DeviceConfig,
     reader: R,
     buttons: B,
+    display: D,
     speaker: S,
     shutdown: CancellationToken,
 ) -> Result<(), DeviceError> {
@@ -171,10 +185,13 @@ pub async fn run_terminal<R: CardReader, B: Buttons, S: Speaker>(
         press_tx,
         tasks.clone(),
     ));
+    let (display_tx, display_rx) = mpsc::channel(16);
+    let display_task = tokio::spawn(display::play(display, display_rx, tasks.clone()));
     let mut out = Outputs {
         link,
         speaker,
         lights: None,
+        display: display_tx,
     };
     let mut terminal = Terminal::new(cfg.terminal_settings(), now_ms());
     info!(device = %cfg.id, buttons = ?cfg.buttons, "Terminal running");
@@ -190,6 +207,7 @@ pub async fn run_terminal<R: CardReader, B: Buttons, S: Speaker>(
     }
     io.finish().await;
     let _ = button_task.await;
+    let _ = display_task.await;
     Ok(())
 }
 

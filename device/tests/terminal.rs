@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{buy, DeviceStack, Rig, Stack, WAIT};
+use tapgate_device::digits::DisplayText;
 use tapgate_device::prompt::{Prompt, Sound};
-use tapgate_protocol::{DeviceId, DeviceKind, ProductId, Topics};
+use tapgate_protocol::{Currency, DeviceId, DeviceKind, ProductId, Topics};
 use tapgate_testkit::MqttProbe;
 
 #[tokio::test]
@@ -32,7 +33,7 @@ async fn sales_flow_prompts_in_order() {
     t.tap("CARD2");
     assert_eq!(t.sounds(1).await, vec![Sound::Say(Prompt::SelectPass)]);
     t.press(ProductId::TWO_HOUR);
-    assert_eq!(t.sounds(1).await, vec![Sound::Say(Prompt::TapToConfirm)]);
+    assert_eq!(t.sounds(2).await[1], Sound::Say(Prompt::TapToConfirm));
     t.tap("CARD3");
     assert_eq!(
         t.sounds(2).await,
@@ -86,7 +87,12 @@ async fn sells_a_product_only_the_fares_file_knows() {
     cfg.buttons = vec![ProductId::from_static("SINGLE"), DAY];
     let mut t = Rig::terminal(cfg).await;
 
-    buy(&mut t, "CARD7", DAY).await;
+    assert_eq!(
+        buy(&mut t, "CARD7", DAY).await,
+        Sound::price("Day pass", 750, Currency::EUR),
+        "named and priced from the fares file"
+    );
+    assert!(t.shown().contains(&" 7.50".to_string()), "{:?}", t.shown());
     let listed = watch.expect_on(&decisions, WAIT).await.json();
     assert_eq!(listed["outcome"], "select_pass", "{listed}");
     assert_eq!(
@@ -119,12 +125,15 @@ async fn sells_a_product_only_the_fares_file_knows() {
     );
     t.stop().await;
 
-    // The day pass opens a gate; its 24 hours start there.
+    // The day pass opens a gate; its 24 hours start there, and the display shows them.
     let mut g = Rig::gate(stack.device_config("g1")).await;
     g.tap("CARD7");
     assert_eq!(
         g.sounds(2).await,
         vec![Sound::Chime, Sound::Say(Prompt::AccessGranted)]
     );
+    g.displays(DisplayText::time_left(24 * 3_600_000)).await;
+    // Green goes out (300 ms in these tests) and the display with it.
+    g.displays(DisplayText::BLANK).await;
     g.stop().await;
 }

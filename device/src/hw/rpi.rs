@@ -3,17 +3,21 @@
 //! - Card reader: MFRC522 on SPI0, chip select CE0, reset (RST) on a GPIO held high.
 //! - Terminal buttons: one GPIO input per button, with pull-ups (buttons switch to ground).
 //! - Gate lights: three GPIO outputs (LED + resistor to ground).
+//! - Either kind: a TM1637 four-digit display on two GPIO outputs (CLK, DIO), when both pins are
+//!   set.
 //!
 //! Pin numbers are BCM and come from [`Pins`]. The drivers themselves are the generic ones in
-//! [`super::mfrc522`], [`super::buttons`] and [`super::lights`].
+//! [`super::mfrc522`], [`super::buttons`], [`super::lights`] and [`super::tm1637`].
 
 use rppal::gpio::{Gpio, InputPin, OutputPin};
+use rppal::hal::Delay;
 use rppal::spi::{Bus, Mode, SimpleHalSpiDevice, SlaveSelect, Spi};
 
 use super::buttons::PinButtons;
 use super::lights::PinLights;
 use super::mfrc522::{Mfrc522Reader, ReaderError};
-use crate::config::Pins;
+use super::tm1637::Tm1637;
+use crate::config::{ConfigError, Pins};
 
 /// Why the Pi hardware could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,9 @@ pub enum RpiError {
     /// The card reader did not initialise.
     #[error(transparent)]
     Reader(#[from] ReaderError),
+    /// The pins cannot work together.
+    #[error(transparent)]
+    Pins(#[from] ConfigError),
 }
 
 /// The MFRC522 on SPI0 CE0, with its reset pin. Keep the returned pin alive: dropping it
@@ -65,4 +72,16 @@ pub fn lights(pins: &Pins) -> Result<PinLights<OutputPin>, RpiError> {
         pin(pins.amber)?,
         pin(pins.green)?,
     ))
+}
+
+/// The TM1637 display on `pins.display_clk` and `pins.display_dio`, both lines idle (high); `None`
+/// when its pins are not set.
+pub fn display(pins: &Pins) -> Result<Option<Tm1637<OutputPin, OutputPin, Delay>>, RpiError> {
+    let Some((clk, dio)) = pins.display()? else {
+        return Ok(None);
+    };
+    let gpio = Gpio::new()?;
+    let clk = gpio.get(clk)?.into_output_high();
+    let dio = gpio.get(dio)?.into_output_high();
+    Ok(Some(Tm1637::new(clk, dio, Delay::new())))
 }

@@ -1,9 +1,12 @@
 //! Speakers: prompts as text lines, or (feature `audio`) real sound.
 //!
-//! [`TextSpeaker`] prints each sound as a line (`(chime)`, `"access granted"`) — the default, and
-//! what a device without audio hardware does. With the `audio` feature, [`audio::AudioSpeaker`]
-//! plays the chime and buzzer as generated tones and the prompts from the WAV recordings in
-//! `device/assets/`, compiled into the binary, on the default ALSA output.
+//! [`TextSpeaker`] prints each sound as a line (`(chime)`, `"access granted"`, `"Day pass, seven
+//! euros fifty cents"`) — the default, and what a device without audio hardware does. With the
+//! `audio` feature, [`audio::AudioSpeaker`] plays the chime and buzzer as generated tones and the
+//! prompts from the WAV recordings in `device/assets/`, compiled into the binary, on the default
+//! ALSA output. A product's price is played as its recorded words ([`crate::words`]); its name,
+//! free text from the operator, is synthesised by `espeak-ng` when the device has it, and left
+//! out (with a log line, once) when it has not.
 
 use std::io::Write;
 
@@ -84,6 +87,7 @@ pub mod audio {
     use super::recording;
     use crate::hw::Speaker;
     use crate::prompt::Sound;
+    use crate::words;
 
     /// Why sound cannot be played.
     #[derive(Debug, thiserror::Error)]
@@ -120,8 +124,9 @@ pub mod audio {
                         }
                     };
                     let player = Player::connect_new(sink.mixer());
+                    let mut voice = Voice::default();
                     while let Ok(sound) = rx.recv() {
-                        append(&player, sound);
+                        append(&player, &mut voice, sound);
                     }
                 })
                 .map_err(|e| AudioError::Open(e.to_string()))?;
@@ -133,7 +138,68 @@ pub mod audio {
         }
     }
 
-    fn append(player: &Player, sound: Sound) {
+    /// The voice a product's name is synthesised with: `espeak-ng`, while it can be run.
+    #[derive(Default)]
+    struct Voice {
+        missing: bool,
+    }
+
+    impl Voice {
+        /// `text` as WAV bytes from `espeak-ng` (the text on stdin, never as an argument).
+        fn synthesise(&mut self, text: &str) -> Option<Vec<u8>> {
+            use std::io::Write;
+            use std::process::{Command, Stdio};
+            if self.missing {
+                return None;
+            }
+            let child = Command::new("espeak-ng")
+                .args(["-v", "en-gb", "-s", "150", "--stdout"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn();
+            let mut child = match child {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "Product names are not spoken: espeak-ng cannot be run");
+                    self.missing = true;
+                    return None;
+                }
+            };
+            if let Some(mut stdin) = child.stdin.take() {
+                if let Err(e) = stdin.write_all(text.as_bytes()) {
+                    warn!(error = %e, "Cannot hand a product name to espeak-ng");
+                }
+            }
+            match child.wait_with_output() {
+                Ok(out) if out.status.success() => Some(out.stdout),
+                Ok(out) => {
+                    warn!(status = %out.status, "espeak-ng failed on a product name");
+                    None
+                }
+                Err(e) => {
+                    warn!(error = %e, "espeak-ng failed on a product name");
+                    None
+                }
+            }
+        }
+    }
+
+    /// A short pause between words played one after another.
+    const WORD_GAP: Duration = Duration::from_millis(60);
+
+    fn silence(d: Duration) -> impl Source + Send + 'static {
+        rodio::source::Zero::new(rodio::nz!(1), rodio::nz!(16_000)).take_duration(d)
+    }
+
+    fn append_wav(player: &Player, bytes: Vec<u8>, what: &str) {
+        match Decoder::new(Cursor::new(bytes)) {
+            Ok(d) => player.append(d),
+            Err(e) => warn!(what, error = %e, "Cannot decode sound"),
+        }
+    }
+
+    fn append(player: &Player, voice: &mut Voice, sound: Sound) {
         match sound {
             Sound::Chime => {
                 player.append(
@@ -156,6 +222,20 @@ pub mod audio {
                 Ok(d) => player.append(d),
                 Err(e) => warn!(%prompt, error = %e, "Cannot decode prompt"),
             },
+            Sound::Price {
+                name,
+                price,
+                currency,
+            } => {
+                if let Some(wav) = voice.synthesise(&name) {
+                    append_wav(player, wav, "product name");
+                    player.append(silence(WORD_GAP * 3));
+                }
+                for word in words::amount(price, currency) {
+                    append_wav(player, words::recording(word).to_vec(), word.text());
+                    player.append(silence(WORD_GAP));
+                }
+            }
         }
     }
 
@@ -172,27 +252,48 @@ pub mod audio {
 mod tests {
     use super::*;
     use crate::prompt::Prompt;
+    use crate::words::Word;
 
     #[test]
     fn text_lines() {
         let mut s = TextSpeaker::new(Vec::new());
         s.play(Sound::Chime).expect("play");
         s.play(Sound::Say(Prompt::CardMismatch)).expect("play");
+        s.play(Sound::price(
+            "Day pass",
+            750,
+            tapgate_protocol::Currency::EUR,
+        ))
+        .expect("play");
         let text = String::from_utf8(s.out).expect("utf8");
         assert_eq!(
             text,
-            "  speaker: (chime)\n  speaker: \"different card — transaction cancelled\"\n"
+            "  speaker: (chime)\n  speaker: \"different card — transaction cancelled\"\n  \
+             speaker: \"Day pass, seven euros fifty cents\"\n"
         );
     }
 
-    /// Every prompt has its recording in `device/assets/`: a small 16 kHz mono 16-bit WAV.
+    /// Every prompt and every word has its recording in `device/assets/`: a small 16 kHz mono
+    /// 16-bit WAV.
     #[test]
-    fn every_prompt_is_recorded() {
+    fn every_prompt_and_word_is_recorded() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        #[cfg(feature = "audio")]
         for p in Prompt::all() {
-            #[cfg(feature = "audio")]
             assert!(!recording(p).is_empty(), "{p:?} is not compiled in");
-            let path = dir.join(p.file_name());
+        }
+        #[cfg(feature = "audio")]
+        for w in Word::ALL {
+            assert!(
+                !crate::words::recording(*w).is_empty(),
+                "{w} is not compiled in"
+            );
+        }
+        let files = Prompt::all()
+            .map(Prompt::file_name)
+            .chain(Word::ALL.iter().map(|w| w.file_name()));
+        for file in files {
+            let path = dir.join(file);
             let bytes = std::fs::read(&path).unwrap_or_else(|e| {
                 panic!("{}: {e} (run device/assets/generate.sh)", path.display())
             });
@@ -211,6 +312,21 @@ mod tests {
                 (1, 16_000, 16),
                 "{}",
                 path.display()
+            );
+        }
+    }
+
+    /// No recording of a word that is not in the table (a renamed or dropped word).
+    #[test]
+    fn every_recorded_word_is_in_the_table() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/words");
+        let entries = std::fs::read_dir(&dir).expect("assets/words");
+        for entry in entries {
+            let name = entry.expect("entry").file_name();
+            let file = format!("words/{}", name.to_string_lossy());
+            assert!(
+                Word::ALL.iter().any(|w| w.file_name() == file),
+                "{file} is no word of src/words.rs"
             );
         }
     }

@@ -1,8 +1,9 @@
 //! The entry gate as a pure state machine.
 //!
-//! Idle shows red. A new tap is published and the light turns red + amber while the gate waits
-//! for the decision with that tap's id. Granted: green for [`GateSettings::green_for`], chime,
-//! "access granted" and what is left on the pass (trips, or time), whatever its product. Denied
+//! Idle shows red. A new tap is published, the display goes blank and the light turns red + amber
+//! while the gate waits for the decision with that tap's id. Granted: green for
+//! [`GateSettings::green_for`], chime, "access granted" and what is left on the pass (trips, or
+//! time), whatever its product, as a line and on the four-digit display for as long as green. Denied
 //! (or anything else that is not a grant): red flashes [`GateSettings::denied_flashes`] times,
 //! buzzer, "access denied". No decision by the deadline: the [`OfflinePolicy`] decides. Decisions
 //! for other ids, late decisions and taps while a decision is pending are ignored with a log line.
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{system_clock, Command, OfflinePolicy, Outbound, TapDebouncer, TapIds, WallClock};
+use crate::digits::{DisplayText, Readout};
 use crate::prompt::{describe_denial, pass_left, LightPattern, Prompt, Sound};
 
 /// Timing and policy of a gate.
@@ -157,6 +159,7 @@ impl Gate {
         vec![
             Command::Publish(Outbound::Tap(tap, Stamp::online(at))),
             Command::Lights(LightPattern::Checking),
+            self.display(DisplayText::BLANK),
         ]
     }
 
@@ -185,9 +188,10 @@ impl Gate {
         }
         self.pending = None;
         match &decision.outcome {
-            Outcome::Granted { pass } => {
-                self.grant(pass_left(pass).unwrap_or_else(|| "have a good trip".into()))
-            }
+            Outcome::Granted { pass } => self.grant(
+                pass_left(pass).unwrap_or_else(|| "have a good trip".into()),
+                DisplayText::pass_left(pass).unwrap_or(DisplayText::BLANK),
+            ),
             Outcome::Denied { reason } => self.deny(describe_denial(*reason).into(), false),
             Outcome::Rejected { reason, detail } => {
                 warn!(%reason, detail, "Tap rejected by the bridge");
@@ -241,19 +245,28 @@ impl Gate {
                     },
                     Stamp::offline(p.at),
                 ))];
-                cmds.extend(self.grant("offline entry".into()));
+                cmds.extend(self.grant("offline entry".into(), DisplayText::BLANK));
                 cmds
             }
         }
     }
 
-    fn grant(&self, line: String) -> Vec<Command> {
+    fn grant(&self, line: String, left: DisplayText) -> Vec<Command> {
         vec![
             Command::Lights(LightPattern::Granted(self.settings.green_for)),
             Command::Play(Sound::Chime),
             Command::Play(Sound::Say(Prompt::AccessGranted)),
             Command::Show(line),
+            self.display(left),
         ]
+    }
+
+    /// `text` on the display for as long as green stays on.
+    fn display(&self, text: DisplayText) -> Command {
+        Command::Display(Readout {
+            text,
+            hold: self.settings.green_for,
+        })
     }
 
     fn deny(&self, line: String, unavailable: bool) -> Vec<Command> {
@@ -267,6 +280,7 @@ impl Gate {
             Command::Play(Sound::Buzzer),
             Command::Play(Sound::Say(prompt)),
             Command::Show(line),
+            self.display(DisplayText::BLANK),
         ]
     }
 }
@@ -307,6 +321,14 @@ mod tests {
         assert_eq!(stamp.mode, tapgate_protocol::TapMode::Online);
         assert_eq!(t.card, card(c));
         assert_eq!(cmds[1], Command::Lights(LightPattern::Checking));
+        let Some(Command::Display(readout)) = cmds.get(2) else {
+            panic!("the display is not blanked: {cmds:?}");
+        };
+        assert_eq!(
+            readout.text,
+            DisplayText::BLANK,
+            "the last rider's trips are gone"
+        );
         t.id.clone()
     }
 
@@ -342,6 +364,10 @@ mod tests {
                 Command::Play(Sound::Chime),
                 Command::Play(Sound::Say(Prompt::AccessGranted)),
                 Command::Show("9 trips left".into()),
+                Command::Display(Readout {
+                    text: DisplayText::count(9),
+                    hold: Duration::from_secs(5),
+                }),
             ]
         );
         assert_eq!(gate.pending(), None);
@@ -352,15 +378,22 @@ mod tests {
     /// when it counts them, time when it has an end.
     #[tokio::test(start_paused = true)]
     async fn granted_shows_what_is_left() {
-        for (left, line) in [
-            (pass(Some(1), None), "1 trip left"),
-            (pass(None, Some(90 * 60_000)), "1h 30m left"),
-            (pass(None, None), "have a good trip"),
+        for (left, line, digits) in [
+            (pass(Some(1), None), "1 trip left", "   1"),
+            (pass(Some(10), Some(60_000)), "10 trips left", "  10"),
+            (pass(None, Some(45 * 60_000)), "0h 45m left", " 0:45"),
+            (pass(None, Some(90 * 60_000)), "1h 30m left", " 1:30"),
+            (pass(None, None), "have a good trip", "    "),
         ] {
             let (mut gate, now) = start(OfflinePolicy::FailClosed);
             let id = tap(&mut gate, "C1", now);
             let cmds = gate.decision(&decision(Some(&id), Outcome::Granted { pass: left }));
             assert_eq!(cmds[3], Command::Show(line.into()));
+            let Command::Display(readout) = &cmds[4] else {
+                panic!("{cmds:?}");
+            };
+            assert_eq!(readout.text.to_string(), digits);
+            assert_eq!(readout.hold, Duration::from_secs(5), "as long as green");
         }
     }
 
@@ -443,7 +476,7 @@ mod tests {
         assert!(gate.decision(&decision(Some(&id), granted(5))).is_empty());
         // A repeated decision for an answered tap is ignored too.
         let id2 = tap(&mut gate, "C2", now + Duration::from_secs(3));
-        assert_eq!(gate.decision(&decision(Some(&id2), granted(4))).len(), 4);
+        assert_eq!(gate.decision(&decision(Some(&id2), granted(4))).len(), 5);
         assert!(gate.decision(&decision(Some(&id2), granted(4))).is_empty());
     }
 
@@ -460,6 +493,10 @@ mod tests {
                 Command::Play(Sound::Buzzer),
                 Command::Play(Sound::Say(Prompt::ServiceUnavailable)),
                 Command::Show("service unavailable".into()),
+                Command::Display(Readout {
+                    text: DisplayText::BLANK,
+                    hold: Duration::from_secs(5),
+                }),
             ]
         );
 

@@ -2,8 +2,9 @@
 //!
 //! - [`gate`]: an entry gate (card reader, traffic light, speaker).
 //! - [`terminal`]: a sales terminal (card reader, product buttons, speaker).
-//! - this module: what both share — the [`Command`]s they emit, the reader-level
-//!   [`TapDebouncer`], the never-reused message ids ([`TapIds`]) and the [`OfflinePolicy`].
+//! - this module: what both share — the [`Command`]s they emit (publish, lights, sound, a line of
+//!   text, the four-digit display), the reader-level [`TapDebouncer`], the never-reused message
+//!   ids ([`TapIds`]) and the [`OfflinePolicy`].
 //!
 //! Nothing here does I/O: time comes in as an argument (an `Instant` for timeouts) or through an
 //! injected [`Clock`] (the wall clock that stamps taps and buttons with when they happened), so
@@ -24,6 +25,7 @@ use tapgate_protocol::{Button, CardId, MessageId, Stamp, Tap};
 pub use tapgate_runtime::clock::{Clock, ManualClock, SystemClock};
 use tokio::time::Instant;
 
+use crate::digits::Readout;
 use crate::prompt::{LightPattern, Sound};
 
 /// The wall clock a state machine stamps its messages with.
@@ -69,6 +71,8 @@ pub enum Command {
     Play(Sound),
     /// Show a line of text to the rider (display or console).
     Show(String),
+    /// Show four characters on the seven-segment display for a while.
+    Display(Readout),
 }
 
 /// What a gate does when no decision arrives in time.

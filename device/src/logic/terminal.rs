@@ -13,7 +13,13 @@
 //! Products are data. A button is known by its position; [`TerminalSettings::buttons`] says which
 //! product it sells. The terminal learns the products' names and prices from the `select_pass`
 //! answer and shows them: the menu of its buttons, the chosen product and its price, what was
-//! paid. A product with a thank-you recorded for it hears that one; any other the generic.
+//! paid. It speaks them too: the chosen product's name and price before "tap your card to
+//! confirm", and the name and the price paid after the thank-you ([`Sound::Price`]). A product
+//! with a thank-you recorded for it hears that one; any other the generic.
+//!
+//! The four-digit display shows the chosen product's price from `tap_to_confirm`, and the price
+//! paid from `pass_issued`, each for [`TerminalSettings::display_for`]; every other decision, and
+//! a decision that does not come, blanks it.
 
 use std::time::Duration;
 
@@ -26,6 +32,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{system_clock, Command, Outbound, TapDebouncer, TapIds, WallClock};
+use crate::digits::{DisplayText, Readout};
 use crate::prompt::{describe_denial, money, pass_left, price_line, Prompt, Sound};
 
 /// The buttons of a terminal not told otherwise: the built-in catalogue's products, in its order.
@@ -46,6 +53,8 @@ pub struct TerminalSettings {
     pub max_pending: usize,
     /// The product each button sells, by the button's position.
     pub buttons: Vec<ProductId>,
+    /// How long a price stays on the four-digit display, unless the next decision blanks it.
+    pub display_for: Duration,
 }
 
 impl Default for TerminalSettings {
@@ -55,6 +64,7 @@ impl Default for TerminalSettings {
             card_hold: Duration::from_secs(2),
             max_pending: 16,
             buttons: DEFAULT_BUTTONS.to_vec(),
+            display_for: Duration::from_secs(30),
         }
     }
 }
@@ -169,7 +179,16 @@ impl Terminal {
         };
         self.pending.remove(pos);
         let say = |p| Command::Play(Sound::Say(p));
-        match &decision.outcome {
+        let mut cmds = vec![self.display(match &decision.outcome {
+            Outcome::TapToConfirm {
+                price, currency, ..
+            }
+            | Outcome::PassIssued {
+                price, currency, ..
+            } => DisplayText::price(*price, *currency),
+            _ => DisplayText::BLANK,
+        })];
+        cmds.extend(match &decision.outcome {
             Outcome::SelectPass { products } => {
                 self.learn(products);
                 let mut cmds = vec![say(Prompt::SelectPass)];
@@ -180,13 +199,17 @@ impl Terminal {
                 selected,
                 price,
                 currency,
-            } => vec![
-                say(Prompt::TapToConfirm),
-                Command::Show(format!(
-                    "{}: tap the same card to pay",
-                    price_line(&self.name_of(*selected), *price, *currency)
-                )),
-            ],
+            } => {
+                let name = self.name_of(*selected);
+                vec![
+                    Command::Play(Sound::price(name.as_str(), *price, *currency)),
+                    say(Prompt::TapToConfirm),
+                    Command::Show(format!(
+                        "{}: tap the same card to pay",
+                        price_line(&name, *price, *currency)
+                    )),
+                ]
+            }
             Outcome::PassIssued {
                 pass,
                 price,
@@ -194,6 +217,11 @@ impl Terminal {
             } => vec![
                 Command::Play(Sound::Chime),
                 say(Prompt::thank_you(pass.pass_type)),
+                Command::Play(Sound::price(
+                    self.name_of(pass.pass_type),
+                    *price,
+                    *currency,
+                )),
                 Command::Show(format!("Paid {}", money(*price, *currency))),
                 Command::Show(self.describe(pass)),
             ],
@@ -228,7 +256,16 @@ impl Terminal {
                 warn!(outcome, "Unexpected outcome at a terminal");
                 vec![Command::Play(Sound::Buzzer)]
             }
-        }
+        });
+        cmds
+    }
+
+    /// `text` on the four-digit display for [`TerminalSettings::display_for`].
+    fn display(&self, text: DisplayText) -> Command {
+        Command::Display(Readout {
+            text,
+            hold: self.settings.display_for,
+        })
     }
 
     /// Keeps the products a `select_pass` listed (an answer without a list keeps what was known).
@@ -302,6 +339,7 @@ impl Terminal {
             return Vec::new();
         }
         vec![
+            self.display(DisplayText::BLANK),
             Command::Play(Sound::Buzzer),
             Command::Play(Sound::Say(Prompt::ServiceUnavailable)),
         ]
@@ -349,6 +387,34 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn sounds(cmds: &[Command]) -> Vec<Sound> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Play(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What the four-digit display is told to show, as text; every decision tells it something.
+    fn displayed(cmds: &[Command]) -> Vec<String> {
+        let texts: Vec<String> = cmds
+            .iter()
+            .filter_map(|c| match c {
+                Command::Display(r) => {
+                    assert_eq!(r.hold, Duration::from_secs(30));
+                    Some(r.text.to_string())
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(cmds.first(), Some(Command::Display(_))),
+            "the display first: {cmds:?}"
+        );
+        texts
     }
 
     fn offer(id: ProductId, name: &str, price: u64) -> Offer {
@@ -440,8 +506,9 @@ mod tests {
                 currency: Currency::EUR,
             },
         );
-        assert_eq!(issued[0], Command::Play(Sound::Chime));
+        assert_eq!(issued[1], Command::Play(Sound::Chime));
         assert_eq!(shown(&issued), ["Paid 0.00 EUR", "TEN_TRIP: 10 trips left"]);
+        assert_eq!(displayed(&issued), [" 0.00"]);
         heard.extend(prompts(&issued));
         assert_eq!(
             heard,
@@ -482,6 +549,7 @@ mod tests {
             ]),
         );
         assert_eq!(prompts(&listed), [Prompt::SelectPass]);
+        assert_eq!(displayed(&listed), ["    "]);
         // Button 3 sells a product not on offer: left out of the menu.
         assert_eq!(
             shown(&listed),
@@ -502,11 +570,19 @@ mod tests {
                 currency: Currency::EUR,
             },
         );
-        assert_eq!(prompts(&chosen), [Prompt::TapToConfirm]);
+        // Its name and price spoken, then the prompt; its price on the display.
+        assert_eq!(
+            sounds(&chosen),
+            [
+                Sound::price("Day pass", 750, Currency::EUR),
+                Sound::Say(Prompt::TapToConfirm)
+            ]
+        );
         assert_eq!(
             shown(&chosen),
             ["Day pass, 7.50 EUR: tap the same card to pay"]
         );
+        assert_eq!(displayed(&chosen), [" 7.50"]);
 
         let c = published(&t.card(card("C1"), now + Duration::from_secs(3)));
         let mut day = pass(DAY, None);
@@ -520,16 +596,29 @@ mod tests {
                 currency: Currency::EUR,
             },
         );
-        assert_eq!(prompts(&issued), [Prompt::ThankYou]);
+        assert_eq!(
+            sounds(&issued),
+            [
+                Sound::Chime,
+                Sound::Say(Prompt::ThankYou),
+                Sound::price("Day pass", 750, Currency::EUR)
+            ]
+        );
         assert_eq!(
             shown(&issued),
             ["Paid 7.50 EUR", "Day pass: 1d 00h 00m left"]
         );
+        assert_eq!(displayed(&issued), [" 7.50"]);
 
         // Already holding it: named as the bridge names it.
         let d = published(&t.card(card("C1"), now + Duration::from_secs(6)));
         let held = answer(&mut t, &d, Outcome::AlreadyHasPass { pass: day });
         assert_eq!(shown(&held), ["Day pass: 1d 00h 00m left"]);
+        assert_eq!(
+            displayed(&held),
+            ["    "],
+            "the next prompt blanks the price"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -595,11 +684,9 @@ mod tests {
         for (outcome, expected) in cases {
             let mut t = Terminal::new(TerminalSettings::default(), 7);
             let id = published(&t.press(0, Instant::now()));
-            assert_eq!(
-                prompts(&answer(&mut t, &id, outcome.clone())),
-                expected,
-                "{outcome:?}"
-            );
+            let cmds = answer(&mut t, &id, outcome.clone());
+            assert_eq!(prompts(&cmds), expected, "{outcome:?}");
+            assert_eq!(displayed(&cmds), ["    "], "{outcome:?}");
         }
     }
 
@@ -615,6 +702,7 @@ mod tests {
         // The first times out alone: one "service unavailable".
         let cmds = t.tick(now + Duration::from_millis(1600));
         assert_eq!(prompts(&cmds), vec![Prompt::ServiceUnavailable]);
+        assert_eq!(displayed(&cmds), ["    "]);
         assert_eq!(t.pending().collect::<Vec<_>>(), vec![&b]);
         assert!(answer(&mut t, &a, select(Vec::new())).is_empty(), "late");
         assert_eq!(

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use tapgate_device::config::DeviceConfig;
-use tapgate_device::hw::console::{sim_hardware, RecordingLights, RecordingSpeaker, SimInputs};
+use tapgate_device::digits::DisplayText;
+use tapgate_device::hw::console::{
+    sim_hardware, RecordingDisplay, RecordingLights, RecordingSpeaker, SimInputs,
+};
 use tapgate_device::prompt::{Lamps, Sound};
 use tapgate_device::runtime::{run_gate, run_terminal};
 use tapgate_protocol::{CardId, ProductId};
@@ -45,6 +48,7 @@ pub struct Rig {
     /// A terminal's buttons: the product each sells (empty for a gate).
     pub buttons: Vec<ProductId>,
     pub lights: RecordingLights,
+    pub display: RecordingDisplay,
     pub sounds: mpsc::UnboundedReceiver<Sound>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -55,11 +59,12 @@ impl Rig {
     pub async fn gate(cfg: DeviceConfig) -> Self {
         let (inputs, reader, _buttons) = sim_hardware();
         let lights = RecordingLights::default();
+        let display = RecordingDisplay::default();
         let (tx, sounds) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
-        let (l, s) = (lights.clone(), shutdown.clone());
+        let (l, d, s) = (lights.clone(), display.clone(), shutdown.clone());
         let task = tokio::spawn(async move {
-            run_gate(&cfg, reader, l, RecordingSpeaker(tx), s)
+            run_gate(&cfg, reader, l, d, RecordingSpeaker(tx), s)
                 .await
                 .expect("gate failed");
         });
@@ -67,6 +72,7 @@ impl Rig {
             inputs,
             buttons: Vec::new(),
             lights,
+            display,
             sounds,
             shutdown,
             task,
@@ -78,12 +84,13 @@ impl Rig {
     /// Starts a terminal with `cfg`.
     pub async fn terminal(cfg: DeviceConfig) -> Self {
         let (inputs, reader, buttons) = sim_hardware();
+        let display = RecordingDisplay::default();
         let (tx, sounds) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
-        let s = shutdown.clone();
+        let (d, s) = (display.clone(), shutdown.clone());
         let products = cfg.buttons.clone();
         let task = tokio::spawn(async move {
-            run_terminal(&cfg, reader, buttons, RecordingSpeaker(tx), s)
+            run_terminal(&cfg, reader, buttons, d, RecordingSpeaker(tx), s)
                 .await
                 .expect("terminal failed");
         });
@@ -91,6 +98,7 @@ impl Rig {
             inputs,
             buttons: products,
             lights: RecordingLights::default(),
+            display,
             sounds,
             shutdown,
             task,
@@ -146,6 +154,28 @@ impl Rig {
         self.lights.changes().into_iter().map(|(_, l)| l).collect()
     }
 
+    /// What the four-digit display showed so far, in order, as text (` 2.50`).
+    pub fn shown(&self) -> Vec<String> {
+        self.display
+            .changes()
+            .into_iter()
+            .map(|(_, t)| t.to_string())
+            .collect()
+    }
+
+    /// Waits until the display shows `text`; panics if it does not within [`WAIT`].
+    pub async fn displays(&self, text: DisplayText) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.display.changes().last().map(|(_, t)| *t) != Some(text) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "display never showed [{text}]: {:?}",
+                self.shown()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops the device and waits for it.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -156,9 +186,11 @@ impl Rig {
     }
 }
 
-/// Sells `card` a pass of `product` at a terminal rig, checking the prompts of the full sales
-/// flow (a product with a recorded thank-you hears it; any other the generic).
-pub async fn buy(terminal: &mut Rig, card: &str, product: ProductId) {
+/// Sells `card` a pass of `product` at a terminal rig, checking the sounds of the full sales
+/// flow: the product's name and price spoken before "tap your card to confirm" and again after
+/// the thank-you (a product with a recorded thank-you hears it; any other the generic), and the
+/// price on the display. Returns the product's name and price as spoken.
+pub async fn buy(terminal: &mut Rig, card: &str, product: ProductId) -> Sound {
     use tapgate_device::prompt::Prompt;
     terminal.tap(card);
     assert_eq!(
@@ -166,14 +198,25 @@ pub async fn buy(terminal: &mut Rig, card: &str, product: ProductId) {
         vec![Sound::Say(Prompt::SelectPass)]
     );
     terminal.press(product);
-    assert_eq!(
-        terminal.sounds(1).await,
-        vec![Sound::Say(Prompt::TapToConfirm)]
-    );
+    let chosen = terminal.sounds(2).await;
+    let [spoken @ Sound::Price {
+        price, currency, ..
+    }, Sound::Say(Prompt::TapToConfirm)] = &chosen[..]
+    else {
+        panic!("expected the name and price, then the prompt: {chosen:?}");
+    };
+    terminal
+        .displays(DisplayText::price(*price, *currency))
+        .await;
     tokio::time::sleep(Duration::from_millis(150)).await; // lift the card: past the hold window
     terminal.tap(card);
     assert_eq!(
-        terminal.sounds(2).await,
-        vec![Sound::Chime, Sound::Say(Prompt::thank_you(product))]
+        terminal.sounds(3).await,
+        vec![
+            Sound::Chime,
+            Sound::Say(Prompt::thank_you(product)),
+            spoken.clone()
+        ]
     );
+    spoken.clone()
 }
