@@ -5,7 +5,8 @@
 #   REDIS_BRIDGE_PASSWORD   tapgate-bridge: decides taps (reads and writes its own keys, runs its
 #                           Lua scripts, which Redis checks against the same rules)
 #   REDIS_MONITOR_PASSWORD  tapgate-monitor: reads everything tapgate keeps, writes only the block
-#                           list, its events and its own sessions
+#                           list, its events, its own sessions, and a voided sale (the pass and
+#                           its day's revenue, in one script)
 #   REDIS_EMQX_PASSWORD     tapgate-emqx: EMQX's rules, HINCRBY on tapgate:emqx:* only
 #   REDIS_GRAFANA_PASSWORD  tapgate-grafana: reads only the keys the Grafana dashboards show
 #
@@ -59,9 +60,11 @@ tmp="$out.tmp.$$"
     "~tapgate:sale:* ~tapgate:seen:* ~tapgate:device:* ~tapgate:devices" \
     "~tapgate:card:*:blocked %R~tapgate:blocked" \
     "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load"
-  # Reads every tapgate key; writes the block list (a Lua script), its events and its sessions.
+  # Reads every tapgate key; writes the block list and voids (Lua scripts), their events and its
+  # sessions.
   echo "user tapgate-monitor on #$(hash "$REDIS_MONITOR_PASSWORD") resetkeys resetchannels" \
     "%R~tapgate:* ~tapgate:card:*:blocked ~tapgate:blocked ~tapgate:events ~tapgate:monitor:*" \
+    "~tapgate:card:*:pass ~tapgate:revenue:*" \
     "-@all +@read +@write +@scripting +@transaction +@connection +@blocking $never"
   echo "user tapgate-emqx on #$(hash "$REDIS_EMQX_PASSWORD") resetkeys resetchannels" \
     "~tapgate:emqx:* -@all +@connection $never +hincrby +select +ping"
@@ -70,7 +73,8 @@ tmp="$out.tmp.$$"
   # no "all but" pattern, so the allowed keys are listed. SCAN and RANDOMKEY are refused: key
   # patterns do not confine them, and key names hold card numbers.
   echo "user tapgate-grafana on #$(hash "$REDIS_GRAFANA_PASSWORD") resetkeys resetchannels" \
-    "%R~tapgate:counters:* %R~tapgate:devices %R~tapgate:device:* %R~tapgate:events" \
+    "%R~tapgate:counters:* %R~tapgate:revenue:* %R~tapgate:devices %R~tapgate:device:*" \
+    "%R~tapgate:events" \
     "%R~tapgate:emqx:* -@all +@read +@connection $never +info -scan -randomkey"
 } >"$tmp"
 mv "$tmp" "$out"

@@ -81,6 +81,13 @@ pub struct ServeConfig {
     pub history: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long after a sale an operator may void it (only while its pass is unused); 0: voids
+    /// are off.
+    #[serde(with = "humantime_serde")]
+    pub void_window: Duration,
+    /// The bridge's fares file (the same file): its product names, currency and service days
+    /// for the revenue shown. Unset: the built-in catalogue's.
+    pub fares: Option<PathBuf>,
     /// Operators who may log in.
     pub operators: Vec<Operator>,
 }
@@ -105,6 +112,8 @@ impl Default for ServeConfig {
             max_connections_per_address: 32,
             history: 100,
             max_body_bytes: 16 * 1024,
+            void_window: Duration::from_secs(600),
+            fares: None,
             operators: Vec::new(),
         }
     }

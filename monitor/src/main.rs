@@ -134,6 +134,14 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes [default: 16384].
     #[arg(long, env = "TAPGATE_MONITOR_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// How long after a sale an operator may void it while its pass is unused, e.g. 10m; 0s
+    /// turns voids off [default: 10m].
+    #[arg(long, env = "TAPGATE_MONITOR_VOID_WINDOW", value_parser = humantime::parse_duration)]
+    void_window: Option<Duration>,
+    /// The bridge's fares file, for product names and service days [default: the built-in
+    /// catalogue].
+    #[arg(long, env = "TAPGATE_FARES")]
+    fares: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -172,7 +180,9 @@ impl ServeArgs {
             )
             .put_duration("login_window", self.login_window)
             .put("history", self.history.map(count))
-            .put("max_body_bytes", self.max_body_bytes.map(count));
+            .put("max_body_bytes", self.max_body_bytes.map(count))
+            .put_duration("void_window", self.void_window)
+            .put("fares", self.fares.map(|p| p.display().to_string()));
         o
     }
 
