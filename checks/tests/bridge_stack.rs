@@ -296,6 +296,12 @@ async fn run_dashboard_queries(
     sources: &[grafana::DataSource],
 ) {
     let mut problems = Vec::new();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let today = tapgate_protocol::Catalogue::builtin(7_200_000)
+        .service_day(now_ms)
+        .label();
     for (rel, queries) in grafana::dashboards(sources).expect("dashboards") {
         // Variable values, from the variables' own queries and regexes (`/^kind\/(.+)$/`).
         let mut values: Vec<(String, String)> = Vec::new();
@@ -340,6 +346,9 @@ async fn run_dashboard_queries(
             for (name, value) in &values {
                 key = key.replace(&format!("${name}"), value);
             }
+            // The revenue panel's day is the date the time range ends on: today's service day
+            // (the bridge runs the built-in catalogue, whose days start at 04:00 UTC).
+            key = key.replace("${__to:date:YYYY-MM-DD}", &today);
             let mut cmd = redis::cmd(&q.command);
             cmd.arg(&key);
             match q.command.as_str() {

@@ -9,6 +9,8 @@
 //!   dashboard and `tail --audit`.
 //! - [`config`]: settings of the web dashboard.
 //! - [`password`]: argon2 hashes of operator passwords.
+//! - [`report`]: `tapgate-monitor report`, a service day's takings from the stream, checked against
+//!   the revenue counters.
 //! - [`web`]: `tapgate-monitor serve`, the live dashboard: counters, feed, charts, card lookup,
 //!   deny list, logins.
 
@@ -16,6 +18,7 @@ pub mod audit;
 pub mod config;
 pub mod format;
 pub mod password;
+pub mod report;
 pub mod stream;
 pub mod tail;
 pub mod text;

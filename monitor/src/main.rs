@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tapgate_monitor::config::DEFAULT_REDIS;
 use tapgate_monitor::tail::{self, Replay, TailConfig};
-use tapgate_monitor::{password, web, ServeConfig};
+use tapgate_monitor::{password, report, web, ServeConfig};
 use tapgate_runtime::settings::Overrides;
 
 /// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
@@ -27,6 +27,9 @@ enum Command {
     Tail(TailArgs),
     /// Serve the operators' web dashboard.
     Serve(Box<ServeArgs>),
+    /// A service day's takings per terminal and product, from the event stream, checked against
+    /// the day's revenue counters; exits with status 1 when they differ.
+    Report(ReportArgs),
     /// Read a password from stdin and print its argon2 hash for the config file.
     HashPassword,
 }
@@ -68,6 +71,29 @@ struct TailArgs {
     /// instead of the event stream: the newest --last records (default 10), then new ones.
     #[arg(long, conflicts_with = "since")]
     audit: bool,
+}
+
+#[derive(Parser, Debug)]
+struct ReportArgs {
+    /// Redis URL (may hold a password: its value is never shown here).
+    #[arg(
+        long,
+        env = "TAPGATE_REDIS",
+        hide_env_values = true,
+        default_value = DEFAULT_REDIS
+    )]
+    redis: String,
+    /// The service day, YYYY-MM-DD [default: the service day it is now].
+    #[arg(long)]
+    day: Option<jiff::civil::Date>,
+    /// One CSV row per terminal and product instead of the table (the check's notes go to
+    /// stderr).
+    #[arg(long)]
+    csv: bool,
+    /// The bridge's fares file: product names, currency, when service days start
+    /// [default: the built-in catalogue].
+    #[arg(long, env = "TAPGATE_FARES")]
+    fares: Option<PathBuf>,
 }
 
 #[derive(Parser, Debug)]
@@ -294,6 +320,32 @@ async fn start() -> anyhow::Result<()> {
                 }
                 r => Ok(r?),
             }
+        }
+        Command::Report(args) => {
+            init_tracing()?;
+            tapgate_runtime::secret::refuse_placeholder(
+                "redis",
+                tapgate_runtime::secret::url_password(&args.redis),
+            )?;
+            let catalogue = match &args.fares {
+                Some(path) => tapgate_protocol::Catalogue::load(path)?,
+                None => tapgate_protocol::Catalogue::builtin(7_200_000),
+            };
+            let day = args
+                .day
+                .unwrap_or_else(|| catalogue.service_day(tail::now_ms()).date);
+            let report = report::make(&args.redis, day, catalogue.day_starts_at_ms(day)).await?;
+            if args.csv {
+                print!("{}", report.to_csv(&catalogue));
+                eprint!("{}", report.notes());
+            } else {
+                print!("{}", report.to_text(&catalogue));
+            }
+            anyhow::ensure!(
+                report.agrees(),
+                "the revenue counters differ from the event stream (see above)"
+            );
+            Ok(())
         }
         Command::Serve(args) => {
             init_tracing()?;

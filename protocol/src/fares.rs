@@ -94,7 +94,7 @@ impl fmt::Display for Validity {
 }
 
 /// An ISO 4217 currency code: three upper-case letters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Currency([u8; 3]);
 
 impl Currency {
@@ -588,6 +588,15 @@ impl Catalogue {
             .unwrap_or(u64::MAX);
         ServiceDay { date, ends_at_ms }
     }
+
+    /// When the service day of `date` starts, Unix ms (0 for a date before the epoch).
+    pub fn day_starts_at_ms(&self, date: Date) -> u64 {
+        self.time_zone
+            .to_timestamp(date.to_datetime(self.service_day_starts))
+            .ok()
+            .and_then(|t| u64::try_from(t.as_millisecond()).ok())
+            .unwrap_or(0)
+    }
 }
 
 /// The field written at byte `at` of a fares file, as errors name it: the key on that line,
@@ -761,6 +770,8 @@ validity = "service_day"
         let summer = c.service_day(at("2026-07-01T03:30:00Z"));
         assert_eq!(summer.label(), "2026-07-01");
         assert_eq!(summer.ends_at_ms, at("2026-07-02T03:00:00Z"));
+        assert_eq!(c.day_starts_at_ms(summer.date), at("2026-07-01T03:00:00Z"));
+        assert_eq!(c.day_starts_at_ms(night.date), at("2026-12-05T04:00:00Z"));
     }
 
     #[test]
