@@ -1,9 +1,10 @@
 //! The audit trail: who did what on the dashboard, when and from where.
 //!
-//! Every login, failed login, logout, "log out everywhere", block and unblock, and every
-//! start-up that ended sessions, is appended to the `tapgate:monitor:audit` stream (capped at
-//! about [`AUDIT_MAXLEN`] records) with fields `action`, `operator` (for a failed login: the name
-//! tried), `from` (the client address), `card` and `reason` where they apply; the entry id is the
+//! Every login, failed login, logout, "log out everywhere", block, unblock and voided sale, and
+//! every start-up that ended sessions, is appended to the `tapgate:monitor:audit` stream (capped
+//! at about [`AUDIT_MAXLEN`] records) with fields `action`, `operator` (for a failed login: the
+//! name tried), `from` (the client address), and `card`, `reason`, `product` and `price` (what a
+//! voided sale had taken, as people read it: `7.50 EUR`) where they apply; the entry id is the
 //! time. The dashboard shows the newest records; `tapgate-monitor tail --audit` prints them and
 //! follows. Every text field is escaped when shown, since a failed login's name is whatever the
 //! client typed.
@@ -40,6 +41,8 @@ pub enum Action {
     Block,
     /// Unblocked a card.
     Unblock,
+    /// Voided a sale made in error.
+    Void,
     /// Sessions ended because the operator was removed or their password changed.
     SessionsRevoked,
 }
@@ -54,6 +57,7 @@ impl Action {
             Action::LogoutEverywhere => "logout-everywhere",
             Action::Block => "block",
             Action::Unblock => "unblock",
+            Action::Void => "void",
             Action::SessionsRevoked => "sessions-revoked",
         }
     }
@@ -68,10 +72,14 @@ pub struct Record<'a> {
     pub operator: &'a str,
     /// The client address, if a request caused it.
     pub from: Option<String>,
-    /// The card, for blocks and unblocks.
+    /// The card, for blocks, unblocks and voids.
     pub card: Option<&'a str>,
     /// Why, for blocks.
     pub reason: Option<&'a str>,
+    /// The product of a voided sale.
+    pub product: Option<&'a str>,
+    /// What a voided sale had taken, formatted with its currency.
+    pub price: Option<String>,
 }
 
 /// Appends `r`; returns its stream id.
@@ -96,6 +104,12 @@ pub async fn append(conn: &mut impl ConnectionLike, r: &Record<'_>) -> redis::Re
     if let Some(reason) = r.reason {
         cmd.arg("reason").arg(reason);
     }
+    if let Some(product) = r.product {
+        cmd.arg("product").arg(product);
+    }
+    if let Some(price) = &r.price {
+        cmd.arg("price").arg(price);
+    }
     cmd.query_async(conn).await
 }
 
@@ -116,7 +130,7 @@ impl Stored {
             .map(|(_, v)| v.as_str())
     }
 
-    /// As JSON: `{seq, at, action, operator, from, card, reason}`.
+    /// As JSON: `{seq, at, action, operator, from, card, reason, product, price}`.
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "seq": self.id.to_string(),
@@ -126,6 +140,8 @@ impl Stored {
             "from": self.get("from"),
             "card": self.get("card"),
             "reason": self.get("reason"),
+            "product": self.get("product"),
+            "price": self.get("price"),
         })
     }
 
@@ -146,6 +162,12 @@ impl Stored {
                 self.get("card").unwrap_or("?"),
                 self.get("reason")
                     .map_or_else(String::new, |r| format!(" ({r})"))
+            ),
+            "void" => format!(
+                "AUDIT      void card {} {} {} by {who}",
+                self.get("card").unwrap_or("?"),
+                self.get("product").unwrap_or("?"),
+                self.get("price").unwrap_or("?"),
             ),
             other => format!("AUDIT      {other} {who}"),
         };
@@ -328,5 +350,29 @@ mod tests {
         assert_eq!(v["action"], "failed-login");
         assert_eq!(v["at"], 1_700_000_000_000u64);
         assert_eq!(v["card"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_void_says_what_was_sold_and_for_how_much() {
+        let void = Stored {
+            id: StreamId::at(1_700_000_000_000),
+            fields: vec![
+                ("action".into(), "void".into()),
+                ("card".into(), "04AB".into()),
+                ("from".into(), "10.0.0.7".into()),
+                ("operator".into(), "alice".into()),
+                ("price".into(), "7.50 EUR".into()),
+                ("product".into(), "DAY".into()),
+            ],
+        };
+        assert_eq!(
+            void.line().render(false),
+            "2023-11-14T22:13:20Z  AUDIT      void card 04AB DAY 7.50 EUR by alice from 10.0.0.7"
+        );
+        let v = void.to_json();
+        assert_eq!(
+            (&v["product"], &v["price"]),
+            (&json!("DAY"), &json!("7.50 EUR"))
+        );
     }
 }

@@ -72,14 +72,22 @@ pub async fn devices(State(state): State<AppState>, _: Viewer) -> Result<Json<Va
     Ok(Json(rows))
 }
 
-/// `GET /api/cards/{card}`: the card's pass, block and recent events.
+/// `GET /api/cards/{card}`: the card's pass (and whether it may be voided now), block and recent
+/// events.
 pub async fn card(
     State(state): State<AppState>,
     _: Viewer,
     Path(card): Path<String>,
 ) -> Result<Json<Value>, WebError> {
     let card = data::card_id(&card)?;
-    let mut v = data::card(&mut state.redis.clone(), &card, now_ms()).await?;
+    let now = state.clock.now_ms();
+    let mut v = data::card(
+        &mut state.redis.clone(),
+        &card,
+        now,
+        state.config.void_window,
+    )
+    .await?;
     if let Some(recent) = v.get_mut("recent").and_then(Value::as_array_mut) {
         for item in recent {
             describe(item);

@@ -226,6 +226,8 @@ async fn try_login(
             from,
             card: None,
             reason: None,
+            product: None,
+            price: None,
         },
     )
     .await;
@@ -260,6 +262,8 @@ impl Refused<'_> {
                 from: self.from,
                 card: None,
                 reason: None,
+                product: None,
+                price: None,
             },
         )
         .await;
@@ -277,6 +281,8 @@ async fn logged_out(state: &AppState, action: Action, operator: &str, ip: IpAddr
             from: Some(ip.to_string()),
             card: None,
             reason: None,
+            product: None,
+            price: None,
         },
     )
     .await;

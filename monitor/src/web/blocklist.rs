@@ -124,6 +124,8 @@ pub async fn block(
             from: Some(ip.to_string()),
             card: Some(card.as_str()),
             reason: Some(reason),
+            product: None,
+            price: None,
         },
     )
     .await;
@@ -181,6 +183,8 @@ pub async fn unblock(
                         from: Some(ip.to_string()),
                         card: Some(card.as_str()),
                         reason: Some(&reason),
+                        product: None,
+                        price: None,
                     },
                 )
                 .await;

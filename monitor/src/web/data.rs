@@ -3,15 +3,19 @@
 //! Counters from the `tapgate:counters:*` hashes (every known reason present, zero when unset;
 //! products as the bridge counted them, since the catalogue is the bridge's),
 //! recent history and per-minute buckets from the event stream, devices from `tapgate:devices`
-//! with their presence and per-device counters, a card's pass, deny-list entry and recent
-//! events, and the deny list itself. Every function returns JSON ready to send.
+//! with their presence and per-device counters, a card's pass (with its sale and whether it may
+//! be voided), deny-list entry and recent events, and the deny list itself. Every function
+//! returns JSON ready to send.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use serde_json::{json, Value};
 use tapgate_protocol::{fields, keys};
-use tapgate_protocol::{CardId, DenyReason, DeviceId, DeviceKind, Event, ProductId, RejectReason};
+use tapgate_protocol::{
+    CardId, Currency, DenyReason, DeviceId, DeviceKind, Event, ProductId, RejectReason,
+};
 
 use crate::format::entry_value;
 use crate::stream::{self, StreamError, StreamId};
@@ -221,11 +225,13 @@ pub fn card_id(s: &str) -> Result<CardId, WebError> {
     })
 }
 
-/// A card's pass (with time left at `now_ms`), deny-list entry and recent events.
+/// A card's pass (with time left at `now_ms`, its sale, and whether it may be voided with a void
+/// window of `void_window`), deny-list entry and recent events.
 pub async fn card(
     conn: &mut impl ConnectionLike,
     card: &CardId,
     now_ms: u64,
+    void_window: Duration,
 ) -> Result<Value, WebError> {
     let (pass, blocked, recent): (Hash, Hash, Vec<String>) = redis::pipe()
         .hgetall(keys::pass(card))
@@ -237,11 +243,16 @@ pub async fn card(
         )
         .query_async(conn)
         .await?;
+    let void = super::void::status(&pass, now_ms, void_window);
     let (pass, blocked) = (escape_hash(pass), escape_hash(blocked));
     let pass = if pass.is_empty() {
         Value::Null
     } else {
         let expires_at = num(&pass, fields::pass::EXPIRES_AT).filter(|e| *e > 0);
+        let price = num(&pass, fields::pass::PRICE);
+        let currency = pass
+            .get(fields::pass::CURRENCY)
+            .and_then(|c| Currency::parse(c));
         // The store keeps `trips 0` for a pass that does not count trips, and removes one that
         // counts them with its last trip: a pass has trips left exactly when it counts them.
         json!({
@@ -250,6 +261,13 @@ pub async fn card(
             "issued_at": num(&pass, fields::pass::ISSUED_AT),
             "expires_at": expires_at,
             "time_left_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),
+            "price": price,
+            "currency": currency,
+            "price_text": price.zip(currency).map(|(p, c)| c.format(p)),
+            "sold_by": pass.get(fields::pass::SOLD_BY),
+            "day": pass.get(fields::pass::DAY),
+            "used_at": num(&pass, fields::pass::USED_AT),
+            "void": void,
         })
     };
     let blocked = if blocked.is_empty() {

@@ -54,6 +54,9 @@ pub enum WebError {
         /// What was wrong.
         message: String,
     },
+    /// A sale that cannot be voided, and why.
+    #[error(transparent)]
+    Void(#[from] super::void::VoidRefusal),
     /// Redis failed.
     #[error("storage unavailable: {0}")]
     Redis(#[from] redis::RedisError),
@@ -77,6 +80,7 @@ impl WebError {
             WebError::WrongHost => StatusCode::MISDIRECTED_REQUEST,
             WebError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             WebError::Unprocessable { status, .. } => *status,
+            WebError::Void(r) => r.status(),
             WebError::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -97,6 +101,7 @@ impl WebError {
             WebError::WrongHost => "wrong_host",
             WebError::MethodNotAllowed => "method_not_allowed",
             WebError::Unprocessable { .. } => "bad_body",
+            WebError::Void(r) => r.code(),
             WebError::Redis(_) => "unavailable",
             WebError::Internal(_) => "internal",
         }

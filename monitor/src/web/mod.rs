@@ -13,6 +13,9 @@
 //! - [`data`]: reads from Redis: counters, history, per-minute charts, devices, cards, deny list.
 //! - [`api`]: the JSON routes built on [`data`].
 //! - [`blocklist`]: blocking and unblocking cards, atomically with their stream event.
+//! - [`void`]: voiding a sale made in error: the unused pass, its revenue and its event in one
+//!   script, within the void window.
+//! - [`revenue`]: a service day's revenue by product and terminal, named by the fare catalogue.
 //! - [`live`]: one task follows the stream and pushes events and counters to every browser (SSE).
 //! - [`pages`]: the HTML pages and the embedded assets (no CDN, no inline script).
 //!
@@ -27,11 +30,13 @@ pub mod error;
 pub mod form_token;
 pub mod live;
 pub mod pages;
+pub mod revenue;
 pub mod security;
 pub mod server;
 pub mod session;
 pub mod session_key;
 pub mod throttle;
+pub mod void;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +44,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use tapgate_protocol::Catalogue;
 use tapgate_runtime::clock::{Clock, SystemClock};
 use tapgate_runtime::redis::{RedisLink, RedisSource};
 use tokio::task::JoinHandle;
@@ -71,6 +77,9 @@ pub struct AppState {
     pub session_key: session_key::SessionKey,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub proxies: Arc<Vec<client::Cidr>>,
+    /// The fare catalogue (the bridge's fares file, or the built-in one): product names, the
+    /// currency and service days of the revenue shown.
+    pub catalogue: Arc<Catalogue>,
 }
 
 impl AppState {
@@ -91,6 +100,9 @@ pub enum ServeError {
     /// The settings are unusable.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The fares file cannot be read or is refused (file, line, field and why).
+    #[error("fares file {0}")]
+    Fares(#[from] tapgate_protocol::fares::FaresError),
     /// Redis could not be reached at start-up.
     #[error("redis at start-up: {0}")]
     Redis(#[from] redis::RedisError),
@@ -158,6 +170,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cards/{card}", get(api::card))
         .route("/api/cards/{card}/block", post(blocklist::block))
         .route("/api/cards/{card}/unblock", post(blocklist::unblock))
+        .route("/api/cards/{card}/void", post(void::void))
+        .route("/api/revenue", get(revenue::route))
         .route("/api/blocked", get(api::blocked))
         .route("/api/audit", get(api::audit))
         .route("/api/live", get(live::sse))
@@ -186,6 +200,14 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
 ) -> Result<ServerHandle, ServeError> {
     config.validate()?;
+    let catalogue = revenue::load_catalogue(config.fares.as_deref())?;
+    match &config.fares {
+        Some(path) => info!(
+            path = %path.display(), version = %catalogue.version,
+            products = catalogue.products.len(), "Fare catalogue read"
+        ),
+        None => info!("No fares file: revenue is shown with the built-in catalogue's products"),
+    }
     let session_key = load_session_key(&config)?;
     // One server, or the primary Redis Sentinel names, followed through a failover.
     let client = RedisSource::new(config.redis.as_str(), None)?;
@@ -203,6 +225,8 @@ pub async fn start_with_clock(
             from: None,
             card: None,
             reason: None,
+            product: None,
+            price: None,
         };
         if let Err(e) = crate::audit::append(&mut redis, &record).await {
             warn!(error = %e, "Cannot write the audit trail");
@@ -237,6 +261,7 @@ pub async fn start_with_clock(
         form_key: form_token::FormKey::random()?,
         session_key,
         proxies: Arc::new(proxies),
+        catalogue: Arc::new(catalogue),
     };
     let app = router(state);
     info!(%addr, "Dashboard listening");
