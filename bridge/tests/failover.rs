@@ -3,8 +3,9 @@
 //! mosquitto with persistence, while the Redis primary is killed (-9), bridges are killed (-9)
 //! and restarted twice, the broker is restarted once, and the broker and bridges are frozen
 //! (SIGSTOP) for 9 s, one bridge being killed in the stall. Every decision must arrive and match
-//! the rules model, and the counters must agree with the event stream afterwards. The gaps in
-//! service are printed, not asserted. Also: a broker that cannot share refuses `--shared-group`.
+//! the rules model, and the counters — revenue included: riders buy from a priced catalogue —
+//! must agree with the event stream afterwards. The gaps in service are printed, not asserted.
+//! Also: a broker that cannot share refuses `--shared-group`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -117,8 +118,42 @@ fn longest_gap(times: &[Instant], from: Instant, window: Duration) -> Duration {
         .unwrap_or(window)
 }
 
-async fn count_events(link: &mut tapgate_runtime::redis::RedisLink) -> HashMap<String, i64> {
+/// The priced catalogue riders buy from: the built-in products, with prices.
+const FARES: &str = r#"
+currency = "EUR"
+time_zone = "UTC"
+
+[[product]]
+id = "SINGLE_USE"
+name = "Single"
+price = 250
+validity = "single"
+
+[[product]]
+id = "TEN_TRIP"
+name = "Ten trips"
+price = 1800
+validity = "trips"
+trips = 10
+
+[[product]]
+id = "TWO_HOUR"
+name = "Two hours"
+price = 350
+validity = "period"
+duration = "1m"
+"#;
+
+/// Revenue by service day and field, as the stream's sales add it up.
+type Revenue = HashMap<String, HashMap<String, i64>>;
+
+/// Events by kind, and the revenue their sales add up to.
+async fn count_events(
+    link: &mut tapgate_runtime::redis::RedisLink,
+) -> (HashMap<String, i64>, Revenue) {
+    use tapgate_protocol::fields::revenue as field;
     let mut counts = HashMap::new();
+    let mut revenue = Revenue::new();
     let mut start = "-".to_owned();
     loop {
         let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -137,13 +172,35 @@ async fn count_events(link: &mut tapgate_runtime::redis::RedisLink) -> HashMap<S
                 .keys()
                 .filter_map(|k| Some((k.clone(), entry.get::<String>(k)?)))
                 .collect();
-            let kind = tapgate_protocol::Event::from_stream_map(&fields)
+            let event = tapgate_protocol::Event::from_stream_map(&fields);
+            let kind = event
+                .as_ref()
                 .map_or_else(|_| "?".to_owned(), |e| e.event.as_str().to_owned());
             *counts.entry(kind).or_insert(0) += 1;
+            if let Some(e) = event
+                .ok()
+                .filter(|e| e.event == tapgate_protocol::EventKind::PassIssued)
+            {
+                let day = e.day.expect("a sale names its service day").to_string();
+                let price = i64::try_from(e.price.expect("a sale has a price")).expect("price");
+                let product = e.pass_type().expect("a sale names its product");
+                let terminal = e.device.expect("a sale names its terminal");
+                let r = revenue.entry(day).or_default();
+                for (f, v) in [
+                    (field::SALES.to_owned(), 1),
+                    (field::AMOUNT.to_owned(), price),
+                    (field::product_sales(product.as_str()), 1),
+                    (field::product_amount(product.as_str()), price),
+                    (field::terminal_sales(terminal.as_str()), 1),
+                    (field::terminal_amount(terminal.as_str()), price),
+                ] {
+                    *r.entry(f).or_default() += v;
+                }
+            }
         }
         start = format!("({}", last.id);
     }
-    counts
+    (counts, revenue)
 }
 
 async fn counter_sum(link: &mut tapgate_runtime::redis::RedisLink, key: &str) -> i64 {
@@ -155,8 +212,8 @@ async fn counter_sum(link: &mut tapgate_runtime::redis::RedisLink, key: &str) ->
     h.values().sum()
 }
 
-fn bridge_args(group: &SentinelGroup, broker: &Mosquitto, n: usize) -> Vec<String> {
-    [
+fn bridge_args(group: &SentinelGroup, broker: &Mosquitto, n: usize, fares: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
         "--redis",
         &group.url(),
         "--mqtt",
@@ -171,7 +228,9 @@ fn bridge_args(group: &SentinelGroup, broker: &Mosquitto, n: usize) -> Vec<Strin
         "8s",
     ]
     .map(str::to_owned)
-    .to_vec()
+    .to_vec();
+    args.extend(["--fares".to_owned(), fares.display().to_string()]);
+    args
 }
 
 fn log_path(dir: &Path, n: usize) -> PathBuf {
@@ -185,8 +244,15 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     let group = SentinelGroup::with_replicas(2);
     let mut broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tmp");
+    let fares = dir.path().join("fares.toml");
+    std::fs::write(&fares, FARES).expect("fares");
     let mut bridges: Vec<BridgeProcess> = (0..3)
-        .map(|n| BridgeProcess::start(bridge_args(&group, &broker, n), log_path(dir.path(), n)))
+        .map(|n| {
+            BridgeProcess::start(
+                bridge_args(&group, &broker, n, &fares),
+                log_path(dir.path(), n),
+            )
+        })
         .collect();
     for b in &bridges {
         wait_for_log(b, "Subscribed; deciding", Duration::from_secs(20));
@@ -236,6 +302,7 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
         two_hour_duration: Duration::from_secs(8),
         drop_every: Duration::ZERO,
         garbage: 0.0,
+        fares: Some(fares.clone()),
         ..SimConfig::default()
     };
     let run = tokio::spawn(sim::run(cfg, CancellationToken::new()));
@@ -354,7 +421,7 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     let mut link = tapgate_runtime::redis::RedisLink::connect(&url, target)
         .await
         .expect("new primary");
-    let events = count_events(&mut link).await;
+    let (events, revenue) = count_events(&mut link).await;
     let n = |k: &str| events.get(k).copied().unwrap_or(0);
     assert_eq!(
         counter_sum(&mut link, keys::COUNTERS_ENTRIES).await,
@@ -377,6 +444,38 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     assert_eq!(n("pass-used"), decided("granted"), "{events:?}");
     assert_eq!(n("pass-issued"), decided("pass_issued"), "{events:?}");
     assert_eq!(n("pass-denied"), decided("denied"), "{events:?}");
+    // Revenue: every service day's counters are what its sales in the stream add up to, and
+    // each sale was counted once.
+    assert!(!revenue.is_empty(), "no sales: {events:?}");
+    let mut days: Vec<String> = redis::cmd("KEYS")
+        .arg(keys::revenue("*"))
+        .query_async(&mut link)
+        .await
+        .expect("KEYS");
+    days.sort();
+    let mut expected_days: Vec<String> = revenue.keys().map(|d| keys::revenue(d)).collect();
+    expected_days.sort();
+    assert_eq!(days, expected_days, "revenue hashes");
+    for (day, fields) in &revenue {
+        let counters: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(keys::revenue(day))
+            .query_async(&mut link)
+            .await
+            .expect("HGETALL");
+        assert_eq!(&counters, fields, "revenue of {day}: counters vs stream");
+    }
+    let sold: i64 = revenue
+        .values()
+        .map(|f| f[tapgate_protocol::fields::revenue::SALES])
+        .sum();
+    assert_eq!(sold, decided("pass_issued"));
+    println!(
+        "failover: revenue {:?} equals the stream's sales",
+        revenue
+            .iter()
+            .map(|(d, f)| (d.clone(), f[tapgate_protocol::fields::revenue::AMOUNT]))
+            .collect::<Vec<_>>()
+    );
     drop(bridges);
     broker.stop();
 }
