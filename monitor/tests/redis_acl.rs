@@ -13,8 +13,9 @@ use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, Event, EventKind};
 use tapgate_testkit::RedisServer;
 
 /// Every command and key pattern the monitor needs: read the event stream and append its
-/// block/unblock events to it; read counters, devices, card passes and recent taps; read and
-/// write the deny list; anything under `tapgate:monitor:`.
+/// block/unblock/void events to it; read counters, devices and recent taps; read and write the
+/// deny list; read card passes and revenue, and write them for a void (the pass deleted, its
+/// day's revenue reversed, in one script); anything under `tapgate:monitor:`.
 const MONITOR_ACL: &[&str] = &[
     "resetkeys",
     "resetchannels",
@@ -44,7 +45,7 @@ const MONITOR_ACL: &[&str] = &[
     // Atomic pipelines (sessions, failed-login counts, the operator list).
     "+multi",
     "+exec",
-    // The block, unblock and session-pruning scripts.
+    // The block, unblock, void and session-pruning scripts.
     "+evalsha",
     "+eval",
     "+script|load",
@@ -54,7 +55,8 @@ const MONITOR_ACL: &[&str] = &[
     "%R~tapgate:counters:*",
     "%R~tapgate:devices",
     "%R~tapgate:device:*",
-    "%R~tapgate:card:*:pass",
+    "%RW~tapgate:card:*:pass",
+    "%RW~tapgate:revenue:*",
     "%R~tapgate:card:*:recent",
     "%RW~tapgate:card:*:blocked",
     "%RW~tapgate:blocked",
@@ -100,7 +102,14 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
         .await
         .expect("seed");
 
-    let dash = Dashboard::start(config(&url)).await;
+    // A sale by the bridge's own function (as the admin), for the monitor to void.
+    let (fares, catalogue, _fares_dir) = fares_file();
+    let mut seller = Seller::connect(&server, catalogue).await;
+    assert!(seller.sell("t2", "0777", "DAY", now).await);
+
+    let mut cfg = config(&url);
+    cfg.fares = Some(fares);
+    let dash = Dashboard::start(cfg).await;
     let wrong = post_login(dash.addr, ALICE.0, "wrong").await;
     assert_eq!(wrong.status, 401, "{}", wrong.body);
     let me = login(dash.addr, ALICE).await;
@@ -115,6 +124,7 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
         "/api/cards/0412ab",
         "/api/blocked",
         "/api/audit",
+        "/api/revenue",
     ] {
         let r = get(dash.addr, &me, path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
@@ -130,6 +140,10 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
     assert_eq!(live.next("events").await[0]["event"], "card-blocked");
     let u = post_json(dash.addr, &me, "/api/cards/0412AB/unblock", "").await;
     assert_eq!(u.status, 200, "{}", u.body);
+    let v = post_json(dash.addr, &me, "/api/cards/0777/void", "").await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    let rev = get(dash.addr, &me, "/api/revenue").await.json();
+    assert_eq!(rev["totals"]["voided"], 750, "{rev}");
     let out = request(
         dash.addr,
         "POST",
@@ -177,8 +191,13 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
         .expect("connect as monitor");
     let sale: redis::RedisResult<Option<String>> = conn.get("tapgate:sale:{t1}").await;
     assert!(sale.is_err(), "the monitor user read a sale: {sale:?}");
-    let pass: redis::RedisResult<()> = conn.hset(keys::pass(&card), "trips", "99").await;
-    assert!(pass.is_err(), "the monitor user wrote a pass");
+    let presence: redis::RedisResult<()> = conn
+        .hset(keys::device(DeviceKind::Gate, &g1), "online", "0")
+        .await;
+    assert!(
+        presence.is_err(),
+        "the monitor user wrote a device's presence"
+    );
     let counters: redis::RedisResult<()> = conn.hincr(keys::COUNTERS_ENTRIES, "TEN_TRIP", 1).await;
     assert!(counters.is_err(), "the monitor user wrote a counter");
     let flush: redis::RedisResult<()> = redis::cmd("FLUSHALL").query_async(&mut conn).await;

@@ -561,3 +561,164 @@ pub fn sale(time: u64) -> Event {
     e.currency = Some(Currency::EUR);
     e
 }
+
+/// Settings of the bridge's store in tests: what the bridge uses by default, in short.
+pub fn store_settings() -> tapgate_bridge::store::StoreSettings {
+    tapgate_bridge::store::StoreSettings {
+        legacy_period_ms: 7_200_000,
+        sale_timeout_ms: 30_000,
+        seen_ttl_s: 3600,
+        stream_maxlen: 100_000,
+        recent_ttl_s: 3600,
+        device_ttl_s: 3600,
+        time: Default::default(),
+    }
+}
+
+/// Sells and uses passes with the bridge's own decide function on a real Redis, as terminals and
+/// gates would, at times the test chooses (a sale's `issued_at` and service day are that time's).
+pub struct Seller {
+    pub store: tapgate_bridge::Store,
+    pub catalogue: tapgate_protocol::Catalogue,
+    n: u64,
+}
+
+impl Seller {
+    pub async fn connect(redis: &RedisServer, catalogue: tapgate_protocol::Catalogue) -> Self {
+        let store = tapgate_bridge::Store::connect(&redis.url(), None, store_settings())
+            .await
+            .unwrap_or_else(|e| panic!("bridge store: {e}\n{}", redis.log()));
+        Self {
+            store,
+            catalogue,
+            n: 0,
+        }
+    }
+
+    async fn decide(
+        &mut self,
+        kind: DeviceKind,
+        device: &str,
+        input: tapgate_protocol::rules::Input,
+        now_ms: u64,
+    ) -> tapgate_protocol::Outcome {
+        self.n += 1;
+        let device = DeviceId::new(device).expect("device id");
+        let id = tapgate_protocol::MessageId::new(format!("m{}", self.n)).expect("message id");
+        let answer = self
+            .store
+            .decide(&tapgate_bridge::store::Request {
+                kind,
+                device: &device,
+                id: &id,
+                input: &input,
+                now_ms,
+                stamp: None,
+                replaces: None,
+                day: Some(self.catalogue.service_day(now_ms)),
+                catalogue: &self.catalogue.version,
+            })
+            .await
+            .expect("decide");
+        match answer {
+            tapgate_bridge::store::Answer::Decided(d) => d.decision.outcome,
+            other => panic!("not decided: {other:?}"),
+        }
+    }
+
+    /// Sells `product` to `card` at `terminal` at `now_ms` (tap, button, the same card again);
+    /// false when nothing was sold because the card already holds a pass.
+    pub async fn sell(&mut self, terminal: &str, card: &str, product: &str, now_ms: u64) -> bool {
+        use tapgate_protocol::rules::Input;
+        use tapgate_protocol::Outcome;
+        let card = CardId::new(card).expect("card");
+        let terms = self
+            .catalogue
+            .product(ProductId::parse(product).expect("product id"))
+            .expect("on sale")
+            .terms;
+        let kind = DeviceKind::Terminal;
+        match self
+            .decide(kind, terminal, Input::TerminalTap(card.clone()), now_ms)
+            .await
+        {
+            Outcome::SelectPass { .. } => {}
+            Outcome::AlreadyHasPass { .. } => return false,
+            other => panic!("first tap: {other:?}"),
+        }
+        let chosen = self
+            .decide(kind, terminal, Input::Button(terms), now_ms)
+            .await;
+        assert!(
+            matches!(chosen, Outcome::TapToConfirm { .. }),
+            "button: {chosen:?}"
+        );
+        let sold = self
+            .decide(kind, terminal, Input::TerminalTap(card), now_ms)
+            .await;
+        assert!(matches!(sold, Outcome::PassIssued { .. }), "{sold:?}");
+        true
+    }
+
+    /// Taps `card` at `gate` at `now_ms`.
+    pub async fn enter(
+        &mut self,
+        gate: &str,
+        card: &str,
+        now_ms: u64,
+    ) -> tapgate_protocol::Outcome {
+        let card = CardId::new(card).expect("card");
+        self.decide(
+            DeviceKind::Gate,
+            gate,
+            tapgate_protocol::rules::Input::GateTap(card),
+            now_ms,
+        )
+        .await
+    }
+}
+
+/// A fares file's text: the built-in products priced, and a day pass only this file knows.
+pub const FARES: &str = r#"
+currency = "EUR"
+time_zone = "UTC"
+
+[[product]]
+id = "TEN_TRIP"
+name = "Ten trip"
+price = 1800
+validity = "trips"
+trips = 10
+
+[[product]]
+id = "TWO_HOUR"
+name = "Two hour"
+price = 350
+validity = "period"
+duration = "2h"
+
+[[product]]
+id = "SINGLE_USE"
+name = "Single trip"
+price = 200
+validity = "single"
+
+[[product]]
+id = "DAY"
+name = "Day pass"
+price = 750
+validity = "service_day"
+"#;
+
+/// [`FARES`] written to a file in a temp folder (which must outlive its use), and parsed.
+pub fn fares_file() -> (
+    std::path::PathBuf,
+    tapgate_protocol::Catalogue,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().expect("fares dir");
+    let path = dir.path().join("fares.toml");
+    std::fs::write(&path, FARES).expect("write fares");
+    let catalogue = tapgate_protocol::Catalogue::load(&path).expect("fares parse");
+    (path, catalogue, dir)
+}
