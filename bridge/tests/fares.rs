@@ -1,7 +1,8 @@
 //! The operator's fare catalogue, over real MQTT against real Redis: a product no code knows is
 //! added by writing it in the fares file only, and is sold, priced, counted as revenue on its
 //! service day and honoured at a gate; a product not in the file is refused; a bad file stops
-//! the bridge at start with its line and field.
+//! the bridge at start with its line and field; SIGHUP to a running bridge process puts a changed
+//! file in force and keeps the catalogue in force when the new file is refused.
 
 mod support;
 
@@ -231,4 +232,130 @@ async fn a_bad_fares_file_stops_the_bridge_with_its_line_and_field() {
         text.contains(&format!("{}:16: product[2].price", path.display())),
         "{text}"
     );
+}
+
+/// Lines a bridge process writes on stderr, collected as they come.
+struct BridgeLog {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl BridgeLog {
+    fn spawn(stack: &Stack, fares: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapgate-bridge"))
+            .args(["--redis", &stack.config.redis])
+            .args(["--mqtt", &stack.config.broker.mqtt])
+            .args(["--client-id", "bridge-hup"])
+            .arg("--fares")
+            .arg(fares)
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn tapgate-bridge");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().expect("log").push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a line holding every one of `words` after the first `skip` lines; returns it
+    /// and how many lines there were then.
+    async fn wait_for(&self, skip: usize, words: &[&str]) -> (String, usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let lines = self.lines.lock().expect("log");
+                if let Some(l) = lines
+                    .iter()
+                    .skip(skip)
+                    .find(|l| words.iter().all(|w| l.contains(w)))
+                {
+                    return (l.clone(), lines.len());
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no line with {words:?} in:\n{}",
+                    lines.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn hang_up(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for BridgeLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_puts_a_changed_file_in_force_and_keeps_the_old_one_when_it_is_refused() {
+    let mut stack = Stack::start(|_| {}).await;
+    stack.stop_bridge().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("fares.toml");
+    std::fs::write(&path, FARES).expect("write");
+    let bridge = BridgeLog::spawn(&stack, &path);
+    let (_, seen) = bridge.wait_for(0, &["Subscribed; deciding"]).await;
+    let mut t = support::device(&stack, DeviceKind::Terminal, "t1").await;
+    let d = buy(&mut t, "8001", "DAY").await;
+    assert_eq!(d["price"], 750, "{d}");
+
+    // A new price and a new product, in force after SIGHUP without a restart.
+    let changed = format!(
+        "{}\n[[product]]\nid = \"WEEK\"\nname = \"Week\"\nprice = 2500\nvalidity = \"period\"\n\
+         duration = \"7days\"\n",
+        FARES.replace("price = 750", "price = 800")
+    );
+    std::fs::write(&path, &changed).expect("write");
+    bridge.hang_up();
+    let (line, seen) = bridge
+        .wait_for(seen, &["Fare catalogue reloaded", "products=4"])
+        .await;
+    let version = Catalogue::parse("fares.toml", &changed)
+        .expect("changed")
+        .version;
+    assert!(line.contains(&version), "{line}");
+    assert_eq!(buy(&mut t, "8002", "DAY").await["price"], 800);
+    let d = buy(&mut t, "8003", "WEEK").await;
+    assert_eq!(d["price"], 2500, "{d}");
+
+    // A refused file is logged with its line and field; the catalogue in force stays.
+    std::fs::write(&path, changed.replace("price = 800", "price = -5")).expect("write");
+    bridge.hang_up();
+    let (line, _) = bridge
+        .wait_for(seen, &["Fare catalogue refused", "product[1].price"])
+        .await;
+    assert!(line.contains("fares.toml:"), "{line}");
+    assert_eq!(buy(&mut t, "8004", "DAY").await["price"], 800);
+    assert_eq!(buy(&mut t, "8005", "WEEK").await["price"], 2500);
+
+    // The pass sold before the change keeps the price it was sold at.
+    let f: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::pass(&CardId::new("8001").expect("card")))
+        .query_async(&mut stack.redis().await)
+        .await
+        .expect("HGETALL");
+    assert_eq!(f.get(fields::pass::PRICE).map(String::as_str), Some("750"));
 }
