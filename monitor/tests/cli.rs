@@ -346,3 +346,25 @@ fn serve_makes_its_session_key_file_once_and_refuses_a_bad_one() {
     );
     assert!(!err.contains("0123abcd"), "the key is not echoed: {err}");
 }
+
+#[test]
+fn serve_refuses_a_bad_fares_file_naming_its_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let fares = dir.path().join("fares.toml");
+    std::fs::write(&fares, "currency = \"EURO\"\ntime_zone = \"UTC\"\n").expect("write");
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--fares")
+        .arg(&fares)
+        .args(["--redis", "redis://127.0.0.1:1", "--listen", "127.0.0.1:0"])
+        .args(["--public-read-only", "true"])
+        .env_remove("TAPGATE_FARES")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "serve started with a bad fares file");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:1: currency", fares.display())),
+        "{err}"
+    );
+}
