@@ -279,13 +279,14 @@ tr '\0' ' ' <"/proc/$sim_pid/cmdline" | grep -q -- "--two-hour-duration 5m " \
   || fail "the simulator does not run with --two-hour-duration 5m: $(tr '\0' ' ' <"/proc/$sim_pid/cmdline")"
 ok "two-hour passes last 5m in the bridge and the simulator, and the banner says so"
 
-# The tail command the banner prints works as printed: it logs in as tapgate-monitor and shows
+# The tail command the banner prints works as printed: it logs in as tapgate-tail and shows
 # the latest events, and no password appears on the banner or on any command line.
 tail_cmd="$(sed -n 's/^  Tail:       //p' "$OUT")"
 [ -n "$tail_cmd" ] || fail "the banner prints no tail command"
-grep -q "REDIS_MONITOR_PASSWORD=" "$STATE/credentials" || fail "no Redis password for tapgate-monitor in the credentials"
-monitor_pw="$(sed -n 's/^REDIS_MONITOR_PASSWORD=//p' "$STATE/credentials")"
-if grep -qF "$monitor_pw" "$OUT"; then fail "the banner shows the Redis password"; fi
+grep -q "REDIS_TAIL_PASSWORD=" "$STATE/credentials" || fail "no Redis password for tapgate-tail in the credentials"
+case "$tail_cmd" in *tapgate-tail:*) ;; *) fail "the tail command does not log in as tapgate-tail: $tail_cmd" ;; esac
+tail_pw="$(sed -n 's/^REDIS_TAIL_PASSWORD=//p' "$STATE/credentials")"
+if grep -qF "$tail_pw" "$OUT"; then fail "the banner shows the Redis password"; fi
 set -m
 bash -c "$tail_cmd" >"$STATE/tail.out" 2>"$STATE/tail.err" &
 tail_pid=$!
@@ -296,7 +297,7 @@ until grep -qE 'ENTRY|ISSUED|DENIED' "$STATE/tail.out"; do
   [ $SECONDS -lt $deadline ] || fail "the printed tail command showed no event within 15 s: $(cat "$STATE/tail.out" "$STATE/tail.err")"
   sleep 0.2
 done
-if pgrep -a -g "$tail_pid" | grep -qF "$monitor_pw"; then fail "the Redis password is on a command line"; fi
+if pgrep -a -g "$tail_pid" | grep -qF "$tail_pw"; then fail "the Redis password is on a command line"; fi
 kill -TERM -- "-$tail_pid"
 wait "$tail_pid" 2>/dev/null || true
 tail_pid=""

@@ -9,6 +9,13 @@
 #                           its day's revenue, in one script)
 #   REDIS_EMQX_PASSWORD     tapgate-emqx: EMQX's rules, HINCRBY on tapgate:emqx:* only
 #   REDIS_GRAFANA_PASSWORD  tapgate-grafana: reads only the keys the Grafana dashboards show
+#   REDIS_TAIL_PASSWORD     tapgate-tail: `tapgate-monitor tail` and `report` in a terminal: reads
+#                           the event stream, the audit trail, counters, revenue and devices;
+#                           writes nothing
+#
+# The event stream and the audit trail are append-only for every user but tapgate-admin: XADD
+# (with its MAXLEN, the only trimming) is the one write anybody else may make to them. Redis
+# checks every command a script runs against the same rules, so scripts cannot do more.
 #
 # Usage: redis-users.sh OUTPUT_FILE (Redis ACL files hold no comments). Only SHA-256 hashes of the passwords are written; the file
 # is made readable by its owner only. The default user is switched off. Placeholders that start
@@ -38,10 +45,13 @@ check REDIS_BRIDGE_PASSWORD "${REDIS_BRIDGE_PASSWORD:-}"
 check REDIS_MONITOR_PASSWORD "${REDIS_MONITOR_PASSWORD:-}"
 check REDIS_EMQX_PASSWORD "${REDIS_EMQX_PASSWORD:-}"
 check REDIS_GRAFANA_PASSWORD "${REDIS_GRAFANA_PASSWORD:-}"
+check REDIS_TAIL_PASSWORD "${REDIS_TAIL_PASSWORD:-}"
 
 # Commands no component needs, on top of the @dangerous category (FLUSHALL, CONFIG, KEYS, DEBUG,
 # SHUTDOWN, MIGRATE, ...).
 never="-@dangerous -function -script|flush -script|kill -script|debug"
+# Stream commands that remove, rewrite or hand out entries. Nobody uses consumer groups.
+never="$never -xdel -xtrim -xsetid -xgroup -xreadgroup -xack -xclaim -xautoclaim"
 
 umask 077
 tmp="$out.tmp.$$"
@@ -55,17 +65,32 @@ tmp="$out.tmp.$$"
   # FCALL declares; the block index and the monitor's keys stay out of reach. FUNCTION LOAD
   # installs the bridge's function library at start-up (FCALL is in @scripting); no other
   # FUNCTION subcommand (FLUSH, DELETE, RESTORE, KILL).
+  #
+  # Append-only streams, with Redis 7 selectors (a command is allowed when the user's root rules
+  # or one selector allow all of it): the root rules only read the stream, so DEL, UNLINK, SET,
+  # RENAME, EXPIRE or RESTORE cannot replace it; the first selector lets a script or function
+  # declare it (the commands it then runs are checked one by one); the second allows XADD on it
+  # and nothing else.
+  bridge_keys="~tapgate:counters:* ~tapgate:revenue:* ~tapgate:card:*:pass ~tapgate:card:*:recent"
+  bridge_keys="$bridge_keys ~tapgate:sale:* ~tapgate:seen:* ~tapgate:device:* ~tapgate:devices"
+  bridge_keys="$bridge_keys ~tapgate:card:*:blocked %R~tapgate:blocked"
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
-    "~tapgate:counters:* ~tapgate:revenue:* ~tapgate:events ~tapgate:card:*:pass ~tapgate:card:*:recent" \
-    "~tapgate:sale:* ~tapgate:seen:* ~tapgate:device:* ~tapgate:devices" \
-    "~tapgate:card:*:blocked %R~tapgate:blocked" \
-    "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load"
-  # Reads every tapgate key; writes the block list and voids (Lua scripts), their events and its
-  # sessions.
+    "$bridge_keys %R~tapgate:events" \
+    "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load" \
+    "($bridge_keys ~tapgate:events -@all +fcall +fcall_ro +eval +evalsha)" \
+    "(~tapgate:events -@all +xadd)"
+  # Reads every tapgate key; writes the block list and voids (Lua scripts), its sessions, login
+  # throttle and operator list, and appends to the event stream and its audit trail (selectors
+  # as for the bridge). A new key of the monitor's is listed here.
+  monitor_own="~tapgate:monitor:session:* ~tapgate:monitor:operator:* ~tapgate:monitor:operators"
+  monitor_own="$monitor_own ~tapgate:monitor:login-failures:*"
+  monitor_keys="%R~tapgate:* ~tapgate:card:*:blocked ~tapgate:blocked ~tapgate:card:*:pass"
+  monitor_keys="$monitor_keys ~tapgate:revenue:*"
   echo "user tapgate-monitor on #$(hash "$REDIS_MONITOR_PASSWORD") resetkeys resetchannels" \
-    "%R~tapgate:* ~tapgate:card:*:blocked ~tapgate:blocked ~tapgate:events ~tapgate:monitor:*" \
-    "~tapgate:card:*:pass ~tapgate:revenue:*" \
-    "-@all +@read +@write +@scripting +@transaction +@connection +@blocking $never"
+    "$monitor_keys $monitor_own" \
+    "-@all +@read +@write +@scripting +@transaction +@connection +@blocking $never" \
+    "($monitor_keys $monitor_own ~tapgate:events ~tapgate:monitor:audit -@all +eval +evalsha)" \
+    "(~tapgate:events ~tapgate:monitor:audit -@all +xadd)"
   echo "user tapgate-emqx on #$(hash "$REDIS_EMQX_PASSWORD") resetkeys resetchannels" \
     "~tapgate:emqx:* -@all +@connection $never +hincrby +select +ping"
   # Reads what the Grafana dashboards show (grafana/dashboards/*.json) and nothing else: never
@@ -76,5 +101,11 @@ tmp="$out.tmp.$$"
     "%R~tapgate:counters:* %R~tapgate:revenue:* %R~tapgate:devices %R~tapgate:device:*" \
     "%R~tapgate:events" \
     "%R~tapgate:emqx:* -@all +@read +@connection $never +info -scan -randomkey"
+  # What `tapgate-monitor tail` (events, and the audit trail with --audit) and `report` (revenue)
+  # read, and nothing else: not a session, an operator or a card. Read-only, no SCAN.
+  echo "user tapgate-tail on #$(hash "$REDIS_TAIL_PASSWORD") resetkeys resetchannels" \
+    "%R~tapgate:events %R~tapgate:monitor:audit %R~tapgate:counters:* %R~tapgate:revenue:*" \
+    "%R~tapgate:devices %R~tapgate:device:*" \
+    "-@all +@read +@connection +@blocking $never -scan -randomkey"
 } >"$tmp"
 mv "$tmp" "$out"

@@ -268,6 +268,7 @@ async fn each_redis_user_is_refused_what_is_not_its_job() {
         "tapgate-monitor",
         "tapgate-emqx",
         "tapgate-grafana",
+        "tapgate-tail",
     ] {
         let mut con = login(&redis, user).await;
         for args in everyone_refused {
@@ -391,6 +392,188 @@ async fn each_redis_user_is_refused_what_is_not_its_job() {
     assert!(
         wrong.is_empty(),
         "Redis users may do more than their job:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// What `tapgate-monitor tail` (and `tail --audit`, `report`) runs, in the shape it runs it
+/// (monitor/src/tail.rs, stream.rs, audit.rs, report.rs).
+fn tail_reads() -> Vec<Vec<&'static str>> {
+    use tapgate_protocol::keys;
+    vec![
+        vec!["XREVRANGE", keys::EVENTS_STREAM, "+", "-", "COUNT", "10"],
+        vec!["XRANGE", keys::EVENTS_STREAM, "-", "+", "COUNT", "500"],
+        vec![
+            "XREAD",
+            "COUNT",
+            "500",
+            "BLOCK",
+            "10",
+            "STREAMS",
+            keys::EVENTS_STREAM,
+            "0",
+        ],
+        vec!["XLEN", keys::EVENTS_STREAM],
+        vec!["XREVRANGE", AUDIT, "+", "-", "COUNT", "10"],
+        vec!["XREAD", "BLOCK", "10", "STREAMS", AUDIT, "0"],
+        vec!["HGETALL", keys::COUNTERS_ENTRIES],
+        vec!["SMEMBERS", keys::DEVICES],
+        vec!["HGETALL", "tapgate:device:gate:g1"],
+        vec!["HGETALL", "tapgate:revenue:2026-01-01"],
+        vec!["PING"],
+    ]
+}
+
+/// The monitor's audit trail (monitor/src/audit.rs).
+const AUDIT: &str = "tapgate:monitor:audit";
+
+#[tokio::test]
+async fn tail_has_its_own_user_that_reads_and_never_writes() {
+    let (redis, _dir) = server();
+    let mut tail = login(&redis, "tapgate-tail").await;
+    let mut admin = login(&redis, "tapgate-admin").await;
+    for stream in [tapgate_protocol::keys::EVENTS_STREAM, AUDIT] {
+        assert_eq!(
+            refused(&mut admin, &["XADD", stream, "*", "event", "{}"]).await,
+            None
+        );
+    }
+    for args in tail_reads() {
+        assert_eq!(refused(&mut tail, &args).await, None, "tail runs {args:?}");
+    }
+    let mut wrong = Vec::new();
+    // Not an operator's session, not the operators, not a card; no listing of key names; and no
+    // write of any kind, scripts included.
+    for args in [
+        vec!["HGETALL", "tapgate:monitor:session:abc"],
+        vec!["SMEMBERS", "tapgate:monitor:operator:op:sessions"],
+        vec!["HGETALL", "tapgate:monitor:operators"],
+        vec!["GET", "tapgate:monitor:login-failures:name:op"],
+        vec!["HGETALL", "tapgate:card:{04AB}:pass"],
+        vec!["HGETALL", "tapgate:blocked"],
+        vec!["GET", "tapgate:seen:{gate:g1}:x"],
+        vec!["SCAN", "0", "MATCH", "tapgate:monitor:*"],
+        vec!["RANDOMKEY"],
+        vec!["HSET", "tapgate:monitor:session:abc", "operator", "op"],
+        vec![
+            "XADD",
+            tapgate_protocol::keys::EVENTS_STREAM,
+            "*",
+            "event",
+            "{}",
+        ],
+        vec!["XADD", AUDIT, "*", "action", "login"],
+        vec!["XDEL", AUDIT, "0-1"],
+        vec![
+            "XTRIM",
+            tapgate_protocol::keys::EVENTS_STREAM,
+            "MAXLEN",
+            "0",
+        ],
+        vec!["DEL", AUDIT],
+        vec![
+            "HINCRBY",
+            tapgate_protocol::keys::COUNTERS_ENTRIES,
+            "x",
+            "1",
+        ],
+        vec!["EVAL", "return 1", "0"],
+        vec!["PUBLISH", "x", "y"],
+    ] {
+        if refused(&mut tail, &args).await.is_none() {
+            wrong.push(format!("tapgate-tail may {args:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "tail's credential does more than read:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn the_audit_trail_and_the_event_stream_are_append_only() {
+    let (redis, _dir) = server();
+    let events = tapgate_protocol::keys::EVENTS_STREAM;
+    let mut admin = login(&redis, "tapgate-admin").await;
+    let mut wrong = Vec::new();
+    for stream in [events, AUDIT] {
+        for _ in 0..3 {
+            assert_eq!(
+                refused(&mut admin, &["XADD", stream, "*", "event", "{}"]).await,
+                None
+            );
+        }
+        // Every way but XADD to take entries away, rewrite or replace the stream.
+        let attempts: Vec<Vec<&str>> = vec![
+            vec!["XDEL", stream, "0-1"],
+            vec!["XTRIM", stream, "MAXLEN", "0"],
+            vec!["XTRIM", stream, "MINID", "9999999999999"],
+            vec!["XSETID", stream, "9999999999999-0"],
+            vec!["XGROUP", "CREATE", stream, "g", "$"],
+            vec!["XGROUP", "DESTROY", stream, "g"],
+            vec!["XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">"],
+            vec!["DEL", stream],
+            vec!["UNLINK", stream],
+            vec!["RENAME", stream, "tapgate:card:{04AB}:pass"],
+            vec!["EXPIRE", stream, "1"],
+            vec!["PEXPIRE", stream, "1"],
+            vec!["SET", stream, "gone"],
+            vec!["COPY", "tapgate:card:{04AB}:pass", stream, "REPLACE"],
+            vec!["RESTORE", stream, "0", "x", "REPLACE"],
+            vec!["EVAL", "return redis.call('DEL', KEYS[1])", "1", stream],
+            vec![
+                "EVAL",
+                "return redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)",
+                "1",
+                stream,
+            ],
+        ];
+        for user in [
+            "tapgate-bridge",
+            "tapgate-monitor",
+            "tapgate-emqx",
+            "tapgate-grafana",
+            "tapgate-tail",
+        ] {
+            let mut con = login(&redis, user).await;
+            for args in &attempts {
+                if refused(&mut con, args).await.is_none() {
+                    wrong.push(format!("{user} may {args:?}"));
+                }
+            }
+        }
+        let len: u64 = redis::cmd("XLEN")
+            .arg(stream)
+            .query_async(&mut admin)
+            .await
+            .expect("XLEN");
+        assert_eq!(len, 3, "{stream} still holds every entry");
+    }
+    // Appending stays: the monitor adds to both streams, trimming only inside its own XADD.
+    let mut monitor = login(&redis, "tapgate-monitor").await;
+    for stream in [events, AUDIT] {
+        assert_eq!(
+            refused(
+                &mut monitor,
+                &["XADD", stream, "MAXLEN", "~", "100000", "*", "event", "{}"]
+            )
+            .await,
+            None,
+            "the monitor appends to {stream}"
+        );
+    }
+    let mut bridge = login(&redis, "tapgate-bridge").await;
+    assert_eq!(
+        refused(&mut bridge, &["XADD", AUDIT, "*", "action", "login"])
+            .await
+            .is_some(),
+        true,
+        "the bridge does not write the audit trail"
+    );
+    assert!(
+        wrong.is_empty(),
+        "a stream can be shortened or replaced:\n{}",
         wrong.join("\n")
     );
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::redis::RedisServer;
 
 /// (environment variable, Redis user, password) of every user `docker/redis-users.sh` writes.
-pub const USERS: [(&str, &str, &str); 5] = [
+pub const USERS: [(&str, &str, &str); 6] = [
     ("REDIS_PASSWORD", "tapgate-admin", "admin-pw-0123456789"),
     (
         "REDIS_BRIDGE_PASSWORD",
@@ -30,6 +30,7 @@ pub const USERS: [(&str, &str, &str); 5] = [
         "tapgate-grafana",
         "grafana-pw-0123456789",
     ),
+    ("REDIS_TAIL_PASSWORD", "tapgate-tail", "tail-pw-0123456789ab"),
 ];
 
 /// The script, from the repository root.

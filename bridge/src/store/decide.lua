@@ -109,8 +109,9 @@ local recent_keep
 -- Redis: a restart, a failover or a library reload starts it afresh, and the work is then done on
 -- the first call that needs it (it is replicated as the commands it runs, like every write here).
 --
--- The stream is trimmed (XTRIM MAXLEN ~ stream_maxlen) once every TRIM_EVERY events rather than
--- by each XADD: trimming on every XADD costs three arguments and a trim check per event. Between
+-- The stream is trimmed (MAXLEN ~ stream_maxlen) by one XADD in every TRIM_EVERY rather than by
+-- each: trimming on every XADD costs three arguments and a trim check per event. The stream is
+-- append-only for this Redis user (docker/redis-users.sh): no XTRIM, only XADD's own. Between
 -- trims it holds at most TRIM_EVERY entries more, plus the part of a stream node that approximate
 -- trimming leaves.
 local TRIM_EVERY = 64
@@ -218,15 +219,18 @@ local function emit(name, p, reason, sold)
   if stamp_time then tap_time, clock_name = at_text(), clock end
   local price, currency, day = '', '', ''
   if sold then price, currency, day = int(p.price), p.currency, p.day or '' end
-  local seq = call('XADD', k_stream, '*', 'event', name,
+  local entry = {'event', name,
     'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
     'tap_time', tap_time, 'mode', mode, 'clock', clock_name, 'price', price,
-    'currency', currency, 'day', day)
+    'currency', currency, 'day', day}
+  local seq
   since_trim = since_trim + 1
   if since_trim >= TRIM_EVERY then
-    call('XTRIM', k_stream, 'MAXLEN', '~', maxlen)
+    seq = call('XADD', k_stream, 'MAXLEN', '~', maxlen, '*', unpack(entry))
     since_trim = 0
+  else
+    seq = call('XADD', k_stream, '*', unpack(entry))
   end
   if card ~= '' then
     -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
