@@ -12,8 +12,10 @@
 //!
 //! `cargo run --release -p tapgate-bridge --example bench -- [seconds-per-rate] [first-rate] [step]`
 //!
-//! `TAPGATE_BENCH_BRIDGE=/path/to/tapgate-bridge` benchmarks that binary instead (to compare two
-//! builds against the same null bridge).
+//! `TAPGATE_BENCH_BRIDGE=/path/to/tapgate-bridge` benchmarks that binary instead;
+//! `TAPGATE_BENCH_BASELINE=/path/to/other/tapgate-bridge` runs a second build beside it (`baseline`,
+//! e.g. the previous release), measured at each rate within seconds of the first, and compares
+//! the two at the end: highest rate and CPU per tap.
 //!
 //! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process and its write
 //! system calls per tap (`/proc/PID/io`), CPU µs per tap of mosquitto and redis-server
@@ -45,6 +47,7 @@ const P99_LIMIT: Duration = Duration::from_millis(10);
 const NULL: &str = "null bridge";
 const FLOOR: &str = "null+redis";
 const BRIDGE: &str = "bridge";
+const BASELINE: &str = "baseline";
 
 /// Each answering process has its own topic prefix, so all three run side by side and each rate
 /// is measured for all three within seconds (the machine's speed drifts over minutes).
@@ -52,6 +55,7 @@ fn prefix(name: &str) -> &'static str {
     match name {
         NULL => "bench-null",
         FLOOR => "bench-floor",
+        BASELINE => "bench-baseline",
         _ => "bench-bridge",
     }
 }
@@ -68,6 +72,7 @@ fn main() {
     let step: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
 
     let bridge_bin = bridge_binary();
+    let baseline_bin = std::env::var_os("TAPGATE_BENCH_BASELINE").map(PathBuf::from);
     let redis = RedisServer::start();
     let broker = Mosquitto::start();
     let redis_pid = redis_pid(redis.port());
@@ -96,11 +101,21 @@ fn main() {
     );
     let exe = std::env::current_exe().expect("own path");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut procs: Vec<Answerer> = [NULL, FLOOR, BRIDGE]
+    let mut names = vec![NULL, FLOOR];
+    if baseline_bin.is_some() {
+        names.push(BASELINE);
+    }
+    names.push(BRIDGE);
+    let mut procs: Vec<Answerer> = names
         .into_iter()
         .map(|name| {
-            let child = Reaped(if name == BRIDGE {
-                Command::new(&bridge_bin)
+            let binary = match (name, &baseline_bin) {
+                (BRIDGE, _) => Some(&bridge_bin),
+                (BASELINE, Some(b)) => Some(b),
+                _ => None,
+            };
+            let child = Reaped(if let Some(binary) = binary {
+                Command::new(binary)
                     .arg("--redis")
                     .arg(redis.url())
                     .arg("--mqtt")
@@ -215,7 +230,12 @@ fn main() {
     let cpu_of = |name: &str| cpu.get(name).unwrap_or(&none);
     // The bridge against each other process, and the floor (its I/O alone) against the null
     // bridge: what any bridge making the Redis round trip and publishing the event must cost.
-    for (one, other) in [(BRIDGE, NULL), (BRIDGE, FLOOR), (FLOOR, NULL)] {
+    for (one, other) in [
+        (BRIDGE, NULL),
+        (BRIDGE, FLOOR),
+        (FLOOR, NULL),
+        (BRIDGE, BASELINE),
+    ] {
         for (rate, cost) in cpu_of(one) {
             if let Some((_, base)) = cpu_of(other).iter().find(|(r, _)| r == rate) {
                 println!(
@@ -240,6 +260,19 @@ fn main() {
         best[BRIDGE],
         ratio(best[BRIDGE])
     );
+    if let Some(&base) = best.get(BASELINE) {
+        println!(
+            "{BASELINE} {base}/s (x {}); {BRIDGE} over {BASELINE}: {}",
+            ratio(base),
+            {
+                if base == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.2}", best[BRIDGE] as f64 / base as f64)
+                }
+            }
+        );
+    }
 }
 
 fn ms(us: u64) -> f64 {
