@@ -40,7 +40,7 @@ use tapgate_runtime::clock::{Clock, SystemClock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{BridgeConfig, ConfigError};
 pub use metrics::Metrics;
@@ -160,12 +160,20 @@ pub async fn start_with_clock(
         "Connected to Redis"
     );
     let migration = store.migrate_card_keys().await?;
-    if migration != store::Migration::default() {
+    if migration.moved + migration.dropped > 0 || !migration.conflicts.is_empty() {
         info!(
             moved = migration.moved,
             dropped = migration.dropped,
             conflicts = ?migration.conflicts,
             "Moved card keys to canonical (upper-case) card ids"
+        );
+    }
+    if !migration.skipped.is_empty() {
+        warn!(
+            skipped = ?migration.skipped,
+            "Left legacy (lower-case) card keys or block-index fields this Redis user may not \
+             change (the block index is the dashboard's list; taps are decided by each card's \
+             own keys); start the bridge once as the Redis admin user to move them"
         );
     }
 

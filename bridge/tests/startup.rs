@@ -214,6 +214,69 @@ async fn redis_password_is_used() {
     handle.join().await.expect("stops");
 }
 
+/// Keys and index fields written before card ids were canonical, on a Redis with the
+/// deployment's users (`docker/redis-users.sh`), where the bridge's user may only read the block
+/// index: the bridge starts under that user, fixes what it may (the card's own key), leaves the
+/// index field it may not write, and decides.
+#[tokio::test]
+async fn starts_under_its_own_redis_user_with_legacy_fields_it_may_not_fix() {
+    use tapgate_protocol::{fields, keys};
+    use tapgate_testkit::redis_users;
+    let (redis, _dir) = redis_users::redis_with_users();
+    let mut admin = redis::Client::open(redis_users::url_as(&redis, "tapgate-admin"))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin logs in");
+    // As an older monitor wrote a block (and the monitor's user still may): the card as typed.
+    for (key, field) in [
+        ("tapgate:card:{04ab}:blocked", fields::blocked::REASON),
+        (keys::BLOCKED_INDEX, "04ab"),
+    ] {
+        let _: () = redis::cmd("HSET")
+            .arg(key)
+            .arg(field)
+            .arg("lost")
+            .query_async(&mut admin)
+            .await
+            .expect("HSET legacy");
+    }
+    let broker = tapgate_testkit::Mosquitto::start();
+    let config = BridgeConfig {
+        redis: format!("redis://tapgate-bridge@127.0.0.1:{}", redis.port()),
+        redis_password: Some(redis_users::password("tapgate-bridge").into()),
+        broker: BrokerConfig::url(broker.url()),
+        ..BridgeConfig::default()
+    };
+    let token = tokio_util::sync::CancellationToken::new();
+    let handle = tapgate_bridge::start(config, token.clone())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the bridge did not start under tapgate-bridge: {e}\n{}",
+                redis.log()
+            )
+        });
+    let mut gate = support::Device::connect(broker.port(), DeviceKind::Gate, "g1").await;
+    for card in ["04AB", "04ab"] {
+        let d = gate.tap(card).await;
+        assert_eq!(d["reason"], "blocked", "{card}: {d}");
+    }
+    assert_eq!(gate.tap("0CDE").await["reason"], "no_pass");
+    let index: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys::BLOCKED_INDEX)
+        .query_async(&mut admin)
+        .await
+        .expect("HKEYS");
+    assert_eq!(
+        index,
+        ["04ab"],
+        "the index is left to a user that may write it"
+    );
+    token.cancel();
+    handle.join().await.expect("stops");
+}
+
 #[test]
 fn sigterm_stops_cleanly() {
     let redis = RedisServer::start();

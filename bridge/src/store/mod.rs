@@ -437,20 +437,32 @@ impl Store {
     /// is denied when read as `04AB`. Idempotent; run at start-up before any tap is decided.
     /// Where both names exist, the canonical key wins for the deny list and recent events (the
     /// legacy one is dropped); two passes are both kept and reported, for an operator to settle.
+    ///
+    /// Start-up never needs more than the bridge's own Redis user may do: what that user may
+    /// not touch (`NOPERM`: the block index is the monitor's, and listing keys may be refused)
+    /// is left as it is and reported in [`Migration::skipped`], not an error. Decisions read
+    /// only the card's own keys, which the bridge's user may move.
     pub async fn migrate_card_keys(&self) -> Result<Migration, StoreError> {
         let mut con = self.con.clone();
         let mut report = Migration::default();
         let script = Script::new(MIGRATE_KEY);
         let mut cursor: u64 = 0;
         loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg("tapgate:card:{*}:*")
                 .arg("COUNT")
                 .arg(1000)
                 .query_async(&mut con)
-                .await?;
+                .await;
+            let (next, found) = match scanned {
+                Err(e) if no_perm(&e) => {
+                    report.skipped.push("card keys (SCAN refused)".to_owned());
+                    (0, Vec::new())
+                }
+                other => other?,
+            };
             for key in found {
                 let Some((legacy_card, suffix)) = legacy_card_key(&key) else {
                     continue;
@@ -460,12 +472,19 @@ impl Store {
                 };
                 let canonical = format!("tapgate:card:{{{card}}}:{suffix}");
                 let merge = if suffix == "pass" { "keep" } else { "drop" };
-                let result: String = script
+                let result: Result<String, _> = script
                     .key(&key)
                     .key(&canonical)
                     .arg(merge)
                     .invoke_async(&mut con)
-                    .await?;
+                    .await;
+                let result = match result {
+                    Err(e) if no_perm(&e) => {
+                        report.skipped.push(key);
+                        continue;
+                    }
+                    other => other?,
+                };
                 match result.as_str() {
                     "moved" => report.moved += 1,
                     "dropped" => report.dropped += 1,
@@ -492,13 +511,21 @@ impl Store {
                     continue;
                 };
                 if card.as_str() != field {
-                    let _: i64 = index
+                    let moved: Result<i64, _> = index
                         .key(keys::BLOCKED_INDEX)
                         .arg(field)
                         .arg(card.as_str())
                         .invoke_async(&mut con)
-                        .await?;
-                    report.moved += 1;
+                        .await;
+                    match moved {
+                        Err(e) if no_perm(&e) => report
+                            .skipped
+                            .push(format!("{} field {field:?}", keys::BLOCKED_INDEX)),
+                        other => {
+                            other?;
+                            report.moved += 1;
+                        }
+                    }
                 }
             }
             cursor = next;
@@ -518,6 +545,14 @@ pub struct Migration {
     pub dropped: usize,
     /// Legacy pass keys left in place because the card also has a canonical pass.
     pub conflicts: Vec<String>,
+    /// Keys and index fields left as they are because this Redis user may not change them
+    /// (for a user that may: the Redis admin, or the monitor for the block index).
+    pub skipped: Vec<String>,
+}
+
+/// Whether Redis refused a command for this user's rights (`NOPERM`), as opposed to failing.
+fn no_perm(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
 }
 
 /// Removes a device from the set if its presence hash is gone. KEYS: presence hash, devices set.
