@@ -30,17 +30,18 @@ struct Cli {
     /// Which broker holds the logins [default: mosquitto].
     #[arg(long, env = "TAPGATE_ADMIN_BROKER")]
     backend: Option<Backend>,
-    /// mosquitto: broker URL, mqtt://host:port [default: mqtt://127.0.0.1:1883].
-    #[arg(long, env = "TAPGATE_MQTT")]
+    /// mosquitto: broker URL, mqtt://host:port [default: mqtt://127.0.0.1:1883]. Its value is
+    /// never shown here: a URL may hold a password.
+    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
     mqtt: Option<String>,
     /// mosquitto: dynamic-security administrator [default: admin].
     #[arg(long, env = "TAPGATE_ADMIN_USERNAME")]
     admin_username: Option<String>,
     /// EMQX: HTTP API base URL [default: http://127.0.0.1:18083].
-    #[arg(long, env = "TAPGATE_EMQX_API")]
+    #[arg(long, env = "TAPGATE_EMQX_API", hide_env_values = true)]
     emqx_api: Option<String>,
     /// EMQX: API key.
-    #[arg(long, env = "TAPGATE_EMQX_API_KEY")]
+    #[arg(long, env = "TAPGATE_EMQX_API_KEY", hide_env_values = true)]
     emqx_api_key: Option<String>,
     /// Topic prefix [default: tapgate].
     #[arg(long, env = "TAPGATE_PREFIX")]

@@ -1,0 +1,48 @@
+//! `tapgate-admin --help` shows which environment variables it reads, never their values: a
+//! broker URL or an API address may hold a password (`mqtt://admin:secret@host`).
+
+use std::process::Command;
+
+const SECRET: &str = "pw-in-env-4f9c2d";
+
+#[test]
+fn help_never_prints_a_secret_from_the_environment() {
+    let with_secret = [
+        (
+            "TAPGATE_MQTT",
+            format!("mqtt://admin:{SECRET}@broker.internal:1883"),
+        ),
+        (
+            "TAPGATE_EMQX_API",
+            format!("http://key:{SECRET}@emqx.internal:18083"),
+        ),
+        ("TAPGATE_EMQX_API_KEY", SECRET.to_owned()),
+        ("TAPGATE_ADMIN_PASSWORD", SECRET.to_owned()),
+        ("TAPGATE_EMQX_API_SECRET", SECRET.to_owned()),
+        ("TAPGATE_DEVICE_PASSWORD", SECRET.to_owned()),
+        ("TAPGATE_SERVICE_PASSWORD", SECRET.to_owned()),
+    ];
+    for args in [
+        vec!["--help"],
+        vec!["device", "add", "--help"],
+        vec!["service", "add", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tapgate-admin"))
+            .args(&args)
+            .env_clear()
+            .envs(with_secret.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run tapgate-admin");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(
+            text.contains("TAPGATE_"),
+            "{args:?} names its variables: {text}"
+        );
+        assert!(!text.contains(SECRET), "{args:?} prints a secret:\n{text}");
+    }
+}
