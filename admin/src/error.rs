@@ -19,6 +19,15 @@ pub enum AdminError {
     /// The device id breaks the protocol's rule.
     #[error("bad device id: {0}")]
     DeviceId(#[from] tapgate_protocol::IdError),
+    /// The device id is one a service or the broker's administrator uses, or could.
+    #[error(
+        "device id {id:?} is reserved for tapgate's services and the broker's administrator \
+         (admin, tapgate, tapgate-*, tapgate_*, in any case); choose another"
+    )]
+    ReservedDeviceId {
+        /// The id asked for.
+        id: String,
+    },
     /// A service login name is unusable.
     #[error("bad service name {name:?}: {why}")]
     ServiceName {

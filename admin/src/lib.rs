@@ -60,13 +60,15 @@ impl Broker {
         }
     }
 
-    /// Creates a device's login, bound to its id and kind.
+    /// Creates a device's login, bound to its id and kind; an id in the services' namespace is
+    /// refused ([`policy::check_device_id`]).
     pub async fn add_device(
         &mut self,
         id: &DeviceId,
         kind: DeviceKind,
         password: &str,
     ) -> Result<(), AdminError> {
+        policy::check_device_id(id)?;
         match self {
             Self::Mosquitto(b) => b.add_device(id, kind, password).await,
             Self::Emqx(b) => b.add_device(id, kind, password).await,

@@ -173,6 +173,7 @@ async fn start() -> anyhow::Result<()> {
             id, password: p, ..
         }) => {
             let id = DeviceId::new(id.as_str()).map_err(tapgate_admin::AdminError::from)?;
+            tapgate_admin::policy::check_device_id(&id)?;
             prepared = Some((id, password(p.clone())?));
         }
         Command::Service(ServiceCommand::Add {

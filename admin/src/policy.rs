@@ -164,8 +164,33 @@ pub fn check_service_name(name: &str) -> Result<(), AdminError> {
     {
         return Err(bad("allowed: A-Z a-z 0-9 _ -"));
     }
-    if name == "admin" {
+    if name.eq_ignore_ascii_case(ADMIN) {
         return Err(bad("reserved for the broker's administrator"));
+    }
+    Ok(())
+}
+
+/// The broker's administrator (mosquitto's dynamic-security `admin`, EMQX's dashboard user).
+const ADMIN: &str = "admin";
+
+/// The prefix of every service login (`tapgate-bridge`, `tapgate-bridge-2`, `tapgate-monitor`,
+/// and the Redis and EMQX users named alike); `emqx/etc/acl.conf` grants by it.
+const SERVICE_PREFIX: &str = "tapgate";
+
+/// Whether `id` lives in the services' namespace, in any case: `admin`, `tapgate`, or
+/// `tapgate-…`/`tapgate_…`. A device with such an id could be given a service's rights by a rule
+/// written for services (EMQX's `acl.conf` matches `^tapgate-bridge(-.+)?$`), or be mistaken
+/// for one in a list or a log, so `device add` refuses it.
+pub fn check_device_id(id: &DeviceId) -> Result<(), AdminError> {
+    let lower = id.as_str().to_ascii_lowercase();
+    let reserved = lower == ADMIN
+        || lower
+            .strip_prefix(SERVICE_PREFIX)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '_']));
+    if reserved {
+        return Err(AdminError::ReservedDeviceId {
+            id: id.as_str().to_owned(),
+        });
     }
     Ok(())
 }
@@ -173,6 +198,23 @@ pub fn check_service_name(name: &str) -> Result<(), AdminError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_services_namespace_is_refused_for_devices_in_any_case() {
+        let check = |id: &str| check_device_id(&DeviceId::new(id).expect("id")).is_ok();
+        for id in [
+            "admin",
+            "Admin",
+            "tapgate",
+            "tapgate-bridge-9",
+            "TapGate_Monitor",
+        ] {
+            assert!(!check(id), "{id}");
+        }
+        for id in ["g1", "tapgate1", "gate-tapgate", "administrator", "adm1n"] {
+            assert!(check(id), "{id}");
+        }
+    }
 
     #[test]
     fn a_gate_sends_its_own_messages_only() {

@@ -100,6 +100,58 @@ async fn add_prints_the_device_settings_and_the_device_logs_in_with_them() {
     assert_eq!(out, "g7\tgate\nt4\tterminal\n");
 }
 
+/// Device ids the services' logins or the broker's administrator use, or could use (the EMQX
+/// rules give every `tapgate-bridge-*` login the bridges' rights), in any case.
+const SERVICES_NAMESPACE: [&str; 8] = [
+    "tapgate-bridge-9",
+    "tapgate-bridge",
+    "Tapgate-Monitor",
+    "TAPGATE-EMQX",
+    "tapgate_bridge",
+    "tapgate",
+    "Admin",
+    "ADMIN",
+];
+
+#[tokio::test]
+async fn device_ids_in_the_services_namespace_are_refused() {
+    let broker = broker();
+    for id in SERVICES_NAMESPACE {
+        let (ok, out, err) = cli(&broker, &["device", "add", id, "--kind", "gate"]);
+        assert!(!ok, "{id}: added\n{out}");
+        assert!(
+            err.contains("reserved for tapgate's services and the broker's administrator"),
+            "{id}: {err}"
+        );
+    }
+    let mut admin = Broker::connect(&settings(&broker)).await.expect("admin");
+    for id in SERVICES_NAMESPACE {
+        let id = DeviceId::new(id).expect("a valid id by the protocol's rule");
+        let r = admin
+            .add_device(&id, DeviceKind::Gate, "long-enough-password-1")
+            .await;
+        assert!(
+            matches!(r, Err(AdminError::ReservedDeviceId { .. })),
+            "{id}: {r:?}"
+        );
+    }
+    assert!(
+        admin
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .all(|l| l.kind.is_service() || l.username == "admin"),
+        "no device was made"
+    );
+    // Ids that only look alike are devices like any other.
+    for id in ["tapgate1", "gate-tapgate-bridge", "administrator"] {
+        let (ok, _, err) = cli(&broker, &["device", "add", id, "--kind", "gate"]);
+        assert!(ok, "{id}: {err}");
+    }
+    admin.close().await;
+}
+
 #[tokio::test]
 async fn refusals_are_clear_and_specific() {
     let broker = broker();
