@@ -1,6 +1,7 @@
 // tapgate monitor dashboard. Builds every piece of DOM with textContent (never innerHTML), so
 // anything a device or a card sends shows as text. Live data arrives by server-sent events from
-// /api/live; the page never polls the server.
+// /api/live; the page polls for nothing but the day's revenue, re-read when a sale or a void
+// arrives on the feed and once a minute, so a new service day shows.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -16,6 +17,9 @@ let feed = [];
 let minutes = null;
 let devices = [];
 let currentCard = null;
+// The looked-up card's void offer: {card, until, price} while the server says it may be voided.
+let voidOffer = null;
+let revenueTimer = null;
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -184,12 +188,16 @@ function addEvents(events) {
     feed.push(e);
     list.insertBefore(feedItem(e, true), list.firstChild);
     countMinute(e);
+    if (e.event === 'pass-issued' || e.event === 'pass-voided') soonRevenue();
     if (e.event === 'card-blocked' || e.event === 'card-unblocked') {
       loadBlocked();
       loadAudit();
       if (currentCard && e.card === currentCard) lookup(currentCard);
     } else if (currentCard && e.card === currentCard) {
+      if (e.event === 'pass-voided') loadAudit();
       lookup(currentCard);
+    } else if (e.event === 'pass-voided') {
+      loadAudit();
     }
   }
   while (feed.length > FEED_MAX) {
@@ -386,6 +394,12 @@ async function lookup(card) {
       dlRow(dl, 'Pass', String(r.pass.type));
       if (r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining);
       if (r.pass.time_left_ms != null) dlRow(dl, 'Time left', r.pass.time_left_ms > 0 ? duration(r.pass.time_left_ms) : 'expired');
+      if (r.pass.price_text) dlRow(dl, 'Price', r.pass.price_text);
+      if (r.pass.issued_at) {
+        dlRow(dl, 'Sold', dateTime(r.pass.issued_at) + (r.pass.sold_by ? ' at ' + r.pass.sold_by : ''));
+      }
+      if (r.pass.day) dlRow(dl, 'Service day', r.pass.day);
+      if (r.pass.used_at) dlRow(dl, 'First used', dateTime(r.pass.used_at));
     } else {
       dlRow(dl, 'Pass', 'none');
     }
@@ -405,13 +419,117 @@ async function lookup(card) {
     $('block-controls').hidden = readOnly;
     $('block-btn').hidden = !!r.blocked;
     $('unblock-btn').hidden = !r.blocked;
+    showVoid(r);
   } catch (err) {
     currentCard = null;
     clear(box);
     box.className = 'card-result error';
     box.textContent = err.message;
     $('block-controls').hidden = true;
+    showVoid(null);
   }
+}
+
+// --- voiding a sale --------------------------------------------------------------------------
+
+// The "Void sale" button, while the server says the looked-up pass may be voided; otherwise why
+// not. Operators only.
+function showVoid(r) {
+  const controls = $('void-controls'), btn = $('void-btn'), note = $('void-note');
+  disarmVoid();
+  const v = r && r.pass ? r.pass.void : null;
+  voidOffer = v && v.voidable ? { card: r.card, until: v.until, price: r.pass.price_text } : null;
+  controls.hidden = readOnly || !v;
+  btn.hidden = !voidOffer;
+  if (voidOffer) {
+    note.textContent = 'possible until ' + clock(voidOffer.until);
+  } else {
+    note.textContent = v ? 'Cannot void: ' + v.message : '';
+  }
+}
+
+// The offer ends when its window does, without asking the server.
+function expireVoid() {
+  if (voidOffer && Date.now() > voidOffer.until) {
+    voidOffer = null;
+    disarmVoid();
+    $('void-btn').hidden = true;
+    $('void-note').textContent = 'Cannot void: the void window has passed';
+  }
+}
+
+// A void takes two clicks: the first names what will be given back.
+let voidArmed = null;
+
+function disarmVoid() {
+  clearTimeout(voidArmed);
+  voidArmed = null;
+  $('void-btn').textContent = 'Void sale';
+}
+
+async function voidSale() {
+  if (!voidOffer) return;
+  const offer = voidOffer;
+  if (!voidArmed) {
+    $('void-btn').textContent = 'Confirm: void ' + (offer.price || 'this') + ' sale';
+    voidArmed = setTimeout(disarmVoid, 5000);
+    return;
+  }
+  disarmVoid();
+  try {
+    const r = await api('/api/cards/' + encodeURIComponent(offer.card) + '/void', { method: 'POST' });
+    message('Sale voided: ' + r.product + ' for ' + r.amount + ' on card ' + r.card + '.', true);
+  } catch (err) {
+    message(err.message, false);
+  }
+  await lookup(offer.card);
+  loadRevenue();
+  loadAudit();
+}
+
+// --- revenue ---------------------------------------------------------------------------------
+
+function revenueRow(body, name, title, t) {
+  const tr = el('tr', t.sales || t.amount ? '' : 'zero');
+  tr.dataset.row = title;
+  const td = el('td', '', name);
+  td.title = title;
+  tr.appendChild(td);
+  tr.appendChild(el('td', 'num', Number(t.sales).toLocaleString()));
+  tr.appendChild(el('td', 'num', t.amount_text));
+  body.appendChild(tr);
+}
+
+function renderRevenue(r) {
+  $('revenue-day').textContent = 'service day ' + r.day;
+  $('revenue-total').textContent = r.totals.amount_text;
+  $('revenue-summary').textContent = r.totals.sales.toLocaleString() + (r.totals.sales === 1 ? ' sale' : ' sales') +
+    ' · ' + r.totals.voids.toLocaleString() + ' voided (' + r.totals.voided_text + ')';
+  const products = $('revenue-products');
+  clear(products);
+  for (const p of r.products) revenueRow(products, p.name || p.id, p.id, p);
+  const terminals = $('revenue-terminals');
+  clear(terminals);
+  for (const t of r.terminals) revenueRow(terminals, t.id, t.id, t);
+  if (r.terminals.length === 0) {
+    const tr = el('tr');
+    const td = el('td', 'empty', 'No sales yet.');
+    td.colSpan = 3;
+    tr.appendChild(td);
+    terminals.appendChild(tr);
+  }
+}
+
+async function loadRevenue() {
+  try {
+    renderRevenue(await api('/api/revenue'));
+  } catch (_) { /* shown again on the next sale or tick */ }
+}
+
+// Sales come in bursts: one read shortly after the last of them.
+function soonRevenue() {
+  clearTimeout(revenueTimer);
+  revenueTimer = setTimeout(loadRevenue, 300);
 }
 
 async function loadBlocked() {
@@ -483,6 +601,7 @@ function connect() {
     loadMinutes();
     loadBlocked();
     loadAudit();
+    loadRevenue();
   });
   es.addEventListener('events', (m) => addEvents(JSON.parse(m.data)));
   es.addEventListener('counters', (m) => renderCounters(JSON.parse(m.data)));
@@ -506,7 +625,7 @@ function applyDeviceChanges(c) {
 const AUDIT_LABELS = {
   'login': 'logged in', 'failed-login': 'failed login as', 'logout': 'logged out',
   'logout-everywhere': 'logged out everywhere', 'block': 'blocked', 'unblock': 'unblocked',
-  'sessions-revoked': 'sessions ended for',
+  'sessions-revoked': 'sessions ended for', 'void': 'voided a sale',
 };
 
 async function loadAudit() {
@@ -521,7 +640,8 @@ async function loadAudit() {
       tr.appendChild(el('td', '', r.at ? dateTime(r.at) : ''));
       tr.appendChild(el('td', r.action === 'failed-login' ? 'badge-blocked' : '', AUDIT_LABELS[r.action] || r.action));
       tr.appendChild(el('td', '', r.operator || ''));
-      const what = r.card ? 'card ' + r.card + (r.reason ? ' (' + r.reason + ')' : '') : '';
+      let what = r.card ? 'card ' + r.card + (r.reason ? ' (' + r.reason + ')' : '') : '';
+      if (r.product) what += ' · ' + r.product + (r.price ? ' ' + r.price : '');
       tr.appendChild(el('td', '', what));
       tr.appendChild(el('td', '', r.from || ''));
       body.appendChild(tr);
@@ -585,9 +705,12 @@ async function start() {
   });
   $('block-btn').addEventListener('click', () => changeBlock(true));
   $('unblock-btn').addEventListener('click', () => changeBlock(false));
+  $('void-btn').addEventListener('click', voidSale);
   connect();
   // Redraw relative times ("12s ago") and slide the chart window; no server requests.
-  setInterval(() => { renderDevices(); renderMinutes(); }, 5000);
+  setInterval(() => { renderDevices(); renderMinutes(); expireVoid(); }, 5000);
+  // A new service day starts with nothing sold: read the revenue now and then, not only on sales.
+  setInterval(loadRevenue, 60000);
   // Charts are drawn at their box's width: redraw when it changes.
   let resized = null;
   window.addEventListener('resize', () => {

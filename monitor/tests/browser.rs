@@ -296,14 +296,16 @@ async fn operators_watch_live_block_a_card_and_log_out() {
             redis: redis.url(),
             broker: BrokerConfig::url(broker.url()),
             client_id: format!("bridge-{}", broker.port()),
-            fares: Some(fares),
+            fares: Some(fares.clone()),
             ..BridgeConfig::default()
         },
         bridge_stop.clone(),
     )
     .await
     .expect("bridge starts");
-    let dash = Dashboard::start(config(&redis.url())).await;
+    let mut dash_config = config(&redis.url());
+    dash_config.fares = Some(fares);
+    let dash = Dashboard::start(dash_config).await;
     let driver = Driver::start();
     let profiles = tempfile::tempdir().expect("profiles");
     let a = driver.browser(&profiles.path().join("a")).await;
@@ -332,6 +334,16 @@ async fn operators_watch_live_block_a_card_and_log_out() {
         })
         .await;
         wait_text(c, "#feed li:first-child .price", |t| t == "18.00 EUR").await;
+        // The day's revenue follows the sale, named by the fares file.
+        wait_text(c, "#revenue-total", |t| t == "18.00 EUR").await;
+        wait_text(c, "#revenue-products tr[data-row='TEN_TRIP']", |t| {
+            t.contains("Ten trip") && t.contains("18.00 EUR")
+        })
+        .await;
+        wait_text(c, "#revenue-terminals", |t| {
+            t.contains("t1") && t.contains("18.00 EUR")
+        })
+        .await;
     }
 
     // An entry: both browsers show the same new count, pushed (the page never polls).
@@ -369,6 +381,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     for c in [&a, &b] {
         wait_text(c, "#entries-total", |t| t == "3").await;
         wait_text(c, "#denied-total", |t| t == "2").await;
+        wait_text(c, "#revenue-total", |t| t == "31.00 EUR").await;
     }
 
     // Alice looks the card up and blocks it; Bob's deny list updates live.
@@ -422,6 +435,44 @@ async fn operators_watch_live_block_a_card_and_log_out() {
         })
         .await;
     }
+
+    // The day pass was sold in error: Alice sees its sale in the lookup and voids it (two
+    // clicks); the pass is gone, both feeds show the void, revenue drops by its price, and Bob
+    // sees who did it.
+    let input = a
+        .find(Locator::Css("#card-input"))
+        .await
+        .expect("card input");
+    input.clear().await.expect("clear");
+    input.send_keys("D4").await.expect("type card");
+    click(&a, "#card-lookup").await;
+    let details = wait_text(&a, "#card-details", |t| t.contains("DAY")).await;
+    assert!(details.contains("Price\n7.50 EUR"), "{details:?}");
+    assert!(details.contains(" at t1"), "{details:?}");
+    wait_text(&a, "#void-note", |t| t.starts_with("possible until")).await;
+    click(&a, "#void-btn").await;
+    wait_text(&a, "#void-btn", |t| t == "Confirm: void 7.50 EUR sale").await;
+    click(&a, "#void-btn").await;
+    wait_text(&a, "#card-message", |t| {
+        t == "Sale voided: DAY for 7.50 EUR on card D4."
+    })
+    .await;
+    wait_text(&a, "#card-details", |t| t.contains("Pass\nnone")).await;
+    for c in [&a, &b] {
+        wait_text(c, "#feed li:first-child", |t| {
+            t.contains("VOIDED") && t.contains("D4") && t.contains("alice")
+        })
+        .await;
+        wait_text(c, "#revenue-total", |t| t == "23.50 EUR").await;
+        wait_text(c, "#revenue-summary", |t| {
+            t == "3 sales · 1 voided (7.50 EUR)"
+        })
+        .await;
+    }
+    wait_text(&b, "#audit-body", |t| {
+        t.contains("voided a sale") && t.contains("card D4 · DAY 7.50 EUR")
+    })
+    .await;
 
     // A device sends markup; it is shown as text, never run or parsed.
     let xss = "<img src=x onerror=alert(1)>";
@@ -543,6 +594,39 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     // On a phone-sized window the charts are redrawn at their width, so axis text keeps its
     // size instead of shrinking with the picture.
     a.set_window_size(420, 1300).await.expect("narrow window");
+    // Nothing is wider than the window: the revenue tables wrap rather than overflow.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let widths = a
+            .execute(
+                "const r = document.querySelector('#revenue-card');
+                 const wide = Array.from(document.querySelectorAll('body *'))
+                   .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+                   .filter((e) => !Array.from(e.children).some((c) =>
+                     c.getBoundingClientRect().right > window.innerWidth + 0.5))
+                   .map((e) => (e.closest('table') ? e.closest('table').className + ' ' : '') + e.tagName + '#' + e.id + '.' + e.className + ' ' +
+                     Math.round(e.getBoundingClientRect().right));
+                 return [document.documentElement.scrollWidth, window.innerWidth,
+                         r.scrollWidth, r.clientWidth, wide.slice(0, 8)];",
+                vec![],
+            )
+            .await
+            .expect("widths");
+        let w: Vec<f64> = widths
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect();
+        if w.len() == 4 && w[0] <= w[1] && w[2] <= w[3] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "at 420 px the page or the revenue card overflows: {widths}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let deadline = Instant::now() + WAIT;
     loop {
         let ratio = a
