@@ -57,7 +57,13 @@ impl Pki {
     }
 
     fn client(&self, cn: &str) -> Issued {
+        self.client_numbered(cn, None)
+    }
+
+    /// A client certificate with this serial number (one a CRL can name).
+    fn client_numbered(&self, cn: &str, serial: Option<u64>) -> Issued {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.serial_number = serial.map(rcgen::SerialNumber::from);
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().expect("key");
@@ -68,8 +74,44 @@ impl Pki {
     }
 }
 
+/// A CRL of `pki`'s CA revoking `serials`, in PEM.
+fn crl(pki: &Pki, serials: &[u64]) -> String {
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*s),
+                revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params
+        .signed_by(&pki.ca, &pki.ca_key)
+        .expect("CRL")
+        .pem()
+        .expect("CRL PEM")
+}
+
 /// The TLS lines of mosquitto/tls.conf, with the port and the generated files.
 fn tls_listener(dir: &std::path::Path, port: u16, pki: &Pki, client_certs: bool) -> String {
+    tls_listener_with_crl(dir, port, pki, client_certs, None)
+}
+
+/// [`tls_listener`], with the `crlfile` line on and holding `crl` when given.
+fn tls_listener_with_crl(
+    dir: &std::path::Path,
+    port: u16,
+    pki: &Pki,
+    client_certs: bool,
+    crl: Option<String>,
+) -> String {
     let server = pki.server();
     let write = |name: &str, text: String| {
         let path = dir.join(name);
@@ -79,6 +121,7 @@ fn tls_listener(dir: &std::path::Path, port: u16, pki: &Pki, client_certs: bool)
     let ca = write("ca.crt", pki.ca.pem());
     let cert = write("server.crt", server.cert.pem());
     let key = write("server.key", server.key.serialize_pem());
+    let crl = crl.map(|c| write("crl.pem", c));
     let template = repo::read("mosquitto/tls.conf").expect("mosquitto/tls.conf");
     let mut out = String::new();
     for line in template.lines() {
@@ -94,10 +137,19 @@ fn tls_listener(dir: &std::path::Path, port: u16, pki: &Pki, client_certs: bool)
             "#use_username_as_clientid true" if client_certs => {
                 "use_username_as_clientid true".into()
             }
+            l if l.starts_with("#crlfile ") && crl.is_some() => {
+                format!("crlfile {}", crl.as_deref().unwrap_or_default())
+            }
             l => l.to_owned(),
         };
         out.push_str(&line);
         out.push('\n');
+    }
+    if crl.is_some() {
+        assert!(
+            out.contains("\ncrlfile "),
+            "mosquitto/tls.conf has no #crlfile line to turn on"
+        );
     }
     for needed in ["listener ", "certfile ", "keyfile ", "cafile "] {
         assert!(
@@ -115,6 +167,16 @@ async fn broker(pki: &Pki, client_certs: bool) -> (Mosquitto, u16) {
     let certs = tempfile::tempdir().expect("temp dir");
     let tls = tls_listener(certs.path(), tls_port, pki, client_certs);
     // The certificate folder must outlive the broker: keep it for the whole test process.
+    let _keep = certs.keep();
+    let broker = support::broker_with(&tls).await;
+    (broker, tls_port)
+}
+
+/// [`broker`] with client certificates required and `crl` as its `crlfile`.
+async fn broker_with_crl(pki: &Pki, crl: String) -> (Mosquitto, u16) {
+    let tls_port = free_port();
+    let certs = tempfile::tempdir().expect("temp dir");
+    let tls = tls_listener_with_crl(certs.path(), tls_port, pki, true, Some(crl));
     let _keep = certs.keep();
     let broker = support::broker_with(&tls).await;
     (broker, tls_port)
@@ -303,6 +365,44 @@ async fn a_client_certificate_whose_cn_is_a_device_id_logs_in_as_that_device() {
             s.subscribe(&topics.decision(DeviceKind::Gate, &g9)).await,
             Ok(false),
             "an unprovisioned CN has no rights"
+        );
+    }
+}
+
+/// The stolen-device steps of docs/deploy.md: the device's login is removed and made again, and
+/// its old certificate goes on the CRL that mosquitto/tls.conf's `crlfile` reads. The old
+/// certificate is then refused at the TLS handshake, although its CN names a provisioned
+/// device; the device's new certificate, and other devices', log in.
+#[tokio::test]
+async fn a_revoked_certificate_is_refused_though_its_device_exists() {
+    let pki = Pki::new("tapgate test CA");
+    let stolen = pki.client_numbered("g1", Some(1001));
+    let reissued = pki.client_numbered("g1", Some(1002));
+    let other = pki.client_numbered("g2", Some(1003));
+    let (broker, tls_port) = broker_with_crl(&pki, crl(&pki, &[1001])).await;
+    let topics = Topics::default();
+    let g1 = DeviceId::new("g1").expect("id");
+
+    let opts = tls_options(tls_port, "g1", None, client_config(&pki, Some(&stolen)));
+    match MqttSession::connect(opts).await {
+        Err(_) => {}
+        Ok(mut s) => panic!(
+            "the revoked certificate logged in (own decisions: {:?})\n{}",
+            s.subscribe(&topics.decision(DeviceKind::Gate, &g1)).await,
+            broker.log()
+        ),
+    }
+    for (id, cert) in [("g1", &reissued), ("g2", &other)] {
+        let device = DeviceId::new(id).expect("id");
+        let opts = tls_options(tls_port, id, None, client_config(&pki, Some(cert)));
+        let mut s = MqttSession::connect(opts)
+            .await
+            .unwrap_or_else(|e| panic!("{id} with a valid certificate: {e}\n{}", broker.log()));
+        assert_eq!(
+            s.subscribe(&topics.decision(DeviceKind::Gate, &device))
+                .await,
+            Ok(true),
+            "{id} keeps its rights"
         );
     }
 }
