@@ -564,11 +564,10 @@ async fn the_audit_trail_and_the_event_stream_are_append_only() {
         );
     }
     let mut bridge = login(&redis, "tapgate-bridge").await;
-    assert_eq!(
+    assert!(
         refused(&mut bridge, &["XADD", AUDIT, "*", "action", "login"])
             .await
             .is_some(),
-        true,
         "the bridge does not write the audit trail"
     );
     assert!(
