@@ -3,6 +3,7 @@
 # the Raspberry Pi binary (`--features rpi`), ALSA headers for `--features audio`, and
 # espeak-ng/sox, which regenerate the spoken prompts (device/assets/generate.sh).
 set -euo pipefail
+. "$(dirname "$0")/../apt.sh"
 
 need_apt=()
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
@@ -10,11 +11,7 @@ command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 dpkg -s libasound2-dev >/dev/null 2>&1 || need_apt+=(libasound2-dev)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}"
-fi
+apt_install "${need_apt[@]}"
 
 for attempt in 1 2 3; do
   rustup target list --installed | grep -qx aarch64-unknown-linux-gnu && break
