@@ -10,13 +10,20 @@
 //! decision arrives; if the broker comes back without the session, the outbox is published again
 //! with the same ids, which the bridge answers without charging twice. Malformed decisions are
 //! logged and dropped. On shutdown the link publishes `offline` and disconnects cleanly.
+//!
+//! A broker that refuses the device's login (no login, a wrong password, a device never
+//! provisioned or since removed) is not an outage: the link says so as an error naming the fix,
+//! and tries again only every [`REFUSED_RETRY`], in case the device is provisioned meanwhile.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, Outgoing, Packet,
+    QoS,
+};
 use tapgate_protocol::status::{ClockHeartbeat, HEARTBEAT_INTERVAL_SECS, OFFLINE, ONLINE};
 use tapgate_protocol::{Decision, DeviceId, DeviceKind, MessageId, Stamped, Topics};
 use tapgate_runtime::mqtt::{BrokerSettings, MqttSetupError};
@@ -25,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::logic::{Outbound, WallClock};
 
@@ -80,6 +87,8 @@ pub struct LinkStats {
     pub malformed: AtomicU64,
     /// Connections made (CONNACKs).
     pub connects: AtomicU64,
+    /// Connections the broker refused because of the device's login.
+    pub refusals: AtomicU64,
     /// Whether the link is connected now.
     pub connected: AtomicBool,
 }
@@ -114,6 +123,25 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(3);
 /// [`RETRY_AFTER`], doubling with each try, at most a minute.
 pub fn retry_delay(retries: u32) -> Duration {
     (RETRY_AFTER * 2u32.saturating_pow(retries.min(5))).min(Duration::from_secs(60))
+}
+
+/// How long the link waits before trying again after the broker refused the device's login: long
+/// enough not to flood the log or the broker, short enough that a device provisioned meanwhile
+/// comes up on its own.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// The broker's answer when it refused the device's login (rather than being unreachable): a
+/// wrong or missing username or password, a client id it does not accept, or a login it does not
+/// authorise.
+fn login_refused(e: &ConnectionError) -> Option<ConnectReturnCode> {
+    match e {
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword
+            | ConnectReturnCode::NotAuthorized
+            | ConnectReturnCode::BadClientId),
+        ) => Some(*code),
+        _ => None,
+    }
 }
 
 /// The sending side of a running link; cheap to clone.
@@ -319,6 +347,29 @@ async fn drive(
                 }
             }
             Ok(_) => {}
+            Err(e) if login_refused(&e).is_some() => {
+                link.stats.connected.store(false, Ordering::Relaxed);
+                link.stats.refusals.fetch_add(1, Ordering::Relaxed);
+                let kind = match link.kind {
+                    DeviceKind::Gate => "gate",
+                    DeviceKind::Terminal => "terminal",
+                };
+                error!(
+                    device = %link.device,
+                    code = ?login_refused(&e),
+                    retry_in_s = REFUSED_RETRY.as_secs(),
+                    "The broker refused this device's login. Give the device its own: \
+                     `tapgate-admin device add {id} --kind {kind} > {id}.toml`, then \
+                     `tapgate-device {kind} --config {id}.toml` (or --mqtt-username and \
+                     --mqtt-password)",
+                    id = link.device,
+                );
+                outage_logged = false;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(REFUSED_RETRY) => {}
+                }
+            }
             Err(e) => {
                 link.stats.connected.store(false, Ordering::Relaxed);
                 if !outage_logged {
@@ -452,5 +503,44 @@ mod tests {
         assert_eq!(counters, ["27", "28", "29", "30"]);
         shutdown.cancel();
         task.await.expect("link task");
+    }
+
+    /// A broker that refuses the device's login is asked again only after [`REFUSED_RETRY`],
+    /// not at the pace of an outage (which would be every 100 ms to 5 s, forever).
+    #[tokio::test]
+    async fn a_refused_login_is_not_retried_as_an_outage() {
+        let broker = tapgate_testkit::Mosquitto::with_config("allow_anonymous false\n");
+        let cfg = LinkConfig {
+            broker: BrokerSettings::new(&broker.url()).expect("url"),
+            topics: Topics::default(),
+            kind: DeviceKind::Gate,
+            device: DeviceId::new("g1").expect("id"),
+            queue_limit: 4,
+            clock: crate::logic::system_clock(),
+        };
+        let shutdown = CancellationToken::new();
+        let (link, _decisions, task) = Link::start(cfg, shutdown.clone()).expect("start");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            link.stats().refusals.load(Ordering::Relaxed),
+            1,
+            "{}",
+            broker.log()
+        );
+        assert_eq!(link.stats().connects.load(Ordering::Relaxed), 0);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the link stops while waiting to retry")
+            .expect("link task");
+    }
+
+    #[test]
+    fn only_a_refused_login_counts_as_refused() {
+        let refused = |code| login_refused(&ConnectionError::ConnectionRefused(code));
+        assert!(refused(ConnectReturnCode::NotAuthorized).is_some());
+        assert!(refused(ConnectReturnCode::BadUserNamePassword).is_some());
+        assert!(refused(ConnectReturnCode::ServiceUnavailable).is_none());
+        assert!(login_refused(&ConnectionError::RequestsDone).is_none());
     }
 }
