@@ -1,6 +1,9 @@
 //! Test harness for tapgate: real servers, never mocks.
 //!
 //! - [`server`]: the process guard shared by both servers (free port, log file, kill on drop).
+//! - [`servers`]: where Redis and mosquitto run (`TAPGATE_TEST_SERVERS`: installed binaries, or
+//!   containers through testcontainers).
+//! - `container`: a server in a container, behind the same guard.
 //! - [`redis`]: [`RedisServer`], a real `redis-server` on a free port.
 //! - [`mosquitto`]: [`Mosquitto`], a real `mosquitto` broker on a free port.
 //! - [`probe`]: [`MqttProbe`], an MQTT client that publishes and collects messages in tests.
@@ -8,10 +11,12 @@
 //! - [`sentinel`]: [`SentinelGroup`], a primary, a replica and three `redis-server --sentinel`.
 //! - [`redis_users`]: a Redis with the deployment's ACL users (`docker/redis-users.sh`).
 //!
-//! A missing binary is a test failure that names the package to install, never a silent skip.
+//! A missing server is a test failure that names the package to install (and, for Redis and
+//! mosquitto, the image to run instead), never a silent skip.
 
 #![warn(missing_docs)]
 
+mod container;
 pub mod mosquitto;
 pub mod nats;
 pub mod probe;
@@ -19,6 +24,7 @@ pub mod redis;
 pub mod redis_users;
 pub mod sentinel;
 pub mod server;
+pub(crate) mod servers;
 pub mod session;
 
 pub use mosquitto::Mosquitto;

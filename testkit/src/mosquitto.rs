@@ -1,4 +1,5 @@
-//! A real `mosquitto` broker on a free port.
+//! A real `mosquitto` broker on a free port, installed here or in a container
+//! ([`crate::servers`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -6,6 +7,7 @@ use std::process::Command;
 use tempfile::TempDir;
 
 use crate::server::{find_binary, on_free_port, NotReady, Process};
+use crate::servers::{Runner, IMAGE_DYNSEC_PLUGIN, MOSQUITTO};
 
 /// A `mosquitto` broker on 127.0.0.1 with `TCP_NODELAY` on, killed on drop. Its log is printed
 /// when the test that owns it fails. Sessions persist across [`Mosquitto::restart`] so queued QoS 1
@@ -16,12 +18,12 @@ pub struct Mosquitto {
     process: Option<Process>,
     dir: TempDir,
     extra: String,
-    binary: PathBuf,
+    runner: Runner,
 }
 
 impl Mosquitto {
-    /// Starts an anonymous broker on a free port. Panics, naming the package, if `mosquitto` is
-    /// missing.
+    /// Starts an anonymous broker on a free port. Panics, naming the package and the image, if
+    /// `mosquitto` can be run neither here nor in a container.
     pub fn start() -> Self {
         Self::with_config("allow_anonymous true\n")
     }
@@ -44,13 +46,16 @@ impl Mosquitto {
 
     /// Starts a broker whose files live in `dir`, with extra configuration lines.
     pub fn with_dir_and_config(dir: TempDir, extra: &str) -> Self {
-        let binary = find_binary("mosquitto", "mosquitto");
+        Self::with_runner(MOSQUITTO.runner(), dir, extra)
+    }
+
+    fn with_runner(runner: Runner, dir: TempDir, extra: &str) -> Self {
         let mut broker = Self {
             port: 0,
             dir,
             extra: extra.to_owned(),
             process: None,
-            binary,
+            runner,
         };
         on_free_port(|port| {
             broker.port = port;
@@ -93,9 +98,27 @@ impl Mosquitto {
             extra = self.extra,
         );
         std::fs::write(&conf, body).expect("write mosquitto.conf");
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match &self.runner {
+            Runner::Local(binary) => Command::new(binary),
+            Runner::Container(_) => Command::new(MOSQUITTO.binary),
+        };
         cmd.arg("-c").arg(&conf);
-        self.process = Some(Process::try_spawn("mosquitto", cmd, &log, self.port)?);
+        // Files the extra lines name outside the broker's folder (certificates, say).
+        let named: Vec<PathBuf> = self
+            .extra
+            .split_whitespace()
+            .filter_map(|word| crate::server::test_file_dir(Path::new(word)))
+            .collect();
+        let mut dirs = vec![dir];
+        dirs.extend(named.iter().map(PathBuf::as_path));
+        self.process = Some(Process::try_start(
+            "mosquitto",
+            &self.runner,
+            cmd,
+            &log,
+            self.port,
+            &dirs,
+        )?);
         Ok(())
     }
 
@@ -129,13 +152,18 @@ impl Mosquitto {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let plugin = dynsec_plugin();
+        // The plugin of the mosquitto that runs: installed here, or in its image.
+        let runner = MOSQUITTO.runner();
+        let plugin = match &runner {
+            Runner::Local(_) => dynsec_plugin(),
+            Runner::Container(_) => PathBuf::from(IMAGE_DYNSEC_PLUGIN),
+        };
         let extra = format!(
             "{extra}\nplugin {}\nplugin_opt_config_file {}\n",
             plugin.display(),
             file.display()
         );
-        Self::with_dir_and_config(dir, &extra)
+        Self::with_runner(runner, dir, &extra)
     }
 
     /// The port it listens on.

@@ -1,11 +1,12 @@
-//! A real `redis-server` on a free port.
+//! A real `redis-server` on a free port, installed here or in a container
+//! ([`crate::servers`]).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use tempfile::TempDir;
 
-use crate::server::{find_binary, on_free_port, NotReady, Process};
+use crate::server::{on_free_port, NotReady, Process};
+use crate::servers::{Runner, REDIS};
 
 /// A `redis-server` on 127.0.0.1 with no persistence, killed on drop. Its log is printed when the
 /// test that owns it fails.
@@ -14,19 +15,20 @@ pub struct RedisServer {
     // Before `dir`: fields drop in order, and the process prints its log (in `dir`) on drop.
     process: Option<Process>,
     dir: TempDir,
-    binary: PathBuf,
+    runner: Runner,
     extra: Vec<String>,
 }
 
 impl RedisServer {
-    /// Starts a server on a free port. Panics, naming the package, if `redis-server` is missing.
+    /// Starts a server on a free port. Panics, naming the package and the image, if
+    /// `redis-server` can be run neither here nor in a container.
     pub fn start() -> Self {
         Self::with_args(&[])
     }
 
     /// Starts a server with extra command-line settings, e.g. `["--requirepass", "secret"]`.
     pub fn with_args(extra: &[&str]) -> Self {
-        let binary = find_binary("redis-server", "redis-server");
+        let runner = REDIS.runner();
         let dir = tempfile::Builder::new()
             .prefix("tapgate-redis-")
             .tempdir()
@@ -35,7 +37,7 @@ impl RedisServer {
             port: 0,
             dir,
             process: None,
-            binary,
+            runner,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         on_free_port(|port| {
@@ -53,7 +55,10 @@ impl RedisServer {
 
     fn try_spawn(&mut self) -> Result<(), NotReady> {
         let log = self.dir.path().join("redis.log");
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match &self.runner {
+            Runner::Local(binary) => Command::new(binary),
+            Runner::Container(_) => Command::new(REDIS.binary),
+        };
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -64,7 +69,14 @@ impl RedisServer {
             .arg("--logfile")
             .arg(&log)
             .args(&self.extra);
-        self.process = Some(Process::try_spawn("redis-server", cmd, &log, self.port)?);
+        self.process = Some(Process::try_start(
+            "redis-server",
+            &self.runner,
+            cmd,
+            &log,
+            self.port,
+            &[self.dir.path()],
+        )?);
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! A spawned server process: free port, log file, readiness wait, kill on drop.
+//! A server process, spawned here or in a container: free port, log file, readiness wait,
+//! kill on drop.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -7,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::container::Container;
+use crate::servers::Runner;
 
 /// A port on 127.0.0.1 that was free a moment ago, and not handed out before in this process:
 /// tests run in parallel threads, and the system may offer a port again once the probe that
@@ -44,15 +48,18 @@ pub(crate) fn on_free_port(mut attempt: impl FnMut(u16) -> Result<(), NotReady>)
 }
 
 /// Finds `name` on `PATH` (and the sbin folders Debian puts servers in).
-pub(crate) fn find_binary(name: &str, package: &str) -> PathBuf {
+pub(crate) fn find_binary_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    for dir in dirs {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// [`find_binary_on_path`], panicking with the package to install when it is missing.
+pub(crate) fn find_binary(name: &str, package: &str) -> PathBuf {
+    if let Some(path) = find_binary_on_path(name) {
+        return path;
     }
     panic!(
         "`{name}` is not installed: these tests run a real {name}. \
@@ -65,6 +72,8 @@ pub(crate) fn find_binary(name: &str, package: &str) -> PathBuf {
 pub(crate) struct Process {
     name: &'static str,
     child: Option<Child>,
+    /// Where the server runs in a container instead of as `child`.
+    container: Option<Container>,
     log: PathBuf,
 }
 
@@ -103,6 +112,17 @@ fn listens(pid: u32, port: u16) -> Option<bool> {
     }))
 }
 
+/// The folder of `path` when it names a file or folder a test made in the temporary folder, which
+/// a server in a container must see at the same path.
+pub(crate) fn test_file_dir(path: &Path) -> Option<PathBuf> {
+    let tmp = std::env::temp_dir();
+    if !path.is_absolute() || !path.starts_with(&tmp) || path == tmp || !path.exists() {
+        return None;
+    }
+    let dir = if path.is_dir() { path } else { path.parent()? };
+    (dir != tmp).then(|| dir.to_path_buf())
+}
+
 /// Why a server did not come up.
 #[derive(Debug)]
 pub(crate) struct NotReady {
@@ -139,10 +159,75 @@ impl Process {
         let mut process = Self {
             name,
             child: Some(child),
+            container: None,
             log: log.to_owned(),
         };
         process.wait_ready(port)?;
         Ok(process)
+    }
+
+    /// Starts `cmd` as `runner` says: here ([`Process::try_spawn`]), or in a container of the
+    /// runner's image running the same program and arguments, with `dirs` (the server's files)
+    /// mounted at their own paths, on the host's network; then waits until it listens on `port`.
+    pub(crate) fn try_start(
+        name: &'static str,
+        runner: &Runner,
+        cmd: Command,
+        log: &Path,
+        port: u16,
+        dirs: &[&Path],
+    ) -> Result<Self, NotReady> {
+        let image = match runner {
+            Runner::Local(_) => return Self::try_spawn(name, cmd, log, port),
+            Runner::Container(image) => image,
+        };
+        let program = Path::new(cmd.get_program())
+            .file_name()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name.to_owned());
+        let args = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        // Besides the server's own folder, the folders of other files the test made (an ACL
+        // file, certificates) that its arguments name.
+        let mut dirs: Vec<PathBuf> = dirs.iter().map(|d| d.to_path_buf()).collect();
+        for arg in cmd.get_args() {
+            if let Some(dir) = test_file_dir(Path::new(arg)) {
+                dirs.push(dir);
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        let container = Container::start(image, &program, args, dirs).map_err(|e| NotReady {
+            exited: false,
+            text: format!(
+                "{name} could not start in a container ({e}). Build or pull the image, or run \
+                 the tests with local servers (TAPGATE_TEST_SERVERS=local); see \
+                 testkit/README.md"
+            ),
+        })?;
+        let mut process = Self {
+            name,
+            child: None,
+            container: Some(container),
+            log: log.to_owned(),
+        };
+        process.wait_ready(port)?;
+        Ok(process)
+    }
+
+    /// Whether the server has stopped (`Some` with how, where that is known).
+    fn exited(&mut self) -> Option<String> {
+        if let Some(container) = &self.container {
+            return (!container.running()).then(|| format!("its container ({})", container.image));
+        }
+        let status = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(status.to_string())
     }
 
     fn wait_ready(&mut self, port: u16) -> Result<(), NotReady> {
@@ -154,27 +239,23 @@ impl Process {
             // while the server has exited.
             let connected = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
                 .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok());
+            // A container's process is not a child of this one: its connection must do.
             let pid = self.child.as_ref().map(Child::id);
             let its_own = pid.and_then(|pid| listens(pid, port)).unwrap_or(true);
-            let running = self
-                .child
-                .as_mut()
-                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-            if connected && its_own && running {
+            let exited = self.exited();
+            if connected && its_own && exited.is_none() {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(NotReady {
-                        exited: true,
-                        text: format!(
-                            "{} exited with {status} before accepting connections on port {port}\n{}",
-                            self.name,
-                            self.log_text()
-                        ),
-                    });
-                }
+            if let Some(status) = exited {
+                self.container = None;
+                return Err(NotReady {
+                    exited: true,
+                    text: format!(
+                        "{} exited with {status} before accepting connections on port {port}\n{}",
+                        self.name,
+                        self.log_text()
+                    ),
+                });
             }
             if Instant::now() > deadline {
                 return Err(NotReady {
@@ -202,6 +283,10 @@ impl Process {
 
     /// Asks the server to stop (SIGTERM, so it saves its state), then kills it after 5 s.
     pub(crate) fn terminate(&mut self) {
+        if let Some(container) = self.container.take() {
+            container.stop(5);
+            return;
+        }
         if let Some(child) = self.child.as_mut() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -219,6 +304,9 @@ impl Process {
     }
 
     pub(crate) fn kill(&mut self) {
+        if let Some(container) = self.container.take() {
+            container.stop(0);
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -226,8 +314,20 @@ impl Process {
     }
 }
 
-/// Sends `signal` (a `kill` signal name: `STOP`, `CONT`, …) to a running server's process.
+/// Sends `signal` (a `kill` signal name: `STOP`, `CONT`, …) to a running server's process; a
+/// container is paused for `STOP` and unpaused for `CONT` (what a frozen host does to it).
 pub(crate) fn signal(process: Option<&Process>, signal: &str) {
+    if let Some((name, container)) = process.and_then(|p| Some((p.name, p.container.as_ref()?))) {
+        let frozen = match signal {
+            "STOP" => true,
+            "CONT" => false,
+            other => panic!("{name} runs in a container: cannot send it {other}"),
+        };
+        if let Err(e) = container.freeze(frozen) {
+            panic!("cannot send {signal} to {name}'s container: {e}");
+        }
+        return;
+    }
     let Some((name, child)) = process.and_then(|p| Some((p.name, p.child.as_ref()?))) else {
         return;
     };
