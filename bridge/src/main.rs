@@ -96,7 +96,8 @@ struct Cli {
     /// Refuse taps and buttons without time and mode [default: false].
     #[arg(long, env = "TAPGATE_REQUIRE_STAMP")]
     require_stamp: Option<bool>,
-    /// Log format: text or json.
+    /// Log format: text or json. What is logged comes from RUST_LOG, e.g. RUST_LOG=debug or
+    /// RUST_LOG=tapgate_bridge=debug,info [default: info].
     #[arg(long, env = "TAPGATE_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }

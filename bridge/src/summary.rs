@@ -35,7 +35,8 @@ pub async fn run(metrics: Metrics, every: Duration, shutdown: CancellationToken)
                 .map(|s| s * 1000.0);
             info!(
                 decisions = total,
-                per_second = total as f64 / every.as_secs_f64(),
+                // Two decimals: a rate, not a float's every digit (4.02, not 4.016666666666667).
+                per_second = (total as f64 / every.as_secs_f64() * 100.0).round() / 100.0,
                 outcomes = %changed.join(" "),
                 p99_ms_at_most = ?p99_ms,
                 "Decisions in the last interval"

@@ -15,7 +15,12 @@ use tapgate_runtime::settings::Overrides;
 
 /// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Logging: RUST_LOG sets what is logged, e.g. RUST_LOG=debug or \
+                  RUST_LOG=tapgate_monitor=debug,info [default: info]."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
