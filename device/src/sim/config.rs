@@ -70,6 +70,11 @@ pub struct SimConfig {
     pub button_first: f64,
     /// Chance a rider with a pass tries to buy another.
     pub rebuy: f64,
+    /// How long a rider stays away after a journey before the next one, drawn each time between
+    /// half and one and a half times this (a believable pace: a ten-trip pass lasts about ten
+    /// rests). 0s: riders are ready again at once, as busy as `rate` needs (load tests).
+    #[serde(with = "humantime_serde")]
+    pub rest: Duration,
     /// Outage mode: share of gate rides whose tap was made during a bridge outage and arrives
     /// `outage_age` late, half at fail-closed gates (the waiting tap only: `stale`, no charge) and
     /// half at fail-open gates (the waiting tap and its offline entry, settled at the tap's time).
@@ -108,6 +113,7 @@ impl Default for SimConfig {
             mismatch: 0.05,
             button_first: 0.03,
             rebuy: 0.03,
+            rest: Duration::ZERO,
             outage: 0.0,
             outage_age: Duration::from_secs(10),
             decision_window: Duration::from_millis(1500),
@@ -249,6 +255,10 @@ pub struct SimArgs {
     /// Chance a rider with a pass tries to buy another [default: 0.03].
     #[arg(long, env = "TAPGATE_SIM_REBUY")]
     pub rebuy: Option<f64>,
+    /// How long a rider stays away after a journey, drawn between half and one and a half
+    /// times this; 0s: at once [default: 0s].
+    #[arg(long, env = "TAPGATE_SIM_REST", value_parser = humantime::parse_duration)]
+    pub rest: Option<Duration>,
     /// Outage mode: share of gate rides tapped during a bridge outage, arriving late under
     /// both offline policies [default: 0].
     #[arg(long, env = "TAPGATE_SIM_OUTAGE")]
@@ -296,6 +306,7 @@ impl SimArgs {
         o.put("mismatch", self.mismatch.map(|v| v.to_string()));
         o.put("button_first", self.button_first.map(|v| v.to_string()));
         o.put("rebuy", self.rebuy.map(|v| v.to_string()));
+        o.put("rest", dur(self.rest));
         o.put("outage", self.outage.map(|v| v.to_string()));
         o.put("outage_age", dur(self.outage_age));
         o.put("decision_window", dur(self.decision_window));
@@ -323,6 +334,13 @@ mod tests {
     fn load(args: &[&str]) -> Result<SimConfig, ConfigError> {
         let cmd = Cmd::try_parse_from(std::iter::once(&"simulate").chain(args)).expect("parse");
         cmd.sim.load()
+    }
+
+    #[test]
+    fn riders_rest_only_when_told() {
+        assert_eq!(load(&[]).expect("defaults").rest, Duration::ZERO);
+        let rested = load(&["--rest", "90s"]).expect("rest");
+        assert_eq!(rested.rest, Duration::from_secs(90));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! then a gate's connection is dropped and restored. Riders buy the products of the bridge's
 //! fare catalogue (`--fares`, the same file; the built-in catalogue without one), each product
 //! as likely as any other; a rider whose card is refused as blocked (an operator's doing) stops
-//! using it and carries on with a new card. Messages go out on a fixed schedule (open
-//! loop). Every message is stamped with when it happened and every decision is checked against
+//! using it and carries on with a new card. After a journey a rider rests (`rest`, randomised)
+//! before the next, so a pass is used at a believable pace. Messages go out on a fixed schedule
+//! (open loop). Every message is stamped with when it happened and every decision is checked against
 //! [`tapgate_protocol::rules::decide_timed`] through the [`model`]; a card is never in flight twice
 //! and a terminal serves one sale at a time, so predictions are deterministic.
 //!
@@ -29,7 +30,8 @@ pub mod model;
 pub mod report;
 pub mod rng;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -156,6 +158,8 @@ struct Sim {
     riders: Vec<Rider>,
     urgent: VecDeque<usize>,
     ready: VecDeque<usize>,
+    /// Riders resting after a journey, by when they are ready again.
+    resting: BinaryHeap<Reverse<(Instant, usize)>>,
     pending: HashMap<(usize, MessageId), Inflight>,
     answered: HashMap<(usize, MessageId), ()>,
     null_expected: Vec<VecDeque<Instant>>,
@@ -207,6 +211,13 @@ impl Sim {
 
     /// One schedule slot: send something, or count the slot as skipped.
     fn slot(&mut self, scheduled: Instant) {
+        while let Some(&Reverse((until, r))) = self.resting.peek() {
+            if until > scheduled {
+                break;
+            }
+            self.resting.pop();
+            self.ready.push_back(r);
+        }
         if self.rng.chance(self.cfg.garbage) && self.send_garbage(scheduled) {
             return;
         }
@@ -579,12 +590,27 @@ impl Sim {
                 }
                 if self.riders[r].plan.is_empty() {
                     self.release(r);
-                    self.ready.push_back(r);
+                    let journey = matches!(input, Input::GateTap(_));
+                    match self.rest() {
+                        Some(rest) if journey => self.resting.push(Reverse((at + rest, r))),
+                        _ => self.ready.push_back(r),
+                    }
                 } else {
                     self.urgent.push_back(r);
                 }
             }
         }
+    }
+
+    /// How long a rider rests after this journey: between half and one and a half times
+    /// `rest`; `None` when riders do not rest.
+    fn rest(&mut self) -> Option<Duration> {
+        if self.cfg.rest.is_zero() {
+            return None;
+        }
+        // below(1001) / 1000 is a uniform draw in [0, 1].
+        let draw = 0.5 + self.rng.below(1001) as f64 / 1000.0;
+        Some(self.cfg.rest.mul_f64(draw))
     }
 
     fn count(&mut self, outcome: &Outcome) {
@@ -724,6 +750,7 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
         riders,
         urgent: VecDeque::new(),
         ready: (0..cfg.riders).collect(),
+        resting: BinaryHeap::new(),
         pending: HashMap::new(),
         answered: HashMap::new(),
         null_expected: vec![VecDeque::new(); n_devices],
