@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke test of scripts/demo, run by .ci/checks.d/deploy.sh: start the demo on spare ports in a
+# Smoke test of scripts/demo, run by .ci/checks.d/deploy.sh: start the demo on free ports in a
 # temporary state folder, wait for the dashboard to answer, log in, see taps counted, run the tail
 # command the banner prints, check that a second demo refuses to start, stop it, and check that
 # every process the demo started is gone. Nothing is skipped: a missing binary or subcommand
@@ -10,8 +10,12 @@
 #   terminal  own process group with SIGINT at its default, as a shell prompt starts it:
 #             stopped by Ctrl-C (SIGINT to the whole group), and by SIGTERM
 #   script    started with & from a non-interactive script, where bash ignores SIGINT in the
-#             child and the demo cannot trap it: stopped by the command its "already running"
-#             message gives (kill -TERM), and, started through env --default-signal=INT, by SIGINT
+#             child and the demo cannot trap it (its banner must then not offer Ctrl-C): stopped
+#             by the command its "already running" message gives (kill -TERM), and, started
+#             through env --default-signal=INT, by SIGINT
+#   group     its own session (setsid), the whole process group signalled at once, as a service
+#             manager or a CI runner stops a job: SIGTERM to the group, which may end the demo's
+#             own children (its sleep) before the demo's handler runs
 # This test may itself run with SIGINT ignored (a CI runner's background shell): env
 # --default-signal=INT gives the terminal cases a SIGINT they can receive whatever the parent did.
 set -euo pipefail
@@ -20,11 +24,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$(mktemp -d /tmp/tapgate-demo-test.XXXXXX)"
 OUT="$STATE.out"
 export TAPGATE_DEMO_DIR="$STATE"
-export TAPGATE_DEMO_REDIS_PORT="${TAPGATE_DEMO_REDIS_PORT:-26379}"
-export TAPGATE_DEMO_MQTT_PORT="${TAPGATE_DEMO_MQTT_PORT:-21883}"
-export TAPGATE_DEMO_HTTP_PORT="${TAPGATE_DEMO_HTTP_PORT:-28080}"
-export TAPGATE_DEMO_METRICS_PORT="${TAPGATE_DEMO_METRICS_PORT:-29464}"
+# Ports the system says are free now (a fixed port fails the test whenever anything holds it);
+# a TAPGATE_DEMO_*_PORT already set is kept.
+free=()
+while read -r p; do free+=("$p"); done < <(cd "$ROOT" && cargo run -q --example free_ports -p tapgate-checks -- 5)
+[ ${#free[@]} = 5 ] || { echo "FAIL: cannot find 5 free ports on 127.0.0.1"; rm -rf "$STATE"; exit 1; }
+export TAPGATE_DEMO_REDIS_PORT="${TAPGATE_DEMO_REDIS_PORT:-${free[0]}}"
+export TAPGATE_DEMO_MQTT_PORT="${TAPGATE_DEMO_MQTT_PORT:-${free[1]}}"
+export TAPGATE_DEMO_HTTP_PORT="${TAPGATE_DEMO_HTTP_PORT:-${free[2]}}"
+export TAPGATE_DEMO_METRICS_PORT="${TAPGATE_DEMO_METRICS_PORT:-${free[3]}}"
+PROM_PORT="${TAPGATE_DEMO_PROM_PORT:-${free[4]}}"
 export TAPGATE_DEMO_PASSWORD="smoke-test-pw"
+# Riders back within seconds, so the blocked rider taps again well inside the test's wait.
+export TAPGATE_DEMO_REST=10s
 export TAPGATE_DEMO_NO_INSTALL=1
 URL="http://127.0.0.1:$TAPGATE_DEMO_HTTP_PORT"
 
@@ -74,13 +86,23 @@ start_demo() {
     terminal) set -m; env --default-signal=INT "$ROOT/scripts/demo" "$@" >"$OUT" 2>&1 & demo_pid=$!; set +m ;;
     script) "$ROOT/scripts/demo" "$@" >"$OUT" 2>&1 & demo_pid=$! ;;
     script-int) env --default-signal=INT "$ROOT/scripts/demo" "$@" >"$OUT" 2>&1 & demo_pid=$! ;;
+    # setsid runs the demo itself (a background child is no group leader, so it does not fork):
+    # its pid is its process group's id.
+    group) setsid env --default-signal=INT "$ROOT/scripts/demo" "$@" >"$OUT" 2>&1 & demo_pid=$! ;;
   esac
   local deadline=$((SECONDS + 1500))
-  until grep -q "Press Ctrl-C" "$OUT" 2>/dev/null; do
+  until grep -q "tapgate demo is running" "$OUT" 2>/dev/null && grep -q "kill -TERM $demo_pid" "$OUT"; do
     kill -0 "$demo_pid" 2>/dev/null || fail "the demo ($how) exited before printing its banner"
     [ $SECONDS -lt $deadline ] || fail "no banner within 25 minutes ($how)"
     sleep 1
   done
+  # The banner offers Ctrl-C only where Ctrl-C can stop the demo.
+  if [ "$how" = script ]; then
+    if grep -q "Press Ctrl-C" "$OUT"; then fail "the demo, started with SIGINT ignored, offers Ctrl-C"; fi
+    grep -q "Stop it with: kill -TERM $demo_pid " "$OUT" || fail "the demo, started with SIGINT ignored, does not say to stop it with kill -TERM $demo_pid"
+  else
+    grep -q "Press Ctrl-C" "$OUT" || fail "the demo ($how) does not say Ctrl-C stops it"
+  fi
 }
 
 # stop_demo HOW: sends the signal (int-group: SIGINT to the demo's whole process group, as Ctrl-C
@@ -92,6 +114,7 @@ stop_demo() {
   case "$how" in
     int-group) kill -INT -- "-$demo_pid" ;;
     int) kill -INT "$demo_pid" ;;
+    term-group) kill -TERM -- "-$demo_pid" ;;
     term) kill -TERM "$demo_pid" ;;
     *) bash -c "$how" ;;
   esac
@@ -229,7 +252,6 @@ ok "the compose health checks of bridge and monitor pass against the real binari
 
 # A real Prometheus scrapes the demo's bridge, and every PromQL expression of the Grafana
 # dashboards runs against it; the tap rate and the latency percentiles must return data.
-PROM_PORT="${TAPGATE_DEMO_PROM_PORT:-29090}"
 command -v prometheus >/dev/null || fail "prometheus is missing (apt-get install -y prometheus; .ci/setup.d/deploy.sh does it)"
 cat >"$STATE/prometheus.yml" <<PROM
 global:
@@ -303,6 +325,17 @@ wait "$tail_pid" 2>/dev/null || true
 tail_pid=""
 ok "the printed tail command shows events: $(head -n 1 "$STATE/tail.out" | cut -c1-80)"
 
+# The Devices line is a command that works as printed: tapgate-admin with the broker's URL and
+# its admin password (from the credentials file, never on the banner) lists the demo's devices.
+admin_cmd="$(sed -n 's/^  Devices:    //p' "$OUT")"
+case "$admin_cmd" in *TAPGATE_MQTT=mqtt://127.0.0.1:$TAPGATE_DEMO_MQTT_PORT*TAPGATE_ADMIN_PASSWORD=*) ;;
+  *) fail "the Devices line does not give TAPGATE_MQTT and TAPGATE_ADMIN_PASSWORD values: $admin_cmd" ;; esac
+admin_pw="$(sed -n 's/^ADMIN_PASSWORD=//p' "$STATE/credentials")"
+if grep -qF "$admin_pw" "$OUT"; then fail "the banner shows the broker's admin password"; fi
+listed="$(bash -c "$admin_cmd" 2>&1)" || fail "the Devices command failed: $listed"
+grep -qw g1 <<<"$listed" && grep -qw t1 <<<"$listed" || fail "the Devices command does not list g1 and t1: $listed"
+ok "the banner's Devices command lists the demo's devices: $(tr '\n' ' ' <<<"$listed" | cut -c1-60)"
+
 # A second demo refuses to start, and names a command that stops the first however it was
 # started.
 if out2="$("$ROOT/scripts/demo" 2>&1)"; then
@@ -358,4 +391,8 @@ ok "started by a script in the background: '$stop_cmd', as the demo says, stoppe
 start_demo script-int
 stop_demo int
 ok "started by a script with SIGINT restored (env --default-signal=INT): SIGINT stopped it"
+
+start_demo group
+stop_demo term-group
+ok "in its own session, SIGTERM to its whole process group stopped every process the demo started"
 finish
