@@ -28,9 +28,12 @@ enum Op {
     Running,
 }
 
+/// A request to the container's thread, with where to send its outcome.
+type Request = (Op, mpsc::Sender<Result<bool, String>>);
+
 /// A running container; removed on drop.
 pub(crate) struct Container {
-    ops: Option<mpsc::Sender<(Op, mpsc::Sender<Result<bool, String>>)>>,
+    ops: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     /// `image:tag`, for messages.
     pub image: String,
@@ -64,7 +67,7 @@ impl Container {
             let path = dir.display().to_string();
             request = request.with_mount(Mount::bind_mount(path.clone(), path));
         }
-        let (ops_tx, ops) = mpsc::channel::<(Op, mpsc::Sender<Result<bool, String>>)>();
+        let (ops_tx, ops) = mpsc::channel::<Request>();
         let (started_tx, started) = mpsc::channel::<Result<(), String>>();
         let shown = image.to_owned();
         let thread = std::thread::Builder::new()
