@@ -14,8 +14,8 @@
 //!
 //! `TAPGATE_BENCH_BRIDGE=/path/to/tapgate-bridge` benchmarks that binary instead;
 //! `TAPGATE_BENCH_BASELINE=/path/to/other/tapgate-bridge` runs a second build beside it (`baseline`,
-//! e.g. the previous release), measured at each rate within seconds of the first, and compares
-//! the two at the end: highest rate and CPU per tap.
+//! e.g. the previous release) on a Redis of its own, measured at each rate within seconds of the
+//! first, and compares the two at the end: highest rate and CPU per tap.
 //!
 //! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process and its write
 //! system calls per tap (`/proc/PID/io`), CPU µs per tap of mosquitto and redis-server
@@ -75,7 +75,12 @@ fn main() {
     let baseline_bin = std::env::var_os("TAPGATE_BENCH_BASELINE").map(PathBuf::from);
     let redis = RedisServer::start();
     let broker = Mosquitto::start();
-    let redis_pid = redis_pid(redis.port());
+    // The baseline build decides on a Redis of its own: two builds' function libraries under one
+    // name would replace each other on every call.
+    let baseline_redis = baseline_bin.as_ref().map(|_| RedisServer::start());
+    if let Some(r) = &baseline_redis {
+        seed_passes(r.port());
+    }
     let broker_pid = broker_pid(broker.dir());
     seed_passes(redis.port());
     let tick = clock_ticks();
@@ -109,6 +114,10 @@ fn main() {
     let mut procs: Vec<Answerer> = names
         .into_iter()
         .map(|name| {
+            let redis = match (name, &baseline_redis) {
+                (BASELINE, Some(r)) => r,
+                _ => &redis,
+            };
             let binary = match (name, &baseline_bin) {
                 (BRIDGE, _) => Some(&bridge_bin),
                 (BASELINE, Some(b)) => Some(b),
@@ -121,6 +130,9 @@ fn main() {
                     .arg("--mqtt")
                     .arg(broker.url())
                     .arg("--prefix")
+                    .arg(prefix(name))
+                    // Two builds side by side need two MQTT sessions.
+                    .arg("--client-id")
                     .arg(prefix(name))
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -139,6 +151,8 @@ fn main() {
             let load = rt.block_on(Load::connect(broker.port(), name));
             Answerer {
                 name,
+                redis_port: redis.port(),
+                redis_pid: redis_pid(redis.port()),
                 child,
                 load,
                 highest: 0,
@@ -159,17 +173,17 @@ fn main() {
         for p in procs.iter_mut().filter(|p| !p.done) {
             // The machine is shared: a rate fails only when it fails twice in a row.
             loop {
-                let pids = [p.child.0.id(), broker_pid, redis_pid];
+                let pids = [p.child.0.id(), broker_pid, p.redis_pid];
                 let cpu0 = pids.map(cpu_ticks);
                 let writes0 = writes(p.child.0.id());
-                let (calls0, usec0) = decide_calls(redis.port());
-                let mem0 = used_memory(redis.port());
+                let (calls0, usec0) = decide_calls(p.redis_port);
+                let mem0 = used_memory(p.redis_port);
                 let r = rt.block_on(p.load.run(rate, Duration::from_secs(secs)));
                 let cpu1 = pids.map(cpu_ticks);
                 let writes_per_tap =
                     (writes(p.child.0.id()) - writes0) as f64 / r.sent.max(1) as f64;
-                let (calls1, usec1) = decide_calls(redis.port());
-                let mem1 = used_memory(redis.port());
+                let (calls1, usec1) = decide_calls(p.redis_port);
+                let mem1 = used_memory(p.redis_port);
                 let per_tap =
                     |i: usize| (cpu1[i] - cpu0[i]) as f64 * 1e6 / tick / r.sent.max(1) as f64;
                 let calls = calls1 - calls0;
@@ -394,6 +408,9 @@ impl Drop for Reaped {
 /// One answering process and how far it got.
 struct Answerer {
     name: &'static str,
+    /// The Redis it decides on, and that server's process.
+    redis_port: u16,
+    redis_pid: u32,
     child: Reaped,
     load: Load,
     /// Highest rate passed so far.

@@ -133,6 +133,19 @@ fn used() -> BTreeMap<(&'static str, String), Vec<String>> {
                             .step_by(2)
                             .flat_map(|f| literals(f))
                             .collect()
+                    } else if pairs == ["..."] {
+                        // The pairs are the arguments of the script's `append(` calls.
+                        calls(src, "append(")
+                            .into_iter()
+                            .filter(|c| *c != "...")
+                            .flat_map(|c| {
+                                args(c)
+                                    .iter()
+                                    .step_by(2)
+                                    .flat_map(|f| literals(f))
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect()
                     } else {
                         pairs.iter().step_by(2).flat_map(|f| literals(f)).collect()
                     }

@@ -30,7 +30,11 @@ pub const USERS: [(&str, &str, &str); 6] = [
         "tapgate-grafana",
         "grafana-pw-0123456789",
     ),
-    ("REDIS_TAIL_PASSWORD", "tapgate-tail", "tail-pw-0123456789ab"),
+    (
+        "REDIS_TAIL_PASSWORD",
+        "tapgate-tail",
+        "tail-pw-0123456789ab",
+    ),
 ];
 
 /// The script, from the repository root.

@@ -79,12 +79,12 @@
 -- Library functions as locals (upvalues), bound on the first call: a global and a table lookup
 -- on every use add up over a call, and none of them can be reached while the library loads.
 -- `redis.call` is taken afresh at the start of every call.
-local tonumber, tostring, format, sub, find, match, upper, max, floor, unpack, call
+local tonumber, tostring, format, sub, find, match, upper, max, floor, call
 
 local function bind()
   tonumber, tostring, format = _G.tonumber, _G.tostring, _G.string.format
   sub, find, match, upper = _G.string.sub, _G.string.find, _G.string.match, _G.string.upper
-  max, floor, unpack = _G.math.max, _G.math.floor, _G.unpack
+  max, floor = _G.math.max, _G.math.floor
 end
 
 local VALIDITIES = {single = true, trips = true, period = true, service_day = true}
@@ -210,6 +210,18 @@ local function finish(outcome, reason, selected, p, price)
   return '0' .. result
 end
 
+-- XADD of one entry's fields and values to the stream, trimming it (MAXLEN ~) on one call in
+-- every TRIM_EVERY (see "Upkeep" above). The fields pass as arguments, not a table: no table is
+-- built per event.
+local function append(...)
+  since_trim = since_trim + 1
+  if since_trim >= TRIM_EVERY then
+    since_trim = 0
+    return call('XADD', k_stream, 'MAXLEN', '~', maxlen, '*', ...)
+  end
+  return call('XADD', k_stream, '*', ...)
+end
+
 -- Appends an event to the stream (and the card's recent list); `p` is the pass it reports, and
 -- for a sale (`sold`) the price it was sold at.
 local function emit(name, p, reason, sold)
@@ -218,20 +230,12 @@ local function emit(name, p, reason, sold)
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
   local price, currency, day = '', '', ''
-  if sold then price, currency, day = int(p.price), p.currency, p.day or '' end
-  local entry = {'event', name,
+  if sold then price, currency, day = int(p.price), p.currency, day_label or '' end
+  local seq = append('event', name,
     'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
     'tap_time', tap_time, 'mode', mode, 'clock', clock_name, 'price', price,
-    'currency', currency, 'day', day}
-  local seq
-  since_trim = since_trim + 1
-  if since_trim >= TRIM_EVERY then
-    seq = call('XADD', k_stream, 'MAXLEN', '~', maxlen, '*', unpack(entry))
-    since_trim = 0
-  else
-    seq = call('XADD', k_stream, '*', unpack(entry))
-  end
+    'currency', currency, 'day', day)
   if card ~= '' then
     -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
     local n = call('LPUSH', k_recent, seq)
@@ -266,8 +270,9 @@ end
 -- garbled field, an unknown validity, a type without terms that no earlier version wrote). A
 -- corrupt record is never granted, sold over or rewritten.
 local function load_pass()
+  -- Not read: sold_by, day and catalogue, which only a sale writes.
   local f = call('HMGET', k_pass, 'type', 'trips', 'expires_at', 'issued_at', 'validity',
-    'duration', 'price', 'currency', 'sold_by', 'day', 'catalogue', 'used_at')
+    'duration', 'price', 'currency', 'used_at')
   if not (f[1] or f[2] or f[3] or f[4]) then
     -- No pass, or (rarely) a record without any of its fields: corrupt.
     if call('EXISTS', k_pass) == 0 then return nil end
@@ -275,7 +280,7 @@ local function load_pass()
   end
   local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
   local validity, duration, price = f[5], int_field(f[6]), int_field(f[7])
-  local used_at = int_field(f[12])
+  local used_at = int_field(f[9])
   if not f[1] or find(f[1], '^[A-Z0-9_]+$') == nil or trips == false or expires_at == false
       or issued_at == false or duration == false or price == false or used_at == false then
     return nil, true
@@ -294,7 +299,7 @@ local function load_pass()
   if validity == 'service_day' and not expires_at then return nil, true end
   return {type = f[1], validity = validity, trips = trips or 0, duration = duration or 0,
     price = price or 0, currency = f[8] or '', expires_at = expires_at, issued_at = issued_at or 0,
-    sold_by = f[9], day = f[10], catalogue = f[11], used_at = used_at}
+    used_at = used_at}
 end
 
 local function live(p)
@@ -316,20 +321,15 @@ end
 -- where there is none (issued where load_pass found nothing or deleted an expired one), so no
 -- field of an older record can be left behind.
 local function save_pass(p)
-  local f = {'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
-    'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
-    'issued_at', int(p.issued_at)}
-  -- Absent on records sold before they were kept.
-  if p.sold_by then f[#f + 1], f[#f + 2] = 'sold_by', p.sold_by end
-  if p.day then f[#f + 1], f[#f + 2] = 'day', p.day end
-  if p.catalogue then f[#f + 1], f[#f + 2] = 'catalogue', p.catalogue end
-  if p.used_at then f[#f + 1], f[#f + 2] = 'used_at', int(p.used_at) end
   if p.expires_at then
-    f[#f + 1], f[#f + 2] = 'expires_at', int(p.expires_at)
-    call('HSET', k_pass, unpack(f))
+    call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
+      'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
+      'issued_at', int(p.issued_at), 'expires_at', int(p.expires_at))
     call('PEXPIRE', k_pass, int(max(p.expires_at - bridge_now, 0) + GC_MS))
   else
-    call('HSET', k_pass, unpack(f))
+    call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
+      'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
+      'issued_at', int(p.issued_at))
   end
 end
 
@@ -504,10 +504,11 @@ local function gate()
   end
   if p.validity == 'single' or (p.validity == 'trips' and p.trips == 0) then
     call('DEL', k_pass)
-  elseif p.validity == 'trips' or activated then
-    save_pass(p)
-  elseif first_use then
-    call('HSET', k_pass, 'used_at', int(now))
+  else
+    if p.validity == 'trips' or activated then save_pass(p) end
+    -- The first entry is recorded once (a pass written over itself keeps it): a used pass can
+    -- no longer be voided.
+    if first_use then call('HSET', k_pass, 'used_at', int(now)) end
   end
   call('HINCRBY', k_entries, p.type, '1')
   count_device('granted')
@@ -537,11 +538,13 @@ local function terminal()
       return redis.error_reply('tapgate: sale holds an unreadable product or terms')
     end
     p = {type = sale.selected, validity = t.validity, trips = 0, duration = t.duration,
-      price = t.price, currency = t.currency, issued_at = now, sold_by = device,
-      day = day_label, catalogue = t.version}
+      price = t.price, currency = t.currency, issued_at = now}
     if t.validity == 'trips' then p.trips = t.trips end
     if t.validity == 'service_day' then p.expires_at = day_end end
     save_pass(p)
+    -- Where it was sold, on which service day, from which catalogue: what a void needs. A pass
+    -- written over itself later keeps them (HSET changes only the fields it names).
+    call('HSET', k_pass, 'sold_by', device, 'day', day_label or '', 'catalogue', t.version or '')
     call('HINCRBY', k_issued, p.type, '1')
     count_device('issued')
     -- Revenue of the service day, by product and by terminal, in the same step as the sale.
