@@ -197,8 +197,8 @@ pub struct Report {
     pub tally: Tally,
     /// Where the counters disagree.
     pub differences: Vec<Difference>,
-    /// The stream's oldest entry, when it is younger than the start of the day (older entries
-    /// were trimmed away, so the day's early sales may be missing from the tally).
+    /// The stream's oldest entry, when the stream was trimmed and begins after the day did (so
+    /// the day's early sales may be missing from the tally).
     pub trimmed_after: Option<StreamId>,
 }
 
@@ -235,12 +235,39 @@ pub async fn make(redis: &str, day: Date, day_starts_ms: u64) -> Result<Report, 
         .query_async(&mut conn)
         .await?;
     let differences = tally.differences(&counters);
+    // Entries were removed (trimmed) and what is left begins after the day did: some of the
+    // day's may be gone. A stream that merely began after the day did is complete.
     let trimmed_after = first.filter(|f| f.ms > day_starts_ms);
+    let trimmed_after = if lost_entries(&mut conn).await {
+        trimmed_after
+    } else {
+        None
+    };
     Ok(Report {
         day,
         tally,
         differences,
         trimmed_after,
+    })
+}
+
+/// Whether entries were ever removed from the stream: XINFO's `entries-added` (Redis 7) exceeds
+/// its length. False for a stream that does not exist yet, or a Redis that does not say.
+async fn lost_entries(conn: &mut redis::aio::MultiplexedConnection) -> bool {
+    let info: Result<HashMap<String, redis::Value>, _> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(keys::EVENTS_STREAM)
+        .query_async(conn)
+        .await;
+    let number = |v: Option<&redis::Value>| match v {
+        Some(redis::Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    info.ok().is_some_and(|info| {
+        matches!(
+            (number(info.get("entries-added")), number(info.get("length"))),
+            (Some(added), Some(length)) if added > length
+        )
     })
 }
 
@@ -252,7 +279,7 @@ impl Report {
         let _ = writeln!(out, "Service day {}", self.day);
         let _ = writeln!(
             out,
-            "{:<16} {:<24} {:>7} {:>14}",
+            "{:<16} {:<32} {:>7} {:>14}",
             "terminal", "product", "sales", "amount"
         );
         for (terminal, products) in &self.tally.sales {
@@ -262,9 +289,9 @@ impl Report {
                     .map_or_else(|| product.to_string(), |p| format!("{product} {}", p.name));
                 let _ = writeln!(
                     out,
-                    "{:<16} {:<24} {:>7} {:>14}",
+                    "{:<16} {:<32} {:>7} {:>14}",
                     terminal,
-                    clip(&name, 24),
+                    clip(&name, 32),
                     s.count,
                     money(s.amount)
                 );
@@ -272,7 +299,7 @@ impl Report {
             let t = self.tally.terminal_total(terminal);
             let _ = writeln!(
                 out,
-                "{:<16} {:<24} {:>7} {:>14}",
+                "{:<16} {:<32} {:>7} {:>14}",
                 terminal,
                 "all products",
                 t.count,
@@ -282,7 +309,7 @@ impl Report {
         let t = self.tally.total();
         let _ = writeln!(
             out,
-            "{:<16} {:<24} {:>7} {:>14}",
+            "{:<16} {:<32} {:>7} {:>14}",
             "all terminals",
             "all products",
             t.count,
@@ -350,8 +377,8 @@ impl Report {
         if let Some(first) = self.trimmed_after {
             let _ = writeln!(
                 out,
-                "The event stream begins at {first}, after this day began: its earlier events \
-                 were trimmed, so the stream cannot account for the whole day."
+                "The event stream was trimmed and now begins at {first}, after this day began: \
+                 the day's earliest events may be gone, and with them what they took."
             );
         }
         if self.tally.currencies.len() > 1 {

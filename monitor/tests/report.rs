@@ -135,11 +135,11 @@ async fn a_days_sales_are_reported_per_terminal_and_checked_against_the_counters
     assert!(ok, "{table}{err}");
     for line in [
         "Service day 2026-12-06",
-        "t1               DAY Day pass                   2      15.00 EUR",
-        "t1               SINGLE Single, one way         1       2.50 EUR",
-        "t1               all products                   3      17.50 EUR",
-        "t2               all products                   1       2.50 EUR",
-        "all terminals    all products                   4      20.00 EUR",
+        "t1               DAY Day pass                           2      15.00 EUR",
+        "t1               SINGLE Single, one way                 1       2.50 EUR",
+        "t1               all products                           3      17.50 EUR",
+        "t2               all products                           1       2.50 EUR",
+        "all terminals    all products                           4      20.00 EUR",
         "Voided: 0 sale(s), 0.00 EUR",
         "Counters (tapgate:revenue:2026-12-06) agree with the event stream.",
     ] {
@@ -160,7 +160,12 @@ async fn a_days_sales_are_reported_per_terminal_and_checked_against_the_counters
     // Another day has nothing, and says its counters (none) agree.
     let (ok, table, _) = report(&redis, &fares, &["--day", "2026-12-05"]);
     assert!(ok, "{table}");
-    assert!(table.contains("all terminals    all products                   0       0.00 EUR"));
+    assert!(
+        table.contains("all terminals    all products                           0       0.00 EUR")
+    );
+
+    // A stream that began today is complete: nothing is said about trimming.
+    assert!(!table.contains("trimmed"), "{table}");
 
     // A counter that disagrees is printed with both values, and the report fails.
     let mut con = redis::Client::open(redis.url())
@@ -182,6 +187,21 @@ async fn a_days_sales_are_reported_per_terminal_and_checked_against_the_counters
         "{table}"
     );
     assert!(err.contains("differ from the event stream"), "{err}");
+
+    // A stream trimmed past the day's first events says so.
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(keys::EVENTS_STREAM)
+        .arg("MAXLEN")
+        .arg(1)
+        .query_async(&mut con)
+        .await
+        .expect("XTRIM");
+    let (ok, table, _) = report(&redis, &fares, &["--day", "2026-12-06"]);
+    assert!(!ok, "{table}");
+    assert!(
+        table.contains("the day's earliest events may be gone"),
+        "{table}"
+    );
 
     // A day that is not a date is refused before anything is read.
     let (ok, _, err) = report(&redis, &fares, &["--day", "2026-13-01"]);
