@@ -5,8 +5,10 @@
 //! and past the decision window, offline entries hours old, times too far ahead, and devices
 //! whose measured clock skew is within or beyond the limit. Each case draws its own fare
 //! catalogue (products of every validity, with their trips, periods and prices, written as a fares
-//! file and parsed as the bridge parses it), sells from it across service days, and checks that the
-//! day's revenue counters equal the prices of the sales the model made.
+//! file and parsed as the bridge parses it), and up to two more it may change to mid-sequence, as a
+//! reload does (the same product ids on other terms: passes sold and sales in progress keep
+//! theirs); it sells across service days and checks that each day's revenue counters equal the
+//! prices of the sales the model made.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,6 +57,8 @@ enum Op {
     Redeliver(usize),
     /// Sends an earlier message's id from the same device with a gate or terminal tap of a card.
     Reuse(usize, usize),
+    /// Puts the drawn catalogue at this index (modulo their number) in force, as a reload does.
+    Reload(usize),
 }
 
 /// Pass records the script cannot read: a type without terms that no earlier version wrote,
@@ -128,6 +132,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..CARDS.len(), 0..GARBLED.len()).prop_map(|(c, g)| Op::Corrupt(c, g)),
         1 => any::<usize>().prop_map(Op::Redeliver),
         1 => (any::<usize>(), 0..CARDS.len()).prop_map(|(n, c)| Op::Reuse(n, c)),
+        1 => (0..3usize).prop_map(Op::Reload),
     ]
 }
 
@@ -224,10 +229,14 @@ async fn read_revenue(
 async fn run_case(
     redis: &RedisServer,
     store: &Store,
-    fares: String,
+    fares: Vec<String>,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
-    let catalogue = Catalogue::parse("drawn.toml", &fares).expect("a drawn catalogue parses");
+    let catalogues: Vec<Catalogue> = fares
+        .iter()
+        .map(|f| Catalogue::parse("drawn.toml", f).expect("a drawn catalogue parses"))
+        .collect();
+    let mut catalogue = &catalogues[0];
 
     let mut con = redis::Client::open(redis.url())
         .expect("client")
@@ -335,6 +344,10 @@ async fn run_case(
             }
             Op::Advance(ms) => {
                 now += ms;
+                continue;
+            }
+            Op::Reload(k) => {
+                catalogue = &catalogues[k % catalogues.len()];
                 continue;
             }
             Op::Block(c) => {
@@ -586,7 +599,10 @@ fn script_matches_reference_model() {
         cases: 150,
         ..ProptestConfig::default()
     };
-    proptest!(config, |(fares in catalogue(), ops in prop::collection::vec(op(), 1..60))| {
+    proptest!(config, |(
+        fares in prop::collection::vec(catalogue(), 1..4),
+        ops in prop::collection::vec(op(), 1..60),
+    )| {
         rt.block_on(run_case(&redis, &store, fares, ops))?;
     });
 }
