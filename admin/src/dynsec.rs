@@ -15,9 +15,10 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Packet, QoS};
 use serde_json::{json, Value};
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
+use tapgate_runtime::mqtt::{BrokerSettings, TlsFiles};
 
 use crate::policy::{self, Access, LoginKind, Rule, ServiceRole};
 use crate::{AdminError, Login, Settings};
@@ -110,19 +111,29 @@ impl Dynsec {
         let mut pid = [0u8; 6];
         getrandom::fill(&mut pid).map_err(|e| AdminError::Random(e.to_string()))?;
         let suffix: String = pid.iter().map(|b| format!("{b:02x}")).collect();
-        let mut opts = MqttOptions::new(
-            format!("tapgate-admin-{suffix}"),
-            url.host.clone(),
-            url.port,
-        );
+        // The shared broker options, as every program connects: TLS for mqtts:// (the admin's
+        // password never crosses the network in clear where TLS was asked for), TCP_NODELAY.
+        let broker = BrokerSettings {
+            url: url.clone(),
+            username: Some(settings.admin_username.clone()),
+            password: Some(settings.admin_password.clone().unwrap_or_default()),
+            tls: TlsFiles {
+                ca: settings.mqtt_ca.clone(),
+                cert: None,
+                key: None,
+            },
+            keep_alive: Duration::from_secs(30),
+        };
+        let mut opts = broker
+            .options(&format!("tapgate-admin-{suffix}"))
+            .map_err(|e| AdminError::Settings {
+                field: "mqtt",
+                why: e.to_string(),
+            })?;
         opts.set_clean_session(true);
-        opts.set_keep_alive(Duration::from_secs(30));
+        // Listings of every login can be large.
         opts.set_max_packet_size(1 << 20, 1 << 20);
-        opts.set_credentials(
-            settings.admin_username.clone(),
-            settings.admin_password.clone().unwrap_or_default(),
-        );
-        let (client, events) = AsyncClient::new(opts, 16);
+        let (client, events) = tapgate_runtime::mqtt::client(opts, 16);
         let mut me = Self {
             client,
             events,

@@ -30,10 +30,15 @@ struct Cli {
     /// Which broker holds the logins [default: mosquitto].
     #[arg(long, env = "TAPGATE_ADMIN_BROKER")]
     backend: Option<Backend>,
-    /// mosquitto: broker URL, mqtt://host:port [default: mqtt://127.0.0.1:1883]. Its value is
-    /// never shown here: a URL may hold a password.
+    /// mosquitto: broker URL, mqtt://host:port, or mqtts://host:8883 for TLS
+    /// [default: mqtt://127.0.0.1:1883]. Its value is never shown here: a URL may hold a
+    /// password.
     #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
     mqtt: Option<String>,
+    /// mosquitto with mqtts://: the CA certificate the broker's must chain to [default: the
+    /// system's roots].
+    #[arg(long, env = "TAPGATE_MQTT_CA")]
+    mqtt_ca: Option<PathBuf>,
     /// mosquitto: dynamic-security administrator [default: admin].
     #[arg(long, env = "TAPGATE_ADMIN_USERNAME")]
     admin_username: Option<String>,
@@ -137,6 +142,10 @@ impl Cli {
         let mut o = Overrides::new();
         o.put("backend", backend)
             .put("mqtt", self.mqtt.clone())
+            .put(
+                "mqtt_ca",
+                self.mqtt_ca.as_ref().map(|p| p.display().to_string()),
+            )
             .put("admin_username", self.admin_username.clone())
             .put("admin_password", secret("TAPGATE_ADMIN_PASSWORD"))
             .put("emqx_api", self.emqx_api.clone())

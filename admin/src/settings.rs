@@ -4,7 +4,7 @@
 //! variables, then flags: [`tapgate_runtime::settings::load`], as every tapgate program reads its
 //! settings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -33,6 +33,9 @@ pub struct Settings {
     /// mosquitto: broker URL, `mqtt://host:port`.
     #[serde(deserialize_with = "tapgate_runtime::settings::broker_url")]
     pub mqtt: BrokerUrl,
+    /// mosquitto with `mqtts://`: the CA certificate the broker's must chain to; unset: the
+    /// system's roots.
+    pub mqtt_ca: Option<PathBuf>,
     /// mosquitto: the dynamic-security administrator's username.
     pub admin_username: String,
     /// mosquitto: the administrator's password (environment only: `TAPGATE_ADMIN_PASSWORD`).
@@ -61,6 +64,7 @@ impl Default for Settings {
                 credentials: None,
                 tls: false,
             },
+            mqtt_ca: None,
             admin_username: "admin".into(),
             admin_password: None,
             emqx_api: "http://127.0.0.1:18083".into(),
