@@ -20,9 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::format::{format_time, Line, Paint};
 use crate::stream::{StreamError, StreamId};
 use crate::text::{escape_untrusted, MAX_TEXT};
+use tapgate_protocol::keys;
 
-/// The stream holding the audit trail.
-pub const AUDIT_STREAM: &str = "tapgate:monitor:audit";
 /// About how many records are kept.
 pub const AUDIT_MAXLEN: u64 = 100_000;
 
@@ -85,7 +84,7 @@ pub struct Record<'a> {
 /// Appends `r`; returns its stream id.
 pub async fn append(conn: &mut impl ConnectionLike, r: &Record<'_>) -> redis::RedisResult<String> {
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(AUDIT_STREAM)
+    cmd.arg(keys::MONITOR_AUDIT)
         .arg("MAXLEN")
         .arg("~")
         .arg(AUDIT_MAXLEN)
@@ -217,7 +216,7 @@ fn records(ids: &[streams::StreamId]) -> Vec<Stored> {
 /// The newest `n` records, newest first.
 pub async fn latest(conn: &mut impl ConnectionLike, n: usize) -> Result<Vec<Stored>, StreamError> {
     let v: StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(AUDIT_STREAM)
+        .arg(keys::MONITOR_AUDIT)
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -237,7 +236,7 @@ async fn read_after(
         .arg("BLOCK")
         .arg(5000)
         .arg("STREAMS")
-        .arg(AUDIT_STREAM)
+        .arg(keys::MONITOR_AUDIT)
         .arg(cursor.to_string())
         .query_async(conn)
         .await?;

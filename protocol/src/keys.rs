@@ -17,12 +17,12 @@
 //! | `tapgate:counters:clock` | hash | bridge | `flagged`, `cleared` → device clock-skew flag changes |
 //! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected`, and `unpaid`, `stale`; expires with the device |
 //! | `tapgate:events` | stream | bridge, monitor | one [`crate::Event`] per entry, a field per event field ([`crate::stream`]; older entries: field `event`, the JSON) |
-//! | `tapgate:card:{CARD}:pass` | hash | bridge | `type` (the product), `validity`, `trips`, `duration`, `price`, `currency`, `expires_at`, `issued_at` |
+//! | `tapgate:card:{CARD}:pass` | hash | bridge (a void: monitor) | [`crate::fields::pass`]: the product, its terms, `expires_at`, `issued_at`, where and on which service day it was sold, its first use |
 //! | `tapgate:card:{CARD}:blocked` | hash | monitor | `reason`, `by`, `at` |
 //! | `tapgate:card:{CARD}:recent` | list | bridge | stream ids of the card's latest events, newest first (older lists: the events' JSON); expires |
 //! | `tapgate:blocked` | hash | monitor | card → reason, an index of blocked cards |
 //! | `tapgate:sale:{DEVICE}` | hash | bridge | `card`, `selected` (the product; empty until a button), `terms`, `expires_at` |
-//! | `tapgate:revenue:{DAY}` | hash | bridge | sales and amounts of a service day (`YYYY-MM-DD`): [`crate::fields::revenue`] |
+//! | `tapgate:revenue:{DAY}` | hash | bridge (a void: monitor) | sales and amounts of a service day (`YYYY-MM-DD`), net of voids, and its voids: [`crate::fields::revenue`] |
 //! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | `op:CARD:PASS` fingerprint, newline, the stored result (compact, see `decide.lua`) |
 //! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s`, `clock_skew_ms`, `clock_flagged`, `clock_checked_at`; expires |
 //! | `tapgate:devices` | set | bridge | `{kind}/{device}` of every device seen, pruned on expiry |
@@ -31,7 +31,11 @@
 //! | `tapgate:emqx:dropped` | hash | EMQX rule | drop reason → count |
 //! | `tapgate:emqx:dropped_topics` | hash | EMQX rule | topic → dropped messages |
 //! | `tapgate:monitor:session:{ID}` | hash | monitor | operator, cred, created; expires. `{ID}` is a keyed MAC of the session token (the monitor's key file), never the token |
-//! | `tapgate:monitor:login-failures:{NAME}:{IP}` | string | monitor | failed logins in the window |
+//! | `tapgate:monitor:operator:{NAME}:sessions` | set | monitor | the session ids of one operator (for "log out everywhere") |
+//! | `tapgate:monitor:operators` | hash | monitor | operator name → fingerprint of their credential at the last start-up |
+//! | `tapgate:monitor:login-failures:addr:{BUCKET}` | string | monitor | failed logins from one address (an IPv6 /64) in the window |
+//! | `tapgate:monitor:login-failures:name:{NAME}` | string | monitor | failed logins of one name |
+//! | `tapgate:monitor:audit` | stream | monitor | the operators' audit trail (logins, blocks, voids, …) |
 
 use crate::fields;
 use crate::ids::{CardId, DeviceId, DeviceKind, MessageId};
@@ -148,6 +152,32 @@ pub fn device(kind: DeviceKind, device: &DeviceId) -> String {
 pub fn device_member(kind: DeviceKind, device: &DeviceId) -> String {
     format!("{kind}/{device}")
 }
+
+/// The monitor's session with id `id` (a keyed MAC of the browser's token, never the token).
+pub fn monitor_session(id: &str) -> String {
+    format!("tapgate:monitor:session:{id}")
+}
+
+/// The set of one operator's session ids.
+pub fn monitor_operator_sessions(operator: &str) -> String {
+    format!("tapgate:monitor:operator:{operator}:sessions")
+}
+
+/// Operator name → fingerprint of their credential, as of the monitor's last start-up.
+pub const MONITOR_OPERATORS: &str = "tapgate:monitor:operators";
+
+/// Failed logins from one address bucket (an IPv4 address or an IPv6 /64).
+pub fn monitor_login_failures_address(bucket: &str) -> String {
+    format!("tapgate:monitor:login-failures:addr:{bucket}")
+}
+
+/// Failed logins of one operator name.
+pub fn monitor_login_failures_name(name: &str) -> String {
+    format!("tapgate:monitor:login-failures:name:{name}")
+}
+
+/// The operators' audit trail (a stream).
+pub const MONITOR_AUDIT: &str = "tapgate:monitor:audit";
 
 #[cfg(test)]
 mod tests {

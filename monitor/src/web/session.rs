@@ -32,6 +32,7 @@ use tapgate_runtime::redis::RedisLink;
 
 use super::error::WebError;
 use super::session_key::SessionKey;
+use tapgate_protocol::keys;
 
 /// The session cookie on plain HTTP (loopback).
 pub const SESSION_COOKIE: &str = "tapgate_session";
@@ -58,19 +59,6 @@ pub const fn login_cookie(secure: bool) -> &'static str {
         LOGIN_COOKIE
     }
 }
-
-/// Redis key of the session with id `id` ([`SessionKey::session_id`] of its token).
-pub fn session_key(id: &str) -> String {
-    format!("tapgate:monitor:session:{id}")
-}
-
-/// Redis key of the set of an operator's session ids.
-pub fn operator_sessions_key(operator: &str) -> String {
-    format!("tapgate:monitor:operator:{operator}:sessions")
-}
-
-/// Redis hash of operator name → credential fingerprint, as of the last start-up.
-pub const OPERATORS_KEY: &str = "tapgate:monitor:operators";
 
 /// A configured operator as the server checks them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,11 +179,11 @@ pub async fn create(
         operator: operator.to_owned(),
         csrf: key.csrf(&token),
     };
-    let hash = session_key(&session.id);
-    let set = operator_sessions_key(operator);
+    let hash = keys::monitor_session(&session.id);
+    let set = keys::monitor_operator_sessions(operator);
     redis::Script::new(PRUNE)
         .key(&set)
-        .arg(session_key(""))
+        .arg(keys::monitor_session(""))
         .invoke_async::<()>(redis)
         .await?;
     redis::pipe()
@@ -250,7 +238,7 @@ pub async fn operator_of(
     id: &str,
     operators: &Credentials,
 ) -> Result<Option<String>, WebError> {
-    let fields: HashMap<String, String> = redis.hgetall(session_key(id)).await?;
+    let fields: HashMap<String, String> = redis.hgetall(keys::monitor_session(id)).await?;
     let Some(operator) = fields.get("operator") else {
         return Ok(None);
     };
@@ -264,9 +252,9 @@ pub async fn operator_of(
 
 async fn end(redis: &mut RedisLink, operator: &str, id: &str) -> Result<(), WebError> {
     redis::pipe()
-        .del(session_key(id))
+        .del(keys::monitor_session(id))
         .ignore()
-        .srem(operator_sessions_key(operator), id)
+        .srem(keys::monitor_operator_sessions(operator), id)
         .ignore()
         .query_async::<()>(redis)
         .await?;
@@ -280,11 +268,11 @@ pub async fn destroy(redis: &mut RedisLink, s: &Session) -> Result<(), WebError>
 
 /// Ends every session of `operator`; returns how many there were.
 pub async fn end_all(redis: &mut RedisLink, operator: &str) -> Result<usize, WebError> {
-    let set = operator_sessions_key(operator);
+    let set = keys::monitor_operator_sessions(operator);
     let ids: Vec<String> = redis.smembers(&set).await?;
     let mut pipe = redis::pipe();
     for id in ids.iter().filter(|id| valid_token(id)) {
-        pipe.del(session_key(id)).ignore();
+        pipe.del(keys::monitor_session(id)).ignore();
     }
     pipe.del(&set).ignore();
     pipe.query_async::<()>(redis).await?;
@@ -298,7 +286,7 @@ pub async fn sweep(
     redis: &mut RedisLink,
     operators: &Credentials,
 ) -> Result<Vec<String>, WebError> {
-    let known: HashMap<String, String> = redis.hgetall(OPERATORS_KEY).await?;
+    let known: HashMap<String, String> = redis.hgetall(keys::MONITOR_OPERATORS).await?;
     let mut ended = Vec::new();
     for (name, fingerprint) in &known {
         if operators
@@ -310,9 +298,10 @@ pub async fn sweep(
         }
     }
     let mut pipe = redis::pipe();
-    pipe.atomic().del(OPERATORS_KEY).ignore();
+    pipe.atomic().del(keys::MONITOR_OPERATORS).ignore();
     for (name, c) in operators {
-        pipe.hset(OPERATORS_KEY, name, &c.fingerprint).ignore();
+        pipe.hset(keys::MONITOR_OPERATORS, name, &c.fingerprint)
+            .ignore();
     }
     pipe.query_async::<()>(redis).await?;
     ended.sort();
@@ -366,9 +355,9 @@ mod tests {
 
     #[test]
     fn key_names() {
-        assert_eq!(session_key("ab"), "tapgate:monitor:session:ab");
+        assert_eq!(keys::monitor_session("ab"), "tapgate:monitor:session:ab");
         assert_eq!(
-            operator_sessions_key("alice"),
+            keys::monitor_operator_sessions("alice"),
             "tapgate:monitor:operator:alice:sessions"
         );
         assert_eq!(session_cookie(true), "__Host-tapgate_session");

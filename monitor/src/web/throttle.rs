@@ -31,16 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::WebError;
 use crate::password;
-
-/// Redis key counting failed logins from an address bucket.
-pub fn address_key(bucket: &str) -> String {
-    format!("tapgate:monitor:login-failures:addr:{bucket}")
-}
-
-/// Redis key of a name's failed logins.
-pub fn name_key(name: &str) -> String {
-    format!("tapgate:monitor:login-failures:name:{name}")
-}
+use tapgate_protocol::keys;
 
 /// Longest a login waits for a password-check slot before it is refused.
 pub const SLOT_WAIT: Duration = Duration::from_secs(1);
@@ -157,12 +148,12 @@ pub async fn check(
     name: &str,
     bucket: &str,
 ) -> Result<(), WebError> {
-    let addr = address_key(bucket);
+    let addr = keys::monitor_login_failures_address(bucket);
     let (count, ttl, failures, last): (Option<u64>, i64, Option<u32>, Option<u64>) = redis::pipe()
         .get(&addr)
         .ttl(&addr)
-        .hget(name_key(name), "failures")
-        .hget(name_key(name), "last")
+        .hget(keys::monitor_login_failures_name(name), "failures")
+        .hget(keys::monitor_login_failures_name(name), "last")
         .query_async(redis)
         .await?;
     if count.unwrap_or(0) >= u64::from(limits.per_address) {
@@ -192,8 +183,8 @@ pub async fn failed(
     name: &str,
     bucket: &str,
 ) -> Result<(), WebError> {
-    let addr = address_key(bucket);
-    let key = name_key(name);
+    let addr = keys::monitor_login_failures_address(bucket);
+    let key = keys::monitor_login_failures_name(name);
     let window_ms = i64::try_from(limits.window.as_millis()).unwrap_or(i64::MAX);
     let mut pipe = redis::pipe();
     pipe.atomic()
@@ -219,7 +210,7 @@ pub async fn failed(
 /// Forgets the failures of `name`, after it logged in.
 pub async fn succeeded(redis: &mut RedisLink, name: &str) -> Result<(), WebError> {
     redis::cmd("DEL")
-        .arg(name_key(name))
+        .arg(keys::monitor_login_failures_name(name))
         .query_async::<()>(redis)
         .await?;
     Ok(())
