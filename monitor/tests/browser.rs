@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use support::{config, Dashboard, ALICE, BOB};
+use support::{config, Dashboard, ALICE, BOB, FARES};
 use tapgate_bridge::BridgeConfig;
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
@@ -26,39 +26,6 @@ use tapgate_testkit::{free_port, Mosquitto, MqttProbe, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The operator's products: the three the bridge has built in, priced, and a day pass only this
-/// file knows.
-const FARES: &str = r#"
-currency = "EUR"
-time_zone = "UTC"
-
-[[product]]
-id = "TEN_TRIP"
-name = "Ten trip"
-price = 1800
-validity = "trips"
-trips = 10
-
-[[product]]
-id = "TWO_HOUR"
-name = "Two hour"
-price = 350
-validity = "period"
-duration = "2h"
-
-[[product]]
-id = "SINGLE_USE"
-name = "Single trip"
-price = 200
-validity = "single"
-
-[[product]]
-id = "DAY"
-name = "Day pass"
-price = 750
-validity = "service_day"
-"#;
 
 fn find(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
