@@ -49,8 +49,9 @@ enum ColorChoice {
     Never,
 }
 
-#[derive(Parser, Debug)]
-struct TailArgs {
+/// The Redis to read, for the commands that only read it.
+#[derive(clap::Args, Debug)]
+struct RedisArg {
     /// Redis URL (may hold a password: its value is never shown here).
     #[arg(
         long,
@@ -59,6 +60,12 @@ struct TailArgs {
         default_value = DEFAULT_REDIS
     )]
     redis: String,
+}
+
+#[derive(Parser, Debug)]
+struct TailArgs {
+    #[command(flatten)]
+    redis: RedisArg,
     /// Replay from here: a stream id (1700000000000-0), an RFC 3339 time
     /// (2026-11-22T08:00:00Z) or a duration ago (10m, 2h).
     #[arg(long)]
@@ -80,14 +87,8 @@ struct TailArgs {
 
 #[derive(Parser, Debug)]
 struct ReportArgs {
-    /// Redis URL (may hold a password: its value is never shown here).
-    #[arg(
-        long,
-        env = "TAPGATE_REDIS",
-        hide_env_values = true,
-        default_value = DEFAULT_REDIS
-    )]
-    redis: String,
+    #[command(flatten)]
+    redis: RedisArg,
     /// The service day, YYYY-MM-DD [default: the service day it is now].
     #[arg(long)]
     day: Option<jiff::civil::Date>,
@@ -283,12 +284,12 @@ async fn start() -> anyhow::Result<()> {
             );
             tapgate_runtime::secret::refuse_placeholder(
                 "redis",
-                tapgate_runtime::secret::url_password(&args.redis),
+                tapgate_runtime::secret::url_password(&args.redis.redis),
             )?;
             if args.audit {
                 let shutdown = tapgate_runtime::shutdown::on_signals();
                 return match tail::run_audit(
-                    &args.redis,
+                    &args.redis.redis,
                     last.unwrap_or(10),
                     args.json,
                     color,
@@ -306,7 +307,7 @@ async fn start() -> anyhow::Result<()> {
                 };
             }
             let config = TailConfig {
-                redis: args.redis,
+                redis: args.redis.redis,
                 replay: Replay { since, last },
                 json: args.json,
                 color,
@@ -330,7 +331,7 @@ async fn start() -> anyhow::Result<()> {
             init_tracing()?;
             tapgate_runtime::secret::refuse_placeholder(
                 "redis",
-                tapgate_runtime::secret::url_password(&args.redis),
+                tapgate_runtime::secret::url_password(&args.redis.redis),
             )?;
             let catalogue = match &args.fares {
                 Some(path) => tapgate_protocol::Catalogue::load(path)?,
@@ -339,7 +340,8 @@ async fn start() -> anyhow::Result<()> {
             let day = args
                 .day
                 .unwrap_or_else(|| catalogue.service_day(tail::now_ms()).date);
-            let report = report::make(&args.redis, day, catalogue.day_starts_at_ms(day)).await?;
+            let report =
+                report::make(&args.redis.redis, day, catalogue.day_starts_at_ms(day)).await?;
             if args.csv {
                 print!("{}", report.to_csv(&catalogue));
                 eprint!("{}", report.notes());
