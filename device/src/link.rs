@@ -461,6 +461,18 @@ mod tests {
         assert_eq!(secs, [3, 6, 12, 24, 48, 60, 60, 60]);
     }
 
+    /// Gate g1 on the broker at `url`, with an outbox of four.
+    fn gate_g1(url: &str) -> LinkConfig {
+        LinkConfig {
+            broker: BrokerSettings::new(url).expect("url"),
+            topics: Topics::default(),
+            kind: DeviceKind::Gate,
+            device: DeviceId::new("g1").expect("id"),
+            queue_limit: 4,
+            clock: crate::logic::system_clock(),
+        }
+    }
+
     /// With no broker, messages wait in the bounded queue; beyond it they are dropped and
     /// counted, and the outbox keeps only the newest `queue_limit` undecided messages.
     #[tokio::test]
@@ -469,14 +481,7 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("port")
             .port();
-        let cfg = LinkConfig {
-            broker: BrokerSettings::new(&format!("mqtt://127.0.0.1:{port}")).expect("url"),
-            topics: Topics::default(),
-            kind: DeviceKind::Gate,
-            device: DeviceId::new("g1").expect("id"),
-            queue_limit: 4,
-            clock: crate::logic::system_clock(),
-        };
+        let cfg = gate_g1(&format!("mqtt://127.0.0.1:{port}"));
         let shutdown = CancellationToken::new();
         let (link, _decisions, task) = Link::start(cfg, shutdown.clone()).expect("start");
         let mut ids = crate::logic::TapIds::new(1);
@@ -510,14 +515,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_login_is_not_retried_as_an_outage() {
         let broker = tapgate_testkit::Mosquitto::with_config("allow_anonymous false\n");
-        let cfg = LinkConfig {
-            broker: BrokerSettings::new(&broker.url()).expect("url"),
-            topics: Topics::default(),
-            kind: DeviceKind::Gate,
-            device: DeviceId::new("g1").expect("id"),
-            queue_limit: 4,
-            clock: crate::logic::system_clock(),
-        };
+        let cfg = gate_g1(&broker.url());
         let shutdown = CancellationToken::new();
         let (link, _decisions, task) = Link::start(cfg, shutdown.clone()).expect("start");
         tokio::time::sleep(Duration::from_secs(3)).await;
