@@ -8,6 +8,7 @@
 //! - [`exit`]: one clear `error: …` line and an exit status, never a backtrace for a user error.
 //! - [`redis`]: the Redis connection, one server or the primary Sentinel names, followed
 //!   through a failover.
+//! - [`sentinel`]: Redis Sentinel asked as a quorum: the primary a majority of sentinels names.
 //! - [`settings`]: one way to read a program's settings: defaults, TOML file, environment,
 //!   flags.
 //! - [`mqtt`]: the broker connection from one typed URL: credentials, client id, TLS (with
@@ -24,6 +25,7 @@ pub mod logging;
 pub mod mqtt;
 pub mod redis;
 pub mod secret;
+pub mod sentinel;
 pub mod settings;
 pub mod shutdown;
 

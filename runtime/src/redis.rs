@@ -6,19 +6,22 @@
 //! the Redis nodes', not the sentinels'). [`RedisLink`] is a cheap-to-clone connection that
 //! implements `redis::aio::ConnectionLike`: a command that fails because the connection broke or
 //! the node is no longer a writable primary drops the connection, and the next command connects
-//! again — asking the sentinels for the primary first. The caller retries (the bridge does, with
+//! again — asking the sentinels for the primary first. The sentinels are asked as a quorum
+//! ([`crate::sentinel`]): the primary is the node a majority of them names, and a link leaves a
+//! node as soon as the majority names another or none. The caller retries (the bridge does, with
 //! backoff); scripts are reloaded by `redis::Script` when the new primary answers `NOSCRIPT`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline,
-    RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    Pipeline, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Value,
 };
+
+use crate::sentinel::{NoQuorum, Quorum, Sentinels};
 
 /// How long connecting, or one answer, may take before the attempt counts as failed.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,28 +140,23 @@ impl RedisTarget {
     }
 }
 
-/// Finds the node to talk to: the server itself, or what the sentinels say now.
+/// Finds the node to talk to: the server itself, or the primary a majority of the sentinels
+/// names now.
 enum Resolver {
     Direct(Client),
-    Sentinel(Box<SentinelClient>),
+    Sentinel {
+        sentinels: Sentinels,
+        node: RedisConnectionInfo,
+    },
 }
 
-impl Resolver {
-    async fn client(&mut self) -> RedisResult<Client> {
-        match self {
-            Resolver::Direct(c) => Ok(c.clone()),
-            Resolver::Sentinel(s) => s.async_get_client().await,
-        }
-    }
-}
-
-/// Where to find the node to talk to now: one server, or whatever the sentinels name as primary
-/// at the moment of asking. Cheap to clone. For a program that opens connections of its own
+/// Where to find the node to talk to now: one server, or the primary a majority of the sentinels
+/// names at the moment of asking. Cheap to clone. For a program that opens connections of its own
 /// (blocking stream reads); [`RedisLink`] uses it to reconnect.
 #[derive(Clone)]
 pub struct RedisSource {
     shown: String,
-    resolver: Arc<tokio::sync::Mutex<Resolver>>,
+    resolver: Arc<Resolver>,
 }
 
 impl RedisSource {
@@ -171,32 +169,25 @@ impl RedisSource {
     /// A source for an already parsed target; `url` is only shown (password removed).
     pub fn from_target(url: &str, target: RedisTarget) -> Result<Self, RedisUrlError> {
         let shown = tapgate_protocol::broker::redact(url);
-        let bad = |e: RedisError| RedisUrlError {
-            url: shown.clone(),
-            why: e.to_string(),
-        };
         let resolver = match target {
-            RedisTarget::Direct(info) => Resolver::Direct(Client::open(info).map_err(bad)?),
+            RedisTarget::Direct(info) => {
+                Resolver::Direct(Client::open(info).map_err(|e| RedisUrlError {
+                    url: shown.clone(),
+                    why: e.to_string(),
+                })?)
+            }
             RedisTarget::Sentinel {
                 sentinels,
                 primary,
                 node,
-            } => {
-                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
-                Resolver::Sentinel(Box::new(
-                    SentinelClient::build(
-                        sentinels,
-                        primary,
-                        Some(node),
-                        SentinelServerType::Master,
-                    )
-                    .map_err(bad)?,
-                ))
-            }
+            } => Resolver::Sentinel {
+                sentinels: Sentinels::new(&sentinels, &primary),
+                node,
+            },
         };
         Ok(Self {
             shown,
-            resolver: Arc::new(tokio::sync::Mutex::new(resolver)),
+            resolver: Arc::new(resolver),
         })
     }
 
@@ -205,14 +196,44 @@ impl RedisSource {
         &self.shown
     }
 
-    /// A client for the node to use now (for Sentinel: the primary the sentinels name now).
-    /// Failing to find one is connection trouble, never the caller's fault.
+    /// Whether the primary comes from Sentinel (and may move).
+    pub fn is_sentinel(&self) -> bool {
+        matches!(*self.resolver, Resolver::Sentinel { .. })
+    }
+
+    /// For Sentinel: asks every sentinel and returns the primary a majority names now, with the
+    /// replicas that may be promoted. `None` for one server.
+    pub async fn quorum(&self) -> Option<Result<Quorum, NoQuorum>> {
+        match &*self.resolver {
+            Resolver::Direct(_) => None,
+            Resolver::Sentinel { sentinels, .. } => Some(sentinels.quorum().await),
+        }
+    }
+
+    /// A client for the node to use now (for Sentinel: the primary a majority of the sentinels
+    /// names now). Failing to find one is connection trouble, never the caller's fault.
     pub async fn client(&self) -> RedisResult<Client> {
-        let mut resolver = self.resolver.lock().await;
-        tokio::time::timeout(TIMEOUT, resolver.client())
-            .await
-            .map_err(|_| timed_out("asking the sentinels for the primary"))?
-            .map_err(not_connected)
+        Ok(self.resolve().await?.0)
+    }
+
+    /// The client, and for Sentinel the quorum that named its node.
+    async fn resolve(&self) -> RedisResult<(Client, Option<Quorum>)> {
+        match &*self.resolver {
+            Resolver::Direct(c) => Ok((c.clone(), None)),
+            Resolver::Sentinel { sentinels, node } => {
+                let quorum = sentinels.quorum().await.map_err(|e| {
+                    RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        e.to_string(),
+                    ))
+                })?;
+                let info = ConnectionAddr::Tcp(quorum.primary.host.clone(), quorum.primary.port)
+                    .into_connection_info()
+                    .map_err(not_connected)?
+                    .set_redis_settings(node.clone());
+                Ok((Client::open(info).map_err(not_connected)?, Some(quorum)))
+            }
+        }
     }
 
     /// A new connection to the node to use now, whose answers may take `response_timeout`.
@@ -228,6 +249,10 @@ impl RedisSource {
     }
 }
 
+/// How often a Sentinel link asks the sentinels whether its node is still the primary, besides
+/// asking at once after a connection error, `READONLY` or a `WAIT` short of replicas.
+pub const CHECK_EVERY: Duration = Duration::from_millis(500);
+
 struct Current {
     generation: u64,
     connection: MultiplexedConnection,
@@ -241,9 +266,19 @@ struct Inner {
     current: RwLock<Option<Current>>,
     generations: AtomicU64,
     reconnects: AtomicU64,
+    /// Replicas that may be promoted, as the sentinels last said (see [`Quorum::replicas_up`]).
+    replicas_up: AtomicU32,
+    /// Wakes the watcher: ask the sentinels now.
+    check: Arc<tokio::sync::Notify>,
 }
 
 /// A Redis connection that reconnects by itself, following Sentinel failovers. Cheap to clone.
+///
+/// With Sentinel, the link never keeps using a node a majority of the sentinels no longer names
+/// as primary: a watcher task asks them every [`CHECK_EVERY`], and at once after a connection
+/// error, `READONLY` or a `WAIT` answered with fewer replicas than asked; when the majority names
+/// another node, or none, the connection is dropped and the next command connects to what the
+/// majority names then (or fails, to be retried, while there is no majority).
 #[derive(Clone)]
 pub struct RedisLink {
     inner: Arc<Inner>,
@@ -272,9 +307,11 @@ impl RedisLink {
         Self::open(source).await
     }
 
-    /// Connects to what `source` names now and PINGs.
+    /// Connects to what `source` names now and PINGs. For Sentinel, starts the watcher (it ends
+    /// when the last clone of the link is dropped).
     pub async fn open(source: RedisSource) -> Result<Self, RedisConnectError> {
         let url = source.url().to_owned();
+        let sentinel = source.is_sentinel();
         let link = Self {
             inner: Arc::new(Inner {
                 source,
@@ -282,6 +319,8 @@ impl RedisLink {
                 current: RwLock::new(None),
                 generations: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
+                replicas_up: AtomicU32::new(0),
+                check: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         let mut probe = link.clone();
@@ -289,6 +328,12 @@ impl RedisLink {
             .query_async(&mut probe)
             .await
             .map_err(|source| RedisConnectError { url, source })?;
+        if sentinel {
+            tokio::spawn(watch(
+                Arc::downgrade(&link.inner),
+                Arc::clone(&link.inner.check),
+            ));
+        }
         Ok(link)
     }
 
@@ -313,6 +358,16 @@ impl RedisLink {
         self.inner.reconnects.load(Ordering::Relaxed)
     }
 
+    /// How many replicas a write must reach (`WAIT`) before it is confirmed, at least `floor`:
+    /// with Sentinel, every replica any sentinel sees up as last asked, so that whichever of them
+    /// a failover promotes holds every confirmed write. One server: `floor`.
+    pub fn replicas_to_wait(&self, floor: u32) -> u32 {
+        if !self.inner.source.is_sentinel() {
+            return floor;
+        }
+        floor.max(self.inner.replicas_up.load(Ordering::Relaxed))
+    }
+
     /// The connection in use and its generation (every command asks: no allocation here).
     fn read_current(&self) -> Option<(u64, MultiplexedConnection)> {
         let guard = self.inner.current.read().unwrap_or_else(|p| p.into_inner());
@@ -329,20 +384,55 @@ impl RedisLink {
         if let Some(current) = self.read_current() {
             return Ok(current);
         }
-        let client = self.inner.source.client().await?;
+        let (client, quorum) = self.inner.source.resolve().await?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
-        let connection = client
+        let mut connection = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(not_connected)?;
+        let address = client.get_connection_info().addr().to_string();
+        if let Some(quorum) = &quorum {
+            // A node the sentinels name may not have been told yet (a restarted old primary
+            // comes back as a primary; a just promoted one may still be a replica).
+            let role: Vec<Value> = redis::cmd("ROLE")
+                .query_async(&mut connection)
+                .await
+                .map_err(not_connected)?;
+            let primary = match role.first() {
+                Some(Value::BulkString(r)) => r.as_slice() == b"master",
+                Some(Value::SimpleString(r)) => r == "master",
+                _ => false,
+            };
+            if !primary {
+                return Err(not_connected(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    format!("{address}, named primary by the sentinels, is not a primary yet"),
+                ))));
+            }
+            self.inner
+                .replicas_up
+                .store(count(quorum.replicas_up), Ordering::Relaxed);
+        }
         let generation = self.inner.generations.fetch_add(1, Ordering::SeqCst) + 1;
         if generation > 1 {
             self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        let address = client.get_connection_info().addr().to_string();
-        tracing::info!(redis = %self.inner.source.url(), node = %address, generation, "Connected to Redis");
+        match &quorum {
+            Some(q) => tracing::info!(
+                redis = %self.inner.source.url(),
+                node = %address,
+                named_by = q.named_by,
+                sentinels = q.sentinels,
+                replicas_up = q.replicas_up,
+                generation,
+                "Connected to the Redis primary a majority of the sentinels names"
+            ),
+            None => {
+                tracing::info!(redis = %self.inner.source.url(), node = %address, generation, "Connected to Redis")
+            }
+        }
         *self
             .inner
             .current
@@ -355,11 +445,13 @@ impl RedisLink {
         Ok((generation, connection))
     }
 
-    /// After `e` on connection `generation`: forget that connection if `e` says it is no use.
+    /// After `e` on connection `generation`: forget that connection if `e` says it is no use,
+    /// and have the sentinels asked again.
     fn after_error(&self, generation: u64, e: &RedisError) {
         if !is_connection_error(e) {
             return;
         }
+        self.inner.check.notify_one();
         let mut guard = self
             .inner
             .current
@@ -370,6 +462,88 @@ impl RedisLink {
             *guard = None;
         }
     }
+
+    /// After a pipeline's answers: a `WAIT` at its end answered with fewer replicas than asked
+    /// has the sentinels asked again (the node may no longer be the one they promote from).
+    fn after_pipeline(&self, pipeline: &Pipeline, values: &[Value]) {
+        let Some(asked) = pipeline.cmd_iter().last().and_then(wait_replicas) else {
+            return;
+        };
+        if let Some(Value::Int(acked)) = values.last() {
+            if *acked < asked {
+                self.inner.check.notify_one();
+            }
+        }
+    }
+
+    /// Drops the connection in use if it is to another node than `primary` (or to any node,
+    /// `primary` being `None`): a majority of the sentinels no longer names it.
+    fn drop_unless(&self, primary: Option<&str>, why: &str) {
+        let mut guard = self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = guard.as_ref() {
+            if Some(current.address.as_str()) != primary {
+                tracing::warn!(
+                    redis = %self.inner.source.url(),
+                    node = %current.address,
+                    primary = ?primary,
+                    why,
+                    "A majority of the sentinels no longer names this node; leaving it"
+                );
+                *guard = None;
+            }
+        }
+    }
+}
+
+/// The watcher of a Sentinel link: asks the sentinels every [`CHECK_EVERY`] or when woken, keeps
+/// the count of replicas to wait for, and drops the connection to a node the majority no longer
+/// names. Ends when the link is dropped.
+async fn watch(inner: std::sync::Weak<Inner>, check: Arc<tokio::sync::Notify>) {
+    loop {
+        // Holding only the weak reference while waiting: dropping the last link ends this.
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = check.notified() => {}
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let link = RedisLink { inner: strong };
+        match link.inner.source.quorum().await {
+            Some(Ok(q)) => {
+                let primary = q.primary.to_string();
+                if link.address().as_deref() == Some(primary.as_str()) {
+                    link.inner
+                        .replicas_up
+                        .store(count(q.replicas_up), Ordering::Relaxed);
+                }
+                link.drop_unless(Some(&primary), "the majority names another node");
+            }
+            Some(Err(e)) => link.drop_unless(None, &e.to_string()),
+            None => return,
+        }
+    }
+}
+
+/// `numreplicas` of a `WAIT` command.
+fn wait_replicas(cmd: &Cmd) -> Option<i64> {
+    let mut args = cmd.args_iter();
+    match args.next()? {
+        redis::Arg::Simple(name) if name.eq_ignore_ascii_case(b"WAIT") => {}
+        _ => return None,
+    }
+    match args.next()? {
+        redis::Arg::Simple(n) => std::str::from_utf8(n).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// A failure to connect, as an I/O error so every caller sees connection trouble.
@@ -380,13 +554,6 @@ fn not_connected(e: RedisError) -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::NotConnected,
         format!("no usable Redis primary yet: {e}"),
-    ))
-}
-
-fn timed_out(what: &str) -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no answer within {} s {what}", TIMEOUT.as_secs()),
     ))
 }
 
@@ -411,8 +578,9 @@ impl ConnectionLike for RedisLink {
         Box::pin(async move {
             let (generation, mut con) = self.connection().await?;
             let result = con.req_packed_commands(pipeline, offset, count).await;
-            if let Err(e) = &result {
-                self.after_error(generation, e);
+            match &result {
+                Ok(values) => self.after_pipeline(pipeline, values),
+                Err(e) => self.after_error(generation, e),
             }
             result
         })

@@ -78,6 +78,16 @@ impl Sentinel {
         text.lines().nth(1)?.trim().parse().ok()
     }
 
+    /// Freezes the sentinel (SIGSTOP): it answers nobody until [`Sentinel::resume`].
+    pub fn pause(&self) {
+        crate::server::signal(self.process.as_ref(), "STOP");
+    }
+
+    /// Lets a paused sentinel go on (SIGCONT).
+    pub fn resume(&self) {
+        crate::server::signal(self.process.as_ref(), "CONT");
+    }
+
     /// Everything the sentinel logged so far.
     pub fn log(&self) -> String {
         self.process
