@@ -219,16 +219,18 @@ impl Store {
         let Some(wait) = self.wait else {
             return split_reply(self.library.query(&mut con, &call).await?);
         };
+        // Every replica a failover could promote, at least the configured number.
+        let wanted = self.con.replicas_to_wait(wait.replicas);
         let mut pipe = redis::pipe();
         pipe.add_command(call)
             .cmd("WAIT")
-            .arg(wait.replicas)
+            .arg(wanted)
             .arg(wait.timeout_ms);
         let (reply, acked): (String, u64) = self.library.query_pipe(&mut con, &pipe).await?;
-        if acked < u64::from(wait.replicas) {
+        if acked < u64::from(wanted) {
             return Err(StoreError::NotReplicated {
                 acked,
-                wanted: wait.replicas,
+                wanted,
                 timeout_ms: wait.timeout_ms,
             });
         }
