@@ -22,7 +22,9 @@ pub struct BridgeConfig {
     /// Redis password, if not given in the URL.
     pub redis_password: Option<String>,
     /// Replicas that must hold a decision's writes before it is confirmed to the device (`WAIT`).
-    /// Unset: 1 with a `redis+sentinel://` URL (a replica exists), 0 otherwise.
+    /// Unset: 1 with a `redis+sentinel://` URL (a replica exists), 0 otherwise. With Sentinel it is
+    /// a floor: the bridge waits for every replica any sentinel sees up (any may be promoted), and
+    /// refuses 0.
     pub wait_replicas: Option<u32>,
     /// How long to wait for those replicas; a decision not replicated in time is not confirmed
     /// and the message is tried again.

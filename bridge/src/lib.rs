@@ -13,8 +13,9 @@
 //! - [`summary`]: one INFO line a minute instead of one per decision.
 //! - `testing` (feature `testing`): a real Redis + broker + bridge stack for integration tests.
 //!
-//! [`start`] connects (failing fast with the address of whatever is unreachable), subscribes and
-//! returns a [`BridgeHandle`]; [`run`] does the same and waits until `shutdown` is cancelled. Both
+//! [`start`] connects (failing fast with the address of whatever is unreachable; with Sentinel it
+//! waits instead, not ready and not subscribed, until a majority of the sentinels names a primary
+//! that answers), subscribes and returns a [`BridgeHandle`]; [`run`] does the same and waits until `shutdown` is cancelled. Both
 //! decide by the system clock; [`start_with_clock`] takes any [`Clock`] (tests move a
 //! `ManualClock` instead of sleeping until a pass or sale expires).
 
@@ -65,6 +66,9 @@ pub enum BridgeError {
     /// The fares file cannot be read or is refused (its line and field are named).
     #[error("fare catalogue refused: {0}")]
     Fares(#[from] tapgate_protocol::fares::FaresError),
+    /// Shutdown was asked for while the bridge was still waiting for a Redis primary.
+    #[error("stopped before a Redis primary was found")]
+    StoppedWaiting,
     /// The metrics address could not be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
@@ -125,6 +129,7 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
 ) -> Result<BridgeHandle, BridgeError> {
     config.validate()?;
+    check_topology(&config)?;
     let topics = Topics::new(config.prefix.as_str()).map_err(|e| ConfigError::Invalid {
         field: "prefix",
         why: e.to_string(),
@@ -150,13 +155,30 @@ pub async fn start_with_clock(
         device_ttl_s: config.device_ttl.as_secs().max(1),
         time: config.time_settings(),
     };
-    let store = Store::connect(&config.redis, config.redis_password.as_deref(), settings)
-        .await?
-        .with_replication(config.redis_wait_replicas(), config.wait_timeout);
+    let metrics = Metrics::default();
+    let mut metrics_addr = None;
+    let workers = TaskTracker::new();
+    // Served before Redis is reached, so an orchestrator sees "not ready" while the bridge waits.
+    if let Some(addr) = config.metrics_addr {
+        let listener = metrics::bind(addr)
+            .await
+            .map_err(|source| BridgeError::Metrics { addr, source })?;
+        metrics_addr = listener.local_addr().ok();
+        workers.spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
+    }
+    let store = match connect_store(&config, settings, &shutdown).await {
+        Ok(store) => store,
+        Err(e) => {
+            workers.close();
+            workers.wait().await;
+            return Err(e);
+        }
+    }
+    .with_replication(config.redis_wait_replicas(), config.wait_timeout);
     info!(
         redis = %store.link().url(),
         node = ?store.link().address(),
-        wait_replicas = config.redis_wait_replicas(),
+        wait_replicas = store.link().replicas_to_wait(config.redis_wait_replicas()),
         "Connected to Redis"
     );
     let migration = store.migrate_card_keys().await?;
@@ -177,16 +199,6 @@ pub async fn start_with_clock(
         );
     }
 
-    let metrics = Metrics::default();
-    let mut metrics_addr = None;
-    let workers = TaskTracker::new();
-    if let Some(addr) = config.metrics_addr {
-        let listener = metrics::bind(addr)
-            .await
-            .map_err(|source| BridgeError::Metrics { addr, source })?;
-        metrics_addr = listener.local_addr().ok();
-        workers.spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
-    }
     workers.spawn(summary::run(
         metrics.clone(),
         Duration::from_secs(60),
@@ -197,6 +209,7 @@ pub async fn start_with_clock(
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
     let (client, mut eventloop) = mqtt::client(opts);
     let (out, mut line) = outbox::line();
+    let processor_link = store.link().clone();
     let processor = process::Processor {
         store,
         out,
@@ -245,6 +258,12 @@ pub async fn start_with_clock(
         .await?;
     }
     info!(%broker, client_id = %config.client_id, filters = ?filters, "Subscribed; deciding");
+    metrics.set_ready(true);
+    workers.spawn(watch_readiness(
+        processor_link,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     let stop_loop = CancellationToken::new();
     // The client served the handshake; from here the connection task reads and writes itself.
@@ -272,7 +291,114 @@ pub async fn start_with_clock(
 
 /// [`start`], then wait until `shutdown` is cancelled and stop cleanly.
 pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<(), BridgeError> {
-    start(config, shutdown).await?.join().await
+    match start(config, shutdown).await {
+        Ok(bridge) => bridge.join().await,
+        Err(BridgeError::StoppedWaiting) => {
+            info!("Bridge stopped before it found a Redis primary");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Refuses Redis settings under which a confirmed decision could be lost in a failover.
+///
+/// With Sentinel the primary is the node a majority of the sentinels names, so fewer than three
+/// sentinels cannot lose one and still choose; and a decision confirmed on the primary alone
+/// (`wait_replicas` 0) is lost when a failover promotes a replica that never had it. The store
+/// waits for every replica the sentinels could promote, at least `wait_replicas` (see
+/// `docs/scaling.md`).
+fn check_topology(config: &BridgeConfig) -> Result<(), ConfigError> {
+    let target =
+        tapgate_runtime::redis::RedisTarget::parse(&config.redis, config.redis_password.as_deref())
+            .map_err(|e| ConfigError::invalid("redis", e.to_string()))?;
+    let tapgate_runtime::redis::RedisTarget::Sentinel { sentinels, .. } = target else {
+        if config.redis_wait_replicas() == 0 {
+            warn!(
+                redis = %tapgate_protocol::broker::redact(&config.redis),
+                "One Redis server and wait_replicas 0: a decision is confirmed once that server \
+                 holds it, and lost with it if it fails before its disk or a replica has it"
+            );
+        }
+        return Ok(());
+    };
+    if sentinels.len() < 3 {
+        return Err(ConfigError::invalid(
+            "redis",
+            format!(
+                "{} sentinel(s) named: at least three are needed, so that a majority still names \
+                 the primary when one is lost or cut off (list them all in the URL)",
+                sentinels.len()
+            ),
+        ));
+    }
+    if config.wait_replicas == Some(0) {
+        return Err(ConfigError::invalid(
+            "wait_replicas",
+            "must be at least 1 with Sentinel: a decision confirmed on the primary alone is lost \
+             when a failover promotes a replica that never had it",
+        ));
+    }
+    Ok(())
+}
+
+/// Connects to Redis. With Sentinel, a primary that cannot be found (no majority of the
+/// sentinels names one, or it does not answer) is waited for, with backoff, until it can or
+/// `shutdown`: the bridge subscribes to no taps meanwhile. One server: fails at once.
+async fn connect_store(
+    config: &BridgeConfig,
+    settings: store::StoreSettings,
+    shutdown: &CancellationToken,
+) -> Result<Store, BridgeError> {
+    let mut backoff = tapgate_runtime::Backoff::new(Duration::from_millis(250), config.max_backoff);
+    loop {
+        let error =
+            match Store::connect(&config.redis, config.redis_password.as_deref(), settings).await {
+                Ok(store) => return Ok(store),
+                Err(StoreError::Connect(e)) if config.redis.starts_with("redis+sentinel://") => e,
+                Err(e) => return Err(e.into()),
+            };
+        let delay = backoff.next_delay();
+        warn!(
+            error = %error,
+            retry_in = ?delay,
+            "No Redis primary yet; not ready, not subscribed, waiting"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(BridgeError::StoppedWaiting),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Keeps `tapgate_ready` and `/ready` true to whether Redis answers through `link`, checking
+/// every second.
+async fn watch_readiness(
+    link: tapgate_runtime::redis::RedisLink,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let mut con = link.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut con);
+        let up = matches!(
+            tokio::time::timeout(tapgate_runtime::redis::TIMEOUT, ping).await,
+            Ok(Ok(_))
+        );
+        if up != metrics.is_ready() {
+            if up {
+                info!(node = ?link.address(), "Redis primary reachable again; ready");
+            } else {
+                warn!("No Redis primary; not ready");
+            }
+            metrics.set_ready(up);
+        }
+    }
 }
 
 /// Drops devices whose presence expired from the device set, every tenth of the device TTL (at

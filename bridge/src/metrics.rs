@@ -52,6 +52,7 @@ struct Inner {
     mqtt_reconnects: IntCounter,
     dropped: IntCounter,
     inflight: IntGauge,
+    ready: IntGauge,
 }
 
 /// The bridge's counters. Cheap to clone; all clones share the same values.
@@ -155,6 +156,12 @@ impl Default for Metrics {
         )
         .expect(VALID);
         registry.register(Box::new(inflight.clone())).expect(VALID);
+        let ready = IntGauge::new(
+            "tapgate_ready",
+            "1 while the bridge has a Redis primary and is subscribed; 0 while it waits for one.",
+        )
+        .expect(VALID);
+        registry.register(Box::new(ready.clone())).expect(VALID);
         Self(Arc::new(Inner {
             registry,
             messages,
@@ -168,11 +175,22 @@ impl Default for Metrics {
             mqtt_reconnects,
             dropped,
             inflight,
+            ready,
         }))
     }
 }
 
 impl Metrics {
+    /// Whether the bridge can decide now: it has a Redis primary and its subscription.
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.set(i64::from(ready));
+    }
+
+    /// What [`Metrics::set_ready`] last said.
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.get() == 1
+    }
+
     /// A message arrived on a device topic of this kind.
     pub fn message(&self, kind: MessageKind) {
         if let Some(c) = position(&MESSAGES, &kind).and_then(|i| self.0.messages.get(i)) {
@@ -317,7 +335,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves `GET /metrics` until `shutdown`. Each response closes its connection, so a scraper
+/// Serves `GET /metrics` and `GET /ready` (200 when [`Metrics::is_ready`], else 503) until
+/// `shutdown`. Each response closes its connection, so a scraper
 /// that reads to the end of the stream gets the whole body and shutdown never waits on an idle
 /// keep-alive connection.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
@@ -326,6 +345,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
     }
     let app = Router::new()
         .route("/metrics", get(scrape))
+        .route("/ready", get(ready))
         .fallback(not_found)
         .with_state(metrics);
     if let Err(e) = axum::serve(listener, app)
@@ -346,11 +366,24 @@ async fn scrape(axum::extract::State(metrics): axum::extract::State<Metrics>) ->
     )
 }
 
+/// Readiness for an orchestrator: not ready while the bridge waits for a Redis primary.
+async fn ready(axum::extract::State(metrics): axum::extract::State<Metrics>) -> impl IntoResponse {
+    let (status, body) = if metrics.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no Redis primary named by a majority of the sentinels, or not subscribed\n",
+        )
+    };
+    (status, [(header::CONNECTION, "close")], body)
+}
+
 async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         [(header::CONNECTION, "close")],
-        "only GET /metrics is served here\n",
+        "only GET /metrics and GET /ready are served here\n",
     )
 }
 
