@@ -9,6 +9,8 @@
 //! - [`probe`]: [`MqttProbe`], an MQTT client that publishes and collects messages in tests.
 //! - [`nats`]: [`NatsMqtt`], `nats-server`'s MQTT gateway, a second real broker.
 //! - [`sentinel`]: [`SentinelGroup`], a primary, a replica and three `redis-server --sentinel`.
+//! - [`netns`]: [`netns::Lab`], nodes in network namespaces the test creates, cut apart and
+//!   healed by a router namespace's firewall (root only; removed on drop).
 //! - [`redis_users`]: a Redis with the deployment's ACL users (`docker/redis-users.sh`).
 //!
 //! A missing server is a test failure that names the package to install (and, for Redis and
@@ -19,6 +21,7 @@
 mod container;
 pub mod mosquitto;
 pub mod nats;
+pub mod netns;
 pub mod probe;
 pub mod redis;
 pub mod redis_users;
