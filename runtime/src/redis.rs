@@ -11,7 +11,7 @@
 //! node as soon as the majority names another or none. The caller retries (the bridge does, with
 //! backoff); scripts are reloaded by `redis::Script` when the new primary answers `NOSCRIPT`.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -270,6 +270,11 @@ struct Inner {
     replicas_up: AtomicU32,
     /// Wakes the watcher: ask the sentinels now.
     check: Arc<tokio::sync::Notify>,
+    /// The last `WAIT` got fewer replicas than asked: until one gets them all, only one pipeline
+    /// ending in `WAIT` is sent at a time (see [`RedisLink::req_packed_commands`]).
+    replicas_short: AtomicBool,
+    /// Held by that one pipeline.
+    wait_probe: tokio::sync::Mutex<()>,
 }
 
 /// A Redis connection that reconnects by itself, following Sentinel failovers. Cheap to clone.
@@ -321,6 +326,8 @@ impl RedisLink {
                 reconnects: AtomicU64::new(0),
                 replicas_up: AtomicU32::new(0),
                 check: Arc::new(tokio::sync::Notify::new()),
+                replicas_short: AtomicBool::new(false),
+                wait_probe: tokio::sync::Mutex::new(()),
             }),
         };
         let mut probe = link.clone();
@@ -415,6 +422,8 @@ impl RedisLink {
                 .replicas_up
                 .store(count(quorum.replicas_up), Ordering::Relaxed);
         }
+        // A new node: its replicas are not known to be short.
+        self.inner.replicas_short.store(false, Ordering::Relaxed);
         let generation = self.inner.generations.fetch_add(1, Ordering::SeqCst) + 1;
         if generation > 1 {
             self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -463,14 +472,17 @@ impl RedisLink {
         }
     }
 
-    /// After a pipeline's answers: a `WAIT` at its end answered with fewer replicas than asked
-    /// has the sentinels asked again (the node may no longer be the one they promote from).
-    fn after_pipeline(&self, pipeline: &Pipeline, values: &[Value]) {
-        let Some(asked) = pipeline.cmd_iter().last().and_then(wait_replicas) else {
+    /// After a pipeline's answers: a `WAIT` at its end (asking for `asked` replicas) answered
+    /// with fewer has the sentinels asked again (the node may no longer be the one they promote
+    /// from) and holds back further `WAIT`s until one gets them all.
+    fn after_pipeline(&self, asked: Option<i64>, values: &[Value]) {
+        let Some(asked) = asked else {
             return;
         };
         if let Some(Value::Int(acked)) = values.last() {
-            if *acked < asked {
+            let short = *acked < asked;
+            self.inner.replicas_short.store(short, Ordering::Relaxed);
+            if short {
                 self.inner.check.notify_one();
             }
         }
@@ -542,6 +554,15 @@ fn wait_replicas(cmd: &Cmd) -> Option<i64> {
     }
 }
 
+/// The error for a pipeline held back while replicas are short: connection trouble (the caller
+/// retries), nothing was sent.
+fn replicas_short(asked: i64) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::WouldBlock,
+        format!("fewer than {asked} replicas answered the last WAIT; not sent, retry"),
+    ))
+}
+
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -576,10 +597,23 @@ impl ConnectionLike for RedisLink {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
+            // A `WAIT` holds the (shared) connection until its replicas answer or it times out.
+            // While replicas are short every one would time out, each holding up everything
+            // behind it; so then one is sent at a time and the others fail at once, to be retried.
+            let asked = pipeline.cmd_iter().last().and_then(wait_replicas);
+            let _probe = match asked {
+                Some(n) if self.inner.replicas_short.load(Ordering::Relaxed) => {
+                    match self.inner.wait_probe.try_lock() {
+                        Ok(probe) => Some(probe),
+                        Err(_) => return Err(replicas_short(n)),
+                    }
+                }
+                _ => None,
+            };
             let (generation, mut con) = self.connection().await?;
             let result = con.req_packed_commands(pipeline, offset, count).await;
             match &result {
-                Ok(values) => self.after_pipeline(pipeline, values),
+                Ok(values) => self.after_pipeline(asked, values),
                 Err(e) => self.after_error(generation, e),
             }
             result

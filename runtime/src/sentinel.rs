@@ -48,8 +48,10 @@ impl fmt::Display for NodeAddr {
 pub struct SentinelAnswer {
     /// The primary it names (none while it knows of none).
     pub primary: Option<NodeAddr>,
-    /// Replicas of that primary it does not flag as down (`s_down`): a sentinel promotes only
-    /// from those. A replica merely disconnected from it (not yet down) still counts.
+    /// Replicas of that primary it could promote: a sentinel never promotes one it sees down
+    /// (`s_down`) or cannot reach (`disconnected`), nor, here, an old primary that still says it
+    /// is one (until Sentinel turns it into a replica, about 8 s after it is back, it holds none
+    /// of the new primary's writes and cannot acknowledge a `WAIT`).
     pub replicas_up: Vec<NodeAddr>,
 }
 
@@ -254,7 +256,11 @@ fn answer(
         .iter()
         .filter(|r| {
             let flags = r.get("flags").map(String::as_str).unwrap_or_default();
-            !flags.split(',').any(|f| matches!(f, "s_down" | "o_down"))
+            let role = r.get("role-reported").map(String::as_str);
+            !flags
+                .split(',')
+                .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+                && role != Some("master")
         })
         .filter_map(|r| {
             let host = r.get("ip")?;
@@ -334,8 +340,11 @@ mod tests {
                 ("ip".to_owned(), "10.0.0.1".to_owned()),
                 ("port".to_owned(), port.to_owned()),
                 ("flags".to_owned(), flags.to_owned()),
+                ("role-reported".to_owned(), "slave".to_owned()),
             ])
         };
+        let mut returning = replica("6", "slave");
+        returning.insert("role-reported".to_owned(), "master".to_owned());
         let a = answer(
             Some(("10.0.0.1".into(), "1".into())),
             &[
@@ -343,10 +352,11 @@ mod tests {
                 replica("3", "s_down,slave"),
                 replica("4", "slave,disconnected"),
                 replica("5", "o_down,slave"),
+                returning,
             ],
         );
         assert_eq!(a.primary, Some(node(1)));
-        assert_eq!(a.replicas_up, [node(2), node(4)]);
+        assert_eq!(a.replicas_up, [node(2)]);
         assert_eq!(answer(None, &[]), SentinelAnswer::default());
     }
 }
