@@ -19,4 +19,8 @@ if [ ! -f "$conf" ]; then
     if [ -n "${1:-}" ]; then echo "replicaof $1 6379"; fi
   } >"$conf"
 fi
-exec docker-entrypoint.sh redis-server "$conf"
+# Every write reaches the disk before it is acknowledged: a primary killed and started again
+# before the sentinels notice (a supervisor's quick restart) is still the primary, and its
+# replicas resynchronise from it; with less on its disk than it acknowledged, they would drop
+# decisions the bridges had confirmed (docs/scaling.md, "Network partitions").
+exec docker-entrypoint.sh redis-server "$conf" --appendonly yes --appendfsync always
