@@ -80,9 +80,23 @@ fn no_single_point_of_failure_is_left() {
     let doc = merged();
     let svcs = services(&doc);
 
-    // Redis: a replica of the primary and three sentinels watching it.
-    let replica_cmd = format!("{:?}", svcs.get("redis-replica").expect("redis-replica"));
-    assert!(replica_cmd.contains("redis-node.sh") && replica_cmd.contains("\"redis\""));
+    // Redis: two replicas of the primary (a promoted one still has a replica to confirm with)
+    // and three sentinels watching it.
+    for replica in ["redis-replica", "redis-replica-2"] {
+        let svc = svcs.get(replica).expect(replica);
+        let entrypoint: Vec<&str> = svc
+            .get("entrypoint")
+            .and_then(Value::as_sequence)
+            .map(|s| s.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            entrypoint,
+            ["/bin/sh", "/tapgate/redis-node.sh", "redis"],
+            "{replica} follows the primary `redis`"
+        );
+        let hostname = svc.get("hostname").and_then(Value::as_str);
+        assert_eq!(hostname, Some(replica), "{replica} announces its own name");
+    }
     let sentinels: Vec<&str> = svcs
         .keys()
         .filter_map(Value::as_str)
