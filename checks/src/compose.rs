@@ -3,7 +3,9 @@
 //! No Docker engine is needed: the file is read as YAML and every reference is followed in the
 //! repository. Variables (`${NAME}`, `${NAME:-default}`, `${NAME:?message}`, `$NAME`) must be
 //! listed in `.env.example`; a secret-looking setting (password, cookie, secret, token) must come
-//! from a variable, never be written in the file.
+//! from a variable, never be written in the file. The file must also be one docker-compose 1.29
+//! (Debian 12's package) reads, as well as Compose v2: no top-level `name`, no `configs` written
+//! inline (`content`, `environment`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -112,13 +114,26 @@ pub fn check(rel: &str, env_rel: &str) -> Result<Vec<Finding>, CheckError> {
     };
     for key in top.keys() {
         let k = key.as_str().unwrap_or_default();
-        if ![
-            "name", "services", "volumes", "networks", "secrets", "configs",
-        ]
-        .contains(&k)
+        if k == "name" {
+            finding(
+                "top-level name: docker-compose 1.29 refuses it (give the project name with -p or \
+                 COMPOSE_PROJECT_NAME)"
+                    .into(),
+            );
+        } else if !["services", "volumes", "networks", "secrets", "configs"].contains(&k)
             && !k.starts_with("x-")
         {
             finding(format!("unknown top-level key {k:?}"));
+        }
+    }
+    for (name, config) in map(&doc, "configs").into_iter().flatten() {
+        let name = name.as_str().unwrap_or("?");
+        for inline in ["content", "environment"] {
+            if config.get(inline).is_some() {
+                finding(format!(
+                    "config {name}: {inline} needs Compose 2.23; docker-compose 1.29 reads only file configs"
+                ));
+            }
         }
     }
 

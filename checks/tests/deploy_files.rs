@@ -31,7 +31,8 @@ fn compose_check_refuses_broken_references() {
         "services:\n  a:\n    build:\n      context: .\n      dockerfile: docker/missing.Dockerfile\n    \
          volumes:\n      - ./no/such/file:/x:ro\n      - undeclared:/data\n    \
          environment:\n      SOME_PASSWORD: hunter2\n      B: ${B}\n    \
-         depends_on:\n      b:\n        condition: service_healthy\n  b:\n    image: x\n",
+         depends_on:\n      b:\n        condition: service_healthy\n  b:\n    image: x\n\
+         name: x\nconfigs:\n  c:\n    content: x\n",
     )
     .expect("write compose");
     let findings = compose::check(&dir.rel("compose.yml"), &dir.rel("env")).expect("parses");
@@ -44,6 +45,8 @@ fn compose_check_refuses_broken_references() {
         "variable B is not listed",
         "lists UNUSED, which the compose file never uses",
         "b has no healthcheck",
+        "top-level name: docker-compose 1.29 refuses it",
+        "config c: content needs Compose 2.23",
     ] {
         assert!(
             text.contains(expected),
