@@ -7,6 +7,11 @@
 #
 # Writes DIR/ca.crt, DIR/ca.key, DIR/server.crt, DIR/server.key and DIR/<id>.crt/.key per
 # device. Devices trust DIR/ca.crt; keep ca.key offline.
+#
+# The broker reads server.key as its own user inside its container: uid 1000 in EMQX's image
+# (and in the mosquitto stand-in of docker-compose.smoke.yml). Run as root, this gives the key
+# to that uid, still readable by its owner only; TAPGATE_BROKER_UID names another uid, and an
+# empty one leaves the key to whoever ran this.
 set -eu
 dir="${1:?usage: make-certs.sh DIR HOSTNAME [DEVICE_ID...]}"
 host="${2:?usage: make-certs.sh DIR HOSTNAME [DEVICE_ID...]}"
@@ -29,4 +34,13 @@ for id in "$@"; do
 done
 rm -f server.csr server.ext
 chmod 644 ca.crt server.crt
+broker_uid="${TAPGATE_BROKER_UID-1000}"
+if [ -n "$broker_uid" ] && [ "$(id -u)" != "$broker_uid" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    chown "$broker_uid" server.key
+  else
+    echo "tapgate: the broker runs as uid $broker_uid in its container and cannot read server.key;" \
+      "give it the key: sudo chown $broker_uid $dir/server.key" >&2
+  fi
+fi
 echo "tapgate: certificates in $dir (server CN $host)"
