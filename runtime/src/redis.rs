@@ -270,8 +270,10 @@ struct Inner {
     replicas_up: AtomicU32,
     /// Wakes the watcher: ask the sentinels now.
     check: Arc<tokio::sync::Notify>,
-    /// The last `WAIT` got fewer replicas than asked: until one gets them all, only one pipeline
-    /// ending in `WAIT` is sent at a time (see [`RedisLink::req_packed_commands`]).
+    /// The last `WAIT` got fewer replicas than asked: until one gets them all (on this node or
+    /// the next: a new connection does not clear it, or every waiting decision would send its
+    /// `WAIT` at once again), only one pipeline ending in `WAIT` is sent at a time (see
+    /// `req_packed_commands`).
     replicas_short: AtomicBool,
     /// Held by that one pipeline.
     wait_probe: tokio::sync::Mutex<()>,
@@ -422,8 +424,6 @@ impl RedisLink {
                 .replicas_up
                 .store(count(quorum.replicas_up), Ordering::Relaxed);
         }
-        // A new node: its replicas are not known to be short.
-        self.inner.replicas_short.store(false, Ordering::Relaxed);
         let generation = self.inner.generations.fetch_add(1, Ordering::SeqCst) + 1;
         if generation > 1 {
             self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
