@@ -250,6 +250,8 @@ struct Row {
     /// Counters that differ from the stream: (counter, counted, in stream).
     counters_vs_stream: Vec<(String, i64, i64)>,
     silence: Duration,
+    /// From the heal (or the restart) to the next decision.
+    after_heal: Duration,
     primary_after: String,
 }
 
@@ -304,6 +306,8 @@ async fn counter_sum(link: &mut RedisLink, key: &str) -> i64 {
 }
 
 /// The longest time without a decision from `from` to `from + window` (or the last decision).
+/// The simulator's grace (40 s) outlasts the window, so a silence is never cut short by the run's
+/// end before its last decision.
 fn longest_silence(times: &[Instant], from: Instant, window: Duration) -> Duration {
     let end = times
         .iter()
@@ -323,6 +327,22 @@ fn longest_silence(times: &[Instant], from: Instant, window: Duration) -> Durati
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or(window)
+}
+
+/// `instant` as UTC wall-clock time (to read beside the logs).
+fn wall(instant: Instant) -> String {
+    let ago = Instant::now().saturating_duration_since(instant);
+    let at = std::time::SystemTime::now() - ago;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000 % 24,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 /// Records when every decision arrives (a watcher subscribed to all decision topics).
@@ -392,7 +412,7 @@ async fn run_scenario(fault: Fault) -> Row {
     let t0 = Instant::now();
     tokio::time::sleep_until((t0 + FAULT_AT).into()).await;
     let fault_at = Instant::now();
-    let cluster = tokio::task::spawn_blocking(move || {
+    let (cluster, healed) = tokio::task::spawn_blocking(move || {
         let mut cluster = cluster;
         match fault {
             Fault::PrimaryAlone => {
@@ -412,7 +432,7 @@ async fn run_scenario(fault: Fault) -> Row {
                 cluster.lab.process(p).start();
             }
         }
-        cluster
+        (cluster, Instant::now())
     })
     .await
     .expect("fault");
@@ -422,7 +442,13 @@ async fn run_scenario(fault: Fault) -> Row {
         .expect("simulator ran");
     stop_watch.cancel();
     let times = times.lock().expect("times").clone();
-    let silence = longest_silence(&times, fault_at, Duration::from_secs(25));
+    let silence = longest_silence(&times, fault_at, Duration::from_secs(45));
+    // From the heal (or the restarted primary listening) to the next decision.
+    let after_heal = times
+        .iter()
+        .filter(|t| **t >= healed)
+        .min()
+        .map_or(Duration::MAX, |t| *t - healed);
 
     // What the devices were told against what the stream holds, on the primary the majority
     // names now.
@@ -459,6 +485,28 @@ async fn run_scenario(fault: Fault) -> Row {
             .map_or(address, |d| (*d).to_owned())
     };
     let named = tokio::task::block_in_place(|| cluster.named());
+    // What the sentinels did, and how the first bridge followed (a few lines each).
+    println!(
+        "{}: fault at {}, healed at {}",
+        fault.name(),
+        wall(fault_at),
+        wall(healed)
+    );
+    for line in cluster.lab.logs().lines().filter(|l| {
+        l.contains("+switch-master")
+            || l.contains("+convert-to-slave")
+            || l.contains("+slave-reconf-done")
+            || l.contains("+failover-end")
+    }) {
+        println!("sentinels: {line}");
+    }
+    for line in bridges[0]
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("tapgate_runtime::redis"))
+    {
+        println!("bridge-0: {line}");
+    }
     println!("{}: sentinels name {named:?}", fault.name());
     println!("{}", summary.render());
     let row = Row {
@@ -471,6 +519,7 @@ async fn run_scenario(fault: Fault) -> Row {
         stream_vs_devices,
         counters_vs_stream,
         silence,
+        after_heal,
         primary_after,
     };
     if !row.ok() {
@@ -489,8 +538,8 @@ async fn run_scenario(fault: Fault) -> Row {
 
 fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| scenario | sent | decided | unanswered | mismatches | stream = devices | counters = stream | longest silence | primary after |\n\
-         |---|---:|---:|---:|---:|---|---|---:|---|\n",
+        "| scenario | sent | decided | unanswered | mismatches | stream = devices | counters = stream | longest silence | next decision after the heal | primary after |\n\
+         |---|---:|---:|---:|---:|---|---|---:|---:|---|\n",
     );
     for r in rows {
         let same = |d: &[(String, i64, i64)]| {
@@ -501,7 +550,7 @@ fn table(rows: &[Row]) -> String {
             }
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {:.1} s | {} |\n",
             r.fault.name(),
             r.sent,
             r.decided,
@@ -510,6 +559,7 @@ fn table(rows: &[Row]) -> String {
             same(&r.stream_vs_devices),
             same(&r.counters_vs_stream),
             r.silence.as_secs_f64(),
+            r.after_heal.as_secs_f64(),
             r.primary_after,
         ));
     }
