@@ -257,7 +257,13 @@ struct Current {
     generation: u64,
     connection: MultiplexedConnection,
     address: String,
+    /// Held by the one pipeline ending in `WAIT` sent on this connection while replicas are
+    /// short. Per connection: one stuck on a node the link has left must not hold up the next.
+    wait_probe: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// The connection in use: its generation, the connection and its `WAIT` probe.
+type InUse = (u64, MultiplexedConnection, Arc<tokio::sync::Mutex<()>>);
 
 struct Inner {
     source: RedisSource,
@@ -272,11 +278,9 @@ struct Inner {
     check: Arc<tokio::sync::Notify>,
     /// The last `WAIT` got fewer replicas than asked: until one gets them all (on this node or
     /// the next: a new connection does not clear it, or every waiting decision would send its
-    /// `WAIT` at once again), only one pipeline ending in `WAIT` is sent at a time (see
-    /// `req_packed_commands`).
+    /// `WAIT` at once again), only one pipeline ending in `WAIT` is sent at a time on a connection
+    /// (see `req_packed_commands`).
     replicas_short: AtomicBool,
-    /// Held by that one pipeline.
-    wait_probe: tokio::sync::Mutex<()>,
 }
 
 /// A Redis connection that reconnects by itself, following Sentinel failovers. Cheap to clone.
@@ -329,7 +333,6 @@ impl RedisLink {
                 replicas_up: AtomicU32::new(0),
                 check: Arc::new(tokio::sync::Notify::new()),
                 replicas_short: AtomicBool::new(false),
-                wait_probe: tokio::sync::Mutex::new(()),
             }),
         };
         let mut probe = link.clone();
@@ -378,13 +381,19 @@ impl RedisLink {
     }
 
     /// The connection in use and its generation (every command asks: no allocation here).
-    fn read_current(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn read_current(&self) -> Option<InUse> {
         let guard = self.inner.current.read().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().map(|c| (c.generation, c.connection.clone()))
+        guard.as_ref().map(|c| {
+            (
+                c.generation,
+                c.connection.clone(),
+                Arc::clone(&c.wait_probe),
+            )
+        })
     }
 
     /// The connection in use, connecting (and asking the sentinels) when there is none.
-    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+    async fn connection(&self) -> RedisResult<InUse> {
         if let Some(current) = self.read_current() {
             return Ok(current);
         }
@@ -393,7 +402,9 @@ impl RedisLink {
         if let Some(current) = self.read_current() {
             return Ok(current);
         }
+        let started = std::time::Instant::now();
         let (client, quorum) = self.inner.source.resolve().await?;
+        let resolved = started.elapsed();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
@@ -436,12 +447,15 @@ impl RedisLink {
                 sentinels = q.sentinels,
                 replicas_up = q.replicas_up,
                 generation,
+                asking_ms = resolved.as_millis(),
+                connecting_ms = (started.elapsed() - resolved).as_millis(),
                 "Connected to the Redis primary a majority of the sentinels names"
             ),
             None => {
                 tracing::info!(redis = %self.inner.source.url(), node = %address, generation, "Connected to Redis")
             }
         }
+        let wait_probe = Arc::new(tokio::sync::Mutex::new(()));
         *self
             .inner
             .current
@@ -450,8 +464,9 @@ impl RedisLink {
             generation,
             connection: connection.clone(),
             address,
+            wait_probe: Arc::clone(&wait_probe),
         });
-        Ok((generation, connection))
+        Ok((generation, connection, wait_probe))
     }
 
     /// After `e` on connection `generation`: forget that connection if `e` says it is no use,
@@ -581,7 +596,7 @@ fn not_connected(e: RedisError) -> RedisError {
 impl ConnectionLike for RedisLink {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let (generation, mut con) = self.connection().await?;
+            let (generation, mut con, _) = self.connection().await?;
             let result = con.req_packed_command(cmd).await;
             if let Err(e) = &result {
                 self.after_error(generation, e);
@@ -601,16 +616,16 @@ impl ConnectionLike for RedisLink {
             // While replicas are short every one would time out, each holding up everything
             // behind it; so then one is sent at a time and the others fail at once, to be retried.
             let asked = pipeline.cmd_iter().last().and_then(wait_replicas);
+            let (generation, mut con, probe) = self.connection().await?;
             let _probe = match asked {
                 Some(n) if self.inner.replicas_short.load(Ordering::Relaxed) => {
-                    match self.inner.wait_probe.try_lock() {
+                    match probe.try_lock_owned() {
                         Ok(probe) => Some(probe),
                         Err(_) => return Err(replicas_short(n)),
                     }
                 }
                 _ => None,
             };
-            let (generation, mut con) = self.connection().await?;
             let result = con.req_packed_commands(pipeline, offset, count).await;
             match &result {
                 Ok(values) => self.after_pipeline(asked, values),
