@@ -693,4 +693,27 @@ mod tests {
         let e = RedisTarget::parse("redis+sentinel://u:secret@h1", None).expect_err("bad");
         assert!(!e.to_string().contains("secret"), "{e}");
     }
+
+    #[test]
+    fn finds_the_replicas_a_wait_asks_for() {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(2).arg(500);
+        assert_eq!(wait_replicas(&wait), Some(2));
+        assert_eq!(wait_replicas(redis::cmd("wait").arg(1).arg(10)), Some(1));
+        assert_eq!(wait_replicas(redis::cmd("GET").arg(2)), None);
+        assert_eq!(wait_replicas(&redis::cmd("WAIT")), None);
+        let mut pipe = redis::pipe();
+        pipe.cmd("FCALL").arg("decide").cmd("WAIT").arg(2).arg(500);
+        let last = pipe.cmd_iter().last().and_then(wait_replicas);
+        assert_eq!(last, Some(2));
+    }
+
+    #[test]
+    fn a_held_back_wait_is_trouble_the_caller_retries() {
+        // The bridge's store retries I/O errors; the link returns this one before sending, so
+        // it never drops the connection.
+        let e = replicas_short(2);
+        assert!(e.is_io_error(), "{e}");
+        assert!(e.to_string().contains("not sent"), "{e}");
+    }
 }
