@@ -287,7 +287,8 @@ struct Inner {
 ///
 /// With Sentinel, the link never keeps using a node a majority of the sentinels no longer names
 /// as primary: a watcher task asks them every [`CHECK_EVERY`], and at once after a connection
-/// error, `READONLY` or a `WAIT` answered with fewer replicas than asked; when the majority names
+/// error, `READONLY`, a `WAIT` answered with fewer replicas than asked or a sentinel's
+/// `+switch-master`; when the majority names
 /// another node, or none, the connection is dropped and the next command connects to what the
 /// majority names then (or fails, to be retried, while there is no majority).
 #[derive(Clone)]
@@ -340,6 +341,9 @@ impl RedisLink {
             .query_async(&mut probe)
             .await
             .map_err(|source| RedisConnectError { url, source })?;
+        if let Resolver::Sentinel { sentinels, .. } = &*link.inner.source.resolver {
+            sentinels.on_switch(Arc::downgrade(&link.inner.check));
+        }
         if sentinel {
             tokio::spawn(watch(
                 Arc::downgrade(&link.inner),

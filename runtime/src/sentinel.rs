@@ -4,16 +4,18 @@
 //! [`choose`] is the rule, without I/O: it takes what each sentinel answered (or that it did not)
 //! and returns the primary a majority names together with the replicas any answering sentinel
 //! still sees up. [`Sentinels`] asks every sentinel at once, each within [`ASK_TIMEOUT`], and
-//! applies it. The majority is of the sentinels configured, not of those that answered: a
-//! sentinel cut off with an old primary names it still, and on its own it is no majority.
+//! applies it; [`Sentinels::on_switch`] wakes a link when a sentinel announces a new primary.
+//! The majority is of the sentinels configured, not of those that answered: a sentinel cut off
+//! with an old primary names it still, and on its own it is no majority.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisResult};
+use redis::{AsyncConnectionConfig, Client, PushKind, RedisResult};
+use tokio::sync::Notify;
 
 /// How long one sentinel may take to connect or to answer before it counts as unreachable.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -197,6 +199,16 @@ impl Sentinels {
         choose(&self.ask().await)
     }
 
+    /// Wakes `wake` whenever a sentinel announces a new primary (`+switch-master`), so that a
+    /// link asks the quorum at once rather than at its next check. One task per sentinel, which
+    /// reconnects a second after its connection is lost; the tasks end once `wake` is dropped.
+    pub fn on_switch(&self, wake: Weak<Notify>) {
+        for slot in self.slots.iter() {
+            let url = format!("{}/?protocol=resp3", slot.url.trim_end_matches('/'));
+            tokio::spawn(follow_switches(url, wake.clone()));
+        }
+    }
+
     async fn ask_one(&self, i: usize) -> Option<SentinelAnswer> {
         let slot = &self.slots[i];
         let mut guard = slot.connection.lock().await;
@@ -234,6 +246,58 @@ impl Sentinels {
                 None
             }
         }
+    }
+}
+
+/// Subscribes to `+switch-master` on the sentinel at `url` (RESP3) and wakes `wake` on each
+/// announcement, until `wake` is gone.
+async fn follow_switches(url: String, wake: Weak<Notify>) {
+    /// How often a quiet subscription checks whether it is still wanted.
+    const STILL_WANTED: Duration = Duration::from_secs(5);
+    while wake.strong_count() > 0 {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(ASK_TIMEOUT))
+            .set_response_timeout(Some(ASK_TIMEOUT))
+            .set_push_sender(tx);
+        let subscribed = async {
+            let mut con = Client::open(url.as_str())?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            con.subscribe("+switch-master").await?;
+            RedisResult::Ok(con)
+        }
+        .await;
+        match subscribed {
+            // The connection is held while announcements come.
+            Ok(_connection) => loop {
+                let push = tokio::select! {
+                    push = rx.recv() => push,
+                    _ = tokio::time::sleep(STILL_WANTED) => {
+                        if wake.strong_count() == 0 {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                match push {
+                    Some(p) if p.kind == PushKind::Message => match wake.upgrade() {
+                        Some(w) => {
+                            tracing::debug!(sentinel = %url, "A sentinel announced a new primary");
+                            w.notify_one();
+                        }
+                        None => return,
+                    },
+                    Some(p) if p.kind == PushKind::Disconnection => break,
+                    Some(_) => {}
+                    None => break,
+                }
+            },
+            Err(e) => {
+                tracing::debug!(sentinel = %url, error = %e, "Cannot follow the sentinel's announcements")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -123,6 +123,48 @@ async fn waits_for_every_replica_a_failover_could_promote() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_failover_moves_the_link_without_a_failed_command() {
+    let group = tokio::task::spawn_blocking(SentinelGroup::start)
+        .await
+        .expect("group");
+    let link = link(&group.url()).await;
+    set(&link, "before").await.expect("write");
+    let old = link.address();
+    // The link follows every sentinel's announcements (`+switch-master`).
+    eventually(
+        "a subscription on every sentinel",
+        Duration::from_secs(5),
+        async || {
+            group.sentinels.iter().all(|s| {
+                tapgate_testkit::sentinel::redis_cli(s.port(), &["CLIENT", "LIST"])
+                    .contains("sub=1")
+            })
+        },
+    )
+    .await;
+    // The primary stays up and writable: only the sentinels' word moves it.
+    let out = tapgate_testkit::sentinel::redis_cli(
+        group.sentinels[0].port(),
+        &["SENTINEL", "FAILOVER", MASTER_NAME],
+    );
+    assert!(out.contains("OK"), "{out}");
+    let left = eventually(
+        "the link to leave the old primary",
+        Duration::from_secs(15),
+        async || link.address() != old,
+    )
+    .await;
+    println!("left the old primary {left:?} after the forced failover");
+    eventually(
+        "writes on the new primary",
+        Duration::from_secs(10),
+        async || set(&link, "after").await.is_ok(),
+    )
+    .await;
+    assert_ne!(link.address(), old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_failover_to_the_promoted_replica() {
     let mut group = tokio::task::spawn_blocking(SentinelGroup::start)
         .await
