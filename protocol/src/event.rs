@@ -37,6 +37,13 @@ pub enum EventKind {
     PassVoided,
     /// A gate let a card in on its pass. Topic `events/pass-used/{PRODUCT}`.
     PassUsed,
+    /// A gate let a card in paid as you go: `price` is what the entry was charged (0 once
+    /// capped), `balance` what the card holds after it, `day` the service day whose caps and
+    /// revenue it counts on; the pass is `PAYG`. Topic `events/fare-charged/PAYG`.
+    FareCharged,
+    /// A terminal sold a top-up: `price` was added to the card's balance (`balance` after it);
+    /// `day` is the service day it counts on. Topic `events/topped-up/{PRODUCT}`.
+    ToppedUp,
     /// A `period` pass's first entry started its window. Topic `events/pass-activated/{PRODUCT}`.
     PassActivated,
     /// A gate or terminal said no to a card. Topic `events/pass-denied`.
@@ -60,10 +67,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::PassIssued,
         EventKind::PassVoided,
         EventKind::PassUsed,
+        EventKind::FareCharged,
+        EventKind::ToppedUp,
         EventKind::PassActivated,
         EventKind::PassDenied,
         EventKind::Rejected,
@@ -80,6 +89,8 @@ impl EventKind {
             EventKind::PassIssued => "pass-issued",
             EventKind::PassVoided => "pass-voided",
             EventKind::PassUsed => "pass-used",
+            EventKind::FareCharged => "fare-charged",
+            EventKind::ToppedUp => "topped-up",
             EventKind::PassActivated => "pass-activated",
             EventKind::PassDenied => "pass-denied",
             EventKind::Rejected => "rejected",
@@ -103,6 +114,8 @@ impl EventKind {
             EventKind::PassIssued
                 | EventKind::PassVoided
                 | EventKind::PassUsed
+                | EventKind::FareCharged
+                | EventKind::ToppedUp
                 | EventKind::PassActivated
         )
     }
@@ -168,6 +181,9 @@ pub struct Event {
     /// `pass-issued`, `pass-voided`: the service day whose revenue the sale counts on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub day: Option<jiff::civil::Date>,
+    /// `fare-charged`, `topped-up`: the card's pay-as-you-go balance afterwards, minor units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<i64>,
     /// MQTT only: the stream entry id of this event, for de-duplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<String>,
@@ -193,6 +209,7 @@ impl Event {
             price: None,
             currency: None,
             day: None,
+            balance: None,
             seq: None,
         }
     }

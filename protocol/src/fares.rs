@@ -35,6 +35,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ProductId;
+use crate::payg::{Payg, PaygForm, PAYG_PRODUCT};
 
 /// The largest price a product may have, in minor units (a million in major units of a
 /// two-decimal currency): far above any fare, far below any overflow.
@@ -60,15 +61,18 @@ pub enum Validity {
     Period,
     /// Unlimited entries until the end of the service day it was sold in.
     ServiceDay,
+    /// Not a pass: adds its price to the card's pay-as-you-go balance ([`crate::payg`]).
+    TopUp,
 }
 
 impl Validity {
     /// Every validity.
-    pub const ALL: [Validity; 4] = [
+    pub const ALL: [Validity; 5] = [
         Validity::Single,
         Validity::Trips,
         Validity::Period,
         Validity::ServiceDay,
+        Validity::TopUp,
     ];
 
     /// The wire and file name, e.g. `service_day`.
@@ -78,6 +82,7 @@ impl Validity {
             Validity::Trips => "trips",
             Validity::Period => "period",
             Validity::ServiceDay => "service_day",
+            Validity::TopUp => "top_up",
         }
     }
 
@@ -248,6 +253,8 @@ pub struct Catalogue {
     pub products: Vec<Product>,
     /// A fingerprint of the file, so logs and reports can say which catalogue was in force.
     pub version: String,
+    /// Pay-as-you-go terms (`[payg]`), if the operator charges entries without a pass.
+    pub payg: Option<Payg>,
 }
 
 /// Why a fares file is refused: where, which field, and what is wrong.
@@ -274,6 +281,8 @@ struct FileForm {
     service_day_starts: Option<toml::Spanned<String>>,
     #[serde(default)]
     product: Vec<toml::Spanned<ProductForm>>,
+    #[serde(default)]
+    payg: Option<toml::Spanned<PaygForm>>,
 }
 
 #[derive(Deserialize)]
@@ -342,6 +351,7 @@ impl Catalogue {
             service_day_starts: Time::constant(4, 0, 0, 0),
             products,
             version: format!("builtin-{two_hour_ms}"),
+            payg: None,
         }
     }
 
@@ -409,6 +419,13 @@ impl Catalogue {
                     format!("{e} (a terminal's button sends it: 1–32 of A-Z 0-9 _)"),
                 )
             })?;
+            if id == PAYG_PRODUCT {
+                return Err(err(
+                    Some(p.id.span()),
+                    &field("id"),
+                    format!("{id} is reserved for entries paid as you go"),
+                ));
+            }
             if products.iter().any(|q| q.id() == id) {
                 return Err(err(
                     Some(p.id.span()),
@@ -445,7 +462,7 @@ impl Catalogue {
                     Some(p.validity.span()),
                     &field("validity"),
                     format!(
-                        "unknown validity {:?}; one of single, trips, period, service_day",
+                        "unknown validity {:?}; one of single, trips, period, service_day, top_up",
                         p.validity.get_ref()
                     ),
                 )
@@ -508,6 +525,13 @@ impl Catalogue {
                 }
                 (None, _) => 0,
             };
+            if validity == Validity::TopUp && price == 0 {
+                return Err(err(
+                    Some(p.price.span()),
+                    &field("price"),
+                    "a top_up product adds its price to a balance: at least 1".into(),
+                ));
+            }
             products.push(Product {
                 terms: Terms {
                     product: id,
@@ -520,12 +544,37 @@ impl Catalogue {
                 name,
             });
         }
+        let payg = match &form.payg {
+            None => None,
+            Some(section) => Some(
+                section
+                    .get_ref()
+                    .check(currency)
+                    .map_err(|(at, f, message)| err(Some(at), f, message))?,
+            ),
+        };
+        if payg.is_none() {
+            if let Some((i, p)) = form
+                .product
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.get_ref().validity.get_ref() == Validity::TopUp.as_str())
+            {
+                return Err(err(
+                    Some(p.get_ref().validity.span()),
+                    &format!("product[{}].validity", i + 1),
+                    "a top_up product needs a [payg] section: a balance pays fares only there"
+                        .into(),
+                ));
+            }
+        }
         Ok(Self {
             currency,
             time_zone,
             service_day_starts,
             products,
             version: fingerprint(text),
+            payg,
         })
     }
 
@@ -611,10 +660,15 @@ fn field_at(text: &str, at: usize) -> Option<String> {
     if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return None;
     }
-    let product = text[..start]
+    let headers: Vec<&str> = text[..start]
         .lines()
-        .filter(|l| l.trim() == "[[product]]")
-        .count();
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .collect();
+    if headers.last() == Some(&"[payg]") {
+        return Some(format!("payg.{key}"));
+    }
+    let product = headers.iter().filter(|l| **l == "[[product]]").count();
     Some(if product == 0 {
         key.to_owned()
     } else {
@@ -691,6 +745,79 @@ validity = "service_day"
                 .expect("good")
                 .version
         );
+    }
+
+    const PAYG: &str = r#"
+[payg]
+fare = 250
+daily_cap = 700
+weekly_cap = 3000
+minimum_balance = -250
+
+[[product]]
+id = "TOPUP_10"
+name = "Top up 10.00"
+price = 1000
+validity = "top_up"
+"#;
+
+    #[test]
+    fn pay_as_you_go_and_top_ups() {
+        let c = Catalogue::parse("fares.toml", &format!("{GOOD}{PAYG}")).expect("good");
+        let payg = c.payg.expect("payg");
+        assert_eq!(
+            (
+                payg.fare,
+                payg.daily_cap,
+                payg.weekly_cap,
+                payg.minimum_balance
+            ),
+            (250, Some(700), Some(3000), -250)
+        );
+        assert_eq!(payg.to_words(), "250 700 3000 -250 EUR");
+        assert!(c.sells_top_ups());
+        let top = c
+            .product(ProductId::from_static("TOPUP_10"))
+            .expect("top-up");
+        assert_eq!(top.terms.validity, Validity::TopUp);
+        assert!(!Catalogue::parse("f", GOOD).expect("good").sells_top_ups());
+
+        let only = "currency = \"EUR\"\ntime_zone = \"UTC\"\n[payg]\nfare = 100\n[[product]]\nid = \"T\"\nname = \"T\"\nprice = 500\nvalidity = \"top_up\"\n";
+        let c = Catalogue::parse("f", only).expect("caps are optional");
+        assert_eq!(c.payg.expect("payg").to_words(), "100 - - 0 EUR");
+
+        let e = refused(&format!(
+            "{GOOD}{}",
+            PAYG.replace("fare = 250", "fare = -1")
+        ));
+        assert_eq!(e.field, "payg.fare", "{e}");
+        let e = refused(&format!(
+            "{GOOD}{}",
+            PAYG.replace("minimum_balance = -250", "minimum_balance = 5")
+        ));
+        assert_eq!(e.field, "payg.minimum_balance", "{e}");
+        let e = refused(&format!(
+            "{GOOD}{}",
+            PAYG.replace("fare = 250", "fare = 250\nfair = 1")
+        ));
+        assert_eq!(e.field, "payg.fair", "{e}");
+        let e = refused(&format!(
+            "{GOOD}{}",
+            PAYG.replace(
+                "[payg]\nfare = 250\ndaily_cap = 700\nweekly_cap = 3000\nminimum_balance = -250\n",
+                ""
+            )
+        ));
+        assert_eq!(e.field, "product[5].validity", "{e}");
+        assert!(e.message.contains("[payg]"), "{e}");
+        let e = refused(&format!(
+            "{GOOD}{}",
+            PAYG.replace("price = 1000", "price = 0")
+        ));
+        assert_eq!(e.field, "product[5].price", "{e}");
+        let e = refused(&GOOD.replace("id = \"DAY\"", "id = \"PAYG\""));
+        assert_eq!(e.field, "product[3].id", "{e}");
+        assert!(e.message.contains("reserved"), "{e}");
     }
 
     #[test]

@@ -42,6 +42,32 @@ pub mod pass {
     ];
 }
 
+/// Fields of a card's pay-as-you-go wallet, [`crate::keys::wallet`] (see [`crate::payg`]).
+pub mod wallet {
+    /// What the card holds, minor units (may be negative down to `minimum_balance`).
+    pub const BALANCE: &str = "balance";
+    /// Every top-up, in all: always `balance` + `charged`.
+    pub const TOPPED_UP: &str = "topped_up";
+    /// Every fare charged, in all.
+    pub const CHARGED: &str = "charged";
+    /// The currency of the amounts.
+    pub const CURRENCY: &str = "currency";
+    /// Per-day and per-week totals before this service day (`YYYY-MM-DD`) were dropped.
+    pub const KEPT_FROM: &str = "kept_from";
+    /// The fixed fields.
+    pub const ALL: [&str; 5] = [BALANCE, TOPPED_UP, CHARGED, CURRENCY, KEPT_FROM];
+
+    /// Charged on a service day: `day:{YYYY-MM-DD}`.
+    pub fn day(date: &str) -> String {
+        format!("day:{date}")
+    }
+
+    /// Charged in the week starting on a Monday: `week:{YYYY-MM-DD}`.
+    pub fn week(monday: &str) -> String {
+        format!("week:{monday}")
+    }
+}
+
 /// Fields of a service day's revenue hash, [`crate::keys::revenue`], each incremented in the
 /// same atomic step as the sale it counts. Amounts are minor units of the catalogue's currency.
 pub mod revenue {
@@ -54,8 +80,26 @@ pub mod revenue {
     pub const VOIDS: &str = "voids";
     /// What the voided sales had taken.
     pub const VOIDED: &str = "voided";
+    /// Top-ups sold that day (also counted in `sales` and `amount`: money a terminal took).
+    /// Stored value held for riders, not yet fare revenue.
+    pub const TOP_UPS: &str = "top_ups";
+    /// What the top-ups added to balances.
+    pub const TOPPED_UP: &str = "topped_up";
+    /// Entries paid as you go on that service day (capped ones too, charged 0).
+    pub const FARES: &str = "fares";
+    /// What they were charged: fare revenue taken from balances.
+    pub const FARE_AMOUNT: &str = "fare_amount";
     /// The fixed fields.
-    pub const ALL: [&str; 4] = [SALES, AMOUNT, VOIDS, VOIDED];
+    pub const ALL: [&str; 8] = [
+        SALES,
+        AMOUNT,
+        VOIDS,
+        VOIDED,
+        TOP_UPS,
+        TOPPED_UP,
+        FARES,
+        FARE_AMOUNT,
+    ];
 
     /// Passes of `product` sold: `product:{PRODUCT}:sales`.
     pub fn product_sales(product: &str) -> String {

@@ -22,6 +22,7 @@
 //! | `tapgate:card:{CARD}:recent` | list | bridge | stream ids of the card's latest events, newest first (older lists: the events' JSON); expires |
 //! | `tapgate:blocked` | hash | monitor | card → reason, an index of blocked cards |
 //! | `tapgate:sale:{DEVICE}` | hash | bridge | `card`, `selected` (the product; empty until a button), `terms`, `expires_at` |
+//! | `tapgate:card:{CARD}:wallet` | hash | bridge | a card's pay-as-you-go balance, top-ups and charges in all, and per service day and week: [`crate::fields::wallet`] |
 //! | `tapgate:revenue:{DAY}` | hash | bridge (a void: monitor) | sales and amounts of a service day (`YYYY-MM-DD`), net of voids, and its voids: [`crate::fields::revenue`] |
 //! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | `op:CARD:PASS` fingerprint, newline, the stored result (compact, see `decide.lua`) |
 //! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s`, `clock_skew_ms`, `clock_flagged`, `clock_checked_at`; expires |
@@ -121,6 +122,12 @@ pub fn revenue(day: &str) -> String {
 /// The card's pass: `tapgate:card:{CARD}:pass`.
 pub fn pass(card: &CardId) -> String {
     format!("tapgate:card:{{{card}}}:pass")
+}
+
+/// The card's pay-as-you-go wallet: `tapgate:card:{CARD}:wallet`; fields in
+/// [`crate::fields::wallet`].
+pub fn wallet(card: &CardId) -> String {
+    format!("tapgate:card:{{{card}}}:wallet")
 }
 
 /// The card's deny-list entry: `tapgate:card:{CARD}:blocked`.

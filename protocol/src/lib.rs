@@ -8,6 +8,7 @@
 //! - [`message`]: device → bridge payloads (taps, button presses) and bridge → device decisions.
 //! - [`validate`]: turning raw device payloads into typed messages, or a specific refusal.
 //! - [`fares`]: the operator's fare catalogue: products, prices, validity, service days.
+//! - [`payg`]: pay as you go: a card's balance, the fare at an entry, daily and weekly caps.
 //! - [`rules`]: the pass rules as a pure function, the reference model of the bridge's script.
 //! - [`event`]: events the bridge publishes for monitors and appends to the event stream.
 //! - [`status`]: device presence (status, last will and heartbeat, sent unretained).
@@ -27,6 +28,7 @@ pub mod fields;
 pub mod ids;
 pub mod keys;
 pub mod message;
+pub mod payg;
 pub mod rules;
 pub mod status;
 pub mod stream;

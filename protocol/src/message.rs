@@ -225,6 +225,8 @@ pub enum DenyReason {
     /// The card's stored pass cannot be read (an unknown type or a garbled field): nothing is
     /// granted or sold on it until an operator repairs or removes it.
     CorruptPass,
+    /// No usable pass, and the card's pay-as-you-go balance cannot pay the fare.
+    InsufficientFunds,
 }
 
 impl DenyReason {
@@ -243,6 +245,7 @@ impl DenyReason {
             DenyReason::Expired => "expired",
             DenyReason::Blocked => "blocked",
             DenyReason::CorruptPass => "corrupt_pass",
+            DenyReason::InsufficientFunds => "insufficient_funds",
         }
     }
 
@@ -301,6 +304,16 @@ pub enum Outcome {
         /// The price's currency.
         currency: Currency,
     },
+    /// Terminal: a `top_up` product was sold; `price` is added to the card's balance (the
+    /// decision's `balance` says what it holds now).
+    ToppedUp {
+        /// The top-up product sold.
+        selected: ProductId,
+        /// What it cost and added, minor units of `currency`.
+        price: u64,
+        /// The price's currency.
+        currency: Currency,
+    },
     /// Terminal: the confirming tap was another card; the sale is void, nothing issued.
     CardMismatch,
     /// Terminal: a button was pressed with no sale in progress; tap a card first.
@@ -338,6 +351,7 @@ impl Outcome {
             Outcome::AlreadyHasPass { .. } => "already_has_pass",
             Outcome::TapToConfirm { .. } => "tap_to_confirm",
             Outcome::PassIssued { .. } => "pass_issued",
+            Outcome::ToppedUp { .. } => "topped_up",
             Outcome::CardMismatch => "card_mismatch",
             Outcome::TapCardFirst => "tap_card_first",
             Outcome::Stale => "stale",
@@ -378,6 +392,11 @@ impl Outcome {
                 price: price?.0,
                 currency: price?.1,
             },
+            "topped_up" => Outcome::ToppedUp {
+                selected: ProductId::parse(selected)?,
+                price: price?.0,
+                currency: price?.1,
+            },
             "card_mismatch" => Outcome::CardMismatch,
             "tap_card_first" => Outcome::TapCardFirst,
             "stale" => Outcome::Stale,
@@ -388,13 +407,14 @@ impl Outcome {
     }
 
     /// Every outcome name, for metrics and dashboards.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "granted",
         "denied",
         "select_pass",
         "already_has_pass",
         "tap_to_confirm",
         "pass_issued",
+        "topped_up",
         "card_mismatch",
         "tap_card_first",
         "stale",
@@ -412,9 +432,27 @@ pub struct Decision {
     /// What was decided.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// Pay as you go: what this entry cost (0 once capped), minor units of the catalogue's
+    /// currency. Present on an entry paid from the card's balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged: Option<u64>,
+    /// Pay as you go: the card's balance after this decision, minor units. Present with
+    /// `charged`, on a top-up, and on a denial for `insufficient_funds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<i64>,
 }
 
 impl Decision {
+    /// A decision with no pay-as-you-go amounts.
+    pub fn new(id: Option<MessageId>, outcome: Outcome) -> Self {
+        Self {
+            id,
+            outcome,
+            charged: None,
+            balance: None,
+        }
+    }
+
     /// Serialises to the wire format.
     pub fn to_json(&self) -> String {
         // A Decision holds only strings, integers and enums: serialisation cannot fail.
@@ -465,7 +503,7 @@ mod tests {
             let mut v = json!({"outcome": name});
             match name {
                 "denied" | "unpaid_entry" => v["reason"] = json!("expired"),
-                "tap_to_confirm" => {
+                "tap_to_confirm" | "topped_up" => {
                     v["selected"] = json!("TEN_TRIP");
                     v["price"] = json!(750);
                     v["currency"] = json!("EUR");
@@ -507,6 +545,30 @@ mod tests {
     }
 
     #[test]
+    fn pay_as_you_go_amounts_on_the_wire() {
+        let d = Decision {
+            charged: Some(250),
+            balance: Some(-150),
+            ..Decision::new(
+                id("g1-8"),
+                Outcome::Granted {
+                    pass: crate::rules::payg_pass(),
+                },
+            )
+        };
+        let v: serde_json::Value = serde_json::from_str(&d.to_json()).expect("json");
+        assert_eq!(
+            v,
+            json!({"id": "g1-8", "outcome": "granted", "pass": {"type": "PAYG"},
+                "charged": 250, "balance": -150})
+        );
+        assert_eq!(
+            Decision::from_json(d.to_json().as_bytes()).expect("parse"),
+            d
+        );
+    }
+
+    #[test]
     fn decision_wire_format() {
         let d = Decision {
             id: id("g1-7"),
@@ -518,6 +580,8 @@ mod tests {
                     remaining_ms: None,
                 },
             },
+            charged: None,
+            balance: None,
         };
         let v: serde_json::Value = serde_json::from_str(&d.to_json()).expect("json");
         assert_eq!(
@@ -535,6 +599,8 @@ mod tests {
                 reason: RejectReason::MalformedJson,
                 detail: "x".into(),
             },
+            charged: None,
+            balance: None,
         };
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("json");
         assert_eq!(
@@ -576,6 +642,11 @@ mod tests {
                 price: 0,
                 currency: Currency::EUR,
             },
+            Outcome::ToppedUp {
+                selected: ProductId::from_static("TOPUP_10"),
+                price: 1000,
+                currency: Currency::EUR,
+            },
             Outcome::CardMismatch,
             Outcome::TapCardFirst,
             Outcome::Stale,
@@ -595,6 +666,8 @@ mod tests {
             let d = Decision {
                 id: id("x"),
                 outcome: o,
+                charged: None,
+                balance: None,
             };
             let back = Decision::from_json(d.to_json().as_bytes()).expect("parse");
             assert_eq!(back, d);

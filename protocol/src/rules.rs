@@ -14,6 +14,13 @@
 //!   end of the service day it was sold in, then `expired` like a period. Unused `single`,
 //!   `trips` and `period` passes never expire.
 //! - One pass per card; once it is used up the card may buy again.
+//! - Pay as you go ([`crate::payg`], when the catalogue has `[payg]`): a gate entry with no
+//!   usable pass is charged the fare from the card's wallet, capped per service day and week of
+//!   the entry's time ([`Settings::fare_day`]); the grant reports the pass `PAYG`, what was
+//!   `charged` and the `balance`. A balance that cannot pay is denied `insufficient_funds` and
+//!   nothing changes. A `top_up` product sold at a terminal adds its price to the wallet
+//!   (`topped_up`, with the balance) whether or not the card holds a pass; a catalogue that sells
+//!   top-ups starts a sale for a card with a pass too, so it can be topped up.
 //! - A blocked card is denied (`blocked`) at gates and terminals.
 //! - A card whose stored pass cannot be read (unknown type, garbled field) is denied
 //!   (`corrupt_pass`) at gates and terminals and the record is left for an operator; see
@@ -43,6 +50,7 @@
 use crate::fares::{Terms, Validity};
 use crate::ids::CardId;
 use crate::message::{ClockSource, DenyReason, Outcome, PassInfo, Stamp, TapMode};
+use crate::payg::{Charge, FareDay, Payg, Wallet, PAYG_PRODUCT};
 use crate::validate::RejectReason;
 
 /// A pass on a card, as stored.
@@ -125,13 +133,32 @@ pub struct Settings {
     /// The end of the service day the decision's time is in (Unix ms): a `service_day` product
     /// sold now is valid until then. [`crate::fares::Catalogue::service_day`] gives it.
     pub day_ends_at: u64,
+    /// Pay-as-you-go terms, when the catalogue has them.
+    pub payg: Option<Payg>,
+    /// The service day and week an entry is charged in: those of the time the rules run at
+    /// ([`fare_time`]); [`crate::fares::Catalogue::fare_day`] gives it.
+    pub fare_day: FareDay,
+    /// Whether the catalogue sells top-ups: then a terminal starts a sale for a card that holds
+    /// a pass too (it may top up; a pass product is still refused `already_has_pass`).
+    pub top_ups: bool,
 }
+
+/// A fare day at the epoch, for settings without pay as you go.
+pub const NO_FARE_DAY: FareDay = FareDay {
+    day: jiff::civil::Date::constant(1970, 1, 1),
+    week: jiff::civil::Date::constant(1969, 12, 29),
+    starts_at_ms: 0,
+    ends_at_ms: 0,
+};
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             sale_timeout_ms: 30_000,
             day_ends_at: u64::MAX,
+            payg: None,
+            fare_day: NO_FARE_DAY,
+            top_ups: false,
         }
     }
 }
@@ -145,6 +172,8 @@ pub struct State {
     pub blocked: bool,
     /// The terminal's sale (terminal inputs only).
     pub sale: Option<Sale>,
+    /// The tapped card's pay-as-you-go wallet (empty when it never had one).
+    pub wallet: Wallet,
 }
 
 /// The result of one input: the decision and the state after it.
@@ -158,6 +187,37 @@ pub struct Verdict {
     pub sale: Option<Sale>,
     /// A `period` pass was activated by this entry.
     pub activated: bool,
+    /// The tapped card's wallet afterwards.
+    pub wallet: Wallet,
+    /// Pay as you go: what this entry cost.
+    pub charged: Option<u64>,
+    /// Pay as you go: the balance after this decision (entries paid as you go, top-ups,
+    /// `insufficient_funds`).
+    pub balance: Option<i64>,
+}
+
+impl Verdict {
+    fn new(outcome: Outcome, pass: Option<Pass>, sale: Option<Sale>, state: &State) -> Self {
+        Self {
+            outcome,
+            pass,
+            sale,
+            activated: false,
+            wallet: state.wallet.clone(),
+            charged: None,
+            balance: None,
+        }
+    }
+}
+
+/// The info an entry paid as you go reports as its pass.
+pub fn payg_pass() -> PassInfo {
+    PassInfo {
+        pass_type: PAYG_PRODUCT,
+        trips_remaining: None,
+        expires_at: None,
+        remaining_ms: None,
+    }
 }
 
 /// Applies the rules to one input. Pure: same arguments, same verdict.
@@ -165,28 +225,46 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
     // Expired state is as good as absent.
     let pass = state.pass.clone().filter(|p| p.is_live(now));
     let sale = state.sale.clone().filter(|s| now <= s.expires_at);
-    let verdict = |outcome, pass, sale| Verdict {
-        outcome,
-        pass,
-        sale,
-        activated: false,
-    };
+    let verdict = |outcome, pass, sale| Verdict::new(outcome, pass, sale, state);
     let denied = |reason| Outcome::Denied { reason };
     match input {
         Input::GateTap(_) => {
             if state.blocked {
                 return verdict(denied(DenyReason::Blocked), state.pass.clone(), None);
             }
-            let Some(mut p) = state.pass.clone() else {
-                return verdict(denied(DenyReason::NoPass), None, None);
+            let Some(mut p) = pass else {
+                // No usable pass (an expired one is removed): pay as you go, where offered.
+                let Some(payg) = settings.payg else {
+                    let reason = match state.pass {
+                        Some(_) => DenyReason::Expired,
+                        None => DenyReason::NoPass,
+                    };
+                    return verdict(denied(reason), None, None);
+                };
+                let mut wallet = state.wallet.clone();
+                let charge = wallet.charge(&payg, &settings.fare_day);
+                let (outcome, charged, balance) = match charge {
+                    Charge::Paid { charged, balance } => (
+                        Outcome::Granted { pass: payg_pass() },
+                        Some(charged),
+                        balance,
+                    ),
+                    Charge::Insufficient { balance } => {
+                        (denied(DenyReason::InsufficientFunds), None, balance)
+                    }
+                };
+                return Verdict {
+                    wallet,
+                    charged,
+                    balance: Some(balance),
+                    ..verdict(outcome, None, None)
+                };
             };
-            if !p.is_live(now) {
-                return verdict(denied(DenyReason::Expired), None, None);
-            }
             let mut activated = false;
             p.used_at.get_or_insert(now);
             match p.terms.validity {
-                Validity::Single | Validity::ServiceDay => {}
+                // A top-up is never stored as a pass; read as single if one were.
+                Validity::Single | Validity::ServiceDay | Validity::TopUp => {}
                 Validity::Trips => p.trips = p.trips.saturating_sub(1),
                 Validity::Period => {
                     if p.expires_at.is_none() {
@@ -197,15 +275,17 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
             }
             let info = p.info(now);
             let used_up = match p.terms.validity {
-                Validity::Single => true,
+                Validity::Single | Validity::TopUp => true,
                 Validity::Trips => p.trips == 0,
                 Validity::Period | Validity::ServiceDay => false,
             };
             Verdict {
-                outcome: Outcome::Granted { pass: info },
-                pass: (!used_up).then_some(p),
-                sale: None,
                 activated,
+                ..verdict(
+                    Outcome::Granted { pass: info },
+                    (!used_up).then_some(p),
+                    None,
+                )
             }
         }
         Input::TerminalTap(card) => {
@@ -224,6 +304,19 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
                         verdict(Outcome::CardMismatch, state.pass.clone(), None)
                     } else if state.blocked {
                         verdict(denied(DenyReason::Blocked), state.pass.clone(), None)
+                    } else if selected.validity == Validity::TopUp {
+                        let mut wallet = state.wallet.clone();
+                        wallet.top_up(selected.price);
+                        let sold = Outcome::ToppedUp {
+                            selected: selected.product,
+                            price: selected.price,
+                            currency: selected.currency,
+                        };
+                        Verdict {
+                            balance: Some(wallet.balance),
+                            wallet,
+                            ..verdict(sold, pass, None)
+                        }
                     } else if let Some(p) = pass {
                         let info = p.info(now);
                         verdict(Outcome::AlreadyHasPass { pass: info }, Some(p), None)
@@ -241,14 +334,14 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
                 _ => {
                     if state.blocked {
                         verdict(denied(DenyReason::Blocked), state.pass.clone(), None)
-                    } else if let Some(p) = pass {
+                    } else if let Some(p) = pass.clone().filter(|_| !settings.top_ups) {
                         let info = p.info(now);
                         verdict(Outcome::AlreadyHasPass { pass: info }, Some(p), None)
                     } else {
                         let select = Outcome::SelectPass {
                             products: Vec::new(),
                         };
-                        verdict(select, None, Some(next(None)))
+                        verdict(select, pass, Some(next(None)))
                     }
                 }
             }
@@ -343,6 +436,22 @@ pub fn resolve_time(
     Ok((at, clock))
 }
 
+/// The time whose service day an entry is charged in ([`Settings::fare_day`]): when it happened
+/// for an offline entry (settled at its own time), the bridge's `now` otherwise. `None` when the
+/// message's time is refused.
+pub fn fare_time(
+    stamp: Option<Stamp>,
+    now: u64,
+    skew_ms: Option<i64>,
+    settings: TimeSettings,
+) -> Option<u64> {
+    let (at, _) = resolve_time(stamp, now, skew_ms, settings).ok()?;
+    Some(match stamp.map(|s| s.mode) {
+        Some(TapMode::Offline) => at,
+        _ => now,
+    })
+}
+
 /// The result of [`decide_timed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timed {
@@ -369,12 +478,7 @@ pub fn decide_timed(
 ) -> Result<Timed, RejectReason> {
     let (at, clock) = resolve_time(stamp, now, skew_ms, time)?;
     let mode = stamp.map_or(TapMode::Online, |s| s.mode);
-    let unchanged = |outcome| Verdict {
-        outcome,
-        pass: state.pass.clone(),
-        sale: state.sale.clone(),
-        activated: false,
-    };
+    let unchanged = |outcome| Verdict::new(outcome, state.pass.clone(), state.sale.clone(), state);
     let verdict = match mode {
         TapMode::Offline => {
             if !matches!(input, Input::GateTap(_)) {
@@ -414,14 +518,14 @@ pub fn decide_stored(
     now: u64,
     settings: Settings,
 ) -> Verdict {
-    let corrupt = Verdict {
-        outcome: Outcome::Denied {
+    let corrupt = Verdict::new(
+        Outcome::Denied {
             reason: DenyReason::CorruptPass,
         },
-        pass: state.pass.clone(),
-        sale: None,
-        activated: false,
-    };
+        state.pass.clone(),
+        None,
+        state,
+    );
     if !pass_corrupt || state.blocked {
         return decide(input, state, now, settings);
     }
@@ -452,11 +556,44 @@ mod tests {
     const S: Settings = Settings {
         sale_timeout_ms: 30_000,
         day_ends_at: DAY_END,
+        payg: None,
+        fare_day: NO_FARE_DAY,
+        top_ups: false,
     };
     const TODAY: ProductId = ProductId::from_static("TODAY");
+    const TOPUP: ProductId = ProductId::from_static("TOPUP");
+    const PAYG: Payg = Payg {
+        fare: 250,
+        daily_cap: Some(700),
+        weekly_cap: Some(3000),
+        minimum_balance: 0,
+        currency: Currency::EUR,
+    };
+    /// `S` with pay as you go and top-ups, on Monday 2026-12-07.
+    const SP: Settings = Settings {
+        payg: Some(PAYG),
+        fare_day: FareDay {
+            day: jiff::civil::Date::constant(2026, 12, 7),
+            week: jiff::civil::Date::constant(2026, 12, 7),
+            starts_at_ms: 0,
+            ends_at_ms: DAY_END,
+        },
+        top_ups: true,
+        ..S
+    };
 
     /// The terms of a built-in product, or of `TODAY`, a service-day pass at 600.
     fn terms(id: ProductId) -> Terms {
+        if id == TOPUP {
+            return Terms {
+                product: TOPUP,
+                validity: Validity::TopUp,
+                trips: 0,
+                duration_ms: 0,
+                price: 1000,
+                currency: Currency::EUR,
+            };
+        }
         if id == TODAY {
             return Terms {
                 product: TODAY,
@@ -485,6 +622,10 @@ mod tests {
         Outcome::SelectPass {
             products: Vec::new(),
         }
+    }
+
+    fn live_pass(state: &State) -> Option<Pass> {
+        state.pass.clone().filter(|p| p.is_live(NOW))
     }
 
     fn card(s: &str) -> CardId {
@@ -610,6 +751,7 @@ mod tests {
             pass: Some(issue(ProductId::TEN_TRIP, 0)),
             blocked: true,
             sale: None,
+            wallet: Wallet::default(),
         };
         let v = gate(&state, NOW);
         assert_eq!(
@@ -750,6 +892,7 @@ mod tests {
             pass: Some(issue(ProductId::SINGLE_USE, 0)),
             blocked: false,
             sale: sale("7", Some(terms(ProductId::TEN_TRIP))),
+            wallet: Wallet::default(),
         };
         let v = decide(&Input::TerminalTap(card("7")), &state, NOW, S);
         assert!(matches!(v.outcome, Outcome::AlreadyHasPass { .. }));
@@ -979,6 +1122,7 @@ mod tests {
                 Some(terms(ProductId::SINGLE_USE)),
                 Some(terms(ProductId::TWO_HOUR)),
                 Some(terms(TODAY)),
+                Some(terms(TOPUP)),
             ] {
                 for end in [NOW, NOW - 1] {
                     sales.push(Some(Sale {
@@ -991,26 +1135,60 @@ mod tests {
         }
         let mut inputs = vec![Input::GateTap(card("1")), Input::TerminalTap(card("1"))];
         inputs.extend(
-            [ProductId::SINGLE_USE, ProductId::TEN_TRIP, TODAY].map(|p| Input::Button(terms(p))),
+            [ProductId::SINGLE_USE, ProductId::TEN_TRIP, TODAY, TOPUP]
+                .map(|p| Input::Button(terms(p))),
         );
+        let mut wallets = vec![Wallet::default()];
+        for (balance, today) in [(100, 0), (1000, 500), (5000, 700)] {
+            let mut w = Wallet::default();
+            w.top_up(balance + today);
+            if today > 0 {
+                w.charge(
+                    &Payg {
+                        fare: today,
+                        ..PAYG
+                    },
+                    &SP.fare_day,
+                );
+            }
+            wallets.push(w);
+        }
         let mut seen = std::collections::HashSet::new();
         for input in &inputs {
             for pass in &passes {
                 for blocked in [false, true] {
                     for sale in &sales {
-                        let state = State {
-                            pass: pass.clone(),
-                            blocked,
-                            sale: sale.clone(),
-                        };
-                        let v = decide(input, &state, NOW, S);
-                        seen.insert(v.outcome.name());
-                        check_invariants(input, &state, &v);
-                        assert_eq!(v, decide(input, &state, NOW, S), "deterministic");
+                        for (settings, wallet) in wallets
+                            .iter()
+                            .map(|w| (SP, w))
+                            .chain([(S, &Wallet::default())])
+                        {
+                            let state = State {
+                                pass: pass.clone(),
+                                blocked,
+                                sale: sale.clone(),
+                                wallet: wallet.clone(),
+                            };
+                            let v = decide(input, &state, NOW, settings);
+                            seen.insert(v.outcome.name());
+                            check_invariants(input, &state, &v, settings);
+                            assert_eq!(v, decide(input, &state, NOW, settings), "deterministic");
+                        }
                     }
                 }
             }
         }
+        // Pay as you go, exactly: entries charged 250, 250, 200, 0 under a daily cap of 700.
+        let mut state = State::default();
+        state.wallet.top_up(1000);
+        let mut charged = Vec::new();
+        for _ in 0..4 {
+            let v = decide(&Input::GateTap(card("1")), &state, NOW, SP);
+            assert_eq!(v.outcome, Outcome::Granted { pass: payg_pass() });
+            charged.push(v.charged.expect("charged"));
+            state.wallet = v.wallet;
+        }
+        assert_eq!(charged, [250, 250, 200, 0]);
         let mut all: Vec<_> = Outcome::NAMES.to_vec();
         // Time outcomes come from decide_timed, tested above.
         all.retain(|n| !["rejected", "stale", "entry_settled", "unpaid_entry"].contains(n));
@@ -1019,8 +1197,37 @@ mod tests {
         }
     }
 
-    fn check_invariants(input: &Input, state: &State, v: &Verdict) {
-        let ctx = format!("{input:?} {state:?} -> {v:?}");
+    fn check_invariants(input: &Input, state: &State, v: &Verdict, settings: Settings) {
+        let ctx = format!("{input:?} {state:?} {settings:?} -> {v:?}");
+        // Money is conserved on every card: what was topped up is held or was charged.
+        let w = &v.wallet;
+        assert_eq!(
+            i128::from(w.topped_up),
+            i128::from(w.balance) + i128::from(w.charged),
+            "{ctx}"
+        );
+        let spent = w.charged - state.wallet.charged;
+        let added = w.topped_up - state.wallet.topped_up;
+        match &v.outcome {
+            Outcome::Granted { pass } if pass.pass_type == PAYG_PRODUCT => {
+                let payg = settings.payg.expect("payg");
+                assert_eq!(v.charged, Some(spent), "{ctx}");
+                assert_eq!(v.balance, Some(w.balance), "{ctx}");
+                assert!(w.balance >= payg.minimum_balance, "{ctx}");
+                let day = w.days.get(&settings.fare_day.day).copied().unwrap_or(0);
+                let before = state.wallet.days.get(&settings.fare_day.day).copied();
+                if before.unwrap_or(0) <= 700 {
+                    assert!(day <= 700, "daily cap: {ctx}");
+                }
+                assert_eq!(added, 0, "{ctx}");
+            }
+            Outcome::ToppedUp { price, .. } => {
+                assert_eq!(added, *price, "{ctx}");
+                assert_eq!(spent, 0, "{ctx}");
+                assert_eq!(v.pass, live_pass(state), "a top-up leaves the pass: {ctx}");
+            }
+            _ => assert_eq!(v.wallet, state.wallet, "only entries and top-ups: {ctx}"),
+        }
         let live = state.pass.as_ref().filter(|p| p.is_live(NOW));
         // A blocked card never gets in, never buys, and its pass is untouched.
         if state.blocked && !matches!(input, Input::Button(_)) {
@@ -1036,9 +1243,10 @@ mod tests {
             assert_eq!(v.pass, state.pass, "{ctx}");
         }
         match &v.outcome {
-            Outcome::Granted { .. } => {
+            Outcome::Granted { pass } => {
                 assert!(matches!(input, Input::GateTap(_)), "{ctx}");
-                assert!(live.is_some() && !state.blocked, "{ctx}");
+                let payg = pass.pass_type == PAYG_PRODUCT;
+                assert!((live.is_some() != payg) && !state.blocked, "{ctx}");
             }
             Outcome::PassIssued { pass, price, .. } => {
                 assert!(live.is_none(), "one pass per card: {ctx}");
@@ -1052,6 +1260,12 @@ mod tests {
             }
             Outcome::Denied { reason } => {
                 assert_eq!(*reason == DenyReason::Blocked, state.blocked, "{ctx}");
+                if *reason == DenyReason::InsufficientFunds {
+                    assert!(settings.payg.is_some() && live.is_none(), "{ctx}");
+                }
+            }
+            Outcome::AlreadyHasPass { .. } => {
+                assert!(live.is_some(), "{ctx}");
             }
             _ => {}
         }

@@ -54,9 +54,11 @@ pub const PRICE: &str = "price";
 pub const CURRENCY: &str = "currency";
 /// [`Event::day`], `YYYY-MM-DD`.
 pub const DAY: &str = "day";
+/// [`Event::balance`], minor units.
+pub const BALANCE: &str = "balance";
 
 /// Every field an entry may have, in the order writers use.
-pub const FIELDS: [&str; 18] = [
+pub const FIELDS: [&str; 19] = [
     EVENT,
     TIME,
     DEVICE,
@@ -75,10 +77,11 @@ pub const FIELDS: [&str; 18] = [
     PRICE,
     CURRENCY,
     DAY,
+    BALANCE,
 ];
 
 /// The fields the decide script writes on every entry, in this order, empty when unused.
-pub const DECIDE_FIELDS: [&str; 16] = [
+pub const DECIDE_FIELDS: [&str; 17] = [
     EVENT,
     TIME,
     DEVICE,
@@ -95,6 +98,7 @@ pub const DECIDE_FIELDS: [&str; 16] = [
     PRICE,
     CURRENCY,
     DAY,
+    BALANCE,
 ];
 
 /// Why a stream entry is not an event.
@@ -158,6 +162,7 @@ impl Event {
         put(PRICE, self.price.map(|p| p.to_string()));
         put(CURRENCY, self.currency.map(|c| c.as_str().to_owned()));
         put(DAY, self.day.map(|d| d.to_string()));
+        put(BALANCE, self.balance.map(|b| b.to_string()));
         out
     }
 
@@ -211,6 +216,9 @@ impl Event {
             .transpose()?;
         e.day = text(DAY)
             .map(|v| v.parse::<jiff::civil::Date>().map_err(|_| unknown(DAY, v)))
+            .transpose()?;
+        e.balance = text(BALANCE)
+            .map(|v| v.parse::<i64>().map_err(|_| EntryError::NotNumber(BALANCE)))
             .transpose()?;
         if let Some(t) = text(PASS) {
             let pass_type = ProductId::parse(t).ok_or_else(|| unknown(PASS, t))?;
