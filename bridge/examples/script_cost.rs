@@ -132,6 +132,8 @@ fn tap(
             replaces: None,
             day: None,
             catalogue: "bench",
+            payg: None,
+            top_ups: false,
         };
         pipe.add_command(decide_command(library(), &s.store().decide_arg(), &req))
             .ignore();

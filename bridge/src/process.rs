@@ -21,7 +21,7 @@ use tapgate_protocol::validate::{
 };
 use tapgate_protocol::{
     Catalogue, Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Notice,
-    Outcome, RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
+    Outcome, RejectReason, Rejection, Stamp, TapMode, Topics, MAX_PAYLOAD_BYTES,
 };
 use tapgate_runtime::clock::Clock;
 use tapgate_runtime::Backoff;
@@ -298,7 +298,15 @@ impl Processor {
         // history instead.
         let attempt = || {
             let now_ms = self.clock.now_ms();
-            let req = Request {
+            let gate = matches!(input, Input::GateTap(_));
+            // An entry paid as you go is charged on the caps of the service day the rules run
+            // at: the stamp's for an offline entry (the script asks again should the device's
+            // lead move it to another day), the bridge's now otherwise.
+            let fare_time = match stamp {
+                Some(s) if s.mode == TapMode::Offline => s.time,
+                _ => now_ms,
+            };
+            let mut req = Request {
                 kind: topic.kind,
                 device: &topic.device,
                 id,
@@ -308,8 +316,26 @@ impl Processor {
                 replaces,
                 day: matches!(input, Input::TerminalTap(_)).then(|| fares.service_day(now_ms)),
                 catalogue: &fares.version,
+                payg: fares
+                    .payg
+                    .filter(|_| gate)
+                    .map(|p| (p, fares.fare_day(fare_time))),
+                top_ups: fares.sells_top_ups(),
             };
-            async move { self.store.decide(&req).await }
+            async move {
+                match self.store.decide(&req).await? {
+                    Answer::FareDayAt(at) => {
+                        req.payg = req.payg.map(|(p, _)| (p, fares.fare_day(at)));
+                        match self.store.decide(&req).await? {
+                            Answer::FareDayAt(again) => Err(StoreError::BadResult(format!(
+                                "the fare day of {at} does not hold {again}"
+                            ))),
+                            answer => Ok(answer),
+                        }
+                    }
+                    answer => Ok(answer),
+                }
+            }
         };
         let here = Some((topic.kind, topic.device.clone()));
         let mut decided = match self.retry("decide", attempt).await {
@@ -340,6 +366,14 @@ impl Processor {
                     .await;
             }
             Err(GaveUp::Shutdown) => return false,
+            Ok(Answer::FareDayAt(at)) => {
+                // The attempt already asked again with that time's fare day.
+                let e = StoreError::BadResult(format!("fare day of {at} asked for twice"));
+                let rejection = internal(&e, Some(id.clone()));
+                return self
+                    .refuse_decided(topic, here, rejection, received, Some(&e))
+                    .await;
+            }
             Err(GaveUp::Permanent(e)) => {
                 let rejection = internal(&e, Some(id.clone()));
                 return self
@@ -454,6 +488,9 @@ impl Processor {
                     reason: rejection.reason,
                     detail: rejection.detail,
                 },
+                charged: None,
+                balance: None,
+                currency: None,
             };
             self.answer(*kind, device, &decision, received).await;
         }

@@ -35,6 +35,8 @@ async fn gate_tap(store: &Store, device: &DeviceId, id: &str, card: &CardId) -> 
             replaces: None,
             day: None,
             catalogue: "test",
+            payg: None,
+            top_ups: false,
         })
         .await
         .expect("decide")

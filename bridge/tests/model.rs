@@ -9,15 +9,28 @@
 //! reload does (the same product ids on other terms: passes sold and sales in progress keep
 //! theirs); it sells across service days and checks that each day's revenue counters equal the
 //! prices of the sales the model made.
+//!
+//! Pay as you go: most catalogues drawn have a `[payg]` section (fare, optional daily and weekly
+//! caps, a minimum balance of 0 or below) and a top-up product. Gate taps without a usable pass
+//! are charged from the card's wallet, offline entries on their own service day's caps, clock
+//! jumps cross service-day and week boundaries; after every message the wallet the script keeps
+//! must equal the model's (balance, top-ups and charges in all, per day and per week), the
+//! decision must carry the model's `charged` and `balance`, and on every card money is
+//! conserved: top-ups = balance + charges, with charges per day and week within the caps in
+//! force and the balance never below the minimum.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
-use tapgate_protocol::rules::{decide_timed, Input, Pass, Sale, Settings, State, TimeSettings};
+use tapgate_protocol::payg::{FareDay, Payg, Wallet, PAYG_PRODUCT};
+use tapgate_protocol::rules::{
+    decide_timed, fare_time, Input, Pass, Sale, Settings, State, TimeSettings,
+};
 use tapgate_protocol::{
-    fields, keys, CardId, Catalogue, Currency, DeviceId, DeviceKind, MessageId, Outcome, ProductId,
-    Stamp, TapMode, Validity,
+    fields, keys, CardId, Catalogue, Currency, DenyReason, DeviceId, DeviceKind, MessageId,
+    Outcome, ProductId, Stamp, TapMode, Validity,
 };
 use tapgate_testkit::RedisServer;
 
@@ -59,6 +72,9 @@ enum Op {
     Reuse(usize, usize),
     /// Puts the drawn catalogue at this index (modulo their number) in force, as a reload does.
     Reload(usize),
+    /// A whole sale at a terminal: tap the card, press the product's button, tap the card again
+    /// (three messages, fresh and waiting).
+    Buy(usize, usize, usize),
 }
 
 /// Pass records the script cannot read: a type without terms that no earlier version wrote,
@@ -78,7 +94,25 @@ const GARBLED: [&[(&str, &str)]; 7] = [
     ],
 ];
 
-/// A random fare catalogue as a fares file: one to five products of any validity.
+/// Drawn `[payg]` terms: fare, daily cap, weekly cap, minimum balance.
+type PaygDraw = (u64, Option<u64>, Option<u64>, i64);
+
+fn payg() -> impl Strategy<Value = Option<PaygDraw>> {
+    prop_oneof![
+        1 => Just(None),
+        3 => (
+            prop::sample::select(vec![1u64, 250, 400]),
+            prop::sample::select(vec![None, Some(300u64), Some(700)]),
+            prop::sample::select(vec![None, Some(1_000u64)]),
+            prop::sample::select(vec![0i64, -250]),
+        )
+            .prop_map(Some),
+    ]
+}
+
+/// A random fare catalogue as a fares file: one to five products of any validity, and pay as you
+/// go with a top-up product (of 500 or 1,000) most of the time. A top-up drawn without pay as you
+/// go is sold as a single instead.
 fn catalogue() -> impl Strategy<Value = String> {
     let product = (
         prop::sample::select(Validity::ALL.to_vec()),
@@ -86,23 +120,110 @@ fn catalogue() -> impl Strategy<Value = String> {
         prop::sample::select(vec![60_000u64, 120_000, 3_600_000]),
         prop::sample::select(vec![0u64, 1, 250, 750, 2_000]),
     );
-    prop::collection::vec(product, 1..5).prop_map(|products| {
-        let mut f = String::from(
-            "currency = \"EUR\"\ntime_zone = \"UTC\"\nservice_day_starts = \"04:00\"\n",
-        );
-        for (i, (validity, trips, duration_ms, price)) in products.into_iter().enumerate() {
-            f += &format!(
-                "\n[[product]]\nid = \"P{i}\"\nname = \"Product {i}\"\nprice = {price}\n\
-                 validity = \"{validity}\"\n"
+    (
+        prop::collection::vec(product, 1..5),
+        payg(),
+        prop::sample::select(vec![500u64, 1_000]),
+    )
+        .prop_map(|(products, payg, top_up)| {
+            let mut f = String::from(
+                "currency = \"EUR\"\ntime_zone = \"UTC\"\nservice_day_starts = \"04:00\"\n",
             );
-            match validity {
-                Validity::Trips => f += &format!("trips = {trips}\n"),
-                Validity::Period => f += &format!("duration = \"{}s\"\n", duration_ms / 1000),
-                _ => {}
+            if let Some((fare, daily, weekly, minimum)) = payg {
+                f += &format!("\n[payg]\nfare = {fare}\nminimum_balance = {minimum}\n");
+                if let Some(cap) = daily {
+                    f += &format!("daily_cap = {cap}\n");
+                }
+                if let Some(cap) = weekly {
+                    f += &format!("weekly_cap = {cap}\n");
+                }
+                f += &format!(
+                    "\n[[product]]\nid = \"TOPUP\"\nname = \"Top up\"\nprice = {top_up}\n\
+                 validity = \"top_up\"\n"
+                );
+            }
+            for (i, (validity, trips, duration_ms, price)) in products.into_iter().enumerate() {
+                let (validity, price) = match validity {
+                    Validity::TopUp if payg.is_none() => (Validity::Single, price),
+                    Validity::TopUp => (validity, price.max(1)),
+                    v => (v, price),
+                };
+                f += &format!(
+                    "\n[[product]]\nid = \"P{i}\"\nname = \"Product {i}\"\nprice = {price}\n\
+                 validity = \"{validity}\"\n"
+                );
+                match validity {
+                    Validity::Trips => f += &format!("trips = {trips}\n"),
+                    Validity::Period => f += &format!("duration = \"{}s\"\n", duration_ms / 1000),
+                    _ => {}
+                }
+            }
+            f
+        })
+}
+
+/// Pay as you go's part of a gate tap's request, as the bridge makes it: the fare day of the
+/// stamp for an offline entry, of `now` otherwise.
+fn payg_request(
+    catalogue: &Catalogue,
+    input: &Input,
+    stamp: Option<Stamp>,
+    now: u64,
+) -> Option<(Payg, FareDay)> {
+    let at = match stamp {
+        Some(s) if s.mode == TapMode::Offline => s.time,
+        _ => now,
+    };
+    catalogue
+        .payg
+        .filter(|_| matches!(input, Input::GateTap(_)))
+        .map(|p| (p, catalogue.fare_day(at)))
+}
+
+/// Decides `req` as the bridge does: asked again with the fare day of the time the script names.
+async fn decide(store: &Store, catalogue: &Catalogue, mut req: Request<'_>) -> Answer {
+    let first = store.decide(&req).await.expect("script");
+    let Answer::FareDayAt(at) = first else {
+        return first;
+    };
+    req.payg = req.payg.map(|(p, _)| (p, catalogue.fare_day(at)));
+    let again = store.decide(&req).await.expect("script");
+    assert!(
+        !matches!(again, Answer::FareDayAt(_)),
+        "fare day asked twice"
+    );
+    again
+}
+
+/// A card's wallet as the script keeps it.
+async fn read_wallet(con: &mut redis::aio::MultiplexedConnection, c: usize) -> Wallet {
+    let f: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::wallet(&card(c)))
+        .query_async(con)
+        .await
+        .expect("HGETALL");
+    let mut w = Wallet::default();
+    for (name, v) in &f {
+        let n = || v.parse::<u64>().expect("amount");
+        let date = |d: &str| d.parse::<tapgate_protocol::payg::Date>().expect("date");
+        match name.as_str() {
+            "balance" => w.balance = v.parse().expect("balance"),
+            "topped_up" => w.topped_up = n(),
+            "charged" => w.charged = n(),
+            "currency" => {}
+            "kept_from" => w.kept_from = Some(date(v)),
+            other => {
+                if let Some(d) = other.strip_prefix("day:") {
+                    w.days.insert(date(d), n());
+                } else if let Some(d) = other.strip_prefix("week:") {
+                    w.weeks.insert(date(d), n());
+                } else {
+                    panic!("unknown wallet field {other}");
+                }
             }
         }
-        f
-    })
+    }
+    w
 }
 
 fn stamp() -> impl Strategy<Value = StampOp> {
@@ -133,6 +254,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Redeliver),
         1 => (any::<usize>(), 0..CARDS.len()).prop_map(|(n, c)| Op::Reuse(n, c)),
         1 => (0..3usize).prop_map(Op::Reload),
+        2 => (0..TERMINALS.len(), 0..CARDS.len(), 0..5usize)
+            .prop_map(|(t, c, p)| Op::Buy(t, c, p)),
     ]
 }
 
@@ -142,8 +265,17 @@ struct Model {
     sales: HashMap<usize, Sale>,
     blocked: HashSet<usize>,
     corrupt: HashSet<usize>,
+    wallets: HashMap<usize, Wallet>,
     /// Measured skew by device name.
     skews: HashMap<&'static str, i64>,
+}
+
+/// How often each pay-as-you-go case came up over all runs, so the test shows it covered them:
+/// charged, charged 0 (capped), insufficient funds, topped up, settled offline.
+static SEEN: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
+
+fn seen(i: usize) {
+    SEEN[i].fetch_add(1, Ordering::Relaxed);
 }
 
 /// A message the model sent, for redeliveries and reused ids.
@@ -238,6 +370,18 @@ async fn run_case(
         .collect();
     let mut catalogue = &catalogues[0];
 
+    let fresh = Some((0, TapMode::Online));
+    let ops: Vec<Op> = ops
+        .into_iter()
+        .flat_map(|op| match op {
+            Op::Buy(t, c, p) => vec![
+                Op::TerminalTap(t, c, fresh),
+                Op::Button(t, p, fresh),
+                Op::TerminalTap(t, c, fresh),
+            ],
+            op => vec![op],
+        })
+        .collect();
     let mut con = redis::Client::open(redis.url())
         .expect("client")
         .get_multiplexed_async_connection()
@@ -278,20 +422,20 @@ async fn run_case(
             Op::Redeliver(k) => {
                 let s = sent[k % sent.len()].clone();
                 let device = DeviceId::new(s.device).expect("device");
-                let got = store
-                    .decide(&Request {
-                        kind: s.kind,
-                        device: &device,
-                        id: &s.id,
-                        input: &s.input,
-                        now_ms: now,
-                        stamp: s.stamp,
-                        replaces: None,
-                        day: Some(catalogue.service_day(now)),
-                        catalogue: &catalogue.version,
-                    })
-                    .await
-                    .expect("script");
+                let req = Request {
+                    kind: s.kind,
+                    device: &device,
+                    id: &s.id,
+                    input: &s.input,
+                    now_ms: now,
+                    stamp: s.stamp,
+                    replaces: None,
+                    day: Some(catalogue.service_day(now)),
+                    catalogue: &catalogue.version,
+                    payg: payg_request(catalogue, &s.input, s.stamp, now),
+                    top_ups: catalogue.sells_top_ups(),
+                };
+                let got = decide(store, catalogue, req).await;
                 let Answer::Decided(got) = got else {
                     return Err(TestCaseError::fail(format!("op {n}: redelivery refused")));
                 };
@@ -306,20 +450,20 @@ async fn run_case(
                     DeviceKind::Terminal => Input::TerminalTap(card(*c)),
                 };
                 let device = DeviceId::new(s.device).expect("device");
-                let got = store
-                    .decide(&Request {
-                        kind: s.kind,
-                        device: &device,
-                        id: &s.id,
-                        input: &input,
-                        now_ms: now,
-                        stamp: s.stamp,
-                        replaces: None,
-                        day: Some(catalogue.service_day(now)),
-                        catalogue: &catalogue.version,
-                    })
-                    .await
-                    .expect("script");
+                let req = Request {
+                    kind: s.kind,
+                    device: &device,
+                    id: &s.id,
+                    input: &input,
+                    now_ms: now,
+                    stamp: s.stamp,
+                    replaces: None,
+                    day: Some(catalogue.service_day(now)),
+                    catalogue: &catalogue.version,
+                    payg: payg_request(catalogue, &input, s.stamp, now),
+                    top_ups: catalogue.sells_top_ups(),
+                };
+                let got = decide(store, catalogue, req).await;
                 match got {
                     Answer::Decided(d) => {
                         prop_assert_eq!(&input, &s.input, "op {}: other content replayed", n);
@@ -329,16 +473,20 @@ async fn run_case(
                     Answer::IdReused => {
                         prop_assert_ne!(&input, &s.input, "op {}: same content refused", n);
                     }
-                    Answer::Refused(r) => {
-                        return Err(TestCaseError::fail(format!("op {n}: reuse refused {r}")));
+                    other => {
+                        return Err(TestCaseError::fail(format!(
+                            "op {n}: reuse answered {other:?}"
+                        )));
                     }
                 }
-                // Either way nothing changed: the passes still match the model.
+                // Either way nothing changed: the passes and wallets still match the model.
                 for c in 0..CARDS.len() {
                     if !model.corrupt.contains(&c) {
                         let stored = read_pass(&mut con, c).await;
                         prop_assert_eq!(stored, model.passes.get(&c).map(view), "op {}", n);
                     }
+                    let wallet = read_wallet(&mut con, c).await;
+                    prop_assert_eq!(&wallet, &model.wallets.get(&c).cloned().unwrap_or_default());
                 }
                 continue;
             }
@@ -386,6 +534,7 @@ async fn run_case(
                 model.skews.insert(device, SKEWS[*k]);
                 continue;
             }
+            Op::Buy(..) => unreachable!("expanded above"),
             Op::Gate(c, _) => (
                 DeviceKind::Gate,
                 "g1",
@@ -428,30 +577,37 @@ async fn run_case(
             pass: card_i.and_then(|c| model.passes.get(&c).cloned()),
             blocked: card_i.is_some_and(|c| model.blocked.contains(&c)),
             sale: term_i.and_then(|t| model.sales.get(&t).cloned()),
+            wallet: card_i
+                .and_then(|c| model.wallets.get(&c).cloned())
+                .unwrap_or_default(),
         };
         let corrupt = card_i.is_some_and(|c| model.corrupt.contains(&c));
         let day = catalogue.service_day(now);
+        let fare_day = catalogue.fare_day(fare_time(stamp, now, skew, TIME).unwrap_or(now));
         let settings = Settings {
             sale_timeout_ms: SALE_TIMEOUT_MS,
             day_ends_at: day.ends_at_ms,
+            payg: catalogue.payg,
+            fare_day,
+            top_ups: catalogue.sells_top_ups(),
         };
         let timed = decide_timed(&input, &state, corrupt, stamp, now, skew, settings, TIME);
         let device_id = DeviceId::new(device).expect("device");
         let id = MessageId::new(format!("m{n}")).expect("id");
-        let got = store
-            .decide(&Request {
-                kind,
-                device: &device_id,
-                id: &id,
-                input: &input,
-                now_ms: now,
-                stamp,
-                replaces: None,
-                day: Some(day),
-                catalogue: &catalogue.version,
-            })
-            .await
-            .expect("script");
+        let req = Request {
+            kind,
+            device: &device_id,
+            id: &id,
+            input: &input,
+            now_ms: now,
+            stamp,
+            replaces: None,
+            day: Some(day),
+            catalogue: &catalogue.version,
+            payg: payg_request(catalogue, &input, stamp, now),
+            top_ups: catalogue.sells_top_ups(),
+        };
+        let got = decide(store, catalogue, req).await;
         let expected = match (timed, got) {
             (Err(want), Answer::Refused(reason)) => {
                 prop_assert_eq!(reason, want, "op {} {:?}", n, op);
@@ -490,6 +646,37 @@ async fn run_case(
             op,
             state
         );
+        prop_assert_eq!(
+            (got.decision.charged, got.decision.balance),
+            (expected.charged, expected.balance),
+            "amounts of op {} {:?} with {:?}",
+            n,
+            op,
+            state
+        );
+        if let Some(c) = card_i {
+            let before = model.wallets.get(&c).cloned().unwrap_or_default();
+            let w = &expected.wallet;
+            // Money is conserved on the card; charges stay within the caps in force.
+            prop_assert_eq!(
+                i128::from(w.topped_up),
+                i128::from(w.balance) + i128::from(w.charged)
+            );
+            if let (Some(p), Some(charged)) = (catalogue.payg, expected.charged) {
+                prop_assert!(w.balance >= p.minimum_balance || charged == 0);
+                let day_total = |w: &Wallet| w.days.get(&fare_day.day).copied().unwrap_or(0);
+                let week_total = |w: &Wallet| w.weeks.get(&fare_day.week).copied().unwrap_or(0);
+                if let Some(cap) = p.daily_cap.filter(|cap| day_total(&before) <= *cap) {
+                    prop_assert!(day_total(w) <= cap, "daily cap: op {}", n);
+                }
+                if let Some(cap) = p.weekly_cap.filter(|cap| week_total(&before) <= *cap) {
+                    prop_assert!(week_total(w) <= cap, "weekly cap: op {}", n);
+                }
+            }
+            model.wallets.insert(c, w.clone());
+            let stored = read_wallet(&mut con, c).await;
+            prop_assert_eq!(&stored, w, "wallet after op {} {:?}", n, op);
+        }
         if let Some(c) = card_i.filter(|c| model.corrupt.contains(c)) {
             // Never granted, sold over or rewritten: still the garbled record.
             let exists: bool = redis::cmd("EXISTS")
@@ -535,6 +722,67 @@ async fn run_case(
                 .find(|e| e.event.as_str() == "pass-issued");
             prop_assert_eq!(issued.and_then(|e| e.price), Some(price.unsigned_abs()));
         }
+        if let Outcome::ToppedUp {
+            selected, price, ..
+        } = &expected.outcome
+        {
+            seen(3);
+            let price = i64::try_from(*price).expect("price");
+            let day_revenue = revenue.entry(day.label()).or_default();
+            for (field, by) in [
+                (fields::revenue::SALES.to_owned(), 1),
+                (fields::revenue::AMOUNT.to_owned(), price),
+                (fields::revenue::TOP_UPS.to_owned(), 1),
+                (fields::revenue::TOPPED_UP.to_owned(), price),
+                (fields::revenue::product_sales(selected.as_str()), 1),
+                (fields::revenue::product_amount(selected.as_str()), price),
+                (fields::revenue::terminal_sales(device), 1),
+                (fields::revenue::terminal_amount(device), price),
+            ] {
+                *day_revenue.entry(field).or_default() += by;
+            }
+            let topped = got.events.iter().find(|e| e.event.as_str() == "topped-up");
+            prop_assert_eq!(topped.and_then(|e| e.balance), expected.balance);
+        }
+        let paid_as_you_go = matches!(
+            &expected.outcome,
+            Outcome::Granted { pass } | Outcome::EntrySettled { pass }
+                if pass.pass_type == PAYG_PRODUCT
+        );
+        if matches!(
+            expected.outcome,
+            Outcome::Denied {
+                reason: DenyReason::InsufficientFunds
+            } | Outcome::UnpaidEntry {
+                reason: DenyReason::InsufficientFunds
+            }
+        ) {
+            seen(2);
+        }
+        if paid_as_you_go {
+            let charged = expected.charged.expect("charged");
+            seen(if charged > 0 { 0 } else { 1 });
+            if matches!(expected.outcome, Outcome::EntrySettled { .. }) {
+                seen(4);
+            }
+            let day_revenue = revenue.entry(fare_day.day.to_string()).or_default();
+            *day_revenue
+                .entry(fields::revenue::FARES.to_owned())
+                .or_default() += 1;
+            if charged > 0 {
+                *day_revenue
+                    .entry(fields::revenue::FARE_AMOUNT.to_owned())
+                    .or_default() += i64::try_from(charged).expect("charged");
+            }
+            let event = got
+                .events
+                .iter()
+                .find(|e| e.event.as_str() == "fare-charged");
+            prop_assert_eq!(
+                event.map(|e| (e.price, e.balance, e.day)),
+                Some((Some(charged), expected.balance, Some(fare_day.day)))
+            );
+        }
         if let Some(t) = term_i {
             match &expected.sale {
                 Some(s) => model.sales.insert(t, s.clone()),
@@ -545,6 +793,8 @@ async fn run_case(
         let mut kinds: Vec<_> = got.events.iter().map(|e| e.event.as_str()).collect();
         kinds.extend(got.notices.iter().map(|e| e.event.as_str()));
         let want: Vec<&str> = match &expected.outcome {
+            _ if paid_as_you_go => vec!["fare-charged"],
+            Outcome::ToppedUp { .. } => vec!["topped-up"],
             Outcome::Granted { .. } | Outcome::EntrySettled { .. } if expected.activated => {
                 vec!["pass-activated", "pass-used"]
             }
@@ -596,7 +846,7 @@ fn script_matches_reference_model() {
         ))
         .expect("store");
     let config = ProptestConfig {
-        cases: 150,
+        cases: 400,
         ..ProptestConfig::default()
     };
     proptest!(config, |(
@@ -605,4 +855,13 @@ fn script_matches_reference_model() {
     )| {
         rt.block_on(run_case(&redis, &store, fares, ops))?;
     });
+    let seen: Vec<usize> = SEEN.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+    println!(
+        "pay as you go: charged {}, capped {}, insufficient {}, topped up {}, settled offline {}",
+        seen[0], seen[1], seen[2], seen[3], seen[4]
+    );
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "a pay-as-you-go case never came up: {seen:?}"
+    );
 }

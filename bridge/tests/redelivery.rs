@@ -67,6 +67,8 @@ impl Script {
                 replaces: replaces.as_ref(),
                 day: None,
                 catalogue: "test",
+                payg: None,
+                top_ups: false,
             })
             .await
             .expect("script")

@@ -28,6 +28,8 @@ async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: 
             replaces: None,
             day: None,
             catalogue: "test",
+            payg: None,
+            top_ups: false,
         })
         .await
         .expect("decide");

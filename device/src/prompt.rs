@@ -271,6 +271,16 @@ pub fn money(price: u64, currency: Currency) -> String {
     currency.format(price)
 }
 
+/// A balance, which may be below zero: `-1.50 EUR`.
+pub fn signed_money(minor: i64, currency: Currency) -> String {
+    let text = money(minor.unsigned_abs(), currency);
+    if minor < 0 {
+        format!("-{text}")
+    } else {
+        text
+    }
+}
+
 /// One line for the rider about a refusal.
 pub fn describe_denial(reason: DenyReason) -> &'static str {
     match reason {
@@ -278,6 +288,7 @@ pub fn describe_denial(reason: DenyReason) -> &'static str {
         DenyReason::Expired => "pass expired",
         DenyReason::Blocked => "card blocked",
         DenyReason::CorruptPass => "card needs service: ask staff",
+        DenyReason::InsufficientFunds => "balance too low: top up",
     }
 }
 

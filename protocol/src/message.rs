@@ -231,11 +231,12 @@ pub enum DenyReason {
 
 impl DenyReason {
     /// Every reason.
-    pub const ALL: [DenyReason; 4] = [
+    pub const ALL: [DenyReason; 5] = [
         DenyReason::NoPass,
         DenyReason::Expired,
         DenyReason::Blocked,
         DenyReason::CorruptPass,
+        DenyReason::InsufficientFunds,
     ];
 
     /// The wire name, also the counter field.
@@ -440,6 +441,9 @@ pub struct Decision {
     /// `charged`, on a top-up, and on a denial for `insufficient_funds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<i64>,
+    /// The currency of `charged` and `balance`, with them when the bridge knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
 }
 
 impl Decision {
@@ -450,6 +454,7 @@ impl Decision {
             outcome,
             charged: None,
             balance: None,
+            currency: None,
         }
     }
 
@@ -549,6 +554,7 @@ mod tests {
         let d = Decision {
             charged: Some(250),
             balance: Some(-150),
+            currency: Some(Currency::EUR),
             ..Decision::new(
                 id("g1-8"),
                 Outcome::Granted {
@@ -560,7 +566,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"id": "g1-8", "outcome": "granted", "pass": {"type": "PAYG"},
-                "charged": 250, "balance": -150})
+                "charged": 250, "balance": -150, "currency": "EUR"})
         );
         assert_eq!(
             Decision::from_json(d.to_json().as_bytes()).expect("parse"),
@@ -582,6 +588,7 @@ mod tests {
             },
             charged: None,
             balance: None,
+            currency: None,
         };
         let v: serde_json::Value = serde_json::from_str(&d.to_json()).expect("json");
         assert_eq!(
@@ -601,6 +608,7 @@ mod tests {
             },
             charged: None,
             balance: None,
+            currency: None,
         };
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("json");
         assert_eq!(
@@ -668,6 +676,7 @@ mod tests {
                 outcome: o,
                 charged: None,
                 balance: None,
+                currency: None,
             };
             let back = Decision::from_json(d.to_json().as_bytes()).expect("parse");
             assert_eq!(back, d);

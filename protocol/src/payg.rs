@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use jiff::civil::Date;
+pub use jiff::civil::Date;
 use jiff::ToSpan;
 use serde::Deserialize;
 

@@ -197,7 +197,8 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn new(outcome: Outcome, pass: Option<Pass>, sale: Option<Sale>, state: &State) -> Self {
+    /// `outcome` with `pass` and `sale` afterwards; the wallet as in `state`, no amounts.
+    pub fn new(outcome: Outcome, pass: Option<Pass>, sale: Option<Sale>, state: &State) -> Self {
         Self {
             outcome,
             pass,

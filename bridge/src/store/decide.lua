@@ -13,11 +13,12 @@
 -- event stream, [3] counters:device:{device}, [4] device presence (read: clock_skew_ms),
 -- [5] counters:stale, [6] counters:denied; then, by op:
 --   gate tap:      [7] card pass, [8] card blocked, [9] card recent, [10] counters:entries,
---                  [11] counters:unpaid, [12] seen key of the waiting tap an offline entry or
---                  a retap replaces (only with args[9])
+--                  [11] counters:unpaid; with pay as you go (args[10]) [12] the card's wallet and
+--                  [13] the revenue of the entry's service day (args[11]); last, the seen key of
+--                  the waiting tap an offline entry or a retap replaces (only with args[9] not '')
 --   terminal tap:  [7] card pass, [8] card blocked, [9] card recent, [10] counters:issued,
 --                  [11] sale key of the terminal, [12] revenue of the current service day
---                  (args[10] names that day)
+--                  (args[10] names that day), [13] the card's wallet (a top-up adds to it)
 --   button:        [7] sale key of the terminal
 -- Only the keys a message can touch are passed: each costs Redis a string and a table slot.
 --
@@ -27,11 +28,26 @@
 -- ('' without), [8] settings: "legacy_period_ms sale_timeout_ms seen_ttl_s stream_maxlen
 -- recent_len recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms retap_ms"
 -- (parsed once while unchanged), [9] by op: gate, the id of the waiting tap an offline entry or a
--- retap replaces (absent otherwise; see settle_replaced); button, the product's terms from the
+-- retap replaces ('' or absent otherwise; see settle_replaced), and with pay as you go [10] its
+-- terms, "fare daily_cap weekly_cap minimum_balance currency" (an absent cap is '-';
+-- tapgate_protocol::payg::Payg::to_words), and [11] the fare day of the time the rules run at
+-- (the bridge's now; an offline entry's stamp), "day week keep_from starts_at ends_at"
+-- (tapgate_protocol::payg::FareDay::to_words); button, the product's terms from the
 -- bridge's fare catalogue, "validity trips duration_ms price currency" (tapgate_protocol::fares::
 -- Terms::to_words) and the catalogue's version as a sixth word; terminal tap, when the current
--- service day ends (Unix ms: a service_day product sold now is valid until then), and [10] that
--- day as YYYY-MM-DD.
+-- service day ends (Unix ms: a service_day product sold now is valid until then), [10] that
+-- day as YYYY-MM-DD, and [11] '1' when the catalogue sells top-ups (a card with a pass may then
+-- start a sale, to top up).
+--
+-- Pay as you go (tapgate_protocol::payg): a gate entry with no usable pass is charged from the
+-- card's wallet: the fare, cut to what is left of the day's and the week's caps (0 once capped;
+-- nothing on a day older than the wallet's kept_from); a balance that would fall below
+-- minimum_balance is denied insufficient_funds and nothing changes. The wallet hash keeps
+-- balance, topped_up and charged in all (topped_up = balance + charged, always) and charged per
+-- service day (day:YYYY-MM-DD) and week (week:<its Monday>); when a card is first charged in a
+-- week, totals before keep_from are dropped. A top_up product sold at a terminal adds its price
+-- to the balance. Both count on their service day's revenue (fares, fare_amount; top_ups,
+-- topped_up, and a top-up's sale in sales and amount like any sale) in the same call.
 --
 -- Products are data: the script never names one. A pass record keeps the terms it was sold on
 -- (validity, trips, duration, price, currency, the catalogue's version), so a catalogue change
@@ -43,14 +59,19 @@
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
 -- the stored result for a redelivery of the same content, '2' alone for an id already used with
 -- other content, '3' and the reason for a message whose time is refused (time_in_future,
--- offline_not_allowed). The last two change nothing. (A string, not a {code, text} table: Redis
+-- offline_not_allowed), '4' and a time (Unix ms) when an entry paid as you go happened outside
+-- the fare day the bridge passed (an offline entry whose stamp the device's lead moved across a
+-- service-day boundary): the bridge calls again with that time's fare day. The last three change
+-- nothing. (A string, not a {code, text} table: Redis
 -- converts a table reply with a dozen lookups, a string with none.)
 --
 -- The result is one line of tab-separated fields (store/result.rs reads it):
 --   outcome, reason, selected, pass product, trips left (trips products only), expires_at, time
 --   (the bridge's clock), tap_time, clock ('' for both without a stamp), price and currency (of a
---   chosen or sold product, else ''), then per event appended to the stream: its kind, stream id
---   and reason (for a pass-issued event, which has none, the service day it was counted on).
+--   chosen or sold product or a top-up, or what an entry paid as you go was charged, else ''),
+--   '=' then pay as you go's "charged,balance" (either part empty when it has none), then per
+--   event appended to the stream: its kind, stream id and reason (for a pass-issued, topped-up or
+--   fare-charged event, which have none, the service day it was counted on).
 -- An event carries the decision's pass when its kind is one with a pass in the topic
 -- (pass-issued, pass-used, pass-activated), and the decision's device, id, card and mode.
 --
@@ -79,19 +100,22 @@
 -- Library functions as locals (upvalues), bound on the first call: a global and a table lookup
 -- on every use add up over a call, and none of them can be reached while the library loads.
 -- `redis.call` is taken afresh at the start of every call.
-local tonumber, tostring, format, sub, find, match, upper, max, floor, call
+local tonumber, tostring, format, sub, find, match, upper, max, min, floor, call
 
 local function bind()
   tonumber, tostring, format = _G.tonumber, _G.tostring, _G.string.format
   sub, find, match, upper = _G.string.sub, _G.string.find, _G.string.match, _G.string.upper
-  max, floor = _G.math.max, _G.math.floor
+  max, min, floor = _G.math.max, _G.math.min, _G.math.floor
 end
 
 local VALIDITIES = {single = true, trips = true, period = true, service_day = true}
+-- What a product may be sold as: a pass, or a top-up (never stored as a pass).
+local TERMS = {single = true, trips = true, period = true, service_day = true, top_up = true}
 -- Records from before terms were stored: their type's terms (a TWO_HOUR's period is the
 -- settings' legacy_period_ms).
 local LEGACY = {SINGLE_USE = 'single', TEN_TRIP = 'trips', TWO_HOUR = 'period'}
-local DENY_REASONS = {no_pass = true, expired = true, blocked = true, corrupt_pass = true}
+local DENY_REASONS = {no_pass = true, expired = true, blocked = true, corrupt_pass = true,
+  insufficient_funds = true}
 -- Expired passes and sales are judged by their stored deadline against `now`; Redis expiry is only
 -- garbage collection, set this much later so it never decides anything.
 local GC_MS = 60000
@@ -141,7 +165,11 @@ end
 local op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_time, stamp_text, mode
 local k_seen, k_stream, k_device, k_presence, k_stale, k_denied
 local k_pass, k_blocked, k_recent, k_entries, k_unpaid, k_replaced, k_issued, k_sale, k_revenue
-local replaces, chosen_terms, day_end, day_label
+local k_wallet, k_fare_revenue
+local replaces, chosen_terms, day_end, day_label, top_ups
+-- Pay as you go: the terms (parsed when their text changes) and this call's fare day.
+local payg, payg_text, payg_terms
+local fare_day
 local fingerprint, seen_unit, seen_for
 -- When the message happened on the bridge's clock, and which clock that is.
 local at, clock
@@ -190,22 +218,23 @@ end
 
 -- The result line of this call's decision (its events so far at the end). `price` is the price
 -- and currency of a chosen or sold product, "price\tcurrency".
-local function result_line(outcome, reason, selected, p, price)
+-- `money` is pay as you go's "charged,balance" (see the result layout).
+local function result_line(outcome, reason, selected, p, price, money)
   local ptype, trips, expires = '', '', ''
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
   return outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t' .. ptype
     .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
-    .. clock_name .. '\t' .. (price or '\t') .. '\t' .. events
+    .. clock_name .. '\t' .. (price or '\t') .. '\t=' .. (money or ',') .. '\t' .. events
 end
 
 -- The result line; stored for redeliveries, then returned.
-local function finish(outcome, reason, selected, p, price)
+local function finish(outcome, reason, selected, p, price, money)
   if (outcome == 'denied' or outcome == 'unpaid_entry') and not DENY_REASONS[reason] then
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
-  local result = result_line(outcome, reason, selected, p, price)
+  local result = result_line(outcome, reason, selected, p, price, money)
   call('SET', k_seen, fingerprint .. '\n' .. result, seen_unit, seen_for)
   return '0' .. result
 end
@@ -223,19 +252,20 @@ local function append(...)
 end
 
 -- Appends an event to the stream (and the card's recent list); `p` is the pass it reports, and
--- for a sale (`sold`) the price it was sold at.
-local function emit(name, p, reason, sold)
+-- for a sale, a top-up or an entry paid as you go (`sold`, the service day it counts on) its
+-- price and currency; `balance` the wallet's balance after a top-up or a charge.
+local function emit(name, p, reason, sold, balance)
   local ptype, trips, expires = '', '', ''
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
   local price, currency, day = '', '', ''
-  if sold then price, currency, day = int(p.price), p.currency, day_label or '' end
+  if sold then price, currency, day = int(p.price), p.currency, sold end
   local seq = append('event', name,
     'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
     'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
     'tap_time', tap_time, 'mode', mode, 'clock', clock_name, 'price', price,
-    'currency', currency, 'day', day)
+    'currency', currency, 'day', day, 'balance', balance or '')
   if card ~= '' then
     -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
     local n = call('LPUSH', k_recent, seq)
@@ -252,7 +282,7 @@ local function emit(name, p, reason, sold)
       renewed[k_recent] = bridge_now
     end
   end
-  -- A sale has no reason; its slot carries the service day it was counted on.
+  -- A sale, top-up or charge has no reason; its slot carries the service day it counts on.
   if sold then reason = day end
   local entry = name .. '\t' .. seq .. '\t' .. (reason or '')
   if events == '' then events = entry else events = events .. '\t' .. entry end
@@ -340,7 +370,7 @@ local function read_terms(text)
   if not text then return nil end
   local v, trips, duration, price, currency, version =
     match(text, '^(%l[%l_]*) (%d+) (%d+) (%d+) (%u%u%u) ?([%w%-]*)$')
-  if not v or not VALIDITIES[v] then return nil end
+  if not v or not TERMS[v] then return nil end
   if version == '' then version = nil end
   return {validity = v, trips = tonumber(trips), duration = tonumber(duration),
     price = tonumber(price), currency = currency, version = version, text = text}
@@ -366,18 +396,19 @@ local function save_sale(sale_card, selected, terms_text)
   call('PEXPIRE', k_sale, int(sale_timeout + GC_MS))
 end
 
-local function deny(reason)
+-- `money`: pay as you go's "charged,balance" for a denial for want of funds.
+local function deny(reason, money)
   if mode == 'offline' then
     -- The rider is through already: record what could not be charged, never a late denial.
     call('HINCRBY', k_unpaid, reason, '1')
     count_device('unpaid')
     emit('unpaid-entry', nil, reason)
-    return finish('unpaid_entry', reason)
+    return finish('unpaid_entry', reason, nil, nil, nil, money)
   end
   call('HINCRBY', k_denied, reason, '1')
   count_device('denied')
   emit('pass-denied', nil, reason)
-  return finish('denied', reason)
+  return finish('denied', reason, nil, nil, nil, money)
 end
 
 local function blocked()
@@ -396,7 +427,8 @@ end
 -- decided, decided without an event, or trimmed from the stream): then nothing was charged. Read
 -- only on these rare paths.
 local REPLAYED = {['pass-used'] = 'granted', ['pass-issued'] = 'pass_issued',
-  ['pass-denied'] = 'denied', ['tap-stale'] = 'stale'}
+  ['pass-denied'] = 'denied', ['tap-stale'] = 'stale', ['fare-charged'] = 'granted',
+  ['topped-up'] = 'topped_up'}
 local function decided_before(msg_id, msg_mode, near, before)
   local seqs = call('LRANGE', k_recent, '0', recent_keep)
   local found, last = '', nil
@@ -415,12 +447,15 @@ local function decided_before(msg_id, msg_mode, near, before)
   end
   local outcome = last and REPLAYED[last.event]
   if not outcome then return nil end
-  local reason = ''
+  local reason, selected, charged = '', '', ''
   if outcome == 'denied' then reason = last.reason end
-  return outcome .. '\t' .. reason .. '\t\t' .. (last.pass or '') .. '\t' .. (last.trips or '')
-    .. '\t' .. (last.expires_at or '') .. '\t' .. (last.time or '') .. '\t'
-    .. (last.tap_time or '') .. '\t' .. (last.clock or '') .. '\t' .. (last.price or '')
-    .. '\t' .. (last.currency or '') .. '\t' .. found
+  if outcome == 'topped_up' then selected = last.pass or '' end
+  if last.event == 'fare-charged' then charged = last.price or '' end
+  return outcome .. '\t' .. reason .. '\t' .. selected .. '\t' .. (last.pass or '') .. '\t'
+    .. (last.trips or '') .. '\t' .. (last.expires_at or '') .. '\t' .. (last.time or '')
+    .. '\t' .. (last.tap_time or '') .. '\t' .. (last.clock or '') .. '\t'
+    .. (last.price or '') .. '\t' .. (last.currency or '') .. '\t=' .. charged .. ','
+    .. (last.balance or '') .. '\t' .. found
 end
 
 -- A gate's message naming the waiting tap it replaces (same device and card): the ride is charged
@@ -465,13 +500,19 @@ local function settle_replaced()
       return nil
     end
   end
+  -- The fixed fields, and pay as you go's when the line has them (lines stored before it had
+  -- none: their twelfth field is an event's kind or empty).
   local f, pos = {}, 1
-  while #f < 6 do
+  while #f < 12 do
     local tab = find(line, '\t', pos, true)
-    if not tab then return nil end
+    if not tab then break end
     f[#f + 1], pos = sub(line, pos, tab - 1), tab + 1
   end
-  if f[1] ~= 'granted' or f[4] == '' then return nil end
+  if #f < 6 or f[1] ~= 'granted' or f[4] == '' then return nil end
+  local price, money
+  if f[12] and sub(f[12], 1, 1) == '=' then
+    price, money = f[10] .. '\t' .. f[11], sub(f[12], 2)
+  end
   if retap then
     -- Granted on that charge, with no event to find it by: its record is kept until a retap
     -- naming it could no longer come, should its answer be lost too.
@@ -482,17 +523,85 @@ local function settle_replaced()
   if f[5] ~= '' then validity = 'trips' end
   return finish(retap and 'granted' or 'entry_settled', nil, nil,
     {type = f[4], validity = validity, trips = tonumber(f[5]) or 0,
-      expires_at = tonumber(f[6]), issued_at = 0})
+      expires_at = tonumber(f[6]), issued_at = 0}, price, money)
+end
+
+-- Pay-as-you-go terms from their words (see the header), parsed when the text changes.
+local function load_payg(text)
+  local fare, daily, weekly, minimum, currency =
+    match(text, '^(%d+) ([%d%-]+) ([%d%-]+) (%-?%d+) (%u%u%u)$')
+  if not fare then return nil end
+  payg_terms = {fare = tonumber(fare), daily = tonumber(daily), weekly = tonumber(weekly),
+    minimum = tonumber(minimum), currency = currency}
+  payg_text = text
+  return payg_terms
+end
+
+-- Drops the wallet's per-day and per-week totals before `keep` (a date; labels compare as text).
+local function prune_wallet(keep)
+  local names = call('HKEYS', k_wallet)
+  for i = 1, #names do
+    local label = match(names[i], '^day:(.+)$') or match(names[i], '^week:(.+)$')
+    if label and label < keep then call('HDEL', k_wallet, names[i]) end
+  end
+  call('HSET', k_wallet, 'kept_from', keep)
+end
+
+-- An entry with no usable pass, paid as you go: the fare cut to what is left of the day's and
+-- week's caps, from the wallet, in this call with its counters and its event.
+local function pay_as_you_go()
+  local day_field, week_field = 'day:' .. fare_day.day, 'week:' .. fare_day.week
+  local w = call('HMGET', k_wallet, 'balance', day_field, week_field, 'kept_from')
+  local balance = tonumber(w[1]) or 0
+  local charged = payg.fare
+  if w[4] and fare_day.day < w[4] then
+    -- Its day's totals were dropped: its caps can no longer be known.
+    charged = 0
+  else
+    local day_charged, week_charged = tonumber(w[2]) or 0, tonumber(w[3]) or 0
+    if payg.daily then charged = min(charged, max(payg.daily - day_charged, 0)) end
+    if payg.weekly then charged = min(charged, max(payg.weekly - week_charged, 0)) end
+  end
+  if charged > 0 and balance - charged < payg.minimum then
+    return deny('insufficient_funds', ',' .. int(balance))
+  end
+  local charged_text = int(charged)
+  if charged > 0 then
+    local minus = int(-charged)
+    balance = call('HINCRBY', k_wallet, 'balance', minus)
+    call('HINCRBY', k_wallet, 'charged', charged_text)
+    call('HINCRBY', k_wallet, day_field, charged_text)
+    local week_total = call('HINCRBY', k_wallet, week_field, charged_text)
+    if week_total == charged and (not w[4] or fare_day.keep_from > w[4]) then
+      prune_wallet(fare_day.keep_from)
+    end
+  end
+  local p = {type = 'PAYG', validity = 'single', trips = 0, price = charged,
+    currency = payg.currency}
+  call('HINCRBY', k_entries, 'PAYG', '1')
+  count_device('granted')
+  call('HINCRBY', k_fare_revenue, 'fares', '1')
+  if charged > 0 then call('HINCRBY', k_fare_revenue, 'fare_amount', charged_text) end
+  local balance_text = int(balance)
+  emit('fare-charged', p, nil, fare_day.day, balance_text)
+  local outcome = 'granted'
+  if mode == 'offline' then outcome = 'entry_settled' end
+  return finish(outcome, nil, nil, p, charged_text .. '\t' .. payg.currency,
+    charged_text .. ',' .. balance_text)
 end
 
 local function gate()
   if blocked() then return deny('blocked') end
   local p, corrupt = load_pass()
   if corrupt then return deny('corrupt_pass') end
-  if not p then return deny('no_pass') end
-  if not live(p) then
+  if p and not live(p) then
     call('DEL', k_pass)
-    return deny('expired')
+    if not payg then return deny('expired') end
+    p = nil
+  end
+  if not p then
+    if payg then return pay_as_you_go() end
+    return deny('no_pass')
   end
   local activated, first_use = false, not p.used_at
   if first_use then p.used_at = now end
@@ -520,6 +629,32 @@ local function gate()
   return finish('granted', nil, nil, p)
 end
 
+-- A top-up sold: its price added to the card's wallet, with its counters, its service day's
+-- revenue and its event.
+local function top_up(product, t)
+  if find(product, '^[A-Z0-9_]+$') == nil then
+    return redis.error_reply('tapgate: sale holds an unreadable product or terms')
+  end
+  local price = int(t.price)
+  local balance = int(call('HINCRBY', k_wallet, 'balance', price))
+  call('HINCRBY', k_wallet, 'topped_up', price)
+  call('HSET', k_wallet, 'currency', t.currency)
+  call('HINCRBY', k_issued, product, '1')
+  count_device('issued')
+  call('HINCRBY', k_revenue, 'sales', '1')
+  call('HINCRBY', k_revenue, 'amount', price)
+  call('HINCRBY', k_revenue, 'top_ups', '1')
+  call('HINCRBY', k_revenue, 'topped_up', price)
+  call('HINCRBY', k_revenue, 'product:' .. product .. ':sales', '1')
+  call('HINCRBY', k_revenue, 'product:' .. product .. ':amount', price)
+  call('HINCRBY', k_revenue, 'terminal:' .. device .. ':sales', '1')
+  call('HINCRBY', k_revenue, 'terminal:' .. device .. ':amount', price)
+  local p = {type = product, validity = 'single', trips = 0, price = t.price,
+    currency = t.currency}
+  emit('topped-up', p, nil, day_label or '', balance)
+  return finish('topped_up', nil, product, p, price .. '\t' .. t.currency, ',' .. balance)
+end
+
 local function terminal()
   local sale = load_sale()
   if sale and sale.selected then
@@ -530,6 +665,9 @@ local function terminal()
     if blocked() then return deny('blocked') end
     local p, corrupt = live_pass()
     if corrupt then return deny('corrupt_pass') end
+    if sale.terms and sale.terms.validity == 'top_up' then
+      return top_up(sale.selected, sale.terms)
+    end
     if p then
       return finish('already_has_pass', nil, nil, p)
     end
@@ -555,14 +693,14 @@ local function terminal()
     call('HINCRBY', k_revenue, 'product:' .. p.type .. ':amount', price)
     call('HINCRBY', k_revenue, 'terminal:' .. device .. ':sales', '1')
     call('HINCRBY', k_revenue, 'terminal:' .. device .. ':amount', price)
-    emit('pass-issued', p, nil, true)
+    emit('pass-issued', p, nil, day_label or '')
     return finish('pass_issued', nil, nil, p, price .. '\t' .. p.currency)
   end
   call('DEL', k_sale)
   if blocked() then return deny('blocked') end
   local p, corrupt = live_pass()
   if corrupt then return deny('corrupt_pass') end
-  if p then
+  if p and not top_ups then
     return finish('already_has_pass', nil, nil, p)
   end
   save_sale(card, nil)
@@ -598,6 +736,7 @@ local function take(keys, args)
   -- Every per-op key is assigned on every call (nil where the op has none), so none is left
   -- over from an earlier call.
   k_entries, k_unpaid, k_replaced, k_issued, k_revenue = nil, nil, nil, nil, nil
+  k_wallet, k_fare_revenue, payg, fare_day, top_ups = nil, nil, nil, nil, false
   if op == 'button' then
     kind, card, chosen, chosen_terms = 'terminal', '', args[5], args[9]
     k_sale, k_pass, k_blocked, k_recent = keys[7], nil, nil, nil
@@ -606,10 +745,22 @@ local function take(keys, args)
     k_pass, k_blocked, k_recent = keys[7], keys[8], keys[9]
     if op == 'gate' then
       kind, k_sale, replaces = 'gate', nil, args[9] or ''
-      k_entries, k_unpaid, k_replaced = keys[10], keys[11], keys[12]
+      k_entries, k_unpaid = keys[10], keys[11]
+      if replaces ~= '' then k_replaced = keys[#keys] end
+      if args[10] then
+        if args[10] == payg_text then payg = payg_terms else payg = load_payg(args[10]) end
+        local d, wk, keep, starts, ends = match(args[11] or '',
+          '^(%S+) (%S+) (%S+) (%d+) (%d+)$')
+        if d then
+          fare_day = {day = d, week = wk, keep_from = keep, starts = tonumber(starts),
+            ends = tonumber(ends)}
+        end
+        k_wallet, k_fare_revenue = keys[12], keys[13]
+      end
     else
       kind, day_end, day_label = 'terminal', tonumber(args[9]), args[10]
-      k_issued, k_sale, k_revenue = keys[10], keys[11], keys[12]
+      k_issued, k_sale, k_revenue, k_wallet = keys[10], keys[11], keys[12], keys[13]
+      top_ups = args[11] == '1'
     end
   end
 end
@@ -671,8 +822,13 @@ return function(keys, args)
       return '3offline_not_allowed'
     end
     if mode == 'offline' then
-      -- Settled at the time it happened: the rules run at `at`.
+      -- Settled at the time it happened: the rules run at `at`, and an entry paid as you go is
+      -- charged on the caps of its own service day: the bridge passed the fare day of the stamp,
+      -- which the device's lead may have moved `at` out of.
       now = at
+      if fare_day and (now < fare_day.starts or now >= fare_day.ends) then
+        return '4' .. at_text()
+      end
       if replaces ~= '' and card ~= '' then
         local settled = settle_replaced()
         if settled then return settled end
@@ -693,7 +849,12 @@ return function(keys, args)
     end
   end
 
-  if op == 'gate' then return gate() end
+  if op == 'gate' then
+    if k_wallet and not (payg and fare_day) then
+      return redis.error_reply('tapgate: unreadable pay-as-you-go terms or fare day')
+    end
+    return gate()
+  end
   if op == 'terminal' then return terminal() end
   if op == 'button' then return button() end
   return redis.error_reply('tapgate: unknown op ' .. tostring(op))

@@ -128,6 +128,10 @@ pub enum Answer {
     IdReused,
     /// The message's time is refused (`time_in_future`, `offline_not_allowed`): nothing changed.
     Refused(RejectReason),
+    /// An entry paid as you go happened at this time (Unix ms), outside the fare day passed
+    /// (a device's lead moved an offline entry across a service-day boundary): nothing changed;
+    /// decide it again with this time's fare day.
+    FareDayAt(u64),
 }
 
 /// A decision as stored: the answer and the events it produced (with their stream ids).
@@ -249,6 +253,12 @@ impl Store {
         let (code, json) = self.run_decide(call).await?;
         match code {
             2 => return Ok(Answer::IdReused),
+            4 => {
+                return json
+                    .parse()
+                    .map(Answer::FareDayAt)
+                    .map_err(|_| StoreError::BadResult(format!("unreadable fare time {json:?}")))
+            }
             3 => {
                 return RejectReason::ALL
                     .into_iter()
@@ -567,7 +577,7 @@ return redis.call('SREM', KEYS[2], ARGV[1])
 /// text after it.
 fn split_reply(mut reply: String) -> Result<(u8, String), StoreError> {
     match reply.as_bytes().first() {
-        Some(&c @ b'0'..=b'3') => {
+        Some(&c @ b'0'..=b'4') => {
             reply.remove(0);
             Ok((c - b'0', reply))
         }

@@ -8,6 +8,7 @@
 
 use redis::Cmd;
 use tapgate_protocol::fares::ServiceDay;
+use tapgate_protocol::payg::{FareDay, Payg};
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::{keys, DeviceId, DeviceKind, MessageId, Stamp};
 
@@ -35,6 +36,11 @@ pub struct Request<'a> {
     /// The fare catalogue's version ([`tapgate_protocol::Catalogue::version`]), stored with a
     /// sale when a button chooses its product.
     pub catalogue: &'a str,
+    /// For a gate's tap under a catalogue with pay as you go: its terms, and the fare day of the
+    /// time the rules run at ([`tapgate_protocol::rules::fare_time`]).
+    pub payg: Option<(Payg, FareDay)>,
+    /// For a terminal's tap: whether the catalogue sells top-ups.
+    pub top_ups: bool,
 }
 
 /// The op argument of each input. A gate tap's op is its device kind, and a terminal's messages
@@ -49,7 +55,7 @@ fn op(input: &Input) -> &'static str {
 
 /// The `FCALL` deciding `req`; `settings` is [`super::StoreSettings::decide_arg`].
 pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> Cmd {
-    let mut k = Vec::with_capacity(12);
+    let mut k = Vec::with_capacity(14);
     k.extend([
         keys::seen(req.kind, req.device, req.id),
         keys::EVENTS_STREAM.to_owned(),
@@ -59,6 +65,8 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
         keys::COUNTERS_DENIED.to_owned(),
     ]);
     let (mut last, mut after) = (None, None);
+    let mut payg = None;
+    let mut top_ups = None;
     let subject = match req.input {
         Input::GateTap(c) => {
             k.extend([
@@ -68,9 +76,20 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
                 keys::COUNTERS_ENTRIES.to_owned(),
                 keys::COUNTERS_UNPAID.to_owned(),
             ]);
+            if let Some((_, day)) = &req.payg {
+                k.push(keys::wallet(c));
+                k.push(keys::revenue(&day.day.to_string()));
+            }
             if let Some(waiting) = req.replaces {
                 k.push(keys::seen(req.kind, req.device, waiting));
                 last = Some(waiting.as_str().to_owned());
+            }
+            if let Some((terms, day)) = &req.payg {
+                payg = Some((
+                    last.take().unwrap_or_default(),
+                    terms.to_words(),
+                    day.to_words(),
+                ));
             }
             c.as_str()
         }
@@ -87,8 +106,10 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
             let day = req.day.unwrap_or(ServiceDay::EPOCH);
             let label = day.label();
             k.push(keys::revenue(&label));
+            k.push(keys::wallet(c));
             last = Some(day.ends_at_ms.to_string());
             after = Some(label);
+            top_ups = req.top_ups.then_some("1");
             c.as_str()
         }
         Input::Button(t) => {
@@ -106,7 +127,10 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
         .arg(req.stamp.map(|s| s.time.to_string()).unwrap_or_default())
         .arg(req.stamp.map(|s| s.mode.as_str()).unwrap_or(""))
         .arg(settings);
-    call.arg(last).arg(after);
+    match payg {
+        Some((replaces, terms, day)) => call.arg(replaces).arg(terms).arg(day),
+        None => call.arg(last).arg(after).arg(top_ups),
+    };
     call
 }
 
@@ -137,7 +161,7 @@ mod tests {
             .terms;
         let cases = [
             (DeviceKind::Gate, Input::GateTap(card.clone()), 11, 8),
-            (DeviceKind::Terminal, Input::TerminalTap(card), 12, 10),
+            (DeviceKind::Terminal, Input::TerminalTap(card), 13, 10),
             (DeviceKind::Terminal, Input::Button(terms), 7, 9),
         ];
         for (kind, input, nkeys, nargs) in cases {
@@ -151,6 +175,8 @@ mod tests {
                 replaces: None,
                 day: None,
                 catalogue: "c1",
+                payg: None,
+                top_ups: false,
             };
             let a = args(&decide_command(&Library::new(), "s", &req));
             assert_eq!(a[2], nkeys.to_string(), "{input:?}");

@@ -106,10 +106,34 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     };
     let outcome = Outcome::from_parts(outcome, reason, selected, pass_info, sold)
         .ok_or_else(|| bad("not a decision"))?;
+    // Pay as you go's "=charged,balance", in lines stored since it (before, this place holds an
+    // event's kind, or is empty).
+    let (money, rest) = match rest.split_first() {
+        Some((m, rest)) if m.starts_with('=') => (Some(&m[1..]), rest),
+        _ => (None, rest),
+    };
+    let (charged, balance) = match money {
+        None => (None, None),
+        Some(m) => {
+            let (c, b) = m.split_once(',').ok_or_else(|| bad("unreadable amounts"))?;
+            let balance = if b.is_empty() {
+                None
+            } else {
+                Some(b.parse::<i64>().map_err(|_| bad("not a balance"))?)
+            };
+            (number(c)?, balance)
+        }
+    };
     let decision = Decision {
         id: Some(asked.id.clone()),
         outcome,
+        charged,
+        balance,
+        currency: sold
+            .map(|(_, c)| c)
+            .filter(|_| money.is_some_and(|m| m != ",")),
     };
+    let balance_text = money.and_then(|m| m.split_once(',')).map_or("", |(_, b)| b);
     let rest: &[&str] = if rest == [""] { &[] } else { rest };
     if rest.len() % 3 != 0 {
         return Err(bad("events do not come in threes"));
@@ -122,7 +146,15 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
         };
         let with_pass = tapgate_protocol::EventKind::parse(kind)
             .is_some_and(tapgate_protocol::EventKind::has_pass_segment);
-        let sold_event = *kind == tapgate_protocol::EventKind::PassIssued.as_str();
+        // Events with an amount: their reason slot holds the service day they count on.
+        let sold_event = [
+            tapgate_protocol::EventKind::PassIssued,
+            tapgate_protocol::EventKind::ToppedUp,
+            tapgate_protocol::EventKind::FareCharged,
+        ]
+        .iter()
+        .any(|k| k.as_str() == *kind);
+        let wallet_event = sold_event && *kind != tapgate_protocol::EventKind::PassIssued.as_str();
         let get = |name: &str| -> Option<&str> {
             Some(match name {
                 stream::EVENT => kind,
@@ -142,6 +174,7 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
                 stream::CLOCK => clock,
                 stream::PRICE if sold_event => price,
                 stream::CURRENCY if sold_event => currency,
+                stream::BALANCE if wallet_event => balance_text,
                 _ => return None,
             })
         };
@@ -223,7 +256,10 @@ mod tests {
             p.decision,
             Decision {
                 id: Some(id.clone()),
-                outcome: Outcome::Granted { pass: pass.clone() }
+                outcome: Outcome::Granted { pass: pass.clone() },
+                charged: None,
+                balance: None,
+                currency: None,
             }
         );
         assert_eq!(p.events.len(), 2);

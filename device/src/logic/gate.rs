@@ -23,13 +23,13 @@
 
 use std::time::Duration;
 
-use tapgate_protocol::{CardId, Decision, MessageId, Outcome, Stamp, Tap};
+use tapgate_protocol::{CardId, Currency, Decision, MessageId, Outcome, Stamp, Tap};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{system_clock, Command, OfflinePolicy, Outbound, TapDebouncer, TapIds, WallClock};
 use crate::digits::{DisplayText, Readout};
-use crate::prompt::{describe_denial, pass_left, LightPattern, Prompt, Sound};
+use crate::prompt::{describe_denial, money, pass_left, signed_money, LightPattern, Prompt, Sound};
 
 /// Timing and policy of a gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +188,24 @@ impl Gate {
         }
         self.pending = None;
         match &decision.outcome {
+            Outcome::Granted { .. } if decision.charged.is_some() => {
+                // Paid as you go: say what was charged, show what is left.
+                let charged = decision.charged.unwrap_or(0);
+                let currency = decision.currency.unwrap_or(Currency::EUR);
+                let balance = decision.balance.unwrap_or(0);
+                let mut cmds = self.grant(
+                    format!(
+                        "charged {}, balance {}",
+                        money(charged, currency),
+                        signed_money(balance, currency)
+                    ),
+                    u64::try_from(balance)
+                        .map(|b| DisplayText::price(b, currency))
+                        .unwrap_or(DisplayText::DASHES),
+                );
+                cmds.push(Command::Play(Sound::price("fare", charged, currency)));
+                cmds
+            }
             Outcome::Granted { pass } => self.grant(
                 pass_left(pass).unwrap_or_else(|| "have a good trip".into()),
                 DisplayText::pass_left(pass).unwrap_or(DisplayText::BLANK),
@@ -336,6 +354,9 @@ mod tests {
         Decision {
             id: id.cloned(),
             outcome,
+            charged: None,
+            balance: None,
+            currency: None,
         }
     }
 

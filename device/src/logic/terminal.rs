@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use super::{system_clock, Command, Outbound, TapDebouncer, TapIds, WallClock};
 use crate::digits::{DisplayText, Readout};
-use crate::prompt::{describe_denial, money, pass_left, price_line, Prompt, Sound};
+use crate::prompt::{describe_denial, money, pass_left, price_line, signed_money, Prompt, Sound};
 
 /// The buttons of a terminal not told otherwise: the built-in catalogue's products, in its order.
 pub const DEFAULT_BUTTONS: [ProductId; 3] = [
@@ -186,6 +186,10 @@ impl Terminal {
             | Outcome::PassIssued {
                 price, currency, ..
             } => DisplayText::price(*price, *currency),
+            Outcome::ToppedUp { currency, .. } => decision
+                .balance
+                .and_then(|b| u64::try_from(b).ok())
+                .map_or(DisplayText::DASHES, |b| DisplayText::price(b, *currency)),
             _ => DisplayText::BLANK,
         })];
         cmds.extend(match &decision.outcome {
@@ -225,6 +229,29 @@ impl Terminal {
                 Command::Show(format!("Paid {}", money(*price, *currency))),
                 Command::Show(self.describe(pass)),
             ],
+            Outcome::ToppedUp {
+                selected,
+                price,
+                currency,
+            } => {
+                let mut cmds = vec![
+                    Command::Play(Sound::Chime),
+                    Command::Play(Sound::price(self.name_of(*selected), *price, *currency)),
+                    Command::Show(format!("Topped up {}", money(*price, *currency))),
+                ];
+                if let Some(b) = decision.balance {
+                    cmds.push(Command::Play(Sound::price(
+                        "balance",
+                        b.max(0).unsigned_abs(),
+                        *currency,
+                    )));
+                    cmds.push(Command::Show(format!(
+                        "Balance {}",
+                        signed_money(b, *currency)
+                    )));
+                }
+                cmds
+            }
             Outcome::AlreadyHasPass { pass } => vec![
                 say(Prompt::AlreadyHasPass),
                 Command::Show(self.describe(pass)),
@@ -368,6 +395,9 @@ mod tests {
         t.decision(&Decision {
             id: Some(id.clone()),
             outcome,
+            charged: None,
+            balance: None,
+            currency: None,
         })
     }
 

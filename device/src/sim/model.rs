@@ -15,6 +15,7 @@
 //! decision that matches only with the card's deny-list state flipped is an operator's action,
 //! not a rules error: the model follows it and it is counted apart from mismatches.
 
+use tapgate_protocol::payg::Wallet;
 use tapgate_protocol::rules::{self, Input, Pass, Sale, Settings, State, TimeSettings, Verdict};
 use tapgate_protocol::{Catalogue, Offer, Outcome, PassInfo, Stamp};
 
@@ -25,6 +26,8 @@ pub struct CardModel {
     pub pass: Option<Pass>,
     /// Whether an operator has put it on the deny list (as far as decisions have shown).
     pub blocked: bool,
+    /// Its pay-as-you-go wallet.
+    pub wallet: Wallet,
 }
 
 /// Outcomes compared for what matters: the kind, pass type, trips, reasons, selection, prices
@@ -103,9 +106,13 @@ impl Timing<'_> {
     /// The rules' settings for a decision at `now`: a service-day pass sold then lasts until the
     /// end of the catalogue's service day.
     pub fn settings(&self, now: u64) -> Settings {
+        let fare_time = rules::fare_time(self.stamp, now, None, self.time).unwrap_or(now);
         Settings {
             sale_timeout_ms: self.sale_timeout_ms,
             day_ends_at: self.catalogue.service_day(now).ends_at_ms,
+            payg: self.catalogue.payg,
+            fare_day: self.catalogue.fare_day(fare_time),
+            top_ups: self.catalogue.sells_top_ups(),
         }
     }
 
@@ -137,15 +144,15 @@ impl Timing<'_> {
                 },
                 _ => t.verdict,
             },
-            Err(reason) => Verdict {
-                outcome: Outcome::Rejected {
+            Err(reason) => Verdict::new(
+                Outcome::Rejected {
                     reason,
                     detail: String::new(),
                 },
-                pass: state.pass.clone(),
-                sale: state.sale.clone(),
-                activated: false,
-            },
+                state.pass.clone(),
+                state.sale.clone(),
+                state,
+            ),
         }
     }
 }
@@ -165,6 +172,7 @@ pub fn check(
         pass: card.pass.clone(),
         blocked: card.blocked,
         sale: sale.clone(),
+        wallet: card.wallet.clone(),
     };
     let early = timing.decide(input, &state, sent_ms);
     let times = decision_times(&state, sent_ms, recv_ms, timing);
@@ -253,6 +261,7 @@ fn apply(v: Verdict, card: &mut CardModel, sale: &mut Option<Sale>, actual: &Out
         }
     }
     card.pass = pass;
+    card.wallet = v.wallet;
     *sale = v.sale;
 }
 
