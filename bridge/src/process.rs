@@ -490,7 +490,7 @@ impl Processor {
                 },
                 charged: None,
                 balance: None,
-                currency: None,
+                balance_currency: None,
             };
             self.answer(*kind, device, &decision, received).await;
         }

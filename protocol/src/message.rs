@@ -441,9 +441,10 @@ pub struct Decision {
     /// `charged`, on a top-up, and on a denial for `insufficient_funds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<i64>,
-    /// The currency of `charged` and `balance`, with them when the bridge knows it.
+    /// The currency of `charged` and `balance`, with them when the bridge knows it. (Not
+    /// `currency`: a price's outcome has that field already.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<Currency>,
+    pub balance_currency: Option<Currency>,
 }
 
 impl Decision {
@@ -454,7 +455,7 @@ impl Decision {
             outcome,
             charged: None,
             balance: None,
-            currency: None,
+            balance_currency: None,
         }
     }
 
@@ -554,7 +555,7 @@ mod tests {
         let d = Decision {
             charged: Some(250),
             balance: Some(-150),
-            currency: Some(Currency::EUR),
+            balance_currency: Some(Currency::EUR),
             ..Decision::new(
                 id("g1-8"),
                 Outcome::Granted {
@@ -566,11 +567,28 @@ mod tests {
         assert_eq!(
             v,
             json!({"id": "g1-8", "outcome": "granted", "pass": {"type": "PAYG"},
-                "charged": 250, "balance": -150, "currency": "EUR"})
+                "charged": 250, "balance": -150, "balance_currency": "EUR"})
         );
         assert_eq!(
             Decision::from_json(d.to_json().as_bytes()).expect("parse"),
             d
+        );
+        // An outcome with a price of its own keeps its currency.
+        let topped = Decision {
+            balance: Some(1000),
+            balance_currency: Some(Currency::EUR),
+            ..Decision::new(
+                id("t1-2"),
+                Outcome::ToppedUp {
+                    selected: ProductId::from_static("TOPUP_10"),
+                    price: 1000,
+                    currency: Currency::EUR,
+                },
+            )
+        };
+        assert_eq!(
+            Decision::from_json(topped.to_json().as_bytes()).expect("parse"),
+            topped
         );
     }
 
@@ -588,7 +606,7 @@ mod tests {
             },
             charged: None,
             balance: None,
-            currency: None,
+            balance_currency: None,
         };
         let v: serde_json::Value = serde_json::from_str(&d.to_json()).expect("json");
         assert_eq!(
@@ -608,7 +626,7 @@ mod tests {
             },
             charged: None,
             balance: None,
-            currency: None,
+            balance_currency: None,
         };
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("json");
         assert_eq!(
@@ -676,7 +694,7 @@ mod tests {
                 outcome: o,
                 charged: None,
                 balance: None,
-                currency: None,
+                balance_currency: None,
             };
             let back = Decision::from_json(d.to_json().as_bytes()).expect("parse");
             assert_eq!(back, d);

@@ -643,7 +643,11 @@ mod tests {
             split_reply("3time_in_future".into()).ok(),
             Some((3, "time_in_future".to_owned()))
         );
-        for bad in ["", "4x", "granted", "é"] {
+        assert_eq!(
+            split_reply("41700000000000".into()).ok(),
+            Some((4, "1700000000000".to_owned()))
+        );
+        for bad in ["", "5x", "granted", "é"] {
             assert!(
                 matches!(split_reply(bad.into()), Err(StoreError::BadResult(_))),
                 "{bad:?}"

@@ -129,7 +129,7 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
         outcome,
         charged,
         balance,
-        currency: sold
+        balance_currency: sold
             .map(|(_, c)| c)
             .filter(|_| money.is_some_and(|m| m != ",")),
     };
@@ -259,7 +259,7 @@ mod tests {
                 outcome: Outcome::Granted { pass: pass.clone() },
                 charged: None,
                 balance: None,
-                currency: None,
+                balance_currency: None,
             }
         );
         assert_eq!(p.events.len(), 2);

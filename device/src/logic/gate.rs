@@ -191,7 +191,7 @@ impl Gate {
             Outcome::Granted { .. } if decision.charged.is_some() => {
                 // Paid as you go: say what was charged, show what is left.
                 let charged = decision.charged.unwrap_or(0);
-                let currency = decision.currency.unwrap_or(Currency::EUR);
+                let currency = decision.balance_currency.unwrap_or(Currency::EUR);
                 let balance = decision.balance.unwrap_or(0);
                 let mut cmds = self.grant(
                     format!(
@@ -356,7 +356,7 @@ mod tests {
             outcome,
             charged: None,
             balance: None,
-            currency: None,
+            balance_currency: None,
         }
     }
 

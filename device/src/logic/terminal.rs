@@ -397,7 +397,7 @@ mod tests {
             outcome,
             charged: None,
             balance: None,
-            currency: None,
+            balance_currency: None,
         })
     }
 
