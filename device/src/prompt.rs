@@ -271,16 +271,6 @@ pub fn money(price: u64, currency: Currency) -> String {
     currency.format(price)
 }
 
-/// A balance, which may be below zero: `-1.50 EUR`.
-pub fn signed_money(minor: i64, currency: Currency) -> String {
-    let text = money(minor.unsigned_abs(), currency);
-    if minor < 0 {
-        format!("-{text}")
-    } else {
-        text
-    }
-}
-
 /// One line for the rider about a refusal.
 pub fn describe_denial(reason: DenyReason) -> &'static str {
     match reason {

@@ -151,6 +151,8 @@ pub const fn label(kind: EventKind) -> &'static str {
         EventKind::PassVoided => "VOIDED",
         EventKind::PassActivated => "ACTIVATED",
         EventKind::PassUsed => "ENTRY",
+        EventKind::FareCharged => "FARE",
+        EventKind::ToppedUp => "TOP-UP",
         EventKind::PassDenied => "DENIED",
         EventKind::Rejected => "REJECTED",
         EventKind::CardBlocked => "BLOCKED",
@@ -268,6 +270,32 @@ fn pieces(e: &Event) -> Vec<(Paint, Mark, String)> {
             if let Some(p) = price(e) {
                 line.push(Paint::Plain, ", ");
                 line.mark(Paint::Red, Mark::Price, format!("-{p}"));
+            }
+        }
+        EventKind::FareCharged => {
+            line.push(
+                Paint::Blue,
+                format!("journey started: {}{at}, paid as you go", card(e)),
+            );
+            if let Some(p) = price(e) {
+                line.push(Paint::Plain, ", ");
+                line.mark(Paint::Yellow, Mark::Price, p);
+            }
+            if let (Some(b), Some(c)) = (e.balance, e.currency) {
+                line.push(Paint::Plain, format!(", balance {}", c.format(b)));
+            }
+        }
+        EventKind::ToppedUp => {
+            line.push(
+                Paint::Yellow,
+                format!("{} top-up for {}{at}", product(pass), card(e)),
+            );
+            if let Some(p) = price(e) {
+                line.push(Paint::Plain, ", ");
+                line.mark(Paint::Yellow, Mark::Price, p);
+            }
+            if let (Some(b), Some(c)) = (e.balance, e.currency) {
+                line.push(Paint::Plain, format!(", balance {}", c.format(b)));
             }
         }
         EventKind::PassActivated => {

@@ -55,6 +55,8 @@ impl Seller<'_> {
                 replaces: None,
                 day: Some(self.catalogue.service_day(NOW)),
                 catalogue: &self.catalogue.version,
+                payg: None,
+                top_ups: false,
             })
             .await
             .expect("decide");

@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use super::{system_clock, Command, OfflinePolicy, Outbound, TapDebouncer, TapIds, WallClock};
 use crate::digits::{DisplayText, Readout};
-use crate::prompt::{describe_denial, money, pass_left, signed_money, LightPattern, Prompt, Sound};
+use crate::prompt::{describe_denial, money, pass_left, LightPattern, Prompt, Sound};
 
 /// Timing and policy of a gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ impl Gate {
                     format!(
                         "charged {}, balance {}",
                         money(charged, currency),
-                        signed_money(balance, currency)
+                        currency.format(balance)
                     ),
                     u64::try_from(balance)
                         .map(|b| DisplayText::price(b, currency))

@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use super::{system_clock, Command, Outbound, TapDebouncer, TapIds, WallClock};
 use crate::digits::{DisplayText, Readout};
-use crate::prompt::{describe_denial, money, pass_left, price_line, signed_money, Prompt, Sound};
+use crate::prompt::{describe_denial, money, pass_left, price_line, Prompt, Sound};
 
 /// The buttons of a terminal not told otherwise: the built-in catalogue's products, in its order.
 pub const DEFAULT_BUTTONS: [ProductId; 3] = [
@@ -245,10 +245,7 @@ impl Terminal {
                         b.max(0).unsigned_abs(),
                         *currency,
                     )));
-                    cmds.push(Command::Show(format!(
-                        "Balance {}",
-                        signed_money(b, *currency)
-                    )));
+                    cmds.push(Command::Show(format!("Balance {}", currency.format(b))));
                 }
                 cmds
             }

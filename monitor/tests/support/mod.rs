@@ -617,6 +617,8 @@ impl Seller {
                 replaces: None,
                 day: Some(self.catalogue.service_day(now_ms)),
                 catalogue: &self.catalogue.version,
+                payg: None,
+                top_ups: false,
             })
             .await
             .expect("decide");
