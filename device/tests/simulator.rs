@@ -176,3 +176,73 @@ validity = "service_day"
         &["select_pass", "tap_to_confirm", "pass_issued", "granted"],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_as_you_go_riders_top_up_and_ride_as_the_model_predicts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fares = dir.path().join("fares.toml");
+    // Top-ups of 5.00 and a fare of 2.50 capped at 7.00 a day: riders top up every second
+    // journey or so and reach the cap within the run.
+    std::fs::write(
+        &fares,
+        r#"
+currency = "EUR"
+time_zone = "Europe/Dublin"
+service_day_starts = "04:00"
+
+[payg]
+fare = 250
+daily_cap = 700
+weekly_cap = 3000
+
+[[product]]
+id = "TOPUP_5"
+name = "Top up 5.00"
+price = 500
+validity = "top_up"
+
+[[product]]
+id = "SINGLE"
+name = "Single trip"
+price = 250
+validity = "single"
+"#,
+    )
+    .expect("write the fares");
+    let stack = Stack::start(|c| c.fares = Some(fares.clone())).await;
+    let cfg = SimConfig {
+        broker: BrokerConfig::url(stack.broker.url()),
+        gates: 6,
+        terminals: 3,
+        riders: 40,
+        rate: 100.0,
+        duration: Duration::from_secs(8),
+        grace: Duration::from_secs(10),
+        seed: 27,
+        fares: Some(fares),
+        drop_every: Duration::ZERO,
+        ..SimConfig::default()
+    };
+    let summary = run_clean(&cfg).await;
+    saw_each(&summary, &["topped_up", "pass_issued", "granted"]);
+    // The bridge counted top-ups and fares: some entries were charged, some capped at 0.
+    let day = tapgate_protocol::Catalogue::load(&cfg.fares.clone().expect("fares"))
+        .expect("fares")
+        .service_day(stack.now_ms())
+        .label();
+    let revenue = tapgate_protocol::keys::revenue(&day);
+    let (top_ups, fares_n, fare_amount) = (
+        stack.counter(&revenue, "top_ups").await,
+        stack.counter(&revenue, "fares").await,
+        stack.counter(&revenue, "fare_amount").await,
+    );
+    println!("top-ups {top_ups}, entries paid as you go {fares_n}, charged {fare_amount}");
+    assert!(
+        top_ups > 0 && fares_n > 0,
+        "{top_ups} top-ups, {fares_n} fares"
+    );
+    assert!(
+        fare_amount < fares_n * 250,
+        "some entries were capped: {fare_amount} for {fares_n} entries"
+    );
+}

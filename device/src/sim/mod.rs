@@ -38,7 +38,8 @@ use std::time::Duration;
 use rumqttc::QoS;
 use tapgate_protocol::rules::{Input, Sale, TimeSettings};
 use tapgate_protocol::{
-    CardId, Catalogue, Decision, DenyReason, DeviceId, DeviceKind, MessageId, Outcome, Stamp, Terms,
+    CardId, Catalogue, Decision, DenyReason, DeviceId, DeviceKind, MessageId, Outcome, Stamp,
+    Terms, Validity,
 };
 use tapgate_protocol::{RejectReason, Tap, Topics};
 use tokio::sync::mpsc;
@@ -427,8 +428,18 @@ impl Sim {
         }
     }
 
+    /// Whether rider `r` rides pay as you go: every second rider, when the catalogue has pay as
+    /// you go and sells top-ups. They buy no passes; they top up when the balance cannot pay
+    /// the next fare, else ride.
+    fn pays_as_you_go(&self, r: usize) -> bool {
+        r % 2 == 0 && self.catalogue.payg.is_some() && self.catalogue.sells_top_ups()
+    }
+
     /// Chooses what an idle rider does next: ride, or buy at a free terminal.
     fn plan(&mut self, r: usize) {
+        if self.pays_as_you_go(r) {
+            return self.plan_payg(r);
+        }
         let has_pass = self.riders[r].model.pass.is_some();
         let buy = if has_pass {
             self.rng.chance(self.cfg.rebuy)
@@ -448,8 +459,20 @@ impl Sim {
             rider.plan.push_back(Step::Tap); // expect already_has_pass
             return;
         }
-        let products = &self.catalogue.products;
-        let terms = products[self.rng.below(products.len())].terms;
+        // Passes only, where the catalogue has any: top-ups are for pay-as-you-go riders.
+        let passes: Vec<Terms> = self
+            .catalogue
+            .products
+            .iter()
+            .map(|p| p.terms)
+            .filter(|t| t.validity != Validity::TopUp)
+            .collect();
+        let choice = if passes.is_empty() {
+            self.catalogue.products.iter().map(|p| p.terms).collect()
+        } else {
+            passes
+        };
+        let terms = choice[self.rng.below(choice.len())];
         if self.rng.chance(self.cfg.button_first) {
             rider.plan.push_back(Step::Button(terms)); // expect tap_card_first
         }
@@ -460,6 +483,37 @@ impl Sim {
         } else {
             rider.plan.push_back(Step::Tap);
         }
+    }
+
+    /// A pay-as-you-go rider's next step: a top-up when the balance cannot pay a fare (now and
+    /// then, by `no_pass`, they ride anyway and are refused `insufficient_funds`), else a ride.
+    fn plan_payg(&mut self, r: usize) {
+        let Some(payg) = self.catalogue.payg else {
+            return;
+        };
+        let balance = self.riders[r].model.wallet.balance;
+        let fare = i64::try_from(payg.fare).unwrap_or(i64::MAX);
+        let low = balance.saturating_sub(fare) < payg.minimum_balance;
+        if !low || self.rng.chance(self.cfg.no_pass) {
+            return; // ride
+        }
+        let top_ups: Vec<Terms> = self
+            .catalogue
+            .products
+            .iter()
+            .map(|p| p.terms)
+            .filter(|t| t.validity == Validity::TopUp)
+            .collect();
+        let Some(t) = self.free_terminal() else {
+            return;
+        };
+        let terms = top_ups[self.rng.below(top_ups.len())];
+        self.terminal_owner[t] = Some(r);
+        let rider = &mut self.riders[r];
+        rider.terminal = Some(t);
+        rider
+            .plan
+            .extend([Step::Tap, Step::Button(terms), Step::Tap]);
     }
 
     /// A rider whose card was refused as blocked stops using it: whatever they were doing at a
@@ -548,6 +602,7 @@ impl Sim {
                 } else {
                     &mut self.riders[r].model
                 };
+                let charged_before = card.wallet.charged;
                 let result = check(
                     &input,
                     card,
@@ -562,6 +617,30 @@ impl Sim {
                         stamp: inflight.stamp,
                     },
                 );
+                // Pay as you go: the amounts the bridge reported are the model's.
+                let amounts = match &result {
+                    Check::Match | Check::OperatorAction => {
+                        let w = &card.wallet;
+                        let charged = decision.charged.map(|c| (c, w.charged - charged_before));
+                        let balance = decision.balance.map(|b| (b, w.balance));
+                        match (charged, balance) {
+                            (Some((got, want)), _) if got != want => {
+                                Some(format!("charged {got}, the model {want}"))
+                            }
+                            (_, Some((got, want))) if got != want => {
+                                Some(format!("balance {got}, the model {want}"))
+                            }
+                            _ => None,
+                        }
+                    }
+                    Check::Mismatch(_) => None,
+                };
+                if let Some(why) = amounts {
+                    self.tally.mismatch(format!(
+                        "rider {r}: {input:?} {}: {why}",
+                        decision.outcome.name()
+                    ));
+                }
                 let rider = &mut self.riders[r];
                 rider.busy = false;
                 match result {
