@@ -762,6 +762,16 @@ validity = "top_up"
 "#;
 
     #[test]
+    fn the_shipped_example_parses_with_pay_as_you_go() {
+        let c = Catalogue::parse(
+            "fares.example.toml",
+            include_str!("../../bridge/fares.example.toml"),
+        )
+        .expect("the example is a valid catalogue");
+        assert!(c.payg.is_some() && c.sells_top_ups());
+    }
+
+    #[test]
     fn pay_as_you_go_and_top_ups() {
         let c = Catalogue::parse("fares.toml", &format!("{GOOD}{PAYG}")).expect("good");
         let payg = c.payg.expect("payg");
