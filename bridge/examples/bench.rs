@@ -17,6 +17,12 @@
 //! e.g. the previous release) on a Redis of its own, measured at each rate within seconds of the
 //! first, and compares the two at the end: highest rate and CPU per tap.
 //!
+//! `TAPGATE_BENCH_PAYG=1` measures pay as you go: the bridge sells a catalogue with `[payg]` (fare
+//! 250, capped at 700 a day) and half its cards have no pass but a balance, so half the taps are
+//! charged from a wallet (three in a card's day, then capped at 0); the baseline, the same build
+//! unless `TAPGATE_BENCH_BASELINE` names another, sells the same catalogue without `[payg]` to
+//! cards that all hold passes. The end compares the two: what a pay-as-you-go mix costs per tap.
+//!
 //! Per rate: achieved rate, p50/p99/p99.9, CPU µs per tap of the answering process and its write
 //! system calls per tap (`/proc/PID/io`), CPU µs per tap of mosquitto and redis-server
 //! (`/proc/PID/stat`), Redis µs per script call (`INFO commandstats`) and Redis bytes per tap
@@ -72,22 +78,48 @@ fn main() {
     let step: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
 
     let bridge_bin = bridge_binary();
-    let baseline_bin = std::env::var_os("TAPGATE_BENCH_BASELINE").map(PathBuf::from);
+    let payg = std::env::var_os("TAPGATE_BENCH_PAYG").is_some_and(|v| v == "1");
+    let baseline_bin = std::env::var_os("TAPGATE_BENCH_BASELINE")
+        .map(PathBuf::from)
+        .or_else(|| payg.then(|| bridge_bin.clone()));
     let redis = RedisServer::start();
     let broker = Mosquitto::start();
     // The baseline build decides on a Redis of its own: two builds' function libraries under one
     // name would replace each other on every call.
     let baseline_redis = baseline_bin.as_ref().map(|_| RedisServer::start());
     if let Some(r) = &baseline_redis {
-        seed_passes(r.port());
+        seed_passes(r.port(), false);
     }
     let broker_pid = broker_pid(broker.dir());
-    seed_passes(redis.port());
+    seed_passes(redis.port(), payg);
+    let fares_dir = tempfile::tempdir().expect("a temporary folder");
+    let fares = |with_payg: bool| {
+        let path = fares_dir.path().join(if with_payg {
+            "payg.toml"
+        } else {
+            "passes.toml"
+        });
+        let mut text = String::from(
+            "currency = \"EUR\"\ntime_zone = \"Europe/Dublin\"\n\n[[product]]\nid = \"TWO_HOUR\"\n\
+             name = \"Two hours\"\nprice = 400\nvalidity = \"period\"\nduration = \"2h\"\n",
+        );
+        if with_payg {
+            text += "\n[payg]\nfare = 250\ndaily_cap = 700\nweekly_cap = 3000\n";
+        }
+        std::fs::write(&path, text).expect("fares written");
+        path
+    };
+    let (bridge_fares, baseline_fares) = (fares(true), fares(false));
     let tick = clock_ticks();
 
     println!(
         "open loop, {GATES} gates, {CARDS} cards with two-hour passes, {secs} s per rate, loopback; p99 limit {P99_LIMIT:?}"
     );
+    if payg {
+        println!(
+            "pay as you go: the bridge's odd cards have no pass but a balance (fare 250, daily cap 700); {BASELINE} is all passes"
+        );
+    }
     println!(
         "{:<12} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8} {:>9} {:>9} {:>10} {:>10}",
         "answered by",
@@ -124,8 +156,16 @@ fn main() {
                 _ => None,
             };
             let child = Reaped(if let Some(binary) = binary {
-                Command::new(binary)
-                    .arg("--redis")
+                let mut cmd = Command::new(binary);
+                if payg {
+                    let file = if name == BRIDGE {
+                        &bridge_fares
+                    } else {
+                        &baseline_fares
+                    };
+                    cmd.arg("--fares").arg(file);
+                }
+                cmd.arg("--redis")
                     .arg(redis.url())
                     .arg("--mqtt")
                     .arg(broker.url())
@@ -597,13 +637,26 @@ impl Load {
     }
 }
 
-/// Two-hour passes for every card, so every tap is a grant.
-fn seed_passes(port: u16) {
+/// Two-hour passes for every card, so every tap is a grant; with `payg`, only for even cards,
+/// and odd ones a balance no entry can exhaust, so they are charged as you go.
+fn seed_passes(port: u16, payg: bool) {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
     let mut con = client.get_connection().expect("redis");
     let mut pipe = redis::pipe();
     for n in 0..CARDS {
         let card = CardId::new(format!("C{n:07}")).expect("card");
+        if payg && n % 2 == 1 {
+            pipe.hset_multiple(
+                keys::wallet(&card),
+                &[
+                    ("balance", "100000000"),
+                    ("topped_up", "100000000"),
+                    ("charged", "0"),
+                ],
+            )
+            .ignore();
+            continue;
+        }
         pipe.hset_multiple(
             keys::pass(&card),
             &[("type", "TWO_HOUR"), ("trips", "0"), ("issued_at", "0")],
