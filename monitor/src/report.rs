@@ -1,12 +1,17 @@
-//! `tapgate-monitor report`: a service day's takings per terminal and product, computed from the
-//! event stream and checked against the day's revenue counters.
+//! `tapgate-monitor report`: a service day's takings per terminal and product, its fare revenue
+//! paid as you go, computed from the event stream and checked against the day's revenue counters.
 //!
-//! The stream is the record of every sale (`pass-issued`) and every void (`pass-voided`), each
-//! carrying its price and the service day its revenue counts on; the counters
-//! (`tapgate:revenue:{DAY}`, [`tapgate_protocol::fields::revenue`]) are kept in the same atomic
-//! steps. [`Tally`] adds up the stream (pure); [`Tally::differences`] compares it with the
-//! counters field by field, and every difference is printed, never hidden. A stream trimmed past
-//! the start of the day cannot account for it: the report says so.
+//! The stream is the record of every sale (`pass-issued`), void (`pass-voided`), top-up
+//! (`topped-up`) and entry paid from a balance (`fare-charged`), each carrying its price and the
+//! service day it counts on; the counters (`tapgate:revenue:{DAY}`,
+//! [`tapgate_protocol::fields::revenue`]) are kept in the same atomic steps. [`Tally`] adds up the
+//! stream (pure); [`Tally::differences`] compares it with the counters field by field, and every
+//! difference is printed, never hidden. A stream trimmed past the start of the day cannot account
+//! for it: the report says so.
+//!
+//! Money in two senses: what terminals took (passes and top-ups: cash in), and revenue
+//! recognised (passes sold, net of voids, plus fares charged to balances). A top-up is money held
+//! for the rider until a gate charges a fare from it, so it is takings but not yet revenue.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -14,6 +19,7 @@ use std::time::Duration;
 
 use jiff::civil::Date;
 use tapgate_protocol::fields::revenue as field;
+use tapgate_protocol::payg::PAYG_PRODUCT;
 use tapgate_protocol::{keys, Catalogue, Currency, Event, EventKind, ProductId};
 use tapgate_runtime::redis::RedisSource;
 
@@ -50,18 +56,66 @@ impl Sales {
         self.count += count;
         self.amount += amount;
     }
+
+    fn minus(self, other: Sales) -> Sales {
+        Sales {
+            count: self.count - other.count,
+            amount: self.amount - other.amount,
+        }
+    }
 }
 
-/// One service day's sales and voids as the stream records them.
+/// What a terminal sold a product as: a pass, or stored value (a top-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Line {
+    /// A pass (`pass-issued`, `pass-voided`): revenue when sold.
+    Pass,
+    /// A top-up (`topped-up`): money held for the rider, revenue only when fares are charged.
+    TopUp,
+}
+
+impl Line {
+    /// The CSV `kind` of its rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Line::Pass => "pass",
+            Line::TopUp => "top_up",
+        }
+    }
+}
+
+/// Entries paid as you go and what they were charged, minor units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fares {
+    /// Entries paid from a balance, capped ones (charged 0) included.
+    pub entries: i64,
+    /// What they were charged: fare revenue.
+    pub amount: i64,
+    /// Entries charged nothing: the day's or week's cap was reached.
+    pub capped: i64,
+}
+
+impl Fares {
+    fn add(&mut self, other: Fares) {
+        self.entries += other.entries;
+        self.amount += other.amount;
+        self.capped += other.capped;
+    }
+}
+
+/// One service day's sales, voids, top-ups and fares as the stream records them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
-    /// Terminal → product → its sales, net of voids.
-    pub sales: BTreeMap<String, BTreeMap<ProductId, Sales>>,
+    /// Terminal → product and what it was sold as → its sales, net of voids: what terminals took.
+    pub sales: BTreeMap<String, BTreeMap<(ProductId, Line), Sales>>,
     /// Voids: how many, and what the voided sales had taken.
     pub voids: Sales,
+    /// Gate → the entries it let through paid as you go.
+    pub fares: BTreeMap<String, Fares>,
     /// The currencies the day's events name (one, unless the catalogue's currency changed).
     pub currencies: BTreeSet<Currency>,
-    /// Sales recorded without a service day (by versions before days were kept): not counted.
+    /// Sales, top-ups and fares recorded without a service day (by versions before days were
+    /// kept): not counted.
     pub undated: u64,
     /// Entries that could not be read as events.
     pub unreadable: u64,
@@ -78,16 +132,28 @@ pub struct Difference {
     pub counters: i64,
 }
 
+/// What an event adds to the day's money.
+enum Counts {
+    /// A pass sold (+1) or voided (-1).
+    Pass(i64),
+    /// A top-up sold.
+    TopUp,
+    /// An entry paid from a balance.
+    Fare,
+}
+
 impl Tally {
-    /// Counts `event` if it is a sale or void of `day`.
+    /// Counts `event` if it is a sale, void, top-up or fare of `day`.
     pub fn add(&mut self, day: Date, event: &Event) {
-        let sign = match event.event {
-            EventKind::PassIssued => 1,
-            EventKind::PassVoided => -1,
+        let counts = match event.event {
+            EventKind::PassIssued => Counts::Pass(1),
+            EventKind::PassVoided => Counts::Pass(-1),
+            EventKind::ToppedUp => Counts::TopUp,
+            EventKind::FareCharged => Counts::Fare,
             _ => return,
         };
         let Some(event_day) = event.day else {
-            if sign == 1 {
+            if !matches!(counts, Counts::Pass(-1)) {
                 self.undated += 1;
             }
             return;
@@ -98,66 +164,117 @@ impl Tally {
         let price = event
             .price
             .map_or(0, |p| i64::try_from(p).unwrap_or(i64::MAX));
-        let terminal = event
+        let device = event
             .device
             .as_ref()
             .map_or_else(|| "(unknown)".to_owned(), |d| d.as_str().to_owned());
+        if let Some(c) = event.currency {
+            self.currencies.insert(c);
+        }
+        if let Counts::Fare = counts {
+            self.fares.entry(device).or_default().add(Fares {
+                entries: 1,
+                amount: price,
+                capped: i64::from(price == 0),
+            });
+            return;
+        }
         let Some(product) = event.pass_type() else {
-            // A sale or void names its product; one that does not cannot be counted.
+            // A sale, void or top-up names its product; one that does not cannot be counted.
             self.unreadable += 1;
             return;
         };
+        let (line, sign) = match counts {
+            Counts::Pass(sign) => (Line::Pass, sign),
+            _ => (Line::TopUp, 1),
+        };
         self.sales
-            .entry(terminal)
+            .entry(device)
             .or_default()
-            .entry(product)
+            .entry((product, line))
             .or_default()
             .add(sign, sign * price);
         if sign < 0 {
             self.voids.add(1, price);
         }
-        if let Some(c) = event.currency {
-            self.currencies.insert(c);
-        }
     }
 
-    /// A terminal's sales over all products.
+    /// A terminal's takings over all products, top-ups included.
     pub fn terminal_total(&self, terminal: &str) -> Sales {
+        self.terminal_lines(terminal, |_| true)
+    }
+
+    fn terminal_lines(&self, terminal: &str, lines: impl Fn(Line) -> bool) -> Sales {
         let mut t = Sales::default();
-        for s in self
-            .sales
-            .get(terminal)
-            .into_iter()
-            .flat_map(BTreeMap::values)
-        {
-            t.add(s.count, s.amount);
+        for ((_, line), s) in self.sales.get(terminal).into_iter().flatten() {
+            if lines(*line) {
+                t.add(s.count, s.amount);
+            }
         }
         t
     }
 
-    /// The day's sales over all terminals.
+    /// The day's takings over all terminals, top-ups included: cash in.
     pub fn total(&self) -> Sales {
+        self.lines(|_| true)
+    }
+
+    /// The day's top-ups: stored value sold, held for riders.
+    pub fn top_ups(&self) -> Sales {
+        self.lines(|l| l == Line::TopUp)
+    }
+
+    /// The day's pass sales, net of voids.
+    pub fn pass_sales(&self) -> Sales {
+        self.total().minus(self.top_ups())
+    }
+
+    fn lines(&self, lines: impl Fn(Line) -> bool + Copy) -> Sales {
         let mut t = Sales::default();
         for terminal in self.sales.keys() {
-            let s = self.terminal_total(terminal);
+            let s = self.terminal_lines(terminal, lines);
             t.add(s.count, s.amount);
         }
         t
+    }
+
+    /// The day's entries paid as you go over all gates.
+    pub fn fare_total(&self) -> Fares {
+        let mut t = Fares::default();
+        for f in self.fares.values() {
+            t.add(*f);
+        }
+        t
+    }
+
+    /// Revenue recognised on the day: pass sales net of voids, plus fares charged to balances.
+    pub fn recognised(&self) -> i64 {
+        self.pass_sales().amount + self.fare_total().amount
     }
 
     /// Every revenue field with the value the stream gives it.
     pub fn expected(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
         let total = self.total();
-        out.insert(field::SALES.to_owned(), total.count);
-        out.insert(field::AMOUNT.to_owned(), total.amount);
-        out.insert(field::VOIDS.to_owned(), self.voids.count);
-        out.insert(field::VOIDED.to_owned(), self.voids.amount);
+        let top_ups = self.top_ups();
+        let fares = self.fare_total();
+        for (name, value) in [
+            (field::SALES, total.count),
+            (field::AMOUNT, total.amount),
+            (field::VOIDS, self.voids.count),
+            (field::VOIDED, self.voids.amount),
+            (field::TOP_UPS, top_ups.count),
+            (field::TOPPED_UP, top_ups.amount),
+            (field::FARES, fares.entries),
+            (field::FARE_AMOUNT, fares.amount),
+        ] {
+            out.insert(name.to_owned(), value);
+        }
         for (terminal, products) in &self.sales {
             let t = self.terminal_total(terminal);
             *out.entry(field::terminal_sales(terminal)).or_default() += t.count;
             *out.entry(field::terminal_amount(terminal)).or_default() += t.amount;
-            for (product, s) in products {
+            for ((product, _), s) in products {
                 *out.entry(field::product_sales(product.as_str()))
                     .or_default() += s.count;
                 *out.entry(field::product_amount(product.as_str()))
@@ -272,81 +389,135 @@ async fn lost_entries(conn: &mut redis::aio::MultiplexedConnection) -> bool {
 }
 
 impl Report {
-    /// The report for people: a line per terminal and product, totals, voids, then the check.
+    /// The report for people: a line per terminal and product, totals, voids, fares per gate,
+    /// a summary of takings and revenue, then the check.
     pub fn to_text(&self, catalogue: &Catalogue) -> String {
         let money = |minor: i64| self.currency(catalogue).format(minor);
         let mut out = String::new();
         let _ = writeln!(out, "Service day {}", self.day);
-        let _ = writeln!(
-            out,
-            "{:<16} {:<32} {:>7} {:>14}",
-            "terminal", "product", "sales", "amount"
-        );
+        let line = |out: &mut String, a: &str, b: &str, count: &str, amount: &str| {
+            let _ = writeln!(out, "{a:<16} {:<32} {count:>7} {amount:>14}", clip(b, 32));
+        };
+        line(&mut out, "terminal", "product", "sales", "amount");
         for (terminal, products) in &self.tally.sales {
-            for (product, s) in products {
+            for ((product, _), s) in products {
                 let name = catalogue
                     .product(*product)
                     .map_or_else(|| product.to_string(), |p| format!("{product} {}", p.name));
-                let _ = writeln!(
-                    out,
-                    "{:<16} {:<32} {:>7} {:>14}",
+                line(
+                    &mut out,
                     terminal,
-                    clip(&name, 32),
-                    s.count,
-                    money(s.amount)
+                    &name,
+                    &s.count.to_string(),
+                    &money(s.amount),
                 );
             }
             let t = self.tally.terminal_total(terminal);
-            let _ = writeln!(
-                out,
-                "{:<16} {:<32} {:>7} {:>14}",
-                terminal,
-                "all products",
-                t.count,
-                money(t.amount)
-            );
+            let (count, amount) = (t.count.to_string(), money(t.amount));
+            line(&mut out, terminal, "all products", &count, &amount);
         }
         let t = self.tally.total();
-        let _ = writeln!(
-            out,
-            "{:<16} {:<32} {:>7} {:>14}",
-            "all terminals",
-            "all products",
-            t.count,
-            money(t.amount)
-        );
+        let (count, amount) = (t.count.to_string(), money(t.amount));
+        line(&mut out, "all terminals", "all products", &count, &amount);
         let _ = writeln!(
             out,
             "Voided: {} sale(s), {}",
             self.tally.voids.count,
             money(self.tally.voids.amount)
         );
+        let fares = self.tally.fare_total();
+        let show_fares = catalogue.payg.is_some() || !self.tally.fares.is_empty();
+        if show_fares {
+            line(&mut out, "gate", "paid as you go", "entries", "fares");
+            for (gate, f) in &self.tally.fares {
+                let (count, amount) = (f.entries.to_string(), money(f.amount));
+                line(&mut out, gate, "fares", &count, &amount);
+            }
+            let (count, amount) = (fares.entries.to_string(), money(fares.amount));
+            line(&mut out, "all gates", "fares", &count, &amount);
+        }
+        let mut sum = |label: &str, count: Option<i64>, amount: Option<i64>| {
+            let count = count.map(|c| c.to_string()).unwrap_or_default();
+            let amount = amount.map(money).unwrap_or_default();
+            let text = format!("{label:<49} {count:>7} {amount:>14}");
+            let _ = writeln!(out, "{}", text.trim_end());
+        };
+        let top_ups = self.tally.top_ups();
+        let passes = self.tally.pass_sales();
+        sum("Terminal takings (cash in)", Some(t.count), Some(t.amount));
+        sum(
+            "  of which stored value sold (top-ups)",
+            Some(top_ups.count),
+            Some(top_ups.amount),
+        );
+        sum(
+            "  of which pass sales, net of voids",
+            Some(passes.count),
+            Some(passes.amount),
+        );
+        if show_fares {
+            sum(
+                "Fare revenue from balances (pay as you go)",
+                Some(fares.entries),
+                Some(fares.amount),
+            );
+            sum(
+                "  of which entries capped (charged 0)",
+                Some(fares.capped),
+                None,
+            );
+        }
+        sum(
+            "Revenue recognised (pass sales + fare revenue)",
+            None,
+            Some(self.tally.recognised()),
+        );
         out.push_str(&self.notes());
         out
     }
 
-    /// The report as CSV: one row per terminal and product, amounts in minor units and as
-    /// written.
+    /// The report as CSV: one row per terminal and product, then one per gate for the fares
+    /// it charged; amounts in minor units and as written. `kind` says what a row's money is:
+    /// `pass` and `top_up` rows are what terminals took, `fare` rows what balances were charged;
+    /// `revenue_minor` is its share of revenue recognised (a top-up has none yet).
     pub fn to_csv(&self, catalogue: &Catalogue) -> String {
         let currency = self.currency(catalogue);
-        let mut out =
-            String::from("day,terminal,product,name,sales,amount_minor,amount,currency\n");
+        let mut out = String::from(
+            "day,terminal,product,name,sales,amount_minor,amount,currency,kind,revenue_minor\n",
+        );
+        let mut row = |device: &str, product: &str, name: &str, s: Sales, kind: &str| {
+            let revenue = if kind == Line::TopUp.as_str() {
+                0
+            } else {
+                s.amount
+            };
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{}",
+                self.day,
+                csv(device),
+                product,
+                csv(name),
+                s.count,
+                s.amount,
+                csv(&currency.format(s.amount)),
+                currency,
+                kind,
+                revenue
+            );
+        };
         for (terminal, products) in &self.tally.sales {
-            for (product, s) in products {
+            for ((product, line), s) in products {
                 let name = catalogue.product(*product).map_or("", |p| p.name.as_str());
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{}",
-                    self.day,
-                    csv(terminal),
-                    product,
-                    csv(name),
-                    s.count,
-                    s.amount,
-                    csv(&currency.format(s.amount)),
-                    currency
-                );
+                row(terminal, product.as_str(), name, *s, line.as_str());
             }
+        }
+        for (gate, f) in &self.tally.fares {
+            let s = Sales {
+                count: f.entries,
+                amount: f.amount,
+            };
+            row(gate, PAYG_PRODUCT.as_str(), "Pay as you go", s, "fare");
         }
         out
     }
@@ -393,8 +564,8 @@ impl Report {
         if self.tally.undated > 0 {
             let _ = writeln!(
                 out,
-                "{} sale(s) in the stream carry no service day (recorded by an older bridge) and \
-                 are not counted.",
+                "{} sale(s), top-up(s) or fare(s) in the stream carry no service day (recorded \
+                 by an older bridge) and are not counted.",
                 self.tally.undated
             );
         }
@@ -494,6 +665,78 @@ mod tests {
                 amount: 750
             }
         );
+    }
+
+    #[test]
+    fn top_ups_are_takings_and_fares_are_revenue() {
+        let mut t = Tally::default();
+        let fare = |gate: &str, price: u64| {
+            let mut e = sale(EventKind::FareCharged, gate, "PAYG", price, DAY);
+            e.balance = Some(0);
+            e
+        };
+        for e in [
+            sale(EventKind::PassIssued, "t1", "DAY", 750, DAY),
+            sale(EventKind::ToppedUp, "t1", "TOPUP_10", 1000, DAY),
+            sale(EventKind::ToppedUp, "t2", "TOPUP_10", 1000, DAY),
+            fare("g1", 250),
+            fare("g1", 250),
+            fare("g2", 200),
+            fare("g2", 0),
+            // Another day's fare counts there.
+            sale(
+                EventKind::FareCharged,
+                "g1",
+                "PAYG",
+                250,
+                DAY.tomorrow().expect("day"),
+            ),
+        ] {
+            t.add(DAY, &e);
+        }
+        assert_eq!(
+            t.total(),
+            Sales {
+                count: 3,
+                amount: 2750
+            }
+        );
+        assert_eq!(
+            t.top_ups(),
+            Sales {
+                count: 2,
+                amount: 2000
+            }
+        );
+        assert_eq!(
+            t.pass_sales(),
+            Sales {
+                count: 1,
+                amount: 750
+            }
+        );
+        assert_eq!(
+            t.fare_total(),
+            Fares {
+                entries: 4,
+                amount: 700,
+                capped: 1
+            }
+        );
+        assert_eq!(t.recognised(), 1450);
+        let e = t.expected();
+        let get = |f: &str| e.get(f).copied();
+        assert_eq!(get(field::SALES), Some(3));
+        assert_eq!(get(field::AMOUNT), Some(2750));
+        assert_eq!(get(field::TOP_UPS), Some(2));
+        assert_eq!(get(field::TOPPED_UP), Some(2000));
+        assert_eq!(get(field::FARES), Some(4));
+        assert_eq!(get(field::FARE_AMOUNT), Some(700));
+        assert_eq!(get(&field::product_amount("TOPUP_10")), Some(2000));
+        assert_eq!(get(&field::terminal_amount("t1")), Some(1750));
+        // Gates sell nothing: their fares are not terminal takings.
+        assert_eq!(get(&field::terminal_sales("g1")), None);
+        assert_eq!(get(&field::product_sales("PAYG")), None);
     }
 
     #[test]
