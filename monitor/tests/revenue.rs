@@ -1,8 +1,9 @@
-//! `GET /api/revenue` over real HTTP against a real Redis: a service day's totals, products
-//! (named by the fares file, in its order, then products only the counters know) and terminals,
-//! amounts in minor units and as text; today's service day by the catalogue's clock and day
-//! start; another day on request; clear refusals of a bad day; the same read access as the
-//! counters. A fares file the catalogue refuses stops the dashboard with its file and line.
+//! `GET /api/revenue` over real HTTP against a real Redis: a service day's totals (takings, of
+//! which top-ups and pass sales; fares; revenue recognised), products (named by the fares file,
+//! in its order, then products only the counters know) and terminals, amounts in minor units and
+//! as text; today's service day by the catalogue's clock and day start; another day on request;
+//! clear refusals of a bad day; the same read access as the counters. A fares file the catalogue
+//! refuses stops the dashboard with its file and line.
 
 mod support;
 
@@ -39,6 +40,8 @@ async fn a_days_revenue_by_product_and_terminal() {
             (revenue::AMOUNT.into(), 2750),
             (revenue::VOIDS.into(), 1),
             (revenue::VOIDED.into(), 200),
+            (revenue::FARES.into(), 4),
+            (revenue::FARE_AMOUNT.into(), 700),
             (revenue::product_sales("DAY"), 1),
             (revenue::product_amount("DAY"), 750),
             (revenue::product_sales("TEN_TRIP"), 1),
@@ -75,8 +78,13 @@ async fn a_days_revenue_by_product_and_terminal() {
     assert_eq!(
         v["totals"],
         json!({"sales": 3, "amount": 2750, "amount_text": "27.50 EUR", "voids": 1,
-               "voided": 200, "voided_text": "2.00 EUR"})
+               "voided": 200, "voided_text": "2.00 EUR",
+               "top_ups": 0, "topped_up": 0, "topped_up_text": "0.00 EUR",
+               "pass_sales": 3, "pass_amount": 2750, "pass_amount_text": "27.50 EUR",
+               "fares": 4, "fare_amount": 700, "fare_amount_text": "7.00 EUR",
+               "recognised": 3450, "recognised_text": "34.50 EUR"})
     );
+    assert_eq!(v["payg"], false);
     assert_eq!(
         v["products"],
         json!([

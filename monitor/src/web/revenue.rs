@@ -2,7 +2,11 @@
 //!
 //! The bridge counts every sale on its service day's hash ([`keys::revenue`]): totals, and a
 //! count and an amount per product and per terminal; a void ([`super::void`]) takes its sale off
-//! those and onto `voids` and `voided`. [`read`] turns one day's hash into JSON with each amount
+//! those and onto `voids` and `voided`. A top-up is a sale too (the terminal took the money), and
+//! also counted on `top_ups` and `topped_up`: stored value held for the rider. An entry paid as
+//! you go counts on `fares` and `fare_amount`: the fare revenue charged to balances. The totals
+//! name what terminals took (`amount`), of which top-ups (`topped_up`) and pass sales
+//! (`pass_amount`), the fares, and the revenue recognised: pass sales plus fares. [`read`] turns one day's hash into JSON with each amount
 //! both in minor units and as people read it (`7.50 EUR`), products named by the fare catalogue
 //! the monitor was given (the bridge's fares file, or the built-in one). The catalogue also says
 //! which service day it is now, so `GET /api/revenue` shows today's unless asked for another day.
@@ -123,10 +127,16 @@ impl Day {
             .iter()
             .map(|(id, t)| row(id.as_str(), None, *t, cur))
             .collect();
+        // Terminals took passes and top-ups; a top-up is held for the rider, and becomes
+        // revenue only as fares are charged from it.
+        let pass_sales = total(revenue::SALES) - total(revenue::TOP_UPS);
+        let pass_amount = total(revenue::AMOUNT) - total(revenue::TOPPED_UP);
+        let recognised = pass_amount + total(revenue::FARE_AMOUNT);
         json!({
             "day": label,
             "today": label == today,
             "currency": cur,
+            "payg": catalogue.payg.is_some(),
             "totals": {
                 "sales": total(revenue::SALES),
                 "amount": total(revenue::AMOUNT),
@@ -134,6 +144,17 @@ impl Day {
                 "voids": total(revenue::VOIDS),
                 "voided": total(revenue::VOIDED),
                 "voided_text": cur.format(total(revenue::VOIDED)),
+                "top_ups": total(revenue::TOP_UPS),
+                "topped_up": total(revenue::TOPPED_UP),
+                "topped_up_text": cur.format(total(revenue::TOPPED_UP)),
+                "pass_sales": pass_sales,
+                "pass_amount": pass_amount,
+                "pass_amount_text": cur.format(pass_amount),
+                "fares": total(revenue::FARES),
+                "fare_amount": total(revenue::FARE_AMOUNT),
+                "fare_amount_text": cur.format(total(revenue::FARE_AMOUNT)),
+                "recognised": recognised,
+                "recognised_text": cur.format(recognised),
             },
             "products": products,
             "terminals": terminals,
@@ -237,8 +258,13 @@ mod tests {
         assert_eq!(
             v["totals"],
             json!({"sales": 3, "amount": 950, "amount_text": "9.50 EUR", "voids": 1,
-                   "voided": 200, "voided_text": "2.00 EUR"})
+                   "voided": 200, "voided_text": "2.00 EUR",
+                   "top_ups": 0, "topped_up": 0, "topped_up_text": "0.00 EUR",
+                   "pass_sales": 3, "pass_amount": 950, "pass_amount_text": "9.50 EUR",
+                   "fares": 0, "fare_amount": 0, "fare_amount_text": "0.00 EUR",
+                   "recognised": 950, "recognised_text": "9.50 EUR"})
         );
+        assert_eq!(v["payg"], false);
         let ids: Vec<&str> = v["products"]
             .as_array()
             .into_iter()
@@ -257,6 +283,36 @@ mod tests {
             v["terminals"],
             json!([{"id": "t1", "name": null, "sales": 3, "amount": 950,
                     "amount_text": "9.50 EUR"}])
+        );
+    }
+
+    #[test]
+    fn top_ups_are_taken_but_held_and_fares_are_revenue() {
+        let h = hash(&[
+            (revenue::SALES.into(), "3"),
+            (revenue::AMOUNT.into(), "2750"),
+            (revenue::TOP_UPS.into(), "2"),
+            (revenue::TOPPED_UP.into(), "2000"),
+            (revenue::FARES.into(), "4"),
+            (revenue::FARE_AMOUNT.into(), "700"),
+        ]);
+        let v = Day::from_hash(&h).to_json("2026-01-02", "2026-01-02", &Catalogue::builtin(1));
+        let t = &v["totals"];
+        assert_eq!(
+            (&t["amount"], &t["topped_up"]),
+            (&json!(2750), &json!(2000))
+        );
+        assert_eq!(
+            (&t["pass_sales"], &t["pass_amount"]),
+            (&json!(1), &json!(750))
+        );
+        assert_eq!(
+            (&t["fares"], &t["fare_amount_text"]),
+            (&json!(4), &json!("7.00 EUR"))
+        );
+        assert_eq!(
+            (&t["recognised"], &t["recognised_text"]),
+            (&json!(1450), &json!("14.50 EUR"))
         );
     }
 
