@@ -1,7 +1,7 @@
 // tapgate monitor dashboard. Builds every piece of DOM with textContent (never innerHTML), so
 // anything a device or a card sends shows as text. Live data arrives by server-sent events from
-// /api/live; the page polls for nothing but the day's revenue, re-read when a sale or a void
-// arrives on the feed and once a minute, so a new service day shows.
+// /api/live; the page polls for nothing but the day's revenue, re-read when a sale, void, top-up
+// or fare arrives on the feed and once a minute, so a new service day shows.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
@@ -188,7 +188,7 @@ function addEvents(events) {
     feed.push(e);
     list.insertBefore(feedItem(e, true), list.firstChild);
     countMinute(e);
-    if (e.event === 'pass-issued' || e.event === 'pass-voided') soonRevenue();
+    if (REVENUE_EVENTS.has(e.event)) soonRevenue();
     if (e.event === 'card-blocked' || e.event === 'card-unblocked') {
       loadBlocked();
       loadAudit();
@@ -489,15 +489,38 @@ async function voidSale() {
 
 // --- revenue ---------------------------------------------------------------------------------
 
+// Events that change the day's revenue: sales, voids, top-ups and fares paid as you go.
+const REVENUE_EVENTS = new Set(['pass-issued', 'pass-voided', 'topped-up', 'fare-charged']);
+
 function revenueRow(body, name, title, t) {
   const tr = el('tr', t.sales || t.amount ? '' : 'zero');
   tr.dataset.row = title;
   const td = el('td', '', name);
   td.title = title;
   tr.appendChild(td);
-  tr.appendChild(el('td', 'num', Number(t.sales).toLocaleString()));
+  tr.appendChild(el('td', 'num', t.sales === null ? '' : Number(t.sales).toLocaleString()));
   tr.appendChild(el('td', 'num', t.amount_text));
   body.appendChild(tr);
+}
+
+// What the takings hold and what the day earned: top-ups are money held for riders, earned only
+// as gates charge fares from them; revenue recognised is pass sales plus those fares. Shown when
+// the catalogue has pay as you go or the day has top-ups or fares.
+function renderRevenueSplit(r) {
+  const t = r.totals;
+  const shown = r.payg || t.top_ups !== 0 || t.fares !== 0;
+  $('revenue-split').hidden = !shown;
+  const body = $('revenue-split-body');
+  clear(body);
+  if (!shown) return;
+  revenueRow(body, 'Top-ups (held for riders)', 'top_ups',
+    { sales: t.top_ups, amount: t.topped_up, amount_text: t.topped_up_text });
+  revenueRow(body, 'Pass sales, net of voids', 'pass_sales',
+    { sales: t.pass_sales, amount: t.pass_amount, amount_text: t.pass_amount_text });
+  revenueRow(body, 'Fares paid as you go', 'fares',
+    { sales: t.fares, amount: t.fare_amount, amount_text: t.fare_amount_text });
+  revenueRow(body, 'Revenue recognised', 'recognised',
+    { sales: null, amount: t.recognised, amount_text: t.recognised_text });
 }
 
 function renderRevenue(r) {
@@ -505,6 +528,7 @@ function renderRevenue(r) {
   $('revenue-total').textContent = r.totals.amount_text;
   $('revenue-summary').textContent = r.totals.sales.toLocaleString() + (r.totals.sales === 1 ? ' sale' : ' sales') +
     ' · ' + r.totals.voids.toLocaleString() + ' voided (' + r.totals.voided_text + ')';
+  renderRevenueSplit(r);
   const products = $('revenue-products');
   clear(products);
   for (const p of r.products) revenueRow(products, p.name || p.id, p.id, p);
