@@ -142,6 +142,16 @@ name = "Two hours"
 price = 350
 validity = "period"
 duration = "1m"
+
+[[product]]
+id = "TOPUP_5"
+name = "Top up 5.00"
+price = 500
+validity = "top_up"
+
+[payg]
+fare = 200
+daily_cap = 600
 "#;
 
 /// Revenue by service day and field, as the stream's sales add it up.
@@ -177,10 +187,27 @@ async fn count_events(
                 .as_ref()
                 .map_or_else(|_| "?".to_owned(), |e| e.event.as_str().to_owned());
             *counts.entry(kind).or_insert(0) += 1;
+            let event = event.ok();
             if let Some(e) = event
-                .ok()
-                .filter(|e| e.event == tapgate_protocol::EventKind::PassIssued)
+                .as_ref()
+                .filter(|e| e.event == tapgate_protocol::EventKind::FareCharged)
             {
+                let day = e.day.expect("a charge names its service day").to_string();
+                let price = i64::try_from(e.price.expect("a charge has a price")).expect("price");
+                let r = revenue.entry(day).or_default();
+                *r.entry(field::FARES.to_owned()).or_default() += 1;
+                if price > 0 {
+                    *r.entry(field::FARE_AMOUNT.to_owned()).or_default() += price;
+                }
+            }
+            if let Some(e) = event.filter(|e| {
+                [
+                    tapgate_protocol::EventKind::PassIssued,
+                    tapgate_protocol::EventKind::ToppedUp,
+                ]
+                .contains(&e.event)
+            }) {
+                let top_up = e.event == tapgate_protocol::EventKind::ToppedUp;
                 let day = e.day.expect("a sale names its service day").to_string();
                 let price = i64::try_from(e.price.expect("a sale has a price")).expect("price");
                 let product = e.pass_type().expect("a sale names its product");
@@ -195,6 +222,10 @@ async fn count_events(
                     (field::terminal_amount(terminal.as_str()), price),
                 ] {
                     *r.entry(f).or_default() += v;
+                }
+                if top_up {
+                    *r.entry(field::TOP_UPS.to_owned()).or_default() += 1;
+                    *r.entry(field::TOPPED_UP.to_owned()).or_default() += price;
                 }
             }
         }
@@ -421,17 +452,18 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     let mut link = tapgate_runtime::redis::RedisLink::connect(&url, target)
         .await
         .expect("new primary");
+    use tapgate_protocol::fields::{revenue as revenue_field, wallet};
     let (events, revenue) = count_events(&mut link).await;
     let n = |k: &str| events.get(k).copied().unwrap_or(0);
     assert_eq!(
         counter_sum(&mut link, keys::COUNTERS_ENTRIES).await,
-        n("pass-used"),
-        "entries vs pass-used events: {events:?}"
+        n("pass-used") + n("fare-charged"),
+        "entries vs pass-used and fare-charged events: {events:?}"
     );
     assert_eq!(
         counter_sum(&mut link, keys::COUNTERS_ISSUED).await,
-        n("pass-issued"),
-        "issued vs pass-issued events: {events:?}"
+        n("pass-issued") + n("topped-up"),
+        "issued vs pass-issued and topped-up events: {events:?}"
     );
     assert_eq!(
         counter_sum(&mut link, keys::COUNTERS_DENIED).await,
@@ -441,8 +473,48 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     // Every decided tap and button is one entry, issue, denial or other answer: the stream holds
     // at least as many entry and issue events as the simulator saw granted and issued.
     let decided = |o: &str| summary.decisions.get(o).copied().unwrap_or(0) as i64;
-    assert_eq!(n("pass-used"), decided("granted"), "{events:?}");
+    assert_eq!(
+        n("pass-used") + n("fare-charged"),
+        decided("granted"),
+        "{events:?}"
+    );
     assert_eq!(n("pass-issued"), decided("pass_issued"), "{events:?}");
+    assert_eq!(n("topped-up"), decided("topped_up"), "{events:?}");
+    assert!(
+        n("topped-up") > 0 && n("fare-charged") > 0,
+        "riders paid as you go: {events:?}"
+    );
+    // Money is conserved on every card across the kills: what was topped up is held or was
+    // charged, and the wallets add up to the stream's top-ups and charges.
+    let wallets: Vec<String> = redis::cmd("KEYS")
+        .arg("tapgate:card:*:wallet")
+        .query_async(&mut link)
+        .await
+        .expect("KEYS");
+    let (mut topped_up, mut charged) = (0i64, 0i64);
+    for key in &wallets {
+        let w: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut link)
+            .await
+            .expect("HGETALL");
+        let get = |f: &str| w.get(f).map_or(0, |v| v.parse::<i64>().expect("an amount"));
+        assert_eq!(
+            get(wallet::TOPPED_UP),
+            get(wallet::BALANCE) + get(wallet::CHARGED),
+            "{key}: {w:?}"
+        );
+        topped_up += get(wallet::TOPPED_UP);
+        charged += get(wallet::CHARGED);
+    }
+    let field_total = |f: &str| {
+        revenue
+            .values()
+            .map(|r| r.get(f).copied().unwrap_or(0))
+            .sum::<i64>()
+    };
+    assert_eq!(topped_up, field_total(revenue_field::TOPPED_UP), "top-ups");
+    assert_eq!(charged, field_total(revenue_field::FARE_AMOUNT), "charges");
     assert_eq!(n("pass-denied"), decided("denied"), "{events:?}");
     // Revenue: every service day's counters are what its sales in the stream add up to, and
     // each sale was counted once.
@@ -464,11 +536,8 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
             .expect("HGETALL");
         assert_eq!(&counters, fields, "revenue of {day}: counters vs stream");
     }
-    let sold: i64 = revenue
-        .values()
-        .map(|f| f[tapgate_protocol::fields::revenue::SALES])
-        .sum();
-    assert_eq!(sold, decided("pass_issued"));
+    let sold: i64 = field_total(revenue_field::SALES);
+    assert_eq!(sold, decided("pass_issued") + decided("topped_up"));
     println!(
         "failover: revenue {:?} equals the stream's sales",
         revenue

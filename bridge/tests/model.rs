@@ -18,6 +18,13 @@
 //! decision must carry the model's `charged` and `balance`, and on every card money is
 //! conserved: top-ups = balance + charges, with charges per day and week within the caps in
 //! force and the balance never below the minimum.
+//!
+//! Offline entries and retaps naming an earlier gate tap (`Op::Settle`): one that names a tap
+//! granted is settled on that tap's charge (an offline entry at its time, a retap within
+//! `RETAP_ACCEPTED_WITHIN_MS` after it), with no change, no event and that tap's amounts; any
+//! other is decided as usual. (Here the earlier tap's stored answer is always still there: the
+//! script's answer from the card's history, once that record has gone, is tested in
+//! `redelivery.rs` and `taptime.rs`.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,11 +33,12 @@ use proptest::prelude::*;
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
 use tapgate_protocol::payg::{FareDay, Payg, Wallet, PAYG_PRODUCT};
 use tapgate_protocol::rules::{
-    decide_timed, fare_time, Input, Pass, Sale, Settings, State, TimeSettings,
+    decide_timed, fare_time, Input, Pass, Sale, Settings, State, TimeSettings, Verdict,
+    RETAP_ACCEPTED_WITHIN_MS,
 };
 use tapgate_protocol::{
     fields, keys, CardId, Catalogue, Currency, DenyReason, DeviceId, DeviceKind, MessageId,
-    Outcome, ProductId, Stamp, TapMode, Validity,
+    Outcome, PassInfo, ProductId, Stamp, TapMode, Validity,
 };
 use tapgate_testkit::RedisServer;
 
@@ -75,6 +83,11 @@ enum Op {
     /// A whole sale at a terminal: tap the card, press the product's button, tap the card again
     /// (three messages, fresh and waiting).
     Buy(usize, usize, usize),
+    /// A gate message naming an earlier gate tap (the one at this index of those sent, modulo)
+    /// as the one it replaces, for the same card: an offline entry at that tap's time (`true`),
+    /// as a fail-open gate queues when the answer does not come, or a retap now (`false`), as a
+    /// fail-closed gate's rider makes. Settled on that tap's charge when it was granted.
+    Settle(usize, bool),
 }
 
 /// Pass records the script cannot read: a type without terms that no earlier version wrote,
@@ -256,6 +269,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize).prop_map(Op::Reload),
         2 => (0..TERMINALS.len(), 0..CARDS.len(), 0..5usize)
             .prop_map(|(t, c, p)| Op::Buy(t, c, p)),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(k, offline)| Op::Settle(k, offline)),
     ]
 }
 
@@ -271,8 +285,9 @@ struct Model {
 }
 
 /// How often each pay-as-you-go case came up over all runs, so the test shows it covered them:
-/// charged, charged 0 (capped), insufficient funds, topped up, settled offline.
-static SEEN: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
+/// charged, charged 0 (capped), insufficient funds, topped up, settled offline; and messages
+/// settled on the charge of the waiting tap they name.
+static SEEN: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
 
 fn seen(i: usize) {
     SEEN[i].fetch_add(1, Ordering::Relaxed);
@@ -286,7 +301,12 @@ struct Sent {
     id: MessageId,
     input: Input,
     stamp: Option<Stamp>,
+    /// The waiting tap it named, if any.
+    replaces: Option<MessageId>,
     outcome: Outcome,
+    /// Pay as you go's amounts in its answer.
+    charged: Option<u64>,
+    balance: Option<i64>,
 }
 
 fn card(i: usize) -> CardId {
@@ -397,6 +417,8 @@ async fn run_case(
     // Expected revenue by service day: sales, amount, and amount by product and by terminal.
     let mut revenue: HashMap<String, HashMap<String, i64>> = HashMap::new();
     for (n, op) in ops.iter().enumerate() {
+        // The earlier tap an `Op::Settle` names.
+        let mut replaced: Option<Sent> = None;
         let (kind, device, input, card_i, term_i) = match op {
             Op::Corrupt(c, g) => {
                 let key = keys::pass(&card(*c));
@@ -429,7 +451,7 @@ async fn run_case(
                     input: &s.input,
                     now_ms: now,
                     stamp: s.stamp,
-                    replaces: None,
+                    replaces: s.replaces.as_ref(),
                     day: Some(catalogue.service_day(now)),
                     catalogue: &catalogue.version,
                     payg: payg_request(catalogue, &s.input, s.stamp, now),
@@ -457,7 +479,7 @@ async fn run_case(
                     input: &input,
                     now_ms: now,
                     stamp: s.stamp,
-                    replaces: None,
+                    replaces: s.replaces.as_ref(),
                     day: Some(catalogue.service_day(now)),
                     catalogue: &catalogue.version,
                     payg: payg_request(catalogue, &input, s.stamp, now),
@@ -535,6 +557,30 @@ async fn run_case(
                 continue;
             }
             Op::Buy(..) => unreachable!("expanded above"),
+            Op::Settle(k, _) => {
+                let taps: Vec<&Sent> = sent
+                    .iter()
+                    .filter(|s| matches!(s.input, Input::GateTap(_)) && s.replaces.is_none())
+                    .collect();
+                let Some(s) = (!taps.is_empty()).then(|| taps[k % taps.len()]) else {
+                    continue;
+                };
+                let Input::GateTap(c) = &s.input else {
+                    continue;
+                };
+                let c = CARDS
+                    .iter()
+                    .position(|x| *x == c.as_str())
+                    .expect("a model card");
+                replaced = Some(s.clone());
+                (
+                    DeviceKind::Gate,
+                    "g1",
+                    Input::GateTap(card(c)),
+                    Some(c),
+                    None,
+                )
+            }
             Op::Gate(c, _) => (
                 DeviceKind::Gate,
                 "g1",
@@ -559,16 +605,21 @@ async fn run_case(
         };
         let stamp_op = match op {
             Op::Gate(_, s) | Op::TerminalTap(_, _, s) | Op::Button(_, _, s) => *s,
+            Op::Settle(_, false) => Some((0, TapMode::Online)),
             _ => None,
         };
         let skew = model.skews.get(device).copied();
         // The device's clock runs `skew` ahead of the bridge's.
-        let stamp = stamp_op.map(|(age, mode)| Stamp {
+        let mut stamp = stamp_op.map(|(age, mode)| Stamp {
             time: now
                 .saturating_add_signed(skew.unwrap_or(0))
                 .saturating_add_signed(-age),
             mode,
         });
+        if let (Op::Settle(_, true), Some(r)) = (op, &replaced) {
+            // The offline entry stands for the waiting tap: same time, the rider let through.
+            stamp = Some(Stamp::offline(r.stamp.map_or(now, |s| s.time)));
+        }
         if matches!(input, Input::Button(_)) && stamp.is_some_and(|s| s.mode == TapMode::Offline) {
             // Refused by validation before the script; nothing to compare.
             continue;
@@ -591,7 +642,51 @@ async fn run_case(
             fare_day,
             top_ups: catalogue.sells_top_ups(),
         };
-        let timed = decide_timed(&input, &state, corrupt, stamp, now, skew, settings, TIME);
+        let mut timed = decide_timed(&input, &state, corrupt, stamp, now, skew, settings, TIME);
+        // A message naming a waiting tap that was granted is settled on that tap's charge, with
+        // no change and no event (decide.lua's settle_replaced): an offline entry at that tap's
+        // time, a retap up to RETAP_ACCEPTED_WITHIN_MS after it (and at most max_skew before).
+        let settled = match (&mut timed, &replaced, stamp) {
+            (Ok(t), Some(r), Some(st)) if !matches!(t.verdict.outcome, Outcome::Stale) => {
+                let earlier = r.stamp.filter(|s| s.mode == TapMode::Online);
+                let in_bounds = earlier.is_some_and(|e| match st.mode {
+                    TapMode::Offline => e.time == st.time,
+                    TapMode::Online => {
+                        let (t0, at) = (i128::from(e.time), i128::from(t.at));
+                        at - t0 <= i128::from(RETAP_ACCEPTED_WITHIN_MS)
+                            && t0 - at <= i128::from(TIME.max_skew_ms)
+                    }
+                });
+                match &r.outcome {
+                    Outcome::Granted { pass } if in_bounds => {
+                        let rules_at = if st.mode == TapMode::Offline {
+                            t.at
+                        } else {
+                            now
+                        };
+                        let pass = PassInfo {
+                            remaining_ms: pass.expires_at.map(|e| e.saturating_sub(rules_at)),
+                            ..pass.clone()
+                        };
+                        let outcome = match st.mode {
+                            TapMode::Offline => Outcome::EntrySettled { pass },
+                            TapMode::Online => Outcome::Granted { pass },
+                        };
+                        t.verdict = Verdict {
+                            charged: r.charged,
+                            balance: r.balance,
+                            ..Verdict::new(outcome, state.pass.clone(), state.sale.clone(), &state)
+                        };
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if settled {
+            seen(5);
+        }
         let device_id = DeviceId::new(device).expect("device");
         let id = MessageId::new(format!("m{n}")).expect("id");
         let req = Request {
@@ -601,7 +696,7 @@ async fn run_case(
             input: &input,
             now_ms: now,
             stamp,
-            replaces: None,
+            replaces: replaced.as_ref().map(|r| &r.id),
             day: Some(day),
             catalogue: &catalogue.version,
             payg: payg_request(catalogue, &input, stamp, now),
@@ -636,7 +731,10 @@ async fn run_case(
             id: id.clone(),
             input: input.clone(),
             stamp,
+            replaces: replaced.as_ref().map(|r| r.id.clone()),
             outcome: got.decision.outcome.clone(),
+            charged: got.decision.charged,
+            balance: got.decision.balance,
         });
         prop_assert_eq!(
             &got.decision.outcome,
@@ -662,7 +760,10 @@ async fn run_case(
                 i128::from(w.topped_up),
                 i128::from(w.balance) + i128::from(w.charged)
             );
-            if let (Some(p), Some(charged)) = (catalogue.payg, expected.charged) {
+            // A settled message charges nothing new: its amounts are the earlier tap's.
+            if let (Some(p), Some(charged)) =
+                (catalogue.payg, expected.charged.filter(|_| !settled))
+            {
                 prop_assert!(w.balance >= p.minimum_balance || charged == 0);
                 let day_total = |w: &Wallet| w.days.get(&fare_day.day).copied().unwrap_or(0);
                 let week_total = |w: &Wallet| w.weeks.get(&fare_day.week).copied().unwrap_or(0);
@@ -744,11 +845,12 @@ async fn run_case(
             let topped = got.events.iter().find(|e| e.event.as_str() == "topped-up");
             prop_assert_eq!(topped.and_then(|e| e.balance), expected.balance);
         }
-        let paid_as_you_go = matches!(
-            &expected.outcome,
-            Outcome::Granted { pass } | Outcome::EntrySettled { pass }
-                if pass.pass_type == PAYG_PRODUCT
-        );
+        let paid_as_you_go = !settled
+            && matches!(
+                &expected.outcome,
+                Outcome::Granted { pass } | Outcome::EntrySettled { pass }
+                    if pass.pass_type == PAYG_PRODUCT
+            );
         if matches!(
             expected.outcome,
             Outcome::Denied {
@@ -793,6 +895,7 @@ async fn run_case(
         let mut kinds: Vec<_> = got.events.iter().map(|e| e.event.as_str()).collect();
         kinds.extend(got.notices.iter().map(|e| e.event.as_str()));
         let want: Vec<&str> = match &expected.outcome {
+            _ if settled => vec![],
             _ if paid_as_you_go => vec!["fare-charged"],
             Outcome::ToppedUp { .. } => vec!["topped-up"],
             Outcome::Granted { .. } | Outcome::EntrySettled { .. } if expected.activated => {
@@ -857,8 +960,8 @@ fn script_matches_reference_model() {
     });
     let seen: Vec<usize> = SEEN.iter().map(|n| n.load(Ordering::Relaxed)).collect();
     println!(
-        "pay as you go: charged {}, capped {}, insufficient {}, topped up {}, settled offline {}",
-        seen[0], seen[1], seen[2], seen[3], seen[4]
+        "pay as you go: charged {}, capped {}, insufficient {}, topped up {}, settled offline {}; settled on a named tap's charge {}",
+        seen[0], seen[1], seen[2], seen[3], seen[4], seen[5]
     );
     assert!(
         seen.iter().all(|n| *n > 0),
