@@ -656,3 +656,88 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     bridge_stop.cancel();
     bridge.join().await.expect("bridge stops");
 }
+
+/// The revenue card under pay as you go: hidden while the day has no top-ups or fares (and the
+/// catalogue no pay as you go); a top-up or a fare on the feed re-reads it, splitting the takings
+/// into top-ups held for riders and pass sales, with fares and the revenue recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revenue_card_splits_top_ups_from_pass_sales_and_adds_fares() {
+    use redis::AsyncCommands;
+    use tapgate_protocol::fields::revenue;
+    use tapgate_protocol::{keys, EventKind, ProductId};
+
+    let redis = RedisServer::start();
+    let (fares, catalogue, _fares_dir) = support::fares_file();
+    let mut conn = support::redis(&redis).await;
+    let mut dash_config = config(&redis.url());
+    dash_config.fares = Some(fares);
+    let dash = Dashboard::start(dash_config).await;
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().expect("profiles");
+    let a = driver.browser(&profiles.path().join("a")).await;
+    log_in(&a, &dash, ALICE).await;
+    let now = tapgate_runtime::clock::Clock::now_ms(&tapgate_runtime::clock::SystemClock);
+    let today = catalogue.service_day(now).label();
+    wait_text(&a, "#revenue-day", |t| t == format!("service day {today}")).await;
+    let hidden = a
+        .execute(
+            "return document.getElementById('revenue-split').hidden;",
+            vec![],
+        )
+        .await
+        .expect("hidden");
+    assert_eq!(hidden, json!(true), "no top-ups or fares: no split");
+
+    // A pass and two top-ups sold; the top-up's event arrives on the feed.
+    let key = keys::revenue(&today);
+    let fields: Vec<(String, i64)> = vec![
+        (revenue::SALES.into(), 3),
+        (revenue::AMOUNT.into(), 2750),
+        (revenue::TOP_UPS.into(), 2),
+        (revenue::TOPPED_UP.into(), 2000),
+    ];
+    let () = conn.hset_multiple(&key, &fields).await.expect("seed");
+    let mut topped_up = support::sale(now);
+    topped_up.event = EventKind::ToppedUp;
+    if let Some(p) = topped_up.pass.as_mut() {
+        p.pass_type = ProductId::from_static("TOPUP_10");
+    }
+    topped_up.price = Some(1000);
+    topped_up.balance = Some(1000);
+    support::xadd(&mut conn, "*", &topped_up).await;
+    let row = |name: &str| format!("#revenue-split-body tr[data-row='{name}']");
+    wait_text(&a, &row("top_ups"), |t| {
+        t.contains("held for riders") && t.contains('2') && t.ends_with("20.00 EUR")
+    })
+    .await;
+    wait_text(&a, &row("pass_sales"), |t| t.ends_with("7.50 EUR")).await;
+    wait_text(&a, &row("recognised"), |t| t.ends_with("7.50 EUR")).await;
+    wait_text(&a, "#revenue-total", |t| t == "27.50 EUR").await;
+
+    // An entry charged 2.50 from a balance: fare revenue, re-read when its event arrives.
+    let _: i64 = conn.hincr(&key, revenue::FARES, 1).await.expect("fares");
+    let _: i64 = conn
+        .hincr(&key, revenue::FARE_AMOUNT, 250)
+        .await
+        .expect("fare_amount");
+    let mut fare = support::sale(now);
+    fare.event = EventKind::FareCharged;
+    fare.device = DeviceId::new("g1").ok();
+    fare.device_kind = Some(DeviceKind::Gate);
+    if let Some(p) = fare.pass.as_mut() {
+        p.pass_type = ProductId::from_static("PAYG");
+    }
+    fare.price = Some(250);
+    fare.balance = Some(750);
+    support::xadd(&mut conn, "*", &fare).await;
+    wait_text(&a, &row("fares"), |t| {
+        t.contains("paid as you go") && t.ends_with("2.50 EUR")
+    })
+    .await;
+    wait_text(&a, &row("recognised"), |t| t.ends_with("10.00 EUR")).await;
+    // The takings are what terminals took: a fare adds nothing to them.
+    wait_text(&a, "#revenue-total", |t| t == "27.50 EUR").await;
+
+    a.close().await.expect("close a");
+    dash.stop().await;
+}
