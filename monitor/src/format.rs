@@ -157,6 +157,7 @@ pub const fn label(kind: EventKind) -> &'static str {
         EventKind::Rejected => "REJECTED",
         EventKind::CardBlocked => "BLOCKED",
         EventKind::CardUnblocked => "UNBLOCKED",
+        EventKind::CardReplaced => "REPLACED",
         EventKind::TapStale => "STALE",
         EventKind::UnpaidEntry => "UNPAID",
         EventKind::ClockSkew => "CLOCK",
@@ -364,6 +365,16 @@ fn pieces(e: &Event) -> Vec<(Paint, Mark, String)> {
         EventKind::CardUnblocked => {
             let by = detail.map_or_else(String::new, |d| format!(" by {d}"));
             line.push(Paint::Green, format!("{}{by}", card(e)));
+        }
+        EventKind::CardReplaced => {
+            let to = detail.unwrap_or_else(|| "?".to_owned());
+            line.push(
+                Paint::BoldRed,
+                format!(
+                    "{} replaced by card {to}: blocked, its pass and balance moved",
+                    card(e)
+                ),
+            );
         }
         EventKind::TapStale => {
             line.push(

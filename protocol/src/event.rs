@@ -54,6 +54,10 @@ pub enum EventKind {
     CardBlocked,
     /// An operator took a card off the deny list. Topic `events/card-unblocked`.
     CardUnblocked,
+    /// An operator replaced a lost card: `card` is the lost one, now blocked with `reason`
+    /// `replaced`; `detail` is the card that holds its pass, balance and cap progress now.
+    /// Topic `events/card-replaced`.
+    CardReplaced,
     /// A waiting tap or button arrived after the decision window: nothing decided or charged.
     /// `tap_time` is when it happened; `reason` is `stale`. Topic `events/tap-stale`.
     TapStale,
@@ -67,7 +71,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::PassIssued,
         EventKind::PassVoided,
         EventKind::PassUsed,
@@ -78,6 +82,7 @@ impl EventKind {
         EventKind::Rejected,
         EventKind::CardBlocked,
         EventKind::CardUnblocked,
+        EventKind::CardReplaced,
         EventKind::TapStale,
         EventKind::UnpaidEntry,
         EventKind::ClockSkew,
@@ -96,6 +101,7 @@ impl EventKind {
             EventKind::Rejected => "rejected",
             EventKind::CardBlocked => "card-blocked",
             EventKind::CardUnblocked => "card-unblocked",
+            EventKind::CardReplaced => "card-replaced",
             EventKind::TapStale => "tap-stale",
             EventKind::UnpaidEntry => "unpaid-entry",
             EventKind::ClockSkew => "clock-skew",
