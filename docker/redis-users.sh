@@ -5,8 +5,9 @@
 #   REDIS_BRIDGE_PASSWORD   tapgate-bridge: decides taps (reads and writes its own keys, runs its
 #                           Lua scripts, which Redis checks against the same rules)
 #   REDIS_MONITOR_PASSWORD  tapgate-monitor: reads everything tapgate keeps, writes only the block
-#                           list, its events, its own sessions, and a voided sale (the pass and
-#                           its day's revenue, in one script)
+#                           list, its events, its own sessions, a voided sale (the pass and its
+#                           day's revenue, in one script) and a card replacement (a card's pass,
+#                           wallet, recent list and block, in one script)
 #   REDIS_EMQX_PASSWORD     tapgate-emqx: EMQX's rules, HINCRBY on tapgate:emqx:* only
 #   REDIS_GRAFANA_PASSWORD  tapgate-grafana: reads only the keys the Grafana dashboards show
 #   REDIS_TAIL_PASSWORD     tapgate-tail: `tapgate-monitor tail` and `report` in a terminal: reads
@@ -60,7 +61,8 @@ tmp="$out.tmp.$$"
   # file as this user and drops every script write it may not make (redis/redis#14541).
   echo "user default off ~* &* +@all"
   echo "user tapgate-admin on #$(hash "$REDIS_PASSWORD") ~* &* +@all"
-  # Keys of protocol/src/keys.rs the bridge uses. A card's blocked hash is only read, but it is
+  # Keys of protocol/src/keys.rs the bridge uses (a card's wallet: pay as you go charges it at
+  # a gate and a top-up fills it at a terminal). A card's blocked hash is only read, but it is
   # a declared key of the bridge's decide function, and Redis asks write access for every key
   # FCALL declares; the block index and the monitor's keys stay out of reach. FUNCTION LOAD
   # installs the bridge's function library at start-up (FCALL is in @scripting); no other
@@ -72,6 +74,7 @@ tmp="$out.tmp.$$"
   # declare it (the commands it then runs are checked one by one); the second allows XADD on it
   # and nothing else.
   bridge_keys="~tapgate:counters:* ~tapgate:revenue:* ~tapgate:card:*:pass ~tapgate:card:*:recent"
+  bridge_keys="$bridge_keys ~tapgate:card:*:wallet"
   bridge_keys="$bridge_keys ~tapgate:sale:* ~tapgate:seen:* ~tapgate:device:* ~tapgate:devices"
   bridge_keys="$bridge_keys ~tapgate:card:*:blocked %R~tapgate:blocked"
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
@@ -79,13 +82,16 @@ tmp="$out.tmp.$$"
     "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load" \
     "($bridge_keys ~tapgate:events -@all +fcall +fcall_ro +eval +evalsha)" \
     "(~tapgate:events -@all +xadd)"
-  # Reads every tapgate key; writes the block list and voids (Lua scripts), its sessions, login
-  # throttle and operator list, and appends to the event stream and its audit trail (selectors
-  # as for the bridge). A new key of the monitor's is listed here.
+  # Reads every tapgate key; writes the block list, voids and card replacements (Lua scripts),
+  # its sessions, login throttle and operator list, and appends to the event stream and its
+  # audit trail (selectors as for the bridge). A replacement renames the lost card's pass and
+  # wallet to the new card's and rewrites both cards' recent lists, so the monitor writes
+  # wallets and recent lists too (with this credential one can change a balance: keep it as
+  # secret as the admin's). A new key of the monitor's is listed here.
   monitor_own="~tapgate:monitor:session:* ~tapgate:monitor:operator:* ~tapgate:monitor:operators"
   monitor_own="$monitor_own ~tapgate:monitor:login-failures:*"
   monitor_keys="%R~tapgate:* ~tapgate:card:*:blocked ~tapgate:blocked ~tapgate:card:*:pass"
-  monitor_keys="$monitor_keys ~tapgate:revenue:*"
+  monitor_keys="$monitor_keys ~tapgate:revenue:* ~tapgate:card:*:wallet ~tapgate:card:*:recent"
   echo "user tapgate-monitor on #$(hash "$REDIS_MONITOR_PASSWORD") resetkeys resetchannels" \
     "$monitor_keys $monitor_own" \
     "-@all +@read +@write +@scripting +@transaction +@connection +@blocking $never" \
