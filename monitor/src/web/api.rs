@@ -72,8 +72,8 @@ pub async fn devices(State(state): State<AppState>, _: Viewer) -> Result<Json<Va
     Ok(Json(rows))
 }
 
-/// `GET /api/cards/{card}`: the card's pass (and whether it may be voided now), block and recent
-/// events.
+/// `GET /api/cards/{card}`: the card's pass (and whether it may be voided now), wallet (balance
+/// and charges against the caps), block and recent events.
 pub async fn card(
     State(state): State<AppState>,
     _: Viewer,
@@ -86,6 +86,7 @@ pub async fn card(
         &card,
         now,
         state.config.void_window,
+        &state.catalogue,
     )
     .await?;
     if let Some(recent) = v.get_mut("recent").and_then(Value::as_array_mut) {

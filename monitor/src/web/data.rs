@@ -4,7 +4,8 @@
 //! products as the bridge counted them, since the catalogue is the bridge's),
 //! recent history and per-minute buckets from the event stream, devices from `tapgate:devices`
 //! with their presence and per-device counters, a card's pass (with its sale and whether it may
-//! be voided), deny-list entry and recent events, and the deny list itself. Every function
+//! be voided), wallet (balance, and this service day's and week's charges against the caps),
+//! deny-list entry and recent events, and the deny list itself. Every function
 //! returns JSON ready to send.
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +15,7 @@ use redis::aio::ConnectionLike;
 use serde_json::{json, Value};
 use tapgate_protocol::{fields, keys};
 use tapgate_protocol::{
-    CardId, Currency, DenyReason, DeviceId, DeviceKind, Event, ProductId, RejectReason,
+    CardId, Catalogue, Currency, DenyReason, DeviceId, DeviceKind, Event, ProductId, RejectReason,
 };
 
 use crate::format::entry_value;
@@ -226,15 +227,18 @@ pub fn card_id(s: &str) -> Result<CardId, WebError> {
 }
 
 /// A card's pass (with time left at `now_ms`, its sale, and whether it may be voided with a void
-/// window of `void_window`), deny-list entry and recent events.
+/// window of `void_window`), its pay-as-you-go wallet ([`wallet`]), deny-list entry and recent
+/// events.
 pub async fn card(
     conn: &mut impl ConnectionLike,
     card: &CardId,
     now_ms: u64,
     void_window: Duration,
+    catalogue: &Catalogue,
 ) -> Result<Value, WebError> {
-    let (pass, blocked, recent): (Hash, Hash, Vec<String>) = redis::pipe()
+    let (pass, wallet, blocked, recent): (Hash, Hash, Hash, Vec<String>) = redis::pipe()
         .hgetall(keys::pass(card))
+        .hgetall(keys::wallet(card))
         .hgetall(keys::blocked(card))
         .lrange(
             keys::card_recent(card),
@@ -300,7 +304,59 @@ pub async fn card(
         })
         .map(escape_json)
         .collect();
-    Ok(json!({"card": card, "pass": pass, "blocked": blocked, "recent": recent}))
+    let wallet = wallet_view(&wallet, catalogue, now_ms);
+    Ok(json!({"card": card, "pass": pass, "wallet": wallet, "blocked": blocked, "recent": recent}))
+}
+
+/// What the card lookup shows of a wallet at `now_ms`, `null` when the card has none: the
+/// balance and the totals, and under the catalogue's pay-as-you-go terms the service day and week
+/// `now_ms` falls in ([`Catalogue::fare_day`]), what the card was charged in each against the
+/// caps, and what its next entry would cost. Amounts are minor units of `currency` (the wallet's,
+/// else the catalogue's), each with a `_text` as people read it.
+pub fn wallet_view(wallet: &Hash, catalogue: &Catalogue, now_ms: u64) -> Value {
+    use fields::wallet as w;
+    if wallet.is_empty() {
+        return Value::Null;
+    }
+    let currency = wallet
+        .get(w::CURRENCY)
+        .and_then(|c| Currency::parse(c))
+        .unwrap_or(catalogue.currency);
+    let text = |minor: Option<i64>| minor.map(|m| currency.format(m));
+    let amount = |field: &str| num(wallet, field);
+    let balance = amount(w::BALANCE);
+    let fare_day = catalogue.fare_day(now_ms);
+    let (day, week) = (fare_day.day.to_string(), fare_day.week.to_string());
+    let day_charged = amount(&w::day(&day)).unwrap_or(0);
+    let week_charged = amount(&w::week(&week)).unwrap_or(0);
+    let payg = catalogue.payg.as_ref();
+    let cap = |c: Option<u64>| c.and_then(|c| i64::try_from(c).ok());
+    let daily_cap = cap(payg.and_then(|p| p.daily_cap));
+    let weekly_cap = cap(payg.and_then(|p| p.weekly_cap));
+    let next_fare = payg.map(|p| {
+        let used = |n: i64| u64::try_from(n).unwrap_or(0);
+        i64::try_from(p.charge(used(day_charged), used(week_charged))).unwrap_or(i64::MAX)
+    });
+    json!({
+        "balance": balance,
+        "balance_text": text(balance),
+        "currency": currency,
+        "topped_up": amount(w::TOPPED_UP),
+        "charged": amount(w::CHARGED),
+        "day": day,
+        "day_charged": day_charged,
+        "day_charged_text": text(Some(day_charged)),
+        "daily_cap": daily_cap,
+        "daily_cap_text": text(daily_cap),
+        "week": week,
+        "week_charged": week_charged,
+        "week_charged_text": text(Some(week_charged)),
+        "weekly_cap": weekly_cap,
+        "weekly_cap_text": text(weekly_cap),
+        "fare": payg.and_then(|p| i64::try_from(p.fare).ok()),
+        "next_fare": next_fare,
+        "next_fare_text": text(next_fare),
+    })
 }
 
 /// The deny list: `[{card, reason, by, at}]`, sorted by card.
