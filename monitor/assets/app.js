@@ -189,10 +189,10 @@ function addEvents(events) {
     list.insertBefore(feedItem(e, true), list.firstChild);
     countMinute(e);
     if (REVENUE_EVENTS.has(e.event)) soonRevenue();
-    if (e.event === 'card-blocked' || e.event === 'card-unblocked') {
+    if (e.event === 'card-blocked' || e.event === 'card-unblocked' || e.event === 'card-replaced') {
       loadBlocked();
       loadAudit();
-      if (currentCard && e.card === currentCard) lookup(currentCard);
+      if (currentCard && (e.card === currentCard || e.detail === currentCard)) lookup(currentCard);
     } else if (currentCard && e.card === currentCard) {
       if (e.event === 'pass-voided') loadAudit();
       lookup(currentCard);
@@ -403,6 +403,7 @@ async function lookup(card) {
     } else {
       dlRow(dl, 'Pass', 'none');
     }
+    showWallet(dl, r.wallet);
     if (r.blocked) {
       dlRow(dl, 'Blocked', (r.blocked.reason || '?') + (r.blocked.by ? ' by ' + r.blocked.by : '') + (r.blocked.at ? ', ' + dateTime(r.blocked.at) : ''), 'badge-blocked');
     } else {
@@ -420,6 +421,7 @@ async function lookup(card) {
     $('block-btn').hidden = !!r.blocked;
     $('unblock-btn').hidden = !r.blocked;
     showVoid(r);
+    showReplace(r);
   } catch (err) {
     currentCard = null;
     clear(box);
@@ -427,7 +429,70 @@ async function lookup(card) {
     box.textContent = err.message;
     $('block-controls').hidden = true;
     showVoid(null);
+    showReplace(null);
   }
+}
+
+// Pay as you go: the balance, and this service day's and week's charges against the caps (as
+// the server read them under the fare catalogue), with what the next entry would cost.
+function showWallet(dl, w) {
+  if (!w) return;
+  dlRow(dl, 'Balance', w.balance_text || '?', w.balance < 0 ? 'badge-blocked' : '');
+  const against = (text, cap) => (text || '0') + (cap ? ' of ' + cap + ' cap' : '');
+  dlRow(dl, 'Charged today', against(w.day_charged_text, w.daily_cap_text) + ' (service day ' + w.day + ')');
+  dlRow(dl, 'Charged this week', against(w.week_charged_text, w.weekly_cap_text) + ' (from ' + w.week + ')');
+  if (w.next_fare_text != null) {
+    dlRow(dl, 'Next entry', w.next_fare === 0 ? 'free (capped)' : w.next_fare_text);
+  }
+}
+
+// --- replacing a lost card -------------------------------------------------------------------
+
+// Operators may move a card's pass and balance to a new card while it is not blocked and holds
+// something; the server checks again and says why not.
+function showReplace(r) {
+  disarmReplace();
+  const can = !readOnly && r && !r.blocked && (r.pass || r.wallet);
+  $('replace-controls').hidden = !can;
+  $('replace-input').value = '';
+}
+
+// A replacement takes two clicks: the first names both cards and what moves.
+let replaceArmed = null;
+
+function disarmReplace() {
+  clearTimeout(replaceArmed);
+  replaceArmed = null;
+  $('replace-btn').textContent = 'Replace card';
+}
+
+async function replaceCard() {
+  if (!currentCard) return;
+  const card = currentCard;
+  const to = $('replace-input').value.trim().toUpperCase();
+  if (!/^[0-9A-Z]{1,32}$/.test(to)) {
+    message('Enter the new card number (letters and digits).', false);
+    return;
+  }
+  if (!replaceArmed) {
+    $('replace-btn').textContent = 'Confirm: move to ' + to + ' and block ' + card;
+    replaceArmed = setTimeout(disarmReplace, 5000);
+    return;
+  }
+  disarmReplace();
+  try {
+    const r = await api('/api/cards/' + encodeURIComponent(card) + '/replace', {
+      method: 'POST', body: JSON.stringify({ to }),
+    });
+    message('Card ' + r.card + ' replaced by ' + r.to + '; ' + r.card + ' is blocked.', true);
+    $('card-input').value = r.to;
+    await lookup(r.to);
+  } catch (err) {
+    message(err.message, false);
+    await lookup(card);
+  }
+  loadBlocked();
+  loadAudit();
 }
 
 // --- voiding a sale --------------------------------------------------------------------------
@@ -650,6 +715,7 @@ const AUDIT_LABELS = {
   'login': 'logged in', 'failed-login': 'failed login as', 'logout': 'logged out',
   'logout-everywhere': 'logged out everywhere', 'block': 'blocked', 'unblock': 'unblocked',
   'sessions-revoked': 'sessions ended for', 'void': 'voided a sale',
+  'replace': 'replaced a card',
 };
 
 async function loadAudit() {
@@ -665,6 +731,9 @@ async function loadAudit() {
       tr.appendChild(el('td', r.action === 'failed-login' ? 'badge-blocked' : '', AUDIT_LABELS[r.action] || r.action));
       tr.appendChild(el('td', '', r.operator || ''));
       let what = r.card ? 'card ' + r.card + (r.reason ? ' (' + r.reason + ')' : '') : '';
+      if (r.action === 'replace') {
+        what = 'card ' + (r.card || '?') + ' by ' + (r.reason || '?') + (r.price ? ' · balance ' + r.price : '');
+      }
       if (r.product) what += ' · ' + r.product + (r.price ? ' ' + r.price : '');
       tr.appendChild(el('td', '', what));
       tr.appendChild(el('td', '', r.from || ''));
@@ -730,6 +799,7 @@ async function start() {
   $('block-btn').addEventListener('click', () => changeBlock(true));
   $('unblock-btn').addEventListener('click', () => changeBlock(false));
   $('void-btn').addEventListener('click', voidSale);
+  $('replace-btn').addEventListener('click', replaceCard);
   connect();
   // Redraw relative times ("12s ago") and slide the chart window; no server requests.
   setInterval(() => { renderDevices(); renderMinutes(); expireVoid(); }, 5000);

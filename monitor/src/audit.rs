@@ -1,6 +1,7 @@
 //! The audit trail: who did what on the dashboard, when and from where.
 //!
-//! Every login, failed login, logout, "log out everywhere", block, unblock and voided sale, and
+//! Every login, failed login, logout, "log out everywhere", block, unblock, voided sale and card
+//! replacement (`card` the lost card, `reason` the new one, `price` the balance that moved), and
 //! every start-up that ended sessions, is appended to the `tapgate:monitor:audit` stream (capped
 //! at about [`AUDIT_MAXLEN`] records) with fields `action`, `operator` (for a failed login: the
 //! name tried), `from` (the client address), and `card`, `reason`, `product` and `price` (what a
@@ -42,6 +43,8 @@ pub enum Action {
     Unblock,
     /// Voided a sale made in error.
     Void,
+    /// Replaced a lost card (`card`) by a new one (`reason`).
+    Replace,
     /// Sessions ended because the operator was removed or their password changed.
     SessionsRevoked,
 }
@@ -57,6 +60,7 @@ impl Action {
             Action::Block => "block",
             Action::Unblock => "unblock",
             Action::Void => "void",
+            Action::Replace => "replace",
             Action::SessionsRevoked => "sessions-revoked",
         }
     }
@@ -167,6 +171,13 @@ impl Stored {
                 self.get("card").unwrap_or("?"),
                 self.get("product").unwrap_or("?"),
                 self.get("price").unwrap_or("?"),
+            ),
+            "replace" => format!(
+                "AUDIT      replace card {} with card {}{} by {who}",
+                self.get("card").unwrap_or("?"),
+                self.get("reason").unwrap_or("?"),
+                self.get("price")
+                    .map_or_else(String::new, |b| format!(" (balance {b})"))
             ),
             other => format!("AUDIT      {other} {who}"),
         };

@@ -11,6 +11,8 @@
 //! - [`password`]: argon2 hashes of operator passwords.
 //! - [`report`]: `tapgate-monitor report`, a service day's takings from the stream, checked against
 //!   the revenue counters.
+//! - [`replace`]: replacing a lost card: its pass, wallet and recent events move to the new card
+//!   and it is blocked, in one script (the dashboard's and `tapgate-admin`'s).
 //! - [`web`]: `tapgate-monitor serve`, the live dashboard: counters, feed, charts, card lookup,
 //!   deny list, logins.
 
@@ -18,6 +20,7 @@ pub mod audit;
 pub mod config;
 pub mod format;
 pub mod password;
+pub mod replace;
 pub mod report;
 pub mod stream;
 pub mod tail;

@@ -15,7 +15,9 @@ use tapgate_testkit::RedisServer;
 /// Every command and key pattern the monitor needs: read the event stream and append its
 /// block/unblock/void events to it; read counters, devices and recent taps; read and write the
 /// deny list; read card passes and revenue, and write them for a void (the pass deleted, its
-/// day's revenue reversed, in one script); anything under `tapgate:monitor:`.
+/// day's revenue reversed, in one script); read and write cards' wallets and recent lists for a
+/// replacement (pass and wallet renamed to the new card, both recent lists rewritten, in one
+/// script); anything under `tapgate:monitor:`.
 const MONITOR_ACL: &[&str] = &[
     "resetkeys",
     "resetchannels",
@@ -40,6 +42,9 @@ const MONITOR_ACL: &[&str] = &[
     "+incrby",
     "+ttl",
     "+pexpire",
+    "+pttl",
+    "+rename",
+    "+rpush",
     "+del",
     "+exists",
     // Atomic pipelines (sessions, failed-login counts, the operator list).
@@ -57,7 +62,8 @@ const MONITOR_ACL: &[&str] = &[
     "%R~tapgate:device:*",
     "%RW~tapgate:card:*:pass",
     "%RW~tapgate:revenue:*",
-    "%R~tapgate:card:*:recent",
+    "%RW~tapgate:card:*:recent",
+    "%RW~tapgate:card:*:wallet",
     "%RW~tapgate:card:*:blocked",
     "%RW~tapgate:blocked",
     "~tapgate:monitor:*",
@@ -144,6 +150,14 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
     assert_eq!(v.status, 200, "{}", v.body);
     let rev = get(dash.addr, &me, "/api/revenue").await.json();
     assert_eq!(rev["totals"]["voided"], 750, "{rev}");
+    let r = post_json(
+        dash.addr,
+        &me,
+        "/api/cards/0412AB/replace",
+        r#"{"to":"0412AC"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let out = request(
         dash.addr,
         "POST",

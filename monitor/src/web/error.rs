@@ -57,6 +57,9 @@ pub enum WebError {
     /// A sale that cannot be voided, and why.
     #[error(transparent)]
     Void(#[from] super::void::VoidRefusal),
+    /// A card that cannot be replaced, and why.
+    #[error(transparent)]
+    Replace(#[from] crate::replace::ReplaceRefusal),
     /// Redis failed.
     #[error("storage unavailable: {0}")]
     Redis(#[from] redis::RedisError),
@@ -81,6 +84,9 @@ impl WebError {
             WebError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             WebError::Unprocessable { status, .. } => *status,
             WebError::Void(r) => r.status(),
+            WebError::Replace(r) => {
+                StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::CONFLICT)
+            }
             WebError::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,6 +108,7 @@ impl WebError {
             WebError::MethodNotAllowed => "method_not_allowed",
             WebError::Unprocessable { .. } => "bad_body",
             WebError::Void(r) => r.code(),
+            WebError::Replace(r) => r.code(),
             WebError::Redis(_) => "unavailable",
             WebError::Internal(_) => "internal",
         }

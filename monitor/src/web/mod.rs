@@ -15,6 +15,7 @@
 //! - [`blocklist`]: blocking and unblocking cards, atomically with their stream event.
 //! - [`void`]: voiding a sale made in error: the unused pass, its revenue and its event in one
 //!   script, within the void window.
+//! - [`replace`]: replacing a lost card by a new one ([`crate::replace`] does the work).
 //! - [`revenue`]: a service day's revenue by product and terminal, named by the fare catalogue.
 //! - [`live`]: one task follows the stream and pushes events and counters to every browser (SSE).
 //! - [`pages`]: the HTML pages and the embedded assets (no CDN, no inline script).
@@ -30,6 +31,7 @@ pub mod error;
 pub mod form_token;
 pub mod live;
 pub mod pages;
+pub mod replace;
 pub mod revenue;
 pub mod security;
 pub mod server;
@@ -171,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cards/{card}/block", post(blocklist::block))
         .route("/api/cards/{card}/unblock", post(blocklist::unblock))
         .route("/api/cards/{card}/void", post(void::void))
+        .route("/api/cards/{card}/replace", post(replace::route))
         .route("/api/revenue", get(revenue::route))
         .route("/api/blocked", get(api::blocked))
         .route("/api/audit", get(api::audit))
