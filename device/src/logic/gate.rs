@@ -204,6 +204,16 @@ impl Gate {
                         .unwrap_or(DisplayText::DASHES),
                 );
                 cmds.push(Command::Play(Sound::price("fare", charged, currency)));
+                let owed = if balance < 0 {
+                    "balance owed"
+                } else {
+                    "balance"
+                };
+                cmds.push(Command::Play(Sound::price(
+                    owed,
+                    balance.unsigned_abs(),
+                    currency,
+                )));
                 cmds
             }
             Outcome::Granted { pass } => self.grant(
@@ -393,6 +403,62 @@ mod tests {
         );
         assert_eq!(gate.pending(), None);
         assert!(gate.tick(now + Duration::from_secs(10)).is_empty());
+    }
+
+    /// Paid as you go: the gate shows and says what was charged and what is left.
+    #[tokio::test(start_paused = true)]
+    async fn paid_as_you_go_says_the_fare_and_the_balance() {
+        for (charged, balance, line, digits, owed) in [
+            (
+                250,
+                750,
+                "charged 2.50 EUR, balance 7.50 EUR",
+                " 7.50",
+                "balance",
+            ),
+            (
+                0,
+                100,
+                "charged 0.00 EUR, balance 1.00 EUR",
+                " 1.00",
+                "balance",
+            ),
+            (
+                250,
+                -150,
+                "charged 2.50 EUR, balance -1.50 EUR",
+                "----",
+                "balance owed",
+            ),
+        ] {
+            let (mut gate, now) = start(OfflinePolicy::FailClosed);
+            let id = tap(&mut gate, "C1", now);
+            let d = Decision {
+                charged: Some(charged),
+                balance: Some(balance),
+                balance_currency: Some(Currency::EUR),
+                ..decision(
+                    Some(&id),
+                    Outcome::Granted {
+                        pass: tapgate_protocol::rules::payg_pass(),
+                    },
+                )
+            };
+            let cmds = gate.decision(&d);
+            assert!(shows_green(&cmds), "{cmds:?}");
+            assert_eq!(cmds[3], Command::Show(line.into()));
+            let Command::Display(readout) = &cmds[4] else {
+                panic!("{cmds:?}");
+            };
+            assert_eq!(readout.text.to_string(), digits);
+            assert_eq!(
+                cmds[5..],
+                [
+                    Command::Play(Sound::price("fare", charged, Currency::EUR)),
+                    Command::Play(Sound::price(owed, balance.unsigned_abs(), Currency::EUR)),
+                ]
+            );
+        }
     }
 
     /// What the gate shows comes from the decision's pass, never from a product's name: trips

@@ -240,9 +240,10 @@ impl Terminal {
                     Command::Show(format!("Topped up {}", money(*price, *currency))),
                 ];
                 if let Some(b) = decision.balance {
+                    let owed = if b < 0 { "balance owed" } else { "balance" };
                     cmds.push(Command::Play(Sound::price(
-                        "balance",
-                        b.max(0).unsigned_abs(),
+                        owed,
+                        b.unsigned_abs(),
                         *currency,
                     )));
                     cmds.push(Command::Show(format!("Balance {}", currency.format(b))));
@@ -491,6 +492,51 @@ mod tests {
             .any(|c| matches!(c, Command::Play(Sound::Chime))));
         // Already answered: a repeat is ignored.
         assert!(answer(&mut t, tap.id(), Outcome::Stale).is_empty());
+    }
+
+    /// A top-up: the terminal shows and says what was added and the balance now.
+    #[tokio::test(start_paused = true)]
+    async fn a_top_up_says_the_amount_and_the_balance() {
+        let top = ProductId::from_static("TOPUP_10");
+        let settings = TerminalSettings {
+            buttons: vec![top],
+            ..TerminalSettings::default()
+        };
+        let mut t = Terminal::new(settings, 7);
+        let now = Instant::now();
+        let a = published(&t.card(card("C1"), now));
+        answer(&mut t, &a, select(vec![offer(top, "Top up 10.00", 1000)]));
+        let b = published(&t.press(0, now));
+        answer(
+            &mut t,
+            &b,
+            Outcome::TapToConfirm {
+                selected: top,
+                price: 1000,
+                currency: Currency::EUR,
+            },
+        );
+        let c = published(&t.card(card("C1"), now + Duration::from_secs(3)));
+        let cmds = t.decision(&Decision {
+            balance: Some(1250),
+            balance_currency: Some(Currency::EUR),
+            ..Decision::new(
+                Some(c),
+                Outcome::ToppedUp {
+                    selected: top,
+                    price: 1000,
+                    currency: Currency::EUR,
+                },
+            )
+        });
+        assert_eq!(shown(&cmds), ["Topped up 10.00 EUR", "Balance 12.50 EUR"]);
+        assert_eq!(displayed(&cmds), ["12.50"]);
+        assert!(cmds.contains(&Command::Play(Sound::price("balance", 1250, Currency::EUR))));
+        assert!(cmds.contains(&Command::Play(Sound::price(
+            "Top up 10.00",
+            1000,
+            Currency::EUR
+        ))));
     }
 
     #[tokio::test(start_paused = true)]
