@@ -68,16 +68,19 @@ pub async fn reload_on_hangup(fares: Fares, shutdown: CancellationToken) {
                 if got.is_none() {
                     return;
                 }
-                match fares.reload() {
-                    Ok(c) => info!(
+                // Reading the file blocks: off the runtime's threads, which decide taps.
+                let reading = fares.clone();
+                match tokio::task::spawn_blocking(move || reading.reload()).await {
+                    Ok(Ok(c)) => info!(
                         version = %c.version,
                         products = c.products.len(),
                         "Fare catalogue reloaded"
                     ),
-                    Err(e) => error!(
+                    Ok(Err(e)) => error!(
                         error = %e,
                         "Fare catalogue refused; the one in force stays"
                     ),
+                    Err(e) => error!(error = %e, "Fare catalogue reload failed"),
                 }
             }
         }
