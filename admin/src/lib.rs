@@ -3,7 +3,7 @@
 //! Every device logs in with its own username, equal to its device id and to its MQTT client id,
 //! and may only publish its own kind's messages under its own id and read its own decisions. The
 //! bridges and the monitor have logins that do their job only. This crate creates, lists and
-//! revokes those logins in the broker in use:
+//! revokes those logins in the broker in use, and replaces a rider's lost card:
 //!
 //! - [`policy`]: who may publish and subscribe to what, from the protocol's [`Topics`]; the one
 //!   description both backends turn into broker rules.
@@ -12,9 +12,12 @@
 //! - [`dynsec`]: mosquitto's dynamic-security plugin, driven over MQTT (`$CONTROL`).
 //! - [`emqx`]: EMQX's HTTP API v5 (built-in authentication database and authorization rules).
 //! - [`output`]: the settings printed for a new device, as TOML.
+//! - [`card`]: replacing a lost card by a new one on Redis (`tapgate-admin card replace`), with
+//!   the dashboard's own script.
 //!
 //! [`Topics`]: tapgate_protocol::Topics
 
+pub mod card;
 pub mod dynsec;
 pub mod emqx;
 mod error;

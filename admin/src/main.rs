@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tapgate_admin::card;
 use tapgate_admin::output::{self, Format};
 use tapgate_admin::{secret, Backend, Broker, Expect, ServiceRole, Settings};
 use tapgate_protocol::{DeviceId, DeviceKind};
@@ -66,6 +67,31 @@ enum Command {
     /// Service logins: bridges and the monitor.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Riders' cards (on Redis, not the broker).
+    #[command(subcommand)]
+    Card(CardCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CardCommand {
+    /// Replaces lost card FROM by card TO: FROM's pass, balance, cap progress and recent events
+    /// move to TO in one step and FROM is blocked with reason `replaced`, as the dashboard's
+    /// Replace does (the same script and audit record). Prints the result as JSON; a refusal
+    /// (exit status 1) names its code and changes nothing.
+    Replace {
+        /// The lost card.
+        from: String,
+        /// The card that replaces it (no pass, no money, not blocked).
+        to: String,
+        /// Who replaces it, for the audit trail and the block.
+        #[arg(long, env = "TAPGATE_OPERATOR")]
+        operator: String,
+        /// Redis URL, with a user that may write what the monitor's may
+        /// [default: redis://127.0.0.1:6379]. Its value is never shown here: a URL may hold a
+        /// password.
+        #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
+        redis: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +183,12 @@ impl Cli {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn password(given: Option<String>) -> anyhow::Result<String> {
     match given {
         Some(p) => {
@@ -174,6 +206,33 @@ async fn main() -> ExitCode {
 
 async fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Card(CardCommand::Replace {
+        from,
+        to,
+        operator,
+        redis,
+    }) = &cli.command
+    {
+        let url = redis
+            .as_deref()
+            .unwrap_or(tapgate_monitor::config::DEFAULT_REDIS);
+        let done = card::replace_card(url, from, to, operator, now_ms()).await;
+        return match done {
+            Ok(r) => {
+                let out = serde_json::json!({
+                    "card": r.from.as_str(), "to": r.to.as_str(), "replaced": true,
+                    "pass": r.pass, "balance": r.balance, "currency": r.currency,
+                    "by": operator, "at": r.at, "seq": r.seq,
+                });
+                println!("{out}");
+                Ok(())
+            }
+            Err(e) => match e.refusal() {
+                Some(r) => Err(anyhow::anyhow!("refused ({}): {r}", r.code())),
+                None => Err(e.into()),
+            },
+        };
+    }
     let settings = Settings::load(cli.config.as_deref(), cli.overrides())?;
     // Check what the operator typed before touching the broker.
     let mut prepared = None;
@@ -239,6 +298,7 @@ async fn run(
                 println!("{}\t{}", l.username, l.kind);
             }
         }
+        Command::Card(_) => anyhow::bail!("card commands run before the broker is reached"),
     }
     Ok(())
 }

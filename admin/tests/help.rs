@@ -21,11 +21,16 @@ fn help_never_prints_a_secret_from_the_environment() {
         ("TAPGATE_EMQX_API_SECRET", SECRET.to_owned()),
         ("TAPGATE_DEVICE_PASSWORD", SECRET.to_owned()),
         ("TAPGATE_SERVICE_PASSWORD", SECRET.to_owned()),
+        (
+            "TAPGATE_REDIS",
+            format!("redis://tapgate-admin:{SECRET}@redis.internal:6379"),
+        ),
     ];
     for args in [
         vec!["--help"],
         vec!["device", "add", "--help"],
         vec!["service", "add", "--help"],
+        vec!["card", "replace", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_tapgate-admin"))
             .args(&args)
