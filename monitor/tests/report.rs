@@ -8,6 +8,7 @@ use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::{
     fields, keys, CardId, Catalogue, Decision, DeviceId, DeviceKind, MessageId, Outcome, ProductId,
+    Stamp, TapMode,
 };
 use tapgate_testkit::RedisServer;
 
@@ -66,17 +67,23 @@ struct Seller<'a> {
 
 impl Seller<'_> {
     /// Decides `input` from `device` at `at` as the bridge does: a terminal's tap on its service
-    /// day, a gate's tap with the pay-as-you-go terms and fare day of its time.
+    /// day, a gate's tap with the pay-as-you-go terms and the fare day of its time (an offline
+    /// entry's: when it happened).
     async fn send(
         &mut self,
         kind: DeviceKind,
         device: &DeviceId,
         input: Input,
         at: u64,
+        stamp: Option<Stamp>,
     ) -> Decision {
         self.n += 1;
         let id = MessageId::new(format!("m{}", self.n)).expect("id");
         let gate = kind == DeviceKind::Gate;
+        let fare_time = match stamp {
+            Some(s) if s.mode == TapMode::Offline => s.time,
+            _ => at,
+        };
         let answer = self
             .store
             .decide(&Request {
@@ -85,7 +92,7 @@ impl Seller<'_> {
                 id: &id,
                 input: &input,
                 now_ms: at,
-                stamp: None,
+                stamp,
                 replaces: None,
                 day: matches!(input, Input::TerminalTap(_)).then(|| self.catalogue.service_day(at)),
                 catalogue: &self.catalogue.version,
@@ -93,7 +100,7 @@ impl Seller<'_> {
                     .catalogue
                     .payg
                     .filter(|_| gate)
-                    .map(|p| (p, self.catalogue.fare_day(at))),
+                    .map(|p| (p, self.catalogue.fare_day(fare_time))),
                 top_ups: self.catalogue.sells_top_ups(),
             })
             .await
@@ -116,11 +123,12 @@ impl Seller<'_> {
             .terms;
         let at = NOW + u64::from(self.n);
         let kind = DeviceKind::Terminal;
-        self.send(kind, &terminal, Input::TerminalTap(card.clone()), at)
+        self.send(kind, &terminal, Input::TerminalTap(card.clone()), at, None)
             .await;
-        self.send(kind, &terminal, Input::Button(terms), at).await;
+        self.send(kind, &terminal, Input::Button(terms), at, None)
+            .await;
         let sold = self
-            .send(kind, &terminal, Input::TerminalTap(card), at)
+            .send(kind, &terminal, Input::TerminalTap(card), at, None)
             .await
             .outcome;
         assert!(
@@ -135,9 +143,31 @@ impl Seller<'_> {
         let gate = DeviceId::new(gate).expect("gate");
         let card = CardId::new(card).expect("card");
         let d = self
-            .send(DeviceKind::Gate, &gate, Input::GateTap(card), at)
+            .send(DeviceKind::Gate, &gate, Input::GateTap(card), at, None)
             .await;
         assert!(matches!(d.outcome, Outcome::Granted { .. }), "{d:?}");
+        d.charged
+    }
+
+    /// `card` went through `gate` offline at `happened`, settled by the bridge at `at`; what the
+    /// entry was charged.
+    async fn settle(&mut self, gate: &str, card: &str, happened: u64, at: u64) -> Option<u64> {
+        let gate = DeviceId::new(gate).expect("gate");
+        let card = CardId::new(card).expect("card");
+        let stamp = Stamp {
+            time: happened,
+            mode: TapMode::Offline,
+        };
+        let d = self
+            .send(
+                DeviceKind::Gate,
+                &gate,
+                Input::GateTap(card),
+                at,
+                Some(stamp),
+            )
+            .await;
+        assert!(matches!(d.outcome, Outcome::EntrySettled { .. }), "{d:?}");
         d.charged
     }
 }
@@ -161,7 +191,9 @@ async fn store(redis: &RedisServer) -> Store {
     .expect("store")
 }
 
-fn report(redis: &RedisServer, fares: &std::path::Path, extra: &[&str]) -> (bool, String, String) {
+/// Runs `tapgate-monitor report`: its exit status (0: the counters agree; 1: they differ or the
+/// report could not be made), stdout and stderr.
+fn report(redis: &RedisServer, fares: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tapgate-monitor"))
         .arg("report")
         .arg("--redis")
@@ -174,7 +206,7 @@ fn report(redis: &RedisServer, fares: &std::path::Path, extra: &[&str]) -> (bool
         .output()
         .expect("runs");
     (
-        out.status.success(),
+        out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
@@ -198,8 +230,8 @@ async fn a_days_sales_are_reported_per_terminal_and_checked_against_the_counters
     seller.sell("t1", "0403", "SINGLE").await;
     seller.sell("t2", "0404", "SINGLE").await;
 
-    let (ok, table, err) = report(&redis, &fares, &["--day", "2026-12-06"]);
-    assert!(ok, "{table}{err}");
+    let (code, table, err) = report(&redis, &fares, &["--day", "2026-12-06"]);
+    assert_eq!(code, 0, "{table}{err}");
     for line in [
         "Service day 2026-12-06",
         "t1               DAY Day pass                           2      15.00 EUR",
@@ -213,8 +245,8 @@ async fn a_days_sales_are_reported_per_terminal_and_checked_against_the_counters
         assert!(table.lines().any(|l| l == line), "{line:?} in\n{table}");
     }
 
-    let (ok, csv, notes) = report(&redis, &fares, &["--day", "2026-12-06", "--csv"]);
-    assert!(ok, "{csv}{notes}");
+    let (code, csv, notes) = report(&redis, &fares, &["--day", "2026-12-06", "--csv"]);
+    assert_eq!(code, 0, "{csv}{notes}");
     assert_eq!(
         csv,
         "day,terminal,product,name,sales,amount_minor,amount,currency,kind,revenue_minor\n\
@@ -225,8 +257,8 @@ async fn a_days_sales_are_reported_per_terminal_and_checked_against_the_counters
     assert!(notes.contains("agree"), "{notes}");
 
     // Another day has nothing, and says its counters (none) agree.
-    let (ok, table, _) = report(&redis, &fares, &["--day", "2026-12-05"]);
-    assert!(ok, "{table}");
+    let (code, table, _) = report(&redis, &fares, &["--day", "2026-12-05"]);
+    assert_eq!(code, 0, "{table}");
     assert!(
         table.contains("all terminals    all products                           0       0.00 EUR")
     );
@@ -247,8 +279,8 @@ async fn a_days_sales_are_reported_per_terminal_and_checked_against_the_counters
         .query_async(&mut con)
         .await
         .expect("HINCRBY");
-    let (ok, table, err) = report(&redis, &fares, &["--day", "2026-12-06"]);
-    assert!(!ok, "{table}");
+    let (code, table, err) = report(&redis, &fares, &["--day", "2026-12-06"]);
+    assert_eq!(code, 1, "{table}");
     assert!(
         table.contains("  terminal:t2:amount: counters 350, stream 250 (+100)"),
         "{table}"
@@ -263,16 +295,17 @@ async fn a_days_sales_are_reported_per_terminal_and_checked_against_the_counters
         .query_async(&mut con)
         .await
         .expect("XTRIM");
-    let (ok, table, _) = report(&redis, &fares, &["--day", "2026-12-06"]);
-    assert!(!ok, "{table}");
+    let (code, table, _) = report(&redis, &fares, &["--day", "2026-12-06"]);
+    assert_eq!(code, 1, "{table}");
     assert!(
         table.contains("the day's earliest events may be gone"),
         "{table}"
     );
 
     // A day that is not a date is refused before anything is read.
-    let (ok, _, err) = report(&redis, &fares, &["--day", "2026-13-01"]);
-    assert!(!ok && err.contains("--day"), "{err}");
+    let (code, _, err) = report(&redis, &fares, &["--day", "2026-13-01"]);
+    // (refused by the argument parser: status 2, as for any bad flag)
+    assert!(code == 2 && err.contains("--day"), "{code} {err}");
 }
 
 #[tokio::test]
@@ -305,12 +338,21 @@ async fn top_ups_are_takings_and_fares_charged_to_balances_are_revenue() {
         seller.enter("g2", "0502", NOW + 50 * MINUTE).await,
         Some(250)
     );
+    // An entry let through offline at 03:30, before the service day began at 04:00, and settled
+    // at 10:55: charged on, and counted on, its own service day, the 5th.
+    let before_dawn = NOW - 6 * 60 * MINUTE - 30 * MINUTE;
+    assert_eq!(
+        seller
+            .settle("g2", "0502", before_dawn, NOW + 55 * MINUTE)
+            .await,
+        Some(250)
+    );
     // The next service day's entry counts there.
     let tomorrow = NOW + 24 * 60 * MINUTE;
     assert_eq!(seller.enter("g2", "0502", tomorrow).await, Some(250));
 
-    let (ok, table, err) = report(&redis, &fares, &["--day", "2026-12-06"]);
-    assert!(ok, "{table}{err}");
+    let (code, table, err) = report(&redis, &fares, &["--day", "2026-12-06"]);
+    assert_eq!(code, 0, "{table}{err}");
     for line in [
         "t1               DAY Day pass                           1       7.50 EUR",
         "t1               TOPUP_10 Top up 10.00                  1      10.00 EUR",
@@ -330,8 +372,8 @@ async fn top_ups_are_takings_and_fares_charged_to_balances_are_revenue() {
         assert!(table.lines().any(|l| l == line), "{line:?} in\n{table}");
     }
 
-    let (ok, csv, notes) = report(&redis, &fares, &["--day", "2026-12-06", "--csv"]);
-    assert!(ok, "{csv}{notes}");
+    let (code, csv, notes) = report(&redis, &fares, &["--day", "2026-12-06", "--csv"]);
+    assert_eq!(code, 0, "{csv}{notes}");
     assert_eq!(
         csv,
         "day,terminal,product,name,sales,amount_minor,amount,currency,kind,revenue_minor\n\
@@ -343,15 +385,19 @@ async fn top_ups_are_takings_and_fares_charged_to_balances_are_revenue() {
     );
     assert!(notes.contains("agree"), "{notes}");
 
-    // The next day holds only its own fare.
-    let (ok, table, err) = report(&redis, &fares, &["--day", "2026-12-07"]);
-    assert!(ok, "{table}{err}");
-    for line in [
-        "all terminals    all products                           0       0.00 EUR",
-        "all gates        fares                                  1       2.50 EUR",
-        "Revenue recognised (pass sales + fare revenue)                  2.50 EUR",
-    ] {
-        assert!(table.lines().any(|l| l == line), "{line:?} in\n{table}");
+    // The next day and the day before each hold only their own fare.
+    for day in ["2026-12-07", "2026-12-05"] {
+        let (code, table, err) = report(&redis, &fares, &["--day", day]);
+        assert_eq!(code, 0, "{table}{err}");
+        for line in [
+            "all terminals    all products                           0       0.00 EUR",
+            "g2               fares                                  1       2.50 EUR",
+            "all gates        fares                                  1       2.50 EUR",
+            "Revenue recognised (pass sales + fare revenue)                  2.50 EUR",
+            &format!("Counters (tapgate:revenue:{day}) agree with the event stream."),
+        ] {
+            assert!(table.lines().any(|l| l == line), "{line:?} in\n{table}");
+        }
     }
 
     // A fare amount the stream does not hold is printed with both values, and the report fails;
@@ -373,16 +419,16 @@ async fn top_ups_are_takings_and_fares_charged_to_balances_are_revenue() {
             .await
             .expect("HINCRBY");
     }
-    let (ok, table, err) = report(&redis, &fares, &["--day", "2026-12-06"]);
-    assert!(!ok, "{table}");
+    let (code, table, err) = report(&redis, &fares, &["--day", "2026-12-06"]);
+    assert_eq!(code, 1, "{table}");
     assert!(
         table.contains("  fare_amount: counters 951, stream 950 (+1)\n"),
         "{table}"
     );
     assert!(!table.contains("agree"), "{table}");
     assert!(err.contains("differ from the event stream"), "{err}");
-    let (ok, csv, notes) = report(&redis, &fares, &["--day", "2026-12-07", "--csv"]);
-    assert!(!ok, "{csv}");
+    let (code, csv, notes) = report(&redis, &fares, &["--day", "2026-12-07", "--csv"]);
+    assert_eq!(code, 1, "{csv}");
     assert!(
         notes.contains("  topped_up: counters 1000, stream 0 (+1000)\n"),
         "{notes}"
