@@ -419,7 +419,8 @@ async function lookup(card) {
     if (r.recent.length) box.appendChild(ol);
     $('block-controls').hidden = readOnly;
     $('block-btn').hidden = !!r.blocked;
-    $('unblock-btn').hidden = !r.blocked;
+    // A replaced card stays blocked: its pass and balance are the new card's.
+    $('unblock-btn').hidden = !r.blocked || r.blocked.reason === 'replaced';
     showVoid(r);
     showReplace(r);
   } catch (err) {

@@ -370,6 +370,16 @@ async fn a_replacement_moves_the_wallet_and_its_caps_and_conserves_money() {
     let looked = get(dash.addr, &alice, "/api/cards/04A1").await.json();
     assert_eq!(looked["blocked"]["reason"], "replaced");
     assert_eq!(looked["wallet"], serde_json::Value::Null);
+    // It stays blocked: its pass and balance are B's now.
+    let kept = snapshot(&mut conn, &[a, b]).await;
+    let r = post_json(dash.addr, &alice, "/api/cards/04A1/unblock", "").await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (409, "conflict".into()),
+        "{}",
+        r.body
+    );
+    assert_eq!(snapshot(&mut conn, &[a, b]).await, kept);
 
     // A's next tap is denied `blocked`; B's entries are charged against the moved caps: 200,
     // then nothing, and money is still conserved.

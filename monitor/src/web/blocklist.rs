@@ -4,7 +4,8 @@
 //! names of `tapgate_protocol::fields::blocked`), its
 //! entry in the `tapgate:blocked` index and a `card-blocked` event on the stream, in one Lua
 //! script, so a reader never sees one without the others. Unblocking removes both keys and
-//! appends `card-unblocked` the same way. The bridge reads the same keys in its own script and
+//! appends `card-unblocked` the same way; a card blocked because it was replaced
+//! ([`crate::replace`]) stays blocked. The bridge reads the same keys in its own script and
 //! denies a blocked card with reason `blocked`.
 
 use std::net::SocketAddr;
@@ -153,6 +154,13 @@ pub async fn unblock(
             .await?;
         let reason =
             reason.ok_or_else(|| WebError::NotFound(format!("card {card} is not blocked")))?;
+        if reason == crate::replace::REPLACED {
+            // Its pass and balance are another card's now; unblocking it would only invite a
+            // second card to the same rider's history.
+            return Err(WebError::Conflict(format!(
+                "card {card} was replaced by another card and stays blocked"
+            )));
+        }
         let at = now_ms();
         let ev = event(EventKind::CardUnblocked, &card, &reason, &s.operator, at);
         let script = redis::Script::new(UNBLOCK);
