@@ -385,4 +385,25 @@ mod tests {
             (&json!("DAY"), &json!("7.50 EUR"))
         );
     }
+
+    #[test]
+    fn a_replacement_names_both_cards_and_the_balance_moved() {
+        let replaced = Stored {
+            id: StreamId::at(1_700_000_000_000),
+            fields: vec![
+                ("action".into(), "replace".into()),
+                ("card".into(), "04AA".into()),
+                ("from".into(), "tapgate-admin".into()),
+                ("operator".into(), "ops".into()),
+                ("price".into(), "13.00 EUR".into()),
+                ("reason".into(), "04BB".into()),
+            ],
+        };
+        assert_eq!(
+            replaced.line().render(false),
+            "2023-11-14T22:13:20Z  AUDIT      replace card 04AA with card 04BB (balance 13.00 EUR) \
+             by ops from tapgate-admin"
+        );
+        assert_eq!(Action::Replace.as_str(), "replace");
+    }
 }
