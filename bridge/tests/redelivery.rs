@@ -73,7 +73,7 @@ impl Script {
             .await
             .expect("script")
         {
-            Answer::Decided(d) => d,
+            Answer::Decided(d) => *d,
             other => panic!("{other:?}"),
         }
     }

@@ -122,8 +122,9 @@ impl StoreSettings {
 /// What the script made of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Decided now, or earlier with the same content (a redelivery).
-    Decided(Decided),
+    /// Decided now, or earlier with the same content (a redelivery). Boxed: the other answers
+    /// are a word or two.
+    Decided(Box<Decided>),
     /// The device already used this id for different content: nothing changed.
     IdReused,
     /// The message's time is refused (`time_in_future`, `offline_not_allowed`): nothing changed.
@@ -285,12 +286,12 @@ impl Store {
                 events.push(ev);
             }
         }
-        Ok(Answer::Decided(Decided {
+        Ok(Answer::Decided(Box::new(Decided {
             replayed: code == 1,
             decision: parsed.decision,
             events,
             notices,
-        }))
+        })))
     }
 
     /// Records a refused message: counter by reason, per-device counter when the device is known,
