@@ -9,8 +9,8 @@
 //!   dashboard and `tail --audit`.
 //! - [`config`]: settings of the web dashboard.
 //! - [`password`]: argon2 hashes of operator passwords.
-//! - [`report`]: `tapgate-monitor report`, a service day's takings from the stream, checked against
-//!   the revenue counters.
+//! - [`report`]: `tapgate-monitor report`, a service day's takings (pass sales, top-ups) and fares
+//!   paid as you go from the stream, checked against the revenue counters.
 //! - [`replace`]: replacing a lost card: its pass, wallet and recent events move to the new card
 //!   and it is blocked, in one script (the dashboard's and `tapgate-admin`'s).
 //! - [`web`]: `tapgate-monitor serve`, the live dashboard: counters, feed, charts, card lookup,

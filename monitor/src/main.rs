@@ -92,8 +92,8 @@ struct ReportArgs {
     /// The service day, YYYY-MM-DD [default: the service day it is now].
     #[arg(long)]
     day: Option<jiff::civil::Date>,
-    /// One CSV row per terminal and product instead of the table (the check's notes go to
-    /// stderr).
+    /// One CSV row per terminal and product, and per gate for fares paid as you go, instead of
+    /// the table (the check's notes go to stderr).
     #[arg(long)]
     csv: bool,
     /// The bridge's fares file: product names, currency, when service days start
