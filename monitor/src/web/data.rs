@@ -401,3 +401,80 @@ pub async fn blocked(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
         .collect();
     Ok(Value::Array(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Monday 2026-03-02 10:00 UTC.
+    const NOW: u64 = 1_772_445_600_000;
+
+    fn wallet(fields: &[(&str, &str)]) -> Hash {
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn catalogue(payg: &str) -> Catalogue {
+        let text = format!(
+            "currency = \"EUR\"\ntime_zone = \"UTC\"\n{payg}\n[[product]]\nid = \"DAY\"\n\
+             name = \"Day pass\"\nprice = 750\nvalidity = \"service_day\"\n"
+        );
+        Catalogue::parse("fares.toml", &text).expect("fares")
+    }
+
+    #[test]
+    fn a_wallet_shows_this_day_and_week_against_the_caps() {
+        let c = catalogue("[payg]\nfare = 250\ndaily_cap = 700\nweekly_cap = 3000\n");
+        let w = wallet(&[
+            ("balance", "-50"),
+            ("topped_up", "1000"),
+            ("charged", "1050"),
+            ("currency", "EUR"),
+            ("day:2026-03-01", "700"),
+            ("day:2026-03-02", "600"),
+            ("week:2026-02-23", "350"),
+            ("week:2026-03-02", "600"),
+        ]);
+        let v = wallet_view(&w, &c, NOW);
+        assert_eq!(v["balance_text"], "-0.50 EUR");
+        assert_eq!(
+            (&v["day"], &v["week"]),
+            (&json!("2026-03-02"), &json!("2026-03-02"))
+        );
+        assert_eq!(
+            (&v["day_charged"], &v["week_charged"]),
+            (&json!(600), &json!(600))
+        );
+        assert_eq!(
+            (&v["daily_cap_text"], &v["weekly_cap_text"]),
+            (&json!("7.00 EUR"), &json!("30.00 EUR"))
+        );
+        assert_eq!(
+            v["next_fare"], 100,
+            "the fare, cut to what is left of the day's cap"
+        );
+        // A new service day starts from nothing; the week goes on.
+        let v = wallet_view(&w, &c, NOW + 86_400_000);
+        assert_eq!(
+            (&v["day_charged"], &v["week_charged"], &v["next_fare"]),
+            (&json!(0), &json!(600), &json!(250))
+        );
+    }
+
+    #[test]
+    fn without_caps_or_pay_as_you_go_only_the_balance_shows() {
+        let w = wallet(&[("balance", "1000"), ("topped_up", "1000"), ("charged", "0")]);
+        let v = wallet_view(&w, &catalogue("[payg]\nfare = 250\n"), NOW);
+        assert_eq!(
+            (&v["daily_cap"], &v["weekly_cap"]),
+            (&Value::Null, &Value::Null)
+        );
+        assert_eq!(v["next_fare"], 250);
+        let v = wallet_view(&w, &catalogue(""), NOW);
+        assert_eq!((&v["fare"], &v["next_fare"]), (&Value::Null, &Value::Null));
+        assert_eq!(v["balance_text"], "10.00 EUR");
+        assert_eq!(wallet_view(&Hash::new(), &catalogue(""), NOW), Value::Null);
+    }
+}
