@@ -25,6 +25,31 @@ async fn run_clean(cfg: &SimConfig) -> Summary {
     summary
 }
 
+/// Runs `riders` riders for 8 s at 100 messages a second on six gates and three terminals, the
+/// bridge and the simulator both selling the fares file `text`; returns the summary and the stack
+/// (for its counters) and the folder holding the file.
+async fn sell_fares(text: &str, riders: usize, seed: u64) -> (Summary, Stack, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fares = dir.path().join("fares.toml");
+    std::fs::write(&fares, text).expect("write the fares");
+    let stack = Stack::start(|c| c.fares = Some(fares.clone())).await;
+    let cfg = SimConfig {
+        broker: BrokerConfig::url(stack.broker.url()),
+        gates: 6,
+        terminals: 3,
+        riders,
+        rate: 100.0,
+        duration: Duration::from_secs(8),
+        grace: Duration::from_secs(10),
+        seed,
+        fares: Some(fares.clone()),
+        drop_every: Duration::ZERO,
+        ..SimConfig::default()
+    };
+    let summary = run_clean(&cfg).await;
+    (summary, stack, dir)
+}
+
 /// Each of `outcomes` was decided at least once.
 fn saw_each(summary: &Summary, outcomes: &[&str]) {
     for outcome in outcomes {
@@ -119,10 +144,7 @@ async fn outage_mode_matches_the_timed_model() {
 /// validity, at its price) and every listing, price and pass matches the model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fares_file_is_sold_as_the_model_predicts() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let fares = dir.path().join("fares.toml");
-    std::fs::write(
-        &fares,
+    let (summary, _stack, _dir) = sell_fares(
         r#"
 currency = "EUR"
 time_zone = "Europe/Dublin"
@@ -154,23 +176,10 @@ name = "Today"
 price = 600
 validity = "service_day"
 "#,
+        80,
+        11,
     )
-    .expect("write the fares");
-    let stack = Stack::start(|c| c.fares = Some(fares.clone())).await;
-    let cfg = SimConfig {
-        broker: BrokerConfig::url(stack.broker.url()),
-        gates: 6,
-        terminals: 3,
-        riders: 80,
-        rate: 100.0,
-        duration: Duration::from_secs(8),
-        grace: Duration::from_secs(10),
-        seed: 11,
-        fares: Some(fares),
-        drop_every: Duration::ZERO,
-        ..SimConfig::default()
-    };
-    let summary = run_clean(&cfg).await;
+    .await;
     saw_each(
         &summary,
         &["select_pass", "tap_to_confirm", "pass_issued", "granted"],
@@ -179,12 +188,9 @@ validity = "service_day"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pay_as_you_go_riders_top_up_and_ride_as_the_model_predicts() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let fares = dir.path().join("fares.toml");
     // Top-ups of 5.00 and a fare of 2.50 capped at 7.00 a day: riders top up every second
     // journey or so and reach the cap within the run.
-    std::fs::write(
-        &fares,
+    let (summary, stack, dir) = sell_fares(
         r#"
 currency = "EUR"
 time_zone = "Europe/Dublin"
@@ -207,26 +213,13 @@ name = "Single trip"
 price = 250
 validity = "single"
 "#,
+        40,
+        27,
     )
-    .expect("write the fares");
-    let stack = Stack::start(|c| c.fares = Some(fares.clone())).await;
-    let cfg = SimConfig {
-        broker: BrokerConfig::url(stack.broker.url()),
-        gates: 6,
-        terminals: 3,
-        riders: 40,
-        rate: 100.0,
-        duration: Duration::from_secs(8),
-        grace: Duration::from_secs(10),
-        seed: 27,
-        fares: Some(fares),
-        drop_every: Duration::ZERO,
-        ..SimConfig::default()
-    };
-    let summary = run_clean(&cfg).await;
+    .await;
     saw_each(&summary, &["topped_up", "pass_issued", "granted"]);
     // The bridge counted top-ups and fares: some entries were charged, some capped at 0.
-    let day = tapgate_protocol::Catalogue::load(&cfg.fares.clone().expect("fares"))
+    let day = tapgate_protocol::Catalogue::load(&dir.path().join("fares.toml"))
         .expect("fares")
         .service_day(stack.now_ms())
         .label();
