@@ -451,18 +451,26 @@ function showWallet(dl, w) {
 
 // Operators may move a card's pass and balance to a new card while it is not blocked and holds
 // something; the server checks again and says why not.
+// A live refresh of the same card keeps what the operator typed and an armed confirmation.
+let replaceFor = null;
+
 function showReplace(r) {
-  disarmReplace();
   const can = !readOnly && r && !r.blocked && (r.pass || r.wallet);
+  const card = can ? r.card : null;
+  if (card !== replaceFor) {
+    disarmReplace();
+    $('replace-input').value = '';
+    replaceFor = card;
+  }
   $('replace-controls').hidden = !can;
-  $('replace-input').value = '';
 }
 
-// A replacement takes two clicks: the first names both cards and what moves.
+// A replacement takes two clicks: the first names both cards; the second replaces only if the
+// new card is still the one named.
 let replaceArmed = null;
 
 function disarmReplace() {
-  clearTimeout(replaceArmed);
+  if (replaceArmed) clearTimeout(replaceArmed.timer);
   replaceArmed = null;
   $('replace-btn').textContent = 'Replace card';
 }
@@ -475,9 +483,10 @@ async function replaceCard() {
     message('Enter the new card number (letters and digits).', false);
     return;
   }
-  if (!replaceArmed) {
+  if (!replaceArmed || replaceArmed.to !== to || replaceArmed.card !== card) {
+    disarmReplace();
     $('replace-btn').textContent = 'Confirm: move to ' + to + ' and block ' + card;
-    replaceArmed = setTimeout(disarmReplace, 5000);
+    replaceArmed = { timer: setTimeout(disarmReplace, 5000), to, card };
     return;
   }
   disarmReplace();

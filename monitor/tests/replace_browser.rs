@@ -1,6 +1,7 @@
 //! Replacing a lost card in real headless Chromium (via chromedriver), against a real Redis:
 //! the card lookup shows the balance and this service day's and week's charges against the caps,
-//! the Replace control asks for the new card and a confirming second click, and afterwards the
+//! the Replace control asks for the new card and a confirming second click (which names the new
+//! card again if it was changed in between), and afterwards the
 //! lookup shows the new card holding the balance, the old one blocked `replaced` with no Unblock
 //! offered, and the audit trail names both cards.
 //!
@@ -264,8 +265,21 @@ async fn an_operator_sees_the_balance_and_replaces_a_lost_card() {
         t == "Confirm: move to 0BB1 and block 0AA1"
     })
     .await;
+    // Another card typed after the first click is named again, not replaced into.
+    type_into(&a, "#replace-input", "0cc1").await;
+    click(&a, "#replace-btn").await;
+    wait_text(&a, "#replace-btn", |t| {
+        t == "Confirm: move to 0CC1 and block 0AA1"
+    })
+    .await;
+    type_into(&a, "#replace-input", "0bb1").await;
+    click(&a, "#replace-btn").await;
+    wait_text(&a, "#replace-btn", |t| {
+        t == "Confirm: move to 0BB1 and block 0AA1"
+    })
+    .await;
     let untouched: bool = conn.exists(keys::wallet(&lost)).await.expect("EXISTS");
-    assert!(untouched, "one click replaced nothing");
+    assert!(untouched, "no click replaced anything yet");
     click(&a, "#replace-btn").await;
     wait_text(&a, "#card-message", |t| {
         t == "Card 0AA1 replaced by 0BB1; 0AA1 is blocked."
