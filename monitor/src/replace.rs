@@ -52,9 +52,6 @@ pub enum ReplaceRefusal {
     /// A was already replaced.
     #[error("card {0} was already replaced")]
     AlreadyReplaced(CardId),
-    /// A is blocked for another reason.
-    #[error("card {0} is blocked; unblock it before replacing it")]
-    Blocked(CardId),
     /// B is blocked.
     #[error("the new card {0} is blocked")]
     TargetBlocked(CardId),
@@ -74,7 +71,6 @@ impl ReplaceRefusal {
             ReplaceRefusal::SameCard => "same_card",
             ReplaceRefusal::UnknownCard(_) => "unknown_card",
             ReplaceRefusal::AlreadyReplaced(_) => "already_replaced",
-            ReplaceRefusal::Blocked(_) => "card_blocked",
             ReplaceRefusal::TargetBlocked(_) => "target_blocked",
             ReplaceRefusal::TargetHasPass(_) => "target_has_pass",
             ReplaceRefusal::TargetHasWallet(_) => "target_has_wallet",
@@ -149,7 +145,8 @@ pub fn event(from: &CardId, to: &CardId, at_ms: u64) -> Event {
 pub const REPLACE: &str = r"
 local a_blocked = redis.call('HGET', KEYS[4], ARGV[7])
 if a_blocked == ARGV[2] then return {'already_replaced'} end
-if a_blocked or redis.call('EXISTS', KEYS[4]) == 1 then return {'card_blocked'} end
+-- A card blocked for another reason (lost, stolen: how an operator usually learns of it) is
+-- replaced all the same; its block becomes `replaced`.
 local has_pass = redis.call('EXISTS', KEYS[1]) == 1
 local has_wallet = redis.call('EXISTS', KEYS[2]) == 1
 if not has_pass and not has_wallet then return {'unknown_card'} end
@@ -243,7 +240,6 @@ pub async fn replace(
     let reply: Vec<String> = inv.invoke_async(conn).await?;
     let refused = |code: &str| match code {
         "already_replaced" => Some(ReplaceRefusal::AlreadyReplaced(from.clone())),
-        "card_blocked" => Some(ReplaceRefusal::Blocked(from.clone())),
         "unknown_card" => Some(ReplaceRefusal::UnknownCard(from.clone())),
         "target_blocked" => Some(ReplaceRefusal::TargetBlocked(to.clone())),
         "target_has_pass" => Some(ReplaceRefusal::TargetHasPass(to.clone())),
@@ -309,7 +305,6 @@ mod tests {
             ReplaceRefusal::SameCard,
             ReplaceRefusal::UnknownCard(a.clone()),
             ReplaceRefusal::AlreadyReplaced(a.clone()),
-            ReplaceRefusal::Blocked(a.clone()),
             ReplaceRefusal::TargetBlocked(a.clone()),
             ReplaceRefusal::TargetHasPass(a.clone()),
             ReplaceRefusal::TargetHasWallet(a),
@@ -375,7 +370,6 @@ mod tests {
             "",
             "^(%d+)-(%d+)$",
             "already_replaced",
-            "card_blocked",
             "unknown_card",
             "target_blocked",
             "target_has_pass",

@@ -521,13 +521,12 @@ async fn refused_replacements_change_nothing() {
 
     let long = "0".repeat(33);
     let huge = "A".repeat(20_000);
-    let cases: [(&str, &str, u16, &str); 12] = [
+    let cases: [(&str, &str, u16, &str); 11] = [
         (money, "0c01", 400, "same_card"),
         (nada, "0C0A", 404, "unknown_card"),
         (money, pass, 409, "target_has_pass"),
         (money, rich, 409, "target_has_wallet"),
         (money, blk, 409, "target_blocked"),
-        (lost, "0C0A", 409, "card_blocked"),
         (done, "0C0A", 409, "already_replaced"),
         (done, "0C09", 409, "already_replaced"),
         (money, "0C-0A", 400, "invalid_card"),
@@ -628,6 +627,24 @@ async fn refused_replacements_change_nothing() {
         (401, "login_required".into())
     );
     assert_eq!(snapshot(&mut conn, &cards).await, before);
+
+    // A card already blocked as lost (how an operator usually learns of it) is replaced all the
+    // same: its pass moves and its block becomes `replaced`.
+    let r = post_replace(dash.addr, &alice, lost, "0C0C").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let reason: Option<String> = redis::cmd("HGET")
+        .arg(keys::blocked(&CardId::new(lost).expect("card")))
+        .arg(tapgate_protocol::fields::blocked::REASON)
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(reason.as_deref(), Some("replaced"));
+    let moved: bool = redis::cmd("EXISTS")
+        .arg(keys::pass(&CardId::new("0C0C").expect("card")))
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert!(moved, "the lost card's pass is on the new one");
 
     // Two replacements of one card at once: one wins, the other is refused; the money is once.
     let both = tokio::join!(
