@@ -214,10 +214,15 @@ async fn a_void_in_the_window_reverses_exactly_its_sale() {
     assert_eq!(card["pass"], serde_json::Value::Null);
     let rev = get(dash.addr, &alice, "/api/revenue").await.json();
     assert_eq!(rev["day"], DAY);
+    // Net of the void in every total it went into; no top-ups or fares that day.
     assert_eq!(
         rev["totals"],
         serde_json::json!({"sales": 2, "amount": 2000, "amount_text": "20.00 EUR",
-                           "voids": 1, "voided": 750, "voided_text": "7.50 EUR"})
+                           "voids": 1, "voided": 750, "voided_text": "7.50 EUR",
+                           "pass_sales": 2, "pass_amount": 2000, "pass_amount_text": "20.00 EUR",
+                           "top_ups": 0, "topped_up": 0, "topped_up_text": "0.00 EUR",
+                           "fares": 0, "fare_amount": 0, "fare_amount_text": "0.00 EUR",
+                           "recognised": 2000, "recognised_text": "20.00 EUR"})
     );
     dash.stop().await;
 }

@@ -440,7 +440,12 @@ mod tests {
         let r: HashMap<String, i64> = sale.reversal().into_iter().collect();
         assert_eq!(r.len(), 8, "eight distinct fields: {r:?}");
         // A pass sale's fields; top-ups and fares are not a pass's to reverse.
-        for f in [revenue::SALES, revenue::AMOUNT, revenue::VOIDS, revenue::VOIDED] {
+        for f in [
+            revenue::SALES,
+            revenue::AMOUNT,
+            revenue::VOIDS,
+            revenue::VOIDED,
+        ] {
             assert!(r.contains_key(f), "{f} is changed");
         }
         for f in [
