@@ -17,12 +17,12 @@
 //! | `tapgate:counters:clock` | hash | bridge | `flagged`, `cleared` → device clock-skew flag changes |
 //! | `tapgate:counters:device:{device}` | hash | bridge | `granted`, `denied`, `issued`, `rejected`, and `unpaid`, `stale`; expires with the device |
 //! | `tapgate:events` | stream | bridge, monitor | one [`crate::Event`] per entry, a field per event field ([`crate::stream`]; older entries: field `event`, the JSON) |
-//! | `tapgate:card:{CARD}:pass` | hash | bridge (a void: monitor) | [`crate::fields::pass`]: the product, its terms, `expires_at`, `issued_at`, where and on which service day it was sold, its first use |
+//! | `tapgate:card:{CARD}:pass` | hash | bridge (a void, a card replacement: monitor) | [`crate::fields::pass`]: the product, its terms, `expires_at`, `issued_at`, where and on which service day it was sold, its first use |
 //! | `tapgate:card:{CARD}:blocked` | hash | monitor | `reason`, `by`, `at` |
-//! | `tapgate:card:{CARD}:recent` | list | bridge | stream ids of the card's latest events, newest first (older lists: the events' JSON); expires |
+//! | `tapgate:card:{CARD}:recent` | list | bridge (a card replacement: monitor) | stream ids of the card's latest events, newest first (older lists: the events' JSON); expires |
 //! | `tapgate:blocked` | hash | monitor | card → reason, an index of blocked cards |
 //! | `tapgate:sale:{DEVICE}` | hash | bridge | `card`, `selected` (the product; empty until a button), `terms`, `expires_at` |
-//! | `tapgate:card:{CARD}:wallet` | hash | bridge | a card's pay-as-you-go balance, top-ups and charges in all, and per service day and week: [`crate::fields::wallet`] |
+//! | `tapgate:card:{CARD}:wallet` | hash | bridge (a card replacement: monitor) | a card's pay-as-you-go balance, top-ups and charges in all, and per service day and week: [`crate::fields::wallet`] |
 //! | `tapgate:revenue:{DAY}` | hash | bridge (a void: monitor) | sales and amounts of a service day (`YYYY-MM-DD`), net of voids, and its voids: [`crate::fields::revenue`] |
 //! | `tapgate:seen:{KIND:DEVICE}:{ID}` | string | bridge | `op:CARD:PASS` fingerprint, newline, the stored result (compact, see `decide.lua`) |
 //! | `tapgate:device:{kind}:{device}` | hash | bridge | `online`, `last_seen`, `uptime_s`, `clock_skew_ms`, `clock_flagged`, `clock_checked_at`; expires |
