@@ -21,7 +21,7 @@ use tapgate_protocol::validate::{
 };
 use tapgate_protocol::{
     Catalogue, Decision, DeviceId, DeviceKind, Event, EventKind, InboundTopic, MessageId, Notice,
-    Outcome, RejectReason, Rejection, Stamp, TapMode, Topics, MAX_PAYLOAD_BYTES,
+    Outcome, RejectReason, Rejection, Stamp, Topics, MAX_PAYLOAD_BYTES,
 };
 use tapgate_runtime::clock::Clock;
 use tapgate_runtime::Backoff;
@@ -298,44 +298,17 @@ impl Processor {
         // history instead.
         let attempt = || {
             let now_ms = self.clock.now_ms();
-            let gate = matches!(input, Input::GateTap(_));
-            // An entry paid as you go is charged on the caps of the service day the rules run
-            // at: the stamp's for an offline entry (the script asks again should the device's
-            // lead move it to another day), the bridge's now otherwise.
-            let fare_time = match stamp {
-                Some(s) if s.mode == TapMode::Offline => s.time,
-                _ => now_ms,
-            };
-            let mut req = Request {
-                kind: topic.kind,
-                device: &topic.device,
+            let req = Request::new(
+                topic.kind,
+                &topic.device,
                 id,
                 input,
                 now_ms,
                 stamp,
                 replaces,
-                day: matches!(input, Input::TerminalTap(_)).then(|| fares.service_day(now_ms)),
-                catalogue: &fares.version,
-                payg: fares
-                    .payg
-                    .filter(|_| gate)
-                    .map(|p| (p, fares.fare_day(fare_time))),
-                top_ups: fares.sells_top_ups(),
-            };
-            async move {
-                match self.store.decide(&req).await? {
-                    Answer::FareDayAt(at) => {
-                        req.payg = req.payg.map(|(p, _)| (p, fares.fare_day(at)));
-                        match self.store.decide(&req).await? {
-                            Answer::FareDayAt(again) => Err(StoreError::BadResult(format!(
-                                "the fare day of {at} does not hold {again}"
-                            ))),
-                            answer => Ok(answer),
-                        }
-                    }
-                    answer => Ok(answer),
-                }
-            }
+                fares,
+            );
+            async move { self.store.decide_under(req, fares).await }
         };
         let here = Some((topic.kind, topic.device.clone()));
         let mut decided = match self.retry("decide", attempt).await {
@@ -367,7 +340,7 @@ impl Processor {
             }
             Err(GaveUp::Shutdown) => return false,
             Ok(Answer::FareDayAt(at)) => {
-                // The attempt already asked again with that time's fare day.
+                // decide_under asks again with that fare day; it never answers this.
                 let e = StoreError::BadResult(format!("fare day of {at} asked for twice"));
                 let rejection = internal(&e, Some(id.clone()));
                 return self

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
-use tapgate_protocol::payg::{FareDay, Payg, Wallet, PAYG_PRODUCT};
+use tapgate_protocol::payg::{Wallet, PAYG_PRODUCT};
 use tapgate_protocol::rules::{
     decide_timed, fare_time, Input, Pass, Sale, Settings, State, TimeSettings, Verdict,
     RETAP_ACCEPTED_WITHIN_MS,
@@ -175,37 +175,9 @@ fn catalogue() -> impl Strategy<Value = String> {
         })
 }
 
-/// Pay as you go's part of a gate tap's request, as the bridge makes it: the fare day of the
-/// stamp for an offline entry, of `now` otherwise.
-fn payg_request(
-    catalogue: &Catalogue,
-    input: &Input,
-    stamp: Option<Stamp>,
-    now: u64,
-) -> Option<(Payg, FareDay)> {
-    let at = match stamp {
-        Some(s) if s.mode == TapMode::Offline => s.time,
-        _ => now,
-    };
-    catalogue
-        .payg
-        .filter(|_| matches!(input, Input::GateTap(_)))
-        .map(|p| (p, catalogue.fare_day(at)))
-}
-
 /// Decides `req` as the bridge does: asked again with the fare day of the time the script names.
-async fn decide(store: &Store, catalogue: &Catalogue, mut req: Request<'_>) -> Answer {
-    let first = store.decide(&req).await.expect("script");
-    let Answer::FareDayAt(at) = first else {
-        return first;
-    };
-    req.payg = req.payg.map(|(p, _)| (p, catalogue.fare_day(at)));
-    let again = store.decide(&req).await.expect("script");
-    assert!(
-        !matches!(again, Answer::FareDayAt(_)),
-        "fare day asked twice"
-    );
-    again
+async fn decide(store: &Store, catalogue: &Catalogue, req: Request<'_>) -> Answer {
+    store.decide_under(req, catalogue).await.expect("script")
 }
 
 /// A card's wallet as the script keeps it.
@@ -444,19 +416,16 @@ async fn run_case(
             Op::Redeliver(k) => {
                 let s = sent[k % sent.len()].clone();
                 let device = DeviceId::new(s.device).expect("device");
-                let req = Request {
-                    kind: s.kind,
-                    device: &device,
-                    id: &s.id,
-                    input: &s.input,
-                    now_ms: now,
-                    stamp: s.stamp,
-                    replaces: s.replaces.as_ref(),
-                    day: Some(catalogue.service_day(now)),
-                    catalogue: &catalogue.version,
-                    payg: payg_request(catalogue, &s.input, s.stamp, now),
-                    top_ups: catalogue.sells_top_ups(),
-                };
+                let req = Request::new(
+                    s.kind,
+                    &device,
+                    &s.id,
+                    &s.input,
+                    now,
+                    s.stamp,
+                    s.replaces.as_ref(),
+                    catalogue,
+                );
                 let got = decide(store, catalogue, req).await;
                 let Answer::Decided(got) = got else {
                     return Err(TestCaseError::fail(format!("op {n}: redelivery refused")));
@@ -472,19 +441,16 @@ async fn run_case(
                     DeviceKind::Terminal => Input::TerminalTap(card(*c)),
                 };
                 let device = DeviceId::new(s.device).expect("device");
-                let req = Request {
-                    kind: s.kind,
-                    device: &device,
-                    id: &s.id,
-                    input: &input,
-                    now_ms: now,
-                    stamp: s.stamp,
-                    replaces: s.replaces.as_ref(),
-                    day: Some(catalogue.service_day(now)),
-                    catalogue: &catalogue.version,
-                    payg: payg_request(catalogue, &input, s.stamp, now),
-                    top_ups: catalogue.sells_top_ups(),
-                };
+                let req = Request::new(
+                    s.kind,
+                    &device,
+                    &s.id,
+                    &input,
+                    now,
+                    s.stamp,
+                    s.replaces.as_ref(),
+                    catalogue,
+                );
                 let got = decide(store, catalogue, req).await;
                 match got {
                     Answer::Decided(d) => {
@@ -689,19 +655,16 @@ async fn run_case(
         }
         let device_id = DeviceId::new(device).expect("device");
         let id = MessageId::new(format!("m{n}")).expect("id");
-        let req = Request {
+        let req = Request::new(
             kind,
-            device: &device_id,
-            id: &id,
-            input: &input,
-            now_ms: now,
+            &device_id,
+            &id,
+            &input,
+            now,
             stamp,
-            replaces: replaced.as_ref().map(|r| &r.id),
-            day: Some(day),
-            catalogue: &catalogue.version,
-            payg: payg_request(catalogue, &input, stamp, now),
-            top_ups: catalogue.sells_top_ups(),
-        };
+            replaced.as_ref().map(|r| &r.id),
+            catalogue,
+        );
         let got = decide(store, catalogue, req).await;
         let expected = match (timed, got) {
             (Err(want), Answer::Refused(reason)) => {

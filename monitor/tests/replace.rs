@@ -89,26 +89,21 @@ impl Rider {
         self.n += 1;
         let device = DeviceId::new(device).expect("device id");
         let id = MessageId::new(format!("m{}", self.n)).expect("message id");
-        let gate = kind == DeviceKind::Gate;
         let answer = self
             .store
-            .decide(&tapgate_bridge::store::Request {
-                kind,
-                device: &device,
-                id: &id,
-                input: &input,
-                now_ms: now,
-                stamp: None,
-                replaces: None,
-                day: (!gate).then(|| self.catalogue.service_day(now)),
-                catalogue: &self.catalogue.version,
-                payg: self
-                    .catalogue
-                    .payg
-                    .filter(|_| gate)
-                    .map(|p| (p, self.catalogue.fare_day(now))),
-                top_ups: self.catalogue.sells_top_ups(),
-            })
+            .decide_under(
+                tapgate_bridge::store::Request::new(
+                    kind,
+                    &device,
+                    &id,
+                    &input,
+                    now,
+                    None,
+                    None,
+                    &self.catalogue,
+                ),
+                &self.catalogue,
+            )
             .await
             .expect("decide");
         match answer {

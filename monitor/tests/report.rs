@@ -79,30 +79,12 @@ impl Seller<'_> {
     ) -> Decision {
         self.n += 1;
         let id = MessageId::new(format!("m{}", self.n)).expect("id");
-        let gate = kind == DeviceKind::Gate;
-        let fare_time = match stamp {
-            Some(s) if s.mode == TapMode::Offline => s.time,
-            _ => at,
-        };
         let answer = self
             .store
-            .decide(&Request {
-                kind,
-                device,
-                id: &id,
-                input: &input,
-                now_ms: at,
-                stamp,
-                replaces: None,
-                day: matches!(input, Input::TerminalTap(_)).then(|| self.catalogue.service_day(at)),
-                catalogue: &self.catalogue.version,
-                payg: self
-                    .catalogue
-                    .payg
-                    .filter(|_| gate)
-                    .map(|p| (p, self.catalogue.fare_day(fare_time))),
-                top_ups: self.catalogue.sells_top_ups(),
-            })
+            .decide_under(
+                Request::new(kind, device, &id, &input, at, stamp, None, self.catalogue),
+                self.catalogue,
+            )
             .await
             .expect("decide");
         let Answer::Decided(d) = answer else {

@@ -294,6 +294,25 @@ impl Store {
         })))
     }
 
+    /// [`Store::decide`] under `fares`, asking once more with the fare day the script names
+    /// ([`Answer::FareDayAt`]: a device's clock lead moved an offline entry paid as you go across
+    /// a service-day boundary). Never answers `FareDayAt`.
+    pub async fn decide_under(
+        &self,
+        req: Request<'_>,
+        fares: &tapgate_protocol::Catalogue,
+    ) -> Result<Answer, StoreError> {
+        match self.decide(&req).await? {
+            Answer::FareDayAt(at) => match self.decide(&req.at_fare_time(fares, at)).await? {
+                Answer::FareDayAt(again) => Err(StoreError::BadResult(format!(
+                    "the fare day of {at} does not hold {again}"
+                ))),
+                answer => Ok(answer),
+            },
+            answer => Ok(answer),
+        }
+    }
+
     /// Records a refused message: counter by reason, per-device counter when the device is known,
     /// and the `rejected` event. Returns the event with `seq` set.
     pub async fn reject(&self, mut event: Event, reason: &str) -> Result<Event, StoreError> {

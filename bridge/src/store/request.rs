@@ -10,7 +10,7 @@ use redis::Cmd;
 use tapgate_protocol::fares::ServiceDay;
 use tapgate_protocol::payg::{FareDay, Payg};
 use tapgate_protocol::rules::Input;
-use tapgate_protocol::{keys, DeviceId, DeviceKind, MessageId, Stamp};
+use tapgate_protocol::{keys, Catalogue, DeviceId, DeviceKind, MessageId, Stamp, TapMode};
 
 use super::library::{Function, Library};
 
@@ -41,6 +41,54 @@ pub struct Request<'a> {
     pub payg: Option<(Payg, FareDay)>,
     /// For a terminal's tap: whether the catalogue sells top-ups.
     pub top_ups: bool,
+}
+
+impl<'a> Request<'a> {
+    /// The request the bridge makes for `input` under `fares` at `now_ms`: a terminal's tap
+    /// names the service day it is in and whether top-ups are on sale; a gate's tap under pay as
+    /// you go names its terms and the fare day of the time the rules run at (the stamp's for an
+    /// offline entry, `now_ms` otherwise; see [`Request::at_fare_time`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: DeviceKind,
+        device: &'a DeviceId,
+        id: &'a MessageId,
+        input: &'a Input,
+        now_ms: u64,
+        stamp: Option<Stamp>,
+        replaces: Option<&'a MessageId>,
+        fares: &'a Catalogue,
+    ) -> Self {
+        let fare_time = match stamp {
+            Some(s) if s.mode == TapMode::Offline => s.time,
+            _ => now_ms,
+        };
+        let gate = matches!(input, Input::GateTap(_));
+        Self {
+            kind,
+            device,
+            id,
+            input,
+            now_ms,
+            stamp,
+            replaces,
+            day: matches!(input, Input::TerminalTap(_)).then(|| fares.service_day(now_ms)),
+            catalogue: &fares.version,
+            payg: fares
+                .payg
+                .filter(|_| gate)
+                .map(|p| (p, fares.fare_day(fare_time))),
+            top_ups: fares.sells_top_ups(),
+        }
+    }
+
+    /// The same request with the fare day of `at`: what the script asks for
+    /// ([`super::Answer::FareDayAt`]) when a device's clock lead moved an offline entry across a
+    /// service-day boundary.
+    pub fn at_fare_time(mut self, fares: &Catalogue, at: u64) -> Self {
+        self.payg = self.payg.map(|(p, _)| (p, fares.fare_day(at)));
+        self
+    }
 }
 
 /// The op argument of each input. A gate tap's op is its device kind, and a terminal's messages

@@ -607,19 +607,19 @@ impl Seller {
         let id = tapgate_protocol::MessageId::new(format!("m{}", self.n)).expect("message id");
         let answer = self
             .store
-            .decide(&tapgate_bridge::store::Request {
-                kind,
-                device: &device,
-                id: &id,
-                input: &input,
-                now_ms,
-                stamp: None,
-                replaces: None,
-                day: Some(self.catalogue.service_day(now_ms)),
-                catalogue: &self.catalogue.version,
-                payg: None,
-                top_ups: false,
-            })
+            .decide_under(
+                tapgate_bridge::store::Request::new(
+                    kind,
+                    &device,
+                    &id,
+                    &input,
+                    now_ms,
+                    None,
+                    None,
+                    &self.catalogue,
+                ),
+                &self.catalogue,
+            )
             .await
             .expect("decide");
         match answer {
