@@ -1,12 +1,16 @@
-//! A minimal HTTP/1.1 client for EMQX's API: one request per connection, basic authentication,
-//! JSON bodies. Plain `http://` only; put the API behind a private network or a TLS proxy.
+//! The client for EMQX's API (hyper's): basic authentication, JSON bodies. Plain `http://`
+//! only; put the API behind a private network or a TLS proxy.
 
 use std::time::Duration;
 
 use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{header, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::AdminError;
 
@@ -81,107 +85,42 @@ impl Endpoint {
         body: Option<&Value>,
     ) -> Result<Answer, AdminError> {
         let address = format!("{}:{}", self.host, self.port);
-        let conn = |e: std::io::Error| AdminError::Connect {
+        let conn = |why: String| AdminError::Connect {
             address: address.clone(),
-            why: e.to_string(),
+            why,
         };
-        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(conn)?;
-        let payload = body.map(Value::to_string).unwrap_or_default();
-        let head = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}:{}\r\nAuthorization: Basic {}\r\n\
-             Accept: application/json\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            self.base,
-            self.host,
-            self.port,
-            self.auth,
-            payload.len()
-        );
-        stream.write_all(head.as_bytes()).await.map_err(conn)?;
-        stream.write_all(payload.as_bytes()).await.map_err(conn)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(conn)?;
-        parse(&raw).map_err(|why| AdminError::Protocol {
+        let protocol = |why: String| AdminError::Protocol {
             command: format!("{method} {path}"),
             why,
-        })
-    }
-}
-
-/// Parses an HTTP/1.x answer read to its end (Content-Length, chunked or until close).
-fn parse(raw: &[u8]) -> Result<Answer, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "headers are not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut chunked = false;
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("transfer-encoding")
-                && v.trim().eq_ignore_ascii_case("chunked")
-            {
-                chunked = true;
-            }
-        }
-    }
-    let rest = &raw[split + 4..];
-    let body = if chunked {
-        dechunk(rest)?
-    } else {
-        rest.to_vec()
-    };
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).map_err(|e| format!("body is not JSON: {e}"))?
-    };
-    Ok(Answer { status, body })
-}
-
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk")?;
-        let size_text = std::str::from_utf8(&rest[..end]).map_err(|_| "bad chunk size")?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| "bad chunk size")?;
-        rest = &rest[end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = rest.get(..size).ok_or("short chunk")?;
-        out.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).ok_or("short chunk")?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_answers() {
-        let a =
-            parse(b"HTTP/1.1 201 Created\r\ncontent-length: 11\r\n\r\n{\"a\": true}").expect("ok");
-        assert_eq!((a.status, a.body["a"].as_bool()), (201, Some(true)));
-        let a = parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\n[1,2\r\n1\r\n]\r\n0\r\n\r\n")
-            .expect("ok");
-        assert_eq!(a.body, serde_json::json!([1, 2]));
-        let a = parse(b"HTTP/1.1 204 No Content\r\n\r\n").expect("ok");
-        assert_eq!((a.status, a.body), (204, Value::Null));
-        assert!(parse(b"garbage").is_err());
+        };
+        let payload = body.map(Value::to_string).unwrap_or_default();
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{address}{}{path}", self.base))
+            .header(header::AUTHORIZATION, format!("Basic {}", self.auth))
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| protocol(e.to_string()))?;
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| conn(e.to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| conn(e.to_string()))?
+            .to_bytes();
+        let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| protocol(format!("body is not JSON: {e}")))?
+        };
+        Ok(Answer { status, body })
     }
 }
