@@ -393,7 +393,7 @@ async function lookup(card) {
     if (r.pass) {
       dlRow(dl, 'Pass', String(r.pass.type));
       if (r.pass.trips_remaining != null) dlRow(dl, 'Trips left', r.pass.trips_remaining);
-      if (r.pass.time_left_ms != null) dlRow(dl, 'Time left', r.pass.time_left_ms > 0 ? duration(r.pass.time_left_ms) : 'expired');
+      if (r.pass.remaining_ms != null) dlRow(dl, 'Time left', r.pass.remaining_ms > 0 ? duration(r.pass.remaining_ms) : 'expired');
       if (r.pass.price_text) dlRow(dl, 'Price', r.pass.price_text);
       if (r.pass.issued_at) {
         dlRow(dl, 'Sold', dateTime(r.pass.issued_at) + (r.pass.sold_by ? ' at ' + r.pass.sold_by : ''));

@@ -583,7 +583,7 @@ async fn reads_counters_charts_devices_and_cards() {
     let day = get(dash.addr, &me, "/api/cards/D4").await.json();
     assert_eq!(day["pass"]["type"], "DAY");
     assert_eq!(day["pass"]["trips_remaining"], serde_json::Value::Null);
-    let left = day["pass"]["time_left_ms"].as_i64().expect("time left");
+    let left = day["pass"]["remaining_ms"].as_i64().expect("time left");
     assert!((3_500_000..=3_600_000).contains(&left), "{left}");
     let none = get(dash.addr, &me, "/api/cards/55").await.json();
     assert_eq!(none["pass"], serde_json::Value::Null);

@@ -264,7 +264,7 @@ pub async fn card(
             "trips_remaining": num(&pass, fields::pass::TRIPS).filter(|n| *n > 0),
             "issued_at": num(&pass, fields::pass::ISSUED_AT),
             "expires_at": expires_at,
-            "time_left_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),
+            "remaining_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),
             "price": price,
             "currency": currency,
             "price_text": price.zip(currency).map(|(p, c)| c.format(p)),
