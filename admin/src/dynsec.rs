@@ -76,7 +76,7 @@ fn acls(rules: &[Rule], literal: bool) -> Vec<Value> {
                 }));
                 out.push(json!({
                     "acltype": "subscribePattern",
-                    "topic": format!("$share/+/{}", r.topic),
+                    "topic": Topics::shared("+", &r.topic),
                     "allow": true,
                     "priority": 0
                 }));

@@ -47,7 +47,7 @@ fn emqx_rules(rules: &[Rule], shared: bool) -> Vec<Value> {
         out.push(json!({"topic": r.topic, "permission": "allow", "action": action}));
         if shared && r.access == Access::Subscribe {
             out.push(
-                json!({"topic": format!("$share/+/{}", r.topic), "permission": "allow",
+                json!({"topic": Topics::shared("+", &r.topic), "permission": "allow",
                             "action": "subscribe"}),
             );
         }

@@ -229,6 +229,13 @@ impl Topics {
         format!("{}/events/#", self.prefix)
     }
 
+    /// `$share/{group}/{filter}`: `filter` as a shared subscription of `group`, the broker
+    /// handing each message to one subscriber of the group (`+` as the group: a rule allowing
+    /// any group).
+    pub fn shared(group: &str, filter: &str) -> String {
+        format!("$share/{group}/{filter}")
+    }
+
     /// `{prefix}/bridge-probe/{nonce}`: where a bridge with a shared-subscription group checks at
     /// start-up that the broker really delivers through `$share/{group}/…`. Three levels, so it
     /// can never look like a device topic.
