@@ -22,9 +22,10 @@
 //! Offline entries and retaps naming an earlier gate tap (`Op::Settle`): one that names a tap
 //! granted is settled on that tap's charge (an offline entry at its time, a retap within
 //! `RETAP_ACCEPTED_WITHIN_MS` after it), with no change, no event and that tap's amounts; any
-//! other is decided as usual. (Here the earlier tap's stored answer is always still there: the
-//! script's answer from the card's history, once that record has gone, is tested in
-//! `redelivery.rs` and `taptime.rs`.)
+//! other is decided as usual. Late redeliveries (`Op::Forget`): a waiting tap sent again past
+//! its decision window after its stored answer has gone is answered from the card's history,
+//! exactly as first decided, while its events are among the card's recent ones, and is `stale`
+//! (nothing charged) once they are not.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,6 +89,11 @@ enum Op {
     /// as a fail-open gate queues when the answer does not come, or a retap now (`false`), as a
     /// fail-closed gate's rider makes. Settled on that tap's charge when it was granted.
     Settle(usize, bool),
+    /// A waiting card tap sent earlier (at this index of those eligible, modulo), sent again once
+    /// it is past the decision window and its stored answer has gone: answered from the card's
+    /// history (`decided_before` in the script) while its events are among the card's recent
+    /// ones, else `stale`.
+    Forget(usize),
 }
 
 /// Pass records the script cannot read: a type without terms that no earlier version wrote,
@@ -242,6 +248,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..TERMINALS.len(), 0..CARDS.len(), 0..5usize)
             .prop_map(|(t, c, p)| Op::Buy(t, c, p)),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(k, offline)| Op::Settle(k, offline)),
+        1 => any::<usize>().prop_map(Op::Forget),
     ]
 }
 
@@ -252,6 +259,8 @@ struct Model {
     blocked: HashSet<usize>,
     corrupt: HashSet<usize>,
     wallets: HashMap<usize, Wallet>,
+    /// Events each card's recent list has received.
+    pushed: HashMap<usize, u64>,
     /// Measured skew by device name.
     skews: HashMap<&'static str, i64>,
 }
@@ -259,7 +268,8 @@ struct Model {
 /// How often each pay-as-you-go case came up over all runs, so the test shows it covered them:
 /// charged, charged 0 (capped), insufficient funds, topped up, settled offline; and messages
 /// settled on the charge of the waiting tap they name.
-static SEEN: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+/// And late redeliveries answered from the card's history, and those answered `stale`.
+static SEEN: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
 
 fn seen(i: usize) {
     SEEN[i].fetch_add(1, Ordering::Relaxed);
@@ -279,6 +289,13 @@ struct Sent {
     /// Pay as you go's amounts in its answer.
     charged: Option<u64>,
     balance: Option<i64>,
+    /// The tapped card, and how many events its recent list had received once this was decided
+    /// (its own included) and how many were its own.
+    card: Option<usize>,
+    pushed: u64,
+    events: usize,
+    /// Its stored answer was removed (`Op::Forget`): no longer redelivered or reused.
+    forgotten: bool,
 }
 
 fn card(i: usize) -> CardId {
@@ -409,12 +426,13 @@ async fn run_case(
                 model.passes.remove(c);
                 continue;
             }
-            Op::Redeliver(k) | Op::Reuse(k, _) if sent.is_empty() => {
+            Op::Redeliver(k) | Op::Reuse(k, _) if sent.iter().all(|s| s.forgotten) => {
                 let _ = k;
                 continue;
             }
             Op::Redeliver(k) => {
-                let s = sent[k % sent.len()].clone();
+                let live: Vec<&Sent> = sent.iter().filter(|s| !s.forgotten).collect();
+                let s = live[k % live.len()].clone();
                 let device = DeviceId::new(s.device).expect("device");
                 let req = Request::new(
                     s.kind,
@@ -435,7 +453,8 @@ async fn run_case(
                 continue;
             }
             Op::Reuse(k, c) => {
-                let s = sent[k % sent.len()].clone();
+                let live: Vec<&Sent> = sent.iter().filter(|s| !s.forgotten).collect();
+                let s = live[k % live.len()].clone();
                 let input = match s.kind {
                     DeviceKind::Gate => Input::GateTap(card(*c)),
                     DeviceKind::Terminal => Input::TerminalTap(card(*c)),
@@ -482,6 +501,76 @@ async fn run_case(
                 now += ms;
                 continue;
             }
+            Op::Forget(k) => {
+                let eligible: Vec<usize> = (0..sent.len())
+                    .filter(|&i| {
+                        let s = &sent[i];
+                        !s.forgotten
+                            && s.replaces.is_none()
+                            && s.card.is_some()
+                            && s.stamp.is_some_and(|st| st.mode == TapMode::Online)
+                    })
+                    .collect();
+                if eligible.is_empty() {
+                    continue;
+                }
+                let i = eligible[k % eligible.len()];
+                let s = sent[i].clone();
+                let skew = model.skews.get(s.device).copied();
+                let Ok((at, _)) = tapgate_protocol::rules::resolve_time(s.stamp, now, skew, TIME)
+                else {
+                    continue;
+                };
+                if now.saturating_sub(at) <= TIME.decision_window_ms {
+                    continue;
+                }
+                let device = DeviceId::new(s.device).expect("device");
+                let _: () = redis::cmd("DEL")
+                    .arg(keys::seen(s.kind, &device, &s.id))
+                    .query_async(&mut con)
+                    .await
+                    .expect("DEL");
+                sent[i].forgotten = true;
+                let req = Request::new(
+                    s.kind, &device, &s.id, &s.input, now, s.stamp, None, catalogue,
+                );
+                let Answer::Decided(got) = decide(store, catalogue, req).await else {
+                    return Err(TestCaseError::fail(format!(
+                        "op {n}: a late redelivery refused"
+                    )));
+                };
+                let c = s.card.expect("a card tap");
+                let pushed = model.pushed.entry(c).or_default();
+                let recent = u64::try_from(keys::CARD_RECENT_LEN).expect("length");
+                if s.events > 0 && *pushed - s.pushed < recent {
+                    // Answered from the card's history, as first decided; a denial's balance is
+                    // not in its event.
+                    prop_assert!(got.replayed, "op {} {:?}", n, op);
+                    prop_assert_eq!(&got.decision.outcome, &s.outcome, "op {} {:?}", n, op);
+                    let balance = match s.outcome {
+                        Outcome::Denied { .. } => None,
+                        _ => s.balance,
+                    };
+                    prop_assert_eq!(
+                        (got.decision.charged, got.decision.balance),
+                        (s.charged, balance)
+                    );
+                    seen(6);
+                } else {
+                    // Nothing to answer from: stale, and nothing charged.
+                    prop_assert!(!got.replayed, "op {} {:?}", n, op);
+                    prop_assert_eq!(&got.decision.outcome, &Outcome::Stale, "op {} {:?}", n, op);
+                    *pushed += 1;
+                    seen(7);
+                }
+                for c in 0..CARDS.len() {
+                    if !model.corrupt.contains(&c) {
+                        let stored = read_pass(&mut con, c).await;
+                        prop_assert_eq!(stored, model.passes.get(&c).map(view), "op {}", n);
+                    }
+                }
+                continue;
+            }
             Op::Reload(k) => {
                 catalogue = &catalogues[k % catalogues.len()];
                 continue;
@@ -526,7 +615,9 @@ async fn run_case(
             Op::Settle(k, _) => {
                 let taps: Vec<&Sent> = sent
                     .iter()
-                    .filter(|s| matches!(s.input, Input::GateTap(_)) && s.replaces.is_none())
+                    .filter(|s| {
+                        matches!(s.input, Input::GateTap(_)) && s.replaces.is_none() && !s.forgotten
+                    })
                     .collect();
                 let Some(s) = (!taps.is_empty()).then(|| taps[k % taps.len()]) else {
                     continue;
@@ -698,6 +789,14 @@ async fn run_case(
             outcome: got.decision.outcome.clone(),
             charged: got.decision.charged,
             balance: got.decision.balance,
+            card: card_i,
+            pushed: card_i.map_or(0, |c| {
+                let p = model.pushed.entry(c).or_default();
+                *p += (got.events.len() + got.notices.len()) as u64;
+                *p
+            }),
+            events: got.events.len() + got.notices.len(),
+            forgotten: false,
         });
         prop_assert_eq!(
             &got.decision.outcome,
@@ -923,8 +1022,8 @@ fn script_matches_reference_model() {
     });
     let seen: Vec<usize> = SEEN.iter().map(|n| n.load(Ordering::Relaxed)).collect();
     println!(
-        "pay as you go: charged {}, capped {}, insufficient {}, topped up {}, settled offline {}; settled on a named tap's charge {}",
-        seen[0], seen[1], seen[2], seen[3], seen[4], seen[5]
+        "pay as you go: charged {}, capped {}, insufficient {}, topped up {}, settled offline {}; settled on a named tap's charge {}; late redeliveries answered from history {}, stale {}",
+        seen[0], seen[1], seen[2], seen[3], seen[4], seen[5], seen[6], seen[7]
     );
     assert!(
         seen.iter().all(|n| *n > 0),
