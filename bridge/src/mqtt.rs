@@ -70,7 +70,7 @@ pub async fn verify_sharing(
 ) -> Result<(), MqttError> {
     let nonce = format!("{:016x}", getrandom::u64().unwrap_or_else(|_| now_nanos()));
     let topic = topics.bridge_probe(&nonce);
-    let filter = format!("$share/{group}/{topic}");
+    let filter = tapgate_protocol::Topics::shared(group, &topic);
     let fail = |reason: String| MqttError::Connect {
         url: url.to_owned(),
         reason,
@@ -152,7 +152,7 @@ pub fn filters(cfg: &BridgeConfig, topics: &tapgate_protocol::Topics) -> Vec<Str
         .bridge_filters()
         .into_iter()
         .map(|f| match &cfg.shared_group {
-            Some(g) => format!("$share/{g}/{f}"),
+            Some(g) => tapgate_protocol::Topics::shared(g, &f),
             None => f,
         })
         .collect()
