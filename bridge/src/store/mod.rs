@@ -70,6 +70,9 @@ impl StoreError {
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
                     || e.code() == Some("BUSY")
+                    // A primary with `min-replicas-to-write` refusing writes while its replicas
+                    // are away: nothing was written; it passes once they are back.
+                    || e.code() == Some("NOREPLICAS")
             }
             _ => false,
         }
