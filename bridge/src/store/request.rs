@@ -6,6 +6,8 @@
 //! Redis turns each key and argument into a Lua string and a table slot on every call, about a
 //! thousand instructions each.
 
+use std::cell::RefCell;
+
 use redis::Cmd;
 use tapgate_protocol::fares::ServiceDay;
 use tapgate_protocol::payg::{FareDay, Payg};
@@ -64,6 +66,7 @@ impl<'a> Request<'a> {
             _ => now_ms,
         };
         let gate = matches!(input, Input::GateTap(_));
+        let terminal = matches!(input, Input::TerminalTap(_));
         Self {
             kind,
             device,
@@ -72,13 +75,13 @@ impl<'a> Request<'a> {
             now_ms,
             stamp,
             replaces,
-            day: matches!(input, Input::TerminalTap(_)).then(|| fares.service_day(now_ms)),
+            day: terminal.then(|| fares.service_day(now_ms)),
             catalogue: &fares.version,
             payg: fares
                 .payg
                 .filter(|_| gate)
-                .map(|p| (p, fares.fare_day(fare_time))),
-            top_ups: fares.sells_top_ups(),
+                .map(|p| (p, fare_day(fares, fare_time))),
+            top_ups: terminal && fares.sells_top_ups(),
         }
     }
 
@@ -89,6 +92,28 @@ impl<'a> Request<'a> {
         self.payg = self.payg.map(|(p, _)| (p, fares.fare_day(at)));
         self
     }
+}
+
+thread_local! {
+    /// The fare day last worked out on this thread, with the version of the catalogue it is of.
+    /// A service day lasts a day: nearly every gate tap finds its day here rather than in the
+    /// time zone's rules.
+    static FARE_DAY: RefCell<Option<(String, FareDay)>> = const { RefCell::new(None) };
+}
+
+/// The fare day of `at` under `fares` ([`Catalogue::fare_day`]), from the last one when `at`
+/// falls in it.
+fn fare_day(fares: &Catalogue, at: u64) -> FareDay {
+    FARE_DAY.with_borrow_mut(|last| {
+        if let Some((version, day)) = last.as_ref() {
+            if *version == fares.version && (day.starts_at_ms..day.ends_at_ms).contains(&at) {
+                return *day;
+            }
+        }
+        let day = fares.fare_day(at);
+        *last = Some((fares.version.clone(), day));
+        day
+    })
 }
 
 /// The op argument of each input. A gate tap's op is its device kind, and a terminal's messages
@@ -194,6 +219,29 @@ mod tests {
                 _ => String::new(),
             })
             .collect()
+    }
+
+    /// The remembered fare day is the catalogue's own, across day boundaries, across time
+    /// zones' day lengths and across catalogues.
+    #[test]
+    fn a_remembered_fare_day_is_the_catalogues() {
+        let text = |zone: &str| {
+            format!(
+                "currency = \"EUR\"\ntime_zone = \"{zone}\"\nservice_day_starts = \"03:00\"\n\n\
+                 [payg]\nfare = 100\n\n[[product]]\nid = \"T\"\nname = \"T\"\nprice = 500\n\
+                 validity = \"top_up\"\n"
+            )
+        };
+        let dublin = Catalogue::parse("a", &text("Europe/Dublin")).expect("fares");
+        let tokyo = Catalogue::parse("b", &text("Asia/Tokyo")).expect("fares");
+        // 2026-03-28 to 2026-03-30: Dublin moves its clocks on the 29th.
+        let start = 1_774_656_000_000u64;
+        for step in 0..200u64 {
+            let at = start + step * 1_234_567;
+            for fares in [&dublin, &tokyo] {
+                assert_eq!(fare_day(fares, at), fares.fare_day(at), "{at}");
+            }
+        }
     }
 
     /// The script reads the kind from the op: a kind the op does not name would be recorded
