@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tapgate_device::sim::{self, SimConfig};
-use tapgate_protocol::{keys, MessageKind, Topics};
+use tapgate_protocol::{fields, keys, MessageKind, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_runtime::redis::{RedisLink, RedisTarget};
 use tapgate_testkit::netns::{redis_server, Lab};
@@ -180,12 +180,14 @@ struct BridgeProcess {
 }
 
 impl BridgeProcess {
-    fn start(redis: &str, broker: &Mosquitto, n: usize, dir: &Path) -> Self {
+    fn start(redis: &str, broker: &Mosquitto, n: usize, dir: &Path, fares: &Path) -> Self {
         let log = dir.join(format!("bridge-{n}.log"));
         let out = std::fs::File::create(&log).expect("bridge log");
         let child = Command::new(env!("CARGO_BIN_EXE_tapgate-bridge"))
             .args(["--redis", redis, "--mqtt", &broker.url()])
             .args(["--client-id", &format!("bridge-{n}")])
+            .arg("--fares")
+            .arg(fares)
             .args([
                 "--shared-group",
                 "tapgate-bridges",
@@ -267,7 +269,46 @@ impl Row {
 }
 
 /// Events by kind in the stream.
-async fn count_events(link: &mut RedisLink) -> HashMap<String, i64> {
+/// The catalogue the bridges sell and the riders buy from: passes, and pay as you go with a
+/// top-up, so half the riders keep money on their cards through the faults.
+const FARES: &str = r#"
+currency = "EUR"
+time_zone = "UTC"
+
+[payg]
+fare = 200
+daily_cap = 600
+
+[[product]]
+id = "SINGLE_USE"
+name = "Single"
+price = 250
+validity = "single"
+
+[[product]]
+id = "TEN_TRIP"
+name = "Ten trips"
+price = 1800
+validity = "trips"
+trips = 10
+
+[[product]]
+id = "TWO_HOUR"
+name = "Two hours"
+price = 350
+validity = "period"
+duration = "1m"
+
+[[product]]
+id = "TOPUP_5"
+name = "Top up 5.00"
+price = 500
+validity = "top_up"
+"#;
+
+/// Events by kind, and what the stream's top-ups added to cards and its charges took.
+async fn count_events(link: &mut RedisLink) -> (HashMap<String, i64>, i64, i64) {
+    let (mut added, mut taken) = (0, 0);
     let mut counts = HashMap::new();
     let mut start = "-".to_owned();
     loop {
@@ -287,13 +328,52 @@ async fn count_events(link: &mut RedisLink) -> HashMap<String, i64> {
                 .keys()
                 .filter_map(|k| Some((k.clone(), entry.get::<String>(k)?)))
                 .collect();
-            let kind = tapgate_protocol::Event::from_stream_map(&fields)
-                .map_or_else(|_| "?".to_owned(), |e| e.event.as_str().to_owned());
+            let event = tapgate_protocol::Event::from_stream_map(&fields).ok();
+            let kind = event
+                .as_ref()
+                .map_or_else(|| "?".to_owned(), |e| e.event.as_str().to_owned());
+            if let Some(e) = &event {
+                let price = e.price.map_or(0, |p| i64::try_from(p).expect("price"));
+                match e.event {
+                    tapgate_protocol::EventKind::ToppedUp => added += price,
+                    tapgate_protocol::EventKind::FareCharged => taken += price,
+                    _ => {}
+                }
+            }
             *counts.entry(kind).or_insert(0) += 1;
         }
         start = format!("({}", last.id);
     }
-    counts
+    (counts, added, taken)
+}
+
+/// Every wallet's top-ups against its balance plus charges, where they differ, and the money all
+/// wallets hold.
+async fn wallets(link: &mut RedisLink) -> (Vec<(String, i64, i64)>, i64) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tapgate:card:*:wallet")
+        .query_async(link)
+        .await
+        .expect("KEYS");
+    let (mut unbalanced, mut held) = (Vec::new(), 0);
+    for key in keys {
+        let w: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(link)
+            .await
+            .expect("HGETALL");
+        let get = |f: &str| w.get(f).map_or(0, |v| v.parse::<i64>().expect("an amount"));
+        let (topped_up, balance, charged) = (
+            get(fields::wallet::TOPPED_UP),
+            get(fields::wallet::BALANCE),
+            get(fields::wallet::CHARGED),
+        );
+        if topped_up != balance + charged {
+            unbalanced.push((key, topped_up, balance + charged));
+        }
+        held += balance;
+    }
+    (unbalanced, held)
 }
 
 async fn counter_sum(link: &mut RedisLink, key: &str) -> i64 {
@@ -382,8 +462,10 @@ async fn run_scenario(fault: Fault) -> Row {
         .expect("cluster");
     let broker = Mosquitto::start();
     let url = cluster.url();
+    let fares = cluster.lab.dir().join("fares.toml");
+    std::fs::write(&fares, FARES).expect("fares");
     let bridges: Vec<BridgeProcess> = (0..3)
-        .map(|n| BridgeProcess::start(&url, &broker, n, cluster.lab.dir()))
+        .map(|n| BridgeProcess::start(&url, &broker, n, cluster.lab.dir(), &fares))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !bridges
@@ -406,6 +488,7 @@ async fn run_scenario(fault: Fault) -> Row {
         seed: 26,
         drop_every: Duration::ZERO,
         garbage: 0.0,
+        fares: Some(fares.clone()),
         ..SimConfig::default()
     };
     let sending = tokio::spawn(sim::run(cfg, CancellationToken::new()));
@@ -455,29 +538,48 @@ async fn run_scenario(fault: Fault) -> Row {
     let mut link = RedisLink::connect(&url, RedisTarget::parse(&url, None).expect("url"))
         .await
         .expect("a primary after the heal");
-    let events = count_events(&mut link).await;
+    let (events, added, taken) = count_events(&mut link).await;
     let n = |k: &str| events.get(k).copied().unwrap_or(0);
     let told = |o: &str| i64::try_from(summary.decisions.get(o).copied().unwrap_or(0)).expect("n");
+    // An entry is a pass used or a fare charged; a sale, a pass issued or a top-up.
     let stream_vs_devices = [
-        ("pass-used", "granted"),
-        ("pass-issued", "pass_issued"),
-        ("pass-denied", "denied"),
+        (
+            "pass-used + fare-charged",
+            n("pass-used") + n("fare-charged"),
+            "granted",
+        ),
+        ("pass-issued", n("pass-issued"), "pass_issued"),
+        ("topped-up", n("topped-up"), "topped_up"),
+        ("pass-denied", n("pass-denied"), "denied"),
     ]
     .into_iter()
-    .map(|(event, outcome)| (event.to_owned(), n(event), told(outcome)))
+    .map(|(event, count, outcome)| (event.to_owned(), count, told(outcome)))
     .filter(|(_, a, b)| a != b)
     .collect();
     let mut counters_vs_stream = Vec::new();
-    for (key, event) in [
-        (keys::COUNTERS_ENTRIES, "pass-used"),
-        (keys::COUNTERS_ISSUED, "pass-issued"),
-        (keys::COUNTERS_DENIED, "pass-denied"),
+    for (key, count) in [
+        (keys::COUNTERS_ENTRIES, n("pass-used") + n("fare-charged")),
+        (keys::COUNTERS_ISSUED, n("pass-issued") + n("topped-up")),
+        (keys::COUNTERS_DENIED, n("pass-denied")),
     ] {
         let counted = counter_sum(&mut link, key).await;
-        if counted != n(event) {
-            counters_vs_stream.push((key.to_owned(), counted, n(event)));
+        if counted != count {
+            counters_vs_stream.push((key.to_owned(), counted, count));
         }
     }
+    // Money is conserved on every card, and the cards hold what the stream says went onto them
+    // less what it says was taken.
+    let (unbalanced, held) = wallets(&mut link).await;
+    counters_vs_stream.extend(unbalanced);
+    if held != added - taken {
+        counters_vs_stream.push(("balances held".to_owned(), held, added - taken));
+    }
+    println!(
+        "{}: {} top-ups ({added}), {} fares charged ({taken}), {held} held on cards",
+        fault.name(),
+        n("topped-up"),
+        n("fare-charged")
+    );
     let primary_after = {
         let address = link.address().unwrap_or_default();
         DATA.iter()
