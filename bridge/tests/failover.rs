@@ -7,6 +7,7 @@
 //! must agree with the event stream afterwards. The gaps in service are printed, not asserted.
 //! Also: a broker that cannot share refuses `--shared-group`.
 
+mod accounts;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -118,131 +119,6 @@ fn longest_gap(times: &[Instant], from: Instant, window: Duration) -> Duration {
         .unwrap_or(window)
 }
 
-/// The priced catalogue riders buy from: the built-in products, with prices.
-const FARES: &str = r#"
-currency = "EUR"
-time_zone = "UTC"
-
-[[product]]
-id = "SINGLE_USE"
-name = "Single"
-price = 250
-validity = "single"
-
-[[product]]
-id = "TEN_TRIP"
-name = "Ten trips"
-price = 1800
-validity = "trips"
-trips = 10
-
-[[product]]
-id = "TWO_HOUR"
-name = "Two hours"
-price = 350
-validity = "period"
-duration = "1m"
-
-[[product]]
-id = "TOPUP_5"
-name = "Top up 5.00"
-price = 500
-validity = "top_up"
-
-[payg]
-fare = 200
-daily_cap = 600
-"#;
-
-/// Revenue by service day and field, as the stream's sales add it up.
-type Revenue = HashMap<String, HashMap<String, i64>>;
-
-/// Events by kind, and the revenue their sales add up to.
-async fn count_events(
-    link: &mut tapgate_runtime::redis::RedisLink,
-) -> (HashMap<String, i64>, Revenue) {
-    use tapgate_protocol::fields::revenue as field;
-    let mut counts = HashMap::new();
-    let mut revenue = Revenue::new();
-    let mut start = "-".to_owned();
-    loop {
-        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(keys::EVENTS_STREAM)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(5000)
-            .query_async(link)
-            .await
-            .expect("XRANGE");
-        let Some(last) = page.ids.last() else { break };
-        for entry in &page.ids {
-            let fields: std::collections::BTreeMap<String, String> = entry
-                .map
-                .keys()
-                .filter_map(|k| Some((k.clone(), entry.get::<String>(k)?)))
-                .collect();
-            let event = tapgate_protocol::Event::from_stream_map(&fields);
-            let kind = event
-                .as_ref()
-                .map_or_else(|_| "?".to_owned(), |e| e.event.as_str().to_owned());
-            *counts.entry(kind).or_insert(0) += 1;
-            let event = event.ok();
-            if let Some(e) = event
-                .as_ref()
-                .filter(|e| e.event == tapgate_protocol::EventKind::FareCharged)
-            {
-                let day = e.day.expect("a charge names its service day").to_string();
-                let price = i64::try_from(e.price.expect("a charge has a price")).expect("price");
-                let r = revenue.entry(day).or_default();
-                *r.entry(field::FARES.to_owned()).or_default() += 1;
-                if price > 0 {
-                    *r.entry(field::FARE_AMOUNT.to_owned()).or_default() += price;
-                }
-            }
-            if let Some(e) = event.filter(|e| {
-                [
-                    tapgate_protocol::EventKind::PassIssued,
-                    tapgate_protocol::EventKind::ToppedUp,
-                ]
-                .contains(&e.event)
-            }) {
-                let top_up = e.event == tapgate_protocol::EventKind::ToppedUp;
-                let day = e.day.expect("a sale names its service day").to_string();
-                let price = i64::try_from(e.price.expect("a sale has a price")).expect("price");
-                let product = e.pass_type().expect("a sale names its product");
-                let terminal = e.device.expect("a sale names its terminal");
-                let r = revenue.entry(day).or_default();
-                for (f, v) in [
-                    (field::SALES.to_owned(), 1),
-                    (field::AMOUNT.to_owned(), price),
-                    (field::product_sales(product.as_str()), 1),
-                    (field::product_amount(product.as_str()), price),
-                    (field::terminal_sales(terminal.as_str()), 1),
-                    (field::terminal_amount(terminal.as_str()), price),
-                ] {
-                    *r.entry(f).or_default() += v;
-                }
-                if top_up {
-                    *r.entry(field::TOP_UPS.to_owned()).or_default() += 1;
-                    *r.entry(field::TOPPED_UP.to_owned()).or_default() += price;
-                }
-            }
-        }
-        start = format!("({}", last.id);
-    }
-    (counts, revenue)
-}
-
-async fn counter_sum(link: &mut tapgate_runtime::redis::RedisLink, key: &str) -> i64 {
-    let h: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(key)
-        .query_async(link)
-        .await
-        .expect("HGETALL");
-    h.values().sum()
-}
-
 fn bridge_args(group: &SentinelGroup, broker: &Mosquitto, n: usize, fares: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
         "--redis",
@@ -276,7 +152,7 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     let mut broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tmp");
     let fares = dir.path().join("fares.toml");
-    std::fs::write(&fares, FARES).expect("fares");
+    std::fs::write(&fares, accounts::FARES).expect("fares");
     let mut bridges: Vec<BridgeProcess> = (0..3)
         .map(|n| {
             BridgeProcess::start(
@@ -452,21 +328,26 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     let mut link = tapgate_runtime::redis::RedisLink::connect(&url, target)
         .await
         .expect("new primary");
-    use tapgate_protocol::fields::{revenue as revenue_field, wallet};
-    let (events, revenue) = count_events(&mut link).await;
+    use tapgate_protocol::fields::revenue as revenue_field;
+    let accounts::Tally {
+        counts: events,
+        revenue,
+        added,
+        taken,
+    } = accounts::tally(&mut link).await;
     let n = |k: &str| events.get(k).copied().unwrap_or(0);
     assert_eq!(
-        counter_sum(&mut link, keys::COUNTERS_ENTRIES).await,
+        accounts::counter_sum(&mut link, keys::COUNTERS_ENTRIES).await,
         n("pass-used") + n("fare-charged"),
         "entries vs pass-used and fare-charged events: {events:?}"
     );
     assert_eq!(
-        counter_sum(&mut link, keys::COUNTERS_ISSUED).await,
+        accounts::counter_sum(&mut link, keys::COUNTERS_ISSUED).await,
         n("pass-issued") + n("topped-up"),
         "issued vs pass-issued and topped-up events: {events:?}"
     );
     assert_eq!(
-        counter_sum(&mut link, keys::COUNTERS_DENIED).await,
+        accounts::counter_sum(&mut link, keys::COUNTERS_DENIED).await,
         n("pass-denied"),
         "denied vs pass-denied events: {events:?}"
     );
@@ -486,27 +367,14 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     );
     // Money is conserved on every card across the kills: what was topped up is held or was
     // charged, and the wallets add up to the stream's top-ups and charges.
-    let wallets: Vec<String> = redis::cmd("KEYS")
-        .arg("tapgate:card:*:wallet")
-        .query_async(&mut link)
-        .await
-        .expect("KEYS");
-    let (mut topped_up, mut charged) = (0i64, 0i64);
-    for key in &wallets {
-        let w: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(key)
-            .query_async(&mut link)
-            .await
-            .expect("HGETALL");
-        let get = |f: &str| w.get(f).map_or(0, |v| v.parse::<i64>().expect("an amount"));
-        assert_eq!(
-            get(wallet::TOPPED_UP),
-            get(wallet::BALANCE) + get(wallet::CHARGED),
-            "{key}: {w:?}"
-        );
-        topped_up += get(wallet::TOPPED_UP);
-        charged += get(wallet::CHARGED);
-    }
+    let wallets = accounts::wallets(&mut link).await;
+    assert_eq!(wallets.unbalanced, [], "top-ups against balance + charges");
+    assert_eq!(
+        wallets.held,
+        added - taken,
+        "held against the stream's top-ups less charges"
+    );
+    let (topped_up, charged) = (wallets.topped_up, wallets.charged);
     let field_total = |f: &str| {
         revenue
             .values()

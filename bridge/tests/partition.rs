@@ -13,14 +13,14 @@
 //!
 //! Needs root for the namespaces: without it the test fails saying so.
 
-use std::collections::HashMap;
+mod accounts;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tapgate_device::sim::{self, SimConfig};
-use tapgate_protocol::{fields, keys, MessageKind, Topics};
+use tapgate_protocol::{keys, MessageKind, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_runtime::redis::{RedisLink, RedisTarget};
 use tapgate_testkit::netns::{redis_server, Lab};
@@ -268,123 +268,6 @@ impl Row {
     }
 }
 
-/// Events by kind in the stream.
-/// The catalogue the bridges sell and the riders buy from: passes, and pay as you go with a
-/// top-up, so half the riders keep money on their cards through the faults.
-const FARES: &str = r#"
-currency = "EUR"
-time_zone = "UTC"
-
-[payg]
-fare = 200
-daily_cap = 600
-
-[[product]]
-id = "SINGLE_USE"
-name = "Single"
-price = 250
-validity = "single"
-
-[[product]]
-id = "TEN_TRIP"
-name = "Ten trips"
-price = 1800
-validity = "trips"
-trips = 10
-
-[[product]]
-id = "TWO_HOUR"
-name = "Two hours"
-price = 350
-validity = "period"
-duration = "1m"
-
-[[product]]
-id = "TOPUP_5"
-name = "Top up 5.00"
-price = 500
-validity = "top_up"
-"#;
-
-/// Events by kind, and what the stream's top-ups added to cards and its charges took.
-async fn count_events(link: &mut RedisLink) -> (HashMap<String, i64>, i64, i64) {
-    let (mut added, mut taken) = (0, 0);
-    let mut counts = HashMap::new();
-    let mut start = "-".to_owned();
-    loop {
-        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(keys::EVENTS_STREAM)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(5000)
-            .query_async(link)
-            .await
-            .expect("XRANGE");
-        let Some(last) = page.ids.last() else { break };
-        for entry in &page.ids {
-            let fields: std::collections::BTreeMap<String, String> = entry
-                .map
-                .keys()
-                .filter_map(|k| Some((k.clone(), entry.get::<String>(k)?)))
-                .collect();
-            let event = tapgate_protocol::Event::from_stream_map(&fields).ok();
-            let kind = event
-                .as_ref()
-                .map_or_else(|| "?".to_owned(), |e| e.event.as_str().to_owned());
-            if let Some(e) = &event {
-                let price = e.price.map_or(0, |p| i64::try_from(p).expect("price"));
-                match e.event {
-                    tapgate_protocol::EventKind::ToppedUp => added += price,
-                    tapgate_protocol::EventKind::FareCharged => taken += price,
-                    _ => {}
-                }
-            }
-            *counts.entry(kind).or_insert(0) += 1;
-        }
-        start = format!("({}", last.id);
-    }
-    (counts, added, taken)
-}
-
-/// Every wallet's top-ups against its balance plus charges, where they differ, and the money all
-/// wallets hold.
-async fn wallets(link: &mut RedisLink) -> (Vec<(String, i64, i64)>, i64) {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("tapgate:card:*:wallet")
-        .query_async(link)
-        .await
-        .expect("KEYS");
-    let (mut unbalanced, mut held) = (Vec::new(), 0);
-    for key in keys {
-        let w: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(link)
-            .await
-            .expect("HGETALL");
-        let get = |f: &str| w.get(f).map_or(0, |v| v.parse::<i64>().expect("an amount"));
-        let (topped_up, balance, charged) = (
-            get(fields::wallet::TOPPED_UP),
-            get(fields::wallet::BALANCE),
-            get(fields::wallet::CHARGED),
-        );
-        if topped_up != balance + charged {
-            unbalanced.push((key, topped_up, balance + charged));
-        }
-        held += balance;
-    }
-    (unbalanced, held)
-}
-
-async fn counter_sum(link: &mut RedisLink, key: &str) -> i64 {
-    let h: HashMap<String, i64> = redis::cmd("HGETALL")
-        .arg(key)
-        .query_async(link)
-        .await
-        .expect("HGETALL");
-    h.values().sum()
-}
-
 /// The longest time without a decision from `from` to `from + window` (or the last decision).
 /// The simulator's grace (40 s) outlasts the window, so a silence is never cut short by the run's
 /// end before its last decision.
@@ -463,7 +346,7 @@ async fn run_scenario(fault: Fault) -> Row {
     let broker = Mosquitto::start();
     let url = cluster.url();
     let fares = cluster.lab.dir().join("fares.toml");
-    std::fs::write(&fares, FARES).expect("fares");
+    std::fs::write(&fares, accounts::FARES).expect("fares");
     let bridges: Vec<BridgeProcess> = (0..3)
         .map(|n| BridgeProcess::start(&url, &broker, n, cluster.lab.dir(), &fares))
         .collect();
@@ -538,7 +421,12 @@ async fn run_scenario(fault: Fault) -> Row {
     let mut link = RedisLink::connect(&url, RedisTarget::parse(&url, None).expect("url"))
         .await
         .expect("a primary after the heal");
-    let (events, added, taken) = count_events(&mut link).await;
+    let accounts::Tally {
+        counts: events,
+        added,
+        taken,
+        ..
+    } = accounts::tally(&mut link).await;
     let n = |k: &str| events.get(k).copied().unwrap_or(0);
     let told = |o: &str| i64::try_from(summary.decisions.get(o).copied().unwrap_or(0)).expect("n");
     // An entry is a pass used or a fare charged; a sale, a pass issued or a top-up.
@@ -562,14 +450,16 @@ async fn run_scenario(fault: Fault) -> Row {
         (keys::COUNTERS_ISSUED, n("pass-issued") + n("topped-up")),
         (keys::COUNTERS_DENIED, n("pass-denied")),
     ] {
-        let counted = counter_sum(&mut link, key).await;
+        let counted = accounts::counter_sum(&mut link, key).await;
         if counted != count {
             counters_vs_stream.push((key.to_owned(), counted, count));
         }
     }
     // Money is conserved on every card, and the cards hold what the stream says went onto them
     // less what it says was taken.
-    let (unbalanced, held) = wallets(&mut link).await;
+    let accounts::Wallets {
+        unbalanced, held, ..
+    } = accounts::wallets(&mut link).await;
     counters_vs_stream.extend(unbalanced);
     if held != added - taken {
         counters_vs_stream.push(("balances held".to_owned(), held, added - taken));
