@@ -455,16 +455,13 @@ impl Processor {
             }
         };
         if let Some((kind, device)) = &device {
-            let decision = Decision {
-                id: rejection.id,
-                outcome: Outcome::Rejected {
+            let decision = Decision::new(
+                rejection.id,
+                Outcome::Rejected {
                     reason: rejection.reason,
                     detail: rejection.detail,
                 },
-                charged: None,
-                balance: None,
-                balance_currency: None,
-            };
+            );
             self.answer(*kind, device, &decision, received).await;
         }
         if let Some(event) = recorded {

@@ -594,9 +594,9 @@ mod tests {
 
     #[test]
     fn decision_wire_format() {
-        let d = Decision {
-            id: id("g1-7"),
-            outcome: Outcome::Granted {
+        let d = Decision::new(
+            id("g1-7"),
+            Outcome::Granted {
                 pass: PassInfo {
                     pass_type: ProductId::TEN_TRIP,
                     trips_remaining: Some(9),
@@ -604,10 +604,7 @@ mod tests {
                     remaining_ms: None,
                 },
             },
-            charged: None,
-            balance: None,
-            balance_currency: None,
-        };
+        );
         let v: serde_json::Value = serde_json::from_str(&d.to_json()).expect("json");
         assert_eq!(
             v,
@@ -618,16 +615,13 @@ mod tests {
             d
         );
 
-        let r = Decision {
-            id: None,
-            outcome: Outcome::Rejected {
+        let r = Decision::new(
+            None,
+            Outcome::Rejected {
                 reason: RejectReason::MalformedJson,
                 detail: "x".into(),
             },
-            charged: None,
-            balance: None,
-            balance_currency: None,
-        };
+        );
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("json");
         assert_eq!(
             v,
@@ -689,13 +683,7 @@ mod tests {
         ];
         for (o, name) in all.into_iter().zip(Outcome::NAMES) {
             assert_eq!(o.name(), name);
-            let d = Decision {
-                id: id("x"),
-                outcome: o,
-                charged: None,
-                balance: None,
-                balance_currency: None,
-            };
+            let d = Decision::new(id("x"), o);
             let back = Decision::from_json(d.to_json().as_bytes()).expect("parse");
             assert_eq!(back, d);
             assert!(d.to_json().contains(&format!("\"outcome\":\"{name}\"")));

@@ -254,13 +254,7 @@ mod tests {
         };
         assert_eq!(
             p.decision,
-            Decision {
-                id: Some(id.clone()),
-                outcome: Outcome::Granted { pass: pass.clone() },
-                charged: None,
-                balance: None,
-                balance_currency: None,
-            }
+            Decision::new(Some(id.clone()), Outcome::Granted { pass: pass.clone() })
         );
         assert_eq!(p.events.len(), 2);
         let used = &p.events[1];

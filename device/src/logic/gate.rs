@@ -361,13 +361,7 @@ mod tests {
     }
 
     fn decision(id: Option<&MessageId>, outcome: Outcome) -> Decision {
-        Decision {
-            id: id.cloned(),
-            outcome,
-            charged: None,
-            balance: None,
-            balance_currency: None,
-        }
+        Decision::new(id.cloned(), outcome)
     }
 
     fn granted(trips: u32) -> Outcome {

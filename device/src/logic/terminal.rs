@@ -390,13 +390,7 @@ mod tests {
     }
 
     fn answer(t: &mut Terminal, id: &MessageId, outcome: Outcome) -> Vec<Command> {
-        t.decision(&Decision {
-            id: Some(id.clone()),
-            outcome,
-            charged: None,
-            balance: None,
-            balance_currency: None,
-        })
+        t.decision(&Decision::new(Some(id.clone()), outcome))
     }
 
     fn prompts(cmds: &[Command]) -> Vec<Prompt> {
