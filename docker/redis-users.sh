@@ -53,6 +53,9 @@ check REDIS_TAIL_PASSWORD "${REDIS_TAIL_PASSWORD:-}"
 never="-@dangerous -function -script|flush -script|kill -script|debug"
 # Stream commands that remove, rewrite or hand out entries. Nobody uses consumer groups.
 never="$never -xdel -xtrim -xsetid -xgroup -xreadgroup -xack -xclaim -xautoclaim"
+# Listing key names: key patterns do not confine SCAN or RANDOMKEY, and key names hold card
+# numbers. Only the admin lists keys (the bridge's start-up migration of legacy card keys).
+never="$never -scan -randomkey"
 
 umask 077
 tmp="$out.tmp.$$"
@@ -106,12 +109,12 @@ tmp="$out.tmp.$$"
   echo "user tapgate-grafana on #$(hash "$REDIS_GRAFANA_PASSWORD") resetkeys resetchannels" \
     "%R~tapgate:counters:* %R~tapgate:revenue:* %R~tapgate:devices %R~tapgate:device:*" \
     "%R~tapgate:events" \
-    "%R~tapgate:emqx:* -@all +@read +@connection $never +info -scan -randomkey"
+    "%R~tapgate:emqx:* -@all +@read +@connection $never +info"
   # What `tapgate-monitor tail` (events, and the audit trail with --audit) and `report` (revenue)
   # read, and nothing else: not a session, an operator or a card. Read-only, no SCAN.
   echo "user tapgate-tail on #$(hash "$REDIS_TAIL_PASSWORD") resetkeys resetchannels" \
     "%R~tapgate:events %R~tapgate:monitor:audit %R~tapgate:counters:* %R~tapgate:revenue:*" \
     "%R~tapgate:devices %R~tapgate:device:*" \
-    "-@all +@read +@connection +@blocking $never -scan -randomkey"
+    "-@all +@read +@connection +@blocking $never"
 } >"$tmp"
 mv "$tmp" "$out"

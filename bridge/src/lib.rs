@@ -190,6 +190,13 @@ pub async fn start_with_clock(
             "Moved card keys to canonical (upper-case) card ids"
         );
     }
+    if migration.unlisted {
+        info!(
+            "Did not look for card keys from before card ids were canonical: this Redis user may \
+             not list keys; after upgrading from a version that wrote lower-case card ids, start \
+             the bridge once as the Redis admin user to move them"
+        );
+    }
     if !migration.skipped.is_empty() {
         warn!(
             skipped = ?migration.skipped,

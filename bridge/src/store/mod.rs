@@ -474,8 +474,9 @@ impl Store {
     /// legacy one is dropped); two passes are both kept and reported, for an operator to settle.
     ///
     /// Start-up never needs more than the bridge's own Redis user may do: what that user may
-    /// not touch (`NOPERM`: the block index is the monitor's, and listing keys may be refused)
-    /// is left as it is and reported in [`Migration::skipped`], not an error. Decisions read
+    /// not touch (`NOPERM`: the block index is the monitor's) is left as it is and reported in
+    /// [`Migration::skipped`], and keys it may not list ([`Migration::unlisted`]: only the admin
+    /// may `SCAN`) are not looked for; neither is an error. Decisions read
     /// only the card's own keys, which the bridge's user may move.
     pub async fn migrate_card_keys(&self) -> Result<Migration, StoreError> {
         let mut con = self.con.clone();
@@ -493,7 +494,7 @@ impl Store {
                 .await;
             let (next, found) = match scanned {
                 Err(e) if no_perm(&e) => {
-                    report.skipped.push("card keys (SCAN refused)".to_owned());
+                    report.unlisted = true;
                     (0, Vec::new())
                 }
                 other => other?,
@@ -583,6 +584,9 @@ pub struct Migration {
     /// Keys and index fields left as they are because this Redis user may not change them
     /// (for a user that may: the Redis admin, or the monitor for the block index).
     pub skipped: Vec<String>,
+    /// Card keys were not looked for: this Redis user may not list key names (`SCAN`, refused
+    /// to every user but the admin, as key names hold card numbers).
+    pub unlisted: bool,
 }
 
 /// Whether Redis refused a command for this user's rights (`NOPERM`), as opposed to failing.
