@@ -154,6 +154,15 @@ fn used() -> BTreeMap<(&'static str, String), Vec<String>> {
             };
             add(key, names);
         }
+        // decide.lua's save_pass(p, ...) hands the fields after `p` on to its HSET.
+        for call in calls(src, "save_pass(") {
+            let a = args(call);
+            if a.get(1).is_some_and(|f| *f == "...") {
+                continue;
+            }
+            let names = a.iter().skip(1).step_by(2).flat_map(|f| literals(f));
+            add("k_pass", names.collect());
+        }
         // decide.lua counts per-device fields through a helper.
         for call in calls(src, "count_device(") {
             if let Some(field) = args(call).first() {

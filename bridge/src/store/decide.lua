@@ -315,7 +315,8 @@ local function load_pass()
       or issued_at == false or duration == false or price == false or used_at == false then
     return nil, true
   end
-  if not validity then
+  local legacy = not validity
+  if legacy then
     -- Written before terms were stored.
     validity = LEGACY[f[1]]
     if not validity then return nil, true end
@@ -329,7 +330,7 @@ local function load_pass()
   if validity == 'service_day' and not expires_at then return nil, true end
   return {type = f[1], validity = validity, trips = trips or 0, duration = duration or 0,
     price = price or 0, currency = f[8] or '', expires_at = expires_at, issued_at = issued_at or 0,
-    used_at = used_at}
+    used_at = used_at, legacy = legacy}
 end
 
 local function live(p)
@@ -346,20 +347,44 @@ local function live_pass()
   return p, corrupt
 end
 
--- A pass as it is stored once its count or activation changes (the whole record: an older
--- record's fields are all rewritten, its terms with them). A pass is only written over itself or
+-- A pass's whole record: a sale (`...` then adds what a void needs: the terminal, service day and
+-- catalogue version), or a record from before terms were stored, rewritten on the terms it is
+-- read on once its count or activation changes. A whole record is only written over itself or
 -- where there is none (issued where load_pass found nothing or deleted an expired one), so no
 -- field of an older record can be left behind.
-local function save_pass(p)
+local function save_pass(p, ...)
   if p.expires_at then
     call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
       'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
-      'issued_at', int(p.issued_at), 'expires_at', int(p.expires_at))
+      'issued_at', int(p.issued_at), 'expires_at', int(p.expires_at), ...)
     call('PEXPIRE', k_pass, int(max(p.expires_at - bridge_now, 0) + GC_MS))
   else
     call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
       'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
-      'issued_at', int(p.issued_at))
+      'issued_at', int(p.issued_at), ...)
+  end
+end
+
+-- A pass with terms after an entry: only what the entry changed (a trips pass's count, a period
+-- pass's expiry once activated, when it was first entered), as a gate tap does not need the rest
+-- of the record rewritten.
+local function update_pass(p, activated, first_use)
+  local trips, expires = pass_texts(p)
+  if p.validity == 'trips' then
+    if first_use then
+      call('HSET', k_pass, 'trips', trips, 'used_at', int(now))
+    else
+      call('HSET', k_pass, 'trips', trips)
+    end
+  elseif activated then
+    if first_use then
+      call('HSET', k_pass, 'expires_at', expires, 'used_at', int(now))
+    else
+      call('HSET', k_pass, 'expires_at', expires)
+    end
+    call('PEXPIRE', k_pass, int(max(p.expires_at - bridge_now, 0) + GC_MS))
+  elseif first_use then
+    call('HSET', k_pass, 'used_at', int(now))
   end
 end
 
@@ -611,13 +636,15 @@ local function gate()
     p.expires_at = now + p.duration
     activated = true
   end
+  -- The first entry is recorded once (a pass written over itself keeps it): a used pass can no
+  -- longer be voided.
   if p.validity == 'single' or (p.validity == 'trips' and p.trips == 0) then
     call('DEL', k_pass)
-  else
+  elseif p.legacy then
     if p.validity == 'trips' or activated then save_pass(p) end
-    -- The first entry is recorded once (a pass written over itself keeps it): a used pass can
-    -- no longer be voided.
     if first_use then call('HSET', k_pass, 'used_at', int(now)) end
+  else
+    update_pass(p, activated, first_use)
   end
   call('HINCRBY', k_entries, p.type, '1')
   count_device('granted')
@@ -679,10 +706,9 @@ local function terminal()
       price = t.price, currency = t.currency, issued_at = now}
     if t.validity == 'trips' then p.trips = t.trips end
     if t.validity == 'service_day' then p.expires_at = day_end end
-    save_pass(p)
     -- Where it was sold, on which service day, from which catalogue: what a void needs. A pass
     -- written over itself later keeps them (HSET changes only the fields it names).
-    call('HSET', k_pass, 'sold_by', device, 'day', day_label or '', 'catalogue', t.version or '')
+    save_pass(p, 'sold_by', device, 'day', day_label or '', 'catalogue', t.version or '')
     call('HINCRBY', k_issued, p.type, '1')
     count_device('issued')
     -- Revenue of the service day, by product and by terminal, in the same step as the sale.
