@@ -68,6 +68,7 @@ impl Settings {
                 decision_window_ms: self.window_ms,
                 max_future_ms: self.max_future_ms,
                 max_skew_ms: 1000,
+                ..TimeSettings::default()
             },
         }
     }

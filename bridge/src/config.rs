@@ -85,6 +85,10 @@ pub struct BridgeConfig {
     /// kept below `decision_window`: a clock running behind is never corrected.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// An offline entry that happened longer ago than this is refused (`time_too_old`): older
+    /// than a fail-open gate is meant to hold one, or stamped by a clock that was never set.
+    #[serde(with = "humantime_serde")]
+    pub max_offline_age: Duration,
     /// Refuse taps and buttons without `time` and `mode` (`missing_field`). Off during the
     /// transition: such messages are decided on the bridge's clock as waiting ones.
     pub require_stamp: bool,
@@ -114,6 +118,7 @@ impl Default for BridgeConfig {
             decision_window: Duration::from_millis(1500),
             max_time_ahead: Duration::from_secs(5),
             max_clock_skew: Duration::from_secs(1),
+            max_offline_age: Duration::from_secs(24 * 60 * 60),
             require_stamp: false,
         }
     }
@@ -155,6 +160,7 @@ impl BridgeConfig {
             decision_window_ms: ms(self.decision_window),
             max_future_ms: ms(self.max_time_ahead),
             max_skew_ms: ms(self.max_clock_skew),
+            max_offline_age_ms: ms(self.max_offline_age),
         }
     }
 

@@ -93,6 +93,9 @@ struct Cli {
     /// Flag a device whose clock is off by more than this [default: 1s].
     #[arg(long, env = "TAPGATE_MAX_CLOCK_SKEW")]
     max_clock_skew: Option<String>,
+    /// Refuse offline entries that happened longer ago than this [default: 24h].
+    #[arg(long, env = "TAPGATE_MAX_OFFLINE_AGE")]
+    max_offline_age: Option<String>,
     /// Refuse taps and buttons without time and mode [default: false].
     #[arg(long, env = "TAPGATE_REQUIRE_STAMP")]
     require_stamp: Option<bool>,
@@ -128,6 +131,7 @@ impl Cli {
         o.put("decision_window", self.decision_window.clone());
         o.put("max_time_ahead", self.max_time_ahead.clone());
         o.put("max_clock_skew", self.max_clock_skew.clone());
+        o.put("max_offline_age", self.max_offline_age.clone());
         o.put("require_stamp", self.require_stamp.map(|v| v.to_string()));
         o.extend(self.broker.overrides());
         o

@@ -331,6 +331,9 @@ impl Processor {
                     RejectReason::OfflineNotAllowed => {
                         "only a gate's tap can be an offline entry; a terminal always waits for its answer"
                     }
+                    RejectReason::TimeTooOld => {
+                        "the offline entry happened longer ago than the bridge accepts (--max-offline-age); check the device's clock"
+                    }
                     _ => "the message's time cannot be used",
                 };
                 let rejection = Rejection::new(reason, detail).with_id(Some(id.clone()));

@@ -51,6 +51,9 @@ const TIME: TimeSettings = TimeSettings {
     decision_window_ms: 1_500,
     max_future_ms: 5_000,
     max_skew_ms: 30_000,
+    // Offline entries an hour old are settled (after passes sold since, which did not pay for
+    // them), three hours old refused.
+    max_offline_age_ms: 7_200_000,
 };
 const CARDS: [&str; 3] = ["11", "22", "33"];
 const TERMINALS: [&str; 2] = ["t1", "t2"];
@@ -221,7 +224,7 @@ fn stamp() -> impl Strategy<Value = StampOp> {
     prop_oneof![
         1 => Just(None),
         3 => (
-            prop::sample::select(vec![0i64, 1_000, 1_500, 1_501, 4_000, 3_600_000, -4_999, -5_001]),
+            prop::sample::select(vec![0i64, 1_000, 1_500, 1_501, 4_000, 3_600_000, 10_800_000, -4_999, -5_001]),
             prop::sample::select(vec![TapMode::Online, TapMode::Offline]),
         )
             .prop_map(Some),

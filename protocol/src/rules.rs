@@ -39,13 +39,18 @@
 //!   behind (a late heartbeat looks the same, and a slow stamp can only make a tap stale, never
 //!   charge a late one); the bridge's `now` for a message without a stamp. A time more than
 //!   `max_future_ms` ahead of `now` is refused (`time_in_future`); `offline` anywhere but a gate tap
-//!   is refused (`offline_not_allowed`). Refusals change nothing.
+//!   is refused (`offline_not_allowed`), and an offline entry more than `max_offline_age_ms`
+//!   before `now` (older than a device is meant to hold one, or a clock that was never set:
+//!   1970) is refused (`time_too_old`). Refusals change nothing.
 //! - A waiting message older than `decision_window_ms` is `stale`: the device has already given
 //!   up on it; nothing is decided or charged.
 //! - An offline entry is settled at the time it happened: the pass rules run at that time (a
 //!   two-hour window starts then, a ten-trip pass loses a trip) and the answer is
 //!   `entry_settled`; a card that could not pay (no pass, expired, blocked, unreadable) is an
-//!   `unpaid_entry` with the deny reason, and nothing changes.
+//!   `unpaid_entry` with the deny reason, and nothing changes. A pass sold after the entry
+//!   happened (by more than `max_future_ms`, the bridges' clocks' tolerance) did not pay for it:
+//!   the entry is settled as if the card had no pass (pay as you go, or `unpaid_entry`
+//!   `no_pass`), and the pass is left as it is.
 
 use crate::fares::{Terms, Validity};
 use crate::ids::CardId;
@@ -390,6 +395,8 @@ pub struct TimeSettings {
     /// A device whose measured clock skew exceeds this is flagged (a lead is corrected whatever
     /// its size; a lag never is).
     pub max_skew_ms: u64,
+    /// An offline entry that happened longer ago than this is refused (`time_too_old`).
+    pub max_offline_age_ms: u64,
 }
 
 impl Default for TimeSettings {
@@ -398,6 +405,7 @@ impl Default for TimeSettings {
             decision_window_ms: 1_500,
             max_future_ms: 5_000,
             max_skew_ms: 1_000,
+            max_offline_age_ms: 24 * 3_600_000,
         }
     }
 }
@@ -485,7 +493,28 @@ pub fn decide_timed(
             if !matches!(input, Input::GateTap(_)) {
                 return Err(RejectReason::OfflineNotAllowed);
             }
-            let v = decide_stored(input, state, pass_corrupt, at, settings);
+            if now.saturating_sub(at) > time.max_offline_age_ms {
+                return Err(RejectReason::TimeTooOld);
+            }
+            // A pass sold after the entry happened did not pay for it: settled without it, and
+            // left as it is.
+            let sold_later = !pass_corrupt
+                && state
+                    .pass
+                    .as_ref()
+                    .is_some_and(|p| p.issued_at > at.saturating_add(time.max_future_ms));
+            let v = if sold_later {
+                let without = State {
+                    pass: None,
+                    ..state.clone()
+                };
+                Verdict {
+                    pass: state.pass.clone(),
+                    ..decide_stored(input, &without, false, at, settings)
+                }
+            } else {
+                decide_stored(input, state, pass_corrupt, at, settings)
+            };
             match v.outcome {
                 Outcome::Granted { pass } => Verdict {
                     outcome: Outcome::EntrySettled { pass },
@@ -956,6 +985,7 @@ mod tests {
         decision_window_ms: 1_500,
         max_future_ms: 5_000,
         max_skew_ms: 30_000,
+        max_offline_age_ms: 3_600_000,
     };
 
     fn timed(state: &State, stamp: Option<Stamp>, now: u64, skew: Option<i64>) -> Timed {

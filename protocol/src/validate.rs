@@ -68,11 +68,15 @@ pub enum RejectReason {
     /// `"mode": "offline"` on a message that cannot be an entry already made: a terminal tap or a
     /// button press. Nothing was decided or charged.
     OfflineNotAllowed,
+    /// An offline entry that happened longer ago than the bridge accepts (`--max-offline-age`):
+    /// older than a gate is meant to hold one, or stamped by a clock that was never set. Nothing
+    /// was decided or charged.
+    TimeTooOld,
 }
 
 impl RejectReason {
     /// Every reason, for dashboards and tests.
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 19] = [
         RejectReason::PayloadTooLarge,
         RejectReason::NotUtf8,
         RejectReason::MalformedJson,
@@ -91,6 +95,7 @@ impl RejectReason {
         RejectReason::InternalError,
         RejectReason::TimeInFuture,
         RejectReason::OfflineNotAllowed,
+        RejectReason::TimeTooOld,
     ];
 
     /// The wire name, e.g. `unknown_field`.
@@ -114,6 +119,7 @@ impl RejectReason {
             RejectReason::InternalError => "internal_error",
             RejectReason::TimeInFuture => "time_in_future",
             RejectReason::OfflineNotAllowed => "offline_not_allowed",
+            RejectReason::TimeTooOld => "time_too_old",
         }
     }
 }

@@ -26,7 +26,8 @@
 -- terminal taps and buttons from terminals), [2] now_ms, [3] device, [4] id, [5] the card for a
 -- tap, the selected product for a button, [6] stamp time ('' without a stamp), [7] stamp mode
 -- ('' without), [8] settings: "legacy_period_ms sale_timeout_ms seen_ttl_s stream_maxlen
--- recent_len recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms retap_ms"
+-- recent_len recent_ttl_s device_ttl_s decision_window_ms max_future_ms max_skew_ms retap_ms
+-- max_offline_age_ms"
 -- (parsed once while unchanged), [9] by op: gate, the id of the waiting tap an offline entry or a
 -- retap replaces ('' or absent otherwise; see settle_replaced), and with pay as you go [10] its
 -- terms, "fare daily_cap weekly_cap minimum_balance currency" (an absent cap is '-';
@@ -59,7 +60,7 @@
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
 -- the stored result for a redelivery of the same content, '2' alone for an id already used with
 -- other content, '3' and the reason for a message whose time is refused (time_in_future,
--- offline_not_allowed), '4' and a time (Unix ms) when an entry paid as you go happened outside
+-- offline_not_allowed, time_too_old), '4' and a time (Unix ms) when an entry paid as you go happened outside
 -- the fare day the bridge passed (an offline entry whose stamp the device's lead moved across a
 -- service-day boundary): the bridge calls again with that time's fare day. The last three change
 -- nothing. (A string, not a {code, text} table: Redis
@@ -126,7 +127,7 @@ local GC_MS = 60000
 -- below is a string (`int` formats an integer once, where it is computed).
 local settings_text
 local legacy_period, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_ttl
-local window, max_future, max_skew, retap_ms
+local window, max_future, max_skew, retap_ms, max_offline_age
 local recent_keep
 
 -- Upkeep done every so often rather than on every call. It lives in this Redis's Lua VM, not in
@@ -155,7 +156,7 @@ local function load_settings(text)
   end
   legacy_period, sale_timeout, seen_ttl, maxlen = v[1], v[2], t[3], t[4]
   recent_len, recent_ttl, device_ttl = v[5], t[6], t[7]
-  window, max_future, max_skew, retap_ms = v[8], v[9], v[10], v[11]
+  window, max_future, max_skew, retap_ms, max_offline_age = v[8], v[9], v[10], v[11], v[12]
   recent_keep = tostring(recent_len - 1)
   renewed, renewed_count, renew_every = {}, 0, v[6] * 1000 / 16
   settings_text = text
@@ -619,6 +620,11 @@ local function gate()
   if blocked() then return deny('blocked') end
   local p, corrupt = load_pass()
   if corrupt then return deny('corrupt_pass') end
+  if p and mode == 'offline' and p.issued_at > now + max_future then
+    -- Sold after the entry happened: it did not pay for it, and is left as it is.
+    if payg then return pay_as_you_go() end
+    return deny('no_pass')
+  end
   if p and not live(p) then
     call('DEL', k_pass)
     if not payg then return deny('expired') end
@@ -846,6 +852,9 @@ return function(keys, args)
     end
     if mode == 'offline' and op ~= 'gate' then
       return '3offline_not_allowed'
+    end
+    if mode == 'offline' and now - at > max_offline_age then
+      return '3time_too_old'
     end
     if mode == 'offline' then
       -- Settled at the time it happened: the rules run at `at`, and an entry paid as you go is

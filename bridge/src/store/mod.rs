@@ -116,6 +116,7 @@ impl StoreSettings {
             self.time.max_future_ms,
             self.time.max_skew_ms,
             tapgate_protocol::rules::RETAP_ACCEPTED_WITHIN_MS,
+            self.time.max_offline_age_ms,
         ]
         .map(|n| n.to_string())
         .join(" ")
@@ -130,7 +131,8 @@ pub enum Answer {
     Decided(Box<Decided>),
     /// The device already used this id for different content: nothing changed.
     IdReused,
-    /// The message's time is refused (`time_in_future`, `offline_not_allowed`): nothing changed.
+    /// The message's time is refused (`time_in_future`, `offline_not_allowed`, `time_too_old`):
+    /// nothing changed.
     Refused(RejectReason),
     /// An entry paid as you go happened at this time (Unix ms), outside the fare day passed
     /// (a device's lead moved an offline entry across a service-day boundary): nothing changed;
