@@ -286,3 +286,31 @@ async fn offline_is_for_gates_and_unstamped_taps_are_accepted_until_required() {
     let d = stamped_tap(&mut g, "C1", now_ms(), TapMode::Online).await;
     assert_eq!(d["reason"], "no_pass", "{d}");
 }
+
+#[tokio::test]
+async fn an_offline_entry_older_than_the_pass_or_the_limit_does_not_spend_it() {
+    let stack = Stack::start(|_| {}).await;
+    let mut t = device(&stack, DeviceKind::Terminal, "t1").await;
+    let sold = support::buy(&mut t, "NEW", "TWO_HOUR").await;
+    assert_eq!(sold["outcome"], "pass_issued", "{sold}");
+    let mut g = device(&stack, DeviceKind::Gate, "g1").await;
+    // A gate whose clock was never set: 1970. Refused, and the pass is as sold.
+    let d = stamped_tap(&mut g, "NEW", 1_000, TapMode::Offline).await;
+    assert_eq!(d["outcome"], "rejected", "{d}");
+    assert_eq!(d["reason"], "time_too_old", "{d}");
+    assert_eq!(pass_field(&stack, "NEW", "expires_at").await, None);
+    // An hour before the sale (within the 24 h limit): the pass did not pay for that entry.
+    let d = stamped_tap(&mut g, "NEW", now_ms() - HOUR, TapMode::Offline).await;
+    assert_eq!(d["outcome"], "unpaid_entry", "{d}");
+    assert_eq!(d["reason"], "no_pass", "{d}");
+    assert_eq!(pass_field(&stack, "NEW", "expires_at").await, None);
+    assert_eq!(pass_field(&stack, "NEW", "used_at").await, None);
+    // The rider's first real entry starts the two hours.
+    let entry = now_ms();
+    let d = stamped_tap(&mut g, "NEW", entry, TapMode::Online).await;
+    assert_eq!(d["outcome"], "granted", "{d}");
+    let expires = pass_field(&stack, "NEW", "expires_at")
+        .await
+        .expect("activated");
+    assert!(expires >= entry + 2 * HOUR - 1_000, "{d}");
+}
