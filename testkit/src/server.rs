@@ -77,9 +77,11 @@ pub(crate) struct Process {
     log: PathBuf,
 }
 
-/// Whether process `pid` holds a listening TCP socket on `port`; `None` where `/proc` cannot
-/// tell (not Linux). A connection alone does not say whose listener answered: another test's
-/// server may have bound the port in the moment between [`free_port`] and this server's bind.
+/// Whether process `pid`, or a child of it (a server started through a wrapper script, as
+/// `bridge/examples/script_instructions.sh` starts redis-server under valgrind), holds a
+/// listening TCP socket on `port`; `None` where `/proc` cannot tell (not Linux). A connection
+/// alone does not say whose listener answered: another test's server may have bound the port in
+/// the moment between [`free_port`] and this server's bind.
 fn listens(pid: u32, port: u16) -> Option<bool> {
     let mut sockets = Vec::new();
     let mut readable = false;
@@ -105,11 +107,18 @@ fn listens(pid: u32, port: u16) -> Option<bool> {
     if !readable {
         return None;
     }
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    Some(fds.flatten().any(|fd| {
-        fs::read_link(fd.path())
-            .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
-    }))
+    let holds = |pid: &str| {
+        fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|fds| {
+            fds.flatten().any(|fd| {
+                fs::read_link(fd.path())
+                    .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
+            })
+        })
+    };
+    let own = holds(&pid.to_string())?;
+    let children =
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    Some(own || children.split_whitespace().any(|c| holds(c) == Some(true)))
 }
 
 /// The folder of `path` when it names a file or folder a test made in the temporary folder, which
