@@ -56,17 +56,27 @@ pub struct ServeConfig {
     #[serde(with = "humantime_serde")]
     pub login_max_delay: Duration,
     /// Failed logins allowed from one client address (IPv6: one /64) within `login_window`;
-    /// further attempts from there are refused until the window ends.
+    /// past that, attempts from there with names that are not an operator's are refused until
+    /// the window ends. An operator's name is counted per (name, address) instead: refused from
+    /// an address only after failing this often from it itself, so others' failures from a
+    /// shared address (NAT, Docker's port mapping) never lock out an operator who gets their
+    /// name and password right.
     pub login_attempts_per_address: u32,
     /// Window for counting failed logins.
     #[serde(with = "humantime_serde")]
     pub login_window: Duration,
     /// Password checks allowed to run at once; a login that finds none free waits up to 1 s,
-    /// then is refused with 503 and `Retry-After`. 0: one fewer than the CPU cores, at least
-    /// one, so that a flood of logins never takes the core that serves the dashboard.
+    /// then is refused with 503 and `Retry-After`. Of two or more, one is kept for logins
+    /// naming an operator (or made with a valid session), so a flood of made-up names cannot
+    /// turn an operator away; with one, an operator's login goes ahead of all but one queued
+    /// made-up name. 0: one fewer than the CPU cores, at least one, so that a flood of logins
+    /// never takes the core that serves the dashboard.
     pub password_checks: usize,
     /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`, `::1`) whose `X-Forwarded-For` is
     /// believed. The client address is the right-most address in it that is not one of them.
+    /// Set it only for a proxy in front that appends the address it saw: trusting anything
+    /// else lets a client name its own address. (Behind Docker's port mapping every client is
+    /// the network's gateway; see `docs/deploy.md`.)
     pub trusted_proxies: Vec<String>,
     /// Host names (the `Host` header, without port) the dashboard answers to. Empty: any, except
     /// that a dashboard listening on loopback answers only to `localhost` and loopback addresses.

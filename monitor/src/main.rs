@@ -134,13 +134,14 @@ struct ServeArgs {
     /// Longest wait between attempts of one name, e.g. 30s [default: 30s].
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_MAX_DELAY", value_parser = humantime::parse_duration)]
     login_max_delay: Option<Duration>,
-    /// Failed logins allowed from one client address (IPv6: one /64) within the login window
+    /// Failed logins allowed from one client address (IPv6: one /64) within the login window,
+    /// for names that are not an operator's, and per operator's name from one address
     /// [default: 20].
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS_PER_ADDRESS")]
     login_attempts_per_address: Option<u32>,
-    /// Password checks running at once; a login finding none free waits up to 1 s, then gets
-    /// 503 + Retry-After; 0 = one fewer than the CPU cores (at least 1)
-    /// [default: 0].
+    /// Password checks running at once (of two or more, one is kept for operators' names); a
+    /// login finding none free waits up to 1 s, then gets 503 + Retry-After; 0 = one fewer
+    /// than the CPU cores (at least 1) [default: 0].
     #[arg(long, env = "TAPGATE_MONITOR_PASSWORD_CHECKS")]
     password_checks: Option<usize>,
     /// Proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks

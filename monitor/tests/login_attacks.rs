@@ -1,9 +1,11 @@
 //! Attacks on the dashboard's logins, tried against the real server and a real Redis: tokens the
-//! client makes up, locking an operator out with their name, stepping around the per-address
-//! limit with forged `X-Forwarded-For` or fresh IPv6 addresses, and floods of password checks.
+//! client makes up, locking an operator out with their name or with failures from the address
+//! they share (NAT, Docker's port mapping), stepping around the per-address limit with forged
+//! `X-Forwarded-For` or fresh IPv6 addresses, and floods of password checks.
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,12 @@ use support::*;
 use tapgate_monitor::web::throttle::SLOT_WAIT;
 use tapgate_runtime::clock::ManualClock;
 use tapgate_testkit::RedisServer;
+
+/// Held by the tests that flood the password checks: each keeps the decoy checks (argon2 at full
+/// cost, unoptimised) busy, and two at once on a small machine slow single checks past the
+/// client's timeout.
+static FLOODING: std::sync::LazyLock<tokio::sync::Mutex<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 fn retry_after(r: &Resp) -> u64 {
     r.header("retry-after")
@@ -135,13 +143,13 @@ async fn random_names_from_one_address_hit_the_address_limit() {
         .await;
         assert_eq!(r.status, 401);
     }
-    let refused = post_login_from(attacker, dash.addr, ALICE.0, ALICE.1, &[]).await;
+    let refused = post_login_from(attacker, dash.addr, "user3", "guess", &[]).await;
     assert_eq!(refused.status, 429, "{}", refused.body);
     assert!((1..=300).contains(&retry_after(&refused)));
     assert!(refused.cookie("tapgate_session").is_none());
     // Only the attacker's address is refused.
-    let ok = post_login_from([127, 0, 0, 3], dash.addr, ALICE.0, ALICE.1, &[]).await;
-    assert_eq!(ok.status, 303, "{}", ok.body);
+    let ok = post_login_from([127, 0, 0, 3], dash.addr, "user3", "guess", &[]).await;
+    assert_eq!(ok.status, 401, "{}", ok.body);
     let mut conn = redis(&server).await;
     let ttl: i64 = redis::cmd("TTL")
         .arg("tapgate:monitor:login-failures:addr:127.0.0.2")
@@ -178,8 +186,8 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_and_ipv6_counts_per_64() 
     let same_64 = post_login_from(
         [127, 0, 0, 1],
         dash.addr,
-        ALICE.0,
-        ALICE.1,
+        "somebody",
+        "guess",
         &[("X-Forwarded-For", "2001:db8:0:7:abcd::9")],
     )
     .await;
@@ -188,8 +196,8 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_and_ipv6_counts_per_64() 
     let prepended = post_login_from(
         [127, 0, 0, 1],
         dash.addr,
-        ALICE.0,
-        ALICE.1,
+        "somebody",
+        "guess",
         &[("X-Forwarded-For", "203.0.113.50, 2001:db8:0:7::77")],
     )
     .await;
@@ -218,6 +226,7 @@ async fn behind_a_trusted_proxy_clients_are_told_apart_and_ipv6_counts_per_64() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_logins_waits_its_turn_then_is_refused_when_every_check_stays_busy() {
+    let _flooding = FLOODING.lock().await;
     let server = RedisServer::start();
     let mut cfg = config(&server.url());
     cfg.password_checks = 1;
@@ -295,5 +304,220 @@ async fn operators_logging_in_at_once_are_all_served_by_one_check_slot() {
         let r = t.await.expect("task");
         assert_eq!(r.status, 303, "an operator was turned away: {}", r.body);
     }
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_from_a_shared_address_never_lock_out_an_operator_who_gets_it_right() {
+    // One address for everyone, as behind NAT or Docker's port mapping (every client is the
+    // gateway); the default limit of 20 failures per address.
+    let server = RedisServer::start();
+    let dash = Dashboard::start(config(&server.url())).await;
+    let shared = [127, 0, 0, 2];
+    for _ in 0..2 {
+        let wrong = post_login_from(shared, dash.addr, ALICE.0, "guess", &[]).await;
+        assert_eq!(wrong.status, 401, "{}", wrong.body);
+    }
+    for i in 0..9 {
+        let made_up = post_login_from(shared, dash.addr, &format!("user{i}"), "guess", &[]).await;
+        assert_eq!(made_up.status, 401, "{}", made_up.body);
+        let unusable = post_login_from(shared, dash.addr, &format!("user {i}"), "guess", &[]).await;
+        assert_eq!(unusable.status, 401, "{}", unusable.body);
+    }
+    // The flood from the address is stopped: made-up names get no more password checks.
+    let refused = post_login_from(shared, dash.addr, "user99", "guess", &[]).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!((1..=300).contains(&retry_after(&refused)));
+    // But the operators at that address log in, a typo is checked like any other, and a
+    // success clears the name's failures from there.
+    let ok = post_login_from(shared, dash.addr, ALICE.0, ALICE.1, &[]).await;
+    assert_eq!(
+        ok.status, 303,
+        "locked out by others' failures: {}",
+        ok.body
+    );
+    assert!(ok.cookie("tapgate_session").is_some());
+    let typo = post_login_from(shared, dash.addr, ALICE.0, "typo", &[]).await;
+    assert_eq!(typo.status, 401, "{}", typo.body);
+    assert_eq!(
+        post_login_from(shared, dash.addr, ALICE.0, ALICE.1, &[])
+            .await
+            .status,
+        303
+    );
+    let bob = post_login_from(shared, dash.addr, BOB.0, BOB.1, &[]).await;
+    assert_eq!(bob.status, 303, "{}", bob.body);
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_an_operators_name_from_one_address_locks_only_that_name_there() {
+    let server = RedisServer::start();
+    let mut cfg = config(&server.url());
+    cfg.login_attempts_per_address = 3;
+    // The per-name delay out of the way, to reach the (name, address) limit.
+    cfg.login_attempts = 1000;
+    let dash = Dashboard::start(cfg).await;
+    let attacker = [127, 0, 0, 2];
+    for _ in 0..3 {
+        let r = post_login_from(attacker, dash.addr, ALICE.0, "guess", &[]).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let held = post_login_from(attacker, dash.addr, ALICE.0, ALICE.1, &[]).await;
+    assert_eq!(
+        held.status, 429,
+        "the name is refused from there: {}",
+        held.body
+    );
+    assert!((1..=300).contains(&retry_after(&held)));
+    assert!(held.cookie("tapgate_session").is_none());
+    // The address is past its limit for made-up names, but not for other operators' names.
+    let made_up = post_login_from(attacker, dash.addr, "user1", "guess", &[]).await;
+    assert_eq!(made_up.status, 429, "{}", made_up.body);
+    let bob = post_login_from(attacker, dash.addr, BOB.0, BOB.1, &[]).await;
+    assert_eq!(bob.status, 303, "{}", bob.body);
+    // And alice logs in from anywhere else.
+    let alice = post_login_from([127, 0, 0, 3], dash.addr, ALICE.0, ALICE.1, &[]).await;
+    assert_eq!(alice.status, 303, "{}", alice.body);
+    let mut conn = redis(&server).await;
+    let (n, ttl): (Option<u64>, i64) = redis::pipe()
+        .get("tapgate:monitor:login-failures:pair:alice:127.0.0.2")
+        .ttl("tapgate:monitor:login-failures:pair:alice:127.0.0.2")
+        .query_async(&mut conn)
+        .await
+        .expect("pair");
+    assert_eq!(n, Some(3), "her success elsewhere leaves the pair's count");
+    assert!((1..=300).contains(&ttl), "the count expires: {ttl}");
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_names_from_64_addresses_never_turns_an_operator_away() {
+    let _flooding = FLOODING.lock().await;
+    let server = RedisServer::start();
+    let mut cfg = config(&server.url());
+    cfg.password_checks = 2;
+    // Every flood login reaches the password checks: only the slots stand in its way.
+    cfg.login_attempts_per_address = 100_000;
+    let dash = Dashboard::start(cfg).await;
+    let (cookie, token) = login_form(dash.addr).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for i in 0..64u8 {
+        let (cookie, token, stop) = (cookie.clone(), token.clone(), Arc::clone(&stop));
+        let addr = dash.addr;
+        flood.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut k = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                let body = format!("name=random{i}x{k}&password=guess&csrf={token}");
+                let r = request_from(
+                    [127, 0, 1, i + 1],
+                    addr,
+                    "POST",
+                    "/login",
+                    &[
+                        ("Content-Type", "application/x-www-form-urlencoded"),
+                        ("Cookie", &format!("tapgate_login={cookie}")),
+                    ],
+                    body.as_bytes(),
+                )
+                .await;
+                statuses.push(r.status);
+            }
+            statuses
+        }));
+    }
+    // Let the flood fill every slot and the queue.
+    tokio::time::sleep(SLOT_WAIT / 2).await;
+    let mut took = Vec::new();
+    for _ in 0..4 {
+        let started = Instant::now();
+        let r = post_login_from([127, 0, 2, 1], dash.addr, ALICE.0, ALICE.1, &[]).await;
+        took.push(started.elapsed().as_millis());
+        assert_eq!(r.status, 303, "the operator was turned away: {}", r.body);
+        tokio::time::sleep(SLOT_WAIT / 2).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in flood {
+        for s in t.await.expect("task") {
+            *statuses.entry(s).or_insert(0) += 1;
+        }
+    }
+    println!(
+        "64 addresses flooding made-up names, two check slots: {statuses:?}; \
+         the operator's logins took {took:?} ms"
+    );
+    assert!(
+        statuses.keys().all(|s| *s == 401 || *s == 503),
+        "only refusals: {statuses:?}"
+    );
+    assert!(
+        statuses.get(&503).copied().unwrap_or(0) > 0,
+        "the flood saturated the checks: {statuses:?}"
+    );
+    dash.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_guesses_when_a_names_wait_ends_gets_one_password_check() {
+    let server = RedisServer::start();
+    let clock = ManualClock::at(tapgate_monitor::tail::now_ms());
+    let mut cfg = config(&server.url());
+    cfg.password_checks = 4;
+    cfg.login_attempts_per_address = 1000;
+    let dash = Dashboard::start_with_clock(cfg, Arc::new(clock.clone())).await;
+    for _ in 0..5 {
+        let r = post_login_from([127, 0, 0, 2], dash.addr, ALICE.0, "guess", &[]).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    // The name must now wait 1 s between attempts; the attacker fires 16 at once when it ends.
+    clock.advance(1000);
+    let (cookie, token) = login_form(dash.addr).await;
+    let start = Arc::new(tokio::sync::Barrier::new(16));
+    let burst: Vec<_> = (0..16u8)
+        .map(|i| {
+            let (cookie, token, start) = (cookie.clone(), token.clone(), Arc::clone(&start));
+            let addr = dash.addr;
+            tokio::spawn(async move {
+                let body = format!("name=alice&password=guess{i}&csrf={token}");
+                start.wait().await;
+                request_from(
+                    [127, 0, 3, i + 1],
+                    addr,
+                    "POST",
+                    "/login",
+                    &[
+                        ("Content-Type", "application/x-www-form-urlencoded"),
+                        ("Cookie", &format!("tapgate_login={cookie}")),
+                    ],
+                    body.as_bytes(),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in burst {
+        *statuses.entry(t.await.expect("task")).or_insert(0) += 1;
+    }
+    println!("16 guesses of one name at once when its wait ended: {statuses:?}");
+    assert_eq!(
+        statuses.get(&401),
+        Some(&1),
+        "one guess checked: {statuses:?}"
+    );
+    assert_eq!(statuses.get(&429), Some(&15), "{statuses:?}");
+    let mut conn = redis(&server).await;
+    let failures: u32 = redis::cmd("HGET")
+        .arg("tapgate:monitor:login-failures:name:alice")
+        .arg("failures")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(failures, 6);
     dash.stop().await;
 }

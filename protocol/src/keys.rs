@@ -35,7 +35,8 @@
 //! | `tapgate:monitor:operator:{NAME}:sessions` | set | monitor | the session ids of one operator (for "log out everywhere") |
 //! | `tapgate:monitor:operators` | hash | monitor | operator name → fingerprint of their credential at the last start-up |
 //! | `tapgate:monitor:login-failures:addr:{BUCKET}` | string | monitor | failed logins from one address (an IPv6 /64) in the window |
-//! | `tapgate:monitor:login-failures:name:{NAME}` | string | monitor | failed logins of one name |
+//! | `tapgate:monitor:login-failures:pair:{NAME}:{BUCKET}` | string | monitor | failed logins of one operator's name from one address (an IPv6 /64) in the window |
+//! | `tapgate:monitor:login-failures:name:{NAME}` | hash | monitor | `failures`, `last`: failed logins of one name, from anywhere |
 //! | `tapgate:monitor:audit` | stream | monitor | the operators' audit trail (logins, blocks, voids, …) |
 
 use crate::fields;
@@ -176,6 +177,12 @@ pub const MONITOR_OPERATORS: &str = "tapgate:monitor:operators";
 /// Failed logins from one address bucket (an IPv4 address or an IPv6 /64).
 pub fn monitor_login_failures_address(bucket: &str) -> String {
     format!("tapgate:monitor:login-failures:addr:{bucket}")
+}
+
+/// Failed logins of one operator's name from one address bucket (an IPv4 address or an IPv6
+/// /64). Names hold no `:`, so the name ends at the first one.
+pub fn monitor_login_failures_pair(name: &str, bucket: &str) -> String {
+    format!("tapgate:monitor:login-failures:pair:{name}:{bucket}")
 }
 
 /// Failed logins of one operator name.

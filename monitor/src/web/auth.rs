@@ -4,8 +4,9 @@
 //! [`Operator`] admits only a logged-in operator whose request carries the session's CSRF token;
 //! every state-changing route takes it. The login form carries a token only this server can
 //! make ([`super::form_token`]), also set as a cookie. A login is refused before any password is
-//! checked when its address or name must wait ([`super::throttle`]) or when every password-check
-//! slot is busy; every login, failure and logout goes to the audit trail.
+//! checked when its name, its address (for a name that is not an operator's) or its name from
+//! that address must wait ([`super::throttle`]), or when every password-check slot it may take
+//! is busy; every login, failure and logout goes to the audit trail.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
@@ -177,25 +178,47 @@ async fn try_login(
     };
     if !valid_name(&form.name) || form.password.len() > 1024 {
         // A name that cannot exist is counted against the address only.
-        return Err(refused.count(state, &mut redis, "").await);
+        return Err(refused.count(state, &mut redis, "", false).await);
     }
-    throttle::check(
-        &mut redis,
-        state.clock.as_ref(),
-        limits,
-        &form.name,
-        &bucket,
-    )
-    .await
-    .inspect_err(|e| {
+    let known = state.operators.get(&form.name).cloned();
+    // An operator's name, or a login made by an operator already logged in here, may take the
+    // password-check slot kept for operators; made-up names may not.
+    let claim = if known.is_some() || session_of(headers, state).await?.is_some() {
+        throttle::Claim::Operator
+    } else {
+        throttle::Claim::Other
+    };
+    let must_wait = |e: &WebError| {
         if matches!(e, WebError::TooManyAttempts(_)) {
             info!(name = ?form.name, %ip, "Login refused: too many attempts");
         }
-    })?;
-    let slot = state.checks.slot().await.inspect_err(|_| {
+    };
+    let clock = state.clock.as_ref();
+    throttle::check(
+        &mut redis,
+        clock,
+        limits,
+        &form.name,
+        &bucket,
+        known.is_some(),
+    )
+    .await
+    .inspect_err(must_wait)?;
+    let slot = state.checks.slot(claim).await.inspect_err(|_| {
         info!(name = ?form.name, %ip, "Login refused: every password check is busy");
     })?;
-    let known = state.operators.get(&form.name).cloned();
+    // Again, now that the slot is held: attempts of one name that arrived together all passed
+    // the first check, but once the name must wait only one of them gets its password checked.
+    throttle::take_turn(
+        &mut redis,
+        clock,
+        limits,
+        &form.name,
+        &bucket,
+        known.is_some(),
+    )
+    .await
+    .inspect_err(must_wait)?;
     let hash = known
         .as_ref()
         .map_or_else(|| decoy_hash().to_owned(), |c| c.hash.clone());
@@ -204,10 +227,11 @@ async fn try_login(
         .checks
         .verify(slot, form.password.clone(), hash)
         .await?;
+    let is_known = known.is_some();
     let Some(cred) = known.filter(|_| ok) else {
-        return Err(refused.count(state, &mut redis, &form.name).await);
+        return Err(refused.count(state, &mut redis, &form.name, is_known).await);
     };
-    throttle::succeeded(&mut redis, &form.name).await?;
+    throttle::succeeded(&mut redis, &form.name, &bucket).await?;
     let (token, s) = session::create(
         &mut redis,
         &state.session_key,
@@ -243,13 +267,20 @@ struct Refused<'a> {
 }
 
 impl Refused<'_> {
-    /// Counts the failure against `throttled` (the name tried, or `""` for the address only)
-    /// and the client's address, logs and audits it, and gives the answer: bad credentials (or
-    /// the Redis failure that kept it from being counted).
-    async fn count(self, state: &AppState, redis: &mut RedisLink, throttled: &str) -> WebError {
+    /// Counts the failure against `throttled` (the name tried, or `""` for the address only),
+    /// the client's address and, for an operator's name (`known`), the pair of both; logs and
+    /// audits it, and gives the answer: bad credentials (or the Redis failure that kept it from
+    /// being counted).
+    async fn count(
+        self,
+        state: &AppState,
+        redis: &mut RedisLink,
+        throttled: &str,
+        known: bool,
+    ) -> WebError {
         let limits = state.limits();
-        if let Err(e) =
-            throttle::failed(redis, state.clock.as_ref(), limits, throttled, self.bucket).await
+        let clock = state.clock.as_ref();
+        if let Err(e) = throttle::failed(redis, clock, limits, throttled, self.bucket, known).await
         {
             return e;
         }
