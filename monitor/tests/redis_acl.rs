@@ -115,9 +115,13 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
 
     let mut cfg = config(&url);
     cfg.fares = Some(fares);
-    let dash = Dashboard::start(cfg).await;
+    // One failure makes the name wait, so the next login takes its turn (a script).
+    cfg.login_attempts = 1;
+    let clock = tapgate_runtime::clock::ManualClock::at(tapgate_monitor::tail::now_ms());
+    let dash = Dashboard::start_with_clock(cfg, std::sync::Arc::new(clock.clone())).await;
     let wrong = post_login(dash.addr, ALICE.0, "wrong").await;
     assert_eq!(wrong.status, 401, "{}", wrong.body);
+    clock.advance(1000);
     let me = login(dash.addr, ALICE).await;
     let mut live = SseClient::open(dash.addr, &me).await;
     let snap = live.next("snapshot").await;
