@@ -19,6 +19,9 @@ if [ ! -f "$conf" ]; then
     if [ -n "${1:-}" ]; then echo "replicaof $1 6379"; fi
   } >"$conf"
 fi
+# Its memory limit and policy come from docker/redis.conf (noeviction: a full primary refuses
+# writes rather than evict a pass). Replicas keep Redis's replica-ignore-maxmemory yes: they
+# hold whatever the primary wrote, so give every node the same memory as the primary.
 # Every write reaches the disk before it is acknowledged: a primary killed and started again
 # before the sentinels notice (a supervisor's quick restart) is still the primary, and its
 # replicas resynchronise from it; with less on its disk than it acknowledged, they would drop

@@ -69,7 +69,8 @@ tmp="$out.tmp.$$"
   # a declared key of the bridge's decide function, and Redis asks write access for every key
   # FCALL declares; the block index and the monitor's keys stay out of reach. FUNCTION LOAD
   # installs the bridge's function library at start-up (FCALL is in @scripting); no other
-  # FUNCTION subcommand (FLUSH, DELETE, RESTORE, KILL).
+  # FUNCTION subcommand (FLUSH, DELETE, RESTORE, KILL). INFO (in @dangerous) gives the bridge
+  # Redis's memory and its limit for its metrics; it reveals no key or value.
   #
   # Append-only streams, with Redis 7 selectors (a command is allowed when the user's root rules
   # or one selector allow all of it): the root rules only read the stream, so DEL, UNLINK, SET,
@@ -82,7 +83,7 @@ tmp="$out.tmp.$$"
   bridge_keys="$bridge_keys ~tapgate:card:*:blocked %R~tapgate:blocked"
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
     "$bridge_keys %R~tapgate:events" \
-    "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load" \
+    "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load +info" \
     "($bridge_keys ~tapgate:events -@all +fcall +fcall_ro +eval +evalsha)" \
     "(~tapgate:events -@all +xadd)"
   # Reads every tapgate key; writes the block list, voids and card replacements (Lua scripts),

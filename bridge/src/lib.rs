@@ -11,6 +11,7 @@
 //! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`summary`]: one INFO line a minute instead of one per decision.
+//! - [`redis_memory`]: Redis memory and its limit, read every few seconds for the metrics.
 //! - `testing` (feature `testing`): a real Redis + broker + bridge stack for integration tests.
 //!
 //! [`start`] connects (failing fast with the address of whatever is unreachable; with Sentinel it
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
 pub mod process;
+pub mod redis_memory;
 pub mod store;
 pub mod summary;
 #[cfg(feature = "testing")]
@@ -174,7 +176,8 @@ pub async fn start_with_clock(
             return Err(e);
         }
     }
-    .with_replication(config.redis_wait_replicas(), config.wait_timeout);
+    .with_replication(config.redis_wait_replicas(), config.wait_timeout)
+    .with_metrics(metrics.clone());
     info!(
         redis = %store.link().url(),
         node = ?store.link().address(),
@@ -206,6 +209,12 @@ pub async fn start_with_clock(
         );
     }
 
+    workers.spawn(redis_memory::watch(
+        store.link().clone(),
+        metrics.clone(),
+        Duration::from_secs(5),
+        shutdown.clone(),
+    ));
     workers.spawn(summary::run(
         metrics.clone(),
         Duration::from_secs(60),

@@ -53,6 +53,14 @@ struct Inner {
     dropped: IntCounter,
     inflight: IntGauge,
     ready: IntGauge,
+    redis_memory: RedisMemoryGauges,
+}
+
+/// Redis memory against its limit (`INFO memory`), and the writes it refused at the limit.
+struct RedisMemoryGauges {
+    used: IntGauge,
+    max: IntGauge,
+    full: IntCounter,
 }
 
 /// The bridge's counters. Cheap to clone; all clones share the same values.
@@ -162,6 +170,25 @@ impl Default for Metrics {
         )
         .expect(VALID);
         registry.register(Box::new(ready.clone())).expect(VALID);
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect(VALID);
+            registry.register(Box::new(g.clone())).expect(VALID);
+            g
+        };
+        let redis_memory = RedisMemoryGauges {
+            used: gauge(
+                "tapgate_redis_used_memory_bytes",
+                "Memory Redis uses (INFO memory used_memory), read every few seconds.",
+            ),
+            max: gauge(
+                "tapgate_redis_maxmemory_bytes",
+                "Redis's memory limit (maxmemory); 0 when it has none.",
+            ),
+            full: counter(
+                "tapgate_redis_full_refusals_total",
+                "Redis writes refused because Redis reached maxmemory (OOM): nothing was stored.",
+            ),
+        };
         Self(Arc::new(Inner {
             registry,
             messages,
@@ -176,6 +203,7 @@ impl Default for Metrics {
             dropped,
             inflight,
             ready,
+            redis_memory,
         }))
     }
 }
@@ -312,6 +340,23 @@ impl Metrics {
     /// Messages received but not yet acknowledged.
     pub fn inflight_add(&self, delta: i64) {
         self.0.inflight.add(delta);
+    }
+
+    /// Redis's memory use and limit, bytes (`INFO memory`; a limit of 0 means none).
+    pub fn set_redis_memory(&self, used: u64, max: u64) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.0.redis_memory.used.set(gauge(used));
+        self.0.redis_memory.max.set(gauge(max));
+    }
+
+    /// Redis refused a write because it reached `maxmemory`.
+    pub fn redis_full(&self) {
+        self.0.redis_memory.full.inc();
+    }
+
+    /// Writes Redis refused at its memory limit so far.
+    pub fn redis_full_total(&self) -> u64 {
+        self.0.redis_memory.full.get()
     }
 
     /// Prometheus text exposition format (version 0.0.4).

@@ -1,6 +1,6 @@
-//! Prometheus' own checks (`promtool check metrics`, `promtool check config`), and the names a
-//! valid exposition holds, for the checks only tapgate can make (the dashboards query metrics
-//! the bridge exposes; no card or device labels).
+//! Prometheus' own checks (`promtool check metrics`, `promtool check config`, `promtool test
+//! rules`), and the names a valid exposition holds, for the checks only tapgate can make (the
+//! dashboards query metrics the bridge exposes; no card or device labels).
 //!
 //! The syntax is promtool's business: these readers assume text it has accepted.
 
@@ -22,6 +22,12 @@ pub fn check_metrics(text: &str) -> Result<(), ToolError> {
 /// `promtool check config` on a Prometheus configuration file, relative to the repository root.
 pub fn check_config(rel: &str) -> Result<(), ToolError> {
     PROMTOOL.run(&["check", "config", rel], b"", rel).map(drop)
+}
+
+/// `promtool test rules` on a rules test file (its `rule_files` are relative to it), relative
+/// to the repository root or absolute.
+pub fn test_rules(rel: &str) -> Result<(), ToolError> {
+    PROMTOOL.run(&["test", "rules", rel], b"", rel).map(drop)
 }
 
 /// One sample line of an exposition promtool has accepted.

@@ -332,6 +332,9 @@ fn documented_metrics() -> Vec<String> {
         "tapgate_redis_reconnects_total",
         "tapgate_mqtt_reconnects_total",
         "tapgate_inflight_messages",
+        "tapgate_redis_used_memory_bytes",
+        "tapgate_redis_maxmemory_bytes",
+        "tapgate_redis_full_refusals_total",
     ]
     .map(String::from)
     .to_vec()

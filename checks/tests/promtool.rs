@@ -80,11 +80,110 @@ fn the_bridge_exposition_passes_promtool() {
     m.clock_flag(true);
     m.dropped();
     m.inflight_add(1);
+    m.set_redis_memory(1_049_112, 67_108_864);
+    m.redis_full();
     let text = m.render();
     promtool::check_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let types = promtool::types(&text);
     assert_eq!(types["tapgate_decision_latency_seconds"], "histogram");
     assert_eq!(types["tapgate_inflight_messages"], "gauge");
+    assert_eq!(types["tapgate_redis_used_memory_bytes"], "gauge");
+    assert_eq!(types["tapgate_redis_maxmemory_bytes"], "gauge");
+    assert_eq!(types["tapgate_redis_full_refusals_total"], "counter");
+}
+
+/// The alerting rules Prometheus loads, and the metric names they query.
+fn alert_rules() -> Vec<(String, String)> {
+    let text = repo::read("prometheus/alerts.yml").expect("alerts.yml");
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    rules["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().expect("rules").iter())
+        .map(|r| {
+            (
+                r["alert"].as_str().expect("alert name").to_owned(),
+                r["expr"].as_str().expect("expr").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn alerts_are_loaded_query_bridge_metrics_and_pass_their_tests() {
+    let text = repo::read("prometheus/prometheus.yml").expect("prometheus.yml");
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    let files: Vec<&str> = config["rule_files"]
+        .as_sequence()
+        .expect("prometheus.yml loads rule_files")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert_eq!(files, ["alerts.yml"]);
+    let compose = repo::read("docker-compose.yml").expect("compose");
+    assert!(
+        compose.contains("./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro"),
+        "compose mounts the rules beside prometheus.yml"
+    );
+    let exposition = Metrics::default().render();
+    let known = promtool::types(&exposition);
+    let rules = alert_rules();
+    let names: Vec<&str> = rules.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "TapgateRedisMemoryHigh",
+            "TapgateRedisFull",
+            "TapgateRedisUnbounded"
+        ]
+    );
+    for (name, expr) in &rules {
+        let metrics = tapgate_checks::grafana::metric_names(expr);
+        assert!(!metrics.is_empty(), "{name}: {expr}");
+        for metric in metrics {
+            assert!(
+                known.contains_key(&metric),
+                "{name} queries {metric}, which the bridge does not expose"
+            );
+        }
+    }
+    promtool::test_rules("prometheus/alerts.test.yml").unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The rule tests fail on rules that would warn too late, too early or never: a check that
+/// passes has been able to fail.
+#[test]
+fn the_alert_tests_catch_broken_rules() {
+    let rules = repo::read("prometheus/alerts.yml").expect("alerts.yml");
+    let tests = repo::read("prometheus/alerts.test.yml").expect("alerts.test.yml");
+    for (what, from, to) in [
+        ("warns at 90 %", "> 0.8", "> 0.9"),
+        ("warns at 70 %", "> 0.8", "> 0.7"),
+        ("warns at once", "for: 1m\n", ""),
+        (
+            "divides by a limit of 0",
+            "(tapgate_redis_maxmemory_bytes > 0)",
+            "(tapgate_redis_maxmemory_bytes)",
+        ),
+        ("never sees refusals", "[5m])) > 0", "[5m])) > 100"),
+        (
+            "no unbounded warning",
+            "max(tapgate_redis_maxmemory_bytes) == 0",
+            "max(tapgate_redis_maxmemory_bytes) == 1",
+        ),
+    ] {
+        assert!(rules.contains(from), "{what}: {from:?} not in alerts.yml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("alerts.yml"), rules.replacen(from, to, 1)).expect("write");
+        let test = dir.path().join("alerts.test.yml");
+        std::fs::write(&test, &tests).expect("write");
+        let result = promtool::test_rules(test.to_str().expect("utf-8 path"));
+        assert!(
+            matches!(result, Err(ToolError::Refused { .. })),
+            "rules that {what} should fail their tests: {result:?}"
+        );
+    }
 }
 
 #[test]

@@ -230,6 +230,28 @@ async fn the_bridge_and_the_monitor_work_under_their_own_users() {
     let d = gate.expect_on(&g_dec, WAIT).await;
     assert_eq!(outcome(&d), "denied", "{}", d.text());
 
+    // The bridge reads Redis's memory (INFO memory) under its own user, for its gauges.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = bridge.metrics().render();
+        let used = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tapgate_redis_used_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if used > 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never read Redis's memory under its user:\n{text}\n{}",
+            redis.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut as_bridge = login(&redis, "tapgate-bridge").await;
+    assert_eq!(refused(&mut as_bridge, &["INFO", "memory"]).await, None);
+
     shutdown.cancel();
     tokio::time::timeout(WAIT, bridge.join())
         .await

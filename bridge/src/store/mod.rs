@@ -45,6 +45,14 @@ pub enum StoreError {
         /// How long the bridge waited.
         timeout_ms: u64,
     },
+    /// Redis reached its memory limit (`maxmemory`, policy `noeviction`) and refused the write:
+    /// nothing was stored. Not retried: it passes only once memory is freed (records expire, or
+    /// an operator raises the limit), and a tap waiting for that would hold its gate.
+    #[error(
+        "Redis is full: used memory reached maxmemory and it refuses writes, so nothing was \
+         stored ({0})"
+    )]
+    Full(redis::RedisError),
     /// A command failed.
     #[error("Redis command failed: {0}")]
     Command(#[from] redis::RedisError),
@@ -171,6 +179,8 @@ pub struct Store {
     settings_arg: Arc<str>,
     settings: StoreSettings,
     wait: Option<Wait>,
+    /// Where writes refused at the memory limit are counted, if anywhere.
+    metrics: Option<crate::Metrics>,
 }
 
 /// How many replicas must hold a decision before it is confirmed, and for how long to wait.
@@ -197,10 +207,20 @@ impl Store {
             settings_arg: settings.decide_arg().into(),
             settings,
             wait: None,
+            metrics: None,
         };
-        // Load the library now so a Redis that refuses functions fails at start-up.
+        // Load the library now so a Redis that refuses functions fails at start-up. A full
+        // Redis refuses the load too (FUNCTION LOAD is a write): start anyway, and refuse each
+        // message as Redis refuses it, until memory is freed; the library is loaded then.
         let mut con = store.con.clone();
-        store.library.load(&mut con).await?;
+        match store.library.load(&mut con).await {
+            Err(e) if is_oom(&e) => tracing::warn!(
+                error = %e,
+                "Redis is full: function library not loaded; every decision is refused until \
+                 memory is freed"
+            ),
+            other => other?,
+        }
         Ok(store)
     }
 
@@ -216,6 +236,24 @@ impl Store {
         self
     }
 
+    /// Counts writes Redis refuses at its memory limit ([`StoreError::Full`]) in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A command's error: [`StoreError::Full`] (counted) when Redis refused it for memory
+    /// (`OOM`), else [`StoreError::Command`].
+    fn command_error(&self, e: redis::RedisError) -> StoreError {
+        if !is_oom(&e) {
+            return StoreError::Command(e);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.redis_full();
+        }
+        StoreError::Full(e)
+    }
+
     /// The Redis connection (for its address and reconnect count).
     pub fn link(&self) -> &RedisLink {
         &self.con
@@ -227,7 +265,8 @@ impl Store {
     async fn run_decide(&self, call: redis::Cmd) -> Result<(u8, String), StoreError> {
         let mut con = self.con.clone();
         let Some(wait) = self.wait else {
-            return split_reply(self.library.query(&mut con, &call).await?);
+            let reply = self.library.query(&mut con, &call).await;
+            return split_reply(reply.map_err(|e| self.command_error(e))?);
         };
         // Every replica a failover could promote, at least the configured number.
         let wanted = self.con.replicas_to_wait(wait.replicas);
@@ -236,7 +275,11 @@ impl Store {
             .cmd("WAIT")
             .arg(wanted)
             .arg(wait.timeout_ms);
-        let (reply, acked): (String, u64) = self.library.query_pipe(&mut con, &pipe).await?;
+        let (reply, acked): (String, u64) = self
+            .library
+            .query_pipe(&mut con, &pipe)
+            .await
+            .map_err(|e| self.command_error(e))?;
         if acked < u64::from(wanted) {
             return Err(StoreError::NotReplicated {
                 acked,
@@ -336,7 +379,11 @@ impl Store {
             call.arg(field).arg(value);
         }
         let mut con = self.con.clone();
-        let seq: String = self.library.query(&mut con, &call).await?;
+        let seq: String = self
+            .library
+            .query(&mut con, &call)
+            .await
+            .map_err(|e| self.command_error(e))?;
         event.seq = Some(seq);
         Ok(event)
     }
@@ -377,7 +424,9 @@ impl Store {
         pipe.sadd(keys::DEVICES, keys::device_member(kind, device))
             .ignore();
         let mut con = self.con.clone();
-        pipe.query_async::<()>(&mut con).await?;
+        pipe.query_async::<()>(&mut con)
+            .await
+            .map_err(|e| self.command_error(e))?;
         Ok(())
     }
 
@@ -408,7 +457,11 @@ impl Store {
             .arg(self.settings.stream_maxlen)
             .arg(self.settings.device_ttl_s);
         let mut con = self.con.clone();
-        let out: Vec<String> = self.library.query(&mut con, &call).await?;
+        let out: Vec<String> = self
+            .library
+            .query(&mut con, &call)
+            .await
+            .map_err(|e| self.command_error(e))?;
         let Some((seq, pairs)) = out.split_first() else {
             return Ok(None);
         };
@@ -589,6 +642,11 @@ pub struct Migration {
     /// Card keys were not looked for: this Redis user may not list key names (`SCAN`, refused
     /// to every user but the admin, as key names hold card numbers).
     pub unlisted: bool,
+}
+
+/// Whether Redis refused a write for its memory limit (`OOM`).
+fn is_oom(e: &redis::RedisError) -> bool {
+    e.code() == Some("OOM")
 }
 
 /// Whether Redis refused a command for this user's rights (`NOPERM`), as opposed to failing.
