@@ -526,6 +526,7 @@ impl Processor {
 fn internal(e: &StoreError, id: Option<MessageId>) -> Rejection {
     let why = match e {
         StoreError::BadResult(_) => "its stored record or result cannot be read",
+        StoreError::Full(_) => "Redis is full (its memory limit is reached) and stored nothing",
         _ => "Redis refused the operation",
     };
     Rejection::new(

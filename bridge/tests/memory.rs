@@ -177,7 +177,7 @@ async fn a_full_redis_refuses_taps_and_keeps_every_pass_sold() {
     assert_eq!(pass(&mut admin, "BB0001").await, sold["BB0001"]);
     // The answer says what happened; the bridge counts it.
     let detail = d["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("could not decide"), "{d}");
+    assert!(detail.contains("Redis is full"), "{d}");
     let metrics = stack.metrics.clone().expect("bridge running");
     assert!(
         metrics.redis_full_total() >= refused as u64,
