@@ -79,7 +79,8 @@ tmp="$out.tmp.$$"
   # and nothing else.
   bridge_keys="~tapgate:counters:* ~tapgate:revenue:* ~tapgate:card:*:pass ~tapgate:card:*:recent"
   bridge_keys="$bridge_keys ~tapgate:card:*:wallet"
-  bridge_keys="$bridge_keys ~tapgate:sale:* ~tapgate:seen:* ~tapgate:device:* ~tapgate:devices"
+  bridge_keys="$bridge_keys ~tapgate:sale:* ~tapgate:seen:* ~tapgate:settled:* ~tapgate:device:*"
+  bridge_keys="$bridge_keys ~tapgate:devices"
   bridge_keys="$bridge_keys ~tapgate:card:*:blocked %R~tapgate:blocked"
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
     "$bridge_keys %R~tapgate:events" \

@@ -21,8 +21,8 @@
 //!
 //! Offline entries and retaps naming an earlier gate tap (`Op::Settle`): one that names a tap
 //! granted is settled on that tap's charge (an offline entry at its time, a retap within
-//! `RETAP_ACCEPTED_WITHIN_MS` after it), with no change, no event and that tap's amounts; any
-//! other is decided as usual. Late redeliveries (`Op::Forget`): a waiting tap sent again past
+//! `RETAP_ACCEPTED_WITHIN_MS` after it), with no change, no event and that tap's amounts, once:
+//! a granted tap pays for one replacement; any other is decided as usual. Late redeliveries (`Op::Forget`): a waiting tap sent again past
 //! its decision window after its stored answer has gone is answered from the card's history,
 //! exactly as first decided, while its events are among the card's recent ones, and is `stale`
 //! (nothing charged) once they are not.
@@ -266,6 +266,9 @@ struct Model {
     pushed: HashMap<usize, u64>,
     /// Measured skew by device name.
     skews: HashMap<&'static str, i64>,
+    /// Granted waiting taps already paid for a replacement, and by which message: a granted tap
+    /// pays for one.
+    settled_by: HashMap<MessageId, MessageId>,
 }
 
 /// How often each pay-as-you-go case came up over all runs, so the test shows it covered them:
@@ -703,6 +706,7 @@ async fn run_case(
             top_ups: catalogue.sells_top_ups(),
         };
         let mut timed = decide_timed(&input, &state, corrupt, stamp, now, skew, settings, TIME);
+        let id = MessageId::new(format!("m{n}")).expect("id");
         // A message naming a waiting tap that was granted is settled on that tap's charge, with
         // no change and no event (decide.lua's settle_replaced): an offline entry at that tap's
         // time, a retap up to RETAP_ACCEPTED_WITHIN_MS after it (and at most max_skew before).
@@ -717,8 +721,10 @@ async fn run_case(
                             && t0 - at <= i128::from(TIME.max_skew_ms)
                     }
                 });
+                let first = model.settled_by.get(&r.id).is_none_or(|by| *by == id);
                 match &r.outcome {
-                    Outcome::Granted { pass } if in_bounds => {
+                    Outcome::Granted { pass } if in_bounds && first => {
+                        model.settled_by.insert(r.id.clone(), id.clone());
                         let rules_at = if st.mode == TapMode::Offline {
                             t.at
                         } else {
@@ -748,7 +754,6 @@ async fn run_case(
             seen(5);
         }
         let device_id = DeviceId::new(device).expect("device");
-        let id = MessageId::new(format!("m{n}")).expect("id");
         let req = Request::new(
             kind,
             &device_id,

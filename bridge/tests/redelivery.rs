@@ -438,3 +438,46 @@ async fn a_retap_and_the_waiting_tap_it_follows_charge_once() {
     assert_eq!(trips_left(&r8), Some(9), "{r8:?}");
     assert_eq!(r8.events.len(), 1, "charged: {r8:?}");
 }
+
+/// Five offline entries and five retaps all naming one granted tap: the first rides on its
+/// charge, every other is a ride of its own; the first, sent again after its record has gone,
+/// is still settled on it.
+#[tokio::test]
+async fn a_granted_tap_pays_for_one_replacement() {
+    let mut s = Script::start("TEN", "TEN_TRIP", 10).await;
+    let t = now_ms();
+    let w = s
+        .gate("g1", "w", At::new(t + 100, Some(Stamp::online(t))))
+        .await;
+    assert_eq!(trips_left(&w), Some(9), "{w:?}");
+    let first = s.gate("g1", "e0", At::entry(t, "w", t + 3_000)).await;
+    assert!(settled(&first) && first.events.is_empty(), "{first:?}");
+    assert_eq!(
+        s.trips().await,
+        9,
+        "the first replacement rides on the tap's charge"
+    );
+    const ENTRIES: [&str; 4] = ["e1", "e2", "e3", "e4"];
+    const RETAPS: [&str; 5] = ["r1", "r2", "r3", "r4", "r5"];
+    for (i, id) in ENTRIES.iter().enumerate() {
+        let d = s.gate("g1", id, At::entry(t, "w", t + 4_000)).await;
+        assert_eq!(d.events.len(), 1, "charged: {d:?}");
+        assert_eq!(trips_left(&d), Some(8 - i as u32), "{d:?}");
+    }
+    for (i, id) in RETAPS.iter().enumerate() {
+        let at = t + 10_000 + i as u64 * 1_000;
+        let d = s.gate("g1", id, At::retap(at, "w", at + 50)).await;
+        assert_eq!(d.events.len(), 1, "charged: {d:?}");
+        assert_eq!(trips_left(&d), Some(4 - i as u32), "{d:?}");
+    }
+    let left: bool = redis::cmd("EXISTS")
+        .arg(keys::pass(&s.card))
+        .query_async(&mut s.con)
+        .await
+        .expect("EXISTS");
+    assert!(!left, "ten rides, ten trips: the pass is used up");
+    // The first entry again, its seen record gone: settled on the tap's charge as before.
+    s.forget("g1", "e0").await;
+    let again = s.gate("g1", "e0", At::entry(t, "w", t + 30_000)).await;
+    assert!(settled(&again) && again.events.is_empty(), "{again:?}");
+}

@@ -134,6 +134,22 @@ async fn the_bridge_and_the_monitor_work_under_their_own_users() {
     gate.publish(&topics.tap(DeviceKind::Gate, &g1), "not json")
         .await;
     assert_eq!(outcome(&gate.expect_on(&g_dec, WAIT).await), "rejected");
+    // A waiting tap, then the offline entry that replaces it: settled on its charge, which marks
+    // the tap as paid for one replacement (`tapgate:settled:*`).
+    let at = tapgate_runtime::clock::now_ms();
+    let waiting = format!(r#"{{"id":"g1-w","card":"04AB01","time":{at},"mode":"online"}}"#);
+    gate.publish(&topics.tap(DeviceKind::Gate, &g1), waiting)
+        .await;
+    assert_eq!(outcome(&gate.expect_on(&g_dec, WAIT).await), "granted");
+    let entry = format!(
+        r#"{{"id":"g1-o","card":"04AB01","time":{at},"mode":"offline","replaces":"g1-w"}}"#
+    );
+    gate.publish(&topics.tap(DeviceKind::Gate, &g1), entry)
+        .await;
+    assert_eq!(
+        outcome(&gate.expect_on(&g_dec, WAIT).await),
+        "entry_settled"
+    );
     gate.publish(
         &topics.heartbeat(DeviceKind::Gate, &g1),
         r#"{"uptime_s":7}"#,

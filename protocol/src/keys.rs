@@ -151,6 +151,13 @@ pub fn seen(kind: DeviceKind, device: &DeviceId, id: &MessageId) -> String {
     format!("tapgate:seen:{{{kind}:{device}}}:{id}")
 }
 
+/// Which message a granted waiting tap was replaced by (an offline entry or a retap settled on
+/// its charge): `tapgate:settled:{KIND:DEVICE}:{ID}`, holding that message's id. A granted tap
+/// pays for one replacement; another naming it is a ride of its own.
+pub fn settled(kind: DeviceKind, device: &DeviceId, waiting: &MessageId) -> String {
+    format!("tapgate:settled:{{{kind}:{device}}}:{waiting}")
+}
+
 /// A device's presence hash: `tapgate:device:{kind}:{device}`.
 pub fn device(kind: DeviceKind, device: &DeviceId) -> String {
     format!("tapgate:device:{kind}:{device}")

@@ -15,7 +15,8 @@
 --   gate tap:      [7] card pass, [8] card blocked, [9] card recent, [10] counters:entries,
 --                  [11] counters:unpaid; with pay as you go (args[10]) [12] the card's wallet and
 --                  [13] the revenue of the entry's service day (args[11]); last, the seen key of
---                  the waiting tap an offline entry or a retap replaces (only with args[9] not '')
+--                  the waiting tap an offline entry or a retap replaces and its settled key
+--                  (only with args[9] not '')
 --   terminal tap:  [7] card pass, [8] card blocked, [9] card recent, [10] counters:issued,
 --                  [11] sale key of the terminal, [12] revenue of the current service day
 --                  (args[10] names that day), [13] the card's wallet (a top-up adds to it)
@@ -166,7 +167,7 @@ end
 local op, now, bridge_now, now_text, device, kind, id, card, chosen, stamp_time, stamp_text, mode
 local k_seen, k_stream, k_device, k_presence, k_stale, k_denied
 local k_pass, k_blocked, k_recent, k_entries, k_unpaid, k_replaced, k_issued, k_sale, k_revenue
-local k_wallet, k_fare_revenue
+local k_wallet, k_fare_revenue, k_settled
 local replaces, chosen_terms, day_end, day_label, top_ups
 -- Pay as you go: the terms (parsed when their text changes) and this call's fare day.
 local payg, payg_text, payg_terms
@@ -535,6 +536,12 @@ local function settle_replaced()
     f[#f + 1], pos = sub(line, pos, tab - 1), tab + 1
   end
   if #f < 6 or f[1] ~= 'granted' or f[4] == '' then return nil end
+  -- A granted tap pays for one replacement: once an offline entry or a retap has been settled on
+  -- it, another naming it is a ride of its own (the same one again, its record gone, is settled
+  -- again). Kept as long as the tap can be found in the card's history.
+  local by = call('GET', k_settled)
+  if by and by ~= id then return nil end
+  if not by then call('SET', k_settled, id, 'EX', recent_ttl) end
   local price, money
   if f[12] and sub(f[12], 1, 1) == '=' then
     price, money = f[10] .. '\t' .. f[11], sub(f[12], 2)
@@ -767,7 +774,7 @@ local function take(keys, args)
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
   -- Every per-op key is assigned on every call (nil where the op has none), so none is left
   -- over from an earlier call.
-  k_entries, k_unpaid, k_replaced, k_issued, k_revenue = nil, nil, nil, nil, nil
+  k_entries, k_unpaid, k_replaced, k_issued, k_revenue, k_settled = nil, nil, nil, nil, nil, nil
   k_wallet, k_fare_revenue, payg, fare_day, top_ups = nil, nil, nil, nil, false
   if op == 'button' then
     kind, card, chosen, chosen_terms = 'terminal', '', args[5], args[9]
@@ -778,7 +785,7 @@ local function take(keys, args)
     if op == 'gate' then
       kind, k_sale, replaces = 'gate', nil, args[9] or ''
       k_entries, k_unpaid = keys[10], keys[11]
-      if replaces ~= '' then k_replaced = keys[#keys] end
+      if replaces ~= '' then k_replaced, k_settled = keys[#keys - 1], keys[#keys] end
       if args[10] then
         if args[10] == payg_text then payg = payg_terms else payg = load_payg(args[10]) end
         local d, wk, keep, starts, ends = match(args[11] or '',

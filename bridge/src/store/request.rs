@@ -155,6 +155,7 @@ pub fn decide_command(library: &Library, settings: &str, req: &Request<'_>) -> C
             }
             if let Some(waiting) = req.replaces {
                 k.push(keys::seen(req.kind, req.device, waiting));
+                k.push(keys::settled(req.kind, req.device, waiting));
                 last = Some(waiting.as_str().to_owned());
             }
             if let Some((terms, day)) = &req.payg {
