@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use rumqttc::{
     ConnectionError, Event, EventLoop, Packet, QoS, Request, StateError, Subscribe,
-    SubscribeFilter, SubscribeReasonCode,
+    SubscribeFilter, SubscribeReasonCode, Unsubscribe,
 };
 use tapgate_runtime::Backoff;
+use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -78,6 +79,26 @@ pub struct Drive {
     pub line: Line,
     pub metrics: Metrics,
     pub max_backoff: Duration,
+    /// Whether to be subscribed (false: leave the shared group while the bridge cannot decide);
+    /// `None`: always.
+    pub in_group: Option<watch::Receiver<bool>>,
+}
+
+impl Drive {
+    /// Whether the bridge should be subscribed now.
+    fn wants_group(&self) -> bool {
+        self.in_group.as_ref().is_none_or(|rx| *rx.borrow())
+    }
+}
+
+/// The next change of `in_group`: whether to be subscribed. Never ends without one.
+async fn group_changed(in_group: &mut Option<watch::Receiver<bool>>) -> bool {
+    if let Some(rx) = in_group {
+        if rx.changed().await.is_ok() {
+            return *rx.borrow_and_update();
+        }
+    }
+    std::future::pending().await
 }
 
 /// Runs the connection until `stop` is cancelled (the event loop is connected and subscribed
@@ -114,7 +135,12 @@ pub async fn drive(mut eventloop: EventLoop, mut drive: Drive, stop: Cancellatio
                     session_present = ack.session_present,
                     "Reconnected to MQTT broker"
                 );
-                if let Err(e) = resume(&mut eventloop, &drive.filters).await {
+                let filters: &[String] = if drive.wants_group() {
+                    &drive.filters
+                } else {
+                    &[]
+                };
+                if let Err(e) = resume(&mut eventloop, filters).await {
                     warn!(error = %e, "Cannot resubscribe");
                     eventloop.clean();
                 }
@@ -139,7 +165,8 @@ pub async fn drive(mut eventloop: EventLoop, mut drive: Drive, stop: Cancellatio
     }
 }
 
-/// After a reconnect: sends again what the broker had not acknowledged, then subscribes.
+/// After a reconnect: sends again what the broker had not acknowledged, then subscribes to
+/// `filters` (none: stays out).
 async fn resume(eventloop: &mut EventLoop, filters: &[String]) -> Result<(), Broken> {
     let EventLoop {
         network,
@@ -155,15 +182,28 @@ async fn resume(eventloop: &mut EventLoop, filters: &[String]) -> Result<(), Bro
             network.write(packet).await?;
         }
     }
-    let subscribe = Subscribe::new_many(
-        filters
-            .iter()
-            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
-    );
-    if let Some(packet) = state.handle_outgoing_packet(Request::Subscribe(subscribe))? {
-        network.write(packet).await?;
+    if !filters.is_empty() {
+        if let Some(packet) = state.handle_outgoing_packet(subscription(filters, true))? {
+            network.write(packet).await?;
+        }
     }
     flush!(network)
+}
+
+/// The request to subscribe to `filters` (`join`) or to unsubscribe from them.
+fn subscription(filters: &[String], join: bool) -> Request {
+    if join {
+        Request::Subscribe(Subscribe::new_many(
+            filters
+                .iter()
+                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+        ))
+    } else {
+        Request::Unsubscribe(Unsubscribe {
+            pkid: 0,
+            topics: filters.to_vec(),
+        })
+    }
 }
 
 /// Writes what the outbox allows now, with one flush.
@@ -262,6 +302,17 @@ async fn connected(
             // Only when nothing waits in hand for the in-flight window: that needs the
             // broker's acknowledgements (the branch above), not more items.
             _ = drive.line.fill(), if !holding => {}
+            join = group_changed(&mut drive.in_group) => {
+                if join {
+                    info!(filters = ?drive.filters, "A majority of the sentinels answers again; rejoining the shared group");
+                } else {
+                    warn!(filters = ?drive.filters, "Cannot reach a majority of the sentinels; leaving the shared group so the other bridges take the taps (those in hand are decided when Redis answers)");
+                }
+                if let Some(packet) = state.handle_outgoing_packet(subscription(&drive.filters, join))? {
+                    network.write(packet).await?;
+                }
+                flush!(network)?;
+            }
             _ = ping.tick() => {
                 if state.await_pingresp {
                     return Err(Broken::NoPingAnswer);

@@ -275,11 +275,23 @@ pub async fn start_with_clock(
     }
     info!(%broker, client_id = %config.client_id, filters = ?filters, "Subscribed; deciding");
     metrics.set_ready(true);
+    let source = processor_link.source().clone();
     workers.spawn(watch_readiness(
         processor_link,
         metrics.clone(),
         shutdown.clone(),
     ));
+
+    // In a shared group with Sentinel, a bridge that cannot reach a majority of the sentinels
+    // leaves the group until it can, so the broker hands its share of taps to the others.
+    let in_group = match (&config.shared_group, source.is_sentinel()) {
+        (Some(_), true) => {
+            let (tx, rx) = tokio::sync::watch::channel(true);
+            workers.spawn(watch_sentinels(source, tx, shutdown.clone()));
+            Some(rx)
+        }
+        _ => None,
+    };
 
     let stop_loop = CancellationToken::new();
     // The client served the handshake; from here the connection task reads and writes itself.
@@ -292,6 +304,7 @@ pub async fn start_with_clock(
             line,
             metrics: metrics.clone(),
             max_backoff: config.max_backoff,
+            in_group,
         },
         stop_loop.clone(),
     ));
@@ -414,6 +427,32 @@ async fn watch_readiness(
             }
             metrics.set_ready(up);
         }
+    }
+}
+
+/// Keeps `in_group` true to whether a majority of the sentinels answers, asking every
+/// [`tapgate_runtime::redis::CHECK_EVERY`] (each within its
+/// [`tapgate_runtime::sentinel::ASK_TIMEOUT`]). A bridge that cannot reach them is cut off from
+/// Redis (a failover elsewhere leaves the sentinels answering, and the bridge stays in the group
+/// to wait for the new primary like the others): in the group it would go on taking a share of
+/// the taps from the broker, which hands them round the members whether or not they acknowledge,
+/// and hold them until it is back. What it holds stays in its session and is decided when Redis
+/// answers. A check that fails wrongly costs little: the others take the share until the next.
+async fn watch_sentinels(
+    source: tapgate_runtime::redis::RedisSource,
+    in_group: tokio::sync::watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tapgate_runtime::redis::CHECK_EVERY) => {}
+        }
+        let answered = match source.quorum().await {
+            None | Some(Ok(_)) => true,
+            Some(Err(e)) => e.sentinels - e.unreachable >= e.need,
+        };
+        in_group.send_if_modified(|now| std::mem::replace(now, answered) != answered);
     }
 }
 
