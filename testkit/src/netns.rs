@@ -39,6 +39,11 @@ pub fn redis_server() -> PathBuf {
     find_binary("redis-server", "redis-server")
 }
 
+/// The installed `mosquitto`.
+pub fn mosquitto() -> PathBuf {
+    find_binary("mosquitto", "mosquitto")
+}
+
 /// Runs `ip args…`, returning what it printed or why it failed.
 fn ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
