@@ -5,8 +5,9 @@
 //! In the first three scenarios the bridges and the broker run in the test's namespace and reach
 //! every node throughout: the worst case, where a bridge could go on confirming on a primary the
 //! sentinels are replacing. Then the broker and each bridge get namespaces of their own, and one
-//! bridge is cut off from Redis (its share of taps must go to the others) or from the broker (what
-//! it held is decided once, after the heal); last, the sentinels split one against two.
+//! bridge is cut off from Redis (its share of taps must go to the others: what the broker holds
+//! must stop growing) or from the broker (what it held is decided once, after the heal); last, the
+//! sentinels split one against two, and the lone one must not promote.
 //!
 //! Each scenario checks, against what the simulated devices received: no message left without a
 //! decision, no decision unlike the rules model, the event stream holding exactly the entries,
@@ -66,7 +67,7 @@ struct Cluster {
 impl Cluster {
     /// `p` the primary, `r1` and `r2` its replicas, every write in the append-only file before
     /// it is acknowledged (a primary restarted at once comes back with all it acknowledged), and
-    /// three sentinels (quorum 2, 1 s to call a node down); `more` nodes besides, empty.
+    /// three sentinels (quorum 2, 1 s to call a node down); and an empty node for each name in `more`.
     fn start(more: &[&str]) -> Self {
         let names: Vec<&str> = DATA
             .iter()
