@@ -13,6 +13,10 @@
 //! The persistent session (clean session off) means the broker keeps and redelivers what arrived
 //! while the bridge was away; decisions it had not acknowledged are sent again after the
 //! reconnect.
+//!
+//! In a shared group with Sentinel, the task unsubscribes while the bridge cannot reach a majority
+//! of the sentinels and subscribes again when it can (see `watch_sentinels` in the crate root), so
+//! the broker hands the group's messages to the other bridges meanwhile.
 
 use std::future::Future;
 use std::pin::pin;
