@@ -8,7 +8,12 @@ cd "$(dirname "$0")/../.."
 eval "$(scripts/test-images | tail -n 1)"
 echo "TAPGATE_TEST_SERVERS=$TAPGATE_TEST_SERVERS redis=$TAPGATE_REDIS_IMAGE mosquitto=$TAPGATE_MOSQUITTO_IMAGE"
 tests=()
-for f in bridge/tests/*.rs; do tests+=(--test "$(basename "$f" .rs)"); done
+# The partition suite runs its servers in network namespaces it makes, never in containers, so
+# it is not run twice.
+for f in bridge/tests/*.rs; do
+  [ "$(basename "$f")" = partition.rs ] && continue
+  tests+=(--test "$(basename "$f" .rs)")
+done
 cargo test --workspace "${tests[@]}" --no-fail-fast
 # Nothing is left behind.
 left="$(docker ps -aq --filter ancestor="$TAPGATE_REDIS_IMAGE" --filter ancestor="$TAPGATE_MOSQUITTO_IMAGE")"
