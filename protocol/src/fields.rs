@@ -175,6 +175,17 @@ pub mod blocked {
     pub const ALL: [&str; 3] = [REASON, BY, AT];
 }
 
+/// Fields of a name's failed-login hash, [`crate::keys::monitor_login_failures_name`] (written
+/// by the monitor).
+pub mod login_failures {
+    /// Failed logins of the name within the window.
+    pub const FAILURES: &str = "failures";
+    /// When the name was last tried (Unix ms): its wait runs from then.
+    pub const LAST: &str = "last";
+    /// Every field.
+    pub const ALL: [&str; 2] = [FAILURES, LAST];
+}
+
 /// Fields of a per-device counter hash, [`crate::keys::device_counters`].
 pub mod device_counters {
     /// Entries granted (online and settled offline).

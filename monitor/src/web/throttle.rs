@@ -50,6 +50,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::WebError;
 use crate::password;
+use tapgate_protocol::fields::login_failures as fields;
 use tapgate_protocol::keys;
 
 /// Longest a login waits for a password-check slot before it is refused.
@@ -234,8 +235,8 @@ async fn seen(
         redis::pipe()
             .get(&counted)
             .ttl(&counted)
-            .hget(keys::monitor_login_failures_name(name), "failures")
-            .hget(keys::monitor_login_failures_name(name), "last")
+            .hget(keys::monitor_login_failures_name(name), fields::FAILURES)
+            .hget(keys::monitor_login_failures_name(name), fields::LAST)
             .query_async(redis)
             .await?;
     if count.unwrap_or(0) >= u64::from(limits.per_address) {
@@ -258,11 +259,11 @@ async fn seen(
     Ok(Seen { failures, last })
 }
 
-/// Sets a name's `last` attempt to now (`ARGV[2]`) only if it still holds what was read
-/// (`ARGV[1]`): 1 if so, 0 if another attempt took the turn first.
+/// Sets a name's `last` attempt (field `ARGV[3]`) to now (`ARGV[2]`) only if it still holds what
+/// was read (`ARGV[1]`): 1 if so, 0 if another attempt took the turn first.
 const TAKE_TURN: &str = r"
-if redis.call('HGET', KEYS[1], 'last') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'last', ARGV[2])
+if redis.call('HGET', KEYS[1], ARGV[3]) == ARGV[1] then
+  redis.call('HSET', KEYS[1], ARGV[3], ARGV[2])
   return 1
 end
 return 0
@@ -288,6 +289,7 @@ pub async fn take_turn(
         .key(keys::monitor_login_failures_name(name))
         .arg(last)
         .arg(now)
+        .arg(fields::LAST)
         .invoke_async(redis)
         .await?;
     if taken {
@@ -333,9 +335,9 @@ pub async fn failed(
             .ignore();
     }
     if !name.is_empty() {
-        pipe.hincr(&key, "failures", 1u64)
+        pipe.hincr(&key, fields::FAILURES, 1u64)
             .ignore()
-            .hset(&key, "last", clock.now_ms())
+            .hset(&key, fields::LAST, clock.now_ms())
             .ignore()
             .pexpire(&key, window_ms)
             .ignore();
