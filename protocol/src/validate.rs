@@ -72,11 +72,14 @@ pub enum RejectReason {
     /// older than a gate is meant to hold one, or stamped by a clock that was never set. Nothing
     /// was decided or charged.
     TimeTooOld,
+    /// The device sent more messages than the bridge's per-device rate limit allows; nothing was
+    /// decided or charged. Only the first refusal in a second is answered.
+    RateLimited,
 }
 
 impl RejectReason {
     /// Every reason, for dashboards and tests.
-    pub const ALL: [RejectReason; 19] = [
+    pub const ALL: [RejectReason; 20] = [
         RejectReason::PayloadTooLarge,
         RejectReason::NotUtf8,
         RejectReason::MalformedJson,
@@ -96,6 +99,7 @@ impl RejectReason {
         RejectReason::TimeInFuture,
         RejectReason::OfflineNotAllowed,
         RejectReason::TimeTooOld,
+        RejectReason::RateLimited,
     ];
 
     /// The wire name, e.g. `unknown_field`.
@@ -120,6 +124,7 @@ impl RejectReason {
             RejectReason::TimeInFuture => "time_in_future",
             RejectReason::OfflineNotAllowed => "offline_not_allowed",
             RejectReason::TimeTooOld => "time_too_old",
+            RejectReason::RateLimited => "rate_limited",
         }
     }
 }
