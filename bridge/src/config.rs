@@ -67,6 +67,16 @@ pub struct BridgeConfig {
     /// Messages each of the 64 worker shards may hold waiting. Beyond it QoS 1 messages wait at
     /// the broker (backpressure) and QoS 0 messages are dropped and counted.
     pub shard_queue: usize,
+    /// Messages a second each device may send on average (taps, buttons, heartbeats; not its
+    /// online/offline status). Beyond it, and beyond `device_burst` at once, a message is refused
+    /// (`rate_limited`) without reaching Redis. A rider taps at most about once a second: the
+    /// default stops a flood and is never reached by a real gate or terminal. 0 switches the limit
+    /// off (load benchmarks). With several bridges in a shared group each counts on its own.
+    pub device_rate: u32,
+    /// Messages each device may send at once before `device_rate` applies: room for a gate that
+    /// comes back from an outage and sends everything it queued meanwhile (devices queue at most
+    /// 1000, their `queue_limit`).
+    pub device_burst: u32,
     /// Address for the Prometheus `/metrics` endpoint; unset: no endpoint.
     pub metrics_addr: Option<SocketAddr>,
     /// Longest wait between reconnect attempts to Redis or the broker.
@@ -113,6 +123,8 @@ impl Default for BridgeConfig {
             card_recent_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             device_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             shard_queue: 64,
+            device_rate: 20,
+            device_burst: 1000,
             metrics_addr: None,
             max_backoff: Duration::from_secs(10),
             decision_window: Duration::from_millis(1500),
@@ -151,6 +163,14 @@ impl BridgeConfig {
             field: "mqtt",
             why: e.to_string(),
         })
+    }
+
+    /// The per-device rate limit.
+    pub fn device_rate(&self) -> crate::limit::Rate {
+        crate::limit::Rate {
+            per_second: self.device_rate,
+            burst: self.device_burst,
+        }
     }
 
     /// The rules' time settings.
@@ -207,6 +227,15 @@ impl BridgeConfig {
         }
         if !(1..=4096).contains(&self.shard_queue) {
             return Err(invalid("shard_queue", "must be 1-4096"));
+        }
+        if self.device_rate > 1_000_000 {
+            return Err(invalid(
+                "device_rate",
+                "must be 0 (off) to 1000000 a second",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.device_burst) {
+            return Err(invalid("device_burst", "must be 1-1000000"));
         }
         if self.client_id.is_empty() || self.client_id.len() > 128 {
             return Err(invalid("client_id", "must be 1-128 characters"));

@@ -1,5 +1,6 @@
-//! Ordering and bounded queues: messages from one device are decided in the order sent, different
-//! devices concurrently, and a flood cannot grow the bridge's memory.
+//! Ordering, fairness and bounded queues: messages from one device are decided in the order sent,
+//! different devices concurrently and in turn, and a flood cannot grow the bridge's memory or
+//! delay other devices.
 //!
 //! Each incoming publish goes to one of a fixed number of worker shards, chosen by a hash of the
 //! device part of its topic. A shard handles its messages one at a time, so a device's taps keep
@@ -12,22 +13,32 @@
 //!
 //! - a QoS 0 message is dropped and counted (`tapgate_dropped_total{qos="0"}`): QoS 0 promises
 //!   nothing;
-//! - a QoS 1 message waits in a line, in arrival order, for a feeder task to hand it to its shard
-//!   when the shard has room. The task that owns the MQTT event loop never waits for a shard: it
-//!   must keep polling, because the workers' decisions and acknowledgements go out through that
-//!   same loop (waiting there deadlocks: the shard's worker waits for the loop to take its
-//!   publishes, the loop waits for the shard), and it must never drop a half-done poll either.
-//!   The line is bounded by the broker, which sends no more unacknowledged QoS 1 messages than its
-//!   in-flight window (mosquitto `max_inflight_messages`, EMQX `max_inflight`), and the bridge
-//!   acknowledges only after deciding: that is the backpressure. Whatever the broker's settings,
+//! - a QoS 1 message waits in that shard's line, in arrival order, for the shard's feeder task to
+//!   hand it over when the shard has room. Each shard has a line of its own, so a device that
+//!   fills its shard delays no device of another shard. The task that owns the MQTT event loop
+//!   never waits for a shard: it must keep polling, because the workers' decisions and
+//!   acknowledgements go out through that same loop (waiting there deadlocks: the shard's worker
+//!   waits for the loop to take its publishes, the loop waits for the shard), and it must never
+//!   drop a half-done poll either. The lines are bounded by what the broker sends
+//!   unacknowledged (the bridge acknowledges only after deciding): whatever the broker's settings,
 //!   MQTT itself caps unacknowledged QoS 1 messages at 65,535 (one packet identifier each), so
-//!   the line cannot grow past that. (Dropping a QoS 1 message unacknowledged instead would not
-//!   help: it would hold a slot of the broker's window until the next connection, and enough of
-//!   them stop delivery altogether.)
+//!   the lines together cannot grow past that. (Dropping a QoS 1 message unacknowledged instead
+//!   would not help: it would hold a slot of the broker's window until the next connection, and
+//!   enough of them stop delivery altogether.)
 //!
-//! A device's QoS 1 messages keep their order: while any message waits in the line, every new QoS 1
-//! message queues behind it. QoS 0 messages have no order relative to QoS 1 ones.
+//! Within a shard, the worker takes up to `shard_queue` more messages into hand and serves the
+//! devices among them in turn (round-robin), not first come first served: a device with a
+//! thousand messages waiting and a device with one each get one handled before either gets a
+//! second. Before handling a message the worker asks its [`Limiter`] (see [`crate::limit`]):
+//! beyond its device's rate limit the message is refused (`rate_limited`) at the cost of a
+//! counter and an acknowledgement, without Redis. A device's online/offline status is never
+//! limited (the broker publishes a device's last will for it).
+//!
+//! A device's QoS 1 messages keep their order: while any message waits in its shard's line,
+//! every new QoS 1 message for that shard queues behind it, and the worker serves each device's
+//! messages oldest first. QoS 0 messages have no order relative to QoS 1 ones.
 
+use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,6 +49,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::limit::{Limiter, Verdict};
 use crate::metrics::Metrics;
 use crate::process::Processor;
 
@@ -79,13 +91,19 @@ impl Inbound {
     }
 }
 
+/// One shard's end for the dispatcher: its queue, and the line of QoS 1 messages waiting for
+/// room in it.
+struct Shard {
+    queue: mpsc::Sender<Inbound>,
+    line: mpsc::UnboundedSender<Inbound>,
+    /// Messages in the line or being handed over.
+    waiting: AtomicUsize,
+}
+
 /// Hands publishes to the shard that owns their device.
 #[derive(Clone)]
 pub struct Dispatcher {
-    shards: Arc<Vec<mpsc::Sender<Inbound>>>,
-    /// The line of QoS 1 messages waiting for room, and how many are in it or being handed over.
-    line: mpsc::UnboundedSender<Inbound>,
-    waiting: Arc<AtomicUsize>,
+    shards: Arc<Vec<Shard>>,
     metrics: Metrics,
 }
 
@@ -94,9 +112,19 @@ fn device_part(topic: &str) -> &str {
     topic.rsplit_once('/').map_or(topic, |(head, _)| head)
 }
 
+/// Whether a topic is a device's online/offline status, which the rate limit leaves alone: the
+/// broker publishes a device's last will (`offline`) for it, and refusing that would leave the
+/// device shown online.
+fn is_status(topic: &str) -> bool {
+    topic
+        .rsplit_once('/')
+        .is_some_and(|(_, last)| last == "status")
+}
+
 impl Dispatcher {
-    /// Starts `shards` workers with queues of `shard_queue` on `tracker`; they stop at
-    /// `shutdown`, after the message in hand.
+    /// Starts `shards` workers with queues of `shard_queue` on `tracker`, each limiting its
+    /// devices to the processor's `device_rate`; they stop at `shutdown`, after the message in
+    /// hand.
     pub fn start(
         shards: usize,
         shard_queue: usize,
@@ -105,66 +133,82 @@ impl Dispatcher {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let senders = (0..shards.max(1))
+        let shard_queue = shard_queue.max(1);
+        let mut lines = Vec::new();
+        let shards: Vec<Shard> = (0..shards.max(1))
             .map(|_| {
-                let (tx, rx) = mpsc::channel(shard_queue.max(1));
-                tracker.spawn(worker(rx, processor.clone(), shutdown.clone()));
-                tx
+                let (tx, rx) = mpsc::channel(shard_queue);
+                let (line, line_rx) = mpsc::unbounded_channel();
+                let worker = Worker {
+                    rx,
+                    fair: Fair::default(),
+                    hold: shard_queue,
+                    limiter: Limiter::new(processor.device_rate, DEVICES_PER_SHARD),
+                    processor: processor.clone(),
+                };
+                tracker.spawn(worker.run(shutdown.clone()));
+                lines.push(line_rx);
+                Shard {
+                    queue: tx,
+                    line,
+                    waiting: AtomicUsize::new(0),
+                }
             })
             .collect();
-        let (line, line_rx) = mpsc::unbounded_channel();
         let dispatcher = Self {
-            shards: Arc::new(senders),
-            line,
-            waiting: Arc::new(AtomicUsize::new(0)),
+            shards: Arc::new(shards),
             metrics,
         };
-        tracker.spawn(feeder(line_rx, dispatcher.clone(), shutdown));
+        for (idx, line_rx) in lines.into_iter().enumerate() {
+            tracker.spawn(feeder(line_rx, dispatcher.clone(), idx, shutdown.clone()));
+        }
         dispatcher
     }
 
-    fn shard(&self, inbound: &Inbound) -> &mpsc::Sender<Inbound> {
+    fn shard_of(&self, inbound: &Inbound) -> usize {
         let mut h = DefaultHasher::new();
         device_part(&inbound.publish.topic).hash(&mut h);
-        let idx = (h.finish() % self.shards.len() as u64) as usize;
-        &self.shards[idx]
+        (h.finish() % self.shards.len() as u64) as usize
     }
 
     /// Queues a publish on its device's shard without waiting: a QoS 0 message is dropped (and
-    /// counted) if the shard is full; a QoS 1 message joins the line if the shard is full or the
-    /// line is not empty. `session` is the connection it came in on.
+    /// counted) if the shard is full; a QoS 1 message joins the shard's line if the shard is full
+    /// or its line is not empty. `session` is the connection it came in on.
     pub fn offer(&self, publish: Publish, session: u64) {
         let inbound = Inbound::new(publish, session);
         let qos0 = inbound.publish.qos == QoS::AtMostOnce;
-        if !qos0 && self.waiting.load(Ordering::Acquire) > 0 {
-            self.wait(inbound);
+        let shard = &self.shards[self.shard_of(&inbound)];
+        if !qos0 && shard.waiting.load(Ordering::Acquire) > 0 {
+            self.wait(shard, inbound);
             return;
         }
-        match self.shard(&inbound).try_send(inbound) {
+        match shard.queue.try_send(inbound) {
             Ok(()) => self.metrics.inflight_add(1),
-            Err(mpsc::error::TrySendError::Full(inbound)) if !qos0 => self.wait(inbound),
+            Err(mpsc::error::TrySendError::Full(inbound)) if !qos0 => self.wait(shard, inbound),
             Err(mpsc::error::TrySendError::Full(_)) => self.metrics.dropped(),
             // Shutting down: unacknowledged, so the broker redelivers it next time.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    fn wait(&self, inbound: Inbound) {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        if self.line.send(inbound).is_err() {
+    fn wait(&self, shard: &Shard, inbound: Inbound) {
+        shard.waiting.fetch_add(1, Ordering::AcqRel);
+        if shard.line.send(inbound).is_err() {
             // Shutting down: unacknowledged, so the broker redelivers it next time.
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            shard.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
-/// Hands the line's messages to their shards in order, waiting for room as needed. A message
-/// counts as waiting until it is in its shard, so nothing overtakes it meanwhile.
+/// Hands one shard's line to the shard in order, waiting for room as needed. A message counts as
+/// waiting until it is in the shard, so nothing overtakes it meanwhile.
 async fn feeder(
     mut line: mpsc::UnboundedReceiver<Inbound>,
     dispatcher: Dispatcher,
+    idx: usize,
     shutdown: CancellationToken,
 ) {
+    let shard = &dispatcher.shards[idx];
     loop {
         let inbound = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -173,32 +217,110 @@ async fn feeder(
                 None => return,
             },
         };
-        let shard = dispatcher.shard(&inbound).clone();
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            sent = shard.send(inbound) => {
+            sent = shard.queue.send(inbound) => {
                 if sent.is_ok() {
                     dispatcher.metrics.inflight_add(1);
                 }
             }
         }
-        dispatcher.waiting.fetch_sub(1, Ordering::AcqRel);
+        shard.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-async fn worker(
-    mut rx: mpsc::Receiver<Inbound>,
+/// Devices whose rate-limit buckets one shard remembers (64 shards: 65,536 devices active at
+/// once; see [`crate::limit`] for what happens beyond).
+pub const DEVICES_PER_SHARD: usize = 1024;
+
+/// A shard's messages in hand, one queue per device, served in turn: each device with messages
+/// waiting gets one handled before any gets a second, and a device's own messages keep their
+/// order.
+#[derive(Default)]
+struct Fair {
+    queues: HashMap<String, VecDeque<Inbound>>,
+    /// Devices with messages waiting, in the order they are served.
+    turns: VecDeque<String>,
+    len: usize,
+}
+
+impl Fair {
+    fn push(&mut self, inbound: Inbound) {
+        let device = device_part(&inbound.publish.topic);
+        match self.queues.get_mut(device) {
+            Some(q) => q.push_back(inbound),
+            None => {
+                let device = device.to_owned();
+                self.turns.push_back(device.clone());
+                self.queues.insert(device, VecDeque::from([inbound]));
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The next device's oldest message.
+    fn pop(&mut self) -> Option<Inbound> {
+        let device = self.turns.pop_front()?;
+        let q = self.queues.get_mut(&device)?;
+        let inbound = q.pop_front();
+        if q.is_empty() {
+            self.queues.remove(&device);
+        } else {
+            self.turns.push_back(device);
+        }
+        self.len -= usize::from(inbound.is_some());
+        inbound
+    }
+}
+
+/// One shard: takes what its queue holds (at most `hold` in hand besides the queue), serves its
+/// devices in turn, and refuses what their rate limit does not admit.
+struct Worker {
+    rx: mpsc::Receiver<Inbound>,
+    fair: Fair,
+    hold: usize,
+    limiter: Limiter,
     processor: Processor,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            next = rx.recv() => match next {
-                Some(inbound) => processor.handle(inbound).await,
-                None => return,
-            },
+}
+
+impl Worker {
+    async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            while self.fair.len < self.hold {
+                match self.rx.try_recv() {
+                    Ok(inbound) => self.fair.push(inbound),
+                    Err(_) => break,
+                }
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Some(inbound) = self.fair.pop() {
+                self.handle(inbound).await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                next = self.rx.recv() => match next {
+                    Some(inbound) => self.fair.push(inbound),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn handle(&mut self, inbound: Inbound) {
+        let topic = &inbound.publish.topic;
+        if is_status(topic) {
+            return self.processor.handle(inbound).await;
+        }
+        let now = self.processor.clock.now_ms();
+        match self.limiter.check(device_part(topic), now) {
+            Verdict::Admit => self.processor.handle(inbound).await,
+            Verdict::Refuse { answer } => {
+                self.processor.refuse_rate_limited(inbound, answer).await;
+            }
         }
     }
 }
@@ -218,6 +340,53 @@ mod tests {
             device_part("tapgate/gate/g2/tap")
         );
         assert_eq!(device_part("x"), "x");
+    }
+
+    fn tap(device: &str, n: u32) -> Inbound {
+        let topic = format!("tapgate/gate/{device}/tap");
+        Inbound::new(Publish::new(topic, QoS::AtLeastOnce, n.to_string()), 0)
+    }
+
+    fn served(fair: &mut Fair) -> Vec<String> {
+        std::iter::from_fn(|| fair.pop())
+            .map(|i| {
+                let device = device_part(&i.publish.topic).rsplit('/').next();
+                let n = String::from_utf8_lossy(&i.publish.payload).into_owned();
+                format!("{}{n}", device.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn devices_are_served_in_turn_each_in_order() {
+        let mut fair = Fair::default();
+        for n in 1..=4 {
+            fair.push(tap("a", n));
+        }
+        fair.push(tap("b", 1));
+        fair.push(tap("c", 1));
+        fair.push(tap("b", 2));
+        assert_eq!(fair.len, 7);
+        assert_eq!(
+            served(&mut fair),
+            ["a1", "b1", "c1", "a2", "b2", "a3", "a4"]
+        );
+        assert_eq!(fair.len, 0);
+        assert!(fair.queues.is_empty() && fair.turns.is_empty());
+        // A device that arrives while another has a backlog waits at most one turn.
+        for n in 1..=100 {
+            fair.push(tap("a", n));
+        }
+        assert_eq!(fair.pop().map(|i| i.publish.payload), Some("1".into()));
+        fair.push(tap("b", 1));
+        assert_eq!(served(&mut fair)[..2], ["a2", "b1"]);
+    }
+
+    #[test]
+    fn status_is_told_apart() {
+        assert!(is_status("tapgate/gate/g1/status"));
+        assert!(!is_status("tapgate/gate/status/tap"));
+        assert!(!is_status("status"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`connection`]: the task that owns the connection once it is up: reads, batched writes,
 //!   keep-alive, reconnects.
 //! - [`outbox`]: the one line of decisions, events and acknowledgements the workers queue.
-//! - [`dispatch`]: per-device ordering with a fixed set of worker shards.
+//! - [`dispatch`]: per-device ordering with a fixed set of worker shards, served fairly.
+//! - [`limit`]: the per-device rate limit (a token bucket per device, bounded in memory).
 //! - [`process`]: one message: validate, decide, answer, acknowledge.
 //! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod fares;
+pub mod limit;
 pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
@@ -236,6 +238,7 @@ pub async fn start_with_clock(
         clock,
         fares: fares.clone(),
         shutdown: shutdown.clone(),
+        device_rate: config.device_rate(),
     };
     workers.spawn(fares::reload_on_hangup(fares, shutdown.clone()));
     workers.spawn(prune_devices(

@@ -77,6 +77,15 @@ struct Cli {
     /// [default: 64].
     #[arg(long, env = "TAPGATE_SHARD_QUEUE")]
     shard_queue: Option<usize>,
+    /// Messages a second each device may send on average (taps, buttons, heartbeats); beyond it
+    /// and the burst they are refused as rate_limited without reaching Redis; 0: no limit
+    /// [default: 20].
+    #[arg(long, env = "TAPGATE_DEVICE_RATE")]
+    device_rate: Option<u32>,
+    /// Messages each device may send at once before the rate applies (a gate sending what it
+    /// queued during an outage) [default: 1000].
+    #[arg(long, env = "TAPGATE_DEVICE_BURST")]
+    device_burst: Option<u32>,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 [default: off].
     #[arg(long, env = "TAPGATE_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -126,6 +135,8 @@ impl Cli {
         o.put("card_recent_ttl", self.card_recent_ttl.clone());
         o.put("device_ttl", self.device_ttl.clone());
         o.put("shard_queue", self.shard_queue.map(|v| v.to_string()));
+        o.put("device_rate", self.device_rate.map(|v| v.to_string()));
+        o.put("device_burst", self.device_burst.map(|v| v.to_string()));
         o.put("metrics_addr", self.metrics_addr.map(|v| v.to_string()));
         o.put("max_backoff", self.max_backoff.clone());
         o.put("decision_window", self.decision_window.clone());

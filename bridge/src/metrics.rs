@@ -51,6 +51,7 @@ struct Inner {
     redis_reconnects: IntCounter,
     mqtt_reconnects: IntCounter,
     dropped: IntCounter,
+    rate_limited: IntCounter,
     inflight: IntGauge,
     ready: IntGauge,
     redis_memory: RedisMemoryGauges,
@@ -158,6 +159,11 @@ impl Default for Metrics {
         )
         .expect(VALID);
         registry.register(Box::new(dropped.clone())).expect(VALID);
+        let rate_limited = counter(
+            "tapgate_rate_limited_total",
+            "Device messages refused (rate_limited) because their device sent more than \
+             device_rate a second and device_burst at once; none reached Redis.",
+        );
         let inflight = IntGauge::new(
             "tapgate_inflight_messages",
             "Messages received and not yet acknowledged.",
@@ -201,6 +207,7 @@ impl Default for Metrics {
             redis_reconnects,
             mqtt_reconnects,
             dropped,
+            rate_limited,
             inflight,
             ready,
             redis_memory,
@@ -335,6 +342,17 @@ impl Metrics {
     /// MQTT connection losses so far.
     pub fn mqtt_reconnects_total(&self) -> u64 {
         self.0.mqtt_reconnects.get()
+    }
+
+    /// A message was refused by its device's rate limit.
+    pub fn rate_limited(&self) {
+        self.0.rate_limited.inc();
+        self.rejected(RejectReason::RateLimited);
+    }
+
+    /// Messages refused by the per-device rate limit so far.
+    pub fn rate_limited_total(&self) -> u64 {
+        self.0.rate_limited.get()
     }
 
     /// Messages received but not yet acknowledged.

@@ -30,6 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{Inbound, MAX_TOPIC_BYTES};
 use crate::fares::Fares;
+use crate::limit::Rate;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::store::{Answer, Request, Store, StoreError};
@@ -53,6 +54,8 @@ pub struct Processor {
     pub fares: Fares,
     /// Stops retries at shutdown (the message is then left unacknowledged for redelivery).
     pub shutdown: CancellationToken,
+    /// The per-device rate limit (the shards apply it; quoted in a `rate_limited` answer).
+    pub device_rate: Rate,
 }
 
 /// A tap or button to decide.
@@ -263,6 +266,60 @@ impl Processor {
             debug!("Ack not sent (shutting down)");
         }
         self.metrics.inflight_add(-1);
+    }
+
+    /// Refuses a message its device's rate limit does not admit: counted, acknowledged, and
+    /// answered `rate_limited` only if `answer` (the first refusal of the device in a second),
+    /// with no Redis round trip and no event. A flood costs the bridge one counter increment and
+    /// one acknowledgement per message, and the device one answer a second.
+    pub async fn refuse_rate_limited(&self, inbound: Inbound, answer: bool) {
+        let received = Instant::now();
+        self.metrics.rate_limited();
+        if answer {
+            self.answer_rate_limited(&inbound, received).await;
+        }
+        if !self.out.ack(&inbound.publish, inbound.session).await {
+            debug!("Ack not sent (shutting down)");
+        }
+        self.metrics.inflight_add(-1);
+    }
+
+    /// Logs the first refusal of a device in a second and answers it if it was a tap or button
+    /// (with its id when the payload has a readable one); a heartbeat is not answered.
+    async fn answer_rate_limited(&self, inbound: &Inbound, received: Instant) {
+        let publish = &inbound.publish;
+        let Ok(topic) = self.topics.parse(&publish.topic) else {
+            let shown = escape_untrusted(&publish.topic, 200);
+            warn!(topic = ?shown, "Over the per-device rate limit; refusing (logged once a second)");
+            return;
+        };
+        warn!(
+            device = %topic.device,
+            kind = %topic.kind,
+            message = %topic.message,
+            per_second = self.device_rate.per_second,
+            burst = self.device_rate.burst,
+            "Device over its rate limit; refusing its messages (answered and logged once a second)"
+        );
+        let id = match topic.message {
+            MessageKind::Tap => parse_tap(&publish.payload).ok().map(|t| t.id),
+            MessageKind::Button => parse_button(&publish.payload).ok().map(|b| b.id),
+            _ => return,
+        };
+        let detail = format!(
+            "this device sent more than {} messages a second ({} at once); nothing was decided \
+             or charged: try again in a moment",
+            self.device_rate.per_second, self.device_rate.burst
+        );
+        let decision = Decision::new(
+            id,
+            Outcome::Rejected {
+                reason: RejectReason::RateLimited,
+                detail,
+            },
+        );
+        self.answer(topic.kind, &topic.device, &decision, received)
+            .await;
     }
 
     /// After a heartbeat's clock was measured: logs, counts and publishes a change of the
