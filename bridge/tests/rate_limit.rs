@@ -1,0 +1,198 @@
+//! No device can crowd out another: a device flooding the bridge is refused `rate_limited` beyond
+//! its limit, cheaply and without touching Redis, while every other device is still answered
+//! quickly; and once its bucket refills, the device is decided as usual.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rumqttc::QoS;
+use support::Stack;
+use tapgate_protocol::{CardId, DeviceKind};
+use tapgate_testkit::MqttProbe;
+
+/// Taps in the flood.
+const FLOOD: u64 = 20_000;
+/// Longest a calm gate's answer may take while another floods.
+const CALM_LIMIT: Duration = Duration::from_millis(500);
+
+/// Every key in Redis with its value (`DUMP`), sorted: what a refusal must leave unchanged.
+async fn snapshot(stack: &Stack) -> Vec<(String, Vec<u8>)> {
+    let mut con = stack.redis().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .expect("KEYS");
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let value: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .expect("DUMP");
+        out.push((key, value));
+    }
+    out
+}
+
+/// One gate floods ([`FLOOD`] QoS 1 taps, as fast as it can) while a calm gate taps every 250 ms
+/// until the flood is handled: returns how long each of the calm gate's answers took (none may be
+/// lost: each waits for its own decision).
+async fn flood_beside_a_calm_gate(stack: &Stack) -> Vec<Duration> {
+    let metrics = stack.metrics.clone().expect("metrics");
+    let mut calm = support::device(stack, DeviceKind::Gate, "calm").await;
+    // Warm up: the calm gate is answered before the flood.
+    assert_eq!(calm.tap("1").await["reason"], "no_pass");
+
+    let flooder = MqttProbe::connect(stack.broker.port(), "flooder").await;
+    let flood = tokio::spawn(async move {
+        let started = Instant::now();
+        for n in 0..FLOOD {
+            let payload = format!(r#"{{"id":"f{n}","card":"{}"}}"#, n % 500);
+            flooder
+                .client()
+                .publish("tapgate/gate/flood/tap", QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("publish");
+        }
+        (flooder, started.elapsed())
+    });
+
+    let handled = |m: &tapgate_bridge::Metrics| {
+        let decided: u64 = m.decisions_by_outcome().iter().map(|(_, n)| n).sum();
+        decided + m.rate_limited_total()
+    };
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    // At least eight taps, and until the flood is published and handled.
+    while latencies.len() < 8 || !flood.is_finished() || handled(&metrics) < FLOOD {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the flood was not handled within 120 s ({} of {FLOOD})",
+            handled(&metrics)
+        );
+        let sent = Instant::now();
+        let d = calm.tap("1").await;
+        latencies.push(sent.elapsed());
+        assert_eq!(d["reason"], "no_pass", "{d}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_flooder, published_in) = flood.await.expect("flood task");
+    let decided = stack
+        .counter(tapgate_protocol::keys::COUNTERS_DENIED, "no_pass")
+        .await;
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    println!(
+        "flood: {FLOOD} QoS 1 taps from one gate published in {published_in:?}, handled in \
+         {:?}; {} refused rate_limited; {decided} taps decided in Redis in all; {} taps of the \
+         calm gate answered meanwhile, slowest in {slowest:?} (all: {latencies:?})",
+        started.elapsed(),
+        metrics.rate_limited_total(),
+        latencies.len(),
+    );
+    assert_eq!(metrics.dropped_total(), 0);
+    latencies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_gate_is_limited_and_does_not_delay_another() {
+    let stack = Stack::start(|_| {}).await;
+    let latencies = flood_beside_a_calm_gate(&stack).await;
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < CALM_LIMIT,
+        "a calm gate's answer took {slowest:?} while another gate flooded: {latencies:?}"
+    );
+    let metrics = stack.metrics.clone().expect("metrics");
+    // The burst, and the rate over the seconds the flood lasted, were decided; the rest refused.
+    let burst = u64::from(stack.config.device_burst);
+    assert!(
+        metrics.rate_limited_total() >= FLOOD - burst - 20 * 120,
+        "only {} refused",
+        metrics.rate_limited_total()
+    );
+}
+
+/// Fairness by itself: with the limit off, the flood is decided tap by tap in Redis, and the calm
+/// gate, served in turn, is still answered quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_limit_a_flood_still_does_not_delay_another() {
+    let stack = Stack::start(|c| c.device_rate = 0).await;
+    let latencies = flood_beside_a_calm_gate(&stack).await;
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < CALM_LIMIT,
+        "a calm gate's answer took {slowest:?} while another gate flooded: {latencies:?}"
+    );
+    assert_eq!(
+        stack.metrics.clone().expect("metrics").rate_limited_total(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn taps_beyond_the_limit_are_refused_and_change_nothing() {
+    let stack = Stack::start_manual(|c| {
+        c.device_rate = 1;
+        c.device_burst = 3;
+    })
+    .await;
+    let mut con = stack.redis().await;
+    support::put_pass(
+        &mut con,
+        &CardId::new("4242").expect("card"),
+        "TEN_TRIP",
+        10,
+    )
+    .await;
+    let mut g = support::device(&stack, DeviceKind::Gate, "g1").await;
+    // The burst: three taps decided.
+    for left in [9, 8, 7] {
+        let d = g.tap("4242").await;
+        assert_eq!(d["outcome"], "granted", "{d}");
+        assert_eq!(d["pass"]["trips_remaining"], left, "{d}");
+    }
+    let before = snapshot(&stack).await;
+
+    // Beyond it: refused with its id, charged nothing.
+    let d = g.tap_with_id("over-1", "4242").await;
+    assert_eq!(d["outcome"], "rejected", "{d}");
+    assert_eq!(d["reason"], "rate_limited", "{d}");
+    // More in the same second: refused too, but not answered (one answer a second).
+    for n in 2..=5 {
+        let payload = serde_json::json!({"id": format!("over-{n}"), "card": "4242"});
+        g.send(support::MessageTopic::Tap, payload.to_string())
+            .await;
+    }
+    g.probe
+        .publish("tapgate/gate/g1/heartbeat", r#"{"uptime_s":5}"#)
+        .await;
+    let metrics = stack.metrics.clone().expect("metrics");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics.rate_limited_total() < 6 {
+        assert!(Instant::now() < deadline, "refusals not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let late = g.decisions_within(Duration::from_millis(300)).await;
+    assert!(
+        late.is_empty(),
+        "refusals answered more than once: {late:?}"
+    );
+    assert_eq!(metrics.rate_limited_total(), 6);
+    assert_eq!(
+        snapshot(&stack).await,
+        before,
+        "a refused tap changed something in Redis"
+    );
+    assert!(metrics
+        .render()
+        .contains("tapgate_rejected_total{reason=\"rate_limited\"} 6"));
+
+    // A second later the bucket holds one token again: decided as usual.
+    stack.advance(Duration::from_secs(1));
+    let d = g.tap("4242").await;
+    assert_eq!(d["outcome"], "granted", "{d}");
+    assert_eq!(d["pass"]["trips_remaining"], 6, "{d}");
+}
