@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use tapgate_protocol::{CardId, Currency, Decision, MessageId, Outcome, Stamp, Tap};
+use tapgate_protocol::{CardId, Currency, Decision, MessageId, Outcome, RejectReason, Stamp, Tap};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -221,6 +221,16 @@ impl Gate {
                 DisplayText::pass_left(pass).unwrap_or(DisplayText::BLANK),
             ),
             Outcome::Denied { reason } => self.deny(describe_denial(*reason).into(), false),
+            Outcome::Rejected {
+                reason: RejectReason::RateLimited,
+                detail,
+            } => {
+                warn!(
+                    detail,
+                    "Tap refused: this gate is over the bridge's rate limit"
+                );
+                self.deny("too many taps: wait a moment".into(), false)
+            }
             Outcome::Rejected { reason, detail } => {
                 warn!(%reason, detail, "Tap rejected by the bridge");
                 self.deny(format!("rejected: {reason}"), false)
@@ -494,6 +504,22 @@ mod tests {
             );
             assert_eq!(cmds[3], Command::Show(describe_denial(reason).into()));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limited_says_to_wait() {
+        let (mut gate, now) = start(OfflinePolicy::FailOpen);
+        let id = tap(&mut gate, "C1", now);
+        let refused = Outcome::Rejected {
+            reason: RejectReason::RateLimited,
+            detail: "x".into(),
+        };
+        let cmds = gate.decision(&decision(Some(&id), refused));
+        assert_eq!(cmds[0], Command::Lights(LightPattern::Denied(4)));
+        assert_eq!(
+            cmds[3],
+            Command::Show("too many taps: wait a moment".into())
+        );
     }
 
     /// Every outcome other than `granted`, answering the pending tap, is a denial: never green.

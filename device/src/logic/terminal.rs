@@ -26,7 +26,8 @@ use std::time::Duration;
 use tapgate_protocol::fares::MAX_NAME_CHARS;
 use tapgate_protocol::text::escape_untrusted;
 use tapgate_protocol::{
-    Button, CardId, Decision, MessageId, Offer, Outcome, PassInfo, ProductId, Stamp, Tap,
+    Button, CardId, Decision, MessageId, Offer, Outcome, PassInfo, ProductId, RejectReason, Stamp,
+    Tap,
 };
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -261,6 +262,19 @@ impl Terminal {
                 say(Prompt::AccessDenied),
                 Command::Show(describe_denial(*reason).into()),
             ],
+            Outcome::Rejected {
+                reason: RejectReason::RateLimited,
+                detail,
+            } => {
+                warn!(
+                    detail,
+                    "Message refused: this terminal is over the bridge's rate limit"
+                );
+                vec![
+                    Command::Play(Sound::Buzzer),
+                    Command::Show("too many taps: wait a moment".into()),
+                ]
+            }
             Outcome::Rejected { reason, detail } => {
                 warn!(%reason, detail, "Message rejected by the bridge");
                 vec![

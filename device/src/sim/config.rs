@@ -32,7 +32,9 @@ pub struct SimConfig {
     pub terminals: usize,
     /// Riders (one card each).
     pub riders: usize,
-    /// Messages per second, on a fixed schedule (open loop).
+    /// Messages per second, on a fixed schedule (open loop), shared by all devices. The bridge
+    /// limits each device (`--device-rate`, 20 a second by default, after a burst of 1000): above
+    /// that per device, raise the bridge's limit or switch it off (`--device-rate 0`).
     pub rate: f64,
     /// How long to send.
     #[serde(with = "humantime_serde")]
