@@ -78,6 +78,20 @@ fn every_setting_is_in_help() {
 }
 
 #[test]
+fn device_rate_limit_settings_arrive_and_are_checked() {
+    let cfg = BridgeConfig::default();
+    assert_eq!((cfg.device_rate, cfg.device_burst), (20, 1000));
+    let cfg =
+        BridgeConfig::load(None, [("device_rate", "0"), ("device_burst", "5")]).expect("load");
+    assert_eq!((cfg.device_rate, cfg.device_burst), (0, 5));
+    assert!(!cfg.device_rate().is_on());
+    let err = BridgeConfig::load(None, [("device_burst", "0")]).expect_err("no burst");
+    assert!(err.to_string().contains("device_burst"), "{err}");
+    let err = BridgeConfig::load(None, [("device_rate", "2000000")]).expect_err("too fast");
+    assert!(err.to_string().contains("device_rate"), "{err}");
+}
+
+#[test]
 fn config_layers_and_refuses_unknown_keys() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("bridge.toml");
