@@ -13,30 +13,29 @@
 //!
 //! - a QoS 0 message is dropped and counted (`tapgate_dropped_total{qos="0"}`): QoS 0 promises
 //!   nothing;
-//! - a QoS 1 message waits in that shard's line, in arrival order, for the shard's feeder task to
-//!   hand it over when the shard has room. Each shard has a line of its own, so a device that
-//!   fills its shard delays no device of another shard. The task that owns the MQTT event loop
-//!   never waits for a shard: it must keep polling, because the workers' decisions and
-//!   acknowledgements go out through that same loop (waiting there deadlocks: the shard's worker
-//!   waits for the loop to take its publishes, the loop waits for the shard), and it must never
-//!   drop a half-done poll either. The lines are bounded by what the broker sends
-//!   unacknowledged (the bridge acknowledges only after deciding): whatever the broker's settings,
-//!   MQTT itself caps unacknowledged QoS 1 messages at 65,535 (one packet identifier each), so
-//!   the lines together cannot grow past that. (Dropping a QoS 1 message unacknowledged instead
-//!   would not help: it would hold a slot of the broker's window until the next connection, and
-//!   enough of them stop delivery altogether.)
+//! - a QoS 1 message waits in that shard's line, in arrival order, until the shard's worker takes
+//!   it. Each shard has a line of its own, so a device that fills its shard delays no device of
+//!   another shard. The task that owns the MQTT event loop never waits for a shard: it must keep
+//!   polling, because the workers' decisions and acknowledgements go out through that same loop
+//!   (waiting there deadlocks: the shard's worker waits for the loop to take its publishes, the
+//!   loop waits for the shard), and it must never drop a half-done poll either. The lines are
+//!   bounded by what the broker sends unacknowledged (the bridge acknowledges only after
+//!   deciding): whatever the broker's settings, MQTT itself caps unacknowledged QoS 1 messages at
+//!   65,535 (one packet identifier each), so the lines together cannot grow past that. (Dropping
+//!   a QoS 1 message unacknowledged instead would not help: it would hold a slot of the broker's
+//!   window until the next connection, and enough of them stop delivery altogether.)
 //!
-//! Within a shard, the worker takes up to `shard_queue` more messages into hand and serves the
-//! devices among them in turn (round-robin), not first come first served: a device with a
-//! thousand messages waiting and a device with one each get one handled before either gets a
-//! second. Before handling a message the worker asks its [`Limiter`] (see [`crate::limit`]):
-//! beyond its device's rate limit the message is refused (`rate_limited`) at the cost of a
-//! counter and an acknowledgement, without Redis. A device's online/offline status is never
-//! limited (the broker publishes a device's last will for it).
+//! Within a shard, the worker takes everything its queue and its line hold into hand (QoS 0
+//! messages only up to `shard_queue`) and serves the devices among them in turn (round-robin),
+//! not first come first served: a device with thousands of messages waiting delays another
+//! device of its shard by one message per turn. Before handling a message the worker asks its
+//! [`Limiter`] (see [`crate::limit`]): beyond its device's rate limit the message is refused
+//! (`rate_limited`) at the cost of a counter and an acknowledgement, without Redis. A device's
+//! online/offline status is never limited (the broker publishes a device's last will for it).
 //!
 //! A device's QoS 1 messages keep their order: while any message waits in its shard's line,
-//! every new QoS 1 message for that shard queues behind it, and the worker serves each device's
-//! messages oldest first. QoS 0 messages have no order relative to QoS 1 ones.
+//! every new QoS 1 message for that shard queues behind it, the worker takes the line only when
+//! the queue is empty, and it serves each device's messages oldest first. QoS 0 messages have no order relative to QoS 1 ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -91,13 +90,13 @@ impl Inbound {
     }
 }
 
-/// One shard's end for the dispatcher: its queue, and the line of QoS 1 messages waiting for
-/// room in it.
+/// One shard's end for the dispatcher: its queue, and the line of QoS 1 messages that found it
+/// full (or found others already waiting).
 struct Shard {
     queue: mpsc::Sender<Inbound>,
     line: mpsc::UnboundedSender<Inbound>,
-    /// Messages in the line or being handed over.
-    waiting: AtomicUsize,
+    /// Messages in the line.
+    waiting: Arc<AtomicUsize>,
 }
 
 /// Hands publishes to the shard that owns their device.
@@ -110,6 +109,13 @@ pub struct Dispatcher {
 /// The part of a topic that names the device: everything before the last `/`.
 fn device_part(topic: &str) -> &str {
     topic.rsplit_once('/').map_or(topic, |(head, _)| head)
+}
+
+/// The shard (of `shards`) that handles the messages of `topic`'s device.
+pub fn shard_index(topic: &str, shards: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    device_part(topic).hash(&mut h);
+    (h.finish() % shards.max(1) as u64) as usize
 }
 
 /// Whether a topic is a device's online/offline status, which the rate limit leaves alone: the
@@ -134,41 +140,33 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Self {
         let shard_queue = shard_queue.max(1);
-        let mut lines = Vec::new();
         let shards: Vec<Shard> = (0..shards.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(shard_queue);
                 let (line, line_rx) = mpsc::unbounded_channel();
+                let waiting = Arc::new(AtomicUsize::new(0));
                 let worker = Worker {
-                    rx,
+                    queue: rx,
+                    line: line_rx,
+                    waiting: waiting.clone(),
                     fair: Fair::default(),
                     hold: shard_queue,
                     limiter: Limiter::new(processor.device_rate, DEVICES_PER_SHARD),
+                    metrics: metrics.clone(),
                     processor: processor.clone(),
                 };
                 tracker.spawn(worker.run(shutdown.clone()));
-                lines.push(line_rx);
                 Shard {
                     queue: tx,
                     line,
-                    waiting: AtomicUsize::new(0),
+                    waiting,
                 }
             })
             .collect();
-        let dispatcher = Self {
+        Self {
             shards: Arc::new(shards),
             metrics,
-        };
-        for (idx, line_rx) in lines.into_iter().enumerate() {
-            tracker.spawn(feeder(line_rx, dispatcher.clone(), idx, shutdown.clone()));
         }
-        dispatcher
-    }
-
-    fn shard_of(&self, inbound: &Inbound) -> usize {
-        let mut h = DefaultHasher::new();
-        device_part(&inbound.publish.topic).hash(&mut h);
-        (h.finish() % self.shards.len() as u64) as usize
     }
 
     /// Queues a publish on its device's shard without waiting: a QoS 0 message is dropped (and
@@ -177,55 +175,26 @@ impl Dispatcher {
     pub fn offer(&self, publish: Publish, session: u64) {
         let inbound = Inbound::new(publish, session);
         let qos0 = inbound.publish.qos == QoS::AtMostOnce;
-        let shard = &self.shards[self.shard_of(&inbound)];
+        let shard = &self.shards[shard_index(&inbound.publish.topic, self.shards.len())];
         if !qos0 && shard.waiting.load(Ordering::Acquire) > 0 {
-            self.wait(shard, inbound);
+            Self::wait(shard, inbound);
             return;
         }
         match shard.queue.try_send(inbound) {
             Ok(()) => self.metrics.inflight_add(1),
-            Err(mpsc::error::TrySendError::Full(inbound)) if !qos0 => self.wait(shard, inbound),
+            Err(mpsc::error::TrySendError::Full(inbound)) if !qos0 => Self::wait(shard, inbound),
             Err(mpsc::error::TrySendError::Full(_)) => self.metrics.dropped(),
             // Shutting down: unacknowledged, so the broker redelivers it next time.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    fn wait(&self, shard: &Shard, inbound: Inbound) {
+    fn wait(shard: &Shard, inbound: Inbound) {
         shard.waiting.fetch_add(1, Ordering::AcqRel);
         if shard.line.send(inbound).is_err() {
             // Shutting down: unacknowledged, so the broker redelivers it next time.
             shard.waiting.fetch_sub(1, Ordering::AcqRel);
         }
-    }
-}
-
-/// Hands one shard's line to the shard in order, waiting for room as needed. A message counts as
-/// waiting until it is in the shard, so nothing overtakes it meanwhile.
-async fn feeder(
-    mut line: mpsc::UnboundedReceiver<Inbound>,
-    dispatcher: Dispatcher,
-    idx: usize,
-    shutdown: CancellationToken,
-) {
-    let shard = &dispatcher.shards[idx];
-    loop {
-        let inbound = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            next = line.recv() => match next {
-                Some(inbound) => inbound,
-                None => return,
-            },
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            sent = shard.queue.send(inbound) => {
-                if sent.is_ok() {
-                    dispatcher.metrics.inflight_add(1);
-                }
-            }
-        }
-        shard.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -242,10 +211,13 @@ struct Fair {
     /// Devices with messages waiting, in the order they are served.
     turns: VecDeque<String>,
     len: usize,
+    /// How many of them are QoS 0 (nothing else bounds those).
+    qos0: usize,
 }
 
 impl Fair {
     fn push(&mut self, inbound: Inbound) {
+        self.qos0 += usize::from(inbound.publish.qos == QoS::AtMostOnce);
         let device = device_part(&inbound.publish.topic);
         match self.queues.get_mut(device) {
             Some(q) => q.push_back(inbound),
@@ -262,36 +234,43 @@ impl Fair {
     fn pop(&mut self) -> Option<Inbound> {
         let device = self.turns.pop_front()?;
         let q = self.queues.get_mut(&device)?;
-        let inbound = q.pop_front();
+        let inbound = q.pop_front()?;
         if q.is_empty() {
             self.queues.remove(&device);
         } else {
             self.turns.push_back(device);
         }
-        self.len -= usize::from(inbound.is_some());
-        inbound
+        self.len -= 1;
+        self.qos0 -= usize::from(inbound.publish.qos == QoS::AtMostOnce);
+        Some(inbound)
     }
 }
 
-/// One shard: takes what its queue holds (at most `hold` in hand besides the queue), serves its
-/// devices in turn, and refuses what their rate limit does not admit.
+/// One shard: takes what its queue and its line hold into hand, serves its devices in turn, and
+/// refuses what their rate limit does not admit.
+///
+/// Everything waiting for the shard is in hand, so a device with a backlog delays another by at
+/// most one message per turn. The line is taken only when the queue is empty: every message in
+/// the line arrived after everything the queue held (a QoS 1 message goes to the queue only
+/// while the line is empty), so each device's messages enter the hand in the order sent. QoS 0
+/// messages are taken while fewer than `hold` are in hand; beyond that the queue fills and
+/// further QoS 0 messages are dropped, as before. QoS 1 messages in hand are bounded like the
+/// line was: by what the broker sends unacknowledged, at most 65,535.
 struct Worker {
-    rx: mpsc::Receiver<Inbound>,
+    queue: mpsc::Receiver<Inbound>,
+    line: mpsc::UnboundedReceiver<Inbound>,
+    waiting: Arc<AtomicUsize>,
     fair: Fair,
     hold: usize,
     limiter: Limiter,
+    metrics: Metrics,
     processor: Processor,
 }
 
 impl Worker {
     async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            while self.fair.len < self.hold {
-                match self.rx.try_recv() {
-                    Ok(inbound) => self.fair.push(inbound),
-                    Err(_) => break,
-                }
-            }
+            self.take_ready();
             if shutdown.is_cancelled() {
                 return;
             }
@@ -299,15 +278,45 @@ impl Worker {
                 self.handle(inbound).await;
                 continue;
             }
+            // Nothing in hand: the queue was empty when last looked at, so the line may be taken.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                next = self.rx.recv() => match next {
+                next = self.queue.recv() => match next {
                     Some(inbound) => self.fair.push(inbound),
+                    None => return,
+                },
+                next = self.line.recv() => match next {
+                    Some(inbound) => self.take_from_line(inbound),
                     None => return,
                 },
             }
         }
+    }
+
+    /// Takes what the queue holds now (QoS 0 only while fewer than `hold` are in hand), then, if
+    /// the queue is empty, what the line holds.
+    fn take_ready(&mut self) {
+        loop {
+            if self.fair.qos0 >= self.hold {
+                // The queue keeps what it holds; the line must wait behind it.
+                return;
+            }
+            match self.queue.try_recv() {
+                Ok(inbound) => self.fair.push(inbound),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        while let Ok(inbound) = self.line.try_recv() {
+            self.take_from_line(inbound);
+        }
+    }
+
+    fn take_from_line(&mut self, inbound: Inbound) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.inflight_add(1);
+        self.fair.push(inbound);
     }
 
     async fn handle(&mut self, inbound: Inbound) {

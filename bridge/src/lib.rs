@@ -53,7 +53,7 @@ pub use mqtt::MqttError;
 pub use store::{Store, StoreError};
 
 /// Number of worker shards: messages of one device are handled in order by one shard.
-const SHARDS: usize = 64;
+pub const SHARDS: usize = 64;
 
 /// Why the bridge could not start or stopped.
 #[derive(Debug, thiserror::Error)]

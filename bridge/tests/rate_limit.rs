@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 use support::Stack;
+use tapgate_bridge::dispatch::shard_index;
+use tapgate_bridge::SHARDS;
 use tapgate_protocol::{CardId, DeviceKind};
 use tapgate_testkit::MqttProbe;
 
@@ -40,9 +42,9 @@ async fn snapshot(stack: &Stack) -> Vec<(String, Vec<u8>)> {
 /// One gate floods ([`FLOOD`] QoS 1 taps, as fast as it can) while a calm gate taps every 250 ms
 /// until the flood is handled: returns how long each of the calm gate's answers took (none may be
 /// lost: each waits for its own decision).
-async fn flood_beside_a_calm_gate(stack: &Stack) -> Vec<Duration> {
+async fn flood_beside_a_calm_gate(stack: &Stack, calm: &str) -> Vec<Duration> {
     let metrics = stack.metrics.clone().expect("metrics");
-    let mut calm = support::device(stack, DeviceKind::Gate, "calm").await;
+    let mut calm = support::device(stack, DeviceKind::Gate, calm).await;
     // Warm up: the calm gate is answered before the flood.
     assert_eq!(calm.tap("1").await["reason"], "no_pass");
 
@@ -99,7 +101,7 @@ async fn flood_beside_a_calm_gate(stack: &Stack) -> Vec<Duration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_gate_is_limited_and_does_not_delay_another() {
     let stack = Stack::start(|_| {}).await;
-    let latencies = flood_beside_a_calm_gate(&stack).await;
+    let latencies = flood_beside_a_calm_gate(&stack, "calm").await;
     let slowest = latencies.iter().max().copied().unwrap_or_default();
     assert!(
         slowest < CALM_LIMIT,
@@ -115,12 +117,37 @@ async fn a_flooding_gate_is_limited_and_does_not_delay_another() {
     );
 }
 
+/// A gate whose messages go to the same worker shard as the flood's, so that they wait behind
+/// the flood's backlog unless the shard serves its devices in turn.
+fn same_shard_as_flood() -> String {
+    let shard = |topic: &str| shard_index(topic, SHARDS);
+    let flood = shard("tapgate/gate/flood/tap");
+    (0..)
+        .map(|n| format!("calm{n}"))
+        .find(|id| shard(&format!("tapgate/gate/{id}/tap")) == flood)
+        .expect("some id shares the shard")
+}
+
+/// Fairness within a shard: with the limit off, a gate sharing the flooding gate's shard waits
+/// behind at most one flood tap per turn, not behind the whole backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_in_the_same_shard_does_not_delay_another() {
+    let stack = Stack::start(|c| c.device_rate = 0).await;
+    let calm = same_shard_as_flood();
+    let latencies = flood_beside_a_calm_gate(&stack, &calm).await;
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < CALM_LIMIT,
+        "{calm}'s answer took {slowest:?} while the flood filled its shard: {latencies:?}"
+    );
+}
+
 /// Fairness by itself: with the limit off, the flood is decided tap by tap in Redis, and the calm
 /// gate, served in turn, is still answered quickly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_limit_a_flood_still_does_not_delay_another() {
     let stack = Stack::start(|c| c.device_rate = 0).await;
-    let latencies = flood_beside_a_calm_gate(&stack).await;
+    let latencies = flood_beside_a_calm_gate(&stack, "calm").await;
     let slowest = latencies.iter().max().copied().unwrap_or_default();
     assert!(
         slowest < CALM_LIMIT,
