@@ -776,11 +776,12 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
     // The bridge refuses a device's messages beyond its rate limit (`--device-rate`, 20 a second
     // by default, after a burst of 1000): a load test above that must raise it or switch it off.
     let per_device = cfg.rate / roster.len().max(1) as f64;
-    if per_device > 10.0 {
+    if per_device > 20.0 {
         warn!(
             per_device,
-            "Each simulated device sends more than 10 messages a second: run the bridge with a \
-             higher --device-rate, or --device-rate 0, or it refuses them as rate_limited"
+            "Each simulated device sends more than 20 messages a second, the bridge's default \
+             --device-rate: run the bridge with a higher one, or --device-rate 0, or it refuses \
+             them as rate_limited once a device's burst is spent"
         );
     }
     let fleet_stop = CancellationToken::new();
