@@ -6,8 +6,8 @@
 //! shows (device, card, event, reason, detail, pass, a blocked card's reason and operator, product
 //! and terminal ids of the day's revenue), very long text and control characters, and check in
 //! the browser that nothing runs (no alert, no marker set on `window`, no element made from the
-//! text) and that the text is shown as text, on the live feed, after a reload, in the card lookup
-//! and in the revenue view.
+//! text) and that the text is shown as text (long text cut, control and bidi characters escaped),
+//! on the live feed, after a reload, in the card lookup, the deny list and the revenue view.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install -y chromium chromium-driver`);
 //! without them the test fails saying so.
@@ -266,7 +266,32 @@ async fn forged_stream_entries_show_as_text_and_run_nothing() {
         "history shows the text: {history:.2000}"
     );
     // The deny list, read at start, names the forged card with its forged reason as text.
-    wait_text(&c, "#blocked-body", |t| t.contains(CARD_ID)).await;
+    let deny = wait_text(&c, "#blocked-body", |t| t.contains(CARD_ID)).await;
+    assert!(deny.contains(SCRIPT), "the forged operator as text: {deny}");
+    // 50 KB of text is cut to a line; control and bidi characters are shown escaped, never
+    // written to the page.
+    let long_line = history
+        .lines()
+        .find(|l| l.contains("AAAA"))
+        .expect("the long entry is shown");
+    assert!(long_line.len() < 2_000, "cut: {} bytes", long_line.len());
+    assert!(
+        history.contains(r"ctl\u{0}\u{7}\u{1b}[2J\u{202e}gpj.exe\u{2066}end"),
+        "control characters shown escaped: {history:.2000}"
+    );
+    let raw: Vec<char> = history
+        .chars()
+        .filter(|ch| {
+            (ch.is_control() && *ch != '\n')
+                || ('\u{202a}'..='\u{202e}').contains(ch)
+                || ('\u{2066}'..='\u{2069}').contains(ch)
+        })
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "raw control characters on the page: {raw:?}"
+    );
+    nothing_ran(&c, "deny list").await;
     nothing_ran(&c, "after a reload").await;
 
     c.close().await.expect("close");
