@@ -35,7 +35,8 @@
 //!
 //! A device's QoS 1 messages keep their order: while any message waits in its shard's line,
 //! every new QoS 1 message for that shard queues behind it, the worker takes the line only when
-//! the queue is empty, and it serves each device's messages oldest first. QoS 0 messages have no order relative to QoS 1 ones.
+//! the queue is empty, and it serves each device's messages oldest first. QoS 0 messages have no
+//! order relative to QoS 1 ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
