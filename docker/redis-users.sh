@@ -54,7 +54,9 @@ never="-@dangerous -function -script|flush -script|kill -script|debug"
 # Stream commands that remove, rewrite or hand out entries. Nobody uses consumer groups.
 never="$never -xdel -xtrim -xsetid -xgroup -xreadgroup -xack -xclaim -xautoclaim"
 # Listing key names: key patterns do not confine SCAN or RANDOMKEY, and key names hold card
-# numbers. Only the admin lists keys (the bridge's start-up migration of legacy card keys).
+# numbers. Only the admin lists keys, and the bridge with SCAN: its start-up move of card keys
+# written before card ids were canonical finds them so (a card blocked under such a key must be
+# denied after an upgrade); its credential already writes every pass.
 never="$never -scan -randomkey"
 
 umask 077
@@ -84,7 +86,7 @@ tmp="$out.tmp.$$"
   bridge_keys="$bridge_keys ~tapgate:card:*:blocked %R~tapgate:blocked"
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
     "$bridge_keys %R~tapgate:events" \
-    "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load +info" \
+    "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load +info +scan" \
     "($bridge_keys ~tapgate:events -@all +fcall +fcall_ro +eval +evalsha)" \
     "(~tapgate:events -@all +xadd)"
   # Reads every tapgate key; writes the block list, voids and card replacements (Lua scripts),

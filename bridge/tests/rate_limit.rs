@@ -15,8 +15,14 @@ use tapgate_testkit::MqttProbe;
 
 /// Taps in the flood.
 const FLOOD: u64 = 20_000;
-/// Longest a calm gate's answer may take while another floods.
-const CALM_LIMIT: Duration = Duration::from_millis(500);
+/// Longest a calm gate's answer may take while another floods (before devices were served in
+/// turn, a calm gate waited more than 5 s for its third answer). A debug build on two cores
+/// shared with the flood's publisher, mosquitto and Redis has shown single answers of 1.1 s.
+const CALM_LIMIT: Duration = Duration::from_millis(1_500);
+
+/// The flood tests run one at a time: three floods of 20,000 taps at once on two cores would
+/// measure the machine, not the bridge.
+static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Every key in Redis with its value (`DUMP`), sorted: what a refusal must leave unchanged.
 async fn snapshot(stack: &Stack) -> Vec<(String, Vec<u8>)> {
@@ -100,6 +106,7 @@ async fn flood_beside_a_calm_gate(stack: &Stack, calm: &str) -> Vec<Duration> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_gate_is_limited_and_does_not_delay_another() {
+    let _one_at_a_time = FLOODS.lock().await;
     let stack = Stack::start(|_| {}).await;
     let latencies = flood_beside_a_calm_gate(&stack, "calm").await;
     let slowest = latencies.iter().max().copied().unwrap_or_default();
@@ -132,6 +139,7 @@ fn same_shard_as_flood() -> String {
 /// behind at most one flood tap per turn, not behind the whole backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_in_the_same_shard_does_not_delay_another() {
+    let _one_at_a_time = FLOODS.lock().await;
     let stack = Stack::start(|c| c.device_rate = 0).await;
     let calm = same_shard_as_flood();
     let latencies = flood_beside_a_calm_gate(&stack, &calm).await;
@@ -146,6 +154,7 @@ async fn a_backlog_in_the_same_shard_does_not_delay_another() {
 /// gate, served in turn, is still answered quickly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_limit_a_flood_still_does_not_delay_another() {
+    let _one_at_a_time = FLOODS.lock().await;
     let stack = Stack::start(|c| c.device_rate = 0).await;
     let latencies = flood_beside_a_calm_gate(&stack, "calm").await;
     let slowest = latencies.iter().max().copied().unwrap_or_default();

@@ -292,10 +292,9 @@ async fn each_redis_user_is_refused_what_is_not_its_job() {
     );
 
     // Listing key names too: key patterns do not confine SCAN or RANDOMKEY, and key names hold
-    // card numbers (only the admin lists keys).
-    let everyone_refused: [&[&str]; 10] = [
-        &["SCAN", "0"],
-        &["SCAN", "0", "MATCH", "tapgate:card:*"],
+    // card numbers (only the admin lists keys, and the bridge with SCAN for its start-up move of
+    // legacy card keys).
+    let everyone_refused: [&[&str]; 8] = [
         &["RANDOMKEY"],
         &["FLUSHALL"],
         &["FLUSHDB"],
@@ -317,6 +316,16 @@ async fn each_redis_user_is_refused_what_is_not_its_job() {
         for args in everyone_refused {
             if refused(&mut con, args).await.is_none() {
                 wrong.push(format!("{user} may {args:?}"));
+            }
+        }
+        if user != "tapgate-bridge" {
+            for args in [
+                &["SCAN", "0"][..],
+                &["SCAN", "0", "MATCH", "tapgate:card:*"],
+            ] {
+                if refused(&mut con, args).await.is_none() {
+                    wrong.push(format!("{user} may {args:?}"));
+                }
             }
         }
     }

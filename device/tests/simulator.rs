@@ -126,7 +126,10 @@ async fn outage_mode_matches_the_timed_model() {
         two_hour_duration: two_hour,
         drop_every: Duration::ZERO,
         outage: 0.3,
-        outage_age: Duration::from_secs(20),
+        // Late enough to be stale (over twice the decision window), not so late that a tap
+        // made during the outage comes before the pass its rider bought seconds into the run:
+        // such a pass did not pay for it (unpaid), and no entry would be settled.
+        outage_age: Duration::from_secs(4),
         no_pass: 0.2,
         ..SimConfig::default()
     };
