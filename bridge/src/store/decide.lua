@@ -61,10 +61,10 @@
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
 -- the stored result for a redelivery of the same content, '2' alone for an id already used with
 -- other content, '3' and the reason for a message whose time is refused (time_in_future,
--- offline_not_allowed, time_too_old), '4' and a time (Unix ms) when an entry paid as you go happened outside
--- the fare day the bridge passed (an offline entry whose stamp the device's lead moved across a
--- service-day boundary): the bridge calls again with that time's fare day. The last three change
--- nothing. (A string, not a {code, text} table: Redis
+-- offline_not_allowed, time_too_old), '4' and a time (Unix ms) when an entry paid as you go
+-- happened outside the fare day the bridge passed (an offline entry whose stamp the device's lead
+-- moved across a service-day boundary): the bridge calls again with that time's fare day. The
+-- last three change nothing. (A string, not a {code, text} table: Redis
 -- converts a table reply with a dozen lookups, a string with none.)
 --
 -- The result is one line of tab-separated fields (store/result.rs reads it):
