@@ -194,31 +194,22 @@ async fn try_login(
         }
     };
     let clock = state.clock.as_ref();
-    throttle::check(
-        &mut redis,
-        clock,
-        limits,
-        &form.name,
-        &bucket,
-        known.is_some(),
-    )
-    .await
-    .inspect_err(must_wait)?;
+    let attempt = throttle::Attempt {
+        name: &form.name,
+        bucket: &bucket,
+        known: known.is_some(),
+    };
+    throttle::check(&mut redis, clock, limits, attempt)
+        .await
+        .inspect_err(must_wait)?;
     let slot = state.checks.slot(claim).await.inspect_err(|_| {
         info!(name = ?form.name, %ip, "Login refused: every password check is busy");
     })?;
     // Again, now that the slot is held: attempts of one name that arrived together all passed
     // the first check, but once the name must wait only one of them gets its password checked.
-    throttle::take_turn(
-        &mut redis,
-        clock,
-        limits,
-        &form.name,
-        &bucket,
-        known.is_some(),
-    )
-    .await
-    .inspect_err(must_wait)?;
+    throttle::take_turn(&mut redis, clock, limits, attempt)
+        .await
+        .inspect_err(must_wait)?;
     let hash = known
         .as_ref()
         .map_or_else(|| decoy_hash().to_owned(), |c| c.hash.clone());

@@ -203,29 +203,38 @@ struct Seen {
     last: Option<String>,
 }
 
-/// Refuses an attempt of `name` from `bucket` that must wait; `Ok` when it may go ahead. `known`:
-/// the name is an operator's, limited per (name, address) rather than per address.
+/// A login attempt as the limits see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The name it logs in with.
+    pub name: &'a str,
+    /// Its client address bucket (an IPv4 address or an IPv6 /64).
+    pub bucket: &'a str,
+    /// The name is an operator's: limited per (name, address) rather than per address.
+    pub known: bool,
+}
+
+/// Refuses an attempt that must wait; `Ok` when it may go ahead.
 pub async fn check(
     redis: &mut RedisLink,
     clock: &dyn Clock,
     limits: Limits,
-    name: &str,
-    bucket: &str,
-    known: bool,
+    attempt: Attempt<'_>,
 ) -> Result<(), WebError> {
-    seen(redis, clock, limits, name, bucket, known)
-        .await
-        .map(|_| ())
+    seen(redis, clock, limits, attempt).await.map(|_| ())
 }
 
 async fn seen(
     redis: &mut RedisLink,
     clock: &dyn Clock,
     limits: Limits,
-    name: &str,
-    bucket: &str,
-    known: bool,
+    attempt: Attempt<'_>,
 ) -> Result<Seen, WebError> {
+    let Attempt {
+        name,
+        bucket,
+        known,
+    } = attempt;
     let counted = if known {
         keys::monitor_login_failures_pair(name, bucket)
     } else {
@@ -269,18 +278,17 @@ end
 return 0
 ";
 
-/// [`check`], then, once `name` must wait between attempts, takes its turn: of attempts of it
-/// arriving together, one goes ahead and the others are refused as if its wait had just begun.
-/// Called with a password-check slot held, just before the password is checked.
+/// [`check`], then, once the attempt's name must wait between attempts, takes its turn: of
+/// attempts of it arriving together, one goes ahead and the others are refused as if its wait
+/// had just begun. Called with a password-check slot held, just before the password is checked.
 pub async fn take_turn(
     redis: &mut RedisLink,
     clock: &dyn Clock,
     limits: Limits,
-    name: &str,
-    bucket: &str,
-    known: bool,
+    attempt: Attempt<'_>,
 ) -> Result<(), WebError> {
-    let seen = seen(redis, clock, limits, name, bucket, known).await?;
+    let name = attempt.name;
+    let seen = seen(redis, clock, limits, attempt).await?;
     let Some(last) = seen.last.filter(|_| seen.failures >= limits.free_failures) else {
         return Ok(());
     };
