@@ -271,6 +271,9 @@ pub fn money(price: u64, currency: Currency) -> String {
     currency.format(price)
 }
 
+/// The line for the rider when the bridge refused a message over the device's rate limit.
+pub const RATE_LIMITED: &str = "too many taps: wait a moment";
+
 /// One line for the rider about a refusal.
 pub fn describe_denial(reason: DenyReason) -> &'static str {
     match reason {

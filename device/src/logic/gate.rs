@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use super::{system_clock, Command, OfflinePolicy, Outbound, TapDebouncer, TapIds, WallClock};
 use crate::digits::{DisplayText, Readout};
-use crate::prompt::{describe_denial, money, pass_left, LightPattern, Prompt, Sound};
+use crate::prompt::{describe_denial, money, pass_left, LightPattern, Prompt, Sound, RATE_LIMITED};
 
 /// Timing and policy of a gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,7 +229,7 @@ impl Gate {
                     detail,
                     "Tap refused: this gate is over the bridge's rate limit"
                 );
-                self.deny("too many taps: wait a moment".into(), false)
+                self.deny(RATE_LIMITED.into(), false)
             }
             Outcome::Rejected { reason, detail } => {
                 warn!(%reason, detail, "Tap rejected by the bridge");

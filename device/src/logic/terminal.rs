@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use super::{system_clock, Command, Outbound, TapDebouncer, TapIds, WallClock};
 use crate::digits::{DisplayText, Readout};
-use crate::prompt::{describe_denial, money, pass_left, price_line, Prompt, Sound};
+use crate::prompt::{describe_denial, money, pass_left, price_line, Prompt, Sound, RATE_LIMITED};
 
 /// The buttons of a terminal not told otherwise: the built-in catalogue's products, in its order.
 pub const DEFAULT_BUTTONS: [ProductId; 3] = [
@@ -272,7 +272,7 @@ impl Terminal {
                 );
                 vec![
                     Command::Play(Sound::Buzzer),
-                    Command::Show("too many taps: wait a moment".into()),
+                    Command::Show(RATE_LIMITED.into()),
                 ]
             }
             Outcome::Rejected { reason, detail } => {
