@@ -85,4 +85,37 @@ pub enum AdminError {
         /// What was wrong with the answer.
         why: String,
     },
+    /// A file of the CA folder is missing, unreadable or not what it should be.
+    #[error("CA folder: {path}: {why}")]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
+        why: String,
+    },
+    /// A certificate or CRL could not be made or signed.
+    #[error("signing {what}: {why}")]
+    Sign {
+        /// What was being made.
+        what: &'static str,
+        /// The signer's message.
+        why: String,
+    },
+    /// Nothing issued to the device is on record, or all of it is already revoked.
+    #[error("{device:?}: {why}")]
+    NothingToRevoke {
+        /// The device id asked for.
+        device: String,
+        /// Why nothing is revoked, and what to give instead.
+        why: String,
+    },
+    /// A serial number given on the command line is unusable, or names another device's
+    /// certificate.
+    #[error("serial {serial:?}: {why}")]
+    Serial {
+        /// The serial as given.
+        serial: String,
+        /// What is wrong.
+        why: String,
+    },
 }

@@ -3,7 +3,8 @@
 //! Every device logs in with its own username, equal to its device id and to its MQTT client id,
 //! and may only publish its own kind's messages under its own id and read its own decisions. The
 //! bridges and the monitor have logins that do their job only. This crate creates, lists and
-//! revokes those logins in the broker in use, and replaces a rider's lost card:
+//! revokes those logins in the broker in use, issues and revokes devices' client certificates,
+//! and replaces a rider's lost card:
 //!
 //! - [`policy`]: who may publish and subscribe to what, from the protocol's [`Topics`]; the one
 //!   description both backends turn into broker rules.
@@ -12,11 +13,14 @@
 //! - [`dynsec`]: mosquitto's dynamic-security plugin, driven over MQTT (`$CONTROL`).
 //! - [`emqx`]: EMQX's HTTP API v5 (built-in authentication database and authorization rules).
 //! - [`output`]: the settings printed for a new device, as TOML.
+//! - [`ca`]: devices' client certificates, signed by the site's CA, and the CRL the broker
+//!   checks them against (`tapgate-admin cert issue | revoke | crl | list`).
 //! - [`card`]: replacing a lost card by a new one on Redis (`tapgate-admin card replace`), with
 //!   the dashboard's own script.
 //!
 //! [`Topics`]: tapgate_protocol::Topics
 
+pub mod ca;
 pub mod card;
 pub mod dynsec;
 pub mod emqx;

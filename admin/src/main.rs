@@ -5,14 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tapgate_admin::card;
 use tapgate_admin::output::{self, Format};
+use tapgate_admin::{ca, card};
 use tapgate_admin::{secret, Backend, Broker, Expect, ServiceRole, Settings};
 use tapgate_protocol::{DeviceId, DeviceKind};
 use tapgate_runtime::settings::Overrides;
 
 /// Creates, lists and revokes tapgate's broker logins: one per device, bound to its id and kind,
-/// and one per bridge or monitor.
+/// and one per bridge or monitor; and devices' client certificates.
 ///
 /// Settings come from built-in defaults, then the TOML file given with --config, then TAPGATE_*
 /// environment variables, then these flags.
@@ -70,6 +70,81 @@ enum Command {
     /// Riders' cards (on Redis, not the broker).
     #[command(subcommand)]
     Card(CardCommand),
+    /// Devices' client certificates and their CRL (files in the CA folder, not the broker).
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+/// The CA folder of every `cert` command.
+#[derive(Debug, clap::Args)]
+struct CaDir {
+    /// The folder of docker/make-certs.sh: ca.crt and ca.key (unencrypted PKCS#8), and the
+    /// issued.toml and crl.pem kept here.
+    #[arg(long, env = "TAPGATE_CA_DIR")]
+    ca_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// A new key and certificate for a device, signed by the CA.
+    ///
+    /// The certificate's CN is the device id; its fresh random serial is recorded in
+    /// issued.toml. Writes ID.crt and ID.key (mode 0600) and prints the serial; the key is never
+    /// printed.
+    Issue {
+        /// Device id: the certificate's CN, its login with client certificates.
+        id: String,
+        #[command(flatten)]
+        ca: CaDir,
+        /// Where to write ID.crt and ID.key [default: the CA folder].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Days of validity.
+        #[arg(long, default_value_t = ca::CERT_DAYS)]
+        days: u32,
+    },
+    /// Puts a device's certificates on the CRL and writes a new crl.pem.
+    ///
+    /// Every certificate of the device on record that is not revoked yet, or only the one given
+    /// by --serial or --cert. Restart mosquitto afterwards: it reads the CRL only when it
+    /// starts.
+    Revoke {
+        /// Device id.
+        id: String,
+        #[command(flatten)]
+        ca: CaDir,
+        /// Only this serial (hex, as `openssl x509 -noout -serial` prints it), e.g. of a
+        /// certificate made elsewhere by this CA.
+        #[arg(long, conflicts_with = "cert")]
+        serial: Option<String>,
+        /// Only the certificate in this PEM file (e.g. one docker/make-certs.sh made).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Why, as the CRL says it.
+        #[arg(long, value_enum, default_value = "key-compromise")]
+        reason: ca::Reason,
+        /// Days the new CRL is valid.
+        #[arg(long, default_value_t = ca::CRL_DAYS)]
+        crl_days: u32,
+    },
+    /// Signs crl.pem again before it expires (the first time: an empty CRL).
+    ///
+    /// The new CRL has the next number and is valid --crl-days from now. Run it weekly from
+    /// cron, then restart mosquitto.
+    Crl {
+        #[command(flatten)]
+        ca: CaDir,
+        /// Days the new CRL is valid.
+        #[arg(long, default_value_t = ca::CRL_DAYS)]
+        crl_days: u32,
+    },
+    /// Lists the certificates on record.
+    ///
+    /// One line each: serial, device, valid until, and `valid` or `revoked DATE REASON`.
+    List {
+        #[command(flatten)]
+        ca: CaDir,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +281,9 @@ async fn main() -> ExitCode {
 
 async fn start() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Cert(command) = cli.command {
+        return cert(command);
+    }
     if let Command::Card(CardCommand::Replace {
         from,
         to,
@@ -298,7 +376,84 @@ async fn run(
                 println!("{}\t{}", l.username, l.kind);
             }
         }
-        Command::Card(_) => anyhow::bail!("card commands run before the broker is reached"),
+        Command::Card(_) | Command::Cert(_) => {
+            anyhow::bail!("card and cert commands run before the broker is reached")
+        }
     }
     Ok(())
+}
+
+/// The `cert` commands: files in the CA folder only, no broker.
+fn cert(command: CertCommand) -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now();
+    match command {
+        CertCommand::Issue { id, ca, out, days } => {
+            let done = ca::issue_files(&ca.ca_dir, &id, out.as_deref(), now, days)?;
+            println!(
+                "{id}\tserial {}\tvalid until {}",
+                done.serial,
+                done.not_after.strftime("%Y-%m-%d")
+            );
+            eprintln!(
+                "Wrote {} and {} (the key: its owner may read it, nobody else).",
+                done.cert.display(),
+                done.key.display()
+            );
+        }
+        CertCommand::Revoke {
+            id,
+            ca,
+            serial,
+            cert,
+            reason,
+            crl_days,
+        } => {
+            let target = match (serial, cert) {
+                (Some(s), _) => ca::Target::Serial(s),
+                (None, Some(f)) => ca::Target::File(f),
+                (None, None) => ca::Target::All,
+            };
+            let done = ca::publish_crl(&ca.ca_dir, Some((&id, &target, reason)), now, crl_days)?;
+            for serial in &done.revoked {
+                println!("{id}\tserial {serial}\trevoked");
+            }
+            report_crl(&done);
+        }
+        CertCommand::Crl { ca, crl_days } => {
+            let done = ca::publish_crl(&ca.ca_dir, None, now, crl_days)?;
+            report_crl(&done);
+        }
+        CertCommand::List { ca } => {
+            let ca = ca::Ca::open(&ca.ca_dir)?;
+            for c in &ca.db.certs {
+                let until = c
+                    .not_after
+                    .map_or_else(|| "-".to_owned(), |t| t.strftime("%Y-%m-%d").to_string());
+                let revoked = match (c.revoked, c.reason) {
+                    (Some(at), Some(why)) => format!(
+                        "revoked {} {}",
+                        at.strftime("%Y-%m-%d"),
+                        why.to_possible_value()
+                            .map(|v| v.get_name().to_owned())
+                            .unwrap_or_default()
+                    ),
+                    (Some(at), None) => format!("revoked {}", at.strftime("%Y-%m-%d")),
+                    _ => "valid".to_owned(),
+                };
+                println!("{}\t{}\t{until}\t{revoked}", c.serial, c.device);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report_crl(done: &ca::Published) {
+    eprintln!(
+        "Wrote {}: CRL number {}, {} revoked certificate(s), valid until {}. Restart mosquitto \
+         to load it (it reads the CRL only when it starts).",
+        done.path.display(),
+        done.crl.number,
+        done.crl.listed,
+        done.crl.next_update.strftime("%Y-%m-%d %H:%M UTC")
+    );
 }

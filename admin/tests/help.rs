@@ -31,6 +31,8 @@ fn help_never_prints_a_secret_from_the_environment() {
         vec!["device", "add", "--help"],
         vec!["service", "add", "--help"],
         vec!["card", "replace", "--help"],
+        vec!["cert", "issue", "--help"],
+        vec!["cert", "revoke", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_tapgate-admin"))
             .args(&args)

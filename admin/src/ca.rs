@@ -1,0 +1,697 @@
+//! Devices' client certificates and the CRL that revokes them, kept with the CA of
+//! `docker/make-certs.sh` (`tapgate-admin cert issue | revoke | crl | list`).
+//!
+//! The CA folder holds `ca.crt` and `ca.key` as make-certs.sh writes them (the key as
+//! unencrypted PKCS#8, `BEGIN PRIVATE KEY`, RSA or ECDSA), and this module adds two files:
+//!
+//! - `issued.toml`, the record of every certificate issued here, and of those made elsewhere that
+//!   were revoked here: serial (hex), device, when it was issued and until when it is valid, and
+//!   when and why it was revoked; plus the number of the last CRL. It is the source of the CRL:
+//!   `crl.pem` can always be made again from it.
+//! - `crl.pem`, the CRL signed by the CA, listing every revoked certificate that has not yet
+//!   expired, valid for [`CRL_DAYS`] days. The broker reads it (`crlfile` in
+//!   mosquitto/tls.conf); it must be signed again before it expires (`cert crl`, from cron).
+//!
+//! Every file is written to a temporary name and renamed, so a reader sees the old file or the
+//! new one, never half of one; `issued.toml` is written before the CRL made from it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use jiff::{SignedDuration, Timestamp};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+use serde::{Deserialize, Serialize};
+use tapgate_protocol::DeviceId;
+
+use crate::{policy, AdminError};
+
+/// The CA's certificate in the CA folder.
+pub const CA_CERT: &str = "ca.crt";
+/// The CA's private key in the CA folder.
+pub const CA_KEY: &str = "ca.key";
+/// The record of issued and revoked certificates in the CA folder.
+pub const DATABASE: &str = "issued.toml";
+/// The CRL in the CA folder.
+pub const CRL: &str = "crl.pem";
+/// How long a device certificate is valid, as docker/make-certs.sh makes them.
+pub const CERT_DAYS: u32 = 825;
+/// How long a CRL is valid: `cert crl` must run before then (weekly from cron leaves three weeks
+/// of slack). A broker given an expired CRL refuses every client certificate.
+pub const CRL_DAYS: u32 = 30;
+
+/// Why a certificate is revoked, as the CRL says it (RFC 5280 reason codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The device or its key was stolen or copied.
+    KeyCompromise,
+    /// A new certificate replaces it; the old key is not known to be compromised.
+    Superseded,
+    /// The device is taken out of service.
+    CessationOfOperation,
+    /// The device moved to another operator or site.
+    AffiliationChanged,
+    /// No reason given.
+    Unspecified,
+}
+
+impl Reason {
+    fn code(self) -> rcgen::RevocationReason {
+        match self {
+            Self::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+            Self::Superseded => rcgen::RevocationReason::Superseded,
+            Self::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+            Self::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+            Self::Unspecified => rcgen::RevocationReason::Unspecified,
+        }
+    }
+}
+
+/// One certificate in `issued.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Serial number, lower-case hex without leading zero bytes.
+    pub serial: String,
+    /// The device id, its CN.
+    pub device: String,
+    /// When it was issued (absent for a certificate made elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<Timestamp>,
+    /// Its end of validity; once past, it leaves the CRL (absent: it stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Timestamp>,
+    /// When it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Timestamp>,
+    /// Why it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
+/// The contents of `issued.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// The number of the last CRL written (0: none yet); each new CRL has the next.
+    pub crl_number: u64,
+    /// Every certificate on record, in the order they were added.
+    #[serde(default, rename = "cert")]
+    pub certs: Vec<Record>,
+}
+
+/// Which certificates of a device `revoke` puts on the CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every certificate on record for the device that is not revoked yet.
+    All,
+    /// One serial number (hex, `:` allowed), on record or made elsewhere.
+    Serial(String),
+    /// The certificate in this PEM file (e.g. one docker/make-certs.sh made).
+    File(PathBuf),
+}
+
+/// A new certificate and its key, in PEM. The key is a secret: it goes to a file, never to a
+/// terminal.
+pub struct Issued {
+    /// Serial number, as in `issued.toml`.
+    pub serial: String,
+    /// Its end of validity.
+    pub not_after: Timestamp,
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (PKCS#8).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("serial", &self.serial)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed CRL.
+#[derive(Debug, Clone)]
+pub struct Crl {
+    /// The CRL in PEM.
+    pub pem: String,
+    /// Its number.
+    pub number: u64,
+    /// How many certificates it lists.
+    pub listed: usize,
+    /// Until when it is valid.
+    pub next_update: Timestamp,
+}
+
+/// The CA of one folder, with its record.
+pub struct Ca {
+    dir: PathBuf,
+    /// The CA as an issuer: the subject, key identifier and key usages of `ca.crt`.
+    issuer: rcgen::Certificate,
+    key: KeyPair,
+    /// The DER of `ca.crt`'s subject, to recognise certificates it issued.
+    subject: Vec<u8>,
+    /// The record, as read or as changed since.
+    pub db: Database,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("dir", &self.dir)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+fn file_error(path: &Path, why: impl std::fmt::Display) -> AdminError {
+    AdminError::CaFile {
+        path: path.to_owned(),
+        why: why.to_string(),
+    }
+}
+
+fn sign_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> AdminError {
+    move |e| AdminError::Sign {
+        what,
+        why: e.to_string(),
+    }
+}
+
+fn read(path: &Path) -> Result<String, AdminError> {
+    std::fs::read_to_string(path).map_err(|e| file_error(path, e))
+}
+
+/// The one certificate of a PEM file.
+fn parse_cert(path: &Path, pem: &x509_parser::pem::Pem) -> Result<CertInfo, AdminError> {
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| file_error(path, format!("not an X.509 certificate: {e}")))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    Ok(CertInfo {
+        serial: canonical_serial(cert.raw_serial()),
+        cn,
+        subject: cert.subject().as_raw().to_vec(),
+        issuer: cert.issuer().as_raw().to_vec(),
+        spki: cert.public_key().raw.to_vec(),
+        not_after: Timestamp::from_second(cert.validity().not_after.timestamp()).ok(),
+    })
+}
+
+/// What this module needs of a certificate file.
+struct CertInfo {
+    serial: String,
+    cn: Option<String>,
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
+    spki: Vec<u8>,
+    not_after: Option<Timestamp>,
+}
+
+fn read_cert(path: &Path) -> Result<(CertInfo, String), AdminError> {
+    let text = read(path)?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
+        .map_err(|e| file_error(path, format!("no PEM certificate: {e}")))?;
+    Ok((parse_cert(path, &pem)?, text))
+}
+
+/// Lower-case hex of a serial's bytes without leading zero bytes ("00" for zero).
+fn canonical_serial(bytes: &[u8]) -> String {
+    let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+    if trimmed.is_empty() {
+        return "00".to_owned();
+    }
+    trimmed.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A serial as an operator types it (`1A:2B…`, `serial=1A2B…`, any case) in canonical form.
+pub fn parse_serial(given: &str) -> Result<String, AdminError> {
+    let bad = |why: &str| AdminError::Serial {
+        serial: given.to_owned(),
+        why: why.to_owned(),
+    };
+    let text = given.trim();
+    let text = text.strip_prefix("serial=").unwrap_or(text);
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.is_empty() || hex.len() > 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad(
+            "expected 1-20 bytes in hex, as `openssl x509 -serial` prints",
+        ));
+    }
+    let padded = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex
+    };
+    let bytes = (0..padded.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad("not hex"))?;
+    Ok(canonical_serial(&bytes))
+}
+
+fn serial_bytes(serial: &str) -> Result<Vec<u8>, AdminError> {
+    (0..serial.len())
+        .step_by(2)
+        .map(|i| {
+            serial
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| AdminError::Serial {
+            serial: serial.to_owned(),
+            why: format!("not canonical hex in {DATABASE}"),
+        })
+}
+
+/// A fresh random serial: 16 bytes from the system's generator, positive and without a
+/// leading zero byte (126 random bits).
+fn random_serial() -> Result<String, AdminError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| AdminError::Random(e.to_string()))?;
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(canonical_serial(&bytes))
+}
+
+fn to_time(t: Timestamp) -> Result<time::OffsetDateTime, AdminError> {
+    time::OffsetDateTime::from_unix_timestamp(t.as_second()).map_err(|e| AdminError::Sign {
+        what: "a date",
+        why: e.to_string(),
+    })
+}
+
+/// `t` without its fraction of a second, as the record and certificates keep times.
+fn whole_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn days(n: u32) -> SignedDuration {
+    SignedDuration::from_hours(24 * i64::from(n))
+}
+
+/// Checks a device id as `device add` does: the protocol's rule, and not in the services'
+/// namespace.
+pub fn check_device(id: &str) -> Result<DeviceId, AdminError> {
+    let id = DeviceId::new(id)?;
+    policy::check_device_id(&id)?;
+    Ok(id)
+}
+
+/// Writes `path` through a temporary file in the same folder and a rename; `private` makes it
+/// readable by its owner only.
+pub fn write_atomic(path: &Path, contents: &str, private: bool) -> Result<(), AdminError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| file_error(path, "not a file name"))?;
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(file_error(path, e));
+    }
+    Ok(())
+}
+
+impl Ca {
+    /// Reads the CA folder: `ca.crt`, `ca.key` (which must belong together) and `issued.toml`
+    /// if it exists.
+    pub fn open(dir: &Path) -> Result<Self, AdminError> {
+        if !dir.is_dir() {
+            return Err(file_error(
+                dir,
+                "not a folder; give the one docker/make-certs.sh wrote ca.crt and ca.key to",
+            ));
+        }
+        let cert_path = dir.join(CA_CERT);
+        let (info, cert_pem) = read_cert(&cert_path)?;
+        let key_path = dir.join(CA_KEY);
+        let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| {
+            file_error(
+                &key_path,
+                format!(
+                    "{e}: expected an unencrypted PKCS#8 key (BEGIN PRIVATE KEY); convert one \
+                     with `openssl pkcs8 -topk8 -nocrypt -in ca.key -out ca.pk8`"
+                ),
+            )
+        })?;
+        if key.public_key_der() != info.spki {
+            return Err(file_error(
+                &key_path,
+                format!("is not the key of {CA_CERT}"),
+            ));
+        }
+        let params = CertificateParams::from_ca_cert_pem(&cert_pem)
+            .map_err(|e| file_error(&cert_path, e))?;
+        let issuer = params
+            .self_signed(&key)
+            .map_err(sign_error("the CA as issuer"))?;
+        let db_path = dir.join(DATABASE);
+        let db = match std::fs::read_to_string(&db_path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| file_error(&db_path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Database::default(),
+            Err(e) => return Err(file_error(&db_path, e)),
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            issuer,
+            key,
+            subject: info.subject,
+            db,
+        })
+    }
+
+    /// The CA folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new key and certificate for `device` (CN = its id, for client authentication), valid
+    /// `valid_days` from `now`, recorded with a fresh serial. Call [`Ca::save`] to keep the
+    /// record.
+    pub fn issue(
+        &mut self,
+        device: &DeviceId,
+        now: Timestamp,
+        valid_days: u32,
+    ) -> Result<Issued, AdminError> {
+        policy::check_device_id(device)?;
+        let now = whole_second(now);
+        let serial = loop {
+            let s = random_serial()?;
+            if !self.db.certs.iter().any(|c| c.serial == s) {
+                break s;
+            }
+        };
+        let not_after = now
+            .checked_add(days(valid_days))
+            .map_err(|e| AdminError::Sign {
+                what: "a date",
+                why: e.to_string(),
+            })?;
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(sign_error("a certificate"))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, device.as_str());
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial_bytes(&serial)?));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        // A few minutes back, for devices whose clock runs a little behind.
+        params.not_before = to_time(now - SignedDuration::from_mins(5))?;
+        params.not_after = to_time(not_after)?;
+        let key = KeyPair::generate().map_err(sign_error("a device key"))?;
+        let cert = params
+            .signed_by(&key, &self.issuer, &self.key)
+            .map_err(sign_error("a certificate"))?;
+        self.db.certs.push(Record {
+            serial: serial.clone(),
+            device: device.as_str().to_owned(),
+            issued: Some(now),
+            not_after: Some(not_after),
+            revoked: None,
+            reason: None,
+        });
+        Ok(Issued {
+            serial,
+            not_after,
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Marks `device`'s certificates named by `target` revoked at `now`; returns their serials.
+    /// Nothing changes when it fails. Call [`Ca::crl`] and [`Ca::save`] to publish it.
+    pub fn revoke(
+        &mut self,
+        device: &DeviceId,
+        target: &Target,
+        reason: Reason,
+        now: Timestamp,
+    ) -> Result<Vec<String>, AdminError> {
+        policy::check_device_id(device)?;
+        let now = whole_second(now);
+        let nothing = |why: String| AdminError::NothingToRevoke {
+            device: device.as_str().to_owned(),
+            why,
+        };
+        let (serial, not_after) = match target {
+            Target::All => {
+                let mut done = Vec::new();
+                for c in self.db.certs.iter_mut() {
+                    if c.device == device.as_str() && c.revoked.is_none() {
+                        c.revoked = Some(now);
+                        c.reason = Some(reason);
+                        done.push(c.serial.clone());
+                    }
+                }
+                if done.is_empty() {
+                    let known = self.db.certs.iter().any(|c| c.device == device.as_str());
+                    return Err(nothing(if known {
+                        "every certificate on record for it is already revoked".to_owned()
+                    } else {
+                        format!(
+                            "no certificate issued to it is on record in {}; for one made \
+                             elsewhere give --cert FILE or --serial HEX",
+                            self.dir.join(DATABASE).display()
+                        )
+                    }));
+                }
+                return Ok(done);
+            }
+            Target::Serial(given) => (parse_serial(given)?, None),
+            Target::File(path) => {
+                let (info, _) = read_cert(path)?;
+                if info.issuer != self.subject {
+                    return Err(file_error(path, format!("was not issued by {CA_CERT}")));
+                }
+                if info.cn.as_deref() != Some(device.as_str()) {
+                    return Err(file_error(
+                        path,
+                        format!("its CN is {:?}, not the device's id", info.cn),
+                    ));
+                }
+                (info.serial, info.not_after)
+            }
+        };
+        match self.db.certs.iter_mut().find(|c| c.serial == serial) {
+            Some(c) if c.device != device.as_str() => Err(AdminError::Serial {
+                serial,
+                why: format!(
+                    "is {:?}'s certificate, not {:?}'s",
+                    c.device,
+                    device.as_str()
+                ),
+            }),
+            Some(c) if c.revoked.is_some() => {
+                Err(nothing(format!("certificate {serial} is already revoked")))
+            }
+            Some(c) => {
+                c.revoked = Some(now);
+                c.reason = Some(reason);
+                Ok(vec![serial])
+            }
+            None => {
+                self.db.certs.push(Record {
+                    serial: serial.clone(),
+                    device: device.as_str().to_owned(),
+                    issued: None,
+                    not_after,
+                    revoked: Some(now),
+                    reason: Some(reason),
+                });
+                Ok(vec![serial])
+            }
+        }
+    }
+
+    /// The revoked certificates on record that have not expired at `now`: what the CRL lists.
+    pub fn listed(&self, now: Timestamp) -> impl Iterator<Item = &Record> {
+        self.db
+            .certs
+            .iter()
+            .filter(move |c| c.revoked.is_some() && c.not_after.is_none_or(|n| n >= now))
+    }
+
+    /// A new CRL, numbered one past the last, valid `valid_days` from `now`, listing
+    /// [`Ca::listed`]. Call [`Ca::publish`] to write it with the record.
+    pub fn crl(&mut self, now: Timestamp, valid_days: u32) -> Result<Crl, AdminError> {
+        let mut revoked = Vec::new();
+        for c in self.listed(now) {
+            revoked.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&serial_bytes(&c.serial)?),
+                revocation_time: to_time(c.revoked.unwrap_or(now))?,
+                reason_code: c.reason.map(Reason::code),
+                invalidity_date: None,
+            });
+        }
+        let listed = revoked.len();
+        let number = self.db.crl_number.checked_add(1).ok_or(AdminError::Sign {
+            what: "the CRL",
+            why: "its number overflows".to_owned(),
+        })?;
+        let next_update =
+            now.checked_add(days(valid_days.max(1)))
+                .map_err(|e| AdminError::Sign {
+                    what: "the CRL",
+                    why: e.to_string(),
+                })?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: to_time(now)?,
+            next_update: to_time(next_update)?,
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            // The CRL names the CA by ca.crt's own key identifier, as its certificates do.
+            key_identifier_method: self.issuer.params().key_identifier_method.clone(),
+        };
+        let pem = params
+            .signed_by(&self.issuer, &self.key)
+            .map_err(sign_error("the CRL"))?
+            .pem()
+            .map_err(sign_error("the CRL"))?;
+        self.db.crl_number = number;
+        Ok(Crl {
+            pem,
+            number,
+            listed,
+            next_update,
+        })
+    }
+
+    /// Writes `issued.toml`.
+    pub fn save(&self) -> Result<(), AdminError> {
+        let path = self.dir.join(DATABASE);
+        let body = toml::to_string(&self.db).map_err(|e| file_error(&path, e))?;
+        let text = format!(
+            "# tapgate-admin's record of the client certificates of this CA: those it issued, and\n\
+             # those revoked with it. `tapgate-admin cert crl` makes crl.pem from it again.\n{body}"
+        );
+        write_atomic(&path, &text, false)
+    }
+
+    /// Saves the record, then writes the CRL made from it as `crl.pem`.
+    pub fn publish(&self, crl: &Crl) -> Result<PathBuf, AdminError> {
+        self.save()?;
+        let path = self.dir.join(CRL);
+        write_atomic(&path, &crl.pem, false)?;
+        Ok(path)
+    }
+
+    /// Whether a certificate file holds a serial on record (so replacing it loses nothing).
+    pub fn on_record(&self, cert: &Path) -> Result<bool, AdminError> {
+        let (info, _) = read_cert(cert)?;
+        Ok(self.db.certs.iter().any(|c| c.serial == info.serial))
+    }
+}
+
+/// What `cert issue` wrote.
+#[derive(Debug)]
+pub struct IssuedFiles {
+    /// The new certificate's serial.
+    pub serial: String,
+    /// Its end of validity.
+    pub not_after: Timestamp,
+    /// `<id>.crt`.
+    pub cert: PathBuf,
+    /// `<id>.key`, readable by its owner only.
+    pub key: PathBuf,
+}
+
+/// `cert issue`: a new key and certificate for `device` from the CA in `ca_dir`, written as
+/// `<id>.crt` and `<id>.key` in `out` (the CA folder when `None`). The record is saved first,
+/// so no certificate exists that the record does not know. An `<id>.crt` already there that is
+/// not on record (one docker/make-certs.sh made) is not replaced: revoke it first (`--cert`)
+/// or move it away.
+pub fn issue_files(
+    ca_dir: &Path,
+    device: &str,
+    out: Option<&Path>,
+    now: Timestamp,
+    valid_days: u32,
+) -> Result<IssuedFiles, AdminError> {
+    let id = check_device(device)?;
+    let mut ca = Ca::open(ca_dir)?;
+    let out = out.unwrap_or(ca_dir);
+    let cert = out.join(format!("{id}.crt"));
+    let key = out.join(format!("{id}.key"));
+    if cert.exists() && !ca.on_record(&cert)? {
+        return Err(file_error(
+            &cert,
+            format!(
+                "exists and is not on record in {DATABASE}; revoke it first \
+                 (`cert revoke {id} --cert {}`) or move it away",
+                cert.display()
+            ),
+        ));
+    }
+    let issued = ca.issue(&id, now, valid_days)?;
+    ca.save()?;
+    write_atomic(&key, &issued.key_pem, true)?;
+    write_atomic(&cert, &issued.cert_pem, false)?;
+    Ok(IssuedFiles {
+        serial: issued.serial,
+        not_after: issued.not_after,
+        cert,
+        key,
+    })
+}
+
+/// What `cert revoke` and `cert crl` published.
+#[derive(Debug)]
+pub struct Published {
+    /// The serials revoked by this command (none for `cert crl`).
+    pub revoked: Vec<String>,
+    /// The CRL written.
+    pub crl: Crl,
+    /// `crl.pem`.
+    pub path: PathBuf,
+}
+
+/// `cert revoke` (with a target) or `cert crl` (without): records the revocation, then signs
+/// and writes a new `crl.pem` valid `crl_days` days. Nothing is written when it fails.
+pub fn publish_crl(
+    ca_dir: &Path,
+    revoke: Option<(&str, &Target, Reason)>,
+    now: Timestamp,
+    crl_days: u32,
+) -> Result<Published, AdminError> {
+    let checked = match revoke {
+        Some((device, target, reason)) => Some((check_device(device)?, target, reason)),
+        None => None,
+    };
+    let mut ca = Ca::open(ca_dir)?;
+    let revoked = match checked {
+        Some((id, target, reason)) => ca.revoke(&id, target, reason, now)?,
+        None => Vec::new(),
+    };
+    let crl = ca.crl(now, crl_days)?;
+    let path = ca.publish(&crl)?;
+    Ok(Published { revoked, crl, path })
+}
+
+#[cfg(test)]
+mod tests;
