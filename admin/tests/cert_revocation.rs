@@ -1,0 +1,247 @@
+//! A stolen device's certificate, revoked with the admin tool, on a real mosquitto.
+//!
+//! The CA and the broker's certificate come from docker/make-certs.sh; the devices'
+//! certificates, the revocation and the CRL from the `tapgate-admin cert` commands (the binary).
+//! mosquitto runs the repository's policy and mosquitto/tls.conf with client certificates
+//! required and `crlfile` on, the devices' logins made by `tapgate-admin`; clients connect with
+//! the settings a device reads (`mqtt_ca`, `mqtt_cert`, `mqtt_key`). The stolen certificate of
+//! g1 is refused at the handshake; g1's new certificate and g2's log in with their own rights;
+//! g2's, revoked while the broker runs, is refused once mosquitto restarts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tapgate_admin::{Broker, Settings};
+use tapgate_protocol::{DeviceId, DeviceKind, Topics};
+use tapgate_runtime::{BrokerSettings, TlsFiles};
+use tapgate_testkit::session::MqttSession;
+use tapgate_testkit::{free_port, Mosquitto};
+
+const ADMIN_PW: &str = "admin-pw-for-cert-tests";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// Runs the tapgate-admin binary; (success, stdout, stderr).
+fn admin(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tapgate-admin"))
+        .args(args)
+        .env_remove("TAPGATE_CA_DIR")
+        .output()
+        .expect("run tapgate-admin");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs tapgate-admin and insists that it succeeds; its stdout.
+fn admin_ok(args: &[&str]) -> String {
+    let (ok, out, err) = admin(args);
+    assert!(ok, "tapgate-admin {args:?} failed:\n{out}{err}");
+    assert!(
+        !out.contains("PRIVATE KEY") && !err.contains("PRIVATE KEY"),
+        "a key was printed"
+    );
+    out
+}
+
+/// A CA folder made by docker/make-certs.sh for `localhost`.
+fn make_certs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new("sh")
+        .arg(repo("docker/make-certs.sh"))
+        .arg(dir.path())
+        .arg("localhost")
+        .env("TAPGATE_BROKER_UID", "")
+        .output()
+        .expect("run docker/make-certs.sh");
+    assert!(
+        out.status.success(),
+        "make-certs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// mosquitto/tls.conf with client certificates and `crlfile` on, the files in `dir`.
+fn tls_listener(dir: &Path, port: u16) -> String {
+    let template = std::fs::read_to_string(repo("mosquitto/tls.conf")).expect("tls.conf");
+    let file = |name: &str| dir.join(name).display().to_string();
+    let mut out = String::new();
+    for line in template.lines() {
+        let line = match line {
+            "listener 8883" => format!("listener {port} 127.0.0.1"),
+            l if l.starts_with("certfile ") => format!("certfile {}", file("server.crt")),
+            l if l.starts_with("keyfile ") => format!("keyfile {}", file("server.key")),
+            l if l.starts_with("cafile ") => format!("cafile {}", file("ca.crt")),
+            l if l.starts_with("#crlfile ") => format!("crlfile {}", file("crl.pem")),
+            "#require_certificate true"
+            | "#use_identity_as_username true"
+            | "#use_username_as_clientid true" => line[1..].to_owned(),
+            l => l.to_owned(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    for needed in [
+        "\ncrlfile ",
+        "\nrequire_certificate true",
+        "\nuse_identity_as_username true",
+    ] {
+        assert!(out.contains(needed), "mosquitto/tls.conf has no {needed:?}");
+    }
+    out
+}
+
+/// mosquitto with the policy, the TLS listener and gates g1 and g2 provisioned; its TLS port.
+async fn broker(dir: &Path) -> (Mosquitto, u16) {
+    let port = free_port();
+    let policy = std::fs::read_to_string(repo("mosquitto/tapgate.conf")).expect("tapgate.conf");
+    let broker = Mosquitto::with_dynsec(
+        "admin",
+        ADMIN_PW,
+        &format!("{policy}\n{}", tls_listener(dir, port)),
+    );
+    let settings = Settings {
+        mqtt: tapgate_protocol::broker::BrokerUrl::parse(&broker.url()).expect("url"),
+        admin_password: Some(ADMIN_PW.into()),
+        timeout: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let mut logins = Broker::connect(&settings)
+        .await
+        .unwrap_or_else(|e| panic!("admin connects: {e}\n{}", broker.log()));
+    for id in ["g1", "g2"] {
+        let device = DeviceId::new(id).expect("id");
+        logins
+            .add_device(&device, DeviceKind::Gate, "pw-for-cert-tests-0123456789")
+            .await
+            .unwrap_or_else(|e| panic!("device add {id}: {e}"));
+    }
+    logins.close().await;
+    (broker, port)
+}
+
+/// Connects over TLS as a device does, with `cert` and `key`, and no password.
+async fn connect(
+    port: u16,
+    dir: &Path,
+    id: &str,
+    cert: &Path,
+    key: &Path,
+) -> Result<MqttSession, String> {
+    let opts = BrokerSettings::new(&format!("mqtts://localhost:{port}"))
+        .expect("url")
+        .with_tls(TlsFiles {
+            ca: Some(dir.join("ca.crt")),
+            cert: Some(cert.to_owned()),
+            key: Some(key.to_owned()),
+        })
+        .with_keep_alive(Duration::from_secs(5))
+        .options(id)
+        .expect("device options");
+    MqttSession::connect(opts).await
+}
+
+#[tokio::test]
+async fn a_certificate_revoked_with_the_admin_tool_is_refused_and_the_new_one_logs_in() {
+    let ca = make_certs();
+    let dir = ca.path();
+    let ca_dir = dir.to_str().expect("utf-8 path");
+    // The first CRL, empty, so that crlfile can be on from the start.
+    admin_ok(&["cert", "crl", "--ca-dir", ca_dir]);
+    for id in ["g1", "g2"] {
+        admin_ok(&["cert", "issue", id, "--ca-dir", ca_dir]);
+    }
+    // g1 is stolen, with its key.
+    let stolen = (dir.join("stolen-g1.crt"), dir.join("stolen-g1.key"));
+    std::fs::copy(dir.join("g1.crt"), &stolen.0).expect("copy");
+    std::fs::copy(dir.join("g1.key"), &stolen.1).expect("copy");
+    let out = admin_ok(&["cert", "revoke", "g1", "--ca-dir", ca_dir]);
+    assert_eq!(out.lines().count(), 1, "one certificate revoked: {out}");
+    admin_ok(&["cert", "issue", "g1", "--ca-dir", ca_dir]);
+    let (broker, port) = broker(dir).await;
+    let topics = Topics::default();
+    let decisions = |id: &str| topics.decision(DeviceKind::Gate, &DeviceId::new(id).expect("id"));
+
+    match connect(port, dir, "g1", &stolen.0, &stolen.1).await {
+        Err(_) => {}
+        Ok(mut s) => panic!(
+            "the revoked certificate logged in (its decisions: {:?})\n{}",
+            s.subscribe(&decisions("g1")).await,
+            broker.log()
+        ),
+    }
+    for id in ["g1", "g2"] {
+        let (cert, key) = (dir.join(format!("{id}.crt")), dir.join(format!("{id}.key")));
+        let mut s = connect(port, dir, id, &cert, &key)
+            .await
+            .unwrap_or_else(|e| panic!("{id}'s current certificate: {e}\n{}", broker.log()));
+        assert_eq!(s.subscribe(&decisions(id)).await, Ok(true), "{id}'s rights");
+        let other = if id == "g1" { "g2" } else { "g1" };
+        assert_eq!(
+            s.subscribe(&decisions(other)).await,
+            Ok(false),
+            "not {other}'s"
+        );
+    }
+
+    // A revocation while the broker runs takes effect when it restarts, as docs/deploy.md says.
+    admin_ok(&[
+        "cert",
+        "revoke",
+        "g2",
+        "--ca-dir",
+        ca_dir,
+        "--reason",
+        "superseded",
+    ]);
+    let mut broker = broker;
+    broker.restart();
+    let (g2_cert, g2_key) = (dir.join("g2.crt"), dir.join("g2.key"));
+    if let Ok(mut s) = connect(port, dir, "g2", &g2_cert, &g2_key).await {
+        panic!(
+            "g2's certificate, revoked, logged in after the restart (its decisions: {:?})\n{}",
+            s.subscribe(&decisions("g2")).await,
+            broker.log()
+        );
+    }
+    let (g1_cert, g1_key) = (dir.join("g1.crt"), dir.join("g1.key"));
+    connect(port, dir, "g1", &g1_cert, &g1_key)
+        .await
+        .unwrap_or_else(|e| panic!("g1 after the restart: {e}\n{}", broker.log()));
+}
+
+#[test]
+fn revoking_an_unknown_device_fails_and_leaves_the_folder_as_it_was() {
+    let ca = make_certs();
+    let ca_dir = ca.path().to_str().expect("utf-8 path");
+    admin_ok(&["cert", "issue", "g1", "--ca-dir", ca_dir]);
+    admin_ok(&["cert", "crl", "--ca-dir", ca_dir]);
+    let snapshot = || {
+        let mut files: Vec<_> = std::fs::read_dir(ca.path())
+            .expect("dir")
+            .map(|e| {
+                let path = e.expect("entry").path();
+                let text = std::fs::read(&path).expect("read");
+                (path, text)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let (ok, _, err) = admin(&["cert", "revoke", "g9", "--ca-dir", ca_dir]);
+    assert!(!ok, "g9 has no certificate");
+    assert!(err.contains("\"g9\"") && err.contains("--cert"), "{err}");
+    assert_eq!(snapshot(), before);
+    let (ok, _, err) = admin(&["cert", "revoke", "tapgate-bridge", "--ca-dir", ca_dir]);
+    assert!(!ok && err.contains("reserved"), "{err}");
+    let (ok, _, err) = admin(&["cert", "issue", "g3", "--ca-dir", "/nonexistent/ca"]);
+    assert!(!ok && err.contains("/nonexistent/ca"), "{err}");
+    assert_eq!(snapshot(), before);
+}
