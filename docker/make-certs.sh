@@ -8,6 +8,11 @@
 # Writes DIR/ca.crt, DIR/ca.key, DIR/server.crt, DIR/server.key and DIR/<id>.crt/.key per
 # device. Devices trust DIR/ca.crt; keep ca.key offline.
 #
+# Devices' certificates are better made with `tapgate-admin cert issue ID --ca-dir DIR`, which
+# records them so that `tapgate-admin cert revoke ID` can put them on the broker's CRL; one made
+# here is revoked with `tapgate-admin cert revoke ID --cert DIR/ID.crt` (docs/deploy.md, "A
+# stolen device").
+#
 # The broker reads server.key as its own user inside its container: uid 1000 in EMQX's image
 # (and in the mosquitto stand-in of docker-compose.smoke.yml). Run as root, this gives the key
 # to that uid, still readable by its owner only; TAPGATE_BROKER_UID names another uid, and an

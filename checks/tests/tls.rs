@@ -372,7 +372,8 @@ async fn a_client_certificate_whose_cn_is_a_device_id_logs_in_as_that_device() {
 /// The stolen-device steps of docs/deploy.md: the device's login is removed and made again, and
 /// its old certificate goes on the CRL that mosquitto/tls.conf's `crlfile` reads. The old
 /// certificate is then refused at the TLS handshake, although its CN names a provisioned
-/// device; the device's new certificate, and other devices', log in.
+/// device; the device's new certificate, and other devices', log in. The CRL is made here with
+/// rcgen; `admin/tests/cert_revocation.rs` runs the same steps with `tapgate-admin cert`.
 #[tokio::test]
 async fn a_revoked_certificate_is_refused_though_its_device_exists() {
     let pki = Pki::new("tapgate test CA");
