@@ -14,16 +14,26 @@
 //!
 //! Every file is written to a temporary name and renamed, so a reader sees the old file or the
 //! new one, never half of one; `issued.toml` is written before the CRL made from it.
+//!
+//! Here: the CA and what it signs ([`Ca`]) and the `cert` commands ([`issue_files`],
+//! [`publish_crl`]); `record`: `issued.toml` and serial numbers; `files`: reading certificates
+//! and writing files whole.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jiff::{SignedDuration, Timestamp};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
-use serde::{Deserialize, Serialize};
 use tapgate_protocol::DeviceId;
 
 use crate::{policy, AdminError};
+
+mod files;
+mod record;
+
+pub use files::write_atomic;
+use files::{file_error, read, read_cert};
+pub use record::{parse_serial, Database, Reason, Record};
+use record::{random_serial, serial_bytes};
 
 /// The CA's certificate in the CA folder.
 pub const CA_CERT: &str = "ca.crt";
@@ -38,67 +48,6 @@ pub const CERT_DAYS: u32 = 825;
 /// How long a CRL is valid: `cert crl` must run before then (weekly from cron leaves three weeks
 /// of slack). A broker given an expired CRL refuses every client certificate.
 pub const CRL_DAYS: u32 = 30;
-
-/// Why a certificate is revoked, as the CRL says it (RFC 5280 reason codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// The device or its key was stolen or copied.
-    KeyCompromise,
-    /// A new certificate replaces it; the old key is not known to be compromised.
-    Superseded,
-    /// The device is taken out of service.
-    CessationOfOperation,
-    /// The device moved to another operator or site.
-    AffiliationChanged,
-    /// No reason given.
-    Unspecified,
-}
-
-impl Reason {
-    fn code(self) -> rcgen::RevocationReason {
-        match self {
-            Self::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
-            Self::Superseded => rcgen::RevocationReason::Superseded,
-            Self::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
-            Self::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
-            Self::Unspecified => rcgen::RevocationReason::Unspecified,
-        }
-    }
-}
-
-/// One certificate in `issued.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    /// Serial number, lower-case hex without leading zero bytes.
-    pub serial: String,
-    /// The device id, its CN.
-    pub device: String,
-    /// When it was issued (absent for a certificate made elsewhere).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issued: Option<Timestamp>,
-    /// Its end of validity; once past, it leaves the CRL (absent: it stays).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<Timestamp>,
-    /// When it was revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<Timestamp>,
-    /// Why it was revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<Reason>,
-}
-
-/// The contents of `issued.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Database {
-    /// The number of the last CRL written (0: none yet); each new CRL has the next.
-    pub crl_number: u64,
-    /// Every certificate on record, in the order they were added.
-    #[serde(default, rename = "cert")]
-    pub certs: Vec<Record>,
-}
 
 /// Which certificates of a device `revoke` puts on the CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,120 +116,11 @@ impl std::fmt::Debug for Ca {
     }
 }
 
-fn file_error(path: &Path, why: impl std::fmt::Display) -> AdminError {
-    AdminError::CaFile {
-        path: path.to_owned(),
-        why: why.to_string(),
-    }
-}
-
 fn sign_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> AdminError {
     move |e| AdminError::Sign {
         what,
         why: e.to_string(),
     }
-}
-
-fn read(path: &Path) -> Result<String, AdminError> {
-    std::fs::read_to_string(path).map_err(|e| file_error(path, e))
-}
-
-/// The one certificate of a PEM file.
-fn parse_cert(path: &Path, pem: &x509_parser::pem::Pem) -> Result<CertInfo, AdminError> {
-    let cert = pem
-        .parse_x509()
-        .map_err(|e| file_error(path, format!("not an X.509 certificate: {e}")))?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
-    Ok(CertInfo {
-        serial: canonical_serial(cert.raw_serial()),
-        cn,
-        subject: cert.subject().as_raw().to_vec(),
-        issuer: cert.issuer().as_raw().to_vec(),
-        spki: cert.public_key().raw.to_vec(),
-        not_after: Timestamp::from_second(cert.validity().not_after.timestamp()).ok(),
-    })
-}
-
-/// What this module needs of a certificate file.
-struct CertInfo {
-    serial: String,
-    cn: Option<String>,
-    subject: Vec<u8>,
-    issuer: Vec<u8>,
-    spki: Vec<u8>,
-    not_after: Option<Timestamp>,
-}
-
-fn read_cert(path: &Path) -> Result<(CertInfo, String), AdminError> {
-    let text = read(path)?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
-        .map_err(|e| file_error(path, format!("no PEM certificate: {e}")))?;
-    Ok((parse_cert(path, &pem)?, text))
-}
-
-/// Lower-case hex of a serial's bytes without leading zero bytes ("00" for zero).
-fn canonical_serial(bytes: &[u8]) -> String {
-    let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
-    if trimmed.is_empty() {
-        return "00".to_owned();
-    }
-    trimmed.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A serial as an operator types it (`1A:2B…`, `serial=1A2B…`, any case) in canonical form.
-pub fn parse_serial(given: &str) -> Result<String, AdminError> {
-    let bad = |why: &str| AdminError::Serial {
-        serial: given.to_owned(),
-        why: why.to_owned(),
-    };
-    let text = given.trim();
-    let text = text.strip_prefix("serial=").unwrap_or(text);
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.is_empty() || hex.len() > 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(bad(
-            "expected 1-20 bytes in hex, as `openssl x509 -serial` prints",
-        ));
-    }
-    let padded = if hex.len() % 2 == 1 {
-        format!("0{hex}")
-    } else {
-        hex
-    };
-    let bytes = (0..padded.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&padded[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad("not hex"))?;
-    Ok(canonical_serial(&bytes))
-}
-
-fn serial_bytes(serial: &str) -> Result<Vec<u8>, AdminError> {
-    (0..serial.len())
-        .step_by(2)
-        .map(|i| {
-            serial
-                .get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| AdminError::Serial {
-            serial: serial.to_owned(),
-            why: format!("not canonical hex in {DATABASE}"),
-        })
-}
-
-/// A fresh random serial: 16 bytes from the system's generator, positive and without a
-/// leading zero byte (126 random bits).
-fn random_serial() -> Result<String, AdminError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| AdminError::Random(e.to_string()))?;
-    bytes[0] = (bytes[0] & 0x7f) | 0x40;
-    Ok(canonical_serial(&bytes))
 }
 
 fn to_time(t: Timestamp) -> Result<time::OffsetDateTime, AdminError> {
@@ -305,34 +145,6 @@ pub fn check_device(id: &str) -> Result<DeviceId, AdminError> {
     let id = DeviceId::new(id)?;
     policy::check_device_id(&id)?;
     Ok(id)
-}
-
-/// Writes `path` through a temporary file in the same folder and a rename; `private` makes it
-/// readable by its owner only.
-pub fn write_atomic(path: &Path, contents: &str, private: bool) -> Result<(), AdminError> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| file_error(path, "not a file name"))?;
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let written = options.open(&tmp).and_then(|mut f| {
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(file_error(path, e));
-    }
-    Ok(())
 }
 
 impl Ca {

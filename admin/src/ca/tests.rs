@@ -2,6 +2,7 @@ use std::collections::BTreeSet;
 
 use rcgen::{BasicConstraints, IsCa};
 
+use super::record::canonical_serial;
 use super::*;
 
 /// A CA folder as docker/make-certs.sh leaves it: ca.crt and ca.key (ECDSA here; the
