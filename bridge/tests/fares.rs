@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::{buy, Stack};
 use tapgate_bridge::BridgeError;
-use tapgate_protocol::{fields, keys, stream, CardId, Catalogue, DeviceKind};
+use tapgate_protocol::{fields, keys, pass_record, stream, CardId, Catalogue, DeviceKind};
 
 const FARES: &str = r#"
 currency = "EUR"
@@ -104,7 +104,9 @@ async fn a_product_only_the_fares_file_knows_is_sold_priced_counted_and_honoured
     let f = pass_record().await;
     assert_eq!(f.get(fields::pass::SOLD_BY).map(String::as_str), Some("t1"));
     assert_eq!(f.get(fields::pass::DAY), Some(&sold_day));
-    assert_eq!(f.get(fields::pass::CATALOGUE), Some(&catalogue.version));
+    let stored = pass_record::read(&f, 0).expect("readable").expect("a pass");
+    assert_eq!(stored.catalogue, Some(catalogue.version.clone()), "{f:?}");
+    assert_eq!(stored.pass.terms.price, 750, "{f:?}");
     assert_eq!(f.get(fields::pass::USED_AT), None, "{f:?}");
 
     // Honoured at a gate: the first entry opens a day of travel.
@@ -357,5 +359,6 @@ async fn sighup_puts_a_changed_file_in_force_and_keeps_the_old_one_when_it_is_re
         .query_async(&mut stack.redis().await)
         .await
         .expect("HGETALL");
-    assert_eq!(f.get(fields::pass::PRICE).map(String::as_str), Some("750"));
+    let stored = pass_record::read(&f, 0).expect("readable").expect("a pass");
+    assert_eq!(stored.pass.terms.price, 750, "{f:?}");
 }

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
+use tapgate_protocol::pass_record;
 use tapgate_protocol::payg::{Wallet, PAYG_PRODUCT};
 use tapgate_protocol::rules::{
     decide_timed, fare_time, Input, Pass, Sale, Settings, State, TimeSettings, Verdict,
@@ -100,8 +101,9 @@ enum Op {
 }
 
 /// Pass records the script cannot read: a type without terms that no earlier version wrote,
-/// known types with garbled fields, an unknown validity, and terms missing what they need.
-const GARBLED: [&[(&str, &str)]; 7] = [
+/// known types with garbled fields, an unknown validity, terms missing what they need, in each
+/// layout.
+const GARBLED: [&[(&str, &str)]; 11] = [
     &[("type", "MONTHLY"), ("trips", "0"), ("issued_at", "0")],
     &[("type", "TEN_TRIP"), ("trips", "lots"), ("issued_at", "0")],
     &[("type", "TWO_HOUR"), ("trips", "0"), ("expires_at", "soon")],
@@ -113,6 +115,28 @@ const GARBLED: [&[(&str, &str)]; 7] = [
         ("validity", "trips"),
         ("price", "-5"),
         ("trips", "2"),
+    ],
+    &[
+        ("type", "DAY"),
+        ("terms", "period 0 x 0 EUR"),
+        ("issued_at", "0"),
+    ],
+    &[
+        ("type", "DAY"),
+        ("terms", "top_up 0 0 500 EUR"),
+        ("issued_at", "0"),
+    ],
+    &[
+        ("type", "TEN"),
+        ("terms", "trips 10 0 500 EUR v1"),
+        ("issued_at", "0"),
+    ],
+    &[
+        ("type", "DAY"),
+        ("terms", "service_day 0 0 500 EUR"),
+        ("trips", "0"),
+        ("expires_at", "99999999999999"),
+        ("used_at", "soon"),
     ],
 ];
 
@@ -343,22 +367,9 @@ async fn read_pass(con: &mut redis::aio::MultiplexedConnection, c: usize) -> Opt
         .query_async(con)
         .await
         .expect("HGETALL");
-    let t = f.get(fields::pass::TYPE)?;
-    let num = |name: &str| f.get(name).and_then(|v| v.parse::<u64>().ok());
-    let text = |name: &str| f.get(name).map(String::as_str).unwrap_or("");
-    Some((
-        ProductId::parse(t).expect("type"),
-        Validity::parse(text(fields::pass::VALIDITY)).expect("validity"),
-        num(fields::pass::TRIPS)
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0),
-        num(fields::pass::DURATION).unwrap_or(0),
-        num(fields::pass::PRICE).unwrap_or(0),
-        Currency::parse(text(fields::pass::CURRENCY)).expect("currency"),
-        num(fields::pass::EXPIRES_AT),
-        num(fields::pass::ISSUED_AT).unwrap_or(0),
-        num(fields::pass::USED_AT),
-    ))
+    pass_record::read(&f, LEGACY_PERIOD_MS)
+        .expect("a readable pass record")
+        .map(|stored| view(&stored.pass))
 }
 
 /// A service day's revenue hash.

@@ -4,23 +4,19 @@
 //! the bridge reads the scripts and checks that they use exactly the names listed here for each
 //! hash, and no others.
 
-/// Fields of a card's pass hash, [`crate::keys::pass`]: the product and the terms it was sold on
-/// ([`crate::fares::Terms`]), and its state. A record from before terms were stored has only
-/// `type`, `trips`, `expires_at` and `issued_at`, its type one of `SINGLE_USE`, `TEN_TRIP`,
-/// `TWO_HOUR`, read on those types' terms.
+/// Fields of a card's pass hash, [`crate::keys::pass`]: the product, the terms it was sold on in
+/// one field, its state and its sale. Records written earlier keep their terms in fields of their
+/// own ([`pass::EARLIER`]), or (earlier still) have only `type`, `trips`, `expires_at` and
+/// `issued_at`, the type one of `SINGLE_USE`, `TEN_TRIP`, `TWO_HOUR`. [`crate::pass_record`]
+/// reads every layout.
 pub mod pass {
     /// The product sold.
     pub const TYPE: &str = "type";
-    /// Its validity (`single`, `trips`, `period`, `service_day`).
-    pub const VALIDITY: &str = "validity";
+    /// The terms it was sold on, `validity trips duration_ms price currency [catalogue version]`
+    /// ([`crate::fares::Terms::to_words`]): fixed at the sale, so a gate reads them as one field.
+    pub const TERMS: &str = "terms";
     /// A `trips` pass: entries left; `0` for the others.
     pub const TRIPS: &str = "trips";
-    /// A `period` pass: its length from the first entry, ms; `0` for the others.
-    pub const DURATION: &str = "duration";
-    /// What it was sold for, minor units of `currency`.
-    pub const PRICE: &str = "price";
-    /// The price's currency.
-    pub const CURRENCY: &str = "currency";
     /// A `period` pass once activated, a `service_day` pass from its sale: when it stops being
     /// valid, Unix ms.
     pub const EXPIRES_AT: &str = "expires_at";
@@ -30,16 +26,27 @@ pub mod pass {
     pub const SOLD_BY: &str = "sold_by";
     /// The service day its sale was counted on, `YYYY-MM-DD` (the revenue key a void reverses).
     pub const DAY: &str = "day";
-    /// The fare catalogue's version when it was sold ([`crate::fares::Catalogue::version`]).
-    pub const CATALOGUE: &str = "catalogue";
     /// When it was first used at a gate, Unix ms; absent while unused (only an unused pass can
     /// be voided).
     pub const USED_AT: &str = "used_at";
-    /// Every field.
-    pub const ALL: [&str; 12] = [
-        TYPE, VALIDITY, TRIPS, DURATION, PRICE, CURRENCY, EXPIRES_AT, ISSUED_AT, SOLD_BY, DAY,
-        CATALOGUE, USED_AT,
+    /// Every field written now.
+    pub const ALL: [&str; 8] = [
+        TYPE, TERMS, TRIPS, EXPIRES_AT, ISSUED_AT, SOLD_BY, DAY, USED_AT,
     ];
+
+    /// Records written before the terms were one field: its validity (`single`, `trips`,
+    /// `period`, `service_day`).
+    pub const VALIDITY: &str = "validity";
+    /// Such a record's `period` length from the first entry, ms.
+    pub const DURATION: &str = "duration";
+    /// Such a record's price, minor units of `currency`.
+    pub const PRICE: &str = "price";
+    /// Such a record's currency.
+    pub const CURRENCY: &str = "currency";
+    /// Such a record's fare catalogue version ([`crate::fares::Catalogue::version`]).
+    pub const CATALOGUE: &str = "catalogue";
+    /// The fields of records written before the terms were one field: read, never written.
+    pub const EARLIER: [&str; 5] = [VALIDITY, DURATION, PRICE, CURRENCY, CATALOGUE];
 }
 
 /// Fields of a card's pay-as-you-go wallet, [`crate::keys::wallet`] (see [`crate::payg`]).

@@ -28,6 +28,7 @@ pub mod fields;
 pub mod ids;
 pub mod keys;
 pub mod message;
+pub mod pass_record;
 pub mod payg;
 pub mod rules;
 pub mod status;

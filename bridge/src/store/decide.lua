@@ -51,13 +51,17 @@
 -- to the balance. Both count on their service day's revenue (fares, fare_amount; top_ups,
 -- topped_up, and a top-up's sale in sales and amount like any sale) in the same call.
 --
--- Products are data: the script never names one. A pass record keeps the terms it was sold on
--- (validity, trips, duration, price, currency, the catalogue's version), so a catalogue change
--- never alters a pass sold before it, and what an operator's void needs: the terminal that sold
--- it, the service day its revenue was counted on, and when it was first used (never, for a pass
--- that may be voided). A record from before terms were stored (type SINGLE_USE, TEN_TRIP or TWO_HOUR and no
--- validity) is read on the terms those types had, a TWO_HOUR's period being legacy_period_ms.
---
+-- Products are data: the script never names one. A pass record keeps the terms it was sold on in
+-- one field, `terms`, the words the bridge passed for the sale ("validity trips duration price
+-- currency version"; a gate reads them with one pattern, and only what it uses becomes a
+-- number), so a catalogue change never alters a pass sold before it; and what an operator's void
+-- needs: the terminal that sold it, the service day its revenue was counted on, and when it was
+-- first used (never, for a pass that may be voided). Records written earlier are still read
+-- (tapgate_protocol::pass_record): terms as fields of their own (validity, duration, price ...),
+-- or no terms at all (type SINGLE_USE, TEN_TRIP or TWO_HOUR, read on the terms those types had, a
+-- TWO_HOUR's period being legacy_period_ms). An entry changes only a record's trips, expiry and
+-- first use, whatever its layout.
+
 -- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
 -- the stored result for a redelivery of the same content, '2' alone for an id already used with
 -- other content, '3' and the reason for a message whose time is refused (time_in_future,
@@ -102,12 +106,12 @@
 -- Library functions as locals (upvalues), bound on the first call: a global and a table lookup
 -- on every use add up over a call, and none of them can be reached while the library loads.
 -- `redis.call` is taken afresh at the start of every call.
-local tonumber, tostring, format, sub, find, match, upper, max, min, floor, call
+local tonumber, tostring, format, sub, find, match, upper, max, min, call
 
 local function bind()
   tonumber, tostring, format = _G.tonumber, _G.tostring, _G.string.format
   sub, find, match, upper = _G.string.sub, _G.string.find, _G.string.match, _G.string.upper
-  max, min, floor = _G.math.max, _G.math.min, _G.math.floor
+  max, min = _G.math.max, _G.math.min
 end
 
 local VALIDITIES = {single = true, trips = true, period = true, service_day = true}
@@ -212,10 +216,16 @@ end
 -- A message's fingerprint: "op:card:pass", ":time:mode" after it for a stamped one, and
 -- ":<id>" after that for an offline entry naming the waiting tap it replaces.
 local function fingerprint_of(m_op, m_card, m_chosen, m_stamp, m_mode, m_replaces)
-  local f = m_op .. ':' .. m_card .. ':' .. m_chosen
-  if m_stamp ~= '' then f = f .. ':' .. m_stamp .. ':' .. m_mode end
-  if m_replaces ~= '' then f = f .. ':' .. m_replaces end
-  return f
+  -- One concatenation (one new string) for each shape.
+  if m_stamp == '' then
+    if m_replaces == '' then return m_op .. ':' .. m_card .. ':' .. m_chosen end
+    return m_op .. ':' .. m_card .. ':' .. m_chosen .. ':' .. m_replaces
+  end
+  if m_replaces == '' then
+    return m_op .. ':' .. m_card .. ':' .. m_chosen .. ':' .. m_stamp .. ':' .. m_mode
+  end
+  return m_op .. ':' .. m_card .. ':' .. m_chosen .. ':' .. m_stamp .. ':' .. m_mode .. ':'
+    .. m_replaces
 end
 
 -- The result line of this call's decision (its events so far at the end). `price` is the price
@@ -294,45 +304,55 @@ end
 local function int_field(v)
   if not v then return nil end
   local n = tonumber(v)
-  if not n or n < 0 or n ~= floor(n) then return false end
+  -- `% 1` rather than math.floor: an operator, not a function call, on every field read.
+  if not n or n < 0 or n % 1 ~= 0 then return false end
   return n
 end
 
+-- The words of a `terms` field, capturing what a gate uses: validity and duration.
+local TERMS_WORDS = '^(%l[%l_]*) %d+ (%d+) %d+ %u%u%u ?[%w%-]*$'
+
 -- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (a
 -- garbled field, an unknown validity, a type without terms that no earlier version wrote). A
--- corrupt record is never granted, sold over or rewritten.
+-- corrupt record is never granted, sold over or rewritten. Its price, currency and sale are not
+-- read: only a sale writes them, and no decision on a stored pass reports them.
 local function load_pass()
-  -- Not read: sold_by, day and catalogue, which only a sale writes.
-  local f = call('HMGET', k_pass, 'type', 'trips', 'expires_at', 'issued_at', 'validity',
-    'duration', 'price', 'currency', 'used_at')
-  if not (f[1] or f[2] or f[3] or f[4]) then
+  local f = call('HMGET', k_pass, 'type', 'terms', 'trips', 'expires_at', 'issued_at', 'used_at')
+  if not (f[1] or f[3] or f[4] or f[5]) then
     -- No pass, or (rarely) a record without any of its fields: corrupt.
     if call('EXISTS', k_pass) == 0 then return nil end
     return nil, true
   end
-  local trips, expires_at, issued_at = int_field(f[2]), int_field(f[3]), int_field(f[4])
-  local validity, duration, price = f[5], int_field(f[6]), int_field(f[7])
-  local used_at = int_field(f[9])
+  local trips, expires_at, issued_at = int_field(f[3]), int_field(f[4]), int_field(f[5])
+  local used_at = int_field(f[6])
   if not f[1] or find(f[1], '^[A-Z0-9_]+$') == nil or trips == false or expires_at == false
-      or issued_at == false or duration == false or price == false or used_at == false then
+      or issued_at == false or used_at == false then
     return nil, true
   end
-  local legacy = not validity
-  if legacy then
-    -- Written before terms were stored.
-    validity = LEGACY[f[1]]
-    if not validity then return nil, true end
-    if validity == 'period' then duration = legacy_period end
-    if validity == 'trips' and (trips == nil or trips > 10) then return nil, true end
-  elseif not VALIDITIES[validity] then
-    return nil, true
+  local validity, duration
+  if f[2] then
+    validity, duration = match(f[2], TERMS_WORDS)
+  else
+    -- Written before the terms were one field: its terms as fields, or none at all.
+    local g = call('HMGET', k_pass, 'validity', 'duration', 'price')
+    validity, duration = g[1], g[2]
+    if int_field(g[2]) == false or int_field(g[3]) == false then return nil, true end
+    if not validity then
+      validity = LEGACY[f[1]]
+      if not validity then return nil, true end
+      if validity == 'period' then duration = legacy_period end
+      if validity == 'trips' and (trips == nil or trips > 10) then return nil, true end
+    end
   end
+  if not VALIDITIES[validity] then return nil, true end
   if validity == 'trips' and trips == nil then return nil, true end
-  if validity == 'period' and not duration then return nil, true end
+  if validity == 'period' then
+    duration = tonumber(duration)
+    if not duration then return nil, true end
+  end
   if validity == 'service_day' and not expires_at then return nil, true end
-  return {type = f[1], validity = validity, trips = trips or 0, duration = duration or 0,
-    price = price or 0, currency = f[8] or '', expires_at = expires_at, issued_at = issued_at or 0,
-    used_at = used_at, legacy = legacy}
+  return {type = f[1], validity = validity, trips = trips or 0, duration = duration,
+    expires_at = expires_at, issued_at = issued_at or 0, used_at = used_at}
 end
 
 local function live(p)
@@ -349,27 +369,23 @@ local function live_pass()
   return p, corrupt
 end
 
--- A pass's whole record: a sale (`...` then adds what a void needs: the terminal, service day and
--- catalogue version), or a record from before terms were stored, rewritten on the terms it is
--- read on once its count or activation changes. A whole record is only written over itself or
--- where there is none (issued where load_pass found nothing or deleted an expired one), so no
--- field of an older record can be left behind.
-local function save_pass(p, ...)
+-- A sale's pass record, whole: issued where load_pass found nothing or deleted an expired one,
+-- so no field of an older record can be left behind. With where it was sold and on which
+-- service day: what a void needs.
+local function save_pass(p, terms_text)
   if p.expires_at then
-    call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
-      'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
-      'issued_at', int(p.issued_at), 'expires_at', int(p.expires_at), ...)
+    call('HSET', k_pass, 'type', p.type, 'terms', terms_text, 'trips', int(p.trips),
+      'issued_at', int(p.issued_at), 'sold_by', device, 'day', day_label or '',
+      'expires_at', int(p.expires_at))
     call('PEXPIRE', k_pass, int(max(p.expires_at - bridge_now, 0) + GC_MS))
   else
-    call('HSET', k_pass, 'type', p.type, 'validity', p.validity, 'trips', int(p.trips),
-      'duration', int(p.duration), 'price', int(p.price), 'currency', p.currency,
-      'issued_at', int(p.issued_at), ...)
+    call('HSET', k_pass, 'type', p.type, 'terms', terms_text, 'trips', int(p.trips),
+      'issued_at', int(p.issued_at), 'sold_by', device, 'day', day_label or '')
   end
 end
 
--- A pass with terms after an entry: only what the entry changed (a trips pass's count, a period
--- pass's expiry once activated, when it was first entered), as a gate tap does not need the rest
--- of the record rewritten.
+-- A pass after an entry: only what the entry changed (a trips pass's count, a period pass's
+-- expiry once activated, when it was first entered), in whatever layout the record has.
 local function update_pass(p, activated, first_use)
   local trips, expires = pass_texts(p)
   if p.validity == 'trips' then
@@ -653,9 +669,6 @@ local function gate()
   -- longer be voided.
   if p.validity == 'single' or (p.validity == 'trips' and p.trips == 0) then
     call('DEL', k_pass)
-  elseif p.legacy then
-    if p.validity == 'trips' or activated then save_pass(p) end
-    if first_use then call('HSET', k_pass, 'used_at', int(now)) end
   else
     update_pass(p, activated, first_use)
   end
@@ -719,9 +732,7 @@ local function terminal()
       price = t.price, currency = t.currency, issued_at = now}
     if t.validity == 'trips' then p.trips = t.trips end
     if t.validity == 'service_day' then p.expires_at = day_end end
-    -- Where it was sold, on which service day, from which catalogue: what a void needs. A pass
-    -- written over itself later keeps them (HSET changes only the fields it names).
-    save_pass(p, 'sold_by', device, 'day', day_label or '', 'catalogue', t.version or '')
+    save_pass(p, t.text)
     call('HINCRBY', k_issued, p.type, '1')
     count_device('issued')
     -- Revenue of the service day, by product and by terminal, in the same step as the sale.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use serde_json::{json, Value};
-use tapgate_protocol::{fields, keys};
+use tapgate_protocol::{fields, keys, pass_record};
 use tapgate_protocol::{
     CardId, Catalogue, Currency, DenyReason, DeviceId, DeviceKind, Event, ProductId, RejectReason,
 };
@@ -248,15 +248,19 @@ pub async fn card(
         .query_async(conn)
         .await?;
     let void = super::void::status(&pass, now_ms, void_window);
+    // Its price as sold; a record from before prices has none.
+    let (price, currency) = match pass_record::read(&pass, 0) {
+        Ok(Some(s)) if s.layout != pass_record::Layout::BeforeTerms => {
+            let price = i64::try_from(s.pass.terms.price).ok();
+            (price, price.map(|_| s.pass.terms.currency))
+        }
+        _ => (None, None),
+    };
     let (pass, blocked) = (escape_hash(pass), escape_hash(blocked));
     let pass = if pass.is_empty() {
         Value::Null
     } else {
         let expires_at = num(&pass, fields::pass::EXPIRES_AT).filter(|e| *e > 0);
-        let price = num(&pass, fields::pass::PRICE);
-        let currency = pass
-            .get(fields::pass::CURRENCY)
-            .and_then(|c| Currency::parse(c));
         // The store keeps `trips 0` for a pass that does not count trips, and removes one that
         // counts them with its last trip: a pass has trips left exactly when it counts them.
         json!({

@@ -6,7 +6,7 @@
 //! answer ([`status`]) so the dashboard offers the button only while it would work.
 //!
 //! The void itself is one Lua script ([`VOID`]) that checks again, atomically, that the pass is
-//! still the one that was judged (same sale time, service day, terminal, product and price, and
+//! still the one that was judged (same sale time, service day, terminal, product and terms, and
 //! still unused), deletes it, reverses the sale on its service day's revenue hash (sales, amount,
 //! the product's and the terminal's fields go down by the sale, `voids` and `voided` go up) and
 //! appends a `pass-voided` event, so a reader never sees one without the others. The script
@@ -24,8 +24,8 @@ use redis::AsyncCommands;
 use serde_json::{json, Value};
 use tapgate_protocol::fares::ServiceDay;
 use tapgate_protocol::fields::{pass as field, revenue};
-use tapgate_protocol::{keys, CardId, Currency, DeviceId, DeviceKind, Event, EventKind};
-use tapgate_protocol::{PassInfo, ProductId};
+use tapgate_protocol::{keys, pass_record, CardId, Currency, DeviceId, DeviceKind, Event};
+use tapgate_protocol::{EventKind, PassInfo, ProductId};
 use tracing::info;
 
 use super::auth::{audit, client_of, Operator};
@@ -136,37 +136,31 @@ pub fn judge(pass: &PassRecord, now_ms: u64, window: Duration) -> Result<Sale, V
     let (Some(sold_by), Some(day)) = (pass.get(field::SOLD_BY), pass.get(field::DAY)) else {
         return Err(VoidRefusal::SoldBeforeVoids);
     };
-    let text = |name: &'static str| pass.get(name).ok_or(VoidRefusal::Unreadable(name));
-    let issued_at: u64 = text(field::ISSUED_AT)?
-        .parse()
-        .map_err(|_| VoidRefusal::Unreadable(field::ISSUED_AT))?;
+    let stored = pass_record::read(pass, 0)
+        .map_err(|u| VoidRefusal::Unreadable(u.field))?
+        .ok_or(VoidRefusal::NoPass)?;
+    if !pass.contains_key(field::ISSUED_AT) {
+        return Err(VoidRefusal::Unreadable(field::ISSUED_AT));
+    }
+    let issued_at = stored.pass.issued_at;
     let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
     let age_ms = now_ms.saturating_sub(issued_at);
     if age_ms > window_ms {
         return Err(VoidRefusal::WindowPassed { age_ms, window });
     }
-    let product =
-        ProductId::parse(text(field::TYPE)?).ok_or(VoidRefusal::Unreadable(field::TYPE))?;
-    let price: u64 = text(field::PRICE)?
-        .parse()
-        .ok()
-        .filter(|p| i64::try_from(*p).is_ok())
-        .ok_or(VoidRefusal::Unreadable(field::PRICE))?;
-    let currency =
-        Currency::parse(text(field::CURRENCY)?).ok_or(VoidRefusal::Unreadable(field::CURRENCY))?;
+    let terms = stored.pass.terms;
+    let (product, price, currency) = (terms.product, terms.price, terms.currency);
+    if i64::try_from(price).is_err() {
+        return Err(VoidRefusal::Unreadable(field::TERMS));
+    }
     let sold_by =
         DeviceId::new(sold_by.as_str()).map_err(|_| VoidRefusal::Unreadable(field::SOLD_BY))?;
     let day = day_label(day).ok_or(VoidRefusal::Unreadable(field::DAY))?;
-    let checks = [
-        field::ISSUED_AT,
-        field::DAY,
-        field::SOLD_BY,
-        field::TYPE,
-        field::PRICE,
-    ]
-    .into_iter()
-    .map(|name| (name, pass.get(name).cloned().unwrap_or_default()))
-    .collect();
+    let checks = stored
+        .sale_fields()
+        .iter()
+        .map(|name| (*name, pass.get(*name).cloned().unwrap_or_default()))
+        .collect();
     Ok(Sale {
         product,
         price,
@@ -356,8 +350,29 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(600);
     const SOLD: u64 = 1_700_000_000_000;
 
+    fn record(pairs: &[(&str, &str)]) -> PassRecord {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// A pass sold now: its terms in one field.
     fn sold() -> PassRecord {
-        [
+        record(&[
+            (field::TYPE, "DAY"),
+            (field::TERMS, "service_day 0 0 750 EUR abc"),
+            (field::TRIPS, "0"),
+            (field::EXPIRES_AT, "1700010000000"),
+            (field::ISSUED_AT, "1700000000000"),
+            (field::SOLD_BY, "t1"),
+            (field::DAY, "2023-11-14"),
+        ])
+    }
+
+    /// The same sale as written before the terms were one field.
+    fn sold_earlier() -> PassRecord {
+        record(&[
             (field::TYPE, "DAY"),
             (field::VALIDITY, "service_day"),
             (field::TRIPS, "0"),
@@ -369,10 +384,22 @@ mod tests {
             (field::SOLD_BY, "t1"),
             (field::DAY, "2023-11-14"),
             (field::CATALOGUE, "abc"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        ])
+    }
+
+    #[test]
+    fn both_layouts_name_the_same_sale_and_pin_their_own_fields() {
+        let now = judge(&sold(), SOLD, WINDOW).expect("voidable");
+        let earlier = judge(&sold_earlier(), SOLD, WINDOW).expect("voidable");
+        assert_eq!(now.reversal(), earlier.reversal());
+        assert!(now
+            .checks
+            .iter()
+            .any(|(f, v)| *f == field::TERMS && v.contains("750")));
+        assert!(earlier
+            .checks
+            .iter()
+            .any(|(f, v)| *f == field::PRICE && v == "750"));
     }
 
     #[test]
@@ -409,7 +436,9 @@ mod tests {
         let mut bad_day = sold();
         bad_day.insert(field::DAY.into(), "2023-02-30".into());
         let mut bad_price = sold();
-        bad_price.insert(field::PRICE.into(), "-1".into());
+        bad_price.insert(field::TERMS.into(), "service_day 0 0 -1 EUR".into());
+        let mut bad_earlier_price = sold_earlier();
+        bad_earlier_price.insert(field::PRICE.into(), "-1".into());
         let cases = [
             (sold(), Duration::ZERO, "voids_off"),
             (PassRecord::new(), WINDOW, "no_pass"),
@@ -418,6 +447,7 @@ mod tests {
             (no_day, WINDOW, "sold_before_voids"),
             (bad_day, WINDOW, "unreadable_pass"),
             (bad_price, WINDOW, "unreadable_pass"),
+            (bad_earlier_price, WINDOW, "unreadable_pass"),
         ];
         for (pass, window, code) in cases {
             let r = judge(&pass, SOLD, window).expect_err(code);
