@@ -20,7 +20,7 @@ use redis::Script;
 use tapgate_bridge::store::library::Library;
 use tapgate_bridge::store::{decide_command, Request, StoreSettings};
 use tapgate_protocol::rules::{Input, TimeSettings};
-use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, MessageId, Stamp};
+use tapgate_protocol::{fields, keys, CardId, DeviceId, DeviceKind, MessageId, Stamp};
 use tapgate_testkit::RedisServer;
 
 const OLD: &str = include_str!("decide_main.lua");
@@ -246,17 +246,42 @@ async fn prepared(
         }
         Version::New => library().load(&mut con).await.expect("load"),
     }
+    // Each version's passes as its own sales write them: the baseline's type and counts; now,
+    // the terms in one field and where and when the pass was sold.
+    let two_hour_terms = format!("period 0 {} 0 EUR builtin", s.store().legacy_period_ms);
+    let record: Vec<(&str, &str)> = match version {
+        Version::Old => vec![
+            (fields::pass::TYPE, "TWO_HOUR"),
+            (fields::pass::TRIPS, "0"),
+            (fields::pass::ISSUED_AT, "0"),
+        ],
+        Version::New => vec![
+            (fields::pass::TYPE, "TWO_HOUR"),
+            (fields::pass::TERMS, &two_hour_terms),
+            (fields::pass::TRIPS, "0"),
+            (fields::pass::ISSUED_AT, "0"),
+            (fields::pass::SOLD_BY, "t1"),
+            (fields::pass::DAY, "2026-12-07"),
+        ],
+    };
     let mut pipe = redis::pipe();
     for n in 0..cards {
-        pipe.hset_multiple(
-            keys::pass(&card(n)),
-            &[("type", "TWO_HOUR"), ("trips", "0"), ("issued_at", "0")],
-        )
-        .ignore();
+        pipe.hset_multiple(keys::pass(&card(n)), &record).ignore();
     }
     pipe.query_async::<()>(&mut con).await.expect("passes");
     push(&mut con, version, s, cards, cards, "warm").await;
     (redis, con)
+}
+
+/// Entries granted on the two-hour passes so far.
+async fn granted(con: &mut MultiplexedConnection) -> i64 {
+    redis::cmd("HGET")
+        .arg(keys::COUNTERS_ENTRIES)
+        .arg("TWO_HOUR")
+        .query_async::<Option<i64>>(con)
+        .await
+        .expect("HGET")
+        .unwrap_or(0)
 }
 
 struct Cost {
@@ -274,10 +299,17 @@ async fn cost(name: &str, version: Version, taps: usize, cards: usize) -> Cost {
     .await;
     let base = used_memory(&mut con).await;
     let (calls0, usec0) = calls(&mut con, version).await;
+    let granted0 = granted(&mut con).await;
     let started = Instant::now();
     push(&mut con, version, DEFAULTS, taps, cards, "t").await;
     let elapsed = started.elapsed();
     let (calls1, usec1) = calls(&mut con, version).await;
+    // Every tap is an entry on an active pass: a figure for anything else measures the wrong path.
+    let entries = granted(&mut con).await - granted0;
+    assert_eq!(
+        entries, taps as i64,
+        "{name}: {entries} of {taps} taps granted"
+    );
     let now = used_memory(&mut con).await;
     tokio::time::sleep(Duration::from_millis(
         DEFAULTS.window_ms + DEFAULTS.max_future_ms + 1500,

@@ -50,9 +50,10 @@ wait \$child
 EOF
 chmod +x "$work/bin/redis-server"
 
-cargo build --quiet --release -p tapgate-bridge --example script_cost \
-  --manifest-path "$root/Cargo.toml"
-if ! PATH="$work/bin:$PATH" "$root/target/release/examples/script_cost" "$taps" 500 0 1 \
+# The example only feeds Redis: its own speed does not change what Redis counts, so the dev
+# build (no release build of the workspace needed) gives the same figures.
+cargo build --quiet -p tapgate-bridge --example script_cost --manifest-path "$root/Cargo.toml"
+if ! PATH="$work/bin:$PATH" "$root/target/debug/examples/script_cost" "$taps" 500 0 1 \
   >"$work/log" 2>&1; then
   cat "$work/log" >&2
   exit 1
