@@ -58,6 +58,9 @@ never="$never -xdel -xtrim -xsetid -xgroup -xreadgroup -xack -xclaim -xautoclaim
 # written before card ids were canonical finds them so (a card blocked under such a key must be
 # denied after an upgrade); its credential already writes every pass.
 never="$never -scan -randomkey"
+# What a program that finds the primary through the sentinels (redis+sentinel://) runs on the
+# node they name before using it, to see that it is a primary yet: ROLE (in @dangerous).
+sentinel_client="+role"
 
 umask 077
 tmp="$out.tmp.$$"
@@ -86,7 +89,8 @@ tmp="$out.tmp.$$"
   bridge_keys="$bridge_keys ~tapgate:card:*:blocked %R~tapgate:blocked"
   echo "user tapgate-bridge on #$(hash "$REDIS_BRIDGE_PASSWORD") resetkeys resetchannels" \
     "$bridge_keys %R~tapgate:events" \
-    "-@all +@read +@write +@scripting +@transaction +@connection $never +function|load +info +scan" \
+    "-@all +@read +@write +@scripting +@transaction +@connection $never $sentinel_client" \
+    "+function|load +info +scan" \
     "($bridge_keys ~tapgate:events -@all +fcall +fcall_ro +eval +evalsha)" \
     "(~tapgate:events -@all +xadd)"
   # Reads every tapgate key; writes the block list, voids and card replacements (Lua scripts),
@@ -102,7 +106,7 @@ tmp="$out.tmp.$$"
   echo "user tapgate-monitor on #$(hash "$REDIS_MONITOR_PASSWORD") resetkeys resetchannels" \
     "$monitor_keys $monitor_own" \
     "-@all +@read +@write +@scripting +@transaction +@connection +@blocking $never" \
-    "($monitor_keys $monitor_own ~tapgate:events ~tapgate:monitor:audit -@all +eval +evalsha)" \
+    "$sentinel_client ($monitor_keys $monitor_own ~tapgate:events ~tapgate:monitor:audit -@all +eval +evalsha)" \
     "(~tapgate:events ~tapgate:monitor:audit -@all +xadd)"
   echo "user tapgate-emqx on #$(hash "$REDIS_EMQX_PASSWORD") resetkeys resetchannels" \
     "~tapgate:emqx:* -@all +@connection $never +hincrby +select +ping"
@@ -119,6 +123,6 @@ tmp="$out.tmp.$$"
   echo "user tapgate-tail on #$(hash "$REDIS_TAIL_PASSWORD") resetkeys resetchannels" \
     "%R~tapgate:events %R~tapgate:monitor:audit %R~tapgate:counters:* %R~tapgate:revenue:*" \
     "%R~tapgate:devices %R~tapgate:device:*" \
-    "-@all +@read +@connection +@blocking $never"
+    "-@all +@read +@connection +@blocking $never $sentinel_client"
 } >"$tmp"
 mv "$tmp" "$out"

@@ -267,6 +267,12 @@ async fn the_bridge_and_the_monitor_work_under_their_own_users() {
     }
     let mut as_bridge = login(&redis, "tapgate-bridge").await;
     assert_eq!(refused(&mut as_bridge, &["INFO", "memory"]).await, None);
+    // Through the sentinels (redis+sentinel://), each program asks the node they name whether
+    // it is a primary yet (runtime/src/redis.rs) before using it.
+    for user in ["tapgate-bridge", "tapgate-monitor"] {
+        let mut con = login(&redis, user).await;
+        assert_eq!(refused(&mut con, &["ROLE"]).await, None, "{user} runs ROLE");
+    }
 
     shutdown.cancel();
     tokio::time::timeout(WAIT, bridge.join())
@@ -473,6 +479,8 @@ fn tail_reads() -> Vec<Vec<&'static str>> {
         vec!["HGETALL", "tapgate:device:gate:g1"],
         vec!["HGETALL", "tapgate:revenue:2026-01-01"],
         vec!["PING"],
+        // Through the sentinels: is the node they name a primary yet?
+        vec!["ROLE"],
     ]
 }
 
