@@ -19,6 +19,49 @@ pub enum LogFormat {
     Json,
 }
 
+/// The logging flags every program takes, defined once: what is logged (`--log`, a filter that
+/// `RUST_LOG` overrides) and how (`--log-format`). `--log-json` stays, hidden, for the scripts
+/// that use it: the same as `--log-format json`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogArgs {
+    /// What is logged: a tracing filter such as info or debug,rumqttc=warn; RUST_LOG wins when
+    /// set [default: info].
+    #[arg(long, env = "TAPGATE_LOG", global = true)]
+    pub log: Option<String>,
+    /// How log lines are written on stderr: text, or json (one object per line).
+    #[arg(
+        long,
+        env = "TAPGATE_LOG_FORMAT",
+        value_enum,
+        hide_possible_values = true,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// The same as --log-format json.
+    #[arg(long, env = "TAPGATE_LOG_JSON", hide = true, global = true)]
+    pub log_json: bool,
+}
+
+impl LogArgs {
+    /// The flags' ids: they are not settings.
+    pub const IDS: [&'static str; 3] = ["log", "log_format", "log_json"];
+
+    /// The format asked for.
+    pub fn format(&self) -> LogFormat {
+        if self.log_json {
+            LogFormat::Json
+        } else {
+            self.log_format
+        }
+    }
+
+    /// Installs the global subscriber as asked ([`init`]), `info` unless told otherwise.
+    pub fn init(&self) -> Result<(), LoggingError> {
+        init(self.format(), self.log.as_deref().unwrap_or("info"))
+    }
+}
+
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {

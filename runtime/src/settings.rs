@@ -13,11 +13,21 @@
 //! Keys are the settings' field names (`two_hour_duration`), nested ones with a dot
 //! (`pins.red`). Values are typed by the struct, so `"2h"`, `"true"` or `"5"` given as text
 //! become a duration, a flag or a number there, once.
+//!
+//! A flag is a setting when its clap id is a settings key (a field's name is its id; a nested
+//! key is given as `#[arg(id = "pins.red", long = "pin-red")]`). Then nothing else is written
+//! for it: [`given`] takes every such flag the user gave (or its variable) as an override,
+//! [`show_defaults`] shows its default in `--help` from the struct's `Default`, and
+//! [`to_toml`] prints the effective settings (`--print-config`) with secrets redacted.
+//! [`check`] holds what each program's tests use to prove that every flag arrives.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Command};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tapgate_protocol::broker::BrokerUrl;
 use tapgate_protocol::Topics;
 
@@ -95,12 +105,326 @@ pub fn broker_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BrokerUrl, D
     BrokerUrl::parse(&text).map_err(serde::de::Error::custom)
 }
 
+/// A settings struct's defaults as flat `key → value` pairs: nested keys joined with a dot
+/// (`pins.red`), unset options as `null`, durations as their humantime text.
+pub fn defaults<T: Serialize + Default>(
+) -> Result<BTreeMap<String, serde_json::Value>, SettingsError> {
+    let value = serde_json::to_value(T::default())
+        .map_err(|e| SettingsError::invalid("defaults", e.to_string()))?;
+    let mut flat = BTreeMap::new();
+    flatten("", value, &mut flat);
+    Ok(flat)
+}
+
+fn flatten(prefix: &str, value: serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other);
+        }
+    }
+}
+
+/// The settings flags of `matches` that were given, on the command line or as their
+/// environment variable, as overrides for [`load`] (a flag's own default is not given: the file
+/// wins over it). A flag is a setting of `T` when its id is one of `T`'s keys; a list setting
+/// takes every value given, trimmed, blank ones dropped (so `--hosts ''` empties the list).
+pub fn given<T: Serialize + Default>(matches: &ArgMatches) -> Result<Overrides, SettingsError> {
+    let keys = defaults::<T>()?;
+    let mut out = Overrides::new();
+    for id in matches.ids() {
+        let key = id.as_str();
+        let Some(default) = keys.get(key) else {
+            continue;
+        };
+        if !matches!(
+            matches.value_source(key),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let Some(raw) = matches.get_raw(key) else {
+            continue;
+        };
+        let mut values = Vec::new();
+        for v in raw {
+            let text = v.to_str().ok_or_else(|| SettingsError::NotText {
+                key: key.to_owned(),
+            })?;
+            values.push(text.to_owned());
+        }
+        if default.is_array() {
+            let list: Vec<String> = values
+                .iter()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .collect();
+            out.put(key, Some(list));
+        } else {
+            out.put(key, values.pop());
+        }
+    }
+    Ok(out)
+}
+
+/// `cmd` with each settings flag's default (from `T::default()`) at the end of its help, as
+/// `[default: …]`. Only the help text changes: the flag has no clap default, so the file and the
+/// environment still win over a flag that was not given. Unset options and empty values show
+/// nothing; their help says what unset means.
+pub fn show_defaults<T: Serialize + Default>(cmd: Command) -> Command {
+    let Ok(keys) = defaults::<T>() else {
+        return cmd;
+    };
+    let ids: Vec<String> = cmd
+        .get_arguments()
+        .map(|a| a.get_id().as_str().to_owned())
+        .collect();
+    ids.into_iter()
+        .fold(cmd, |cmd, id| match keys.get(&id).map(shown) {
+            Some(values) if !values.is_empty() => cmd.mut_arg(id, |a| {
+                // A list flag split at commas shows its default the way it is typed.
+                let sep = a.get_value_delimiter().map_or(" ".into(), String::from);
+                let note = format!("[default: {}]", values.join(&sep));
+                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                let long = a.get_long_help().map(ToString::to_string);
+                let a = a.help(format!("{help} {note}").trim_start().to_owned());
+                match long {
+                    Some(long) => a.long_help(format!("{long} {note}")),
+                    None => a,
+                }
+            }),
+            _ => cmd,
+        })
+}
+
+/// A default as the text a user would type: strings bare, lists one value each.
+fn shown(value: &serde_json::Value) -> Vec<String> {
+    match value {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::String(s) if s.is_empty() => Vec::new(),
+        serde_json::Value::String(s) => {
+            vec![humantime::parse_duration(s).map_or_else(|_| s.clone(), readable)]
+        }
+        serde_json::Value::Array(items) => items.iter().flat_map(shown).collect(),
+        // `500`, not `500.0`.
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => {
+                vec![format!("{f:.0}")]
+            }
+            _ => vec![n.to_string()],
+        },
+        other => vec![other.to_string()],
+    }
+}
+
+/// A duration in its largest whole unit, as people write it: `24h`, `30days`, `1500ms`.
+fn readable(d: std::time::Duration) -> String {
+    const DAY: u128 = 86_400_000;
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms >= 2 * DAY && ms % DAY == 0 {
+        return format!("{}days", ms / DAY);
+    }
+    // Minutes from 100 s up: `60s` reads better than `1m`.
+    for (size, unit, from) in [(3_600_000, "h", 0), (60_000, "m", 100_000), (1000, "s", 0)] {
+        if ms % size == 0 && ms >= from {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// The settings as TOML, for `--print-config`: what the program would run with, secrets
+/// redacted (any key naming a password, and the password of a URL).
+pub fn to_toml<T: Serialize>(settings: &T) -> Result<String, SettingsError> {
+    let mut value = toml::Value::try_from(settings)
+        .map_err(|e| SettingsError::invalid("settings", e.to_string()))?;
+    redact_secrets(None, &mut value);
+    toml::to_string(&value).map_err(|e| SettingsError::invalid("settings", e.to_string()))
+}
+
+fn redact_secrets(key: Option<&str>, value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                redact_secrets(Some(k), v);
+            }
+        }
+        toml::Value::Array(items) => {
+            for v in items {
+                redact_secrets(key, v);
+            }
+        }
+        toml::Value::String(s) => {
+            if key.is_some_and(|k| k.contains("password") || k.contains("secret")) {
+                *s = "***".into();
+            } else if s.contains("://") {
+                *s = tapgate_protocol::broker::redact(s);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Serializes [`Topics`] as its prefix, the text it was read from:
+/// `#[serde(serialize_with = "tapgate_runtime::settings::topics_prefix")]`.
+pub fn topics_prefix<S: serde::Serializer>(topics: &Topics, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(topics.prefix())
+}
+
+/// What each program's tests use to prove that every settings flag reaches the settings: the
+/// flags are read from the clap `Command` itself, so a flag added later is covered without
+/// touching the test.
+pub mod check {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use clap::Command;
+
+    /// One settings flag with a value unlike its default.
+    #[derive(Debug, Clone)]
+    pub struct FlagValue {
+        /// The settings key (the flag's id).
+        pub key: String,
+        /// `--the-flag`.
+        pub flag: String,
+        /// The value given, as typed on the command line (or in its variable).
+        pub value: String,
+        /// Whether the flag takes a value (`--strict` does not: given, it is `true`).
+        pub takes_value: bool,
+    }
+
+    /// Every long flag of `cmd`, each either a settings key of `keys` (from
+    /// [`defaults`](super::defaults)) with a value unlike its default, or named in
+    /// `not_settings` (`config`, `log`, `help`, …). A value comes from `samples` (by key) when
+    /// given, else from the default: a flag flipped, a number changed, a duration 1s longer, a
+    /// list reversed. Fails naming the flag when neither works, or when a flag is neither a
+    /// setting nor listed: such a flag would be silently ignored.
+    pub fn every_flag(
+        cmd: &Command,
+        keys: &BTreeMap<String, serde_json::Value>,
+        samples: &[(&str, &str)],
+        not_settings: &[&str],
+    ) -> Result<Vec<FlagValue>, String> {
+        let mut out = Vec::new();
+        for arg in cmd.get_arguments() {
+            let key = arg.get_id().as_str();
+            let Some(long) = arg.get_long() else {
+                continue;
+            };
+            if not_settings.contains(&key) || long == "help" || long == "version" {
+                continue;
+            }
+            let Some(default) = keys.get(key) else {
+                return Err(format!(
+                    "--{long} (id {key}) is not a settings key: it would be ignored"
+                ));
+            };
+            let value = match samples.iter().find(|(k, _)| *k == key) {
+                Some((_, v)) => (*v).to_owned(),
+                None => unlike(default)
+                    .ok_or_else(|| format!("--{long}: give the test a sample value"))?,
+            };
+            out.push(FlagValue {
+                key: key.to_owned(),
+                flag: format!("--{long}"),
+                value,
+                takes_value: arg.get_action().takes_values(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn unlike(default: &serde_json::Value) -> Option<String> {
+        use serde_json::Value;
+        match default {
+            Value::Bool(b) => Some((!b).to_string()),
+            Value::Number(n) if n.is_u64() || n.is_i64() => n.as_u64().map(|n| (n + 1).to_string()),
+            Value::Number(n) => n.as_f64().map(|f| {
+                if f == 0.0 {
+                    "0.5".to_owned()
+                } else {
+                    (f / 2.0).to_string()
+                }
+            }),
+            Value::String(s) => humantime::parse_duration(s)
+                .ok()
+                .map(|d| humantime::format_duration(d + Duration::from_secs(1)).to_string()),
+            Value::Array(items) if items.len() > 1 => Some(
+                items
+                    .iter()
+                    .rev()
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The command line giving each of `flags` its value.
+    pub fn argv(flags: &[FlagValue]) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in flags {
+            out.push(f.flag.clone());
+            if f.takes_value {
+                out.push(f.value.clone());
+            }
+        }
+        out
+    }
+
+    /// The keys of `flags` whose setting in `effective` (flat, as from
+    /// [`defaults`](super::defaults)) still equals its default: flags that did not arrive.
+    pub fn not_arrived(
+        flags: &[FlagValue],
+        keys: &BTreeMap<String, serde_json::Value>,
+        effective: &BTreeMap<String, serde_json::Value>,
+    ) -> Vec<String> {
+        flags
+            .iter()
+            .filter(|f| effective.get(&f.key) == keys.get(&f.key))
+            .map(|f| format!("{} {}", f.flag, f.value))
+            .collect()
+    }
+
+    /// `settings` flattened like [`defaults`](super::defaults).
+    pub fn flat<T: serde::Serialize>(
+        settings: &T,
+    ) -> Result<BTreeMap<String, serde_json::Value>, String> {
+        let value = serde_json::to_value(settings).map_err(|e| e.to_string())?;
+        let mut out = BTreeMap::new();
+        super::flatten("", value, &mut out);
+        Ok(out)
+    }
+}
+
 /// A program's settings that cannot work: the programs' settings errors, defined once.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The file or a layer could not be read or parsed.
     #[error("cannot load settings: {0}")]
     Load(#[from] config::ConfigError),
+    /// A flag or variable's value is not UTF-8 text.
+    #[error("the value of `{key}` is not UTF-8 text")]
+    NotText {
+        /// The setting's key.
+        key: String,
+    },
     /// A value is out of range or malformed.
     #[error("invalid setting `{field}`: {why}")]
     Invalid {
