@@ -2,7 +2,8 @@
 //!
 //! [`BridgeConfig`] is read in layers: built-in defaults, then a TOML file (`--config`), then
 //! `TAPGATE_*` environment variables, then command-line flags. Unknown keys in the file are
-//! refused, so a typo is an error rather than a silently ignored setting.
+//! refused, so a typo is an error rather than a silently ignored setting. The flags are
+//! [`crate::cli::Cli`]'s, each named as its setting.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -36,8 +37,12 @@ pub struct BridgeConfig {
     /// MQTT client id. Keep it stable: the broker keeps this session's queued taps while the
     /// bridge is down and hands them over when it returns.
     pub client_id: String,
-    /// Topic prefix shared with the devices.
-    pub prefix: String,
+    /// Topic prefix shared with the devices, checked as it is read.
+    #[serde(
+        deserialize_with = "tapgate_runtime::settings::topics",
+        serialize_with = "tapgate_runtime::settings::topics_prefix"
+    )]
+    pub prefix: Topics,
     /// Shared-subscription group (`$share/{group}/...`) so several bridges split the work.
     /// Unset: an ordinary subscription.
     pub shared_group: Option<String>,
@@ -113,7 +118,7 @@ impl Default for BridgeConfig {
             wait_timeout: Duration::from_millis(500),
             broker: BrokerConfig::default(),
             client_id: "tapgate-bridge".into(),
-            prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
+            prefix: Topics::default(),
             shared_group: None,
             fares: None,
             two_hour_duration: Duration::from_secs(2 * 60 * 60),
@@ -141,7 +146,8 @@ pub use tapgate_runtime::settings::SettingsError as ConfigError;
 
 impl BridgeConfig {
     /// Layers defaults, the optional TOML file and `overrides` (environment and flags, already
-    /// merged by the caller in that order) and validates the result.
+    /// merged by the caller in that order) and validates the result: the one check of the
+    /// settings, which [`crate::start`] then takes as they are.
     pub fn load<K: AsRef<str>, V: Into<config::Value>>(
         file: Option<&Path>,
         overrides: impl IntoIterator<Item = (K, V)>,
@@ -190,7 +196,6 @@ impl BridgeConfig {
             field,
             why: why.to_owned(),
         };
-        Topics::new(self.prefix.as_str()).map_err(|e| invalid("prefix", &e.to_string()))?;
         for (field, secret) in [
             ("redis_password", self.redis_password.as_deref()),
             ("redis", url_password(&self.redis)),

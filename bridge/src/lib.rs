@@ -1,6 +1,7 @@
 //! The tapgate bridge: decides device taps and button presses against Redis, atomically, over MQTT.
 //!
 //! - [`config`]: settings, layered defaults → file → environment → flags.
+//! - [`cli`]: the command line, each flag named as its setting.
 //! - [`fares`]: the fare catalogue in force, reloaded on SIGHUP.
 //! - [`mqtt`]: broker options, subscription filters, start-up handshake, sharing check.
 //! - [`connection`]: the task that owns the connection once it is up: reads, batched writes,
@@ -21,6 +22,7 @@
 //! decide by the system clock; [`start_with_clock`] takes any [`Clock`] (tests move a
 //! `ManualClock` instead of sleeping until a pass or sale expires).
 
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
@@ -40,7 +42,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tapgate_protocol::Topics;
 use tapgate_runtime::clock::{Clock, SystemClock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -117,7 +118,8 @@ impl BridgeHandle {
 }
 
 /// Connects to Redis and the broker, subscribes, and starts deciding by the system clock. Returns
-/// once subscribed; fails fast with the unreachable address.
+/// once subscribed; fails fast with the unreachable address. `config` is taken as
+/// [`BridgeConfig::load`] checked it (or as its `Default` is): it is not checked again.
 pub async fn start(
     config: BridgeConfig,
     shutdown: CancellationToken,
@@ -132,12 +134,8 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<BridgeHandle, BridgeError> {
-    config.validate()?;
     check_topology(&config)?;
-    let topics = Topics::new(config.prefix.as_str()).map_err(|e| ConfigError::Invalid {
-        field: "prefix",
-        why: e.to_string(),
-    })?;
+    let topics = config.prefix.clone();
     let fares = fares::Fares::load(config.fares.clone(), millis(config.two_hour_duration))?;
     {
         let c = fares.current();

@@ -1,5 +1,6 @@
 //! Start-up and operations: fail-fast errors naming the unreachable address, every setting in
-//! `--help`, config layering, and a real scrape of `/metrics`.
+//! `--help` with its default, every flag and variable reaching the settings, `--print-config`,
+//! config layering, and a real scrape of `/metrics`.
 
 mod support;
 
@@ -8,9 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::Stack;
+use tapgate_bridge::cli::{Cli, NOT_SETTINGS};
 use tapgate_bridge::BridgeConfig;
 use tapgate_protocol::DeviceKind;
 use tapgate_runtime::mqtt::BrokerConfig;
+use tapgate_runtime::settings::{self, check};
 use tapgate_testkit::{free_port, RedisServer};
 
 fn bridge() -> Command {
@@ -63,17 +66,121 @@ fn unreachable_broker_fails_naming_the_address() {
 }
 
 #[test]
-fn every_setting_is_in_help() {
+fn every_setting_is_in_help_with_its_default() {
     let mut cmd = bridge();
     cmd.arg("--help");
     let (ok, help) = run_to_exit(cmd);
     assert!(ok, "{help}");
-    let settings = serde_json::to_value(BridgeConfig::default()).expect("json");
-    for key in settings.as_object().expect("object").keys() {
+    let keys = settings::defaults::<BridgeConfig>().expect("defaults");
+    for key in keys.keys() {
         let flag = format!("--{}", key.replace('_', "-"));
         let env = format!("TAPGATE_{}", key.to_uppercase());
         assert!(help.contains(&flag), "{flag} missing from --help:\n{help}");
         assert!(help.contains(&env), "{env} missing from --help:\n{help}");
+    }
+    for shown in [
+        "[default: 1500ms]",
+        "[default: 30days]",
+        "[default: 24h]",
+        "[default: tapgate-bridge]",
+        "[default: mqtt://127.0.0.1:1883]",
+    ] {
+        assert!(help.contains(shown), "{shown} missing from --help:\n{help}");
+    }
+}
+
+/// Values for the settings whose default cannot simply be changed (text, or unset).
+const SAMPLES: [(&str, &str); 14] = [
+    ("redis", "redis://127.0.0.1:6390"),
+    ("redis_password", "s3cret-redis"),
+    ("wait_replicas", "2"),
+    ("client_id", "bridge-b"),
+    ("prefix", "site-b"),
+    ("shared_group", "deciders"),
+    ("fares", "/etc/tapgate/fares.toml"),
+    ("metrics_addr", "127.0.0.1:9999"),
+    ("mqtt", "mqtt://127.0.0.1:1884"),
+    ("mqtt_username", "bridge"),
+    ("mqtt_password", "s3cret-mqtt"),
+    ("mqtt_ca", "/ca.pem"),
+    ("mqtt_cert", "/cert.pem"),
+    ("mqtt_key", "/key.pem"),
+];
+
+/// Every flag of the command line (a flag added later too) given a value unlike its default.
+fn every_flag() -> Vec<check::FlagValue> {
+    let keys = settings::defaults::<BridgeConfig>().expect("defaults");
+    check::every_flag(&Cli::command(), &keys, &SAMPLES, &NOT_SETTINGS)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn not_arrived(flags: &[check::FlagValue], cfg: &BridgeConfig) -> Vec<String> {
+    let keys = settings::defaults::<BridgeConfig>().expect("defaults");
+    check::not_arrived(flags, &keys, &check::flat(cfg).expect("flat"))
+}
+
+#[test]
+fn every_flag_reaches_the_settings() {
+    let flags = every_flag();
+    let argv = std::iter::once("tapgate-bridge".to_owned()).chain(check::argv(&flags));
+    let (_, given) = Cli::parse_from(argv).expect("parse");
+    // Not validated: TLS files with an mqtt:// URL would be refused, which is not the point here.
+    let cfg: BridgeConfig = settings::load(None, given).expect("load");
+    let lost = not_arrived(&flags, &cfg);
+    assert!(lost.is_empty(), "flags that did not arrive: {lost:?}");
+}
+
+/// Every variable a flag names, set, arrives too; `--print-config` shows the result as a settings
+/// file the bridge reads back, passwords redacted.
+#[test]
+fn every_variable_reaches_the_settings_and_print_config_shows_them() {
+    let flags: Vec<_> = every_flag()
+        .into_iter()
+        .filter(|f| !f.key.starts_with("mqtt_c") && f.key != "mqtt_key")
+        .collect();
+    let command = Cli::command();
+    let mut cmd = bridge();
+    cmd.arg("--print-config");
+    for f in &flags {
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == f.key)
+            .expect("arg");
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("{} has no variable", f.flag));
+        cmd.env(env, &f.value);
+    }
+    let (ok, text) = run_to_exit(cmd);
+    assert!(ok, "{text}");
+    assert!(!text.contains("s3cret"), "a password is shown:\n{text}");
+    assert!(text.contains("redis_password = \"***\""), "{text}");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("printed.toml");
+    std::fs::write(&file, &text).expect("write");
+    let printed = BridgeConfig::load(Some(&file), Vec::<(&str, &str)>::new()).expect("reads back");
+    let lost = not_arrived(&flags, &printed);
+    assert!(
+        lost.is_empty(),
+        "variables that did not arrive: {lost:?}\n{text}"
+    );
+}
+
+#[test]
+fn a_flag_wins_over_its_variable_and_the_file_over_a_flags_default() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("bridge.toml");
+    std::fs::write(&file, "shard_queue = 7\ndevice_rate = 3\n").expect("write");
+    let mut cmd = bridge();
+    cmd.args(["--print-config", "--device-rate", "5"])
+        .arg("--config")
+        .arg(&file)
+        .env("TAPGATE_DEVICE_RATE", "4")
+        .env("TAPGATE_DEVICE_BURST", "9");
+    let (ok, text) = run_to_exit(cmd);
+    assert!(ok, "{text}");
+    for line in ["shard_queue = 7", "device_rate = 5", "device_burst = 9"] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
 }
 
@@ -98,7 +205,11 @@ fn config_layers_and_refuses_unknown_keys() {
     std::fs::write(&file, "two_hour_duration = \"90m\"\nprefix = \"site-a\"\n").expect("write");
     let cfg = BridgeConfig::load(Some(&file), [("prefix", "site-b")]).expect("load");
     assert_eq!(cfg.two_hour_duration, Duration::from_secs(90 * 60));
-    assert_eq!(cfg.prefix, "site-b", "flags and env override the file");
+    assert_eq!(
+        cfg.prefix.prefix(),
+        "site-b",
+        "flags and env override the file"
+    );
 
     std::fs::write(&file, "two_hour_durration = \"90m\"\n").expect("write");
     let err =
