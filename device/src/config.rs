@@ -105,13 +105,18 @@ impl Default for Pins {
 #[serde(deny_unknown_fields, default)]
 pub struct DeviceConfig {
     /// The device's name (1–64 of A-Z a-z 0-9 _ -); also its MQTT client id and username.
-    pub id: String,
+    /// Required: there is no default name.
+    pub id: Option<DeviceId>,
     /// The broker: keys `mqtt`, `mqtt_username` (the device id, for a provisioned device),
     /// `mqtt_password` and the TLS files.
     #[serde(flatten)]
     pub broker: BrokerConfig,
-    /// Topic prefix shared with the bridge.
-    pub prefix: String,
+    /// Topic prefix shared with the bridge, checked as it is read.
+    #[serde(
+        deserialize_with = "tapgate_runtime::settings::topics",
+        serialize_with = "tapgate_runtime::settings::topics_prefix"
+    )]
+    pub prefix: Topics,
     /// How long to wait for a decision before the offline policy applies. Longer than the
     /// bridge's decision window (1.5 s by default) by the time an answer takes to come back, so
     /// that a tap the bridge decides at the end of its window is not also given up on.
@@ -152,9 +157,9 @@ pub struct DeviceConfig {
 impl Default for DeviceConfig {
     fn default() -> Self {
         Self {
-            id: String::new(),
+            id: None,
             broker: BrokerConfig::default(),
-            prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
+            prefix: Topics::default(),
             decision_timeout: Duration::from_millis(2000),
             offline_policy: OfflinePolicy::FailClosed,
             card_hold: Duration::from_secs(2),
@@ -195,7 +200,8 @@ pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> ConfigErro
 }
 
 impl DeviceConfig {
-    /// Loads and validates the layers (see [`load_layers`]).
+    /// Loads and validates the layers (see [`load_layers`]): the one check of the settings, which
+    /// [`crate::runtime::run_gate`] and [`crate::runtime::run_terminal`] take as they are.
     pub fn load<K: AsRef<str>, V: Into<config::Value>>(
         file: Option<&Path>,
         overrides: impl IntoIterator<Item = (K, V)>,
@@ -208,7 +214,6 @@ impl DeviceConfig {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.device_id()?;
-        self.topics()?;
         self.broker()?;
         if self.decision_timeout < Duration::from_millis(50) {
             return Err(invalid("decision_timeout", "must be at least 50ms"));
@@ -249,22 +254,16 @@ impl DeviceConfig {
         }
     }
 
-    /// The validated device id.
-    pub fn device_id(&self) -> Result<DeviceId, ConfigError> {
-        if self.id.is_empty() {
-            return Err(invalid("id", "a device id is required (--id)"));
-        }
-        DeviceId::new(self.id.as_str()).map_err(|e| invalid("id", e.to_string()))
+    /// The device id, which is required.
+    pub fn device_id(&self) -> Result<&DeviceId, ConfigError> {
+        self.id
+            .as_ref()
+            .ok_or_else(|| invalid("id", "a device id is required (--id)"))
     }
 
     /// The broker connection: URL, credentials, TLS files and keep-alive, checked.
     pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
         broker_settings(&self.broker).map(|b| b.with_keep_alive(self.keep_alive))
-    }
-
-    /// The topics under the configured prefix.
-    pub fn topics(&self) -> Result<Topics, ConfigError> {
-        Topics::new(self.prefix.as_str()).map_err(|e| invalid("prefix", e.to_string()))
     }
 
     /// The gate logic's settings.
@@ -307,7 +306,7 @@ mod tests {
         )
         .expect("write");
         let cfg = DeviceConfig::load(Some(&file), [o("decision_timeout", "750ms")]).expect("load");
-        assert_eq!(cfg.id, "g1");
+        assert_eq!(cfg.id.as_ref().map(DeviceId::as_str), Some("g1"));
         assert_eq!(cfg.offline_policy, OfflinePolicy::FailOpen);
         assert_eq!(
             cfg.decision_timeout,

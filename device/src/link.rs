@@ -190,6 +190,11 @@ impl Link {
         &self.stats
     }
 
+    /// The device this link speaks for.
+    pub fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
     /// Publishes a tap or button at QoS 1 (queued while the broker is unreachable).
     pub fn publish(&self, msg: &Outbound) {
         let (topic, payload) = match msg {

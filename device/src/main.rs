@@ -2,9 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tapgate_device::cli::{run, Cli};
-use tapgate_runtime::logging::{self, LogFormat};
+use tapgate_device::cli::{run, Cli, CliError};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -12,15 +10,14 @@ async fn main() -> ExitCode {
 }
 
 async fn start() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let format = if cli.log_json {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
+    let (cli, given) = match Cli::parse_from(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(CliError::Parse(e)) => e.exit(),
+        Err(e) => return Err(e.into()),
     };
-    logging::init(format, &cli.log)?;
+    cli.log.init()?;
     // SIGINT or SIGTERM: lights go off and the device says `offline`.
     let shutdown = tapgate_runtime::shutdown::on_signals();
-    run(cli.command, shutdown).await?;
+    run(cli.command, given, shutdown).await?;
     Ok(())
 }

@@ -42,9 +42,9 @@ pub use tapgate_runtime::clock::now_ms;
 fn link_config(cfg: &DeviceConfig, kind: DeviceKind) -> Result<LinkConfig, DeviceError> {
     Ok(LinkConfig {
         broker: cfg.broker()?,
-        topics: cfg.topics()?,
+        topics: cfg.prefix.clone(),
         kind,
-        device: cfg.device_id()?,
+        device: cfg.device_id()?.clone(),
         queue_limit: cfg.queue_limit,
         clock: crate::logic::system_clock(),
     })
@@ -150,7 +150,7 @@ pub async fn run_gate<R: CardReader, L: Lights, D: Display, S: Speaker>(
     };
     let (mut gate, init) = Gate::new(cfg.gate_settings(), now_ms());
     out.run(init);
-    info!(device = %cfg.id, policy = %cfg.offline_policy, "Gate running");
+    info!(device = %out.link.device(), policy = %cfg.offline_policy, "Gate running");
     loop {
         let cmds = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -175,7 +175,6 @@ pub async fn run_terminal<R: CardReader, B: Buttons, D: Display, S: Speaker>(
     speaker: S,
     shutdown: CancellationToken,
 ) -> Result<(), DeviceError> {
-    cfg.validate_terminal()?;
     let (link, mut io) = Common::start(cfg, DeviceKind::Terminal, reader, &shutdown)?;
     let tasks = io.tasks.clone();
     let (press_tx, mut presses) = mpsc::channel::<usize>(16);
@@ -194,7 +193,7 @@ pub async fn run_terminal<R: CardReader, B: Buttons, D: Display, S: Speaker>(
         display: display_tx,
     };
     let mut terminal = Terminal::new(cfg.terminal_settings(), now_ms());
-    info!(device = %cfg.id, buttons = ?cfg.buttons, "Terminal running");
+    info!(device = %out.link.device(), buttons = ?cfg.buttons, "Terminal running");
     loop {
         let cmds = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -222,14 +221,14 @@ struct Common {
 }
 
 impl Common {
-    /// Validates `cfg`, starts the link and the reader thread.
+    /// Starts the link and the reader thread. `cfg` is taken as [`DeviceConfig::load`] checked
+    /// it: its id, prefix and broker URL were parsed there, and are not checked again.
     fn start<R: CardReader>(
         cfg: &DeviceConfig,
         kind: DeviceKind,
         reader: R,
         shutdown: &CancellationToken,
     ) -> Result<(Link, Self), DeviceError> {
-        cfg.validate()?;
         let tasks = shutdown.child_token();
         let (link, decisions, link_task) = Link::start(link_config(cfg, kind)?, tasks.clone())?;
         let (card_tx, cards) = mpsc::channel(16);

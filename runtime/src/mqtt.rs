@@ -239,12 +239,12 @@ fn system_roots() -> Result<RootCertStore, MqttSetupError> {
 }
 
 /// The broker flags every program takes, defined once: URL, login and TLS files, each also a
-/// `TAPGATE_MQTT*` variable. Programs flatten this into their own command line and layer
-/// [`MqttArgs::overrides`] over their settings file.
+/// `TAPGATE_MQTT*` variable. Programs flatten this into their own command line; each flag's id is
+/// its key in [`BrokerConfig`], so [`crate::settings::given`] takes it over the settings file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct MqttArgs {
     /// MQTT broker URL: mqtt://host:port, or mqtts://host:port for TLS; user:password@ in it is
-    /// used when no --mqtt-username is given [default: mqtt://127.0.0.1:1883].
+    /// used when no --mqtt-username is given.
     #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
     pub mqtt: Option<String>,
     /// MQTT username (a provisioned device logs in with its id).
@@ -263,24 +263,6 @@ pub struct MqttArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "TAPGATE_MQTT_KEY")]
     pub mqtt_key: Option<PathBuf>,
-}
-
-impl MqttArgs {
-    /// The flags (and variables) that were given, as settings keys and values.
-    pub fn overrides(&self) -> Vec<(&'static str, String)> {
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        [
-            ("mqtt", self.mqtt.clone()),
-            ("mqtt_username", self.mqtt_username.clone()),
-            ("mqtt_password", self.mqtt_password.clone()),
-            ("mqtt_ca", path(&self.mqtt_ca)),
-            ("mqtt_cert", path(&self.mqtt_cert)),
-            ("mqtt_key", path(&self.mqtt_key)),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect()
-    }
 }
 
 /// Why the broker settings of a program cannot work.

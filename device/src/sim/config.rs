@@ -24,8 +24,12 @@ pub struct SimConfig {
     /// simulator runs exactly these, each logging in as itself; `gates` and `terminals` are then
     /// ignored.
     pub devices: Option<PathBuf>,
-    /// Topic prefix shared with the bridge.
-    pub prefix: String,
+    /// Topic prefix shared with the bridge, checked as it is read.
+    #[serde(
+        deserialize_with = "tapgate_runtime::settings::topics",
+        serialize_with = "tapgate_runtime::settings::topics_prefix"
+    )]
+    pub prefix: tapgate_protocol::Topics,
     /// Simulated gates.
     pub gates: usize,
     /// Simulated sales terminals.
@@ -96,7 +100,7 @@ impl Default for SimConfig {
         Self {
             broker: BrokerConfig::default(),
             devices: None,
-            prefix: tapgate_protocol::topic::DEFAULT_PREFIX.into(),
+            prefix: tapgate_protocol::Topics::default(),
             gates: 50,
             terminals: 5,
             riders: 2000,
@@ -144,8 +148,6 @@ impl SimConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.broker()?;
         self.catalogue()?;
-        tapgate_protocol::Topics::new(self.prefix.as_str())
-            .map_err(|e| invalid("prefix", e.to_string()))?;
         if self.gates == 0 || self.terminals == 0 || self.riders == 0 {
             return Err(invalid(
                 "gates",
@@ -192,6 +194,9 @@ pub struct SimArgs {
     /// TOML file with settings (keys as the long flags, with `_` for `-`).
     #[arg(long, env = "TAPGATE_SIM_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Print the effective settings as TOML (passwords redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Broker URL, login (shared by every simulated device without --devices) and TLS files.
     #[command(flatten)]
     pub broker: MqttArgs,
@@ -199,28 +204,28 @@ pub struct SimArgs {
     /// id, kind and password (see `tapgate-admin device add`); --gates and --terminals are then ignored.
     #[arg(long, env = "TAPGATE_SIM_DEVICES")]
     pub devices: Option<PathBuf>,
-    /// Topic prefix [default: tapgate].
+    /// Topic prefix.
     #[arg(long, env = "TAPGATE_PREFIX")]
     pub prefix: Option<String>,
-    /// Simulated gates, one MQTT client each [default: 50].
+    /// Simulated gates, one MQTT client each.
     #[arg(long, env = "TAPGATE_SIM_GATES")]
     pub gates: Option<usize>,
-    /// Simulated sales terminals, one MQTT client each [default: 5].
+    /// Simulated sales terminals, one MQTT client each.
     #[arg(long, env = "TAPGATE_SIM_TERMINALS")]
     pub terminals: Option<usize>,
-    /// Riders, one card each [default: 2000].
+    /// Riders, one card each.
     #[arg(long, env = "TAPGATE_SIM_RIDERS")]
     pub riders: Option<usize>,
-    /// Messages per second on a fixed schedule [default: 500].
+    /// Messages per second on a fixed schedule.
     #[arg(long, env = "TAPGATE_SIM_RATE")]
     pub rate: Option<f64>,
-    /// How long to send, e.g. 60s [default: 60s].
+    /// How long to send, e.g. 60s.
     #[arg(long, env = "TAPGATE_SIM_DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Wait this long for outstanding decisions at the end [default: 10s].
+    /// Wait this long for outstanding decisions at the end.
     #[arg(long, env = "TAPGATE_SIM_GRACE", value_parser = humantime::parse_duration)]
     pub grace: Option<Duration>,
-    /// Random seed; 0 takes one from the clock [default: 0].
+    /// Random seed; 0 takes one from the clock.
     #[arg(long, env = "TAPGATE_SIM_SEED")]
     pub seed: Option<u64>,
     /// Write the summary as JSON to this file.
@@ -230,45 +235,45 @@ pub struct SimArgs {
     /// [default: the built-in catalogue, with --two-hour-duration].
     #[arg(long, env = "TAPGATE_FARES")]
     pub fares: Option<PathBuf>,
-    /// The bridge's two-hour pass length, for the built-in catalogue [default: 2h].
+    /// The bridge's two-hour pass length, for the built-in catalogue.
     #[arg(long, env = "TAPGATE_TWO_HOUR_DURATION", value_parser = humantime::parse_duration)]
     pub two_hour_duration: Option<Duration>,
-    /// The bridge's sale timeout [default: 30s].
+    /// The bridge's sale timeout.
     #[arg(long, env = "TAPGATE_SALE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub sale_timeout: Option<Duration>,
-    /// Drop one gate's connection this often; 0s never [default: 5s].
+    /// Drop one gate's connection this often; 0s never.
     #[arg(long, env = "TAPGATE_SIM_DROP_EVERY", value_parser = humantime::parse_duration)]
     pub drop_every: Option<Duration>,
-    /// How long a dropped connection stays down [default: 1s].
+    /// How long a dropped connection stays down.
     #[arg(long, env = "TAPGATE_SIM_DROP_FOR", value_parser = humantime::parse_duration)]
     pub drop_for: Option<Duration>,
-    /// Share of slots that send a garbage payload [default: 0.01].
+    /// Share of slots that send a garbage payload.
     #[arg(long, env = "TAPGATE_SIM_GARBAGE")]
     pub garbage: Option<f64>,
-    /// Chance a rider without a pass tries a gate anyway [default: 0.05].
+    /// Chance a rider without a pass tries a gate anyway.
     #[arg(long, env = "TAPGATE_SIM_NO_PASS")]
     pub no_pass: Option<f64>,
-    /// Chance a sale is confirmed by a different card [default: 0.05].
+    /// Chance a sale is confirmed by a different card.
     #[arg(long, env = "TAPGATE_SIM_MISMATCH")]
     pub mismatch: Option<f64>,
-    /// Chance a buyer presses a button before tapping [default: 0.03].
+    /// Chance a buyer presses a button before tapping.
     #[arg(long, env = "TAPGATE_SIM_BUTTON_FIRST")]
     pub button_first: Option<f64>,
-    /// Chance a rider with a pass tries to buy another [default: 0.03].
+    /// Chance a rider with a pass tries to buy another.
     #[arg(long, env = "TAPGATE_SIM_REBUY")]
     pub rebuy: Option<f64>,
     /// How long a rider stays away after a journey, drawn between half and one and a half
-    /// times this; 0s: at once [default: 0s].
+    /// times this; 0s: at once.
     #[arg(long, env = "TAPGATE_SIM_REST", value_parser = humantime::parse_duration)]
     pub rest: Option<Duration>,
     /// Outage mode: share of gate rides tapped during a bridge outage, arriving late under
-    /// both offline policies [default: 0].
+    /// both offline policies.
     #[arg(long, env = "TAPGATE_SIM_OUTAGE")]
     pub outage: Option<f64>,
-    /// How late an outage tap arrives [default: 10s].
+    /// How late an outage tap arrives.
     #[arg(long, env = "TAPGATE_SIM_OUTAGE_AGE", value_parser = humantime::parse_duration)]
     pub outage_age: Option<Duration>,
-    /// The bridge's decision window [default: 1500ms].
+    /// The bridge's decision window.
     #[arg(long, env = "TAPGATE_SIM_DECISION_WINDOW", value_parser = humantime::parse_duration)]
     pub decision_window: Option<Duration>,
     /// Exit with an error when any decision mismatched or was lost.
@@ -277,45 +282,10 @@ pub struct SimArgs {
 }
 
 impl SimArgs {
-    /// Loads and validates the layered settings.
-    pub fn load(&self) -> Result<SimConfig, ConfigError> {
-        let mut o = Overrides::new();
-        let dur = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
-        o.extend(self.broker.overrides());
-        o.put(
-            "devices",
-            self.devices.as_ref().map(|p| p.display().to_string()),
-        );
-        o.put("prefix", self.prefix.clone());
-        o.put("gates", self.gates.map(|v| v.to_string()));
-        o.put("terminals", self.terminals.map(|v| v.to_string()));
-        o.put("riders", self.riders.map(|v| v.to_string()));
-        o.put("rate", self.rate.map(|v| v.to_string()));
-        o.put("duration", dur(self.duration));
-        o.put("grace", dur(self.grace));
-        o.put("seed", self.seed.map(|v| v.to_string()));
-        o.put("json", self.json.as_ref().map(|p| p.display().to_string()));
-        o.put(
-            "fares",
-            self.fares.as_ref().map(|p| p.display().to_string()),
-        );
-        o.put("two_hour_duration", dur(self.two_hour_duration));
-        o.put("sale_timeout", dur(self.sale_timeout));
-        o.put("drop_every", dur(self.drop_every));
-        o.put("drop_for", dur(self.drop_for));
-        o.put("garbage", self.garbage.map(|v| v.to_string()));
-        o.put("no_pass", self.no_pass.map(|v| v.to_string()));
-        o.put("mismatch", self.mismatch.map(|v| v.to_string()));
-        o.put("button_first", self.button_first.map(|v| v.to_string()));
-        o.put("rebuy", self.rebuy.map(|v| v.to_string()));
-        o.put("rest", dur(self.rest));
-        o.put("outage", self.outage.map(|v| v.to_string()));
-        o.put("outage_age", dur(self.outage_age));
-        o.put("decision_window", dur(self.decision_window));
-        if self.strict {
-            o.put("strict", Some("true"));
-        }
-        let cfg: SimConfig = load_layers(self.config.as_deref(), o)?;
+    /// Loads and validates the layered settings, `given` (from
+    /// [`Cli::parse_from`](crate::cli::Cli::parse_from)) last.
+    pub fn load(&self, given: Overrides) -> Result<SimConfig, ConfigError> {
+        let cfg: SimConfig = load_layers(self.config.as_deref(), given)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -324,18 +294,18 @@ impl SimArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use crate::cli::{Cli, CliCommand};
     use tapgate_protocol::ProductId;
 
-    #[derive(Debug, Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        sim: SimArgs,
-    }
-
     fn load(args: &[&str]) -> Result<SimConfig, ConfigError> {
-        let cmd = Cmd::try_parse_from(std::iter::once(&"simulate").chain(args)).expect("parse");
-        cmd.sim.load()
+        let argv = ["tapgate-device", "simulate"]
+            .into_iter()
+            .chain(args.iter().copied());
+        let (cli, given) = Cli::parse_from(argv).expect("parse");
+        let CliCommand::Simulate(sim) = cli.command else {
+            panic!("not simulate");
+        };
+        sim.load(given)
     }
 
     #[test]

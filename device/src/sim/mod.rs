@@ -41,7 +41,7 @@ use tapgate_protocol::{
     CardId, Catalogue, Decision, DenyReason, DeviceId, DeviceKind, MessageId, Outcome, Stamp,
     Terms, Validity,
 };
-use tapgate_protocol::{RejectReason, Tap, Topics};
+use tapgate_protocol::{RejectReason, Tap};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -738,11 +738,11 @@ fn card_of(input: &Input) -> Option<&CardId> {
     }
 }
 
-/// Runs a simulation until its duration (plus grace) has passed or `shutdown`.
+/// Runs a simulation until its duration (plus grace) has passed or `shutdown`. `cfg` is taken as
+/// [`SimArgs::load`](config::SimArgs::load) checked it (or as its `Default` is): it is not
+/// checked again.
 pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary, SimError> {
-    cfg.validate()?;
-    let topics = Topics::new(cfg.prefix.as_str())
-        .map_err(|e| crate::config::invalid("prefix", e.to_string()))?;
+    let topics = cfg.prefix.clone();
     let seed = if cfg.seed == 0 { now_ms() } else { cfg.seed };
     let run = format!("S{seed:x}").to_uppercase();
     info!(seed, run, "Simulation starting");

@@ -11,7 +11,7 @@ use tapgate_device::hw::console::{
 };
 use tapgate_device::prompt::{Lamps, Sound};
 use tapgate_device::runtime::{run_gate, run_terminal};
-use tapgate_protocol::{CardId, ProductId};
+use tapgate_protocol::{CardId, DeviceId, ProductId};
 use tapgate_runtime::mqtt::BrokerConfig;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -31,7 +31,7 @@ pub trait DeviceStack {
 impl DeviceStack for Stack {
     fn device_config(&self, id: &str) -> DeviceConfig {
         DeviceConfig {
-            id: id.into(),
+            id: Some(DeviceId::new(id).expect("device id")),
             broker: BrokerConfig::url(self.broker.url()),
             reader_poll: Duration::from_millis(5),
             card_hold: Duration::from_millis(100),
