@@ -1,14 +1,14 @@
 //! Settings of `tapgate-monitor serve`.
 //!
 //! Read from a TOML file (`--config monitor.toml`), then overridden by environment variables
-//! (`TAPGATE_*`) and flags; `main` does the layering, this module holds the shape, the defaults
-//! and the validation. Operators and their argon2 password hashes live only in the file.
+//! (`TAPGATE_*`) and flags; `main` does the layering (each `serve` flag is named as its key here),
+//! this module holds the shape, the defaults and the validation. Operators and their argon2 password hashes live only in the file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::password;
 
@@ -16,7 +16,7 @@ use crate::password;
 pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 
 /// An operator who may log in.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Operator {
     /// Login name: 1–64 of `[A-Za-z0-9._-]`.
@@ -26,7 +26,7 @@ pub struct Operator {
 }
 
 /// Everything `serve` needs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Redis URL.

@@ -7,23 +7,46 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use tapgate_monitor::config::DEFAULT_REDIS;
 use tapgate_monitor::tail::{self, Replay, TailConfig};
 use tapgate_monitor::{password, report, web, ServeConfig};
-use tapgate_runtime::settings::Overrides;
+use tapgate_runtime::logging::LogArgs;
+use tapgate_runtime::settings::{self, Overrides};
 
 /// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about,
-    after_help = "Logging: RUST_LOG sets what is logged, e.g. RUST_LOG=debug or \
-                  RUST_LOG=tapgate_monitor=debug,info [default: info]."
-)]
+#[command(version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Logging.
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+impl Cli {
+    /// The command line, each `serve` setting's default shown from [`ServeConfig::default`].
+    fn command() -> clap::Command {
+        <Self as CommandFactory>::command()
+            .mut_subcommand("serve", settings::show_defaults::<ServeConfig>)
+    }
+
+    /// Parses `args` (the program's name first): the flags, and the `serve` settings they give
+    /// as overrides.
+    fn parse_from<I, T>(args: I) -> anyhow::Result<(Self, Overrides)>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let cli = Self::from_arg_matches(&matches)?;
+        let given = match matches.subcommand() {
+            Some(("serve", m)) => settings::given::<ServeConfig>(m)?,
+            _ => Overrides::new(),
+        };
+        Ok((cli, given))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,22 +125,27 @@ struct ReportArgs {
     fares: Option<PathBuf>,
 }
 
+/// Each flag is named as its key in [`ServeConfig`] and reaches it through
+/// [`settings::given`]; the typed fields only check a value as it is typed.
 #[derive(Parser, Debug)]
 struct ServeArgs {
     /// TOML config file (operators, settings); env variables and flags override it.
     #[arg(long, env = "TAPGATE_MONITOR_CONFIG")]
     config: Option<PathBuf>,
-    /// Redis URL [default: redis://127.0.0.1:6379] (may hold a password: its value is never
+    /// Print the effective settings as TOML (passwords and password hashes redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Redis URL (may hold a password: its value is never
     /// shown here).
     #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
     redis: Option<String>,
-    /// Address to listen on [default: 127.0.0.1:8080].
+    /// Address to listen on.
     #[arg(long, env = "TAPGATE_MONITOR_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Let anyone view the dashboard without logging in [default: false].
+    /// Let anyone view the dashboard without logging in.
     #[arg(long, env = "TAPGATE_MONITOR_PUBLIC_READ_ONLY")]
     public_read_only: Option<bool>,
-    /// How long a login lasts, e.g. 8h [default: 8h].
+    /// How long a login lasts, e.g. 8h.
     #[arg(long, env = "TAPGATE_MONITOR_SESSION_TTL", value_parser = humantime::parse_duration)]
     session_ttl: Option<Duration>,
     /// File with the key session ids and CSRF tokens are made with (64 hex digits; created with
@@ -128,20 +156,19 @@ struct ServeArgs {
     /// Mark cookies Secure and name them __Host-… [default: on, unless listening on loopback].
     #[arg(long, env = "TAPGATE_MONITOR_SECURE_COOKIES")]
     secure_cookies: Option<bool>,
-    /// Failed logins of one name before each further attempt waits 1 s, 2 s, 4 s … [default: 5].
+    /// Failed logins of one name before each further attempt waits 1 s, 2 s, 4 s ….
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS")]
     login_attempts: Option<u32>,
-    /// Longest wait between attempts of one name, e.g. 30s [default: 30s].
+    /// Longest wait between attempts of one name, e.g. 30s.
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_MAX_DELAY", value_parser = humantime::parse_duration)]
     login_max_delay: Option<Duration>,
     /// Failed logins allowed from one client address (IPv6: one /64) within the login window,
-    /// for names that are not an operator's, and per operator's name from one address
-    /// [default: 20].
+    /// for names that are not an operator's, and per operator's name from one address.
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS_PER_ADDRESS")]
     login_attempts_per_address: Option<u32>,
     /// Password checks running at once (of two or more, one is kept for operators' names); a
     /// login finding none free waits up to 1 s, then gets 503 + Retry-After; 0 = one fewer
-    /// than the CPU cores (at least 1) [default: 0].
+    /// than the CPU cores (at least 1).
     #[arg(long, env = "TAPGATE_MONITOR_PASSWORD_CHECKS")]
     password_checks: Option<usize>,
     /// Proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks
@@ -152,23 +179,23 @@ struct ServeArgs {
     /// loopback names].
     #[arg(long, env = "TAPGATE_MONITOR_ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Option<Vec<String>>,
-    /// Longest time a client may take to send its request headers [default: 10s].
+    /// Longest time a client may take to send its request headers.
     #[arg(long, env = "TAPGATE_MONITOR_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
     header_timeout: Option<Duration>,
-    /// Open connections allowed per client address (IPv6: one /64) [default: 32].
+    /// Open connections allowed per client address (IPv6: one /64).
     #[arg(long, env = "TAPGATE_MONITOR_MAX_CONNECTIONS_PER_ADDRESS")]
     max_connections_per_address: Option<usize>,
-    /// Window for counting failed logins, e.g. 5m [default: 5m].
+    /// Window for counting failed logins, e.g. 5m.
     #[arg(long, env = "TAPGATE_MONITOR_LOGIN_WINDOW", value_parser = humantime::parse_duration)]
     login_window: Option<Duration>,
-    /// Events shown in the feed on page load [default: 100].
+    /// Events shown in the feed on page load.
     #[arg(long, env = "TAPGATE_MONITOR_HISTORY")]
     history: Option<usize>,
-    /// Largest request body accepted, in bytes [default: 16384].
+    /// Largest request body accepted, in bytes.
     #[arg(long, env = "TAPGATE_MONITOR_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
     /// How long after a sale an operator may void it while its pass is unused, e.g. 10m; 0s
-    /// turns voids off [default: 10m].
+    /// turns voids off.
     #[arg(long, env = "TAPGATE_MONITOR_VOID_WINDOW", value_parser = humantime::parse_duration)]
     void_window: Option<Duration>,
     /// The bridge's fares file, for product names and service days [default: the built-in
@@ -178,53 +205,12 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The flags (and variables) that were given, as settings keys and values.
-    fn overrides(self) -> Overrides {
-        let list = |v: Option<Vec<String>>| {
-            v.map(|v| {
-                v.into_iter()
-                    .filter(|s| !s.trim().is_empty())
-                    .collect::<Vec<_>>()
-            })
-        };
-        let mut o = Overrides::new();
-        o.put("redis", self.redis)
-            .put("listen", self.listen.map(|a| a.to_string()))
-            .put("public_read_only", self.public_read_only)
-            .put_duration("session_ttl", self.session_ttl)
-            .put(
-                "session_key_file",
-                self.session_key_file.map(|p| p.display().to_string()),
-            )
-            .put("secure_cookies", self.secure_cookies)
-            .put("login_attempts", self.login_attempts)
-            .put_duration("login_max_delay", self.login_max_delay)
-            .put(
-                "login_attempts_per_address",
-                self.login_attempts_per_address,
-            )
-            .put("password_checks", self.password_checks.map(count))
-            .put("trusted_proxies", list(self.trusted_proxies))
-            .put("allowed_hosts", list(self.allowed_hosts))
-            .put_duration("header_timeout", self.header_timeout)
-            .put(
-                "max_connections_per_address",
-                self.max_connections_per_address.map(count),
-            )
-            .put_duration("login_window", self.login_window)
-            .put("history", self.history.map(count))
-            .put("max_body_bytes", self.max_body_bytes.map(count))
-            .put_duration("void_window", self.void_window)
-            .put("fares", self.fares.map(|p| p.display().to_string()));
-        o
-    }
-
-    /// Defaults, then the file, then environment and flags (clap has already put the
-    /// environment under the flags); validated.
-    fn load(self) -> anyhow::Result<ServeConfig> {
-        let file = self.config.clone();
-        let c: ServeConfig = tapgate_runtime::settings::load(file.as_deref(), self.overrides())
-            .with_context(|| match &file {
+    /// Defaults, then the file, then `given` (environment and flags, from [`Cli::parse_from`]);
+    /// validated.
+    fn load(&self, given: Overrides) -> anyhow::Result<ServeConfig> {
+        let file = self.config.as_deref();
+        let c: ServeConfig =
+            tapgate_runtime::settings::load(file, given).with_context(|| match file {
                 Some(path) => format!("reading {}", path.display()),
                 None => "reading the settings".to_owned(),
             })?;
@@ -233,23 +219,19 @@ impl ServeArgs {
     }
 }
 
-/// A count as a settings value (`config` holds integers as `i64`).
-fn count(n: usize) -> String {
-    n.to_string()
-}
-
-fn init_tracing() -> anyhow::Result<()> {
-    tapgate_runtime::logging::init(tapgate_runtime::logging::LogFormat::Text, "info")?;
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tapgate_runtime::exit::report(start().await)
 }
 
 async fn start() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let (cli, given) = match Cli::parse_from(std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(e) => e.exit(),
+            Err(e) => return Err(e),
+        },
+    };
     match cli.command {
         Command::HashPassword => {
             let mut input = String::new();
@@ -262,7 +244,7 @@ async fn start() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tail(args) => {
-            init_tracing()?;
+            cli.log.init()?;
             let since = args
                 .since
                 .as_deref()
@@ -329,7 +311,7 @@ async fn start() -> anyhow::Result<()> {
             }
         }
         Command::Report(args) => {
-            init_tracing()?;
+            cli.log.init()?;
             tapgate_runtime::secret::refuse_placeholder(
                 "redis",
                 tapgate_runtime::secret::url_password(&args.redis.redis),
@@ -356,8 +338,12 @@ async fn start() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            init_tracing()?;
-            let config = args.load()?;
+            cli.log.init()?;
+            let config = args.load(given)?;
+            if args.print_config {
+                print!("{}", settings::to_toml(&config)?);
+                return Ok(());
+            }
             let shutdown = tapgate_runtime::shutdown::on_signals();
             web::run(config, shutdown).await?;
             Ok(())
@@ -371,11 +357,13 @@ mod tests {
 
     use super::*;
 
-    fn serve_args(args: &[&str]) -> ServeArgs {
+    /// `serve args`: its settings, loaded and validated.
+    fn serve(args: &[&str]) -> anyhow::Result<ServeConfig> {
         let mut argv = vec!["tapgate-monitor", "serve"];
         argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).expect("parse").command {
-            Command::Serve(a) => *a,
+        let (cli, given) = Cli::parse_from(argv)?;
+        match cli.command {
+            Command::Serve(a) => a.load(given),
             other => panic!("not serve: {other:?}"),
         }
     }
@@ -390,11 +378,11 @@ mod tests {
                     trusted_proxies = ['10.0.0.0/8']\nallowed_hosts = ['a.example']\n";
         file.write_all(text.as_bytes()).expect("write");
         let path = file.path().to_str().expect("utf-8 path");
-        let c = serve_args(&["--config", path]).load().expect("file only");
+        let c = serve(&["--config", path]).expect("file only");
         assert_eq!((c.history, c.session_ttl), (7, Duration::from_secs(3600)));
         assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
 
-        let c = serve_args(&[
+        let c = serve(&[
             "--config",
             path,
             "--history",
@@ -414,7 +402,6 @@ mod tests {
             "--session-key-file",
             "/var/lib/tapgate-monitor/session.key",
         ])
-        .load()
         .expect("flags");
         assert_eq!(c.history, 9);
         assert_eq!(c.session_ttl, Duration::from_secs(90 * 60));
@@ -433,9 +420,52 @@ mod tests {
         );
         assert!(c.public_read_only, "what no flag names stays from the file");
 
-        let e = serve_args(&["--public-read-only", "true", "--history", "0"])
-            .load()
-            .expect_err("validated");
+        let e = serve(&["--public-read-only", "true", "--history", "0"]).expect_err("validated");
         assert!(e.to_string().contains("history"), "{e}");
+    }
+
+    /// Every `serve` flag (a flag added later too), given a value unlike its default, reaches the
+    /// settings.
+    #[test]
+    fn every_serve_flag_reaches_the_settings() {
+        use tapgate_runtime::settings::check;
+        const NOT_SETTINGS: [&str; 5] = ["config", "print_config", "log", "log_format", "log_json"];
+        let samples = [
+            ("redis", "redis://127.0.0.1:6390"),
+            ("listen", "0.0.0.0:9000"),
+            ("session_key_file", "/var/lib/tapgate-monitor/session.key"),
+            ("secure_cookies", "true"),
+            ("trusted_proxies", "10.0.0.0/8,::1"),
+            ("allowed_hosts", "a.example,b.example"),
+            ("fares", "/etc/tapgate/fares.toml"),
+        ];
+        let keys = settings::defaults::<ServeConfig>().expect("defaults");
+        let cmd = Cli::command();
+        let serve_cmd = cmd.find_subcommand("serve").expect("serve");
+        let flags = check::every_flag(serve_cmd, &keys, &samples, &NOT_SETTINGS)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut argv = vec!["tapgate-monitor".to_owned(), "serve".to_owned()];
+        argv.extend(check::argv(&flags));
+        let (_, given) = Cli::parse_from(argv).expect("parse");
+        let cfg: ServeConfig = settings::load(None, given).expect("load");
+        let lost = check::not_arrived(&flags, &keys, &check::flat(&cfg).expect("flat"));
+        assert!(lost.is_empty(), "flags that did not arrive: {lost:?}");
+    }
+
+    #[test]
+    fn serve_help_shows_defaults_from_the_settings() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_long_help()
+            .to_string();
+        for shown in [
+            "[default: 8h]",
+            "[default: 127.0.0.1:8080]",
+            "[default: 16384]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing:\n{help}");
+        }
     }
 }

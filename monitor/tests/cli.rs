@@ -1,6 +1,7 @@
 //! The `tapgate-monitor` binary: `tail` into a pipe is plain text (a sale with its price), on an
-//! empty Redis it says where it waits, `hash-password` makes a hash the server accepts, and
-//! `serve` layers its settings file → environment → flags.
+//! empty Redis it says where it waits, `hash-password` makes a hash the server accepts,
+//! `serve` layers its settings file → environment → flags, and `serve --print-config` shows the
+//! result without secrets.
 
 mod support;
 
@@ -366,5 +367,44 @@ fn serve_refuses_a_bad_fares_file_naming_its_line() {
     assert!(
         err.contains(&format!("{}:1: currency", fares.display())),
         "{err}"
+    );
+}
+
+#[test]
+fn serve_print_config_shows_the_layers_without_secrets() {
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = dir.path().join("monitor.toml");
+    let hash =
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$QmV0dGVyVGhhbk5vdGhpbmdCZXR0ZXJUaGFu";
+    std::fs::write(
+        &toml,
+        format!("history = 7\n[[operators]]\nname = \"ops\"\npassword_hash = \"{hash}\"\n"),
+    )
+    .expect("write config");
+    let out = Command::new(BIN)
+        .args(["serve", "--print-config", "--config"])
+        .arg(&toml)
+        .args(["--session-ttl", "90m"])
+        .env_clear()
+        .env("TAPGATE_REDIS", "redis://:s3cret-redis@127.0.0.1:6390")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "history = 7",
+        "session_ttl = \"1h 30m\"",
+        "redis = \"redis://***@127.0.0.1:6390\"",
+        "password_hash = \"***\"",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("s3cret") && !text.contains("argon2"),
+        "{text}"
     );
 }
