@@ -163,12 +163,12 @@ impl BridgeConfig {
             .unwrap_or(u32::from(self.redis.starts_with("redis+sentinel://")))
     }
 
-    /// The broker connection: URL, credentials and TLS files, checked.
+    /// The broker connection: URL and credentials checked; the TLS files are read when the
+    /// connection is built ([`BridgeConfig::validate`] reads them once at load).
     pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
-        self.broker.settings().map_err(|e| ConfigError::Invalid {
-            field: "mqtt",
-            why: e.to_string(),
-        })
+        self.broker
+            .settings()
+            .map_err(|e| ConfigError::invalid("mqtt", e.to_string()))
     }
 
     /// The per-device rate limit.
@@ -202,7 +202,9 @@ impl BridgeConfig {
         ] {
             refuse_placeholder(field, secret).map_err(|e| invalid(field, &e.to_string()))?;
         }
-        self.broker()?;
+        self.broker
+            .checked()
+            .map_err(|e| invalid("mqtt", &e.to_string()))?;
         if self.wait_timeout < Duration::from_millis(1) {
             return Err(invalid("wait_timeout", "must be at least 1ms"));
         }

@@ -188,10 +188,19 @@ pub fn load_layers<T: DeserializeOwned, K: AsRef<str>, V: Into<config::Value>>(
     Ok(tapgate_runtime::settings::load(file, overrides)?)
 }
 
-/// Broker settings from the `mqtt*` settings shared by devices and the simulator.
+/// Broker settings from the `mqtt*` settings shared by devices and the simulator; the TLS files
+/// are read when the connection is built.
 pub(crate) fn broker_settings(broker: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
     broker
         .settings()
+        .map_err(|e| invalid("mqtt", e.to_string()))
+}
+
+/// [`broker_settings`] with the TLS files read and checked now, when the settings load.
+pub(crate) fn check_broker(broker: &BrokerConfig) -> Result<(), ConfigError> {
+    broker
+        .checked()
+        .map(|_| ())
         .map_err(|e| invalid("mqtt", e.to_string()))
 }
 
@@ -214,7 +223,7 @@ impl DeviceConfig {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.device_id()?;
-        self.broker()?;
+        check_broker(&self.broker)?;
         if self.decision_timeout < Duration::from_millis(50) {
             return Err(invalid("decision_timeout", "must be at least 50ms"));
         }

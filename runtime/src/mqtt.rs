@@ -328,8 +328,9 @@ impl BrokerConfig {
         self
     }
 
-    /// Checked settings: the URL parsed once, placeholder passwords refused (in the setting or
-    /// in the URL), TLS files checked.
+    /// Checked settings: the URL parsed, placeholder passwords refused (in the setting or in the
+    /// URL). The TLS files are read when [`BrokerSettings::options`] builds the connection, or
+    /// sooner by [`BrokerConfig::checked`].
     pub fn settings(&self) -> Result<BrokerSettings, BrokerConfigError> {
         crate::secret::refuse_placeholder("mqtt_password", self.mqtt_password.as_deref())?;
         crate::secret::refuse_placeholder("mqtt", crate::secret::url_password(&self.mqtt))?;
@@ -340,6 +341,14 @@ impl BrokerConfig {
                 cert: self.mqtt_cert.clone(),
                 key: self.mqtt_key.clone(),
             });
+        Ok(settings)
+    }
+
+    /// [`BrokerConfig::settings`] with the TLS files read and checked now, for a program that
+    /// checks its settings when it loads them (and then builds its connection from
+    /// [`BrokerConfig::settings`] without reading them a second time before the connection does).
+    pub fn checked(&self) -> Result<BrokerSettings, BrokerConfigError> {
+        let settings = self.settings()?;
         settings.validate()?;
         Ok(settings)
     }

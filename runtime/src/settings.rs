@@ -559,4 +559,99 @@ mod tests {
             assert!(r.is_err(), "{k} = {v} accepted");
         }
     }
+
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Pinned {
+        count: u32,
+        list: Vec<String>,
+        pins: Pins,
+        url: String,
+        mqtt_password: Option<String>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Pins {
+        red: u8,
+    }
+
+    impl Default for Pins {
+        fn default() -> Self {
+            Self { red: 19 }
+        }
+    }
+
+    fn command() -> Command {
+        use clap::Arg;
+        Command::new("p")
+            .arg(Arg::new("config").long("config"))
+            .arg(Arg::new("count").long("count").help("How many"))
+            .arg(Arg::new("list").long("list").value_delimiter(','))
+            .arg(Arg::new("pins.red").long("pin-red").help("Red LED"))
+            .arg(Arg::new("url").long("url"))
+            .arg(Arg::new("mqtt_password").long("mqtt-password"))
+    }
+
+    #[test]
+    fn given_flags_reach_their_keys_and_defaults_are_only_shown() {
+        let cmd = show_defaults::<Pinned>(command());
+        let help = cmd.clone().render_help().to_string();
+        assert!(help.contains("How many [default: 0]"), "{help}");
+        assert!(help.contains("Red LED [default: 19]"), "{help}");
+        let none = cmd.clone().try_get_matches_from(["p"]).expect("parse");
+        assert!(
+            given::<Pinned>(&none).expect("given").0.is_empty(),
+            "a default shown is not a value given: the file still wins over it"
+        );
+        let m = cmd
+            .try_get_matches_from([
+                "p",
+                "--count",
+                "7",
+                "--list",
+                "a, ,b",
+                "--pin-red",
+                "4",
+                "--config",
+                "x",
+            ])
+            .expect("parse");
+        let p: Pinned = load(None, given::<Pinned>(&m).expect("given")).expect("load");
+        assert_eq!(
+            (p.count, p.list, p.pins.red),
+            (7, vec!["a".into(), "b".into()], 4)
+        );
+    }
+
+    #[test]
+    fn print_config_redacts_passwords() {
+        let p = Pinned {
+            url: "mqtt://u:s3cret@h:1".into(),
+            mqtt_password: Some("s3cret".into()),
+            ..Pinned::default()
+        };
+        let text = to_toml(&p).expect("toml");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("mqtt_password = \"***\""), "{text}");
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, &text).expect("write");
+        let back: Pinned = load(Some(&file), Vec::<(String, String)>::new()).expect("reads back");
+        assert_eq!(back.pins, Pins::default());
+    }
+
+    #[test]
+    fn durations_are_shown_as_people_write_them() {
+        for (ms, text) in [
+            (0, "0s"),
+            (1500, "1500ms"),
+            (60_000, "60s"),
+            (600_000, "10m"),
+            (86_400_000, "24h"),
+            (30 * 86_400_000, "30days"),
+        ] {
+            assert_eq!(readable(Duration::from_millis(ms)), text);
+        }
+    }
 }

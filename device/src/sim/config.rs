@@ -10,7 +10,7 @@ use tapgate_protocol::Catalogue;
 use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings, MqttArgs};
 use tapgate_runtime::settings::Overrides;
 
-use crate::config::{broker_settings, invalid, load_layers, ConfigError};
+use crate::config::{broker_settings, check_broker, invalid, load_layers, ConfigError};
 
 /// Everything the rider simulator can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,7 +146,7 @@ impl SimConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.broker()?;
+        check_broker(&self.broker)?;
         self.catalogue()?;
         if self.gates == 0 || self.terminals == 0 || self.riders == 0 {
             return Err(invalid(
