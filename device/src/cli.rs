@@ -623,4 +623,37 @@ mod tests {
             "{text}"
         );
     }
+
+    /// `--print-config` prints and returns: it neither opens hardware nor connects (the broker
+    /// here does not exist, and a gate would keep trying it).
+    #[tokio::test]
+    async fn print_config_prints_instead_of_running() {
+        for args in [
+            &[
+                "gate",
+                "--id",
+                "g1",
+                "--mqtt",
+                "mqtt://127.0.0.1:1",
+                "--print-config",
+            ][..],
+            &[
+                "terminal",
+                "--id",
+                "t1",
+                "--mqtt",
+                "mqtt://127.0.0.1:1",
+                "--print-config",
+            ],
+            &["simulate", "--mqtt", "mqtt://127.0.0.1:1", "--print-config"],
+        ] {
+            let (command, given) = parse(args).expect("parse");
+            let done = tokio::time::timeout(
+                Duration::from_secs(5),
+                run(command, given, CancellationToken::new()),
+            )
+            .await;
+            assert!(matches!(done, Ok(Ok(()))), "{args:?}: {done:?}");
+        }
+    }
 }
