@@ -10,13 +10,14 @@
 //!   through a failover.
 //! - [`sentinel`]: Redis Sentinel asked as a quorum: the primary a majority of sentinels names.
 //! - [`settings`]: one way to read a program's settings: defaults, TOML file, environment,
-//!   flags.
+//!   flags (each flag named as its setting, its default in `--help` from `Default`), and
+//!   `--print-config`.
 //! - [`mqtt`]: the broker connection from one typed URL: credentials, client id, TLS (with
 //!   optional client certificate), TCP_NODELAY and packet limits.
 //!
-//! A binary's `main` parses its settings, calls [`logging::init`], takes a token from
-//! [`shutdown::on_signals`], hands both to its library's `run(config, shutdown)` and ends with
-//! [`exit::report`].
+//! A binary's `main` parses its settings, sets up logging from its [`logging::LogArgs`], takes a
+//! token from [`shutdown::on_signals`], hands both to its library's `run(config, shutdown)` and
+//! ends with [`exit::report`].
 
 pub mod backoff;
 pub mod clock;
