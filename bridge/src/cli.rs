@@ -1,6 +1,7 @@
 //! The bridge's command line.
 //!
-//! Every flag but `--config`, `--print-config` and the logging flags is a setting of
+//! Every flag but `--config`, `--print-config` and the logging flags
+//! ([`settings::NOT_SETTINGS`]) is a setting of
 //! [`BridgeConfig`] under the same name: its value reaches the settings through
 //! [`tapgate_runtime::settings::given`] (no flag is copied by hand), and `--help` shows its
 //! default from [`BridgeConfig::default`]. The typed fields below only check a value as it is
@@ -10,10 +11,10 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, Parser};
 use tapgate_runtime::logging::LogArgs;
 use tapgate_runtime::mqtt::MqttArgs;
-use tapgate_runtime::settings::{self, Overrides, SettingsError};
+use tapgate_runtime::settings::{self, ArgsError, Overrides};
 
 use crate::config::BridgeConfig;
 
@@ -116,20 +117,6 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
-/// The flags that are not settings, by id.
-pub const NOT_SETTINGS: [&str; 5] = ["config", "print_config", "log", "log_format", "log_json"];
-
-/// Why the command line cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// clap refused it, or was asked for help or the version (`exit()` prints either).
-    #[error(transparent)]
-    Parse(#[from] clap::Error),
-    /// A value cannot be a setting.
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-}
-
 impl Cli {
     /// The command line, each setting's default shown from [`BridgeConfig::default`].
     pub fn command() -> clap::Command {
@@ -138,14 +125,11 @@ impl Cli {
 
     /// Parses `args` (the program's name first): the flags, and the settings they give as
     /// overrides for [`BridgeConfig::load`].
-    pub fn parse_from<I, T>(args: I) -> Result<(Self, Overrides), CliError>
+    pub fn parse_from<I, T>(args: I) -> Result<(Self, Overrides), ArgsError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let matches = Self::command().try_get_matches_from(args)?;
-        let cli = Self::from_arg_matches(&matches)?;
-        let given = settings::given::<BridgeConfig>(&matches)?;
-        Ok((cli, given))
+        settings::parse(Self::command(), args, settings::given::<BridgeConfig>)
     }
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tapgate_bridge::cli::{Cli, CliError};
+use tapgate_bridge::cli::Cli;
 use tapgate_bridge::BridgeConfig;
 
 /// One thread runs every task. Per tap the bridge's tasks hand work to each other several times
@@ -17,11 +17,7 @@ async fn main() -> ExitCode {
 }
 
 async fn start() -> anyhow::Result<()> {
-    let (cli, flags) = match Cli::parse_from(std::env::args_os()) {
-        Ok(parsed) => parsed,
-        Err(CliError::Parse(e)) => e.exit(),
-        Err(e) => return Err(e.into()),
-    };
+    let (cli, flags) = Cli::parse_from(std::env::args_os()).map_err(|e| e.exit_on_parse())?;
     cli.log.init()?;
     let config = BridgeConfig::load(cli.config.as_deref(), flags).context("invalid settings")?;
     if cli.print_config {

@@ -9,11 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::Stack;
-use tapgate_bridge::cli::{Cli, NOT_SETTINGS};
+use tapgate_bridge::cli::Cli;
 use tapgate_bridge::BridgeConfig;
 use tapgate_protocol::DeviceKind;
 use tapgate_runtime::mqtt::BrokerConfig;
-use tapgate_runtime::settings::{self, check};
+use tapgate_runtime::settings::{self, check, NOT_SETTINGS};
 use tapgate_testkit::{free_port, RedisServer};
 
 fn bridge() -> Command {

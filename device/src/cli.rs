@@ -10,14 +10,14 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tapgate_protocol::{DeviceKind, ProductId};
 use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
 use tapgate_runtime::logging::LogArgs;
 use tapgate_runtime::mqtt::MqttArgs;
-use tapgate_runtime::settings::{self, Overrides};
+use tapgate_runtime::settings::{self, ArgsError, Overrides};
 
 use crate::config::{ConfigError, DeviceConfig, HardwareKind, SoundKind};
 use crate::hw::console::{run_console, sim_hardware, ConsoleDisplay, ConsoleLights, HELP};
@@ -40,9 +40,6 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
-/// The flags that are not settings, by id.
-pub const NOT_SETTINGS: [&str; 5] = ["config", "print_config", "log", "log_format", "log_json"];
-
 impl Cli {
     /// The command line, each setting's default shown from its settings' `Default`.
     pub fn command() -> clap::Command {
@@ -54,19 +51,18 @@ impl Cli {
 
     /// Parses `args` (the program's name first): the flags, and the settings they give as
     /// overrides for the command's `load`.
-    pub fn parse_from<I, T>(args: I) -> Result<(Self, Overrides), CliError>
+    pub fn parse_from<I, T>(args: I) -> Result<(Self, Overrides), ArgsError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let matches = Self::command().try_get_matches_from(args)?;
-        let cli = Self::from_arg_matches(&matches)?;
-        let given = match matches.subcommand() {
-            Some(("simulate", m)) => settings::given::<SimConfig>(m)?,
-            Some((_, m)) => settings::given::<DeviceConfig>(m)?,
-            None => Overrides::new(),
-        };
-        Ok((cli, given))
+        settings::parse(Self::command(), args, |matches| {
+            match matches.subcommand() {
+                Some(("simulate", m)) => settings::given::<SimConfig>(m),
+                Some((_, m)) => settings::given::<DeviceConfig>(m),
+                None => Ok(Overrides::new()),
+            }
+        })
     }
 }
 
@@ -244,11 +240,7 @@ impl DeviceArgs {
 /// Why `tapgate-device` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// clap refused the command line, or was asked for help or the version (`exit()` prints
-    /// either).
-    #[error(transparent)]
-    Parse(#[from] clap::Error),
-    /// A flag's value cannot be a setting.
+    /// The settings cannot be printed.
     #[error(transparent)]
     Settings(#[from] ConfigError),
     /// A gate or terminal failed.
@@ -399,10 +391,10 @@ fn print_config<T: serde::Serialize>(cfg: &T) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapgate_runtime::settings::check;
+    use tapgate_runtime::settings::{check, NOT_SETTINGS};
 
     /// Parses a `tapgate-device` command line into its command and the settings it gives.
-    fn parse(args: &[&str]) -> Result<(CliCommand, Overrides), CliError> {
+    fn parse(args: &[&str]) -> Result<(CliCommand, Overrides), ArgsError> {
         let argv = std::iter::once("tapgate-device").chain(args.iter().copied());
         Cli::parse_from(argv).map(|(cli, given)| (cli.command, given))
     }

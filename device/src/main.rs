@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use tapgate_device::cli::{run, Cli, CliError};
+use tapgate_device::cli::{run, Cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -10,11 +10,7 @@ async fn main() -> ExitCode {
 }
 
 async fn start() -> anyhow::Result<()> {
-    let (cli, given) = match Cli::parse_from(std::env::args_os()) {
-        Ok(parsed) => parsed,
-        Err(CliError::Parse(e)) => e.exit(),
-        Err(e) => return Err(e.into()),
-    };
+    let (cli, given) = Cli::parse_from(std::env::args_os()).map_err(|e| e.exit_on_parse())?;
     cli.log.init()?;
     // SIGINT or SIGTERM: lights go off and the device says `offline`.
     let shutdown = tapgate_runtime::shutdown::on_signals();

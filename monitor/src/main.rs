@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tapgate_monitor::config::DEFAULT_REDIS;
 use tapgate_monitor::tail::{self, Replay, TailConfig};
 use tapgate_monitor::{password, report, web, ServeConfig};
 use tapgate_runtime::logging::LogArgs;
-use tapgate_runtime::settings::{self, Overrides};
+use tapgate_runtime::settings::{self, ArgsError, Overrides};
 
 /// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
 #[derive(Parser, Debug)]
@@ -34,18 +34,17 @@ impl Cli {
 
     /// Parses `args` (the program's name first): the flags, and the `serve` settings they give
     /// as overrides.
-    fn parse_from<I, T>(args: I) -> anyhow::Result<(Self, Overrides)>
+    fn parse_from<I, T>(args: I) -> Result<(Self, Overrides), ArgsError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Self::command().try_get_matches_from(args)?;
-        let cli = Self::from_arg_matches(&matches)?;
-        let given = match matches.subcommand() {
-            Some(("serve", m)) => settings::given::<ServeConfig>(m)?,
-            _ => Overrides::new(),
-        };
-        Ok((cli, given))
+        settings::parse(Self::command(), args, |matches| {
+            match matches.subcommand() {
+                Some(("serve", m)) => settings::given::<ServeConfig>(m),
+                _ => Ok(Overrides::new()),
+            }
+        })
     }
 }
 
@@ -225,13 +224,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn start() -> anyhow::Result<()> {
-    let (cli, given) = match Cli::parse_from(std::env::args_os()) {
-        Ok(parsed) => parsed,
-        Err(e) => match e.downcast::<clap::Error>() {
-            Ok(e) => e.exit(),
-            Err(e) => return Err(e),
-        },
-    };
+    let (cli, given) = Cli::parse_from(std::env::args_os()).map_err(|e| e.exit_on_parse())?;
     match cli.command {
         Command::HashPassword => {
             let mut input = String::new();
@@ -428,8 +421,7 @@ mod tests {
     /// settings.
     #[test]
     fn every_serve_flag_reaches_the_settings() {
-        use tapgate_runtime::settings::check;
-        const NOT_SETTINGS: [&str; 5] = ["config", "print_config", "log", "log_format", "log_json"];
+        use tapgate_runtime::settings::{check, NOT_SETTINGS};
         let samples = [
             ("redis", "redis://127.0.0.1:6390"),
             ("listen", "0.0.0.0:9000"),

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Command};
+use clap::{ArgMatches, Command, FromArgMatches};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::broker::BrokerUrl;
@@ -103,6 +103,52 @@ impl IntoIterator for Overrides {
 pub fn broker_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BrokerUrl, D::Error> {
     let text = String::deserialize(d)?;
     BrokerUrl::parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// The flags of every program that are not settings, by id: `--config`, `--print-config` and the
+/// logging flags ([`crate::logging::LogArgs`]).
+pub const NOT_SETTINGS: [&str; 5] = ["config", "print_config", "log", "log_format", "log_json"];
+
+/// Why a command line cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// clap refused it, or was asked for help or the version ([`ArgsError::exit_on_parse`]
+    /// prints either and exits).
+    #[error(transparent)]
+    Parse(#[from] clap::Error),
+    /// A flag's value cannot be a setting.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+}
+
+impl ArgsError {
+    /// For a program's `main`: a clap error is printed (help, version or usage) and the program
+    /// exits as clap does; a settings error is handed back.
+    pub fn exit_on_parse(self) -> SettingsError {
+        match self {
+            Self::Parse(e) => e.exit(),
+            Self::Settings(e) => e,
+        }
+    }
+}
+
+/// Parses `args` (the program's name first) with `cmd` into `C`, and the settings the flags give,
+/// taken from the matches by `given` (usually [`given`] for the settings type, of the subcommand
+/// that has settings).
+pub fn parse<C, I, T>(
+    cmd: Command,
+    args: I,
+    given: impl FnOnce(&ArgMatches) -> Result<Overrides, SettingsError>,
+) -> Result<(C, Overrides), ArgsError>
+where
+    C: FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = cmd.try_get_matches_from(args)?;
+    let parsed = C::from_arg_matches(&matches)?;
+    let given = given(&matches)?;
+    Ok((parsed, given))
 }
 
 /// A settings struct's defaults as flat `key → value` pairs: nested keys joined with a dot
