@@ -134,9 +134,12 @@ fn every_flag_reaches_the_settings() {
 /// file the bridge reads back, passwords redacted.
 #[test]
 fn every_variable_reaches_the_settings_and_print_config_shows_them() {
+    // --print-config checks the settings, and TLS files with an mqtt:// URL are refused: the TLS
+    // variables are left to every_flag_reaches_the_settings, which does not check.
+    let tls = ["mqtt_ca", "mqtt_cert", "mqtt_key"];
     let flags: Vec<_> = every_flag()
         .into_iter()
-        .filter(|f| !f.key.starts_with("mqtt_c") && f.key != "mqtt_key")
+        .filter(|f| !tls.contains(&f.key.as_str()))
         .collect();
     let command = Cli::command();
     let mut cmd = bridge();
