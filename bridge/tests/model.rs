@@ -1021,7 +1021,9 @@ fn script_matches_reference_model() {
             StoreSettings {
                 legacy_period_ms: LEGACY_PERIOD_MS,
                 sale_timeout_ms: SALE_TIMEOUT_MS,
-                seen_ttl_s: 3600,
+                // Shorter than the history's: a card with nothing keeps its history this long
+                // (real seconds; the cases' clock is virtual), so both lifetimes are set.
+                seen_ttl_s: 1800,
                 stream_maxlen: 10_000,
                 recent_ttl_s: 3600,
                 device_ttl_s: 3600,

@@ -1,7 +1,7 @@
 //! The decide function's upkeep, done every so often rather than on every call (`decide.lua`,
 //! "Upkeep"): the event stream stays capped near `stream_maxlen`, and a card's recent list keeps
 //! expiring `recent_ttl_s` after its last event (to within a sixteenth of that), renewed when it
-//! is new or its renewal is due.
+//! is new or its renewal is due; a card with no pass, no wallet and no block only `seen_ttl_s`.
 
 mod support;
 
@@ -146,4 +146,59 @@ async fn recent_lists_are_renewed_when_due() {
     tap(&store, &g1, "t5", &card, NOW + 5_000).await;
     let t = pttl(&mut con, &recent).await;
     assert!(fresh(t), "renewed from behind: {t} ms left");
+}
+
+#[tokio::test]
+async fn a_card_with_nothing_keeps_its_history_only_while_a_redelivery_may_come() {
+    let redis = RedisServer::start();
+    // Records kept 60 s, history 160 s: a card with nothing keeps its history 60 s.
+    let store = Store::connect(
+        &redis.url(),
+        None,
+        StoreSettings {
+            seen_ttl_s: 60,
+            recent_ttl_s: 160,
+            ..support::store_settings()
+        },
+    )
+    .await
+    .expect("store");
+    let mut con = support::admin(&redis).await;
+    let g1 = DeviceId::new("g1").expect("device");
+    let card = CardId::new("04AB").expect("card");
+    let recent = keys::card_recent(&card);
+    let short = |t: i64| t > 55_000 && t <= 60_000;
+    let full = |t: i64| t > 155_000;
+
+    tap(&store, &g1, "t1", &card, NOW).await;
+    let t = pttl(&mut con, &recent).await;
+    assert!(short(t), "no pass, no block: {t} ms left");
+    // Renewed to that lifetime when due (a sixteenth of it, 3.75 s), no longer.
+    tap(&store, &g1, "t2", &card, NOW + 4_000).await;
+    let t = pttl(&mut con, &recent).await;
+    assert!(short(t), "renewed: {t} ms left");
+
+    // Once it has a pass, the first event gives it the full lifetime, however recent the last
+    // renewal...
+    support::put_pass(&mut con, &card, "SINGLE_USE", 0).await;
+    tap(&store, &g1, "t3", &card, NOW + 4_001).await;
+    let t = pttl(&mut con, &recent).await;
+    assert!(full(t), "with a pass: {t} ms left");
+    // ...and an event once the pass is used up never shortens it.
+    tap(&store, &g1, "t4", &card, NOW + 30_000).await;
+    let t = pttl(&mut con, &recent).await;
+    assert!(full(t), "pass used up: {t} ms left");
+
+    // A blocked card keeps it too.
+    let blocked = CardId::new("05CD").expect("card");
+    let _: () = redis::cmd("HSET")
+        .arg(keys::blocked(&blocked))
+        .arg("reason")
+        .arg("lost")
+        .query_async(&mut con)
+        .await
+        .expect("HSET");
+    tap(&store, &g1, "t5", &blocked, NOW + 30_000).await;
+    let t = pttl(&mut con, &keys::card_recent(&blocked)).await;
+    assert!(full(t), "blocked: {t} ms left");
 }

@@ -100,6 +100,18 @@
 -- there (decided_before), else 'stale' (a sale it touched has expired by then). An offline
 -- entry, or a message without a stamp, has no such bound and is kept for seen_ttl_s
 -- (--idempotency-ttl).
+--
+-- How long a card's history lives. The recent list (and the `settled` record of a granted tap)
+-- of a card that has something, a pass record (even an expired or unreadable one), a wallet or a
+-- block, lives recent_ttl_s (--card-recent-ttl, 30 days) after its last event: an operator reads
+-- it. A card this call found with nothing of these (a denied no_pass or insufficient_funds, an
+-- unpaid offline entry, a stale tap; the flood of random cards a stolen gate secret can send) gets
+-- no more than a redelivery of its message could still need: seen_ttl_s (--idempotency-ttl, 24 h;
+-- recent_ttl_s if shorter), for decided_before to answer a waiting tap redelivered late as first
+-- decided. Only ever lengthened (EXPIRE ... GT): a card that had something keeps what its last
+-- event of substance set, and the first event once a card gets something (a sale, a top-up, a
+-- charge, a tap after a block) sets recent_ttl_s. Nothing else a tap of such a card writes outlives
+-- seen_ttl_s: its seen record (above), counters, and its stream entry (capped by stream_maxlen).
 -- A key per message rather than one hash per device: each record needs its own expiry, and
 -- per-field expiry (HEXPIRE) needs Redis 7.4; with records living seconds, few exist at a time.
 
@@ -133,7 +145,7 @@ local GC_MS = 60000
 local settings_text
 local legacy_period, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_ttl
 local window, max_future, max_skew, retap_ms, max_offline_age
-local recent_keep
+local recent_keep, short_ttl
 
 -- Upkeep done every so often rather than on every call. It lives in this Redis's Lua VM, not in
 -- Redis: a restart, a failover or a library reload starts it afresh, and the work is then done on
@@ -146,13 +158,16 @@ local recent_keep
 -- trimming leaves.
 local TRIM_EVERY = 64
 local since_trim = TRIM_EVERY
--- A card's recent list expires recent_ttl_s after its last event. Renewing that on every event
--- is an EXPIRE per tap; it is renewed instead when the list is new or this VM has not renewed
--- it for a sixteenth of recent_ttl_s, so it expires between 15/16 and all of recent_ttl_s after
--- the card's last event. Renewal times are kept for at most RENEWED_MAX cards (about 100 bytes
--- each), then all forgotten at once: a card not found is renewed, as before.
+-- A card's recent list expires recent_ttl_s after its last event of a card that has something
+-- (see "How long a card's history lives" above). Renewing that on every event is an EXPIRE per
+-- tap; it is renewed instead when the list is new or this VM has not renewed it for a sixteenth
+-- of recent_ttl_s, so it expires between 15/16 and all of recent_ttl_s after the card's last
+-- event. The short lifetime of a card with nothing is renewed the same way, every sixteenth of
+-- it, with EXPIRE ... GT (only ever lengthened: never below what an earlier event of substance
+-- set). Renewal times are kept for at most RENEWED_MAX cards (about 100 bytes each; negative for
+-- a short renewal), then all forgotten at once: a card not found is renewed, as before.
 local RENEWED_MAX = 10000
-local renewed, renewed_count, renew_every = {}, 0, 0
+local renewed, renewed_count, renew_every, short_every = {}, 0, 0, 0
 
 local function load_settings(text)
   local v, t = {}, {}
@@ -163,7 +178,11 @@ local function load_settings(text)
   recent_len, recent_ttl, device_ttl = v[5], t[6], t[7]
   window, max_future, max_skew, retap_ms, max_offline_age = v[8], v[9], v[10], v[11], v[12]
   recent_keep = tostring(recent_len - 1)
-  renewed, renewed_count, renew_every = {}, 0, v[6] * 1000 / 16
+  -- A card with nothing keeps its history as long as a redelivery may come: seen_ttl_s.
+  short_ttl = t[3]
+  if v[3] > v[6] then short_ttl = t[6] end
+  renewed, renewed_count = {}, 0
+  renew_every, short_every = v[6] * 1000 / 16, tonumber(short_ttl) * 1000 / 16
   settings_text = text
 end
 
@@ -181,6 +200,9 @@ local fingerprint, seen_unit, seen_for
 local at, clock
 -- Events of this call: kind, stream id and reason of each, tab-separated, as the result ends.
 local events
+-- Whether this call found (or made) something that keeps the card's history for recent_ttl_s: a
+-- pass record (even corrupt or expired), a block or a wallet.
+local keeps
 
 local function int(n)
   return format('%d', n)
@@ -263,6 +285,38 @@ local function append(...)
   return call('XADD', k_stream, '*', ...)
 end
 
+-- Renewal time `at` (negative: a short lifetime) of this call's card's recent list.
+local function remember(at)
+  if not renewed[k_recent] then
+    if renewed_count >= RENEWED_MAX then renewed, renewed_count = {}, 0 end
+    renewed_count = renewed_count + 1
+  end
+  renewed[k_recent] = at
+end
+
+-- The recent list's lifetime after an event (`n`: its length after it), see "Upkeep" above.
+local function renew(n)
+  local last = renewed[k_recent]
+  if keeps then
+    if n == 1 or not last or last < 0 or bridge_now - last >= renew_every
+        or bridge_now < last then
+      call('EXPIRE', k_recent, recent_ttl)
+      remember(bridge_now)
+    end
+  elseif n == 1 then
+    call('EXPIRE', k_recent, short_ttl)
+    remember(-bridge_now)
+  else
+    local since, every = 0, renew_every
+    if last and last < 0 then since, every = bridge_now + last, short_every
+    elseif last then since = bridge_now - last end
+    if not last or since >= every or since < 0 then
+      call('EXPIRE', k_recent, short_ttl, 'GT')
+      remember(-bridge_now)
+    end
+  end
+end
+
 -- Appends an event to the stream (and the card's recent list); `p` is the pass it reports, and
 -- for a sale, a top-up or an entry paid as you go (`sold`, the service day it counts on) its
 -- price and currency; `balance` the wallet's balance after a top-up or a charge.
@@ -284,15 +338,7 @@ local function emit(name, p, reason, sold, balance)
     if n > 2 * recent_len then
       call('LTRIM', k_recent, '0', recent_keep)
     end
-    local last = renewed[k_recent]
-    if n == 1 or not last or bridge_now - last >= renew_every or bridge_now < last then
-      call('EXPIRE', k_recent, recent_ttl)
-      if not last then
-        if renewed_count >= RENEWED_MAX then renewed, renewed_count = {}, 0 end
-        renewed_count = renewed_count + 1
-      end
-      renewed[k_recent] = bridge_now
-    end
+    renew(n)
   end
   -- A sale, top-up or charge has no reason; its slot carries the service day it counts on.
   if sold then reason = day end
@@ -321,8 +367,10 @@ local function load_pass()
   if not (f[1] or f[3] or f[4] or f[5]) then
     -- No pass, or (rarely) a record without any of its fields: corrupt.
     if call('EXISTS', k_pass) == 0 then return nil end
+    keeps = true
     return nil, true
   end
+  keeps = true
   local trips, expires_at, issued_at = int_field(f[3]), int_field(f[4]), int_field(f[5])
   local used_at = int_field(f[6])
   if not f[1] or find(f[1], '^[A-Z0-9_]+$') == nil or trips == false or expires_at == false
@@ -373,6 +421,7 @@ end
 -- so no field of an older record can be left behind. With where it was sold and on which
 -- service day: what a void needs.
 local function save_pass(p, terms_text)
+  keeps = true
   if p.expires_at then
     call('HSET', k_pass, 'type', p.type, 'terms', terms_text, 'trips', int(p.trips),
       'issued_at', int(p.issued_at), 'sold_by', device, 'day', day_label or '',
@@ -455,7 +504,11 @@ local function deny(reason, money)
 end
 
 local function blocked()
-  return call('EXISTS', k_blocked) == 1
+  if call('EXISTS', k_blocked) == 1 then
+    keeps = true
+    return true
+  end
+  return false
 end
 
 -- The answer a message of this device got, rebuilt from the card's history: for a waiting tap
@@ -602,6 +655,7 @@ local function pay_as_you_go()
   local day_field, week_field = 'day:' .. fare_day.day, 'week:' .. fare_day.week
   local w = call('HMGET', k_wallet, 'balance', day_field, week_field, 'kept_from')
   local balance = tonumber(w[1]) or 0
+  if w[1] then keeps = true end
   local charged = payg.fare
   if w[4] and fare_day.day < w[4] then
     -- Its day's totals were dropped: its caps can no longer be known.
@@ -616,6 +670,7 @@ local function pay_as_you_go()
   end
   local charged_text = int(charged)
   if charged > 0 then
+    keeps = true
     local minus = int(-charged)
     balance = call('HINCRBY', k_wallet, 'balance', minus)
     call('HINCRBY', k_wallet, 'charged', charged_text)
@@ -688,6 +743,7 @@ local function top_up(product, t)
   if find(product, '^[A-Z0-9_]+$') == nil then
     return redis.error_reply('tapgate: sale holds an unreadable product or terms')
   end
+  keeps = true
   local price = int(t.price)
   local balance = int(call('HINCRBY', k_wallet, 'balance', price))
   call('HINCRBY', k_wallet, 'topped_up', price)
@@ -819,7 +875,7 @@ return function(keys, args)
   if not format then bind() end
   call = redis.call
   take(keys, args)
-  events = ''
+  events, keeps = '', false
   at, clock, at_string = now, 'bridge', nil
 
   fingerprint = fingerprint_of(op, card, chosen, stamp_time and stamp_text or '', mode, replaces)
