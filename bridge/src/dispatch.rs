@@ -30,7 +30,8 @@
 //! not first come first served: a device with thousands of messages waiting delays another
 //! device of its shard by one message per turn. Before handling a message the worker asks its
 //! [`Limiter`] (see [`crate::limit`]): beyond its device's rate limit the message is refused
-//! (`rate_limited`) at the cost of a counter and an acknowledgement, without Redis. A device's
+//! (`rate_limited`) at the cost of a counter ([`crate::refusals`]: written to Redis once a
+//! second) and an acknowledgement. A device's
 //! online/offline status is never limited (the broker publishes a device's last will for it).
 //!
 //! A device's QoS 1 messages keep their order: while any message waits in its shard's line,

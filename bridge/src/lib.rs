@@ -9,6 +9,7 @@
 //! - [`outbox`]: the one line of decisions, events and acknowledgements the workers queue.
 //! - [`dispatch`]: per-device ordering with a fixed set of worker shards, served fairly.
 //! - [`limit`]: the per-device rate limit (a token bucket per device, bounded in memory).
+//! - [`refusals`]: refusals for that limit, added to Redis's rejected counters once a second.
 //! - [`process`]: one message: validate, decide, answer, acknowledge.
 //! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
@@ -33,6 +34,7 @@ pub mod mqtt;
 pub mod outbox;
 pub mod process;
 pub mod redis_memory;
+pub mod refusals;
 pub mod store;
 pub mod summary;
 #[cfg(feature = "testing")]
@@ -90,6 +92,9 @@ pub struct BridgeHandle {
     event_loop: JoinHandle<()>,
     metrics: Metrics,
     metrics_addr: Option<SocketAddr>,
+    /// Rate-limited refusals not yet in Redis, written once the shards have stopped.
+    refusals: refusals::Tally,
+    store: Store,
 }
 
 impl BridgeHandle {
@@ -110,6 +115,13 @@ impl BridgeHandle {
         self.shutdown.cancelled().await;
         self.workers.close();
         self.workers.wait().await;
+        if let Err(e) = self.refusals.flush(&self.store).await {
+            warn!(
+                error = %e,
+                lost = self.refusals.pending(),
+                "Could not add the last rate-limited refusals to the rejected counters"
+            );
+        }
         self.stop_loop.cancel();
         let _ = self.event_loop.await;
         info!("Bridge stopped");
@@ -237,7 +249,16 @@ pub async fn start_with_clock(
         fares: fares.clone(),
         shutdown: shutdown.clone(),
         device_rate: config.device_rate(),
+        refusals: refusals::Tally::default(),
     };
+    let refusals = processor.refusals.clone();
+    let refusals_store = processor.store.clone();
+    workers.spawn(refusals::run(
+        refusals.clone(),
+        processor.store.clone(),
+        refusals::FLUSH_EVERY,
+        shutdown.clone(),
+    ));
     workers.spawn(fares::reload_on_hangup(fares, shutdown.clone()));
     workers.spawn(prune_devices(
         processor.store.clone(),
@@ -316,6 +337,8 @@ pub async fn start_with_clock(
         event_loop,
         metrics,
         metrics_addr,
+        refusals,
+        store: refusals_store,
     })
 }
 

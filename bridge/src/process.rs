@@ -33,6 +33,7 @@ use crate::fares::Fares;
 use crate::limit::Rate;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::refusals::Tally;
 use crate::store::{Answer, Request, Store, StoreError};
 
 /// Everything a worker needs to handle messages. Cheap to clone.
@@ -56,6 +57,8 @@ pub struct Processor {
     pub shutdown: CancellationToken,
     /// The per-device rate limit (the shards apply it; quoted in a `rate_limited` answer).
     pub device_rate: Rate,
+    /// Refusals for that limit, counted here and written to Redis once a second.
+    pub refusals: Tally,
 }
 
 /// A tap or button to decide.
@@ -275,6 +278,12 @@ impl Processor {
     pub async fn refuse_rate_limited(&self, inbound: Inbound, answer: bool) {
         let received = Instant::now();
         self.metrics.rate_limited();
+        self.refusals.add(
+            self.topics
+                .parse(&inbound.publish.topic)
+                .ok()
+                .map(|t| t.device),
+        );
         if answer {
             self.answer_rate_limited(&inbound, received).await;
         }

@@ -10,7 +10,8 @@ use rumqttc::QoS;
 use support::Stack;
 use tapgate_bridge::dispatch::shard_index;
 use tapgate_bridge::SHARDS;
-use tapgate_protocol::{CardId, DeviceKind};
+use tapgate_protocol::keys::{self, COUNTERS_REJECTED as REJECTED};
+use tapgate_protocol::{CardId, DeviceId, DeviceKind};
 use tapgate_testkit::MqttProbe;
 
 /// Taps in the flood.
@@ -43,6 +44,14 @@ async fn snapshot(stack: &Stack) -> Vec<(String, Vec<u8>)> {
         out.push((key, value));
     }
     out
+}
+
+/// A snapshot without the rejected counters (all, and each device's).
+fn without_counters(snapshot: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    snapshot
+        .into_iter()
+        .filter(|(k, _)| k != REJECTED && !k.starts_with("tapgate:counters:device:"))
+        .collect()
 }
 
 /// One gate floods ([`FLOOD`] QoS 1 taps, as fast as it can) while a calm gate taps every 250 ms
@@ -207,7 +216,7 @@ async fn taps_beyond_the_limit_are_refused_and_change_nothing() {
         .await;
     let metrics = stack.metrics.clone().expect("metrics");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metrics.rate_limited_total() < 6 {
+    while metrics.rate_limited_total() < 6 || stack.counter(REJECTED, "rate_limited").await < 6 {
         assert!(Instant::now() < deadline, "refusals not counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -217,11 +226,16 @@ async fn taps_beyond_the_limit_are_refused_and_change_nothing() {
         "refusals answered more than once: {late:?}"
     );
     assert_eq!(metrics.rate_limited_total(), 6);
+    // Nothing changed in Redis but the rejected counters, which the bridge adds them to once
+    // a second.
     assert_eq!(
-        snapshot(&stack).await,
-        before,
+        without_counters(snapshot(&stack).await),
+        without_counters(before),
         "a refused tap changed something in Redis"
     );
+    assert_eq!(stack.counter(REJECTED, "rate_limited").await, 6);
+    let g1 = keys::device_counters(&DeviceId::new("g1").expect("device"));
+    assert_eq!(stack.counter(&g1, "rejected").await, 6);
     assert!(metrics
         .render()
         .contains("tapgate_rejected_total{reason=\"rate_limited\"} 6"));
@@ -231,4 +245,114 @@ async fn taps_beyond_the_limit_are_refused_and_change_nothing() {
     let d = g.tap("4242").await;
     assert_eq!(d["outcome"], "granted", "{d}");
     assert_eq!(d["pass"]["trips_remaining"], 6, "{d}");
+}
+
+/// `EXEC` calls Redis has run (the rejected counters are written in one transaction).
+async fn transactions(stack: &Stack) -> u64 {
+    let mut con = stack.redis().await;
+    let text: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .expect("INFO commandstats");
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_exec:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The dashboard's rejected counters (read from Redis) show a flood's rate-limited refusals, all
+/// of them, for the device and in all; the bridge writes them at most once a second, not once
+/// per message, and what it counted last is written when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_refusals_reach_the_rejected_counters_once_a_second() {
+    const TAPS: u64 = 3_000;
+    let _one_at_a_time = FLOODS.lock().await;
+    let mut stack = Stack::start(|c| {
+        c.device_rate = 5;
+        c.device_burst = 5;
+    })
+    .await;
+    let metrics = stack.metrics.clone().expect("metrics");
+    let flood_counters = keys::device_counters(&DeviceId::new("flood").expect("device"));
+    let flooder = MqttProbe::connect(stack.broker.port(), "flooder").await;
+    let publish = |from: u64, to: u64| {
+        let client = flooder.client().clone();
+        async move {
+            for n in from..to {
+                let payload = format!(r#"{{"id":"f{n}","card":"{}"}}"#, n % 500);
+                client
+                    .publish("tapgate/gate/flood/tap", QoS::AtLeastOnce, false, payload)
+                    .await
+                    .expect("publish");
+            }
+        }
+    };
+    let handled = |m: &tapgate_bridge::Metrics| {
+        let decided: u64 = m.decisions_by_outcome().iter().map(|(_, n)| n).sum();
+        decided + m.rate_limited_total()
+    };
+    let wait_handled = |n: u64| {
+        let metrics = metrics.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while handled(&metrics) < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {n} handled",
+                    handled(&metrics)
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let exec_before = transactions(&stack).await;
+    let started = Instant::now();
+    publish(0, TAPS).await;
+    wait_handled(TAPS).await;
+    let refused = metrics.rate_limited_total();
+    assert!(refused > TAPS / 2, "only {refused} of {TAPS} refused");
+    // Within a second or two, all of them are in the counters the dashboard reads.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while stack.counter(REJECTED, "rate_limited").await < refused as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {refused} refusals in {REJECTED}",
+            stack.counter(REJECTED, "rate_limited").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = started.elapsed().as_secs();
+    let writes = transactions(&stack).await - exec_before;
+    assert_eq!(
+        stack.counter(REJECTED, "rate_limited").await,
+        refused as i64
+    );
+    assert_eq!(
+        stack.counter(&flood_counters, "rejected").await,
+        refused as i64
+    );
+    println!(
+        "{refused} of {TAPS} taps refused rate_limited in {seconds} s, written to Redis in {writes} transactions"
+    );
+    assert!(
+        writes <= seconds + 2,
+        "{writes} writes in {seconds} s: refusals reached Redis more than once a second"
+    );
+
+    // Refused just before the bridge stops: written as it stops, none lost.
+    publish(TAPS, TAPS + 200).await;
+    wait_handled(TAPS + 200).await;
+    let refused = metrics.rate_limited_total();
+    stack.stop_bridge().await;
+    assert_eq!(
+        stack.counter(REJECTED, "rate_limited").await,
+        refused as i64
+    );
+    assert_eq!(
+        stack.counter(&flood_counters, "rejected").await,
+        refused as i64
+    );
 }

@@ -12,7 +12,7 @@ pub mod result;
 
 pub use request::{decide_command, Request};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use redis::Script;
@@ -386,6 +386,34 @@ impl Store {
             .map_err(|e| self.command_error(e))?;
         event.seq = Some(seq);
         Ok(event)
+    }
+
+    /// Adds `total` refusals for `reason` to the rejected counters and each device's count to its
+    /// own counters (field `rejected`, given their lifetime as `reject.lua` does), in one
+    /// transaction: refusals counted in the bridge rather than recorded one by one
+    /// ([`crate::refusals`]). No event is appended.
+    pub async fn count_rejected(
+        &self,
+        reason: RejectReason,
+        total: u64,
+        devices: &HashMap<DeviceId, u64>,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.hincr(keys::COUNTERS_REJECTED, reason.as_str(), total)
+            .ignore();
+        for (device, n) in devices {
+            let key = keys::device_counters(device);
+            pipe.hincr(&key, fields::device_counters::REJECTED, *n)
+                .ignore();
+            pipe.expire(&key, ttl_secs(self.settings.device_ttl_s))
+                .ignore();
+        }
+        let mut con = self.con.clone();
+        pipe.query_async::<()>(&mut con)
+            .await
+            .map_err(|e| self.command_error(e))?;
+        Ok(())
     }
 
     /// Records a device's presence: online state, last seen and uptime; renews the lifetime of
