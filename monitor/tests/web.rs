@@ -527,6 +527,12 @@ async fn reads_counters_charts_devices_and_cards() {
         .await
         .expect("LPUSH");
 
+    // Rate-limited refusals, as the bridge adds them up once a second (no event).
+    let _: () = conn
+        .hincr(keys::COUNTERS_REJECTED, "rate_limited", 7)
+        .await
+        .expect("HINCRBY");
+
     let c = get(dash.addr, &me, "/api/counters").await.json();
     assert_eq!(
         c["entries"],
@@ -536,6 +542,7 @@ async fn reads_counters_charts_devices_and_cards() {
     assert_eq!(c["issued"], serde_json::json!({}));
     assert_eq!(c["denied"]["no_pass"], 2);
     assert_eq!(c["rejected"]["unknown_field"], 0);
+    assert_eq!(c["rejected"]["rate_limited"], 7);
 
     let m = get(dash.addr, &me, "/api/charts/minutes").await.json();
     let sum = |k: &str| {
