@@ -2,7 +2,7 @@
 # tapgate (docker-compose.smoke.yml): mosquitto in EMQX's place, with the project's policy.
 # Writes mosquitto's configuration from mosquitto/tapgate.conf and mosquitto/tls.conf (mounted
 # under /tapgate/mosquitto), makes the dynamic-security file on the first start (admin password:
-# TAPGATE_EMQX_API_SECRET), starts mosquitto, and gives the bridge and the monitor their logins
+# TAPGATE_EMQX_API_SECRET), starts mosquitto, and gives the bridges and the monitor their logins
 # with tapgate-admin from the same variables emqx/entrypoint.sh reads (an older login of the
 # same name is removed first, so a changed password takes effect). /tmp/tapgate-ready, which the
 # health check looks for, exists once they do. The command of the base file is ignored.
@@ -61,7 +61,14 @@ login() { # name role password
 }
 login tapgate-bridge bridge "$TAPGATE_MQTT_BRIDGE_PASSWORD"
 login tapgate-monitor monitor "$TAPGATE_MQTT_MONITOR_PASSWORD"
-echo "tapgate: mosquitto stands in for EMQX; logins tapgate-bridge and tapgate-monitor ready"
+# The high-availability layout's other bridges (docker-compose.ha.yml), when it sets them.
+if [ -n "${TAPGATE_MQTT_BRIDGE2_PASSWORD:-}" ]; then
+  login tapgate-bridge-2 bridge "$TAPGATE_MQTT_BRIDGE2_PASSWORD"
+fi
+if [ -n "${TAPGATE_MQTT_BRIDGE3_PASSWORD:-}" ]; then
+  login tapgate-bridge-3 bridge "$TAPGATE_MQTT_BRIDGE3_PASSWORD"
+fi
+echo "tapgate: mosquitto stands in for EMQX; the services' logins are ready"
 : >/tmp/tapgate-ready
 
 # Until mosquitto ends; a TERM from docker stop runs the trap, then this waits again.
