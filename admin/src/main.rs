@@ -4,18 +4,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tapgate_admin::output::{self, Format};
 use tapgate_admin::{ca, card};
 use tapgate_admin::{secret, Backend, Broker, Expect, ServiceRole, Settings};
 use tapgate_protocol::{DeviceId, DeviceKind};
-use tapgate_runtime::settings::Overrides;
+use tapgate_runtime::settings::{self, ArgsError, Overrides};
 
 /// Creates, lists and revokes tapgate's broker logins: one per device, bound to its id and kind,
 /// and one per bridge or monitor; and devices' client certificates.
 ///
 /// Settings come from built-in defaults, then the TOML file given with --config, then TAPGATE_*
-/// environment variables, then these flags.
+/// environment variables, then these flags. Every flag before the command is a setting of the
+/// same name ([`Settings`]): it reaches the settings by its name, and `--help` shows its default
+/// from [`Settings::default`].
 #[derive(Debug, Parser)]
 #[command(
     name = "tapgate-admin",
@@ -28,36 +30,44 @@ struct Cli {
     /// TOML settings file (keys as the long flags, with underscores).
     #[arg(long, env = "TAPGATE_ADMIN_CONFIG")]
     config: Option<PathBuf>,
-    /// Which broker holds the logins [default: mosquitto].
+    /// Print the effective settings as TOML (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Which broker holds the logins.
     #[arg(long, env = "TAPGATE_ADMIN_BROKER")]
     backend: Option<Backend>,
-    /// mosquitto: broker URL, mqtt://host:port, or mqtts://host:8883 for TLS
-    /// [default: mqtt://127.0.0.1:1883]. Its value is never shown here: a URL may hold a
-    /// password.
+    /// mosquitto: broker URL, mqtt://host:port, or mqtts://host:8883 for TLS. Its value is
+    /// never shown here: a URL may hold a password.
     #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
     mqtt: Option<String>,
     /// mosquitto with mqtts://: the CA certificate the broker's must chain to [default: the
     /// system's roots].
     #[arg(long, env = "TAPGATE_MQTT_CA")]
     mqtt_ca: Option<PathBuf>,
-    /// mosquitto: dynamic-security administrator [default: admin].
+    /// mosquitto: dynamic-security administrator.
     #[arg(long, env = "TAPGATE_ADMIN_USERNAME")]
     admin_username: Option<String>,
-    /// EMQX: HTTP API base URL [default: http://127.0.0.1:18083].
+    /// EMQX: HTTP API base URL.
     #[arg(long, env = "TAPGATE_EMQX_API", hide_env_values = true)]
     emqx_api: Option<String>,
     /// EMQX: API key.
     #[arg(long, env = "TAPGATE_EMQX_API_KEY", hide_env_values = true)]
     emqx_api_key: Option<String>,
-    /// Topic prefix [default: tapgate].
+    /// Topic prefix.
     #[arg(long, env = "TAPGATE_PREFIX")]
     prefix: Option<String>,
-    /// How long to wait for each answer of the broker, e.g. 10s [default: 10s].
+    /// How long to wait for each answer of the broker, e.g. 10s.
     #[arg(long, env = "TAPGATE_ADMIN_TIMEOUT")]
     timeout: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
+
+/// The settings only the environment gives, never a flag: (key, variable).
+const SECRETS: [(&str, &str); 2] = [
+    ("admin_password", "TAPGATE_ADMIN_PASSWORD"),
+    ("emqx_api_secret", "TAPGATE_EMQX_API_SECRET"),
+];
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -232,29 +242,23 @@ impl From<Kind> for DeviceKind {
 }
 
 impl Cli {
-    /// The flags and variables that were given, as settings keys and values; the two secrets
-    /// come from the environment only.
-    fn overrides(&self) -> Overrides {
-        let secret = |name| std::env::var(name).ok();
-        let backend = self
-            .backend
-            .and_then(|b| b.to_possible_value())
-            .map(|v| v.get_name().to_owned());
-        let mut o = Overrides::new();
-        o.put("backend", backend)
-            .put("mqtt", self.mqtt.clone())
-            .put(
-                "mqtt_ca",
-                self.mqtt_ca.as_ref().map(|p| p.display().to_string()),
-            )
-            .put("admin_username", self.admin_username.clone())
-            .put("admin_password", secret("TAPGATE_ADMIN_PASSWORD"))
-            .put("emqx_api", self.emqx_api.clone())
-            .put("emqx_api_key", self.emqx_api_key.clone())
-            .put("emqx_api_secret", secret("TAPGATE_EMQX_API_SECRET"))
-            .put("prefix", self.prefix.clone())
-            .put("timeout", self.timeout.clone());
-        o
+    /// The command line, its settings flags' defaults shown from [`Settings::default`].
+    fn command() -> clap::Command {
+        settings::show_defaults::<Settings>(<Self as CommandFactory>::command())
+    }
+
+    /// Parses `args`; the settings the flags and variables give, by name, and the two secrets
+    /// from the environment.
+    fn parse_from<I, T>(args: I) -> Result<(Self, Overrides), ArgsError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let (cli, mut given) = settings::parse(Self::command(), args, settings::given::<Settings>)?;
+        for (key, variable) in SECRETS {
+            given.put(key, std::env::var(variable).ok());
+        }
+        Ok((cli, given))
     }
 }
 
@@ -280,8 +284,17 @@ async fn main() -> ExitCode {
 }
 
 async fn start() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Command::Cert(command) = cli.command {
+    let (cli, given) = Cli::parse_from(std::env::args_os()).map_err(ArgsError::exit_on_parse)?;
+    if cli.print_config {
+        let loaded: Settings = settings::load(cli.config.as_deref(), given)?;
+        print!("{}", settings::to_toml(&loaded)?);
+        return Ok(());
+    }
+    let Some(command) = cli.command else {
+        Cli::command().print_help()?;
+        anyhow::bail!("no command given");
+    };
+    if let Command::Cert(command) = command {
         return cert(command);
     }
     if let Command::Card(CardCommand::Replace {
@@ -289,7 +302,7 @@ async fn start() -> anyhow::Result<()> {
         to,
         operator,
         redis,
-    }) = &cli.command
+    }) = &command
     {
         let url = redis
             .as_deref()
@@ -311,10 +324,10 @@ async fn start() -> anyhow::Result<()> {
             },
         };
     }
-    let settings = Settings::load(cli.config.as_deref(), cli.overrides())?;
+    let settings = Settings::load(cli.config.as_deref(), given)?;
     // Check what the operator typed before touching the broker.
     let mut prepared = None;
-    match &cli.command {
+    match &command {
         Command::Device(DeviceCommand::Add {
             id, password: p, ..
         }) => {
@@ -334,7 +347,7 @@ async fn start() -> anyhow::Result<()> {
         _ => {}
     }
     let mut broker = Broker::connect(&settings).await?;
-    let result = run(&mut broker, cli.command, prepared).await;
+    let result = run(&mut broker, command, prepared).await;
     broker.close().await;
     result
 }
@@ -456,4 +469,52 @@ fn report_crl(done: &ca::Published) {
         done.crl.listed,
         done.crl.next_update.strftime("%Y-%m-%d %H:%M UTC")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapgate_runtime::settings::check;
+
+    /// Values for the settings flags whose default gives no unlike value by itself.
+    const SAMPLES: [(&str, &str); 7] = [
+        ("backend", "emqx"),
+        ("mqtt", "mqtts://broker.example:8884"),
+        ("mqtt_ca", "/etc/tapgate/ca.crt"),
+        ("admin_username", "root-admin"),
+        ("emqx_api", "http://emqx.example:18084"),
+        ("emqx_api_key", "key-1"),
+        ("prefix", "transit"),
+    ];
+
+    /// Every settings flag before the command (a flag added later too) reaches the settings by
+    /// its name: none is copied by hand, so none can be forgotten.
+    #[test]
+    fn every_flag_reaches_the_settings() {
+        let keys = settings::defaults::<Settings>().expect("defaults");
+        let cmd = Cli::command();
+        let flags = check::every_flag(&cmd, &keys, &SAMPLES, &settings::NOT_SETTINGS)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(flags.len(), keys.len() - SECRETS.len(), "{flags:?}");
+        let argv = std::iter::once("tapgate-admin".to_owned())
+            .chain(check::argv(&flags))
+            .chain(["device".to_owned(), "list".to_owned()]);
+        let (_, given) = Cli::parse_from(argv).expect("parse");
+        let loaded: Settings = settings::load(None, given).expect("load");
+        let lost = check::not_arrived(&flags, &keys, &check::flat(&loaded).expect("flat"));
+        assert!(lost.is_empty(), "flags that did not arrive: {lost:?}");
+    }
+
+    /// `--help` shows the defaults from `Settings::default`.
+    #[test]
+    fn help_shows_the_defaults() {
+        let help = Cli::command().render_help().to_string();
+        for shown in [
+            "[default: mosquitto]",
+            "[default: mqtt://127.0.0.1:1883]",
+            "[default: 10s]",
+        ] {
+            assert!(help.contains(shown), "{shown} in\n{help}");
+        }
+    }
 }

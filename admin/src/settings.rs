@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tapgate_protocol::broker::BrokerUrl;
 use tapgate_protocol::Topics;
 use tapgate_runtime::secret::refuse_placeholder;
@@ -15,7 +15,7 @@ use tapgate_runtime::secret::refuse_placeholder;
 use crate::AdminError;
 
 /// Which broker holds the logins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// mosquitto with the dynamic-security plugin, administered over MQTT.
@@ -24,14 +24,17 @@ pub enum Backend {
     Emqx,
 }
 
-/// Settings of `tapgate-admin`.
-#[derive(Debug, Clone, Deserialize)]
+/// Settings of `tapgate-admin`. Each flag of its command line is named as its field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Which broker holds the logins.
     pub backend: Backend,
     /// mosquitto: broker URL, `mqtt://host:port`.
-    #[serde(deserialize_with = "tapgate_runtime::settings::broker_url")]
+    #[serde(
+        deserialize_with = "tapgate_runtime::settings::broker_url",
+        serialize_with = "tapgate_runtime::settings::broker_url_text"
+    )]
     pub mqtt: BrokerUrl,
     /// mosquitto with `mqtts://`: the CA certificate the broker's must chain to; unset: the
     /// system's roots.
@@ -47,7 +50,10 @@ pub struct Settings {
     /// EMQX: the API key's secret (environment only: `TAPGATE_EMQX_API_SECRET`).
     pub emqx_api_secret: Option<String>,
     /// Topic prefix shared with the devices and the bridge.
-    #[serde(deserialize_with = "tapgate_runtime::settings::topics")]
+    #[serde(
+        deserialize_with = "tapgate_runtime::settings::topics",
+        serialize_with = "tapgate_runtime::settings::topics_prefix"
+    )]
     pub prefix: Topics,
     /// How long to wait for each answer of the broker.
     #[serde(with = "humantime_serde")]

@@ -53,3 +53,35 @@ fn help_never_prints_a_secret_from_the_environment() {
         assert!(!text.contains(SECRET), "{args:?} prints a secret:\n{text}");
     }
 }
+
+/// `--print-config` prints the settings the command would run with, secrets redacted: the
+/// environment's two secrets and a broker URL's password.
+#[test]
+fn print_config_shows_the_settings_and_hides_the_secrets() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tapgate-admin"))
+        .args(["--print-config", "--timeout", "3s", "--prefix", "transit"])
+        .env_clear()
+        .env(
+            "TAPGATE_MQTT",
+            format!("mqtt://admin:{SECRET}@broker.internal:1884"),
+        )
+        .env("TAPGATE_ADMIN_PASSWORD", SECRET)
+        .env("TAPGATE_EMQX_API_SECRET", SECRET)
+        .output()
+        .expect("run tapgate-admin");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains(SECRET), "a secret is shown:\n{text}");
+    for line in [
+        "timeout = \"3s\"",
+        "prefix = \"transit\"",
+        "admin_password = \"***\"",
+        "broker.internal:1884",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+}

@@ -91,6 +91,24 @@ impl BrokerUrl {
     }
 }
 
+impl std::fmt::Display for BrokerUrl {
+    /// The URL as [`BrokerUrl::parse`] reads it back: `mqtt://` or `mqtts://`, the credentials
+    /// (password included: [`redact`] the text before showing it), the host (an IPv6 address in
+    /// brackets) and the port.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://")?;
+        if let Some((user, password)) = &self.credentials {
+            write!(f, "{user}:{password}@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// The URL with any password replaced by `***`, for logs and errors.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {
@@ -105,6 +123,19 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn displays_what_it_parses() {
+        for url in [
+            "mqtt://127.0.0.1:1883",
+            "mqtts://u:p@broker.example:8883",
+            "mqtt://[::1]:1884",
+        ] {
+            let parsed = BrokerUrl::parse(url).expect("parses");
+            assert_eq!(parsed.to_string(), url);
+            assert_eq!(BrokerUrl::parse(&parsed.to_string()), Ok(parsed));
+        }
+    }
 
     #[test]
     fn parses() {

@@ -459,6 +459,12 @@ pub mod check {
     }
 }
 
+/// Writes a broker URL setting back as its text (password included: [`to_toml`] redacts it):
+/// `#[serde(serialize_with = "tapgate_runtime::settings::broker_url_text")]`.
+pub fn broker_url_text<S: serde::Serializer>(url: &BrokerUrl, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(url)
+}
+
 /// A program's settings that cannot work: the programs' settings errors, defined once.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
