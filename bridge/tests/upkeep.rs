@@ -36,6 +36,26 @@ async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: 
     assert!(matches!(answer, Answer::Decided(_)), "{answer:?}");
 }
 
+/// A store with `settings` on a fresh Redis, and an admin connection to it.
+async fn cards_store(
+    settings: StoreSettings,
+) -> (RedisServer, Store, redis::aio::MultiplexedConnection) {
+    let redis = RedisServer::start();
+    let store = Store::connect(&redis.url(), None, settings)
+        .await
+        .expect("store");
+    let con = support::admin(&redis).await;
+    (redis, store, con)
+}
+
+/// The gate and the card the recent-list tests tap.
+fn gate_and_card() -> (DeviceId, CardId) {
+    (
+        DeviceId::new("g1").expect("device"),
+        CardId::new("04AB").expect("card"),
+    )
+}
+
 async fn pttl(con: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
     redis::cmd("PTTL")
         .arg(key)
@@ -96,21 +116,13 @@ async fn the_stream_stays_near_its_cap() {
 
 #[tokio::test]
 async fn recent_lists_are_renewed_when_due() {
-    let redis = RedisServer::start();
     // A sixteenth of 160 s: renewed at most every 10 s.
-    let store = Store::connect(
-        &redis.url(),
-        None,
-        StoreSettings {
-            recent_ttl_s: 160,
-            ..support::store_settings()
-        },
-    )
-    .await
-    .expect("store");
-    let mut con = support::admin(&redis).await;
-    let g1 = DeviceId::new("g1").expect("device");
-    let card = CardId::new("04AB").expect("card");
+    let (_redis, store, mut con) = cards_store(StoreSettings {
+        recent_ttl_s: 160,
+        ..support::store_settings()
+    })
+    .await;
+    let (g1, card) = gate_and_card();
     let recent = keys::card_recent(&card);
     let full = 160_000;
     let fresh = |t: i64| t > full - 5_000;
@@ -150,22 +162,14 @@ async fn recent_lists_are_renewed_when_due() {
 
 #[tokio::test]
 async fn a_card_with_nothing_keeps_its_history_only_while_a_redelivery_may_come() {
-    let redis = RedisServer::start();
     // Records kept 60 s, history 160 s: a card with nothing keeps its history 60 s.
-    let store = Store::connect(
-        &redis.url(),
-        None,
-        StoreSettings {
-            seen_ttl_s: 60,
-            recent_ttl_s: 160,
-            ..support::store_settings()
-        },
-    )
-    .await
-    .expect("store");
-    let mut con = support::admin(&redis).await;
-    let g1 = DeviceId::new("g1").expect("device");
-    let card = CardId::new("04AB").expect("card");
+    let (_redis, store, mut con) = cards_store(StoreSettings {
+        seen_ttl_s: 60,
+        recent_ttl_s: 160,
+        ..support::store_settings()
+    })
+    .await;
+    let (g1, card) = gate_and_card();
     let recent = keys::card_recent(&card);
     let short = |t: i64| t > 55_000 && t <= 60_000;
     let full = |t: i64| t > 155_000;
