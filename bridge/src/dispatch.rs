@@ -7,9 +7,10 @@
 //! their order, while the shards run in parallel. The shard count bounds the number of tasks no
 //! matter how many device ids (real or spoofed) appear.
 //!
-//! Each shard's queue holds at most `shard_queue` messages, and a queued message is small: a
-//! payload larger than [`MAX_PAYLOAD_BYTES`] (refused anyway) is dropped on arrival, keeping only
-//! its size, and so is a topic longer than [`MAX_TOPIC_BYTES`]. When a shard's queue is full:
+//! Each shard's queue holds at most `shard_queue` messages, and a queued message is small
+//! ([`Inbound`]): a payload larger than [`tapgate_protocol::MAX_PAYLOAD_BYTES`] (refused anyway)
+//! is dropped on arrival, keeping only its size, and so is a topic longer than
+//! [`crate::inbound::MAX_TOPIC_BYTES`]. When a shard's queue is full:
 //!
 //! - a QoS 0 message is dropped and counted (`tapgate_dropped_total{qos="0"}`): QoS 0 promises
 //!   nothing;
@@ -45,52 +46,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rumqttc::{Publish, QoS};
-use tapgate_protocol::MAX_PAYLOAD_BYTES;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::inbound::Inbound;
 use crate::limit::{Limiter, Verdict};
 use crate::metrics::Metrics;
 use crate::process::Processor;
-
-/// Longest topic the bridge keeps; a longer one is refused as `bad_topic` (device topics are at
-/// most about 100 bytes even with a long prefix).
-pub const MAX_TOPIC_BYTES: usize = 512;
-
-/// A publish as queued: oversized parts already dropped, their sizes kept for the refusal.
-#[derive(Debug)]
-pub struct Inbound {
-    /// The publish (payload emptied if it was too large, topic emptied if it was too long).
-    pub publish: Publish,
-    /// The payload's size as received, bytes.
-    pub payload_len: usize,
-    /// The topic's length as received, bytes.
-    pub topic_len: usize,
-    /// The connection it came in on (its acknowledgement is only good there).
-    pub session: u64,
-}
-
-impl Inbound {
-    /// Drops the parts of `publish` (received on connection `session`) no handler will read, so
-    /// a queued message stays small.
-    pub fn new(mut publish: Publish, session: u64) -> Self {
-        let payload_len = publish.payload.len();
-        let topic_len = publish.topic.len();
-        if payload_len > MAX_PAYLOAD_BYTES {
-            drop(std::mem::take(&mut publish.payload));
-        }
-        if topic_len > MAX_TOPIC_BYTES {
-            drop(std::mem::take(&mut publish.topic));
-        }
-        Self {
-            publish,
-            payload_len,
-            topic_len,
-            session,
-        }
-    }
-}
 
 /// One shard's end for the dispatcher: its queue, and the line of QoS 1 messages that found it
 /// full (or found others already waiting).
@@ -398,23 +361,5 @@ mod tests {
         assert!(is_status("tapgate/gate/g1/status"));
         assert!(!is_status("tapgate/gate/status/tap"));
         assert!(!is_status("status"));
-    }
-
-    #[test]
-    fn oversized_parts_are_not_kept() {
-        let p = Publish::new(
-            "tapgate/gate/g1/tap",
-            QoS::AtLeastOnce,
-            vec![b'x'; 70 * 1024],
-        );
-        let i = Inbound::new(p, 0);
-        assert_eq!(i.payload_len, 70 * 1024);
-        assert!(i.publish.payload.is_empty());
-        assert_eq!(i.publish.topic, "tapgate/gate/g1/tap");
-        let p = Publish::new("t".repeat(MAX_TOPIC_BYTES + 1), QoS::AtMostOnce, "{}");
-        let i = Inbound::new(p, 0);
-        assert!(i.publish.topic.is_empty());
-        assert_eq!(i.topic_len, MAX_TOPIC_BYTES + 1);
-        assert_eq!(&i.publish.payload[..], b"{}");
     }
 }

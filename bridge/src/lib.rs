@@ -28,6 +28,7 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod fares;
+pub mod inbound;
 pub mod limit;
 pub mod metrics;
 pub mod mqtt;

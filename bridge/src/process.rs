@@ -28,8 +28,8 @@ use tapgate_runtime::Backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::dispatch::{Inbound, MAX_TOPIC_BYTES};
 use crate::fares::Fares;
+use crate::inbound::{Inbound, MAX_TOPIC_BYTES};
 use crate::limit::Rate;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
