@@ -10,6 +10,3 @@ cd "$(dirname "$0")/../.."
 bash -n scripts/compose-smoke
 for f in docker/smoke/*.sh docker/monitor-entrypoint.sh; do sh -n "$f"; done
 scripts/compose-smoke </dev/null
-# The high-availability layout (docker-compose.ha.yml) the same way, then its Redis primary
-# stopped: a replica promoted, taps decided again, the earlier decision kept. About 3 minutes.
-scripts/compose-smoke --ha </dev/null
