@@ -17,6 +17,12 @@
 //! e.g. the previous release) on a Redis of its own, measured at each rate within seconds of the
 //! first, and compares the two at the end: highest rate and CPU per tap.
 //!
+//! `TAPGATE_BENCH_CALLGRIND=1` counts instead of timing: the bridge (and the baseline) run under
+//! valgrind's callgrind, one run at the first rate each (e.g. `20 50 0`: 1,000 taps at 50/s),
+//! instrumented only while those taps are answered, and the bench prints the instructions each
+//! build executed per tap and their ratio, the same figures every run. `TAPGATE_BENCH_COUNTS=DIR`
+//! keeps callgrind's files there, for `callgrind_annotate`.
+//!
 //! `TAPGATE_BENCH_PAYG=1` measures pay as you go: the bridge sells a catalogue with `[payg]` (fare
 //! 250, capped at 700 a day) and half its cards have no pass but a balance, so half the taps are
 //! charged from a wallet (three in a card's day, then capped at 0); the baseline, the same build
@@ -30,6 +36,7 @@
 //! over each other process's, and `null+redis`'s over the null bridge's (what the I/O every
 //! bridge must do costs by itself), at every rate both passed.
 
+mod callgrind;
 mod stats;
 
 use std::collections::HashMap;
@@ -111,6 +118,11 @@ fn main() {
     };
     let (bridge_fares, baseline_fares) = (fares(true), fares(false));
     let tick = clock_ticks();
+    let counting = callgrind::wanted();
+    let counts = tempfile::tempdir().expect("a temporary folder");
+    let counts_dir = std::env::var_os("TAPGATE_BENCH_COUNTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| counts.path().to_owned());
 
     println!(
         "open loop, {GATES} gates, {CARDS} cards with two-hour passes, {secs} s per rate, loopback; p99 limit {P99_LIMIT:?}"
@@ -156,7 +168,11 @@ fn main() {
                 _ => None,
             };
             let child = Reaped(if let Some(binary) = binary {
-                let mut cmd = Command::new(binary);
+                let mut cmd = if counting {
+                    callgrind::command(binary, &counts_dir, name)
+                } else {
+                    Command::new(binary)
+                };
                 if payg {
                     let file = if name == BRIDGE {
                         &bridge_fares
@@ -211,6 +227,10 @@ fn main() {
         rt.block_on(p.load.warm_up());
         // One unmeasured run at the first rate, so that no process is measured cold.
         rt.block_on(p.load.run(first, Duration::from_secs(secs)));
+    }
+    if counting {
+        count_instructions(&rt, &procs, first, secs, &counts_dir);
+        return;
     }
     let mut rate = first;
     while procs.iter().any(|p| !p.done) {
@@ -329,6 +349,40 @@ fn main() {
                     format!("{:.2}", best[BRIDGE] as f64 / base as f64)
                 }
             }
+        );
+    }
+}
+
+/// Under callgrind: one run at `rate` per bridge build, counted, and the two compared.
+fn count_instructions(
+    rt: &tokio::runtime::Runtime,
+    procs: &[Answerer],
+    rate: u64,
+    secs: u64,
+    dir: &Path,
+) {
+    let mut per_tap = HashMap::new();
+    for p in procs
+        .iter()
+        .filter(|p| [BRIDGE, BASELINE].contains(&p.name))
+    {
+        let pid = p.child.0.id();
+        callgrind::start(pid);
+        let r = rt.block_on(p.load.run(rate, Duration::from_secs(secs)));
+        // Answers still on their way under callgrind's slowdown are part of the count.
+        let answered = rt.block_on(p.load.answered_within(r.sent, Duration::from_secs(60)));
+        let instructions = callgrind::stop(pid, dir, p.name);
+        let each = instructions as f64 / r.sent.max(1) as f64;
+        println!(
+            "{:<12} {} taps at {rate}/s, {answered} answered: {instructions} instructions, {each:.0} per tap",
+            p.name, r.sent
+        );
+        per_tap.insert(p.name, each);
+    }
+    if let (Some(now), Some(base)) = (per_tap.get(BRIDGE), per_tap.get(BASELINE)) {
+        println!(
+            "instructions per tap, {BRIDGE} over {BASELINE}: {:.3} x",
+            now / base.max(f64::MIN_POSITIVE)
         );
     }
 }
@@ -578,6 +632,18 @@ impl Load {
             }
         }
         panic!("nothing answers taps");
+    }
+
+    /// How many of the last run's taps are answered, waiting up to `limit` for all `sent`.
+    async fn answered_within(&self, sent: u64, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let answered = self.state.lock().expect("state").answered;
+            if answered >= sent || Instant::now() > deadline {
+                return answered;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn run(&self, rate: u64, length: Duration) -> RunResult {
