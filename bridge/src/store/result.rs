@@ -49,7 +49,7 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     if text.starts_with('{') {
         return parse_json(text);
     }
-    let mut fields: Vec<&str> = text.split('\t').collect();
+    let mut fields = split_tabs(text);
     let before_prices = fields.len() == FIXED_BEFORE_PRICES + 1
         || fields
             .get(FIXED_BEFORE_PRICES)
@@ -185,6 +185,22 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     Ok(Parsed { decision, events })
 }
 
+/// The line's tab-separated fields. A byte scan: a tab is ASCII, so every piece is still valid
+/// UTF-8. On a result line (many short fields) it executes about a quarter of the instructions
+/// `str::split` does (counted with the bench's `TAPGATE_BENCH_CALLGRIND`).
+fn split_tabs(text: &str) -> Vec<&str> {
+    let mut fields = Vec::with_capacity(24);
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b == b'\t' {
+            fields.push(&text[start..i]);
+            start = i + 1;
+        }
+    }
+    fields.push(&text[start..]);
+    fields
+}
+
 #[derive(Deserialize)]
 struct JsonResult {
     decision: Decision,
@@ -223,6 +239,25 @@ fn parse_json(text: &str) -> Result<Parsed, BadResult> {
 mod tests {
     use super::*;
     use tapgate_protocol::{ClockSource, EventKind, Outcome, PassInfo, ProductId, TapMode};
+
+    #[test]
+    fn tab_fields_are_those_of_str_split() {
+        for text in [
+            "",
+            "\t",
+            "a",
+            "a\tb",
+            "\ta\t\tb\t",
+            "granted\t\t\tTWO_HOUR\t\t17\t16\t\t\t400\tEUR\tpass-used\t16-0\t",
+            "é\tß\t€\t\u{1F68C}",
+        ] {
+            assert_eq!(
+                split_tabs(text),
+                text.split('\t').collect::<Vec<_>>(),
+                "{text:?}"
+            );
+        }
+    }
 
     fn asked<'a>(device: &'a DeviceId, id: &'a MessageId, stamp: Option<Stamp>) -> Asked<'a> {
         Asked {
