@@ -244,17 +244,24 @@ impl Worker {
                 continue;
             }
             // Nothing in hand: the queue was empty when last looked at, so the line may be taken.
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                next = self.queue.recv() => match next {
-                    Some(inbound) => self.fair.push(inbound),
-                    None => return,
-                },
-                next = self.line.recv() => match next {
-                    Some(inbound) => self.take_from_line(inbound),
-                    None => return,
-                },
+                next = self.queue.recv() => next.map(|m| (m, false)),
+                next = self.line.recv() => next.map(|m| (m, true)),
+            };
+            let Some((inbound, from_line)) = next else {
+                return;
+            };
+            if from_line {
+                self.took_from_line();
+            }
+            if self.queue.is_empty() && self.line.is_empty() {
+                // Nothing else waits, so no device is overtaken: served at once, without the
+                // turns' bookkeeping (the usual case below saturation).
+                self.handle(inbound).await;
+            } else {
+                self.fair.push(inbound);
             }
         }
     }
@@ -279,9 +286,14 @@ impl Worker {
     }
 
     fn take_from_line(&mut self, inbound: Inbound) {
+        self.took_from_line();
+        self.fair.push(inbound);
+    }
+
+    /// Counts a message taken from the line as in hand.
+    fn took_from_line(&self) {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         self.metrics.inflight_add(1);
-        self.fair.push(inbound);
     }
 
     async fn handle(&mut self, inbound: Inbound) {
