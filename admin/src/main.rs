@@ -116,8 +116,8 @@ enum CertCommand {
     /// Puts a device's certificates on the CRL and writes a new crl.pem.
     ///
     /// Every certificate of the device on record that is not revoked yet, or only the one given
-    /// by --serial or --cert. Restart mosquitto afterwards: it reads the CRL only when it
-    /// starts.
+    /// by --serial or --cert. Then reload mosquitto (`systemctl reload mosquitto`, a SIGHUP):
+    /// it reads the CRL when it starts and on each SIGHUP.
     Revoke {
         /// Device id.
         id: String,
@@ -140,7 +140,7 @@ enum CertCommand {
     /// Signs crl.pem again before it expires (the first time: an empty CRL).
     ///
     /// The new CRL has the next number and is valid --crl-days from now. Run it weekly from
-    /// cron, then restart mosquitto.
+    /// cron, then reload mosquitto (`systemctl reload mosquitto`).
     Crl {
         #[command(flatten)]
         ca: CaDir,
@@ -462,8 +462,8 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
 
 fn report_crl(done: &ca::Published) {
     eprintln!(
-        "Wrote {}: CRL number {}, {} revoked certificate(s), valid until {}. Restart mosquitto \
-         to load it (it reads the CRL only when it starts).",
+        "Wrote {}: CRL number {}, {} revoked certificate(s), valid until {}. Reload mosquitto \
+         to load it (`systemctl reload mosquitto`, a SIGHUP).",
         done.path.display(),
         done.crl.number,
         done.crl.listed,
