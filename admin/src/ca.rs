@@ -13,13 +13,17 @@
 //!   mosquitto/tls.conf); it must be signed again before it expires (`cert crl`, from cron).
 //!
 //! Every file is written to a temporary name and renamed, so a reader sees the old file or the
-//! new one, never half of one; `issued.toml` is written before the CRL made from it.
+//! new one, never half of one; `issued.toml` is written before the CRL made from it. A command
+//! that writes holds the folder's lock ([`LOCK`]) from before it reads `issued.toml` until its
+//! last file is written, so two at once, run by two operators or by an operator and cron, never
+//! lose each other's changes.
 //!
 //! Here: the CA and what it signs ([`Ca`]) and the `cert` commands ([`issue_files`],
 //! [`publish_crl`]); `record`: `issued.toml` and serial numbers; `files`: reading certificates
-//! and writing files whole.
+//! and writing files whole; `lock`: the folder's lock.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
@@ -28,10 +32,12 @@ use tapgate_protocol::DeviceId;
 use crate::{policy, AdminError};
 
 mod files;
+mod lock;
 mod record;
 
 pub use files::write_atomic;
 use files::{file_error, read, read_cert};
+pub use lock::FolderLock;
 pub use record::{parse_serial, Database, Reason, Record};
 use record::{random_serial, serial_bytes};
 
@@ -43,6 +49,10 @@ pub const CA_KEY: &str = "ca.key";
 pub const DATABASE: &str = "issued.toml";
 /// The CRL in the CA folder.
 pub const CRL: &str = "crl.pem";
+/// The lock file in the CA folder, held (`flock`) by each command that writes.
+pub const LOCK: &str = "issued.toml.lock";
+/// How long a command that writes waits for another to release the folder's lock.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How long a device certificate is valid, as docker/make-certs.sh makes them.
 pub const CERT_DAYS: u32 = 825;
 /// How long a CRL is valid: `cert crl` must run before then (weekly from cron leaves three weeks
@@ -105,6 +115,8 @@ pub struct Ca {
     subject: Vec<u8>,
     /// The record, as read or as changed since.
     pub db: Database,
+    /// The folder's lock, when opened to write ([`Ca::open_locked`]).
+    lock: Option<FolderLock>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -112,6 +124,7 @@ impl std::fmt::Debug for Ca {
         f.debug_struct("Ca")
             .field("dir", &self.dir)
             .field("db", &self.db)
+            .field("lock", &self.lock)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +148,16 @@ fn whole_second(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
+/// `issued.toml` in `dir`, or an empty record if there is none yet.
+fn read_database(dir: &Path) -> Result<Database, AdminError> {
+    let path = dir.join(DATABASE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| file_error(&path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Database::default()),
+        Err(e) => Err(file_error(&path, e)),
+    }
+}
+
 fn days(n: u32) -> SignedDuration {
     SignedDuration::from_hours(24 * i64::from(n))
 }
@@ -148,8 +171,20 @@ pub fn check_device(id: &str) -> Result<DeviceId, AdminError> {
 }
 
 impl Ca {
+    /// Reads the CA folder as [`Ca::open`] does, then takes its lock (waiting up to `wait` for
+    /// another command to release it) and reads `issued.toml` again, as that one left it. The
+    /// lock is held until the `Ca` is dropped; only a `Ca` opened so can [`Ca::save`]. A folder
+    /// that is not a CA's gets no lock file.
+    pub fn open_locked(dir: &Path, wait: Duration) -> Result<Self, AdminError> {
+        let mut ca = Self::open(dir)?;
+        let lock = FolderLock::acquire(dir, wait)?;
+        ca.db = read_database(dir)?;
+        ca.lock = Some(lock);
+        Ok(ca)
+    }
+
     /// Reads the CA folder: `ca.crt`, `ca.key` (which must belong together) and `issued.toml`
-    /// if it exists.
+    /// if it exists. For reading only: [`Ca::open_locked`] to write.
     pub fn open(dir: &Path) -> Result<Self, AdminError> {
         if !dir.is_dir() {
             return Err(file_error(
@@ -180,18 +215,14 @@ impl Ca {
         let issuer = params
             .self_signed(&key)
             .map_err(sign_error("the CA as issuer"))?;
-        let db_path = dir.join(DATABASE);
-        let db = match std::fs::read_to_string(&db_path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| file_error(&db_path, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Database::default(),
-            Err(e) => return Err(file_error(&db_path, e)),
-        };
+        let db = read_database(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
             issuer,
             key,
             subject: info.subject,
             db,
+            lock: None,
         })
     }
 
@@ -394,9 +425,16 @@ impl Ca {
         })
     }
 
-    /// Writes `issued.toml`.
+    /// Writes `issued.toml`; only with the folder's lock held ([`Ca::open_locked`]), since
+    /// what it writes replaces whatever another command wrote after this one read it.
     pub fn save(&self) -> Result<(), AdminError> {
         let path = self.dir.join(DATABASE);
+        if self.lock.is_none() {
+            return Err(file_error(
+                &path,
+                format!("not written: the CA was opened without the lock {LOCK}"),
+            ));
+        }
         let body = toml::to_string(&self.db).map_err(|e| file_error(&path, e))?;
         let text = format!(
             "# tapgate-admin's record of the client certificates of this CA: those it issued, and\n\
@@ -437,16 +475,17 @@ pub struct IssuedFiles {
 /// `<id>.crt` and `<id>.key` in `out` (the CA folder when `None`). The record is saved first,
 /// so no certificate exists that the record does not know. An `<id>.crt` already there that is
 /// not on record (one docker/make-certs.sh made) is not replaced: revoke it first (`--cert`)
-/// or move it away.
+/// or move it away. Waits up to `lock_wait` for the folder's lock.
 pub fn issue_files(
     ca_dir: &Path,
     device: &str,
     out: Option<&Path>,
     now: Timestamp,
     valid_days: u32,
+    lock_wait: Duration,
 ) -> Result<IssuedFiles, AdminError> {
     let id = check_device(device)?;
-    let mut ca = Ca::open(ca_dir)?;
+    let mut ca = Ca::open_locked(ca_dir, lock_wait)?;
     let out = out.unwrap_or(ca_dir);
     let cert = out.join(format!("{id}.crt"));
     let key = out.join(format!("{id}.key"));
@@ -484,18 +523,20 @@ pub struct Published {
 }
 
 /// `cert revoke` (with a target) or `cert crl` (without): records the revocation, then signs
-/// and writes a new `crl.pem` valid `crl_days` days. Nothing is written when it fails.
+/// and writes a new `crl.pem` valid `crl_days` days. Nothing is written when it fails. Waits
+/// up to `lock_wait` for the folder's lock.
 pub fn publish_crl(
     ca_dir: &Path,
     revoke: Option<(&str, &Target, Reason)>,
     now: Timestamp,
     crl_days: u32,
+    lock_wait: Duration,
 ) -> Result<Published, AdminError> {
     let checked = match revoke {
         Some((device, target, reason)) => Some((check_device(device)?, target, reason)),
         None => None,
     };
-    let mut ca = Ca::open(ca_dir)?;
+    let mut ca = Ca::open_locked(ca_dir, lock_wait)?;
     let revoked = match checked {
         Some((id, target, reason)) => ca.revoke(&id, target, reason, now)?,
         None => Vec::new(),

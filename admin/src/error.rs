@@ -93,6 +93,17 @@ pub enum AdminError {
         /// What is wrong, and what to do.
         why: String,
     },
+    /// Another command that writes to the CA folder held its lock for longer than the wait.
+    #[error(
+        "CA folder: {path}: another `tapgate-admin cert` command holds this lock, still after \
+         {waited:?}; run this one again when it has finished (or give a longer --lock-wait)"
+    )]
+    CaLocked {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// How long this command waited.
+        waited: std::time::Duration,
+    },
     /// A certificate or CRL could not be made or signed.
     #[error("signing {what}: {why}")]
     Sign {

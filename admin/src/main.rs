@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use humantime_serde::re::humantime;
 use tapgate_admin::output::{self, Format};
 use tapgate_admin::{ca, card};
 use tapgate_admin::{secret, Backend, Broker, Expect, ServiceRole, Settings};
@@ -94,6 +95,15 @@ struct CaDir {
     ca_dir: PathBuf,
 }
 
+/// The wait for the CA folder's lock, in the `cert` commands that write.
+#[derive(Debug, clap::Args)]
+struct LockWait {
+    /// How long to wait while another `cert` command writes to the CA folder (it holds the
+    /// folder's lock, issued.toml.lock), e.g. 10s or 1m.
+    #[arg(long, default_value_t = ca::LOCK_WAIT.into())]
+    lock_wait: humantime::Duration,
+}
+
 #[derive(Debug, Subcommand)]
 enum CertCommand {
     /// A new key and certificate for a device, signed by the CA.
@@ -106,6 +116,8 @@ enum CertCommand {
         id: String,
         #[command(flatten)]
         ca: CaDir,
+        #[command(flatten)]
+        lock: LockWait,
         /// Where to write ID.crt and ID.key [default: the CA folder].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -123,6 +135,8 @@ enum CertCommand {
         id: String,
         #[command(flatten)]
         ca: CaDir,
+        #[command(flatten)]
+        lock: LockWait,
         /// Only this serial (hex, as `openssl x509 -noout -serial` prints it), e.g. of a
         /// certificate made elsewhere by this CA.
         #[arg(long, conflicts_with = "cert")]
@@ -144,6 +158,8 @@ enum CertCommand {
     Crl {
         #[command(flatten)]
         ca: CaDir,
+        #[command(flatten)]
+        lock: LockWait,
         /// Days the new CRL is valid.
         #[arg(long, default_value_t = ca::CRL_DAYS)]
         crl_days: u32,
@@ -400,8 +416,21 @@ async fn run(
 fn cert(command: CertCommand) -> anyhow::Result<()> {
     let now = jiff::Timestamp::now();
     match command {
-        CertCommand::Issue { id, ca, out, days } => {
-            let done = ca::issue_files(&ca.ca_dir, &id, out.as_deref(), now, days)?;
+        CertCommand::Issue {
+            id,
+            ca,
+            lock,
+            out,
+            days,
+        } => {
+            let done = ca::issue_files(
+                &ca.ca_dir,
+                &id,
+                out.as_deref(),
+                now,
+                days,
+                lock.lock_wait.into(),
+            )?;
             println!(
                 "{id}\tserial {}\tvalid until {}",
                 done.serial,
@@ -416,6 +445,7 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
         CertCommand::Revoke {
             id,
             ca,
+            lock,
             serial,
             cert,
             reason,
@@ -426,14 +456,20 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
                 (None, Some(f)) => ca::Target::File(f),
                 (None, None) => ca::Target::All,
             };
-            let done = ca::publish_crl(&ca.ca_dir, Some((&id, &target, reason)), now, crl_days)?;
+            let done = ca::publish_crl(
+                &ca.ca_dir,
+                Some((&id, &target, reason)),
+                now,
+                crl_days,
+                lock.lock_wait.into(),
+            )?;
             for serial in &done.revoked {
                 println!("{id}\tserial {serial}\trevoked");
             }
             report_crl(&done);
         }
-        CertCommand::Crl { ca, crl_days } => {
-            let done = ca::publish_crl(&ca.ca_dir, None, now, crl_days)?;
+        CertCommand::Crl { ca, lock, crl_days } => {
+            let done = ca::publish_crl(&ca.ca_dir, None, now, crl_days, lock.lock_wait.into())?;
             report_crl(&done);
         }
         CertCommand::List { ca } => {

@@ -65,7 +65,7 @@ fn read_crl(pem: &str) -> (String, BTreeSet<String>) {
 #[test]
 fn every_certificate_gets_its_own_random_serial_and_is_recorded() {
     let dir = ca_dir();
-    let mut ca = Ca::open(dir.path()).expect("CA");
+    let mut ca = Ca::open_locked(dir.path(), LOCK_WAIT).expect("CA");
     let mut seen = BTreeSet::new();
     for n in 0..40 {
         let device = if n % 2 == 0 { "g1" } else { "g2" };
@@ -95,18 +95,19 @@ fn every_certificate_gets_its_own_random_serial_and_is_recorded() {
 fn each_crl_has_the_next_number_and_lists_the_revoked_certificates() {
     let dir = ca_dir();
     let path = dir.path().join(CRL);
-    let first = publish_crl(dir.path(), None, at(0), CRL_DAYS).expect("empty CRL");
+    let first = publish_crl(dir.path(), None, at(0), CRL_DAYS, LOCK_WAIT).expect("empty CRL");
     assert_eq!(first.crl.number, 1);
     let (number, listed) = read_crl(&std::fs::read_to_string(&path).expect("crl.pem"));
     assert_eq!((number.as_str(), listed.len()), ("1", 0));
 
-    let old = issue_files(dir.path(), "g1", None, at(1), CERT_DAYS).expect("g1");
-    let other = issue_files(dir.path(), "g2", None, at(2), CERT_DAYS).expect("g2");
+    let old = issue_files(dir.path(), "g1", None, at(1), CERT_DAYS, LOCK_WAIT).expect("g1");
+    let other = issue_files(dir.path(), "g2", None, at(2), CERT_DAYS, LOCK_WAIT).expect("g2");
     let done = publish_crl(
         dir.path(),
         Some(("g1", &Target::All, Reason::KeyCompromise)),
         at(3),
         30,
+        LOCK_WAIT,
     )
     .expect("revoke g1");
     assert_eq!(done.revoked, std::slice::from_ref(&old.serial));
@@ -121,8 +122,8 @@ fn each_crl_has_the_next_number_and_lists_the_revoked_certificates() {
     assert!(!listed.contains(&other.serial));
 
     // A new certificate for g1 is not on it; re-signing keeps the list and counts on.
-    let new = issue_files(dir.path(), "g1", None, at(4), CERT_DAYS).expect("g1 again");
-    let again = publish_crl(dir.path(), None, at(5), CRL_DAYS).expect("re-sign");
+    let new = issue_files(dir.path(), "g1", None, at(4), CERT_DAYS, LOCK_WAIT).expect("g1 again");
+    let again = publish_crl(dir.path(), None, at(5), CRL_DAYS, LOCK_WAIT).expect("re-sign");
     assert_eq!(again.crl.number, 3);
     let (number, listed) = read_crl(&std::fs::read_to_string(&path).expect("crl.pem"));
     assert_eq!(number, "3");
@@ -147,14 +148,15 @@ fn an_expired_certificate_leaves_the_crl() {
 #[test]
 fn revoking_a_device_with_nothing_on_record_is_an_error_and_changes_nothing() {
     let dir = ca_dir();
-    issue_files(dir.path(), "g1", None, at(0), CERT_DAYS).expect("g1");
-    publish_crl(dir.path(), None, at(1), CRL_DAYS).expect("CRL");
+    issue_files(dir.path(), "g1", None, at(0), CERT_DAYS, LOCK_WAIT).expect("g1");
+    publish_crl(dir.path(), None, at(1), CRL_DAYS, LOCK_WAIT).expect("CRL");
     let before = snapshot(dir.path());
     let err = publish_crl(
         dir.path(),
         Some(("g9", &Target::All, Reason::KeyCompromise)),
         at(2),
         30,
+        LOCK_WAIT,
     )
     .expect_err("g9 has no certificate");
     assert!(
@@ -173,6 +175,7 @@ fn revoking_a_device_with_nothing_on_record_is_an_error_and_changes_nothing() {
         Some(("g1", &Target::All, Reason::KeyCompromise)),
         at(3),
         30,
+        LOCK_WAIT,
     )
     .expect("revoke g1");
     let before = snapshot(dir.path());
@@ -181,6 +184,7 @@ fn revoking_a_device_with_nothing_on_record_is_an_error_and_changes_nothing() {
         Some(("g1", &Target::All, Reason::KeyCompromise)),
         at(4),
         30,
+        LOCK_WAIT,
     )
     .expect_err("nothing left to revoke");
     assert!(err.to_string().contains("already revoked"), "{err}");
@@ -236,7 +240,7 @@ fn ids_the_admin_tool_refuses_elsewhere_are_refused_here() {
     for bad in ["tapgate-bridge-9", "Admin", "g/1", "g+1", ""] {
         let before = snapshot(dir.path());
         assert!(
-            issue_files(dir.path(), bad, None, at(0), CERT_DAYS).is_err(),
+            issue_files(dir.path(), bad, None, at(0), CERT_DAYS, LOCK_WAIT).is_err(),
             "issued for {bad:?}"
         );
         assert!(
@@ -244,7 +248,8 @@ fn ids_the_admin_tool_refuses_elsewhere_are_refused_here() {
                 dir.path(),
                 Some((bad, &Target::All, Reason::Unspecified)),
                 at(0),
-                30
+                30,
+                LOCK_WAIT
             )
             .is_err(),
             "revoked for {bad:?}"
@@ -284,7 +289,7 @@ fn a_bad_ca_folder_is_a_clear_error() {
     assert!(err.to_string().contains(DATABASE), "{err}");
     // And issuing from a bad folder writes nothing.
     let before = snapshot(dir.path());
-    assert!(issue_files(dir.path(), "g1", None, at(0), CERT_DAYS).is_err());
+    assert!(issue_files(dir.path(), "g1", None, at(0), CERT_DAYS, LOCK_WAIT).is_err());
     assert_eq!(snapshot(dir.path()), before);
 }
 
@@ -296,7 +301,8 @@ fn a_certificate_file_not_on_record_is_not_overwritten() {
     let made_elsewhere = ca.issue(&id("g7"), at(0), CERT_DAYS).expect("issue");
     let path = dir.path().join("g7.crt");
     std::fs::write(&path, &made_elsewhere.cert_pem).expect("write");
-    let err = issue_files(dir.path(), "g7", None, at(1), CERT_DAYS).expect_err("overwrite");
+    let err =
+        issue_files(dir.path(), "g7", None, at(1), CERT_DAYS, LOCK_WAIT).expect_err("overwrite");
     assert!(err.to_string().contains("--cert"), "{err}");
     assert_eq!(
         std::fs::read_to_string(&path).expect("read"),
@@ -309,6 +315,7 @@ fn a_certificate_file_not_on_record_is_not_overwritten() {
         Some(("g7", &target, Reason::KeyCompromise)),
         at(2),
         30,
+        LOCK_WAIT,
     )
     .expect("revoke by file");
     assert_eq!(done.revoked, [made_elsewhere.serial]);
@@ -317,10 +324,11 @@ fn a_certificate_file_not_on_record_is_not_overwritten() {
         Some(("g8", &target, Reason::KeyCompromise)),
         at(3),
         30,
+        LOCK_WAIT,
     )
     .expect_err("g7's file for g8");
     assert!(err.to_string().contains("CN"), "{err}");
-    let new = issue_files(dir.path(), "g7", None, at(4), CERT_DAYS).expect("new g7");
+    let new = issue_files(dir.path(), "g7", None, at(4), CERT_DAYS, LOCK_WAIT).expect("new g7");
     assert_ne!(
         std::fs::read_to_string(&path).expect("read"),
         made_elsewhere.cert_pem
@@ -341,4 +349,48 @@ fn serials_as_operators_type_them() {
     assert_eq!(parse_serial("1A:2B").expect("colons"), "1a2b");
     assert_eq!(parse_serial("serial=0001A2B").expect("openssl"), "1a2b");
     assert_eq!(parse_serial("00").expect("zero"), "00");
+}
+
+#[test]
+fn a_writer_waits_for_the_folders_lock_and_gives_up_naming_it() {
+    let dir = ca_dir();
+    let held = FolderLock::acquire(dir.path(), LOCK_WAIT).expect("lock");
+    assert_eq!(held.path(), dir.path().join(LOCK));
+    let wait = Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    let err = publish_crl(dir.path(), None, at(0), CRL_DAYS, wait).expect_err("locked");
+    assert!(
+        started.elapsed() >= wait,
+        "gave up early: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&err, AdminError::CaLocked { path, .. } if path == held.path()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(LOCK), "{err}");
+    assert!(!dir.path().join(CRL).exists(), "written without the lock");
+    assert!(
+        !dir.path().join(DATABASE).exists(),
+        "written without the lock"
+    );
+
+    // Released while another waits: that one goes on.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+    });
+    let done = publish_crl(dir.path(), None, at(1), CRL_DAYS, LOCK_WAIT).expect("after release");
+    assert_eq!(done.crl.number, 1);
+    release.join().expect("release");
+}
+
+#[test]
+fn a_ca_opened_without_the_lock_does_not_save() {
+    let dir = ca_dir();
+    let mut ca = Ca::open(dir.path()).expect("CA");
+    ca.issue(&id("g1"), at(0), CERT_DAYS).expect("issue");
+    let err = ca.save().expect_err("no lock");
+    assert!(err.to_string().contains(LOCK), "{err}");
+    assert!(!dir.path().join(DATABASE).exists());
 }
