@@ -7,7 +7,8 @@
 //! the settings a device reads (`mqtt_ca`, `mqtt_cert`, `mqtt_key`). The stolen certificate of
 //! g1 is refused at the handshake; g1's new certificate and g2's log in with their own rights;
 //! g2's, revoked while the broker runs, is refused on new connections once mosquitto has had a
-//! SIGHUP (`systemctl reload mosquitto`), while g1 still logs in.
+//! SIGHUP (`systemctl reload mosquitto`), while g1 still logs in. And without a broker: `cert`
+//! commands run at once on one CA folder take turns on its lock and lose no revocation.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -299,4 +300,133 @@ fn revoking_an_unknown_device_fails_and_leaves_the_folder_as_it_was() {
     let (ok, _, err) = admin(&["cert", "issue", "g3", "--ca-dir", "/nonexistent/ca"]);
     assert!(!ok && err.contains("/nonexistent/ca"), "{err}");
     assert_eq!(snapshot(), before);
+}
+
+/// The serials crl.pem lists, as `openssl crl` prints them (upper-case hex).
+fn crl_serials(dir: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(dir.join("crl.pem"))
+        .output()
+        .expect("run openssl crl");
+    assert!(
+        out.status.success(),
+        "openssl crl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cert_commands_run_at_once_on_one_folder_lose_no_revocation() {
+    const REVOKED: usize = 8;
+    const ISSUED: usize = 4;
+    let ca = make_certs();
+    let dir = ca.path();
+    let ca_dir = dir.to_str().expect("utf-8 path");
+    for i in 0..REVOKED {
+        admin_ok(&["cert", "issue", &format!("r{i}"), "--ca-dir", ca_dir]);
+    }
+    // Every command at once, each in its own process, as two operators (or an operator and
+    // cron) would run them. Without the folder's lock each of three runs lost one: a revocation
+    // missing from issued.toml, or on record but not on crl.pem.
+    let mut running = Vec::new();
+    for i in 0..REVOKED.max(ISSUED) {
+        let mut commands = Vec::new();
+        if i < REVOKED {
+            commands.push(vec![
+                "cert".to_owned(),
+                "revoke".to_owned(),
+                format!("r{i}"),
+            ]);
+        }
+        if i < ISSUED {
+            commands.push(vec!["cert".to_owned(), "issue".to_owned(), format!("n{i}")]);
+        }
+        for args in commands {
+            let child = Command::new(env!("CARGO_BIN_EXE_tapgate-admin"))
+                .args(&args)
+                .args(["--ca-dir", ca_dir])
+                .env_remove("TAPGATE_CA_DIR")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run tapgate-admin");
+            running.push((args, child));
+        }
+    }
+    for (args, child) in running {
+        let out = child.wait_with_output().expect("tapgate-admin ends");
+        assert!(
+            out.status.success(),
+            "tapgate-admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let text = std::fs::read_to_string(dir.join("issued.toml")).expect("issued.toml");
+    let db: tapgate_admin::ca::Database = toml::from_str(&text).expect("issued.toml parses");
+    let crl = crl_serials(dir);
+    for i in 0..REVOKED {
+        let device = format!("r{i}");
+        let record = db
+            .certs
+            .iter()
+            .find(|c| c.device == device)
+            .unwrap_or_else(|| panic!("{device} is not on record:\n{text}"));
+        assert!(
+            record.revoked.is_some(),
+            "{device}'s revocation was lost:\n{text}"
+        );
+        assert!(
+            crl.contains(&format!("Serial Number: {}", record.serial.to_uppercase())),
+            "{device}'s serial {} is not on crl.pem:\n{crl}",
+            record.serial
+        );
+    }
+    for i in 0..ISSUED {
+        let device = format!("n{i}");
+        assert!(
+            db.certs
+                .iter()
+                .any(|c| c.device == device && c.revoked.is_none()),
+            "{device}'s certificate is not on record:\n{text}"
+        );
+    }
+    // One CRL per revocation, each numbered one past the last.
+    assert_eq!(db.crl_number, REVOKED as u64, "{text}");
+}
+
+#[test]
+fn a_command_that_finds_the_folder_locked_waits_then_names_the_lock() {
+    let ca = make_certs();
+    let dir = ca.path();
+    let ca_dir = dir.to_str().expect("utf-8 path");
+    admin_ok(&["cert", "issue", "g1", "--ca-dir", ca_dir]);
+    // Another command writing: it holds the lock as long as this file stays locked.
+    let lock = std::fs::File::open(dir.join(tapgate_admin::ca::LOCK)).expect("the lock file");
+    lock.lock().expect("lock");
+    let started = std::time::Instant::now();
+    let (ok, _, err) = admin(&[
+        "cert",
+        "revoke",
+        "g1",
+        "--ca-dir",
+        ca_dir,
+        "--lock-wait",
+        "300ms",
+    ]);
+    assert!(!ok, "revoked while the folder was locked");
+    assert!(started.elapsed() >= Duration::from_millis(300), "no wait");
+    assert!(
+        err.contains(&dir.join("issued.toml.lock").display().to_string())
+            && err.contains("--lock-wait"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("crl.pem").exists(),
+        "a CRL written without the lock"
+    );
+    drop(lock);
+    admin_ok(&["cert", "revoke", "g1", "--ca-dir", ca_dir]);
 }
