@@ -33,6 +33,7 @@ fn help_never_prints_a_secret_from_the_environment() {
         vec!["card", "replace", "--help"],
         vec!["cert", "issue", "--help"],
         vec!["cert", "revoke", "--help"],
+        vec!["cert", "crl", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_tapgate-admin"))
             .args(&args)
