@@ -4,7 +4,7 @@
 //! device id) whose rules `tapgate-admin` writes (mosquitto: the dynamic-security plugin; EMQX:
 //! the built-in authorization database), and the service logins have fixed rules. [`cases`] lists
 //! what each kind of client may and may not do; the tests evaluate the table against EMQX's rules
-//! ([`crate::emqx::Authz`]) and run it against a real mosquitto provisioned by `tapgate-admin`.
+//! ([`crate::emqx::authorize`]) and run it against a real mosquitto provisioned by `tapgate-admin`.
 //! Topics come from [`Topics`], never written by hand.
 
 use tapgate_protocol::topic::MessageKind;

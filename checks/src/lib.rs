@@ -12,10 +12,8 @@
 //!   engine counters ([`keys::EMQX_KEYS`]).
 //! - [`compose`] — `docker-compose.yml`: the Dockerfiles, variables and files it refers to.
 //! - [`envfile`] — `.env` files (`NAME=value` lines).
-//! - [`emqx`] — EMQX configuration (HOCON, read by [`hocon`]) and its `acl.conf` (Erlang
-//!   terms, read by [`erl`]).
-//! - [`hocon`] — a strict reader for the HOCON subset EMQX files use.
-//! - [`erl`] — the Erlang terms of EMQX's `acl.conf`, read by `erl` (`file:consult/1`).
+//! - [`emqx`] — EMQX's files read into the static model of `tapgate-emqx-model` (its HOCON
+//!   reader, rule checks and authorization chain), with the file named in every finding.
 //! - [`grafana`] — the Redis keys and Prometheus metrics the dashboards name.
 //! - [`promtool`] — `promtool check metrics` and `promtool check config`, and the names a valid
 //!   exposition holds.
@@ -25,9 +23,7 @@ pub mod access;
 pub mod compose;
 pub mod emqx;
 pub mod envfile;
-pub mod erl;
 pub mod grafana;
-pub mod hocon;
 pub mod keys;
 pub mod promtool;
 pub mod repo;

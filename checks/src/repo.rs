@@ -33,6 +33,9 @@ pub enum CheckError {
     /// A tool that reads the file is missing or could not be run.
     #[error(transparent)]
     Tool(#[from] crate::tool::ToolError),
+    /// An EMQX file could not be read into its model.
+    #[error(transparent)]
+    Emqx(#[from] tapgate_emqx_model::ModelError),
     /// The file does not follow its format (line and reason given).
     #[error("{path}:{line}: {why}")]
     Syntax {

@@ -1,4 +1,4 @@
-//! Running the real tools CI installs (`promtool`, `erl`) on tapgate's files.
+//! Running the real tools CI installs (`promtool`) on tapgate's files.
 //!
 //! A tool that is not installed is an error naming the Debian package to install, never a
 //! silently skipped check; a tool that refuses its input is an error carrying its output.
@@ -47,12 +47,6 @@ pub struct Tool {
 pub const PROMTOOL: Tool = Tool {
     name: "promtool",
     package: "prometheus",
-};
-
-/// `erl`, from Debian's `erlang-base` package.
-pub const ERL: Tool = Tool {
-    name: "erl",
-    package: "erlang-base",
 };
 
 impl Tool {

@@ -1,15 +1,14 @@
 //! Erlang terms (EMQX's `acl.conf`) read by Erlang itself: `erl` runs `file:consult/1`, the call
 //! EMQX makes on the file, and prints each term as tagged JSON for [`Term`].
 //!
-//! The syntax is Erlang's business; the policy checks in [`crate::emqx`] take the terms it gives.
+//! The syntax is Erlang's business; [`crate::acl`] takes the terms it gives.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::repo::CheckError;
-use crate::tool::{ToolError, ERL};
+use crate::error::ModelError;
 
 /// One Erlang term, as far as `acl.conf` uses them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,42 +72,38 @@ end.
 
 /// The terms of `text` (the contents of `file`, named in errors), each ended by `.`, as
 /// `file:consult/1` reads them.
-pub fn consult(file: &str, text: &str) -> Result<Vec<Term>, CheckError> {
-    let io = |source| CheckError::Io {
-        path: PathBuf::from(file),
+pub fn consult(file: &str, text: &str) -> Result<Vec<Term>, ModelError> {
+    let io = |source| ModelError::Io {
+        file: file.to_owned(),
         source,
     };
     let mut copy = tempfile::NamedTempFile::new().map_err(io)?;
     copy.write_all(text.as_bytes()).map_err(io)?;
-    let path = copy.path().to_string_lossy().into_owned();
-    let out = ERL
-        .run(
-            &["-noshell", "-noinput", "-eval", CONSULT, "-extra", &path],
-            b"",
-            file,
-        )
-        .map_err(|e| match e {
-            ToolError::Refused { output, .. } => CheckError::Syntax {
-                path: PathBuf::from(file),
-                line: output
-                    .strip_prefix("line ")
-                    .and_then(|rest| rest.split(':').next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0),
-                why: output.trim().to_owned(),
-            },
-            other => CheckError::Tool(other),
-        })?;
-    let unsupported = |why: String| CheckError::Syntax {
-        path: PathBuf::from(file),
-        line: 0,
-        why,
+    let out = match Command::new("erl")
+        .args(["-noshell", "-noinput", "-eval", CONSULT, "-extra"])
+        .arg(copy.path())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ModelError::ErlMissing),
+        Err(e) => return Err(io(e)),
     };
-    out.lines()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let line = output
+            .strip_prefix("line ")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        return Err(ModelError::syntax(file, line, output.trim()));
+    }
+    stdout
+        .lines()
         .map(|line| {
             let value: Value = serde_json::from_str(line)
-                .map_err(|e| unsupported(format!("erl printed {line:?}: {e}")))?;
-            term(&value).map_err(unsupported)
+                .map_err(|e| ModelError::syntax(file, 0, format!("erl printed {line:?}: {e}")))?;
+            term(&value).map_err(|why| ModelError::syntax(file, 0, why))
         })
         .collect()
 }
@@ -194,7 +189,7 @@ mod tests {
         ] {
             let result = consult("acl.conf", bad);
             assert!(
-                matches!(result, Err(CheckError::Syntax { .. })),
+                matches!(result, Err(ModelError::Syntax { .. })),
                 "{bad} should be refused: {result:?}"
             );
         }
