@@ -54,175 +54,53 @@ fn dev(s: &str) -> DeviceId {
     DeviceId::new(s).unwrap_or_else(|_| unreachable!("constant device ids are valid"))
 }
 
-/// Every case of the policy, under `topics`' prefix.
+/// Every case of the policy, under `topics`' prefix. A login's client id is its username.
 pub fn cases(topics: &Topics) -> Vec<Case> {
     use DeviceKind::{Gate, Terminal};
     let (g1, g2, t1, t2) = (dev("g1"), dev("g2"), dev("t1"), dev("t2"));
+    let (bridge, monitor) = (BRIDGE_USER, MONITOR_USER);
     let used = topics.event(EventKind::PassUsed, Some(ProductId::TEN_TRIP));
     let rejected = topics.event(EventKind::Rejected, None);
-    let mut out = Vec::new();
-    let mut publish = |username, clientid: &str, topic: String, allowed, why| {
-        out.push(Case {
-            username,
-            clientid: clientid.to_owned(),
-            action: Action::Publish,
-            probe_topic: topic.clone(),
-            topic,
-            allowed,
-            why,
-        });
-    };
-    // Devices publish only on their own topics.
-    publish("g1", "g1", topics.tap(Gate, &g1), true, "own tap");
-    publish("g1", "g1", topics.status(Gate, &g1), true, "own status");
-    publish(
-        "g1",
-        "g1",
-        topics.heartbeat(Gate, &g1),
-        true,
-        "own heartbeat",
-    );
-    publish("t1", "t1", topics.tap(Terminal, &t1), true, "own tap");
-    publish("t1", "t1", topics.button(&t1), true, "own button");
-    publish(
-        "g1",
-        "g1",
-        topics.tap(Gate, &g2),
-        false,
-        "another gate's tap",
-    );
-    publish(
-        "g1",
-        "g1",
-        topics.status(Gate, &g2),
-        false,
-        "another gate's status",
-    );
-    publish(
-        "t1",
-        "t1",
-        topics.button(&t2),
-        false,
-        "another terminal's button",
-    );
-    publish(
-        "g1",
-        "g1",
-        topics.tap(Terminal, &t1),
-        false,
-        "a terminal's tap",
-    );
-    publish(
-        "g1",
-        "g1",
-        topics.decision(Gate, &g1),
-        false,
-        "its own decision",
-    );
-    publish(
-        "g1",
-        "g1",
-        topics.decision(Gate, &g2),
-        false,
-        "another's decision",
-    );
-    publish("g1", "g1", used.clone(), false, "an event");
-    publish("t1", "t1", rejected.clone(), false, "an event");
-    // The bridge answers and publishes events, and cannot pose as a device.
-    publish(
-        BRIDGE_USER,
-        BRIDGE_CLIENT,
-        topics.decision(Gate, &g1),
-        true,
-        "a decision",
-    );
-    publish(
-        BRIDGE_USER,
-        BRIDGE_CLIENT,
-        topics.decision(Terminal, &t1),
-        true,
-        "a decision",
-    );
-    publish(BRIDGE_USER, BRIDGE_CLIENT, used.clone(), true, "an event");
-    publish(
-        BRIDGE_USER,
-        BRIDGE_CLIENT,
-        rejected.clone(),
-        true,
-        "an event",
-    );
-    publish(
-        BRIDGE_USER,
-        BRIDGE_CLIENT,
-        topics.tap(Gate, &g1),
-        false,
-        "a device's tap",
-    );
-    // The monitor publishes nothing.
-    publish(
-        MONITOR_USER,
-        MONITOR_CLIENT,
-        used.clone(),
-        false,
-        "an event",
-    );
-    publish(
-        MONITOR_USER,
-        MONITOR_CLIENT,
-        topics.decision(Gate, &g1),
-        false,
-        "a decision",
-    );
-    publish(
-        MONITOR_USER,
-        MONITOR_CLIENT,
-        topics.tap(Gate, &g1),
-        false,
-        "a tap",
-    );
-
-    let mut subscribe = |username, clientid: &str, filter: String, probe: String, allowed, why| {
-        out.push(Case {
-            username,
-            clientid: clientid.to_owned(),
-            action: Action::Subscribe,
-            topic: filter,
-            probe_topic: probe,
-            allowed,
-            why,
-        });
-    };
-    let d = topics.decision(Gate, &g1);
-    subscribe("g1", "g1", d.clone(), d, true, "own decision");
-    let d = topics.decision(Terminal, &t1);
-    subscribe("t1", "t1", d.clone(), d, true, "own decision");
-    let d = topics.decision(Gate, &g2);
-    subscribe("g1", "g1", d.clone(), d, false, "another's decision");
-    let wildcard = topics.every_kind(MessageKind::Decision);
-    subscribe(
-        "t1",
-        "t1",
-        wildcard,
-        topics.decision(Terminal, &t2),
-        false,
-        "every decision",
-    );
-    subscribe(
-        "g1",
-        "g1",
-        topics.events_filter(),
-        rejected.clone(),
-        false,
-        "events",
-    );
-    subscribe(
-        "g1",
-        "g1",
-        topics.tap(Gate, &g2),
-        topics.tap(Gate, &g2),
-        false,
-        "another's taps",
-    );
+    let (tap, decision) = (|k, d| topics.tap(k, d), |k, d| topics.decision(k, d));
+    let (status, heartbeat) = (|k, d| topics.status(k, d), |k, d| topics.heartbeat(k, d));
+    let events = topics.events_filter();
+    // Devices publish only on their own topics; the bridge answers and publishes events, and
+    // cannot pose as a device; the monitor publishes nothing. (who, topic, allowed, why)
+    #[rustfmt::skip]
+    let publishes = [
+        ("g1", tap(Gate, &g1), true, "own tap"),
+        ("g1", status(Gate, &g1), true, "own status"),
+        ("g1", heartbeat(Gate, &g1), true, "own heartbeat"),
+        ("t1", tap(Terminal, &t1), true, "own tap"),
+        ("t1", topics.button(&t1), true, "own button"),
+        ("g1", tap(Gate, &g2), false, "another gate's tap"),
+        ("g1", status(Gate, &g2), false, "another gate's status"),
+        ("t1", topics.button(&t2), false, "another terminal's button"),
+        ("g1", tap(Terminal, &t1), false, "a terminal's tap"),
+        ("g1", decision(Gate, &g1), false, "its own decision"),
+        ("g1", decision(Gate, &g2), false, "another's decision"),
+        ("g1", used.clone(), false, "an event"),
+        ("t1", rejected.clone(), false, "an event"),
+        (bridge, decision(Gate, &g1), true, "a decision"),
+        (bridge, decision(Terminal, &t1), true, "a decision"),
+        (bridge, used.clone(), true, "an event"),
+        (bridge, rejected.clone(), true, "an event"),
+        (bridge, tap(Gate, &g1), false, "a device's tap"),
+        (monitor, used.clone(), false, "an event"),
+        (monitor, decision(Gate, &g1), false, "a decision"),
+        (monitor, tap(Gate, &g1), false, "a tap"),
+    ];
+    // Devices read only their own decisions; the bridge reads every device message and no
+    // events; the monitor reads the events only. (who, filter, a topic it covers, allowed, why)
+    #[rustfmt::skip]
+    let mut subscribes = vec![
+        ("g1", decision(Gate, &g1), decision(Gate, &g1), true, "own decision"),
+        ("t1", decision(Terminal, &t1), decision(Terminal, &t1), true, "own decision"),
+        ("g1", decision(Gate, &g2), decision(Gate, &g2), false, "another's decision"),
+        ("t1", topics.every_kind(MessageKind::Decision), decision(Terminal, &t2), false, "every decision"),
+        ("g1", events.clone(), rejected.clone(), false, "events"),
+        ("g1", tap(Gate, &g2), tap(Gate, &g2), false, "another's taps"),
+    ];
     let devices = [(Gate, &g1), (Terminal, &t1)];
     for (filter, (kind, device)) in topics
         .bridge_filters()
@@ -230,48 +108,33 @@ pub fn cases(topics: &Topics) -> Vec<Case> {
         .zip(devices.iter().cycle())
     {
         let probe = probe_for(topics, &filter, *kind, device);
-        subscribe(
-            BRIDGE_USER,
-            BRIDGE_CLIENT,
-            filter,
-            probe,
-            true,
-            "device messages",
-        );
+        subscribes.push((bridge, filter, probe, true, "device messages"));
     }
-    subscribe(
-        BRIDGE_USER,
-        BRIDGE_CLIENT,
-        topics.events_filter(),
-        rejected.clone(),
-        false,
-        "events (it only writes them)",
-    );
-    subscribe(
-        MONITOR_USER,
-        MONITOR_CLIENT,
-        topics.events_filter(),
-        used,
-        true,
-        "events",
-    );
-    subscribe(
-        MONITOR_USER,
-        MONITOR_CLIENT,
-        topics.decision(Gate, &g2),
-        topics.decision(Gate, &g2),
-        false,
-        "decisions",
-    );
-    subscribe(
-        MONITOR_USER,
-        MONITOR_CLIENT,
-        topics.tap(Gate, &g2),
-        topics.tap(Gate, &g2),
-        false,
-        "taps",
-    );
-    out
+    #[rustfmt::skip]
+    subscribes.extend([
+        (bridge, events.clone(), rejected, false, "events (it only writes them)"),
+        (monitor, events, used, true, "events"),
+        (monitor, decision(Gate, &g2), decision(Gate, &g2), false, "decisions"),
+        (monitor, tap(Gate, &g2), tap(Gate, &g2), false, "taps"),
+    ]);
+    let case = |username: &'static str, action, topic: String, probe_topic, allowed, why| Case {
+        username,
+        clientid: username.to_owned(),
+        action,
+        topic,
+        probe_topic,
+        allowed,
+        why,
+    };
+    let publishes = publishes.into_iter().map(|(who, topic, allowed, why)| {
+        case(who, Action::Publish, topic.clone(), topic, allowed, why)
+    });
+    let subscribes = subscribes
+        .into_iter()
+        .map(|(who, filter, probe, allowed, why)| {
+            case(who, Action::Subscribe, filter, probe, allowed, why)
+        });
+    publishes.chain(subscribes).collect()
 }
 
 /// The same filters as [`Topics::bridge_filters`] with the shared group in front.
