@@ -136,12 +136,18 @@ fn datasource_uid(v: &Value) -> Option<&str> {
     }
 }
 
-fn redis_query_keys(
+/// The string at `key` of `v`, or "".
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The command (lower case) and key of a Redis command line, if it is a read naming a key.
+fn redis_query(
     place: &str,
     command_line: &str,
     out: &mut Vec<Finding>,
     file: &str,
-) -> Option<String> {
+) -> Option<(String, String)> {
     let mut words = command_line.split_whitespace();
     let command = words.next()?.to_ascii_lowercase();
     if !REDIS_READS.contains(&command.as_str()) {
@@ -152,7 +158,7 @@ fn redis_query_keys(
         return None;
     }
     match words.next() {
-        Some(key) => Some(key.to_owned()),
+        Some(key) => Some((command, key.to_owned())),
         None => {
             out.push(Finding::new(
                 file,
@@ -202,50 +208,31 @@ pub fn scan(file: &str, dash: &Value, sources: &[DataSource]) -> (Queries, Vec<F
             let uid = datasource_uid(target).or(panel_uid);
             match kind_of(uid) {
                 Some(REDIS_TYPE) => {
-                    let ty = target.get("type").and_then(Value::as_str).unwrap_or("command");
-                    let key = match ty {
-                        "command" => {
-                            let command = target
-                                .get("command")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default();
-                            let key = target.get("keyName").and_then(Value::as_str).unwrap_or_default();
-                            redis_query_keys(&place, &format!("{command} {key}"), &mut findings, file)
+                    let line = match text(target, "type") {
+                        "command" | "" => {
+                            format!("{} {}", text(target, "command"), text(target, "keyName"))
                         }
-                        "cli" => {
-                            let q = target.get("query").and_then(Value::as_str).unwrap_or_default();
-                            redis_query_keys(&place, q, &mut findings, file)
-                        }
+                        "cli" => text(target, "query").to_owned(),
                         other => {
-                            findings.push(Finding::new(file, format!("{place}: unsupported Redis query type {other:?}")));
-                            None
+                            findings.push(Finding::new(
+                                file,
+                                format!("{place}: unsupported Redis query type {other:?}"),
+                            ));
+                            continue;
                         }
                     };
-                    if let Some(key) = key {
-                        let command = match ty {
-                            "cli" => target
-                                .get("query")
-                                .and_then(Value::as_str)
-                                .and_then(|q| q.split_whitespace().next())
-                                .unwrap_or_default(),
-                            _ => target.get("command").and_then(Value::as_str).unwrap_or_default(),
-                        }
-                        .to_ascii_lowercase();
-                        let fields = target
-                            .get("field")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .split_whitespace()
-                            .map(str::to_owned)
-                            .collect();
-                        queries.redis_queries.push(RedisQuery {
-                            place: place.clone(),
-                            command,
-                            key: key.clone(),
-                            fields,
-                        });
-                        queries.redis_keys.push((place, key));
-                    }
+                    let Some((command, key)) = redis_query(&place, &line, &mut findings, file)
+                    else {
+                        continue;
+                    };
+                    let fields = text(target, "field").split_whitespace();
+                    queries.redis_queries.push(RedisQuery {
+                        place: place.clone(),
+                        command,
+                        key: key.clone(),
+                        fields: fields.map(str::to_owned).collect(),
+                    });
+                    queries.redis_keys.push((place, key));
                 }
                 Some(PROMETHEUS_TYPE) => {
                     match target.get("expr").and_then(Value::as_str) {
@@ -284,17 +271,13 @@ pub fn scan(file: &str, dash: &Value, sources: &[DataSource]) -> (Queries, Vec<F
         };
         match kind_of(datasource_uid(var)) {
             Some(REDIS_TYPE) => {
-                if let Some(key) = redis_query_keys(&place, &query, &mut findings, file) {
+                if let Some((_, key)) = redis_query(&place, &query, &mut findings, file) {
                     queries.redis_keys.push((place, key));
                 }
                 queries.redis_variables.push(RedisVariable {
                     name: name.to_owned(),
                     query: query.clone(),
-                    regex: var
-                        .get("regex")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    regex: text(var, "regex").to_owned(),
                 });
             }
             Some(PROMETHEUS_TYPE) => queries.prom_exprs.push((place, query)),
