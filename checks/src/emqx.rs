@@ -1,4 +1,4 @@
-//! EMQX's files in this repository, read into the model of `tapgate-emqx-model` with the file's
+//! EMQX's files in this repository, read into the model of `tapgate-broker-model` with the file's
 //! path in every error and every finding.
 //!
 //! The model (HOCON reader, rule checks, authorization chain) lives in its own crate; this
@@ -6,8 +6,8 @@
 
 use std::path::PathBuf;
 
-use tapgate_emqx_model::hocon::{self, Document, Value};
-pub use tapgate_emqx_model::{authorize, Acl, Action, DbRule};
+use tapgate_broker_model::hocon::{self, Document, Value};
+pub use tapgate_broker_model::{authorize, Acl, Action, DbRule};
 
 use crate::repo::{self, CheckError, Finding};
 
@@ -27,14 +27,14 @@ pub fn load_acl(rel: &str) -> Result<Acl, CheckError> {
     Ok(Acl::parse(rel, &repo::read(rel)?)?)
 }
 
-/// [`tapgate_emqx_model::check_broker`] on `conf`, the contents of `file`.
+/// [`tapgate_broker_model::check_broker`] on `conf`, the contents of `file`.
 pub fn check_broker(file: &str, conf: &Value) -> Vec<Finding> {
-    findings(file, tapgate_emqx_model::check_broker(conf))
+    findings(file, tapgate_broker_model::check_broker(conf))
 }
 
-/// [`tapgate_emqx_model::check_rules`] on `conf`, the contents of `file`.
+/// [`tapgate_broker_model::check_rules`] on `conf`, the contents of `file`.
 pub fn check_rules(file: &str, conf: &Value) -> Vec<Finding> {
-    findings(file, tapgate_emqx_model::check_rules(conf))
+    findings(file, tapgate_broker_model::check_rules(conf))
 }
 
 fn findings(file: &str, problems: Vec<String>) -> Vec<Finding> {

@@ -10,11 +10,7 @@
 //! `${gate}`, `[[gate]]`) or a literal that is a valid id of that kind.
 
 use tapgate_protocol::ids::{CardId, DeviceId, DeviceKind, MessageId};
-use tapgate_protocol::keys;
-
-pub use tapgate_protocol::keys::{
-    EMQX_AUTHZ, EMQX_DISCONNECTS, EMQX_DROPPED, EMQX_DROPPED_TOPICS, EMQX_KEYS,
-};
+use tapgate_protocol::keys::{self, EMQX_KEYS};
 
 const DEVICE_SENTINEL: &str = "SENTINELDEVICE";
 const CARD_SENTINEL: &str = "SENTINELCARD";

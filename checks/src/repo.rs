@@ -35,7 +35,7 @@ pub enum CheckError {
     Tool(#[from] crate::tool::ToolError),
     /// An EMQX file could not be read into its model.
     #[error(transparent)]
-    Emqx(#[from] tapgate_emqx_model::ModelError),
+    Emqx(#[from] tapgate_broker_model::ModelError),
     /// The file does not follow its format (line and reason given).
     #[error("{path}:{line}: {why}")]
     Syntax {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 use tapgate_bridge::BridgeConfig;
-use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER, MONITOR_USER};
+use tapgate_broker_model::policy::{BRIDGE_CLIENT, BRIDGE_USER, MONITOR_USER};
 use tapgate_protocol::topic::MessageKind;
 use tapgate_protocol::{CardId, DeviceId, DeviceKind, MessageId, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tapgate_bridge::BridgeConfig;
-use tapgate_checks::access::{self, BRIDGE_USER, MONITOR_CLIENT, MONITOR_USER};
+use tapgate_broker_model::policy::{self as access, BRIDGE_USER, MONITOR_CLIENT, MONITOR_USER};
 use tapgate_checks::grafana;
 use tapgate_checks::keys;
 use tapgate_checks::promtool;

@@ -22,7 +22,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions as MqttOptions5};
 use rumqttc::{LastWill, QoS};
 use support::{ADMIN_PASSWORD, ADMIN_USER};
 use tapgate_bridge::BridgeConfig;
-use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER, MONITOR_USER};
+use tapgate_broker_model::policy::{BRIDGE_CLIENT, BRIDGE_USER, MONITOR_USER};
 use tapgate_checks::repo;
 use tapgate_protocol::{
     CardId, DeviceId, DeviceKind, EventKind, MessageId, ProductId, Tap, Topics,

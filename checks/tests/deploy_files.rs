@@ -4,7 +4,7 @@
 //! followed. Each check is also shown to refuse a broken input, so it cannot pass vacuously.
 
 use serde_json::Value;
-use tapgate_checks::access;
+use tapgate_broker_model::policy as access;
 use tapgate_checks::emqx::{self, Action};
 use tapgate_checks::grafana;
 use tapgate_checks::keys;
@@ -287,10 +287,10 @@ fn grafana_dashboards_read_only_documented_keys() {
         tapgate_protocol::keys::COUNTERS_ENTRIES,
         tapgate_protocol::keys::COUNTERS_DENIED,
         tapgate_protocol::keys::DEVICES,
-        keys::EMQX_DISCONNECTS,
-        keys::EMQX_AUTHZ,
-        keys::EMQX_DROPPED,
-        keys::EMQX_DROPPED_TOPICS,
+        tapgate_protocol::keys::EMQX_DISCONNECTS,
+        tapgate_protocol::keys::EMQX_AUTHZ,
+        tapgate_protocol::keys::EMQX_DROPPED,
+        tapgate_protocol::keys::EMQX_DROPPED_TOPICS,
     ] {
         assert!(seen_keys.iter().any(|k| k == key), "no panel reads {key}");
     }

@@ -1,7 +1,7 @@
 //! The mosquitto policy (mosquitto/tapgate.conf and the logins `tapgate-admin` makes in the
 //! dynamic-security plugin), run for real.
 //!
-//! Every case of `tapgate_checks::access::cases` is tried against a real mosquitto: each
+//! Every case of `tapgate_broker_model::policy::cases` is tried against a real mosquitto: each
 //! client subscribes only to what it may read, publishes what the case says, and the test
 //! checks who received what. Allowed cases must arrive (so a broker that drops everything
 //! fails), refused ones must arrive nowhere.
@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, Packet};
-use tapgate_checks::access::{
-    self, Case, BRIDGE_CLIENT, BRIDGE_USER, MONITOR_CLIENT, MONITOR_USER,
+use tapgate_broker_model::policy::{
+    self as access, Case, BRIDGE_CLIENT, BRIDGE_USER, MONITOR_CLIENT, MONITOR_USER,
 };
-use tapgate_checks::emqx::Action;
+use tapgate_broker_model::Action;
 use tapgate_protocol::{DeviceId, DeviceKind, Topics};
 use tapgate_testkit::MqttProbe;
 

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use tapgate_bridge::BridgeConfig;
-use tapgate_checks::access::{BRIDGE_CLIENT, BRIDGE_USER};
+use tapgate_broker_model::policy::{BRIDGE_CLIENT, BRIDGE_USER};
 use tapgate_checks::grafana;
 use tapgate_protocol::{Button, CardId, DeviceId, DeviceKind, MessageId, ProductId, Tap, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rumqttc::MqttOptions;
 use tapgate_admin::{Broker, ServiceRole, Settings};
-use tapgate_checks::access::{BRIDGE_USER, DEVICES, MONITOR_USER};
+use tapgate_broker_model::policy::{BRIDGE_USER, DEVICES, MONITOR_USER};
 use tapgate_checks::repo;
 use tapgate_protocol::{DeviceId, DeviceKind};
 use tapgate_testkit::{Mosquitto, MqttProbe};

@@ -1,5 +1,8 @@
-//! A static model of tapgate's EMQX configuration, so its policy is checked without a broker.
+//! What the MQTT broker must allow, and EMQX's configuration as a model that answers it, so the
+//! policy is checked without a running broker.
 //!
+//! - [`policy`] — the broker access policy as a table of cases (who may publish or subscribe
+//!   where), with the service logins; both brokers are held against it.
 //! - [`hocon`] — a strict reader for the HOCON subset EMQX files use (`emqx.conf`, the rule
 //!   engine file): anything outside it is refused with its line, never guessed.
 //! - `conf` — [`check_broker`] and [`check_rules`]: the parsed files held against what tapgate
@@ -18,6 +21,7 @@ mod conf;
 mod erl;
 mod error;
 pub mod hocon;
+pub mod policy;
 
 pub use acl::{filter_matches, Acl, Action};
 pub use authz::{authorize, DbRule};

@@ -3,14 +3,15 @@
 //! Both brokers enforce the same policy: every device has its own login (username = client id =
 //! device id) whose rules `tapgate-admin` writes (mosquitto: the dynamic-security plugin; EMQX:
 //! the built-in authorization database), and the service logins have fixed rules. [`cases`] lists
-//! what each kind of client may and may not do; the tests evaluate the table against EMQX's rules
-//! ([`crate::emqx::authorize`]) and run it against a real mosquitto provisioned by `tapgate-admin`.
+//! what each kind of client may and may not do. `tapgate-checks` evaluates the table against
+//! EMQX's rules ([`crate::authorize`]) and runs it against a real mosquitto provisioned by
+//! `tapgate-admin`.
 //! Topics come from [`Topics`], never written by hand.
 
 use tapgate_protocol::topic::MessageKind;
 use tapgate_protocol::{DeviceId, DeviceKind, EventKind, ProductId, Topics};
 
-use crate::emqx::Action;
+use crate::acl::Action;
 
 /// Devices of the cases: (kind, id). A device's username and client id are its id.
 pub const DEVICES: [(DeviceKind, &str); 4] = [

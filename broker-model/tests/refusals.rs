@@ -2,8 +2,8 @@
 //! loosens the policy, and rules that write undocumented keys or run undefined actions. Each
 //! check is shown to fail on a broken input, so a passing check on the real files means something.
 
-use tapgate_emqx_model::hocon;
-use tapgate_emqx_model::{check_broker, check_rules};
+use tapgate_broker_model::hocon;
+use tapgate_broker_model::{check_broker, check_rules};
 
 #[test]
 fn hocon_outside_the_subset_is_refused_with_its_line() {
