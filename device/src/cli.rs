@@ -371,11 +371,12 @@ pub async fn run(
             Ok(run_device(DeviceKind::Terminal, cfg, shutdown).await?)
         }
         CliCommand::Simulate(args) => {
-            let cfg = args.load(given).map_err(SimError::from)?;
+            let sim = args.load(given).map_err(SimError::from)?;
             if args.print_config {
-                return print_config(&cfg);
+                return print_config(&sim.config);
             }
-            let summary = crate::sim::run(cfg.clone(), shutdown).await?;
+            let cfg = sim.config.clone();
+            let summary = crate::sim::run(sim, shutdown).await?;
             crate::sim::finish(&cfg, &summary)?;
             Ok(())
         }

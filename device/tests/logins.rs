@@ -68,6 +68,11 @@ fn short_run(mqtt: String, seed: u64) -> SimConfig {
     }
 }
 
+/// The settings checked, as `tapgate-device simulate` checks them before it runs.
+fn checked(cfg: SimConfig) -> sim::Simulation {
+    cfg.check().expect("valid settings")
+}
+
 fn write_devices(path: &Path, devices: &[(&str, &str, &str)]) {
     let body: String = devices
         .iter()
@@ -92,7 +97,7 @@ async fn simulator_logs_in_with_url_credentials_or_as_each_device() {
 
     // Credentials only in the URL.
     let url = format!("mqtt://shared:shared-pw@127.0.0.1:{}", broker.port());
-    let summary = sim::run(short_run(url, 7), CancellationToken::new())
+    let summary = sim::run(checked(short_run(url, 7)), CancellationToken::new())
         .await
         .unwrap_or_else(|e| panic!("URL credentials: {e}\n{}", broker.log()));
     assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
@@ -114,7 +119,7 @@ async fn simulator_logs_in_with_url_credentials_or_as_each_device() {
         devices: Some(devices.clone()),
         ..short_run(broker.url(), 8)
     };
-    let summary = sim::run(cfg, CancellationToken::new())
+    let summary = sim::run(checked(cfg), CancellationToken::new())
         .await
         .unwrap_or_else(|e| panic!("per-device logins: {e}\n{}", broker.log()));
     assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
@@ -137,7 +142,7 @@ async fn simulator_logs_in_with_url_credentials_or_as_each_device() {
         devices: Some(devices),
         ..short_run(broker.url(), 9)
     };
-    match sim::run(cfg, CancellationToken::new()).await {
+    match sim::run(checked(cfg), CancellationToken::new()).await {
         Err(SimError::Connect { up, total, .. }) => assert_eq!((up, total), (1, 2)),
         other => panic!("expected a connect failure, got {other:?}"),
     }

@@ -15,9 +15,20 @@ use tokio_util::sync::CancellationToken;
 /// Runs the simulation and prints (and writes, where asked) its summary: every decision matched
 /// the model, none was lost and none was unexpected.
 async fn run_clean(cfg: &SimConfig) -> Summary {
-    let summary = sim::run(cfg.clone(), CancellationToken::new())
+    let checked = cfg.clone().check().expect("valid settings");
+    // The fares file is read once, when the settings are checked: spoiling it now changes
+    // nothing for this run (the bridge read it when it started, too).
+    let fares = cfg.fares.as_ref().map(|path| {
+        let text = std::fs::read_to_string(path).expect("fares");
+        std::fs::write(path, "not a fares file").expect("spoil the fares");
+        (path, text)
+    });
+    let summary = sim::run(checked, CancellationToken::new())
         .await
         .expect("simulation ran");
+    if let Some((path, text)) = fares {
+        std::fs::write(path, text).expect("restore the fares");
+    }
     sim::finish(cfg, &summary).expect("summary printed and written");
     assert_eq!(summary.mismatches, 0, "{:?}", summary.mismatch_examples);
     assert_eq!(summary.lost, 0, "decisions lost");

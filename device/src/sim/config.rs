@@ -134,8 +134,18 @@ impl SimConfig {
         broker_settings(&self.broker)
     }
 
-    /// The fare catalogue riders buy from: the fares file, or the built-in catalogue.
-    pub fn catalogue(&self) -> Result<Catalogue, ConfigError> {
+    /// Checks the settings and reads the fare catalogue riders buy from (the fares file, read
+    /// here and only here, or the built-in catalogue): what [`run`](crate::sim::run) takes.
+    pub fn check(self) -> Result<Simulation, ConfigError> {
+        let catalogue = self.validate()?;
+        Ok(Simulation {
+            config: self,
+            catalogue,
+        })
+    }
+
+    /// The fare catalogue: the fares file, or the built-in catalogue.
+    fn catalogue(&self) -> Result<Catalogue, ConfigError> {
         match &self.fares {
             Some(path) => Catalogue::load(path).map_err(|e| invalid("fares", e.to_string())),
             None => Ok(Catalogue::builtin(
@@ -144,10 +154,10 @@ impl SimConfig {
         }
     }
 
-    /// Checks values that parse but cannot work.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks values that parse but cannot work, and reads the catalogue.
+    fn validate(&self) -> Result<Catalogue, ConfigError> {
         check_broker(&self.broker)?;
-        self.catalogue()?;
+        let catalogue = self.catalogue()?;
         if self.gates == 0 || self.terminals == 0 || self.riders == 0 {
             return Err(invalid(
                 "gates",
@@ -184,8 +194,17 @@ impl SimConfig {
                 "durations must be longer than zero",
             ));
         }
-        Ok(())
+        Ok(catalogue)
     }
+}
+
+/// Simulator settings that passed their checks, with the fare catalogue they name, read once.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// The settings.
+    pub config: SimConfig,
+    /// The catalogue riders buy from and the model decides by.
+    pub catalogue: Catalogue,
 }
 
 /// Flags of `tapgate-device simulate`.
@@ -282,12 +301,11 @@ pub struct SimArgs {
 }
 
 impl SimArgs {
-    /// Loads and validates the layered settings, `given` (from
-    /// [`Cli::parse_from`](crate::cli::Cli::parse_from)) last.
-    pub fn load(&self, given: Overrides) -> Result<SimConfig, ConfigError> {
+    /// Loads and checks the layered settings, `given` (from
+    /// [`Cli::parse_from`](crate::cli::Cli::parse_from)) last, and reads the fares file.
+    pub fn load(&self, given: Overrides) -> Result<Simulation, ConfigError> {
         let cfg: SimConfig = load_layers(self.config.as_deref(), given)?;
-        cfg.validate()?;
-        Ok(cfg)
+        cfg.check()
     }
 }
 
@@ -297,7 +315,7 @@ mod tests {
     use crate::cli::{Cli, CliCommand};
     use tapgate_protocol::ProductId;
 
-    fn load(args: &[&str]) -> Result<SimConfig, ConfigError> {
+    fn load(args: &[&str]) -> Result<Simulation, ConfigError> {
         let argv = ["tapgate-device", "simulate"]
             .into_iter()
             .chain(args.iter().copied());
@@ -310,17 +328,16 @@ mod tests {
 
     #[test]
     fn riders_rest_only_when_told() {
-        assert_eq!(load(&[]).expect("defaults").rest, Duration::ZERO);
+        assert_eq!(load(&[]).expect("defaults").config.rest, Duration::ZERO);
         let rested = load(&["--rest", "90s"]).expect("rest");
-        assert_eq!(rested.rest, Duration::from_secs(90));
+        assert_eq!(rested.config.rest, Duration::from_secs(90));
     }
 
     #[test]
     fn riders_buy_from_the_fares_file_or_the_builtin_catalogue() {
         let builtin = load(&["--two-hour-duration", "90s"])
             .expect("defaults")
-            .catalogue()
-            .expect("builtin");
+            .catalogue;
         let two = builtin.product(ProductId::TWO_HOUR).expect("two hour");
         assert_eq!(two.terms.duration_ms, 90_000);
 
@@ -333,13 +350,13 @@ mod tests {
         )
         .expect("write");
         let path = fares.display().to_string();
-        let cfg = load(&["--fares", &path]).expect("fares");
-        assert_eq!(cfg.fares.as_deref(), Some(fares.as_path()));
-        let c = cfg.catalogue().expect("catalogue");
-        assert_eq!(c.ids(), "DAY");
+        let sim = load(&["--fares", &path]).expect("fares");
+        assert_eq!(sim.config.fares.as_deref(), Some(fares.as_path()));
+        assert_eq!(sim.catalogue.ids(), "DAY");
 
+        // A bad fares file is refused at start, naming the file and what is wrong.
         std::fs::write(&fares, "currency = \"EUR\"\n").expect("write");
         let e = load(&["--fares", &path]).expect_err("refused").to_string();
-        assert!(e.contains("fares") && e.contains("time_zone"), "{e}");
+        assert!(e.contains(&path) && e.contains("time_zone"), "{e}");
     }
 }

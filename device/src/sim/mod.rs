@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use config::{SimArgs, SimConfig};
+pub use config::{SimArgs, SimConfig, Simulation};
 use fleet::{Device, FleetConfig, FleetEvent};
 use model::{check, CardModel, Check, Timing};
 use report::{Summary, Tally};
@@ -203,10 +203,14 @@ fn card_of(input: &Input) -> Option<&CardId> {
     }
 }
 
-/// Runs a simulation until its duration (plus grace) has passed or `shutdown`. `cfg` is taken as
-/// [`SimArgs::load`](config::SimArgs::load) checked it (or as its `Default` is): it is not
-/// checked again.
-pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary, SimError> {
+/// Runs a simulation until its duration (plus grace) has passed or `shutdown`, with the settings
+/// and catalogue [`SimConfig::check`] gave (which [`SimArgs::load`] calls): nothing is checked or
+/// read again.
+pub async fn run(sim: Simulation, shutdown: CancellationToken) -> Result<Summary, SimError> {
+    let Simulation {
+        config: cfg,
+        catalogue,
+    } = sim;
     let topics = cfg.prefix.clone();
     let seed = if cfg.seed == 0 { now_ms() } else { cfg.seed };
     let run = format!("S{seed:x}").to_uppercase();
@@ -282,7 +286,6 @@ pub async fn run(cfg: SimConfig, shutdown: CancellationToken) -> Result<Summary,
         })
         .collect();
     let n_devices = devices.len();
-    let catalogue = cfg.catalogue()?;
     info!(
         products = %catalogue.ids(),
         version = %catalogue.version,
