@@ -24,11 +24,11 @@ use crate::text::{escape_untrusted, MAX_TEXT};
 use tapgate_protocol::keys;
 
 /// About how many records are kept.
-pub const AUDIT_MAXLEN: u64 = 100_000;
+pub(crate) const AUDIT_MAXLEN: u64 = 100_000;
 
 /// An operator action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Logged in.
     Login,
     /// A login was refused (wrong name or password).
@@ -51,7 +51,7 @@ pub enum Action {
 
 impl Action {
     /// The stored name.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Action::Login => "login",
             Action::FailedLogin => "failed-login",
@@ -68,7 +68,7 @@ impl Action {
 
 /// One record to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     /// What happened.
     pub action: Action,
     /// Who (for a failed login, the name tried).
@@ -86,7 +86,10 @@ pub struct Record<'a> {
 }
 
 /// Appends `r`; returns its stream id.
-pub async fn append(conn: &mut impl ConnectionLike, r: &Record<'_>) -> redis::RedisResult<String> {
+pub(crate) async fn append(
+    conn: &mut impl ConnectionLike,
+    r: &Record<'_>,
+) -> redis::RedisResult<String> {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(keys::MONITOR_AUDIT)
         .arg("MAXLEN")
@@ -118,7 +121,7 @@ pub async fn append(conn: &mut impl ConnectionLike, r: &Record<'_>) -> redis::Re
 
 /// A record as read back: its id and fields, every text escaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// Stream id (its time is when it happened).
     pub id: StreamId,
     /// Field → value.
@@ -134,7 +137,7 @@ impl Stored {
     }
 
     /// As JSON: `{seq, at, action, operator, from, card, reason, product, price}`.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         json!({
             "seq": self.id.to_string(),
             "at": self.id.ms,
@@ -149,7 +152,7 @@ impl Stored {
     }
 
     /// As a terminal line: `2026-… AUDIT      block card 04AB (stolen) by alice from 10.0.0.7`.
-    pub fn line(&self) -> Line {
+    pub(crate) fn line(&self) -> Line {
         let mut line = Line::default();
         line.push(Paint::Dim, format_time(self.id.ms));
         line.push(Paint::Plain, "  ");
@@ -225,7 +228,10 @@ fn records(ids: &[streams::StreamId]) -> Vec<Stored> {
 }
 
 /// The newest `n` records, newest first.
-pub async fn latest(conn: &mut impl ConnectionLike, n: usize) -> Result<Vec<Stored>, StreamError> {
+pub(crate) async fn latest(
+    conn: &mut impl ConnectionLike,
+    n: usize,
+) -> Result<Vec<Stored>, StreamError> {
     let v: StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(keys::MONITOR_AUDIT)
         .arg("+")
@@ -256,7 +262,7 @@ async fn read_after(
 
 /// Prints the newest `last` records, then follows new ones until `shutdown`, reconnecting with
 /// backoff when Redis goes away. `print` gets records oldest first.
-pub async fn follow(
+pub(crate) async fn follow(
     client: &tapgate_runtime::redis::RedisSource,
     last: usize,
     shutdown: &CancellationToken,

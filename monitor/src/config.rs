@@ -166,7 +166,7 @@ pub enum ConfigError {
 }
 
 /// Whether `name` is a valid operator name.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

@@ -18,7 +18,7 @@ use crate::text::{escape_json, escape_untrusted, MAX_TEXT};
 
 /// A colour (SGR attributes) for one piece of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Paint {
+pub(crate) enum Paint {
     /// No colour.
     Plain,
     /// Dim, for secondary text.
@@ -57,16 +57,16 @@ impl Paint {
 
 /// A line as coloured pieces.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Line(pub Vec<(Paint, String)>);
+pub(crate) struct Line(pub Vec<(Paint, String)>);
 
 impl Line {
     /// Appends a piece.
-    pub fn push(&mut self, paint: Paint, text: impl Into<String>) {
+    pub(crate) fn push(&mut self, paint: Paint, text: impl Into<String>) {
         self.0.push((paint, text.into()));
     }
 
     /// The line with ANSI colours (`color`) or as plain text.
-    pub fn render(&self, color: bool) -> String {
+    pub(crate) fn render(&self, color: bool) -> String {
         let mut out = String::new();
         for (paint, text) in &self.0 {
             if color && *paint != Paint::Plain {
@@ -84,17 +84,17 @@ impl Line {
 }
 
 /// Device text for a terminal line: controls and bidi characters escaped, length capped.
-pub fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     escape_untrusted(s, MAX_TEXT)
 }
 
 /// `2026-11-22T02:33:16Z` for Unix milliseconds.
-pub fn format_time(ms: u64) -> String {
+pub(crate) fn format_time(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// `1h 05m`, `4m 10s`, `12s` for a remaining duration in milliseconds.
-pub fn format_remaining(ms: u64) -> String {
+pub(crate) fn format_remaining(ms: u64) -> String {
     let s = ms / 1000;
     let (h, m, sec) = (s / 3600, (s / 60) % 60, s % 60);
     if h > 0 {
@@ -145,7 +145,7 @@ fn price(e: &Event) -> Option<String> {
 }
 
 /// The short label of an event kind: `ISSUED`, `ENTRY`, `DENIED` …
-pub const fn label(kind: EventKind) -> &'static str {
+pub(crate) const fn label(kind: EventKind) -> &'static str {
     match kind {
         EventKind::PassIssued => "ISSUED",
         EventKind::PassVoided => "VOIDED",
@@ -166,7 +166,7 @@ pub const fn label(kind: EventKind) -> &'static str {
 
 /// The coloured line for one event: time, label, then [`describe`]; the label takes the colour
 /// of the words after it.
-pub fn event_line(e: &Event) -> Line {
+pub(crate) fn event_line(e: &Event) -> Line {
     let mut line = Line::default();
     line.push(Paint::Dim, format_time(e.time));
     line.push(Paint::Plain, "  ");
@@ -181,7 +181,7 @@ pub fn event_line(e: &Event) -> Line {
 /// The description of an event for the dashboard: `label`, `text`, and the pieces the tail
 /// highlights after it, each shown apart: `trips` (a pass's "N trips remaining") and `price`
 /// (what a sale took, "7.50 EUR"), when there are.
-pub fn described(e: &Event) -> serde_json::Value {
+pub(crate) fn described(e: &Event) -> serde_json::Value {
     let mut text = String::new();
     let (mut trips, mut price) = (None, None);
     for (_, mark, piece) in pieces(e) {
@@ -196,12 +196,12 @@ pub fn described(e: &Event) -> serde_json::Value {
 
 /// The facts the dashboard shows that the monitor holds: how long an online device may stay
 /// unheard before it shows as silent. Products need no wording: events name them by id.
-pub fn wording() -> serde_json::Value {
+pub(crate) fn wording() -> serde_json::Value {
     serde_json::json!({ "silent_after_ms": SILENT_AFTER.as_millis() })
 }
 
 /// An online device not heard from for this long (three missed heartbeats) shows as silent.
-pub const SILENT_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT_INTERVAL_SECS);
+pub(crate) const SILENT_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT_INTERVAL_SECS);
 
 /// What a piece of a description is, so the dashboard can show the highlighted ones apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +216,7 @@ enum Mark {
 
 /// The words for one event after its label, as coloured pieces: the one description the tail
 /// prints and the dashboard shows. Device and operator text in it is sanitized.
-pub fn describe(e: &Event) -> Line {
+pub(crate) fn describe(e: &Event) -> Line {
     Line(pieces(e).into_iter().map(|(p, _, t)| (p, t)).collect())
 }
 
@@ -428,7 +428,7 @@ fn tapped(e: &Event) -> String {
 }
 
 /// The line for a stream entry: its event, or `unreadable event <id>` with why.
-pub fn entry_line(entry: &Entry) -> Line {
+pub(crate) fn entry_line(entry: &Entry) -> Line {
     match &entry.event {
         Ok(e) => event_line(e),
         Err(why) => {
@@ -450,7 +450,7 @@ pub fn entry_line(entry: &Entry) -> Line {
 
 /// A stream entry as the dashboard reads it: [`event_value`] with the event's description
 /// ([`described`]) under `described`.
-pub fn entry_value(entry: &Entry) -> serde_json::Value {
+pub(crate) fn entry_value(entry: &Entry) -> serde_json::Value {
     let mut v = event_value(entry);
     if let (Ok(e), Some(map)) = (&entry.event, v.as_object_mut()) {
         map.insert("described".into(), described(e));
@@ -460,7 +460,7 @@ pub fn entry_value(entry: &Entry) -> serde_json::Value {
 
 /// A stream entry as JSON: the event with `seq` set to the stream id, or
 /// `{"seq": id, "unreadable": why}`.
-pub fn event_value(entry: &Entry) -> serde_json::Value {
+pub(crate) fn event_value(entry: &Entry) -> serde_json::Value {
     let unreadable =
         |why: String| serde_json::json!({"seq": entry.id.to_string(), "unreadable": why});
     match &entry.event {
@@ -474,7 +474,7 @@ pub fn event_value(entry: &Entry) -> serde_json::Value {
 }
 
 /// [`event_value`] as one line of JSON, for `tail --json`.
-pub fn entry_json(entry: &Entry) -> String {
+pub(crate) fn entry_json(entry: &Entry) -> String {
     event_value(entry).to_string()
 }
 

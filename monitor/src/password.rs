@@ -22,7 +22,7 @@ pub fn hash(password: &str) -> Result<String, HashError> {
 }
 
 /// Whether `hash` is a PHC string argon2 can verify against; `Err` says why not.
-pub fn check_hash(hash: &str) -> Result<(), String> {
+pub(crate) fn check_hash(hash: &str) -> Result<(), String> {
     let parsed = PasswordHash::new(hash).map_err(|e| e.to_string())?;
     if !parsed.algorithm.as_str().starts_with("argon2") {
         return Err(format!("algorithm {} is not argon2", parsed.algorithm));

@@ -1,7 +1,7 @@
 //! Replacing a lost card: everything card A holds moves to card B, and A is blocked.
 //!
 //! An operator (on the dashboard, or `tapgate-admin card replace` in a script) names the lost card
-//! A and the new card B. One Lua script ([`REPLACE`]) checks, atomically, that the replacement
+//! A and the new card B. One Lua script (`REPLACE`) checks, atomically, that the replacement
 //! makes sense and then, in the same step:
 //!
 //! - renames A's pass to B's (its expiry goes with it) and A's wallet to B's (balance, the totals
@@ -27,10 +27,10 @@ use tapgate_protocol::{keys, CardId, Event, EventKind};
 use crate::audit::{self, Action, Record};
 
 /// The block reason a replaced card carries.
-pub const REPLACED: &str = "replaced";
+pub(crate) const REPLACED: &str = "replaced";
 
 /// Approximate cap on the stream length when appending (as blocks and voids use).
-pub const STREAM_MAXLEN: u64 = 1_000_000;
+pub(crate) const STREAM_MAXLEN: u64 = 1_000_000;
 
 /// Why a card cannot be replaced. Each has a code for programs and a sentence for operators.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,7 +129,7 @@ pub struct Replaced {
 }
 
 /// The `card-replaced` event of `from` replaced by `to` at `at_ms`.
-pub fn event(from: &CardId, to: &CardId, at_ms: u64) -> Event {
+pub(crate) fn event(from: &CardId, to: &CardId, at_ms: u64) -> Event {
     let mut e = Event::new(EventKind::CardReplaced, at_ms);
     e.card = Some(from.clone());
     e.reason = Some(REPLACED.to_owned());
@@ -142,7 +142,7 @@ pub fn event(from: &CardId, to: &CardId, at_ms: u64) -> Event {
 /// the time, stream maxlen, recent length, the blocked hash's reason, by and at field names, the
 /// wallet's currency, kept-from and balance field names, then the event's stream fields and
 /// values. Returns `{'replaced', stream id, pass moved 0/1, balance or ''}` or `{refusal}`.
-pub const REPLACE: &str = r"
+pub(crate) const REPLACE: &str = r"
 local a_blocked = redis.call('HGET', KEYS[4], ARGV[7])
 if a_blocked == ARGV[2] then return {'already_replaced'} end
 -- A card blocked for another reason (lost, stolen: how an operator usually learns of it) is

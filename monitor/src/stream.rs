@@ -87,11 +87,11 @@ impl FromStr for StreamId {
 }
 
 /// Why a stream entry could not be read as an [`Event`].
-pub use tapgate_protocol::stream::EntryError as Unreadable;
+pub(crate) use tapgate_protocol::stream::EntryError as Unreadable;
 
 /// One stream entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Its stream id.
     pub id: StreamId,
     /// The event, or why it could not be read.
@@ -136,12 +136,12 @@ fn entries(ids: &[streams::StreamId]) -> Result<Vec<Entry>, StreamError> {
 }
 
 /// The entries of an `XRANGE`/`XREVRANGE` reply, in reply order.
-pub fn parse_range(reply: &StreamRangeReply) -> Result<Vec<Entry>, StreamError> {
+pub(crate) fn parse_range(reply: &StreamRangeReply) -> Result<Vec<Entry>, StreamError> {
     entries(&reply.ids)
 }
 
 /// The entries of an `XREAD` reply for the one stream read.
-pub fn parse_read(reply: &StreamReadReply) -> Result<Vec<Entry>, StreamError> {
+pub(crate) fn parse_read(reply: &StreamReadReply) -> Result<Vec<Entry>, StreamError> {
     reply
         .keys
         .first()
@@ -150,7 +150,7 @@ pub fn parse_read(reply: &StreamReadReply) -> Result<Vec<Entry>, StreamError> {
 
 /// The entries with the given ids, in that order; ids no longer in the stream (trimmed) are
 /// left out.
-pub async fn by_ids(
+pub(crate) async fn by_ids(
     conn: &mut impl ConnectionLike,
     ids: &[StreamId],
 ) -> Result<Vec<Entry>, StreamError> {
@@ -174,7 +174,7 @@ pub async fn by_ids(
 
 /// Opens a connection to the node in use now (the primary, with Sentinel) whose replies may take
 /// `response_timeout` (longer than any `BLOCK`).
-pub async fn connect(
+pub(crate) async fn connect(
     source: &RedisSource,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection, redis::RedisError> {
@@ -182,7 +182,7 @@ pub async fn connect(
 }
 
 /// The newest `count` entries with id ≥ `from`, oldest first.
-pub async fn latest(
+pub(crate) async fn latest(
     conn: &mut impl ConnectionLike,
     from: Option<StreamId>,
     count: usize,
@@ -202,7 +202,7 @@ pub async fn latest(
 }
 
 /// Up to `count` entries with id ≥ `from` (or > `from` when `exclusive`), oldest first.
-pub async fn range_page(
+pub(crate) async fn range_page(
     conn: &mut impl ConnectionLike,
     from: StreamId,
     exclusive: bool,
@@ -227,7 +227,7 @@ pub async fn range_page(
 }
 
 /// Up to `count` entries with id > `cursor`, waiting up to `block` for the first one.
-pub async fn read_after(
+pub(crate) async fn read_after(
     conn: &mut impl ConnectionLike,
     cursor: StreamId,
     block: Duration,
@@ -247,12 +247,12 @@ pub async fn read_after(
 }
 
 /// The delays between reconnection attempts: 100 ms, doubling up to 5 s.
-pub fn reconnect_backoff() -> Backoff {
+pub(crate) fn reconnect_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// Follows the stream after a cursor, across lost connections and Redis restarts.
-pub struct Follower {
+pub(crate) struct Follower {
     client: RedisSource,
     conn: Option<MultiplexedConnection>,
     cursor: StreamId,
@@ -263,7 +263,11 @@ pub struct Follower {
 
 impl Follower {
     /// Follows entries after `cursor`. `conn`, if given, is used until it fails.
-    pub fn new(client: RedisSource, conn: Option<MultiplexedConnection>, cursor: StreamId) -> Self {
+    pub(crate) fn new(
+        client: RedisSource,
+        conn: Option<MultiplexedConnection>,
+        cursor: StreamId,
+    ) -> Self {
         Self {
             client,
             conn,
@@ -274,14 +278,9 @@ impl Follower {
         }
     }
 
-    /// The id of the last entry returned (or the starting cursor).
-    pub fn cursor(&self) -> StreamId {
-        self.cursor
-    }
-
     /// The next entries after the cursor, in order. Waits as long as it takes, reconnecting with
     /// backoff when Redis is gone; `None` once `shutdown` is cancelled.
-    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<Vec<Entry>> {
+    pub(crate) async fn next(&mut self, shutdown: &CancellationToken) -> Option<Vec<Entry>> {
         loop {
             if shutdown.is_cancelled() {
                 return None;

@@ -8,13 +8,15 @@
 //! The escaping is the protocol crate's, the same as the bridge's: it leaves backslashes alone,
 //! so text the bridge already escaped reads the same after a second pass.
 
-pub use tapgate_protocol::text::{escape_untrusted, is_unsafe};
+pub(crate) use tapgate_protocol::text::escape_untrusted;
+#[cfg(test)]
+pub(crate) use tapgate_protocol::text::is_unsafe;
 
 /// Most characters of any one untrusted string shown or printed by the monitor.
-pub const MAX_TEXT: usize = 512;
+pub(crate) const MAX_TEXT: usize = 512;
 
 /// `v` with [`escape_untrusted`] applied to every string in it (keys included).
-pub fn escape_json(v: serde_json::Value) -> serde_json::Value {
+pub(crate) fn escape_json(v: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match v {
         Value::String(s) => Value::String(escape_untrusted(&s, MAX_TEXT)),

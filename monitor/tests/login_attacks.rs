@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::*;
-use tapgate_monitor::web::throttle::SLOT_WAIT;
+use tapgate_monitor::web::SLOT_WAIT;
 use tapgate_runtime::clock::ManualClock;
 use tapgate_testkit::RedisServer;
 

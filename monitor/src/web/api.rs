@@ -16,7 +16,7 @@ use tapgate_protocol::Event;
 
 /// `GET /api/session`: who is looking, the CSRF token for their requests, whether they may
 /// change anything, and the dashboard's wording ([`format::wording`]).
-pub async fn session(State(state): State<AppState>, Viewer(s): Viewer) -> Json<Value> {
+pub(super) async fn session(State(state): State<AppState>, Viewer(s): Viewer) -> Json<Value> {
     let mut v = match s {
         Some(s) => json!({"operator": s.operator, "csrf": s.csrf, "read_only": false}),
         None => json!({"operator": null, "csrf": null, "read_only": true,
@@ -27,20 +27,23 @@ pub async fn session(State(state): State<AppState>, Viewer(s): Viewer) -> Json<V
 }
 
 /// `GET /api/counters`.
-pub async fn counters(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
+pub(super) async fn counters(
+    State(state): State<AppState>,
+    _: Viewer,
+) -> Result<Json<Value>, WebError> {
     Ok(Json(data::counters(&mut state.redis.clone()).await?))
 }
 
 /// Query of `GET /api/events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     /// How many of the newest events (1..=1000; default: the configured history).
     pub limit: Option<usize>,
 }
 
 /// `GET /api/events?limit=N`: the newest events, oldest first.
-pub async fn events(
+pub(super) async fn events(
     State(state): State<AppState>,
     _: Viewer,
     q: Result<Query<EventsQuery>, QueryRejection>,
@@ -57,14 +60,20 @@ pub async fn events(
 }
 
 /// `GET /api/charts/minutes`: per-minute entries and denials over the last hour.
-pub async fn minutes(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
+pub(super) async fn minutes(
+    State(state): State<AppState>,
+    _: Viewer,
+) -> Result<Json<Value>, WebError> {
     Ok(Json(
         data::minutes(&mut state.redis.clone(), now_ms()).await?,
     ))
 }
 
 /// `GET /api/devices`: presence and counters per device.
-pub async fn devices(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
+pub(super) async fn devices(
+    State(state): State<AppState>,
+    _: Viewer,
+) -> Result<Json<Value>, WebError> {
     let mut rows = data::devices(&mut state.redis.clone()).await?;
     if let Value::Array(rows) = &mut rows {
         state.live.freshen(rows);
@@ -74,7 +83,7 @@ pub async fn devices(State(state): State<AppState>, _: Viewer) -> Result<Json<Va
 
 /// `GET /api/cards/{card}`: the card's pass (and whether it may be voided now), wallet (balance
 /// and charges against the caps), block and recent events.
-pub async fn card(
+pub(super) async fn card(
     State(state): State<AppState>,
     _: Viewer,
     Path(card): Path<String>,
@@ -106,13 +115,16 @@ fn describe(item: &mut Value) {
 }
 
 /// `GET /api/blocked`: the deny list.
-pub async fn blocked(State(state): State<AppState>, _: Viewer) -> Result<Json<Value>, WebError> {
+pub(super) async fn blocked(
+    State(state): State<AppState>,
+    _: Viewer,
+) -> Result<Json<Value>, WebError> {
     Ok(Json(data::blocked(&mut state.redis.clone()).await?))
 }
 
 /// `GET /api/audit`: the newest 100 audit records, newest first (operators only, never the
 /// public).
-pub async fn audit(
+pub(super) async fn audit(
     State(state): State<AppState>,
     Viewer(viewer): Viewer,
 ) -> Result<Json<Value>, WebError> {

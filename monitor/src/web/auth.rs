@@ -32,13 +32,13 @@ use crate::password;
 
 /// Whoever may read: `Some(session)` for an operator, `None` for the public (only when the
 /// config allows public read-only access).
-pub struct Viewer(pub Option<Session>);
+pub(super) struct Viewer(pub Option<Session>);
 
 /// A logged-in operator whose request carries the session's CSRF token.
-pub struct Operator(pub Session);
+pub(crate) struct Operator(pub Session);
 
 /// The session a request's cookie names, if it is still valid.
-pub async fn session_of(
+pub(super) async fn session_of(
     headers: &HeaderMap,
     state: &AppState,
 ) -> Result<Option<Session>, WebError> {
@@ -82,12 +82,12 @@ impl FromRequestParts<AppState> for Operator {
 }
 
 /// The client address of a request (see [`client::client_ip`]).
-pub fn client_of(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+pub(super) fn client_of(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     client::client_ip(peer, headers, &state.proxies)
 }
 
 /// Appends to the audit trail; a failure is logged, never shown to the operator as theirs.
-pub async fn audit(state: &AppState, record: Record<'_>) {
+pub(super) async fn audit(state: &AppState, record: Record<'_>) {
     if let Err(e) = audit::append(&mut state.redis.clone(), &record).await {
         warn!(error = %e, action = record.action.as_str(), "Cannot write the audit trail");
     }
@@ -96,7 +96,7 @@ pub async fn audit(state: &AppState, record: Record<'_>) {
 /// The login form's fields.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoginForm {
+pub(super) struct LoginForm {
     /// Operator name.
     pub name: String,
     /// Password.
@@ -112,7 +112,7 @@ fn decoy_hash() -> &'static str {
 }
 
 /// `POST /login`: checks the form and the password, starts a session, redirects to `/`.
-pub async fn login(
+pub(super) async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -322,7 +322,7 @@ fn cleared_cookie(state: &AppState) -> Response {
 }
 
 /// `POST /logout`: ends the session (CSRF-checked) and clears the cookie.
-pub async fn logout(
+pub(super) async fn logout(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -339,7 +339,7 @@ pub async fn logout(
 }
 
 /// `POST /logout-everywhere`: ends every session of the operator (CSRF-checked), this one too.
-pub async fn logout_everywhere(
+pub(super) async fn logout_everywhere(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

@@ -27,12 +27,12 @@ use crate::audit::{Action, Record};
 use crate::tail::now_ms;
 
 /// Approximate cap on the stream length when appending.
-pub const STREAM_MAXLEN: u64 = 1_000_000;
+pub(super) const STREAM_MAXLEN: u64 = 1_000_000;
 
 /// Why an operator blocks a card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum BlockReason {
+pub(super) enum BlockReason {
     /// The rider lost the card.
     Lost,
     /// The card was stolen.
@@ -43,7 +43,7 @@ pub enum BlockReason {
 
 impl BlockReason {
     /// The stored name.
-    pub const fn as_str(self) -> &'static str {
+    pub(super) const fn as_str(self) -> &'static str {
         match self {
             BlockReason::Lost => "lost",
             BlockReason::Stolen => "stolen",
@@ -55,7 +55,7 @@ impl BlockReason {
 /// Body of `POST /api/cards/{card}/block`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BlockRequest {
+pub(super) struct BlockRequest {
     /// Why: `lost`, `stolen` or `fraud`.
     pub reason: BlockReason,
 }
@@ -89,7 +89,7 @@ fn event(kind: EventKind, card: &CardId, reason: &str, by: &str, at: u64) -> Eve
 }
 
 /// `POST /api/cards/{card}/block` with `{"reason": "lost"|"stolen"|"fraud"}`.
-pub async fn block(
+pub(super) async fn block(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -136,7 +136,7 @@ pub async fn block(
 }
 
 /// `POST /api/cards/{card}/unblock`.
-pub async fn unblock(
+pub(super) async fn unblock(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

@@ -14,14 +14,14 @@ use axum::http::{header, HeaderMap};
 
 /// An address block such as `10.0.0.0/8` or `fd00::/8`; a bare address is a /32 or /128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     net: IpAddr,
     bits: u8,
 }
 
 impl Cidr {
     /// Parses `addr` or `addr/bits`.
-    pub fn parse(s: &str) -> Option<Cidr> {
+    pub(crate) fn parse(s: &str) -> Option<Cidr> {
         let (addr, bits) = match s.trim().split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (s.trim(), None),
@@ -37,7 +37,7 @@ impl Cidr {
     }
 
     /// Whether `ip` lies in this block (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, canonical(ip)) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
@@ -55,7 +55,7 @@ impl Cidr {
 }
 
 /// `ip`, with an IPv4-mapped IPv6 address turned back into IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -63,7 +63,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The bucket limits count `ip` in: the IPv4 address itself, or the IPv6 /64 it lies in.
-pub fn bucket(ip: IpAddr) -> String {
+pub(crate) fn bucket(ip: IpAddr) -> String {
     match canonical(ip) {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
@@ -74,14 +74,14 @@ pub fn bucket(ip: IpAddr) -> String {
 }
 
 /// Whether `peer` is one of `proxies`.
-pub fn is_trusted(peer: IpAddr, proxies: &[Cidr]) -> bool {
+pub(crate) fn is_trusted(peer: IpAddr, proxies: &[Cidr]) -> bool {
     proxies.iter().any(|p| p.contains(peer))
 }
 
 /// The client's address: `peer`, or, when `peer` is a trusted proxy, the right-most
 /// `X-Forwarded-For` address that is not a trusted proxy. A trusted proxy that sends no usable
 /// header is taken as the client.
-pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, proxies: &[Cidr]) -> IpAddr {
+pub(crate) fn client_ip(peer: SocketAddr, headers: &HeaderMap, proxies: &[Cidr]) -> IpAddr {
     let peer = canonical(peer.ip());
     if !is_trusted(peer, proxies) {
         return peer;
@@ -110,7 +110,7 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, proxies: &[Cidr]) -> IpA
 }
 
 /// Whether `s` is a host name or address as written in `allowed_hosts` (no port, no scheme).
-pub fn valid_host(s: &str) -> bool {
+pub(crate) fn valid_host(s: &str) -> bool {
     let s = s.trim_start_matches('[').trim_end_matches(']');
     if s.parse::<IpAddr>().is_ok() {
         return true;
@@ -127,7 +127,7 @@ pub fn valid_host(s: &str) -> bool {
 }
 
 /// The host part of a `Host` header value (`name`, `name:port`, `[v6]:port`), lower-cased.
-pub fn host_name(value: &str) -> Option<String> {
+pub(crate) fn host_name(value: &str) -> Option<String> {
     let value = value.trim();
     let host = if let Some(rest) = value.strip_prefix('[') {
         rest.split_once(']')?.0
@@ -145,7 +145,7 @@ pub fn host_name(value: &str) -> Option<String> {
 /// must not reach a local dashboard by pointing its own name at 127.0.0.1). A request with no
 /// `Host` at all (HTTP/1.0, a health check) is answered: browsers always send one, so it cannot
 /// be a page on another site.
-pub fn host_allowed(headers: &HeaderMap, allowed: &[String], loopback: bool) -> bool {
+pub(crate) fn host_allowed(headers: &HeaderMap, allowed: &[String], loopback: bool) -> bool {
     let Some(value) = headers.get(header::HOST) else {
         return true;
     };

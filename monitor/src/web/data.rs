@@ -56,7 +56,7 @@ fn per_product(h: &Hash) -> BTreeMap<String, i64> {
 /// `{issued: {PRODUCT: n}, entries: {PRODUCT: n}, denied: {reason: n}, unpaid: {reason: n},
 /// rejected: {reason: n}}`. Unpaid entries are riders a fail-open gate let through offline whose
 /// card could not pay, by deny reason.
-pub async fn counters(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+pub(super) async fn counters(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
     let (issued, entries, denied, unpaid, rejected): (Hash, Hash, Hash, Hash, Hash) = redis::pipe()
         .hgetall(keys::COUNTERS_ISSUED)
         .hgetall(keys::COUNTERS_ENTRIES)
@@ -77,7 +77,7 @@ pub async fn counters(conn: &mut impl ConnectionLike) -> Result<Value, WebError>
 }
 
 /// The newest `n` events, oldest first, and the id of the newest (the feed's resume point).
-pub async fn history(
+pub(super) async fn history(
     conn: &mut impl ConnectionLike,
     n: usize,
 ) -> Result<(Vec<Value>, Option<StreamId>), WebError> {
@@ -87,7 +87,10 @@ pub async fn history(
 }
 
 /// Entries and denials per minute over the hour up to `now_ms`, bucketed by stream id time.
-pub async fn minutes(conn: &mut impl ConnectionLike, now_ms: u64) -> Result<Value, WebError> {
+pub(super) async fn minutes(
+    conn: &mut impl ConnectionLike,
+    now_ms: u64,
+) -> Result<Value, WebError> {
     const MINUTES: usize = 60;
     const MAX_SCAN: usize = 500_000;
     let end_minute = now_ms / 60_000;
@@ -144,13 +147,15 @@ fn num(h: &Hash, k: &str) -> Option<i64> {
 }
 
 /// Most devices the dashboard lists.
-pub const MAX_DEVICES: usize = 5_000;
+pub(super) const MAX_DEVICES: usize = 5_000;
 
 /// A device as the dashboard names it: `{kind}/{device}`.
-pub type DeviceKey = (DeviceKind, DeviceId);
+pub(super) type DeviceKey = (DeviceKind, DeviceId);
 
 /// The devices in the `tapgate:devices` set, valid names only, sorted, at most [`MAX_DEVICES`].
-pub async fn device_members(conn: &mut impl ConnectionLike) -> Result<Vec<DeviceKey>, WebError> {
+pub(super) async fn device_members(
+    conn: &mut impl ConnectionLike,
+) -> Result<Vec<DeviceKey>, WebError> {
     let members: Vec<String> = redis::cmd("SMEMBERS")
         .arg(keys::DEVICES)
         .query_async(conn)
@@ -169,7 +174,7 @@ pub async fn device_members(conn: &mut impl ConnectionLike) -> Result<Vec<Device
 
 /// The dashboard row of each device: presence and counters, or `None` when it has no presence
 /// record (the bridge let it expire), so it is not shown.
-pub async fn device_rows(
+pub(super) async fn device_rows(
     conn: &mut impl ConnectionLike,
     devices: &[DeviceKey],
 ) -> Result<Vec<Option<Value>>, WebError> {
@@ -209,7 +214,7 @@ pub async fn device_rows(
 
 /// Every device the bridge has seen and still has presence for: presence and per-device
 /// counters, sorted by kind and name.
-pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+pub(super) async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
     let members = device_members(conn).await?;
     let rows = device_rows(conn, &members).await?;
     Ok(Value::Array(rows.into_iter().flatten().collect()))
@@ -217,7 +222,7 @@ pub async fn devices(conn: &mut impl ConnectionLike) -> Result<Value, WebError> 
 
 /// Parses a card number from a path into its canonical (upper-case) form, or says why not.
 /// Every card key the dashboard reads or writes is built from the result.
-pub fn card_id(s: &str) -> Result<CardId, WebError> {
+pub(super) fn card_id(s: &str) -> Result<CardId, WebError> {
     CardId::new(s.to_ascii_uppercase()).map_err(|e| {
         WebError::BadRequest(format!(
             "invalid card number: {}",
@@ -229,7 +234,7 @@ pub fn card_id(s: &str) -> Result<CardId, WebError> {
 /// A card's pass (with time left at `now_ms`, its sale, and whether it may be voided with a void
 /// window of `void_window`), its pay-as-you-go wallet ([`wallet`]), deny-list entry and recent
 /// events.
-pub async fn card(
+pub(super) async fn card(
     conn: &mut impl ConnectionLike,
     card: &CardId,
     now_ms: u64,
@@ -317,7 +322,7 @@ pub async fn card(
 /// `now_ms` falls in ([`Catalogue::fare_day`]), what the card was charged in each against the
 /// caps, and what its next entry would cost. Amounts are minor units of `currency` (the wallet's,
 /// else the catalogue's), each with a `_text` as people read it.
-pub fn wallet_view(wallet: &Hash, catalogue: &Catalogue, now_ms: u64) -> Value {
+pub(super) fn wallet_view(wallet: &Hash, catalogue: &Catalogue, now_ms: u64) -> Value {
     use fields::wallet as w;
     if wallet.is_empty() {
         return Value::Null;
@@ -364,7 +369,7 @@ pub fn wallet_view(wallet: &Hash, catalogue: &Catalogue, now_ms: u64) -> Value {
 }
 
 /// The deny list: `[{card, reason, by, at}]`, sorted by card.
-pub async fn blocked(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
+pub(super) async fn blocked(conn: &mut impl ConnectionLike) -> Result<Value, WebError> {
     let index: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(keys::BLOCKED_INDEX)
         .query_async(conn)

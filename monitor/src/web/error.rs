@@ -158,12 +158,12 @@ impl IntoResponse for WebError {
 }
 
 /// Whether a path is an API route (JSON errors) rather than a page (HTML errors).
-pub fn is_api(path: &str) -> bool {
+pub(super) fn is_api(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/")
 }
 
 /// Answers unknown routes: JSON under `/api`, a page elsewhere.
-pub async fn not_found(uri: Uri) -> Response {
+pub(super) async fn not_found(uri: Uri) -> Response {
     let e = WebError::NotFound(format!("no such page: {}", uri.path()));
     if is_api(uri.path()) {
         e.into_response()
@@ -173,7 +173,7 @@ pub async fn not_found(uri: Uri) -> Response {
 }
 
 /// Answers a known route called with the wrong method.
-pub async fn method_not_allowed(uri: Uri) -> Response {
+pub(super) async fn method_not_allowed(uri: Uri) -> Response {
     if is_api(uri.path()) {
         WebError::MethodNotAllowed.into_response()
     } else {

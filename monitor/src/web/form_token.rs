@@ -14,15 +14,15 @@ use super::error::WebError;
 use super::session::{hex, tokens_match};
 
 /// How long a login form may be submitted after it was served.
-pub const FORM_TOKEN_TTL: Duration = Duration::from_secs(3600);
+pub(super) const FORM_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// The key form tokens are made with: 32 random bytes per server process.
 #[derive(Clone)]
-pub struct FormKey([u8; 32]);
+pub(crate) struct FormKey([u8; 32]);
 
 impl FormKey {
     /// A fresh random key.
-    pub fn random() -> Result<Self, WebError> {
+    pub(crate) fn random() -> Result<Self, WebError> {
         let mut k = [0u8; 32];
         getrandom::fill(&mut k).map_err(|e| WebError::Internal(format!("no randomness: {e}")))?;
         Ok(Self(k))
@@ -39,7 +39,7 @@ impl FormKey {
     }
 
     /// A token issued at `now_ms`.
-    pub fn issue(&self, now_ms: u64) -> Result<String, WebError> {
+    pub(crate) fn issue(&self, now_ms: u64) -> Result<String, WebError> {
         let mut n = [0u8; 8];
         getrandom::fill(&mut n).map_err(|e| WebError::Internal(format!("no randomness: {e}")))?;
         let issued = format!("{now_ms:016x}");
@@ -50,7 +50,7 @@ impl FormKey {
 
     /// Whether `token` was issued by this key no longer than [`FORM_TOKEN_TTL`] before `now_ms`
     /// (and not in the future).
-    pub fn verify(&self, token: &str, now_ms: u64) -> bool {
+    pub(crate) fn verify(&self, token: &str, now_ms: u64) -> bool {
         let mut parts = token.split('.');
         let (Some(issued), Some(nonce), Some(mac), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())

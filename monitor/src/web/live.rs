@@ -41,7 +41,7 @@ use crate::format::entry_value;
 use crate::stream::{self as events, Follower, StreamId};
 
 /// How often an operator's live stream re-checks that the session is still valid.
-pub const SESSION_CHECK: Duration = Duration::from_secs(2);
+pub(super) const SESSION_CHECK: Duration = Duration::from_secs(2);
 
 /// How many of the latest events are read at start-up to learn which devices are active.
 const RECENT_ACTIVITY: usize = 1000;
@@ -51,7 +51,7 @@ const DEVICES_EVERY: Duration = Duration::from_secs(5);
 
 /// One broadcast update.
 #[derive(Debug)]
-pub enum LiveMsg {
+pub(crate) enum LiveMsg {
     /// New stream entries, oldest first, with their ids.
     Events(Vec<(StreamId, Value)>),
     /// The counters after them.
@@ -62,7 +62,7 @@ pub enum LiveMsg {
 
 /// What changed in the device table.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct DeviceChanges {
+pub(crate) struct DeviceChanges {
     /// New or changed rows.
     pub changed: Vec<Value>,
     /// `{kind}/{device}` of devices no longer shown.
@@ -76,11 +76,11 @@ impl DeviceChanges {
 }
 
 /// The device table: `{kind}/{device}` → row.
-pub type DeviceTable = BTreeMap<String, Value>;
+pub(super) type DeviceTable = BTreeMap<String, Value>;
 
 /// Applies fresh `rows` (`None`: no longer shown) to `table` and says what changed. With
 /// `complete`, `rows` name every device, and any other in the table is gone.
-pub fn apply_rows(
+pub(super) fn apply_rows(
     table: &mut DeviceTable,
     rows: Vec<(String, Option<Value>)>,
     complete: bool,
@@ -118,14 +118,14 @@ pub fn apply_rows(
 
 /// When each device (`{kind}/{device}`) last had an event in the stream, Unix ms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Activity(BTreeMap<String, u64>);
+pub(super) struct Activity(BTreeMap<String, u64>);
 
 impl Activity {
     /// Most devices remembered; beyond it the longest-quiet one is forgotten.
     const MAX: usize = data::MAX_DEVICES * 2;
 
     /// Notes the events of `entries` (their stream id time), keeping the newest per device.
-    pub fn note(&mut self, entries: &[events::Entry]) {
+    pub(super) fn note(&mut self, entries: &[events::Entry]) {
         for e in entries {
             let Some((kind, device)) = e
                 .event
@@ -152,7 +152,7 @@ impl Activity {
     }
 
     /// Sets a device row's `last_seen` to the newer of its presence and its latest event.
-    pub fn freshen(&self, key: &str, row: &mut Value) {
+    pub(super) fn freshen(&self, key: &str, row: &mut Value) {
         let Some(&at) = self.0.get(key) else {
             return;
         };
@@ -165,7 +165,7 @@ impl Activity {
 
 /// The broadcast point between the follower and the browsers.
 #[derive(Clone)]
-pub struct Hub {
+pub(crate) struct Hub {
     tx: broadcast::Sender<Arc<LiveMsg>>,
     shutdown: CancellationToken,
     devices: Arc<Mutex<DeviceTable>>,
@@ -174,7 +174,7 @@ pub struct Hub {
 
 impl Hub {
     /// A hub whose browser streams end when `shutdown` is cancelled.
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(shutdown: CancellationToken) -> Self {
         let (tx, _) = broadcast::channel(1024);
         Self {
             tx,
@@ -185,7 +185,7 @@ impl Hub {
     }
 
     /// Notes which devices the events of `entries` came from.
-    pub fn note_activity(&self, entries: &[events::Entry]) {
+    pub(crate) fn note_activity(&self, entries: &[events::Entry]) {
         self.activity
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -193,7 +193,7 @@ impl Hub {
     }
 
     /// Sets each row's `last_seen` to the newer of its presence and its latest event.
-    pub fn freshen(&self, rows: &mut [Value]) {
+    pub(crate) fn freshen(&self, rows: &mut [Value]) {
         let activity = self
             .activity
             .lock()
@@ -235,7 +235,7 @@ impl Hub {
     }
 
     /// The device table as every browser has it now.
-    pub fn devices(&self) -> Value {
+    pub(crate) fn devices(&self) -> Value {
         let table = self
             .devices
             .lock()
@@ -249,7 +249,7 @@ impl Hub {
     }
 
     /// A new receiver of every update from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMsg>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMsg>> {
         self.tx.subscribe()
     }
 }
@@ -263,7 +263,7 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
 
 /// Runs a Redis read, retrying twice when Redis fails (the connection manager reconnects in the
 /// background after a failure, e.g. across a Redis restart).
-pub async fn retry<T, F, Fut>(mut f: F) -> Result<T, WebError>
+pub(super) async fn retry<T, F, Fut>(mut f: F) -> Result<T, WebError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, WebError>>,
@@ -370,7 +370,11 @@ async fn push_devices(redis: RedisLink, hub: Hub) {
 }
 
 /// Follows the stream and pushes updates to `hub` until its shutdown token is cancelled.
-pub async fn follow(client: tapgate_runtime::redis::RedisSource, redis: RedisLink, hub: Hub) {
+pub(super) async fn follow(
+    client: tapgate_runtime::redis::RedisSource,
+    redis: RedisLink,
+    hub: Hub,
+) {
     tokio::join!(
         follow_stream(client, redis.clone(), hub.clone()),
         push_devices(redis, hub)
@@ -383,7 +387,7 @@ fn sse_json(name: &str, data: &Value) -> SseEvent {
 
 /// `GET /api/live`: server-sent events `snapshot`, then `events`, `counters`,
 /// `device-changes`.
-pub async fn sse(
+pub(super) async fn sse(
     State(state): State<AppState>,
     Viewer(viewer): Viewer,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, WebError> {

@@ -1,43 +1,43 @@
 //! `tapgate-monitor serve`: the operators' live dashboard.
 //!
-//! - [`error`]: [`WebError`], every refusal as a 4xx/5xx JSON body (API) or page (browser).
-//! - [`security`]: the `Host` allow-list, cross-site `POST` refusal, the body size guard and
+//! - `error`: [`WebError`], every refusal as a 4xx/5xx JSON body (API) or page (browser).
+//! - `security`: the `Host` allow-list, cross-site `POST` refusal, the body size guard and
 //!   response headers (strict CSP, no framing, nosniff).
-//! - [`client`]: the client address (trusted proxies, IPv6 /64 buckets) and host names.
-//! - [`server`]: the HTTP/1 accept loop: header-read timeout, connections per address.
-//! - [`session`]: sessions in Redis, cookies, CSRF tokens, and how sessions end.
-//! - [`session_key`]: the server secret that session ids and CSRF tokens are MACs under.
-//! - [`form_token`]: the login form's token, bound to this server.
-//! - [`throttle`]: the bound on password checks and the failed-login limits.
-//! - [`auth`]: the login and logout routes and the extractors that guard every other route.
-//! - [`data`]: reads from Redis: counters, history, per-minute charts, devices, cards, deny list.
-//! - [`api`]: the JSON routes built on [`data`].
-//! - [`blocklist`]: blocking and unblocking cards, atomically with their stream event.
+//! - `client`: the client address (trusted proxies, IPv6 /64 buckets) and host names.
+//! - `server`: the HTTP/1 accept loop: header-read timeout, connections per address.
+//! - `session`: sessions in Redis, cookies, CSRF tokens, and how sessions end.
+//! - `session_key`: the server secret that session ids and CSRF tokens are MACs under.
+//! - `form_token`: the login form's token, bound to this server.
+//! - `throttle`: the bound on password checks and the failed-login limits.
+//! - `auth`: the login and logout routes and the extractors that guard every other route.
+//! - `data`: reads from Redis: counters, history, per-minute charts, devices, cards, deny list.
+//! - `api`: the JSON routes built on `data`.
+//! - `blocklist`: blocking and unblocking cards, atomically with their stream event.
 //! - [`void`]: voiding a sale made in error: the unused pass, its revenue and its event in one
 //!   script, within the void window.
-//! - [`replace`]: replacing a lost card by a new one ([`crate::replace`] does the work).
-//! - [`revenue`]: a service day's revenue by product and terminal, named by the fare catalogue.
-//! - [`live`]: one task follows the stream and pushes events and counters to every browser (SSE).
-//! - [`pages`]: the HTML pages and the embedded assets (no CDN, no inline script).
+//! - `replace`: replacing a lost card by a new one ([`crate::replace`] does the work).
+//! - `revenue`: a service day's revenue by product and terminal, named by the fare catalogue.
+//! - `live`: one task follows the stream and pushes events and counters to every browser (SSE).
+//! - `pages`: the HTML pages and the embedded assets (no CDN, no inline script).
 //!
 //! [`start`] binds, spawns the server and returns its address; [`run`] serves until shutdown.
 
-pub mod api;
-pub mod auth;
-pub mod blocklist;
-pub mod client;
-pub mod data;
-pub mod error;
-pub mod form_token;
-pub mod live;
-pub mod pages;
-pub mod replace;
-pub mod revenue;
-pub mod security;
-pub mod server;
-pub mod session;
-pub mod session_key;
-pub mod throttle;
+mod api;
+mod auth;
+mod blocklist;
+pub(crate) mod client;
+mod data;
+mod error;
+mod form_token;
+mod live;
+mod pages;
+mod replace;
+mod revenue;
+mod security;
+mod server;
+mod session;
+mod session_key;
+mod throttle;
 pub mod void;
 
 use std::net::SocketAddr;
@@ -57,10 +57,12 @@ use crate::audit::{Action, Record};
 use crate::config::ServeConfig;
 pub use error::WebError;
 use session::{Credential, Credentials};
+pub use session_key::{KeySource, SessionKey, SessionKeyError};
+pub use throttle::SLOT_WAIT;
 
 /// Shared state of every request.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The validated settings.
     pub config: Arc<ServeConfig>,
     /// Redis for request handlers (reconnects by itself).
@@ -86,7 +88,7 @@ pub struct AppState {
 
 impl AppState {
     /// The login limits from the settings.
-    pub fn limits(&self) -> throttle::Limits {
+    pub(crate) fn limits(&self) -> throttle::Limits {
         throttle::Limits {
             free_failures: self.config.login_attempts,
             max_delay: self.config.login_max_delay,
@@ -156,7 +158,7 @@ impl ServerHandle {
 }
 
 /// The routes.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/", get(pages::dashboard))

@@ -22,7 +22,7 @@ const STYLE_CSS: &str = include_str!("../../assets/style.css");
 const ICON_SVG: &str = include_str!("../../assets/icon.svg");
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -38,7 +38,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// `GET /`: the dashboard, or a redirect to the login page.
-pub async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !state.config.public_read_only {
         match session_of(&headers, &state).await {
             Ok(Some(_)) => {}
@@ -50,12 +50,12 @@ pub async fn dashboard(State(state): State<AppState>, headers: HeaderMap) -> Res
 }
 
 /// `GET /login`: the login form.
-pub async fn login_page(State(state): State<AppState>) -> Response {
+pub(super) async fn login_page(State(state): State<AppState>) -> Response {
     login_form(&state, StatusCode::OK, None)
 }
 
 /// The login form with a fresh anti-forgery token (also set as a cookie) and an optional message.
-pub fn login_form(state: &AppState, status: StatusCode, message: Option<&str>) -> Response {
+pub(super) fn login_form(state: &AppState, status: StatusCode, message: Option<&str>) -> Response {
     let token = match state.form_key.issue(state.clock.now_ms()) {
         Ok(t) => t,
         Err(e) => return e.into_page(),
@@ -84,7 +84,7 @@ pub fn login_form(state: &AppState, status: StatusCode, message: Option<&str>) -
 }
 
 /// `GET /assets/{name}`: an embedded file.
-pub async fn asset(Path(name): Path<String>) -> Response {
+pub(super) async fn asset(Path(name): Path<String>) -> Response {
     let (body, mime) = match name.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE_CSS, "text/css; charset=utf-8"),

@@ -24,7 +24,7 @@ use crate::replace::{self, parse_card, ReplaceError, ReplaceRefusal};
 /// Body of `POST /api/cards/{card}/replace`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReplaceRequest {
+pub(super) struct ReplaceRequest {
     /// The new card.
     pub to: String,
 }
@@ -40,7 +40,7 @@ impl From<ReplaceError> for WebError {
 }
 
 /// `POST /api/cards/{card}/replace` with `{"to": CARD}`.
-pub async fn route(
+pub(super) async fn route(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

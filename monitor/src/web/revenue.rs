@@ -37,7 +37,7 @@ use super::AppState;
 const BUILTIN_TWO_HOUR_MS: u64 = 7_200_000;
 
 /// The catalogue named by the `fares` setting, or the built-in one without it.
-pub fn load_catalogue(fares: Option<&Path>) -> Result<Catalogue, FaresError> {
+pub(super) fn load_catalogue(fares: Option<&Path>) -> Result<Catalogue, FaresError> {
     match fares {
         Some(path) => Catalogue::load(path),
         None => Ok(Catalogue::builtin(BUILTIN_TWO_HOUR_MS)),
@@ -168,7 +168,7 @@ fn row(id: &str, name: Option<&str>, t: Takings, cur: Currency) -> Value {
 }
 
 /// The revenue of service day `label` (`YYYY-MM-DD`); `today` is today's label.
-pub async fn read(
+pub(super) async fn read(
     conn: &mut impl ConnectionLike,
     catalogue: &Catalogue,
     label: &str,
@@ -184,13 +184,13 @@ pub async fn read(
 /// Query of `GET /api/revenue`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RevenueQuery {
+pub(super) struct RevenueQuery {
     /// The service day, `YYYY-MM-DD` (default: today's).
     pub day: Option<String>,
 }
 
 /// `GET /api/revenue[?day=YYYY-MM-DD]`: a service day's revenue, today's by default.
-pub async fn route(
+pub(super) async fn route(
     State(state): State<AppState>,
     _: Viewer,
     q: Result<Query<RevenueQuery>, QueryRejection>,

@@ -20,7 +20,7 @@ use super::error::{is_api, WebError};
 use super::{client, AppState};
 
 /// The Content-Security-Policy of every response.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+pub(super) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
@@ -39,7 +39,7 @@ const HEADERS: [(HeaderName, &str); 5] = [
 /// Why a `POST` is refused as cross-site, if it is. `Sec-Fetch-Site`, which only the browser
 /// can set, decides when present; otherwise `Origin`, when present, must name the same host
 /// and port as `Host` (`null`, sent for sandboxed or privacy-stripped requests, never does).
-pub fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
+pub(super) fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = get("sec-fetch-site") {
         return (!matches!(site, "same-origin" | "none"))
@@ -59,7 +59,7 @@ pub fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
 }
 
 /// Refuses wrong hosts, cross-site posts and oversized bodies, and adds the security headers.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limit = state.config.max_body_bytes;
     let api = is_api(req.uri().path());
     let announced = req

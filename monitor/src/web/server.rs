@@ -29,7 +29,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Limits on connections.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(super) struct Limits {
     /// Longest time to send a request's headers.
     pub header_timeout: Duration,
     /// Open connections per client address bucket.
@@ -79,7 +79,7 @@ impl Drop for Slot {
 }
 
 /// Serves `app` on `listener` until `shutdown`.
-pub async fn serve(
+pub(super) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,

@@ -35,15 +35,15 @@ use super::session_key::SessionKey;
 use tapgate_protocol::keys;
 
 /// The session cookie on plain HTTP (loopback).
-pub const SESSION_COOKIE: &str = "tapgate_session";
+pub(super) const SESSION_COOKIE: &str = "tapgate_session";
 /// The login form's anti-forgery cookie on plain HTTP (loopback).
-pub const LOGIN_COOKIE: &str = "tapgate_login";
+pub(super) const LOGIN_COOKIE: &str = "tapgate_login";
 /// The header carrying the CSRF token on API requests.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub(super) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The session cookie's name: `__Host-` prefixed when `secure`, so the browser only accepts it
 /// from this exact host over HTTPS.
-pub const fn session_cookie(secure: bool) -> &'static str {
+pub(super) const fn session_cookie(secure: bool) -> &'static str {
     if secure {
         "__Host-tapgate_session"
     } else {
@@ -52,7 +52,7 @@ pub const fn session_cookie(secure: bool) -> &'static str {
 }
 
 /// The login form cookie's name (see [`session_cookie`]).
-pub const fn login_cookie(secure: bool) -> &'static str {
+pub(super) const fn login_cookie(secure: bool) -> &'static str {
     if secure {
         "__Host-tapgate_login"
     } else {
@@ -62,7 +62,7 @@ pub const fn login_cookie(secure: bool) -> &'static str {
 
 /// A configured operator as the server checks them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credential {
+pub(crate) struct Credential {
     /// The argon2 PHC hash of their password.
     pub hash: String,
     /// A fingerprint of `hash`: sessions carry it and end when it changes.
@@ -71,7 +71,7 @@ pub struct Credential {
 
 impl Credential {
     /// The credential for a password hash.
-    pub fn new(hash: &str) -> Self {
+    pub(crate) fn new(hash: &str) -> Self {
         let digest = Blake2b512::digest(hash.as_bytes());
         Self {
             hash: hash.to_owned(),
@@ -81,27 +81,27 @@ impl Credential {
 }
 
 /// Operator name → credential.
-pub type Credentials = HashMap<String, Credential>;
+pub(super) type Credentials = HashMap<String, Credential>;
 
 /// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fresh random 256-bit token, as 64 lowercase hex digits.
-pub fn new_token() -> Result<String, WebError> {
+pub(super) fn new_token() -> Result<String, WebError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| WebError::Internal(format!("no randomness: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Whether `s` looks like a token or id this server made (so nothing else reaches a Redis key).
-pub fn valid_token(s: &str) -> bool {
+pub(super) fn valid_token(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Compares two tokens in time independent of where they differ.
-pub fn tokens_match(a: &str, b: &str) -> bool {
+pub(super) fn tokens_match(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -110,7 +110,7 @@ pub fn tokens_match(a: &str, b: &str) -> bool {
 }
 
 /// The value of cookie `name` in the request, if any.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -123,7 +123,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, whole site, `max_age` (zero deletes),
 /// `Secure` when `secure`.
-pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> HeaderValue {
+pub(super) fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     let s = format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
@@ -135,7 +135,7 @@ pub fn set_cookie(name: &str, value: &str, max_age: Duration, secure: bool) -> H
 
 /// A logged-in operator's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
+pub(crate) struct Session {
     /// Its id in Redis ([`SessionKey::session_id`] of the cookie's token).
     pub id: String,
     /// Who logged in.
@@ -146,7 +146,7 @@ pub struct Session {
 
 impl Session {
     /// Whether `given` is this session's CSRF token.
-    pub fn csrf_ok(&self, given: Option<&str>) -> bool {
+    pub(crate) fn csrf_ok(&self, given: Option<&str>) -> bool {
         given.is_some_and(|g| tokens_match(g, &self.csrf))
     }
 }
@@ -165,7 +165,7 @@ return 0
 
 /// Starts a session for `operator` (whose credential is `cred`), expiring after `ttl`. Returns
 /// the token for the cookie, which is stored nowhere, and the session.
-pub async fn create(
+pub(super) async fn create(
     redis: &mut RedisLink,
     key: &SessionKey,
     operator: &str,
@@ -212,7 +212,7 @@ pub async fn create(
 /// The session whose cookie holds `token`, if it exists, has not expired, and its operator is
 /// still configured with the credential they logged in with. A session failing that check is
 /// ended.
-pub async fn load(
+pub(super) async fn load(
     redis: &mut RedisLink,
     key: &SessionKey,
     token: &str,
@@ -233,7 +233,7 @@ pub async fn load(
 
 /// The operator of the session with id `id`, under the same conditions as [`load`] (a session
 /// failing them is ended): how an open live stream re-checks its session.
-pub async fn operator_of(
+pub(super) async fn operator_of(
     redis: &mut RedisLink,
     id: &str,
     operators: &Credentials,
@@ -262,12 +262,12 @@ async fn end(redis: &mut RedisLink, operator: &str, id: &str) -> Result<(), WebE
 }
 
 /// Ends the session `s`.
-pub async fn destroy(redis: &mut RedisLink, s: &Session) -> Result<(), WebError> {
+pub(super) async fn destroy(redis: &mut RedisLink, s: &Session) -> Result<(), WebError> {
     end(redis, &s.operator, &s.id).await
 }
 
 /// Ends every session of `operator`; returns how many there were.
-pub async fn end_all(redis: &mut RedisLink, operator: &str) -> Result<usize, WebError> {
+pub(super) async fn end_all(redis: &mut RedisLink, operator: &str) -> Result<usize, WebError> {
     let set = keys::monitor_operator_sessions(operator);
     let ids: Vec<String> = redis.smembers(&set).await?;
     let mut pipe = redis::pipe();
@@ -282,7 +282,7 @@ pub async fn end_all(redis: &mut RedisLink, operator: &str) -> Result<usize, Web
 /// At start-up: ends every session of operators who were removed from the config or whose
 /// password changed since the last start, then records the current operators. Returns the
 /// operators whose sessions were ended.
-pub async fn sweep(
+pub(super) async fn sweep(
     redis: &mut RedisLink,
     operators: &Credentials,
 ) -> Result<Vec<String>, WebError> {

@@ -31,7 +31,7 @@ use blake2::Blake2bMac;
 use super::session::hex;
 
 /// Bytes in a session key.
-pub const KEY_LEN: usize = 32;
+pub(super) const KEY_LEN: usize = 32;
 
 /// BLAKE2b's personalisation for session MACs (at most 16 bytes).
 const PERSONA: &[u8] = b"tapgate session";

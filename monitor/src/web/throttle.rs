@@ -58,7 +58,7 @@ pub const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Who a password check is for, which decides the slots it may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// A login naming an operator, or made with a valid session: may take any slot.
     Operator,
     /// Any other login: may not take the slot kept for operators.
@@ -66,7 +66,7 @@ pub enum Claim {
 }
 
 /// A password-check slot; given back when dropped.
-pub struct Slot {
+pub(crate) struct Slot {
     // Dropped in this order: the slot first, so a login waiting for any slot gets it before a
     // made-up name waiting for its share is let into the queue.
     _any: OwnedSemaphorePermit,
@@ -82,7 +82,7 @@ struct Job {
 
 /// The bound on password checks running at once, and the threads that run them.
 #[derive(Clone)]
-pub struct PasswordChecks {
+pub(crate) struct PasswordChecks {
     /// Every slot: each check holds one.
     slots: Arc<Semaphore>,
     /// The share [`Claim::Other`] logins may hold (or wait for a slot with) at once: all but
@@ -94,7 +94,7 @@ pub struct PasswordChecks {
 impl PasswordChecks {
     /// Allows `n` at once, on `n` threads that end when the last clone is dropped; of two or
     /// more, one is kept for [`Claim::Operator`].
-    pub fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         let n = n.max(1);
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
@@ -126,7 +126,7 @@ impl PasswordChecks {
 
     /// A slot `claim` may take, waiting up to [`SLOT_WAIT`] for one; [`WebError::Busy`] if none
     /// frees by then.
-    pub async fn slot(&self, claim: Claim) -> Result<Slot, WebError> {
+    pub(crate) async fn slot(&self, claim: Claim) -> Result<Slot, WebError> {
         let take = async {
             let others = match claim {
                 Claim::Operator => None,
@@ -145,7 +145,7 @@ impl PasswordChecks {
     }
 
     /// Whether `password` matches `hash`, checked on a password-check thread holding `slot`.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         slot: Slot,
         password: String,
@@ -167,7 +167,7 @@ impl PasswordChecks {
 
 /// The login limits from the settings.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Failures of one name before attempts of it are delayed.
     pub free_failures: u32,
     /// Longest delay between attempts of one name.
@@ -182,7 +182,13 @@ pub struct Limits {
 /// How long an attempt of a name must still wait: after `failures` failures, the last at
 /// `last_ms`, at `now_ms`. No wait while `failures < free`; then 1 s doubling per failure, capped
 /// at `max`.
-pub fn name_wait(failures: u32, last_ms: u64, now_ms: u64, free: u32, max: Duration) -> Duration {
+pub(super) fn name_wait(
+    failures: u32,
+    last_ms: u64,
+    now_ms: u64,
+    free: u32,
+    max: Duration,
+) -> Duration {
     if failures < free {
         return Duration::ZERO;
     }
@@ -205,7 +211,7 @@ struct Seen {
 
 /// A login attempt as the limits see it.
 #[derive(Debug, Clone, Copy)]
-pub struct Attempt<'a> {
+pub(super) struct Attempt<'a> {
     /// The name it logs in with.
     pub name: &'a str,
     /// Its client address bucket (an IPv4 address or an IPv6 /64).
@@ -215,7 +221,7 @@ pub struct Attempt<'a> {
 }
 
 /// Refuses an attempt that must wait; `Ok` when it may go ahead.
-pub async fn check(
+pub(super) async fn check(
     redis: &mut RedisLink,
     clock: &dyn Clock,
     limits: Limits,
@@ -281,7 +287,7 @@ return 0
 /// [`check`], then, once the attempt's name must wait between attempts, takes its turn: of
 /// attempts of it arriving together, one goes ahead and the others are refused as if its wait
 /// had just begun. Called with a password-check slot held, just before the password is checked.
-pub async fn take_turn(
+pub(super) async fn take_turn(
     redis: &mut RedisLink,
     clock: &dyn Clock,
     limits: Limits,
@@ -316,7 +322,7 @@ pub async fn take_turn(
 /// Counts a failed login of `name` (empty: a name that breaks the name rule, counted against
 /// the address only) from `bucket`; `known`: the name is an operator's, counted against the
 /// (name, address) pair too.
-pub async fn failed(
+pub(super) async fn failed(
     redis: &mut RedisLink,
     clock: &dyn Clock,
     limits: Limits,
@@ -355,7 +361,11 @@ pub async fn failed(
 }
 
 /// Forgets the failures of `name`, and of `name` from `bucket`, after it logged in from there.
-pub async fn succeeded(redis: &mut RedisLink, name: &str, bucket: &str) -> Result<(), WebError> {
+pub(super) async fn succeeded(
+    redis: &mut RedisLink,
+    name: &str,
+    bucket: &str,
+) -> Result<(), WebError> {
     redis::cmd("DEL")
         .arg(keys::monitor_login_failures_name(name))
         .arg(keys::monitor_login_failures_pair(name, bucket))

@@ -3,9 +3,9 @@
 //! An operator may void a pass that a terminal sold by mistake, as long as it is unused and was
 //! sold less than the void window ago (`void_window`, 0 turns voids off). [`judge`] decides from
 //! the pass record alone whether it may be voided, and why not; the card lookup shows the same
-//! answer ([`status`]) so the dashboard offers the button only while it would work.
+//! answer (`status`) so the dashboard offers the button only while it would work.
 //!
-//! The void itself is one Lua script ([`VOID`]) that checks again, atomically, that the pass is
+//! The void itself is one Lua script (`VOID`) that checks again, atomically, that the pass is
 //! still the one that was judged (same sale time, service day, terminal, product and terms, and
 //! still unused), deletes it, reverses the sale on its service day's revenue hash (sales, amount,
 //! the product's and the terminal's fields go down by the sale, `voids` and `voided` go up) and
@@ -120,7 +120,7 @@ pub struct Sale {
 }
 
 /// A pass record: field → value.
-pub type PassRecord = HashMap<String, String>;
+pub(crate) type PassRecord = HashMap<String, String>;
 
 /// Whether the sale behind `pass` may be voided at `now_ms` with a void window of `window`.
 pub fn judge(pass: &PassRecord, now_ms: u64, window: Duration) -> Result<Sale, VoidRefusal> {
@@ -175,7 +175,7 @@ pub fn judge(pass: &PassRecord, now_ms: u64, window: Duration) -> Result<Sale, V
 
 /// What the card lookup shows about voiding `pass`: `{"voidable": true, "until": ms}` or
 /// `{"voidable": false, "reason": code, "message": text}`.
-pub fn status(pass: &PassRecord, now_ms: u64, window: Duration) -> Value {
+pub(crate) fn status(pass: &PassRecord, now_ms: u64, window: Duration) -> Value {
     match judge(pass, now_ms, window) {
         Ok(sale) => json!({"voidable": true, "until": sale.voidable_until}),
         Err(r) => json!({"voidable": false, "reason": r.code(), "message": r.to_string()}),
@@ -183,7 +183,7 @@ pub fn status(pass: &PassRecord, now_ms: u64, window: Duration) -> Value {
 }
 
 /// `s` as a service day label if it is one: `YYYY-MM-DD`, a real calendar date.
-pub fn day_label(s: &str) -> Option<String> {
+pub(crate) fn day_label(s: &str) -> Option<String> {
     let shape = s.len() == 10
         && s.bytes().enumerate().all(|(i, b)| match i {
             4 | 7 => b == b'-',
@@ -244,7 +244,7 @@ impl Sale {
 /// the used-at field, N, then N (field, value) pairs the pass must still hold, M, then M
 /// (revenue field, increment) pairs, then the event's stream fields and values. Returns
 /// `{'voided', stream id}`, or `{refusal}`: `gone`, `used` or `changed`.
-pub const VOID: &str = r"
+pub(crate) const VOID: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
 if redis.call('HGET', KEYS[1], ARGV[2]) then return {'used'} end
 local i = 4
@@ -262,7 +262,7 @@ end
 return {'voided', redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, i))}
 ";
 
-/// Runs [`VOID`] for `sale` on `card`; returns the event's stream id.
+/// Runs the `VOID` script for `sale` on `card`; returns the event's stream id.
 pub async fn apply(
     conn: &mut impl redis::aio::ConnectionLike,
     card: &CardId,
@@ -298,7 +298,7 @@ pub async fn apply(
 }
 
 /// `POST /api/cards/{card}/void`: voids the card's pass if [`judge`] allows it.
-pub async fn void(
+pub(crate) async fn void(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use tapgate_monitor::web::session_key::SessionKey;
+use tapgate_monitor::web::SessionKey;
 use tapgate_monitor::web::{self, ServerHandle};
 use tapgate_monitor::{Operator, ServeConfig};
 use tapgate_protocol::keys::EVENTS_STREAM;
