@@ -212,7 +212,10 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
         fares: Some(fares.clone()),
         ..SimConfig::default()
     };
-    let run = tokio::spawn(sim::run(cfg, CancellationToken::new()));
+    let run = tokio::spawn(sim::run(
+        cfg.check().expect("simulation settings"),
+        CancellationToken::new(),
+    ));
 
     // The faults, on a fixed schedule from the start of sending.
     let t0 = Instant::now();

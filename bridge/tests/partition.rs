@@ -594,7 +594,10 @@ async fn run_scenario(fault: Fault) -> Row {
         fares: Some(fares.clone()),
         ..SimConfig::default()
     };
-    let sending = tokio::spawn(sim::run(cfg, CancellationToken::new()));
+    let sending = tokio::spawn(sim::run(
+        cfg.check().expect("simulation settings"),
+        CancellationToken::new(),
+    ));
     let t0 = Instant::now();
     tokio::time::sleep_until((t0 + FAULT_AT).into()).await;
     let fault_at = Instant::now();
