@@ -2,10 +2,13 @@
 //!
 //! An entry holds one [`Event`] as one stream field per event field, named by the constants
 //! below, each value a plain string (numbers in decimal). A field the event does not have is
-//! either absent or empty. The bridge's decide script always writes the same fields in the same
-//! order ([`DECIDE_FIELDS`]), so Redis stores their names once per stream node rather than once
-//! per entry; `remaining_ms` is not stored, as it follows from `expires_at` and the time the
-//! rules ran at ([`rules_time`]).
+//! either absent or empty. The bridge's decide script writes one of two fixed layouts: every
+//! field of [`DECIDE_FIELDS`] on an entry with an amount (a sale, a top-up, a fare charged), and
+//! the same without the last four ([`AMOUNT_FIELDS`]) on every other entry. A stream node stores
+//! its first entry's field names once and, for each later entry with the same fields, only the
+//! values: the common layout (a pass used, a denial) is stored compactly, and entries with an
+//! amount, far fewer, carry their names. `remaining_ms` is not stored, as it follows from
+//! `expires_at` and the time the rules ran at ([`rules_time`]).
 //!
 //! Entries written before this layout hold the event's JSON in the single field [`EVENT`]; they
 //! are still read ([`Event::from_stream`]).
@@ -80,7 +83,8 @@ pub const FIELDS: [&str; 19] = [
     BALANCE,
 ];
 
-/// The fields the decide script writes on every entry, in this order, empty when unused.
+/// The fields the decide script writes on an entry with an amount, in this order, empty when
+/// unused; other entries have all but the last four ([`AMOUNT_FIELDS`]).
 pub const DECIDE_FIELDS: [&str; 17] = [
     EVENT,
     TIME,
@@ -100,6 +104,10 @@ pub const DECIDE_FIELDS: [&str; 17] = [
     DAY,
     BALANCE,
 ];
+
+/// The fields of an amount: the decide script writes them (last, in this order) only on
+/// entries that have one.
+pub const AMOUNT_FIELDS: [&str; 4] = [PRICE, CURRENCY, DAY, BALANCE];
 
 /// Why a stream entry is not an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -401,6 +409,7 @@ mod tests {
             .filter(|f| DECIDE_FIELDS.contains(f))
             .collect();
         assert_eq!(order, DECIDE_FIELDS);
+        assert_eq!(DECIDE_FIELDS[DECIDE_FIELDS.len() - 4..], AMOUNT_FIELDS);
     }
 
     #[test]

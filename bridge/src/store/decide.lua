@@ -325,13 +325,21 @@ local function emit(name, p, reason, sold, balance)
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
-  local price, currency, day = '', '', ''
-  if sold then price, currency, day = int(p.price), p.currency, sold end
-  local seq = append('event', name,
-    'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
-    'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
-    'tap_time', tap_time, 'mode', mode, 'clock', clock_name, 'price', price,
-    'currency', currency, 'day', day, 'balance', balance or '')
+  local seq
+  if sold or balance then
+    local price, currency, day = '', '', ''
+    if sold then price, currency, day = int(p.price), p.currency, sold end
+    seq = append('event', name,
+      'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
+      'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
+      'tap_time', tap_time, 'mode', mode, 'clock', clock_name, 'price', price,
+      'currency', currency, 'day', day, 'balance', balance or '')
+  else
+    seq = append('event', name,
+      'time', now_text, 'device', device, 'device_kind', kind, 'id', id, 'card', card,
+      'pass', ptype, 'trips', trips, 'expires_at', expires, 'reason', reason or '',
+      'tap_time', tap_time, 'mode', mode, 'clock', clock_name)
+  end
   if card ~= '' then
     -- Trimmed back to recent_len once it holds twice that: one LTRIM every recent_len events.
     local n = call('LPUSH', k_recent, seq)
@@ -341,7 +349,7 @@ local function emit(name, p, reason, sold, balance)
     renew(n)
   end
   -- A sale, top-up or charge has no reason; its slot carries the service day it counts on.
-  if sold then reason = day end
+  if sold then reason = sold end
   local entry = name .. '\t' .. seq .. '\t' .. (reason or '')
   if events == '' then events = entry else events = events .. '\t' .. entry end
 end
