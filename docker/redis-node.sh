@@ -26,4 +26,7 @@ fi
 # before the sentinels notice (a supervisor's quick restart) is still the primary, and its
 # replicas resynchronise from it; with less on its disk than it acknowledged, they would drop
 # decisions the bridges had confirmed (docs/scaling.md, "Network partitions").
-exec docker-entrypoint.sh redis-server "$conf" --appendonly yes --appendfsync always
+# A node that returns is resynchronised at once, not after Redis's default 5 s wait for other
+# replicas to share the transfer: until it holds the data, the bridges confirm nothing.
+exec docker-entrypoint.sh redis-server "$conf" --appendonly yes --appendfsync always \
+  --repl-diskless-sync-delay 0

@@ -95,6 +95,10 @@ impl Cluster {
                 "yes",
                 "--appendfsync",
                 "always",
+                // A returning node resynchronises at once, not after Redis's 5 s wait for more
+                // replicas to share one transfer (docker/redis-node.sh sets the same).
+                "--repl-diskless-sync-delay",
+                "0",
                 "--dir",
             ]
             .map(str::to_owned)
