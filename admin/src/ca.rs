@@ -12,6 +12,11 @@
 //!   expired, valid for [`CRL_DAYS`] days. The broker reads it (`crlfile` in
 //!   mosquitto/tls.conf); it must be signed again before it expires (`cert crl`, from cron).
 //!
+//! With a CRL URL (`cert issue --crl-url`, then kept in `issued.toml`), every certificate issued
+//! names it as its CRL distribution point and every CRL names it as its issuing distribution
+//! point: EMQX checks revocation only so, fetching `crl.pem` from that URL (its
+//! `enable_crl_check`); mosquitto reads the same file from disk.
+//!
 //! Every file is written to a temporary name and renamed, so a reader sees the old file or the
 //! new one, never half of one; `issued.toml` is written before the CRL made from it. A command
 //! that writes holds the folder's lock ([`LOCK`]) from before it reads `issued.toml` until its
@@ -26,7 +31,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    CertificateParams, CrlDistributionPoint, CrlIssuingDistributionPoint, CrlScope, DnType,
+    ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
+};
 use tapgate_protocol::DeviceId;
 
 use crate::{policy, AdminError};
@@ -58,6 +66,40 @@ pub const CERT_DAYS: u32 = 825;
 /// How long a CRL is valid: `cert crl` must run before then (weekly from cron leaves three weeks
 /// of slack). A broker given an expired CRL refuses every client certificate.
 pub const CRL_DAYS: u32 = 30;
+
+/// The longest CRL URL accepted: a certificate carries it, and devices have little memory.
+pub const CRL_URL_MAX: usize = 512;
+
+/// Checks a CRL distribution point URL: `http://` or `https://`, a host, printable ASCII without
+/// spaces (an X.509 URI is an IA5String), at most [`CRL_URL_MAX`] bytes.
+pub fn check_crl_url(url: &str) -> Result<&str, AdminError> {
+    let bad = |why: &str| AdminError::CrlUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            bad(
+                "must start with http:// (brokers fetch the CRL over HTTP; it is signed, so \
+                 plain HTTP is enough)",
+            )
+        })?;
+    if url.len() > CRL_URL_MAX {
+        return Err(bad(&format!("longer than {CRL_URL_MAX} bytes")));
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "only printable ASCII without spaces (percent-encode anything else)",
+        ));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') || host.contains('@') {
+        return Err(bad("names no host (or names a user)"));
+    }
+    Ok(url)
+}
 
 /// Which certificates of a device `revoke` puts on the CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +273,32 @@ impl Ca {
         &self.dir
     }
 
+    /// Sets the CRL URL that certificates issued from now on and every CRL name. The first URL
+    /// is kept: certificates already issued name it, so another is refused (the CRL could name
+    /// only one of them). Call [`Ca::save`] to keep it.
+    pub fn set_crl_url(&mut self, url: &str) -> Result<(), AdminError> {
+        let url = check_crl_url(url)?;
+        match &self.db.crl_url {
+            None => {
+                self.db.crl_url = Some(url.to_owned());
+                Ok(())
+            }
+            Some(kept) if kept == url => Ok(()),
+            Some(kept) => Err(AdminError::CrlUrl {
+                url: url.to_owned(),
+                why: format!(
+                    "this CA's certificates already name {kept:?} (crl_url in {DATABASE}); \
+                     serve crl.pem there too, or leave --crl-url out"
+                ),
+            }),
+        }
+    }
+
+    /// The CRL URL certificates and CRLs name, if any.
+    pub fn crl_url(&self) -> Option<&str> {
+        self.db.crl_url.as_deref()
+    }
+
     /// A new key and certificate for `device` (CN = its id, for client authentication), valid
     /// `valid_days` from `now`, recorded with a fresh serial. Call [`Ca::save`] to keep the
     /// record.
@@ -263,6 +331,11 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
+        if let Some(url) = &self.db.crl_url {
+            params.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
         // A few minutes back, for devices whose clock runs a little behind.
         params.not_before = to_time(now - SignedDuration::from_mins(5))?;
         params.not_after = to_time(not_after)?;
@@ -406,7 +479,16 @@ impl Ca {
             this_update: to_time(now)?,
             next_update: to_time(next_update)?,
             crl_number: rcgen::SerialNumber::from(number),
-            issuing_distribution_point: None,
+            // EMQX enforces only a CRL that names where it is served, the URL its certificates
+            // name; it lists device certificates only.
+            issuing_distribution_point: self.db.crl_url.as_ref().map(|url| {
+                CrlIssuingDistributionPoint {
+                    distribution_point: CrlDistributionPoint {
+                        uris: vec![url.clone()],
+                    },
+                    scope: Some(CrlScope::UserCertsOnly),
+                }
+            }),
             revoked_certs: revoked,
             // The CRL names the CA by ca.crt's own key identifier, as its certificates do.
             key_identifier_method: self.issuer.params().key_identifier_method.clone(),
@@ -469,23 +551,33 @@ pub struct IssuedFiles {
     pub cert: PathBuf,
     /// `<id>.key`, readable by its owner only.
     pub key: PathBuf,
+    /// The CRL distribution point the certificate names, if any.
+    pub crl_url: Option<String>,
 }
 
 /// `cert issue`: a new key and certificate for `device` from the CA in `ca_dir`, written as
 /// `<id>.crt` and `<id>.key` in `out` (the CA folder when `None`). The record is saved first,
 /// so no certificate exists that the record does not know. An `<id>.crt` already there that is
 /// not on record (one docker/make-certs.sh made) is not replaced: revoke it first (`--cert`)
-/// or move it away. Waits up to `lock_wait` for the folder's lock.
+/// or move it away. `crl_url`, if given, is checked and kept ([`Ca::set_crl_url`]) before the
+/// certificate is made. Waits up to `lock_wait` for the folder's lock.
 pub fn issue_files(
     ca_dir: &Path,
     device: &str,
     out: Option<&Path>,
+    crl_url: Option<&str>,
     now: Timestamp,
     valid_days: u32,
     lock_wait: Duration,
 ) -> Result<IssuedFiles, AdminError> {
     let id = check_device(device)?;
+    if let Some(url) = crl_url {
+        check_crl_url(url)?;
+    }
     let mut ca = Ca::open_locked(ca_dir, lock_wait)?;
+    if let Some(url) = crl_url {
+        ca.set_crl_url(url)?;
+    }
     let out = out.unwrap_or(ca_dir);
     let cert = out.join(format!("{id}.crt"));
     let key = out.join(format!("{id}.key"));
@@ -508,6 +600,7 @@ pub fn issue_files(
         not_after: issued.not_after,
         cert,
         key,
+        crl_url: ca.db.crl_url.clone(),
     })
 }
 
@@ -520,6 +613,8 @@ pub struct Published {
     pub crl: Crl,
     /// `crl.pem`.
     pub path: PathBuf,
+    /// Where brokers fetch it (its issuing distribution point), if the CA folder has a CRL URL.
+    pub crl_url: Option<String>,
 }
 
 /// `cert revoke` (with a target) or `cert crl` (without): records the revocation, then signs
@@ -543,7 +638,12 @@ pub fn publish_crl(
     };
     let crl = ca.crl(now, crl_days)?;
     let path = ca.publish(&crl)?;
-    Ok(Published { revoked, crl, path })
+    Ok(Published {
+        revoked,
+        crl,
+        path,
+        crl_url: ca.db.crl_url.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -129,4 +129,13 @@ pub enum AdminError {
         /// What is wrong.
         why: String,
     },
+    /// A CRL distribution point URL that cannot be used, or that differs from the one the CA
+    /// folder's certificates already name.
+    #[error("CRL URL {url:?}: {why}")]
+    CrlUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong, and what to do.
+        why: String,
+    },
 }

@@ -124,6 +124,12 @@ enum CertCommand {
         /// Days of validity.
         #[arg(long, default_value_t = ca::CERT_DAYS)]
         days: u32,
+        /// The URL where crl.pem is served over HTTP (e.g. http://ca.example:8080/crl.pem),
+        /// written into the certificate as its CRL distribution point: EMQX checks revocation
+        /// by fetching the CRL from there. Kept in issued.toml for every later certificate and
+        /// CRL; give it with the first `cert issue`, since certificates issued before have none.
+        #[arg(long)]
+        crl_url: Option<String>,
     },
     /// Puts a device's certificates on the CRL and writes a new crl.pem.
     ///
@@ -422,11 +428,13 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
             lock,
             out,
             days,
+            crl_url,
         } => {
             let done = ca::issue_files(
                 &ca.ca_dir,
                 &id,
                 out.as_deref(),
+                crl_url.as_deref(),
                 now,
                 days,
                 lock.lock_wait.into(),
@@ -441,6 +449,13 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
                 done.cert.display(),
                 done.key.display()
             );
+            match &done.crl_url {
+                Some(url) => eprintln!("Its CRL distribution point: {url}"),
+                None => eprintln!(
+                    "It names no CRL distribution point: EMQX cannot check its revocation \
+                     (mosquitto can, from its crlfile). See `cert issue --crl-url`."
+                ),
+            }
         }
         CertCommand::Revoke {
             id,
@@ -505,6 +520,12 @@ fn report_crl(done: &ca::Published) {
         done.crl.listed,
         done.crl.next_update.strftime("%Y-%m-%d %H:%M UTC")
     );
+    if let Some(url) = &done.crl_url {
+        eprintln!(
+            "Serve it at {url}: EMQX fetches it from there (crl_cache.refresh_interval in \
+             emqx.conf)."
+        );
+    }
 }
 
 #[cfg(test)]

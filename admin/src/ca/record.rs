@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! crl_number = 2                  # the number of the last CRL written
+//! crl_url = "http://ca.example/crl.pem"   # where brokers fetch crl.pem (absent: nowhere named)
 //!
 //! [[cert]]
 //! serial = "52ed2e21a74088d59a245efc5134e410"   # lower-case hex, no leading zero byte
@@ -75,6 +76,12 @@ pub struct Record {
 pub struct Database {
     /// The number of the last CRL written (0: none yet); each new CRL has the next.
     pub crl_number: u64,
+    /// The CRL distribution point: the HTTP URL where `crl.pem` is served. Certificates issued
+    /// while it is set name it, and the CRL names it as its issuing distribution point, as EMQX
+    /// needs to check revocation (it fetches the CRL from there). Set by the first
+    /// `cert issue --crl-url`, then kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_url: Option<String>,
     /// Every certificate on record, in the order they were added.
     #[serde(default, rename = "cert")]
     pub certs: Vec<Record>,

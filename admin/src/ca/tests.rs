@@ -100,8 +100,8 @@ fn each_crl_has_the_next_number_and_lists_the_revoked_certificates() {
     let (number, listed) = read_crl(&std::fs::read_to_string(&path).expect("crl.pem"));
     assert_eq!((number.as_str(), listed.len()), ("1", 0));
 
-    let old = issue_files(dir.path(), "g1", None, at(1), CERT_DAYS, LOCK_WAIT).expect("g1");
-    let other = issue_files(dir.path(), "g2", None, at(2), CERT_DAYS, LOCK_WAIT).expect("g2");
+    let old = issue_files(dir.path(), "g1", None, None, at(1), CERT_DAYS, LOCK_WAIT).expect("g1");
+    let other = issue_files(dir.path(), "g2", None, None, at(2), CERT_DAYS, LOCK_WAIT).expect("g2");
     let done = publish_crl(
         dir.path(),
         Some(("g1", &Target::All, Reason::KeyCompromise)),
@@ -122,7 +122,8 @@ fn each_crl_has_the_next_number_and_lists_the_revoked_certificates() {
     assert!(!listed.contains(&other.serial));
 
     // A new certificate for g1 is not on it; re-signing keeps the list and counts on.
-    let new = issue_files(dir.path(), "g1", None, at(4), CERT_DAYS, LOCK_WAIT).expect("g1 again");
+    let new =
+        issue_files(dir.path(), "g1", None, None, at(4), CERT_DAYS, LOCK_WAIT).expect("g1 again");
     let again = publish_crl(dir.path(), None, at(5), CRL_DAYS, LOCK_WAIT).expect("re-sign");
     assert_eq!(again.crl.number, 3);
     let (number, listed) = read_crl(&std::fs::read_to_string(&path).expect("crl.pem"));
@@ -148,7 +149,7 @@ fn an_expired_certificate_leaves_the_crl() {
 #[test]
 fn revoking_a_device_with_nothing_on_record_is_an_error_and_changes_nothing() {
     let dir = ca_dir();
-    issue_files(dir.path(), "g1", None, at(0), CERT_DAYS, LOCK_WAIT).expect("g1");
+    issue_files(dir.path(), "g1", None, None, at(0), CERT_DAYS, LOCK_WAIT).expect("g1");
     publish_crl(dir.path(), None, at(1), CRL_DAYS, LOCK_WAIT).expect("CRL");
     let before = snapshot(dir.path());
     let err = publish_crl(
@@ -240,7 +241,7 @@ fn ids_the_admin_tool_refuses_elsewhere_are_refused_here() {
     for bad in ["tapgate-bridge-9", "Admin", "g/1", "g+1", ""] {
         let before = snapshot(dir.path());
         assert!(
-            issue_files(dir.path(), bad, None, at(0), CERT_DAYS, LOCK_WAIT).is_err(),
+            issue_files(dir.path(), bad, None, None, at(0), CERT_DAYS, LOCK_WAIT).is_err(),
             "issued for {bad:?}"
         );
         assert!(
@@ -289,7 +290,7 @@ fn a_bad_ca_folder_is_a_clear_error() {
     assert!(err.to_string().contains(DATABASE), "{err}");
     // And issuing from a bad folder writes nothing.
     let before = snapshot(dir.path());
-    assert!(issue_files(dir.path(), "g1", None, at(0), CERT_DAYS, LOCK_WAIT).is_err());
+    assert!(issue_files(dir.path(), "g1", None, None, at(0), CERT_DAYS, LOCK_WAIT).is_err());
     assert_eq!(snapshot(dir.path()), before);
 }
 
@@ -301,8 +302,8 @@ fn a_certificate_file_not_on_record_is_not_overwritten() {
     let made_elsewhere = ca.issue(&id("g7"), at(0), CERT_DAYS).expect("issue");
     let path = dir.path().join("g7.crt");
     std::fs::write(&path, &made_elsewhere.cert_pem).expect("write");
-    let err =
-        issue_files(dir.path(), "g7", None, at(1), CERT_DAYS, LOCK_WAIT).expect_err("overwrite");
+    let err = issue_files(dir.path(), "g7", None, None, at(1), CERT_DAYS, LOCK_WAIT)
+        .expect_err("overwrite");
     assert!(err.to_string().contains("--cert"), "{err}");
     assert_eq!(
         std::fs::read_to_string(&path).expect("read"),
@@ -328,7 +329,8 @@ fn a_certificate_file_not_on_record_is_not_overwritten() {
     )
     .expect_err("g7's file for g8");
     assert!(err.to_string().contains("CN"), "{err}");
-    let new = issue_files(dir.path(), "g7", None, at(4), CERT_DAYS, LOCK_WAIT).expect("new g7");
+    let new =
+        issue_files(dir.path(), "g7", None, None, at(4), CERT_DAYS, LOCK_WAIT).expect("new g7");
     assert_ne!(
         std::fs::read_to_string(&path).expect("read"),
         made_elsewhere.cert_pem
@@ -393,4 +395,179 @@ fn a_ca_opened_without_the_lock_does_not_save() {
     let err = ca.save().expect_err("no lock");
     assert!(err.to_string().contains(LOCK), "{err}");
     assert!(!dir.path().join(DATABASE).exists());
+}
+
+/// The URIs of a list of general names.
+fn uris(names: &[x509_parser::extensions::GeneralName<'_>]) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The URIs of a distribution point name (none when it is relative or absent).
+fn point_uris(name: Option<&x509_parser::extensions::DistributionPointName<'_>>) -> Vec<String> {
+    match name {
+        Some(x509_parser::extensions::DistributionPointName::FullName(names)) => uris(names),
+        _ => Vec::new(),
+    }
+}
+
+/// The CRL distribution points a certificate names.
+fn cert_crl_urls(cert_pem: &str) -> Vec<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).expect("PEM");
+    let cert = pem.parse_x509().expect("certificate");
+    let mut out = Vec::new();
+    for ext in cert.extensions() {
+        if let x509_parser::extensions::ParsedExtension::CRLDistributionPoints(points) =
+            ext.parsed_extension()
+        {
+            for p in points.iter() {
+                out.extend(point_uris(p.distribution_point.as_ref()));
+            }
+        }
+    }
+    out
+}
+
+/// The issuing distribution point of a CRL: its URIs, and whether it lists user certificates only.
+fn crl_issuing_point(crl_pem: &str) -> Option<(Vec<String>, bool)> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(crl_pem.as_bytes()).expect("PEM");
+    let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).expect("CRL");
+    crl.tbs_cert_list
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::IssuingDistributionPoint(idp) => Some((
+                point_uris(idp.distribution_point.as_ref()),
+                idp.only_contains_user_certs,
+            )),
+            _ => None,
+        })
+}
+
+const CRL_URL: &str = "http://ca.tapgate.example:8080/crl.pem";
+
+#[test]
+fn with_a_crl_url_certificates_and_crls_name_where_the_crl_is_served() {
+    let dir = ca_dir();
+    let done = issue_files(
+        dir.path(),
+        "g1",
+        None,
+        Some(CRL_URL),
+        at(1),
+        CERT_DAYS,
+        LOCK_WAIT,
+    )
+    .expect("g1");
+    assert_eq!(done.crl_url.as_deref(), Some(CRL_URL));
+    let pem = std::fs::read_to_string(&done.cert).expect("g1.crt");
+    assert_eq!(cert_crl_urls(&pem), [CRL_URL]);
+    // `openssl x509 -text` reads the same extension (as the brokers' TLS libraries will).
+    if let Ok(out) = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&done.cert)
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("X509v3 CRL Distribution Points") && text.contains(CRL_URL),
+            "{text}"
+        );
+    }
+
+    // Kept in issued.toml: the next certificate names it without the flag, and so does the CRL,
+    // as its issuing distribution point (which EMQX needs to enforce it), for user certificates.
+    let g2 = issue_files(dir.path(), "g2", None, None, at(2), CERT_DAYS, LOCK_WAIT).expect("g2");
+    assert_eq!(g2.crl_url.as_deref(), Some(CRL_URL));
+    let pem = std::fs::read_to_string(&g2.cert).expect("g2.crt");
+    assert_eq!(cert_crl_urls(&pem), [CRL_URL]);
+    let text = std::fs::read_to_string(dir.path().join(DATABASE)).expect("issued.toml");
+    assert!(text.contains(&format!("crl_url = \"{CRL_URL}\"")), "{text}");
+    let published = publish_crl(
+        dir.path(),
+        Some(("g1", &Target::All, Reason::KeyCompromise)),
+        at(3),
+        CRL_DAYS,
+        LOCK_WAIT,
+    )
+    .expect("revoke g1");
+    assert_eq!(published.crl_url.as_deref(), Some(CRL_URL));
+    let crl = std::fs::read_to_string(dir.path().join(CRL)).expect("crl.pem");
+    assert_eq!(
+        crl_issuing_point(&crl),
+        Some((vec![CRL_URL.to_owned()], true))
+    );
+    let (_, listed) = read_crl(&crl);
+    assert_eq!(listed, BTreeSet::from([done.serial]));
+}
+
+#[test]
+fn without_a_crl_url_nothing_names_one() {
+    let dir = ca_dir();
+    let done = issue_files(dir.path(), "g1", None, None, at(1), CERT_DAYS, LOCK_WAIT).expect("g1");
+    assert_eq!(done.crl_url, None);
+    let pem = std::fs::read_to_string(&done.cert).expect("g1.crt");
+    assert!(cert_crl_urls(&pem).is_empty());
+    publish_crl(dir.path(), None, at(2), CRL_DAYS, LOCK_WAIT).expect("CRL");
+    let crl = std::fs::read_to_string(dir.path().join(CRL)).expect("crl.pem");
+    assert_eq!(crl_issuing_point(&crl), None);
+    let text = std::fs::read_to_string(dir.path().join(DATABASE)).expect("issued.toml");
+    assert!(!text.contains("crl_url"), "{text}");
+}
+
+#[test]
+fn another_or_a_bad_crl_url_is_refused_and_changes_nothing() {
+    let dir = ca_dir();
+    issue_files(
+        dir.path(),
+        "g1",
+        None,
+        Some(CRL_URL),
+        at(1),
+        CERT_DAYS,
+        LOCK_WAIT,
+    )
+    .expect("g1");
+    let before = snapshot(dir.path());
+    let long = format!("http://h/{}", "a".repeat(CRL_URL_MAX));
+    for bad in [
+        "http://elsewhere.example/crl.pem",
+        "ftp://ca.example/crl.pem",
+        "ca.example/crl.pem",
+        "http:///crl.pem",
+        "http://user@ca.example/crl.pem",
+        "http://ca.example/crl .pem",
+        "http://ca.example/crl\n.pem",
+        "http://ca.example/crlé.pem",
+        long.as_str(),
+    ] {
+        let err = issue_files(
+            dir.path(),
+            "g2",
+            None,
+            Some(bad),
+            at(2),
+            CERT_DAYS,
+            LOCK_WAIT,
+        )
+        .expect_err(bad);
+        assert!(matches!(err, AdminError::CrlUrl { .. }), "{bad:?}: {err}");
+        assert_eq!(snapshot(dir.path()), before, "{bad:?} changed the folder");
+    }
+    // The same URL again is fine.
+    issue_files(
+        dir.path(),
+        "g2",
+        None,
+        Some(CRL_URL),
+        at(3),
+        CERT_DAYS,
+        LOCK_WAIT,
+    )
+    .expect("g2");
 }
