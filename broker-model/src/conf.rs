@@ -44,7 +44,8 @@ fn array<'a>(h: &'a Hocon, path: &str) -> &'a [Hocon] {
 
 /// Checks the broker file (`emqx.conf`): TCP_NODELAY on the listener, password authentication
 /// seeded from a bootstrap file, file authorization with `no_match = deny`, shared
-/// subscriptions on.
+/// subscriptions on, and client certificates on the TLS listener verified and checked against
+/// the CRL.
 pub fn check_broker(conf: &Hocon) -> Vec<String> {
     let mut out = Vec::new();
     let mut need = |ok: bool, what: &str| {
@@ -91,6 +92,18 @@ pub fn check_broker(conf: &Hocon) -> Vec<String> {
     need(
         string(conf, "listeners.ssl.default.bind") == Some("0.0.0.0:8883"),
         "listeners.ssl.default.bind must be 0.0.0.0:8883 (devices use TLS)",
+    );
+    // Revocation of device certificates: EMQX has no CRL file; it fetches the CRL named by each
+    // client certificate (tapgate-admin cert issue --crl-url), and only with verify_peer.
+    need(
+        boolean(conf, "listeners.ssl.default.ssl_options.enable_crl_check") == Some(true),
+        "listeners.ssl.default.ssl_options.enable_crl_check must be true (a revoked device \
+         certificate must be refused at the handshake)",
+    );
+    need(
+        string(conf, "listeners.ssl.default.ssl_options.verify") == Some("verify_peer"),
+        "listeners.ssl.default.ssl_options.verify must be verify_peer (client certificates are \
+         checked, against the CA and the CRL; EMQX refuses enable_crl_check without it)",
     );
     need(
         string(conf, "api_key.bootstrap_file").is_some(),
