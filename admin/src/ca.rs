@@ -444,6 +444,14 @@ impl Ca {
         }
     }
 
+    /// The certificates on record that are neither revoked nor expired at `now`.
+    pub fn listed_valid(&self, now: Timestamp) -> impl Iterator<Item = &Record> {
+        self.db
+            .certs
+            .iter()
+            .filter(move |c| c.revoked.is_none() && c.not_after.is_none_or(|n| n >= now))
+    }
+
     /// The revoked certificates on record that have not expired at `now`: what the CRL lists.
     pub fn listed(&self, now: Timestamp) -> impl Iterator<Item = &Record> {
         self.db
@@ -553,6 +561,11 @@ pub struct IssuedFiles {
     pub key: PathBuf,
     /// The CRL distribution point the certificate names, if any.
     pub crl_url: Option<String>,
+    /// When this command set the CRL URL: the certificates on record, valid and not revoked,
+    /// issued before it ("device (serial ...)"). They name no distribution point, so once the
+    /// CRL names one (the next `cert crl` or `cert revoke`) both brokers refuse them (OpenSSL:
+    /// "different CRL scope"): issue them again.
+    pub older: Vec<String>,
 }
 
 /// `cert issue`: a new key and certificate for `device` from the CA in `ca_dir`, written as
@@ -575,7 +588,14 @@ pub fn issue_files(
         check_crl_url(url)?;
     }
     let mut ca = Ca::open_locked(ca_dir, lock_wait)?;
+    let mut older = Vec::new();
     if let Some(url) = crl_url {
+        if ca.db.crl_url.is_none() {
+            older = ca
+                .listed_valid(now)
+                .map(|c| format!("{} (serial {})", c.device, c.serial))
+                .collect();
+        }
         ca.set_crl_url(url)?;
     }
     let out = out.unwrap_or(ca_dir);
@@ -601,6 +621,7 @@ pub fn issue_files(
         cert,
         key,
         crl_url: ca.db.crl_url.clone(),
+        older,
     })
 }
 

@@ -449,6 +449,15 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
                 done.cert.display(),
                 done.key.display()
             );
+            if !done.older.is_empty() {
+                eprintln!(
+                    "Warning: {} certificate(s) issued before name no CRL URL: {}. Once crl.pem \
+                     names one (the next `cert crl` or `cert revoke`), mosquitto and EMQX refuse \
+                     them; issue each again (`cert issue ID`), then revoke the old one.",
+                    done.older.len(),
+                    done.older.join(", ")
+                );
+            }
             match &done.crl_url {
                 Some(url) => eprintln!("Its CRL distribution point: {url}"),
                 None => eprintln!(

@@ -7,7 +7,8 @@
 //! the settings a device reads (`mqtt_ca`, `mqtt_cert`, `mqtt_key`). The stolen certificate of
 //! g1 is refused at the handshake; g1's new certificate and g2's log in with their own rights;
 //! g2's, revoked while the broker runs, is refused on new connections once mosquitto has had a
-//! SIGHUP (`systemctl reload mosquitto`), while g1 still logs in. And without a broker: `cert`
+//! SIGHUP (`systemctl reload mosquitto`), while g1 still logs in. With a CRL URL (EMQX's way to
+//! find the CRL), the same holds on mosquitto. And without a broker: `cert`
 //! commands run at once on one CA folder take turns on its lock and lose no revocation.
 
 use std::path::{Path, PathBuf};
@@ -270,6 +271,65 @@ async fn a_certificate_revoked_with_the_admin_tool_is_refused_and_the_new_one_lo
         Ok(true),
         "g1's rights after the SIGHUP"
     );
+}
+
+/// With a CRL URL (for EMQX, which fetches the CRL from it), certificates name it and the CRL
+/// names it as its issuing distribution point; mosquitto, reading the same CRL from its file,
+/// still refuses the revoked certificate and lets the others in (OpenSSL matches the CRL's scope
+/// to the certificate's distribution point).
+#[tokio::test]
+async fn with_a_crl_url_mosquitto_still_refuses_the_revoked_certificate() {
+    const URL: &str = "http://ca.tapgate.test:8080/crl.pem";
+    let ca = make_certs();
+    let dir = ca.path();
+    let ca_dir = dir.to_str().expect("utf-8 path");
+    admin_ok(&["cert", "issue", "g1", "--ca-dir", ca_dir, "--crl-url", URL]);
+    // Kept: g2's certificate names it without the flag.
+    admin_ok(&["cert", "issue", "g2", "--ca-dir", ca_dir]);
+    let stolen = (dir.join("stolen-g1.crt"), dir.join("stolen-g1.key"));
+    std::fs::copy(dir.join("g1.crt"), &stolen.0).expect("copy");
+    std::fs::copy(dir.join("g1.key"), &stolen.1).expect("copy");
+    let (ok, _, err) = admin(&["cert", "revoke", "g1", "--ca-dir", ca_dir]);
+    assert!(ok, "{err}");
+    assert!(err.contains(URL), "the CRL's URL is named: {err}");
+    admin_ok(&["cert", "issue", "g1", "--ca-dir", ca_dir]);
+    for file in ["g1.crt", "g2.crt", "crl.pem"] {
+        let text = openssl_text(&dir.join(file));
+        assert!(text.contains(URL), "{file} names no {URL}:\n{text}");
+    }
+    let (broker, port) = broker(dir).await;
+    let topics = Topics::default();
+    let decisions = |id: &str| topics.decision(DeviceKind::Gate, &DeviceId::new(id).expect("id"));
+    if let Ok(mut s) = connect(port, dir, "g1", &stolen.0, &stolen.1).await {
+        panic!(
+            "the revoked certificate logged in (its decisions: {:?})\n{}",
+            s.subscribe(&decisions("g1")).await,
+            broker.log()
+        );
+    }
+    for id in ["g1", "g2"] {
+        let (cert, key) = (dir.join(format!("{id}.crt")), dir.join(format!("{id}.key")));
+        let mut s = connect(port, dir, id, &cert, &key)
+            .await
+            .unwrap_or_else(|e| panic!("{id}'s current certificate: {e}\n{}", broker.log()));
+        assert_eq!(s.subscribe(&decisions(id)).await, Ok(true), "{id}'s rights");
+    }
+}
+
+/// `openssl x509 -text` or `openssl crl -text` of a PEM file.
+fn openssl_text(path: &Path) -> String {
+    let kind = if path.extension().is_some_and(|e| e == "crt") {
+        "x509"
+    } else {
+        "crl"
+    };
+    let out = Command::new("openssl")
+        .args([kind, "-noout", "-text", "-in"])
+        .arg(path)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl {kind} {}", path.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

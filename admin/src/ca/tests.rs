@@ -506,6 +506,45 @@ fn with_a_crl_url_certificates_and_crls_name_where_the_crl_is_served() {
     assert_eq!(listed, BTreeSet::from([done.serial]));
 }
 
+/// Setting the URL names the certificates issued before it, which name none: the CRL that names
+/// it refuses them (OpenSSL: "different CRL scope"). Only the first time, and only valid ones.
+#[test]
+fn setting_a_crl_url_names_the_certificates_issued_without_it() {
+    let dir = ca_dir();
+    let g0 = issue_files(dir.path(), "g0", None, None, at(1), CERT_DAYS, LOCK_WAIT).expect("g0");
+    issue_files(dir.path(), "g9", None, None, at(1), CERT_DAYS, LOCK_WAIT).expect("g9");
+    publish_crl(
+        dir.path(),
+        Some(("g9", &Target::All, Reason::CessationOfOperation)),
+        at(2),
+        CRL_DAYS,
+        LOCK_WAIT,
+    )
+    .expect("revoke g9");
+    let g1 = issue_files(
+        dir.path(),
+        "g1",
+        None,
+        Some(CRL_URL),
+        at(3),
+        CERT_DAYS,
+        LOCK_WAIT,
+    )
+    .expect("g1");
+    assert_eq!(g1.older, [format!("g0 (serial {})", g0.serial)]);
+    let g2 = issue_files(
+        dir.path(),
+        "g2",
+        None,
+        Some(CRL_URL),
+        at(4),
+        CERT_DAYS,
+        LOCK_WAIT,
+    )
+    .expect("g2");
+    assert!(g2.older.is_empty(), "{:?}", g2.older);
+}
+
 #[test]
 fn without_a_crl_url_nothing_names_one() {
     let dir = ca_dir();
