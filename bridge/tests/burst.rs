@@ -38,11 +38,12 @@ use tokio_util::sync::CancellationToken;
 const BURST: u64 = 120_000;
 /// Time between two of the calm gate's taps: ten a second.
 const CALM_EVERY: Duration = Duration::from_millis(100);
-/// Longest a calm gate's answer may take during the burst. Measured in four runs of a debug build
-/// on two shared cores: median 8 to 14 ms, slowest 66 to 256 ms. 1 s leaves room for a busy
-/// machine and is still four times under the 4.1 s reported, and well under the 5 s a device
-/// waits for an answer.
-const CALM_LIMIT: Duration = Duration::from_secs(1);
+/// Longest a calm gate's answer may take during the burst. Measured in eight runs of a debug
+/// build on two shared cores: median 8 to 91 ms, slowest 52 to 389 ms. The bound is the one
+/// `rate_limit.rs` holds a calm gate to beside a smaller flood on the same machine (where single
+/// answers of 1.1 s were seen): room for a busy machine, still under half the 4.1 s reported and
+/// well under the 5 s a device waits for an answer.
+const CALM_LIMIT: Duration = Duration::from_millis(1_500);
 /// How long the burst may take to be handled before the test gives up.
 const HANDLED_WITHIN: Duration = Duration::from_secs(90);
 /// mosquitto's counter of messages it dropped (queue or inflight limits).
