@@ -38,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 const BURST: u64 = 120_000;
 /// Time between two of the calm gate's taps: ten a second.
 const CALM_EVERY: Duration = Duration::from_millis(100);
-/// Longest a calm gate's answer may take during the burst. Measured in eight runs of a debug
-/// build on two shared cores: median 8 to 91 ms, slowest 52 to 389 ms. The bound is the one
+/// Longest a calm gate's answer may take during the burst. Measured in six runs of a debug
+/// build on two shared cores: median 8 to 14 ms, slowest 52 to 276 ms. The bound is the one
 /// `rate_limit.rs` holds a calm gate to beside a smaller flood on the same machine (where single
 /// answers of 1.1 s were seen): room for a busy machine, still under half the 4.1 s reported and
 /// well under the 5 s a device waits for an answer.
