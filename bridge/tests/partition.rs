@@ -4,7 +4,8 @@
 //! apart and healed, or the primary is killed and restarted within 1.5 s as a supervisor would.
 //! In the first three scenarios the bridges and the broker run in the test's namespace and reach
 //! every node throughout: the worst case, where a bridge could go on confirming on a primary the
-//! sentinels are replacing. Then the broker and each bridge get namespaces of their own, and one
+//! sentinels are replacing. The two-site layout `docs/scaling.md` recommends (one data node per
+//! site, a sentinel in each and a third elsewhere) has its sites cut apart the same way. Then the broker and each bridge get namespaces of their own, and one
 //! bridge is cut off from Redis (its share of taps must go to the others: what the broker holds
 //! must stop growing) or from the broker (what it held is decided once, after the heal); last, the
 //! sentinels split one against two, and the lone one must not promote.
@@ -35,6 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The data nodes and the sentinels, each its own namespace.
 const DATA: [&str; 3] = ["p", "r1", "r2"];
+/// The two-site layout of `docs/scaling.md`: one data node per site (the sentinels as above:
+/// one per site and a third in a third place).
+const TWO_SITES: [&str; 2] = ["p", "r1"];
 const SENTINELS: [&str; 3] = ["s1", "s2", "s3"];
 
 /// The broker and the bridges, when they have namespaces of their own.
@@ -60,7 +64,9 @@ static ONE_LAB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new
 /// The replicated Redis: three data nodes and three sentinels in a lab.
 struct Cluster {
     lab: Lab,
-    /// The lab's process index of each data node, in [`DATA`] order.
+    /// The data nodes, the primary first.
+    names: &'static [&'static str],
+    /// The lab's process index of each data node, in `names` order.
     data: Vec<usize>,
 }
 
@@ -68,8 +74,8 @@ impl Cluster {
     /// `p` the primary, `r1` and `r2` its replicas, every write in the append-only file before
     /// it is acknowledged (a primary restarted at once comes back with all it acknowledged), and
     /// three sentinels (quorum 2, 1 s to call a node down); and an empty node for each name in `more`.
-    fn start(more: &[&str]) -> Self {
-        let names: Vec<&str> = DATA
+    fn start(data_nodes: &'static [&'static str], more: &[&str]) -> Self {
+        let names: Vec<&str> = data_nodes
             .iter()
             .chain(SENTINELS.iter())
             .chain(more.iter())
@@ -79,7 +85,7 @@ impl Cluster {
         let redis = redis_server();
         let p = lab.node("p").ip.to_string();
         let mut data = Vec::new();
-        for name in DATA {
+        for name in data_nodes {
             let dir = lab.dir().join(name);
             std::fs::create_dir_all(&dir).expect("node dir");
             let mut args: Vec<String> = [
@@ -104,7 +110,7 @@ impl Cluster {
             .map(str::to_owned)
             .to_vec();
             args.push(dir.display().to_string());
-            if name != "p" {
+            if *name != "p" {
                 args.extend(["--replicaof".to_owned(), p.clone(), "6379".to_owned()]);
             }
             data.push(lab.spawn(name, &format!("redis-{name}"), &redis, &args, 6379));
@@ -131,15 +137,19 @@ impl Cluster {
                 26379,
             );
         }
-        let cluster = Self { lab, data };
+        let cluster = Self {
+            lab,
+            names: data_nodes,
+            data,
+        };
         cluster.wait_for("replicas in sync and sentinels that know all", |c| {
-            DATA[1..].iter().all(|r| {
+            c.names[1..].iter().all(|r| {
                 c.cli(r, 6379, &["INFO", "replication"])
                     .contains("master_link_status:up")
             }) && SENTINELS.iter().all(|s| {
                 let replicas = c.cli(s, 26379, &["SENTINEL", "replicas", "tapgate"]);
                 let sentinels = c.cli(s, 26379, &["SENTINEL", "sentinels", "tapgate"]);
-                DATA[1..]
+                c.names[1..]
                     .iter()
                     .all(|r| replicas.contains(&c.lab.node(r).ip.to_string()))
                     && SENTINELS
@@ -182,7 +192,8 @@ impl Cluster {
                     &["SENTINEL", "get-master-addr-by-name", "tapgate"],
                 );
                 let ip = out.lines().next().unwrap_or_default().trim().to_owned();
-                DATA.iter()
+                self.names
+                    .iter()
                     .find(|d| self.lab.node(d).ip.to_string() == ip)
                     .map_or(ip, |d| (*d).to_owned())
             })
@@ -361,6 +372,9 @@ enum Fault {
     /// One sentinel cut off from the other two and from the primary (it still reaches the
     /// replicas; the bridges reach every node).
     SentinelSplit,
+    /// The two-site layout ([`TWO_SITES`]): the primary's site (it and one sentinel) cut off
+    /// from the other site (the replica and a sentinel) and the third place's sentinel.
+    SitesApart,
 }
 
 impl Fault {
@@ -372,6 +386,15 @@ impl Fault {
             Fault::BridgeFromRedis => "one bridge cut off from Redis, 8 s",
             Fault::BridgeFromBroker => "one bridge cut off from the broker, 8 s",
             Fault::SentinelSplit => "1 sentinel (also cut from the primary) vs 2, 8 s",
+            Fault::SitesApart => "two sites: primary + 1 sentinel vs replica + 2 sentinels, 8 s",
+        }
+    }
+
+    /// The data nodes of its layout.
+    fn data_nodes(self) -> &'static [&'static str] {
+        match self {
+            Fault::SitesApart => &TWO_SITES,
+            _ => &DATA,
         }
     }
 
@@ -384,16 +407,22 @@ impl Fault {
     /// the others long enough for the cut and 4 s after it.
     fn sending(self) -> Duration {
         match self {
-            Fault::PrimaryAlone | Fault::PrimaryAndReplica | Fault::FastRestart => {
-                Duration::from_secs(22)
-            }
+            Fault::PrimaryAlone
+            | Fault::PrimaryAndReplica
+            | Fault::FastRestart
+            | Fault::SitesApart => Duration::from_secs(22),
             _ => FAULT_AT + CUT_FOR + Duration::from_secs(4),
         }
     }
 
     /// Does it to the lab; returns when it is over (healed, or the primary started again).
     fn apply(self, cluster: &mut Cluster) {
-        let all_redis: Vec<&str> = DATA.iter().chain(SENTINELS.iter()).copied().collect();
+        let all_redis: Vec<&str> = cluster
+            .names
+            .iter()
+            .chain(SENTINELS.iter())
+            .copied()
+            .collect();
         let cut = |a: &[&str], b: &[&str]| {
             cluster.lab.cut(a, b);
             std::thread::sleep(CUT_FOR);
@@ -405,6 +434,7 @@ impl Fault {
             Fault::BridgeFromRedis => cut(&[BRIDGES[0]], &all_redis),
             Fault::BridgeFromBroker => cut(&[BRIDGES[0]], &[BROKER]),
             Fault::SentinelSplit => cut(&["s1"], &["s2", "s3", "p"]),
+            Fault::SitesApart => cut(&["p", "s1"], &["r1", "s2", "s3"]),
             Fault::FastRestart => {
                 let p = cluster.data[0];
                 cluster.lab.process(p).kill();
@@ -559,7 +589,7 @@ async fn run_scenario(fault: Fault) -> Row {
     } else {
         &[]
     };
-    let mut cluster = tokio::task::spawn_blocking(move || Cluster::start(more))
+    let mut cluster = tokio::task::spawn_blocking(move || Cluster::start(fault.data_nodes(), more))
         .await
         .expect("cluster");
     let url = cluster.url();
@@ -706,7 +736,9 @@ async fn run_scenario(fault: Fault) -> Row {
     );
     let primary_after = {
         let address = link.address().unwrap_or_default();
-        DATA.iter()
+        cluster
+            .names
+            .iter()
             .find(|d| address.starts_with(&format!("{}:", cluster.lab.node(d).ip)))
             .map_or(address, |d| (*d).to_owned())
     };
@@ -825,10 +857,11 @@ async fn partitions_and_a_fast_restart_lose_no_acknowledged_decision() {
         Fault::PrimaryAlone,
         Fault::PrimaryAndReplica,
         Fault::FastRestart,
+        Fault::SitesApart,
     ])
     .await;
     // A cut must have moved the primary, or the scenario did not test a failover.
-    for r in &rows[..2] {
+    for r in [&rows[0], &rows[1], &rows[3]] {
         assert_ne!(
             r.primary_after,
             "p",
