@@ -2,8 +2,12 @@
 //!
 //! [`BridgeConfig`] is read in layers: built-in defaults, then a TOML file (`--config`), then
 //! `TAPGATE_*` environment variables, then command-line flags. Unknown keys in the file are
-//! refused, so a typo is an error rather than a silently ignored setting. The flags are
-//! [`crate::cli::Cli`]'s, each named as its setting.
+//! refused, so a typo is an error rather than a silently ignored setting.
+//!
+//! A setting is one field here: its doc (the first paragraph is also the flag's help), its
+//! `#[arg]` (flag, variable, and the parser that checks a value as it is typed) and its default
+//! in [`Default`]. The flags reach the settings through [`tapgate_runtime::settings::given`];
+//! [`crate::cli::Cli`] only adds `--config`, `--print-config` and the logging flags.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,99 +17,149 @@ use serde::{Deserialize, Serialize};
 use tapgate_protocol::Topics;
 use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings};
 use tapgate_runtime::secret::{refuse_placeholder, url_password};
+use tapgate_runtime::settings;
 
 /// Everything the bridge can be told.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `clap::Args` derive declares the flags, taken by the command line with
+/// [`settings::Flags`]; the values are read by [`BridgeConfig::load`], in layers, never by clap's
+/// `FromArgMatches` alone (it would miss the file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct BridgeConfig {
-    /// Redis URL, e.g. `redis://127.0.0.1:6379` or `redis://:password@host:6379/0`.
+    /// Redis URL: redis://[user:password@]host:port, or
+    /// redis+sentinel://host:port,host:port,host:port/primary-name to follow Sentinel failovers.
+    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
     pub redis: String,
-    /// Redis password, if not given in the URL.
-    pub redis_password: Option<String>,
-    /// Replicas that must hold a decision's writes before it is confirmed to the device (`WAIT`).
-    /// Unset: 1 with a `redis+sentinel://` URL (a replica exists), 0 otherwise. With Sentinel it is
-    /// a floor: the bridge waits for every replica any sentinel sees up (any may be promoted), and
-    /// refuses 0.
+    /// Replicas that must hold a decision's writes before it is confirmed to the device (Redis
+    /// WAIT); unset: 1 with a redis+sentinel:// URL, else 0.
+    ///
+    /// With Sentinel it is a floor: the bridge waits for every replica any sentinel sees up (any
+    /// may be promoted), and refuses 0.
+    #[arg(long, env = "TAPGATE_WAIT_REPLICAS")]
     pub wait_replicas: Option<u32>,
-    /// How long to wait for those replicas; a decision not replicated in time is not confirmed
-    /// and the message is tried again.
+    /// How long to wait for those replicas before trying the message again.
+    ///
+    /// A decision not replicated in time is not confirmed and the message is tried again.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_WAIT_TIMEOUT", value_parser = humantime::parse_duration)]
     pub wait_timeout: Duration,
+    /// Redis password, if not given in the URL.
+    #[arg(long, env = "TAPGATE_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
     /// The broker: keys `mqtt`, `mqtt_username`, `mqtt_password` and the TLS files.
     #[serde(flatten)]
+    #[command(flatten)]
     pub broker: BrokerConfig,
-    /// MQTT client id. Keep it stable: the broker keeps this session's queued taps while the
-    /// bridge is down and hands them over when it returns.
+    /// MQTT client id; keep it stable so the broker keeps taps queued while the bridge is down.
+    #[arg(long, env = "TAPGATE_CLIENT_ID")]
     pub client_id: String,
-    /// Topic prefix shared with the devices, checked as it is read.
+    /// Topic prefix shared with the devices.
+    // Checked as it is read: a `Topics`, never its text again.
     #[serde(
         deserialize_with = "tapgate_runtime::settings::topics",
         serialize_with = "tapgate_runtime::settings::topics_prefix"
     )]
+    #[arg(long, env = "TAPGATE_PREFIX", value_parser = settings::prefix)]
     pub prefix: Topics,
-    /// Shared-subscription group (`$share/{group}/...`) so several bridges split the work.
-    /// Unset: an ordinary subscription.
+    /// Shared-subscription group ($share/{group}/...) so several bridges split the work; unset:
+    /// an ordinary subscription.
+    #[arg(long, env = "TAPGATE_SHARED_GROUP")]
     pub shared_group: Option<String>,
-    /// The fare catalogue (TOML: currency, time zone, service day start, products with prices).
-    /// Unset: the built-in catalogue, today's three products at price 0. Reloaded on SIGHUP.
+    /// Fare catalogue, a TOML file of products and prices (reloaded on SIGHUP); unset: the
+    /// built-in one, SINGLE_USE, TEN_TRIP and TWO_HOUR at price 0.
+    ///
+    /// The file gives the currency, the time zone, the service day's start and the products with
+    /// their prices.
+    #[arg(long, env = "TAPGATE_FARES")]
     pub fares: Option<std::path::PathBuf>,
-    /// How long the built-in catalogue's two-hour pass stays valid after its first entry (and a
-    /// two-hour pass stored before passes kept their terms).
+    /// Validity of the built-in catalogue's two-hour pass after its first entry, e.g. 2h or 3s.
+    ///
+    /// Also that of a two-hour pass stored before passes kept their terms.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_TWO_HOUR_DURATION", value_parser = humantime::parse_duration)]
     pub two_hour_duration: Duration,
-    /// How long a terminal waits for the next step of a sale before abandoning it.
+    /// How long a terminal's sale waits for its next step before it is abandoned.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SALE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub sale_timeout: Duration,
-    /// How long a decision is remembered so a redelivered message gets the same answer.
+    /// How long a decision is remembered, so a redelivered message gets the same answer.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_IDEMPOTENCY_TTL", value_parser = humantime::parse_duration)]
     pub idempotency_ttl: Duration,
-    /// Approximate length the `tapgate:events` stream is trimmed to.
+    /// Approximate length the tapgate:events stream is trimmed to.
+    #[arg(long, env = "TAPGATE_STREAM_MAXLEN")]
     pub stream_maxlen: u64,
-    /// How long a card's recent-events list is kept after the card's last event (renewed at
-    /// most every sixteenth of this: it goes between 15/16 and all of it after the last event).
+    /// How long a card's recent-events list is kept after the card's last event.
+    ///
+    /// Renewed at most every sixteenth of this: it goes between 15/16 and all of it after the
+    /// last event.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_CARD_RECENT_TTL", value_parser = humantime::parse_duration)]
     pub card_recent_ttl: Duration,
-    /// How long a device's presence (`tapgate:device:…`, its `tapgate:devices` membership) and
-    /// its counters are kept after it was last heard from.
+    /// How long a device's presence and counters are kept after it was last heard from.
+    ///
+    /// Its presence is its `tapgate:device:…` hash and its `tapgate:devices` membership.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_DEVICE_TTL", value_parser = humantime::parse_duration)]
     pub device_ttl: Duration,
-    /// Messages each of the 64 worker shards may hold waiting. Beyond it QoS 1 messages wait at
-    /// the broker (backpressure) and QoS 0 messages are dropped and counted.
+    /// Messages each worker shard may hold waiting; beyond it QoS 0 messages are dropped.
+    ///
+    /// There are 64 shards. Beyond it QoS 1 messages wait at the broker (backpressure) and QoS 0
+    /// messages are dropped and counted.
+    #[arg(long, env = "TAPGATE_SHARD_QUEUE")]
     pub shard_queue: usize,
-    /// Messages a second each device may send on average (taps, buttons, heartbeats; not its
-    /// online/offline status). Beyond it, and beyond `device_burst` at once, a message is refused
-    /// (`rate_limited`) without reaching Redis. A rider taps at most about once a second: the
-    /// default stops a flood and is never reached by a real gate or terminal. 0 switches the limit
-    /// off (load benchmarks). With several bridges in a shared group each counts on its own.
+    /// Messages a second each device may send on average (taps, buttons, heartbeats); beyond it
+    /// and the burst they are refused as rate_limited without reaching Redis; 0: no limit.
+    ///
+    /// Not counted: a device's online/offline status. A rider taps at most about once a second:
+    /// the default stops a flood and is never reached by a real gate or terminal. 0 is for load
+    /// benchmarks. With several bridges in a shared group each counts on its own.
+    #[arg(long, env = "TAPGATE_DEVICE_RATE")]
     pub device_rate: u32,
-    /// Messages each device may send at once before `device_rate` applies: room for a gate that
-    /// comes back from an outage and sends everything it queued meanwhile (devices queue at most
-    /// 1000, their `queue_limit`).
+    /// Messages each device may send at once before the rate applies (a gate sending what it
+    /// queued during an outage).
+    ///
+    /// Devices queue at most 1000, their queue_limit.
+    #[arg(long, env = "TAPGATE_DEVICE_BURST")]
     pub device_burst: u32,
-    /// Address for the Prometheus `/metrics` endpoint; unset: no endpoint.
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464; unset: no endpoint.
+    #[arg(long, env = "TAPGATE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Longest wait between reconnect attempts to Redis or the broker.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MAX_BACKOFF", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
-    /// A waiting tap or button older than this when the bridge decides it is answered `stale`
-    /// and charged nothing. Keep it shorter than the devices' decision timeout (2s by default) by
-    /// the time an answer takes to reach them.
+    /// A waiting tap or button older than this when the bridge decides is answered `stale` and
+    /// charged nothing.
+    ///
+    /// Keep it shorter than the devices' decision timeout (2s by default) by the time an answer
+    /// takes to reach them.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_DECISION_WINDOW", value_parser = humantime::parse_duration)]
     pub decision_window: Duration,
-    /// A message time further ahead of the bridge's clock than this is refused
-    /// (`time_in_future`).
+    /// Refuse message times further ahead of the bridge's clock than this (time_in_future).
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MAX_TIME_AHEAD", value_parser = humantime::parse_duration)]
     pub max_time_ahead: Duration,
-    /// A device whose heartbeat clock is off by more than this is flagged (`clock-skew`). Best
-    /// kept below `decision_window`: a clock running behind is never corrected.
+    /// Flag a device whose heartbeat clock is off by more than this (clock-skew).
+    ///
+    /// Best kept below the decision window: a clock running behind is never corrected.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MAX_CLOCK_SKEW", value_parser = humantime::parse_duration)]
     pub max_clock_skew: Duration,
-    /// An offline entry that happened longer ago than this is refused (`time_too_old`): older
-    /// than a fail-open gate is meant to hold one, or stamped by a clock that was never set.
+    /// Refuse offline entries that happened longer ago than this (time_too_old).
+    ///
+    /// Older than a fail-open gate is meant to hold one, or stamped by a clock that was never
+    /// set.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MAX_OFFLINE_AGE", value_parser = humantime::parse_duration)]
     pub max_offline_age: Duration,
-    /// Refuse taps and buttons without `time` and `mode` (`missing_field`). Off during the
-    /// transition: such messages are decided on the bridge's clock as waiting ones.
+    /// Refuse taps and buttons without time and mode (missing_field).
+    ///
+    /// Off during the transition: such messages are decided on the bridge's clock as waiting
+    /// ones.
+    #[arg(long, env = "TAPGATE_REQUIRE_STAMP", action = clap::ArgAction::Set)]
     pub require_stamp: bool,
 }
 
@@ -163,8 +217,9 @@ impl BridgeConfig {
             .unwrap_or(u32::from(self.redis.starts_with("redis+sentinel://")))
     }
 
-    /// The broker connection: URL and credentials checked; the TLS files are read when the
-    /// connection is built ([`BridgeConfig::validate`] reads them once at load).
+    /// The broker connection: the URL as it was parsed when read, placeholder passwords refused;
+    /// the TLS files are read when the connection is built ([`BridgeConfig::validate`] reads
+    /// them once at load).
     pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
         self.broker
             .settings()

@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use cli::Cli;
 pub use config::{BridgeConfig, ConfigError};
 pub use metrics::Metrics;
 pub use mqtt::MqttError;

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tapgate_bridge::cli::Cli;
 use tapgate_bridge::BridgeConfig;
+use tapgate_bridge::Cli;
 
 /// One thread runs every task. Per tap the bridge's tasks hand work to each other several times
 /// (MQTT loop, shard worker, Redis connection, back to the MQTT loop); on one thread a hand-over is

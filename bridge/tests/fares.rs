@@ -247,7 +247,7 @@ impl BridgeLog {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapgate-bridge"))
             .args(["--redis", &stack.config.redis])
-            .args(["--mqtt", &stack.config.broker.mqtt])
+            .args(["--mqtt", &stack.config.broker.mqtt.to_string()])
             .args(["--client-id", "bridge-hup"])
             .arg("--fares")
             .arg(fares)

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::Stack;
-use tapgate_bridge::cli::Cli;
 use tapgate_bridge::BridgeConfig;
+use tapgate_bridge::Cli;
 use tapgate_protocol::DeviceKind;
 use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_runtime::settings::{self, check, NOT_SETTINGS};

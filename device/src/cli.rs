@@ -16,8 +16,8 @@ use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
 use tapgate_runtime::logging::LogArgs;
-use tapgate_runtime::mqtt::MqttArgs;
-use tapgate_runtime::settings::{self, ArgsError, Overrides};
+use tapgate_runtime::mqtt::BrokerConfig;
+use tapgate_runtime::settings::{self, ArgsError, Flags, Overrides};
 
 use crate::config::{ConfigError, DeviceConfig, HardwareKind, SoundKind};
 use crate::hw::console::{run_console, sim_hardware, ConsoleDisplay, ConsoleLights, HELP};
@@ -171,7 +171,7 @@ pub struct DeviceArgs {
     pub id: Option<String>,
     /// Broker URL, login and TLS files.
     #[command(flatten)]
-    pub broker: MqttArgs,
+    pub broker: Flags<BrokerConfig>,
     /// Topic prefix.
     #[arg(long, env = "TAPGATE_PREFIX")]
     pub prefix: Option<String>,

@@ -27,8 +27,7 @@ pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 /// TLS files, all optional and PEM-encoded.
 ///
 /// In a program's settings these are the keys `mqtt_ca`, `mqtt_cert` and `mqtt_key`, side by
-/// side with the others: settings structs take them with `#[serde(flatten)]` (the flags are
-/// [`MqttArgs`]'s).
+/// side with the others ([`BrokerConfig`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct TlsFiles {
@@ -98,15 +97,20 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
-    /// Parses `url`; no credentials or TLS files beyond what the URL says, keep-alive 15 s.
+    /// Parses `url`: [`BrokerSettings::at`] that URL.
     pub fn new(url: &str) -> Result<Self, MqttSetupError> {
-        Ok(Self {
-            url: BrokerUrl::parse(url)?,
+        Ok(Self::at(BrokerUrl::parse(url)?))
+    }
+
+    /// The broker at `url`; no credentials or TLS files beyond what the URL says, keep-alive 15 s.
+    pub fn at(url: BrokerUrl) -> Self {
+        Self {
+            url,
             username: None,
             password: None,
             tls: TlsFiles::default(),
             keep_alive: Duration::from_secs(15),
-        })
+        }
     }
 
     /// Sets the username and password (a `None` username keeps the URL's credentials).
@@ -238,33 +242,6 @@ fn system_roots() -> Result<RootCertStore, MqttSetupError> {
     Ok(roots)
 }
 
-/// The broker flags every program takes, defined once: URL, login and TLS files, each also a
-/// `TAPGATE_MQTT*` variable. Programs flatten this into their own command line; each flag's id is
-/// its key in [`BrokerConfig`], so [`crate::settings::given`] takes it over the settings file.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct MqttArgs {
-    /// MQTT broker URL: mqtt://host:port, or mqtts://host:port for TLS; user:password@ in it is
-    /// used when no --mqtt-username is given.
-    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
-    pub mqtt: Option<String>,
-    /// MQTT username (a provisioned device logs in with its id).
-    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
-    pub mqtt_username: Option<String>,
-    /// MQTT password.
-    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
-    pub mqtt_password: Option<String>,
-    /// CA certificate (PEM) the broker's certificate must chain to, for mqtts://
-    /// [default: the system's roots].
-    #[arg(long, env = "TAPGATE_MQTT_CA")]
-    pub mqtt_ca: Option<PathBuf>,
-    /// Client certificate (PEM) to present over mqtts://, e.g. one whose CN is the device id.
-    #[arg(long, env = "TAPGATE_MQTT_CERT")]
-    pub mqtt_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, env = "TAPGATE_MQTT_KEY")]
-    pub mqtt_key: Option<PathBuf>,
-}
-
 /// Why the broker settings of a program cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerConfigError {
@@ -276,48 +253,77 @@ pub enum BrokerConfigError {
     Setup(#[from] MqttSetupError),
 }
 
-/// The broker settings every program's settings file holds, defined once: the keys `mqtt`,
-/// `mqtt_username`, `mqtt_password`, `mqtt_ca`, `mqtt_cert` and `mqtt_key`, side by side with the
-/// program's own keys (settings structs take this with `#[serde(flatten)]`; the flags are
-/// [`MqttArgs`]'s). Its fields are plain, not flattened again: serde cannot refuse unknown keys
-/// through two levels of flattening.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The broker settings every program holds, declared once: the keys `mqtt`, `mqtt_username`,
+/// `mqtt_password`, `mqtt_ca`, `mqtt_cert` and `mqtt_key`, side by side with the program's own
+/// (settings structs take this with `#[serde(flatten)]` and `#[command(flatten)]`). Each field's
+/// doc is also its flag's help, and its `#[arg]` names the flag and its `TAPGATE_MQTT*`
+/// variable ([`crate::settings::Flags`]). Its fields are plain, not flattened again: serde cannot
+/// refuse unknown keys through two levels of flattening.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args)]
 #[serde(default)]
 pub struct BrokerConfig {
-    /// MQTT broker URL: `mqtt://host:port` (also `tcp://`), or `mqtts://host:port` for TLS.
-    pub mqtt: String,
+    /// MQTT broker URL: mqtt://host:port (also tcp://), or mqtts://host:port for TLS; a
+    /// user:password@ in it is used when no MQTT username is set.
+    // Parsed once, as it is read.
+    #[serde(
+        deserialize_with = "crate::settings::broker_url",
+        serialize_with = "crate::settings::broker_url_text"
+    )]
+    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true, value_parser = BrokerUrl::parse)]
+    pub mqtt: BrokerUrl,
     /// MQTT username (a provisioned device logs in with its id); wins over one in the URL.
+    #[arg(long, env = "TAPGATE_MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
-    /// Password for `mqtt_username`.
+    /// MQTT password, for the MQTT username.
+    #[arg(long, env = "TAPGATE_MQTT_PASSWORD", hide_env_values = true)]
     pub mqtt_password: Option<String>,
-    /// CA certificate(s) the broker's certificate must chain to, for `mqtts://`; unset: the
+    /// CA certificate (PEM) the broker's certificate must chain to, for mqtts://; unset: the
     /// system's roots.
+    #[arg(long, env = "TAPGATE_MQTT_CA")]
     pub mqtt_ca: Option<PathBuf>,
-    /// Client certificate (chain) to present over `mqtts://`, e.g. one whose CN is the device id.
+    /// Client certificate (PEM) to present over mqtts://, e.g. one whose CN is the device id.
+    #[arg(long, env = "TAPGATE_MQTT_CERT")]
     pub mqtt_cert: Option<PathBuf>,
-    /// The client certificate's private key.
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TAPGATE_MQTT_KEY")]
     pub mqtt_key: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        Self::url(format!(
-            "mqtt://127.0.0.1:{}",
-            tapgate_protocol::broker::DEFAULT_PORT
-        ))
+        Self::new(BrokerUrl {
+            host: "127.0.0.1".into(),
+            port: tapgate_protocol::broker::DEFAULT_PORT,
+            credentials: None,
+            tls: false,
+        })
     }
 }
 
 impl BrokerConfig {
     /// The broker at `url`, with no login beyond the URL's and no TLS files.
-    pub fn url(url: impl Into<String>) -> Self {
+    pub fn new(url: BrokerUrl) -> Self {
         Self {
-            mqtt: url.into(),
+            mqtt: url,
             mqtt_username: None,
             mqtt_password: None,
             mqtt_ca: None,
             mqtt_cert: None,
             mqtt_key: None,
+        }
+    }
+
+    /// [`BrokerConfig::new`] from a URL written in the code, for tests and examples (settings
+    /// read theirs with [`crate::settings::broker_url`], which refuses a bad one).
+    ///
+    /// # Panics
+    ///
+    /// When `url` is not a broker URL.
+    #[track_caller]
+    pub fn url(url: impl AsRef<str>) -> Self {
+        match BrokerUrl::parse(url.as_ref()) {
+            Ok(url) => Self::new(url),
+            Err(e) => panic!("{e}"),
         }
     }
 
@@ -328,13 +334,16 @@ impl BrokerConfig {
         self
     }
 
-    /// Checked settings: the URL parsed, placeholder passwords refused (in the setting or in the
-    /// URL). The TLS files are read when [`BrokerSettings::options`] builds the connection, or
-    /// sooner by [`BrokerConfig::checked`].
+    /// Checked settings: placeholder passwords refused (in the setting or in the URL). The URL
+    /// was parsed when it was read; the TLS files are read when [`BrokerSettings::options`]
+    /// builds the connection, or sooner by [`BrokerConfig::checked`].
     pub fn settings(&self) -> Result<BrokerSettings, BrokerConfigError> {
         crate::secret::refuse_placeholder("mqtt_password", self.mqtt_password.as_deref())?;
-        crate::secret::refuse_placeholder("mqtt", crate::secret::url_password(&self.mqtt))?;
-        let settings = BrokerSettings::new(&self.mqtt)?
+        crate::secret::refuse_placeholder(
+            "mqtt",
+            self.mqtt.credentials.as_ref().map(|(_, p)| p.as_str()),
+        )?;
+        let settings = BrokerSettings::at(self.mqtt.clone())
             .with_credentials(self.mqtt_username.clone(), self.mqtt_password.clone())
             .with_tls(TlsFiles {
                 ca: self.mqtt_ca.clone(),
@@ -390,7 +399,7 @@ mod tests {
         )
         .expect("loads");
         assert_eq!(p.name, "x");
-        assert_eq!(p.broker.mqtt, "mqtts://b:8883");
+        assert_eq!(p.broker.mqtt.to_string(), "mqtts://b:8883");
         assert_eq!(p.broker.mqtt_username.as_deref(), Some("g1"));
         assert_eq!(p.broker.mqtt_ca, Some(PathBuf::from("/ca.pem")));
         let typo = crate::settings::load::<Program, _, _>(

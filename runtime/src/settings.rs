@@ -14,6 +14,13 @@
 //! (`pins.red`). Values are typed by the struct, so `"2h"`, `"true"` or `"5"` given as text
 //! become a duration, a flag or a number there, once.
 //!
+//! A setting is declared once, as a field of that struct: its `///` doc is both the file's
+//! documentation and the flag's help, and the struct's `#[derive(clap::Args)]` makes the field a
+//! flag (`#[arg(long, env = "TAPGATE_…")]`, with a `value_parser` that checks a typed value as it
+//! is typed). A program's command line takes the flags with `#[command(flatten)]` of
+//! [`Flags<T>`](Flags): none is required and none has a clap default, and clap never builds the
+//! struct from them (that would skip the file).
+//!
 //! A flag is a setting when its clap id is a settings key (a field's name is its id; a nested
 //! key is given as `#[arg(id = "pins.red", long = "pin-red")]`). Then nothing else is written
 //! for it: [`given`] takes every such flag the user gave (or its variable) as an override,
@@ -22,10 +29,11 @@
 //! [`check`] holds what each program's tests use to prove that every flag arrives.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::Path;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Command, FromArgMatches};
+use clap::{ArgMatches, Args, Command, FromArgMatches};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::broker::BrokerUrl;
@@ -103,6 +111,73 @@ impl IntoIterator for Overrides {
 pub fn broker_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BrokerUrl, D::Error> {
     let text = String::deserialize(d)?;
     BrokerUrl::parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// The flags of settings struct `T` on a program's command line:
+/// `#[command(flatten)] settings: Flags<BridgeConfig>`. `T`'s `#[derive(clap::Args)]` declares
+/// them; here each is made optional (a setting left out keeps its value from the file or the
+/// default), and nothing is read from the matches: [`given`] takes the flags given as overrides
+/// for [`load`].
+pub struct Flags<T>(PhantomData<fn() -> T>);
+
+impl<T> Flags<T> {
+    /// Each argument `add` puts on `cmd` made optional.
+    fn optional(cmd: Command, add: impl FnOnce(Command) -> Command) -> Command {
+        let before: Vec<clap::Id> = cmd.get_arguments().map(|a| a.get_id().clone()).collect();
+        let cmd = add(cmd);
+        let added: Vec<clap::Id> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().clone())
+            .filter(|id| !before.contains(id))
+            .collect();
+        added
+            .into_iter()
+            .fold(cmd, |cmd, id| cmd.mut_arg(id, |a| a.required(false)))
+    }
+}
+
+impl<T> std::fmt::Debug for Flags<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Flags")
+    }
+}
+
+impl<T> Clone for Flags<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Flags<T> {}
+
+impl<T> Default for Flags<T> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T: Args> Args for Flags<T> {
+    fn augment_args(cmd: Command) -> Command {
+        Self::optional(cmd, T::augment_args)
+    }
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::optional(cmd, T::augment_args_for_update)
+    }
+}
+
+impl<T> FromArgMatches for Flags<T> {
+    fn from_arg_matches(_: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self::default())
+    }
+    fn update_from_arg_matches(&mut self, _: &ArgMatches) -> Result<(), clap::Error> {
+        Ok(())
+    }
+}
+
+/// A topic prefix flag's value parser (`#[arg(value_parser = settings::prefix)]`): the prefix
+/// checked as it is typed.
+pub fn prefix(text: &str) -> Result<Topics, tapgate_protocol::topic::BadPrefix> {
+    Topics::new(text)
 }
 
 /// The flags of every program that are not settings, by id: `--config`, `--print-config` and the
@@ -243,9 +318,16 @@ pub fn show_defaults<T: Serialize + Default>(cmd: Command) -> Command {
                 let help = a.get_help().map(ToString::to_string).unwrap_or_default();
                 let long = a.get_long_help().map(ToString::to_string);
                 let a = a.help(format!("{help} {note}").trim_start().to_owned());
-                match long {
-                    Some(long) => a.long_help(format!("{long} {note}")),
-                    None => a,
+                // In the long help, after the summary: details follow in their own paragraphs.
+                match long.as_deref().and_then(|l| l.split_once("\n\n")) {
+                    Some((first, rest)) => {
+                        let first = first.strip_suffix('.').unwrap_or(first);
+                        a.long_help(format!("{first} {note}\n\n{rest}"))
+                    }
+                    None => match long {
+                        Some(long) => a.long_help(format!("{long} {note}")),
+                        None => a,
+                    },
                 }
             }),
             _ => cmd,

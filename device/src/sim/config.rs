@@ -7,8 +7,8 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::Catalogue;
 
-use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings, MqttArgs};
-use tapgate_runtime::settings::Overrides;
+use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings};
+use tapgate_runtime::settings::{Flags, Overrides};
 
 use crate::config::{broker_settings, check_broker, invalid, load_layers, ConfigError};
 
@@ -218,7 +218,7 @@ pub struct SimArgs {
     pub print_config: bool,
     /// Broker URL, login (shared by every simulated device without --devices) and TLS files.
     #[command(flatten)]
-    pub broker: MqttArgs,
+    pub broker: Flags<BrokerConfig>,
     /// Provisioned devices to run, each logging in as itself: a TOML file of [[devices]] with
     /// id, kind and password (see `tapgate-admin device add`); --gates and --terminals are then ignored.
     #[arg(long, env = "TAPGATE_SIM_DEVICES")]

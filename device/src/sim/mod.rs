@@ -327,7 +327,7 @@ pub async fn run(sim: Simulation, shutdown: CancellationToken) -> Result<Summary
             _ = tokio::time::sleep_until(deadline) => {
                 let up = sim.devices.iter().filter(|d| d.up).count();
                 fleet_stop.cancel();
-                let url = tapgate_protocol::broker::redact(&sim.cfg.broker.mqtt);
+                let url = tapgate_protocol::broker::redact(&sim.cfg.broker.mqtt.to_string());
                 return Err(SimError::Connect { up, total: n_devices, url });
             }
             Some(e) = events.recv() => sim.on_fleet(e),
