@@ -1,20 +1,24 @@
 //! The tapgate bridge: decides device taps and button presses against Redis, atomically, over MQTT.
 //!
-//! - [`config`]: settings, layered defaults → file → environment → flags.
-//! - [`cli`]: the command line, each flag named as its setting.
-//! - [`fares`]: the fare catalogue in force, reloaded on SIGHUP.
-//! - [`mqtt`]: broker options, subscription filters, start-up handshake, sharing check.
-//! - [`connection`]: the task that owns the connection once it is up: reads, batched writes,
+//! Its surface is what the binary and other crates' tests use: [`start`], [`run`],
+//! [`BridgeConfig`] and [`Cli`], the [`store`] (the monitor's tests decide through it),
+//! [`Metrics`], and the `testing` stack (feature `testing`). Inside:
+//!
+//! - `config`: settings, layered defaults → file → environment → flags, each declared once.
+//! - `cli`: the command line, each flag named as its setting.
+//! - `fares`: the fare catalogue in force, reloaded on SIGHUP.
+//! - `mqtt`: broker options, subscription filters, start-up handshake, sharing check.
+//! - `connection`: the task that owns the connection once it is up: reads, batched writes,
 //!   keep-alive, reconnects.
-//! - [`outbox`]: the one line of decisions, events and acknowledgements the workers queue.
-//! - [`dispatch`]: per-device ordering with a fixed set of worker shards, served fairly.
+//! - `outbox`: the one line of decisions, events and acknowledgements the workers queue.
+//! - `dispatch`: per-device ordering with a fixed set of worker shards, served fairly.
 //! - [`limit`]: the per-device rate limit (a token bucket per device, bounded in memory).
-//! - [`refusals`]: refusals for that limit, added to Redis's rejected counters once a second.
-//! - [`process`]: one message: validate, decide, answer, acknowledge.
+//! - `refusals`: refusals for that limit, added to Redis's rejected counters once a second.
+//! - `process`: one message: validate, decide, answer, acknowledge.
 //! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.
-//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
-//! - [`summary`]: one INFO line a minute instead of one per decision.
-//! - [`redis_memory`]: Redis memory and its limit, read every few seconds for the metrics.
+//! - `metrics`: Prometheus counters and the `/metrics` endpoint.
+//! - `summary`: one INFO line a minute instead of one per decision.
+//! - `redis_memory`: Redis memory and its limit, read every few seconds for the metrics.
 //! - `testing` (feature `testing`): a real Redis + broker + bridge stack for integration tests.
 //!
 //! [`start`] connects (failing fast with the address of whatever is unreachable; with Sentinel it
@@ -23,21 +27,22 @@
 //! decide by the system clock; [`start_with_clock`] takes any [`Clock`] (tests move a
 //! `ManualClock` instead of sleeping until a pass or sale expires).
 
-pub mod cli;
-pub mod config;
-pub mod connection;
-pub mod dispatch;
-pub mod fares;
-pub mod inbound;
+mod cli;
+mod config;
+mod connection;
+mod dispatch;
+mod fares;
+mod inbound;
+// Public until `Limiter::len` and `is_empty`, which only its tests use, are `#[cfg(test)]`.
 pub mod limit;
-pub mod metrics;
-pub mod mqtt;
-pub mod outbox;
-pub mod process;
-pub mod redis_memory;
-pub mod refusals;
+mod metrics;
+mod mqtt;
+mod outbox;
+mod process;
+mod redis_memory;
+mod refusals;
 pub mod store;
-pub mod summary;
+mod summary;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -53,8 +58,10 @@ use tracing::{info, warn};
 
 pub use cli::Cli;
 pub use config::{BridgeConfig, ConfigError};
+pub use dispatch::shard_index;
 pub use metrics::Metrics;
 pub use mqtt::MqttError;
+pub use redis_memory::RedisMemory;
 pub use store::{Store, StoreError};
 
 /// Number of worker shards: messages of one device are handled in order by one shard.

@@ -46,7 +46,7 @@ async fn info_memory(con: &mut MultiplexedConnection) -> (u64, u64) {
         .query_async(con)
         .await
         .expect("INFO memory");
-    let m = tapgate_bridge::redis_memory::RedisMemory::parse(&text).expect("INFO memory fields");
+    let m = tapgate_bridge::RedisMemory::parse(&text).expect("INFO memory fields");
     (m.used, m.max)
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 use support::Stack;
-use tapgate_bridge::dispatch::shard_index;
+use tapgate_bridge::shard_index;
 use tapgate_bridge::SHARDS;
 use tapgate_protocol::keys::{self, COUNTERS_REJECTED as REJECTED};
 use tapgate_protocol::{CardId, DeviceId, DeviceKind};
