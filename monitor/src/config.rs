@@ -1,8 +1,8 @@
 //! Settings of `tapgate-monitor serve`.
 //!
 //! Read from a TOML file (`--config monitor.toml`), then overridden by environment variables
-//! (`TAPGATE_*`) and flags; `main` does the layering (each `serve` flag is named as its key here),
-//! this module holds the shape, the defaults and the validation. Operators and their argon2 password hashes live only in the file.
+//! (`TAPGATE_*`) and flags; `main` does the layering (each `serve` flag is a field here), this
+//! module holds the shape, the flags, the defaults and the validation. Operators and their argon2 password hashes live only in the file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,79 +26,117 @@ pub struct Operator {
 }
 
 /// Everything `serve` needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A setting is one field: its doc (the first paragraph is also its flag's help), its `#[arg]`
+/// (flag, variable, and the parser that checks a value as it is typed) and its default in
+/// [`Default`]. The `serve` command line takes the flags with
+/// [`tapgate_runtime::settings::Flags`], and its flags reach the settings through
+/// [`tapgate_runtime::settings::given`], over the file; clap's `FromArgMatches` alone would miss
+/// the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
-    /// Redis URL.
+    /// Redis URL (may hold a password: its value is never shown here).
+    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
     pub redis: String,
     /// Address the dashboard listens on.
+    #[arg(long, env = "TAPGATE_MONITOR_LISTEN")]
     pub listen: SocketAddr,
-    /// Let anyone see the dashboard and card lookups without logging in (blocking still needs a
-    /// login).
+    /// Let anyone view the dashboard and card lookups without logging in.
+    ///
+    /// Blocking still needs a login.
+    #[arg(long, env = "TAPGATE_MONITOR_PUBLIC_READ_ONLY", action = clap::ArgAction::Set)]
     pub public_read_only: bool,
-    /// How long a login lasts.
+    /// How long a login lasts, e.g. 8h.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MONITOR_SESSION_TTL", value_parser = humantime::parse_duration)]
     pub session_ttl: Duration,
-    /// File holding the key session ids and CSRF tokens are made with: 64 hex digits. Redis holds
-    /// a session only under its id, a MAC of the browser's token under this key. Created with a
-    /// random key, readable by its owner only, when it does not exist; protect it like a
-    /// password. Unset: a random key for each start, so every session ends when the monitor
-    /// restarts.
+    /// File with the key session ids and CSRF tokens are made with (64 hex digits; created with
+    /// a random key if missing); unset: a new key each start, so sessions end on restart.
+    ///
+    /// Redis holds a session only under its id, a MAC of the browser's token under this key.
+    /// The file is created readable by its owner only; protect it like a password.
+    #[arg(long, env = "TAPGATE_MONITOR_SESSION_KEY_FILE")]
     pub session_key_file: Option<PathBuf>,
-    /// Mark cookies `Secure` and give them the `__Host-` prefix. Unset: on, unless the dashboard
-    /// listens on a loopback address (a local browser talks plain HTTP to it).
+    /// Mark cookies Secure and name them __Host-…; unset: on, unless listening on loopback.
+    ///
+    /// A local browser talks plain HTTP to a dashboard on a loopback address.
+    #[arg(long, env = "TAPGATE_MONITOR_SECURE_COOKIES")]
     pub secure_cookies: Option<bool>,
-    /// Failed logins of one name (from anywhere) before each further attempt of that name must
-    /// wait: 1 s, then 2 s, 4 s … up to `login_max_delay`. A delay, never a lockout, so nobody
-    /// can lock an operator out by failing with their name.
+    /// Failed logins of one name before each further attempt waits 1 s, 2 s, 4 s … up to
+    /// login_max_delay.
+    ///
+    /// Counted from anywhere. A delay, never a lockout, so nobody can lock an operator out by
+    /// failing with their name.
+    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS")]
     pub login_attempts: u32,
-    /// Longest wait between attempts of one name.
+    /// Longest wait between attempts of one name, e.g. 30s.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_MAX_DELAY", value_parser = humantime::parse_duration)]
     pub login_max_delay: Duration,
-    /// Failed logins allowed from one client address (IPv6: one /64) within `login_window`;
-    /// past that, attempts from there with names that are not an operator's are refused until
-    /// the window ends. An operator's name is counted per (name, address) instead: refused from
-    /// an address only after failing this often from it itself, so others' failures from a
-    /// shared address (NAT, Docker's port mapping) never lock out an operator who gets their
-    /// name and password right.
+    /// Failed logins allowed from one client address (IPv6: one /64) within the login window,
+    /// for names that are not an operator's, and per operator's name from one address.
+    ///
+    /// Past that, attempts from there with names that are not an operator's are refused until the
+    /// window ends. An operator's name is counted per (name, address) instead: refused from an
+    /// address only after failing this often from it itself, so others' failures from a shared
+    /// address (NAT, Docker's port mapping) never lock out an operator who gets their name and
+    /// password right.
+    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS_PER_ADDRESS")]
     pub login_attempts_per_address: u32,
-    /// Window for counting failed logins.
+    /// Window for counting failed logins, e.g. 5m.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_WINDOW", value_parser = humantime::parse_duration)]
     pub login_window: Duration,
-    /// Password checks allowed to run at once; a login that finds none free waits up to 1 s,
-    /// then is refused with 503 and `Retry-After`. Of two or more, one is kept for logins
-    /// naming an operator (or made with a valid session), so a flood of made-up names cannot
-    /// turn an operator away; with one, an operator's login goes ahead of all but one queued
-    /// made-up name. 0: one fewer than the CPU cores, at least one, so that a flood of logins
-    /// never takes the core that serves the dashboard.
+    /// Password checks running at once (of two or more, one is kept for operators' names); a
+    /// login finding none free waits up to 1 s, then gets 503 + Retry-After; 0 = one fewer than
+    /// the CPU cores (at least 1).
+    ///
+    /// The one kept means a flood of made-up names cannot turn an operator away (a login made
+    /// with a valid session counts as an operator's); with one check, an operator's login goes
+    /// ahead of all but one queued made-up name. 0 leaves the core that serves the dashboard to
+    /// it during a flood of logins.
+    #[arg(long, env = "TAPGATE_MONITOR_PASSWORD_CHECKS")]
     pub password_checks: usize,
-    /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`, `::1`) whose `X-Forwarded-For` is
-    /// believed. The client address is the right-most address in it that is not one of them.
-    /// Set it only for a proxy in front that appends the address it saw: trusting anything
-    /// else lets a client name its own address. (Behind Docker's port mapping every client is
-    /// the network's gateway; see `docs/deploy.md`.)
+    /// Proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks (e.g.
+    /// 10.0.0.0/8, ::1); unset: none.
+    ///
+    /// The client address is the right-most address in it that is not one of them. Set it only
+    /// for a proxy in front that appends the address it saw: trusting anything else lets a
+    /// client name its own address. (Behind Docker's port mapping every client is the network's
+    /// gateway; see docs/deploy.md.)
+    #[arg(long, env = "TAPGATE_MONITOR_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
-    /// Host names (the `Host` header, without port) the dashboard answers to. Empty: any, except
-    /// that a dashboard listening on loopback answers only to `localhost` and loopback addresses.
+    /// Host names (the Host header, without port) the dashboard answers to, comma-separated;
+    /// unset: any, but on loopback only localhost and loopback addresses.
+    #[arg(long, env = "TAPGATE_MONITOR_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
-    /// Longest time a client may take to send a request's headers.
+    /// Longest time a client may take to send its request headers.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MONITOR_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
-    /// Open connections allowed from one client address (IPv6: one /64); trusted proxies are
-    /// not limited.
+    /// Open connections allowed per client address (IPv6: one /64).
+    ///
+    /// Trusted proxies are not limited.
+    #[arg(long, env = "TAPGATE_MONITOR_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: usize,
-    /// Events shown in the feed when a page loads.
+    /// Events shown in the feed on page load.
+    #[arg(long, env = "TAPGATE_MONITOR_HISTORY")]
     pub history: usize,
     /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TAPGATE_MONITOR_MAX_BODY_BYTES")]
     pub max_body_bytes: usize,
-    /// How long after a sale an operator may void it (only while its pass is unused); 0: voids
-    /// are off.
+    /// How long after a sale an operator may void it while its pass is unused, e.g. 10m; 0s
+    /// turns voids off.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_MONITOR_VOID_WINDOW", value_parser = humantime::parse_duration)]
     pub void_window: Duration,
-    /// The bridge's fares file (the same file): its product names, currency and service days
-    /// for the revenue shown. Unset: the built-in catalogue's.
+    /// The bridge's fares file (the same file), for product names, currency and service days in
+    /// the revenue shown; unset: the built-in catalogue's.
+    #[arg(long, env = "TAPGATE_FARES")]
     pub fares: Option<PathBuf>,
-    /// Operators who may log in.
+    /// Operators who may log in (only in the file).
+    #[arg(skip)]
     pub operators: Vec<Operator>,
 }
 

@@ -2,9 +2,7 @@
 //! library.
 
 use std::io::{IsTerminal, Read};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -12,7 +10,7 @@ use tapgate_monitor::config::DEFAULT_REDIS;
 use tapgate_monitor::tail::{self, Replay, TailConfig};
 use tapgate_monitor::{password, report, web, ServeConfig};
 use tapgate_runtime::logging::LogArgs;
-use tapgate_runtime::settings::{self, ArgsError, Overrides};
+use tapgate_runtime::settings::{self, ArgsError, Flags, Overrides};
 
 /// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
 #[derive(Parser, Debug)]
@@ -124,8 +122,8 @@ struct ReportArgs {
     fares: Option<PathBuf>,
 }
 
-/// Each flag is named as its key in [`ServeConfig`] and reaches it through
-/// [`settings::given`]; the typed fields only check a value as it is typed.
+/// Flags of `serve`: each setting is a field of [`ServeConfig`] and reaches it through
+/// [`settings::given`].
 #[derive(Parser, Debug)]
 struct ServeArgs {
     /// TOML config file (operators, settings); env variables and flags override it.
@@ -134,73 +132,9 @@ struct ServeArgs {
     /// Print the effective settings as TOML (passwords and password hashes redacted) and exit.
     #[arg(long)]
     print_config: bool,
-    /// Redis URL (may hold a password: its value is never
-    /// shown here).
-    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
-    redis: Option<String>,
-    /// Address to listen on.
-    #[arg(long, env = "TAPGATE_MONITOR_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Let anyone view the dashboard without logging in.
-    #[arg(long, env = "TAPGATE_MONITOR_PUBLIC_READ_ONLY")]
-    public_read_only: Option<bool>,
-    /// How long a login lasts, e.g. 8h.
-    #[arg(long, env = "TAPGATE_MONITOR_SESSION_TTL", value_parser = humantime::parse_duration)]
-    session_ttl: Option<Duration>,
-    /// File with the key session ids and CSRF tokens are made with (64 hex digits; created with
-    /// a random key if missing) [default: none: a new key each start, so sessions end on
-    /// restart].
-    #[arg(long, env = "TAPGATE_MONITOR_SESSION_KEY_FILE")]
-    session_key_file: Option<PathBuf>,
-    /// Mark cookies Secure and name them __Host-… [default: on, unless listening on loopback].
-    #[arg(long, env = "TAPGATE_MONITOR_SECURE_COOKIES")]
-    secure_cookies: Option<bool>,
-    /// Failed logins of one name before each further attempt waits 1 s, 2 s, 4 s ….
-    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS")]
-    login_attempts: Option<u32>,
-    /// Longest wait between attempts of one name, e.g. 30s.
-    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_MAX_DELAY", value_parser = humantime::parse_duration)]
-    login_max_delay: Option<Duration>,
-    /// Failed logins allowed from one client address (IPv6: one /64) within the login window,
-    /// for names that are not an operator's, and per operator's name from one address.
-    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_ATTEMPTS_PER_ADDRESS")]
-    login_attempts_per_address: Option<u32>,
-    /// Password checks running at once (of two or more, one is kept for operators' names); a
-    /// login finding none free waits up to 1 s, then gets 503 + Retry-After; 0 = one fewer
-    /// than the CPU cores (at least 1).
-    #[arg(long, env = "TAPGATE_MONITOR_PASSWORD_CHECKS")]
-    password_checks: Option<usize>,
-    /// Proxies whose X-Forwarded-For is believed, comma-separated addresses or CIDR blocks
-    /// [default: none].
-    #[arg(long, env = "TAPGATE_MONITOR_TRUSTED_PROXIES", value_delimiter = ',')]
-    trusted_proxies: Option<Vec<String>>,
-    /// Host names the dashboard answers to, comma-separated [default: any; on loopback only
-    /// loopback names].
-    #[arg(long, env = "TAPGATE_MONITOR_ALLOWED_HOSTS", value_delimiter = ',')]
-    allowed_hosts: Option<Vec<String>>,
-    /// Longest time a client may take to send its request headers.
-    #[arg(long, env = "TAPGATE_MONITOR_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
-    header_timeout: Option<Duration>,
-    /// Open connections allowed per client address (IPv6: one /64).
-    #[arg(long, env = "TAPGATE_MONITOR_MAX_CONNECTIONS_PER_ADDRESS")]
-    max_connections_per_address: Option<usize>,
-    /// Window for counting failed logins, e.g. 5m.
-    #[arg(long, env = "TAPGATE_MONITOR_LOGIN_WINDOW", value_parser = humantime::parse_duration)]
-    login_window: Option<Duration>,
-    /// Events shown in the feed on page load.
-    #[arg(long, env = "TAPGATE_MONITOR_HISTORY")]
-    history: Option<usize>,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "TAPGATE_MONITOR_MAX_BODY_BYTES")]
-    max_body_bytes: Option<usize>,
-    /// How long after a sale an operator may void it while its pass is unused, e.g. 10m; 0s
-    /// turns voids off.
-    #[arg(long, env = "TAPGATE_MONITOR_VOID_WINDOW", value_parser = humantime::parse_duration)]
-    void_window: Option<Duration>,
-    /// The bridge's fares file, for product names and service days [default: the built-in
-    /// catalogue].
-    #[arg(long, env = "TAPGATE_FARES")]
-    fares: Option<PathBuf>,
+    /// Every setting of [`ServeConfig`], each a flag named as its field.
+    #[command(flatten)]
+    settings: Flags<ServeConfig>,
 }
 
 impl ServeArgs {
@@ -347,6 +281,7 @@ async fn start() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::time::Duration;
 
     use super::*;
 
