@@ -8,9 +8,9 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use humantime_serde::re::humantime;
 use tapgate_admin::output::{self, Format};
 use tapgate_admin::{ca, card};
-use tapgate_admin::{secret, Backend, Broker, Expect, ServiceRole, Settings};
+use tapgate_admin::{secret, Broker, Expect, ServiceRole, Settings};
 use tapgate_protocol::{DeviceId, DeviceKind};
-use tapgate_runtime::settings::{self, ArgsError, Overrides};
+use tapgate_runtime::settings::{self, ArgsError, Flags, Overrides};
 
 /// Creates, lists and revokes tapgate's broker logins: one per device, bound to its id and kind,
 /// and one per bridge or monitor; and devices' client certificates.
@@ -34,32 +34,9 @@ struct Cli {
     /// Print the effective settings as TOML (secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
-    /// Which broker holds the logins.
-    #[arg(long, env = "TAPGATE_ADMIN_BROKER")]
-    backend: Option<Backend>,
-    /// mosquitto: broker URL, mqtt://host:port, or mqtts://host:8883 for TLS. Its value is
-    /// never shown here: a URL may hold a password.
-    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true)]
-    mqtt: Option<String>,
-    /// mosquitto with mqtts://: the CA certificate the broker's must chain to [default: the
-    /// system's roots].
-    #[arg(long, env = "TAPGATE_MQTT_CA")]
-    mqtt_ca: Option<PathBuf>,
-    /// mosquitto: dynamic-security administrator.
-    #[arg(long, env = "TAPGATE_ADMIN_USERNAME")]
-    admin_username: Option<String>,
-    /// EMQX: HTTP API base URL.
-    #[arg(long, env = "TAPGATE_EMQX_API", hide_env_values = true)]
-    emqx_api: Option<String>,
-    /// EMQX: API key.
-    #[arg(long, env = "TAPGATE_EMQX_API_KEY", hide_env_values = true)]
-    emqx_api_key: Option<String>,
-    /// Topic prefix.
-    #[arg(long, env = "TAPGATE_PREFIX")]
-    prefix: Option<String>,
-    /// How long to wait for each answer of the broker, e.g. 10s.
-    #[arg(long, env = "TAPGATE_ADMIN_TIMEOUT")]
-    timeout: Option<String>,
+    /// Every setting of [`Settings`] but the secrets, each a flag named as its field.
+    #[command(flatten)]
+    settings: Flags<Settings>,
     #[command(subcommand)]
     command: Option<Command>,
 }

@@ -24,39 +24,56 @@ pub enum Backend {
     Emqx,
 }
 
-/// Settings of `tapgate-admin`. Each flag of its command line is named as its field.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Settings of `tapgate-admin`.
+///
+/// A setting is one field: its doc (the first paragraph is also its flag's help), its `#[arg]`
+/// (flag, variable, and the parser that checks a value as it is typed) and its default in
+/// [`Default`]. The command line takes the flags with [`tapgate_runtime::settings::Flags`] and
+/// they reach the settings through [`tapgate_runtime::settings::given`], over the file. The two
+/// secrets are no flags (`#[arg(skip)]`): only their variable gives them.
+#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Which broker holds the logins.
+    #[arg(long, env = "TAPGATE_ADMIN_BROKER", value_enum)]
     pub backend: Backend,
-    /// mosquitto: broker URL, `mqtt://host:port`.
+    /// mosquitto: broker URL, mqtt://host:port, or mqtts://host:8883 for TLS. Its value is never
+    /// shown here: a URL may hold a password.
     #[serde(
         deserialize_with = "tapgate_runtime::settings::broker_url",
         serialize_with = "tapgate_runtime::settings::broker_url_text"
     )]
+    #[arg(long, env = "TAPGATE_MQTT", hide_env_values = true, value_parser = BrokerUrl::parse)]
     pub mqtt: BrokerUrl,
-    /// mosquitto with `mqtts://`: the CA certificate the broker's must chain to; unset: the
+    /// mosquitto with mqtts://: the CA certificate the broker's must chain to; unset: the
     /// system's roots.
+    #[arg(long, env = "TAPGATE_MQTT_CA")]
     pub mqtt_ca: Option<PathBuf>,
     /// mosquitto: the dynamic-security administrator's username.
+    #[arg(long, env = "TAPGATE_ADMIN_USERNAME")]
     pub admin_username: String,
     /// mosquitto: the administrator's password (environment only: `TAPGATE_ADMIN_PASSWORD`).
+    #[arg(skip)]
     pub admin_password: Option<String>,
-    /// EMQX: base URL of the HTTP API, `http://host:18083`.
+    /// EMQX: base URL of the HTTP API, http://host:18083.
+    #[arg(long, env = "TAPGATE_EMQX_API", hide_env_values = true)]
     pub emqx_api: String,
     /// EMQX: API key (made in the dashboard, System → API Keys).
+    #[arg(long, env = "TAPGATE_EMQX_API_KEY", hide_env_values = true)]
     pub emqx_api_key: Option<String>,
     /// EMQX: the API key's secret (environment only: `TAPGATE_EMQX_API_SECRET`).
+    #[arg(skip)]
     pub emqx_api_secret: Option<String>,
     /// Topic prefix shared with the devices and the bridge.
     #[serde(
         deserialize_with = "tapgate_runtime::settings::topics",
         serialize_with = "tapgate_runtime::settings::topics_prefix"
     )]
+    #[arg(long, env = "TAPGATE_PREFIX", value_parser = tapgate_runtime::settings::prefix)]
     pub prefix: Topics,
-    /// How long to wait for each answer of the broker.
+    /// How long to wait for each answer of the broker, e.g. 10s.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_ADMIN_TIMEOUT", value_parser = humantime_serde::re::humantime::parse_duration)]
     pub timeout: Duration,
 }
 
