@@ -1,4 +1,5 @@
-//! Simulator settings: flags, `TAPGATE_SIM_*` environment, or a TOML file.
+//! Simulator settings: flags, `TAPGATE_SIM_*` environment, or a TOML file, each declared once
+//! as a field of [`SimConfig`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,85 +14,126 @@ use tapgate_runtime::settings::{Flags, Overrides};
 use crate::config::{broker_settings, check_broker, invalid, load_layers, ConfigError};
 
 /// Everything the rider simulator can be told.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// A setting is one field: its doc (the first paragraph is also its flag's help), its `#[arg]`
+/// (flag, variable, and the parser that checks a value as it is typed) and its default in
+/// [`Default`]. `simulate` takes the flags with [`Flags`]; they reach the settings through
+/// [`tapgate_runtime::settings::given`], over the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
     /// The broker: keys `mqtt`, `mqtt_username` and `mqtt_password` (shared by every simulated
     /// device without `devices`) and the TLS files.
     #[serde(flatten)]
+    #[command(flatten)]
     pub broker: BrokerConfig,
-    /// TOML file of provisioned devices (`[[devices]]` with `id`, `kind`, `password`): the
-    /// simulator runs exactly these, each logging in as itself; `gates` and `terminals` are then
+    /// Provisioned devices to run, each logging in as itself: a TOML file of [[devices]] with
+    /// id, kind and password (see `tapgate-admin device add`); --gates and --terminals are then
     /// ignored.
+    #[arg(long, env = "TAPGATE_SIM_DEVICES")]
     pub devices: Option<PathBuf>,
-    /// Topic prefix shared with the bridge, checked as it is read.
+    /// Topic prefix shared with the bridge.
+    // Checked as it is read: a `Topics`, never its text again.
     #[serde(
         deserialize_with = "tapgate_runtime::settings::topics",
         serialize_with = "tapgate_runtime::settings::topics_prefix"
     )]
+    #[arg(long, env = "TAPGATE_PREFIX", value_parser = tapgate_runtime::settings::prefix)]
     pub prefix: tapgate_protocol::Topics,
-    /// Simulated gates.
+    /// Simulated gates, one MQTT client each.
+    #[arg(long, env = "TAPGATE_SIM_GATES")]
     pub gates: usize,
-    /// Simulated sales terminals.
+    /// Simulated sales terminals, one MQTT client each.
+    #[arg(long, env = "TAPGATE_SIM_TERMINALS")]
     pub terminals: usize,
-    /// Riders (one card each).
+    /// Riders, one card each.
+    #[arg(long, env = "TAPGATE_SIM_RIDERS")]
     pub riders: usize,
-    /// Messages per second, on a fixed schedule (open loop), shared by all devices. The bridge
-    /// limits each device (`--device-rate`, 20 a second by default, after a burst of 1000): above
-    /// that per device, raise the bridge's limit or switch it off (`--device-rate 0`).
+    /// Messages per second on a fixed schedule (open loop), shared by all devices.
+    ///
+    /// The bridge limits each device (--device-rate, 20 a second by default, after a burst of
+    /// 1000): above that per device, raise the bridge's limit or switch it off (--device-rate 0).
+    #[arg(long, env = "TAPGATE_SIM_RATE")]
     pub rate: f64,
-    /// How long to send.
+    /// How long to send, e.g. 60s.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SIM_DURATION", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// How long to wait for outstanding decisions after sending stops.
+    /// Wait this long for outstanding decisions at the end.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SIM_GRACE", value_parser = humantime::parse_duration)]
     pub grace: Duration,
-    /// Random seed (0: from the clock). Card and device names include it.
+    /// Random seed; 0 takes one from the clock.
+    ///
+    /// Card and device names include it.
+    #[arg(long, env = "TAPGATE_SIM_SEED")]
     pub seed: u64,
     /// Write the summary as JSON to this file.
+    #[arg(long, env = "TAPGATE_SIM_JSON")]
     pub json: Option<PathBuf>,
-    /// The bridge's fares file (the same TOML it reads): the products riders buy, and the terms
-    /// and service days the model decides by. Without it, the built-in catalogue with
-    /// `two_hour_duration`.
+    /// The bridge's fares file (the same TOML): the products riders buy, each as likely; unset:
+    /// the built-in catalogue, with --two-hour-duration.
+    ///
+    /// Also the terms and service days the model decides by.
+    #[arg(long, env = "TAPGATE_FARES")]
     pub fares: Option<PathBuf>,
     /// The bridge's two-hour pass length, for the built-in catalogue (must match the bridge).
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_TWO_HOUR_DURATION", value_parser = humantime::parse_duration)]
     pub two_hour_duration: Duration,
     /// The bridge's sale timeout (must match the bridge).
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SALE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub sale_timeout: Duration,
-    /// Drop one gate's connection this often (0s: never).
+    /// Drop one gate's connection this often; 0s never.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SIM_DROP_EVERY", value_parser = humantime::parse_duration)]
     pub drop_every: Duration,
     /// How long a dropped connection stays down.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SIM_DROP_FOR", value_parser = humantime::parse_duration)]
     pub drop_for: Duration,
     /// Share of slots that send a garbage payload.
+    #[arg(long, env = "TAPGATE_SIM_GARBAGE")]
     pub garbage: f64,
     /// Chance a rider without a pass tries a gate anyway.
+    #[arg(long, env = "TAPGATE_SIM_NO_PASS")]
     pub no_pass: f64,
     /// Chance a sale is confirmed by a different card.
+    #[arg(long, env = "TAPGATE_SIM_MISMATCH")]
     pub mismatch: f64,
     /// Chance a buyer presses a button before tapping.
+    #[arg(long, env = "TAPGATE_SIM_BUTTON_FIRST")]
     pub button_first: f64,
     /// Chance a rider with a pass tries to buy another.
+    #[arg(long, env = "TAPGATE_SIM_REBUY")]
     pub rebuy: f64,
-    /// How long a rider stays away after a journey before the next one, drawn each time between
-    /// half and one and a half times this (a believable pace: a ten-trip pass lasts about ten
-    /// rests). 0s: riders are ready again at once, as busy as `rate` needs (load tests).
+    /// How long a rider stays away after a journey, drawn between half and one and a half times
+    /// this; 0s: at once.
+    ///
+    /// A believable pace: a ten-trip pass lasts about ten rests. 0s makes riders ready again at
+    /// once, as busy as the rate needs (load tests).
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SIM_REST", value_parser = humantime::parse_duration)]
     pub rest: Duration,
-    /// Outage mode: share of gate rides whose tap was made during a bridge outage and arrives
-    /// `outage_age` late, half at fail-closed gates (the waiting tap only: `stale`, no charge) and
-    /// half at fail-open gates (the waiting tap and its offline entry, settled at the tap's time).
+    /// Outage mode: share of gate rides tapped during a bridge outage, arriving late under both
+    /// offline policies.
+    ///
+    /// Such a tap arrives --outage-age late, half at fail-closed gates (the waiting tap only:
+    /// stale, no charge) and half at fail-open gates (the waiting tap and its offline entry,
+    /// settled at the tap's time).
+    #[arg(long, env = "TAPGATE_SIM_OUTAGE")]
     pub outage: f64,
-    /// How old an outage tap is when it arrives; longer than the bridge's decision window.
+    /// How late an outage tap arrives; longer than the bridge's decision window.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SIM_OUTAGE_AGE", value_parser = humantime::parse_duration)]
     pub outage_age: Duration,
     /// The bridge's decision window (must match the bridge).
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_SIM_DECISION_WINDOW", value_parser = humantime::parse_duration)]
     pub decision_window: Duration,
-    /// Fail (exit status 1) when any decision mismatched or was lost.
+    /// Exit with an error when any decision mismatched or was lost.
+    #[arg(long, env = "TAPGATE_SIM_STRICT")]
     pub strict: bool,
 }
 
@@ -216,88 +258,9 @@ pub struct SimArgs {
     /// Print the effective settings as TOML (passwords redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Broker URL, login (shared by every simulated device without --devices) and TLS files.
+    /// Every setting of [`SimConfig`], each a flag named as its field.
     #[command(flatten)]
-    pub broker: Flags<BrokerConfig>,
-    /// Provisioned devices to run, each logging in as itself: a TOML file of [[devices]] with
-    /// id, kind and password (see `tapgate-admin device add`); --gates and --terminals are then ignored.
-    #[arg(long, env = "TAPGATE_SIM_DEVICES")]
-    pub devices: Option<PathBuf>,
-    /// Topic prefix.
-    #[arg(long, env = "TAPGATE_PREFIX")]
-    pub prefix: Option<String>,
-    /// Simulated gates, one MQTT client each.
-    #[arg(long, env = "TAPGATE_SIM_GATES")]
-    pub gates: Option<usize>,
-    /// Simulated sales terminals, one MQTT client each.
-    #[arg(long, env = "TAPGATE_SIM_TERMINALS")]
-    pub terminals: Option<usize>,
-    /// Riders, one card each.
-    #[arg(long, env = "TAPGATE_SIM_RIDERS")]
-    pub riders: Option<usize>,
-    /// Messages per second on a fixed schedule.
-    #[arg(long, env = "TAPGATE_SIM_RATE")]
-    pub rate: Option<f64>,
-    /// How long to send, e.g. 60s.
-    #[arg(long, env = "TAPGATE_SIM_DURATION", value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
-    /// Wait this long for outstanding decisions at the end.
-    #[arg(long, env = "TAPGATE_SIM_GRACE", value_parser = humantime::parse_duration)]
-    pub grace: Option<Duration>,
-    /// Random seed; 0 takes one from the clock.
-    #[arg(long, env = "TAPGATE_SIM_SEED")]
-    pub seed: Option<u64>,
-    /// Write the summary as JSON to this file.
-    #[arg(long, env = "TAPGATE_SIM_JSON")]
-    pub json: Option<PathBuf>,
-    /// The bridge's fares file (the same TOML): the products riders buy, each as likely
-    /// [default: the built-in catalogue, with --two-hour-duration].
-    #[arg(long, env = "TAPGATE_FARES")]
-    pub fares: Option<PathBuf>,
-    /// The bridge's two-hour pass length, for the built-in catalogue.
-    #[arg(long, env = "TAPGATE_TWO_HOUR_DURATION", value_parser = humantime::parse_duration)]
-    pub two_hour_duration: Option<Duration>,
-    /// The bridge's sale timeout.
-    #[arg(long, env = "TAPGATE_SALE_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub sale_timeout: Option<Duration>,
-    /// Drop one gate's connection this often; 0s never.
-    #[arg(long, env = "TAPGATE_SIM_DROP_EVERY", value_parser = humantime::parse_duration)]
-    pub drop_every: Option<Duration>,
-    /// How long a dropped connection stays down.
-    #[arg(long, env = "TAPGATE_SIM_DROP_FOR", value_parser = humantime::parse_duration)]
-    pub drop_for: Option<Duration>,
-    /// Share of slots that send a garbage payload.
-    #[arg(long, env = "TAPGATE_SIM_GARBAGE")]
-    pub garbage: Option<f64>,
-    /// Chance a rider without a pass tries a gate anyway.
-    #[arg(long, env = "TAPGATE_SIM_NO_PASS")]
-    pub no_pass: Option<f64>,
-    /// Chance a sale is confirmed by a different card.
-    #[arg(long, env = "TAPGATE_SIM_MISMATCH")]
-    pub mismatch: Option<f64>,
-    /// Chance a buyer presses a button before tapping.
-    #[arg(long, env = "TAPGATE_SIM_BUTTON_FIRST")]
-    pub button_first: Option<f64>,
-    /// Chance a rider with a pass tries to buy another.
-    #[arg(long, env = "TAPGATE_SIM_REBUY")]
-    pub rebuy: Option<f64>,
-    /// How long a rider stays away after a journey, drawn between half and one and a half
-    /// times this; 0s: at once.
-    #[arg(long, env = "TAPGATE_SIM_REST", value_parser = humantime::parse_duration)]
-    pub rest: Option<Duration>,
-    /// Outage mode: share of gate rides tapped during a bridge outage, arriving late under
-    /// both offline policies.
-    #[arg(long, env = "TAPGATE_SIM_OUTAGE")]
-    pub outage: Option<f64>,
-    /// How late an outage tap arrives.
-    #[arg(long, env = "TAPGATE_SIM_OUTAGE_AGE", value_parser = humantime::parse_duration)]
-    pub outage_age: Option<Duration>,
-    /// The bridge's decision window.
-    #[arg(long, env = "TAPGATE_SIM_DECISION_WINDOW", value_parser = humantime::parse_duration)]
-    pub decision_window: Option<Duration>,
-    /// Exit with an error when any decision mismatched or was lost.
-    #[arg(long, env = "TAPGATE_SIM_STRICT")]
-    pub strict: bool,
+    pub settings: Flags<SimConfig>,
 }
 
 impl SimArgs {
