@@ -27,7 +27,7 @@ use tapgate_runtime::settings;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct BridgeConfig {
-    /// Redis URL: redis://[user:password@]host:port, or
+    /// Redis URL: redis://host:port (user:password@ before the host for a login), or
     /// redis+sentinel://host:port,host:port,host:port/primary-name to follow Sentinel failovers.
     #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
     pub redis: String,

@@ -51,7 +51,7 @@ enum Command {
     /// Print events as they happen: replays recent history, then follows live.
     Tail(TailArgs),
     /// Serve the operators' web dashboard.
-    Serve(Box<ServeArgs>),
+    Serve(ServeArgs),
     /// A service day's takings per terminal and product, from the event stream, checked against
     /// the day's revenue counters; exits with status 1 when they differ.
     Report(ReportArgs),
