@@ -758,6 +758,69 @@ mod tests {
         );
     }
 
+    /// A settings struct declaring its own flags, as the programs' do.
+    #[derive(Debug, PartialEq, Serialize, Deserialize, clap::Args)]
+    #[serde(deny_unknown_fields, default)]
+    struct Declared {
+        /// How many.
+        ///
+        /// Details for the long help.
+        #[arg(long)]
+        count: u32,
+        /// How long.
+        #[serde(with = "humantime_serde")]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Duration,
+    }
+
+    impl Default for Declared {
+        fn default() -> Self {
+            Self {
+                count: 3,
+                wait: Duration::from_secs(2),
+            }
+        }
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct DeclaredCli {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Flags<Declared>,
+    }
+
+    #[test]
+    fn flags_declared_by_the_settings_are_optional_and_read_only_when_given() {
+        use clap::CommandFactory;
+        let cmd = show_defaults::<Declared>(DeclaredCli::command());
+        let parse = |args: &[&str]| {
+            let argv = std::iter::once("p").chain(args.iter().copied());
+            parse::<DeclaredCli, _, _>(cmd.clone(), argv, given::<Declared>)
+        };
+        let (_, none) = parse(&[]).expect("no flag is required");
+        assert!(none.0.is_empty(), "{none:?}");
+        let (cli, some) = parse(&["--config", "f.toml", "--wait", "90s"]).expect("parse");
+        assert_eq!(cli.config, Some(PathBuf::from("f.toml")));
+        let d: Declared = load(None, some).expect("load");
+        assert_eq!(
+            d,
+            Declared {
+                wait: Duration::from_secs(90),
+                ..Declared::default()
+            }
+        );
+        assert!(
+            parse(&["--wait", "soon"]).is_err(),
+            "a value is checked as it is typed"
+        );
+
+        let mut cmd = cmd;
+        let long = cmd.render_long_help().to_string();
+        assert!(long.contains("How many [default: 3]\n"), "{long}");
+        assert!(long.contains("Details for the long help."), "{long}");
+    }
+
     #[test]
     fn print_config_redacts_passwords() {
         let p = Pinned {
