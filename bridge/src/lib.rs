@@ -33,8 +33,7 @@ mod connection;
 mod dispatch;
 mod fares;
 mod inbound;
-// Public until `Limiter::len` and `is_empty`, which only its tests use, are `#[cfg(test)]`.
-pub mod limit;
+mod limit;
 mod metrics;
 mod mqtt;
 mod outbox;

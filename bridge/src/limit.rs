@@ -96,11 +96,13 @@ impl Limiter {
     }
 
     /// Devices remembered now (never more than the capacity).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.buckets.len()
     }
 
     /// Whether no device is remembered.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }

@@ -391,7 +391,7 @@ impl Store {
     /// Adds `total` refusals for `reason` to the rejected counters and each device's count to its
     /// own counters (field `rejected`, given their lifetime as `reject.lua` does), in one
     /// transaction: refusals counted in the bridge rather than recorded one by one
-    /// ([`crate::refusals`]). No event is appended.
+    /// (the bridge's `refusals` module). No event is appended.
     pub async fn count_rejected(
         &self,
         reason: RejectReason,
