@@ -12,7 +12,7 @@
 //!   keep-alive, reconnects.
 //! - `outbox`: the one line of decisions, events and acknowledgements the workers queue.
 //! - `dispatch`: per-device ordering with a fixed set of worker shards, served fairly.
-//! - [`limit`]: the per-device rate limit (a token bucket per device, bounded in memory).
+//! - `limit`: the per-device rate limit (a token bucket per device, bounded in memory).
 //! - `refusals`: refusals for that limit, added to Redis's rejected counters once a second.
 //! - `process`: one message: validate, decide, answer, acknowledge.
 //! - [`store`]: the Redis scripts that apply the rules and record effects in one atomic step.
