@@ -17,8 +17,11 @@
 //! link and route it created, also when a test panics; a lab left by a killed test run (its
 //! process gone) is removed by the next one.
 //!
-//! Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN), `ip` (iproute2) and `nft`: without them
-//! [`Lab::new`] panics saying so, never a silent skip.
+//! Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN, and a writable `/proc/sys` in a new
+//! namespace, which a container without `--privileged` lacks), `ip` (iproute2) and `nft`:
+//! without them [`Lab::new`] panics saying so. The one exception is [`skipped`]: `scripts/test`
+//! probes the machine first and, where no lab can be made (and CI has not said the tests are
+//! required), runs the tests with [`SKIP_VAR`] set to the reason, which its summary repeats.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -27,6 +30,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::server::find_binary;
+
+/// Set by `scripts/test` to why this machine cannot make a lab (its probe failed): a test that
+/// needs one returns at once through [`skipped`]. CI sets `TAPGATE_TEST_NETNS=required`, and
+/// the script never sets this then.
+pub const SKIP_VAR: &str = "TAPGATE_TEST_NETNS_SKIP";
+
+/// Whether `test`, which needs a lab, is not to run here ([`SKIP_VAR`] set); says so and why.
+pub fn skipped(test: &str) -> bool {
+    match std::env::var(SKIP_VAR) {
+        Ok(why) if !why.is_empty() => {
+            eprintln!("{test}: not run: no network namespaces here ({why})");
+            true
+        }
+        _ => false,
+    }
+}
 
 /// The lab's first two octets; the third is chosen free at creation.
 const PREFIX: [u8; 2] = [10, 77];
