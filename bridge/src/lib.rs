@@ -154,7 +154,11 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<BridgeHandle, BridgeError> {
-    check_topology(&config)?;
+    // The Redis URL is read here, once: the topology check and every connection attempt use it.
+    let redis =
+        tapgate_runtime::redis::RedisTarget::parse(&config.redis, config.redis_password.as_deref())
+            .map_err(|e| ConfigError::invalid("redis", e.to_string()))?;
+    check_topology(&config, &redis)?;
     let topics = config.prefix.clone();
     let fares = fares::Fares::load(config.fares.clone(), millis(config.two_hour_duration))?;
     {
@@ -188,7 +192,7 @@ pub async fn start_with_clock(
         metrics_addr = listener.local_addr().ok();
         workers.spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
     }
-    let store = match connect_store(&config, settings, &shutdown).await {
+    let store = match connect_store(&config, &redis, settings, &shutdown).await {
         Ok(store) => store,
         Err(e) => {
             workers.close();
@@ -369,10 +373,10 @@ pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<()
 /// (`wait_replicas` 0) is lost when a failover promotes a replica that never had it. The store
 /// waits for every replica the sentinels could promote, at least `wait_replicas` (see
 /// `docs/scaling.md`).
-fn check_topology(config: &BridgeConfig) -> Result<(), ConfigError> {
-    let target =
-        tapgate_runtime::redis::RedisTarget::parse(&config.redis, config.redis_password.as_deref())
-            .map_err(|e| ConfigError::invalid("redis", e.to_string()))?;
+fn check_topology(
+    config: &BridgeConfig,
+    target: &tapgate_runtime::redis::RedisTarget,
+) -> Result<(), ConfigError> {
     let tapgate_runtime::redis::RedisTarget::Sentinel { sentinels, .. } = target else {
         if config.redis_wait_replicas() == 0 {
             warn!(
@@ -408,17 +412,21 @@ fn check_topology(config: &BridgeConfig) -> Result<(), ConfigError> {
 /// `shutdown`: the bridge subscribes to no taps meanwhile. One server: fails at once.
 async fn connect_store(
     config: &BridgeConfig,
+    target: &tapgate_runtime::redis::RedisTarget,
     settings: store::StoreSettings,
     shutdown: &CancellationToken,
 ) -> Result<Store, BridgeError> {
     let mut backoff = tapgate_runtime::Backoff::new(Duration::from_millis(250), config.max_backoff);
     loop {
-        let error =
-            match Store::connect(&config.redis, config.redis_password.as_deref(), settings).await {
-                Ok(store) => return Ok(store),
-                Err(StoreError::Connect(e)) if config.redis.starts_with("redis+sentinel://") => e,
-                Err(e) => return Err(e.into()),
-            };
+        let error = match Store::connect_to(&config.redis, target.clone(), settings).await {
+            Ok(store) => return Ok(store),
+            Err(StoreError::Connect(e))
+                if matches!(target, tapgate_runtime::redis::RedisTarget::Sentinel { .. }) =>
+            {
+                e
+            }
+            Err(e) => return Err(e.into()),
+        };
         let delay = backoff.next_delay();
         warn!(
             error = %error,

@@ -199,7 +199,16 @@ impl Store {
         password: Option<&str>,
         settings: StoreSettings,
     ) -> Result<Self, StoreError> {
-        let target = RedisTarget::parse(url, password)?;
+        Self::connect_to(url, RedisTarget::parse(url, password)?, settings).await
+    }
+
+    /// [`Store::connect`] to a target already read from `url` (which is only shown in logs and
+    /// errors, never parsed again).
+    pub async fn connect_to(
+        url: &str,
+        target: RedisTarget,
+        settings: StoreSettings,
+    ) -> Result<Self, StoreError> {
         let con = RedisLink::connect(url, target).await?;
         let store = Self {
             con,
