@@ -62,14 +62,16 @@
 -- TWO_HOUR's period being legacy_period_ms). An entry changes only a record's trips, expiry and
 -- first use, whatever its layout.
 
--- Returns one string, a digit and what follows it: '0' and the result for a new decision, '1' and
--- the stored result for a redelivery of the same content, '2' alone for an id already used with
--- other content, '3' and the reason for a message whose time is refused (time_in_future,
--- offline_not_allowed, time_too_old), '4' and a time (Unix ms) when an entry paid as you go
--- happened outside the fare day the bridge passed (an offline entry whose stamp the device's lead
--- moved across a service-day boundary): the bridge calls again with that time's fare day. The
--- last three change nothing. (A string, not a {code, text} table: Redis
--- converts a table reply with a dozen lookups, a string with none.)
+-- Returns one string. For a new decision, its seen record (below), "<fingerprint>\n<result>":
+-- the record stored and the reply are one string, made once (a fingerprint starts with its op,
+-- never a digit). Otherwise a digit and what follows it: '1' and the stored result for a
+-- redelivery of the same content, '2' alone for an id already used with other content, '3' and
+-- the reason for a message whose time is refused (time_in_future, offline_not_allowed,
+-- time_too_old), '4' and a time (Unix ms) when an entry paid as you go happened outside the fare
+-- day the bridge passed (an offline entry whose stamp the device's lead moved across a
+-- service-day boundary): the bridge calls again with that time's fare day. The last three change
+-- nothing. (A string, not a {code, text} table: Redis converts a table reply with a dozen
+-- lookups, a string with none.)
 --
 -- The result is one line of tab-separated fields (store/result.rs reads it):
 --   outcome, reason, selected, pass product, trips left (trips products only), expires_at, time
@@ -118,12 +120,17 @@
 -- Library functions as locals (upvalues), bound on the first call: a global and a table lookup
 -- on every use add up over a call, and none of them can be reached while the library loads.
 -- `redis.call` is taken afresh at the start of every call.
-local tonumber, tostring, format, sub, find, match, upper, max, min, call
+local tonumber, tostring, format, sub, find, match, upper, byte, max, min, call
+local ZERO = 48 -- '0'
+-- The texts of the small integers (trips left, counts), made once, when bound: a sprintf costs
+-- more than the rest of an entry's arithmetic.
+local SMALL = {}
 
 local function bind()
   tonumber, tostring, format = _G.tonumber, _G.tostring, _G.string.format
   sub, find, match, upper = _G.string.sub, _G.string.find, _G.string.match, _G.string.upper
-  max, min = _G.math.max, _G.math.min
+  byte, max, min = _G.string.byte, _G.math.max, _G.math.min
+  for i = 0, 255 do SMALL[i] = format('%d', i) end
 end
 
 local VALIDITIES = {single = true, trips = true, period = true, service_day = true}
@@ -146,6 +153,9 @@ local settings_text
 local legacy_period, sale_timeout, seen_ttl, maxlen, recent_len, recent_ttl, device_ttl
 local window, max_future, max_skew, retap_ms, max_offline_age
 local recent_keep, short_ttl
+-- A waiting message's seen record lifetime (see "How long the seen record lives") when its stamp
+-- does not lead the bridge's clock, as text: a gate's, and a terminal's.
+local waiting_life, terminal_life
 
 -- Upkeep done every so often rather than on every call. It lives in this Redis's Lua VM, not in
 -- Redis: a restart, a failover or a library reload starts it afresh, and the work is then done on
@@ -182,6 +192,8 @@ local function load_settings(text)
   short_ttl = t[3]
   if v[3] > v[6] then short_ttl = t[6] end
   renewed, renewed_count = {}, 0
+  waiting_life = format('%d', window + max_future)
+  terminal_life = format('%d', window + max_future + sale_timeout)
   renew_every, short_every = v[6] * 1000 / 16, tonumber(short_ttl) * 1000 / 16
   settings_text = text
 end
@@ -198,14 +210,16 @@ local fare_day
 local fingerprint, seen_unit, seen_for
 -- When the message happened on the bridge's clock, and which clock that is.
 local at, clock
--- Events of this call: kind, stream id and reason of each, tab-separated, as the result ends.
-local events
+-- Events of this call, as the result ends: the first one's kind, stream id and reason (nil
+-- without events), and the others', each tab-separated, after them ('' without). Kept apart so
+-- that the result line is one concatenation.
+local ev_kind, ev_seq, ev_reason, ev_more
 -- Whether this call found (or made) something that keeps the card's history for recent_ttl_s: a
 -- pass record (even corrupt or expired), a block or a wallet.
 local keeps
 
 local function int(n)
-  return format('%d', n)
+  return SMALL[n] or format('%d', n)
 end
 
 -- Texts formatted at most once per call (each int() is a sprintf): the decision's time...
@@ -216,11 +230,15 @@ local function at_text()
 end
 
 -- ...and a pass's trips left (trips products only, else '') and expiry ('' if none), once the
--- pass is final for this call (after gate() has counted the trip or activated it).
+-- pass is final for this call (after gate() has counted the trip or activated it). A stored
+-- expiry that the call did not change keeps the text it was read as (load_pass).
 local function pass_texts(p)
   if not p.trips_text then
-    p.trips_text, p.expires_text = '', ''
+    p.trips_text = ''
     if p.validity == 'trips' then p.trips_text = int(p.trips) end
+  end
+  if not p.expires_text then
+    p.expires_text = ''
     if p.expires_at then p.expires_text = int(p.expires_at) end
   end
   return p.trips_text, p.expires_text
@@ -250,27 +268,35 @@ local function fingerprint_of(m_op, m_card, m_chosen, m_stamp, m_mode, m_replace
     .. m_replaces
 end
 
--- The result line of this call's decision (its events so far at the end). `price` is the price
--- and currency of a chosen or sold product, "price\tcurrency".
--- `money` is pay as you go's "charged,balance" (see the result layout).
-local function result_line(outcome, reason, selected, p, price, money)
+-- A seen record: `fp` (a fingerprint), a newline and the result line of this call's
+-- decision (its events so far at the end). `price` is the price and currency of a chosen or
+-- sold product, "price\tcurrency". `money` is pay as you go's "charged,balance" (see the result
+-- layout).
+local function record(fp, outcome, reason, selected, p, price, money)
   local ptype, trips, expires = '', '', ''
   if p then ptype, trips, expires = p.type, pass_texts(p) end
   local tap_time, clock_name = '', ''
   if stamp_time then tap_time, clock_name = at_text(), clock end
-  return outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t' .. ptype
-    .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
-    .. clock_name .. '\t' .. (price or '\t') .. '\t=' .. (money or ',') .. '\t' .. events
+  if ev_kind then
+    return fp .. '\n' .. outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t'
+      .. ptype .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
+      .. clock_name .. '\t' .. (price or '\t') .. '\t=' .. (money or ',') .. '\t' .. ev_kind
+      .. '\t' .. ev_seq .. '\t' .. ev_reason .. ev_more
+  end
+  return fp .. '\n' .. outcome .. '\t' .. (reason or '') .. '\t' .. (selected or '') .. '\t'
+    .. ptype .. '\t' .. trips .. '\t' .. expires .. '\t' .. now_text .. '\t' .. tap_time .. '\t'
+    .. clock_name .. '\t' .. (price or '\t') .. '\t=' .. (money or ',') .. '\t'
 end
 
--- The result line; stored for redeliveries, then returned.
+-- The decision's seen record, stored for redeliveries and returned as it is (see the reply
+-- layout above).
 local function finish(outcome, reason, selected, p, price, money)
   if (outcome == 'denied' or outcome == 'unpaid_entry') and not DENY_REASONS[reason] then
     return redis.error_reply('tapgate: refusing to store an unreadable decision for ' .. op)
   end
-  local result = result_line(outcome, reason, selected, p, price, money)
-  call('SET', k_seen, fingerprint .. '\n' .. result, seen_unit, seen_for)
-  return '0' .. result
+  local seen = record(fingerprint, outcome, reason, selected, p, price, money)
+  call('SET', k_seen, seen, seen_unit, seen_for)
+  return seen
 end
 
 -- XADD of one entry's fields and values to the stream, trimming it (MAXLEN ~) on one call in
@@ -350,8 +376,11 @@ local function emit(name, p, reason, sold, balance)
   end
   -- A sale, top-up or charge has no reason; its slot carries the service day it counts on.
   if sold then reason = sold end
-  local entry = name .. '\t' .. seq .. '\t' .. (reason or '')
-  if events == '' then events = entry else events = events .. '\t' .. entry end
+  if not ev_kind then
+    ev_kind, ev_seq, ev_reason = name, seq, reason or ''
+  else
+    ev_more = ev_more .. '\t' .. name .. '\t' .. seq .. '\t' .. (reason or '')
+  end
 end
 
 -- An integer field: nil when absent, false when present but not a non-negative integer.
@@ -365,6 +394,37 @@ end
 
 -- The words of a `terms` field, capturing what a gate uses: validity and duration.
 local TERMS_WORDS = '^(%l[%l_]*) %d+ (%d+) %d+ %u%u%u ?[%w%-]*$'
+
+-- What an entry reads of a pass record's text, by that text: a catalogue has few products, so
+-- passes hold few distinct `terms` and `type` values, and each is read once per VM rather than
+-- once per entry (a pattern match and a number conversion each). At most READ_MAX of each are
+-- kept, then all forgotten at once, as `renewed` is.
+local READ_MAX = 1000
+local terms_read, terms_count, type_read, type_count = {}, 0, {}, 0
+
+-- A `terms` field's validity and duration (a number), or false when unreadable.
+local function gate_terms(text)
+  local t = terms_read[text]
+  if t == nil then
+    local validity, duration = match(text, TERMS_WORDS)
+    t = false
+    if validity then t = {validity = validity, duration = tonumber(duration)} end
+    if terms_count >= READ_MAX then terms_read, terms_count = {}, 0 end
+    terms_read[text], terms_count = t, terms_count + 1
+  end
+  return t
+end
+
+-- Whether a stored `type` is a product id (what a button can send).
+local function product_id(text)
+  local ok = type_read[text]
+  if ok == nil then
+    ok = find(text, '^[A-Z0-9_]+$') ~= nil
+    if type_count >= READ_MAX then type_read, type_count = {}, 0 end
+    type_read[text], type_count = ok, type_count + 1
+  end
+  return ok
+end
 
 -- The card's pass: nil when there is none, or (nil, true) when the record cannot be read (a
 -- garbled field, an unknown validity, a type without terms that no earlier version wrote). A
@@ -381,13 +441,15 @@ local function load_pass()
   keeps = true
   local trips, expires_at, issued_at = int_field(f[3]), int_field(f[4]), int_field(f[5])
   local used_at = int_field(f[6])
-  if not f[1] or find(f[1], '^[A-Z0-9_]+$') == nil or trips == false or expires_at == false
+  if not f[1] or not product_id(f[1]) or trips == false or expires_at == false
       or issued_at == false or used_at == false then
     return nil, true
   end
   local validity, duration
   if f[2] then
-    validity, duration = match(f[2], TERMS_WORDS)
+    local t = gate_terms(f[2])
+    if not t then return nil, true end
+    validity, duration = t.validity, t.duration
   else
     -- Written before the terms were one field: its terms as fields, or none at all.
     local g = call('HMGET', k_pass, 'validity', 'duration', 'price')
@@ -407,8 +469,11 @@ local function load_pass()
     if not duration then return nil, true end
   end
   if validity == 'service_day' and not expires_at then return nil, true end
+  -- With the slots pass_texts fills, so that filling them never grows the table. An expiry is
+  -- reported as it is stored unless it has a leading zero (which int() would not write).
   return {type = f[1], validity = validity, trips = trips or 0, duration = duration,
-    expires_at = expires_at, issued_at = issued_at or 0, used_at = used_at}
+    expires_at = expires_at, issued_at = issued_at or 0, used_at = used_at,
+    trips_text = false, expires_text = expires_at and byte(f[4]) ~= ZERO and f[4]}
 end
 
 local function live(p)
@@ -599,7 +664,7 @@ local function settle_replaced()
       -- The waiting tap's record, answering `stale`: for an offline entry, its fingerprint (it
       -- has the entry's time); for a retap, whose waiting tap's time is not known, any time.
       local waiting = fingerprint_of('gate', card, '', retap and '*' or stamp_text, 'online', '')
-      call('SET', k_replaced, waiting .. '\n' .. result_line('stale'), 'PX',
+      call('SET', k_replaced, record(waiting, 'stale'), 'PX',
         int(window + max_future))
       return nil
     end
@@ -725,7 +790,7 @@ local function gate()
   if p.validity == 'trips' then
     p.trips = max(p.trips - 1, 0)
   elseif p.validity == 'period' and not p.expires_at then
-    p.expires_at = now + p.duration
+    p.expires_at, p.expires_text = now + p.duration, false
     activated = true
   end
   -- The first entry is recorded once (a pass written over itself keeps it): a used pass can no
@@ -883,7 +948,7 @@ return function(keys, args)
   if not format then bind() end
   call = redis.call
   take(keys, args)
-  events, keeps = '', false
+  ev_kind, ev_more, keeps = nil, '', false
   at, clock, at_string = now, 'bridge', nil
 
   fingerprint = fingerprint_of(op, card, chosen, stamp_time and stamp_text or '', mode, replaces)
@@ -891,11 +956,17 @@ return function(keys, args)
   seen_unit, seen_for = 'EX', seen_ttl
   if stamp_time and mode ~= 'offline' then
     seen_unit = 'PX'
-    local life = max(stamp_time - now, 0) + window + max_future
     -- A terminal's message may start or change a sale, which no event records: its record
     -- outlives the sale it could have touched.
-    if op ~= 'gate' then life = life + sale_timeout end
-    seen_for = int(life)
+    if stamp_time > now then
+      local life = stamp_time - now + window + max_future
+      if op ~= 'gate' then life = life + sale_timeout end
+      seen_for = int(life)
+    elseif op == 'gate' then
+      seen_for = waiting_life
+    else
+      seen_for = terminal_life
+    end
   end
   local stored = call('GET', k_seen)
   if stored then

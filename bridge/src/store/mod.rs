@@ -697,15 +697,24 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 return redis.call('SREM', KEYS[2], ARGV[1])
 ";
 
-/// The decide function's reply: its leading digit (the kind of answer, see `decide.lua`) and the
-/// text after it.
+/// The decide function's reply: the kind of answer (see `decide.lua`) and its text. A new
+/// decision (0) is its seen record, a fingerprint (starting with its op, a lower-case letter)
+/// and a newline before the result; every other kind is a leading digit and the text after it.
 fn split_reply(mut reply: String) -> Result<(u8, String), StoreError> {
-    match reply.as_bytes().first() {
-        Some(&c @ b'0'..=b'4') => {
+    let record = match reply.as_bytes().first() {
+        Some(&c @ b'1'..=b'4') => {
             reply.remove(0);
-            Ok((c - b'0', reply))
+            return Ok((c - b'0', reply));
         }
-        _ => Err(StoreError::BadResult(format!(
+        Some(b'a'..=b'z') => reply.find('\n'),
+        _ => None,
+    };
+    match record {
+        Some(nl) => {
+            reply.drain(..=nl);
+            Ok((0, reply))
+        }
+        None => Err(StoreError::BadResult(format!(
             "decide reply without its code: {:?}",
             tapgate_protocol::text::escape_untrusted(&reply, 200)
         ))),
@@ -759,7 +768,7 @@ mod tests {
     #[test]
     fn decide_reply_is_split_at_its_code() {
         assert_eq!(
-            split_reply("0granted\t".into()).ok(),
+            split_reply("gate:04AB:\ngranted\t".into()).ok(),
             Some((0, "granted\t".to_owned()))
         );
         assert_eq!(split_reply("2".into()).ok(), Some((2, String::new())));
@@ -771,7 +780,7 @@ mod tests {
             split_reply("41700000000000".into()).ok(),
             Some((4, "1700000000000".to_owned()))
         );
-        for bad in ["", "5x", "granted", "é"] {
+        for bad in ["", "5x", "0granted\t", "granted", "é"] {
             assert!(
                 matches!(split_reply(bad.into()), Err(StoreError::BadResult(_))),
                 "{bad:?}"
