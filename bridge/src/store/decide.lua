@@ -453,8 +453,8 @@ local function load_pass()
   else
     -- Written before the terms were one field: its terms as fields, or none at all.
     local g = call('HMGET', k_pass, 'validity', 'duration', 'price')
-    validity, duration = g[1], g[2]
     if int_field(g[2]) == false or int_field(g[3]) == false then return nil, true end
+    validity, duration = g[1], tonumber(g[2])
     if not validity then
       validity = LEGACY[f[1]]
       if not validity then return nil, true end
@@ -464,10 +464,7 @@ local function load_pass()
   end
   if not VALIDITIES[validity] then return nil, true end
   if validity == 'trips' and trips == nil then return nil, true end
-  if validity == 'period' then
-    duration = tonumber(duration)
-    if not duration then return nil, true end
-  end
+  if validity == 'period' and not duration then return nil, true end
   if validity == 'service_day' and not expires_at then return nil, true end
   -- With the slots pass_texts fills, so that filling them never grows the table. An expiry is
   -- reported as it is stored unless it has a leading zero (which int() would not write).
@@ -903,12 +900,14 @@ end
 -- because Lua allows a function at most 60 upvalues.
 local function take(keys, args)
   op, now_text = args[1], args[2]
-  now = tonumber(now_text)
+  -- The bridge's numbers are digits: `+ 0` converts them once, where tonumber converts twice.
+  now = now_text + 0
   bridge_now = now
   device, id = args[3], args[4]
   stamp_text, mode = args[6], args[7]
   replaces, chosen_terms, day_end, day_label = '', nil, nil, nil
-  stamp_time = tonumber(stamp_text)
+  stamp_time = nil
+  if stamp_text and stamp_text ~= '' then stamp_time = stamp_text + 0 end
   if args[8] ~= settings_text then load_settings(args[8]) end
   k_seen, k_stream, k_device, k_presence, k_stale, k_denied =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
