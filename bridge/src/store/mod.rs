@@ -271,7 +271,7 @@ impl Store {
     /// Runs the decide function, then `WAIT` in the same round trip when replication is
     /// required. A Redis that lost the library (restarted without persistence) has it loaded
     /// again and the call repeated.
-    async fn run_decide(&self, call: redis::Cmd) -> Result<(u8, String), StoreError> {
+    async fn run_decide(&self, call: redis::Cmd) -> Result<Reply, StoreError> {
         let mut con = self.con.clone();
         let Some(wait) = self.wait else {
             let reply = self.library.query(&mut con, &call).await;
@@ -308,7 +308,8 @@ impl Store {
             Input::GateTap(c) | Input::TerminalTap(c) => Some(c),
             Input::Button(_) => None,
         };
-        let (code, json) = self.run_decide(call).await?;
+        let reply = self.run_decide(call).await?;
+        let (code, json) = (reply.code, reply.body());
         match code {
             2 => return Ok(Answer::IdReused),
             4 => {
@@ -333,7 +334,7 @@ impl Store {
             card: card.map(CardId::as_str),
             stamp: req.stamp,
         };
-        let parsed = result::parse(&json, &asked).map_err(|e| StoreError::BadResult(e.0))?;
+        let parsed = result::parse(json, &asked).map_err(|e| StoreError::BadResult(e.0))?;
         let mut events = Vec::new();
         let mut notices = Vec::new();
         for ev in parsed.events {
@@ -697,26 +698,36 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 return redis.call('SREM', KEYS[2], ARGV[1])
 ";
 
-/// The decide function's reply: the kind of answer (see `decide.lua`) and its text. A new
-/// decision (0) is its seen record, a fingerprint (starting with its op, a lower-case letter)
-/// and a newline before the result; every other kind is a leading digit and the text after it.
-fn split_reply(mut reply: String) -> Result<(u8, String), StoreError> {
-    let record = match reply.as_bytes().first() {
-        Some(&c @ b'1'..=b'4') => {
-            reply.remove(0);
-            return Ok((c - b'0', reply));
-        }
-        Some(b'a'..=b'z') => reply.find('\n'),
-        _ => None,
+/// The decide function's reply: the kind of answer (see `decide.lua`) and its text, read in
+/// place.
+#[derive(Debug)]
+struct Reply {
+    code: u8,
+    text: String,
+    start: usize,
+}
+
+impl Reply {
+    /// The text after the code (or after a new decision's fingerprint).
+    fn body(&self) -> &str {
+        self.text.get(self.start..).unwrap_or_default()
+    }
+}
+
+/// Splits the decide function's reply. A new decision (0) is its seen record, a fingerprint
+/// (starting with its op, a lower-case letter) and a newline before the result; every other kind
+/// is a leading digit and the text after it.
+fn split_reply(text: String) -> Result<Reply, StoreError> {
+    let (code, start) = match text.as_bytes().first() {
+        Some(&c @ b'1'..=b'4') => (c - b'0', Some(1)),
+        Some(b'a'..=b'z') => (0, text.find('\n').map(|nl| nl + 1)),
+        _ => (0, None),
     };
-    match record {
-        Some(nl) => {
-            reply.drain(..=nl);
-            Ok((0, reply))
-        }
+    match start {
+        Some(start) => Ok(Reply { code, text, start }),
         None => Err(StoreError::BadResult(format!(
             "decide reply without its code: {:?}",
-            tapgate_protocol::text::escape_untrusted(&reply, 200)
+            tapgate_protocol::text::escape_untrusted(&text, 200)
         ))),
     }
 }
@@ -767,17 +778,22 @@ mod tests {
 
     #[test]
     fn decide_reply_is_split_at_its_code() {
+        let split = |text: &str| {
+            split_reply(text.to_owned())
+                .ok()
+                .map(|r| (r.code, r.body().to_owned()))
+        };
         assert_eq!(
-            split_reply("gate:04AB:\ngranted\t".into()).ok(),
+            split("gate:04AB:\ngranted\t"),
             Some((0, "granted\t".to_owned()))
         );
-        assert_eq!(split_reply("2".into()).ok(), Some((2, String::new())));
+        assert_eq!(split("2"), Some((2, String::new())));
         assert_eq!(
-            split_reply("3time_in_future".into()).ok(),
+            split("3time_in_future"),
             Some((3, "time_in_future".to_owned()))
         );
         assert_eq!(
-            split_reply("41700000000000".into()).ok(),
+            split("41700000000000"),
             Some((4, "1700000000000".to_owned()))
         );
         for bad in ["", "5x", "0granted\t", "granted", "é"] {
