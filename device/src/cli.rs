@@ -1,29 +1,29 @@
 //! The command line: `tapgate-device gate|terminal|simulate`, and what each runs.
 //!
 //! Every setting is a flag with a `TAPGATE_*` environment variable, and can also come from a TOML
-//! file given with `--config`; flags and environment win over the file. A flag's id is its
-//! setting's key (`pins.red` for `--pin-red`): [`Cli::parse_from`] hands every flag given to the
-//! settings through [`tapgate_runtime::settings::given`], and `--help` shows each default from
-//! the settings' `Default`. The typed fields below only check a value as it is typed.
+//! file given with `--config`; flags and environment win over the file. A setting is declared
+//! once, as a field of [`DeviceConfig`] (or [`SimConfig`]): its doc is the flag's help, and a
+//! flag's id is its setting's key (`pins.red` for `--pin-red`). [`Cli::parse_from`] hands every
+//! flag given to the settings through [`tapgate_runtime::settings::given`], and `--help` shows
+//! each default from the settings' `Default`. A gate and a terminal share [`DeviceConfig`]; each
+//! has the flags of its own settings ([`KindFlags`]).
 
 use std::ffi::OsString;
+use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
-use tapgate_protocol::{DeviceKind, ProductId};
+use clap::{ArgMatches, Args, Command, CommandFactory, FromArgMatches, Parser, Subcommand};
+use tapgate_protocol::DeviceKind;
 use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
 use tapgate_runtime::logging::LogArgs;
-use tapgate_runtime::mqtt::BrokerConfig;
 use tapgate_runtime::settings::{self, ArgsError, Flags, Overrides};
 
-use crate::config::{ConfigError, DeviceConfig, HardwareKind, SoundKind};
+use crate::config::{ConfigError, DeviceConfig, HardwareKind, SoundKind, GATE_ONLY, TERMINAL_ONLY};
 use crate::hw::console::{run_console, sim_hardware, ConsoleDisplay, ConsoleLights, HELP};
 use crate::hw::speaker::TextSpeaker;
 use crate::hw::Speaker;
-use crate::logic::OfflinePolicy;
 use crate::prompt::Sound;
 use crate::runtime::{run_gate, run_terminal, DeviceError};
 use crate::sim::{SimArgs, SimConfig, SimError};
@@ -77,43 +77,15 @@ pub enum CliCommand {
     Simulate(SimArgs),
 }
 
-/// Settings of a gate: the shared device settings, its offline policy and its lights.
+/// Flags of a gate: the settings file, and every setting of [`DeviceConfig`] but a terminal's.
 #[derive(Debug, Clone, Args)]
 pub struct GateArgs {
-    /// Settings every device has.
+    /// The settings file and `--print-config`.
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// When no decision arrives in time, `fail-closed` (deny, "service unavailable") or
-    /// `fail-open` (let in; the tap is charged when the bridge returns).
-    #[arg(long, env = "TAPGATE_OFFLINE_POLICY")]
-    pub offline_policy: Option<OfflinePolicy>,
-    /// How long green stays on after a grant.
-    #[arg(long, env = "TAPGATE_GREEN_FOR", value_parser = humantime::parse_duration)]
-    pub green_for: Option<Duration>,
-    /// BCM pin of the red LED.
-    #[arg(
-        id = "pins.red",
-        long = "pin-red",
-        value_name = "PIN_RED",
-        env = "TAPGATE_PIN_RED"
-    )]
-    pub pin_red: Option<u8>,
-    /// BCM pin of the amber LED.
-    #[arg(
-        id = "pins.amber",
-        long = "pin-amber",
-        value_name = "PIN_AMBER",
-        env = "TAPGATE_PIN_AMBER"
-    )]
-    pub pin_amber: Option<u8>,
-    /// BCM pin of the green LED.
-    #[arg(
-        id = "pins.green",
-        long = "pin-green",
-        value_name = "PIN_GREEN",
-        env = "TAPGATE_PIN_GREEN"
-    )]
-    pub pin_green: Option<u8>,
+    /// The settings a gate has, each a flag named as its field.
+    #[command(flatten)]
+    pub settings: KindFlags<Gate>,
 }
 
 impl GateArgs {
@@ -123,29 +95,16 @@ impl GateArgs {
     }
 }
 
-/// Settings of a sales terminal: the shared device settings and its buttons.
+/// Flags of a sales terminal: the settings file, and every setting of [`DeviceConfig`] but a
+/// gate's.
 #[derive(Debug, Clone, Args)]
 pub struct TerminalArgs {
-    /// Settings every device has.
+    /// The settings file and `--print-config`.
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// How long a button contact must hold still to count.
-    #[arg(long, env = "TAPGATE_BUTTON_SETTLE", value_parser = humantime::parse_duration)]
-    pub button_settle: Option<Duration>,
-    /// The product each button sells, comma-separated, button 1 first: product ids of the
-    /// bridge's fare catalogue; as many as the hardware has buttons (the console: 1 to 9).
-    #[arg(long, env = "TAPGATE_BUTTONS", value_delimiter = ',')]
-    pub buttons: Option<Vec<ProductId>>,
-    /// BCM pins of the buttons, comma-separated, one per product of --buttons, in the same
-    /// order.
-    #[arg(
-        id = "pins.buttons",
-        long = "pin-buttons",
-        value_name = "PIN_BUTTONS",
-        env = "TAPGATE_PIN_BUTTONS",
-        value_delimiter = ','
-    )]
-    pub pin_buttons: Option<Vec<u8>>,
+    /// The settings a terminal has, each a flag named as its field.
+    #[command(flatten)]
+    pub settings: KindFlags<Terminal>,
 }
 
 impl TerminalArgs {
@@ -157,7 +116,7 @@ impl TerminalArgs {
     }
 }
 
-/// Settings every device has.
+/// The flags every device has that are not settings.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArgs {
     /// TOML file with settings (keys as the long flags, with `_` for `-`; pins in `[pins]`).
@@ -166,74 +125,63 @@ pub struct DeviceArgs {
     /// Print the effective settings as TOML (passwords redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Device name (A-Z a-z 0-9 _ -, at most 64); also the MQTT client id.
-    #[arg(long, env = "TAPGATE_ID")]
-    pub id: Option<String>,
-    /// Broker URL, login and TLS files.
-    #[command(flatten)]
-    pub broker: Flags<BrokerConfig>,
-    /// Topic prefix.
-    #[arg(long, env = "TAPGATE_PREFIX")]
-    pub prefix: Option<String>,
-    /// How long to wait for a decision; longer than the bridge's decision window.
-    #[arg(long, env = "TAPGATE_DECISION_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub decision_timeout: Option<Duration>,
-    /// The same card seen again within this window is one tap.
-    #[arg(long, env = "TAPGATE_CARD_HOLD", value_parser = humantime::parse_duration)]
-    pub card_hold: Option<Duration>,
-    /// Most messages queued while the broker is unreachable.
-    #[arg(long, env = "TAPGATE_QUEUE_LIMIT")]
-    pub queue_limit: Option<usize>,
-    /// MQTT keep-alive.
-    #[arg(long, env = "TAPGATE_KEEP_ALIVE", value_parser = humantime::parse_duration)]
-    pub keep_alive: Option<Duration>,
-    /// Hardware: `console` (simulated, type card numbers and 1 to 9 for buttons) or `rpi`.
-    #[arg(long, env = "TAPGATE_HARDWARE")]
-    pub hardware: Option<String>,
-    /// Sound: `text` (printed) or `audio` (ALSA, needs the `audio` feature).
-    #[arg(long, env = "TAPGATE_SOUND")]
-    pub sound: Option<String>,
-    /// How often the card reader is polled.
-    #[arg(long, env = "TAPGATE_READER_POLL", value_parser = humantime::parse_duration)]
-    pub reader_poll: Option<Duration>,
-    /// BCM pin of the MFRC522 reset line.
-    #[arg(
-        id = "pins.reset",
-        long = "pin-reset",
-        value_name = "PIN_RESET",
-        env = "TAPGATE_PIN_RESET"
-    )]
-    pub pin_reset: Option<u8>,
-    /// SPI clock of the MFRC522, Hz.
-    #[arg(
-        id = "pins.spi_hz",
-        long = "spi-hz",
-        value_name = "SPI_HZ",
-        env = "TAPGATE_SPI_HZ"
-    )]
-    pub spi_hz: Option<u32>,
-    /// BCM pin of the TM1637 display's CLK; with --pin-display-dio [default: no display].
-    #[arg(
-        id = "pins.display_clk",
-        long = "pin-display-clk",
-        value_name = "PIN_DISPLAY_CLK",
-        env = "TAPGATE_PIN_DISPLAY_CLK"
-    )]
-    pub pin_display_clk: Option<u8>,
-    /// BCM pin of the TM1637 display's DIO; with --pin-display-clk [default: no display].
-    #[arg(
-        id = "pins.display_dio",
-        long = "pin-display-dio",
-        value_name = "PIN_DISPLAY_DIO",
-        env = "TAPGATE_PIN_DISPLAY_DIO"
-    )]
-    pub pin_display_dio: Option<u8>,
 }
 
 impl DeviceArgs {
     /// Loads and validates the file's settings with `given` over them.
     fn load(&self, given: Overrides) -> Result<DeviceConfig, DeviceError> {
         Ok(DeviceConfig::load(self.config.as_deref(), given)?)
+    }
+}
+
+/// One kind of device, as its flags see it.
+pub trait Kind {
+    /// The `--help` heading of the other kind's settings, which this kind has no flags for.
+    const OTHER: &'static str;
+}
+
+/// A gate ([`Kind`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gate;
+
+impl Kind for Gate {
+    const OTHER: &'static str = TERMINAL_ONLY;
+}
+
+/// A sales terminal ([`Kind`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Terminal;
+
+impl Kind for Terminal {
+    const OTHER: &'static str = GATE_ONLY;
+}
+
+/// The flags of [`DeviceConfig`] that kind `K` has: [`Flags`] of every field but those under the
+/// other kind's heading. As with [`Flags`], none is required and nothing is read from the
+/// matches: [`settings::given`] takes the flags given as overrides.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KindFlags<K>(PhantomData<fn() -> K>);
+
+impl<K: Kind> Args for KindFlags<K> {
+    fn augment_args(cmd: Command) -> Command {
+        let every = Flags::<DeviceConfig>::augment_args(Command::new("device"));
+        every
+            .get_arguments()
+            .filter(|a| a.get_help_heading() != Some(K::OTHER))
+            // Listed in this command's order, not the scratch one's.
+            .fold(cmd, |cmd, a| cmd.arg(a.clone().display_order(None)))
+    }
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl<K> FromArgMatches for KindFlags<K> {
+    fn from_arg_matches(_: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(PhantomData))
+    }
+    fn update_from_arg_matches(&mut self, _: &ArgMatches) -> Result<(), clap::Error> {
+        Ok(())
     }
 }
 
@@ -391,7 +339,11 @@ fn print_config<T: serde::Serialize>(cfg: &T) -> Result<(), CliError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::logic::OfflinePolicy;
+    use tapgate_protocol::ProductId;
     use tapgate_runtime::settings::{check, NOT_SETTINGS};
 
     /// Parses a `tapgate-device` command line into its command and the settings it gives.
@@ -574,6 +526,37 @@ mod tests {
                 lost.is_empty(),
                 "{sub}: flags that did not arrive: {lost:?}"
             );
+        }
+    }
+
+    /// Every device setting is a flag of a gate or a terminal or both: one kind goes without
+    /// only the other kind's settings.
+    #[test]
+    fn every_device_setting_is_a_flag_of_its_kinds() {
+        let cmd = Cli::command();
+        let ids = |sub: &str| -> Vec<String> {
+            let sub = cmd.find_subcommand(sub).expect("subcommand");
+            sub.get_arguments()
+                .map(|a| a.get_id().as_str().to_owned())
+                .collect()
+        };
+        let (gate, terminal) = (ids("gate"), ids("terminal"));
+        for key in settings::defaults::<DeviceConfig>()
+            .expect("defaults")
+            .keys()
+        {
+            let kinds = (gate.contains(key), terminal.contains(key));
+            assert!(kinds != (false, false), "{key} is no flag");
+            let only = match kinds {
+                (true, false) => Some(GATE_ONLY),
+                (false, true) => Some(TERMINAL_ONLY),
+                _ => None,
+            };
+            let heading = cmd
+                .find_subcommand(if kinds.0 { "gate" } else { "terminal" })
+                .and_then(|sub| sub.get_arguments().find(|a| a.get_id() == key.as_str()))
+                .and_then(clap::Arg::get_help_heading);
+            assert_eq!(heading, only, "{key}");
         }
     }
 

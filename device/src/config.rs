@@ -18,7 +18,7 @@ use crate::logic::terminal::{TerminalSettings, DEFAULT_BUTTONS};
 use crate::logic::OfflinePolicy;
 
 /// Which hardware a device drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum HardwareKind {
     /// Simulated: type card numbers, and 1 to 9 for the terminal's buttons; lights as coloured
@@ -30,7 +30,7 @@ pub enum HardwareKind {
 }
 
 /// How a device makes sound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SoundKind {
     /// Print each sound and prompt as a line of text.
@@ -41,25 +41,83 @@ pub enum SoundKind {
 }
 
 /// BCM pin numbers of a Raspberry Pi device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Each is also a flag, `--pin-…` (`--spi-hz`), whose id is its key in the `[pins]` table
+/// (`pins.red`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pins {
-    /// MFRC522 reset (RST), held high while running.
+    /// BCM pin of the MFRC522 reset line (RST), held high while running.
+    #[arg(
+        id = "pins.reset",
+        long = "pin-reset",
+        value_name = "PIN_RESET",
+        env = "TAPGATE_PIN_RESET"
+    )]
     pub reset: u8,
-    /// Gate: red LED.
+    /// BCM pin of the red LED.
+    #[arg(
+        id = "pins.red",
+        long = "pin-red",
+        value_name = "PIN_RED",
+        env = "TAPGATE_PIN_RED",
+        help_heading = GATE_ONLY
+    )]
     pub red: u8,
-    /// Gate: amber LED.
+    /// BCM pin of the amber LED.
+    #[arg(
+        id = "pins.amber",
+        long = "pin-amber",
+        value_name = "PIN_AMBER",
+        env = "TAPGATE_PIN_AMBER",
+        help_heading = GATE_ONLY
+    )]
     pub amber: u8,
-    /// Gate: green LED.
+    /// BCM pin of the green LED.
+    #[arg(
+        id = "pins.green",
+        long = "pin-green",
+        value_name = "PIN_GREEN",
+        env = "TAPGATE_PIN_GREEN",
+        help_heading = GATE_ONLY
+    )]
     pub green: u8,
-    /// Terminal: the buttons (to ground, pull-up on), one per product of `buttons`, in the same
+    /// BCM pins of the buttons, comma-separated, one per product of --buttons, in the same
     /// order.
+    ///
+    /// Each button connects its pin to ground; the pull-up is on.
+    #[arg(
+        id = "pins.buttons",
+        long = "pin-buttons",
+        value_name = "PIN_BUTTONS",
+        env = "TAPGATE_PIN_BUTTONS",
+        value_delimiter = ',',
+        help_heading = TERMINAL_ONLY
+    )]
     pub buttons: Vec<u8>,
-    /// SPI clock for the MFRC522, Hz.
+    /// SPI clock of the MFRC522, Hz.
+    #[arg(
+        id = "pins.spi_hz",
+        long = "spi-hz",
+        value_name = "SPI_HZ",
+        env = "TAPGATE_SPI_HZ"
+    )]
     pub spi_hz: u32,
-    /// TM1637 four-digit display: its clock (CLK). No display unless both of its pins are set.
+    /// BCM pin of the TM1637 display's CLK; with --pin-display-dio [default: no display].
+    #[arg(
+        id = "pins.display_clk",
+        long = "pin-display-clk",
+        value_name = "PIN_DISPLAY_CLK",
+        env = "TAPGATE_PIN_DISPLAY_CLK"
+    )]
     pub display_clk: Option<u8>,
-    /// TM1637 four-digit display: its data line (DIO).
+    /// BCM pin of the TM1637 display's DIO; with --pin-display-clk [default: no display].
+    #[arg(
+        id = "pins.display_dio",
+        long = "pin-display-dio",
+        value_name = "PIN_DISPLAY_DIO",
+        env = "TAPGATE_PIN_DISPLAY_DIO"
+    )]
     pub display_dio: Option<u8>,
 }
 
@@ -101,58 +159,109 @@ impl Default for Pins {
 }
 
 /// Everything a gate or terminal can be told.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `clap::Args` derive declares the flags, each field's first doc paragraph its help; the
+/// settings only one kind of device has are under the heading [`GATE_ONLY`] or
+/// [`TERMINAL_ONLY`], and the other kind has no such flag ([`crate::cli::KindFlags`]). The
+/// values are read by [`DeviceConfig::load`], in layers, never by clap alone (it would miss the
+/// file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeviceConfig {
-    /// The device's name (1–64 of A-Z a-z 0-9 _ -); also its MQTT client id and username.
-    /// Required: there is no default name.
+    /// Device name (A-Z a-z 0-9 _ -, at most 64); also the MQTT client id.
+    ///
+    /// Also the MQTT username of a provisioned device. Required: there is no default name.
+    #[arg(long, env = "TAPGATE_ID")]
     pub id: Option<DeviceId>,
     /// The broker: keys `mqtt`, `mqtt_username` (the device id, for a provisioned device),
     /// `mqtt_password` and the TLS files.
     #[serde(flatten)]
+    #[command(flatten)]
     pub broker: BrokerConfig,
-    /// Topic prefix shared with the bridge, checked as it is read.
+    /// Topic prefix, shared with the bridge.
+    // Checked as it is read: a `Topics`, never its text again.
     #[serde(
         deserialize_with = "tapgate_runtime::settings::topics",
         serialize_with = "tapgate_runtime::settings::topics_prefix"
     )]
+    #[arg(long, env = "TAPGATE_PREFIX", value_parser = tapgate_runtime::settings::prefix)]
     pub prefix: Topics,
-    /// How long to wait for a decision before the offline policy applies. Longer than the
-    /// bridge's decision window (1.5 s by default) by the time an answer takes to come back, so
-    /// that a tap the bridge decides at the end of its window is not also given up on.
+    /// How long to wait for a decision; longer than the bridge's decision window.
+    ///
+    /// Then the offline policy applies. Longer than the bridge's decision window (1.5 s by
+    /// default) by the time an answer takes to come back, so that a tap the bridge decides at the
+    /// end of its window is not also given up on.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_DECISION_TIMEOUT", value_parser = humantime::parse_duration)]
     pub decision_timeout: Duration,
-    /// Gate: what to do when no decision arrives in time (`fail-closed` or `fail-open`).
+    /// When no decision arrives in time, `fail-closed` (deny, "service unavailable") or
+    /// `fail-open` (let in; the tap is charged when the bridge returns).
+    #[arg(long, env = "TAPGATE_OFFLINE_POLICY", help_heading = GATE_ONLY)]
     pub offline_policy: OfflinePolicy,
-    /// The same card seen again within this window is the same tap (reader-level debounce).
+    /// The same card seen again within this window is one tap.
+    ///
+    /// Every sighting restarts the window, so a card resting on the reader stays one tap.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_CARD_HOLD", value_parser = humantime::parse_duration)]
     pub card_hold: Duration,
-    /// Gate: how long green stays on after a grant.
+    /// How long green stays on after a grant.
     #[serde(with = "humantime_serde")]
+    #[arg(
+        long,
+        env = "TAPGATE_GREEN_FOR",
+        value_parser = humantime::parse_duration,
+        help_heading = GATE_ONLY
+    )]
     pub green_for: Duration,
-    /// Most messages kept for sending while the broker is unreachable; more are dropped and
-    /// counted.
+    /// Most messages queued while the broker is unreachable; more are dropped and counted.
+    #[arg(long, env = "TAPGATE_QUEUE_LIMIT")]
     pub queue_limit: usize,
     /// MQTT keep-alive: how soon a dead broker connection is noticed.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_KEEP_ALIVE", value_parser = humantime::parse_duration)]
     pub keep_alive: Duration,
-    /// Which hardware to drive (`console` or `rpi`).
+    /// Which hardware to drive.
+    #[arg(long, env = "TAPGATE_HARDWARE")]
     pub hardware: HardwareKind,
-    /// How to make sound (`text` or `audio`).
+    /// How to make sound.
+    #[arg(long, env = "TAPGATE_SOUND")]
     pub sound: SoundKind,
     /// How often the card reader is polled.
     #[serde(with = "humantime_serde")]
+    #[arg(long, env = "TAPGATE_READER_POLL", value_parser = humantime::parse_duration)]
     pub reader_poll: Duration,
     /// How long a button contact must hold still to count.
     #[serde(with = "humantime_serde")]
+    #[arg(
+        long,
+        env = "TAPGATE_BUTTON_SETTLE",
+        value_parser = humantime::parse_duration,
+        help_heading = TERMINAL_ONLY
+    )]
     pub button_settle: Duration,
-    /// Terminal: the product each button sells, button 1 first: product ids of the bridge's
-    /// fare catalogue. As many as the hardware has buttons: the console has keys 1 to 9, a
-    /// Raspberry Pi one pin per product (`pins.buttons`). Names and prices come from the bridge.
+    /// The product each button sells, comma-separated, button 1 first: product ids of the
+    /// bridge's fare catalogue; as many as the hardware has buttons (the console: 1 to 9).
+    ///
+    /// A Raspberry Pi has one pin per product (--pin-buttons). Names and prices come from the
+    /// bridge.
+    #[arg(
+        long,
+        env = "TAPGATE_BUTTONS",
+        value_delimiter = ',',
+        help_heading = TERMINAL_ONLY
+    )]
     pub buttons: Vec<ProductId>,
     /// Raspberry Pi pin numbers (BCM).
+    #[command(flatten)]
     pub pins: Pins,
 }
+
+/// The `--help` heading of the settings only a gate has: a terminal has no such flags (in its
+/// settings file they are allowed, and unused).
+pub const GATE_ONLY: &str = "Gate";
+
+/// The `--help` heading of the settings only a terminal has: a gate has no such flags.
+pub const TERMINAL_ONLY: &str = "Terminal";
 
 impl Default for DeviceConfig {
     fn default() -> Self {
