@@ -212,7 +212,7 @@ impl BridgeConfig {
     }
 
     /// Replicas a decision must reach before it is confirmed (see `wait_replicas`).
-    pub fn redis_wait_replicas(&self) -> u32 {
+    pub(crate) fn redis_wait_replicas(&self) -> u32 {
         self.wait_replicas
             .unwrap_or(u32::from(self.redis.starts_with("redis+sentinel://")))
     }
@@ -220,7 +220,7 @@ impl BridgeConfig {
     /// The broker connection: the URL as it was parsed when read, placeholder passwords refused;
     /// the TLS files are read when the connection is built ([`BridgeConfig::validate`] reads
     /// them once at load).
-    pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
+    pub(crate) fn broker(&self) -> Result<BrokerSettings, ConfigError> {
         self.broker
             .settings()
             .map_err(|e| ConfigError::invalid("mqtt", e.to_string()))
@@ -235,7 +235,7 @@ impl BridgeConfig {
     }
 
     /// The rules' time settings.
-    pub fn time_settings(&self) -> tapgate_protocol::rules::TimeSettings {
+    pub(crate) fn time_settings(&self) -> tapgate_protocol::rules::TimeSettings {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         tapgate_protocol::rules::TimeSettings {
             decision_window_ms: ms(self.decision_window),
@@ -246,7 +246,7 @@ impl BridgeConfig {
     }
 
     /// Checks values that parse but cannot work.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, why: &str| ConfigError::Invalid {
             field,
             why: why.to_owned(),

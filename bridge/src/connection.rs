@@ -77,7 +77,7 @@ macro_rules! flush {
 }
 
 /// Everything the task needs besides the event loop.
-pub struct Drive {
+pub(crate) struct Drive {
     pub filters: Vec<String>,
     pub dispatcher: Dispatcher,
     pub line: Line,
@@ -107,7 +107,7 @@ async fn group_changed(in_group: &mut Option<watch::Receiver<bool>>) -> bool {
 
 /// Runs the connection until `stop` is cancelled (the event loop is connected and subscribed
 /// when this starts), then writes what the workers left in the outbox and disconnects.
-pub async fn drive(mut eventloop: EventLoop, mut drive: Drive, stop: CancellationToken) {
+pub(crate) async fn drive(mut eventloop: EventLoop, mut drive: Drive, stop: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(100), drive.max_backoff);
     loop {
         if eventloop.network.is_some() {
@@ -241,7 +241,7 @@ async fn write_batch(eventloop: &mut EventLoop, line: &mut Line) -> Result<(), B
 /// Unlike [`drive`], this stops waiting for a poll when the outbox has items. That is safe here:
 /// the outbox's items are written and flushed before every poll, so a poll never waits for room
 /// in the write buffer, the one place where dropping it could lose a packet.
-pub async fn poll_writing(
+pub(crate) async fn poll_writing(
     eventloop: &mut EventLoop,
     line: &mut Line,
 ) -> Result<Event, ConnectionError> {

@@ -66,7 +66,7 @@ struct Shard {
 
 /// Hands publishes to the shard that owns their device.
 #[derive(Clone)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     shards: Arc<Vec<Shard>>,
     metrics: Metrics,
 }
@@ -96,7 +96,7 @@ impl Dispatcher {
     /// Starts `shards` workers with queues of `shard_queue` on `tracker`, each limiting its
     /// devices to the processor's `device_rate`; they stop at `shutdown`, after the message in
     /// hand.
-    pub fn start(
+    pub(crate) fn start(
         shards: usize,
         shard_queue: usize,
         processor: Processor,
@@ -137,7 +137,7 @@ impl Dispatcher {
     /// Queues a publish on its device's shard without waiting: a QoS 0 message is dropped (and
     /// counted) if the shard is full; a QoS 1 message joins the shard's line if the shard is full
     /// or its line is not empty. `session` is the connection it came in on.
-    pub fn offer(&self, publish: Publish, session: u64) {
+    pub(crate) fn offer(&self, publish: Publish, session: u64) {
         let inbound = Inbound::new(publish, session);
         let qos0 = inbound.publish.qos == QoS::AtMostOnce;
         let shard = &self.shards[shard_index(&inbound.publish.topic, self.shards.len())];
@@ -165,7 +165,7 @@ impl Dispatcher {
 
 /// Devices whose rate-limit buckets one shard remembers (64 shards: 65,536 devices active at
 /// once; see [`crate::limit`] for what happens beyond).
-pub const DEVICES_PER_SHARD: usize = 1024;
+pub(crate) const DEVICES_PER_SHARD: usize = 1024;
 
 /// A shard's messages in hand, one queue per device, served in turn: each device with messages
 /// waiting gets one handled before any gets a second, and a device's own messages keep their

@@ -15,7 +15,7 @@ use tracing::{error, info};
 
 /// The catalogue in force. Cheap to clone; clones share it.
 #[derive(Debug, Clone)]
-pub struct Fares {
+pub(crate) struct Fares {
     current: Arc<RwLock<Arc<Catalogue>>>,
     file: Option<PathBuf>,
 }
@@ -24,7 +24,7 @@ impl Fares {
     /// The operator's file if one is named, else the built-in catalogue (with `two_hour_ms` as
     /// its two-hour pass). A file that cannot be read or is refused is an error naming its line
     /// and field.
-    pub fn load(file: Option<PathBuf>, two_hour_ms: u64) -> Result<Self, FaresError> {
+    pub(crate) fn load(file: Option<PathBuf>, two_hour_ms: u64) -> Result<Self, FaresError> {
         let catalogue = match &file {
             Some(path) => Catalogue::load(path)?,
             None => Catalogue::builtin(two_hour_ms),
@@ -36,7 +36,7 @@ impl Fares {
     }
 
     /// The catalogue in force now.
-    pub fn current(&self) -> Arc<Catalogue> {
+    pub(crate) fn current(&self) -> Arc<Catalogue> {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -45,7 +45,7 @@ impl Fares {
 
     /// Reads the file again and puts it in force; on an error the catalogue in force stays.
     /// Without a file there is nothing to reload.
-    pub fn reload(&self) -> Result<Arc<Catalogue>, FaresError> {
+    pub(crate) fn reload(&self) -> Result<Arc<Catalogue>, FaresError> {
         let Some(path) = &self.file else {
             return Ok(self.current());
         };
@@ -56,7 +56,7 @@ impl Fares {
 }
 
 /// Reloads `fares` on every SIGHUP until `shutdown`.
-pub async fn reload_on_hangup(fares: Fares, shutdown: CancellationToken) {
+pub(crate) async fn reload_on_hangup(fares: Fares, shutdown: CancellationToken) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         error!("Cannot listen for SIGHUP; the fare catalogue cannot be reloaded");
         return;

@@ -8,11 +8,11 @@ use tapgate_protocol::MAX_PAYLOAD_BYTES;
 
 /// Longest topic the bridge keeps; a longer one is refused as `bad_topic` (device topics are at
 /// most about 100 bytes even with a long prefix).
-pub const MAX_TOPIC_BYTES: usize = 512;
+pub(crate) const MAX_TOPIC_BYTES: usize = 512;
 
 /// A publish as queued: oversized parts already dropped, their sizes kept for the refusal.
 #[derive(Debug)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     /// The publish (payload emptied if it was too large, topic emptied if it was too long).
     pub publish: Publish,
     /// The payload's size as received, bytes.
@@ -26,7 +26,7 @@ pub struct Inbound {
 impl Inbound {
     /// Drops the parts of `publish` (received on connection `session`) no handler will read, so
     /// a queued message stays small.
-    pub fn new(mut publish: Publish, session: u64) -> Self {
+    pub(crate) fn new(mut publish: Publish, session: u64) -> Self {
         let payload_len = publish.payload.len();
         let topic_len = publish.topic.len();
         if payload_len > MAX_PAYLOAD_BYTES {

@@ -2,7 +2,8 @@
 //!
 //! Its surface is what the binary and other crates' tests use: [`start`], [`run`],
 //! [`BridgeConfig`] and [`Cli`], the [`store`] (the monitor's tests decide through it),
-//! [`Metrics`], and the `testing` stack (feature `testing`). Inside:
+//! [`Metrics`], and the `testing` stack (feature `testing`); everything else is `pub(crate)`, and
+//! `unreachable_pub` keeps it so. Inside:
 //!
 //! - `config`: settings, layered defaults → file → environment → flags, each declared once.
 //! - `cli`: the command line, each flag named as its setting.
@@ -26,6 +27,8 @@
 //! that answers), subscribes and returns a [`BridgeHandle`]; [`run`] does the same and waits until `shutdown` is cancelled. Both
 //! decide by the system clock; [`start_with_clock`] takes any [`Clock`] (tests move a
 //! `ManualClock` instead of sleeping until a pass or sale expires).
+
+#![warn(unreachable_pub)]
 
 mod cli;
 mod config;

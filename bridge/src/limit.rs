@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 
 /// A refusal is answered at most this often per device, ms.
-pub const ANSWER_EVERY_MS: u64 = 1000;
+pub(crate) const ANSWER_EVERY_MS: u64 = 1000;
 
 /// How a device's messages are limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,8 @@ pub struct Rate {
 
 impl Rate {
     /// No limit.
-    pub const OFF: Rate = Rate {
+    #[cfg(test)]
+    pub(crate) const OFF: Rate = Rate {
         per_second: 0,
         burst: 1,
     };
@@ -61,7 +62,7 @@ impl Rate {
 
 /// What the limiter says about one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Handle it.
     Admit,
     /// Refuse it; `answer` says whether to tell the device (see [`ANSWER_EVERY_MS`]).
@@ -79,7 +80,7 @@ struct Bucket {
 
 /// The buckets of at most `capacity` devices.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     rate: Rate,
     capacity: usize,
     buckets: HashMap<String, Bucket>,
@@ -87,7 +88,7 @@ pub struct Limiter {
 
 impl Limiter {
     /// A limiter at `rate` for at most `capacity` devices (at least 1).
-    pub fn new(rate: Rate, capacity: usize) -> Self {
+    pub(crate) fn new(rate: Rate, capacity: usize) -> Self {
         Self {
             rate,
             capacity: capacity.max(1),
@@ -97,18 +98,18 @@ impl Limiter {
 
     /// Devices remembered now (never more than the capacity).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buckets.len()
     }
 
     /// Whether no device is remembered.
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
 
     /// Takes one message of `device` at `now_ms`: admitted (charging its bucket) or refused.
-    pub fn check(&mut self, device: &str, now_ms: u64) -> Verdict {
+    pub(crate) fn check(&mut self, device: &str, now_ms: u64) -> Verdict {
         if !self.rate.is_on() {
             return Verdict::Admit;
         }

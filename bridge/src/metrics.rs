@@ -217,12 +217,12 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Whether the bridge can decide now: it has a Redis primary and its subscription.
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.0.ready.set(i64::from(ready));
     }
 
     /// What [`Metrics::set_ready`] last said.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.0.ready.get() == 1
     }
 
@@ -263,7 +263,7 @@ impl Metrics {
 
     /// The smallest latency bucket bound (seconds) that holds at least `q` of all decisions
     /// counted since `since` (bucket counts taken earlier by [`Metrics::latency_buckets`]).
-    pub fn latency_quantile_since(&self, since: &[u64], q: f64) -> Option<f64> {
+    pub(crate) fn latency_quantile_since(&self, since: &[u64], q: f64) -> Option<f64> {
         let now = self.latency_buckets();
         let total = now.last().copied().unwrap_or(0) - since.last().copied().unwrap_or(0);
         if total == 0 {
@@ -278,7 +278,7 @@ impl Metrics {
     }
 
     /// Cumulative latency bucket counts (the last one holds every decision up to 10 s).
-    pub fn latency_buckets(&self) -> Vec<u64> {
+    pub(crate) fn latency_buckets(&self) -> Vec<u64> {
         self.0
             .latency
             .metric()
@@ -290,7 +290,7 @@ impl Metrics {
     }
 
     /// Records a decision latency.
-    pub fn latency(&self, latency: Duration) {
+    pub(crate) fn latency(&self, latency: Duration) {
         self.0.latency.observe(latency.as_secs_f64());
     }
 
@@ -303,7 +303,7 @@ impl Metrics {
     }
 
     /// A redelivered message was answered from its stored decision.
-    pub fn replay(&self) {
+    pub(crate) fn replay(&self) {
         self.0.replays.inc();
     }
 
@@ -315,17 +315,17 @@ impl Metrics {
     }
 
     /// A tap or button without `time` and `mode` was decided on the bridge's clock.
-    pub fn unstamped(&self) {
+    pub(crate) fn unstamped(&self) {
         self.0.unstamped.inc();
     }
 
     /// A Redis call failed on the connection and is being retried.
-    pub fn redis_reconnect(&self) {
+    pub(crate) fn redis_reconnect(&self) {
         self.0.redis_reconnects.inc();
     }
 
     /// The MQTT connection dropped and is being re-established.
-    pub fn mqtt_reconnect(&self) {
+    pub(crate) fn mqtt_reconnect(&self) {
         self.0.mqtt_reconnects.inc();
     }
 
@@ -345,7 +345,7 @@ impl Metrics {
     }
 
     /// A message was refused by its device's rate limit.
-    pub fn rate_limited(&self) {
+    pub(crate) fn rate_limited(&self) {
         self.0.rate_limited.inc();
         self.rejected(RejectReason::RateLimited);
     }
@@ -394,7 +394,7 @@ fn position<T: PartialEq>(all: &[T], item: &T) -> Option<usize> {
 }
 
 /// Binds the metrics endpoint (failing fast if the address is taken).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
@@ -402,7 +402,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// `shutdown`. Each response closes its connection, so a scraper
 /// that reads to the end of the stream gets the whole body and shutdown never waits on an idle
 /// keep-alive connection.
-pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, metrics: Metrics, shutdown: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "Serving metrics on /metrics");
     }

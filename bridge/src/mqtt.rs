@@ -59,7 +59,7 @@ const PROBE_WAIT: Duration = Duration::from_secs(5);
 /// `$share/…` as a plain topic never delivers it, and the bridge would silently receive no tap;
 /// it stops instead, naming the broker's limitation. Other messages arriving meanwhile are
 /// dispatched as usual.
-pub async fn verify_sharing(
+pub(crate) async fn verify_sharing(
     eventloop: &mut EventLoop,
     client: &AsyncClient,
     topics: &tapgate_protocol::Topics,
@@ -133,11 +133,11 @@ fn now_nanos() -> u64 {
 /// broker left at a larger limit (payloads above the 1 KiB contract are still refused one by one,
 /// as `payload_too_large`), while one packet in hand costs at most 1 MiB of memory, whose bytes
 /// are dropped before the message is queued.
-pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+pub(crate) const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 
 /// The MQTT options the bridge uses: the shared broker settings (credentials, TLS), a persistent
 /// session, manual acks and the incoming packet limit above.
-pub fn options(broker: &BrokerSettings, client_id: &str) -> Result<MqttOptions, MqttError> {
+pub(crate) fn options(broker: &BrokerSettings, client_id: &str) -> Result<MqttOptions, MqttError> {
     let mut opts = broker.options(client_id)?;
     opts.set_clean_session(false)
         .set_manual_acks(true)
@@ -147,7 +147,7 @@ pub fn options(broker: &BrokerSettings, client_id: &str) -> Result<MqttOptions, 
 }
 
 /// The subscription filters, wrapped in `$share/{group}/` when a shared group is set.
-pub fn filters(cfg: &BridgeConfig, topics: &tapgate_protocol::Topics) -> Vec<String> {
+pub(crate) fn filters(cfg: &BridgeConfig, topics: &tapgate_protocol::Topics) -> Vec<String> {
     topics
         .bridge_filters()
         .into_iter()
@@ -159,7 +159,7 @@ pub fn filters(cfg: &BridgeConfig, topics: &tapgate_protocol::Topics) -> Vec<Str
 }
 
 /// Creates the client and event loop (TCP_NODELAY on, through the shared runtime).
-pub fn client(opts: MqttOptions) -> (AsyncClient, EventLoop) {
+pub(crate) fn client(opts: MqttOptions) -> (AsyncClient, EventLoop) {
     tapgate_runtime::mqtt::client(opts, 4096)
 }
 
@@ -175,7 +175,7 @@ fn subscribe(client: &AsyncClient, filters: &[String]) -> Result<(), rumqttc::Cl
 /// that arrive meanwhile (queued for this session) are dispatched, not lost, and what the
 /// workers queue for them is written (the broker sends no more than its in-flight window until
 /// they are acknowledged).
-pub async fn handshake(
+pub(crate) async fn handshake(
     eventloop: &mut EventLoop,
     client: &AsyncClient,
     filters: &[String],

@@ -33,14 +33,14 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 /// Items the line holds.
-pub const LINE: usize = 8192;
+pub(crate) const LINE: usize = 8192;
 
 /// Most items taken from the line per wake-up.
-pub const BATCH: usize = 1024;
+pub(crate) const BATCH: usize = 1024;
 
 /// One item to send.
 #[derive(Debug)]
-pub enum Out {
+pub(crate) enum Out {
     /// A decision (QoS 1) or an event (QoS 0).
     Publish(Publish),
     /// The acknowledgement of an incoming QoS 1 message, received on connection `session`.
@@ -49,13 +49,13 @@ pub enum Out {
 
 /// The workers' end of the line. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     tx: mpsc::Sender<Out>,
 }
 
 /// The connection task's end of the line.
 #[derive(Debug)]
-pub struct Line {
+pub(crate) struct Line {
     rx: mpsc::Receiver<Out>,
     /// Taken from the line, not yet written (waiting for the broker's in-flight window).
     held: VecDeque<Out>,
@@ -64,7 +64,7 @@ pub struct Line {
 }
 
 /// A line: the end workers write to, and the end the connection task reads.
-pub fn line() -> (Outbox, Line) {
+pub(crate) fn line() -> (Outbox, Line) {
     let (tx, rx) = mpsc::channel(LINE);
     let line = Line {
         rx,
@@ -77,13 +77,13 @@ pub fn line() -> (Outbox, Line) {
 impl Outbox {
     /// Queues a decision, at QoS 1; waits for room in the line. Returns false if the connection
     /// task has stopped.
-    pub async fn decision(&self, topic: String, payload: Vec<u8>) -> bool {
+    pub(crate) async fn decision(&self, topic: String, payload: Vec<u8>) -> bool {
         let publish = Publish::new(topic, QoS::AtLeastOnce, payload);
         self.tx.send(Out::Publish(publish)).await.is_ok()
     }
 
     /// Queues an event, at QoS 0; dropped (logged at DEBUG) if the line is full.
-    pub fn event(&self, topic: String, payload: Vec<u8>) {
+    pub(crate) fn event(&self, topic: String, payload: Vec<u8>) {
         let publish = Publish::new(topic, QoS::AtMostOnce, payload);
         if let Err(e) = self.tx.try_send(Out::Publish(publish)) {
             debug!(error = %e, "Event not published over MQTT (in the stream only)");
@@ -92,7 +92,7 @@ impl Outbox {
 
     /// Queues the acknowledgement of `publish`, received on connection `session` (nothing for
     /// QoS 0). Returns false if the connection task has stopped.
-    pub async fn ack(&self, publish: &Publish, session: u64) -> bool {
+    pub(crate) async fn ack(&self, publish: &Publish, session: u64) -> bool {
         if publish.qos == QoS::AtMostOnce {
             return true;
         }
@@ -106,28 +106,28 @@ impl Outbox {
 
 impl Line {
     /// The connection now in use (stamped on each incoming message).
-    pub fn session(&self) -> u64 {
+    pub(crate) fn session(&self) -> u64 {
         self.session.load(Ordering::Relaxed)
     }
 
     /// Starts counting a new connection: acknowledgements queued before it are dropped.
-    pub fn new_session(&mut self) {
+    pub(crate) fn new_session(&mut self) {
         self.session.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether items wait in hand for the broker's in-flight window.
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         !self.held.is_empty()
     }
 
     /// Whether nothing is in hand or in the line.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.held.is_empty() && self.rx.is_empty()
     }
 
     /// Waits until the line has items and takes them into hand (cancel-safe). Returns false once
     /// every worker's end is gone and the line is empty.
-    pub async fn fill(&mut self) -> bool {
+    pub(crate) async fn fill(&mut self) -> bool {
         let mut batch = Vec::with_capacity(64);
         if self.rx.recv_many(&mut batch, BATCH).await == 0 {
             return false;
@@ -138,7 +138,7 @@ impl Line {
 
     /// Takes what is in the line now into hand, without waiting; nothing while items in hand
     /// wait for the in-flight window (so at most [`BATCH`] are in hand).
-    pub fn take_ready(&mut self) {
+    pub(crate) fn take_ready(&mut self) {
         if self.holding() {
             return;
         }
@@ -154,7 +154,7 @@ impl Line {
     /// tracks them until the broker acknowledges them): everything in hand up to the first QoS 1
     /// publish that must wait for the in-flight window (`max_inflight`), minus acknowledgements
     /// from an older connection.
-    pub fn writable(
+    pub(crate) fn writable(
         &mut self,
         state: &mut MqttState,
         max_inflight: u16,

@@ -38,7 +38,7 @@ use crate::store::{Answer, Request, Store, StoreError};
 
 /// Everything a worker needs to handle messages. Cheap to clone.
 #[derive(Clone)]
-pub struct Processor {
+pub(crate) struct Processor {
     pub store: Store,
     /// Decisions, events and acknowledgements go out through it, in that order.
     pub out: Outbox,
@@ -215,7 +215,7 @@ fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool, fares: &Catalo
 
 impl Processor {
     /// Handles one publish to completion (or until shutdown), then acknowledges it.
-    pub async fn handle(&self, inbound: Inbound) {
+    pub(crate) async fn handle(&self, inbound: Inbound) {
         let received = Instant::now();
         let fares = self.fares.current();
         let done = match parse(&self.topics, &inbound, self.require_stamp, &fares) {
@@ -275,7 +275,7 @@ impl Processor {
     /// answered `rate_limited` only if `answer` (the first refusal of the device in a second),
     /// with no Redis round trip and no event. A flood costs the bridge one counter increment and
     /// one acknowledgement per message, and the device one answer a second.
-    pub async fn refuse_rate_limited(&self, inbound: Inbound, answer: bool) {
+    pub(crate) async fn refuse_rate_limited(&self, inbound: Inbound, answer: bool) {
         let received = Instant::now();
         self.metrics.rate_limited();
         self.refusals.add(

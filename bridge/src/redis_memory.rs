@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::Metrics;
 
 /// The policy under which Redis never evicts: at the limit it refuses writes.
-pub const NO_EVICTION: &str = "noeviction";
+pub(crate) const NO_EVICTION: &str = "noeviction";
 
 /// What `INFO memory` says about memory and its limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl RedisMemory {
     }
 
     /// Used memory as a share of the limit (0 without one).
-    pub fn fill(&self) -> f64 {
+    pub(crate) fn fill(&self) -> f64 {
         if self.max == 0 {
             0.0
         } else {
@@ -56,7 +56,7 @@ impl RedisMemory {
 }
 
 /// Reads `INFO memory` through `link`.
-pub async fn read(link: &RedisLink) -> Result<RedisMemory, redis::RedisError> {
+pub(crate) async fn read(link: &RedisLink) -> Result<RedisMemory, redis::RedisError> {
     let mut con = link.clone();
     let text: String = redis::cmd("INFO")
         .arg("memory")
@@ -73,7 +73,7 @@ pub async fn read(link: &RedisLink) -> Result<RedisMemory, redis::RedisError> {
 /// Keeps the memory gauges of `metrics` up to date, reading every `every`, until `shutdown`.
 /// Logs once (and again after it changes) a Redis without a limit or with an evicting policy,
 /// a failing read, and memory above nine tenths of the limit.
-pub async fn watch(
+pub(crate) async fn watch(
     link: RedisLink,
     metrics: Metrics,
     every: Duration,

@@ -22,14 +22,14 @@ use tracing::warn;
 use crate::store::{Store, StoreError};
 
 /// How often counted refusals are written to Redis: at most once a second for any device.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Devices told apart between two writes.
-pub const MAX_DEVICES: usize = 65_536;
+pub(crate) const MAX_DEVICES: usize = 65_536;
 
 /// Refusals counted and not yet written.
 #[derive(Debug, Default)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// All of them.
     pub total: u64,
     /// By device, for those told apart.
@@ -38,11 +38,11 @@ pub struct Counts {
 
 /// Refusals counted by the shards, shared with the task that writes them. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Tally(Arc<Mutex<Counts>>);
+pub(crate) struct Tally(Arc<Mutex<Counts>>);
 
 impl Tally {
     /// Counts one refusal, of `device` when its topic named one.
-    pub fn add(&self, device: Option<DeviceId>) {
+    pub(crate) fn add(&self, device: Option<DeviceId>) {
         let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         counts.total += 1;
         if let Some(device) = device {
@@ -58,7 +58,7 @@ impl Tally {
     }
 
     /// Refusals counted and not yet written.
-    pub fn pending(&self) -> u64 {
+    pub(crate) fn pending(&self) -> u64 {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).total
     }
 
@@ -84,7 +84,7 @@ impl Tally {
 
     /// Writes what was counted to the rejected counters; returns how many refusals that was.
     /// On failure the counts are kept for the next write.
-    pub async fn flush(&self, store: &Store) -> Result<u64, StoreError> {
+    pub(crate) async fn flush(&self, store: &Store) -> Result<u64, StoreError> {
         let counts = self.take();
         if counts.total == 0 {
             return Ok(0);
@@ -104,7 +104,7 @@ impl Tally {
 
 /// Writes `tally` to Redis every `every` until `shutdown` (the last write is the bridge's, once
 /// its shards have stopped: [`crate::BridgeHandle::join`]).
-pub async fn run(tally: Tally, store: Store, every: Duration, shutdown: CancellationToken) {
+pub(crate) async fn run(tally: Tally, store: Store, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -12,7 +12,7 @@ use tracing::info;
 use crate::metrics::Metrics;
 
 /// Logs one summary per `every` until `shutdown`; quiet when nothing was decided.
-pub async fn run(metrics: Metrics, every: Duration, shutdown: CancellationToken) {
+pub(crate) async fn run(metrics: Metrics, every: Duration, shutdown: CancellationToken) {
     let mut last = metrics.decisions_by_outcome();
     let mut buckets = metrics.latency_buckets();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
