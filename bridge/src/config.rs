@@ -236,12 +236,30 @@ impl BridgeConfig {
 
     /// The rules' time settings.
     pub(crate) fn time_settings(&self) -> tapgate_protocol::rules::TimeSettings {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         tapgate_protocol::rules::TimeSettings {
-            decision_window_ms: ms(self.decision_window),
-            max_future_ms: ms(self.max_time_ahead),
-            max_skew_ms: ms(self.max_clock_skew),
-            max_offline_age_ms: ms(self.max_offline_age),
+            decision_window_ms: millis(self.decision_window),
+            max_future_ms: millis(self.max_time_ahead),
+            max_skew_ms: millis(self.max_clock_skew),
+            max_offline_age_ms: millis(self.max_offline_age),
+        }
+    }
+
+    /// The period of a two-hour pass stored before passes kept their terms (also the built-in
+    /// catalogue's two-hour pass), ms.
+    pub(crate) fn legacy_period_ms(&self) -> u64 {
+        millis(self.two_hour_duration)
+    }
+
+    /// The store's rule timings and retention.
+    pub(crate) fn store_settings(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            legacy_period_ms: self.legacy_period_ms(),
+            sale_timeout_ms: millis(self.sale_timeout),
+            seen_ttl_s: self.idempotency_ttl.as_secs().max(1),
+            stream_maxlen: self.stream_maxlen,
+            recent_ttl_s: self.card_recent_ttl.as_secs().max(1),
+            device_ttl_s: self.device_ttl.as_secs().max(1),
+            time: self.time_settings(),
         }
     }
 
@@ -312,4 +330,9 @@ impl BridgeConfig {
         }
         Ok(())
     }
+}
+
+/// `d` in whole milliseconds, as the rules and the store count them (`u64::MAX` beyond).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

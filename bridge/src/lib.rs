@@ -163,85 +163,22 @@ pub async fn start_with_clock(
             .map_err(|e| ConfigError::invalid("redis", e.to_string()))?;
     check_topology(&config, &redis)?;
     let topics = config.prefix.clone();
-    let fares = fares::Fares::load(config.fares.clone(), millis(config.two_hour_duration))?;
-    {
-        let c = fares.current();
-        info!(
-            file = ?config.fares,
-            version = %c.version,
-            currency = %c.currency,
-            time_zone = c.time_zone.iana_name().unwrap_or("fixed offset"),
-            products = %c.ids(),
-            "Fare catalogue in force"
-        );
-    }
-    let settings = store::StoreSettings {
-        legacy_period_ms: millis(config.two_hour_duration),
-        sale_timeout_ms: millis(config.sale_timeout),
-        seen_ttl_s: config.idempotency_ttl.as_secs().max(1),
-        stream_maxlen: config.stream_maxlen,
-        recent_ttl_s: config.card_recent_ttl.as_secs().max(1),
-        device_ttl_s: config.device_ttl.as_secs().max(1),
-        time: config.time_settings(),
-    };
+    let fares = load_fares(&config)?;
     let metrics = Metrics::default();
-    let mut metrics_addr = None;
     let workers = TaskTracker::new();
     // Served before Redis is reached, so an orchestrator sees "not ready" while the bridge waits.
-    if let Some(addr) = config.metrics_addr {
-        let listener = metrics::bind(addr)
-            .await
-            .map_err(|source| BridgeError::Metrics { addr, source })?;
-        metrics_addr = listener.local_addr().ok();
-        workers.spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
-    }
-    let store = match connect_store(&config, &redis, settings, &shutdown).await {
+    let metrics_addr = serve_metrics(&config, &metrics, &workers, &shutdown).await?;
+    let store = match connect_store(&config, &redis, &metrics, &shutdown).await {
         Ok(store) => store,
         Err(e) => {
             workers.close();
             workers.wait().await;
             return Err(e);
         }
-    }
-    .with_replication(config.redis_wait_replicas(), config.wait_timeout)
-    .with_metrics(metrics.clone());
-    info!(
-        redis = %store.link().url(),
-        node = ?store.link().address(),
-        wait_replicas = store.link().replicas_to_wait(config.redis_wait_replicas()),
-        "Connected to Redis"
-    );
-    let migration = store.migrate_card_keys().await?;
-    if migration.moved + migration.dropped > 0 || !migration.conflicts.is_empty() {
-        info!(
-            moved = migration.moved,
-            dropped = migration.dropped,
-            conflicts = ?migration.conflicts,
-            "Moved card keys to canonical (upper-case) card ids"
-        );
-    }
-    if migration.unlisted {
-        info!(
-            "Did not look for card keys from before card ids were canonical: this Redis user may \
-             not list keys; after upgrading from a version that wrote lower-case card ids, start \
-             the bridge once as the Redis admin user to move them"
-        );
-    }
-    if !migration.skipped.is_empty() {
-        warn!(
-            skipped = ?migration.skipped,
-            "Left legacy (lower-case) card keys or block-index fields this Redis user may not \
-             change (the block index is the dashboard's list; taps are decided by each card's \
-             own keys); start the bridge once as the Redis admin user to move them"
-        );
-    }
-
-    workers.spawn(redis_memory::watch(
-        store.link().clone(),
-        metrics.clone(),
-        Duration::from_secs(5),
-        shutdown.clone(),
-    ));
+    };
+    migrate_card_keys(&store).await?;
+    let refusals = refusals::Tally::default();
+    spawn_redis_upkeep(&config, &store, &refusals, &metrics, &workers, &shutdown);
     workers.spawn(summary::run(
         metrics.clone(),
         Duration::from_secs(60),
@@ -252,7 +189,8 @@ pub async fn start_with_clock(
     let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
     let (client, mut eventloop) = mqtt::client(opts);
     let (out, mut line) = outbox::line();
-    let processor_link = store.link().clone();
+    let link = store.link().clone();
+    let refusals_store = store.clone();
     let processor = process::Processor {
         store,
         out,
@@ -264,22 +202,9 @@ pub async fn start_with_clock(
         fares: fares.clone(),
         shutdown: shutdown.clone(),
         device_rate: config.device_rate(),
-        refusals: refusals::Tally::default(),
+        refusals: refusals.clone(),
     };
-    let refusals = processor.refusals.clone();
-    let refusals_store = processor.store.clone();
-    workers.spawn(refusals::run(
-        refusals.clone(),
-        processor.store.clone(),
-        refusals::FLUSH_EVERY,
-        shutdown.clone(),
-    ));
     workers.spawn(fares::reload_on_hangup(fares, shutdown.clone()));
-    workers.spawn(prune_devices(
-        processor.store.clone(),
-        config.device_ttl,
-        shutdown.clone(),
-    ));
     let dispatcher = dispatch::Dispatcher::start(
         SHARDS,
         config.shard_queue,
@@ -289,46 +214,16 @@ pub async fn start_with_clock(
         shutdown.clone(),
     );
     let filters = mqtt::filters(&config, &topics);
-    mqtt::handshake(
-        &mut eventloop,
-        &client,
+    subscribe(
+        &config,
         &filters,
+        (&client, &mut eventloop),
         &broker,
         &dispatcher,
         &mut line,
     )
     .await?;
-    if let Some(group) = &config.shared_group {
-        mqtt::verify_sharing(
-            &mut eventloop,
-            &client,
-            &topics,
-            group,
-            &broker,
-            &dispatcher,
-            &mut line,
-        )
-        .await?;
-    }
-    info!(%broker, client_id = %config.client_id, filters = ?filters, "Subscribed; deciding");
-    metrics.set_ready(true);
-    let source = processor_link.source().clone();
-    workers.spawn(watch_readiness(
-        processor_link,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-
-    // In a shared group with Sentinel, a bridge that cannot reach a majority of the sentinels
-    // leaves the group until it can, so the broker hands its share of taps to the others.
-    let in_group = match (&config.shared_group, source.is_sentinel()) {
-        (Some(_), true) => {
-            let (tx, rx) = tokio::sync::watch::channel(true);
-            workers.spawn(watch_sentinels(source, tx, shutdown.clone()));
-            Some(rx)
-        }
-        _ => None,
-    };
+    let in_group = ready(&config, link, &metrics, &workers, &shutdown);
 
     let stop_loop = CancellationToken::new();
     // The client served the handshake; from here the connection task reads and writes itself.
@@ -355,6 +250,144 @@ pub async fn start_with_clock(
         refusals,
         store: refusals_store,
     })
+}
+
+/// Connects to the broker and subscribes to `filters`, failing fast with its address; in a shared
+/// group, then checks that the broker shares the taps out ([`mqtt::verify_sharing`]). What
+/// arrives meanwhile goes to `dispatcher`, and what it answers out through `line`.
+async fn subscribe(
+    config: &BridgeConfig,
+    filters: &[String],
+    (client, eventloop): (&rumqttc::AsyncClient, &mut rumqttc::EventLoop),
+    broker: &str,
+    dispatcher: &dispatch::Dispatcher,
+    line: &mut outbox::Line,
+) -> Result<(), MqttError> {
+    mqtt::handshake(eventloop, client, filters, broker, dispatcher, line).await?;
+    if let Some(group) = &config.shared_group {
+        let topics = &config.prefix;
+        mqtt::verify_sharing(eventloop, client, topics, group, broker, dispatcher, line).await?;
+    }
+    info!(%broker, client_id = %config.client_id, ?filters, "Subscribed; deciding");
+    Ok(())
+}
+
+/// Starts the bridge's periodic work on Redis until `shutdown`: reading its memory for the
+/// metrics, adding rate-limited `refusals` to the rejected counters, and pruning devices whose
+/// presence expired.
+fn spawn_redis_upkeep(
+    config: &BridgeConfig,
+    store: &Store,
+    refusals: &refusals::Tally,
+    metrics: &Metrics,
+    workers: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    workers.spawn(redis_memory::watch(
+        store.link().clone(),
+        metrics.clone(),
+        Duration::from_secs(5),
+        shutdown.clone(),
+    ));
+    workers.spawn(refusals::run(
+        refusals.clone(),
+        store.clone(),
+        refusals::FLUSH_EVERY,
+        shutdown.clone(),
+    ));
+    workers.spawn(prune_devices(
+        store.clone(),
+        config.device_ttl,
+        shutdown.clone(),
+    ));
+}
+
+/// The fare catalogue in force at start-up (the file's, or the built-in one), logged.
+fn load_fares(config: &BridgeConfig) -> Result<fares::Fares, BridgeError> {
+    let fares = fares::Fares::load(config.fares.clone(), config.legacy_period_ms())?;
+    let c = fares.current();
+    info!(
+        file = ?config.fares,
+        version = %c.version,
+        currency = %c.currency,
+        time_zone = c.time_zone.iana_name().unwrap_or("fixed offset"),
+        products = %c.ids(),
+        "Fare catalogue in force"
+    );
+    Ok(fares)
+}
+
+/// Serves `/metrics` (and `/ready`) on the configured address, if any, until `shutdown`;
+/// returns the address it listens on (useful with port 0).
+async fn serve_metrics(
+    config: &BridgeConfig,
+    metrics: &Metrics,
+    workers: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<Option<SocketAddr>, BridgeError> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok(None);
+    };
+    let listener = metrics::bind(addr)
+        .await
+        .map_err(|source| BridgeError::Metrics { addr, source })?;
+    let bound = listener.local_addr().ok();
+    workers.spawn(metrics::serve(listener, metrics.clone(), shutdown.clone()));
+    Ok(bound)
+}
+
+/// Moves card keys written before card ids were canonical (lower-case ones) to their upper-case
+/// ids, and says what it did and what this Redis user could not do.
+async fn migrate_card_keys(store: &Store) -> Result<(), BridgeError> {
+    let migration = store.migrate_card_keys().await?;
+    if migration.moved + migration.dropped > 0 || !migration.conflicts.is_empty() {
+        info!(
+            moved = migration.moved,
+            dropped = migration.dropped,
+            conflicts = ?migration.conflicts,
+            "Moved card keys to canonical (upper-case) card ids"
+        );
+    }
+    if migration.unlisted {
+        info!(
+            "Did not look for card keys from before card ids were canonical: this Redis user may \
+             not list keys; after upgrading from a version that wrote lower-case card ids, start \
+             the bridge once as the Redis admin user to move them"
+        );
+    }
+    if !migration.skipped.is_empty() {
+        warn!(
+            skipped = ?migration.skipped,
+            "Left legacy (lower-case) card keys or block-index fields this Redis user may not \
+             change (the block index is the dashboard's list; taps are decided by each card's \
+             own keys); start the bridge once as the Redis admin user to move them"
+        );
+    }
+    Ok(())
+}
+
+/// Once subscribed: the bridge is ready, and from then on only while Redis answers through
+/// `link` ([`watch_readiness`]). Returns whether the bridge stays in its shared group, for the
+/// connection task to follow: in a shared group with Sentinel, a bridge that cannot reach a
+/// majority of the sentinels leaves the group until it can, so the broker hands its share of
+/// taps to the others ([`watch_sentinels`]). `None`: it always stays (no group, or one Redis
+/// server).
+fn ready(
+    config: &BridgeConfig,
+    link: tapgate_runtime::redis::RedisLink,
+    metrics: &Metrics,
+    workers: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<tokio::sync::watch::Receiver<bool>> {
+    metrics.set_ready(true);
+    let source = link.source().clone();
+    workers.spawn(watch_readiness(link, metrics.clone(), shutdown.clone()));
+    if config.shared_group.is_none() || !source.is_sentinel() {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::watch::channel(true);
+    workers.spawn(watch_sentinels(source, tx, shutdown.clone()));
+    Some(rx)
 }
 
 /// [`start`], then wait until `shutdown` is cancelled and stop cleanly.
@@ -410,15 +443,36 @@ fn check_topology(
     Ok(())
 }
 
-/// Connects to Redis. With Sentinel, a primary that cannot be found (no majority of the
-/// sentinels names one, or it does not answer) is waited for, with backoff, until it can or
-/// `shutdown`: the bridge subscribes to no taps meanwhile. One server: fails at once.
+/// Connects to Redis: the store, waiting for `wait_replicas` and counting into `metrics`. With
+/// Sentinel, a primary that cannot be found (no majority of the sentinels names one, or it does
+/// not answer) is waited for, with backoff, until it can or `shutdown`: the bridge subscribes to
+/// no taps meanwhile. One server: fails at once.
 async fn connect_store(
     config: &BridgeConfig,
     target: &tapgate_runtime::redis::RedisTarget,
-    settings: store::StoreSettings,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<Store, BridgeError> {
+    let store = wait_for_primary(config, target, shutdown)
+        .await?
+        .with_replication(config.redis_wait_replicas(), config.wait_timeout)
+        .with_metrics(metrics.clone());
+    info!(
+        redis = %store.link().url(),
+        node = ?store.link().address(),
+        wait_replicas = store.link().replicas_to_wait(config.redis_wait_replicas()),
+        "Connected to Redis"
+    );
+    Ok(store)
+}
+
+/// [`Store::connect_to`], tried again with backoff while Sentinel names no primary that answers.
+async fn wait_for_primary(
+    config: &BridgeConfig,
+    target: &tapgate_runtime::redis::RedisTarget,
+    shutdown: &CancellationToken,
+) -> Result<Store, BridgeError> {
+    let settings = config.store_settings();
     let mut backoff = tapgate_runtime::Backoff::new(Duration::from_millis(250), config.max_backoff);
     loop {
         let error = match Store::connect_to(&config.redis, target.clone(), settings).await {
@@ -520,8 +574,4 @@ async fn prune_devices(store: Store, ttl: std::time::Duration, shutdown: Cancell
             Err(e) => tracing::warn!(error = %e, "Cannot prune devices; will try again"),
         }
     }
-}
-
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -114,7 +114,7 @@ impl Stack {
             .manual
             .as_ref()
             .expect("Stack::advance needs a stack from Stack::start_manual");
-        manual.advance(u64::try_from(by.as_millis()).unwrap_or(u64::MAX));
+        manual.advance(crate::config::millis(by));
     }
 
     /// Stops the bridge cleanly and waits for it.
