@@ -94,6 +94,30 @@ fn connect(opts: &MqttOptions) -> (AsyncClient, EventLoop) {
     tapgate_runtime::mqtt::client(opts.clone(), 10_000)
 }
 
+/// Starts a device task for each of `roster`, in order: device `i` is `roster[i]`.
+pub fn spawn_all(
+    cfg: &FleetConfig,
+    roster: Vec<(DeviceKind, DeviceId, Login)>,
+    events: &mpsc::UnboundedSender<FleetEvent>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Device>, MqttSetupError> {
+    roster
+        .into_iter()
+        .enumerate()
+        .map(|(index, (kind, id, login))| {
+            spawn(
+                cfg,
+                index,
+                kind,
+                id,
+                &login,
+                events.clone(),
+                shutdown.clone(),
+            )
+        })
+        .collect()
+}
+
 /// Starts a device task; returns the scheduler's handle.
 pub fn spawn(
     cfg: &FleetConfig,

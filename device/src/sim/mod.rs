@@ -211,127 +211,28 @@ pub async fn run(sim: Simulation, shutdown: CancellationToken) -> Result<Summary
         config: cfg,
         catalogue,
     } = sim;
-    let topics = cfg.prefix.clone();
     let seed = if cfg.seed == 0 { now_ms() } else { cfg.seed };
     let run = format!("S{seed:x}").to_uppercase();
     info!(seed, run, "Simulation starting");
+    let roster = roster(&cfg, &run)?;
+    warn_above_rate_limit(cfg.rate, roster.len());
     let fleet_cfg = FleetConfig {
         broker: cfg.broker()?,
-        topics,
+        topics: cfg.prefix.clone(),
     };
-    // Provisioned devices log in as themselves; otherwise invent ids and share one login.
-    let roster: Vec<(DeviceKind, DeviceId, fleet::Login)> = match &cfg.devices {
-        Some(path) => devices::load(path)?
-            .into_iter()
-            .map(|d| (d.kind, d.id, Some(d.password)))
-            .collect(),
-        None => {
-            let lower = run.to_lowercase();
-            let mut list = Vec::new();
-            for (kind, count) in [
-                (DeviceKind::Gate, cfg.gates),
-                (DeviceKind::Terminal, cfg.terminals),
-            ] {
-                for n in 0..count {
-                    let letter = if kind == DeviceKind::Gate { 'g' } else { 't' };
-                    let id = DeviceId::new(format!("sim-{lower}-{letter}{n}"))
-                        .map_err(|e| crate::config::invalid("seed", e.to_string()))?;
-                    list.push((kind, id, None));
-                }
-            }
-            list
-        }
-    };
-    // The bridge refuses a device's messages beyond its rate limit (`--device-rate`, 20 a second
-    // by default, after a burst of 1000): a load test above that must raise it or switch it off.
-    let per_device = cfg.rate / roster.len().max(1) as f64;
-    if per_device > 20.0 {
-        warn!(
-            per_device,
-            "Each simulated device sends more than 20 messages a second, the bridge's default \
-             --device-rate: run the bridge with a higher one, or --device-rate 0, or it refuses \
-             them as rate_limited once a device's burst is spent"
-        );
-    }
     let fleet_stop = CancellationToken::new();
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut devices = Vec::new();
-    let mut gates = Vec::new();
-    let mut terminals = Vec::new();
-    for (kind, id, login) in roster {
-        let index = devices.len();
-        match kind {
-            DeviceKind::Gate => gates.push(index),
-            DeviceKind::Terminal => terminals.push(index),
-        }
-        let device = fleet::spawn(
-            &fleet_cfg,
-            index,
-            kind,
-            id,
-            &login,
-            events_tx.clone(),
-            fleet_stop.clone(),
-        )
+    let devices = fleet::spawn_all(&fleet_cfg, roster, &events_tx, &fleet_stop)
         .map_err(|e| crate::config::invalid("mqtt", e.to_string()))?;
-        devices.push(device);
-    }
-    let riders = (0..cfg.riders)
-        .map(|n| Rider {
-            card: CardId::new(format!("{run}R{n}")).expect("alphanumeric"),
-            model: CardModel::default(),
-            busy: false,
-            terminal: None,
-            plan: VecDeque::new(),
-        })
-        .collect();
-    let n_devices = devices.len();
     info!(
         products = %catalogue.ids(),
         version = %catalogue.version,
         "Riders buy from the fare catalogue"
     );
-    let mut sim = Sim {
-        catalogue,
-        sale_timeout_ms: u64::try_from(cfg.sale_timeout.as_millis()).unwrap_or(u64::MAX),
-        time: TimeSettings {
-            decision_window_ms: cfg.decision_window.as_millis() as u64,
-            ..TimeSettings::default()
-        },
-        rng: Rng::new(seed),
-        run,
-        sales: vec![None; terminals.len()],
-        terminal_owner: vec![None; terminals.len()],
-        gates,
-        terminals,
-        devices,
-        riders,
-        urgent: VecDeque::new(),
-        ready: (0..cfg.riders).collect(),
-        resting: BinaryHeap::new(),
-        pending: HashMap::new(),
-        answered: HashMap::new(),
-        null_expected: vec![VecDeque::new(); n_devices],
-        next_id: 0,
-        strangers: 0,
-        new_cards: 0,
-        tally: Tally::default(),
-        cfg,
-    };
-
-    // Wait until every device is connected.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sim.devices.iter().any(|d| !d.up) {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(deadline) => {
-                let up = sim.devices.iter().filter(|d| d.up).count();
-                fleet_stop.cancel();
-                let url = tapgate_protocol::broker::redact(&sim.cfg.broker.mqtt.to_string());
-                return Err(SimError::Connect { up, total: n_devices, url });
-            }
-            Some(e) = events.recv() => sim.on_fleet(e),
-        }
+    let mut sim = Sim::new(cfg, catalogue, seed, run, devices);
+    if let Err(e) = sim.connect(&mut events, &shutdown).await {
+        fleet_stop.cancel();
+        return Err(e);
     }
     eprintln!(
         "simulating {} riders on {} gates and {} terminals at {}/s for {:?}",
@@ -341,51 +242,7 @@ pub async fn run(sim: Simulation, shutdown: CancellationToken) -> Result<Summary
         sim.cfg.rate,
         sim.cfg.duration
     );
-
-    let start = Instant::now();
-    let period = Duration::from_secs_f64(1.0 / sim.cfg.rate);
-    let end = start + sim.cfg.duration;
-    let mut slot_n: u32 = 0;
-    let mut next_slot = start;
-    let mut progress =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
-    let drop_every = sim.cfg.drop_every;
-    let mut next_drop = (!drop_every.is_zero()).then(|| start + drop_every);
-    let mut sending = true;
-    let mut sending_time = sim.cfg.duration;
-    loop {
-        if sending && next_slot >= end {
-            sending = false;
-            sending_time = start.elapsed();
-        }
-        if !sending && sim.inflight() == 0 {
-            break;
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                if sending {
-                    sending_time = start.elapsed();
-                }
-                break;
-            }
-            Some(e) = events.recv() => sim.on_fleet(e),
-            _ = tokio::time::sleep_until(next_slot), if sending => {
-                sim.slot(next_slot);
-                slot_n += 1;
-                next_slot = start + period * slot_n;
-            }
-            _ = progress.tick() => {
-                eprintln!("{}", sim.tally.progress(start.elapsed(), sim.inflight()));
-                sim.retry_undecided();
-            }
-            _ = async { tokio::time::sleep_until(next_drop.unwrap_or(end)).await }, if sending && next_drop.is_some() => {
-                sim.drop_a_gate();
-                next_drop = next_drop.map(|t| t + drop_every);
-            }
-            _ = tokio::time::sleep_until(end + sim.cfg.grace), if !sending => break,
-        }
-    }
+    let sending_time = sim.schedule(&mut events, &shutdown).await;
     let lost = sim.inflight() as u64;
     if lost > 0 {
         for ((dev, id), f) in sim.pending.iter().take(10) {
@@ -396,6 +253,181 @@ pub async fn run(sim: Simulation, shutdown: CancellationToken) -> Result<Summary
     // Let the devices say offline and disconnect.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(Summary::new(&sim.tally, sending_time, sim.cfg.rate, lost))
+}
+
+/// The simulated devices: the provisioned ones (`devices`), each logging in as itself, or else
+/// `gates` and `terminals` with ids made from the run's name, sharing one login.
+fn roster(
+    cfg: &SimConfig,
+    run: &str,
+) -> Result<Vec<(DeviceKind, DeviceId, fleet::Login)>, SimError> {
+    if let Some(path) = &cfg.devices {
+        return Ok(devices::load(path)?
+            .into_iter()
+            .map(|d| (d.kind, d.id, Some(d.password)))
+            .collect());
+    }
+    let lower = run.to_lowercase();
+    let mut list = Vec::new();
+    for (kind, count, letter) in [
+        (DeviceKind::Gate, cfg.gates, 'g'),
+        (DeviceKind::Terminal, cfg.terminals, 't'),
+    ] {
+        for n in 0..count {
+            let id = DeviceId::new(format!("sim-{lower}-{letter}{n}"))
+                .map_err(|e| crate::config::invalid("seed", e.to_string()))?;
+            list.push((kind, id, None));
+        }
+    }
+    Ok(list)
+}
+
+/// Warns when `rate` messages a second over `devices` devices is more than a device may send by
+/// the bridge's default rate limit (`--device-rate`, 20 a second, after a burst of 1000): a load
+/// test above that must raise it or switch it off.
+fn warn_above_rate_limit(rate: f64, devices: usize) {
+    let per_device = rate / devices.max(1) as f64;
+    if per_device > 20.0 {
+        warn!(
+            per_device,
+            "Each simulated device sends more than 20 messages a second, the bridge's default \
+             --device-rate: run the bridge with a higher one, or --device-rate 0, or it refuses \
+             them as rate_limited once a device's burst is spent"
+        );
+    }
+}
+
+impl Sim {
+    /// A simulation of `cfg.riders` riders, each with a card of its own, on `devices`; the `run`
+    /// name makes the cards and message ids of this run its own.
+    fn new(
+        cfg: SimConfig,
+        catalogue: Catalogue,
+        seed: u64,
+        run: String,
+        devices: Vec<Device>,
+    ) -> Self {
+        let of_kind = |kind: DeviceKind| -> Vec<usize> {
+            (0..devices.len())
+                .filter(|&i| devices[i].kind == kind)
+                .collect()
+        };
+        let (gates, terminals) = (of_kind(DeviceKind::Gate), of_kind(DeviceKind::Terminal));
+        let riders = (0..cfg.riders)
+            .map(|n| Rider {
+                card: CardId::new(format!("{run}R{n}")).expect("alphanumeric"),
+                model: CardModel::default(),
+                busy: false,
+                terminal: None,
+                plan: VecDeque::new(),
+            })
+            .collect();
+        Sim {
+            catalogue,
+            sale_timeout_ms: u64::try_from(cfg.sale_timeout.as_millis()).unwrap_or(u64::MAX),
+            time: TimeSettings {
+                decision_window_ms: cfg.decision_window.as_millis() as u64,
+                ..TimeSettings::default()
+            },
+            rng: Rng::new(seed),
+            run,
+            sales: vec![None; terminals.len()],
+            terminal_owner: vec![None; terminals.len()],
+            gates,
+            terminals,
+            null_expected: vec![VecDeque::new(); devices.len()],
+            devices,
+            riders,
+            urgent: VecDeque::new(),
+            ready: (0..cfg.riders).collect(),
+            resting: BinaryHeap::new(),
+            pending: HashMap::new(),
+            answered: HashMap::new(),
+            next_id: 0,
+            strangers: 0,
+            new_cards: 0,
+            tally: Tally::default(),
+            cfg,
+        }
+    }
+
+    /// Waits until every device is connected (or `shutdown`); fails after 20 s naming how many
+    /// did.
+    async fn connect(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<FleetEvent>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SimError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.devices.iter().any(|d| !d.up) {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let up = self.devices.iter().filter(|d| d.up).count();
+                    let url = tapgate_protocol::broker::redact(&self.cfg.broker.mqtt.to_string());
+                    return Err(SimError::Connect { up, total: self.devices.len(), url });
+                }
+                Some(e) = events.recv() => self.on_fleet(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The schedule: a slot every `1/rate` s for `duration` (open loop, whatever the answers),
+    /// a gate's connection dropped every `drop_every`, progress and retries once a second; then
+    /// up to `grace` for the last decisions. Every decision is checked as it arrives
+    /// ([`Sim::on_fleet`]). Returns how long messages were sent for.
+    async fn schedule(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<FleetEvent>,
+        shutdown: &CancellationToken,
+    ) -> Duration {
+        let start = Instant::now();
+        let period = Duration::from_secs_f64(1.0 / self.cfg.rate);
+        let end = start + self.cfg.duration;
+        let mut slot_n: u32 = 0;
+        let mut next_slot = start;
+        let mut progress =
+            tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+        let drop_every = self.cfg.drop_every;
+        let mut next_drop = (!drop_every.is_zero()).then(|| start + drop_every);
+        let mut sending = true;
+        let mut sending_time = self.cfg.duration;
+        loop {
+            if sending && next_slot >= end {
+                sending = false;
+                sending_time = start.elapsed();
+            }
+            if !sending && self.inflight() == 0 {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    if sending {
+                        sending_time = start.elapsed();
+                    }
+                    break;
+                }
+                Some(e) = events.recv() => self.on_fleet(e),
+                _ = tokio::time::sleep_until(next_slot), if sending => {
+                    self.slot(next_slot);
+                    slot_n += 1;
+                    next_slot = start + period * slot_n;
+                }
+                _ = progress.tick() => {
+                    eprintln!("{}", self.tally.progress(start.elapsed(), self.inflight()));
+                    self.retry_undecided();
+                }
+                _ = async { tokio::time::sleep_until(next_drop.unwrap_or(end)).await }, if sending && next_drop.is_some() => {
+                    self.drop_a_gate();
+                    next_drop = next_drop.map(|t| t + drop_every);
+                }
+                _ = tokio::time::sleep_until(end + self.cfg.grace), if !sending => break,
+            }
+        }
+        sending_time
+    }
 }
 
 /// Prints the summary, writes it as JSON if asked, and applies `strict`.
