@@ -105,6 +105,8 @@ fn unstamped(id: MessageId) -> Rejection {
     .with_id(Some(id))
 }
 
+/// What `inbound` is: a tap or button to decide, a device's presence, a message to refuse (and
+/// whose), or one to ignore. Only the message is read: nothing is asked of Redis.
 fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool, fares: &Catalogue) -> Parsed {
     let publish = &inbound.publish;
     if inbound.topic_len > MAX_TOPIC_BYTES {
@@ -127,78 +129,20 @@ fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool, fares: &Catalo
         }
     };
     let payload: &[u8] = &publish.payload;
-    let oversized = inbound.payload_len > MAX_PAYLOAD_BYTES;
     let here = Some((topic.kind, topic.device.clone()));
+    let decide = |to_decide: Result<ToDecide, Rejection>| match to_decide {
+        Ok(d) => Parsed::Decide(d),
+        Err(r) => Parsed::Refuse(here.clone(), r),
+    };
     match topic.message {
         MessageKind::Tap | MessageKind::Button if publish.retain => {
-            // Answer with the message's id when it has a readable one.
-            let id = match topic.message {
-                MessageKind::Tap => parse_tap(payload).ok().map(|t| t.id),
-                _ => parse_button(payload).ok().map(|b| b.id),
-            };
-            Parsed::Refuse(
-                here,
-                Rejection::new(
-                    RejectReason::Retained,
-                    "taps and button presses must not be retained",
-                )
-                .with_id(id),
-            )
+            Parsed::Refuse(here, retained(topic.message, payload))
         }
-        _ if oversized => Parsed::Refuse(here, too_large(inbound.payload_len)),
-        MessageKind::Tap => match parse_tap_stamped(payload) {
-            Ok((tap, None)) if require_stamp => Parsed::Refuse(here, unstamped(tap.id)),
-            Ok((tap, _)) if topic.kind == DeviceKind::Terminal && tap.replaces.is_some() => {
-                Parsed::Refuse(
-                    here,
-                    Rejection::new(
-                        RejectReason::UnknownField,
-                        "field \"replaces\" names the waiting tap a gate's offline entry or \
-                         retap replaces; a terminal's tap has none",
-                    )
-                    .with_id(Some(tap.id)),
-                )
-            }
-            Ok((tap, stamp)) => {
-                let input = match topic.kind {
-                    DeviceKind::Gate => Input::GateTap(tap.card),
-                    DeviceKind::Terminal => Input::TerminalTap(tap.card),
-                };
-                Parsed::Decide(ToDecide {
-                    topic,
-                    id: tap.id,
-                    input,
-                    stamp,
-                    replaces: tap.replaces,
-                })
-            }
-            Err(r) => Parsed::Refuse(here, r),
-        },
-        MessageKind::Button => match parse_button_stamped(payload) {
-            Ok((b, None)) if require_stamp => Parsed::Refuse(here, unstamped(b.id)),
-            Ok((b, stamp)) => match fares.product(b.pass) {
-                Some(p) => Parsed::Decide(ToDecide {
-                    topic,
-                    id: b.id,
-                    input: Input::Button(p.terms),
-                    stamp,
-                    replaces: None,
-                }),
-                None => Parsed::Refuse(
-                    here,
-                    Rejection::new(
-                        RejectReason::UnknownPassType,
-                        format!(
-                            "no product {} in the fare catalogue; on sale: {}",
-                            b.pass,
-                            fares.ids()
-                        ),
-                    )
-                    .with_id(Some(b.id)),
-                ),
-            },
-            Err(r) => Parsed::Refuse(here, r),
-        },
+        _ if inbound.payload_len > MAX_PAYLOAD_BYTES => {
+            Parsed::Refuse(here, too_large(inbound.payload_len))
+        }
+        MessageKind::Tap => decide(tap(topic, payload, require_stamp)),
+        MessageKind::Button => decide(button(topic, payload, require_stamp, fares)),
         // A retained status cleared with an empty payload: nothing to record.
         MessageKind::Status if payload.is_empty() => Parsed::Ignore,
         MessageKind::Status => match parse_status_payload(payload) {
@@ -211,6 +155,79 @@ fn parse(topics: &Topics, inbound: &Inbound, require_stamp: bool, fares: &Catalo
         },
         MessageKind::Decision => Parsed::Ignore,
     }
+}
+
+/// The refusal of a retained tap or button (`kind`), with the message's id when it has a
+/// readable one.
+fn retained(kind: MessageKind, payload: &[u8]) -> Rejection {
+    let id = match kind {
+        MessageKind::Tap => parse_tap(payload).ok().map(|t| t.id),
+        _ => parse_button(payload).ok().map(|b| b.id),
+    };
+    Rejection::new(
+        RejectReason::Retained,
+        "taps and button presses must not be retained",
+    )
+    .with_id(id)
+}
+
+/// A gate's or terminal's tap, on `topic`, to decide; or why it is refused.
+fn tap(topic: InboundTopic, payload: &[u8], require_stamp: bool) -> Result<ToDecide, Rejection> {
+    let (tap, stamp) = parse_tap_stamped(payload)?;
+    if stamp.is_none() && require_stamp {
+        return Err(unstamped(tap.id));
+    }
+    let input = match topic.kind {
+        DeviceKind::Gate => Input::GateTap(tap.card),
+        DeviceKind::Terminal if tap.replaces.is_some() => {
+            return Err(Rejection::new(
+                RejectReason::UnknownField,
+                "field \"replaces\" names the waiting tap a gate's offline entry or retap \
+                 replaces; a terminal's tap has none",
+            )
+            .with_id(Some(tap.id)));
+        }
+        DeviceKind::Terminal => Input::TerminalTap(tap.card),
+    };
+    Ok(ToDecide {
+        topic,
+        id: tap.id,
+        input,
+        stamp,
+        replaces: tap.replaces,
+    })
+}
+
+/// A terminal's button, on `topic`, to decide: the product of the fare catalogue `fares` it
+/// names; or why it is refused.
+fn button(
+    topic: InboundTopic,
+    payload: &[u8],
+    require_stamp: bool,
+    fares: &Catalogue,
+) -> Result<ToDecide, Rejection> {
+    let (b, stamp) = parse_button_stamped(payload)?;
+    if stamp.is_none() && require_stamp {
+        return Err(unstamped(b.id));
+    }
+    let Some(product) = fares.product(b.pass) else {
+        return Err(Rejection::new(
+            RejectReason::UnknownPassType,
+            format!(
+                "no product {} in the fare catalogue; on sale: {}",
+                b.pass,
+                fares.ids()
+            ),
+        )
+        .with_id(Some(b.id)));
+    };
+    Ok(ToDecide {
+        topic,
+        id: b.id,
+        input: Input::Button(product.terms),
+        stamp,
+        replaces: None,
+    })
 }
 
 impl Processor {
@@ -600,4 +617,168 @@ fn internal(e: &StoreError, id: Option<MessageId>) -> Rejection {
         format!("the bridge could not decide this message: {why}; an operator has been alerted"),
     )
     .with_id(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::{Publish, QoS};
+    use tapgate_protocol::ProductId;
+
+    use super::*;
+
+    const STAMP: &str = r#""time":1700000000000,"mode":"online""#;
+
+    fn parsed(topic: &str, payload: &str, retain: bool, require_stamp: bool) -> Parsed {
+        let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.as_bytes().to_vec());
+        publish.retain = retain;
+        let topics = Topics::default();
+        let fares = Catalogue::builtin(7_200_000);
+        parse(&topics, &Inbound::new(publish, 0), require_stamp, &fares)
+    }
+
+    /// The reason and id of a refusal, and whose message it was.
+    fn refused(p: Parsed) -> (RejectReason, Option<String>, Option<String>) {
+        match p {
+            Parsed::Refuse(device, r) => (
+                r.reason,
+                r.id.map(|id| id.as_str().to_owned()),
+                device.map(|(_, d)| d.as_str().to_owned()),
+            ),
+            _ => panic!("not refused"),
+        }
+    }
+
+    fn decided(p: Parsed) -> ToDecide {
+        match p {
+            Parsed::Decide(d) => d,
+            _ => panic!("not decided"),
+        }
+    }
+
+    #[test]
+    fn taps_are_decided_by_the_kind_of_device_that_sent_them() {
+        let gate = decided(parsed(
+            "tapgate/gate/g1/tap",
+            &format!(r#"{{"id":"m1","card":"C1",{STAMP},"replaces":"m0"}}"#),
+            false,
+            true,
+        ));
+        assert!(matches!(gate.input, Input::GateTap(ref c) if c.as_str() == "C1"));
+        assert_eq!(gate.replaces.as_ref().map(MessageId::as_str), Some("m0"));
+        assert!(gate.stamp.is_some());
+        let terminal = decided(parsed(
+            "tapgate/terminal/t1/tap",
+            r#"{"id":"m2","card":"C2"}"#,
+            false,
+            false,
+        ));
+        assert!(matches!(terminal.input, Input::TerminalTap(_)));
+        assert_eq!(terminal.stamp, None);
+    }
+
+    #[test]
+    fn a_button_is_decided_as_the_product_it_names() {
+        let b = decided(parsed(
+            "tapgate/terminal/t1/button",
+            &format!(r#"{{"id":"b1","pass":"TEN_TRIP",{STAMP}}}"#),
+            false,
+            true,
+        ));
+        assert!(matches!(b.input, Input::Button(t) if t.product == ProductId::TEN_TRIP));
+        let unknown = refused(parsed(
+            "tapgate/terminal/t1/button",
+            r#"{"id":"b2","pass":"DAY"}"#,
+            false,
+            false,
+        ));
+        assert_eq!(
+            unknown,
+            (
+                RejectReason::UnknownPassType,
+                Some("b2".into()),
+                Some("t1".into())
+            )
+        );
+    }
+
+    #[test]
+    fn each_refusal_names_its_reason_and_what_it_could_read() {
+        let tap = r#"{"id":"m1","card":"C1"}"#;
+        let cases = [
+            // topic, payload, retained, stamps required → reason, id, device
+            (
+                "tapgate/gate/g1/tap",
+                tap,
+                true,
+                false,
+                (RejectReason::Retained, Some("m1"), Some("g1")),
+            ),
+            (
+                "tapgate/gate/g1/tap",
+                tap,
+                false,
+                true,
+                (RejectReason::MissingField, Some("m1"), Some("g1")),
+            ),
+            (
+                "tapgate/terminal/t1/tap",
+                r#"{"id":"m3","card":"C1","replaces":"m0"}"#,
+                false,
+                false,
+                (RejectReason::UnknownField, Some("m3"), Some("t1")),
+            ),
+            (
+                "tapgate/gate/g1/status",
+                "maybe",
+                false,
+                false,
+                (RejectReason::MalformedJson, None, Some("g1")),
+            ),
+        ];
+        for (topic, payload, retain, require, (reason, id, device)) in cases {
+            let got = refused(parsed(topic, payload, retain, require));
+            let want = (reason, id.map(String::from), device.map(String::from));
+            assert_eq!(got, want, "{topic} {payload}");
+        }
+        let long = format!("tapgate/gate/{}/tap", "g".repeat(MAX_TOPIC_BYTES));
+        assert_eq!(
+            refused(parsed(&long, tap, false, false)).0,
+            RejectReason::BadTopic
+        );
+        let big = format!(
+            r#"{{"id":"m1","card":"{}"}}"#,
+            "1".repeat(MAX_PAYLOAD_BYTES)
+        );
+        assert_eq!(
+            refused(parsed("tapgate/gate/g1/tap", &big, false, false)).0,
+            RejectReason::PayloadTooLarge
+        );
+    }
+
+    #[test]
+    fn presence_is_recorded_a_cleared_status_ignored() {
+        assert!(matches!(
+            parsed("tapgate/gate/g1/status", "online", true, true),
+            Parsed::Presence(_, Some(true), None, None)
+        ));
+        assert!(matches!(
+            parsed(
+                "tapgate/gate/g1/heartbeat",
+                r#"{"uptime_s":5,"clock_ms":7}"#,
+                false,
+                true
+            ),
+            Parsed::Presence(_, None, Some(5), Some(7))
+        ));
+        assert!(matches!(
+            parsed("tapgate/gate/g1/status", "", true, true),
+            Parsed::Ignore
+        ));
+        // The bridge's own answers are not a device's to publish.
+        let (reason, _, device) = refused(parsed("tapgate/gate/g1/decision", "{}", false, true));
+        assert_eq!(
+            (reason, device.as_deref()),
+            (RejectReason::UnsupportedMessage, Some("g1"))
+        );
+    }
 }
