@@ -298,6 +298,166 @@ struct ProductForm {
     duration: Option<toml::Spanned<String>>,
 }
 
+/// A field of a fares file at fault: its byte span, its name and what is wrong.
+type Fault = (Range<usize>, &'static str, String);
+
+impl FileForm {
+    /// What every price and day is reckoned in: the currency, the time zone and when the service
+    /// day starts (04:00 unless given); or the field at fault.
+    fn reckoning(&self) -> Result<(Currency, TimeZone, Time), Fault> {
+        let currency = Currency::parse(self.currency.get_ref()).ok_or_else(|| {
+            (
+                self.currency.span(),
+                "currency",
+                format!(
+                    "{:?} is not an ISO 4217 code (three capital letters, e.g. EUR)",
+                    self.currency.get_ref()
+                ),
+            )
+        })?;
+        let zone_name = self.time_zone.get_ref();
+        let time_zone = TimeZone::get(zone_name).map_err(|e| {
+            (
+                self.time_zone.span(),
+                "time_zone",
+                format!("unknown time zone {zone_name:?} ({e}); e.g. Europe/Dublin or UTC"),
+            )
+        })?;
+        let service_day_starts = match &self.service_day_starts {
+            None => Time::constant(4, 0, 0, 0),
+            Some(s) => parse_hh_mm(s.get_ref()).ok_or_else(|| {
+                (
+                    s.span(),
+                    "service_day_starts",
+                    format!("{:?} is not a time of day HH:MM", s.get_ref()),
+                )
+            })?,
+        };
+        Ok((currency, time_zone, service_day_starts))
+    }
+}
+
+impl ProductForm {
+    /// The checked product, priced in `currency`, or the field at fault; `before` are the
+    /// products above it in the file (an id is used once).
+    fn check(&self, currency: Currency, before: &[Product]) -> Result<Product, Fault> {
+        let id = ProductId::new(self.id.get_ref()).map_err(|e| {
+            (
+                self.id.span(),
+                "id",
+                format!("{e} (a terminal's button sends it: 1–32 of A-Z 0-9 _)"),
+            )
+        })?;
+        if id == PAYG_PRODUCT {
+            let why = format!("{id} is reserved for entries paid as you go");
+            return Err((self.id.span(), "id", why));
+        }
+        if before.iter().any(|q| q.id() == id) {
+            return Err((self.id.span(), "id", format!("duplicate product id {id}")));
+        }
+        let name = self.name.get_ref().trim().to_owned();
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            let why = format!("1–{MAX_NAME_CHARS} printable characters");
+            return Err((self.name.span(), "name", why));
+        }
+        let price = u64::try_from(*self.price.get_ref())
+            .ok()
+            .filter(|v| *v <= MAX_PRICE)
+            .ok_or_else(|| {
+                (
+                    self.price.span(),
+                    "price",
+                    format!(
+                        "{} is not a price: an integer from 0 to {MAX_PRICE} in minor units",
+                        self.price.get_ref()
+                    ),
+                )
+            })?;
+        let validity = Validity::parse(self.validity.get_ref()).ok_or_else(|| {
+            (
+                self.validity.span(),
+                "validity",
+                format!(
+                    "unknown validity {:?}; one of single, trips, period, service_day, top_up",
+                    self.validity.get_ref()
+                ),
+            )
+        })?;
+        let trips = self.trips(validity)?;
+        let duration_ms = self.duration_ms(validity)?;
+        if validity == Validity::TopUp && price == 0 {
+            let why = "a top_up product adds its price to a balance: at least 1".to_owned();
+            return Err((self.price.span(), "price", why));
+        }
+        Ok(Product {
+            terms: Terms {
+                product: id,
+                validity,
+                trips,
+                duration_ms,
+                price,
+                currency,
+            },
+            name,
+        })
+    }
+
+    /// The entries of a `trips` product, which it must give; no other kind has any.
+    fn trips(&self, validity: Validity) -> Result<u32, Fault> {
+        match (&self.trips, validity) {
+            (Some(t), Validity::Trips) => u32::try_from(*t.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_TRIPS).contains(n))
+                .ok_or_else(|| (t.span(), "trips", format!("from 1 to {MAX_TRIPS} entries"))),
+            (None, Validity::Trips) => Err((
+                self.validity.span(),
+                "trips",
+                "a trips product needs trips = N".into(),
+            )),
+            (Some(t), v) => Err((
+                t.span(),
+                "trips",
+                format!("only a trips product has trips, not a {v} product"),
+            )),
+            (None, _) => Ok(0),
+        }
+    }
+
+    /// How long a `period` product lasts, ms, which it must give; no other kind has a duration.
+    fn duration_ms(&self, validity: Validity) -> Result<u64, Fault> {
+        match (&self.duration, validity) {
+            (Some(d), Validity::Period) => humantime::parse_duration(d.get_ref())
+                .ok()
+                .and_then(|d| u64::try_from(d.as_millis()).ok())
+                .filter(|ms| PERIOD_RANGE_MS.contains(ms))
+                .ok_or_else(|| {
+                    (
+                        d.span(),
+                        "duration",
+                        format!(
+                            "{:?} is not a duration from 1m to 400days, e.g. \"24h\"",
+                            d.get_ref()
+                        ),
+                    )
+                }),
+            (None, Validity::Period) => Err((
+                self.validity.span(),
+                "duration",
+                "a period product needs duration = \"…\"".into(),
+            )),
+            (Some(d), v) => Err((
+                d.span(),
+                "duration",
+                format!("only a period product has a duration, not a {v} product"),
+            )),
+            (None, _) => Ok(0),
+        }
+    }
+}
+
 /// Line (1-based) of byte offset `at` in `text`.
 fn line_of(text: &str, at: usize) -> usize {
     text.as_bytes()
@@ -370,34 +530,9 @@ impl Catalogue {
                 .unwrap_or_else(|| "file".to_owned());
             err(e.span(), &field, e.message().trim().to_owned())
         })?;
-        let currency = Currency::parse(form.currency.get_ref()).ok_or_else(|| {
-            err(
-                Some(form.currency.span()),
-                "currency",
-                format!(
-                    "{:?} is not an ISO 4217 code (three capital letters, e.g. EUR)",
-                    form.currency.get_ref()
-                ),
-            )
-        })?;
-        let zone_name = form.time_zone.get_ref().clone();
-        let time_zone = TimeZone::get(&zone_name).map_err(|e| {
-            err(
-                Some(form.time_zone.span()),
-                "time_zone",
-                format!("unknown time zone {zone_name:?} ({e}); e.g. Europe/Dublin or UTC"),
-            )
-        })?;
-        let service_day_starts = match &form.service_day_starts {
-            None => Time::constant(4, 0, 0, 0),
-            Some(s) => parse_hh_mm(s.get_ref()).ok_or_else(|| {
-                err(
-                    Some(s.span()),
-                    "service_day_starts",
-                    format!("{:?} is not a time of day HH:MM", s.get_ref()),
-                )
-            })?,
-        };
+        let (currency, time_zone, service_day_starts) = form
+            .reckoning()
+            .map_err(|(at, f, message)| err(Some(at), f, message))?;
         if form.product.is_empty() {
             return Err(err(None, "product", "no [[product]] in the file".into()));
         }
@@ -410,139 +545,13 @@ impl Catalogue {
         }
         let mut products: Vec<Product> = Vec::with_capacity(form.product.len());
         for (i, p) in form.product.iter().enumerate() {
-            let p = p.get_ref();
-            let field = |name: &str| format!("product[{}].{name}", i + 1);
-            let id = ProductId::new(p.id.get_ref()).map_err(|e| {
-                err(
-                    Some(p.id.span()),
-                    &field("id"),
-                    format!("{e} (a terminal's button sends it: 1–32 of A-Z 0-9 _)"),
-                )
-            })?;
-            if id == PAYG_PRODUCT {
-                return Err(err(
-                    Some(p.id.span()),
-                    &field("id"),
-                    format!("{id} is reserved for entries paid as you go"),
-                ));
-            }
-            if products.iter().any(|q| q.id() == id) {
-                return Err(err(
-                    Some(p.id.span()),
-                    &field("id"),
-                    format!("duplicate product id {id}"),
-                ));
-            }
-            let name = p.name.get_ref().trim().to_owned();
-            if name.is_empty()
-                || name.chars().count() > MAX_NAME_CHARS
-                || name.chars().any(char::is_control)
-            {
-                return Err(err(
-                    Some(p.name.span()),
-                    &field("name"),
-                    format!("1–{MAX_NAME_CHARS} printable characters"),
-                ));
-            }
-            let price = u64::try_from(*p.price.get_ref())
-                .ok()
-                .filter(|v| *v <= MAX_PRICE)
-                .ok_or_else(|| {
-                    err(
-                        Some(p.price.span()),
-                        &field("price"),
-                        format!(
-                            "{} is not a price: an integer from 0 to {MAX_PRICE} in minor units",
-                            p.price.get_ref()
-                        ),
-                    )
+            let product = p
+                .get_ref()
+                .check(currency, &products)
+                .map_err(|(at, f, message)| {
+                    err(Some(at), &format!("product[{}].{f}", i + 1), message)
                 })?;
-            let validity = Validity::parse(p.validity.get_ref()).ok_or_else(|| {
-                err(
-                    Some(p.validity.span()),
-                    &field("validity"),
-                    format!(
-                        "unknown validity {:?}; one of single, trips, period, service_day, top_up",
-                        p.validity.get_ref()
-                    ),
-                )
-            })?;
-            let trips = match (&p.trips, validity) {
-                (Some(t), Validity::Trips) => u32::try_from(*t.get_ref())
-                    .ok()
-                    .filter(|n| (1..=MAX_TRIPS).contains(n))
-                    .ok_or_else(|| {
-                        err(
-                            Some(t.span()),
-                            &field("trips"),
-                            format!("from 1 to {MAX_TRIPS} entries"),
-                        )
-                    })?,
-                (None, Validity::Trips) => {
-                    return Err(err(
-                        Some(p.validity.span()),
-                        &field("trips"),
-                        "a trips product needs trips = N".into(),
-                    ))
-                }
-                (Some(t), v) => {
-                    return Err(err(
-                        Some(t.span()),
-                        &field("trips"),
-                        format!("only a trips product has trips, not a {v} product"),
-                    ))
-                }
-                (None, _) => 0,
-            };
-            let duration_ms = match (&p.duration, validity) {
-                (Some(d), Validity::Period) => humantime::parse_duration(d.get_ref())
-                    .ok()
-                    .and_then(|d| u64::try_from(d.as_millis()).ok())
-                    .filter(|ms| PERIOD_RANGE_MS.contains(ms))
-                    .ok_or_else(|| {
-                        err(
-                            Some(d.span()),
-                            &field("duration"),
-                            format!(
-                                "{:?} is not a duration from 1m to 400days, e.g. \"24h\"",
-                                d.get_ref()
-                            ),
-                        )
-                    })?,
-                (None, Validity::Period) => {
-                    return Err(err(
-                        Some(p.validity.span()),
-                        &field("duration"),
-                        "a period product needs duration = \"…\"".into(),
-                    ))
-                }
-                (Some(d), v) => {
-                    return Err(err(
-                        Some(d.span()),
-                        &field("duration"),
-                        format!("only a period product has a duration, not a {v} product"),
-                    ))
-                }
-                (None, _) => 0,
-            };
-            if validity == Validity::TopUp && price == 0 {
-                return Err(err(
-                    Some(p.price.span()),
-                    &field("price"),
-                    "a top_up product adds its price to a balance: at least 1".into(),
-                ));
-            }
-            products.push(Product {
-                terms: Terms {
-                    product: id,
-                    validity,
-                    trips,
-                    duration_ms,
-                    price,
-                    currency,
-                },
-                name,
-            });
+            products.push(product);
         }
         let payg = match &form.payg {
             None => None,
