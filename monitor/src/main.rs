@@ -159,113 +159,15 @@ async fn main() -> std::process::ExitCode {
 
 async fn start() -> anyhow::Result<()> {
     let (cli, given) = Cli::parse_from(std::env::args_os()).map_err(|e| e.exit_on_parse())?;
+    // hash-password logs nothing: it prints the hash and exits.
+    if !matches!(cli.command, Command::HashPassword) {
+        cli.log.init()?;
+    }
     match cli.command {
-        Command::HashPassword => {
-            let mut input = String::new();
-            std::io::stdin()
-                .read_to_string(&mut input)
-                .context("reading the password from stdin")?;
-            let pw = input.trim_end_matches(['\r', '\n']);
-            anyhow::ensure!(!pw.is_empty(), "empty password on stdin");
-            println!("{}", password::hash(pw)?);
-            Ok(())
-        }
-        Command::Tail(args) => {
-            cli.log.init()?;
-            let since = args
-                .since
-                .as_deref()
-                .map(|s| tail::parse_since(s, tail::now_ms()))
-                .transpose()?;
-            let last = match (since, args.last) {
-                (None, None) => Some(10),
-                (_, last) => last,
-            };
-            let forced = match args.color {
-                ColorChoice::Always => Some(true),
-                ColorChoice::Never => Some(false),
-                ColorChoice::Auto => None,
-            };
-            let no_color = std::env::var_os("NO_COLOR");
-            let color = tail::use_color(
-                forced,
-                std::io::stdout().is_terminal(),
-                no_color.as_ref().map(|v| v.to_str().unwrap_or("1")),
-            );
-            tapgate_runtime::secret::refuse_placeholder(
-                "redis",
-                tapgate_runtime::secret::url_password(&args.redis.redis),
-            )?;
-            if args.audit {
-                let shutdown = tapgate_runtime::shutdown::on_signals();
-                return match tail::run_audit(
-                    &args.redis.redis,
-                    last.unwrap_or(10),
-                    args.json,
-                    color,
-                    std::io::stdout().lock(),
-                    shutdown,
-                )
-                .await
-                {
-                    Err(tail::TailError::Output(e))
-                        if e.kind() == std::io::ErrorKind::BrokenPipe =>
-                    {
-                        Ok(())
-                    }
-                    r => Ok(r?),
-                };
-            }
-            let config = TailConfig {
-                redis: args.redis.redis,
-                replay: Replay { since, last },
-                json: args.json,
-                color,
-            };
-            let shutdown = tapgate_runtime::shutdown::on_signals();
-            match tail::run(
-                config,
-                std::io::stdout().lock(),
-                std::io::stderr(),
-                shutdown,
-            )
-            .await
-            {
-                Err(tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    Ok(())
-                }
-                r => Ok(r?),
-            }
-        }
-        Command::Report(args) => {
-            cli.log.init()?;
-            tapgate_runtime::secret::refuse_placeholder(
-                "redis",
-                tapgate_runtime::secret::url_password(&args.redis.redis),
-            )?;
-            let catalogue = match &args.fares {
-                Some(path) => tapgate_protocol::Catalogue::load(path)?,
-                None => tapgate_protocol::Catalogue::builtin(7_200_000),
-            };
-            let day = args
-                .day
-                .unwrap_or_else(|| catalogue.service_day(tail::now_ms()).date);
-            let report =
-                report::make(&args.redis.redis, day, catalogue.day_starts_at_ms(day)).await?;
-            if args.csv {
-                print!("{}", report.to_csv(&catalogue));
-                eprint!("{}", report.notes());
-            } else {
-                print!("{}", report.to_text(&catalogue));
-            }
-            anyhow::ensure!(
-                report.agrees(),
-                "the revenue counters differ from the event stream (see above)"
-            );
-            Ok(())
-        }
+        Command::HashPassword => hash_password(),
+        Command::Tail(args) => tail(args).await,
+        Command::Report(args) => report(args).await,
         Command::Serve(args) => {
-            cli.log.init()?;
             let config = args.load(given)?;
             if args.print_config {
                 print!("{}", settings::to_toml(&config)?);
@@ -276,6 +178,94 @@ async fn start() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `hash-password`: the hash of the password on stdin, for an operator's entry.
+fn hash_password() -> anyhow::Result<()> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the password from stdin")?;
+    let pw = input.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!pw.is_empty(), "empty password on stdin");
+    println!("{}", password::hash(pw)?);
+    Ok(())
+}
+
+/// `tail`: the event stream (or with `--audit` the audit trail) on stdout, from `--since` or
+/// the `--last` entries (10 unless either is given), until a signal.
+async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| tail::parse_since(s, tail::now_ms()))
+        .transpose()?;
+    let last = match (since, args.last) {
+        (None, None) => Some(10),
+        (_, last) => last,
+    };
+    let forced = match args.color {
+        ColorChoice::Always => Some(true),
+        ColorChoice::Never => Some(false),
+        ColorChoice::Auto => None,
+    };
+    let no_color = std::env::var_os("NO_COLOR");
+    let color = tail::use_color(
+        forced,
+        std::io::stdout().is_terminal(),
+        no_color.as_ref().map(|v| v.to_str().unwrap_or("1")),
+    );
+    tapgate_runtime::secret::refuse_placeholder(
+        "redis",
+        tapgate_runtime::secret::url_password(&args.redis.redis),
+    )?;
+    let shutdown = tapgate_runtime::shutdown::on_signals();
+    let out = std::io::stdout().lock();
+    let done = if args.audit {
+        let last = last.unwrap_or(10);
+        tail::run_audit(&args.redis.redis, last, args.json, color, out, shutdown).await
+    } else {
+        let config = TailConfig {
+            redis: args.redis.redis,
+            replay: Replay { since, last },
+            json: args.json,
+            color,
+        };
+        tail::run(config, out, std::io::stderr(), shutdown).await
+    };
+    match done {
+        // Piped into `head`, say: the reader has what it wanted.
+        Err(tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+/// `report`: a service day's sales and revenue, as text or CSV; fails when the revenue counters
+/// and the event stream disagree.
+async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    tapgate_runtime::secret::refuse_placeholder(
+        "redis",
+        tapgate_runtime::secret::url_password(&args.redis.redis),
+    )?;
+    let catalogue = match &args.fares {
+        Some(path) => tapgate_protocol::Catalogue::load(path)?,
+        None => tapgate_protocol::Catalogue::builtin(7_200_000),
+    };
+    let day = args
+        .day
+        .unwrap_or_else(|| catalogue.service_day(tail::now_ms()).date);
+    let report = report::make(&args.redis.redis, day, catalogue.day_starts_at_ms(day)).await?;
+    if args.csv {
+        print!("{}", report.to_csv(&catalogue));
+        eprint!("{}", report.notes());
+    } else {
+        print!("{}", report.to_text(&catalogue));
+    }
+    anyhow::ensure!(
+        report.agrees(),
+        "the revenue counters differ from the event stream (see above)"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
