@@ -251,6 +251,92 @@ impl Link {
         outbox.items.retain(|w| w.id != *id);
     }
 
+    /// The broker accepted the connection: subscribes to `decision_topic` and says online on
+    /// `status`; after a reconnect to a broker that lost the session (`session_present` false),
+    /// publishes every undecided message again.
+    fn connected(&self, session_present: bool, before: bool, status: &str, decision_topic: &str) {
+        self.stats.connected.store(true, Ordering::Relaxed);
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        info!(device = %self.device, session_present, "Connected to the broker");
+        if let Err(e) = self.client.try_subscribe(decision_topic, QoS::AtLeastOnce) {
+            warn!(error = %e, "Cannot subscribe to decisions");
+        }
+        if let Err(e) = self
+            .client
+            .try_publish(status, QoS::AtLeastOnce, false, ONLINE)
+        {
+            warn!(error = %e, "Cannot publish online status");
+        }
+        if before && !session_present {
+            let count = self.republish(true);
+            if count > 0 {
+                warn!(
+                    count,
+                    "Broker lost the session; publishing undecided messages again"
+                );
+            }
+        }
+    }
+
+    /// A decision arrived: its message is decided, and the decision goes to the device through
+    /// `decisions` (dropped, and said, when the device is not keeping up).
+    fn received(&self, payload: &[u8], decisions: &mpsc::Sender<Decision>) {
+        match Decision::from_json(payload) {
+            Ok(d) => {
+                if let Some(id) = &d.id {
+                    self.decided(id);
+                }
+                self.stats.decisions.fetch_add(1, Ordering::Relaxed);
+                if decisions.try_send(d).is_err() {
+                    warn!("Decision dropped: the device is not keeping up");
+                }
+            }
+            Err(e) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, bytes = payload.len(), "Malformed decision ignored");
+            }
+        }
+    }
+
+    /// The broker refused the device's login (`code`): counted, and the operator told how to
+    /// give the device a login of its own.
+    fn refused(&self, code: Option<ConnectReturnCode>) {
+        self.stats.connected.store(false, Ordering::Relaxed);
+        self.stats.refusals.fetch_add(1, Ordering::Relaxed);
+        let kind = match self.kind {
+            DeviceKind::Gate => "gate",
+            DeviceKind::Terminal => "terminal",
+        };
+        error!(
+            device = %self.device,
+            ?code,
+            retry_in_s = REFUSED_RETRY.as_secs(),
+            "The broker refused this device's login. Give the device its own: \
+             `tapgate-admin device add {id} --kind {kind} > {id}.toml`, then \
+             `tapgate-device {kind} --config {id}.toml` (or --mqtt-username and \
+             --mqtt-password)",
+            id = self.device,
+        );
+    }
+
+    /// Clean stop: says offline on `status`, then disconnects and lets the event loop flush both
+    /// (for at most 2 s).
+    async fn say_offline(&self, eventloop: &mut EventLoop, status: &str) {
+        let _ = self
+            .client
+            .try_publish(status, QoS::AtLeastOnce, false, OFFLINE);
+        let _ = self.client.try_disconnect();
+        let flush = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    }
+
     /// Publishes again the undecided messages whose retry is due (all of them with `all`).
     fn republish(&self, all: bool) -> usize {
         let items: Vec<Waiting> = {
@@ -302,73 +388,25 @@ async fn drive(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                link.stats.connected.store(true, Ordering::Relaxed);
-                link.stats.connects.fetch_add(1, Ordering::Relaxed);
                 backoff.reset();
                 outage_logged = false;
-                info!(device = %link.device, session_present = ack.session_present, "Connected to the broker");
-                if let Err(e) = link
-                    .client
-                    .try_subscribe(decision_topic.as_str(), QoS::AtLeastOnce)
-                {
-                    warn!(error = %e, "Cannot subscribe to decisions");
-                }
-                if let Err(e) =
-                    link.client
-                        .try_publish(status.as_str(), QoS::AtLeastOnce, false, ONLINE)
-                {
-                    warn!(error = %e, "Cannot publish online status");
-                }
-                if ever_connected && !ack.session_present {
-                    let count = link.republish(true);
-                    if count > 0 {
-                        warn!(
-                            count,
-                            "Broker lost the session; publishing undecided messages again"
-                        );
-                    }
-                }
+                link.connected(
+                    ack.session_present,
+                    ever_connected,
+                    &status,
+                    &decision_topic,
+                );
                 ever_connected = true;
             }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == decision_topic => {
+                link.received(&p.payload, &decisions);
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if p.topic != decision_topic {
-                    debug!(topic = %p.topic, "Ignoring a message on another topic");
-                    continue;
-                }
-                match Decision::from_json(&p.payload) {
-                    Ok(d) => {
-                        if let Some(id) = &d.id {
-                            link.decided(id);
-                        }
-                        link.stats.decisions.fetch_add(1, Ordering::Relaxed);
-                        if decisions.try_send(d).is_err() {
-                            warn!("Decision dropped: the device is not keeping up");
-                        }
-                    }
-                    Err(e) => {
-                        link.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        warn!(error = %e, bytes = p.payload.len(), "Malformed decision ignored");
-                    }
-                }
+                debug!(topic = %p.topic, "Ignoring a message on another topic");
             }
             Ok(_) => {}
             Err(e) if login_refused(&e).is_some() => {
-                link.stats.connected.store(false, Ordering::Relaxed);
-                link.stats.refusals.fetch_add(1, Ordering::Relaxed);
-                let kind = match link.kind {
-                    DeviceKind::Gate => "gate",
-                    DeviceKind::Terminal => "terminal",
-                };
-                error!(
-                    device = %link.device,
-                    code = ?login_refused(&e),
-                    retry_in_s = REFUSED_RETRY.as_secs(),
-                    "The broker refused this device's login. Give the device its own: \
-                     `tapgate-admin device add {id} --kind {kind} > {id}.toml`, then \
-                     `tapgate-device {kind} --config {id}.toml` (or --mqtt-username and \
-                     --mqtt-password)",
-                    id = link.device,
-                );
+                link.refused(login_refused(&e));
                 outage_logged = false;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -388,21 +426,8 @@ async fn drive(
             }
         }
     }
-    // Clean stop: say offline, then disconnect and let the event loop flush both.
     if link.stats.connected.load(Ordering::Relaxed) {
-        let _ = link
-            .client
-            .try_publish(status.as_str(), QoS::AtLeastOnce, false, OFFLINE);
-        let _ = link.client.try_disconnect();
-        let flush = async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+        link.say_offline(&mut eventloop, &status).await;
     }
     link.stats.connected.store(false, Ordering::Relaxed);
     let _ = heartbeat.await;
