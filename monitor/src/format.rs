@@ -239,165 +239,159 @@ impl Pieces {
 /// [`describe`], each piece marked with what it is.
 fn pieces(e: &Event) -> Vec<(Paint, Mark, String)> {
     let mut line = Pieces::default();
-    let at = place(e.device_kind, e.device.as_ref());
-    let reason = e.reason.as_deref().map(sanitize);
-    let detail = e.detail.as_deref().map(sanitize);
-    let pass = e.pass.as_ref();
     match e.event {
-        EventKind::PassIssued => {
-            let mut text = format!("{} pass for {}{at}", product(pass), card(e));
-            let holds: Vec<String> = [
-                pass.and_then(|p| p.trips_remaining).map(trips),
-                pass.and_then(remaining).map(|left| format!("{left} left")),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            if !holds.is_empty() {
-                text.push_str(&format!(" ({})", holds.join(", ")));
-            }
-            line.push(Paint::Yellow, text);
-            if let Some(p) = price(e) {
-                line.push(Paint::Plain, ", ");
-                line.mark(Paint::Yellow, Mark::Price, p);
-            }
+        EventKind::PassIssued
+        | EventKind::PassVoided
+        | EventKind::FareCharged
+        | EventKind::ToppedUp => line.sale(e),
+        EventKind::PassActivated
+        | EventKind::PassUsed
+        | EventKind::PassDenied
+        | EventKind::TapStale
+        | EventKind::UnpaidEntry => line.ride(e),
+        EventKind::CardBlocked | EventKind::CardUnblocked | EventKind::CardReplaced => {
+            line.operator_action(e);
         }
-        EventKind::PassVoided => {
-            let by = detail.as_deref().unwrap_or("an operator");
-            line.push(
-                Paint::Red,
-                format!("{} pass of {}{at} voided by {by}", product(pass), card(e)),
-            );
-            if let Some(p) = price(e) {
-                line.push(Paint::Plain, ", ");
-                line.mark(Paint::Red, Mark::Price, format!("-{p}"));
+        EventKind::Rejected | EventKind::ClockSkew => line.device_trouble(e),
+    }
+    line.0
+}
+
+impl Pieces {
+    /// Money taken or given back: a pass sold or voided, a fare paid as you go, a top-up; each
+    /// with its price (and the balance left, when the event says).
+    fn sale(&mut self, e: &Event) {
+        let at = place(e.device_kind, e.device.as_ref());
+        let pass = e.pass.as_ref();
+        let (paint, sign) = match e.event {
+            EventKind::PassIssued => {
+                let mut text = format!("{} pass for {}{at}", product(pass), card(e));
+                let holds: Vec<String> = [
+                    pass.and_then(|p| p.trips_remaining).map(trips),
+                    pass.and_then(remaining).map(|left| format!("{left} left")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !holds.is_empty() {
+                    text.push_str(&format!(" ({})", holds.join(", ")));
+                }
+                self.push(Paint::Yellow, text);
+                (Paint::Yellow, "")
             }
-        }
-        EventKind::FareCharged => {
-            line.push(
-                Paint::Blue,
-                format!("journey started: {}{at}, paid as you go", card(e)),
-            );
-            if let Some(p) = price(e) {
-                line.push(Paint::Plain, ", ");
-                line.mark(Paint::Yellow, Mark::Price, p);
-            }
-            if let (Some(b), Some(c)) = (e.balance, e.currency) {
-                line.push(Paint::Plain, format!(", balance {}", c.format(b)));
-            }
-        }
-        EventKind::ToppedUp => {
-            line.push(
-                Paint::Yellow,
-                format!("{} top-up for {}{at}", product(pass), card(e)),
-            );
-            if let Some(p) = price(e) {
-                line.push(Paint::Plain, ", ");
-                line.mark(Paint::Yellow, Mark::Price, p);
-            }
-            if let (Some(b), Some(c)) = (e.balance, e.currency) {
-                line.push(Paint::Plain, format!(", balance {}", c.format(b)));
-            }
-        }
-        EventKind::PassActivated => {
-            let mut text = format!("{} pass activated by {}{at}", product(pass), card(e));
-            if let Some(left) = pass.and_then(remaining) {
-                text.push_str(&format!(", {left} left"));
-            }
-            line.push(Paint::Magenta, text);
-        }
-        EventKind::PassUsed => {
-            line.push(
-                Paint::Blue,
-                format!("journey started: {}{at}, {} pass", card(e), product(pass)),
-            );
-            if let Some(n) = pass.and_then(|p| p.trips_remaining) {
-                line.push(Paint::Plain, ", ");
-                line.mark(
-                    Paint::Yellow,
-                    Mark::Trips,
-                    format!("{} remaining", trips(n)),
+            EventKind::PassVoided => {
+                let detail = e.detail.as_deref().map(sanitize);
+                let by = detail.as_deref().unwrap_or("an operator");
+                self.push(
+                    Paint::Red,
+                    format!("{} pass of {}{at} voided by {by}", product(pass), card(e)),
                 );
+                (Paint::Red, "-")
             }
-            if let Some(left) = pass.and_then(remaining) {
-                line.push(Paint::Plain, format!(", {left} left"));
+            EventKind::FareCharged => {
+                self.push(
+                    Paint::Blue,
+                    format!("journey started: {}{at}, paid as you go", card(e)),
+                );
+                (Paint::Yellow, "")
             }
-        }
-        EventKind::PassDenied => {
-            line.push(
-                Paint::Red,
-                format!(
-                    "{}{at}: {}",
-                    card(e),
-                    reason.as_deref().unwrap_or("no reason given")
-                ),
-            );
-        }
-        EventKind::Rejected => {
-            let who = match (e.device_kind, e.device.as_ref()) {
-                (Some(k), Some(d)) => format!("{k} {d}"),
-                (None, Some(d)) => d.to_string(),
-                _ => "unknown device".to_owned(),
-            };
-            let id =
-                e.id.as_ref()
-                    .map_or_else(String::new, |i| format!(" message {i}"));
-            let mut text = format!(
-                "{who}{id}: {}",
-                reason.as_deref().unwrap_or("no reason given")
-            );
-            if let Some(d) = detail.as_deref() {
-                text.push_str(&format!(" ({d})"));
+            _ => {
+                self.push(
+                    Paint::Yellow,
+                    format!("{} top-up for {}{at}", product(pass), card(e)),
+                );
+                (Paint::Yellow, "")
             }
-            line.push(Paint::DimRed, text);
+        };
+        if let Some(p) = price(e) {
+            self.push(Paint::Plain, ", ");
+            self.mark(paint, Mark::Price, format!("{sign}{p}"));
         }
-        EventKind::CardBlocked => {
-            let by = detail.map_or_else(String::new, |d| format!(" by {d}"));
-            line.push(
-                Paint::BoldRed,
-                format!(
-                    "{}: {}{by}",
-                    card(e),
-                    reason.as_deref().unwrap_or("no reason given")
-                ),
-            );
+        if let (EventKind::FareCharged | EventKind::ToppedUp, Some(b), Some(c)) =
+            (e.event, e.balance, e.currency)
+        {
+            self.push(Paint::Plain, format!(", balance {}", c.format(b)));
         }
-        EventKind::CardUnblocked => {
-            let by = detail.map_or_else(String::new, |d| format!(" by {d}"));
-            line.push(Paint::Green, format!("{}{by}", card(e)));
-        }
-        EventKind::CardReplaced => {
-            let to = detail.unwrap_or_else(|| "?".to_owned());
-            line.push(
-                Paint::BoldRed,
-                format!(
-                    "{} replaced by card {to}: blocked, its pass and balance moved",
-                    card(e)
-                ),
-            );
-        }
-        EventKind::TapStale => {
-            line.push(
+    }
+
+    /// A card at a gate or terminal: a pass activated or used, a tap denied, answered too late,
+    /// or let in offline without paying.
+    fn ride(&mut self, e: &Event) {
+        let at = place(e.device_kind, e.device.as_ref());
+        let reason = e.reason.as_deref().map(sanitize);
+        let reason = reason.as_deref().unwrap_or("no reason given");
+        let pass = e.pass.as_ref();
+        match e.event {
+            EventKind::PassActivated => {
+                let mut text = format!("{} pass activated by {}{at}", product(pass), card(e));
+                if let Some(left) = pass.and_then(remaining) {
+                    text.push_str(&format!(", {left} left"));
+                }
+                self.push(Paint::Magenta, text);
+            }
+            EventKind::PassUsed => {
+                self.push(
+                    Paint::Blue,
+                    format!("journey started: {}{at}, {} pass", card(e), product(pass)),
+                );
+                if let Some(n) = pass.and_then(|p| p.trips_remaining) {
+                    self.push(Paint::Plain, ", ");
+                    self.mark(
+                        Paint::Yellow,
+                        Mark::Trips,
+                        format!("{} remaining", trips(n)),
+                    );
+                }
+                if let Some(left) = pass.and_then(remaining) {
+                    self.push(Paint::Plain, format!(", {left} left"));
+                }
+            }
+            EventKind::PassDenied => self.push(Paint::Red, format!("{}{at}: {reason}", card(e))),
+            EventKind::TapStale => self.push(
                 Paint::Dim,
                 format!(
                     "{}{at}: answered too late{}, nothing charged",
                     card(e),
                     tapped(e)
                 ),
-            );
-        }
-        EventKind::UnpaidEntry => {
-            line.push(
+            ),
+            _ => self.push(
                 Paint::BoldRed,
-                format!(
-                    "{}{at} let in offline{}: {}",
-                    card(e),
-                    tapped(e),
-                    reason.as_deref().unwrap_or("no reason given")
-                ),
-            );
+                format!("{}{at} let in offline{}: {reason}", card(e), tapped(e)),
+            ),
         }
-        EventKind::ClockSkew => {
+    }
+
+    /// An operator's doing: a card blocked, unblocked or replaced.
+    fn operator_action(&mut self, e: &Event) {
+        let detail = e.detail.as_deref().map(sanitize);
+        let by = detail
+            .as_deref()
+            .map_or_else(String::new, |d| format!(" by {d}"));
+        match e.event {
+            EventKind::CardBlocked => {
+                let reason = e.reason.as_deref().map(sanitize);
+                let reason = reason.as_deref().unwrap_or("no reason given");
+                self.push(Paint::BoldRed, format!("{}: {reason}{by}", card(e)));
+            }
+            EventKind::CardUnblocked => self.push(Paint::Green, format!("{}{by}", card(e))),
+            _ => {
+                let to = detail.as_deref().unwrap_or("?");
+                self.push(
+                    Paint::BoldRed,
+                    format!(
+                        "{} replaced by card {to}: blocked, its pass and balance moved",
+                        card(e)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A device's message refused, or its clock out of (or back in) step.
+    fn device_trouble(&mut self, e: &Event) {
+        let reason = e.reason.as_deref().map(sanitize);
+        if let EventKind::ClockSkew = e.event {
             let who = place(e.device_kind, e.device.as_ref());
             let skew = e
                 .skew_ms
@@ -407,10 +401,26 @@ fn pieces(e: &Event) -> Vec<(Paint, Mark, String)> {
             } else {
                 format!("device clock off{who}{skew}")
             };
-            line.push(Paint::Magenta, text);
+            self.push(Paint::Magenta, text);
+            return;
         }
+        let who = match (e.device_kind, e.device.as_ref()) {
+            (Some(k), Some(d)) => format!("{k} {d}"),
+            (None, Some(d)) => d.to_string(),
+            _ => "unknown device".to_owned(),
+        };
+        let id =
+            e.id.as_ref()
+                .map_or_else(String::new, |i| format!(" message {i}"));
+        let mut text = format!(
+            "{who}{id}: {}",
+            reason.as_deref().unwrap_or("no reason given")
+        );
+        if let Some(d) = e.detail.as_deref().map(sanitize) {
+            text.push_str(&format!(" ({d})"));
+        }
+        self.push(Paint::DimRed, text);
     }
-    line.0
 }
 
 /// ` (tapped 08:00:00Z on the device clock)` for an event that carries when its tap happened.
