@@ -416,32 +416,7 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
                 days,
                 lock.lock_wait.into(),
             )?;
-            println!(
-                "{id}\tserial {}\tvalid until {}",
-                done.serial,
-                done.not_after.strftime("%Y-%m-%d")
-            );
-            eprintln!(
-                "Wrote {} and {} (the key: its owner may read it, nobody else).",
-                done.cert.display(),
-                done.key.display()
-            );
-            if !done.older.is_empty() {
-                eprintln!(
-                    "Warning: {} certificate(s) issued before name no CRL URL: {}. Once crl.pem \
-                     names one (the next `cert crl` or `cert revoke`), mosquitto and EMQX refuse \
-                     them; issue each again (`cert issue ID`), then revoke the old one.",
-                    done.older.len(),
-                    done.older.join(", ")
-                );
-            }
-            match &done.crl_url {
-                Some(url) => eprintln!("Its CRL distribution point: {url}"),
-                None => eprintln!(
-                    "It names no CRL distribution point: EMQX cannot check its revocation \
-                     (mosquitto can, from its crlfile). See `cert issue --crl-url`."
-                ),
-            }
+            report_issued(&id, &done);
         }
         CertCommand::Revoke {
             id,
@@ -473,28 +448,62 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
             let done = ca::publish_crl(&ca.ca_dir, None, now, crl_days, lock.lock_wait.into())?;
             report_crl(&done);
         }
-        CertCommand::List { ca } => {
-            let ca = ca::Ca::open(&ca.ca_dir)?;
-            for c in &ca.db.certs {
-                let until = c
-                    .not_after
-                    .map_or_else(|| "-".to_owned(), |t| t.strftime("%Y-%m-%d").to_string());
-                let revoked = match (c.revoked, c.reason) {
-                    (Some(at), Some(why)) => format!(
-                        "revoked {} {}",
-                        at.strftime("%Y-%m-%d"),
-                        why.to_possible_value()
-                            .map(|v| v.get_name().to_owned())
-                            .unwrap_or_default()
-                    ),
-                    (Some(at), None) => format!("revoked {}", at.strftime("%Y-%m-%d")),
-                    _ => "valid".to_owned(),
-                };
-                println!("{}\t{}\t{until}\t{revoked}", c.serial, c.device);
-            }
-        }
+        CertCommand::List { ca } => list_certs(&ca::Ca::open(&ca.ca_dir)?),
     }
     Ok(())
+}
+
+/// What `cert issue` did: the certificate's line on stdout; on stderr the files written, the
+/// older certificates the CRL will make unusable, and whether this one names where its CRL is.
+fn report_issued(id: &str, done: &ca::IssuedFiles) {
+    println!(
+        "{id}\tserial {}\tvalid until {}",
+        done.serial,
+        done.not_after.strftime("%Y-%m-%d")
+    );
+    eprintln!(
+        "Wrote {} and {} (the key: its owner may read it, nobody else).",
+        done.cert.display(),
+        done.key.display()
+    );
+    if !done.older.is_empty() {
+        eprintln!(
+            "Warning: {} certificate(s) issued before name no CRL URL: {}. Once crl.pem \
+             names one (the next `cert crl` or `cert revoke`), mosquitto and EMQX refuse \
+             them; issue each again (`cert issue ID`), then revoke the old one.",
+            done.older.len(),
+            done.older.join(", ")
+        );
+    }
+    match &done.crl_url {
+        Some(url) => eprintln!("Its CRL distribution point: {url}"),
+        None => eprintln!(
+            "It names no CRL distribution point: EMQX cannot check its revocation \
+             (mosquitto can, from its crlfile). See `cert issue --crl-url`."
+        ),
+    }
+}
+
+/// `cert list`: every certificate the CA issued, a line each: serial, device, end of validity,
+/// and whether (when, why) it was revoked.
+fn list_certs(ca: &ca::Ca) {
+    for c in &ca.db.certs {
+        let until = c
+            .not_after
+            .map_or_else(|| "-".to_owned(), |t| t.strftime("%Y-%m-%d").to_string());
+        let revoked = match (c.revoked, c.reason) {
+            (Some(at), Some(why)) => format!(
+                "revoked {} {}",
+                at.strftime("%Y-%m-%d"),
+                why.to_possible_value()
+                    .map(|v| v.get_name().to_owned())
+                    .unwrap_or_default()
+            ),
+            (Some(at), None) => format!("revoked {}", at.strftime("%Y-%m-%d")),
+            _ => "valid".to_owned(),
+        };
+        println!("{}\t{}\t{until}\t{revoked}", c.serial, c.device);
+    }
 }
 
 fn report_crl(done: &ca::Published) {
