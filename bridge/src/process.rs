@@ -34,7 +34,7 @@ use crate::limit::Rate;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::refusals::Tally;
-use crate::store::{Answer, Request, Store, StoreError};
+use crate::store::{Answer, Decided, Request, Store, StoreError};
 
 /// Everything a worker needs to handle messages. Cheap to clone.
 #[derive(Clone)]
@@ -94,6 +94,23 @@ fn too_large(len: usize) -> Rejection {
         RejectReason::PayloadTooLarge,
         format!("payload is {len} bytes, at most {MAX_PAYLOAD_BYTES} allowed"),
     )
+}
+
+/// Why the rules refused a message for its stamp (`reason`), for the device's log and the
+/// operator.
+fn unusable_time(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::TimeInFuture => {
+            "the message's time is too far ahead of the bridge's clock; check the device's clock"
+        }
+        RejectReason::OfflineNotAllowed => {
+            "only a gate's tap can be an offline entry; a terminal always waits for its answer"
+        }
+        RejectReason::TimeTooOld => {
+            "the offline entry happened longer ago than the bridge accepts (--max-offline-age); check the device's clock"
+        }
+        _ => "the message's time cannot be used",
+    }
 }
 
 /// The refusal of a tap or button without a stamp, once stamps are required.
@@ -393,53 +410,41 @@ impl Processor {
             );
             async move { self.store.decide_under(req, fares).await }
         };
-        let here = Some((topic.kind, topic.device.clone()));
-        let mut decided = match self.retry("decide", attempt).await {
-            Ok(Answer::Decided(d)) => d,
-            Ok(Answer::IdReused) => {
-                let rejection = Rejection::new(
-                    RejectReason::IdReused,
-                    "this id was already used for a different message; its first decision stands",
-                )
-                .with_id(Some(id.clone()));
-                return self
-                    .refuse_decided(topic, here, rejection, received, None)
-                    .await;
-            }
-            Ok(Answer::Refused(reason)) => {
-                let detail = match reason {
-                    RejectReason::TimeInFuture => {
-                        "the message's time is too far ahead of the bridge's clock; check the device's clock"
-                    }
-                    RejectReason::OfflineNotAllowed => {
-                        "only a gate's tap can be an offline entry; a terminal always waits for its answer"
-                    }
-                    RejectReason::TimeTooOld => {
-                        "the offline entry happened longer ago than the bridge accepts (--max-offline-age); check the device's clock"
-                    }
-                    _ => "the message's time cannot be used",
-                };
-                let rejection = Rejection::new(reason, detail).with_id(Some(id.clone()));
-                return self
-                    .refuse_decided(topic, here, rejection, received, None)
-                    .await;
+        let (rejection, error) = match self.retry("decide", attempt).await {
+            Ok(Answer::Decided(decided)) => {
+                self.decided(topic, id, *decided, fares, received).await;
+                return true;
             }
             Err(GaveUp::Shutdown) => return false,
+            Ok(Answer::IdReused) => {
+                let why =
+                    "this id was already used for a different message; its first decision stands";
+                (Rejection::new(RejectReason::IdReused, why), None)
+            }
+            Ok(Answer::Refused(reason)) => (Rejection::new(reason, unusable_time(reason)), None),
             Ok(Answer::FareDayAt(at)) => {
                 // decide_under asks again with that fare day; it never answers this.
                 let e = StoreError::BadResult(format!("fare day of {at} asked for twice"));
-                let rejection = internal(&e, Some(id.clone()));
-                return self
-                    .refuse_decided(topic, here, rejection, received, Some(&e))
-                    .await;
+                (internal(&e, None), Some(e))
             }
-            Err(GaveUp::Permanent(e)) => {
-                let rejection = internal(&e, Some(id.clone()));
-                return self
-                    .refuse_decided(topic, here, rejection, received, Some(&e))
-                    .await;
-            }
+            Err(GaveUp::Permanent(e)) => (internal(&e, None), Some(e)),
         };
+        let here = Some((topic.kind, topic.device.clone()));
+        let rejection = rejection.with_id(Some(id.clone()));
+        self.refuse_decided(topic, here, rejection, received, error.as_ref())
+            .await
+    }
+
+    /// A tap or button decided (or its decision replayed): counted, answered, and its events
+    /// and notices published. A `select_pass` offers the catalogue in force.
+    async fn decided(
+        &self,
+        topic: &InboundTopic,
+        id: &MessageId,
+        mut decided: Decided,
+        fares: &Catalogue,
+        received: Instant,
+    ) {
         if decided.replayed {
             self.metrics.replay();
         }
@@ -464,7 +469,6 @@ impl Processor {
         for notice in &decided.notices {
             self.publish_event(notice);
         }
-        true
     }
 
     /// [`Processor::refuse`] for a message whose topic was valid.
