@@ -26,8 +26,8 @@ use std::time::Duration;
 use tapgate_protocol::fares::MAX_NAME_CHARS;
 use tapgate_protocol::text::escape_untrusted;
 use tapgate_protocol::{
-    Button, CardId, Decision, MessageId, Offer, Outcome, PassInfo, ProductId, RejectReason, Stamp,
-    Tap,
+    Button, CardId, Currency, Decision, MessageId, Offer, Outcome, PassInfo, ProductId,
+    RejectReason, Stamp, Tap,
 };
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -180,77 +180,24 @@ impl Terminal {
         };
         self.pending.remove(pos);
         let say = |p| Command::Play(Sound::Say(p));
-        let mut cmds = vec![self.display(match &decision.outcome {
-            Outcome::TapToConfirm {
-                price, currency, ..
-            }
-            | Outcome::PassIssued {
-                price, currency, ..
-            } => DisplayText::price(*price, *currency),
-            Outcome::ToppedUp { currency, .. } => decision
-                .balance
-                .and_then(|b| u64::try_from(b).ok())
-                .map_or(DisplayText::DASHES, |b| DisplayText::price(b, *currency)),
-            _ => DisplayText::BLANK,
-        })];
+        let mut cmds = vec![self.display(readout(decision))];
         cmds.extend(match &decision.outcome {
-            Outcome::SelectPass { products } => {
-                self.learn(products);
-                let mut cmds = vec![say(Prompt::SelectPass)];
-                cmds.extend(self.menu().map(Command::Show));
-                cmds
-            }
+            Outcome::SelectPass { products } => self.offer(products),
             Outcome::TapToConfirm {
                 selected,
                 price,
                 currency,
-            } => {
-                let name = self.name_of(*selected);
-                vec![
-                    Command::Play(Sound::price(name.as_str(), *price, *currency)),
-                    say(Prompt::TapToConfirm),
-                    Command::Show(format!(
-                        "{}: tap the same card to pay",
-                        price_line(&name, *price, *currency)
-                    )),
-                ]
-            }
+            } => self.quote(*selected, *price, *currency),
             Outcome::PassIssued {
                 pass,
                 price,
                 currency,
-            } => vec![
-                Command::Play(Sound::Chime),
-                say(Prompt::thank_you(pass.pass_type)),
-                Command::Play(Sound::price(
-                    self.name_of(pass.pass_type),
-                    *price,
-                    *currency,
-                )),
-                Command::Show(format!("Paid {}", money(*price, *currency))),
-                Command::Show(self.describe(pass)),
-            ],
+            } => self.issued(pass, *price, *currency),
             Outcome::ToppedUp {
                 selected,
                 price,
                 currency,
-            } => {
-                let mut cmds = vec![
-                    Command::Play(Sound::Chime),
-                    Command::Play(Sound::price(self.name_of(*selected), *price, *currency)),
-                    Command::Show(format!("Topped up {}", money(*price, *currency))),
-                ];
-                if let Some(b) = decision.balance {
-                    let owed = if b < 0 { "balance owed" } else { "balance" };
-                    cmds.push(Command::Play(Sound::price(
-                        owed,
-                        b.unsigned_abs(),
-                        *currency,
-                    )));
-                    cmds.push(Command::Show(format!("Balance {}", currency.format(b))));
-                }
-                cmds
-            }
+            } => self.topped_up(*selected, *price, *currency, decision.balance),
             Outcome::AlreadyHasPass { pass } => vec![
                 say(Prompt::AlreadyHasPass),
                 Command::Show(self.describe(pass)),
@@ -262,26 +209,7 @@ impl Terminal {
                 say(Prompt::AccessDenied),
                 Command::Show(describe_denial(*reason).into()),
             ],
-            Outcome::Rejected {
-                reason: RejectReason::RateLimited,
-                detail,
-            } => {
-                warn!(
-                    detail,
-                    "Message refused: this terminal is over the bridge's rate limit"
-                );
-                vec![
-                    Command::Play(Sound::Buzzer),
-                    Command::Show(RATE_LIMITED.into()),
-                ]
-            }
-            Outcome::Rejected { reason, detail } => {
-                warn!(%reason, detail, "Message rejected by the bridge");
-                vec![
-                    Command::Play(Sound::Buzzer),
-                    Command::Show(format!("rejected: {reason}")),
-                ]
-            }
+            Outcome::Rejected { reason, detail } => rejected(*reason, detail),
             Outcome::Stale => {
                 warn!(
                     outcome,
@@ -296,6 +224,63 @@ impl Terminal {
                 vec![Command::Play(Sound::Buzzer)]
             }
         });
+        cmds
+    }
+
+    /// The first step of a sale: the products on sale (learnt from the bridge), said and listed.
+    fn offer(&mut self, products: &[Offer]) -> Vec<Command> {
+        self.learn(products);
+        let mut cmds = vec![Command::Play(Sound::Say(Prompt::SelectPass))];
+        cmds.extend(self.menu().map(Command::Show));
+        cmds
+    }
+
+    /// A product chosen: its price said and shown, and the rider asked to tap the same card.
+    fn quote(&self, selected: ProductId, price: u64, currency: Currency) -> Vec<Command> {
+        let name = self.name_of(selected);
+        vec![
+            Command::Play(Sound::price(name.as_str(), price, currency)),
+            Command::Play(Sound::Say(Prompt::TapToConfirm)),
+            Command::Show(format!(
+                "{}: tap the same card to pay",
+                price_line(&name, price, currency)
+            )),
+        ]
+    }
+
+    /// A pass sold: thanks, what was paid, and what the pass holds.
+    fn issued(&self, pass: &PassInfo, price: u64, currency: Currency) -> Vec<Command> {
+        vec![
+            Command::Play(Sound::Chime),
+            Command::Play(Sound::Say(Prompt::thank_you(pass.pass_type))),
+            Command::Play(Sound::price(self.name_of(pass.pass_type), price, currency)),
+            Command::Show(format!("Paid {}", money(price, currency))),
+            Command::Show(self.describe(pass)),
+        ]
+    }
+
+    /// A balance topped up: what was paid, and the balance now (said as owed when below zero).
+    fn topped_up(
+        &self,
+        selected: ProductId,
+        price: u64,
+        currency: Currency,
+        balance: Option<i64>,
+    ) -> Vec<Command> {
+        let mut cmds = vec![
+            Command::Play(Sound::Chime),
+            Command::Play(Sound::price(self.name_of(selected), price, currency)),
+            Command::Show(format!("Topped up {}", money(price, currency))),
+        ];
+        if let Some(b) = balance {
+            let owed = if b < 0 { "balance owed" } else { "balance" };
+            cmds.push(Command::Play(Sound::price(
+                owed,
+                b.unsigned_abs(),
+                currency,
+            )));
+            cmds.push(Command::Show(format!("Balance {}", currency.format(b))));
+        }
         cmds
     }
 
@@ -382,6 +367,44 @@ impl Terminal {
             Command::Play(Sound::Buzzer),
             Command::Play(Sound::Say(Prompt::ServiceUnavailable)),
         ]
+    }
+}
+
+/// The bridge refused the terminal's message (`reason`, `detail`): a buzzer, and why on the
+/// screen; over the rate limit, in words.
+fn rejected(reason: RejectReason, detail: &str) -> Vec<Command> {
+    if reason == RejectReason::RateLimited {
+        warn!(
+            detail,
+            "Message refused: this terminal is over the bridge's rate limit"
+        );
+        return vec![
+            Command::Play(Sound::Buzzer),
+            Command::Show(RATE_LIMITED.into()),
+        ];
+    }
+    warn!(%reason, detail, "Message rejected by the bridge");
+    vec![
+        Command::Play(Sound::Buzzer),
+        Command::Show(format!("rejected: {reason}")),
+    ]
+}
+
+/// What the four-digit display shows for `decision`: the price to pay or paid, the balance after
+/// a top-up (dashes when the bridge did not say), else nothing.
+fn readout(decision: &Decision) -> DisplayText {
+    match &decision.outcome {
+        Outcome::TapToConfirm {
+            price, currency, ..
+        }
+        | Outcome::PassIssued {
+            price, currency, ..
+        } => DisplayText::price(*price, *currency),
+        Outcome::ToppedUp { currency, .. } => decision
+            .balance
+            .and_then(|b| u64::try_from(b).ok())
+            .map_or(DisplayText::DASHES, |b| DisplayText::price(b, *currency)),
+        _ => DisplayText::BLANK,
     }
 }
 
