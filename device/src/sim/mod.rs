@@ -119,6 +119,28 @@ struct Inflight {
     retries: u32,
 }
 
+impl Inflight {
+    /// `sent` (scheduled at `scheduled`, stamped `stamp`), published just now on `topic`.
+    fn now(
+        sent: Sent,
+        scheduled: Instant,
+        stamp: Option<Stamp>,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Self {
+        Self {
+            sent,
+            scheduled,
+            sent_ms: now_ms(),
+            stamp,
+            topic,
+            payload,
+            last_sent: Instant::now(),
+            retries: 0,
+        }
+    }
+}
+
 /// A message payload with its stamp.
 fn stamped(mut body: serde_json::Value, stamp: Stamp) -> String {
     body["time"] = stamp.time.into();

@@ -108,16 +108,7 @@ impl Sim {
         if has_id {
             self.pending.insert(
                 (gate, id),
-                Inflight {
-                    sent: Sent::Garbage(reason),
-                    scheduled,
-                    sent_ms: now_ms(),
-                    stamp: None,
-                    topic,
-                    payload,
-                    last_sent: Instant::now(),
-                    retries: 0,
-                },
+                Inflight::now(Sent::Garbage(reason), scheduled, None, topic, payload),
             );
         } else {
             self.null_expected[gate].push_back(scheduled);
@@ -125,18 +116,15 @@ impl Sim {
         true
     }
 
-    /// The rider's next move; false if it cannot move now.
-    pub(super) fn act(&mut self, r: usize, scheduled: Instant) -> bool {
-        if self.riders[r].plan.is_empty() {
-            self.plan(r);
-        }
+    /// Where rider `r`'s next step goes and what it is: a tap at a free gate when the plan is
+    /// done, else the plan's next step at the rider's terminal (a stranger's card, for a sale
+    /// confirmed by one). `None` when no device can take it now.
+    fn next_message(&mut self, r: usize) -> Option<(usize, String, Input)> {
         let step = self.riders[r].plan.front().copied();
         let card = self.riders[r].card.clone();
-        let (dev, topic, input) = match (step, self.riders[r].terminal) {
+        let message = match (step, self.riders[r].terminal) {
             (None, _) => {
-                let Some(gate) = self.free_gate() else {
-                    return false;
-                };
+                let gate = self.free_gate()?;
                 let topic = self.devices[gate].tap_topic.clone();
                 (gate, topic, Input::GateTap(card))
             }
@@ -144,7 +132,7 @@ impl Sim {
                 let dev = self.terminals[t];
                 let d = &self.devices[dev];
                 if !d.up {
-                    return false;
+                    return None;
                 }
                 match step {
                     Step::Tap => (dev, d.tap_topic.clone(), Input::TerminalTap(card)),
@@ -160,8 +148,19 @@ impl Sim {
             }
             (Some(_), None) => {
                 self.riders[r].plan.clear();
-                return false;
+                return None;
             }
+        };
+        Some(message)
+    }
+
+    /// The rider's next move; false if it cannot move now.
+    pub(super) fn act(&mut self, r: usize, scheduled: Instant) -> bool {
+        if self.riders[r].plan.is_empty() {
+            self.plan(r);
+        }
+        let Some((dev, topic, input)) = self.next_message(r) else {
+            return false;
         };
         let mut stamp = Stamp::online(now_ms());
         let mut replaces = None;
@@ -180,16 +179,13 @@ impl Sim {
             self.tally.taps_sent += 1;
             self.pending.insert(
                 (dev, late.clone()),
-                Inflight {
-                    sent: Sent::LateWaiting,
+                Inflight::now(
+                    Sent::LateWaiting,
                     scheduled,
-                    sent_ms: now_ms(),
-                    stamp: Some(Stamp::online(at)),
-                    topic: topic.clone(),
+                    Some(Stamp::online(at)),
+                    topic.clone(),
                     payload,
-                    last_sent: Instant::now(),
-                    retries: 0,
-                },
+                ),
             );
             if self.rng.chance(0.5) {
                 // Fail-closed: the rider was turned away; nothing else is sent.
@@ -224,16 +220,13 @@ impl Sim {
         self.riders[r].busy = true;
         self.pending.insert(
             (dev, id),
-            Inflight {
-                sent: Sent::Rider { rider: r, input },
+            Inflight::now(
+                Sent::Rider { rider: r, input },
                 scheduled,
-                sent_ms: now_ms(),
-                stamp: Some(stamp),
+                Some(stamp),
                 topic,
                 payload,
-                last_sent: Instant::now(),
-                retries: 0,
-            },
+            ),
         );
         true
     }
