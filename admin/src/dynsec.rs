@@ -103,37 +103,40 @@ impl std::fmt::Debug for Dynsec {
     }
 }
 
+/// The administrator's broker options, built as every program's are: TLS for mqtts:// (the
+/// admin's password never crosses the network in clear where TLS was asked for), TCP_NODELAY; a
+/// clean session with a client id of its own, and room for listings of every login.
+fn admin_options(settings: &Settings) -> Result<rumqttc::MqttOptions, AdminError> {
+    let mut pid = [0u8; 6];
+    getrandom::fill(&mut pid).map_err(|e| AdminError::Random(e.to_string()))?;
+    let suffix: String = pid.iter().map(|b| format!("{b:02x}")).collect();
+    let broker = BrokerSettings {
+        url: settings.mqtt.clone(),
+        username: Some(settings.admin_username.clone()),
+        password: Some(settings.admin_password.clone().unwrap_or_default()),
+        tls: TlsFiles {
+            ca: settings.mqtt_ca.clone(),
+            cert: None,
+            key: None,
+        },
+        keep_alive: Duration::from_secs(30),
+    };
+    let mut opts = broker
+        .options(&format!("tapgate-admin-{suffix}"))
+        .map_err(|e| AdminError::Settings {
+            field: "mqtt",
+            why: e.to_string(),
+        })?;
+    opts.set_clean_session(true);
+    // Listings of every login can be large.
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    Ok(opts)
+}
+
 impl Dynsec {
     /// Logs in as the administrator and subscribes to the plugin's answers.
     pub async fn connect(settings: &Settings, topics: Topics) -> Result<Self, AdminError> {
-        let url = &settings.mqtt;
-        let address = format!("{}:{}", url.host, url.port);
-        let mut pid = [0u8; 6];
-        getrandom::fill(&mut pid).map_err(|e| AdminError::Random(e.to_string()))?;
-        let suffix: String = pid.iter().map(|b| format!("{b:02x}")).collect();
-        // The shared broker options, as every program connects: TLS for mqtts:// (the admin's
-        // password never crosses the network in clear where TLS was asked for), TCP_NODELAY.
-        let broker = BrokerSettings {
-            url: url.clone(),
-            username: Some(settings.admin_username.clone()),
-            password: Some(settings.admin_password.clone().unwrap_or_default()),
-            tls: TlsFiles {
-                ca: settings.mqtt_ca.clone(),
-                cert: None,
-                key: None,
-            },
-            keep_alive: Duration::from_secs(30),
-        };
-        let mut opts = broker
-            .options(&format!("tapgate-admin-{suffix}"))
-            .map_err(|e| AdminError::Settings {
-                field: "mqtt",
-                why: e.to_string(),
-            })?;
-        opts.set_clean_session(true);
-        // Listings of every login can be large.
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, events) = tapgate_runtime::mqtt::client(opts, 16);
+        let (client, events) = tapgate_runtime::mqtt::client(admin_options(settings)?, 16);
         let mut me = Self {
             client,
             events,
@@ -141,33 +144,16 @@ impl Dynsec {
             timeout: settings.timeout,
             next: 0,
         };
+        let url = &settings.mqtt;
+        let address = format!("{}:{}", url.host, url.port);
         let secs = me.timeout.as_secs().max(1);
-        let connect = async {
-            loop {
-                match me.events.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-                    Ok(_) => {}
-                    Err(ConnectionError::ConnectionRefused(code)) => {
-                        return Err(AdminError::Refused {
-                            command: format!("the login of {:?}", settings.admin_username),
-                            message: format!("{code:?}"),
-                        })
-                    }
-                    Err(e) => {
-                        return Err(AdminError::Connect {
-                            address: address.clone(),
-                            why: e.to_string(),
-                        })
-                    }
-                }
-            }
+        let timed_out = |what: &str| AdminError::Timeout {
+            what: what.into(),
+            secs,
         };
-        tokio::time::timeout(me.timeout, connect)
+        tokio::time::timeout(me.timeout, me.logged_in(settings, &address))
             .await
-            .map_err(|_| AdminError::Timeout {
-                what: "the connection".into(),
-                secs,
-            })??;
+            .map_err(|_| timed_out("the connection"))??;
         me.client
             .subscribe(RESPONSE_TOPIC, QoS::AtLeastOnce)
             .await
@@ -175,43 +161,65 @@ impl Dynsec {
                 address: address.clone(),
                 why: e.to_string(),
             })?;
-        let subscribed = async {
-            loop {
-                match me.events.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        let ok = ack
-                            .return_codes
-                            .iter()
-                            .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure));
-                        return if ok {
-                            Ok(())
-                        } else {
-                            Err(AdminError::Refused {
-                                command: format!("a subscription to {RESPONSE_TOPIC}"),
-                                message: format!(
-                                    "{:?} is not the dynamic-security administrator",
-                                    settings.admin_username
-                                ),
-                            })
-                        };
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(AdminError::Connect {
-                            address: address.clone(),
-                            why: e.to_string(),
-                        })
-                    }
+        tokio::time::timeout(me.timeout, me.subscribed(settings, &address))
+            .await
+            .map_err(|_| timed_out("the subscription"))??;
+        Ok(me)
+    }
+
+    /// Waits until the broker accepts the administrator's login (`address` names it in errors).
+    async fn logged_in(&mut self, settings: &Settings, address: &str) -> Result<(), AdminError> {
+        loop {
+            match self.events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(code)) => {
+                    return Err(AdminError::Refused {
+                        command: format!("the login of {:?}", settings.admin_username),
+                        message: format!("{code:?}"),
+                    })
+                }
+                Err(e) => {
+                    return Err(AdminError::Connect {
+                        address: address.to_owned(),
+                        why: e.to_string(),
+                    })
                 }
             }
-        };
-        tokio::time::timeout(me.timeout, subscribed)
-            .await
-            .map_err(|_| AdminError::Timeout {
-                what: "the subscription".into(),
-                secs,
-            })??;
-        Ok(me)
+        }
+    }
+
+    /// Waits until the broker grants the subscription to the plugin's answers: only the
+    /// dynamic-security administrator may read them.
+    async fn subscribed(&mut self, settings: &Settings, address: &str) -> Result<(), AdminError> {
+        loop {
+            match self.events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let ok = ack
+                        .return_codes
+                        .iter()
+                        .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                    return if ok {
+                        Ok(())
+                    } else {
+                        Err(AdminError::Refused {
+                            command: format!("a subscription to {RESPONSE_TOPIC}"),
+                            message: format!(
+                                "{:?} is not the dynamic-security administrator",
+                                settings.admin_username
+                            ),
+                        })
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(AdminError::Connect {
+                        address: address.to_owned(),
+                        why: e.to_string(),
+                    })
+                }
+            }
+        }
     }
 
     /// Sends `commands` in one message and returns the plugin's answer to each, in order.
