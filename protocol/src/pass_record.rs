@@ -104,6 +104,92 @@ fn digits(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
+/// Field `name` of `record`, if it is there.
+fn text<'a>(record: &'a HashMap<String, String>, name: &'static str) -> Option<&'a str> {
+    record.get(name).map(String::as_str)
+}
+
+/// Field `name` of `record` as a number, if it is there; unreadable unless digits only.
+fn number(record: &HashMap<String, String>, name: &'static str) -> Result<Option<u64>, Unreadable> {
+    text(record, name)
+        .map(|t| digits(t).ok_or(Unreadable { field: name }))
+        .transpose()
+}
+
+/// The terms of a record that keeps them as fields of their own (validity, currency, duration,
+/// price), and the catalogue version it was sold from.
+fn terms_from_fields(
+    record: &HashMap<String, String>,
+    product: ProductId,
+) -> Result<(Terms, Option<String>), Unreadable> {
+    let text = |name: &'static str| text(record, name);
+    let number = |name: &'static str| number(record, name);
+    let validity = text(field::VALIDITY)
+        .and_then(Validity::parse)
+        .ok_or(Unreadable {
+            field: field::VALIDITY,
+        })?;
+    let currency = match text(field::CURRENCY) {
+        Some(c) => Currency::parse(c).ok_or(Unreadable {
+            field: field::CURRENCY,
+        })?,
+        None => Currency::EUR,
+    };
+    let duration = number(field::DURATION)?;
+    if validity == Validity::Period && duration.is_none() {
+        return Err(Unreadable {
+            field: field::DURATION,
+        });
+    }
+    let terms = Terms {
+        product,
+        validity,
+        trips: 0,
+        duration_ms: duration.unwrap_or(0),
+        price: number(field::PRICE)?.unwrap_or(0),
+        currency,
+    };
+    let catalogue = text(field::CATALOGUE)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    Ok((terms, catalogue))
+}
+
+/// The terms of a record from before passes kept them: the built-in product its type names,
+/// its period `legacy_period_ms`; a trips pass holds at most the built-in number of `trips`.
+fn terms_before_terms(
+    product: ProductId,
+    trips: Option<u64>,
+    legacy_period_ms: u64,
+) -> Result<Terms, Unreadable> {
+    let validity = BEFORE_TERMS
+        .iter()
+        .find(|(name, _)| *name == product.as_str())
+        .map(|(_, v)| *v)
+        .ok_or(Unreadable { field: field::TYPE })?;
+    if validity == Validity::Trips && trips.is_none_or(|t| t > u64::from(BEFORE_TERMS_TRIPS)) {
+        return Err(Unreadable {
+            field: field::TRIPS,
+        });
+    }
+    Ok(Terms {
+        product,
+        validity,
+        trips: if validity == Validity::Trips {
+            BEFORE_TERMS_TRIPS
+        } else {
+            0
+        },
+        duration_ms: if validity == Validity::Period {
+            legacy_period_ms
+        } else {
+            0
+        },
+        price: 0,
+        currency: Currency::EUR,
+    })
+}
+
 /// Reads a pass record (`HGETALL` of its key). `Ok(None)` for no record; `legacy_period_ms` is
 /// the period of a `TWO_HOUR` record from before terms.
 pub fn read(
@@ -113,12 +199,8 @@ pub fn read(
     if record.is_empty() {
         return Ok(None);
     }
-    let text = |name: &'static str| record.get(name).map(String::as_str);
-    let number = |name: &'static str| -> Result<Option<u64>, Unreadable> {
-        text(name)
-            .map(|t| digits(t).ok_or(Unreadable { field: name }))
-            .transpose()
-    };
+    let text = |name: &'static str| text(record, name);
+    let number = |name: &'static str| number(record, name);
     let product = text(field::TYPE)
         .and_then(ProductId::parse)
         .ok_or(Unreadable { field: field::TYPE })?;
@@ -131,61 +213,11 @@ pub fn read(
             field: field::TERMS,
         })?;
         (terms, version, Layout::Terms)
-    } else if let Some(v) = text(field::VALIDITY) {
-        let validity = Validity::parse(v).ok_or(Unreadable {
-            field: field::VALIDITY,
-        })?;
-        let currency = match text(field::CURRENCY) {
-            Some(c) => Currency::parse(c).ok_or(Unreadable {
-                field: field::CURRENCY,
-            })?,
-            None => Currency::EUR,
-        };
-        let duration = number(field::DURATION)?;
-        if validity == Validity::Period && duration.is_none() {
-            return Err(Unreadable {
-                field: field::DURATION,
-            });
-        }
-        let terms = Terms {
-            product,
-            validity,
-            trips: 0,
-            duration_ms: duration.unwrap_or(0),
-            price: number(field::PRICE)?.unwrap_or(0),
-            currency,
-        };
-        let catalogue = text(field::CATALOGUE)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned);
+    } else if text(field::VALIDITY).is_some() {
+        let (terms, catalogue) = terms_from_fields(record, product)?;
         (terms, catalogue, Layout::Fields)
     } else {
-        let validity = BEFORE_TERMS
-            .iter()
-            .find(|(name, _)| *name == product.as_str())
-            .map(|(_, v)| *v)
-            .ok_or(Unreadable { field: field::TYPE })?;
-        let terms = Terms {
-            product,
-            validity,
-            trips: if validity == Validity::Trips {
-                BEFORE_TERMS_TRIPS
-            } else {
-                0
-            },
-            duration_ms: if validity == Validity::Period {
-                legacy_period_ms
-            } else {
-                0
-            },
-            price: 0,
-            currency: Currency::EUR,
-        };
-        if validity == Validity::Trips && trips.is_none_or(|t| t > u64::from(BEFORE_TERMS_TRIPS)) {
-            return Err(Unreadable {
-                field: field::TRIPS,
-            });
-        }
+        let terms = terms_before_terms(product, trips, legacy_period_ms)?;
         (terms, None, Layout::BeforeTerms)
     };
     let needs = |ok: bool, field: &'static str| {
