@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::error::WebError;
 use super::pages::login_form;
-use super::session::{self, Session, CSRF_HEADER};
+use super::session::{self, Credential, Session, CSRF_HEADER};
 use super::{client, throttle, AppState};
 use crate::audit::{self, Action, Record};
 use crate::config::valid_name;
@@ -150,31 +150,17 @@ async fn try_login(
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<String, WebError> {
     let Form(form) = form?;
-    let secure = state.config.cookies_secure();
-    let cookie = session::cookie(headers, session::login_cookie(secure)).unwrap_or_default();
     let now = state.clock.now_ms();
-    if cookie.is_empty() && secure {
-        return Err(WebError::Forbidden(
-            "the browser sent no login cookie; cookies are marked Secure, so serve the dashboard \
-             over HTTPS (or set secure_cookies = false on a trusted plain-HTTP network)"
-                .into(),
-        ));
-    }
-    if !state.form_key.verify(&form.csrf, now) || !session::tokens_match(cookie, &form.csrf) {
-        return Err(WebError::Forbidden(
-            "the login form expired or was not sent from this site; try again".into(),
-        ));
-    }
+    form_from_this_site(state, headers, &form.csrf, now)?;
     let ip = client_of(state, peer, headers);
     let bucket = client::bucket(ip);
-    let from = Some(ip.to_string());
     let mut redis = state.redis.clone();
     let limits = state.limits();
     let refused = Refused {
         name: &form.name,
         ip,
         bucket: &bucket,
-        from: from.clone(),
+        from: Some(ip.to_string()),
     };
     if !valid_name(&form.name) || form.password.len() > 1024 {
         // A name that cannot exist is counted against the address only.
@@ -223,11 +209,49 @@ async fn try_login(
         return Err(refused.count(state, &mut redis, &form.name, is_known).await);
     };
     throttle::succeeded(&mut redis, &form.name, &bucket).await?;
+    open_session(state, &mut redis, &form.name, &cred, now, ip).await
+}
+
+/// Whether the login form was sent from this site: the browser sent the login cookie (which
+/// needs HTTPS when cookies are Secure), and the form's `csrf` token is unexpired and matches it.
+fn form_from_this_site(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+    now: u64,
+) -> Result<(), WebError> {
+    let secure = state.config.cookies_secure();
+    let cookie = session::cookie(headers, session::login_cookie(secure)).unwrap_or_default();
+    if cookie.is_empty() && secure {
+        return Err(WebError::Forbidden(
+            "the browser sent no login cookie; cookies are marked Secure, so serve the dashboard \
+             over HTTPS (or set secure_cookies = false on a trusted plain-HTTP network)"
+                .into(),
+        ));
+    }
+    if !state.form_key.verify(csrf, now) || !session::tokens_match(cookie, csrf) {
+        return Err(WebError::Forbidden(
+            "the login form expired or was not sent from this site; try again".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Operator `name` (holding `cred`) logged in from `ip`: a new session, logged and audited; its
+/// token for the cookie.
+async fn open_session(
+    state: &AppState,
+    redis: &mut RedisLink,
+    name: &str,
+    cred: &Credential,
+    now: u64,
+    ip: IpAddr,
+) -> Result<String, WebError> {
     let (token, s) = session::create(
-        &mut redis,
+        redis,
         &state.session_key,
-        &form.name,
-        &cred,
+        name,
+        cred,
         state.config.session_ttl,
         now,
     )
@@ -238,7 +262,7 @@ async fn try_login(
         Record {
             action: Action::Login,
             operator: &s.operator,
-            from,
+            from: Some(ip.to_string()),
             card: None,
             reason: None,
             product: None,
