@@ -205,14 +205,7 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
 ) -> Result<ServerHandle, ServeError> {
     config.validate()?;
-    let catalogue = revenue::load_catalogue(config.fares.as_deref())?;
-    match &config.fares {
-        Some(path) => info!(
-            path = %path.display(), version = %catalogue.version,
-            products = catalogue.products.len(), "Fare catalogue read"
-        ),
-        None => info!("No fares file: revenue is shown with the built-in catalogue's products"),
-    }
+    let catalogue = load_catalogue(&config)?;
     let session_key = load_session_key(&config)?;
     // One server, or the primary Redis Sentinel names, followed through a failover.
     let client = RedisSource::new(config.redis.as_str(), None)?;
@@ -222,21 +215,7 @@ pub async fn start_with_clock(
         .iter()
         .map(|o| (o.name.clone(), Credential::new(&o.password_hash)))
         .collect();
-    for name in session::sweep(&mut redis, &operators).await? {
-        warn!(operator = %name, "Ended the sessions of a removed operator or changed password");
-        let record = Record {
-            action: Action::SessionsRevoked,
-            operator: &name,
-            from: None,
-            card: None,
-            reason: None,
-            product: None,
-            price: None,
-        };
-        if let Err(e) = crate::audit::append(&mut redis, &record).await {
-            warn!(error = %e, "Cannot write the audit trail");
-        }
-    }
+    end_stale_sessions(&mut redis, &operators).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -280,6 +259,43 @@ pub async fn start_with_clock(
         server,
         follower,
     })
+}
+
+/// The fare catalogue revenue is shown with (the fares file's, or the built-in one), logged.
+fn load_catalogue(config: &ServeConfig) -> Result<Catalogue, ServeError> {
+    let catalogue = revenue::load_catalogue(config.fares.as_deref())?;
+    match &config.fares {
+        Some(path) => info!(
+            path = %path.display(), version = %catalogue.version,
+            products = catalogue.products.len(), "Fare catalogue read"
+        ),
+        None => info!("No fares file: revenue is shown with the built-in catalogue's products"),
+    }
+    Ok(catalogue)
+}
+
+/// Ends the sessions of operators removed from the settings or whose password changed since
+/// they logged in, each in the audit trail.
+async fn end_stale_sessions(
+    redis: &mut RedisLink,
+    operators: &Credentials,
+) -> Result<(), ServeError> {
+    for name in session::sweep(redis, operators).await? {
+        warn!(operator = %name, "Ended the sessions of a removed operator or changed password");
+        let record = Record {
+            action: Action::SessionsRevoked,
+            operator: &name,
+            from: None,
+            card: None,
+            reason: None,
+            product: None,
+            price: None,
+        };
+        if let Err(e) = crate::audit::append(redis, &record).await {
+            warn!(error = %e, "Cannot write the audit trail");
+        }
+    }
+    Ok(())
 }
 
 /// The session key the settings name, logging where it came from.
