@@ -10,6 +10,12 @@
 //! at the first rate; then rates rise, a process dropping out once p99 passes 10 ms or a tap goes
 //! unanswered twice in a row at the same rate.
 //!
+//! No run overlaps the aftermath of the one before it: after each, the bench waits until the
+//! Redis that run used has expired what the run left to expire (its waiting taps' seen records
+//! live 6.5 s), up to 10 s. Redis expiring a run's records takes CPU from whatever runs next; on
+//! two cores, that alone put the second of two identical builds a rate step behind the first. A
+//! baseline build and the bridge also take turns at going first, rate by rate.
+//!
 //! `cargo run --release -p tapgate-bridge --example bench -- [seconds-per-rate] [first-rate] [step]`
 //!
 //! `TAPGATE_BENCH_BRIDGE=/path/to/tapgate-bridge` benchmarks that binary instead;
@@ -233,8 +239,13 @@ fn main() {
         return;
     }
     let mut rate = first;
+    let mut order: Vec<usize> = (0..procs.len()).collect();
     while procs.iter().any(|p| !p.done) {
-        for p in procs.iter_mut().filter(|p| !p.done) {
+        for &i in &order {
+            let p = &mut procs[i];
+            if p.done {
+                continue;
+            }
             // The machine is shared: a rate fails only when it fails twice in a row.
             loop {
                 let pids = [p.child.0.id(), broker_pid, p.redis_pid];
@@ -242,6 +253,7 @@ fn main() {
                 let writes0 = writes(p.child.0.id());
                 let (calls0, usec0) = decide_calls(p.redis_port);
                 let mem0 = used_memory(p.redis_port);
+                let expiring0 = expiring(p.redis_port);
                 let r = rt.block_on(p.load.run(rate, Duration::from_secs(secs)));
                 let cpu1 = pids.map(cpu_ticks);
                 let writes_per_tap =
@@ -278,6 +290,7 @@ fn main() {
                     retained
                 );
                 std::thread::sleep(Duration::from_millis(500));
+                settle(p.redis_port, expiring0);
                 let ok = r.sent == r.answered
                     && Duration::from_micros(r.hist.value_at_quantile(0.99)) <= P99_LIMIT;
                 if ok {
@@ -296,6 +309,11 @@ fn main() {
             }
         }
         rate += step;
+        // The baseline and the bridge (the last two) swap places for the next rate.
+        let n = order.len();
+        if baseline_bin.is_some() {
+            order.swap(n - 2, n - 1);
+        }
     }
     let mut best = HashMap::new();
     let mut cpu: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
@@ -754,6 +772,25 @@ fn info_field(info: &str, name: &str) -> Option<i64> {
 fn redis_pid(port: u16) -> u32 {
     let pid = info_field(&redis_info(port, "server"), "process_id:").expect("process_id");
     u32::try_from(pid).expect("pid")
+}
+
+/// Keys with a lifetime in the Redis on `port` (`INFO keyspace`, db0).
+fn expiring(port: u16) -> i64 {
+    let info = redis_info(port, "keyspace");
+    info.lines()
+        .find_map(|l| l.strip_prefix("db0:"))
+        .and_then(|db| db.split(',').find_map(|kv| kv.strip_prefix("expires=")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (up to 10 s) until the Redis on `port` holds no more keys with a lifetime than `before`
+/// (within 1 %): what a run left to expire is gone before the next run is measured.
+fn settle(port: u16, before: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while expiring(port) > before + before / 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn used_memory(port: u16) -> i64 {
