@@ -1,7 +1,7 @@
 //! Test harness for tapgate: real servers, never mocks.
 //!
 //! - [`server`]: the process guard shared by both servers (free port, log file, kill on drop).
-//! - [`servers`]: where Redis and mosquitto run (`TAPGATE_TEST_SERVERS`: installed binaries, or
+//! - `servers`: where Redis and mosquitto run (`TAPGATE_TEST_SERVERS`: installed binaries, or
 //!   containers through testcontainers).
 //! - `container`: a server in a container, behind the same guard.
 //! - [`redis`]: [`RedisServer`], a real `redis-server` on a free port.

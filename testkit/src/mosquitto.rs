@@ -1,5 +1,5 @@
 //! A real `mosquitto` broker on a free port, installed here or in a container
-//! ([`crate::servers`]).
+//! (`servers`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

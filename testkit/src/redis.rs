@@ -1,5 +1,5 @@
 //! A real `redis-server` on a free port, installed here or in a container
-//! ([`crate::servers`]).
+//! (`servers`).
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //!
 //! [`TextSpeaker`] prints each sound as a line (`(chime)`, `"access granted"`, `"Day pass, seven
 //! euros fifty cents"`) — the default, and what a device without audio hardware does. With the
-//! `audio` feature, [`audio::AudioSpeaker`] plays the chime and buzzer as generated tones and the
+//! `audio` feature, `audio::AudioSpeaker` plays the chime and buzzer as generated tones and the
 //! prompts from the WAV recordings in `device/assets/`, compiled into the binary, on the default
 //! ALSA output. A product's price is played as its recorded words ([`crate::words`]); its name,
 //! free text from the operator, is synthesised by `espeak-ng` when the device has it, and left

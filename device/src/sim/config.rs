@@ -27,7 +27,7 @@ pub struct SimConfig {
     #[serde(flatten)]
     #[command(flatten)]
     pub broker: BrokerConfig,
-    /// Provisioned devices to run, each logging in as itself: a TOML file of [[devices]] with
+    /// Provisioned devices to run, each logging in as itself: a TOML file of `[[devices]]` with
     /// id, kind and password (see `tapgate-admin device add`); --gates and --terminals are then
     /// ignored.
     #[arg(long, env = "TAPGATE_SIM_DEVICES")]

@@ -232,7 +232,7 @@ pub(super) fn card_id(s: &str) -> Result<CardId, WebError> {
 }
 
 /// A card's pass (with time left at `now_ms`, its sale, and whether it may be voided with a void
-/// window of `void_window`), its pay-as-you-go wallet ([`wallet`]), deny-list entry and recent
+/// window of `void_window`), its pay-as-you-go wallet (`wallet`), deny-list entry and recent
 /// events.
 pub(super) async fn card(
     conn: &mut impl ConnectionLike,
