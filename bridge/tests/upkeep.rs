@@ -2,12 +2,14 @@
 //! "Upkeep"): the event stream stays capped near `stream_maxlen`, and a card's recent list keeps
 //! expiring `recent_ttl_s` after its last event (to within a sixteenth of that), renewed when it
 //! is new or its renewal is due; a card with no pass, no wallet and no block only `seen_ttl_s`.
+//! And what the function keeps between calls to save work, a pass's terms and product id read
+//! once per distinct text, stays right once it has forgotten them.
 
 mod support;
 
 use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
 use tapgate_protocol::rules::Input;
-use tapgate_protocol::{keys, CardId, DeviceId, DeviceKind, MessageId};
+use tapgate_protocol::{fields, keys, CardId, DeviceId, DeviceKind, MessageId};
 use tapgate_testkit::RedisServer;
 
 const NOW: u64 = 1_700_000_000_000;
@@ -205,4 +207,89 @@ async fn a_card_with_nothing_keeps_its_history_only_while_a_redelivery_may_come(
     tap(&store, &g1, "t5", &blocked, NOW + 30_000).await;
     let t = pttl(&mut con, &keys::card_recent(&blocked)).await;
     assert!(full(t), "blocked: {t} ms left");
+}
+
+/// A gate tap on `card` at `NOW`: its outcome's name, and the pass's stored expiry after it.
+async fn entry(
+    store: &Store,
+    con: &mut redis::aio::MultiplexedConnection,
+    device: &DeviceId,
+    n: usize,
+    card: &CardId,
+) -> (String, Option<u64>) {
+    let id = MessageId::new(format!("g1-{n}")).expect("id");
+    let input = Input::GateTap(card.clone());
+    let answer = store
+        .decide(&Request {
+            kind: DeviceKind::Gate,
+            device,
+            id: &id,
+            input: &input,
+            now_ms: NOW,
+            stamp: None,
+            replaces: None,
+            day: None,
+            catalogue: "test",
+            payg: None,
+            top_ups: false,
+        })
+        .await
+        .expect("decide");
+    let Answer::Decided(d) = answer else {
+        panic!("decided: {answer:?}");
+    };
+    let expires: Option<u64> = redis::cmd("HGET")
+        .arg(keys::pass(card))
+        .arg(fields::pass::EXPIRES_AT)
+        .query_async(con)
+        .await
+        .expect("HGET");
+    (d.decision.outcome.name().to_owned(), expires)
+}
+
+/// The decide function reads a pass's `terms` and product id once per distinct text and keeps
+/// at most a thousand of each (then forgets them all): past that, every pass still gets its own
+/// period, and an unreadable one is still refused, before and after the forgetting.
+#[tokio::test]
+async fn pass_terms_are_read_right_past_what_the_function_keeps() {
+    let (_redis, store, mut con) = cards_store(support::store_settings()).await;
+    let g1 = DeviceId::new("g1").expect("device");
+    let passes = 2_500;
+    let period = |i: usize| 60_000 + 1_000 * i as u64;
+    let card = |i: usize| CardId::new(format!("C{i:04X}")).expect("card");
+    // Every pass is a product of its own, and every 500th one's terms are unreadable.
+    let terms = |i: usize| {
+        if i % 500 == 250 {
+            "period 0 soon 100 EUR v1".to_owned()
+        } else {
+            format!("period 0 {} 100 EUR v1", period(i))
+        }
+    };
+    let mut pipe = redis::pipe();
+    for i in 0..passes {
+        pipe.cmd("HSET")
+            .arg(keys::pass(&card(i)))
+            .arg(fields::pass::TYPE)
+            .arg(format!("P{i}"))
+            .arg(fields::pass::TERMS)
+            .arg(terms(i))
+            .arg(fields::pass::TRIPS)
+            .arg("0")
+            .arg(fields::pass::ISSUED_AT)
+            .arg("0")
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut con).await.expect("passes");
+    for i in 0..passes {
+        let (outcome, expires) = entry(&store, &mut con, &g1, i, &card(i)).await;
+        if i % 500 == 250 {
+            assert_eq!((outcome.as_str(), expires), ("denied", None), "pass {i}");
+        } else {
+            assert_eq!(
+                (outcome.as_str(), expires),
+                ("granted", Some(NOW + period(i))),
+                "pass {i}"
+            );
+        }
+    }
 }
