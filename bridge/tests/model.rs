@@ -35,7 +35,7 @@ use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
 use tapgate_protocol::pass_record;
 use tapgate_protocol::payg::{Wallet, PAYG_PRODUCT};
 use tapgate_protocol::rules::{
-    decide_timed, fare_time, Input, Pass, Sale, Settings, State, TimeSettings, Verdict,
+    decide_timed, fare_time, Input, Pass, Sale, Settings, State, TimeSettings, Verdict, When,
     RETAP_ACCEPTED_WITHIN_MS,
 };
 use tapgate_protocol::{
@@ -716,7 +716,12 @@ async fn run_case(
             fare_day,
             top_ups: catalogue.sells_top_ups(),
         };
-        let mut timed = decide_timed(&input, &state, corrupt, stamp, now, skew, settings, TIME);
+        let when = When {
+            stamp,
+            now,
+            skew_ms: skew,
+        };
+        let mut timed = decide_timed(&input, &state, corrupt, when, settings, TIME);
         let id = MessageId::new(format!("m{n}")).expect("id");
         // A message naming a waiting tap that was granted is settled on that tap's charge, with
         // no change and no event (decide.lua's settle_replaced): an offline entry at that tap's

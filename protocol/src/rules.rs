@@ -472,19 +472,33 @@ pub struct Timed {
     pub clock: ClockSource,
 }
 
+/// When a message is decided: the time it carries, the bridge's clock, and how far its device's
+/// clock was measured to run ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct When {
+    /// The message's stamp, if it has one.
+    pub stamp: Option<Stamp>,
+    /// The bridge's clock, Unix ms.
+    pub now: u64,
+    /// The device's clock lead over the bridge's (negative: behind), ms, if measured.
+    pub skew_ms: Option<i64>,
+}
+
 /// [`decide_stored`] with time: staleness, offline entries settled at the time they happened, and
 /// the device's clock trust. `Err` is a refusal; nothing changes.
-#[allow(clippy::too_many_arguments)]
 pub fn decide_timed(
     input: &Input,
     state: &State,
     pass_corrupt: bool,
-    stamp: Option<Stamp>,
-    now: u64,
-    skew_ms: Option<i64>,
+    when: When,
     settings: Settings,
     time: TimeSettings,
 ) -> Result<Timed, RejectReason> {
+    let When {
+        stamp,
+        now,
+        skew_ms,
+    } = when;
     let (at, clock) = resolve_time(stamp, now, skew_ms, time)?;
     let mode = stamp.map_or(TapMode::Online, |s| s.mode);
     let unchanged = |outcome| Verdict::new(outcome, state.pass.clone(), state.sale.clone(), state);
@@ -989,17 +1003,12 @@ mod tests {
     };
 
     fn timed(state: &State, stamp: Option<Stamp>, now: u64, skew: Option<i64>) -> Timed {
-        decide_timed(
-            &Input::GateTap(card("1")),
-            state,
-            false,
+        let when = When {
             stamp,
             now,
-            skew,
-            S,
-            T,
-        )
-        .expect("not refused")
+            skew_ms: skew,
+        };
+        decide_timed(&Input::GateTap(card("1")), state, false, when, S, T).expect("not refused")
     }
 
     #[test]
@@ -1076,16 +1085,12 @@ mod tests {
     fn clock_trust() {
         let state = with_pass(issue(ProductId::TEN_TRIP, 0));
         // Too far ahead: refused.
-        let r = decide_timed(
-            &Input::GateTap(card("1")),
-            &state,
-            false,
-            Some(Stamp::online(NOW + 5_001)),
-            NOW,
-            None,
-            S,
-            T,
-        );
+        let ahead = When {
+            stamp: Some(Stamp::online(NOW + 5_001)),
+            now: NOW,
+            skew_ms: None,
+        };
+        let r = decide_timed(&Input::GateTap(card("1")), &state, false, ahead, S, T);
         assert_eq!(r, Err(RejectReason::TimeInFuture));
         // A device ten minutes fast, flagged: its stamps are corrected by the skew.
         let fast: u64 = 600_000;
@@ -1111,16 +1116,12 @@ mod tests {
         assert_eq!((t.at, t.clock), (NOW, ClockSource::Device));
         assert_eq!(t.verdict.outcome, Outcome::Stale);
         // Offline only at gates.
-        let r = decide_timed(
-            &Input::TerminalTap(card("1")),
-            &state,
-            false,
-            Some(Stamp::offline(NOW)),
-            NOW,
-            None,
-            S,
-            T,
-        );
+        let offline = When {
+            stamp: Some(Stamp::offline(NOW)),
+            now: NOW,
+            skew_ms: None,
+        };
+        let r = decide_timed(&Input::TerminalTap(card("1")), &state, false, offline, S, T);
         assert_eq!(r, Err(RejectReason::OfflineNotAllowed));
     }
 

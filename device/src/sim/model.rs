@@ -125,16 +125,12 @@ impl Timing<'_> {
     /// message's time is a `rejected` outcome that changes nothing. A `select_pass` lists the
     /// catalogue, as the bridge fills it in.
     pub fn decide(&self, input: &Input, state: &State, now: u64) -> Verdict {
-        match rules::decide_timed(
-            input,
-            state,
-            false,
-            self.stamp,
+        let when = rules::When {
+            stamp: self.stamp,
             now,
-            None,
-            self.settings(now),
-            self.time,
-        ) {
+            skew_ms: None,
+        };
+        match rules::decide_timed(input, state, false, when, self.settings(now), self.time) {
             Ok(t) => match t.verdict.outcome {
                 Outcome::SelectPass { .. } => Verdict {
                     outcome: Outcome::SelectPass {
