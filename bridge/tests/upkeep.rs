@@ -14,12 +14,17 @@ use tapgate_testkit::RedisServer;
 
 const NOW: u64 = 1_700_000_000_000;
 
-/// An unstamped gate tap decided at `now_ms` (a denial without a pass: it still leaves an
-/// event).
-async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: u64) {
+/// An unstamped gate tap decided at `now_ms`.
+async fn decide_tap(
+    store: &Store,
+    device: &DeviceId,
+    id: &str,
+    card: &CardId,
+    now_ms: u64,
+) -> Answer {
     let id = MessageId::new(id).expect("id");
     let input = Input::GateTap(card.clone());
-    let answer = store
+    store
         .decide(&Request {
             kind: DeviceKind::Gate,
             device,
@@ -34,7 +39,12 @@ async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: 
             top_ups: false,
         })
         .await
-        .expect("decide");
+        .expect("decide")
+}
+
+/// [`decide_tap`], decided (a denial without a pass: it still leaves an event).
+async fn tap(store: &Store, device: &DeviceId, id: &str, card: &CardId, now_ms: u64) {
+    let answer = decide_tap(store, device, id, card, now_ms).await;
     assert!(matches!(answer, Answer::Decided(_)), "{answer:?}");
 }
 
@@ -217,24 +227,7 @@ async fn entry(
     n: usize,
     card: &CardId,
 ) -> (String, Option<u64>) {
-    let id = MessageId::new(format!("g1-{n}")).expect("id");
-    let input = Input::GateTap(card.clone());
-    let answer = store
-        .decide(&Request {
-            kind: DeviceKind::Gate,
-            device,
-            id: &id,
-            input: &input,
-            now_ms: NOW,
-            stamp: None,
-            replaces: None,
-            day: None,
-            catalogue: "test",
-            payg: None,
-            top_ups: false,
-        })
-        .await
-        .expect("decide");
+    let answer = decide_tap(store, device, &format!("g1-{n}"), card, NOW).await;
     let Answer::Decided(d) = answer else {
         panic!("decided: {answer:?}");
     };
