@@ -120,8 +120,7 @@
 -- Library functions as locals (upvalues), bound on the first call: a global and a table lookup
 -- on every use add up over a call, and none of them can be reached while the library loads.
 -- `redis.call` is taken afresh at the start of every call.
-local tonumber, tostring, format, sub, find, match, upper, byte, max, min, call
-local ZERO = 48 -- '0'
+local tonumber, tostring, format, sub, find, match, upper, max, min, call
 -- The texts of the small integers (trips left, counts), made once, when bound: a sprintf costs
 -- more than the rest of an entry's arithmetic.
 local SMALL = {}
@@ -129,7 +128,7 @@ local SMALL = {}
 local function bind()
   tonumber, tostring, format = _G.tonumber, _G.tostring, _G.string.format
   sub, find, match, upper = _G.string.sub, _G.string.find, _G.string.match, _G.string.upper
-  byte, max, min = _G.string.byte, _G.math.max, _G.math.min
+  max, min = _G.math.max, _G.math.min
   for i = 0, 255 do SMALL[i] = format('%d', i) end
 end
 
@@ -230,8 +229,7 @@ local function at_text()
 end
 
 -- ...and a pass's trips left (trips products only, else '') and expiry ('' if none), once the
--- pass is final for this call (after gate() has counted the trip or activated it). A stored
--- expiry that the call did not change keeps the text it was read as (load_pass).
+-- pass is final for this call (after gate() has counted the trip or activated it).
 local function pass_texts(p)
   if not p.trips_text then
     p.trips_text = ''
@@ -467,10 +465,10 @@ local function load_pass()
   if validity == 'period' and not duration then return nil, true end
   if validity == 'service_day' and not expires_at then return nil, true end
   -- With the slots pass_texts fills, so that filling them never grows the table. An expiry is
-  -- reported as it is stored unless it has a leading zero (which int() would not write).
+  -- reported as int() writes it, not as stored: a stored "1.8e12" reads as a number too.
   return {type = f[1], validity = validity, trips = trips or 0, duration = duration,
     expires_at = expires_at, issued_at = issued_at or 0, used_at = used_at,
-    trips_text = false, expires_text = expires_at and byte(f[4]) ~= ZERO and f[4]}
+    trips_text = false, expires_text = false}
 end
 
 local function live(p)
@@ -787,7 +785,7 @@ local function gate()
   if p.validity == 'trips' then
     p.trips = max(p.trips - 1, 0)
   elseif p.validity == 'period' and not p.expires_at then
-    p.expires_at, p.expires_text = now + p.duration, false
+    p.expires_at = now + p.duration
     activated = true
   end
   -- The first entry is recorded once (a pass written over itself keeps it): a used pass can no
