@@ -231,147 +231,194 @@ pub fn decide(input: &Input, state: &State, now: u64, settings: Settings) -> Ver
     // Expired state is as good as absent.
     let pass = state.pass.clone().filter(|p| p.is_live(now));
     let sale = state.sale.clone().filter(|s| now <= s.expires_at);
-    let verdict = |outcome, pass, sale| Verdict::new(outcome, pass, sale, state);
-    let denied = |reason| Outcome::Denied { reason };
     match input {
-        Input::GateTap(_) => {
-            if state.blocked {
-                return verdict(denied(DenyReason::Blocked), state.pass.clone(), None);
-            }
-            let Some(mut p) = pass else {
-                // No usable pass (an expired one is removed): pay as you go, where offered.
-                let Some(payg) = settings.payg else {
-                    let reason = match state.pass {
-                        Some(_) => DenyReason::Expired,
-                        None => DenyReason::NoPass,
-                    };
-                    return verdict(denied(reason), None, None);
-                };
-                let mut wallet = state.wallet.clone();
-                let charge = wallet.charge(&payg, &settings.fare_day);
-                let (outcome, charged, balance) = match charge {
-                    Charge::Paid { charged, balance } => (
-                        Outcome::Granted { pass: payg_pass() },
-                        Some(charged),
-                        balance,
-                    ),
-                    Charge::Insufficient { balance } => {
-                        (denied(DenyReason::InsufficientFunds), None, balance)
-                    }
-                };
-                return Verdict {
-                    wallet,
-                    charged,
-                    balance: Some(balance),
-                    ..verdict(outcome, None, None)
-                };
-            };
-            let mut activated = false;
-            p.used_at.get_or_insert(now);
-            match p.terms.validity {
-                // A top-up is never stored as a pass; read as single if one were.
-                Validity::Single | Validity::ServiceDay | Validity::TopUp => {}
-                Validity::Trips => p.trips = p.trips.saturating_sub(1),
-                Validity::Period => {
-                    if p.expires_at.is_none() {
-                        p.expires_at = Some(now.saturating_add(p.terms.duration_ms));
-                        activated = true;
-                    }
+        Input::GateTap(_) => gate_entry(state, pass, now, settings),
+        Input::TerminalTap(card) => match sale {
+            Some(Sale {
+                card: sale_card,
+                selected: Some(selected),
+                ..
+            }) => {
+                if &sale_card == card {
+                    confirm_sale(state, pass, selected, now, settings)
+                } else {
+                    Verdict::new(Outcome::CardMismatch, state.pass.clone(), None, state)
                 }
             }
-            let info = p.info(now);
-            let used_up = match p.terms.validity {
-                Validity::Single | Validity::TopUp => true,
-                Validity::Trips => p.trips == 0,
-                Validity::Period | Validity::ServiceDay => false,
-            };
-            Verdict {
-                activated,
-                ..verdict(
-                    Outcome::Granted { pass: info },
-                    (!used_up).then_some(p),
-                    None,
-                )
-            }
-        }
-        Input::TerminalTap(card) => {
-            let next = |selected| Sale {
-                card: card.clone(),
-                selected,
-                expires_at: now + settings.sale_timeout_ms,
-            };
-            match sale {
-                Some(Sale {
-                    card: sale_card,
-                    selected: Some(selected),
-                    ..
-                }) => {
-                    if &sale_card != card {
-                        verdict(Outcome::CardMismatch, state.pass.clone(), None)
-                    } else if state.blocked {
-                        verdict(denied(DenyReason::Blocked), state.pass.clone(), None)
-                    } else if selected.validity == Validity::TopUp {
-                        let mut wallet = state.wallet.clone();
-                        wallet.top_up(selected.price);
-                        let sold = Outcome::ToppedUp {
-                            selected: selected.product,
-                            price: selected.price,
-                            currency: selected.currency,
-                        };
-                        Verdict {
-                            balance: Some(wallet.balance),
-                            wallet,
-                            ..verdict(sold, pass, None)
-                        }
-                    } else if let Some(p) = pass {
-                        let info = p.info(now);
-                        verdict(Outcome::AlreadyHasPass { pass: info }, Some(p), None)
-                    } else {
-                        let p = Pass::issue(selected, now, settings.day_ends_at);
-                        let info = p.info(now);
-                        let sold = Outcome::PassIssued {
-                            pass: info,
-                            price: selected.price,
-                            currency: selected.currency,
-                        };
-                        verdict(sold, Some(p), None)
-                    }
-                }
-                _ => {
-                    if state.blocked {
-                        verdict(denied(DenyReason::Blocked), state.pass.clone(), None)
-                    } else if let Some(p) = pass.clone().filter(|_| !settings.top_ups) {
-                        let info = p.info(now);
-                        verdict(Outcome::AlreadyHasPass { pass: info }, Some(p), None)
-                    } else {
-                        let select = Outcome::SelectPass {
-                            products: Vec::new(),
-                        };
-                        verdict(select, pass, Some(next(None)))
-                    }
-                }
-            }
-        }
+            _ => start_sale(card, state, pass, now, settings),
+        },
         Input::Button(selected) => match sale {
-            Some(s) => {
-                let after = Sale {
-                    selected: Some(*selected),
-                    expires_at: now + settings.sale_timeout_ms,
-                    ..s
-                };
-                verdict(
-                    Outcome::TapToConfirm {
-                        selected: selected.product,
-                        price: selected.price,
-                        currency: selected.currency,
-                    },
-                    state.pass.clone(),
-                    Some(after),
-                )
-            }
-            None => verdict(Outcome::TapCardFirst, state.pass.clone(), None),
+            Some(s) => choose_product(s, *selected, state, now, settings),
+            None => Verdict::new(Outcome::TapCardFirst, state.pass.clone(), None, state),
         },
     }
+}
+
+/// A denial for `reason`.
+fn denied(reason: DenyReason) -> Outcome {
+    Outcome::Denied { reason }
+}
+
+/// A gate tap, `pass` being the card's live pass: a blocked card is denied and keeps what it
+/// has; a live pass is used; without one the entry is paid as you go, where offered.
+fn gate_entry(state: &State, pass: Option<Pass>, now: u64, settings: Settings) -> Verdict {
+    if state.blocked {
+        return Verdict::new(denied(DenyReason::Blocked), state.pass.clone(), None, state);
+    }
+    match pass {
+        Some(p) => use_pass(p, now, state),
+        None => pay_entry(state, settings),
+    }
+}
+
+/// An entry on a live pass: marks it used, takes a trip or starts a period's window, and
+/// removes the pass once it is used up.
+fn use_pass(mut p: Pass, now: u64, state: &State) -> Verdict {
+    let mut activated = false;
+    p.used_at.get_or_insert(now);
+    match p.terms.validity {
+        // A top-up is never stored as a pass; read as single if one were.
+        Validity::Single | Validity::ServiceDay | Validity::TopUp => {}
+        Validity::Trips => p.trips = p.trips.saturating_sub(1),
+        Validity::Period => {
+            if p.expires_at.is_none() {
+                p.expires_at = Some(now.saturating_add(p.terms.duration_ms));
+                activated = true;
+            }
+        }
+    }
+    let info = p.info(now);
+    let used_up = match p.terms.validity {
+        Validity::Single | Validity::TopUp => true,
+        Validity::Trips => p.trips == 0,
+        Validity::Period | Validity::ServiceDay => false,
+    };
+    Verdict {
+        activated,
+        ..Verdict::new(
+            Outcome::Granted { pass: info },
+            (!used_up).then_some(p),
+            None,
+            state,
+        )
+    }
+}
+
+/// An entry with no usable pass (an expired one is removed): charged from the card's wallet when
+/// the catalogue offers pay as you go (denied `insufficient_funds` when the balance cannot pay),
+/// otherwise denied `expired` or `no_pass`.
+fn pay_entry(state: &State, settings: Settings) -> Verdict {
+    let Some(payg) = settings.payg else {
+        let reason = match state.pass {
+            Some(_) => DenyReason::Expired,
+            None => DenyReason::NoPass,
+        };
+        return Verdict::new(denied(reason), None, None, state);
+    };
+    let mut wallet = state.wallet.clone();
+    let (outcome, charged, balance) = match wallet.charge(&payg, &settings.fare_day) {
+        Charge::Paid { charged, balance } => (
+            Outcome::Granted { pass: payg_pass() },
+            Some(charged),
+            balance,
+        ),
+        Charge::Insufficient { balance } => (denied(DenyReason::InsufficientFunds), None, balance),
+    };
+    Verdict {
+        wallet,
+        charged,
+        balance: Some(balance),
+        ..Verdict::new(outcome, None, None, state)
+    }
+}
+
+/// A terminal tap by the card that started a sale with a product chosen: a blocked card is
+/// denied; a top-up is added to the wallet; a pass is issued unless the card already holds a live
+/// one. The sale ends either way.
+fn confirm_sale(
+    state: &State,
+    pass: Option<Pass>,
+    selected: Terms,
+    now: u64,
+    settings: Settings,
+) -> Verdict {
+    if state.blocked {
+        Verdict::new(denied(DenyReason::Blocked), state.pass.clone(), None, state)
+    } else if selected.validity == Validity::TopUp {
+        let mut wallet = state.wallet.clone();
+        wallet.top_up(selected.price);
+        let sold = Outcome::ToppedUp {
+            selected: selected.product,
+            price: selected.price,
+            currency: selected.currency,
+        };
+        Verdict {
+            balance: Some(wallet.balance),
+            wallet,
+            ..Verdict::new(sold, pass, None, state)
+        }
+    } else if let Some(p) = pass {
+        let info = p.info(now);
+        Verdict::new(Outcome::AlreadyHasPass { pass: info }, Some(p), None, state)
+    } else {
+        let p = Pass::issue(selected, now, settings.day_ends_at);
+        let info = p.info(now);
+        let sold = Outcome::PassIssued {
+            pass: info,
+            price: selected.price,
+            currency: selected.currency,
+        };
+        Verdict::new(sold, Some(p), None, state)
+    }
+}
+
+/// A terminal tap with no sale waiting for it: a blocked card is denied; a card with a live pass
+/// is told so (unless the catalogue sells top-ups); otherwise `card` starts a sale.
+fn start_sale(
+    card: &CardId,
+    state: &State,
+    pass: Option<Pass>,
+    now: u64,
+    settings: Settings,
+) -> Verdict {
+    if state.blocked {
+        Verdict::new(denied(DenyReason::Blocked), state.pass.clone(), None, state)
+    } else if let Some(p) = pass.clone().filter(|_| !settings.top_ups) {
+        let info = p.info(now);
+        Verdict::new(Outcome::AlreadyHasPass { pass: info }, Some(p), None, state)
+    } else {
+        let select = Outcome::SelectPass {
+            products: Vec::new(),
+        };
+        let sale = Sale {
+            card: card.clone(),
+            selected: None,
+            expires_at: now + settings.sale_timeout_ms,
+        };
+        Verdict::new(select, pass, Some(sale), state)
+    }
+}
+
+/// A product button during `sale`: the product is chosen (replacing any earlier choice) and the
+/// sale's timeout starts again.
+fn choose_product(
+    sale: Sale,
+    selected: Terms,
+    state: &State,
+    now: u64,
+    settings: Settings,
+) -> Verdict {
+    let after = Sale {
+        selected: Some(selected),
+        expires_at: now + settings.sale_timeout_ms,
+        ..sale
+    };
+    let confirm = Outcome::TapToConfirm {
+        selected: selected.product,
+        price: selected.price,
+        currency: selected.currency,
+    };
+    Verdict::new(confirm, state.pass.clone(), Some(after), state)
 }
 
 /// A fail-closed gate that gave up on a tap names it (`replaces`) in the same card's next tap
