@@ -12,7 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus::core::Metric as _;
+use prometheus::core::{Collector, Metric as _};
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -70,148 +70,166 @@ pub struct Metrics(Arc<Inner>);
 
 impl Default for Metrics {
     fn default() -> Self {
-        // The definitions below are constants: a failure here is a programming error.
-        const VALID: &str = "metric definitions are valid and registered once";
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect(VALID);
-            registry.register(Box::new(c.clone())).expect(VALID);
-            c
-        };
-        let family = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect(VALID);
-            registry.register(Box::new(c.clone())).expect(VALID);
-            c
-        };
-        let messages = family(
-            "tapgate_messages_total",
-            "Device messages received, by message kind.",
-            &["message"],
-        );
-        let messages = MESSAGES
+        let r = Register(&registry);
+        Self(Arc::new(Inner {
+            messages: r.series(
+                "tapgate_messages_total",
+                "Device messages received, by message kind.",
+                "message",
+                &MESSAGES,
+            ),
+            decisions: decisions(&r),
+            rejected: r.series(
+                "tapgate_rejected_total",
+                "Device messages refused, by reason.",
+                "reason",
+                &RejectReason::ALL,
+            ),
+            replays: r.counter(
+                "tapgate_replays_total",
+                "Redelivered messages answered with their stored decision.",
+            ),
+            clock_flags: r.series(
+                "tapgate_clock_skew_flags_total",
+                "Device clocks flagged as off by more than max_clock_skew, or cleared again.",
+                "change",
+                &CLOCK_CHANGES,
+            ),
+            unstamped: r.counter(
+                "tapgate_unstamped_messages_total",
+                "Taps and buttons without time and mode, decided on the bridge's clock (transition).",
+            ),
+            latency: latency(&r),
+            redis_reconnects: r.counter(
+                "tapgate_redis_reconnects_total",
+                "Redis calls retried after a connection failure.",
+            ),
+            mqtt_reconnects: r.counter(
+                "tapgate_mqtt_reconnects_total",
+                "MQTT connection losses followed by a reconnect attempt.",
+            ),
+            dropped: dropped(&r),
+            rate_limited: r.counter(
+                "tapgate_rate_limited_total",
+                "Device messages refused (rate_limited) because their device sent more than \
+                 device_rate a second and device_burst at once; none reached Redis.",
+            ),
+            inflight: r.gauge(
+                "tapgate_inflight_messages",
+                "Messages received and not yet acknowledged.",
+            ),
+            ready: r.gauge(
+                "tapgate_ready",
+                "1 while the bridge has a Redis primary and is subscribed; 0 while it waits for one.",
+            ),
+            redis_memory: RedisMemoryGauges::new(&r),
+            registry,
+        }))
+    }
+}
+
+/// The metrics' definitions are constants: a failure to make or register one is a programming
+/// error.
+const VALID: &str = "metric definitions are valid and registered once";
+
+/// Makes metrics and registers each in one registry.
+struct Register<'a>(&'a Registry);
+
+impl Register<'_> {
+    /// `metric`, registered.
+    fn add<M: Collector + Clone + 'static>(&self, metric: prometheus::Result<M>) -> M {
+        let metric = metric.expect(VALID);
+        self.0.register(Box::new(metric.clone())).expect(VALID);
+        metric
+    }
+
+    /// A counter without labels.
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help))
+    }
+
+    /// A gauge without labels.
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    /// A counter family with one label, and its series for each of `values`, in their order.
+    fn series<T: ToString>(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[T],
+    ) -> Vec<IntCounter> {
+        let family = self.add(IntCounterVec::new(Opts::new(name, help), &[label]));
+        values
             .iter()
-            .map(|kind| messages.with_label_values(&[kind.to_string()]))
-            .collect();
-        let decisions = family(
+            .map(|value| family.with_label_values(&[value.to_string()]))
+            .collect()
+    }
+}
+
+/// `tapgate_decisions_total`: by position in [`DeviceKind::ALL`], then in [`Outcome::NAMES`].
+fn decisions(r: &Register) -> Vec<Vec<IntCounter>> {
+    let decisions = r.add(IntCounterVec::new(
+        Opts::new(
             "tapgate_decisions_total",
             "Decisions published, by device kind and outcome.",
-            &["device_kind", "outcome"],
-        );
-        let decisions = DeviceKind::ALL
-            .iter()
-            .map(|kind| {
-                let kind = kind.to_string();
-                Outcome::NAMES
-                    .iter()
-                    .map(|outcome| decisions.with_label_values(&[kind.as_str(), outcome]))
-                    .collect()
-            })
-            .collect();
-        let rejected = family(
-            "tapgate_rejected_total",
-            "Device messages refused, by reason.",
-            &["reason"],
-        );
-        let rejected = RejectReason::ALL
-            .iter()
-            .map(|reason| rejected.with_label_values(&[reason.to_string()]))
-            .collect();
-        let replays = counter(
-            "tapgate_replays_total",
-            "Redelivered messages answered with their stored decision.",
-        );
-        let clock_flags = family(
-            "tapgate_clock_skew_flags_total",
-            "Device clocks flagged as off by more than max_clock_skew, or cleared again.",
-            &["change"],
-        );
-        let clock_flags = CLOCK_CHANGES
-            .iter()
-            .map(|change| clock_flags.with_label_values(&[change]))
-            .collect();
-        let unstamped = counter(
-            "tapgate_unstamped_messages_total",
-            "Taps and buttons without time and mode, decided on the bridge's clock (transition).",
-        );
-        let latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "tapgate_decision_latency_seconds",
-                "Time from receiving a message to publishing its decision.",
-            )
-            .buckets(BUCKETS.to_vec()),
+        ),
+        &["device_kind", "outcome"],
+    ));
+    DeviceKind::ALL
+        .iter()
+        .map(|kind| {
+            let kind = kind.to_string();
+            Outcome::NAMES
+                .iter()
+                .map(|outcome| decisions.with_label_values(&[kind.as_str(), outcome]))
+                .collect()
+        })
+        .collect()
+}
+
+/// `tapgate_decision_latency_seconds`, in [`BUCKETS`].
+fn latency(r: &Register) -> Histogram {
+    r.add(Histogram::with_opts(
+        HistogramOpts::new(
+            "tapgate_decision_latency_seconds",
+            "Time from receiving a message to publishing its decision.",
         )
-        .expect(VALID);
-        registry.register(Box::new(latency.clone())).expect(VALID);
-        let redis_reconnects = counter(
-            "tapgate_redis_reconnects_total",
-            "Redis calls retried after a connection failure.",
-        );
-        let mqtt_reconnects = counter(
-            "tapgate_mqtt_reconnects_total",
-            "MQTT connection losses followed by a reconnect attempt.",
-        );
-        let dropped = IntCounter::with_opts(
-            Opts::new(
-                "tapgate_dropped_total",
-                "QoS 0 messages dropped because their worker shard's queue was full.",
-            )
-            .const_label("qos", "0"),
+        .buckets(BUCKETS.to_vec()),
+    ))
+}
+
+/// `tapgate_dropped_total`, with the constant label `qos="0"`: QoS 1 messages are never dropped.
+fn dropped(r: &Register) -> IntCounter {
+    r.add(IntCounter::with_opts(
+        Opts::new(
+            "tapgate_dropped_total",
+            "QoS 0 messages dropped because their worker shard's queue was full.",
         )
-        .expect(VALID);
-        registry.register(Box::new(dropped.clone())).expect(VALID);
-        let rate_limited = counter(
-            "tapgate_rate_limited_total",
-            "Device messages refused (rate_limited) because their device sent more than \
-             device_rate a second and device_burst at once; none reached Redis.",
-        );
-        let inflight = IntGauge::new(
-            "tapgate_inflight_messages",
-            "Messages received and not yet acknowledged.",
-        )
-        .expect(VALID);
-        registry.register(Box::new(inflight.clone())).expect(VALID);
-        let ready = IntGauge::new(
-            "tapgate_ready",
-            "1 while the bridge has a Redis primary and is subscribed; 0 while it waits for one.",
-        )
-        .expect(VALID);
-        registry.register(Box::new(ready.clone())).expect(VALID);
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect(VALID);
-            registry.register(Box::new(g.clone())).expect(VALID);
-            g
-        };
-        let redis_memory = RedisMemoryGauges {
-            used: gauge(
+        .const_label("qos", "0"),
+    ))
+}
+
+impl RedisMemoryGauges {
+    /// The Redis memory gauges and the refusals counter, registered.
+    fn new(r: &Register) -> Self {
+        Self {
+            used: r.gauge(
                 "tapgate_redis_used_memory_bytes",
                 "Memory Redis uses (INFO memory used_memory), read every few seconds.",
             ),
-            max: gauge(
+            max: r.gauge(
                 "tapgate_redis_maxmemory_bytes",
                 "Redis's memory limit (maxmemory); 0 when it has none.",
             ),
-            full: counter(
+            full: r.counter(
                 "tapgate_redis_full_refusals_total",
                 "Redis writes refused because Redis reached maxmemory (OOM): nothing was stored.",
             ),
-        };
-        Self(Arc::new(Inner {
-            registry,
-            messages,
-            decisions,
-            rejected,
-            replays,
-            clock_flags,
-            unstamped,
-            latency,
-            redis_reconnects,
-            mqtt_reconnects,
-            dropped,
-            rate_limited,
-            inflight,
-            ready,
-            redis_memory,
-        }))
+        }
     }
 }
 
