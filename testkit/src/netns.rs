@@ -90,6 +90,24 @@ fn must(args: &[&str]) -> String {
     ip(args).unwrap_or_else(|e| panic!("network lab: {e}"))
 }
 
+/// [`must`] inside `namespace`: `ip -n <namespace> args…`.
+fn must_in(namespace: &str, args: &[&str]) {
+    let mut all = vec!["-n", namespace];
+    all.extend_from_slice(args);
+    must(&all);
+}
+
+/// Panics saying what a lab needs unless network namespaces and `nft` are available.
+fn require_tools() {
+    if let Err(e) = ip(&["netns", "list"]) {
+        panic!(
+            "network namespaces are unavailable ({e}): the partition tests need root \
+             (CAP_NET_ADMIN, CAP_SYS_ADMIN), iproute2 and nftables"
+        );
+    }
+    find_binary("nft", "nftables");
+}
+
 /// One node of a lab: a namespace and its address.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -103,6 +121,10 @@ pub struct Node {
 
 /// Namespaces, links and routes for one test; everything is removed on drop.
 pub struct Lab {
+    /// `tg<pid>`: the start of every namespace's name.
+    tag: String,
+    /// N in `10.77.N.0/24`.
+    third: u8,
     subnet: String,
     core: String,
     nodes: Vec<Node>,
@@ -115,146 +137,123 @@ impl Lab {
     /// Builds a lab with one namespace per name in `nodes` (at most 60), all reachable.
     pub fn new(nodes: &[&str]) -> Self {
         assert!(nodes.len() <= 60, "a lab has at most 60 nodes");
-        if let Err(e) = ip(&["netns", "list"]) {
-            panic!(
-                "network namespaces are unavailable ({e}): the partition tests need root \
-                 (CAP_NET_ADMIN, CAP_SYS_ADMIN), iproute2 and nftables"
-            );
-        }
-        find_binary("nft", "nftables");
+        require_tools();
         remove_abandoned_labs();
-        let pid = std::process::id();
-        let tag = format!("tg{pid}");
-        let third = free_subnet();
-        let subnet = format!("{}.{}.{third}.0/24", PREFIX[0], PREFIX[1]);
-        let addr = |host: u32| Ipv4Addr::new(PREFIX[0], PREFIX[1], third, host as u8);
-        let core = format!("{tag}-core");
-        let mut lab = Self {
-            root_link: format!("{tag}-{third}"),
-            subnet: subnet.clone(),
-            core: core.clone(),
-            nodes: Vec::new(),
-            dir: tempfile::Builder::new()
-                .prefix("tapgate-lab-")
-                .tempdir()
-                .expect("temp dir"),
-            processes: Vec::new(),
-        };
+        // From here on the lab's `Drop` removes whatever of it exists, also if a step panics.
+        let mut lab = Self::named(free_subnet());
         // First the safety net: from here on, nothing for the subnet can leave the machine.
         must(&[
             "route",
             "add",
             "unreachable",
-            &subnet,
+            &lab.subnet,
             "metric",
             SAFETY_METRIC,
         ]);
-        if let Err(e) = ip(&["netns", "add", &core]) {
-            drop(lab);
-            panic!(
-                "cannot create a network namespace ({e}): the partition tests need root \
-                 (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
-            );
-        }
-        let in_core = |args: &[&str]| {
-            let mut all = vec!["-n", core.as_str()];
-            all.extend_from_slice(args);
-            must(&all);
-        };
-        in_core(&["route", "add", "unreachable", "default"]);
-        in_core(&["link", "set", "lo", "up"]);
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &core,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("network lab: {e}"));
-        // The test's own namespace ↔ the router.
-        must(&[
-            "link",
-            "add",
-            &lab.root_link,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "toroot",
-            "netns",
-            &core,
-        ]);
-        must(&[
-            "addr",
-            "add",
-            &format!("{}/30", addr(1)),
-            "dev",
-            &lab.root_link,
-        ]);
-        must(&["link", "set", &lab.root_link, "up"]);
-        in_core(&["addr", "add", &format!("{}/30", addr(2)), "dev", "toroot"]);
-        in_core(&["link", "set", "toroot", "up"]);
-        must(&[
-            "route",
-            "add",
-            &subnet,
-            "via",
-            &addr(2).to_string(),
-            "metric",
-            "10",
-        ]);
+        lab.add_router();
+        lab.link_root();
         for (k, name) in nodes.iter().enumerate() {
-            let k = k as u32 + 1;
-            let namespace = format!("{tag}-{name}");
-            must(&["netns", "add", &namespace]);
-            let link = format!("n{k}");
-            in_core(&[
-                "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &namespace,
-            ]);
-            in_core(&[
-                "addr",
-                "add",
-                &format!("{}/30", addr(4 * k + 1)),
-                "dev",
-                &link,
-            ]);
-            in_core(&["link", "set", &link, "up"]);
-            let in_node = |args: &[&str]| {
-                let mut all = vec!["-n", namespace.as_str()];
-                all.extend_from_slice(args);
-                must(&all);
-            };
-            in_node(&["link", "set", "lo", "up"]);
-            in_node(&[
-                "addr",
-                "add",
-                &format!("{}/30", addr(4 * k + 2)),
-                "dev",
-                "eth0",
-            ]);
-            in_node(&["link", "set", "eth0", "up"]);
-            in_node(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                &addr(4 * k + 1).to_string(),
-            ]);
-            lab.nodes.push(Node {
-                name: (*name).to_owned(),
-                namespace,
-                ip: addr(4 * k + 2),
-            });
+            lab.add_node(k as u32 + 1, name);
         }
         lab.nft(
             "add table inet lab\n\
              add chain inet lab forward { type filter hook forward priority 0; policy accept; }\n",
         );
         lab
+    }
+
+    /// A lab on `10.77.<third>.0/24` with its names chosen and nothing made yet.
+    fn named(third: u8) -> Self {
+        let tag = format!("tg{}", std::process::id());
+        Self {
+            subnet: format!("{}.{}.{third}.0/24", PREFIX[0], PREFIX[1]),
+            core: format!("{tag}-core"),
+            root_link: format!("{tag}-{third}"),
+            tag,
+            third,
+            nodes: Vec::new(),
+            dir: tempfile::Builder::new()
+                .prefix("tapgate-lab-")
+                .tempdir()
+                .expect("temp dir"),
+            processes: Vec::new(),
+        }
+    }
+
+    /// The lab's address `10.77.<third>.<host>`.
+    fn addr(&self, host: u32) -> Ipv4Addr {
+        Ipv4Addr::new(PREFIX[0], PREFIX[1], self.third, host as u8)
+    }
+
+    /// The router's namespace, forwarding, with an `unreachable` default route: a packet it has
+    /// no link for goes nowhere.
+    fn add_router(&self) {
+        if let Err(e) = ip(&["netns", "add", &self.core]) {
+            panic!(
+                "cannot create a network namespace ({e}): the partition tests need root \
+                 (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+            );
+        }
+        must_in(&self.core, &["route", "add", "unreachable", "default"]);
+        must_in(&self.core, &["link", "set", "lo", "up"]);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.core,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("network lab: {e}"));
+    }
+
+    /// The veth between the test's own namespace (`10.77.N.1`) and the router (`10.77.N.2`), and
+    /// the test's route to the subnet through it.
+    fn link_root(&self) {
+        let (root, core) = (&self.root_link, &self.core);
+        must(&[
+            "link", "add", root, "type", "veth", "peer", "name", "toroot", "netns", core,
+        ]);
+        must(&["addr", "add", &format!("{}/30", self.addr(1)), "dev", root]);
+        must(&["link", "set", root, "up"]);
+        let router = format!("{}/30", self.addr(2));
+        must_in(core, &["addr", "add", &router, "dev", "toroot"]);
+        must_in(core, &["link", "set", "toroot", "up"]);
+        let via = self.addr(2).to_string();
+        must(&["route", "add", &self.subnet, "via", &via, "metric", "10"]);
+    }
+
+    /// Node `k` (from 1), `name`: its namespace, its veth `n<k>` to the router (router
+    /// `10.77.N.(4k+1)`, node `10.77.N.(4k+2)`) and its default route through it. The node is
+    /// recorded before its namespace is made, so `Drop` deletes it whichever step fails.
+    fn add_node(&mut self, k: u32, name: &str) {
+        let namespace = format!("{}-{name}", self.tag);
+        let (router, node) = (self.addr(4 * k + 1), self.addr(4 * k + 2));
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            namespace: namespace.clone(),
+            ip: node,
+        });
+        must(&["netns", "add", &namespace]);
+        let link = format!("n{k}");
+        must_in(
+            &self.core,
+            &[
+                "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &namespace,
+            ],
+        );
+        let router_addr = format!("{router}/30");
+        must_in(&self.core, &["addr", "add", &router_addr, "dev", &link]);
+        must_in(&self.core, &["link", "set", &link, "up"]);
+        must_in(&namespace, &["link", "set", "lo", "up"]);
+        let node_addr = format!("{node}/30");
+        must_in(&namespace, &["addr", "add", &node_addr, "dev", "eth0"]);
+        must_in(&namespace, &["link", "set", "eth0", "up"]);
+        let via = router.to_string();
+        must_in(&namespace, &["route", "add", "default", "via", &via]);
     }
 
     /// The node named `name`.
