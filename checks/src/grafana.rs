@@ -141,150 +141,149 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The command (lower case) and key of a Redis command line, if it is a read naming a key.
-fn redis_query(
-    place: &str,
-    command_line: &str,
-    out: &mut Vec<Finding>,
-    file: &str,
-) -> Option<(String, String)> {
-    let mut words = command_line.split_whitespace();
-    let command = words.next()?.to_ascii_lowercase();
-    if !REDIS_READS.contains(&command.as_str()) {
-        out.push(Finding::new(
-            file,
-            format!("{place}: Redis command {command:?} is not one of the read commands {REDIS_READS:?}"),
-        ));
-        return None;
-    }
-    match words.next() {
-        Some(key) => Some((command, key.to_owned())),
-        None => {
-            out.push(Finding::new(
-                file,
-                format!("{place}: {command_line:?} names no key"),
-            ));
-            None
-        }
-    }
-}
-
 /// Collects the queries of dashboard `dash` (file `file`), given the provisioned data sources.
 /// Findings: queries whose data source is unknown, Redis commands that are not plain reads.
 pub fn scan(file: &str, dash: &Value, sources: &[DataSource]) -> (Queries, Vec<Finding>) {
-    let mut queries = Queries::default();
-    let mut findings = Vec::new();
-    let kind_of = |uid: Option<&str>| -> Option<&str> {
-        let uid = uid?;
-        sources
-            .iter()
-            .find(|s| s.uid == uid)
-            .map(|s| s.kind.as_str())
+    let mut scan = Scan {
+        file,
+        sources,
+        queries: Queries::default(),
+        findings: Vec::new(),
     };
+    for panel in panels(dash) {
+        let title = panel.get("title").and_then(Value::as_str);
+        let title = title.unwrap_or("(untitled)");
+        let targets = panel.get("targets").and_then(Value::as_array);
+        for (i, target) in targets.into_iter().flatten().enumerate() {
+            let uid = datasource_uid(target).or(datasource_uid(panel));
+            scan.target(format!("panel {title:?} target {i}"), target, uid);
+        }
+    }
+    let vars = dash.pointer("/templating/list").and_then(Value::as_array);
+    for var in vars.into_iter().flatten() {
+        scan.variable(var);
+    }
+    (scan.queries, scan.findings)
+}
 
-    let mut panels: Vec<&Value> = Vec::new();
-    let mut stack: Vec<&Value> = dash
+/// Every panel of a dashboard or row, those in rows too, in the order a stack of them gives.
+fn panels(v: &Value) -> Vec<&Value> {
+    let inner = v
         .get("panels")
         .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    while let Some(p) = stack.pop() {
-        if let Some(inner) = p.get("panels").and_then(Value::as_array) {
-            stack.extend(inner);
-        }
-        panels.push(p);
+        .into_iter()
+        .flatten();
+    inner
+        .rev()
+        .flat_map(|p| std::iter::once(p).chain(panels(p)))
+        .collect()
+}
+
+/// A dashboard's queries as [`scan`] collects them, and what it found wrong on the way.
+struct Scan<'a> {
+    file: &'a str,
+    sources: &'a [DataSource],
+    queries: Queries,
+    findings: Vec<Finding>,
+}
+
+impl<'a> Scan<'a> {
+    /// Records what is wrong.
+    fn finding(&mut self, what: String) {
+        self.findings.push(Finding::new(self.file, what));
     }
-    for panel in panels {
-        let title = panel
-            .get("title")
-            .and_then(Value::as_str)
-            .unwrap_or("(untitled)");
-        let panel_uid = datasource_uid(panel);
-        let Some(targets) = panel.get("targets").and_then(Value::as_array) else {
-            continue;
-        };
-        for (i, target) in targets.iter().enumerate() {
-            let place = format!("panel {title:?} target {i}");
-            let uid = datasource_uid(target).or(panel_uid);
-            match kind_of(uid) {
-                Some(REDIS_TYPE) => {
-                    let line = match text(target, "type") {
-                        "command" | "" => {
-                            format!("{} {}", text(target, "command"), text(target, "keyName"))
-                        }
-                        "cli" => text(target, "query").to_owned(),
-                        other => {
-                            findings.push(Finding::new(
-                                file,
-                                format!("{place}: unsupported Redis query type {other:?}"),
-                            ));
-                            continue;
-                        }
-                    };
-                    let Some((command, key)) = redis_query(&place, &line, &mut findings, file)
-                    else {
-                        continue;
-                    };
-                    let fields = text(target, "field").split_whitespace();
-                    queries.redis_queries.push(RedisQuery {
-                        place: place.clone(),
-                        command,
-                        key: key.clone(),
-                        fields: fields.map(str::to_owned).collect(),
-                    });
-                    queries.redis_keys.push((place, key));
+
+    /// The plugin id of the provisioned data source with id `uid`.
+    fn kind_of(&self, uid: Option<&str>) -> Option<&'a str> {
+        let uid = uid?;
+        let source = self.sources.iter().find(|s| s.uid == uid)?;
+        Some(&source.kind)
+    }
+
+    /// One query of a panel, on the data source `uid` names.
+    fn target(&mut self, place: String, target: &Value, uid: Option<&str>) {
+        match self.kind_of(uid) {
+            Some(REDIS_TYPE) => self.redis_target(place, target),
+            Some(PROMETHEUS_TYPE) => match target.get("expr").and_then(Value::as_str) {
+                Some(expr) if !expr.trim().is_empty() => {
+                    self.queries.prom_exprs.push((place, expr.to_owned()))
                 }
-                Some(PROMETHEUS_TYPE) => {
-                    match target.get("expr").and_then(Value::as_str) {
-                        Some(expr) if !expr.trim().is_empty() => {
-                            queries.prom_exprs.push((place, expr.to_owned()))
-                        }
-                        _ => findings.push(Finding::new(file, format!("{place}: empty PromQL expression"))),
-                    }
-                }
-                _ => findings.push(Finding::new(
-                    file,
-                    format!("{place}: data source {uid:?} is not a provisioned Redis or Prometheus source"),
-                )),
+                _ => self.finding(format!("{place}: empty PromQL expression")),
+            },
+            _ => self.finding(format!(
+                "{place}: data source {uid:?} is not a provisioned Redis or Prometheus source"
+            )),
+        }
+    }
+
+    /// A panel's Redis query, a command with `keyName` (`"type": "command"`) or a command line
+    /// (`"type": "cli"`), with its `hmget` / `hget` fields.
+    fn redis_target(&mut self, place: String, target: &Value) {
+        let line = match text(target, "type") {
+            "command" | "" => format!("{} {}", text(target, "command"), text(target, "keyName")),
+            "cli" => text(target, "query").to_owned(),
+            other => {
+                return self.finding(format!("{place}: unsupported Redis query type {other:?}"))
             }
-        }
+        };
+        let Some((command, key)) = self.redis_query(&place, &line) else {
+            return;
+        };
+        let fields = text(target, "field").split_whitespace();
+        self.queries.redis_queries.push(RedisQuery {
+            place: place.clone(),
+            command,
+            key: key.clone(),
+            fields: fields.map(str::to_owned).collect(),
+        });
+        self.queries.redis_keys.push((place, key));
     }
-    let vars = dash
-        .pointer("/templating/list")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for var in &vars {
+
+    /// A template variable filled by a query (other variables are not read): a Redis command
+    /// line or a PromQL expression.
+    fn variable(&mut self, var: &Value) {
         if var.get("type").and_then(Value::as_str) != Some("query") {
-            continue;
+            return;
         }
         let name = var.get("name").and_then(Value::as_str).unwrap_or("?");
         let place = format!("variable {name:?}");
         let query = match var.get("query") {
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Object(o)) => o
-                .get("query")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            Some(query @ Value::Object(_)) => text(query, "query").to_owned(),
             _ => String::new(),
         };
-        match kind_of(datasource_uid(var)) {
+        match self.kind_of(datasource_uid(var)) {
             Some(REDIS_TYPE) => {
-                if let Some((_, key)) = redis_query(&place, &query, &mut findings, file) {
-                    queries.redis_keys.push((place, key));
+                if let Some((_, key)) = self.redis_query(&place, &query) {
+                    self.queries.redis_keys.push((place, key));
                 }
-                queries.redis_variables.push(RedisVariable {
+                self.queries.redis_variables.push(RedisVariable {
                     name: name.to_owned(),
                     query: query.clone(),
                     regex: text(var, "regex").to_owned(),
                 });
             }
-            Some(PROMETHEUS_TYPE) => queries.prom_exprs.push((place, query)),
-            _ => findings.push(Finding::new(file, format!("{place}: unknown data source"))),
+            Some(PROMETHEUS_TYPE) => self.queries.prom_exprs.push((place, query)),
+            _ => self.finding(format!("{place}: unknown data source")),
         }
     }
-    (queries, findings)
+
+    /// The command (lower case) and key of a Redis command line, if it is a read naming a key.
+    fn redis_query(&mut self, place: &str, command_line: &str) -> Option<(String, String)> {
+        let mut words = command_line.split_whitespace();
+        let command = words.next()?.to_ascii_lowercase();
+        if !REDIS_READS.contains(&command.as_str()) {
+            self.finding(format!(
+                "{place}: Redis command {command:?} is not one of the read commands {REDIS_READS:?}"
+            ));
+            return None;
+        }
+        let key = words.next();
+        if key.is_none() {
+            self.finding(format!("{place}: {command_line:?} names no key"));
+        }
+        Some((command, key?.to_owned()))
+    }
 }
 
 /// Every Redis key in `queries` that names no documented key.
