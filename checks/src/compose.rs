@@ -92,9 +92,8 @@ fn map<'a>(v: &'a Value, key: &str) -> Option<&'a Mapping> {
     v.get(key).and_then(Value::as_mapping)
 }
 
-fn str_of(v: &Value) -> Option<&str> {
-    v.as_str()
-}
+/// Variables and their values, as an env file gives them.
+type Env = BTreeMap<String, String>;
 
 /// Checks the compose file `rel` against the env file `env_rel`. Mounted paths are checked with
 /// both the compose defaults and the env file's values.
@@ -105,17 +104,36 @@ pub fn check(rel: &str, env_rel: &str) -> Result<Vec<Finding>, CheckError> {
         path: rel.into(),
         source,
     })?;
-    let mut out = Vec::new();
-    let mut finding = |what: String| out.push(Finding::new(rel, what));
-
     let Some(top) = doc.as_mapping() else {
-        finding("the file is not a mapping".into());
-        return Ok(out);
+        return Ok(vec![Finding::new(rel, "the file is not a mapping")]);
     };
+    let mut found = Vec::new();
+    top_level(&mut found, top);
+    unlisted_variables(&mut found, &text, &env, env_rel);
+    let declared_volumes: BTreeSet<&str> = map(&doc, "volumes")
+        .map(|m| m.keys().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match map(&doc, "services") {
+        None => found.push("no services".into()),
+        Some(services) => {
+            for (name, svc) in services {
+                let name = name.as_str().unwrap_or("?");
+                build(&mut found, name, svc);
+                mounts(&mut found, name, svc, &declared_volumes, &env);
+                start_order(&mut found, name, svc, services);
+                secrets(&mut found, name, svc);
+            }
+        }
+    }
+    Ok(found.into_iter().map(|w| Finding::new(rel, w)).collect())
+}
+
+/// The top-level keys docker-compose 1.29 reads (no `name`), and no `configs` written inline.
+fn top_level(found: &mut Vec<String>, top: &Mapping) {
     for key in top.keys() {
         let k = key.as_str().unwrap_or_default();
         if k == "name" {
-            finding(
+            found.push(
                 "top-level name: docker-compose 1.29 refuses it (give the project name with -p or \
                  COMPOSE_PROJECT_NAME)"
                     .into(),
@@ -123,159 +141,150 @@ pub fn check(rel: &str, env_rel: &str) -> Result<Vec<Finding>, CheckError> {
         } else if !["services", "volumes", "networks", "secrets", "configs"].contains(&k)
             && !k.starts_with("x-")
         {
-            finding(format!("unknown top-level key {k:?}"));
+            found.push(format!("unknown top-level key {k:?}"));
         }
     }
-    for (name, config) in map(&doc, "configs").into_iter().flatten() {
+    let configs = top.get("configs").and_then(Value::as_mapping);
+    for (name, config) in configs.into_iter().flatten() {
         let name = name.as_str().unwrap_or("?");
         for inline in ["content", "environment"] {
             if config.get(inline).is_some() {
-                finding(format!(
+                found.push(format!(
                     "config {name}: {inline} needs Compose 2.23; docker-compose 1.29 reads only file configs"
                 ));
             }
         }
     }
+}
 
-    // Variables.
-    let used: BTreeSet<String> = variables(&text).into_iter().map(|v| v.name).collect();
-    for name in &used {
-        if !env.contains_key(name) {
-            finding(format!("variable {name} is not listed in {env_rel}"));
+/// Variables the compose `text` uses and `env` (file `env_rel`) does not list, and the reverse.
+fn unlisted_variables(found: &mut Vec<String>, text: &str, env: &Env, env_rel: &str) {
+    let used: BTreeSet<String> = variables(text).into_iter().map(|v| v.name).collect();
+    let unlisted = used.iter().filter(|name| !env.contains_key(*name));
+    found.extend(unlisted.map(|name| format!("variable {name} is not listed in {env_rel}")));
+    let unused = env.keys().filter(|name| !used.contains(*name));
+    found.extend(
+        unused.map(|name| format!("{env_rel} lists {name}, which the compose file never uses")),
+    );
+}
+
+/// A service's image, or its build: an explicit Dockerfile that exists, with its own
+/// `.dockerignore`.
+fn build(found: &mut Vec<String>, name: &str, svc: &Value) {
+    let Some(build) = svc.get("build") else {
+        if svc.get("image").is_none() {
+            found.push(format!("service {name}: neither image nor build"));
         }
+        return;
+    };
+    let context = build.get("context").and_then(Value::as_str).unwrap_or(".");
+    let Some(dockerfile) = build.get("dockerfile").and_then(Value::as_str) else {
+        return found.push(format!(
+            "service {name}: build without an explicit dockerfile"
+        ));
+    };
+    let path = std::path::Path::new(context).join(dockerfile);
+    let shown = path.display();
+    if !repo::is_file(&path) {
+        found.push(format!("service {name}: Dockerfile {shown} does not exist"));
     }
-    for name in env.keys() {
-        if !used.contains(name) {
-            finding(format!(
-                "{env_rel} lists {name}, which the compose file never uses"
+    let ignore = format!("{shown}.dockerignore");
+    if !repo::is_file(&ignore) {
+        found.push(format!(
+            "service {name}: no {ignore}, so the whole checkout (target/ too) is sent to the builder"
+        ));
+    }
+}
+
+/// A service's mounts, in the short syntax: a path in the repository that exists (with the
+/// compose defaults and with `env`'s values), a folder a variable names, or a declared volume.
+fn mounts(found: &mut Vec<String>, name: &str, svc: &Value, volumes: &BTreeSet<&str>, env: &Env) {
+    let mounts = svc.get("volumes").and_then(Value::as_sequence);
+    for v in mounts.into_iter().flatten() {
+        let Some(spec) = v.as_str() else {
+            found.push(format!(
+                "service {name}: use the short volume syntax (source:target[:ro])"
+            ));
+            continue;
+        };
+        let source = spec.split(':').next().unwrap_or_default();
+        if source.starts_with('.') || source.starts_with('/') {
+            for vars in [&Env::new(), env] {
+                let spec = interpolate(spec, vars);
+                let path = spec.split(':').next().unwrap_or_default();
+                let path = path.trim_start_matches("./");
+                if !repo::root().join(path).exists() {
+                    found.push(format!("service {name}: mounted {path} does not exist"));
+                }
+            }
+        } else if source.starts_with('$') {
+            // A folder the operator chooses (e.g. TLS certificates): it lives outside the
+            // repository, so only the variable is checked (listed in .env.example, above).
+        } else if !volumes.contains(source) {
+            found.push(format!(
+                "service {name}: volume {source} is not declared under volumes:"
             ));
         }
     }
+}
 
-    let no_defaults = BTreeMap::new();
-    let declared_volumes: BTreeSet<String> = map(&doc, "volumes")
-        .map(|m| m.keys().filter_map(str_of).map(str::to_owned).collect())
-        .unwrap_or_default();
-    let Some(services) = map(&doc, "services") else {
-        finding("no services".into());
-        return Ok(out);
-    };
-    let names: BTreeSet<&str> = services.keys().filter_map(str_of).collect();
-    for (name, svc) in services {
-        let name = name.as_str().unwrap_or("?");
-        // Image or build.
-        match (svc.get("image"), svc.get("build")) {
-            (None, None) => finding(format!("service {name}: neither image nor build")),
-            (_, Some(build)) => {
-                let context = build.get("context").and_then(str_of).unwrap_or(".");
-                match build.get("dockerfile").and_then(str_of) {
-                    Some(dockerfile) => {
-                        let path = std::path::Path::new(context).join(dockerfile);
-                        if !repo::is_file(&path) {
-                            finding(format!(
-                                "service {name}: Dockerfile {} does not exist",
-                                path.display()
-                            ));
-                        }
-                        let ignore = format!("{}.dockerignore", path.display());
-                        if !repo::is_file(&ignore) {
-                            finding(format!(
-                                "service {name}: no {ignore}, so the whole checkout (target/ too) is sent to the builder"
-                            ));
-                        }
-                    }
-                    None => finding(format!(
-                        "service {name}: build without an explicit dockerfile"
-                    )),
-                }
-            }
-            _ => {}
-        }
-        // Mounts.
-        let volumes = svc
-            .get("volumes")
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default();
-        for v in &volumes {
-            let Some(spec) = v.as_str() else {
-                finding(format!(
-                    "service {name}: use the short volume syntax (source:target[:ro])"
-                ));
-                continue;
-            };
-            let source = spec.split(':').next().unwrap_or_default();
-            if source.starts_with('.') || source.starts_with('/') {
-                for vars in [&no_defaults, &env] {
-                    let spec = interpolate(spec, vars);
-                    let path = spec.split(':').next().unwrap_or_default();
-                    let path = path.trim_start_matches("./");
-                    if !repo::root().join(path).exists() {
-                        finding(format!("service {name}: mounted {path} does not exist"));
-                    }
-                }
-            } else if source.starts_with('$') {
-                // A folder the operator chooses (e.g. TLS certificates): it lives outside the
-                // repository, so only the variable is checked (listed in .env.example, above).
-            } else if !declared_volumes.contains(source) {
-                finding(format!(
-                    "service {name}: volume {source} is not declared under volumes:"
-                ));
-            }
-        }
-        // Start order.
-        match svc.get("depends_on") {
-            None => {}
-            Some(Value::Mapping(deps)) => {
-                for (dep, cond) in deps {
-                    let dep = dep.as_str().unwrap_or("?");
-                    if !names.contains(dep) {
-                        finding(format!("service {name} depends on unknown service {dep}"));
-                        continue;
-                    }
-                    let condition = cond.get("condition").and_then(str_of);
-                    if condition == Some("service_healthy")
-                        && services
-                            .get(dep)
-                            .and_then(|d| d.get("healthcheck"))
-                            .is_none()
-                    {
-                        finding(format!("service {name} waits for {dep} to be healthy, but {dep} has no healthcheck"));
-                    }
-                    if condition.is_none() {
-                        finding(format!(
-                            "service {name}: depends_on {dep} without a condition"
-                        ));
-                    }
-                }
-            }
-            Some(_) => finding(format!(
+/// A service's start order: `depends_on` a mapping, each on a known service with a condition,
+/// `service_healthy` only on a service with a healthcheck.
+fn start_order(found: &mut Vec<String>, name: &str, svc: &Value, services: &Mapping) {
+    let deps = match svc.get("depends_on") {
+        None => return,
+        Some(Value::Mapping(deps)) => deps,
+        Some(_) => {
+            return found.push(format!(
                 "service {name}: depends_on must be a mapping with conditions, not a list"
-            )),
+            ))
         }
-        // Secrets only from variables.
-        if let Some(envs) = map(svc, "environment") {
-            for (k, v) in envs {
-                let k = k.as_str().unwrap_or_default();
-                let secretish = ["PASSWORD", "SECRET", "COOKIE", "TOKEN"]
-                    .iter()
-                    .any(|s| k.to_ascii_uppercase().contains(s));
-                let value = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => format!("{other:?}"),
-                };
-                if secretish && !value.is_empty() && !value.contains('$') {
-                    finding(format!(
-                        "service {name}: {k} is written in the file; take it from a variable"
-                    ));
-                }
-            }
-        } else if svc.get("environment").is_some() {
-            finding(format!("service {name}: environment must be a mapping"));
+    };
+    for (dep, cond) in deps {
+        let dep = dep.as_str().unwrap_or("?");
+        let Some(dep_svc) = services.get(dep) else {
+            found.push(format!("service {name} depends on unknown service {dep}"));
+            continue;
+        };
+        let condition = cond.get("condition").and_then(Value::as_str);
+        if condition == Some("service_healthy") && dep_svc.get("healthcheck").is_none() {
+            found.push(format!(
+                "service {name} waits for {dep} to be healthy, but {dep} has no healthcheck"
+            ));
+        }
+        if condition.is_none() {
+            found.push(format!(
+                "service {name}: depends_on {dep} without a condition"
+            ));
         }
     }
-    Ok(out)
+}
+
+/// A service's environment: a mapping, with every secret-looking setting (password, secret,
+/// cookie, token) taken from a variable.
+fn secrets(found: &mut Vec<String>, name: &str, svc: &Value) {
+    let Some(envs) = map(svc, "environment") else {
+        if svc.get("environment").is_some() {
+            found.push(format!("service {name}: environment must be a mapping"));
+        }
+        return;
+    };
+    for (k, v) in envs {
+        let k = k.as_str().unwrap_or_default();
+        let secretish = ["PASSWORD", "SECRET", "COOKIE", "TOKEN"]
+            .iter()
+            .any(|s| k.to_ascii_uppercase().contains(s));
+        let value = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => format!("{other:?}"),
+        };
+        if secretish && !value.is_empty() && !value.contains('$') {
+            found.push(format!(
+                "service {name}: {k} is written in the file; take it from a variable"
+            ));
+        }
+    }
 }
 
 /// What a service tells its program: `TAPGATE_*` environment variables and `--flags` of its
@@ -301,7 +310,7 @@ pub fn service_settings(rel: &str) -> Result<Vec<ServiceSettings>, CheckError> {
         let env = map(svc, "environment")
             .map(|m| {
                 m.keys()
-                    .filter_map(str_of)
+                    .filter_map(Value::as_str)
                     .filter(|k| k.starts_with("TAPGATE_"))
                     .map(str::to_owned)
                     .collect()
@@ -310,7 +319,12 @@ pub fn service_settings(rel: &str) -> Result<Vec<ServiceSettings>, CheckError> {
         let command = svc
             .get("command")
             .and_then(Value::as_sequence)
-            .map(|c| c.iter().filter_map(str_of).map(str::to_owned).collect())
+            .map(|c| {
+                c.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         out.push(ServiceSettings {
             service: name.as_str().unwrap_or_default().to_owned(),
