@@ -407,53 +407,51 @@ impl ProductForm {
 
     /// The entries of a `trips` product, which it must give; no other kind has any.
     fn trips(&self, validity: Validity) -> Result<u32, Fault> {
-        match (&self.trips, validity) {
-            (Some(t), Validity::Trips) => u32::try_from(*t.get_ref())
+        let entries = |t: &i64| {
+            u32::try_from(*t)
                 .ok()
                 .filter(|n| (1..=MAX_TRIPS).contains(n))
-                .ok_or_else(|| (t.span(), "trips", format!("from 1 to {MAX_TRIPS} entries"))),
-            (None, Validity::Trips) => Err((
-                self.validity.span(),
-                "trips",
-                "a trips product needs trips = N".into(),
-            )),
-            (Some(t), v) => Err((
-                t.span(),
-                "trips",
-                format!("only a trips product has trips, not a {v} product"),
-            )),
-            (None, _) => Ok(0),
-        }
+                .ok_or_else(|| format!("from 1 to {MAX_TRIPS} entries"))
+        };
+        let wording = ("trips", "trips", "trips = N");
+        self.owned(&self.trips, validity, Validity::Trips, wording, entries)
     }
 
     /// How long a `period` product lasts, ms, which it must give; no other kind has a duration.
     fn duration_ms(&self, validity: Validity) -> Result<u64, Fault> {
-        match (&self.duration, validity) {
-            (Some(d), Validity::Period) => humantime::parse_duration(d.get_ref())
+        let ms = |d: &String| {
+            humantime::parse_duration(d)
                 .ok()
                 .and_then(|d| u64::try_from(d.as_millis()).ok())
                 .filter(|ms| PERIOD_RANGE_MS.contains(ms))
-                .ok_or_else(|| {
-                    (
-                        d.span(),
-                        "duration",
-                        format!(
-                            "{:?} is not a duration from 1m to 400days, e.g. \"24h\"",
-                            d.get_ref()
-                        ),
-                    )
-                }),
-            (None, Validity::Period) => Err((
-                self.validity.span(),
-                "duration",
-                "a period product needs duration = \"…\"".into(),
-            )),
-            (Some(d), v) => Err((
-                d.span(),
-                "duration",
-                format!("only a period product has a duration, not a {v} product"),
-            )),
-            (None, _) => Ok(0),
+                .ok_or_else(|| format!("{d:?} is not a duration from 1m to 400days, e.g. \"24h\""))
+        };
+        let wording = ("duration", "a duration", "duration = \"…\"");
+        self.owned(&self.duration, validity, Validity::Period, wording, ms)
+    }
+
+    /// A field only products of validity `owner` have, and must give: its value as `read` takes
+    /// it (or why not) on such a product, 0 on any other, where it is a fault. `wording`: the
+    /// field's name, what a product has when it has the field, and how the field is written.
+    fn owned<F, T: Default>(
+        &self,
+        field: &Option<toml::Spanned<F>>,
+        validity: Validity,
+        owner: Validity,
+        (name, has, needs): (&'static str, &str, &str),
+        read: impl FnOnce(&F) -> Result<T, String>,
+    ) -> Result<T, Fault> {
+        match field {
+            Some(f) if validity == owner => read(f.get_ref()).map_err(|why| (f.span(), name, why)),
+            None if validity == owner => {
+                let why = format!("a {owner} product needs {needs}");
+                Err((self.validity.span(), name, why))
+            }
+            Some(f) => {
+                let why = format!("only a {owner} product has {has}, not a {validity} product");
+                Err((f.span(), name, why))
+            }
+            None => Ok(T::default()),
         }
     }
 }
