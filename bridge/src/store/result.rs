@@ -49,81 +49,31 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     if text.starts_with('{') {
         return parse_json(text);
     }
-    let mut fields = split_tabs(text);
-    let before_prices = fields.len() == FIXED_BEFORE_PRICES + 1
-        || fields
-            .get(FIXED_BEFORE_PRICES)
-            .is_some_and(|f| !f.is_empty() && !f.bytes().all(|b| b.is_ascii_digit()));
-    if before_prices {
-        fields.splice(FIXED_BEFORE_PRICES..FIXED_BEFORE_PRICES, ["", ""]);
-    }
-    let bad = |why: &str| {
-        BadResult(format!(
-            "{why}: {:?}",
-            tapgate_protocol::text::escape_untrusted(text, 200)
-        ))
-    };
+    let bad = |why: &str| bad(text, why);
+    let fields = line_fields(text);
     let (fixed, rest) = fields
         .split_at_checked(FIXED)
         .ok_or_else(|| bad("too few fields"))?;
-    let [outcome, reason, selected, pass, trips, expires_at, time, tap_time, clock, price, currency] =
-        fixed
-    else {
-        return Err(bad("too few fields"));
-    };
-    let number = |v: &str| -> Result<Option<u64>, BadResult> {
-        if v.is_empty() {
-            return Ok(None);
-        }
-        v.parse().map(Some).map_err(|_| bad("not a number"))
-    };
-    let time_ms = number(time)?.ok_or_else(|| bad("no time"))?;
-    let tap_ms = number(tap_time)?;
-    let pass_info = if pass.is_empty() {
-        None
-    } else {
-        let pass_type = ProductId::parse(pass).ok_or_else(|| bad("unknown product"))?;
-        let trips_remaining = number(trips)?
-            .map(u32::try_from)
-            .transpose()
-            .map_err(|_| bad("trips out of range"))?;
-        let expires_at = number(expires_at)?;
-        let at = stream::rules_time(time_ms, tap_ms, asked.stamp.map(|s| s.mode));
-        Some(PassInfo {
-            pass_type,
-            trips_remaining,
-            expires_at,
-            remaining_ms: expires_at.map(|e| e.saturating_sub(at)),
-        })
-    };
-    let sold = match (number(price)?, *currency) {
-        (None, "") => None,
-        (Some(p), c) => Some((
-            p,
-            Currency::parse(c).ok_or_else(|| bad("unknown currency"))?,
-        )),
-        (None, _) => return Err(bad("a currency without a price")),
-    };
-    let outcome = Outcome::from_parts(outcome, reason, selected, pass_info, sold)
-        .ok_or_else(|| bad("not a decision"))?;
+    let line = Fixed::new(fixed).ok_or_else(|| bad("too few fields"))?;
+    let number = |v: &str| number(v, text);
+    let time_ms = number(line.time)?.ok_or_else(|| bad("no time"))?;
+    let tap_ms = number(line.tap_time)?;
+    let sold = line.sold(text)?;
+    let outcome = Outcome::from_parts(
+        line.outcome,
+        line.reason,
+        line.selected,
+        line.pass_info(time_ms, tap_ms, asked, text)?,
+        sold,
+    )
+    .ok_or_else(|| bad("not a decision"))?;
     // Pay as you go's "=charged,balance", in lines stored since it (before, this place holds an
     // event's kind, or is empty).
     let (money, rest) = match rest.split_first() {
         Some((m, rest)) if m.starts_with('=') => (Some(&m[1..]), rest),
         _ => (None, rest),
     };
-    let (charged, balance) = match money {
-        None => (None, None),
-        Some(m) => {
-            let (c, b) = m.split_once(',').ok_or_else(|| bad("unreadable amounts"))?;
-            let balance = if b.is_empty() {
-                None
-            } else {
-                Some(b.parse::<i64>().map_err(|_| bad("not a balance"))?)
-            };
-            (number(c)?, balance)
-        }
-    };
+    let (charged, balance) = amounts(money, text)?;
     let decision = Decision {
         id: Some(asked.id.clone()),
         outcome,
@@ -135,54 +85,202 @@ pub fn parse(text: &str, asked: &Asked<'_>) -> Result<Parsed, BadResult> {
     };
     let balance_text = money.and_then(|m| m.split_once(',')).map_or("", |(_, b)| b);
     let rest: &[&str] = if rest == [""] { &[] } else { rest };
-    if rest.len() % 3 != 0 {
-        return Err(bad("events do not come in threes"));
+    let events = line.events(rest, balance_text, asked, text)?;
+    Ok(Parsed { decision, events })
+}
+
+/// Why `text` cannot be read, quoting it (escaped, cut short).
+fn bad(text: &str, why: &str) -> BadResult {
+    BadResult(format!(
+        "{why}: {:?}",
+        tapgate_protocol::text::escape_untrusted(text, 200)
+    ))
+}
+
+/// A number field of `text`: none when empty.
+fn number(v: &str, text: &str) -> Result<Option<u64>, BadResult> {
+    if v.is_empty() {
+        return Ok(None);
     }
-    let mode = asked.stamp.map(|s| s.mode.as_str()).unwrap_or("");
-    let mut events = Vec::with_capacity(rest.len() / 3);
-    for e in rest.chunks_exact(3) {
-        let [kind, seq, ev_reason] = e else {
-            continue;
+    v.parse().map(Some).map_err(|_| bad(text, "not a number"))
+}
+
+/// The fields of a result line, a line stored before prices given an empty price and currency.
+fn line_fields(text: &str) -> Vec<&str> {
+    let mut fields = split_tabs(text);
+    let before_prices = fields.len() == FIXED_BEFORE_PRICES + 1
+        || fields
+            .get(FIXED_BEFORE_PRICES)
+            .is_some_and(|f| !f.is_empty() && !f.bytes().all(|b| b.is_ascii_digit()));
+    if before_prices {
+        fields.splice(FIXED_BEFORE_PRICES..FIXED_BEFORE_PRICES, ["", ""]);
+    }
+    fields
+}
+
+/// Pay as you go's amounts, "charged,balance" (either may be empty), when the line has them.
+fn amounts(money: Option<&str>, text: &str) -> Result<(Option<u64>, Option<i64>), BadResult> {
+    let Some(m) = money else {
+        return Ok((None, None));
+    };
+    let (c, b) = m
+        .split_once(',')
+        .ok_or_else(|| bad(text, "unreadable amounts"))?;
+    let balance = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse::<i64>().map_err(|_| bad(text, "not a balance"))?)
+    };
+    Ok((number(c, text)?, balance))
+}
+
+/// The fixed fields of a result line, in their order.
+struct Fixed<'t> {
+    outcome: &'t str,
+    reason: &'t str,
+    selected: &'t str,
+    pass: &'t str,
+    trips: &'t str,
+    expires_at: &'t str,
+    time: &'t str,
+    tap_time: &'t str,
+    clock: &'t str,
+    price: &'t str,
+    currency: &'t str,
+}
+
+impl<'t> Fixed<'t> {
+    /// The fixed fields, if there are [`FIXED`] of them.
+    fn new(fixed: &[&'t str]) -> Option<Self> {
+        let [outcome, reason, selected, pass, trips, expires_at, time, tap_time, clock, price, currency] =
+            *fixed
+        else {
+            return None;
         };
-        let with_pass = tapgate_protocol::EventKind::parse(kind)
-            .is_some_and(tapgate_protocol::EventKind::has_pass_segment);
+        Some(Self {
+            outcome,
+            reason,
+            selected,
+            pass,
+            trips,
+            expires_at,
+            time,
+            tap_time,
+            clock,
+            price,
+            currency,
+        })
+    }
+
+    /// The pass the decision reports, if any; its time left counted from the time the rules
+    /// ran at (the bridge's `time_ms`, or the tap's `tap_ms` for an offline entry).
+    fn pass_info(
+        &self,
+        time_ms: u64,
+        tap_ms: Option<u64>,
+        asked: &Asked<'_>,
+        text: &str,
+    ) -> Result<Option<PassInfo>, BadResult> {
+        if self.pass.is_empty() {
+            return Ok(None);
+        }
+        let pass_type = ProductId::parse(self.pass).ok_or_else(|| bad(text, "unknown product"))?;
+        let trips_remaining = number(self.trips, text)?
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| bad(text, "trips out of range"))?;
+        let expires_at = number(self.expires_at, text)?;
+        let at = stream::rules_time(time_ms, tap_ms, asked.stamp.map(|s| s.mode));
+        Ok(Some(PassInfo {
+            pass_type,
+            trips_remaining,
+            expires_at,
+            remaining_ms: expires_at.map(|e| e.saturating_sub(at)),
+        }))
+    }
+
+    /// The price and currency of a sale or charge, if the decision has one.
+    fn sold(&self, text: &str) -> Result<Option<(u64, Currency)>, BadResult> {
+        match (number(self.price, text)?, self.currency) {
+            (None, "") => Ok(None),
+            (Some(p), c) => Ok(Some((
+                p,
+                Currency::parse(c).ok_or_else(|| bad(text, "unknown currency"))?,
+            ))),
+            (None, _) => Err(bad(text, "a currency without a price")),
+        }
+    }
+
+    /// The events that follow the fixed fields (and the amounts), three fields each: kind,
+    /// stream id and reason (a sale's service day); the rest of each is the decision's.
+    fn events(
+        &self,
+        rest: &[&str],
+        balance: &str,
+        asked: &Asked<'_>,
+        text: &str,
+    ) -> Result<Vec<Event>, BadResult> {
+        if rest.len() % 3 != 0 {
+            return Err(bad(text, "events do not come in threes"));
+        }
+        let mut events = Vec::with_capacity(rest.len() / 3);
+        for e in rest.chunks_exact(3) {
+            let [kind, seq, ev_reason] = e else {
+                continue;
+            };
+            let mut event = self.event(kind, ev_reason, balance, asked, text)?;
+            event.seq = Some((*seq).to_owned());
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// One event of kind `kind`, built from the fields its stream entry holds.
+    fn event(
+        &self,
+        kind: &str,
+        ev_reason: &str,
+        balance: &str,
+        asked: &Asked<'_>,
+        text: &str,
+    ) -> Result<Event, BadResult> {
+        use tapgate_protocol::EventKind;
+        let with_pass = EventKind::parse(kind).is_some_and(EventKind::has_pass_segment);
         // Events with an amount: their reason slot holds the service day they count on.
         let sold_event = [
-            tapgate_protocol::EventKind::PassIssued,
-            tapgate_protocol::EventKind::ToppedUp,
-            tapgate_protocol::EventKind::FareCharged,
+            EventKind::PassIssued,
+            EventKind::ToppedUp,
+            EventKind::FareCharged,
         ]
         .iter()
-        .any(|k| k.as_str() == *kind);
-        let wallet_event = sold_event && *kind != tapgate_protocol::EventKind::PassIssued.as_str();
+        .any(|k| k.as_str() == kind);
+        let wallet_event = sold_event && kind != EventKind::PassIssued.as_str();
+        let mode = asked.stamp.map(|s| s.mode.as_str()).unwrap_or("");
         let get = |name: &str| -> Option<&str> {
             Some(match name {
                 stream::EVENT => kind,
-                stream::TIME => time,
+                stream::TIME => self.time,
                 stream::DEVICE => asked.device.as_str(),
                 stream::DEVICE_KIND => asked.kind.as_str(),
                 stream::ID => asked.id.as_str(),
                 stream::CARD => asked.card.unwrap_or(""),
-                stream::PASS if with_pass => pass,
-                stream::TRIPS if with_pass => trips,
-                stream::EXPIRES_AT if with_pass => expires_at,
+                stream::PASS if with_pass => self.pass,
+                stream::TRIPS if with_pass => self.trips,
+                stream::EXPIRES_AT if with_pass => self.expires_at,
                 // A sale's reason slot holds its service day.
                 stream::REASON if !sold_event => ev_reason,
                 stream::DAY if sold_event => ev_reason,
-                stream::TAP_TIME => tap_time,
-                stream::MODE if !tap_time.is_empty() => mode,
-                stream::CLOCK => clock,
-                stream::PRICE if sold_event => price,
-                stream::CURRENCY if sold_event => currency,
-                stream::BALANCE if wallet_event => balance_text,
+                stream::TAP_TIME => self.tap_time,
+                stream::MODE if !self.tap_time.is_empty() => mode,
+                stream::CLOCK => self.clock,
+                stream::PRICE if sold_event => self.price,
+                stream::CURRENCY if sold_event => self.currency,
+                stream::BALANCE if wallet_event => balance,
                 _ => return None,
             })
         };
-        let mut event = Event::from_stream(get).map_err(|e| bad(&e.to_string()))?;
-        event.seq = Some((*seq).to_owned());
-        events.push(event);
+        Event::from_stream(get).map_err(|e| bad(text, &e.to_string()))
     }
-    Ok(Parsed { decision, events })
 }
 
 /// The line's tab-separated fields. A byte scan: a tab is ASCII, so every piece is still valid
