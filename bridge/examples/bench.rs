@@ -86,54 +86,228 @@ fn main() {
         echo(port, &args[2], args.get(3).cloned());
         return;
     }
-    let secs: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(4);
-    let first: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let step: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
-
-    let bridge_bin = bridge_binary();
-    let payg = std::env::var_os("TAPGATE_BENCH_PAYG").is_some_and(|v| v == "1");
-    let baseline_bin = std::env::var_os("TAPGATE_BENCH_BASELINE")
-        .map(PathBuf::from)
-        .or_else(|| payg.then(|| bridge_bin.clone()));
-    let redis = RedisServer::start();
-    let broker = Mosquitto::start();
-    // The baseline build decides on a Redis of its own: two builds' function libraries under one
-    // name would replace each other on every call.
-    let baseline_redis = baseline_bin.as_ref().map(|_| RedisServer::start());
-    if let Some(r) = &baseline_redis {
-        seed_passes(r.port(), false);
+    let opts = Options::from_args(&args);
+    let lab = Lab::start(&opts);
+    print_header(&opts);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut names = vec![NULL, FLOOR];
+    if opts.baseline_bin.is_some() {
+        names.push(BASELINE);
     }
-    let broker_pid = broker_pid(broker.dir());
-    seed_passes(redis.port(), payg);
-    let fares_dir = tempfile::tempdir().expect("a temporary folder");
-    let fares = |with_payg: bool| {
-        let path = fares_dir.path().join(if with_payg {
-            "payg.toml"
-        } else {
-            "passes.toml"
-        });
-        let mut text = String::from(
-            "currency = \"EUR\"\ntime_zone = \"Europe/Dublin\"\n\n[[product]]\nid = \"TWO_HOUR\"\n\
-             name = \"Two hours\"\nprice = 400\nvalidity = \"period\"\nduration = \"2h\"\n",
-        );
-        if with_payg {
-            text += "\n[payg]\nfare = 250\ndaily_cap = 700\nweekly_cap = 3000\n";
-        }
-        std::fs::write(&path, text).expect("fares written");
-        path
-    };
-    let (bridge_fares, baseline_fares) = (fares(true), fares(false));
-    let tick = clock_ticks();
-    let counting = callgrind::wanted();
-    let counts = tempfile::tempdir().expect("a temporary folder");
-    let counts_dir = std::env::var_os("TAPGATE_BENCH_COUNTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| counts.path().to_owned());
+    names.push(BRIDGE);
+    let mut procs: Vec<Answerer> = names
+        .into_iter()
+        .map(|name| lab.answerer(name, &opts, &rt))
+        .collect();
+    for p in &procs {
+        // Until the answering side is subscribed, taps would be lost: wait for a first answer.
+        rt.block_on(p.load.warm_up());
+        // One unmeasured run at the first rate, so that no process is measured cold.
+        rt.block_on(p.load.run(opts.first, Duration::from_secs(opts.secs)));
+    }
+    if opts.counting {
+        count_instructions(&rt, &procs, opts.first, opts.secs, &lab.counts_dir);
+        return;
+    }
+    climb(&rt, &mut procs, &opts, lab.broker_pid);
+    drop(rt);
+    summarise(procs);
+}
 
-    println!(
-        "open loop, {GATES} gates, {CARDS} cards with two-hour passes, {secs} s per rate, loopback; p99 limit {P99_LIMIT:?}"
+/// What the command line and the environment ask for.
+struct Options {
+    /// Seconds each rate is sent for.
+    secs: u64,
+    /// The first rate, and the step between rates, taps a second.
+    first: u64,
+    step: u64,
+    /// The bridge measured, and the build beside it, if any.
+    bridge_bin: PathBuf,
+    baseline_bin: Option<PathBuf>,
+    /// Pay as you go for the bridge (`TAPGATE_BENCH_PAYG=1`).
+    payg: bool,
+    /// Counting instructions under callgrind rather than timing.
+    counting: bool,
+}
+
+impl Options {
+    /// `[seconds-per-rate] [first-rate] [step]` and the `TAPGATE_BENCH_*` variables.
+    fn from_args(args: &[String]) -> Self {
+        let arg =
+            |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+        let bridge_bin = bridge_binary();
+        let payg = std::env::var_os("TAPGATE_BENCH_PAYG").is_some_and(|v| v == "1");
+        let baseline_bin = std::env::var_os("TAPGATE_BENCH_BASELINE")
+            .map(PathBuf::from)
+            .or_else(|| payg.then(|| bridge_bin.clone()));
+        Self {
+            secs: arg(0, 4),
+            first: arg(1, 1000),
+            step: arg(2, 1000),
+            bridge_bin,
+            baseline_bin,
+            payg,
+            counting: callgrind::wanted(),
+        }
+    }
+}
+
+/// The servers and files every answering process shares.
+struct Lab {
+    redis: RedisServer,
+    broker: Mosquitto,
+    broker_pid: u32,
+    /// The baseline build decides on a Redis of its own: two builds' function libraries under
+    /// one name would replace each other on every call.
+    baseline_redis: Option<RedisServer>,
+    /// The fare catalogues, with and without pay as you go.
+    bridge_fares: PathBuf,
+    baseline_fares: PathBuf,
+    _fares_dir: tempfile::TempDir,
+    /// Where callgrind's files go.
+    counts_dir: PathBuf,
+    _counts: tempfile::TempDir,
+    /// This program, run as the null bridge.
+    exe: PathBuf,
+}
+
+impl Lab {
+    /// Starts Redis (two with a baseline) and the broker, seeds the passes and writes the fares.
+    fn start(opts: &Options) -> Self {
+        let redis = RedisServer::start();
+        let broker = Mosquitto::start();
+        let baseline_redis = opts.baseline_bin.as_ref().map(|_| RedisServer::start());
+        if let Some(r) = &baseline_redis {
+            seed_passes(r.port(), false);
+        }
+        seed_passes(redis.port(), opts.payg);
+        let fares_dir = tempfile::tempdir().expect("a temporary folder");
+        let counts = tempfile::tempdir().expect("a temporary folder");
+        Self {
+            broker_pid: broker_pid(broker.dir()),
+            bridge_fares: fares_file(fares_dir.path(), true),
+            baseline_fares: fares_file(fares_dir.path(), false),
+            _fares_dir: fares_dir,
+            counts_dir: std::env::var_os("TAPGATE_BENCH_COUNTS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| counts.path().to_owned()),
+            _counts: counts,
+            exe: std::env::current_exe().expect("own path"),
+            redis,
+            broker,
+            baseline_redis,
+        }
+    }
+
+    /// Starts the process answering as `name`, and the load that drives it.
+    fn answerer(
+        &self,
+        name: &'static str,
+        opts: &Options,
+        rt: &tokio::runtime::Runtime,
+    ) -> Answerer {
+        let redis = match (name, &self.baseline_redis) {
+            (BASELINE, Some(r)) => r,
+            _ => &self.redis,
+        };
+        let binary = match (name, &opts.baseline_bin) {
+            (BRIDGE, _) => Some(&opts.bridge_bin),
+            (BASELINE, Some(b)) => Some(b),
+            _ => None,
+        };
+        let child = Reaped(match binary {
+            Some(binary) => self.bridge(name, binary, redis, opts),
+            None => {
+                let mut echo = Command::new(&self.exe);
+                echo.arg("echo")
+                    .arg(self.broker.port().to_string())
+                    .arg(prefix(name));
+                if name == FLOOR {
+                    echo.arg(redis.url());
+                }
+                echo.spawn().expect("echo starts")
+            }
+        });
+        let load = rt.block_on(Load::connect(self.broker.port(), name));
+        Answerer {
+            name,
+            redis_port: redis.port(),
+            redis_pid: redis_pid(redis.port()),
+            child,
+            load,
+            highest: 0,
+            retried: false,
+            done: false,
+            cpu: Vec::new(),
+        }
+    }
+
+    /// Starts a bridge build, `binary`, as `name` on `redis` (under callgrind when counting).
+    fn bridge(
+        &self,
+        name: &'static str,
+        binary: &Path,
+        redis: &RedisServer,
+        opts: &Options,
+    ) -> std::process::Child {
+        let mut cmd = if opts.counting {
+            callgrind::command(binary, &self.counts_dir, name)
+        } else {
+            Command::new(binary)
+        };
+        if opts.payg {
+            let file = if name == BRIDGE {
+                &self.bridge_fares
+            } else {
+                &self.baseline_fares
+            };
+            cmd.arg("--fares").arg(file);
+        }
+        // The bench drives thousands of taps a second from 50 gates: far beyond the per-device
+        // rate limit, which is switched off (through the environment, which an older baseline
+        // build ignores, where it would refuse an unknown flag).
+        cmd.env("TAPGATE_DEVICE_RATE", "0")
+            .arg("--redis")
+            .arg(redis.url())
+            .arg("--mqtt")
+            .arg(self.broker.url())
+            .arg("--prefix")
+            .arg(prefix(name))
+            // Two builds side by side need two MQTT sessions.
+            .arg("--client-id")
+            .arg(prefix(name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bridge starts")
+    }
+}
+
+/// A fare catalogue of one two-hour pass at 400, with pay as you go or without, written in `dir`.
+fn fares_file(dir: &Path, with_payg: bool) -> PathBuf {
+    let path = dir.join(if with_payg {
+        "payg.toml"
+    } else {
+        "passes.toml"
+    });
+    let mut text = String::from(
+        "currency = \"EUR\"\ntime_zone = \"Europe/Dublin\"\n\n[[product]]\nid = \"TWO_HOUR\"\n\
+         name = \"Two hours\"\nprice = 400\nvalidity = \"period\"\nduration = \"2h\"\n",
     );
-    if payg {
+    if with_payg {
+        text += "\n[payg]\nfare = 250\ndaily_cap = 700\nweekly_cap = 3000\n";
+    }
+    std::fs::write(&path, text).expect("fares written");
+    path
+}
+
+/// What is measured, and the table's heading.
+fn print_header(opts: &Options) {
+    println!(
+        "open loop, {GATES} gates, {CARDS} cards with two-hour passes, {} s per rate, loopback; p99 limit {P99_LIMIT:?}",
+        opts.secs
+    );
+    if opts.payg {
         println!(
             "pay as you go: the bridge's odd cards have no pass but a balance (fare 250, daily cap 700); {BASELINE} is all passes"
         );
@@ -154,174 +328,104 @@ fn main() {
         "redis/call",
         "redis B/tap"
     );
-    let exe = std::env::current_exe().expect("own path");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut names = vec![NULL, FLOOR];
-    if baseline_bin.is_some() {
-        names.push(BASELINE);
-    }
-    names.push(BRIDGE);
-    let mut procs: Vec<Answerer> = names
-        .into_iter()
-        .map(|name| {
-            let redis = match (name, &baseline_redis) {
-                (BASELINE, Some(r)) => r,
-                _ => &redis,
-            };
-            let binary = match (name, &baseline_bin) {
-                (BRIDGE, _) => Some(&bridge_bin),
-                (BASELINE, Some(b)) => Some(b),
-                _ => None,
-            };
-            let child = Reaped(if let Some(binary) = binary {
-                let mut cmd = if counting {
-                    callgrind::command(binary, &counts_dir, name)
-                } else {
-                    Command::new(binary)
-                };
-                if payg {
-                    let file = if name == BRIDGE {
-                        &bridge_fares
-                    } else {
-                        &baseline_fares
-                    };
-                    cmd.arg("--fares").arg(file);
-                }
-                // The bench drives thousands of taps a second from 50 gates: far beyond the
-                // per-device rate limit, which is switched off (through the environment, which
-                // an older baseline build ignores, where it would refuse an unknown flag).
-                cmd.env("TAPGATE_DEVICE_RATE", "0")
-                    .arg("--redis")
-                    .arg(redis.url())
-                    .arg("--mqtt")
-                    .arg(broker.url())
-                    .arg("--prefix")
-                    .arg(prefix(name))
-                    // Two builds side by side need two MQTT sessions.
-                    .arg("--client-id")
-                    .arg(prefix(name))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("bridge starts")
-            } else {
-                let mut echo = Command::new(&exe);
-                echo.arg("echo")
-                    .arg(broker.port().to_string())
-                    .arg(prefix(name));
-                if name == FLOOR {
-                    echo.arg(redis.url());
-                }
-                echo.spawn().expect("echo starts")
-            });
-            let load = rt.block_on(Load::connect(broker.port(), name));
-            Answerer {
-                name,
-                redis_port: redis.port(),
-                redis_pid: redis_pid(redis.port()),
-                child,
-                load,
-                highest: 0,
-                retried: false,
-                done: false,
-                cpu: Vec::new(),
-            }
-        })
-        .collect();
-    for p in &procs {
-        // Until the answering side is subscribed, taps would be lost: wait for a first answer.
-        rt.block_on(p.load.warm_up());
-        // One unmeasured run at the first rate, so that no process is measured cold.
-        rt.block_on(p.load.run(first, Duration::from_secs(secs)));
-    }
-    if counting {
-        count_instructions(&rt, &procs, first, secs, &counts_dir);
-        return;
-    }
-    let mut rate = first;
+}
+
+/// Raises the rate step by step, measuring each process still in at each rate, until every one
+/// has dropped out. The machine is shared: a rate fails only when it fails twice in a row.
+fn climb(rt: &tokio::runtime::Runtime, procs: &mut [Answerer], opts: &Options, broker_pid: u32) {
+    let tick = clock_ticks();
+    let mut rate = opts.first;
     let mut order: Vec<usize> = (0..procs.len()).collect();
     while procs.iter().any(|p| !p.done) {
         for &i in &order {
             let p = &mut procs[i];
-            if p.done {
-                continue;
-            }
-            // The machine is shared: a rate fails only when it fails twice in a row.
-            loop {
-                let pids = [p.child.0.id(), broker_pid, p.redis_pid];
-                let cpu0 = pids.map(cpu_ticks);
-                let writes0 = writes(p.child.0.id());
-                let (calls0, usec0) = decide_calls(p.redis_port);
-                let mem0 = used_memory(p.redis_port);
-                let expiring0 = expiring(p.redis_port);
-                let r = rt.block_on(p.load.run(rate, Duration::from_secs(secs)));
-                let cpu1 = pids.map(cpu_ticks);
-                let writes_per_tap =
-                    (writes(p.child.0.id()) - writes0) as f64 / r.sent.max(1) as f64;
-                let (calls1, usec1) = decide_calls(p.redis_port);
-                let mem1 = used_memory(p.redis_port);
-                let per_tap =
-                    |i: usize| (cpu1[i] - cpu0[i]) as f64 * 1e6 / tick / r.sent.max(1) as f64;
-                let calls = calls1 - calls0;
-                let script = if calls > 0 {
-                    format!("{:.1}", (usec1 - usec0) as f64 / calls as f64)
-                } else {
-                    "-".into()
-                };
-                let retained = if calls > 0 {
-                    format!("{:.0}", (mem1 - mem0) as f64 / r.sent.max(1) as f64)
-                } else {
-                    "-".into()
-                };
-                println!(
-                    "{:<12} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1} {:>8.2} {:>9.1} {:>9.1} {:>10} {:>10}",
-                    p.name,
-                    rate,
-                    r.achieved,
-                    ms(r.hist.value_at_quantile(0.5)),
-                    ms(r.hist.value_at_quantile(0.99)),
-                    ms(r.hist.value_at_quantile(0.999)),
-                    r.sent - r.answered,
-                    per_tap(0),
-                    writes_per_tap,
-                    per_tap(1),
-                    per_tap(2),
-                    script,
-                    retained
-                );
-                std::thread::sleep(Duration::from_millis(500));
-                settle(p.redis_port, expiring0);
-                let ok = r.sent == r.answered
-                    && Duration::from_micros(r.hist.value_at_quantile(0.99)) <= P99_LIMIT;
-                if ok {
+            while !p.done {
+                if let Some(cpu) = measure(rt, p, rate, opts.secs, broker_pid, tick) {
                     p.retried = false;
                     p.highest = rate;
-                    p.cpu.push((rate, per_tap(0)));
+                    p.cpu.push((rate, cpu));
                     break;
                 }
                 // What it still owes is answered before anything else is measured.
                 std::thread::sleep(Duration::from_secs(3));
-                if p.retried {
-                    p.done = true;
-                    break;
-                }
+                p.done = p.retried;
                 p.retried = true;
             }
         }
-        rate += step;
+        rate += opts.step;
         // The baseline and the bridge (the last two) swap places for the next rate.
         let n = order.len();
-        if baseline_bin.is_some() {
+        if opts.baseline_bin.is_some() {
             order.swap(n - 2, n - 1);
         }
     }
+}
+
+/// One run of `p` at `rate`: prints its row, waits for its Redis to settle, and returns its CPU
+/// µs per tap if it passed (every tap answered, p99 within the limit).
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    p: &Answerer,
+    rate: u64,
+    secs: u64,
+    broker_pid: u32,
+    tick: f64,
+) -> Option<f64> {
+    let pids = [p.child.0.id(), broker_pid, p.redis_pid];
+    let cpu0 = pids.map(cpu_ticks);
+    let writes0 = writes(p.child.0.id());
+    let (calls0, usec0) = decide_calls(p.redis_port);
+    let mem0 = used_memory(p.redis_port);
+    let expiring0 = expiring(p.redis_port);
+    let r = rt.block_on(p.load.run(rate, Duration::from_secs(secs)));
+    let cpu1 = pids.map(cpu_ticks);
+    let writes_per_tap = (writes(p.child.0.id()) - writes0) as f64 / r.sent.max(1) as f64;
+    let (calls1, usec1) = decide_calls(p.redis_port);
+    let mem1 = used_memory(p.redis_port);
+    let per_tap = |i: usize| (cpu1[i] - cpu0[i]) as f64 * 1e6 / tick / r.sent.max(1) as f64;
+    let calls = calls1 - calls0;
+    let script = if calls > 0 {
+        format!("{:.1}", (usec1 - usec0) as f64 / calls as f64)
+    } else {
+        "-".into()
+    };
+    let retained = if calls > 0 {
+        format!("{:.0}", (mem1 - mem0) as f64 / r.sent.max(1) as f64)
+    } else {
+        "-".into()
+    };
+    println!(
+        "{:<12} {:>7} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1} {:>8.2} {:>9.1} {:>9.1} {:>10} {:>10}",
+        p.name,
+        rate,
+        r.achieved,
+        ms(r.hist.value_at_quantile(0.5)),
+        ms(r.hist.value_at_quantile(0.99)),
+        ms(r.hist.value_at_quantile(0.999)),
+        r.sent - r.answered,
+        per_tap(0),
+        writes_per_tap,
+        per_tap(1),
+        per_tap(2),
+        script,
+        retained
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    settle(p.redis_port, expiring0);
+    let ok =
+        r.sent == r.answered && Duration::from_micros(r.hist.value_at_quantile(0.99)) <= P99_LIMIT;
+    ok.then(|| per_tap(0))
+}
+
+/// The comparisons: each process's CPU per tap over another's at every rate both passed, and
+/// the highest rate each reached.
+fn summarise(procs: Vec<Answerer>) {
     let mut best = HashMap::new();
     let mut cpu: HashMap<&str, Vec<(u64, f64)>> = HashMap::new();
     for mut p in procs {
         best.insert(p.name, p.highest);
         cpu.insert(p.name, std::mem::take(&mut p.cpu));
     }
-    drop(rt);
     let none = Vec::new();
     let cpu_of = |name: &str| cpu.get(name).unwrap_or(&none);
     // The bridge against each other process, and the floor (its I/O alone) against the null
@@ -357,16 +461,14 @@ fn main() {
         ratio(best[BRIDGE])
     );
     if let Some(&base) = best.get(BASELINE) {
+        let over = if base == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", best[BRIDGE] as f64 / base as f64)
+        };
         println!(
-            "{BASELINE} {base}/s (x {}); {BRIDGE} over {BASELINE}: {}",
-            ratio(base),
-            {
-                if base == 0 {
-                    "-".to_owned()
-                } else {
-                    format!("{:.2}", best[BRIDGE] as f64 / base as f64)
-                }
-            }
+            "{BASELINE} {base}/s (x {}); {BRIDGE} over {BASELINE}: {over}",
+            ratio(base)
         );
     }
 }
