@@ -402,7 +402,47 @@ pub(super) async fn sse(
         debug!(error = %e, "Cannot refresh devices for a new browser");
     }
     let rx = state.live.subscribe();
-    let redis = state.redis.clone();
+    let (snapshot, last) = snapshot(&state).await?;
+    let shutdown = state.live.shutdown.clone();
+    let cursor = last.unwrap_or(StreamId::ZERO);
+    let mut check = tokio::time::interval(SESSION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let updates = stream::unfold(
+        (rx, cursor, check),
+        move |(mut rx, mut cursor, mut check)| {
+            let shutdown = shutdown.clone();
+            let id = id.clone();
+            let state = state.clone();
+            async move {
+                loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = check.tick(), if id.is_some() => {
+                            if session_ended(&state, id.as_deref().unwrap_or_default()).await {
+                                return None;
+                            }
+                            continue;
+                        }
+                        m = rx.recv() => m,
+                    };
+                    // A browser too slow to keep up is closed; EventSource reconnects and gets a
+                    // fresh snapshot, so it misses nothing.
+                    let msg = msg.ok()?;
+                    if let Some(event) = update(&msg, &mut cursor) {
+                        return Some((Ok(event), (rx, cursor, check)));
+                    }
+                }
+            }
+        },
+    );
+    let all = stream::once(async move { Ok(snapshot) }).chain(updates);
+    Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The `snapshot` a new browser starts from (recent events, counters, devices), and the id of
+/// the newest event in it.
+async fn snapshot(state: &AppState) -> Result<(SseEvent, Option<StreamId>), WebError> {
+    let redis = &state.redis;
     let n = state.config.history;
     let (history, last) = retry(|| {
         let mut c = redis.clone();
@@ -420,65 +460,42 @@ pub(super) async fn sse(
         &json!({"events": history, "counters": counters, "devices": devices,
                 "last": last.map(|l| l.to_string())}),
     );
-    let shutdown = state.live.shutdown.clone();
-    let cursor = last.unwrap_or(StreamId::ZERO);
-    let mut check = tokio::time::interval(SESSION_CHECK);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let session_state = state.clone();
-    let updates = stream::unfold(
-        (rx, cursor, check),
-        move |(mut rx, mut cursor, mut check)| {
-            let shutdown = shutdown.clone();
-            let id = id.clone();
-            let state = session_state.clone();
-            async move {
-                loop {
-                    let msg = tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = check.tick(), if id.is_some() => {
-                            let id = id.as_deref().unwrap_or_default();
-                            let mut redis = state.redis.clone();
-                            match session::operator_of(&mut redis, id, &state.operators).await {
-                                Ok(Some(_)) => continue,
-                                Ok(None) => return None,
-                                // Redis is briefly away: keep the stream, check again next tick.
-                                Err(e) => {
-                                    debug!(error = %e, "Cannot re-check a live session");
-                                    continue;
-                                }
-                            }
-                        }
-                        m = rx.recv() => m,
-                    };
-                    // A browser too slow to keep up is closed; EventSource reconnects and gets a
-                    // fresh snapshot, so it misses nothing.
-                    let msg = msg.ok()?;
-                    let event = match msg.as_ref() {
-                        LiveMsg::Events(entries) => {
-                            let fresh: Vec<&Value> = entries
-                                .iter()
-                                .filter(|(id, _)| *id > cursor)
-                                .map(|(_, v)| v)
-                                .collect();
-                            let Some((newest, _)) = entries.last() else {
-                                continue;
-                            };
-                            if fresh.is_empty() {
-                                continue;
-                            }
-                            cursor = cursor.max(*newest);
-                            sse_json("events", &json!(fresh))
-                        }
-                        LiveMsg::Counters(c) => sse_json("counters", c),
-                        LiveMsg::DeviceChanges(d) => sse_json("device-changes", &json!(d)),
-                    };
-                    return Some((Ok(event), (rx, cursor, check)));
-                }
+    Ok((snapshot, last))
+}
+
+/// Whether the operator session `id` has ended (logged out, expired, operator removed). Redis
+/// briefly away is not an end: the stream stays, and is checked again next tick.
+async fn session_ended(state: &AppState, id: &str) -> bool {
+    let mut redis = state.redis.clone();
+    match session::operator_of(&mut redis, id, &state.operators).await {
+        Ok(found) => found.is_none(),
+        Err(e) => {
+            debug!(error = %e, "Cannot re-check a live session");
+            false
+        }
+    }
+}
+
+/// The server-sent event for `msg`, if the browser has not seen it: events at or before
+/// `cursor` (already in its snapshot) are left out, and `cursor` moves to the newest sent.
+fn update(msg: &LiveMsg, cursor: &mut StreamId) -> Option<SseEvent> {
+    Some(match msg {
+        LiveMsg::Events(entries) => {
+            let fresh: Vec<&Value> = entries
+                .iter()
+                .filter(|(id, _)| *id > *cursor)
+                .map(|(_, v)| v)
+                .collect();
+            let (newest, _) = entries.last()?;
+            if fresh.is_empty() {
+                return None;
             }
-        },
-    );
-    let all = stream::once(async move { Ok(snapshot) }).chain(updates);
-    Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+            *cursor = (*cursor).max(*newest);
+            sse_json("events", &json!(fresh))
+        }
+        LiveMsg::Counters(c) => sse_json("counters", c),
+        LiveMsg::DeviceChanges(d) => sse_json("device-changes", &json!(d)),
+    })
 }
 
 #[cfg(test)]
