@@ -211,50 +211,8 @@ pub async fn replace(
     if from == to {
         return Err(ReplaceRefusal::SameCard.into());
     }
-    let ev = event(from, to, at_ms);
-    let script = redis::Script::new(REPLACE);
-    let mut inv = script.prepare_invoke();
-    inv.key(keys::pass(from))
-        .key(keys::wallet(from))
-        .key(keys::card_recent(from))
-        .key(keys::blocked(from))
-        .key(keys::pass(to))
-        .key(keys::wallet(to))
-        .key(keys::card_recent(to))
-        .key(keys::blocked(to))
-        .key(keys::BLOCKED_INDEX)
-        .key(keys::EVENTS_STREAM)
-        .arg(from.as_str())
-        .arg(REPLACED)
-        .arg(operator)
-        .arg(at_ms)
-        .arg(STREAM_MAXLEN)
-        .arg(keys::CARD_RECENT_LEN)
-        .arg(blocked::REASON)
-        .arg(blocked::BY)
-        .arg(blocked::AT)
-        .arg(wallet::CURRENCY)
-        .arg(wallet::KEPT_FROM)
-        .arg(wallet::BALANCE)
-        .arg(ev.stream_fields());
-    let reply: Vec<String> = inv.invoke_async(conn).await?;
-    let refused = |code: &str| match code {
-        "already_replaced" => Some(ReplaceRefusal::AlreadyReplaced(from.clone())),
-        "unknown_card" => Some(ReplaceRefusal::UnknownCard(from.clone())),
-        "target_blocked" => Some(ReplaceRefusal::TargetBlocked(to.clone())),
-        "target_has_pass" => Some(ReplaceRefusal::TargetHasPass(to.clone())),
-        "target_has_wallet" => Some(ReplaceRefusal::TargetHasWallet(to.clone())),
-        _ => None,
-    };
-    let (seq, pass, balance) = match reply.as_slice() {
-        [ok, seq, pass, balance] if ok == "replaced" => (seq.clone(), pass == "1", balance),
-        [code] => {
-            return Err(refused(code)
-                .map(ReplaceError::Refused)
-                .unwrap_or_else(|| ReplaceError::Reply(format!("{reply:?}"))))
-        }
-        _ => return Err(ReplaceError::Reply(format!("{reply:?}"))),
-    };
+    let reply = run_script(conn, from, to, operator, at_ms).await?;
+    let (seq, pass, balance) = read_reply(&reply, from, to)?;
     let balance = (!balance.is_empty())
         .then(|| balance.parse::<i64>().ok())
         .flatten();
@@ -291,6 +249,68 @@ pub async fn replace(
         seq,
         at: at_ms,
     })
+}
+
+/// Runs the replacing script: both cards' keys, the blocked index and the stream, with the
+/// event it appends; returns its reply as is.
+async fn run_script(
+    conn: &mut impl ConnectionLike,
+    from: &CardId,
+    to: &CardId,
+    operator: &str,
+    at_ms: u64,
+) -> Result<Vec<String>, ReplaceError> {
+    let ev = event(from, to, at_ms);
+    let script = redis::Script::new(REPLACE);
+    let mut inv = script.prepare_invoke();
+    inv.key(keys::pass(from))
+        .key(keys::wallet(from))
+        .key(keys::card_recent(from))
+        .key(keys::blocked(from))
+        .key(keys::pass(to))
+        .key(keys::wallet(to))
+        .key(keys::card_recent(to))
+        .key(keys::blocked(to))
+        .key(keys::BLOCKED_INDEX)
+        .key(keys::EVENTS_STREAM)
+        .arg(from.as_str())
+        .arg(REPLACED)
+        .arg(operator)
+        .arg(at_ms)
+        .arg(STREAM_MAXLEN)
+        .arg(keys::CARD_RECENT_LEN)
+        .arg(blocked::REASON)
+        .arg(blocked::BY)
+        .arg(blocked::AT)
+        .arg(wallet::CURRENCY)
+        .arg(wallet::KEPT_FROM)
+        .arg(wallet::BALANCE)
+        .arg(ev.stream_fields());
+    Ok(inv.invoke_async(conn).await?)
+}
+
+/// The script's reply: the event's stream id, whether a pass moved and the balance moved (empty
+/// without a wallet); or the refusal it names.
+fn read_reply<'r>(
+    reply: &'r [String],
+    from: &CardId,
+    to: &CardId,
+) -> Result<(String, bool, &'r str), ReplaceError> {
+    let refused = |code: &str| match code {
+        "already_replaced" => Some(ReplaceRefusal::AlreadyReplaced(from.clone())),
+        "unknown_card" => Some(ReplaceRefusal::UnknownCard(from.clone())),
+        "target_blocked" => Some(ReplaceRefusal::TargetBlocked(to.clone())),
+        "target_has_pass" => Some(ReplaceRefusal::TargetHasPass(to.clone())),
+        "target_has_wallet" => Some(ReplaceRefusal::TargetHasWallet(to.clone())),
+        _ => None,
+    };
+    match reply {
+        [ok, seq, pass, balance] if ok == "replaced" => Ok((seq.clone(), pass == "1", balance)),
+        [code] => Err(refused(code)
+            .map(ReplaceError::Refused)
+            .unwrap_or_else(|| ReplaceError::Reply(format!("{reply:?}")))),
+        _ => Err(ReplaceError::Reply(format!("{reply:?}"))),
+    }
 }
 
 #[cfg(test)]
