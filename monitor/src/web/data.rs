@@ -252,6 +252,16 @@ pub(super) async fn card(
         )
         .query_async(conn)
         .await?;
+    let pass = pass_view(pass, now_ms, void_window);
+    let blocked = blocked_view(blocked);
+    let recent = recent_events(conn, &recent).await?;
+    let wallet = wallet_view(&wallet, catalogue, now_ms);
+    Ok(json!({"card": card, "pass": pass, "wallet": wallet, "blocked": blocked, "recent": recent}))
+}
+
+/// What the card lookup shows of a pass record at `now_ms` (`null` when there is none): its
+/// terms as sold, its time left, and whether it may be voided within `void_window`.
+fn pass_view(pass: Hash, now_ms: u64, void_window: Duration) -> Value {
     let void = super::void::status(&pass, now_ms, void_window);
     // Its price as sold; a record from before prices has none.
     let (price, currency) = match pass_record::read(&pass, 0) {
@@ -261,38 +271,49 @@ pub(super) async fn card(
         }
         _ => (None, None),
     };
-    let (pass, blocked) = (escape_hash(pass), escape_hash(blocked));
-    let pass = if pass.is_empty() {
-        Value::Null
-    } else {
-        let expires_at = num(&pass, fields::pass::EXPIRES_AT).filter(|e| *e > 0);
-        // The store keeps `trips 0` for a pass that does not count trips, and removes one that
-        // counts them with its last trip: a pass has trips left exactly when it counts them.
-        json!({
-            "type": pass.get(fields::pass::TYPE),
-            "trips_remaining": num(&pass, fields::pass::TRIPS).filter(|n| *n > 0),
-            "issued_at": num(&pass, fields::pass::ISSUED_AT),
-            "expires_at": expires_at,
-            "remaining_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),
-            "price": price,
-            "currency": currency,
-            "price_text": price.zip(currency).map(|(p, c)| c.format(p)),
-            "sold_by": pass.get(fields::pass::SOLD_BY),
-            "day": pass.get(fields::pass::DAY),
-            "used_at": num(&pass, fields::pass::USED_AT),
-            "void": void,
-        })
-    };
-    let blocked = if blocked.is_empty() {
-        Value::Null
-    } else {
-        json!({
-            "reason": blocked.get(fields::blocked::REASON),
-            "by": blocked.get(fields::blocked::BY),
-            "at": num(&blocked, fields::blocked::AT),
-        })
-    };
-    // Stream ids of the card's events, newest first; a list from before holds the events' JSON.
+    let pass = escape_hash(pass);
+    if pass.is_empty() {
+        return Value::Null;
+    }
+    let expires_at = num(&pass, fields::pass::EXPIRES_AT).filter(|e| *e > 0);
+    // The store keeps `trips 0` for a pass that does not count trips, and removes one that
+    // counts them with its last trip: a pass has trips left exactly when it counts them.
+    json!({
+        "type": pass.get(fields::pass::TYPE),
+        "trips_remaining": num(&pass, fields::pass::TRIPS).filter(|n| *n > 0),
+        "issued_at": num(&pass, fields::pass::ISSUED_AT),
+        "expires_at": expires_at,
+        "remaining_ms": expires_at.map(|e| (e - i64::try_from(now_ms).unwrap_or(i64::MAX)).max(0)),
+        "price": price,
+        "currency": currency,
+        "price_text": price.zip(currency).map(|(p, c)| c.format(p)),
+        "sold_by": pass.get(fields::pass::SOLD_BY),
+        "day": pass.get(fields::pass::DAY),
+        "used_at": num(&pass, fields::pass::USED_AT),
+        "void": void,
+    })
+}
+
+/// What the card lookup shows of a deny-list entry, `null` when the card is not blocked.
+fn blocked_view(blocked: Hash) -> Value {
+    let blocked = escape_hash(blocked);
+    if blocked.is_empty() {
+        return Value::Null;
+    }
+    json!({
+        "reason": blocked.get(fields::blocked::REASON),
+        "by": blocked.get(fields::blocked::BY),
+        "at": num(&blocked, fields::blocked::AT),
+    })
+}
+
+/// The card's recent events, newest first, from its list of stream ids (a list from before
+/// holds the events' JSON); an event trimmed from the stream since is left out, and one that
+/// cannot be read is shown as `unreadable`.
+async fn recent_events(
+    conn: &mut impl ConnectionLike,
+    recent: &[String],
+) -> Result<Vec<Value>, WebError> {
     let ids: Vec<StreamId> = recent.iter().filter_map(|r| r.parse().ok()).collect();
     let mut found: HashMap<StreamId, Result<Event, stream::Unreadable>> =
         stream::by_ids(conn, &ids)
@@ -300,10 +321,9 @@ pub(super) async fn card(
             .into_iter()
             .map(|e| (e.id, e.event))
             .collect();
-    let recent: Vec<Value> = recent
+    Ok(recent
         .iter()
         .filter_map(|r| match r.parse::<StreamId>() {
-            // An event trimmed from the stream since is no longer shown.
             Ok(id) => found.remove(&id).map(|e| e.map_err(|e| e.to_string())),
             Err(_) => Some(Event::from_json(r.as_bytes()).map_err(|e| e.to_string())),
         })
@@ -312,9 +332,7 @@ pub(super) async fn card(
             Err(e) => json!({"unreadable": e}),
         })
         .map(escape_json)
-        .collect();
-    let wallet = wallet_view(&wallet, catalogue, now_ms);
-    Ok(json!({"card": card, "pass": pass, "wallet": wallet, "blocked": blocked, "recent": recent}))
+        .collect())
 }
 
 /// What the card lookup shows of a wallet at `now_ms`, `null` when the card has none: the
