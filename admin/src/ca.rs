@@ -370,48 +370,10 @@ impl Ca {
     ) -> Result<Vec<String>, AdminError> {
         policy::check_device_id(device)?;
         let now = whole_second(now);
-        let nothing = |why: String| AdminError::NothingToRevoke {
-            device: device.as_str().to_owned(),
-            why,
-        };
         let (serial, not_after) = match target {
-            Target::All => {
-                let mut done = Vec::new();
-                for c in self.db.certs.iter_mut() {
-                    if c.device == device.as_str() && c.revoked.is_none() {
-                        c.revoked = Some(now);
-                        c.reason = Some(reason);
-                        done.push(c.serial.clone());
-                    }
-                }
-                if done.is_empty() {
-                    let known = self.db.certs.iter().any(|c| c.device == device.as_str());
-                    return Err(nothing(if known {
-                        "every certificate on record for it is already revoked".to_owned()
-                    } else {
-                        format!(
-                            "no certificate issued to it is on record in {}; for one made \
-                             elsewhere give --cert FILE or --serial HEX",
-                            self.dir.join(DATABASE).display()
-                        )
-                    }));
-                }
-                return Ok(done);
-            }
+            Target::All => return self.revoke_all(device, reason, now),
             Target::Serial(given) => (parse_serial(given)?, None),
-            Target::File(path) => {
-                let (info, _) = read_cert(path)?;
-                if info.issuer != self.subject {
-                    return Err(file_error(path, format!("was not issued by {CA_CERT}")));
-                }
-                if info.cn.as_deref() != Some(device.as_str()) {
-                    return Err(file_error(
-                        path,
-                        format!("its CN is {:?}, not the device's id", info.cn),
-                    ));
-                }
-                (info.serial, info.not_after)
-            }
+            Target::File(path) => self.issued_to(device, path)?,
         };
         match self.db.certs.iter_mut().find(|c| c.serial == serial) {
             Some(c) if c.device != device.as_str() => Err(AdminError::Serial {
@@ -422,9 +384,10 @@ impl Ca {
                     device.as_str()
                 ),
             }),
-            Some(c) if c.revoked.is_some() => {
-                Err(nothing(format!("certificate {serial} is already revoked")))
-            }
+            Some(c) if c.revoked.is_some() => Err(nothing_to_revoke(
+                device,
+                format!("certificate {serial} is already revoked"),
+            )),
             Some(c) => {
                 c.revoked = Some(now);
                 c.reason = Some(reason);
@@ -442,6 +405,60 @@ impl Ca {
                 Ok(vec![serial])
             }
         }
+    }
+
+    /// Revokes every certificate on record for `device` not revoked yet; refused when there is
+    /// none, saying whether the device is unknown here or already fully revoked.
+    fn revoke_all(
+        &mut self,
+        device: &DeviceId,
+        reason: Reason,
+        now: Timestamp,
+    ) -> Result<Vec<String>, AdminError> {
+        let mut done = Vec::new();
+        for c in self.db.certs.iter_mut() {
+            if c.device == device.as_str() && c.revoked.is_none() {
+                c.revoked = Some(now);
+                c.reason = Some(reason);
+                done.push(c.serial.clone());
+            }
+        }
+        if !done.is_empty() {
+            return Ok(done);
+        }
+        let known = self.db.certs.iter().any(|c| c.device == device.as_str());
+        Err(nothing_to_revoke(
+            device,
+            if known {
+                "every certificate on record for it is already revoked".to_owned()
+            } else {
+                format!(
+                    "no certificate issued to it is on record in {}; for one made \
+                     elsewhere give --cert FILE or --serial HEX",
+                    self.dir.join(DATABASE).display()
+                )
+            },
+        ))
+    }
+
+    /// The serial and expiry of the certificate in `path`, checked to be this CA's and
+    /// `device`'s.
+    fn issued_to(
+        &self,
+        device: &DeviceId,
+        path: &Path,
+    ) -> Result<(String, Option<Timestamp>), AdminError> {
+        let (info, _) = read_cert(path)?;
+        if info.issuer != self.subject {
+            return Err(file_error(path, format!("was not issued by {CA_CERT}")));
+        }
+        if info.cn.as_deref() != Some(device.as_str()) {
+            return Err(file_error(
+                path,
+                format!("its CN is {:?}, not the device's id", info.cn),
+            ));
+        }
+        Ok((info.serial, info.not_after))
     }
 
     /// The certificates on record that are neither revoked nor expired at `now`.
@@ -665,6 +682,14 @@ pub fn publish_crl(
         path,
         crl_url: ca.db.crl_url.clone(),
     })
+}
+
+/// Nothing of `device`'s to revoke, and why.
+fn nothing_to_revoke(device: &DeviceId, why: String) -> AdminError {
+    AdminError::NothingToRevoke {
+        device: device.as_str().to_owned(),
+        why,
+    }
 }
 
 #[cfg(test)]
