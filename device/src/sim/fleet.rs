@@ -190,32 +190,14 @@ impl DeviceTask {
                         None => return,
                     },
                     _ = beat.tick(), if announced => {
-                        let hb = Heartbeat { uptime_s: started.elapsed().as_secs() };
-                        let body = serde_json::to_vec(&hb).unwrap_or_default();
-                        if client
-                            .try_publish(self.heartbeat.as_str(), QoS::AtLeastOnce, false, body)
-                            .is_ok()
-                        {
-                            self.requested.fetch_add(1, Ordering::SeqCst);
-                        }
+                        self.heartbeat(&client, started);
                         continue;
                     }
                     e = eventloop.poll() => e,
                 };
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        self.requested.fetch_add(1, Ordering::SeqCst);
-                        let _ = client.try_subscribe(self.decision.as_str(), QoS::AtLeastOnce);
-                        let _ = client.try_publish(
-                            self.status.as_str(),
-                            QoS::AtLeastOnce,
-                            false,
-                            ONLINE,
-                        );
-                        if !announced {
-                            announced = true;
-                            let _ = self.events.send(FleetEvent::Up(self.index, client.clone()));
-                        }
+                        self.connected(&client, &mut announced);
                     }
                     Ok(other) => self.handle(other),
                     Err(e) => {
@@ -225,25 +207,7 @@ impl DeviceTask {
                 }
             };
             // Drop: first let every requested publish reach the broker and be acknowledged.
-            let settle = async {
-                while self.written < self.requested.load(Ordering::SeqCst)
-                    || self.acked < self.written
-                {
-                    match eventloop.poll().await {
-                        Ok(e) => self.handle(e),
-                        Err(e) => {
-                            warn!(device = self.index, error = %e, "Connection failed while settling");
-                            break;
-                        }
-                    }
-                }
-            };
-            if tokio::time::timeout(Duration::from_secs(5), settle)
-                .await
-                .is_err()
-            {
-                warn!(device = self.index, "Unacknowledged messages at drop time");
-            }
+            self.settle(&mut eventloop).await;
             drop(client);
             drop(eventloop); // abrupt: no DISCONNECT, the broker sends the last will
             let _ = self.events.send(FleetEvent::Down(self.index));
@@ -251,6 +215,55 @@ impl DeviceTask {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(drop_for) => {}
             }
+        }
+    }
+
+    /// Publishes a heartbeat with the time since the device started.
+    fn heartbeat(&mut self, client: &AsyncClient, started: Instant) {
+        let hb = Heartbeat {
+            uptime_s: started.elapsed().as_secs(),
+        };
+        let body = serde_json::to_vec(&hb).unwrap_or_default();
+        if client
+            .try_publish(self.heartbeat.as_str(), QoS::AtLeastOnce, false, body)
+            .is_ok()
+        {
+            self.requested.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// On (re)connecting: subscribes to decisions, says it is online, and the first time tells
+    /// the fleet it is up.
+    fn connected(&mut self, client: &AsyncClient, announced: &mut bool) {
+        self.requested.fetch_add(1, Ordering::SeqCst);
+        let _ = client.try_subscribe(self.decision.as_str(), QoS::AtLeastOnce);
+        let _ = client.try_publish(self.status.as_str(), QoS::AtLeastOnce, false, ONLINE);
+        if !*announced {
+            *announced = true;
+            let _ = self.events.send(FleetEvent::Up(self.index, client.clone()));
+        }
+    }
+
+    /// Before a drop: lets every requested publish reach the broker and be acknowledged, for at
+    /// most 5 s.
+    async fn settle(&mut self, eventloop: &mut EventLoop) {
+        let settle = async {
+            while self.written < self.requested.load(Ordering::SeqCst) || self.acked < self.written
+            {
+                match eventloop.poll().await {
+                    Ok(e) => self.handle(e),
+                    Err(e) => {
+                        warn!(device = self.index, error = %e, "Connection failed while settling");
+                        break;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), settle)
+            .await
+            .is_err()
+        {
+            warn!(device = self.index, "Unacknowledged messages at drop time");
         }
     }
 
