@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tapgate_runtime::clock::{Clock, SystemClock};
+use tapgate_runtime::RedisUrl;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -158,9 +159,8 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
 ) -> Result<BridgeHandle, BridgeError> {
     // The Redis URL is read here, once: the topology check and every connection attempt use it.
-    let redis =
-        tapgate_runtime::redis::RedisTarget::parse(&config.redis, config.redis_password.as_deref())
-            .map_err(|e| ConfigError::invalid("redis", e.to_string()))?;
+    let redis = tapgate_runtime::RedisUrl::parse(&config.redis)
+        .map_err(|e| ConfigError::invalid("redis", e.to_string()))?;
     check_topology(&config, &redis)?;
     let topics = config.prefix.clone();
     let fares = load_fares(&config)?;
@@ -409,14 +409,11 @@ pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<()
 /// (`wait_replicas` 0) is lost when a failover promotes a replica that never had it. The store
 /// waits for every replica the sentinels could promote, at least `wait_replicas` (see
 /// `docs/scaling.md`).
-fn check_topology(
-    config: &BridgeConfig,
-    target: &tapgate_runtime::redis::RedisTarget,
-) -> Result<(), ConfigError> {
-    let tapgate_runtime::redis::RedisTarget::Sentinel { sentinels, .. } = target else {
+fn check_topology(config: &BridgeConfig, redis: &RedisUrl) -> Result<(), ConfigError> {
+    let tapgate_runtime::redis::RedisTarget::Sentinel { sentinels, .. } = redis.target() else {
         if config.redis_wait_replicas() == 0 {
             warn!(
-                redis = %tapgate_protocol::broker::redact(&config.redis),
+                %redis,
                 "One Redis server and wait_replicas 0: a decision is confirmed once that server \
                  holds it, and lost with it if it fails before its disk or a replica has it"
             );
@@ -449,11 +446,11 @@ fn check_topology(
 /// no taps meanwhile. One server: fails at once.
 async fn connect_store(
     config: &BridgeConfig,
-    target: &tapgate_runtime::redis::RedisTarget,
+    redis: &RedisUrl,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<Store, BridgeError> {
-    let store = wait_for_primary(config, target, shutdown)
+    let store = wait_for_primary(config, redis, shutdown)
         .await?
         .with_replication(config.redis_wait_replicas(), config.wait_timeout)
         .with_metrics(metrics.clone());
@@ -469,19 +466,16 @@ async fn connect_store(
 /// [`Store::connect_to`], tried again with backoff while Sentinel names no primary that answers.
 async fn wait_for_primary(
     config: &BridgeConfig,
-    target: &tapgate_runtime::redis::RedisTarget,
+    redis: &RedisUrl,
     shutdown: &CancellationToken,
 ) -> Result<Store, BridgeError> {
     let settings = config.store_settings();
+    let password = config.redis_password.as_deref();
     let mut backoff = tapgate_runtime::Backoff::new(Duration::from_millis(250), config.max_backoff);
     loop {
-        let error = match Store::connect_to(&config.redis, target.clone(), settings).await {
+        let error = match Store::connect_to(redis, password, settings).await {
             Ok(store) => return Ok(store),
-            Err(StoreError::Connect(e))
-                if matches!(target, tapgate_runtime::redis::RedisTarget::Sentinel { .. }) =>
-            {
-                e
-            }
+            Err(StoreError::Connect(e)) if redis.is_sentinel() => e,
             Err(e) => return Err(e.into()),
         };
         let delay = backoff.next_delay();

@@ -326,9 +326,8 @@ async fn killing_redis_bridges_and_the_broker_loses_and_doubles_nothing() {
     );
 
     // The counters agree with the event stream on the new primary.
-    let url = group.url();
-    let target = tapgate_runtime::redis::RedisTarget::parse(&url, None).expect("url");
-    let mut link = tapgate_runtime::redis::RedisLink::connect(&url, target)
+    let url: tapgate_runtime::RedisUrl = group.url().parse().expect("url");
+    let mut link = tapgate_runtime::redis::RedisLink::connect(&url, None)
         .await
         .expect("new primary");
     use tapgate_protocol::fields::revenue as revenue_field;

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use tapgate_device::sim::{self, SimConfig};
 use tapgate_protocol::{keys, MessageKind, Topics};
 use tapgate_runtime::mqtt::BrokerConfig;
-use tapgate_runtime::redis::{RedisLink, RedisTarget};
+use tapgate_runtime::redis::RedisLink;
+use tapgate_runtime::RedisUrl;
 use tapgate_testkit::netns::{self, mosquitto, redis_server, Lab};
 use tapgate_testkit::Mosquitto;
 use tokio_util::sync::CancellationToken;
@@ -682,7 +683,8 @@ async fn run_scenario(fault: Fault) -> Row {
 
     // What the devices were told against what the stream holds, on the primary the majority
     // names now.
-    let mut link = RedisLink::connect(&url, RedisTarget::parse(&url, None).expect("url"))
+    let url: RedisUrl = url.parse().expect("url");
+    let mut link = RedisLink::connect(&url, None)
         .await
         .expect("a primary after the heal");
     let accounts::Tally {

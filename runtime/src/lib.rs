@@ -8,6 +8,7 @@
 //! - [`exit`]: one clear `error: …` line and an exit status, never a backtrace for a user error.
 //! - [`redis`]: the Redis connection, one server or the primary Sentinel names, followed
 //!   through a failover.
+//! - [`redis_url`]: the Redis URL setting, parsed once when read and shown without its password.
 //! - [`sentinel`]: Redis Sentinel asked as a quorum: the primary a majority of sentinels names.
 //! - [`settings`]: one way to read a program's settings: defaults, TOML file, environment,
 //!   flags (each flag named as its setting, its default in `--help` from `Default`), and
@@ -25,6 +26,7 @@ pub mod exit;
 pub mod logging;
 pub mod mqtt;
 pub mod redis;
+pub mod redis_url;
 pub mod secret;
 pub mod sentinel;
 pub mod settings;
@@ -33,3 +35,4 @@ pub mod shutdown;
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use mqtt::{BrokerSettings, MqttSetupError, TlsFiles};
+pub use redis_url::RedisUrl;

@@ -3,7 +3,8 @@
 //!
 //! [`RedisTarget::parse`] takes `redis://[user:password@]host:port[/db]` or
 //! `redis+sentinel://[user:password@]host:port,host:port,…/primary-name[/db]` (the credentials are
-//! the Redis nodes', not the sentinels'). [`RedisLink`] is a cheap-to-clone connection that
+//! the Redis nodes', not the sentinels'); a program reads it once, as a
+//! [`RedisUrl`] setting. [`RedisLink`] is a cheap-to-clone connection that
 //! implements `redis::aio::ConnectionLike`: a command that fails because the connection broke or
 //! the node is no longer a writable primary drops the connection, and the next command connects
 //! again — asking the sentinels for the primary first. The sentinels are asked as a quorum
@@ -21,6 +22,7 @@ use redis::{
     Pipeline, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, Value,
 };
 
+use crate::redis_url::RedisUrl;
 use crate::sentinel::{NoQuorum, Quorum, Sentinels};
 
 /// How long connecting, or one answer, may take before the attempt counts as failed.
@@ -143,7 +145,7 @@ impl RedisTarget {
 /// Finds the node to talk to: the server itself, or the primary a majority of the sentinels
 /// names now.
 enum Resolver {
-    Direct(Client),
+    Direct(ConnectionInfo),
     Sentinel {
         sentinels: Sentinels,
         node: RedisConnectionInfo,
@@ -161,21 +163,15 @@ pub struct RedisSource {
 
 impl RedisSource {
     /// Parses `url` (see [`RedisTarget::parse`]); `password`, when given, replaces the URL's.
+    /// A program has its URL parsed when its settings were read: [`RedisSource::at`].
     pub fn new(url: &str, password: Option<&str>) -> Result<Self, RedisUrlError> {
-        let target = RedisTarget::parse(url, password)?;
-        Self::from_target(url, target)
+        Ok(Self::at(&RedisUrl::parse(url)?, password))
     }
 
-    /// A source for an already parsed target; `url` is only shown (password removed).
-    pub fn from_target(url: &str, target: RedisTarget) -> Result<Self, RedisUrlError> {
-        let shown = tapgate_protocol::broker::redact(url);
-        let resolver = match target {
-            RedisTarget::Direct(info) => {
-                Resolver::Direct(Client::open(info).map_err(|e| RedisUrlError {
-                    url: shown.clone(),
-                    why: e.to_string(),
-                })?)
-            }
+    /// The Redis at `url`, parsed when it was read; `password`, when given, replaces the URL's.
+    pub fn at(url: &RedisUrl, password: Option<&str>) -> Self {
+        let resolver = match url.with_password(password) {
+            RedisTarget::Direct(info) => Resolver::Direct(info),
             RedisTarget::Sentinel {
                 sentinels,
                 primary,
@@ -185,10 +181,10 @@ impl RedisSource {
                 node,
             },
         };
-        Ok(Self {
-            shown,
+        Self {
+            shown: url.to_string(),
             resolver: Arc::new(resolver),
-        })
+        }
     }
 
     /// The URL as shown in logs (password removed).
@@ -219,7 +215,9 @@ impl RedisSource {
     /// The client, and for Sentinel the quorum that named its node.
     async fn resolve(&self) -> RedisResult<(Client, Option<Quorum>)> {
         match &*self.resolver {
-            Resolver::Direct(c) => Ok((c.clone(), None)),
+            Resolver::Direct(info) => {
+                Ok((Client::open(info.clone()).map_err(not_connected)?, None))
+            }
             Resolver::Sentinel { sentinels, node } => {
                 let quorum = sentinels.quorum().await.map_err(|e| {
                     RedisError::from(std::io::Error::new(
@@ -309,14 +307,14 @@ pub fn is_connection_error(e: &RedisError) -> bool {
 }
 
 impl RedisLink {
-    /// Connects now (asking the sentinels first, for a Sentinel target) and PINGs, failing with
-    /// the URL (password removed) if that does not work within [`TIMEOUT`].
-    pub async fn connect(url: &str, target: RedisTarget) -> Result<Self, RedisConnectError> {
-        let source = RedisSource::from_target(url, target).map_err(|e| RedisConnectError {
-            url: e.url.clone(),
-            source: RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.why)),
-        })?;
-        Self::open(source).await
+    /// Connects now to the Redis at `url` (asking the sentinels first, for Sentinel) and PINGs,
+    /// failing with the URL (password removed) if that does not work within [`TIMEOUT`];
+    /// `password`, when given, replaces the URL's.
+    pub async fn connect(
+        url: &RedisUrl,
+        password: Option<&str>,
+    ) -> Result<Self, RedisConnectError> {
+        Self::open(RedisSource::at(url, password)).await
     }
 
     /// Connects to what `source` names now and PINGs. For Sentinel, starts the watcher (it ends

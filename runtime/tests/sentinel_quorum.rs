@@ -5,13 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use tapgate_runtime::redis::{RedisLink, RedisTarget};
+use tapgate_runtime::redis::RedisLink;
+use tapgate_runtime::RedisUrl;
 use tapgate_testkit::sentinel::{Sentinel, SentinelGroup, MASTER_NAME};
 use tapgate_testkit::RedisServer;
 
 async fn link(url: &str) -> RedisLink {
-    let target = RedisTarget::parse(url, None).expect("url");
-    RedisLink::connect(url, target).await.expect("connect")
+    let url = RedisUrl::parse(url).expect("url");
+    RedisLink::connect(&url, None).await.expect("connect")
 }
 
 async fn set(link: &RedisLink, key: &str) -> redis::RedisResult<()> {

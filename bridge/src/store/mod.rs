@@ -20,7 +20,8 @@ use tapgate_protocol::rules::{Input, TimeSettings};
 use tapgate_protocol::{
     fields, keys, CardId, Decision, DeviceId, DeviceKind, Event, EventKind, Notice, RejectReason,
 };
-use tapgate_runtime::redis::{RedisConnectError, RedisLink, RedisTarget, RedisUrlError};
+use tapgate_runtime::redis::{RedisConnectError, RedisLink, RedisUrlError};
+use tapgate_runtime::RedisUrl;
 
 use library::{Function, Library};
 use std::sync::Arc;
@@ -199,17 +200,17 @@ impl Store {
         password: Option<&str>,
         settings: StoreSettings,
     ) -> Result<Self, StoreError> {
-        Self::connect_to(url, RedisTarget::parse(url, password)?, settings).await
+        Self::connect_to(&RedisUrl::parse(url)?, password, settings).await
     }
 
-    /// [`Store::connect`] to a target already read from `url` (which is only shown in logs and
-    /// errors, never parsed again).
+    /// [`Store::connect`] to a URL parsed when the settings were read; `password`, when given,
+    /// replaces the URL's.
     pub async fn connect_to(
-        url: &str,
-        target: RedisTarget,
+        url: &RedisUrl,
+        password: Option<&str>,
         settings: StoreSettings,
     ) -> Result<Self, StoreError> {
-        let con = RedisLink::connect(url, target).await?;
+        let con = RedisLink::connect(url, password).await?;
         let store = Self {
             con,
             library: Arc::new(Library::new()),
