@@ -9,11 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tapgate_runtime::redis_url::{RedisUrl, RedisUrlParser};
 
 use crate::password;
 
 /// Where Redis is unless told otherwise, for `serve` and `tail`.
-pub const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_REDIS: &str = tapgate_runtime::redis_url::DEFAULT_REDIS;
 
 /// An operator who may log in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +38,9 @@ pub struct Operator {
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Redis URL (may hold a password: its value is never shown here).
-    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
-    pub redis: String,
+    // Parsed once, as it is read.
+    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true, value_parser = RedisUrlParser)]
+    pub redis: RedisUrl,
     /// Address the dashboard listens on.
     #[arg(long, env = "TAPGATE_MONITOR_LISTEN")]
     pub listen: SocketAddr,
@@ -143,7 +145,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            redis: DEFAULT_REDIS.into(),
+            redis: RedisUrl::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_read_only: false,
             session_ttl: Duration::from_secs(8 * 3600),
@@ -213,7 +215,8 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 impl ServeConfig {
-    /// Checks the settings; the config is usable when this returns `Ok`.
+    /// Checks the settings; the config is usable when this returns `Ok`. The one check: `main`
+    /// makes it when it loads them, and [`crate::web::start`] takes them as they are.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for op in &self.operators {
@@ -269,10 +272,7 @@ impl ServeConfig {
                 return Err(ConfigError::BadHost(h.clone()));
             }
         }
-        tapgate_runtime::secret::refuse_placeholder(
-            "redis",
-            tapgate_runtime::secret::url_password(&self.redis),
-        )?;
+        tapgate_runtime::secret::refuse_placeholder("redis", self.redis.password())?;
         Ok(())
     }
 
@@ -332,7 +332,7 @@ mod tests {
         c.allowed_hosts = vec!["https://x".into()];
         assert!(matches!(c.validate(), Err(ConfigError::BadHost(_))));
         c.allowed_hosts = vec!["dash.example.org".into()];
-        c.redis = "redis://:change-me-redis@redis:6379".into();
+        c.redis = "redis://:change-me-redis@redis:6379".parse().expect("url");
         let e = c.validate().expect_err("placeholder refused");
         assert!(e.to_string().contains("redis"), "{e}");
     }

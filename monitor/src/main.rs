@@ -10,6 +10,7 @@ use tapgate_monitor::config::DEFAULT_REDIS;
 use tapgate_monitor::tail::{self, Replay, TailConfig};
 use tapgate_monitor::{password, report, web, ServeConfig};
 use tapgate_runtime::logging::LogArgs;
+use tapgate_runtime::redis_url::{RedisUrl, RedisUrlParser};
 use tapgate_runtime::settings::{self, ArgsError, Flags, Overrides};
 
 /// Watch a tapgate system: a terminal tail of the event stream, or a live web dashboard.
@@ -77,9 +78,18 @@ struct RedisArg {
         long,
         env = "TAPGATE_REDIS",
         hide_env_values = true,
-        default_value = DEFAULT_REDIS
+        default_value = DEFAULT_REDIS,
+        value_parser = RedisUrlParser
     )]
-    redis: String,
+    redis: RedisUrl,
+}
+
+impl RedisArg {
+    /// The URL, an example placeholder password in it refused.
+    fn checked(self) -> anyhow::Result<RedisUrl> {
+        tapgate_runtime::secret::refuse_placeholder("redis", self.redis.password())?;
+        Ok(self.redis)
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -215,18 +225,15 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
         std::io::stdout().is_terminal(),
         no_color.as_ref().map(|v| v.to_str().unwrap_or("1")),
     );
-    tapgate_runtime::secret::refuse_placeholder(
-        "redis",
-        tapgate_runtime::secret::url_password(&args.redis.redis),
-    )?;
+    let redis = args.redis.checked()?;
     let shutdown = tapgate_runtime::shutdown::on_signals();
     let out = std::io::stdout().lock();
     let done = if args.audit {
         let last = last.unwrap_or(10);
-        tail::run_audit(&args.redis.redis, last, args.json, color, out, shutdown).await
+        tail::run_audit(&redis, last, args.json, color, out, shutdown).await
     } else {
         let config = TailConfig {
-            redis: args.redis.redis,
+            redis,
             replay: Replay { since, last },
             json: args.json,
             color,
@@ -243,10 +250,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
 /// `report`: a service day's sales and revenue, as text or CSV; fails when the revenue counters
 /// and the event stream disagree.
 async fn report(args: ReportArgs) -> anyhow::Result<()> {
-    tapgate_runtime::secret::refuse_placeholder(
-        "redis",
-        tapgate_runtime::secret::url_password(&args.redis.redis),
-    )?;
+    let redis = args.redis.checked()?;
     let catalogue = match &args.fares {
         Some(path) => tapgate_protocol::Catalogue::load(path)?,
         None => tapgate_protocol::Catalogue::builtin(7_200_000),
@@ -254,7 +258,7 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let day = args
         .day
         .unwrap_or_else(|| catalogue.service_day(tail::now_ms()).date);
-    let report = report::make(&args.redis.redis, day, catalogue.day_starts_at_ms(day)).await?;
+    let report = report::make(&redis, day, catalogue.day_starts_at_ms(day)).await?;
     if args.csv {
         print!("{}", report.to_csv(&catalogue));
         eprint!("{}", report.notes());

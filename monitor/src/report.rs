@@ -22,6 +22,7 @@ use tapgate_protocol::fields::revenue as field;
 use tapgate_protocol::payg::PAYG_PRODUCT;
 use tapgate_protocol::{keys, Catalogue, Currency, Event, EventKind, ProductId};
 use tapgate_runtime::redis::RedisSource;
+use tapgate_runtime::RedisUrl;
 
 use crate::stream::{self, StreamError, StreamId};
 
@@ -31,9 +32,6 @@ const PAGE: usize = 1000;
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    /// The Redis URL is not one.
-    #[error(transparent)]
-    Url(#[from] tapgate_runtime::redis::RedisUrlError),
     /// Redis failed or the stream could not be read.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -321,8 +319,8 @@ pub struct Report {
 
 /// Reads the stream and the day's counters from `redis` and makes `day`'s report;
 /// `day_starts_ms` is when the service day began (to tell whether the stream still reaches it).
-pub async fn make(redis: &str, day: Date, day_starts_ms: u64) -> Result<Report, ReportError> {
-    let source = RedisSource::new(redis, None)?;
+pub async fn make(redis: &RedisUrl, day: Date, day_starts_ms: u64) -> Result<Report, ReportError> {
+    let source = RedisSource::at(redis, None);
     let mut conn = stream::connect(&source, Duration::from_secs(30))
         .await
         .map_err(StreamError::from)?;

@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 use tapgate_runtime::redis::RedisSource;
+use tapgate_runtime::RedisUrl;
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +33,7 @@ pub struct Replay {
 #[derive(Debug, Clone)]
 pub struct TailConfig {
     /// Redis URL.
-    pub redis: String,
+    pub redis: RedisUrl,
     /// What to replay before following.
     pub replay: Replay,
     /// One JSON object per line instead of text.
@@ -44,9 +45,6 @@ pub struct TailConfig {
 /// Why `tail` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
-    /// The Redis URL is unusable.
-    #[error(transparent)]
-    Url(#[from] tapgate_runtime::redis::RedisUrlError),
     /// Redis could not be read at start-up (later losses are retried, not errors).
     #[error("cannot read the event stream: {0}")]
     Stream(#[from] StreamError),
@@ -155,7 +153,7 @@ pub async fn run<W: Write, N: Write>(
     mut notes: N,
     shutdown: CancellationToken,
 ) -> Result<(), TailError> {
-    let client = RedisSource::new(config.redis.as_str(), None)?;
+    let client = RedisSource::at(&config.redis, None);
     let mut conn = stream::connect(&client, Duration::from_secs(10))
         .await
         .map_err(StreamError::from)?;
@@ -201,14 +199,14 @@ fn waiting_note(addr: &str, stream_len: u64) -> String {
 /// `tail --audit`: prints the newest `last` audit records, then follows new ones until
 /// `shutdown`.
 pub async fn run_audit<W: Write>(
-    redis: &str,
+    redis: &RedisUrl,
     last: usize,
     json: bool,
     color: bool,
     mut out: W,
     shutdown: CancellationToken,
 ) -> Result<(), TailError> {
-    let client = RedisSource::new(redis, None)?;
+    let client = RedisSource::at(redis, None);
     crate::audit::follow(&client, last, &shutdown, |records| {
         for r in records {
             if json {

@@ -178,7 +178,7 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
     let lines = Collected::default();
     let stop = tokio_util::sync::CancellationToken::new();
     let config = tapgate_monitor::TailConfig {
-        redis: url.clone(),
+        redis: url.parse().expect("url"),
         replay: tapgate_monitor::tail::Replay {
             since: None,
             last: Some(10),
@@ -192,7 +192,7 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
     });
     lines.wait_lines(2, Duration::from_secs(10)).await;
     let audit = Collected::default();
-    let (writer, s, u) = (audit.clone(), stop.clone(), url.clone());
+    let (writer, s, u) = (audit.clone(), stop.clone(), url.parse().expect("url"));
     let audit_tail = tokio::spawn(async move {
         tapgate_monitor::tail::run_audit(&u, 10, false, false, writer, s).await
     });

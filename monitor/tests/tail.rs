@@ -39,7 +39,7 @@ fn start_tail(
     let out = Collected::default();
     let shutdown = CancellationToken::new();
     let config = TailConfig {
-        redis: url,
+        redis: url.parse().expect("url"),
         replay,
         json,
         color: false,
@@ -276,7 +276,7 @@ async fn resumes_after_redis_restart_from_last_id_printed() {
 async fn fails_fast_when_redis_is_unreachable_at_start() {
     let port = tapgate_testkit::free_port();
     let config = TailConfig {
-        redis: format!("redis://127.0.0.1:{port}"),
+        redis: format!("redis://127.0.0.1:{port}").parse().expect("url"),
         replay: Replay {
             since: None,
             last: Some(10),

@@ -875,7 +875,8 @@ async fn the_audit_trail_says_who_did_what_when_and_from_where() {
     // `tail --audit` prints the same, then follows.
     let out = Collected::default();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let (url, writer, stop) = (server.url(), out.clone(), shutdown.clone());
+    let (writer, stop) = (out.clone(), shutdown.clone());
+    let url = server.url().parse().expect("url");
     let task = tokio::spawn(async move {
         tapgate_monitor::tail::run_audit(&url, 10, false, false, writer, stop).await
     });

@@ -101,18 +101,12 @@ impl AppState {
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The settings are unusable.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
     /// The fares file cannot be read or is refused (file, line, field and why).
     #[error("fares file {0}")]
     Fares(#[from] tapgate_protocol::fares::FaresError),
     /// Redis could not be reached at start-up.
     #[error("redis at start-up: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The Redis URL cannot work.
-    #[error(transparent)]
-    RedisUrl(#[from] tapgate_runtime::redis::RedisUrlError),
     /// Redis could not be reached at start-up.
     #[error(transparent)]
     RedisConnect(#[from] tapgate_runtime::redis::RedisConnectError),
@@ -190,7 +184,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Connects to Redis, binds, and serves in the background until `shutdown`.
+/// Connects to Redis, binds, and serves in the background until `shutdown`. `config` is taken as
+/// loading checked it ([`ServeConfig::validate`], which `tapgate-monitor serve` calls when it
+/// reads its settings): it is not checked again.
 pub async fn start(
     config: ServeConfig,
     shutdown: CancellationToken,
@@ -204,11 +200,10 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<ServerHandle, ServeError> {
-    config.validate()?;
     let catalogue = load_catalogue(&config)?;
     let session_key = load_session_key(&config)?;
     // One server, or the primary Redis Sentinel names, followed through a failover.
-    let client = RedisSource::new(config.redis.as_str(), None)?;
+    let client = RedisSource::at(&config.redis, None);
     let mut redis = RedisLink::open(client.clone()).await?;
     let operators: Credentials = config
         .operators

@@ -43,7 +43,7 @@ fn hashes() -> (String, String) {
 pub fn config(redis: &str) -> ServeConfig {
     let (a, b) = hashes();
     ServeConfig {
-        redis: redis.to_owned(),
+        redis: redis.parse().expect("redis url"),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         operators: vec![
             Operator {
