@@ -12,7 +12,8 @@
 
 use tapgate_monitor::replace::{self, parse_card, Replaced};
 pub use tapgate_monitor::replace::{ReplaceError, ReplaceRefusal};
-use tapgate_runtime::redis::{RedisLink, RedisSource};
+use tapgate_runtime::redis::RedisLink;
+use tapgate_runtime::RedisUrl;
 
 /// What the audit trail records as the place a replacement came from.
 pub const FROM: &str = "tapgate-admin";
@@ -20,9 +21,6 @@ pub const FROM: &str = "tapgate-admin";
 /// Why `card replace` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
-    /// The Redis URL cannot work.
-    #[error(transparent)]
-    Url(#[from] tapgate_runtime::redis::RedisUrlError),
     /// Redis cannot be reached.
     #[error(transparent)]
     Connect(#[from] tapgate_runtime::redis::RedisConnectError),
@@ -49,7 +47,7 @@ impl CardError {
 /// Replaces card `from` by card `to` on the Redis at `redis_url`, on behalf of `operator`, at
 /// `now_ms`. Card ids are checked (any case) before Redis is reached.
 pub async fn replace_card(
-    redis_url: &str,
+    redis_url: &RedisUrl,
     from: &str,
     to: &str,
     operator: &str,
@@ -66,7 +64,7 @@ pub async fn replace_card(
     if from == to {
         return Err(ReplaceError::from(ReplaceRefusal::SameCard).into());
     }
-    let mut conn = RedisLink::open(RedisSource::new(redis_url, None)?).await?;
+    let mut conn = RedisLink::connect(redis_url, None).await?;
     Ok(replace::replace(
         &mut conn,
         &from,

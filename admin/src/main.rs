@@ -10,6 +10,7 @@ use tapgate_admin::output::{self, Format};
 use tapgate_admin::{ca, card};
 use tapgate_admin::{secret, Broker, Expect, ServiceRole, Settings};
 use tapgate_protocol::{DeviceId, DeviceKind};
+use tapgate_runtime::redis_url::{RedisUrl, RedisUrlParser};
 use tapgate_runtime::settings::{self, ArgsError, Flags, Overrides};
 
 /// Creates, lists and revokes tapgate's broker logins: one per device, bound to its id and kind,
@@ -173,8 +174,8 @@ enum CardCommand {
         /// Redis URL, with a user that may write what the monitor's may
         /// [default: redis://127.0.0.1:6379]. Its value is never shown here: a URL may hold a
         /// password.
-        #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
-        redis: Option<String>,
+        #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true, value_parser = RedisUrlParser)]
+        redis: Option<RedisUrl>,
     },
 }
 
@@ -303,10 +304,9 @@ async fn start() -> anyhow::Result<()> {
         redis,
     }) = &command
     {
-        let url = redis
-            .as_deref()
-            .unwrap_or(tapgate_monitor::config::DEFAULT_REDIS);
-        let done = card::replace_card(url, from, to, operator, now_ms()).await;
+        let url = redis.clone().unwrap_or_default();
+        tapgate_runtime::secret::refuse_placeholder("redis", url.password())?;
+        let done = card::replace_card(&url, from, to, operator, now_ms()).await;
         return match done {
             Ok(r) => {
                 let out = serde_json::json!({
