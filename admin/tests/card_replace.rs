@@ -213,5 +213,25 @@ async fn card_replace_moves_the_pass_and_the_money_once() {
         !out.status.success() && err.contains("invalid_card"),
         "{err}"
     );
+    // A URL that cannot work, or one still holding the example password: refused as read,
+    // without showing the password.
+    for (redis, why) in [
+        ("redis+sentinel://u:s3cret@h1", "invalid Redis URL"),
+        ("redis://u:change-me-s3cret@127.0.0.1:1", "placeholder"),
+    ] {
+        let out = admin(&[
+            "card",
+            "replace",
+            "0BB1",
+            "0EE1",
+            "--operator",
+            "ops",
+            "--redis",
+            redis,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{redis}: {err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
     assert_eq!(snapshot(&mut conn, &cards).await, before);
 }
