@@ -162,12 +162,6 @@ pub struct RedisSource {
 }
 
 impl RedisSource {
-    /// Parses `url` (see [`RedisTarget::parse`]); `password`, when given, replaces the URL's.
-    /// A program has its URL parsed when its settings were read: [`RedisSource::at`].
-    pub fn new(url: &str, password: Option<&str>) -> Result<Self, RedisUrlError> {
-        Ok(Self::at(&RedisUrl::parse(url)?, password))
-    }
-
     /// The Redis at `url`, parsed when it was read; `password`, when given, replaces the URL's.
     pub fn at(url: &RedisUrl, password: Option<&str>) -> Self {
         let resolver = match url.with_password(password) {
