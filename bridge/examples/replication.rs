@@ -37,7 +37,7 @@ async fn main() {
     let mut rows = Vec::new();
     for (run, replicas) in [("nowait", 0u32), ("wait", 1u32)] {
         let config = BridgeConfig {
-            redis: primary.url(),
+            redis: primary.url().parse().expect("redis url"),
             broker: BrokerConfig::url(broker.url()),
             client_id: format!("bridge-{run}"),
             wait_replicas: Some(replicas),

@@ -16,7 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::Topics;
 use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings};
-use tapgate_runtime::secret::{refuse_placeholder, url_password};
+use tapgate_runtime::redis_url::{RedisUrl, RedisUrlParser};
+use tapgate_runtime::secret::refuse_placeholder;
 use tapgate_runtime::settings;
 
 /// Everything the bridge can be told.
@@ -29,8 +30,9 @@ use tapgate_runtime::settings;
 pub struct BridgeConfig {
     /// Redis URL: redis://host:port (user:password@ before the host for a login), or
     /// redis+sentinel://host:port,host:port,host:port/primary-name to follow Sentinel failovers.
-    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true)]
-    pub redis: String,
+    // Parsed once, as it is read.
+    #[arg(long, env = "TAPGATE_REDIS", hide_env_values = true, value_parser = RedisUrlParser)]
+    pub redis: RedisUrl,
     /// Replicas that must hold a decision's writes before it is confirmed to the device (Redis
     /// WAIT); unset: 1 with a redis+sentinel:// URL, else 0.
     ///
@@ -166,7 +168,7 @@ pub struct BridgeConfig {
 impl Default for BridgeConfig {
     fn default() -> Self {
         Self {
-            redis: "redis://127.0.0.1:6379".into(),
+            redis: RedisUrl::default(),
             redis_password: None,
             wait_replicas: None,
             wait_timeout: Duration::from_millis(500),
@@ -214,7 +216,7 @@ impl BridgeConfig {
     /// Replicas a decision must reach before it is confirmed (see `wait_replicas`).
     pub(crate) fn redis_wait_replicas(&self) -> u32 {
         self.wait_replicas
-            .unwrap_or(u32::from(self.redis.starts_with("redis+sentinel://")))
+            .unwrap_or(u32::from(self.redis.is_sentinel()))
     }
 
     /// The broker connection: the URL as it was parsed when read, placeholder passwords refused;
@@ -271,7 +273,7 @@ impl BridgeConfig {
         };
         for (field, secret) in [
             ("redis_password", self.redis_password.as_deref()),
-            ("redis", url_password(&self.redis)),
+            ("redis", self.redis.password()),
         ] {
             refuse_placeholder(field, secret).map_err(|e| invalid(field, &e.to_string()))?;
         }

@@ -53,7 +53,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tapgate_runtime::clock::{Clock, SystemClock};
-use tapgate_runtime::RedisUrl;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -158,17 +157,16 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<BridgeHandle, BridgeError> {
-    // The Redis URL is read here, once: the topology check and every connection attempt use it.
-    let redis = tapgate_runtime::RedisUrl::parse(&config.redis)
-        .map_err(|e| ConfigError::invalid("redis", e.to_string()))?;
-    check_topology(&config, &redis)?;
+    // The Redis URL was parsed when the settings were read: the topology check and every
+    // connection attempt use it as it is.
+    check_topology(&config)?;
     let topics = config.prefix.clone();
     let fares = load_fares(&config)?;
     let metrics = Metrics::default();
     let workers = TaskTracker::new();
     // Served before Redis is reached, so an orchestrator sees "not ready" while the bridge waits.
     let metrics_addr = serve_metrics(&config, &metrics, &workers, &shutdown).await?;
-    let store = match connect_store(&config, &redis, &metrics, &shutdown).await {
+    let store = match connect_store(&config, &metrics, &shutdown).await {
         Ok(store) => store,
         Err(e) => {
             workers.close();
@@ -409,11 +407,12 @@ pub async fn run(config: BridgeConfig, shutdown: CancellationToken) -> Result<()
 /// (`wait_replicas` 0) is lost when a failover promotes a replica that never had it. The store
 /// waits for every replica the sentinels could promote, at least `wait_replicas` (see
 /// `docs/scaling.md`).
-fn check_topology(config: &BridgeConfig, redis: &RedisUrl) -> Result<(), ConfigError> {
-    let tapgate_runtime::redis::RedisTarget::Sentinel { sentinels, .. } = redis.target() else {
+fn check_topology(config: &BridgeConfig) -> Result<(), ConfigError> {
+    let tapgate_runtime::redis::RedisTarget::Sentinel { sentinels, .. } = config.redis.target()
+    else {
         if config.redis_wait_replicas() == 0 {
             warn!(
-                %redis,
+                redis = %config.redis,
                 "One Redis server and wait_replicas 0: a decision is confirmed once that server \
                  holds it, and lost with it if it fails before its disk or a replica has it"
             );
@@ -446,11 +445,10 @@ fn check_topology(config: &BridgeConfig, redis: &RedisUrl) -> Result<(), ConfigE
 /// no taps meanwhile. One server: fails at once.
 async fn connect_store(
     config: &BridgeConfig,
-    redis: &RedisUrl,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<Store, BridgeError> {
-    let store = wait_for_primary(config, redis, shutdown)
+    let store = wait_for_primary(config, shutdown)
         .await?
         .with_replication(config.redis_wait_replicas(), config.wait_timeout)
         .with_metrics(metrics.clone());
@@ -466,11 +464,10 @@ async fn connect_store(
 /// [`Store::connect_to`], tried again with backoff while Sentinel names no primary that answers.
 async fn wait_for_primary(
     config: &BridgeConfig,
-    redis: &RedisUrl,
     shutdown: &CancellationToken,
 ) -> Result<Store, BridgeError> {
+    let (redis, password) = (&config.redis, config.redis_password.as_deref());
     let settings = config.store_settings();
-    let password = config.redis_password.as_deref();
     let mut backoff = tapgate_runtime::Backoff::new(Duration::from_millis(250), config.max_backoff);
     loop {
         let error = match Store::connect_to(redis, password, settings).await {

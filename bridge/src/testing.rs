@@ -52,7 +52,7 @@ impl Stack {
         let redis = RedisServer::start();
         let broker = Mosquitto::start();
         let mut config = BridgeConfig {
-            redis: redis.url(),
+            redis: redis.url().parse().expect("redis url"),
             broker: BrokerConfig::url(broker.url()),
             client_id: format!("bridge-{}", broker.port()),
             ..BridgeConfig::default()

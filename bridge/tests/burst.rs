@@ -131,7 +131,7 @@ async fn a_burst_of_120000_taps_loses_nothing_and_does_not_delay_another_gate() 
         queue_settings()
     ));
     let config = BridgeConfig {
-        redis: redis.url(),
+        redis: redis.url().parse().expect("redis url"),
         broker: BrokerConfig::url(broker.url()),
         client_id: format!("bridge-{}", broker.port()),
         ..BridgeConfig::default()

@@ -154,7 +154,7 @@ struct BridgeProcess(Child);
 impl BridgeProcess {
     fn spawn(stack: &Stack) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_tapgate-bridge"))
-            .args(["--redis", &stack.config.redis])
+            .args(["--redis", stack.config.redis.unredacted()])
             .args(["--mqtt", &stack.config.broker.mqtt.to_string()])
             .args(["--client-id", &stack.config.client_id])
             .env("RUST_LOG", "warn")

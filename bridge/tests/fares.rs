@@ -221,7 +221,7 @@ async fn a_bad_fares_file_stops_the_bridge_with_its_line_and_field() {
     let config = tapgate_bridge::BridgeConfig {
         fares: Some(path.clone()),
         // Nothing listens there: the catalogue is checked before anything is connected.
-        redis: "redis://127.0.0.1:1".into(),
+        redis: "redis://127.0.0.1:1".parse().expect("redis url"),
         ..tapgate_bridge::BridgeConfig::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -246,7 +246,7 @@ impl BridgeLog {
     fn spawn(stack: &Stack, fares: &std::path::Path) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tapgate-bridge"))
-            .args(["--redis", &stack.config.redis])
+            .args(["--redis", stack.config.redis.unredacted()])
             .args(["--mqtt", &stack.config.broker.mqtt.to_string()])
             .args(["--client-id", "bridge-hup"])
             .arg("--fares")

@@ -44,7 +44,7 @@ async fn waits_for_a_primary_not_ready_and_not_subscribed_then_decides() {
         format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let client_id = format!("bridge-{}", broker.port());
     let config = BridgeConfig {
-        redis: group.url(),
+        redis: group.url().parse().expect("redis url"),
         broker: BrokerConfig::url(broker.url()),
         client_id: client_id.clone(),
         metrics_addr: Some(metrics_addr),
@@ -99,7 +99,9 @@ async fn shutdown_while_waiting_is_a_clean_stop() {
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let config = BridgeConfig {
-        redis: format!("redis+sentinel://{}/tapgate", hosts.join(",")),
+        redis: format!("redis+sentinel://{}/tapgate", hosts.join(","))
+            .parse()
+            .expect("redis url"),
         broker: BrokerConfig::url("mqtt://127.0.0.1:1"),
         ..BridgeConfig::default()
     };
@@ -119,7 +121,7 @@ async fn shutdown_while_waiting_is_a_clean_stop() {
 async fn refuses_settings_under_which_a_failover_could_lose_a_decision() {
     let start = |redis: &str, wait_replicas: Option<u32>| {
         let config = BridgeConfig {
-            redis: redis.into(),
+            redis: redis.parse().expect("redis url"),
             wait_replicas,
             ..BridgeConfig::default()
         };

@@ -223,6 +223,24 @@ fn config_layers_and_refuses_unknown_keys() {
     assert!(err.to_string().contains("prefix"), "{err}");
     let err = BridgeConfig::load(None, [("mqtt", "http://x")]).expect_err("bad url");
     assert!(err.to_string().contains("mqtt"), "{err}");
+    // The Redis URL is parsed as it is read, from the file or a variable, or as it is typed.
+    for (redis, why) in [
+        ("redis+sentinel://u:s3cret@h1", "invalid Redis URL"),
+        ("redis://u:change-me-s3cret@h", "placeholder"),
+    ] {
+        let err = BridgeConfig::load(None, [("redis", redis)])
+            .expect_err(redis)
+            .to_string();
+        assert!(err.contains(why) && !err.contains("s3cret"), "{err}");
+    }
+    let mut cmd = bridge();
+    cmd.args(["--redis", "redis+sentinel://u:s3cret@h1"]);
+    let (ok, text) = run_to_exit(cmd);
+    assert!(!ok && text.contains("--redis"), "{text}");
+    assert!(
+        text.contains("invalid Redis URL") && !text.contains("s3cret"),
+        "{text}"
+    );
 
     let mut cmd = bridge();
     cmd.args(["--config", file.to_str().expect("path")]);
@@ -324,7 +342,7 @@ async fn redis_password_is_used() {
     let redis = RedisServer::with_args(&["--requirepass", "s3cret"]);
     let broker = tapgate_testkit::Mosquitto::start();
     let mut config = BridgeConfig {
-        redis: redis.url(),
+        redis: redis.url().parse().expect("redis url"),
         broker: BrokerConfig::url(broker.url()),
         ..BridgeConfig::default()
     };
@@ -371,7 +389,9 @@ async fn starts_under_its_own_redis_user_with_legacy_fields_it_may_not_fix() {
     }
     let broker = tapgate_testkit::Mosquitto::start();
     let config = BridgeConfig {
-        redis: format!("redis://tapgate-bridge@127.0.0.1:{}", redis.port()),
+        redis: format!("redis://tapgate-bridge@127.0.0.1:{}", redis.port())
+            .parse()
+            .expect("redis url"),
         redis_password: Some(redis_users::password("tapgate-bridge").into()),
         broker: BrokerConfig::url(broker.url()),
         ..BridgeConfig::default()

@@ -79,7 +79,7 @@ impl Stack {
         admin.close().await;
         let topics = Topics::default();
         let config = BridgeConfig {
-            redis: redis.url(),
+            redis: redis.url().parse().expect("redis url"),
             broker: BrokerConfig::url(broker.url())
                 .login(BRIDGE_USER, support::password(BRIDGE_USER)),
             client_id: BRIDGE_CLIENT.into(),

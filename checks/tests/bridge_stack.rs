@@ -71,7 +71,7 @@ async fn bridge_behind_the_policy_serves_metrics_the_dashboards_use() {
     let broker = support::broker().await;
     let topics = Topics::default();
     let config = BridgeConfig {
-        redis: redis.url(),
+        redis: redis.url().parse().expect("redis url"),
         broker: BrokerConfig::url(broker.url()).login(BRIDGE_USER, support::password(BRIDGE_USER)),
         client_id: access::BRIDGE_CLIENT.into(),
         shared_group: Some(access::SHARED_GROUP.into()),

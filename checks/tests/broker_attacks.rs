@@ -407,7 +407,7 @@ async fn mqtt5_a_response_topic_does_not_redirect_decisions() {
     let redis = RedisServer::start();
     let t = Topics::default();
     let config = BridgeConfig {
-        redis: redis.url(),
+        redis: redis.url().parse().expect("redis url"),
         broker: BrokerConfig::url(broker.url()).login(BRIDGE_USER, support::password(BRIDGE_USER)),
         client_id: BRIDGE_CLIENT.into(),
         metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),

@@ -64,7 +64,9 @@ async fn the_bridge_and_the_monitor_work_under_their_own_users() {
     let broker = support::broker().await;
     let topics = Topics::default();
     let config = BridgeConfig {
-        redis: format!("redis://{BRIDGE_USER}@127.0.0.1:{}", redis.port()),
+        redis: format!("redis://{BRIDGE_USER}@127.0.0.1:{}", redis.port())
+            .parse()
+            .expect("redis url"),
         redis_password: Some(password("tapgate-bridge").into()),
         broker: BrokerConfig::url(broker.url()).login(BRIDGE_USER, support::password(BRIDGE_USER)),
         client_id: BRIDGE_CLIENT.into(),

@@ -40,7 +40,7 @@ fn broker_with_users(users: &[(&str, &str)]) -> Mosquitto {
 async fn start_bridge(redis: &RedisServer, broker: &Mosquitto) -> CancellationToken {
     let token = CancellationToken::new();
     let cfg = BridgeConfig {
-        redis: redis.url(),
+        redis: redis.url().parse().expect("redis url"),
         broker: BrokerConfig::url(broker.url()).login("bridge", "bridge-pw"),
         client_id: format!("bridge-{}", broker.port()),
         ..BridgeConfig::default()

@@ -99,7 +99,7 @@ async fn operators_watch_live_block_a_card_and_log_out() {
     let bridge_stop = CancellationToken::new();
     let bridge = tapgate_bridge::start(
         BridgeConfig {
-            redis: redis.url(),
+            redis: redis.url().parse().expect("redis url"),
             broker: BrokerConfig::url(broker.url()),
             client_id: format!("bridge-{}", broker.port()),
             fares: Some(fares.clone()),
