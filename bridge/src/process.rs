@@ -34,7 +34,7 @@ use crate::limit::Rate;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::refusals::Tally;
-use crate::store::{Answer, Decided, Request, Store, StoreError};
+use crate::store::{Answer, Decided, Message, Request, Store, StoreError};
 
 /// Everything a worker needs to handle messages. Cheap to clone.
 #[derive(Clone)]
@@ -398,16 +398,15 @@ impl Processor {
         // history instead.
         let attempt = || {
             let now_ms = self.clock.now_ms();
-            let req = Request::new(
-                topic.kind,
-                &topic.device,
+            let message = Message {
+                kind: topic.kind,
+                device: &topic.device,
                 id,
                 input,
-                now_ms,
                 stamp,
                 replaces,
-                fares,
-            );
+            };
+            let req = Request::new(message, now_ms, fares);
             async move { self.store.decide_under(req, fares).await }
         };
         let (rejection, error) = match self.retry("decide", attempt).await {

@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
-use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
+use tapgate_bridge::store::{Answer, Message, Request, Store, StoreSettings};
 use tapgate_protocol::pass_record;
 use tapgate_protocol::payg::{Wallet, PAYG_PRODUCT};
 use tapgate_protocol::rules::{
@@ -452,13 +452,15 @@ async fn run_case(
                 let s = live[k % live.len()].clone();
                 let device = DeviceId::new(s.device).expect("device");
                 let req = Request::new(
-                    s.kind,
-                    &device,
-                    &s.id,
-                    &s.input,
+                    Message {
+                        kind: s.kind,
+                        device: &device,
+                        id: &s.id,
+                        input: &s.input,
+                        stamp: s.stamp,
+                        replaces: s.replaces.as_ref(),
+                    },
                     now,
-                    s.stamp,
-                    s.replaces.as_ref(),
                     catalogue,
                 );
                 let got = decide(store, catalogue, req).await;
@@ -478,13 +480,15 @@ async fn run_case(
                 };
                 let device = DeviceId::new(s.device).expect("device");
                 let req = Request::new(
-                    s.kind,
-                    &device,
-                    &s.id,
-                    &input,
+                    Message {
+                        kind: s.kind,
+                        device: &device,
+                        id: &s.id,
+                        input: &input,
+                        stamp: s.stamp,
+                        replaces: s.replaces.as_ref(),
+                    },
                     now,
-                    s.stamp,
-                    s.replaces.as_ref(),
                     catalogue,
                 );
                 let got = decide(store, catalogue, req).await;
@@ -549,7 +553,16 @@ async fn run_case(
                     .expect("DEL");
                 sent[i].forgotten = true;
                 let req = Request::new(
-                    s.kind, &device, &s.id, &s.input, now, s.stamp, None, catalogue,
+                    Message {
+                        kind: s.kind,
+                        device: &device,
+                        id: &s.id,
+                        input: &s.input,
+                        stamp: s.stamp,
+                        replaces: None,
+                    },
+                    now,
+                    catalogue,
                 );
                 let Answer::Decided(got) = decide(store, catalogue, req).await else {
                     return Err(TestCaseError::fail(format!(
@@ -771,13 +784,15 @@ async fn run_case(
         }
         let device_id = DeviceId::new(device).expect("device");
         let req = Request::new(
-            kind,
-            &device_id,
-            &id,
-            &input,
+            Message {
+                kind,
+                device: &device_id,
+                id: &id,
+                input: &input,
+                stamp,
+                replaces: replaced.as_ref().map(|r| &r.id),
+            },
             now,
-            stamp,
-            replaced.as_ref().map(|r| &r.id),
             catalogue,
         );
         let got = decide(store, catalogue, req).await;

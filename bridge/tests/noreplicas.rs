@@ -4,7 +4,7 @@
 
 mod support;
 
-use tapgate_bridge::store::{Request, Store};
+use tapgate_bridge::store::{Message, Request, Store};
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::{CardId, Catalogue, DeviceId, DeviceKind, MessageId};
 use tapgate_testkit::RedisServer;
@@ -35,13 +35,15 @@ async fn a_primary_short_of_replicas_refuses_and_the_bridge_retries() {
     );
     let input = Input::GateTap(CardId::new("04AB").expect("card"));
     let req = Request::new(
-        DeviceKind::Gate,
-        &device,
-        &id,
-        &input,
+        Message {
+            kind: DeviceKind::Gate,
+            device: &device,
+            id: &id,
+            input: &input,
+            stamp: None,
+            replaces: None,
+        },
         1_700_000_000_000,
-        None,
-        None,
         &fares,
     );
     let err = store

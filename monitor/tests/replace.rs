@@ -93,13 +93,15 @@ impl Rider {
             .store
             .decide_under(
                 tapgate_bridge::store::Request::new(
-                    kind,
-                    &device,
-                    &id,
-                    &input,
+                    tapgate_bridge::store::Message {
+                        kind,
+                        device: &device,
+                        id: &id,
+                        input: &input,
+                        stamp: None,
+                        replaces: None,
+                    },
                     now,
-                    None,
-                    None,
                     &self.catalogue,
                 ),
                 &self.catalogue,

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use redis::aio::MultiplexedConnection;
 use support::store_settings;
-use tapgate_bridge::store::{Answer, Request};
+use tapgate_bridge::store::{Answer, Message, Request};
 use tapgate_bridge::Store;
 use tapgate_monitor::replace::{replace, ReplaceError};
 use tapgate_protocol::payg::Wallet;
@@ -96,7 +96,18 @@ impl Driver {
         self.n += 1;
         let device = DeviceId::new(device).expect("device");
         let id = MessageId::new(format!("m{}", self.n)).expect("id");
-        let req = Request::new(kind, &device, &id, &input, now, None, None, &self.catalogue);
+        let req = Request::new(
+            Message {
+                kind,
+                device: &device,
+                id: &id,
+                input: &input,
+                stamp: None,
+                replaces: None,
+            },
+            now,
+            &self.catalogue,
+        );
         match self.store.decide_under(req, &self.catalogue).await {
             Ok(Answer::Decided(d)) => d.decision,
             other => panic!("not decided: {other:?}"),

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use tapgate_bridge::store::{Answer, Request, Store, StoreSettings};
+use tapgate_bridge::store::{Answer, Message, Request, Store, StoreSettings};
 use tapgate_protocol::rules::Input;
 use tapgate_protocol::{
     fields, keys, CardId, Catalogue, Decision, DeviceId, DeviceKind, MessageId, Outcome, ProductId,
@@ -82,7 +82,18 @@ impl Seller<'_> {
         let answer = self
             .store
             .decide_under(
-                Request::new(kind, device, &id, &input, at, stamp, None, self.catalogue),
+                Request::new(
+                    Message {
+                        kind,
+                        device,
+                        id: &id,
+                        input: &input,
+                        stamp,
+                        replaces: None,
+                    },
+                    at,
+                    self.catalogue,
+                ),
                 self.catalogue,
             )
             .await

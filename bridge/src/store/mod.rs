@@ -10,7 +10,7 @@ pub mod library;
 mod request;
 pub mod result;
 
-pub use request::{decide_command, Request};
+pub use request::{decide_command, Message, Request};
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

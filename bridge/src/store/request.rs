@@ -16,6 +16,24 @@ use tapgate_protocol::{keys, Catalogue, DeviceId, DeviceKind, MessageId, Stamp, 
 
 use super::library::{Function, Library};
 
+/// A device message as it arrived: who sent it, its id, what it says and when it happened.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The kind of device that sent it.
+    pub kind: DeviceKind,
+    /// The device that sent it.
+    pub device: &'a DeviceId,
+    /// Its id, unique per device.
+    pub id: &'a MessageId,
+    /// What was sent.
+    pub input: &'a Input,
+    /// When it happened and whether the device waits; `None` for a payload from before stamps.
+    pub stamp: Option<Stamp>,
+    /// The waiting tap (same device) an offline entry stands for or a retap follows, whose charge
+    /// it must not repeat.
+    pub replaces: Option<&'a MessageId>,
+}
+
 /// One device message to decide.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
@@ -46,21 +64,19 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// The request the bridge makes for `input` under `fares` at `now_ms`: a terminal's tap
+    /// The request the bridge makes for `message` under `fares` at `now_ms`: a terminal's tap
     /// names the service day it is in and whether top-ups are on sale; a gate's tap under pay as
     /// you go names its terms and the fare day of the time the rules run at (the stamp's for an
     /// offline entry, `now_ms` otherwise; see [`Request::at_fare_time`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        kind: DeviceKind,
-        device: &'a DeviceId,
-        id: &'a MessageId,
-        input: &'a Input,
-        now_ms: u64,
-        stamp: Option<Stamp>,
-        replaces: Option<&'a MessageId>,
-        fares: &'a Catalogue,
-    ) -> Self {
+    pub fn new(message: Message<'a>, now_ms: u64, fares: &'a Catalogue) -> Self {
+        let Message {
+            kind,
+            device,
+            id,
+            input,
+            stamp,
+            replaces,
+        } = message;
         let fare_time = match stamp {
             Some(s) if s.mode == TapMode::Offline => s.time,
             _ => now_ms,

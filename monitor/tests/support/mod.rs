@@ -609,13 +609,15 @@ impl Seller {
             .store
             .decide_under(
                 tapgate_bridge::store::Request::new(
-                    kind,
-                    &device,
-                    &id,
-                    &input,
+                    tapgate_bridge::store::Message {
+                        kind,
+                        device: &device,
+                        id: &id,
+                        input: &input,
+                        stamp: None,
+                        replaces: None,
+                    },
                     now_ms,
-                    None,
-                    None,
                     &self.catalogue,
                 ),
                 &self.catalogue,
