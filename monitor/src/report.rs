@@ -386,60 +386,77 @@ async fn lost_entries(conn: &mut redis::aio::MultiplexedConnection) -> bool {
     })
 }
 
+/// One row of the report's text tables: two labels, a count and an amount.
+fn text_row(out: &mut String, a: &str, b: &str, count: &str, amount: &str) {
+    let _ = writeln!(out, "{a:<16} {:<32} {count:>7} {amount:>14}", clip(b, 32));
+}
+
 impl Report {
     /// The report for people: a line per terminal and product, totals, voids, fares per gate,
     /// a summary of takings and revenue, then the check.
     pub fn to_text(&self, catalogue: &Catalogue) -> String {
-        let money = |minor: i64| self.currency(catalogue).format(minor);
         let mut out = String::new();
         let _ = writeln!(out, "Service day {}", self.day);
-        let line = |out: &mut String, a: &str, b: &str, count: &str, amount: &str| {
-            let _ = writeln!(out, "{a:<16} {:<32} {count:>7} {amount:>14}", clip(b, 32));
-        };
-        line(&mut out, "terminal", "product", "sales", "amount");
+        self.sales_text(&mut out, catalogue);
+        let show_fares = catalogue.payg.is_some() || !self.tally.fares.is_empty();
+        if show_fares {
+            self.fares_text(&mut out, catalogue);
+        }
+        self.summary_text(&mut out, catalogue, show_fares);
+        out.push_str(&self.notes());
+        out
+    }
+
+    /// The sales table: a line per terminal and product with each terminal's total, the total
+    /// of all, then the voids.
+    fn sales_text(&self, out: &mut String, catalogue: &Catalogue) {
+        let money = |minor: i64| self.currency(catalogue).format(minor);
+        text_row(out, "terminal", "product", "sales", "amount");
         for (terminal, products) in &self.tally.sales {
             for ((product, _), s) in products {
                 let name = catalogue
                     .product(*product)
                     .map_or_else(|| product.to_string(), |p| format!("{product} {}", p.name));
-                line(
-                    &mut out,
-                    terminal,
-                    &name,
-                    &s.count.to_string(),
-                    &money(s.amount),
-                );
+                text_row(out, terminal, &name, &s.count.to_string(), &money(s.amount));
             }
             let t = self.tally.terminal_total(terminal);
             let (count, amount) = (t.count.to_string(), money(t.amount));
-            line(&mut out, terminal, "all products", &count, &amount);
+            text_row(out, terminal, "all products", &count, &amount);
         }
         let t = self.tally.total();
         let (count, amount) = (t.count.to_string(), money(t.amount));
-        line(&mut out, "all terminals", "all products", &count, &amount);
+        text_row(out, "all terminals", "all products", &count, &amount);
         let _ = writeln!(
             out,
             "Voided: {} sale(s), {}",
             self.tally.voids.count,
             money(self.tally.voids.amount)
         );
-        let fares = self.tally.fare_total();
-        let show_fares = catalogue.payg.is_some() || !self.tally.fares.is_empty();
-        if show_fares {
-            line(&mut out, "gate", "paid as you go", "entries", "fares");
-            for (gate, f) in &self.tally.fares {
-                let (count, amount) = (f.entries.to_string(), money(f.amount));
-                line(&mut out, gate, "fares", &count, &amount);
-            }
-            let (count, amount) = (fares.entries.to_string(), money(fares.amount));
-            line(&mut out, "all gates", "fares", &count, &amount);
+    }
+
+    /// The pay-as-you-go table: entries and fares per gate, and for all gates.
+    fn fares_text(&self, out: &mut String, catalogue: &Catalogue) {
+        let money = |minor: i64| self.currency(catalogue).format(minor);
+        text_row(out, "gate", "paid as you go", "entries", "fares");
+        for (gate, f) in &self.tally.fares {
+            let (count, amount) = (f.entries.to_string(), money(f.amount));
+            text_row(out, gate, "fares", &count, &amount);
         }
+        let fares = self.tally.fare_total();
+        let (count, amount) = (fares.entries.to_string(), money(fares.amount));
+        text_row(out, "all gates", "fares", &count, &amount);
+    }
+
+    /// The summary of takings and revenue (fare revenue when `show_fares`).
+    fn summary_text(&self, out: &mut String, catalogue: &Catalogue, show_fares: bool) {
+        let money = |minor: i64| self.currency(catalogue).format(minor);
         let mut sum = |label: &str, count: Option<i64>, amount: Option<i64>| {
             let count = count.map(|c| c.to_string()).unwrap_or_default();
             let amount = amount.map(money).unwrap_or_default();
             let text = format!("{label:<49} {count:>7} {amount:>14}");
             let _ = writeln!(out, "{}", text.trim_end());
         };
+        let t = self.tally.total();
         let top_ups = self.tally.top_ups();
         let passes = self.tally.pass_sales();
         sum("Terminal takings (cash in)", Some(t.count), Some(t.amount));
@@ -454,6 +471,7 @@ impl Report {
             Some(passes.amount),
         );
         if show_fares {
+            let fares = self.tally.fare_total();
             sum(
                 "Fare revenue from balances (pay as you go)",
                 Some(fares.entries),
@@ -470,8 +488,6 @@ impl Report {
             None,
             Some(self.tally.recognised()),
         );
-        out.push_str(&self.notes());
-        out
     }
 
     /// The report as CSV: one row per terminal and product, then one per gate for the fares
