@@ -120,25 +120,40 @@ pub fn revenue(day: &str) -> String {
     format!("{REVENUE_PREFIX}{day}")
 }
 
+/// Every card key, as a `SCAN` pattern.
+pub const CARD_KEYS: &str = "tapgate:card:{*}:*";
+
+/// The card's key of kind `kind` (`pass`, `wallet`, `blocked`, `recent`):
+/// `tapgate:card:{CARD}:{kind}`.
+pub fn card_key(card: &CardId, kind: &str) -> String {
+    format!("tapgate:card:{{{card}}}:{kind}")
+}
+
+/// A card key's card, as written in it (not checked), and its kind: the inverse of
+/// [`card_key`]; none for a key that is no card key.
+pub fn split_card_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("tapgate:card:{")?.split_once("}:")
+}
+
 /// The card's pass: `tapgate:card:{CARD}:pass`.
 pub fn pass(card: &CardId) -> String {
-    format!("tapgate:card:{{{card}}}:pass")
+    card_key(card, "pass")
 }
 
 /// The card's pay-as-you-go wallet: `tapgate:card:{CARD}:wallet`; fields in
 /// [`crate::fields::wallet`].
 pub fn wallet(card: &CardId) -> String {
-    format!("tapgate:card:{{{card}}}:wallet")
+    card_key(card, "wallet")
 }
 
 /// The card's deny-list entry: `tapgate:card:{CARD}:blocked`.
 pub fn blocked(card: &CardId) -> String {
-    format!("tapgate:card:{{{card}}}:blocked")
+    card_key(card, "blocked")
 }
 
 /// The stream ids of the card's latest events, newest first: `tapgate:card:{CARD}:recent`.
 pub fn card_recent(card: &CardId) -> String {
-    format!("tapgate:card:{{{card}}}:recent")
+    card_key(card, "recent")
 }
 
 /// A terminal's sale in progress: `tapgate:sale:{DEVICE}`.
@@ -225,5 +240,26 @@ mod tests {
             "tapgate:device:terminal:g1"
         );
         assert_eq!(device_member(DeviceKind::Gate, &dev), "gate/g1");
+    }
+
+    #[test]
+    fn a_card_key_splits_back_into_its_card_and_kind() {
+        let card = CardId::new("0412AB").expect("card");
+        for key in [
+            pass(&card),
+            wallet(&card),
+            blocked(&card),
+            card_recent(&card),
+        ] {
+            let (written, kind) = split_card_key(&key).expect("a card key");
+            assert_eq!(written, "0412AB");
+            assert_eq!(card_key(&card, kind), key);
+        }
+        assert_eq!(
+            split_card_key("tapgate:card:{04ab}:pass"),
+            Some(("04ab", "pass"))
+        );
+        assert_eq!(split_card_key("tapgate:sale:{g1}"), None);
+        assert_eq!(split_card_key("tapgate:card:04AB:pass"), None);
     }
 }

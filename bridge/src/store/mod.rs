@@ -7,9 +7,11 @@
 //! `tapgate_protocol::rules`.
 
 pub mod library;
+mod migrate;
 mod request;
 pub mod result;
 
+pub use migrate::Migration;
 pub use request::{decide_command, Message, Request};
 
 use std::collections::{BTreeMap, HashMap};
@@ -560,127 +562,6 @@ impl Store {
             }
         }
     }
-
-    /// Moves card keys written before card ids were canonical (`tapgate:card:{04ab}:…`) to their
-    /// upper-case names, and the deny-list index's fields likewise, so a card blocked as `04ab`
-    /// is denied when read as `04AB`. Idempotent; run at start-up before any tap is decided.
-    /// Where both names exist, the canonical key wins for the deny list and recent events (the
-    /// legacy one is dropped); two passes are both kept and reported, for an operator to settle.
-    ///
-    /// Start-up never needs more than the bridge's own Redis user may do: what that user may
-    /// not touch (`NOPERM`: the block index is the monitor's) is left as it is and reported in
-    /// [`Migration::skipped`], and keys it may not list ([`Migration::unlisted`]: only the admin
-    /// may `SCAN`) are not looked for; neither is an error. Decisions read
-    /// only the card's own keys, which the bridge's user may move.
-    pub async fn migrate_card_keys(&self) -> Result<Migration, StoreError> {
-        let mut con = self.con.clone();
-        let mut report = Migration::default();
-        let script = Script::new(MIGRATE_KEY);
-        let mut cursor: u64 = 0;
-        loop {
-            let scanned: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg("tapgate:card:{*}:*")
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut con)
-                .await;
-            let (next, found) = match scanned {
-                Err(e) if no_perm(&e) => {
-                    report.unlisted = true;
-                    (0, Vec::new())
-                }
-                other => other?,
-            };
-            for key in found {
-                let Some((legacy_card, suffix)) = legacy_card_key(&key) else {
-                    continue;
-                };
-                let Ok(card) = CardId::new(legacy_card) else {
-                    continue;
-                };
-                let canonical = format!("tapgate:card:{{{card}}}:{suffix}");
-                let merge = if suffix == "pass" { "keep" } else { "drop" };
-                let result: Result<String, _> = script
-                    .key(&key)
-                    .key(&canonical)
-                    .arg(merge)
-                    .invoke_async(&mut con)
-                    .await;
-                let result = match result {
-                    Err(e) if no_perm(&e) => {
-                        report.skipped.push(key);
-                        continue;
-                    }
-                    other => other?,
-                };
-                match result.as_str() {
-                    "moved" => report.moved += 1,
-                    "dropped" => report.dropped += 1,
-                    _ => report.conflicts.push(key),
-                }
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        let index = Script::new(MIGRATE_INDEX_FIELD);
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, pairs): (u64, Vec<String>) = redis::cmd("HSCAN")
-                .arg(keys::BLOCKED_INDEX)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut con)
-                .await?;
-            for field in pairs.iter().step_by(2) {
-                let Ok(card) = CardId::new(field.as_str()) else {
-                    continue;
-                };
-                if card.as_str() != field {
-                    let moved: Result<i64, _> = index
-                        .key(keys::BLOCKED_INDEX)
-                        .arg(field)
-                        .arg(card.as_str())
-                        .invoke_async(&mut con)
-                        .await;
-                    match moved {
-                        Err(e) if no_perm(&e) => report
-                            .skipped
-                            .push(format!("{} field {field:?}", keys::BLOCKED_INDEX)),
-                        other => {
-                            other?;
-                            report.moved += 1;
-                        }
-                    }
-                }
-            }
-            cursor = next;
-            if cursor == 0 {
-                return Ok(report);
-            }
-        }
-    }
-}
-
-/// What [`Store::migrate_card_keys`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Migration {
-    /// Keys (and index fields) renamed to their canonical card id.
-    pub moved: usize,
-    /// Legacy keys dropped because the canonical one already existed.
-    pub dropped: usize,
-    /// Legacy pass keys left in place because the card also has a canonical pass.
-    pub conflicts: Vec<String>,
-    /// Keys and index fields left as they are because this Redis user may not change them
-    /// (for a user that may: the Redis admin, or the monitor for the block index).
-    pub skipped: Vec<String>,
-    /// Card keys were not looked for: this Redis user may not list key names (`SCAN`, refused
-    /// to every user but the admin, as key names hold card numbers).
-    pub unlisted: bool,
 }
 
 /// Whether Redis refused a write for its memory limit (`OOM`).
@@ -733,34 +614,6 @@ fn split_reply(text: String) -> Result<Reply, StoreError> {
     }
 }
 
-/// Renames a legacy card key to its canonical name. KEYS: legacy, canonical; ARGV: what to do
-/// when both exist (`keep` both, or `drop` the legacy one).
-const MIGRATE_KEY: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'moved' end
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('RENAME', KEYS[1], KEYS[2])
-  return 'moved'
-end
-if ARGV[1] == 'keep' then return 'kept' end
-redis.call('DEL', KEYS[1])
-return 'dropped'
-";
-
-/// Moves a deny-list index field to its canonical card id. KEYS: index; ARGV: legacy, canonical.
-const MIGRATE_INDEX_FIELD: &str = r"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return 0 end
-redis.call('HSETNX', KEYS[1], ARGV[2], v)
-return redis.call('HDEL', KEYS[1], ARGV[1])
-";
-
-/// `tapgate:card:{04ab}:blocked` → `("04ab", "blocked")` when the card part is not upper case.
-fn legacy_card_key(key: &str) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix("tapgate:card:{")?;
-    let (card, suffix) = rest.split_once("}:")?;
-    (card.bytes().any(|b| b.is_ascii_lowercase())).then_some((card, suffix))
-}
-
 /// The presence hash of a `{kind}/{device}` member of [`keys::DEVICES`].
 fn member_key(member: &str) -> Option<String> {
     let (kind, device) = member.split_once('/')?;
@@ -806,14 +659,7 @@ mod tests {
     }
 
     #[test]
-    fn legacy_keys() {
-        assert_eq!(
-            legacy_card_key("tapgate:card:{04ab}:blocked"),
-            Some(("04ab", "blocked"))
-        );
-        assert_eq!(legacy_card_key("tapgate:card:{04AB}:blocked"), None);
-        assert_eq!(legacy_card_key("tapgate:card:{123}:pass"), None);
-        assert_eq!(legacy_card_key("tapgate:sale:{t1}"), None);
+    fn presence_keys() {
         assert_eq!(
             member_key("gate/g1").as_deref(),
             Some("tapgate:device:gate:g1")
