@@ -160,7 +160,6 @@ pub async fn start_with_clock(
     // The Redis URL was parsed when the settings were read: the topology check and every
     // connection attempt use it as it is.
     check_topology(&config)?;
-    let topics = config.prefix.clone();
     let fares = load_fares(&config)?;
     let metrics = Metrics::default();
     let workers = TaskTracker::new();
@@ -182,27 +181,21 @@ pub async fn start_with_clock(
         Duration::from_secs(60),
         shutdown.clone(),
     ));
-
-    let opts = mqtt::options(&config.broker()?, &config.client_id)?;
-    let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
-    let (client, mut eventloop) = mqtt::client(opts);
-    let (out, mut line) = outbox::line();
-    let link = store.link().clone();
-    let refusals_store = store.clone();
+    workers.spawn(fares::reload_on_hangup(fares.clone(), shutdown.clone()));
+    let (out, line) = outbox::line();
     let processor = process::Processor {
-        store,
+        store: store.clone(),
         out,
-        topics: topics.clone(),
+        topics: config.prefix.clone(),
         metrics: metrics.clone(),
         max_backoff: config.max_backoff,
         require_stamp: config.require_stamp,
         clock,
-        fares: fares.clone(),
+        fares,
         shutdown: shutdown.clone(),
         device_rate: config.device_rate(),
         refusals: refusals.clone(),
     };
-    workers.spawn(fares::reload_on_hangup(fares, shutdown.clone()));
     let dispatcher = dispatch::Dispatcher::start(
         SHARDS,
         config.shard_queue,
@@ -211,9 +204,41 @@ pub async fn start_with_clock(
         &workers,
         shutdown.clone(),
     );
-    let filters = mqtt::filters(&config, &topics);
+    let link = store.link().clone();
+    let (event_loop, stop_loop) = connect_broker(
+        &config, dispatcher, line, link, &metrics, &workers, &shutdown,
+    )
+    .await?;
+    Ok(BridgeHandle {
+        shutdown,
+        stop_loop,
+        workers,
+        event_loop,
+        metrics,
+        metrics_addr,
+        refusals,
+        store,
+    })
+}
+
+/// Connects to the broker and subscribes (see [`subscribe`]), marks the bridge ready, then hands
+/// the connection to a task of its own ([`connection::drive`]), which passes what arrives to
+/// `dispatcher` and writes what `line` holds until the returned token stops it.
+async fn connect_broker(
+    config: &BridgeConfig,
+    dispatcher: dispatch::Dispatcher,
+    mut line: outbox::Line,
+    link: tapgate_runtime::redis::RedisLink,
+    metrics: &Metrics,
+    workers: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(JoinHandle<()>, CancellationToken), BridgeError> {
+    let opts = mqtt::options(&config.broker()?, &config.client_id)?;
+    let broker = format!("{}:{}", opts.broker_address().0, opts.broker_address().1);
+    let (client, mut eventloop) = mqtt::client(opts);
+    let filters = mqtt::filters(config, &config.prefix);
     subscribe(
-        &config,
+        config,
         &filters,
         (&client, &mut eventloop),
         &broker,
@@ -221,8 +246,7 @@ pub async fn start_with_clock(
         &mut line,
     )
     .await?;
-    let in_group = ready(&config, link, &metrics, &workers, &shutdown);
-
+    let in_group = ready(config, link, metrics, workers, shutdown);
     let stop_loop = CancellationToken::new();
     // The client served the handshake; from here the connection task reads and writes itself.
     drop(client);
@@ -238,16 +262,7 @@ pub async fn start_with_clock(
         },
         stop_loop.clone(),
     ));
-    Ok(BridgeHandle {
-        shutdown,
-        stop_loop,
-        workers,
-        event_loop,
-        metrics,
-        metrics_addr,
-        refusals,
-        store: refusals_store,
-    })
+    Ok((event_loop, stop_loop))
 }
 
 /// Connects to the broker and subscribes to `filters`, failing fast with its address; in a shared
