@@ -341,7 +341,7 @@ async fn serve_metrics(
     let Some(addr) = config.metrics_addr else {
         return Ok(None);
     };
-    let listener = metrics::bind(addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| BridgeError::Metrics { addr, source })?;
     let bound = listener.local_addr().ok();

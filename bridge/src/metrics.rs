@@ -4,7 +4,6 @@
 //! device id. Every label value is created up front, so a scrape shows each series from zero, and
 //! its handle is kept: counting a message is an index and an atomic add, with no label lookup.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -411,11 +410,6 @@ fn position<T: PartialEq>(all: &[T], item: &T) -> Option<usize> {
     all.iter().position(|x| x == item)
 }
 
-/// Binds the metrics endpoint (failing fast if the address is taken).
-pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Serves `GET /metrics` and `GET /ready` (200 when [`Metrics::is_ready`], else 503) until
 /// `shutdown`. Each response closes its connection, so a scraper
 /// that reads to the end of the stream gets the whole body and shutdown never waits on an idle
@@ -498,6 +492,7 @@ mod tests {
 #[cfg(test)]
 mod endpoint {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     async fn request(addr: SocketAddr, raw: &[u8]) -> String {
@@ -512,7 +507,7 @@ mod endpoint {
     /// the end of the stream and grepped for `^tapgate_inflight_messages`.
     #[tokio::test]
     async fn answers_the_compose_health_check_and_closes() {
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");

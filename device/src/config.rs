@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tapgate_protocol::{DeviceId, ProductId, Topics};
 use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings};
@@ -127,15 +126,15 @@ impl Pins {
         match (self.display_clk, self.display_dio) {
             (None, None) => Ok(None),
             (Some(clk), Some(dio)) if clk != dio => Ok(Some((clk, dio))),
-            (Some(_), Some(_)) => Err(invalid(
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
                 "pins.display_dio",
                 "the display's CLK and DIO need two different pins",
             )),
-            (Some(_), None) => Err(invalid(
+            (Some(_), None) => Err(ConfigError::invalid(
                 "pins.display_dio",
                 "set with pins.display_clk: a display needs both",
             )),
-            (None, Some(_)) => Err(invalid(
+            (None, Some(_)) => Err(ConfigError::invalid(
                 "pins.display_clk",
                 "set with pins.display_dio: a display needs both",
             )),
@@ -288,21 +287,12 @@ impl Default for DeviceConfig {
 /// A setting that cannot work (the runtime's, shared by every program).
 pub use tapgate_runtime::settings::SettingsError as ConfigError;
 
-/// Layers defaults, the optional TOML file and `overrides` (environment and flags, already
-/// merged by the caller) into `T`.
-pub fn load_layers<T: DeserializeOwned, K: AsRef<str>, V: Into<config::Value>>(
-    file: Option<&Path>,
-    overrides: impl IntoIterator<Item = (K, V)>,
-) -> Result<T, ConfigError> {
-    Ok(tapgate_runtime::settings::load(file, overrides)?)
-}
-
 /// Broker settings from the `mqtt*` settings shared by devices and the simulator; the TLS files
 /// are read when the connection is built.
 pub(crate) fn broker_settings(broker: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
     broker
         .settings()
-        .map_err(|e| invalid("mqtt", e.to_string()))
+        .map_err(|e| ConfigError::invalid("mqtt", e.to_string()))
 }
 
 /// [`broker_settings`] with the TLS files read and checked now, when the settings load.
@@ -310,21 +300,17 @@ pub(crate) fn check_broker(broker: &BrokerConfig) -> Result<(), ConfigError> {
     broker
         .checked()
         .map(|_| ())
-        .map_err(|e| invalid("mqtt", e.to_string()))
-}
-
-pub(crate) fn invalid(field: &'static str, why: impl Into<String>) -> ConfigError {
-    ConfigError::invalid(field, why)
+        .map_err(|e| ConfigError::invalid("mqtt", e.to_string()))
 }
 
 impl DeviceConfig {
-    /// Loads and validates the layers (see [`load_layers`]): the one check of the settings, which
+    /// Loads and validates the layers (see [`tapgate_runtime::settings::load`]): the one check of the settings, which
     /// [`crate::runtime::run_gate`] and [`crate::runtime::run_terminal`] take as they are.
     pub fn load<K: AsRef<str>, V: Into<config::Value>>(
         file: Option<&Path>,
         overrides: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
-        let cfg: DeviceConfig = load_layers(file, overrides)?;
+        let cfg: DeviceConfig = tapgate_runtime::settings::load(file, overrides)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -334,16 +320,22 @@ impl DeviceConfig {
         self.device_id()?;
         check_broker(&self.broker)?;
         if self.decision_timeout < Duration::from_millis(50) {
-            return Err(invalid("decision_timeout", "must be at least 50ms"));
+            return Err(ConfigError::invalid(
+                "decision_timeout",
+                "must be at least 50ms",
+            ));
         }
         if self.queue_limit == 0 {
-            return Err(invalid("queue_limit", "must be at least 1"));
+            return Err(ConfigError::invalid("queue_limit", "must be at least 1"));
         }
         if self.keep_alive < Duration::from_secs(1) {
-            return Err(invalid("keep_alive", "must be at least 1s"));
+            return Err(ConfigError::invalid("keep_alive", "must be at least 1s"));
         }
         if self.reader_poll.is_zero() {
-            return Err(invalid("reader_poll", "must be longer than zero"));
+            return Err(ConfigError::invalid(
+                "reader_poll",
+                "must be longer than zero",
+            ));
         }
         self.pins.display()?;
         Ok(())
@@ -354,14 +346,17 @@ impl DeviceConfig {
     pub fn validate_terminal(&self) -> Result<(), ConfigError> {
         let n = self.buttons.len();
         if n == 0 {
-            return Err(invalid("buttons", "a terminal needs at least one button"));
+            return Err(ConfigError::invalid(
+                "buttons",
+                "a terminal needs at least one button",
+            ));
         }
         match self.hardware {
-            HardwareKind::Console if n > CONSOLE_BUTTONS => Err(invalid(
+            HardwareKind::Console if n > CONSOLE_BUTTONS => Err(ConfigError::invalid(
                 "buttons",
                 format!("the console has keys for {CONSOLE_BUTTONS} buttons, not {n}"),
             )),
-            HardwareKind::Rpi if self.pins.buttons.len() != n => Err(invalid(
+            HardwareKind::Rpi if self.pins.buttons.len() != n => Err(ConfigError::invalid(
                 "pins.buttons",
                 format!(
                     "one pin per button: {n} products in `buttons`, {} pins",
@@ -376,7 +371,7 @@ impl DeviceConfig {
     pub fn device_id(&self) -> Result<&DeviceId, ConfigError> {
         self.id
             .as_ref()
-            .ok_or_else(|| invalid("id", "a device id is required (--id)"))
+            .ok_or_else(|| ConfigError::invalid("id", "a device id is required (--id)"))
     }
 
     /// The broker connection: URL, credentials, TLS files and keep-alive, checked.

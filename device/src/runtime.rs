@@ -37,7 +37,7 @@ pub enum DeviceError {
     Hardware(String),
 }
 
-pub use tapgate_runtime::clock::now_ms;
+use tapgate_runtime::clock::now_ms;
 
 fn link_config(cfg: &DeviceConfig, kind: DeviceKind) -> Result<LinkConfig, DeviceError> {
     Ok(LinkConfig {

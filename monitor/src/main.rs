@@ -208,7 +208,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let since = args
         .since
         .as_deref()
-        .map(|s| tail::parse_since(s, tail::now_ms()))
+        .map(|s| tail::parse_since(s, tapgate_runtime::clock::now_ms()))
         .transpose()?;
     let last = match (since, args.last) {
         (None, None) => Some(10),
@@ -257,7 +257,7 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
     };
     let day = args
         .day
-        .unwrap_or_else(|| catalogue.service_day(tail::now_ms()).date);
+        .unwrap_or_else(|| catalogue.service_day(tapgate_runtime::clock::now_ms()).date);
     let report = report::make(&redis, day, catalogue.day_starts_at_ms(day)).await?;
     if args.csv {
         print!("{}", report.to_csv(&catalogue));

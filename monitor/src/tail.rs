@@ -88,8 +88,6 @@ pub fn use_color(forced: Option<bool>, stdout_is_terminal: bool, no_color: Optio
     forced.unwrap_or(stdout_is_terminal && no_color.is_none_or(str::is_empty))
 }
 
-pub use tapgate_runtime::clock::now_ms;
-
 /// Writes entries as lines, remembering the last id written.
 struct Printer<W> {
     out: W,

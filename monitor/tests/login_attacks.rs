@@ -71,7 +71,7 @@ async fn a_login_token_the_client_made_up_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_with_an_operators_name_delays_but_never_locks_them_out() {
     let server = RedisServer::start();
-    let clock = ManualClock::at(tapgate_monitor::tail::now_ms());
+    let clock = ManualClock::at(tapgate_runtime::clock::now_ms());
     let mut cfg = config(&server.url());
     cfg.login_attempts_per_address = 1000;
     let dash = Dashboard::start_with_clock(cfg, Arc::new(clock.clone())).await;
@@ -464,7 +464,7 @@ async fn a_flood_of_made_up_names_from_64_addresses_never_turns_an_operator_away
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_guesses_when_a_names_wait_ends_gets_one_password_check() {
     let server = RedisServer::start();
-    let clock = ManualClock::at(tapgate_monitor::tail::now_ms());
+    let clock = ManualClock::at(tapgate_runtime::clock::now_ms());
     let mut cfg = config(&server.url());
     cfg.password_checks = 4;
     cfg.login_attempts_per_address = 1000;

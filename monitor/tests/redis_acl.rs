@@ -92,7 +92,7 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
     let mut admin = redis(&server).await;
     let card = CardId::new("0412AB").expect("card");
     let g1 = DeviceId::new("g1").expect("dev");
-    let now = tapgate_monitor::tail::now_ms();
+    let now = tapgate_runtime::clock::now_ms();
     let _: () = redis::pipe()
         .hincr(keys::COUNTERS_ENTRIES, "TEN_TRIP", 1)
         .hset_multiple(keys::pass(&card), &[("type", "TEN_TRIP"), ("trips", "9")])
@@ -117,7 +117,7 @@ async fn everything_the_monitor_does_works_under_its_acl_user() {
     cfg.fares = Some(fares);
     // One failure makes the name wait, so the next login takes its turn (a script).
     cfg.login_attempts = 1;
-    let clock = tapgate_runtime::clock::ManualClock::at(tapgate_monitor::tail::now_ms());
+    let clock = tapgate_runtime::clock::ManualClock::at(tapgate_runtime::clock::now_ms());
     let dash = Dashboard::start_with_clock(cfg, std::sync::Arc::new(clock.clone())).await;
     let wrong = post_login(dash.addr, ALICE.0, "wrong").await;
     assert_eq!(wrong.status, 401, "{}", wrong.body);

@@ -476,7 +476,7 @@ async fn reads_counters_charts_devices_and_cards() {
     let card = CardId::new("0412AB").expect("card");
     let day_card = CardId::new("D4").expect("card");
     let g1 = DeviceId::new("g1").expect("dev");
-    let now = tapgate_monitor::tail::now_ms();
+    let now = tapgate_runtime::clock::now_ms();
     let _: () = redis::pipe()
         .hincr(keys::COUNTERS_ENTRIES, "TEN_TRIP", 3)
         .hincr(keys::COUNTERS_ENTRIES, "DAY", 1)
@@ -626,7 +626,7 @@ async fn a_sale_shows_its_price_in_the_feed() {
     let mut live = SseClient::open(dash.addr, &me).await;
     let snap = live.next("snapshot").await;
     assert_sale_item(&snap["events"][0]);
-    let next = xadd(&mut conn, "*", &sale(tapgate_monitor::tail::now_ms())).await;
+    let next = xadd(&mut conn, "*", &sale(tapgate_runtime::clock::now_ms())).await;
     let pushed = live.next("events").await;
     assert_eq!(pushed[0]["seq"], next);
     assert_sale_item(&pushed[0]);
@@ -688,7 +688,7 @@ async fn live_updates_reach_every_browser_with_the_same_numbers() {
     assert_eq!(snap_a["events"][0]["seq"], first, "history on load");
     assert_eq!(snap_a["counters"], snap_b["counters"]);
 
-    let mut used = Event::new(EventKind::PassUsed, tapgate_monitor::tail::now_ms());
+    let mut used = Event::new(EventKind::PassUsed, tapgate_runtime::clock::now_ms());
     used.card = CardId::new("0412AB").ok();
     let sent = Instant::now();
     let _: () = conn
@@ -818,7 +818,7 @@ async fn the_audit_trail_says_who_did_what_when_and_from_where() {
     let mut cfg = config(&server.url());
     cfg.public_read_only = true;
     let dash = Dashboard::start(cfg).await;
-    let started = tapgate_monitor::tail::now_ms();
+    let started = tapgate_runtime::clock::now_ms();
     let failed = post_login_from([127, 0, 0, 9], dash.addr, "mal\u{202e}lory", "x", &[]).await;
     assert_eq!(failed.status, 401);
     let wrong = post_login_from([127, 0, 0, 9], dash.addr, ALICE.0, "x", &[]).await;
@@ -912,7 +912,7 @@ async fn the_audit_trail_says_who_did_what_when_and_from_where() {
 async fn the_dashboard_pushes_device_changes_and_drops_expired_devices() {
     let server = RedisServer::start();
     let mut conn = redis(&server).await;
-    let now = tapgate_monitor::tail::now_ms();
+    let now = tapgate_runtime::clock::now_ms();
     let g1 = DeviceId::new("g1").expect("dev");
     let g2 = DeviceId::new("g2").expect("dev");
     for g in [&g1, &g2] {
@@ -977,7 +977,7 @@ async fn the_dashboard_pushes_device_changes_and_drops_expired_devices() {
 async fn a_browser_that_connects_sees_each_device_as_it_is_now() {
     let server = RedisServer::start();
     let mut conn = redis(&server).await;
-    let now = tapgate_monitor::tail::now_ms();
+    let now = tapgate_runtime::clock::now_ms();
     let g1 = DeviceId::new("g1").expect("dev");
     let presence = keys::device(DeviceKind::Gate, &g1);
     let old = now - 10 * 60 * 1000;

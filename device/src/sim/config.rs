@@ -11,7 +11,7 @@ use tapgate_protocol::Catalogue;
 use tapgate_runtime::mqtt::{BrokerConfig, BrokerSettings};
 use tapgate_runtime::settings::{Flags, Overrides};
 
-use crate::config::{broker_settings, check_broker, invalid, load_layers, ConfigError};
+use crate::config::{broker_settings, check_broker, ConfigError};
 
 /// Everything the rider simulator can be told.
 ///
@@ -189,7 +189,9 @@ impl SimConfig {
     /// The fare catalogue: the fares file, or the built-in catalogue.
     fn catalogue(&self) -> Result<Catalogue, ConfigError> {
         match &self.fares {
-            Some(path) => Catalogue::load(path).map_err(|e| invalid("fares", e.to_string())),
+            Some(path) => {
+                Catalogue::load(path).map_err(|e| ConfigError::invalid("fares", e.to_string()))
+            }
             None => Ok(Catalogue::builtin(
                 u64::try_from(self.two_hour_duration.as_millis()).unwrap_or(u64::MAX),
             )),
@@ -201,13 +203,16 @@ impl SimConfig {
         check_broker(&self.broker)?;
         let catalogue = self.catalogue()?;
         if self.gates == 0 || self.terminals == 0 || self.riders == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "gates",
                 "gates, terminals and riders must be at least 1",
             ));
         }
         if !(self.rate > 0.0 && self.rate <= 100_000.0) {
-            return Err(invalid("rate", "must be above 0 and at most 100000"));
+            return Err(ConfigError::invalid(
+                "rate",
+                "must be above 0 and at most 100000",
+            ));
         }
         for (name, p) in [
             ("garbage", self.garbage),
@@ -218,20 +223,20 @@ impl SimConfig {
             ("outage", self.outage),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "garbage",
                     format!("{name} must be between 0 and 1"),
                 ));
             }
         }
         if self.outage > 0.0 && self.outage_age <= self.decision_window * 2 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "outage_age",
                 "must be more than twice the decision window, so outage taps are clearly late",
             ));
         }
         if self.two_hour_duration.is_zero() || self.sale_timeout.is_zero() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "two_hour_duration",
                 "durations must be longer than zero",
             ));
@@ -267,7 +272,7 @@ impl SimArgs {
     /// Loads and checks the layered settings, `given` (from
     /// [`Cli::parse_from`](crate::cli::Cli::parse_from)) last, and reads the fares file.
     pub fn load(&self, given: Overrides) -> Result<Simulation, ConfigError> {
-        let cfg: SimConfig = load_layers(self.config.as_deref(), given)?;
+        let cfg: SimConfig = tapgate_runtime::settings::load(self.config.as_deref(), given)?;
         cfg.check()
     }
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tapgate_protocol::{DeviceId, DeviceKind};
 
-use crate::config::{invalid, ConfigError};
+use crate::config::ConfigError;
 
 /// One provisioned device.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,9 +41,11 @@ struct DevicesFile {
 
 /// Reads and checks a devices file: at least one gate and one terminal, no id twice.
 pub fn load(path: &Path) -> Result<Vec<ProvisionedDevice>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid("devices", format!("cannot read {}: {e}", path.display())))?;
-    parse(&text).map_err(|why| invalid("devices", format!("{}: {why}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::invalid("devices", format!("cannot read {}: {e}", path.display()))
+    })?;
+    parse(&text)
+        .map_err(|why| ConfigError::invalid("devices", format!("{}: {why}", path.display())))
 }
 
 fn parse(text: &str) -> Result<Vec<ProvisionedDevice>, String> {

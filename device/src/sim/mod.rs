@@ -57,8 +57,8 @@ use report::{Summary, Tally};
 use rng::Rng;
 
 use crate::config::ConfigError;
-use crate::runtime::now_ms;
 use riders::Rider;
+use tapgate_runtime::clock::now_ms;
 
 /// Why a simulation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +245,7 @@ pub async fn run(sim: Simulation, shutdown: CancellationToken) -> Result<Summary
     let fleet_stop = CancellationToken::new();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let devices = fleet::spawn_all(&fleet_cfg, roster, &events_tx, &fleet_stop)
-        .map_err(|e| crate::config::invalid("mqtt", e.to_string()))?;
+        .map_err(|e| ConfigError::invalid("mqtt", e.to_string()))?;
     info!(
         products = %catalogue.ids(),
         version = %catalogue.version,
@@ -297,7 +297,7 @@ fn roster(
     ] {
         for n in 0..count {
             let id = DeviceId::new(format!("sim-{lower}-{letter}{n}"))
-                .map_err(|e| crate::config::invalid("seed", e.to_string()))?;
+                .map_err(|e| ConfigError::invalid("seed", e.to_string()))?;
             list.push((kind, id, None));
         }
     }

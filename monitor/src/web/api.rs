@@ -11,8 +11,8 @@ use super::data;
 use super::error::WebError;
 use super::AppState;
 use crate::format;
-use crate::tail::now_ms;
 use tapgate_protocol::Event;
+use tapgate_runtime::clock::now_ms;
 
 /// `GET /api/session`: who is looking, the CSRF token for their requests, whether they may
 /// change anything, and the dashboard's wording ([`format::wording`]).

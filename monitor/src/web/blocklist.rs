@@ -24,7 +24,7 @@ use super::data::card_id;
 use super::error::WebError;
 use super::AppState;
 use crate::audit::{Action, Record};
-use crate::tail::now_ms;
+use tapgate_runtime::clock::now_ms;
 
 /// Approximate cap on the stream length when appending.
 pub(super) const STREAM_MAXLEN: u64 = 1_000_000;
