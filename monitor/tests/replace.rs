@@ -20,10 +20,8 @@ use redis::AsyncCommands;
 use support::*;
 use tapgate_protocol::fields::{blocked, wallet};
 use tapgate_protocol::rules::Input;
-use tapgate_protocol::{
-    keys, CardId, Decision, DenyReason, DeviceId, DeviceKind, Event, EventKind,
-};
-use tapgate_protocol::{Catalogue, MessageId, Outcome, ProductId};
+use tapgate_protocol::{keys, CardId, Decision, DenyReason, DeviceKind, Event, EventKind};
+use tapgate_protocol::{Catalogue, Outcome, ProductId};
 use tapgate_runtime::clock::ManualClock;
 use tapgate_testkit::{redis_users, RedisServer};
 
@@ -87,31 +85,16 @@ impl Rider {
 
     async fn decide(&mut self, kind: DeviceKind, device: &str, input: Input, now: u64) -> Decision {
         self.n += 1;
-        let device = DeviceId::new(device).expect("device id");
-        let id = MessageId::new(format!("m{}", self.n)).expect("message id");
-        let answer = self
-            .store
-            .decide_under(
-                tapgate_bridge::store::Request::new(
-                    tapgate_bridge::store::Message {
-                        kind,
-                        device: &device,
-                        id: &id,
-                        input: &input,
-                        stamp: None,
-                        replaces: None,
-                    },
-                    now,
-                    &self.catalogue,
-                ),
-                &self.catalogue,
-            )
-            .await
-            .expect("decide");
-        match answer {
-            tapgate_bridge::store::Answer::Decided(d) => d.decision,
-            other => panic!("not decided: {other:?}"),
-        }
+        support::decide(
+            &self.store,
+            &self.catalogue,
+            self.n,
+            kind,
+            device,
+            input,
+            now,
+        )
+        .await
     }
 
     /// Buys `product` (a pass or a top-up) for `card` at terminal t1: tap, button, same card.

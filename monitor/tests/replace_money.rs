@@ -16,14 +16,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use redis::aio::MultiplexedConnection;
 use support::store_settings;
-use tapgate_bridge::store::{Answer, Message, Request};
 use tapgate_bridge::Store;
 use tapgate_monitor::replace::{replace, ReplaceError};
 use tapgate_protocol::payg::Wallet;
 use tapgate_protocol::rules::{self, Input, Settings, State};
-use tapgate_protocol::{
-    keys, CardId, Catalogue, Decision, DeviceId, DeviceKind, Event, EventKind, MessageId,
-};
+use tapgate_protocol::{keys, CardId, Catalogue, Decision, DeviceKind, Event, EventKind};
 use tapgate_testkit::RedisServer;
 
 /// Monday 2026-03-02 10:00 UTC.
@@ -94,24 +91,16 @@ struct Driver {
 impl Driver {
     async fn decide(&mut self, kind: DeviceKind, device: &str, input: Input, now: u64) -> Decision {
         self.n += 1;
-        let device = DeviceId::new(device).expect("device");
-        let id = MessageId::new(format!("m{}", self.n)).expect("id");
-        let req = Request::new(
-            Message {
-                kind,
-                device: &device,
-                id: &id,
-                input: &input,
-                stamp: None,
-                replaces: None,
-            },
-            now,
+        support::decide(
+            &self.store,
             &self.catalogue,
-        );
-        match self.store.decide_under(req, &self.catalogue).await {
-            Ok(Answer::Decided(d)) => d.decision,
-            other => panic!("not decided: {other:?}"),
-        }
+            self.n,
+            kind,
+            device,
+            input,
+            now,
+        )
+        .await
     }
 }
 

@@ -562,6 +562,34 @@ pub fn sale(time: u64) -> Event {
     e
 }
 
+/// Decides `input` from `device` at `now_ms` as the bridge does, through the store's decide
+/// function under `catalogue`, as message `m{n}` (waiting, no stamp); panics unless decided.
+pub async fn decide(
+    store: &tapgate_bridge::Store,
+    catalogue: &tapgate_protocol::Catalogue,
+    n: u64,
+    kind: DeviceKind,
+    device: &str,
+    input: tapgate_protocol::rules::Input,
+    now_ms: u64,
+) -> tapgate_protocol::Decision {
+    let device = DeviceId::new(device).expect("device id");
+    let id = tapgate_protocol::MessageId::new(format!("m{n}")).expect("message id");
+    let message = tapgate_bridge::store::Message {
+        kind,
+        device: &device,
+        id: &id,
+        input: &input,
+        stamp: None,
+        replaces: None,
+    };
+    let request = tapgate_bridge::store::Request::new(message, now_ms, catalogue);
+    match store.decide_under(request, catalogue).await {
+        Ok(tapgate_bridge::store::Answer::Decided(d)) => d.decision,
+        other => panic!("not decided: {other:?}"),
+    }
+}
+
 /// Settings of the bridge's store in tests: what the bridge uses by default, in short.
 pub fn store_settings() -> tapgate_bridge::store::StoreSettings {
     tapgate_bridge::store::StoreSettings {
@@ -603,31 +631,17 @@ impl Seller {
         now_ms: u64,
     ) -> tapgate_protocol::Outcome {
         self.n += 1;
-        let device = DeviceId::new(device).expect("device id");
-        let id = tapgate_protocol::MessageId::new(format!("m{}", self.n)).expect("message id");
-        let answer = self
-            .store
-            .decide_under(
-                tapgate_bridge::store::Request::new(
-                    tapgate_bridge::store::Message {
-                        kind,
-                        device: &device,
-                        id: &id,
-                        input: &input,
-                        stamp: None,
-                        replaces: None,
-                    },
-                    now_ms,
-                    &self.catalogue,
-                ),
-                &self.catalogue,
-            )
-            .await
-            .expect("decide");
-        match answer {
-            tapgate_bridge::store::Answer::Decided(d) => d.decision.outcome,
-            other => panic!("not decided: {other:?}"),
-        }
+        decide(
+            &self.store,
+            &self.catalogue,
+            self.n,
+            kind,
+            device,
+            input,
+            now_ms,
+        )
+        .await
+        .outcome
     }
 
     /// Sells `product` to `card` at `terminal` at `now_ms` (tap, button, the same card again);
