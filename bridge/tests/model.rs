@@ -328,6 +328,21 @@ struct Sent {
     forgotten: bool,
 }
 
+impl Sent {
+    /// This message again as the bridge would take it, with `input` (its own, or other content
+    /// under its id).
+    fn message<'a>(&'a self, device: &'a DeviceId, input: &'a Input) -> Message<'a> {
+        Message {
+            kind: self.kind,
+            device,
+            id: &self.id,
+            input,
+            stamp: self.stamp,
+            replaces: self.replaces.as_ref(),
+        }
+    }
+}
+
 fn card(i: usize) -> CardId {
     CardId::new(CARDS[i]).expect("card")
 }
@@ -451,18 +466,7 @@ async fn run_case(
                 let live: Vec<&Sent> = sent.iter().filter(|s| !s.forgotten).collect();
                 let s = live[k % live.len()].clone();
                 let device = DeviceId::new(s.device).expect("device");
-                let req = Request::new(
-                    Message {
-                        kind: s.kind,
-                        device: &device,
-                        id: &s.id,
-                        input: &s.input,
-                        stamp: s.stamp,
-                        replaces: s.replaces.as_ref(),
-                    },
-                    now,
-                    catalogue,
-                );
+                let req = Request::new(s.message(&device, &s.input), now, catalogue);
                 let got = decide(store, catalogue, req).await;
                 let Answer::Decided(got) = got else {
                     return Err(TestCaseError::fail(format!("op {n}: redelivery refused")));
@@ -479,18 +483,7 @@ async fn run_case(
                     DeviceKind::Terminal => Input::TerminalTap(card(*c)),
                 };
                 let device = DeviceId::new(s.device).expect("device");
-                let req = Request::new(
-                    Message {
-                        kind: s.kind,
-                        device: &device,
-                        id: &s.id,
-                        input: &input,
-                        stamp: s.stamp,
-                        replaces: s.replaces.as_ref(),
-                    },
-                    now,
-                    catalogue,
-                );
+                let req = Request::new(s.message(&device, &input), now, catalogue);
                 let got = decide(store, catalogue, req).await;
                 match got {
                     Answer::Decided(d) => {
@@ -552,18 +545,11 @@ async fn run_case(
                     .await
                     .expect("DEL");
                 sent[i].forgotten = true;
-                let req = Request::new(
-                    Message {
-                        kind: s.kind,
-                        device: &device,
-                        id: &s.id,
-                        input: &s.input,
-                        stamp: s.stamp,
-                        replaces: None,
-                    },
-                    now,
-                    catalogue,
-                );
+                let message = Message {
+                    replaces: None,
+                    ..s.message(&device, &s.input)
+                };
+                let req = Request::new(message, now, catalogue);
                 let Answer::Decided(got) = decide(store, catalogue, req).await else {
                     return Err(TestCaseError::fail(format!(
                         "op {n}: a late redelivery refused"
