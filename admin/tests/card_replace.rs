@@ -23,6 +23,20 @@ fn admin(args: &[&str]) -> Output {
         .expect("run tapgate-admin")
 }
 
+/// `tapgate-admin card replace FROM TO --operator OPERATOR --redis URL`.
+fn replace(from: &str, to: &str, operator: &str, redis: &str) -> Output {
+    admin(&[
+        "card",
+        "replace",
+        from,
+        to,
+        "--operator",
+        operator,
+        "--redis",
+        redis,
+    ])
+}
+
 fn card(s: &str) -> CardId {
     CardId::new(s).expect("card")
 }
@@ -91,16 +105,7 @@ async fn card_replace_moves_the_pass_and_the_money_once() {
         .await
         .expect("other wallet");
 
-    let out = admin(&[
-        "card",
-        "replace",
-        "0aa1",
-        "0bb1",
-        "--operator",
-        "ops-script",
-        "--redis",
-        &url,
-    ]);
+    let out = replace("0aa1", "0bb1", "ops-script", &url);
     assert!(
         out.status.success(),
         "{}",
@@ -186,28 +191,10 @@ async fn card_replace_moves_the_pass_and_the_money_once() {
     }
     // Without an operator name, and with a bad card id against a Redis that is not there: refused
     // without reaching Redis.
-    let out = admin(&[
-        "card",
-        "replace",
-        "0BB1",
-        "0EE1",
-        "--operator",
-        "",
-        "--redis",
-        &url,
-    ]);
+    let out = replace("0BB1", "0EE1", "", &url);
     assert!(!out.status.success());
     let nowhere = "redis://127.0.0.1:1";
-    let out = admin(&[
-        "card",
-        "replace",
-        "0B-B1",
-        "0EE1",
-        "--operator",
-        "ops",
-        "--redis",
-        nowhere,
-    ]);
+    let out = replace("0B-B1", "0EE1", "ops", nowhere);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("invalid_card"),
@@ -219,16 +206,7 @@ async fn card_replace_moves_the_pass_and_the_money_once() {
         ("redis+sentinel://u:s3cret@h1", "invalid Redis URL"),
         ("redis://u:change-me-s3cret@127.0.0.1:1", "placeholder"),
     ] {
-        let out = admin(&[
-            "card",
-            "replace",
-            "0BB1",
-            "0EE1",
-            "--operator",
-            "ops",
-            "--redis",
-            redis,
-        ]);
+        let out = replace("0BB1", "0EE1", "ops", redis);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(why), "{redis}: {err}");
         assert!(!err.contains("s3cret"), "{err}");
