@@ -65,42 +65,25 @@ fn payg_fares() -> (std::path::PathBuf, Catalogue, tempfile::TempDir) {
 
 /// Terminals and gates, through the bridge's own decide function, as the bridge calls it under
 /// a pay-as-you-go catalogue.
-struct Rider {
-    store: tapgate_bridge::Store,
-    catalogue: Catalogue,
-    n: u64,
-}
+struct Rider(Seller);
 
 impl Rider {
     async fn connect(url: &str, catalogue: Catalogue) -> Self {
         let store = tapgate_bridge::Store::connect(url, None, store_settings())
             .await
             .unwrap_or_else(|e| panic!("bridge store: {e}"));
-        Self {
-            store,
-            catalogue,
-            n: 0,
-        }
+        Self(Seller::new(store, catalogue))
     }
 
     async fn decide(&mut self, kind: DeviceKind, device: &str, input: Input, now: u64) -> Decision {
-        self.n += 1;
-        support::decide(
-            &self.store,
-            &self.catalogue,
-            self.n,
-            kind,
-            device,
-            input,
-            now,
-        )
-        .await
+        self.0.decide(kind, device, input, now).await
     }
 
     /// Buys `product` (a pass or a top-up) for `card` at terminal t1: tap, button, same card.
     async fn buy(&mut self, card: &str, product: &str, now: u64) -> Decision {
         let card = CardId::new(card).expect("card");
         let terms = self
+            .0
             .catalogue
             .product(ProductId::parse(product).expect("product id"))
             .expect("on sale")

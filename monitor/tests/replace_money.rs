@@ -20,7 +20,7 @@ use tapgate_bridge::Store;
 use tapgate_monitor::replace::{replace, ReplaceError};
 use tapgate_protocol::payg::Wallet;
 use tapgate_protocol::rules::{self, Input, Settings, State};
-use tapgate_protocol::{keys, CardId, Catalogue, Decision, DeviceKind, Event, EventKind};
+use tapgate_protocol::{keys, CardId, Catalogue, DeviceKind, Event, EventKind};
 use tapgate_testkit::RedisServer;
 
 /// Monday 2026-03-02 10:00 UTC.
@@ -80,28 +80,6 @@ struct Card {
     /// Whether its wallet hash exists (written by a top-up or a charge, or moved onto it).
     wallet_stored: bool,
     replaced: bool,
-}
-
-struct Driver {
-    store: Store,
-    catalogue: Catalogue,
-    n: u64,
-}
-
-impl Driver {
-    async fn decide(&mut self, kind: DeviceKind, device: &str, input: Input, now: u64) -> Decision {
-        self.n += 1;
-        support::decide(
-            &self.store,
-            &self.catalogue,
-            self.n,
-            kind,
-            device,
-            input,
-            now,
-        )
-        .await
-    }
 }
 
 fn settings(catalogue: &Catalogue, now: u64) -> Settings {
@@ -197,11 +175,7 @@ fn replacements_conserve_money_and_move_what_the_card_held() {
             .await
             .expect("store");
         (
-            Driver {
-                store,
-                catalogue: catalogue.clone(),
-                n: 0,
-            },
+            support::Seller::new(store, catalogue.clone()),
             support::redis(&redis).await,
         )
     });

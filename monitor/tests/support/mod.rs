@@ -562,34 +562,6 @@ pub fn sale(time: u64) -> Event {
     e
 }
 
-/// Decides `input` from `device` at `now_ms` as the bridge does, through the store's decide
-/// function under `catalogue`, as message `m{n}` (waiting, no stamp); panics unless decided.
-pub async fn decide(
-    store: &tapgate_bridge::Store,
-    catalogue: &tapgate_protocol::Catalogue,
-    n: u64,
-    kind: DeviceKind,
-    device: &str,
-    input: tapgate_protocol::rules::Input,
-    now_ms: u64,
-) -> tapgate_protocol::Decision {
-    let device = DeviceId::new(device).expect("device id");
-    let id = tapgate_protocol::MessageId::new(format!("m{n}")).expect("message id");
-    let message = tapgate_bridge::store::Message {
-        kind,
-        device: &device,
-        id: &id,
-        input: &input,
-        stamp: None,
-        replaces: None,
-    };
-    let request = tapgate_bridge::store::Request::new(message, now_ms, catalogue);
-    match store.decide_under(request, catalogue).await {
-        Ok(tapgate_bridge::store::Answer::Decided(d)) => d.decision,
-        other => panic!("not decided: {other:?}"),
-    }
-}
-
 /// Settings of the bridge's store in tests: what the bridge uses by default, in short.
 pub fn store_settings() -> tapgate_bridge::store::StoreSettings {
     tapgate_bridge::store::StoreSettings {
@@ -616,6 +588,11 @@ impl Seller {
         let store = tapgate_bridge::Store::connect(&redis.url(), None, store_settings())
             .await
             .unwrap_or_else(|e| panic!("bridge store: {e}\n{}", redis.log()));
+        Self::new(store, catalogue)
+    }
+
+    /// A seller deciding on `store` under `catalogue`.
+    pub fn new(store: tapgate_bridge::Store, catalogue: tapgate_protocol::Catalogue) -> Self {
         Self {
             store,
             catalogue,
@@ -623,25 +600,31 @@ impl Seller {
         }
     }
 
-    async fn decide(
+    /// Decides `input` from `device` at `now_ms` as the bridge does, through the store's decide
+    /// function, as the next message (waiting, no stamp); panics unless decided.
+    pub async fn decide(
         &mut self,
         kind: DeviceKind,
         device: &str,
         input: tapgate_protocol::rules::Input,
         now_ms: u64,
-    ) -> tapgate_protocol::Outcome {
+    ) -> tapgate_protocol::Decision {
         self.n += 1;
-        decide(
-            &self.store,
-            &self.catalogue,
-            self.n,
+        let device = DeviceId::new(device).expect("device id");
+        let id = tapgate_protocol::MessageId::new(format!("m{}", self.n)).expect("message id");
+        let message = tapgate_bridge::store::Message {
             kind,
-            device,
-            input,
-            now_ms,
-        )
-        .await
-        .outcome
+            device: &device,
+            id: &id,
+            input: &input,
+            stamp: None,
+            replaces: None,
+        };
+        let request = tapgate_bridge::store::Request::new(message, now_ms, &self.catalogue);
+        match self.store.decide_under(request, &self.catalogue).await {
+            Ok(tapgate_bridge::store::Answer::Decided(d)) => d.decision,
+            other => panic!("not decided: {other:?}"),
+        }
     }
 
     /// Sells `product` to `card` at `terminal` at `now_ms` (tap, button, the same card again);
@@ -659,6 +642,7 @@ impl Seller {
         match self
             .decide(kind, terminal, Input::TerminalTap(card.clone()), now_ms)
             .await
+            .outcome
         {
             Outcome::SelectPass { .. } => {}
             Outcome::AlreadyHasPass { .. } => return false,
@@ -666,14 +650,16 @@ impl Seller {
         }
         let chosen = self
             .decide(kind, terminal, Input::Button(terms), now_ms)
-            .await;
+            .await
+            .outcome;
         assert!(
             matches!(chosen, Outcome::TapToConfirm { .. }),
             "button: {chosen:?}"
         );
         let sold = self
             .decide(kind, terminal, Input::TerminalTap(card), now_ms)
-            .await;
+            .await
+            .outcome;
         assert!(matches!(sold, Outcome::PassIssued { .. }), "{sold:?}");
         true
     }
@@ -693,6 +679,7 @@ impl Seller {
             now_ms,
         )
         .await
+        .outcome
     }
 }
 
