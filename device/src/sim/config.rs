@@ -223,10 +223,7 @@ impl SimConfig {
             ("outage", self.outage),
         ] {
             if !(0.0..=1.0).contains(&p) {
-                return Err(ConfigError::invalid(
-                    "garbage",
-                    format!("{name} must be between 0 and 1"),
-                ));
+                return Err(ConfigError::invalid(name, "must be between 0 and 1"));
             }
         }
         if self.outage > 0.0 && self.outage_age <= self.decision_window * 2 {
@@ -292,6 +289,25 @@ mod tests {
             panic!("not simulate");
         };
         sim.load(given)
+    }
+
+    #[test]
+    fn an_impossible_share_is_blamed_on_its_own_setting() {
+        for name in [
+            "garbage",
+            "no_pass",
+            "mismatch",
+            "button_first",
+            "rebuy",
+            "outage",
+        ] {
+            let flag = format!("--{}", name.replace('_', "-"));
+            let e = load(&[&flag, "1.5"]).expect_err("refused");
+            assert!(
+                matches!(&e, ConfigError::Invalid { field, .. } if *field == name),
+                "{name}: {e}"
+            );
+        }
     }
 
     #[test]
