@@ -241,9 +241,7 @@ impl Store {
     pub fn with_replication(mut self, replicas: u32, timeout: Duration) -> Self {
         self.wait = (replicas > 0).then(|| Wait {
             replicas,
-            timeout_ms: u64::try_from(timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
+            timeout_ms: crate::config::millis(timeout).max(1),
         });
         self
     }
