@@ -64,21 +64,16 @@ pub struct RedisConnectError {
 }
 
 impl RedisTarget {
-    /// Parses a `redis://` or `redis+sentinel://` URL; `password`, when given, replaces the
-    /// URL's (so it can stay out of the URL and off command lines).
-    pub fn parse(url: &str, password: Option<&str>) -> Result<Self, RedisUrlError> {
+    /// Parses a `redis://` or `redis+sentinel://` URL.
+    pub fn parse(url: &str) -> Result<Self, RedisUrlError> {
         let bad = |why: &str| RedisUrlError {
             url: tapgate_protocol::broker::redact(url),
             why: why.to_owned(),
         };
         let Some(rest) = url.strip_prefix("redis+sentinel://") else {
-            let mut info = url
+            let info = url
                 .into_connection_info()
                 .map_err(|e| bad(&e.to_string()))?;
-            if let Some(pw) = password {
-                let settings = info.redis_settings().clone().set_password(pw);
-                info = info.set_redis_settings(settings);
-            }
             return Ok(Self::Direct(info));
         };
         let (authority, path) = rest
@@ -126,9 +121,6 @@ impl RedisTarget {
                 node = node.set_password(pw);
             }
         }
-        if let Some(pw) = password {
-            node = node.set_password(pw);
-        }
         Ok(Self::Sentinel {
             sentinels,
             primary: primary.to_owned(),
@@ -139,6 +131,34 @@ impl RedisTarget {
     /// Whether the primary comes from Sentinel (and may move).
     pub fn is_sentinel(&self) -> bool {
         matches!(self, Self::Sentinel { .. })
+    }
+
+    /// The Redis node's password, if any (for Sentinel, the primary's, not the sentinels').
+    pub fn password(&self) -> Option<&str> {
+        match self {
+            Self::Direct(info) => info.redis_settings().password(),
+            Self::Sentinel { node, .. } => node.password(),
+        }
+    }
+
+    /// The same target with `password` for the Redis node in place of the URL's (a setting of
+    /// its own, kept off the URL and command lines).
+    pub fn with_password(self, password: &str) -> Self {
+        match self {
+            Self::Direct(info) => {
+                let node = info.redis_settings().clone().set_password(password);
+                Self::Direct(info.set_redis_settings(node))
+            }
+            Self::Sentinel {
+                sentinels,
+                primary,
+                node,
+            } => Self::Sentinel {
+                sentinels,
+                primary,
+                node: node.set_password(password),
+            },
+        }
     }
 }
 
@@ -643,14 +663,12 @@ mod tests {
     #[test]
     fn parses_direct_and_sentinel_urls() {
         assert!(matches!(
-            RedisTarget::parse("redis://127.0.0.1:6379", None),
+            RedisTarget::parse("redis://127.0.0.1:6379"),
             Ok(RedisTarget::Direct(_))
         ));
-        let t = RedisTarget::parse(
-            "redis+sentinel://tapgate-bridge:pw@h1:26379,h2:26380,h3/tapgate/2",
-            None,
-        )
-        .expect("sentinel url");
+        let t =
+            RedisTarget::parse("redis+sentinel://tapgate-bridge:pw@h1:26379,h2:26380,h3/tapgate/2")
+                .expect("sentinel url");
         let RedisTarget::Sentinel {
             sentinels,
             primary,
@@ -667,8 +685,9 @@ mod tests {
         assert_eq!(node.db(), 2);
         assert_eq!(node.username(), Some("tapgate-bridge"));
         assert_eq!(node.password(), Some("pw"));
-        let t =
-            RedisTarget::parse("redis+sentinel://h1/tapgate", Some("from-setting")).expect("url");
+        let t = RedisTarget::parse("redis+sentinel://h1/tapgate")
+            .expect("url")
+            .with_password("from-setting");
         let RedisTarget::Sentinel { node, .. } = t else {
             panic!("not sentinel");
         };
@@ -684,9 +703,9 @@ mod tests {
             "redis+sentinel://h1/tapgate/x",
             "redis+sentinel://h1/tapgate/0/extra",
         ] {
-            assert!(RedisTarget::parse(bad, None).is_err(), "{bad}");
+            assert!(RedisTarget::parse(bad).is_err(), "{bad}");
         }
-        let e = RedisTarget::parse("redis+sentinel://u:secret@h1", None).expect_err("bad");
+        let e = RedisTarget::parse("redis+sentinel://u:secret@h1").expect_err("bad");
         assert!(!e.to_string().contains("secret"), "{e}");
     }
 

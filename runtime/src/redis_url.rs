@@ -33,7 +33,7 @@ impl RedisUrl {
     /// `redis+sentinel://[user:password@]host:port,host:port,…/primary-name[/db]`.
     pub fn parse(text: &str) -> Result<Self, RedisUrlError> {
         Ok(Self {
-            target: RedisTarget::parse(text, None)?,
+            target: RedisTarget::parse(text)?,
             text: text.to_owned(),
         })
     }
@@ -46,23 +46,9 @@ impl RedisUrl {
     /// Where Redis is, with `password` (a setting of its own, kept off the URL and command
     /// lines), when given, in place of the URL's.
     pub fn with_password(&self, password: Option<&str>) -> RedisTarget {
-        let Some(pw) = password else {
-            return self.target.clone();
-        };
-        match self.target.clone() {
-            RedisTarget::Direct(info) => {
-                let node = info.redis_settings().clone().set_password(pw);
-                RedisTarget::Direct(info.set_redis_settings(node))
-            }
-            RedisTarget::Sentinel {
-                sentinels,
-                primary,
-                node,
-            } => RedisTarget::Sentinel {
-                sentinels,
-                primary,
-                node: node.set_password(pw),
-            },
+        match password {
+            Some(pw) => self.target.clone().with_password(pw),
+            None => self.target.clone(),
         }
     }
 
@@ -73,10 +59,7 @@ impl RedisUrl {
 
     /// The URL's own password, if it holds one (to refuse an example placeholder).
     pub fn password(&self) -> Option<&str> {
-        match &self.target {
-            RedisTarget::Direct(info) => info.redis_settings().password(),
-            RedisTarget::Sentinel { node, .. } => node.password(),
-        }
+        self.target.password()
     }
 
     /// The URL as given, password included: for handing it on (a child process's `--redis`),
@@ -171,13 +154,6 @@ impl<'de> serde::Deserialize<'de> for RedisUrl {
 mod tests {
     use super::*;
 
-    fn node_password(target: &RedisTarget) -> Option<&str> {
-        match target {
-            RedisTarget::Direct(info) => info.redis_settings().password(),
-            RedisTarget::Sentinel { node, .. } => node.password(),
-        }
-    }
-
     #[test]
     fn good_urls_parse_and_bad_ones_say_why() {
         let direct: RedisUrl = "redis://u:pw@h:6380/2".parse().expect("direct");
@@ -211,9 +187,9 @@ mod tests {
     fn a_password_setting_replaces_the_urls() {
         for text in ["redis://u:from-url@h", "redis+sentinel://u:from-url@h1/p"] {
             let url = RedisUrl::parse(text).expect("url");
-            assert_eq!(node_password(&url.with_password(None)), Some("from-url"));
+            assert_eq!(url.with_password(None).password(), Some("from-url"));
             let target = url.with_password(Some("from-setting"));
-            assert_eq!(node_password(&target), Some("from-setting"), "{text}");
+            assert_eq!(target.password(), Some("from-setting"), "{text}");
             assert_eq!(target.is_sentinel(), url.is_sentinel());
             assert_eq!(
                 url.password(),

@@ -32,13 +32,6 @@ pub fn refuse_placeholder(
     }
 }
 
-/// The password inside a URL such as `redis://user:password@host` or `mqtt://u:p@h`, if any.
-pub fn url_password(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let (creds, _) = rest.rsplit_once('@')?;
-    Some(creds.split_once(':').map_or("", |(_, p)| p))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,12 +44,5 @@ mod tests {
         assert!(refuse_placeholder("x", None).is_ok());
         let e = refuse_placeholder("mqtt_password", Some("change-me")).expect_err("refused");
         assert!(e.to_string().contains("mqtt_password"), "{e}");
-    }
-
-    #[test]
-    fn passwords_in_urls() {
-        assert_eq!(url_password("redis://:change-me@r:6379"), Some("change-me"));
-        assert_eq!(url_password("redis://u:p@r"), Some("p"));
-        assert_eq!(url_password("mqtt://h:1883"), None);
     }
 }
